@@ -1,0 +1,1 @@
+//! Typed configuration, validated at start with clear errors.

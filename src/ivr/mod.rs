@@ -1,0 +1,1 @@
+//! Call flows: city resolution, working hours, menus, voice messages, survey.

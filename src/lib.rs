@@ -1,0 +1,13 @@
+//! The 12348 hotline server: SIP/RTP B2BUA, IVR, ACD queues and work orders (工单) for
+//! Shandong's public legal-service hotline. See README.md and ../shared/DESIGN.md.
+
+pub mod api;
+pub mod calendar;
+pub mod config;
+pub mod ivr;
+pub mod media;
+pub mod queue;
+pub mod server;
+pub mod sip;
+pub mod store;
+pub mod ticket;

@@ -1,0 +1,3 @@
+fn main() {
+    let _ = hotline::sip::message::MAX_MESSAGE_SIZE;
+}

@@ -1,0 +1,1 @@
+//! ACD: agents, duty rosters, sign-in, strategies, announcements, overflow.

@@ -1,0 +1,1 @@
+//! Persistence: one Store trait, SQLite and PostgreSQL implementations.

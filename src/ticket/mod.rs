@@ -1,0 +1,1 @@
+//! Work orders (工单): model, pure transition function, deadlines, ledger.
