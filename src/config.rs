@@ -1,1 +1,573 @@
-//! Typed configuration, validated at start with clear errors.
+//! Typed configuration (`config/hotline.toml`), validated at start with clear errors.
+//!
+//! Unknown keys and bad values are errors, never silently ignored: every struct denies
+//! unknown fields, and [`Config::validate`] checks what types cannot (references between
+//! sections, duplicates, ranges). Each [`Problem`] names its TOML path and line so an
+//! operator at 3 a.m. can find it.
+
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    #[serde(default)]
+    pub sip: SipConfig,
+    #[serde(default)]
+    pub trunks: Vec<TrunkConfig>,
+    #[serde(default)]
+    pub cities: Vec<CityConfig>,
+    #[serde(default)]
+    pub agents: Vec<AgentConfig>,
+    #[serde(default)]
+    pub units: Vec<UnitConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerConfig {
+    /// SIP domain of the hotline; also the digest realm.
+    pub domain: String,
+    #[serde(default = "default_sip_listen")]
+    pub sip_listen: SocketAddr,
+    #[serde(default = "default_http_listen")]
+    pub http_listen: SocketAddr,
+    /// Database file, WAL journal and runtime state live here.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    #[serde(default = "default_recordings_dir")]
+    pub recordings_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`; default: `sqlite://<data_dir>/hotline.db`.
+    /// The `DATABASE_URL` environment variable overrides it.
+    #[serde(default)]
+    pub database_url: Option<String>,
+    /// China working-day calendar data (holidays and 调休 workdays).
+    #[serde(default = "default_calendar")]
+    pub calendar: PathBuf,
+}
+
+fn default_sip_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 5060))
+}
+fn default_http_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 8080))
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_recordings_dir() -> PathBuf {
+    PathBuf::from("./recordings")
+}
+fn default_calendar() -> PathBuf {
+    PathBuf::from("config/calendar/cn-workdays.toml")
+}
+
+/// SIP timers and registrar/auth policy.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SipConfig {
+    pub t1_ms: u64,
+    pub t2_ms: u64,
+    pub t4_ms: u64,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub nonce_ttl_secs: u64,
+    /// Failed authentications from one source within the window before it is banned.
+    pub auth_failures_before_ban: u32,
+    pub auth_failure_window_secs: u64,
+    pub ban_secs: u64,
+    pub max_tcp_connections_per_source: usize,
+    /// A TCP connection that sends no complete message for this long is closed
+    /// (slowloris protection).
+    pub tcp_idle_timeout_secs: u64,
+    pub max_transactions: usize,
+}
+
+impl Default for SipConfig {
+    fn default() -> Self {
+        SipConfig {
+            t1_ms: 500,
+            t2_ms: 4000,
+            t4_ms: 5000,
+            min_expires: 60,
+            max_expires: 3600,
+            default_expires: 3600,
+            nonce_ttl_secs: 300,
+            auth_failures_before_ban: 10,
+            auth_failure_window_secs: 60,
+            ban_secs: 300,
+            max_tcp_connections_per_source: 32,
+            tcp_idle_timeout_secs: 120,
+            max_transactions: 20_000,
+        }
+    }
+}
+
+/// A carrier trunk: the sources allowed to send inbound 12348 calls.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrunkConfig {
+    pub name: String,
+    pub sources: Vec<IpAddr>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CityConfig {
+    pub id: String,
+    pub name: String,
+    /// Fixed-line area codes, e.g. ["0531", "0634"] (莱芜 joined 济南 in 2019).
+    pub area_codes: Vec<String>,
+    /// Numbers dialled to reach this city's center, e.g. "053112348".
+    #[serde(default)]
+    pub numbers: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// SIP user name and login id.
+    pub id: String,
+    pub name: String,
+    pub city: String,
+    /// Plain password (for development); prefer `ha1_md5`/`ha1_sha256` in production.
+    #[serde(default)]
+    pub password: Option<String>,
+    /// H(user:realm:password) with MD5, lowercase hex.
+    #[serde(default)]
+    pub ha1_md5: Option<String>,
+    /// H(user:realm:password) with SHA-256, lowercase hex.
+    #[serde(default)]
+    pub ha1_sha256: Option<String>,
+    #[serde(default)]
+    pub roles: Vec<Role>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Agent,
+    Dispatcher,
+    UnitHandler,
+    UnitHead,
+    Reviewer,
+    Supervisor,
+    CallbackStaff,
+    ProvinceAdmin,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnitKind {
+    Province,
+    City,
+    County,
+    Township,
+    Institution,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnitConfig {
+    pub id: String,
+    pub name: String,
+    pub kind: UnitKind,
+    /// Parent unit id; only the province has none.
+    #[serde(default)]
+    pub parent: Option<String>,
+}
+
+/// One thing wrong with a config file, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// TOML path, e.g. `agents[2].city`.
+    pub path: String,
+    /// 1-based line in the file, when it could be located.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.line {
+            Some(line) => write!(f, "line {line}: {}: {}", self.path, self.message),
+            None => write!(f, "{}: {}", self.path, self.message),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {path} has {} problem(s):\n{}", .problems.len(), render(.problems))]
+    Invalid {
+        path: PathBuf,
+        problems: Vec<Problem>,
+    },
+}
+
+fn render(problems: &[Problem]) -> String {
+    problems
+        .iter()
+        .map(|p| format!("  {p}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+impl Config {
+    /// Read, parse and validate a config file.
+    ///
+    /// # Errors
+    /// [`ConfigError::Read`] when the file cannot be read, [`ConfigError::Invalid`] with
+    /// every problem found otherwise.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Config::from_toml(&text).map_err(|problems| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            problems,
+        })
+    }
+
+    /// Parse and validate config text.
+    ///
+    /// # Errors
+    /// Every problem found, each with its TOML path and line.
+    pub fn from_toml(text: &str) -> Result<Config, Vec<Problem>> {
+        let config: Config = toml::from_str(text).map_err(|e| vec![serde_problem(text, &e)])?;
+        let mut problems = config.validate();
+        if problems.is_empty() {
+            return Ok(config);
+        }
+        let doc = toml::de::DeTable::parse(text).ok();
+        for p in &mut problems {
+            p.line = doc
+                .as_ref()
+                .and_then(|d| locate(text, d.get_ref(), &p.path));
+        }
+        Err(problems)
+    }
+
+    /// The checks types cannot express. Lines are filled in by the caller.
+    pub fn validate(&self) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        let mut add = |path: String, message: String| {
+            problems.push(Problem {
+                path,
+                line: None,
+                message,
+            })
+        };
+        if self.server.domain.trim().is_empty() {
+            add("server.domain".into(), "must not be empty".into());
+        }
+        let sip = &self.sip;
+        if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
+            add("sip.t2_ms".into(), "T1 must be > 0 and T2 >= T1".into());
+        }
+        if sip.min_expires == 0 || sip.min_expires > sip.max_expires {
+            add(
+                "sip.min_expires".into(),
+                "must be > 0 and <= sip.max_expires".into(),
+            );
+        }
+        if !(sip.min_expires..=sip.max_expires).contains(&sip.default_expires) {
+            add(
+                "sip.default_expires".into(),
+                "must lie between sip.min_expires and sip.max_expires".into(),
+            );
+        }
+
+        let mut city_ids = HashSet::new();
+        let mut numbers = HashSet::new();
+        for (i, c) in self.cities.iter().enumerate() {
+            if !city_ids.insert(c.id.as_str()) {
+                add(format!("cities[{i}].id"), format!("duplicate city id {:?}", c.id));
+            }
+            if c.area_codes.is_empty() {
+                add(format!("cities[{i}].area_codes"), "must list at least one".into());
+            }
+            for (j, code) in c.area_codes.iter().enumerate() {
+                if !is_area_code(code) {
+                    add(
+                        format!("cities[{i}].area_codes[{j}]"),
+                        format!("{code:?} is not a Chinese area code (0 + 2-3 digits)"),
+                    );
+                }
+            }
+            for (j, n) in c.numbers.iter().enumerate() {
+                if n.is_empty() || !n.bytes().all(|b| b.is_ascii_digit()) {
+                    add(
+                        format!("cities[{i}].numbers[{j}]"),
+                        format!("{n:?} must be digits only"),
+                    );
+                } else if !numbers.insert(n.as_str()) {
+                    add(
+                        format!("cities[{i}].numbers[{j}]"),
+                        format!("number {n} is used by two cities"),
+                    );
+                }
+            }
+        }
+
+        let mut agent_ids = HashSet::new();
+        for (i, a) in self.agents.iter().enumerate() {
+            if a.id.is_empty() || !a.id.bytes().all(is_sip_user_char) {
+                add(
+                    format!("agents[{i}].id"),
+                    format!("{:?} must be a plain SIP user name (letters, digits, . _ -)", a.id),
+                );
+            }
+            if !agent_ids.insert(a.id.as_str()) {
+                add(format!("agents[{i}].id"), format!("duplicate agent id {:?}", a.id));
+            }
+            if !city_ids.contains(a.city.as_str()) {
+                add(
+                    format!("agents[{i}].city"),
+                    format!("unknown city {:?} (not in [[cities]])", a.city),
+                );
+            }
+            if a.password.is_none() && a.ha1_md5.is_none() && a.ha1_sha256.is_none() {
+                add(
+                    format!("agents[{i}]"),
+                    "needs password, ha1_md5 or ha1_sha256".into(),
+                );
+            }
+            if let Some(h) = &a.ha1_md5
+                && !is_hex(h, 32)
+            {
+                add(
+                    format!("agents[{i}].ha1_md5"),
+                    "must be 32 lowercase hex digits".into(),
+                );
+            }
+            if let Some(h) = &a.ha1_sha256
+                && !is_hex(h, 64)
+            {
+                add(
+                    format!("agents[{i}].ha1_sha256"),
+                    "must be 64 lowercase hex digits".into(),
+                );
+            }
+        }
+
+        let unit_ids: HashSet<&str> = self.units.iter().map(|u| u.id.as_str()).collect();
+        let mut seen_units = HashSet::new();
+        for (i, u) in self.units.iter().enumerate() {
+            if !seen_units.insert(u.id.as_str()) {
+                add(format!("units[{i}].id"), format!("duplicate unit id {:?}", u.id));
+            }
+            match (&u.parent, u.kind) {
+                (None, UnitKind::Province) => {}
+                (None, _) => add(
+                    format!("units[{i}].parent"),
+                    "only the province may have no parent".into(),
+                ),
+                (Some(p), _) if !unit_ids.contains(p.as_str()) => add(
+                    format!("units[{i}].parent"),
+                    format!("unknown unit {p:?}"),
+                ),
+                (Some(_), _) => {}
+            }
+        }
+        problems
+    }
+
+    /// The database URL in force: `DATABASE_URL`, else the config, else SQLite in the
+    /// data directory.
+    pub fn database_url(&self, env_override: Option<String>) -> String {
+        env_override
+            .filter(|s| !s.is_empty())
+            .or_else(|| self.server.database_url.clone())
+            .unwrap_or_else(|| {
+                format!(
+                    "sqlite://{}?mode=rwc",
+                    self.server.data_dir.join("hotline.db").display()
+                )
+            })
+    }
+
+    pub fn agent(&self, id: &str) -> Option<&AgentConfig> {
+        self.agents.iter().find(|a| a.id == id)
+    }
+}
+
+fn is_area_code(s: &str) -> bool {
+    (3..=4).contains(&s.len()) && s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+fn is_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
+fn is_sip_user_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.as_bytes()
+        .iter()
+        .take(offset)
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+fn serde_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let line = e.span().map(|s| line_of(text, s.start));
+    // toml's message may contain the offending key; keep its first line, the rest is a
+    // source excerpt that `line` already points to.
+    let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+    let path = e
+        .span()
+        .and_then(|s| key_path_at(text, s.start))
+        .unwrap_or_else(|| "(document)".to_string());
+    Problem {
+        path,
+        line,
+        message,
+    }
+}
+
+/// Best-effort TOML path of the table that contains byte `offset`: the nearest
+/// `[table]` or `[[array]]` header above it plus the key on that line.
+fn key_path_at(text: &str, offset: usize) -> Option<String> {
+    let before = text.get(..offset)?;
+    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+    let line = text.get(line_start..)?.lines().next()?.trim();
+    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty());
+    let header = before
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| l.starts_with('['))
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+    match (header, key) {
+        (Some(h), Some(k)) if !k.starts_with('[') => Some(format!("{h}.{k}")),
+        (Some(h), _) => Some(h),
+        (None, Some(k)) => Some(k.to_string()),
+        (None, None) => None,
+    }
+}
+
+/// Find the line of a path like `agents[2].city` in the parsed document.
+fn locate(text: &str, doc: &toml::de::DeTable<'_>, path: &str) -> Option<usize> {
+    use toml::de::DeValue;
+    let mut span = None;
+    let mut table = Some(doc);
+    let mut value: Option<&DeValue<'_>> = None;
+    for seg in path.split('.') {
+        let (key, index) = match seg.split_once('[') {
+            Some((k, rest)) => (k, rest.trim_end_matches(']').parse::<usize>().ok()),
+            None => (seg, None),
+        };
+        let t = match value {
+            Some(DeValue::Table(t)) => t,
+            Some(_) => return span.map(|s| line_of(text, s)),
+            None => table?,
+        };
+        let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
+        span = Some(k.span().start);
+        let mut cur = v;
+        if let Some(i) = index {
+            if let DeValue::Array(items) = cur.get_ref() {
+                cur = items.get(i)?;
+                span = Some(cur.span().start);
+            }
+        }
+        value = Some(cur.get_ref());
+        table = None;
+    }
+    span.map(|s| line_of(text, s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[server]
+domain = "hotline.test"
+
+[[cities]]
+id = "jinan"
+name = "济南"
+area_codes = ["0531"]
+numbers = ["053112348"]
+
+[[agents]]
+id = "1001"
+name = "张律师"
+city = "jinan"
+password = "secret"
+roles = ["agent"]
+"#;
+
+    #[test]
+    fn minimal_config_loads_with_defaults() {
+        let c = Config::from_toml(MINIMAL).expect("valid");
+        assert_eq!(c.server.sip_listen.port(), 5060);
+        assert_eq!(c.server.http_listen.port(), 8080);
+        assert_eq!(c.sip.min_expires, 60);
+        assert_eq!(c.agents[0].roles, vec![Role::Agent]);
+    }
+
+    #[test]
+    fn unknown_key_is_an_error_with_its_line() {
+        let text = MINIMAL.replace("password = \"secret\"", "pasword = \"secret\"");
+        let problems = Config::from_toml(&text).expect_err("unknown key");
+        assert_eq!(problems.len(), 1);
+        assert!(problems[0].message.contains("pasword"), "{:?}", problems[0]);
+        assert_eq!(problems[0].line, Some(16));
+    }
+
+    #[test]
+    fn bad_value_type_is_an_error() {
+        let text = MINIMAL.replace("[server]", "[server]\nsip_listen = \"not an address\"");
+        let problems = Config::from_toml(&text).expect_err("bad addr");
+        assert_eq!(problems[0].line, Some(3));
+    }
+
+    #[test]
+    fn every_semantic_problem_is_reported_with_path_and_line() {
+        let text = format!(
+            "{MINIMAL}\n[[agents]]\nid = \"1001\"\nname = \"x\"\ncity = \"atlantis\"\n"
+        );
+        let problems = Config::from_toml(&text).expect_err("two problems");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"agents[1].id"), "{paths:?}");
+        assert!(paths.contains(&"agents[1].city"), "{paths:?}");
+        assert!(paths.contains(&"agents[1]"), "{paths:?}");
+        let city = problems.iter().find(|p| p.path == "agents[1].city").unwrap();
+        assert_eq!(city.line, Some(23), "{city:?}");
+    }
+
+    #[test]
+    fn shipped_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
+        let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.cities.len(), 16, "all 16 Shandong cities");
+        assert!(c.cities.iter().any(|c| c.numbers.contains(&"053112348".into())));
+    }
+
+    #[test]
+    fn database_url_prefers_environment() {
+        let c = Config::from_toml(MINIMAL).unwrap();
+        assert!(c.database_url(None).starts_with("sqlite://"));
+        assert_eq!(
+            c.database_url(Some("postgres://x/y".into())),
+            "postgres://x/y"
+        );
+    }
+}

@@ -1,1 +1,115 @@
-//! HTTP API (axum): health, metrics, consoles.
+//! HTTP API (axum): health, metrics; the consoles' API grows here.
+
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::sync::Arc;
+
+use crate::server::metrics::Metrics;
+use crate::store::Store;
+
+/// What the HTTP handlers share.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    /// Start-up warnings an operator must see (e.g. "calendar for 2027 not loaded").
+    pub warnings: Arc<Vec<String>>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize)]
+struct Health<'a> {
+    /// "ok" or "degraded".
+    status: &'static str,
+    database: &'static str,
+    warnings: &'a [String],
+}
+
+/// Always 200 while the process serves: calls keep flowing when the database is down,
+/// so a load balancer should not pull the node; `status` says "degraded" instead.
+async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+    let db_ok = state.store.ping().await.is_ok();
+    let health = Health {
+        status: if db_ok && state.warnings.is_empty() {
+            "ok"
+        } else {
+            "degraded"
+        },
+        database: if db_ok { "ok" } else { "unreachable" },
+        warnings: &state.warnings,
+    };
+    Json(serde_json::to_value(&health).unwrap_or_default())
+}
+
+async fn metrics(State(state): State<AppState>) -> Response {
+    (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::body::Body;
+    use axum::http::Request;
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+
+    async fn get_json(app: Router, uri: &str) -> (StatusCode, String) {
+        let resp = app
+            .oneshot(Request::get(uri).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = resp.status();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn healthz_reports_database_and_warnings() {
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        let state = AppState {
+            store,
+            metrics: Arc::default(),
+            warnings: Arc::new(vec![]),
+        };
+        let (status, body) = get_json(router(state.clone()), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"status\":\"ok\""), "{body}");
+
+        let warned = AppState {
+            warnings: Arc::new(vec!["calendar for 2027 not loaded".into()]),
+            ..state
+        };
+        let (_, body) = get_json(router(warned), "/healthz").await;
+        assert!(body.contains("\"status\":\"degraded\""), "{body}");
+        assert!(body.contains("calendar for 2027 not loaded"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn metrics_is_prometheus_text() {
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        let state = AppState {
+            store,
+            metrics: Arc::default(),
+            warnings: Arc::new(vec![]),
+        };
+        state.metrics.parse_error();
+        let (status, body) = get_json(router(state), "/metrics").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("hotline_sip_parse_errors_total 1"), "{body}");
+    }
+}

@@ -1,1 +1,348 @@
-//! Persistence: one Store trait, SQLite and PostgreSQL implementations.
+//! Persistence: SQLite (embedded default) and PostgreSQL behind one [`Store`].
+//!
+//! SQL is written once with `$N` placeholders, which both SQLite and PostgreSQL accept,
+//! and run on whichever pool is configured ([`on_pool!`] compiles the body once per
+//! backend). Migrations live in `migrations/sqlite` and `migrations/postgres`; they are
+//! append-only.
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{PgPool, SqlitePool};
+use std::str::FromStr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database URL must start with sqlite:// or postgres://")]
+    UnsupportedUrl,
+    #[error("cannot create the data directory: {0}")]
+    DataDir(#[source] std::io::Error),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
+/// Handle to the database; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+/// Run `$body` with `$p` bound to the concrete pool of either backend.
+macro_rules! on_pool {
+    ($self:expr, |$p:ident| $body:expr) => {
+        match &$self.pool {
+            Pool::Sqlite($p) => $body,
+            Pool::Postgres($p) => $body,
+        }
+    };
+}
+
+/// One registrar binding as stored.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct StoredBinding {
+    pub aor: String,
+    pub contact: String,
+    /// Unix milliseconds.
+    pub expires_at: i64,
+    pub q: Option<f64>,
+    pub call_id: String,
+    pub cseq: i64,
+    pub source: String,
+    pub transport: String,
+    pub user_agent: Option<String>,
+}
+
+impl Store {
+    /// Connect (creating the SQLite file and its directory when needed).
+    ///
+    /// # Errors
+    /// Unsupported URL, unreachable database.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                // FULL: a work order acknowledged to a user survives power loss too.
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(Duration::from_secs(5))
+                .foreign_keys(true);
+            if let Some(dir) = options.get_filename().parent()
+                && !dir.as_os_str().is_empty()
+            {
+                std::fs::create_dir_all(dir).map_err(StoreError::DataDir)?;
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .connect_with(options)
+                .await?;
+            Ok(Store {
+                pool: Pool::Sqlite(pool),
+            })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)?;
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(Duration::from_secs(5))
+                .connect_with(options)
+                .await?;
+            Ok(Store {
+                pool: Pool::Postgres(pool),
+            })
+        } else {
+            Err(StoreError::UnsupportedUrl)
+        }
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Sqlite(_) => Backend::Sqlite,
+            Pool::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Apply pending migrations.
+    ///
+    /// # Errors
+    /// A migration failed or a shipped one was edited.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match &self.pool {
+            Pool::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Pool::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// Round trip to the database, for `/healthz`.
+    ///
+    /// # Errors
+    /// The database is unreachable.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await?);
+        Ok(())
+    }
+
+    /// Insert or refresh one binding.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn upsert_binding(&self, b: &StoredBinding, now_ms: i64) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO registrations \
+            (aor, contact, expires_at, q, call_id, cseq, source, transport, user_agent, updated_at) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, \
+            q = excluded.q, call_id = excluded.call_id, cseq = excluded.cseq, \
+            source = excluded.source, transport = excluded.transport, \
+            user_agent = excluded.user_agent, updated_at = excluded.updated_at";
+        on_pool!(self, |p| sqlx::query(SQL)
+            .bind(&b.aor)
+            .bind(&b.contact)
+            .bind(b.expires_at)
+            .bind(b.q)
+            .bind(&b.call_id)
+            .bind(b.cseq)
+            .bind(&b.source)
+            .bind(&b.transport)
+            .bind(&b.user_agent)
+            .bind(now_ms)
+            .execute(p)
+            .await?);
+        Ok(())
+    }
+
+    /// # Errors
+    /// Database errors.
+    pub async fn delete_binding(&self, aor: &str, contact: &str) -> Result<(), StoreError> {
+        on_pool!(self, |p| sqlx::query(
+            "DELETE FROM registrations WHERE aor = $1 AND contact = $2"
+        )
+        .bind(aor)
+        .bind(contact)
+        .execute(p)
+        .await?);
+        Ok(())
+    }
+
+    /// Bindings still valid at `now_ms`, for restoring the registrar at start-up.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn live_bindings(&self, now_ms: i64) -> Result<Vec<StoredBinding>, StoreError> {
+        const SQL: &str = "SELECT aor, contact, expires_at, q, call_id, cseq, source, transport, \
+            user_agent FROM registrations WHERE expires_at > $1 ORDER BY aor, contact";
+        let rows = on_pool!(self, |p| sqlx::query_as::<_, StoredBinding>(SQL)
+            .bind(now_ms)
+            .fetch_all(p)
+            .await?);
+        Ok(rows)
+    }
+
+    /// Remove bindings that expired; returns how many.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn delete_expired_bindings(&self, now_ms: i64) -> Result<u64, StoreError> {
+        let done = on_pool!(self, |p| sqlx::query(
+            "DELETE FROM registrations WHERE expires_at <= $1"
+        )
+        .bind(now_ms)
+        .execute(p)
+        .await?
+        .rows_affected());
+        Ok(done)
+    }
+
+    /// Append one line to the audit log.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit(
+        &self,
+        now_ms: i64,
+        actor: &str,
+        action: &str,
+        subject: &str,
+        detail: &str,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO audit_log (at, actor, action, subject, detail) VALUES ($1, $2, $3, $4, $5)"
+        )
+        .bind(now_ms)
+        .bind(actor)
+        .bind(action)
+        .bind(subject)
+        .bind(detail)
+        .execute(p)
+        .await?);
+        Ok(())
+    }
+
+    /// Number of audit lines with this action (for tests and metrics).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_count(&self, action: &str) -> Result<i64, StoreError> {
+        let n: (i64,) = on_pool!(self, |p| sqlx::query_as(
+            "SELECT COUNT(*) FROM audit_log WHERE action = $1"
+        )
+        .bind(action)
+        .fetch_one(p)
+        .await?);
+        Ok(n.0)
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::*;
+
+    /// A fresh SQLite store in a temp dir (kept alive by the returned guard).
+    pub async fn sqlite() -> (Store, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}", dir.path().join("t.db").display());
+        let store = Store::connect(&url).await.expect("connect sqlite");
+        store.migrate().await.expect("migrate sqlite");
+        (store, dir)
+    }
+
+    /// A fresh PostgreSQL database on the machine's server (127.0.0.1:5432, trust auth),
+    /// created with a unique name; `None` when `HOTLINE_TEST_PG` is set to `off`.
+    pub async fn postgres() -> Option<Store> {
+        if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
+            return None;
+        }
+        let admin_url = std::env::var("HOTLINE_TEST_PG_ADMIN")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+        let name = format!(
+            "hotline_test_{}_{}",
+            std::process::id(),
+            rand::random::<u32>()
+        );
+        let admin = Store::connect(&admin_url)
+            .await
+            .expect("PostgreSQL on 127.0.0.1:5432 (set HOTLINE_TEST_PG=off to skip)");
+        on_pool!(admin, |p| sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(p)
+            .await
+            .expect("create test database"));
+        let url = admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}"))?;
+        let store = Store::connect(&url).await.expect("connect test database");
+        store.migrate().await.expect("migrate postgres");
+        Some(store)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support;
+    use super::*;
+
+    fn binding(contact: &str, expires_at: i64) -> StoredBinding {
+        StoredBinding {
+            aor: "1001@hotline.test".into(),
+            contact: contact.into(),
+            expires_at,
+            q: Some(0.5),
+            call_id: "abc".into(),
+            cseq: 7,
+            source: "127.0.0.1:5070".into(),
+            transport: "UDP".into(),
+            user_agent: Some("baresip".into()),
+        }
+    }
+
+    async fn bindings_round_trip(store: Store) {
+        store.ping().await.unwrap();
+        let a = binding("sip:1001@127.0.0.1:5070", 10_000);
+        let b = binding("sip:1001@127.0.0.1:5071", 20_000);
+        store.upsert_binding(&a, 1).await.unwrap();
+        store.upsert_binding(&b, 1).await.unwrap();
+        let mut refreshed = a.clone();
+        refreshed.expires_at = 30_000;
+        refreshed.cseq = 8;
+        store.upsert_binding(&refreshed, 2).await.unwrap();
+        assert_eq!(store.live_bindings(15_000).await.unwrap(), vec![refreshed.clone(), b.clone()]);
+        assert_eq!(store.delete_expired_bindings(25_000).await.unwrap(), 1);
+        store.delete_binding(&refreshed.aor, &refreshed.contact).await.unwrap();
+        assert!(store.live_bindings(0).await.unwrap().is_empty());
+        store.audit(1, "system", "sip.ban", "127.0.0.9", "10 failures").await.unwrap();
+        assert_eq!(store.audit_count("sip.ban").await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn sqlite_bindings_round_trip() {
+        let (store, _dir) = test_support::sqlite().await;
+        assert_eq!(store.backend(), Backend::Sqlite);
+        bindings_round_trip(store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_bindings_round_trip() {
+        let Some(store) = test_support::postgres().await else {
+            return;
+        };
+        assert_eq!(store.backend(), Backend::Postgres);
+        bindings_round_trip(store).await;
+    }
+
+    #[tokio::test]
+    async fn unsupported_url_is_refused() {
+        assert!(matches!(
+            Store::connect("mysql://x").await,
+            Err(StoreError::UnsupportedUrl)
+        ));
+    }
+}

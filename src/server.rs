@@ -1,1 +1,0 @@
-//! The tokio shell: sockets, clocks and the database around the sans-IO cores.

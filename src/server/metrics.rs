@@ -1,0 +1,237 @@
+//! Process-wide counters, rendered as Prometheus text by `GET /metrics`.
+//!
+//! Lock-free: fixed arrays of atomics indexed by method and status, so counting on the
+//! SIP parse path costs one atomic add.
+
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use crate::sip::message::Method;
+
+/// Methods we count separately; everything else is "other".
+const METHODS: [&str; 15] = [
+    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
+    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "other",
+];
+
+fn method_index(m: &Method) -> usize {
+    match m {
+        Method::Invite => 0,
+        Method::Ack => 1,
+        Method::Bye => 2,
+        Method::Cancel => 3,
+        Method::Register => 4,
+        Method::Options => 5,
+        Method::Info => 6,
+        Method::Update => 7,
+        Method::Prack => 8,
+        Method::Subscribe => 9,
+        Method::Notify => 10,
+        Method::Refer => 11,
+        Method::Message => 12,
+        Method::Publish => 13,
+        Method::Extension(_) => 14,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    In,
+    Out,
+}
+
+/// Why a message was dropped without an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// Unparseable and too broken to answer with 400.
+    Unanswerable,
+    /// Source is banned after repeated authentication failures.
+    Banned,
+    /// A response that matches no transaction.
+    StrayResponse,
+    /// A TCP stream that could not be framed (connection closed).
+    BadStream,
+}
+
+const DROP_REASONS: [&str; 4] = ["unanswerable", "banned", "stray_response", "bad_stream"];
+
+#[derive(Debug)]
+pub struct Metrics {
+    requests: [[AtomicU64; 15]; 2],
+    responses: [Vec<AtomicU64>; 2],
+    parse_errors: AtomicU64,
+    dropped: [AtomicU64; 4],
+    auth_failures: AtomicU64,
+    bans: AtomicU64,
+    active_registrations: AtomicI64,
+    active_transactions: AtomicI64,
+    tcp_connections: AtomicI64,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let statuses = || (0..700).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
+        Metrics {
+            requests: Default::default(),
+            responses: [statuses(), statuses()],
+            parse_errors: AtomicU64::new(0),
+            dropped: Default::default(),
+            auth_failures: AtomicU64::new(0),
+            bans: AtomicU64::new(0),
+            active_registrations: AtomicI64::new(0),
+            active_transactions: AtomicI64::new(0),
+            tcp_connections: AtomicI64::new(0),
+        }
+    }
+}
+
+fn dir(d: Direction) -> usize {
+    match d {
+        Direction::In => 0,
+        Direction::Out => 1,
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, d: Direction, m: &Method) {
+        self.requests[dir(d)][method_index(m)].fetch_add(1, Relaxed);
+    }
+    pub fn response(&self, d: Direction, status: u16) {
+        if let Some(c) = self.responses[dir(d)].get(usize::from(status)) {
+            c.fetch_add(1, Relaxed);
+        }
+    }
+    pub fn parse_error(&self) {
+        self.parse_errors.fetch_add(1, Relaxed);
+    }
+    pub fn dropped(&self, why: DropReason) {
+        self.dropped[why as usize].fetch_add(1, Relaxed);
+    }
+    pub fn auth_failure(&self) {
+        self.auth_failures.fetch_add(1, Relaxed);
+    }
+    pub fn ban(&self) {
+        self.bans.fetch_add(1, Relaxed);
+    }
+    pub fn set_active_registrations(&self, n: usize) {
+        self.active_registrations.store(n as i64, Relaxed);
+    }
+    pub fn set_active_transactions(&self, n: usize) {
+        self.active_transactions.store(n as i64, Relaxed);
+    }
+    pub fn tcp_connection(&self, delta: i64) {
+        self.tcp_connections.fetch_add(delta, Relaxed);
+    }
+    pub fn parse_errors(&self) -> u64 {
+        self.parse_errors.load(Relaxed)
+    }
+    pub fn bans(&self) -> u64 {
+        self.bans.load(Relaxed)
+    }
+
+    /// Prometheus text exposition format 0.0.4.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(4096);
+        out.push_str("# HELP hotline_sip_requests_total SIP requests by direction and method.\n");
+        out.push_str("# TYPE hotline_sip_requests_total counter\n");
+        for (d, name) in [(0, "in"), (1, "out")] {
+            for (i, m) in METHODS.iter().enumerate() {
+                let v = self.requests[d][i].load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "hotline_sip_requests_total{{direction=\"{name}\",method=\"{m}\"}} {v}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP hotline_sip_responses_total SIP responses by direction and status.\n");
+        out.push_str("# TYPE hotline_sip_responses_total counter\n");
+        for (d, name) in [(0, "in"), (1, "out")] {
+            for (status, c) in self.responses[d].iter().enumerate() {
+                let v = c.load(Relaxed);
+                if v > 0 {
+                    let _ = writeln!(
+                        out,
+                        "hotline_sip_responses_total{{direction=\"{name}\",status=\"{status}\"}} {v}"
+                    );
+                }
+            }
+        }
+        let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        };
+        gauge(
+            &mut out,
+            "hotline_sip_parse_errors_total",
+            "Messages that failed to parse.",
+            "counter",
+            self.parse_errors.load(Relaxed) as i64,
+        );
+        out.push_str("# HELP hotline_sip_dropped_total Messages dropped without an answer.\n");
+        out.push_str("# TYPE hotline_sip_dropped_total counter\n");
+        for (i, reason) in DROP_REASONS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hotline_sip_dropped_total{{reason=\"{reason}\"}} {}",
+                self.dropped[i].load(Relaxed)
+            );
+        }
+        gauge(
+            &mut out,
+            "hotline_sip_auth_failures_total",
+            "Failed digest authentications.",
+            "counter",
+            self.auth_failures.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_bans_total",
+            "Sources banned after repeated authentication failures.",
+            "counter",
+            self.bans.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_registrations",
+            "Active registrar bindings.",
+            "gauge",
+            self.active_registrations.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_transactions",
+            "Live SIP transactions.",
+            "gauge",
+            self.active_transactions.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_tcp_connections",
+            "Open SIP TCP connections.",
+            "gauge",
+            self.tcp_connections.load(Relaxed),
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_counted_methods_and_statuses() {
+        let m = Metrics::default();
+        m.request(Direction::In, &Method::Register);
+        m.request(Direction::In, &Method::Extension("FOO".into()));
+        m.response(Direction::Out, 401);
+        m.response(Direction::Out, 9999); // out of range: ignored, no panic
+        m.parse_error();
+        let text = m.render();
+        assert!(text.contains("hotline_sip_requests_total{direction=\"in\",method=\"REGISTER\"} 1"));
+        assert!(text.contains("hotline_sip_requests_total{direction=\"in\",method=\"other\"} 1"));
+        assert!(text.contains("hotline_sip_responses_total{direction=\"out\",status=\"401\"} 1"));
+        assert!(text.contains("hotline_sip_parse_errors_total 1"));
+    }
+}

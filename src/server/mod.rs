@@ -1,0 +1,157 @@
+//! The tokio shell: sockets, clocks and the database around the sans-IO cores.
+
+pub mod metrics;
+pub mod sip;
+
+use std::sync::Arc;
+use std::time::Duration;
+use tracing::{info, warn};
+
+use crate::api::{self, AppState};
+use crate::config::Config;
+use crate::sip::endpoint::Endpoint;
+use crate::store::{Store, StoreError};
+use metrics::Metrics;
+use sip::{SipShell, SipSockets, Shutdown, wall_ms};
+
+/// Everything `hotline serve` needs, after command-line overrides.
+#[derive(Debug)]
+pub struct ServeOptions {
+    pub config: Config,
+    pub database_url: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("database: {0}")]
+    Store(#[from] StoreError),
+    #[error("cannot listen for SIP on {addr}: {source}")]
+    SipBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("cannot listen for HTTP on {addr}: {source}")]
+    HttpBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("HTTP server failed: {0}")]
+    Http(#[source] std::io::Error),
+    #[error("cannot create the recordings directory {path}: {source}")]
+    Recordings {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Run until SIGINT or SIGTERM.
+///
+/// # Errors
+/// Start-up failures (database, sockets); a clean shutdown is `Ok`.
+pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
+    let config = options.config;
+    let store = Store::connect(&options.database_url).await?;
+    store.migrate().await?;
+    std::fs::create_dir_all(&config.server.recordings_dir).map_err(|source| {
+        ServeError::Recordings {
+            path: config.server.recordings_dir.clone(),
+            source,
+        }
+    })?;
+    let metrics = Arc::new(Metrics::default());
+    let warnings: Vec<String> = Vec::new();
+
+    let bindings = store.live_bindings(wall_ms()).await?;
+    let restored = bindings.len();
+    let endpoint = Endpoint::new(&config, bindings, metrics.clone());
+
+    let sip_addr = config.server.sip_listen;
+    let sockets = SipSockets::bind(sip_addr)
+        .await
+        .map_err(|source| ServeError::SipBind {
+            addr: sip_addr,
+            source,
+        })?;
+    let sip_local = sockets.udp.local_addr().unwrap_or(sip_addr);
+    let http_addr = config.server.http_listen;
+    let http = tokio::net::TcpListener::bind(http_addr)
+        .await
+        .map_err(|source| ServeError::HttpBind {
+            addr: http_addr,
+            source,
+        })?;
+    let http_local = http.local_addr().unwrap_or(http_addr);
+
+    let shutdown = Shutdown::default();
+    let _shell = SipShell::start(
+        sockets,
+        endpoint,
+        metrics.clone(),
+        store.clone(),
+        config.sip.max_tcp_connections_per_source,
+        Duration::from_secs(config.sip.tcp_idle_timeout_secs),
+        shutdown.clone(),
+    );
+    tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
+
+    let state = AppState {
+        store: store.clone(),
+        metrics,
+        warnings: Arc::new(warnings),
+    };
+    let app = api::router(state);
+    let http_shutdown = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, app)
+            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
+            .await
+    });
+
+    info!(
+        sip = %sip_local,
+        http = %http_local,
+        database = ?store.backend(),
+        restored_registrations = restored,
+        "hotline ready"
+    );
+    wait_for_signal().await;
+    info!("shutting down");
+    shutdown.cancel();
+    match tokio::time::timeout(Duration::from_secs(10), http_task).await {
+        Ok(Ok(Err(e))) => return Err(ServeError::Http(e)),
+        Ok(_) => {}
+        Err(_) => warn!("HTTP server did not stop within 10 s"),
+    }
+    info!("stopped");
+    Ok(())
+}
+
+/// Expired registrations are removed from the database periodically (the registrar
+/// drops them from memory on its own timer).
+async fn expire_bindings_loop(store: Store, shutdown: Shutdown) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        if let Err(e) = store.delete_expired_bindings(wall_ms()).await {
+            warn!(%e, "could not delete expired registrations");
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            warn!(%e, "cannot watch SIGTERM; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

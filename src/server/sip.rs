@@ -1,0 +1,381 @@
+//! SIP transports: one UDP socket loop, a TCP accept loop with one task per connection,
+//! and a timer task, all feeding the sans-IO [`Endpoint`] under a short std mutex (never
+//! held across `.await`). Database writes go to a persistence task through a bounded
+//! channel so a slow database never stalls signalling.
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Notify, mpsc};
+use tokio_util_free::CancelToken;
+use tracing::{debug, info, warn};
+
+use crate::server::metrics::{DropReason, Metrics};
+use crate::sip::endpoint::{Endpoint, Output, Source, StoreOp, Transport};
+use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
+use crate::store::Store;
+
+/// Minimal cancellation token (avoids pulling tokio-util for one type).
+mod tokio_util_free {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use tokio::sync::Notify;
+
+    #[derive(Debug, Clone, Default)]
+    pub struct CancelToken(Arc<(AtomicBool, Notify)>);
+
+    impl CancelToken {
+        pub fn cancel(&self) {
+            self.0.0.store(true, Ordering::SeqCst);
+            self.0.1.notify_waiters();
+        }
+        pub fn is_cancelled(&self) -> bool {
+            self.0.0.load(Ordering::SeqCst)
+        }
+        pub async fn cancelled(&self) {
+            loop {
+                let notified = self.0.1.notified();
+                if self.is_cancelled() {
+                    return;
+                }
+                notified.await;
+            }
+        }
+    }
+}
+
+pub use tokio_util_free::CancelToken as Shutdown;
+
+/// Writers of open TCP connections, by peer address, for responses and for reusing a
+/// registered agent's connection (RFC 5923-style reuse of the flow it registered on).
+type TcpWriters = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
+
+pub struct SipShell {
+    endpoint: Arc<Mutex<Endpoint>>,
+    metrics: Arc<Metrics>,
+    udp: Arc<UdpSocket>,
+    tcp_writers: TcpWriters,
+    wake_timer: Arc<Notify>,
+    store_tx: mpsc::Sender<StoreOp>,
+    max_per_source: usize,
+    idle_timeout: Duration,
+}
+
+/// Bound sockets, so the caller knows the real ports (tests bind port 0).
+pub struct SipSockets {
+    pub udp: UdpSocket,
+    pub tcp: TcpListener,
+}
+
+impl SipSockets {
+    /// Bind UDP and TCP on the same address (same port when the address has port 0:
+    /// UDP picks, TCP follows).
+    ///
+    /// # Errors
+    /// The address is taken or not local.
+    pub async fn bind(addr: SocketAddr) -> std::io::Result<SipSockets> {
+        let udp = UdpSocket::bind(addr).await?;
+        let tcp = TcpListener::bind(udp.local_addr()?).await?;
+        Ok(SipSockets { udp, tcp })
+    }
+}
+
+impl SipShell {
+    pub fn start(
+        sockets: SipSockets,
+        endpoint: Endpoint,
+        metrics: Arc<Metrics>,
+        store: Store,
+        max_per_source: usize,
+        idle_timeout: Duration,
+        shutdown: Shutdown,
+    ) -> Arc<SipShell> {
+        let (store_tx, store_rx) = mpsc::channel(10_000);
+        let shell = Arc::new(SipShell {
+            endpoint: Arc::new(Mutex::new(endpoint)),
+            metrics,
+            udp: Arc::new(sockets.udp),
+            tcp_writers: Arc::default(),
+            wake_timer: Arc::new(Notify::new()),
+            store_tx,
+            max_per_source,
+            idle_timeout,
+        });
+        tokio::spawn(persist_loop(store, store_rx));
+        tokio::spawn(shell.clone().udp_loop(shutdown.clone()));
+        tokio::spawn(shell.clone().tcp_accept_loop(sockets.tcp, shutdown.clone()));
+        tokio::spawn(shell.clone().timer_loop(shutdown));
+        shell
+    }
+
+    /// Run the endpoint on one input and carry out its outputs.
+    fn drive<F: FnOnce(&mut Endpoint)>(self: &Arc<Self>, f: F) {
+        let outputs: Vec<Output> = {
+            let Ok(mut ep) = self.endpoint.lock() else {
+                return;
+            };
+            f(&mut ep);
+            std::iter::from_fn(|| ep.poll_output()).collect()
+        };
+        for out in outputs {
+            self.perform(out);
+        }
+        self.wake_timer.notify_one();
+    }
+
+    fn perform(self: &Arc<Self>, out: Output) {
+        match out {
+            Output::Transmit { to, bytes } => match to.transport {
+                Transport::Udp => {
+                    // try_send_to never blocks the loop; a full socket buffer drops the
+                    // datagram, which SIP's retransmissions recover from.
+                    if let Err(e) = self.udp.try_send_to(&bytes, to.addr) {
+                        debug!(%e, to = %to.addr, "udp send failed");
+                    }
+                }
+                Transport::Tcp => {
+                    let writer = self
+                        .tcp_writers
+                        .lock()
+                        .ok()
+                        .and_then(|w| w.get(&to.addr).cloned());
+                    match writer {
+                        Some(w) => {
+                            if w.try_send(bytes).is_err() {
+                                debug!(to = %to.addr, "tcp writer full or closed");
+                            }
+                        }
+                        None => {
+                            tokio::spawn(self.clone().connect_outbound(to.addr, bytes));
+                        }
+                    }
+                }
+            },
+            Output::Store(op) => {
+                if self.store_tx.try_send(op).is_err() {
+                    warn!("persistence queue full: a registration change was not stored");
+                }
+            }
+        }
+    }
+
+    async fn udp_loop(self: Arc<Self>, shutdown: Shutdown) {
+        let mut buf = vec![0u8; MAX_MESSAGE_SIZE + 1];
+        loop {
+            let received = tokio::select! {
+                r = self.udp.recv_from(&mut buf) => r,
+                _ = shutdown.cancelled() => return,
+            };
+            match received {
+                Ok((n, from)) => {
+                    let Some(datagram) = buf.get(..n) else { continue };
+                    let source = Source {
+                        addr: from,
+                        transport: Transport::Udp,
+                    };
+                    let now = Instant::now();
+                    let wall = wall_ms();
+                    self.drive(|ep| ep.handle_message(now, wall, source, datagram));
+                }
+                // ICMP port unreachable from an earlier send surfaces here on some
+                // platforms: not fatal.
+                Err(e) => debug!(%e, "udp recv error"),
+            }
+        }
+    }
+
+    async fn tcp_accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
+        let per_source: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+        loop {
+            let accepted = tokio::select! {
+                r = listener.accept() => r,
+                _ = shutdown.cancelled() => return,
+            };
+            let (stream, peer) = match accepted {
+                Ok(x) => x,
+                Err(e) => {
+                    warn!(%e, "tcp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let allowed = per_source.lock().map(|mut m| {
+                let n = m.entry(peer.ip()).or_insert(0);
+                if *n >= self.max_per_source {
+                    false
+                } else {
+                    *n += 1;
+                    true
+                }
+            });
+            if allowed != Ok(true) {
+                warn!(%peer, "too many TCP connections from this source; refused");
+                continue;
+            }
+            let shell = self.clone();
+            let per_source = per_source.clone();
+            let shutdown = shutdown.clone();
+            tokio::spawn(async move {
+                shell.metrics.tcp_connection(1);
+                shell.clone().tcp_connection(stream, peer, None, shutdown).await;
+                shell.metrics.tcp_connection(-1);
+                if let Ok(mut m) = per_source.lock()
+                    && let Some(n) = m.get_mut(&peer.ip())
+                {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(&peer.ip());
+                    }
+                }
+            });
+        }
+    }
+
+    /// Open a TCP connection to a peer we have no connection with (e.g. an agent whose
+    /// registration flow closed), send, and then serve it like an accepted one.
+    async fn connect_outbound(self: Arc<Self>, to: SocketAddr, first: Bytes) {
+        let Ok(Ok(stream)) =
+            tokio::time::timeout(Duration::from_secs(2), TcpStream::connect(to)).await
+        else {
+            debug!(%to, "tcp connect failed");
+            return;
+        };
+        self.metrics.tcp_connection(1);
+        self.clone()
+            .tcp_connection(stream, to, Some(first), Shutdown::default())
+            .await;
+        self.metrics.tcp_connection(-1);
+    }
+
+    async fn tcp_connection(
+        self: Arc<Self>,
+        stream: TcpStream,
+        peer: SocketAddr,
+        first: Option<Bytes>,
+        shutdown: Shutdown,
+    ) {
+        let (mut reader, writer) = stream.into_split();
+        let (tx, rx) = mpsc::channel::<Bytes>(256);
+        if let Some(bytes) = first {
+            let _ = tx.try_send(bytes);
+        }
+        if let Ok(mut w) = self.tcp_writers.lock() {
+            w.insert(peer, tx);
+        }
+        let writer_task = tokio::spawn(write_loop(writer, rx));
+        let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            // Slowloris guard: a connection must complete a message within the idle
+            // timeout, or it is closed.
+            let read = tokio::select! {
+                r = tokio::time::timeout(self.idle_timeout, reader.read(&mut buf)) => r,
+                _ = shutdown.cancelled() => break,
+            };
+            let n = match read {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(n)) => n,
+                Err(_) => {
+                    debug!(%peer, "tcp connection idle; closed");
+                    break;
+                }
+            };
+            framer.push(buf.get(..n).unwrap_or_default());
+            loop {
+                match framer.next_frame() {
+                    Ok(Some(frame)) => {
+                        let source = Source {
+                            addr: peer,
+                            transport: Transport::Tcp,
+                        };
+                        let now = Instant::now();
+                        let wall = wall_ms();
+                        self.drive(|ep| ep.handle_message(now, wall, source, &frame));
+                    }
+                    Ok(None) => break,
+                    Err(e) => {
+                        // A stream that cannot be framed cannot be resynchronised.
+                        self.metrics.parse_error();
+                        self.metrics.dropped(DropReason::BadStream);
+                        debug!(%peer, %e, "unframeable tcp stream; closing");
+                        self.remove_writer(peer);
+                        writer_task.abort();
+                        return;
+                    }
+                }
+            }
+        }
+        self.remove_writer(peer);
+        // Let queued responses drain before the writer closes.
+        let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
+    }
+
+    fn remove_writer(&self, peer: SocketAddr) {
+        if let Ok(mut w) = self.tcp_writers.lock() {
+            w.remove(&peer);
+        }
+    }
+
+    async fn timer_loop(self: Arc<Self>, shutdown: Shutdown) {
+        loop {
+            let next = self
+                .endpoint
+                .lock()
+                .ok()
+                .and_then(|ep| ep.poll_timeout());
+            let sleep = match next {
+                Some(at) => at.saturating_duration_since(Instant::now()),
+                None => Duration::from_secs(3600),
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(sleep) => {
+                    let now = Instant::now();
+                    let wall = wall_ms();
+                    self.drive(|ep| ep.handle_timeout(now, wall));
+                }
+                _ = self.wake_timer.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}
+
+async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+    while let Some(bytes) = rx.recv().await {
+        if writer.write_all(&bytes).await.is_err() {
+            return;
+        }
+    }
+    let _ = writer.shutdown().await;
+}
+
+async fn persist_loop(store: Store, mut rx: mpsc::Receiver<StoreOp>) {
+    while let Some(op) = rx.recv().await {
+        let result = match &op {
+            StoreOp::UpsertBinding(b) => store.upsert_binding(b, wall_ms()).await,
+            StoreOp::DeleteBinding { aor, contact } => store.delete_binding(aor, contact).await,
+            StoreOp::Audit {
+                actor,
+                action,
+                subject,
+                detail,
+            } => store.audit(wall_ms(), actor, action, subject, detail).await,
+        };
+        if let Err(e) = result {
+            warn!(%e, ?op, "could not persist");
+        }
+    }
+    info!("persistence loop ended");
+}
+
+/// Unix time in milliseconds (for stored expiry times).
+pub fn wall_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
