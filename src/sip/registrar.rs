@@ -728,3 +728,207 @@ fn uris_equivalent(a: &Uri, b: &Uri) -> bool {
         && a.port == b.port
         && same_params
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    fn uri(user: &str, host: &str, port: Option<u16>, params: &[(&str, Option<&str>)]) -> Uri {
+        let mut raw = format!("sip:{user}@{host}");
+        if let Some(port) = port {
+            raw.push_str(&format!(":{port}"));
+        }
+        for (k, v) in params {
+            raw.push(';');
+            raw.push_str(k);
+            if let Some(v) = v {
+                raw.push('=');
+                raw.push_str(v);
+            }
+        }
+        Uri {
+            scheme: "sip".into(),
+            user: Some(user.into()),
+            password: None,
+            host: host.into(),
+            port,
+            params: params
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.map(str::to_string)))
+                .collect(),
+            headers: Vec::new(),
+            raw,
+        }
+    }
+
+    fn source() -> SourceInfo {
+        SourceInfo {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), 40000),
+            transport: Transport::Udp,
+        }
+    }
+
+    fn binding(aor: &Aor, contact: Uri, expires_at: Instant) -> Binding {
+        Binding {
+            aor: aor.clone(),
+            contact_uri: contact,
+            expires_at,
+            q: None,
+            call_id: "c1".into(),
+            cseq: 1,
+            source: source(),
+            instance: None,
+            reg_id: None,
+            user_agent: None,
+        }
+    }
+
+    #[test]
+    fn q_values_parse_per_grammar() {
+        assert_eq!(Q::parse("1"), Some(Q(1000)));
+        assert_eq!(Q::parse("1.000"), Some(Q(1000)));
+        assert_eq!(Q::parse("0.5"), Some(Q(500)));
+        assert_eq!(Q::parse("0.05"), Some(Q(50)));
+        assert_eq!(Q::parse("0.123"), Some(Q(123)));
+        assert_eq!(Q::parse("0"), Some(Q(0)));
+        for bad in ["", "1.5", "2", "0.1234", "-0.5", ".5", "0.a", "1.001"] {
+            assert_eq!(Q::parse(bad), None, "{bad:?}");
+        }
+        assert_eq!(Q(500).to_string(), "0.5");
+        assert_eq!(Q(50).to_string(), "0.05");
+        assert_eq!(Q(1000).to_string(), "1");
+        assert_eq!(Q(0).to_string(), "0");
+    }
+
+    #[test]
+    fn delta_seconds_saturate_and_reject_garbage() {
+        assert_eq!(parse_delta_seconds("3600"), Some(3600));
+        assert_eq!(parse_delta_seconds("0"), Some(0));
+        assert_eq!(parse_delta_seconds("000"), Some(0));
+        assert_eq!(parse_delta_seconds("4294967296"), Some(u32::MAX));
+        assert_eq!(
+            parse_delta_seconds("99999999999999999999999"),
+            Some(u32::MAX)
+        );
+        for bad in ["", "-1", "1h", " 5", "0x10"] {
+            assert_eq!(parse_delta_seconds(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn percent_decoding_keeps_invalid_escapes() {
+        assert_eq!(percent_decode("al%69ce"), "alice");
+        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(percent_decode("%zz%4"), "%zz%4");
+        assert_eq!(percent_decode("%E5%BC%A0"), "张");
+    }
+
+    #[test]
+    fn uri_equivalence_follows_the_significant_parts() {
+        let a = uri(
+            "alice",
+            "10.0.0.1",
+            Some(5060),
+            &[("transport", Some("tcp"))],
+        );
+        let same = uri(
+            "al%69ce",
+            "10.0.0.1",
+            Some(5060),
+            &[("Transport", Some("TCP"))],
+        );
+        assert!(uris_equivalent(&a, &same));
+        let other_port = uri("alice", "10.0.0.1", None, &[("transport", Some("tcp"))]);
+        assert!(!uris_equivalent(&a, &other_port), "absent port is not 5060");
+        let no_transport = uri("alice", "10.0.0.1", Some(5060), &[]);
+        assert!(!uris_equivalent(&a, &no_transport));
+        let extra_ignored = uri(
+            "alice",
+            "10.0.0.1",
+            Some(5060),
+            &[("transport", Some("tcp")), ("ob", None)],
+        );
+        assert!(uris_equivalent(&a, &extra_ignored));
+        let other_user = uri(
+            "Alice",
+            "10.0.0.1",
+            Some(5060),
+            &[("transport", Some("tcp"))],
+        );
+        assert!(
+            !uris_equivalent(&a, &other_user),
+            "user part is case-sensitive"
+        );
+    }
+
+    #[test]
+    fn restore_then_expire_in_simulated_time() {
+        let t0 = Instant::now();
+        let mut registrar = Registrar::new(RegistrarConfig::new("12348.sd.cn"));
+        let aor = registrar.aor_for("1001");
+        let first = binding(
+            &aor,
+            uri("1001", "10.0.0.1", None, &[]),
+            t0 + Duration::from_secs(60),
+        );
+        let second = binding(
+            &aor,
+            uri("1001", "10.0.0.2", None, &[]),
+            t0 + Duration::from_secs(120),
+        );
+        registrar.restore([first.clone(), second.clone()]);
+        assert_eq!(registrar.lookup(&aor).len(), 2);
+        assert_eq!(registrar.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        assert!(registrar.expire(t0 + Duration::from_secs(59)).is_empty());
+        assert_eq!(registrar.expire(t0 + Duration::from_secs(60)), vec![first]);
+        assert_eq!(
+            registrar.poll_timeout(),
+            Some(t0 + Duration::from_secs(120))
+        );
+        assert_eq!(
+            registrar.expire(t0 + Duration::from_secs(600)),
+            vec![second]
+        );
+        assert_eq!(registrar.poll_timeout(), None);
+        assert!(registrar.lookup(&aor).is_empty());
+        assert_eq!(registrar.binding_count(), 0);
+    }
+
+    #[test]
+    fn restore_respects_the_per_aor_limit_and_deduplicates() {
+        let t0 = Instant::now();
+        let mut config = RegistrarConfig::new("12348.sd.cn");
+        config.max_bindings_per_aor = 3;
+        let mut registrar = Registrar::new(config);
+        let aor = registrar.aor_for("1001");
+        let saved: Vec<Binding> = (0..5u64)
+            .map(|i| {
+                binding(
+                    &aor,
+                    uri("1001", &format!("10.0.0.{i}"), None, &[]),
+                    t0 + Duration::from_secs(100 + i),
+                )
+            })
+            .collect();
+        registrar.restore(saved.clone());
+        registrar.restore([saved[4].clone()]);
+        let kept: Vec<_> = registrar
+            .lookup(&aor)
+            .iter()
+            .map(|b| b.contact_uri.host.clone())
+            .collect();
+        assert_eq!(kept, ["10.0.0.2", "10.0.0.3", "10.0.0.4"]);
+    }
+
+    #[test]
+    fn errors_map_to_rfc_statuses() {
+        assert_eq!(RegistrarError::InvalidWildcard.status(), 400);
+        assert_eq!(RegistrarError::Forbidden.status(), 403);
+        assert_eq!(RegistrarError::NotOurAor.status(), 404);
+        assert_eq!(RegistrarError::OutOfOrder.status(), 500);
+        let brief = RegistrarError::IntervalTooBrief { min_expires: 60 };
+        assert_eq!(brief.status(), 423);
+        assert_eq!(brief.headers(), vec![("Min-Expires", "60".to_string())]);
+    }
+}
