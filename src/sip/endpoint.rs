@@ -1,0 +1,736 @@
+//! The SIP endpoint core, sans-IO: what the server does with each received message.
+//!
+//! Order of checks for a request (the order matters for security and RFC 4475):
+//! 1. a banned source is dropped before its bytes are even parsed;
+//! 2. parse: a malformed request is answered 400 (505 for another SIP version) when the
+//!    headers needed to route a response can be found, else dropped and counted;
+//! 3. the transaction layer absorbs retransmissions (answered from the stored response);
+//! 4. validation (RFC 3261 §8.2: 416, 420, …) comes before authentication and routing, so
+//!    a malformed request gets its 400, never a digest challenge;
+//! 5. per method: OPTIONS 200; REGISTER digest auth then the registrar; everything else is
+//!    refused with the status RFC 3261 gives it until the call layers exist.
+//!
+//! Feed it with [`Endpoint::handle_message`] / [`Endpoint::handle_timeout`], then drain
+//! [`Endpoint::poll_output`]; sleep until [`Endpoint::poll_timeout`].
+
+use bytes::Bytes;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::server::metrics::{Direction, DropReason, Metrics};
+use crate::sip::auth::{
+    AuthConfig, AuthOutcome, Authenticator, ClockAnchor, RateLimitConfig, ServerSecret,
+    SourceDecision, Staleness, UserSecret, credentials_for_realm,
+};
+use crate::sip::message::{Message, Method, ParseError, Request, Response, parse_message};
+use crate::sip::registrar::{
+    Aor, Binding, BindingChange, Q, Registrar, RegistrarConfig, RemovalReason,
+};
+pub use crate::sip::registrar::{SourceInfo, Transport};
+use crate::sip::transaction::{
+    LayerConfig, LayerEvent, RequestOutcome, Reliability, Timers, TransactionKey,
+    TransactionLayer,
+};
+use crate::store::StoredBinding;
+
+/// Methods we answer; the `Allow` header of 405 and OPTIONS responses.
+const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY";
+
+/// Extensions we support (RFC 3261 `Supported`/`Require`): none yet.
+const SUPPORTED: &[&str] = &[];
+
+/// A database write the shell performs on the endpoint's behalf.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreOp {
+    UpsertBinding(StoredBinding),
+    DeleteBinding {
+        aor: String,
+        contact: String,
+    },
+    Audit {
+        actor: String,
+        action: String,
+        subject: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    Transmit { to: SourceInfo, bytes: Bytes },
+    Store(StoreOp),
+}
+
+/// How often expired nonces, bans and failure windows are pruned.
+const HOUSEKEEPING: Duration = Duration::from_secs(30);
+
+pub struct Endpoint {
+    realm: String,
+    auth: Authenticator,
+    registrar: Registrar,
+    transactions: TransactionLayer,
+    users: HashMap<String, UserSecret>,
+    trunks: Vec<IpAddr>,
+    metrics: Arc<Metrics>,
+    outputs: VecDeque<Output>,
+    /// Maps `Instant`s to wall-clock milliseconds for what is stored in the database.
+    clock: ClockAnchor,
+    next_housekeeping: Instant,
+}
+
+impl std::fmt::Debug for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Endpoint")
+            .field("realm", &self.realm)
+            .field("registrations", &self.registrar.binding_count())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Endpoint {
+    /// Build from config and the bindings saved in the database. `now`/`unix_ms` anchor the
+    /// monotonic clock to wall time; `rng_seed` is `None` in production (OS randomness).
+    pub fn new(
+        config: &Config,
+        saved: Vec<StoredBinding>,
+        metrics: Arc<Metrics>,
+        now: Instant,
+        unix_ms: i64,
+        rng_seed: Option<u64>,
+    ) -> Endpoint {
+        let realm = config.server.domain.clone();
+        let sip = &config.sip;
+        let mut auth_config = AuthConfig::new(realm.clone());
+        auth_config.nonce_ttl = Duration::from_secs(sip.nonce_ttl_secs);
+        auth_config.rate_limit = RateLimitConfig {
+            max_failures: sip.auth_failures_before_ban as usize,
+            window: Duration::from_secs(sip.auth_failure_window_secs),
+            ban: Duration::from_secs(sip.ban_secs),
+            ..RateLimitConfig::default()
+        };
+        let mut rng = match rng_seed {
+            Some(seed) => StdRng::seed_from_u64(seed),
+            None => StdRng::from_os_rng(),
+        };
+        let mut secret = [0u8; 32];
+        rand::RngCore::fill_bytes(&mut rng, &mut secret);
+        let clock = ClockAnchor {
+            instant: now,
+            unix_ms: u64::try_from(unix_ms).unwrap_or(0),
+        };
+        let auth = Authenticator::new(auth_config, ServerSecret(secret), clock, rng);
+
+        let mut registrar_config = RegistrarConfig::new(realm.clone());
+        registrar_config.min_expires = sip.min_expires;
+        registrar_config.max_expires = sip.max_expires;
+        registrar_config.default_expires = sip.default_expires;
+        let mut registrar = Registrar::new(registrar_config);
+        let restored: Vec<Binding> = saved
+            .iter()
+            .filter_map(|b| binding_from_store(b, now, unix_ms))
+            .collect();
+        registrar.restore(restored);
+        metrics.set_active_registrations(registrar.binding_count());
+
+        let users = config
+            .agents
+            .iter()
+            .map(|a| {
+                let secret = match &a.password {
+                    Some(p) => UserSecret::Password(p.clone()),
+                    None => UserSecret::Ha1 {
+                        md5: a.ha1_md5.clone(),
+                        sha256: a.ha1_sha256.clone(),
+                    },
+                };
+                (a.id.clone(), secret)
+            })
+            .collect();
+        let timers = Timers {
+            t1: Duration::from_millis(sip.t1_ms),
+            t2: Duration::from_millis(sip.t2_ms),
+            t4: Duration::from_millis(sip.t4_ms),
+        };
+        let transactions = TransactionLayer::new(LayerConfig {
+            timers,
+            max_transactions: sip.max_transactions,
+            ..LayerConfig::default()
+        });
+        Endpoint {
+            realm,
+            auth,
+            registrar,
+            transactions,
+            users,
+            trunks: config.trunks.iter().flat_map(|t| t.sources.clone()).collect(),
+            metrics,
+            outputs: VecDeque::new(),
+            clock,
+            next_housekeeping: now + HOUSEKEEPING,
+        }
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        [
+            self.registrar.poll_timeout(),
+            self.transactions.poll_timeout(),
+            Some(self.next_housekeeping),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    pub fn registrar(&self) -> &Registrar {
+        &self.registrar
+    }
+
+    pub fn handle_timeout(&mut self, now: Instant) {
+        for binding in self.registrar.expire(now) {
+            debug!(aor = binding.aor.as_str(), contact = %binding.contact_uri, "registration expired");
+            self.outputs.push_back(Output::Store(StoreOp::DeleteBinding {
+                aor: binding.aor.as_str().to_string(),
+                contact: binding.contact_uri.to_string(),
+            }));
+        }
+        self.metrics
+            .set_active_registrations(self.registrar.binding_count());
+        self.transactions.handle_timeout(now);
+        self.drain_transactions();
+        if now >= self.next_housekeeping {
+            self.auth.housekeeping(now);
+            self.next_housekeeping = now + HOUSEKEEPING;
+        }
+    }
+
+    /// One received message (a UDP datagram or a TCP frame).
+    pub fn handle_message(&mut self, now: Instant, source: SourceInfo, bytes: &[u8]) {
+        if let SourceDecision::Banned { .. } = self.auth.check_source(now, source.addr.ip()) {
+            self.metrics.dropped(DropReason::Banned);
+            return;
+        }
+        match parse_message(bytes) {
+            Ok(Message::Request(req)) => self.handle_request(now, source, req),
+            Ok(Message::Response(resp)) => self.handle_response(now, source, resp),
+            Err(e) => self.handle_unparseable(source, bytes, &e),
+        }
+    }
+
+    fn handle_unparseable(&mut self, source: SourceInfo, bytes: &[u8], e: &ParseError) {
+        self.metrics.parse_error();
+        let (status, reason) = match e {
+            ParseError::Version => (505, "Version Not Supported"),
+            _ => (400, "Bad Request"),
+        };
+        match lenient_response(bytes, status, reason) {
+            Some(resp) => {
+                debug!(from = %source.addr, %e, status, "malformed request answered");
+                self.metrics.response(Direction::Out, status);
+                self.outputs.push_back(Output::Transmit {
+                    to: source,
+                    bytes: Bytes::from(resp),
+                });
+            }
+            None => {
+                debug!(from = %source.addr, %e, "malformed message dropped");
+                self.metrics.dropped(DropReason::Unanswerable);
+            }
+        }
+    }
+
+    fn handle_response(&mut self, now: Instant, _source: SourceInfo, resp: Response) {
+        self.metrics.response(Direction::In, resp.status);
+        let key = match (resp.headers.top_via(), resp.headers.cseq()) {
+            (Ok(via), Ok(cseq)) => match via.branch.as_deref() {
+                Some(branch) => TransactionKey::for_response(branch, &sent_by(&via), &cseq.method),
+                None => {
+                    self.metrics.dropped(DropReason::StrayResponse);
+                    return;
+                }
+            },
+            _ => {
+                self.metrics.dropped(DropReason::StrayResponse);
+                return;
+            }
+        };
+        let payload = Bytes::from(resp.to_bytes());
+        if !self
+            .transactions
+            .handle_response(now, &key, resp.status, payload)
+        {
+            self.metrics.dropped(DropReason::StrayResponse);
+        }
+        self.drain_transactions();
+    }
+
+    fn handle_request(&mut self, now: Instant, source: SourceInfo, mut req: Request) {
+        self.metrics.request(Direction::In, &req.method);
+        // RFC 3581 / RFC 3261 §18.2.1: note where the request really came from.
+        let Some(reply_to) = stamp_via(&mut req, source) else {
+            self.metrics.dropped(DropReason::Unanswerable);
+            return;
+        };
+        let Ok(via) = req.headers.top_via() else {
+            self.metrics.dropped(DropReason::Unanswerable);
+            return;
+        };
+        let branch = via.branch.clone().unwrap_or_default();
+        let key = TransactionKey::for_request(&branch, &sent_by(&via), &req.method);
+        let reliability = match source.transport {
+            Transport::Udp => Reliability::Unreliable,
+            _ => Reliability::Reliable,
+        };
+        if req.method == Method::Ack {
+            // ACK for a non-2xx final response is absorbed by its INVITE server
+            // transaction; ACK for 2xx belongs to a dialog (none yet).
+            self.transactions.handle_ack(now, &key);
+            self.drain_transactions();
+            return;
+        }
+        match self
+            .transactions
+            .handle_request(now, key.clone(), reliability, reply_to, &req.method)
+        {
+            RequestOutcome::New => {}
+            RequestOutcome::Retransmission => {
+                self.drain_transactions();
+                return;
+            }
+            RequestOutcome::Overloaded => {
+                self.respond_stateless(&req, reply_to, 503, "Service Unavailable", &[("Retry-After", "5".into())]);
+                return;
+            }
+        }
+        let answer = self.process(now, source, &req);
+        let mut resp = Response::for_request(&req, answer.status, answer.reason, &new_tag());
+        for (name, value) in answer.headers {
+            resp.headers.push(name, value);
+        }
+        self.metrics.response(Direction::Out, answer.status);
+        let bytes = Bytes::from(resp.to_bytes());
+        if let Err(e) = self.transactions.respond(now, &key, answer.status, bytes) {
+            warn!(%e, "transaction refused a response");
+        }
+        self.drain_transactions();
+    }
+
+    /// Decide the final answer to a new request.
+    fn process(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+        if let Err(rejection) = req.validate(SUPPORTED, false) {
+            return Answer {
+                status: rejection.status,
+                reason: rejection.reason,
+                headers: rejection
+                    .headers
+                    .into_iter()
+                    .map(|h| (header_name(&h.name), h.value))
+                    .collect(),
+            };
+        }
+        match &req.method {
+            Method::Options => Answer::ok(vec![
+                ("Allow", ALLOW.into()),
+                ("Accept", "application/sdp".into()),
+            ]),
+            Method::Register => self.register(now, source, req),
+            Method::Invite => {
+                if self.trunks.contains(&source.addr.ip()) {
+                    // Inbound 12348 calls are answered by the call layers (media/IVR);
+                    // until they are configured nothing can take the call.
+                    Answer::status(480, "Temporarily Unavailable")
+                } else {
+                    // Toll-fraud guard: only trunks may start calls here.
+                    info!(from = %source.addr, "INVITE from a source that is not a trunk refused");
+                    Answer::status(403, "Forbidden")
+                }
+            }
+            Method::Cancel => Answer::status(481, "Call/Transaction Does Not Exist"),
+            Method::Bye
+            | Method::Info
+            | Method::Update
+            | Method::Prack
+            | Method::Notify
+            | Method::Refer => Answer::status(481, "Call/Transaction Does Not Exist"),
+            Method::Subscribe | Method::Publish | Method::Message => Answer {
+                status: 405,
+                reason: "Method Not Allowed",
+                headers: vec![("Allow", ALLOW.into())],
+            },
+            Method::Extension(_) => Answer {
+                status: 501,
+                reason: "Not Implemented",
+                headers: vec![("Allow", ALLOW.into())],
+            },
+            Method::Ack => Answer::status(500, "Server Internal Error"),
+        }
+    }
+
+    fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+        let credentials = credentials_for_realm(req.headers.get_all("Authorization"), &self.realm);
+        let Some(credentials) = credentials else {
+            return self.challenge(now, Staleness::Fresh);
+        };
+        let secret = self.users.get(&credentials.username).cloned();
+        let verification = self.auth.verify(
+            now,
+            source.addr.ip(),
+            req.method.as_str(),
+            &credentials,
+            secret.as_ref(),
+        );
+        if let Some(ban) = &verification.ban {
+            self.metrics.ban();
+            warn!(
+                source = %ban.source,
+                failures = ban.failures,
+                "source banned after repeated authentication failures"
+            );
+            self.outputs.push_back(Output::Store(StoreOp::Audit {
+                actor: "system".into(),
+                action: "sip.ban".into(),
+                subject: ban.source.to_string(),
+                detail: format!("{} failed authentications", ban.failures),
+            }));
+        }
+        match verification.outcome {
+            AuthOutcome::Ok(user) => self.apply_register(now, source, req, &user),
+            AuthOutcome::Stale => self.challenge(now, Staleness::Stale),
+            AuthOutcome::Invalid => {
+                self.metrics.auth_failure();
+                self.challenge(now, Staleness::Fresh)
+            }
+            // Banned mid-request: answer like any failure; later requests are dropped.
+            AuthOutcome::Banned { .. } => Answer::status(403, "Forbidden"),
+        }
+    }
+
+    fn challenge(&mut self, now: Instant, staleness: Staleness) -> Answer {
+        Answer {
+            status: 401,
+            reason: "Unauthorized",
+            headers: self
+                .auth
+                .challenge(now, staleness)
+                .into_iter()
+                .map(|v| ("WWW-Authenticate", v))
+                .collect(),
+        }
+    }
+
+    fn apply_register(&mut self, now: Instant, source: SourceInfo, req: &Request, user: &str) -> Answer {
+        match self.registrar.handle_register(now, req, source, user) {
+            Ok(outcome) => {
+                for change in outcome.changes {
+                    let op = match change {
+                        BindingChange::Added(b) | BindingChange::Refreshed(b) => {
+                            StoreOp::UpsertBinding(self.binding_to_store(&b, now))
+                        }
+                        BindingChange::Removed(b, reason) => {
+                            if reason != RemovalReason::Unregistered {
+                                debug!(aor = b.aor.as_str(), ?reason, "binding removed");
+                            }
+                            StoreOp::DeleteBinding {
+                                aor: b.aor.as_str().to_string(),
+                                contact: b.contact_uri.to_string(),
+                            }
+                        }
+                    };
+                    self.outputs.push_back(Output::Store(op));
+                }
+                self.metrics
+                    .set_active_registrations(self.registrar.binding_count());
+                Answer {
+                    status: outcome.status,
+                    reason: outcome.reason,
+                    headers: outcome
+                        .contacts
+                        .into_iter()
+                        .map(|c| ("Contact", c))
+                        .collect(),
+                }
+            }
+            Err(e) => Answer {
+                status: e.status(),
+                reason: e.reason(),
+                headers: e.headers(),
+            },
+        }
+    }
+
+    fn binding_to_store(&self, b: &Binding, now: Instant) -> StoredBinding {
+        let remaining = b.expires_at.saturating_duration_since(now).as_millis() as i64;
+        let now_ms = self.clock.unix_ms as i64
+            + now.saturating_duration_since(self.clock.instant).as_millis() as i64;
+        StoredBinding {
+            aor: b.aor.as_str().to_string(),
+            contact: b.contact_uri.to_string(),
+            expires_at: now_ms + remaining,
+            q: b.q.map(|q| f64::from(q.thousandths()) / 1000.0),
+            call_id: b.call_id.clone(),
+            cseq: i64::from(b.cseq),
+            source: b.source.addr.to_string(),
+            transport: b.source.transport.as_str().to_string(),
+            user_agent: b.user_agent.clone(),
+        }
+    }
+
+    fn respond_stateless(
+        &mut self,
+        req: &Request,
+        to: SourceInfo,
+        status: u16,
+        reason: &str,
+        headers: &[(&'static str, String)],
+    ) {
+        let mut resp = Response::for_request(req, status, reason, &new_tag());
+        for (name, value) in headers {
+            resp.headers.push(name, value.clone());
+        }
+        self.metrics.response(Direction::Out, status);
+        self.outputs.push_back(Output::Transmit {
+            to,
+            bytes: Bytes::from(resp.to_bytes()),
+        });
+    }
+
+    /// Move what the transaction layer wants sent out, and count its state.
+    fn drain_transactions(&mut self) {
+        while let Some(t) = self.transactions.poll_transmit() {
+            self.outputs.push_back(Output::Transmit {
+                to: t.destination,
+                bytes: t.payload,
+            });
+        }
+        while let Some(event) = self.transactions.poll_event() {
+            if let LayerEvent::TimedOut { .. } = event {
+                debug!("transaction timed out");
+            }
+        }
+        self.metrics
+            .set_active_transactions(self.transactions.len());
+    }
+}
+
+/// The final answer the core chose for a request.
+struct Answer {
+    status: u16,
+    reason: &'static str,
+    headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn status(status: u16, reason: &'static str) -> Answer {
+        Answer {
+            status,
+            reason,
+            headers: Vec::new(),
+        }
+    }
+    fn ok(headers: Vec<(&'static str, String)>) -> Answer {
+        Answer {
+            status: 200,
+            reason: "OK",
+            headers,
+        }
+    }
+}
+
+/// Header names we emit come from a fixed set; map a rejection's header name onto it.
+fn header_name(name: &str) -> &'static str {
+    match name.to_ascii_lowercase().as_str() {
+        "unsupported" => "Unsupported",
+        "allow" => "Allow",
+        "accept" => "Accept",
+        "min-expires" => "Min-Expires",
+        "retry-after" => "Retry-After",
+        _ => "Warning",
+    }
+}
+
+/// A fresh To-tag.
+fn new_tag() -> String {
+    format!("{:016x}", rand::random::<u64>())
+}
+
+/// `host[:port]` of a Via, as the transaction key's sent-by.
+fn sent_by(via: &crate::sip::message::Via) -> String {
+    match via.port {
+        Some(p) => format!("{}:{p}", via.host),
+        None => via.host.clone(),
+    }
+}
+
+/// Add `received` (when the sent-by host is not the source address) and fill `rport`
+/// (RFC 3581) in the top Via, and work out where responses go (RFC 3261 §18.2.2):
+/// TCP → the same connection; UDP → the source address when `rport` was asked for,
+/// else the source IP at the sent-by port (5060 by default).
+fn stamp_via(req: &mut Request, source: SourceInfo) -> Option<SourceInfo> {
+    let via = req.headers.top_via().ok()?;
+    let ip = source.addr.ip();
+    let host_is_source = via
+        .host
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse::<IpAddr>()
+        .is_ok_and(|h| h == ip);
+    let wants_rport = via.rport.is_some();
+    let mut extra = String::new();
+    if !host_is_source || wants_rport {
+        extra.push_str(&format!(";received={ip}"));
+    }
+    let header = req
+        .headers
+        .0
+        .iter_mut()
+        .find(|h| h.name.eq_ignore_ascii_case("via") || h.name.eq_ignore_ascii_case("v"))?;
+    let (first, rest) = split_first_element(&header.value);
+    let mut first = first.to_string();
+    if wants_rport {
+        first = fill_rport(&first, source.addr.port());
+    }
+    if !extra.is_empty() && !first.contains(";received=") {
+        first.push_str(&extra);
+    }
+    header.value = match rest {
+        Some(rest) => format!("{first},{rest}"),
+        None => first,
+    };
+    let reply_to = match source.transport {
+        Transport::Udp if !wants_rport => SourceInfo {
+            addr: std::net::SocketAddr::new(ip, via.port.unwrap_or(5060)),
+            transport: Transport::Udp,
+        },
+        _ => source,
+    };
+    Some(reply_to)
+}
+
+/// Split a header value at its first comma outside quotes and angle brackets.
+fn split_first_element(value: &str) -> (&str, Option<&str>) {
+    let mut in_quotes = false;
+    let mut depth = 0u32;
+    let mut escaped = false;
+    for (i, c) in value.char_indices() {
+        if escaped {
+            escaped = false;
+            continue;
+        }
+        match c {
+            '\\' if in_quotes => escaped = true,
+            '"' => in_quotes = !in_quotes,
+            '<' if !in_quotes => depth += 1,
+            '>' if !in_quotes => depth = depth.saturating_sub(1),
+            ',' if !in_quotes && depth == 0 => {
+                return (&value[..i], Some(&value[i + 1..]));
+            }
+            _ => {}
+        }
+    }
+    (value, None)
+}
+
+/// Replace a bare `;rport` parameter with `;rport=PORT`.
+fn fill_rport(via: &str, port: u16) -> String {
+    let mut out = String::with_capacity(via.len() + 8);
+    for (i, part) in via.split(';').enumerate() {
+        if i > 0 {
+            out.push(';');
+        }
+        if i > 0 && part.trim().eq_ignore_ascii_case("rport") {
+            out.push_str(&format!("rport={port}"));
+        } else {
+            out.push_str(part);
+        }
+    }
+    out
+}
+
+/// Build a response to a request that did not parse, from its raw header lines, when the
+/// five headers a response needs are there (RFC 4475 expects 400 for most invalid
+/// requests). Responses to responses are never sent.
+fn lenient_response(bytes: &[u8], status: u16, reason: &str) -> Option<Vec<u8>> {
+    let text = String::from_utf8_lossy(bytes);
+    let mut lines = text.split("\r\n").flat_map(|l| l.split('\n'));
+    let start = lines.next()?.trim();
+    if start.is_empty() || start.starts_with("SIP/") || !start.contains(' ') {
+        return None;
+    }
+    let mut copied: Vec<String> = Vec::new();
+    let mut have = [false; 5];
+    for line in lines {
+        if line.is_empty() || line.starts_with(' ') || line.starts_with('\t') {
+            if line.is_empty() {
+                break;
+            }
+            continue;
+        }
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let slot = match name.trim().to_ascii_lowercase().as_str() {
+            "via" | "v" => 0,
+            "from" | "f" => 1,
+            "to" | "t" => 2,
+            "call-id" | "i" => 3,
+            "cseq" => 4,
+            _ => continue,
+        };
+        if slot != 0 && have[slot] {
+            continue;
+        }
+        have[slot] = true;
+        let canonical = ["Via", "From", "To", "Call-ID", "CSeq"][slot];
+        let mut value = value.trim().to_string();
+        if slot == 2 && !value.contains(";tag=") {
+            value.push_str(&format!(";tag={}", new_tag()));
+        }
+        copied.push(format!("{canonical}: {value}"));
+    }
+    if !have.iter().all(|h| *h) {
+        return None;
+    }
+    let mut out = format!("SIP/2.0 {status} {reason}\r\n");
+    for line in copied {
+        out.push_str(&line);
+        out.push_str("\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    Some(out.into_bytes())
+}
+
+fn binding_from_store(b: &StoredBinding, now: Instant, unix_ms: i64) -> Option<Binding> {
+    let remaining = u64::try_from(b.expires_at.checked_sub(unix_ms)?).ok()?;
+    let uri = crate::sip::message::Uri::parse(&b.contact).ok()?;
+    let (user, domain) = b.aor.rsplit_once('@')?;
+    Some(Binding {
+        aor: Aor::new(user, domain),
+        contact_uri: uri,
+        expires_at: now + Duration::from_millis(remaining),
+        q: b.q.and_then(|q| Q::parse(&format!("{q:.3}"))),
+        call_id: b.call_id.clone(),
+        cseq: u32::try_from(b.cseq).unwrap_or(0),
+        source: SourceInfo {
+            addr: b.source.parse().ok()?,
+            transport: match b.transport.as_str() {
+                "TCP" => Transport::Tcp,
+                "TLS" => Transport::Tls,
+                "WS" => Transport::Ws,
+                "WSS" => Transport::Wss,
+                _ => Transport::Udp,
+            },
+        },
+        instance: None,
+        reg_id: None,
+        user_agent: b.user_agent.clone(),
+    })
+}
