@@ -1350,4 +1350,98 @@ mod tests {
         assert_eq!(binding.reg_id, Some(1));
         assert!(outcome.contacts[0].contains(";+sip.instance=\"<urn:uuid:"));
     }
+
+    #[test]
+    fn challenge_then_authenticated_register_end_to_end() {
+        use crate::sip::auth::{
+            AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, ResponseInputs,
+            ServerSecret, Staleness, UserSecret, compute_response, credentials_for_realm, ha1,
+        };
+        use rand::SeedableRng;
+        let t0 = Instant::now();
+        let mut auth = Authenticator::new(
+            AuthConfig::new(DOMAIN),
+            ServerSecret([1; 32]),
+            ClockAnchor {
+                instant: t0,
+                unix_ms: 1_790_000_000_000,
+            },
+            rand::rngs::StdRng::seed_from_u64(3),
+        );
+        let challenge = auth.challenge(t0, Staleness::Fresh);
+        let sha = &challenge[0];
+        let nonce_start = sha.find("nonce=\"").expect("nonce") + 7;
+        let nonce = &sha[nonce_start..nonce_start + sha[nonce_start..].find('"').expect("end")];
+        let opaque_start = sha.find("opaque=\"").expect("opaque") + 8;
+        let opaque = &sha[opaque_start..opaque_start + sha[opaque_start..].find('"').expect("end")];
+        let user_ha1 = ha1(DigestAlgorithm::Sha256, "1001", DOMAIN, "pw1001");
+        let uri = format!("sip:{DOMAIN}");
+        let response = compute_response(&ResponseInputs {
+            algorithm: DigestAlgorithm::Sha256,
+            ha1: &user_ha1,
+            nonce,
+            nc: "00000001",
+            cnonce: "abc",
+            qop: "auth",
+            method: "REGISTER",
+            uri: &uri,
+        });
+        let text = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 203.0.113.5:40000;branch=z9hG4bKauth2\r\n\
+             From: <sip:1001@{DOMAIN}>;tag=f1\r\n\
+             To: <sip:1001@{DOMAIN}>\r\n\
+             Call-ID: flow\r\n\
+             CSeq: 2 REGISTER\r\n\
+             Contact: <sip:1001@10.0.0.1;transport=tcp>\r\n\
+             Authorization: Digest username=\"1001\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", \
+             uri=\"{uri}\", response=\"{response}\", algorithm=SHA-256, cnonce=\"abc\", \
+             opaque=\"{opaque}\", qop=auth, nc=00000001\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let Ok(Message::Request(request)) = parse_message(text.as_bytes()) else {
+            panic!("REGISTER parses");
+        };
+        let credentials =
+            credentials_for_realm(request.headers.get_all("Authorization"), DOMAIN).expect("creds");
+        let secret = UserSecret::Password("pw1001".into());
+        let source = SourceInfo {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), 40000),
+            transport: Transport::Tcp,
+        };
+        let verification = auth.verify(
+            t0,
+            source.addr.ip(),
+            request.method.as_str(),
+            &credentials,
+            Some(&secret),
+        );
+        let AuthOutcome::Ok(user) = verification.outcome else {
+            panic!("digest must verify: {verification:?}");
+        };
+        let mut registrar = registrar();
+        let outcome = registrar
+            .handle_register(t0, &request, source, &user)
+            .expect("registered");
+        assert_eq!(
+            outcome.contacts,
+            ["<sip:1001@10.0.0.1;transport=tcp>;expires=3600"]
+        );
+        assert_eq!(
+            registrar.lookup(&registrar.aor_for("1001"))[0].source,
+            source
+        );
+    }
+
+    #[test]
+    fn malformed_contact_header_leaves_existing_bindings_untouched() {
+        // Regression: a Contact parse error used to return after the AOR's bindings had
+        // been taken out of the table, silently unregistering the phone.
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        ok(&mut registrar, t0, &reg("c1", 1, &["<sip:1001@10.0.0.1>"]));
+        let error = err(&mut registrar, t0, &reg("c1", 2, &["<sip:1001@10.0.0.2"]));
+        assert_eq!(error.status(), 400);
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.1"]);
+    }
 }
