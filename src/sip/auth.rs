@@ -347,8 +347,7 @@ pub fn ha1(algorithm: DigestAlgorithm, username: &str, realm: &str, password: &s
     algorithm.hash_hex(format!("{username}:{realm}:{password}").as_bytes())
 }
 
-/// The `qop=auth` request-digest (RFC 2617 §3.2.2.1, RFC 7616 §3.4.1):
-/// H(HA1 ":" nonce ":" nc ":" cnonce ":" qop ":" H(method ":" uri)).
+/// What the `qop=auth` request-digest is computed from.
 pub struct ResponseInputs<'a> {
     pub algorithm: DigestAlgorithm,
     pub ha1: &'a str,
@@ -360,7 +359,8 @@ pub struct ResponseInputs<'a> {
     pub uri: &'a str,
 }
 
-/// Compute the lower-case hex request-digest for `inputs`.
+/// The lower-case hex `qop=auth` request-digest (RFC 2617 §3.2.2.1, RFC 7616 §3.4.1):
+/// H(HA1 ":" nonce ":" nc ":" cnonce ":" qop ":" H(method ":" uri)).
 pub fn compute_response(inputs: &ResponseInputs<'_>) -> String {
     let ha2 = inputs
         .algorithm
@@ -742,7 +742,10 @@ impl Authenticator {
     ) -> bool {
         let realm = &self.config.realm;
         let mut acceptable = credentials.realm == *realm
-            && credentials.qop.as_deref() == Some("auth")
+            && credentials
+                .qop
+                .as_deref()
+                .is_some_and(|q| q.eq_ignore_ascii_case("auth"))
             && credentials.userhash.as_deref().is_none_or(|u| u == "false")
             && credentials
                 .nc
@@ -785,7 +788,7 @@ impl Authenticator {
             nonce: &credentials.nonce,
             nc: credentials.nc.as_deref().unwrap_or(""),
             cnonce: credentials.cnonce.as_deref().unwrap_or(""),
-            qop: "auth",
+            qop: credentials.qop.as_deref().unwrap_or("auth"),
             method,
             uri: &credentials.uri,
         });

@@ -348,6 +348,9 @@ impl Registrar {
         let cseq = headers.cseq()?.seq;
         let expires_header = headers.expires()?;
         let user_agent = headers.get("User-Agent").map(str::to_string);
+        // Everything fallible in the request is read before the table is touched.
+        let contacts = headers.contacts()?;
+        let contact_lines = headers.count("Contact");
 
         let mut changes = Vec::new();
         let mut current = self.bindings.remove(&aor).unwrap_or_default();
@@ -360,10 +363,10 @@ impl Registrar {
                 .map(|b| BindingChange::Removed(b, RemovalReason::Expired)),
         );
 
-        let result = match headers.contacts()? {
+        let result = match contacts {
             None => Ok(Vec::new()),
             Some(Contacts::Star) => {
-                if expires_header != Some(0) || headers.count("Contact") > 1 {
+                if expires_header != Some(0) || contact_lines > 1 {
                     Err(RegistrarError::InvalidWildcard)
                 } else {
                     remove_all(&mut current, &call_id, cseq)
@@ -930,5 +933,515 @@ mod tests {
         let brief = RegistrarError::IntervalTooBrief { min_expires: 60 };
         assert_eq!(brief.status(), 423);
         assert_eq!(brief.headers(), vec![("Min-Expires", "60".to_string())]);
+    }
+
+    // ---- Behaviour on parsed REGISTER requests ----
+
+    use crate::sip::message::{Message, parse_message};
+
+    const DOMAIN: &str = "12348.sd.cn";
+
+    struct Register<'a> {
+        to_user: &'a str,
+        call_id: &'a str,
+        cseq: u32,
+        contacts: &'a [&'a str],
+        expires: Option<&'a str>,
+    }
+
+    impl Register<'_> {
+        fn request(&self) -> Request {
+            let mut text = format!(
+                "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+                 Via: SIP/2.0/UDP 203.0.113.5:40000;branch=z9hG4bK{}x{}\r\n\
+                 Max-Forwards: 70\r\n\
+                 From: <sip:{}@{DOMAIN}>;tag=f1\r\n\
+                 To: <sip:{}@{DOMAIN}>\r\n\
+                 Call-ID: {}\r\n\
+                 CSeq: {} REGISTER\r\n\
+                 User-Agent: test-phone/1.0\r\n",
+                self.call_id, self.cseq, self.to_user, self.to_user, self.call_id, self.cseq
+            );
+            for contact in self.contacts {
+                text.push_str(&format!("Contact: {contact}\r\n"));
+            }
+            if let Some(expires) = self.expires {
+                text.push_str(&format!("Expires: {expires}\r\n"));
+            }
+            text.push_str("Content-Length: 0\r\n\r\n");
+            match parse_message(text.as_bytes()) {
+                Ok(Message::Request(request)) => request,
+                other => panic!("test REGISTER must parse: {other:?}\n{text}"),
+            }
+        }
+    }
+
+    fn reg<'a>(call_id: &'a str, cseq: u32, contacts: &'a [&'a str]) -> Register<'a> {
+        Register {
+            to_user: "1001",
+            call_id,
+            cseq,
+            contacts,
+            expires: None,
+        }
+    }
+
+    fn registrar() -> Registrar {
+        Registrar::new(RegistrarConfig::new(DOMAIN))
+    }
+
+    fn hosts(registrar: &Registrar, user: &str) -> Vec<String> {
+        let aor = registrar.aor_for(user);
+        registrar
+            .lookup(&aor)
+            .iter()
+            .map(|b| b.contact_uri.host.clone())
+            .collect()
+    }
+
+    fn ok(registrar: &mut Registrar, now: Instant, register: &Register<'_>) -> RegisterOutcome {
+        registrar
+            .handle_register(now, &register.request(), source(), "1001")
+            .expect("REGISTER accepted")
+    }
+
+    fn err(registrar: &mut Registrar, now: Instant, register: &Register<'_>) -> RegistrarError {
+        registrar
+            .handle_register(now, &register.request(), source(), "1001")
+            .expect_err("REGISTER refused")
+    }
+
+    #[test]
+    fn register_adds_a_binding_with_default_expiry_and_source() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let outcome = ok(
+            &mut registrar,
+            t0,
+            &reg("c1", 1, &["<sip:1001@10.0.0.1:5062>"]),
+        );
+        assert_eq!((outcome.status, outcome.reason), (200, "OK"));
+        assert_eq!(
+            outcome.contacts,
+            vec!["<sip:1001@10.0.0.1:5062>;expires=3600"]
+        );
+        let aor = registrar.aor_for("1001");
+        let [binding] = registrar.lookup(&aor) else {
+            panic!("one binding expected");
+        };
+        assert_eq!(binding.aor.as_str(), "1001@12348.sd.cn");
+        assert_eq!(binding.source, source());
+        assert_eq!(binding.call_id, "c1");
+        assert_eq!(binding.cseq, 1);
+        assert_eq!(binding.user_agent.as_deref(), Some("test-phone/1.0"));
+        assert_eq!(binding.expires_at, t0 + Duration::from_secs(3600));
+        assert_eq!(outcome.changes, vec![BindingChange::Added(binding.clone())]);
+    }
+
+    #[test]
+    fn refresh_with_higher_cseq_extends_and_stale_cseq_is_refused_with_500() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let contact = ["<sip:1001@10.0.0.1>"];
+        ok(&mut registrar, t0, &reg("c1", 1, &contact));
+        let t1 = t0 + Duration::from_secs(1800);
+        let outcome = ok(&mut registrar, t1, &reg("c1", 2, &contact));
+        assert!(matches!(outcome.changes.as_slice(), [BindingChange::Refreshed(b)] if b.cseq == 2));
+        assert_eq!(outcome.contacts, vec!["<sip:1001@10.0.0.1>;expires=3600"]);
+        for stale_cseq in [1, 2] {
+            let error = err(&mut registrar, t1, &reg("c1", stale_cseq, &contact));
+            assert_eq!(error, RegistrarError::OutOfOrder);
+            assert_eq!(error.status(), 500);
+        }
+        let aor = registrar.aor_for("1001");
+        assert_eq!(
+            registrar.lookup(&aor)[0].expires_at,
+            t1 + Duration::from_secs(3600)
+        );
+        // A new Call-ID (phone restarted) may use any CSeq.
+        let outcome = ok(&mut registrar, t1, &reg("c2", 1, &contact));
+        assert!(
+            matches!(outcome.changes.as_slice(), [BindingChange::Refreshed(b)] if b.call_id == "c2")
+        );
+        assert_eq!(registrar.lookup(&aor).len(), 1);
+    }
+
+    #[test]
+    fn multiple_contacts_with_q_values_and_unregistering_one() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let outcome = ok(
+            &mut registrar,
+            t0,
+            &reg(
+                "c1",
+                1,
+                &[
+                    "<sip:1001@10.0.0.1>;q=0.7, <sip:1001@10.0.0.2>;expires=600",
+                    "<sip:1001@10.0.0.3>;q=1",
+                ],
+            ),
+        );
+        assert_eq!(
+            outcome.contacts,
+            vec![
+                "<sip:1001@10.0.0.1>;expires=3600;q=0.7",
+                "<sip:1001@10.0.0.2>;expires=600",
+                "<sip:1001@10.0.0.3>;expires=3600;q=1",
+            ]
+        );
+        let outcome = ok(
+            &mut registrar,
+            t0,
+            &reg("c1", 2, &["<sip:1001@10.0.0.2>;expires=0"]),
+        );
+        assert!(matches!(
+            outcome.changes.as_slice(),
+            [BindingChange::Removed(b, RemovalReason::Unregistered)] if b.contact_uri.host == "10.0.0.2"
+        ));
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.1", "10.0.0.3"]);
+        // Expires header 0 unregisters the listed contact too.
+        let mut unregister = reg("c1", 3, &["<sip:1001@10.0.0.1>"]);
+        unregister.expires = Some("0");
+        ok(&mut registrar, t0, &unregister);
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.3"]);
+    }
+
+    #[test]
+    fn wildcard_with_expires_zero_removes_every_binding() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        ok(
+            &mut registrar,
+            t0,
+            &reg("c1", 1, &["<sip:1001@10.0.0.1>", "<sip:1001@10.0.0.2>"]),
+        );
+        let mut star = reg("c9", 1, &["*"]);
+        star.expires = Some("0");
+        let outcome = ok(&mut registrar, t0, &star);
+        assert_eq!(outcome.changes.len(), 2);
+        assert!(outcome.contacts.is_empty());
+        assert!(hosts(&registrar, "1001").is_empty());
+        assert_eq!(registrar.poll_timeout(), None);
+    }
+
+    #[test]
+    fn wildcard_without_expires_zero_or_with_other_contacts_is_400() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        ok(&mut registrar, t0, &reg("c1", 1, &["<sip:1001@10.0.0.1>"]));
+        let no_expires = reg("c1", 2, &["*"]);
+        let mut nonzero = reg("c1", 3, &["*"]);
+        nonzero.expires = Some("3600");
+        let mut with_other = reg("c1", 4, &["*", "<sip:1001@10.0.0.2>"]);
+        with_other.expires = Some("0");
+        for bad in [no_expires, nonzero, with_other] {
+            let error = err(&mut registrar, t0, &bad);
+            assert_eq!(error.status(), 400, "{error:?}");
+        }
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn wildcard_with_stale_cseq_for_same_call_id_is_refused() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        ok(&mut registrar, t0, &reg("c1", 5, &["<sip:1001@10.0.0.1>"]));
+        let mut star = reg("c1", 5, &["*"]);
+        star.expires = Some("0");
+        assert_eq!(err(&mut registrar, t0, &star), RegistrarError::OutOfOrder);
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn too_brief_expiry_is_423_with_min_expires_and_changes_nothing() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let error = err(
+            &mut registrar,
+            t0,
+            &reg(
+                "c1",
+                1,
+                &["<sip:1001@10.0.0.1>", "<sip:1001@10.0.0.2>;expires=30"],
+            ),
+        );
+        assert_eq!(error.status(), 423);
+        assert_eq!(error.reason(), "Interval Too Brief");
+        assert_eq!(error.headers(), vec![("Min-Expires", "60".to_string())]);
+        assert!(hosts(&registrar, "1001").is_empty(), "all or nothing");
+        let mut header_too_brief = reg("c1", 2, &["<sip:1001@10.0.0.1>"]);
+        header_too_brief.expires = Some("59");
+        assert_eq!(err(&mut registrar, t0, &header_too_brief).status(), 423);
+        let mut at_min = reg("c1", 3, &["<sip:1001@10.0.0.1>"]);
+        at_min.expires = Some("60");
+        assert_eq!(
+            ok(&mut registrar, t0, &at_min).contacts,
+            ["<sip:1001@10.0.0.1>;expires=60"]
+        );
+    }
+
+    #[test]
+    fn long_expiry_is_clamped_to_max_and_contact_param_beats_header() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let mut request = reg(
+            "c1",
+            1,
+            &[
+                "<sip:1001@10.0.0.1>;expires=4294967295",
+                "<sip:1001@10.0.0.2>",
+            ],
+        );
+        request.expires = Some("120");
+        let outcome = ok(&mut registrar, t0, &request);
+        assert_eq!(
+            outcome.contacts,
+            [
+                "<sip:1001@10.0.0.1>;expires=7200",
+                "<sip:1001@10.0.0.2>;expires=120"
+            ]
+        );
+    }
+
+    #[test]
+    fn bindings_expire_in_simulated_time() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        ok(
+            &mut registrar,
+            t0,
+            &reg("c1", 1, &["<sip:1001@10.0.0.1>;expires=60"]),
+        );
+        ok(
+            &mut registrar,
+            t0,
+            &reg("c1", 2, &["<sip:1001@10.0.0.2>;expires=120"]),
+        );
+        assert_eq!(registrar.poll_timeout(), Some(t0 + Duration::from_secs(60)));
+        let t30 = t0 + Duration::from_secs(30);
+        let query = reg("c1", 3, &[]);
+        assert_eq!(
+            ok(&mut registrar, t30, &query).contacts,
+            [
+                "<sip:1001@10.0.0.1>;expires=30",
+                "<sip:1001@10.0.0.2>;expires=90"
+            ]
+        );
+        let expired = registrar.expire(t0 + Duration::from_secs(60));
+        assert_eq!(expired.len(), 1);
+        assert_eq!(expired[0].contact_uri.host, "10.0.0.1");
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.2"]);
+        // A REGISTER arriving after an expiry not yet collected reports it as removed.
+        let t200 = t0 + Duration::from_secs(200);
+        let outcome = ok(&mut registrar, t200, &reg("c1", 4, &[]));
+        assert!(outcome.contacts.is_empty());
+        assert!(matches!(
+            outcome.changes.as_slice(),
+            [BindingChange::Removed(_, RemovalReason::Expired)]
+        ));
+        assert_eq!(registrar.poll_timeout(), None);
+    }
+
+    #[test]
+    fn to_user_other_than_authenticated_user_is_403() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let mut other = reg("c1", 1, &["<sip:1002@10.0.0.1>"]);
+        other.to_user = "1002";
+        let error = err(&mut registrar, t0, &other);
+        assert_eq!((error.status(), error.reason()), (403, "Forbidden"));
+        assert!(hosts(&registrar, "1002").is_empty());
+    }
+
+    #[test]
+    fn to_host_outside_listed_domains_is_404() {
+        let t0 = Instant::now();
+        let mut config = RegistrarConfig::new("other.example");
+        config.hosts = HostPolicy::Listed(vec!["192.0.2.1".into()]);
+        let mut registrar = Registrar::new(config);
+        let error = err(&mut registrar, t0, &reg("c1", 1, &["<sip:1001@10.0.0.1>"]));
+        assert_eq!(error.status(), 404);
+        let mut config = RegistrarConfig::new("other.example");
+        config.hosts = HostPolicy::Listed(vec!["12348.SD.CN".into()]);
+        let mut registrar = Registrar::new(config);
+        ok(&mut registrar, t0, &reg("c1", 1, &["<sip:1001@10.0.0.1>"]));
+        let aor = registrar.aor_for("1001");
+        assert_eq!(aor.as_str(), "1001@other.example");
+        assert_eq!(registrar.lookup(&aor).len(), 1);
+    }
+
+    #[test]
+    fn malformed_contact_parameters_are_400() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        for bad in [
+            "<sip:1001@10.0.0.1>;expires=soon",
+            "<sip:1001@10.0.0.1>;q=2",
+            "<sip:1001@10.0.0.1>;q",
+        ] {
+            let contacts = [bad];
+            let error = err(&mut registrar, t0, &reg("c1", 1, &contacts));
+            assert_eq!(error.status(), 400, "{bad}");
+        }
+        assert!(hosts(&registrar, "1001").is_empty());
+    }
+
+    #[test]
+    fn per_aor_limit_evicts_the_soonest_expiring_binding() {
+        let t0 = Instant::now();
+        let mut config = RegistrarConfig::new(DOMAIN);
+        config.max_bindings_per_aor = 2;
+        let mut registrar = Registrar::new(config);
+        ok(
+            &mut registrar,
+            t0,
+            &reg("c1", 1, &["<sip:1001@10.0.0.1>;expires=600"]),
+        );
+        ok(
+            &mut registrar,
+            t0,
+            &reg("c2", 1, &["<sip:1001@10.0.0.2>;expires=300"]),
+        );
+        let outcome = ok(
+            &mut registrar,
+            t0,
+            &reg("c3", 1, &["<sip:1001@10.0.0.3>;expires=60"]),
+        );
+        assert!(outcome.changes.iter().any(|c| matches!(
+            c,
+            BindingChange::Removed(b, RemovalReason::Evicted) if b.contact_uri.host == "10.0.0.2"
+        )));
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.1", "10.0.0.3"]);
+        let error = err(
+            &mut registrar,
+            t0,
+            &reg(
+                "c4",
+                1,
+                &[
+                    "<sip:1001@10.0.0.4>",
+                    "<sip:1001@10.0.0.5>",
+                    "<sip:1001@10.0.0.6>",
+                ],
+            ),
+        );
+        assert_eq!(error, RegistrarError::TooManyContacts { max: 2 });
+    }
+
+    #[test]
+    fn same_instance_and_reg_id_replace_the_old_contact() {
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        let instance = "+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>\";reg-id=1";
+        let first = format!("<sip:1001@10.0.0.1:5060>;{instance}");
+        let second = format!("<sip:1001@10.0.0.1:41234>;{instance}");
+        ok(&mut registrar, t0, &reg("c1", 1, &[first.as_str()]));
+        let outcome = ok(&mut registrar, t0, &reg("c2", 1, &[second.as_str()]));
+        assert!(matches!(
+            outcome.changes.as_slice(),
+            [BindingChange::Refreshed(_)]
+        ));
+        let aor = registrar.aor_for("1001");
+        let [binding] = registrar.lookup(&aor) else {
+            panic!("one binding expected");
+        };
+        assert_eq!(binding.contact_uri.port, Some(41234));
+        assert_eq!(binding.reg_id, Some(1));
+        assert!(outcome.contacts[0].contains(";+sip.instance=\"<urn:uuid:"));
+    }
+
+    #[test]
+    fn challenge_then_authenticated_register_end_to_end() {
+        use crate::sip::auth::{
+            AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, ResponseInputs,
+            ServerSecret, Staleness, UserSecret, compute_response, credentials_for_realm, ha1,
+        };
+        use rand::SeedableRng;
+        let t0 = Instant::now();
+        let mut auth = Authenticator::new(
+            AuthConfig::new(DOMAIN),
+            ServerSecret([1; 32]),
+            ClockAnchor {
+                instant: t0,
+                unix_ms: 1_790_000_000_000,
+            },
+            rand::rngs::StdRng::seed_from_u64(3),
+        );
+        let challenge = auth.challenge(t0, Staleness::Fresh);
+        let sha = &challenge[0];
+        let nonce_start = sha.find("nonce=\"").expect("nonce") + 7;
+        let nonce = &sha[nonce_start..nonce_start + sha[nonce_start..].find('"').expect("end")];
+        let opaque_start = sha.find("opaque=\"").expect("opaque") + 8;
+        let opaque = &sha[opaque_start..opaque_start + sha[opaque_start..].find('"').expect("end")];
+        let user_ha1 = ha1(DigestAlgorithm::Sha256, "1001", DOMAIN, "pw1001");
+        let uri = format!("sip:{DOMAIN}");
+        let response = compute_response(&ResponseInputs {
+            algorithm: DigestAlgorithm::Sha256,
+            ha1: &user_ha1,
+            nonce,
+            nc: "00000001",
+            cnonce: "abc",
+            qop: "auth",
+            method: "REGISTER",
+            uri: &uri,
+        });
+        let text = format!(
+            "REGISTER sip:{DOMAIN} SIP/2.0\r\n\
+             Via: SIP/2.0/TCP 203.0.113.5:40000;branch=z9hG4bKauth2\r\n\
+             From: <sip:1001@{DOMAIN}>;tag=f1\r\n\
+             To: <sip:1001@{DOMAIN}>\r\n\
+             Call-ID: flow\r\n\
+             CSeq: 2 REGISTER\r\n\
+             Contact: <sip:1001@10.0.0.1;transport=tcp>\r\n\
+             Authorization: Digest username=\"1001\", realm=\"{DOMAIN}\", nonce=\"{nonce}\", \
+             uri=\"{uri}\", response=\"{response}\", algorithm=SHA-256, cnonce=\"abc\", \
+             opaque=\"{opaque}\", qop=auth, nc=00000001\r\n\
+             Content-Length: 0\r\n\r\n"
+        );
+        let Ok(Message::Request(request)) = parse_message(text.as_bytes()) else {
+            panic!("REGISTER parses");
+        };
+        let credentials =
+            credentials_for_realm(request.headers.get_all("Authorization"), DOMAIN).expect("creds");
+        let secret = UserSecret::Password("pw1001".into());
+        let source = SourceInfo {
+            addr: SocketAddr::new(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 5)), 40000),
+            transport: Transport::Tcp,
+        };
+        let verification = auth.verify(
+            t0,
+            source.addr.ip(),
+            request.method.as_str(),
+            &credentials,
+            Some(&secret),
+        );
+        let AuthOutcome::Ok(user) = verification.outcome else {
+            panic!("digest must verify: {verification:?}");
+        };
+        let mut registrar = registrar();
+        let outcome = registrar
+            .handle_register(t0, &request, source, &user)
+            .expect("registered");
+        assert_eq!(
+            outcome.contacts,
+            ["<sip:1001@10.0.0.1;transport=tcp>;expires=3600"]
+        );
+        assert_eq!(
+            registrar.lookup(&registrar.aor_for("1001"))[0].source,
+            source
+        );
+    }
+
+    #[test]
+    fn malformed_contact_header_leaves_existing_bindings_untouched() {
+        // Regression: a Contact parse error used to return after the AOR's bindings had
+        // been taken out of the table, silently unregistering the phone.
+        let t0 = Instant::now();
+        let mut registrar = registrar();
+        ok(&mut registrar, t0, &reg("c1", 1, &["<sip:1001@10.0.0.1>"]));
+        let error = err(&mut registrar, t0, &reg("c1", 2, &["<sip:1001@10.0.0.2"]));
+        assert_eq!(error.status(), 400);
+        assert_eq!(hosts(&registrar, "1001"), ["10.0.0.1"]);
     }
 }
