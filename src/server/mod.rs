@@ -63,7 +63,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
 
     let bindings = store.live_bindings(wall_ms()).await?;
     let restored = bindings.len();
-    let endpoint = Endpoint::new(&config, bindings, metrics.clone());
+    let endpoint = Endpoint::new(
+        &config,
+        bindings,
+        metrics.clone(),
+        std::time::Instant::now(),
+        wall_ms(),
+        None,
+    );
 
     let sip_addr = config.server.sip_listen;
     let sockets = SipSockets::bind(sip_addr)

@@ -15,7 +15,7 @@ use tokio_util_free::CancelToken;
 use tracing::{debug, info, warn};
 
 use crate::server::metrics::{DropReason, Metrics};
-use crate::sip::endpoint::{Endpoint, Output, Source, StoreOp, Transport};
+use crate::sip::endpoint::{Endpoint, Output, SourceInfo, StoreOp, Transport};
 use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
 use crate::store::Store;
 
@@ -173,13 +173,12 @@ impl SipShell {
             match received {
                 Ok((n, from)) => {
                     let Some(datagram) = buf.get(..n) else { continue };
-                    let source = Source {
+                    let source = SourceInfo {
                         addr: from,
                         transport: Transport::Udp,
                     };
                     let now = Instant::now();
-                    let wall = wall_ms();
-                    self.drive(|ep| ep.handle_message(now, wall, source, datagram));
+                    self.drive(|ep| ep.handle_message(now, source, datagram));
                 }
                 // ICMP port unreachable from an earlier send surfaces here on some
                 // platforms: not fatal.
@@ -212,7 +211,7 @@ impl SipShell {
                     true
                 }
             });
-            if allowed != Ok(true) {
+            if allowed.ok() != Some(true) {
                 warn!(%peer, "too many TCP connections from this source; refused");
                 continue;
             }
@@ -288,13 +287,12 @@ impl SipShell {
             loop {
                 match framer.next_frame() {
                     Ok(Some(frame)) => {
-                        let source = Source {
+                        let source = SourceInfo {
                             addr: peer,
                             transport: Transport::Tcp,
                         };
                         let now = Instant::now();
-                        let wall = wall_ms();
-                        self.drive(|ep| ep.handle_message(now, wall, source, &frame));
+                        self.drive(|ep| ep.handle_message(now, source, &frame));
                     }
                     Ok(None) => break,
                     Err(e) => {
@@ -334,8 +332,7 @@ impl SipShell {
             tokio::select! {
                 _ = tokio::time::sleep(sleep) => {
                     let now = Instant::now();
-                    let wall = wall_ms();
-                    self.drive(|ep| ep.handle_timeout(now, wall));
+                    self.drive(|ep| ep.handle_timeout(now));
                 }
                 _ = self.wake_timer.notified() => {}
                 _ = shutdown.cancelled() => return,

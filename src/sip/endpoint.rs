@@ -34,8 +34,8 @@ use crate::sip::registrar::{
 };
 pub use crate::sip::registrar::{SourceInfo, Transport};
 use crate::sip::transaction::{
-    LayerConfig, LayerEvent, RequestOutcome, Reliability, Timers, TransactionKey,
-    TransactionLayer,
+    IncomingRequest, LayerConfig, RequestOutcome, Reliability, ResponseOutcome, Timers,
+    TransactionEvent, TransactionKey, TransactionLayer,
 };
 use crate::store::StoredBinding;
 
@@ -74,7 +74,7 @@ pub struct Endpoint {
     realm: String,
     auth: Authenticator,
     registrar: Registrar,
-    transactions: TransactionLayer,
+    transactions: TransactionLayer<SourceInfo>,
     users: HashMap<String, UserSecret>,
     trunks: Vec<IpAddr>,
     metrics: Arc<Metrics>,
@@ -264,9 +264,10 @@ impl Endpoint {
             }
         };
         let payload = Bytes::from(resp.to_bytes());
-        if !self
+        if self
             .transactions
-            .handle_response(now, &key, resp.status, payload)
+            .handle_response(now, &key, resp.status, payload, None)
+            == ResponseOutcome::Unmatched
         {
             self.metrics.dropped(DropReason::StrayResponse);
         }
@@ -290,27 +291,33 @@ impl Endpoint {
             Transport::Udp => Reliability::Unreliable,
             _ => Reliability::Reliable,
         };
-        if req.method == Method::Ack {
-            // ACK for a non-2xx final response is absorbed by its INVITE server
-            // transaction; ACK for 2xx belongs to a dialog (none yet).
-            self.transactions.handle_ack(now, &key);
-            self.drain_transactions();
-            return;
-        }
-        match self
-            .transactions
-            .handle_request(now, key.clone(), reliability, reply_to, &req.method)
-        {
-            RequestOutcome::New => {}
-            RequestOutcome::Retransmission => {
+        let incoming = IncomingRequest {
+            key,
+            method: req.method.clone(),
+            peer: reply_to,
+            reliability,
+            trying: None,
+        };
+        let transaction = match self.transactions.handle_request(now, incoming) {
+            RequestOutcome::New(transaction) => transaction,
+            RequestOutcome::Retransmission
+            | RequestOutcome::AckAbsorbed
+            // ACK for a 2xx belongs to a dialog; there are none at this layer yet.
+            | RequestOutcome::AckForTu => {
                 self.drain_transactions();
                 return;
             }
             RequestOutcome::Overloaded => {
-                self.respond_stateless(&req, reply_to, 503, "Service Unavailable", &[("Retry-After", "5".into())]);
+                self.respond_stateless(
+                    &req,
+                    reply_to,
+                    503,
+                    "Service Unavailable",
+                    &[("Retry-After", "5".into())],
+                );
                 return;
             }
-        }
+        };
         let answer = self.process(now, source, &req);
         let mut resp = Response::for_request(&req, answer.status, answer.reason, &new_tag());
         for (name, value) in answer.headers {
@@ -318,7 +325,10 @@ impl Endpoint {
         }
         self.metrics.response(Direction::Out, answer.status);
         let bytes = Bytes::from(resp.to_bytes());
-        if let Err(e) = self.transactions.respond(now, &key, answer.status, bytes) {
+        if let Err(e) = self
+            .transactions
+            .send_final(now, transaction, answer.status, bytes)
+        {
             warn!(%e, "transaction refused a response");
         }
         self.drain_transactions();
@@ -507,13 +517,13 @@ impl Endpoint {
     fn drain_transactions(&mut self) {
         while let Some(t) = self.transactions.poll_transmit() {
             self.outputs.push_back(Output::Transmit {
-                to: t.destination,
+                to: t.peer,
                 bytes: t.payload,
             });
         }
-        while let Some(event) = self.transactions.poll_event() {
-            if let LayerEvent::TimedOut { .. } = event {
-                debug!("transaction timed out");
+        while let Some(e) = self.transactions.poll_event() {
+            if e.event == TransactionEvent::TimedOut {
+                debug!(key = ?e.key, "transaction timed out");
             }
         }
         self.metrics

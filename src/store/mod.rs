@@ -131,7 +131,9 @@ impl Store {
     /// # Errors
     /// The database is unreachable.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        on_pool!(self, |p| sqlx::query("SELECT 1").execute(p).await?);
+        on_pool!(self, |p| {
+            sqlx::query("SELECT 1").execute(p).await?;
+        });
         Ok(())
     }
 
@@ -159,7 +161,8 @@ impl Store {
             .bind(&b.user_agent)
             .bind(now_ms)
             .execute(p)
-            .await?);
+            .await
+            .map(|_| ())?);
         Ok(())
     }
 
@@ -172,7 +175,8 @@ impl Store {
         .bind(aor)
         .bind(contact)
         .execute(p)
-        .await?);
+        .await
+        .map(|_| ())?);
         Ok(())
     }
 
@@ -226,7 +230,8 @@ impl Store {
         .bind(subject)
         .bind(detail)
         .execute(p)
-        .await?);
+        .await
+        .map(|_| ())?);
         Ok(())
     }
 
@@ -277,6 +282,7 @@ pub(crate) mod test_support {
         on_pool!(admin, |p| sqlx::query(&format!("CREATE DATABASE {name}"))
             .execute(p)
             .await
+            .map(|_| ())
             .expect("create test database"));
         let url = admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}"))?;
         let store = Store::connect(&url).await.expect("connect test database");
