@@ -86,6 +86,19 @@ pub struct SipConfig {
     /// (slowloris protection).
     pub tcp_idle_timeout_secs: u64,
     pub max_transactions: usize,
+    /// Digest algorithms offered, most preferred first. RFC 8760 prefers SHA-256, but
+    /// SIPp and many deployed softphones answer only the first challenge and know only
+    /// MD5; list MD5 first until the fleet supports SHA-256.
+    pub digest_algorithms: Vec<DigestAlgorithmName>,
+}
+
+/// A digest algorithm as named in config.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum DigestAlgorithmName {
+    #[serde(rename = "MD5")]
+    Md5,
+    #[serde(rename = "SHA-256")]
+    Sha256,
 }
 
 impl Default for SipConfig {
@@ -104,6 +117,7 @@ impl Default for SipConfig {
             max_tcp_connections_per_source: 32,
             tcp_idle_timeout_secs: 120,
             max_transactions: 20_000,
+            digest_algorithms: vec![DigestAlgorithmName::Sha256, DigestAlgorithmName::Md5],
         }
     }
 }
@@ -203,7 +217,7 @@ impl fmt::Display for Problem {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
+    #[error("cannot read config file {path}")]
     Read {
         path: PathBuf,
         source: std::io::Error,
@@ -276,6 +290,12 @@ impl Config {
         if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
             add("sip.t2_ms".into(), "T1 must be > 0 and T2 >= T1".into());
         }
+        if sip.digest_algorithms.is_empty() {
+            add(
+                "sip.digest_algorithms".into(),
+                "must list at least one of \"MD5\", \"SHA-256\"".into(),
+            );
+        }
         if sip.min_expires == 0 || sip.min_expires > sip.max_expires {
             add(
                 "sip.min_expires".into(),
@@ -293,10 +313,16 @@ impl Config {
         let mut numbers = HashSet::new();
         for (i, c) in self.cities.iter().enumerate() {
             if !city_ids.insert(c.id.as_str()) {
-                add(format!("cities[{i}].id"), format!("duplicate city id {:?}", c.id));
+                add(
+                    format!("cities[{i}].id"),
+                    format!("duplicate city id {:?}", c.id),
+                );
             }
             if c.area_codes.is_empty() {
-                add(format!("cities[{i}].area_codes"), "must list at least one".into());
+                add(
+                    format!("cities[{i}].area_codes"),
+                    "must list at least one".into(),
+                );
             }
             for (j, code) in c.area_codes.iter().enumerate() {
                 if !is_area_code(code) {
@@ -326,11 +352,17 @@ impl Config {
             if a.id.is_empty() || !a.id.bytes().all(is_sip_user_char) {
                 add(
                     format!("agents[{i}].id"),
-                    format!("{:?} must be a plain SIP user name (letters, digits, . _ -)", a.id),
+                    format!(
+                        "{:?} must be a plain SIP user name (letters, digits, . _ -)",
+                        a.id
+                    ),
                 );
             }
             if !agent_ids.insert(a.id.as_str()) {
-                add(format!("agents[{i}].id"), format!("duplicate agent id {:?}", a.id));
+                add(
+                    format!("agents[{i}].id"),
+                    format!("duplicate agent id {:?}", a.id),
+                );
             }
             if !city_ids.contains(a.city.as_str()) {
                 add(
@@ -366,7 +398,10 @@ impl Config {
         let mut seen_units = HashSet::new();
         for (i, u) in self.units.iter().enumerate() {
             if !seen_units.insert(u.id.as_str()) {
-                add(format!("units[{i}].id"), format!("duplicate unit id {:?}", u.id));
+                add(
+                    format!("units[{i}].id"),
+                    format!("duplicate unit id {:?}", u.id),
+                );
             }
             match (&u.parent, u.kind) {
                 (None, UnitKind::Province) => {}
@@ -374,10 +409,9 @@ impl Config {
                     format!("units[{i}].parent"),
                     "only the province may have no parent".into(),
                 ),
-                (Some(p), _) if !unit_ids.contains(p.as_str()) => add(
-                    format!("units[{i}].parent"),
-                    format!("unknown unit {p:?}"),
-                ),
+                (Some(p), _) if !unit_ids.contains(p.as_str()) => {
+                    add(format!("units[{i}].parent"), format!("unknown unit {p:?}"))
+                }
                 (Some(_), _) => {}
             }
         }
@@ -428,7 +462,12 @@ fn serde_problem(text: &str, e: &toml::de::Error) -> Problem {
     let line = e.span().map(|s| line_of(text, s.start));
     // toml's message may contain the offending key; keep its first line, the rest is a
     // source excerpt that `line` already points to.
-    let message = e.message().lines().next().unwrap_or("invalid TOML").to_string();
+    let message = e
+        .message()
+        .lines()
+        .next()
+        .unwrap_or("invalid TOML")
+        .to_string();
     let path = e
         .span()
         .and_then(|s| key_path_at(text, s.start))
@@ -446,7 +485,11 @@ fn key_path_at(text: &str, offset: usize) -> Option<String> {
     let before = text.get(..offset)?;
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = text.get(line_start..)?.lines().next()?.trim();
-    let key = line.split('=').next().map(str::trim).filter(|k| !k.is_empty());
+    let key = line
+        .split('=')
+        .next()
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
     let header = before
         .lines()
         .rev()
@@ -529,7 +572,7 @@ roles = ["agent"]
         let problems = Config::from_toml(&text).expect_err("unknown key");
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("pasword"), "{:?}", problems[0]);
-        assert_eq!(problems[0].line, Some(16));
+        assert_eq!(problems[0].line, Some(15), "{:?}", problems[0]);
     }
 
     #[test]
@@ -541,16 +584,18 @@ roles = ["agent"]
 
     #[test]
     fn every_semantic_problem_is_reported_with_path_and_line() {
-        let text = format!(
-            "{MINIMAL}\n[[agents]]\nid = \"1001\"\nname = \"x\"\ncity = \"atlantis\"\n"
-        );
+        let text =
+            format!("{MINIMAL}\n[[agents]]\nid = \"1001\"\nname = \"x\"\ncity = \"atlantis\"\n");
         let problems = Config::from_toml(&text).expect_err("two problems");
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert!(paths.contains(&"agents[1].id"), "{paths:?}");
         assert!(paths.contains(&"agents[1].city"), "{paths:?}");
         assert!(paths.contains(&"agents[1]"), "{paths:?}");
-        let city = problems.iter().find(|p| p.path == "agents[1].city").unwrap();
-        assert_eq!(city.line, Some(23), "{city:?}");
+        let city = problems
+            .iter()
+            .find(|p| p.path == "agents[1].city")
+            .unwrap();
+        assert_eq!(city.line, Some(21), "{city:?}");
     }
 
     #[test]
@@ -558,7 +603,11 @@ roles = ["agent"]
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.cities.len(), 16, "all 16 Shandong cities");
-        assert!(c.cities.iter().any(|c| c.numbers.contains(&"053112348".into())));
+        assert!(
+            c.cities
+                .iter()
+                .any(|c| c.numbers.contains(&"053112348".into()))
+        );
     }
 
     #[test]

@@ -11,7 +11,11 @@ use hotline::server::{self, ServeOptions};
 use hotline::store::Store;
 
 #[derive(Debug, Parser)]
-#[command(name = "hotline", version, about = "12348 public legal-service hotline server")]
+#[command(
+    name = "hotline",
+    version,
+    about = "12348 public legal-service hotline server"
+)]
 struct Cli {
     /// Log format.
     #[arg(long, value_enum, default_value_t = LogFormat::Human, global = true)]
@@ -61,6 +65,7 @@ fn init_logging(format: LogFormat) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -68,7 +73,7 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-fn load_config(path: &PathBuf, data_dir: Option<PathBuf>) -> Result<Config> {
+fn load_config(path: &std::path::Path, data_dir: Option<PathBuf>) -> Result<Config> {
     let mut config = Config::load(path)?;
     if let Some(dir) = data_dir {
         config.server.data_dir = dir;

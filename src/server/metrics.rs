@@ -10,8 +10,21 @@ use crate::sip::message::Method;
 
 /// Methods we count separately; everything else is "other".
 const METHODS: [&str; 15] = [
-    "INVITE", "ACK", "BYE", "CANCEL", "REGISTER", "OPTIONS", "INFO", "UPDATE", "PRACK",
-    "SUBSCRIBE", "NOTIFY", "REFER", "MESSAGE", "PUBLISH", "other",
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "REGISTER",
+    "OPTIONS",
+    "INFO",
+    "UPDATE",
+    "PRACK",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
 ];
 
 fn method_index(m: &Method) -> usize {
@@ -159,7 +172,10 @@ impl Metrics {
             }
         }
         let gauge = |out: &mut String, name: &str, help: &str, kind: &str, v: i64| {
-            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+            );
         };
         gauge(
             &mut out,
@@ -229,7 +245,9 @@ mod tests {
         m.response(Direction::Out, 9999); // out of range: ignored, no panic
         m.parse_error();
         let text = m.render();
-        assert!(text.contains("hotline_sip_requests_total{direction=\"in\",method=\"REGISTER\"} 1"));
+        assert!(
+            text.contains("hotline_sip_requests_total{direction=\"in\",method=\"REGISTER\"} 1")
+        );
         assert!(text.contains("hotline_sip_requests_total{direction=\"in\",method=\"other\"} 1"));
         assert!(text.contains("hotline_sip_responses_total{direction=\"out\",status=\"401\"} 1"));
         assert!(text.contains("hotline_sip_parse_errors_total 1"));

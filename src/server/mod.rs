@@ -12,7 +12,7 @@ use crate::config::Config;
 use crate::sip::endpoint::Endpoint;
 use crate::store::{Store, StoreError};
 use metrics::Metrics;
-use sip::{SipShell, SipSockets, Shutdown, wall_ms};
+use sip::{Shutdown, SipShell, SipSockets, wall_ms};
 
 /// Everything `hotline serve` needs, after command-line overrides.
 #[derive(Debug)]
@@ -23,21 +23,21 @@ pub struct ServeOptions {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
-    #[error("database: {0}")]
+    #[error("database")]
     Store(#[from] StoreError),
-    #[error("cannot listen for SIP on {addr}: {source}")]
+    #[error("cannot listen for SIP on {addr}")]
     SipBind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("cannot listen for HTTP on {addr}: {source}")]
+    #[error("cannot listen for HTTP on {addr}")]
     HttpBind {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
-    #[error("HTTP server failed: {0}")]
+    #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
-    #[error("cannot create the recordings directory {path}: {source}")]
+    #[error("cannot create the recordings directory {path}")]
     Recordings {
         path: std::path::PathBuf,
         source: std::io::Error,

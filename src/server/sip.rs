@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
-use tokio_util_free::CancelToken;
 use tracing::{debug, info, warn};
 
 use crate::server::metrics::{DropReason, Metrics};
@@ -137,7 +136,9 @@ impl SipShell {
                         debug!(%e, to = %to.addr, "udp send failed");
                     }
                 }
-                Transport::Tcp => {
+                // TLS/WS transports are not served yet; they share the TCP writers table
+                // once they are.
+                Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                     let writer = self
                         .tcp_writers
                         .lock()
@@ -172,7 +173,9 @@ impl SipShell {
             };
             match received {
                 Ok((n, from)) => {
-                    let Some(datagram) = buf.get(..n) else { continue };
+                    let Some(datagram) = buf.get(..n) else {
+                        continue;
+                    };
                     let source = SourceInfo {
                         addr: from,
                         transport: Transport::Udp,
@@ -220,7 +223,10 @@ impl SipShell {
             let shutdown = shutdown.clone();
             tokio::spawn(async move {
                 shell.metrics.tcp_connection(1);
-                shell.clone().tcp_connection(stream, peer, None, shutdown).await;
+                shell
+                    .clone()
+                    .tcp_connection(stream, peer, None, shutdown)
+                    .await;
                 shell.metrics.tcp_connection(-1);
                 if let Ok(mut m) = per_source.lock()
                     && let Some(n) = m.get_mut(&peer.ip())
@@ -320,11 +326,7 @@ impl SipShell {
 
     async fn timer_loop(self: Arc<Self>, shutdown: Shutdown) {
         loop {
-            let next = self
-                .endpoint
-                .lock()
-                .ok()
-                .and_then(|ep| ep.poll_timeout());
+            let next = self.endpoint.lock().ok().and_then(|ep| ep.poll_timeout());
             let sleep = match next {
                 Some(at) => at.saturating_duration_since(Instant::now()),
                 None => Duration::from_secs(3600),

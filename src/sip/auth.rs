@@ -509,6 +509,10 @@ pub struct AuthConfig {
     /// Nonces whose `nc` history is kept at most.
     pub max_tracked_nonces: usize,
     pub rate_limit: RateLimitConfig,
+    /// Algorithms offered, most preferred first (RFC 8760 §2.4); credentials with another
+    /// algorithm are refused. Some UAs (SIPp, older softphones) answer only the first
+    /// challenge and know only MD5: operators order this list for their fleet.
+    pub algorithms: Vec<DigestAlgorithm>,
 }
 
 impl AuthConfig {
@@ -518,6 +522,7 @@ impl AuthConfig {
             nonce_ttl: Duration::from_secs(300),
             max_tracked_nonces: 100_000,
             rate_limit: RateLimitConfig::default(),
+            algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
         }
     }
 }
@@ -650,11 +655,12 @@ impl Authenticator {
         hmac_sha256(&self.secret.0, &[id, self.config.realm.as_bytes()])
     }
 
-    /// The `WWW-Authenticate` (or `Proxy-Authenticate`) values to send, SHA-256 first then
-    /// MD5 (RFC 8760 §2.4), sharing one fresh nonce.
+    /// The `WWW-Authenticate` (or `Proxy-Authenticate`) values to send, one per configured
+    /// algorithm in order of preference (RFC 8760 §2.4), sharing one fresh nonce.
     pub fn challenge(&mut self, now: Instant, staleness: Staleness) -> Vec<String> {
         let nonce = self.new_nonce(now);
-        [DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        self.config
+            .algorithms
             .iter()
             .map(|algorithm| {
                 let mut value = format!(
@@ -756,10 +762,13 @@ impl Authenticator {
                 .opaque
                 .as_deref()
                 .is_none_or(|o| o == self.opaque);
-        let algorithm = credentials.digest_algorithm().unwrap_or_else(|| {
-            acceptable = false;
-            DigestAlgorithm::Md5
-        });
+        let algorithm = credentials
+            .digest_algorithm()
+            .filter(|a| self.config.algorithms.contains(a))
+            .unwrap_or_else(|| {
+                acceptable = false;
+                DigestAlgorithm::Md5
+            });
         let username = &credentials.username;
         let dummy_ha1 = || ha1(algorithm, username, realm, &self.dummy_password);
         let user_ha1 = match secret {

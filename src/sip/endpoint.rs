@@ -22,11 +22,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, DigestAlgorithmName};
 use crate::server::metrics::{Direction, DropReason, Metrics};
 use crate::sip::auth::{
-    AuthConfig, AuthOutcome, Authenticator, ClockAnchor, RateLimitConfig, ServerSecret,
-    SourceDecision, Staleness, UserSecret, credentials_for_realm,
+    AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, RateLimitConfig,
+    ServerSecret, SourceDecision, Staleness, UserSecret, credentials_for_realm,
 };
 use crate::sip::message::{Message, Method, ParseError, Request, Response, parse_message};
 use crate::sip::registrar::{
@@ -34,7 +34,7 @@ use crate::sip::registrar::{
 };
 pub use crate::sip::registrar::{SourceInfo, Transport};
 use crate::sip::transaction::{
-    IncomingRequest, LayerConfig, RequestOutcome, Reliability, ResponseOutcome, Timers,
+    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, Timers,
     TransactionEvent, TransactionKey, TransactionLayer,
 };
 use crate::store::StoredBinding;
@@ -108,6 +108,14 @@ impl Endpoint {
         let sip = &config.sip;
         let mut auth_config = AuthConfig::new(realm.clone());
         auth_config.nonce_ttl = Duration::from_secs(sip.nonce_ttl_secs);
+        auth_config.algorithms = sip
+            .digest_algorithms
+            .iter()
+            .map(|a| match a {
+                DigestAlgorithmName::Md5 => DigestAlgorithm::Md5,
+                DigestAlgorithmName::Sha256 => DigestAlgorithm::Sha256,
+            })
+            .collect();
         auth_config.rate_limit = RateLimitConfig {
             max_failures: sip.auth_failures_before_ban as usize,
             window: Duration::from_secs(sip.auth_failure_window_secs),
@@ -168,7 +176,11 @@ impl Endpoint {
             registrar,
             transactions,
             users,
-            trunks: config.trunks.iter().flat_map(|t| t.sources.clone()).collect(),
+            trunks: config
+                .trunks
+                .iter()
+                .flat_map(|t| t.sources.clone())
+                .collect(),
             metrics,
             outputs: VecDeque::new(),
             clock,
@@ -198,10 +210,11 @@ impl Endpoint {
     pub fn handle_timeout(&mut self, now: Instant) {
         for binding in self.registrar.expire(now) {
             debug!(aor = binding.aor.as_str(), contact = %binding.contact_uri, "registration expired");
-            self.outputs.push_back(Output::Store(StoreOp::DeleteBinding {
-                aor: binding.aor.as_str().to_string(),
-                contact: binding.contact_uri.to_string(),
-            }));
+            self.outputs
+                .push_back(Output::Store(StoreOp::DeleteBinding {
+                    aor: binding.aor.as_str().to_string(),
+                    contact: binding.contact_uri.to_string(),
+                }));
         }
         self.metrics
             .set_active_registrations(self.registrar.binding_count());
@@ -437,7 +450,13 @@ impl Endpoint {
         }
     }
 
-    fn apply_register(&mut self, now: Instant, source: SourceInfo, req: &Request, user: &str) -> Answer {
+    fn apply_register(
+        &mut self,
+        now: Instant,
+        source: SourceInfo,
+        req: &Request,
+        user: &str,
+    ) -> Answer {
         match self.registrar.handle_register(now, req, source, user) {
             Ok(outcome) => {
                 for change in outcome.changes {
@@ -480,7 +499,9 @@ impl Endpoint {
     fn binding_to_store(&self, b: &Binding, now: Instant) -> StoredBinding {
         let remaining = b.expires_at.saturating_duration_since(now).as_millis() as i64;
         let now_ms = self.clock.unix_ms as i64
-            + now.saturating_duration_since(self.clock.instant).as_millis() as i64;
+            + now
+                .saturating_duration_since(self.clock.instant)
+                .as_millis() as i64;
         StoredBinding {
             aor: b.aor.as_str().to_string(),
             contact: b.contact_uri.to_string(),

@@ -615,19 +615,17 @@ fn clean(s: &str) -> String {
     s.replace(['\r', '\n'], " ")
 }
 
-/// Start line, headers (Content-Length rewritten in place of the first one, or appended),
-/// blank line, body.
+/// Start line, headers, Content-Length (always last, with the spelling of the first one
+/// given, so peers that stop reading headers at Content-Length — SIPp does — see all of
+/// them), blank line, body.
 fn wire(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
     let mut out = String::with_capacity(start.len() + 64 * headers.0.len() + 32);
     out.push_str(&clean(start));
     out.push_str("\r\n");
-    let mut wrote_length = false;
+    let mut length_name: Option<&str> = None;
     for h in &headers.0 {
         if canonical_name(&h.name) == "content-length" {
-            if !wrote_length {
-                out.push_str(&format!("{}: {}\r\n", clean(&h.name), body.len()));
-                wrote_length = true;
-            }
+            length_name.get_or_insert(&h.name);
             continue;
         }
         out.push_str(&clean(&h.name));
@@ -635,9 +633,11 @@ fn wire(start: &str, headers: &Headers, body: &[u8]) -> Vec<u8> {
         out.push_str(&clean(&h.value));
         out.push_str("\r\n");
     }
-    if !wrote_length {
-        out.push_str(&format!("Content-Length: {}\r\n", body.len()));
-    }
+    out.push_str(&format!(
+        "{}: {}\r\n",
+        clean(length_name.unwrap_or("Content-Length")),
+        body.len()
+    ));
     out.push_str("\r\n");
     let mut bytes = out.into_bytes();
     bytes.extend_from_slice(body);

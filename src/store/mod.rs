@@ -15,11 +15,11 @@ use std::time::Duration;
 pub enum StoreError {
     #[error("database URL must start with sqlite:// or postgres://")]
     UnsupportedUrl,
-    #[error("cannot create the data directory: {0}")]
+    #[error("cannot create the data directory")]
     DataDir(#[source] std::io::Error),
-    #[error("database error: {0}")]
+    #[error("database error")]
     Database(#[from] sqlx::Error),
-    #[error("migration failed: {0}")]
+    #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
@@ -279,12 +279,16 @@ pub(crate) mod test_support {
         let admin = Store::connect(&admin_url)
             .await
             .expect("PostgreSQL on 127.0.0.1:5432 (set HOTLINE_TEST_PG=off to skip)");
-        on_pool!(admin, |p| sqlx::query(&format!("CREATE DATABASE {name}"))
-            .execute(p)
-            .await
-            .map(|_| ())
-            .expect("create test database"));
-        let url = admin_url.rsplit_once('/').map(|(base, _)| format!("{base}/{name}"))?;
+        on_pool!(admin, |p| sqlx::query(sqlx::AssertSqlSafe(format!(
+            "CREATE DATABASE {name}"
+        )))
+        .execute(p)
+        .await
+        .map(|_| ())
+        .expect("create test database"));
+        let url = admin_url
+            .rsplit_once('/')
+            .map(|(base, _)| format!("{base}/{name}"))?;
         let store = Store::connect(&url).await.expect("connect test database");
         store.migrate().await.expect("migrate postgres");
         Some(store)
@@ -320,11 +324,20 @@ mod tests {
         refreshed.expires_at = 30_000;
         refreshed.cseq = 8;
         store.upsert_binding(&refreshed, 2).await.unwrap();
-        assert_eq!(store.live_bindings(15_000).await.unwrap(), vec![refreshed.clone(), b.clone()]);
+        assert_eq!(
+            store.live_bindings(15_000).await.unwrap(),
+            vec![refreshed.clone(), b.clone()]
+        );
         assert_eq!(store.delete_expired_bindings(25_000).await.unwrap(), 1);
-        store.delete_binding(&refreshed.aor, &refreshed.contact).await.unwrap();
+        store
+            .delete_binding(&refreshed.aor, &refreshed.contact)
+            .await
+            .unwrap();
         assert!(store.live_bindings(0).await.unwrap().is_empty());
-        store.audit(1, "system", "sip.ban", "127.0.0.9", "10 failures").await.unwrap();
+        store
+            .audit(1, "system", "sip.ban", "127.0.0.9", "10 failures")
+            .await
+            .unwrap();
         assert_eq!(store.audit_count("sip.ban").await.unwrap(), 1);
     }
 

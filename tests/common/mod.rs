@@ -20,6 +20,7 @@ auth_failures_before_ban = 5
 auth_failure_window_secs = 60
 ban_secs = 30
 tcp_idle_timeout_secs = 3
+digest_algorithms = ["MD5", "SHA-256"]
 
 [[trunks]]
 name = "test-trunk"
@@ -172,7 +173,11 @@ impl Server {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").expect("write");
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        )
+        .expect("write");
         let mut resp = String::new();
         s.read_to_string(&mut resp).expect("read");
         let status = resp
@@ -180,7 +185,10 @@ impl Server {
             .nth(1)
             .and_then(|c| c.parse().ok())
             .unwrap_or(0);
-        let body = resp.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+        let body = resp
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
         (status, body)
     }
 
@@ -272,4 +280,209 @@ pub fn sipp_scenario(name: &str) -> PathBuf {
 
 pub fn path_str(p: &Path) -> String {
     p.display().to_string()
+}
+
+/// A bare SIP client over UDP for tests that need to see exact answers.
+pub struct RawUdp {
+    pub socket: UdpSocket,
+    pub server: SocketAddr,
+}
+
+impl RawUdp {
+    pub fn new(server: SocketAddr) -> RawUdp {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(1500)))
+            .expect("timeout");
+        RawUdp { socket, server }
+    }
+
+    pub fn local(&self) -> SocketAddr {
+        self.socket.local_addr().expect("local addr")
+    }
+
+    /// Send a request (LF line ends are turned into CRLF) and wait for one response.
+    pub fn request(&self, text: &str) -> Option<String> {
+        self.send(text);
+        self.recv()
+    }
+
+    pub fn send(&self, text: &str) {
+        let wire = text.replace("\r\n", "\n").replace('\n', "\r\n");
+        self.socket
+            .send_to(wire.as_bytes(), self.server)
+            .expect("send");
+    }
+
+    pub fn send_bytes(&self, bytes: &[u8]) {
+        self.socket.send_to(bytes, self.server).expect("send");
+    }
+
+    pub fn recv(&self) -> Option<String> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            match self.socket.recv_from(&mut buf) {
+                Ok((n, _)) => {
+                    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+                    // 100 Trying is not what the tests wait for.
+                    if text.starts_with("SIP/2.0 100 ") {
+                        continue;
+                    }
+                    return Some(text);
+                }
+                Err(_) => return None,
+            }
+        }
+    }
+}
+
+/// Status code of a response text.
+pub fn status_of(resp: &str) -> u16 {
+    resp.split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// First value of a header (case-insensitive name) in a message text.
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.lines().find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// Every value of a header.
+pub fn headers<'a>(msg: &'a str, name: &str) -> Vec<&'a str> {
+    msg.lines()
+        .filter_map(|l| {
+            let (n, v) = l.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+        .collect()
+}
+
+/// A quoted or bare parameter of a digest challenge.
+pub fn digest_param(challenge: &str, name: &str) -> Option<String> {
+    let start = challenge.find(&format!("{name}="))? + name.len() + 1;
+    let rest = &challenge[start..];
+    if let Some(quoted) = rest.strip_prefix('"') {
+        quoted.split('"').next().map(str::to_string)
+    } else {
+        rest.split([',', ' ']).next().map(str::to_string)
+    }
+}
+
+/// What a digest response is computed from.
+pub struct DigestInput<'a> {
+    pub sha256: bool,
+    pub user: &'a str,
+    pub realm: &'a str,
+    pub password: &'a str,
+    pub method: &'a str,
+    pub uri: &'a str,
+    pub nonce: &'a str,
+    pub nc: &'a str,
+    pub cnonce: &'a str,
+}
+
+/// RFC 2617 digest response with qop=auth (MD5 or SHA-256).
+pub fn digest_response(d: &DigestInput<'_>) -> String {
+    let DigestInput {
+        sha256,
+        user,
+        realm,
+        password,
+        method,
+        uri,
+        nonce,
+        nc,
+        cnonce,
+    } = *d;
+    let h = |s: String| {
+        if sha256 {
+            use sha2::{Digest, Sha256};
+            hex::encode(Sha256::digest(s.as_bytes()))
+        } else {
+            md5_hex(&s)
+        }
+    };
+    let ha1 = h(format!("{user}:{realm}:{password}"));
+    let ha2 = h(format!("{method}:{uri}"));
+    h(format!("{ha1}:{nonce}:{nc}:{cnonce}:auth:{ha2}"))
+}
+
+/// A REGISTER for `user` from `client`, optionally with an Authorization header.
+pub fn register_text(
+    client: &RawUdp,
+    user: &str,
+    cseq: u32,
+    expires: u32,
+    auth: Option<&str>,
+) -> String {
+    let local = client.local();
+    let server = client.server;
+    let auth_line = auth
+        .map(|a| format!("Authorization: {a}\n"))
+        .unwrap_or_default();
+    format!(
+        "REGISTER sip:{server} SIP/2.0\n\
+         Via: SIP/2.0/UDP {local};branch=z9hG4bK-{user}-{cseq}-{nonce};rport\n\
+         Max-Forwards: 70\n\
+         From: <sip:{user}@hotline.test>;tag=t{user}\n\
+         To: <sip:{user}@hotline.test>\n\
+         Call-ID: reg-{user}-{port}\n\
+         CSeq: {cseq} REGISTER\n\
+         Contact: <sip:{user}@{local}>\n\
+         Expires: {expires}\n\
+         {auth_line}Content-Length: 0\n\n",
+        port = local.port(),
+        nonce = rand_suffix(),
+    )
+}
+
+fn rand_suffix() -> u64 {
+    use std::time::SystemTime;
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
+}
+
+/// Register `user` with `password` through a 401 challenge (MD5 or SHA-256); returns the
+/// final response (None when nothing came back).
+pub fn register_with_password(
+    client: &RawUdp,
+    user: &str,
+    password: &str,
+    sha256: bool,
+    expires: u32,
+) -> Option<String> {
+    let challenge_resp = client.request(&register_text(client, user, 1, expires, None))?;
+    assert_eq!(status_of(&challenge_resp), 401, "{challenge_resp}");
+    let alg = if sha256 { "SHA-256" } else { "MD5" };
+    let challenge = headers(&challenge_resp, "WWW-Authenticate")
+        .into_iter()
+        .find(|c| c.contains(&format!("algorithm={alg}")))?;
+    let realm = digest_param(challenge, "realm")?;
+    let nonce = digest_param(challenge, "nonce")?;
+    let opaque = digest_param(challenge, "opaque")?;
+    let uri = format!("sip:{}", client.server);
+    let response = digest_response(&DigestInput {
+        sha256,
+        user,
+        realm: &realm,
+        password,
+        method: "REGISTER",
+        uri: &uri,
+        nonce: &nonce,
+        nc: "00000001",
+        cnonce: "abc123",
+    });
+    let auth = format!(
+        "Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+         response=\"{response}\", algorithm={alg}, cnonce=\"abc123\", qop=auth, nc=00000001, \
+         opaque=\"{opaque}\""
+    );
+    client.request(&register_text(client, user, 2, expires, Some(&auth)))
 }
