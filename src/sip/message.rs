@@ -507,8 +507,9 @@ impl Request {
     /// - 416 for a Request-URI scheme other than sip/sips (unkscm, novelsc, tel:);
     /// - 483 for Max-Forwards 0 on a request we would forward (zeromf), only when
     ///   `forwarding`; a malformed Max-Forwards is treated as absent (scalar02);
-    /// - 420 + `Unsupported` for `Require` options not in `supported` (bext01), and for
-    ///   `Proxy-Require` when `forwarding`; ACK and CANCEL are exempt (§8.2.2.3);
+    /// - 420 + `Unsupported` for `Require` options not in `supported` (bext01), or for
+    ///   `Proxy-Require` options when `forwarding`; ACK and CANCEL are exempt
+    ///   (§8.2.2.3);
     /// - as a UAS (`!forwarding`) for INVITE: 415 + `Accept` for a body type we cannot
     ///   process (invut), 406 when `Accept` excludes SDP (sdp01).
     ///
@@ -546,20 +547,19 @@ impl Request {
             return Err(rejection(483, "Too Many Hops"));
         }
         if self.method != Method::Ack && self.method != Method::Cancel {
+            // A proxy honours Proxy-Require (§16.3 step 6), a UAS honours Require
+            // (§8.2.2.3); RFC 4475 bext01 expects the list for the role we act in.
+            let header = if forwarding {
+                "proxy-require"
+            } else {
+                "require"
+            };
             let mut unsupported: Vec<&str> = self
                 .headers
-                .list("require")
+                .list(header)
                 .into_iter()
                 .filter(|opt| !supported.contains(opt))
                 .collect();
-            if forwarding {
-                unsupported.extend(
-                    self.headers
-                        .list("proxy-require")
-                        .into_iter()
-                        .filter(|opt| !supported.contains(opt)),
-                );
-            }
             unsupported.dedup();
             if !unsupported.is_empty() {
                 return Err(Rejection {
