@@ -213,7 +213,7 @@ const CASES: &[(&str, Expect, &str)] = &[
     (
         "rfc4475-insuf",
         Invalid(ParseError::MissingHeader { name: "To" }),
-        "3.3.1: no Call-ID, From, or To; ideally respond with a 400 Bad Request",
+        "3.3.1: no Call-ID, From, or To ... Ideally, it will respond with a 400 Bad Request error.",
     ),
     (
         "rfc4475-unkscm",
@@ -221,7 +221,7 @@ const CASES: &[(&str, Expect, &str)] = &[
             uas: Some(416),
             proxy: Some(416),
         },
-        "3.3.2: will reject it with a 416 Unsupported URI Scheme response",
+        "3.3.2: An element receiving this request will reject it with a 416 Unsupported URI Scheme response.",
     ),
     (
         "rfc4475-novelsc",
@@ -237,7 +237,7 @@ const CASES: &[(&str, Expect, &str)] = &[
             uas: Some(400),
             proxy: Some(400),
         },
-        "3.3.4: syntactically valid; a registrar would reject it with 400 (To must be a SIP/SIPS AOR)",
+        "3.3.4: A registrar would reject this request with a 400 Bad Request response, since the To: header field is required to contain a SIP or SIPS URI as an AOR.",
     ),
     (
         "rfc4475-bext01",
@@ -253,7 +253,7 @@ const CASES: &[(&str, Expect, &str)] = &[
             uas: Some(415),
             proxy: None,
         },
-        "3.3.6: body of unknown type; a proxy processes it, an endpoint answers 415",
+        "3.3.6: A proxy receiving this request would process it just as it would any other INVITE. An endpoint receiving this request would reject it with a 415",
     ),
     (
         "rfc4475-regaut01",
@@ -263,7 +263,7 @@ const CASES: &[(&str, Expect, &str)] = &[
     (
         "rfc4475-multi01",
         Invalid(ParseError::DuplicateHeader { name: "To" }),
-        "3.3.8: multiple values in single-value required fields; respond 400",
+        "3.3.8: An element receiving this request would respond with a 400 Bad Request error.",
     ),
     (
         "rfc4475-mcl01",
@@ -283,7 +283,7 @@ const CASES: &[(&str, Expect, &str)] = &[
             uas: None,
             proxy: Some(483),
         },
-        "3.3.11: a proxy should respond 483; an endpoint should process the request",
+        "3.3.11: A proxy ... should respond 483 (Too Many Hops). An endpoint should process the request",
     ),
     (
         "rfc4475-cparam01",
@@ -306,13 +306,13 @@ const CASES: &[(&str, Expect, &str)] = &[
             uas: Some(406),
             proxy: None,
         },
-        "3.3.15: Accept excludes application/sdp; the recipient could respond with 406 Not Acceptable",
+        "3.3.15: The recipient of this request could respond with a 406 Not Acceptable",
     ),
     // ---- RFC 4475 §3.4 backward compatibility ------------------------------------------
     (
         "rfc4475-inv2543",
         OK,
-        "3.4.1: legal per RFC 2543 ... should be accepted by RFC 3261 elements",
+        "3.4.1: should be accepted by RFC 3261 elements that want to maintain backwards compatibility.",
     ),
     // ---- RFC 5118 §4 IPv6 ---------------------------------------------------------------
     (
