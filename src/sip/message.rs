@@ -507,8 +507,9 @@ impl Request {
     /// - 416 for a Request-URI scheme other than sip/sips (unkscm, novelsc, tel:);
     /// - 483 for Max-Forwards 0 on a request we would forward (zeromf), only when
     ///   `forwarding`; a malformed Max-Forwards is treated as absent (scalar02);
-    /// - 420 + `Unsupported` for `Require` options not in `supported` (bext01), and for
-    ///   `Proxy-Require` when `forwarding`; ACK and CANCEL are exempt (§8.2.2.3);
+    /// - 420 + `Unsupported` for `Require` options not in `supported` (bext01), or for
+    ///   `Proxy-Require` options when `forwarding`; ACK and CANCEL are exempt
+    ///   (§8.2.2.3);
     /// - as a UAS (`!forwarding`) for INVITE: 415 + `Accept` for a body type we cannot
     ///   process (invut), 406 when `Accept` excludes SDP (sdp01).
     ///
@@ -546,20 +547,19 @@ impl Request {
             return Err(rejection(483, "Too Many Hops"));
         }
         if self.method != Method::Ack && self.method != Method::Cancel {
+            // A proxy honours Proxy-Require (§16.3 step 6), a UAS honours Require
+            // (§8.2.2.3); RFC 4475 bext01 expects the list for the role we act in.
+            let header = if forwarding {
+                "proxy-require"
+            } else {
+                "require"
+            };
             let mut unsupported: Vec<&str> = self
                 .headers
-                .list("require")
+                .list(header)
                 .into_iter()
                 .filter(|opt| !supported.contains(opt))
                 .collect();
-            if forwarding {
-                unsupported.extend(
-                    self.headers
-                        .list("proxy-require")
-                        .into_iter()
-                        .filter(|opt| !supported.contains(opt)),
-                );
-            }
             unsupported.dedup();
             if !unsupported.is_empty() {
                 return Err(Rejection {
@@ -1015,5 +1015,133 @@ v=0\r\nEXTRA";
         let mut cancel = req.clone();
         cancel.method = Method::Cancel;
         assert_eq!(cancel.validate(&[], false), Ok(()));
+    }
+
+    #[test]
+    fn every_compact_form_resolves() {
+        let pairs = [
+            ("i", "Call-ID"),
+            ("m", "Contact"),
+            ("e", "Content-Encoding"),
+            ("l", "Content-Length"),
+            ("c", "Content-Type"),
+            ("f", "From"),
+            ("s", "Subject"),
+            ("k", "Supported"),
+            ("t", "To"),
+            ("v", "Via"),
+            ("o", "Event"),
+            ("r", "Refer-To"),
+            ("u", "Allow-Events"),
+            ("b", "Referred-By"),
+            ("x", "Session-Expires"),
+            ("y", "Identity"),
+            ("a", "Accept-Contact"),
+        ];
+        for (short, long) in pairs {
+            let mut h = Headers::default();
+            h.push(&short.to_ascii_uppercase(), "value");
+            assert_eq!(h.get(long), Some("value"), "{short}");
+            assert_eq!(h.get(&long.to_ascii_lowercase()), Some("value"), "{short}");
+            assert!(same_header(short, long));
+        }
+        // Unknown one-letter names stay themselves.
+        let mut h = Headers::default();
+        h.push("q", "1");
+        assert_eq!(h.get("q"), Some("1"));
+        assert_eq!(h.get("Call-ID"), None);
+    }
+
+    #[test]
+    fn max_forwards_and_expires_reject_overflow_and_signs() {
+        for bad in [
+            "-1",
+            "256",
+            "4294967296",
+            "18446744073709551616",
+            "1 0",
+            "",
+            "+5",
+        ] {
+            let mut h = Headers::default();
+            h.push("Max-Forwards", bad);
+            assert!(h.max_forwards().is_err(), "{bad:?}");
+        }
+        for bad in ["-1", "4294967296", "1 0000 0000", "soon"] {
+            let mut h = Headers::default();
+            h.push("Expires", bad);
+            assert!(h.expires().is_err(), "{bad:?}");
+        }
+        let mut h = Headers::default();
+        h.push("Max-Forwards", "0070");
+        h.push("Expires", "4294967295");
+        assert_eq!(h.max_forwards(), Ok(Some(70)));
+        assert_eq!(h.expires(), Ok(Some(u32::MAX)));
+    }
+
+    #[test]
+    fn typed_values_display_and_reparse() {
+        let via = Via::parse(
+            "SIP / 2.0 / tls [2001:db8::1]:5061 ; branch=z9hG4bKx;rport;received=192.0.2.9;ttl=1",
+        )
+        .expect("via");
+        let text = via.to_string();
+        assert_eq!(
+            text,
+            "SIP/2.0/TLS [2001:db8::1]:5061;branch=z9hG4bKx;received=192.0.2.9;rport;ttl=1"
+        );
+        assert_eq!(Via::parse(&text), Ok(via));
+
+        let addr =
+            NameAddr::parse("\"Zhang \\\"San\\\"\" <sip:zs@example.cn;transport=tcp>;tag=9;q=0.7")
+                .expect("addr");
+        assert_eq!(addr.display_name.as_deref(), Some("Zhang \"San\""));
+        assert_eq!(addr.uri.param("transport"), Some(Some("tcp")));
+        assert_eq!(NameAddr::parse(&addr.to_string()), Ok(addr));
+
+        let cseq = CSeq::parse("  42   ACK ").expect("cseq");
+        assert_eq!(cseq.to_string(), "42 ACK");
+        assert_eq!(
+            CSeq::parse("42 ack").map(|c| c.method),
+            Ok(Method::Extension("ack".into()))
+        );
+    }
+
+    #[test]
+    fn generated_tags_and_branches_are_distinct_and_well_formed() {
+        let (a, b) = (new_tag(), new_tag());
+        assert_ne!(a, b);
+        let branch = new_branch();
+        assert!(branch.starts_with("z9hG4bK"));
+        let via = Via::parse(&format!("SIP/2.0/UDP h;branch={branch}")).expect("via");
+        assert_eq!(via.branch, Some(branch));
+    }
+
+    #[test]
+    fn leading_crlf_and_bare_lf_are_tolerated() {
+        let text = String::from_utf8(INVITE.to_vec()).expect("utf8");
+        let mut crlf = b"\r\n\r\n".to_vec();
+        crlf.extend_from_slice(INVITE);
+        assert_eq!(request(&crlf), request(INVITE));
+        let lf = text.replace("\r\n", "\n");
+        let r = request(lf.as_bytes());
+        assert_eq!(r.headers.get("subject"), Some("folded across lines"));
+        assert_eq!(&r.body[..], b"v=0\n");
+    }
+
+    #[test]
+    fn header_section_without_end_is_rejected() {
+        assert_eq!(
+            parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h"),
+            Err(ParseError::NoHeaderEnd)
+        );
+        assert_eq!(
+            parse_message(b"OPTIONS sip:a@b SIP/2.0\r\n  folded-first: x\r\n\r\n"),
+            Err(ParseError::HeaderLine { line: 1 })
+        );
+        assert_eq!(
+            parse_message(b"OPTIONS sip:a@b SIP/2.0\r\nno colon here\r\n\r\n"),
+            Err(ParseError::HeaderLine { line: 1 })
+        );
     }
 }

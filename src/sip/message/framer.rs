@@ -18,6 +18,9 @@ pub struct StreamFramer {
     /// How far the search for the end of the header section has got, so that a message
     /// arriving in many small pushes is not rescanned from the start every time.
     scanned: usize,
+    /// Size of the frame being received once its header section has been read, so that a
+    /// body trickling in byte by byte does not make us re-read the headers each time.
+    frame_len: Option<usize>,
 }
 
 impl StreamFramer {
@@ -26,6 +29,7 @@ impl StreamFramer {
             max_message,
             buf: BytesMut::new(),
             scanned: 0,
+            frame_len: None,
         }
     }
     pub fn push(&mut self, data: &[u8]) {
@@ -41,6 +45,9 @@ impl StreamFramer {
     /// A missing or bad Content-Length in stream mode, or a frame over the limit: the
     /// stream cannot be resynchronised and the connection must be closed.
     pub fn next_frame(&mut self) -> Result<Option<Bytes>, ParseError> {
+        if let Some(total) = self.frame_len {
+            return Ok(self.take(total));
+        }
         // Keep-alive CRLFs (and stray line ends) before a start line are skipped.
         let leading = self
             .buf
@@ -73,11 +80,18 @@ impl StreamFramer {
         if total > self.max_message {
             return Err(ParseError::TooLarge);
         }
+        self.frame_len = Some(total);
+        Ok(self.take(total))
+    }
+
+    /// The frame of `total` bytes once it is all buffered.
+    fn take(&mut self, total: usize) -> Option<Bytes> {
         if self.buf.len() < total {
-            return Ok(None);
+            return None;
         }
         self.scanned = 0;
-        Ok(Some(self.buf.split_to(total).freeze()))
+        self.frame_len = None;
+        Some(self.buf.split_to(total).freeze())
     }
 }
 
@@ -134,6 +148,22 @@ mod tests {
             assert_eq!(f.next_frame(), Ok(None));
             f.push(chunk);
         }
+        assert_eq!(f.next_frame(), Ok(Some(Bytes::from_static(MSG))));
+        assert_eq!(f.next_frame(), Ok(None));
+        assert_eq!(f.pending(), 0);
+    }
+
+    #[test]
+    fn body_trickling_in_byte_by_byte_is_framed_once_complete() {
+        let mut f = StreamFramer::new(65_535);
+        let head_len = MSG.windows(4).position(|w| w == b"\r\n\r\n").expect("head") + 4;
+        f.push(&MSG[..head_len]);
+        assert_eq!(f.next_frame(), Ok(None));
+        for byte in &MSG[head_len..] {
+            assert_eq!(f.next_frame(), Ok(None));
+            f.push(std::slice::from_ref(byte));
+        }
+        f.push(b"\r\n");
         assert_eq!(f.next_frame(), Ok(Some(Bytes::from_static(MSG))));
         assert_eq!(f.next_frame(), Ok(None));
         assert_eq!(f.pending(), 0);

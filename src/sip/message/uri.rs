@@ -73,11 +73,14 @@ pub(crate) fn valid_host(host: &str) -> bool {
         return false;
     }
     // hostname = *( domainlabel "." ) toplabel [ "." ]; an IPv4 address is a special case
-    // of the same character set, so the character check covers both.
+    // of the same character set, so the character check covers both. `_` is outside the
+    // grammar but common in LAN host names that phones put in Via/Contact, so it is let in.
     let labels: Vec<&str> = host.strip_suffix('.').unwrap_or(host).split('.').collect();
     labels.iter().all(|label| {
         !label.is_empty()
-            && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
             && !label.starts_with('-')
             && !label.ends_with('-')
     })
@@ -271,5 +274,9 @@ mod tests {
         assert!(parse_uri("sip:a@b c").is_err());
         assert!(parse_uri("sip:%zz@host").is_err());
         assert!(parse_uri("sip:host:99999").is_err());
+        assert!(parse_uri("sip:a@-bad.example.com").is_err());
+        assert!(parse_uri("sip:a@exa mple.com").is_err());
+        assert!(parse_uri("sip:a@host..com").is_err());
+        assert!(parse_uri("sip:a@desk_phone.lan").is_ok());
     }
 }
