@@ -90,6 +90,10 @@ pub struct SipConfig {
     /// SIPp and many deployed softphones answer only the first challenge and know only
     /// MD5; list MD5 first until the fleet supports SHA-256.
     pub digest_algorithms: Vec<DigestAlgorithmName>,
+    /// Answer UDP requests at the address and port they came from even without `rport`
+    /// (symmetric response routing, RFC 3581 behaviour forced). Softphones behind NAT that
+    /// do not ask for `rport` are unreachable otherwise; Asterisk's `force_rport` default.
+    pub force_rport: bool,
 }
 
 /// A digest algorithm as named in config.
@@ -118,6 +122,7 @@ impl Default for SipConfig {
             tcp_idle_timeout_secs: 120,
             max_transactions: 20_000,
             digest_algorithms: vec![DigestAlgorithmName::Sha256, DigestAlgorithmName::Md5],
+            force_rport: true,
         }
     }
 }

@@ -82,6 +82,7 @@ pub struct Endpoint {
     /// Maps `Instant`s to wall-clock milliseconds for what is stored in the database.
     clock: ClockAnchor,
     next_housekeeping: Instant,
+    force_rport: bool,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -185,6 +186,7 @@ impl Endpoint {
             outputs: VecDeque::new(),
             clock,
             next_housekeeping: now + HOUSEKEEPING,
+            force_rport: sip.force_rport,
         }
     }
 
@@ -290,7 +292,7 @@ impl Endpoint {
     fn handle_request(&mut self, now: Instant, source: SourceInfo, mut req: Request) {
         self.metrics.request(Direction::In, &req.method);
         // RFC 3581 / RFC 3261 §18.2.1: note where the request really came from.
-        let Some(reply_to) = stamp_via(&mut req, source) else {
+        let Some(reply_to) = stamp_via(&mut req, source, self.force_rport) else {
             self.metrics.dropped(DropReason::Unanswerable);
             return;
         };
@@ -603,9 +605,9 @@ fn sent_by(via: &crate::sip::message::Via) -> String {
 
 /// Add `received` (when the sent-by host is not the source address) and fill `rport`
 /// (RFC 3581) in the top Via, and work out where responses go (RFC 3261 §18.2.2):
-/// TCP → the same connection; UDP → the source address when `rport` was asked for,
-/// else the source IP at the sent-by port (5060 by default).
-fn stamp_via(req: &mut Request, source: SourceInfo) -> Option<SourceInfo> {
+/// TCP → the same connection; UDP → the source address when `rport` was asked for (or
+/// `force_rport`), else the source IP at the sent-by port (5060 by default).
+fn stamp_via(req: &mut Request, source: SourceInfo, force_rport: bool) -> Option<SourceInfo> {
     let via = req.headers.top_via().ok()?;
     let ip = source.addr.ip();
     let host_is_source = via
@@ -637,7 +639,7 @@ fn stamp_via(req: &mut Request, source: SourceInfo) -> Option<SourceInfo> {
         None => first,
     };
     let reply_to = match source.transport {
-        Transport::Udp if !wants_rport => SourceInfo {
+        Transport::Udp if !wants_rport && !force_rport => SourceInfo {
             addr: std::net::SocketAddr::new(ip, via.port.unwrap_or(5060)),
             transport: Transport::Udp,
         },
