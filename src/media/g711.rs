@@ -145,8 +145,16 @@ const ULAW_BIAS: i32 = 0x84;
 #[inline]
 pub const fn ulaw_encode(sample: i16) -> u8 {
     let value = sample as i32;
-    let (sign, magnitude) = if value < 0 { (0x80u8, -value) } else { (0u8, value) };
-    let magnitude = if magnitude > ULAW_CLIP { ULAW_CLIP } else { magnitude };
+    let (sign, magnitude) = if value < 0 {
+        (0x80u8, -value)
+    } else {
+        (0u8, value)
+    };
+    let magnitude = if magnitude > ULAW_CLIP {
+        ULAW_CLIP
+    } else {
+        magnitude
+    };
     let biased = (magnitude + ULAW_BIAS) as u32;
     // biased is in 0x84..=0x7FFF: its highest set bit is bit 7..=14, which is the segment + 7.
     let exponent = (31 - biased.leading_zeros()) - 7;
@@ -158,7 +166,11 @@ pub const fn ulaw_encode(sample: i16) -> u8 {
 #[inline]
 pub const fn alaw_encode(sample: i16) -> u8 {
     let value = sample as i32;
-    let (sign, magnitude) = if value < 0 { (0x00u8, -value) } else { (0x80u8, value) };
+    let (sign, magnitude) = if value < 0 {
+        (0x00u8, -value)
+    } else {
+        (0x80u8, value)
+    };
     // Work in the standard's 13-bit domain.
     let magnitude = (if magnitude > 32767 { 32767 } else { magnitude } >> 3) as u32;
     let (exponent, mantissa) = if magnitude < 32 {
@@ -252,14 +264,22 @@ mod tests {
     #[test]
     fn all_ulaw_codes_decode_to_itu_values() {
         for code in 0..=255u8 {
-            assert_eq!(ulaw_decode(code) as i32, itu_ulaw_value(code), "code {code:#04x}");
+            assert_eq!(
+                ulaw_decode(code) as i32,
+                itu_ulaw_value(code),
+                "code {code:#04x}"
+            );
         }
     }
 
     #[test]
     fn all_alaw_codes_decode_to_itu_values() {
         for code in 0..=255u8 {
-            assert_eq!(alaw_decode(code) as i32, itu_alaw_value(code), "code {code:#04x}");
+            assert_eq!(
+                alaw_decode(code) as i32,
+                itu_alaw_value(code),
+                "code {code:#04x}"
+            );
         }
     }
 

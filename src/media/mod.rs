@@ -4,3 +4,4 @@
 //! `Instant`; the tokio shell owns the sockets and files and calls these cores.
 
 pub mod g711;
+pub mod rtp;
