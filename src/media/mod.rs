@@ -7,3 +7,4 @@ pub mod dtmf;
 pub mod g711;
 pub mod port_pool;
 pub mod rtp;
+pub mod sdp;
