@@ -5,6 +5,7 @@
 
 pub mod dtmf;
 pub mod g711;
+pub mod player;
 pub mod port_pool;
 pub mod rtp;
 pub mod sdp;
