@@ -7,5 +7,6 @@ pub mod dtmf;
 pub mod g711;
 pub mod player;
 pub mod port_pool;
+pub mod recorder;
 pub mod rtp;
 pub mod sdp;
