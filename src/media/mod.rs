@@ -3,6 +3,7 @@
 //! Every module here is sans-IO: no sockets, no clocks, no tasks. Time is passed in as
 //! `Instant`; the tokio shell owns the sockets and files and calls these cores.
 
+pub mod bridge;
 pub mod dtmf;
 pub mod g711;
 pub mod player;

@@ -957,11 +957,9 @@ impl RtpSession {
         source.expected_prior = expected;
         source.received_prior = source.received;
         let lost_interval = expected_interval.saturating_sub(received_interval);
-        let fraction_lost = if expected_interval == 0 {
-            0
-        } else {
-            ((lost_interval << 8) / expected_interval).min(255) as u8
-        };
+        let fraction_lost = (lost_interval << 8)
+            .checked_div(expected_interval)
+            .map_or(0, |fraction| fraction.min(255) as u8);
         let (last_sr, delay_since_last_sr) = match self.last_sr_received {
             Some((at, middle)) => {
                 let delay = now.saturating_duration_since(at);
