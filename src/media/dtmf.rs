@@ -398,6 +398,7 @@ pub struct InbandDigit {
 pub struct InbandDetector {
     coefficients: [f32; 8],
     window: [f32; WINDOW],
+    oldest: usize,
     filled: usize,
     since_last_window: usize,
     samples_seen: u64,
@@ -425,6 +426,7 @@ impl InbandDetector {
         InbandDetector {
             coefficients,
             window: [0.0; WINDOW],
+            oldest: 0,
             filled: 0,
             since_last_window: 0,
             samples_seen: 0,
@@ -439,14 +441,12 @@ impl InbandDetector {
     pub fn process(&mut self, samples: &[i16]) -> Vec<InbandDigit> {
         let mut found = Vec::new();
         for &sample in samples {
-            // Shift-free ring: keep the window ordered by copying within (cheap for 160).
-            if self.filled < WINDOW {
-                self.window[self.filled] = f32::from(sample);
-                self.filled += 1;
-            } else {
-                self.window.copy_within(1.., 0);
-                self.window[WINDOW - 1] = f32::from(sample);
+            // Ring buffer: `oldest` is where the window starts once it is full.
+            if let Some(slot) = self.window.get_mut(self.oldest) {
+                *slot = f32::from(sample);
             }
+            self.oldest = (self.oldest + 1) % WINDOW;
+            self.filled = (self.filled + 1).min(WINDOW);
             self.samples_seen += 1;
             self.since_last_window += 1;
             if self.filled == WINDOW && self.since_last_window >= HOP {
@@ -471,7 +471,8 @@ impl InbandDetector {
         let mut powers = [0f32; 8];
         for (power, &coefficient) in powers.iter_mut().zip(self.coefficients.iter()) {
             let (mut s1, mut s2) = (0f32, 0f32);
-            for &x in &self.window {
+            let (older, newer) = self.window.split_at(self.oldest.min(WINDOW));
+            for &x in newer.iter().chain(older.iter()) {
                 let s = x + coefficient * s1 - s2;
                 s2 = s1;
                 s1 = s;

@@ -68,6 +68,30 @@ impl Codec {
         }
     }
 
+    /// Decode `codes` into `out` (up to the shorter length); returns the samples written.
+    pub fn decode_into(self, codes: &[u8], out: &mut [i16]) -> usize {
+        let table = match self {
+            Codec::Pcmu => &ULAW_DECODE,
+            Codec::Pcma => &ALAW_DECODE,
+        };
+        let mut written = 0;
+        for (sample, code) in out.iter_mut().zip(codes) {
+            *sample = table[usize::from(*code)];
+            written += 1;
+        }
+        written
+    }
+
+    /// Encode `samples` into `out` (up to the shorter length); returns the bytes written.
+    pub fn encode_into(self, samples: &[i16], out: &mut [u8]) -> usize {
+        let mut written = 0;
+        for (code, sample) in out.iter_mut().zip(samples) {
+            *code = self.encode(*sample);
+            written += 1;
+        }
+        written
+    }
+
     /// The 256-entry table mapping a code of `self` to the code of `to` (identity when equal).
     pub fn transcode_table(self, to: Codec) -> &'static [u8; 256] {
         match (self, to) {
@@ -281,6 +305,26 @@ mod tests {
                 "code {code:#04x}"
             );
         }
+    }
+
+    #[test]
+    fn slice_helpers_match_per_sample_functions() {
+        let samples = [0i16, 1000, -1000, 32767, -32768];
+        let mut codes = [0u8; 5];
+        assert_eq!(Codec::Pcma.encode_into(&samples, &mut codes), 5);
+        assert_eq!(
+            codes.to_vec(),
+            samples.iter().map(|s| alaw_encode(*s)).collect::<Vec<_>>()
+        );
+        let mut decoded = [0i16; 3];
+        assert_eq!(Codec::Pcma.decode_into(&codes, &mut decoded), 3);
+        assert_eq!(
+            decoded.to_vec(),
+            codes[..3]
+                .iter()
+                .map(|c| alaw_decode(*c))
+                .collect::<Vec<_>>()
+        );
     }
 
     #[test]

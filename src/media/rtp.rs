@@ -766,12 +766,19 @@ impl RtpSession {
         })
     }
 
-    /// The SDP address changed (re-INVITE): forget the latch and latch again on the next packet.
-    pub fn set_remote(&mut self, now: Instant, remote: Option<SocketAddr>) {
+    /// A re-INVITE carried `remote` as the SDP address. If it differs from the current one,
+    /// forget the latch (the next packet latches again) and restart the silence clock;
+    /// returns whether that happened. The same address again keeps the latch, so a re-INVITE
+    /// cannot be used to hijack the media of a latched call.
+    pub fn set_remote(&mut self, now: Instant, remote: Option<SocketAddr>) -> bool {
+        if remote == self.sdp_remote {
+            return false;
+        }
         self.sdp_remote = remote;
         self.latched = None;
         self.last_rtp_at = now;
         self.timed_out = false;
+        true
     }
 
     /// Change (or disable) the media timeout, e.g. on hold; restarts the silence clock.
@@ -1234,9 +1241,17 @@ mod tests {
             feed(&mut s, t0, "6.6.6.6:5000", 4, 480),
             ReceiveOutcome::ForeignSource
         );
-        assert_eq!(s.stats().foreign_dropped, 2);
         assert_eq!(s.remote_rtp(), Some(addr("1.2.3.4:5000")));
-        s.set_remote(t0, Some(addr("10.0.0.2:4002")));
+        assert!(
+            !s.set_remote(t0, Some(addr("10.0.0.1:4000"))),
+            "same SDP address keeps the latch"
+        );
+        assert_eq!(
+            feed(&mut s, t0, "6.6.6.6:5000", 4, 480),
+            ReceiveOutcome::ForeignSource
+        );
+        assert_eq!(s.stats().foreign_dropped, 3);
+        assert!(s.set_remote(t0, Some(addr("10.0.0.2:4002"))));
         assert_eq!(s.remote_rtp(), Some(addr("10.0.0.2:4002")));
         assert_eq!(
             feed(&mut s, t0, "6.6.6.6:5000", 5, 640),
