@@ -57,7 +57,12 @@ fn relay_path_does_not_allocate() {
     };
     let t0 = Instant::now();
     let config = RtpSessionConfig::g711(0x1234, 1, 2, "caller-leg".into());
-    let mut session = RtpSession::new(config, t0, std::time::SystemTime::UNIX_EPOCH, None);
+    let mut session = RtpSession::new(
+        config,
+        t0,
+        std::time::SystemTime::UNIX_EPOCH,
+        RemoteMedia::default(),
+    );
     let mut transcode = RelayDirection::new(caller, agent, 0x5678, 10, 20);
     let mut same = RelayDirection::new(caller, caller, 0x5678, 10, 20);
     let source = "192.0.2.1:4000".parse().unwrap();

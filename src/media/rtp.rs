@@ -604,7 +604,14 @@ impl RtpSessionConfig {
     }
 }
 
-/// What the session decided about a received RTP packet.
+/// The remote addresses from SDP (`None`: 0.0.0.0 hold or not given).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RemoteMedia {
+    pub rtp: Option<SocketAddr>,
+    pub rtcp: Option<SocketAddr>,
+}
+
+/// What the session decided about a received RTP (or RTCP) packet.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ReceiveOutcome {
     /// Use the packet. `latched` is true for the packet that latched the source address.
@@ -704,8 +711,9 @@ pub struct RtpSession {
     config: RtpSessionConfig,
     started_at: Instant,
     wallclock_at_start: SystemTime,
-    sdp_remote: Option<SocketAddr>,
+    sdp_remote: RemoteMedia,
     latched: Option<SocketAddr>,
+    latched_rtcp: Option<SocketAddr>,
     next_sequence: u16,
     packets_sent: u32,
     octets_sent: u32,
@@ -721,12 +729,12 @@ pub struct RtpSession {
 
 impl RtpSession {
     /// Start a session at `now`; `wallclock` is the wall-clock time at `now` (for SR NTP
-    /// timestamps); `remote` is the SDP address (`None` if the SDP had 0.0.0.0 or no media).
+    /// timestamps); `remote` holds the SDP addresses (`Negotiated::remote()`).
     pub fn new(
         config: RtpSessionConfig,
         now: Instant,
         wallclock: SystemTime,
-        remote: Option<SocketAddr>,
+        remote: RemoteMedia,
     ) -> Self {
         RtpSession {
             next_sequence: config.initial_sequence,
@@ -736,6 +744,7 @@ impl RtpSession {
             wallclock_at_start: wallclock,
             sdp_remote: remote,
             latched: None,
+            latched_rtcp: None,
             packets_sent: 0,
             octets_sent: 0,
             last_sent: None,
@@ -755,27 +764,34 @@ impl RtpSession {
 
     /// Where to send RTP: the latched source, else the SDP address.
     pub fn remote_rtp(&self) -> Option<SocketAddr> {
-        self.latched.or(self.sdp_remote)
+        self.latched.or(self.sdp_remote.rtp)
     }
 
-    /// Where to send RTCP: RTP port + 1 of [`Self::remote_rtp`] (RFC 3550 default).
+    /// Where to send RTCP: the latched RTCP source; else, once RTP latched, its port + 1 (a
+    /// NAT maps both alike); else the SDP's `a=rtcp` address or RTP port + 1.
     pub fn remote_rtcp(&self) -> Option<SocketAddr> {
-        self.remote_rtp().map(|mut addr| {
+        let next_port = |mut addr: SocketAddr| {
             addr.set_port(addr.port().wrapping_add(1));
             addr
-        })
+        };
+        self.latched_rtcp
+            .or(self.latched.map(next_port))
+            .or(self.sdp_remote.rtcp)
+            .or(self.sdp_remote.rtp.map(next_port))
     }
 
-    /// A re-INVITE carried `remote` as the SDP address. If it differs from the current one,
-    /// forget the latch (the next packet latches again) and restart the silence clock;
-    /// returns whether that happened. The same address again keeps the latch, so a re-INVITE
-    /// cannot be used to hijack the media of a latched call.
-    pub fn set_remote(&mut self, now: Instant, remote: Option<SocketAddr>) -> bool {
-        if remote == self.sdp_remote {
+    /// A re-INVITE carried `remote`. If its RTP address differs from the current one, forget
+    /// the latches (the next packets latch again) and restart the silence clock; returns
+    /// whether that happened. The same address again keeps the latch, so a re-INVITE cannot
+    /// be used to move the media of a latched call elsewhere without changing the SDP.
+    pub fn set_remote(&mut self, now: Instant, remote: RemoteMedia) -> bool {
+        if remote.rtp == self.sdp_remote.rtp {
+            self.sdp_remote.rtcp = remote.rtcp;
             return false;
         }
         self.sdp_remote = remote;
         self.latched = None;
+        self.latched_rtcp = None;
         self.last_rtp_at = now;
         self.timed_out = false;
         true
@@ -834,17 +850,34 @@ impl RtpSession {
         }
     }
 
-    /// Account for a received RTCP datagram (remembers the last SR for our report blocks).
+    /// Account for a received RTCP datagram from `source`: the first valid one latches the
+    /// RTCP address, later ones from elsewhere are dropped; remembers the last SR for our
+    /// report blocks.
     ///
     /// # Errors
-    /// The first malformed packet in the compound datagram.
-    pub fn receive_rtcp(&mut self, now: Instant, datagram: &[u8]) -> Result<(), RtcpError> {
+    /// The first malformed packet in the compound datagram (nothing is latched then).
+    pub fn receive_rtcp(
+        &mut self,
+        now: Instant,
+        source: SocketAddr,
+        datagram: &[u8],
+    ) -> Result<ReceiveOutcome, RtcpError> {
+        if self.latched_rtcp.is_some_and(|latched| latched != source) {
+            self.foreign_dropped += 1;
+            return Ok(ReceiveOutcome::ForeignSource);
+        }
+        let mut last_sr = None;
         for packet in RtcpIter::new(datagram) {
             if let RtcpPacket::SenderReport { ntp_timestamp, .. } = packet? {
-                self.last_sr_received = Some((now, (ntp_timestamp >> 16) as u32));
+                last_sr = Some((now, (ntp_timestamp >> 16) as u32));
             }
         }
-        Ok(())
+        if last_sr.is_some() {
+            self.last_sr_received = last_sr;
+        }
+        let latched = self.latched_rtcp.is_none();
+        self.latched_rtcp = Some(source);
+        Ok(ReceiveOutcome::Accepted { latched })
     }
 
     /// Header for the next packet we send. `media_timestamp` is in the sender's media clock
@@ -1202,13 +1235,23 @@ mod tests {
         );
     }
 
+    fn remote(rtp: &str) -> RemoteMedia {
+        RemoteMedia {
+            rtp: Some(addr(rtp)),
+            rtcp: None,
+        }
+    }
+
     fn session(now: Instant) -> RtpSession {
         let config = RtpSessionConfig::g711(0xAAAA, 100, 5000, "test".into());
         RtpSession::new(
             config,
             now,
             UNIX_EPOCH + Duration::from_secs(1_700_000_000),
-            Some(addr("10.0.0.1:4000")),
+            RemoteMedia {
+                rtp: Some(addr("10.0.0.1:4000")),
+                rtcp: None,
+            },
         )
     }
 
@@ -1243,7 +1286,7 @@ mod tests {
         );
         assert_eq!(s.remote_rtp(), Some(addr("1.2.3.4:5000")));
         assert!(
-            !s.set_remote(t0, Some(addr("10.0.0.1:4000"))),
+            !s.set_remote(t0, remote("10.0.0.1:4000")),
             "same SDP address keeps the latch"
         );
         assert_eq!(
@@ -1251,13 +1294,47 @@ mod tests {
             ReceiveOutcome::ForeignSource
         );
         assert_eq!(s.stats().foreign_dropped, 3);
-        assert!(s.set_remote(t0, Some(addr("10.0.0.2:4002"))));
+        assert!(s.set_remote(t0, remote("10.0.0.2:4002")));
         assert_eq!(s.remote_rtp(), Some(addr("10.0.0.2:4002")));
         assert_eq!(
             feed(&mut s, t0, "6.6.6.6:5000", 5, 640),
             ReceiveOutcome::Accepted { latched: true }
         );
         assert_eq!(s.remote_rtp(), Some(addr("6.6.6.6:5000")));
+    }
+
+    #[test]
+    fn rtcp_address_from_sdp_then_latched() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        assert_eq!(
+            s.remote_rtcp(),
+            Some(addr("10.0.0.1:4001")),
+            "RTP port + 1 by default"
+        );
+        s.set_remote(
+            t0,
+            RemoteMedia {
+                rtp: Some(addr("10.0.0.1:4000")),
+                rtcp: Some(addr("10.0.0.1:4999")),
+            },
+        );
+        assert_eq!(s.remote_rtcp(), Some(addr("10.0.0.1:4999")), "a=rtcp");
+        let mut buf = [0u8; 128];
+        let len = build_receiver_report(1, None, "peer", &mut buf).unwrap();
+        assert_eq!(
+            s.receive_rtcp(t0, addr("1.2.3.4:7001"), &buf[..len]),
+            Ok(ReceiveOutcome::Accepted { latched: true })
+        );
+        assert_eq!(s.remote_rtcp(), Some(addr("1.2.3.4:7001")));
+        assert_eq!(
+            s.receive_rtcp(t0, addr("6.6.6.6:7001"), &buf[..len]),
+            Ok(ReceiveOutcome::ForeignSource)
+        );
+        assert_eq!(
+            s.receive_rtcp(t0, addr("1.2.3.4:7001"), &buf[..3]),
+            Err(RtcpError::TooShort)
+        );
     }
 
     #[test]

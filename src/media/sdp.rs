@@ -20,6 +20,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use thiserror::Error;
 
 use super::g711::Codec;
+use super::rtp::RemoteMedia;
 
 /// What went wrong; `line` is 1-based.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Error)]
@@ -520,6 +521,14 @@ pub struct Negotiated {
 }
 
 impl Negotiated {
+    /// The addresses for `RtpSession::new` / `RtpSession::set_remote`.
+    pub fn remote(&self) -> RemoteMedia {
+        RemoteMedia {
+            rtp: self.remote_rtp,
+            rtcp: self.remote_rtcp,
+        }
+    }
+
     /// The remote put us on hold (we must not send media).
     pub fn is_held(&self) -> bool {
         !self.direction.sends() || self.remote_rtp.is_none()
