@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use hotline::media::bridge::{LegMedia, RelayDirection, Relayed};
 use hotline::media::g711::Codec;
 use hotline::media::rtp::{
-    Marker, RtpHeader, RtpPacket, RtpSession, RtpSessionConfig, write_packet,
+    Marker, RemoteMedia, RtpHeader, RtpPacket, RtpSession, RtpSessionConfig, write_packet,
 };
 
 struct CountingAllocator;
