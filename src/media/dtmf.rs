@@ -214,6 +214,13 @@ impl DtmfReceiver {
         }
     }
 
+    /// Forget all state (the remote's SSRC changed, e.g. after a re-INVITE: its timestamps
+    /// start elsewhere). An open event is dropped.
+    pub fn reset(&mut self) {
+        self.open = None;
+        self.last_finished = None;
+    }
+
     /// Feed one telephone-event packet.
     pub fn receive(&mut self, now: Instant, rtp_timestamp: u32, event: &TelephoneEvent) {
         if let Some(finished) = self.last_finished {
@@ -690,6 +697,22 @@ mod tests {
             (second[0].digit, second[0].ended_by, second[0].duration),
             (DtmfDigit::D4, EndedBy::Silence, 800)
         );
+    }
+
+    #[test]
+    fn reset_accepts_events_with_older_timestamps() {
+        let t0 = Instant::now();
+        let mut rx = DtmfReceiver::default();
+        feed_plan(&mut rx, t0, 90_000, DtmfDigit::D1, 100, |_| false);
+        feed_plan(&mut rx, t0, 500, DtmfDigit::D2, 100, |_| false);
+        assert_eq!(
+            drain(&mut rx).len(),
+            1,
+            "older timestamp looks like a straggler"
+        );
+        rx.reset();
+        feed_plan(&mut rx, t0, 500, DtmfDigit::D2, 100, |_| false);
+        assert_eq!(drain(&mut rx)[0].digit, DtmfDigit::D2);
     }
 
     #[test]

@@ -169,8 +169,10 @@ const ULAW_BIAS: i32 = 0x84;
 #[inline]
 pub const fn ulaw_encode(sample: i16) -> u8 {
     let value = sample as i32;
+    // Negative magnitudes are taken as one's complement (!x = -x - 1), the convention of the
+    // ITU-T G.191 reference coder, so values exactly on a decision level round the same way.
     let (sign, magnitude) = if value < 0 {
-        (0x80u8, -value)
+        (0x80u8, !value)
     } else {
         (0u8, value)
     };
@@ -190,13 +192,14 @@ pub const fn ulaw_encode(sample: i16) -> u8 {
 #[inline]
 pub const fn alaw_encode(sample: i16) -> u8 {
     let value = sample as i32;
+    // One's complement for negatives, as in `ulaw_encode`.
     let (sign, magnitude) = if value < 0 {
-        (0x00u8, -value)
+        (0x00u8, !value)
     } else {
         (0x80u8, value)
     };
-    // Work in the standard's 13-bit domain.
-    let magnitude = (if magnitude > 32767 { 32767 } else { magnitude } >> 3) as u32;
+    // Work in the standard's 13-bit domain (0..=4095).
+    let magnitude = (magnitude >> 3) as u32;
     let (exponent, mantissa) = if magnitude < 32 {
         (0u32, magnitude >> 1)
     } else {
@@ -343,6 +346,44 @@ mod tests {
         assert_eq!(ulaw_encode(i16::MIN), 0x00);
         assert_eq!(alaw_encode(i16::MAX), 0xAA);
         assert_eq!(alaw_encode(i16::MIN), 0x2A);
+    }
+
+    /// µ-law encoding as G.711 describes it, in the 14-bit domain: bias by 33, find the
+    /// segment by linear search over the segment end points, take 4 bits after the leading one.
+    fn reference_ulaw_encode(x: i16) -> u8 {
+        let (sign, magnitude14) = if x < 0 {
+            (0x80, (!x as i32) >> 2)
+        } else {
+            (0, (x as i32) >> 2)
+        };
+        let biased = (magnitude14 + 33).min(0x1FFF);
+        let segment = (0..8).find(|s| biased < 64 << s).unwrap();
+        let mantissa = (biased >> (segment + 1)) & 0x0F;
+        !(sign | (segment << 4) as u8 | mantissa as u8)
+    }
+
+    /// A-law encoding as G.711 describes it, in the 13-bit domain.
+    fn reference_alaw_encode(x: i16) -> u8 {
+        let (sign, magnitude13) = if x < 0 {
+            (0x00, (!x as i32) >> 3)
+        } else {
+            (0x80, (x as i32) >> 3)
+        };
+        let (segment, mantissa) = if magnitude13 < 32 {
+            (0, magnitude13 >> 1)
+        } else {
+            let segment = (1..8).find(|s| magnitude13 < 32 << s).unwrap();
+            (segment, (magnitude13 >> segment) & 0x0F)
+        };
+        (sign | (segment << 4) as u8 | mantissa as u8) ^ 0x55
+    }
+
+    #[test]
+    fn fast_encoders_match_segment_search_for_every_input() {
+        for x in i16::MIN..=i16::MAX {
+            assert_eq!(ulaw_encode(x), reference_ulaw_encode(x), "µ-law {x}");
+            assert_eq!(alaw_encode(x), reference_alaw_encode(x), "A-law {x}");
+        }
     }
 
     #[test]

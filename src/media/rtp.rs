@@ -653,7 +653,7 @@ struct SourceState {
     received: u64,
     expected_prior: u64,
     received_prior: u64,
-    last_transit: Option<i64>,
+    last_transit: Option<u32>,
     /// Jitter scaled by 16 (A.8).
     jitter_scaled: u32,
 }
@@ -831,13 +831,14 @@ impl RtpSession {
         };
         if state.update_sequence(packet.sequence) {
             // A.8: transit time in RTP units; jitter += (|D| - jitter) / 16.
+            // Modulo 2^32 like the RTP timestamp itself, so wrap-around cancels out.
             let arrival = rtp_units(
                 now.saturating_duration_since(self.started_at),
                 self.config.clock_rate,
-            );
-            let transit = arrival - i64::from(packet.timestamp);
+            ) as u32;
+            let transit = arrival.wrapping_sub(packet.timestamp);
             if let Some(last) = state.last_transit {
-                let d = (transit - last).unsigned_abs().min(u64::from(u32::MAX)) as u32;
+                let d = (transit.wrapping_sub(last) as i32).unsigned_abs();
                 state.jitter_scaled = state
                     .jitter_scaled
                     .wrapping_add(d)
@@ -1383,6 +1384,23 @@ mod tests {
         }
         let jitter = s.stats().jitter;
         assert!((75..=80).contains(&jitter), "jitter {jitter}");
+    }
+
+    #[test]
+    fn jitter_survives_timestamp_wraparound() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let start_ts = u32::MAX - 160 * 10;
+        for i in 0..40u32 {
+            feed(
+                &mut s,
+                t0 + Duration::from_millis(20 * u64::from(i)),
+                "1.1.1.1:1",
+                i as u16,
+                start_ts.wrapping_add(i * 160),
+            );
+        }
+        assert_eq!(s.stats().jitter, 0);
     }
 
     #[test]
