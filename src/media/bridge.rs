@@ -19,6 +19,7 @@ use thiserror::Error;
 use super::dtmf::TelephoneEvent;
 use super::g711::Codec;
 use super::rtp::{Marker, RTP_HEADER_LEN, RtpError, RtpHeader, RtpPacket};
+use super::sdp::Negotiated;
 
 /// Media parameters of one leg, from SDP negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +27,16 @@ pub struct LegMedia {
     pub codec: Codec,
     pub payload_type: u8,
     pub dtmf_payload_type: Option<u8>,
+}
+
+impl From<&Negotiated> for LegMedia {
+    fn from(negotiated: &Negotiated) -> LegMedia {
+        LegMedia {
+            codec: negotiated.codec,
+            payload_type: negotiated.payload_type,
+            dtmf_payload_type: negotiated.dtmf_payload_type,
+        }
+    }
 }
 
 /// The packet could not be relayed.

@@ -45,6 +45,22 @@ pub enum SdpError {
     AudioRejected,
 }
 
+impl SdpError {
+    /// The SIP response for an offer that failed this way: 488 Not Acceptable Here when the
+    /// SDP is fine but unusable, 400 Bad Request when it cannot be parsed.
+    pub fn sip_status(&self) -> u16 {
+        match self {
+            SdpError::NoUsableAudio | SdpError::NoCommonCodec | SdpError::AudioRejected => 488,
+            SdpError::BadVersion
+            | SdpError::MalformedLine { .. }
+            | SdpError::BadOrigin
+            | SdpError::BadConnection { .. }
+            | SdpError::BadMedia { .. }
+            | SdpError::MissingConnection => 400,
+        }
+    }
+}
+
 /// Media direction attribute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Direction {
@@ -870,6 +886,8 @@ m=video 0 RTP/AVP 31\r\n";
     fn no_common_codec_is_488_material() {
         let offer = SessionDescription::parse("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 9 18 101\r\na=rtpmap:101 telephone-event/8000\r\n").unwrap();
         assert_eq!(answer(&offer, &local()), Err(SdpError::NoCommonCodec));
+        assert_eq!(SdpError::NoCommonCodec.sip_status(), 488);
+        assert_eq!(SdpError::BadVersion.sip_status(), 400);
         let srtp = SessionDescription::parse("v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\nc=IN IP4 10.0.0.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\n").unwrap();
         assert_eq!(answer(&srtp, &local()), Err(SdpError::NoUsableAudio));
     }
