@@ -1,7 +1,22 @@
 //! Media plane: RTP/RTCP, G.711, RFC 4733 DTMF, SDP, prompts, recorder, bridge.
 //!
 //! Every module here is sans-IO: no sockets, no clocks, no tasks. Time is passed in as
-//! `Instant`; the tokio shell owns the sockets and files and calls these cores.
+//! `Instant`; the tokio shell owns the sockets and files and calls these cores. Each module's
+//! docs state its calling contract. A call leg in the shell, in outline:
+//!
+//! 1. [`port_pool::PortPool::allocate`] a port pair and bind it (on failure `mark_bad`, retry).
+//! 2. [`sdp::answer`] the caller's offer (or [`sdp::offer`] + [`sdp::parse_answer`] towards
+//!    an agent); an error's [`sdp::SdpError::sip_status`] is the SIP response.
+//! 3. [`rtp::RtpSession::new`] with [`sdp::Negotiated::remote`]; feed received datagrams
+//!    through [`rtp::RtpPacket::parse`] and [`rtp::RtpSession::receive_rtp`]; drive its
+//!    timer (RTCP every 5 s, media timeout).
+//! 4. IVR: [`player::Player`] frames → [`g711::Codec::encode_into`] →
+//!    [`rtp::RtpSession::next_header`]; digits from [`dtmf::DtmfReceiver`] (payload type
+//!    [`sdp::Negotiated::dtmf_payload_type`]) or [`dtmf::InbandDetector`] on decoded audio.
+//! 5. Talking: one [`bridge::RelayDirection`] per direction, in place on the receive
+//!    buffer; when recording, the decoded PCM goes to [`recorder::WavRecorder::push`].
+//! 6. Hang-up: [`recorder::WavRecorder::finish`], release the ports. At start-up run
+//!    [`recorder::repair_wav`] over recordings left by a crash.
 
 pub mod bridge;
 pub mod dtmf;
