@@ -822,6 +822,31 @@ mod tests {
     }
 
     #[test]
+    fn detects_digits_after_alaw_companding() {
+        use crate::media::g711::Codec;
+        let mut noise = Noise(9);
+        let mut audio = vec![];
+        for key in "*0#".chars() {
+            let (low, high) = frequencies(DtmfDigit::from_char(key).unwrap());
+            tone(&mut audio, &[low, high], 1500.0, 50, &mut noise, 100.0);
+            tone(&mut audio, &[], 0.0, 50, &mut noise, 100.0);
+        }
+        let companded: Vec<i16> = audio
+            .iter()
+            .map(|s| Codec::Pcma.decode(Codec::Pcma.encode(*s)))
+            .collect();
+        assert_eq!(detect(&companded), "*0#");
+    }
+
+    #[test]
+    fn tones_below_the_level_threshold_are_ignored() {
+        let mut noise = Noise(13);
+        let mut audio = vec![];
+        tone(&mut audio, &[697.0, 1209.0], 200.0, 200, &mut noise, 0.0);
+        assert_eq!(detect(&audio), "");
+    }
+
+    #[test]
     fn short_tone_is_rejected() {
         let mut noise = Noise(3);
         let mut audio = vec![];
