@@ -24,6 +24,9 @@
 //!    cause in the CDR.
 //! 4. When a re-INVITE changes the remote SDP address: [`RtpSession::set_remote`], which is
 //!    the only way to re-latch.
+//! 5. While the remote holds the call (it sends `sendonly`/`inactive`/`c=0.0.0.0`), no RTP
+//!    is expected: [`RtpSession::set_media_timeout`] with `None` (or a longer value), and
+//!    restore it when the call is resumed.
 //!
 //! Receive statistics follow RFC 3550 A.1 (extended sequence numbers with wrap-around),
 //! A.3 (expected/lost/fraction) and A.8 (interarrival jitter).
