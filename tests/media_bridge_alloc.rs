@@ -1,0 +1,127 @@
+//! The bridge's relay path must not allocate per packet: counted with a global allocator
+//! (per thread, so the test harness's own threads do not disturb the count).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::time::{Duration, Instant};
+
+use hotline::media::bridge::{LegMedia, RelayDirection, Relayed};
+use hotline::media::g711::Codec;
+use hotline::media::rtp::{
+    Marker, RemoteMedia, RtpHeader, RtpPacket, RtpSession, RtpSessionConfig, write_packet,
+};
+
+struct CountingAllocator;
+
+thread_local! {
+    static ALLOCATIONS: Cell<u64> = const { Cell::new(0) };
+}
+
+unsafe impl GlobalAlloc for CountingAllocator {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCATIONS.with(|count| count.set(count.get() + 1));
+        // SAFETY: forwarded unchanged to the system allocator.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: CountingAllocator = CountingAllocator;
+
+fn allocations() -> u64 {
+    ALLOCATIONS.with(Cell::get)
+}
+
+#[test]
+fn relay_path_does_not_allocate() {
+    let caller = LegMedia {
+        codec: Codec::Pcmu,
+        payload_type: 0,
+        dtmf_payload_type: Some(101),
+    };
+    let agent = LegMedia {
+        codec: Codec::Pcma,
+        payload_type: 8,
+        dtmf_payload_type: Some(96),
+    };
+    let t0 = Instant::now();
+    let config = RtpSessionConfig::g711(0x1234, 1, 2, "caller-leg".into());
+    let mut session = RtpSession::new(
+        config,
+        t0,
+        std::time::SystemTime::UNIX_EPOCH,
+        RemoteMedia::default(),
+    );
+    let mut transcode = RelayDirection::new(caller, agent, 0x5678, 10, 20);
+    let mut same = RelayDirection::new(caller, caller, 0x5678, 10, 20);
+    let source = "192.0.2.1:4000".parse().unwrap();
+    let mut buf = [0u8; 1500];
+    let mut pcm = [0i16; 160];
+    let payload = [0x2Au8; 160];
+
+    // Warm up (first packet latches, creates the per-source state).
+    let len = write_packet(
+        &RtpHeader {
+            marker: Marker::Set,
+            payload_type: 0,
+            sequence: 0,
+            timestamp: 0,
+            ssrc: 9,
+        },
+        &payload,
+        &mut buf,
+    )
+    .unwrap();
+    let packet = RtpPacket::parse(&buf[..len]).unwrap();
+    session.receive_rtp(t0, source, &packet);
+    transcode.relay(&mut buf, len, Some(&mut pcm)).unwrap();
+
+    let before = allocations();
+    for seq in 1..5000u16 {
+        let now = t0 + Duration::from_millis(20 * u64::from(seq));
+        let header = RtpHeader {
+            marker: Marker::Clear,
+            payload_type: 0,
+            sequence: seq,
+            timestamp: u32::from(seq) * 160,
+            ssrc: 9,
+        };
+        let len = write_packet(&header, &payload, &mut buf).unwrap();
+        let packet = RtpPacket::parse(&buf[..len]).unwrap();
+        session.receive_rtp(now, source, &packet);
+        let relayed = if seq % 2 == 0 {
+            transcode.relay(&mut buf, len, Some(&mut pcm)).unwrap()
+        } else {
+            same.relay(&mut buf, len, None).unwrap()
+        };
+        match relayed {
+            Relayed::Audio {
+                timestamp,
+                payload_len,
+                ..
+            } => session.record_sent(now, timestamp, payload_len),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(allocations() - before, 0, "allocations in the relay path");
+}
+
+#[test]
+fn counter_detects_allocation() {
+    // Guards the guard: the counter must see an allocation when one happens.
+    let before = allocations();
+    let v: Vec<u8> = Vec::with_capacity(64);
+    std::hint::black_box(&v);
+    assert!(allocations() > before);
+}
