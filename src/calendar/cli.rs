@@ -39,13 +39,23 @@ fn provisional_note(years: &[i32]) -> String {
 /// `2025-10-09T24:00+08:00`, followed by ` (provisional: calendar for 2027 not loaded)`
 /// when it rests on a year without data.
 ///
+/// Largest `--working-days` accepted (about ten years).
+pub const MAX_WORKING_DAYS: u32 = 2500;
+
 /// # Errors
-/// [`CalendarError::BadMoment`] when `from` is not an RFC 3339 moment.
+/// [`CalendarError::BadMoment`] when `from` is not an RFC 3339 moment,
+/// [`CalendarError::WorkingDaysOutOfRange`] above [`MAX_WORKING_DAYS`].
 pub fn deadline_command(
     cal: &Calendar,
     from: &str,
     working_days: u32,
 ) -> Result<String, CalendarError> {
+    if working_days > MAX_WORKING_DAYS {
+        return Err(CalendarError::WorkingDaysOutOfRange {
+            given: working_days,
+            max: MAX_WORKING_DAYS,
+        });
+    }
     let received_at = parse_moment(from)?;
     let deadline = cal.add_working_days(received_at, working_days);
     let mut out = deadline.display().to_string();

@@ -33,7 +33,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeDelta, Weekday};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, NaiveTime, TimeDelta, Timelike, Weekday};
 use serde::{Deserialize, Serialize};
 
 /// Asia/Shanghai: UTC+8. Evaluated at compile time, so it cannot fail at run time.
@@ -70,6 +70,14 @@ pub enum CalendarError {
     BadMoment {
         /// The text given.
         input: String,
+    },
+    /// More working days than any legal time limit (guards the day-by-day count).
+    #[error("{given} working days is out of range (at most {max})")]
+    WorkingDaysOutOfRange {
+        /// Number given.
+        given: u32,
+        /// Largest accepted.
+        max: u32,
     },
     /// A date given on the command line is not `YYYY-MM-DD`.
     #[error("not a date (like 2025-10-01): {input:?}")]
@@ -233,7 +241,7 @@ impl fmt::Display for DeadlineDisplay {
                 return write!(f, "{}T24:00+08:00", previous.format("%Y-%m-%d"));
             }
         }
-        if naive.time().format("%S").to_string() == "00" {
+        if naive.second() == 0 {
             write!(f, "{}", local.format("%Y-%m-%dT%H:%M%:z"))
         } else {
             write!(f, "{}", local.format("%Y-%m-%dT%H:%M:%S%:z"))

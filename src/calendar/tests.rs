@@ -176,6 +176,16 @@ fn deadline_command_prints_24_hours_and_provisional_note() {
         deadline_command(&cal, "yesterday", 1),
         Err(CalendarError::BadMoment { .. })
     ));
+    assert!(matches!(
+        deadline_command(&cal, "2025-09-30T16:00+08:00", u32::MAX),
+        Err(CalendarError::WorkingDaysOutOfRange { .. })
+    ));
+    assert_eq!(
+        Deadline::hours(moment("2025-09-30T16:00:30+08:00"), 1)
+            .display()
+            .to_string(),
+        "2025-09-30T17:00:30+08:00"
+    );
 }
 
 #[test]

@@ -340,6 +340,7 @@ impl Order {
                     reason: *reason,
                     note: note.clone(),
                     at: event.at,
+                    callbacks_before: u32::try_from(self.callbacks.len()).unwrap_or(u32::MAX),
                 });
                 self.pending_extension = None;
                 self.state = State::Closed;

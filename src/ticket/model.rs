@@ -365,6 +365,9 @@ pub struct Closing {
     pub note: String,
     /// When.
     pub at: DateTime<FixedOffset>,
+    /// Callbacks recorded before this closing: a sampled callback is allowed once per
+    /// closing (so a redone order can be sampled again).
+    pub callbacks_before: u32,
 }
 
 /// A pending extension request (W-12).

@@ -953,6 +953,17 @@ fn callback_redo_sends_the_order_back_to_the_unit() {
         run.order.completed_at, first_done,
         "timeliness judged on the first result"
     );
+    // The redone result may be sampled again, once.
+    let satisfied = || Command::RecordCallback {
+        outcome: CallbackOutcome::Satisfied,
+        note: String::new(),
+    };
+    run.ok(satisfied(), &callback_staff(), later);
+    assert_eq!(run.order.satisfaction, Some(Satisfaction::Satisfied));
+    assert_eq!(
+        not_allowed_rule(&run.err(satisfied(), &callback_staff(), later)),
+        "TK-VISIT"
+    );
 }
 
 #[test]

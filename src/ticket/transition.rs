@@ -754,11 +754,14 @@ fn record_callback(
     let round = match order.state {
         State::FedBack => CallbackRound::First,
         State::Closed => {
-            let sampled_ok = order
-                .closing
-                .as_ref()
-                .is_some_and(|c| matches!(c.reason, CloseReason::Answered | CloseReason::FedBack));
-            if !sampled_ok || !order.callbacks.is_empty() {
+            // Sampling applies to orders closed on answer / feedback (H-10), once per
+            // closing; other closings already came out of a callback.
+            let callbacks = u32::try_from(order.callbacks.len()).unwrap_or(u32::MAX);
+            let sampled_ok = order.closing.as_ref().is_some_and(|c| {
+                matches!(c.reason, CloseReason::Answered | CloseReason::FedBack)
+                    && c.callbacks_before == callbacks
+            });
+            if !sampled_ok {
                 return Err(not_allowed(order, command, "TK-VISIT"));
             }
             CallbackRound::First
