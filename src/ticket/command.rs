@@ -146,6 +146,9 @@ pub enum Command {
         /// Note (required).
         note: String,
     },
+    /// Recompute provisional deadlines after calendar data for a missing year was
+    /// added (`hotline calendar reload`); keeps approved extensions.
+    RecomputeDeadlines,
     /// The caller withdrew the demand.
     Withdraw {
         /// Why (required).
@@ -177,6 +180,7 @@ impl Command {
             Self::Remind { .. } => "remind",
             Self::Supervise { .. } => "supervise",
             Self::AddNote { .. } => "add_note",
+            Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",
         }
     }

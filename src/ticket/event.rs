@@ -181,6 +181,11 @@ pub enum EventKind {
         /// Note.
         note: String,
     },
+    /// Provisional limits recomputed with new calendar data.
+    DeadlinesRecomputed {
+        /// New limits.
+        deadlines: Deadlines,
+    },
     /// The caller withdrew the demand (the order is closed, never deleted).
     Withdrawn {
         /// Why.
@@ -387,6 +392,7 @@ impl Order {
             EventKind::Supervised { .. } => {
                 self.supervisions = self.supervisions.saturating_add(1);
             }
+            EventKind::DeadlinesRecomputed { deadlines } => self.deadlines = Some(*deadlines),
             EventKind::NoteAdded { .. } => {}
             EventKind::Withdrawn { .. } => {}
         }

@@ -1845,3 +1845,61 @@ fn ranking_is_per_group_best_first_with_shared_positions() {
         1
     );
 }
+
+#[test]
+fn provisional_deadlines_are_recomputed_when_the_missing_year_is_added() {
+    let world = World::new();
+    let received = "2026-12-30T10:00+08:00";
+    let mut run = Run::new(
+        &world,
+        fields(Category::Complaint, Urgency::Normal, received),
+    );
+    let before = run.order.deadlines.unwrap_or_else(|| panic!("deadlines"));
+    assert!(before.provisional());
+    // Not provisional any more: nothing to recompute.
+    let admin = actor("admin", Role::ProvinceAdmin, units::SHANDONG);
+    let t = moment("2026-12-30T11:00+08:00");
+    let with_2027 = format!(
+        "{SHIPPED}\n[years.2027]\nholidays = [\"2027-01-01\"]\nworkdays = []\nin_lieu = []\n"
+    );
+    let calendar = Calendar::from_toml_str(&with_2027).unwrap_or_else(|e| panic!("{e}"));
+    let reloaded = World {
+        calendar,
+        units: world.units.clone(),
+        routing: world.routing.clone(),
+    };
+    assert!(matches!(
+        run.err(Command::RecomputeDeadlines, &agent(), t),
+        TransitionError::RoleNotPermitted { .. }
+    ));
+    let (order, events) = apply(
+        &run.order,
+        Command::RecomputeDeadlines,
+        &admin,
+        t,
+        &reloaded.ctx(),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let after = order.deadlines.unwrap_or_else(|| panic!("deadlines"));
+    assert!(!after.provisional());
+    // 12-31 (1), 2027-01-01 holiday, 01-04..01-07 (5).
+    assert_eq!(
+        after.feedback.due.display().to_string(),
+        "2027-01-07T24:00+08:00"
+    );
+    assert_eq!(events.len(), 1);
+    let again = apply(
+        &order,
+        Command::RecomputeDeadlines,
+        &admin,
+        t,
+        &reloaded.ctx(),
+    );
+    assert!(matches!(
+        again,
+        Err(TransitionError::NotAllowed {
+            rule: "TK-DEADLINE",
+            ..
+        })
+    ));
+}

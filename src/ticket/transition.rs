@@ -220,6 +220,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             "TK-SUPERVISE",
         ),
         Command::Withdraw { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "TK-LEDGER"),
+        Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
     }
 }
 
@@ -722,6 +723,23 @@ pub fn apply(
             }
             let note = require_text(note, &command, "note", "TK-COHANDLE")?;
             out.emit(EventKind::NoteAdded { note });
+        }
+        Command::RecomputeDeadlines => {
+            let current = order
+                .deadlines
+                .ok_or(TransitionError::NoDeadline(DeadlineKind::Feedback))?;
+            if state == State::Closed || !current.provisional() {
+                return Err(not_allowed(order, &command, "TK-DEADLINE"));
+            }
+            let received_at = order.fields.received_at;
+            let mut deadlines = Deadlines::compute(ctx.calendar, received_at, order.fields.urgency);
+            deadlines.feedback_working_days = current.feedback_working_days;
+            deadlines.feedback = DeadlineWindow::working_days(
+                ctx.calendar,
+                received_at,
+                current.feedback_working_days,
+            );
+            out.emit(EventKind::DeadlinesRecomputed { deadlines });
         }
         Command::Withdraw { reason } => {
             if state == State::Closed {
