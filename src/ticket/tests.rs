@@ -1850,7 +1850,7 @@ fn ranking_is_per_group_best_first_with_shared_positions() {
 fn provisional_deadlines_are_recomputed_when_the_missing_year_is_added() {
     let world = World::new();
     let received = "2026-12-30T10:00+08:00";
-    let mut run = Run::new(
+    let run = Run::new(
         &world,
         fields(Category::Complaint, Urgency::Normal, received),
     );
