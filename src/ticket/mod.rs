@@ -61,7 +61,15 @@
 //! subtree; a supervisor over its subtree; dispatch over its dispatch center;
 //! agents and first callbacks over their city). Role errors
 //! ([`TransitionError::RoleNotPermitted`], [`TransitionError::OutOfScope`]) are
-//! distinct from state errors ([`TransitionError::NotAllowed`]).
+//! distinct from state errors ([`TransitionError::NotAllowed`]). `NotAllowed` names
+//! the requirement id that forbids the step (`TK-REVIEW`, `TK-RETURN`, `H-8`, …), or
+//! `TK-LIFECYCLE` when the command simply comes at the wrong point of the lifecycle
+//! drawn above. `now` earlier than the order's last event is refused (no back-dating).
+//!
+//! # Calendar reloads
+//! Limits are stored in the events. When data for a missing year is added, the
+//! scheduler issues [`Command::RecomputeDeadlines`] (as the system actor) for each
+//! order whose limits are provisional; approved extensions are kept.
 
 pub mod command;
 pub mod deadlines;
