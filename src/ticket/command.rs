@@ -1,0 +1,187 @@
+//! Commands: what a user (or the system) asks to do to an order.
+
+use serde::{Deserialize, Serialize};
+
+use super::deadlines::{DeadlineKind, ReminderLevel};
+use super::model::{
+    BusinessArea, Category, JudgementGround, OrderFields, RedoTarget, Satisfaction,
+};
+use super::units::UnitId;
+
+/// Approve or reject (extensions, reviews).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Approve.
+    Approve,
+    /// Reject (a reason is required).
+    Reject,
+}
+
+/// What the caller said at a callback, as judged by the callback staff (H-14, W-14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum CallbackOutcome {
+    /// Satisfied with the result and the service: closed.
+    Satisfied,
+    /// Satisfied with the service, not the result, because of the law or an
+    /// unreasonable demand: closed on judgement (note required).
+    ClosedOnJudgement {
+        /// Basically satisfied or dissatisfied.
+        satisfaction: Satisfaction,
+        /// Ground.
+        ground: JudgementGround,
+    },
+    /// The agent's answer was unlawful, or the unit's result seriously wrong: redo
+    /// (note required).
+    Redo {
+        /// Who redoes it.
+        target: RedoTarget,
+    },
+    /// Dissatisfied: first time → second callback by the supervising unit; at the
+    /// second callback → special flag (note required).
+    Dissatisfied,
+}
+
+/// A command on an order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Register a demand (draft).
+    Create {
+        /// Intake fields.
+        fields: OrderFields,
+    },
+    /// Submit a draft for dispatch; routed automatically when the area is clear.
+    Submit,
+    /// Agent answers a simple consultation at once (H-8).
+    AnswerDirectly {
+        /// The answer.
+        answer: String,
+    },
+    /// Dispatcher pushes the order to one or more units (first signer leads).
+    Dispatch {
+        /// Units.
+        units: Vec<UnitId>,
+        /// Corrected category, if any.
+        category: Option<Category>,
+        /// Corrected business area, if any.
+        area: Option<BusinessArea>,
+    },
+    /// Dispatcher sends a returned order up to the dispatch center above (H-13-3).
+    ReturnUpward {
+        /// Why.
+        reason: String,
+    },
+    /// A unit signs for the order (签收).
+    Sign,
+    /// A unit returns the order as not its business (退回, W-10).
+    Return {
+        /// Why (required).
+        reason: String,
+    },
+    /// The lead unit starts handling.
+    Start,
+    /// The lead unit asks for more time (W-12).
+    RequestExtension {
+        /// Working days to add to the current feedback limit.
+        extra_working_days: u32,
+        /// Why (required).
+        reason: String,
+    },
+    /// The unit head decides on the pending extension.
+    DecideExtension {
+        /// Approve or reject.
+        decision: Decision,
+        /// Why (required to reject).
+        reason: String,
+    },
+    /// Complaint / case: draft the reply for review (W-13).
+    DraftReply {
+        /// Draft.
+        text: String,
+    },
+    /// Reviewer decides on the draft.
+    Review {
+        /// Approve or reject.
+        decision: Decision,
+        /// Why (required to reject).
+        reason: String,
+    },
+    /// Consultation / suggestion: the unit replies directly (W-13).
+    Reply {
+        /// Reply.
+        text: String,
+    },
+    /// Complaint / case: send the approved reply.
+    SendReviewedReply,
+    /// The result is fed back to the caller (H-9, H-10).
+    FeedBack {
+        /// Note.
+        note: String,
+    },
+    /// Record a callback (回访).
+    RecordCallback {
+        /// Outcome.
+        outcome: CallbackOutcome,
+        /// Note (required unless satisfied).
+        note: String,
+    },
+    /// Reminder (催办).
+    Remind {
+        /// Limit.
+        deadline: DeadlineKind,
+        /// Level.
+        level: ReminderLevel,
+        /// Note.
+        note: String,
+    },
+    /// Supervision press (督办).
+    Supervise {
+        /// Note (required).
+        note: String,
+    },
+    /// A handling unit adds a note (co-handlers' contributions).
+    AddNote {
+        /// Note (required).
+        note: String,
+    },
+    /// Recompute provisional deadlines after calendar data for a missing year was
+    /// added (`hotline calendar reload`); keeps approved extensions.
+    RecomputeDeadlines,
+    /// The caller withdrew the demand.
+    Withdraw {
+        /// Why (required).
+        reason: String,
+    },
+}
+
+impl Command {
+    /// snake_case name, as serialized.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::Create { .. } => "create",
+            Self::Submit => "submit",
+            Self::AnswerDirectly { .. } => "answer_directly",
+            Self::Dispatch { .. } => "dispatch",
+            Self::ReturnUpward { .. } => "return_upward",
+            Self::Sign => "sign",
+            Self::Return { .. } => "return",
+            Self::Start => "start",
+            Self::RequestExtension { .. } => "request_extension",
+            Self::DecideExtension { .. } => "decide_extension",
+            Self::DraftReply { .. } => "draft_reply",
+            Self::Review { .. } => "review",
+            Self::Reply { .. } => "reply",
+            Self::SendReviewedReply => "send_reviewed_reply",
+            Self::FeedBack { .. } => "feed_back",
+            Self::RecordCallback { .. } => "record_callback",
+            Self::Remind { .. } => "remind",
+            Self::Supervise { .. } => "supervise",
+            Self::AddNote { .. } => "add_note",
+            Self::RecomputeDeadlines => "recompute_deadlines",
+            Self::Withdraw { .. } => "withdraw",
+        }
+    }
+}

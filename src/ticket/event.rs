@@ -1,0 +1,400 @@
+//! Events: the append-only history of an order (TK-LEDGER). The [`Order`] is a fold
+//! of its events ([`Order::replay`]); [`super::apply`] only decides which events a
+//! command produces, then folds them with the same code, so replay and live state
+//! cannot disagree.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
+use super::model::{
+    Assignment, AssignmentStatus, BusinessArea, CallbackRecord, CallbackRound, Category,
+    CloseReason, Closing, ExtensionRequest, IssuedReminder, Order, OrderFields, OrderId,
+    RedoTarget, Role, Satisfaction, State, UserId,
+};
+use super::units::UnitId;
+
+/// How a dispatch was decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DispatchMode {
+    /// By a dispatcher.
+    Manual,
+    /// By a routing rule, business area clear (W-9).
+    Automatic,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum EventKind {
+    /// Order registered (draft).
+    Created {
+        /// Intake fields.
+        fields: Box<OrderFields>,
+        /// Limits computed from `received_at`.
+        deadlines: Deadlines,
+        /// Dispatch center (the city).
+        dispatch_unit: UnitId,
+    },
+    /// Draft submitted for dispatch.
+    Submitted,
+    /// A consultation answered at once by the agent (H-8).
+    AnsweredDirectly {
+        /// The answer.
+        answer: String,
+    },
+    /// Pushed to units.
+    Dispatched {
+        /// Units (first signer leads).
+        units: Vec<UnitId>,
+        /// Category after the dispatcher's review.
+        category: Category,
+        /// Business area after the dispatcher's review.
+        area: BusinessArea,
+        /// Manual or automatic.
+        mode: DispatchMode,
+    },
+    /// Dispatch handed the order to the dispatch center above (H-13-3).
+    ReturnedUpward {
+        /// New dispatch unit.
+        to_unit: UnitId,
+        /// Why.
+        reason: String,
+    },
+    /// A unit signed (签收).
+    Signed {
+        /// Unit.
+        unit: UnitId,
+        /// Whether it became the lead (first to sign, W-11).
+        lead: bool,
+    },
+    /// A unit returned the order as not its business (W-10).
+    Returned {
+        /// Unit.
+        unit: UnitId,
+        /// Why.
+        reason: String,
+        /// Whether this took the order back to dispatch.
+        back_to_dispatch: bool,
+    },
+    /// Handling started.
+    Started,
+    /// Extension asked (W-12).
+    ExtensionRequested {
+        /// Request.
+        request: ExtensionRequest,
+    },
+    /// Extension approved by the unit head.
+    ExtensionApproved {
+        /// New feedback limit.
+        feedback: DeadlineWindow,
+        /// Working days it counts from receipt.
+        feedback_working_days: u32,
+        /// Note.
+        reason: String,
+    },
+    /// Extension refused by the unit head.
+    ExtensionRejected {
+        /// Why.
+        reason: String,
+    },
+    /// Complaint / case reply drafted for review (W-13).
+    ReplyDrafted {
+        /// Draft.
+        text: String,
+    },
+    /// Reviewer approved the draft.
+    ReviewApproved {
+        /// Note.
+        reason: String,
+    },
+    /// Reviewer rejected the draft: back to handling.
+    ReviewRejected {
+        /// Why.
+        reason: String,
+    },
+    /// The unit replied.
+    Replied {
+        /// Reply.
+        text: String,
+    },
+    /// The result was fed back to the caller (H-9).
+    FedBack {
+        /// Note.
+        note: String,
+    },
+    /// Closed (办结).
+    Closed {
+        /// Why (carries the rule).
+        reason: CloseReason,
+        /// Note.
+        note: String,
+    },
+    /// A callback was made (回访).
+    CallbackRecorded {
+        /// Round.
+        round: CallbackRound,
+        /// Satisfaction.
+        satisfaction: Satisfaction,
+        /// Note.
+        note: String,
+    },
+    /// Sent back to be redone (重办, H-14).
+    RedoOrdered {
+        /// Agent or unit.
+        target: RedoTarget,
+        /// Why.
+        reason: String,
+    },
+    /// Pushed to the supervising unit for a second callback (W-14); the caller's
+    /// dissatisfaction is reported to the unit within one working day (H-9).
+    EscalatedForSecondCallback {
+        /// Supervising unit.
+        to_unit: UnitId,
+        /// When the report to the unit is due.
+        report_due: crate::calendar::Deadline,
+    },
+    /// Flagged for study (特殊标记, W-14).
+    SpecialFlagged {
+        /// Why.
+        reason: String,
+    },
+    /// Reminder (催办, H-13-4). Does not change state.
+    Reminded {
+        /// Limit.
+        deadline: DeadlineKind,
+        /// Level.
+        level: ReminderLevel,
+        /// The limit it was raised for.
+        due: DateTime<FixedOffset>,
+        /// Note.
+        note: String,
+    },
+    /// Supervision press (督办, W-18). Does not change state.
+    Supervised {
+        /// Note.
+        note: String,
+    },
+    /// A note by a handling unit (co-handlers' contributions). Does not change state.
+    NoteAdded {
+        /// Note.
+        note: String,
+    },
+    /// Provisional limits recomputed with new calendar data.
+    DeadlinesRecomputed {
+        /// New limits.
+        deadlines: Deadlines,
+    },
+    /// The caller withdrew the demand (the order is closed, never deleted).
+    Withdrawn {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One entry of the ledger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Event {
+    /// Order.
+    pub order_id: OrderId,
+    /// Position in the order's history, from 1.
+    pub seq: u64,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+    /// Who.
+    pub actor: UserId,
+    /// Under which role.
+    pub role: Role,
+    /// Actor's unit.
+    pub unit: UnitId,
+    /// State before.
+    pub state_before: State,
+    /// State after.
+    pub state_after: State,
+    /// What (payload, including reasons).
+    pub kind: EventKind,
+}
+
+impl Event {
+    /// Stable serialization for hashing in a chained ledger: compact JSON with fields
+    /// in declaration order (no maps, no floats), so the same event always gives the
+    /// same bytes. Plain data of these types cannot fail to serialize; an empty
+    /// vector would only come from a serializer bug.
+    #[must_use]
+    pub fn canonical_bytes(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+}
+
+impl Order {
+    /// Rebuilds an order from its events.
+    #[must_use]
+    pub fn replay<'a>(events: impl IntoIterator<Item = &'a Event>) -> Order {
+        let mut order = Order::default();
+        for event in events {
+            order.fold(event);
+        }
+        order
+    }
+
+    /// Applies one event's effect. Total: never fails, so a stored history always
+    /// rebuilds (validation happened when the event was produced).
+    pub fn fold(&mut self, event: &Event) {
+        self.version = event.seq;
+        self.last_event_at = Some(event.at);
+        match &event.kind {
+            EventKind::Created {
+                fields,
+                deadlines,
+                dispatch_unit,
+            } => {
+                self.id = event.order_id.clone();
+                self.fields = fields.as_ref().clone();
+                self.deadlines = Some(*deadlines);
+                self.dispatch_unit = Some(dispatch_unit.clone());
+                self.state = State::Draft;
+            }
+            EventKind::Submitted => self.state = State::PendingDispatch,
+            EventKind::AnsweredDirectly { answer } => {
+                self.reply = Some(answer.clone());
+                self.completed_at.get_or_insert(event.at);
+                self.state = State::FedBack;
+            }
+            EventKind::Dispatched {
+                units,
+                category,
+                area,
+                ..
+            } => {
+                self.assignments = units
+                    .iter()
+                    .map(|unit| Assignment {
+                        unit: unit.clone(),
+                        status: AssignmentStatus::Assigned,
+                    })
+                    .collect();
+                self.lead_unit = None;
+                self.fields.category = *category;
+                self.fields.area = *area;
+                self.dispatched_at.get_or_insert(event.at);
+                self.state = State::Dispatched;
+            }
+            EventKind::ReturnedUpward { to_unit, .. } => {
+                self.dispatch_unit = Some(to_unit.clone());
+                self.state = State::PendingDispatch;
+            }
+            EventKind::Signed { unit, lead } => {
+                for assignment in &mut self.assignments {
+                    if &assignment.unit == unit {
+                        assignment.status = AssignmentStatus::Signed;
+                    }
+                }
+                if *lead {
+                    self.lead_unit = Some(unit.clone());
+                    self.state = State::Signed;
+                }
+            }
+            EventKind::Returned {
+                unit,
+                back_to_dispatch,
+                ..
+            } => {
+                self.returned_by.push(unit.clone());
+                self.assignments.retain(|a| &a.unit != unit);
+                if *back_to_dispatch {
+                    self.assignments.clear();
+                    self.lead_unit = None;
+                    self.pending_extension = None;
+                    self.draft_reply = None;
+                    self.state = State::PendingDispatch;
+                }
+            }
+            EventKind::Started => self.state = State::InProgress,
+            EventKind::ExtensionRequested { request } => {
+                self.pending_extension = Some(request.clone());
+            }
+            EventKind::ExtensionApproved {
+                feedback,
+                feedback_working_days,
+                ..
+            } => {
+                if let Some(deadlines) = &mut self.deadlines {
+                    deadlines.feedback = *feedback;
+                    deadlines.feedback_working_days = *feedback_working_days;
+                }
+                self.pending_extension = None;
+            }
+            EventKind::ExtensionRejected { .. } => self.pending_extension = None,
+            EventKind::ReplyDrafted { text } => {
+                self.draft_reply = Some(text.clone());
+                self.state = State::ReplyDrafted;
+            }
+            EventKind::ReviewApproved { .. } => self.state = State::Reviewed,
+            EventKind::ReviewRejected { .. } => self.state = State::InProgress,
+            EventKind::Replied { text } => {
+                self.reply = Some(text.clone());
+                self.state = State::Replied;
+            }
+            EventKind::FedBack { .. } => {
+                self.completed_at.get_or_insert(event.at);
+                self.state = State::FedBack;
+            }
+            EventKind::Closed { reason, note } => {
+                self.closing = Some(Closing {
+                    reason: *reason,
+                    note: note.clone(),
+                    at: event.at,
+                    callbacks_before: u32::try_from(self.callbacks.len()).unwrap_or(u32::MAX),
+                });
+                self.pending_extension = None;
+                self.state = State::Closed;
+            }
+            EventKind::CallbackRecorded {
+                round,
+                satisfaction,
+                ..
+            } => {
+                self.callbacks.push(CallbackRecord {
+                    round: *round,
+                    satisfaction: *satisfaction,
+                    at: event.at,
+                });
+                self.satisfaction = Some(*satisfaction);
+            }
+            EventKind::RedoOrdered { target, .. } => {
+                self.redo_count = self.redo_count.saturating_add(1);
+                self.closing = None;
+                self.second_callback_unit = None;
+                self.draft_reply = None;
+                self.reply = None;
+                self.state = match target {
+                    RedoTarget::Agent => State::PendingDispatch,
+                    RedoTarget::Unit => State::InProgress,
+                };
+            }
+            EventKind::EscalatedForSecondCallback { to_unit, .. } => {
+                self.closing = None;
+                self.second_callback_unit = Some(to_unit.clone());
+                self.state = State::SecondCallback;
+            }
+            EventKind::SpecialFlagged { .. } => self.special_flag = true,
+            EventKind::Reminded {
+                deadline,
+                level,
+                due,
+                ..
+            } => self.reminders.push(IssuedReminder {
+                deadline: *deadline,
+                level: *level,
+                due: *due,
+            }),
+            EventKind::Supervised { .. } => {
+                self.supervisions = self.supervisions.saturating_add(1);
+            }
+            EventKind::DeadlinesRecomputed { deadlines } => self.deadlines = Some(*deadlines),
+            EventKind::NoteAdded { .. } => {}
+            EventKind::Withdrawn { .. } => {}
+        }
+    }
+}

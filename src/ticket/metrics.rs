@@ -1,0 +1,251 @@
+//! Assessment data (AS-METRICS, AS-RANK, W-19): per unit and period, computed from the
+//! orders alone (no manual input), ranked separately for business handling (cases),
+//! consultations, and complaints/suggestions.
+
+use std::cmp::Ordering;
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::deadlines::is_overdue;
+use super::model::{Category, CloseReason, Order, Satisfaction};
+use super::units::UnitId;
+
+/// Orders received in `[from, to)`; overdue is judged as of `to`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Period {
+    /// Start (inclusive).
+    pub from: DateTime<FixedOffset>,
+    /// End (exclusive), and the moment overdue is judged.
+    pub to: DateTime<FixedOffset>,
+}
+
+/// The three ranking groups of W-19.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankGroup {
+    /// 业务办理: cases.
+    BusinessHandling,
+    /// 业务咨询: consultations.
+    Consultation,
+    /// 投诉建议: complaints and suggestions.
+    ComplaintSuggestion,
+}
+
+impl RankGroup {
+    /// The group of a category.
+    #[must_use]
+    pub fn of(category: Category) -> Self {
+        match category {
+            Category::Case => Self::BusinessHandling,
+            Category::Consultation => Self::Consultation,
+            Category::Complaint | Category::Suggestion => Self::ComplaintSuggestion,
+        }
+    }
+}
+
+/// An exact ratio (no floating point, so rankings are deterministic).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rate {
+    /// Numerator.
+    pub numerator: u32,
+    /// Denominator (0: no data).
+    pub denominator: u32,
+}
+
+impl Rate {
+    /// Per mille, `None` without data.
+    #[must_use]
+    pub fn per_mille(self) -> Option<u32> {
+        let scaled = u64::from(self.numerator) * 1000 / u64::from(self.denominator).max(1);
+        (self.denominator > 0).then(|| u32::try_from(scaled).unwrap_or(u32::MAX))
+    }
+
+    /// Higher rates first; "no data" after every rate.
+    fn cmp_desc(self, other: Self) -> Ordering {
+        match (self.denominator, other.denominator) {
+            (0, 0) => Ordering::Equal,
+            (0, _) => Ordering::Greater,
+            (_, 0) => Ordering::Less,
+            _ => {
+                let left = u64::from(self.numerator) * u64::from(other.denominator);
+                let right = u64::from(other.numerator) * u64::from(self.denominator);
+                right.cmp(&left)
+            }
+        }
+    }
+}
+
+/// One unit's score in one group and period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UnitScore {
+    /// Unit.
+    pub unit: UnitId,
+    /// Group.
+    pub group: RankGroup,
+    /// Orders the unit is responsible for.
+    pub handled: u32,
+    /// Of which answered / fed back (办结).
+    pub completed: u32,
+    /// Of which on time (within the feedback limit, as extended).
+    pub on_time: u32,
+    /// Overdue (done late, or still open past the limit).
+    pub overdue: u32,
+    /// Callbacks with a satisfaction.
+    pub rated: u32,
+    /// Of which satisfied or basically satisfied.
+    pub satisfied: u32,
+    /// Returns (退回) made by the unit.
+    pub returns: u32,
+    /// completed / handled.
+    pub completion_rate: Rate,
+    /// on_time / completed.
+    pub on_time_rate: Rate,
+    /// satisfied / rated.
+    pub satisfaction_rate: Rate,
+}
+
+impl UnitScore {
+    fn new(unit: UnitId, group: RankGroup) -> Self {
+        Self {
+            unit,
+            group,
+            handled: 0,
+            completed: 0,
+            on_time: 0,
+            overdue: 0,
+            rated: 0,
+            satisfied: 0,
+            returns: 0,
+            completion_rate: Rate::default(),
+            on_time_rate: Rate::default(),
+            satisfaction_rate: Rate::default(),
+        }
+    }
+}
+
+/// What to rank by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RankBy {
+    /// Completion rate (办结率).
+    CompletionRate,
+    /// On-time rate.
+    OnTimeRate,
+    /// Satisfaction (满意度).
+    SatisfactionRate,
+}
+
+/// A ranked score; equal rates share a position (1, 1, 3).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ranked {
+    /// Position from 1.
+    pub position: u32,
+    /// Score.
+    pub score: UnitScore,
+}
+
+/// The unit answerable for an order: the lead unit; else the first unit it is
+/// dispatched to; else, when the agent answered it, the city; else the dispatch
+/// center (still waiting for transfer).
+fn responsible_unit(order: &Order) -> Option<UnitId> {
+    order
+        .lead_unit
+        .clone()
+        .or_else(|| order.assignments.first().map(|a| a.unit.clone()))
+        .or_else(|| order.reply.as_ref().map(|_| order.fields.city.clone()))
+        .or_else(|| order.dispatch_unit.clone())
+}
+
+/// Scores per (unit, group) for orders received in `period`. Withdrawn orders and
+/// drafts are not counted.
+#[must_use]
+pub fn unit_scores(orders: &[Order], period: Period) -> Vec<UnitScore> {
+    let mut scores: BTreeMap<(UnitId, RankGroup), UnitScore> = BTreeMap::new();
+    for order in orders {
+        let received = order.fields.received_at;
+        let withdrawn = order
+            .closing
+            .as_ref()
+            .is_some_and(|c| c.reason == CloseReason::Withdrawn);
+        if !order.exists() || received < period.from || received >= period.to || withdrawn {
+            continue;
+        }
+        let group = RankGroup::of(order.fields.category);
+        for unit in &order.returned_by {
+            let score = scores
+                .entry((unit.clone(), group))
+                .or_insert_with(|| UnitScore::new(unit.clone(), group));
+            score.returns = score.returns.saturating_add(1);
+        }
+        let Some(unit) = responsible_unit(order) else {
+            continue;
+        };
+        let score = scores
+            .entry((unit.clone(), group))
+            .or_insert_with(|| UnitScore::new(unit, group));
+        score.handled += 1;
+        let overdue = is_overdue(order, period.to);
+        if order.completed_at.is_some() {
+            score.completed += 1;
+            if !overdue {
+                score.on_time += 1;
+            }
+        }
+        if overdue {
+            score.overdue += 1;
+        }
+        if let Some(satisfaction) = order.satisfaction {
+            score.rated += 1;
+            if satisfaction != Satisfaction::Dissatisfied {
+                score.satisfied += 1;
+            }
+        }
+    }
+    scores
+        .into_values()
+        .map(|mut score| {
+            score.completion_rate = Rate {
+                numerator: score.completed,
+                denominator: score.handled,
+            };
+            score.on_time_rate = Rate {
+                numerator: score.on_time,
+                denominator: score.completed,
+            };
+            score.satisfaction_rate = Rate {
+                numerator: score.satisfied,
+                denominator: score.rated,
+            };
+            score
+        })
+        .collect()
+}
+
+/// Ranks the scores of one group by one rate, best first; ties share a position and
+/// are listed by unit id.
+#[must_use]
+pub fn rank(scores: &[UnitScore], group: RankGroup, by: RankBy) -> Vec<Ranked> {
+    let rate = |s: &UnitScore| match by {
+        RankBy::CompletionRate => s.completion_rate,
+        RankBy::OnTimeRate => s.on_time_rate,
+        RankBy::SatisfactionRate => s.satisfaction_rate,
+    };
+    let mut selected: Vec<&UnitScore> = scores.iter().filter(|s| s.group == group).collect();
+    selected.sort_by(|a, b| rate(a).cmp_desc(rate(b)).then_with(|| a.unit.cmp(&b.unit)));
+    let mut ranked: Vec<Ranked> = Vec::with_capacity(selected.len());
+    for (index, score) in selected.into_iter().enumerate() {
+        let position = match ranked.last() {
+            Some(previous) if rate(&previous.score).cmp_desc(rate(score)) == Ordering::Equal => {
+                previous.position
+            }
+            _ => u32::try_from(index + 1).unwrap_or(u32::MAX),
+        };
+        ranked.push(Ranked {
+            position,
+            score: score.clone(),
+        });
+    }
+    ranked
+}

@@ -1,0 +1,487 @@
+//! The work-order data: ids, enums, fields, roles and the [`Order`] projection.
+
+use std::fmt;
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::deadlines::Deadlines;
+use super::units::UnitId;
+
+/// Identifier of a work order.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OrderId(pub String);
+
+impl fmt::Display for OrderId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Identifier of a user (or `system`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct UserId(pub String);
+
+/// Identifier of a call in the call-center (CDR).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct CallId(pub String);
+
+/// Demand category (H-8; `case` 案件 for business handling, W-13).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Category {
+    /// 咨询.
+    #[default]
+    Consultation,
+    /// 投诉.
+    Complaint,
+    /// 建议.
+    Suggestion,
+    /// 案件 (business handling).
+    Case,
+}
+
+impl Category {
+    /// Whether replies go through review (TK-REVIEW, W-13): complaints and cases.
+    #[must_use]
+    pub fn needs_review(self) -> bool {
+        matches!(self, Self::Complaint | Self::Case)
+    }
+}
+
+/// Urgency (紧急程度).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    /// Ordinary.
+    #[default]
+    Normal,
+    /// Urgent (应急类): 1-hour transfer, mandatory callback within 3 working days.
+    Urgent,
+}
+
+/// Business area (问题分类, TK-FIELDS).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum BusinessArea {
+    /// 法律援助.
+    LegalAid,
+    /// 律师.
+    Lawyer,
+    /// 公证.
+    Notary,
+    /// 司法鉴定.
+    JudicialAppraisal,
+    /// 人民调解.
+    Mediation,
+    /// 基层法律服务.
+    GrassrootsLegalService,
+    /// 法治宣传教育.
+    LegalEducation,
+    /// Known to be outside the listed areas.
+    Other,
+    /// Not determined: never routed automatically (W-9).
+    #[default]
+    Unknown,
+}
+
+/// Intake channel (TK-INTAKE).
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Channel {
+    /// 12348 telephone.
+    #[default]
+    Phone,
+    /// Web site.
+    Web,
+    /// Mobile app.
+    App,
+    /// WeChat.
+    Wechat,
+    /// Transferred from the 12345 hotline.
+    Hotline12345,
+}
+
+/// A role a user holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Duty agent answering calls (值班人员).
+    Agent,
+    /// Dispatch staff (转办人员).
+    Dispatcher,
+    /// Staff of a handling unit (承办人员).
+    UnitHandler,
+    /// Head of a handling unit (approves extensions, W-12).
+    UnitHead,
+    /// Reviewer at the competent department (审核, W-13).
+    Reviewer,
+    /// Supervision post (督办岗, W-15).
+    Supervisor,
+    /// Callback staff (回访).
+    CallbackStaff,
+    /// Province platform administrator.
+    ProvinceAdmin,
+    /// The server itself (automatic routing, scheduler reminders, web intake).
+    System,
+}
+
+/// Who issues a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    /// User.
+    pub user_id: UserId,
+    /// Roles held.
+    pub roles: Vec<Role>,
+    /// The unit the user belongs to.
+    pub unit: UnitId,
+}
+
+impl Actor {
+    /// The server acting on behalf of `unit`.
+    #[must_use]
+    pub fn system(unit: UnitId) -> Self {
+        Self {
+            user_id: UserId("system".to_owned()),
+            roles: vec![Role::System],
+            unit,
+        }
+    }
+}
+
+/// The caller (contact person).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Contact {
+    /// Name (may be empty: anonymous).
+    pub name: String,
+    /// Phone number.
+    pub phone: String,
+}
+
+/// The fields registered at intake (TK-FIELDS, H-13-1).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderFields {
+    /// Contact person and phone.
+    pub contact: Contact,
+    /// Category.
+    pub category: Category,
+    /// Urgency.
+    pub urgency: Urgency,
+    /// Business area.
+    pub area: BusinessArea,
+    /// Units involved (涉及单位) as told by the caller.
+    pub units_involved: Vec<UnitId>,
+    /// Problem description.
+    pub description: String,
+    /// Remarks.
+    pub remarks: String,
+    /// Channel.
+    pub channel: Channel,
+    /// City (answering center) the demand belongs to.
+    pub city: UnitId,
+    /// Call the order came from.
+    pub call_id: Option<CallId>,
+    /// Recording / voice-message paths.
+    pub recordings: Vec<String>,
+    /// When the demand was received (its own channel's time for other channels).
+    pub received_at: DateTime<FixedOffset>,
+}
+
+/// Lifecycle state.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    /// Being written by an agent.
+    #[default]
+    Draft,
+    /// Waiting for a dispatcher (W-9).
+    PendingDispatch,
+    /// Pushed to one or more units, none signed yet.
+    Dispatched,
+    /// Signed for (签收) by the lead unit.
+    Signed,
+    /// Being handled.
+    InProgress,
+    /// Complaint / case: reply drafted, waiting for review (W-13).
+    ReplyDrafted,
+    /// Complaint / case: reply approved by the reviewer.
+    Reviewed,
+    /// Unit replied; the result still has to be fed back to the caller.
+    Replied,
+    /// Result fed back to the caller (办结 for timeliness) and the order is urgent:
+    /// it waits for the mandatory callback (H-11).
+    FedBack,
+    /// Caller dissatisfied at callback: waiting for the supervising unit's second
+    /// callback (W-14).
+    SecondCallback,
+    /// Closed (办结).
+    Closed,
+}
+
+impl State {
+    /// snake_case name, as serialized.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::PendingDispatch => "pending_dispatch",
+            Self::Dispatched => "dispatched",
+            Self::Signed => "signed",
+            Self::InProgress => "in_progress",
+            Self::ReplyDrafted => "reply_drafted",
+            Self::Reviewed => "reviewed",
+            Self::Replied => "replied",
+            Self::FedBack => "fed_back",
+            Self::SecondCallback => "second_callback",
+            Self::Closed => "closed",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A unit's part in an order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AssignmentStatus {
+    /// Dispatched to it, not signed.
+    Assigned,
+    /// Signed for.
+    Signed,
+}
+
+/// A unit the order is currently dispatched to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Unit.
+    pub unit: UnitId,
+    /// Status.
+    pub status: AssignmentStatus,
+}
+
+/// Caller's satisfaction (满意 / 基本满意 / 不满意).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Satisfaction {
+    /// 满意.
+    Satisfied,
+    /// 基本满意.
+    BasicallySatisfied,
+    /// 不满意.
+    Dissatisfied,
+}
+
+/// Why an order was closed on judgement although the caller is not satisfied (H-14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JudgementGround {
+    /// Limits of laws, regulations or policy (法律法规、政策所限).
+    LawOrPolicy,
+    /// The caller's demand is unreasonable (不合理诉求).
+    UnreasonableDemand,
+}
+
+/// Who must redo the work after a callback (H-14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedoTarget {
+    /// The duty agent's answer was unlawful: back to the hotline agents.
+    Agent,
+    /// The unit's result has a serious error: back to the lead unit.
+    Unit,
+}
+
+/// First callback by the hotline, or second by the supervising unit (W-14).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallbackRound {
+    /// By the city's callback staff (sampled, or mandatory for urgent orders).
+    First,
+    /// By the supervising unit after a dissatisfied first callback.
+    Second,
+}
+
+/// Why and under which rule an order was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CloseReason {
+    /// Consultation answered (H-10).
+    Answered,
+    /// Complaint / suggestion / case result fed back to the caller (H-10).
+    FedBack,
+    /// Caller satisfied at callback (H-14).
+    Satisfied,
+    /// Closed on judgement: satisfied with the service, not the result (H-14).
+    Judgement(JudgementGround),
+    /// Still dissatisfied after the second callback: flagged for study (W-14).
+    SpecialFlag,
+    /// Withdrawn by the caller; kept, never deleted (TK-LEDGER).
+    Withdrawn,
+}
+
+impl CloseReason {
+    /// The rule that allows this closing.
+    #[must_use]
+    pub fn rule(self) -> &'static str {
+        match self {
+            Self::Answered | Self::FedBack => "H-10",
+            Self::Satisfied | Self::Judgement(_) => "H-14",
+            Self::SpecialFlag => "W-14",
+            Self::Withdrawn => "TK-LEDGER",
+        }
+    }
+
+    /// Whether this closing needs no satisfaction: closing on answer / feedback
+    /// (H-10) happens before any callback; a withdrawal has none.
+    #[must_use]
+    pub fn allows_without_satisfaction(self) -> bool {
+        matches!(self, Self::Answered | Self::FedBack | Self::Withdrawn)
+    }
+}
+
+/// How an order was closed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closing {
+    /// Reason (carries the rule).
+    pub reason: CloseReason,
+    /// Free-text note (mandatory for judgement, special flag, withdrawal).
+    pub note: String,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+    /// Callbacks recorded before this closing: a sampled callback is allowed once per
+    /// closing (so a redone order can be sampled again).
+    pub callbacks_before: u32,
+}
+
+/// A pending extension request (W-12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExtensionRequest {
+    /// Requesting unit (its head decides).
+    pub unit: UnitId,
+    /// Working days added to the current feedback limit.
+    pub extra_working_days: u32,
+    /// Why.
+    pub reason: String,
+    /// When requested.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// One callback made.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallbackRecord {
+    /// First or second.
+    pub round: CallbackRound,
+    /// Caller's satisfaction.
+    pub satisfaction: Satisfaction,
+    /// When.
+    pub at: DateTime<FixedOffset>,
+}
+
+/// A reminder already raised (so the scheduler does not repeat it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IssuedReminder {
+    /// Which deadline.
+    pub deadline: super::deadlines::DeadlineKind,
+    /// Yellow or red.
+    pub level: super::deadlines::ReminderLevel,
+    /// The deadline instant it was raised for (an extension moves it).
+    pub due: DateTime<FixedOffset>,
+}
+
+/// The work order as derived from its events ([`Order::replay`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    /// Identifier.
+    pub id: OrderId,
+    /// Number of events applied (optimistic-concurrency version).
+    pub version: u64,
+    /// Lifecycle state.
+    pub state: State,
+    /// Intake fields (category / area may be corrected at dispatch).
+    pub fields: OrderFields,
+    /// Unit whose dispatchers handle the order (the city center, or higher after a
+    /// return upward).
+    pub dispatch_unit: Option<UnitId>,
+    /// Units currently handling.
+    pub assignments: Vec<Assignment>,
+    /// The first unit to sign: replies for all (W-11).
+    pub lead_unit: Option<UnitId>,
+    /// Deadlines, computed at creation and on extension.
+    pub deadlines: Option<Deadlines>,
+    /// Pending extension request.
+    pub pending_extension: Option<ExtensionRequest>,
+    /// Reply drafted for review.
+    pub draft_reply: Option<String>,
+    /// Reply given (or the agent's direct answer).
+    pub reply: Option<String>,
+    /// First dispatch (for transfer timeliness).
+    pub dispatched_at: Option<DateTime<FixedOffset>>,
+    /// First answer / feedback to the caller (办结 for timeliness); a redo does not
+    /// reset it.
+    pub completed_at: Option<DateTime<FixedOffset>>,
+    /// Units that returned the order, in order (W-10).
+    pub returned_by: Vec<UnitId>,
+    /// Redo count (H-14).
+    pub redo_count: u32,
+    /// Callbacks made.
+    pub callbacks: Vec<CallbackRecord>,
+    /// Latest satisfaction.
+    pub satisfaction: Option<Satisfaction>,
+    /// Supervising unit doing the second callback.
+    pub second_callback_unit: Option<UnitId>,
+    /// Special flag for study (W-14).
+    pub special_flag: bool,
+    /// Closing, while closed.
+    pub closing: Option<Closing>,
+    /// Reminders raised.
+    pub reminders: Vec<IssuedReminder>,
+    /// Supervision presses (督办).
+    pub supervisions: u32,
+    /// Time of the last event (no back-dating).
+    pub last_event_at: Option<DateTime<FixedOffset>>,
+}
+
+impl Order {
+    /// A blank order to apply [`super::Command::Create`] to.
+    #[must_use]
+    pub fn new(id: OrderId) -> Self {
+        Self {
+            id,
+            ..Self::default()
+        }
+    }
+
+    /// Whether the order has been created (has events).
+    #[must_use]
+    pub fn exists(&self) -> bool {
+        self.version > 0
+    }
+
+    /// Units with a live assignment.
+    pub fn active_units(&self) -> impl Iterator<Item = &UnitId> {
+        self.assignments.iter().map(|a| &a.unit)
+    }
+
+    /// Whether `unit` currently has the order.
+    #[must_use]
+    pub fn is_assigned_to(&self, unit: &UnitId) -> bool {
+        self.assignments.iter().any(|a| &a.unit == unit)
+    }
+}

@@ -1,0 +1,881 @@
+//! The pure transition function [`apply`]: checks role, unit scope, time and state,
+//! then returns the events a command produces and the order folded with them.
+
+use chrono::{DateTime, FixedOffset};
+
+use crate::calendar::Calendar;
+
+use super::command::{CallbackOutcome, Command, Decision};
+use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, FEEDBACK_CAP_WORKING_DAYS};
+use super::event::{DispatchMode, Event, EventKind};
+use super::model::{
+    Actor, AssignmentStatus, CallbackRound, Category, CloseReason, ExtensionRequest, Order,
+    RedoTarget, Role, Satisfaction, State, Urgency,
+};
+use super::routing::RoutingRules;
+use super::units::{UnitId, UnitKind, UnitTree};
+
+/// Pure data the transition function consults.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Working-day calendar.
+    pub calendar: &'a Calendar,
+    /// Units.
+    pub units: &'a UnitTree,
+    /// Automatic routing.
+    pub routing: &'a RoutingRules,
+}
+
+/// Why a command was refused. Role and scope errors are distinct from state errors.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    /// The command is not allowed in this state (or for this category).
+    #[error("{command} is not allowed in state {state} (rule {rule})")]
+    NotAllowed {
+        /// Current state.
+        state: State,
+        /// Command refused.
+        command: &'static str,
+        /// Rule that forbids it.
+        rule: &'static str,
+    },
+    /// None of the actor's roles may issue this command.
+    #[error("{command} needs one of the roles {needed:?}; the actor has {held:?}")]
+    RoleNotPermitted {
+        /// Command refused.
+        command: &'static str,
+        /// Roles that may.
+        needed: Vec<Role>,
+        /// Roles held.
+        held: Vec<Role>,
+    },
+    /// The actor's role may, but not from its unit on this order.
+    #[error("{command}: unit {unit} has no authority over this order (rule {rule})")]
+    OutOfScope {
+        /// Command refused.
+        command: &'static str,
+        /// Actor's unit.
+        unit: UnitId,
+        /// Rule.
+        rule: &'static str,
+    },
+    /// A required text (reason, note, answer) is empty.
+    #[error("{command} needs a non-empty {field} (rule {rule})")]
+    MissingText {
+        /// Command refused.
+        command: &'static str,
+        /// Field.
+        field: &'static str,
+        /// Rule.
+        rule: &'static str,
+    },
+    /// The order does not exist yet.
+    #[error("order does not exist; create it first")]
+    NotCreated,
+    /// Create on an existing order.
+    #[error("order already exists")]
+    AlreadyExists,
+    /// A unit id that is not in the tree.
+    #[error("unknown unit {0}")]
+    UnknownUnit(UnitId),
+    /// The order's city is not a city unit.
+    #[error("{0} is not a city")]
+    NotACity(UnitId),
+    /// Dispatch to no unit.
+    #[error("dispatch needs at least one unit")]
+    NoUnits,
+    /// `received_at` after the moment of registration.
+    #[error("received_at {received_at} is after now {now}")]
+    ReceivedInFuture {
+        /// Given receipt time.
+        received_at: DateTime<FixedOffset>,
+        /// Now.
+        now: DateTime<FixedOffset>,
+    },
+    /// `now` before the last event: history cannot be back-dated (TK-LEDGER).
+    #[error("now {now} is before the order's last event at {last} (rule TK-LEDGER)")]
+    TimeWentBackwards {
+        /// Last event time.
+        last: DateTime<FixedOffset>,
+        /// Now.
+        now: DateTime<FixedOffset>,
+    },
+    /// Extension asked after the current limit (W-12).
+    #[error("extension must be asked before the limit {deadline} (rule TK-EXTEND)")]
+    ExtensionTooLate {
+        /// Current limit.
+        deadline: DateTime<FixedOffset>,
+    },
+    /// Extension beyond 15 working days from receipt (H-9).
+    #[error(
+        "extension to {requested_working_days} working days exceeds the cap of {cap_working_days} (rule TK-EXTEND)"
+    )]
+    ExtensionBeyondCap {
+        /// Total asked.
+        requested_working_days: u32,
+        /// Cap.
+        cap_working_days: u32,
+    },
+    /// Extension of zero days.
+    #[error("an extension must add at least one working day")]
+    ExtensionZero,
+    /// A request is already waiting for the unit head.
+    #[error("an extension request is already pending")]
+    ExtensionAlreadyPending,
+    /// Nothing to decide.
+    #[error("no extension request is pending")]
+    NoPendingExtension,
+    /// Redo aimed at the agent for an order handled by a unit, or vice versa.
+    #[error("redo target {target:?} does not fit: the order was answered {answered_by}")]
+    RedoTargetMismatch {
+        /// Target asked.
+        target: RedoTarget,
+        /// Who answered.
+        answered_by: &'static str,
+    },
+    /// The order has no such limit (e.g. callback limit of a non-urgent order).
+    #[error("the order has no {0:?} deadline")]
+    NoDeadline(DeadlineKind),
+}
+
+/// Where a role's authority must reach for a command.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Scope {
+    /// Actor's unit covers the order's city.
+    City,
+    /// Actor's unit covers the order's dispatch center.
+    Dispatch,
+    /// Actor's unit is one the order is dispatched to.
+    Assigned,
+    /// Actor's unit is the lead unit.
+    Lead,
+    /// Actor's unit covers the lead unit (competent department).
+    Reviewer,
+    /// Actor's unit is the one that asked for the pending extension.
+    ExtensionUnit,
+    /// Actor's unit covers the city, the dispatch center or a handling unit.
+    Subtree,
+    /// First callback: covers the city; second: covers the supervising unit.
+    Callback,
+    /// Second callback only: covers the supervising unit.
+    SecondCallback,
+    /// Anywhere.
+    Any,
+}
+
+fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
+    use Role::{
+        Agent, CallbackStaff, Dispatcher, ProvinceAdmin, Reviewer, Supervisor, System, UnitHandler,
+        UnitHead,
+    };
+    use Scope::{
+        Any, Assigned, Callback, City, Dispatch, ExtensionUnit, Lead, SecondCallback, Subtree,
+    };
+    match command {
+        Command::Create { .. } => (
+            &[(Agent, City), (Dispatcher, City), (System, Any)],
+            "TK-INTAKE",
+        ),
+        Command::Submit => (
+            &[(Agent, City), (Dispatcher, Dispatch), (System, Any)],
+            "TK-INTAKE",
+        ),
+        Command::AnswerDirectly { .. } => (&[(Agent, City)], "H-8"),
+        Command::Dispatch { .. } => (&[(Dispatcher, Dispatch)], "TK-ROUTE"),
+        Command::ReturnUpward { .. } => (&[(Dispatcher, Dispatch)], "TK-RETURN"),
+        Command::Sign | Command::AddNote { .. } => (
+            &[(UnitHandler, Assigned), (UnitHead, Assigned)],
+            "TK-COHANDLE",
+        ),
+        Command::Return { .. } => (
+            &[(UnitHandler, Assigned), (UnitHead, Assigned)],
+            "TK-RETURN",
+        ),
+        Command::Start
+        | Command::DraftReply { .. }
+        | Command::Reply { .. }
+        | Command::SendReviewedReply => (&[(UnitHandler, Lead), (UnitHead, Lead)], "TK-COHANDLE"),
+        Command::RequestExtension { .. } => (&[(UnitHandler, Lead), (UnitHead, Lead)], "TK-EXTEND"),
+        Command::DecideExtension { .. } => (&[(UnitHead, ExtensionUnit)], "TK-EXTEND"),
+        Command::Review { .. } => (&[(Reviewer, Scope::Reviewer)], "TK-REVIEW"),
+        Command::FeedBack { .. } => (
+            &[
+                (UnitHandler, Lead),
+                (UnitHead, Lead),
+                (Agent, City),
+                (CallbackStaff, City),
+            ],
+            "TK-CLOSE",
+        ),
+        Command::RecordCallback { .. } => (
+            &[(CallbackStaff, Callback), (Supervisor, SecondCallback)],
+            "TK-VISIT",
+        ),
+        Command::Remind { .. } => (
+            &[(Dispatcher, Dispatch), (System, Any), (ProvinceAdmin, Any)],
+            "TK-REMIND",
+        ),
+        Command::Supervise { .. } => (
+            &[(Supervisor, Subtree), (ProvinceAdmin, Any)],
+            "TK-SUPERVISE",
+        ),
+        Command::Withdraw { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "TK-LEDGER"),
+        Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
+    }
+}
+
+fn in_scope(
+    scope: Scope,
+    actor: &Actor,
+    order: &Order,
+    command: &Command,
+    units: &UnitTree,
+) -> bool {
+    let covers = |target: &UnitId| units.covers(&actor.unit, target);
+    let city = match command {
+        Command::Create { fields } => &fields.city,
+        _ => &order.fields.city,
+    };
+    match scope {
+        Scope::Any => true,
+        Scope::City => covers(city),
+        Scope::Dispatch => order.dispatch_unit.as_ref().is_some_and(covers),
+        Scope::Assigned => order.is_assigned_to(&actor.unit),
+        Scope::Lead => order.lead_unit.as_ref() == Some(&actor.unit),
+        Scope::Reviewer => order.lead_unit.as_ref().is_some_and(covers),
+        Scope::ExtensionUnit => order
+            .pending_extension
+            .as_ref()
+            .is_some_and(|request| request.unit == actor.unit),
+        Scope::Subtree => {
+            covers(city)
+                || order.dispatch_unit.as_ref().is_some_and(covers)
+                || order.active_units().any(covers)
+        }
+        Scope::Callback => match order.state {
+            State::SecondCallback => order.second_callback_unit.as_ref().is_some_and(covers),
+            _ => covers(city),
+        },
+        Scope::SecondCallback => {
+            order.state == State::SecondCallback
+                && order.second_callback_unit.as_ref().is_some_and(covers)
+        }
+    }
+}
+
+/// Picks the role under which the actor may issue the command.
+fn authorize(
+    actor: &Actor,
+    order: &Order,
+    command: &Command,
+    units: &UnitTree,
+) -> Result<Role, TransitionError> {
+    let (allowed, rule) = permissions(command);
+    let mut role_matched = false;
+    for (role, scope) in allowed {
+        if actor.roles.contains(role) {
+            role_matched = true;
+            if in_scope(*scope, actor, order, command, units) {
+                return Ok(*role);
+            }
+        }
+    }
+    if role_matched {
+        Err(TransitionError::OutOfScope {
+            command: command.name(),
+            unit: actor.unit.clone(),
+            rule,
+        })
+    } else {
+        Err(TransitionError::RoleNotPermitted {
+            command: command.name(),
+            needed: allowed.iter().map(|(role, _)| *role).collect(),
+            held: actor.roles.clone(),
+        })
+    }
+}
+
+/// Builds events one by one, folding each into a working copy of the order.
+struct Emitter<'a> {
+    order: Order,
+    events: Vec<Event>,
+    actor: &'a Actor,
+    role: Role,
+    now: DateTime<FixedOffset>,
+}
+
+impl Emitter<'_> {
+    fn emit(&mut self, kind: EventKind) {
+        let actor = self.actor.clone();
+        let role = self.role;
+        self.emit_as(&actor, role, kind);
+    }
+
+    fn emit_as(&mut self, actor: &Actor, role: Role, kind: EventKind) {
+        let mut event = Event {
+            order_id: self.order.id.clone(),
+            seq: self.order.version.saturating_add(1),
+            at: self.now,
+            actor: actor.user_id.clone(),
+            role,
+            unit: actor.unit.clone(),
+            state_before: self.order.state,
+            state_after: self.order.state,
+            kind,
+        };
+        self.order.fold(&event);
+        event.state_after = self.order.state;
+        self.events.push(event);
+    }
+
+    /// After the caller got the answer / result: closed (H-10) unless the order is
+    /// urgent, which stays `fed_back` until its mandatory callback (H-11).
+    fn close_unless_urgent(&mut self, reason: CloseReason) {
+        if self.order.fields.urgency == Urgency::Normal {
+            self.emit(EventKind::Closed {
+                reason,
+                note: String::new(),
+            });
+        }
+    }
+}
+
+fn require_text(
+    text: &str,
+    command: &Command,
+    field: &'static str,
+    rule: &'static str,
+) -> Result<String, TransitionError> {
+    let trimmed = text.trim();
+    if trimmed.is_empty() {
+        Err(TransitionError::MissingText {
+            command: command.name(),
+            field,
+            rule,
+        })
+    } else {
+        Ok(trimmed.to_owned())
+    }
+}
+
+fn not_allowed(order: &Order, command: &Command, rule: &'static str) -> TransitionError {
+    TransitionError::NotAllowed {
+        state: order.state,
+        command: command.name(),
+        rule,
+    }
+}
+
+/// Rule cited when a command comes at the wrong point of the lifecycle.
+const LIFECYCLE: &str = "TK-LIFECYCLE";
+
+/// Applies `command` by `actor` at `now` to `order`.
+///
+/// Returns the new order and the events to append (in order); the new order equals
+/// `order` folded with those events, so `Order::replay(all events)` rebuilds it.
+///
+/// # Errors
+/// [`TransitionError`]: role/scope errors (`RoleNotPermitted`, `OutOfScope`), state
+/// errors (`NotAllowed` naming state and rule), missing reasons, back-dating, and
+/// the extension, unit and redo checks.
+pub fn apply(
+    order: &Order,
+    command: Command,
+    actor: &Actor,
+    now: DateTime<FixedOffset>,
+    ctx: &Context<'_>,
+) -> Result<(Order, Vec<Event>), TransitionError> {
+    match (&command, order.exists()) {
+        (Command::Create { .. }, true) => return Err(TransitionError::AlreadyExists),
+        (Command::Create { .. }, false) => {}
+        (_, false) => return Err(TransitionError::NotCreated),
+        (_, true) => {}
+    }
+    let role = authorize(actor, order, &command, ctx.units)?;
+    if let Some(last) = order.last_event_at {
+        if now < last {
+            return Err(TransitionError::TimeWentBackwards { last, now });
+        }
+    }
+    let mut out = Emitter {
+        order: order.clone(),
+        events: Vec::new(),
+        actor,
+        role,
+        now,
+    };
+    let state = order.state;
+    let before_completion = matches!(
+        state,
+        State::Signed | State::InProgress | State::ReplyDrafted | State::Reviewed
+    );
+    match &command {
+        Command::Create { fields } => {
+            match ctx.units.get(&fields.city) {
+                None => return Err(TransitionError::UnknownUnit(fields.city.clone())),
+                Some(unit) if unit.kind != UnitKind::City => {
+                    return Err(TransitionError::NotACity(fields.city.clone()));
+                }
+                Some(_) => {}
+            }
+            if let Some(unknown) = fields
+                .units_involved
+                .iter()
+                .find(|u| !ctx.units.contains(u))
+            {
+                return Err(TransitionError::UnknownUnit(unknown.clone()));
+            }
+            if fields.received_at > now {
+                return Err(TransitionError::ReceivedInFuture {
+                    received_at: fields.received_at,
+                    now,
+                });
+            }
+            out.emit(EventKind::Created {
+                fields: Box::new(fields.clone()),
+                deadlines: Deadlines::compute(ctx.calendar, fields.received_at, fields.urgency),
+                dispatch_unit: fields.city.clone(),
+            });
+        }
+        Command::Submit => {
+            if state != State::Draft {
+                return Err(not_allowed(order, &command, LIFECYCLE));
+            }
+            out.emit(EventKind::Submitted);
+            let routed = ctx
+                .routing
+                .route(&out.order)
+                .filter(|unit| ctx.units.contains(unit));
+            if let (Some(unit), Some(center)) = (routed, out.order.dispatch_unit.clone()) {
+                let system = Actor::system(center);
+                let kind = EventKind::Dispatched {
+                    units: vec![unit],
+                    category: out.order.fields.category,
+                    area: out.order.fields.area,
+                    mode: DispatchMode::Automatic,
+                };
+                out.emit_as(&system, Role::System, kind);
+            }
+        }
+        Command::AnswerDirectly { answer } => {
+            if !matches!(state, State::Draft | State::PendingDispatch) {
+                return Err(not_allowed(order, &command, LIFECYCLE));
+            }
+            if order.fields.category != Category::Consultation {
+                return Err(not_allowed(order, &command, "H-8"));
+            }
+            let answer = require_text(answer, &command, "answer", "H-8")?;
+            out.emit(EventKind::AnsweredDirectly { answer });
+            out.close_unless_urgent(CloseReason::Answered);
+        }
+        Command::Dispatch {
+            units,
+            category,
+            area,
+        } => {
+            if state != State::PendingDispatch {
+                return Err(not_allowed(order, &command, "TK-ROUTE"));
+            }
+            let mut chosen: Vec<UnitId> = Vec::new();
+            for unit in units {
+                if !ctx.units.contains(unit) {
+                    return Err(TransitionError::UnknownUnit(unit.clone()));
+                }
+                if !chosen.contains(unit) {
+                    chosen.push(unit.clone());
+                }
+            }
+            if chosen.is_empty() {
+                return Err(TransitionError::NoUnits);
+            }
+            out.emit(EventKind::Dispatched {
+                units: chosen,
+                category: category.unwrap_or(order.fields.category),
+                area: area.unwrap_or(order.fields.area),
+                mode: DispatchMode::Manual,
+            });
+        }
+        Command::ReturnUpward { reason } => {
+            if state != State::PendingDispatch {
+                return Err(not_allowed(order, &command, "TK-RETURN"));
+            }
+            let reason = require_text(reason, &command, "reason", "TK-RETURN")?;
+            let Some(to_unit) = order
+                .dispatch_unit
+                .as_ref()
+                .and_then(|unit| ctx.units.parent(unit))
+                .cloned()
+            else {
+                return Err(not_allowed(order, &command, "H-13-3"));
+            };
+            out.emit(EventKind::ReturnedUpward { to_unit, reason });
+        }
+        Command::Sign => {
+            let assigned_unsigned = order
+                .assignments
+                .iter()
+                .any(|a| a.unit == actor.unit && a.status == AssignmentStatus::Assigned);
+            if !(state == State::Dispatched || before_completion) || !assigned_unsigned {
+                return Err(not_allowed(order, &command, "TK-COHANDLE"));
+            }
+            out.emit(EventKind::Signed {
+                unit: actor.unit.clone(),
+                lead: order.lead_unit.is_none(),
+            });
+        }
+        Command::Return { reason } => {
+            let is_lead = order.lead_unit.as_ref() == Some(&actor.unit);
+            let unsigned = order
+                .assignments
+                .iter()
+                .any(|a| a.unit == actor.unit && a.status == AssignmentStatus::Assigned);
+            let allowed = if is_lead {
+                matches!(state, State::Signed | State::InProgress)
+            } else {
+                unsigned && (state == State::Dispatched || before_completion)
+            };
+            if !allowed {
+                return Err(not_allowed(order, &command, "TK-RETURN"));
+            }
+            let reason = require_text(reason, &command, "reason", "TK-RETURN")?;
+            let others_left = order.assignments.iter().any(|a| a.unit != actor.unit);
+            out.emit(EventKind::Returned {
+                unit: actor.unit.clone(),
+                reason,
+                back_to_dispatch: is_lead || !others_left,
+            });
+        }
+        Command::Start => {
+            if state != State::Signed {
+                return Err(not_allowed(order, &command, LIFECYCLE));
+            }
+            out.emit(EventKind::Started);
+        }
+        Command::RequestExtension {
+            extra_working_days,
+            reason,
+        } => {
+            if !before_completion || order.completed_at.is_some() {
+                return Err(not_allowed(order, &command, "TK-EXTEND"));
+            }
+            if order.pending_extension.is_some() {
+                return Err(TransitionError::ExtensionAlreadyPending);
+            }
+            let Some(deadlines) = order.deadlines else {
+                return Err(TransitionError::NoDeadline(DeadlineKind::Feedback));
+            };
+            if now >= deadlines.feedback.due.at {
+                return Err(TransitionError::ExtensionTooLate {
+                    deadline: deadlines.feedback.due.at,
+                });
+            }
+            if *extra_working_days == 0 {
+                return Err(TransitionError::ExtensionZero);
+            }
+            let total = deadlines
+                .feedback_working_days
+                .saturating_add(*extra_working_days);
+            if total > FEEDBACK_CAP_WORKING_DAYS {
+                return Err(TransitionError::ExtensionBeyondCap {
+                    requested_working_days: total,
+                    cap_working_days: FEEDBACK_CAP_WORKING_DAYS,
+                });
+            }
+            let reason = require_text(reason, &command, "reason", "TK-EXTEND")?;
+            out.emit(EventKind::ExtensionRequested {
+                request: ExtensionRequest {
+                    unit: actor.unit.clone(),
+                    extra_working_days: *extra_working_days,
+                    reason,
+                    at: now,
+                },
+            });
+        }
+        Command::DecideExtension { decision, reason } => {
+            // Scope already required a pending request from the head's own unit.
+            let (Some(request), Some(deadlines)) = (&order.pending_extension, order.deadlines)
+            else {
+                return Err(TransitionError::NoPendingExtension);
+            };
+            if state == State::Closed {
+                return Err(not_allowed(order, &command, "TK-EXTEND"));
+            }
+            match decision {
+                Decision::Approve => {
+                    let total = deadlines
+                        .feedback_working_days
+                        .saturating_add(request.extra_working_days)
+                        .min(FEEDBACK_CAP_WORKING_DAYS);
+                    let received_at = order.fields.received_at;
+                    let mut feedback =
+                        DeadlineWindow::working_days(ctx.calendar, received_at, total);
+                    // The cap was stored at creation; never go past it even if the
+                    // calendar data changed since.
+                    if feedback.due.at > deadlines.feedback_cap.at {
+                        feedback.due = deadlines.feedback_cap;
+                    }
+                    out.emit(EventKind::ExtensionApproved {
+                        feedback,
+                        feedback_working_days: total,
+                        reason: reason.trim().to_owned(),
+                    });
+                }
+                Decision::Reject => {
+                    let reason = require_text(reason, &command, "reason", "TK-EXTEND")?;
+                    out.emit(EventKind::ExtensionRejected { reason });
+                }
+            }
+        }
+        Command::DraftReply { text } => {
+            if !order.fields.category.needs_review() {
+                return Err(not_allowed(order, &command, "TK-REVIEW"));
+            }
+            if state != State::InProgress {
+                return Err(not_allowed(order, &command, LIFECYCLE));
+            }
+            let text = require_text(text, &command, "text", "TK-REVIEW")?;
+            out.emit(EventKind::ReplyDrafted { text });
+        }
+        Command::Review { decision, reason } => {
+            if state != State::ReplyDrafted {
+                return Err(not_allowed(order, &command, "TK-REVIEW"));
+            }
+            match decision {
+                Decision::Approve => out.emit(EventKind::ReviewApproved {
+                    reason: reason.trim().to_owned(),
+                }),
+                Decision::Reject => {
+                    let reason = require_text(reason, &command, "reason", "TK-REVIEW")?;
+                    out.emit(EventKind::ReviewRejected { reason });
+                }
+            }
+        }
+        Command::Reply { text } => {
+            if order.fields.category.needs_review() {
+                return Err(not_allowed(order, &command, "TK-REVIEW"));
+            }
+            if state != State::InProgress {
+                return Err(not_allowed(order, &command, LIFECYCLE));
+            }
+            let text = require_text(text, &command, "text", "TK-CLOSE")?;
+            out.emit(EventKind::Replied { text });
+            if order.fields.category == Category::Consultation {
+                // The unit's reply is the answer to the caller (H-10).
+                out.emit(EventKind::FedBack {
+                    note: "consultation answered by the unit".to_owned(),
+                });
+                out.close_unless_urgent(CloseReason::Answered);
+            }
+        }
+        Command::SendReviewedReply => {
+            if state != State::Reviewed {
+                return Err(not_allowed(order, &command, "TK-REVIEW"));
+            }
+            let text = order.draft_reply.clone().unwrap_or_default();
+            out.emit(EventKind::Replied { text });
+        }
+        Command::FeedBack { note } => {
+            if state != State::Replied {
+                return Err(not_allowed(order, &command, "TK-CLOSE"));
+            }
+            out.emit(EventKind::FedBack {
+                note: note.trim().to_owned(),
+            });
+            out.close_unless_urgent(CloseReason::FedBack);
+        }
+        Command::RecordCallback { outcome, note } => {
+            record_callback(order, &command, *outcome, note, ctx, &mut out)?;
+        }
+        Command::Remind {
+            deadline,
+            level,
+            note,
+        } => {
+            if matches!(state, State::Closed) {
+                return Err(not_allowed(order, &command, "TK-REMIND"));
+            }
+            let deadlines = order
+                .deadlines
+                .ok_or(TransitionError::NoDeadline(*deadline))?;
+            let window = match deadline {
+                DeadlineKind::Transfer => Some(deadlines.transfer),
+                DeadlineKind::Feedback => Some(deadlines.feedback),
+                DeadlineKind::Callback => deadlines.callback,
+            }
+            .ok_or(TransitionError::NoDeadline(*deadline))?;
+            out.emit(EventKind::Reminded {
+                deadline: *deadline,
+                level: *level,
+                due: window.due.at,
+                note: note.trim().to_owned(),
+            });
+        }
+        Command::Supervise { note } => {
+            if state == State::Closed {
+                return Err(not_allowed(order, &command, "TK-SUPERVISE"));
+            }
+            let note = require_text(note, &command, "note", "TK-SUPERVISE")?;
+            out.emit(EventKind::Supervised { note });
+        }
+        Command::AddNote { note } => {
+            if state == State::Closed {
+                return Err(not_allowed(order, &command, "TK-COHANDLE"));
+            }
+            let note = require_text(note, &command, "note", "TK-COHANDLE")?;
+            out.emit(EventKind::NoteAdded { note });
+        }
+        Command::RecomputeDeadlines => {
+            let current = order
+                .deadlines
+                .ok_or(TransitionError::NoDeadline(DeadlineKind::Feedback))?;
+            if state == State::Closed || !current.provisional() {
+                return Err(not_allowed(order, &command, "TK-DEADLINE"));
+            }
+            let received_at = order.fields.received_at;
+            let mut deadlines = Deadlines::compute(ctx.calendar, received_at, order.fields.urgency);
+            deadlines.feedback_working_days = current.feedback_working_days;
+            deadlines.feedback = DeadlineWindow::working_days(
+                ctx.calendar,
+                received_at,
+                current.feedback_working_days,
+            );
+            out.emit(EventKind::DeadlinesRecomputed { deadlines });
+        }
+        Command::Withdraw { reason } => {
+            if state == State::Closed {
+                return Err(not_allowed(order, &command, "TK-LEDGER"));
+            }
+            let reason = require_text(reason, &command, "reason", "TK-LEDGER")?;
+            out.emit(EventKind::Withdrawn {
+                reason: reason.clone(),
+            });
+            out.emit(EventKind::Closed {
+                reason: CloseReason::Withdrawn,
+                note: reason,
+            });
+        }
+    }
+    Ok((out.order, out.events))
+}
+
+/// Callback outcomes (H-14, W-14). First callbacks come on urgent orders waiting in
+/// `fed_back` (mandatory, H-11) or on closed orders (sampling, W-14/H-11); the
+/// second comes from the supervising unit in `second_callback`.
+fn record_callback(
+    order: &Order,
+    command: &Command,
+    outcome: CallbackOutcome,
+    note: &str,
+    ctx: &Context<'_>,
+    out: &mut Emitter<'_>,
+) -> Result<(), TransitionError> {
+    let round = match order.state {
+        State::FedBack => CallbackRound::First,
+        State::Closed => {
+            // Sampling applies to orders closed on answer / feedback (H-10), once per
+            // closing; other closings already came out of a callback.
+            let callbacks = u32::try_from(order.callbacks.len()).unwrap_or(u32::MAX);
+            let sampled_ok = order.closing.as_ref().is_some_and(|c| {
+                matches!(c.reason, CloseReason::Answered | CloseReason::FedBack)
+                    && c.callbacks_before == callbacks
+            });
+            if !sampled_ok {
+                return Err(not_allowed(order, command, "TK-VISIT"));
+            }
+            CallbackRound::First
+        }
+        State::SecondCallback => CallbackRound::Second,
+        _ => return Err(not_allowed(order, command, "TK-VISIT")),
+    };
+    let still_open = order.state != State::Closed;
+    match outcome {
+        CallbackOutcome::Satisfied => {
+            out.emit(EventKind::CallbackRecorded {
+                round,
+                satisfaction: Satisfaction::Satisfied,
+                note: note.trim().to_owned(),
+            });
+            if still_open {
+                out.emit(EventKind::Closed {
+                    reason: CloseReason::Satisfied,
+                    note: note.trim().to_owned(),
+                });
+            }
+        }
+        CallbackOutcome::ClosedOnJudgement {
+            satisfaction,
+            ground,
+        } => {
+            let note = require_text(note, command, "note", "TK-SATISFACTION")?;
+            out.emit(EventKind::CallbackRecorded {
+                round,
+                satisfaction,
+                note: note.clone(),
+            });
+            out.emit(EventKind::Closed {
+                reason: CloseReason::Judgement(ground),
+                note,
+            });
+        }
+        CallbackOutcome::Redo { target } => {
+            let note = require_text(note, command, "note", "TK-SATISFACTION")?;
+            match (target, order.lead_unit.is_some()) {
+                (RedoTarget::Agent, true) => {
+                    return Err(TransitionError::RedoTargetMismatch {
+                        target,
+                        answered_by: "by a unit",
+                    });
+                }
+                (RedoTarget::Unit, false) => {
+                    return Err(TransitionError::RedoTargetMismatch {
+                        target,
+                        answered_by: "directly by the agent",
+                    });
+                }
+                _ => {}
+            }
+            out.emit(EventKind::CallbackRecorded {
+                round,
+                satisfaction: Satisfaction::Dissatisfied,
+                note: note.clone(),
+            });
+            out.emit(EventKind::RedoOrdered {
+                target,
+                reason: note,
+            });
+        }
+        CallbackOutcome::Dissatisfied => {
+            let note = require_text(note, command, "note", "TK-SATISFACTION")?;
+            out.emit(EventKind::CallbackRecorded {
+                round,
+                satisfaction: Satisfaction::Dissatisfied,
+                note: note.clone(),
+            });
+            match round {
+                CallbackRound::First => {
+                    let handled_by = order
+                        .lead_unit
+                        .clone()
+                        .or_else(|| order.dispatch_unit.clone())
+                        .unwrap_or_else(|| order.fields.city.clone());
+                    let to_unit = ctx.units.parent(&handled_by).cloned().unwrap_or(handled_by);
+                    let report_due = ctx.calendar.add_working_days(out.now, 1);
+                    out.emit(EventKind::EscalatedForSecondCallback {
+                        to_unit,
+                        report_due,
+                    });
+                }
+                CallbackRound::Second => {
+                    out.emit(EventKind::SpecialFlagged {
+                        reason: note.clone(),
+                    });
+                    out.emit(EventKind::Closed {
+                        reason: CloseReason::SpecialFlag,
+                        note,
+                    });
+                }
+            }
+        }
+    }
+    Ok(())
+}
