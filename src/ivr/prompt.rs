@@ -1,0 +1,173 @@
+//! Prompt references: what the IVR asks the media layer to play.
+//!
+//! A prompt is a WAV file `config/prompts/<lang>/<id>.wav` (8 kHz mono 16-bit), whose
+//! text lives in `config/prompts/<lang>/prompts.toml` so a city can record its own.
+//! Spoken numbers are assembled from the digit prompts `digit_0`..`digit_9`, `liang`
+//! (两), `shi` (十) and `bai` (百).
+
+use serde::{Deserialize, Serialize};
+
+/// Id of one prompt file, e.g. `greeting` → `greeting.wav`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct PromptId(pub String);
+
+impl PromptId {
+    /// A prompt id from text.
+    #[must_use]
+    pub fn new(id: impl Into<String>) -> Self {
+        Self(id.into())
+    }
+
+    /// The id as text (also the WAV file stem).
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Display for PromptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One element of a sequence to play.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptRef {
+    /// A recorded prompt file.
+    Prompt(PromptId),
+    /// A number spoken in Mandarin (expand with [`number_prompts`]).
+    Number(u32),
+}
+
+impl PromptRef {
+    /// Shorthand for [`PromptRef::Prompt`].
+    #[must_use]
+    pub fn prompt(id: &str) -> Self {
+        Self::Prompt(PromptId::new(id))
+    }
+}
+
+/// Prompt ids used to speak numbers.
+pub const NUMBER_PROMPT_IDS: [&str; 13] = [
+    "digit_0", "digit_1", "digit_2", "digit_3", "digit_4", "digit_5", "digit_6", "digit_7",
+    "digit_8", "digit_9", "liang", "shi", "bai",
+];
+
+fn digit(d: u32) -> PromptId {
+    PromptId(format!("digit_{}", d % 10))
+}
+
+/// The prompt files that speak `n` in Mandarin: 2 → 两, 12 → 十二, 25 → 二十五,
+/// 105 → 一百零五, 110 → 一百一十, 200 → 两百. Numbers of 1000 and above are read
+/// digit by digit (queue positions and clock times never get there).
+#[must_use]
+pub fn number_prompts(n: u32) -> Vec<PromptId> {
+    let word = |id: &str| PromptId::new(id);
+    match n {
+        2 => vec![word("liang")],
+        0..=9 => vec![digit(n)],
+        10..=19 => {
+            let mut out = vec![word("shi")];
+            if n % 10 != 0 {
+                out.push(digit(n % 10));
+            }
+            out
+        }
+        20..=99 => {
+            let mut out = vec![digit(n / 10), word("shi")];
+            if n % 10 != 0 {
+                out.push(digit(n % 10));
+            }
+            out
+        }
+        100..=999 => {
+            let hundreds = n / 100;
+            let mut out = if hundreds == 2 {
+                vec![word("liang"), word("bai")]
+            } else {
+                vec![digit(hundreds), word("bai")]
+            };
+            let rest = n % 100;
+            if rest == 0 {
+                return out;
+            }
+            if rest < 10 {
+                out.push(digit(0));
+                out.push(digit(rest));
+            } else {
+                // 110 is 一百一十: inside a larger number the tens digit 1 is spoken.
+                out.push(digit(rest / 10));
+                out.push(word("shi"));
+                if rest % 10 != 0 {
+                    out.push(digit(rest % 10));
+                }
+            }
+            out
+        }
+        _ => n
+            .to_string()
+            .chars()
+            .filter_map(|c| c.to_digit(10))
+            .map(digit)
+            .collect(),
+    }
+}
+
+/// Expands a play list into prompt files, numbers included.
+#[must_use]
+pub fn expand(list: &[PromptRef]) -> Vec<PromptId> {
+    list.iter()
+        .flat_map(|item| match item {
+            PromptRef::Prompt(id) => vec![id.clone()],
+            PromptRef::Number(n) => number_prompts(*n),
+        })
+        .collect()
+}
+
+/// The play list for a queue position announcement: "您前面还有" + n + "位来电人".
+#[must_use]
+pub fn queue_position(n: u32) -> Vec<PromptRef> {
+    vec![
+        PromptRef::prompt("queue_ahead"),
+        PromptRef::Number(n),
+        PromptRef::prompt("queue_callers"),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spoken(n: u32) -> Vec<String> {
+        number_prompts(n).into_iter().map(|p| p.0).collect()
+    }
+
+    #[test]
+    fn numbers_are_spoken_the_mandarin_way() {
+        assert_eq!(spoken(0), ["digit_0"]);
+        assert_eq!(spoken(2), ["liang"]);
+        assert_eq!(spoken(7), ["digit_7"]);
+        assert_eq!(spoken(10), ["shi"]);
+        assert_eq!(spoken(12), ["shi", "digit_2"]);
+        assert_eq!(spoken(20), ["digit_2", "shi"]);
+        assert_eq!(spoken(25), ["digit_2", "shi", "digit_5"]);
+        assert_eq!(spoken(100), ["digit_1", "bai"]);
+        assert_eq!(spoken(105), ["digit_1", "bai", "digit_0", "digit_5"]);
+        assert_eq!(spoken(110), ["digit_1", "bai", "digit_1", "shi"]);
+        assert_eq!(spoken(200), ["liang", "bai"]);
+        assert_eq!(spoken(999), ["digit_9", "bai", "digit_9", "shi", "digit_9"]);
+        assert_eq!(spoken(1234), ["digit_1", "digit_2", "digit_3", "digit_4"]);
+    }
+
+    #[test]
+    fn queue_position_wraps_the_number() {
+        let ids: Vec<String> = expand(&queue_position(3))
+            .into_iter()
+            .map(|p| p.0)
+            .collect();
+        assert_eq!(ids, ["queue_ahead", "digit_3", "queue_callers"]);
+    }
+}
