@@ -4,5 +4,6 @@
 //! carries out the actions (play, record, enqueue, hang up).
 
 pub mod city;
+pub mod flow;
 pub mod hours;
 pub mod prompt;
