@@ -347,7 +347,7 @@ impl CityResolver {
                     .map(|code| (area_code_with_zero(code), c.id.clone()))
             })
             .collect();
-        area_codes.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        area_codes.sort_by_key(|entry| std::cmp::Reverse(entry.0.len()));
         Ok(Self {
             cities: cities.to_vec(),
             numbers,

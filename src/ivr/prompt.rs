@@ -171,3 +171,105 @@ mod tests {
         assert_eq!(ids, ["queue_ahead", "digit_3", "queue_callers"]);
     }
 }
+
+#[cfg(test)]
+mod shipped_prompt_tests {
+    use std::collections::BTreeMap;
+    use std::path::{Path, PathBuf};
+
+    use crate::ivr::flow::IvrConfig;
+
+    /// Prompts made by the script from tones, not from text.
+    const SYNTHESIZED: [&str; 2] = ["beep", "hold_music"];
+
+    fn prompt_dir() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("config/prompts/zh")
+    }
+
+    /// (sample rate, channels, bits per sample, data bytes) from a RIFF/WAVE file.
+    fn wav_format(bytes: &[u8]) -> Option<(u32, u16, u16, u32)> {
+        let u16_at = |at: usize| Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?));
+        let u32_at = |at: usize| Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?));
+        if bytes.get(0..4)? != b"RIFF" || bytes.get(8..12)? != b"WAVE" {
+            return None;
+        }
+        let mut at = 12;
+        let mut format = None;
+        while at + 8 <= bytes.len() {
+            let id = bytes.get(at..at + 4)?;
+            let size = u32_at(at + 4)?;
+            let body = at + 8;
+            if id == b"fmt " {
+                let audio_format = u16_at(body)?;
+                if audio_format != 1 {
+                    return None;
+                }
+                format = Some((u32_at(body + 4)?, u16_at(body + 2)?, u16_at(body + 14)?));
+            } else if id == b"data" {
+                let (rate, channels, bits) = format?;
+                return Some((rate, channels, bits, size));
+            }
+            at = body + size as usize + (size as usize & 1);
+        }
+        None
+    }
+
+    #[test]
+    fn every_prompt_of_the_default_config_is_an_8khz_mono_16bit_wav() {
+        let dir = prompt_dir();
+        for id in IvrConfig::default().prompt_ids() {
+            let path = dir.join(format!("{id}.wav"));
+            let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let format = wav_format(&bytes);
+            let Some((rate, channels, bits, data)) = format else {
+                panic!("{}: not a PCM WAV", path.display());
+            };
+            assert_eq!((rate, channels, bits), (8000, 1, 16), "{}", path.display());
+            assert!(data >= 1600, "{}: shorter than 100 ms", path.display());
+        }
+    }
+
+    #[test]
+    fn every_spoken_prompt_has_its_text_in_prompts_toml() {
+        #[derive(serde::Deserialize)]
+        struct Texts {
+            prompts: BTreeMap<String, String>,
+        }
+        let path = prompt_dir().join("prompts.toml");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let texts: Texts = toml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+        for id in IvrConfig::default().prompt_ids() {
+            if SYNTHESIZED.contains(&id.as_str()) {
+                continue;
+            }
+            let spoken = texts.prompts.get(id.as_str());
+            assert!(
+                spoken.is_some_and(|t| !t.trim().is_empty()),
+                "{id} has no text in prompts.toml"
+            );
+        }
+        // 12348 must be written so it is read digit by digit.
+        for (id, spoken) in &texts.prompts {
+            assert!(!spoken.contains("12348"), "{id}: write 幺二三四八");
+        }
+        assert!(
+            texts
+                .prompts
+                .get("greeting")
+                .is_some_and(|g| g.contains("幺二三四八"))
+        );
+    }
+
+    #[test]
+    fn shipped_prompts_stay_small() {
+        let total: u64 = std::fs::read_dir(prompt_dir())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .filter_map(Result::ok)
+            .filter(|entry| entry.path().extension().is_some_and(|ext| ext == "wav"))
+            .filter_map(|entry| entry.metadata().ok())
+            .map(|meta| meta.len())
+            .sum();
+        assert!(total < 3_000_000, "prompts take {total} bytes");
+    }
+}
