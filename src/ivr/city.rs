@@ -414,8 +414,12 @@ impl CityResolver {
 
     /// A called number: configured exactly, or `<area code>12348`.
     fn by_called_number(&self, raw: &str) -> Option<CityId> {
-        let user = sip_user_part(raw);
-        let digits: String = user.chars().filter(char::is_ascii_digit).collect();
+        // National form, so `+8653112348` and `053112348` are the same number.
+        let digits = match national_number(sip_user_part(raw)) {
+            NationalNumber::Mobile(n) | NationalNumber::FixedLine(n) | NationalNumber::Other(n) => {
+                n
+            }
+        };
         if digits.is_empty() {
             return None;
         }
@@ -548,6 +552,10 @@ mod tests {
         );
         assert_eq!(
             r.resolve("sip:053112348@12348.sd.local", None, ""),
+            resolved("jinan", ResolvedBy::DialledNumber)
+        );
+        assert_eq!(
+            r.resolve("+86-531-12348", None, ""),
             resolved("jinan", ResolvedBy::DialledNumber)
         );
     }

@@ -23,11 +23,13 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::city::{CityId, ResolvedBy};
 use super::hours::{HOURS_PROMPT_IDS, OpenStatus};
 use super::prompt::{NUMBER_PROMPT_IDS, PromptId, PromptRef};
+use crate::calendar::{Calendar, Deadline};
 
 /// What the caller calls about (咨询 / 投诉 / 建议, H-8).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -271,6 +273,134 @@ impl Default for IvrConfig {
             survey: SurveyConfig::default(),
         }
     }
+}
+
+/// A problem in an [`IvrConfig`] (for `hotline check-config`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IvrConfigError {
+    /// A configured key is not a DTMF key (`0-9`, `*`, `#`).
+    #[error("{field}: {digit:?} is not a telephone key (0-9, *, #)")]
+    NotADtmfKey {
+        /// Setting concerned.
+        field: &'static str,
+        /// The character given.
+        digit: char,
+    },
+    /// Two menu entries (or an entry and the repeat / stop key) share a key.
+    #[error("{field}: key {digits:?} is used twice")]
+    DuplicateKey {
+        /// Setting concerned.
+        field: &'static str,
+        /// The key(s).
+        digits: String,
+    },
+    /// The main menu has no choices.
+    #[error("choices: the menu needs at least one choice")]
+    NoChoices,
+    /// A timeout or length of zero.
+    #[error("{field} must be greater than zero")]
+    Zero {
+        /// Setting concerned.
+        field: &'static str,
+    },
+}
+
+fn is_dtmf(key: char) -> bool {
+    key.is_ascii_digit() || key == '*' || key == '#'
+}
+
+impl IvrConfig {
+    /// Checks keys and timeouts.
+    ///
+    /// # Errors
+    /// The first [`IvrConfigError`] found.
+    pub fn validate(&self) -> Result<(), IvrConfigError> {
+        if self.choices.is_empty() {
+            return Err(IvrConfigError::NoChoices);
+        }
+        let keys = [
+            ("repeat_digit", self.repeat_digit),
+            ("stop_digit", self.stop_digit),
+            ("survey.satisfied_digit", self.survey.satisfied_digit),
+            (
+                "survey.basically_satisfied_digit",
+                self.survey.basically_satisfied_digit,
+            ),
+            ("survey.dissatisfied_digit", self.survey.dissatisfied_digit),
+        ]
+        .into_iter()
+        .chain(self.choices.iter().map(|c| ("choices", c.digit)))
+        .chain(
+            self.city_choices
+                .iter()
+                .flat_map(|c| c.digits.chars().map(|d| ("city_choices", d))),
+        );
+        for (field, digit) in keys {
+            if !is_dtmf(digit) {
+                return Err(IvrConfigError::NotADtmfKey { field, digit });
+            }
+        }
+        let mut menu_keys = vec![self.repeat_digit];
+        for choice in &self.choices {
+            if menu_keys.contains(&choice.digit) {
+                return Err(IvrConfigError::DuplicateKey {
+                    field: "choices",
+                    digits: choice.digit.to_string(),
+                });
+            }
+            menu_keys.push(choice.digit);
+        }
+        let survey = [
+            self.survey.satisfied_digit,
+            self.survey.basically_satisfied_digit,
+            self.survey.dissatisfied_digit,
+        ];
+        if survey
+            .iter()
+            .enumerate()
+            .any(|(i, d)| survey.get(..i).is_some_and(|before| before.contains(d)))
+        {
+            return Err(IvrConfigError::DuplicateKey {
+                field: "survey",
+                digits: survey.iter().collect(),
+            });
+        }
+        let mut city_keys: Vec<&str> = Vec::new();
+        for choice in &self.city_choices {
+            let digits = choice.digits.as_str();
+            if digits.is_empty() {
+                return Err(IvrConfigError::Zero {
+                    field: "city_choices.digits length",
+                });
+            }
+            if city_keys.contains(&digits) || digits.contains(self.stop_digit) {
+                return Err(IvrConfigError::DuplicateKey {
+                    field: "city_choices",
+                    digits: digits.to_owned(),
+                });
+            }
+            city_keys.push(digits);
+        }
+        for (field, value) in [
+            ("digit_timeout_ms", self.digit_timeout_ms),
+            ("inter_digit_timeout_ms", self.inter_digit_timeout_ms),
+            ("max_message_secs", self.max_message_secs),
+            ("survey.digit_timeout_ms", self.survey.digit_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err(IvrConfigError::Zero { field });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// When a voice message left at `received_at` must be called back: the end of the next
+/// working day under the calendar's counting rule (24:00 of the first working day after
+/// the day of receipt; provisional when that rests on a year without data).
+#[must_use]
+pub fn callback_due(calendar: &Calendar, received_at: DateTime<FixedOffset>) -> Deadline {
+    calendar.add_working_days(received_at, 1)
 }
 
 /// Prompts the queue plays (position announcements), shipped with the IVR prompts.

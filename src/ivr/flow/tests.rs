@@ -640,3 +640,121 @@ fn survey_hangup_after_answer_keeps_the_answer() {
     assert_eq!(sim.flow.result(), Some(SurveyResult::Dissatisfied));
     assert!(sim.flow.is_finished());
 }
+
+// ---- configuration checks, callback due, whole-call scenarios on real dates ----
+
+#[test]
+fn default_config_is_valid_and_bad_keys_are_rejected() {
+    assert_eq!(IvrConfig::default().validate(), Ok(()));
+    let mut config = IvrConfig::default();
+    config.repeat_digit = '1';
+    assert!(matches!(
+        config.validate(),
+        Err(IvrConfigError::DuplicateKey {
+            field: "choices",
+            ..
+        })
+    ));
+    let mut config = IvrConfig::default();
+    config.stop_digit = 'x';
+    assert!(matches!(
+        config.validate(),
+        Err(IvrConfigError::NotADtmfKey { digit: 'x', .. })
+    ));
+    let mut config = IvrConfig::default();
+    config.survey.dissatisfied_digit = '1';
+    assert!(matches!(
+        config.validate(),
+        Err(IvrConfigError::DuplicateKey {
+            field: "survey",
+            ..
+        })
+    ));
+    let mut config = IvrConfig::default();
+    config.city_choices.push(CityChoice {
+        digits: "3".to_owned(),
+        city: CityId::new("zibo"),
+    });
+    assert!(matches!(
+        config.validate(),
+        Err(IvrConfigError::DuplicateKey {
+            field: "city_choices",
+            ..
+        })
+    ));
+    let config = IvrConfig {
+        digit_timeout_ms: 0,
+        ..IvrConfig::default()
+    };
+    assert!(matches!(
+        config.validate(),
+        Err(IvrConfigError::Zero { .. })
+    ));
+    let config = IvrConfig {
+        choices: Vec::new(),
+        ..IvrConfig::default()
+    };
+    assert_eq!(config.validate(), Err(IvrConfigError::NoChoices));
+}
+
+const SHIPPED_CALENDAR: &str = include_str!("../../../config/calendar/cn-workdays.toml");
+
+fn calendar() -> crate::calendar::Calendar {
+    crate::calendar::Calendar::from_toml_str(SHIPPED_CALENDAR)
+        .unwrap_or_else(|e| panic!("shipped calendar must load: {e}"))
+}
+
+fn moment(text: &str) -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+}
+
+#[test]
+fn voice_message_callback_is_due_at_the_end_of_the_next_working_day() {
+    let cal = calendar();
+    // Tuesday evening before National Day 2025 → Thursday 10-09 24:00.
+    let due = callback_due(&cal, moment("2025-09-30T20:00:00+08:00"));
+    assert_eq!(due.display().to_string(), "2025-10-09T24:00+08:00");
+    assert!(!due.provisional);
+    // Friday 2026-02-13 evening → the make-up Saturday 02-14 is a working day.
+    let due = callback_due(&cal, moment("2026-02-13T20:00:00+08:00"));
+    assert_eq!(due.display().to_string(), "2026-02-14T24:00+08:00");
+    // New Year's Eve 2026 looks into 2027, which has no data yet.
+    assert!(callback_due(&cal, moment("2026-12-31T20:00:00+08:00")).provisional);
+}
+
+fn context_at(now: &str, has_duty_list: bool) -> CallCityInfo {
+    let hours = WorkingHours::default();
+    CallCityInfo {
+        city: CityId::new("jinan"),
+        open_status: hours.status(&calendar(), moment(now)),
+        has_duty_list,
+        hours_spoken: hours.spoken(),
+    }
+}
+
+#[test]
+fn make_up_saturday_2026_02_14_at_10_reaches_the_queue() {
+    let mut sim = Sim::new(
+        IvrConfig::default(),
+        Some(context_at("2026-02-14T10:00:00+08:00", false)),
+    )
+    .at_in_hours_menu();
+    sim.digit('2');
+    assert_eq!(
+        sim.done(),
+        vec![enqueue(CallCategory::Complaint, Urgency::Normal)]
+    );
+}
+
+#[test]
+fn national_day_and_evening_calls_get_the_after_hours_flow() {
+    for now in ["2025-10-01T10:00:00+08:00", "2025-06-10T20:00:00+08:00"] {
+        let mut sim =
+            Sim::new(IvrConfig::default(), Some(context_at(now, false))).at_after_hours_menu();
+        assert_eq!(
+            sim.digit('1'),
+            vec![play(&["voice_message_intro"])],
+            "{now}"
+        );
+    }
+}
