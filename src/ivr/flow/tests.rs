@@ -646,8 +646,10 @@ fn survey_hangup_after_answer_keeps_the_answer() {
 #[test]
 fn default_config_is_valid_and_bad_keys_are_rejected() {
     assert_eq!(IvrConfig::default().validate(), Ok(()));
-    let mut config = IvrConfig::default();
-    config.repeat_digit = '1';
+    let config = IvrConfig {
+        repeat_digit: '1',
+        ..IvrConfig::default()
+    };
     assert!(matches!(
         config.validate(),
         Err(IvrConfigError::DuplicateKey {
@@ -655,8 +657,10 @@ fn default_config_is_valid_and_bad_keys_are_rejected() {
             ..
         })
     ));
-    let mut config = IvrConfig::default();
-    config.stop_digit = 'x';
+    let config = IvrConfig {
+        stop_digit: 'x',
+        ..IvrConfig::default()
+    };
     assert!(matches!(
         config.validate(),
         Err(IvrConfigError::NotADtmfKey { digit: 'x', .. })
