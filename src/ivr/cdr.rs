@@ -73,6 +73,8 @@ pub struct CallDetailRecord {
     pub agent: Option<String>,
     /// Recording files (call recording, voice message).
     pub recordings: Vec<String>,
+    /// The work order opened for the call (draft or voice message), if any.
+    pub work_order: Option<String>,
     /// Satisfaction survey answer.
     pub survey: Option<SurveyResult>,
 }
@@ -126,6 +128,7 @@ impl CdrBuilder {
                 hung_up_first: None,
                 agent: None,
                 recordings: Vec::new(),
+                work_order: None,
                 survey: None,
             },
         }
@@ -211,6 +214,12 @@ impl CdrBuilder {
             self.record.hung_up_first = Some(party);
             self.record.end = Some(at);
         }
+        self
+    }
+
+    /// The work order opened for the call.
+    pub fn work_order(&mut self, id: impl Into<String>) -> &mut Self {
+        self.record.work_order = Some(id.into());
         self
     }
 
@@ -307,6 +316,7 @@ mod tests {
         b.after_hours()
             .category(CallCategory::Consultation, Urgency::Urgent)
             .voice_message("recordings/vm/call-1.wav")
+            .work_order("T-20260214-0001")
             .ivr_outcome(IvrOutcome::VoiceMessage)
             .hung_up(at("2026-02-14T20:03:00+08:00"), HangupParty::Caller);
         let cdr = b.finish(at("2026-02-14T20:03:00+08:00"));
@@ -315,6 +325,7 @@ mod tests {
             vec![CallPath::Ivr, CallPath::AfterHours, CallPath::VoiceMessage]
         );
         assert_eq!(cdr.recordings, vec!["recordings/vm/call-1.wav".to_owned()]);
+        assert_eq!(cdr.work_order.as_deref(), Some("T-20260214-0001"));
     }
 
     #[test]

@@ -214,6 +214,29 @@ mod shipped_prompt_tests {
         None
     }
 
+    fn header(rate: u32, channels: u16, bits: u16) -> Vec<u8> {
+        let mut h = b"RIFF\0\0\0\0WAVEfmt ".to_vec();
+        h.extend(16u32.to_le_bytes());
+        h.extend(1u16.to_le_bytes());
+        h.extend(channels.to_le_bytes());
+        h.extend(rate.to_le_bytes());
+        h.extend((rate * u32::from(channels) * u32::from(bits) / 8).to_le_bytes());
+        h.extend((channels * bits / 8).to_le_bytes());
+        h.extend(bits.to_le_bytes());
+        h.extend(b"data");
+        h.extend(4u32.to_le_bytes());
+        h.extend([0u8; 4]);
+        h
+    }
+
+    #[test]
+    fn wav_header_reader_sees_rate_channels_and_bits() {
+        assert_eq!(wav_format(&header(8000, 1, 16)), Some((8000, 1, 16, 4)));
+        assert_eq!(wav_format(&header(22050, 2, 8)), Some((22050, 2, 8, 4)));
+        assert_eq!(wav_format(b"RIFF\0\0\0\0AVI "), None);
+        assert_eq!(wav_format(&header(8000, 1, 16)[..30]), None);
+    }
+
     #[test]
     fn every_prompt_of_the_default_config_is_an_8khz_mono_16bit_wav() {
         let dir = prompt_dir();
