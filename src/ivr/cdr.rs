@@ -1,0 +1,366 @@
+//! Call detail records (CDR): one per call, stored in the database and listed by
+//! `GET /api/calls`. The call shell updates a [`CdrBuilder`] as the call proceeds and
+//! stores [`CdrBuilder::finish`] at the end.
+
+use chrono::{DateTime, FixedOffset};
+use serde::{Deserialize, Serialize};
+
+use super::city::{CityId, CityResolution, ResolvedBy};
+use super::flow::{CallCategory, IvrOutcome, SurveyResult, Urgency};
+
+/// A stage the call went through, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallPath {
+    /// Answered by the IVR (greeting, menus).
+    Ivr,
+    /// Outside working hours: the after-hours flow.
+    AfterHours,
+    /// Waited in the city's queue.
+    Queue,
+    /// Rang the after-hours duty list.
+    DutyList,
+    /// Left a voice message.
+    VoiceMessage,
+    /// The caller hung up before reaching an agent or leaving a message.
+    Abandoned,
+}
+
+/// Who ended the call first (`CALL-ETIQUETTE`: normally the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HangupParty {
+    /// The caller.
+    Caller,
+    /// The agent.
+    Agent,
+    /// The server (end of IVR, errors, shutdown).
+    System,
+}
+
+/// The record of one call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallDetailRecord {
+    /// The call's id (SIP Call-ID of the A-leg or a server id).
+    pub call_id: String,
+    /// Caller number as received.
+    pub caller: String,
+    /// Number dialled (Request-URI user).
+    pub dialled: String,
+    /// INVITE received.
+    pub arrival: DateTime<FixedOffset>,
+    /// Answered by the IVR (200 OK sent).
+    pub ivr_answer: Option<DateTime<FixedOffset>>,
+    /// Entered the queue.
+    pub queue_entry: Option<DateTime<FixedOffset>>,
+    /// An agent answered.
+    pub agent_answer: Option<DateTime<FixedOffset>>,
+    /// The call ended.
+    pub end: Option<DateTime<FixedOffset>>,
+    /// The city that handled the call.
+    pub city: Option<CityId>,
+    /// How the city was found.
+    pub city_resolved_by: Option<ResolvedBy>,
+    /// 咨询 / 投诉 / 建议.
+    pub category: Option<CallCategory>,
+    /// Urgency.
+    pub urgency: Option<Urgency>,
+    /// Stages, in order, each once.
+    pub path: Vec<CallPath>,
+    /// Who hung up first.
+    pub hung_up_first: Option<HangupParty>,
+    /// The agent who answered (id).
+    pub agent: Option<String>,
+    /// Recording files (call recording, voice message).
+    pub recordings: Vec<String>,
+    /// The work order opened for the call (draft or voice message), if any.
+    pub work_order: Option<String>,
+    /// Satisfaction survey answer.
+    pub survey: Option<SurveyResult>,
+}
+
+impl CallDetailRecord {
+    /// Time from queue entry to agent answer (or to the end when nobody answered).
+    #[must_use]
+    pub fn queue_wait(&self) -> Option<chrono::TimeDelta> {
+        let entered = self.queue_entry?;
+        let left = self.agent_answer.or(self.end)?;
+        Some(left - entered)
+    }
+
+    /// Time from agent answer to the end.
+    #[must_use]
+    pub fn talk_time(&self) -> Option<chrono::TimeDelta> {
+        Some(self.end? - self.agent_answer?)
+    }
+}
+
+/// Builds a [`CallDetailRecord`] as the call proceeds.
+#[derive(Debug, Clone)]
+pub struct CdrBuilder {
+    record: CallDetailRecord,
+}
+
+impl CdrBuilder {
+    /// Starts the record when the INVITE arrives.
+    #[must_use]
+    pub fn new(
+        call_id: impl Into<String>,
+        caller: impl Into<String>,
+        dialled: impl Into<String>,
+        arrival: DateTime<FixedOffset>,
+    ) -> Self {
+        Self {
+            record: CallDetailRecord {
+                call_id: call_id.into(),
+                caller: caller.into(),
+                dialled: dialled.into(),
+                arrival,
+                ivr_answer: None,
+                queue_entry: None,
+                agent_answer: None,
+                end: None,
+                city: None,
+                city_resolved_by: None,
+                category: None,
+                urgency: None,
+                path: Vec::new(),
+                hung_up_first: None,
+                agent: None,
+                recordings: Vec::new(),
+                work_order: None,
+                survey: None,
+            },
+        }
+    }
+
+    fn push_path(&mut self, step: CallPath) {
+        if !self.record.path.contains(&step) {
+            self.record.path.push(step);
+        }
+    }
+
+    /// The IVR answered the call.
+    pub fn ivr_answered(&mut self, at: DateTime<FixedOffset>) -> &mut Self {
+        self.record.ivr_answer.get_or_insert(at);
+        self.push_path(CallPath::Ivr);
+        self
+    }
+
+    /// The city was resolved (possibly again, after the city menu).
+    pub fn city(&mut self, resolution: &CityResolution) -> &mut Self {
+        self.record.city = Some(resolution.city.clone());
+        self.record.city_resolved_by = Some(resolution.how);
+        self
+    }
+
+    /// The call is outside the city's working hours.
+    pub fn after_hours(&mut self) -> &mut Self {
+        self.push_path(CallPath::AfterHours);
+        self
+    }
+
+    /// The caller chose (or was given) a category and urgency.
+    pub fn category(&mut self, category: CallCategory, urgency: Urgency) -> &mut Self {
+        self.record.category = Some(category);
+        self.record.urgency = Some(urgency);
+        self
+    }
+
+    /// The IVR handed over or ended; records the matching path step.
+    pub fn ivr_outcome(&mut self, outcome: IvrOutcome) -> &mut Self {
+        match outcome {
+            IvrOutcome::Enqueued => {}
+            IvrOutcome::DutyList => self.push_path(CallPath::DutyList),
+            IvrOutcome::VoiceMessage => self.push_path(CallPath::VoiceMessage),
+            IvrOutcome::SystemHangup | IvrOutcome::Abandoned => {}
+        }
+        self
+    }
+
+    /// The call entered the queue.
+    pub fn queued(&mut self, at: DateTime<FixedOffset>) -> &mut Self {
+        self.record.queue_entry.get_or_insert(at);
+        self.push_path(CallPath::Queue);
+        self
+    }
+
+    /// An agent (or duty agent) answered.
+    pub fn agent_answered(
+        &mut self,
+        at: DateTime<FixedOffset>,
+        agent: impl Into<String>,
+    ) -> &mut Self {
+        self.record.agent_answer.get_or_insert(at);
+        self.record.agent.get_or_insert_with(|| agent.into());
+        self
+    }
+
+    /// A recording file belongs to the call.
+    pub fn recording(&mut self, path: impl Into<String>) -> &mut Self {
+        self.record.recordings.push(path.into());
+        self
+    }
+
+    /// A voice message was left (recording path).
+    pub fn voice_message(&mut self, path: impl Into<String>) -> &mut Self {
+        self.push_path(CallPath::VoiceMessage);
+        self.recording(path)
+    }
+
+    /// Someone hung up; only the first one counts as "hung up first".
+    pub fn hung_up(&mut self, at: DateTime<FixedOffset>, party: HangupParty) -> &mut Self {
+        if self.record.hung_up_first.is_none() {
+            self.record.hung_up_first = Some(party);
+            self.record.end = Some(at);
+        }
+        self
+    }
+
+    /// The work order opened for the call.
+    pub fn work_order(&mut self, id: impl Into<String>) -> &mut Self {
+        self.record.work_order = Some(id.into());
+        self
+    }
+
+    /// The survey answer.
+    pub fn survey(&mut self, result: SurveyResult) -> &mut Self {
+        self.record.survey = Some(result);
+        self
+    }
+
+    /// The record so far.
+    #[must_use]
+    pub fn record(&self) -> &CallDetailRecord {
+        &self.record
+    }
+
+    /// The final record. A caller who hung up before any agent answered and without
+    /// leaving a message has `abandoned` appended to the path; a call never hung up
+    /// explicitly is closed at `at` by the system.
+    #[must_use]
+    pub fn finish(mut self, at: DateTime<FixedOffset>) -> CallDetailRecord {
+        if self.record.hung_up_first.is_none() {
+            self.hung_up(at, HangupParty::System);
+        }
+        let abandoned = self.record.hung_up_first == Some(HangupParty::Caller)
+            && self.record.agent_answer.is_none()
+            && !self.record.path.contains(&CallPath::VoiceMessage);
+        if abandoned {
+            self.push_path(CallPath::Abandoned);
+        }
+        self.record
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(text: &str) -> DateTime<FixedOffset> {
+        DateTime::parse_from_rfc3339(text).unwrap_or_else(|e| panic!("{text}: {e}"))
+    }
+
+    fn builder() -> CdrBuilder {
+        let mut b = CdrBuilder::new(
+            "call-1",
+            "13805310000",
+            "12348",
+            at("2026-02-14T10:00:00+08:00"),
+        );
+        b.ivr_answered(at("2026-02-14T10:00:01+08:00"))
+            .city(&CityResolution {
+                city: CityId::new("jinan"),
+                how: ResolvedBy::MobilePrefix,
+            });
+        b
+    }
+
+    #[test]
+    fn answered_call_records_times_waits_and_who_hung_up() {
+        let mut b = builder();
+        b.category(CallCategory::Complaint, Urgency::Normal)
+            .ivr_outcome(IvrOutcome::Enqueued)
+            .queued(at("2026-02-14T10:00:30+08:00"))
+            .agent_answered(at("2026-02-14T10:01:10+08:00"), "1001")
+            .recording("recordings/2026/02/14/call-1.wav")
+            .hung_up(at("2026-02-14T10:06:10+08:00"), HangupParty::Caller)
+            .hung_up(at("2026-02-14T10:06:11+08:00"), HangupParty::Agent)
+            .survey(SurveyResult::Satisfied);
+        let cdr = b.finish(at("2026-02-14T10:06:12+08:00"));
+        assert_eq!(cdr.path, vec![CallPath::Ivr, CallPath::Queue]);
+        assert_eq!(cdr.hung_up_first, Some(HangupParty::Caller));
+        assert_eq!(cdr.end, Some(at("2026-02-14T10:06:10+08:00")));
+        assert_eq!(cdr.queue_wait(), Some(chrono::TimeDelta::seconds(40)));
+        assert_eq!(cdr.talk_time(), Some(chrono::TimeDelta::seconds(300)));
+        assert_eq!(cdr.agent.as_deref(), Some("1001"));
+    }
+
+    #[test]
+    fn caller_leaving_the_queue_is_abandoned() {
+        let mut b = builder();
+        b.queued(at("2026-02-14T10:00:30+08:00"))
+            .hung_up(at("2026-02-14T10:02:00+08:00"), HangupParty::Caller);
+        let cdr = b.finish(at("2026-02-14T10:02:00+08:00"));
+        assert_eq!(
+            cdr.path,
+            vec![CallPath::Ivr, CallPath::Queue, CallPath::Abandoned]
+        );
+        assert_eq!(cdr.queue_wait(), Some(chrono::TimeDelta::seconds(90)));
+        assert_eq!(cdr.talk_time(), None);
+    }
+
+    #[test]
+    fn after_hours_voice_message_is_not_abandoned() {
+        let mut b = builder();
+        b.after_hours()
+            .category(CallCategory::Consultation, Urgency::Urgent)
+            .voice_message("recordings/vm/call-1.wav")
+            .work_order("T-20260214-0001")
+            .ivr_outcome(IvrOutcome::VoiceMessage)
+            .hung_up(at("2026-02-14T20:03:00+08:00"), HangupParty::Caller);
+        let cdr = b.finish(at("2026-02-14T20:03:00+08:00"));
+        assert_eq!(
+            cdr.path,
+            vec![CallPath::Ivr, CallPath::AfterHours, CallPath::VoiceMessage]
+        );
+        assert_eq!(cdr.recordings, vec!["recordings/vm/call-1.wav".to_owned()]);
+        assert_eq!(cdr.work_order.as_deref(), Some("T-20260214-0001"));
+    }
+
+    #[test]
+    fn unfinished_hangup_is_closed_by_the_system() {
+        let cdr = builder().finish(at("2026-02-14T10:05:00+08:00"));
+        assert_eq!(cdr.hung_up_first, Some(HangupParty::System));
+        assert!(!cdr.path.contains(&CallPath::Abandoned));
+    }
+
+    #[test]
+    fn serialises_with_snake_case_values() {
+        let mut b = builder();
+        b.after_hours()
+            .ivr_outcome(IvrOutcome::DutyList)
+            .category(CallCategory::Suggestion, Urgency::Urgent)
+            .survey(SurveyResult::BasicallySatisfied);
+        let cdr = b.finish(at("2026-02-14T20:05:00+08:00"));
+        let json = match serde_json::to_value(&cdr) {
+            Ok(json) => json,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(json["city_resolved_by"], "mobile_prefix");
+        assert_eq!(json["category"], "suggestion");
+        assert_eq!(json["urgency"], "urgent");
+        assert_eq!(
+            json["path"],
+            serde_json::json!(["ivr", "after_hours", "duty_list"])
+        );
+        assert_eq!(json["hung_up_first"], "system");
+        assert_eq!(json["survey"], "basically_satisfied");
+        assert_eq!(json["arrival"], "2026-02-14T10:00:00+08:00");
+        let back: CallDetailRecord = match serde_json::from_value(json) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        assert_eq!(back, cdr);
+    }
+}
