@@ -4,3 +4,5 @@ pub mod auth;
 pub mod message;
 pub mod registrar;
 pub mod transaction;
+pub mod call_leg;
+pub mod dialog;
