@@ -414,8 +414,12 @@ impl Dialog {
                 self.route_set.iter().map(format_name_addr).collect(),
             ),
             Some(first) => {
-                let mut routes: Vec<String> =
-                    self.route_set.iter().skip(1).map(format_name_addr).collect();
+                let mut routes: Vec<String> = self
+                    .route_set
+                    .iter()
+                    .skip(1)
+                    .map(format_name_addr)
+                    .collect();
                 routes.push(format!("<{}>", self.remote_target.raw));
                 (strip_uri_headers(&first.uri), routes)
             }
@@ -431,7 +435,9 @@ impl Dialog {
 pub fn build_cancel(invite: &Request) -> Result<Request, ParseError> {
     let h = &invite.headers;
     let mut headers = Headers::default();
-    let top_via = h.get("Via").ok_or(ParseError::MissingHeader { name: "Via" })?;
+    let top_via = h
+        .get("Via")
+        .ok_or(ParseError::MissingHeader { name: "Via" })?;
     // Only the top Via: a comma-joined line keeps only its first value.
     let top_via = split_header_list(top_via)
         .into_iter()
@@ -447,7 +453,11 @@ pub fn build_cancel(invite: &Request) -> Result<Request, ParseError> {
         h.get("From")
             .ok_or(ParseError::MissingHeader { name: "From" })?,
     );
-    headers.push("To", h.get("To").ok_or(ParseError::MissingHeader { name: "To" })?);
+    headers.push(
+        "To",
+        h.get("To")
+            .ok_or(ParseError::MissingHeader { name: "To" })?,
+    );
     headers.push("Call-ID", h.call_id()?.to_string());
     headers.push("CSeq", format!("{} CANCEL", h.cseq()?.seq));
     Ok(Request {
@@ -539,36 +549,9 @@ impl<T> DialogSet<T> {
     }
 }
 
-/// Serialise a name-addr: `"Display" <uri>;param=value`.
+/// Serialise a name-addr (`"Display" <uri>;param=value`) with the message layer's form.
 pub fn format_name_addr(addr: &NameAddr) -> String {
-    let mut out = String::new();
-    if let Some(name) = &addr.display_name {
-        if name.starts_with('"') {
-            out.push_str(name);
-        } else {
-            out.push('"');
-            for c in name.chars() {
-                if c == '"' || c == '\\' {
-                    out.push('\\');
-                }
-                out.push(c);
-            }
-            out.push('"');
-        }
-        out.push(' ');
-    }
-    out.push('<');
-    out.push_str(&addr.uri.raw);
-    out.push('>');
-    for (k, v) in &addr.params {
-        out.push(';');
-        out.push_str(k);
-        if let Some(v) = v {
-            out.push('=');
-            out.push_str(v);
-        }
-    }
-    out
+    addr.to_string()
 }
 
 pub(crate) fn header(name: &str, value: impl Into<String>) -> Header {
