@@ -162,7 +162,7 @@ pub enum LegEvent {
     /// The peer asks for a transfer (REFER, RFC 3515); answer with `accept_refer` or
     /// `reject_refer`.
     Refer {
-        refer_to: NameAddr,
+        refer_to: Box<NameAddr>,
         replaces: Option<Replaces>,
     },
     /// The leg is over. Emitted exactly once per leg.
@@ -390,10 +390,8 @@ impl Core {
     /// Hang up an established dialog (2xx sent or received): BYE now, or after the ACK.
     fn hangup_established(&mut self, now: Instant, reason: EndReason) {
         match self.state {
-            LegState::AwaitingAck => {
-                if self.hangup_after_ack.is_none() {
-                    self.hangup_after_ack = Some((reason, Side::Local));
-                }
+            LegState::AwaitingAck if self.hangup_after_ack.is_none() => {
+                self.hangup_after_ack = Some((reason, Side::Local));
             }
             LegState::Confirmed => self.start_bye(now, reason, Side::Local),
             _ => {}
@@ -565,7 +563,10 @@ impl Core {
         match parse_refer(&request) {
             Some((refer_to, replaces)) => {
                 self.pending_refer = Some(request);
-                self.event(LegEvent::Refer { refer_to, replaces });
+                self.event(LegEvent::Refer {
+                    refer_to: Box::new(refer_to),
+                    replaces,
+                });
             }
             None => self.respond(&request, 400),
         }
@@ -1127,13 +1128,11 @@ impl OutboundLeg {
                     });
                 }
             }
-            LegState::Early => {
-                if response.status > 100 {
-                    self.core.event(LegEvent::Progress {
-                        status: response.status,
-                        sdp: sdp_of(&response.body),
-                    });
-                }
+            LegState::Early if response.status > 100 => {
+                self.core.event(LegEvent::Progress {
+                    status: response.status,
+                    sdp: sdp_of(&response.body),
+                });
             }
             LegState::Cancelling => {
                 self.provisional_received = true;
