@@ -1339,3 +1339,7 @@ fn reason_phrase(status: u16) -> &'static str {
         _ => "Unknown",
     }
 }
+
+#[cfg(test)]
+#[path = "call_leg_tests.rs"]
+mod tests;
