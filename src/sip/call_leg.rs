@@ -39,6 +39,11 @@ pub struct LegConfig {
     pub t1: Duration,
     /// Cap of the 2xx retransmission interval (default 4 s).
     pub t2: Duration,
+    /// Outbound: longest wait after the last provisional response before the leg CANCELs
+    /// by itself (like a proxy's Timer C, RFC 3261 §16.6; default 3 min). The ACD's ring
+    /// timeout is normally much shorter; this is the backstop that keeps a leg from
+    /// ringing forever if no one calls `cancel()`.
+    pub max_ringing: Duration,
 }
 
 impl Default for LegConfig {
@@ -46,6 +51,7 @@ impl Default for LegConfig {
         LegConfig {
             t1: Duration::from_millis(500),
             t2: Duration::from_secs(4),
+            max_ringing: Duration::from_secs(180),
         }
     }
 }
@@ -932,15 +938,7 @@ pub struct OutboundLeg {
 
 impl OutboundLeg {
     /// Build the INVITE (emitted as the first output) and arm the no-response guard (64·T1).
-    ///
-    /// # Errors
-    /// Never for well-formed params; reserved for URIs the message layer rejects.
-    pub fn new(
-        now: Instant,
-        config: LegConfig,
-        params: OutboundParams,
-        seed: u64,
-    ) -> Result<OutboundLeg, LegError> {
+    pub fn new(now: Instant, config: LegConfig, params: OutboundParams, seed: u64) -> OutboundLeg {
         let mut ids = BranchSource::from_seed(seed);
         let local_tag = ids.tag();
         let call_id = params.call_id.unwrap_or_else(|| ids.call_id());
@@ -975,7 +973,7 @@ impl OutboundLeg {
         core.timers
             .set(Timer::InviteGuard, now + config.timeout_64t1());
         core.out.push_back(LegOutput::SendRequest(invite.clone()));
-        Ok(OutboundLeg {
+        OutboundLeg {
             core,
             invite,
             invite_cseq,
@@ -983,7 +981,7 @@ impl OutboundLeg {
             cancel_reason: None,
             cancel_sent: false,
             ack: None,
-        })
+        }
     }
 
     pub fn state(&self) -> LegState {
@@ -1045,10 +1043,12 @@ impl OutboundLeg {
             Ok(cancel) => {
                 self.cancel_sent = true;
                 self.core.out.push_back(LegOutput::SendRequest(cancel));
-                // RFC 3261 §9.1: no final response 64·T1 after the CANCEL → give up.
-                self.core
-                    .timers
-                    .set(Timer::InviteGuard, now + self.core.config.timeout_64t1());
+                if !self.core.is_ended() {
+                    // RFC 3261 §9.1: no final response 64·T1 after the CANCEL → give up.
+                    self.core
+                        .timers
+                        .set(Timer::InviteGuard, now + self.core.config.timeout_64t1());
+                }
             }
             Err(_) => {
                 // Our own INVITE always has the headers; end rather than hang if not.
@@ -1117,10 +1117,12 @@ impl OutboundLeg {
 
     fn on_provisional(&mut self, now: Instant, response: Response) {
         match self.core.state {
-            LegState::Calling => {
+            LegState::Calling | LegState::Early => {
                 self.provisional_received = true;
-                self.core.timers.stop(Timer::InviteGuard);
                 self.core.state = LegState::Early;
+                self.core
+                    .timers
+                    .set(Timer::InviteGuard, now + self.core.config.max_ringing);
                 if response.status > 100 {
                     self.core.event(LegEvent::Progress {
                         status: response.status,
@@ -1128,15 +1130,15 @@ impl OutboundLeg {
                     });
                 }
             }
-            LegState::Early if response.status > 100 => {
-                self.core.event(LegEvent::Progress {
-                    status: response.status,
-                    sdp: sdp_of(&response.body),
-                });
-            }
             LegState::Cancelling => {
                 self.provisional_received = true;
                 // The CANCEL we held back can go now.
+                self.send_cancel(now);
+            }
+            LegState::Ended if self.core.dialog.is_none() => {
+                // We gave up before any response (guard timer); the callee is ringing now:
+                // stop it, silently.
+                self.provisional_received = true;
                 self.send_cancel(now);
             }
             _ => {}
@@ -1237,13 +1239,13 @@ impl OutboundLeg {
 
     pub fn handle_timeout(&mut self, now: Instant) {
         let due = self.core.timers.expired(now);
-        if due.contains(&Timer::InviteGuard)
-            && matches!(
-                self.core.state,
-                LegState::Calling | LegState::Early | LegState::Cancelling
-            )
-        {
-            self.give_up_invite();
+        if due.contains(&Timer::InviteGuard) {
+            match self.core.state {
+                // Ringing too long with nobody cancelling: cancel ourselves.
+                LegState::Early => self.stop(now, EndReason::NoAnswer),
+                LegState::Calling | LegState::Cancelling => self.give_up_invite(),
+                _ => {}
+            }
         }
         self.core.on_timers(now, &due);
     }

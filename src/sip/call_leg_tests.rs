@@ -370,7 +370,7 @@ fn agent_response(invite: &Request, status: u16, to_tag: &str) -> Response {
 #[test]
 fn uac_route_set_is_record_route_reversed_and_2xx_retransmission_is_reacked() {
     let t0 = Instant::now();
-    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3).expect("leg");
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
     let out = drain(|| leg.poll_output());
     let invite = requests(&out).first().copied().cloned().expect("INVITE");
     assert_eq!(invite.method, Method::Invite);
@@ -417,7 +417,7 @@ fn uac_route_set_is_record_route_reversed_and_2xx_retransmission_is_reacked() {
 #[test]
 fn strict_router_first_hop_becomes_request_uri_and_target_goes_last() {
     let t0 = Instant::now();
-    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3).expect("leg");
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
     let out = drain(|| leg.poll_output());
     let invite = requests(&out).first().copied().cloned().expect("INVITE");
     let mut ok = Response::for_request(&invite, 200, "OK", "agent-tag");
@@ -435,7 +435,7 @@ fn strict_router_first_hop_becomes_request_uri_and_target_goes_last() {
 #[test]
 fn uac_cancel_waits_for_a_provisional_then_sends_cancel_and_ends_on_487() {
     let t0 = Instant::now();
-    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3).expect("leg");
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
     let invite = requests(&drain(|| leg.poll_output()))
         .first()
         .copied()
@@ -477,7 +477,7 @@ fn uac_cancel_waits_for_a_provisional_then_sends_cancel_and_ends_on_487() {
 #[test]
 fn uac_cancel_with_no_response_at_all_ends_at_64_t1() {
     let t0 = Instant::now();
-    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3).expect("leg");
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
     drain(|| leg.poll_output());
     leg.cancel(t0 + ms(10));
     let at = leg.poll_timeout().expect("guard");
@@ -494,7 +494,7 @@ fn uac_cancel_with_no_response_at_all_ends_at_64_t1() {
 #[test]
 fn uac_rejected_by_busy_agent_fails_then_ends() {
     let t0 = Instant::now();
-    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3).expect("leg");
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
     let invite = requests(&drain(|| leg.poll_output()))
         .first()
         .copied()
@@ -743,8 +743,7 @@ struct Pair {
 impl Pair {
     fn new(seed: u64, loss: f64, script: UasScript) -> Pair {
         let now = Instant::now();
-        let uac = OutboundLeg::new(now, LegConfig::default(), agent_params(), seed)
-            .expect("outbound leg");
+        let uac = OutboundLeg::new(now, LegConfig::default(), agent_params(), seed);
         Pair {
             now,
             uac,
@@ -1021,4 +1020,103 @@ fn every_path_ends_each_leg_exactly_once() {
         }
         assert!(pair.uac.is_ended());
     }
+}
+
+#[test]
+fn ringing_forever_without_cancel_is_cancelled_by_the_max_ringing_backstop() {
+    let t0 = Instant::now();
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
+    let invite = requests(&drain(|| leg.poll_output()))
+        .first()
+        .copied()
+        .cloned()
+        .expect("INVITE");
+    leg.handle_response(
+        t0 + ms(50),
+        Response::for_request(&invite, 180, "Ringing", "a"),
+    );
+    drain(|| leg.poll_output());
+    let at = leg.poll_timeout().expect("backstop armed");
+    assert_eq!(at, t0 + ms(50) + Duration::from_secs(180));
+    leg.handle_timeout(at);
+    let out = drain(|| leg.poll_output());
+    assert_eq!(
+        requests(&out).first().map(|r| r.method.clone()),
+        Some(Method::Cancel)
+    );
+    leg.handle_response(
+        at + ms(30),
+        Response::for_request(&invite, 487, "Terminated", "a"),
+    );
+    assert_eq!(
+        ended(&events(&drain(|| leg.poll_output()))),
+        vec![(EndReason::NoAnswer, Side::Local)]
+    );
+}
+
+#[test]
+fn late_responses_after_giving_up_stop_the_callee_without_new_events() {
+    let t0 = Instant::now();
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
+    let invite = requests(&drain(|| leg.poll_output()))
+        .first()
+        .copied()
+        .cloned()
+        .expect("INVITE");
+    let guard = leg.poll_timeout().expect("guard");
+    leg.handle_timeout(guard);
+    assert_eq!(
+        ended(&events(&drain(|| leg.poll_output()))),
+        vec![(EndReason::NoAnswer, Side::Local)]
+    );
+    // The callee's phone starts ringing after all: CANCEL it.
+    leg.handle_response(
+        guard + ms(10),
+        Response::for_request(&invite, 180, "Ringing", "a"),
+    );
+    let out = drain(|| leg.poll_output());
+    assert_eq!(
+        requests(&out).first().map(|r| r.method.clone()),
+        Some(Method::Cancel)
+    );
+    // And if it answered anyway: ACK and BYE, still no event.
+    leg.handle_response(guard + ms(20), agent_response(&invite, 200, "a"));
+    let out = drain(|| leg.poll_output());
+    let methods: Vec<Method> = requests(&out).iter().map(|r| r.method.clone()).collect();
+    assert_eq!(methods, vec![Method::Ack, Method::Bye]);
+    assert!(events(&out).is_empty());
+    assert_eq!(leg.poll_timeout(), None);
+}
+
+#[test]
+fn agent_bye_on_outbound_leg_gets_200_and_ends_with_remote_hangup() {
+    let t0 = Instant::now();
+    let mut leg = OutboundLeg::new(t0, LegConfig::default(), agent_params(), 3);
+    let invite = requests(&drain(|| leg.poll_output()))
+        .first()
+        .copied()
+        .cloned()
+        .expect("INVITE");
+    leg.handle_response(t0 + ms(100), agent_response(&invite, 200, "agent-tag"));
+    drain(|| leg.poll_output());
+    let local_tag = leg.dialog_id().expect("dialog").local_tag.clone();
+    let bye = parse_request(&format!(
+        "BYE sip:12348@10.0.0.1:5060 SIP/2.0
+Via: SIP/2.0/UDP 192.0.2.50:5062;branch=z9hG4bKagentbye
+Max-Forwards: 70
+From: <sip:agent1001@hotline.example>;tag=agent-tag
+To: \"12348\" <sip:12348@10.0.0.1>;tag={local_tag}
+Call-ID: b-leg-1@10.0.0.1
+CSeq: 7 BYE
+Content-Length: 0
+
+"
+    ));
+    leg.handle_request(t0 + ms(9000), bye);
+    let out = drain(|| leg.poll_output());
+    assert_eq!(statuses(&out), vec![(200, "BYE".to_string())]);
+    assert_eq!(
+        ended(&events(&out)),
+        vec![(EndReason::RemoteHangup, Side::Remote)]
+    );
 }
