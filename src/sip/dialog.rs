@@ -646,3 +646,166 @@ fn carries_contact(method: &Method) -> bool {
         Method::Invite | Method::Update | Method::Refer | Method::Subscribe | Method::Notify
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::message::{Message, parse_message};
+
+    fn parse_request(text: &str) -> Request {
+        match parse_message(text.replace('\n', "\r\n").as_bytes()) {
+            Ok(Message::Request(r)) => r,
+            other => panic!("test request did not parse: {other:?}"),
+        }
+    }
+
+    const INVITE: &str = "INVITE sips:053112348@hotline.example SIP/2.0
+Via: SIP/2.0/TLS 192.0.2.10:5061;branch=z9hG4bKa
+Record-Route: <sip:p1.example.net;lr>
+Record-Route: \"Edge, Proxy\" <sip:p2.example.net;lr>
+Max-Forwards: 69
+From: <sip:13800000000@trunk.example.net>;tag=ft
+To: <sips:053112348@hotline.example>
+Call-ID: c1@trunk
+CSeq: 4 INVITE
+Contact: <sips:13800000000@192.0.2.10:5061>
+Content-Length: 0
+
+";
+
+    fn contact() -> NameAddr {
+        NameAddr::parse("<sips:12348@10.0.0.1:5061>").expect("contact")
+    }
+
+    #[test]
+    fn uas_dialog_takes_ids_target_routes_and_security_from_the_invite() {
+        let d = Dialog::from_uas(&parse_request(INVITE), "lt", &contact()).expect("dialog");
+        assert_eq!(
+            d.id(),
+            &DialogId {
+                call_id: "c1@trunk".to_string(),
+                local_tag: "lt".to_string(),
+                remote_tag: "ft".to_string(),
+            }
+        );
+        assert_eq!(d.remote_target().raw, "sips:13800000000@192.0.2.10:5061");
+        let routes: Vec<&str> = d.route_set().iter().map(|r| r.uri.host.as_str()).collect();
+        assert_eq!(routes, vec!["p1.example.net", "p2.example.net"]);
+        assert_eq!(d.remote_cseq(), Some(4));
+        assert_eq!(d.security(), Security::Sips);
+        assert_eq!(d.local_uri().tag(), Some("lt"));
+    }
+
+    #[test]
+    fn uac_dialog_reverses_record_route_and_continues_the_invite_cseq() {
+        let mut invite = parse_request(INVITE);
+        invite.headers.remove("Record-Route");
+        let mut response = Response::for_request(&invite, 200, "OK", "rt");
+        response.headers.push(
+            "Record-Route",
+            "<sip:p2.example.net;lr>, <sip:p1.example.net;lr>",
+        );
+        response.headers.push("Contact", "<sip:callee@192.0.2.77>");
+        let mut d = Dialog::from_uac(&invite, &response).expect("dialog");
+        assert_eq!(d.id().local_tag, "ft");
+        assert_eq!(d.id().remote_tag, "rt");
+        let routes: Vec<&str> = d.route_set().iter().map(|r| r.uri.host.as_str()).collect();
+        assert_eq!(routes, vec!["p1.example.net", "p2.example.net"]);
+
+        let mut ids = BranchSource::from_seed(1);
+        let (b1, b2) = (ids.branch(), ids.branch());
+        assert_ne!(b1, b2);
+        let first = d.build_request(Method::Info, Vec::new(), Bytes::new(), &b1);
+        let second = d.build_request(Method::Bye, Vec::new(), Bytes::new(), &b2);
+        assert_eq!(first.headers.cseq().expect("cseq").seq, 5);
+        assert_eq!(second.headers.cseq().expect("cseq").seq, 6);
+        assert_eq!(
+            second.headers.top_via().expect("via").branch.as_deref(),
+            Some(b2.as_str())
+        );
+        assert_eq!(second.uri.raw, "sip:callee@192.0.2.77");
+        let ack = d.build_ack_for_2xx(4, None, &ids.branch());
+        assert_eq!(ack.headers.cseq().expect("cseq").seq, 4);
+        assert_eq!(ack.headers.cseq().expect("cseq").method, Method::Ack);
+    }
+
+    #[test]
+    fn uac_dialog_needs_a_to_tag_and_a_contact() {
+        let invite = parse_request(INVITE);
+        let untagged = Response::for_request(&invite, 100, "Trying", "rt");
+        assert_eq!(
+            Dialog::from_uac(&invite, &untagged),
+            Err(DialogError::MissingRemoteTag)
+        );
+        let no_contact = Response::for_request(&invite, 200, "OK", "rt");
+        assert_eq!(
+            Dialog::from_uac(&invite, &no_contact),
+            Err(DialogError::MissingContact)
+        );
+    }
+
+    #[test]
+    fn remote_cseq_lower_than_last_is_rejected_ack_is_not_checked() {
+        let mut d = Dialog::from_uas(&parse_request(INVITE), "lt", &contact()).expect("dialog");
+        let cseq = |seq, method| CSeq { seq, method };
+        assert!(d.accept_remote_cseq(&cseq(4, Method::Ack)).is_ok());
+        assert_eq!(
+            d.accept_remote_cseq(&cseq(3, Method::Bye)),
+            Err(OutOfOrderCSeq {
+                received: 3,
+                last: 4
+            })
+        );
+        assert!(d.accept_remote_cseq(&cseq(9, Method::Info)).is_ok());
+        assert!(d.accept_remote_cseq(&cseq(5, Method::Bye)).is_err());
+    }
+
+    #[test]
+    fn branches_and_tags_are_deterministic_per_seed_and_carry_the_cookie() {
+        let mut a = BranchSource::from_seed(42);
+        let mut b = BranchSource::from_seed(42);
+        let mut c = BranchSource::from_seed(43);
+        let branch = a.branch();
+        assert!(branch.as_str().starts_with(BRANCH_COOKIE));
+        assert_eq!(branch, b.branch());
+        assert_ne!(a.tag(), c.tag());
+    }
+
+    #[test]
+    fn cancel_copies_the_invite_top_via_and_cseq_number() {
+        let invite = parse_request(INVITE);
+        let cancel = build_cancel(&invite).expect("cancel");
+        assert_eq!(cancel.method, Method::Cancel);
+        assert_eq!(cancel.uri, invite.uri);
+        assert_eq!(
+            cancel.headers.top_via().expect("via").branch.as_deref(),
+            Some("z9hG4bKa")
+        );
+        let cseq = cancel.headers.cseq().expect("cseq");
+        assert_eq!((cseq.seq, cseq.method), (4, Method::Cancel));
+    }
+
+    #[test]
+    fn header_lists_split_outside_quotes_and_brackets_only() {
+        assert_eq!(
+            split_header_list("\"A, B\" <sip:a@x;lr>, <sip:b@y?h=1,2>"),
+            vec!["\"A, B\" <sip:a@x;lr>", "<sip:b@y?h=1,2>"]
+        );
+    }
+
+    #[test]
+    fn stray_ack_is_discarded_and_cancel_is_out_of_dialog() {
+        let set: DialogSet<()> = DialogSet::new();
+        let mut ack = parse_request(INVITE);
+        ack.method = Method::Ack;
+        ack.headers
+            .set("To", "<sips:053112348@hotline.example>;tag=zz");
+        ack.headers.set("CSeq", "4 ACK");
+        assert_eq!(set.match_request(&ack), Match::StrayAck);
+        let mut cancel = build_cancel(&parse_request(INVITE)).expect("cancel");
+        cancel
+            .headers
+            .set("To", "<sips:053112348@hotline.example>;tag=zz");
+        assert_eq!(set.match_request(&cancel), Match::OutOfDialog);
+    }
+}
