@@ -1029,6 +1029,11 @@ impl OutboundLeg {
                 self.send_cancel(now);
             }
             LegState::AwaitingAck | LegState::Confirmed => {
+                // Once answered there is nothing left to cancel: it is a hang-up.
+                let reason = match reason {
+                    EndReason::Cancelled => EndReason::LocalHangup,
+                    other => other,
+                };
                 self.core.hangup_established(now, reason);
             }
             LegState::Cancelling | LegState::Terminating | LegState::Ended => {}

@@ -985,23 +985,13 @@ fn every_path_ends_each_leg_exactly_once() {
         let mut pair = Pair::new(seed, 0.2, UasScript::RingThenAnswerAfter(answer_after));
         pair.run_for(act_after);
         let now = pair.now;
-        match actor {
-            0 => pair.uac.hangup(now),
-            1 => pair.uac.cancel(now),
-            2 => {
-                if let Some(uas) = pair.uas.as_mut() {
-                    uas.hangup(now);
-                } else {
-                    pair.uac.hangup(now);
-                }
-            }
-            _ => {
-                if let Some(uas) = pair.uas.as_mut() {
-                    uas.media_timeout(now);
-                } else {
-                    pair.uac.media_timeout(now);
-                }
-            }
+        let uas_acts = actor >= 2 && pair.uas.is_some();
+        match (actor, pair.uas.as_mut()) {
+            (0, _) => pair.uac.hangup(now),
+            (1, _) => pair.uac.cancel(now),
+            (2, Some(uas)) => uas.hangup(now),
+            (_, Some(uas)) => uas.media_timeout(now),
+            (_, None) => pair.uac.media_timeout(now),
         }
         pair.run_for(ms(120_000));
         assert_eq!(
@@ -1019,6 +1009,26 @@ fn every_path_ends_each_leg_exactly_once() {
             );
         }
         assert!(pair.uac.is_ended());
+        // Who hung up first is the side that acted, seen from both legs.
+        let (uac_side, uas_side) = if uas_acts {
+            (Side::Remote, Side::Local)
+        } else {
+            (Side::Local, Side::Remote)
+        };
+        assert!(
+            ended(&pair.uac_events)
+                .iter()
+                .all(|(_, who)| *who == uac_side),
+            "seed {seed}: {:?}",
+            pair.uac_events
+        );
+        assert!(
+            ended(&pair.uas_events)
+                .iter()
+                .all(|(_, who)| *who == uas_side),
+            "seed {seed}: {:?}",
+            pair.uas_events
+        );
     }
 }
 
