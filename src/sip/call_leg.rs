@@ -162,6 +162,9 @@ pub enum LegEvent {
     Confirmed,
     /// Outbound: the INVITE got a final 3xx–6xx (followed by `Ended`).
     Failed { status: u16 },
+    /// The ACK for our 2xx carried SDP: the peer's answer to the offer we put in the 2xx
+    /// (an INVITE or re-INVITE without SDP, RFC 3264 §4 delayed offer).
+    AckAnswer { sdp: Bytes },
     /// The peer sent a re-INVITE (hold/resume, new media address); answer it with
     /// `answer_reinvite` or `reject_reinvite`. An empty `sdp` means the peer wants an offer.
     Reinvite { sdp: Bytes },
@@ -444,6 +447,11 @@ impl Core {
         self.pending_2xx = None;
         self.timers.stop(Timer::Retransmit2xx);
         self.timers.stop(Timer::AckGiveUp);
+        if !ack.body.is_empty() {
+            self.event(LegEvent::AckAnswer {
+                sdp: ack.body.clone(),
+            });
+        }
         if initial && self.state == LegState::AwaitingAck {
             self.state = LegState::Confirmed;
             self.event(LegEvent::Confirmed);

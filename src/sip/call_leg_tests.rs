@@ -1130,3 +1130,24 @@ Content-Length: 0
         vec![(EndReason::RemoteHangup, Side::Remote)]
     );
 }
+
+#[test]
+fn delayed_offer_reinvite_reports_the_answer_carried_in_the_ack() {
+    let t0 = Instant::now();
+    let mut leg = confirmed_inbound(t0);
+    leg.handle_request(t0 + ms(100), caller_request(&leg, "INVITE", 11, ""));
+    let out = drain(|| leg.poll_output());
+    assert_eq!(events(&out), vec![LegEvent::Reinvite { sdp: Bytes::new() }]);
+    leg.answer_reinvite(t0 + ms(120), Bytes::from_static(b"v=0\r\noffer\r\n"))
+        .expect("offer in 2xx");
+    drain(|| leg.poll_output());
+    let mut ack = caller_request(&leg, "ACK", 11, "Content-Type: application/sdp\n");
+    ack.body = Bytes::from_static(b"v=0\r\nanswer\r\n");
+    leg.handle_request(t0 + ms(150), ack);
+    assert_eq!(
+        events(&drain(|| leg.poll_output())),
+        vec![LegEvent::AckAnswer {
+            sdp: Bytes::from_static(b"v=0\r\nanswer\r\n")
+        }]
+    );
+}
