@@ -51,6 +51,18 @@ enum Command {
         #[arg(default_value = "config/hotline.toml")]
         path: PathBuf,
     },
+    /// China working-day calendar: deadlines and day status (Asia/Shanghai).
+    Calendar {
+        /// Calendar data file.
+        #[arg(
+            long,
+            default_value = "config/calendar/cn-workdays.toml",
+            global = true
+        )]
+        calendar: PathBuf,
+        #[command(subcommand)]
+        command: CalendarCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, default_value = "config/hotline.toml")]
@@ -58,6 +70,22 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum CalendarCommand {
+    /// The deadline N working days after a moment (the day of receipt never counts).
+    Deadline {
+        /// RFC 3339 moment, e.g. 2025-09-30T16:00+08:00.
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        working_days: u32,
+    },
+    /// Whether a date (YYYY-MM-DD) is a working day on China's calendar.
+    IsWorkingDay { date: String },
+    /// Validate the calendar file: prints every problem (exit 2 when there are any).
+    Check,
 }
 
 fn init_logging(format: LogFormat) {
@@ -96,15 +124,43 @@ fn main() -> ExitCode {
 fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::CheckConfig { path } => match Config::load(&path) {
-            Ok(_) => {
-                println!("{}: ok", path.display());
-                Ok(ExitCode::SUCCESS)
+            Ok(config) => {
+                let calendar_ok = check_calendar(&resolve_beside(&path, &config.server.calendar));
+                if calendar_ok {
+                    println!("{}: ok", path.display());
+                    Ok(ExitCode::SUCCESS)
+                } else {
+                    Ok(ExitCode::from(2))
+                }
             }
             Err(e) => {
                 println!("{e}");
                 Ok(ExitCode::from(2))
             }
         },
+        Command::Calendar { calendar, command } => {
+            if let CalendarCommand::Check = command {
+                return Ok(if check_calendar(&calendar) {
+                    println!("{}: ok", calendar.display());
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(2)
+                });
+            }
+            let cal = hotline::calendar::Calendar::load(&calendar)
+                .with_context(|| format!("load calendar {}", calendar.display()))?;
+            let line = match command {
+                CalendarCommand::Deadline { from, working_days } => {
+                    hotline::calendar::cli::deadline_command(&cal, &from, working_days)?
+                }
+                CalendarCommand::IsWorkingDay { date } => {
+                    hotline::calendar::cli::is_working_day_command(&cal, &date)?
+                }
+                CalendarCommand::Check => String::new(),
+            };
+            println!("{line}");
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Migrate { config, data_dir } => {
             let config = load_config(&config, data_dir)?;
             let url = config.database_url(std::env::var("DATABASE_URL").ok());
@@ -136,6 +192,37 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A relative calendar path in a config file is taken as is (relative to the working
+/// directory, like the server does) when it exists there, else beside the config file.
+fn resolve_beside(config: &std::path::Path, path: &std::path::Path) -> PathBuf {
+    if path.is_absolute() || path.exists() {
+        return path.to_path_buf();
+    }
+    config
+        .parent()
+        .map(|dir| dir.join(path))
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| path.to_path_buf())
+}
+
+/// Print every problem of a calendar file; true when there are none.
+fn check_calendar(path: &std::path::Path) -> bool {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) => {
+            println!("{}: cannot read: {e}", path.display());
+            return false;
+        }
+    };
+    let problems = hotline::calendar::Calendar::validate(&text);
+    for p in &problems {
+        println!("{}: {p}", path.display());
+    }
+    !problems
+        .iter()
+        .any(|p| p.severity == hotline::calendar::Severity::Error)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {

@@ -25,6 +25,11 @@ pub struct ServeOptions {
 pub enum ServeError {
     #[error("database")]
     Store(#[from] StoreError),
+    #[error("cannot load the working-day calendar {path}")]
+    Calendar {
+        path: std::path::PathBuf,
+        source: crate::calendar::CalendarError,
+    },
     #[error("cannot listen for SIP on {addr}")]
     SipBind {
         addr: std::net::SocketAddr,
@@ -59,7 +64,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
     })?;
     let metrics = Arc::new(Metrics::default());
-    let warnings: Vec<String> = Vec::new();
+    let calendar = crate::calendar::Calendar::load(&config.server.calendar).map_err(|source| {
+        ServeError::Calendar {
+            path: config.server.calendar.clone(),
+            source,
+        }
+    })?;
+    let warnings = calendar_warnings(
+        &calendar,
+        chrono::Utc::now()
+            .with_timezone(&crate::calendar::shanghai())
+            .date_naive(),
+    );
+    for w in &warnings {
+        warn!("{w}: deadlines reaching into it are provisional (Mon-Fri assumed)");
+    }
 
     let bindings = store.live_bindings(wall_ms()).await?;
     let restored = bindings.len();
@@ -133,6 +152,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     Ok(())
 }
 
+/// "calendar for 2027 not loaded" for this year and next when their data is missing:
+/// deadlines computed now can reach into next year.
+pub fn calendar_warnings(
+    calendar: &crate::calendar::Calendar,
+    today: chrono::NaiveDate,
+) -> Vec<String> {
+    use chrono::Datelike;
+    let loaded = calendar.loaded_years();
+    [today.year(), today.year() + 1]
+        .into_iter()
+        .filter(|y| !loaded.contains(y))
+        .map(|y| format!("calendar for {y} not loaded"))
+        .collect()
+}
+
 /// Expired registrations are removed from the database periodically (the registrar
 /// drops them from memory on its own timer).
 async fn expire_bindings_loop(store: Store, shutdown: Shutdown) {
@@ -160,5 +194,25 @@ async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::NaiveDate;
+
+    #[test]
+    fn missing_next_year_is_a_startup_warning() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("config/calendar/cn-workdays.toml");
+        let calendar = crate::calendar::Calendar::load(&path).expect("shipped calendar");
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
+        assert_eq!(
+            calendar_warnings(&calendar, day(2026, 11, 28)),
+            vec!["calendar for 2027 not loaded".to_string()]
+        );
+        assert!(calendar_warnings(&calendar, day(2025, 6, 1)).is_empty());
+        assert_eq!(calendar_warnings(&calendar, day(2027, 1, 5)).len(), 2);
     }
 }
