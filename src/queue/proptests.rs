@@ -1,1 +1,1 @@
-
+//! Property tests: random event sequences never leave an agent stale.
