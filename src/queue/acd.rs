@@ -1514,13 +1514,13 @@ impl Acd {
                 continue;
             };
             if later(call.arrived_at, span(q.max_wait_secs)) <= now {
-                self.to_voice_message(now, &call, VoiceMessageReason::MaxWait);
+                self.send_to_voice_message(now, &call, VoiceMessageReason::MaxWait);
                 continue;
             }
             if q.overflow_when_no_agents && !self.staffed(&call.queue, now) {
                 match self.overflow_target(&call, now) {
                     Some(target) => self.overflow(now, &call, &target),
-                    None => self.to_voice_message(now, &call, VoiceMessageReason::NoAgents),
+                    None => self.send_to_voice_message(now, &call, VoiceMessageReason::NoAgents),
                 }
                 continue;
             }
@@ -1575,7 +1575,7 @@ impl Acd {
         });
     }
 
-    fn to_voice_message(&mut self, now: Time, call: &Call, reason: VoiceMessageReason) {
+    fn send_to_voice_message(&mut self, now: Time, call: &Call, reason: VoiceMessageReason) {
         self.calls.remove(&call.id);
         self.emit(QueueAction::ToVoiceMessage {
             call: call.id.clone(),
