@@ -345,6 +345,12 @@ impl Acd {
                 } => {
                     times.push(*not_before);
                     times.push(later(*requested_at, span(q.callback_max_wait_secs)));
+                    let waited = call.queue_entered_at;
+                    times.extend(
+                        q.tier_rules
+                            .iter()
+                            .map(|rule| later(waited, span(rule.after_secs))),
+                    );
                 }
                 Phase::Bridged { .. } | Phase::CallbackDialing { .. } => {}
             }
@@ -1041,7 +1047,13 @@ impl Acd {
         agent.pause = None;
         agent.no_answer_count = 0;
         let city = agent.config.city.clone();
+        let registered = agent.registered;
         self.log(now, &city, None, Some(agent_id), QueueLogEvent::SignIn);
+        if !registered {
+            // Signed in from the console without a softphone: present only once it
+            // registers (the log alone must give the sign-in rate).
+            self.log(now, &city, None, Some(agent_id), QueueLogEvent::Offline);
+        }
         self.refresh(now, agent_id, TransitionReason::SignIn);
         Ok(())
     }
@@ -1111,12 +1123,14 @@ impl Acd {
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.registered = false;
         }
-        if signed_in && self.duty_ok(agent_id, &city, now) {
-            self.emit(QueueAction::AgentOffline {
-                agent: agent_id.clone(),
-                city: city.clone(),
-                at: now,
-            });
+        if signed_in {
+            if self.duty_ok(agent_id, &city, now) {
+                self.emit(QueueAction::AgentOffline {
+                    agent: agent_id.clone(),
+                    city: city.clone(),
+                    at: now,
+                });
+            }
             self.log(now, &city, None, Some(agent_id), QueueLogEvent::Offline);
         }
         self.refresh(now, agent_id, TransitionReason::RegistrationLost);
@@ -1884,7 +1898,9 @@ impl Acd {
         match (present, agent.present_since) {
             (true, None) => agent.present_since = Some(now),
             (false, Some(since)) => {
-                agent.presence.push((since, now));
+                if since < now {
+                    agent.presence.push((since, now));
+                }
                 agent.present_since = None;
             }
             _ => {}

@@ -71,7 +71,9 @@ pub use config::{
     QueuesConfig, RosterEntry, Strategy, TierRule,
 };
 pub use roster::{SignInRate, on_duty, sign_in_rate};
-pub use stats::{AgentSnapshot, QueueLogEntry, QueueLogEvent, QueueSnapshot, WaitingCall};
+pub use stats::{
+    AgentSnapshot, QueueLogEntry, QueueLogEvent, QueueSnapshot, WaitingCall, presence_from_log,
+};
 pub use types::{
     AgentId, AgentState, CallbackGiveUp, CallbackResult, LegFailure, Party, PauseReason,
     QueueAction, QueueError, QueueInput, ReleaseReason, Time, TransferTarget, TransitionReason,

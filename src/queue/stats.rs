@@ -178,3 +178,44 @@ pub struct QueueSnapshot {
     /// Calls abandoned today.
     pub abandoned_today: u32,
 }
+
+/// The intervals `agent` was signed in with a live registration, rebuilt from
+/// `queue_log` rows in time order (`SignIn`, `SignOut`, `Offline`, `Online`), for the
+/// sign-in rate ([`super::sign_in_rate`]). A presence still open at the end is closed
+/// at `until`.
+#[must_use]
+pub fn presence_from_log(log: &[QueueLogEntry], agent: &AgentId, until: Time) -> Vec<(Time, Time)> {
+    let mut out = Vec::new();
+    let mut signed_in = false;
+    let mut offline = false;
+    let mut since: Option<Time> = None;
+    for entry in log.iter().filter(|e| e.agent.as_ref() == Some(agent)) {
+        match entry.event {
+            QueueLogEvent::SignIn => {
+                signed_in = true;
+                offline = false;
+            }
+            QueueLogEvent::SignOut => signed_in = false,
+            QueueLogEvent::Offline => offline = true,
+            QueueLogEvent::Online => offline = false,
+            _ => continue,
+        }
+        let present = signed_in && !offline;
+        match (present, since) {
+            (true, None) => since = Some(entry.at),
+            (false, Some(start)) => {
+                if start < entry.at {
+                    out.push((start, entry.at));
+                }
+                since = None;
+            }
+            _ => {}
+        }
+    }
+    if let Some(start) = since {
+        if start < until {
+            out.push((start, until));
+        }
+    }
+    out
+}

@@ -1081,3 +1081,67 @@ fn every_transition_is_reported_with_from_to_and_reason() {
         Err(QueueError::UnknownAgent(agent("nobody")))
     );
 }
+
+#[test]
+fn sign_in_rate_from_the_log_matches_the_live_presence() {
+    let mut sim = Sim::at(roster_config(), at("2025-10-09T08:00:00+08:00"));
+    let mut log = Vec::new();
+    let mut keep = |out: Vec<QueueAction>| {
+        log.extend(out.into_iter().filter_map(|a| match a {
+            QueueAction::Log(entry) => Some(entry),
+            _ => None,
+        }));
+    };
+    keep(sim.advance(2 * 3_600_000)); // 10:00, absent at 09:00
+    keep(sim.input(QueueInput::SignIn { agent: agent("a0") })); // not registered yet
+    keep(sim.advance(600_000));
+    keep(sim.input(QueueInput::Registered { agent: agent("a0") })); // 10:10
+    keep(sim.advance(3_600_000));
+    keep(sim.input(QueueInput::RegistrationLost { agent: agent("a0") })); // 11:10
+    keep(sim.advance(1_800_000));
+    keep(sim.input(QueueInput::Registered { agent: agent("a0") })); // 11:40
+    keep(sim.advance(3_600_000));
+    keep(sim.input(QueueInput::SignOut { agent: agent("a0") })); // 12:40
+    let (from, to) = (
+        at("2025-10-09T00:00:00+08:00"),
+        at("2025-10-10T00:00:00+08:00"),
+    );
+    let from_log = presence_from_log(&log, &agent("a0"), sim.now);
+    let live = sim.acd.presence(&agent("a0"), sim.now);
+    assert_eq!(from_log, live);
+    let cfg = roster_config();
+    let rate = sign_in_rate(&cfg.roster, &calendar(), &agent("a0"), &from_log, from, to);
+    assert_eq!(rate.present_secs, 2 * 3600);
+    assert_eq!(rate.scheduled_secs, 8 * 3600);
+    assert_eq!(rate.rate(), Some(0.25));
+}
+
+#[test]
+fn estimated_wait_uses_the_average_handling_time() {
+    let mut cfg = config(Strategy::LongestIdle, 1);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.announce_frequency_secs = 30;
+        q.overflow_after_secs = None;
+    }
+    let mut sim = Sim::new(cfg);
+    sim.ready("a0");
+    sim.arrive("c0");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c0"),
+        agent: agent("a0"),
+    });
+    sim.advance(90_000);
+    sim.input(QueueInput::CallEnded {
+        call: call("c0"),
+        who_hung_up: Party::Caller,
+    });
+    // Handling time 90 s talk + 30 s wrap-up = 120 s; one agent; position 2 → 240 s.
+    sim.arrive("c1");
+    let out = sim.arrive("c2");
+    assert!(has(&out, |a| *a
+        == QueueAction::Announce {
+            call: call("c2"),
+            position: 2,
+            estimated_wait: Some(std::time::Duration::from_secs(240))
+        }));
+}
