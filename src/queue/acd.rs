@@ -209,6 +209,9 @@ pub struct Acd {
     today: NaiveDate,
     roster_checked_until: Time,
     next_roster_check: Option<Time>,
+    /// Callers who hung up while waiting: number → (place, when, queue), so that a
+    /// caller cut off (mobile signal) and calling straight back resumes their place.
+    abandoned: BTreeMap<String, (u64, Time, CityId)>,
 }
 
 impl Acd {
@@ -282,6 +285,7 @@ impl Acd {
             today: local_date(now),
             roster_checked_until: now,
             next_roster_check,
+            abandoned: BTreeMap::new(),
         })
     }
 
@@ -578,8 +582,16 @@ impl Acd {
         let Some(q) = self.queues.get(&queue).map(|q| q.config.clone()) else {
             return Err(QueueError::UnknownQueue(queue));
         };
-        let seq = self.next_seq;
-        self.next_seq += 1;
+        let resume = span(q.resume_abandoned_secs);
+        self.abandoned
+            .retain(|_, (_, at, _)| later(*at, resume) >= now && q.resume_abandoned_secs > 0);
+        let seq = match self.abandoned.remove(&caller) {
+            Some((seq, _, old_queue)) if old_queue == queue && !caller.is_empty() => seq,
+            _ => {
+                self.next_seq += 1;
+                self.next_seq - 1
+            }
+        };
         let entry = Call {
             id: call.clone(),
             queue: queue.clone(),
@@ -633,6 +645,10 @@ impl Acd {
                 self.calls.remove(call_id);
                 if let Some(q) = self.queues.get_mut(&call.queue) {
                     q.abandoned_today += 1;
+                    if who == Party::Caller && q.config.resume_abandoned_secs > 0 {
+                        self.abandoned
+                            .insert(call.caller.clone(), (call.seq, now, call.queue.clone()));
+                    }
                 }
                 self.log(
                     now,

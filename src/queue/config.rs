@@ -28,6 +28,7 @@
 //! callback_max_attempts = 3
 //! callback_retry_delay_secs = 300
 //! callback_max_wait_secs = 7200         # then a work order to call back by hand
+//! resume_abandoned_secs = 60            # caller cut off and calling back within this keeps the place
 //! widen_when_no_match = true            # skip a tier at once when none of its agents is signed in
 //! tier_rules = [                        # who may take a call after it waited this long
 //!   { after_secs = 0,  max_level = 1, skill_match = true },
@@ -209,6 +210,10 @@ pub struct QueueConfig {
     /// A callback not placed within this long is handed to a work order.
     #[serde(default = "secs::<7200>")]
     pub callback_max_wait_secs: u64,
+    /// A caller who hung up while waiting and calls again within this long gets their
+    /// old place back (dropped mobile calls); 0 = off.
+    #[serde(default = "secs::<60>")]
+    pub resume_abandoned_secs: u64,
     /// Skip a tier at once when none of its agents is signed in (no useless wait).
     #[serde(default = "yes")]
     pub widen_when_no_match: bool,
@@ -242,6 +247,7 @@ impl QueueConfig {
             callback_max_attempts: default_callback_attempts(),
             callback_retry_delay_secs: 300,
             callback_max_wait_secs: 7200,
+            resume_abandoned_secs: 60,
             widen_when_no_match: true,
             tier_rules: default_tier_rules(),
         }

@@ -32,6 +32,25 @@
 //!   agents left "reserved" / "in a queue call" after a lost event, the recurrent
 //!   `mod_callcenter` complaint.
 //!
+//! # What the anchors' users complain about, and what this ACD does instead
+//! (each pinned by a regression test in `tests.rs`)
+//! - Agents stuck "Reserved" / "Receiving" after a lost event or a ring-all race
+//!   (signalwire/freeswitch#2540, #1973): one owner for every agent leg, every offer
+//!   withdrawn in the same step as the answer, and [`QueueInput::LiveLegs`] reconcile.
+//! - A zombie call to the agent after the caller left (freeswitch#2529): the caller's
+//!   hang-up cancels every ringing leg at once; a late 200 OK gets
+//!   [`QueueAction::HangupAgentLeg`].
+//! - INVITE/CANCEL loops when an agent changes state during an offer (freeswitch PR
+//!   #800): the offer is withdrawn once and the agent is not offered again.
+//! - Top-down stalling on an unavailable agent (freeswitch#1216): strategies choose
+//!   only among ready agents.
+//! - Wrap-up cut short: wrap-up lasts exactly its length from the hang-up; pausing,
+//!   unpausing or signing in again does not end it.
+//! - Announcements delaying the bridge (app_queue): see below.
+//! - No callback-in-queue, no duty rotas: see below and [`roster`].
+//! - Dropped mobile callers losing their place: a caller who calls back within
+//!   `resume_abandoned_secs` resumes it.
+//!
 //! # Caller experience
 //! [`QueueAction::PlayHoldMusic`] on entry; [`QueueAction::Announce`] at
 //! `announce_frequency_secs`, only when the position changed; [`QueueAction::PleaseHold`]

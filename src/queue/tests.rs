@@ -1145,3 +1145,187 @@ fn estimated_wait_uses_the_average_handling_time() {
             estimated_wait: Some(std::time::Duration::from_secs(240))
         }));
 }
+
+// Regression tests named after the anchor projects' reported bugs.
+
+#[test]
+fn caller_hanging_up_while_the_agent_rings_cancels_the_agent_leg_no_zombie_call() {
+    // mod_callcenter: "zombie call to agent" (signalwire/freeswitch#2529).
+    let mut sim = Sim::new(config(Strategy::LongestIdle, 1));
+    sim.ready("a0");
+    sim.arrive("c1");
+    let out = sim.input(QueueInput::CallEnded {
+        call: call("c1"),
+        who_hung_up: Party::Caller,
+    });
+    assert!(has(&out, |a| *a
+        == QueueAction::CancelRing {
+            call: call("c1"),
+            agent: agent("a0")
+        }));
+    assert_eq!(sim.state("a0"), AgentState::Available);
+    // The agent answering anyway gets that leg hung up.
+    let out = sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    assert_eq!(
+        out,
+        [QueueAction::HangupAgentLeg {
+            call: call("c1"),
+            agent: agent("a0")
+        }]
+    );
+}
+
+#[test]
+fn ring_all_answer_releases_every_other_reserved_agent_at_once() {
+    // mod_callcenter: agents stuck "Reserved" with ring-all (signalwire/freeswitch#2540).
+    let mut sim = Sim::new(config(Strategy::RingAll, 4));
+    for id in ["a0", "a1", "a2", "a3"] {
+        sim.ready(id);
+    }
+    sim.arrive("c1");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a2"),
+    });
+    for id in ["a0", "a1", "a3"] {
+        assert_eq!(sim.state(id), AgentState::Available, "{id}");
+    }
+    // Their legs failing afterwards (487 after our CANCEL) change nothing.
+    let out = sim.input(QueueInput::AgentLegFailed {
+        call: call("c1"),
+        agent: agent("a0"),
+        reason: LegFailure::NoAnswer,
+    });
+    assert!(out.is_empty());
+    assert_eq!(sim.state("a0"), AgentState::Available);
+}
+
+#[test]
+fn pausing_during_an_offer_withdraws_it_once_without_a_reoffer_loop() {
+    // mod_callcenter: state change during an offer loops INVITE/CANCEL
+    // (signalwire/freeswitch#800).
+    let mut sim = Sim::new(config(Strategy::Linear, 2));
+    sim.ready("a0");
+    sim.ready("a1");
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a0");
+    let out = sim.input(QueueInput::Pause {
+        agent: agent("a0"),
+        reason: PauseReason::new("meal"),
+    });
+    assert_eq!(rings(&out), [("c1".to_owned(), "a1".to_owned())]);
+    let out = sim.advance(60_000);
+    assert!(rings(&out).iter().all(|(_, a)| a != "a0"));
+}
+
+#[test]
+fn linear_skips_an_unavailable_agent_instead_of_stalling() {
+    // mod_callcenter: top-down stuck on an unavailable agent (signalwire/freeswitch#1216).
+    let mut sim = Sim::new(config(Strategy::Linear, 3));
+    sim.ready("a0");
+    sim.ready("a1");
+    sim.ready("a2");
+    sim.input(QueueInput::RegistrationLost { agent: agent("a0") });
+    sim.input(QueueInput::Pause {
+        agent: agent("a1"),
+        reason: PauseReason::new("training"),
+    });
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a2");
+}
+
+#[test]
+fn pause_or_sign_out_during_a_call_takes_effect_after_wrap_up() {
+    let mut sim = Sim::new(config(Strategy::Linear, 2));
+    sim.ready("a0");
+    sim.ready("a1");
+    sim.arrive("c1");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    sim.input(QueueInput::Pause {
+        agent: agent("a0"),
+        reason: PauseReason::new("meal"),
+    });
+    assert_eq!(sim.state("a0"), AgentState::OnCall { call: call("c1") });
+    sim.input(QueueInput::CallEnded {
+        call: call("c1"),
+        who_hung_up: Party::Agent,
+    });
+    assert!(matches!(sim.state("a0"), AgentState::WrapUp { .. }));
+    sim.advance(30_000);
+    assert_eq!(
+        sim.state("a0"),
+        AgentState::Paused {
+            reason: PauseReason::new("meal")
+        }
+    );
+    // Unpausing during wrap-up does not cut the wrap-up short.
+    sim.arrive("c2");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c2"),
+        agent: agent("a1"),
+    });
+    sim.input(QueueInput::CallEnded {
+        call: call("c2"),
+        who_hung_up: Party::Caller,
+    });
+    sim.input(QueueInput::Pause {
+        agent: agent("a1"),
+        reason: PauseReason::new("x"),
+    });
+    sim.input(QueueInput::Unpause { agent: agent("a1") });
+    assert!(matches!(sim.state("a1"), AgentState::WrapUp { .. }));
+    sim.input(QueueInput::SignOut { agent: agent("a1") });
+    sim.input(QueueInput::SignIn { agent: agent("a1") });
+    assert!(matches!(sim.state("a1"), AgentState::WrapUp { .. }));
+}
+
+#[test]
+fn a_caller_cut_off_and_calling_straight_back_resumes_the_place() {
+    let mut cfg = config(Strategy::LongestIdle, 1);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.overflow_after_secs = None;
+    }
+    let mut sim = Sim::new(cfg);
+    sim.ready("a0");
+    sim.arrive("c0");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c0"),
+        agent: agent("a0"),
+    });
+    sim.arrive("c1");
+    sim.arrive("c2");
+    sim.input(QueueInput::CallEnded {
+        call: call("c1"),
+        who_hung_up: Party::Caller,
+    });
+    sim.advance(30_000);
+    // Same caller number, new call id, within 60 s: back in front of c2.
+    sim.input(QueueInput::CallArrived {
+        call: call("c1-again"),
+        city: city(),
+        category: CallCategory::Consultation,
+        urgency: Urgency::Normal,
+        area: None,
+        caller: format!("1390531{:0>4}", "c1"),
+    });
+    assert_eq!(sim.acd.position(&call("c1-again")), Some(1));
+    // Too late the second time: at the back.
+    sim.input(QueueInput::CallEnded {
+        call: call("c1-again"),
+        who_hung_up: Party::Caller,
+    });
+    sim.advance(61_000);
+    sim.input(QueueInput::CallArrived {
+        call: call("c1-third"),
+        city: city(),
+        category: CallCategory::Consultation,
+        urgency: Urgency::Normal,
+        area: None,
+        caller: format!("1390531{:0>4}", "c1"),
+    });
+    assert_eq!(sim.acd.position(&call("c1-third")), Some(2));
+}
