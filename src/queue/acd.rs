@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{NaiveDate, TimeDelta};
 
 use super::config::{
-    DutyPolicy, QueueAgentConfig, QueueConfig, QueueConfigError, QueuesConfig, Strategy, TierRule,
-    span,
+    DutyPolicy, QueueAgentConfig, QueueConfig, QueueConfigError, QueuesConfig, RosterEntry,
+    Strategy, TierRule, span,
 };
 use super::roster::{self, SignInRate};
 use super::stats::{AgentSnapshot, QueueLogEntry, QueueLogEvent, QueueSnapshot, WaitingCall};
@@ -287,6 +287,38 @@ impl Acd {
             next_roster_check,
             abandoned: BTreeMap::new(),
         })
+    }
+
+    /// Replaces the duty roster (API edit of the 值班表); takes effect at `now`
+    /// (shifts that already started are not reported absent again).
+    ///
+    /// # Errors
+    /// A roster entry for an unknown agent or ending before it starts; the roster is
+    /// unchanged then.
+    pub fn replace_roster(
+        &mut self,
+        roster: Vec<RosterEntry>,
+        now: Time,
+    ) -> Result<(), QueueConfigError> {
+        let mut config = self.config.clone();
+        config.roster = roster;
+        config.validate()?;
+        self.config = config;
+        let grace = span(self.config.absent_grace_secs);
+        self.roster_checked_until = self.roster_checked_until.max(now);
+        self.next_roster_check = roster::next_shift_start(
+            &self.config.roster,
+            &self.calendar,
+            self.roster_checked_until - grace,
+        )
+        .map(|s| s + grace);
+        Ok(())
+    }
+
+    /// The duty roster in force.
+    #[must_use]
+    pub fn roster(&self) -> &[RosterEntry] {
+        &self.config.roster
     }
 
     /// The next action for the shell, in order; `None` when drained.

@@ -107,3 +107,36 @@ use crate::ivr::prompt::{PromptRef, queue_position};
 pub fn position_prompts(position: u32) -> Vec<PromptRef> {
     queue_position(position.saturating_sub(1))
 }
+
+/// Feature code: sign in (签到).
+pub const SIGN_IN_CODE: &str = "*11";
+/// Feature code: sign out (签退).
+pub const SIGN_OUT_CODE: &str = "*12";
+/// Feature code: pause; digits after it are the reason (`*13` + `2` → reason `"2"`).
+pub const PAUSE_CODE: &str = "*13";
+/// Feature code: end a pause.
+pub const UNPAUSE_CODE: &str = "*14";
+
+/// The ACD input for a feature code an agent dialled from their softphone (`*11` sign
+/// in, `*12` sign out, `*13[reason digits]` pause, `*14` unpause); `None` if `dialled`
+/// is not one of them.
+#[must_use]
+pub fn feature_code_input(agent: AgentId, dialled: &str) -> Option<QueueInput> {
+    let dialled = dialled.trim();
+    match dialled {
+        SIGN_IN_CODE => Some(QueueInput::SignIn { agent }),
+        SIGN_OUT_CODE => Some(QueueInput::SignOut { agent }),
+        UNPAUSE_CODE => Some(QueueInput::Unpause { agent }),
+        _ => {
+            let reason = dialled.strip_prefix(PAUSE_CODE)?;
+            if !reason.chars().all(|c| c.is_ascii_digit()) {
+                return None;
+            }
+            let reason = if reason.is_empty() { "break" } else { reason };
+            Some(QueueInput::Pause {
+                agent,
+                reason: PauseReason::new(reason),
+            })
+        }
+    }
+}

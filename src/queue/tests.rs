@@ -1329,3 +1329,58 @@ fn a_caller_cut_off_and_calling_straight_back_resumes_the_place() {
     });
     assert_eq!(sim.acd.position(&call("c1-third")), Some(2));
 }
+
+#[test]
+fn feature_codes_map_to_sign_in_out_and_pause() {
+    let a = || agent("a0");
+    assert_eq!(
+        feature_code_input(a(), "*11"),
+        Some(QueueInput::SignIn { agent: a() })
+    );
+    assert_eq!(
+        feature_code_input(a(), "*12"),
+        Some(QueueInput::SignOut { agent: a() })
+    );
+    assert_eq!(
+        feature_code_input(a(), "*132"),
+        Some(QueueInput::Pause {
+            agent: a(),
+            reason: PauseReason::new("2")
+        })
+    );
+    assert_eq!(
+        feature_code_input(a(), "*13"),
+        Some(QueueInput::Pause {
+            agent: a(),
+            reason: PauseReason::new("break")
+        })
+    );
+    assert_eq!(
+        feature_code_input(a(), "*14"),
+        Some(QueueInput::Unpause { agent: a() })
+    );
+    assert_eq!(feature_code_input(a(), "*13x"), None);
+    assert_eq!(feature_code_input(a(), "12348"), None);
+}
+
+#[test]
+fn a_roster_edited_through_the_api_applies_from_now() {
+    let mut sim = Sim::at(roster_config(), at("2025-10-09T10:00:00+08:00"));
+    sim.ready("a1");
+    assert!(!sim.acd.on_duty(&agent("a1"), sim.now));
+    let mut roster = sim.acd.roster().to_vec();
+    let mut entry = roster[0].clone();
+    entry.agent = agent("a1");
+    roster.push(entry.clone());
+    if let Err(e) = sim.acd.replace_roster(roster.clone(), sim.now) {
+        panic!("{e}");
+    }
+    assert!(sim.acd.on_duty(&agent("a1"), sim.now));
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a1");
+    entry.agent = agent("ghost");
+    roster.push(entry);
+    assert_eq!(
+        sim.acd.replace_roster(roster, sim.now),
+        Err(QueueConfigError::RosterUnknownAgent(agent("ghost")))
+    );
+}
