@@ -1446,6 +1446,11 @@ impl Acd {
         if now <= self.roster_checked_until {
             return;
         }
+        // Scanning the roster is the expensive part: only when a shift start is due.
+        if self.config.roster.is_empty() || self.next_roster_check.is_some_and(|t| t > now) {
+            self.roster_checked_until = now;
+            return;
+        }
         let grace = span(self.config.absent_grace_secs);
         let after = self.roster_checked_until - grace;
         let up_to = now - grace;
@@ -1477,8 +1482,11 @@ impl Acd {
             );
         }
         self.roster_checked_until = now;
+        // No shift within the look-ahead: look again tomorrow.
         self.next_roster_check =
-            roster::next_shift_start(&self.config.roster, &self.calendar, up_to).map(|s| s + grace);
+            roster::next_shift_start(&self.config.roster, &self.calendar, up_to)
+                .map(|s| s + grace)
+                .or_else(|| Some(later(now, TimeDelta::days(1))));
     }
 
     fn expire_offers(&mut self, now: Time) {

@@ -1384,3 +1384,29 @@ fn a_roster_edited_through_the_api_applies_from_now() {
         Err(QueueConfigError::RosterUnknownAgent(agent("ghost")))
     );
 }
+
+#[test]
+fn signing_in_within_the_grace_period_is_not_absent() {
+    let mut cfg = roster_config();
+    cfg.absent_grace_secs = 300;
+    let mut sim = Sim::at(cfg, at("2025-10-09T08:00:00+08:00"));
+    sim.advance(3_780_000); // 09:03
+    sim.ready("a0");
+    let out = sim.advance(3_600_000);
+    assert!(!has(&out, |a| matches!(a, QueueAction::Absent { .. })));
+    // Not signed in the next morning: reported at 09:05, not before.
+    sim.input(QueueInput::SignOut { agent: agent("a0") });
+    let out = sim.advance(
+        at("2025-10-10T09:04:59+08:00")
+            .signed_duration_since(sim.now)
+            .num_milliseconds(),
+    );
+    assert!(!has(&out, |a| matches!(a, QueueAction::Absent { .. })));
+    let out = sim.advance(1_000);
+    assert!(has(&out, |a| *a
+        == QueueAction::Absent {
+            agent: agent("a0"),
+            city: city(),
+            shift_start: at("2025-10-10T09:00:00+08:00")
+        }));
+}
