@@ -1410,3 +1410,68 @@ fn signing_in_within_the_grace_period_is_not_absent() {
             shift_start: at("2025-10-10T09:00:00+08:00")
         }));
 }
+
+#[test]
+fn a_callback_no_agent_could_take_in_time_becomes_a_work_order() {
+    let mut cfg = config(Strategy::LongestIdle, 1);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.callback_max_wait_secs = 600;
+        q.overflow_after_secs = None;
+    }
+    let mut sim = Sim::new(cfg);
+    sim.ready("a0");
+    sim.arrive("c0");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c0"),
+        agent: agent("a0"),
+    });
+    sim.arrive("c1");
+    sim.input(QueueInput::CallbackRequested { call: call("c1") });
+    // The callback does not go to voice mail at max wait, nor overflow: it waits…
+    assert!(!has(&sim.advance(599_999), |a| matches!(
+        a,
+        QueueAction::CallbackGaveUp { .. }
+    )));
+    // …until callback_max_wait_secs.
+    let out = sim.advance(1);
+    assert!(has(&out, |a| *a
+        == QueueAction::CallbackGaveUp {
+            call: call("c1"),
+            attempts: 0,
+            reason: CallbackGiveUp::Expired
+        }));
+    assert_eq!(sim.acd.call_count(), 1, "only the bridged c0 is left");
+}
+
+#[test]
+fn reconcile_during_a_callback_counts_a_failed_attempt_and_frees_the_agent() {
+    let mut sim = Sim::new(config(Strategy::LongestIdle, 1));
+    sim.ready("a0");
+    sim.arrive("c1");
+    let out = sim.input(QueueInput::CallbackRequested { call: call("c1") });
+    assert!(has(&out, |a| matches!(
+        a,
+        QueueAction::PlaceCallback { .. }
+    )));
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    let out = sim.input(QueueInput::LiveLegs(BTreeSet::new()));
+    assert_eq!(sim.state("a0"), AgentState::Available);
+    assert!(has(&out, |a| matches!(
+        a,
+        QueueAction::Log(QueueLogEntry {
+            event: QueueLogEvent::CallbackAttempt {
+                attempt: 1,
+                result: CallbackResult::Unreachable
+            },
+            ..
+        })
+    )));
+    assert_eq!(
+        sim.acd.position(&call("c1")),
+        Some(1),
+        "still waiting for a retry"
+    );
+}
