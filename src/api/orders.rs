@@ -177,19 +177,13 @@ fn now() -> DateTime<FixedOffset> {
     chrono::Utc::now().with_timezone(&shanghai())
 }
 
-/// Parse a JSON body: syntax errors → 400, wrong shapes or types → 422.
+/// Parse a JSON body: not JSON → 400, wrong shapes or types → 422.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        use serde_json::error::Category as C;
-        match e.classify() {
-            C::Syntax | C::Eof | C::Io => {
-                ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
-            }
-            C::Data => {
-                ApiError::unprocessable("invalid_body", format!("invalid request body: {e}"))
-            }
-        }
-    })
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
+    })?;
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid request body: {e}")))
 }
 
 /// Bytes of the body, with the size limit answered as JSON.

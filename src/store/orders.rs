@@ -689,7 +689,6 @@ impl Store {
 #[must_use]
 pub fn verify_rows(rows: &[StoredEvent], head: &(i64, String)) -> LedgerReport {
     let mut prev_hash = GENESIS_HASH.to_owned();
-    let mut expected_seq = 1_i64;
     let mut checked = 0_i64;
     let report = |checked, broken: Option<BrokenLink>| LedgerReport {
         ok: broken.is_none(),
@@ -697,7 +696,7 @@ pub fn verify_rows(rows: &[StoredEvent], head: &(i64, String)) -> LedgerReport {
         broken_at: broken,
         head_hash: head.1.clone(),
     };
-    for row in rows {
+    for (expected_seq, row) in (1_i64..).zip(rows) {
         let broken = |problem: String| BrokenLink {
             global_seq: row.global_seq,
             order_id: Some(row.order_id.clone()),
@@ -742,7 +741,6 @@ pub fn verify_rows(rows: &[StoredEvent], head: &(i64, String)) -> LedgerReport {
             );
         }
         prev_hash = hash;
-        expected_seq += 1;
         checked += 1;
     }
     if head.0 != checked || head.1 != prev_hash {
