@@ -31,7 +31,12 @@ fn args() -> Args {
     while let Some(flag) = it.next() {
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
-            "--url" => a.addr = value.trim_start_matches("http://").trim_end_matches('/').into(),
+            "--url" => {
+                a.addr = value
+                    .trim_start_matches("http://")
+                    .trim_end_matches('/')
+                    .into()
+            }
             "--orders" => a.orders = value.parse().unwrap_or(a.orders),
             "--clients" => a.clients = value.parse().unwrap_or(a.clients),
             "--list-samples" => a.list_samples = value.parse().unwrap_or(a.list_samples),
@@ -55,7 +60,9 @@ struct Answer {
 
 impl Conn {
     async fn open(addr: &str) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connect to the server");
+        let stream = TcpStream::connect(addr)
+            .await
+            .expect("connect to the server");
         stream.set_nodelay(true).expect("nodelay");
         Conn {
             stream: BufReader::new(stream),
@@ -63,7 +70,13 @@ impl Conn {
         }
     }
 
-    async fn call(&mut self, method: &str, path: &str, auth: &[(String, String)], body: &str) -> Answer {
+    async fn call(
+        &mut self,
+        method: &str,
+        path: &str,
+        auth: &[(String, String)],
+        body: &str,
+    ) -> Answer {
         let mut request = format!(
             "{method} {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
             self.addr,

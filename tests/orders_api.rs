@@ -1037,3 +1037,74 @@ async fn scheduler_raises_red_reminder_once() {
     assert_eq!(last["kind"]["level"], "red");
     assert_eq!(last["role"], "system");
 }
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let h = sqlite().await;
+    for (method, path) in hotline::api::openapi::ROUTES {
+        let uri = path
+            .replace("{id}", "GD-none")
+            .replace("{command}", "sign")
+            .replace("{unit}", "jinan");
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .expect("request");
+        let reply = h.send(request).await;
+        assert!(
+            reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}: {}",
+            reply.status
+        );
+    }
+}
+
+/// Dissatisfied at the first callback → second callback by the supervising unit →
+/// still dissatisfied → special flag, closed (W-14), listed by /api/special_flags.
+#[tokio::test]
+async fn twice_dissatisfied_gets_the_special_flag() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let supervisor = h.login("supervisor").await;
+    let id = id_of(
+        &h.create(&agent, order_body("consultation", "legal_aid", None))
+            .await,
+    );
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    let escalated = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "dissatisfied"}, "note": "不满意"}),
+        )
+        .await;
+    assert_eq!(escalated["state"], "second_callback", "{escalated}");
+    assert_eq!(escalated["second_callback_unit"], "jinan");
+    let seen = h.get(&supervisor, &format!("/api/orders/{id}")).await.body;
+    assert!(
+        allowed(&seen).contains(&"record_callback".to_owned()),
+        "{seen}"
+    );
+    let flagged = h
+        .command(
+            &supervisor,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "dissatisfied"}, "note": "仍不满意"}),
+        )
+        .await;
+    assert_eq!(flagged["special_flag"], true, "{flagged}");
+    assert_eq!(flagged["closing"]["reason"], "special_flag");
+    let list = h.get(&supervisor, "/api/special_flags").await;
+    assert_eq!(list.body[0]["id"], id.as_str(), "{}", list.text);
+    let lixia = h.login("lixia").await;
+    assert_eq!(h.get(&lixia, "/api/special_flags").await.body, json!([]));
+}

@@ -243,11 +243,24 @@ async fn login(
             }
             Ok(response)
         }
-        Err(LoginError::BadCredentials) => Err(ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "bad_credentials",
-            "unknown user or wrong password",
-        )),
+        Err(LoginError::BadCredentials) => {
+            let detail = source.map(|ip| ip.to_string()).unwrap_or_default();
+            let _ = state
+                .store
+                .audit(
+                    now().timestamp_millis(),
+                    &body.user,
+                    "login.failed",
+                    &body.user,
+                    &detail,
+                )
+                .await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "unknown user or wrong password",
+            ))
+        }
         Err(LoginError::LockedOut { retry_after_secs }) => {
             tracing::warn!(user = %body.user, ?source, "login locked out");
             let mut e = ApiError::new(
@@ -1122,10 +1135,8 @@ async fn units(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -
     ))
 }
 
-/// `2026-11`, `2026-Q4` or `2026` as a half-open period in Asia/Shanghai.
-///
-/// # Errors
-/// Anything else.
+/// `2026-11`, `2026-Q4` or `2026` as a half-open period in Asia/Shanghai; `None`
+/// for anything else.
 pub fn parse_period(text: &str) -> Option<Period> {
     let (year, first_month, months) = if let Some((y, q)) = text.split_once("-Q") {
         let quarter: u32 = q.parse().ok().filter(|q| (1..=4).contains(q))?;
