@@ -341,9 +341,9 @@ impl Store {
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
-                     special_flag, created_ms, updated_ms, snapshot) VALUES ($1, $2, $3, $4, \
-                     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, \
-                     $20) ON CONFLICT (id) DO NOTHING",
+                     special_flag, created_ms, updated_ms, snapshot, due_sort) VALUES ($1, $2, $3, \
+                     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                     $19, $20, $21) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(order.id.0.as_str())
                 .bind(u64_i64(order.version))
@@ -365,6 +365,7 @@ impl Store {
                 .bind(bool_int(order.special_flag))
                 .bind(now_ms)
                 .bind(&p.snapshot)
+                .bind(p.next_due.unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -374,7 +375,8 @@ impl Store {
                      area = $5, units = $6, lead_unit = $7, transfer_due_ms = $8, \
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
-                     updated_ms = $15, snapshot = $16 WHERE id = $17 AND version = $18",
+                     updated_ms = $15, snapshot = $16, due_sort = $19 WHERE id = $17 \
+                     AND version = $18",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -394,6 +396,7 @@ impl Store {
                 .bind(&p.snapshot)
                 .bind(order.id.0.as_str())
                 .bind(u64_i64(expected_version))
+                .bind(p.next_due.unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -596,9 +599,7 @@ impl Store {
         };
         let order_sql = match filter.sort {
             OrderSort::Created => " ORDER BY created_ms DESC, id DESC",
-            OrderSort::Deadline => {
-                " ORDER BY CASE WHEN next_due_ms IS NULL THEN 1 ELSE 0 END, next_due_ms, id"
-            }
+            OrderSort::Deadline => " ORDER BY due_sort, id",
         };
         let limit = next(&mut binds, Bind::Int(filter.limit));
         let offset = next(&mut binds, Bind::Int(filter.offset));
@@ -663,7 +664,7 @@ impl Store {
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
             "SELECT snapshot FROM orders WHERE state <> 'closed' AND next_due_ms IS NOT NULL \
-             AND next_due_ms <= $1 ORDER BY next_due_ms"
+             AND due_sort <= $1 ORDER BY due_sort"
         )
         .bind(now_ms.saturating_add(DAY_MS))
         .fetch_all(p)
