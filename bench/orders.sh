@@ -6,6 +6,12 @@
 #   bench/orders.sh [N orders] [clients]        (default 2000 orders, 8 clients)
 #   PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres   PostgreSQL to use ("off" to skip)
 #   PROFILE=release|dev                                     (default release)
+#
+# Measured 2026-11-28 (release, 2-core VM shared with other builds, load average ~10):
+#   bench/orders.sh 2000 8
+#   sqlite:   140 orders/s (560 req/s); GET /api/orders p50 11 ms, p99 55 ms (2000 orders)
+#   postgres: 106 orders/s (422 req/s); GET /api/orders p50 33 ms, p99 54 ms (2000 orders)
+# Every commit is durable (SQLite synchronous=FULL) and serialized by the ledger head.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-2000}
