@@ -559,7 +559,8 @@ impl Store {
         if let Some(unit) = &filter.unit {
             let n = next(&mut binds, Bind::Text(unit.clone()));
             clauses.push(format!(
-                "id IN (SELECT order_id FROM order_units WHERE unit = {n})"
+                "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                 AND ou.unit = {n})"
             ));
         }
         if let Some(flag) = filter.special_flag {
@@ -586,8 +587,10 @@ impl Store {
                     .iter()
                     .map(|u| next(&mut binds, Bind::Text(u.clone())))
                     .collect();
+                // EXISTS lets the planner walk the sort index and stop at the page.
                 clauses.push(format!(
-                    "id IN (SELECT order_id FROM order_units WHERE unit IN ({}))",
+                    "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                     AND ou.unit IN ({}))",
                     placeholders.join(", ")
                 ));
             }
