@@ -18,6 +18,8 @@ struct Args {
     orders: usize,
     clients: usize,
     list_samples: usize,
+    /// Only sample the list (orders already stored).
+    list_only: bool,
 }
 
 fn args() -> Args {
@@ -26,9 +28,14 @@ fn args() -> Args {
         orders: 1000,
         clients: 8,
         list_samples: 500,
+        list_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
+        if flag == "--list-only" {
+            a.list_only = true;
+            continue;
+        }
         let value = it.next().unwrap_or_default();
         match flag.as_str() {
             "--url" => {
@@ -156,11 +163,18 @@ async fn main() {
     let a = args();
     let agent = login(&a.addr, "agent").await;
     let handler = login(&a.addr, "handler").await;
+    if !a.list_only {
+        lifecycle(&a, &agent, &handler).await;
+    }
+    list_latency(&a, &handler).await;
+}
+
+async fn lifecycle(a: &Args, agent: &[(String, String)], handler: &[(String, String)]) {
     let started = Instant::now();
     let per_client = a.orders.div_ceil(a.clients);
     let mut tasks = Vec::new();
     for c in 0..a.clients {
-        let (addr, agent, handler) = (a.addr.clone(), agent.clone(), handler.clone());
+        let (addr, agent, handler) = (a.addr.clone(), agent.to_vec(), handler.to_vec());
         let count = per_client.min(a.orders.saturating_sub(c * per_client));
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await;
@@ -196,13 +210,16 @@ async fn main() {
         a.orders as f64 / elapsed.as_secs_f64(),
         (a.orders * 4) as f64 / elapsed.as_secs_f64()
     );
+}
+
+async fn list_latency(a: &Args, handler: &[(String, String)]) {
     let mut conn = Conn::open(&a.addr).await;
     let mut samples = Vec::with_capacity(a.list_samples);
     for i in 0..a.list_samples {
         let page = i % 20 + 1;
         let path = format!("/api/orders?per_page=50&page={page}&sort=deadline");
         let t = Instant::now();
-        let answer = conn.call("GET", &path, &handler, "").await;
+        let answer = conn.call("GET", &path, handler, "").await;
         samples.push(t.elapsed());
         assert_eq!(answer.status, 200, "{}", answer.body);
     }
