@@ -1028,6 +1028,10 @@ async fn scheduler_raises_red_reminder_once() {
             .await
             .expect("remind");
     assert_eq!(again, 0, "not repeated");
+    // A dispatcher's manual 催办 needs no arguments: the running limit and its colour.
+    let dispatcher = h.login("dispatcher").await;
+    let pressed = h.command(&dispatcher, &id, "remind", json!({})).await;
+    assert_eq!(pressed["state"], "pending_dispatch");
     let events = h
         .get(&agent, &format!("/api/orders/{id}/events"))
         .await
@@ -1035,7 +1039,10 @@ async fn scheduler_raises_red_reminder_once() {
     let last = events.as_array().and_then(|e| e.last()).expect("event");
     assert_eq!(last["kind"]["type"], "reminded");
     assert_eq!(last["kind"]["level"], "red");
-    assert_eq!(last["role"], "system");
+    assert_eq!(last["kind"]["deadline"], "transfer");
+    assert_eq!(last["role"], "dispatcher");
+    let system = &events.as_array().expect("events")[events.as_array().expect("events").len() - 2];
+    assert_eq!(system["role"], "system");
 }
 
 #[tokio::test]

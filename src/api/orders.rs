@@ -932,10 +932,28 @@ async fn order_command(
         }
     };
     let expected = expected_version(&headers, &mut object)?;
+    let order = visible_order(&state, &user, &id).await?;
+    if name == "remind" {
+        // A manual 催办 presses the limit now running, at the colour it has reached.
+        let at = now();
+        if let Some((kind, window)) = running_deadline(&order) {
+            object
+                .entry("deadline")
+                .or_insert_with(|| enum_value(&kind));
+            let level = if at >= window.due.at {
+                ReminderLevel::Red
+            } else {
+                ReminderLevel::Yellow
+            };
+            object.entry("level").or_insert_with(|| enum_value(&level));
+        }
+        object
+            .entry("note")
+            .or_insert_with(|| Value::String(String::new()));
+    }
     object.insert("command".into(), Value::String(name));
     let command: Command = serde_json::from_value(Value::Object(object))
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
-    let order = visible_order(&state, &user, &id).await?;
     if expected.is_some_and(|v| v != order.version) {
         return Err(ApiError::version_conflict());
     }
