@@ -8,6 +8,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
 
+pub mod web;
+
 use crate::server::metrics::Metrics;
 use crate::store::Store;
 
@@ -25,6 +27,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .with_state(state)
+        .merge(web::router())
 }
 
 #[derive(Debug, Serialize)]
