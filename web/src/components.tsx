@@ -233,7 +233,7 @@ export function OrderDetail(props: {
   const ext = o.pending_extension as { extra_working_days?: number; reason?: string } | null | undefined;
   const returnedBy = (o.returned_by as string[] | undefined) ?? [];
   return (
-    <div class="detail" data-order-detail={o.id}>
+    <div class="detail" data-order-detail={o.id} data-version={o.version}>
       <h3>
         工单 <span class="mono">{o.id}</span> <span class={`state state-${o.state}`}>{label(STATE_LABELS, o.state)}</span>
         {o.special_flag && <span class="flag">特殊标记</span>}
@@ -596,10 +596,12 @@ export function CommandPanel(props: { order: Order; units: Unit[]; onChanged: (o
     setOpen(null);
     setError(null);
   }, [props.order.id, props.order.version]);
+  useEffect(() => setDone(null), [props.order.id]);
   const commands = (props.order.allowed_commands ?? []).filter((c) => c !== 'reveal_contact');
   const run = async (command: string, fields: Record<string, unknown> = {}) => {
     setBusy(true);
     setError(null);
+    setDone(null);
     try {
       const updated = await sendCommand(props.order, command, fields);
       setDone(`${label(COMMAND_LABELS, command)}：已完成`);

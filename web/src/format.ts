@@ -58,6 +58,7 @@ export const ROLE_LABELS: Record<string, string> = {
 };
 
 export const COMMAND_LABELS: Record<string, string> = {
+  create: '登记',
   submit: '提交',
   answer_directly: '直接答复',
   dispatch: '派单',

@@ -153,7 +153,7 @@ function RankingChart(props: { rows: RankingRow[]; metric: string }) {
         height: 240,
         legend: { show: false },
         cursor: { show: false },
-        scales: { x: { time: false, range: [-0.5, names.length - 0.5] }, y: { range: m.rate ? [0, 100] : undefined } },
+        scales: { x: { time: false, range: [-0.5, names.length - 0.5] }, y: { range: m.rate ? [0, 100] : (_u, _min, max) => [0, max > 0 ? Math.ceil(max * 1.15) : 1] } },
         axes: [
           {
             splits: () => xs,
