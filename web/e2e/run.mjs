@@ -161,7 +161,9 @@ try {
   await login(USERS.dispatcher);
   await open('/dispatch');
   await select(orderId);
-  await page.locator('.detail ol.timeline').getByText('不属于法律援助事项').first().waitFor({ state: 'attached' });
+  const reason = await page.locator('.detail .return-reason').innerText();
+  if (!reason.includes('不属于法律援助事项')) throw new Error(`return reason not shown: ${reason}`);
+  step(`dispatcher sees the return reason: ${reason}`);
   await command('dispatch', async (form) => {
     await form.locator('input[name="unit"][value="jinan-lixia"]').check();
   });

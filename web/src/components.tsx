@@ -230,6 +230,8 @@ export function OrderDetail(props: {
       setError(e);
     }
   };
+  const [events] = useOrderEvents(o.id, o.version);
+  const returnReason = typeof o.last_return_reason === 'string' ? o.last_return_reason : lastReturnReason(events);
   const ext = o.pending_extension as { extra_working_days?: number; reason?: string } | null | undefined;
   const returnedBy = (o.returned_by as string[] | undefined) ?? [];
   return (
@@ -278,10 +280,10 @@ export function OrderDetail(props: {
             <dd>{returnedBy.map((u) => unitName(props.units, u)).join('、')}</dd>
           </>
         )}
-        {typeof o.last_return_reason === 'string' && (
+        {returnReason !== null && (
           <>
             <dt>退回理由</dt>
-            <dd class="pre return-reason">{o.last_return_reason}</dd>
+            <dd class="pre return-reason">{returnReason || '（未填写）'}</dd>
           </>
         )}
         <dt>时限</dt>
@@ -312,13 +314,13 @@ export function OrderDetail(props: {
         )}
       </dl>
       <ErrorBanner error={error} />
-      <Timeline orderId={o.id} version={o.version} units={props.units} compact />
+      <Timeline orderId={o.id} version={o.version} units={props.units} events={events} compact />
       <CommandPanel order={o} units={props.units} onChanged={props.onChanged} />
     </div>
   );
 }
 
-interface LedgerRow {
+export interface LedgerRow {
   seq: number;
   at: string;
   actor: string;
@@ -343,18 +345,41 @@ function kindName(kind: unknown): string {
   return '';
 }
 
-export function Timeline(props: { orderId: string; version?: number; units: Unit[]; compact?: boolean }) {
+/** The ledger of one order, re-read whenever its version changes. */
+export function useOrderEvents(orderId: string | null, version?: number): [LedgerRow[] | null, unknown] {
   const [events, setEvents] = useState<LedgerRow[] | null>(null);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
+    if (!orderId) return;
+    let cancelled = false;
     setError(null);
-    get<LedgerRow[]>(`/api/orders/${encodeURIComponent(props.orderId)}/events`)
-      .then(setEvents)
+    get<LedgerRow[]>(`/api/orders/${encodeURIComponent(orderId)}/events`)
+      .then((ev) => !cancelled && setEvents(ev))
       .catch((e) => {
+        if (cancelled) return;
         setEvents(null);
         setError(e);
       });
-  }, [props.orderId, props.version]);
+    return () => {
+      cancelled = true;
+    };
+  }, [orderId, version]);
+  return [events, error];
+}
+
+/** The reason of the latest return (退回) or return upward, for the dispatcher. */
+export function lastReturnReason(events: LedgerRow[] | null): string | null {
+  const returns = (events ?? []).filter((ev) => ['return', 'return_upward'].includes(kindName(ev.kind)));
+  const last = returns[returns.length - 1];
+  if (!last) return null;
+  const kind = last.kind as Record<string, unknown> | undefined;
+  const reason = last.reason ?? (kind && typeof kind.reason === 'string' ? kind.reason : null);
+  return reason ?? '';
+}
+
+export function Timeline(props: { orderId: string; version?: number; units: Unit[]; compact?: boolean; events?: LedgerRow[] | null }) {
+  const [fetched, error] = useOrderEvents(props.events === undefined ? props.orderId : null, props.version);
+  const events = props.events === undefined ? fetched : props.events;
   if (error) return <ErrorBanner error={error} />;
   if (!events) return null;
   return (
