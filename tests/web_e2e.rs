@@ -84,7 +84,9 @@ fn e2e_config(root: &Path) -> String {
 #[test]
 fn consoles_carry_an_order_from_intake_to_ranking_in_chromium() {
     if !on_path("node") {
-        eprintln!("SKIPPED web_e2e: `node` is not installed (install nodejs 20+ to run the browser test)");
+        eprintln!(
+            "SKIPPED web_e2e: `node` is not installed (install nodejs 20+ to run the browser test)"
+        );
         return;
     }
     let root = repo_root();

@@ -9,11 +9,14 @@ import {
   CATEGORY_LABELS,
   CHANNEL_LABELS,
   COMMAND_LABELS,
+  EVENT_LABELS,
+  SATISFACTION_LABELS,
   STATE_LABELS,
   URGENCY_LABELS,
   contactOf,
   currentDue,
   deadlineMark,
+  dueText,
   formatDateTime,
   formatRemaining,
   label,
@@ -288,8 +291,9 @@ export function OrderDetail(props: {
         )}
         <dt>时限</dt>
         <dd>
-          转办 {formatDateTime(o.deadlines?.transfer_due)} · 反馈 {formatDateTime(o.deadlines?.feedback_due)}
-          {o.deadlines?.callback_due ? ` · 回访 ${formatDateTime(o.deadlines.callback_due)}` : ''}
+          转办 {dueText(o.deadlines as Record<string, unknown>, 'transfer')} · 反馈{' '}
+          {dueText(o.deadlines as Record<string, unknown>, 'feedback')}
+          {o.deadlines?.callback_due ? ` · 回访 ${dueText(o.deadlines as Record<string, unknown>, 'callback')}` : ''}
           {o.deadlines?.provisional ? '（暂定：日历数据缺失）' : ''}
         </dd>
         {ext && (
@@ -369,7 +373,9 @@ export function useOrderEvents(orderId: string | null, version?: number): [Ledge
 
 /** The reason of the latest return (退回) or return upward, for the dispatcher. */
 export function lastReturnReason(events: LedgerRow[] | null): string | null {
-  const returns = (events ?? []).filter((ev) => ['return', 'return_upward'].includes(kindName(ev.kind)));
+  const returns = (events ?? []).filter((ev) =>
+    ['returned', 'returned_upward', 'return', 'return_upward'].includes(kindName(ev.kind)),
+  );
   const last = returns[returns.length - 1];
   if (!last) return null;
   const kind = last.kind as Record<string, unknown> | undefined;
@@ -388,10 +394,19 @@ export function Timeline(props: { orderId: string; version?: number; units: Unit
       <ol class="timeline">
         {events.map((ev) => {
           const name = kindName(ev.kind);
+          const kind = (ev.kind && typeof ev.kind === 'object' ? ev.kind : {}) as Record<string, unknown>;
+          const text = ev.reason ?? [kind.reason, kind.text, kind.note, kind.answer].find((t) => typeof t === 'string' && t);
+          const extra =
+            name === 'dispatched' && Array.isArray(kind.units)
+              ? `→ ${(kind.units as string[]).map((u) => unitName(props.units, u)).join('、')}`
+              : name === 'callback_recorded'
+                ? label(SATISFACTION_LABELS, kind.satisfaction)
+                : '';
           return (
-            <li key={ev.seq}>
+            <li key={ev.seq} data-event={name}>
               <time>{formatDateTime(ev.at)}</time>
-              <span class="what">{label(COMMAND_LABELS, name) !== '—' ? label(COMMAND_LABELS, name) : name}</span>
+              <span class="what">{EVENT_LABELS[name] ?? COMMAND_LABELS[name] ?? name}</span>
+              {extra && <span class="what-extra">{extra}</span>}
               <span class="who">
                 {ev.actor}
                 {ev.unit ? ` · ${unitName(props.units, ev.unit)}` : ''}
@@ -401,7 +416,7 @@ export function Timeline(props: { orderId: string; version?: number; units: Unit
                   {label(STATE_LABELS, ev.state_before)} → {label(STATE_LABELS, ev.state_after)}
                 </span>
               )}
-              {ev.reason && <div class="reason">{ev.reason}</div>}
+              {typeof text === 'string' && text && <div class="reason">{text}</div>}
             </li>
           );
         })}

@@ -82,6 +82,42 @@ export const COMMAND_LABELS: Record<string, string> = {
   reveal_contact: '显示号码',
 };
 
+/** Ledger event types (`kind.type` in `/api/orders/{id}/events`). */
+export const EVENT_LABELS: Record<string, string> = {
+  created: '登记',
+  submitted: '提交',
+  answered_directly: '直接答复',
+  dispatched: '派单',
+  returned_upward: '上报退回',
+  signed: '签收',
+  returned: '退回',
+  started: '开始办理',
+  extension_requested: '申请延期',
+  extension_approved: '同意延期',
+  extension_rejected: '驳回延期',
+  reply_drafted: '拟写答复',
+  review_approved: '审核通过',
+  review_rejected: '审核驳回',
+  replied: '答复',
+  fed_back: '反馈来电人',
+  closed: '办结',
+  callback_recorded: '回访',
+  redo_ordered: '重办',
+  escalated_for_second_callback: '转二次回访',
+  special_flagged: '特殊标记',
+  reminded: '催办',
+  supervised: '督办',
+  note_added: '备注',
+  deadlines_recomputed: '重算时限',
+  withdrawn: '撤回',
+};
+
+export const SATISFACTION_LABELS: Record<string, string> = {
+  satisfied: '满意',
+  basically_satisfied: '基本满意',
+  dissatisfied: '不满意',
+};
+
 export const AGENT_STATE_LABELS: Record<string, string> = {
   signed_out: '签退',
   idle: '空闲',
@@ -214,4 +250,16 @@ export function periodOf(now: Date, kind: 'month' | 'quarter' | 'year'): string 
   if (kind === 'year') return String(y);
   if (kind === 'quarter') return `${y}-Q${Math.floor((m - 1) / 3) + 1}`;
   return `${y}-${pad(m)}`;
+}
+
+/** A deadline for people: the server's display text (a limit at the end of a day reads
+ * `24:00`) when it sends one, else the instant in Beijing time. */
+export function dueText(
+  deadlines: Record<string, unknown> | null | undefined,
+  which: 'transfer' | 'feedback' | 'callback',
+): string {
+  if (!deadlines) return '—';
+  const display = deadlines[`${which}_due_display`];
+  if (typeof display === 'string' && display) return display;
+  return formatDateTime(deadlines[`${which}_due`] as string | null | undefined);
 }

@@ -82,7 +82,7 @@ function Kpis() {
   const [total, setTotal] = useState(0);
   const [error, setError] = useState<unknown>(null);
   useEffect(() => {
-    get<{ items: Order[]; total: number }>('/api/orders?per_page=500&sort=deadline')
+    get<{ items: Order[]; total: number }>('/api/orders?per_page=200&sort=deadline')
       .then((p) => {
         setOrders(p.items);
         setTotal(p.total);
@@ -130,17 +130,18 @@ const METRICS: Record<string, { label: string; pick: (r: RankingRow) => number |
   satisfaction_rate: { label: '满意率', pick: (r) => r.satisfaction_rate, rate: true },
 };
 
-function rowName(r: RankingRow): string {
-  return r.unit_name ?? (r.category ? label(CATEGORY_LABELS, r.category) : r.unit ?? '—');
+function rowName(r: RankingRow, by: string): string {
+  if (by === 'category') return label(CATEGORY_LABELS, r.category ?? r.unit);
+  return r.unit_name || r.unit || '—';
 }
 
-function RankingChart(props: { rows: RankingRow[]; metric: string }) {
+function RankingChart(props: { rows: RankingRow[]; metric: string; by: string }) {
   const ref = useRef<HTMLDivElement>(null);
   useEffect(() => {
     const el = ref.current;
     const m = METRICS[props.metric];
     if (!el || !m || props.rows.length === 0) return;
-    const names = props.rows.map(rowName);
+    const names = props.rows.map((r) => rowName(r, props.by));
     const xs = props.rows.map((_, i) => i);
     const ys = props.rows.map((r) => {
       const v = m.pick(r);
@@ -168,7 +169,7 @@ function RankingChart(props: { rows: RankingRow[]; metric: string }) {
       el,
     );
     return () => plot.destroy();
-  }, [props.rows, props.metric]);
+  }, [props.rows, props.metric, props.by]);
   return <div class="chart" ref={ref} data-chart="ranking" />;
 }
 
@@ -177,11 +178,11 @@ function RankingsPanel() {
   const [periodKind, setPeriodKind] = useState<'month' | 'quarter' | 'year'>('month');
   const [period, setPeriod] = useState(periodOf(now, 'month'));
   const [by, setBy] = useState('unit');
-  const [group, setGroup] = useState('');
+  const [group, setGroup] = useState('consultation');
   const [metric, setMetric] = useState('orders');
   const [data, setData] = useState<Rankings | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const query = new URLSearchParams({ period, by, ...(group ? { group } : {}) }).toString();
+  const query = new URLSearchParams({ period, by, group }).toString();
   useEffect(() => {
     setError(null);
     get<Rankings>(`/api/rankings?${query}`)
@@ -231,7 +232,6 @@ function RankingsPanel() {
         <label>
           考核类别
           <select name="group" value={group} onChange={(e) => setGroup(e.currentTarget.value)}>
-            <option value="">全部</option>
             <option value="consultation">咨询</option>
             <option value="complaint_suggestion">投诉建议</option>
             <option value="case">案件</option>
@@ -252,7 +252,7 @@ function RankingsPanel() {
       {data && data.rows.length === 0 && <p class="empty">该期间暂无考核数据</p>}
       {data && data.rows.length > 0 && (
         <>
-          <RankingChart rows={data.rows} metric={metric} />
+          <RankingChart rows={data.rows} metric={metric} by={data.by ?? by} />
           <table class="orders rankings">
             <thead>
               <tr>
@@ -268,9 +268,9 @@ function RankingsPanel() {
             </thead>
             <tbody>
               {data.rows.map((r) => (
-                <tr key={`${r.rank}-${rowName(r)}`} data-ranking-unit={r.unit ?? r.category}>
+                <tr key={`${r.rank}-${rowName(r, by)}`} data-ranking-unit={r.unit ?? r.category}>
                   <td>{r.rank}</td>
-                  <td>{rowName(r)}</td>
+                  <td>{rowName(r, by)}</td>
                   <td>{r.orders}</td>
                   <td>{formatRate(r.completion_rate)}</td>
                   <td>{formatRate(r.on_time_rate)}</td>
