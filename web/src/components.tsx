@@ -14,6 +14,8 @@ import {
   STATE_LABELS,
   URGENCY_LABELS,
   contactOf,
+  kindName,
+  lastReturnReason,
   currentDue,
   deadlineMark,
   dueText,
@@ -207,6 +209,7 @@ export function FilterBar(props: { filters: Filters; units: Unit[]; onChange: (f
   );
 }
 
+const RECORDING_ROLES = ['supervisor', 'province_admin', 'callback_staff', 'reviewer'];
 const REVEAL_ROLES = ['dispatcher', 'callback_staff', 'supervisor', 'province_admin', 'unit_handler', 'unit_head'];
 
 export function OrderDetail(props: {
@@ -262,6 +265,15 @@ export function OrderDetail(props: {
         <dd>
           {label(CHANNEL_LABELS, o.fields.channel)} / {unitName(props.units, String(o.fields.city ?? ''))}
         </dd>
+        {typeof o.fields.call_id === 'string' && o.fields.call_id && props.me.roles.some((r) => RECORDING_ROLES.includes(r)) && (
+          <>
+            <dt>通话录音</dt>
+            <dd>
+              {/* preload=none: the server audits each play, so only a real play fetches it. */}
+              <audio controls preload="none" src={`/api/recordings/${encodeURIComponent(o.fields.call_id)}`} />
+            </dd>
+          </>
+        )}
         <dt>受理时间</dt>
         <dd>{formatDateTime(o.fields.received_at as string | undefined)}</dd>
         <dt>诉求描述</dt>
@@ -336,19 +348,6 @@ export interface LedgerRow {
   reason?: string | null;
 }
 
-function kindName(kind: unknown): string {
-  if (typeof kind === 'string') return kind;
-  if (kind && typeof kind === 'object') {
-    const k = kind as Record<string, unknown>;
-    if (typeof k.command === 'string') return k.command;
-    if (typeof k.kind === 'string') return k.kind;
-    if (typeof k.type === 'string') return k.type;
-    const keys = Object.keys(k);
-    if (keys.length === 1) return keys[0];
-  }
-  return '';
-}
-
 /** The ledger of one order, re-read whenever its version changes. */
 export function useOrderEvents(orderId: string | null, version?: number): [LedgerRow[] | null, unknown] {
   const [events, setEvents] = useState<LedgerRow[] | null>(null);
@@ -369,18 +368,6 @@ export function useOrderEvents(orderId: string | null, version?: number): [Ledge
     };
   }, [orderId, version]);
   return [events, error];
-}
-
-/** The reason of the latest return (退回) or return upward, for the dispatcher. */
-export function lastReturnReason(events: LedgerRow[] | null): string | null {
-  const returns = (events ?? []).filter((ev) =>
-    ['returned', 'returned_upward', 'return', 'return_upward'].includes(kindName(ev.kind)),
-  );
-  const last = returns[returns.length - 1];
-  if (!last) return null;
-  const kind = last.kind as Record<string, unknown> | undefined;
-  const reason = last.reason ?? (kind && typeof kind.reason === 'string' ? kind.reason : null);
-  return reason ?? '';
 }
 
 export function Timeline(props: { orderId: string; version?: number; units: Unit[]; compact?: boolean; events?: LedgerRow[] | null }) {

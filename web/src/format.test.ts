@@ -8,6 +8,8 @@ import {
   formatRate,
   formatRemaining,
   formatSeconds,
+  dueText,
+  lastReturnReason,
   periodOf,
   unitIds,
 } from './format';
@@ -81,5 +83,24 @@ describe('formatting', () => {
     expect(periodOf(newYearsEveUtc, 'month')).toBe('2027-01');
     expect(periodOf(newYearsEveUtc, 'quarter')).toBe('2027-Q1');
     expect(periodOf(new Date('2026-11-28T00:00:00Z'), 'quarter')).toBe('2026-Q4');
+  });
+});
+
+describe('ledger helpers', () => {
+  it('finds the latest return reason, from the row or the event kind', () => {
+    const events = [
+      { kind: { type: 'created' } },
+      { kind: { type: 'returned', unit: 'a', reason: '不属于本单位' }, reason: null },
+      { kind: { type: 'dispatched', units: ['b'] } },
+      { kind: { type: 'returned', unit: 'b', reason: '非本辖区' }, reason: '非本辖区' },
+    ];
+    expect(lastReturnReason(events)).toBe('非本辖区');
+    expect(lastReturnReason(events.slice(0, 3))).toBe('不属于本单位');
+    expect(lastReturnReason(events.slice(0, 1))).toBeNull();
+  });
+  it("prefers the server's 24:00 display text for a limit", () => {
+    const d = { feedback_due: '2026-12-04T16:00:00Z', feedback_due_display: '2026-12-04 24:00' };
+    expect(dueText(d, 'feedback')).toBe('2026-12-04 24:00');
+    expect(dueText({ transfer_due: '2026-11-28T06:05:00Z' }, 'transfer')).toBe('2026-11-28 14:05');
   });
 });

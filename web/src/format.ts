@@ -263,3 +263,28 @@ export function dueText(
   if (typeof display === 'string' && display) return display;
   return formatDateTime(deadlines[`${which}_due`] as string | null | undefined);
 }
+
+/** The type of a ledger event's `kind` (`{"type": "returned", …}`), or of a command. */
+export function kindName(kind: unknown): string {
+  if (typeof kind === 'string') return kind;
+  if (kind && typeof kind === 'object') {
+    const k = kind as Record<string, unknown>;
+    for (const key of ['type', 'command', 'kind']) {
+      if (typeof k[key] === 'string') return k[key] as string;
+    }
+  }
+  return '';
+}
+
+/** The reason of the latest return (退回) or return upward in a ledger, for the
+ * dispatcher handling it; null when the order was never returned. */
+export function lastReturnReason(
+  events: { kind?: unknown; reason?: string | null }[] | null | undefined,
+): string | null {
+  const returns = (events ?? []).filter((ev) => ['returned', 'returned_upward'].includes(kindName(ev.kind)));
+  const last = returns[returns.length - 1];
+  if (!last) return null;
+  if (last.reason) return last.reason;
+  const kind = last.kind as Record<string, unknown> | undefined;
+  return kind && typeof kind.reason === 'string' ? kind.reason : '';
+}
