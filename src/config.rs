@@ -25,6 +25,10 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub units: Vec<UnitConfig>,
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+    #[serde(default)]
+    pub routing: Vec<RoutingConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -420,6 +424,7 @@ impl Config {
                 (Some(_), _) => {}
             }
         }
+        validate_users_and_routing(self, &unit_ids, &mut problems);
         problems
     }
 
@@ -623,5 +628,198 @@ roles = ["agent"]
             c.database_url(Some("postgres://x/y".into())),
             "postgres://x/y"
         );
+    }
+}
+
+/// A console / API user (work orders). Passwords: `password_hash` (argon2 PHC string)
+/// in production, plain `password` for development.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub password: Option<String>,
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    pub roles: Vec<Role>,
+    /// Unit id from `[[units]]`.
+    pub unit: String,
+    /// SHA-256 hex of a bearer token for API clients.
+    #[serde(default)]
+    pub api_token: Option<String>,
+}
+
+/// Automatic routing (TK-ROUTE): (city, business area, category) → unit; `"*"` matches
+/// anything. The most specific matching rule wins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingConfig {
+    #[serde(default = "wildcard")]
+    pub city: String,
+    #[serde(default = "wildcard")]
+    pub business_area: String,
+    #[serde(default = "wildcard")]
+    pub category: String,
+    pub unit: String,
+}
+
+fn wildcard() -> String {
+    "*".to_owned()
+}
+
+const BUSINESS_AREAS: [&str; 8] = [
+    "legal_aid",
+    "lawyer",
+    "notary",
+    "judicial_appraisal",
+    "mediation",
+    "grassroots_legal_service",
+    "legal_education",
+    "other",
+];
+const CATEGORIES: [&str; 4] = ["consultation", "complaint", "suggestion", "case"];
+
+fn validate_users_and_routing(
+    config: &Config,
+    unit_ids: &HashSet<&str>,
+    problems: &mut Vec<Problem>,
+) {
+    let mut add = |path: String, message: String| {
+        problems.push(Problem {
+            path,
+            line: None,
+            message,
+        })
+    };
+    let mut user_ids = HashSet::new();
+    for (i, u) in config.users.iter().enumerate() {
+        if u.id.trim().is_empty() {
+            add(format!("users[{i}].id"), "must not be empty".into());
+        }
+        if !user_ids.insert(u.id.as_str()) {
+            add(
+                format!("users[{i}].id"),
+                format!("duplicate user id {:?}", u.id),
+            );
+        }
+        if !unit_ids.contains(u.unit.as_str()) {
+            add(
+                format!("users[{i}].unit"),
+                format!("unknown unit {:?} (not in [[units]])", u.unit),
+            );
+        }
+        if u.roles.is_empty() {
+            add(
+                format!("users[{i}].roles"),
+                "must list at least one role".into(),
+            );
+        }
+        match (&u.password, &u.password_hash) {
+            (None, None) => add(
+                format!("users[{i}]"),
+                "needs password or password_hash".into(),
+            ),
+            (_, Some(h)) if !h.starts_with("$argon2") => add(
+                format!("users[{i}].password_hash"),
+                "must be an argon2 PHC string ($argon2id$…)".into(),
+            ),
+            _ => {}
+        }
+        if let Some(t) = &u.api_token
+            && !is_hex(t, 64)
+        {
+            add(
+                format!("users[{i}].api_token"),
+                "must be the SHA-256 of the token, 64 lowercase hex digits".into(),
+            );
+        }
+    }
+    for (i, r) in config.routing.iter().enumerate() {
+        if !unit_ids.contains(r.unit.as_str()) {
+            add(
+                format!("routing[{i}].unit"),
+                format!("unknown unit {:?} (not in [[units]])", r.unit),
+            );
+        }
+        if r.city != "*" && !unit_ids.contains(r.city.as_str()) {
+            add(
+                format!("routing[{i}].city"),
+                format!("unknown unit {:?} (not in [[units]])", r.city),
+            );
+        }
+        if r.business_area != "*" && !BUSINESS_AREAS.contains(&r.business_area.as_str()) {
+            add(
+                format!("routing[{i}].business_area"),
+                format!(
+                    "{:?} is not one of {BUSINESS_AREAS:?} or \"*\"",
+                    r.business_area
+                ),
+            );
+        }
+        if r.category != "*" && !CATEGORIES.contains(&r.category.as_str()) {
+            add(
+                format!("routing[{i}].category"),
+                format!("{:?} is not one of {CATEGORIES:?} or \"*\"", r.category),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod user_routing_tests {
+    use super::*;
+
+    const BASE: &str = r#"
+[server]
+domain = "hotline.test"
+
+[[units]]
+id = "province"
+name = "省司法厅"
+kind = "province"
+
+[[units]]
+id = "jinan"
+name = "济南市司法局"
+kind = "city"
+parent = "province"
+"#;
+
+    #[test]
+    fn users_and_routing_are_checked() {
+        let text = format!(
+            "{BASE}
+[[users]]
+id = \"a\"
+name = \"A\"
+roles = [\"agent\"]
+unit = \"atlantis\"
+
+[[users]]
+id = \"b\"
+name = \"B\"
+roles = [\"wizard\"]
+unit = \"jinan\"
+password = \"x\"
+
+[[routing]]
+city = \"jinan\"
+business_area = \"legal_aid\"
+unit = \"nowhere\"
+"
+        );
+        let problems = Config::from_toml(&text).expect_err("problems");
+        // Unknown role is a type error: reported alone, by the parser.
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].message.contains("wizard"), "{problems:?}");
+
+        let fixed = text.replace("wizard", "dispatcher");
+        let problems = Config::from_toml(&fixed).expect_err("problems");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert!(paths.contains(&"users[0].unit"), "{paths:?}");
+        assert!(paths.contains(&"users[0]"), "missing password: {paths:?}");
+        assert!(paths.contains(&"routing[0].unit"), "{paths:?}");
+        assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
     }
 }

@@ -63,8 +63,25 @@ enum Command {
         #[command(subcommand)]
         command: CalendarCommand,
     },
+    /// Work-order ledger (TK-LEDGER).
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
+        #[arg(long, default_value = "config/hotline.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum LedgerCommand {
+    /// Recompute the hash chain of every work-order event; report the first broken
+    /// one (exit 1 when broken).
+    Verify {
         #[arg(long, default_value = "config/hotline.toml")]
         config: PathBuf,
         #[arg(long)]
@@ -160,6 +177,37 @@ fn run(command: Command) -> Result<ExitCode> {
             };
             println!("{line}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify { config, data_dir },
+        } => {
+            let config = load_config(&config, data_dir)?;
+            let url = config.database_url(std::env::var("DATABASE_URL").ok());
+            runtime()?.block_on(async {
+                let store = Store::connect(&url).await.context("connect to database")?;
+                store.migrate().await.context("migrate")?;
+                let report = store.verify_ledger().await.context("read the ledger")?;
+                match &report.broken_at {
+                    None => {
+                        println!(
+                            "ledger ok: {} events, head {}",
+                            report.checked, report.head_hash
+                        );
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    Some(b) => {
+                        println!(
+                            "ledger BROKEN at event {} (order {}, seq {}): {}; {} events verified before it",
+                            b.global_seq,
+                            b.order_id.as_deref().unwrap_or("-"),
+                            b.seq.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                            b.problem,
+                            report.checked
+                        );
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            })
         }
         Command::Migrate { config, data_dir } => {
             let config = load_config(&config, data_dir)?;

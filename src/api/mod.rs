@@ -1,5 +1,10 @@
 //! HTTP API (axum): health, metrics; the consoles' API grows here.
 
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod orders;
+
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -20,12 +25,16 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Start-up warnings an operator must see (e.g. "calendar for 2027 not loaded").
     pub warnings: Arc<Vec<String>>,
+    /// Work orders: calendar, units, routing, users and sessions.
+    pub orders: Arc<orders::OrdersContext>,
 }
 
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .merge(orders::routes())
+        .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
         .merge(web::router())
 }
@@ -88,6 +97,7 @@ mod tests {
             store,
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
+            orders: Arc::default(),
         };
         let (status, body) = get_json(router(state.clone()), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
@@ -109,6 +119,7 @@ mod tests {
             store,
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
+            orders: Arc::default(),
         };
         state.metrics.parse_error();
         let (status, body) = get_json(router(state), "/metrics").await;

@@ -1,6 +1,7 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
 pub mod metrics;
+pub mod reminders;
 pub mod sip;
 
 use std::sync::Arc;
@@ -120,12 +121,20 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     );
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 
+    let orders = Arc::new(api::orders::OrdersContext::from_config(&config, calendar));
+    tokio::spawn(reminders::reminder_loop(
+        store.clone(),
+        orders.clone(),
+        Arc::new(reminders::LogNotifier),
+        shutdown.clone(),
+    ));
     let state = AppState {
         store: store.clone(),
         metrics,
         warnings: Arc::new(warnings),
+        orders,
     };
-    let app = api::router(state);
+    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http, app)

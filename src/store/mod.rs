@@ -21,6 +21,8 @@ pub enum StoreError {
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("stored work-order snapshot is unreadable")]
+    Snapshot,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,6 +52,8 @@ macro_rules! on_pool {
         }
     };
 }
+
+pub mod orders;
 
 /// One registrar binding as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]

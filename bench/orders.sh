@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Work-order bench: start `hotline serve` on SQLite, then on PostgreSQL, and run
+# bench/orders.rs against each (create + sign + start + reply per order over HTTP,
+# then p99 of GET /api/orders). Not part of `cargo test`.
+#
+#   bench/orders.sh [N orders] [clients]        (default 2000 orders, 8 clients)
+#   PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres   PostgreSQL to use ("off" to skip)
+#   PROFILE=release|dev                                     (default release)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-2000}
+CLIENTS=${2:-8}
+PROFILE=${PROFILE:-release}
+PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
+PORT=${PORT:-18480}
+flag=$([ "$PROFILE" = release ] && echo --release || echo "")
+cargo build $flag --bin hotline --bench orders
+BIN=target/$([ "$PROFILE" = release ] && echo release || echo debug)/hotline
+BENCH=$(ls -t target/$([ "$PROFILE" = release ] && echo release || echo debug)/deps/orders-* | grep -v '\.d$' | head -1)
+
+run() { # $1 = label, $2 = DATABASE_URL
+  local data; data=$(mktemp -d)
+  DATABASE_URL="$2" RUST_LOG=warn "$BIN" serve --config config/hotline.toml \
+    --http-listen 127.0.0.1:$PORT --sip-listen 127.0.0.1:$((PORT + 1)) --data-dir "$data" &
+  local pid=$!
+  for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  echo "== $1 (N=$N, clients=$CLIENTS, $PROFILE)"
+  "$BENCH" --url "127.0.0.1:$PORT" --orders "$N" --clients "$CLIENTS"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  rm -rf "$data"
+}
+
+run sqlite "sqlite://$(mktemp -d)/bench.db?mode=rwc"
+if [ "$PG_ADMIN" != off ]; then
+  db=hotline_bench_$$
+  psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null
+  run postgres "${PG_ADMIN%/*}/$db"
+  psql "$PG_ADMIN" -qc "DROP DATABASE $db" >/dev/null
+fi

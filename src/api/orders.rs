@@ -1,0 +1,1341 @@
+//! Work-order HTTP API (`/api/orders`, ledger, units, rankings, login) as specified in
+//! `API.md`: the shell around the pure ticket core. Every handler reads the order,
+//! decides with [`apply`], and commits events + projection in one transaction before
+//! answering.
+
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, RawQuery, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::auth::{Auth, CurrentUser, LoginError, SESSION_COOKIE, User, UserView};
+use super::error::ApiError;
+use crate::calendar::{Calendar, shanghai};
+use crate::config::Config;
+use crate::store::orders::AppendError;
+use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEvent};
+use crate::ticket::deadlines::running_deadline;
+use crate::ticket::{
+    Actor, BusinessArea, CallId, CallbackOutcome, Category, Channel, Command, Contact, Context,
+    DeadlineKind, Decision, Order, OrderFields, OrderId, Period, RankBy, RankGroup, ReminderLevel,
+    Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind, UnitTree,
+    Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone, rank,
+    unit_scores,
+};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// What the order handlers need besides the store: calendar, units, routing, users.
+#[derive(Debug, Default)]
+pub struct OrdersContext {
+    pub calendar: Calendar,
+    pub units: UnitTree,
+    pub routing: RoutingRules,
+    pub auth: Auth,
+}
+
+impl OrdersContext {
+    /// From a validated configuration. Without `[[units]]` the province and its 16
+    /// cities are used.
+    #[must_use]
+    pub fn from_config(config: &Config, calendar: Calendar) -> Self {
+        Self {
+            calendar,
+            units: unit_tree(config),
+            routing: routing_rules(config),
+            auth: Auth::from_config(&config.users),
+        }
+    }
+
+    fn ctx(&self) -> Context<'_> {
+        Context {
+            calendar: &self.calendar,
+            units: &self.units,
+            routing: &self.routing,
+        }
+    }
+
+    /// Ids of the units in `unit`'s subtree; `None` for the root (everything).
+    fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
+        let is_root = self.units.get(unit).is_some_and(|u| u.parent.is_none());
+        (!is_root).then(|| {
+            self.units
+                .units()
+                .filter(|u| self.units.covers(unit, &u.id))
+                .map(|u| u.id.as_str().to_owned())
+                .collect()
+        })
+    }
+
+    fn unit_name(&self, unit: &UnitId) -> Option<&str> {
+        self.units.get(unit).map(|u| u.name.as_str())
+    }
+}
+
+fn unit_tree(config: &Config) -> UnitTree {
+    if config.units.is_empty() {
+        return UnitTree::shandong_default();
+    }
+    let kind = |k: crate::config::UnitKind| match k {
+        crate::config::UnitKind::Province => UnitKind::Province,
+        crate::config::UnitKind::City => UnitKind::City,
+        crate::config::UnitKind::County => UnitKind::County,
+        crate::config::UnitKind::Township => UnitKind::Township,
+        crate::config::UnitKind::Institution => UnitKind::Institution,
+    };
+    let mut tree = UnitTree::new();
+    let mut pending: Vec<&crate::config::UnitConfig> = config.units.iter().collect();
+    // Parents first, whatever the order in the file.
+    while !pending.is_empty() {
+        let before = pending.len();
+        pending.retain(|u| {
+            let parent_ready = u
+                .parent
+                .as_ref()
+                .is_none_or(|p| tree.contains(&UnitId::new(p.clone())));
+            if !parent_ready {
+                return true;
+            }
+            let area_code = config
+                .cities
+                .iter()
+                .find(|c| c.id == u.id)
+                .and_then(|c| c.area_codes.first().cloned());
+            let unit = Unit {
+                id: UnitId::new(u.id.clone()),
+                name: u.name.clone(),
+                kind: kind(u.kind),
+                parent: u.parent.clone().map(UnitId::new),
+                area_code,
+            };
+            if let Err(e) = tree.add(unit) {
+                tracing::warn!(%e, "unit ignored");
+            }
+            false
+        });
+        if pending.len() == before {
+            for u in pending {
+                tracing::warn!(unit = %u.id, "unit ignored: its parent is missing");
+            }
+            break;
+        }
+    }
+    tree
+}
+
+fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
+    serde_json::from_value(Value::String(text.to_owned())).ok()
+}
+
+fn routing_rules(config: &Config) -> RoutingRules {
+    let wild = |s: &str| (s != "*").then(|| s.to_owned());
+    RoutingRules {
+        rules: config
+            .routing
+            .iter()
+            .map(|r| RoutingRule {
+                city: wild(&r.city).map(UnitId::new),
+                area: wild(&r.business_area).and_then(|a| parse_enum(&a)),
+                category: wild(&r.category).and_then(|c| parse_enum(&c)),
+                unit: UnitId::new(r.unit.clone()),
+            })
+            .collect(),
+    }
+}
+
+/// The routes of this module (mounted by [`super::router`]).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/login", post(login))
+        .route("/api/logout", post(logout))
+        .route("/api/me", get(me))
+        .route("/api/orders", post(create_order).get(list_orders))
+        .route("/api/orders/{id}", get(get_order))
+        .route("/api/orders/{id}/events", get(order_events))
+        .route("/api/orders/{id}/reveal_contact", post(reveal_contact))
+        .route("/api/orders/{id}/{command}", post(order_command))
+        .route("/api/ledger/verify", get(ledger_verify))
+        .route("/api/ledger/{file}", get(ledger_csv))
+        .route("/api/rankings", get(rankings))
+        .route("/api/units", get(units))
+        .route("/api/special_flags", get(special_flags))
+        .route("/api/openapi.json", get(openapi))
+}
+
+fn now() -> DateTime<FixedOffset> {
+    chrono::Utc::now().with_timezone(&shanghai())
+}
+
+/// Parse a JSON body: not JSON → 400, wrong shapes or types → 422.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
+    })?;
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid request body: {e}")))
+}
+
+/// Bytes of the body, with the size limit answered as JSON.
+fn body_bytes(
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Bytes, ApiError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!("request body exceeds {MAX_BODY_BYTES} bytes"),
+            )
+        } else {
+            ApiError::bad_request("unreadable_body", "cannot read the request body")
+        }
+    })
+}
+
+// ---------------------------------------------------------------- auth
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LoginBody {
+    user: String,
+    password: String,
+}
+
+async fn login(
+    State(state): State<AppState>,
+    parts: Parts,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body: LoginBody = parse_body(&body_bytes(body)?)?;
+    let source = super::auth::client_ip(&parts);
+    let ctx = &state.orders;
+    match ctx
+        .auth
+        .login(&body.user, &body.password, source, Instant::now())
+    {
+        Ok((session, csrf, user)) => {
+            let _ = state
+                .store
+                .audit(now().timestamp_millis(), &user.id, "login", &user.id, "")
+                .await;
+            let cookie = format!(
+                "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                super::auth::SESSION_TTL.as_secs()
+            );
+            let mut response = Json(json!({
+                "user": UserView::of(&user, ctx.unit_name(&user.unit)),
+                "csrf_token": csrf,
+            }))
+            .into_response();
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                response.headers_mut().insert(header::SET_COOKIE, value);
+            }
+            Ok(response)
+        }
+        Err(LoginError::BadCredentials) => {
+            let detail = source.map(|ip| ip.to_string()).unwrap_or_default();
+            let _ = state
+                .store
+                .audit(
+                    now().timestamp_millis(),
+                    &body.user,
+                    "login.failed",
+                    &body.user,
+                    &detail,
+                )
+                .await;
+            Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "bad_credentials",
+                "unknown user or wrong password",
+            ))
+        }
+        Err(LoginError::LockedOut { retry_after_secs }) => {
+            tracing::warn!(user = %body.user, ?source, "login locked out");
+            let mut e = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too_many_attempts",
+                format!("too many failed logins; retry in {retry_after_secs} s"),
+            );
+            e.retry_after = Some(retry_after_secs);
+            Err(e)
+        }
+    }
+}
+
+async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
+    if let Some(session) = super::auth::session_cookie(&parts) {
+        state.orders.auth.logout(&session);
+    }
+    StatusCode::NO_CONTENT
+}
+
+async fn me(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Json<UserView> {
+    Json(UserView::of(&user, state.orders.unit_name(&user.unit)))
+}
+
+// ---------------------------------------------------------------- rendering
+
+fn enum_value<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// The commands a console may offer, with placeholder arguments for the dry run.
+fn candidate_commands(order: &Order) -> Vec<Command> {
+    let text = || "-".to_owned();
+    let dispatch_unit = order
+        .dispatch_unit
+        .clone()
+        .unwrap_or_else(|| order.fields.city.clone());
+    let deadline = running_deadline(order).map_or(DeadlineKind::Feedback, |(k, _)| k);
+    vec![
+        Command::Submit,
+        Command::AnswerDirectly { answer: text() },
+        Command::Dispatch {
+            units: vec![dispatch_unit],
+            category: None,
+            area: None,
+        },
+        Command::ReturnUpward { reason: text() },
+        Command::Sign,
+        Command::Return { reason: text() },
+        Command::Start,
+        Command::RequestExtension {
+            extra_working_days: 1,
+            reason: text(),
+        },
+        Command::DecideExtension {
+            decision: Decision::Approve,
+            reason: text(),
+        },
+        Command::DraftReply { text: text() },
+        Command::Review {
+            decision: Decision::Approve,
+            reason: text(),
+        },
+        Command::Reply { text: text() },
+        Command::SendReviewedReply,
+        Command::FeedBack { note: text() },
+        Command::RecordCallback {
+            outcome: CallbackOutcome::Satisfied,
+            note: text(),
+        },
+        Command::Remind {
+            deadline,
+            level: ReminderLevel::Yellow,
+            note: text(),
+        },
+        Command::Supervise { note: text() },
+        Command::AddNote { note: text() },
+        Command::Withdraw { reason: text() },
+    ]
+}
+
+/// What `actor` may do now: each candidate dry-run through the pure core.
+fn allowed_commands(
+    order: &Order,
+    actor: &Actor,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> Vec<&'static str> {
+    let context = ctx.ctx();
+    candidate_commands(order)
+        .into_iter()
+        .filter_map(|command| {
+            let name = command.name();
+            apply(order, command, actor, at, &context)
+                .ok()
+                .map(|_| name)
+        })
+        .collect()
+}
+
+fn deadline_json(order: &Order) -> Value {
+    match order.deadlines {
+        None => Value::Null,
+        Some(d) => json!({
+            "transfer_due": d.transfer.due.at,
+            "transfer_due_display": d.transfer.due.display().to_string(),
+            "feedback_due": d.feedback.due.at,
+            "feedback_due_display": d.feedback.due.display().to_string(),
+            "feedback_working_days": d.feedback_working_days,
+            "feedback_cap": d.feedback_cap.at,
+            "callback_due": d.callback.map(|c| c.due.at),
+            "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
+            "provisional": d.provisional(),
+        }),
+    }
+}
+
+fn reminder_level(order: &Order, at: DateTime<FixedOffset>) -> &'static str {
+    match running_deadline(order) {
+        Some((_, window)) if at >= window.due.at => "red",
+        Some((_, window)) if at >= window.warn_from => "yellow",
+        _ => "none",
+    }
+}
+
+fn fields_json(fields: &OrderFields, contact: &Contact) -> Value {
+    json!({
+        "contact_name": contact.name,
+        "contact_phone": contact.phone,
+        "category": fields.category,
+        "urgency": fields.urgency,
+        "business_area": fields.area,
+        "units": fields.units_involved,
+        "description": fields.description,
+        "remarks": fields.remarks,
+        "channel": fields.channel,
+        "city": fields.city,
+        "call_id": fields.call_id,
+        "recordings": fields.recordings,
+        "received_at": fields.received_at,
+    })
+}
+
+fn order_json(order: &Order, user: &User, at: DateTime<FixedOffset>, ctx: &OrdersContext) -> Value {
+    let actor = user.actor();
+    let contact = contact_for(&actor, &order.fields.contact);
+    json!({
+        "id": order.id,
+        "version": order.version,
+        "state": order.state,
+        "fields": fields_json(&order.fields, &contact),
+        "units": order.assignments,
+        "lead_unit": order.lead_unit,
+        "dispatch_unit": order.dispatch_unit,
+        "deadlines": deadline_json(order),
+        "reminder": reminder_level(order, at),
+        "overdue": is_overdue(order, at),
+        "special_flag": order.special_flag,
+        "closing": order.closing,
+        "pending_extension": order.pending_extension,
+        "draft_reply": order.draft_reply,
+        "reply": order.reply,
+        "satisfaction": order.satisfaction,
+        "callbacks": order.callbacks,
+        "returned_by": order.returned_by,
+        "redo_count": order.redo_count,
+        "supervisions": order.supervisions,
+        "second_callback_unit": order.second_callback_unit,
+        "completed_at": order.completed_at,
+        "updated_at": order.last_event_at,
+        "contact_masked": !can_see_contact(&actor),
+        "allowed_commands": allowed_commands(order, &actor, at, ctx),
+    })
+}
+
+/// Load an order the user may read; 404 otherwise (existence is not revealed).
+async fn visible_order(state: &AppState, user: &User, id: &str) -> Result<Order, ApiError> {
+    if id.len() > 64 {
+        return Err(ApiError::not_found("order"));
+    }
+    let order = state
+        .store
+        .load_order(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    let ctx = &state.orders;
+    let involved = state.store.order_units(id).await?;
+    let visible = ctx.scope_of(&user.unit).is_none()
+        || involved
+            .iter()
+            .any(|u| ctx.units.covers(&user.unit, &UnitId::new(u.clone())));
+    if visible {
+        Ok(order)
+    } else {
+        Err(ApiError::not_found("order"))
+    }
+}
+
+// ---------------------------------------------------------------- create
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateOrder {
+    #[serde(default)]
+    contact_name: String,
+    #[serde(default)]
+    contact_phone: String,
+    category: Category,
+    #[serde(default)]
+    urgency: Urgency,
+    #[serde(default)]
+    business_area: BusinessArea,
+    #[serde(default)]
+    units: Vec<UnitId>,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    remarks: String,
+    #[serde(default)]
+    channel: Channel,
+    #[serde(default)]
+    city: Option<UnitId>,
+    #[serde(default)]
+    call_id: Option<CallId>,
+    #[serde(default)]
+    recordings: Vec<String>,
+    #[serde(default)]
+    received_at: Option<DateTime<FixedOffset>>,
+}
+
+fn valid_phone(phone: &str) -> bool {
+    phone.len() <= 32
+        && phone
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '))
+}
+
+fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
+    OrderId(format!(
+        "GD{}{:08X}",
+        at.format("%Y%m%d"),
+        rand::random::<u32>()
+    ))
+}
+
+async fn replay_idempotent(
+    state: &AppState,
+    user: &User,
+    key: &str,
+    body_hash: &str,
+) -> Result<Option<Response>, ApiError> {
+    let Some((stored_hash, order_id)) = state.store.idempotent_order(&user.id, key).await? else {
+        return Ok(None);
+    };
+    if stored_hash != body_hash {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+        .with_field("Idempotency-Key"));
+    }
+    let order = state
+        .store
+        .load_order(&order_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("order"))?;
+    Ok(Some(
+        (
+            StatusCode::CREATED,
+            Json(order_json(&order, user, now(), &state.orders)),
+        )
+            .into_response(),
+    ))
+}
+
+async fn create_order(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = body_bytes(body)?;
+    let request: CreateOrder = parse_body(&body)?;
+    let key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .filter(|k| !k.is_empty() && k.len() <= 128)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_header",
+                        "Idempotency-Key must be 1-128 characters",
+                    )
+                    .with_field("Idempotency-Key")
+                })?
+                .to_owned(),
+        ),
+    };
+    let body_hash = hex::encode(Sha256::digest(&body));
+    if let Some(key) = &key
+        && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
+    {
+        return Ok(response);
+    }
+    if !valid_phone(&request.contact_phone) {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "contact_phone may hold digits, +, - and spaces (at most 32)",
+        )
+        .with_field("contact_phone"));
+    }
+    if request.description.trim().is_empty() {
+        return Err(
+            ApiError::unprocessable("missing_field", "description is required")
+                .with_field("description"),
+        );
+    }
+    let ctx = &state.orders;
+    let at = now();
+    let city = match request.city {
+        Some(city) => city,
+        None => ctx.units.city_of(&user.unit).cloned().ok_or_else(|| {
+            ApiError::unprocessable("missing_field", "city is required").with_field("city")
+        })?,
+    };
+    let fields = OrderFields {
+        contact: Contact {
+            name: request.contact_name.trim().to_owned(),
+            phone: request.contact_phone.trim().to_owned(),
+        },
+        category: request.category,
+        urgency: request.urgency,
+        area: request.business_area,
+        units_involved: request.units,
+        description: request.description,
+        remarks: request.remarks,
+        channel: request.channel,
+        city,
+        call_id: request.call_id,
+        recordings: request.recordings,
+        received_at: request.received_at.unwrap_or(at),
+    };
+    let actor = user.actor();
+    let context = ctx.ctx();
+    let id = new_order_id(at);
+    let (created, mut events) = apply(
+        &Order::new(id),
+        Command::Create { fields },
+        &actor,
+        at,
+        &context,
+    )?;
+    let (order, submitted) = apply(&created, Command::Submit, &actor, at, &context)?;
+    events.extend(submitted);
+    let record = key.as_deref().map(|key| IdempotencyRecord {
+        actor: &user.id,
+        key,
+        body_hash: &body_hash,
+    });
+    match state
+        .store
+        .append_order_events(&order, 0, &events, record, at.timestamp_millis())
+        .await
+    {
+        Ok(()) => {}
+        Err(AppendError::IdempotencyKeyTaken) => {
+            if let Some(key) = &key
+                && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
+            {
+                return Ok(response);
+            }
+            return Err(AppendError::IdempotencyKeyTaken.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(order = %order.id, user = %user.id, state = %order.state, "order created");
+    Ok((
+        StatusCode::CREATED,
+        Json(order_json(&order, &user, at, ctx)),
+    )
+        .into_response())
+}
+
+// ---------------------------------------------------------------- list
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    state: Option<String>,
+    city: Option<String>,
+    category: Option<String>,
+    business_area: Option<String>,
+    urgency: Option<String>,
+    unit: Option<String>,
+    overdue: Option<String>,
+    phone: Option<String>,
+    special_flag: Option<String>,
+    page: Option<String>,
+    per_page: Option<String>,
+    sort: Option<String>,
+}
+
+fn parse_query<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
+    match raw {
+        None | Some("") => Ok(T::default()),
+        Some(q) => serde_urlencoded_like(q),
+    }
+}
+
+/// Query strings through axum's own parser (serde_urlencoded underneath).
+fn serde_urlencoded_like<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    let uri: axum::http::Uri = format!("/?{q}")
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_query", "unreadable query string"))?;
+    Query::<T>::try_from_uri(&uri)
+        .map(|Query(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}
+
+fn filter_enum<T: serde::de::DeserializeOwned + serde::Serialize>(
+    value: Option<String>,
+    field: &'static str,
+) -> Result<Option<String>, ApiError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => match parse_enum::<T>(&v) {
+            Some(parsed) => Ok(Some(match enum_value(&parsed) {
+                Value::String(s) => s,
+                _ => v,
+            })),
+            None => Err(
+                ApiError::bad_request("invalid_filter", format!("unknown {field} {v:?}"))
+                    .with_field(field),
+            ),
+        },
+    }
+}
+
+fn filter_unit(value: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v)
+            if v.len() <= 64
+                && v.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_')
+                }) =>
+        {
+            Ok(Some(v))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_filter",
+            format!("{field} must be a unit id (a-z, 0-9, - and _)"),
+        )
+        .with_field(field)),
+    }
+}
+
+fn filter_bool(value: Option<String>, field: &'static str) -> Result<Option<bool>, ApiError> {
+    match value.as_deref() {
+        None | Some("") => Ok(None),
+        Some("true" | "1") => Ok(Some(true)),
+        Some("false" | "0") => Ok(Some(false)),
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_filter",
+            format!("{field} must be true or false"),
+        )
+        .with_field(field)),
+    }
+}
+
+fn filter_number(
+    value: Option<String>,
+    field: &'static str,
+    default: i64,
+    max: i64,
+) -> Result<i64, ApiError> {
+    match value.as_deref() {
+        None | Some("") => Ok(default),
+        Some(v) => v
+            .parse::<i64>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request("invalid_filter", format!("{field} must be 1..={max}"))
+                    .with_field(field)
+            }),
+    }
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q: ListQuery = parse_query(raw.as_deref())?;
+    let ctx = &state.orders;
+    let phone = match q.phone.filter(|p| !p.is_empty()) {
+        None => None,
+        Some(p) if !valid_phone(&p) => {
+            return Err(
+                ApiError::bad_request("invalid_filter", "phone must be digits").with_field("phone"),
+            );
+        }
+        Some(_) if !can_see_contact(&user.actor()) => {
+            return Err(ApiError::forbidden(
+                "your roles may not search by the caller's number",
+            ));
+        }
+        Some(p) => Some(p),
+    };
+    let page = filter_number(q.page, "page", 1, 1_000_000)?;
+    let per_page = filter_number(q.per_page, "per_page", 50, 200)?;
+    let sort = match q.sort.as_deref() {
+        None | Some("" | "created") => OrderSort::Created,
+        Some("deadline") => OrderSort::Deadline,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_filter",
+                "sort must be deadline or created",
+            )
+            .with_field("sort"));
+        }
+    };
+    let at = now();
+    let state_filter = match filter_enum::<OrderState>(q.state, "state")? {
+        None => None,
+        Some(s) => parse_enum::<OrderState>(&s),
+    };
+    let filter = OrderFilter {
+        state: state_filter,
+        city: filter_unit(q.city, "city")?,
+        category: filter_enum::<Category>(q.category, "category")?,
+        area: filter_enum::<BusinessArea>(q.business_area, "business_area")?,
+        urgency: filter_enum::<Urgency>(q.urgency, "urgency")?,
+        unit: filter_unit(q.unit, "unit")?,
+        overdue: filter_bool(q.overdue, "overdue")?,
+        phone,
+        special_flag: filter_bool(q.special_flag, "special_flag")?,
+        scope: ctx.scope_of(&user.unit),
+        now_ms: at.timestamp_millis(),
+        sort,
+        offset: (page - 1).saturating_mul(per_page),
+        limit: per_page,
+    };
+    let (orders, total) = state.store.list_orders(&filter).await?;
+    let items: Vec<Value> = orders
+        .iter()
+        .map(|o| order_json(o, &user, at, ctx))
+        .collect();
+    Ok(Json(json!({
+        "items": items,
+        "total": total,
+        "page": page,
+        "per_page": per_page,
+    })))
+}
+
+async fn special_flags(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = &state.orders;
+    let at = now();
+    let filter = OrderFilter {
+        special_flag: Some(true),
+        scope: ctx.scope_of(&user.unit),
+        now_ms: at.timestamp_millis(),
+        limit: 500,
+        ..OrderFilter::default()
+    };
+    let (orders, _) = state.store.list_orders(&filter).await?;
+    Ok(Json(Value::Array(
+        orders
+            .iter()
+            .map(|o| order_json(o, &user, at, ctx))
+            .collect(),
+    )))
+}
+
+// ---------------------------------------------------------------- get / commands
+
+async fn get_order(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let order = visible_order(&state, &user, &id).await?;
+    Ok(Json(order_json(&order, &user, now(), &state.orders)))
+}
+
+/// Command names accepted on `POST /api/orders/{id}/{command}`.
+const COMMANDS: [&str; 20] = [
+    "submit",
+    "answer_directly",
+    "dispatch",
+    "return_upward",
+    "sign",
+    "return",
+    "start",
+    "request_extension",
+    "decide_extension",
+    "draft_reply",
+    "review",
+    "reply",
+    "send_reviewed_reply",
+    "feed_back",
+    "record_callback",
+    "remind",
+    "supervise",
+    "add_note",
+    "recompute_deadlines",
+    "withdraw",
+];
+
+fn expected_version(
+    headers: &HeaderMap,
+    body: &mut Map<String, Value>,
+) -> Result<Option<u64>, ApiError> {
+    let from_body = match body.remove("version") {
+        None | Some(Value::Null) => None,
+        Some(v) => Some(v.as_u64().ok_or_else(|| {
+            ApiError::unprocessable("invalid_field", "version must be a non-negative integer")
+                .with_field("version")
+        })?),
+    };
+    let from_header = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(|s| s.trim().trim_matches('"'))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    ApiError::bad_request("invalid_header", "If-Match must be the order version")
+                        .with_field("If-Match")
+                })?,
+        ),
+    };
+    Ok(from_body.or(from_header))
+}
+
+async fn order_command(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    if !COMMANDS.contains(&name.as_str()) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "unknown_command",
+            format!("no command {name:?}; one of {COMMANDS:?}"),
+        ));
+    }
+    let body = body_bytes(body)?;
+    let mut object = if body.iter().all(u8::is_ascii_whitespace) {
+        Map::new()
+    } else {
+        match parse_body::<Value>(&body)? {
+            Value::Object(map) => map,
+            _ => {
+                return Err(ApiError::unprocessable(
+                    "invalid_body",
+                    "the body must be a JSON object",
+                ));
+            }
+        }
+    };
+    let expected = expected_version(&headers, &mut object)?;
+    object.insert("command".into(), Value::String(name));
+    let command: Command = serde_json::from_value(Value::Object(object))
+        .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
+    let order = visible_order(&state, &user, &id).await?;
+    if expected.is_some_and(|v| v != order.version) {
+        return Err(ApiError::version_conflict());
+    }
+    let ctx = &state.orders;
+    let at = now();
+    let command_name = command.name();
+    let (next, events) = apply(&order, command, &user.actor(), at, &ctx.ctx())?;
+    state
+        .store
+        .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
+        .await?;
+    tracing::info!(order = %next.id, user = %user.id, command = command_name, state = %next.state, "order command");
+    Ok(Json(order_json(&next, &user, at, ctx)))
+}
+
+async fn reveal_contact(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let order = visible_order(&state, &user, &id).await?;
+    state
+        .store
+        .audit(
+            now().timestamp_millis(),
+            &user.id,
+            "order.reveal_contact",
+            &order.id.0,
+            &format!("roles {:?} unit {}", user.roles, user.unit),
+        )
+        .await?;
+    tracing::info!(order = %order.id, user = %user.id, "caller contact revealed");
+    Ok(Json(json!({
+        "contact_name": order.fields.contact.name,
+        "contact_phone": order.fields.contact.phone,
+    })))
+}
+
+/// The ledger row as shown; the caller's contact in the creation event is masked for
+/// roles that may not see it.
+fn event_json(row: &StoredEvent, mask: bool) -> Value {
+    let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
+    if mask
+        && let Some(contact) = kind
+            .get_mut("fields")
+            .and_then(|f| f.get_mut("contact"))
+            .and_then(Value::as_object_mut)
+    {
+        for (key, masker) in [
+            ("name", mask_name as fn(&str) -> String),
+            ("phone", mask_phone),
+        ] {
+            if let Some(Value::String(s)) = contact.get_mut(key) {
+                *s = masker(s);
+            }
+        }
+    }
+    json!({
+        "seq": row.seq,
+        "at": row.at,
+        "actor": row.actor,
+        "role": row.role,
+        "unit": row.unit,
+        "state_before": row.state_before,
+        "state_after": row.state_after,
+        "kind": kind,
+        "reason": row.reason,
+        "hash": row.hash,
+    })
+}
+
+async fn order_events(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let order = visible_order(&state, &user, &id).await?;
+    let mask = !can_see_contact(&user.actor());
+    let rows = state.store.order_events(&order.id.0).await?;
+    Ok(Json(Value::Array(
+        rows.iter().map(|r| event_json(r, mask)).collect(),
+    )))
+}
+
+// ---------------------------------------------------------------- ledger
+
+fn require_oversight(user: &User) -> Result<(), ApiError> {
+    if user.has(Role::Supervisor) || user.has(Role::ProvinceAdmin) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "the ledger is for supervisors and province administrators",
+        ))
+    }
+}
+
+async fn ledger_verify(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+) -> Result<Json<Value>, ApiError> {
+    require_oversight(&user)?;
+    let report = state.store.verify_ledger().await?;
+    if !report.ok {
+        tracing::error!(?report.broken_at, "ledger verification failed");
+    }
+    Ok(Json(enum_value(&report)))
+}
+
+/// One CSV cell: quoted, quotes doubled, and a leading `= + - @` neutralised so a
+/// spreadsheet does not run it as a formula.
+fn csv_cell(text: &str) -> String {
+    let guarded = if text.starts_with(['=', '+', '-', '@']) {
+        format!("'{text}")
+    } else {
+        text.to_owned()
+    };
+    format!("\"{}\"", guarded.replace('"', "\"\""))
+}
+
+fn csv_response(filename: &str, body: String) -> Response {
+    let disposition = format!("attachment; filename=\"{filename}\"");
+    let mut response = (
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "text/csv; charset=utf-8")],
+        body,
+    )
+        .into_response();
+    if let Ok(value) = HeaderValue::from_str(&disposition) {
+        response
+            .headers_mut()
+            .insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+async fn ledger_csv(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path(file): Path<String>,
+) -> Result<Response, ApiError> {
+    require_oversight(&user)?;
+    let unit = file
+        .strip_suffix(".csv")
+        .map(|u| UnitId::new(u.to_owned()))
+        .filter(|u| state.orders.units.contains(u))
+        .ok_or_else(|| ApiError::not_found("unit ledger"))?;
+    if !state.orders.units.covers(&user.unit, &unit) {
+        return Err(ApiError::forbidden("that unit is outside your subtree"));
+    }
+    let rows = state.store.unit_ledger(unit.as_str()).await?;
+    let mut out = String::from(
+        "order_id,seq,at,actor,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
+    );
+    for r in &rows {
+        let event = serde_json::from_str::<Value>(&r.kind)
+            .ok()
+            .and_then(|k| k.get("type").and_then(Value::as_str).map(str::to_owned))
+            .unwrap_or_default();
+        let cells = [
+            r.order_id.as_str(),
+            &r.seq.to_string(),
+            &r.at,
+            &r.actor,
+            &r.role,
+            &r.unit,
+            &r.state_before,
+            &r.state_after,
+            &event,
+            &r.reason,
+            &r.prev_hash,
+            &r.hash,
+        ];
+        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&line.join(","));
+        out.push('\n');
+    }
+    Ok(csv_response(&format!("ledger-{unit}.csv"), out))
+}
+
+// ---------------------------------------------------------------- units, rankings
+
+async fn units(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> Json<Value> {
+    Json(Value::Array(
+        state
+            .orders
+            .units
+            .units()
+            .map(|u| {
+                json!({
+                    "id": u.id,
+                    "name": u.name,
+                    "kind": u.kind,
+                    "parent": u.parent,
+                })
+            })
+            .collect(),
+    ))
+}
+
+/// `2026-11`, `2026-Q4` or `2026` as a half-open period in Asia/Shanghai; `None`
+/// for anything else.
+pub fn parse_period(text: &str) -> Option<Period> {
+    let (year, first_month, months) = if let Some((y, q)) = text.split_once("-Q") {
+        let quarter: u32 = q.parse().ok().filter(|q| (1..=4).contains(q))?;
+        (y.parse::<i32>().ok()?, (quarter - 1) * 3 + 1, 3)
+    } else if let Some((y, m)) = text.split_once('-') {
+        let month: u32 = m.parse().ok().filter(|m| (1..=12).contains(m))?;
+        (y.parse::<i32>().ok()?, month, 1)
+    } else {
+        (text.parse::<i32>().ok()?, 1, 12)
+    };
+    if !(2000..=2200).contains(&year) {
+        return None;
+    }
+    let start = NaiveDate::from_ymd_opt(year, first_month, 1)?;
+    let end = start.checked_add_months(chrono::Months::new(months))?;
+    let tz = shanghai();
+    let at = |d: NaiveDate| tz.from_local_datetime(&d.and_hms_opt(0, 0, 0)?).single();
+    Some(Period {
+        from: at(start)?,
+        to: at(end)?,
+    })
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RankingQuery {
+    period: Option<String>,
+    by: Option<String>,
+    group: Option<String>,
+    metric: Option<String>,
+    format: Option<String>,
+}
+
+fn rate_value(rate: crate::ticket::Rate) -> Value {
+    rate.per_mille()
+        .map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0))
+}
+
+async fn rankings(
+    State(state): State<AppState>,
+    CurrentUser(_user): CurrentUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Response, ApiError> {
+    let q: RankingQuery = parse_query(raw.as_deref())?;
+    let at = now();
+    let period_text = q
+        .period
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| format!("{}-{:02}", at.year(), at.month()));
+    let period = parse_period(&period_text).ok_or_else(|| {
+        ApiError::bad_request(
+            "invalid_query",
+            "period must look like 2026-11, 2026-Q4 or 2026",
+        )
+        .with_field("period")
+    })?;
+    let group = match q.group.as_deref() {
+        None | Some("" | "consultation") => RankGroup::Consultation,
+        Some("case" | "business_handling") => RankGroup::BusinessHandling,
+        Some("complaint_suggestion") => RankGroup::ComplaintSuggestion,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "group must be case, consultation or complaint_suggestion",
+            )
+            .with_field("group"));
+        }
+    };
+    let metric = match q.metric.as_deref() {
+        None | Some("" | "completion_rate") => RankBy::CompletionRate,
+        Some("on_time_rate") => RankBy::OnTimeRate,
+        Some("satisfaction_rate") => RankBy::SatisfactionRate,
+        Some(_) => {
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "metric must be completion_rate, on_time_rate or satisfaction_rate",
+            )
+            .with_field("metric"));
+        }
+    };
+    let by_category = match q.by.as_deref() {
+        None | Some("" | "unit") => false,
+        Some("category") => true,
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_query", "by must be unit or category")
+                    .with_field("by"),
+            );
+        }
+    };
+    let orders = state
+        .store
+        .orders_received_between(period.from.timestamp_millis(), period.to.timestamp_millis())
+        .await?;
+    let ctx = &state.orders;
+    let mut rows: Vec<Value> = Vec::new();
+    if by_category {
+        // One row per category of the group: all its orders scored as one "unit".
+        let mut scores = Vec::new();
+        for category in [
+            Category::Consultation,
+            Category::Complaint,
+            Category::Suggestion,
+            Category::Case,
+        ] {
+            if RankGroup::of(category) != group {
+                continue;
+            }
+            let mut of_category: Vec<Order> = orders
+                .iter()
+                .filter(|o| o.fields.category == category)
+                .cloned()
+                .collect();
+            let name = UnitId::new(match enum_value(&category) {
+                Value::String(s) => s,
+                _ => String::new(),
+            });
+            for o in &mut of_category {
+                o.lead_unit = Some(name.clone());
+                o.returned_by.clear();
+            }
+            let mut score = unit_scores(&of_category, period);
+            if score.is_empty() {
+                continue;
+            }
+            scores.append(&mut score);
+        }
+        for r in rank(&scores, group, metric) {
+            rows.push(ranking_row(&r, r.score.unit.as_str()));
+        }
+    } else {
+        let scores = unit_scores(&orders, period);
+        for r in rank(&scores, group, metric) {
+            let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
+            rows.push(ranking_row(&r, &name));
+        }
+    }
+    let group_name = match group {
+        RankGroup::BusinessHandling => "case",
+        RankGroup::Consultation => "consultation",
+        RankGroup::ComplaintSuggestion => "complaint_suggestion",
+    };
+    if q.format.as_deref() == Some("csv") {
+        let mut out = String::from(
+            "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue\n",
+        );
+        for row in &rows {
+            let cell = |k: &str| match row.get(k) {
+                Some(Value::String(s)) => csv_cell(s),
+                Some(Value::Null) | None => String::new(),
+                Some(v) => v.to_string(),
+            };
+            let line: Vec<String> = [
+                "rank",
+                "unit",
+                "unit_name",
+                "orders",
+                "completion_rate",
+                "on_time_rate",
+                "satisfaction_rate",
+                "returns",
+                "overdue",
+            ]
+            .iter()
+            .map(|k| cell(k))
+            .collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        return Ok(csv_response(
+            &format!("rankings-{period_text}-{group_name}.csv"),
+            out,
+        ));
+    }
+    Ok(Json(json!({
+        "period": period_text,
+        "group": group_name,
+        "by": if by_category { "category" } else { "unit" },
+        "rows": rows,
+    }))
+    .into_response())
+}
+
+fn ranking_row(r: &crate::ticket::Ranked, name: &str) -> Value {
+    let s = &r.score;
+    json!({
+        "rank": r.position,
+        "unit": s.unit,
+        "unit_name": name,
+        "orders": s.handled,
+        "completed": s.completed,
+        "completion_rate": rate_value(s.completion_rate),
+        "on_time_rate": rate_value(s.on_time_rate),
+        "satisfaction_rate": rate_value(s.satisfaction_rate),
+        "returns": s.returns,
+        "overdue": s.overdue,
+    })
+}
+
+async fn openapi() -> Json<Value> {
+    Json(super::openapi::document())
+}

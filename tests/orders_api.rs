@@ -1,0 +1,1110 @@
+//! The work-order HTTP API end to end through the router (`tower::ServiceExt::oneshot`)
+//! with a real store: SQLite in a temp dir, and PostgreSQL on 127.0.0.1:5432 for the
+//! tests named `postgres_*` (skipped with `HOTLINE_TEST_PG=off`). Users, units and
+//! routing come from the shipped `config/hotline.toml`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use hotline::api::orders::OrdersContext;
+use hotline::api::{AppState, router};
+use hotline::calendar::Calendar;
+use hotline::config::Config;
+use hotline::store::Store;
+
+struct Harness {
+    app: Router,
+    state: AppState,
+    _dir: Option<tempfile::TempDir>,
+    db_file: Option<PathBuf>,
+}
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn context() -> Arc<OrdersContext> {
+    let config = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
+    let calendar =
+        Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
+    Arc::new(OrdersContext::from_config(&config, calendar))
+}
+
+fn harness_on(store: Store, dir: Option<tempfile::TempDir>, db_file: Option<PathBuf>) -> Harness {
+    let state = AppState {
+        store,
+        metrics: Arc::default(),
+        warnings: Arc::new(vec![]),
+        orders: context(),
+    };
+    Harness {
+        app: router(state.clone()),
+        state,
+        _dir: dir,
+        db_file,
+    }
+}
+
+async fn sqlite() -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("t.db");
+    let store = Store::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("sqlite");
+    store.migrate().await.expect("migrate");
+    harness_on(store, Some(dir), Some(file))
+}
+
+async fn postgres() -> Option<Harness> {
+    if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
+        return None;
+    }
+    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+    let name = format!(
+        "hotline_api_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (HOTLINE_TEST_PG=off to skip)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    Some(harness_on(store, None, None))
+}
+
+/// A logged-in console: session cookie + CSRF token.
+#[derive(Clone)]
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+struct Reply {
+    status: StatusCode,
+    body: Value,
+    headers: axum::http::HeaderMap,
+    text: String,
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes();
+        let text = String::from_utf8_lossy(&bytes).into_owned();
+        Reply {
+            status,
+            body: serde_json::from_str(&text).unwrap_or(Value::Null),
+            headers,
+            text,
+        }
+    }
+
+    async fn login(&self, user: &str) -> Session {
+        let reply = self
+            .send(
+                Request::post("/api/login")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        json!({"user": user, "password": format!("demo-{user}")}).to_string(),
+                    ))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "login {user}: {}", reply.text);
+        let cookie = reply.headers[header::SET_COOKIE]
+            .to_str()
+            .expect("cookie")
+            .to_owned();
+        assert!(cookie.contains("HttpOnly") && cookie.contains("SameSite=Strict"));
+        Session {
+            cookie: cookie.split(';').next().expect("pair").to_owned(),
+            csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
+        }
+    }
+
+    async fn get(&self, s: &Session, uri: &str) -> Reply {
+        self.send(
+            Request::get(uri)
+                .header(header::COOKIE, &s.cookie)
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await
+    }
+
+    async fn post(&self, s: &Session, uri: &str, body: Value) -> Reply {
+        self.post_raw(s, uri, body.to_string(), &[]).await
+    }
+
+    async fn post_raw(
+        &self,
+        s: &Session,
+        uri: &str,
+        body: String,
+        extra: &[(&str, &str)],
+    ) -> Reply {
+        let mut builder = Request::post(uri)
+            .header(header::COOKIE, &s.cookie)
+            .header("x-csrf-token", &s.csrf)
+            .header(header::CONTENT_TYPE, "application/json");
+        for (k, v) in extra {
+            builder = builder.header(*k, *v);
+        }
+        self.send(builder.body(Body::from(body)).expect("request"))
+            .await
+    }
+
+    async fn command(&self, s: &Session, id: &str, command: &str, body: Value) -> Value {
+        let reply = self
+            .post(s, &format!("/api/orders/{id}/{command}"), body)
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "{command} on {id}: {}",
+            reply.text
+        );
+        reply.body
+    }
+
+    async fn create(&self, s: &Session, body: Value) -> Value {
+        let reply = self.post(s, "/api/orders", body).await;
+        assert_eq!(reply.status, StatusCode::CREATED, "create: {}", reply.text);
+        reply.body
+    }
+
+    async fn total(&self, s: &Session) -> i64 {
+        self.get(s, "/api/orders").await.body["total"]
+            .as_i64()
+            .expect("total")
+    }
+}
+
+fn order_body(category: &str, area: &str, received_at: Option<&str>) -> Value {
+    let mut body = json!({
+        "contact_name": "张三",
+        "contact_phone": "13812345678",
+        "category": category,
+        "urgency": "normal",
+        "business_area": area,
+        "units": [],
+        "description": "咨询法律援助申请条件",
+        "remarks": "",
+        "channel": "phone",
+        "city": "jinan",
+        "call_id": null,
+    });
+    if let Some(at) = received_at {
+        body["received_at"] = json!(at);
+    }
+    body
+}
+
+fn id_of(order: &Value) -> String {
+    order["id"].as_str().expect("id").to_owned()
+}
+
+fn allowed(order: &Value) -> Vec<String> {
+    order["allowed_commands"]
+        .as_array()
+        .expect("allowed_commands")
+        .iter()
+        .filter_map(|v| v.as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Consultation received 2025-09-30 16:00 (before the National Day holiday): the
+/// transfer limit is 2025-10-09 24:00; auto-routed to the legal-aid center, which
+/// signs, starts and replies; the reply closes the consultation (H-10).
+async fn consultation_lifecycle_over_national_day(h: &Harness) {
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let order = h
+        .create(
+            &agent,
+            order_body(
+                "consultation",
+                "legal_aid",
+                Some("2025-09-30T16:00:00+08:00"),
+            ),
+        )
+        .await;
+    let id = id_of(&order);
+    assert_eq!(order["state"], "dispatched", "auto-routed: {order}");
+    assert_eq!(
+        order["deadlines"]["transfer_due"],
+        "2025-10-10T00:00:00+08:00"
+    );
+    assert_eq!(
+        order["deadlines"]["transfer_due_display"],
+        "2025-10-09T24:00+08:00"
+    );
+    assert_eq!(
+        order["fields"]["contact_phone"], "13812345678",
+        "agent sees"
+    );
+    let seen = h.get(&handler, &format!("/api/orders/{id}")).await.body;
+    assert_eq!(allowed(&seen), vec!["sign", "return", "add_note"], "{seen}");
+    assert_eq!(seen["units"][0]["unit"], "jinan-legal-aid");
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    let done = h
+        .command(
+            &handler,
+            &id,
+            "reply",
+            json!({"text": "符合条件，可申请法律援助"}),
+        )
+        .await;
+    assert_eq!(done["state"], "closed", "{done}");
+    assert_eq!(done["closing"]["reason"], "answered");
+    let events = h.get(&handler, &format!("/api/orders/{id}/events")).await;
+    let kinds: Vec<&str> = events
+        .body
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"]["type"].as_str())
+        .collect();
+    assert_eq!(
+        &kinds[..5],
+        ["created", "submitted", "dispatched", "signed", "started"],
+        "{kinds:?}"
+    );
+    assert!(kinds.contains(&"closed"));
+}
+
+/// Complaint received 2024-02-08 (eve of the Spring Festival): feedback due
+/// 2024-02-21 24:00. Unknown area → a dispatcher routes it; the reply goes through
+/// review (one rejection first), is sent, fed back and the order closes; a sampled
+/// callback records satisfaction.
+async fn complaint_lifecycle_over_spring_festival(h: &Harness, category: &str) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let handler = h.login("handler").await;
+    let reviewer = h.login("reviewer").await;
+    let callback = h.login("callback").await;
+    let order = h
+        .create(
+            &agent,
+            order_body(category, "unknown", Some("2024-02-08T10:00:00+08:00")),
+        )
+        .await;
+    let id = id_of(&order);
+    assert_eq!(order["state"], "pending_dispatch");
+    assert_eq!(
+        order["deadlines"]["feedback_due"],
+        "2024-02-22T00:00:00+08:00"
+    );
+    assert_eq!(order["deadlines"]["provisional"], false);
+    let seen = h.get(&dispatcher, &format!("/api/orders/{id}")).await.body;
+    assert!(allowed(&seen).contains(&"dispatch".to_owned()), "{seen}");
+    h.command(
+        &dispatcher,
+        &id,
+        "dispatch",
+        json!({"units": ["jinan-legal-aid"], "area": "legal_aid"}),
+    )
+    .await;
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(&handler, &id, "draft_reply", json!({"text": "初稿"}))
+        .await;
+    let rejected = h
+        .command(
+            &reviewer,
+            &id,
+            "review",
+            json!({"decision": "reject", "reason": "事实不清"}),
+        )
+        .await;
+    assert_eq!(rejected["state"], "in_progress");
+    h.command(&handler, &id, "draft_reply", json!({"text": "修改稿"}))
+        .await;
+    h.command(
+        &reviewer,
+        &id,
+        "review",
+        json!({"decision": "approve", "reason": "同意"}),
+    )
+    .await;
+    let sent = h
+        .command(&handler, &id, "send_reviewed_reply", json!({}))
+        .await;
+    assert_eq!(sent["state"], "replied");
+    let closed = h
+        .command(&handler, &id, "feed_back", json!({"note": "已电话告知"}))
+        .await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["closing"]["reason"], "fed_back");
+    let rated = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "satisfied"}, "note": ""}),
+        )
+        .await;
+    assert_eq!(rated["satisfaction"], "satisfied", "{rated}");
+    assert_eq!(rated["state"], "closed");
+}
+
+async fn suggestion_lifecycle(h: &Harness) {
+    let agent = h.login("agent").await;
+    let shizhong = h.login("shizhong").await;
+    let order = h
+        .create(&agent, order_body("suggestion", "mediation", None))
+        .await;
+    let id = id_of(&order);
+    assert_eq!(order["units"][0]["unit"], "jinan-shizhong");
+    h.command(&shizhong, &id, "sign", json!({})).await;
+    h.command(&shizhong, &id, "start", json!({})).await;
+    let replied = h
+        .command(&shizhong, &id, "reply", json!({"text": "感谢建议"}))
+        .await;
+    assert_eq!(replied["state"], "replied");
+    let closed = h
+        .command(&shizhong, &id, "feed_back", json!({"note": "已告知"}))
+        .await;
+    assert_eq!(closed["state"], "closed");
+}
+
+/// Urgent orders: 1-hour transfer, and they close only through the mandatory callback.
+async fn urgent_order_closes_through_callback(h: &Harness) {
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let mut body = order_body(
+        "consultation",
+        "legal_aid",
+        Some("2025-09-30T16:00:00+08:00"),
+    );
+    body["urgency"] = json!("urgent");
+    let order = h.create(&agent, body).await;
+    let id = id_of(&order);
+    assert_eq!(
+        order["deadlines"]["transfer_due"],
+        "2025-09-30T17:00:00+08:00"
+    );
+    assert_eq!(
+        order["deadlines"]["callback_due_display"], "2025-10-11T24:00+08:00",
+        "3 working days: 10-9, 10-10, 10-11 (adjusted Saturday workday)"
+    );
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    let answered = h
+        .command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    assert_eq!(answered["state"], "fed_back", "{answered}");
+    let closed = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "satisfied"}, "note": ""}),
+        )
+        .await;
+    assert_eq!(closed["state"], "closed");
+}
+
+#[tokio::test]
+async fn sqlite_lifecycle_of_each_category_with_real_holidays() {
+    let h = sqlite().await;
+    consultation_lifecycle_over_national_day(&h).await;
+    complaint_lifecycle_over_spring_festival(&h, "complaint").await;
+    complaint_lifecycle_over_spring_festival(&h, "case").await;
+    suggestion_lifecycle(&h).await;
+    urgent_order_closes_through_callback(&h).await;
+    let admin = h.login("admin").await;
+    let verify = h.get(&admin, "/api/ledger/verify").await;
+    assert_eq!(verify.body["ok"], true, "{}", verify.text);
+}
+
+#[tokio::test]
+async fn postgres_lifecycle_of_each_category_with_real_holidays() {
+    let Some(h) = postgres().await else {
+        return;
+    };
+    consultation_lifecycle_over_national_day(&h).await;
+    complaint_lifecycle_over_spring_festival(&h, "complaint").await;
+    complaint_lifecycle_over_spring_festival(&h, "case").await;
+    suggestion_lifecycle(&h).await;
+    urgent_order_closes_through_callback(&h).await;
+    let admin = h.login("admin").await;
+    assert_eq!(h.get(&admin, "/api/ledger/verify").await.body["ok"], true);
+}
+
+#[tokio::test]
+async fn illegal_transitions_are_422_naming_state_and_rule() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let handler = h.login("handler").await;
+    let complaint = id_of(
+        &h.create(&agent, order_body("complaint", "legal_aid", None))
+            .await,
+    );
+    // Already dispatched: dispatching again is out of the lifecycle.
+    let again = h
+        .post(
+            &dispatcher,
+            &format!("/api/orders/{complaint}/dispatch"),
+            json!({"units": ["jinan-lixia"]}),
+        )
+        .await;
+    assert_eq!(
+        again.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        again.text
+    );
+    assert_eq!(again.body["code"], "illegal_transition");
+    let message = again.body["message"].as_str().expect("message");
+    assert!(
+        message.contains("dispatched") && message.contains("rule TK-ROUTE"),
+        "{message}"
+    );
+    h.command(&handler, &complaint, "sign", json!({})).await;
+    h.command(&handler, &complaint, "start", json!({})).await;
+    // A complaint's reply must go through review (W-13).
+    let direct = h
+        .post(
+            &handler,
+            &format!("/api/orders/{complaint}/reply"),
+            json!({"text": "x"}),
+        )
+        .await;
+    assert_eq!(
+        direct.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        direct.text
+    );
+    assert!(
+        direct.body["message"]
+            .as_str()
+            .expect("m")
+            .contains("rule TK-"),
+        "{}",
+        direct.text
+    );
+    // Feedback before any reply.
+    let early = h
+        .post(
+            &handler,
+            &format!("/api/orders/{complaint}/feed_back"),
+            json!({"note": "x"}),
+        )
+        .await;
+    assert_eq!(
+        early.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        early.text
+    );
+    assert_eq!(early.body["code"], "illegal_transition");
+    // A return needs a reason.
+    let consultation = id_of(
+        &h.create(&agent, order_body("consultation", "legal_aid", None))
+            .await,
+    );
+    let bare = h
+        .post(
+            &handler,
+            &format!("/api/orders/{consultation}/return"),
+            json!({"reason": " "}),
+        )
+        .await;
+    assert_eq!(
+        bare.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        bare.text
+    );
+    assert_eq!(bare.body["field"], "reason");
+    // Wrong role: an agent cannot sign.
+    let role = h
+        .post(
+            &agent,
+            &format!("/api/orders/{consultation}/sign"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(role.status, StatusCode::FORBIDDEN, "{}", role.text);
+    // Unknown command, and a missing field type.
+    let unknown = h
+        .post(
+            &agent,
+            &format!("/api/orders/{consultation}/create"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    let typed = h
+        .post(
+            &handler,
+            &format!("/api/orders/{consultation}/return"),
+            json!({"reason": 42}),
+        )
+        .await;
+    assert_eq!(
+        typed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        typed.text
+    );
+}
+
+#[tokio::test]
+async fn role_scoping_and_masking() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let order = h
+        .create(&agent, order_body("consultation", "legal_aid", None))
+        .await;
+    let id = id_of(&order);
+    // Another county never sees it: not in its list, 404 on read and on commands.
+    let lixia = h.login("lixia").await;
+    assert_eq!(
+        h.get(&lixia, &format!("/api/orders/{id}")).await.status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(h.total(&lixia).await, 0);
+    let sign = h
+        .post(&lixia, &format!("/api/orders/{id}/sign"), json!({}))
+        .await;
+    assert_eq!(sign.status, StatusCode::NOT_FOUND);
+    // The city's supervisor sees it, masked, and can reveal (audited).
+    let supervisor = h.login("supervisor").await;
+    let seen = h.get(&supervisor, &format!("/api/orders/{id}")).await;
+    assert_eq!(seen.status, StatusCode::OK);
+    assert_eq!(seen.body["fields"]["contact_phone"], "138****5678");
+    assert_eq!(seen.body["fields"]["contact_name"], "张*");
+    assert_eq!(h.total(&supervisor).await, 1);
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(
+        !events.text.contains("13812345678"),
+        "events leak: {}",
+        events.text
+    );
+    let search = h.get(&supervisor, "/api/orders?phone=13812345678").await;
+    assert_eq!(search.status, StatusCode::FORBIDDEN);
+    let revealed = h
+        .post(
+            &supervisor,
+            &format!("/api/orders/{id}/reveal_contact"),
+            json!({}),
+        )
+        .await;
+    assert_eq!(revealed.body["contact_phone"], "13812345678");
+    assert_eq!(
+        h.state
+            .store
+            .audit_count("order.reveal_contact")
+            .await
+            .expect("audit"),
+        1
+    );
+    // The handling unit sees the number; the agent finds earlier orders by number.
+    let handler = h.login("handler").await;
+    assert_eq!(
+        h.get(&handler, &format!("/api/orders/{id}")).await.body["fields"]["contact_phone"],
+        "13812345678"
+    );
+    let by_phone = h.get(&agent, "/api/orders?phone=13812345678").await;
+    assert_eq!(by_phone.body["total"], 1, "{}", by_phone.text);
+    // Unauthenticated.
+    let anonymous = h
+        .send(
+            Request::get("/api/orders")
+                .body(Body::empty())
+                .expect("req"),
+        )
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(anonymous.body["code"], "unauthenticated");
+}
+
+#[tokio::test]
+async fn ledger_detects_a_row_edited_directly_in_sqlite() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let admin = h.login("admin").await;
+    let id = id_of(
+        &h.create(&agent, order_body("consultation", "legal_aid", None))
+            .await,
+    );
+    h.command(&handler, &id, "return", json!({"reason": "不属于本单位"}))
+        .await;
+    assert_eq!(h.get(&admin, "/api/ledger/verify").await.body["ok"], true);
+    let csv = h.get(&admin, "/api/ledger/jinan-legal-aid.csv").await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(csv.text.contains("不属于本单位"), "{}", csv.text);
+    let path = h.db_file.clone().expect("sqlite file");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open sqlite");
+    sqlx::query("UPDATE order_events SET reason = '本单位已处理' WHERE reason = '不属于本单位'")
+        .execute(&pool)
+        .await
+        .expect("tamper");
+    let report = h.get(&admin, "/api/ledger/verify").await.body;
+    assert_eq!(report["ok"], false, "{report}");
+    assert_eq!(report["broken_at"]["order_id"], id.as_str());
+    assert_eq!(
+        report["broken_at"]["seq"], 4,
+        "created, submitted, dispatched, returned"
+    );
+    // Non-oversight roles cannot read the ledger.
+    assert_eq!(
+        h.get(&agent, "/api/ledger/verify").await.status,
+        StatusCode::FORBIDDEN
+    );
+}
+
+async fn concurrent_signs_one_wins(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let handler = h.login("handler").await;
+    let shizhong = h.login("shizhong").await;
+    let id = id_of(
+        &h.create(&agent, order_body("complaint", "unknown", None))
+            .await,
+    );
+    let dispatched = h
+        .command(
+            &dispatcher,
+            &id,
+            "dispatch",
+            json!({"units": ["jinan-legal-aid", "jinan-shizhong"]}),
+        )
+        .await;
+    let version = dispatched["version"].as_u64().expect("version");
+    let uri = format!("/api/orders/{id}/sign");
+    let (a, b) = tokio::join!(
+        h.post(&handler, &uri, json!({"version": version})),
+        h.post(&shizhong, &uri, json!({"version": version})),
+    );
+    let mut statuses = [a.status, b.status];
+    statuses.sort();
+    assert_eq!(
+        statuses,
+        [StatusCode::OK, StatusCode::CONFLICT],
+        "{} / {}",
+        a.text,
+        b.text
+    );
+    let loser = if a.status == StatusCode::CONFLICT {
+        &a
+    } else {
+        &b
+    };
+    assert_eq!(loser.body["code"], "version_conflict");
+    // If-Match with a stale version is refused too.
+    let stale = h
+        .post_raw(
+            &shizhong,
+            &uri,
+            "{}".into(),
+            &[("if-match", &version.to_string())],
+        )
+        .await;
+    assert_eq!(stale.status, StatusCode::CONFLICT, "{}", stale.text);
+}
+
+#[tokio::test]
+async fn sqlite_concurrent_signs_one_wins() {
+    concurrent_signs_one_wins(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_concurrent_signs_one_wins() {
+    if let Some(h) = postgres().await {
+        concurrent_signs_one_wins(&h).await;
+    }
+}
+
+#[tokio::test]
+async fn idempotent_create() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let body = order_body("consultation", "legal_aid", None).to_string();
+    let first = h
+        .post_raw(
+            &agent,
+            "/api/orders",
+            body.clone(),
+            &[("idempotency-key", "call-42")],
+        )
+        .await;
+    let second = h
+        .post_raw(
+            &agent,
+            "/api/orders",
+            body.clone(),
+            &[("idempotency-key", "call-42")],
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::CREATED);
+    assert_eq!(second.status, StatusCode::CREATED);
+    assert_eq!(first.body["id"], second.body["id"]);
+    let other = order_body("complaint", "legal_aid", None).to_string();
+    let reused = h
+        .post_raw(
+            &agent,
+            "/api/orders",
+            other,
+            &[("idempotency-key", "call-42")],
+        )
+        .await;
+    assert_eq!(
+        reused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reused.text
+    );
+    assert_eq!(reused.body["code"], "idempotency_key_reused");
+    assert_eq!(h.total(&agent).await, 1);
+}
+
+#[tokio::test]
+async fn bad_input_is_4xx_and_stores_nothing() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let malformed = h
+        .post_raw(&agent, "/api/orders", "{\"category\": ".into(), &[])
+        .await;
+    assert_eq!(
+        malformed.status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        malformed.text
+    );
+    assert_eq!(malformed.body["code"], "malformed_json");
+    let mut wrong = order_body("consultation", "legal_aid", None);
+    wrong["category"] = json!(5);
+    let typed = h.post(&agent, "/api/orders", wrong).await;
+    assert_eq!(
+        typed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        typed.text
+    );
+    let mut unknown = order_body("consultation", "legal_aid", None);
+    unknown["category"] = json!("gossip");
+    assert_eq!(
+        h.post(&agent, "/api/orders", unknown).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    let mut huge = order_body("consultation", "legal_aid", None);
+    huge["description"] = json!("长".repeat(40_000));
+    let too_big = h.post(&agent, "/api/orders", huge).await;
+    assert_eq!(
+        too_big.status,
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "{}",
+        too_big.text
+    );
+    assert_eq!(too_big.body["code"], "body_too_large");
+    let mut future = order_body(
+        "consultation",
+        "legal_aid",
+        Some("2099-01-01T00:00:00+08:00"),
+    );
+    future["remarks"] = json!("x");
+    let future = h.post(&agent, "/api/orders", future).await;
+    assert_eq!(
+        future.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        future.text
+    );
+    assert_eq!(future.body["field"], "received_at");
+    for query in [
+        "city=jinan'%20OR%20'1'='1",
+        "unit=x%3BDROP%20TABLE%20orders",
+        "state=closed'--",
+        "phone=1'%20OR%201=1",
+        "per_page=100000",
+        "sort=id;DROP",
+        "bogus=1",
+    ] {
+        let reply = h.get(&agent, &format!("/api/orders?{query}")).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::BAD_REQUEST,
+            "{query}: {}",
+            reply.text
+        );
+        assert!(reply.body["code"].is_string(), "{query}: {}", reply.text);
+    }
+    assert_eq!(h.total(&agent).await, 0, "nothing stored");
+    assert!(!malformed.text.to_lowercase().contains("sqlite"));
+}
+
+#[tokio::test]
+async fn login_lockout_and_csrf() {
+    let h = sqlite().await;
+    let login = |user: &str, password: &str| {
+        Request::post("/api/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                json!({"user": user, "password": password}).to_string(),
+            ))
+            .expect("request")
+    };
+    let unknown = h.send(login("ghost", "x")).await;
+    assert_eq!(unknown.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(unknown.body["code"], "bad_credentials");
+    let wrong = h.send(login("agent", "x")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        wrong.body, unknown.body,
+        "same answer for unknown user and wrong password"
+    );
+    for _ in 0..4 {
+        assert_eq!(
+            h.send(login("agent", "x")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let locked = h.send(login("agent", "demo-agent")).await;
+    assert_eq!(
+        locked.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "{}",
+        locked.text
+    );
+    let retry: u64 = locked.headers[header::RETRY_AFTER]
+        .to_str()
+        .expect("retry-after")
+        .parse()
+        .expect("seconds");
+    assert!((1..=900).contains(&retry));
+
+    let dispatcher = h.login("dispatcher").await;
+    let body = order_body("consultation", "legal_aid", None).to_string();
+    let no_csrf = h
+        .send(
+            Request::post("/api/orders")
+                .header(header::COOKIE, &dispatcher.cookie)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.clone()))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(no_csrf.status, StatusCode::FORBIDDEN);
+    assert_eq!(no_csrf.body["code"], "csrf");
+    let forged = Session {
+        cookie: dispatcher.cookie.clone(),
+        csrf: "0".repeat(64),
+    };
+    assert_eq!(
+        h.post_raw(&forged, "/api/orders", body.clone(), &[])
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(h.total(&dispatcher).await, 0);
+    assert_eq!(
+        h.post_raw(&dispatcher, "/api/orders", body, &[])
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    let me = h.get(&dispatcher, "/api/me").await;
+    assert_eq!(me.body["unit_name"], "济南市司法局", "{}", me.text);
+    let out = h.post(&dispatcher, "/api/logout", json!({})).await;
+    assert_eq!(out.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        h.get(&dispatcher, "/api/me").await.status,
+        StatusCode::UNAUTHORIZED
+    );
+}
+
+#[tokio::test]
+async fn rankings_show_the_unit_after_a_closed_order() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let id = id_of(
+        &h.create(&agent, order_body("consultation", "legal_aid", None))
+            .await,
+    );
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let month = now.format("%Y-%m").to_string();
+    let ranked = h
+        .get(
+            &agent,
+            &format!("/api/rankings?period={month}&by=unit&group=consultation"),
+        )
+        .await;
+    assert_eq!(ranked.status, StatusCode::OK, "{}", ranked.text);
+    let row = &ranked.body["rows"][0];
+    assert_eq!(row["unit"], "jinan-legal-aid", "{}", ranked.text);
+    assert_eq!(row["unit_name"], "济南市法律援助中心");
+    assert_eq!(row["rank"], 1);
+    assert_eq!(row["orders"], 1);
+    assert_eq!(row["completion_rate"], 1.0);
+    let year = now.format("%Y").to_string();
+    let csv = h
+        .get(
+            &agent,
+            &format!("/api/rankings?period={year}&group=consultation&format=csv"),
+        )
+        .await;
+    assert!(csv.text.contains("jinan-legal-aid"), "{}", csv.text);
+    let by_category = h
+        .get(&agent, &format!("/api/rankings?period={year}&by=category"))
+        .await;
+    assert_eq!(
+        by_category.body["rows"][0]["unit"], "consultation",
+        "{}",
+        by_category.text
+    );
+    let other_group = h
+        .get(&agent, &format!("/api/rankings?period={year}&group=case"))
+        .await;
+    assert_eq!(other_group.body["rows"], json!([]));
+    assert_eq!(
+        h.get(&agent, "/api/rankings?period=2026-13").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    let units = h.get(&agent, "/api/units").await;
+    assert!(units.text.contains("jinan-legal-aid"));
+    let doc = h.get(&agent, "/api/openapi.json").await;
+    assert_eq!(doc.body["openapi"], "3.1.0");
+}
+
+#[tokio::test]
+async fn scheduler_raises_red_reminder_once() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let order = h
+        .create(
+            &agent,
+            order_body("complaint", "unknown", Some("2025-09-30T16:00:00+08:00")),
+        )
+        .await;
+    let id = id_of(&order);
+    assert_eq!(order["reminder"], "red", "transfer limit long past");
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let notifier = hotline::server::reminders::LogNotifier;
+    let raised =
+        hotline::server::reminders::remind_once(&h.state.store, &h.state.orders, &notifier, now)
+            .await
+            .expect("remind");
+    assert_eq!(raised, 1);
+    let again =
+        hotline::server::reminders::remind_once(&h.state.store, &h.state.orders, &notifier, now)
+            .await
+            .expect("remind");
+    assert_eq!(again, 0, "not repeated");
+    let events = h
+        .get(&agent, &format!("/api/orders/{id}/events"))
+        .await
+        .body;
+    let last = events.as_array().and_then(|e| e.last()).expect("event");
+    assert_eq!(last["kind"]["type"], "reminded");
+    assert_eq!(last["kind"]["level"], "red");
+    assert_eq!(last["role"], "system");
+}
+
+#[tokio::test]
+async fn every_documented_route_is_served() {
+    let h = sqlite().await;
+    for (method, path) in hotline::api::openapi::ROUTES {
+        let uri = path
+            .replace("{id}", "GD-none")
+            .replace("{command}", "sign")
+            .replace("{unit}", "jinan");
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(&uri)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from("{}"))
+            .expect("request");
+        let reply = h.send(request).await;
+        assert!(
+            reply.status != StatusCode::NOT_FOUND && reply.status != StatusCode::METHOD_NOT_ALLOWED,
+            "{method} {uri}: {}",
+            reply.status
+        );
+    }
+}
+
+/// Dissatisfied at the first callback → second callback by the supervising unit →
+/// still dissatisfied → special flag, closed (W-14), listed by /api/special_flags.
+#[tokio::test]
+async fn twice_dissatisfied_gets_the_special_flag() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let supervisor = h.login("supervisor").await;
+    let id = id_of(
+        &h.create(&agent, order_body("consultation", "legal_aid", None))
+            .await,
+    );
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    let escalated = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "dissatisfied"}, "note": "不满意"}),
+        )
+        .await;
+    assert_eq!(escalated["state"], "second_callback", "{escalated}");
+    assert_eq!(escalated["second_callback_unit"], "jinan");
+    let seen = h.get(&supervisor, &format!("/api/orders/{id}")).await.body;
+    assert!(
+        allowed(&seen).contains(&"record_callback".to_owned()),
+        "{seen}"
+    );
+    let flagged = h
+        .command(
+            &supervisor,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "dissatisfied"}, "note": "仍不满意"}),
+        )
+        .await;
+    assert_eq!(flagged["special_flag"], true, "{flagged}");
+    assert_eq!(flagged["closing"]["reason"], "special_flag");
+    let list = h.get(&supervisor, "/api/special_flags").await;
+    assert_eq!(list.body[0]["id"], id.as_str(), "{}", list.text);
+    let lixia = h.login("lixia").await;
+    assert_eq!(h.get(&lixia, "/api/special_flags").await.body, json!([]));
+}
