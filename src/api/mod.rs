@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod openapi;
 pub mod orders;
+pub mod web;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -12,8 +13,6 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
-
-pub mod web;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;

@@ -142,12 +142,10 @@ try {
   await login(USERS.dispatcher);
   await open('/dispatch');
   await select(orderId);
-  const phone = await page.locator('.detail .phone').innerText();
-  if (phone.includes('13812345678')) throw new Error(`dispatcher sees the unmasked number ${phone}`);
   await command('dispatch', async (form) => {
     await form.locator('input[name="unit"][value="jinan-legal-aid"]').check();
+    await shot('dispatch');
   });
-  await shot('dispatch');
 
   // 3. The legal-aid centre returns it: not its business.
   await login(USERS.aid);
@@ -177,7 +175,10 @@ try {
   const replyText = '经核实，可向所在街道人民调解委员会申请调解，调解免费。';
   const available = await allowed();
   if (available.includes('reply')) {
-    await command('reply', (form) => form.locator('textarea[name="text"]').fill(replyText));
+    await command('reply', async (form) => {
+      await form.locator('textarea[name="text"]').fill(replyText);
+      await shot('unit');
+    });
   } else {
     await command('draft_reply', (form) => form.locator('textarea[name="text"]').fill(replyText));
     await command('review', async () => {});
@@ -186,7 +187,6 @@ try {
   if ((await allowed()).includes('feed_back')) {
     await command('feed_back', (form) => form.locator('textarea[name="note"]').fill('已电话告知来电人'));
   }
-  await shot('unit');
 
   // 6. Callback staff: (feed back,) record "satisfied"; the order closes.
   await login(USERS.callback);
@@ -197,10 +197,10 @@ try {
   }
   await command('record_callback', async (form) => {
     await form.locator('input[name="callback_result"][value="satisfied"]').check();
+    await shot('callback');
   });
   await page.waitForFunction(() => document.querySelector('.detail h3 .state')?.textContent?.includes('已办结'));
   step(`order is ${await detailState()}`);
-  await shot('callback');
 
   // 7. Supervisor: the ranking shows the district bureau; the ledger timeline shows it all.
   await login(USERS.supervisor);
@@ -209,7 +209,14 @@ try {
   await page.fill('input[name="ledger_order"]', orderId);
   await page.click('form.filters button[type="submit"]');
   await page.locator('ol.timeline li').first().waitFor();
+  // A supervisor does not talk to callers: the number is masked until revealed (audited).
+  const masked = await page.locator('.detail .phone').innerText();
+  if (!/^138\*+5678$/.test(masked)) throw new Error(`supervisor should see a masked number, saw ${masked}`);
+  step(`supervisor sees ${masked}`);
   await shot('supervisor');
+  await page.click('.detail button:has-text("显示号码")');
+  await page.waitForFunction(() => document.querySelector('.detail .phone')?.textContent === '13812345678');
+  step('reveal_contact shows the number');
 
   if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
   console.log('E2E OK');

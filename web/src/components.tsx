@@ -13,10 +13,12 @@ import {
   SATISFACTION_LABELS,
   STATE_LABELS,
   URGENCY_LABELS,
+  closeReasonText,
   contactOf,
   kindName,
   lastReturnReason,
   currentDue,
+  currentDueKind,
   deadlineMark,
   dueText,
   formatDateTime,
@@ -106,6 +108,8 @@ export function OrderTable(props: {
       <tbody>
         {props.orders.map((o) => {
           const due = currentDue(o);
+          const dueKind = currentDueKind(o);
+          const dueDisplay = dueKind ? dueText(o.deadlines as Record<string, unknown>, dueKind) : '—';
           const mark = deadlineMark(o, now);
           return (
             <tr
@@ -124,9 +128,7 @@ export function OrderTable(props: {
               <td>{o.fields.urgency === 'urgent' ? <b class="urgent">紧急</b> : '一般'}</td>
               <td>{unitName(props.units, String(o.fields.city ?? ''))}</td>
               <td>{unitIds(o.units).map((u) => unitName(props.units, u)).join('、') || '—'}</td>
-              <td title={formatDateTime(due)}>
-                {due ? `${formatDateTime(due)}（${formatRemaining(due, now)}）` : '—'}
-              </td>
+              <td title={dueDisplay}>{due ? `${dueDisplay}（${formatRemaining(due, now)}）` : '—'}</td>
             </tr>
           );
         })}
@@ -210,13 +212,13 @@ export function FilterBar(props: { filters: Filters; units: Unit[]; onChange: (f
 }
 
 const RECORDING_ROLES = ['supervisor', 'province_admin', 'callback_staff', 'reviewer'];
-const REVEAL_ROLES = ['dispatcher', 'callback_staff', 'supervisor', 'province_admin', 'unit_handler', 'unit_head'];
 
 export function OrderDetail(props: {
   order: Order;
   me: Me;
   units: Unit[];
   onChanged: (o: Order | null) => void;
+  timelineOpen?: boolean;
 }) {
   const o = props.order;
   const contact = contactOf(o.fields);
@@ -226,12 +228,13 @@ export function OrderDetail(props: {
     setRevealed(null);
     setError(null);
   }, [o.id]);
-  const mayReveal =
-    (o.allowed_commands ?? []).includes('reveal_contact') || props.me.roles.some((r) => REVEAL_ROLES.includes(r));
+  // The API masks the number for roles that do not talk to the caller; revealing it is
+  // audited server-side, which also decides whether this user may.
+  const mayReveal = contact.phone.includes('*');
   const reveal = async () => {
     try {
       const r = await post<Record<string, unknown>>(`/api/orders/${encodeURIComponent(o.id)}/reveal_contact`, {});
-      setRevealed(contactOf(r).phone || String(r.phone ?? ''));
+      setRevealed(contactOf(r).phone);
     } catch (e) {
       setError(e);
     }
@@ -330,7 +333,7 @@ export function OrderDetail(props: {
         )}
       </dl>
       <ErrorBanner error={error} />
-      <Timeline orderId={o.id} version={o.version} units={props.units} events={events} compact />
+      <Timeline orderId={o.id} version={o.version} units={props.units} events={events} compact={!props.timelineOpen} />
       <CommandPanel order={o} units={props.units} onChanged={props.onChanged} />
     </div>
   );
@@ -382,7 +385,10 @@ export function Timeline(props: { orderId: string; version?: number; units: Unit
         {events.map((ev) => {
           const name = kindName(ev.kind);
           const kind = (ev.kind && typeof ev.kind === 'object' ? ev.kind : {}) as Record<string, unknown>;
-          const text = ev.reason ?? [kind.reason, kind.text, kind.note, kind.answer].find((t) => typeof t === 'string' && t);
+          const text =
+            name === 'closed'
+              ? [closeReasonText(kind.reason), kind.note].filter((t) => typeof t === 'string' && t).join('：')
+              : (ev.reason ?? [kind.reason, kind.text, kind.note, kind.answer].find((t) => typeof t === 'string' && t));
           const extra =
             name === 'dispatched' && Array.isArray(kind.units)
               ? `→ ${(kind.units as string[]).map((u) => unitName(props.units, u)).join('、')}`

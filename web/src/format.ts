@@ -139,23 +139,32 @@ export type Mark = 'red' | 'yellow' | 'none';
 
 const DAY_MS = 24 * 60 * 60 * 1000;
 
-/** The limit the order currently runs against: transfer before dispatch, feedback while
+/** Which limit the order currently runs against: transfer before dispatch, feedback while
  * a unit handles it, the mandatory callback once fed back; none when closed. */
-export function currentDue(order: Pick<Order, 'state' | 'deadlines'>): string | null {
+export function currentDueKind(
+  order: Pick<Order, 'state' | 'deadlines'>,
+): 'transfer' | 'feedback' | 'callback' | null {
   const d = order.deadlines;
   if (!d) return null;
   switch (order.state) {
     case 'draft':
     case 'pending_dispatch':
-      return d.transfer_due ?? null;
+      return 'transfer';
     case 'closed':
       return null;
     case 'fed_back':
     case 'second_callback':
-      return d.callback_due ?? d.feedback_due ?? null;
+      return d.callback_due ? 'callback' : 'feedback';
     default:
-      return d.feedback_due ?? null;
+      return 'feedback';
   }
+}
+
+/** The instant of the current limit (see [`currentDueKind`]). */
+export function currentDue(order: Pick<Order, 'state' | 'deadlines'>): string | null {
+  const kind = currentDueKind(order);
+  if (!kind || !order.deadlines) return null;
+  return order.deadlines[`${kind}_due`] ?? null;
 }
 
 /** Deadline colour: the server's `reminder` when it says so (it knows working days),
@@ -260,7 +269,7 @@ export function dueText(
 ): string {
   if (!deadlines) return '—';
   const display = deadlines[`${which}_due_display`];
-  if (typeof display === 'string' && display) return display;
+  if (typeof display === 'string' && display) return tidyDisplay(display);
   return formatDateTime(deadlines[`${which}_due`] as string | null | undefined);
 }
 
@@ -287,4 +296,32 @@ export function lastReturnReason(
   if (last.reason) return last.reason;
   const kind = last.kind as Record<string, unknown> | undefined;
   return kind && typeof kind.reason === 'string' ? kind.reason : '';
+}
+
+/** `2026-12-04T24:00+08:00` (the server's display of an end-of-day limit) as
+ * `2026-12-04 24:00`; other offsets are kept visible. */
+export function tidyDisplay(text: string): string {
+  const m = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/.exec(text);
+  if (!m) return text;
+  const offset = m[3];
+  return offset && offset !== '+08:00' && offset !== '+0800' ? `${m[1]} ${m[2]} (${offset})` : `${m[1]} ${m[2]}`;
+}
+
+export const CLOSE_REASON_LABELS: Record<string, string> = {
+  answered: '已答复办结',
+  fed_back: '已反馈办结',
+  satisfied: '回访满意办结',
+  judgement: '依法办结',
+  special_flag: '特殊标记办结',
+  withdrawn: '撤回',
+};
+
+/** A closing reason (`"satisfied"` or `{"judgement": "law_or_policy"}`) in Chinese. */
+export function closeReasonText(reason: unknown): string {
+  if (typeof reason === 'string') return CLOSE_REASON_LABELS[reason] ?? reason;
+  if (reason && typeof reason === 'object') {
+    const key = Object.keys(reason)[0] ?? '';
+    return CLOSE_REASON_LABELS[key] ?? key;
+  }
+  return '';
 }

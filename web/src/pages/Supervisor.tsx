@@ -5,7 +5,7 @@ import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
 import { get, isMissing, type Me, type Order, type QueueState, type RankingRow, type Rankings } from '../api';
-import { ErrorBanner, OrderTable, Section, Timeline, unitName, useUnits } from '../components';
+import { ErrorBanner, OrderDetail, OrderTable, Section, unitName, useUnits } from '../components';
 import {
   AGENT_STATE_LABELS,
   CATEGORY_LABELS,
@@ -161,7 +161,12 @@ function RankingChart(props: { rows: RankingRow[]; metric: string; by: string })
             values: (_u, splits) => splits.map((i) => names[i] ?? ''),
             gap: 4,
           },
-          { values: (_u, splits) => splits.map((v) => (m.rate ? `${v}%` : String(v))), size: 50 },
+          {
+            values: (_u, splits) => splits.map((v) => (m.rate ? `${v}%` : String(v))),
+            size: 50,
+            // Counts are whole numbers: no 0.5 ticks.
+            incrs: m.rate ? undefined : [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+          },
         ],
         series: [{}, { label: m.label, stroke: '#1f6feb', fill: 'rgba(31,111,235,0.55)', paths: bars, points: { show: false } }],
       },
@@ -304,10 +309,10 @@ function SpecialFlags(props: { onOpen: (id: string) => void }) {
   );
 }
 
-function LedgerExport() {
+function LedgerExport(props: { me: Me }) {
   const units = useUnits();
   const [unit, setUnit] = useState('');
-  const chosen = unit || units[0]?.id || '';
+  const chosen = unit || (units.some((u) => u.id === props.me.unit) ? props.me.unit : units[0]?.id) || '';
   return (
     <div class="filters">
       <label>
@@ -329,8 +334,26 @@ function LedgerExport() {
   );
 }
 
-export function SupervisorDashboard(_props: { me: Me }) {
+function LedgerOrder(props: { id: string; me: Me }) {
   const units = useUnits();
+  const [order, setOrder] = useState<Order | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    setError(null);
+    get<Order>(`/api/orders/${encodeURIComponent(props.id)}`)
+      .then(setOrder)
+      .catch((e) => {
+        setOrder(null);
+        setError(e);
+      });
+  }, [props.id, tick]);
+  if (error) return <ErrorBanner error={error} />;
+  if (!order) return null;
+  return <OrderDetail order={order} me={props.me} units={units} onChanged={() => setTick((n) => n + 1)} timelineOpen />;
+}
+
+export function SupervisorDashboard(props: { me: Me }) {
   const [lookup, setLookup] = useState('');
   const [ledgerId, setLedgerId] = useState<string | null>(null);
   return (
@@ -353,8 +376,8 @@ export function SupervisorDashboard(_props: { me: Me }) {
           </label>
           <button type="submit">查看</button>
         </form>
-        <LedgerExport />
-        {ledgerId && <Timeline orderId={ledgerId} units={units} />}
+        <LedgerExport me={props.me} />
+        {ledgerId && <LedgerOrder key={ledgerId} id={ledgerId} me={props.me} />}
       </Section>
     </div>
   );
