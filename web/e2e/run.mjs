@@ -218,6 +218,21 @@ try {
   await page.waitForFunction(() => document.querySelector('.detail .phone')?.textContent === '13812345678');
   step('reveal_contact shows the number');
 
+  // 8. Last (it locks this source out): repeated wrong passwords get the delay message.
+  await page.click('[data-action="logout"]');
+  await page.waitForSelector('form.login');
+  let banner = '';
+  for (let i = 0; i < 8 && !banner.includes('登录失败次数过多'); i++) {
+    await page.fill('input[name="user"]', USERS.agent);
+    await page.fill('input[name="password"]', `wrong-${i}`);
+    await page.click('form.login button[type="submit"]');
+    await page.waitForSelector('form.login .banner.error');
+    await page.waitForTimeout(100);
+    banner = await page.locator('form.login .banner.error').innerText();
+  }
+  if (!banner.includes('登录失败次数过多')) throw new Error(`no delay after failed logins: ${banner}`);
+  step(`failed logins: ${banner}`);
+
   if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
   console.log('E2E OK');
 } catch (e) {

@@ -8,6 +8,7 @@ import {
   formatRate,
   formatRemaining,
   formatSeconds,
+  formatWait,
   dueText,
   lastReturnReason,
   tidyDisplay,
@@ -116,5 +117,13 @@ describe('display text', () => {
   it('names closing reasons in Chinese', () => {
     expect(closeReasonText('satisfied')).toBe('回访满意办结');
     expect(closeReasonText({ judgement: 'law_or_policy' })).toBe('依法办结');
+  });
+});
+
+describe('formatWait', () => {
+  it('rounds a Retry-After up to whole minutes past a minute', () => {
+    expect(formatWait(898)).toBe('15 分钟');
+    expect(formatWait(30)).toBe('30 秒');
+    expect(formatWait(0)).toBe('稍后');
   });
 });

@@ -325,3 +325,10 @@ export function closeReasonText(reason: unknown): string {
   }
   return '';
 }
+
+/** A wait (Retry-After seconds) for people: `30 秒`, `15 分钟` (rounded up). */
+export function formatWait(secs: number): string {
+  if (!Number.isFinite(secs) || secs <= 0) return '稍后';
+  if (secs < 60) return `${Math.ceil(secs)} 秒`;
+  return `${Math.ceil(secs / 60)} 分钟`;
+}

@@ -1,6 +1,7 @@
 import { useState } from 'preact/hooks';
 import { ApiError, post, setCsrf, type Me } from '../api';
 import { errorText } from '../components';
+import { formatWait } from '../format';
 
 export function Login(props: { onLogin: (me: Me) => void }) {
   const [user, setUser] = useState('');
@@ -17,7 +18,7 @@ export function Login(props: { onLogin: (me: Me) => void }) {
       props.onLogin(r.user);
     } catch (err) {
       if (err instanceof ApiError && err.status === 429) {
-        const wait = err.retryAfterSecs ? `${err.retryAfterSecs} 秒后` : '稍后';
+        const wait = err.retryAfterSecs ? `${formatWait(err.retryAfterSecs)}后` : '稍后';
         setError(`登录失败次数过多，请${wait}再试。`);
       } else if (err instanceof ApiError && err.status === 401) {
         setError('用户名或密码错误');
