@@ -7,6 +7,7 @@
 //! Needs `node`, `web/node_modules` (`npm ci` in `web/`), a built `web/dist`
 //! (`npm run build`, before `cargo test` so the binary embeds it) and `/usr/bin/chromium`.
 //! Skipped (with a message) only when `node` is missing; anything else missing fails.
+//! `HOTLINE_UPDATE_SCREENSHOTS=1` writes the screenshots to `docs/screenshots/`.
 
 mod common;
 
@@ -109,7 +110,13 @@ fn consoles_carry_an_order_from_intake_to_ranking_in_chromium() {
     );
 
     let base = format!("http://{}", server.http);
-    let shots = root.join("docs/screenshots");
+    // The committed screenshots are refreshed on request only, so a test run does not
+    // leave the work tree dirty: HOTLINE_UPDATE_SCREENSHOTS=1 cargo test --test web_e2e
+    let shots = if std::env::var_os("HOTLINE_UPDATE_SCREENSHOTS").is_some() {
+        root.join("docs/screenshots")
+    } else {
+        server.dir.path().join("screenshots")
+    };
     let output = Command::new("node")
         .arg(web.join("e2e/run.mjs"))
         .arg(&base)
