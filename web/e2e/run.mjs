@@ -130,13 +130,13 @@ try {
   await page.selectOption('select[name="business_area"]', 'unknown');
   await page.selectOption('select[name="city"]', 'jinan');
   await page.fill('textarea[name="description"]', '邻里纠纷，咨询如何申请人民调解，希望尽快得到答复。');
+  await shot('agent');
   await page.click('[data-action="create-order"]');
   const created = page.locator('[data-created-order]');
   await created.waitFor();
   const orderId = await created.getAttribute('data-created-order');
   step(`agent created order ${orderId}`);
   await page.locator(`tr[data-order-id="${orderId}"]`).waitFor();
-  await shot('agent');
 
   // 2. Dispatcher: the order waits in the inbox with the number masked; dispatch it.
   await login(USERS.dispatcher);
