@@ -189,8 +189,19 @@ fn run(command: Command) -> Result<ExitCode> {
                 let report = store.verify_ledger().await.context("read the ledger")?;
                 match &report.broken_at {
                     None => {
+                        if let Some(m) = store
+                            .verify_projection()
+                            .await
+                            .context("read the projection")?
+                        {
+                            println!(
+                                "ledger chain ok ({} events) but the projection is BROKEN for order {}: {}",
+                                report.checked, m.order_id, m.problem
+                            );
+                            return Ok(ExitCode::FAILURE);
+                        }
                         println!(
-                            "ledger ok: {} events, head {}",
+                            "ledger ok: {} events, projection matches, head {}",
                             report.checked, report.head_hash
                         );
                         Ok(ExitCode::SUCCESS)

@@ -1108,3 +1108,42 @@ async fn twice_dissatisfied_gets_the_special_flag() {
     let lixia = h.login("lixia").await;
     assert_eq!(h.get(&lixia, "/api/special_flags").await.body, json!([]));
 }
+
+#[tokio::test]
+async fn bearer_token_writes_without_csrf() {
+    use sha2::Digest;
+    let token = "s3cret-api-token";
+    let digest = hex::encode(sha2::Sha256::digest(token.as_bytes()));
+    let text = std::fs::read_to_string(root().join("config/hotline.toml")).expect("config");
+    let text = format!(
+        "{text}\n[[users]]\nid = \"intake-bot\"\nname = \"网站接入\"\npassword = \"x\"\nroles = [\"agent\"]\nunit = \"jinan\"\napi_token = \"{digest}\"\n"
+    );
+    let config = Config::from_toml(&text).expect("config with token");
+    let calendar =
+        Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
+    let mut h = sqlite().await;
+    h.state.orders = Arc::new(OrdersContext::from_config(&config, calendar));
+    h.app = router(h.state.clone());
+    let request = |auth: &str| {
+        Request::post("/api/orders")
+            .header(header::AUTHORIZATION, auth)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(
+                order_body("consultation", "legal_aid", None).to_string(),
+            ))
+            .expect("request")
+    };
+    let created = h.send(request(&format!("Bearer {token}"))).await;
+    assert_eq!(created.status, StatusCode::CREATED, "{}", created.text);
+    let wrong = h.send(request("Bearer nope")).await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    let me = h
+        .send(
+            Request::get("/api/me")
+                .header(header::AUTHORIZATION, format!("Bearer {token}"))
+                .body(Body::empty())
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(me.body["id"], "intake-bot");
+}

@@ -48,6 +48,7 @@ CREATE TABLE orders (
     feedback_due_ms INTEGER,
     callback_due_ms INTEGER,
     next_due_ms     INTEGER,            -- the limit currently running, if any
+    due_sort        INTEGER NOT NULL,   -- next_due_ms, or the largest value when none (index-friendly sort)
     completed_ms    INTEGER,
     overdue_done    INTEGER NOT NULL,   -- completed after the feedback limit
     special_flag    INTEGER NOT NULL,
@@ -57,7 +58,7 @@ CREATE TABLE orders (
 );
 CREATE INDEX orders_state ON orders (state);
 CREATE INDEX orders_city ON orders (city);
-CREATE INDEX orders_next_due ON orders (next_due_ms);
+CREATE INDEX orders_due_sort ON orders (due_sort, id);
 CREATE INDEX orders_received ON orders (received_ms);
 CREATE INDEX orders_phone ON orders (contact_phone);
 CREATE INDEX orders_created ON orders (created_ms);

@@ -63,6 +63,7 @@ pub struct StoredEvent {
     pub order_id: String,
     pub seq: i64,
     pub at: String,
+    pub at_ms: i64,
     pub actor: String,
     pub role: String,
     pub unit: String,
@@ -98,6 +99,13 @@ pub struct LedgerReport {
     pub broken_at: Option<BrokenLink>,
     /// Hash of the head (anchor it outside the database to detect a rewrite).
     pub head_hash: String,
+}
+
+/// An order whose projection row differs from the replay of its ledger.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ProjectionMismatch {
+    pub order_id: String,
+    pub problem: String,
 }
 
 /// Filters of the order list, pushed down to SQL. Every value is bound.
@@ -236,7 +244,7 @@ fn event_from_row(row: &StoredEvent) -> Result<Event, String> {
     })
 }
 
-const EVENT_COLUMNS: &str = "global_seq, order_id, seq, at, actor, role, unit, kind, \
+const EVENT_COLUMNS: &str = "global_seq, order_id, seq, at, at_ms, actor, role, unit, kind, \
     state_before, state_after, reason, prev_hash, hash";
 
 /// Values of the projection row of an order.
@@ -333,9 +341,9 @@ impl Store {
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
-                     special_flag, created_ms, updated_ms, snapshot) VALUES ($1, $2, $3, $4, \
-                     $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $19, \
-                     $20) ON CONFLICT (id) DO NOTHING",
+                     special_flag, created_ms, updated_ms, snapshot, due_sort) VALUES ($1, $2, $3, \
+                     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                     $19, $20, $21) ON CONFLICT (id) DO NOTHING",
                 )
                 .bind(order.id.0.as_str())
                 .bind(u64_i64(order.version))
@@ -357,6 +365,7 @@ impl Store {
                 .bind(bool_int(order.special_flag))
                 .bind(now_ms)
                 .bind(&p.snapshot)
+                .bind(p.next_due.unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -366,7 +375,8 @@ impl Store {
                      area = $5, units = $6, lead_unit = $7, transfer_due_ms = $8, \
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
-                     updated_ms = $15, snapshot = $16 WHERE id = $17 AND version = $18",
+                     updated_ms = $15, snapshot = $16, due_sort = $19 WHERE id = $17 \
+                     AND version = $18",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -386,6 +396,7 @@ impl Store {
                 .bind(&p.snapshot)
                 .bind(order.id.0.as_str())
                 .bind(u64_i64(expected_version))
+                .bind(p.next_due.unwrap_or(i64::MAX))
                 .execute(&mut *tx)
                 .await?
                 .rows_affected()
@@ -588,9 +599,7 @@ impl Store {
         };
         let order_sql = match filter.sort {
             OrderSort::Created => " ORDER BY created_ms DESC, id DESC",
-            OrderSort::Deadline => {
-                " ORDER BY CASE WHEN next_due_ms IS NULL THEN 1 ELSE 0 END, next_due_ms, id"
-            }
+            OrderSort::Deadline => " ORDER BY due_sort, id",
         };
         let limit = next(&mut binds, Bind::Int(filter.limit));
         let offset = next(&mut binds, Bind::Int(filter.offset));
@@ -655,7 +664,7 @@ impl Store {
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
             "SELECT snapshot FROM orders WHERE state <> 'closed' AND next_due_ms IS NOT NULL \
-             AND next_due_ms <= $1 ORDER BY next_due_ms"
+             AND due_sort <= $1 ORDER BY due_sort"
         )
         .bind(now_ms.saturating_add(DAY_MS))
         .fetch_all(p)
@@ -670,94 +679,197 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn verify_ledger(&self) -> Result<LedgerReport, StoreError> {
-        let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {EVENT_COLUMNS} FROM order_events ORDER BY global_seq"
-        ));
-        let rows = on_pool!(self, |p| sqlx::query_as::<_, StoredEvent>(sql)
-            .fetch_all(p)
-            .await?);
+        const BATCH: i64 = 5000;
+        // The head first: events committed while we read lie beyond it and are left
+        // for the next run (a commit moves head and events together).
         let head: (i64, String) = on_pool!(self, |p| sqlx::query_as(
             "SELECT global_seq, hash FROM ledger_head WHERE id = 1"
         )
         .fetch_one(p)
         .await?);
-        Ok(verify_rows(&rows, &head))
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM order_events WHERE global_seq > $1 \
+             AND global_seq <= $2 ORDER BY global_seq LIMIT $3"
+        );
+        let mut verifier = ChainVerifier::default();
+        let mut last = 0_i64;
+        loop {
+            let rows = on_pool!(self, |p| sqlx::query_as::<_, StoredEvent>(
+                sqlx::AssertSqlSafe(sql.clone())
+            )
+            .bind(last)
+            .bind(head.0)
+            .bind(BATCH)
+            .fetch_all(p)
+            .await?);
+            let Some(end) = rows.last().map(|r| r.global_seq) else {
+                break;
+            };
+            for row in &rows {
+                if let Err(broken) = verifier.feed(row) {
+                    return Ok(verifier.report(&head, Some(broken)));
+                }
+            }
+            last = end;
+        }
+        Ok(verifier.finish(&head))
     }
 }
 
-/// The chain check over rows in `global_seq` order and the head `(global_seq, hash)`.
-#[must_use]
-pub fn verify_rows(rows: &[StoredEvent], head: &(i64, String)) -> LedgerReport {
-    let mut prev_hash = GENESIS_HASH.to_owned();
-    let mut checked = 0_i64;
-    let report = |checked, broken: Option<BrokenLink>| LedgerReport {
-        ok: broken.is_none(),
-        checked,
-        broken_at: broken,
-        head_hash: head.1.clone(),
-    };
-    for (expected_seq, row) in (1_i64..).zip(rows) {
-        let broken = |problem: String| BrokenLink {
+impl Store {
+    /// Replays every order's events and compares with its projection row, so an
+    /// order hidden or altered in `orders` alone is found. Returns the first
+    /// mismatch (orders by id).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn verify_projection(&self) -> Result<Option<ProjectionMismatch>, StoreError> {
+        const BATCH: i64 = 500;
+        let mut after = String::new();
+        loop {
+            let rows: Vec<(String, String, i64, String)> = on_pool!(self, |p| {
+                sqlx::query_as(
+                "SELECT id, snapshot, version, state FROM orders WHERE id > $1 ORDER BY id LIMIT $2"
+            )
+            .bind(&after)
+            .bind(BATCH)
+            .fetch_all(p)
+            .await?
+            });
+            let Some(last) = rows.last().map(|r| r.0.clone()) else {
+                break;
+            };
+            for (id, snapshot, version, state) in rows {
+                let mismatch = |problem: &str| {
+                    Ok(Some(ProjectionMismatch {
+                        order_id: id.clone(),
+                        problem: problem.to_owned(),
+                    }))
+                };
+                let events: Result<Vec<Event>, String> = self
+                    .order_events(&id)
+                    .await?
+                    .iter()
+                    .map(event_from_row)
+                    .collect();
+                let Ok(events) = events else {
+                    return mismatch("an event cannot be read");
+                };
+                let replayed = Order::replay(&events);
+                let Ok(stored) = serde_json::from_str::<Order>(&snapshot) else {
+                    return mismatch("snapshot unreadable");
+                };
+                if stored != replayed {
+                    return mismatch("snapshot differs from the replayed events");
+                }
+                if u64::try_from(version).ok() != Some(replayed.version)
+                    || state != replayed.state.as_str()
+                {
+                    return mismatch("version or state column differs from the replayed events");
+                }
+            }
+            after = last;
+        }
+        // Events of an order whose projection row was deleted.
+        let orphan: Option<(String,)> = on_pool!(self, |p| {
+            sqlx::query_as(
+            "SELECT order_id FROM order_events WHERE order_id NOT IN (SELECT id FROM orders) LIMIT 1"
+        )
+        .fetch_optional(p)
+        .await?
+        });
+        Ok(orphan.map(|(order_id,)| ProjectionMismatch {
+            order_id,
+            problem: "the order's projection row is missing".to_owned(),
+        }))
+    }
+}
+
+/// Walks the chain row by row in `global_seq` order.
+#[derive(Debug)]
+pub struct ChainVerifier {
+    prev_hash: String,
+    checked: i64,
+}
+
+impl Default for ChainVerifier {
+    fn default() -> Self {
+        Self {
+            prev_hash: GENESIS_HASH.to_owned(),
+            checked: 0,
+        }
+    }
+}
+
+impl ChainVerifier {
+    /// Check the next row.
+    ///
+    /// # Errors
+    /// The row breaks the chain (missing predecessor, edited content or column).
+    pub fn feed(&mut self, row: &StoredEvent) -> Result<(), BrokenLink> {
+        let expected_seq = self.checked + 1;
+        let broken = |problem: &str| BrokenLink {
             global_seq: row.global_seq,
             order_id: Some(row.order_id.clone()),
             seq: Some(row.seq),
-            problem,
+            problem: problem.to_owned(),
         };
         if row.global_seq != expected_seq {
-            return report(
-                checked,
-                Some(BrokenLink {
-                    global_seq: expected_seq,
-                    order_id: None,
-                    seq: None,
-                    problem: format!(
-                        "event {expected_seq} is missing (next stored is {})",
-                        row.global_seq
-                    ),
-                }),
-            );
-        }
-        if row.prev_hash != prev_hash {
-            return report(
-                checked,
-                Some(broken("prev_hash does not match the previous event".into())),
-            );
-        }
-        let event = match event_from_row(row) {
-            Ok(e) => e,
-            Err(problem) => return report(checked, Some(broken(problem))),
-        };
-        let hash = chain_hash(&prev_hash, &event);
-        if hash != row.hash {
-            return report(
-                checked,
-                Some(broken("hash does not match the event's content".into())),
-            );
-        }
-        if event_reason(&event.kind) != row.reason {
-            return report(
-                checked,
-                Some(broken("reason column differs from the hashed event".into())),
-            );
-        }
-        prev_hash = hash;
-        checked += 1;
-    }
-    if head.0 != checked || head.1 != prev_hash {
-        return report(
-            checked,
-            Some(BrokenLink {
-                global_seq: checked + 1,
+            return Err(BrokenLink {
+                global_seq: expected_seq,
                 order_id: None,
                 seq: None,
                 problem: format!(
-                    "the chain ends at event {checked} but the head says {}",
-                    head.0
+                    "event {expected_seq} is missing (next stored is {})",
+                    row.global_seq
                 ),
-            }),
-        );
+            });
+        }
+        if row.prev_hash != self.prev_hash {
+            return Err(broken("prev_hash does not match the previous event"));
+        }
+        let event = event_from_row(row).map_err(|problem| broken(&problem))?;
+        let hash = chain_hash(&self.prev_hash, &event);
+        if hash != row.hash {
+            return Err(broken("hash does not match the event's content"));
+        }
+        if event_reason(&event.kind) != row.reason {
+            return Err(broken("reason column differs from the hashed event"));
+        }
+        if event.at.timestamp_millis() != row.at_ms {
+            return Err(broken("at_ms column differs from the hashed event"));
+        }
+        self.prev_hash = hash;
+        self.checked += 1;
+        Ok(())
     }
-    report(checked, None)
+
+    fn report(&self, head: &(i64, String), broken: Option<BrokenLink>) -> LedgerReport {
+        LedgerReport {
+            ok: broken.is_none(),
+            checked: self.checked,
+            broken_at: broken,
+            head_hash: head.1.clone(),
+        }
+    }
+
+    /// After the last row: the chain must end exactly at the head.
+    #[must_use]
+    pub fn finish(self, head: &(i64, String)) -> LedgerReport {
+        if head.0 != self.checked || head.1 != self.prev_hash {
+            let broken = BrokenLink {
+                global_seq: self.checked + 1,
+                order_id: None,
+                seq: None,
+                problem: format!(
+                    "the chain ends at event {} but the head says {}",
+                    self.checked, head.0
+                ),
+            };
+            return self.report(head, Some(broken));
+        }
+        self.report(head, None)
+    }
 }
 
 #[cfg(test)]
@@ -1010,6 +1122,14 @@ mod tests {
                 "UPDATE order_events SET at = '2025-09-29T16:00:00+08:00' WHERE global_seq = 2",
                 2,
             ),
+            (
+                "UPDATE order_events SET at_ms = at_ms - 86400000 WHERE global_seq = 2",
+                2,
+            ),
+            (
+                "UPDATE order_events SET hash = prev_hash WHERE global_seq = 1",
+                1,
+            ),
             ("DELETE FROM order_events WHERE global_seq = 2", 2),
             ("DELETE FROM order_events WHERE global_seq = 3", 3),
         ] {
@@ -1055,6 +1175,49 @@ mod tests {
             test_support::postgres().await.expect("postgres")
         })
         .await;
+    }
+
+    async fn projection_edits_are_found(store: Store) {
+        let w = world();
+        let (order, events) = submitted(&w, "GD1", "13812345678");
+        store
+            .append_order_events(&order, 0, &events, None, 1)
+            .await
+            .unwrap();
+        assert_eq!(store.verify_projection().await.unwrap(), None);
+        on_pool!(store, |p| sqlx::query(
+            "UPDATE orders SET state = 'closed', snapshot = replace(snapshot, 'pending_dispatch', 'closed')"
+        )
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let found = store.verify_projection().await.unwrap().expect("mismatch");
+        assert_eq!(found.order_id, "GD1");
+        on_pool!(store, |p| sqlx::query("DELETE FROM orders")
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .unwrap();
+        let found = store
+            .verify_projection()
+            .await
+            .unwrap()
+            .expect("missing row");
+        assert!(found.problem.contains("missing"), "{found:?}");
+    }
+
+    #[tokio::test]
+    async fn sqlite_projection_edits_are_found() {
+        let (store, _dir) = test_support::sqlite().await;
+        projection_edits_are_found(store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_projection_edits_are_found() {
+        if let Some(store) = test_support::postgres().await {
+            projection_edits_are_found(store).await;
+        }
     }
 
     #[test]
