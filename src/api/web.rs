@@ -13,6 +13,9 @@ include!(concat!(env!("OUT_DIR"), "/web_assets.rs"));
 const CACHE_IMMUTABLE: &str = "public, max-age=31536000, immutable";
 /// Everything else (index.html, icons) is revalidated so a new build is seen at once.
 const CACHE_REVALIDATE: &str = "no-cache";
+/// The consoles load only their own scripts and talk only to this server; no framing
+/// (click-jacking of the command buttons). Inline styles: uPlot and Preact set them.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; media-src 'self'; connect-src 'self'; frame-ancestors 'none'; base-uri 'self'; form-action 'self'";
 
 /// Router serving the consoles for every path the API does not claim. Merge it into the
 /// API router (`.merge(web::router())`); it only installs a fallback.
@@ -76,6 +79,12 @@ async fn serve(method: Method, uri: Uri) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
+    if content_type.starts_with("text/html") {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+    }
     response
 }
 
@@ -118,6 +127,27 @@ mod tests {
         assert_eq!(content_type, "text/html; charset=utf-8");
         assert_eq!(cache, CACHE_REVALIDATE);
         assert!(body.contains("<html"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn the_app_shell_forbids_framing_and_foreign_scripts() {
+        let resp = router::<()>()
+            .oneshot(Request::get("/unit").body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let csp = resp
+            .headers()
+            .get(header::CONTENT_SECURITY_POLICY)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+    }
+
+    #[tokio::test]
+    async fn missing_hashed_assets_are_404_not_the_app() {
+        let (status, _, _, _) = get("/assets/index-stale.js").await;
+        assert_eq!(status, StatusCode::NOT_FOUND);
     }
 
     #[tokio::test]

@@ -52,6 +52,11 @@ const page = context.pages()[0] ?? (await context.newPage());
 page.setDefaultTimeout(15_000);
 const consoleErrors = [];
 page.on('pageerror', (e) => consoleErrors.push(String(e)));
+// Expected 401/404s (not logged in yet, no call center) are fine; a blocked script or
+// style is not.
+page.on('console', (m) => {
+  if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) consoleErrors.push(m.text());
+});
 
 function step(text) {
   console.log(`e2e: ${text}`);
