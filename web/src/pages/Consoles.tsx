@@ -20,18 +20,29 @@ export function UnitWorkspace({ me }: { me: Me }) {
 
 const CALLBACK_COMMANDS = ['record_callback', 'feed_back'];
 
+/** Callbacks due: urgent orders fed back (mandatory, H-11) and second callbacks (W-14),
+ * plus anything open this user may feed back or call back; closed orders that may still
+ * be sampled are listed apart so they do not bury the due ones. */
 export function CallbackWorkspace({ me }: { me: Me }) {
+  const mayCall = (o: Order) => (o.allowed_commands ?? []).some((c) => CALLBACK_COMMANDS.includes(c));
   return (
-    <OrderConsole
-      me={me}
-      title="待回访工单"
-      baseQuery={{}}
-      showFilters={false}
-      accept={(o: Order) =>
-        (o.allowed_commands ?? []).some((c) => CALLBACK_COMMANDS.includes(c)) ||
-        o.state === 'fed_back' ||
-        o.state === 'second_callback'
-      }
-    />
+    <div class="console">
+      <OrderConsole
+        me={me}
+        title="待回访工单"
+        baseQuery={{}}
+        showFilters={false}
+        accept={(o: Order) =>
+          o.state !== 'closed' && (mayCall(o) || o.state === 'fed_back' || o.state === 'second_callback')
+        }
+      />
+      <OrderConsole
+        me={me}
+        title="已办结 · 可抽样回访"
+        baseQuery={{ state: 'closed' }}
+        showFilters={false}
+        accept={(o: Order) => (o.allowed_commands ?? []).includes('record_callback')}
+      />
+    </div>
   );
 }
