@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod openapi;
 pub mod orders;
+pub mod web;
 
 use axum::extract::State;
 use axum::http::{StatusCode, header};
@@ -34,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .merge(orders::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
+        .merge(web::router())
 }
 
 #[derive(Debug, Serialize)]

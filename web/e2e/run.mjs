@@ -1,0 +1,253 @@
+// Browser end-to-end test of the consoles against a running hotline server.
+// Usage: node e2e/run.mjs <base-url>   (env E2E_SCREENSHOTS: where to write PNGs,
+// default ../docs/screenshots; E2E_CHROMIUM: browser path, default /usr/bin/chromium).
+// Started by tests/web_e2e.rs with the e2e users it adds to the config.
+import { chromium } from 'playwright-core';
+import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const base = process.argv[2];
+if (!base) {
+  console.error('usage: node e2e/run.mjs <base-url>');
+  process.exit(2);
+}
+const here = dirname(fileURLToPath(import.meta.url));
+const shots = resolve(process.env.E2E_SCREENSHOTS ?? join(here, '../../docs/screenshots'));
+mkdirSync(shots, { recursive: true });
+const watchdog = setTimeout(() => {
+  console.error('e2e: gave up after 240 s');
+  process.exit(3);
+}, 240_000);
+
+const USERS = {
+  agent: 'e2e-agent',
+  dispatcher: 'e2e-dispatcher',
+  aid: 'e2e-aid',
+  lixia: 'e2e-lixia',
+  callback: 'e2e-callback',
+  supervisor: 'e2e-supervisor',
+};
+
+const profile = mkdtempSync(join(tmpdir(), 'hotline-e2e-chromium-'));
+// A fresh profile (--user-data-dir) each run: Playwright takes it as the persistent
+// context's directory.
+const context = await chromium.launchPersistentContext(profile, {
+  executablePath: process.env.E2E_CHROMIUM ?? '/usr/bin/chromium',
+  headless: true,
+  viewport: { width: 1360, height: 900 },
+  locale: 'zh-CN',
+  args: [
+    '--headless',
+    '--no-sandbox',
+    '--disable-gpu',
+    '--disable-background-networking',
+    '--disable-component-update',
+    '--disable-sync',
+    '--no-first-run',
+  ],
+});
+const page = context.pages()[0] ?? (await context.newPage());
+page.setDefaultTimeout(15_000);
+const consoleErrors = [];
+page.on('pageerror', (e) => consoleErrors.push(String(e)));
+// Expected 401/404s (not logged in yet, no call center) are fine; a blocked script or
+// style is not.
+page.on('console', (m) => {
+  if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) consoleErrors.push(m.text());
+});
+
+function step(text) {
+  console.log(`e2e: ${text}`);
+}
+
+async function shot(name) {
+  await page.waitForTimeout(300);
+  await page.screenshot({ path: join(shots, `${name}.png`), fullPage: true });
+}
+
+async function login(user, { screenshot } = {}) {
+  await page.goto(base + '/');
+  await page.waitForSelector('form.login, [data-action="logout"]');
+  if (await page.locator('[data-action="logout"]').count()) {
+    await page.click('[data-action="logout"]');
+  }
+  await page.waitForSelector('form.login');
+  await page.fill('input[name="user"]', user);
+  await page.fill('input[name="password"]', `demo-${user}`);
+  if (screenshot) await shot(screenshot);
+  await page.click('form.login button[type="submit"]');
+  await page.waitForSelector(`[data-user="${user}"]`);
+}
+
+async function open(path) {
+  await page.click(`nav.top a[href="${path}"]`);
+}
+
+/** Select the order in the console's table and wait for its detail. */
+async function select(orderId) {
+  const row = page.locator(`tr[data-order-id="${orderId}"]`);
+  await row.waitFor();
+  await row.click();
+  await page.waitForSelector(`[data-order-detail="${orderId}"]`);
+}
+
+async function allowed() {
+  return page.locator('.commands button[data-command]').evaluateAll((bs) => bs.map((b) => b.dataset.command));
+}
+
+/** Click a command button; fill its form (if any) and confirm; wait until the order's
+ * version changes (or it leaves this user's list) or an error shows. */
+async function command(name, fill = async () => {}) {
+  const version = await page.locator('[data-order-detail]').getAttribute('data-version');
+  await page.click(`.commands button[data-command="${name}"]`);
+  const form = page.locator('.commands form.command-form');
+  if (await form.count()) {
+    await fill(form);
+    await form.locator('button[type="submit"]').click();
+  }
+  await page.waitForFunction(
+    (v) => {
+      const d = document.querySelector('[data-order-detail]');
+      return !d || d.getAttribute('data-version') !== v || document.querySelector('.commands .banner.error');
+    },
+    version,
+    { timeout: 10_000 },
+  );
+  const error = page.locator('.commands .banner.error');
+  if (await error.count()) throw new Error(`${name} failed: ${await error.innerText()}`);
+  step(`${name} ok`);
+}
+
+async function detailState() {
+  return (await page.locator('.detail h3 .state').innerText()).trim();
+}
+
+try {
+  // 1. Login page, then the agent registers an urgent consultation by the form.
+  await login(USERS.agent, { screenshot: 'login' });
+  await page.waitForSelector('form.order-form');
+  await page.fill('input[name="contact_name"]', '张先生');
+  await page.fill('input[name="contact_phone"]', '13812345678');
+  await page.selectOption('select[name="category"]', 'consultation');
+  await page.selectOption('select[name="urgency"]', 'urgent');
+  await page.selectOption('select[name="business_area"]', 'unknown');
+  await page.selectOption('select[name="city"]', 'jinan');
+  await page.fill('textarea[name="description"]', '邻里纠纷，咨询如何申请人民调解，希望尽快得到答复。');
+  await shot('agent');
+  await page.click('[data-action="create-order"]');
+  const created = page.locator('[data-created-order]');
+  await created.waitFor();
+  const orderId = await created.getAttribute('data-created-order');
+  step(`agent created order ${orderId}`);
+  await page.locator(`tr[data-order-id="${orderId}"]`).waitFor();
+
+  // 2. Dispatcher: the order waits in the inbox with the number masked; dispatch it.
+  await login(USERS.dispatcher);
+  await open('/dispatch');
+  await select(orderId);
+  await command('dispatch', async (form) => {
+    await form.locator('input[name="unit"][value="jinan-legal-aid"]').check();
+    await shot('dispatch');
+  });
+
+  // 3. The legal-aid centre returns it: not its business.
+  await login(USERS.aid);
+  await open('/unit');
+  await select(orderId);
+  await command('return', async (form) => {
+    await form.locator('textarea[name="reason"]').fill('不属于法律援助事项，应由属地司法局办理');
+  });
+
+  // 4. Dispatcher sees the return reason and re-dispatches to the district bureau.
+  await login(USERS.dispatcher);
+  await open('/dispatch');
+  await select(orderId);
+  const reason = await page.locator('.detail .return-reason').innerText();
+  if (!reason.includes('不属于法律援助事项')) throw new Error(`return reason not shown: ${reason}`);
+  step(`dispatcher sees the return reason: ${reason}`);
+  await command('dispatch', async (form) => {
+    await form.locator('input[name="unit"][value="jinan-lixia"]').check();
+  });
+
+  // 5. The district bureau signs, (starts,) and replies.
+  await login(USERS.lixia);
+  await open('/unit');
+  await select(orderId);
+  await command('sign');
+  if ((await allowed()).includes('start')) await command('start');
+  const replyText = '经核实，可向所在街道人民调解委员会申请调解，调解免费。';
+  const available = await allowed();
+  if (available.includes('reply')) {
+    await command('reply', async (form) => {
+      await form.locator('textarea[name="text"]').fill(replyText);
+      await shot('unit');
+    });
+  } else {
+    await command('draft_reply', (form) => form.locator('textarea[name="text"]').fill(replyText));
+    await command('review', async () => {});
+    await command('send_reviewed_reply');
+  }
+  if ((await allowed()).includes('feed_back')) {
+    await command('feed_back', (form) => form.locator('textarea[name="note"]').fill('已电话告知来电人'));
+  }
+
+  // 6. Callback staff: (feed back,) record "satisfied"; the order closes.
+  await login(USERS.callback);
+  await open('/callback');
+  await select(orderId);
+  if ((await allowed()).includes('feed_back')) {
+    await command('feed_back', (form) => form.locator('textarea[name="note"]').fill('已电话告知来电人'));
+  }
+  await command('record_callback', async (form) => {
+    await form.locator('input[name="callback_result"][value="satisfied"]').check();
+    await shot('callback');
+  });
+  await page.waitForFunction(() => document.querySelector('.detail h3 .state')?.textContent?.includes('已办结'));
+  step(`order is ${await detailState()}`);
+
+  // 7. Supervisor: the ranking shows the district bureau; the ledger timeline shows it all.
+  await login(USERS.supervisor);
+  await open('/supervisor');
+  await page.locator('tr[data-ranking-unit="jinan-lixia"]').waitFor();
+  await page.fill('input[name="ledger_order"]', orderId);
+  await page.click('form.filters button[type="submit"]');
+  await page.locator('ol.timeline li').first().waitFor();
+  // A supervisor does not talk to callers: the number is masked until revealed (audited).
+  const masked = await page.locator('.detail .phone').innerText();
+  if (!/^138\*+5678$/.test(masked)) throw new Error(`supervisor should see a masked number, saw ${masked}`);
+  step(`supervisor sees ${masked}`);
+  await shot('supervisor');
+  await page.click('.detail button:has-text("显示号码")');
+  await page.waitForFunction(() => document.querySelector('.detail .phone')?.textContent === '13812345678');
+  step('reveal_contact shows the number');
+
+  // 8. Last (it locks this source out): repeated wrong passwords get the delay message.
+  await page.click('[data-action="logout"]');
+  await page.waitForSelector('form.login');
+  let banner = '';
+  for (let i = 0; i < 8 && !banner.includes('登录失败次数过多'); i++) {
+    await page.fill('input[name="user"]', USERS.agent);
+    await page.fill('input[name="password"]', `wrong-${i}`);
+    await page.click('form.login button[type="submit"]');
+    await page.waitForSelector('form.login .banner.error');
+    await page.waitForTimeout(100);
+    banner = await page.locator('form.login .banner.error').innerText();
+  }
+  if (!banner.includes('登录失败次数过多')) throw new Error(`no delay after failed logins: ${banner}`);
+  step(`failed logins: ${banner}`);
+
+  if (consoleErrors.length) throw new Error(`page errors: ${consoleErrors.join('; ')}`);
+  console.log('E2E OK');
+} catch (e) {
+  const failure = join(tmpdir(), 'hotline-e2e-failure.png');
+  await page.screenshot({ path: failure, fullPage: true }).catch(() => {});
+  console.error(`e2e: failure screenshot ${failure}`);
+  console.error(`e2e failed at ${page.url()}: ${e?.stack ?? e}`);
+  process.exitCode = 1;
+} finally {
+  await context.close();
+  rmSync(profile, { recursive: true, force: true });
+  clearTimeout(watchdog);
+}

@@ -1,0 +1,172 @@
+// Thin client for the hotline HTTP API (see API.md): JSON, session cookie, CSRF header
+// on writes, typed errors carrying the server's `code`.
+
+export interface ApiErrorBody {
+  code: string;
+  message?: string;
+  field?: string;
+}
+
+export class ApiError extends Error {
+  constructor(
+    public status: number,
+    public code: string,
+    message: string,
+    public field?: string,
+    public retryAfterSecs?: number,
+  ) {
+    super(message);
+  }
+}
+
+const CSRF_KEY = 'hotline.csrf';
+
+export function setCsrf(token: string | null): void {
+  if (token) sessionStorage.setItem(CSRF_KEY, token);
+  else sessionStorage.removeItem(CSRF_KEY);
+}
+
+function csrf(): string {
+  return sessionStorage.getItem(CSRF_KEY) ?? '';
+}
+
+export async function api<T>(
+  method: string,
+  path: string,
+  body?: unknown,
+  extraHeaders: Record<string, string> = {},
+): Promise<T> {
+  const headers: Record<string, string> = { Accept: 'application/json', ...extraHeaders };
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  if (method !== 'GET' && method !== 'HEAD') headers['X-CSRF-Token'] = csrf();
+  const resp = await fetch(path, {
+    method,
+    headers,
+    credentials: 'same-origin',
+    body: body === undefined ? undefined : JSON.stringify(body),
+  });
+  if (resp.status === 204) return undefined as T;
+  const text = await resp.text();
+  let parsed: unknown = undefined;
+  try {
+    parsed = text ? JSON.parse(text) : undefined;
+  } catch {
+    parsed = undefined;
+  }
+  if (!resp.ok) {
+    const err = (parsed ?? {}) as Partial<ApiErrorBody>;
+    const retry = Number(resp.headers.get('Retry-After') ?? '');
+    throw new ApiError(
+      resp.status,
+      err.code ?? `http_${resp.status}`,
+      err.message ?? `${resp.status} ${resp.statusText}`,
+      err.field,
+      Number.isFinite(retry) && retry > 0 ? retry : undefined,
+    );
+  }
+  return parsed as T;
+}
+
+export const get = <T>(path: string) => api<T>('GET', path);
+export const post = <T>(path: string, body: unknown = {}) => api<T>('POST', path, body);
+
+/** Whether an error means "this endpoint does not exist on this server (yet)". */
+export function isMissing(e: unknown): boolean {
+  return e instanceof ApiError && (e.status === 404 || e.status === 501);
+}
+
+// ---- shapes (as documented in API.md; read defensively) ----
+
+export interface Me {
+  id: string;
+  name: string;
+  roles: string[];
+  unit: string;
+  unit_name?: string;
+}
+
+export interface Deadlines {
+  transfer_due?: string | null;
+  feedback_due?: string | null;
+  callback_due?: string | null;
+  provisional?: boolean;
+}
+
+export interface Order {
+  id: string;
+  version: number;
+  state: string;
+  fields: Record<string, unknown>;
+  units?: unknown[];
+  lead_unit?: string | null;
+  deadlines?: Deadlines | null;
+  reminder?: 'none' | 'yellow' | 'red';
+  overdue?: boolean;
+  special_flag?: boolean;
+  closing?: Record<string, unknown> | null;
+  allowed_commands?: string[];
+  [key: string]: unknown;
+}
+
+export interface OrderPage {
+  items: Order[];
+  total: number;
+  page: number;
+  per_page: number;
+}
+
+export interface Unit {
+  id: string;
+  name: string;
+  kind: string;
+  parent?: string | null;
+}
+
+export interface LedgerEvent {
+  seq: number;
+  at: string;
+  actor: string;
+  role?: string;
+  unit?: string;
+  state_before?: string | null;
+  state_after?: string | null;
+  kind?: unknown;
+  reason?: string | null;
+  hash?: string;
+}
+
+export interface RankingRow {
+  rank: number;
+  unit?: string;
+  unit_name?: string;
+  category?: string;
+  orders: number;
+  completion_rate?: number | null;
+  on_time_rate?: number | null;
+  satisfaction_rate?: number | null;
+  returns?: number;
+  overdue?: number;
+}
+
+export interface Rankings {
+  period: string;
+  group?: string;
+  by: string;
+  rows: RankingRow[];
+}
+
+export interface QueueState {
+  city: string;
+  waiting: number;
+  longest_wait_secs: number;
+  agents: { id: string; name: string; state: string }[];
+  answered_today: number;
+  abandoned_today: number;
+}
+
+export function sendCommand(order: Order, command: string, fields: Record<string, unknown> = {}) {
+  return post<Order>(`/api/orders/${encodeURIComponent(order.id)}/${command}`, {
+    ...fields,
+    version: order.version,
+  });
+}

@@ -1,0 +1,334 @@
+// Pure helpers: Chinese labels, deadline colouring, formatting. No DOM, no fetch:
+// unit-tested with vitest.
+
+import type { Order } from './api';
+
+export const STATE_LABELS: Record<string, string> = {
+  draft: '草稿',
+  pending_dispatch: '待派单',
+  dispatched: '已派单',
+  signed: '已签收',
+  in_progress: '办理中',
+  reply_drafted: '答复待审',
+  reviewed: '答复已审',
+  replied: '已答复',
+  fed_back: '已反馈',
+  second_callback: '待二次回访',
+  closed: '已办结',
+};
+
+export const CATEGORY_LABELS: Record<string, string> = {
+  consultation: '咨询',
+  complaint: '投诉',
+  suggestion: '建议',
+  case: '案件',
+};
+
+export const URGENCY_LABELS: Record<string, string> = { normal: '一般', urgent: '紧急' };
+
+export const AREA_LABELS: Record<string, string> = {
+  legal_aid: '法律援助',
+  lawyer: '律师',
+  notary: '公证',
+  judicial_appraisal: '司法鉴定',
+  mediation: '人民调解',
+  grassroots_legal_service: '基层法律服务',
+  legal_education: '法治宣传教育',
+  other: '其他',
+  unknown: '未确定',
+};
+
+export const CHANNEL_LABELS: Record<string, string> = {
+  phone: '12348电话',
+  web: '网站',
+  app: '移动客户端',
+  wechat: '微信',
+  hotline_12345: '12345转来',
+};
+
+export const ROLE_LABELS: Record<string, string> = {
+  agent: '值班坐席',
+  dispatcher: '转办人员',
+  unit_handler: '承办人员',
+  unit_head: '单位负责人',
+  reviewer: '审核人员',
+  supervisor: '督办岗',
+  callback_staff: '回访人员',
+  province_admin: '省平台管理员',
+};
+
+export const COMMAND_LABELS: Record<string, string> = {
+  create: '登记',
+  submit: '提交',
+  answer_directly: '直接答复',
+  dispatch: '派单',
+  return_upward: '上报退回',
+  sign: '签收',
+  return: '退回',
+  start: '开始办理',
+  request_extension: '申请延期',
+  decide_extension: '审批延期',
+  draft_reply: '拟写答复',
+  review: '审核答复',
+  reply: '答复',
+  send_reviewed_reply: '发送已审答复',
+  feed_back: '反馈来电人',
+  record_callback: '登记回访',
+  remind: '催办',
+  supervise: '督办',
+  add_note: '添加备注',
+  recompute_deadlines: '重算时限',
+  withdraw: '撤回',
+  reveal_contact: '显示号码',
+};
+
+/** Ledger event types (`kind.type` in `/api/orders/{id}/events`). */
+export const EVENT_LABELS: Record<string, string> = {
+  created: '登记',
+  submitted: '提交',
+  answered_directly: '直接答复',
+  dispatched: '派单',
+  returned_upward: '上报退回',
+  signed: '签收',
+  returned: '退回',
+  started: '开始办理',
+  extension_requested: '申请延期',
+  extension_approved: '同意延期',
+  extension_rejected: '驳回延期',
+  reply_drafted: '拟写答复',
+  review_approved: '审核通过',
+  review_rejected: '审核驳回',
+  replied: '答复',
+  fed_back: '反馈来电人',
+  closed: '办结',
+  callback_recorded: '回访',
+  redo_ordered: '重办',
+  escalated_for_second_callback: '转二次回访',
+  special_flagged: '特殊标记',
+  reminded: '催办',
+  supervised: '督办',
+  note_added: '备注',
+  deadlines_recomputed: '重算时限',
+  withdrawn: '撤回',
+};
+
+export const SATISFACTION_LABELS: Record<string, string> = {
+  satisfied: '满意',
+  basically_satisfied: '基本满意',
+  dissatisfied: '不满意',
+};
+
+export const AGENT_STATE_LABELS: Record<string, string> = {
+  signed_out: '签退',
+  idle: '空闲',
+  ready: '空闲',
+  available: '空闲',
+  ringing: '振铃',
+  talking: '通话中',
+  busy: '通话中',
+  wrap_up: '话后整理',
+  paused: '小休',
+};
+
+export function label(map: Record<string, string>, key: unknown): string {
+  if (typeof key !== 'string' || key === '') return '—';
+  return map[key] ?? key;
+}
+
+export type Mark = 'red' | 'yellow' | 'none';
+
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+/** Which limit the order currently runs against: transfer before dispatch, feedback while
+ * a unit handles it, the mandatory callback once fed back; none when closed. */
+export function currentDueKind(
+  order: Pick<Order, 'state' | 'deadlines'>,
+): 'transfer' | 'feedback' | 'callback' | null {
+  const d = order.deadlines;
+  if (!d) return null;
+  switch (order.state) {
+    case 'draft':
+    case 'pending_dispatch':
+      return 'transfer';
+    case 'closed':
+      return null;
+    case 'fed_back':
+    case 'second_callback':
+      return d.callback_due ? 'callback' : 'feedback';
+    default:
+      return 'feedback';
+  }
+}
+
+/** The instant of the current limit (see [`currentDueKind`]). */
+export function currentDue(order: Pick<Order, 'state' | 'deadlines'>): string | null {
+  const kind = currentDueKind(order);
+  if (!kind || !order.deadlines) return null;
+  return order.deadlines[`${kind}_due`] ?? null;
+}
+
+/** Deadline colour: the server's `reminder` when it says so (it knows working days),
+ * else red when overdue and yellow within a day of the limit. */
+export function deadlineMark(
+  order: Pick<Order, 'state' | 'deadlines' | 'reminder' | 'overdue'>,
+  now: Date,
+): Mark {
+  if (order.state === 'closed') return 'none';
+  if (order.overdue || order.reminder === 'red') return 'red';
+  if (order.reminder === 'yellow') return 'yellow';
+  const due = currentDue(order);
+  if (!due) return 'none';
+  const dueMs = Date.parse(due);
+  if (Number.isNaN(dueMs)) return 'none';
+  if (now.getTime() >= dueMs) return 'red';
+  if (dueMs - now.getTime() <= DAY_MS) return 'yellow';
+  return 'none';
+}
+
+/** Orders by their current limit, earliest first; orders without one last, then by id. */
+export function byDeadline<T extends Pick<Order, 'id' | 'state' | 'deadlines'>>(orders: T[]): T[] {
+  const key = (o: T) => {
+    const due = currentDue(o);
+    const ms = due ? Date.parse(due) : NaN;
+    return Number.isNaN(ms) ? Number.POSITIVE_INFINITY : ms;
+  };
+  return [...orders].sort((a, b) => key(a) - key(b) || a.id.localeCompare(b.id));
+}
+
+const pad = (n: number) => String(n).padStart(2, '0');
+
+/** `2026-11-28 14:05` in Beijing time (UTC+8, no DST), whatever the browser's zone. */
+export function formatDateTime(iso: string | null | undefined): string {
+  if (!iso) return '—';
+  const ms = Date.parse(iso);
+  if (Number.isNaN(ms)) return iso;
+  const d = new Date(ms + 8 * 60 * 60 * 1000);
+  return `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())} ${pad(
+    d.getUTCHours(),
+  )}:${pad(d.getUTCMinutes())}`;
+}
+
+/** Time left to a limit in Chinese: `剩余 2天3小时`, `超时 5小时`. */
+export function formatRemaining(due: string | null | undefined, now: Date): string {
+  if (!due) return '—';
+  const ms = Date.parse(due);
+  if (Number.isNaN(ms)) return '—';
+  const diff = ms - now.getTime();
+  const abs = Math.abs(diff);
+  const days = Math.floor(abs / DAY_MS);
+  const hours = Math.floor((abs % DAY_MS) / (60 * 60 * 1000));
+  const minutes = Math.floor((abs % (60 * 60 * 1000)) / 60000);
+  const text = days > 0 ? `${days}天${hours}小时` : hours > 0 ? `${hours}小时${minutes}分` : `${minutes}分钟`;
+  return diff >= 0 ? `剩余 ${text}` : `超时 ${text}`;
+}
+
+/** A rate in [0, 1] as `93.5%`; `—` when there is nothing to rate. */
+export function formatRate(rate: number | null | undefined): string {
+  if (rate === null || rate === undefined || !Number.isFinite(rate)) return '—';
+  return `${(rate * 100).toFixed(1)}%`;
+}
+
+/** Seconds as `m:ss` (wait times on the wallboard). */
+export function formatSeconds(secs: number): string {
+  if (!Number.isFinite(secs) || secs < 0) return '—';
+  const s = Math.floor(secs);
+  return `${Math.floor(s / 60)}:${pad(s % 60)}`;
+}
+
+/** Contact of an order, whichever shape the API uses (`contact: {name, phone}` or flat). */
+export function contactOf(fields: Record<string, unknown>): { name: string; phone: string } {
+  const c = fields.contact as { name?: string; phone?: string } | undefined;
+  return {
+    name: String(c?.name ?? fields.contact_name ?? ''),
+    phone: String(c?.phone ?? fields.contact_phone ?? ''),
+  };
+}
+
+/** Unit ids the order is with (`units` may hold ids or `{unit, status}` objects). */
+export function unitIds(units: unknown[] | undefined): string[] {
+  return (units ?? [])
+    .map((u) => (typeof u === 'string' ? u : (u as { unit?: string; id?: string })?.unit ?? (u as { id?: string })?.id))
+    .filter((u): u is string => typeof u === 'string');
+}
+
+/** The month, quarter or year period strings the rankings accept. */
+export function periodOf(now: Date, kind: 'month' | 'quarter' | 'year'): string {
+  const bj = new Date(now.getTime() + 8 * 60 * 60 * 1000);
+  const y = bj.getUTCFullYear();
+  const m = bj.getUTCMonth() + 1;
+  if (kind === 'year') return String(y);
+  if (kind === 'quarter') return `${y}-Q${Math.floor((m - 1) / 3) + 1}`;
+  return `${y}-${pad(m)}`;
+}
+
+/** A deadline for people: the server's display text (a limit at the end of a day reads
+ * `24:00`) when it sends one, else the instant in Beijing time. */
+export function dueText(
+  deadlines: Record<string, unknown> | null | undefined,
+  which: 'transfer' | 'feedback' | 'callback',
+): string {
+  if (!deadlines) return '—';
+  const display = deadlines[`${which}_due_display`];
+  if (typeof display === 'string' && display) return tidyDisplay(display);
+  return formatDateTime(deadlines[`${which}_due`] as string | null | undefined);
+}
+
+/** The type of a ledger event's `kind` (`{"type": "returned", …}`), or of a command. */
+export function kindName(kind: unknown): string {
+  if (typeof kind === 'string') return kind;
+  if (kind && typeof kind === 'object') {
+    const k = kind as Record<string, unknown>;
+    for (const key of ['type', 'command', 'kind']) {
+      if (typeof k[key] === 'string') return k[key] as string;
+    }
+  }
+  return '';
+}
+
+/** The reason of the latest return (退回) or return upward in a ledger, for the
+ * dispatcher handling it; null when the order was never returned. */
+export function lastReturnReason(
+  events: { kind?: unknown; reason?: string | null }[] | null | undefined,
+): string | null {
+  const returns = (events ?? []).filter((ev) => ['returned', 'returned_upward'].includes(kindName(ev.kind)));
+  const last = returns[returns.length - 1];
+  if (!last) return null;
+  if (last.reason) return last.reason;
+  const kind = last.kind as Record<string, unknown> | undefined;
+  return kind && typeof kind.reason === 'string' ? kind.reason : '';
+}
+
+/** `2026-12-04T24:00+08:00` (the server's display of an end-of-day limit) as
+ * `2026-12-04 24:00`; other offsets are kept visible. */
+export function tidyDisplay(text: string): string {
+  const m = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/.exec(text);
+  if (!m) return text;
+  const offset = m[3];
+  return offset && offset !== '+08:00' && offset !== '+0800' ? `${m[1]} ${m[2]} (${offset})` : `${m[1]} ${m[2]}`;
+}
+
+export const CLOSE_REASON_LABELS: Record<string, string> = {
+  answered: '已答复办结',
+  fed_back: '已反馈办结',
+  satisfied: '回访满意办结',
+  judgement: '依法办结',
+  special_flag: '特殊标记办结',
+  withdrawn: '撤回',
+};
+
+/** A closing reason (`"satisfied"` or `{"judgement": "law_or_policy"}`) in Chinese. */
+export function closeReasonText(reason: unknown): string {
+  if (typeof reason === 'string') return CLOSE_REASON_LABELS[reason] ?? reason;
+  if (reason && typeof reason === 'object') {
+    const key = Object.keys(reason)[0] ?? '';
+    return CLOSE_REASON_LABELS[key] ?? key;
+  }
+  return '';
+}
+
+/** A wait (Retry-After seconds) for people: `30 秒`, `15 分钟` (rounded up). */
+export function formatWait(secs: number): string {
+  if (!Number.isFinite(secs) || secs <= 0) return '稍后';
+  if (secs < 60) return `${Math.ceil(secs)} 秒`;
+  return `${Math.ceil(secs / 60)} 分钟`;
+}

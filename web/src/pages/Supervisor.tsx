@@ -1,0 +1,384 @@
+// Supervisor dashboard: queue wallboard, order KPIs, rankings with a chart, CSV export,
+// special-flag list and the ledger of one order as a timeline.
+
+import { useEffect, useRef, useState } from 'preact/hooks';
+import uPlot from 'uplot';
+import 'uplot/dist/uPlot.min.css';
+import { get, isMissing, type Me, type Order, type QueueState, type RankingRow, type Rankings } from '../api';
+import { ErrorBanner, OrderDetail, OrderTable, Section, unitName, useUnits } from '../components';
+import {
+  AGENT_STATE_LABELS,
+  CATEGORY_LABELS,
+  STATE_LABELS,
+  formatRate,
+  formatSeconds,
+  label,
+  periodOf,
+} from '../format';
+
+function Wallboard() {
+  const units = useUnits();
+  const [queues, setQueues] = useState<QueueState[] | null>(null);
+  const [missing, setMissing] = useState(false);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    let stop = false;
+    const load = () =>
+      get<QueueState[]>('/api/queues')
+        .then((q) => !stop && (setQueues(q), setError(null)))
+        .catch((e) => {
+          if (stop) return;
+          if (isMissing(e)) setMissing(true);
+          else setError(e);
+        });
+    load();
+    const t = setInterval(() => !missing && load(), 5000);
+    return () => {
+      stop = true;
+      clearInterval(t);
+    };
+  }, [missing]);
+  return (
+    <Section title="实时排队看板">
+      {missing ? (
+        <p class="muted" data-wallboard="unavailable">
+          呼叫中心排队数据暂不可用（/api/queues 未启用）。
+        </p>
+      ) : (
+        <>
+          <ErrorBanner error={error} />
+          {queues && queues.length === 0 && <p class="empty">暂无排队数据</p>}
+          <div class="wallboard">
+            {(queues ?? []).map((q) => {
+              const byState: Record<string, number> = {};
+              for (const a of q.agents) byState[a.state] = (byState[a.state] ?? 0) + 1;
+              return (
+                <div class="queue" key={q.city}>
+                  <h4>{unitName(units, q.city)}</h4>
+                  <div class="big">{q.waiting}</div>
+                  <div class="muted">排队中 · 最长等待 {formatSeconds(q.longest_wait_secs)}</div>
+                  <div>
+                    {Object.entries(byState).map(([s, n]) => (
+                      <span class="chip" key={s}>
+                        {label(AGENT_STATE_LABELS, s)} {n}
+                      </span>
+                    ))}
+                  </div>
+                  <div class="muted">
+                    今日接听 {q.answered_today} · 放弃 {q.abandoned_today}
+                  </div>
+                </div>
+              );
+            })}
+          </div>
+        </>
+      )}
+    </Section>
+  );
+}
+
+function Kpis() {
+  const [orders, setOrders] = useState<Order[] | null>(null);
+  const [total, setTotal] = useState(0);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get<{ items: Order[]; total: number }>('/api/orders?per_page=200&sort=deadline')
+      .then((p) => {
+        setOrders(p.items);
+        setTotal(p.total);
+      })
+      .catch(setError);
+  }, []);
+  const count = (f: (o: Order) => boolean) => (orders ?? []).filter(f).length;
+  const cards: [string, number, string][] = [
+    ['工单总数', total, ''],
+    ['待派单', count((o) => o.state === 'pending_dispatch'), ''],
+    ['办理中', count((o) => !['draft', 'pending_dispatch', 'closed'].includes(o.state)), ''],
+    ['已办结', count((o) => o.state === 'closed'), 'ok'],
+    ['黄牌预警', count((o) => o.reminder === 'yellow' && o.state !== 'closed'), 'yellow'],
+    ['超时', count((o) => !!o.overdue && o.state !== 'closed'), 'red'],
+    ['特殊标记', count((o) => !!o.special_flag), ''],
+  ];
+  return (
+    <Section title="工单指标">
+      <ErrorBanner error={error} />
+      <div class="kpis">
+        {cards.map(([name, n, cls]) => (
+          <div class={`kpi ${cls}`} key={name}>
+            <div class="big">{n}</div>
+            <div class="muted">{name}</div>
+          </div>
+        ))}
+      </div>
+      {orders && (
+        <div class="muted small">
+          {Object.keys(STATE_LABELS)
+            .map((s) => [s, count((o) => o.state === s)] as const)
+            .filter(([, n]) => n > 0)
+            .map(([s, n]) => `${label(STATE_LABELS, s)} ${n}`)
+            .join(' · ')}
+        </div>
+      )}
+    </Section>
+  );
+}
+
+const METRICS: Record<string, { label: string; pick: (r: RankingRow) => number | null | undefined; rate: boolean }> = {
+  orders: { label: '办件量', pick: (r) => r.orders, rate: false },
+  completion_rate: { label: '办结率', pick: (r) => r.completion_rate, rate: true },
+  on_time_rate: { label: '按时办结率', pick: (r) => r.on_time_rate, rate: true },
+  satisfaction_rate: { label: '满意率', pick: (r) => r.satisfaction_rate, rate: true },
+};
+
+function rowName(r: RankingRow, by: string): string {
+  if (by === 'category') return label(CATEGORY_LABELS, r.category ?? r.unit);
+  return r.unit_name || r.unit || '—';
+}
+
+function RankingChart(props: { rows: RankingRow[]; metric: string; by: string }) {
+  const ref = useRef<HTMLDivElement>(null);
+  useEffect(() => {
+    const el = ref.current;
+    const m = METRICS[props.metric];
+    if (!el || !m || props.rows.length === 0) return;
+    const names = props.rows.map((r) => rowName(r, props.by));
+    const xs = props.rows.map((_, i) => i);
+    const ys = props.rows.map((r) => {
+      const v = m.pick(r);
+      return v === null || v === undefined ? null : m.rate ? v * 100 : v;
+    });
+    const bars = uPlot.paths.bars ? uPlot.paths.bars({ size: [0.6, 80] }) : undefined;
+    const plot = new uPlot(
+      {
+        width: Math.max(320, el.clientWidth || 640),
+        height: 240,
+        legend: { show: false },
+        cursor: { show: false },
+        scales: { x: { time: false, range: [-0.5, names.length - 0.5] }, y: { range: m.rate ? [0, 100] : (_u, _min, max) => [0, max > 0 ? Math.ceil(max * 1.15) : 1] } },
+        axes: [
+          {
+            splits: () => xs,
+            values: (_u, splits) => splits.map((i) => names[i] ?? ''),
+            gap: 4,
+          },
+          {
+            values: (_u, splits) => splits.map((v) => (m.rate ? `${v}%` : String(v))),
+            size: 50,
+            // Counts are whole numbers: no 0.5 ticks.
+            incrs: m.rate ? undefined : [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000],
+          },
+        ],
+        series: [{}, { label: m.label, stroke: '#1f6feb', fill: 'rgba(31,111,235,0.55)', paths: bars, points: { show: false } }],
+      },
+      [xs, ys],
+      el,
+    );
+    return () => plot.destroy();
+  }, [props.rows, props.metric, props.by]);
+  return <div class="chart" ref={ref} data-chart="ranking" />;
+}
+
+function RankingsPanel() {
+  const now = new Date();
+  const [periodKind, setPeriodKind] = useState<'month' | 'quarter' | 'year'>('month');
+  const [period, setPeriod] = useState(periodOf(now, 'month'));
+  const [by, setBy] = useState('unit');
+  const [group, setGroup] = useState('consultation');
+  const [metric, setMetric] = useState('orders');
+  const [data, setData] = useState<Rankings | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const query = new URLSearchParams({ period, by, group }).toString();
+  useEffect(() => {
+    setError(null);
+    get<Rankings>(`/api/rankings?${query}`)
+      .then(setData)
+      .catch((e) => {
+        setData(null);
+        setError(e);
+      });
+  }, [query]);
+  return (
+    <Section
+      title="考核排名"
+      extra={
+        <a class="button" href={`/api/rankings?${query}&format=csv`} download data-export="rankings-csv">
+          导出 CSV
+        </a>
+      }
+    >
+      <div class="filters">
+        <label>
+          周期
+          <select
+            name="period_kind"
+            value={periodKind}
+            onChange={(e) => {
+              const k = e.currentTarget.value as 'month' | 'quarter' | 'year';
+              setPeriodKind(k);
+              setPeriod(periodOf(now, k));
+            }}
+          >
+            <option value="month">月度</option>
+            <option value="quarter">季度</option>
+            <option value="year">年度</option>
+          </select>
+        </label>
+        <label>
+          期间
+          <input name="period" value={period} size={8} onChange={(e) => setPeriod(e.currentTarget.value)} />
+        </label>
+        <label>
+          维度
+          <select name="by" value={by} onChange={(e) => setBy(e.currentTarget.value)}>
+            <option value="unit">按单位</option>
+            <option value="category">按类别</option>
+          </select>
+        </label>
+        <label>
+          考核类别
+          <select name="group" value={group} onChange={(e) => setGroup(e.currentTarget.value)}>
+            <option value="consultation">咨询</option>
+            <option value="complaint_suggestion">投诉建议</option>
+            <option value="case">案件</option>
+          </select>
+        </label>
+        <label>
+          图表指标
+          <select name="metric" value={metric} onChange={(e) => setMetric(e.currentTarget.value)}>
+            {Object.entries(METRICS).map(([k, v]) => (
+              <option key={k} value={k}>
+                {v.label}
+              </option>
+            ))}
+          </select>
+        </label>
+      </div>
+      <ErrorBanner error={error} />
+      {data && data.rows.length === 0 && <p class="empty">该期间暂无考核数据</p>}
+      {data && data.rows.length > 0 && (
+        <>
+          <RankingChart rows={data.rows} metric={metric} by={data.by ?? by} />
+          <table class="orders rankings">
+            <thead>
+              <tr>
+                <th>名次</th>
+                <th>{by === 'category' ? '类别' : '单位'}</th>
+                <th>办件量</th>
+                <th>办结率</th>
+                <th>按时办结率</th>
+                <th>满意率</th>
+                <th>退回</th>
+                <th>超时</th>
+              </tr>
+            </thead>
+            <tbody>
+              {data.rows.map((r) => (
+                <tr key={`${r.rank}-${rowName(r, by)}`} data-ranking-unit={r.unit ?? r.category}>
+                  <td>{r.rank}</td>
+                  <td>{rowName(r, by)}</td>
+                  <td>{r.orders}</td>
+                  <td>{formatRate(r.completion_rate)}</td>
+                  <td>{formatRate(r.on_time_rate)}</td>
+                  <td>{formatRate(r.satisfaction_rate)}</td>
+                  <td>{r.returns ?? '—'}</td>
+                  <td>{r.overdue ?? '—'}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </>
+      )}
+    </Section>
+  );
+}
+
+function SpecialFlags(props: { onOpen: (id: string) => void }) {
+  const units = useUnits();
+  const [orders, setOrders] = useState<Order[] | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get<Order[] | { items: Order[] }>('/api/special_flags')
+      .then((r) => setOrders(Array.isArray(r) ? r : r.items))
+      .catch(setError);
+  }, []);
+  return (
+    <Section title="特殊标记工单">
+      <ErrorBanner error={error} />
+      {orders && <OrderTable orders={orders} units={units} onSelect={(o) => props.onOpen(o.id)} />}
+    </Section>
+  );
+}
+
+function LedgerExport(props: { me: Me }) {
+  const units = useUnits();
+  const [unit, setUnit] = useState('');
+  const chosen = unit || (units.some((u) => u.id === props.me.unit) ? props.me.unit : units[0]?.id) || '';
+  return (
+    <div class="filters">
+      <label>
+        台账导出单位
+        <select name="ledger_unit" value={chosen} onChange={(e) => setUnit(e.currentTarget.value)}>
+          {units.map((u) => (
+            <option key={u.id} value={u.id}>
+              {u.name}
+            </option>
+          ))}
+        </select>
+      </label>
+      {chosen && (
+        <a class="button" href={`/api/ledger/${encodeURIComponent(chosen)}.csv`} download data-export="ledger-csv">
+          导出台账 CSV
+        </a>
+      )}
+    </div>
+  );
+}
+
+function LedgerOrder(props: { id: string; me: Me }) {
+  const units = useUnits();
+  const [order, setOrder] = useState<Order | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const [tick, setTick] = useState(0);
+  useEffect(() => {
+    setError(null);
+    get<Order>(`/api/orders/${encodeURIComponent(props.id)}`)
+      .then(setOrder)
+      .catch((e) => {
+        setOrder(null);
+        setError(e);
+      });
+  }, [props.id, tick]);
+  if (error) return <ErrorBanner error={error} />;
+  if (!order) return null;
+  return <OrderDetail order={order} me={props.me} units={units} onChanged={() => setTick((n) => n + 1)} timelineOpen />;
+}
+
+export function SupervisorDashboard(props: { me: Me }) {
+  const [lookup, setLookup] = useState('');
+  const [ledgerId, setLedgerId] = useState<string | null>(null);
+  return (
+    <div class="console">
+      <Wallboard />
+      <Kpis />
+      <RankingsPanel />
+      <SpecialFlags onOpen={(id) => (setLookup(id), setLedgerId(id))} />
+      <Section title="工单台账（时间线）">
+        <form
+          class="filters"
+          onSubmit={(e) => {
+            e.preventDefault();
+            setLedgerId(lookup.trim() || null);
+          }}
+        >
+          <label>
+            工单号
+            <input name="ledger_order" value={lookup} onInput={(e) => setLookup(e.currentTarget.value)} />
+          </label>
+          <button type="submit">查看</button>
+        </form>
+        <LedgerExport me={props.me} />
+        {ledgerId && <LedgerOrder key={ledgerId} id={ledgerId} me={props.me} />}
+      </Section>
+    </div>
+  );
+}
