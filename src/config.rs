@@ -25,6 +25,10 @@ pub struct Config {
     pub agents: Vec<AgentConfig>,
     #[serde(default)]
     pub units: Vec<UnitConfig>,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub test_extensions: Vec<TestExtensionConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -292,6 +296,24 @@ impl Config {
             add("server.domain".into(), "must not be empty".into());
         }
         let sip = &self.sip;
+        if self.media.rtp_port_min % 2 != 0
+            || self.media.rtp_port_max <= self.media.rtp_port_min
+            || self.media.rtp_port_min < 1024
+        {
+            add(
+                "media.rtp_port_min".into(),
+                "must be even, >= 1024 and below media.rtp_port_max".into(),
+            );
+        }
+        let mut extension_numbers = HashSet::new();
+        for (i, e) in self.test_extensions.iter().enumerate() {
+            if e.number.trim().is_empty() || !extension_numbers.insert(e.number.clone()) {
+                add(
+                    format!("test_extensions[{i}].number"),
+                    "must be non-empty and unique".into(),
+                );
+            }
+        }
         if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
             add("sip.t2_ms".into(), "T1 must be > 0 and T2 >= T1".into());
         }
@@ -538,6 +560,92 @@ fn locate(text: &str, doc: &toml::de::DeTable<'_>, path: &str) -> Option<usize> 
         table = None;
     }
     span.map(|s| line_of(text, s))
+}
+
+/// The media plane: RTP ports and addresses, media timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// First RTP port (even); each call leg takes an RTP/RTCP pair.
+    #[serde(default = "default_rtp_port_min")]
+    pub rtp_port_min: u16,
+    /// Last port of the range (inclusive).
+    #[serde(default = "default_rtp_port_max")]
+    pub rtp_port_max: u16,
+    /// No RTP from the caller for this long ends the call (reason `media-timeout`).
+    #[serde(default = "default_media_timeout_secs")]
+    pub media_timeout_secs: u64,
+    /// Address RTP sockets bind to; default: the SIP listen IP.
+    #[serde(default)]
+    pub bind_address: Option<IpAddr>,
+    /// Address advertised in SDP (`c=`); default: the bind address (or, for a wildcard
+    /// bind, the SIP listen IP; 127.0.0.1 if that is a wildcard too).
+    #[serde(default)]
+    pub public_address: Option<IpAddr>,
+    /// Prompt WAV files (8 kHz mono 16-bit).
+    #[serde(default = "default_prompts_dir")]
+    pub prompts_dir: PathBuf,
+    /// Longest test-extension call (seconds) before the server hangs up.
+    #[serde(default = "default_max_test_call_secs")]
+    pub max_test_call_secs: u64,
+}
+
+fn default_rtp_port_min() -> u16 {
+    20000
+}
+fn default_rtp_port_max() -> u16 {
+    29999
+}
+fn default_media_timeout_secs() -> u64 {
+    30
+}
+fn default_prompts_dir() -> PathBuf {
+    PathBuf::from("config/prompts/zh")
+}
+fn default_max_test_call_secs() -> u64 {
+    300
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_port_min: default_rtp_port_min(),
+            rtp_port_max: default_rtp_port_max(),
+            media_timeout_secs: default_media_timeout_secs(),
+            bind_address: None,
+            public_address: None,
+            prompts_dir: default_prompts_dir(),
+            max_test_call_secs: default_max_test_call_secs(),
+        }
+    }
+}
+
+/// A test extension: reachable only from trunks and authenticated agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestExtensionConfig {
+    /// The number dialled (Request-URI user), e.g. "echo" or "9196".
+    pub number: String,
+    pub kind: TestExtensionKind,
+    /// `play`: the WAV to play (relative to `media.prompts_dir`), default the greeting.
+    #[serde(default)]
+    pub prompt: Option<PathBuf>,
+    /// `record`: stereo (caller left, what we sent right) instead of mono.
+    #[serde(default)]
+    pub stereo: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestExtensionKind {
+    /// RTP is sent back to the caller.
+    Echo,
+    /// A prompt is played, then the call ends.
+    Play,
+    /// The caller is recorded under `recordings/YYYY/MM/DD/<call-id>.wav`.
+    Record,
+    /// Digits heard (RFC 4733 and in-band) are logged.
+    Dtmf,
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
+pub mod calls;
 pub mod metrics;
 pub mod sip;
 
@@ -42,6 +43,10 @@ pub enum ServeError {
     },
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
+    #[error("media plane")]
+    Media(#[source] calls::MediaSetupError),
+    #[error("HOTLINE_FAKE_NOW {0:?} is not a time like 2026-02-14T10:00+08:00")]
+    FakeNow(String),
     #[error("cannot create the recordings directory {path}")]
     Recordings {
         path: std::path::PathBuf,
@@ -108,6 +113,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
 
+    let clock = match std::env::var("HOTLINE_FAKE_NOW") {
+        Ok(text) => {
+            let fake = chrono::DateTime::parse_from_rfc3339(&text)
+                .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
+                .map_err(|_| ServeError::FakeNow(text.clone()))?;
+            warn!(now = %fake, "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
+            calls::WallClock::starting_at(fake)
+        }
+        Err(_) => calls::WallClock::default(),
+    };
+    let media =
+        calls::MediaContext::from_config(&config, sip_local, clock).map_err(ServeError::Media)?;
     let shutdown = Shutdown::default();
     let _shell = SipShell::start(
         sockets,
@@ -117,6 +134,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         config.sip.max_tcp_connections_per_source,
         Duration::from_secs(config.sip.tcp_idle_timeout_secs),
         shutdown.clone(),
+        Arc::new(media),
     );
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 

@@ -28,14 +28,18 @@ use crate::sip::auth::{
     AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, RateLimitConfig,
     ServerSecret, SourceDecision, Staleness, UserSecret, credentials_for_realm,
 };
-use crate::sip::message::{Message, Method, ParseError, Request, Response, parse_message};
+use crate::sip::call_leg::{InboundLeg, LegConfig, LegError, LegEvent, LegOutput};
+use crate::sip::dialog::DialogError;
+use crate::sip::message::{
+    Message, Method, NameAddr, ParseError, Request, Response, parse_message,
+};
 use crate::sip::registrar::{
     Aor, Binding, BindingChange, Q, Registrar, RegistrarConfig, RemovalReason,
 };
 pub use crate::sip::registrar::{SourceInfo, Transport};
 use crate::sip::transaction::{
-    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, Timers,
-    TransactionEvent, TransactionKey, TransactionLayer,
+    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, ServerTransaction,
+    Side as TxSide, Timers, TransactionEvent, TransactionKey, TransactionLayer,
 };
 use crate::store::StoredBinding;
 
@@ -63,8 +67,79 @@ pub enum StoreOp {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Transmit { to: SourceInfo, bytes: Bytes },
+    Transmit {
+        to: SourceInfo,
+        bytes: Bytes,
+    },
     Store(StoreOp),
+    /// Something for the call (media/IVR) layer of the shell.
+    Call {
+        call: CallHandle,
+        event: CallEvent,
+    },
+}
+
+/// The endpoint's handle of one inbound call (one [`InboundLeg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+impl std::fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call#{}", self.0)
+    }
+}
+
+/// Who is allowed to have placed an inbound call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOrigin {
+    /// A configured carrier trunk (by source address).
+    Trunk,
+    /// An agent authenticated by digest (test extensions only).
+    Agent(String),
+}
+
+/// A new INVITE the call layer must answer (`call_ring`/`call_answer`/`call_reject`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    pub call_id: String,
+    /// User part of the Request-URI: the dialled number or test extension.
+    pub dialled: String,
+    /// User part of the From URI (the caller's number).
+    pub caller: String,
+    /// The `P-Asserted-Identity`/`Diversion`-free view: the To user as sent.
+    pub to_user: String,
+    pub source: SourceInfo,
+    pub origin: CallOrigin,
+    /// The SDP offer (empty for a delayed offer, which the call layer refuses with 488).
+    pub sdp: Bytes,
+}
+
+/// What the endpoint tells the call layer about a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    Incoming(Box<IncomingCall>),
+    /// Any other leg event (re-INVITE, confirmed, ended …).
+    Leg(LegEvent),
+}
+
+/// Errors of the call-control API the shell drives.
+#[derive(Debug, thiserror::Error)]
+pub enum CallControlError {
+    #[error("no such call {0}")]
+    NoSuchCall(CallHandle),
+    #[error(transparent)]
+    Leg(#[from] LegError),
+}
+
+/// One inbound call: its leg, where its peer is, and the server transactions it answers.
+#[derive(Debug)]
+struct CallEntry {
+    leg: InboundLeg,
+    call_id: String,
+    peer: SourceInfo,
+    server_transactions: HashMap<TransactionKey, ServerTransaction>,
+    /// Set once the leg ended: the entry lingers to absorb stragglers, then goes.
+    remove_at: Option<Instant>,
 }
 
 /// How often expired nonces, bans and failure windows are pruned.
@@ -83,6 +158,18 @@ pub struct Endpoint {
     clock: ClockAnchor,
     next_housekeeping: Instant,
     force_rport: bool,
+    /// Inbound calls by handle, and their Call-IDs.
+    calls: HashMap<CallHandle, CallEntry>,
+    calls_by_id: HashMap<String, CallHandle>,
+    /// Client transactions (BYE, NOTIFY …) sent by a call's leg.
+    call_client_transactions: HashMap<TransactionKey, CallHandle>,
+    next_call: u64,
+    leg_config: LegConfig,
+    /// Contact of our own legs: `sip:hotline@<listen address>`.
+    local_contact: NameAddr,
+    /// Request-URI users that authenticated agents may call (test extensions).
+    agent_extensions: Vec<String>,
+    rng: StdRng,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -129,6 +216,7 @@ impl Endpoint {
         };
         let mut secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rng, &mut secret);
+        let call_seed = rand::RngCore::next_u64(&mut rng);
         let clock = ClockAnchor {
             instant: now,
             unix_ms: u64::try_from(unix_ms).unwrap_or(0),
@@ -187,7 +275,33 @@ impl Endpoint {
             clock,
             next_housekeeping: now + HOUSEKEEPING,
             force_rport: sip.force_rport,
+            calls: HashMap::new(),
+            calls_by_id: HashMap::new(),
+            call_client_transactions: HashMap::new(),
+            next_call: 1,
+            leg_config: LegConfig {
+                t1: Duration::from_millis(sip.t1_ms),
+                t2: Duration::from_millis(sip.t2_ms),
+                ..LegConfig::default()
+            },
+            local_contact: contact_for(config.server.sip_listen),
+            agent_extensions: config
+                .test_extensions
+                .iter()
+                .map(|e| e.number.clone())
+                .collect(),
+            rng: StdRng::seed_from_u64(call_seed),
         }
+    }
+
+    /// The address the SIP sockets really listen on (tests bind port 0): our Contact.
+    pub fn set_local_addr(&mut self, addr: std::net::SocketAddr) {
+        self.local_contact = contact_for(addr);
+    }
+
+    /// Number of live inbound calls (ended ones still lingering included).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -199,6 +313,13 @@ impl Endpoint {
             self.registrar.poll_timeout(),
             self.transactions.poll_timeout(),
             Some(self.next_housekeeping),
+            self.calls
+                .values()
+                .filter_map(|c| match (c.leg.poll_timeout(), c.remove_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -221,7 +342,28 @@ impl Endpoint {
         self.metrics
             .set_active_registrations(self.registrar.binding_count());
         self.transactions.handle_timeout(now);
-        self.drain_transactions();
+        self.drain_transactions(now);
+        let due: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.leg.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in due {
+            if let Some(entry) = self.calls.get_mut(&handle) {
+                entry.leg.handle_timeout(now);
+            }
+            self.drain_call(now, handle);
+        }
+        let gone: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.remove_at.is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in gone {
+            self.remove_call(handle);
+        }
         if now >= self.next_housekeeping {
             self.auth.housekeeping(now);
             self.next_housekeeping = now + HOUSEKEEPING;
@@ -286,7 +428,7 @@ impl Endpoint {
         {
             self.metrics.dropped(DropReason::StrayResponse);
         }
-        self.drain_transactions();
+        self.drain_transactions(now);
     }
 
     fn handle_request(&mut self, now: Instant, source: SourceInfo, mut req: Request) {
@@ -313,13 +455,26 @@ impl Endpoint {
             reliability,
             trying: None,
         };
+        let call = req
+            .headers
+            .call_id()
+            .ok()
+            .and_then(|id| self.calls_by_id.get(id).copied());
         let transaction = match self.transactions.handle_request(now, incoming) {
             RequestOutcome::New(transaction) => transaction,
-            RequestOutcome::Retransmission
-            | RequestOutcome::AckAbsorbed
-            // ACK for a 2xx belongs to a dialog; there are none at this layer yet.
-            | RequestOutcome::AckForTu => {
-                self.drain_transactions();
+            RequestOutcome::AckForTu => {
+                // ACK for a 2xx belongs to the call's dialog.
+                self.drain_transactions(now);
+                if let Some(handle) = call
+                    && let Some(entry) = self.calls.get_mut(&handle)
+                {
+                    entry.leg.handle_request(now, req);
+                    self.drain_call(now, handle);
+                }
+                return;
+            }
+            RequestOutcome::Retransmission | RequestOutcome::AckAbsorbed => {
+                self.drain_transactions(now);
                 return;
             }
             RequestOutcome::Overloaded => {
@@ -333,20 +488,32 @@ impl Endpoint {
                 return;
             }
         };
+        if let Some(handle) = call {
+            // CANCEL, BYE, re-INVITE … of a call we hold: its leg answers.
+            if let Some(entry) = self.calls.get_mut(&handle) {
+                entry
+                    .server_transactions
+                    .insert(transaction.key().clone(), transaction);
+                entry.leg.handle_request(now, req);
+            }
+            self.drain_call(now, handle);
+            self.drain_transactions(now);
+            return;
+        }
+        let transaction = match self.maybe_new_call(now, source, reply_to, req, transaction) {
+            Ok(()) => {
+                self.drain_transactions(now);
+                return;
+            }
+            Err((req, transaction)) => {
+                let req = *req;
+                (req, transaction)
+            }
+        };
+        let (req, transaction) = transaction;
         let answer = self.process(now, source, &req);
-        let mut resp = Response::for_request(&req, answer.status, answer.reason, &new_tag());
-        for (name, value) in answer.headers {
-            resp.headers.push(name, value);
-        }
-        self.metrics.response(Direction::Out, answer.status);
-        let bytes = Bytes::from(resp.to_bytes());
-        if let Err(e) = self
-            .transactions
-            .send_final(now, transaction, answer.status, bytes)
-        {
-            warn!(%e, "transaction refused a response");
-        }
-        self.drain_transactions();
+        self.send_answer(now, &req, transaction, answer);
+        self.drain_transactions(now);
     }
 
     /// Decide the final answer to a new request.
@@ -401,9 +568,23 @@ impl Endpoint {
     }
 
     fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+        match self.authenticate(now, source, req) {
+            Ok(user) => self.apply_register(now, source, req, &user),
+            Err(answer) => answer,
+        }
+    }
+
+    /// Digest authentication of a request (REGISTER, or an agent's INVITE): the user, or
+    /// the answer to send instead (a challenge, or 403 once banned).
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        source: SourceInfo,
+        req: &Request,
+    ) -> Result<String, Answer> {
         let credentials = credentials_for_realm(req.headers.get_all("Authorization"), &self.realm);
         let Some(credentials) = credentials else {
-            return self.challenge(now, Staleness::Fresh);
+            return Err(self.challenge(now, Staleness::Fresh));
         };
         let secret = self.users.get(&credentials.username).cloned();
         let verification = self.auth.verify(
@@ -428,14 +609,14 @@ impl Endpoint {
             }));
         }
         match verification.outcome {
-            AuthOutcome::Ok(user) => self.apply_register(now, source, req, &user),
-            AuthOutcome::Stale => self.challenge(now, Staleness::Stale),
+            AuthOutcome::Ok(user) => Ok(user),
+            AuthOutcome::Stale => Err(self.challenge(now, Staleness::Stale)),
             AuthOutcome::Invalid => {
                 self.metrics.auth_failure();
-                self.challenge(now, Staleness::Fresh)
+                Err(self.challenge(now, Staleness::Fresh))
             }
             // Banned mid-request: answer like any failure; later requests are dropped.
-            AuthOutcome::Banned { .. } => Answer::status(403, "Forbidden"),
+            AuthOutcome::Banned { .. } => Err(Answer::status(403, "Forbidden")),
         }
     }
 
@@ -537,20 +718,367 @@ impl Endpoint {
     }
 
     /// Move what the transaction layer wants sent out, and count its state.
-    fn drain_transactions(&mut self) {
-        while let Some(t) = self.transactions.poll_transmit() {
-            self.outputs.push_back(Output::Transmit {
-                to: t.peer,
-                bytes: t.payload,
-            });
-        }
-        while let Some(e) = self.transactions.poll_event() {
-            if e.event == TransactionEvent::TimedOut {
-                debug!(key = ?e.key, "transaction timed out");
+    fn drain_transactions(&mut self, now: Instant) {
+        // Legs react to their transactions' events with new requests/responses: repeat
+        // until both are quiet.
+        loop {
+            while let Some(t) = self.transactions.poll_transmit() {
+                self.outputs.push_back(Output::Transmit {
+                    to: t.peer,
+                    bytes: t.payload,
+                });
+            }
+            let mut touched: Vec<CallHandle> = Vec::new();
+            while let Some(e) = self.transactions.poll_event() {
+                if e.side == TxSide::Server {
+                    if e.event == TransactionEvent::TimedOut {
+                        debug!(key = ?e.key, "transaction timed out");
+                    }
+                    continue;
+                }
+                let Some(handle) = self.call_client_transactions.get(&e.key).copied() else {
+                    continue;
+                };
+                let Some(entry) = self.calls.get_mut(&handle) else {
+                    self.call_client_transactions.remove(&e.key);
+                    continue;
+                };
+                match e.event {
+                    TransactionEvent::Response { payload, .. } => {
+                        if let Ok(Message::Response(resp)) = parse_message(&payload) {
+                            entry.leg.handle_response(now, resp);
+                        }
+                    }
+                    TransactionEvent::TimedOut | TransactionEvent::TransportError => {
+                        entry.leg.handle_transaction_timeout(now, e.key.method());
+                    }
+                    TransactionEvent::Terminated => {
+                        self.call_client_transactions.remove(&e.key);
+                    }
+                }
+                touched.push(handle);
+            }
+            if touched.is_empty() {
+                break;
+            }
+            for handle in touched {
+                self.drain_call(now, handle);
             }
         }
         self.metrics
             .set_active_transactions(self.transactions.len());
+    }
+
+    /// Carry out what a call's leg wants sent, and pass its events to the call layer.
+    fn drain_call(&mut self, now: Instant, handle: CallHandle) {
+        loop {
+            let Some(entry) = self.calls.get_mut(&handle) else {
+                return;
+            };
+            let Some(output) = entry.leg.poll_output() else {
+                break;
+            };
+            let peer = entry.peer;
+            match output {
+                LegOutput::SendResponse(resp) => {
+                    let status = resp.status;
+                    self.metrics.response(Direction::Out, status);
+                    let key = response_key(&resp);
+                    let bytes = Bytes::from(resp.to_bytes());
+                    let is_final = status >= 200;
+                    let transaction = key.as_ref().and_then(|k| {
+                        if is_final {
+                            entry.server_transactions.remove(k).map(Some)
+                        } else {
+                            entry.server_transactions.contains_key(k).then_some(None)
+                        }
+                    });
+                    let result = match (transaction, key) {
+                        (Some(Some(tx)), _) => self.transactions.send_final(now, tx, status, bytes),
+                        (Some(None), Some(k)) => {
+                            let tx = self
+                                .calls
+                                .get(&handle)
+                                .and_then(|e| e.server_transactions.get(&k));
+                            match tx {
+                                Some(tx) => {
+                                    self.transactions.send_provisional(now, tx, status, bytes)
+                                }
+                                None => Ok(()),
+                            }
+                        }
+                        // A 2xx retransmission (or the transaction is gone): straight out.
+                        _ => {
+                            self.outputs.push_back(Output::Transmit { to: peer, bytes });
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = result {
+                        debug!(%e, %handle, status, "call response not sent through its transaction");
+                    }
+                }
+                LegOutput::SendRequest(req) => {
+                    self.metrics.request(Direction::Out, &req.method);
+                    let bytes = Bytes::from(req.to_bytes());
+                    if req.method == Method::Ack {
+                        self.outputs.push_back(Output::Transmit { to: peer, bytes });
+                        continue;
+                    }
+                    let Some(key) = req.headers.top_via().ok().and_then(|via| {
+                        via.branch
+                            .as_deref()
+                            .map(|b| TransactionKey::for_request(b, &sent_by(&via), &req.method))
+                    }) else {
+                        warn!(%handle, "leg built a request without a Via branch");
+                        continue;
+                    };
+                    let reliability = match peer.transport {
+                        Transport::Udp => Reliability::Unreliable,
+                        _ => Reliability::Reliable,
+                    };
+                    match self
+                        .transactions
+                        .start_client(now, key.clone(), peer, reliability, bytes)
+                    {
+                        Ok(()) => {
+                            self.call_client_transactions.insert(key, handle);
+                        }
+                        Err(e) => {
+                            warn!(%e, %handle, "could not start a client transaction");
+                            if let Some(entry) = self.calls.get_mut(&handle) {
+                                entry.leg.handle_transaction_timeout(now, &req.method);
+                            }
+                        }
+                    }
+                }
+                LegOutput::Event(event) => {
+                    if matches!(event, LegEvent::Ended { .. }) {
+                        entry.remove_at = Some(now + self.leg_config.timeout_64t1());
+                    }
+                    self.outputs.push_back(Output::Call {
+                        call: handle,
+                        event: CallEvent::Leg(event),
+                    });
+                }
+            }
+        }
+    }
+
+    fn remove_call(&mut self, handle: CallHandle) {
+        if let Some(entry) = self.calls.remove(&handle) {
+            self.calls_by_id.remove(&entry.call_id);
+            self.call_client_transactions.retain(|_, h| *h != handle);
+        }
+    }
+
+    /// A new INVITE (no To tag) from a trunk, or from an authenticated agent to a test
+    /// extension, becomes a call; anything else goes back to the caller for `process`.
+    #[allow(clippy::result_large_err)]
+    fn maybe_new_call(
+        &mut self,
+        now: Instant,
+        source: SourceInfo,
+        reply_to: SourceInfo,
+        req: Request,
+        transaction: ServerTransaction,
+    ) -> Result<(), (Box<Request>, ServerTransaction)> {
+        let has_to_tag = req.headers.to().ok().is_some_and(|to| to.tag().is_some());
+        if req.method != Method::Invite || has_to_tag || req.validate(SUPPORTED, false).is_err() {
+            return Err((Box::new(req), transaction));
+        }
+        let dialled = req.uri.user.clone().unwrap_or_default();
+        let origin = if self.trunks.contains(&source.addr.ip()) {
+            CallOrigin::Trunk
+        } else if self.agent_extensions.contains(&dialled) {
+            match self.authenticate(now, source, &req) {
+                Ok(user) => CallOrigin::Agent(user),
+                Err(answer) => {
+                    self.send_answer(now, &req, transaction, answer);
+                    return Ok(());
+                }
+            }
+        } else {
+            return Err((Box::new(req), transaction));
+        };
+        let seed = rand::RngCore::next_u64(&mut self.rng);
+        let leg = match InboundLeg::new(self.leg_config, req.clone(), &self.local_contact, seed) {
+            Ok(leg) => leg,
+            Err(e) => {
+                debug!(%e, "INVITE cannot start a dialog");
+                // An RFC 2543 caller (no From tag) is not wrong, we just cannot hold a
+                // dialog with it; anything else is a malformed request.
+                let answer = match e {
+                    LegError::Dialog(DialogError::MissingFromTag) => {
+                        Answer::status(480, "Temporarily Unavailable")
+                    }
+                    _ => Answer::status(400, "Bad Request"),
+                };
+                self.send_answer(now, &req, transaction, answer);
+                return Ok(());
+            }
+        };
+        let call_id = req.headers.call_id().unwrap_or_default().to_string();
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        let user_of =
+            |h: Result<NameAddr, ParseError>| h.ok().and_then(|n| n.uri.user).unwrap_or_default();
+        let incoming = IncomingCall {
+            call_id: call_id.clone(),
+            dialled,
+            caller: user_of(req.headers.from()),
+            to_user: user_of(req.headers.to()),
+            source,
+            origin,
+            sdp: req.body.clone(),
+        };
+        let mut server_transactions = HashMap::new();
+        server_transactions.insert(transaction.key().clone(), transaction);
+        self.calls.insert(
+            handle,
+            CallEntry {
+                leg,
+                call_id: call_id.clone(),
+                peer: reply_to,
+                server_transactions,
+                remove_at: None,
+            },
+        );
+        self.calls_by_id.insert(call_id, handle);
+        self.outputs.push_back(Output::Call {
+            call: handle,
+            event: CallEvent::Incoming(Box::new(incoming)),
+        });
+        Ok(())
+    }
+
+    fn send_answer(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        transaction: ServerTransaction,
+        answer: Answer,
+    ) {
+        let mut resp = Response::for_request(req, answer.status, answer.reason, &new_tag());
+        for (name, value) in answer.headers {
+            resp.headers.push(name, value);
+        }
+        self.metrics.response(Direction::Out, answer.status);
+        let bytes = Bytes::from(resp.to_bytes());
+        if let Err(e) = self
+            .transactions
+            .send_final(now, transaction, answer.status, bytes)
+        {
+            warn!(%e, "transaction refused a response");
+        }
+    }
+
+    fn with_call<F>(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        f: F,
+    ) -> Result<(), CallControlError>
+    where
+        F: FnOnce(&mut InboundLeg) -> Result<(), LegError>,
+    {
+        let entry = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(CallControlError::NoSuchCall(handle))?;
+        let result = f(&mut entry.leg);
+        self.drain_call(now, handle);
+        self.drain_transactions(now);
+        result.map_err(CallControlError::from)
+    }
+
+    /// 180 Ringing to the caller.
+    ///
+    /// # Errors
+    /// Unknown call, or the INVITE already has its final response.
+    pub fn call_ring(&mut self, now: Instant, handle: CallHandle) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.ring(now))
+    }
+
+    /// 200 OK with our SDP answer.
+    ///
+    /// # Errors
+    /// Unknown call, or the INVITE already has its final response.
+    pub fn call_answer(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        sdp: Bytes,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.answer(now, sdp))
+    }
+
+    /// A final 3xx–6xx (488 for no common codec, 404 for an unknown number …).
+    ///
+    /// # Errors
+    /// Unknown call, answered already, or a status outside 300–699.
+    pub fn call_reject(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.reject(now, status))
+    }
+
+    /// Hang up (BYE, or 480 before the answer).
+    ///
+    /// # Errors
+    /// Unknown call.
+    pub fn call_hangup(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| {
+            leg.hangup(now);
+            Ok(())
+        })
+    }
+
+    /// No RTP for too long: end the call with that reason.
+    ///
+    /// # Errors
+    /// Unknown call.
+    pub fn call_media_timeout(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| {
+            leg.media_timeout(now);
+            Ok(())
+        })
+    }
+
+    /// Answer a re-INVITE (hold/resume) with our SDP.
+    ///
+    /// # Errors
+    /// Unknown call or no re-INVITE waiting.
+    pub fn call_answer_reinvite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        sdp: Bytes,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.answer_reinvite(now, sdp))
+    }
+
+    /// Refuse a re-INVITE (e.g. 488 for an offer we cannot take).
+    ///
+    /// # Errors
+    /// Unknown call or no re-INVITE waiting.
+    pub fn call_reject_reinvite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.reject_reinvite(now, status))
     }
 }
 
@@ -587,6 +1115,42 @@ fn header_name(name: &str) -> &'static str {
         "min-expires" => "Min-Expires",
         "retry-after" => "Retry-After",
         _ => "Warning",
+    }
+}
+
+/// The transaction key a response belongs to (top Via branch and sent-by, CSeq method).
+fn response_key(resp: &Response) -> Option<TransactionKey> {
+    let via = resp.headers.top_via().ok()?;
+    let cseq = resp.headers.cseq().ok()?;
+    let branch = via.branch.as_deref()?;
+    Some(TransactionKey::for_response(
+        branch,
+        &sent_by(&via),
+        &cseq.method,
+    ))
+}
+
+/// `<sip:hotline@ip:port>`; an unspecified listen address is replaced by loopback until
+/// the shell tells the real one.
+fn contact_for(addr: std::net::SocketAddr) -> NameAddr {
+    let host = match addr.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let text = format!("sip:hotline@{host}:{}", addr.port());
+    NameAddr {
+        display_name: None,
+        uri: crate::sip::message::Uri::parse(&text).unwrap_or_else(|_| crate::sip::message::Uri {
+            scheme: "sip".into(),
+            user: Some("hotline".into()),
+            password: None,
+            host,
+            port: Some(addr.port()),
+            params: Vec::new(),
+            headers: Vec::new(),
+            raw: text.clone(),
+        }),
+        params: Vec::new(),
     }
 }
 
