@@ -29,6 +29,10 @@ pub struct Config {
     pub media: MediaConfig,
     #[serde(default)]
     pub test_extensions: Vec<TestExtensionConfig>,
+    #[serde(default)]
+    pub calls: CallsConfig,
+    #[serde(default)]
+    pub ivr: crate::ivr::flow::IvrConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +153,13 @@ pub struct CityConfig {
     /// Numbers dialled to reach this city's center, e.g. "053112348".
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// Published working hours; default Mon–Fri 09:00–12:00, 13:30–17:30 on the
+    /// calendar's working days.
+    #[serde(default)]
+    pub hours: Option<crate::ivr::hours::WorkingHours>,
+    /// Agent ids rung for urgent calls after hours (empty: no duty list).
+    #[serde(default)]
+    pub duty_list: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -646,6 +657,47 @@ pub enum TestExtensionKind {
     Record,
     /// Digits heard (RFC 4733 and in-band) are logged.
     Dtmf,
+}
+
+/// Inbound hotline calls: which numbers are the hotline, city fallback, queue stand-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Dialled numbers (digits, any prefix such as an area code or +86) ending with one of
+    /// these reach the hotline IVR.
+    #[serde(default = "default_service_numbers")]
+    pub service_numbers: Vec<String>,
+    /// City answering calls whose city cannot be resolved.
+    #[serde(default = "default_province_center")]
+    pub province_center: String,
+    /// Mobile prefix (号段) → city table; none: mobile callers go through the city menu.
+    #[serde(default)]
+    pub mobile_prefixes: Option<PathBuf>,
+    /// Until the ACD exists: how long a queued caller hears hold music before the
+    /// server hangs up.
+    #[serde(default = "default_queue_hold_secs")]
+    pub queue_hold_secs: u64,
+}
+
+fn default_service_numbers() -> Vec<String> {
+    vec!["12348".into()]
+}
+fn default_province_center() -> String {
+    "jinan".into()
+}
+fn default_queue_hold_secs() -> u64 {
+    10
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            service_numbers: default_service_numbers(),
+            province_center: default_province_center(),
+            mobile_prefixes: None,
+            queue_hold_secs: default_queue_hold_secs(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -8,6 +8,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
 
+pub mod calls;
+
 use crate::server::metrics::Metrics;
 use crate::store::Store;
 
@@ -24,6 +26,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/calls", get(calls::list))
         .with_state(state)
 }
 

@@ -23,8 +23,20 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+use crate::calendar::Calendar;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
+use crate::ivr::cdr::{CdrBuilder, HangupParty};
+use crate::ivr::city::{
+    CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
+};
+use crate::ivr::flow::{
+    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, Urgency,
+    callback_due,
+};
+use crate::ivr::hours::WorkingHours;
+use crate::ivr::prompt::{PromptRef, number_prompts};
 use crate::media::dtmf::{DtmfReceiver, InbandDetector, TelephoneEvent};
+use crate::media::player::Prompt;
 use crate::media::player::{BargeIn, Player, Playlist, Segment, load_wav};
 use crate::media::port_pool::{PortPair, PortPool};
 use crate::media::recorder::{Channel, RecorderConfig, WavRecorder, recording_path};
@@ -33,6 +45,8 @@ use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::{EndReason, LegEvent, Side};
 use crate::sip::endpoint::{CallEvent, CallHandle, IncomingCall};
+use crate::store::Store;
+use crate::store::calls::VoiceMessage;
 
 /// A G.711 frame of 20 ms.
 const FRAME_BYTES: usize = 160;
@@ -72,6 +86,51 @@ pub struct MediaContext {
     max_test_call: Duration,
     pub clock: WallClock,
     active_calls: AtomicUsize,
+    hotline: Option<HotlineSetup>,
+    store: Option<Store>,
+    /// Prompts by id, loaded once at start-up (no file IO on the call path).
+    prompts: HashMap<String, Prompt>,
+}
+
+/// What the 12348 IVR needs: cities, hours, calendar, flow config.
+#[derive(Debug)]
+struct HotlineSetup {
+    service_numbers: Vec<String>,
+    resolver: CityResolver,
+    cities: HashMap<String, CitySetup>,
+    calendar: Arc<Calendar>,
+    ivr: IvrConfig,
+    province_center: CityId,
+    queue_hold: Duration,
+}
+
+#[derive(Debug)]
+struct CitySetup {
+    hours: WorkingHours,
+    duty_list: Vec<String>,
+}
+
+impl HotlineSetup {
+    fn city_info(&self, city: &CityId, now: chrono::DateTime<chrono::FixedOffset>) -> CallCityInfo {
+        let default_hours = WorkingHours::default();
+        let setup = self.cities.get(city.as_str());
+        let hours = setup.map_or(&default_hours, |c| &c.hours);
+        CallCityInfo {
+            city: city.clone(),
+            open_status: hours.status(&self.calendar, now),
+            has_duty_list: setup.is_some_and(|c| !c.duty_list.is_empty()),
+            hours_spoken: hours.spoken(),
+        }
+    }
+
+    fn serves(&self, dialled: &str) -> bool {
+        let digits: String = dialled.chars().filter(char::is_ascii_digit).collect();
+        !digits.is_empty()
+            && self
+                .service_numbers
+                .iter()
+                .any(|n| digits.ends_with(n.as_str()))
+    }
 }
 
 /// Problems building the media plane from config.
@@ -79,6 +138,8 @@ pub struct MediaContext {
 pub enum MediaSetupError {
     #[error("RTP port range")]
     Ports(#[from] crate::media::port_pool::PortPoolError),
+    #[error("city configuration")]
+    Cities(#[from] crate::ivr::city::CityError),
 }
 
 impl MediaContext {
@@ -88,7 +149,68 @@ impl MediaContext {
         config: &Config,
         sip_local: SocketAddr,
         clock: WallClock,
+        calendar: Arc<Calendar>,
+        store: Option<Store>,
     ) -> Result<MediaContext, MediaSetupError> {
+        let hotline = if config.cities.is_empty() {
+            None
+        } else {
+            let entries: Vec<CityEntry> = config
+                .cities
+                .iter()
+                .map(|c| CityEntry {
+                    id: CityId::new(c.id.clone()),
+                    name: c.name.clone(),
+                    area_codes: c.area_codes.clone(),
+                    numbers: c.numbers.clone(),
+                })
+                .collect();
+            let mobile = match &config.calls.mobile_prefixes {
+                Some(path) => MobilePrefixTable::load(path)?,
+                None => MobilePrefixTable::default(),
+            };
+            let resolver = CityResolver::new(
+                &entries,
+                mobile,
+                CityId::new(config.calls.province_center.clone()),
+            )?;
+            Some(HotlineSetup {
+                service_numbers: config.calls.service_numbers.clone(),
+                resolver,
+                cities: config
+                    .cities
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.id.clone(),
+                            CitySetup {
+                                hours: c.hours.clone().unwrap_or_default(),
+                                duty_list: c.duty_list.clone(),
+                            },
+                        )
+                    })
+                    .collect(),
+                calendar,
+                ivr: config.ivr.clone(),
+                province_center: CityId::new(config.calls.province_center.clone()),
+                queue_hold: Duration::from_secs(config.calls.queue_hold_secs),
+            })
+        };
+        let mut prompts = HashMap::new();
+        let ids = config.ivr.prompt_ids();
+        for id in ids
+            .iter()
+            .map(|i| i.as_str().to_string())
+            .chain(["hold_music".into()])
+        {
+            let path = config.media.prompts_dir.join(format!("{id}.wav"));
+            match load_wav(&path) {
+                Ok(prompt) => {
+                    prompts.insert(id, prompt);
+                }
+                Err(e) => debug!(%e, path = %path.display(), "prompt not loaded"),
+            }
+        }
         let media = &config.media;
         let pool = PortPool::new(media.rtp_port_min, media.rtp_port_max)?;
         let bind_ip = media.bind_address.unwrap_or(sip_local.ip());
@@ -112,7 +234,34 @@ impl MediaContext {
             max_test_call: Duration::from_secs(media.max_test_call_secs),
             clock,
             active_calls: AtomicUsize::new(0),
+            hotline,
+            store,
+            prompts,
         })
+    }
+
+    /// A play list of prompt ids and spoken numbers; a missing prompt becomes a short
+    /// silence (logged), so a city's partial recording set never breaks the flow.
+    fn playlist(&self, refs: &[PromptRef]) -> Vec<Segment> {
+        let mut segments = Vec::new();
+        let mut add = |id: &str| match self.prompts.get(id) {
+            Some(p) => segments.push(Segment::Prompt(p.clone())),
+            None => {
+                warn!(prompt = id, "prompt missing; silence instead");
+                segments.push(Segment::Silence(Duration::from_millis(300)));
+            }
+        };
+        for r in refs {
+            match r {
+                PromptRef::Prompt(id) => add(id.as_str()),
+                PromptRef::Number(n) => {
+                    for id in number_prompts(*n) {
+                        add(id.as_str());
+                    }
+                }
+            }
+        }
+        segments
     }
 
     /// Calls with media open right now.
@@ -149,10 +298,15 @@ impl MediaContext {
     }
 
     fn service_for(&self, call: &IncomingCall) -> Option<Service> {
-        self.extensions
-            .iter()
-            .find(|e| e.number == call.dialled)
-            .map(|e| Service::Test(e.clone()))
+        if let Some(e) = self.extensions.iter().find(|e| e.number == call.dialled) {
+            return Some(Service::Test(e.clone()));
+        }
+        // The hotline is for callers arriving over a trunk, never for agents' phones.
+        let from_trunk = call.origin == crate::sip::endpoint::CallOrigin::Trunk;
+        self.hotline
+            .as_ref()
+            .filter(|h| from_trunk && h.serves(&call.dialled))
+            .map(|_| Service::Hotline)
     }
 }
 
@@ -160,6 +314,7 @@ impl MediaContext {
 #[derive(Debug, Clone)]
 enum Service {
     Test(TestExtensionConfig),
+    Hotline,
 }
 
 /// Routes endpoint call events to the call tasks.
@@ -292,9 +447,29 @@ async fn run_call(
         now,
     );
     let end = call.run(events).await;
-    let summary = call.finish();
+    let summary = call.finish(Instant::now(), end);
     ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     ctx.release(ports);
+    if let Some((record, message)) = &summary.cdr {
+        info!(
+            %handle,
+            call_id = %record.call_id,
+            city = ?record.city.as_ref().map(CityId::as_str),
+            category = ?record.category,
+            path = ?record.path,
+            hung_up_first = ?record.hung_up_first,
+            callback_due = ?message.as_ref().map(|m| m.callback_due.as_str()),
+            "cdr"
+        );
+        match &ctx.store {
+            Some(store) => {
+                if let Err(e) = store.insert_call(record, message.as_ref()).await {
+                    warn!(%handle, %e, "CDR not stored");
+                }
+            }
+            None => warn!(%handle, "no database: CDR not stored"),
+        }
+    }
     info!(
         %handle,
         call_id = %incoming.call_id,
@@ -313,13 +488,39 @@ struct CallSummary {
     sent: u64,
     digits: String,
     recording: Option<PathBuf>,
+    cdr: Option<(crate::ivr::cdr::CallDetailRecord, Option<VoiceMessage>)>,
+}
+
+/// The 12348 IVR part of a call.
+struct HotlineCall {
+    flow: IvrFlow,
+    cdr: CdrBuilder,
+    call_id: String,
+    caller: String,
+    city: Option<CityId>,
+    /// The current play list is the flow's (it gets `PromptDone` when it ends).
+    flow_playing: bool,
+    /// The beep is playing; then record for this long.
+    pending_record: Option<Duration>,
+    message: Option<MessageRecording>,
+    voice_message: Option<VoiceMessage>,
+    last_message_path: Option<PathBuf>,
+}
+
+struct MessageRecording {
+    recorder: WavRecorder<std::fs::File>,
+    path: PathBuf,
+    stop_at: Instant,
 }
 
 /// One answered call's media state.
 struct CallMedia {
     shell: Arc<SipShell>,
+    ctx: Arc<MediaContext>,
     handle: CallHandle,
-    kind: TestExtensionKind,
+    /// `None` for a hotline call.
+    kind: Option<TestExtensionKind>,
+    hotline: Option<Box<HotlineCall>>,
     negotiated: Negotiated,
     local: LocalMedia,
     rtp: UdpSocket,
@@ -342,7 +543,7 @@ struct CallMedia {
 impl CallMedia {
     #[allow(clippy::too_many_arguments)]
     fn new(
-        ctx: &MediaContext,
+        ctx: &Arc<MediaContext>,
         shell: Arc<SipShell>,
         handle: CallHandle,
         incoming: &IncomingCall,
@@ -353,7 +554,6 @@ impl CallMedia {
         rtcp: UdpSocket,
         now: Instant,
     ) -> CallMedia {
-        let Service::Test(extension) = service;
         let mut config = RtpSessionConfig::g711(
             rand::random(),
             rand::random(),
@@ -371,10 +571,50 @@ impl CallMedia {
             std::time::SystemTime::now(),
             negotiated.remote(),
         );
-        let mut player = None;
-        let mut recorder = None;
-        let mut recording = None;
-        let mut inband = None;
+        let mut call = CallMedia {
+            shell,
+            ctx: ctx.clone(),
+            handle,
+            kind: None,
+            hotline: None,
+            negotiated,
+            local,
+            rtp,
+            rtcp,
+            session,
+            player: None,
+            recorder: None,
+            recording: None,
+            dtmf: DtmfReceiver::default(),
+            inband: None,
+            digits: String::new(),
+            sent: 0,
+            media_timeout: ctx.media_timeout,
+            hangup_at: Some(now + ctx.max_test_call),
+            ending_since: None,
+        };
+        match service {
+            Service::Test(extension) => call.start_test(&extension, incoming, now),
+            Service::Hotline => {
+                call.hotline = start_hotline(ctx, handle, incoming, now);
+                call.inband = Some(InbandDetector::new());
+                // A backstop only: the IVR and the queue end calls long before.
+                call.hangup_at = Some(now + Duration::from_secs(2 * 3600));
+                call.drive_flow(now);
+            }
+        }
+        call
+    }
+
+    fn start_test(
+        &mut self,
+        extension: &TestExtensionConfig,
+        incoming: &IncomingCall,
+        now: Instant,
+    ) {
+        let handle = self.handle;
+        let ctx = self.ctx.clone();
+        self.kind = Some(extension.kind);
         match extension.kind {
             TestExtensionKind::Play => {
                 let file = extension
@@ -384,7 +624,7 @@ impl CallMedia {
                 let path = ctx.prompts_dir.join(file);
                 match load_wav(&path) {
                     Ok(prompt) => {
-                        player = Some(Player::new(
+                        self.player = Some(Player::new(
                             Playlist::once(vec![
                                 Segment::Silence(Duration::from_millis(200)),
                                 Segment::Prompt(prompt),
@@ -399,50 +639,17 @@ impl CallMedia {
             TestExtensionKind::Record => {
                 let date = ctx.clock.now().date_naive();
                 let path = recording_path(&ctx.recordings_dir, date, &incoming.call_id);
-                let created = path
-                    .parent()
-                    .map(std::fs::create_dir_all)
-                    .unwrap_or(Ok(()))
-                    .map_err(|e| e.to_string())
-                    .and_then(|()| {
-                        let config = RecorderConfig::default();
-                        if extension.stereo {
-                            WavRecorder::create_stereo(&path, now, config)
-                        } else {
-                            WavRecorder::create_mono(&path, now, config)
-                        }
-                        .map_err(|e| e.to_string())
-                    });
-                match created {
+                let stereo = extension.stereo;
+                match create_recorder(&path, now, stereo) {
                     Ok(r) => {
-                        recorder = Some(r);
-                        recording = Some(path);
+                        self.recorder = Some(r);
+                        self.recording = Some(path);
                     }
                     Err(e) => warn!(%handle, %e, "recording not started; the call goes on"),
                 }
             }
-            TestExtensionKind::Dtmf => inband = Some(InbandDetector::new()),
+            TestExtensionKind::Dtmf => self.inband = Some(InbandDetector::new()),
             TestExtensionKind::Echo => {}
-        }
-        CallMedia {
-            shell,
-            handle,
-            kind: extension.kind,
-            negotiated,
-            local,
-            rtp,
-            rtcp,
-            session,
-            player,
-            recorder,
-            recording,
-            dtmf: DtmfReceiver::default(),
-            inband,
-            digits: String::new(),
-            sent: 0,
-            media_timeout: ctx.media_timeout,
-            hangup_at: Some(now + ctx.max_test_call),
-            ending_since: None,
         }
     }
 
@@ -452,6 +659,11 @@ impl CallMedia {
             self.player.as_ref().and_then(Player::poll_timeout),
             self.dtmf.poll_timeout(),
             self.recorder.as_ref().map(WavRecorder::poll_timeout),
+            self.hotline.as_ref().and_then(|h| h.flow.poll_timeout()),
+            self.hotline
+                .as_ref()
+                .and_then(|h| h.message.as_ref())
+                .map(|m| m.stop_at.min(m.recorder.poll_timeout())),
             self.hangup_at,
             self.ending_since.map(|t| t + Duration::from_secs(40)),
         ]
@@ -512,9 +724,9 @@ impl CallMedia {
         if Some(packet.payload_type) == self.negotiated.dtmf_payload_type {
             if let Ok(event) = TelephoneEvent::parse(packet.payload) {
                 self.dtmf.receive(now, packet.timestamp, &event);
-                self.collect_digits();
+                self.collect_digits(now);
             }
-            if self.kind == TestExtensionKind::Echo {
+            if self.kind == Some(TestExtensionKind::Echo) {
                 self.send(
                     now,
                     packet.payload_type,
@@ -528,7 +740,7 @@ impl CallMedia {
         if packet.payload_type != self.negotiated.payload_type {
             return;
         }
-        if self.kind == TestExtensionKind::Echo {
+        if self.kind == Some(TestExtensionKind::Echo) {
             self.send(
                 now,
                 packet.payload_type,
@@ -549,21 +761,226 @@ impl CallMedia {
         {
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
+        if let Some(message) = self.hotline.as_mut().and_then(|h| h.message.as_mut())
+            && let Err(e) = message.recorder.push(now, Channel::Caller, samples)
+        {
+            warn!(handle = %self.handle, %e, "voice message recording failed");
+        }
+        let mut heard = [None; 4];
         if let Some(inband) = self.inband.as_mut() {
-            for digit in inband.process(samples) {
-                let c = digit.digit.as_char();
-                info!(handle = %self.handle, digit = %c, via = "inband", "dtmf digit heard");
-                self.digits.push(c);
+            for (slot, digit) in heard.iter_mut().zip(inband.process(samples)) {
+                *slot = Some(digit.digit.as_char());
+            }
+        }
+        for c in heard.into_iter().flatten() {
+            self.on_digit(now, c, "inband");
+        }
+    }
+
+    fn collect_digits(&mut self, now: Instant) {
+        while let Some(digit) = self.dtmf.poll_digit() {
+            self.on_digit(now, digit.digit.as_char(), "rfc4733");
+        }
+    }
+
+    fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
+        info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
+        self.digits.push(c);
+        if let Some(h) = self.hotline.as_mut() {
+            h.flow.handle(now, IvrInput::Digit(c));
+            self.drive_flow(now);
+        }
+    }
+
+    /// Carry out the IVR's commands until it has none.
+    fn drive_flow(&mut self, now: Instant) {
+        while let Some(action) = self.hotline.as_mut().and_then(|h| h.flow.poll_output()) {
+            let handle = self.handle;
+            match action {
+                IvrAction::Play(list) => {
+                    let segments = self.ctx.playlist(&list);
+                    self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.flow_playing = true;
+                    }
+                }
+                IvrAction::StopPlayback => {
+                    self.player = None;
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.flow_playing = false;
+                    }
+                }
+                IvrAction::StartRecording { max, beep, .. } => {
+                    if beep {
+                        let beep_id = self
+                            .ctx
+                            .hotline
+                            .as_ref()
+                            .map(|s| s.ivr.beep.clone())
+                            .unwrap_or_else(|| crate::ivr::prompt::PromptId::new("beep"));
+                        let segments = self.ctx.playlist(&[PromptRef::Prompt(beep_id)]);
+                        self.player =
+                            Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                        if let Some(h) = self.hotline.as_mut() {
+                            h.flow_playing = false;
+                            h.pending_record = Some(max);
+                        }
+                    } else {
+                        self.start_message(now, max);
+                    }
+                }
+                IvrAction::StopRecording => self.stop_message(now),
+                IvrAction::SelectCity { city, how } => {
+                    let wall = self.ctx.clock.now();
+                    let info = self.ctx.hotline.as_ref().map(|s| s.city_info(&city, wall));
+                    if let (Some(h), Some(info)) = (self.hotline.as_mut(), info) {
+                        h.cdr.city(&CityResolution {
+                            city: city.clone(),
+                            how,
+                        });
+                        if !info.open_status.open {
+                            h.cdr.after_hours();
+                        }
+                        info!(%handle, city = city.as_str(), ?how, open = info.open_status.open, "city chosen");
+                        h.city = Some(city);
+                        h.flow.handle(now, IvrInput::CityInfo(info));
+                    }
+                }
+                IvrAction::Enqueue { category, urgency } => {
+                    let wall = self.ctx.clock.now();
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.category(category, urgency).queued(wall);
+                        info!(
+                            %handle,
+                            city = ?h.city.as_ref().map(CityId::as_str),
+                            ?category,
+                            ?urgency,
+                            "call enqueued (no ACD yet: hold music, then the server hangs up)"
+                        );
+                    }
+                    let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
+                    self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+                    let queue_hold = self
+                        .ctx
+                        .hotline
+                        .as_ref()
+                        .map_or(Duration::from_secs(10), |s| s.queue_hold);
+                    self.hangup_at = Some(now + queue_hold);
+                }
+                IvrAction::RingDutyList { category, urgency } => {
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.category(category, urgency);
+                        warn!(%handle, "ringing the duty list is not implemented yet; offering a voice message");
+                        h.flow.handle(now, IvrInput::DutyListUnavailable);
+                    }
+                }
+                IvrAction::CreateVoiceMessageOrder {
+                    category,
+                    urgency,
+                    recording_duration,
+                } => self.voice_message_taken(category, urgency, recording_duration),
+                IvrAction::Hangup { reason } => {
+                    info!(%handle, ?reason, "IVR ends the call");
+                    self.hangup_at = Some(now);
+                }
             }
         }
     }
 
-    fn collect_digits(&mut self) {
-        while let Some(digit) = self.dtmf.poll_digit() {
-            let c = digit.digit.as_char();
-            info!(handle = %self.handle, digit = %c, via = "rfc4733", "dtmf digit heard");
-            self.digits.push(c);
+    fn start_message(&mut self, now: Instant, max: Duration) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        let date = self.ctx.clock.now().date_naive();
+        let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
+        match create_recorder(&path, now, false) {
+            Ok(recorder) => {
+                info!(handle = %self.handle, path = %path.display(), "recording voice message");
+                h.message = Some(MessageRecording {
+                    recorder,
+                    path,
+                    stop_at: now + max,
+                });
+            }
+            Err(e) => {
+                warn!(handle = %self.handle, %e, "voice message cannot be recorded");
+                h.flow.handle(
+                    now,
+                    IvrInput::RecordingDone {
+                        duration: Duration::ZERO,
+                    },
+                );
+            }
         }
+    }
+
+    /// End the voice message (stop digit, maximum length, hang-up) and tell the flow once.
+    fn stop_message(&mut self, now: Instant) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        let duration = if let Some(message) = h.message.take() {
+            h.last_message_path = Some(message.path.clone());
+            match message.recorder.finish() {
+                Ok(summary) => Duration::from_millis(summary.frames.saturating_mul(1000) / 8000),
+                Err(e) => {
+                    warn!(handle = %self.handle, %e, "voice message incomplete");
+                    Duration::ZERO
+                }
+            }
+        } else {
+            h.pending_record = None;
+            Duration::ZERO
+        };
+        info!(handle = %self.handle, ?duration, "voice message ended");
+        h.flow.handle(now, IvrInput::RecordingDone { duration });
+        self.drive_flow(now);
+    }
+
+    fn voice_message_taken(
+        &mut self,
+        category: CallCategory,
+        urgency: Urgency,
+        duration: Duration,
+    ) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        let Some(path) = h.last_message_path.clone() else {
+            return;
+        };
+        let received_at = self.ctx.clock.now();
+        let due = self
+            .ctx
+            .hotline
+            .as_ref()
+            .map(|s| callback_due(&s.calendar, received_at));
+        let Some(due) = due else {
+            return;
+        };
+        let recording = path.display().to_string();
+        h.cdr
+            .category(category, urgency)
+            .voice_message(recording.clone());
+        info!(
+            handle = %self.handle,
+            callback_due = %due.display(),
+            provisional = due.provisional,
+            "voice message taken: a callback work order is due"
+        );
+        h.voice_message = Some(VoiceMessage {
+            call_id: h.call_id.clone(),
+            caller: h.caller.clone(),
+            city: h.city.as_ref().map(|c| c.as_str().to_string()),
+            category: snake_name(&category),
+            urgency: snake_name(&urgency),
+            recording,
+            duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            received_at: received_at.to_rfc3339(),
+            callback_due: due.at.to_rfc3339(),
+            provisional: due.provisional,
+            work_order: None,
+        });
     }
 
     /// Send one RTP packet to the (latched) remote, unless the remote holds the call.
@@ -593,6 +1010,20 @@ impl CallMedia {
                 self.sent += 1;
             }
         }
+    }
+
+    /// A play list ended: the beep (start recording) or one of the flow's prompts.
+    fn player_finished(&mut self, now: Instant) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        if let Some(max) = h.pending_record.take() {
+            self.start_message(now, max);
+        } else if h.flow_playing {
+            h.flow_playing = false;
+            h.flow.handle(now, IvrInput::PromptDone);
+        }
+        self.drive_flow(now);
     }
 
     /// Returns true when the task should stop (the end was never confirmed).
@@ -627,14 +1058,29 @@ impl CallMedia {
                 let payload = payload.get(..n).unwrap_or_default();
                 self.send(now, pt, frame.marker, frame.timestamp, payload);
             }
-            if player.is_finished() && self.kind == TestExtensionKind::Play {
+            if !player.is_finished() {
+                self.player = Some(player);
+            } else if self.kind == Some(TestExtensionKind::Play) {
                 self.hangup_at = Some(now + Duration::from_millis(500));
             } else {
-                self.player = Some(player);
+                self.player_finished(now);
             }
         }
         self.dtmf.handle_timeout(now);
-        self.collect_digits();
+        self.collect_digits(now);
+        if let Some(h) = self.hotline.as_mut() {
+            h.flow.handle_timeout(now);
+            let message_over = h.message.as_ref().is_some_and(|m| now >= m.stop_at);
+            if let Some(message) = h.message.as_mut()
+                && let Err(e) = message.recorder.tick(now)
+            {
+                warn!(handle = %self.handle, %e, "voice message recording failed");
+            }
+            if message_over {
+                self.stop_message(now);
+            }
+            self.drive_flow(now);
+        }
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
         {
@@ -681,7 +1127,40 @@ impl CallMedia {
         }
     }
 
-    fn finish(&mut self) -> CallSummary {
+    fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
+        let caller_hung_up = matches!(
+            end,
+            CallEnd::Leg {
+                who: Side::Remote,
+                ..
+            }
+        );
+        if caller_hung_up && let Some(h) = self.hotline.as_mut() {
+            h.flow.handle(now, IvrInput::CallerHangup);
+            self.drive_flow(now);
+        }
+        // Whatever the flow did, a message still open is closed now.
+        if self.hotline.as_ref().is_some_and(|h| h.message.is_some()) {
+            self.stop_message(now);
+        }
+        let cdr = self.hotline.take().map(|h| {
+            let h = *h;
+            let wall = self.ctx.clock.now();
+            let mut cdr = h.cdr;
+            let party = if caller_hung_up {
+                HangupParty::Caller
+            } else {
+                HangupParty::System
+            };
+            cdr.hung_up(wall, party);
+            if let Some(outcome) = h.flow.outcome() {
+                cdr.ivr_outcome(outcome);
+            }
+            if let Some((category, urgency)) = h.flow.choice() {
+                cdr.category(category, urgency);
+            }
+            (cdr.finish(wall), h.voice_message)
+        });
         if let Some(recorder) = self.recorder.take() {
             match recorder.finish() {
                 Ok(summary) => debug!(handle = %self.handle, ?summary, "recording finished"),
@@ -693,6 +1172,97 @@ impl CallMedia {
             sent: self.sent,
             digits: self.digits.clone(),
             recording: self.recording.clone(),
+            cdr,
         }
+    }
+}
+
+/// Create the directories and a mono (voice message) or stereo (call) WAV recorder.
+fn create_recorder(
+    path: &std::path::Path,
+    now: Instant,
+    stereo: bool,
+) -> Result<WavRecorder<std::fs::File>, String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let config = RecorderConfig::default();
+    if stereo {
+        WavRecorder::create_stereo(path, now, config)
+    } else {
+        WavRecorder::create_mono(path, now, config)
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Resolve the city, check its hours and start the IVR flow of a 12348 call.
+fn start_hotline(
+    ctx: &MediaContext,
+    handle: CallHandle,
+    incoming: &IncomingCall,
+    now: Instant,
+) -> Option<Box<HotlineCall>> {
+    let setup = ctx.hotline.as_ref()?;
+    let wall = ctx.clock.now();
+    let mut cdr = CdrBuilder::new(
+        incoming.call_id.clone(),
+        incoming.caller.clone(),
+        incoming.dialled.clone(),
+        wall,
+    );
+    cdr.ivr_answered(wall);
+    let city_info = match setup
+        .resolver
+        .resolve(&incoming.dialled, None, &incoming.caller)
+    {
+        CityLookup::Resolved(resolution) => {
+            cdr.city(&resolution);
+            let info = setup.city_info(&resolution.city, wall);
+            if !info.open_status.open {
+                cdr.after_hours();
+            }
+            info!(
+                %handle,
+                city = resolution.city.as_str(),
+                how = ?resolution.how,
+                open = info.open_status.open,
+                next_open = ?info.open_status.next_open,
+                now = %wall,
+                "hotline call"
+            );
+            Some(info)
+        }
+        CityLookup::NeedsMenu => {
+            info!(%handle, now = %wall, "hotline call: city unknown, asking the caller");
+            None
+        }
+    };
+    let city = city_info.as_ref().map(|c| c.city.clone());
+    let mut flow = IvrFlow::new(
+        setup.ivr.clone(),
+        IvrContext {
+            city: city_info,
+            province_center: setup.province_center.clone(),
+        },
+    );
+    flow.handle(now, IvrInput::Start);
+    Some(Box::new(HotlineCall {
+        flow,
+        cdr,
+        call_id: incoming.call_id.clone(),
+        caller: incoming.caller.clone(),
+        city,
+        flow_playing: false,
+        pending_record: None,
+        message: None,
+        voice_message: None,
+        last_message_path: None,
+    }))
+}
+
+fn snake_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
     }
 }

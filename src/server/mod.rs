@@ -123,8 +123,14 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }
         Err(_) => calls::WallClock::default(),
     };
-    let media =
-        calls::MediaContext::from_config(&config, sip_local, clock).map_err(ServeError::Media)?;
+    let media = calls::MediaContext::from_config(
+        &config,
+        sip_local,
+        clock,
+        Arc::new(calendar.clone()),
+        Some(store.clone()),
+    )
+    .map_err(ServeError::Media)?;
     let shutdown = Shutdown::default();
     let _shell = SipShell::start(
         sockets,

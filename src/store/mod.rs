@@ -51,6 +51,8 @@ macro_rules! on_pool {
     };
 }
 
+pub mod calls;
+
 /// One registrar binding as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredBinding {
