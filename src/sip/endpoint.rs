@@ -7,11 +7,21 @@
 //! 3. the transaction layer absorbs retransmissions (answered from the stored response);
 //! 4. validation (RFC 3261 §8.2: 416, 420, …) comes before authentication and routing, so
 //!    a malformed request gets its 400, never a digest challenge;
-//! 5. per method: OPTIONS 200; REGISTER digest auth then the registrar; everything else is
-//!    refused with the status RFC 3261 gives it until the call layers exist.
+//! 5. per method: OPTIONS 200; REGISTER digest auth then the registrar; a new INVITE from
+//!    a trunk (or from a digest-authenticated agent to a test extension) becomes a call;
+//!    requests of a known call (by Call-ID: ACK, BYE, CANCEL, re-INVITE …) go to its
+//!    [`InboundLeg`]; everything else is refused with the status RFC 3261 gives it.
 //!
 //! Feed it with [`Endpoint::handle_message`] / [`Endpoint::handle_timeout`], then drain
 //! [`Endpoint::poll_output`]; sleep until [`Endpoint::poll_timeout`].
+//!
+//! Calls: each new call is announced as [`Output::Call`] with [`CallEvent::Incoming`]; the
+//! shell answers through `call_ring` / `call_answer` / `call_reject`, ends it with
+//! `call_hangup` / `call_media_timeout`, and hears every later leg event (re-INVITE,
+//! confirmed, exactly one `Ended`) as [`CallEvent::Leg`]. Responses of a leg go through the
+//! server transaction they answer (a 2xx retransmission straight to the transport);
+//! requests of a leg (BYE …) get a client transaction whose events come back to the leg.
+//! An ended call lingers 64·T1 to absorb stragglers, then is forgotten.
 
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -1330,4 +1340,340 @@ fn binding_from_store(b: &StoredBinding, now: Instant, unix_ms: i64) -> Option<B
         reg_id: None,
         user_agent: b.user_agent.clone(),
     })
+}
+
+/// The call routing of the endpoint, in simulated time: INVITE → call, the shell's
+/// answer, ACK/BYE/CANCEL routed to the leg, retransmissions absorbed, our BYE through a
+/// client transaction, every call ended once and then forgotten.
+#[cfg(test)]
+mod call_tests {
+    use super::*;
+    use crate::sip::call_leg::{EndReason, Side};
+
+    const CONFIG: &str = r#"
+[server]
+domain = "hotline.test"
+sip_listen = "127.0.0.1:5060"
+
+[[trunks]]
+name = "carrier"
+sources = ["192.0.2.1"]
+
+[[agents]]
+id = "1001"
+name = "a"
+city = "jinan"
+password = "pw"
+roles = ["agent"]
+
+[[cities]]
+id = "jinan"
+name = "济南"
+area_codes = ["0531"]
+
+[[test_extensions]]
+number = "echo"
+kind = "echo"
+"#;
+    const SDP: &str = "v=0\r\no=c 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
+
+    fn endpoint(now: Instant) -> Endpoint {
+        let config = Config::from_toml(CONFIG).expect("config");
+        Endpoint::new(
+            &config,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            now,
+            0,
+            Some(7),
+        )
+    }
+
+    fn from(ip: [u8; 4]) -> SourceInfo {
+        SourceInfo {
+            addr: std::net::SocketAddr::from((ip, 5060)),
+            transport: Transport::Udp,
+        }
+    }
+
+    fn request(
+        method: &str,
+        branch: &str,
+        call_id: &str,
+        to_tag: &str,
+        cseq: u32,
+        body: &str,
+    ) -> Vec<u8> {
+        let to_tag = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{method} sip:12348@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:053188886666@192.0.2.1>;tag=caller\r\n\
+             To: <sip:12348@127.0.0.1>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:caller@192.0.2.1:5060>\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// Drain the endpoint: (texts transmitted, call events).
+    fn drain(ep: &mut Endpoint) -> (Vec<String>, Vec<(CallHandle, CallEvent)>) {
+        let mut sent = Vec::new();
+        let mut events = Vec::new();
+        while let Some(out) = ep.poll_output() {
+            match out {
+                Output::Transmit { bytes, .. } => {
+                    sent.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Output::Call { call, event } => events.push((call, event)),
+                Output::Store(_) => {}
+            }
+        }
+        (sent, events)
+    }
+
+    fn statuses(sent: &[String]) -> Vec<u16> {
+        sent.iter()
+            .filter_map(|t| t.strip_prefix("SIP/2.0 "))
+            .filter_map(|t| t.get(..3)?.parse().ok())
+            .collect()
+    }
+
+    fn to_tag(response: &str) -> String {
+        response
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .and_then(|l| l.split("tag=").nth(1))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// A trunk INVITE answered by the shell; returns the call and our To tag.
+    fn answered_call(ep: &mut Endpoint, now: Instant) -> (CallHandle, String) {
+        ep.handle_message(
+            now,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-inv", "c1", "", 1, SDP),
+        );
+        let (_, events) = drain(ep);
+        let [(call, CallEvent::Incoming(incoming))] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(incoming.dialled, "12348");
+        assert_eq!(incoming.caller, "053188886666");
+        assert_eq!(incoming.origin, CallOrigin::Trunk);
+        assert_eq!(incoming.sdp, Bytes::from(SDP));
+        let call = *call;
+        ep.call_ring(now, call).expect("ring");
+        ep.call_answer(now, call, Bytes::from_static(b"v=0\r\n"))
+            .expect("answer");
+        let (sent, events) = drain(ep);
+        assert_eq!(statuses(&sent), [180, 200]);
+        assert!(sent[1].ends_with("v=0\r\n"), "our SDP in the 200");
+        assert!(matches!(
+            events.as_slice(),
+            [(_, CallEvent::Leg(LegEvent::Answered { .. }))]
+        ));
+        (call, to_tag(&sent[1]))
+    }
+
+    #[test]
+    fn trunk_call_is_answered_confirmed_by_ack_and_ended_by_bye_once() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, tag) = answered_call(&mut ep, t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("ACK", "z9hG4bK-ack", "c1", &tag, 1, ""),
+        );
+        let (_, events) = drain(&mut ep);
+        assert_eq!(events, [(call, CallEvent::Leg(LegEvent::Confirmed))]);
+        // No 2xx retransmission after the ACK.
+        let later = t0 + Duration::from_secs(2);
+        ep.handle_timeout(later);
+        assert!(statuses(&drain(&mut ep).0).is_empty());
+        ep.handle_message(
+            later,
+            from([192, 0, 2, 1]),
+            &request("BYE", "z9hG4bK-bye", "c1", &tag, 2, ""),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200]);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::RemoteHangup,
+                    who_hung_up: Side::Remote
+                })
+            )]
+        );
+        // A retransmitted BYE is answered from the transaction, no second end.
+        ep.handle_message(
+            later,
+            from([192, 0, 2, 1]),
+            &request("BYE", "z9hG4bK-bye", "c1", &tag, 2, ""),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200]);
+        assert!(events.is_empty());
+        // The call lingers for stragglers, then is forgotten.
+        ep.handle_timeout(later + Duration::from_secs(40));
+        drain(&mut ep);
+        assert_eq!(ep.call_count(), 0);
+    }
+
+    #[test]
+    fn unacknowledged_200_is_retransmitted_then_bye_and_the_call_ends_with_ack_timeout() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, _) = answered_call(&mut ep, t0);
+        let mut retransmitted = 0;
+        let mut byes = 0;
+        let mut ended = Vec::new();
+        let mut now = t0;
+        // 64·T1 without ACK → BYE; nobody answers it → 64·T1 later the leg ends anyway.
+        while now < t0 + Duration::from_secs(70) {
+            now += Duration::from_millis(100);
+            ep.handle_timeout(now);
+            let (sent, events) = drain(&mut ep);
+            retransmitted += statuses(&sent).iter().filter(|s| **s == 200).count();
+            byes += sent.iter().filter(|t| t.starts_with("BYE ")).count();
+            ended.extend(events);
+        }
+        assert!(
+            retransmitted >= 5,
+            "2xx retransmitted {retransmitted} times"
+        );
+        assert!(byes >= 1, "BYE after the ACK timeout");
+        assert_eq!(
+            ended,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::AckTimeout,
+                    who_hung_up: Side::Local
+                })
+            )]
+        );
+        ep.handle_timeout(now + Duration::from_secs(40));
+        drain(&mut ep);
+        assert_eq!(ep.call_count(), 0, "forgotten after the linger");
+    }
+
+    #[test]
+    fn cancel_before_the_answer_gets_200_and_the_invite_487() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-inv", "c2", "", 1, SDP),
+        );
+        let (_, events) = drain(&mut ep);
+        let call = events.first().map(|(c, _)| *c).expect("call");
+        // A retransmitted INVITE is not a second call.
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-inv", "c2", "", 1, SDP),
+        );
+        assert!(drain(&mut ep).1.is_empty());
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("CANCEL", "z9hG4bK-inv", "c2", "", 1, ""),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200, 487]);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::Cancelled,
+                    who_hung_up: Side::Remote
+                })
+            )]
+        );
+        // The shell's late answer is refused, not sent.
+        assert!(
+            ep.call_answer(t0, call, Bytes::from_static(b"v=0\r\n"))
+                .is_err()
+        );
+        assert!(statuses(&drain(&mut ep).0).is_empty());
+    }
+
+    #[test]
+    fn our_hangup_sends_bye_and_ends_when_it_is_answered() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, tag) = answered_call(&mut ep, t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("ACK", "z9hG4bK-ack", "c1", &tag, 1, ""),
+        );
+        drain(&mut ep);
+        ep.call_hangup(t0, call).expect("hangup");
+        let (sent, events) = drain(&mut ep);
+        let bye = sent
+            .iter()
+            .find(|t| t.starts_with("BYE "))
+            .expect("BYE sent");
+        assert!(events.is_empty(), "not ended before the BYE is answered");
+        // Answer the BYE: 200 with its Via/CSeq.
+        let via = bye.lines().find(|l| l.starts_with("Via:")).expect("via");
+        let cseq = bye.lines().find(|l| l.starts_with("CSeq:")).expect("cseq");
+        let from_line = bye.lines().find(|l| l.starts_with("From:")).expect("from");
+        let to_line = bye.lines().find(|l| l.starts_with("To:")).expect("to");
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{via}\r\n{from_line}\r\n{to_line}\r\nCall-ID: c1\r\n{cseq}\r\nContent-Length: 0\r\n\r\n"
+        );
+        ep.handle_message(t0, from([192, 0, 2, 1]), ok.as_bytes());
+        let (_, events) = drain(&mut ep);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::LocalHangup,
+                    who_hung_up: Side::Local
+                })
+            )]
+        );
+    }
+
+    #[test]
+    fn only_trunks_call_the_hotline_and_test_extensions_need_an_agent() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        ep.handle_message(
+            t0,
+            from([198, 51, 100, 9]),
+            &request("INVITE", "z9hG4bK-x1", "c3", "", 1, SDP),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [403]);
+        assert!(events.is_empty());
+        let mut to_echo =
+            String::from_utf8(request("INVITE", "z9hG4bK-x2", "c4", "", 1, SDP)).expect("utf8");
+        to_echo = to_echo.replacen("sip:12348@", "sip:echo@", 1);
+        ep.handle_message(t0, from([198, 51, 100, 9]), to_echo.as_bytes());
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [401]);
+        assert!(sent[0].contains("WWW-Authenticate: Digest"));
+        assert!(events.is_empty());
+    }
 }
