@@ -373,3 +373,180 @@ fn after_hours_on_national_day_a_5s_message_is_due_for_callback_on_october_9() {
     let duration_ms = message["duration_ms"].as_i64().expect("duration");
     assert!((4500..6000).contains(&duration_ms), "{message}");
 }
+
+fn wav_channels(path: &Path) -> (u16, f64, Vec<f64>) {
+    let mut reader = hound::WavReader::open(path).expect("wav");
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels);
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let frames = samples.len() / channels.max(1);
+    let rms = (0..channels)
+        .map(|c| {
+            let energy: f64 = samples
+                .iter()
+                .skip(c)
+                .step_by(channels)
+                .map(|s| f64::from(*s).powi(2))
+                .sum();
+            (energy / frames.max(1) as f64).sqrt()
+        })
+        .collect();
+    (
+        spec.channels,
+        frames as f64 / f64::from(spec.sample_rate),
+        rms,
+    )
+}
+
+/// baresip registers as agent 1001 of Jinan and answers automatically; a SIPp caller
+/// talks (looped speech) through the IVR, which hands the call over; the server rings
+/// the agent, bridges the RTP both ways and records both sides in one stereo WAV. The
+/// agent's phone hangs up when its microphone file ends (5.7 s): the server then hangs
+/// up the caller.
+#[test]
+fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo() {
+    let sipp = require("sipp");
+    let baresip = require("baresip");
+    let config = ivr_config().replace(
+        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "digest_algorithms = [\"MD5\"]",
+    ) + "menu = \"beep\"\ndigit_timeout_ms = 1000\nmax_retries = 0\n";
+    let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")]);
+    let phone = tempfile::tempdir().expect("tmp");
+    let heard = phone.path().join("heard");
+    std::fs::create_dir_all(&heard).expect("dir");
+    std::fs::write(
+        phone.path().join("accounts"),
+        format!(
+            "<sip:1001@{};transport=udp>;auth_pass=secret1001;regint=60;answermode=auto\n",
+            server.sip
+        ),
+    )
+    .expect("accounts");
+    let rtp_low = free_port() & !1;
+    std::fs::write(
+        phone.path().join("config"),
+        format!(
+            "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n\
+             module g711.so\nmodule account.so\nmodule menu.so\nmodule aufile.so\n\
+             module sndfile.so\nmodule aubridge.so\n\
+             audio_source aufile,{}\naudio_player aubridge,heard\n\
+             snd_path {}\nrtp_ports {}-{}\n",
+            free_port(),
+            repo_root()
+                .join("tests/fixtures/audio/caller-speech-pcm.wav")
+                .display(),
+            heard.display(),
+            rtp_low,
+            rtp_low + 9,
+        ),
+    )
+    .expect("config");
+    let phone_dir = phone.path().to_path_buf();
+    let agent = std::thread::spawn(move || {
+        run_bounded(
+            Command::new(baresip)
+                .arg("-f")
+                .arg(&phone_dir)
+                .args(["-t", "15"]),
+            Duration::from_secs(35),
+        )
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("hotline_sip_registrations") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        server.metric("hotline_sip_registrations"),
+        1,
+        "{}",
+        server.log()
+    );
+    let cwd = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        cwd.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    let out = run_bounded(
+        Command::new(&sipp)
+            .current_dir(cwd.path())
+            .args(["-sf", &path_str(&sipp_scenario("call_ivr_agent.xml"))])
+            .args([
+                "-s",
+                "053112348",
+                "-m",
+                "1",
+                "-i",
+                "127.0.0.1",
+                "-mi",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .args(["-nostdin", "-timeout", "40"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(50),
+    );
+    assert_eq!(
+        out.status,
+        Some(0),
+        "sipp:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(
+        wait_for_log(&server, " cdr ", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let agent_out = agent.join().expect("baresip thread");
+    let calls = api_calls(&server, "?path=queue");
+    assert_eq!(calls.len(), 1, "{calls:?}\n{}", server.log());
+    let record = &calls[0]["record"];
+    assert_eq!(record["agent"], "1001", "{record}");
+    assert!(record["agent_answer"].is_string(), "{record}");
+    assert_eq!(record["hung_up_first"], "agent", "{record}");
+    assert_eq!(
+        record["category"], "consultation",
+        "default category: {record}"
+    );
+    // The stereo call recording: caller left, agent right, both really there.
+    let recording = record["recordings"][0].as_str().expect("recording");
+    let recording = server.dir.path().join(recording);
+    let (channels, seconds, rms) = wav_channels(&recording);
+    assert_eq!(channels, 2);
+    assert!(seconds > 5.0, "recorded {seconds} s");
+    assert!(
+        rms[0] > 500.0 && rms[1] > 500.0,
+        "both sides recorded: rms {rms:?}"
+    );
+    // What the agent's phone heard is the caller's speech.
+    let dumps: Vec<PathBuf> = std::fs::read_dir(&heard)
+        .expect("dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("dec"))
+        .collect();
+    assert_eq!(
+        dumps.len(),
+        1,
+        "{dumps:?}\nbaresip:\n{}{}",
+        agent_out.stdout,
+        agent_out.stderr
+    );
+    let (_, heard_seconds, heard_rms) = wav_channels(&dumps[0]);
+    assert!(heard_seconds > 5.0, "agent heard {heard_seconds} s");
+    assert!(
+        heard_rms[0] > 500.0,
+        "agent heard speech: rms {heard_rms:?}"
+    );
+}

@@ -35,6 +35,7 @@ use crate::ivr::flow::{
 };
 use crate::ivr::hours::WorkingHours;
 use crate::ivr::prompt::{PromptRef, number_prompts};
+use crate::media::bridge::{LegMedia, RelayDirection, Relayed};
 use crate::media::dtmf::{DtmfReceiver, InbandDetector, TelephoneEvent};
 use crate::media::player::Prompt;
 use crate::media::player::{BargeIn, Player, Playlist, Segment, load_wav};
@@ -108,6 +109,8 @@ struct HotlineSetup {
 struct CitySetup {
     hours: WorkingHours,
     duty_list: Vec<String>,
+    /// The city's agents, in config order (rung first-registered-first until the ACD).
+    agents: Vec<String>,
 }
 
 impl HotlineSetup {
@@ -186,6 +189,12 @@ impl MediaContext {
                             CitySetup {
                                 hours: c.hours.clone().unwrap_or_default(),
                                 duty_list: c.duty_list.clone(),
+                                agents: config
+                                    .agents
+                                    .iter()
+                                    .filter(|a| a.city == c.id)
+                                    .map(|a| a.id.clone())
+                                    .collect(),
                             },
                         )
                     })
@@ -321,7 +330,7 @@ enum Service {
 #[derive(Debug)]
 pub struct CallRouter {
     media: Arc<MediaContext>,
-    tasks: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<LegEvent>>>,
+    tasks: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<(CallHandle, LegEvent)>>>,
 }
 
 impl CallRouter {
@@ -329,6 +338,15 @@ impl CallRouter {
         CallRouter {
             media,
             tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Send the events of `leg` (a B-leg the task placed) to the task of `task`.
+    fn alias(&self, leg: CallHandle, task: CallHandle) {
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(tx) = tasks.get(&task).cloned()
+        {
+            tasks.insert(leg, tx);
         }
     }
 
@@ -352,7 +370,7 @@ impl CallRouter {
                 if let Ok(mut tasks) = self.tasks.lock() {
                     if let Some(tx) = tasks.get(&call) {
                         // A task that already finished has dropped its receiver: fine.
-                        let _ = tx.send(event);
+                        let _ = tx.send((call, event));
                     }
                     if ended {
                         tasks.remove(&call);
@@ -379,7 +397,7 @@ async fn run_call(
     ctx: Arc<MediaContext>,
     handle: CallHandle,
     incoming: IncomingCall,
-    events: mpsc::UnboundedReceiver<LegEvent>,
+    events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
 ) {
     let Some(service) = ctx.service_for(&incoming) else {
         // 480 rather than 404: the number may be served by another node or later.
@@ -538,6 +556,29 @@ struct CallMedia {
     hangup_at: Option<Instant>,
     /// We asked the endpoint to end the call; waiting for `Ended` until this moment.
     ending_since: Option<Instant>,
+    /// The B-leg to an agent, once dialled.
+    agent: Option<AgentLeg>,
+    /// The IVR handed the call over: ring an agent (async, from the run loop).
+    pending_dial: bool,
+}
+
+/// How long an agent's phone rings before the caller falls back to the queue stand-in.
+const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Our leg to an agent and the bridge to it.
+struct AgentLeg {
+    handle: CallHandle,
+    agent: String,
+    ports: PortPair,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    offer: SessionDescription,
+    session: Option<RtpSession>,
+    negotiated: Option<Negotiated>,
+    to_agent: Option<RelayDirection>,
+    to_caller: Option<RelayDirection>,
+    ring_until: Option<Instant>,
+    ended: bool,
 }
 
 impl CallMedia {
@@ -592,6 +633,8 @@ impl CallMedia {
             media_timeout: ctx.media_timeout,
             hangup_at: Some(now + ctx.max_test_call),
             ending_since: None,
+            agent: None,
+            pending_dial: false,
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -660,6 +703,11 @@ impl CallMedia {
             self.dtmf.poll_timeout(),
             self.recorder.as_ref().map(WavRecorder::poll_timeout),
             self.hotline.as_ref().and_then(|h| h.flow.poll_timeout()),
+            self.agent
+                .as_ref()
+                .and_then(|a| a.session.as_ref())
+                .and_then(RtpSession::poll_timeout),
+            self.agent.as_ref().and_then(|a| a.ring_until),
             self.hotline
                 .as_ref()
                 .and_then(|h| h.message.as_ref())
@@ -673,17 +721,34 @@ impl CallMedia {
         .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
     }
 
-    async fn run(&mut self, mut events: mpsc::UnboundedReceiver<LegEvent>) -> CallEnd {
+    async fn run(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+    ) -> CallEnd {
         let mut buf = [0u8; DATAGRAM];
+        let mut agent_buf = [0u8; DATAGRAM];
         let mut rtcp_buf = [0u8; DATAGRAM];
         loop {
+            if self.pending_dial {
+                self.pending_dial = false;
+                self.dial_agent(Instant::now()).await;
+            }
             let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            let agent_rtp = async {
+                match self.agent.as_ref() {
+                    Some(agent) => agent.rtp.recv_from(&mut agent_buf).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 received = self.rtp.recv_from(&mut buf) => {
-                    if let Ok((n, from)) = received
-                        && let Some(datagram) = buf.get(..n)
-                    {
-                        self.on_rtp(Instant::now(), from, datagram);
+                    if let Ok((n, from)) = received {
+                        self.on_rtp(Instant::now(), from, &mut buf, n);
+                    }
+                }
+                received = agent_rtp => {
+                    if let Ok((n, from)) = received {
+                        self.on_agent_rtp(Instant::now(), from, &mut agent_buf, n);
                     }
                 }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
@@ -695,11 +760,15 @@ impl CallMedia {
                     }
                 }
                 event = events.recv() => match event {
-                    Some(LegEvent::Ended { reason, who_hung_up }) => {
+                    Some((leg, event)) if leg != self.handle => {
+                        self.on_agent_event(Instant::now(), leg, event);
+                    }
+                    Some((_, LegEvent::Ended { reason, who_hung_up })) => {
+                        self.hang_up_agent(Instant::now());
                         return CallEnd::Leg { reason, who: who_hung_up };
                     }
-                    Some(LegEvent::Reinvite { sdp }) => self.on_reinvite(Instant::now(), &sdp),
-                    Some(other) => debug!(handle = %self.handle, ?other, "leg event"),
+                    Some((_, LegEvent::Reinvite { sdp })) => self.on_reinvite(Instant::now(), &sdp),
+                    Some((_, other)) => debug!(handle = %self.handle, ?other, "leg event"),
                     None => return CallEnd::Unconfirmed,
                 },
                 _ = tokio::time::sleep_until(deadline) => {
@@ -711,7 +780,301 @@ impl CallMedia {
         }
     }
 
-    fn on_rtp(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) {
+    /// Ring the first registered agent of the call's city (no ACD yet); without one, the
+    /// queue stand-in holds the caller and hangs up.
+    async fn dial_agent(&mut self, now: Instant) {
+        let handle = self.handle;
+        let city = self.hotline.as_ref().and_then(|h| h.city.clone());
+        let agents: Vec<String> = city
+            .as_ref()
+            .and_then(|c| self.ctx.hotline.as_ref()?.cities.get(c.as_str()))
+            .map(|c| c.agents.clone())
+            .unwrap_or_default();
+        let contacts = self
+            .shell
+            .drive(|ep| ep.agent_contacts(now, &agents))
+            .unwrap_or_default();
+        let Some(contact) = contacts.into_iter().next() else {
+            info!(%handle, city = ?city.as_ref().map(CityId::as_str), "no registered agent in the city");
+            self.hold_then_hang_up(now);
+            return;
+        };
+        let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
+            warn!(%handle, "no RTP ports for the agent leg");
+            self.hold_then_hang_up(now);
+            return;
+        };
+        let local = LocalMedia::g711(
+            self.ctx.public_ip,
+            ports.rtp,
+            u64::from(rand::random::<u32>()),
+            1,
+        );
+        let offer = sdp::offer(&local);
+        let body = Bytes::from(offer.to_string());
+        let caller = self
+            .hotline
+            .as_ref()
+            .map(|h| h.caller.clone())
+            .unwrap_or_default();
+        let shell = self.shell.clone();
+        let dialled = self.shell.drive(|ep| {
+            let leg = ep.call_dial(now, &contact, &caller, body);
+            // Registered while the endpoint is locked: no event of the leg can be lost.
+            shell.calls().alias(leg, handle);
+            leg
+        });
+        let Some(leg) = dialled else {
+            drop((rtp, rtcp));
+            self.ctx.release(ports);
+            self.hold_then_hang_up(now);
+            return;
+        };
+        info!(%handle, agent = %contact.agent, contact = %contact.contact, "ringing agent");
+        self.hangup_at = Some(now + AGENT_RING_TIMEOUT + Duration::from_secs(3600));
+        self.agent = Some(AgentLeg {
+            handle: leg,
+            agent: contact.agent,
+            ports,
+            rtp,
+            rtcp,
+            offer,
+            session: None,
+            negotiated: None,
+            to_agent: None,
+            to_caller: None,
+            ring_until: Some(now + AGENT_RING_TIMEOUT),
+            ended: false,
+        });
+    }
+
+    fn hold_then_hang_up(&mut self, now: Instant) {
+        let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
+        self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+        let queue_hold = self
+            .ctx
+            .hotline
+            .as_ref()
+            .map_or(Duration::from_secs(10), |s| s.queue_hold);
+        self.hangup_at = Some(now + queue_hold);
+    }
+
+    fn on_agent_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_mut().filter(|a| a.handle == leg) else {
+            return;
+        };
+        match event {
+            LegEvent::Answered { sdp: Some(sdp) } => {
+                let negotiated = std::str::from_utf8(&sdp)
+                    .ok()
+                    .and_then(|t| SessionDescription::parse(t).ok())
+                    .and_then(|answer| sdp::parse_answer(&agent.offer, &answer).ok());
+                let Some(negotiated) = negotiated else {
+                    warn!(%handle, "agent's SDP answer unusable; hanging up the agent");
+                    self.shell.drive(|ep| ep.call_hangup(now, leg));
+                    return;
+                };
+                let mut config = RtpSessionConfig::g711(
+                    rand::random(),
+                    rand::random(),
+                    rand::random(),
+                    format!("hotline-{}", leg.0),
+                );
+                config.media_timeout = Some(self.media_timeout);
+                let session = RtpSession::new(
+                    config,
+                    now,
+                    std::time::SystemTime::now(),
+                    negotiated.remote(),
+                );
+                let caller_media = LegMedia::from(&self.negotiated);
+                let agent_media = LegMedia::from(&negotiated);
+                agent.to_agent = Some(RelayDirection::new(
+                    caller_media,
+                    agent_media,
+                    session.ssrc(),
+                    rand::random(),
+                    rand::random(),
+                ));
+                agent.to_caller = Some(RelayDirection::new(
+                    agent_media,
+                    caller_media,
+                    self.session.ssrc(),
+                    rand::random(),
+                    rand::random(),
+                ));
+                agent.session = Some(session);
+                agent.negotiated = Some(negotiated);
+                agent.ring_until = None;
+                let agent_id = agent.agent.clone();
+                self.player = None;
+                self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
+                let wall = self.ctx.clock.now();
+                let date = wall.date_naive();
+                if let Some(h) = self.hotline.as_mut() {
+                    let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
+                    match create_recorder(&path, now, true) {
+                        Ok(r) => {
+                            self.recorder = Some(r);
+                            h.cdr.recording(path.display().to_string());
+                            self.recording = Some(path);
+                        }
+                        Err(e) => warn!(%handle, %e, "call recording not started"),
+                    }
+                    h.cdr.agent_answered(wall, agent_id.clone());
+                }
+                info!(%handle, agent = %agent_id, codec = ?negotiated.codec, "agent answered; bridged");
+            }
+            LegEvent::Ended { reason, .. } => {
+                agent.ended = true;
+                let bridged = agent.session.is_some();
+                info!(%handle, ?reason, bridged, "agent leg ended");
+                if bridged {
+                    let wall = self.ctx.clock.now();
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.hung_up(wall, HangupParty::Agent);
+                    }
+                    self.hangup_at = Some(now);
+                } else {
+                    self.release_agent();
+                    self.hold_then_hang_up(now);
+                }
+            }
+            LegEvent::Reinvite { .. } => {
+                // Hold from the agent's phone is not supported yet: keep the session.
+                self.shell
+                    .drive(|ep| ep.call_reject_reinvite(now, leg, 488));
+            }
+            other => debug!(%handle, ?other, "agent leg event"),
+        }
+    }
+
+    /// End the agent leg (CANCEL or BYE) if it is still up.
+    fn hang_up_agent(&mut self, now: Instant) {
+        if let Some(agent) = self.agent.as_mut()
+            && !agent.ended
+        {
+            agent.ended = true;
+            let leg = agent.handle;
+            self.shell.drive(|ep| ep.call_hangup(now, leg));
+        }
+    }
+
+    fn release_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            let ports = agent.ports;
+            drop(agent);
+            self.ctx.release(ports);
+        }
+    }
+
+    /// RTP from the agent: relayed to the caller in place, recorded on the right channel.
+    fn on_agent_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let (Some(session), Some(relay)) = (agent.session.as_mut(), agent.to_caller.as_mut())
+        else {
+            return;
+        };
+        let accepted = buf
+            .get(..n)
+            .and_then(|d| RtpPacket::parse(d).ok())
+            .is_some_and(|packet| {
+                matches!(
+                    session.receive_rtp(now, from, &packet),
+                    crate::media::rtp::ReceiveOutcome::Accepted { .. }
+                )
+            });
+        if !accepted {
+            return;
+        }
+        let mut pcm = [0i16; DATAGRAM];
+        let relayed = relay.relay(buf, n, Some(&mut pcm));
+        let (len, timestamp, payload_len, decoded) = match relayed {
+            Ok(Relayed::Audio {
+                len,
+                timestamp,
+                payload_len,
+                decoded,
+            }) => (len, timestamp, payload_len, decoded),
+            Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
+            _ => return,
+        };
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) =
+                recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
+        {
+            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
+        }
+        if self.negotiated.is_held() {
+            return;
+        }
+        if let (Some(to), Some(bytes)) = (self.session.remote_rtp(), buf.get(..len))
+            && self.rtp.try_send_to(bytes, to).is_ok()
+        {
+            self.session.record_sent(now, timestamp, payload_len);
+            self.sent += 1;
+        }
+    }
+
+    /// Caller RTP during a bridge: relayed to the agent in place.
+    fn relay_to_agent(&mut self, now: Instant, buf: &mut [u8], n: usize) -> bool {
+        let Some(agent) = self.agent.as_mut() else {
+            return false;
+        };
+        let (Some(session), Some(relay)) = (agent.session.as_mut(), agent.to_agent.as_mut()) else {
+            return false;
+        };
+        let mut pcm = [0i16; DATAGRAM];
+        let (len, timestamp, payload_len, decoded) = match relay.relay(buf, n, Some(&mut pcm)) {
+            Ok(Relayed::Audio {
+                len,
+                timestamp,
+                payload_len,
+                decoded,
+            }) => (len, timestamp, payload_len, decoded),
+            Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
+            _ => return true,
+        };
+        if let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
+            && agent.rtp.try_send_to(bytes, to).is_ok()
+        {
+            session.record_sent(now, timestamp, payload_len);
+        }
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) =
+                recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
+        {
+            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
+        }
+        true
+    }
+
+    fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        let bridged = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.session.is_some() && !a.ended);
+        if bridged {
+            let accepted = buf
+                .get(..n)
+                .and_then(|d| RtpPacket::parse(d).ok())
+                .is_some_and(|packet| {
+                    matches!(
+                        self.session.receive_rtp(now, from, &packet),
+                        crate::media::rtp::ReceiveOutcome::Accepted { .. }
+                    )
+                });
+            if accepted {
+                self.relay_to_agent(now, buf, n);
+            }
+            return;
+        }
+        let Some(datagram) = buf.get(..n) else {
+            return;
+        };
         let Ok(packet) = RtpPacket::parse(datagram) else {
             return;
         };
@@ -858,14 +1221,9 @@ impl CallMedia {
                             "call enqueued (no ACD yet: hold music, then the server hangs up)"
                         );
                     }
-                    let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
-                    self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
-                    let queue_hold = self
-                        .ctx
-                        .hotline
-                        .as_ref()
-                        .map_or(Duration::from_secs(10), |s| s.queue_hold);
-                    self.hangup_at = Some(now + queue_hold);
+                    // Hold music while the agent rings (or until the stand-in hangs up).
+                    self.hold_then_hang_up(now);
+                    self.pending_dial = true;
                 }
                 IvrAction::RingDutyList { category, urgency } => {
                     if let Some(h) = self.hotline.as_mut() {
@@ -1026,8 +1384,50 @@ impl CallMedia {
         self.drive_flow(now);
     }
 
+    fn agent_timers(&mut self, now: Instant) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        if agent.ring_until.is_some_and(|t| now >= t) {
+            agent.ring_until = None;
+            info!(%handle, agent = %agent.agent, "agent did not answer; cancelling");
+            let leg = agent.handle;
+            self.shell.drive(|ep| ep.call_hangup(now, leg));
+        }
+        let Some(session) = agent.session.as_mut() else {
+            return;
+        };
+        session.handle_timeout(now);
+        let mut timed_out = false;
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::RtcpDue => {
+                    let mut out = [0u8; 512];
+                    if let (Ok(len), Some(to)) =
+                        (session.build_rtcp(now, &mut out), session.remote_rtcp())
+                        && let Some(bytes) = out.get(..len)
+                    {
+                        let _ = agent.rtcp.try_send_to(bytes, to);
+                    }
+                }
+                SessionEvent::MediaTimeout { silent_for } => {
+                    info!(%handle, ?silent_for, "media timeout on the agent leg");
+                    timed_out = true;
+                }
+            }
+        }
+        if timed_out && !agent.ended {
+            agent.ended = true;
+            let leg = agent.handle;
+            self.shell.drive(|ep| ep.call_media_timeout(now, leg));
+            self.hangup_at = Some(now);
+        }
+    }
+
     /// Returns true when the task should stop (the end was never confirmed).
     fn on_timers(&mut self, now: Instant) -> bool {
+        self.agent_timers(now);
         self.session.handle_timeout(now);
         while let Some(event) = self.session.poll_event() {
             match event {
@@ -1128,6 +1528,8 @@ impl CallMedia {
     }
 
     fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
+        self.hang_up_agent(now);
+        self.release_agent();
         let caller_hung_up = matches!(
             end,
             CallEnd::Leg {

@@ -120,6 +120,10 @@ impl SipShell {
         shell
     }
 
+    pub(crate) fn calls(&self) -> &CallRouter {
+        &self.calls
+    }
+
     /// Run the endpoint on one input and carry out its outputs; `None` if the endpoint's
     /// lock is poisoned.
     pub(crate) fn drive<R, F: FnOnce(&mut Endpoint) -> R>(self: &Arc<Self>, f: F) -> Option<R> {

@@ -38,7 +38,9 @@ use crate::sip::auth::{
     AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, RateLimitConfig,
     ServerSecret, SourceDecision, Staleness, UserSecret, credentials_for_realm,
 };
-use crate::sip::call_leg::{InboundLeg, LegConfig, LegError, LegEvent, LegOutput};
+use crate::sip::call_leg::{
+    InboundLeg, LegConfig, LegError, LegEvent, LegOutput, OutboundLeg, OutboundParams,
+};
 use crate::sip::dialog::DialogError;
 use crate::sip::message::{
     Message, Method, NameAddr, ParseError, Request, Response, parse_message,
@@ -141,10 +143,100 @@ pub enum CallControlError {
     Leg(#[from] LegError),
 }
 
-/// One inbound call: its leg, where its peer is, and the server transactions it answers.
+/// A call's SIP leg: the caller's (UAS) or ours to an agent (UAC).
+// Both variants are ~2.5 kB; the difference is not worth a box per call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Leg {
+    In(InboundLeg),
+    Out(OutboundLeg),
+}
+
+impl Leg {
+    fn handle_request(&mut self, now: Instant, req: Request) {
+        match self {
+            Leg::In(l) => l.handle_request(now, req),
+            Leg::Out(l) => l.handle_request(now, req),
+        }
+    }
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        match self {
+            Leg::In(l) => l.handle_response(now, resp),
+            Leg::Out(l) => l.handle_response(now, resp),
+        }
+    }
+    fn handle_transaction_timeout(&mut self, now: Instant, method: &Method) {
+        match self {
+            Leg::In(l) => l.handle_transaction_timeout(now, method),
+            Leg::Out(l) => l.handle_transaction_timeout(now, method),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.handle_timeout(now),
+            Leg::Out(l) => l.handle_timeout(now),
+        }
+    }
+    fn poll_output(&mut self) -> Option<LegOutput> {
+        match self {
+            Leg::In(l) => l.poll_output(),
+            Leg::Out(l) => l.poll_output(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Leg::In(l) => l.poll_timeout(),
+            Leg::Out(l) => l.poll_timeout(),
+        }
+    }
+    fn hangup(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.hangup(now),
+            // Before the answer this CANCELs; afterwards it sends BYE.
+            Leg::Out(l) => l.hangup(now),
+        }
+    }
+    fn media_timeout(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.media_timeout(now),
+            Leg::Out(l) => l.media_timeout(now),
+        }
+    }
+    fn answer_reinvite(&mut self, now: Instant, sdp: Bytes) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.answer_reinvite(now, sdp),
+            Leg::Out(l) => l.answer_reinvite(now, sdp),
+        }
+    }
+    fn reject_reinvite(&mut self, now: Instant, status: u16) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.reject_reinvite(now, status),
+            Leg::Out(l) => l.reject_reinvite(now, status),
+        }
+    }
+    fn inbound(&mut self) -> Result<&mut InboundLeg, LegError> {
+        match self {
+            Leg::In(l) => Ok(l),
+            Leg::Out(l) => Err(LegError::WrongState {
+                action: "answer an outbound leg",
+                state: l.state(),
+            }),
+        }
+    }
+}
+
+/// Where an agent can be rung: the contact it registered and the flow it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentContact {
+    pub agent: String,
+    pub contact: crate::sip::message::Uri,
+    pub source: SourceInfo,
+}
+
+/// One call leg: its SIP leg, where its peer is, and the server transactions it answers.
 #[derive(Debug)]
 struct CallEntry {
-    leg: InboundLeg,
+    leg: Leg,
     call_id: String,
     peer: SourceInfo,
     server_transactions: HashMap<TransactionKey, ServerTransaction>,
@@ -431,12 +523,39 @@ impl Endpoint {
             }
         };
         let payload = Bytes::from(resp.to_bytes());
-        if self
+        let call = self.call_client_transactions.get(&key).copied();
+        // RFC 3261 §17.1.1.3: the INVITE client transaction ACKs a 3xx–6xx itself, with
+        // the ACK its user builds.
+        let ack = match (call, key.method()) {
+            (Some(handle), Method::Invite) if resp.status >= 300 => self
+                .calls
+                .get(&handle)
+                .and_then(|e| match &e.leg {
+                    Leg::Out(leg) => Some(ack_for_failure(leg.invite(), &resp)),
+                    Leg::In(_) => None,
+                })
+                .map(|ack| Bytes::from(ack.to_bytes())),
+            _ => None,
+        };
+        let outcome = self
             .transactions
-            .handle_response(now, &key, resp.status, payload, None)
-            == ResponseOutcome::Unmatched
-        {
-            self.metrics.dropped(DropReason::StrayResponse);
+            .handle_response(now, &key, resp.status, payload, ack);
+        if outcome == ResponseOutcome::Unmatched {
+            // A 2xx retransmitted after our INVITE transaction ended: the leg re-ACKs it.
+            let by_call_id = resp
+                .headers
+                .call_id()
+                .ok()
+                .and_then(|id| self.calls_by_id.get(id).copied());
+            match by_call_id {
+                Some(handle) if (200..300).contains(&resp.status) => {
+                    if let Some(entry) = self.calls.get_mut(&handle) {
+                        entry.leg.handle_response(now, resp);
+                    }
+                    self.drain_call(now, handle);
+                }
+                _ => self.metrics.dropped(DropReason::StrayResponse),
+            }
         }
         self.drain_transactions(now);
     }
@@ -946,7 +1065,7 @@ impl Endpoint {
         self.calls.insert(
             handle,
             CallEntry {
-                leg,
+                leg: Leg::In(leg),
                 call_id: call_id.clone(),
                 peer: reply_to,
                 server_transactions,
@@ -989,7 +1108,7 @@ impl Endpoint {
         f: F,
     ) -> Result<(), CallControlError>
     where
-        F: FnOnce(&mut InboundLeg) -> Result<(), LegError>,
+        F: FnOnce(&mut Leg) -> Result<(), LegError>,
     {
         let entry = self
             .calls
@@ -1001,12 +1120,98 @@ impl Endpoint {
         result.map_err(CallControlError::from)
     }
 
+    /// Where the given agents can be rung now (their first live registration each), in
+    /// the order given.
+    pub fn agent_contacts(&self, now: Instant, agents: &[String]) -> Vec<AgentContact> {
+        agents
+            .iter()
+            .filter_map(|agent| {
+                let aor = Aor::new(agent, &self.realm);
+                self.registrar
+                    .lookup(&aor)
+                    .iter()
+                    .find(|b| b.expires_at > now)
+                    .map(|b| AgentContact {
+                        agent: agent.clone(),
+                        contact: b.contact_uri.clone(),
+                        source: b.source,
+                    })
+            })
+            .collect()
+    }
+
+    /// Ring an agent (B2BUA B-leg) with our SDP offer; the call's events (progress,
+    /// answered with the agent's SDP, ended) come back as [`CallEvent::Leg`] on the
+    /// returned handle. `caller` is shown to the agent as the From user.
+    pub fn call_dial(
+        &mut self,
+        now: Instant,
+        target: &AgentContact,
+        caller: &str,
+        sdp_offer: Bytes,
+    ) -> CallHandle {
+        let uri = |user: &str| {
+            crate::sip::message::Uri::parse(&format!("sip:{user}@{}", self.realm)).ok()
+        };
+        let name_addr = |uri: crate::sip::message::Uri| NameAddr {
+            display_name: None,
+            uri,
+            params: Vec::new(),
+        };
+        let fallback = self.local_contact.uri.clone();
+        let from = name_addr(
+            uri(caller)
+                .or_else(|| uri("12348"))
+                .unwrap_or(fallback.clone()),
+        );
+        let to = name_addr(uri(&target.agent).unwrap_or(fallback));
+        let via = crate::sip::dialog::ViaSentBy {
+            transport: target.source.transport.as_str().to_string(),
+            host: self.local_contact.uri.host.clone(),
+            port: self.local_contact.uri.port,
+        };
+        let params = OutboundParams {
+            target: target.contact.clone(),
+            from,
+            to,
+            contact: self.local_contact.clone(),
+            sdp_offer,
+            route: Vec::new(),
+            via,
+            call_id: None,
+        };
+        let seed = rand::RngCore::next_u64(&mut self.rng);
+        let leg = OutboundLeg::new(now, self.leg_config, params, seed);
+        let call_id = leg
+            .invite()
+            .headers
+            .call_id()
+            .unwrap_or_default()
+            .to_string();
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(
+            handle,
+            CallEntry {
+                leg: Leg::Out(leg),
+                call_id: call_id.clone(),
+                peer: target.source,
+                server_transactions: HashMap::new(),
+                remove_at: None,
+            },
+        );
+        self.calls_by_id.insert(call_id, handle);
+        self.drain_call(now, handle);
+        self.drain_transactions(now);
+        handle
+    }
+
     /// 180 Ringing to the caller.
     ///
     /// # Errors
     /// Unknown call, or the INVITE already has its final response.
     pub fn call_ring(&mut self, now: Instant, handle: CallHandle) -> Result<(), CallControlError> {
-        self.with_call(now, handle, |leg| leg.ring(now))
+        self.with_call(now, handle, |leg| leg.inbound()?.ring(now))
     }
 
     /// 200 OK with our SDP answer.
@@ -1019,7 +1224,7 @@ impl Endpoint {
         handle: CallHandle,
         sdp: Bytes,
     ) -> Result<(), CallControlError> {
-        self.with_call(now, handle, |leg| leg.answer(now, sdp))
+        self.with_call(now, handle, |leg| leg.inbound()?.answer(now, sdp))
     }
 
     /// A final 3xx–6xx (488 for no common codec, 404 for an unknown number …).
@@ -1032,7 +1237,7 @@ impl Endpoint {
         handle: CallHandle,
         status: u16,
     ) -> Result<(), CallControlError> {
-        self.with_call(now, handle, |leg| leg.reject(now, status))
+        self.with_call(now, handle, |leg| leg.inbound()?.reject(now, status))
     }
 
     /// Hang up (BYE, or 480 before the answer).
@@ -1125,6 +1330,35 @@ fn header_name(name: &str) -> &'static str {
         "min-expires" => "Min-Expires",
         "retry-after" => "Retry-After",
         _ => "Warning",
+    }
+}
+
+/// The ACK of a failed INVITE (RFC 3261 §17.1.1.3): the INVITE's Request-URI, top Via,
+/// From, Call-ID, CSeq number and Route, with the response's To.
+fn ack_for_failure(invite: &Request, resp: &Response) -> Request {
+    let mut headers = crate::sip::message::Headers::default();
+    for name in ["Via", "Max-Forwards", "From"] {
+        if let Some(value) = invite.headers.get(name) {
+            headers.push(name, value);
+        }
+    }
+    if let Some(to) = resp.headers.get("To") {
+        headers.push("To", to);
+    }
+    if let Some(call_id) = invite.headers.get("Call-ID") {
+        headers.push("Call-ID", call_id);
+    }
+    if let Ok(cseq) = invite.headers.cseq() {
+        headers.push("CSeq", format!("{} ACK", cseq.seq));
+    }
+    for route in invite.headers.get_all("Route") {
+        headers.push("Route", route);
+    }
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        headers,
+        body: Bytes::new(),
     }
 }
 
