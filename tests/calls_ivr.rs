@@ -374,47 +374,13 @@ fn after_hours_on_national_day_a_5s_message_is_due_for_callback_on_october_9() {
     assert!((4500..6000).contains(&duration_ms), "{message}");
 }
 
-fn wav_channels(path: &Path) -> (u16, f64, Vec<f64>) {
-    let mut reader = hound::WavReader::open(path).expect("wav");
-    let spec = reader.spec();
-    let channels = usize::from(spec.channels);
-    let samples: Vec<i16> = reader
-        .samples::<i16>()
-        .map(|s| s.expect("sample"))
-        .collect();
-    let frames = samples.len() / channels.max(1);
-    let rms = (0..channels)
-        .map(|c| {
-            let energy: f64 = samples
-                .iter()
-                .skip(c)
-                .step_by(channels)
-                .map(|s| f64::from(*s).powi(2))
-                .sum();
-            (energy / frames.max(1) as f64).sqrt()
-        })
-        .collect();
-    (
-        spec.channels,
-        frames as f64 / f64::from(spec.sample_rate),
-        rms,
-    )
-}
-
-/// baresip registers as agent 1001 of Jinan and answers automatically; a SIPp caller
-/// talks (looped speech) through the IVR, which hands the call over; the server rings
-/// the agent, bridges the RTP both ways and records both sides in one stereo WAV. The
-/// agent's phone hangs up when its microphone file ends (5.7 s): the server then hangs
-/// up the caller.
-#[test]
-fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo() {
-    let sipp = require("sipp");
+/// baresip as agent 1001 (auto-answer), its microphone the caller-speech WAV; what it
+/// hears is dumped under the returned `heard` directory. Runs for `seconds`.
+fn start_agent(
+    server: &Server,
+    seconds: u32,
+) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<Output>) {
     let baresip = require("baresip");
-    let config = ivr_config().replace(
-        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "digest_algorithms = [\"MD5\"]",
-    ) + "menu = \"beep\"\ndigit_timeout_ms = 1000\nmax_retries = 0\n";
-    let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")]);
     let phone = tempfile::tempdir().expect("tmp");
     let heard = phone.path().join("heard");
     std::fs::create_dir_all(&heard).expect("dir");
@@ -451,10 +417,54 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
             Command::new(baresip)
                 .arg("-f")
                 .arg(&phone_dir)
-                .args(["-t", "15"]),
-            Duration::from_secs(35),
+                .args(["-t", &seconds.to_string()]),
+            Duration::from_secs(u64::from(seconds) + 10),
         )
     });
+    (phone, heard, agent)
+}
+
+fn wav_channels(path: &Path) -> (u16, f64, Vec<f64>) {
+    let mut reader = hound::WavReader::open(path).expect("wav");
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels);
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let frames = samples.len() / channels.max(1);
+    let rms = (0..channels)
+        .map(|c| {
+            let energy: f64 = samples
+                .iter()
+                .skip(c)
+                .step_by(channels)
+                .map(|s| f64::from(*s).powi(2))
+                .sum();
+            (energy / frames.max(1) as f64).sqrt()
+        })
+        .collect();
+    (
+        spec.channels,
+        frames as f64 / f64::from(spec.sample_rate),
+        rms,
+    )
+}
+
+/// baresip registers as agent 1001 of Jinan and answers automatically; a SIPp caller
+/// talks (looped speech) through the IVR, which hands the call over; the server rings
+/// the agent, bridges the RTP both ways and records both sides in one stereo WAV. The
+/// agent's phone hangs up when its microphone file ends (5.7 s): the server then hangs
+/// up the caller.
+#[test]
+fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo() {
+    let sipp = require("sipp");
+    let config = ivr_config().replace(
+        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "digest_algorithms = [\"MD5\"]",
+    ) + "menu = \"beep\"\ndigit_timeout_ms = 1000\nmax_retries = 0\n";
+    let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")]);
+    let (_phone, heard, agent) = start_agent(&server, 15);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("hotline_sip_registrations") == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -549,4 +559,88 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
         heard_rms[0] > 500.0,
         "agent heard speech: rms {heard_rms:?}"
     );
+}
+
+/// After hours (National Day) an urgent caller (9) is put through to the city's duty
+/// list: baresip registered as agent 1001, on Jinan's `duty_list`, answers and talks.
+#[test]
+fn after_hours_urgent_9_rings_the_duty_agent_and_bridges() {
+    let sipp = require("sipp");
+    let config = ivr_config()
+        .replace(
+            "digest_algorithms = [\"MD5\", \"SHA-256\"]",
+            "digest_algorithms = [\"MD5\"]",
+        )
+        .replacen(
+            "numbers = [\"053112348\"]",
+            "numbers = [\"053112348\"]\nduty_list = [\"1001\"]",
+            1,
+        );
+    let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2025-10-01T20:00+08:00")]);
+    let (_phone, heard, agent) = start_agent(&server, 40);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.metric("hotline_sip_registrations") == 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = run_bounded(
+        Command::new(&sipp)
+            .current_dir(cwd.path())
+            .args(["-sf", &path_str(&sipp_scenario("call_ivr_urgent.xml"))])
+            .args([
+                "-s",
+                "12348",
+                "-m",
+                "1",
+                "-i",
+                "127.0.0.1",
+                "-mi",
+                "127.0.0.1",
+            ])
+            .args([
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .args(["-nostdin", "-timeout", "50"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(60),
+    );
+    assert_eq!(
+        out.status,
+        Some(0),
+        "sipp:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(
+        wait_for_log(&server, " cdr ", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    let _ = agent.join();
+    let calls = api_calls(&server, "?path=duty_list");
+    assert_eq!(calls.len(), 1, "{}", server.log());
+    let record = &calls[0]["record"];
+    assert_eq!(record["agent"], "1001", "{record}");
+    assert_eq!(record["urgency"], "urgent", "{record}");
+    assert_eq!(record["hung_up_first"], "agent", "{record}");
+    let path: Vec<&str> = record["path"]
+        .as_array()
+        .expect("path")
+        .iter()
+        .filter_map(|p| p.as_str())
+        .collect();
+    assert_eq!(path, ["ivr", "after_hours", "duty_list"], "{record}");
+    // The duty agent's voice reached the caller's side of the recording.
+    let recording = server
+        .dir
+        .path()
+        .join(record["recordings"][0].as_str().expect("recording"));
+    let (channels, _, rms) = wav_channels(&recording);
+    assert_eq!(channels, 2);
+    assert!(rms[1] > 500.0, "agent side recorded: {rms:?}");
+    assert!(heard.is_dir());
 }

@@ -559,7 +559,16 @@ struct CallMedia {
     /// The B-leg to an agent, once dialled.
     agent: Option<AgentLeg>,
     /// The IVR handed the call over: ring an agent (async, from the run loop).
-    pending_dial: bool,
+    pending_dial: Option<DialFor>,
+}
+
+/// Why an agent is rung, and so what happens when nobody answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DialFor {
+    /// The city's agents (in hours); nobody → the queue stand-in.
+    Queue,
+    /// The city's after-hours duty list (urgent); nobody → the IVR offers a message.
+    DutyList,
 }
 
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
@@ -567,6 +576,7 @@ const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Our leg to an agent and the bridge to it.
 struct AgentLeg {
+    reason: DialFor,
     handle: CallHandle,
     agent: String,
     ports: PortPair,
@@ -634,7 +644,7 @@ impl CallMedia {
             hangup_at: Some(now + ctx.max_test_call),
             ending_since: None,
             agent: None,
-            pending_dial: false,
+            pending_dial: None,
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -729,9 +739,8 @@ impl CallMedia {
         let mut agent_buf = [0u8; DATAGRAM];
         let mut rtcp_buf = [0u8; DATAGRAM];
         loop {
-            if self.pending_dial {
-                self.pending_dial = false;
-                self.dial_agent(Instant::now()).await;
+            if let Some(reason) = self.pending_dial.take() {
+                self.dial_agent(Instant::now(), reason).await;
             }
             let deadline = tokio::time::Instant::from_std(self.next_deadline());
             let agent_rtp = async {
@@ -782,13 +791,16 @@ impl CallMedia {
 
     /// Ring the first registered agent of the call's city (no ACD yet); without one, the
     /// queue stand-in holds the caller and hangs up.
-    async fn dial_agent(&mut self, now: Instant) {
+    async fn dial_agent(&mut self, now: Instant, reason: DialFor) {
         let handle = self.handle;
         let city = self.hotline.as_ref().and_then(|h| h.city.clone());
         let agents: Vec<String> = city
             .as_ref()
             .and_then(|c| self.ctx.hotline.as_ref()?.cities.get(c.as_str()))
-            .map(|c| c.agents.clone())
+            .map(|c| match reason {
+                DialFor::Queue => c.agents.clone(),
+                DialFor::DutyList => c.duty_list.clone(),
+            })
             .unwrap_or_default();
         let contacts = self
             .shell
@@ -796,12 +808,12 @@ impl CallMedia {
             .unwrap_or_default();
         let Some(contact) = contacts.into_iter().next() else {
             info!(%handle, city = ?city.as_ref().map(CityId::as_str), "no registered agent in the city");
-            self.hold_then_hang_up(now);
+            self.nobody_answered(now, reason);
             return;
         };
         let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
             warn!(%handle, "no RTP ports for the agent leg");
-            self.hold_then_hang_up(now);
+            self.nobody_answered(now, reason);
             return;
         };
         let local = LocalMedia::g711(
@@ -827,12 +839,17 @@ impl CallMedia {
         let Some(leg) = dialled else {
             drop((rtp, rtcp));
             self.ctx.release(ports);
-            self.hold_then_hang_up(now);
+            self.nobody_answered(now, reason);
             return;
         };
-        info!(%handle, agent = %contact.agent, contact = %contact.contact, "ringing agent");
+        info!(%handle, agent = %contact.agent, contact = %contact.contact, ?reason, "ringing agent");
+        if reason == DialFor::DutyList {
+            let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
+            self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+        }
         self.hangup_at = Some(now + AGENT_RING_TIMEOUT + Duration::from_secs(3600));
         self.agent = Some(AgentLeg {
+            reason,
             handle: leg,
             agent: contact.agent,
             ports,
@@ -846,6 +863,20 @@ impl CallMedia {
             ring_until: Some(now + AGENT_RING_TIMEOUT),
             ended: false,
         });
+    }
+
+    /// Nobody (registered) answered: the queue stand-in, or a voice message after hours.
+    fn nobody_answered(&mut self, now: Instant, reason: DialFor) {
+        match reason {
+            DialFor::Queue => self.hold_then_hang_up(now),
+            DialFor::DutyList => {
+                self.player = None;
+                if let Some(h) = self.hotline.as_mut() {
+                    h.flow.handle(now, IvrInput::DutyListUnavailable);
+                }
+                self.drive_flow(now);
+            }
+        }
     }
 
     fn hold_then_hang_up(&mut self, now: Instant) {
@@ -937,8 +968,9 @@ impl CallMedia {
                     }
                     self.hangup_at = Some(now);
                 } else {
+                    let reason = agent.reason;
                     self.release_agent();
-                    self.hold_then_hang_up(now);
+                    self.nobody_answered(now, reason);
                 }
             }
             LegEvent::Reinvite { .. } => {
@@ -1223,14 +1255,14 @@ impl CallMedia {
                     }
                     // Hold music while the agent rings (or until the stand-in hangs up).
                     self.hold_then_hang_up(now);
-                    self.pending_dial = true;
+                    self.pending_dial = Some(DialFor::Queue);
                 }
                 IvrAction::RingDutyList { category, urgency } => {
                     if let Some(h) = self.hotline.as_mut() {
                         h.cdr.category(category, urgency);
-                        warn!(%handle, "ringing the duty list is not implemented yet; offering a voice message");
-                        h.flow.handle(now, IvrInput::DutyListUnavailable);
+                        info!(%handle, ?category, ?urgency, "urgent after hours: ringing the duty list");
                     }
+                    self.pending_dial = Some(DialFor::DutyList);
                 }
                 IvrAction::CreateVoiceMessageOrder {
                     category,
