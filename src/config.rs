@@ -316,6 +316,35 @@ impl Config {
                 "must be even, >= 1024 and below media.rtp_port_max".into(),
             );
         }
+        let agent_ids: HashSet<&str> = self.agents.iter().map(|a| a.id.as_str()).collect();
+        for (i, c) in self.cities.iter().enumerate() {
+            for id in &c.duty_list {
+                if !agent_ids.contains(id.as_str()) {
+                    add(
+                        format!("cities[{i}].duty_list"),
+                        format!("{id:?} is not an agent id"),
+                    );
+                }
+            }
+            if let Some(Err(e)) = c
+                .hours
+                .as_ref()
+                .map(crate::ivr::hours::WorkingHours::validate)
+            {
+                add(format!("cities[{i}].hours"), e.to_string());
+            }
+        }
+        if !self.cities.is_empty()
+            && !self
+                .cities
+                .iter()
+                .any(|c| c.id == self.calls.province_center)
+        {
+            add(
+                "calls.province_center".into(),
+                format!("{:?} is not a city id", self.calls.province_center),
+            );
+        }
         let mut extension_numbers = HashSet::new();
         for (i, e) in self.test_extensions.iter().enumerate() {
             if e.number.trim().is_empty() || !extension_numbers.insert(e.number.clone()) {

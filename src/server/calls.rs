@@ -1700,3 +1700,143 @@ fn snake_name<T: serde::Serialize>(value: &T) -> String {
         _ => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[server]
+domain = "hotline.test"
+
+[[cities]]
+id = "jinan"
+name = "济南"
+area_codes = ["0531"]
+numbers = ["053112348"]
+duty_list = ["1001"]
+hours = { periods = [{ start = "08:30", end = "12:00" }], days = "working_days" }
+
+[[agents]]
+id = "1001"
+name = "a"
+city = "jinan"
+password = "pw"
+roles = ["agent"]
+"#;
+
+    fn context(config: &Config) -> MediaContext {
+        let calendar = Calendar::load(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/calendar/cn-workdays.toml"),
+        )
+        .expect("calendar");
+        MediaContext::from_config(
+            config,
+            "127.0.0.1:5060".parse().expect("addr"),
+            WallClock::default(),
+            Arc::new(calendar),
+            None,
+        )
+        .expect("context")
+    }
+
+    #[test]
+    fn hotline_numbers_match_with_any_prefix_and_only_for_trunks() {
+        let config = Config::from_toml(CONFIG).expect("config");
+        let ctx = context(&config);
+        let setup = ctx.hotline.as_ref().expect("hotline");
+        for dialled in ["12348", "053112348", "+8653112348", "0531-12348"] {
+            assert!(setup.serves(dialled), "{dialled}");
+        }
+        for dialled in ["", "123", "12349", "echo"] {
+            assert!(!setup.serves(dialled), "{dialled}");
+        }
+        let mut call = IncomingCall {
+            call_id: "x".into(),
+            dialled: "12348".into(),
+            caller: "053188886666".into(),
+            to_user: "12348".into(),
+            source: crate::sip::endpoint::SourceInfo {
+                addr: "127.0.0.1:5070".parse().expect("addr"),
+                transport: crate::sip::endpoint::Transport::Udp,
+            },
+            origin: crate::sip::endpoint::CallOrigin::Trunk,
+            sdp: Bytes::new(),
+        };
+        assert!(matches!(ctx.service_for(&call), Some(Service::Hotline)));
+        call.origin = crate::sip::endpoint::CallOrigin::Agent("1001".into());
+        assert!(
+            ctx.service_for(&call).is_none(),
+            "agents' phones do not reach the IVR"
+        );
+    }
+
+    #[test]
+    fn city_hours_from_config_decide_open_on_the_calendar() {
+        let config = Config::from_toml(CONFIG).expect("config");
+        let ctx = context(&config);
+        let setup = ctx.hotline.as_ref().expect("hotline");
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("time");
+        let jinan = CityId::new("jinan");
+        // 08:45 on a working day: open under Jinan's own hours (default would be closed).
+        assert!(
+            setup
+                .city_info(&jinan, at("2026-02-14T08:45:00+08:00"))
+                .open_status
+                .open
+        );
+        // The afternoon is not in Jinan's hours.
+        assert!(
+            !setup
+                .city_info(&jinan, at("2026-02-13T14:00:00+08:00"))
+                .open_status
+                .open
+        );
+        // National Day.
+        assert!(
+            !setup
+                .city_info(&jinan, at("2025-10-01T10:00:00+08:00"))
+                .open_status
+                .open
+        );
+        assert!(
+            setup
+                .city_info(&jinan, at("2025-10-01T10:00:00+08:00"))
+                .has_duty_list
+        );
+        assert_eq!(
+            setup.cities.get("jinan").map(|c| c.agents.clone()),
+            Some(vec!["1001".to_string()])
+        );
+    }
+
+    #[test]
+    fn duty_list_must_name_agents_and_province_center_a_city() {
+        let bad = CONFIG.replace("duty_list = [\"1001\"]", "duty_list = [\"9999\"]");
+        let problems = Config::from_toml(&bad).expect_err("unknown agent");
+        assert!(
+            problems.iter().any(|p| p.path == "cities[0].duty_list"),
+            "{problems:?}"
+        );
+        let bad = format!("{CONFIG}\n[calls]\nprovince_center = \"atlantis\"\n");
+        let problems = Config::from_toml(&bad).expect_err("unknown city");
+        assert!(
+            problems.iter().any(|p| p.path == "calls.province_center"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn fake_clock_reads_the_given_moment_and_advances() {
+        let start =
+            chrono::DateTime::parse_from_rfc3339("2025-10-01T10:00:00+08:00").expect("time");
+        let clock = WallClock::starting_at(start);
+        let now = clock.now();
+        assert!(
+            now >= start && now - start < chrono::Duration::seconds(5),
+            "{now}"
+        );
+        assert_eq!(now.offset().local_minus_utc(), 8 * 3600);
+    }
+}
