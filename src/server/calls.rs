@@ -1727,7 +1727,7 @@ roles = ["agent"]
 
     fn context(config: &Config) -> MediaContext {
         let calendar = Calendar::load(
-            &std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
                 .join("config/calendar/cn-workdays.toml"),
         )
         .expect("calendar");
