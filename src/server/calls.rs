@@ -1611,6 +1611,34 @@ impl CallMedia {
     }
 }
 
+/// Fix the headers of recordings a crash left open (start-up, in the background): every
+/// WAV under `dir` whose sizes do not cover its data is repaired; returns how many.
+pub fn repair_recordings(dir: &std::path::Path) -> usize {
+    let mut repaired = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "wav") {
+                match crate::media::recorder::repair_wav(&path) {
+                    Ok(crate::media::recorder::RepairOutcome::Repaired { data_bytes }) => {
+                        warn!(path = %path.display(), data_bytes, "recording repaired after a crash");
+                        repaired += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(path = %path.display(), %e, "recording cannot be repaired"),
+                }
+            }
+        }
+    }
+    repaired
+}
+
 /// Create the directories and a mono (voice message) or stereo (call) WAV recorder.
 fn create_recorder(
     path: &std::path::Path,
@@ -1825,6 +1853,32 @@ roles = ["agent"]
             problems.iter().any(|p| p.path == "calls.province_center"),
             "{problems:?}"
         );
+    }
+
+    #[test]
+    fn recordings_left_open_by_a_crash_are_repaired_at_start_up() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("2026/02/14/crashed.wav");
+        let t0 = Instant::now();
+        let recorder = create_recorder(&path, t0, false).expect("recorder");
+        // Crash right after the audio reached the disk but before the header was patched:
+        // the header still says "no data".
+        std::mem::forget(recorder);
+        let audio: Vec<u8> = (0..8000i16)
+            .flat_map(|i| ((i % 40) * 500).to_le_bytes())
+            .collect();
+        std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open"),
+            &audio,
+        )
+        .expect("append");
+        assert_eq!(repair_recordings(dir.path()), 1);
+        let reader = hound::WavReader::open(&path).expect("playable after repair");
+        assert!(reader.duration() > 4000, "{} samples", reader.duration());
+        assert_eq!(repair_recordings(dir.path()), 0, "nothing left to repair");
     }
 
     #[test]

@@ -68,6 +68,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         }
     })?;
+    let recordings = config.server.recordings_dir.clone();
+    tokio::task::spawn_blocking(move || calls::repair_recordings(&recordings));
     let metrics = Arc::new(Metrics::default());
     let calendar = crate::calendar::Calendar::load(&config.server.calendar).map_err(|source| {
         ServeError::Calendar {
