@@ -122,12 +122,14 @@ PY
 SUCCESS=$(stat "SuccessfulCall(C)")
 FAILED=$(stat "FailedCall(C)")
 RECORDINGS=$(find "$WORK/recordings" -name '*.wav' 2>/dev/null | wc -l)
+# Seconds of audio in the recordings (min / max): checks the RTP really flowed all along.
+DURATIONS=$(find "$WORK/recordings" -name '*.wav' -exec soxi -D {} \; 2>/dev/null | sort -n | sed -n '1p;$p' | tr '\n' ' ')
 
 echo "calls=$CALLS hold=${HOLD}s extension=$EXT binary=$BIN"
 echo "concurrent_calls_during_hold=$ACTIVE"
 echo "cpu_percent_of_one_core=$CPU (server, over ${WINDOW}s with all calls up)"
 echo "rss_idle_kb=$RSS0 rss_loaded_kb=$RSS1 rss_per_call_kb=$PER_CALL"
-echo "sipp_successful=$SUCCESS sipp_failed=$FAILED recordings=$RECORDINGS"
+echo "sipp_successful=$SUCCESS sipp_failed=$FAILED recordings=$RECORDINGS recording_seconds_min_max=$DURATIONS"
 if [[ $SUCCESS == "?" || $SUCCESS == 0 ]]; then
   echo "--- sipp output"; tail -20 "$WORK/sipp.out"; ls "$WORK"
 fi
