@@ -371,10 +371,11 @@ impl RawCall {
     }
 
     fn bye(&self) -> Option<u16> {
-        self.in_dialog("BYE", 2);
+        // Above any CSeq a test used for re-INVITEs.
+        self.in_dialog("BYE", 20);
         loop {
             let resp = self.sip.recv()?;
-            if resp.contains("CSeq: 2 BYE") {
+            if resp.contains("CSeq: 20 BYE") {
                 return Some(status_of(&resp));
             }
         }
@@ -475,4 +476,56 @@ fn silent_caller_is_hung_up_by_media_timeout_and_ports_are_released() {
         let call = RawCall::start(&server, "echo", "8").expect("answered: ports were released");
         assert_eq!(call.bye(), Some(200));
     }
+}
+
+/// The caller puts the call on hold (re-INVITE with `a=sendonly`): we answer `recvonly`,
+/// stop expecting RTP (no media timeout while held), and resume on the next re-INVITE.
+#[test]
+fn hold_by_reinvite_is_answered_recvonly_and_suspends_the_media_timeout() {
+    let server = Server::start_with(&media_config(), &[]);
+    let call = RawCall::start(&server, "echo", "8").expect("answered");
+    let reinvite = |cseq: u32, direction: &str| {
+        let sdp = format!(
+            "v=0\r\no=raw 1 {cseq} IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+             m=audio {} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na={direction}\r\n",
+            call.rtp.local_addr().expect("addr").port()
+        );
+        call.sip.send(&format!(
+            "INVITE sip:hotline@{server} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-re{cseq}-{id};rport\n\
+             Max-Forwards: 70\nFrom: <sip:053188886666@127.0.0.1>;tag=raw\n\
+             To: <sip:echo@{server}>;tag={tag}\nCall-ID: {id}\nCSeq: {cseq} INVITE\n\
+             Contact: <sip:caller@{local}>\nContent-Type: application/sdp\nContent-Length: {len}\n\n{sdp}",
+            server = call.sip.server,
+            local = call.sip.local(),
+            tag = call.to_tag,
+            id = call.call_id,
+            len = sdp.len(),
+        ));
+        let answer = loop {
+            let resp = call.sip.recv().expect("answer to re-INVITE");
+            if resp.contains(&format!("CSeq: {cseq} INVITE")) && status_of(&resp) >= 200 {
+                break resp;
+            }
+        };
+        call.in_dialog("ACK", cseq);
+        answer
+    };
+    let held = reinvite(2, "sendonly");
+    assert_eq!(status_of(&held), 200, "{held}");
+    assert!(held.contains("a=recvonly"), "{held}");
+    // Held for longer than media_timeout_secs (4 s) without RTP: no BYE.
+    let quiet_until = Instant::now() + Duration::from_secs(6);
+    while Instant::now() < quiet_until {
+        if let Some(msg) = call.sip.recv() {
+            assert!(
+                !msg.starts_with("BYE "),
+                "hung up while held:\n{}",
+                server.log()
+            );
+        }
+    }
+    let resumed = reinvite(3, "sendrecv");
+    assert_eq!(status_of(&resumed), 200, "{resumed}");
+    assert!(resumed.contains("a=sendrecv"), "{resumed}");
+    assert_eq!(call.bye(), Some(200));
 }
