@@ -179,8 +179,20 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn calls_are_listed_newest_first_with_filters_and_voice_messages() {
+    async fn calls_are_listed_newest_first_with_filters_and_voice_messages_sqlite() {
         let (store, _dir) = crate::store::test_support::sqlite().await;
+        exercise(&store).await;
+    }
+
+    #[tokio::test]
+    async fn calls_are_listed_newest_first_with_filters_and_voice_messages_postgres() {
+        let Some(store) = crate::store::test_support::postgres().await else {
+            return;
+        };
+        exercise(&store).await;
+    }
+
+    async fn exercise(store: &Store) {
         let first = record("a", "2026-02-14T10:00:00+08:00");
         let second = record("b", "2026-02-14T11:00:00+08:00");
         assert!(first.path.contains(&CallPath::Queue));
