@@ -29,6 +29,14 @@ pub struct Config {
     pub users: Vec<UserConfig>,
     #[serde(default)]
     pub routing: Vec<RoutingConfig>,
+    #[serde(default)]
+    pub media: MediaConfig,
+    #[serde(default)]
+    pub test_extensions: Vec<TestExtensionConfig>,
+    #[serde(default)]
+    pub calls: CallsConfig,
+    #[serde(default)]
+    pub ivr: crate::ivr::flow::IvrConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -149,6 +157,13 @@ pub struct CityConfig {
     /// Numbers dialled to reach this city's center, e.g. "053112348".
     #[serde(default)]
     pub numbers: Vec<String>,
+    /// Published working hours; default Mon–Fri 09:00–12:00, 13:30–17:30 on the
+    /// calendar's working days.
+    #[serde(default)]
+    pub hours: Option<crate::ivr::hours::WorkingHours>,
+    /// Agent ids rung for urgent calls after hours (empty: no duty list).
+    #[serde(default)]
+    pub duty_list: Vec<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -296,6 +311,53 @@ impl Config {
             add("server.domain".into(), "must not be empty".into());
         }
         let sip = &self.sip;
+        if self.media.rtp_port_min % 2 != 0
+            || self.media.rtp_port_max <= self.media.rtp_port_min
+            || self.media.rtp_port_min < 1024
+        {
+            add(
+                "media.rtp_port_min".into(),
+                "must be even, >= 1024 and below media.rtp_port_max".into(),
+            );
+        }
+        let agent_ids: HashSet<&str> = self.agents.iter().map(|a| a.id.as_str()).collect();
+        for (i, c) in self.cities.iter().enumerate() {
+            for id in &c.duty_list {
+                if !agent_ids.contains(id.as_str()) {
+                    add(
+                        format!("cities[{i}].duty_list"),
+                        format!("{id:?} is not an agent id"),
+                    );
+                }
+            }
+            if let Some(Err(e)) = c
+                .hours
+                .as_ref()
+                .map(crate::ivr::hours::WorkingHours::validate)
+            {
+                add(format!("cities[{i}].hours"), e.to_string());
+            }
+        }
+        if !self.cities.is_empty()
+            && !self
+                .cities
+                .iter()
+                .any(|c| c.id == self.calls.province_center)
+        {
+            add(
+                "calls.province_center".into(),
+                format!("{:?} is not a city id", self.calls.province_center),
+            );
+        }
+        let mut extension_numbers = HashSet::new();
+        for (i, e) in self.test_extensions.iter().enumerate() {
+            if e.number.trim().is_empty() || !extension_numbers.insert(e.number.clone()) {
+                add(
+                    format!("test_extensions[{i}].number"),
+                    "must be non-empty and unique".into(),
+                );
+            }
+        }
         if sip.t1_ms == 0 || sip.t2_ms < sip.t1_ms {
             add("sip.t2_ms".into(), "T1 must be > 0 and T2 >= T1".into());
         }
@@ -543,6 +605,133 @@ fn locate(text: &str, doc: &toml::de::DeTable<'_>, path: &str) -> Option<usize> 
         table = None;
     }
     span.map(|s| line_of(text, s))
+}
+
+/// The media plane: RTP ports and addresses, media timeout.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    /// First RTP port (even); each call leg takes an RTP/RTCP pair.
+    #[serde(default = "default_rtp_port_min")]
+    pub rtp_port_min: u16,
+    /// Last port of the range (inclusive).
+    #[serde(default = "default_rtp_port_max")]
+    pub rtp_port_max: u16,
+    /// No RTP from the caller for this long ends the call (reason `media-timeout`).
+    #[serde(default = "default_media_timeout_secs")]
+    pub media_timeout_secs: u64,
+    /// Address RTP sockets bind to; default: the SIP listen IP.
+    #[serde(default)]
+    pub bind_address: Option<IpAddr>,
+    /// Address advertised in SDP (`c=`); default: the bind address (or, for a wildcard
+    /// bind, the SIP listen IP; 127.0.0.1 if that is a wildcard too).
+    #[serde(default)]
+    pub public_address: Option<IpAddr>,
+    /// Prompt WAV files (8 kHz mono 16-bit).
+    #[serde(default = "default_prompts_dir")]
+    pub prompts_dir: PathBuf,
+    /// Longest test-extension call (seconds) before the server hangs up.
+    #[serde(default = "default_max_test_call_secs")]
+    pub max_test_call_secs: u64,
+}
+
+fn default_rtp_port_min() -> u16 {
+    20000
+}
+fn default_rtp_port_max() -> u16 {
+    29999
+}
+fn default_media_timeout_secs() -> u64 {
+    30
+}
+fn default_prompts_dir() -> PathBuf {
+    PathBuf::from("config/prompts/zh")
+}
+fn default_max_test_call_secs() -> u64 {
+    300
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            rtp_port_min: default_rtp_port_min(),
+            rtp_port_max: default_rtp_port_max(),
+            media_timeout_secs: default_media_timeout_secs(),
+            bind_address: None,
+            public_address: None,
+            prompts_dir: default_prompts_dir(),
+            max_test_call_secs: default_max_test_call_secs(),
+        }
+    }
+}
+
+/// A test extension: reachable only from trunks and authenticated agents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TestExtensionConfig {
+    /// The number dialled (Request-URI user), e.g. "echo" or "9196".
+    pub number: String,
+    pub kind: TestExtensionKind,
+    /// `play`: the WAV to play (relative to `media.prompts_dir`), default the greeting.
+    #[serde(default)]
+    pub prompt: Option<PathBuf>,
+    /// `record`: stereo (caller left, what we sent right) instead of mono.
+    #[serde(default)]
+    pub stereo: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TestExtensionKind {
+    /// RTP is sent back to the caller.
+    Echo,
+    /// A prompt is played, then the call ends.
+    Play,
+    /// The caller is recorded under `recordings/YYYY/MM/DD/<call-id>.wav`.
+    Record,
+    /// Digits heard (RFC 4733 and in-band) are logged.
+    Dtmf,
+}
+
+/// Inbound hotline calls: which numbers are the hotline, city fallback, queue stand-in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallsConfig {
+    /// Dialled numbers (digits, any prefix such as an area code or +86) ending with one of
+    /// these reach the hotline IVR.
+    #[serde(default = "default_service_numbers")]
+    pub service_numbers: Vec<String>,
+    /// City answering calls whose city cannot be resolved.
+    #[serde(default = "default_province_center")]
+    pub province_center: String,
+    /// Mobile prefix (号段) → city table; none: mobile callers go through the city menu.
+    #[serde(default)]
+    pub mobile_prefixes: Option<PathBuf>,
+    /// Until the ACD exists: how long a queued caller hears hold music before the
+    /// server hangs up.
+    #[serde(default = "default_queue_hold_secs")]
+    pub queue_hold_secs: u64,
+}
+
+fn default_service_numbers() -> Vec<String> {
+    vec!["12348".into()]
+}
+fn default_province_center() -> String {
+    "jinan".into()
+}
+fn default_queue_hold_secs() -> u64 {
+    10
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            service_numbers: default_service_numbers(),
+            province_center: default_province_center(),
+            mobile_prefixes: None,
+            queue_hold_secs: default_queue_hold_secs(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,6 +14,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use std::sync::Arc;
 
+pub mod calls;
+
 use crate::server::metrics::Metrics;
 use crate::store::Store;
 
@@ -32,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
+        .route("/api/calls", get(calls::list))
         .merge(orders::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)

@@ -1,5 +1,6 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
+pub mod calls;
 pub mod metrics;
 pub mod reminders;
 pub mod sip;
@@ -43,6 +44,10 @@ pub enum ServeError {
     },
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
+    #[error("media plane")]
+    Media(#[source] calls::MediaSetupError),
+    #[error("HOTLINE_FAKE_NOW {0:?} is not a time like 2026-02-14T10:00+08:00")]
+    FakeNow(String),
     #[error("cannot create the recordings directory {path}")]
     Recordings {
         path: std::path::PathBuf,
@@ -64,6 +69,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         }
     })?;
+    let recordings = config.server.recordings_dir.clone();
+    tokio::task::spawn_blocking(move || calls::repair_recordings(&recordings));
     let metrics = Arc::new(Metrics::default());
     let calendar = crate::calendar::Calendar::load(&config.server.calendar).map_err(|source| {
         ServeError::Calendar {
@@ -109,6 +116,24 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
 
+    let clock = match std::env::var("HOTLINE_FAKE_NOW") {
+        Ok(text) => {
+            let fake = chrono::DateTime::parse_from_rfc3339(&text)
+                .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
+                .map_err(|_| ServeError::FakeNow(text.clone()))?;
+            warn!(now = %fake, "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
+            calls::WallClock::starting_at(fake)
+        }
+        Err(_) => calls::WallClock::default(),
+    };
+    let media = calls::MediaContext::from_config(
+        &config,
+        sip_local,
+        clock,
+        Arc::new(calendar.clone()),
+        Some(store.clone()),
+    )
+    .map_err(ServeError::Media)?;
     let shutdown = Shutdown::default();
     let _shell = SipShell::start(
         sockets,
@@ -118,6 +143,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         config.sip.max_tcp_connections_per_source,
         Duration::from_secs(config.sip.tcp_idle_timeout_secs),
         shutdown.clone(),
+        Arc::new(media),
     );
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 

@@ -13,6 +13,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::server::calls::{CallRouter, MediaContext};
 use crate::server::metrics::{DropReason, Metrics};
 use crate::sip::endpoint::{Endpoint, Output, SourceInfo, StoreOp, Transport};
 use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
@@ -62,6 +63,7 @@ pub struct SipShell {
     store_tx: mpsc::Sender<StoreOp>,
     max_per_source: usize,
     idle_timeout: Duration,
+    calls: CallRouter,
 }
 
 /// Bound sockets, so the caller knows the real ports (tests bind port 0).
@@ -84,6 +86,7 @@ impl SipSockets {
 }
 
 impl SipShell {
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         sockets: SipSockets,
         endpoint: Endpoint,
@@ -92,8 +95,13 @@ impl SipShell {
         max_per_source: usize,
         idle_timeout: Duration,
         shutdown: Shutdown,
+        media: Arc<MediaContext>,
     ) -> Arc<SipShell> {
         let (store_tx, store_rx) = mpsc::channel(10_000);
+        let mut endpoint = endpoint;
+        if let Ok(local) = sockets.udp.local_addr() {
+            endpoint.set_local_addr(local);
+        }
         let shell = Arc::new(SipShell {
             endpoint: Arc::new(Mutex::new(endpoint)),
             metrics,
@@ -103,6 +111,7 @@ impl SipShell {
             store_tx,
             max_per_source,
             idle_timeout,
+            calls: CallRouter::new(media),
         });
         tokio::spawn(persist_loop(store, store_rx));
         tokio::spawn(shell.clone().udp_loop(shutdown.clone()));
@@ -111,19 +120,25 @@ impl SipShell {
         shell
     }
 
-    /// Run the endpoint on one input and carry out its outputs.
-    fn drive<F: FnOnce(&mut Endpoint)>(self: &Arc<Self>, f: F) {
-        let outputs: Vec<Output> = {
+    pub(crate) fn calls(&self) -> &CallRouter {
+        &self.calls
+    }
+
+    /// Run the endpoint on one input and carry out its outputs; `None` if the endpoint's
+    /// lock is poisoned.
+    pub(crate) fn drive<R, F: FnOnce(&mut Endpoint) -> R>(self: &Arc<Self>, f: F) -> Option<R> {
+        let (result, outputs): (R, Vec<Output>) = {
             let Ok(mut ep) = self.endpoint.lock() else {
-                return;
+                return None;
             };
-            f(&mut ep);
-            std::iter::from_fn(|| ep.poll_output()).collect()
+            let result = f(&mut ep);
+            (result, std::iter::from_fn(|| ep.poll_output()).collect())
         };
         for out in outputs {
             self.perform(out);
         }
         self.wake_timer.notify_one();
+        Some(result)
     }
 
     fn perform(self: &Arc<Self>, out: Output) {
@@ -161,6 +176,7 @@ impl SipShell {
                     warn!("persistence queue full: a registration change was not stored");
                 }
             }
+            Output::Call { call, event } => self.calls.dispatch(self, call, event),
         }
     }
 

@@ -7,11 +7,21 @@
 //! 3. the transaction layer absorbs retransmissions (answered from the stored response);
 //! 4. validation (RFC 3261 §8.2: 416, 420, …) comes before authentication and routing, so
 //!    a malformed request gets its 400, never a digest challenge;
-//! 5. per method: OPTIONS 200; REGISTER digest auth then the registrar; everything else is
-//!    refused with the status RFC 3261 gives it until the call layers exist.
+//! 5. per method: OPTIONS 200; REGISTER digest auth then the registrar; a new INVITE from
+//!    a trunk (or from a digest-authenticated agent to a test extension) becomes a call;
+//!    requests of a known call (by Call-ID: ACK, BYE, CANCEL, re-INVITE …) go to its
+//!    [`InboundLeg`]; everything else is refused with the status RFC 3261 gives it.
 //!
 //! Feed it with [`Endpoint::handle_message`] / [`Endpoint::handle_timeout`], then drain
 //! [`Endpoint::poll_output`]; sleep until [`Endpoint::poll_timeout`].
+//!
+//! Calls: each new call is announced as [`Output::Call`] with [`CallEvent::Incoming`]; the
+//! shell answers through `call_ring` / `call_answer` / `call_reject`, ends it with
+//! `call_hangup` / `call_media_timeout`, and hears every later leg event (re-INVITE,
+//! confirmed, exactly one `Ended`) as [`CallEvent::Leg`]. Responses of a leg go through the
+//! server transaction they answer (a 2xx retransmission straight to the transport);
+//! requests of a leg (BYE …) get a client transaction whose events come back to the leg.
+//! An ended call lingers 64·T1 to absorb stragglers, then is forgotten.
 
 use bytes::Bytes;
 use rand::SeedableRng;
@@ -28,14 +38,20 @@ use crate::sip::auth::{
     AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, RateLimitConfig,
     ServerSecret, SourceDecision, Staleness, UserSecret, credentials_for_realm,
 };
-use crate::sip::message::{Message, Method, ParseError, Request, Response, parse_message};
+use crate::sip::call_leg::{
+    InboundLeg, LegConfig, LegError, LegEvent, LegOutput, OutboundLeg, OutboundParams,
+};
+use crate::sip::dialog::DialogError;
+use crate::sip::message::{
+    Message, Method, NameAddr, ParseError, Request, Response, parse_message,
+};
 use crate::sip::registrar::{
     Aor, Binding, BindingChange, Q, Registrar, RegistrarConfig, RemovalReason,
 };
 pub use crate::sip::registrar::{SourceInfo, Transport};
 use crate::sip::transaction::{
-    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, Timers,
-    TransactionEvent, TransactionKey, TransactionLayer,
+    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, ServerTransaction,
+    Side as TxSide, Timers, TransactionEvent, TransactionKey, TransactionLayer,
 };
 use crate::store::StoredBinding;
 
@@ -63,8 +79,169 @@ pub enum StoreOp {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Transmit { to: SourceInfo, bytes: Bytes },
+    Transmit {
+        to: SourceInfo,
+        bytes: Bytes,
+    },
     Store(StoreOp),
+    /// Something for the call (media/IVR) layer of the shell.
+    Call {
+        call: CallHandle,
+        event: CallEvent,
+    },
+}
+
+/// The endpoint's handle of one inbound call (one [`InboundLeg`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CallHandle(pub u64);
+
+impl std::fmt::Display for CallHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "call#{}", self.0)
+    }
+}
+
+/// Who is allowed to have placed an inbound call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOrigin {
+    /// A configured carrier trunk (by source address).
+    Trunk,
+    /// An agent authenticated by digest (test extensions only).
+    Agent(String),
+}
+
+/// A new INVITE the call layer must answer (`call_ring`/`call_answer`/`call_reject`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingCall {
+    pub call_id: String,
+    /// User part of the Request-URI: the dialled number or test extension.
+    pub dialled: String,
+    /// User part of the From URI (the caller's number).
+    pub caller: String,
+    /// The `P-Asserted-Identity`/`Diversion`-free view: the To user as sent.
+    pub to_user: String,
+    pub source: SourceInfo,
+    pub origin: CallOrigin,
+    /// The SDP offer (empty for a delayed offer, which the call layer refuses with 488).
+    pub sdp: Bytes,
+}
+
+/// What the endpoint tells the call layer about a call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallEvent {
+    Incoming(Box<IncomingCall>),
+    /// Any other leg event (re-INVITE, confirmed, ended …).
+    Leg(LegEvent),
+}
+
+/// Errors of the call-control API the shell drives.
+#[derive(Debug, thiserror::Error)]
+pub enum CallControlError {
+    #[error("no such call {0}")]
+    NoSuchCall(CallHandle),
+    #[error(transparent)]
+    Leg(#[from] LegError),
+}
+
+/// A call's SIP leg: the caller's (UAS) or ours to an agent (UAC).
+// Both variants are ~2.5 kB; the difference is not worth a box per call.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+enum Leg {
+    In(InboundLeg),
+    Out(OutboundLeg),
+}
+
+impl Leg {
+    fn handle_request(&mut self, now: Instant, req: Request) {
+        match self {
+            Leg::In(l) => l.handle_request(now, req),
+            Leg::Out(l) => l.handle_request(now, req),
+        }
+    }
+    fn handle_response(&mut self, now: Instant, resp: Response) {
+        match self {
+            Leg::In(l) => l.handle_response(now, resp),
+            Leg::Out(l) => l.handle_response(now, resp),
+        }
+    }
+    fn handle_transaction_timeout(&mut self, now: Instant, method: &Method) {
+        match self {
+            Leg::In(l) => l.handle_transaction_timeout(now, method),
+            Leg::Out(l) => l.handle_transaction_timeout(now, method),
+        }
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.handle_timeout(now),
+            Leg::Out(l) => l.handle_timeout(now),
+        }
+    }
+    fn poll_output(&mut self) -> Option<LegOutput> {
+        match self {
+            Leg::In(l) => l.poll_output(),
+            Leg::Out(l) => l.poll_output(),
+        }
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        match self {
+            Leg::In(l) => l.poll_timeout(),
+            Leg::Out(l) => l.poll_timeout(),
+        }
+    }
+    fn hangup(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.hangup(now),
+            // Before the answer this CANCELs; afterwards it sends BYE.
+            Leg::Out(l) => l.hangup(now),
+        }
+    }
+    fn media_timeout(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.media_timeout(now),
+            Leg::Out(l) => l.media_timeout(now),
+        }
+    }
+    fn answer_reinvite(&mut self, now: Instant, sdp: Bytes) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.answer_reinvite(now, sdp),
+            Leg::Out(l) => l.answer_reinvite(now, sdp),
+        }
+    }
+    fn reject_reinvite(&mut self, now: Instant, status: u16) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.reject_reinvite(now, status),
+            Leg::Out(l) => l.reject_reinvite(now, status),
+        }
+    }
+    fn inbound(&mut self) -> Result<&mut InboundLeg, LegError> {
+        match self {
+            Leg::In(l) => Ok(l),
+            Leg::Out(l) => Err(LegError::WrongState {
+                action: "answer an outbound leg",
+                state: l.state(),
+            }),
+        }
+    }
+}
+
+/// Where an agent can be rung: the contact it registered and the flow it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentContact {
+    pub agent: String,
+    pub contact: crate::sip::message::Uri,
+    pub source: SourceInfo,
+}
+
+/// One call leg: its SIP leg, where its peer is, and the server transactions it answers.
+#[derive(Debug)]
+struct CallEntry {
+    leg: Leg,
+    call_id: String,
+    peer: SourceInfo,
+    server_transactions: HashMap<TransactionKey, ServerTransaction>,
+    /// Set once the leg ended: the entry lingers to absorb stragglers, then goes.
+    remove_at: Option<Instant>,
 }
 
 /// How often expired nonces, bans and failure windows are pruned.
@@ -83,6 +260,18 @@ pub struct Endpoint {
     clock: ClockAnchor,
     next_housekeeping: Instant,
     force_rport: bool,
+    /// Inbound calls by handle, and their Call-IDs.
+    calls: HashMap<CallHandle, CallEntry>,
+    calls_by_id: HashMap<String, CallHandle>,
+    /// Client transactions (BYE, NOTIFY …) sent by a call's leg.
+    call_client_transactions: HashMap<TransactionKey, CallHandle>,
+    next_call: u64,
+    leg_config: LegConfig,
+    /// Contact of our own legs: `sip:hotline@<listen address>`.
+    local_contact: NameAddr,
+    /// Request-URI users that authenticated agents may call (test extensions).
+    agent_extensions: Vec<String>,
+    rng: StdRng,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -129,6 +318,7 @@ impl Endpoint {
         };
         let mut secret = [0u8; 32];
         rand::RngCore::fill_bytes(&mut rng, &mut secret);
+        let call_seed = rand::RngCore::next_u64(&mut rng);
         let clock = ClockAnchor {
             instant: now,
             unix_ms: u64::try_from(unix_ms).unwrap_or(0),
@@ -187,7 +377,33 @@ impl Endpoint {
             clock,
             next_housekeeping: now + HOUSEKEEPING,
             force_rport: sip.force_rport,
+            calls: HashMap::new(),
+            calls_by_id: HashMap::new(),
+            call_client_transactions: HashMap::new(),
+            next_call: 1,
+            leg_config: LegConfig {
+                t1: Duration::from_millis(sip.t1_ms),
+                t2: Duration::from_millis(sip.t2_ms),
+                ..LegConfig::default()
+            },
+            local_contact: contact_for(config.server.sip_listen),
+            agent_extensions: config
+                .test_extensions
+                .iter()
+                .map(|e| e.number.clone())
+                .collect(),
+            rng: StdRng::seed_from_u64(call_seed),
         }
+    }
+
+    /// The address the SIP sockets really listen on (tests bind port 0): our Contact.
+    pub fn set_local_addr(&mut self, addr: std::net::SocketAddr) {
+        self.local_contact = contact_for(addr);
+    }
+
+    /// Number of live inbound calls (ended ones still lingering included).
+    pub fn call_count(&self) -> usize {
+        self.calls.len()
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -199,6 +415,13 @@ impl Endpoint {
             self.registrar.poll_timeout(),
             self.transactions.poll_timeout(),
             Some(self.next_housekeeping),
+            self.calls
+                .values()
+                .filter_map(|c| match (c.leg.poll_timeout(), c.remove_at) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
+                })
+                .min(),
         ]
         .into_iter()
         .flatten()
@@ -221,7 +444,28 @@ impl Endpoint {
         self.metrics
             .set_active_registrations(self.registrar.binding_count());
         self.transactions.handle_timeout(now);
-        self.drain_transactions();
+        self.drain_transactions(now);
+        let due: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.leg.poll_timeout().is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in due {
+            if let Some(entry) = self.calls.get_mut(&handle) {
+                entry.leg.handle_timeout(now);
+            }
+            self.drain_call(now, handle);
+        }
+        let gone: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.remove_at.is_some_and(|t| t <= now))
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in gone {
+            self.remove_call(handle);
+        }
         if now >= self.next_housekeeping {
             self.auth.housekeeping(now);
             self.next_housekeeping = now + HOUSEKEEPING;
@@ -279,14 +523,41 @@ impl Endpoint {
             }
         };
         let payload = Bytes::from(resp.to_bytes());
-        if self
+        let call = self.call_client_transactions.get(&key).copied();
+        // RFC 3261 §17.1.1.3: the INVITE client transaction ACKs a 3xx–6xx itself, with
+        // the ACK its user builds.
+        let ack = match (call, key.method()) {
+            (Some(handle), Method::Invite) if resp.status >= 300 => self
+                .calls
+                .get(&handle)
+                .and_then(|e| match &e.leg {
+                    Leg::Out(leg) => Some(ack_for_failure(leg.invite(), &resp)),
+                    Leg::In(_) => None,
+                })
+                .map(|ack| Bytes::from(ack.to_bytes())),
+            _ => None,
+        };
+        let outcome = self
             .transactions
-            .handle_response(now, &key, resp.status, payload, None)
-            == ResponseOutcome::Unmatched
-        {
-            self.metrics.dropped(DropReason::StrayResponse);
+            .handle_response(now, &key, resp.status, payload, ack);
+        if outcome == ResponseOutcome::Unmatched {
+            // A 2xx retransmitted after our INVITE transaction ended: the leg re-ACKs it.
+            let by_call_id = resp
+                .headers
+                .call_id()
+                .ok()
+                .and_then(|id| self.calls_by_id.get(id).copied());
+            match by_call_id {
+                Some(handle) if (200..300).contains(&resp.status) => {
+                    if let Some(entry) = self.calls.get_mut(&handle) {
+                        entry.leg.handle_response(now, resp);
+                    }
+                    self.drain_call(now, handle);
+                }
+                _ => self.metrics.dropped(DropReason::StrayResponse),
+            }
         }
-        self.drain_transactions();
+        self.drain_transactions(now);
     }
 
     fn handle_request(&mut self, now: Instant, source: SourceInfo, mut req: Request) {
@@ -313,13 +584,26 @@ impl Endpoint {
             reliability,
             trying: None,
         };
+        let call = req
+            .headers
+            .call_id()
+            .ok()
+            .and_then(|id| self.calls_by_id.get(id).copied());
         let transaction = match self.transactions.handle_request(now, incoming) {
             RequestOutcome::New(transaction) => transaction,
-            RequestOutcome::Retransmission
-            | RequestOutcome::AckAbsorbed
-            // ACK for a 2xx belongs to a dialog; there are none at this layer yet.
-            | RequestOutcome::AckForTu => {
-                self.drain_transactions();
+            RequestOutcome::AckForTu => {
+                // ACK for a 2xx belongs to the call's dialog.
+                self.drain_transactions(now);
+                if let Some(handle) = call
+                    && let Some(entry) = self.calls.get_mut(&handle)
+                {
+                    entry.leg.handle_request(now, req);
+                    self.drain_call(now, handle);
+                }
+                return;
+            }
+            RequestOutcome::Retransmission | RequestOutcome::AckAbsorbed => {
+                self.drain_transactions(now);
                 return;
             }
             RequestOutcome::Overloaded => {
@@ -333,20 +617,32 @@ impl Endpoint {
                 return;
             }
         };
+        if let Some(handle) = call {
+            // CANCEL, BYE, re-INVITE … of a call we hold: its leg answers.
+            if let Some(entry) = self.calls.get_mut(&handle) {
+                entry
+                    .server_transactions
+                    .insert(transaction.key().clone(), transaction);
+                entry.leg.handle_request(now, req);
+            }
+            self.drain_call(now, handle);
+            self.drain_transactions(now);
+            return;
+        }
+        let transaction = match self.maybe_new_call(now, source, reply_to, req, transaction) {
+            Ok(()) => {
+                self.drain_transactions(now);
+                return;
+            }
+            Err((req, transaction)) => {
+                let req = *req;
+                (req, transaction)
+            }
+        };
+        let (req, transaction) = transaction;
         let answer = self.process(now, source, &req);
-        let mut resp = Response::for_request(&req, answer.status, answer.reason, &new_tag());
-        for (name, value) in answer.headers {
-            resp.headers.push(name, value);
-        }
-        self.metrics.response(Direction::Out, answer.status);
-        let bytes = Bytes::from(resp.to_bytes());
-        if let Err(e) = self
-            .transactions
-            .send_final(now, transaction, answer.status, bytes)
-        {
-            warn!(%e, "transaction refused a response");
-        }
-        self.drain_transactions();
+        self.send_answer(now, &req, transaction, answer);
+        self.drain_transactions(now);
     }
 
     /// Decide the final answer to a new request.
@@ -401,9 +697,23 @@ impl Endpoint {
     }
 
     fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+        match self.authenticate(now, source, req) {
+            Ok(user) => self.apply_register(now, source, req, &user),
+            Err(answer) => answer,
+        }
+    }
+
+    /// Digest authentication of a request (REGISTER, or an agent's INVITE): the user, or
+    /// the answer to send instead (a challenge, or 403 once banned).
+    fn authenticate(
+        &mut self,
+        now: Instant,
+        source: SourceInfo,
+        req: &Request,
+    ) -> Result<String, Answer> {
         let credentials = credentials_for_realm(req.headers.get_all("Authorization"), &self.realm);
         let Some(credentials) = credentials else {
-            return self.challenge(now, Staleness::Fresh);
+            return Err(self.challenge(now, Staleness::Fresh));
         };
         let secret = self.users.get(&credentials.username).cloned();
         let verification = self.auth.verify(
@@ -428,14 +738,14 @@ impl Endpoint {
             }));
         }
         match verification.outcome {
-            AuthOutcome::Ok(user) => self.apply_register(now, source, req, &user),
-            AuthOutcome::Stale => self.challenge(now, Staleness::Stale),
+            AuthOutcome::Ok(user) => Ok(user),
+            AuthOutcome::Stale => Err(self.challenge(now, Staleness::Stale)),
             AuthOutcome::Invalid => {
                 self.metrics.auth_failure();
-                self.challenge(now, Staleness::Fresh)
+                Err(self.challenge(now, Staleness::Fresh))
             }
             // Banned mid-request: answer like any failure; later requests are dropped.
-            AuthOutcome::Banned { .. } => Answer::status(403, "Forbidden"),
+            AuthOutcome::Banned { .. } => Err(Answer::status(403, "Forbidden")),
         }
     }
 
@@ -537,20 +847,453 @@ impl Endpoint {
     }
 
     /// Move what the transaction layer wants sent out, and count its state.
-    fn drain_transactions(&mut self) {
-        while let Some(t) = self.transactions.poll_transmit() {
-            self.outputs.push_back(Output::Transmit {
-                to: t.peer,
-                bytes: t.payload,
-            });
-        }
-        while let Some(e) = self.transactions.poll_event() {
-            if e.event == TransactionEvent::TimedOut {
-                debug!(key = ?e.key, "transaction timed out");
+    fn drain_transactions(&mut self, now: Instant) {
+        // Legs react to their transactions' events with new requests/responses: repeat
+        // until both are quiet.
+        loop {
+            while let Some(t) = self.transactions.poll_transmit() {
+                self.outputs.push_back(Output::Transmit {
+                    to: t.peer,
+                    bytes: t.payload,
+                });
+            }
+            let mut touched: Vec<CallHandle> = Vec::new();
+            while let Some(e) = self.transactions.poll_event() {
+                if e.side == TxSide::Server {
+                    if e.event == TransactionEvent::TimedOut {
+                        debug!(key = ?e.key, "transaction timed out");
+                    }
+                    continue;
+                }
+                let Some(handle) = self.call_client_transactions.get(&e.key).copied() else {
+                    continue;
+                };
+                let Some(entry) = self.calls.get_mut(&handle) else {
+                    self.call_client_transactions.remove(&e.key);
+                    continue;
+                };
+                match e.event {
+                    TransactionEvent::Response { payload, .. } => {
+                        if let Ok(Message::Response(resp)) = parse_message(&payload) {
+                            entry.leg.handle_response(now, resp);
+                        }
+                    }
+                    TransactionEvent::TimedOut | TransactionEvent::TransportError => {
+                        entry.leg.handle_transaction_timeout(now, e.key.method());
+                    }
+                    TransactionEvent::Terminated => {
+                        self.call_client_transactions.remove(&e.key);
+                    }
+                }
+                touched.push(handle);
+            }
+            if touched.is_empty() {
+                break;
+            }
+            for handle in touched {
+                self.drain_call(now, handle);
             }
         }
         self.metrics
             .set_active_transactions(self.transactions.len());
+    }
+
+    /// Carry out what a call's leg wants sent, and pass its events to the call layer.
+    fn drain_call(&mut self, now: Instant, handle: CallHandle) {
+        loop {
+            let Some(entry) = self.calls.get_mut(&handle) else {
+                return;
+            };
+            let Some(output) = entry.leg.poll_output() else {
+                break;
+            };
+            let peer = entry.peer;
+            match output {
+                LegOutput::SendResponse(resp) => {
+                    let status = resp.status;
+                    self.metrics.response(Direction::Out, status);
+                    let key = response_key(&resp);
+                    let bytes = Bytes::from(resp.to_bytes());
+                    let is_final = status >= 200;
+                    let transaction = key.as_ref().and_then(|k| {
+                        if is_final {
+                            entry.server_transactions.remove(k).map(Some)
+                        } else {
+                            entry.server_transactions.contains_key(k).then_some(None)
+                        }
+                    });
+                    let result = match (transaction, key) {
+                        (Some(Some(tx)), _) => self.transactions.send_final(now, tx, status, bytes),
+                        (Some(None), Some(k)) => {
+                            let tx = self
+                                .calls
+                                .get(&handle)
+                                .and_then(|e| e.server_transactions.get(&k));
+                            match tx {
+                                Some(tx) => {
+                                    self.transactions.send_provisional(now, tx, status, bytes)
+                                }
+                                None => Ok(()),
+                            }
+                        }
+                        // A 2xx retransmission (or the transaction is gone): straight out.
+                        _ => {
+                            self.outputs.push_back(Output::Transmit { to: peer, bytes });
+                            Ok(())
+                        }
+                    };
+                    if let Err(e) = result {
+                        debug!(%e, %handle, status, "call response not sent through its transaction");
+                    }
+                }
+                LegOutput::SendRequest(req) => {
+                    self.metrics.request(Direction::Out, &req.method);
+                    let bytes = Bytes::from(req.to_bytes());
+                    if req.method == Method::Ack {
+                        self.outputs.push_back(Output::Transmit { to: peer, bytes });
+                        continue;
+                    }
+                    let Some(key) = req.headers.top_via().ok().and_then(|via| {
+                        via.branch
+                            .as_deref()
+                            .map(|b| TransactionKey::for_request(b, &sent_by(&via), &req.method))
+                    }) else {
+                        warn!(%handle, "leg built a request without a Via branch");
+                        continue;
+                    };
+                    let reliability = match peer.transport {
+                        Transport::Udp => Reliability::Unreliable,
+                        _ => Reliability::Reliable,
+                    };
+                    match self
+                        .transactions
+                        .start_client(now, key.clone(), peer, reliability, bytes)
+                    {
+                        Ok(()) => {
+                            self.call_client_transactions.insert(key, handle);
+                        }
+                        Err(e) => {
+                            warn!(%e, %handle, "could not start a client transaction");
+                            if let Some(entry) = self.calls.get_mut(&handle) {
+                                entry.leg.handle_transaction_timeout(now, &req.method);
+                            }
+                        }
+                    }
+                }
+                LegOutput::Event(event) => {
+                    if matches!(event, LegEvent::Ended { .. }) {
+                        entry.remove_at = Some(now + self.leg_config.timeout_64t1());
+                    }
+                    self.outputs.push_back(Output::Call {
+                        call: handle,
+                        event: CallEvent::Leg(event),
+                    });
+                }
+            }
+        }
+    }
+
+    fn remove_call(&mut self, handle: CallHandle) {
+        if let Some(entry) = self.calls.remove(&handle) {
+            self.calls_by_id.remove(&entry.call_id);
+            self.call_client_transactions.retain(|_, h| *h != handle);
+        }
+    }
+
+    /// A new INVITE (no To tag) from a trunk, or from an authenticated agent to a test
+    /// extension, becomes a call; anything else goes back to the caller for `process`.
+    #[allow(clippy::result_large_err)]
+    fn maybe_new_call(
+        &mut self,
+        now: Instant,
+        source: SourceInfo,
+        reply_to: SourceInfo,
+        req: Request,
+        transaction: ServerTransaction,
+    ) -> Result<(), (Box<Request>, ServerTransaction)> {
+        let has_to_tag = req.headers.to().ok().is_some_and(|to| to.tag().is_some());
+        if req.method != Method::Invite || has_to_tag || req.validate(SUPPORTED, false).is_err() {
+            return Err((Box::new(req), transaction));
+        }
+        let dialled = req.uri.user.clone().unwrap_or_default();
+        let origin = if self.trunks.contains(&source.addr.ip()) {
+            CallOrigin::Trunk
+        } else if self.agent_extensions.contains(&dialled) {
+            match self.authenticate(now, source, &req) {
+                Ok(user) => CallOrigin::Agent(user),
+                Err(answer) => {
+                    self.send_answer(now, &req, transaction, answer);
+                    return Ok(());
+                }
+            }
+        } else {
+            return Err((Box::new(req), transaction));
+        };
+        let seed = rand::RngCore::next_u64(&mut self.rng);
+        let leg = match InboundLeg::new(self.leg_config, req.clone(), &self.local_contact, seed) {
+            Ok(leg) => leg,
+            Err(e) => {
+                debug!(%e, "INVITE cannot start a dialog");
+                // An RFC 2543 caller (no From tag) is not wrong, we just cannot hold a
+                // dialog with it; anything else is a malformed request.
+                let answer = match e {
+                    LegError::Dialog(DialogError::MissingFromTag) => {
+                        Answer::status(480, "Temporarily Unavailable")
+                    }
+                    _ => Answer::status(400, "Bad Request"),
+                };
+                self.send_answer(now, &req, transaction, answer);
+                return Ok(());
+            }
+        };
+        let call_id = req.headers.call_id().unwrap_or_default().to_string();
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        let user_of =
+            |h: Result<NameAddr, ParseError>| h.ok().and_then(|n| n.uri.user).unwrap_or_default();
+        let incoming = IncomingCall {
+            call_id: call_id.clone(),
+            dialled,
+            caller: user_of(req.headers.from()),
+            to_user: user_of(req.headers.to()),
+            source,
+            origin,
+            sdp: req.body.clone(),
+        };
+        let mut server_transactions = HashMap::new();
+        server_transactions.insert(transaction.key().clone(), transaction);
+        self.calls.insert(
+            handle,
+            CallEntry {
+                leg: Leg::In(leg),
+                call_id: call_id.clone(),
+                peer: reply_to,
+                server_transactions,
+                remove_at: None,
+            },
+        );
+        self.calls_by_id.insert(call_id, handle);
+        self.outputs.push_back(Output::Call {
+            call: handle,
+            event: CallEvent::Incoming(Box::new(incoming)),
+        });
+        Ok(())
+    }
+
+    fn send_answer(
+        &mut self,
+        now: Instant,
+        req: &Request,
+        transaction: ServerTransaction,
+        answer: Answer,
+    ) {
+        let mut resp = Response::for_request(req, answer.status, answer.reason, &new_tag());
+        for (name, value) in answer.headers {
+            resp.headers.push(name, value);
+        }
+        self.metrics.response(Direction::Out, answer.status);
+        let bytes = Bytes::from(resp.to_bytes());
+        if let Err(e) = self
+            .transactions
+            .send_final(now, transaction, answer.status, bytes)
+        {
+            warn!(%e, "transaction refused a response");
+        }
+    }
+
+    fn with_call<F>(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        f: F,
+    ) -> Result<(), CallControlError>
+    where
+        F: FnOnce(&mut Leg) -> Result<(), LegError>,
+    {
+        let entry = self
+            .calls
+            .get_mut(&handle)
+            .ok_or(CallControlError::NoSuchCall(handle))?;
+        let result = f(&mut entry.leg);
+        self.drain_call(now, handle);
+        self.drain_transactions(now);
+        result.map_err(CallControlError::from)
+    }
+
+    /// Where the given agents can be rung now (their first live registration each), in
+    /// the order given.
+    pub fn agent_contacts(&self, now: Instant, agents: &[String]) -> Vec<AgentContact> {
+        agents
+            .iter()
+            .filter_map(|agent| {
+                let aor = Aor::new(agent, &self.realm);
+                self.registrar
+                    .lookup(&aor)
+                    .iter()
+                    .find(|b| b.expires_at > now)
+                    .map(|b| AgentContact {
+                        agent: agent.clone(),
+                        contact: b.contact_uri.clone(),
+                        source: b.source,
+                    })
+            })
+            .collect()
+    }
+
+    /// Ring an agent (B2BUA B-leg) with our SDP offer; the call's events (progress,
+    /// answered with the agent's SDP, ended) come back as [`CallEvent::Leg`] on the
+    /// returned handle. `caller` is shown to the agent as the From user.
+    pub fn call_dial(
+        &mut self,
+        now: Instant,
+        target: &AgentContact,
+        caller: &str,
+        sdp_offer: Bytes,
+    ) -> CallHandle {
+        let uri = |user: &str| {
+            crate::sip::message::Uri::parse(&format!("sip:{user}@{}", self.realm)).ok()
+        };
+        let name_addr = |uri: crate::sip::message::Uri| NameAddr {
+            display_name: None,
+            uri,
+            params: Vec::new(),
+        };
+        let fallback = self.local_contact.uri.clone();
+        let from = name_addr(
+            uri(caller)
+                .or_else(|| uri("12348"))
+                .unwrap_or(fallback.clone()),
+        );
+        let to = name_addr(uri(&target.agent).unwrap_or(fallback));
+        let via = crate::sip::dialog::ViaSentBy {
+            transport: target.source.transport.as_str().to_string(),
+            host: self.local_contact.uri.host.clone(),
+            port: self.local_contact.uri.port,
+        };
+        let params = OutboundParams {
+            target: target.contact.clone(),
+            from,
+            to,
+            contact: self.local_contact.clone(),
+            sdp_offer,
+            route: Vec::new(),
+            via,
+            call_id: None,
+        };
+        let seed = rand::RngCore::next_u64(&mut self.rng);
+        let leg = OutboundLeg::new(now, self.leg_config, params, seed);
+        let call_id = leg
+            .invite()
+            .headers
+            .call_id()
+            .unwrap_or_default()
+            .to_string();
+        let handle = CallHandle(self.next_call);
+        self.next_call += 1;
+        self.calls.insert(
+            handle,
+            CallEntry {
+                leg: Leg::Out(leg),
+                call_id: call_id.clone(),
+                peer: target.source,
+                server_transactions: HashMap::new(),
+                remove_at: None,
+            },
+        );
+        self.calls_by_id.insert(call_id, handle);
+        self.drain_call(now, handle);
+        self.drain_transactions(now);
+        handle
+    }
+
+    /// 180 Ringing to the caller.
+    ///
+    /// # Errors
+    /// Unknown call, or the INVITE already has its final response.
+    pub fn call_ring(&mut self, now: Instant, handle: CallHandle) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.inbound()?.ring(now))
+    }
+
+    /// 200 OK with our SDP answer.
+    ///
+    /// # Errors
+    /// Unknown call, or the INVITE already has its final response.
+    pub fn call_answer(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        sdp: Bytes,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.inbound()?.answer(now, sdp))
+    }
+
+    /// A final 3xx–6xx (488 for no common codec, 404 for an unknown number …).
+    ///
+    /// # Errors
+    /// Unknown call, answered already, or a status outside 300–699.
+    pub fn call_reject(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.inbound()?.reject(now, status))
+    }
+
+    /// Hang up (BYE, or 480 before the answer).
+    ///
+    /// # Errors
+    /// Unknown call.
+    pub fn call_hangup(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| {
+            leg.hangup(now);
+            Ok(())
+        })
+    }
+
+    /// No RTP for too long: end the call with that reason.
+    ///
+    /// # Errors
+    /// Unknown call.
+    pub fn call_media_timeout(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| {
+            leg.media_timeout(now);
+            Ok(())
+        })
+    }
+
+    /// Answer a re-INVITE (hold/resume) with our SDP.
+    ///
+    /// # Errors
+    /// Unknown call or no re-INVITE waiting.
+    pub fn call_answer_reinvite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        sdp: Bytes,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.answer_reinvite(now, sdp))
+    }
+
+    /// Refuse a re-INVITE (e.g. 488 for an offer we cannot take).
+    ///
+    /// # Errors
+    /// Unknown call or no re-INVITE waiting.
+    pub fn call_reject_reinvite(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.reject_reinvite(now, status))
     }
 }
 
@@ -587,6 +1330,71 @@ fn header_name(name: &str) -> &'static str {
         "min-expires" => "Min-Expires",
         "retry-after" => "Retry-After",
         _ => "Warning",
+    }
+}
+
+/// The ACK of a failed INVITE (RFC 3261 §17.1.1.3): the INVITE's Request-URI, top Via,
+/// From, Call-ID, CSeq number and Route, with the response's To.
+fn ack_for_failure(invite: &Request, resp: &Response) -> Request {
+    let mut headers = crate::sip::message::Headers::default();
+    for name in ["Via", "Max-Forwards", "From"] {
+        if let Some(value) = invite.headers.get(name) {
+            headers.push(name, value);
+        }
+    }
+    if let Some(to) = resp.headers.get("To") {
+        headers.push("To", to);
+    }
+    if let Some(call_id) = invite.headers.get("Call-ID") {
+        headers.push("Call-ID", call_id);
+    }
+    if let Ok(cseq) = invite.headers.cseq() {
+        headers.push("CSeq", format!("{} ACK", cseq.seq));
+    }
+    for route in invite.headers.get_all("Route") {
+        headers.push("Route", route);
+    }
+    Request {
+        method: Method::Ack,
+        uri: invite.uri.clone(),
+        headers,
+        body: Bytes::new(),
+    }
+}
+
+/// The transaction key a response belongs to (top Via branch and sent-by, CSeq method).
+fn response_key(resp: &Response) -> Option<TransactionKey> {
+    let via = resp.headers.top_via().ok()?;
+    let cseq = resp.headers.cseq().ok()?;
+    let branch = via.branch.as_deref()?;
+    Some(TransactionKey::for_response(
+        branch,
+        &sent_by(&via),
+        &cseq.method,
+    ))
+}
+
+/// `<sip:hotline@ip:port>`; an unspecified listen address is replaced by loopback until
+/// the shell tells the real one.
+fn contact_for(addr: std::net::SocketAddr) -> NameAddr {
+    let host = match addr.ip() {
+        IpAddr::V6(ip) => format!("[{ip}]"),
+        IpAddr::V4(ip) => ip.to_string(),
+    };
+    let text = format!("sip:hotline@{host}:{}", addr.port());
+    NameAddr {
+        display_name: None,
+        uri: crate::sip::message::Uri::parse(&text).unwrap_or_else(|_| crate::sip::message::Uri {
+            scheme: "sip".into(),
+            user: Some("hotline".into()),
+            password: None,
+            host,
+            port: Some(addr.port()),
+            params: Vec::new(),
+            headers: Vec::new(),
+            raw: text.clone(),
+        }),
+        params: Vec::new(),
     }
 }
 
@@ -766,4 +1574,340 @@ fn binding_from_store(b: &StoredBinding, now: Instant, unix_ms: i64) -> Option<B
         reg_id: None,
         user_agent: b.user_agent.clone(),
     })
+}
+
+/// The call routing of the endpoint, in simulated time: INVITE → call, the shell's
+/// answer, ACK/BYE/CANCEL routed to the leg, retransmissions absorbed, our BYE through a
+/// client transaction, every call ended once and then forgotten.
+#[cfg(test)]
+mod call_tests {
+    use super::*;
+    use crate::sip::call_leg::{EndReason, Side};
+
+    const CONFIG: &str = r#"
+[server]
+domain = "hotline.test"
+sip_listen = "127.0.0.1:5060"
+
+[[trunks]]
+name = "carrier"
+sources = ["192.0.2.1"]
+
+[[agents]]
+id = "1001"
+name = "a"
+city = "jinan"
+password = "pw"
+roles = ["agent"]
+
+[[cities]]
+id = "jinan"
+name = "济南"
+area_codes = ["0531"]
+
+[[test_extensions]]
+number = "echo"
+kind = "echo"
+"#;
+    const SDP: &str = "v=0\r\no=c 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8\r\n";
+
+    fn endpoint(now: Instant) -> Endpoint {
+        let config = Config::from_toml(CONFIG).expect("config");
+        Endpoint::new(
+            &config,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            now,
+            0,
+            Some(7),
+        )
+    }
+
+    fn from(ip: [u8; 4]) -> SourceInfo {
+        SourceInfo {
+            addr: std::net::SocketAddr::from((ip, 5060)),
+            transport: Transport::Udp,
+        }
+    }
+
+    fn request(
+        method: &str,
+        branch: &str,
+        call_id: &str,
+        to_tag: &str,
+        cseq: u32,
+        body: &str,
+    ) -> Vec<u8> {
+        let to_tag = if to_tag.is_empty() {
+            String::new()
+        } else {
+            format!(";tag={to_tag}")
+        };
+        let content_type = if body.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        };
+        format!(
+            "{method} sip:12348@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:053188886666@192.0.2.1>;tag=caller\r\n\
+             To: <sip:12348@127.0.0.1>{to_tag}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+             Contact: <sip:caller@192.0.2.1:5060>\r\n{content_type}Content-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .into_bytes()
+    }
+
+    /// Drain the endpoint: (texts transmitted, call events).
+    fn drain(ep: &mut Endpoint) -> (Vec<String>, Vec<(CallHandle, CallEvent)>) {
+        let mut sent = Vec::new();
+        let mut events = Vec::new();
+        while let Some(out) = ep.poll_output() {
+            match out {
+                Output::Transmit { bytes, .. } => {
+                    sent.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Output::Call { call, event } => events.push((call, event)),
+                Output::Store(_) => {}
+            }
+        }
+        (sent, events)
+    }
+
+    fn statuses(sent: &[String]) -> Vec<u16> {
+        sent.iter()
+            .filter_map(|t| t.strip_prefix("SIP/2.0 "))
+            .filter_map(|t| t.get(..3)?.parse().ok())
+            .collect()
+    }
+
+    fn to_tag(response: &str) -> String {
+        response
+            .lines()
+            .find(|l| l.starts_with("To:"))
+            .and_then(|l| l.split("tag=").nth(1))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    /// A trunk INVITE answered by the shell; returns the call and our To tag.
+    fn answered_call(ep: &mut Endpoint, now: Instant) -> (CallHandle, String) {
+        ep.handle_message(
+            now,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-inv", "c1", "", 1, SDP),
+        );
+        let (_, events) = drain(ep);
+        let [(call, CallEvent::Incoming(incoming))] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(incoming.dialled, "12348");
+        assert_eq!(incoming.caller, "053188886666");
+        assert_eq!(incoming.origin, CallOrigin::Trunk);
+        assert_eq!(incoming.sdp, Bytes::from(SDP));
+        let call = *call;
+        ep.call_ring(now, call).expect("ring");
+        ep.call_answer(now, call, Bytes::from_static(b"v=0\r\n"))
+            .expect("answer");
+        let (sent, events) = drain(ep);
+        assert_eq!(statuses(&sent), [180, 200]);
+        assert!(sent[1].ends_with("v=0\r\n"), "our SDP in the 200");
+        assert!(matches!(
+            events.as_slice(),
+            [(_, CallEvent::Leg(LegEvent::Answered { .. }))]
+        ));
+        (call, to_tag(&sent[1]))
+    }
+
+    #[test]
+    fn trunk_call_is_answered_confirmed_by_ack_and_ended_by_bye_once() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, tag) = answered_call(&mut ep, t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("ACK", "z9hG4bK-ack", "c1", &tag, 1, ""),
+        );
+        let (_, events) = drain(&mut ep);
+        assert_eq!(events, [(call, CallEvent::Leg(LegEvent::Confirmed))]);
+        // No 2xx retransmission after the ACK.
+        let later = t0 + Duration::from_secs(2);
+        ep.handle_timeout(later);
+        assert!(statuses(&drain(&mut ep).0).is_empty());
+        ep.handle_message(
+            later,
+            from([192, 0, 2, 1]),
+            &request("BYE", "z9hG4bK-bye", "c1", &tag, 2, ""),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200]);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::RemoteHangup,
+                    who_hung_up: Side::Remote
+                })
+            )]
+        );
+        // A retransmitted BYE is answered from the transaction, no second end.
+        ep.handle_message(
+            later,
+            from([192, 0, 2, 1]),
+            &request("BYE", "z9hG4bK-bye", "c1", &tag, 2, ""),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200]);
+        assert!(events.is_empty());
+        // The call lingers for stragglers, then is forgotten.
+        ep.handle_timeout(later + Duration::from_secs(40));
+        drain(&mut ep);
+        assert_eq!(ep.call_count(), 0);
+    }
+
+    #[test]
+    fn unacknowledged_200_is_retransmitted_then_bye_and_the_call_ends_with_ack_timeout() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, _) = answered_call(&mut ep, t0);
+        let mut retransmitted = 0;
+        let mut byes = 0;
+        let mut ended = Vec::new();
+        let mut now = t0;
+        // 64·T1 without ACK → BYE; nobody answers it → 64·T1 later the leg ends anyway.
+        while now < t0 + Duration::from_secs(70) {
+            now += Duration::from_millis(100);
+            ep.handle_timeout(now);
+            let (sent, events) = drain(&mut ep);
+            retransmitted += statuses(&sent).iter().filter(|s| **s == 200).count();
+            byes += sent.iter().filter(|t| t.starts_with("BYE ")).count();
+            ended.extend(events);
+        }
+        assert!(
+            retransmitted >= 5,
+            "2xx retransmitted {retransmitted} times"
+        );
+        assert!(byes >= 1, "BYE after the ACK timeout");
+        assert_eq!(
+            ended,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::AckTimeout,
+                    who_hung_up: Side::Local
+                })
+            )]
+        );
+        ep.handle_timeout(now + Duration::from_secs(40));
+        drain(&mut ep);
+        assert_eq!(ep.call_count(), 0, "forgotten after the linger");
+    }
+
+    #[test]
+    fn cancel_before_the_answer_gets_200_and_the_invite_487() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-inv", "c2", "", 1, SDP),
+        );
+        let (_, events) = drain(&mut ep);
+        let call = events.first().map(|(c, _)| *c).expect("call");
+        // A retransmitted INVITE is not a second call.
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-inv", "c2", "", 1, SDP),
+        );
+        assert!(drain(&mut ep).1.is_empty());
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("CANCEL", "z9hG4bK-inv", "c2", "", 1, ""),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200, 487]);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::Cancelled,
+                    who_hung_up: Side::Remote
+                })
+            )]
+        );
+        // The shell's late answer is refused, not sent.
+        assert!(
+            ep.call_answer(t0, call, Bytes::from_static(b"v=0\r\n"))
+                .is_err()
+        );
+        assert!(statuses(&drain(&mut ep).0).is_empty());
+    }
+
+    #[test]
+    fn our_hangup_sends_bye_and_ends_when_it_is_answered() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, tag) = answered_call(&mut ep, t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("ACK", "z9hG4bK-ack", "c1", &tag, 1, ""),
+        );
+        drain(&mut ep);
+        ep.call_hangup(t0, call).expect("hangup");
+        let (sent, events) = drain(&mut ep);
+        let bye = sent
+            .iter()
+            .find(|t| t.starts_with("BYE "))
+            .expect("BYE sent");
+        assert!(events.is_empty(), "not ended before the BYE is answered");
+        // Answer the BYE: 200 with its Via/CSeq.
+        let via = bye.lines().find(|l| l.starts_with("Via:")).expect("via");
+        let cseq = bye.lines().find(|l| l.starts_with("CSeq:")).expect("cseq");
+        let from_line = bye.lines().find(|l| l.starts_with("From:")).expect("from");
+        let to_line = bye.lines().find(|l| l.starts_with("To:")).expect("to");
+        let ok = format!(
+            "SIP/2.0 200 OK\r\n{via}\r\n{from_line}\r\n{to_line}\r\nCall-ID: c1\r\n{cseq}\r\nContent-Length: 0\r\n\r\n"
+        );
+        ep.handle_message(t0, from([192, 0, 2, 1]), ok.as_bytes());
+        let (_, events) = drain(&mut ep);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::LocalHangup,
+                    who_hung_up: Side::Local
+                })
+            )]
+        );
+    }
+
+    #[test]
+    fn only_trunks_call_the_hotline_and_test_extensions_need_an_agent() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        ep.handle_message(
+            t0,
+            from([198, 51, 100, 9]),
+            &request("INVITE", "z9hG4bK-x1", "c3", "", 1, SDP),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [403]);
+        assert!(events.is_empty());
+        let mut to_echo =
+            String::from_utf8(request("INVITE", "z9hG4bK-x2", "c4", "", 1, SDP)).expect("utf8");
+        to_echo = to_echo.replacen("sip:12348@", "sip:echo@", 1);
+        ep.handle_message(t0, from([198, 51, 100, 9]), to_echo.as_bytes());
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [401]);
+        assert!(sent[0].contains("WWW-Authenticate: Digest"));
+        assert!(events.is_empty());
+    }
 }

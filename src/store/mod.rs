@@ -53,6 +53,7 @@ macro_rules! on_pool {
     };
 }
 
+pub mod calls;
 pub mod orders;
 
 /// One registrar binding as stored.

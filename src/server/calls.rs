@@ -1,0 +1,1896 @@
+//! The call layer of the shell: one tokio task per inbound call owns its RTP/RTCP sockets
+//! and drives the sans-IO media cores (`RtpSession`, `Player`, `DtmfReceiver`,
+//! `InbandDetector`, `WavRecorder`); signalling stays in the [`Endpoint`] and reaches the
+//! task as [`LegEvent`]s through an unbounded channel (a handful per call).
+//!
+//! Why a task per call (and not one shared socket loop): each call has its own pair of
+//! sockets anyway (RFC 3550 port pairs), tokio multiplexes them on the same two worker
+//! threads, and a task keeps all of a call's state local (no lock per packet). The packet
+//! path uses fixed stack buffers: no allocation per packet.
+//!
+//! Every call ends exactly once: the task's single exit path finishes the recording,
+//! closes the sockets and releases the ports, whatever ended it (BYE, CANCEL, media
+//! timeout, end of the prompt, the server's maximum call time).
+
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tracing::{debug, info, warn};
+
+use crate::calendar::Calendar;
+use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
+use crate::ivr::cdr::{CdrBuilder, HangupParty};
+use crate::ivr::city::{
+    CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
+};
+use crate::ivr::flow::{
+    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, Urgency,
+    callback_due,
+};
+use crate::ivr::hours::WorkingHours;
+use crate::ivr::prompt::{PromptRef, number_prompts};
+use crate::media::bridge::{LegMedia, RelayDirection, Relayed};
+use crate::media::dtmf::{DtmfReceiver, InbandDetector, TelephoneEvent};
+use crate::media::player::Prompt;
+use crate::media::player::{BargeIn, Player, Playlist, Segment, load_wav};
+use crate::media::port_pool::{PortPair, PortPool};
+use crate::media::recorder::{Channel, RecorderConfig, WavRecorder, recording_path};
+use crate::media::rtp::{RtpPacket, RtpSession, RtpSessionConfig, SessionEvent, write_packet};
+use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::server::sip::SipShell;
+use crate::sip::call_leg::{EndReason, LegEvent, Side};
+use crate::sip::endpoint::{CallEvent, CallHandle, IncomingCall};
+use crate::store::Store;
+use crate::store::calls::VoiceMessage;
+
+/// A G.711 frame of 20 ms.
+const FRAME_BYTES: usize = 160;
+/// Receive buffer: larger than any RTP datagram we accept.
+const DATAGRAM: usize = 2048;
+
+/// Wall clock with an optional offset (`--now` / `HOTLINE_FAKE_NOW`) for decisions only
+/// (hours, dates of recordings, CDR times); timers always run on the monotonic clock.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct WallClock {
+    offset: chrono::Duration,
+}
+
+impl WallClock {
+    /// A clock that reads `fake_now` at the moment of the call.
+    pub fn starting_at(fake_now: chrono::DateTime<chrono::FixedOffset>) -> WallClock {
+        WallClock {
+            offset: fake_now.with_timezone(&chrono::Utc) - chrono::Utc::now(),
+        }
+    }
+
+    pub fn now(&self) -> chrono::DateTime<chrono::FixedOffset> {
+        (chrono::Utc::now() + self.offset).with_timezone(&crate::calendar::shanghai())
+    }
+}
+
+/// Shared settings and resources of the media plane.
+#[derive(Debug)]
+pub struct MediaContext {
+    pool: Mutex<PortPool>,
+    bind_ip: IpAddr,
+    public_ip: IpAddr,
+    media_timeout: Duration,
+    recordings_dir: PathBuf,
+    prompts_dir: PathBuf,
+    extensions: Vec<TestExtensionConfig>,
+    max_test_call: Duration,
+    pub clock: WallClock,
+    active_calls: AtomicUsize,
+    hotline: Option<HotlineSetup>,
+    store: Option<Store>,
+    /// Prompts by id, loaded once at start-up (no file IO on the call path).
+    prompts: HashMap<String, Prompt>,
+}
+
+/// What the 12348 IVR needs: cities, hours, calendar, flow config.
+#[derive(Debug)]
+struct HotlineSetup {
+    service_numbers: Vec<String>,
+    resolver: CityResolver,
+    cities: HashMap<String, CitySetup>,
+    calendar: Arc<Calendar>,
+    ivr: IvrConfig,
+    province_center: CityId,
+    queue_hold: Duration,
+}
+
+#[derive(Debug)]
+struct CitySetup {
+    hours: WorkingHours,
+    duty_list: Vec<String>,
+    /// The city's agents, in config order (rung first-registered-first until the ACD).
+    agents: Vec<String>,
+}
+
+impl HotlineSetup {
+    fn city_info(&self, city: &CityId, now: chrono::DateTime<chrono::FixedOffset>) -> CallCityInfo {
+        let default_hours = WorkingHours::default();
+        let setup = self.cities.get(city.as_str());
+        let hours = setup.map_or(&default_hours, |c| &c.hours);
+        CallCityInfo {
+            city: city.clone(),
+            open_status: hours.status(&self.calendar, now),
+            has_duty_list: setup.is_some_and(|c| !c.duty_list.is_empty()),
+            hours_spoken: hours.spoken(),
+        }
+    }
+
+    fn serves(&self, dialled: &str) -> bool {
+        let digits: String = dialled.chars().filter(char::is_ascii_digit).collect();
+        !digits.is_empty()
+            && self
+                .service_numbers
+                .iter()
+                .any(|n| digits.ends_with(n.as_str()))
+    }
+}
+
+/// Problems building the media plane from config.
+#[derive(Debug, thiserror::Error)]
+pub enum MediaSetupError {
+    #[error("RTP port range")]
+    Ports(#[from] crate::media::port_pool::PortPoolError),
+    #[error("city configuration")]
+    Cities(#[from] crate::ivr::city::CityError),
+}
+
+impl MediaContext {
+    /// # Errors
+    /// The RTP port range holds no pair.
+    pub fn from_config(
+        config: &Config,
+        sip_local: SocketAddr,
+        clock: WallClock,
+        calendar: Arc<Calendar>,
+        store: Option<Store>,
+    ) -> Result<MediaContext, MediaSetupError> {
+        let hotline = if config.cities.is_empty() {
+            None
+        } else {
+            let entries: Vec<CityEntry> = config
+                .cities
+                .iter()
+                .map(|c| CityEntry {
+                    id: CityId::new(c.id.clone()),
+                    name: c.name.clone(),
+                    area_codes: c.area_codes.clone(),
+                    numbers: c.numbers.clone(),
+                })
+                .collect();
+            let mobile = match &config.calls.mobile_prefixes {
+                Some(path) => MobilePrefixTable::load(path)?,
+                None => MobilePrefixTable::default(),
+            };
+            let resolver = CityResolver::new(
+                &entries,
+                mobile,
+                CityId::new(config.calls.province_center.clone()),
+            )?;
+            Some(HotlineSetup {
+                service_numbers: config.calls.service_numbers.clone(),
+                resolver,
+                cities: config
+                    .cities
+                    .iter()
+                    .map(|c| {
+                        (
+                            c.id.clone(),
+                            CitySetup {
+                                hours: c.hours.clone().unwrap_or_default(),
+                                duty_list: c.duty_list.clone(),
+                                agents: config
+                                    .agents
+                                    .iter()
+                                    .filter(|a| a.city == c.id)
+                                    .map(|a| a.id.clone())
+                                    .collect(),
+                            },
+                        )
+                    })
+                    .collect(),
+                calendar,
+                ivr: config.ivr.clone(),
+                province_center: CityId::new(config.calls.province_center.clone()),
+                queue_hold: Duration::from_secs(config.calls.queue_hold_secs),
+            })
+        };
+        let mut prompts = HashMap::new();
+        let ids = config.ivr.prompt_ids();
+        for id in ids
+            .iter()
+            .map(|i| i.as_str().to_string())
+            .chain(["hold_music".into()])
+        {
+            let path = config.media.prompts_dir.join(format!("{id}.wav"));
+            match load_wav(&path) {
+                Ok(prompt) => {
+                    prompts.insert(id, prompt);
+                }
+                Err(e) => debug!(%e, path = %path.display(), "prompt not loaded"),
+            }
+        }
+        let media = &config.media;
+        let pool = PortPool::new(media.rtp_port_min, media.rtp_port_max)?;
+        let bind_ip = media.bind_address.unwrap_or(sip_local.ip());
+        let public_ip = media.public_address.unwrap_or(if bind_ip.is_unspecified() {
+            if sip_local.ip().is_unspecified() {
+                IpAddr::from([127, 0, 0, 1])
+            } else {
+                sip_local.ip()
+            }
+        } else {
+            bind_ip
+        });
+        Ok(MediaContext {
+            pool: Mutex::new(pool),
+            bind_ip,
+            public_ip,
+            media_timeout: Duration::from_secs(media.media_timeout_secs),
+            recordings_dir: config.server.recordings_dir.clone(),
+            prompts_dir: media.prompts_dir.clone(),
+            extensions: config.test_extensions.clone(),
+            max_test_call: Duration::from_secs(media.max_test_call_secs),
+            clock,
+            active_calls: AtomicUsize::new(0),
+            hotline,
+            store,
+            prompts,
+        })
+    }
+
+    /// A play list of prompt ids and spoken numbers; a missing prompt becomes a short
+    /// silence (logged), so a city's partial recording set never breaks the flow.
+    fn playlist(&self, refs: &[PromptRef]) -> Vec<Segment> {
+        let mut segments = Vec::new();
+        let mut add = |id: &str| match self.prompts.get(id) {
+            Some(p) => segments.push(Segment::Prompt(p.clone())),
+            None => {
+                warn!(prompt = id, "prompt missing; silence instead");
+                segments.push(Segment::Silence(Duration::from_millis(300)));
+            }
+        };
+        for r in refs {
+            match r {
+                PromptRef::Prompt(id) => add(id.as_str()),
+                PromptRef::Number(n) => {
+                    for id in number_prompts(*n) {
+                        add(id.as_str());
+                    }
+                }
+            }
+        }
+        segments
+    }
+
+    /// Calls with media open right now.
+    pub fn active_calls(&self) -> usize {
+        self.active_calls.load(Ordering::Relaxed)
+    }
+
+    fn release(&self, ports: PortPair) {
+        if let Ok(mut pool) = self.pool.lock()
+            && let Err(e) = pool.release(ports)
+        {
+            warn!(%e, "port pair released twice");
+        }
+    }
+
+    /// Allocate and bind an RTP/RTCP pair, skipping pairs another process holds.
+    async fn open_sockets(&self) -> Option<(PortPair, UdpSocket, UdpSocket)> {
+        let attempts = self.pool.lock().map(|p| p.capacity()).unwrap_or(0);
+        for _ in 0..attempts.min(64) {
+            let pair = self.pool.lock().ok()?.allocate()?;
+            let rtp = UdpSocket::bind(SocketAddr::new(self.bind_ip, pair.rtp)).await;
+            let rtcp = UdpSocket::bind(SocketAddr::new(self.bind_ip, pair.rtcp)).await;
+            match (rtp, rtcp) {
+                (Ok(rtp), Ok(rtcp)) => return Some((pair, rtp, rtcp)),
+                _ => {
+                    debug!(port = pair.rtp, "RTP port pair busy; trying another");
+                    if let Ok(mut pool) = self.pool.lock() {
+                        let _ = pool.mark_bad(pair);
+                    }
+                }
+            }
+        }
+        None
+    }
+
+    fn service_for(&self, call: &IncomingCall) -> Option<Service> {
+        if let Some(e) = self.extensions.iter().find(|e| e.number == call.dialled) {
+            return Some(Service::Test(e.clone()));
+        }
+        // The hotline is for callers arriving over a trunk, never for agents' phones.
+        let from_trunk = call.origin == crate::sip::endpoint::CallOrigin::Trunk;
+        self.hotline
+            .as_ref()
+            .filter(|h| from_trunk && h.serves(&call.dialled))
+            .map(|_| Service::Hotline)
+    }
+}
+
+/// What a call is for.
+#[derive(Debug, Clone)]
+enum Service {
+    Test(TestExtensionConfig),
+    Hotline,
+}
+
+/// Routes endpoint call events to the call tasks.
+#[derive(Debug)]
+pub struct CallRouter {
+    media: Arc<MediaContext>,
+    tasks: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<(CallHandle, LegEvent)>>>,
+}
+
+impl CallRouter {
+    pub fn new(media: Arc<MediaContext>) -> CallRouter {
+        CallRouter {
+            media,
+            tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Send the events of `leg` (a B-leg the task placed) to the task of `task`.
+    fn alias(&self, leg: CallHandle, task: CallHandle) {
+        if let Ok(mut tasks) = self.tasks.lock()
+            && let Some(tx) = tasks.get(&task).cloned()
+        {
+            tasks.insert(leg, tx);
+        }
+    }
+
+    pub(crate) fn dispatch(&self, shell: &Arc<SipShell>, call: CallHandle, event: CallEvent) {
+        match event {
+            CallEvent::Incoming(incoming) => {
+                let (tx, rx) = mpsc::unbounded_channel();
+                if let Ok(mut tasks) = self.tasks.lock() {
+                    tasks.insert(call, tx);
+                }
+                tokio::spawn(run_call(
+                    shell.clone(),
+                    self.media.clone(),
+                    call,
+                    *incoming,
+                    rx,
+                ));
+            }
+            CallEvent::Leg(event) => {
+                let ended = matches!(event, LegEvent::Ended { .. });
+                if let Ok(mut tasks) = self.tasks.lock() {
+                    if let Some(tx) = tasks.get(&call) {
+                        // A task that already finished has dropped its receiver: fine.
+                        let _ = tx.send((call, event));
+                    }
+                    if ended {
+                        tasks.remove(&call);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// How a call ended, for the log and the CDR.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CallEnd {
+    Leg {
+        reason: EndReason,
+        who: Side,
+    },
+    /// The call task gave up waiting for the signalling to confirm the end.
+    Unconfirmed,
+}
+
+async fn run_call(
+    shell: Arc<SipShell>,
+    ctx: Arc<MediaContext>,
+    handle: CallHandle,
+    incoming: IncomingCall,
+    events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+) {
+    let Some(service) = ctx.service_for(&incoming) else {
+        // 480 rather than 404: the number may be served by another node or later.
+        info!(%handle, dialled = %incoming.dialled, "no service at this number; 480");
+        shell.drive(|ep| ep.call_reject(Instant::now(), handle, 480));
+        return;
+    };
+    let offer = std::str::from_utf8(&incoming.sdp)
+        .ok()
+        .and_then(|text| SessionDescription::parse(text).ok());
+    let Some(offer) = offer else {
+        info!(%handle, "INVITE without a usable SDP offer; 488");
+        shell.drive(|ep| ep.call_reject(Instant::now(), handle, 488));
+        return;
+    };
+    let Some((ports, rtp, rtcp)) = ctx.open_sockets().await else {
+        warn!(%handle, "no free RTP ports; 503");
+        shell.drive(|ep| ep.call_reject(Instant::now(), handle, 503));
+        return;
+    };
+    let session_id = u64::from(rand::random::<u32>());
+    let local = LocalMedia::g711(ctx.public_ip, ports.rtp, session_id, 1);
+    let answer = match sdp::answer(&offer, &local) {
+        Ok(answer) => answer,
+        Err(e) => {
+            info!(%handle, %e, "SDP offer refused");
+            drop((rtp, rtcp));
+            ctx.release(ports);
+            shell.drive(|ep| ep.call_reject(Instant::now(), handle, e.sip_status()));
+            return;
+        }
+    };
+    let now = Instant::now();
+    let answered = shell.drive(|ep| {
+        let _ = ep.call_ring(now, handle);
+        ep.call_answer(now, handle, Bytes::from(answer.sdp.to_string()))
+    });
+    if !matches!(answered, Some(Ok(()))) {
+        // The caller cancelled while we were setting up.
+        drop((rtp, rtcp));
+        ctx.release(ports);
+        debug!(%handle, "call gone before the answer");
+        return;
+    }
+    ctx.active_calls.fetch_add(1, Ordering::Relaxed);
+    info!(
+        %handle,
+        call_id = %incoming.call_id,
+        dialled = %incoming.dialled,
+        caller = %incoming.caller,
+        codec = ?answer.media.codec,
+        rtp_port = ports.rtp,
+        "call answered"
+    );
+    let mut call = CallMedia::new(
+        &ctx,
+        shell.clone(),
+        handle,
+        &incoming,
+        service,
+        answer.media,
+        local,
+        rtp,
+        rtcp,
+        now,
+    );
+    let end = call.run(events).await;
+    let summary = call.finish(Instant::now(), end);
+    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
+    ctx.release(ports);
+    if let Some((record, message)) = &summary.cdr {
+        info!(
+            %handle,
+            call_id = %record.call_id,
+            city = ?record.city.as_ref().map(CityId::as_str),
+            category = ?record.category,
+            path = ?record.path,
+            hung_up_first = ?record.hung_up_first,
+            callback_due = ?message.as_ref().map(|m| m.callback_due.as_str()),
+            "cdr"
+        );
+        match &ctx.store {
+            Some(store) => {
+                if let Err(e) = store.insert_call(record, message.as_ref()).await {
+                    warn!(%handle, %e, "CDR not stored");
+                }
+            }
+            None => warn!(%handle, "no database: CDR not stored"),
+        }
+    }
+    info!(
+        %handle,
+        call_id = %incoming.call_id,
+        end = ?end,
+        rtp_received = summary.received,
+        rtp_sent = summary.sent,
+        digits = %summary.digits,
+        recording = ?summary.recording,
+        "call ended"
+    );
+}
+
+#[derive(Debug, Default)]
+struct CallSummary {
+    received: u64,
+    sent: u64,
+    digits: String,
+    recording: Option<PathBuf>,
+    cdr: Option<(crate::ivr::cdr::CallDetailRecord, Option<VoiceMessage>)>,
+}
+
+/// The 12348 IVR part of a call.
+struct HotlineCall {
+    flow: IvrFlow,
+    cdr: CdrBuilder,
+    call_id: String,
+    caller: String,
+    city: Option<CityId>,
+    /// The current play list is the flow's (it gets `PromptDone` when it ends).
+    flow_playing: bool,
+    /// The beep is playing; then record for this long.
+    pending_record: Option<Duration>,
+    message: Option<MessageRecording>,
+    voice_message: Option<VoiceMessage>,
+    last_message_path: Option<PathBuf>,
+}
+
+struct MessageRecording {
+    recorder: WavRecorder<std::fs::File>,
+    path: PathBuf,
+    stop_at: Instant,
+}
+
+/// One answered call's media state.
+struct CallMedia {
+    shell: Arc<SipShell>,
+    ctx: Arc<MediaContext>,
+    handle: CallHandle,
+    /// `None` for a hotline call.
+    kind: Option<TestExtensionKind>,
+    hotline: Option<Box<HotlineCall>>,
+    negotiated: Negotiated,
+    local: LocalMedia,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    session: RtpSession,
+    player: Option<Player>,
+    recorder: Option<WavRecorder<std::fs::File>>,
+    recording: Option<PathBuf>,
+    dtmf: DtmfReceiver,
+    inband: Option<InbandDetector>,
+    digits: String,
+    sent: u64,
+    media_timeout: Duration,
+    /// The server hangs up at this moment (maximum call time, end of prompt …).
+    hangup_at: Option<Instant>,
+    /// We asked the endpoint to end the call; waiting for `Ended` until this moment.
+    ending_since: Option<Instant>,
+    /// The B-leg to an agent, once dialled.
+    agent: Option<AgentLeg>,
+    /// The IVR handed the call over: ring an agent (async, from the run loop).
+    pending_dial: Option<DialFor>,
+}
+
+/// Why an agent is rung, and so what happens when nobody answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DialFor {
+    /// The city's agents (in hours); nobody → the queue stand-in.
+    Queue,
+    /// The city's after-hours duty list (urgent); nobody → the IVR offers a message.
+    DutyList,
+}
+
+/// How long an agent's phone rings before the caller falls back to the queue stand-in.
+const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Our leg to an agent and the bridge to it.
+struct AgentLeg {
+    reason: DialFor,
+    handle: CallHandle,
+    agent: String,
+    ports: PortPair,
+    rtp: UdpSocket,
+    rtcp: UdpSocket,
+    offer: SessionDescription,
+    session: Option<RtpSession>,
+    negotiated: Option<Negotiated>,
+    to_agent: Option<RelayDirection>,
+    to_caller: Option<RelayDirection>,
+    ring_until: Option<Instant>,
+    ended: bool,
+}
+
+impl CallMedia {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        ctx: &Arc<MediaContext>,
+        shell: Arc<SipShell>,
+        handle: CallHandle,
+        incoming: &IncomingCall,
+        service: Service,
+        negotiated: Negotiated,
+        local: LocalMedia,
+        rtp: UdpSocket,
+        rtcp: UdpSocket,
+        now: Instant,
+    ) -> CallMedia {
+        let mut config = RtpSessionConfig::g711(
+            rand::random(),
+            rand::random(),
+            rand::random(),
+            format!("hotline-{}", handle.0),
+        );
+        config.media_timeout = if negotiated.is_held() {
+            None
+        } else {
+            Some(ctx.media_timeout)
+        };
+        let session = RtpSession::new(
+            config,
+            now,
+            std::time::SystemTime::now(),
+            negotiated.remote(),
+        );
+        let mut call = CallMedia {
+            shell,
+            ctx: ctx.clone(),
+            handle,
+            kind: None,
+            hotline: None,
+            negotiated,
+            local,
+            rtp,
+            rtcp,
+            session,
+            player: None,
+            recorder: None,
+            recording: None,
+            dtmf: DtmfReceiver::default(),
+            inband: None,
+            digits: String::new(),
+            sent: 0,
+            media_timeout: ctx.media_timeout,
+            hangup_at: Some(now + ctx.max_test_call),
+            ending_since: None,
+            agent: None,
+            pending_dial: None,
+        };
+        match service {
+            Service::Test(extension) => call.start_test(&extension, incoming, now),
+            Service::Hotline => {
+                call.hotline = start_hotline(ctx, handle, incoming, now);
+                call.inband = Some(InbandDetector::new());
+                // A backstop only: the IVR and the queue end calls long before.
+                call.hangup_at = Some(now + Duration::from_secs(2 * 3600));
+                call.drive_flow(now);
+            }
+        }
+        call
+    }
+
+    fn start_test(
+        &mut self,
+        extension: &TestExtensionConfig,
+        incoming: &IncomingCall,
+        now: Instant,
+    ) {
+        let handle = self.handle;
+        let ctx = self.ctx.clone();
+        self.kind = Some(extension.kind);
+        match extension.kind {
+            TestExtensionKind::Play => {
+                let file = extension
+                    .prompt
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("greeting.wav"));
+                let path = ctx.prompts_dir.join(file);
+                match load_wav(&path) {
+                    Ok(prompt) => {
+                        self.player = Some(Player::new(
+                            Playlist::once(vec![
+                                Segment::Silence(Duration::from_millis(200)),
+                                Segment::Prompt(prompt),
+                            ]),
+                            now,
+                            BargeIn::Ignore,
+                        ));
+                    }
+                    Err(e) => warn!(%handle, %e, path = %path.display(), "prompt not loaded"),
+                }
+            }
+            TestExtensionKind::Record => {
+                let date = ctx.clock.now().date_naive();
+                let path = recording_path(&ctx.recordings_dir, date, &incoming.call_id);
+                let stereo = extension.stereo;
+                match create_recorder(&path, now, stereo) {
+                    Ok(r) => {
+                        self.recorder = Some(r);
+                        self.recording = Some(path);
+                    }
+                    Err(e) => warn!(%handle, %e, "recording not started; the call goes on"),
+                }
+            }
+            TestExtensionKind::Dtmf => self.inband = Some(InbandDetector::new()),
+            TestExtensionKind::Echo => {}
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        [
+            self.session.poll_timeout(),
+            self.player.as_ref().and_then(Player::poll_timeout),
+            self.dtmf.poll_timeout(),
+            self.recorder.as_ref().map(WavRecorder::poll_timeout),
+            self.hotline.as_ref().and_then(|h| h.flow.poll_timeout()),
+            self.agent
+                .as_ref()
+                .and_then(|a| a.session.as_ref())
+                .and_then(RtpSession::poll_timeout),
+            self.agent.as_ref().and_then(|a| a.ring_until),
+            self.hotline
+                .as_ref()
+                .and_then(|h| h.message.as_ref())
+                .map(|m| m.stop_at.min(m.recorder.poll_timeout())),
+            self.hangup_at,
+            self.ending_since.map(|t| t + Duration::from_secs(40)),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+    }
+
+    async fn run(
+        &mut self,
+        mut events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+    ) -> CallEnd {
+        let mut buf = [0u8; DATAGRAM];
+        let mut agent_buf = [0u8; DATAGRAM];
+        let mut rtcp_buf = [0u8; DATAGRAM];
+        loop {
+            if let Some(reason) = self.pending_dial.take() {
+                self.dial_agent(Instant::now(), reason).await;
+            }
+            let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            let agent_rtp = async {
+                match self.agent.as_ref() {
+                    Some(agent) => agent.rtp.recv_from(&mut agent_buf).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                received = self.rtp.recv_from(&mut buf) => {
+                    if let Ok((n, from)) = received {
+                        self.on_rtp(Instant::now(), from, &mut buf, n);
+                    }
+                }
+                received = agent_rtp => {
+                    if let Ok((n, from)) = received {
+                        self.on_agent_rtp(Instant::now(), from, &mut agent_buf, n);
+                    }
+                }
+                received = self.rtcp.recv_from(&mut rtcp_buf) => {
+                    if let Ok((n, from)) = received
+                        && let Some(datagram) = rtcp_buf.get(..n)
+                        && let Err(e) = self.session.receive_rtcp(Instant::now(), from, datagram)
+                    {
+                        debug!(handle = %self.handle, %e, "bad RTCP");
+                    }
+                }
+                event = events.recv() => match event {
+                    Some((leg, event)) if leg != self.handle => {
+                        self.on_agent_event(Instant::now(), leg, event);
+                    }
+                    Some((_, LegEvent::Ended { reason, who_hung_up })) => {
+                        self.hang_up_agent(Instant::now());
+                        return CallEnd::Leg { reason, who: who_hung_up };
+                    }
+                    Some((_, LegEvent::Reinvite { sdp })) => self.on_reinvite(Instant::now(), &sdp),
+                    Some((_, other)) => debug!(handle = %self.handle, ?other, "leg event"),
+                    None => return CallEnd::Unconfirmed,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if self.on_timers(Instant::now()) {
+                        return CallEnd::Unconfirmed;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ring the first registered agent of the call's city (no ACD yet); without one, the
+    /// queue stand-in holds the caller and hangs up.
+    async fn dial_agent(&mut self, now: Instant, reason: DialFor) {
+        let handle = self.handle;
+        let city = self.hotline.as_ref().and_then(|h| h.city.clone());
+        let agents: Vec<String> = city
+            .as_ref()
+            .and_then(|c| self.ctx.hotline.as_ref()?.cities.get(c.as_str()))
+            .map(|c| match reason {
+                DialFor::Queue => c.agents.clone(),
+                DialFor::DutyList => c.duty_list.clone(),
+            })
+            .unwrap_or_default();
+        let contacts = self
+            .shell
+            .drive(|ep| ep.agent_contacts(now, &agents))
+            .unwrap_or_default();
+        let Some(contact) = contacts.into_iter().next() else {
+            info!(%handle, city = ?city.as_ref().map(CityId::as_str), "no registered agent in the city");
+            self.nobody_answered(now, reason);
+            return;
+        };
+        let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
+            warn!(%handle, "no RTP ports for the agent leg");
+            self.nobody_answered(now, reason);
+            return;
+        };
+        let local = LocalMedia::g711(
+            self.ctx.public_ip,
+            ports.rtp,
+            u64::from(rand::random::<u32>()),
+            1,
+        );
+        let offer = sdp::offer(&local);
+        let body = Bytes::from(offer.to_string());
+        let caller = self
+            .hotline
+            .as_ref()
+            .map(|h| h.caller.clone())
+            .unwrap_or_default();
+        let shell = self.shell.clone();
+        let dialled = self.shell.drive(|ep| {
+            let leg = ep.call_dial(now, &contact, &caller, body);
+            // Registered while the endpoint is locked: no event of the leg can be lost.
+            shell.calls().alias(leg, handle);
+            leg
+        });
+        let Some(leg) = dialled else {
+            drop((rtp, rtcp));
+            self.ctx.release(ports);
+            self.nobody_answered(now, reason);
+            return;
+        };
+        info!(%handle, agent = %contact.agent, contact = %contact.contact, ?reason, "ringing agent");
+        if reason == DialFor::DutyList {
+            let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
+            self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+        }
+        self.hangup_at = Some(now + AGENT_RING_TIMEOUT + Duration::from_secs(3600));
+        self.agent = Some(AgentLeg {
+            reason,
+            handle: leg,
+            agent: contact.agent,
+            ports,
+            rtp,
+            rtcp,
+            offer,
+            session: None,
+            negotiated: None,
+            to_agent: None,
+            to_caller: None,
+            ring_until: Some(now + AGENT_RING_TIMEOUT),
+            ended: false,
+        });
+    }
+
+    /// Nobody (registered) answered: the queue stand-in, or a voice message after hours.
+    fn nobody_answered(&mut self, now: Instant, reason: DialFor) {
+        match reason {
+            DialFor::Queue => self.hold_then_hang_up(now),
+            DialFor::DutyList => {
+                self.player = None;
+                if let Some(h) = self.hotline.as_mut() {
+                    h.flow.handle(now, IvrInput::DutyListUnavailable);
+                }
+                self.drive_flow(now);
+            }
+        }
+    }
+
+    fn hold_then_hang_up(&mut self, now: Instant) {
+        let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
+        self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+        let queue_hold = self
+            .ctx
+            .hotline
+            .as_ref()
+            .map_or(Duration::from_secs(10), |s| s.queue_hold);
+        self.hangup_at = Some(now + queue_hold);
+    }
+
+    fn on_agent_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_mut().filter(|a| a.handle == leg) else {
+            return;
+        };
+        match event {
+            LegEvent::Answered { sdp: Some(sdp) } => {
+                let negotiated = std::str::from_utf8(&sdp)
+                    .ok()
+                    .and_then(|t| SessionDescription::parse(t).ok())
+                    .and_then(|answer| sdp::parse_answer(&agent.offer, &answer).ok());
+                let Some(negotiated) = negotiated else {
+                    warn!(%handle, "agent's SDP answer unusable; hanging up the agent");
+                    self.shell.drive(|ep| ep.call_hangup(now, leg));
+                    return;
+                };
+                let mut config = RtpSessionConfig::g711(
+                    rand::random(),
+                    rand::random(),
+                    rand::random(),
+                    format!("hotline-{}", leg.0),
+                );
+                config.media_timeout = Some(self.media_timeout);
+                let session = RtpSession::new(
+                    config,
+                    now,
+                    std::time::SystemTime::now(),
+                    negotiated.remote(),
+                );
+                let caller_media = LegMedia::from(&self.negotiated);
+                let agent_media = LegMedia::from(&negotiated);
+                agent.to_agent = Some(RelayDirection::new(
+                    caller_media,
+                    agent_media,
+                    session.ssrc(),
+                    rand::random(),
+                    rand::random(),
+                ));
+                agent.to_caller = Some(RelayDirection::new(
+                    agent_media,
+                    caller_media,
+                    self.session.ssrc(),
+                    rand::random(),
+                    rand::random(),
+                ));
+                agent.session = Some(session);
+                agent.negotiated = Some(negotiated);
+                agent.ring_until = None;
+                let agent_id = agent.agent.clone();
+                self.player = None;
+                self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
+                let wall = self.ctx.clock.now();
+                let date = wall.date_naive();
+                if let Some(h) = self.hotline.as_mut() {
+                    let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
+                    match create_recorder(&path, now, true) {
+                        Ok(r) => {
+                            self.recorder = Some(r);
+                            h.cdr.recording(path.display().to_string());
+                            self.recording = Some(path);
+                        }
+                        Err(e) => warn!(%handle, %e, "call recording not started"),
+                    }
+                    h.cdr.agent_answered(wall, agent_id.clone());
+                }
+                info!(%handle, agent = %agent_id, codec = ?negotiated.codec, "agent answered; bridged");
+            }
+            LegEvent::Ended { reason, .. } => {
+                agent.ended = true;
+                let bridged = agent.session.is_some();
+                info!(%handle, ?reason, bridged, "agent leg ended");
+                if bridged {
+                    let wall = self.ctx.clock.now();
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.hung_up(wall, HangupParty::Agent);
+                    }
+                    self.hangup_at = Some(now);
+                } else {
+                    let reason = agent.reason;
+                    self.release_agent();
+                    self.nobody_answered(now, reason);
+                }
+            }
+            LegEvent::Reinvite { .. } => {
+                // Hold from the agent's phone is not supported yet: keep the session.
+                self.shell
+                    .drive(|ep| ep.call_reject_reinvite(now, leg, 488));
+            }
+            other => debug!(%handle, ?other, "agent leg event"),
+        }
+    }
+
+    /// End the agent leg (CANCEL or BYE) if it is still up.
+    fn hang_up_agent(&mut self, now: Instant) {
+        if let Some(agent) = self.agent.as_mut()
+            && !agent.ended
+        {
+            agent.ended = true;
+            let leg = agent.handle;
+            self.shell.drive(|ep| ep.call_hangup(now, leg));
+        }
+    }
+
+    fn release_agent(&mut self) {
+        if let Some(agent) = self.agent.take() {
+            let ports = agent.ports;
+            drop(agent);
+            self.ctx.release(ports);
+        }
+    }
+
+    /// RTP from the agent: relayed to the caller in place, recorded on the right channel.
+    fn on_agent_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        let (Some(session), Some(relay)) = (agent.session.as_mut(), agent.to_caller.as_mut())
+        else {
+            return;
+        };
+        let accepted = buf
+            .get(..n)
+            .and_then(|d| RtpPacket::parse(d).ok())
+            .is_some_and(|packet| {
+                matches!(
+                    session.receive_rtp(now, from, &packet),
+                    crate::media::rtp::ReceiveOutcome::Accepted { .. }
+                )
+            });
+        if !accepted {
+            return;
+        }
+        let mut pcm = [0i16; DATAGRAM];
+        let relayed = relay.relay(buf, n, Some(&mut pcm));
+        let (len, timestamp, payload_len, decoded) = match relayed {
+            Ok(Relayed::Audio {
+                len,
+                timestamp,
+                payload_len,
+                decoded,
+            }) => (len, timestamp, payload_len, decoded),
+            Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
+            _ => return,
+        };
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) =
+                recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
+        {
+            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
+        }
+        if self.negotiated.is_held() {
+            return;
+        }
+        if let (Some(to), Some(bytes)) = (self.session.remote_rtp(), buf.get(..len))
+            && self.rtp.try_send_to(bytes, to).is_ok()
+        {
+            self.session.record_sent(now, timestamp, payload_len);
+            self.sent += 1;
+        }
+    }
+
+    /// Caller RTP during a bridge: relayed to the agent in place.
+    fn relay_to_agent(&mut self, now: Instant, buf: &mut [u8], n: usize) -> bool {
+        let Some(agent) = self.agent.as_mut() else {
+            return false;
+        };
+        let (Some(session), Some(relay)) = (agent.session.as_mut(), agent.to_agent.as_mut()) else {
+            return false;
+        };
+        let mut pcm = [0i16; DATAGRAM];
+        let (len, timestamp, payload_len, decoded) = match relay.relay(buf, n, Some(&mut pcm)) {
+            Ok(Relayed::Audio {
+                len,
+                timestamp,
+                payload_len,
+                decoded,
+            }) => (len, timestamp, payload_len, decoded),
+            Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
+            _ => return true,
+        };
+        if let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
+            && agent.rtp.try_send_to(bytes, to).is_ok()
+        {
+            session.record_sent(now, timestamp, payload_len);
+        }
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) =
+                recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
+        {
+            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
+        }
+        true
+    }
+
+    fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        let bridged = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.session.is_some() && !a.ended);
+        if bridged {
+            let accepted = buf
+                .get(..n)
+                .and_then(|d| RtpPacket::parse(d).ok())
+                .is_some_and(|packet| {
+                    matches!(
+                        self.session.receive_rtp(now, from, &packet),
+                        crate::media::rtp::ReceiveOutcome::Accepted { .. }
+                    )
+                });
+            if accepted {
+                self.relay_to_agent(now, buf, n);
+            }
+            return;
+        }
+        let Some(datagram) = buf.get(..n) else {
+            return;
+        };
+        let Ok(packet) = RtpPacket::parse(datagram) else {
+            return;
+        };
+        if !matches!(
+            self.session.receive_rtp(now, from, &packet),
+            crate::media::rtp::ReceiveOutcome::Accepted { .. }
+        ) {
+            return;
+        }
+        if Some(packet.payload_type) == self.negotiated.dtmf_payload_type {
+            if let Ok(event) = TelephoneEvent::parse(packet.payload) {
+                self.dtmf.receive(now, packet.timestamp, &event);
+                self.collect_digits(now);
+            }
+            if self.kind == Some(TestExtensionKind::Echo) {
+                self.send(
+                    now,
+                    packet.payload_type,
+                    packet.marker,
+                    packet.timestamp,
+                    packet.payload,
+                );
+            }
+            return;
+        }
+        if packet.payload_type != self.negotiated.payload_type {
+            return;
+        }
+        if self.kind == Some(TestExtensionKind::Echo) {
+            self.send(
+                now,
+                packet.payload_type,
+                packet.marker,
+                packet.timestamp,
+                packet.payload,
+            );
+            return;
+        }
+        let mut pcm = [0i16; DATAGRAM];
+        let Some(pcm_out) = pcm.get_mut(..packet.payload.len()) else {
+            return;
+        };
+        let decoded = self.negotiated.codec.decode_into(packet.payload, pcm_out);
+        let samples = pcm.get(..decoded).unwrap_or_default();
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) = recorder.push(now, Channel::Caller, samples)
+        {
+            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
+        }
+        if let Some(message) = self.hotline.as_mut().and_then(|h| h.message.as_mut())
+            && let Err(e) = message.recorder.push(now, Channel::Caller, samples)
+        {
+            warn!(handle = %self.handle, %e, "voice message recording failed");
+        }
+        let mut heard = [None; 4];
+        if let Some(inband) = self.inband.as_mut() {
+            for (slot, digit) in heard.iter_mut().zip(inband.process(samples)) {
+                *slot = Some(digit.digit.as_char());
+            }
+        }
+        for c in heard.into_iter().flatten() {
+            self.on_digit(now, c, "inband");
+        }
+    }
+
+    fn collect_digits(&mut self, now: Instant) {
+        while let Some(digit) = self.dtmf.poll_digit() {
+            self.on_digit(now, digit.digit.as_char(), "rfc4733");
+        }
+    }
+
+    fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
+        info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
+        self.digits.push(c);
+        if let Some(h) = self.hotline.as_mut() {
+            h.flow.handle(now, IvrInput::Digit(c));
+            self.drive_flow(now);
+        }
+    }
+
+    /// Carry out the IVR's commands until it has none.
+    fn drive_flow(&mut self, now: Instant) {
+        while let Some(action) = self.hotline.as_mut().and_then(|h| h.flow.poll_output()) {
+            let handle = self.handle;
+            match action {
+                IvrAction::Play(list) => {
+                    let segments = self.ctx.playlist(&list);
+                    self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.flow_playing = true;
+                    }
+                }
+                IvrAction::StopPlayback => {
+                    self.player = None;
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.flow_playing = false;
+                    }
+                }
+                IvrAction::StartRecording { max, beep, .. } => {
+                    if beep {
+                        let beep_id = self
+                            .ctx
+                            .hotline
+                            .as_ref()
+                            .map(|s| s.ivr.beep.clone())
+                            .unwrap_or_else(|| crate::ivr::prompt::PromptId::new("beep"));
+                        let segments = self.ctx.playlist(&[PromptRef::Prompt(beep_id)]);
+                        self.player =
+                            Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                        if let Some(h) = self.hotline.as_mut() {
+                            h.flow_playing = false;
+                            h.pending_record = Some(max);
+                        }
+                    } else {
+                        self.start_message(now, max);
+                    }
+                }
+                IvrAction::StopRecording => self.stop_message(now),
+                IvrAction::SelectCity { city, how } => {
+                    let wall = self.ctx.clock.now();
+                    let info = self.ctx.hotline.as_ref().map(|s| s.city_info(&city, wall));
+                    if let (Some(h), Some(info)) = (self.hotline.as_mut(), info) {
+                        h.cdr.city(&CityResolution {
+                            city: city.clone(),
+                            how,
+                        });
+                        if !info.open_status.open {
+                            h.cdr.after_hours();
+                        }
+                        info!(%handle, city = city.as_str(), ?how, open = info.open_status.open, "city chosen");
+                        h.city = Some(city);
+                        h.flow.handle(now, IvrInput::CityInfo(info));
+                    }
+                }
+                IvrAction::Enqueue { category, urgency } => {
+                    let wall = self.ctx.clock.now();
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.category(category, urgency).queued(wall);
+                        info!(
+                            %handle,
+                            city = ?h.city.as_ref().map(CityId::as_str),
+                            ?category,
+                            ?urgency,
+                            "call enqueued (no ACD yet: hold music, then the server hangs up)"
+                        );
+                    }
+                    // Hold music while the agent rings (or until the stand-in hangs up).
+                    self.hold_then_hang_up(now);
+                    self.pending_dial = Some(DialFor::Queue);
+                }
+                IvrAction::RingDutyList { category, urgency } => {
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.category(category, urgency);
+                        info!(%handle, ?category, ?urgency, "urgent after hours: ringing the duty list");
+                    }
+                    self.pending_dial = Some(DialFor::DutyList);
+                }
+                IvrAction::CreateVoiceMessageOrder {
+                    category,
+                    urgency,
+                    recording_duration,
+                } => self.voice_message_taken(category, urgency, recording_duration),
+                IvrAction::Hangup { reason } => {
+                    info!(%handle, ?reason, "IVR ends the call");
+                    self.hangup_at = Some(now);
+                }
+            }
+        }
+    }
+
+    fn start_message(&mut self, now: Instant, max: Duration) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        let date = self.ctx.clock.now().date_naive();
+        let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
+        match create_recorder(&path, now, false) {
+            Ok(recorder) => {
+                info!(handle = %self.handle, path = %path.display(), "recording voice message");
+                h.message = Some(MessageRecording {
+                    recorder,
+                    path,
+                    stop_at: now + max,
+                });
+            }
+            Err(e) => {
+                warn!(handle = %self.handle, %e, "voice message cannot be recorded");
+                h.flow.handle(
+                    now,
+                    IvrInput::RecordingDone {
+                        duration: Duration::ZERO,
+                    },
+                );
+            }
+        }
+    }
+
+    /// End the voice message (stop digit, maximum length, hang-up) and tell the flow once.
+    fn stop_message(&mut self, now: Instant) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        let duration = if let Some(message) = h.message.take() {
+            h.last_message_path = Some(message.path.clone());
+            match message.recorder.finish() {
+                Ok(summary) => Duration::from_millis(summary.frames.saturating_mul(1000) / 8000),
+                Err(e) => {
+                    warn!(handle = %self.handle, %e, "voice message incomplete");
+                    Duration::ZERO
+                }
+            }
+        } else {
+            h.pending_record = None;
+            Duration::ZERO
+        };
+        info!(handle = %self.handle, ?duration, "voice message ended");
+        h.flow.handle(now, IvrInput::RecordingDone { duration });
+        self.drive_flow(now);
+    }
+
+    fn voice_message_taken(
+        &mut self,
+        category: CallCategory,
+        urgency: Urgency,
+        duration: Duration,
+    ) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        let Some(path) = h.last_message_path.clone() else {
+            return;
+        };
+        let received_at = self.ctx.clock.now();
+        let due = self
+            .ctx
+            .hotline
+            .as_ref()
+            .map(|s| callback_due(&s.calendar, received_at));
+        let Some(due) = due else {
+            return;
+        };
+        let recording = path.display().to_string();
+        h.cdr
+            .category(category, urgency)
+            .voice_message(recording.clone());
+        info!(
+            handle = %self.handle,
+            callback_due = %due.display(),
+            provisional = due.provisional,
+            "voice message taken: a callback work order is due"
+        );
+        h.voice_message = Some(VoiceMessage {
+            call_id: h.call_id.clone(),
+            caller: h.caller.clone(),
+            city: h.city.as_ref().map(|c| c.as_str().to_string()),
+            category: snake_name(&category),
+            urgency: snake_name(&urgency),
+            recording,
+            duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
+            received_at: received_at.to_rfc3339(),
+            callback_due: due.at.to_rfc3339(),
+            provisional: due.provisional,
+            work_order: None,
+        });
+    }
+
+    /// Send one RTP packet to the (latched) remote, unless the remote holds the call.
+    fn send(
+        &mut self,
+        now: Instant,
+        payload_type: u8,
+        marker: crate::media::rtp::Marker,
+        media_timestamp: u32,
+        payload: &[u8],
+    ) {
+        if self.negotiated.is_held() {
+            return;
+        }
+        let Some(to) = self.session.remote_rtp() else {
+            return;
+        };
+        let header =
+            self.session
+                .next_header(now, payload_type, marker, media_timestamp, payload.len());
+        let mut out = [0u8; DATAGRAM];
+        if let Ok(len) = write_packet(&header, payload, &mut out)
+            && let Some(bytes) = out.get(..len)
+        {
+            // Never block the call task: a full socket buffer drops the packet.
+            if self.rtp.try_send_to(bytes, to).is_ok() {
+                self.sent += 1;
+            }
+        }
+    }
+
+    /// A play list ended: the beep (start recording) or one of the flow's prompts.
+    fn player_finished(&mut self, now: Instant) {
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        if let Some(max) = h.pending_record.take() {
+            self.start_message(now, max);
+        } else if h.flow_playing {
+            h.flow_playing = false;
+            h.flow.handle(now, IvrInput::PromptDone);
+        }
+        self.drive_flow(now);
+    }
+
+    fn agent_timers(&mut self, now: Instant) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_mut() else {
+            return;
+        };
+        if agent.ring_until.is_some_and(|t| now >= t) {
+            agent.ring_until = None;
+            info!(%handle, agent = %agent.agent, "agent did not answer; cancelling");
+            let leg = agent.handle;
+            self.shell.drive(|ep| ep.call_hangup(now, leg));
+        }
+        let Some(session) = agent.session.as_mut() else {
+            return;
+        };
+        session.handle_timeout(now);
+        let mut timed_out = false;
+        while let Some(event) = session.poll_event() {
+            match event {
+                SessionEvent::RtcpDue => {
+                    let mut out = [0u8; 512];
+                    if let (Ok(len), Some(to)) =
+                        (session.build_rtcp(now, &mut out), session.remote_rtcp())
+                        && let Some(bytes) = out.get(..len)
+                    {
+                        let _ = agent.rtcp.try_send_to(bytes, to);
+                    }
+                }
+                SessionEvent::MediaTimeout { silent_for } => {
+                    info!(%handle, ?silent_for, "media timeout on the agent leg");
+                    timed_out = true;
+                }
+            }
+        }
+        if timed_out && !agent.ended {
+            agent.ended = true;
+            let leg = agent.handle;
+            self.shell.drive(|ep| ep.call_media_timeout(now, leg));
+            self.hangup_at = Some(now);
+        }
+    }
+
+    /// Returns true when the task should stop (the end was never confirmed).
+    fn on_timers(&mut self, now: Instant) -> bool {
+        self.agent_timers(now);
+        self.session.handle_timeout(now);
+        while let Some(event) = self.session.poll_event() {
+            match event {
+                SessionEvent::RtcpDue => {
+                    let mut out = [0u8; 512];
+                    if let (Ok(len), Some(to)) = (
+                        self.session.build_rtcp(now, &mut out),
+                        self.session.remote_rtcp(),
+                    ) && let Some(bytes) = out.get(..len)
+                    {
+                        let _ = self.rtcp.try_send_to(bytes, to);
+                    }
+                }
+                SessionEvent::MediaTimeout { silent_for } => {
+                    info!(handle = %self.handle, ?silent_for, "media timeout: no RTP; ending the call");
+                    let handle = self.handle;
+                    self.shell.drive(|ep| ep.call_media_timeout(now, handle));
+                    self.ending_since.get_or_insert(now);
+                }
+            }
+        }
+        if let Some(mut player) = self.player.take() {
+            let pt = self.negotiated.payload_type;
+            let codec = self.negotiated.codec;
+            while let Some(frame) = player.poll(now) {
+                let mut payload = [0u8; FRAME_BYTES];
+                let n = codec.encode_into(&frame.samples, &mut payload);
+                let payload = payload.get(..n).unwrap_or_default();
+                self.send(now, pt, frame.marker, frame.timestamp, payload);
+            }
+            if !player.is_finished() {
+                self.player = Some(player);
+            } else if self.kind == Some(TestExtensionKind::Play) {
+                self.hangup_at = Some(now + Duration::from_millis(500));
+            } else {
+                self.player_finished(now);
+            }
+        }
+        self.dtmf.handle_timeout(now);
+        self.collect_digits(now);
+        if let Some(h) = self.hotline.as_mut() {
+            h.flow.handle_timeout(now);
+            let message_over = h.message.as_ref().is_some_and(|m| now >= m.stop_at);
+            if let Some(message) = h.message.as_mut()
+                && let Err(e) = message.recorder.tick(now)
+            {
+                warn!(handle = %self.handle, %e, "voice message recording failed");
+            }
+            if message_over {
+                self.stop_message(now);
+            }
+            self.drive_flow(now);
+        }
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) = recorder.tick(now)
+        {
+            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
+        }
+        if self.hangup_at.is_some_and(|t| t <= now) {
+            self.hangup_at = None;
+            let handle = self.handle;
+            debug!(%handle, "server hangs up");
+            self.shell.drive(|ep| ep.call_hangup(now, handle));
+            self.ending_since.get_or_insert(now);
+        }
+        self.ending_since
+            .is_some_and(|t| now >= t + Duration::from_secs(40))
+    }
+
+    fn on_reinvite(&mut self, now: Instant, sdp: &[u8]) {
+        let handle = self.handle;
+        let offer = std::str::from_utf8(sdp)
+            .ok()
+            .and_then(|t| SessionDescription::parse(t).ok());
+        let Some(offer) = offer else {
+            self.shell
+                .drive(|ep| ep.call_reject_reinvite(now, handle, 488));
+            return;
+        };
+        self.local.session_version += 1;
+        match sdp::answer(&offer, &self.local) {
+            Ok(answer) => {
+                self.session.set_remote(now, answer.media.remote());
+                let timeout = (!answer.media.is_held()).then_some(self.media_timeout);
+                self.session.set_media_timeout(now, timeout);
+                info!(%handle, held = answer.media.is_held(), "re-INVITE answered");
+                self.negotiated = answer.media;
+                let body = Bytes::from(answer.sdp.to_string());
+                self.shell
+                    .drive(|ep| ep.call_answer_reinvite(now, handle, body));
+            }
+            Err(e) => {
+                self.local.session_version -= 1;
+                self.shell
+                    .drive(|ep| ep.call_reject_reinvite(now, handle, e.sip_status()));
+            }
+        }
+    }
+
+    fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
+        self.hang_up_agent(now);
+        self.release_agent();
+        let caller_hung_up = matches!(
+            end,
+            CallEnd::Leg {
+                who: Side::Remote,
+                ..
+            }
+        );
+        if caller_hung_up && let Some(h) = self.hotline.as_mut() {
+            h.flow.handle(now, IvrInput::CallerHangup);
+            self.drive_flow(now);
+        }
+        // Whatever the flow did, a message still open is closed now.
+        if self.hotline.as_ref().is_some_and(|h| h.message.is_some()) {
+            self.stop_message(now);
+        }
+        let cdr = self.hotline.take().map(|h| {
+            let h = *h;
+            let wall = self.ctx.clock.now();
+            let mut cdr = h.cdr;
+            let party = if caller_hung_up {
+                HangupParty::Caller
+            } else {
+                HangupParty::System
+            };
+            cdr.hung_up(wall, party);
+            if let Some(outcome) = h.flow.outcome() {
+                cdr.ivr_outcome(outcome);
+            }
+            if let Some((category, urgency)) = h.flow.choice() {
+                cdr.category(category, urgency);
+            }
+            (cdr.finish(wall), h.voice_message)
+        });
+        if let Some(recorder) = self.recorder.take() {
+            match recorder.finish() {
+                Ok(summary) => debug!(handle = %self.handle, ?summary, "recording finished"),
+                Err(e) => warn!(handle = %self.handle, %e, "recording incomplete"),
+            }
+        }
+        CallSummary {
+            received: self.session.stats().received,
+            sent: self.sent,
+            digits: self.digits.clone(),
+            recording: self.recording.clone(),
+            cdr,
+        }
+    }
+}
+
+/// Fix the headers of recordings a crash left open (start-up, in the background): every
+/// WAV under `dir` whose sizes do not cover its data is repaired; returns how many.
+pub fn repair_recordings(dir: &std::path::Path) -> usize {
+    let mut repaired = 0;
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(current) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&current) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else if path.extension().is_some_and(|e| e == "wav") {
+                match crate::media::recorder::repair_wav(&path) {
+                    Ok(crate::media::recorder::RepairOutcome::Repaired { data_bytes }) => {
+                        warn!(path = %path.display(), data_bytes, "recording repaired after a crash");
+                        repaired += 1;
+                    }
+                    Ok(_) => {}
+                    Err(e) => warn!(path = %path.display(), %e, "recording cannot be repaired"),
+                }
+            }
+        }
+    }
+    repaired
+}
+
+/// Create the directories and a mono (voice message) or stereo (call) WAV recorder.
+fn create_recorder(
+    path: &std::path::Path,
+    now: Instant,
+    stereo: bool,
+) -> Result<WavRecorder<std::fs::File>, String> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| e.to_string())?;
+    }
+    let config = RecorderConfig::default();
+    if stereo {
+        WavRecorder::create_stereo(path, now, config)
+    } else {
+        WavRecorder::create_mono(path, now, config)
+    }
+    .map_err(|e| e.to_string())
+}
+
+/// Resolve the city, check its hours and start the IVR flow of a 12348 call.
+fn start_hotline(
+    ctx: &MediaContext,
+    handle: CallHandle,
+    incoming: &IncomingCall,
+    now: Instant,
+) -> Option<Box<HotlineCall>> {
+    let setup = ctx.hotline.as_ref()?;
+    let wall = ctx.clock.now();
+    let mut cdr = CdrBuilder::new(
+        incoming.call_id.clone(),
+        incoming.caller.clone(),
+        incoming.dialled.clone(),
+        wall,
+    );
+    cdr.ivr_answered(wall);
+    let city_info = match setup
+        .resolver
+        .resolve(&incoming.dialled, None, &incoming.caller)
+    {
+        CityLookup::Resolved(resolution) => {
+            cdr.city(&resolution);
+            let info = setup.city_info(&resolution.city, wall);
+            if !info.open_status.open {
+                cdr.after_hours();
+            }
+            info!(
+                %handle,
+                city = resolution.city.as_str(),
+                how = ?resolution.how,
+                open = info.open_status.open,
+                next_open = ?info.open_status.next_open,
+                now = %wall,
+                "hotline call"
+            );
+            Some(info)
+        }
+        CityLookup::NeedsMenu => {
+            info!(%handle, now = %wall, "hotline call: city unknown, asking the caller");
+            None
+        }
+    };
+    let city = city_info.as_ref().map(|c| c.city.clone());
+    let mut flow = IvrFlow::new(
+        setup.ivr.clone(),
+        IvrContext {
+            city: city_info,
+            province_center: setup.province_center.clone(),
+        },
+    );
+    flow.handle(now, IvrInput::Start);
+    Some(Box::new(HotlineCall {
+        flow,
+        cdr,
+        call_id: incoming.call_id.clone(),
+        caller: incoming.caller.clone(),
+        city,
+        flow_playing: false,
+        pending_record: None,
+        message: None,
+        voice_message: None,
+        last_message_path: None,
+    }))
+}
+
+fn snake_name<T: serde::Serialize>(value: &T) -> String {
+    match serde_json::to_value(value) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[server]
+domain = "hotline.test"
+
+[[cities]]
+id = "jinan"
+name = "济南"
+area_codes = ["0531"]
+numbers = ["053112348"]
+duty_list = ["1001"]
+hours = { periods = [{ start = "08:30", end = "12:00" }], days = "working_days" }
+
+[[agents]]
+id = "1001"
+name = "a"
+city = "jinan"
+password = "pw"
+roles = ["agent"]
+"#;
+
+    fn context(config: &Config) -> MediaContext {
+        let calendar = Calendar::load(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("config/calendar/cn-workdays.toml"),
+        )
+        .expect("calendar");
+        MediaContext::from_config(
+            config,
+            "127.0.0.1:5060".parse().expect("addr"),
+            WallClock::default(),
+            Arc::new(calendar),
+            None,
+        )
+        .expect("context")
+    }
+
+    #[test]
+    fn hotline_numbers_match_with_any_prefix_and_only_for_trunks() {
+        let config = Config::from_toml(CONFIG).expect("config");
+        let ctx = context(&config);
+        let setup = ctx.hotline.as_ref().expect("hotline");
+        for dialled in ["12348", "053112348", "+8653112348", "0531-12348"] {
+            assert!(setup.serves(dialled), "{dialled}");
+        }
+        for dialled in ["", "123", "12349", "echo"] {
+            assert!(!setup.serves(dialled), "{dialled}");
+        }
+        let mut call = IncomingCall {
+            call_id: "x".into(),
+            dialled: "12348".into(),
+            caller: "053188886666".into(),
+            to_user: "12348".into(),
+            source: crate::sip::endpoint::SourceInfo {
+                addr: "127.0.0.1:5070".parse().expect("addr"),
+                transport: crate::sip::endpoint::Transport::Udp,
+            },
+            origin: crate::sip::endpoint::CallOrigin::Trunk,
+            sdp: Bytes::new(),
+        };
+        assert!(matches!(ctx.service_for(&call), Some(Service::Hotline)));
+        call.origin = crate::sip::endpoint::CallOrigin::Agent("1001".into());
+        assert!(
+            ctx.service_for(&call).is_none(),
+            "agents' phones do not reach the IVR"
+        );
+    }
+
+    #[test]
+    fn city_hours_from_config_decide_open_on_the_calendar() {
+        let config = Config::from_toml(CONFIG).expect("config");
+        let ctx = context(&config);
+        let setup = ctx.hotline.as_ref().expect("hotline");
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("time");
+        let jinan = CityId::new("jinan");
+        // 08:45 on a working day: open under Jinan's own hours (default would be closed).
+        assert!(
+            setup
+                .city_info(&jinan, at("2026-02-14T08:45:00+08:00"))
+                .open_status
+                .open
+        );
+        // The afternoon is not in Jinan's hours.
+        assert!(
+            !setup
+                .city_info(&jinan, at("2026-02-13T14:00:00+08:00"))
+                .open_status
+                .open
+        );
+        // National Day.
+        assert!(
+            !setup
+                .city_info(&jinan, at("2025-10-01T10:00:00+08:00"))
+                .open_status
+                .open
+        );
+        assert!(
+            setup
+                .city_info(&jinan, at("2025-10-01T10:00:00+08:00"))
+                .has_duty_list
+        );
+        assert_eq!(
+            setup.cities.get("jinan").map(|c| c.agents.clone()),
+            Some(vec!["1001".to_string()])
+        );
+    }
+
+    #[test]
+    fn duty_list_must_name_agents_and_province_center_a_city() {
+        let bad = CONFIG.replace("duty_list = [\"1001\"]", "duty_list = [\"9999\"]");
+        let problems = Config::from_toml(&bad).expect_err("unknown agent");
+        assert!(
+            problems.iter().any(|p| p.path == "cities[0].duty_list"),
+            "{problems:?}"
+        );
+        let bad = format!("{CONFIG}\n[calls]\nprovince_center = \"atlantis\"\n");
+        let problems = Config::from_toml(&bad).expect_err("unknown city");
+        assert!(
+            problems.iter().any(|p| p.path == "calls.province_center"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn recordings_left_open_by_a_crash_are_repaired_at_start_up() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let path = dir.path().join("2026/02/14/crashed.wav");
+        let t0 = Instant::now();
+        let recorder = create_recorder(&path, t0, false).expect("recorder");
+        // Crash right after the audio reached the disk but before the header was patched:
+        // the header still says "no data".
+        std::mem::forget(recorder);
+        let audio: Vec<u8> = (0..8000i16)
+            .flat_map(|i| ((i % 40) * 500).to_le_bytes())
+            .collect();
+        std::io::Write::write_all(
+            &mut std::fs::OpenOptions::new()
+                .append(true)
+                .open(&path)
+                .expect("open"),
+            &audio,
+        )
+        .expect("append");
+        assert_eq!(repair_recordings(dir.path()), 1);
+        let reader = hound::WavReader::open(&path).expect("playable after repair");
+        assert!(reader.duration() > 4000, "{} samples", reader.duration());
+        assert_eq!(repair_recordings(dir.path()), 0, "nothing left to repair");
+    }
+
+    #[test]
+    fn fake_clock_reads_the_given_moment_and_advances() {
+        let start =
+            chrono::DateTime::parse_from_rfc3339("2025-10-01T10:00:00+08:00").expect("time");
+        let clock = WallClock::starting_at(start);
+        let now = clock.now();
+        assert!(
+            now >= start && now - start < chrono::Duration::seconds(5),
+            "{now}"
+        );
+        assert_eq!(now.offset().local_minus_utc(), 8 * 3600);
+    }
+}
