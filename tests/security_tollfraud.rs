@@ -58,7 +58,10 @@ fn invite_from_an_unknown_source_is_refused_for_every_number_over_udp_and_counte
             .request(&invite(client.local(), "UDP", number, n))
             .unwrap_or_else(|| panic!("INVITE to {number} answered"));
         assert_eq!(status_of(&resp), 403, "INVITE to {number}: {resp}");
-        assert!(header(&resp, "Contact").is_none(), "no dialog offered: {resp}");
+        assert!(
+            header(&resp, "Contact").is_none(),
+            "no dialog offered: {resp}"
+        );
     }
     assert_eq!(forbidden_count(&server), before + DIALLED.len() as u64);
     assert!(
