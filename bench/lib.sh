@@ -104,6 +104,7 @@ start_hotline() {
   mkdir -p "$dir"
   write_hotline_config "$dir/hotline.toml"
   HOTLINE_LOG=$dir/hotline.log
+  HOTLINE_HTTP=$http
   (cd "$dir" && RUST_LOG=${HOTLINE_RUST_LOG:-info} exec "$HOTLINE_BIN" serve \
     --config "$dir/hotline.toml" --sip-listen "127.0.0.1:$port" \
     --http-listen "127.0.0.1:$http" --data-dir "$dir/data" >"$HOTLINE_LOG" 2>&1) &
@@ -117,6 +118,18 @@ start_hotline() {
   done
   cat "$HOTLINE_LOG" >&2
   die "hotline did not start"
+}
+
+# Wait (at most 40 s) until hotline's transaction table has drained, so a load step does
+# not start with the previous step's transactions still held (Timer J keeps a UDP
+# non-INVITE transaction 32 s).
+drained() {
+  local i n
+  for ((i = 0; i < 80; i++)); do
+    n=$(curl -s "http://127.0.0.1:$HOTLINE_HTTP/metrics" | awk '/^hotline_sip_transactions / {print $2}')
+    [[ ${n:-0} -lt 100 ]] && return 0
+    sleep 0.5
+  done
 }
 
 # start_kamailio PORT -> sets KAMAILIO_PID

@@ -9,7 +9,8 @@
 #   RATE=1500 DURATION=600 bench/options-flood.sh
 #
 # Env: HOTLINE_BIN (default target/release/hotline), DURATION (600 s), RATE (default: a
-# short ramp finds the highest rate with < 0.1 % failures; the flood runs at
+# ramp of RAMP_SECS (35 s, longer than Timer J) steps from START_RATE (100/s), x1.5 each,
+# then one bisection, finds the highest rate with < 0.1 % failures; the flood runs at
 # RATE_FRACTION of it, default 100 %), WARMUP (60 s, or DURATION/5 when shorter: RSS
 # before that is allocator and bounded-cache warm-up, e.g. the replay map of used
 # nonces), MAX_GROWTH_KB (8192: allowed RSS growth after warm-up), AGENTS (20).
@@ -22,26 +23,34 @@ MAX_GROWTH_KB=${MAX_GROWTH_KB:-8192}
 WARMUP=${WARMUP:-$((DURATION / 5 < 60 ? DURATION / 5 : 60))}
 need "$SIPP" sip-tester
 need sipsak sipsak
+need curl curl
 SCENARIO=$BENCH_ROOT/tests/sipp/options_flood.xml
 
 PORT=$(free_port)
 start_hotline "$PORT" "$(free_port)"
 TARGET=127.0.0.1:$PORT
 
+RAMP_SECS=${RAMP_SECS:-35}
+ramp_step() {
+  local rate=$1
+  drained
+  sipp_step "ramp-$rate" "$SCENARIO" "$TARGET" "$rate" $((rate * RAMP_SECS))
+  printf '  ramp: offered %6d/s -> %7d ok, %6d failed, delivered %6d/s\n' \
+    "$rate" "$STEP_OK" "$STEP_FAILED" "$STEP_RATE" >&2
+  step_passed "$rate" $((rate * RAMP_SECS))
+}
 if [[ -z ${RATE:-} ]]; then
-  best=0 rate=${START_RATE:-250}
+  best=0 failed_at=0 rate=${START_RATE:-100}
   while ((rate <= ${MAX_RATE:-16000})); do
-    sipp_step "ramp-$rate" "$SCENARIO" "$TARGET" "$rate" $((rate * 3))
-    printf '  ramp: offered %6d/s -> %6d ok, %5d failed, delivered %6d/s\n' \
-      "$rate" "$STEP_OK" "$STEP_FAILED" "$STEP_RATE" >&2
-    step_passed "$rate" $((rate * 3)) || break
-    best=$rate
+    if ramp_step "$rate"; then best=$rate; else failed_at=$rate; break; fi
     rate=$((rate * 3 / 2))
   done
   ((best > 0)) || die "no rate passed the ramp"
+  mid=$(((best + failed_at) / 2))
+  if ((failed_at > 0 && mid > best)) && ramp_step "$mid"; then best=$mid; fi
   RATE=$((best * RATE_FRACTION / 100))
-  sleep 5 # let the ramp's transactions finish
 fi
+drained
 CALLS=$((RATE * DURATION))
 echo "flood: $RATE OPTIONS+REGISTER/s for ${DURATION}s ($CALLS calls, 4 transactions each)" >&2
 

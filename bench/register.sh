@@ -39,17 +39,6 @@ alive() {
   kill -0 "$KAMAILIO_PID" 2>/dev/null || die "kamailio died"
 }
 
-# Wait (at most 40 s) until hotline's transaction table has drained, so a step does not
-# start with the previous step's transactions still held.
-drained() {
-  local i n
-  for ((i = 0; i < 80; i++)); do
-    n=$(curl -s "http://127.0.0.1:$OURS_HTTP/metrics" | awk '/^hotline_sip_transactions / {print $2}')
-    [[ ${n:-0} -lt 100 ]] && return 0
-    sleep 0.5
-  done
-}
-
 # Ramp state per side: next rate, best delivered rate, last passing and first failing
 # offered rate, done flag.
 declare -A next best pass fail done port
