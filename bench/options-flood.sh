@@ -108,7 +108,7 @@ printf '|---|---|\n'
 printf '| offered rate (OPTIONS→200, REGISTER→401, REGISTER→200 per call) | %d calls/s (%d SIP transactions/s) |\n' "$RATE" $((RATE * 3))
 printf '| duration | %d s |\n' "$DURATION"
 printf '| calls ok / failed | %d / %d (delivered %d calls/s) |\n' "$ok" "$failed" "$delivered"
-printf '| RSS at start / after %ds warm-up / end | %d / %d / %d KiB (samples: %s) |\n' "$WARMUP" "$first_kb" "$warm_kb" "$end_kb" "${KEEP_WORK:+$samples}"
+printf '| RSS at start / after %ds warm-up / end | %d / %d / %d KiB |\n' "$WARMUP" "$first_kb" "$warm_kb" "$end_kb"
 printf '| RSS slope after warm-up | %s KiB/min (growth %d KiB, limit %d) |\n' "$slope" "$growth" "$MAX_GROWTH_KB"
 printf '| warnings/errors in the log | %d |\n' "$errors"
 printf '| command | `DURATION=%d bench/options-flood.sh` |\n' "$DURATION"
