@@ -91,7 +91,7 @@ fn restart(mut server: Server) -> Server {
 }
 
 #[test]
-#[ignore = "fails today (7 of 20 acknowledged bindings lost): REGISTER is answered 200 \
+#[ignore = "fails today (1 to 7 of 20 acknowledged bindings lost per run): REGISTER is answered 200 \
             before the persistence task writes the binding; run with --ignored once fixed"]
 fn kill_9_mid_register_flood_keeps_every_acknowledged_binding() {
     let server = Server::start_with(&config_with_agents(), &[]);
@@ -326,10 +326,16 @@ fn tcp_connections_beyond_the_per_source_limit_are_refused_while_others_work() {
     let mut other = connect_from([127, 0, 0, 2], server.sip);
     let answer = options_over(&mut other, server.sip, 20).expect("other source answered");
     assert_eq!(status_of(&answer), 200, "{answer}");
-    // Closing one frees a slot for the crowded source.
+    // Closing one frees a slot for the crowded source (once the server has seen the
+    // close: retry for a few seconds on a loaded machine).
     drop(held.pop());
-    std::thread::sleep(Duration::from_millis(300));
-    let mut again = TcpStream::connect(server.sip).expect("connect");
-    let answer = options_over(&mut again, server.sip, 30).expect("slot freed");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut freed = None;
+    while freed.is_none() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        let mut again = TcpStream::connect(server.sip).expect("connect");
+        freed = options_over(&mut again, server.sip, 30);
+    }
+    let answer = freed.expect("a slot was freed");
     assert_eq!(status_of(&answer), 200);
 }
