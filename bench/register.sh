@@ -10,8 +10,8 @@
 # server transaction is kept to absorb retransmissions, so a step shows the sustained
 # rate and not a burst that fits in the transaction table.
 #
-#   bench/register.sh                 # ~5 min
-#   STEP_SECS=5 bench/register.sh     # burst figures, ~1 min
+#   bench/register.sh                 # ~6 min
+#   STEP_SECS=4 START_RATE=500 MAX_RATE=16000 bench/register.sh   # bursts, ~3 min
 #
 # Env: HOTLINE_BIN (default target/release/hotline), STEP_SECS (33), START_RATE (300),
 # MAX_RATE (8000), AGENTS (20).
