@@ -132,7 +132,7 @@ impl Default for SipConfig {
             ban_secs: 300,
             max_tcp_connections_per_source: 32,
             tcp_idle_timeout_secs: 120,
-            max_transactions: 20_000,
+            max_transactions: 100_000,
             digest_algorithms: vec![DigestAlgorithmName::Sha256, DigestAlgorithmName::Md5],
             force_rport: true,
         }

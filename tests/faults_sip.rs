@@ -91,8 +91,6 @@ fn restart(mut server: Server) -> Server {
 }
 
 #[test]
-#[ignore = "fails today (1 to 7 of 20 acknowledged bindings lost per run): REGISTER is answered 200 \
-            before the persistence task writes the binding; run with --ignored once fixed"]
 fn kill_9_mid_register_flood_keeps_every_acknowledged_binding() {
     let server = Server::start_with(&config_with_agents(), &[]);
     let work = tempfile::tempdir().expect("tmp");

@@ -64,6 +64,10 @@ fn invite_from_an_unknown_source_is_refused_for_every_number_over_udp_and_counte
         );
     }
     assert_eq!(forbidden_count(&server), before + DIALLED.len() as u64);
+    assert_eq!(
+        server.metric("hotline_sip_toll_fraud_refused_total"),
+        DIALLED.len() as u64
+    );
     assert!(
         server.metric("hotline_sip_requests_total{direction=\"in\",method=\"INVITE\"}")
             >= DIALLED.len() as u64

@@ -76,6 +76,8 @@ pub struct Metrics {
     dropped: [AtomicU64; 4],
     auth_failures: AtomicU64,
     bans: AtomicU64,
+    overloaded: AtomicU64,
+    toll_fraud_refused: AtomicU64,
     active_registrations: AtomicI64,
     active_transactions: AtomicI64,
     tcp_connections: AtomicI64,
@@ -91,6 +93,8 @@ impl Default for Metrics {
             dropped: Default::default(),
             auth_failures: AtomicU64::new(0),
             bans: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            toll_fraud_refused: AtomicU64::new(0),
             active_registrations: AtomicI64::new(0),
             active_transactions: AtomicI64::new(0),
             tcp_connections: AtomicI64::new(0),
@@ -125,6 +129,16 @@ impl Metrics {
     }
     pub fn ban(&self) {
         self.bans.fetch_add(1, Relaxed);
+    }
+    /// A request refused with 503 because the transaction table was full; returns the
+    /// new total (the caller logs the first one and every 1000th).
+    pub fn overloaded(&self) -> u64 {
+        self.overloaded.fetch_add(1, Relaxed) + 1
+    }
+    /// An INVITE refused because its source is neither a trunk nor an authenticated
+    /// agent allowed to dial that number.
+    pub fn toll_fraud_refused(&self) {
+        self.toll_fraud_refused.fetch_add(1, Relaxed);
     }
     pub fn set_active_registrations(&self, n: usize) {
         self.active_registrations.store(n as i64, Relaxed);
@@ -206,6 +220,20 @@ impl Metrics {
             "Sources banned after repeated authentication failures.",
             "counter",
             self.bans.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_overload_rejections_total",
+            "Requests answered 503 because the transaction table was full.",
+            "counter",
+            self.overloaded.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_toll_fraud_refused_total",
+            "INVITEs refused: not from a trunk or an authenticated agent.",
+            "counter",
+            self.toll_fraud_refused.load(Relaxed) as i64,
         );
         gauge(
             &mut out,

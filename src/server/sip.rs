@@ -60,7 +60,7 @@ pub struct SipShell {
     udp: Arc<UdpSocket>,
     tcp_writers: TcpWriters,
     wake_timer: Arc<Notify>,
-    store_tx: mpsc::Sender<StoreOp>,
+    store_tx: mpsc::Sender<PersistJob>,
     max_per_source: usize,
     idle_timeout: Duration,
     calls: CallRouter,
@@ -113,7 +113,7 @@ impl SipShell {
             idle_timeout,
             calls: CallRouter::new(media),
         });
-        tokio::spawn(persist_loop(store, store_rx));
+        tokio::spawn(persist_loop(Arc::downgrade(&shell), store, store_rx));
         tokio::spawn(shell.clone().udp_loop(shutdown.clone()));
         tokio::spawn(shell.clone().tcp_accept_loop(sockets.tcp, shutdown.clone()));
         tokio::spawn(shell.clone().timer_loop(shutdown));
@@ -134,8 +134,37 @@ impl SipShell {
             let result = f(&mut ep);
             (result, std::iter::from_fn(|| ep.poll_output()).collect())
         };
-        for out in outputs {
-            self.perform(out);
+        // A registration change is committed before the answer that announces it leaves
+        // (a REGISTER whose 200 arrived must survive kill -9): such a batch's transmits go
+        // to the persistence task, which sends them after the commit.
+        let durable = outputs.iter().any(|o| {
+            matches!(
+                o,
+                Output::Store(StoreOp::UpsertBinding(_) | StoreOp::DeleteBinding { .. })
+            )
+        });
+        if durable {
+            let mut job = PersistJob::default();
+            for out in outputs {
+                match out {
+                    Output::Store(op) => job.ops.push(op),
+                    Output::Transmit { .. } => job.then_send.push(out),
+                    other => self.perform(other),
+                }
+            }
+            if let Err(e) = self.store_tx.try_send(job) {
+                warn!("persistence queue full: answering without storing the registration");
+                let job = match e {
+                    mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
+                };
+                for out in job.then_send {
+                    self.perform(out);
+                }
+            }
+        } else {
+            for out in outputs {
+                self.perform(out);
+            }
         }
         self.wake_timer.notify_one();
         Some(result)
@@ -172,8 +201,12 @@ impl SipShell {
                 }
             },
             Output::Store(op) => {
-                if self.store_tx.try_send(op).is_err() {
-                    warn!("persistence queue full: a registration change was not stored");
+                let job = PersistJob {
+                    ops: vec![op],
+                    then_send: Vec::new(),
+                };
+                if self.store_tx.try_send(job).is_err() {
+                    warn!("persistence queue full: an audit line was not stored");
                 }
             }
             Output::Call { call, event } => self.calls.dispatch(self, call, event),
@@ -368,20 +401,60 @@ async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::R
     let _ = writer.shutdown().await;
 }
 
-async fn persist_loop(store: Store, mut rx: mpsc::Receiver<StoreOp>) {
-    while let Some(op) = rx.recv().await {
-        let result = match &op {
-            StoreOp::UpsertBinding(b) => store.upsert_binding(b, wall_ms()).await,
-            StoreOp::DeleteBinding { aor, contact } => store.delete_binding(aor, contact).await,
-            StoreOp::Audit {
-                actor,
-                action,
-                subject,
-                detail,
-            } => store.audit(wall_ms(), actor, action, subject, detail).await,
+/// Database writes of the endpoint, and the answers to send once they are committed.
+#[derive(Debug, Default)]
+pub(crate) struct PersistJob {
+    ops: Vec<StoreOp>,
+    then_send: Vec<Output>,
+}
+
+/// Group commit: every job waiting is written in one transaction (one fsync for a burst
+/// of REGISTERs), then the answers held for them are sent.
+async fn persist_loop(
+    shell: std::sync::Weak<SipShell>,
+    store: Store,
+    mut rx: mpsc::Receiver<PersistJob>,
+) {
+    const MAX_BATCH: usize = 256;
+    while let Some(first) = rx.recv().await {
+        let mut jobs = vec![first];
+        while jobs.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(job) => jobs.push(job),
+                Err(_) => break,
+            }
+        }
+        let ops: Vec<&StoreOp> = jobs.iter().flat_map(|j| j.ops.iter()).collect();
+        let writes: Vec<crate::store::BindingWrite<'_>> = ops
+            .iter()
+            .map(|op| match op {
+                StoreOp::UpsertBinding(b) => crate::store::BindingWrite::Upsert(b),
+                StoreOp::DeleteBinding { aor, contact } => {
+                    crate::store::BindingWrite::Delete { aor, contact }
+                }
+                StoreOp::Audit {
+                    actor,
+                    action,
+                    subject,
+                    detail,
+                } => crate::store::BindingWrite::Audit {
+                    actor,
+                    action,
+                    subject,
+                    detail,
+                },
+            })
+            .collect();
+        if let Err(e) = store.write_batch(&writes, wall_ms()).await {
+            warn!(%e, writes = writes.len(), "could not persist registrations; answering anyway");
+        }
+        let Some(shell) = shell.upgrade() else {
+            break;
         };
-        if let Err(e) = result {
-            warn!(%e, ?op, "could not persist");
+        for job in jobs {
+            for out in job.then_send {
+                shell.perform(out);
+            }
         }
     }
     info!("persistence loop ended");

@@ -607,6 +607,14 @@ impl Endpoint {
                 return;
             }
             RequestOutcome::Overloaded => {
+                let total = self.metrics.overloaded();
+                if total == 1 || total % 1000 == 0 {
+                    warn!(
+                        total,
+                        live = self.transactions.len(),
+                        "transaction table full: answering 503 (raise [sip] max_transactions?)"
+                    );
+                }
                 self.respond_stateless(
                     &req,
                     reply_to,
@@ -672,6 +680,7 @@ impl Endpoint {
                 } else {
                     // Toll-fraud guard: only trunks may start calls here.
                     info!(from = %source.addr, "INVITE from a source that is not a trunk refused");
+                    self.metrics.toll_fraud_refused();
                     Answer::status(403, "Forbidden")
                 }
             }

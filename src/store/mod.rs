@@ -56,6 +56,30 @@ macro_rules! on_pool {
 pub mod calls;
 pub mod orders;
 
+const UPSERT_BINDING: &str = "INSERT INTO registrations \
+    (aor, contact, expires_at, q, call_id, cseq, source, transport, user_agent, updated_at) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+    ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, \
+    q = excluded.q, call_id = excluded.call_id, cseq = excluded.cseq, \
+    source = excluded.source, transport = excluded.transport, \
+    user_agent = excluded.user_agent, updated_at = excluded.updated_at";
+
+/// One write of a [`Store::write_batch`].
+#[derive(Debug, Clone, Copy)]
+pub enum BindingWrite<'a> {
+    Upsert(&'a StoredBinding),
+    Delete {
+        aor: &'a str,
+        contact: &'a str,
+    },
+    Audit {
+        actor: &'a str,
+        action: &'a str,
+        subject: &'a str,
+        detail: &'a str,
+    },
+}
+
 /// One registrar binding as stored.
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct StoredBinding {
@@ -147,14 +171,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn upsert_binding(&self, b: &StoredBinding, now_ms: i64) -> Result<(), StoreError> {
-        const SQL: &str = "INSERT INTO registrations \
-            (aor, contact, expires_at, q, call_id, cseq, source, transport, user_agent, updated_at) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-            ON CONFLICT (aor, contact) DO UPDATE SET expires_at = excluded.expires_at, \
-            q = excluded.q, call_id = excluded.call_id, cseq = excluded.cseq, \
-            source = excluded.source, transport = excluded.transport, \
-            user_agent = excluded.user_agent, updated_at = excluded.updated_at";
-        on_pool!(self, |p| sqlx::query(SQL)
+        on_pool!(self, |p| sqlx::query(UPSERT_BINDING)
             .bind(&b.aor)
             .bind(&b.contact)
             .bind(b.expires_at)
@@ -168,6 +185,66 @@ impl Store {
             .execute(p)
             .await
             .map(|_| ())?);
+        Ok(())
+    }
+
+    /// Apply registrar changes and audit lines in one transaction (group commit).
+    ///
+    /// # Errors
+    /// Database errors; nothing is written then.
+    pub async fn write_batch(
+        &self,
+        writes: &[BindingWrite<'_>],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            for w in writes {
+                match w {
+                    BindingWrite::Upsert(b) => {
+                        sqlx::query(UPSERT_BINDING)
+                            .bind(&b.aor)
+                            .bind(&b.contact)
+                            .bind(b.expires_at)
+                            .bind(b.q)
+                            .bind(&b.call_id)
+                            .bind(b.cseq)
+                            .bind(&b.source)
+                            .bind(&b.transport)
+                            .bind(&b.user_agent)
+                            .bind(now_ms)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    BindingWrite::Delete { aor, contact } => {
+                        sqlx::query("DELETE FROM registrations WHERE aor = $1 AND contact = $2")
+                            .bind(*aor)
+                            .bind(*contact)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    BindingWrite::Audit {
+                        actor,
+                        action,
+                        subject,
+                        detail,
+                    } => {
+                        sqlx::query(
+                            "INSERT INTO audit_log (at, actor, action, subject, detail) \
+                             VALUES ($1, $2, $3, $4, $5)",
+                        )
+                        .bind(now_ms)
+                        .bind(*actor)
+                        .bind(*action)
+                        .bind(*subject)
+                        .bind(*detail)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -339,11 +416,29 @@ mod tests {
             .await
             .unwrap();
         assert!(store.live_bindings(0).await.unwrap().is_empty());
+        let c = binding("sip:1001@127.0.0.1:5072", 40_000);
+        let batch = [
+            BindingWrite::Upsert(&c),
+            BindingWrite::Audit {
+                actor: "system",
+                action: "sip.ban",
+                subject: "127.0.0.8",
+                detail: "batch",
+            },
+            BindingWrite::Delete {
+                aor: &c.aor,
+                contact: &c.contact,
+            },
+            BindingWrite::Upsert(&c),
+        ];
+        store.write_batch(&batch, 3).await.unwrap();
+        assert_eq!(store.live_bindings(0).await.unwrap(), vec![c.clone()]);
+        store.delete_binding(&c.aor, &c.contact).await.unwrap();
         store
             .audit(1, "system", "sip.ban", "127.0.0.9", "10 failures")
             .await
             .unwrap();
-        assert_eq!(store.audit_count("sip.ban").await.unwrap(), 1);
+        assert_eq!(store.audit_count("sip.ban").await.unwrap(), 2);
     }
 
     #[tokio::test]
