@@ -45,6 +45,11 @@ enum Command {
         /// Data directory (SQLite database); overrides the config.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Run as if the wall clock said this (tests and demos), e.g.
+        /// 2026-02-14T10:00+08:00: working hours, calendar and deadlines follow it; the
+        /// clock keeps ticking from there. Same as the HOTLINE_FAKE_NOW variable.
+        #[arg(long, value_name = "RFC3339")]
+        now: Option<String>,
     },
     /// Check a config file: prints every problem with its TOML path and line (exit 2).
     CheckConfig {
@@ -235,7 +240,13 @@ fn run(command: Command) -> Result<ExitCode> {
             sip_listen,
             http_listen,
             data_dir,
+            now,
         } => {
+            if let Some(now) = now {
+                // SAFETY: still single-threaded here: the runtime and its threads are
+                // created below, after this.
+                unsafe { std::env::set_var("HOTLINE_FAKE_NOW", now) };
+            }
             let mut config = load_config(&config, data_dir)?;
             if let Some(a) = sip_listen {
                 config.server.sip_listen = a;
