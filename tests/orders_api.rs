@@ -43,6 +43,7 @@ fn harness_on(store: Store, dir: Option<tempfile::TempDir>, db_file: Option<Path
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders: context(),
+        cities: Arc::default(),
     };
     Harness {
         app: router(state.clone()),

@@ -15,6 +15,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 pub mod calls;
+pub mod cities;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub warnings: Arc<Vec<String>>,
     /// Work orders: calendar, units, routing, users and sessions.
     pub orders: Arc<orders::OrdersContext>,
+    /// The cities as configured (published hours, numbers).
+    pub cities: Arc<Vec<crate::config::CityConfig>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         .route("/api/calls", get(calls::list))
+        .route("/api/cities", get(cities::list))
         .merge(orders::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
@@ -100,6 +104,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            cities: Arc::default(),
         };
         let (status, body) = get_json(router(state.clone()), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
@@ -122,10 +127,36 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            cities: Arc::default(),
         };
         state.metrics.parse_error();
         let (status, body) = get_json(router(state), "/metrics").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("hotline_sip_parse_errors_total 1"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn cities_publish_their_hours() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = crate::config::Config::load(&root.join("config/hotline.toml")).unwrap();
+        let calendar =
+            crate::calendar::Calendar::load(root.join("config/calendar/cn-workdays.toml")).unwrap();
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        let state = AppState {
+            store,
+            metrics: Arc::default(),
+            warnings: Arc::new(vec![]),
+            orders: Arc::new(orders::OrdersContext::from_config(&config, calendar)),
+            cities: Arc::new(config.cities.clone()),
+        };
+        let (status, body) = get_json(router(state), "/api/cities").await;
+        assert_eq!(status, StatusCode::OK);
+        let cities: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let list = cities.as_array().unwrap();
+        assert_eq!(list.len(), 16, "{body}");
+        let jinan = list.iter().find(|c| c["id"] == "jinan").unwrap();
+        assert_eq!(jinan["numbers"][0], "053112348");
+        assert_eq!(jinan["hours"], "工作日上午9:00至12:00，下午1:30至5:30");
+        assert!(jinan["status"]["open"].is_boolean(), "{jinan}");
     }
 }

@@ -41,6 +41,8 @@ pub const ROUTES: [(&str, &str); 15] = [
     ("get", "/api/units"),
     ("get", "/api/special_flags"),
     ("get", "/api/openapi.json"),
+    ("get", "/api/cities"),
+    ("get", "/api/calls"),
 ];
 
 /// The document.
@@ -145,7 +147,9 @@ pub fn document() -> Value {
             "/api/rankings": {"get": rankings},
             "/api/units": {"get": op("Unit tree", "assessment")},
             "/api/special_flags": {"get": op("Orders with the special flag (W-14)", "orders")},
-            "/api/openapi.json": {"get": op("This document", "meta")}
+            "/api/openapi.json": {"get": op("This document", "meta")},
+            "/api/cities": {"get": op("Each city's published answering hours and whether it is staffed now (H-7)", "calls")},
+            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit)", "calls")}
         }
     })
 }

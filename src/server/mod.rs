@@ -159,6 +159,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         metrics,
         warnings: Arc::new(warnings),
         orders,
+        cities: Arc::new(config.cities.clone()),
     };
     let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_shutdown = shutdown.clone();
