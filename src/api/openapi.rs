@@ -25,7 +25,7 @@ fn with_body(mut operation: Value, schema: Value) -> Value {
 }
 
 /// Every route served by the work-order API, `(method, path)`.
-pub const ROUTES: [(&str, &str); 15] = [
+pub const ROUTES: [(&str, &str); 17] = [
     ("post", "/api/login"),
     ("post", "/api/logout"),
     ("get", "/api/me"),
