@@ -15,6 +15,7 @@ use serde::Serialize;
 use std::sync::Arc;
 
 pub mod calls;
+pub mod queues;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;
@@ -36,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/calls", get(calls::list))
         .merge(orders::routes())
+        .merge(queues::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
         .merge(web::router())
