@@ -103,23 +103,18 @@ async fn events(
     let acd = acd_of(ext)?;
     let rx = acd.subscribe();
     let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(event) => {
-                    let sse = Event::default()
-                        .event(event.name())
-                        .json_data(&event)
-                        .unwrap_or_else(|_| Event::default().comment("unserializable"));
-                    return Some((Ok::<Event, Infallible>(sse), rx));
-                }
-                // A slow console missed events: it refreshes from GET /api/queues.
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let sse = Event::default().event("lagged").data(n.to_string());
-                    return Some((Ok(sse), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        let sse = match rx.recv().await {
+            Ok(event) => Event::default()
+                .event(event.name())
+                .json_data(&event)
+                .unwrap_or_else(|_| Event::default().comment("unserializable")),
+            // A slow console missed events: it refreshes from GET /api/queues.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
             }
-        }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<Event, Infallible>(sse), rx))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
