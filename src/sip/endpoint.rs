@@ -1025,9 +1025,13 @@ impl Endpoint {
             return Err((Box::new(req), transaction));
         }
         let dialled = req.uri.user.clone().unwrap_or_default();
-        let origin = if self.trunks.contains(&source.addr.ip()) {
+        // ACD feature codes (`*11` sign in …) are for authenticated agents only, even
+        // from a trunk's address (a carrier never reaches them).
+        let feature_code =
+            crate::queue::feature_code_input(crate::queue::AgentId::new(""), &dialled).is_some();
+        let origin = if !feature_code && self.trunks.contains(&source.addr.ip()) {
             CallOrigin::Trunk
-        } else if self.agent_extensions.contains(&dialled) {
+        } else if feature_code || self.agent_extensions.contains(&dialled) {
             match self.authenticate(now, source, &req) {
                 Ok(user) => CallOrigin::Agent(user),
                 Err(answer) => {

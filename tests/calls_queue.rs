@@ -1,0 +1,423 @@
+//! The ACD end to end with real SIP peers on 127.0.0.1: SIPp agents register
+//! (`register_once.xml`), sign in with the `*11` feature code (`acd_feature.xml`) and
+//! answer offered calls (`acd_agent_uas.xml`, `-rtp_echo`) or let them ring
+//! (`acd_agent_noanswer.xml`); SIPp callers (`acd_caller.xml`) come in over the trunk.
+//! The queue state is read back from `GET /api/queues` (bearer token) and the CDRs
+//! from `GET /api/calls`.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SUPERVISOR_TOKEN: &str = "supervisor-token";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The test config with short prompts, and queues for Jinan (`strategy`) and Qingdao
+/// (no agents: overflows to Jinan).
+fn queue_config(strategy: &str, ring_timeout_secs: u32, max_no_answer: u32) -> String {
+    let prompts = repo_root().join("config/prompts/zh");
+    let base = 33000 + (std::process::id() % 400) as u16 * 60;
+    format!(
+        "{TEST_CONFIG}
+[[agents]]
+id = \"2001\"
+name = \"王律师\"
+city = \"qingdao\"
+password = \"secret2001\"
+roles = [\"agent\"]
+
+[[users]]
+id = \"sup\"
+name = \"督办\"
+password = \"sup-password\"
+roles = [\"supervisor\"]
+unit = \"province\"
+api_token = \"{}\"
+
+[media]
+rtp_port_min = {base}
+rtp_port_max = {}
+media_timeout_secs = 30
+prompts_dir = \"{}\"
+
+[calls]
+queue_hold_secs = 2
+
+[ivr]
+greeting = \"beep\"
+menu = \"beep\"
+digit_timeout_ms = 1000
+max_retries = 0
+max_message_secs = 3
+
+[queues]
+province_center = \"jinan\"
+
+[[queues.queue]]
+city = \"jinan\"
+strategy = \"{strategy}\"
+duty = \"any_signed_in\"
+ring_timeout_secs = {ring_timeout_secs}
+retry_delay_secs = 1
+max_no_answer = {max_no_answer}
+busy_delay_secs = 1
+reject_delay_secs = 1
+wrap_up_secs = 0
+announce_frequency_secs = 1
+please_hold_secs = 0
+max_wait_secs = 25
+tier_rules = []
+
+[[queues.queue]]
+city = \"qingdao\"
+duty = \"any_signed_in\"
+overflow_to = \"jinan\"
+overflow_when_no_agents = true
+tier_rules = []
+
+[[queues.agent]]
+id = \"1001\"
+city = \"jinan\"
+
+[[queues.agent]]
+id = \"1002\"
+city = \"jinan\"
+
+[[queues.agent]]
+id = \"2001\"
+city = \"qingdao\"
+",
+        sha256_hex(SUPERVISOR_TOKEN),
+        base + 59,
+        prompts.display()
+    )
+}
+
+fn password(agent: &str) -> &'static str {
+    match agent {
+        "1001" => "secret1001",
+        "2001" => "secret2001",
+        _ => "secret1002",
+    }
+}
+
+fn start(config: &str) -> Server {
+    // 2026-02-14 is a working Saturday (调休): in hours.
+    let config = config.replace(
+        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "digest_algorithms = [\"MD5\"]",
+    );
+    Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")])
+}
+
+fn sipp_base(scenario: &str, port: u16) -> Command {
+    let mut cmd = Command::new(require("sipp"));
+    cmd.args(["-sf", &path_str(&sipp_scenario(scenario))])
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .arg("-nostdin");
+    cmd
+}
+
+/// Register `agent` with its contact at 127.0.0.1:`port`.
+fn register(server: &Server, agent: &str, port: u16) {
+    let out = run_bounded(
+        sipp_base("register_once.xml", port)
+            .args(["-s", agent, "-au", agent, "-ap", password(agent)])
+            .args(["-m", "1", "-timeout", "10"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        out.status,
+        Some(0),
+        "register {agent}:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Dial a feature code from the agent's softphone; the SIPp exit status.
+fn feature_code(server: &Server, agent: &str, code: &str) -> Output {
+    run_bounded(
+        sipp_base("acd_feature.xml", free_port())
+            .args(["-s", code, "-au", agent, "-ap", password(agent)])
+            .args(["-set", "user", agent])
+            .args(["-m", "1", "-timeout", "10"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(15),
+    )
+}
+
+/// An agent phone on `port` that takes `calls` calls with `scenario`.
+fn agent_phone(
+    server: &Server,
+    scenario: &'static str,
+    port: u16,
+    calls: u32,
+    limit_secs: u64,
+) -> JoinHandle<Output> {
+    let target = server.sip.to_string();
+    std::thread::spawn(move || {
+        run_bounded(
+            sipp_base(scenario, port)
+                .args(["-rtp_echo", "-m", &calls.to_string()])
+                .args(["-timeout", &limit_secs.to_string()])
+                .arg(target),
+            Duration::from_secs(limit_secs + 5),
+        )
+    })
+}
+
+/// `calls` callers in a row from `caller` (each waits for the server's BYE).
+fn callers(server: &Server, caller: &str, calls: u32, cwd: &Path) -> Output {
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        cwd.join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        sipp_base("acd_caller.xml", free_port())
+            .current_dir(cwd)
+            .args(["-s", "12348", "-set", "caller", caller])
+            .args(["-m", &calls.to_string(), "-l", "1"])
+            .args(["-timeout", &(calls * 45).to_string()])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(u64::from(calls) * 45 + 10),
+    )
+}
+
+fn api(server: &Server, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.http).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SUPERVISOR_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// `{agent id: state}` from `GET /api/queues`.
+fn agent_states(server: &Server) -> Vec<(String, String, Option<String>)> {
+    let (status, body) = api(server, "/api/queues");
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|q| q["agents"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_string(),
+                a["state"].as_str().unwrap_or_default().to_string(),
+                a["pause_reason"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn state_of(server: &Server, agent: &str) -> String {
+    agent_states(server)
+        .into_iter()
+        .find(|(id, _, _)| id == agent)
+        .map(|(_, s, _)| s)
+        .unwrap_or_default()
+}
+
+fn wait_state(server: &Server, agent: &str, state: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if state_of(server, agent) == state {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Register the agent on `port` and sign it in with `*11`; it is then available.
+fn sign_in(server: &Server, agent: &str, port: u16) {
+    register(server, agent, port);
+    let out = feature_code(server, agent, "*11");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "*11 for {agent}:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(
+        wait_state(server, agent, "available", Duration::from_secs(5)),
+        "{agent} available after *11: {:?}\n{}",
+        agent_states(server),
+        server.log()
+    );
+}
+
+fn api_calls(server: &Server) -> Vec<serde_json::Value> {
+    let (status, body) = server.http_get("/api/calls?limit=1000");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+#[test]
+fn two_agents_signed_in_by_star11_share_four_calls_round_robin_and_end_available() {
+    let server = start(&queue_config("round_robin", 10, 3));
+    let (p1, p2) = (free_port(), free_port());
+    sign_in(&server, "1001", p1);
+    sign_in(&server, "1002", p2);
+    let a1 = agent_phone(&server, "acd_agent_uas.xml", p1, 2, 120);
+    let a2 = agent_phone(&server, "acd_agent_uas.xml", p2, 2, 120);
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers(&server, "053188886666", 4, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "callers:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    for (agent, phone) in [("1001", a1), ("1002", a2)] {
+        let out = phone.join().expect("agent thread");
+        assert_eq!(
+            out.status,
+            Some(0),
+            "agent {agent} took exactly its 2 calls:\n{}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            server.log()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let calls = api_calls(&server);
+    let agents: Vec<String> = calls
+        .iter()
+        .filter_map(|c| c["record"]["agent"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(agents.len(), 4, "{calls:?}");
+    assert_eq!(
+        agents.iter().filter(|a| *a == "1001").count(),
+        2,
+        "{agents:?}"
+    );
+    // Round robin alternates (newest first in the list).
+    assert!(agents.windows(2).all(|w| w[0] != w[1]), "{agents:?}");
+    for (id, state, _) in agent_states(&server) {
+        assert!(
+            state != "ringing" && state != "on_call",
+            "{id} left {state}\n{}",
+            server.log()
+        );
+    }
+    // The feature code *12 signs out.
+    let out = feature_code(&server, "1001", "*12");
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(wait_state(
+        &server,
+        "1001",
+        "logged_out",
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn a_no_answer_agent_is_paused_and_the_caller_hears_hold_audio_meanwhile() {
+    let server = start(&queue_config("linear", 2, 1));
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let phone = agent_phone(&server, "acd_agent_noanswer.xml", port, 1, 60);
+    let cwd = tempfile::tempdir().expect("tmp");
+    let caller = {
+        let dir = cwd.path().to_path_buf();
+        let sip = server.sip;
+        std::thread::spawn(move || one_caller(sip, &dir))
+    };
+    assert!(
+        wait_state(&server, "1001", "paused", Duration::from_secs(30)),
+        "paused after a missed offer: {:?}\n{}",
+        agent_states(&server),
+        server.log()
+    );
+    let reason = agent_states(&server)
+        .into_iter()
+        .find(|(id, _, _)| id == "1001")
+        .and_then(|(_, _, r)| r);
+    assert_eq!(reason.as_deref(), Some("max-no-answer"));
+    let out = phone.join().expect("agent thread");
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stderr, server.log());
+    // Nobody left: the caller goes to a voice message (or is hung up) within bounds.
+    let out = caller.join().expect("caller thread");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    // Only the unpause by the API (supervisor) makes the agent available again.
+    assert!(server.log().contains("ACD lets go of the agent leg"));
+}
+
+#[test]
+fn a_city_without_signed_in_agents_overflows_to_its_partner_queue() {
+    let server = start(&queue_config("longest_idle", 10, 3));
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let phone = agent_phone(&server, "acd_agent_uas.xml", port, 1, 90);
+    let cwd = tempfile::tempdir().expect("tmp");
+    // A Qingdao caller (0532): Qingdao's only agent never signed in.
+    let out = callers(&server, "053288886666", 1, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    let out = phone.join().expect("agent thread");
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stderr, server.log());
+    assert!(server.log().contains("call overflowed"), "{}", server.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["record"]["city"], "qingdao");
+    assert_eq!(calls[0]["record"]["agent"], "1001");
+}
+
+/// One Jinan caller, on its own thread while the test watches the queue.
+fn one_caller(sip: std::net::SocketAddr, cwd: &Path) -> Output {
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        cwd.join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        sipp_base("acd_caller.xml", free_port())
+            .current_dir(cwd)
+            .args(["-s", "12348", "-set", "caller", "053188886666"])
+            .args(["-m", "1", "-timeout", "60"])
+            .arg(sip.to_string()),
+        Duration::from_secs(70),
+    )
+}
