@@ -340,7 +340,7 @@ fn two_agents_signed_in_by_star11_share_four_calls_round_robin_and_end_available
 }
 
 #[test]
-fn a_no_answer_agent_is_paused_and_the_caller_hears_hold_audio_meanwhile() {
+fn a_no_answer_agent_is_paused_and_the_caller_hears_the_position_meanwhile() {
     let server = start(&queue_config("linear", 2, 1));
     let port = free_port();
     sign_in(&server, "1001", port);
@@ -374,8 +374,11 @@ fn a_no_answer_agent_is_paused_and_the_caller_hears_hold_audio_meanwhile() {
         out.stderr,
         server.log()
     );
-    // Only the unpause by the API (supervisor) makes the agent available again.
-    assert!(server.log().contains("ACD lets go of the agent leg"));
+    let log = server.log();
+    assert!(log.contains("ACD lets go of the agent leg"), "{log}");
+    // While the agent rang, the caller heard its position over the hold music.
+    assert!(log.contains("Announce { position: 1 }"), "{log}");
+    assert!(log.contains("HoldMusic"), "{log}");
 }
 
 #[test]
