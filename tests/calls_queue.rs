@@ -424,3 +424,286 @@ fn one_caller(sip: std::net::SocketAddr, cwd: &Path) -> Output {
         Duration::from_secs(70),
     )
 }
+
+/// An agent phone that answers at once and hangs up after `talk_ms` unless the caller
+/// hangs up first.
+const AGENT_RANDOM: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="acd agent, either side hangs up">
+  <recv request="INVITE" crlf="true" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_party" />
+      <ereg regexp="&lt;[^&gt;]*&gt;" search_in="hdr" header="To:" assign_to="local_party" />
+    </action>
+  </recv>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]R[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=agent 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true" />
+  <recv request="BYE" timeout="TALK_MS" ontimeout="1" />
+  <send next="2">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="1" />
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$local_party];tag=[pid]R[call_number]
+      To: [$remote_party]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" />
+  <label id="2" />
+</scenario>
+"#;
+
+/// A caller that hangs up after `hold_ms` unless the server hangs up first.
+const CALLER_RANDOM: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="acd caller, either side hangs up">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:053188886666@[local_ip]:[local_port]>;tag=[pid]C[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:053188886666@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true" />
+  <recv response="180" optional="true" />
+  <recv response="200" rrs="true" />
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:053188886666@[local_ip]:[local_port]>;tag=[pid]C[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <exec rtp_stream="caller.wav,-1,8" />
+    </action>
+  </nop>
+  <recv request="BYE" timeout="HOLD_MS" ontimeout="1" />
+  <send next="2">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="1" />
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:053188886666@[local_ip]:[local_port]>;tag=[pid]C[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" />
+  <label id="2" />
+</scenario>
+"#;
+
+/// Run a SIPp with its screen output in a file (a long run would fill a pipe).
+fn spawn_sipp(mut cmd: Command, dir: &Path, name: &str) -> std::process::Child {
+    let out = std::fs::File::create(dir.join(format!("{name}.out"))).expect("out file");
+    let err = std::fs::File::create(dir.join(format!("{name}.err"))).expect("err file");
+    cmd.current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn sipp")
+}
+
+fn wait_or_kill(child: &mut std::process::Child, deadline: Instant) -> Option<i32> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ACD_STRESS_CALLS` (default 96) calls from 3 SIPp callers hanging up after 2, 5 or
+/// 9 s, to 2 agents hanging up after 1.5 or 4 s: either side hangs up first, callers
+/// abandon while waiting or ringing, some reach the voice message. Afterwards no agent
+/// is ringing or on a call and nobody is waiting.
+#[test]
+fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
+    let total: u32 = std::env::var("ACD_STRESS_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96);
+    let per_caller = total.div_ceil(3);
+    let server = start(&queue_config("longest_idle", 4, 0));
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        dir.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    let mut agents = Vec::new();
+    for (agent, talk_ms) in [("1001", 1500), ("1002", 4000)] {
+        let port = free_port();
+        sign_in(&server, agent, port);
+        let scenario = dir.path().join(format!("agent{agent}.xml"));
+        std::fs::write(
+            &scenario,
+            AGENT_RANDOM.replace("TALK_MS", &talk_ms.to_string()),
+        )
+        .expect("scenario");
+        let mut cmd = Command::new(require("sipp"));
+        cmd.args(["-sf", &path_str(&scenario)])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+            .args(["-rtp_echo", "-nostdin", "-recv_timeout", "60000"])
+            .arg(server.sip.to_string());
+        agents.push(spawn_sipp(cmd, dir.path(), &format!("agent{agent}")));
+    }
+    let started = Instant::now();
+    let limit = Duration::from_secs(u64::from(per_caller) * 12 + 60);
+    let mut callers = Vec::new();
+    for hold_ms in [2000, 5000, 9000] {
+        let scenario = dir.path().join(format!("caller{hold_ms}.xml"));
+        std::fs::write(
+            &scenario,
+            CALLER_RANDOM.replace("HOLD_MS", &hold_ms.to_string()),
+        )
+        .expect("scenario");
+        let mut cmd = Command::new(require("sipp"));
+        cmd.args(["-sf", &path_str(&scenario)])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args([
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .args(["-s", "12348", "-m", &per_caller.to_string(), "-l", "3"])
+            .args(["-nostdin", "-recv_timeout", "40000"])
+            .arg(server.sip.to_string());
+        callers.push(spawn_sipp(cmd, dir.path(), &format!("caller{hold_ms}")));
+    }
+    for caller in &mut callers {
+        wait_or_kill(caller, started + limit);
+    }
+    let elapsed = started.elapsed();
+    // The last calls' ends settle (BYE retransmissions, wrap-up 0, reconcile every 2 s).
+    let settle = Instant::now() + Duration::from_secs(15);
+    let mut states = agent_states(&server);
+    while Instant::now() < settle
+        && states
+            .iter()
+            .any(|(_, s, _)| s == "ringing" || s == "on_call")
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        states = agent_states(&server);
+    }
+    for agent in &mut agents {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+    let calls = api_calls(&server);
+    let answered = calls
+        .iter()
+        .filter(|c| c["record"]["agent"].is_string())
+        .count();
+    eprintln!(
+        "stress: {total} calls offered in {elapsed:?}; {} CDRs, {answered} answered by an agent; final states {states:?}",
+        calls.len()
+    );
+    for (id, state, _) in &states {
+        if id == "2001" {
+            continue;
+        }
+        assert!(
+            state == "available" || state == "wrap_up",
+            "{id} left {state} after {total} calls\n{}",
+            server.log()
+        );
+    }
+    let (_, queues) = api(&server, "/api/queues");
+    for q in queues.as_array().into_iter().flatten() {
+        assert_eq!(q["waiting"], 0, "{q}");
+    }
+    assert!(
+        calls.len() as u32 >= total * 9 / 10,
+        "{} CDRs for {total} calls",
+        calls.len()
+    );
+    assert!(answered > 0, "some calls reached an agent");
+}
