@@ -58,6 +58,13 @@ digit_timeout_ms = 1000
 max_retries = 0
 max_message_secs = 3
 
+[ivr.survey]
+prompt = \"beep\"
+thanks = \"beep\"
+goodbye = \"beep\"
+digit_timeout_ms = 1000
+retries = 0
+
 [queues]
 province_center = \"jinan\"
 
@@ -321,6 +328,11 @@ fn two_agents_signed_in_by_star11_share_four_calls_round_robin_and_end_available
     );
     // Round robin alternates (newest first in the list).
     assert!(agents.windows(2).all(|w| w[0] != w[1]), "{agents:?}");
+    // The agents hung up first: each caller was offered the survey (and pressed nothing).
+    for call in &calls {
+        assert_eq!(call["record"]["hung_up_first"], "agent", "{call}");
+        assert_eq!(call["record"]["survey"], "no_answer", "{call}");
+    }
     for (id, state, _) in agent_states(&server) {
         assert!(
             state != "ringing" && state != "on_call",
@@ -706,4 +718,56 @@ fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
         calls.len()
     );
     assert!(answered > 0, "some calls reached an agent");
+}
+
+/// The agent blind-transfers the caller to the satisfaction survey with REFER: 202,
+/// NOTIFY 100/200, BYE to the agent; the caller hears the survey (no digit: "no
+/// answer"), the server hangs up, and the survey result is in the CDR.
+#[test]
+fn a_refer_from_the_agent_lands_the_caller_in_the_survey() {
+    let server = start(&queue_config("linear", 10, 3));
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let target = server.sip.to_string();
+    let phone = std::thread::spawn(move || {
+        run_bounded(
+            sipp_base("acd_agent_refer.xml", port)
+                .args(["-set", "target", "survey", "-rtp_echo", "-m", "1"])
+                .args(["-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers(&server, "053188886666", 1, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    let out = phone.join().expect("agent thread");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "agent REFER:\n{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(server.log().contains("blind transfer by the agent"));
+    assert!(server.log().contains("satisfaction survey"));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["record"]["agent"], "1001", "{}", calls[0]);
+    assert_eq!(calls[0]["record"]["survey"], "no_answer", "{}", calls[0]);
+    assert!(wait_state(
+        &server,
+        "1001",
+        "available",
+        Duration::from_secs(5)
+    ));
 }

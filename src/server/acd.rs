@@ -57,6 +57,8 @@ pub enum AcdCommand {
     Overflowed { to: CityId },
     /// Take a voice message (the after-hours path) and end the call.
     VoiceMessage,
+    /// The agent transferred the caller to the satisfaction survey.
+    Survey,
 }
 
 /// What consoles see on `GET /api/events`.
@@ -506,7 +508,13 @@ impl AcdShell {
                     }
                 }
                 QueueAction::CallReleased { call, reason } => {
-                    debug!(call = %call.0, ?reason, "call released by the ACD");
+                    info!(call = %call.0, ?reason, "call released by the ACD");
+                    if reason == crate::queue::ReleaseReason::TransferredToSurvey {
+                        self.send(&call, AcdCommand::Survey);
+                    }
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.calls.remove(&call);
+                    }
                 }
                 QueueAction::AgentStateChanged {
                     agent,

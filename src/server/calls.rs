@@ -30,8 +30,8 @@ use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
 use crate::ivr::flow::{
-    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, Urgency,
-    callback_due,
+    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, SurveyFlow,
+    Urgency, callback_due,
 };
 use crate::ivr::hours::WorkingHours;
 use crate::ivr::prompt::{PromptRef, number_prompts};
@@ -638,6 +638,10 @@ struct CallMedia {
     queue: Option<QueueLink>,
     /// The agent the ACD asked to ring (dialled from the run loop).
     pending_agent: Option<AgentId>,
+    /// The satisfaction survey (agent hung up first, or transferred the caller to it).
+    survey: Option<SurveyFlow>,
+    /// The player plays the survey's prompt (it gets `PromptDone`).
+    survey_playing: bool,
     /// The ACD's command channel, handed to the run loop once.
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
 }
@@ -741,6 +745,8 @@ impl CallMedia {
             pending_dial: None,
             queue: None,
             pending_agent: None,
+            survey: None,
+            survey_playing: false,
             new_acd_rx: None,
         };
         match service {
@@ -818,6 +824,7 @@ impl CallMedia {
             self.dtmf.poll_timeout(),
             self.recorder.as_ref().map(WavRecorder::poll_timeout),
             self.hotline.as_ref().and_then(|h| h.flow.poll_timeout()),
+            self.survey.as_ref().and_then(SurveyFlow::poll_timeout),
             self.agent
                 .as_ref()
                 .and_then(|a| a.session.as_ref())
@@ -1103,6 +1110,10 @@ impl CallMedia {
             AcdCommand::Overflowed { to } => {
                 info!(%handle, to = to.as_str(), "overflowed to another queue");
             }
+            AcdCommand::Survey => {
+                self.release_agent();
+                self.start_survey(now);
+            }
             AcdCommand::VoiceMessage => {
                 let Some(q) = self.queue.as_mut() else {
                     return;
@@ -1256,7 +1267,13 @@ impl CallMedia {
                             q.released = true;
                         }
                     }
-                    self.hangup_at = Some(now);
+                    if we_ended {
+                        self.hangup_at = Some(now);
+                    } else {
+                        // The agent hung up first: the caller rates the service.
+                        self.release_agent();
+                        self.start_survey(now);
+                    }
                 } else {
                     self.release_agent();
                     if dial_reason == DialFor::Acd {
@@ -1275,12 +1292,103 @@ impl CallMedia {
                     self.nobody_answered(now, dial_reason);
                 }
             }
+            LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
             LegEvent::Reinvite { .. } => {
                 // Hold from the agent's phone is not supported yet: keep the session.
                 self.shell
                     .drive(|ep| ep.call_reject_reinvite(now, leg, 488));
             }
             other => debug!(%handle, ?other, "agent leg event"),
+        }
+    }
+
+    /// A blind transfer (REFER, RFC 3515) from the bridged agent: `sip:survey@…` to
+    /// the satisfaction survey, `sip:<city>@…` to that city's queue. Anything else (a
+    /// unit's number needs an outbound trunk leg) is refused with 403.
+    fn on_refer(
+        &mut self,
+        now: Instant,
+        leg: CallHandle,
+        refer_to: &crate::sip::message::NameAddr,
+    ) {
+        let handle = self.handle;
+        let user = refer_to.uri.user.clone().unwrap_or_default();
+        let target = if user == "survey" {
+            Some(crate::queue::TransferTarget::Survey)
+        } else if !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Some(crate::queue::TransferTarget::Queue(CityId::new(
+                user.clone(),
+            )))
+        } else {
+            None
+        };
+        let accepted = match (target, self.queue.as_ref().filter(|q| !q.released)) {
+            (Some(to), Some(q)) => {
+                let input = QueueInput::Transfer {
+                    call: q.call.clone(),
+                    to,
+                };
+                q.acd.input(input).map_err(|e| {
+                    info!(%handle, %e, target = %user, "transfer refused by the ACD");
+                })
+            }
+            _ => Err(()),
+        };
+        if accepted.is_err() {
+            self.shell.drive(|ep| ep.call_reject_refer(now, leg, 403));
+            return;
+        }
+        info!(%handle, target = %user, "blind transfer by the agent");
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
+        }
+        self.shell.drive(|ep| {
+            let _ = ep.call_accept_refer(now, leg);
+            let _ = ep.call_notify_refer(now, leg, 200, "OK");
+        });
+        let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
+        self.hang_up_agent(now);
+        self.release_agent();
+        if let (Some(q), Some(agent)) = (self.queue.as_ref(), agent) {
+            q.acd.leg_held(&q.call, &agent, false);
+        }
+        self.queue_hold_music(now);
+    }
+
+    fn start_survey(&mut self, now: Instant) {
+        let Some(setup) = self.ctx.hotline.as_ref() else {
+            self.hangup_at = Some(now);
+            return;
+        };
+        info!(handle = %self.handle, "satisfaction survey");
+        let mut survey = SurveyFlow::new(&setup.ivr);
+        survey.handle(now, IvrInput::Start);
+        self.survey = Some(survey);
+        self.player = None;
+        if let Some(q) = self.queue.as_mut() {
+            q.released = true;
+        }
+        self.drive_survey(now);
+    }
+
+    fn drive_survey(&mut self, now: Instant) {
+        while let Some(action) = self.survey.as_mut().and_then(SurveyFlow::poll_output) {
+            match action {
+                IvrAction::Play(list) => {
+                    let segments = self.ctx.playlist(&list);
+                    self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                    self.survey_playing = true;
+                }
+                IvrAction::StopPlayback => {
+                    self.player = None;
+                    self.survey_playing = false;
+                }
+                IvrAction::Hangup { reason } => {
+                    info!(handle = %self.handle, ?reason, "survey over");
+                    self.hangup_at = Some(now);
+                }
+                other => debug!(handle = %self.handle, ?other, "survey action ignored"),
+            }
         }
     }
 
@@ -1483,6 +1591,11 @@ impl CallMedia {
     fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
         info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
         self.digits.push(c);
+        if let Some(survey) = self.survey.as_mut() {
+            survey.handle(now, IvrInput::Digit(c));
+            self.drive_survey(now);
+            return;
+        }
         if let Some(h) = self.hotline.as_mut() {
             h.flow.handle(now, IvrInput::Digit(c));
             self.drive_flow(now);
@@ -1767,6 +1880,14 @@ impl CallMedia {
 
     /// A play list ended: the beep (start recording) or one of the flow's prompts.
     fn player_finished(&mut self, now: Instant) {
+        if self.survey_playing {
+            self.survey_playing = false;
+            if let Some(survey) = self.survey.as_mut() {
+                survey.handle(now, IvrInput::PromptDone);
+            }
+            self.drive_survey(now);
+            return;
+        }
         let waiting = self
             .queue
             .as_ref()
@@ -1872,6 +1993,10 @@ impl CallMedia {
         }
         self.dtmf.handle_timeout(now);
         self.collect_digits(now);
+        if let Some(survey) = self.survey.as_mut() {
+            survey.handle_timeout(now);
+            self.drive_survey(now);
+        }
         if let Some(h) = self.hotline.as_mut() {
             h.flow.handle_timeout(now);
             let message_over = h.message.as_ref().is_some_and(|m| now >= m.stop_at);
@@ -1968,6 +2093,10 @@ impl CallMedia {
         if self.hotline.as_ref().is_some_and(|h| h.message.is_some()) {
             self.stop_message(now);
         }
+        if caller_hung_up && let Some(survey) = self.survey.as_mut() {
+            survey.handle(now, IvrInput::CallerHangup);
+        }
+        let survey_result = self.survey.as_ref().and_then(SurveyFlow::result);
         let cdr = self.hotline.take().map(|h| {
             let h = *h;
             let wall = self.ctx.clock.now();
@@ -1983,6 +2112,9 @@ impl CallMedia {
             }
             if let Some((category, urgency)) = h.flow.choice() {
                 cdr.category(category, urgency);
+            }
+            if let Some(result) = survey_result {
+                cdr.survey(result);
             }
             (cdr.finish(wall), h.voice_message)
         });
