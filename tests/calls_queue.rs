@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 const SUPERVISOR_TOKEN: &str = "supervisor-token";
+const AGENT_1002_TOKEN: &str = "agent-1002-token";
 
 fn sha256_hex(text: &str) -> String {
     use sha2::{Digest, Sha256};
@@ -39,6 +40,14 @@ id = \"sup\"
 name = \"督办\"
 password = \"sup-password\"
 roles = [\"supervisor\"]
+unit = \"province\"
+api_token = \"{}\"
+
+[[users]]
+id = \"1002\"
+name = \"李公证员\"
+password = \"agent-password\"
+roles = [\"agent\"]
 unit = \"province\"
 api_token = \"{}\"
 
@@ -103,6 +112,7 @@ id = \"2001\"
 city = \"qingdao\"
 ",
         sha256_hex(SUPERVISOR_TOKEN),
+        sha256_hex(AGENT_1002_TOKEN),
         base + 59,
         prompts.display()
     )
@@ -770,4 +780,119 @@ fn a_refer_from_the_agent_lands_the_caller_in_the_survey() {
         "available",
         Duration::from_secs(5)
     ));
+}
+
+/// One HTTP request with a bearer token; (status, head, body).
+fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.http).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = Vec::new();
+    // An event stream never ends: read what arrives within the timeout.
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// `POST /api/agents/{id}/…`: an agent changes only itself, a supervisor anyone; the
+/// queue snapshot and the event stream show the change.
+#[test]
+fn agents_change_their_own_state_by_api_and_supervisors_anyones() {
+    let server = start(&queue_config("longest_idle", 10, 3));
+    register(&server, "1002", free_port());
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1001/pause",
+        AGENT_1002_TOKEN,
+        r#"{"reason":"lunch"}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1002/sign_in",
+        AGENT_1002_TOKEN,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_state(&server, "1002", "available", Duration::from_secs(5)),
+        "{:?}",
+        agent_states(&server)
+    );
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1002/pause",
+        SUPERVISOR_TOKEN,
+        r#"{"reason":"training"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let paused = agent_states(&server)
+        .into_iter()
+        .find(|(id, _, _)| id == "1002");
+    assert_eq!(
+        paused,
+        Some(("1002".into(), "paused".into(), Some("training".into())))
+    );
+    let (status, _, _) = request(
+        &server,
+        "POST",
+        "/api/agents/9999/sign_in",
+        SUPERVISOR_TOKEN,
+        "",
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = request(&server, "GET", "/api/queues", "wrong-token", "");
+    assert_eq!(status, 401);
+    // The event stream answers as text/event-stream and carries agent_state events.
+    let server_http = server.http;
+    let watcher = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server_http).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        write!(s, "GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SUPERVISOR_TOKEN}\r\n\r\n").expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1002/unpause",
+        AGENT_1002_TOKEN,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let stream = watcher.join().expect("watcher");
+    assert!(stream.contains("text/event-stream"), "{stream}");
+    assert!(stream.contains("event: agent_state"), "{stream}");
+    assert!(stream.contains("\"agent\":\"1002\""), "{stream}");
 }

@@ -137,8 +137,15 @@ async fn change(
     CurrentUser(user): CurrentUser,
     ext: Option<Extension<AcdApi>>,
     Path((id, action)): Path<(String, String)>,
-    body: Option<Json<ChangeBody>>,
+    body: axum::body::Bytes,
 ) -> Result<Response, ApiError> {
+    // The body is optional (`{"reason"}` for a pause): empty means no reason.
+    let body: ChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ChangeBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+    };
     let acd = acd_of(ext)?;
     let agent = AgentId::new(id);
     if !acd.knows_agent(agent.as_str()) {
@@ -150,7 +157,7 @@ async fn change(
             "an agent may only change their own state",
         ));
     }
-    let reason = body.and_then(|Json(b)| b.reason).unwrap_or_default();
+    let reason = body.reason.unwrap_or_default();
     let input = match action.as_str() {
         "sign_in" => QueueInput::SignIn {
             agent: agent.clone(),
