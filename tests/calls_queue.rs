@@ -895,4 +895,21 @@ fn agents_change_their_own_state_by_api_and_supervisors_anyones() {
     assert!(stream.contains("text/event-stream"), "{stream}");
     assert!(stream.contains("event: agent_state"), "{stream}");
     assert!(stream.contains("\"agent\":\"1002\""), "{stream}");
+    // Sign-in, pause and unpause are rows of the append-only queue_log (AS-METRICS).
+    if let Some(sqlite3) = std::env::var_os("PATH").and_then(|_| {
+        let p = std::path::PathBuf::from("/usr/bin/sqlite3");
+        p.exists().then_some(p)
+    }) {
+        let db = server.data_dir().join("hotline.db");
+        let out = Command::new(sqlite3)
+            .arg(&db)
+            .arg("SELECT event FROM queue_log WHERE agent = '1002' ORDER BY id")
+            .output()
+            .expect("sqlite3");
+        let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+        let events: Vec<&str> = rows.lines().collect();
+        for wanted in ["sign_in", "pause", "unpause"] {
+            assert!(events.contains(&wanted), "{wanted} in {events:?}");
+        }
+    }
 }
