@@ -1267,7 +1267,8 @@ impl CallMedia {
                             q.released = true;
                         }
                     }
-                    if we_ended {
+                    // Without the ACD (no `[queues]`) the call simply ends, as before.
+                    if we_ended || self.queue.is_none() {
                         self.hangup_at = Some(now);
                     } else {
                         // The agent hung up first: the caller rates the service.
