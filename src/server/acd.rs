@@ -7,6 +7,21 @@
 //! call's channel), to the `queue_log` table, and to the consoles' event stream
 //! ([`ConsoleEvent`], `GET /api/events`).
 //!
+//! Feature codes: an authenticated agent's INVITE to `*11` (sign in), `*12` (sign out),
+//! `*13[digits]` (pause, digits = reason) or `*14` (unpause) is answered 200 with a
+//! short confirmation tone and then BYE (the softphone shows a normal short call); a
+//! code the ACD refuses (not a queue agent) gets 403 Forbidden. Feature codes are
+//! authenticated by digest even from a trunk's address.
+//!
+//! Live legs for the reconcile: a leg counts from the moment the ACD asks for it
+//! (`RingAgent`) until the call task reports its end or the task itself ends, so an
+//! agent whose leg vanished without a report is freed within [`RECONCILE_EVERY`].
+//!
+//! Not done yet: placing callbacks (`PlaceCallback` fails the attempt at once, so the
+//! ACD retries and finally asks for a work order; the caller's callback key is not
+//! routed to the ACD), transfer to a unit's number, attended transfer (Replaces), and
+//! ring-all with more than one leg per call (extra offers fail as busy).
+//!
 //! Why a mutex and not a task with a channel: every input is short and synchronous,
 //! the API needs snapshots with no round trip, and the lock is never held across an
 //! `.await` nor while a call task runs.

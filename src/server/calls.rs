@@ -1083,6 +1083,12 @@ impl CallMedia {
                 }
             }
             AcdCommand::Ring { agent } => {
+                if self.pending_agent.is_some() || self.agent.is_some() {
+                    // One agent leg per call (ring-all degrades to one at a time): the
+                    // extra offer fails at once and the ACD moves on.
+                    self.report_leg_failed(&agent, LegFailure::Busy);
+                    return;
+                }
                 self.pending_agent = Some(agent);
                 self.pending_dial = Some(DialFor::Acd);
             }
