@@ -301,8 +301,8 @@ fn two_agents_signed_in_by_star11_share_four_calls_round_robin_and_end_available
     let (p1, p2) = (free_port(), free_port());
     sign_in(&server, "1001", p1);
     sign_in(&server, "1002", p2);
-    let a1 = agent_phone(&server, "acd_agent_uas.xml", p1, 2, 120);
-    let a2 = agent_phone(&server, "acd_agent_uas.xml", p2, 2, 120);
+    let a1 = agent_phone(&server, "acd_agent_uas.xml", p1, 2, 240);
+    let a2 = agent_phone(&server, "acd_agent_uas.xml", p2, 2, 240);
     let cwd = tempfile::tempdir().expect("tmp");
     let out = callers(&server, "053188886666", 4, cwd.path());
     assert_eq!(
