@@ -37,6 +37,10 @@ pub struct Config {
     pub calls: CallsConfig,
     #[serde(default)]
     pub ivr: crate::ivr::flow::IvrConfig,
+    /// Call queues, agents' skills and duty rosters (the ACD); absent = no ACD (calls
+    /// in hours ring the city's first registered agent).
+    #[serde(default)]
+    pub queues: Option<crate::queue::QueuesConfig>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

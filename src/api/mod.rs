@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 pub mod calls;
 pub mod cities;
+pub mod queues;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;
@@ -40,6 +41,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/calls", get(calls::list))
         .route("/api/cities", get(cities::list))
         .merge(orders::routes())
+        .merge(queues::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
         .merge(web::router())

@@ -30,8 +30,8 @@ use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
 use crate::ivr::flow::{
-    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, Urgency,
-    callback_due,
+    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, SurveyFlow,
+    Urgency, callback_due,
 };
 use crate::ivr::hours::WorkingHours;
 use crate::ivr::prompt::{PromptRef, number_prompts};
@@ -43,11 +43,14 @@ use crate::media::port_pool::{PortPair, PortPool};
 use crate::media::recorder::{Channel, RecorderConfig, WavRecorder, recording_path};
 use crate::media::rtp::{RtpPacket, RtpSession, RtpSessionConfig, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::queue::{AgentId, LegFailure, Party, QueueInput, feature_code_input, position_prompts};
+use crate::server::acd::{AcdCommand, AcdShell};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::{EndReason, LegEvent, Side};
-use crate::sip::endpoint::{CallEvent, CallHandle, IncomingCall};
+use crate::sip::endpoint::{CallEvent, CallHandle, CallOrigin, IncomingCall};
 use crate::store::Store;
 use crate::store::calls::VoiceMessage;
+use crate::ticket::model::CallId;
 
 /// A G.711 frame of 20 ms.
 const FRAME_BYTES: usize = 160;
@@ -91,6 +94,8 @@ pub struct MediaContext {
     store: Option<Store>,
     /// Prompts by id, loaded once at start-up (no file IO on the call path).
     prompts: HashMap<String, Prompt>,
+    /// The ACD (`[queues]`); `None`: calls in hours ring the city's first agent.
+    pub acd: Option<Arc<AcdShell>>,
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -143,6 +148,8 @@ pub enum MediaSetupError {
     Ports(#[from] crate::media::port_pool::PortPoolError),
     #[error("city configuration")]
     Cities(#[from] crate::ivr::city::CityError),
+    #[error("queue configuration")]
+    Queues(#[from] crate::queue::QueueConfigError),
 }
 
 impl MediaContext {
@@ -155,6 +162,20 @@ impl MediaContext {
         calendar: Arc<Calendar>,
         store: Option<Store>,
     ) -> Result<MediaContext, MediaSetupError> {
+        let acd = match config.queues.clone() {
+            Some(queues) => Some(AcdShell::new(
+                queues,
+                (*calendar).clone(),
+                clock,
+                store.clone(),
+                config
+                    .agents
+                    .iter()
+                    .map(|a| (AgentId::new(a.id.clone()), a.name.clone()))
+                    .collect(),
+            )?),
+            None => None,
+        };
         let hotline = if config.cities.is_empty() {
             None
         } else {
@@ -246,6 +267,7 @@ impl MediaContext {
             hotline,
             store,
             prompts,
+            acd,
         })
     }
 
@@ -271,6 +293,27 @@ impl MediaContext {
             }
         }
         segments
+    }
+
+    fn ivr_beep(&self) -> crate::ivr::prompt::PromptId {
+        self.hotline.as_ref().map_or_else(
+            || crate::ivr::prompt::PromptId::new("beep"),
+            |s| s.ivr.beep.clone(),
+        )
+    }
+
+    fn please_hold(&self) -> crate::ivr::prompt::PromptId {
+        self.hotline.as_ref().map_or_else(
+            || crate::ivr::prompt::PromptId::new("please_hold"),
+            |s| s.ivr.please_hold.clone(),
+        )
+    }
+
+    fn goodbye(&self) -> crate::ivr::prompt::PromptId {
+        self.hotline.as_ref().map_or_else(
+            || crate::ivr::prompt::PromptId::new("goodbye"),
+            |s| s.ivr.goodbye.clone(),
+        )
     }
 
     /// Calls with media open right now.
@@ -307,6 +350,21 @@ impl MediaContext {
     }
 
     fn service_for(&self, call: &IncomingCall) -> Option<Service> {
+        if let CallOrigin::Agent(user) = &call.origin
+            && let Some(acd) = self.acd.as_ref()
+            && let Some(input) = feature_code_input(AgentId::new(user.clone()), &call.dialled)
+        {
+            return match acd.input(input) {
+                Ok(()) => {
+                    info!(agent = %user, code = %call.dialled, "feature code taken");
+                    Some(Service::FeatureDone)
+                }
+                Err(e) => {
+                    info!(agent = %user, code = %call.dialled, %e, "feature code refused");
+                    None
+                }
+            };
+        }
         if let Some(e) = self.extensions.iter().find(|e| e.number == call.dialled) {
             return Some(Service::Test(e.clone()));
         }
@@ -324,6 +382,8 @@ impl MediaContext {
 enum Service {
     Test(TestExtensionConfig),
     Hotline,
+    /// A feature code (`*11` …) the ACD took: a confirmation tone, then BYE.
+    FeatureDone,
 }
 
 /// Routes endpoint call events to the call tasks.
@@ -338,6 +398,14 @@ impl CallRouter {
         CallRouter {
             media,
             tasks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// A registration was added, refreshed or removed: the ACD compares with the
+    /// registrar.
+    pub(crate) fn registration_changed(&self) {
+        if let Some(acd) = self.media.acd.as_ref() {
+            acd.registration_changed();
         }
     }
 
@@ -400,9 +468,15 @@ async fn run_call(
     events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
 ) {
     let Some(service) = ctx.service_for(&incoming) else {
-        // 480 rather than 404: the number may be served by another node or later.
-        info!(%handle, dialled = %incoming.dialled, "no service at this number; 480");
-        shell.drive(|ep| ep.call_reject(Instant::now(), handle, 480));
+        // A refused feature code is 403 (the softphone shows "Forbidden": not a queue
+        // agent, or not allowed now); otherwise 480 rather than 404: the number may be
+        // served by another node or later.
+        let feature = matches!(incoming.origin, CallOrigin::Agent(_))
+            && incoming.dialled.starts_with('*')
+            && ctx.acd.is_some();
+        let status = if feature { 403 } else { 480 };
+        info!(%handle, dialled = %incoming.dialled, status, "no service at this number");
+        shell.drive(|ep| ep.call_reject(Instant::now(), handle, status));
         return;
     };
     let offer = std::str::from_utf8(&incoming.sdp)
@@ -560,6 +634,28 @@ struct CallMedia {
     agent: Option<AgentLeg>,
     /// The IVR handed the call over: ring an agent (async, from the run loop).
     pending_dial: Option<DialFor>,
+    /// The call is in the ACD under this id.
+    queue: Option<QueueLink>,
+    /// The agent the ACD asked to ring (dialled from the run loop).
+    pending_agent: Option<AgentId>,
+    /// The satisfaction survey (agent hung up first, or transferred the caller to it).
+    survey: Option<SurveyFlow>,
+    /// The player plays the survey's prompt (it gets `PromptDone`).
+    survey_playing: bool,
+    /// The ACD's command channel, handed to the run loop once.
+    new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
+}
+
+/// A call the ACD owns (waiting, ringing an agent or bridged).
+struct QueueLink {
+    acd: Arc<AcdShell>,
+    call: CallId,
+    category: CallCategory,
+    urgency: Urgency,
+    /// The ACD let go (voice message): no more reports.
+    released: bool,
+    /// A voice message is being taken on the ACD's request.
+    message: bool,
 }
 
 /// Why an agent is rung, and so what happens when nobody answers.
@@ -569,6 +665,8 @@ enum DialFor {
     Queue,
     /// The city's after-hours duty list (urgent); nobody → the IVR offers a message.
     DutyList,
+    /// The ACD's choice of agent: every outcome is reported to the ACD.
+    Acd,
 }
 
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
@@ -645,6 +743,11 @@ impl CallMedia {
             ending_since: None,
             agent: None,
             pending_dial: None,
+            queue: None,
+            pending_agent: None,
+            survey: None,
+            survey_playing: false,
+            new_acd_rx: None,
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -654,6 +757,14 @@ impl CallMedia {
                 // A backstop only: the IVR and the queue end calls long before.
                 call.hangup_at = Some(now + Duration::from_secs(2 * 3600));
                 call.drive_flow(now);
+            }
+            Service::FeatureDone => {
+                // A short tone, then BYE: the softphone shows a completed call.
+                call.kind = Some(TestExtensionKind::Play);
+                let beep = call.ctx.ivr_beep();
+                let mut segments = vec![Segment::Silence(Duration::from_millis(200))];
+                segments.extend(call.ctx.playlist(&[PromptRef::Prompt(beep)]));
+                call.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
             }
         }
         call
@@ -713,6 +824,7 @@ impl CallMedia {
             self.dtmf.poll_timeout(),
             self.recorder.as_ref().map(WavRecorder::poll_timeout),
             self.hotline.as_ref().and_then(|h| h.flow.poll_timeout()),
+            self.survey.as_ref().and_then(SurveyFlow::poll_timeout),
             self.agent
                 .as_ref()
                 .and_then(|a| a.session.as_ref())
@@ -738,10 +850,20 @@ impl CallMedia {
         let mut buf = [0u8; DATAGRAM];
         let mut agent_buf = [0u8; DATAGRAM];
         let mut rtcp_buf = [0u8; DATAGRAM];
+        let mut acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>> = None;
         loop {
+            if let Some(rx) = self.new_acd_rx.take() {
+                acd_rx = Some(rx);
+            }
             if let Some(reason) = self.pending_dial.take() {
                 self.dial_agent(Instant::now(), reason).await;
             }
+            let acd_command = async {
+                match acd_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
             let deadline = tokio::time::Instant::from_std(self.next_deadline());
             let agent_rtp = async {
                 match self.agent.as_ref() {
@@ -768,6 +890,10 @@ impl CallMedia {
                         debug!(handle = %self.handle, %e, "bad RTCP");
                     }
                 }
+                command = acd_command => match command {
+                    Some(command) => self.on_acd_command(Instant::now(), command),
+                    None => acd_rx = None,
+                },
                 event = events.recv() => match event {
                     Some((leg, event)) if leg != self.handle => {
                         self.on_agent_event(Instant::now(), leg, event);
@@ -800,19 +926,40 @@ impl CallMedia {
             .map(|c| match reason {
                 DialFor::Queue => c.agents.clone(),
                 DialFor::DutyList => c.duty_list.clone(),
+                DialFor::Acd => Vec::new(),
             })
             .unwrap_or_default();
+        let agents = match (reason, self.pending_agent.take()) {
+            (DialFor::Acd, Some(agent)) => vec![agent.0],
+            _ => agents,
+        };
         let contacts = self
             .shell
             .drive(|ep| ep.agent_contacts(now, &agents))
             .unwrap_or_default();
+        let acd_agent = (reason == DialFor::Acd)
+            .then(|| agents.first().cloned())
+            .flatten();
+        if self.agent.is_some() {
+            // One agent leg per call: a second offer (ring-all) fails at once.
+            if let Some(agent) = acd_agent {
+                self.report_leg_failed(&AgentId::new(agent), LegFailure::Busy);
+            }
+            return;
+        }
         let Some(contact) = contacts.into_iter().next() else {
             info!(%handle, city = ?city.as_ref().map(CityId::as_str), "no registered agent in the city");
+            if let Some(agent) = acd_agent {
+                self.report_leg_failed(&AgentId::new(agent), LegFailure::Unreachable);
+            }
             self.nobody_answered(now, reason);
             return;
         };
         let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
             warn!(%handle, "no RTP ports for the agent leg");
+            if let Some(agent) = acd_agent.as_ref() {
+                self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
+            }
             self.nobody_answered(now, reason);
             return;
         };
@@ -839,6 +986,9 @@ impl CallMedia {
         let Some(leg) = dialled else {
             drop((rtp, rtcp));
             self.ctx.release(ports);
+            if let Some(agent) = acd_agent.as_ref() {
+                self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
+            }
             self.nobody_answered(now, reason);
             return;
         };
@@ -847,7 +997,13 @@ impl CallMedia {
             let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
             self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
         }
-        self.hangup_at = Some(now + AGENT_RING_TIMEOUT + Duration::from_secs(3600));
+        // The ACD times the ring itself (and cancels); ours is only a backstop then.
+        let ring_timeout = if reason == DialFor::Acd {
+            AGENT_RING_TIMEOUT * 4
+        } else {
+            AGENT_RING_TIMEOUT
+        };
+        self.hangup_at = Some(now + ring_timeout + Duration::from_secs(3600));
         self.agent = Some(AgentLeg {
             reason,
             handle: leg,
@@ -860,14 +1016,140 @@ impl CallMedia {
             negotiated: None,
             to_agent: None,
             to_caller: None,
-            ring_until: Some(now + AGENT_RING_TIMEOUT),
+            ring_until: Some(now + ring_timeout),
             ended: false,
         });
+    }
+
+    /// Report a failed offer to the ACD.
+    fn report_leg_failed(&mut self, agent: &AgentId, reason: LegFailure) {
+        if let Some(q) = self.queue.as_ref().filter(|q| !q.released) {
+            q.acd.leg_held(&q.call, agent, false);
+            let input = QueueInput::AgentLegFailed {
+                call: q.call.clone(),
+                agent: agent.clone(),
+                reason,
+            };
+            if let Err(e) = q.acd.input(input) {
+                debug!(handle = %self.handle, %e, "leg failure not taken by the ACD");
+            }
+        }
+    }
+
+    /// Report to the ACD; errors are races (the ACD already let go) and only logged.
+    fn report(&self, input: QueueInput) {
+        if let Some(q) = self.queue.as_ref().filter(|q| !q.released)
+            && let Err(e) = q.acd.input(input)
+        {
+            debug!(handle = %self.handle, %e, "report not taken by the ACD");
+        }
+    }
+
+    fn queue_hold_music(&mut self, now: Instant) {
+        let bridged = self.agent.as_ref().is_some_and(|a| a.session.is_some());
+        if bridged {
+            return;
+        }
+        let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
+        self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+    }
+
+    /// Play prompts once over the wait, then hold music again (see `player_finished`).
+    fn queue_prompt(&mut self, now: Instant, refs: &[PromptRef]) {
+        let bridged = self.agent.as_ref().is_some_and(|a| a.session.is_some());
+        if bridged {
+            return;
+        }
+        let segments = self.ctx.playlist(refs);
+        self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+    }
+
+    fn on_acd_command(&mut self, now: Instant, command: AcdCommand) {
+        let handle = self.handle;
+        debug!(%handle, ?command, "ACD command");
+        match command {
+            AcdCommand::HoldMusic => self.queue_hold_music(now),
+            AcdCommand::Announce { position } => {
+                self.queue_prompt(now, &position_prompts(position));
+            }
+            AcdCommand::PleaseHold => {
+                let id = self.ctx.please_hold();
+                self.queue_prompt(now, &[PromptRef::Prompt(id)]);
+            }
+            AcdCommand::StopAnnouncement => {
+                let bridged = self.agent.as_ref().is_some_and(|a| a.session.is_some());
+                if !bridged {
+                    self.queue_hold_music(now);
+                }
+            }
+            AcdCommand::Ring { agent } => {
+                if self.pending_agent.is_some() || self.agent.is_some() {
+                    // One agent leg per call (ring-all degrades to one at a time): the
+                    // extra offer fails at once and the ACD moves on.
+                    self.report_leg_failed(&agent, LegFailure::Busy);
+                    return;
+                }
+                self.pending_agent = Some(agent);
+                self.pending_dial = Some(DialFor::Acd);
+            }
+            AcdCommand::CancelRing { agent } | AcdCommand::HangupAgent { agent } => {
+                if let Some(leg) = self.agent.as_mut().filter(|l| l.agent == agent.0)
+                    && !leg.ended
+                {
+                    leg.ended = true;
+                    leg.ring_until = None;
+                    let leg_handle = leg.handle;
+                    info!(%handle, %agent, "ACD lets go of the agent leg");
+                    self.shell.drive(|ep| ep.call_hangup(now, leg_handle));
+                }
+            }
+            AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
+            AcdCommand::CallbackRegistered { position } => {
+                info!(%handle, position, "callback registered; the caller hangs up");
+                let goodbye = self.ctx.goodbye();
+                self.queue_prompt(now, &[PromptRef::Prompt(goodbye)]);
+                if let Some(q) = self.queue.as_mut() {
+                    q.released = true;
+                }
+                self.hangup_at = Some(now + Duration::from_secs(4));
+            }
+            AcdCommand::Overflowed { to } => {
+                info!(%handle, to = to.as_str(), "overflowed to another queue");
+            }
+            AcdCommand::Survey => {
+                self.release_agent();
+                self.start_survey(now);
+            }
+            AcdCommand::VoiceMessage => {
+                let Some(q) = self.queue.as_mut() else {
+                    return;
+                };
+                q.released = true;
+                q.message = true;
+                let max = self
+                    .ctx
+                    .hotline
+                    .as_ref()
+                    .map_or(Duration::from_secs(60), |s| {
+                        Duration::from_secs(s.ivr.max_message_secs)
+                    });
+                let beep = self.ctx.ivr_beep();
+                let segments = self.ctx.playlist(&[PromptRef::Prompt(beep)]);
+                self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                if let Some(h) = self.hotline.as_mut() {
+                    h.flow_playing = false;
+                    h.pending_record = Some(max);
+                }
+            }
+        }
     }
 
     /// Nobody (registered) answered: the queue stand-in, or a voice message after hours.
     fn nobody_answered(&mut self, now: Instant, reason: DialFor) {
         match reason {
+            DialFor::Acd => {
+                // Reported by `dial_agent` / `on_agent_event` with the agent's id.
+            }
             DialFor::Queue => self.hold_then_hang_up(now),
             DialFor::DutyList => {
                 self.player = None;
@@ -956,29 +1238,164 @@ impl CallMedia {
                     h.cdr.agent_answered(wall, agent_id.clone());
                 }
                 info!(%handle, agent = %agent_id, codec = ?negotiated.codec, "agent answered; bridged");
+                if let Some(q) = self.queue.as_ref() {
+                    let call = q.call.clone();
+                    self.report(QueueInput::AgentAnswered {
+                        call,
+                        agent: AgentId::new(agent_id),
+                    });
+                }
             }
             LegEvent::Ended { reason, .. } => {
+                let we_ended = agent.ended;
                 agent.ended = true;
                 let bridged = agent.session.is_some();
+                let agent_id = AgentId::new(agent.agent.clone());
+                let dial_reason = agent.reason;
                 info!(%handle, ?reason, bridged, "agent leg ended");
                 if bridged {
                     let wall = self.ctx.clock.now();
                     if let Some(h) = self.hotline.as_mut() {
                         h.cdr.hung_up(wall, HangupParty::Agent);
                     }
-                    self.hangup_at = Some(now);
+                    if let Some(q) = self.queue.as_ref() {
+                        q.acd.leg_held(&q.call, &agent_id, false);
+                        let call = q.call.clone();
+                        self.report(QueueInput::CallEnded {
+                            call,
+                            who_hung_up: if we_ended {
+                                Party::System
+                            } else {
+                                Party::Agent
+                            },
+                        });
+                        if let Some(q) = self.queue.as_mut() {
+                            q.released = true;
+                        }
+                    }
+                    // Without the ACD (no `[queues]`) the call simply ends, as before.
+                    if we_ended || self.queue.is_none() {
+                        self.hangup_at = Some(now);
+                    } else {
+                        // The agent hung up first: the caller rates the service.
+                        self.release_agent();
+                        self.start_survey(now);
+                    }
                 } else {
-                    let reason = agent.reason;
                     self.release_agent();
-                    self.nobody_answered(now, reason);
+                    if dial_reason == DialFor::Acd {
+                        let failure = match reason {
+                            EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
+                            EndReason::Rejected { status: 603 } => LegFailure::Rejected,
+                            EndReason::Rejected {
+                                status: 408 | 480 | 487,
+                            }
+                            | EndReason::Cancelled
+                            | EndReason::LocalHangup => LegFailure::NoAnswer,
+                            _ => LegFailure::Unreachable,
+                        };
+                        self.report_leg_failed(&agent_id, failure);
+                    }
+                    self.nobody_answered(now, dial_reason);
                 }
             }
+            LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
             LegEvent::Reinvite { .. } => {
                 // Hold from the agent's phone is not supported yet: keep the session.
                 self.shell
                     .drive(|ep| ep.call_reject_reinvite(now, leg, 488));
             }
             other => debug!(%handle, ?other, "agent leg event"),
+        }
+    }
+
+    /// A blind transfer (REFER, RFC 3515) from the bridged agent: `sip:survey@…` to
+    /// the satisfaction survey, `sip:<city>@…` to that city's queue. Anything else (a
+    /// unit's number needs an outbound trunk leg) is refused with 403.
+    fn on_refer(
+        &mut self,
+        now: Instant,
+        leg: CallHandle,
+        refer_to: &crate::sip::message::NameAddr,
+    ) {
+        let handle = self.handle;
+        let user = refer_to.uri.user.clone().unwrap_or_default();
+        let target = if user == "survey" {
+            Some(crate::queue::TransferTarget::Survey)
+        } else if !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            Some(crate::queue::TransferTarget::Queue(CityId::new(
+                user.clone(),
+            )))
+        } else {
+            None
+        };
+        let accepted = match (target, self.queue.as_ref().filter(|q| !q.released)) {
+            (Some(to), Some(q)) => {
+                let input = QueueInput::Transfer {
+                    call: q.call.clone(),
+                    to,
+                };
+                q.acd.input(input).map_err(|e| {
+                    info!(%handle, %e, target = %user, "transfer refused by the ACD");
+                })
+            }
+            _ => Err(()),
+        };
+        if accepted.is_err() {
+            self.shell.drive(|ep| ep.call_reject_refer(now, leg, 403));
+            return;
+        }
+        info!(%handle, target = %user, "blind transfer by the agent");
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
+        }
+        self.shell.drive(|ep| {
+            let _ = ep.call_accept_refer(now, leg);
+            let _ = ep.call_notify_refer(now, leg, 200, "OK");
+        });
+        let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
+        self.hang_up_agent(now);
+        self.release_agent();
+        if let (Some(q), Some(agent)) = (self.queue.as_ref(), agent) {
+            q.acd.leg_held(&q.call, &agent, false);
+        }
+        self.queue_hold_music(now);
+    }
+
+    fn start_survey(&mut self, now: Instant) {
+        let Some(setup) = self.ctx.hotline.as_ref() else {
+            self.hangup_at = Some(now);
+            return;
+        };
+        info!(handle = %self.handle, "satisfaction survey");
+        let mut survey = SurveyFlow::new(&setup.ivr);
+        survey.handle(now, IvrInput::Start);
+        self.survey = Some(survey);
+        self.player = None;
+        if let Some(q) = self.queue.as_mut() {
+            q.released = true;
+        }
+        self.drive_survey(now);
+    }
+
+    fn drive_survey(&mut self, now: Instant) {
+        while let Some(action) = self.survey.as_mut().and_then(SurveyFlow::poll_output) {
+            match action {
+                IvrAction::Play(list) => {
+                    let segments = self.ctx.playlist(&list);
+                    self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+                    self.survey_playing = true;
+                }
+                IvrAction::StopPlayback => {
+                    self.player = None;
+                    self.survey_playing = false;
+                }
+                IvrAction::Hangup { reason } => {
+                    info!(handle = %self.handle, ?reason, "survey over");
+                    self.hangup_at = Some(now);
+                }
+                other => debug!(handle = %self.handle, ?other, "survey action ignored"),
+            }
         }
     }
 
@@ -1181,6 +1598,11 @@ impl CallMedia {
     fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
         info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
         self.digits.push(c);
+        if let Some(survey) = self.survey.as_mut() {
+            survey.handle(now, IvrInput::Digit(c));
+            self.drive_survey(now);
+            return;
+        }
         if let Some(h) = self.hotline.as_mut() {
             h.flow.handle(now, IvrInput::Digit(c));
             self.drive_flow(now);
@@ -1241,6 +1663,9 @@ impl CallMedia {
                         h.flow.handle(now, IvrInput::CityInfo(info));
                     }
                 }
+                IvrAction::Enqueue { category, urgency } if self.ctx.acd.is_some() => {
+                    self.enqueue(now, category, urgency);
+                }
                 IvrAction::Enqueue { category, urgency } => {
                     let wall = self.ctx.clock.now();
                     if let Some(h) = self.hotline.as_mut() {
@@ -1273,6 +1698,54 @@ impl CallMedia {
                     info!(%handle, ?reason, "IVR ends the call");
                     self.hangup_at = Some(now);
                 }
+            }
+        }
+    }
+
+    /// Hand the call to the ACD (its queue decides who rings and when).
+    fn enqueue(&mut self, now: Instant, category: CallCategory, urgency: Urgency) {
+        let handle = self.handle;
+        let Some(acd) = self.ctx.acd.clone() else {
+            return;
+        };
+        let wall = self.ctx.clock.now();
+        let province = self.ctx.hotline.as_ref().map(|s| s.province_center.clone());
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        h.cdr.category(category, urgency).queued(wall);
+        let Some(city) = h.city.clone().or(province) else {
+            return;
+        };
+        let call = CallId(h.call_id.clone());
+        let input = QueueInput::CallArrived {
+            call: call.clone(),
+            city: city.clone(),
+            category,
+            urgency,
+            area: None,
+            caller: h.caller.clone(),
+        };
+        let (tx, rx) = mpsc::unbounded_channel();
+        self.new_acd_rx = Some(rx);
+        self.queue = Some(QueueLink {
+            acd: acd.clone(),
+            call,
+            category,
+            urgency,
+            released: false,
+            message: false,
+        });
+        self.queue_hold_music(now);
+        self.hangup_at = Some(now + Duration::from_secs(2 * 3600));
+        match acd.enqueue(input, tx) {
+            Ok(()) => info!(%handle, city = city.as_str(), ?category, ?urgency, "call enqueued"),
+            Err(e) => {
+                warn!(%handle, %e, "the ACD refused the call; queue stand-in");
+                self.queue = None;
+                self.new_acd_rx = None;
+                self.hold_then_hang_up(now);
+                self.pending_dial = Some(DialFor::Queue);
             }
         }
     }
@@ -1325,6 +1798,16 @@ impl CallMedia {
         info!(handle = %self.handle, ?duration, "voice message ended");
         h.flow.handle(now, IvrInput::RecordingDone { duration });
         self.drive_flow(now);
+        let queue_message = self.queue.as_mut().filter(|q| q.message).map(|q| {
+            q.message = false;
+            (q.category, q.urgency)
+        });
+        if let Some((category, urgency)) = queue_message {
+            if duration >= Duration::from_secs(1) {
+                self.voice_message_taken(category, urgency, duration);
+            }
+            self.hangup_at = Some(now);
+        }
     }
 
     fn voice_message_taken(
@@ -1404,9 +1887,26 @@ impl CallMedia {
 
     /// A play list ended: the beep (start recording) or one of the flow's prompts.
     fn player_finished(&mut self, now: Instant) {
+        if self.survey_playing {
+            self.survey_playing = false;
+            if let Some(survey) = self.survey.as_mut() {
+                survey.handle(now, IvrInput::PromptDone);
+            }
+            self.drive_survey(now);
+            return;
+        }
+        let waiting = self
+            .queue
+            .as_ref()
+            .is_some_and(|q| !q.released && !q.message)
+            && self.agent.as_ref().is_none_or(|a| a.session.is_none());
         let Some(h) = self.hotline.as_mut() else {
             return;
         };
+        if waiting && h.pending_record.is_none() {
+            self.queue_hold_music(now);
+            return;
+        }
         if let Some(max) = h.pending_record.take() {
             self.start_message(now, max);
         } else if h.flow_playing {
@@ -1500,6 +2000,10 @@ impl CallMedia {
         }
         self.dtmf.handle_timeout(now);
         self.collect_digits(now);
+        if let Some(survey) = self.survey.as_mut() {
+            survey.handle_timeout(now);
+            self.drive_survey(now);
+        }
         if let Some(h) = self.hotline.as_mut() {
             h.flow.handle_timeout(now);
             let message_over = h.message.as_ref().is_some_and(|m| now >= m.stop_at);
@@ -1562,6 +2066,25 @@ impl CallMedia {
     fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
         self.hang_up_agent(now);
         self.release_agent();
+        if let Some(q) = self.queue.as_ref() {
+            let caller_left = matches!(
+                end,
+                CallEnd::Leg {
+                    who: Side::Remote,
+                    ..
+                }
+            );
+            let call = q.call.clone();
+            self.report(QueueInput::CallEnded {
+                call: call.clone(),
+                who_hung_up: if caller_left {
+                    Party::Caller
+                } else {
+                    Party::System
+                },
+            });
+            q.acd.call_task_ended(&call);
+        }
         let caller_hung_up = matches!(
             end,
             CallEnd::Leg {
@@ -1577,6 +2100,10 @@ impl CallMedia {
         if self.hotline.as_ref().is_some_and(|h| h.message.is_some()) {
             self.stop_message(now);
         }
+        if caller_hung_up && let Some(survey) = self.survey.as_mut() {
+            survey.handle(now, IvrInput::CallerHangup);
+        }
+        let survey_result = self.survey.as_ref().and_then(SurveyFlow::result);
         let cdr = self.hotline.take().map(|h| {
             let h = *h;
             let wall = self.ctx.clock.now();
@@ -1592,6 +2119,9 @@ impl CallMedia {
             }
             if let Some((category, urgency)) = h.flow.choice() {
                 cdr.category(category, urgency);
+            }
+            if let Some(result) = survey_result {
+                cdr.survey(result);
             }
             (cdr.finish(wall), h.voice_message)
         });

@@ -1,5 +1,6 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
+pub mod acd;
 pub mod calls;
 pub mod metrics;
 pub mod reminders;
@@ -135,7 +136,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     )
     .map_err(ServeError::Media)?;
     let shutdown = Shutdown::default();
-    let _shell = SipShell::start(
+    let media = Arc::new(media);
+    let acd = media.acd.clone();
+    let shell = SipShell::start(
         sockets,
         endpoint,
         metrics.clone(),
@@ -143,8 +146,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         config.sip.max_tcp_connections_per_source,
         Duration::from_secs(config.sip.tcp_idle_timeout_secs),
         shutdown.clone(),
-        Arc::new(media),
+        media,
     );
+    if let Some(acd) = acd.as_ref() {
+        acd.start(&shell, shutdown.clone());
+    }
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 
     let orders = Arc::new(api::orders::OrdersContext::from_config(&config, calendar));
@@ -161,7 +167,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         orders,
         cities: Arc::new(config.cities.clone()),
     };
-    let app = api::router(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = api::router(state)
+        .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
         axum::serve(http, app)

@@ -144,6 +144,7 @@ impl SipShell {
             )
         });
         if durable {
+            self.calls.registration_changed();
             let mut job = PersistJob::default();
             for out in outputs {
                 match out {

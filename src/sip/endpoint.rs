@@ -214,6 +214,29 @@ impl Leg {
             Leg::Out(l) => l.reject_reinvite(now, status),
         }
     }
+    fn accept_refer(&mut self, now: Instant) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.accept_refer(now),
+            Leg::Out(l) => l.accept_refer(now),
+        }
+    }
+    fn reject_refer(&mut self, now: Instant, status: u16) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.reject_refer(now, status),
+            Leg::Out(l) => l.reject_refer(now, status),
+        }
+    }
+    fn notify_refer_progress(
+        &mut self,
+        now: Instant,
+        status: u16,
+        reason: &str,
+    ) -> Result<(), LegError> {
+        match self {
+            Leg::In(l) => l.notify_refer_progress(now, status, reason),
+            Leg::Out(l) => l.notify_refer_progress(now, status, reason),
+        }
+    }
     fn inbound(&mut self) -> Result<&mut InboundLeg, LegError> {
         match self {
             Leg::In(l) => Ok(l),
@@ -1025,9 +1048,13 @@ impl Endpoint {
             return Err((Box::new(req), transaction));
         }
         let dialled = req.uri.user.clone().unwrap_or_default();
-        let origin = if self.trunks.contains(&source.addr.ip()) {
+        // ACD feature codes (`*11` sign in …) are for authenticated agents only, even
+        // from a trunk's address (a carrier never reaches them).
+        let feature_code =
+            crate::queue::feature_code_input(crate::queue::AgentId::new(""), &dialled).is_some();
+        let origin = if !feature_code && self.trunks.contains(&source.addr.ip()) {
             CallOrigin::Trunk
-        } else if self.agent_extensions.contains(&dialled) {
+        } else if feature_code || self.agent_extensions.contains(&dialled) {
             match self.authenticate(now, source, &req) {
                 Ok(user) => CallOrigin::Agent(user),
                 Err(answer) => {
@@ -1303,6 +1330,47 @@ impl Endpoint {
         status: u16,
     ) -> Result<(), CallControlError> {
         self.with_call(now, handle, |leg| leg.reject_reinvite(now, status))
+    }
+
+    /// 202 Accepted to a REFER (RFC 3515) and the first NOTIFY (100 Trying).
+    ///
+    /// # Errors
+    /// Unknown call, or no REFER waiting.
+    pub fn call_accept_refer(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.accept_refer(now))
+    }
+
+    /// Refuse a REFER with a final status (300–699).
+    ///
+    /// # Errors
+    /// Unknown call, no REFER waiting, or an invalid status.
+    pub fn call_reject_refer(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| leg.reject_refer(now, status))
+    }
+
+    /// NOTIFY the transfer's progress (a final status ends the subscription).
+    ///
+    /// # Errors
+    /// Unknown call, no accepted REFER, or an invalid status.
+    pub fn call_notify_refer(
+        &mut self,
+        now: Instant,
+        handle: CallHandle,
+        status: u16,
+        reason: &str,
+    ) -> Result<(), CallControlError> {
+        self.with_call(now, handle, |leg| {
+            leg.notify_refer_progress(now, status, reason)
+        })
     }
 }
 

@@ -1,0 +1,194 @@
+//! Queues API: `GET /api/queues` (live snapshot per city), `GET /api/events` (SSE:
+//! `agent_state`, `call_offered` screen-pops, `queue`), and
+//! `POST /api/agents/{id}/sign_in|sign_out|pause|unpause` (`{"reason"}` for pause).
+//!
+//! Everything needs an authenticated user. An agent may only change their own state;
+//! supervisors (督办岗) and province administrators may change any agent's. Without a
+//! `[queues]` section these routes answer 404 (the consoles degrade on it).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::Path;
+use axum::http::StatusCode;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::auth::CurrentUser;
+use super::error::ApiError;
+use crate::queue::{AgentId, AgentState, PauseReason, QueueInput};
+use crate::server::acd::AcdShell;
+use crate::ticket::model::Role;
+
+/// The server's ACD, if configured (an axum extension set by the server).
+#[derive(Debug, Clone)]
+pub struct AcdApi(pub Option<Arc<AcdShell>>);
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/queues", get(list))
+        .route("/api/events", get(events))
+        .route("/api/agents/{id}/{action}", post(change))
+}
+
+#[derive(Debug, Serialize)]
+struct AgentView {
+    id: String,
+    name: String,
+    state: String,
+    pause_reason: Option<String>,
+    on_duty: bool,
+    answered_today: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct QueueView {
+    city: String,
+    waiting: usize,
+    longest_wait_secs: i64,
+    agents: Vec<AgentView>,
+    answered_today: u32,
+    abandoned_today: u32,
+}
+
+fn acd_of(ext: Option<Extension<AcdApi>>) -> Result<Arc<AcdShell>, ApiError> {
+    ext.and_then(|Extension(AcdApi(acd))| acd)
+        .ok_or_else(|| ApiError::not_found("queues"))
+}
+
+async fn list(
+    CurrentUser(_user): CurrentUser,
+    ext: Option<Extension<AcdApi>>,
+) -> Result<Json<Vec<QueueView>>, ApiError> {
+    let acd = acd_of(ext)?;
+    let views = acd
+        .snapshots()
+        .into_iter()
+        .map(|q| QueueView {
+            city: q.city.as_str().to_string(),
+            waiting: q.waiting.len(),
+            longest_wait_secs: q.longest_wait_ms / 1000,
+            agents: q
+                .agents
+                .into_iter()
+                .map(|a| AgentView {
+                    name: acd.agent_name(&a.agent),
+                    id: a.agent.0,
+                    pause_reason: match &a.state {
+                        AgentState::Paused { reason } => Some(reason.0.clone()),
+                        _ => None,
+                    },
+                    state: a.state.name().to_string(),
+                    on_duty: a.on_duty,
+                    answered_today: a.answered_today,
+                })
+                .collect(),
+            answered_today: q.answered_today,
+            abandoned_today: q.abandoned_today,
+        })
+        .collect();
+    Ok(Json(views))
+}
+
+async fn events(
+    CurrentUser(_user): CurrentUser,
+    ext: Option<Extension<AcdApi>>,
+) -> Result<Response, ApiError> {
+    let acd = acd_of(ext)?;
+    let rx = acd.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        let sse = match rx.recv().await {
+            Ok(event) => Event::default()
+                .event(event.name())
+                .json_data(&event)
+                .unwrap_or_else(|_| Event::default().comment("unserializable")),
+            // A slow console missed events: it refreshes from GET /api/queues.
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                Event::default().event("lagged").data(n.to_string())
+            }
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        Some((Ok::<Event, Infallible>(sse), rx))
+    });
+    Ok(Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response())
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeBody {
+    reason: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ChangeReply {
+    agent: String,
+    state: String,
+}
+
+async fn change(
+    CurrentUser(user): CurrentUser,
+    ext: Option<Extension<AcdApi>>,
+    Path((id, action)): Path<(String, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, ApiError> {
+    // The body is optional (`{"reason"}` for a pause): empty means no reason.
+    let body: ChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
+        ChangeBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
+    };
+    let acd = acd_of(ext)?;
+    let agent = AgentId::new(id);
+    if !acd.knows_agent(agent.as_str()) {
+        return Err(ApiError::not_found("agent"));
+    }
+    let allowed = user.id == agent.0 || user.has(Role::Supervisor) || user.has(Role::ProvinceAdmin);
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "an agent may only change their own state",
+        ));
+    }
+    let reason = body.reason.unwrap_or_default();
+    let input = match action.as_str() {
+        "sign_in" => QueueInput::SignIn {
+            agent: agent.clone(),
+        },
+        "sign_out" => QueueInput::SignOut {
+            agent: agent.clone(),
+        },
+        "pause" => QueueInput::Pause {
+            agent: agent.clone(),
+            reason: PauseReason::new(if reason.trim().is_empty() {
+                "break".to_string()
+            } else {
+                reason.chars().take(100).collect()
+            }),
+        },
+        "unpause" => QueueInput::Unpause {
+            agent: agent.clone(),
+        },
+        _ => return Err(ApiError::not_found("action")),
+    };
+    acd.input(input)
+        .map_err(|e| ApiError::unprocessable("acd_refused", e.to_string()))?;
+    let state = acd
+        .agent_state(&agent)
+        .map_or_else(|| "unknown".to_string(), |s| s.name().to_string());
+    Ok((
+        StatusCode::OK,
+        Json(ChangeReply {
+            agent: agent.0,
+            state,
+        }),
+    )
+        .into_response())
+}

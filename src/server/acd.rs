@@ -1,0 +1,771 @@
+//! The ACD in the shell: one [`Acd`] (sans-IO, `src/queue`) behind a short std mutex,
+//! fed by the call tasks (calls arriving, agent legs, hang-ups), the registrar (binding
+//! changes reported by [`crate::server::sip::SipShell::drive`]), feature codes and the
+//! API; a timer task fires its timeouts, reconciles live legs and registrations.
+//!
+//! Its actions go to the call task that owns the call ([`AcdCommand`] through the
+//! call's channel), to the `queue_log` table, and to the consoles' event stream
+//! ([`ConsoleEvent`], `GET /api/events`).
+//!
+//! Feature codes: an authenticated agent's INVITE to `*11` (sign in), `*12` (sign out),
+//! `*13[digits]` (pause, digits = reason) or `*14` (unpause) is answered 200 with a
+//! short confirmation tone and then BYE (the softphone shows a normal short call); a
+//! code the ACD refuses (not a queue agent) gets 403 Forbidden. Feature codes are
+//! authenticated by digest even from a trunk's address.
+//!
+//! Live legs for the reconcile: a leg counts from the moment the ACD asks for it
+//! (`RingAgent`) until the call task reports its end or the task itself ends, so an
+//! agent whose leg vanished without a report is freed within [`RECONCILE_EVERY`].
+//!
+//! Not done yet: placing callbacks (`PlaceCallback` fails the attempt at once, so the
+//! ACD retries and finally asks for a work order; the caller's callback key is not
+//! routed to the ACD), transfer to a unit's number, attended transfer (Replaces), and
+//! ring-all with more than one leg per call (extra offers fail as busy).
+//!
+//! Why a mutex and not a task with a channel: every input is short and synchronous,
+//! the API needs snapshots with no round trip, and the lock is never held across an
+//! `.await` nor while a call task runs.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+use tracing::{debug, info, warn};
+
+use crate::ivr::city::CityId;
+use crate::queue::{
+    Acd, AgentId, AgentState, QueueAction, QueueError, QueueInput, QueueLogEntry, QueueSnapshot,
+    QueuesConfig, Time, TransitionReason,
+};
+use crate::server::calls::WallClock;
+use crate::server::sip::SipShell;
+use crate::store::Store;
+use crate::ticket::model::CallId;
+
+/// How often the legs the call tasks hold and the registrations are reconciled.
+const RECONCILE_EVERY: Duration = Duration::from_secs(2);
+
+/// What the ACD asks of the call task that owns a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AcdCommand {
+    /// Hold music (loop).
+    HoldMusic,
+    /// Position announcement over the hold music (then hold music again).
+    Announce { position: u32 },
+    /// "Please hold", then hold music again.
+    PleaseHold,
+    /// Cut any announcement (an agent answered).
+    StopAnnouncement,
+    /// Ring this agent (the call task dials its registered contacts).
+    Ring { agent: AgentId },
+    /// Cancel the ringing leg to this agent; the ACD already counts it gone.
+    CancelRing { agent: AgentId },
+    /// Bridge to this agent (the call task bridges at the answer already).
+    Bridge { agent: AgentId },
+    /// Hang up this agent's leg (an answer that crossed a cancel).
+    HangupAgent { agent: AgentId },
+    /// The caller's callback is registered: confirm and hang up.
+    CallbackRegistered { position: u32 },
+    /// The call moved to another city's queue.
+    Overflowed { to: CityId },
+    /// Take a voice message (the after-hours path) and end the call.
+    VoiceMessage,
+    /// The agent transferred the caller to the satisfaction survey.
+    Survey,
+}
+
+/// What consoles see on `GET /api/events`.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ConsoleEvent {
+    /// An agent changed state.
+    AgentState {
+        agent: String,
+        city: Option<String>,
+        from: String,
+        to: String,
+        reason: String,
+        at: String,
+    },
+    /// A call is offered to an agent (screen-pop).
+    CallOffered {
+        call_id: String,
+        agent: String,
+        caller_masked: String,
+        city: Option<String>,
+        category: String,
+        urgency: String,
+        draft_order_id: Option<String>,
+        previous_orders: Vec<String>,
+    },
+    /// Something happened in a queue (overflow, voice message, absent, offline, …).
+    Queue {
+        city: Option<String>,
+        call_id: Option<String>,
+        event: String,
+    },
+}
+
+impl ConsoleEvent {
+    /// The SSE `event:` name.
+    #[must_use]
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::AgentState { .. } => "agent_state",
+            Self::CallOffered { .. } => "call_offered",
+            Self::Queue { .. } => "queue",
+        }
+    }
+}
+
+/// Why an ACD input from the API or a feature code was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum AcdShellError {
+    #[error("the ACD refused: {0}")]
+    Queue(#[from] QueueError),
+    #[error("the ACD is unavailable")]
+    Poisoned,
+}
+
+struct Inner {
+    acd: Acd,
+    /// The call task of each call in the ACD.
+    calls: HashMap<CallId, mpsc::UnboundedSender<AcdCommand>>,
+    /// Agent legs the call tasks hold (`(call, agent)`), for [`QueueInput::LiveLegs`].
+    legs: BTreeSet<(CallId, AgentId)>,
+    /// Agents the registrar had a live binding for at the last check.
+    registered: BTreeSet<AgentId>,
+}
+
+/// The shared ACD of the server.
+pub struct AcdShell {
+    inner: Mutex<Inner>,
+    clock: WallClock,
+    store: Option<Store>,
+    events: broadcast::Sender<ConsoleEvent>,
+    wake: tokio::sync::Notify,
+    /// Agent → city, for events.
+    cities: HashMap<AgentId, CityId>,
+    agents: Vec<AgentId>,
+    /// Agent → display name (`[[agents]] name`).
+    names: HashMap<AgentId, String>,
+    sip: Mutex<Weak<SipShell>>,
+}
+
+impl std::fmt::Debug for AcdShell {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AcdShell").finish_non_exhaustive()
+    }
+}
+
+impl AcdShell {
+    /// The ACD of `config`, every agent logged out and unregistered.
+    ///
+    /// # Errors
+    /// The queue configuration is inconsistent.
+    pub fn new(
+        config: QueuesConfig,
+        calendar: crate::calendar::Calendar,
+        clock: WallClock,
+        store: Option<Store>,
+        names: HashMap<AgentId, String>,
+    ) -> Result<Arc<AcdShell>, crate::queue::QueueConfigError> {
+        let cities = config
+            .agents
+            .iter()
+            .map(|a| (a.id.clone(), a.city.clone()))
+            .collect();
+        let agents = config.agents.iter().map(|a| a.id.clone()).collect();
+        let acd = Acd::new(config, calendar, clock.now(), rand::random())?;
+        let (events, _) = broadcast::channel(1024);
+        Ok(Arc::new(AcdShell {
+            inner: Mutex::new(Inner {
+                acd,
+                calls: HashMap::new(),
+                legs: BTreeSet::new(),
+                registered: BTreeSet::new(),
+            }),
+            clock,
+            store,
+            events,
+            wake: tokio::sync::Notify::new(),
+            cities,
+            agents,
+            names,
+            sip: Mutex::new(Weak::new()),
+        }))
+    }
+
+    /// Start the timer/reconcile task once the SIP shell exists.
+    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::server::sip::Shutdown) {
+        if let Ok(mut s) = self.sip.lock() {
+            *s = Arc::downgrade(sip);
+        }
+        tokio::spawn(self.clone().timer_loop(shutdown));
+    }
+
+    /// Whether `agent` is a queue agent.
+    #[must_use]
+    pub fn knows_agent(&self, agent: &str) -> bool {
+        self.cities.contains_key(&AgentId::new(agent))
+    }
+
+    /// An agent's display name (the id when none is configured).
+    #[must_use]
+    pub fn agent_name(&self, agent: &AgentId) -> String {
+        self.names
+            .get(agent)
+            .cloned()
+            .unwrap_or_else(|| agent.0.clone())
+    }
+
+    /// The city of a queue agent.
+    #[must_use]
+    pub fn agent_city(&self, agent: &AgentId) -> Option<&CityId> {
+        self.cities.get(agent)
+    }
+
+    /// Subscribe to console events.
+    #[must_use]
+    pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
+        self.events.subscribe()
+    }
+
+    /// Live state of every queue.
+    #[must_use]
+    pub fn snapshots(&self) -> Vec<QueueSnapshot> {
+        let now = self.clock.now();
+        self.inner
+            .lock()
+            .map(|i| i.acd.snapshots(now))
+            .unwrap_or_default()
+    }
+
+    /// One agent's state.
+    #[must_use]
+    pub fn agent_state(&self, agent: &AgentId) -> Option<AgentState> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.agent_state(agent).cloned())
+    }
+
+    /// A call enters the ACD; its task receives [`AcdCommand`]s on `tx`.
+    ///
+    /// # Errors
+    /// Unknown queue or duplicate call.
+    pub fn enqueue(
+        &self,
+        input: QueueInput,
+        tx: mpsc::UnboundedSender<AcdCommand>,
+    ) -> Result<(), AcdShellError> {
+        let QueueInput::CallArrived { call, .. } = &input else {
+            return self.input(input);
+        };
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.calls.insert(call.clone(), tx);
+        }
+        let result = self.input(input.clone());
+        if result.is_err()
+            && let (QueueInput::CallArrived { call, .. }, Ok(mut inner)) =
+                (&input, self.inner.lock())
+        {
+            inner.calls.remove(call);
+        }
+        result
+    }
+
+    /// Feed one input and carry out the actions.
+    ///
+    /// # Errors
+    /// API misuse reported by the ACD (unknown agent, …).
+    pub fn input(&self, input: QueueInput) -> Result<(), AcdShellError> {
+        let now = self.clock.now();
+        let (result, actions) = {
+            let mut inner = self.inner.lock().map_err(|_| AcdShellError::Poisoned)?;
+            let result = inner.acd.handle(now, input);
+            let actions: Vec<QueueAction> =
+                std::iter::from_fn(|| inner.acd.poll_output()).collect();
+            (result, actions)
+        };
+        self.perform(actions);
+        self.wake.notify_one();
+        result.map_err(AcdShellError::from)
+    }
+
+    /// A call task holds (or no longer holds) a leg to `agent`.
+    pub fn leg_held(&self, call: &CallId, agent: &AgentId, held: bool) {
+        if let Ok(mut inner) = self.inner.lock() {
+            let key = (call.clone(), agent.clone());
+            if held {
+                inner.legs.insert(key);
+            } else {
+                inner.legs.remove(&key);
+            }
+        }
+    }
+
+    /// The call's task is gone: forget its channel and legs; a call the ACD still
+    /// holds (the task ended without reporting) ends now, by the system.
+    pub fn call_task_ended(&self, call: &CallId) {
+        let still_queued = match self.inner.lock() {
+            Ok(mut inner) => {
+                inner.calls.remove(call);
+                inner.legs.retain(|(c, _)| c != call);
+                inner.acd.queue_of(call).is_some()
+            }
+            Err(_) => false,
+        };
+        if still_queued {
+            let _ = self.input(QueueInput::CallEnded {
+                call: call.clone(),
+                who_hung_up: crate::queue::Party::System,
+            });
+        }
+    }
+
+    /// A binding of `aor_user` changed: compare with the registrar now.
+    pub fn registration_changed(&self) {
+        self.wake.notify_one();
+    }
+
+    fn check_registrations(&self) {
+        let Some(sip) = self.sip.lock().ok().and_then(|s| s.upgrade()) else {
+            return;
+        };
+        let names: Vec<String> = self.agents.iter().map(|a| a.0.clone()).collect();
+        let now = Instant::now();
+        let live: BTreeSet<AgentId> = sip
+            .drive(|ep| ep.agent_contacts(now, &names))
+            .unwrap_or_default()
+            .into_iter()
+            .map(|c| AgentId::new(c.agent))
+            .collect();
+        let (gained, lost) = {
+            let Ok(mut inner) = self.inner.lock() else {
+                return;
+            };
+            let gained: Vec<AgentId> = live.difference(&inner.registered).cloned().collect();
+            let lost: Vec<AgentId> = inner.registered.difference(&live).cloned().collect();
+            inner.registered = live;
+            (gained, lost)
+        };
+        for agent in gained {
+            debug!(%agent, "agent registered");
+            let _ = self.input(QueueInput::Registered { agent });
+        }
+        for agent in lost {
+            debug!(%agent, "agent registration gone");
+            let _ = self.input(QueueInput::RegistrationLost { agent });
+        }
+    }
+
+    fn reconcile(&self) {
+        let legs = match self.inner.lock() {
+            Ok(inner) => inner.legs.clone(),
+            Err(_) => return,
+        };
+        let _ = self.input(QueueInput::LiveLegs(legs));
+    }
+
+    async fn timer_loop(self: Arc<Self>, shutdown: crate::server::sip::Shutdown) {
+        let mut next_reconcile = Instant::now();
+        loop {
+            let now_wall = self.clock.now();
+            let due = self
+                .inner
+                .lock()
+                .ok()
+                .and_then(|i| i.acd.poll_timeout())
+                .map(|t| {
+                    (t - now_wall)
+                        .to_std()
+                        .unwrap_or(Duration::ZERO)
+                        .min(RECONCILE_EVERY)
+                })
+                .unwrap_or(RECONCILE_EVERY);
+            tokio::select! {
+                _ = tokio::time::sleep(due) => {}
+                _ = self.wake.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            self.check_registrations();
+            let now = self.clock.now();
+            let actions = match self.inner.lock() {
+                Ok(mut inner) => {
+                    if inner.acd.poll_timeout().is_some_and(|t| t <= now) {
+                        inner.acd.handle_timeout(now);
+                    }
+                    std::iter::from_fn(|| inner.acd.poll_output()).collect::<Vec<_>>()
+                }
+                Err(_) => return,
+            };
+            self.perform(actions);
+            if Instant::now() >= next_reconcile {
+                next_reconcile = Instant::now() + RECONCILE_EVERY;
+                self.reconcile();
+            }
+        }
+    }
+
+    fn send(&self, call: &CallId, command: AcdCommand) {
+        let tx = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| i.calls.get(call).cloned());
+        match tx {
+            Some(tx) => {
+                if tx.send(command).is_err() {
+                    debug!(call = %call.0, "call task gone; command dropped");
+                }
+            }
+            None => debug!(call = %call.0, ?command, "no call task for an ACD command"),
+        }
+    }
+
+    fn emit(&self, event: ConsoleEvent) {
+        // No subscriber is fine.
+        let _ = self.events.send(event);
+    }
+
+    fn log(&self, entry: QueueLogEntry) {
+        if let Some(store) = self.store.clone() {
+            tokio::spawn(async move {
+                if let Err(e) = store.insert_queue_log(&entry).await {
+                    warn!(%e, "queue_log row not stored");
+                }
+            });
+        }
+    }
+
+    fn perform(&self, actions: Vec<QueueAction>) {
+        for action in actions {
+            match action {
+                QueueAction::PlayHoldMusic { call } => self.send(&call, AcdCommand::HoldMusic),
+                QueueAction::Announce { call, position, .. } => {
+                    self.send(&call, AcdCommand::Announce { position });
+                }
+                QueueAction::PleaseHold { call } => self.send(&call, AcdCommand::PleaseHold),
+                QueueAction::StopAnnouncement { call } => {
+                    self.send(&call, AcdCommand::StopAnnouncement);
+                }
+                QueueAction::RingAgent {
+                    call,
+                    agent,
+                    caller,
+                    category,
+                    urgency,
+                } => {
+                    // The leg counts as held from now: the call task creates it next.
+                    self.leg_held(&call, &agent, true);
+                    self.send(
+                        &call,
+                        AcdCommand::Ring {
+                            agent: agent.clone(),
+                        },
+                    );
+                    self.screen_pop(&call, &agent, &caller, category, urgency);
+                }
+                QueueAction::CancelRing { call, agent } => {
+                    self.leg_held(&call, &agent, false);
+                    self.send(&call, AcdCommand::CancelRing { agent });
+                }
+                QueueAction::Bridge { call, agent } => {
+                    self.send(&call, AcdCommand::Bridge { agent });
+                }
+                QueueAction::HangupAgentLeg { call, agent } => {
+                    self.leg_held(&call, &agent, false);
+                    self.send(&call, AcdCommand::HangupAgent { agent });
+                }
+                QueueAction::CallbackRegistered { call, position } => {
+                    self.send(&call, AcdCommand::CallbackRegistered { position });
+                }
+                QueueAction::PlaceCallback {
+                    call,
+                    agent,
+                    number,
+                } => {
+                    // Not placed by this shell yet: the agent is released at once and
+                    // the attempt fails (retried, then a work order).
+                    warn!(call = %call.0, %agent, number = %crate::ticket::privacy::mask_phone(&number), "callback not supported by the shell yet");
+                    self.leg_held(&call, &agent, false);
+                    let _ = self.input(QueueInput::AgentLegFailed {
+                        call,
+                        agent,
+                        reason: crate::queue::LegFailure::Unreachable,
+                    });
+                }
+                QueueAction::CallbackGaveUp { call, attempts, .. } => {
+                    info!(call = %call.0, attempts, "callback given up: a work order is needed");
+                    self.emit(ConsoleEvent::Queue {
+                        city: None,
+                        call_id: Some(call.0),
+                        event: "callback_gave_up".into(),
+                    });
+                }
+                QueueAction::Overflowed { call, from, to } => {
+                    info!(call = %call.0, from = from.as_str(), to = to.as_str(), "call overflowed");
+                    self.emit(ConsoleEvent::Queue {
+                        city: Some(from.as_str().to_string()),
+                        call_id: Some(call.0.clone()),
+                        event: format!("overflow:{}", to.as_str()),
+                    });
+                    self.send(&call, AcdCommand::Overflowed { to });
+                }
+                QueueAction::ToVoiceMessage { call, reason } => {
+                    info!(call = %call.0, ?reason, "queue hands the call to a voice message");
+                    self.send(&call, AcdCommand::VoiceMessage);
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.calls.remove(&call);
+                    }
+                }
+                QueueAction::CallReleased { call, reason } => {
+                    info!(call = %call.0, ?reason, "call released by the ACD");
+                    if reason == crate::queue::ReleaseReason::TransferredToSurvey {
+                        self.send(&call, AcdCommand::Survey);
+                    }
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.calls.remove(&call);
+                    }
+                }
+                QueueAction::AgentStateChanged {
+                    agent,
+                    from,
+                    to,
+                    at,
+                    reason,
+                } => self.agent_state_changed(&agent, &from, &to, at, &reason),
+                QueueAction::Absent {
+                    agent,
+                    city,
+                    shift_start,
+                } => {
+                    warn!(%agent, city = city.as_str(), %shift_start, "on-duty agent absent at shift start");
+                    self.emit(ConsoleEvent::Queue {
+                        city: Some(city.as_str().to_string()),
+                        call_id: None,
+                        event: format!("absent:{agent}"),
+                    });
+                }
+                QueueAction::AgentOffline { agent, city, at } => {
+                    warn!(%agent, city = city.as_str(), %at, "signed-in agent went offline (离线)");
+                    self.emit(ConsoleEvent::Queue {
+                        city: Some(city.as_str().to_string()),
+                        call_id: None,
+                        event: format!("offline:{agent}"),
+                    });
+                }
+                QueueAction::Log(entry) => self.log(entry),
+            }
+        }
+    }
+
+    fn agent_state_changed(
+        &self,
+        agent: &AgentId,
+        from: &AgentState,
+        to: &AgentState,
+        at: Time,
+        reason: &TransitionReason,
+    ) {
+        info!(%agent, from = from.name(), to = to.name(), ?reason, "agent state");
+        let reason_text = match serde_json::to_value(reason) {
+            Ok(serde_json::Value::String(s)) => s,
+            Ok(other) => other.to_string(),
+            Err(_) => String::new(),
+        };
+        let to_text = match to {
+            AgentState::Paused { reason } => format!("paused:{}", reason.0),
+            other => other.name().to_string(),
+        };
+        self.emit(ConsoleEvent::AgentState {
+            agent: agent.0.clone(),
+            city: self.cities.get(agent).map(|c| c.as_str().to_string()),
+            from: from.name().to_string(),
+            to: to_text,
+            reason: reason_text,
+            at: at.to_rfc3339(),
+        });
+    }
+
+    fn screen_pop(
+        &self,
+        call: &CallId,
+        agent: &AgentId,
+        caller: &str,
+        category: crate::ivr::flow::CallCategory,
+        urgency: crate::ivr::flow::Urgency,
+    ) {
+        let city = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.queue_of(call).map(|c| c.as_str().to_string()));
+        let name = |v: serde_json::Result<serde_json::Value>| match v {
+            Ok(serde_json::Value::String(s)) => s,
+            _ => String::new(),
+        };
+        let mut event = ConsoleEvent::CallOffered {
+            call_id: call.0.clone(),
+            agent: agent.0.clone(),
+            caller_masked: crate::ticket::privacy::mask_phone(caller),
+            city,
+            category: name(serde_json::to_value(category)),
+            urgency: name(serde_json::to_value(urgency)),
+            draft_order_id: None,
+            previous_orders: Vec::new(),
+        };
+        let Some(store) = self.store.clone() else {
+            self.emit(event);
+            return;
+        };
+        let events = self.events.clone();
+        let caller = caller.to_string();
+        tokio::spawn(async move {
+            let filter = crate::store::orders::OrderFilter {
+                phone: Some(caller),
+                limit: 20,
+                ..Default::default()
+            };
+            match store.list_orders(&filter).await {
+                Ok((orders, _)) => {
+                    if let ConsoleEvent::CallOffered {
+                        previous_orders, ..
+                    } = &mut event
+                    {
+                        *previous_orders = orders.iter().map(|o| o.id.0.clone()).collect();
+                    }
+                }
+                Err(e) => debug!(%e, "previous orders unknown for the screen-pop"),
+            }
+            let _ = events.send(event);
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped() -> (crate::config::Config, crate::calendar::Calendar) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(root.join("config/hotline.toml")).expect("config");
+        let config = crate::config::Config::from_toml(&text).expect("valid config");
+        let calendar =
+            crate::calendar::Calendar::load(root.join("config/calendar/cn-workdays.toml"))
+                .expect("calendar");
+        (config, calendar)
+    }
+
+    #[tokio::test]
+    async fn shipped_config_has_queues_and_a_signed_in_registered_agent_becomes_available() {
+        let (config, calendar) = shipped();
+        let queues = config
+            .queues
+            .clone()
+            .expect("[queues] in the shipped config");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+        let acd = AcdShell::new(
+            queues,
+            calendar,
+            WallClock::starting_at(at),
+            None,
+            HashMap::new(),
+        )
+        .expect("ACD");
+        let mut events = acd.subscribe();
+        let agent = AgentId::new("1001");
+        acd.input(QueueInput::Registered {
+            agent: agent.clone(),
+        })
+        .expect("registered");
+        acd.input(QueueInput::SignIn {
+            agent: agent.clone(),
+        })
+        .expect("sign in");
+        assert_eq!(acd.agent_state(&agent), Some(AgentState::Available));
+        let snapshot = acd.snapshots();
+        assert!(snapshot.iter().any(|q| q.city.as_str() == "qingdao"));
+        let mut saw = false;
+        while let Ok(event) = events.try_recv() {
+            if let ConsoleEvent::AgentState { agent, to, .. } = event {
+                saw |= agent == "1001" && to == "available";
+            }
+        }
+        assert!(saw, "agent_state event for the sign-in");
+        assert!(
+            acd.input(QueueInput::SignIn {
+                agent: AgentId::new("9999")
+            })
+            .is_err(),
+            "unknown agents are refused"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_queued_call_rings_the_available_agent_and_reconcile_frees_a_lost_leg() {
+        let (config, calendar) = shipped();
+        let queues = config.queues.clone().expect("queues");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+        let acd = AcdShell::new(
+            queues,
+            calendar,
+            WallClock::starting_at(at),
+            None,
+            HashMap::new(),
+        )
+        .expect("ACD");
+        let agent = AgentId::new("1001");
+        acd.input(QueueInput::Registered {
+            agent: agent.clone(),
+        })
+        .expect("registered");
+        acd.input(QueueInput::SignIn {
+            agent: agent.clone(),
+        })
+        .expect("sign in");
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let call = CallId("c1".into());
+        acd.enqueue(
+            QueueInput::CallArrived {
+                call: call.clone(),
+                city: CityId::new("jinan"),
+                category: crate::ivr::flow::CallCategory::Consultation,
+                urgency: crate::ivr::flow::Urgency::default(),
+                area: None,
+                caller: "13800001111".into(),
+            },
+            tx,
+        )
+        .expect("enqueued");
+        let mut rung = false;
+        while let Ok(command) = rx.try_recv() {
+            rung |= command
+                == AcdCommand::Ring {
+                    agent: agent.clone(),
+                };
+        }
+        assert!(rung, "the available agent is rung");
+        assert_eq!(acd.agent_state(&agent).map(|s| s.name()), Some("ringing"));
+        // The agent leg is lost without a report: the reconcile frees the agent and
+        // the call is offered again (a fresh leg).
+        acd.leg_held(&call, &agent, false);
+        acd.reconcile();
+        let mut rung_again = false;
+        while let Ok(command) = rx.try_recv() {
+            rung_again |= command
+                == AcdCommand::Ring {
+                    agent: agent.clone(),
+                };
+        }
+        assert!(rung_again, "offered again on a new leg after the reconcile");
+        // The call task dies without reporting: the call ends, the agent is not held.
+        acd.call_task_ended(&call);
+        assert_ne!(acd.agent_state(&agent).map(|s| s.name()), Some("ringing"));
+        acd.reconcile();
+        assert!(acd.snapshots().iter().all(|q| q.waiting.is_empty()));
+    }
+}

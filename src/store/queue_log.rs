@@ -1,0 +1,51 @@
+//! The ACD's `queue_log` table (append-only; migration 0004).
+
+use super::{Pool, Store, StoreError};
+use crate::queue::{AgentId, QueueLogEntry};
+
+impl Store {
+    /// Append one `queue_log` row.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn insert_queue_log(&self, entry: &QueueLogEntry) -> Result<(), StoreError> {
+        let detail = serde_json::to_string(entry).unwrap_or_default();
+        let event = serde_json::to_value(&entry.event)
+            .ok()
+            .and_then(|v| v.get("event").and_then(|e| e.as_str()).map(str::to_string))
+            .unwrap_or_default();
+        let at_ms = entry.at.timestamp_millis();
+        on_pool!(self, |p| sqlx::query(
+            "INSERT INTO queue_log (at_ms, at, queue, call_id, agent, event, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        )
+        .bind(at_ms)
+        .bind(entry.at.to_rfc3339())
+        .bind(entry.queue.as_str())
+        .bind(entry.call.as_ref().map(|c| c.0.clone()))
+        .bind(entry.agent.as_ref().map(|a| a.0.clone()))
+        .bind(event)
+        .bind(detail)
+        .execute(p)
+        .await
+        .map(|_| ())?);
+        Ok(())
+    }
+
+    /// An agent's `queue_log` rows, oldest first (for the sign-in rate).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn agent_queue_log(&self, agent: &AgentId) -> Result<Vec<QueueLogEntry>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT detail FROM queue_log WHERE agent = $1 ORDER BY at_ms, id"
+        )
+        .bind(agent.as_str())
+        .fetch_all(p)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(d,)| serde_json::from_str(&d).ok())
+            .collect())
+    }
+}

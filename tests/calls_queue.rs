@@ -1,0 +1,915 @@
+//! The ACD end to end with real SIP peers on 127.0.0.1: SIPp agents register
+//! (`register_once.xml`), sign in with the `*11` feature code (`acd_feature.xml`) and
+//! answer offered calls (`acd_agent_uas.xml`, `-rtp_echo`) or let them ring
+//! (`acd_agent_noanswer.xml`); SIPp callers (`acd_caller.xml`) come in over the trunk.
+//! The queue state is read back from `GET /api/queues` (bearer token) and the CDRs
+//! from `GET /api/calls`.
+
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::Command;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+const SUPERVISOR_TOKEN: &str = "supervisor-token";
+const AGENT_1002_TOKEN: &str = "agent-1002-token";
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+/// The test config with short prompts, and queues for Jinan (`strategy`) and Qingdao
+/// (no agents: overflows to Jinan).
+fn queue_config(strategy: &str, ring_timeout_secs: u32, max_no_answer: u32) -> String {
+    let prompts = repo_root().join("config/prompts/zh");
+    let base = 33000 + (std::process::id() % 400) as u16 * 60;
+    format!(
+        "{TEST_CONFIG}
+[[agents]]
+id = \"2001\"
+name = \"王律师\"
+city = \"qingdao\"
+password = \"secret2001\"
+roles = [\"agent\"]
+
+[[users]]
+id = \"sup\"
+name = \"督办\"
+password = \"sup-password\"
+roles = [\"supervisor\"]
+unit = \"province\"
+api_token = \"{}\"
+
+[[users]]
+id = \"1002\"
+name = \"李公证员\"
+password = \"agent-password\"
+roles = [\"agent\"]
+unit = \"province\"
+api_token = \"{}\"
+
+[media]
+rtp_port_min = {base}
+rtp_port_max = {}
+media_timeout_secs = 30
+prompts_dir = \"{}\"
+
+[calls]
+queue_hold_secs = 2
+
+[ivr]
+greeting = \"beep\"
+menu = \"beep\"
+digit_timeout_ms = 1000
+max_retries = 0
+max_message_secs = 3
+
+[ivr.survey]
+prompt = \"beep\"
+thanks = \"beep\"
+goodbye = \"beep\"
+digit_timeout_ms = 1000
+retries = 0
+
+[queues]
+province_center = \"jinan\"
+
+[[queues.queue]]
+city = \"jinan\"
+strategy = \"{strategy}\"
+duty = \"any_signed_in\"
+ring_timeout_secs = {ring_timeout_secs}
+retry_delay_secs = 1
+max_no_answer = {max_no_answer}
+busy_delay_secs = 1
+reject_delay_secs = 1
+wrap_up_secs = 0
+announce_frequency_secs = 1
+please_hold_secs = 0
+max_wait_secs = 25
+tier_rules = []
+
+[[queues.queue]]
+city = \"qingdao\"
+duty = \"any_signed_in\"
+overflow_to = \"jinan\"
+overflow_when_no_agents = true
+tier_rules = []
+
+[[queues.agent]]
+id = \"1001\"
+city = \"jinan\"
+
+[[queues.agent]]
+id = \"1002\"
+city = \"jinan\"
+
+[[queues.agent]]
+id = \"2001\"
+city = \"qingdao\"
+",
+        sha256_hex(SUPERVISOR_TOKEN),
+        sha256_hex(AGENT_1002_TOKEN),
+        base + 59,
+        prompts.display()
+    )
+}
+
+fn password(agent: &str) -> &'static str {
+    match agent {
+        "1001" => "secret1001",
+        "2001" => "secret2001",
+        _ => "secret1002",
+    }
+}
+
+fn start(config: &str) -> Server {
+    // 2026-02-14 is a working Saturday (调休): in hours.
+    let config = config.replace(
+        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
+        "digest_algorithms = [\"MD5\"]",
+    );
+    Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")])
+}
+
+fn sipp_base(scenario: &str, port: u16) -> Command {
+    let mut cmd = Command::new(require("sipp"));
+    cmd.args(["-sf", &path_str(&sipp_scenario(scenario))])
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .arg("-nostdin");
+    cmd
+}
+
+/// Register `agent` with its contact at 127.0.0.1:`port`.
+fn register(server: &Server, agent: &str, port: u16) {
+    let out = run_bounded(
+        sipp_base("register_once.xml", port)
+            .args(["-s", agent, "-au", agent, "-ap", password(agent)])
+            .args(["-m", "1", "-timeout", "10"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(15),
+    );
+    assert_eq!(
+        out.status,
+        Some(0),
+        "register {agent}:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+}
+
+/// Dial a feature code from the agent's softphone; the SIPp exit status.
+fn feature_code(server: &Server, agent: &str, code: &str) -> Output {
+    run_bounded(
+        sipp_base("acd_feature.xml", free_port())
+            .args(["-s", code, "-au", agent, "-ap", password(agent)])
+            .args(["-set", "user", agent])
+            .args(["-m", "1", "-timeout", "10"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(15),
+    )
+}
+
+/// An agent phone on `port` that takes `calls` calls with `scenario`.
+fn agent_phone(
+    server: &Server,
+    scenario: &'static str,
+    port: u16,
+    calls: u32,
+    limit_secs: u64,
+) -> JoinHandle<Output> {
+    let target = server.sip.to_string();
+    std::thread::spawn(move || {
+        run_bounded(
+            sipp_base(scenario, port)
+                .args(["-rtp_echo", "-m", &calls.to_string()])
+                .args(["-timeout", &limit_secs.to_string()])
+                .arg(target),
+            Duration::from_secs(limit_secs + 5),
+        )
+    })
+}
+
+/// `calls` callers in a row from `caller` (each waits for the server's BYE).
+fn callers(server: &Server, caller: &str, calls: u32, cwd: &Path) -> Output {
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        cwd.join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        sipp_base("acd_caller.xml", free_port())
+            .current_dir(cwd)
+            .args(["-s", "12348", "-set", "caller", caller])
+            .args(["-m", &calls.to_string(), "-l", "1"])
+            .args(["-timeout", &(calls * 45).to_string()])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(u64::from(calls) * 45 + 10),
+    )
+}
+
+fn api(server: &Server, path: &str) -> (u16, serde_json::Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.http).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SUPERVISOR_TOKEN}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).expect("read");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or_default())
+}
+
+/// `{agent id: state}` from `GET /api/queues`.
+fn agent_states(server: &Server) -> Vec<(String, String, Option<String>)> {
+    let (status, body) = api(server, "/api/queues");
+    assert_eq!(status, 200, "{body}");
+    body.as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|q| q["agents"].as_array().cloned().unwrap_or_default())
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap_or_default().to_string(),
+                a["state"].as_str().unwrap_or_default().to_string(),
+                a["pause_reason"].as_str().map(str::to_string),
+            )
+        })
+        .collect()
+}
+
+fn state_of(server: &Server, agent: &str) -> String {
+    agent_states(server)
+        .into_iter()
+        .find(|(id, _, _)| id == agent)
+        .map(|(_, s, _)| s)
+        .unwrap_or_default()
+}
+
+fn wait_state(server: &Server, agent: &str, state: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if state_of(server, agent) == state {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// Register the agent on `port` and sign it in with `*11`; it is then available.
+fn sign_in(server: &Server, agent: &str, port: u16) {
+    register(server, agent, port);
+    let out = feature_code(server, agent, "*11");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "*11 for {agent}:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(
+        wait_state(server, agent, "available", Duration::from_secs(5)),
+        "{agent} available after *11: {:?}\n{}",
+        agent_states(server),
+        server.log()
+    );
+}
+
+fn api_calls(server: &Server) -> Vec<serde_json::Value> {
+    let (status, body) = server.http_get("/api/calls?limit=1000");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_default()
+}
+
+#[test]
+fn two_agents_signed_in_by_star11_share_four_calls_round_robin_and_end_available() {
+    let server = start(&queue_config("round_robin", 10, 3));
+    let (p1, p2) = (free_port(), free_port());
+    sign_in(&server, "1001", p1);
+    sign_in(&server, "1002", p2);
+    let a1 = agent_phone(&server, "acd_agent_uas.xml", p1, 2, 240);
+    let a2 = agent_phone(&server, "acd_agent_uas.xml", p2, 2, 240);
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers(&server, "053188886666", 4, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "callers:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    for (agent, phone) in [("1001", a1), ("1002", a2)] {
+        let out = phone.join().expect("agent thread");
+        assert_eq!(
+            out.status,
+            Some(0),
+            "agent {agent} took exactly its 2 calls:\n{}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            server.log()
+        );
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    let calls = api_calls(&server);
+    let agents: Vec<String> = calls
+        .iter()
+        .filter_map(|c| c["record"]["agent"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(agents.len(), 4, "{calls:?}");
+    assert_eq!(
+        agents.iter().filter(|a| *a == "1001").count(),
+        2,
+        "{agents:?}"
+    );
+    // Round robin alternates (newest first in the list).
+    assert!(agents.windows(2).all(|w| w[0] != w[1]), "{agents:?}");
+    // The agents hung up first: each caller was offered the survey (and pressed nothing).
+    for call in &calls {
+        assert_eq!(call["record"]["hung_up_first"], "agent", "{call}");
+        assert_eq!(call["record"]["survey"], "no_answer", "{call}");
+    }
+    for (id, state, _) in agent_states(&server) {
+        assert!(
+            state != "ringing" && state != "on_call",
+            "{id} left {state}\n{}",
+            server.log()
+        );
+    }
+    // The feature code *12 signs out.
+    let out = feature_code(&server, "1001", "*12");
+    assert_eq!(out.status, Some(0), "{}", out.stderr);
+    assert!(wait_state(
+        &server,
+        "1001",
+        "logged_out",
+        Duration::from_secs(5)
+    ));
+}
+
+#[test]
+fn a_no_answer_agent_is_paused_and_the_caller_hears_the_position_meanwhile() {
+    let server = start(&queue_config("linear", 2, 1));
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let phone = agent_phone(&server, "acd_agent_noanswer.xml", port, 1, 60);
+    let cwd = tempfile::tempdir().expect("tmp");
+    let caller = {
+        let dir = cwd.path().to_path_buf();
+        let sip = server.sip;
+        std::thread::spawn(move || one_caller(sip, &dir))
+    };
+    assert!(
+        wait_state(&server, "1001", "paused", Duration::from_secs(30)),
+        "paused after a missed offer: {:?}\n{}",
+        agent_states(&server),
+        server.log()
+    );
+    let reason = agent_states(&server)
+        .into_iter()
+        .find(|(id, _, _)| id == "1001")
+        .and_then(|(_, _, r)| r);
+    assert_eq!(reason.as_deref(), Some("max-no-answer"));
+    let out = phone.join().expect("agent thread");
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stderr, server.log());
+    // Nobody left: the caller goes to a voice message (or is hung up) within bounds.
+    let out = caller.join().expect("caller thread");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    let log = server.log();
+    assert!(log.contains("ACD lets go of the agent leg"), "{log}");
+    // While the agent rang, the caller heard its position over the hold music.
+    assert!(log.contains("Announce { position: 1 }"), "{log}");
+    assert!(log.contains("HoldMusic"), "{log}");
+}
+
+#[test]
+fn a_city_without_signed_in_agents_overflows_to_its_partner_queue() {
+    let server = start(&queue_config("longest_idle", 10, 3));
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let phone = agent_phone(&server, "acd_agent_uas.xml", port, 1, 90);
+    let cwd = tempfile::tempdir().expect("tmp");
+    // A Qingdao caller (0532): Qingdao's only agent never signed in.
+    let out = callers(&server, "053288886666", 1, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    let out = phone.join().expect("agent thread");
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stderr, server.log());
+    assert!(server.log().contains("call overflowed"), "{}", server.log());
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["record"]["city"], "qingdao");
+    assert_eq!(calls[0]["record"]["agent"], "1001");
+}
+
+/// One Jinan caller, on its own thread while the test watches the queue.
+fn one_caller(sip: std::net::SocketAddr, cwd: &Path) -> Output {
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        cwd.join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        sipp_base("acd_caller.xml", free_port())
+            .current_dir(cwd)
+            .args(["-s", "12348", "-set", "caller", "053188886666"])
+            .args(["-m", "1", "-timeout", "60"])
+            .arg(sip.to_string()),
+        Duration::from_secs(70),
+    )
+}
+
+/// An agent phone that answers at once and hangs up after `talk_ms` unless the caller
+/// hangs up first.
+const AGENT_RANDOM: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="acd agent, either side hangs up">
+  <recv request="INVITE" crlf="true" rrs="true">
+    <action>
+      <ereg regexp=".*" search_in="hdr" header="From:" assign_to="remote_party" />
+      <ereg regexp="&lt;[^&gt;]*&gt;" search_in="hdr" header="To:" assign_to="local_party" />
+    </action>
+  </recv>
+  <send retrans="500">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:];tag=[pid]R[call_number]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Contact: <sip:[local_ip]:[local_port];transport=[transport]>
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=agent 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8
+      a=rtpmap:8 PCMA/8000
+    ]]>
+  </send>
+  <recv request="ACK" crlf="true" />
+  <recv request="BYE" timeout="TALK_MS" ontimeout="1" />
+  <send next="2">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="1" />
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: [$local_party];tag=[pid]R[call_number]
+      To: [$remote_party]
+      Call-ID: [call_id]
+      CSeq: 1 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" />
+  <label id="2" />
+</scenario>
+"#;
+
+/// A caller that hangs up after `hold_ms` unless the server hangs up first.
+const CALLER_RANDOM: &str = r#"<?xml version="1.0" encoding="UTF-8" ?>
+<scenario name="acd caller, either side hangs up">
+  <send retrans="500">
+    <![CDATA[
+      INVITE sip:[service]@[remote_ip]:[remote_port] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      From: <sip:053188886666@[local_ip]:[local_port]>;tag=[pid]C[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>
+      Call-ID: [call_id]
+      CSeq: 1 INVITE
+      Contact: <sip:053188886666@[local_ip]:[local_port];transport=[transport]>
+      Max-Forwards: 70
+      Content-Type: application/sdp
+      Content-Length: [len]
+
+      v=0
+      o=sipp 1 1 IN IP[local_ip_type] [local_ip]
+      s=-
+      c=IN IP[media_ip_type] [media_ip]
+      t=0 0
+      m=audio [media_port] RTP/AVP 8 101
+      a=rtpmap:8 PCMA/8000
+      a=rtpmap:101 telephone-event/8000
+      a=sendrecv
+    ]]>
+  </send>
+  <recv response="100" optional="true" />
+  <recv response="180" optional="true" />
+  <recv response="200" rrs="true" />
+  <send>
+    <![CDATA[
+      ACK [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:053188886666@[local_ip]:[local_port]>;tag=[pid]C[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 1 ACK
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <nop>
+    <action>
+      <exec rtp_stream="caller.wav,-1,8" />
+    </action>
+  </nop>
+  <recv request="BYE" timeout="HOLD_MS" ontimeout="1" />
+  <send next="2">
+    <![CDATA[
+      SIP/2.0 200 OK
+      [last_Via:]
+      [last_From:]
+      [last_To:]
+      [last_Call-ID:]
+      [last_CSeq:]
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <label id="1" />
+  <send retrans="500">
+    <![CDATA[
+      BYE [next_url] SIP/2.0
+      Via: SIP/2.0/[transport] [local_ip]:[local_port];branch=[branch]
+      [routes]
+      From: <sip:053188886666@[local_ip]:[local_port]>;tag=[pid]C[call_number]
+      To: <sip:[service]@[remote_ip]:[remote_port]>[peer_tag_param]
+      Call-ID: [call_id]
+      CSeq: 2 BYE
+      Max-Forwards: 70
+      Content-Length: 0
+
+    ]]>
+  </send>
+  <recv response="200" />
+  <label id="2" />
+</scenario>
+"#;
+
+/// Run a SIPp with its screen output in a file (a long run would fill a pipe).
+fn spawn_sipp(mut cmd: Command, dir: &Path, name: &str) -> std::process::Child {
+    let out = std::fs::File::create(dir.join(format!("{name}.out"))).expect("out file");
+    let err = std::fs::File::create(dir.join(format!("{name}.err"))).expect("err file");
+    cmd.current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("spawn sipp")
+}
+
+fn wait_or_kill(child: &mut std::process::Child, deadline: Instant) -> Option<i32> {
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return status.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `ACD_STRESS_CALLS` (default 96) calls from 3 SIPp callers hanging up after 2, 5 or
+/// 9 s, to 2 agents hanging up after 1.5 or 4 s: either side hangs up first, callers
+/// abandon while waiting or ringing, some reach the voice message. Afterwards no agent
+/// is ringing or on a call and nobody is waiting.
+#[test]
+fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
+    let total: u32 = std::env::var("ACD_STRESS_CALLS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(96);
+    let per_caller = total.div_ceil(3);
+    let server = start(&queue_config("longest_idle", 4, 0));
+    let dir = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        dir.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    let mut agents = Vec::new();
+    for (agent, talk_ms) in [("1001", 1500), ("1002", 4000)] {
+        let port = free_port();
+        sign_in(&server, agent, port);
+        let scenario = dir.path().join(format!("agent{agent}.xml"));
+        std::fs::write(
+            &scenario,
+            AGENT_RANDOM.replace("TALK_MS", &talk_ms.to_string()),
+        )
+        .expect("scenario");
+        let mut cmd = Command::new(require("sipp"));
+        cmd.args(["-sf", &path_str(&scenario)])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+            .args(["-rtp_echo", "-nostdin", "-recv_timeout", "60000"])
+            .arg(server.sip.to_string());
+        agents.push(spawn_sipp(cmd, dir.path(), &format!("agent{agent}")));
+    }
+    let started = Instant::now();
+    let limit = Duration::from_secs(u64::from(per_caller) * 12 + 60);
+    let mut callers = Vec::new();
+    for hold_ms in [2000, 5000, 9000] {
+        let scenario = dir.path().join(format!("caller{hold_ms}.xml"));
+        std::fs::write(
+            &scenario,
+            CALLER_RANDOM.replace("HOLD_MS", &hold_ms.to_string()),
+        )
+        .expect("scenario");
+        let mut cmd = Command::new(require("sipp"));
+        cmd.args(["-sf", &path_str(&scenario)])
+            .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+            .args([
+                "-p",
+                &free_port().to_string(),
+                "-mp",
+                &free_port().to_string(),
+            ])
+            .args(["-s", "12348", "-m", &per_caller.to_string(), "-l", "3"])
+            .args(["-nostdin", "-recv_timeout", "40000"])
+            .arg(server.sip.to_string());
+        callers.push(spawn_sipp(cmd, dir.path(), &format!("caller{hold_ms}")));
+    }
+    for caller in &mut callers {
+        wait_or_kill(caller, started + limit);
+    }
+    let elapsed = started.elapsed();
+    // The last calls' ends settle (BYE retransmissions, wrap-up 0, reconcile every 2 s).
+    let settle = Instant::now() + Duration::from_secs(15);
+    let mut states = agent_states(&server);
+    while Instant::now() < settle
+        && states
+            .iter()
+            .any(|(_, s, _)| s == "ringing" || s == "on_call")
+    {
+        std::thread::sleep(Duration::from_millis(500));
+        states = agent_states(&server);
+    }
+    for agent in &mut agents {
+        let _ = agent.kill();
+        let _ = agent.wait();
+    }
+    let calls = api_calls(&server);
+    let answered = calls
+        .iter()
+        .filter(|c| c["record"]["agent"].is_string())
+        .count();
+    eprintln!(
+        "stress: {total} calls offered in {elapsed:?}; {} CDRs, {answered} answered by an agent; final states {states:?}",
+        calls.len()
+    );
+    for (id, state, _) in &states {
+        if id == "2001" {
+            continue;
+        }
+        assert!(
+            state == "available" || state == "wrap_up",
+            "{id} left {state} after {total} calls\n{}",
+            server.log()
+        );
+    }
+    let (_, queues) = api(&server, "/api/queues");
+    for q in queues.as_array().into_iter().flatten() {
+        assert_eq!(q["waiting"], 0, "{q}");
+    }
+    assert!(
+        calls.len() as u32 >= total * 9 / 10,
+        "{} CDRs for {total} calls",
+        calls.len()
+    );
+    assert!(answered > 0, "some calls reached an agent");
+}
+
+/// The agent blind-transfers the caller to the satisfaction survey with REFER: 202,
+/// NOTIFY 100/200, BYE to the agent; the caller hears the survey (no digit: "no
+/// answer"), the server hangs up, and the survey result is in the CDR.
+#[test]
+fn a_refer_from_the_agent_lands_the_caller_in_the_survey() {
+    let server = start(&queue_config("linear", 10, 3));
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let target = server.sip.to_string();
+    let phone = std::thread::spawn(move || {
+        run_bounded(
+            sipp_base("acd_agent_refer.xml", port)
+                .args(["-set", "target", "survey", "-rtp_echo", "-m", "1"])
+                .args(["-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers(&server, "053188886666", 1, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    let out = phone.join().expect("agent thread");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "agent REFER:\n{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(server.log().contains("blind transfer by the agent"));
+    assert!(server.log().contains("satisfaction survey"));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["record"]["agent"], "1001", "{}", calls[0]);
+    assert_eq!(calls[0]["record"]["survey"], "no_answer", "{}", calls[0]);
+    assert!(wait_state(
+        &server,
+        "1001",
+        "available",
+        Duration::from_secs(5)
+    ));
+}
+
+/// One HTTP request with a bearer token; (status, head, body).
+fn request(
+    server: &Server,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, String, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(server.http).expect("connect http");
+    s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = Vec::new();
+    // An event stream never ends: read what arrives within the timeout.
+    let _ = s.read_to_end(&mut resp);
+    let resp = String::from_utf8_lossy(&resp).into_owned();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let (head, body) = resp.split_once("\r\n\r\n").unwrap_or((&resp, ""));
+    (status, head.to_string(), body.to_string())
+}
+
+/// `POST /api/agents/{id}/…`: an agent changes only itself, a supervisor anyone; the
+/// queue snapshot and the event stream show the change.
+#[test]
+fn agents_change_their_own_state_by_api_and_supervisors_anyones() {
+    let server = start(&queue_config("longest_idle", 10, 3));
+    register(&server, "1002", free_port());
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1001/pause",
+        AGENT_1002_TOKEN,
+        r#"{"reason":"lunch"}"#,
+    );
+    assert_eq!(status, 403, "{body}");
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1002/sign_in",
+        AGENT_1002_TOKEN,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        wait_state(&server, "1002", "available", Duration::from_secs(5)),
+        "{:?}",
+        agent_states(&server)
+    );
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1002/pause",
+        SUPERVISOR_TOKEN,
+        r#"{"reason":"training"}"#,
+    );
+    assert_eq!(status, 200, "{body}");
+    let paused = agent_states(&server)
+        .into_iter()
+        .find(|(id, _, _)| id == "1002");
+    assert_eq!(
+        paused,
+        Some(("1002".into(), "paused".into(), Some("training".into())))
+    );
+    let (status, _, _) = request(
+        &server,
+        "POST",
+        "/api/agents/9999/sign_in",
+        SUPERVISOR_TOKEN,
+        "",
+    );
+    assert_eq!(status, 404);
+    let (status, _, _) = request(&server, "GET", "/api/queues", "wrong-token", "");
+    assert_eq!(status, 401);
+    // The event stream answers as text/event-stream and carries agent_state events.
+    let server_http = server.http;
+    let watcher = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(server_http).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(3))).ok();
+        write!(s, "GET /api/events HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SUPERVISOR_TOKEN}\r\n\r\n").expect("write");
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = s.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(&got).into_owned()
+    });
+    std::thread::sleep(Duration::from_millis(700));
+    let (status, _, body) = request(
+        &server,
+        "POST",
+        "/api/agents/1002/unpause",
+        AGENT_1002_TOKEN,
+        "",
+    );
+    assert_eq!(status, 200, "{body}");
+    let stream = watcher.join().expect("watcher");
+    assert!(stream.contains("text/event-stream"), "{stream}");
+    assert!(stream.contains("event: agent_state"), "{stream}");
+    assert!(stream.contains("\"agent\":\"1002\""), "{stream}");
+    // Sign-in, pause and unpause are rows of the append-only queue_log (AS-METRICS).
+    if let Some(sqlite3) = std::env::var_os("PATH").and_then(|_| {
+        let p = std::path::PathBuf::from("/usr/bin/sqlite3");
+        p.exists().then_some(p)
+    }) {
+        let db = server.data_dir().join("hotline.db");
+        let out = Command::new(sqlite3)
+            .arg(&db)
+            .arg("SELECT event FROM queue_log WHERE agent = '1002' ORDER BY id")
+            .output()
+            .expect("sqlite3");
+        let rows = String::from_utf8_lossy(&out.stdout).into_owned();
+        let events: Vec<&str> = rows.lines().collect();
+        for wanted in ["sign_in", "pause", "unpause"] {
+            assert!(events.contains(&wanted), "{wanted} in {events:?}");
+        }
+    }
+}
