@@ -4,6 +4,7 @@ pub mod calls;
 pub mod metrics;
 pub mod reminders;
 pub mod sip;
+pub mod voicemail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -152,6 +153,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         store.clone(),
         orders.clone(),
         Arc::new(reminders::LogNotifier),
+        shutdown.clone(),
+    ));
+    tokio::spawn(voicemail::voicemail_loop(
+        store.clone(),
+        orders.clone(),
+        clock,
         shutdown.clone(),
     ));
     let state = AppState {
