@@ -158,6 +158,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     tokio::spawn(voicemail::voicemail_loop(
         store.clone(),
         orders.clone(),
+        crate::ticket::UnitId::new(config.calls.province_center.as_str()),
         clock,
         shutdown.clone(),
     ));

@@ -88,19 +88,11 @@ fn parse_snake<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
 }
 
 /// The city unit of a message: its own city when the unit tree knows it, else the
-/// root (province center, the fallback of city resolution).
-fn city_unit(units: &UnitTree, city: Option<&str>) -> UnitId {
-    if let Some(city) = city {
-        let id = UnitId::new(city);
-        if units.get(&id).is_some() {
-            return id;
-        }
-    }
-    units
-        .units()
-        .find(|u| u.parent.is_none())
-        .map(|u| u.id.clone())
-        .unwrap_or_else(|| UnitId::new(crate::ticket::units::SHANDONG))
+/// province center (`calls.province_center`, the fallback of city resolution).
+fn city_unit(units: &UnitTree, city: Option<&str>, province_center: &UnitId) -> UnitId {
+    city.map(UnitId::new)
+        .filter(|id| units.get(id).is_some())
+        .unwrap_or_else(|| province_center.clone())
 }
 
 /// The intake fields of the order for `message` (pure).
@@ -110,6 +102,7 @@ fn city_unit(units: &UnitTree, city: Option<&str>) -> UnitId {
 pub fn order_fields(
     message: &VoiceMessage,
     units: &UnitTree,
+    province_center: &UnitId,
 ) -> Result<OrderFields, BadVoiceMessage> {
     let received_at = DateTime::parse_from_rfc3339(&message.received_at)
         .map_err(|_| BadVoiceMessage::ReceivedAt(message.received_at.clone()))?;
@@ -140,7 +133,7 @@ pub fn order_fields(
         description: DESCRIPTION.to_owned(),
         remarks,
         channel: Channel::Phone,
-        city: city_unit(units, message.city.as_deref()),
+        city: city_unit(units, message.city.as_deref(), province_center),
         call_id: Some(crate::ticket::CallId(message.call_id.clone())),
         recordings: vec![message.recording.clone()],
         received_at,
@@ -176,10 +169,11 @@ fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
 pub async fn convert_message(
     store: &Store,
     orders: &OrdersContext,
+    province_center: &UnitId,
     message: &VoiceMessage,
     now: DateTime<FixedOffset>,
 ) -> Result<OrderId, VoicemailError> {
-    let order_id = create_order(store, orders, message, now).await?;
+    let order_id = create_order(store, orders, province_center, message, now).await?;
     if !store
         .link_voice_message(&message.call_id, &order_id.0)
         .await?
@@ -198,6 +192,7 @@ pub async fn convert_message(
 pub async fn create_order(
     store: &Store,
     orders: &OrdersContext,
+    province_center: &UnitId,
     message: &VoiceMessage,
     now: DateTime<FixedOffset>,
 ) -> Result<OrderId, VoicemailError> {
@@ -205,9 +200,11 @@ pub async fn create_order(
     if let Some((_, id)) = store.idempotent_order(IDEMPOTENCY_ACTOR, &key).await? {
         return Ok(OrderId(id));
     }
-    let fields = order_fields(message, &orders.units).map_err(|source| VoicemailError::Bad {
-        call_id: message.call_id.clone(),
-        source,
+    let fields = order_fields(message, &orders.units, province_center).map_err(|source| {
+        VoicemailError::Bad {
+            call_id: message.call_id.clone(),
+            source,
+        }
     })?;
     let ctx = Context {
         calendar: &orders.calendar,
@@ -257,29 +254,33 @@ pub async fn create_order(
 pub async fn convert_once(
     store: &Store,
     orders: &OrdersContext,
+    province_center: &UnitId,
     now: DateTime<FixedOffset>,
 ) -> Result<usize, StoreError> {
     let mut linked = 0;
     for message in store.voice_messages_without_order(BATCH).await? {
-        match convert_message(store, orders, &message, now).await {
+        match convert_message(store, orders, province_center, &message, now).await {
             Ok(_) => linked += 1,
-            Err(e) => warn!(call = %message.call_id, error = %e, "voice message not converted"),
+            Err(e) => warn!(call = %message.call_id, error = %e, cause = ?e,
+                "voice message not converted"),
         }
     }
     Ok(linked)
 }
 
 /// Run [`convert_once`] at start-up (messages left before a crash) and every
-/// [`INTERVAL`] until shutdown. `clock` is the server's wall clock (shifted by
+/// [`INTERVAL`] until shutdown. Messages whose city is not a known unit go to
+/// `province_center`. `clock` is the server's wall clock (shifted by
 /// `HOTLINE_FAKE_NOW` in tests and demos, like the calls that store the messages).
 pub async fn voicemail_loop(
     store: Store,
     orders: Arc<OrdersContext>,
+    province_center: UnitId,
     clock: WallClock,
     shutdown: Shutdown,
 ) {
     loop {
-        if let Err(e) = convert_once(&store, &orders, clock.now()).await {
+        if let Err(e) = convert_once(&store, &orders, &province_center, clock.now()).await {
             warn!(%e, "voice-message pass failed");
         }
         tokio::select! {
@@ -309,11 +310,19 @@ mod tests {
         }
     }
 
+    fn center() -> UnitId {
+        UnitId::new("jinan")
+    }
+
     #[test]
     fn fields_carry_the_ivr_choice_caller_city_and_time() {
         let units = UnitTree::shandong_default();
-        let f =
-            order_fields(&message("complaint", "urgent", Some("qingdao")), &units).expect("fields");
+        let f = order_fields(
+            &message("complaint", "urgent", Some("qingdao")),
+            &units,
+            &center(),
+        )
+        .expect("fields");
         assert_eq!(f.category, Category::Complaint);
         assert_eq!(f.urgency, Urgency::Urgent);
         assert_eq!(f.city, UnitId::new("qingdao"));
@@ -327,30 +336,35 @@ mod tests {
     }
 
     #[test]
-    fn unknown_city_falls_back_to_the_province() {
+    fn unknown_city_falls_back_to_the_province_center() {
         let units = UnitTree::shandong_default();
-        let f = order_fields(&message("consultation", "normal", Some("atlantis")), &units)
+        let f = order_fields(
+            &message("consultation", "normal", Some("atlantis")),
+            &units,
+            &center(),
+        )
+        .expect("fields");
+        assert_eq!(f.city, center());
+        let f = order_fields(&message("consultation", "normal", None), &units, &center())
             .expect("fields");
-        assert_eq!(f.city, UnitId::new(crate::ticket::units::SHANDONG));
-        let f = order_fields(&message("consultation", "normal", None), &units).expect("fields");
-        assert_eq!(f.city, UnitId::new(crate::ticket::units::SHANDONG));
+        assert_eq!(f.city, center());
     }
 
     #[test]
     fn corrupt_rows_are_refused_not_guessed() {
         let units = UnitTree::shandong_default();
         assert_eq!(
-            order_fields(&message("case", "normal", None), &units),
+            order_fields(&message("case", "normal", None), &units, &center()),
             Err(BadVoiceMessage::Category("case".into()))
         );
         assert_eq!(
-            order_fields(&message("consultation", "soon", None), &units),
+            order_fields(&message("consultation", "soon", None), &units, &center()),
             Err(BadVoiceMessage::Urgency("soon".into()))
         );
         let mut m = message("consultation", "normal", None);
         m.received_at = "yesterday".into();
         assert!(matches!(
-            order_fields(&m, &units),
+            order_fields(&m, &units, &center()),
             Err(BadVoiceMessage::ReceivedAt(_))
         ));
     }
