@@ -20,6 +20,13 @@ struct Args {
     list_samples: usize,
     /// Only sample the list (orders already stored).
     list_only: bool,
+    /// Stop creating orders after this long (0 = create all N); the figure is then
+    /// for the orders actually done.
+    max_secs: u64,
+    /// Also sample a filtered list (`city`, `state`, `category`).
+    filtered: bool,
+    /// Demo user whose view of the list is sampled (default `handler`).
+    list_user: String,
 }
 
 fn args() -> Args {
@@ -29,11 +36,18 @@ fn args() -> Args {
         clients: 8,
         list_samples: 500,
         list_only: false,
+        max_secs: 0,
+        filtered: false,
+        list_user: "handler".into(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         if flag == "--list-only" {
             a.list_only = true;
+            continue;
+        }
+        if flag == "--filtered" {
+            a.filtered = true;
             continue;
         }
         let value = it.next().unwrap_or_default();
@@ -46,6 +60,8 @@ fn args() -> Args {
             }
             "--orders" => a.orders = value.parse().unwrap_or(a.orders),
             "--clients" => a.clients = value.parse().unwrap_or(a.clients),
+            "--list-user" => a.list_user = value,
+            "--max-secs" => a.max_secs = value.parse().unwrap_or(0),
             "--list-samples" => a.list_samples = value.parse().unwrap_or(a.list_samples),
             _ => {}
         }
@@ -166,19 +182,25 @@ async fn main() {
     if !a.list_only {
         lifecycle(&a, &agent, &handler).await;
     }
-    list_latency(&a, &handler).await;
+    let lister = login(&a.addr, &a.list_user).await;
+    list_latency(&a, &lister).await;
 }
 
 async fn lifecycle(a: &Args, agent: &[(String, String)], handler: &[(String, String)]) {
     let started = Instant::now();
     let per_client = a.orders.div_ceil(a.clients);
+    let limit = (a.max_secs > 0).then(|| Duration::from_secs(a.max_secs));
     let mut tasks = Vec::new();
     for c in 0..a.clients {
         let (addr, agent, handler) = (a.addr.clone(), agent.to_vec(), handler.to_vec());
         let count = per_client.min(a.orders.saturating_sub(c * per_client));
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await;
+            let mut done = 0usize;
             for i in 0..count {
+                if limit.is_some_and(|l| started.elapsed() >= l) {
+                    break;
+                }
                 let body = format!(
                     "{{\"contact_name\":\"张三\",\"contact_phone\":\"138{:08}\",\"category\":\"consultation\",\
                      \"business_area\":\"legal_aid\",\"description\":\"bench {c}-{i}\",\"city\":\"jinan\"}}",
@@ -194,30 +216,54 @@ async fn lifecycle(a: &Args, agent: &[(String, String)], handler: &[(String, Str
                         .await;
                     assert_eq!(done.status, 200, "{command}: {}", done.body);
                 }
+                done += 1;
             }
+            done
         }));
     }
+    let mut done = 0usize;
     for t in tasks {
-        t.await.expect("client");
+        done += t.await.expect("client");
     }
     let elapsed = started.elapsed();
+    let rate = done as f64 / elapsed.as_secs_f64();
     println!(
-        "lifecycle: {} orders ({} requests) by {} clients in {:.2} s = {:.1} orders/s ({:.1} req/s)",
+        "lifecycle: {done} of {} orders ({} requests) by {} clients in {:.2} s = {:.1} orders/s ({:.1} req/s)",
         a.orders,
-        a.orders * 4,
+        done * 4,
         a.clients,
         elapsed.as_secs_f64(),
-        a.orders as f64 / elapsed.as_secs_f64(),
-        (a.orders * 4) as f64 / elapsed.as_secs_f64()
+        rate,
+        (done * 4) as f64 / elapsed.as_secs_f64()
     );
+    if done < a.orders {
+        println!(
+            "  stopped at --max-secs {}: all {} would take ~{:.0} s at this rate",
+            a.max_secs,
+            a.orders,
+            a.orders as f64 / rate
+        );
+    }
 }
 
 async fn list_latency(a: &Args, handler: &[(String, String)]) {
+    sample_list(a, handler, "per_page=50&sort=deadline").await;
+    if a.filtered {
+        sample_list(
+            a,
+            handler,
+            "per_page=50&sort=deadline&city=jinan&state=pending_dispatch&category=complaint",
+        )
+        .await;
+    }
+}
+
+async fn sample_list(a: &Args, handler: &[(String, String)], query: &str) {
     let mut conn = Conn::open(&a.addr).await;
     let mut samples = Vec::with_capacity(a.list_samples);
     for i in 0..a.list_samples {
         let page = i % 20 + 1;
-        let path = format!("/api/orders?per_page=50&page={page}&sort=deadline");
+        let path = format!("/api/orders?{query}&page={page}");
         let t = Instant::now();
         let answer = conn.call("GET", &path, handler, "").await;
         samples.push(t.elapsed());
@@ -225,7 +271,7 @@ async fn list_latency(a: &Args, handler: &[(String, String)]) {
     }
     samples.sort();
     println!(
-        "GET /api/orders?per_page=50&sort=deadline x{}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        "GET /api/orders?{query} x{}: p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
         samples.len(),
         percentile(&samples, 0.50).as_secs_f64() * 1000.0,
         percentile(&samples, 0.99).as_secs_f64() * 1000.0,

@@ -21,6 +21,7 @@ CLIENTS=${2:-8}
 PROFILE=${PROFILE:-release}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${PORT:-18480}
+MAX_SECS=${MAX_SECS:-0}   # stop creating after this many seconds per backend (0 = all N)
 flag=$([ "$PROFILE" = release ] && echo --release || echo "")
 cargo build $flag --bin hotline --bench orders
 BIN=target/$([ "$PROFILE" = release ] && echo release || echo debug)/hotline
@@ -33,7 +34,7 @@ run() { # $1 = label, $2 = DATABASE_URL, $3 = PostgreSQL URL to ANALYZE (optiona
   local pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   echo "== $1 (N=$N, clients=$CLIENTS, $PROFILE)"
-  "$BENCH" --url "127.0.0.1:$PORT" --orders "$N" --clients "$CLIENTS"
+  "$BENCH" --url "127.0.0.1:$PORT" --orders "$N" --clients "$CLIENTS" --max-secs "$MAX_SECS"
   if [ -n "${3:-}" ]; then # PostgreSQL: again once the planner has statistics (autovacuum would)
     psql "$3" -qc ANALYZE
     echo "after ANALYZE:"
