@@ -27,6 +27,11 @@ struct Args {
     filtered: bool,
     /// Demo user whose view of the list is sampled (default `handler`).
     list_user: String,
+    /// Seeding mode: store this many orders directly in `--database` and exit.
+    seed: usize,
+    /// Orders made through the pure core and the store (the rest are SQL copies).
+    templates: usize,
+    database: String,
 }
 
 fn args() -> Args {
@@ -39,6 +44,9 @@ fn args() -> Args {
         max_secs: 0,
         filtered: false,
         list_user: "handler".into(),
+        seed: 0,
+        templates: 10_000,
+        database: String::new(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -61,6 +69,9 @@ fn args() -> Args {
             "--orders" => a.orders = value.parse().unwrap_or(a.orders),
             "--clients" => a.clients = value.parse().unwrap_or(a.clients),
             "--list-user" => a.list_user = value,
+            "--seed" => a.seed = value.parse().unwrap_or(0),
+            "--templates" => a.templates = value.parse().unwrap_or(a.templates),
+            "--database" => a.database = value,
             "--max-secs" => a.max_secs = value.parse().unwrap_or(0),
             "--list-samples" => a.list_samples = value.parse().unwrap_or(a.list_samples),
             _ => {}
@@ -177,6 +188,10 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 #[tokio::main]
 async fn main() {
     let a = args();
+    if a.seed > 0 {
+        seed::run(&a).await;
+        return;
+    }
     let agent = login(&a.addr, "agent").await;
     let handler = login(&a.addr, "handler").await;
     if !a.list_only {
@@ -277,4 +292,205 @@ async fn sample_list(a: &Args, handler: &[(String, String)], query: &str) {
         percentile(&samples, 0.99).as_secs_f64() * 1000.0,
         samples.last().copied().unwrap_or_default().as_secs_f64() * 1000.0
     );
+}
+
+/// Seeding mode (`--seed N --database URL [--templates K]`): store N orders quickly.
+///
+/// K template orders are made the real way: commands applied by the pure core
+/// (create + submit with automatic routing, then sign + start for a third of the
+/// dispatched ones) and appended by `Store::append_order_events`, so they have their
+/// ledger rows, hash chain and projection. The remaining N - K are SQL copies of the
+/// templates' projection rows (`orders`, `order_units`) with a new id (also replaced
+/// inside the snapshot JSON) and a distinct `created_ms`: the list reads only those two
+/// tables, so they are what a list benchmark needs. The copies have no ledger rows
+/// (`hotline ledger verify` of such a database reports only the templates' chain, and
+/// `verify_projection` would flag the copies): a bench database, not a real one.
+mod seed {
+    use std::path::Path;
+    use std::time::Instant;
+
+    use chrono::{DateTime, Duration as Span, FixedOffset, TimeZone};
+    use hotline::api::orders::OrdersContext;
+    use hotline::calendar::Calendar;
+    use hotline::config::Config;
+    use hotline::store::{Backend, Store};
+    use hotline::ticket::{
+        Actor, BusinessArea, Category, Channel, Command, Contact, Context, Order, OrderFields,
+        OrderId, Role, State, UnitId, UnitKind, Urgency, UserId, apply,
+    };
+
+    const CATEGORIES: [Category; 3] = [
+        Category::Consultation,
+        Category::Complaint,
+        Category::Suggestion,
+    ];
+    const AREAS: [BusinessArea; 5] = [
+        BusinessArea::LegalAid,
+        BusinessArea::Mediation,
+        BusinessArea::Unknown,
+        BusinessArea::GrassrootsLegalService,
+        BusinessArea::Lawyer,
+    ];
+
+    pub async fn run(a: &super::Args) {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config = Config::load(&root.join("config/hotline.toml")).expect("shipped config");
+        let calendar =
+            Calendar::load(root.join("config/calendar/cn-workdays.toml")).expect("calendar");
+        let orders = OrdersContext::from_config(&config, calendar);
+        let store = Store::connect(&a.database).await.expect("database");
+        store.migrate().await.expect("migrate");
+        let templates = a.templates.min(a.seed).max(1);
+        let copies = a.seed.div_ceil(templates).saturating_sub(1);
+        let started = Instant::now();
+        make_templates(&store, &orders, templates).await;
+        let t_templates = started.elapsed();
+        println!(
+            "seed: {templates} template orders through apply + append_order_events in {:.1} s ({:.0}/s)",
+            t_templates.as_secs_f64(),
+            templates as f64 / t_templates.as_secs_f64()
+        );
+        copy_rows(&a.database, store.backend(), copies).await;
+        let total = started.elapsed();
+        println!(
+            "seed: {} orders stored ({templates} x {} copies) in {:.1} s",
+            templates * (copies + 1),
+            copies + 1,
+            total.as_secs_f64()
+        );
+    }
+
+    fn cities(orders: &OrdersContext) -> Vec<UnitId> {
+        orders
+            .units
+            .units()
+            .filter(|u| u.kind == UnitKind::City)
+            .map(|u| u.id.clone())
+            .collect()
+    }
+
+    async fn make_templates(store: &Store, orders: &OrdersContext, n: usize) {
+        let ctx = Context {
+            calendar: &orders.calendar,
+            units: &orders.units,
+            routing: &orders.routing,
+        };
+        let cities = cities(orders);
+        let shanghai = FixedOffset::east_opt(8 * 3600).expect("offset");
+        let start: DateTime<FixedOffset> = shanghai
+            .with_ymd_and_hms(2026, 1, 5, 8, 0, 0)
+            .single()
+            .expect("start");
+        for i in 0..n {
+            // Spread over ~320 days, every minute of the day, deterministic.
+            let minutes = (i as i64 * 7919) % (320 * 24 * 60);
+            let received = start + Span::minutes(minutes);
+            let now = received + Span::minutes(5);
+            // Jinan (with routing rules) gets half the orders.
+            let city = if i % 2 == 0 {
+                UnitId::new("jinan")
+            } else {
+                cities[i % cities.len()].clone()
+            };
+            let fields = OrderFields {
+                contact: Contact {
+                    name: "张三".into(),
+                    phone: format!("138{:08}", i % 100_000_000),
+                },
+                category: CATEGORIES[i % 3],
+                urgency: if i % 10 == 0 {
+                    Urgency::Urgent
+                } else {
+                    Urgency::Normal
+                },
+                area: AREAS[(i / 3) % AREAS.len()],
+                description: format!("seeded order {i}"),
+                channel: Channel::Phone,
+                city: city.clone(),
+                received_at: received,
+                ..OrderFields::default()
+            };
+            let system = Actor::system(city);
+            let id = OrderId(format!("GD{}S{:07}", received.format("%Y%m%d"), i));
+            let (o, mut events) = apply(
+                &Order::new(id),
+                Command::Create { fields },
+                &system,
+                now,
+                &ctx,
+            )
+            .expect("create");
+            let (mut order, more) = apply(&o, Command::Submit, &system, now, &ctx).expect("submit");
+            events.extend(more);
+            if order.state == State::Dispatched && i % 3 == 0 {
+                let unit = order.assignments[0].unit.clone();
+                let handler = Actor {
+                    user_id: UserId("handler".into()),
+                    roles: vec![Role::UnitHandler],
+                    unit,
+                };
+                for command in [Command::Sign, Command::Start] {
+                    let (next, more) = apply(&order, command, &handler, now, &ctx).expect("handle");
+                    events.extend(more);
+                    order = next;
+                }
+            }
+            store
+                .append_order_events(&order, 0, &events, None, now.timestamp_millis())
+                .await
+                .expect("append");
+        }
+    }
+
+    async fn copy_rows(url: &str, backend: Backend, copies: usize) {
+        if copies == 0 {
+            return;
+        }
+        let started = Instant::now();
+        // Every template id is "GD<date>S<n>" (no '-'); copy k is "<id>-<k>".
+        let series = format!(
+            "WITH RECURSIVE n(k) AS (SELECT 1 UNION ALL SELECT k + 1 FROM n WHERE k < {copies}) "
+        );
+        let orders = format!(
+            "{series}INSERT INTO orders (id, version, state, city, category, urgency, area, units, \
+             lead_unit, contact_phone, received_ms, transfer_due_ms, feedback_due_ms, \
+             callback_due_ms, next_due_ms, due_sort, completed_ms, overdue_done, special_flag, \
+             created_ms, updated_ms, snapshot) \
+             SELECT o.id || '-' || n.k, version, state, city, category, urgency, area, units, \
+             lead_unit, contact_phone, received_ms, transfer_due_ms, feedback_due_ms, \
+             callback_due_ms, next_due_ms, due_sort, completed_ms, overdue_done, special_flag, \
+             created_ms + n.k, updated_ms, \
+             replace(snapshot, '\"id\":\"' || o.id || '\"', '\"id\":\"' || o.id || '-' || n.k || '\"') \
+             FROM orders o, n WHERE o.id NOT LIKE '%-%'"
+        );
+        let units = format!(
+            "{series}INSERT INTO order_units (order_id, unit) \
+             SELECT u.order_id || '-' || n.k, u.unit FROM order_units u, n \
+             WHERE u.order_id NOT LIKE '%-%'"
+        );
+        match backend {
+            Backend::Sqlite => {
+                let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
+                for sql in [orders, units, "ANALYZE".to_owned()] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&pool)
+                        .await
+                        .expect("copy");
+                }
+            }
+            Backend::Postgres => {
+                let pool = sqlx::PgPool::connect(url).await.expect("postgres");
+                for sql in [orders, units, "ANALYZE".to_owned()] {
+                    sqlx::query(sqlx::AssertSqlSafe(sql))
+                        .execute(&pool)
+                        .await
+                        .expect("copy");
+                }
+            }
+        }
+        println!(
+            "seed: {copies} SQL copies of each template in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
 }
