@@ -5,7 +5,8 @@
 # copies of their projection rows), start `hotline serve` on each, and sample
 #   GET /api/orders?per_page=50&sort=deadline                       (unfiltered)
 #   GET /api/orders?per_page=50&sort=deadline&city=jinan&state=pending_dispatch&category=complaint
-# as the province admin (whole province in scope), pages 1-20. The anchor is the
+# as the province admin (whole province in scope), pages 1-20; and the unfiltered list
+# as the handler of jinan-legal-aid (scoped: the store adds an EXISTS on order_units). The anchor is the
 # database's own floor: the same two statements the store runs per request (the page
 # and the COUNT) run by sqlite3 / psql on the same database in the same run, timed by
 # the client (`.timer on` / `\timing`), summed per request. Not part of `cargo test`.
@@ -30,6 +31,10 @@ COUNT_SQL="SELECT COUNT(*) FROM orders;"
 FILTER="WHERE state = 'pending_dispatch' AND city = 'jinan' AND category = 'complaint'"
 FPAGE_SQL="SELECT snapshot FROM orders $FILTER ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
 FCOUNT_SQL="SELECT COUNT(*) FROM orders $FILTER;"
+# The handler of jinan-legal-aid (scope = its subtree, one unit): what the store runs.
+SCOPE="WHERE EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id AND ou.unit IN ('jinan-legal-aid'))"
+SPAGE_SQL="SELECT snapshot FROM orders $SCOPE ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
+SCOUNT_SQL="SELECT COUNT(*) FROM orders $SCOPE;"
 
 queries() { # $1 = page printf format, $2 = count SQL: SAMPLES requests, pages 1-20
   for i in $(seq 0 $((SAMPLES - 1))); do
@@ -72,13 +77,20 @@ measure() { # $1 = label, $2 = DATABASE_URL, $3 = floor function, $4 = floor tar
   out=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --filtered --list-user admin \
     --list-samples "$SAMPLES")
   echo "$out"
+  local scoped
+  scoped=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --list-user handler \
+    --list-samples "$SAMPLES")
+  echo "handler: $scoped"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  local api_all api_f floor_all floor_f
+  local api_all api_f api_s floor_all floor_f floor_s
   api_all=$(echo "$out" | sed -n 1p | api_p)
   api_f=$(echo "$out" | sed -n 2p | api_p)
   floor_all=$($3 "$4" "$PAGE_SQL" "$COUNT_SQL")
   floor_f=$($3 "$4" "$FPAGE_SQL" "$FCOUNT_SQL")
-  ROWS+=("$1 unfiltered $api_all $floor_all" "$1 filtered $api_f $floor_f")
+  floor_s=$($3 "$4" "$SPAGE_SQL" "$SCOUNT_SQL")
+  api_s=$(echo "$scoped" | api_p)
+  ROWS+=("$1 unfiltered $api_all $floor_all" "$1 filtered $api_f $floor_f"
+    "$1 scoped $api_s $floor_s")
 }
 
 measure sqlite "sqlite://$WORK/bench.db?mode=rwc" floor_sqlite "$WORK/bench.db"
