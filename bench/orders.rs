@@ -212,6 +212,7 @@ async fn lifecycle(a: &Args, agent: &[(String, String)], handler: &[(String, Str
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::open(&addr).await;
             let mut done = 0usize;
+            let mut collisions = 0usize;
             for i in 0..count {
                 if limit.is_some_and(|l| started.elapsed() >= l) {
                     break;
@@ -221,7 +222,14 @@ async fn lifecycle(a: &Args, agent: &[(String, String)], handler: &[(String, Str
                      \"business_area\":\"legal_aid\",\"description\":\"bench {c}-{i}\",\"city\":\"jinan\"}}",
                     (c * per_client + i) % 100_000_000
                 );
-                let created = conn.call("POST", "/api/orders", &agent, &body).await;
+                let mut created = conn.call("POST", "/api/orders", &agent, &body).await;
+                // 409 on create = the server drew an order id already taken (random
+                // 32 bits per day: expect a collision around 77k orders a day). Count
+                // it and resend, as a client would.
+                while created.status == 409 {
+                    collisions += 1;
+                    created = conn.call("POST", "/api/orders", &agent, &body).await;
+                }
                 assert_eq!(created.status, 201, "{}", created.body);
                 let json: serde_json::Value = serde_json::from_str(&created.body).expect("json");
                 let id = json["id"].as_str().expect("id").to_owned();
@@ -233,12 +241,17 @@ async fn lifecycle(a: &Args, agent: &[(String, String)], handler: &[(String, Str
                 }
                 done += 1;
             }
-            done
+            (done, collisions)
         }));
     }
-    let mut done = 0usize;
+    let (mut done, mut collisions) = (0usize, 0usize);
     for t in tasks {
-        done += t.await.expect("client");
+        let (d, c) = t.await.expect("client");
+        done += d;
+        collisions += c;
+    }
+    if collisions > 0 {
+        println!("create answered 409 (order id collision) {collisions} times; resent");
     }
     let elapsed = started.elapsed();
     let rate = done as f64 / elapsed.as_secs_f64();
