@@ -6,6 +6,8 @@
 #   bench/orders.sh [N orders] [clients]        (default 2000 orders, 8 clients)
 #   PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres   PostgreSQL to use ("off" to skip)
 #   PROFILE=release|dev                                     (default release)
+#   MAX_SECS=540  stop creating after that long per backend (figure + extrapolation)
+#   SQLITE=off    PostgreSQL only;  SAMPLES=500  list requests sampled
 #
 # Measured 2026-11-28 (release, 2-core VM shared with other builds):
 #   bench/orders.sh 10000 8      (load average ~2-3)
@@ -21,6 +23,7 @@ CLIENTS=${2:-8}
 PROFILE=${PROFILE:-release}
 PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
 PORT=${PORT:-18480}
+MAX_SECS=${MAX_SECS:-0}   # stop creating after this many seconds per backend (0 = all N)
 flag=$([ "$PROFILE" = release ] && echo --release || echo "")
 cargo build $flag --bin hotline --bench orders
 BIN=target/$([ "$PROFILE" = release ] && echo release || echo debug)/hotline
@@ -33,7 +36,8 @@ run() { # $1 = label, $2 = DATABASE_URL, $3 = PostgreSQL URL to ANALYZE (optiona
   local pid=$!
   for _ in $(seq 100); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
   echo "== $1 (N=$N, clients=$CLIENTS, $PROFILE)"
-  "$BENCH" --url "127.0.0.1:$PORT" --orders "$N" --clients "$CLIENTS"
+  "$BENCH" --url "127.0.0.1:$PORT" --orders "$N" --clients "$CLIENTS" --max-secs "$MAX_SECS" \
+    --list-samples "${SAMPLES:-500}"
   if [ -n "${3:-}" ]; then # PostgreSQL: again once the planner has statistics (autovacuum would)
     psql "$3" -qc ANALYZE
     echo "after ANALYZE:"
@@ -43,7 +47,7 @@ run() { # $1 = label, $2 = DATABASE_URL, $3 = PostgreSQL URL to ANALYZE (optiona
   rm -rf "$data"
 }
 
-run sqlite "sqlite://$(mktemp -d)/bench.db?mode=rwc"
+[ "${SQLITE:-on}" = off ] || run sqlite "sqlite://$(mktemp -d)/bench.db?mode=rwc"
 if [ "$PG_ADMIN" != off ]; then
   db=hotline_bench_$$
   psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null

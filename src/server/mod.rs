@@ -5,6 +5,7 @@ pub mod calls;
 pub mod metrics;
 pub mod reminders;
 pub mod sip;
+pub mod voicemail;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -158,6 +159,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         store.clone(),
         orders.clone(),
         Arc::new(reminders::LogNotifier),
+        shutdown.clone(),
+    ));
+    tokio::spawn(voicemail::voicemail_loop(
+        store.clone(),
+        orders.clone(),
+        crate::ticket::UnitId::new(config.calls.province_center.as_str()),
+        clock,
         shutdown.clone(),
     ));
     let state = AppState {

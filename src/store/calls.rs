@@ -164,6 +164,62 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Voice messages still without a work order, oldest first (at most `limit`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn voice_messages_without_order(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<VoiceMessage>, StoreError> {
+        const SQL: &str = "SELECT call_id, caller, city, category, urgency, recording, \
+            duration_ms, received_at, callback_due, provisional, work_order \
+            FROM voice_messages WHERE work_order IS NULL ORDER BY received_at, call_id LIMIT $1";
+        let rows = on_pool!(self, |p| sqlx::query_as::<_, VoiceMessage>(SQL)
+            .bind(limit)
+            .fetch_all(p)
+            .await?);
+        Ok(rows)
+    }
+
+    /// Record the work order opened for a voice message. Returns `false` when the
+    /// message already has one (the first link wins) or does not exist.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn link_voice_message(
+        &self,
+        call_id: &str,
+        order_id: &str,
+    ) -> Result<bool, StoreError> {
+        const SQL: &str = "UPDATE voice_messages SET work_order = $1 \
+            WHERE call_id = $2 AND work_order IS NULL";
+        let done = on_pool!(self, |p| sqlx::query(SQL)
+            .bind(order_id)
+            .bind(call_id)
+            .execute(p)
+            .await?
+            .rows_affected());
+        Ok(done == 1)
+    }
+
+    /// One voice message by call id.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn voice_message(&self, call_id: &str) -> Result<Option<VoiceMessage>, StoreError> {
+        const SQL: &str = "SELECT call_id, caller, city, category, urgency, recording, \
+            duration_ms, received_at, callback_due, provisional, work_order \
+            FROM voice_messages WHERE call_id = $1";
+        let row = on_pool!(self, |p| sqlx::query_as::<_, VoiceMessage>(SQL)
+            .bind(call_id)
+            .fetch_optional(p)
+            .await?);
+        Ok(row)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,111 @@
+#!/usr/bin/env bash
+# List latency with a large order table: seed N orders (default 1,000,000) directly into
+# a fresh SQLite file and a fresh PostgreSQL database (`bench/orders.rs --seed`: K
+# template orders through the pure core and Store::append_order_events, the rest SQL
+# copies of their projection rows), start `hotline serve` on each, and sample
+#   GET /api/orders?per_page=50&sort=deadline                       (unfiltered)
+#   GET /api/orders?per_page=50&sort=deadline&city=jinan&state=pending_dispatch&category=complaint
+# as the province admin (whole province in scope), pages 1-20; and the unfiltered list
+# as the handler of jinan-legal-aid (scoped: the store adds an EXISTS on order_units). The anchor is the
+# database's own floor: the same two statements the store runs per request (the page
+# and the COUNT) run by sqlite3 / psql on the same database in the same run, timed by
+# the client (`.timer on` / `\timing`), summed per request. Not part of `cargo test`.
+#
+#   bench/orders-1m.sh [N] [templates]       (defaults 1000000 10000)
+#   PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres   ("off" to skip PostgreSQL)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+N=${1:-1000000}
+TEMPLATES=${2:-10000}
+SAMPLES=${SAMPLES:-300}
+PG_ADMIN=${PG_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}
+PORT=${PORT:-18490}
+cargo build --release --bin hotline --bench orders
+BIN=target/release/hotline
+BENCH=$(ls -t target/release/deps/orders-* | grep -v '\.d$' | head -1)
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+PAGE_SQL="SELECT snapshot FROM orders ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
+COUNT_SQL="SELECT COUNT(*) FROM orders;"
+FILTER="WHERE state = 'pending_dispatch' AND city = 'jinan' AND category = 'complaint'"
+FPAGE_SQL="SELECT snapshot FROM orders $FILTER ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
+FCOUNT_SQL="SELECT COUNT(*) FROM orders $FILTER;"
+# The handler of jinan-legal-aid (scope = its subtree, one unit): what the store runs.
+SCOPE="WHERE EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id AND ou.unit IN ('jinan-legal-aid'))"
+SPAGE_SQL="SELECT snapshot FROM orders $SCOPE ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
+SCOUNT_SQL="SELECT COUNT(*) FROM orders $SCOPE;"
+
+queries() { # $1 = page printf format, $2 = count SQL: SAMPLES requests, pages 1-20
+  for i in $(seq 0 $((SAMPLES - 1))); do
+    printf "$1\n" $(( (i % 20) * 50 ))
+    echo "$2"
+  done
+}
+
+# p50 / p99 of per-request time (page + count), from one time in ms per line.
+pairs_p() {
+  awk 'NR % 2 == 1 { a = $1; next } { print a + $1 }' | sort -n |
+    awk '{ v[NR] = $1 } END { p50 = v[int(NR * 0.50 + 0.999)]; p99 = v[int(NR * 0.99 + 0.999)];
+      printf "%.1f %.1f", p50, p99 }'
+}
+
+floor_sqlite() { # $1 = db file, $2 = page fmt, $3 = count SQL (the timer prints on stdout)
+  { echo ".timer on"; queries "$2" "$3"; } | sqlite3 "$1" |
+    sed -n 's/^Run Time: real \([0-9.]*\).*/\1/p' | awk '{ print $1 * 1000 }' | pairs_p
+}
+
+floor_psql() { # $1 = URL, $2 = page fmt, $3 = count SQL
+  { echo '\timing on'; queries "$2" "$3"; } | psql -qAt "$1" |
+    sed -n 's/^Time: \([0-9.]*\) ms.*/\1/p' | pairs_p
+}
+
+api_p() { # bench output line → "p50 p99"
+  sed -n 's/.*p50 \([0-9.]*\) ms, p99 \([0-9.]*\) ms.*/\1 \2/p'
+}
+
+ROWS=()
+measure() { # $1 = label, $2 = DATABASE_URL, $3 = floor function, $4 = floor target
+  echo "== $1: seeding $N orders"
+  "$BENCH" --seed "$N" --templates "$TEMPLATES" --database "$2"
+  local data; data=$(mktemp -d -p "$WORK")
+  DATABASE_URL="$2" RUST_LOG=warn "$BIN" serve --config config/hotline.toml \
+    --http-listen 127.0.0.1:$PORT --sip-listen 127.0.0.1:$((PORT + 1)) --data-dir "$data" &
+  local pid=$!
+  for _ in $(seq 300); do curl -sf "http://127.0.0.1:$PORT/healthz" >/dev/null && break; sleep 0.1; done
+  local out
+  out=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --filtered --list-user admin \
+    --list-samples "$SAMPLES")
+  echo "$out"
+  local scoped
+  scoped=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --list-user handler \
+    --list-samples "$SAMPLES")
+  echo "handler: $scoped"
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local api_all api_f api_s floor_all floor_f floor_s
+  api_all=$(echo "$out" | sed -n 1p | api_p)
+  api_f=$(echo "$out" | sed -n 2p | api_p)
+  floor_all=$($3 "$4" "$PAGE_SQL" "$COUNT_SQL")
+  floor_f=$($3 "$4" "$FPAGE_SQL" "$FCOUNT_SQL")
+  floor_s=$($3 "$4" "$SPAGE_SQL" "$SCOUNT_SQL")
+  api_s=$(echo "$scoped" | api_p)
+  ROWS+=("$1 unfiltered $api_all $floor_all" "$1 filtered $api_f $floor_f"
+    "$1 scoped $api_s $floor_s")
+}
+
+measure sqlite "sqlite://$WORK/bench.db?mode=rwc" floor_sqlite "$WORK/bench.db"
+if [ "$PG_ADMIN" != off ]; then
+  db=hotline_bench1m_$$
+  psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null
+  measure postgres "${PG_ADMIN%/*}/$db" floor_psql "${PG_ADMIN%/*}/$db"
+  psql "$PG_ADMIN" -qc "DROP DATABASE $db" >/dev/null
+fi
+
+echo
+echo "N=$N orders, $SAMPLES requests per query, pages 1-20 of 50, as admin; ms"
+printf '%-9s %-11s %9s %9s %11s %11s %9s\n' backend list "API p50" "API p99" "floor p50" "floor p99" "p99 ratio"
+for r in "${ROWS[@]}"; do
+  set -- $r
+  ratio=$(awk -v a="$4" -v f="$6" 'BEGIN { if (f > 0) printf "%.1fx", a / f; else print "-" }')
+  printf '%-9s %-11s %9s %9s %11s %11s %9s\n' "$1" "$2" "$3" "$4" "$5" "$6" "$ratio"
+done
