@@ -20,7 +20,15 @@
 #   bench/concurrent-media.sh 200 60 record → 9.1 %, 56 kB per call
 # 300 is this script's cap (SIPp's own RTP streaming is the heavier side here), not the
 # server's limit.
-# Not part of `cargo test`: it takes HOLD_SECS + ~15 s.
+# Anchor (ANCHOR=rtpengine, the default; ANCHOR=none to skip): after our run, rtpengine
+# (userspace, --table=-1, ng control on 127.0.0.1) relays the same number of G.711 A-law
+# streams (the same speech, 20 ms packets) for the same hold, set up by offer/answer over
+# the ng protocol (bench/rtpengine-streams.py, bencode over UDP); its CPU% and RSS per
+# stream are sampled the same way and printed next to ours with the ratio. The driver
+# sends and receives in one process, so it also reports packet loss and the relay's
+# one-way delay p50/p99 (send time kept per RTP sequence number); a --direct run without
+# the relay (same driver, 15 s) gives the measurement's own noise floor.
+# Not part of `cargo test`: it takes 2 × HOLD_SECS + ~35 s.
 set -euo pipefail
 
 CALLS=${1:-50}
@@ -143,3 +151,47 @@ if [[ $SUCCESS == "?" || $SUCCESS == 0 ]]; then
   echo "--- sipp output"; tail -20 "$WORK/sipp.out"; ls "$WORK"
 fi
 grep -iE "warn|error" "$WORK/server.log" | grep -v "calendar for" | head -5 || true
+
+# --- Anchor: rtpengine relaying the same streams.
+[[ ${ANCHOR:-rtpengine} == rtpengine ]] || exit 0
+command -v rtpengine >/dev/null || { echo "rtpengine is not installed (apt-get install -y rtpengine-daemon)" >&2; exit 2; }
+kill "$SERVER_PID" 2>/dev/null || true
+NG_PORT=$(free_port)
+rtpengine --foreground --interface=127.0.0.1 --listen-ng="127.0.0.1:$NG_PORT" \
+  --port-min=42000 --port-max=43999 --table=-1 --log-stderr --log-level=3 \
+  --pidfile="$WORK/rtpengine.pid" > "$WORK/rtpengine.log" 2>&1 &
+RTPE_PID=$!
+sleep 1
+kill -0 "$RTPE_PID" 2>/dev/null || { cat "$WORK/rtpengine.log"; echo "rtpengine did not start"; exit 1; }
+SERVER_PID=$RTPE_PID   # rss_kb/cpu_ticks/cleanup now follow rtpengine
+ORSS0=$RSS0 ORSS1=$RSS1 OCPU=$CPU
+RSS0=$(rss_kb)
+python3 "$ROOT/bench/rtpengine-streams.py" "$NG_PORT" "$CALLS" "$HOLD" "$WORK/caller.wav" \
+  > "$WORK/rtpengine-streams.out" &
+DRIVER=$!
+sleep 3
+T0=$(date +%s.%N); C0=$(cpu_ticks)
+AWINDOW=$(( HOLD - 5 ))
+(( AWINDOW > 2 )) || AWINDOW=2
+sleep "$AWINDOW"
+T1=$(date +%s.%N); C1=$(cpu_ticks); RSS1=$(rss_kb)
+wait "$DRIVER" || { echo "rtpengine driver failed"; cat "$WORK/rtpengine-streams.out"; exit 1; }
+RCPU=$(python3 -c "print(round(100*($C1-$C0)/$HZ/($T1-$T0),1))")
+python3 "$ROOT/bench/rtpengine-streams.py" 0 "$CALLS" 15 "$WORK/caller.wav" --direct \
+  > "$WORK/direct.out"
+kill "$RTPE_PID" 2>/dev/null || true
+echo "rtpengine_anchor: $(cat "$WORK/rtpengine-streams.out")"
+echo "no_relay_floor:   $(cat "$WORK/direct.out")"
+python3 - "$CALLS" "$OCPU" "$ORSS0" "$ORSS1" "$RCPU" "$RSS0" "$RSS1" "$EXT" <<'PY'
+import sys
+n, ocpu, o0, o1, rcpu, r0, r1, ext = sys.argv[1:]
+n = int(n)
+ours_cpu, rtpe_cpu = float(ocpu) / n, float(rcpu) / n
+ours_kb, rtpe_kb = (int(o1) - int(o0)) / n, (int(r1) - int(r0)) / n
+print(f"| per stream ({n} streams) | hotline ({ext}) | rtpengine (relay) | ratio hotline/rtpengine |")
+print("|---|---|---|---|")
+ratio = lambda a, b: f"{a / b:.2f}" if b > 0 else "n/a (anchor 0)"
+print(f"| CPU % of one core | {ours_cpu:.3f} | {rtpe_cpu:.3f} | {ratio(ours_cpu, rtpe_cpu)} |")
+print(f"| RSS growth, kB | {ours_kb:.0f} | {rtpe_kb:.0f} | {ratio(ours_kb, rtpe_kb)} |")
+print(f"| total CPU % / RSS kB loaded | {ocpu} / {o1} | {rcpu} / {r1} | |")
+PY

@@ -1,0 +1,244 @@
+#!/usr/bin/env bash
+# Call setup rate: the highest calls per second with < 0.1 % failures, on 127.0.0.1 only.
+#
+#   bench/call-setup.sh
+#
+# Three sides, stepped in turn (alternating, same SIPp caller binary and audio):
+#   plain    hotline, trunk INVITE to the `echo` test extension: answer, G.711 A-law RTP
+#            (tests/sipp/call_audio.xml, caller.wav streamed), BYE after HOLD_MS.
+#   full     hotline, INVITE to 053112348 in hours (HOTLINE_FAKE_NOW, a Wednesday 10:00):
+#            greeting + menu, digit 1 as RFC 4733, queue, the registered agent (a SIPp UAS,
+#            agent 3001, -rtp_echo) rings and answers, bridged RTP, caller hangs up after
+#            HOLD_MS (tests/sipp/bench_call_full.xml). A call counts as failed on the
+#            caller side, and the agent side must have answered as many calls.
+#   kamailio Kamailio as a transaction-stateful proxy (bench/kamailio/proxy.cfg) relaying
+#            the plain scenario's calls to a SIPp UAS: signalling only, an upper bound.
+# Each side starts at START_RATE calls/s, doubles while it passes, stops at the first
+# failure (one bisection). A step offers STEP_SECS seconds of calls. Prints a table with
+# the ratios; exits non-zero when a run itself failed. Bounded: STEP_SECS=10 keeps the
+# whole run under 8 minutes (each side stops by MAX_RATE).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+STEP_SECS=${STEP_SECS:-10}
+START_RATE=${START_RATE:-10}
+MAX_RATE=${MAX_RATE:-640}
+HOLD_MS=${HOLD_MS:-1000}
+FULL_HOLD_MS=${FULL_HOLD_MS:-5000}
+BUDGET_SECS=${BUDGET_SECS:-450}
+# Which sides to step (e.g. SIDES=kamailio to rerun the anchor alone).
+SIDES=${SIDES:-plain full kamailio}
+need "$SIPP" sip-tester
+need curl curl
+need kamailio kamailio
+[[ -r /usr/share/sip-tester/dtmf_2833_1.pcap ]] || die "no SIPp DTMF pcaps (apt-get install -y sip-tester)"
+BEGIN=$(date +%s)
+
+OURS_PORT=$(free_port)
+OURS_HTTP=$(free_port)
+KAM_PORT=$(free_port)
+AGENT_PORT=$(free_port)
+KAM_UAS_PORT=$(free_port)
+
+# --- our server: the echo test extension, the IVR, one agent (3001).
+dir=$WORK/hotline
+mkdir -p "$dir"
+cat >"$dir/hotline.toml" <<TOML
+[server]
+domain = "hotline.test"
+calendar = "$BENCH_ROOT/config/calendar/cn-workdays.toml"
+recordings_dir = "$WORK/recordings"
+
+[sip]
+digest_algorithms = ["MD5"]
+auth_failures_before_ban = 1000
+
+[[trunks]]
+name = "bench-trunk"
+sources = ["127.0.0.1"]
+
+[[cities]]
+id = "jinan"
+name = "济南"
+area_codes = ["0531"]
+numbers = ["053112348"]
+
+[[units]]
+id = "province"
+name = "山东省司法厅"
+kind = "province"
+
+[[agents]]
+id = "3001"
+name = "坐席3001"
+city = "jinan"
+password = "pw-3001"
+roles = ["agent"]
+
+[media]
+rtp_port_min = 40000
+rtp_port_max = 49999
+media_timeout_secs = 20
+prompts_dir = "$BENCH_ROOT/config/prompts/zh"
+
+[calls]
+queue_hold_secs = 10
+
+[ivr]
+greeting = "beep"
+menu = "beep"
+voice_message_intro = "beep"
+digit_timeout_ms = 1000
+max_retries = 0
+
+[[test_extensions]]
+number = "echo"
+kind = "echo"
+TOML
+[[ -x $HOTLINE_BIN ]] || die "no $HOTLINE_BIN (cargo build --release, or set HOTLINE_BIN)"
+HOTLINE_LOG=$dir/hotline.log
+HOTLINE_HTTP=$OURS_HTTP
+(cd "$dir" && HOTLINE_FAKE_NOW=2026-03-04T10:00+08:00 RUST_LOG=${HOTLINE_RUST_LOG:-warn} \
+  exec "$HOTLINE_BIN" serve --config "$dir/hotline.toml" --sip-listen "127.0.0.1:$OURS_PORT" \
+  --http-listen "127.0.0.1:$OURS_HTTP" --data-dir "$dir/data" >"$HOTLINE_LOG" 2>&1) &
+HOTLINE_PID=$!
+BENCH_PIDS+=("$HOTLINE_PID")
+for ((i = 0; i < 200; i++)); do
+  curl -fs "http://127.0.0.1:$OURS_HTTP/healthz" >/dev/null 2>&1 && break
+  kill -0 "$HOTLINE_PID" 2>/dev/null || { cat "$HOTLINE_LOG" >&2; die "hotline did not start"; }
+  sleep 0.1
+done
+
+# --- the agent: register 3001 from AGENT_PORT, then a SIPp UAS there echoing RTP.
+mkdir -p "$WORK/agent"
+(cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/bench_call_agent_register.xml" \
+  -s 3001 -au 3001 -ap pw-3001 -i 127.0.0.1 -p "$AGENT_PORT" -m 1 -nostdin \
+  "127.0.0.1:$OURS_PORT" >register.out 2>&1) || die "agent 3001 did not register ($WORK/agent)"
+(cd "$WORK/agent" && exec "$SIPP" -sn uas -i 127.0.0.1 -p "$AGENT_PORT" -mi 127.0.0.1 \
+  -mp "$(free_port)" -rtp_echo -nostdin -trace_stat -stf stat.csv -fd 1 >uas.out 2>&1) &
+BENCH_PIDS+=("$!")
+AGENT_UAS_PID=$!
+
+# --- Kamailio as a stateful proxy in front of its own SIPp UAS.
+mkdir -p "$WORK/kamailio" "$WORK/kam-uas"
+sed "s/UAS_PORT/$KAM_UAS_PORT/" "$BENCH_ROOT/bench/kamailio/proxy.cfg" >"$WORK/kamailio/proxy.cfg"
+(cd "$WORK/kam-uas" && exec "$SIPP" -sn uas -i 127.0.0.1 -p "$KAM_UAS_PORT" -mi 127.0.0.1 \
+  -mp "$(free_port)" -nostdin >uas.out 2>&1) &
+BENCH_PIDS+=("$!")
+kamailio -f "$WORK/kamailio/proxy.cfg" -DD -E -l "udp:127.0.0.1:$KAM_PORT" \
+  -Y "$WORK/kamailio" -P "$WORK/kamailio/kamailio.pid" >"$WORK/kamailio/kamailio.log" 2>&1 &
+KAMAILIO_PID=$!
+BENCH_PIDS+=("$KAMAILIO_PID")
+sleep 1
+kill -0 "$KAMAILIO_PID" 2>/dev/null || { cat "$WORK/kamailio/kamailio.log" >&2; die "kamailio did not start"; }
+
+alive() {
+  kill -0 "$HOTLINE_PID" 2>/dev/null || die "hotline died; log: $HOTLINE_LOG"
+  kill -0 "$KAMAILIO_PID" 2>/dev/null || die "kamailio died"
+  kill -0 "$AGENT_UAS_PID" 2>/dev/null || die "the agent UAS died ($WORK/agent/uas.out)"
+}
+
+# Successful calls the agent UAS has seen so far.
+agent_calls() {
+  awk -F';' 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == "SuccessfulCall(C)") c = i; next }
+    { v = $c } END { print v + 0 }' "$WORK/agent/stat.csv" 2>/dev/null || echo 0
+}
+
+declare -A next best pass fail done target scenario hold
+target[plain]=127.0.0.1:$OURS_PORT target[full]=127.0.0.1:$OURS_PORT target[kamailio]=127.0.0.1:$KAM_PORT
+scenario[plain]=$BENCH_ROOT/tests/sipp/call_audio.xml scenario[kamailio]=$BENCH_ROOT/tests/sipp/call_audio.xml
+scenario[full]=$BENCH_ROOT/tests/sipp/bench_call_full.xml
+hold[plain]=$HOLD_MS hold[kamailio]=$HOLD_MS hold[full]=$FULL_HOLD_MS
+for side in plain full kamailio; do
+  next[$side]=$START_RATE best[$side]=0 pass[$side]=0 fail[$side]=0 done[$side]=1
+done
+for side in $SIDES; do done[$side]=0; done
+
+step() {
+  local side=$1 rate=${next[$1]} calls service=echo before=0 answered
+  calls=$((rate * STEP_SECS))
+  [[ $side == full ]] && service=053112348
+  [[ $side != kamailio ]] && drained
+  [[ $side == full ]] && before=$(agent_calls)
+  mkdir -p "$WORK/sipp/$side-$rate"
+  cp "$BENCH_ROOT/tests/fixtures/audio/caller-speech-alaw.wav" "$WORK/sipp/$side-$rate/caller.wav"
+  sipp_step "$side-$rate" "${scenario[$side]}" "${target[$side]}" "$rate" "$calls" \
+    -s "$service" -d "${hold[$side]}" -mi 127.0.0.1 -mp "$(free_port)" \
+    -l $((rate * (hold[$side] / 1000 + 6) + 50))
+  alive
+  ((STEP_RC == 0 || STEP_RC == 1)) || die "sipp exited $STEP_RC ($WORK/sipp/$side-$rate)"
+  # lib.sh's rate spans first call to last answer, which includes one call's length:
+  # take it out (the full scenario also pauses 1.5 s for the menu and digit).
+  local call_ms=${hold[$side]}
+  [[ $side == full ]] && call_ms=$((call_ms + 1500))
+  STEP_RATE=$(awk -F';' -v ok="$STEP_OK" -v len="$call_ms" '
+    NR == 1 { for (i = 1; i <= NF; i++) col[$i] = i; next }
+    { last = $0 }
+    END {
+      split(last, f, ";"); split(f[col["StartTime"]], s, "\t"); split(f[col["CurrentTime"]], c, "\t")
+      secs = c[3] - s[3] - len / 1000; if (secs < 1) secs = 1
+      printf "%.0f\n", ok / secs
+    }' "$WORK/sipp/$side-$rate/stat.csv" 2>/dev/null || echo 0)
+  if [[ $side == full ]]; then
+    # SIPp's built-in UAS counts a call 4 s after the BYE (it waits for retransmissions).
+    sleep 5
+    answered=$(($(agent_calls) - before))
+    # A caller that hung up before the agent answered is a failed full-path call.
+    if ((answered < STEP_OK)); then
+      STEP_FAILED=$((STEP_FAILED + STEP_OK - answered))
+      STEP_OK=$answered
+    fi
+  fi
+  printf '  %-9s offered %5d/s -> %6d ok, %5d failed, delivered %5d/s\n' \
+    "$side" "$rate" "$STEP_OK" "$STEP_FAILED" "$STEP_RATE" >&2
+  if step_passed "$rate" "$calls"; then
+    ((STEP_RATE > best[$side])) && best[$side]=$STEP_RATE
+    pass[$side]=$rate
+  else
+    fail[$side]=$rate
+  fi
+  if ((fail[$side] == 0)); then
+    next[$side]=$((rate * 2))
+    ((next[$side] <= MAX_RATE)) || done[$side]=1
+  elif ((pass[$side] == 0)); then
+    done[$side]=1
+  else
+    local mid=$(((pass[$side] + fail[$side]) / 2))
+    if ((mid > pass[$side] && mid < fail[$side] && rate == fail[$side] && rate > 2 * pass[$side] - 1)); then
+      next[$side]=$mid
+    else
+      done[$side]=1
+    fi
+  fi
+  if (($(date +%s) - BEGIN > BUDGET_SECS)); then
+    echo "  time budget (${BUDGET_SECS}s) spent: stopping $side" >&2
+    done[plain]=1 done[full]=1 done[kamailio]=1
+  fi
+}
+
+echo "call-setup: hotline :$OURS_PORT (agent UAS :$AGENT_PORT) vs kamailio :$KAM_PORT -> UAS :$KAM_UAS_PORT; ${STEP_SECS}s steps from $START_RATE/s" >&2
+while ((done[plain] == 0 || done[full] == 0 || done[kamailio] == 0)); do
+  ((done[plain] == 0)) && step plain
+  ((done[full] == 0)) && step full
+  ((done[kamailio] == 0)) && step kamailio
+done
+plain=${best[plain]} full=${best[full]} kam=${best[kamailio]}
+[[ " $SIDES " != *" plain "* ]] || ((plain > 0)) || die "plain path passed no rate (lowest offered $START_RATE/s)"
+[[ " $SIDES " != *" kamailio "* ]] || ((kam > 0)) || die "kamailio passed no rate (lowest offered $START_RATE/s)"
+((kam > 0)) || kam=0.0001
+capped=""
+((fail[kamailio] == 0)) && capped=" (did not fail up to MAX_RATE=$MAX_RATE: a lower bound)"
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+kv=$(kamailio -v 2>/dev/null | awk '/^version/ {print $3; exit}')
+errors=$(grep -c -E "ERROR|WARN|panicked" "$HOTLINE_LOG" || true)
+
+echo
+printf '| %s | %s | %s | %s | %s | %s |\n' figure anchor ratio command machine date
+printf '|---|---|---|---|---|---|\n'
+printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 RTP, BYE after %d ms), %d s steps, <0.1%% failures: **%s calls/s** | Kamailio %s stateful proxy (tm, record_route) → SIPp UAS, same SIPp calls, signalling only: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
+  "$HOLD_MS" "$STEP_SECS" "$plain" "$kv" "$kam" "$capped" "$(ratio "$plain" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
+printf '| Call setup, full path (053112348 in hours → menu digit 1 RFC 4733 → queue → SIPp agent answers → bridged RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
+  "$FULL_HOLD_MS" "$full" "$kam" "$capped" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
+echo
+echo "hotline log: $errors warning/error lines; run took $(($(date +%s) - BEGIN)) s"
+[[ " $SIDES " != *" full "* ]] || ((full > 0)) || die "full path passed no rate (lowest offered $START_RATE/s): see $WORK/sipp/full-$START_RATE (KEEP_WORK=1)"

@@ -1,0 +1,408 @@
+//! The database goes away mid-run. A private PostgreSQL 15 instance (initdb + pg_ctl as
+//! the `postgres` user, 127.0.0.1 on a free port, in the test's temp dir) is started for
+//! this test only — the machine's shared PostgreSQL is never touched — the server is
+//! pointed at it, and it is stopped under the server's feet: signalling and the IVR must
+//! keep answering, `/healthz` must say degraded, and once it is back orders are written
+//! again.
+
+mod common;
+
+use common::*;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// A private PostgreSQL cluster, stopped (immediate) on drop.
+struct PrivatePg {
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+fn as_postgres(args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("runuser")
+}
+
+impl PrivatePg {
+    /// `None` (reason printed) when this machine cannot run one (no PostgreSQL 15, not root).
+    fn start() -> Option<PrivatePg> {
+        if !Path::new(PG_BIN).join("initdb").is_file() {
+            eprintln!("SKIPPED: no {PG_BIN}/initdb (apt-get install postgresql-15)");
+            return None;
+        }
+        let dir = tempfile::tempdir().expect("tmp");
+        let data = dir.path().join("pg");
+        std::fs::create_dir_all(&data).expect("pg dir");
+        let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
+        let chown = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&data)
+            .status();
+        if !chown.is_ok_and(|s| s.success()) {
+            eprintln!("SKIPPED: cannot chown a directory to postgres (needs root)");
+            return None;
+        }
+        let data_s = data.display().to_string();
+        let init = as_postgres(&[
+            &format!("{PG_BIN}/initdb"),
+            "-D",
+            &data_s,
+            "-A",
+            "trust",
+            "-U",
+            "postgres",
+            "--no-sync",
+        ]);
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let pg = PrivatePg {
+            data,
+            port: free_port(),
+            _dir: dir,
+        };
+        pg.start_again();
+        Some(pg)
+    }
+
+    fn start_again(&self) {
+        let data_s = self.data.display().to_string();
+        let options = format!(
+            "-p {} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off",
+            self.port
+        );
+        let out = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data_s,
+            "-o",
+            &options,
+            "-l",
+            &format!("{data_s}/server.log"),
+            "-w",
+            "-t",
+            "30",
+            "start",
+        ]);
+        assert!(
+            out.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn stop(&self) {
+        let data_s = self.data.display().to_string();
+        let _ = as_postgres(&[
+            &format!("{PG_BIN}/pg_ctl"),
+            "-D",
+            &data_s,
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ]);
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for PrivatePg {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn config() -> String {
+    let prompts = repo_root().join("config/prompts/zh");
+    let base = 37000 + (std::process::id() % 200) as u16 * 40;
+    format!(
+        "{TEST_CONFIG}
+[[users]]
+id = \"9001\"
+name = \"值班员\"
+unit = \"province\"
+password = \"pw-9001\"
+roles = [\"agent\"]
+
+[[units]]
+id = \"jinan\"
+name = \"济南市司法局\"
+kind = \"city\"
+parent = \"province\"
+
+[media]
+rtp_port_min = {base}
+rtp_port_max = {}
+media_timeout_secs = 20
+prompts_dir = \"{}\"
+
+[ivr]
+greeting = \"beep\"
+voice_message_intro = \"beep\"
+",
+        base + 39,
+        prompts.display()
+    )
+}
+
+fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    session: &(String, String),
+    body: &str,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nCookie: {}\r\nX-CSRF-Token: {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        session.0,
+        session.1,
+        body.len()
+    );
+    if s.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp)
+}
+
+fn body_json(resp: &str) -> serde_json::Value {
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+fn login(server: &Server) -> (String, String) {
+    let none = (String::new(), String::new());
+    let (status, resp) = http(
+        server.http,
+        "POST",
+        "/api/login",
+        &none,
+        r#"{"user":"9001","password":"pw-9001"}"#,
+    );
+    assert_eq!(status, 200, "login: {resp}");
+    let cookie = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Set-Cookie: ")
+                .or_else(|| l.strip_prefix("set-cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let csrf = body_json(&resp)["csrf_token"]
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    (cookie, csrf)
+}
+
+fn create_order(server: &Server, session: &(String, String), key: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "contact_name": "张三",
+        "contact_phone": "13812345678",
+        "category": "consultation",
+        "urgency": "normal",
+        "business_area": "legal_aid",
+        "description": format!("数据库中断测试 {key}"),
+        "channel": "phone",
+        "city": "jinan",
+    })
+    .to_string();
+    http(server.http, "POST", "/api/orders", session, &body)
+}
+
+fn health(server: &Server) -> serde_json::Value {
+    let (_, body) = server.http_get("/healthz");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+fn options_status(server: &Server) -> Option<u16> {
+    let client = RawUdp::new(server.sip);
+    let local = client.local();
+    let options = format!(
+        "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {local};branch=z9hG4bKdb{port}\r\n\
+         From: <sip:probe@{local}>;tag=db\r\nTo: <sip:{sip}>\r\nCall-ID: db-{port}\r\n\
+         CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n",
+        sip = server.sip,
+        port = local.port()
+    );
+    client.request(&options).map(|r| status_of(&r))
+}
+
+/// One after-hours hotline call (the IVR answers and takes a voice message), 3 s.
+fn ivr_call(server: &Server) -> Output {
+    let work = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        work.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        Command::new(require("sipp"))
+            .current_dir(work.path())
+            .args(["-sf", &path_str(&sipp_scenario("call_audio.xml"))])
+            .args(["-s", "053112348", "-m", "1", "-i", "127.0.0.1"])
+            .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-mp", &free_port().to_string()])
+            .args(["-d", "3000", "-nostdin", "-timeout", "25"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(30),
+    )
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+fn start(pg: &PrivatePg) -> Server {
+    Server::start_with(
+        &config(),
+        &[
+            ("DATABASE_URL", pg.url().as_str()),
+            ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00"),
+        ],
+    )
+}
+
+#[test]
+fn postgres_stopped_mid_run_calls_flow_health_degrades_and_orders_resume() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let server = start(&pg);
+    let session = login(&server);
+    let (status, resp) = create_order(&server, &session, "before");
+    assert_eq!(status, 201, "{resp}");
+    // (`status` may already be "degraded" for a calendar warning: `database` is the check.)
+    assert_eq!(health(&server)["database"], "ok");
+
+    pg.stop();
+    // Signalling and the IVR do not need the database.
+    assert_eq!(
+        options_status(&server),
+        Some(200),
+        "OPTIONS during the outage"
+    );
+    let call = ivr_call(&server);
+    assert_eq!(
+        call.status,
+        Some(0),
+        "the IVR did not answer during the outage:\n{}\n{}",
+        call.stdout,
+        server.log()
+    );
+    let h = health(&server);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["database"], "unreachable", "{h}");
+    let (status, _) = create_order(&server, &session, "during");
+    assert!(status != 0, "the API stopped answering during the outage");
+
+    pg.start_again();
+    let resumed = wait_until(Duration::from_secs(20), || {
+        create_order(&server, &session, "after").0 == 201
+    });
+    assert!(
+        resumed,
+        "orders not created once PostgreSQL is back:\n{}",
+        server.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(10), || health(&server)["database"]
+            == "ok"),
+        "healthz still says the database is unreachable"
+    );
+}
+
+#[test]
+#[ignore = "bug: an order created while PostgreSQL is down is refused (5xx) and lost, not \
+            queued durably and written once it is back (src/api/orders.rs create_order \
+            writes straight to the store; no outbox)"]
+fn postgres_outage_order_writes_are_queued_and_land_when_it_is_back() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let server = start(&pg);
+    let session = login(&server);
+    pg.stop();
+    let (status, resp) = create_order(&server, &session, "queued");
+    assert!(
+        (200..300).contains(&status),
+        "order write during the outage not accepted for later: {status} {resp}"
+    );
+    let id = body_json(&resp)["id"].as_str().map(str::to_string);
+    pg.start_again();
+    let id = id.expect("id");
+    let landed = wait_until(Duration::from_secs(20), || {
+        http(
+            server.http,
+            "GET",
+            &format!("/api/orders/{id}"),
+            &session,
+            "",
+        )
+        .0 == 200
+    });
+    assert!(landed, "queued order {id} never landed");
+}
+
+#[test]
+#[ignore = "bug: while PostgreSQL is down every REGISTER's 200 waits ~5 s: src/server/sip.rs \
+            persist_loop holds the answers until store.write_batch fails, which takes the \
+            pool's acquire_timeout (5 s, src/store/mod.rs:128) per batch; phones see 5 s \
+            REGISTER latency (after the 1.5 s probe, ~5 s measured)"]
+fn postgres_outage_register_is_still_answered() {
+    let Some(pg) = PrivatePg::start() else {
+        return;
+    };
+    let server = start(&pg);
+    pg.stop();
+    assert_eq!(options_status(&server), Some(200));
+    let agent = RawUdp::new(server.sip);
+    let sent = Instant::now();
+    let mut reg = register_with_password(&agent, "1001", "secret1001", false, 3600);
+    // A UA retransmits for 32 s (Timer F), but an answer later than a second or two is
+    // already a failure for phones re-registering in a burst after an outage.
+    while reg.is_none() && sent.elapsed() < Duration::from_secs(12) {
+        reg = agent.recv();
+    }
+    let waited = sent.elapsed();
+    assert!(
+        reg.as_deref().map(status_of).is_some_and(|s| s >= 200) && waited < Duration::from_secs(2),
+        "REGISTER during the outage: {reg:?} after {waited:?}\n{}",
+        server.log()
+    );
+}
