@@ -122,6 +122,7 @@ async fn api_orders(store: &Store, orders: Arc<OrdersContext>, query: &str) -> V
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders,
+        cities: Arc::default(),
     };
     let app = router(state);
     let login = app
