@@ -498,11 +498,13 @@ fn valid_phone(phone: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '))
 }
 
-fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
+/// A fresh order id: `GD` + the day + 64 random bits. (32 bits collided in the 100k
+/// bench: with ~77k orders a day a birthday collision is more likely than not.)
+pub fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
     OrderId(format!(
-        "GD{}{:08X}",
+        "GD{}{:016X}",
         at.format("%Y%m%d"),
-        rand::random::<u32>()
+        rand::random::<u64>()
     ))
 }
 

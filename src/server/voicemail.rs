@@ -154,13 +154,6 @@ fn callback_due_display(stored: &str) -> String {
     }
 }
 
-fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
-    OrderId(format!(
-        "GD{}{:08X}",
-        at.format("%Y%m%d"),
-        rand::random::<u32>()
-    ))
-}
 
 /// Open (or find) the order of one message and link it. Returns the order id.
 ///
@@ -213,7 +206,7 @@ pub async fn create_order(
     };
     let actor = Actor::system(fields.city.clone());
     let (created, mut events) = apply(
-        &Order::new(new_order_id(now)),
+        &Order::new(crate::api::orders::new_order_id(now)),
         Command::Create { fields },
         &actor,
         now,
