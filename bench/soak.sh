@@ -85,13 +85,13 @@ BEGIN=$(date +%s)
 while :; do
   now=$(($(date +%s) - BEGIN))
   kill -0 "$HOTLINE_PID" 2>/dev/null || die "hotline died at ${now}s; log: $HOTLINE_LOG"
+  # Only samples taken under load: once SIPp is done the call sockets close.
+  ((now < DURATION)) && kill -0 "$SIPP_PID" 2>/dev/null || break
   rss=$(awk '/^VmRSS/ {print $2}' "/proc/$HOTLINE_PID/status")
   threads=$(awk '/^Threads/ {print $2}' "/proc/$HOTLINE_PID/status")
   fds=$(find "/proc/$HOTLINE_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
   tx=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^hotline_sip_transactions / {print $2}')
   echo "$now,$rss,$fds,$threads,${tx:-0}" >>"$SAMPLES"
-  ((now >= DURATION)) && break
-  kill -0 "$SIPP_PID" 2>/dev/null || break
   sleep "$SAMPLE_SECS"
 done
 # Let SIPp finish the calls in flight.
