@@ -48,7 +48,7 @@ fn wait_for_log(server: &Server, needle: &str, limit: Duration) -> bool {
 
 /// The calls listed by the API, as JSON values.
 fn api_calls(server: &Server, query: &str) -> Vec<serde_json::Value> {
-    let (status, body) = server.http_get(&format!("/api/calls{query}"));
+    let (status, body) = server.api_get(&format!("/api/calls{query}"));
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
 }

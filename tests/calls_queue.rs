@@ -290,7 +290,7 @@ fn sign_in(server: &Server, agent: &str, port: u16) {
 }
 
 fn api_calls(server: &Server) -> Vec<serde_json::Value> {
-    let (status, body) = server.http_get("/api/calls?limit=1000");
+    let (status, body) = server.api_get("/api/calls?limit=1000");
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_default()
 }

@@ -364,14 +364,14 @@ fn kill_9_with_hotline_calls_up_closes_them_in_the_cdr_on_restart() {
     stop_child(sipp);
     let server = restart(server, &env);
     let closed = wait_until(Duration::from_secs(10), || {
-        let (_, body) = server.http_get("/api/calls");
+        let (_, body) = server.api_get("/api/calls");
         serde_json::from_str::<serde_json::Value>(&body)
             .ok()
             .and_then(|v| v.as_array().map(Vec::len))
             .unwrap_or(0)
             >= 3
     });
-    let (_, body) = server.http_get("/api/calls");
+    let (_, body) = server.api_get("/api/calls");
     assert!(closed, "calls that died are not in the CDR: {body}");
     assert!(
         body.contains("restart") || body.contains("crash") || body.contains("system"),

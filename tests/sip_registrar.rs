@@ -235,3 +235,15 @@ fn healthz_and_metrics_answer_over_http() {
     assert_eq!(status_of(&resp), 200);
     assert!(server.metric("hotline_sip_requests_total{direction=\"in\",method=\"OPTIONS\"}") >= 1);
 }
+
+#[test]
+fn call_records_need_a_login_and_mask_numbers_for_roles_that_do_not_need_them() {
+    let server = Server::start();
+    let (status, _) = server.http_get("/api/calls");
+    assert_eq!(
+        status, 401,
+        "anonymous reads of callers' numbers are refused"
+    );
+    let (status, body) = server.api_get("/api/calls?caller=13812345678");
+    assert_eq!(status, 200, "a dispatcher may search by number: {body}");
+}

@@ -154,7 +154,6 @@ fn callback_due_display(stored: &str) -> String {
     }
 }
 
-
 /// Open (or find) the order of one message and link it. Returns the order id.
 ///
 /// # Errors

@@ -56,6 +56,15 @@ roles = ["agent"]
 id = "province"
 name = "山东省司法厅"
 kind = "province"
+
+# An API client for tests: bearer token "hotline-test-token" (see `Server::api_get`).
+[[users]]
+id = "test-dispatcher"
+name = "测试转办员"
+password = "test-dispatcher"
+roles = ["dispatcher"]
+unit = "province"
+api_token = "0c289e76f71a0770d9e17a351bad1391dc86cf7fca0b868c51dcb67604456e37"
 "#;
 
 pub fn repo_root() -> PathBuf {
@@ -168,14 +177,23 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// GET as the test config's API client (a province dispatcher, bearer token).
+    pub fn api_get(&self, path: &str) -> (u16, String) {
+        self.http_get_with(path, "Authorization: Bearer hotline-test-token\r\n")
+    }
+
     /// Plain HTTP/1.1 GET, returns (status, body).
     pub fn http_get(&self, path: &str) -> (u16, String) {
+        self.http_get_with(path, "")
+    }
+
+    fn http_get_with(&self, path: &str, extra_headers: &str) -> (u16, String) {
         use std::io::{Read, Write};
         let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
         write!(
             s,
-            "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+            "GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Connection: close\r\n\r\n"
         )
         .expect("write");
         let mut resp = String::new();
