@@ -13,6 +13,7 @@
 #
 #   bench/orders-1m.sh [N] [templates]       (defaults 1000000 10000)
 #   PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres   ("off" to skip PostgreSQL)
+#   SQLITE=off (PostgreSQL only)   SAMPLES=300 (requests per list)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${1:-1000000}
@@ -93,7 +94,8 @@ measure() { # $1 = label, $2 = DATABASE_URL, $3 = floor function, $4 = floor tar
     "$1 scoped $api_s $floor_s")
 }
 
-measure sqlite "sqlite://$WORK/bench.db?mode=rwc" floor_sqlite "$WORK/bench.db"
+[ "${SQLITE:-on}" = off ] ||
+  measure sqlite "sqlite://$WORK/bench.db?mode=rwc" floor_sqlite "$WORK/bench.db"
 if [ "$PG_ADMIN" != off ]; then
   db=hotline_bench1m_$$
   psql "$PG_ADMIN" -qc "CREATE DATABASE $db" >/dev/null

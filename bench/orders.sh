@@ -15,6 +15,8 @@
 #   postgres: 197 orders/s (788 req/s); GET /api/orders p50 67 ms, p99 108 ms right after
 #             the bulk load (no planner statistics yet); after ANALYZE p50 15 ms, p99 24 ms
 #   bench/orders.sh 2000 8       (load average ~10): sqlite 140 orders/s, postgres 106 orders/s
+# 2026-11-28, 100k (see bench/RESULTS-orders.md): sqlite 195 orders/s for all 100000
+#   (513 s); postgres 139 orders/s, stopped at MAX_SECS=360 after 50019 (~720 s for all).
 # Every commit is durable (SQLite synchronous=FULL) and serialized by the ledger head.
 set -euo pipefail
 cd "$(dirname "$0")/.."
