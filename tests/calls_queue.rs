@@ -713,10 +713,19 @@ fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
             continue;
         }
         assert!(
-            state == "available" || state == "wrap_up",
+            state != "ringing" && state != "on_call",
             "{id} left {state} after {total} calls\n{}",
             server.log()
         );
+        // The SIPp registrations last 300 s: past that the agents are rightly offline
+        // (离线); a shorter run must leave them ready.
+        if elapsed < Duration::from_secs(250) {
+            assert!(
+                state == "available" || state == "wrap_up",
+                "{id} left {state} after {total} calls\n{}",
+                server.log()
+            );
+        }
     }
     let (_, queues) = api(&server, "/api/queues");
     for q in queues.as_array().into_iter().flatten() {
