@@ -380,10 +380,6 @@ fn postgres_outage_order_writes_are_queued_and_land_when_it_is_back() {
 }
 
 #[test]
-#[ignore = "bug: while PostgreSQL is down every REGISTER's 200 waits ~5 s: src/server/sip.rs \
-            persist_loop holds the answers until store.write_batch fails, which takes the \
-            pool's acquire_timeout (5 s, src/store/mod.rs:128) per batch; phones see 5 s \
-            REGISTER latency (after the 1.5 s probe, ~5 s measured)"]
 fn postgres_outage_register_is_still_answered() {
     let Some(pg) = PrivatePg::start() else {
         return;

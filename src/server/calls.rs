@@ -809,7 +809,10 @@ impl CallMedia {
                         self.recorder = Some(r);
                         self.recording = Some(path);
                     }
-                    Err(e) => warn!(%handle, %e, "recording not started; the call goes on"),
+                    Err(e) => {
+                        crate::server::metrics::recording_failed();
+                        warn!(%handle, %e, "recording not started; the call goes on");
+                    }
                 }
             }
             TestExtensionKind::Dtmf => self.inband = Some(InbandDetector::new()),
@@ -1233,7 +1236,10 @@ impl CallMedia {
                             h.cdr.recording(path.display().to_string());
                             self.recording = Some(path);
                         }
-                        Err(e) => warn!(%handle, %e, "call recording not started"),
+                        Err(e) => {
+                            crate::server::metrics::recording_failed();
+                            warn!(%handle, %e, "call recording not started");
+                        }
                     }
                     h.cdr.agent_answered(wall, agent_id.clone());
                 }
@@ -1455,6 +1461,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
         {
+            crate::server::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.negotiated.is_held() {
@@ -1496,6 +1503,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
         {
+            crate::server::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         true
@@ -1571,11 +1579,13 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.push(now, Channel::Caller, samples)
         {
+            crate::server::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if let Some(message) = self.hotline.as_mut().and_then(|h| h.message.as_mut())
             && let Err(e) = message.recorder.push(now, Channel::Caller, samples)
         {
+            crate::server::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "voice message recording failed");
         }
         let mut heard = [None; 4];
@@ -1766,6 +1776,7 @@ impl CallMedia {
                 });
             }
             Err(e) => {
+                crate::server::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message cannot be recorded");
                 h.flow.handle(
                     now,
@@ -2010,6 +2021,7 @@ impl CallMedia {
             if let Some(message) = h.message.as_mut()
                 && let Err(e) = message.recorder.tick(now)
             {
+                crate::server::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message recording failed");
             }
             if message_over {
@@ -2020,6 +2032,7 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
         {
+            crate::server::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.hangup_at.is_some_and(|t| t <= now) {
@@ -2128,7 +2141,10 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.take() {
             match recorder.finish() {
                 Ok(summary) => debug!(handle = %self.handle, ?summary, "recording finished"),
-                Err(e) => warn!(handle = %self.handle, %e, "recording incomplete"),
+                Err(e) => {
+                    crate::server::metrics::recording_failed();
+                    warn!(handle = %self.handle, %e, "recording incomplete");
+                }
             }
         }
         CallSummary {

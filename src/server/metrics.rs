@@ -47,6 +47,15 @@ fn method_index(m: &Method) -> usize {
     }
 }
 
+/// Recordings and voice messages that failed to start or to be written (disk full,
+/// permissions): the call goes on, the failure is logged and counted here. A process-wide
+/// counter because the media tasks that see it hold no `Metrics` handle.
+static RECORDING_FAILURES: AtomicU64 = AtomicU64::new(0);
+
+pub fn recording_failed() {
+    RECORDING_FAILURES.fetch_add(1, Relaxed);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     In,
@@ -234,6 +243,13 @@ impl Metrics {
             "INVITEs refused: not from a trunk or an authenticated agent.",
             "counter",
             self.toll_fraud_refused.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_recording_failures_total",
+            "Recordings or voice messages that could not be started or written.",
+            "counter",
+            RECORDING_FAILURES.load(Relaxed) as i64,
         );
         gauge(
             &mut out,

@@ -411,6 +411,9 @@ pub(crate) struct PersistJob {
 
 /// Group commit: every job waiting is written in one transaction (one fsync for a burst
 /// of REGISTERs), then the answers held for them are sent.
+/// How long answers wait for their registrations to be committed.
+const PERSIST_WAIT: Duration = Duration::from_millis(800);
+
 async fn persist_loop(
     shell: std::sync::Weak<SipShell>,
     store: Store,
@@ -446,8 +449,20 @@ async fn persist_loop(
                 },
             })
             .collect();
-        if let Err(e) = store.write_batch(&writes, wall_ms()).await {
-            warn!(%e, writes = writes.len(), "could not persist registrations; answering anyway");
+        // A database that does not answer must not stall phones' registrations: after
+        // PERSIST_WAIT the answers go out anyway (availability first) and the failure is
+        // logged; the bindings live in memory and are written by the next change.
+        match tokio::time::timeout(PERSIST_WAIT, store.write_batch(&writes, wall_ms())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                warn!(%e, writes = writes.len(), "could not persist registrations; answering anyway");
+            }
+            Err(_) => {
+                warn!(
+                    writes = writes.len(),
+                    "database too slow: answering registrations unpersisted"
+                );
+            }
         }
         let Some(shell) = shell.upgrade() else {
             break;
