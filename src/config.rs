@@ -149,6 +149,12 @@ impl Default for SipConfig {
 pub struct TrunkConfig {
     pub name: String,
     pub sources: Vec<IpAddr>,
+    /// A header this carrier sets on inbound calls whose value picks the city (the
+    /// original called number such as `053212348`, an area code, or a city id), e.g.
+    /// `P-Called-City`. It is consulted after the dialled number and before the
+    /// caller's area code (CALL-ENTRY).
+    #[serde(default)]
+    pub city_header: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -2219,10 +2219,11 @@ fn start_hotline(
         wall,
     );
     cdr.ivr_answered(wall);
-    let city_info = match setup
-        .resolver
-        .resolve(&incoming.dialled, None, &incoming.caller)
-    {
+    let city_info = match setup.resolver.resolve(
+        &incoming.dialled,
+        incoming.carrier_city.as_deref(),
+        &incoming.caller,
+    ) {
         CityLookup::Resolved(resolution) => {
             cdr.city(&resolution);
             let info = setup.city_info(&resolution.city, wall);
@@ -2337,6 +2338,7 @@ roles = ["agent"]
             },
             origin: crate::sip::endpoint::CallOrigin::Trunk,
             sdp: Bytes::new(),
+            carrier_city: None,
         };
         assert!(matches!(ctx.service_for(&call), Some(Service::Hotline)));
         call.origin = crate::sip::endpoint::CallOrigin::Agent("1001".into());

@@ -124,6 +124,9 @@ pub struct IncomingCall {
     pub origin: CallOrigin,
     /// The SDP offer (empty for a delayed offer, which the call layer refuses with 488).
     pub sdp: Bytes,
+    /// The value of the trunk's configured city header (`[[trunks]] city_header`), when
+    /// the call came from that trunk and carried it.
+    pub carrier_city: Option<String>,
 }
 
 /// What the endpoint tells the call layer about a call.
@@ -277,6 +280,8 @@ pub struct Endpoint {
     transactions: TransactionLayer<SourceInfo>,
     users: HashMap<String, UserSecret>,
     trunks: Vec<IpAddr>,
+    /// Per trunk source: the header that carries the city, when configured.
+    trunk_city_headers: Vec<(IpAddr, String)>,
     metrics: Arc<Metrics>,
     outputs: VecDeque<Output>,
     /// Maps `Instant`s to wall-clock milliseconds for what is stored in the database.
@@ -394,6 +399,12 @@ impl Endpoint {
                 .trunks
                 .iter()
                 .flat_map(|t| t.sources.clone())
+                .collect(),
+            trunk_city_headers: config
+                .trunks
+                .iter()
+                .filter_map(|t| Some((t, t.city_header.clone()?)))
+                .flat_map(|(t, h)| t.sources.iter().map(move |ip| (*ip, h.clone())))
                 .collect(),
             metrics,
             outputs: VecDeque::new(),
@@ -1092,6 +1103,13 @@ impl Endpoint {
             dialled,
             caller: user_of(req.headers.from()),
             to_user: user_of(req.headers.to()),
+            carrier_city: self
+                .trunk_city_headers
+                .iter()
+                .find(|(ip, _)| *ip == source.addr.ip())
+                .and_then(|(_, name)| req.headers.get(name))
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty()),
             source,
             origin,
             sdp: req.body.clone(),
@@ -1669,6 +1687,7 @@ sip_listen = "127.0.0.1:5060"
 [[trunks]]
 name = "carrier"
 sources = ["192.0.2.1"]
+city_header = "P-Called-City"
 
 [[agents]]
 id = "1001"
@@ -1768,6 +1787,25 @@ kind = "echo"
             .to_string()
     }
 
+    #[test]
+    fn the_trunks_city_header_reaches_the_call_layer() {
+        let now = Instant::now();
+        let mut ep = endpoint(now);
+        let invite = String::from_utf8(request("INVITE", "z9hG4bK-hdr", "c-hdr", "", 1, SDP))
+            .expect("utf8")
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nP-Called-City: 053212348\r\n",
+                1,
+            );
+        ep.handle_message(now, from([192, 0, 2, 1]), invite.as_bytes());
+        let (_, events) = drain(&mut ep);
+        let [(_, CallEvent::Incoming(incoming))] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(incoming.carrier_city.as_deref(), Some("053212348"));
+    }
+
     /// A trunk INVITE answered by the shell; returns the call and our To tag.
     fn answered_call(ep: &mut Endpoint, now: Instant) -> (CallHandle, String) {
         ep.handle_message(
@@ -1783,6 +1821,7 @@ kind = "echo"
         assert_eq!(incoming.caller, "053188886666");
         assert_eq!(incoming.origin, CallOrigin::Trunk);
         assert_eq!(incoming.sdp, Bytes::from(SDP));
+        assert_eq!(incoming.carrier_city, None, "no header sent");
         let call = *call;
         ep.call_ring(now, call).expect("ring");
         ep.call_answer(now, call, Bytes::from_static(b"v=0\r\n"))
