@@ -88,6 +88,63 @@ pub async fn remind_once(
     Ok(raised)
 }
 
+/// Deadlines computed while the calendar lacked a year are provisional (Mon–Fri
+/// assumed). At start-up — after an operator added the year to the calendar file and
+/// restarted — every open order with a provisional deadline is recomputed by the system
+/// actor; only orders whose deadlines actually change get an event. Returns how many.
+///
+/// # Errors
+/// Database errors reading the open orders.
+pub async fn recompute_provisional_once(
+    store: &Store,
+    orders: &OrdersContext,
+    now: DateTime<FixedOffset>,
+) -> Result<usize, StoreError> {
+    let ctx = Context {
+        calendar: &orders.calendar,
+        units: &orders.units,
+        routing: &orders.routing,
+    };
+    let mut changed = 0;
+    for order in store.open_orders().await? {
+        let Some(deadlines) = order.deadlines.as_ref() else {
+            continue;
+        };
+        let provisional = deadlines.transfer.due.provisional
+            || deadlines.feedback.due.provisional
+            || deadlines.callback.is_some_and(|c| c.due.provisional);
+        if !provisional {
+            continue;
+        }
+        let actor = Actor::system(order.fields.city.clone());
+        let (next, events) = match apply(&order, Command::RecomputeDeadlines, &actor, now, &ctx) {
+            Ok(done) => done,
+            Err(e) => {
+                warn!(order = %order.id, %e, "recompute refused by the work-order rules");
+                continue;
+            }
+        };
+        if next.deadlines == order.deadlines {
+            continue; // the year is still missing: nothing to record
+        }
+        match store
+            .append_order_events(&next, order.version, &events, None, now.timestamp_millis())
+            .await
+        {
+            Ok(()) => changed += 1,
+            Err(AppendError::Conflict) => {}
+            Err(e) => warn!(order = %order.id, %e, "cannot record recomputed deadlines"),
+        }
+    }
+    if changed > 0 {
+        info!(
+            changed,
+            "provisional deadlines recomputed with the calendar now loaded"
+        );
+    }
+    Ok(changed)
+}
+
 /// Run [`remind_once`] every minute until shutdown.
 pub async fn reminder_loop(
     store: Store,
@@ -95,6 +152,10 @@ pub async fn reminder_loop(
     notifier: Arc<dyn Notifier>,
     shutdown: Shutdown,
 ) {
+    let now = chrono::Utc::now().with_timezone(&crate::calendar::shanghai());
+    if let Err(e) = recompute_provisional_once(&store, &orders, now).await {
+        warn!(%e, "recomputing provisional deadlines failed");
+    }
     loop {
         tokio::select! {
             _ = tokio::time::sleep(Duration::from_secs(60)) => {}
@@ -104,5 +165,100 @@ pub async fn reminder_loop(
         if let Err(e) = remind_once(&store, &orders, notifier.as_ref(), now).await {
             warn!(%e, "reminder pass failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::calendar::Calendar;
+    use crate::config::Config;
+    use crate::ticket::{Category, Contact, OrderFields, OrderId, UnitId};
+
+    fn root() -> std::path::PathBuf {
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    }
+
+    fn context(extra_calendar: &str) -> OrdersContext {
+        let config = Config::load(&root().join("config/hotline.toml")).expect("config");
+        let text = std::fs::read_to_string(root().join("config/calendar/cn-workdays.toml"))
+            .expect("calendar");
+        let calendar =
+            Calendar::from_toml_str(&format!("{text}\n{extra_calendar}")).expect("calendar");
+        OrdersContext::from_config(&config, calendar)
+    }
+
+    #[tokio::test]
+    async fn provisional_deadlines_are_recomputed_once_the_year_is_loaded() {
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        let before = context("");
+        let received = DateTime::parse_from_rfc3339("2026-12-30T10:00:00+08:00").expect("time");
+        let ctx = Context {
+            calendar: &before.calendar,
+            units: &before.units,
+            routing: &before.routing,
+        };
+        let fields = OrderFields {
+            contact: Contact {
+                name: "张三".into(),
+                phone: "13812345678".into(),
+            },
+            category: Category::Complaint,
+            description: "跨年投诉".into(),
+            city: UnitId::new("jinan"),
+            received_at: received,
+            ..OrderFields::default()
+        };
+        let system = Actor::system(UnitId::new("jinan"));
+        let (order, mut events) = apply(
+            &Order::new(OrderId("GD-PROV".into())),
+            Command::Create { fields },
+            &system,
+            received,
+            &ctx,
+        )
+        .expect("create");
+        let (order, more) =
+            apply(&order, Command::Submit, &system, received, &ctx).expect("submit");
+        events.extend(more);
+        let feedback = order.deadlines.expect("deadlines").feedback.due;
+        assert!(
+            feedback.provisional,
+            "5 working days from 2026-12-30 reach 2027"
+        );
+        store
+            .append_order_events(&order, 0, &events, None, received.timestamp_millis())
+            .await
+            .expect("store");
+
+        // Still no 2027 data: nothing changes, nothing is recorded.
+        let later = received + chrono::Duration::hours(1);
+        assert_eq!(
+            recompute_provisional_once(&store, &before, later)
+                .await
+                .unwrap(),
+            0
+        );
+
+        // The operator adds 2027 (here: 1 January off) and restarts.
+        let after =
+            context("[years.2027]\nholidays = [\"2027-01-01\"]\nworkdays = []\nin_lieu = []\n");
+        assert_eq!(
+            recompute_provisional_once(&store, &after, later)
+                .await
+                .unwrap(),
+            1
+        );
+        let stored = store.load_order("GD-PROV").await.unwrap().expect("order");
+        let recomputed = stored.deadlines.expect("deadlines").feedback.due;
+        assert!(!recomputed.provisional, "{recomputed:?}");
+        // 12-31 (Thu), then 01-01 off: 01-04..01-07 → the 5th working day is 2027-01-07.
+        assert_eq!(recomputed.display().to_string(), "2027-01-07T24:00+08:00");
+        assert_eq!(
+            recompute_provisional_once(&store, &after, later)
+                .await
+                .unwrap(),
+            0
+        );
     }
 }

@@ -658,6 +658,22 @@ impl Store {
             .collect()
     }
 
+    /// Every order not closed (for start-up passes such as recomputing provisional
+    /// deadlines after calendar data was added).
+    ///
+    /// # Errors
+    /// Database errors, or a snapshot that no longer parses.
+    pub async fn open_orders(&self) -> Result<Vec<Order>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT snapshot FROM orders WHERE state <> 'closed' ORDER BY id"
+        )
+        .fetch_all(p)
+        .await?);
+        rows.into_iter()
+            .map(|(s,)| serde_json::from_str(&s).map_err(|_| StoreError::Snapshot))
+            .collect()
+    }
+
     /// Open orders whose running limit is within a day of `now_ms` or past it: the
     /// reminder candidates (the pure core decides what is actually due).
     ///
