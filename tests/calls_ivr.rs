@@ -35,17 +35,6 @@ voice_message_intro = \"beep\"
     )
 }
 
-fn wait_for_log(server: &Server, needle: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if server.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// The calls listed by the API, as JSON values.
 fn api_calls(server: &Server, query: &str) -> Vec<serde_json::Value> {
     let (status, body) = server.api_get(&format!("/api/calls{query}"));
@@ -183,20 +172,6 @@ fn sdp_port(response: &str) -> u16 {
         .and_then(|l| l.split(' ').next())
         .and_then(|p| p.parse().ok())
         .unwrap_or(0)
-}
-
-fn wav_rms_seconds(path: &Path) -> (f64, f64) {
-    let mut reader = hound::WavReader::open(path).expect("wav");
-    let spec = reader.spec();
-    assert_eq!(spec.channels, 1, "voice messages are mono");
-    let samples: Vec<i16> = reader
-        .samples::<i16>()
-        .map(|s| s.expect("sample"))
-        .collect();
-    let rms = (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
-        / samples.len().max(1) as f64)
-        .sqrt();
-    (rms, samples.len() as f64 / f64::from(spec.sample_rate))
 }
 
 #[test]
@@ -367,7 +342,8 @@ fn after_hours_on_national_day_a_5s_message_is_due_for_callback_on_october_9() {
         "dated by the fake clock: {}",
         recording.display()
     );
-    let (rms, seconds) = wav_rms_seconds(&recording);
+    let (rms, seconds, channels) = wav_stats(&recording);
+    assert_eq!(channels, 1, "voice messages are mono");
     assert!((4.5..6.0).contains(&seconds), "message of {seconds} s");
     assert!(rms > 1000.0, "speech, not silence: rms {rms:.0}");
     let duration_ms = message["duration_ms"].as_i64().expect("duration");

@@ -53,53 +53,6 @@ fn rtp_range() -> (u16, u16) {
     (base, base + 39)
 }
 
-/// Mean RMS and duration (s) of a 16-bit WAV's first channel.
-fn wav_stats(path: &Path) -> (f64, f64, u16) {
-    let mut reader = hound::WavReader::open(path).expect("wav");
-    let spec = reader.spec();
-    let channels = spec.channels;
-    let samples: Vec<i16> = reader
-        .samples::<i16>()
-        .step_by(usize::from(channels))
-        .map(|s| s.expect("sample"))
-        .collect();
-    let rms = (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
-        / samples.len().max(1) as f64)
-        .sqrt();
-    (
-        rms,
-        samples.len() as f64 / f64::from(spec.sample_rate),
-        channels,
-    )
-}
-
-fn find_wavs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for entry in entries.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(find_wavs(&path));
-        } else if path.extension().is_some_and(|e| e == "wav") {
-            out.push(path);
-        }
-    }
-    out
-}
-
-fn wait_for_log(server: &Server, needle: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if server.log().contains(needle) {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    false
-}
-
 /// Run SIPp (UAC) with `scenario` against `service`, holding the call `hold_ms`.
 fn sipp_call(server: &Server, scenario: &str, service: &str, hold_ms: u64, cwd: &Path) -> Output {
     let sipp = require("sipp");

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -201,19 +201,6 @@ fn sipp_calls(server: &Server, work: &Path, service: &str, calls: u32, hold_ms: 
         .stderr(Stdio::null())
         .spawn()
         .expect("spawn sipp")
-}
-
-fn find_wavs(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            out.extend(find_wavs(&path));
-        } else if path.extension().is_some_and(|e| e == "wav") {
-            out.push(path);
-        }
-    }
-    out
 }
 
 /// Duration in seconds of a WAV whose every sample decodes (`None` when hound rejects it).

@@ -504,3 +504,49 @@ pub fn register_with_password(
     );
     client.request(&register_text(client, user, 2, expires, Some(&auth)))
 }
+
+/// Wait up to `limit` for `needle` to appear in the server's log.
+pub fn wait_for_log(server: &Server, needle: &str, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if server.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Every `.wav` below `dir` (recordings live in `YYYY/MM/DD/`).
+pub fn find_wavs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            out.extend(find_wavs(&path));
+        } else if path.extension().is_some_and(|e| e == "wav") {
+            out.push(path);
+        }
+    }
+    out
+}
+
+/// (RMS of the first channel, seconds, channel count) of a 16-bit WAV.
+pub fn wav_stats(path: &Path) -> (f64, f64, u16) {
+    let mut reader = hound::WavReader::open(path).expect("wav");
+    let spec = reader.spec();
+    let channels = spec.channels;
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .step_by(usize::from(channels))
+        .map(|s| s.expect("sample"))
+        .collect();
+    let rms = (samples.iter().map(|s| f64::from(*s).powi(2)).sum::<f64>()
+        / samples.len().max(1) as f64)
+        .sqrt();
+    (
+        rms,
+        samples.len() as f64 / f64::from(spec.sample_rate),
+        channels,
+    )
+}
