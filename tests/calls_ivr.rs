@@ -36,10 +36,20 @@ voice_message_intro = \"beep\"
 }
 
 /// The calls listed by the API, as JSON values.
+/// The call records matching `query`. The "cdr" log line comes before the row is
+/// committed, so wait (up to 5 s) for the first record to be readable.
 fn api_calls(server: &Server, query: &str) -> Vec<serde_json::Value> {
-    let (status, body) = server.api_get(&format!("/api/calls{query}"));
-    assert_eq!(status, 200, "{body}");
-    serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"))
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (status, body) = server.api_get(&format!("/api/calls{query}"));
+        assert_eq!(status, 200, "{body}");
+        let calls: Vec<serde_json::Value> =
+            serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
+        if !calls.is_empty() || Instant::now() > deadline {
+            return calls;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
