@@ -37,12 +37,22 @@ fn context() -> Arc<OrdersContext> {
     Arc::new(OrdersContext::from_config(&config, calendar))
 }
 
-fn harness_on(store: Store, dir: Option<tempfile::TempDir>, db_file: Option<PathBuf>) -> Harness {
+async fn harness_on(
+    store: Store,
+    dir: Option<tempfile::TempDir>,
+    db_file: Option<PathBuf>,
+) -> Harness {
+    let orders = context();
+    // As `hotline serve` does: the read scope follows the configured units.
+    store
+        .install_unit_tree(&orders.units)
+        .await
+        .expect("install units");
     let state = AppState {
         store,
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
-        orders: context(),
+        orders,
         cities: Arc::default(),
     };
     Harness {
@@ -60,7 +70,7 @@ async fn sqlite() -> Harness {
         .await
         .expect("sqlite");
     store.migrate().await.expect("migrate");
-    harness_on(store, Some(dir), Some(file))
+    harness_on(store, Some(dir), Some(file)).await
 }
 
 async fn postgres() -> Option<Harness> {
@@ -84,7 +94,7 @@ async fn postgres() -> Option<Harness> {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Some(harness_on(store, None, None))
+    Some(harness_on(store, None, None).await)
 }
 
 /// A logged-in console: session cookie + CSRF token.

@@ -803,6 +803,7 @@ async fn list_orders(
         phone,
         special_flag: filter_bool(q.special_flag, "special_flag")?,
         scope: ctx.scope_of(&user.unit),
+        scope_unit: Some(user.unit.as_str().to_owned()),
         now_ms: at.timestamp_millis(),
         sort,
         offset: (page - 1).saturating_mul(per_page),
@@ -830,6 +831,7 @@ async fn special_flags(
     let filter = OrderFilter {
         special_flag: Some(true),
         scope: ctx.scope_of(&user.unit),
+        scope_unit: Some(user.unit.as_str().to_owned()),
         now_ms: at.timestamp_millis(),
         limit: 500,
         ..OrderFilter::default()

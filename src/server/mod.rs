@@ -155,6 +155,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 
     let orders = Arc::new(api::orders::OrdersContext::from_config(&config, calendar));
+    // Before anything appends orders: the read scope follows the configured units.
+    store.install_unit_tree(&orders.units).await?;
     tokio::spawn(reminders::reminder_loop(
         store.clone(),
         orders.clone(),

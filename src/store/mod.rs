@@ -41,6 +41,9 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// The unit tree the order read scope is written with ([`Store::install_unit_tree`]);
+    /// shared by every clone.
+    scope_tree: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<orders::ScopeTree>>>>,
 }
 
 /// Run `$body` with `$p` bound to the concrete pool of either backend.
@@ -121,6 +124,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pool: Pool::Sqlite(pool),
+                scope_tree: std::sync::Arc::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
@@ -131,6 +135,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pool: Pool::Postgres(pool),
+                scope_tree: std::sync::Arc::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl)

@@ -16,11 +16,14 @@
 //! (`UPDATE … WHERE version = $expected`); otherwise the transaction is rolled back
 //! and [`AppendError::Conflict`] returned (HTTP 409).
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use sha2::{Digest, Sha256};
 
 use super::{Pool, Store, StoreError};
 use crate::ticket::deadlines::running_deadline;
-use crate::ticket::{Event, EventKind, Order, OrderId, Role, State};
+use crate::ticket::{Event, EventKind, Order, OrderId, Role, State, UnitTree};
 
 /// Hash of "nothing before": the first event's `prev_hash`.
 pub const GENESIS_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
@@ -124,6 +127,10 @@ pub struct OrderFilter {
     pub special_flag: Option<bool>,
     /// Read scope: orders involving one of these units; `None` = everything.
     pub scope: Option<Vec<String>>,
+    /// The unit whose subtree `scope` is (the user's unit): with the unit tree
+    /// installed ([`Store::install_unit_tree`]) the scope is read as that unit's
+    /// `order_scope` rows, one index range, instead of a probe per order.
+    pub scope_unit: Option<String>,
     pub now_ms: i64,
     pub sort: OrderSort,
     /// Zero-based offset.
@@ -288,10 +295,201 @@ fn projection(order: &Order) -> Result<Projection, StoreError> {
     })
 }
 
+/// For each unit of the configured tree, the units whose users see an order that unit
+/// has a part in: the unit itself and its ancestors, the root excepted (the root's
+/// users see every order). Written to `order_scope` with each order (migration 0007).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ScopeTree {
+    /// Unit → the unit and its strict ancestors below the root.
+    closure: BTreeMap<String, Vec<String>>,
+    root: Option<String>,
+    fingerprint: String,
+}
+
+impl ScopeTree {
+    /// From the unit tree.
+    #[must_use]
+    pub fn from_units(tree: &UnitTree) -> Self {
+        let root = tree
+            .units()
+            .find(|u| u.parent.is_none())
+            .map(|u| u.id.as_str().to_owned());
+        let mut closure = BTreeMap::new();
+        for unit in tree.units() {
+            let chain: Vec<String> = tree
+                .units()
+                .filter(|a| tree.covers(&a.id, &unit.id) && a.parent.is_some())
+                .map(|a| a.id.as_str().to_owned())
+                .collect();
+            closure.insert(unit.id.as_str().to_owned(), chain);
+        }
+        let mut text = format!("root={}\n", root.as_deref().unwrap_or_default());
+        for (unit, chain) in &closure {
+            text.push_str(&format!("{unit}:{}\n", chain.join(",")));
+        }
+        let fingerprint = sha256_hex(&[text.as_bytes()]);
+        Self {
+            closure,
+            root,
+            fingerprint,
+        }
+    }
+
+    /// Whether `unit` is a unit of the tree other than the root (its users' scope is
+    /// the `order_scope` rows of that unit).
+    #[must_use]
+    pub fn scopes(&self, unit: &str) -> bool {
+        self.closure.contains_key(unit) && self.root.as_deref() != Some(unit)
+    }
+
+    /// The `order_scope` units of an order whose involved units are `involved`.
+    #[must_use]
+    pub fn scope_units(&self, involved: &[String]) -> Vec<String> {
+        let mut out: Vec<String> = Vec::new();
+        for unit in involved {
+            match self.closure.get(unit) {
+                Some(chain) => out.extend(chain.iter().cloned()),
+                // Not in the tree (any more): the unit itself.
+                None if self.root.as_deref() != Some(unit.as_str()) => out.push(unit.clone()),
+                None => {}
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Strict descendants of each non-root unit that has any, for rebuilding.
+    fn descendants(&self) -> BTreeMap<&str, Vec<&str>> {
+        let mut out: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for (unit, chain) in &self.closure {
+            for ancestor in chain.iter().filter(|a| *a != unit) {
+                out.entry(ancestor.as_str())
+                    .or_default()
+                    .push(unit.as_str());
+            }
+        }
+        out
+    }
+}
+
+/// `($s+1, …, $s+cols), (…)` for `rows` rows.
+fn values_rows(rows: usize, cols: usize, start: usize) -> String {
+    (0..rows)
+        .map(|r| {
+            let cells: Vec<String> = (1..=cols)
+                .map(|c| format!("${}", start + r * cols + c))
+                .collect();
+            format!("({})", cells.join(", "))
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+const INSERT_EVENTS: &str = "INSERT INTO order_events (global_seq, order_id, seq, at, at_ms, \
+    actor, role, unit, kind, state_before, state_after, reason, prev_hash, hash) VALUES ";
+
+/// One ledger row to insert.
+struct EventRow {
+    global_seq: i64,
+    order_id: String,
+    seq: i64,
+    at: String,
+    at_ms: i64,
+    actor: String,
+    role: String,
+    unit: String,
+    kind: String,
+    state_before: String,
+    state_after: String,
+    reason: String,
+    prev_hash: String,
+    hash: String,
+}
+
 impl Store {
+    fn installed_scope_tree(&self) -> Option<Arc<ScopeTree>> {
+        self.scope_tree.read().ok().and_then(|t| t.clone())
+    }
+
+    /// Make the order read scope follow `tree` (the configured units): every later
+    /// append writes `order_scope` rows for the units of the order and their
+    /// ancestors, and the unit-scoped list reads them. When the rows stored were built
+    /// with another tree (or none: a new database, or appends made without a tree),
+    /// they are rebuilt from `order_units` first. Returns whether they were rebuilt.
+    /// Call it at start-up, before serving.
+    ///
+    /// # Errors
+    /// Database errors (nothing is changed then).
+    pub async fn install_unit_tree(&self, tree: &UnitTree) -> Result<bool, StoreError> {
+        let scope = ScopeTree::from_units(tree);
+        let (stored,): (String,) = on_pool!(self, |p| sqlx::query_as(
+            "SELECT fingerprint FROM order_scope_tree WHERE id = 1"
+        )
+        .fetch_one(p)
+        .await?);
+        let rebuild = stored != scope.fingerprint;
+        if rebuild {
+            self.rebuild_order_scope(&scope).await?;
+        }
+        if let Ok(mut installed) = self.scope_tree.write() {
+            *installed = Some(Arc::new(scope));
+        }
+        Ok(rebuild)
+    }
+
+    async fn rebuild_order_scope(&self, scope: &ScopeTree) -> Result<(), StoreError> {
+        const SELECT_ROWS: &str = "o.state, o.due_sort, o.created_ms FROM order_units ou \
+            JOIN orders o ON o.id = ou.order_id";
+        let started = std::time::Instant::now();
+        let root = scope.root.clone().unwrap_or_default();
+        let descendants = scope.descendants();
+        on_pool!(self, |p| {
+            let mut tx = p.begin().await?;
+            sqlx::query("DELETE FROM order_scope")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "INSERT INTO order_scope (order_id, unit, state, due_sort, created_ms) \
+                 SELECT ou.order_id, ou.unit, {SELECT_ROWS} WHERE ou.unit <> $1"
+            )))
+            .bind(&root)
+            .execute(&mut *tx)
+            .await?;
+            for (ancestor, below) in &descendants {
+                let list: Vec<String> = (0..below.len()).map(|i| format!("${}", i + 2)).collect();
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO order_scope (order_id, unit, state, due_sort, created_ms) \
+                     SELECT ou.order_id, $1, {SELECT_ROWS} WHERE ou.unit IN ({}) \
+                     ON CONFLICT (order_id, unit) DO NOTHING",
+                    list.join(", ")
+                )))
+                .bind(*ancestor);
+                for unit in below {
+                    q = q.bind(*unit);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            sqlx::query("UPDATE order_scope_tree SET fingerprint = $1 WHERE id = 1")
+                .bind(&scope.fingerprint)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        tracing::info!(
+            elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "order read scope rebuilt for the configured unit tree"
+        );
+        Ok(())
+    }
+
     /// Append `events` (produced by `apply` on the order at `expected_version`) and
     /// write `order` (the folded result) to the projection, in one transaction.
     /// `expected_version == 0` creates the order. Nothing is written on error.
+    ///
+    /// The ledger head is locked last, so the part of the transaction that every
+    /// commit waits for is two statements and the commit: the head read (locking) and
+    /// the events' insert with the head's update (one statement on PostgreSQL).
     ///
     /// # Errors
     /// [`AppendError::Conflict`] when the stored version differs (or the id exists),
@@ -307,17 +505,46 @@ impl Store {
     ) -> Result<(), AppendError> {
         let p = projection(order)?;
         let involved = involved_units(order);
+        let scope = self
+            .installed_scope_tree()
+            .map(|tree| tree.scope_units(&involved));
+        let order_id = order.id.0.as_str();
+        let created = expected_version == 0;
+        let due_sort = p.next_due.unwrap_or(i64::MAX);
+        let mut rows = Vec::with_capacity(events.len());
+        for event in events {
+            rows.push(EventRow {
+                global_seq: 0,
+                order_id: event.order_id.0.clone(),
+                seq: u64_i64(event.seq),
+                at: at_text(event),
+                at_ms: millis(event.at),
+                actor: event.actor.0.clone(),
+                role: enum_str(&event.role),
+                unit: event.unit.as_str().to_owned(),
+                kind: serde_json::to_string(&event.kind).map_err(|_| StoreError::Snapshot)?,
+                state_before: event.state_before.as_str().to_owned(),
+                state_after: event.state_after.as_str().to_owned(),
+                reason: event_reason(&event.kind),
+                prev_hash: String::new(),
+                hash: String::new(),
+            });
+        }
+        let postgres = self.backend() == super::Backend::Postgres;
+        let events_sql = format!(
+            "{INSERT_EVENTS}{}",
+            values_rows(rows.len(), 14, if postgres { 2 } else { 0 })
+        );
+        let events_sql = if postgres {
+            // One round trip while the head is locked.
+            format!(
+                "WITH appended AS ({events_sql}) UPDATE ledger_head SET global_seq = $1, hash = $2 WHERE id = 1"
+            )
+        } else {
+            events_sql
+        };
         on_pool!(self, |pool| {
             let mut tx = pool.begin().await?;
-            // Write first: takes the write lock (SQLite) / the head row lock (PostgreSQL).
-            sqlx::query("UPDATE ledger_head SET touched_at = $1 WHERE id = 1")
-                .bind(now_ms)
-                .execute(&mut *tx)
-                .await?;
-            let (mut global_seq, mut prev_hash): (i64, String) =
-                sqlx::query_as("SELECT global_seq, hash FROM ledger_head WHERE id = 1")
-                    .fetch_one(&mut *tx)
-                    .await?;
             if let Some(record) = idempotency {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (actor, key, body_hash, order_id, created_ms) \
@@ -326,7 +553,7 @@ impl Store {
                 .bind(record.actor)
                 .bind(record.key)
                 .bind(record.body_hash)
-                .bind(order.id.0.as_str())
+                .bind(order_id)
                 .bind(now_ms)
                 .execute(&mut *tx)
                 .await?
@@ -336,16 +563,18 @@ impl Store {
                     return Err(AppendError::IdempotencyKeyTaken);
                 }
             }
-            let written = if expected_version == 0 {
-                sqlx::query(
+            // The projection first: takes the write lock (SQLite) / the order's row
+            // lock (PostgreSQL), and checks the version.
+            let written: Option<(i64,)> = if created {
+                sqlx::query_as(
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
                      special_flag, created_ms, updated_ms, snapshot, due_sort) VALUES ($1, $2, $3, \
                      $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $19, $20, $21) ON CONFLICT (id) DO NOTHING",
+                     $19, $20, $21) ON CONFLICT (id) DO NOTHING RETURNING created_ms",
                 )
-                .bind(order.id.0.as_str())
+                .bind(order_id)
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
                 .bind(order.fields.city.as_str())
@@ -365,18 +594,17 @@ impl Store {
                 .bind(bool_int(order.special_flag))
                 .bind(now_ms)
                 .bind(&p.snapshot)
-                .bind(p.next_due.unwrap_or(i64::MAX))
-                .execute(&mut *tx)
+                .bind(due_sort)
+                .fetch_optional(&mut *tx)
                 .await?
-                .rows_affected()
             } else {
-                sqlx::query(
+                sqlx::query_as(
                     "UPDATE orders SET version = $1, state = $2, category = $3, urgency = $4, \
                      area = $5, units = $6, lead_unit = $7, transfer_due_ms = $8, \
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
                      updated_ms = $15, snapshot = $16, due_sort = $19 WHERE id = $17 \
-                     AND version = $18",
+                     AND version = $18 RETURNING created_ms",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -394,63 +622,116 @@ impl Store {
                 .bind(bool_int(order.special_flag))
                 .bind(now_ms)
                 .bind(&p.snapshot)
-                .bind(order.id.0.as_str())
+                .bind(order_id)
                 .bind(u64_i64(expected_version))
-                .bind(p.next_due.unwrap_or(i64::MAX))
-                .execute(&mut *tx)
+                .bind(due_sort)
+                .fetch_optional(&mut *tx)
                 .await?
-                .rows_affected()
             };
-            if written != 1 {
+            let Some((created_ms,)) = written else {
                 tx.rollback().await?;
                 return Err(AppendError::Conflict);
-            }
-            for event in events {
-                global_seq += 1;
-                let hash = chain_hash(&prev_hash, event);
-                sqlx::query(
-                    "INSERT INTO order_events (global_seq, order_id, seq, at, at_ms, actor, role, \
-                     unit, kind, state_before, state_after, reason, prev_hash, hash) VALUES ($1, \
-                     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
-                )
-                .bind(global_seq)
-                .bind(event.order_id.0.as_str())
-                .bind(u64_i64(event.seq))
-                .bind(at_text(event))
-                .bind(millis(event.at))
-                .bind(event.actor.0.as_str())
-                .bind(enum_str(&event.role))
-                .bind(event.unit.as_str())
-                .bind(serde_json::to_string(&event.kind).map_err(|_| StoreError::Snapshot)?)
-                .bind(event.state_before.as_str())
-                .bind(event.state_after.as_str())
-                .bind(event_reason(&event.kind))
-                .bind(&prev_hash)
-                .bind(&hash)
-                .execute(&mut *tx)
-                .await?;
-                prev_hash = hash;
-            }
-            sqlx::query("UPDATE ledger_head SET global_seq = $1, hash = $2 WHERE id = 1")
-                .bind(global_seq)
-                .bind(&prev_hash)
-                .execute(&mut *tx)
-                .await?;
-            for unit in &involved {
-                sqlx::query(
-                    "INSERT INTO order_units (order_id, unit) VALUES ($1, $2) \
+            };
+            if !involved.is_empty() {
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "INSERT INTO order_units (order_id, unit) VALUES {} \
                      ON CONFLICT (order_id, unit) DO NOTHING",
+                    values_rows(involved.len(), 2, 0)
+                )));
+                for unit in &involved {
+                    q = q.bind(order_id).bind(unit);
+                }
+                q.execute(&mut *tx).await?;
+            }
+            match &scope {
+                Some(units) => {
+                    if !created {
+                        sqlx::query(
+                            "UPDATE order_scope SET state = $1, due_sort = $2 WHERE order_id = $3",
+                        )
+                        .bind(&p.state)
+                        .bind(due_sort)
+                        .bind(order_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    if !units.is_empty() {
+                        let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
+                            "INSERT INTO order_scope (order_id, unit, state, due_sort, \
+                             created_ms) VALUES {} ON CONFLICT (order_id, unit) DO NOTHING",
+                            values_rows(units.len(), 5, 0)
+                        )));
+                        for unit in units {
+                            q = q
+                                .bind(order_id)
+                                .bind(unit)
+                                .bind(&p.state)
+                                .bind(due_sort)
+                                .bind(created_ms);
+                        }
+                        q.execute(&mut *tx).await?;
+                    }
+                }
+                None => {
+                    // Written without the unit tree: the stored scope is incomplete
+                    // from now on; the next install_unit_tree rebuilds it.
+                    sqlx::query(
+                        "UPDATE order_scope_tree SET fingerprint = '' WHERE id = 1 \
+                         AND fingerprint <> ''",
+                    )
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if !rows.is_empty() {
+                // Last: the head, which serializes every commit (the chain has no forks).
+                let (mut global_seq, mut prev_hash): (i64, String) = sqlx::query_as(
+                    "UPDATE ledger_head SET touched_at = $1 WHERE id = 1 \
+                     RETURNING global_seq, hash",
                 )
-                .bind(order.id.0.as_str())
-                .bind(unit)
-                .execute(&mut *tx)
+                .bind(now_ms)
+                .fetch_one(&mut *tx)
                 .await?;
+                for (row, event) in rows.iter_mut().zip(events) {
+                    global_seq += 1;
+                    row.global_seq = global_seq;
+                    row.hash = chain_hash(&prev_hash, event);
+                    row.prev_hash = std::mem::replace(&mut prev_hash, row.hash.clone());
+                }
+                let mut q = sqlx::query(sqlx::AssertSqlSafe(events_sql));
+                if postgres {
+                    q = q.bind(global_seq).bind(&prev_hash);
+                }
+                for row in &rows {
+                    q = q
+                        .bind(row.global_seq)
+                        .bind(&row.order_id)
+                        .bind(row.seq)
+                        .bind(&row.at)
+                        .bind(row.at_ms)
+                        .bind(&row.actor)
+                        .bind(&row.role)
+                        .bind(&row.unit)
+                        .bind(&row.kind)
+                        .bind(&row.state_before)
+                        .bind(&row.state_after)
+                        .bind(&row.reason)
+                        .bind(&row.prev_hash)
+                        .bind(&row.hash);
+                }
+                q.execute(&mut *tx).await?;
+                if !postgres {
+                    sqlx::query("UPDATE ledger_head SET global_seq = $1, hash = $2 WHERE id = 1")
+                        .bind(global_seq)
+                        .bind(&prev_hash)
+                        .execute(&mut *tx)
+                        .await?;
+                }
             }
             tx.commit().await?;
         });
         Ok(())
     }
-
     /// The order's projection (latest snapshot).
     ///
     /// # Errors
@@ -542,13 +823,39 @@ impl Store {
             binds.push(value);
             format!("${}", binds.len())
         };
+        // The scope as one range of `order_scope` (the user's unit) when the unit tree
+        // is installed and knows the unit, and no caller number narrows the list
+        // further (that one walks the phone index).
+        let scope_unit = match (&filter.scope, &filter.scope_unit, filter.phone.is_none()) {
+            (Some(scope), Some(unit), true) if !scope.is_empty() => self
+                .installed_scope_tree()
+                .filter(|tree| tree.scopes(unit))
+                .map(|_| unit.clone()),
+            _ => None,
+        };
+        // Clauses on order_scope `s` (then the count needs no join) and on orders `o`.
+        let mut scope_clauses: Vec<String> = Vec::new();
+        if let Some(unit) = &scope_unit {
+            let n = next(&mut binds, Bind::Text(unit.clone()));
+            scope_clauses.push(format!("s.unit = {n}"));
+            if let Some(state) = filter.state {
+                let n = next(&mut binds, Bind::Text(state.as_str().to_owned()));
+                scope_clauses.push(format!("s.state = {n}"));
+            }
+        }
         let text_filters = [
-            ("state", filter.state.map(|s| s.as_str().to_owned())),
-            ("city", filter.city.clone()),
-            ("category", filter.category.clone()),
-            ("area", filter.area.clone()),
-            ("urgency", filter.urgency.clone()),
-            ("contact_phone", filter.phone.clone()),
+            (
+                "o.state",
+                filter
+                    .state
+                    .filter(|_| scope_unit.is_none())
+                    .map(|s| s.as_str().to_owned()),
+            ),
+            ("o.city", filter.city.clone()),
+            ("o.category", filter.category.clone()),
+            ("o.area", filter.area.clone()),
+            ("o.urgency", filter.urgency.clone()),
+            ("o.contact_phone", filter.phone.clone()),
         ];
         for (column, value) in text_filters {
             if let Some(value) = value {
@@ -559,19 +866,19 @@ impl Store {
         if let Some(unit) = &filter.unit {
             let n = next(&mut binds, Bind::Text(unit.clone()));
             clauses.push(format!(
-                "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = o.id \
                  AND ou.unit = {n})"
             ));
         }
         if let Some(flag) = filter.special_flag {
             let n = next(&mut binds, Bind::Int(bool_int(flag)));
-            clauses.push(format!("special_flag = {n}"));
+            clauses.push(format!("o.special_flag = {n}"));
         }
         if let Some(overdue) = filter.overdue {
             let n = next(&mut binds, Bind::Int(filter.now_ms));
             let condition = format!(
-                "(overdue_done = 1 OR (completed_ms IS NULL AND state <> 'closed' \
-                 AND feedback_due_ms < {n}))"
+                "(o.overdue_done = 1 OR (o.completed_ms IS NULL AND o.state <> 'closed' \
+                 AND o.feedback_due_ms < {n}))"
             );
             clauses.push(if overdue {
                 condition
@@ -579,40 +886,69 @@ impl Store {
                 format!("NOT {condition}")
             });
         }
-        if let Some(scope) = &filter.scope {
-            if scope.is_empty() {
-                clauses.push("1 = 0".to_owned());
-            } else {
+        match (&filter.scope, &scope_unit) {
+            (_, Some(_)) | (None, None) => {}
+            (Some(scope), None) if scope.is_empty() => clauses.push("1 = 0".to_owned()),
+            (Some(scope), None) => {
                 let placeholders: Vec<String> = scope
                     .iter()
                     .map(|u| next(&mut binds, Bind::Text(u.clone())))
                     .collect();
                 // EXISTS lets the planner walk the sort index and stop at the page.
                 clauses.push(format!(
-                    "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                    "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = o.id \
                      AND ou.unit IN ({}))",
                     placeholders.join(", ")
                 ));
             }
         }
-        let where_sql = if clauses.is_empty() {
-            String::new()
+        let (from_sql, count_from, order_sql) = if scope_unit.is_some() {
+            // CROSS JOIN: SQLite keeps order_scope outside (walking its index in list
+            // order); PostgreSQL plans it as an ordinary join.
+            let where_all = scope_clauses
+                .iter()
+                .chain(clauses.iter())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            let count = if clauses.is_empty() {
+                format!("order_scope s WHERE {}", scope_clauses.join(" AND "))
+            } else {
+                format!("order_scope s CROSS JOIN orders o WHERE o.id = s.order_id AND {where_all}")
+            };
+            (
+                format!(
+                    "order_scope s CROSS JOIN orders o WHERE o.id = s.order_id AND {where_all}"
+                ),
+                count,
+                match filter.sort {
+                    OrderSort::Created => " ORDER BY s.created_ms DESC, s.order_id DESC",
+                    OrderSort::Deadline => " ORDER BY s.due_sort, s.order_id",
+                },
+            )
         } else {
-            format!(" WHERE {}", clauses.join(" AND "))
-        };
-        let order_sql = match filter.sort {
-            OrderSort::Created => " ORDER BY created_ms DESC, id DESC",
-            OrderSort::Deadline => " ORDER BY due_sort, id",
+            let where_sql = if clauses.is_empty() {
+                String::new()
+            } else {
+                format!(" WHERE {}", clauses.join(" AND "))
+            };
+            (
+                format!("orders o{where_sql}"),
+                format!("orders o{where_sql}"),
+                match filter.sort {
+                    OrderSort::Created => " ORDER BY o.created_ms DESC, o.id DESC",
+                    OrderSort::Deadline => " ORDER BY o.due_sort, o.id",
+                },
+            )
         };
         let limit = next(&mut binds, Bind::Int(filter.limit));
         let offset = next(&mut binds, Bind::Int(filter.offset));
         let count_binds = binds.len() - 2;
         // Only fixed fragments and numbered placeholders are concatenated; every
         // value is bound.
-        let page_sql = format!(
-            "SELECT snapshot FROM orders{where_sql}{order_sql} LIMIT {limit} OFFSET {offset}"
-        );
-        let count_sql = format!("SELECT COUNT(*) FROM orders{where_sql}");
+        let page_sql =
+            format!("SELECT o.snapshot FROM {from_sql}{order_sql} LIMIT {limit} OFFSET {offset}");
+        let count_sql = format!("SELECT COUNT(*) FROM {count_from}");
         let (rows, total): (Vec<(String,)>, (i64,)) = on_pool!(self, |p| {
             let mut page = sqlx::query_as(sqlx::AssertSqlSafe(page_sql));
             for b in &binds {
@@ -923,15 +1259,23 @@ mod tests {
     }
 
     fn agent() -> Actor {
+        agent_of("jinan")
+    }
+
+    fn agent_of(city: &str) -> Actor {
         Actor {
             user_id: UserId("agent".into()),
             roles: vec![Role::Agent, Role::Dispatcher],
-            unit: UnitId::new("jinan"),
+            unit: UnitId::new(city),
         }
     }
 
     /// A submitted order and its events.
     fn submitted(w: &World, id: &str, phone: &str) -> (Order, Vec<Event>) {
+        submitted_in(w, id, phone, "jinan")
+    }
+
+    fn submitted_in(w: &World, id: &str, phone: &str, city: &str) -> (Order, Vec<Event>) {
         let ctx = Context {
             calendar: &w.calendar,
             units: &w.units,
@@ -945,19 +1289,19 @@ mod tests {
             },
             category: Category::Complaint,
             description: "律师不回电话".into(),
-            city: UnitId::new("jinan"),
+            city: UnitId::new(city),
             received_at: now,
             ..OrderFields::default()
         };
         let (o, mut events) = apply(
             &Order::new(OrderId(id.into())),
             Command::Create { fields },
-            &agent(),
+            &agent_of(city),
             now,
             &ctx,
         )
         .expect("create");
-        let (o, more) = apply(&o, Command::Submit, &agent(), now, &ctx).expect("submit");
+        let (o, more) = apply(&o, Command::Submit, &agent_of(city), now, &ctx).expect("submit");
         events.extend(more);
         (o, events)
     }
@@ -1237,6 +1581,219 @@ mod tests {
         if let Some(store) = test_support::postgres().await {
             projection_edits_are_found(store).await;
         }
+    }
+
+    /// Shandong's default tree plus a county, a township under it and an institution
+    /// (optionally the township under Qingdao instead: a changed configuration).
+    fn scoped_tree(township_parent: &str) -> UnitTree {
+        use crate::ticket::{Unit, UnitKind};
+        let mut tree = UnitTree::shandong_default();
+        for (id, kind, parent) in [
+            ("jinan-lixia", UnitKind::County, "jinan"),
+            ("jinan-legal-aid", UnitKind::Institution, "jinan"),
+            ("town", UnitKind::Township, township_parent),
+        ] {
+            tree.add(Unit {
+                id: UnitId::new(id),
+                name: id.to_owned(),
+                kind,
+                parent: Some(UnitId::new(parent)),
+                area_code: None,
+            })
+            .expect("unit");
+        }
+        tree
+    }
+
+    /// Orders of Jinan and Qingdao, dispatched to every kind of unit, some signed.
+    async fn scoped_orders(store: &Store, w: &World) {
+        let targets = [
+            None,
+            Some("jinan-lixia"),
+            Some("jinan-legal-aid"),
+            Some("town"),
+            Some("qingdao"),
+        ];
+        let ctx = Context {
+            calendar: &w.calendar,
+            units: &w.units,
+            routing: &w.routing,
+        };
+        for i in 0..20_usize {
+            let id = format!("GD-S{i:02}");
+            let city = if i % 3 == 1 { "qingdao" } else { "jinan" };
+            let (mut order, mut events) = submitted_in(w, &id, "13800000000", city);
+            if let Some(unit) = targets[i % targets.len()] {
+                let at = at("2025-09-30T17:00:00+08:00") + chrono::Duration::minutes(i as i64);
+                let command = Command::Dispatch {
+                    units: vec![UnitId::new(unit)],
+                    category: None,
+                    area: None,
+                };
+                let (next, more) =
+                    apply(&order, command, &agent_of(city), at, &ctx).expect("dispatch");
+                events.extend(more);
+                order = next;
+            }
+            store
+                .append_order_events(&order, 0, &events, None, 1000 + i as i64)
+                .await
+                .expect("append");
+        }
+    }
+
+    fn subtree(tree: &UnitTree, unit: &str) -> Vec<String> {
+        let unit = UnitId::new(unit);
+        tree.units()
+            .filter(|u| tree.covers(&unit, &u.id))
+            .map(|u| u.id.0.clone())
+            .collect()
+    }
+
+    /// The `order_scope` range gives exactly what the EXISTS probe of `order_units`
+    /// gives, for every unit, state, sort, extra filter and page.
+    async fn assert_scope_matches_probe(store: &Store, tree: &UnitTree) {
+        let states = [None, Some(State::PendingDispatch), Some(State::Dispatched)];
+        let mut seen_any = 0;
+        for unit in tree.units().filter(|u| u.parent.is_some()) {
+            for state in states {
+                for sort in [OrderSort::Created, OrderSort::Deadline] {
+                    for category in [None, Some("complaint".to_owned())] {
+                        for (offset, limit) in [(0, 50), (2, 3)] {
+                            let probe = OrderFilter {
+                                state,
+                                category: category.clone(),
+                                scope: Some(subtree(tree, unit.id.as_str())),
+                                sort,
+                                offset,
+                                limit,
+                                ..OrderFilter::default()
+                            };
+                            let ranged = OrderFilter {
+                                scope_unit: Some(unit.id.0.clone()),
+                                ..probe.clone()
+                            };
+                            let ids = |(orders, total): (Vec<Order>, i64)| {
+                                (
+                                    orders.into_iter().map(|o| o.id.0).collect::<Vec<_>>(),
+                                    total,
+                                )
+                            };
+                            let expected = ids(store.list_orders(&probe).await.unwrap());
+                            let got = ids(store.list_orders(&ranged).await.unwrap());
+                            assert_eq!(
+                                got, expected,
+                                "{} {state:?} {sort:?} {category:?}",
+                                unit.id
+                            );
+                            seen_any += expected.1;
+                        }
+                    }
+                }
+            }
+        }
+        assert!(seen_any > 0, "the scopes hold orders");
+    }
+
+    async fn unit_scope_ranges_match_the_probe(fresh: impl AsyncFn() -> Store) {
+        let mut w = world();
+        w.units = scoped_tree("jinan-lixia");
+        // Installed before the orders are written.
+        let store = fresh().await;
+        assert!(
+            store.install_unit_tree(&w.units).await.unwrap(),
+            "new database"
+        );
+        scoped_orders(&store, &w).await;
+        let (scoped, _) = store
+            .list_orders(&OrderFilter {
+                scope: Some(subtree(&w.units, "jinan-lixia")),
+                scope_unit: Some("jinan-lixia".into()),
+                limit: 50,
+                ..OrderFilter::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(scoped.len(), 8, "lixia and its township: 4 + 4");
+        assert_scope_matches_probe(&store, &w.units).await;
+        // Commands later move state and deadline: the copies follow.
+        let ctx = Context {
+            calendar: &w.calendar,
+            units: &w.units,
+            routing: &w.routing,
+        };
+        let order = store.load_order("GD-S03").await.unwrap().expect("order");
+        let town = Actor {
+            user_id: UserId("t".into()),
+            roles: vec![Role::UnitHandler],
+            unit: UnitId::new("town"),
+        };
+        let (next, more) = apply(
+            &order,
+            Command::Sign,
+            &town,
+            at("2025-10-09T09:00:00+08:00"),
+            &ctx,
+        )
+        .unwrap();
+        store
+            .append_order_events(&next, order.version, &more, None, 5000)
+            .await
+            .unwrap();
+        assert_scope_matches_probe(&store, &w.units).await;
+        // Same tree again: nothing to rebuild.
+        assert!(!store.install_unit_tree(&w.units).await.unwrap());
+        // The ranged list really reads order_scope.
+        on_pool!(store, |p| sqlx::query("DELETE FROM order_scope")
+            .execute(p)
+            .await
+            .map(|_| ()))
+        .unwrap();
+        let filter = OrderFilter {
+            scope: Some(subtree(&w.units, "jinan-lixia")),
+            scope_unit: Some("jinan-lixia".into()),
+            limit: 50,
+            ..OrderFilter::default()
+        };
+        assert_eq!(store.list_orders(&filter).await.unwrap().1, 0);
+
+        // Orders written without the tree, then installed: rebuilt from order_units.
+        let store = fresh().await;
+        scoped_orders(&store, &w).await;
+        assert!(store.install_unit_tree(&w.units).await.unwrap());
+        assert_scope_matches_probe(&store, &w.units).await;
+        // The configuration moves the township under Qingdao: rebuilt again.
+        let moved = scoped_tree("qingdao");
+        assert!(store.install_unit_tree(&moved).await.unwrap());
+        assert_scope_matches_probe(&store, &moved).await;
+        assert!(ledger_ok(&store).await);
+    }
+
+    async fn ledger_ok(store: &Store) -> bool {
+        store.verify_ledger().await.unwrap().ok
+            && store.verify_projection().await.unwrap().is_none()
+    }
+
+    #[tokio::test]
+    async fn sqlite_unit_scope_ranges_match_the_probe() {
+        let dirs = std::sync::Mutex::new(Vec::new());
+        unit_scope_ranges_match_the_probe(async || {
+            let (store, dir) = test_support::sqlite().await;
+            dirs.lock().unwrap().push(dir);
+            store
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn postgres_unit_scope_ranges_match_the_probe() {
+        if test_support::postgres().await.is_none() {
+            return;
+        }
+        unit_scope_ranges_match_the_probe(async || {
+            test_support::postgres().await.expect("postgres")
+        })
+        .await;
     }
 
     #[test]
