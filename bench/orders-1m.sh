@@ -5,11 +5,14 @@
 # copies of their projection rows), start `hotline serve` on each, and sample
 #   GET /api/orders?per_page=50&sort=deadline                       (unfiltered)
 #   GET /api/orders?per_page=50&sort=deadline&city=jinan&state=pending_dispatch&category=complaint
-# as the province admin (whole province in scope), pages 1-20; and the unfiltered list
-# as the handler of jinan-legal-aid (scoped: the store adds an EXISTS on order_units). The anchor is the
-# database's own floor: the same two statements the store runs per request (the page
-# and the COUNT) run by sqlite3 / psql on the same database in the same run, timed by
-# the client (`.timer on` / `\timing`), summed per request. Not part of `cargo test`.
+# as the province admin (whole province in scope), pages 1-20; and the unit-scoped lists
+# (the store reads the user's unit's rows of order_scope, migration 0007):
+#   handler    (jinan-legal-aid, an institution)   GET /api/orders?per_page=50&sort=deadline
+#   dispatcher (jinan, the city: its whole subtree) the same, and &state=pending_dispatch
+# The anchor is the database's own floor: the same two statements the store runs per
+# request (the page and the COUNT) run by sqlite3 / psql on the same database in the
+# same run, timed by the client (`.timer on` / `\timing`), summed per request. Not part
+# of `cargo test`.
 #
 #   bench/orders-1m.sh [N] [templates]       (defaults 1000000 10000)
 #   PG_ADMIN=postgres://postgres@127.0.0.1:5432/postgres   ("off" to skip PostgreSQL)
@@ -32,10 +35,10 @@ COUNT_SQL="SELECT COUNT(*) FROM orders;"
 FILTER="WHERE state = 'pending_dispatch' AND city = 'jinan' AND category = 'complaint'"
 FPAGE_SQL="SELECT snapshot FROM orders $FILTER ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
 FCOUNT_SQL="SELECT COUNT(*) FROM orders $FILTER;"
-# The handler of jinan-legal-aid (scope = its subtree, one unit): what the store runs.
-SCOPE="WHERE EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id AND ou.unit IN ('jinan-legal-aid'))"
-SPAGE_SQL="SELECT snapshot FROM orders $SCOPE ORDER BY due_sort, id LIMIT 50 OFFSET %d;"
-SCOUNT_SQL="SELECT COUNT(*) FROM orders $SCOPE;"
+# Unit-scoped lists: what the store runs for a user of unit $1 (state filter in $2).
+scope_page() { echo "SELECT o.snapshot FROM order_scope s CROSS JOIN orders o WHERE o.id = s.order_id AND s.unit = '$1'$2 ORDER BY s.due_sort, s.order_id LIMIT 50 OFFSET %d;"; }
+scope_count() { echo "SELECT COUNT(*) FROM order_scope s WHERE s.unit = '$1'$2;"; }
+PENDING=" AND s.state = 'pending_dispatch'"
 
 queries() { # $1 = page printf format, $2 = count SQL: SAMPLES requests, pages 1-20
   for i in $(seq 0 $((SAMPLES - 1))); do
@@ -78,20 +81,28 @@ measure() { # $1 = label, $2 = DATABASE_URL, $3 = floor function, $4 = floor tar
   out=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --filtered --list-user admin \
     --list-samples "$SAMPLES")
   echo "$out"
-  local scoped
-  scoped=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --list-user handler \
+  local handler dispatcher
+  handler=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --list-user handler \
     --list-samples "$SAMPLES")
-  echo "handler: $scoped"
+  echo "handler: $handler"
+  dispatcher=$("$BENCH" --url "127.0.0.1:$PORT" --list-only --inbox --list-user dispatcher \
+    --list-samples "$SAMPLES")
+  echo "dispatcher: $dispatcher"
   kill "$pid"; wait "$pid" 2>/dev/null || true
-  local api_all api_f api_s floor_all floor_f floor_s
+  local api_all api_f api_h api_d api_di floor_all floor_f floor_h floor_d floor_di
   api_all=$(echo "$out" | sed -n 1p | api_p)
   api_f=$(echo "$out" | sed -n 2p | api_p)
+  api_h=$(echo "$handler" | sed -n 1p | api_p)
+  api_d=$(echo "$dispatcher" | sed -n 1p | api_p)
+  api_di=$(echo "$dispatcher" | sed -n 2p | api_p)
   floor_all=$($3 "$4" "$PAGE_SQL" "$COUNT_SQL")
   floor_f=$($3 "$4" "$FPAGE_SQL" "$FCOUNT_SQL")
-  floor_s=$($3 "$4" "$SPAGE_SQL" "$SCOUNT_SQL")
-  api_s=$(echo "$scoped" | api_p)
+  floor_h=$($3 "$4" "$(scope_page jinan-legal-aid)" "$(scope_count jinan-legal-aid)")
+  floor_d=$($3 "$4" "$(scope_page jinan)" "$(scope_count jinan)")
+  floor_di=$($3 "$4" "$(scope_page jinan "$PENDING")" "$(scope_count jinan "$PENDING")")
   ROWS+=("$1 unfiltered $api_all $floor_all" "$1 filtered $api_f $floor_f"
-    "$1 scoped $api_s $floor_s")
+    "$1 scoped-unit $api_h $floor_h" "$1 scoped-city $api_d $floor_d"
+    "$1 city-inbox $api_di $floor_di")
 }
 
 [ "${SQLITE:-on}" = off ] ||
@@ -104,7 +115,7 @@ if [ "$PG_ADMIN" != off ]; then
 fi
 
 echo
-echo "N=$N orders, $SAMPLES requests per query, pages 1-20 of 50, as admin; ms"
+echo "N=$N orders, $SAMPLES requests per query, pages 1-20 of 50; ms"
 printf '%-9s %-11s %9s %9s %11s %11s %9s\n' backend list "API p50" "API p99" "floor p50" "floor p99" "p99 ratio"
 for r in "${ROWS[@]}"; do
   set -- $r

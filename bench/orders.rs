@@ -25,6 +25,8 @@ struct Args {
     max_secs: u64,
     /// Also sample a filtered list (`city`, `state`, `category`).
     filtered: bool,
+    /// Also sample the dispatch inbox (`state=pending_dispatch`).
+    inbox: bool,
     /// Demo user whose view of the list is sampled (default `handler`).
     list_user: String,
     /// Seeding mode: store this many orders directly in `--database` and exit.
@@ -43,6 +45,7 @@ fn args() -> Args {
         list_only: false,
         max_secs: 0,
         filtered: false,
+        inbox: false,
         list_user: "handler".into(),
         seed: 0,
         templates: 10_000,
@@ -56,6 +59,10 @@ fn args() -> Args {
         }
         if flag == "--filtered" {
             a.filtered = true;
+            continue;
+        }
+        if flag == "--inbox" {
+            a.inbox = true;
             continue;
         }
         let value = it.next().unwrap_or_default();
@@ -284,6 +291,14 @@ async fn list_latency(a: &Args, handler: &[(String, String)]) {
         )
         .await;
     }
+    if a.inbox {
+        sample_list(
+            a,
+            handler,
+            "per_page=50&sort=deadline&state=pending_dispatch",
+        )
+        .await;
+    }
 }
 
 async fn sample_list(a: &Args, handler: &[(String, String)], query: &str) {
@@ -314,8 +329,8 @@ async fn sample_list(a: &Args, handler: &[(String, String)], query: &str) {
 /// dispatched ones) and appended by `Store::append_order_events`, so they have their
 /// ledger rows, hash chain and projection. The remaining N - K are SQL copies of the
 /// templates' projection rows (`orders`, `order_units`) with a new id (also replaced
-/// inside the snapshot JSON) and a distinct `created_ms`: the list reads only those two
-/// tables, so they are what a list benchmark needs. The copies have no ledger rows
+/// inside the snapshot JSON) and a distinct `created_ms`, and of their `order_scope`
+/// rows: the list reads only those three tables, so they are what a list benchmark needs. The copies have no ledger rows
 /// (`hotline ledger verify` of such a database reports only the templates' chain, and
 /// `verify_projection` would flag the copies): a bench database, not a real one.
 mod seed {
@@ -353,6 +368,11 @@ mod seed {
         let orders = OrdersContext::from_config(&config, calendar);
         let store = Store::connect(&a.database).await.expect("database");
         store.migrate().await.expect("migrate");
+        // As the server does at start-up: order_scope rows follow the configured units.
+        store
+            .install_unit_tree(&orders.units)
+            .await
+            .expect("install units");
         let templates = a.templates.min(a.seed).max(1);
         let copies = a.seed.div_ceil(templates).saturating_sub(1);
         let started = Instant::now();
@@ -481,10 +501,15 @@ mod seed {
              SELECT u.order_id || '-' || n.k, u.unit FROM order_units u, n \
              WHERE u.order_id NOT LIKE '%-%'"
         );
+        let scope = format!(
+            "{series}INSERT INTO order_scope (order_id, unit, state, due_sort, created_ms) \
+             SELECT s.order_id || '-' || n.k, s.unit, s.state, s.due_sort, s.created_ms + n.k \
+             FROM order_scope s, n WHERE s.order_id NOT LIKE '%-%'"
+        );
         match backend {
             Backend::Sqlite => {
                 let pool = sqlx::SqlitePool::connect(url).await.expect("sqlite");
-                for sql in [orders, units, "ANALYZE".to_owned()] {
+                for sql in [orders, units, scope, "ANALYZE".to_owned()] {
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&pool)
                         .await
@@ -495,7 +520,7 @@ mod seed {
                 let pool = sqlx::PgPool::connect(url).await.expect("postgres");
                 // VACUUM too: the visibility map autovacuum would set lets COUNT use
                 // index-only scans, as on a database that has been running.
-                for sql in [orders, units, "VACUUM ANALYZE".to_owned()] {
+                for sql in [orders, units, scope, "VACUUM ANALYZE".to_owned()] {
                     sqlx::query(sqlx::AssertSqlSafe(sql))
                         .execute(&pool)
                         .await

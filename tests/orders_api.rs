@@ -1165,3 +1165,135 @@ async fn bearer_token_writes_without_csrf() {
         .await;
     assert_eq!(me.body["id"], "intake-bot");
 }
+
+/// Sign-in rate by duty shift from real `queue_log` rows (AS-METRICS). The shipped
+/// roster puts agents 1001 and 1002 (Jinan) and 2001 (Qingdao) on duty every day from
+/// 00:00, so March 2026 has 31 shifts each.
+async fn rankings_carry_the_sign_in_rate(h: &Harness) {
+    use hotline::queue::{AgentId, QueueLogEntry, QueueLogEvent};
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("time");
+    let row = |agent: &str, city: &str, t: &str, event: QueueLogEvent| QueueLogEntry {
+        at: at(t),
+        queue: hotline::ivr::city::CityId::new(city),
+        call: None,
+        agent: Some(AgentId::new(agent)),
+        event,
+    };
+    for entry in [
+        // 1001 signs in the evening before March and stays: 31 shifts, but the ACD
+        // reported it absent on the 5th (e.g. after a restart): 30.
+        row(
+            "1001",
+            "jinan",
+            "2026-02-28T20:00:00+08:00",
+            QueueLogEvent::SignIn,
+        ),
+        row(
+            "1001",
+            "jinan",
+            "2026-03-05T00:00:00+08:00",
+            QueueLogEvent::Absent {
+                shift_start: at("2026-03-05T00:00:00+08:00"),
+            },
+        ),
+        // 1002: signed in from the 10th 08:00 to the 20th 18:00 → the shifts of the
+        // 11th to the 20th: 10.
+        row(
+            "1002",
+            "jinan",
+            "2026-03-10T08:00:00+08:00",
+            QueueLogEvent::SignIn,
+        ),
+        row(
+            "1002",
+            "jinan",
+            "2026-03-20T18:00:00+08:00",
+            QueueLogEvent::SignOut,
+        ),
+        // Not attendance rows: ignored.
+        row(
+            "1002",
+            "jinan",
+            "2026-03-12T09:00:00+08:00",
+            QueueLogEvent::Unpause,
+        ),
+        // 2001 (Qingdao) never signs in: 0 of 31.
+    ] {
+        h.state
+            .store
+            .insert_queue_log(&entry)
+            .await
+            .expect("queue_log row");
+    }
+    // A consultation received in March, answered by the Jinan agent directly: Jinan
+    // is the unit answerable for it.
+    let agent = h.login("agent").await;
+    let order = h
+        .create(
+            &agent,
+            order_body("consultation", "unknown", Some("2026-03-10T10:00:00+08:00")),
+        )
+        .await;
+    let id = id_of(&order);
+    h.command(
+        &agent,
+        &id,
+        "answer_directly",
+        json!({"answer": "可以申请法律援助"}),
+    )
+    .await;
+    let ranked = h
+        .get(&agent, "/api/rankings?period=2026-03&group=consultation")
+        .await;
+    assert_eq!(ranked.status, StatusCode::OK, "{}", ranked.text);
+    let jinan = ranked.body["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["unit"] == "jinan"))
+        .unwrap_or_else(|| panic!("no jinan row: {}", ranked.text));
+    assert_eq!(jinan["shifts_scheduled"], 62, "{jinan}");
+    assert_eq!(jinan["shifts_signed_in"], 40, "{jinan}");
+    assert_eq!(jinan["sign_in_rate"], 0.645, "{jinan}");
+    let sign_in = ranked.body["sign_in"].as_array().expect("sign_in");
+    let qingdao = sign_in
+        .iter()
+        .find(|r| r["unit"] == "qingdao")
+        .unwrap_or_else(|| panic!("no qingdao: {}", ranked.text));
+    assert_eq!(qingdao["sign_in_rate"], 0.0, "rostered, never signed in");
+    assert_eq!(qingdao["shifts_scheduled"], 31);
+    assert_eq!(qingdao["unit_name"], "青岛市司法局");
+    // A unit without agents on a roster has no rate: null, not 100 %.
+    assert!(
+        sign_in.iter().all(|r| r["unit"] != "jinan-legal-aid"),
+        "{}",
+        ranked.text
+    );
+    let csv = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&format=csv",
+        )
+        .await;
+    assert!(
+        csv.text.lines().next().is_some_and(
+            |header| header.ends_with(",sign_in_rate,shifts_scheduled,shifts_signed_in")
+        ),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains(",0.645,62,40"), "{}", csv.text);
+    // Before the roster starts (2026-01-01): no shift, no rate.
+    let before = h.get(&agent, "/api/rankings?period=2025-12").await;
+    assert_eq!(before.body["sign_in"], json!([]), "{}", before.text);
+}
+
+#[tokio::test]
+async fn sqlite_rankings_carry_the_sign_in_rate_from_queue_log() {
+    rankings_carry_the_sign_in_rate(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_rankings_carry_the_sign_in_rate_from_queue_log() {
+    if let Some(h) = postgres().await {
+        rankings_carry_the_sign_in_rate(&h).await;
+    }
+}

@@ -45,12 +45,22 @@ pub const ROUTES: [(&str, &str); 17] = [
     ("get", "/api/calls"),
 ];
 
+/// How the sign-in rate is computed (AS-METRICS; `src/queue/attendance.rs`).
+pub const SIGN_IN_RATE: &str = "Sign-in rate (签到率) of a unit's agents (an agent belongs to the unit of its \
+    [[queues.agent]] city) over the period: duty shifts signed in on time / duty shifts scheduled. \
+    A scheduled shift is a roster shift ([[queues.roster]]) starting in the period whose check moment \
+    (start + [queues] absent_grace_secs, when the ACD reports absence) has passed; it is signed in on \
+    time when at that moment the agent's latest sign_in/sign_out row in queue_log is a sign_in and no \
+    absent row was logged for it. null when the unit had no scheduled shift (no roster data): never \
+    a made-up 100 %.";
+
 /// The document.
 #[must_use]
 pub fn document() -> Value {
     let query = |name: &str, description: &str| json!({"name": name, "in": "query", "required": false, "schema": {"type": "string"}, "description": description});
     let path_param = |name: &str| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}});
     let mut list = op("List orders in the caller's scope", "orders");
+    list["responses"]["200"] = json!({"description": "one page", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/OrderPage"}}}});
     list["parameters"] = json!([
         query("state", "lifecycle state"),
         query("city", "city unit id"),
@@ -100,6 +110,9 @@ pub fn document() -> Value {
         query("metric", "completion_rate|on_time_rate|satisfaction_rate"),
         query("format", "json|csv")
     ]);
+    rankings["responses"]["200"] = json!({"description": "ranked rows (CSV: the same columns)", "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Rankings"}},
+        "text/csv": {"schema": {"type": "string"}}}});
     let mut ledger_csv = op(
         "Per-unit ledger export (CSV; supervisors, province admins)",
         "ledger",
@@ -124,6 +137,24 @@ pub fn document() -> Value {
                     "channel": {"enum": ["phone", "web", "app", "wechat", "hotline_12345"]}, "city": {"type": "string"},
                     "call_id": {"type": ["string", "null"]}, "recordings": {"type": "array", "items": {"type": "string"}},
                     "received_at": {"type": "string", "format": "date-time"}}},
+                "SignIn": {"type": "object", "description": SIGN_IN_RATE, "properties": {
+                    "sign_in_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+                    "shifts_scheduled": {"type": ["integer", "null"]},
+                    "shifts_signed_in": {"type": ["integer", "null"]}}},
+                "Rankings": {"type": "object", "properties": {
+                    "period": {"type": "string"}, "group": {"type": "string"}, "by": {"enum": ["unit", "category"]},
+                    "rows": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SignIn"}, {"type": "object", "properties": {
+                        "rank": {"type": "integer"}, "unit": {"type": "string"}, "unit_name": {"type": "string"},
+                        "orders": {"type": "integer"}, "completed": {"type": "integer"},
+                        "completion_rate": {"type": ["number", "null"]}, "on_time_rate": {"type": ["number", "null"]},
+                        "satisfaction_rate": {"type": ["number", "null"]}, "returns": {"type": "integer"}, "overdue": {"type": "integer"}}}]}},
+                    "sign_in": {"type": "array", "description": "every unit whose agents had duty shifts due in the period",
+                        "items": {"allOf": [{"$ref": "#/components/schemas/SignIn"}, {"type": "object", "properties": {
+                            "unit": {"type": "string"}, "unit_name": {"type": "string"}}}]}}}},
+                "OrderPage": {"type": "object", "properties": {
+                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}},
+                    "total": {"type": "integer", "description": "exact number of orders matching the filters in the caller's scope"},
+                    "page": {"type": "integer"}, "per_page": {"type": "integer"}}},
                 "Order": {"type": "object", "properties": {
                     "id": {"type": "string"}, "version": {"type": "integer"}, "state": {"type": "string"}, "fields": {"type": "object"},
                     "units": {"type": "array"}, "lead_unit": {"type": ["string", "null"]}, "deadlines": {"type": "object"},

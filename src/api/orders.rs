@@ -3,6 +3,7 @@
 //! decides with [`apply`], and commits events + projection in one transaction before
 //! answering.
 
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -22,6 +23,7 @@ use super::auth::{Auth, CurrentUser, LoginError, SESSION_COOKIE, User, UserView}
 use super::error::ApiError;
 use crate::calendar::{Calendar, shanghai};
 use crate::config::Config;
+use crate::queue::{ShiftAttendance, shift_attendance};
 use crate::store::orders::AppendError;
 use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEvent};
 use crate::ticket::deadlines::running_deadline;
@@ -43,6 +45,8 @@ pub struct OrdersContext {
     pub units: UnitTree,
     pub routing: RoutingRules,
     pub auth: Auth,
+    /// Queues, agents and duty rosters (`[queues]`), for the sign-in rate.
+    pub queues: Option<crate::queue::QueuesConfig>,
 }
 
 impl OrdersContext {
@@ -55,6 +59,7 @@ impl OrdersContext {
             units: unit_tree(config),
             routing: routing_rules(config),
             auth: Auth::from_config(&config.users),
+            queues: config.queues.clone(),
         }
     }
 
@@ -1254,6 +1259,7 @@ async fn rankings(
         .orders_received_between(period.from.timestamp_millis(), period.to.timestamp_millis())
         .await?;
     let ctx = &state.orders;
+    let sign_in = sign_in_by_unit(&state, period, at).await?;
     let mut rows: Vec<Value> = Vec::new();
     if by_category {
         // One row per category of the group: all its orders scored as one "unit".
@@ -1287,13 +1293,17 @@ async fn rankings(
             scores.append(&mut score);
         }
         for r in rank(&scores, group, metric) {
-            rows.push(ranking_row(&r, r.score.unit.as_str()));
+            rows.push(ranking_row(&r, r.score.unit.as_str(), None));
         }
     } else {
         let scores = unit_scores(&orders, period);
         for r in rank(&scores, group, metric) {
             let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
-            rows.push(ranking_row(&r, &name));
+            rows.push(ranking_row(
+                &r,
+                &name,
+                sign_in.get(r.score.unit.as_str()).copied(),
+            ));
         }
     }
     let group_name = match group {
@@ -1303,7 +1313,8 @@ async fn rankings(
     };
     if q.format.as_deref() == Some("csv") {
         let mut out = String::from(
-            "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue\n",
+            "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue,\
+             sign_in_rate,shifts_scheduled,shifts_signed_in\n",
         );
         for row in &rows {
             let cell = |k: &str| match row.get(k) {
@@ -1321,6 +1332,9 @@ async fn rankings(
                 "satisfaction_rate",
                 "returns",
                 "overdue",
+                "sign_in_rate",
+                "shifts_scheduled",
+                "shifts_signed_in",
             ]
             .iter()
             .map(|k| cell(k))
@@ -1338,13 +1352,75 @@ async fn rankings(
         "group": group_name,
         "by": if by_category { "category" } else { "unit" },
         "rows": rows,
+        "sign_in": sign_in
+            .iter()
+            .map(|(unit, attendance)| {
+                let mut row = sign_in_json(Some(*attendance));
+                row["unit"] = json!(unit);
+                row["unit_name"] = json!(ctx.unit_name(&UnitId::new(unit.clone())).unwrap_or_default());
+                row
+            })
+            .collect::<Vec<_>>(),
     }))
     .into_response())
 }
 
-fn ranking_row(r: &crate::ticket::Ranked, name: &str) -> Value {
+/// The sign-in rate of every unit whose agents had duty shifts due in the period
+/// (AS-METRICS; the definition is in [`crate::queue::attendance`]). Units without any
+/// are absent: their rate is null, never a made-up 100 %.
+async fn sign_in_by_unit(
+    state: &AppState,
+    period: Period,
+    at: DateTime<FixedOffset>,
+) -> Result<BTreeMap<String, ShiftAttendance>, ApiError> {
+    let mut by_unit: BTreeMap<String, ShiftAttendance> = BTreeMap::new();
+    let Some(queues) = &state.orders.queues else {
+        return Ok(by_unit);
+    };
+    let grace = chrono::TimeDelta::seconds(i64::try_from(queues.absent_grace_secs).unwrap_or(0));
+    let until = (period.to + grace).min(at);
+    for agent in &queues.agents {
+        if !queues.roster.iter().any(|e| e.agent == agent.id) {
+            continue;
+        }
+        let log = state
+            .store
+            .agent_attendance_log(&agent.id, until.timestamp_millis())
+            .await?;
+        let attendance = shift_attendance(
+            &queues.roster,
+            &state.orders.calendar,
+            &agent.id,
+            &log,
+            period.from,
+            period.to,
+            at,
+            grace,
+        );
+        if attendance.scheduled > 0 {
+            let unit = by_unit.entry(agent.city.as_str().to_owned()).or_default();
+            *unit = unit.plus(attendance);
+        }
+    }
+    Ok(by_unit)
+}
+
+/// `sign_in_rate` (0..1 or null), `shifts_scheduled`, `shifts_signed_in` (null without
+/// roster data).
+fn sign_in_json(attendance: Option<ShiftAttendance>) -> Value {
+    match attendance {
+        Some(a) => json!({
+            "sign_in_rate": a.per_mille().map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0)),
+            "shifts_scheduled": a.scheduled,
+            "shifts_signed_in": a.signed_in,
+        }),
+        None => json!({"sign_in_rate": null, "shifts_scheduled": null, "shifts_signed_in": null}),
+    }
+}
+
+fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAttendance>) -> Value {
     let s = &r.score;
-    json!({
+    let mut row = json!({
         "rank": r.position,
         "unit": s.unit,
         "unit_name": name,
@@ -1355,7 +1431,11 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str) -> Value {
         "satisfaction_rate": rate_value(s.satisfaction_rate),
         "returns": s.returns,
         "overdue": s.overdue,
-    })
+    });
+    if let (Value::Object(row), Value::Object(extra)) = (&mut row, sign_in_json(sign_in)) {
+        row.extend(extra);
+    }
+    row
 }
 
 async fn openapi() -> Json<Value> {

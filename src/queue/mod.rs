@@ -73,6 +73,7 @@
 //! Configuration: see [`config`] (with a full TOML example).
 
 pub mod acd;
+pub mod attendance;
 pub mod config;
 pub mod roster;
 pub mod stats;
@@ -85,6 +86,7 @@ mod proptests;
 mod tests;
 
 pub use acd::Acd;
+pub use attendance::{ShiftAttendance, shift_attendance};
 pub use config::{
     DutyPolicy, QueueAgentConfig, QueueConfig, QueueConfigError, QueueConfigLoadError,
     QueuesConfig, RosterEntry, Strategy, TierRule,

@@ -49,3 +49,29 @@ impl Store {
             .collect())
     }
 }
+
+impl Store {
+    /// An agent's `sign_in`, `sign_out` and `absent` rows up to `until_ms` (inclusive),
+    /// oldest first: what the sign-in rate by shift needs (`AS-METRICS`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn agent_attendance_log(
+        &self,
+        agent: &AgentId,
+        until_ms: i64,
+    ) -> Result<Vec<QueueLogEntry>, StoreError> {
+        let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT detail FROM queue_log WHERE agent = $1 AND at_ms <= $2 \
+             AND event IN ('sign_in', 'sign_out', 'absent') ORDER BY at_ms, id"
+        )
+        .bind(agent.as_str())
+        .bind(until_ms)
+        .fetch_all(p)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .filter_map(|(d,)| serde_json::from_str(&d).ok())
+            .collect())
+    }
+}
