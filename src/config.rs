@@ -41,6 +41,42 @@ pub struct Config {
     /// in hours ring the city's first registered agent).
     #[serde(default)]
     pub queues: Option<crate::queue::QueuesConfig>,
+    /// Where reminders (催办) and supervision presses (督办) are sent besides the log.
+    #[serde(default)]
+    pub notify: NotifyConfig,
+}
+
+/// `[notify]`: the reminder scheduler and the notifiers of order events (TK-REMIND).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// POST each notice as JSON here (`http://` only; put a TLS-terminating proxy in
+    /// front for https). Absent: notices are only logged.
+    pub webhook_url: Option<String>,
+    /// One delivery attempt may take this long.
+    pub webhook_timeout_secs: u64,
+    /// Attempts per notice (the first included) before it is given up (logged, counted).
+    pub webhook_max_attempts: u32,
+    /// Wait after the first failed attempt; doubled after each, at most 60 s.
+    pub webhook_backoff_ms: u64,
+    /// Notices waiting for delivery at most; beyond, new ones are dropped (logged,
+    /// counted). The ledger keeps every reminder whatever happens to its notice.
+    pub webhook_queue: usize,
+    /// How often the reminder scheduler looks for limits near or past.
+    pub reminder_interval_secs: u64,
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        NotifyConfig {
+            webhook_url: None,
+            webhook_timeout_secs: 5,
+            webhook_max_attempts: 6,
+            webhook_backoff_ms: 1000,
+            webhook_queue: 10_000,
+            reminder_interval_secs: 60,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -497,6 +533,7 @@ impl Config {
             }
         }
         validate_users_and_routing(self, &unit_ids, &mut problems);
+        validate_notify(&self.notify, &mut problems);
         problems
     }
 
@@ -721,6 +758,40 @@ pub struct CallsConfig {
     /// server hangs up.
     #[serde(default = "default_queue_hold_secs")]
     pub queue_hold_secs: u64,
+}
+
+fn validate_notify(notify: &NotifyConfig, problems: &mut Vec<Problem>) {
+    let mut add = |path: &str, message: String| {
+        problems.push(Problem {
+            path: format!("notify.{path}"),
+            line: None,
+            message,
+        });
+    };
+    if let Some(url) = &notify.webhook_url
+        && let Err(e) = crate::http_client::HttpUrl::parse(url)
+    {
+        add("webhook_url", e.to_string());
+    }
+    for (key, value) in [
+        ("webhook_timeout_secs", notify.webhook_timeout_secs),
+        (
+            "webhook_max_attempts",
+            u64::from(notify.webhook_max_attempts),
+        ),
+        ("webhook_queue", notify.webhook_queue as u64),
+        ("reminder_interval_secs", notify.reminder_interval_secs),
+    ] {
+        if value == 0 {
+            add(key, "must be at least 1".into());
+        }
+    }
+    if notify.webhook_timeout_secs > 300 || notify.reminder_interval_secs > 86_400 {
+        add(
+            "webhook_timeout_secs",
+            "at most 300 s (and reminder_interval_secs at most a day)".into(),
+        );
+    }
 }
 
 fn default_service_numbers() -> Vec<String> {

@@ -4,6 +4,7 @@
 //! answering.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -24,6 +25,8 @@ use super::error::ApiError;
 use crate::calendar::{Calendar, shanghai};
 use crate::config::Config;
 use crate::queue::{ShiftAttendance, shift_attendance};
+use crate::server::calls::WallClock;
+use crate::server::notify::{Notifier, notices};
 use crate::store::orders::AppendError;
 use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEvent};
 use crate::ticket::deadlines::running_deadline;
@@ -47,6 +50,8 @@ pub struct OrdersContext {
     pub auth: Auth,
     /// Queues, agents and duty rosters (`[queues]`), for the sign-in rate.
     pub queues: Option<crate::queue::QueuesConfig>,
+    /// Told of reminders and supervision presses made through the API, after commit.
+    pub notifier: Option<Arc<dyn Notifier>>,
 }
 
 impl OrdersContext {
@@ -60,6 +65,7 @@ impl OrdersContext {
             routing: routing_rules(config),
             auth: Auth::from_config(&config.users),
             queues: config.queues.clone(),
+            notifier: None,
         }
     }
 
@@ -178,8 +184,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/openapi.json", get(openapi))
 }
 
+/// The server's clock (`--now` / `HOTLINE_FAKE_NOW` shift it), set once at start-up.
+static CLOCK: std::sync::OnceLock<WallClock> = std::sync::OnceLock::new();
+
+/// Order decisions (deadlines, reminder colours, event times) follow `clock`. Called
+/// once by `hotline serve`; without it the wall clock is used.
+pub fn use_clock(clock: WallClock) {
+    let _ = CLOCK.set(clock);
+}
+
 fn now() -> DateTime<FixedOffset> {
-    chrono::Utc::now().with_timezone(&shanghai())
+    CLOCK.get().copied().unwrap_or_default().now()
 }
 
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422.
@@ -975,6 +990,12 @@ async fn order_command(
         .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
         .await?;
     tracing::info!(order = %next.id, user = %user.id, command = command_name, state = %next.state, "order command");
+    // Committed: reminders and supervision presses go out.
+    if let Some(notifier) = &ctx.notifier {
+        for notice in notices(&next, &events) {
+            notifier.notify(&notice);
+        }
+    }
     Ok(Json(order_json(&next, &user, at, ctx)))
 }
 

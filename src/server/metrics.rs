@@ -90,7 +90,21 @@ pub struct Metrics {
     active_registrations: AtomicI64,
     active_transactions: AtomicI64,
     tcp_connections: AtomicI64,
+    notices_delivered: AtomicU64,
+    notice_attempts_failed: AtomicU64,
+    notices_dropped: [AtomicU64; 2],
 }
+
+/// Why a webhook notice was not delivered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeDrop {
+    /// The delivery queue was full.
+    QueueFull,
+    /// Every attempt failed.
+    GaveUp,
+}
+
+const NOTICE_DROPS: [&str; 2] = ["queue_full", "gave_up"];
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -107,6 +121,9 @@ impl Default for Metrics {
             active_registrations: AtomicI64::new(0),
             active_transactions: AtomicI64::new(0),
             tcp_connections: AtomicI64::new(0),
+            notices_delivered: AtomicU64::new(0),
+            notice_attempts_failed: AtomicU64::new(0),
+            notices_dropped: Default::default(),
         }
     }
 }
@@ -157,6 +174,18 @@ impl Metrics {
     }
     pub fn tcp_connection(&self, delta: i64) {
         self.tcp_connections.fetch_add(delta, Relaxed);
+    }
+    /// A webhook notice answered 2xx.
+    pub fn notice_delivered(&self) {
+        self.notices_delivered.fetch_add(1, Relaxed);
+    }
+    /// One webhook delivery attempt failed (unreachable, timeout, non-2xx).
+    pub fn notice_attempt_failed(&self) {
+        self.notice_attempts_failed.fetch_add(1, Relaxed);
+    }
+    /// A webhook notice will not be delivered.
+    pub fn notice_dropped(&self, why: NoticeDrop) {
+        self.notices_dropped[why as usize].fetch_add(1, Relaxed);
     }
     pub fn parse_errors(&self) -> u64 {
         self.parse_errors.load(Relaxed)
@@ -251,6 +280,31 @@ impl Metrics {
             "counter",
             RECORDING_FAILURES.load(Relaxed) as i64,
         );
+        gauge(
+            &mut out,
+            "hotline_notify_webhook_delivered_total",
+            "Order notices (reminders, supervision) delivered to the webhook.",
+            "counter",
+            self.notices_delivered.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_notify_webhook_failures_total",
+            "Webhook delivery attempts that failed (unreachable, timeout, non-2xx answer).",
+            "counter",
+            self.notice_attempts_failed.load(Relaxed) as i64,
+        );
+        out.push_str(
+            "# HELP hotline_notify_webhook_dropped_total Order notices never delivered to the webhook (the ledger keeps the events).\n",
+        );
+        out.push_str("# TYPE hotline_notify_webhook_dropped_total counter\n");
+        for (i, reason) in NOTICE_DROPS.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hotline_notify_webhook_dropped_total{{reason=\"{reason}\"}} {}",
+                self.notices_dropped[i].load(Relaxed)
+            );
+        }
         gauge(
             &mut out,
             "hotline_sip_registrations",

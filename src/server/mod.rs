@@ -3,6 +3,7 @@
 pub mod acd;
 pub mod calls;
 pub mod metrics;
+pub mod notify;
 pub mod reminders;
 pub mod sip;
 pub mod voicemail;
@@ -154,13 +155,36 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 
-    let orders = Arc::new(api::orders::OrdersContext::from_config(&config, calendar));
+    let mut notifiers: Vec<Arc<dyn notify::Notifier>> = vec![Arc::new(notify::LogNotifier)];
+    if let Some(url) = &config.notify.webhook_url {
+        match crate::http_client::HttpUrl::parse(url) {
+            Ok(url) => {
+                info!(%url, "order notices also go to the webhook");
+                notifiers.push(Arc::new(notify::WebhookNotifier::start(
+                    url,
+                    &config.notify,
+                    metrics.clone(),
+                    shutdown.clone(),
+                )));
+            }
+            // check-config reports it; the server still runs.
+            Err(e) => warn!(%e, "notify.webhook_url unusable: notices are only logged"),
+        }
+    }
+    let notifier: Arc<dyn notify::Notifier> = Arc::new(notify::FanOut(notifiers));
+    let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
+    orders.notifier = Some(notifier.clone());
+    let orders = Arc::new(orders);
+    // Order decisions follow the server's clock (`--now`), like calls.
+    api::orders::use_clock(clock);
     // Before anything appends orders: the read scope follows the configured units.
     store.install_unit_tree(&orders.units).await?;
     tokio::spawn(reminders::reminder_loop(
         store.clone(),
         orders.clone(),
-        Arc::new(reminders::LogNotifier),
+        notifier,
+        clock,
+        Duration::from_secs(config.notify.reminder_interval_secs.max(1)),
         shutdown.clone(),
     ));
     tokio::spawn(voicemail::voicemail_loop(

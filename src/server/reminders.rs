@@ -1,6 +1,8 @@
-//! Reminder scheduler (TK-REMIND, H-13-4): every minute, open orders whose running
-//! limit is near or past get a `Remind` event by the system actor (yellow one working
-//! day before, red at the limit), and the notifier is told, after the commit.
+//! Reminder scheduler (TK-REMIND, H-13-4): every minute (`[notify]
+//! reminder_interval_secs`), open orders whose running limit is near or past get a
+//! `Remind` event by the system actor (yellow one working day before, red at the
+//! limit), and the notifier is told, after the commit. It reads the server's clock
+//! (`--now` shifts it, as for calls).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,34 +10,15 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
+use super::calls::WallClock;
+use super::notify::notices;
 use super::sip::Shutdown;
 use crate::api::orders::OrdersContext;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
-use crate::ticket::{Actor, Command, Context, DueReminder, Order, apply, reminders_due};
+use crate::ticket::{Actor, Command, Context, apply, reminders_due};
 
-/// Where reminders go besides the ledger (SMS, webhook, …).
-pub trait Notifier: Send + Sync + std::fmt::Debug {
-    /// A reminder was recorded for `order`.
-    fn reminder(&self, order: &Order, reminder: &DueReminder);
-}
-
-/// Writes reminders to the log.
-#[derive(Debug, Default)]
-pub struct LogNotifier;
-
-impl Notifier for LogNotifier {
-    fn reminder(&self, order: &Order, reminder: &DueReminder) {
-        info!(
-            order = %order.id,
-            deadline = ?reminder.deadline,
-            level = ?reminder.level,
-            due = %reminder.due.display(),
-            units = ?order.assignments.iter().map(|a| a.unit.as_str()).collect::<Vec<_>>(),
-            "催办 reminder"
-        );
-    }
-}
+pub use super::notify::{LogNotifier, Notifier};
 
 /// One pass: raise every reminder due at `now`. Returns how many were recorded.
 /// An order changed concurrently is skipped until the next pass.
@@ -78,7 +61,9 @@ pub async fn remind_once(
             {
                 Ok(()) => {
                     raised += 1;
-                    notifier.reminder(&next, &due);
+                    for notice in notices(&next, &events) {
+                        notifier.notify(&notice);
+                    }
                 }
                 Err(AppendError::Conflict) => {}
                 Err(e) => warn!(order = %order.id, %e, "cannot record reminder"),
@@ -145,24 +130,24 @@ pub async fn recompute_provisional_once(
     Ok(changed)
 }
 
-/// Run [`remind_once`] every minute until shutdown.
+/// Run [`remind_once`] every `interval` until shutdown, on `clock`.
 pub async fn reminder_loop(
     store: Store,
     orders: Arc<OrdersContext>,
     notifier: Arc<dyn Notifier>,
+    clock: WallClock,
+    interval: Duration,
     shutdown: Shutdown,
 ) {
-    let now = chrono::Utc::now().with_timezone(&crate::calendar::shanghai());
-    if let Err(e) = recompute_provisional_once(&store, &orders, now).await {
+    if let Err(e) = recompute_provisional_once(&store, &orders, clock.now()).await {
         warn!(%e, "recomputing provisional deadlines failed");
     }
     loop {
         tokio::select! {
-            _ = tokio::time::sleep(Duration::from_secs(60)) => {}
-            _ = shutdown.cancelled() => return,
+            () = tokio::time::sleep(interval) => {}
+            () = shutdown.cancelled() => return,
         }
-        let now = chrono::Utc::now().with_timezone(&crate::calendar::shanghai());
-        if let Err(e) = remind_once(&store, &orders, notifier.as_ref(), now).await {
+        if let Err(e) = remind_once(&store, &orders, notifier.as_ref(), clock.now()).await {
             warn!(%e, "reminder pass failed");
         }
     }
@@ -173,7 +158,7 @@ mod tests {
     use super::*;
     use crate::calendar::Calendar;
     use crate::config::Config;
-    use crate::ticket::{Category, Contact, OrderFields, OrderId, UnitId};
+    use crate::ticket::{Category, Contact, Order, OrderFields, OrderId, UnitId};
 
     fn root() -> std::path::PathBuf {
         std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,355 @@
+//! The webhook notifier (TK-REMIND, TK-SUPERVISE) against the real `hotline` binary and a
+//! real local HTTP receiver: a reminder raised by the scheduler for an order whose limit
+//! has passed (on the server's clock, `HOTLINE_FAKE_NOW`) is POSTed after its commit; a
+//! receiver that hangs or is down blocks neither the API nor the scheduler, failures
+//! are counted in /metrics, and the notices arrive once it is back.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::{Server, TEST_CONFIG, free_port};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const INTAKE_TOKEN: &str = "intake-token-0123456789";
+const BOSS_TOKEN: &str = "boss-token-0123456789";
+
+fn config(webhook_port: u16) -> String {
+    let sha = |t: &str| hex::encode(Sha256::digest(t.as_bytes()));
+    format!(
+        r#"{TEST_CONFIG}
+[[units]]
+id = "jinan"
+name = "济南市司法局"
+kind = "city"
+parent = "province"
+
+[[users]]
+id = "intake"
+name = "受理员"
+password = "intake-password"
+roles = ["agent", "dispatcher"]
+unit = "jinan"
+api_token = "{}"
+
+[[users]]
+id = "boss"
+name = "督办员"
+password = "boss-password"
+roles = ["supervisor"]
+unit = "province"
+api_token = "{}"
+
+[notify]
+webhook_url = "http://127.0.0.1:{webhook_port}/hooks/hotline"
+reminder_interval_secs = 1
+webhook_timeout_secs = 30
+webhook_max_attempts = 40
+webhook_backoff_ms = 200
+"#,
+        sha(INTAKE_TOKEN),
+        sha(BOSS_TOKEN)
+    )
+}
+
+/// One HTTP/1.1 request with a bearer token; (status, JSON body).
+fn api(server: &Server, method: &str, path: &str, token: &str, body: &Value) -> (u16, Value) {
+    let mut s = TcpStream::connect(server.http).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let body = if method == "GET" {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("write");
+    let mut resp = String::new();
+    s.read_to_string(&mut resp)
+        .expect("read (the server answered in time)");
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let json = resp
+        .split_once("\r\n\r\n")
+        .and_then(|(_, b)| serde_json::from_str(b).ok())
+        .unwrap_or(Value::Null);
+    (status, json)
+}
+
+/// A local HTTP receiver: answers 200 to every POST and keeps (head, body); or, as a
+/// black hole, accepts and reads but never answers.
+struct Receiver {
+    got: Arc<Mutex<Vec<(String, Value)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Receiver {
+    fn start(listener: TcpListener, answer: bool) -> Receiver {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, flag) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) if !answer => held.push(stream),
+                    Ok((mut stream, _)) => {
+                        if let Some(request) = read_request(&mut stream) {
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            );
+                            if let Ok(mut g) = sink.lock() {
+                                g.push(request);
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            drop(held);
+        });
+        Receiver {
+            got,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    fn bodies(&self) -> Vec<Value> {
+        self.got
+            .lock()
+            .map(|g| g.iter().map(|(_, b)| b.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    fn heads(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .map(|g| g.iter().map(|(h, _)| h.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stop and close every connection (and the listening socket).
+    fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(String, Value)> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Some((head.to_owned(), serde_json::from_str(body).ok()?));
+            }
+        }
+    }
+}
+
+fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    false
+}
+
+/// Received 2025-09-30 16:00: the transfer limit was 2025-10-09 24:00 (National Day).
+fn late_order() -> Value {
+    json!({
+        "contact_name": "张三",
+        "contact_phone": "13812345678",
+        "category": "complaint",
+        "business_area": "unknown",
+        "description": "国庆前的投诉，无人转办",
+        "city": "jinan",
+        "received_at": "2025-09-30T16:00:00+08:00",
+    })
+}
+
+#[test]
+fn a_reminder_for_a_passed_limit_is_posted_after_its_commit() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let port = listener.local_addr().expect("addr").port();
+    let receiver = Receiver::start(listener, true);
+    // The server's clock says 2025-10-10 10:00: the limit passed ten hours ago.
+    let server = Server::start_with(
+        &config(port),
+        &[("HOTLINE_FAKE_NOW", "2025-10-10T10:00+08:00")],
+    );
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &late_order());
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    assert_eq!(order["reminder"], "red", "{order}");
+    let arrived = wait_until(Duration::from_secs(20), || {
+        receiver
+            .bodies()
+            .iter()
+            .any(|b| b["order_id"] == id.as_str())
+    });
+    assert!(arrived, "no notice for {id}; log:\n{}", server.log());
+    let notice = receiver
+        .bodies()
+        .into_iter()
+        .find(|b| b["order_id"] == id.as_str())
+        .expect("notice");
+    assert_eq!(notice["event"], "reminder", "{notice}");
+    assert_eq!(notice["level"], "red", "{notice}");
+    assert_eq!(notice["deadline"], "transfer", "{notice}");
+    assert_eq!(notice["actor"], "system", "{notice}");
+    assert_eq!(notice["due"], "2025-10-10T00:00:00+08:00", "{notice}");
+    // Stamped by the server's clock, after the order was created.
+    assert!(
+        notice["at"]
+            .as_str()
+            .is_some_and(|at| at.starts_with("2025-10-10T10:")),
+        "{notice}"
+    );
+    let text = notice.to_string();
+    assert!(
+        !text.contains("13812345678") && !text.contains("张三"),
+        "no contact in a notice: {text}"
+    );
+    let head = receiver.heads().concat();
+    assert!(head.starts_with("POST /hooks/hotline HTTP/1.1"), "{head}");
+    assert!(
+        head.contains(&format!(
+            "X-Hotline-Event: {}",
+            notice["id"].as_str().unwrap_or("?")
+        )),
+        "{head}"
+    );
+    // The notice went out after the event was committed: the ledger has it.
+    let (_, events) = api(
+        &server,
+        "GET",
+        &format!("/api/orders/{id}/events"),
+        INTAKE_TOKEN,
+        &Value::Null,
+    );
+    let reminded = events
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"]["type"] == "reminded"))
+        .unwrap_or_else(|| panic!("no reminded event: {events}"));
+    assert_eq!(json!(reminded["seq"]), notice["seq"], "{reminded}");
+    assert!(wait_until(Duration::from_secs(5), || server
+        .metric("hotline_notify_webhook_delivered_total")
+        >= 1));
+    // Raised once: later passes (every second) add nothing.
+    std::thread::sleep(Duration::from_millis(2500));
+    let count = receiver
+        .bodies()
+        .iter()
+        .filter(|b| b["order_id"] == id.as_str())
+        .count();
+    assert_eq!(count, 1, "{:?}", receiver.bodies());
+    receiver.stop();
+}
+
+#[test]
+fn a_hanging_then_down_receiver_blocks_nothing_and_gets_every_notice_once_back() {
+    let port = free_port();
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    // A receiver that accepts and never answers (attempts hang for up to 30 s).
+    let hole = Receiver::start(TcpListener::bind(addr).expect("bind"), false);
+    let server = Server::start_with(
+        &config(port),
+        &[("HOTLINE_FAKE_NOW", "2025-10-10T10:00+08:00")],
+    );
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &late_order());
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    // The scheduler records the reminder although its notice cannot be delivered.
+    let reminded = wait_until(Duration::from_secs(20), || {
+        let (_, events) = api(
+            &server,
+            "GET",
+            &format!("/api/orders/{id}/events"),
+            INTAKE_TOKEN,
+            &Value::Null,
+        );
+        events.to_string().contains("\"reminded\"")
+    });
+    assert!(reminded, "no reminder recorded; log:\n{}", server.log());
+    // A supervisor presses the order while the delivery hangs: answered (the
+    // request does not wait for the webhook).
+    let (status, pressed) = api(
+        &server,
+        "POST",
+        &format!("/api/orders/{id}/supervise"),
+        BOSS_TOKEN,
+        &json!({"note": "请尽快转办"}),
+    );
+    assert_eq!(status, 200, "{pressed}");
+    let (status, list) = api(&server, "GET", "/api/orders", BOSS_TOKEN, &Value::Null);
+    assert_eq!((status, list["total"].clone()), (200, json!(1)), "{list}");
+
+    // The receiver goes down: the hanging attempts fail, retries fail, all counted.
+    hole.stop();
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .metric("hotline_notify_webhook_failures_total")
+            >= 3),
+        "failures not counted; log:\n{}",
+        server.log()
+    );
+    // Back up on the same port: both notices arrive.
+    let receiver = Receiver::start(TcpListener::bind(addr).expect("rebind"), true);
+    let both = wait_until(Duration::from_secs(30), || {
+        let bodies = receiver.bodies();
+        bodies
+            .iter()
+            .any(|b| b["event"] == "reminder" && b["order_id"] == id.as_str())
+            && bodies.iter().any(|b| {
+                b["event"] == "supervision"
+                    && b["order_id"] == id.as_str()
+                    && b["note"] == "请尽快转办"
+                    && b["actor"] == "boss"
+            })
+    });
+    assert!(both, "got {:?}; log:\n{}", receiver.bodies(), server.log());
+    assert!(server.metric("hotline_notify_webhook_delivered_total") >= 2);
+    assert_eq!(
+        server.metric("hotline_notify_webhook_dropped_total{reason=\"gave_up\"}"),
+        0
+    );
+    receiver.stop();
+}
