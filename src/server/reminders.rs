@@ -91,7 +91,7 @@ pub async fn recompute_provisional_once(
         routing: &orders.routing,
     };
     let mut changed = 0;
-    for order in store.open_orders().await? {
+    for order in store.open_orders_with_provisional_deadlines().await? {
         let Some(deadlines) = order.deadlines.as_ref() else {
             continue;
         };
