@@ -7,6 +7,7 @@ pub mod config;
 pub mod http_client;
 pub mod ivr;
 pub mod media;
+pub mod order_cli;
 pub mod queue;
 pub mod server;
 pub mod sip;

@@ -73,6 +73,10 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// Work orders through a running server's HTTP API, with the bearer token of a
+    /// `[[users]]` entry (`api_token`): create, list, get, events, and every command
+    /// (`hotline order sign ID`, `hotline order return ID --reason …`).
+    Order(Box<OrderArgs>),
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, default_value = "config/hotline.toml")]
@@ -80,6 +84,123 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+}
+
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "Order commands: hotline order <COMMAND> ID [--field value]...
+  submit, answer_directly --answer, dispatch --units a,b [--category] [--area],
+  return_upward --reason, sign, return --reason, start,
+  request_extension --extra-working-days N --reason, decide_extension --decision approve|reject [--reason],
+  draft_reply --text, review --decision [--reason], reply --text, send_reviewed_reply,
+  feed_back --note, record_callback --outcome satisfied|closed_on_judgement|redo|dissatisfied
+  [--satisfaction] [--ground] [--target] [--note], remind, supervise --note, add_note --note,
+  recompute_deadlines, withdraw --reason, reveal_contact.
+  --version N refuses the command if the order changed (409); --json '{...}' adds raw fields.
+Errors print the API's code, message and field on stderr (exit 1; 2 for usage errors)."
+)]
+struct OrderArgs {
+    /// The server (http:// only).
+    #[arg(long, env = "HOTLINE_URL", default_value = "http://127.0.0.1:8080")]
+    url: String,
+    /// Bearer token of a [[users]] entry.
+    #[arg(long, env = "HOTLINE_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print a table, or the API's JSON.
+    #[arg(long, value_enum, default_value_t = OutputArg::Table)]
+    output: OutputArg,
+    /// Seconds to wait for the answer.
+    #[arg(long, default_value_t = 30)]
+    timeout: u64,
+    #[command(subcommand)]
+    command: OrderCommand,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum OutputArg {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum OrderCommand {
+    /// Create and submit an order (routed automatically when the business area is clear).
+    Create {
+        /// consultation | complaint | suggestion | case
+        #[arg(long)]
+        category: String,
+        #[arg(long)]
+        description: String,
+        #[arg(long)]
+        contact_name: Option<String>,
+        #[arg(long)]
+        contact_phone: Option<String>,
+        /// normal | urgent
+        #[arg(long)]
+        urgency: Option<String>,
+        /// legal_aid, lawyer, notary, judicial_appraisal, mediation, … or unknown
+        #[arg(long)]
+        business_area: Option<String>,
+        /// City unit id (default: the user's city).
+        #[arg(long)]
+        city: Option<String>,
+        /// phone | web | app | wechat | hotline_12345
+        #[arg(long)]
+        channel: Option<String>,
+        /// When the demand was received (RFC 3339), for other channels.
+        #[arg(long)]
+        received_at: Option<String>,
+        /// Units involved (comma-separated or repeated).
+        #[arg(long = "unit", value_delimiter = ',')]
+        units: Vec<String>,
+        #[arg(long)]
+        remarks: Option<String>,
+        #[arg(long)]
+        call_id: Option<String>,
+        /// Sent as Idempotency-Key: resending the same create returns the same order.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// List orders in the user's scope.
+    List {
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long)]
+        city: Option<String>,
+        #[arg(long)]
+        category: Option<String>,
+        #[arg(long)]
+        business_area: Option<String>,
+        #[arg(long)]
+        urgency: Option<String>,
+        /// Orders this unit had a part in.
+        #[arg(long)]
+        unit: Option<String>,
+        /// true | false
+        #[arg(long)]
+        overdue: Option<String>,
+        #[arg(long)]
+        phone: Option<String>,
+        /// true | false
+        #[arg(long)]
+        special_flag: Option<String>,
+        #[arg(long)]
+        page: Option<String>,
+        #[arg(long)]
+        per_page: Option<String>,
+        /// deadline | created
+        #[arg(long)]
+        sort: Option<String>,
+    },
+    /// One order (contact masked per role).
+    Get { id: String },
+    /// The order's ledger.
+    Events { id: String },
+    /// Any order command: `<command> ID [--field value]…`, e.g. `sign ID`,
+    /// `dispatch ID --units a,b`, `return ID --reason …`, `request_extension ID
+    /// --extra-working-days 5 --reason …`, `record_callback ID --outcome satisfied`.
+    #[command(external_subcommand)]
+    Run(Vec<String>),
 }
 
 #[derive(Debug, Subcommand)]
@@ -225,6 +346,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 }
             })
         }
+        Command::Order(args) => Ok(order_command(*args)),
         Command::Migrate { config, data_dir } => {
             let config = load_config(&config, data_dir)?;
             let url = config.database_url(std::env::var("DATABASE_URL").ok());
@@ -293,6 +415,130 @@ fn check_calendar(path: &std::path::Path) -> bool {
     !problems
         .iter()
         .any(|p| p.severity == hotline::calendar::Severity::Error)
+}
+
+/// `hotline order …`: the answer on stdout; an error (the API's code, message and
+/// field) on stderr with exit code 1 (2 for usage errors).
+fn order_command(args: OrderArgs) -> ExitCode {
+    use hotline::order_cli::{self, CliError, OrderClient, Output, Shape};
+    let output = match args.output {
+        OutputArg::Table => Output::Table,
+        OutputArg::Json => Output::Json,
+    };
+    let run = async {
+        let client = OrderClient::new(
+            &args.url,
+            args.token.as_deref(),
+            std::time::Duration::from_secs(args.timeout.max(1)),
+        )?;
+        let answer = match args.command {
+            OrderCommand::Create {
+                category,
+                description,
+                contact_name,
+                contact_phone,
+                urgency,
+                business_area,
+                city,
+                channel,
+                received_at,
+                units,
+                remarks,
+                call_id,
+                idempotency_key,
+            } => {
+                let mut body = serde_json::json!({
+                    "category": category,
+                    "description": description,
+                    "units": units,
+                });
+                for (key, value) in [
+                    ("contact_name", contact_name),
+                    ("contact_phone", contact_phone),
+                    ("urgency", urgency),
+                    ("business_area", business_area),
+                    ("city", city),
+                    ("channel", channel),
+                    ("received_at", received_at),
+                    ("remarks", remarks),
+                    ("call_id", call_id),
+                ] {
+                    if let Some(value) = value {
+                        body[key] = serde_json::Value::String(value);
+                    }
+                }
+                (
+                    client.create(&body, idempotency_key.as_deref()).await?,
+                    Shape::Order,
+                )
+            }
+            OrderCommand::List {
+                state,
+                city,
+                category,
+                business_area,
+                urgency,
+                unit,
+                overdue,
+                phone,
+                special_flag,
+                page,
+                per_page,
+                sort,
+            } => {
+                let query: Vec<(&str, String)> = [
+                    ("state", state),
+                    ("city", city),
+                    ("category", category),
+                    ("business_area", business_area),
+                    ("urgency", urgency),
+                    ("unit", unit),
+                    ("overdue", overdue),
+                    ("phone", phone),
+                    ("special_flag", special_flag),
+                    ("page", page),
+                    ("per_page", per_page),
+                    ("sort", sort),
+                ]
+                .into_iter()
+                .filter_map(|(k, v)| v.map(|v| (k, v)))
+                .collect();
+                (client.list(&query).await?, Shape::List)
+            }
+            OrderCommand::Get { id } => (client.get(&id).await?, Shape::Order),
+            OrderCommand::Events { id } => (client.events(&id).await?, Shape::Events),
+            OrderCommand::Run(raw) => {
+                let call = order_cli::parse_command_call(&raw)?;
+                let shape = if call.command == "reveal_contact" {
+                    Shape::Other
+                } else {
+                    Shape::Order
+                };
+                (
+                    client.command(&call.id, &call.command, &call.body).await?,
+                    shape,
+                )
+            }
+        };
+        Ok::<_, CliError>(answer)
+    };
+    let result = match runtime() {
+        Ok(rt) => rt.block_on(run),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match result {
+        Ok((value, shape)) => {
+            print!("{}", order_cli::render(&value, shape, output));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime> {
