@@ -879,6 +879,27 @@ roles = ["agent"]
     }
 
     #[test]
+    fn notify_webhook_is_checked() {
+        let c = Config::from_toml(&format!(
+            "{MINIMAL}\n[notify]\nwebhook_url = \"http://127.0.0.1:9000/hook\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(c.notify.webhook_max_attempts, 6);
+        assert_eq!(c.notify.reminder_interval_secs, 60);
+        let problems = Config::from_toml(&format!(
+            "{MINIMAL}\n[notify]\nwebhook_url = \"https://hooks.example\"\nwebhook_timeout_secs = 0\n"
+        ))
+        .expect_err("https, zero timeout");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["notify.webhook_url", "notify.webhook_timeout_secs"],
+            "{problems:?}"
+        );
+        assert_eq!(problems[0].line, Some(19), "{:?}", problems[0]);
+    }
+
+    #[test]
     fn shipped_config_is_valid() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
         let c = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
