@@ -424,6 +424,7 @@ fn order_json(order: &Order, user: &User, at: DateTime<FixedOffset>, ctx: &Order
         "draft_reply": order.draft_reply,
         "reply": order.reply,
         "satisfaction": order.satisfaction,
+        "call_survey": order.call_survey,
         "callbacks": order.callbacks,
         "returned_by": order.returned_by,
         "redo_count": order.redo_count,

@@ -5,6 +5,7 @@ pub mod calls;
 pub mod metrics;
 pub mod reminders;
 pub mod sip;
+pub mod survey;
 pub mod voicemail;
 
 use std::sync::Arc;
@@ -159,6 +160,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         store.clone(),
         orders.clone(),
         Arc::new(reminders::LogNotifier),
+        shutdown.clone(),
+    ));
+    tokio::spawn(survey::survey_loop(
+        store.clone(),
+        orders.clone(),
+        clock,
         shutdown.clone(),
     ));
     tokio::spawn(voicemail::voicemail_loop(

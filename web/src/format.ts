@@ -108,6 +108,7 @@ export const EVENT_LABELS: Record<string, string> = {
   reminded: '催办',
   supervised: '督办',
   note_added: '备注',
+  call_survey_recorded: '来电满意度评价',
   deadlines_recomputed: '重算时限',
   withdrawn: '撤回',
 };
