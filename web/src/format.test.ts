@@ -15,6 +15,8 @@ import {
   closeReasonText,
   periodOf,
   unitIds,
+  agentStateName,
+  secondsUntil,
 } from './format';
 
 const deadlines = {
@@ -125,5 +127,20 @@ describe('formatWait', () => {
     expect(formatWait(898)).toBe('15 分钟');
     expect(formatWait(30)).toBe('30 秒');
     expect(formatWait(0)).toBe('稍后');
+  });
+});
+
+describe('agent state helpers', () => {
+  it('strips the pause reason from a state', () => {
+    expect(agentStateName('paused:用餐')).toBe('paused');
+    expect(agentStateName('wrap_up')).toBe('wrap_up');
+    expect(agentStateName(undefined)).toBe('');
+  });
+  it('counts the wrap-up down in whole seconds, never below zero', () => {
+    const now = new Date('2026-11-28T10:00:00+08:00');
+    expect(secondsUntil('2026-11-28T10:00:29.200+08:00', now)).toBe(30);
+    expect(secondsUntil('2026-11-28T09:59:00+08:00', now)).toBe(0);
+    expect(secondsUntil(null, now)).toBeNull();
+    expect(secondsUntil('soon', now)).toBeNull();
   });
 });

@@ -120,15 +120,33 @@ export const SATISFACTION_LABELS: Record<string, string> = {
 
 export const AGENT_STATE_LABELS: Record<string, string> = {
   signed_out: '签退',
+  logged_out: '签退',
   idle: '空闲',
   ready: '空闲',
   available: '空闲',
   ringing: '振铃',
+  on_call: '通话中',
   talking: '通话中',
   busy: '通话中',
   wrap_up: '话后整理',
   paused: '小休',
+  offline: '离线',
 };
+
+/** The state name of an `agent_state` event's `to` (`paused:用餐` → `paused`). */
+export function agentStateName(to: string | null | undefined): string {
+  if (!to) return '';
+  const i = to.indexOf(':');
+  return i < 0 ? to : to.slice(0, i);
+}
+
+/** Whole seconds from `now` until `until` (RFC 3339), never negative; null without one. */
+export function secondsUntil(until: string | null | undefined, now: Date): number | null {
+  if (!until) return null;
+  const ms = Date.parse(until);
+  if (Number.isNaN(ms)) return null;
+  return Math.max(0, Math.ceil((ms - now.getTime()) / 1000));
+}
 
 export function label(map: Record<string, string>, key: unknown): string {
   if (typeof key !== 'string' || key === '') return '—';
