@@ -52,6 +52,8 @@ struct AgentView {
     call_id: Option<String>,
     /// When wrap-up ends (RFC 3339), in wrap-up.
     wrap_up_until: Option<String>,
+    /// Milliseconds of wrap-up left (for consoles whose clock differs from ours).
+    wrap_up_left_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -74,6 +76,7 @@ async fn list(
     ext: Option<Extension<AcdApi>>,
 ) -> Result<Json<Vec<QueueView>>, ApiError> {
     let acd = acd_of(ext)?;
+    let now = acd.now();
     let views = acd
         .snapshots()
         .into_iter()
@@ -94,6 +97,12 @@ async fn list(
                     call_id: a.state.leg_call().map(|c| c.0.clone()),
                     wrap_up_until: match &a.state {
                         AgentState::WrapUp { until } => Some(until.to_rfc3339()),
+                        _ => None,
+                    },
+                    wrap_up_left_ms: match &a.state {
+                        AgentState::WrapUp { until } => {
+                            Some((*until - now).num_milliseconds().max(0))
+                        }
                         _ => None,
                     },
                     state: a.state.name().to_string(),
@@ -220,4 +229,49 @@ async fn change(
         }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Role as ConfigRole, UserConfig};
+
+    fn user(id: &str, role: ConfigRole, agent: Option<&str>) -> super::super::auth::User {
+        let auth = super::super::auth::Auth::from_config(&[UserConfig {
+            id: id.into(),
+            name: id.into(),
+            password: Some("x".into()),
+            password_hash: None,
+            roles: vec![role],
+            unit: "jinan".into(),
+            api_token: None,
+            agent: agent.map(str::to_owned),
+        }]);
+        auth.user(id).cloned().expect("user")
+    }
+
+    #[test]
+    fn screen_pops_reach_only_the_offered_agent_and_overseers() {
+        let pop = ConsoleEvent::CallOffered {
+            call_id: "c1".into(),
+            agent: "1001".into(),
+            caller_masked: "138****5678".into(),
+            city: Some("jinan".into()),
+            category: "complaint".into(),
+            urgency: "normal".into(),
+            draft_order_id: None,
+            previous_orders: vec![],
+        };
+        assert!(sees(&user("zhang", ConfigRole::Agent, Some("1001")), &pop));
+        assert!(sees(&user("1001", ConfigRole::Agent, None), &pop));
+        assert!(!sees(&user("li", ConfigRole::Agent, Some("1002")), &pop));
+        assert!(!sees(&user("1001x", ConfigRole::Dispatcher, None), &pop));
+        assert!(sees(&user("zhou", ConfigRole::Supervisor, None), &pop));
+        let queue = ConsoleEvent::Queue {
+            city: None,
+            call_id: None,
+            event: "x".into(),
+        };
+        assert!(sees(&user("li", ConfigRole::Agent, Some("1002")), &queue));
+    }
 }

@@ -237,6 +237,12 @@ impl AcdShell {
         self.cities.get(agent)
     }
 
+    /// The ACD's wall clock (shifted by `HOTLINE_FAKE_NOW` in tests).
+    #[must_use]
+    pub fn now(&self) -> Time {
+        self.clock.now()
+    }
+
     /// Subscribe to console events.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
@@ -284,8 +290,7 @@ impl AcdShell {
         &self,
         call: &CallId,
         to: crate::queue::TransferTarget,
-    ) -> Option<tokio::sync::oneshot::Receiver<Result<(), crate::server::transfer::TransferError>>>
-    {
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::server::transfer::TransferResult>> {
         let tx = self.inner.lock().ok()?.calls.get(call).cloned()?;
         let (reply, rx) = crate::server::transfer::TransferReply::channel();
         tx.send(AcdCommand::Transfer { to, reply }).ok()?;

@@ -71,21 +71,24 @@ pub enum TransferError {
     CallGone,
 }
 
+/// What the API awaits from the call task.
+pub type TransferResult = Result<(), TransferError>;
+
 /// Where the call task answers a transfer asked through the API. Cloneable and
 /// comparable (by identity) so it can travel inside an `AcdCommand`.
 #[derive(Clone, Default)]
-pub struct TransferReply(Arc<Mutex<Option<oneshot::Sender<Result<(), TransferError>>>>>);
+pub struct TransferReply(Arc<Mutex<Option<oneshot::Sender<TransferResult>>>>);
 
 impl TransferReply {
     /// A reply slot and the receiver the API awaits.
     #[must_use]
-    pub fn channel() -> (TransferReply, oneshot::Receiver<Result<(), TransferError>>) {
+    pub fn channel() -> (TransferReply, oneshot::Receiver<TransferResult>) {
         let (tx, rx) = oneshot::channel();
         (TransferReply(Arc::new(Mutex::new(Some(tx)))), rx)
     }
 
     /// Answer (the first answer wins; later ones are dropped).
-    pub fn send(&self, result: Result<(), TransferError>) {
+    pub fn send(&self, result: TransferResult) {
         let sender = self.0.lock().ok().and_then(|mut slot| slot.take());
         if let Some(tx) = sender {
             let _ = tx.send(result);

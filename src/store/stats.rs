@@ -44,6 +44,9 @@ enum Bind {
     Int(i64),
 }
 
+/// `(name, count)` rows of a GROUP BY.
+type Counts = Vec<(String, i64)>;
+
 impl Store {
     /// Count the orders of `filter`.
     ///
@@ -110,26 +113,25 @@ impl Store {
              AND {satisfaction} IS NOT NULL AND {now} = {now} AND {end} = {end} \
              GROUP BY {satisfaction}"
         );
-        let (states, counts, satisfied): (
-            Vec<(String, i64)>,
-            (i64, i64, i64, i64),
-            Vec<(String, i64)>,
-        ) = on_pool!(self, |p| {
-            let mut q1 = sqlx::query_as(sqlx::AssertSqlSafe(by_state_sql));
-            let mut q2 = sqlx::query_as(sqlx::AssertSqlSafe(counts_sql));
-            let mut q3 = sqlx::query_as(sqlx::AssertSqlSafe(satisfaction_sql));
-            for b in &binds {
-                (q1, q2, q3) = match b {
-                    Bind::Text(s) => (q1.bind(s.clone()), q2.bind(s.clone()), q3.bind(s.clone())),
-                    Bind::Int(i) => (q1.bind(*i), q2.bind(*i), q3.bind(*i)),
-                };
-            }
-            (
-                q1.fetch_all(p).await?,
-                q2.fetch_one(p).await?,
-                q3.fetch_all(p).await?,
-            )
-        });
+        let (states, counts, satisfied): (Counts, (i64, i64, i64, i64), Counts) =
+            on_pool!(self, |p| {
+                let mut q1 = sqlx::query_as(sqlx::AssertSqlSafe(by_state_sql));
+                let mut q2 = sqlx::query_as(sqlx::AssertSqlSafe(counts_sql));
+                let mut q3 = sqlx::query_as(sqlx::AssertSqlSafe(satisfaction_sql));
+                for b in &binds {
+                    (q1, q2, q3) = match b {
+                        Bind::Text(s) => {
+                            (q1.bind(s.clone()), q2.bind(s.clone()), q3.bind(s.clone()))
+                        }
+                        Bind::Int(i) => (q1.bind(*i), q2.bind(*i), q3.bind(*i)),
+                    };
+                }
+                (
+                    q1.fetch_all(p).await?,
+                    q2.fetch_one(p).await?,
+                    q3.fetch_all(p).await?,
+                )
+            });
         let total = states.iter().map(|(_, n)| n).sum();
         let open = states
             .iter()

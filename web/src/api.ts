@@ -165,6 +165,7 @@ export interface QueueAgent {
   pause_reason?: string | null;
   call_id?: string | null;
   wrap_up_until?: string | null;
+  wrap_up_left_ms?: number | null;
 }
 
 export interface QueueState {

@@ -16,7 +16,7 @@ import {
   periodOf,
   unitIds,
   agentStateName,
-  secondsUntil,
+  localDeadline,
 } from './format';
 
 const deadlines = {
@@ -136,11 +136,12 @@ describe('agent state helpers', () => {
     expect(agentStateName('wrap_up')).toBe('wrap_up');
     expect(agentStateName(undefined)).toBe('');
   });
-  it('counts the wrap-up down in whole seconds, never below zero', () => {
-    const now = new Date('2026-11-28T10:00:00+08:00');
-    expect(secondsUntil('2026-11-28T10:00:29.200+08:00', now)).toBe(30);
-    expect(secondsUntil('2026-11-28T09:59:00+08:00', now)).toBe(0);
-    expect(secondsUntil(null, now)).toBeNull();
-    expect(secondsUntil('soon', now)).toBeNull();
+});
+
+describe('localDeadline', () => {
+  it('moves the server span onto the browser clock', () => {
+    expect(localDeadline('2026-02-14T10:00:30+08:00', '2026-02-14T10:00:00+08:00', 1_000)).toBe(31_000);
+    expect(localDeadline(null, '2026-02-14T10:00:00+08:00', 1_000)).toBeNull();
+    expect(localDeadline('x', '2026-02-14T10:00:00+08:00', 1_000)).toBeNull();
   });
 });

@@ -140,13 +140,18 @@ export function agentStateName(to: string | null | undefined): string {
   return i < 0 ? to : to.slice(0, i);
 }
 
-/** Whole seconds from `now` until `until` (RFC 3339), never negative; null without one. */
-export function secondsUntil(until: string | null | undefined, now: Date): number | null {
-  if (!until) return null;
-  const ms = Date.parse(until);
-  if (Number.isNaN(ms)) return null;
-  return Math.max(0, Math.ceil((ms - now.getTime()) / 1000));
+/** When an event's `until` falls on this browser's clock: the server's span from `at`
+ * to `until` added to `receivedMs` (the server's clock may differ from ours). */
+export function localDeadline(
+  until: string | null | undefined,
+  at: string | null | undefined,
+  receivedMs: number,
+): number | null {
+  if (!until || !at) return null;
+  const span = Date.parse(until) - Date.parse(at);
+  return Number.isNaN(span) ? null : receivedMs + Math.max(0, span);
 }
+
 
 export function label(map: Record<string, string>, key: unknown): string {
   if (typeof key !== 'string' || key === '') return '—';

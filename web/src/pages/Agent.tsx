@@ -17,7 +17,7 @@ import {
   agentStateName,
   formatDateTime,
   label,
-  secondsUntil,
+  localDeadline,
 } from '../format';
 
 interface ScreenPop {
@@ -35,7 +35,8 @@ interface ScreenPop {
 interface AgentLive {
   state: string;
   call_id: string | null;
-  until: string | null;
+  /** End of wrap-up on this browser's clock (ms). */
+  untilMs: number | null;
 }
 
 interface OrderForm {
@@ -55,6 +56,8 @@ interface OrderForm {
 
 /** Drafts of orders taken without a call (web, WeChat …) stay in this browser. */
 const DRAFT_KEY = 'hotline.agent.draft';
+/** The last screen-pop (masked number only), so a reload during the call shows it. */
+const POP_KEY = 'hotline.agent.pop';
 /** Autosave this long after the last keystroke. */
 const AUTOSAVE_MS = 600;
 
@@ -210,12 +213,13 @@ function CallControls(props: { agentId: string; live: AgentLive | null; onChange
   const [busy, setBusy] = useState(false);
   const [error, setError] = useState<unknown>(null);
   const [result, setResult] = useState<string | null>(null);
-  const [now, setNow] = useState(() => new Date());
+  // Re-render twice a second during wrap-up; the countdown reads the clock itself.
+  const [, setBeat] = useState(0);
   const state = props.live?.state ?? '';
   const callId = state === 'on_call' ? props.live?.call_id : null;
   useEffect(() => {
     if (state !== 'wrap_up') return;
-    const t = setInterval(() => setNow(new Date()), 500);
+    const t = setInterval(() => setBeat((n) => n + 1), 500);
     return () => clearInterval(t);
   }, [state]);
   useEffect(() => setError(null), [callId, state]);
@@ -243,7 +247,8 @@ function CallControls(props: { agentId: string; live: AgentLive | null; onChange
       setError(e);
     }
   };
-  const left = state === 'wrap_up' ? secondsUntil(props.live?.until, now) : null;
+  const untilMs = props.live?.untilMs ?? null;
+  const left = state === 'wrap_up' && untilMs !== null ? Math.max(0, Math.ceil((untilMs - Date.now()) / 1000)) : null;
   const cities = units.filter((u) => u.kind === 'city');
   const handling = units.filter((u) => u.kind === 'institution' || u.kind === 'county');
   return (
@@ -550,6 +555,15 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
   );
 }
 
+function savedPop(callId: string): ScreenPop | null {
+  try {
+    const p = JSON.parse(sessionStorage.getItem(POP_KEY) ?? 'null') as ScreenPop | null;
+    return p && p.call_id === callId ? p : null;
+  } catch {
+    return null;
+  }
+}
+
 export function AgentWorkspace({ me }: { me: Me }) {
   const agentId = me.agent ?? me.id;
   const [pop, setPop] = useState<ScreenPop | null>(null);
@@ -569,10 +583,14 @@ export function AgentWorkspace({ me }: { me: Me }) {
         if (cancelled) return;
         const a = queues.flatMap((q) => q.agents).find((x) => x.id === agentId);
         if (!a) return;
-        setAgent({ state: a.state, call_id: a.call_id ?? null, until: a.wrap_up_until ?? null });
+        setAgent({
+          state: a.state,
+          call_id: a.call_id ?? null,
+          untilMs: typeof a.wrap_up_left_ms === 'number' ? Date.now() + a.wrap_up_left_ms : null,
+        });
         if (a.call_id) {
           const id = a.call_id;
-          setPop((p) => (p?.call_id === id ? p : { call_id: id, restored: true }));
+          setPop((p) => (p?.call_id === id ? p : (savedPop(id) ?? { call_id: id, restored: true })));
         }
       })
       .catch((e) => {
@@ -602,16 +620,25 @@ export function AgentWorkspace({ me }: { me: Me }) {
     es.addEventListener('call_offered', (ev) => {
       try {
         const p = JSON.parse((ev as MessageEvent).data) as ScreenPop;
-        if (p.agent === agentId) setPop(p);
+        if (p.agent === agentId) {
+          setPop(p);
+          sessionStorage.setItem(POP_KEY, JSON.stringify(p));
+        }
       } catch {
         /* malformed event ignored */
       }
     });
     es.addEventListener('agent_state', (ev) => {
       try {
-        const s = JSON.parse((ev as MessageEvent).data) as { agent?: string; to?: string; call?: string | null; until?: string | null };
+        const s = JSON.parse((ev as MessageEvent).data) as {
+          agent?: string;
+          to?: string;
+          at?: string;
+          call?: string | null;
+          until?: string | null;
+        };
         if (s.agent === agentId && s.to) {
-          setAgent({ state: agentStateName(s.to), call_id: s.call ?? null, until: s.until ?? null });
+          setAgent({ state: agentStateName(s.to), call_id: s.call ?? null, untilMs: localDeadline(s.until, s.at, Date.now()) });
         }
       } catch {
         /* malformed event ignored */
