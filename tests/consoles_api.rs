@@ -476,6 +476,10 @@ async fn drafts_are_autosaved_per_call_and_deleted_when_the_order_is_created() {
         .write(&other, "PUT", uri, json!({"description": "x"}))
         .await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    // Roles that take no calls write no drafts.
+    let disp = h.login("disp").await;
+    let r = h.write(&disp, "PUT", "/api/drafts/call-8", json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     // Not an object, not JSON, a path-like id: refused.
     assert_eq!(
         h.write(&agent, "PUT", uri, json!([1, 2])).await.status,

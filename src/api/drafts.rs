@@ -1,9 +1,9 @@
 //! Draft work orders of live calls: the agent console autosaves its order form
 //! (TK-FIELDS) while the call goes on, keyed by the call id, so a reload or another
 //! browser of the same user finds it again. `GET|PUT|DELETE /api/drafts/{call_id}`;
-//! the body of PUT is the form as a JSON object (at most 16 KiB). A draft belongs to
-//! the user who saved it first (others get 404 / 409) and is deleted when that user
-//! creates the order with this `call_id`.
+//! the body of PUT is the form as a JSON object (at most 16 KiB). Only agents (who take
+//! calls) save drafts; a draft belongs to the user who saved it first (others get 404 /
+//! 409) and is deleted when that user creates the order with this `call_id`.
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -17,6 +17,7 @@ use super::AppState;
 use super::auth::CurrentUser;
 use super::calls::valid_call_id;
 use super::error::ApiError;
+use crate::ticket::Role;
 
 /// Largest draft accepted.
 pub const MAX_DRAFT_BYTES: usize = 16 * 1024;
@@ -70,6 +71,9 @@ async fn save(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     checked(&call_id)?;
+    if !user.has(Role::Agent) {
+        return Err(ApiError::forbidden("only agents write the order of a call"));
+    }
     if body.len() > MAX_DRAFT_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,

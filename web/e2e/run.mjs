@@ -271,6 +271,13 @@ try {
 
   // 8. Transfer the caller to the satisfaction survey from the console; the wrap-up
   // countdown runs, and the agent ends it early.
+  // A unit's outside number needs an outbound trunk leg: refused with a clear message,
+  // the call stays with the agent.
+  await page.selectOption('select[name="transfer_target"]', 'unit:jinan-legal-aid');
+  await page.click('[data-transfer="other"]');
+  await page.locator('.banner.error', { hasText: '外线暂不可用' }).waitFor();
+  await page.waitForSelector('[data-agent-state="on_call"]');
+  step('transfer to a unit refused as not available; still on the call');
   await page.click('[data-transfer="survey"]');
   await page.waitForSelector('[data-transfer-result]');
   await page.waitForSelector('[data-wrap-up]', { timeout: 10_000 });

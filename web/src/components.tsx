@@ -31,6 +31,9 @@ export function errorText(e: unknown): string {
   if (e instanceof ApiError) {
     if (e.code === 'csrf') return '会话已失效，请重新登录（CSRF）';
     if (e.code === 'version_conflict') return '工单已被他人更新，请刷新后重试';
+    if (e.code === 'transfer_unavailable') return '转接承办单位外线暂不可用（服务器尚未开通外呼），请转其他城市或登记工单转办';
+    if (e.code === 'not_bridged') return '通话尚未接通或已结束，无法转接';
+    if (e.code === 'transfer_refused') return `转接被拒绝：${e.message}`;
     if (e.status === 403) return `无权操作：${e.message}`;
     return e.field ? `${e.message}（字段：${e.field}）` : e.message;
   }
