@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod reminders;
 pub mod sip;
 pub mod survey;
+pub mod transfer;
 pub mod voicemail;
 
 use std::sync::Arc;
@@ -184,6 +185,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     };
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::recordings::RecordingsDir(Some(
+            config.server.recordings_dir.clone(),
+        ))))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {

@@ -54,8 +54,10 @@ macro_rules! on_pool {
 }
 
 pub mod calls;
+pub mod drafts;
 pub mod orders;
 pub mod queue_log;
+pub mod stats;
 pub mod surveys;
 
 const UPSERT_BINDING: &str = "INSERT INTO registrations \
