@@ -68,6 +68,9 @@ pub enum AcdCommand {
     HangupAgent { agent: AgentId },
     /// The caller's callback is registered: confirm and hang up.
     CallbackRegistered { position: u32 },
+    /// The agent transferred the caller to this unit's outside number: dial it through
+    /// the trunk and bridge (the ACD is done with the call).
+    ToUnit { unit: crate::ticket::units::UnitId },
     /// The call moved to another city's queue.
     Overflowed { to: CityId },
     /// Take a voice message (the after-hours path) and end the call.
@@ -137,10 +140,15 @@ struct Inner {
     legs: BTreeSet<(CallId, AgentId)>,
     /// Agents the registrar had a live binding for at the last check.
     registered: BTreeSet<AgentId>,
+    /// Calls whose caller asked for a callback: their inbound task ending means
+    /// nothing to the ACD any more (callback tasks own them).
+    callbacks: BTreeSet<CallId>,
 }
 
 /// The shared ACD of the server.
 pub struct AcdShell {
+    /// Itself, for the callback tasks it starts.
+    me: Weak<AcdShell>,
     inner: Mutex<Inner>,
     clock: WallClock,
     store: Option<Store>,
@@ -180,12 +188,14 @@ impl AcdShell {
         let agents = config.agents.iter().map(|a| a.id.clone()).collect();
         let acd = Acd::new(config, calendar, clock.now(), rand::random())?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Arc::new(AcdShell {
+        Ok(Arc::new_cyclic(|me| AcdShell {
+            me: me.clone(),
             inner: Mutex::new(Inner {
                 acd,
                 calls: HashMap::new(),
                 legs: BTreeSet::new(),
                 registered: BTreeSet::new(),
+                callbacks: BTreeSet::new(),
             }),
             clock,
             store,
@@ -252,6 +262,82 @@ impl AcdShell {
             .and_then(|i| i.acd.agent_state(agent).cloned())
     }
 
+    /// The callback key of the queue `call` waits in, while its caller listens to the
+    /// queue (`[[queues.queue]] callback_digit`); `None` otherwise.
+    #[must_use]
+    pub fn callback_key(&self, call: &CallId) -> Option<char> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.callback_key(call))
+    }
+
+    /// A callback task is over: forget its command channel, unless a newer attempt
+    /// of the same call registered its own meanwhile.
+    pub(crate) fn callback_task_ended(
+        &self,
+        call: &CallId,
+        tx: &mpsc::UnboundedSender<AcdCommand>,
+    ) {
+        if let Ok(mut inner) = self.inner.lock() {
+            if inner.calls.get(call).is_some_and(|t| t.same_channel(tx)) {
+                inner.calls.remove(call);
+            }
+            if inner.acd.queue_of(call).is_none() {
+                inner.callbacks.remove(call);
+            }
+        }
+    }
+
+    /// The place of a call in its queue (1 = next).
+    #[must_use]
+    pub fn position(&self, call: &CallId) -> Option<u32> {
+        self.inner.lock().ok().and_then(|i| i.acd.position(call))
+    }
+
+    fn media(&self) -> Option<(Arc<SipShell>, Arc<crate::server::calls::MediaContext>)> {
+        let sip = self.sip.lock().ok().and_then(|s| s.upgrade())?;
+        let media = sip.calls().media().clone();
+        Some((sip, media))
+    }
+
+    /// The ACD reserved `agent` for a callback of `call`: start the attempt (agent
+    /// first, then the caller through the trunk, [`crate::server::callback`]). Without
+    /// a running SIP shell the attempt fails at once.
+    fn place_callback(&self, call: CallId, agent: AgentId, number: String) {
+        let ring = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| {
+                let city = i.acd.queue_of(&call)?.clone();
+                i.acd.queue_config(&city).map(|q| q.callback_ring_secs)
+            })
+            .unwrap_or(30);
+        let (Some(me), Some((sip, media))) = (self.me.upgrade(), self.media()) else {
+            warn!(call = %call.0, %agent, "no SIP shell: the callback attempt fails");
+            let _ = self.input(QueueInput::AgentLegFailed {
+                call,
+                agent,
+                reason: crate::queue::LegFailure::Unreachable,
+            });
+            return;
+        };
+        // The leg counts as held from now; the attempt's commands go to its task.
+        self.leg_held(&call, &agent, true);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.calls.insert(call.clone(), tx.clone());
+        }
+        let job = crate::server::callback::CallbackJob {
+            call,
+            agent,
+            number,
+            caller_ring: Duration::from_secs(ring),
+        };
+        crate::server::callback::spawn(me, sip, media, job, tx, rx);
+    }
+
     /// A call enters the ACD; its task receives [`AcdCommand`]s on `tx`.
     ///
     /// # Errors
@@ -311,6 +397,8 @@ impl AcdShell {
     /// holds (the task ended without reporting) ends now, by the system.
     pub fn call_task_ended(&self, call: &CallId) {
         let still_queued = match self.inner.lock() {
+            // The caller hung up after asking for a callback: the call lives on.
+            Ok(inner) if inner.callbacks.contains(call) => false,
             Ok(mut inner) => {
                 inner.calls.remove(call);
                 inner.legs.retain(|(c, _)| c != call);
@@ -481,25 +569,27 @@ impl AcdShell {
                     self.send(&call, AcdCommand::HangupAgent { agent });
                 }
                 QueueAction::CallbackRegistered { call, position } => {
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.callbacks.insert(call.clone());
+                    }
                     self.send(&call, AcdCommand::CallbackRegistered { position });
                 }
                 QueueAction::PlaceCallback {
                     call,
                     agent,
                     number,
-                } => {
-                    // Not placed by this shell yet: the agent is released at once and
-                    // the attempt fails (retried, then a work order).
-                    warn!(call = %call.0, %agent, number = %crate::ticket::privacy::mask_phone(&number), "callback not supported by the shell yet");
-                    self.leg_held(&call, &agent, false);
-                    let _ = self.input(QueueInput::AgentLegFailed {
-                        call,
-                        agent,
-                        reason: crate::queue::LegFailure::Unreachable,
-                    });
-                }
+                } => self.place_callback(call, agent, number),
                 QueueAction::CallbackGaveUp { call, attempts, .. } => {
                     info!(call = %call.0, attempts, "callback given up: a work order is needed");
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.callbacks.remove(&call);
+                    }
+                    if let Some((_, media)) = self.media() {
+                        media.outbound.callback_done(&call);
+                        if let Some(orders) = media.call_orders() {
+                            orders.callback_gave_up(&call, attempts, self.clock.now());
+                        }
+                    }
                     self.emit(ConsoleEvent::Queue {
                         city: None,
                         call_id: Some(call.0),
@@ -524,8 +614,13 @@ impl AcdShell {
                 }
                 QueueAction::CallReleased { call, reason } => {
                     info!(call = %call.0, ?reason, "call released by the ACD");
-                    if reason == crate::queue::ReleaseReason::TransferredToSurvey {
-                        self.send(&call, AcdCommand::Survey);
+                    match reason {
+                        crate::queue::ReleaseReason::TransferredToSurvey => {
+                            self.send(&call, AcdCommand::Survey);
+                        }
+                        crate::queue::ReleaseReason::TransferredToUnit(unit) => {
+                            self.send(&call, AcdCommand::ToUnit { unit });
+                        }
                     }
                     if let Ok(mut inner) = self.inner.lock() {
                         inner.calls.remove(&call);

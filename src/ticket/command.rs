@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, ReminderLevel};
 use super::model::{
-    BusinessArea, Category, JudgementGround, OrderFields, RedoTarget, Satisfaction,
+    BusinessArea, CallLog, Category, JudgementGround, OrderFields, RedoTarget, Satisfaction,
 };
 use super::units::UnitId;
 
@@ -154,6 +154,12 @@ pub enum Command {
         /// Why (required).
         reason: String,
     },
+    /// The system logs a telephone fact about the order's call (a callback attempt, a
+    /// live transfer to a unit). Does not change state.
+    LogCall {
+        /// What happened.
+        call: CallLog,
+    },
 }
 
 impl Command {
@@ -182,6 +188,7 @@ impl Command {
             Self::AddNote { .. } => "add_note",
             Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",
+            Self::LogCall { .. } => "log_call",
         }
     }
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
-    Assignment, AssignmentStatus, BusinessArea, CallbackRecord, CallbackRound, Category,
+    Assignment, AssignmentStatus, BusinessArea, CallLog, CallbackRecord, CallbackRound, Category,
     CloseReason, Closing, ExtensionRequest, IssuedReminder, Order, OrderFields, OrderId,
     RedoTarget, Role, Satisfaction, State, UserId,
 };
@@ -190,6 +190,14 @@ pub enum EventKind {
     Withdrawn {
         /// Why.
         reason: String,
+    },
+    /// A telephone fact about the order's call, by the system (callback attempts,
+    /// live transfer to a unit). Does not change state.
+    CallLogged {
+        /// What happened.
+        call: CallLog,
+        /// The same for people.
+        note: String,
     },
 }
 
@@ -395,6 +403,7 @@ impl Order {
             EventKind::DeadlinesRecomputed { deadlines } => self.deadlines = Some(*deadlines),
             EventKind::NoteAdded { .. } => {}
             EventKind::Withdrawn { .. } => {}
+            EventKind::CallLogged { .. } => {}
         }
     }
 }
