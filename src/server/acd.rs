@@ -17,10 +17,25 @@
 //! (`RingAgent`) until the call task reports its end or the task itself ends, so an
 //! agent whose leg vanished without a report is freed within [`RECONCILE_EVERY`].
 //!
-//! Not done yet: placing callbacks (`PlaceCallback` fails the attempt at once, so the
-//! ACD retries and finally asks for a work order; the caller's callback key is not
-//! routed to the ACD), transfer to a unit's number, attended transfer (Replaces), and
-//! ring-all with more than one leg per call (extra offers fail as busy).
+//! Callback in queue (`CALL-CALLBACK`): the call task routes the queue's callback key
+//! (`callback_digit`, e.g. `*`) to the ACD as `CallbackRequested` (only when an outbound
+//! trunk is configured; the position announcement then offers it), records the caller's
+//! number for the outbound rule and the request on the work order, plays the
+//! confirmation and hangs up; the call keeps its place (`Inner::callbacks`: the
+//! inbound task ending no longer ends the call). On `PlaceCallback` (an agent is
+//! reserved) this shell starts one attempt task ([`crate::server::callback`]): the
+//! agent's phone first, then the caller through the trunk, bridged and recorded; its
+//! outcome goes back to the ACD (retries, give-up) and onto the work order
+//! ([`crate::server::call_orders`]).
+//!
+//! Transfers (`CALL-TRANSFER`): REFER targets are parsed by one function,
+//! [`AcdShell::transfer_target`] (= [`crate::queue::TransferTarget::parse`] with the
+//! units' numbers); a transfer to a unit is released by the ACD and carried out by the
+//! call task ([`AcdCommand::ToUnit`]): the unit's configured number through the trunk,
+//! bridged to the caller, the transfer on the work order.
+//!
+//! Not done yet: attended transfer (Replaces), and ring-all with more than one leg per
+//! call (extra offers fail as busy).
 //!
 //! Why a mutex and not a task with a channel: every input is short and synchronous,
 //! the API needs snapshots with no round trip, and the lock is never held across an
@@ -286,6 +301,24 @@ impl AcdShell {
             if inner.acd.queue_of(call).is_none() {
                 inner.callbacks.remove(call);
             }
+        }
+    }
+
+    /// Parse a transfer address (`survey`, a city id, `unit-<id>`, a unit's number)
+    /// with the one parser, [`crate::queue::TransferTarget::parse`], and check that a
+    /// unit transfer can be dialled ([`crate::server::outbound::Outbound::transfer_target`]).
+    /// For REFER and the transfer API alike; without a running SIP shell no number is
+    /// a unit's.
+    ///
+    /// # Errors
+    /// Not a transfer address, or a unit the outbound rule cannot dial.
+    pub fn transfer_target(
+        &self,
+        user: &str,
+    ) -> Result<crate::queue::TransferTarget, crate::server::outbound::TransferRefused> {
+        match self.media() {
+            Some((_, media)) => media.outbound.transfer_target(user),
+            None => Ok(crate::queue::TransferTarget::parse(user, |_| None)?),
         }
     }
 

@@ -436,6 +436,9 @@ impl Writer<'_> {
             .await?
             .ok_or_else(|| CallOrderError::Missing(id.clone()))?;
         let actor = Actor::system(order.fields.city.clone());
+        // The ledger never goes back in time: a fact reported after a later event (a
+        // clock step, a slow worker) is written at that event's time.
+        let at = order.last_event_at.map_or(at, |last| at.max(last));
         let (next, events) = apply(
             &order,
             Command::LogCall { call: log },

@@ -1,7 +1,7 @@
 //! Callback in queue, in the shell (`CALL-CALLBACK`): one task per attempt.
 //!
 //! When a callback's turn comes the ACD reserves an agent and emits `PlaceCallback`;
-//! [`crate::server::acd::AcdShell`] starts [`run`]:
+//! [`crate::server::acd::AcdShell`] starts one attempt task (`spawn`):
 //!
 //! 1. **the agent first**: the reserved agent's phone rings (From = the caller's
 //!    number, so the agent sees whom they are calling back). The ACD times this ring
