@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 const CALLER: &str = "053188886666";
 const UNIT_NUMBER: &str = "053188880000";
 
-fn config(carrier_port: u16) -> String {
+fn config(carrier_port: u16, attempts: u32) -> String {
     let prompts = repo_root().join("config/prompts/zh");
     let base = 36000 + (std::process::id() % 300) as u16 * 60;
     let with_outbound = TEST_CONFIG.replacen(
@@ -85,7 +85,7 @@ please_hold_secs = 0
 overflow_when_no_agents = false
 max_wait_secs = 50
 callback_digit = \"*\"
-callback_max_attempts = 3
+callback_max_attempts = {attempts}
 callback_retry_delay_secs = 2
 callback_ring_secs = 8
 tier_rules = []
@@ -255,7 +255,7 @@ fn channel_rms(path: &Path) -> (f64, f64, f64) {
 #[test]
 fn a_caller_who_presses_star_is_called_back_after_a_missed_attempt_and_bridged_to_the_agent() {
     let carrier_port = free_port();
-    let server = start(&config(carrier_port));
+    let server = start(&config(carrier_port, 3));
     let dir = tempfile::tempdir().expect("tmp");
     let agent_port = free_port();
     register(&server, agent_port);
@@ -436,7 +436,7 @@ fn a_caller_who_presses_star_is_called_back_after_a_missed_attempt_and_bridged_t
 #[test]
 fn a_refer_to_an_outside_number_is_refused_and_one_to_a_unit_dials_its_number() {
     let carrier_port = free_port();
-    let server = start(&config(carrier_port));
+    let server = start(&config(carrier_port, 3));
     let dir = tempfile::tempdir().expect("tmp");
     let agent_port = free_port();
     register(&server, agent_port);
@@ -562,4 +562,74 @@ fn a_refer_to_an_outside_number_is_refused_and_one_to_a_unit_dials_its_number() 
         assert!(Instant::now() < deadline, "{calls}");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// With one attempt allowed and a callee who does not answer, the callback is given
+/// up: the agent is free again, and the work order says to call back by hand.
+#[test]
+fn a_callback_nobody_answers_is_given_up_onto_the_work_order() {
+    let carrier_port = free_port();
+    let server = start(&config(carrier_port, 1));
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent_port = free_port();
+    register(&server, agent_port);
+    let target = server.sip.to_string();
+    let agent = {
+        let target = target.clone();
+        std::thread::spawn(move || {
+            run_bounded(
+                sipp(&sipp_scenario("acd_agent_until_bye.xml"), agent_port)
+                    .args(["-rtp_echo", "-m", "1", "-timeout", "40"])
+                    .arg(target),
+                Duration::from_secs(45),
+            )
+        })
+    };
+    let reject = carrier_scenario(dir.path(), "carrier_reject.xml", CALLER, 0);
+    let carrier = std::thread::spawn(move || {
+        run_bounded(
+            sipp(&reject, carrier_port).args(["-m", "1", "-timeout", "40"]),
+            Duration::from_secs(45),
+        )
+    });
+    let caller = run_bounded(
+        sipp(&sipp_scenario("acd_caller_callback.xml"), free_port())
+            .args(["-s", "12348", "-set", "caller", CALLER])
+            .args(["-m", "1", "-timeout", "30"])
+            .arg(target),
+        Duration::from_secs(35),
+    );
+    assert_eq!(
+        caller.status,
+        Some(0),
+        "{}\n{}",
+        caller.stderr,
+        server.log()
+    );
+    sign_in(&server);
+    let carrier = carrier.join().expect("carrier thread");
+    assert_eq!(
+        carrier.status,
+        Some(0),
+        "{}\n{}",
+        carrier.stderr,
+        server.log()
+    );
+    let agent = agent.join().expect("agent thread");
+    assert_eq!(agent.status, Some(0), "{}\n{}", agent.stderr, server.log());
+    let facts = call_facts(&server, 3, Duration::from_secs(10));
+    let what: Vec<&str> = facts
+        .iter()
+        .map(|e| e["kind"]["call"]["what"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        what,
+        ["callback_requested", "callback_attempt", "callback_gave_up"],
+        "{facts:#?}\n{}",
+        server.log()
+    );
+    assert_eq!(facts[2]["kind"]["call"]["attempts"], 1);
+    assert!(server.log().contains("callback given up"));
+    // No recording: nobody talked.
+    assert!(find_wavs(&server.dir.path().join("recordings")).is_empty());
 }

@@ -294,14 +294,27 @@ impl AcdShell {
         call: &CallId,
         tx: &mpsc::UnboundedSender<AcdCommand>,
     ) {
-        if let Ok(mut inner) = self.inner.lock() {
-            if inner.calls.get(call).is_some_and(|t| t.same_channel(tx)) {
-                inner.calls.remove(call);
-            }
-            if inner.acd.queue_of(call).is_none() {
-                inner.callbacks.remove(call);
-            }
+        if let Ok(mut inner) = self.inner.lock()
+            && inner.calls.get(call).is_some_and(|t| t.same_channel(tx))
+        {
+            inner.calls.remove(call);
         }
+    }
+
+    /// After a callback attempt's last report: a callback the ACD no longer holds
+    /// (answered and ended) is forgotten.
+    pub(crate) fn callback_settled(&self, call: &CallId) {
+        if let Ok(mut inner) = self.inner.lock()
+            && inner.acd.queue_of(call).is_none()
+        {
+            inner.callbacks.remove(call);
+        }
+    }
+
+    /// Calls whose caller asked for a callback and that the ACD still holds.
+    #[must_use]
+    pub fn callbacks_pending(&self) -> usize {
+        self.inner.lock().map(|i| i.callbacks.len()).unwrap_or(0)
     }
 
     /// Parse a transfer address (`survey`, a city id, `unit-<id>`, a unit's number)
@@ -831,6 +844,68 @@ mod tests {
             .is_err(),
             "unknown agents are refused"
         );
+    }
+
+    #[tokio::test]
+    async fn the_callers_task_ending_after_a_callback_request_keeps_the_callback() {
+        let (config, calendar) = shipped();
+        let queues = config.queues.clone().expect("queues");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+        let acd = AcdShell::new(
+            queues,
+            calendar,
+            WallClock::starting_at(at),
+            None,
+            HashMap::new(),
+        )
+        .expect("ACD");
+        // Someone is signed in in Jinan (no overflow) but busy with another call.
+        let agent = AgentId::new("1001");
+        acd.input(QueueInput::Registered {
+            agent: agent.clone(),
+        })
+        .expect("registered");
+        acd.input(QueueInput::SignIn {
+            agent: agent.clone(),
+        })
+        .expect("sign in");
+        let arrive = |id: &str| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            acd.enqueue(
+                QueueInput::CallArrived {
+                    call: CallId(id.into()),
+                    city: CityId::new("jinan"),
+                    category: crate::ivr::flow::CallCategory::Consultation,
+                    urgency: crate::ivr::flow::Urgency::default(),
+                    area: None,
+                    caller: "13800001111".into(),
+                },
+                tx,
+            )
+            .expect("enqueued");
+            rx
+        };
+        let _busy = arrive("c0");
+        acd.input(QueueInput::AgentAnswered {
+            call: CallId("c0".into()),
+            agent: agent.clone(),
+        })
+        .expect("answered");
+        let mut rx = arrive("c1");
+        let call = CallId("c1".into());
+        assert_eq!(acd.callback_key(&call), Some('*'), "shipped key");
+        acd.input(QueueInput::CallbackRequested { call: call.clone() })
+            .expect("callback");
+        let mut registered = false;
+        while let Ok(command) = rx.try_recv() {
+            registered |= command == AcdCommand::CallbackRegistered { position: 1 };
+        }
+        assert!(registered);
+        assert_eq!(acd.callback_key(&call), None, "no second request");
+        // The caller's task ends (hung up after the confirmation): the place is kept.
+        acd.call_task_ended(&call);
+        assert_eq!(acd.position(&call), Some(1));
+        assert_eq!(acd.callbacks_pending(), 1);
     }
 
     #[tokio::test]

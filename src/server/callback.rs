@@ -687,5 +687,6 @@ impl Attempt {
         {
             debug!(call = %self.job.call.0, %e, "callback report not taken by the ACD");
         }
+        self.acd.callback_settled(&self.job.call);
     }
 }
