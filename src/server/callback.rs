@@ -360,7 +360,11 @@ impl Attempt {
                 }) {
                     debug!(call = %call.0, %e, "answer not taken by the ACD");
                 }
-                if self.done {
+                // An answer that crossed the ACD letting go (ring timeout): the ACD's
+                // HangupAgent command ends the attempt; nobody is dialled.
+                let on_call = self.acd.agent_state(&self.job.agent)
+                    == Some(crate::queue::AgentState::OnCall { call: call.clone() });
+                if self.done || !on_call {
                     return;
                 }
                 let hold = self
