@@ -31,7 +31,8 @@ use super::auth::{CurrentUser, User};
 use super::error::ApiError;
 use super::orders::OrdersContext;
 use super::queues::AcdApi;
-use crate::server::transfer::{TargetError, TransferError, parse_target};
+use crate::server::outbound::TransferRefused;
+use crate::server::transfer::{TransferError, refer_user};
 use crate::store::calls::CallFilter;
 use crate::ticket::UnitId;
 use crate::ticket::model::CallId;
@@ -171,17 +172,19 @@ async fn transfer(
     let body: TransferBody = serde_json::from_slice(&body).map_err(|e| {
         ApiError::unprocessable("invalid_body", format!("expected {{\"to\": …}}: {e}"))
     })?;
-    let to = parse_target(&body.to).map_err(|e| match e {
-        TargetError::UnitNotAvailable(_) => {
-            ApiError::unprocessable("transfer_unavailable", e.to_string()).with_field("to")
-        }
-        TargetError::Unknown(_) => {
-            ApiError::unprocessable("invalid_field", e.to_string()).with_field("to")
-        }
-    })?;
+    let refer_user = refer_user(&body.to)
+        .map_err(|e| ApiError::unprocessable("invalid_field", e.to_string()).with_field("to"))?;
     let acd = ext
         .and_then(|Extension(AcdApi(acd))| acd)
         .ok_or_else(|| ApiError::not_found("call"))?;
+    let to = acd.transfer_target(&refer_user).map_err(|e| match e {
+        TransferRefused::Outbound(_) => {
+            ApiError::unprocessable("transfer_unavailable", e.to_string()).with_field("to")
+        }
+        TransferRefused::Target(_) => {
+            ApiError::unprocessable("invalid_field", e.to_string()).with_field("to")
+        }
+    })?;
     let call = CallId(call_id.clone());
     let (city, agent) = acd
         .call_parties(&call)

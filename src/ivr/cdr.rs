@@ -22,6 +22,11 @@ pub enum CallPath {
     DutyList,
     /// Left a voice message.
     VoiceMessage,
+    /// Pressed the callback key in the queue and hung up, keeping the place
+    /// (`CALL-CALLBACK`): not an abandoned call.
+    CallbackRequested,
+    /// Transferred live by the agent to a unit's outside number (`CALL-TRANSFER`).
+    TransferredToUnit,
     /// The caller hung up before reaching an agent or leaving a message.
     Abandoned,
 }
@@ -202,6 +207,18 @@ impl CdrBuilder {
         self
     }
 
+    /// The caller asked to be called back from the queue.
+    pub fn callback_requested(&mut self) -> &mut Self {
+        self.push_path(CallPath::CallbackRequested);
+        self
+    }
+
+    /// The agent transferred the caller to a unit's outside number.
+    pub fn transferred_to_unit(&mut self) -> &mut Self {
+        self.push_path(CallPath::TransferredToUnit);
+        self
+    }
+
     /// A voice message was left (recording path).
     pub fn voice_message(&mut self, path: impl Into<String>) -> &mut Self {
         self.push_path(CallPath::VoiceMessage);
@@ -245,7 +262,8 @@ impl CdrBuilder {
         }
         let abandoned = self.record.hung_up_first == Some(HangupParty::Caller)
             && self.record.agent_answer.is_none()
-            && !self.record.path.contains(&CallPath::VoiceMessage);
+            && !self.record.path.contains(&CallPath::VoiceMessage)
+            && !self.record.path.contains(&CallPath::CallbackRequested);
         if abandoned {
             self.push_path(CallPath::Abandoned);
         }
@@ -308,6 +326,19 @@ mod tests {
         );
         assert_eq!(cdr.queue_wait(), Some(chrono::TimeDelta::seconds(90)));
         assert_eq!(cdr.talk_time(), None);
+    }
+
+    #[test]
+    fn a_caller_who_asked_for_a_callback_did_not_abandon() {
+        let mut b = builder();
+        b.queued(at("2026-02-14T10:00:30+08:00"))
+            .callback_requested()
+            .hung_up(at("2026-02-14T10:01:00+08:00"), HangupParty::Caller);
+        let cdr = b.finish(at("2026-02-14T10:01:00+08:00"));
+        assert_eq!(
+            cdr.path,
+            vec![CallPath::Ivr, CallPath::Queue, CallPath::CallbackRequested]
+        );
     }
 
     #[test]

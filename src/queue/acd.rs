@@ -430,6 +430,24 @@ impl Acd {
         self.calls.get(call).map(|c| &c.queue)
     }
 
+    /// The configuration of `city`'s queue.
+    #[must_use]
+    pub fn queue_config(&self, city: &CityId) -> Option<&QueueConfig> {
+        self.queues.get(city).map(|q| &q.config)
+    }
+
+    /// The callback key of the queue `call` waits in, while its caller is listening
+    /// to the queue (waiting or ringing an agent); `None` otherwise or when the queue
+    /// has no callback key.
+    #[must_use]
+    pub fn callback_key(&self, call: &CallId) -> Option<char> {
+        let c = self.calls.get(call)?;
+        if !c.phase.caller_listening() {
+            return None;
+        }
+        self.queues.get(&c.queue)?.config.callback_digit
+    }
+
     /// Number of calls the ACD holds (waiting, ringing, bridged, callbacks).
     #[must_use]
     pub fn call_count(&self) -> usize {

@@ -1492,3 +1492,41 @@ fn reconcile_during_a_callback_counts_a_failed_attempt_and_frees_the_agent() {
         "still waiting for a retry"
     );
 }
+
+#[test]
+fn transfer_addresses_have_one_parser_and_numbers_must_be_units() {
+    let units = |n: &str| (n == "053188880000").then(|| UnitId::new("jinan-legal-aid"));
+    let parse = |user: &str| TransferTarget::parse(user, units);
+    assert_eq!(parse("survey"), Ok(TransferTarget::Survey));
+    assert_eq!(parse("SURVEY"), Ok(TransferTarget::Survey));
+    assert_eq!(
+        parse("qingdao"),
+        Ok(TransferTarget::Queue(CityId::new("qingdao")))
+    );
+    assert_eq!(
+        parse("queue-zibo"),
+        Ok(TransferTarget::Queue(CityId::new("zibo")))
+    );
+    assert_eq!(
+        parse("unit-jinan-legal-aid"),
+        Ok(TransferTarget::Unit(UnitId::new("jinan-legal-aid")))
+    );
+    assert_eq!(
+        parse("053188880000"),
+        Ok(TransferTarget::Unit(UnitId::new("jinan-legal-aid")))
+    );
+    // Any other number: no open dialling.
+    assert_eq!(
+        parse("+8613900001111"),
+        Err(TransferTargetError::NotAUnitNumber(
+            crate::ticket::privacy::mask_phone("+8613900001111")
+        ))
+    );
+    assert_eq!(parse(""), Err(TransferTargetError::Empty));
+    for bad in ["unit-", "unit-a b", "a;b", "9city"] {
+        assert!(
+            matches!(parse(bad), Err(TransferTargetError::Malformed(_))),
+            "{bad}"
+        );
+    }
+}

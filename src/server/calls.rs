@@ -52,6 +52,9 @@ use crate::store::Store;
 use crate::store::calls::VoiceMessage;
 use crate::ticket::model::CallId;
 
+mod callback_key;
+mod unit_transfer;
+
 /// A G.711 frame of 20 ms.
 const FRAME_BYTES: usize = 160;
 /// Receive buffer: larger than any RTP datagram we accept.
@@ -82,20 +85,25 @@ impl WallClock {
 pub struct MediaContext {
     pool: Mutex<PortPool>,
     bind_ip: IpAddr,
-    public_ip: IpAddr,
-    media_timeout: Duration,
-    recordings_dir: PathBuf,
+    pub(crate) public_ip: IpAddr,
+    pub(crate) media_timeout: Duration,
+    pub(crate) recordings_dir: PathBuf,
     prompts_dir: PathBuf,
     extensions: Vec<TestExtensionConfig>,
     max_test_call: Duration,
     pub clock: WallClock,
     active_calls: AtomicUsize,
     hotline: Option<HotlineSetup>,
-    store: Option<Store>,
+    pub(crate) store: Option<Store>,
     /// Prompts by id, loaded once at start-up (no file IO on the call path).
     prompts: HashMap<String, Prompt>,
     /// The ACD (`[queues]`); `None`: calls in hours ring the city's first agent.
     pub acd: Option<Arc<AcdShell>>,
+    /// The outbound trunk and the rule of what may be dialled (callbacks, transfers).
+    pub outbound: Arc<crate::server::outbound::Outbound>,
+    /// Callback attempts and transfers on work orders (set once the store and the
+    /// work-order context exist).
+    call_orders: std::sync::OnceLock<crate::server::call_orders::CallOrders>,
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -268,12 +276,36 @@ impl MediaContext {
             store,
             prompts,
             acd,
+            outbound: Arc::new(crate::server::outbound::Outbound::from_config(config)),
+            call_orders: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Start writing callbacks and transfers on work orders (`serve` does, once the
+    /// store and the work-order context exist).
+    pub fn start_call_orders(
+        &self,
+        store: Store,
+        orders: Arc<crate::api::orders::OrdersContext>,
+        province_center: crate::ticket::UnitId,
+    ) {
+        let _ = self
+            .call_orders
+            .set(crate::server::call_orders::CallOrders::start(
+                store,
+                orders,
+                province_center,
+            ));
+    }
+
+    /// The work-order writer of call facts, when started.
+    pub(crate) fn call_orders(&self) -> Option<&crate::server::call_orders::CallOrders> {
+        self.call_orders.get()
     }
 
     /// A play list of prompt ids and spoken numbers; a missing prompt becomes a short
     /// silence (logged), so a city's partial recording set never breaks the flow.
-    fn playlist(&self, refs: &[PromptRef]) -> Vec<Segment> {
+    pub(crate) fn playlist(&self, refs: &[PromptRef]) -> Vec<Segment> {
         let mut segments = Vec::new();
         let mut add = |id: &str| match self.prompts.get(id) {
             Some(p) => segments.push(Segment::Prompt(p.clone())),
@@ -321,7 +353,7 @@ impl MediaContext {
         self.active_calls.load(Ordering::Relaxed)
     }
 
-    fn release(&self, ports: PortPair) {
+    pub(crate) fn release(&self, ports: PortPair) {
         if let Ok(mut pool) = self.pool.lock()
             && let Err(e) = pool.release(ports)
         {
@@ -330,7 +362,7 @@ impl MediaContext {
     }
 
     /// Allocate and bind an RTP/RTCP pair, skipping pairs another process holds.
-    async fn open_sockets(&self) -> Option<(PortPair, UdpSocket, UdpSocket)> {
+    pub(crate) async fn open_sockets(&self) -> Option<(PortPair, UdpSocket, UdpSocket)> {
         let attempts = self.pool.lock().map(|p| p.capacity()).unwrap_or(0);
         for _ in 0..attempts.min(64) {
             let pair = self.pool.lock().ok()?.allocate()?;
@@ -406,6 +438,22 @@ impl CallRouter {
     pub(crate) fn registration_changed(&self) {
         if let Some(acd) = self.media.acd.as_ref() {
             acd.registration_changed();
+        }
+    }
+
+    /// The media plane.
+    pub(crate) fn media(&self) -> &Arc<MediaContext> {
+        &self.media
+    }
+
+    /// Send the events of `leg` (an outbound leg a callback task placed) to `tx`.
+    pub(crate) fn route_leg(
+        &self,
+        leg: CallHandle,
+        tx: mpsc::UnboundedSender<(CallHandle, LegEvent)>,
+    ) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.insert(leg, tx);
         }
     }
 
@@ -644,6 +692,10 @@ struct CallMedia {
     survey_playing: bool,
     /// The ACD's command channel, handed to the run loop once.
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
+    /// The caller's leg to a unit's outside number (transfer, `unit_transfer.rs`).
+    unit: Option<Box<unit_transfer::UnitLeg>>,
+    /// The unit to dial (from the run loop).
+    pending_unit: Option<crate::ticket::units::UnitId>,
 }
 
 /// A call the ACD owns (waiting, ringing an agent or bridged).
@@ -748,6 +800,8 @@ impl CallMedia {
             survey: None,
             survey_playing: false,
             new_acd_rx: None,
+            unit: None,
+            pending_unit: None,
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -833,6 +887,7 @@ impl CallMedia {
                 .and_then(|a| a.session.as_ref())
                 .and_then(RtpSession::poll_timeout),
             self.agent.as_ref().and_then(|a| a.ring_until),
+            self.unit_deadline(),
             self.hotline
                 .as_ref()
                 .and_then(|h| h.message.as_ref())
@@ -853,6 +908,7 @@ impl CallMedia {
         let mut buf = [0u8; DATAGRAM];
         let mut agent_buf = [0u8; DATAGRAM];
         let mut rtcp_buf = [0u8; DATAGRAM];
+        let mut unit_buf = [0u8; DATAGRAM];
         let mut acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>> = None;
         loop {
             if let Some(rx) = self.new_acd_rx.take() {
@@ -860,6 +916,9 @@ impl CallMedia {
             }
             if let Some(reason) = self.pending_dial.take() {
                 self.dial_agent(Instant::now(), reason).await;
+            }
+            if let Some(unit) = self.pending_unit.take() {
+                self.dial_unit(Instant::now(), unit).await;
             }
             let acd_command = async {
                 match acd_rx.as_mut() {
@@ -885,6 +944,11 @@ impl CallMedia {
                         self.on_agent_rtp(Instant::now(), from, &mut agent_buf, n);
                     }
                 }
+                received = crate::server::outleg::recv_rtp(self.unit.as_ref().map(|u| &u.leg), &mut unit_buf) => {
+                    if let Ok((n, from)) = received {
+                        self.on_unit_rtp(Instant::now(), from, &mut unit_buf, n);
+                    }
+                }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((n, from)) = received
                         && let Some(datagram) = rtcp_buf.get(..n)
@@ -898,6 +962,9 @@ impl CallMedia {
                     None => acd_rx = None,
                 },
                 event = events.recv() => match event {
+                    Some((leg, event)) if self.is_unit_leg(leg) => {
+                        self.on_unit_event(Instant::now(), event);
+                    }
                     Some((leg, event)) if leg != self.handle => {
                         self.on_agent_event(Instant::now(), leg, event);
                     }
@@ -1073,7 +1140,8 @@ impl CallMedia {
         match command {
             AcdCommand::HoldMusic => self.queue_hold_music(now),
             AcdCommand::Announce { position } => {
-                self.queue_prompt(now, &position_prompts(position));
+                let refs = self.announcement(position);
+                self.queue_prompt(now, &refs);
             }
             AcdCommand::PleaseHold => {
                 let id = self.ctx.please_hold();
@@ -1107,15 +1175,8 @@ impl CallMedia {
                 }
             }
             AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
-            AcdCommand::CallbackRegistered { position } => {
-                info!(%handle, position, "callback registered; the caller hangs up");
-                let goodbye = self.ctx.goodbye();
-                self.queue_prompt(now, &[PromptRef::Prompt(goodbye)]);
-                if let Some(q) = self.queue.as_mut() {
-                    q.released = true;
-                }
-                self.hangup_at = Some(now + Duration::from_secs(4));
-            }
+            AcdCommand::CallbackRegistered { position } => self.callback_registered(now, position),
+            AcdCommand::ToUnit { unit } => self.transfer_to_unit(now, unit),
             AcdCommand::Overflowed { to } => {
                 info!(%handle, to = to.as_str(), "overflowed to another queue");
             }
@@ -1319,9 +1380,9 @@ impl CallMedia {
     }
 
     /// A blind transfer (REFER, RFC 3515) from the bridged agent: `sip:survey@…` to
-    /// the satisfaction survey, `sip:<city>@…` to that city's queue (the syntax of
-    /// [`crate::server::transfer::parse_target`]). Anything else (a unit's number needs
-    /// an outbound trunk leg) is refused with 403.
+    /// the satisfaction survey, `sip:<city>@…` to that city's queue, `sip:unit-<id>@…`
+    /// or the unit's number to a unit through the outbound trunk (the syntax of
+    /// [`crate::queue::TransferTarget::parse`]). Anything else is refused with 403.
     fn on_refer(
         &mut self,
         now: Instant,
@@ -1329,7 +1390,10 @@ impl CallMedia {
         refer_to: &crate::sip::message::NameAddr,
     ) {
         let user = refer_to.uri.user.clone().unwrap_or_default();
-        let accepted = match crate::server::transfer::parse_target(&user) {
+        let handle = self.handle;
+        // One parser for REFER and the transfer API; a number that is no unit's is
+        // refused here (no open dialling).
+        let accepted = match self.ctx.outbound.transfer_target(&user) {
             Ok(to) => self.blind_transfer(now, to, |call| {
                 call.shell.drive(|ep| {
                     let _ = ep.call_accept_refer(now, leg);
@@ -1337,7 +1401,7 @@ impl CallMedia {
                 });
             }),
             Err(e) => {
-                info!(handle = %self.handle, %e, "REFER target refused");
+                info!(%handle, %e, target = %user, "transfer refused");
                 Err(crate::server::transfer::TransferError::Refused(
                     e.to_string(),
                 ))
@@ -1528,6 +1592,10 @@ impl CallMedia {
     }
 
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        if self.unit_bridged() {
+            self.relay_caller_to_unit(now, from, buf, n);
+            return;
+        }
         let bridged = self
             .agent
             .as_ref()
@@ -1626,6 +1694,9 @@ impl CallMedia {
     fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
         info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
         self.digits.push(c);
+        if self.callback_key_pressed(c) {
+            return;
+        }
         if let Some(survey) = self.survey.as_mut() {
             survey.handle(now, IvrInput::Digit(c));
             self.drive_survey(now);
@@ -1989,6 +2060,7 @@ impl CallMedia {
     /// Returns true when the task should stop (the end was never confirmed).
     fn on_timers(&mut self, now: Instant) -> bool {
         self.agent_timers(now);
+        self.unit_timers(now);
         self.session.handle_timeout(now);
         while let Some(event) = self.session.poll_event() {
             match event {
@@ -2097,6 +2169,7 @@ impl CallMedia {
     fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
         self.hang_up_agent(now);
         self.release_agent();
+        self.release_unit(now);
         if let Some(q) = self.queue.as_ref() {
             let caller_left = matches!(
                 end,
@@ -2204,7 +2277,7 @@ pub fn repair_recordings(dir: &std::path::Path) -> usize {
 }
 
 /// Create the directories and a mono (voice message) or stereo (call) WAV recorder.
-fn create_recorder(
+pub(crate) fn create_recorder(
     path: &std::path::Path,
     now: Instant,
     stereo: bool,

@@ -1,8 +1,12 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
 pub mod acd;
+pub mod call_orders;
+pub mod callback;
 pub mod calls;
 pub mod metrics;
+pub mod outbound;
+pub mod outleg;
 pub mod reminders;
 pub mod sip;
 pub mod survey;
@@ -141,6 +145,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let shutdown = Shutdown::default();
     let media = Arc::new(media);
     let acd = media.acd.clone();
+    let media_ctx = media.clone();
     let shell = SipShell::start(
         sockets,
         endpoint,
@@ -157,6 +162,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
 
     let orders = Arc::new(api::orders::OrdersContext::from_config(&config, calendar));
+    media_ctx.start_call_orders(
+        store.clone(),
+        orders.clone(),
+        crate::ticket::UnitId::new(config.calls.province_center.as_str()),
+    );
     tokio::spawn(reminders::reminder_loop(
         store.clone(),
         orders.clone(),

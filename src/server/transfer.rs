@@ -1,6 +1,7 @@
 //! Blind transfer of a bridged caller, shared by the agent's SIP REFER and the
-//! consoles' `POST /api/calls/{call_id}/transfer`: one target syntax
-//! ([`parse_target`]), one function in the call task that carries it out
+//! consoles' `POST /api/calls/{call_id}/transfer`: one target parser
+//! ([`crate::queue::TransferTarget::parse`]; the consoles' syntax is rewritten to it by
+//! [`refer_user`]), one function in the call task that carries it out
 //! (`CallMedia::blind_transfer` in [`super::calls`]), and the reply channel the API
 //! waits on ([`TransferReply`]).
 
@@ -8,19 +9,12 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 
-use crate::ivr::city::CityId;
-use crate::queue::TransferTarget;
-
-/// Why a transfer target is refused before anything happens.
+/// A console transfer target that is not written the console's way.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
     /// Not `survey`, `queue:<city>`, `<city>` or `unit:<id>`.
     #[error("unknown transfer target {0:?}: use survey, queue:<city> or unit:<unit id>")]
     Unknown(String),
-    /// A unit's outside number needs an outbound trunk leg, which this server does not
-    /// place yet.
-    #[error("transfer to a unit's number ({0}) is not available on this server yet")]
-    UnitNotAvailable(String),
 }
 
 fn is_id(text: &str) -> bool {
@@ -31,27 +25,29 @@ fn is_id(text: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
-/// The one target syntax: `survey` (the satisfaction survey), `queue:<city>` or a bare
-/// `<city>` (a REFER's `sip:<city>@…`) for another city's queue, `unit:<unit id>` for
-/// a unit's number (refused for now: [`TargetError::UnitNotAvailable`]).
+/// The consoles' target syntax (`survey`, `queue:<city>` or a bare `<city>`,
+/// `unit:<unit id>`) rewritten as the user part an agent's REFER would carry
+/// (`survey`, `<city>`, `unit-<unit id>`), so both go through the one parser,
+/// [`crate::queue::TransferTarget::parse`] (via `AcdShell::transfer_target`, which also checks that
+/// a unit can be dialled).
 ///
 /// # Errors
 /// [`TargetError`] for anything else.
-pub fn parse_target(text: &str) -> Result<TransferTarget, TargetError> {
+pub fn refer_user(text: &str) -> Result<String, TargetError> {
     let text = text.trim();
     if text == "survey" {
-        return Ok(TransferTarget::Survey);
+        return Ok(text.to_owned());
     }
     if let Some(unit) = text.strip_prefix("unit:") {
-        return Err(if is_id(unit) {
-            TargetError::UnitNotAvailable(unit.to_owned())
+        return if is_id(unit) {
+            Ok(format!("unit-{unit}"))
         } else {
-            TargetError::Unknown(text.to_owned())
-        });
+            Err(TargetError::Unknown(text.to_owned()))
+        };
     }
     let city = text.strip_prefix("queue:").unwrap_or(text);
     if is_id(city) && !city.contains('-') {
-        Ok(TransferTarget::Queue(CityId::new(city.to_owned())))
+        Ok(city.to_owned())
     } else {
         Err(TargetError::Unknown(text.to_owned()))
     }
@@ -113,21 +109,27 @@ impl Eq for TransferReply {}
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ivr::city::CityId;
+    use crate::queue::TransferTarget;
 
     #[test]
-    fn one_syntax_for_refer_and_api_targets() {
-        assert_eq!(parse_target("survey"), Ok(TransferTarget::Survey));
+    fn console_targets_become_the_refer_syntax_of_the_one_parser() {
+        let parsed =
+            |text: &str| refer_user(text).map(|user| TransferTarget::parse(&user, |_| None).ok());
+        assert_eq!(parsed("survey"), Ok(Some(TransferTarget::Survey)));
         assert_eq!(
-            parse_target("queue:qingdao"),
-            Ok(TransferTarget::Queue(CityId::new("qingdao")))
+            parsed("queue:qingdao"),
+            Ok(Some(TransferTarget::Queue(CityId::new("qingdao"))))
         );
         assert_eq!(
-            parse_target("qingdao"),
-            Ok(TransferTarget::Queue(CityId::new("qingdao")))
+            parsed("qingdao"),
+            Ok(Some(TransferTarget::Queue(CityId::new("qingdao"))))
         );
         assert_eq!(
-            parse_target("unit:jinan-legal-aid"),
-            Err(TargetError::UnitNotAvailable("jinan-legal-aid".into()))
+            parsed("unit:jinan-legal-aid"),
+            Ok(Some(TransferTarget::Unit(crate::ticket::UnitId::new(
+                "jinan-legal-aid"
+            ))))
         );
         for bad in [
             "",
@@ -139,7 +141,7 @@ mod tests {
             "unit:a/b",
         ] {
             assert!(
-                matches!(parse_target(bad), Err(TargetError::Unknown(_))),
+                matches!(refer_user(bad), Err(TargetError::Unknown(_))),
                 "{bad:?}"
             );
         }

@@ -1234,6 +1234,55 @@ impl Endpoint {
             via,
             call_id: None,
         };
+        self.place_outbound(now, params, target.source)
+    }
+
+    /// Call out through a carrier trunk (B2BUA leg to an outside number): INVITE
+    /// `request_uri` (`sip:<number>@<trunk>`) sent to `peer`, To = the Request-URI, From
+    /// `sip:<from_user>@<our domain>`. Events come back as for [`Endpoint::call_dial`].
+    /// The shell decides what may be dialled (`crate::server::outbound`): this only
+    /// sends.
+    pub fn call_dial_out(
+        &mut self,
+        now: Instant,
+        request_uri: crate::sip::message::Uri,
+        peer: SourceInfo,
+        from_user: &str,
+        sdp_offer: Bytes,
+    ) -> CallHandle {
+        let name_addr = |uri: crate::sip::message::Uri| NameAddr {
+            display_name: None,
+            uri,
+            params: Vec::new(),
+        };
+        let from = name_addr(
+            crate::sip::message::Uri::parse(&format!("sip:{from_user}@{}", self.realm))
+                .unwrap_or_else(|_| self.local_contact.uri.clone()),
+        );
+        let via = crate::sip::dialog::ViaSentBy {
+            transport: peer.transport.as_str().to_string(),
+            host: self.local_contact.uri.host.clone(),
+            port: self.local_contact.uri.port,
+        };
+        let params = OutboundParams {
+            target: request_uri.clone(),
+            from,
+            to: name_addr(request_uri),
+            contact: self.local_contact.clone(),
+            sdp_offer,
+            route: Vec::new(),
+            via,
+            call_id: None,
+        };
+        self.place_outbound(now, params, peer)
+    }
+
+    fn place_outbound(
+        &mut self,
+        now: Instant,
+        params: OutboundParams,
+        peer: SourceInfo,
+    ) -> CallHandle {
         let seed = rand::RngCore::next_u64(&mut self.rng);
         let leg = OutboundLeg::new(now, self.leg_config, params, seed);
         let call_id = leg
@@ -1249,7 +1298,7 @@ impl Endpoint {
             CallEntry {
                 leg: Leg::Out(leg),
                 call_id: call_id.clone(),
-                peer: target.source,
+                peer,
                 server_transactions: HashMap::new(),
                 remove_at: None,
             },

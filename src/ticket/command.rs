@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, ReminderLevel};
 use super::model::{
-    BusinessArea, CallId, CallSurveyAnswer, Category, JudgementGround, OrderFields, RedoTarget,
-    Satisfaction,
+    BusinessArea, CallId, CallLog, CallSurveyAnswer, Category, JudgementGround, OrderFields,
+    RedoTarget, Satisfaction,
 };
 use super::units::UnitId;
 
@@ -162,6 +162,12 @@ pub enum Command {
         /// Why (required).
         reason: String,
     },
+    /// The system logs a telephone fact about the order's call (a callback attempt, a
+    /// live transfer to a unit). Does not change state.
+    LogCall {
+        /// What happened.
+        call: CallLog,
+    },
 }
 
 impl Command {
@@ -191,6 +197,7 @@ impl Command {
             Self::RecordCallSurvey { .. } => "record_call_survey",
             Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",
+            Self::LogCall { .. } => "log_call",
         }
     }
 }

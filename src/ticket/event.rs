@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
-    Assignment, AssignmentStatus, BusinessArea, CallId, CallSurveyAnswer, CallbackRecord,
+    Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
     CallbackRound, Category, CloseReason, Closing, ExtensionRequest, IssuedReminder, Order,
     OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
 };
@@ -198,6 +198,14 @@ pub enum EventKind {
     Withdrawn {
         /// Why.
         reason: String,
+    },
+    /// A telephone fact about the order's call, by the system (callback attempts,
+    /// live transfer to a unit). Does not change state.
+    CallLogged {
+        /// What happened.
+        call: CallLog,
+        /// The same for people.
+        note: String,
     },
 }
 
@@ -404,6 +412,7 @@ impl Order {
             EventKind::NoteAdded { .. } => {}
             EventKind::CallSurveyRecorded { answer, .. } => self.call_survey = Some(*answer),
             EventKind::Withdrawn { .. } => {}
+            EventKind::CallLogged { .. } => {}
         }
     }
 }

@@ -1960,3 +1960,57 @@ fn provisional_deadlines_are_recomputed_when_the_missing_year_is_added() {
         })
     ));
 }
+
+#[test]
+fn call_facts_are_logged_by_the_system_only_and_change_no_state() {
+    let world = World::new();
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2026-02-14T10:00+08:00",
+        ),
+    );
+    run.ok(Command::Submit, &agent(), moment("2026-02-14T10:00+08:00"));
+    let state = run.state();
+    let log = |attempt| Command::LogCall {
+        call: CallLog::CallbackAttempt {
+            call_id: CallId("c1".into()),
+            attempt,
+            agent: "1001".into(),
+            result: CallAttemptResult::NoAnswer,
+            recording: None,
+        },
+    };
+    // People cannot write call facts: the system does, in any state.
+    assert!(matches!(
+        run.try_cmd(log(1), &agent(), moment("2026-02-14T10:05+08:00")),
+        Err(TransitionError::RoleNotPermitted { .. })
+    ));
+    let system = Actor::system(unit("jinan"));
+    let events = run.ok(log(1), &system, moment("2026-02-14T10:05+08:00"));
+    assert_eq!(run.state(), state);
+    match &events[..] {
+        [event] => match &event.kind {
+            EventKind::CallLogged { call, note } => {
+                assert!(matches!(call, CallLog::CallbackAttempt { attempt: 1, .. }));
+                assert!(note.contains("no answer"), "{note}");
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    run.ok(
+        Command::LogCall {
+            call: CallLog::TransferredToUnit {
+                call_id: CallId("c1".into()),
+                unit: unit("jinan-legal-aid"),
+                agent: Some("1001".into()),
+            },
+        },
+        &system,
+        moment("2026-02-14T10:06+08:00"),
+    );
+    assert_eq!(run.state(), state);
+}

@@ -222,6 +222,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
         ),
         Command::Withdraw { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "TK-LEDGER"),
         Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
+        Command::LogCall { .. } => (&[(System, Any)], "CALL-CALLBACK"),
     }
 }
 
@@ -717,6 +718,13 @@ pub fn apply(
             }
             let note = require_text(note, &command, "note", "TK-SUPERVISE")?;
             out.emit(EventKind::Supervised { note });
+        }
+        Command::LogCall { call } => {
+            let note = call.describe();
+            out.emit(EventKind::CallLogged {
+                call: call.clone(),
+                note,
+            });
         }
         Command::AddNote { note } => {
             if state == State::Closed {

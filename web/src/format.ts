@@ -111,6 +111,7 @@ export const EVENT_LABELS: Record<string, string> = {
   call_survey_recorded: '来电满意度评价',
   deadlines_recomputed: '重算时限',
   withdrawn: '撤回',
+  call_logged: '通话记录',
 };
 
 export const SATISFACTION_LABELS: Record<string, string> = {
@@ -338,6 +339,7 @@ export const CLOSE_REASON_LABELS: Record<string, string> = {
   judgement: '依法办结',
   special_flag: '特殊标记办结',
   withdrawn: '撤回',
+  call_logged: '通话记录',
 };
 
 /** A closing reason (`"satisfied"` or `{"judgement": "law_or_policy"}`) in Chinese. */
