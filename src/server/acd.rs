@@ -376,7 +376,13 @@ impl AcdShell {
     ) -> Result<crate::queue::TransferTarget, crate::server::outbound::TransferRefused> {
         match self.media() {
             Some((_, media)) => media.outbound.transfer_target(user),
-            None => Ok(crate::queue::TransferTarget::parse(user, |_| None)?),
+            // No SIP shell, no outbound leg: a unit cannot be dialled.
+            None => match crate::queue::TransferTarget::parse(user, |_| None)? {
+                crate::queue::TransferTarget::Unit(_) => {
+                    Err(crate::server::outbound::OutboundRefused::NoTrunk.into())
+                }
+                target => Ok(target),
+            },
         }
     }
 
