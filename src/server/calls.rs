@@ -538,9 +538,9 @@ async fn run_call(
         rtcp,
         now,
     );
+    open_cdr(&ctx, &call);
     let end = call.run(events).await;
     let summary = call.finish(Instant::now(), end);
-    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     ctx.release(ports);
     if let Some((record, message)) = &summary.cdr {
         info!(
@@ -562,6 +562,8 @@ async fn run_call(
             None => warn!(%handle, "no database: CDR not stored"),
         }
     }
+    // Counted until its record is stored: a drain waits for that too.
+    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     info!(
         %handle,
         call_id = %incoming.call_id,
@@ -572,6 +574,23 @@ async fn run_call(
         recording = ?summary.recording,
         "call ended"
     );
+}
+
+/// Write a hotline call's record as soon as it is answered (in progress), so that a
+/// crash cannot lose it; the end completes it. In the background: the greeting never
+/// waits for the database.
+fn open_cdr(ctx: &MediaContext, call: &CallMedia) {
+    let (Some(h), Some(store)) = (call.hotline.as_ref(), ctx.store.clone()) else {
+        return;
+    };
+    let record = h.cdr.record().clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(5), store.open_call(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(call_id = %record.call_id, %e, "call record not opened"),
+            Err(_) => warn!(call_id = %record.call_id, "call record not opened: database too slow"),
+        }
+    });
 }
 
 #[derive(Debug, Default)]
@@ -1253,7 +1272,8 @@ impl CallMedia {
                 }
             }
             LegEvent::Ended { reason, .. } => {
-                let we_ended = agent.ended;
+                // A shutdown ends both legs from the endpoint: the server hung up.
+                let we_ended = agent.ended || reason == EndReason::Shutdown;
                 agent.ended = true;
                 let bridged = agent.session.is_some();
                 let agent_id = AgentId::new(agent.agent.clone());
@@ -1262,7 +1282,11 @@ impl CallMedia {
                 if bridged {
                     let wall = self.ctx.clock.now();
                     if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.hung_up(wall, HangupParty::Agent);
+                        if reason == EndReason::Shutdown {
+                            h.cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
+                        } else {
+                            h.cdr.hung_up(wall, HangupParty::Agent);
+                        }
                     }
                     if let Some(q) = self.queue.as_ref() {
                         q.acd.leg_held(&q.call, &agent_id, false);
@@ -2126,6 +2150,15 @@ impl CallMedia {
             } else {
                 HangupParty::System
             };
+            if matches!(
+                end,
+                CallEnd::Leg {
+                    reason: EndReason::Shutdown,
+                    ..
+                }
+            ) {
+                cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
+            }
             cdr.hung_up(wall, party);
             if let Some(outcome) = h.flow.outcome() {
                 cdr.ivr_outcome(outcome);
