@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::calendar::Calendar;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
-use crate::ivr::cdr::{CdrBuilder, HangupParty};
+use crate::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty};
 use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
@@ -696,6 +696,8 @@ struct AgentLeg {
     reason: DialFor,
     handle: CallHandle,
     agent: String,
+    /// The registered contact rung (dropped from the registrar if the phone vanishes).
+    contact: crate::sip::message::Uri,
     ports: PortPair,
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -1030,6 +1032,7 @@ impl CallMedia {
             reason,
             handle: leg,
             agent: contact.agent,
+            contact: contact.contact,
             ports,
             rtp,
             rtcp,
@@ -1089,6 +1092,7 @@ impl CallMedia {
     fn on_acd_command(&mut self, now: Instant, command: AcdCommand) {
         let handle = self.handle;
         debug!(%handle, ?command, "ACD command");
+        let cancel = matches!(command, AcdCommand::CancelRing { .. });
         match command {
             AcdCommand::HoldMusic => self.queue_hold_music(now),
             AcdCommand::Announce { position } => {
@@ -1121,8 +1125,24 @@ impl CallMedia {
                     leg.ended = true;
                     leg.ring_until = None;
                     let leg_handle = leg.handle;
+                    let unanswered = leg.session.is_none();
                     info!(%handle, %agent, "ACD lets go of the agent leg");
                     self.shell.drive(|ep| ep.call_hangup(now, leg_handle));
+                    if cancel && unanswered {
+                        // The CANCEL runs on in the endpoint (a crossing 200 gets ACK and
+                        // BYE there); this call is free to ring the next agent now, even
+                        // when the vanished phone never answers the CANCEL.
+                        if let Some(h) = self.hotline.as_mut() {
+                            h.cdr.agent_failed(
+                                self.ctx.clock.now(),
+                                agent.0.clone(),
+                                AgentStage::Ringing,
+                                AgentFailureCause::NotAnswered,
+                                None,
+                            );
+                        }
+                        self.release_agent();
+                    }
                 }
             }
             AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
@@ -1247,7 +1267,12 @@ impl CallMedia {
                 self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
                 let wall = self.ctx.clock.now();
                 let date = wall.date_naive();
-                if let Some(h) = self.hotline.as_mut() {
+                if let Some(h) = self.hotline.as_mut()
+                    && self.recorder.is_some()
+                {
+                    // A caller re-queued after losing an agent: the recording goes on.
+                    h.cdr.agent_answered(wall, agent_id.clone());
+                } else if let Some(h) = self.hotline.as_mut() {
                     let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
                     match create_recorder(&path, now, true) {
                         Ok(r) => {
@@ -1312,8 +1337,35 @@ impl CallMedia {
                         self.start_survey(now);
                     }
                 } else {
+                    let contact = agent.contact.clone();
+                    let status = match reason {
+                        EndReason::Rejected { status } => Some(status),
+                        _ => None,
+                    };
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.agent_failed(
+                            self.ctx.clock.now(),
+                            agent_id.0.clone(),
+                            AgentStage::Ringing,
+                            AgentFailureCause::LegFailed,
+                            status,
+                        );
+                    }
                     self.release_agent();
-                    if dial_reason == DialFor::Acd {
+                    if dial_reason == DialFor::Acd && reason == EndReason::NoAnswer {
+                        // Not even a provisional answer: the phone is gone.
+                        warn!(%handle, agent = %agent_id, "agent's phone does not answer at all: offline");
+                        self.shell
+                            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
+                        if let Some(q) = self.queue.as_ref() {
+                            q.acd.leg_held(&q.call, &agent_id, false);
+                            let call = q.call.clone();
+                            self.report(QueueInput::AgentLost {
+                                call,
+                                agent: agent_id.clone(),
+                            });
+                        }
+                    } else if dial_reason == DialFor::Acd {
                         let failure = match reason {
                             EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
                             EndReason::Rejected { status: 603 } => LegFailure::Rejected,
@@ -1988,8 +2040,47 @@ impl CallMedia {
             agent.ended = true;
             let leg = agent.handle;
             self.shell.drive(|ep| ep.call_media_timeout(now, leg));
-            self.hangup_at = Some(now);
+            if self.queue.as_ref().is_some_and(|q| !q.released) {
+                self.agent_vanished(now);
+            } else {
+                self.hangup_at = Some(now);
+            }
         }
+    }
+
+    /// The bridged agent's audio stopped (the phone vanished): the caller goes back to
+    /// the queue ahead of later callers, the agent's binding is dropped (offline until
+    /// the phone registers again), and the CDR says why.
+    fn agent_vanished(&mut self, now: Instant) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_ref() else {
+            return;
+        };
+        let agent_id = AgentId::new(agent.agent.clone());
+        let contact = agent.contact.clone();
+        warn!(%handle, agent = %agent_id, "agent's phone vanished mid-call (no audio): the caller goes back to the queue");
+        crate::server::metrics::agent_lost();
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.agent_failed(
+                self.ctx.clock.now(),
+                agent_id.0.clone(),
+                AgentStage::OnCall,
+                AgentFailureCause::MediaTimeout,
+                None,
+            );
+        }
+        self.release_agent();
+        self.shell
+            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
+        if let Some(q) = self.queue.as_ref() {
+            q.acd.leg_held(&q.call, &agent_id, false);
+            let call = q.call.clone();
+            self.report(QueueInput::AgentLost {
+                call,
+                agent: agent_id,
+            });
+        }
+        self.queue_hold_music(now);
     }
 
     /// Returns true when the task should stop (the end was never confirmed).

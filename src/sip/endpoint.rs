@@ -1195,6 +1195,26 @@ impl Endpoint {
         result.map_err(CallControlError::from)
     }
 
+    /// `agent`'s phone at `contact` vanished (its audio stopped mid-call, or an INVITE
+    /// to it got no answer at all): drop that binding as if it had expired, so the agent
+    /// shows offline (离线) until the phone registers again. Returns whether there was
+    /// one.
+    pub fn drop_binding(&mut self, agent: &str, contact: &crate::sip::message::Uri) -> bool {
+        let aor = Aor::new(agent, &self.realm);
+        let Some(binding) = self.registrar.remove(&aor, contact) else {
+            return false;
+        };
+        info!(aor = binding.aor.as_str(), contact = %binding.contact_uri, "binding dropped: the phone vanished");
+        self.outputs
+            .push_back(Output::Store(StoreOp::DeleteBinding {
+                aor: binding.aor.as_str().to_string(),
+                contact: binding.contact_uri.to_string(),
+            }));
+        self.metrics
+            .set_active_registrations(self.registrar.binding_count());
+        true
+    }
+
     /// Stop taking new calls (SIGTERM): every new INVITE from now on is answered 503
     /// with `Retry-After: retry_after_secs`; calls in progress, REGISTER and OPTIONS go
     /// on.

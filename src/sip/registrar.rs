@@ -593,6 +593,18 @@ impl Registrar {
         expired
     }
 
+    /// Remove the binding of `aor` to `contact` (its phone vanished: a call leg to it
+    /// failed without an answer). Returns it, `None` when there was none.
+    pub fn remove(&mut self, aor: &Aor, contact: &Uri) -> Option<Binding> {
+        let list = self.bindings.get_mut(aor)?;
+        let index = list.iter().position(|b| b.contact_uri.raw == contact.raw)?;
+        let removed = list.remove(index);
+        if list.is_empty() {
+            self.bindings.remove(aor);
+        }
+        Some(removed)
+    }
+
     /// When [`Registrar::expire`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.bindings
