@@ -339,10 +339,10 @@ fn kill_9_with_hotline_calls_up_closes_them_in_the_cdr_on_restart() {
     let work = tempfile::tempdir().expect("tmp");
     let sipp = sipp_calls(&server, work.path(), "053112348", 3, 40_000);
     let up = wait_until(Duration::from_secs(15), || {
-        server.log().matches("voice message").count() >= 3
-            || server.log().matches("after hours").count() >= 3
+        server.log().matches("call answered").count() >= 3
     });
-    std::thread::sleep(Duration::from_secs(if up { 1 } else { 3 }));
+    assert!(up, "calls not answered:\n{}", server.log());
+    std::thread::sleep(Duration::from_secs(2));
     // While they are up the API lists them as in progress (written at the answer).
     let (_, body) = server.api_get("/api/calls");
     let listed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();

@@ -144,6 +144,46 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn healthz_is_degraded_while_orders_wait_and_says_draining_after_sigterm() {
+        let (store, dir) = crate::store::test_support::sqlite().await;
+        let metrics: Arc<Metrics> = Arc::default();
+        let outbox =
+            crate::server::outbox::OrderOutbox::open(dir.path(), metrics.clone()).expect("outbox");
+        let state = AppState {
+            store,
+            metrics,
+            warnings: Arc::new(vec![]),
+            orders: Arc::default(),
+            cities: Arc::default(),
+        };
+        let server = ServerHealth {
+            outbox: Some(outbox.clone()),
+            draining: Arc::default(),
+        };
+        let app = || router(state.clone()).layer(axum::Extension(server.clone()));
+        let (_, body) = get_json(app(), "/healthz").await;
+        assert!(body.contains("\"status\":\"ok\""), "{body}");
+        assert!(body.contains("\"queued_orders\":0"), "{body}");
+        let create = crate::server::outbox::QueuedCreate {
+            order: crate::ticket::Order::default(),
+            events: Vec::new(),
+            actor: "u".into(),
+            idempotency: None,
+            at_ms: 0,
+        };
+        outbox.append(create).expect("queued");
+        let (_, body) = get_json(app(), "/healthz").await;
+        assert!(body.contains("\"status\":\"degraded\""), "{body}");
+        assert!(body.contains("\"queued_orders\":1"), "{body}");
+        server
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (status, body) = get_json(app(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"status\":\"draining\""), "{body}");
+    }
+
+    #[tokio::test]
     async fn metrics_is_prometheus_text() {
         let (store, _dir) = crate::store::test_support::sqlite().await;
         let state = AppState {

@@ -911,6 +911,33 @@ mod tests {
     }
 
     #[test]
+    fn a_vanished_phone_s_binding_is_removed_and_the_others_stay() {
+        let t0 = Instant::now();
+        let mut registrar = Registrar::new(RegistrarConfig::new("12348.sd.cn"));
+        let aor = registrar.aor_for("1001");
+        let desk = binding(
+            &aor,
+            uri("1001", "10.0.0.1", None, &[]),
+            t0 + Duration::from_secs(60),
+        );
+        let soft = binding(
+            &aor,
+            uri("1001", "10.0.0.2", None, &[]),
+            t0 + Duration::from_secs(60),
+        );
+        registrar.restore([desk.clone(), soft.clone()]);
+        assert_eq!(
+            registrar.remove(&aor, &desk.contact_uri),
+            Some(desk.clone())
+        );
+        assert_eq!(registrar.lookup(&aor), [soft.clone()]);
+        assert_eq!(registrar.remove(&aor, &desk.contact_uri), None);
+        assert_eq!(registrar.remove(&aor, &soft.contact_uri), Some(soft));
+        assert_eq!(registrar.binding_count(), 0);
+        assert_eq!(registrar.poll_timeout(), None);
+    }
+
+    #[test]
     fn restore_respects_the_per_aor_limit_and_deduplicates() {
         let t0 = Instant::now();
         let mut config = RegistrarConfig::new("12348.sd.cn");
