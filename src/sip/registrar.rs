@@ -930,7 +930,7 @@ mod tests {
             registrar.remove(&aor, &desk.contact_uri),
             Some(desk.clone())
         );
-        assert_eq!(registrar.lookup(&aor), [soft.clone()]);
+        assert_eq!(registrar.lookup(&aor), std::slice::from_ref(&soft));
         assert_eq!(registrar.remove(&aor, &desk.contact_uri), None);
         assert_eq!(registrar.remove(&aor, &soft.contact_uri), Some(soft));
         assert_eq!(registrar.binding_count(), 0);
