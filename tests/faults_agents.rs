@@ -328,3 +328,60 @@ fn agents_killed_on_a_call_and_while_ringing_go_offline_and_their_callers_reach_
         started.elapsed()
     );
 }
+
+/// The only agent's phone died while idle (registered for 5 minutes, signed in): the
+/// offer gets no answer at all, so at the ring timeout the agent is taken offline and the
+/// caller, with nobody left, goes to the voice-message flow.
+#[test]
+fn an_agent_dead_before_the_offer_goes_offline_and_the_caller_leaves_a_message() {
+    let started = Instant::now();
+    let server = Server::start_with(&config(), &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")]);
+    let work = tempfile::tempdir().expect("tmp");
+    let p1003 = free_port();
+    sign_in(&server, work.path(), "1003", p1003, 300);
+    let mut phone_1003 = phone(&sipp_scenario("acd_agent_uas.xml"), p1003, &server, 1);
+    let _ = phone_1003.kill(); // dies before any call
+    let _ = phone_1003.wait();
+    assert_eq!(state_of(&server, "1003"), "available");
+    let mut caller_c = caller(&server, work.path(), "053188880003");
+    assert!(
+        wait_state(&server, "1003", &["ringing"], Duration::from_secs(15)),
+        "1003 never offered the call: {:?}\n{}",
+        agent_states(&server),
+        server.log()
+    );
+    assert!(
+        wait_state(&server, "1003", &["offline"], Duration::from_secs(10)),
+        "1003 not offline after a silent offer: {:?}\n{}",
+        agent_states(&server),
+        server.log()
+    );
+    assert_eq!(
+        wait_exit(&mut caller_c, Duration::from_secs(25)),
+        Some(0),
+        "caller C not taken to a voice message:\n{}",
+        server.log()
+    );
+    let c = cdr_of(&server, "053188880003");
+    let record = &c["record"];
+    assert_eq!(record["agent"], serde_json::Value::Null, "{c}");
+    assert_eq!(record["agent_failures"][0]["agent"], "1003", "{c}");
+    assert_eq!(record["agent_failures"][0]["stage"], "ringing", "{c}");
+    assert_eq!(record["agent_failures"][0]["cause"], "no_response", "{c}");
+    assert!(
+        record["path"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|s| s == "voice_message")),
+        "{c}"
+    );
+    let states = agent_states(&server);
+    assert!(
+        states.iter().all(|(_, s)| s != "ringing" && s != "on_call"),
+        "{states:?}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(60),
+        "took {:?}",
+        started.elapsed()
+    );
+}

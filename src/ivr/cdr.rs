@@ -79,6 +79,9 @@ pub enum AgentFailureCause {
     /// The offer was withdrawn unanswered (ring timeout, the phone's registration
     /// lapsed, the call moved on).
     NotAnswered,
+    /// The phone did not respond at all (not even ringing) before the ring timeout: it
+    /// is gone, and was taken offline.
+    NoResponse,
     /// The leg failed: a final error response, or no response at all.
     LegFailed,
     /// The bridged agent's audio stopped (the phone vanished): the caller was re-queued.

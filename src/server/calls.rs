@@ -688,6 +688,10 @@ enum DialFor {
     Acd,
 }
 
+/// An offered phone that has not even sent 180 Ringing after this long (the INVITE was
+/// retransmitted twice) when the ring times out is taken as gone.
+const SILENT_PHONE: Duration = Duration::from_secs(3);
+
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
 const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -698,6 +702,9 @@ struct AgentLeg {
     agent: String,
     /// The registered contact rung (dropped from the registrar if the phone vanishes).
     contact: crate::sip::message::Uri,
+    /// The phone answered the INVITE with 180/183: it is there.
+    ringing: bool,
+    dialled_at: Instant,
     ports: PortPair,
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -1033,6 +1040,8 @@ impl CallMedia {
             handle: leg,
             agent: contact.agent,
             contact: contact.contact,
+            ringing: false,
+            dialled_at: now,
             ports,
             rtp,
             rtcp,
@@ -1126,22 +1135,42 @@ impl CallMedia {
                     leg.ring_until = None;
                     let leg_handle = leg.handle;
                     let unanswered = leg.session.is_none();
+                    // Silent for seconds (INVITE retransmitted, no 180): not an offer
+                    // withdrawn at once for another reason.
+                    let silent = !leg.ringing && now >= leg.dialled_at + SILENT_PHONE;
+                    let contact = leg.contact.clone();
                     info!(%handle, %agent, "ACD lets go of the agent leg");
                     self.shell.drive(|ep| ep.call_hangup(now, leg_handle));
                     if cancel && unanswered {
                         // The CANCEL runs on in the endpoint (a crossing 200 gets ACK and
                         // BYE there); this call is free to ring the next agent now, even
                         // when the vanished phone never answers the CANCEL.
+                        let cause = if silent {
+                            AgentFailureCause::NoResponse
+                        } else {
+                            AgentFailureCause::NotAnswered
+                        };
                         if let Some(h) = self.hotline.as_mut() {
                             h.cdr.agent_failed(
                                 self.ctx.clock.now(),
                                 agent.0.clone(),
                                 AgentStage::Ringing,
-                                AgentFailureCause::NotAnswered,
+                                cause,
                                 None,
                             );
                         }
                         self.release_agent();
+                        if silent {
+                            // Not even ringing for the whole ring time: the phone is gone
+                            // (a live one answers 180 within milliseconds).
+                            warn!(%handle, %agent, "agent's phone did not respond to the offer: offline");
+                            self.shell
+                                .drive(|ep| ep.drop_binding(agent.as_str(), &contact));
+                            if let Some(q) = self.queue.as_ref() {
+                                let call = q.call.clone();
+                                self.report(QueueInput::AgentLost { call, agent });
+                            }
+                        }
                     }
                 }
             }
@@ -1381,6 +1410,7 @@ impl CallMedia {
                     self.nobody_answered(now, dial_reason);
                 }
             }
+            LegEvent::Progress { .. } => agent.ringing = true,
             LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
             LegEvent::Reinvite { .. } => {
                 // Hold from the agent's phone is not supported yet: keep the session.
