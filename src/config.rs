@@ -855,6 +855,10 @@ pub struct UserConfig {
     /// SHA-256 hex of a bearer token for API clients.
     #[serde(default)]
     pub api_token: Option<String>,
+    /// The `[[agents]]` id (softphone extension) this console user works as: the agent
+    /// workspace signs that agent in and out and shows its screen-pops.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// Automatic routing (TK-ROUTE): (city, business area, category) → unit; `"*"` matches
@@ -941,6 +945,14 @@ fn validate_users_and_routing(
                 "must be the SHA-256 of the token, 64 lowercase hex digits".into(),
             );
         }
+        if let Some(agent) = &u.agent
+            && !config.agents.iter().any(|a| &a.id == agent)
+        {
+            add(
+                format!("users[{i}].agent"),
+                format!("unknown agent {agent:?} (not in [[agents]])"),
+            );
+        }
     }
     for (i, r) in config.routing.iter().enumerate() {
         if !unit_ids.contains(r.unit.as_str()) {
@@ -1009,6 +1021,7 @@ name = \"B\"
 roles = [\"wizard\"]
 unit = \"jinan\"
 password = \"x\"
+agent = \"9999\"
 
 [[routing]]
 city = \"jinan\"
@@ -1027,6 +1040,10 @@ unit = \"nowhere\"
         assert!(paths.contains(&"users[0].unit"), "{paths:?}");
         assert!(paths.contains(&"users[0]"), "missing password: {paths:?}");
         assert!(paths.contains(&"routing[0].unit"), "{paths:?}");
+        assert!(
+            paths.contains(&"users[1].agent"),
+            "unknown agent: {paths:?}"
+        );
         assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
     }
 }

@@ -1053,7 +1053,9 @@ async fn every_documented_route_is_served() {
         let uri = path
             .replace("{id}", "GD-none")
             .replace("{command}", "sign")
-            .replace("{unit}", "jinan");
+            .replace("{unit}", "jinan")
+            .replace("{call_id}", "call-none")
+            .replace("{action}", "sign_in");
         let request = Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(&uri)

@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 pub mod calls;
 pub mod cities;
+pub mod drafts;
 pub mod queues;
+pub mod recordings;
+pub mod stats;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;
@@ -38,10 +41,13 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/calls", get(calls::list))
         .route("/api/cities", get(cities::list))
+        .merge(calls::routes())
         .merge(orders::routes())
         .merge(queues::routes())
+        .merge(recordings::routes())
+        .merge(drafts::routes())
+        .merge(stats::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
         .merge(web::router())

@@ -67,7 +67,7 @@ impl OrdersContext {
     }
 
     /// Ids of the units in `unit`'s subtree; `None` for the root (everything).
-    fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
+    pub(crate) fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
         let is_root = self.units.get(unit).is_some_and(|u| u.parent.is_none());
         (!is_root).then(|| {
             self.units
@@ -424,6 +424,7 @@ fn order_json(order: &Order, user: &User, at: DateTime<FixedOffset>, ctx: &Order
         "draft_reply": order.draft_reply,
         "reply": order.reply,
         "satisfaction": order.satisfaction,
+        "call_survey": order.call_survey,
         "callbacks": order.callbacks,
         "returned_by": order.returned_by,
         "redo_count": order.redo_count,
@@ -660,6 +661,12 @@ async fn create_order(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(order = %order.id, user = %user.id, state = %order.state, "order created");
+    if let Some(call) = &order.fields.call_id {
+        // The call's autosaved draft (agent console) has become this order.
+        if let Err(e) = state.store.delete_call_draft(&call.0, &user.id).await {
+            tracing::warn!(%e, "call draft not deleted");
+        }
+    }
     Ok((
         StatusCode::CREATED,
         Json(order_json(&order, &user, at, ctx)),

@@ -583,6 +583,7 @@ impl Acd {
             QueueInput::Pause { agent, reason } => self.pause(now, &agent, reason),
             QueueInput::Unpause { agent } => self.unpause(now, &agent),
             QueueInput::AgentLost { call, agent } => self.agent_lost(now, &call, &agent),
+            QueueInput::EndWrapUp { agent } => self.end_wrap_up(now, &agent),
             QueueInput::RegistrationLost { agent } => self.registration_lost(now, &agent),
             QueueInput::Registered { agent } => self.registered(now, &agent),
             QueueInput::LiveLegs(legs) => {
@@ -1156,6 +1157,16 @@ impl Acd {
         let city = agent.config.city.clone();
         self.log(now, &city, None, Some(agent_id), QueueLogEvent::Unpause);
         self.refresh(now, agent_id, TransitionReason::Unpause);
+        Ok(())
+    }
+
+    fn end_wrap_up(&mut self, now: Time, agent_id: &AgentId) -> Result<(), QueueError> {
+        let agent = self.agent_mut(agent_id)?;
+        if !matches!(agent.activity, Activity::WrapUp { .. }) {
+            return Ok(());
+        }
+        agent.activity = Activity::Idle;
+        self.refresh(now, agent_id, TransitionReason::WrapUpEnded);
         Ok(())
     }
 

@@ -41,6 +41,7 @@ enum Op {
     SignOut(usize),
     Pause(usize),
     Unpause(usize),
+    EndWrapUp(usize),
     RegistrationLost(usize),
     Registered(usize),
     Advance(i64),
@@ -86,6 +87,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => a.clone().prop_map(Op::SignOut),
         1 => a.clone().prop_map(Op::Pause),
         1 => a.clone().prop_map(Op::Unpause),
+        1 => a.clone().prop_map(Op::EndWrapUp),
         1 => a.clone().prop_map(Op::RegistrationLost),
         2 => a.clone().prop_map(Op::Registered),
         3 => (0i64..40_000).prop_map(Op::Advance),
@@ -342,6 +344,11 @@ impl Shell {
             }
             Op::Unpause(a) => {
                 self.send(QueueInput::Unpause {
+                    agent: agent(&format!("a{a}")),
+                })?;
+            }
+            Op::EndWrapUp(a) => {
+                self.send(QueueInput::EndWrapUp {
                     agent: agent(&format!("a{a}")),
                 })?;
             }

@@ -419,6 +419,23 @@ fn wrap_up_lasts_exactly_its_length_and_the_agent_override_wins() {
 }
 
 #[test]
+fn ending_wrap_up_early_offers_the_waiting_call_at_once() {
+    let mut sim = Sim::new(config(Strategy::LongestIdle, 1));
+    sim.ready("a0");
+    sim.arrive("c1");
+    sim.answer_and_end("c1", "a0");
+    assert!(matches!(sim.state("a0"), AgentState::WrapUp { .. }));
+    assert!(rings(&sim.arrive("c2")).is_empty(), "still in wrap-up");
+    let out = sim.input(QueueInput::EndWrapUp { agent: agent("a0") });
+    assert_eq!(rings(&out), [("c2".to_owned(), "a0".to_owned())]);
+    assert!(matches!(sim.state("a0"), AgentState::Ringing { .. }));
+    // Outside wrap-up it changes nothing.
+    let out = sim.input(QueueInput::EndWrapUp { agent: agent("a0") });
+    assert!(rings(&out).is_empty());
+    assert!(matches!(sim.state("a0"), AgentState::Ringing { .. }));
+}
+
+#[test]
 fn ring_timeout_moves_on_and_max_no_answer_pauses_the_agent() {
     let mut cfg = config(Strategy::LongestIdle, 1);
     if let Some(q) = cfg.queues.first_mut() {

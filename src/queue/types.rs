@@ -315,6 +315,12 @@ pub enum QueueInput {
         /// The agent.
         agent: AgentId,
     },
+    /// The agent ends the after-call work (整理) early from the console: ready for the
+    /// next call now. Ignored when the agent is not in wrap-up.
+    EndWrapUp {
+        /// The agent.
+        agent: AgentId,
+    },
     /// The agent's softphone registration expired or was removed.
     RegistrationLost {
         /// The agent.

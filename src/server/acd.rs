@@ -74,6 +74,12 @@ pub enum AcdCommand {
     VoiceMessage,
     /// The agent transferred the caller to the satisfaction survey.
     Survey,
+    /// Blind-transfer the bridged caller as the agent's REFER would
+    /// (`POST /api/calls/{id}/transfer`); the call task answers on `reply`.
+    Transfer {
+        to: crate::queue::TransferTarget,
+        reply: crate::server::transfer::TransferReply,
+    },
 }
 
 /// What consoles see on `GET /api/events`.
@@ -88,6 +94,10 @@ pub enum ConsoleEvent {
         to: String,
         reason: String,
         at: String,
+        /// The call of a ringing / on-call agent.
+        call: Option<String>,
+        /// When wrap-up ends (RFC 3339), in wrap-up.
+        until: Option<String>,
     },
     /// A call is offered to an agent (screen-pop).
     CallOffered {
@@ -227,6 +237,12 @@ impl AcdShell {
         self.cities.get(agent)
     }
 
+    /// The ACD's wall clock (shifted by `HOTLINE_FAKE_NOW` in tests).
+    #[must_use]
+    pub fn now(&self) -> Time {
+        self.clock.now()
+    }
+
     /// Subscribe to console events.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
@@ -250,6 +266,35 @@ impl AcdShell {
             .lock()
             .ok()
             .and_then(|i| i.acd.agent_state(agent).cloned())
+    }
+
+    /// The queue (city) of a call the ACD holds, and the agent bridged to it if any.
+    #[must_use]
+    pub fn call_parties(&self, call: &CallId) -> Option<(CityId, Option<AgentId>)> {
+        let inner = self.inner.lock().ok()?;
+        let city = inner.acd.queue_of(call)?.clone();
+        let agent = inner
+            .acd
+            .agent_states()
+            .into_iter()
+            .find(|(_, state)| matches!(state, AgentState::OnCall { call: c } if c == call))
+            .map(|(agent, _)| agent);
+        Some((city, agent))
+    }
+
+    /// Ask the task of `call` to blind-transfer it (the same transfer as an agent's
+    /// REFER); the answer arrives on the returned receiver. `None` when no call task
+    /// holds that call.
+    #[must_use]
+    pub fn request_transfer(
+        &self,
+        call: &CallId,
+        to: crate::queue::TransferTarget,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::server::transfer::TransferResult>> {
+        let tx = self.inner.lock().ok()?.calls.get(call).cloned()?;
+        let (reply, rx) = crate::server::transfer::TransferReply::channel();
+        tx.send(AcdCommand::Transfer { to, reply }).ok()?;
+        Some(rx)
     }
 
     /// A call enters the ACD; its task receives [`AcdCommand`]s on `tx`.
@@ -588,6 +633,11 @@ impl AcdShell {
             to: to_text,
             reason: reason_text,
             at: at.to_rfc3339(),
+            call: to.leg_call().map(|c| c.0.clone()),
+            until: match to {
+                AgentState::WrapUp { until } => Some(until.to_rfc3339()),
+                _ => None,
+            },
         });
     }
 

@@ -1191,6 +1191,9 @@ impl CallMedia {
                 self.release_agent();
                 self.start_survey(now);
             }
+            AcdCommand::Transfer { to, reply } => {
+                reply.send(self.blind_transfer(now, to, |_| {}));
+            }
             AcdCommand::VoiceMessage => {
                 let Some(q) = self.queue.as_mut() else {
                     return;
@@ -1422,49 +1425,63 @@ impl CallMedia {
     }
 
     /// A blind transfer (REFER, RFC 3515) from the bridged agent: `sip:survey@…` to
-    /// the satisfaction survey, `sip:<city>@…` to that city's queue. Anything else (a
-    /// unit's number needs an outbound trunk leg) is refused with 403.
+    /// the satisfaction survey, `sip:<city>@…` to that city's queue (the syntax of
+    /// [`crate::server::transfer::parse_target`]). Anything else (a unit's number needs
+    /// an outbound trunk leg) is refused with 403.
     fn on_refer(
         &mut self,
         now: Instant,
         leg: CallHandle,
         refer_to: &crate::sip::message::NameAddr,
     ) {
-        let handle = self.handle;
         let user = refer_to.uri.user.clone().unwrap_or_default();
-        let target = if user == "survey" {
-            Some(crate::queue::TransferTarget::Survey)
-        } else if !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            Some(crate::queue::TransferTarget::Queue(CityId::new(
-                user.clone(),
-            )))
-        } else {
-            None
-        };
-        let accepted = match (target, self.queue.as_ref().filter(|q| !q.released)) {
-            (Some(to), Some(q)) => {
-                let input = QueueInput::Transfer {
-                    call: q.call.clone(),
-                    to,
-                };
-                q.acd.input(input).map_err(|e| {
-                    info!(%handle, %e, target = %user, "transfer refused by the ACD");
-                })
+        let accepted = match crate::server::transfer::parse_target(&user) {
+            Ok(to) => self.blind_transfer(now, to, |call| {
+                call.shell.drive(|ep| {
+                    let _ = ep.call_accept_refer(now, leg);
+                    let _ = ep.call_notify_refer(now, leg, 200, "OK");
+                });
+            }),
+            Err(e) => {
+                info!(handle = %self.handle, %e, "REFER target refused");
+                Err(crate::server::transfer::TransferError::Refused(
+                    e.to_string(),
+                ))
             }
-            _ => Err(()),
         };
         if accepted.is_err() {
             self.shell.drive(|ep| ep.call_reject_refer(now, leg, 403));
-            return;
         }
-        info!(%handle, target = %user, "blind transfer by the agent");
+    }
+
+    /// The blind transfer shared by the agent's REFER and the consoles' API: the ACD
+    /// takes the call back (`QueueInput::Transfer`), `accepted` runs (the REFER's 202
+    /// and NOTIFY), the agent leg is hung up and released, and the caller hears hold
+    /// music until the ACD's next command (the survey, or another queue's agent).
+    fn blind_transfer(
+        &mut self,
+        now: Instant,
+        to: crate::queue::TransferTarget,
+        accepted: impl FnOnce(&mut Self),
+    ) -> Result<(), crate::server::transfer::TransferError> {
+        use crate::server::transfer::TransferError;
+        let handle = self.handle;
+        let Some(q) = self.queue.as_ref().filter(|q| !q.released) else {
+            return Err(TransferError::NotBridged);
+        };
+        let input = QueueInput::Transfer {
+            call: q.call.clone(),
+            to: to.clone(),
+        };
+        if let Err(e) = q.acd.input(input) {
+            info!(%handle, %e, target = ?to, "transfer refused by the ACD");
+            return Err(TransferError::Refused(e.to_string()));
+        }
+        info!(%handle, target = ?to, "blind transfer by the agent");
         if let Some(h) = self.hotline.as_mut() {
             h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
         }
-        self.shell.drive(|ep| {
-            let _ = ep.call_accept_refer(now, leg);
-            let _ = ep.call_notify_refer(now, leg, 200, "OK");
-        });
+        accepted(self);
         let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
         self.hang_up_agent(now);
         self.release_agent();
@@ -1472,6 +1489,7 @@ impl CallMedia {
             q.acd.leg_held(&q.call, &agent, false);
         }
         self.queue_hold_music(now);
+        Ok(())
     }
 
     fn start_survey(&mut self, now: Instant) {

@@ -6,6 +6,8 @@ pub mod metrics;
 pub mod outbox;
 pub mod reminders;
 pub mod sip;
+pub mod survey;
+pub mod transfer;
 pub mod voicemail;
 
 use std::sync::Arc;
@@ -170,6 +172,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Arc::new(reminders::LogNotifier),
         shutdown.clone(),
     ));
+    tokio::spawn(survey::survey_loop(
+        store.clone(),
+        orders.clone(),
+        clock,
+        shutdown.clone(),
+    ));
     tokio::spawn(voicemail::voicemail_loop(
         store.clone(),
         orders.clone(),
@@ -191,6 +199,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             outbox: Some(outbox.clone()),
             draining: draining.clone(),
         }))
+        .layer(axum::Extension(api::recordings::RecordingsDir(Some(
+            config.server.recordings_dir.clone(),
+        ))))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {

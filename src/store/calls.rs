@@ -241,6 +241,19 @@ impl Store {
 }
 
 impl Store {
+    /// One call's record by call id (`None` when unknown or unreadable).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn call_record(&self, call_id: &str) -> Result<Option<CallDetailRecord>, StoreError> {
+        const SQL: &str = "SELECT record FROM calls WHERE call_id = $1";
+        let row: Option<(String,)> = on_pool!(self, |p| sqlx::query_as(SQL)
+            .bind(call_id)
+            .fetch_optional(p)
+            .await?);
+        Ok(row.and_then(|(json,)| serde_json::from_str(&json).ok()))
+    }
+
     /// Voice messages still without a work order, oldest first (at most `limit`).
     ///
     /// # Errors

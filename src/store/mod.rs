@@ -92,8 +92,11 @@ macro_rules! on_pool {
 }
 
 pub mod calls;
+pub mod drafts;
 pub mod orders;
 pub mod queue_log;
+pub mod stats;
+pub mod surveys;
 
 const UPSERT_BINDING: &str = "INSERT INTO registrations \
     (aor, contact, expires_at, q, call_id, cseq, source, transport, user_agent, updated_at) \

@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
-    Assignment, AssignmentStatus, BusinessArea, CallbackRecord, CallbackRound, Category,
-    CloseReason, Closing, ExtensionRequest, IssuedReminder, Order, OrderFields, OrderId,
-    RedoTarget, Role, Satisfaction, State, UserId,
+    Assignment, AssignmentStatus, BusinessArea, CallId, CallSurveyAnswer, CallbackRecord,
+    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, IssuedReminder, Order,
+    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
 };
 use super::units::UnitId;
 
@@ -180,6 +180,14 @@ pub enum EventKind {
     NoteAdded {
         /// Note.
         note: String,
+    },
+    /// The post-call survey of the linked call (recorded by the server). Does not
+    /// change state.
+    CallSurveyRecorded {
+        /// The call.
+        call_id: CallId,
+        /// The caller's answer.
+        answer: CallSurveyAnswer,
     },
     /// Provisional limits recomputed with new calendar data.
     DeadlinesRecomputed {
@@ -394,6 +402,7 @@ impl Order {
             }
             EventKind::DeadlinesRecomputed { deadlines } => self.deadlines = Some(*deadlines),
             EventKind::NoteAdded { .. } => {}
+            EventKind::CallSurveyRecorded { answer, .. } => self.call_survey = Some(*answer),
             EventKind::Withdrawn { .. } => {}
         }
     }

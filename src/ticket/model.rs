@@ -288,6 +288,22 @@ pub enum Satisfaction {
     Dissatisfied,
 }
 
+/// The caller's answer to the post-call satisfaction survey of the linked call
+/// (CALL-ETIQUETTE): a record on the order, not the callback's satisfaction (TK-VISIT),
+/// which the callback staff still take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSurveyAnswer {
+    /// 满意 (1).
+    Satisfied,
+    /// 基本满意 (2).
+    BasicallySatisfied,
+    /// 不满意 (3).
+    Dissatisfied,
+    /// The survey was offered and no valid digit came.
+    NoAnswer,
+}
+
 /// Why an order was closed on judgement although the caller is not satisfied (H-14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -454,6 +470,9 @@ pub struct Order {
     pub reminders: Vec<IssuedReminder>,
     /// Supervision presses (督办).
     pub supervisions: u32,
+    /// The post-call survey of the linked call, once the call ended with one.
+    #[serde(default)]
+    pub call_survey: Option<CallSurveyAnswer>,
     /// Time of the last event (no back-dating).
     pub last_event_at: Option<DateTime<FixedOffset>>,
 }
