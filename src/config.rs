@@ -64,6 +64,11 @@ pub struct ServerConfig {
     /// China working-day calendar data (holidays and 调休 workdays).
     #[serde(default = "default_calendar")]
     pub calendar: PathBuf,
+    /// On SIGTERM / SIGINT new calls are refused (503 with Retry-After) and calls in
+    /// progress may finish for this long; the rest then get BYE with a `Reason` and the
+    /// server exits 0.
+    #[serde(default = "default_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
 }
 
 fn default_sip_listen() -> SocketAddr {
@@ -77,6 +82,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_recordings_dir() -> PathBuf {
     PathBuf::from("./recordings")
+}
+fn default_drain_timeout_secs() -> u64 {
+    30
 }
 fn default_calendar() -> PathBuf {
     PathBuf::from("config/calendar/cn-workdays.toml")

@@ -83,9 +83,17 @@ pub fn document() -> Value {
     );
     create["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 128}}]);
     create["responses"]["201"] = json!({"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}});
+    create["responses"]["202"] = json!({
+        "description": "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503.",
+        "content": {"application/json": {"schema": {"allOf": [
+            {"$ref": "#/components/schemas/Order"},
+            {"type": "object", "properties": {"queued": {"type": "boolean", "enum": [true]}}, "required": ["queued"]}
+        ]}}}
+    });
+    create["responses"]["503"] = json!({"description": "database_unavailable and the outbox journal cannot be written either (disk): retry after Retry-After"});
     let mut command = with_body(
         op(
-            "Run a command on an order (409 version_conflict, 422 illegal_transition, 403 role/scope)",
+            "Run a command on an order (409 version_conflict, 422 illegal_transition, 403 role/scope, 503 database_unavailable with Retry-After: not queued, a command is decided on the stored order)",
             "orders",
         ),
         json!({"type": "object", "description": "the command's fields (src/ticket/command.rs, snake_case) plus optional version"}),
@@ -191,7 +199,7 @@ pub fn document() -> Value {
             "/api/special_flags": {"get": op("Orders with the special flag (W-14)", "orders")},
             "/api/openapi.json": {"get": op("This document", "meta")},
             "/api/cities": {"get": op("Each city's published answering hours and whether it is staffed now (H-7)", "calls")},
-            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit)", "calls")},
+            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit). Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued)", "calls")},
             "/api/calls/{call_id}/transfer": {"post": transfer},
             "/api/recordings/{call_id}": {"get": recording},
             "/api/drafts/{call_id}": {

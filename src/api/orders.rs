@@ -542,9 +542,12 @@ async fn replay_idempotent(
 async fn create_order(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    server: Option<axum::Extension<super::ServerHealth>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // While the database is unavailable creates are queued durably (202).
+    let outbox = server.and_then(|axum::Extension(s)| s.outbox);
     let body = body_bytes(body)?;
     let request: CreateOrder = parse_body(&body)?;
     let key = match headers.get("idempotency-key") {
@@ -564,10 +567,17 @@ async fn create_order(
         ),
     };
     let body_hash = hex::encode(Sha256::digest(&body));
-    if let Some(key) = &key
-        && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
-    {
-        return Ok(response);
+    if let Some(key) = &key {
+        if let Some(queued) = outbox.as_ref().and_then(|o| o.queued_key(&user.id, key)) {
+            return queued_again(&queued, &body_hash, &user, &state.orders);
+        }
+        match replay_idempotent(&state, &user, key, &body_hash).await {
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {}
+            // Checked again when the queued create is written.
+            Err(e) if outbox.is_some() && e.code == ApiError::DATABASE_UNAVAILABLE => {}
+            Err(e) => return Err(e),
+        }
     }
     if !valid_phone(&request.contact_phone) {
         return Err(ApiError::unprocessable(
@@ -619,6 +629,10 @@ async fn create_order(
     )?;
     let (order, submitted) = apply(&created, Command::Submit, &actor, at, &context)?;
     events.extend(submitted);
+    if let Some(outbox) = outbox.clone().filter(|o| o.depth() > 0) {
+        // Creates are waiting: join them, in order, rather than overtake them.
+        return queue_create(outbox, order, events, &user, key, body_hash, at, ctx).await;
+    }
     let record = key.as_deref().map(|key| IdempotencyRecord {
         actor: &user.id,
         key,
@@ -630,6 +644,12 @@ async fn create_order(
         .await
     {
         Ok(()) => {}
+        Err(AppendError::Store(e)) if e.is_unavailable() && outbox.is_some() => {
+            tracing::warn!(%e, order = %order.id, "database unavailable: queueing the create");
+            if let Some(outbox) = outbox {
+                return queue_create(outbox, order, events, &user, key, body_hash, at, ctx).await;
+            }
+        }
         Err(AppendError::IdempotencyKeyTaken) => {
             if let Some(key) = &key
                 && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
@@ -652,6 +672,69 @@ async fn create_order(
         Json(order_json(&order, &user, at, ctx)),
     )
         .into_response())
+}
+
+/// Append a create to the outbox (fsync'd) and answer 202 Accepted with the order and
+/// `"queued": true`; it is written to the database once that answers.
+#[allow(clippy::too_many_arguments)]
+async fn queue_create(
+    outbox: std::sync::Arc<crate::server::outbox::OrderOutbox>,
+    order: Order,
+    events: Vec<crate::ticket::Event>,
+    user: &User,
+    key: Option<String>,
+    body_hash: String,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> Result<Response, ApiError> {
+    let create = crate::server::outbox::QueuedCreate {
+        order: order.clone(),
+        events,
+        actor: user.id.clone(),
+        idempotency: key.map(|key| crate::server::outbox::QueuedKey { key, body_hash }),
+        at_ms: at.timestamp_millis(),
+    };
+    match tokio::task::spawn_blocking(move || outbox.append(create)).await {
+        Ok(Ok(())) => {}
+        // Neither the database nor the journal can take it: the client must retry.
+        Ok(Err(e)) => return Err(ApiError::database_unavailable(&e)),
+        Err(e) => return Err(ApiError::internal(&e)),
+    }
+    Ok(queued_response(&order, user, at, ctx))
+}
+
+/// A create repeated with the `Idempotency-Key` of a create still queued.
+fn queued_again(
+    queued: &crate::server::outbox::QueuedCreate,
+    body_hash: &str,
+    user: &User,
+    ctx: &OrdersContext,
+) -> Result<Response, ApiError> {
+    if queued
+        .idempotency
+        .as_ref()
+        .is_some_and(|k| k.body_hash != body_hash)
+    {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+        .with_field("Idempotency-Key"));
+    }
+    Ok(queued_response(&queued.order, user, now(), ctx))
+}
+
+fn queued_response(
+    order: &Order,
+    user: &User,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> Response {
+    let mut body = order_json(order, user, at, ctx);
+    if let Some(map) = body.as_object_mut() {
+        map.insert("queued".into(), Value::Bool(true));
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
 // ---------------------------------------------------------------- list

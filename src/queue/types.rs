@@ -156,6 +156,8 @@ pub enum TransitionReason {
     WrapUpEnded,
     /// The softphone's registration expired or was removed.
     RegistrationLost,
+    /// The agent's phone vanished mid-offer or mid-call ([`QueueInput::AgentLost`]).
+    AgentLost,
     /// The softphone registered again.
     Registered,
     /// The dialog layer reported no live leg for this agent's call (stuck-agent repair).
@@ -371,6 +373,16 @@ pub enum QueueInput {
     },
     /// End a pause (also resets the no-answer count).
     Unpause {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The agent's phone vanished while it rang or talked on `call` (no audio on a
+    /// bridged leg, no answer at all to the INVITE): the agent goes offline (离线) until
+    /// its phone registers again, and a bridged caller goes back to the queue, ahead of
+    /// later callers.
+    AgentLost {
+        /// The call.
+        call: CallId,
         /// The agent.
         agent: AgentId,
     },

@@ -25,7 +25,7 @@ use tracing::{debug, info, warn};
 
 use crate::calendar::Calendar;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
-use crate::ivr::cdr::{CdrBuilder, HangupParty};
+use crate::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty};
 use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
@@ -586,9 +586,9 @@ async fn run_call(
         rtcp,
         now,
     );
+    open_cdr(&ctx, &call);
     let end = call.run(events).await;
     let summary = call.finish(Instant::now(), end);
-    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     ctx.release(ports);
     if let Some((record, message)) = &summary.cdr {
         info!(
@@ -610,6 +610,8 @@ async fn run_call(
             None => warn!(%handle, "no database: CDR not stored"),
         }
     }
+    // Counted until its record is stored: a drain waits for that too.
+    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     info!(
         %handle,
         call_id = %incoming.call_id,
@@ -620,6 +622,23 @@ async fn run_call(
         recording = ?summary.recording,
         "call ended"
     );
+}
+
+/// Write a hotline call's record as soon as it is answered (in progress), so that a
+/// crash cannot lose it; the end completes it. In the background: the greeting never
+/// waits for the database.
+fn open_cdr(ctx: &MediaContext, call: &CallMedia) {
+    let (Some(h), Some(store)) = (call.hotline.as_ref(), ctx.store.clone()) else {
+        return;
+    };
+    let record = h.cdr.record().clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(5), store.open_call(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(call_id = %record.call_id, %e, "call record not opened"),
+            Err(_) => warn!(call_id = %record.call_id, "call record not opened: database too slow"),
+        }
+    });
 }
 
 #[derive(Debug, Default)]
@@ -721,6 +740,10 @@ enum DialFor {
     Acd,
 }
 
+/// An offered phone that has not even sent 180 Ringing after this long (the INVITE was
+/// retransmitted twice) when the ring times out is taken as gone.
+const SILENT_PHONE: Duration = Duration::from_secs(3);
+
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
 const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -729,6 +752,11 @@ struct AgentLeg {
     reason: DialFor,
     handle: CallHandle,
     agent: String,
+    /// The registered contact rung (dropped from the registrar if the phone vanishes).
+    contact: crate::sip::message::Uri,
+    /// The phone answered the INVITE with 180/183: it is there.
+    ringing: bool,
+    dialled_at: Instant,
     ports: PortPair,
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -1078,6 +1106,9 @@ impl CallMedia {
             reason,
             handle: leg,
             agent: contact.agent,
+            contact: contact.contact,
+            ringing: false,
+            dialled_at: now,
             ports,
             rtp,
             rtcp,
@@ -1137,6 +1168,7 @@ impl CallMedia {
     fn on_acd_command(&mut self, now: Instant, command: AcdCommand) {
         let handle = self.handle;
         debug!(%handle, ?command, "ACD command");
+        let cancel = matches!(command, AcdCommand::CancelRing { .. });
         match command {
             AcdCommand::HoldMusic => self.queue_hold_music(now),
             AcdCommand::Announce { position } => {
@@ -1170,8 +1202,44 @@ impl CallMedia {
                     leg.ended = true;
                     leg.ring_until = None;
                     let leg_handle = leg.handle;
+                    let unanswered = leg.session.is_none();
+                    // Silent for seconds (INVITE retransmitted, no 180): not an offer
+                    // withdrawn at once for another reason.
+                    let silent = !leg.ringing && now >= leg.dialled_at + SILENT_PHONE;
+                    let contact = leg.contact.clone();
                     info!(%handle, %agent, "ACD lets go of the agent leg");
                     self.shell.drive(|ep| ep.call_hangup(now, leg_handle));
+                    if cancel && unanswered {
+                        // The CANCEL runs on in the endpoint (a crossing 200 gets ACK and
+                        // BYE there); this call is free to ring the next agent now, even
+                        // when the vanished phone never answers the CANCEL.
+                        let cause = if silent {
+                            AgentFailureCause::NoResponse
+                        } else {
+                            AgentFailureCause::NotAnswered
+                        };
+                        if let Some(h) = self.hotline.as_mut() {
+                            h.cdr.agent_failed(
+                                self.ctx.clock.now(),
+                                agent.0.clone(),
+                                AgentStage::Ringing,
+                                cause,
+                                None,
+                            );
+                        }
+                        self.release_agent();
+                        if silent {
+                            // Not even ringing for the whole ring time: the phone is gone
+                            // (a live one answers 180 within milliseconds).
+                            warn!(%handle, %agent, "agent's phone did not respond to the offer: offline");
+                            self.shell
+                                .drive(|ep| ep.drop_binding(agent.as_str(), &contact));
+                            if let Some(q) = self.queue.as_ref() {
+                                let call = q.call.clone();
+                                self.report(QueueInput::AgentLost { call, agent });
+                            }
+                        }
+                    }
                 }
             }
             AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
@@ -1292,7 +1360,12 @@ impl CallMedia {
                 self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
                 let wall = self.ctx.clock.now();
                 let date = wall.date_naive();
-                if let Some(h) = self.hotline.as_mut() {
+                if let Some(h) = self.hotline.as_mut()
+                    && self.recorder.is_some()
+                {
+                    // A caller re-queued after losing an agent: the recording goes on.
+                    h.cdr.agent_answered(wall, agent_id.clone());
+                } else if let Some(h) = self.hotline.as_mut() {
                     let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
                     match create_recorder(&path, now, true) {
                         Ok(r) => {
@@ -1317,7 +1390,8 @@ impl CallMedia {
                 }
             }
             LegEvent::Ended { reason, .. } => {
-                let we_ended = agent.ended;
+                // A shutdown ends both legs from the endpoint: the server hung up.
+                let we_ended = agent.ended || reason == EndReason::Shutdown;
                 agent.ended = true;
                 let bridged = agent.session.is_some();
                 let agent_id = AgentId::new(agent.agent.clone());
@@ -1326,7 +1400,11 @@ impl CallMedia {
                 if bridged {
                     let wall = self.ctx.clock.now();
                     if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.hung_up(wall, HangupParty::Agent);
+                        if reason == EndReason::Shutdown {
+                            h.cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
+                        } else {
+                            h.cdr.hung_up(wall, HangupParty::Agent);
+                        }
                     }
                     if let Some(q) = self.queue.as_ref() {
                         q.acd.leg_held(&q.call, &agent_id, false);
@@ -1352,8 +1430,35 @@ impl CallMedia {
                         self.start_survey(now);
                     }
                 } else {
+                    let contact = agent.contact.clone();
+                    let status = match reason {
+                        EndReason::Rejected { status } => Some(status),
+                        _ => None,
+                    };
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.agent_failed(
+                            self.ctx.clock.now(),
+                            agent_id.0.clone(),
+                            AgentStage::Ringing,
+                            AgentFailureCause::LegFailed,
+                            status,
+                        );
+                    }
                     self.release_agent();
-                    if dial_reason == DialFor::Acd {
+                    if dial_reason == DialFor::Acd && reason == EndReason::NoAnswer {
+                        // Not even a provisional answer: the phone is gone.
+                        warn!(%handle, agent = %agent_id, "agent's phone does not answer at all: offline");
+                        self.shell
+                            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
+                        if let Some(q) = self.queue.as_ref() {
+                            q.acd.leg_held(&q.call, &agent_id, false);
+                            let call = q.call.clone();
+                            self.report(QueueInput::AgentLost {
+                                call,
+                                agent: agent_id.clone(),
+                            });
+                        }
+                    } else if dial_reason == DialFor::Acd {
                         let failure = match reason {
                             EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
                             EndReason::Rejected { status: 603 } => LegFailure::Rejected,
@@ -1369,6 +1474,7 @@ impl CallMedia {
                     self.nobody_answered(now, dial_reason);
                 }
             }
+            LegEvent::Progress { .. } => agent.ringing = true,
             LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
             LegEvent::Reinvite { .. } => {
                 // Hold from the agent's phone is not supported yet: keep the session.
@@ -2053,8 +2159,47 @@ impl CallMedia {
             agent.ended = true;
             let leg = agent.handle;
             self.shell.drive(|ep| ep.call_media_timeout(now, leg));
-            self.hangup_at = Some(now);
+            if self.queue.as_ref().is_some_and(|q| !q.released) {
+                self.agent_vanished(now);
+            } else {
+                self.hangup_at = Some(now);
+            }
         }
+    }
+
+    /// The bridged agent's audio stopped (the phone vanished): the caller goes back to
+    /// the queue ahead of later callers, the agent's binding is dropped (offline until
+    /// the phone registers again), and the CDR says why.
+    fn agent_vanished(&mut self, now: Instant) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_ref() else {
+            return;
+        };
+        let agent_id = AgentId::new(agent.agent.clone());
+        let contact = agent.contact.clone();
+        warn!(%handle, agent = %agent_id, "agent's phone vanished mid-call (no audio): the caller goes back to the queue");
+        crate::server::metrics::agent_lost();
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.agent_failed(
+                self.ctx.clock.now(),
+                agent_id.0.clone(),
+                AgentStage::OnCall,
+                AgentFailureCause::MediaTimeout,
+                None,
+            );
+        }
+        self.release_agent();
+        self.shell
+            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
+        if let Some(q) = self.queue.as_ref() {
+            q.acd.leg_held(&q.call, &agent_id, false);
+            let call = q.call.clone();
+            self.report(QueueInput::AgentLost {
+                call,
+                agent: agent_id,
+            });
+        }
+        self.queue_hold_music(now);
     }
 
     /// Returns true when the task should stop (the end was never confirmed).
@@ -2217,6 +2362,15 @@ impl CallMedia {
             } else {
                 HangupParty::System
             };
+            if matches!(
+                end,
+                CallEnd::Leg {
+                    reason: EndReason::Shutdown,
+                    ..
+                }
+            ) {
+                cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
+            }
             cdr.hung_up(wall, party);
             if let Some(outcome) = h.flow.outcome() {
                 cdr.ivr_outcome(outcome);

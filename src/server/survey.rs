@@ -283,8 +283,9 @@ mod tests {
         // Saved during the call: nothing to do until the call has ended.
         order_for(store, &ctx, "o-during", "c-during").await;
         assert_eq!(settle_once(store, &ctx, now).await.expect("pass"), 0);
+        // The record written at the answer, still in progress.
         store
-            .insert_call(&call("c-during", None, false), None)
+            .open_call(&call("c-during", None, false))
             .await
             .expect("cdr");
         assert_eq!(settle_once(store, &ctx, now).await.expect("pass"), 0);

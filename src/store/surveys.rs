@@ -13,7 +13,8 @@ pub struct UnsettledCallOrder {
     pub order_id: String,
     /// When the order was created (unix ms).
     pub created_ms: i64,
-    /// The call's stored CDR (JSON), once there is one.
+    /// The call's stored CDR (JSON), once the call has ended (a record written at the
+    /// answer and still in progress reads as none).
     pub call_record: Option<String>,
 }
 
@@ -28,9 +29,13 @@ impl Store {
     ) -> Result<Vec<UnsettledCallOrder>, StoreError> {
         const SQL: &str = "SELECT oc.call_id, oc.order_id, oc.created_ms, c.record \
             FROM order_calls oc LEFT JOIN calls c ON c.call_id = oc.call_id \
-            WHERE oc.settled = 0 ORDER BY oc.created_ms LIMIT $1";
+            AND c.in_progress = $2 WHERE oc.settled = 0 ORDER BY oc.created_ms LIMIT $1";
         let rows: Vec<(String, String, i64, Option<String>)> = on_pool!(self, |p| {
-            sqlx::query_as(SQL).bind(limit).fetch_all(p).await?
+            sqlx::query_as(SQL)
+                .bind(limit)
+                .bind(false)
+                .fetch_all(p)
+                .await?
         });
         Ok(rows
             .into_iter()
