@@ -749,10 +749,13 @@ fn key_path_at(text: &str, offset: usize) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .filter(|h| !h.is_empty());
+    // A broken header line (`[{`, `[]`) is no key, and names no table either.
+    let key = key.filter(|k| !k.starts_with('['));
     match (header, key) {
-        (Some(h), Some(k)) if !k.starts_with('[') => Some(format!("{h}.{k}")),
-        (Some(h), _) => Some(h),
+        (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+        (Some(h), None) => Some(h),
         (None, Some(k)) => Some(k.to_string()),
         (None, None) => None,
     }
@@ -954,6 +957,23 @@ roles = ["agent"]
         assert_eq!(problems.len(), 1);
         assert!(problems[0].message.contains("pasword"), "{:?}", problems[0]);
         assert_eq!(problems[0].line, Some(15), "{:?}", problems[0]);
+    }
+
+    /// Found by fuzzing (`config_toml`): a broken table header gave a problem whose path
+    /// was the empty string.
+    #[test]
+    fn broken_table_header_still_names_a_path_and_line() {
+        for (text, path, line) in [
+            ("[{", "(document)", 1),
+            ("[]\nx = 1", "(document)", 1),
+            ("[server]\n[{", "(document)", 2),
+            ("[server]\ndomain = \"a\"\n[[cities]\n", "cities", 3),
+        ] {
+            let problems = Config::from_toml(text).expect_err(text);
+            assert_eq!(problems.len(), 1, "{text:?}: {problems:?}");
+            assert_eq!(problems[0].path, path, "{text:?}: {problems:?}");
+            assert_eq!(problems[0].line, Some(line), "{text:?}: {problems:?}");
+        }
     }
 
     #[test]

@@ -2,10 +2,13 @@
 //! `POST /api/calls/{call_id}/transfer` (blind transfer of a bridged caller from the
 //! agent console).
 //!
-//! `GET /api/calls` query parameters (all optional): `city`, `category` (consultation /
-//! complaint / suggestion), `caller`, `path` (a stage: ivr, after_hours, queue,
-//! duty_list, voice_message, abandoned), `from` / `to` (RFC 3339 arrival range, `to`
-//! exclusive), `limit` (default 100, at most 1000). Newest first.
+//! `GET /api/calls` query parameters (all optional): `city`, `category` (consultation / complaint /
+//! suggestion), `caller`, `path` (a stage: ivr, after_hours, queue, duty_list,
+//! voice_message, abandoned), `from` / `to` (RFC 3339 arrival range, `to` exclusive),
+//! `limit` (default 100, 1..=1000). Newest first. A value outside its type (not a city
+//! id, an unknown category or stage, a caller with other than digits, letters and
+//! `+ - . _`, a bad time or limit) is a 400 naming the field: no filter reaches the SQL
+//! unchecked, and `path` cannot smuggle LIKE wildcards.
 //!
 //! Logged-in users only (TK-PRIVACY): callers' numbers are masked for roles that do not
 //! need them, searching by number needs a role that may see it, and every answer that
@@ -19,7 +22,7 @@
 
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -30,7 +33,10 @@ use super::AppState;
 use super::auth::{CurrentUser, User};
 use super::error::ApiError;
 use super::orders::OrdersContext;
+use super::orders::{filter_enum, filter_number, filter_unit, parse_query};
 use super::queues::AcdApi;
+use crate::ivr::cdr::CallPath;
+use crate::ivr::flow::CallCategory;
 use crate::server::outbound::TransferRefused;
 use crate::server::transfer::{TransferError, refer_user};
 use crate::store::calls::CallFilter;
@@ -67,7 +73,7 @@ pub fn oversees_city(ctx: &OrdersContext, user: &User, city: Option<&str>) -> bo
     root || city.is_some_and(|c| ctx.units.covers(&user.unit, &UnitId::new(c.to_owned())))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallsQuery {
     city: Option<String>,
@@ -76,45 +82,78 @@ pub struct CallsQuery {
     path: Option<String>,
     from: Option<String>,
     to: Option<String>,
-    limit: Option<i64>,
+    limit: Option<String>,
 }
 
-fn millis(text: Option<&str>) -> Result<Option<i64>, String> {
-    text.map(|t| {
-        chrono::DateTime::parse_from_rfc3339(t)
-            .map(|d| d.timestamp_millis())
-            .map_err(|_| format!("not an RFC 3339 time: {t:?}"))
+fn millis(text: Option<String>, field: &'static str) -> Result<Option<i64>, ApiError> {
+    text.filter(|t| !t.is_empty())
+        .map(|t| {
+            chrono::DateTime::parse_from_rfc3339(&t)
+                .map(|d| d.timestamp_millis())
+                .map_err(|_| {
+                    ApiError::bad_request("invalid_filter", format!("not an RFC 3339 time: {t:?}"))
+                        .with_field(field)
+                })
+        })
+        .transpose()
+}
+
+/// A caller's number as stored: digits, `+`, and the letters, dots and dashes of a SIP
+/// user name; nothing a LIKE or a quote could use.
+fn filter_caller(value: Option<String>) -> Result<Option<String>, ApiError> {
+    match value.filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v)
+            if v.len() <= 64
+                && v.bytes().all(|b| {
+                    b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.' | b'_')
+                }) =>
+        {
+            Ok(Some(v))
+        }
+        Some(_) => Err(ApiError::bad_request(
+            "invalid_filter",
+            "caller must be a number or SIP user name (letters, digits, + - . _)",
+        )
+        .with_field("caller")),
+    }
+}
+
+/// Decode the query of `GET /api/calls` into the store's filter as the handler does.
+/// Every filter is checked against its type (city id, category, path stage, number,
+/// RFC 3339 times, limit 1..=1000), so nothing else reaches the SQL.
+///
+/// # Errors
+/// 400 `invalid_query` / `invalid_filter` naming the field; 403 for a search by number
+/// when `sees_numbers` is false.
+pub fn decode_calls_query(raw: Option<&str>, sees_numbers: bool) -> Result<CallFilter, ApiError> {
+    let query: CallsQuery = parse_query(raw)?;
+    if query.caller.as_deref().is_some_and(|c| !c.is_empty()) && !sees_numbers {
+        return Err(ApiError::forbidden(
+            "searching calls by number needs a role that may see callers' numbers",
+        ));
+    }
+    Ok(CallFilter {
+        city: filter_unit(query.city, "city")?,
+        category: filter_enum::<CallCategory>(query.category, "category")?,
+        caller: filter_caller(query.caller)?,
+        path: filter_enum::<CallPath>(query.path, "path")?,
+        from_ms: millis(query.from, "from")?,
+        to_ms: millis(query.to, "to")?,
+        limit: Some(filter_number(query.limit, "limit", 100, 1000)?),
     })
-    .transpose()
 }
 
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-    Query(query): Query<CallsQuery>,
+    RawQuery(raw): RawQuery,
 ) -> Response {
     let actor = user.actor();
     let sees_numbers = can_see_contact(&actor);
-    if query.caller.is_some() && !sees_numbers {
-        return super::error::ApiError::forbidden(
-            "searching calls by number needs a role that may see callers' numbers",
-        )
-        .into_response();
-    }
-    let range = millis(query.from.as_deref())
-        .and_then(|from| millis(query.to.as_deref()).map(|to| (from, to)));
-    let (from_ms, to_ms) = match range {
-        Ok(r) => r,
-        Err(e) => return (StatusCode::BAD_REQUEST, e).into_response(),
-    };
-    let filter = CallFilter {
-        city: query.city,
-        category: query.category,
-        caller: query.caller,
-        path: query.path,
-        from_ms,
-        to_ms,
-        limit: query.limit,
+    let filter = match decode_calls_query(raw.as_deref(), sees_numbers) {
+        Ok(filter) => filter,
+        Err(e) => return e.into_response(),
     };
     match state.store.list_calls(&filter).await {
         Ok(mut calls) => {

@@ -168,19 +168,50 @@ struct ChangeReply {
     state: String,
 }
 
+/// Decode `POST /api/agents/{id}/{action}` as the handler does once the agent may act:
+/// the body (optional, `{"reason"}`) and the action, into the ACD input.
+///
+/// # Errors
+/// Not JSON or wrong fields → 400 `bad_json`; unknown action → 404.
+pub fn decode_agent_change(agent: &str, action: &str, body: &[u8]) -> Result<QueueInput, ApiError> {
+    change_input(AgentId::new(agent.to_owned()), action, change_body(body)?)
+}
+
+fn change_body(body: &[u8]) -> Result<ChangeBody, ApiError> {
+    // The body is optional (`{"reason"}` for a pause): empty means no reason.
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(ChangeBody::default())
+    } else {
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
+    }
+}
+
+fn change_input(agent: AgentId, action: &str, body: ChangeBody) -> Result<QueueInput, ApiError> {
+    let reason = body.reason.unwrap_or_default();
+    Ok(match action {
+        "sign_in" => QueueInput::SignIn { agent },
+        "sign_out" => QueueInput::SignOut { agent },
+        "pause" => QueueInput::Pause {
+            agent,
+            reason: PauseReason::new(if reason.trim().is_empty() {
+                "break".to_string()
+            } else {
+                reason.chars().take(100).collect()
+            }),
+        },
+        "unpause" => QueueInput::Unpause { agent },
+        "end_wrap_up" => QueueInput::EndWrapUp { agent },
+        _ => return Err(ApiError::not_found("action")),
+    })
+}
+
 async fn change(
     CurrentUser(user): CurrentUser,
     ext: Option<Extension<AcdApi>>,
     Path((id, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    // The body is optional (`{"reason"}` for a pause): empty means no reason.
-    let body: ChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ChangeBody::default()
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
-    };
+    let body = change_body(&super::orders::body_bytes(body)?)?;
     let acd = acd_of(ext)?;
     let agent = AgentId::new(id);
     if !acd.knows_agent(agent.as_str()) {
@@ -192,30 +223,7 @@ async fn change(
             "an agent may only change their own state",
         ));
     }
-    let reason = body.reason.unwrap_or_default();
-    let input = match action.as_str() {
-        "sign_in" => QueueInput::SignIn {
-            agent: agent.clone(),
-        },
-        "sign_out" => QueueInput::SignOut {
-            agent: agent.clone(),
-        },
-        "pause" => QueueInput::Pause {
-            agent: agent.clone(),
-            reason: PauseReason::new(if reason.trim().is_empty() {
-                "break".to_string()
-            } else {
-                reason.chars().take(100).collect()
-            }),
-        },
-        "unpause" => QueueInput::Unpause {
-            agent: agent.clone(),
-        },
-        "end_wrap_up" => QueueInput::EndWrapUp {
-            agent: agent.clone(),
-        },
-        _ => return Err(ApiError::not_found("action")),
-    };
+    let input = change_input(agent.clone(), &action, body)?;
     acd.input(input)
         .map_err(|e| ApiError::unprocessable("acd_refused", e.to_string()))?;
     let state = acd
