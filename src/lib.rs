@@ -4,6 +4,7 @@
 pub mod api;
 pub mod calendar;
 pub mod config;
+pub mod fuzz;
 pub mod http_client;
 pub mod ivr;
 pub mod media;

@@ -644,6 +644,18 @@ impl Store {
                 tx.rollback().await?;
                 return Err(AppendError::Conflict);
             };
+            if created && let Some(call) = order.fields.call_id.as_ref() {
+                // The call → order link the survey loop follows (src/store/surveys.rs).
+                sqlx::query(
+                    "INSERT INTO order_calls (call_id, order_id, created_ms, settled) \
+                     VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(call.0.as_str())
+                .bind(order_id)
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
             if !involved.is_empty() {
                 let mut q = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "INSERT INTO order_units (order_id, unit) VALUES {} \
