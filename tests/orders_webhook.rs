@@ -1,7 +1,8 @@
 //! The webhook notifier (TK-REMIND, TK-SUPERVISE) against the real `hotline` binary and a
-//! real local HTTP receiver: a reminder raised by the scheduler for an order whose limit
-//! has passed (on the server's clock, `HOTLINE_FAKE_NOW`) is POSTed after its commit; a
-//! receiver that hangs or is down blocks neither the API nor the scheduler, failures
+//! real local HTTP receiver: an order taken now, whose transfer limit has passed on the
+//! server's clock (`HOTLINE_FAKE_NOW` 30 days ahead: the reminder scheduler reads it,
+//! the consoles' API keeps the wall clock), gets a red reminder POSTed after its commit;
+//! a receiver that hangs or is down blocks neither the API nor the scheduler, failures
 //! are counted in /metrics, and the notices arrive once it is back.
 
 mod common;
@@ -192,17 +193,28 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
     false
 }
 
-/// Received 2025-09-30 16:00: the transfer limit was 2025-10-09 24:00 (National Day).
-fn late_order() -> Value {
+/// A complaint taken now: its transfer limit (one working day) is days ahead on the
+/// wall clock.
+fn new_order() -> Value {
     json!({
         "contact_name": "张三",
         "contact_phone": "13812345678",
         "category": "complaint",
         "business_area": "unknown",
-        "description": "国庆前的投诉，无人转办",
+        "description": "投诉无人转办",
         "city": "jinan",
-        "received_at": "2025-09-30T16:00:00+08:00",
     })
+}
+
+/// The server's clock, 30 days ahead of the wall clock: every limit of an order taken
+/// now has passed on it.
+fn thirty_days_ahead() -> (String, String) {
+    let at = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai())
+        + chrono::Duration::days(30);
+    (
+        at.format("%Y-%m-%dT%H:%M%:z").to_string(),
+        at.format("%Y-%m-%d").to_string(),
+    )
 }
 
 #[test]
@@ -210,15 +222,16 @@ fn a_reminder_for_a_passed_limit_is_posted_after_its_commit() {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
     let port = listener.local_addr().expect("addr").port();
     let receiver = Receiver::start(listener, true);
-    // The server's clock says 2025-10-10 10:00: the limit passed ten hours ago.
-    let server = Server::start_with(
-        &config(port),
-        &[("HOTLINE_FAKE_NOW", "2025-10-10T10:00+08:00")],
-    );
-    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &late_order());
+    let (fake_now, fake_day) = thirty_days_ahead();
+    let server = Server::start_with(&config(port), &[("HOTLINE_FAKE_NOW", fake_now.as_str())]);
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &new_order());
     assert_eq!(status, 201, "{order}");
     let id = order["id"].as_str().expect("id").to_owned();
-    assert_eq!(order["reminder"], "red", "{order}");
+    assert_eq!(
+        order["reminder"], "none",
+        "not yet on the wall clock: {order}"
+    );
+    let transfer_due = order["deadlines"]["transfer_due"].clone();
     let arrived = wait_until(Duration::from_secs(20), || {
         receiver
             .bodies()
@@ -235,13 +248,13 @@ fn a_reminder_for_a_passed_limit_is_posted_after_its_commit() {
     assert_eq!(notice["level"], "red", "{notice}");
     assert_eq!(notice["deadline"], "transfer", "{notice}");
     assert_eq!(notice["actor"], "system", "{notice}");
-    assert_eq!(notice["due"], "2025-10-10T00:00:00+08:00", "{notice}");
-    // Stamped by the server's clock, after the order was created.
+    assert_eq!(notice["due"], transfer_due, "{notice}");
+    // Stamped by the server's clock.
     assert!(
         notice["at"]
             .as_str()
-            .is_some_and(|at| at.starts_with("2025-10-10T10:")),
-        "{notice}"
+            .is_some_and(|at| at.starts_with(&fake_day)),
+        "{notice} on {fake_day}"
     );
     let text = notice.to_string();
     assert!(
@@ -290,11 +303,12 @@ fn a_hanging_then_down_receiver_blocks_nothing_and_gets_every_notice_once_back()
     let addr = SocketAddr::from(([127, 0, 0, 1], port));
     // A receiver that accepts and never answers (attempts hang for up to 30 s).
     let hole = Receiver::start(TcpListener::bind(addr).expect("bind"), false);
-    let server = Server::start_with(
-        &config(port),
-        &[("HOTLINE_FAKE_NOW", "2025-10-10T10:00+08:00")],
-    );
-    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &late_order());
+    // Wall clock throughout: the order comes from another channel with its own time of
+    // receipt, 2025-09-30 16:00, so its transfer limit (2025-10-09 24:00) is long past.
+    let server = Server::start_with(&config(port), &[]);
+    let mut late = new_order();
+    late["received_at"] = json!("2025-09-30T16:00:00+08:00");
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &late);
     assert_eq!(status, 201, "{order}");
     let id = order["id"].as_str().expect("id").to_owned();
     // The scheduler records the reminder although its notice cannot be delivered.

@@ -25,7 +25,6 @@ use super::error::ApiError;
 use crate::calendar::{Calendar, shanghai};
 use crate::config::Config;
 use crate::queue::{ShiftAttendance, shift_attendance};
-use crate::server::calls::WallClock;
 use crate::server::notify::{Notifier, notices};
 use crate::store::orders::AppendError;
 use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEvent};
@@ -184,17 +183,10 @@ pub fn routes() -> Router<AppState> {
         .route("/api/openapi.json", get(openapi))
 }
 
-/// The server's clock (`--now` / `HOTLINE_FAKE_NOW` shift it), set once at start-up.
-static CLOCK: std::sync::OnceLock<WallClock> = std::sync::OnceLock::new();
-
-/// Order decisions (deadlines, reminder colours, event times) follow `clock`. Called
-/// once by `hotline serve`; without it the wall clock is used.
-pub fn use_clock(clock: WallClock) {
-    let _ = CLOCK.set(clock);
-}
-
+/// Orders taken through the API keep the wall clock (`--now` shifts calls, their
+/// orders and the reminder scheduler, not the consoles).
 fn now() -> DateTime<FixedOffset> {
-    CLOCK.get().copied().unwrap_or_default().now()
+    chrono::Utc::now().with_timezone(&shanghai())
 }
 
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON

@@ -190,8 +190,6 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
     orders.notifier = Some(notifier.clone());
     let orders = Arc::new(orders);
-    // Order decisions follow the server's clock (`--now`), like calls.
-    api::orders::use_clock(clock);
     // Before anything appends orders: the read scope follows the configured units.
     store.install_unit_tree(&orders.units).await?;
     tokio::spawn(outbox.clone().replay_loop(store.clone(), shutdown.clone()));
