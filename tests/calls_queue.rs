@@ -121,6 +121,7 @@ city = \"qingdao\"
 fn password(agent: &str) -> &'static str {
     match agent {
         "1001" => "secret1001",
+        "1003" => "secret1003",
         "2001" => "secret2001",
         _ => "secret1002",
     }
@@ -920,5 +921,84 @@ fn agents_change_their_own_state_by_api_and_supervisors_anyones() {
         for wanted in ["sign_in", "pause", "unpause"] {
             assert!(events.contains(&wanted), "{wanted} in {events:?}");
         }
+    }
+}
+
+/// A third Jinan agent, 1003 (for ring-all and transfers).
+fn with_agent_1003(config: &str) -> String {
+    format!(
+        "{config}
+[[agents]]
+id = \"1003\"
+name = \"赵调解员\"
+city = \"jinan\"
+password = \"secret1003\"
+roles = [\"agent\"]
+
+[[queues.agent]]
+id = \"1003\"
+city = \"jinan\"
+"
+    )
+}
+
+/// Ring-all with three signed-in agents: all three phones ring at once; 1001 answers
+/// after 1 s and is bridged; 1002 gets a CANCEL (200 + 487); 1003 answers just as its
+/// CANCEL arrives (the 200 crosses the CANCEL) and gets ACK then BYE. Nobody but the
+/// answering agent is charged a no-answer (max_no_answer = 1 would pause them), and
+/// everyone ends available.
+#[test]
+fn ring_all_rings_three_phones_the_first_answer_wins_and_the_others_are_cancelled() {
+    let server = start(&with_agent_1003(&queue_config("ring_all", 10, 1)));
+    let (p1, p2, p3) = (free_port(), free_port(), free_port());
+    sign_in(&server, "1001", p1);
+    sign_in(&server, "1002", p2);
+    sign_in(&server, "1003", p3);
+    let target = server.sip.to_string();
+    let winner = std::thread::spawn(move || {
+        run_bounded(
+            sipp_base("acd_agent_uas.xml", p1)
+                .args(["-rtp_echo", "-d", "1000", "-m", "1", "-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let ringer = agent_phone(&server, "acd_agent_noanswer.xml", p2, 1, 60);
+    let crosser = agent_phone(&server, "acd_agent_answer_crossing_cancel.xml", p3, 1, 60);
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers(&server, "053188886666", 1, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "caller:\n{}\n{}\nserver log:\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    for (name, phone) in [("1001", winner), ("1002", ringer), ("1003", crosser)] {
+        let out = phone.join().expect("agent thread");
+        assert_eq!(
+            out.status,
+            Some(0),
+            "agent {name}:\n{}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            server.log()
+        );
+    }
+    let log = server.log();
+    assert_eq!(log.matches("ringing agent").count(), 3, "three legs: {log}");
+    assert!(wait_for_log(&server, "call ended", Duration::from_secs(5)));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["record"]["agent"], "1001", "{}", calls[0]);
+    for agent in ["1001", "1002", "1003"] {
+        assert!(
+            wait_state(&server, agent, "available", Duration::from_secs(5)),
+            "{agent}: {:?}\n{}",
+            agent_states(&server),
+            server.log()
+        );
     }
 }

@@ -329,6 +329,57 @@ fn ring_all_rings_everyone_and_the_first_answer_wins() {
     assert_eq!(sim.state("a0"), AgentState::Available);
 }
 
+#[test]
+fn ring_all_counts_a_no_answer_only_on_the_ring_timeout_as_asterisk_does() {
+    // app_queue `wait_for_answer`: members hung up because another member answered are
+    // not "ring no answer" (no auto-pause); every member still ringing at the timeout is.
+    let mut cfg = config(Strategy::RingAll, 3);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.max_no_answer = 1;
+        q.ring_timeout_secs = 15;
+        q.wrap_up_secs = 0;
+    }
+    let mut sim = Sim::new(cfg);
+    for id in ["a0", "a1", "a2"] {
+        sim.ready(id);
+    }
+    sim.arrive("c1");
+    let out = sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a1"),
+    });
+    assert!(!has(&out, |a| matches!(a, QueueAction::Log(e)
+        if matches!(e.event, QueueLogEvent::RingNoAnswer { .. }))));
+    for id in ["a0", "a2"] {
+        assert_eq!(sim.state(id), AgentState::Available, "{id}");
+    }
+    sim.input(QueueInput::CallEnded {
+        call: call("c1"),
+        who_hung_up: Party::Caller,
+    });
+    // Nobody answers the next call: at the ring timeout every ringing agent misses it.
+    let out = sim.arrive("c2");
+    assert_eq!(rings(&out).len(), 3);
+    let out = sim.advance(15_000);
+    let misses = out
+        .iter()
+        .filter(|a| {
+            matches!(a, QueueAction::Log(e)
+            if matches!(e.event, QueueLogEvent::RingNoAnswer { .. }))
+        })
+        .count();
+    assert_eq!(misses, 3, "{out:?}");
+    for id in ["a0", "a1", "a2"] {
+        assert_eq!(
+            sim.state(id),
+            AgentState::Paused {
+                reason: PauseReason::max_no_answer()
+            },
+            "{id}"
+        );
+    }
+}
+
 fn skilled(id: &str, level: u8, skills: Vec<BusinessArea>) -> QueueAgentConfig {
     let mut a = QueueAgentConfig::new(agent(id), city());
     a.level = level;

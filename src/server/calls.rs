@@ -638,6 +638,10 @@ struct CallMedia {
     queue: Option<QueueLink>,
     /// The agent the ACD asked to ring (dialled from the run loop).
     pending_agent: Option<AgentId>,
+    /// Ring-all: more legs ringing in parallel with `agent` (`call_forks.rs`).
+    forks: Vec<AgentLeg>,
+    /// Ring-all: agents to ring in parallel (dialled from the run loop).
+    pending_forks: Vec<AgentId>,
     /// The satisfaction survey (agent hung up first, or transferred the caller to it).
     survey: Option<SurveyFlow>,
     /// The player plays the survey's prompt (it gets `PromptDone`).
@@ -669,6 +673,9 @@ enum DialFor {
     Acd,
 }
 
+#[path = "call_forks.rs"]
+mod forks;
+
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
 const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -681,6 +688,8 @@ struct AgentLeg {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     offer: SessionDescription,
+    /// Our side of the leg's media (answers the agent's re-INVITEs).
+    local: LocalMedia,
     session: Option<RtpSession>,
     negotiated: Option<Negotiated>,
     to_agent: Option<RelayDirection>,
@@ -745,6 +754,8 @@ impl CallMedia {
             pending_dial: None,
             queue: None,
             pending_agent: None,
+            forks: Vec::new(),
+            pending_forks: Vec::new(),
             survey: None,
             survey_playing: false,
             new_acd_rx: None,
@@ -833,6 +844,7 @@ impl CallMedia {
                 .and_then(|a| a.session.as_ref())
                 .and_then(RtpSession::poll_timeout),
             self.agent.as_ref().and_then(|a| a.ring_until),
+            self.forks.iter().filter_map(|f| f.ring_until).min(),
             self.hotline
                 .as_ref()
                 .and_then(|h| h.message.as_ref())
@@ -860,6 +872,9 @@ impl CallMedia {
             }
             if let Some(reason) = self.pending_dial.take() {
                 self.dial_agent(Instant::now(), reason).await;
+            }
+            if !self.pending_forks.is_empty() {
+                self.dial_forks(Instant::now()).await;
             }
             let acd_command = async {
                 match acd_rx.as_mut() {
@@ -944,9 +959,9 @@ impl CallMedia {
             .then(|| agents.first().cloned())
             .flatten();
         if self.agent.is_some() {
-            // One agent leg per call: a second offer (ring-all) fails at once.
+            // A leg already rings (ring-all): this one rings in parallel.
             if let Some(agent) = acd_agent {
-                self.report_leg_failed(&AgentId::new(agent), LegFailure::Busy);
+                self.pending_forks.push(AgentId::new(agent));
             }
             return;
         }
@@ -958,70 +973,20 @@ impl CallMedia {
             self.nobody_answered(now, reason);
             return;
         };
-        let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
-            warn!(%handle, "no RTP ports for the agent leg");
+        let Some(leg) = self.place_agent_leg(now, &contact, reason).await else {
             if let Some(agent) = acd_agent.as_ref() {
                 self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
             }
             self.nobody_answered(now, reason);
             return;
         };
-        let local = LocalMedia::g711(
-            self.ctx.public_ip,
-            ports.rtp,
-            u64::from(rand::random::<u32>()),
-            1,
-        );
-        let offer = sdp::offer(&local);
-        let body = Bytes::from(offer.to_string());
-        let caller = self
-            .hotline
-            .as_ref()
-            .map(|h| h.caller.clone())
-            .unwrap_or_default();
-        let shell = self.shell.clone();
-        let dialled = self.shell.drive(|ep| {
-            let leg = ep.call_dial(now, &contact, &caller, body);
-            // Registered while the endpoint is locked: no event of the leg can be lost.
-            shell.calls().alias(leg, handle);
-            leg
-        });
-        let Some(leg) = dialled else {
-            drop((rtp, rtcp));
-            self.ctx.release(ports);
-            if let Some(agent) = acd_agent.as_ref() {
-                self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
-            }
-            self.nobody_answered(now, reason);
-            return;
-        };
-        info!(%handle, agent = %contact.agent, contact = %contact.contact, ?reason, "ringing agent");
         if reason == DialFor::DutyList {
             let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
             self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
         }
-        // The ACD times the ring itself (and cancels); ours is only a backstop then.
-        let ring_timeout = if reason == DialFor::Acd {
-            AGENT_RING_TIMEOUT * 4
-        } else {
-            AGENT_RING_TIMEOUT
-        };
+        let ring_timeout = leg.ring_until.map_or(AGENT_RING_TIMEOUT, |t| t - now);
         self.hangup_at = Some(now + ring_timeout + Duration::from_secs(3600));
-        self.agent = Some(AgentLeg {
-            reason,
-            handle: leg,
-            agent: contact.agent,
-            ports,
-            rtp,
-            rtcp,
-            offer,
-            session: None,
-            negotiated: None,
-            to_agent: None,
-            to_caller: None,
-            ring_until: Some(now + ring_timeout),
-            ended: false,
-        });
+        self.agent = Some(leg);
     }
 
     /// Report a failed offer to the ACD.
@@ -1086,16 +1051,23 @@ impl CallMedia {
                 }
             }
             AcdCommand::Ring { agent } => {
-                if self.pending_agent.is_some() || self.agent.is_some() {
-                    // One agent leg per call (ring-all degrades to one at a time): the
-                    // extra offer fails at once and the ACD moves on.
+                if self.agent.as_ref().is_some_and(|a| a.session.is_some()) {
+                    // Already bridged: an offer now is stale; it fails at once.
                     self.report_leg_failed(&agent, LegFailure::Busy);
+                    return;
+                }
+                if self.pending_agent.is_some() || self.agent.is_some() {
+                    // Ring-all: this agent's leg rings in parallel (`call_forks.rs`).
+                    self.pending_forks.push(agent);
                     return;
                 }
                 self.pending_agent = Some(agent);
                 self.pending_dial = Some(DialFor::Acd);
             }
             AcdCommand::CancelRing { agent } | AcdCommand::HangupAgent { agent } => {
+                if self.hang_up_fork(now, &agent) {
+                    return;
+                }
                 if let Some(leg) = self.agent.as_mut().filter(|l| l.agent == agent.0)
                     && !leg.ended
                 {
@@ -1177,6 +1149,10 @@ impl CallMedia {
 
     fn on_agent_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
         let handle = self.handle;
+        if self.forks.iter().any(|f| f.handle == leg) {
+            self.on_fork_event(now, leg, event);
+            return;
+        }
         let Some(agent) = self.agent.as_mut().filter(|a| a.handle == leg) else {
             return;
         };
@@ -1290,17 +1266,7 @@ impl CallMedia {
                 } else {
                     self.release_agent();
                     if dial_reason == DialFor::Acd {
-                        let failure = match reason {
-                            EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
-                            EndReason::Rejected { status: 603 } => LegFailure::Rejected,
-                            EndReason::Rejected {
-                                status: 408 | 480 | 487,
-                            }
-                            | EndReason::Cancelled
-                            | EndReason::LocalHangup => LegFailure::NoAnswer,
-                            _ => LegFailure::Unreachable,
-                        };
-                        self.report_leg_failed(&agent_id, failure);
+                        self.report_leg_failed(&agent_id, forks::leg_failure(reason));
                     }
                     self.nobody_answered(now, dial_reason);
                 }
@@ -1405,8 +1371,9 @@ impl CallMedia {
         }
     }
 
-    /// End the agent leg (CANCEL or BYE) if it is still up.
+    /// End the agent leg (CANCEL or BYE) if it is still up, and every ring-all fork.
     fn hang_up_agent(&mut self, now: Instant) {
+        self.hang_up_forks(now);
         if let Some(agent) = self.agent.as_mut()
             && !agent.ended
         {
@@ -1928,6 +1895,7 @@ impl CallMedia {
     }
 
     fn agent_timers(&mut self, now: Instant) {
+        self.fork_timers(now);
         let handle = self.handle;
         let Some(agent) = self.agent.as_mut() else {
             return;
@@ -2079,6 +2047,7 @@ impl CallMedia {
     fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
         self.hang_up_agent(now);
         self.release_agent();
+        self.release_forks();
         if let Some(q) = self.queue.as_ref() {
             let caller_left = matches!(
                 end,
