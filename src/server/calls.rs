@@ -2308,6 +2308,7 @@ roles = ["agent"]
             origin: crate::sip::endpoint::CallOrigin::Trunk,
             sdp: Bytes::new(),
             carrier_city: None,
+            replaces: None,
         };
         assert!(matches!(ctx.service_for(&call), Some(Service::Hotline)));
         call.origin = crate::sip::endpoint::CallOrigin::Agent("1001".into());
