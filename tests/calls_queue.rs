@@ -1122,3 +1122,149 @@ fn ring_all_rings_three_phones_the_first_answer_wins_and_the_others_are_cancelle
         );
     }
 }
+
+/// RMS of each channel of a 16-bit WAV over `[from, to)` seconds.
+fn channel_rms(path: &Path, from: f64, to: f64) -> Vec<f64> {
+    let mut reader = hound::WavReader::open(path).expect("wav");
+    let spec = reader.spec();
+    let channels = usize::from(spec.channels);
+    let rate = f64::from(spec.sample_rate);
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.expect("sample"))
+        .collect();
+    let first = (from * rate) as usize * channels;
+    let last = ((to * rate) as usize * channels).min(samples.len());
+    (0..channels)
+        .map(|c| {
+            let part: Vec<f64> = samples
+                .get(first..last)
+                .unwrap_or_default()
+                .iter()
+                .skip(c)
+                .step_by(channels)
+                .map(|s| f64::from(*s))
+                .collect();
+            (part.iter().map(|s| s * s).sum::<f64>() / part.len().max(1) as f64).sqrt()
+        })
+        .collect()
+}
+
+/// Agent 1001 takes a queue call, holds the caller (re-INVITE sendonly: answered
+/// recvonly, hold music to the caller), consults 1002 (a call to 1002's id, digest
+/// authenticated; the server answers 1001 once 1002 answers), then transfers with REFER
+/// + Replaces naming the consultation dialog. 1002 is bridged with the caller (the
+/// caller's speech reaches 1002, whose phone echoes it: the agent side of the call's
+/// recording has it, while 1001 never sent audio), 1001 gets NOTIFY 200 and BYE on both
+/// its calls; through the API 1002 is on the call and 1001 free; the CDR and queue_log
+/// record the transfer, and 1002 hanging up ends the call (survey, BYE to the caller).
+#[test]
+fn attended_transfer_by_refer_with_replaces_bridges_the_caller_to_the_consulted_agent() {
+    let server = start(&queue_config("linear", 10, 3));
+    let (pa, pb) = (free_port(), free_port());
+    sign_in(&server, "1001", pa);
+    let dir = tempfile::tempdir().expect("tmp");
+    // 1002 is registered (and signed in) but gets no queue call: 1001 is first (linear).
+    sign_in(&server, "1002", pb);
+    let b_scenario = dir.path().join("agent1002.xml");
+    std::fs::write(&b_scenario, AGENT_RANDOM.replace("TALK_MS", "5000")).expect("scenario");
+    let target = server.sip.to_string();
+    let b = {
+        let target = target.clone();
+        let scenario = path_str(&b_scenario);
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(require("sipp"));
+            cmd.args(["-sf", &scenario])
+                .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+                .args(["-p", &pb.to_string(), "-mp", &free_port().to_string()])
+                .args(["-rtp_echo", "-nostdin", "-m", "1", "-timeout", "60"])
+                .arg(target);
+            run_bounded(&mut cmd, Duration::from_secs(65))
+        })
+    };
+    let a = std::thread::spawn(move || {
+        run_bounded(
+            sipp_base("acd_agent_attended_transfer.xml", pa)
+                .args(["-s", "1001", "-au", "1001", "-ap", "secret1001"])
+                .args(["-set", "target", "1002", "-set", "tagfix", ""])
+                .args(["-m", "1", "-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let cwd = tempfile::tempdir().expect("tmp");
+    let caller = {
+        let dir = cwd.path().to_path_buf();
+        let sip = server.sip;
+        std::thread::spawn(move || one_caller(sip, &dir))
+    };
+    assert!(
+        wait_for_log(
+            &server,
+            "attended transfer: the caller is bridged to the consulted agent",
+            Duration::from_secs(30)
+        ),
+        "{}",
+        server.log()
+    );
+    // Right after the transfer: 1002 talks to the caller, 1001 is free (wrap-up 0).
+    assert_eq!(
+        state_of(&server, "1002"),
+        "on_call",
+        "{:?}",
+        agent_states(&server)
+    );
+    assert!(
+        wait_state(&server, "1001", "available", Duration::from_secs(3)),
+        "{:?}",
+        agent_states(&server)
+    );
+    for (name, phone) in [("caller", caller), ("1001", a), ("1002", b)] {
+        let out = phone.join().expect("thread");
+        assert_eq!(
+            out.status,
+            Some(0),
+            "{name}:\n{}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            server.log()
+        );
+    }
+    assert!(wait_for_log(&server, "cdr", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "the consultation has no CDR: {calls:?}");
+    let record = &calls[0]["record"];
+    assert_eq!(record["agent"], "1001", "{record}");
+    assert_eq!(record["transfers"][0]["to"], "agent:1002", "{record}");
+    assert_eq!(record["transfers"][0]["from_agent"], "1001", "{record}");
+    assert_eq!(record["transfers"][0]["kind"], "attended", "{record}");
+    assert_eq!(record["hung_up_first"], "agent", "{record}");
+    // The consulted agent's echo of the caller is on the agent side of the recording.
+    let recording = server
+        .dir
+        .path()
+        .join(record["recordings"][0].as_str().expect("recording"));
+    let whole = channel_rms(&recording, 0.0, 600.0);
+    eprintln!("recording RMS (caller, agent side): {whole:?}");
+    assert!(whole[0] > 300.0, "caller side: {whole:?}");
+    assert!(whole[1] > 300.0, "the consulted agent's side: {whole:?}");
+    for agent in ["1001", "1002"] {
+        assert!(
+            wait_state(&server, agent, "available", Duration::from_secs(5)),
+            "{agent}: {:?}",
+            agent_states(&server)
+        );
+    }
+    let rows = queue_log_rows(&server);
+    let events: Vec<&str> = rows
+        .iter()
+        .filter(|(_, c)| !c.is_empty())
+        .map(|(e, _)| e.as_str())
+        .collect();
+    assert_eq!(
+        events,
+        ["enter", "connect", "transfer", "complete"],
+        "{rows:?}"
+    );
+}

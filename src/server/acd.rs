@@ -591,6 +591,31 @@ impl AcdShell {
         });
     }
 
+    /// An attended transfer moved `call` from agent `from` to `to`: `to`'s console gets
+    /// the screen-pop (caller, category, the caller's earlier orders), and every
+    /// console a `queue` event `transfer:<from>:<to>`.
+    pub fn call_transferred(
+        &self,
+        call: &CallId,
+        from: &AgentId,
+        to: &AgentId,
+        caller: &str,
+        category: crate::ivr::flow::CallCategory,
+        urgency: crate::ivr::flow::Urgency,
+    ) {
+        let city = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.queue_of(call).map(|c| c.as_str().to_string()));
+        self.emit(ConsoleEvent::Queue {
+            city,
+            call_id: Some(call.0.clone()),
+            event: format!("transfer:{from}:{to}"),
+        });
+        self.screen_pop(call, to, caller, category, urgency);
+    }
+
     fn screen_pop(
         &self,
         call: &CallId,

@@ -96,6 +96,9 @@ pub struct MediaContext {
     prompts: HashMap<String, Prompt>,
     /// The ACD (`[queues]`); `None`: calls in hours ring the city's first agent.
     pub acd: Option<Arc<AcdShell>>,
+    /// Every configured agent (`[[agents]] id`): the numbers an agent may call to
+    /// consult another agent.
+    agent_ids: Vec<String>,
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -268,6 +271,7 @@ impl MediaContext {
             store,
             prompts,
             acd,
+            agent_ids: config.agents.iter().map(|a| a.id.clone()).collect(),
         })
     }
 
@@ -368,6 +372,9 @@ impl MediaContext {
         if let Some(e) = self.extensions.iter().find(|e| e.number == call.dialled) {
             return Some(Service::Test(e.clone()));
         }
+        if let Some(service) = self.consult_service(call) {
+            return Some(service);
+        }
         // The hotline is for callers arriving over a trunk, never for agents' phones.
         let from_trunk = call.origin == crate::sip::endpoint::CallOrigin::Trunk;
         self.hotline
@@ -384,6 +391,12 @@ enum Service {
     Hotline,
     /// A feature code (`*11` …) the ACD took: a confirmation tone, then BYE.
     FeatureDone,
+    /// An agent calls another agent (consultation before an attended transfer,
+    /// `call_transfer.rs`).
+    Consult {
+        from: AgentId,
+        target: AgentId,
+    },
 }
 
 /// Routes endpoint call events to the call tasks.
@@ -391,6 +404,10 @@ enum Service {
 pub struct CallRouter {
     media: Arc<MediaContext>,
     tasks: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<(CallHandle, LegEvent)>>>,
+    /// Each call task's control channel, by the handle of its inbound leg.
+    controls: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<TaskControl>>>,
+    /// The task (inbound leg) each B-leg belongs to.
+    owners: Mutex<HashMap<CallHandle, CallHandle>>,
 }
 
 impl CallRouter {
@@ -398,6 +415,8 @@ impl CallRouter {
         CallRouter {
             media,
             tasks: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
         }
     }
 
@@ -416,21 +435,31 @@ impl CallRouter {
         {
             tasks.insert(leg, tx);
         }
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.insert(leg, task);
+        }
     }
 
     pub(crate) fn dispatch(&self, shell: &Arc<SipShell>, call: CallHandle, event: CallEvent) {
         match event {
+            CallEvent::Incoming(incoming) if incoming.replaces.is_some() => {
+                self.route_replaces(shell, call, incoming);
+            }
             CallEvent::Incoming(incoming) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 if let Ok(mut tasks) = self.tasks.lock() {
                     tasks.insert(call, tx);
+                }
+                let (control_tx, control_rx) = mpsc::unbounded_channel();
+                if let Ok(mut controls) = self.controls.lock() {
+                    controls.insert(call, control_tx);
                 }
                 tokio::spawn(run_call(
                     shell.clone(),
                     self.media.clone(),
                     call,
                     *incoming,
-                    rx,
+                    (rx, control_rx),
                 ));
             }
             CallEvent::Leg(event) => {
@@ -442,6 +471,9 @@ impl CallRouter {
                     }
                     if ended {
                         tasks.remove(&call);
+                        if let Ok(mut owners) = self.owners.lock() {
+                            owners.remove(&call);
+                        }
                     }
                 }
             }
@@ -465,9 +497,28 @@ async fn run_call(
     ctx: Arc<MediaContext>,
     handle: CallHandle,
     incoming: IncomingCall,
-    events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+    (events, control): (
+        mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+        mpsc::UnboundedReceiver<TaskControl>,
+    ),
 ) {
-    let Some(service) = ctx.service_for(&incoming) else {
+    let service = ctx.service_for(&incoming);
+    if let Some(Service::Consult { from, target }) = service {
+        transfer::run_consult(
+            &shell,
+            &ctx,
+            handle,
+            &incoming,
+            (events, control),
+            from,
+            target,
+        )
+        .await;
+        shell.calls().forget_task(handle);
+        return;
+    }
+    let _forget = transfer::ForgetTask(shell.clone(), handle);
+    let Some(service) = service else {
         // A refused feature code is 403 (the softphone shows "Forbidden": not a queue
         // agent, or not allowed now); otherwise 480 rather than 404: the number may be
         // served by another node or later.
@@ -538,6 +589,7 @@ async fn run_call(
         rtcp,
         now,
     );
+    call.control_rx = Some(control);
     let end = call.run(events).await;
     let summary = call.finish(Instant::now(), end);
     ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
@@ -648,6 +700,10 @@ struct CallMedia {
     survey_playing: bool,
     /// The ACD's command channel, handed to the run loop once.
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
+    /// Other call tasks' requests (`TaskControl`), handed to the run loop once.
+    control_rx: Option<mpsc::UnboundedReceiver<TaskControl>>,
+    /// Attended transfer state (`call_transfer.rs`).
+    transfer: transfer::TransferState,
 }
 
 /// A call the ACD owns (waiting, ringing an agent or bridged).
@@ -675,6 +731,9 @@ enum DialFor {
 
 #[path = "call_forks.rs"]
 mod forks;
+#[path = "call_transfer.rs"]
+mod transfer;
+use transfer::TaskControl;
 
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
 const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -759,6 +818,8 @@ impl CallMedia {
             survey: None,
             survey_playing: false,
             new_acd_rx: None,
+            control_rx: None,
+            transfer: transfer::TransferState::default(),
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -768,6 +829,10 @@ impl CallMedia {
                 // A backstop only: the IVR and the queue end calls long before.
                 call.hangup_at = Some(now + Duration::from_secs(2 * 3600));
                 call.drive_flow(now);
+            }
+            Service::Consult { .. } => {
+                // Answered only once the consulted agent answers (`run_consult`).
+                call.hangup_at = Some(now + Duration::from_secs(4 * 3600));
             }
             Service::FeatureDone => {
                 // A short tone, then BYE: the softphone shows a completed call.
@@ -845,6 +910,7 @@ impl CallMedia {
                 .and_then(RtpSession::poll_timeout),
             self.agent.as_ref().and_then(|a| a.ring_until),
             self.forks.iter().filter_map(|f| f.ring_until).min(),
+            self.transfer.deadline(),
             self.hotline
                 .as_ref()
                 .and_then(|h| h.message.as_ref())
@@ -866,9 +932,13 @@ impl CallMedia {
         let mut agent_buf = [0u8; DATAGRAM];
         let mut rtcp_buf = [0u8; DATAGRAM];
         let mut acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>> = None;
+        let mut control_rx: Option<mpsc::UnboundedReceiver<TaskControl>> = None;
         loop {
             if let Some(rx) = self.new_acd_rx.take() {
                 acd_rx = Some(rx);
+            }
+            if let Some(rx) = self.control_rx.take() {
+                control_rx = Some(rx);
             }
             if let Some(reason) = self.pending_dial.take() {
                 self.dial_agent(Instant::now(), reason).await;
@@ -878,6 +948,12 @@ impl CallMedia {
             }
             let acd_command = async {
                 match acd_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let control = async {
+                match control_rx.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
@@ -911,6 +987,10 @@ impl CallMedia {
                 command = acd_command => match command {
                     Some(command) => self.on_acd_command(Instant::now(), command),
                     None => acd_rx = None,
+                },
+                message = control => match message {
+                    Some(message) => self.on_control(Instant::now(), message).await,
+                    None => control_rx = None,
                 },
                 event = events.recv() => match event {
                     Some((leg, event)) if leg != self.handle => {
@@ -1153,6 +1233,9 @@ impl CallMedia {
             self.on_fork_event(now, leg, event);
             return;
         }
+        let Some(event) = self.forward_handed_over(leg, event) else {
+            return;
+        };
         let Some(agent) = self.agent.as_mut().filter(|a| a.handle == leg) else {
             return;
         };
@@ -1271,12 +1354,12 @@ impl CallMedia {
                     self.nobody_answered(now, dial_reason);
                 }
             }
+            LegEvent::Refer {
+                replaces: Some(replaces),
+                ..
+            } => self.on_attended_refer(now, leg, &replaces),
             LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
-            LegEvent::Reinvite { .. } => {
-                // Hold from the agent's phone is not supported yet: keep the session.
-                self.shell
-                    .drive(|ep| ep.call_reject_reinvite(now, leg, 488));
-            }
+            LegEvent::Reinvite { sdp } => self.on_agent_reinvite(now, leg, &sdp),
             other => debug!(%handle, ?other, "agent leg event"),
         }
     }
@@ -1318,8 +1401,17 @@ impl CallMedia {
             return;
         }
         info!(%handle, target = %user, "blind transfer by the agent");
+        let from = self.agent.as_ref().map(|a| a.agent.clone());
         if let Some(h) = self.hotline.as_mut() {
-            h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
+            let wall = self.ctx.clock.now();
+            h.cdr.hung_up(wall, HangupParty::Agent);
+            let to = if user == "survey" {
+                user.clone()
+            } else {
+                format!("queue:{user}")
+            };
+            h.cdr
+                .transferred(wall, from, to, crate::ivr::cdr::TransferKind::Blind);
         }
         self.shell.drive(|ep| {
             let _ = ep.call_accept_refer(now, leg);
@@ -1396,6 +1488,10 @@ impl CallMedia {
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
+        if agent.negotiated.as_ref().is_some_and(Negotiated::is_held) {
+            // The agent holds the caller: the caller hears our hold music instead.
+            return;
+        }
         let (Some(session), Some(relay)) = (agent.session.as_mut(), agent.to_caller.as_mut())
         else {
             return;
@@ -1461,7 +1557,9 @@ impl CallMedia {
             Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
             _ => return true,
         };
-        if let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
+        let held = agent.negotiated.as_ref().is_some_and(Negotiated::is_held);
+        if !held
+            && let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
             && agent.rtp.try_send_to(bytes, to).is_ok()
         {
             session.record_sent(now, timestamp, payload_len);
@@ -1896,6 +1994,7 @@ impl CallMedia {
 
     fn agent_timers(&mut self, now: Instant) {
         self.fork_timers(now);
+        self.transfer_timers(now);
         let handle = self.handle;
         let Some(agent) = self.agent.as_mut() else {
             return;

@@ -1129,7 +1129,7 @@ impl Endpoint {
         // transfer) or replacing a dialog (RFC 3891): only from where that agent is
         // registered, and authenticated; anyone else still gets 403 (toll fraud).
         let agent_call = (replaces.is_some() || self.users.contains_key(&dialled))
-            && self.from_registered_agent(now, source, &req);
+            && self.is_registered_agent_source(now, source, &req);
         let origin = if !feature_code && !agent_call && self.trunks.contains(&source.addr.ip()) {
             CallOrigin::Trunk
         } else if feature_code || agent_call || self.agent_extensions.contains(&dialled) {
@@ -1273,7 +1273,7 @@ impl Endpoint {
 
     /// Whether the request comes from an address where its From user, a configured
     /// agent, has a live registration (the gate before challenging an agent's call).
-    fn from_registered_agent(&self, now: Instant, source: SourceInfo, req: &Request) -> bool {
+    fn is_registered_agent_source(&self, now: Instant, source: SourceInfo, req: &Request) -> bool {
         let Some(user) = req.headers.from().ok().and_then(|f| f.uri.user) else {
             return false;
         };
