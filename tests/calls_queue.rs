@@ -1268,3 +1268,362 @@ fn attended_transfer_by_refer_with_replaces_bridges_the_caller_to_the_consulted_
         "{rows:?}"
     );
 }
+
+/// Wait on a raw phone for a request of `method` (other messages are skipped).
+fn recv_request(phone: &RawUdp, method: &str, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(msg) = phone.recv()
+            && msg.starts_with(&format!("{method} "))
+        {
+            return Some(msg);
+        }
+    }
+    None
+}
+
+/// Wait on a raw phone for a final response (1xx skipped).
+fn recv_final(phone: &RawUdp, limit: Duration) -> Option<String> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(msg) = phone.recv()
+            && msg.starts_with("SIP/2.0 ")
+            && status_of(&msg) >= 200
+        {
+            return Some(msg);
+        }
+    }
+    None
+}
+
+/// A response to `request` (its Via, From, To, Call-ID and CSeq), with a To tag when
+/// given, extra header lines and a body.
+fn reply(request: &str, status: &str, to_tag: Option<&str>, extra: &str, body: &str) -> String {
+    let mut out = format!("SIP/2.0 {status}\n");
+    for via in headers(request, "Via") {
+        out.push_str(&format!("Via: {via}\n"));
+    }
+    for name in ["From", "Call-ID", "CSeq"] {
+        out.push_str(&format!(
+            "{name}: {}\n",
+            header(request, name).unwrap_or_default()
+        ));
+    }
+    let to = header(request, "To").unwrap_or_default();
+    match to_tag {
+        Some(tag) if !to.contains("tag=") => out.push_str(&format!("To: {to};tag={tag}\n")),
+        _ => out.push_str(&format!("To: {to}\n")),
+    }
+    out.push_str(extra);
+    if body.is_empty() {
+        out.push_str("Content-Length: 0\n\n");
+    } else {
+        out.push_str(&format!(
+            "Content-Type: application/sdp\nContent-Length: {}\n\n{body}",
+            body.replace('\n', "\r\n").len()
+        ));
+    }
+    out
+}
+
+fn sdp(port: u16) -> String {
+    format!(
+        "v=0\no=phone 1 1 IN IP4 127.0.0.1\ns=-\nc=IN IP4 127.0.0.1\nt=0 0\n\
+         m=audio {port} RTP/AVP 8\na=rtpmap:8 PCMA/8000\n"
+    )
+}
+
+fn tag_of(value: &str) -> String {
+    value
+        .split(";tag=")
+        .nth(1)
+        .and_then(|t| t.split(';').next())
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+/// An INVITE from `user` on `phone` with extra headers, through the digest challenge;
+/// returns the final response to the authenticated INVITE and its text.
+fn invite_with_auth(
+    phone: &RawUdp,
+    user: &str,
+    password: &str,
+    call_id: &str,
+    extra: &str,
+    media_port: u16,
+) -> (String, String) {
+    let local = phone.local();
+    let uri = format!("sip:hotline@{}", phone.server);
+    let text = |cseq: u32, auth: &str| {
+        let body = sdp(media_port);
+        format!(
+            "INVITE {uri} SIP/2.0\n\
+             Via: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-{cseq};rport\n\
+             Max-Forwards: 70\n\
+             From: <sip:{user}@hotline.test>;tag=from-{call_id}\n\
+             To: <sip:hotline@hotline.test>\n\
+             Call-ID: {call_id}\n\
+             CSeq: {cseq} INVITE\n\
+             Contact: <sip:{user}@{local}>\n\
+             {extra}{auth}Content-Type: application/sdp\n\
+             Content-Length: {}\n\n{body}",
+            body.replace('\n', "\r\n").len()
+        )
+    };
+    phone.send(&text(1, ""));
+    let challenge = recv_final(phone, Duration::from_secs(5)).expect("401");
+    assert_eq!(status_of(&challenge), 401, "{challenge}");
+    phone.send(&format!(
+        "ACK {uri} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id}-1;rport\n\
+         Max-Forwards: 70\nFrom: <sip:{user}@hotline.test>;tag=from-{call_id}\n\
+         To: {}\nCall-ID: {call_id}\nCSeq: 1 ACK\nContent-Length: 0\n\n",
+        header(&challenge, "To").unwrap_or_default()
+    ));
+    let www = headers(&challenge, "WWW-Authenticate")
+        .into_iter()
+        .find(|c| c.contains("MD5"))
+        .expect("MD5 challenge");
+    let (realm, nonce, opaque) = (
+        digest_param(www, "realm").expect("realm"),
+        digest_param(www, "nonce").expect("nonce"),
+        digest_param(www, "opaque").unwrap_or_default(),
+    );
+    let response = digest_response(&DigestInput {
+        sha256: false,
+        user,
+        realm: &realm,
+        password,
+        method: "INVITE",
+        uri: &uri,
+        nonce: &nonce,
+        nc: "00000001",
+        cnonce: "c0ffee",
+    });
+    let auth = format!(
+        "Authorization: Digest username=\"{user}\", realm=\"{realm}\", nonce=\"{nonce}\", \
+         uri=\"{uri}\", response=\"{response}\", algorithm=MD5, cnonce=\"c0ffee\", qop=auth, \
+         nc=00000001, opaque=\"{opaque}\"\n"
+    );
+    phone.send(&text(2, &auth));
+    let answer = recv_final(phone, Duration::from_secs(5)).expect("final answer");
+    (answer, uri)
+}
+
+/// RFC 3891 §3 the other way round: agent 1001 has the caller; agent 1002's phone
+/// sends an INVITE with `Replaces` naming 1001's dialog with the server (as a phone does
+/// when 1001 sent the REFER to it instead). The server answers 1002, bridges the caller
+/// to it (the caller's RTP reaches 1002's socket), BYEs 1001's leg, and the ACD and the
+/// CDR follow. A Replaces naming no dialog is 481, `early-only` on it 486.
+#[test]
+fn an_invite_with_replaces_from_another_agent_takes_over_the_agent_leg() {
+    let server = start(&queue_config("linear", 10, 3));
+    let a = RawUdp::new(server.sip);
+    let b = RawUdp::new(server.sip);
+    let ok = register_with_password(&a, "1001", "secret1001", false, 3600).expect("register");
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    let ok = register_with_password(&b, "1002", "secret1002", false, 3600).expect("register");
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    assert_eq!(feature_code(&server, "1001", "*11").status, Some(0));
+    assert!(wait_state(
+        &server,
+        "1001",
+        "available",
+        Duration::from_secs(5)
+    ));
+    let cwd = tempfile::tempdir().expect("tmp");
+    let caller = {
+        let dir = cwd.path().to_path_buf();
+        let sip = server.sip;
+        std::thread::spawn(move || one_caller(sip, &dir))
+    };
+    // 1001's phone answers the queue call.
+    let invite = recv_request(&a, "INVITE", Duration::from_secs(30)).expect("queue INVITE");
+    let call_id = header(&invite, "Call-ID").unwrap_or_default().to_string();
+    let server_tag = tag_of(header(&invite, "From").unwrap_or_default());
+    let a_media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    let a_port = a_media.local_addr().expect("addr").port();
+    a.send(&reply(
+        &invite,
+        "200 OK",
+        Some("a-tag"),
+        &format!("Contact: <sip:1001@{}>\n", a.local()),
+        &sdp(a_port),
+    ));
+    assert!(recv_request(&a, "ACK", Duration::from_secs(5)).is_some());
+    // Bogus dialogs first: 481, and 486 for early-only on the confirmed one.
+    let b_media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+    b_media
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .expect("timeout");
+    let b_port = b_media.local_addr().expect("addr").port();
+    let (answer, _) = invite_with_auth(
+        &b,
+        "1002",
+        "secret1002",
+        "rep-none",
+        "Require: replaces\nReplaces: nosuchcall;to-tag=x;from-tag=y\n",
+        b_port,
+    );
+    assert_eq!(status_of(&answer), 481, "{answer}");
+    let (answer, _) = invite_with_auth(
+        &b,
+        "1002",
+        "secret1002",
+        "rep-early",
+        &format!("Replaces: {call_id};to-tag={server_tag};from-tag=a-tag;early-only\n"),
+        b_port,
+    );
+    assert_eq!(status_of(&answer), 486, "{answer}");
+    // The real one.
+    let (answer, uri) = invite_with_auth(
+        &b,
+        "1002",
+        "secret1002",
+        "rep-1",
+        &format!("Require: replaces\nReplaces: {call_id};to-tag={server_tag};from-tag=a-tag\n"),
+        b_port,
+    );
+    assert_eq!(status_of(&answer), 200, "{answer}\n{}", server.log());
+    let b_tag = tag_of(header(&answer, "To").unwrap_or_default());
+    let local = b.local();
+    b.send(&format!(
+        "ACK {uri} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-rep-1-ack;rport\n\
+         Max-Forwards: 70\nFrom: <sip:1002@hotline.test>;tag=from-rep-1\n\
+         To: <sip:hotline@hotline.test>;tag={b_tag}\nCall-ID: rep-1\nCSeq: 2 ACK\n\
+         Content-Length: 0\n\n"
+    ));
+    // 1001's leg is hung up.
+    let bye = recv_request(&a, "BYE", Duration::from_secs(5)).expect("BYE to 1001");
+    a.send(&reply(&bye, "200 OK", None, "", ""));
+    // The caller's speech now reaches 1002's phone.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut rtp = 0;
+    let mut buf = [0u8; 2048];
+    while Instant::now() < deadline && rtp < 10 {
+        if let Ok((n, _)) = b_media.recv_from(&mut buf)
+            && n > 12
+        {
+            rtp += 1;
+        }
+    }
+    assert!(rtp >= 10, "RTP to the new agent: {rtp}\n{}", server.log());
+    assert_eq!(
+        state_of(&server, "1002"),
+        "on_call",
+        "{:?}",
+        agent_states(&server)
+    );
+    assert!(wait_state(
+        &server,
+        "1001",
+        "available",
+        Duration::from_secs(3)
+    ));
+    // 1002 hangs up: the caller gets the survey, then the server's BYE.
+    b.send(&format!(
+        "BYE {uri} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-rep-1-bye;rport\n\
+         Max-Forwards: 70\nFrom: <sip:1002@hotline.test>;tag=from-rep-1\n\
+         To: <sip:hotline@hotline.test>;tag={b_tag}\nCall-ID: rep-1\nCSeq: 3 BYE\n\
+         Content-Length: 0\n\n"
+    ));
+    let ok = recv_final(&b, Duration::from_secs(5)).expect("200 to BYE");
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    let out = caller.join().expect("caller");
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stderr, server.log());
+    assert!(wait_for_log(&server, "cdr", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    let record = &calls[0]["record"];
+    assert_eq!(record["agent"], "1001", "{record}");
+    assert_eq!(record["transfers"][0]["to"], "agent:1002", "{record}");
+    assert_eq!(record["transfers"][0]["kind"], "attended", "{record}");
+    // 1002 never signed in: after the call it is logged out again, not left on it.
+    assert!(wait_state(
+        &server,
+        "1002",
+        "logged_out",
+        Duration::from_secs(5)
+    ));
+}
+
+/// The same attended transfer with a Replaces whose to-tag names no dialog: 202, then
+/// NOTIFY `SIP/2.0 481` (RFC 3891 §3); the caller stays with 1001, who hangs up the
+/// consultation (1002 is freed, never left on a call) and then the caller's call.
+#[test]
+fn an_attended_transfer_naming_no_dialog_fails_with_481_and_the_caller_stays() {
+    let server = start(&queue_config("linear", 10, 3));
+    let (pa, pb) = (free_port(), free_port());
+    sign_in(&server, "1001", pa);
+    sign_in(&server, "1002", pb);
+    let dir = tempfile::tempdir().expect("tmp");
+    let b_scenario = dir.path().join("agent1002.xml");
+    std::fs::write(&b_scenario, AGENT_RANDOM.replace("TALK_MS", "20000")).expect("scenario");
+    let target = server.sip.to_string();
+    let b = {
+        let target = target.clone();
+        let scenario = path_str(&b_scenario);
+        std::thread::spawn(move || {
+            let mut cmd = Command::new(require("sipp"));
+            cmd.args(["-sf", &scenario])
+                .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+                .args(["-p", &pb.to_string(), "-mp", &free_port().to_string()])
+                .args(["-rtp_echo", "-nostdin", "-m", "1", "-timeout", "60"])
+                .arg(target);
+            run_bounded(&mut cmd, Duration::from_secs(65))
+        })
+    };
+    let a = std::thread::spawn(move || {
+        run_bounded(
+            sipp_base("acd_agent_attended_transfer.xml", pa)
+                .args(["-s", "1001", "-au", "1001", "-ap", "secret1001"])
+                .args(["-set", "target", "1002", "-set", "tagfix", "x"])
+                .args(["-m", "1", "-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers(&server, "053188886666", 1, cwd.path());
+    assert_eq!(
+        out.status,
+        Some(0),
+        "caller: {}\n{}",
+        out.stderr,
+        server.log()
+    );
+    for (name, phone) in [("1001", a), ("1002", b)] {
+        let out = phone.join().expect("thread");
+        assert_eq!(
+            out.status,
+            Some(0),
+            "{name}:\n{}\n{}\nserver log:\n{}",
+            out.stdout,
+            out.stderr,
+            server.log()
+        );
+    }
+    let log = server.log();
+    assert!(
+        log.contains("attended transfer: no usable dialog to replace")
+            && log.contains("status=481"),
+        "{log}"
+    );
+    assert!(
+        !log.contains("the caller is bridged to the consulted agent"),
+        "{log}"
+    );
+    assert!(wait_for_log(&server, "cdr", Duration::from_secs(10)));
+    std::thread::sleep(Duration::from_millis(500));
+    let calls = api_calls(&server);
+    let record = &calls[0]["record"];
+    assert_eq!(record["agent"], "1001", "{record}");
+    assert_eq!(record["transfers"], serde_json::json!([]), "{record}");
+    for agent in ["1001", "1002"] {
+        assert!(
+            wait_state(&server, agent, "available", Duration::from_secs(5)),
+            "{agent}: {:?}",
+            agent_states(&server)
+        );
+    }
+}
