@@ -1152,14 +1152,31 @@ fn channel_rms(path: &Path, from: f64, to: f64) -> Vec<f64> {
 
 /// Agent 1001 takes a queue call, holds the caller (re-INVITE sendonly: answered
 /// recvonly, hold music to the caller), consults 1002 (a call to 1002's id, digest
-/// authenticated; the server answers 1001 once 1002 answers), then transfers with REFER
-/// + Replaces naming the consultation dialog. 1002 is bridged with the caller (the
+/// authenticated; the server answers 1001 once 1002 answers), then transfers with a
+/// REFER whose Replaces names the consultation dialog. 1002 is bridged with the caller (the
 /// caller's speech reaches 1002, whose phone echoes it: the agent side of the call's
 /// recording has it, while 1001 never sent audio), 1001 gets NOTIFY 200 and BYE on both
 /// its calls; through the API 1002 is on the call and 1001 free; the CDR and queue_log
 /// record the transfer, and 1002 hanging up ends the call (survey, BYE to the caller).
 #[test]
 fn attended_transfer_by_refer_with_replaces_bridges_the_caller_to_the_consulted_agent() {
+    attended_transfer(
+        "acd_agent_attended_transfer.xml",
+        "attended transfer: taking the consultation's leg",
+    );
+}
+
+/// The same, with 1001's phone sending the REFER on the consultation (to the target)
+/// with Replaces naming its leg of the caller's call.
+#[test]
+fn attended_transfer_by_refer_sent_to_the_target_bridges_the_caller_too() {
+    attended_transfer(
+        "acd_agent_attended_transfer_to_target.xml",
+        "consultation leg sent to the call it replaces",
+    );
+}
+
+fn attended_transfer(scenario: &'static str, path_taken: &str) {
     let server = start(&queue_config("linear", 10, 3));
     let (pa, pb) = (free_port(), free_port());
     sign_in(&server, "1001", pa);
@@ -1184,7 +1201,7 @@ fn attended_transfer_by_refer_with_replaces_bridges_the_caller_to_the_consulted_
     };
     let a = std::thread::spawn(move || {
         run_bounded(
-            sipp_base("acd_agent_attended_transfer.xml", pa)
+            sipp_base(scenario, pa)
                 .args(["-s", "1001", "-au", "1001", "-ap", "secret1001"])
                 .args(["-set", "target", "1002", "-set", "tagfix", ""])
                 .args(["-m", "1", "-timeout", "60"])
@@ -1207,6 +1224,7 @@ fn attended_transfer_by_refer_with_replaces_bridges_the_caller_to_the_consulted_
         "{}",
         server.log()
     );
+    assert!(server.log().contains(path_taken), "{}", server.log());
     // Right after the transfer: 1002 talks to the caller, 1001 is free (wrap-up 0).
     assert_eq!(
         state_of(&server, "1002"),

@@ -51,6 +51,14 @@ pub(super) enum TaskControl {
         new: CallHandle,
         incoming: Box<IncomingCall>,
     },
+    /// From a consultation task whose calling agent sent the REFER on the consultation
+    /// (to the target) with Replaces naming this task's agent leg `replaced`: bridge
+    /// `leg` in its place; NOTIFY and BYE go to `refer_leg`.
+    Transfer {
+        leg: Box<AgentLeg>,
+        replaced: CallHandle,
+        refer_leg: CallHandle,
+    },
 }
 
 impl std::fmt::Debug for TaskControl {
@@ -59,6 +67,7 @@ impl std::fmt::Debug for TaskControl {
             Self::HandOver { to } => write!(f, "HandOver({to})"),
             Self::TakeOver { leg } => write!(f, "TakeOver({:?})", leg.as_ref().map(|l| l.handle)),
             Self::Replace { leg, new, .. } => write!(f, "Replace({leg} by {new})"),
+            Self::Transfer { replaced, .. } => write!(f, "Transfer(replacing {replaced})"),
         }
     }
 }
@@ -83,6 +92,8 @@ struct PendingTransfer {
 }
 
 struct ConsultLink {
+    /// The calling agent.
+    from: AgentId,
     target: AgentId,
     /// The consultation's id for the ACD (its Call-ID).
     call: CallId,
@@ -147,6 +158,15 @@ impl CallRouter {
         }
     }
 
+    /// The task a leg belongs to (a task's own leg: itself).
+    fn owner_of(&self, leg: CallHandle) -> CallHandle {
+        self.owners
+            .lock()
+            .ok()
+            .and_then(|o| o.get(&leg).copied())
+            .unwrap_or(leg)
+    }
+
     fn has_control(&self, task: CallHandle) -> bool {
         self.controls.lock().is_ok_and(|c| c.contains_key(&task))
     }
@@ -170,12 +190,7 @@ impl CallRouter {
         let Some(replaced) = incoming.replaces else {
             return;
         };
-        let owner = self
-            .owners
-            .lock()
-            .ok()
-            .and_then(|o| o.get(&replaced).copied())
-            .unwrap_or(replaced);
+        let owner = self.owner_of(replaced);
         let tx = self.tasks.lock().ok().and_then(|t| t.get(&owner).cloned());
         let delivered = match tx {
             Some(tx) => {
@@ -249,6 +264,7 @@ pub(super) async fn run_consult(
         acd.leg_held(&call_id, &target, true);
     }
     let link = ConsultLink {
+        from: from.clone(),
         target: target.clone(),
         call: call_id,
         acd,
@@ -438,7 +454,102 @@ impl CallMedia {
             TaskControl::Replace { leg, new, incoming } => {
                 self.replace_leg(now, leg, new, *incoming).await;
             }
+            TaskControl::Transfer {
+                leg,
+                replaced,
+                refer_leg,
+            } => {
+                let replaceable = self.transfer.pending.is_none()
+                    && self
+                        .agent
+                        .as_ref()
+                        .is_some_and(|a| a.handle == replaced && a.session.is_some() && !a.ended);
+                if replaceable {
+                    self.install_transferred_leg(now, *leg, Some((refer_leg, refer_leg)));
+                } else {
+                    info!(handle = %self.handle, "attended transfer to the target: the call moved on");
+                    let target_leg = leg.handle;
+                    self.shell.drive(|ep| {
+                        let _ = ep.call_notify_refer(now, refer_leg, 481, reason_text(481));
+                        let _ = ep.call_hangup(now, target_leg);
+                    });
+                    let ports = leg.ports;
+                    drop(leg);
+                    self.ctx.release(ports);
+                }
+            }
         }
+    }
+
+    /// A REFER on this task's own (inbound) leg. On a consultation, with Replaces naming
+    /// the calling agent's leg of a queue call (the phone sent the REFER to the target
+    /// instead of the transferee): the consulted agent's leg goes to that call in place
+    /// of the calling agent's. Anything else: 403 (a caller cannot transfer).
+    pub(super) fn on_own_refer(&mut self, now: Instant, replaces: Option<&Replaces>) {
+        let handle = self.handle;
+        let from = self.transfer.consult.as_ref().map(|c| c.from.clone());
+        let bridged = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.session.is_some() && !a.ended);
+        let (Some(replaces), Some(from), true) = (replaces, from, bridged) else {
+            self.shell
+                .drive(|ep| ep.call_reject_refer(now, handle, 403));
+            return;
+        };
+        let found = self
+            .shell
+            .drive(|ep| ep.replaced_dialog(replaces))
+            .unwrap_or(Err(503));
+        let dialog = match found {
+            Ok(dialog) => dialog,
+            Err(status) => {
+                info!(%handle, status, "attended transfer to the target: no usable dialog");
+                self.shell.drive(|ep| {
+                    let _ = ep.call_accept_refer(now, handle);
+                    let _ = ep.call_notify_refer(now, handle, status, reason_text(status));
+                });
+                return;
+            }
+        };
+        // Only the calling agent's own leg of a call may be replaced (our leg to them).
+        let owner = self.shell.calls().owner_of(dialog.handle);
+        let authorized =
+            dialog.outbound && dialog.agent.as_deref() == Some(from.as_str()) && owner != handle;
+        let Some(mut leg) = self.agent.take().filter(|_| authorized) else {
+            info!(%handle, %from, "attended transfer to the target refused");
+            self.shell
+                .drive(|ep| ep.call_reject_refer(now, handle, 403));
+            return;
+        };
+        self.shell.drive(|ep| ep.call_accept_refer(now, handle));
+        leg.to_agent = None;
+        leg.to_caller = None;
+        let target_leg = leg.handle;
+        self.shell.calls().alias(target_leg, owner);
+        let sent = self.shell.calls().control(
+            owner,
+            TaskControl::Transfer {
+                leg: Box::new(leg),
+                replaced: dialog.handle,
+                refer_leg: handle,
+            },
+        );
+        if let Err(TaskControl::Transfer { leg, .. }) = sent {
+            self.shell.calls().alias(target_leg, handle);
+            self.agent = Some(*leg);
+            self.shell
+                .drive(|ep| ep.call_notify_refer(now, handle, 503, reason_text(503)));
+            return;
+        }
+        self.transfer.forward = Some((target_leg, owner));
+        if let Some(link) = self.transfer.consult.as_mut() {
+            link.handed_over = true;
+            if let Some(acd) = &link.acd {
+                acd.leg_held(&link.call, &link.target, false);
+            }
+        }
+        info!(%handle, to = %owner, "consultation leg sent to the call it replaces (REFER to the target)");
     }
 
     /// Consultation task: give the consulted agent's leg to task `to`, hang up ours.

@@ -1001,6 +1001,9 @@ impl CallMedia {
                         return CallEnd::Leg { reason, who: who_hung_up };
                     }
                     Some((_, LegEvent::Reinvite { sdp })) => self.on_reinvite(Instant::now(), &sdp),
+                    Some((_, LegEvent::Refer { replaces, .. })) => {
+                        self.on_own_refer(Instant::now(), replaces.as_ref());
+                    }
                     Some((_, other)) => debug!(handle = %self.handle, ?other, "leg event"),
                     None => return CallEnd::Unconfirmed,
                 },
