@@ -516,7 +516,8 @@ impl CallMedia {
         let owner = self.shell.calls().owner_of(dialog.handle);
         let authorized =
             dialog.outbound && dialog.agent.as_deref() == Some(from.as_str()) && owner != handle;
-        let Some(mut leg) = self.agent.take().filter(|_| authorized) else {
+        let leg = if authorized { self.agent.take() } else { None };
+        let Some(mut leg) = leg else {
             info!(%handle, %from, "attended transfer to the target refused");
             self.shell
                 .drive(|ep| ep.call_reject_refer(now, handle, 403));
