@@ -324,7 +324,8 @@ pub enum QueueInput {
     /// call before an attended transfer. The agent counts as on a call (no queue call is
     /// offered) until [`QueueInput::DirectCallEnded`] or a [`QueueInput::AttendedTransfer`]
     /// to them. Refused with [`QueueError::AgentBusy`] while the agent rings for or talks
-    /// on another call.
+    /// on another call; taken during wrap-up, it ends the wrap-up (the agent chose to
+    /// take a call).
     DirectCall {
         /// The agent called.
         agent: AgentId,

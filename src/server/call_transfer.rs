@@ -677,6 +677,21 @@ impl CallMedia {
             }
             return;
         };
+        let still_bridged = self
+            .agent
+            .as_ref()
+            .is_some_and(|a| a.handle == pending.refer_leg && a.session.is_some() && !a.ended);
+        if !still_bridged {
+            // The transferring agent's leg ended meanwhile: the caller moved on.
+            if let Some(leg) = leg {
+                let target_leg = leg.handle;
+                self.shell.drive(|ep| ep.call_hangup(now, target_leg));
+                let ports = leg.ports;
+                drop(leg);
+                self.ctx.release(ports);
+            }
+            return;
+        }
         let Some(leg) = leg else {
             info!(handle = %self.handle, "attended transfer failed: the consultation is gone");
             self.shell
