@@ -17,10 +17,14 @@
 //! (`RingAgent`) until the call task reports its end or the task itself ends, so an
 //! agent whose leg vanished without a report is freed within [`RECONCILE_EVERY`].
 //!
+//! Ring-all: the call task rings every offered agent in parallel (`call_forks.rs`).
+//! Attended transfer: a consultation call holds the consulted agent
+//! (`QueueInput::DirectCall`), and the transfer moves the call to them
+//! (`QueueInput::AttendedTransfer`, `call_transfer.rs`).
+//!
 //! Not done yet: placing callbacks (`PlaceCallback` fails the attempt at once, so the
 //! ACD retries and finally asks for a work order; the caller's callback key is not
-//! routed to the ACD), transfer to a unit's number, attended transfer (Replaces), and
-//! ring-all with more than one leg per call (extra offers fail as busy).
+//! routed to the ACD), and transfer to a unit's number.
 //!
 //! Why a mutex and not a task with a channel: every input is short and synchronous,
 //! the API needs snapshots with no round trip, and the lock is never held across an

@@ -11,6 +11,11 @@
 //! Every call ends exactly once: the task's single exit path finishes the recording,
 //! closes the sockets and releases the ports, whatever ended it (BYE, CANCEL, media
 //! timeout, end of the prompt, the server's maximum call time).
+//!
+//! A task's B-legs: the agent leg (ring-all forks: `call_forks.rs`); an agent's call to
+//! another agent is its own task, whose leg to the consulted agent can be handed to the
+//! caller's task in an attended transfer (`call_transfer.rs`, [`CallRouter`] carries
+//! the tasks' control messages).
 
 use bytes::Bytes;
 use std::collections::HashMap;
