@@ -64,6 +64,11 @@ pub struct ServerConfig {
     /// China working-day calendar data (holidays and 调休 workdays).
     #[serde(default = "default_calendar")]
     pub calendar: PathBuf,
+    /// On SIGTERM / SIGINT new calls are refused (503 with Retry-After) and calls in
+    /// progress may finish for this long; the rest then get BYE with a `Reason` and the
+    /// server exits 0.
+    #[serde(default = "default_drain_timeout_secs")]
+    pub drain_timeout_secs: u64,
 }
 
 fn default_sip_listen() -> SocketAddr {
@@ -77,6 +82,9 @@ fn default_data_dir() -> PathBuf {
 }
 fn default_recordings_dir() -> PathBuf {
     PathBuf::from("./recordings")
+}
+fn default_drain_timeout_secs() -> u64 {
+    30
 }
 fn default_calendar() -> PathBuf {
     PathBuf::from("config/calendar/cn-workdays.toml")
@@ -155,6 +163,130 @@ pub struct TrunkConfig {
     /// caller's area code (CALL-ENTRY).
     #[serde(default)]
     pub city_header: Option<String>,
+    /// Where our outbound calls go through this carrier (callbacks to callers, transfers
+    /// to units' outside numbers): `"host:port"`, or a SIP URI without user part such as
+    /// `"sip:10.0.0.5:5060;transport=tcp"`. The number dialled becomes the user part of
+    /// the Request-URI. Absent: no outbound calls through this trunk. The first trunk
+    /// with `outbound` carries every outbound call.
+    #[serde(default)]
+    pub outbound: Option<String>,
+}
+
+/// Transport of an outbound trunk address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboundTransport {
+    Udp,
+    Tcp,
+}
+
+/// A parsed `[[trunks]] outbound` address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutboundAddress {
+    /// IP literal or DNS name (resolved once at start-up).
+    pub host: String,
+    pub port: u16,
+    pub transport: OutboundTransport,
+}
+
+/// Why an `outbound` address is not usable.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundAddressError {
+    #[error("must not be empty")]
+    Empty,
+    #[error("only sip: URIs are supported (no sips:, no TLS yet)")]
+    Scheme,
+    #[error("must not have a user part: the dialled number is put there")]
+    UserPart,
+    #[error("{0:?} is not a host name or IP address")]
+    Host(String),
+    #[error("{0:?} is not a port (1-65535)")]
+    Port(String),
+    #[error("unsupported parameter {0:?} (only transport=udp or transport=tcp)")]
+    Parameter(String),
+}
+
+impl OutboundAddress {
+    /// Parse `host[:port]`, `[v6][:port]` or `sip:host[:port][;transport=udp|tcp]`.
+    ///
+    /// # Errors
+    /// See [`OutboundAddressError`].
+    pub fn parse(text: &str) -> Result<OutboundAddress, OutboundAddressError> {
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(OutboundAddressError::Empty);
+        }
+        let lower = text.to_ascii_lowercase();
+        let rest = if lower.starts_with("sips:") {
+            return Err(OutboundAddressError::Scheme);
+        } else if lower.starts_with("sip:") {
+            text.get(4..).unwrap_or_default()
+        } else {
+            text
+        };
+        let mut parts = rest.split(';');
+        let hostport = parts.next().unwrap_or_default();
+        let mut transport = OutboundTransport::Udp;
+        for param in parts {
+            match param.to_ascii_lowercase().as_str() {
+                "transport=udp" => transport = OutboundTransport::Udp,
+                "transport=tcp" => transport = OutboundTransport::Tcp,
+                "" => {}
+                _ => return Err(OutboundAddressError::Parameter(param.to_string())),
+            }
+        }
+        if hostport.contains('@') {
+            return Err(OutboundAddressError::UserPart);
+        }
+        let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+            let (addr, after) = v6
+                .split_once(']')
+                .ok_or_else(|| OutboundAddressError::Host(hostport.to_string()))?;
+            if addr.parse::<std::net::Ipv6Addr>().is_err() {
+                return Err(OutboundAddressError::Host(addr.to_string()));
+            }
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| OutboundAddressError::Port(p.to_string()))?,
+                ),
+            };
+            (addr.to_string(), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        let host_ok = host.parse::<IpAddr>().is_ok()
+            || (!host.is_empty()
+                && host.len() <= 253
+                && host.split('.').all(|label| {
+                    !label.is_empty()
+                        && label.len() <= 63
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && !label.starts_with('-')
+                        && !label.ends_with('-')
+                }));
+        if !host_ok {
+            return Err(OutboundAddressError::Host(host));
+        }
+        let port = match port {
+            None => 5060,
+            Some(p) => p
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| OutboundAddressError::Port(p.to_string()))?,
+        };
+        Ok(OutboundAddress {
+            host,
+            port,
+            transport,
+        })
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +360,11 @@ pub struct UnitConfig {
     /// Parent unit id; only the province has none.
     #[serde(default)]
     pub parent: Option<String>,
+    /// The unit's outside telephone number (digits, optionally a leading `+`): agents
+    /// transfer callers to it live (CALL-TRANSFER, H-8) by REFER to `sip:unit-<id>@…` or
+    /// to the number itself, through the trunk with `outbound`.
+    #[serde(default)]
+    pub phone: Option<String>,
 }
 
 /// One thing wrong with a config file, with where it is.
@@ -496,6 +633,35 @@ impl Config {
                 (Some(_), _) => {}
             }
         }
+        let mut phones = HashSet::new();
+        for (i, u) in self.units.iter().enumerate() {
+            let Some(phone) = &u.phone else {
+                continue;
+            };
+            if !is_phone_number(phone) {
+                add(
+                    format!("units[{i}].phone"),
+                    format!("{phone:?} must be 3 to 20 digits, optionally after a +"),
+                );
+            } else if !phones.insert(phone.as_str()) {
+                add(
+                    format!("units[{i}].phone"),
+                    format!("number {phone} is used by two units"),
+                );
+            }
+        }
+        for (i, t) in self.trunks.iter().enumerate() {
+            if let Some(Err(e)) = t.outbound.as_deref().map(OutboundAddress::parse) {
+                add(format!("trunks[{i}].outbound"), e.to_string());
+            }
+        }
+        if let Some(Err(e)) = self
+            .queues
+            .as_ref()
+            .map(crate::queue::QueuesConfig::validate)
+        {
+            add("queues".into(), e.to_string());
+        }
         validate_users_and_routing(self, &unit_ids, &mut problems);
         problems
     }
@@ -521,6 +687,12 @@ impl Config {
 
 fn is_area_code(s: &str) -> bool {
     (3..=4).contains(&s.len()) && s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// An outside telephone number as configured: digits, optionally after a `+`.
+pub fn is_phone_number(s: &str) -> bool {
+    let digits = s.strip_prefix('+').unwrap_or(s);
+    (3..=20).contains(&digits.len()) && digits.bytes().all(|b| b.is_ascii_digit())
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
@@ -577,10 +749,13 @@ fn key_path_at(text: &str, offset: usize) -> Option<String> {
         .rev()
         .map(str::trim)
         .find(|l| l.starts_with('['))
-        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string());
+        .map(|l| l.trim_matches(|c| c == '[' || c == ']').trim().to_string())
+        .filter(|h| !h.is_empty());
+    // A broken header line (`[{`, `[]`) is no key, and names no table either.
+    let key = key.filter(|k| !k.starts_with('['));
     match (header, key) {
-        (Some(h), Some(k)) if !k.starts_with('[') => Some(format!("{h}.{k}")),
-        (Some(h), _) => Some(h),
+        (Some(h), Some(k)) => Some(format!("{h}.{k}")),
+        (Some(h), None) => Some(h),
         (None, Some(k)) => Some(k.to_string()),
         (None, None) => None,
     }
@@ -784,6 +959,23 @@ roles = ["agent"]
         assert_eq!(problems[0].line, Some(15), "{:?}", problems[0]);
     }
 
+    /// Found by fuzzing (`config_toml`): a broken table header gave a problem whose path
+    /// was the empty string.
+    #[test]
+    fn broken_table_header_still_names_a_path_and_line() {
+        for (text, path, line) in [
+            ("[{", "(document)", 1),
+            ("[]\nx = 1", "(document)", 1),
+            ("[server]\n[{", "(document)", 2),
+            ("[server]\ndomain = \"a\"\n[[cities]\n", "cities", 3),
+        ] {
+            let problems = Config::from_toml(text).expect_err(text);
+            assert_eq!(problems.len(), 1, "{text:?}: {problems:?}");
+            assert_eq!(problems[0].path, path, "{text:?}: {problems:?}");
+            assert_eq!(problems[0].line, Some(line), "{text:?}: {problems:?}");
+        }
+    }
+
     #[test]
     fn bad_value_type_is_an_error() {
         let text = MINIMAL.replace("[server]", "[server]\nsip_listen = \"not an address\"");
@@ -820,6 +1012,74 @@ roles = ["agent"]
     }
 
     #[test]
+    fn outbound_trunk_addresses_parse_and_bad_ones_are_named() {
+        let ok =
+            |text: &str| OutboundAddress::parse(text).unwrap_or_else(|e| panic!("{text}: {e}"));
+        assert_eq!(
+            ok("127.0.0.1:5080"),
+            OutboundAddress {
+                host: "127.0.0.1".into(),
+                port: 5080,
+                transport: OutboundTransport::Udp
+            }
+        );
+        assert_eq!(ok("sip:gw.carrier.example").port, 5060);
+        assert_eq!(
+            ok("sip:10.0.0.5:5070;transport=tcp").transport,
+            OutboundTransport::Tcp
+        );
+        assert_eq!(ok("[::1]:5062").host, "::1");
+        for (bad, error) in [
+            ("", OutboundAddressError::Empty),
+            ("sips:gw:5061", OutboundAddressError::Scheme),
+            ("sip:12348@gw", OutboundAddressError::UserPart),
+            ("gw:0", OutboundAddressError::Port("0".into())),
+            ("gw:port", OutboundAddressError::Port("port".into())),
+            (
+                "bad_host:5060",
+                OutboundAddressError::Host("bad_host".into()),
+            ),
+            ("sip:gw;lr", OutboundAddressError::Parameter("lr".into())),
+        ] {
+            assert_eq!(OutboundAddress::parse(bad), Err(error), "{bad}");
+        }
+        let text = format!(
+            "{MINIMAL}\n[[trunks]]\nname = \"t\"\nsources = [\"127.0.0.1\"]\noutbound = \"sip:x@y\"\n"
+        );
+        let problems = Config::from_toml(&text).expect_err("user part");
+        assert!(
+            problems.iter().any(|p| p.path == "trunks[0].outbound"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
+    fn unit_phones_are_digits_and_unique() {
+        let units = |a: &str, b: &str| {
+            format!(
+                "{MINIMAL}\n[[units]]\nid = \"p\"\nname = \"p\"\nkind = \"province\"\nphone = \"{a}\"\n\
+                 [[units]]\nid = \"c\"\nname = \"c\"\nkind = \"city\"\nparent = \"p\"\nphone = \"{b}\"\n"
+            )
+        };
+        assert!(Config::from_toml(&units("053188880000", "+8653288880000")).is_ok());
+        let problems = Config::from_toml(&units("0531-8888", "12")).expect_err("bad");
+        assert!(
+            problems.iter().any(|p| p.path == "units[0].phone"),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.path == "units[1].phone"),
+            "{problems:?}"
+        );
+        let problems =
+            Config::from_toml(&units("053188880000", "053188880000")).expect_err("twice");
+        assert!(
+            problems.iter().any(|p| p.path == "units[1].phone"),
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn database_url_prefers_environment() {
         let c = Config::from_toml(MINIMAL).unwrap();
         assert!(c.database_url(None).starts_with("sqlite://"));
@@ -847,6 +1107,10 @@ pub struct UserConfig {
     /// SHA-256 hex of a bearer token for API clients.
     #[serde(default)]
     pub api_token: Option<String>,
+    /// The `[[agents]]` id (softphone extension) this console user works as: the agent
+    /// workspace signs that agent in and out and shows its screen-pops.
+    #[serde(default)]
+    pub agent: Option<String>,
 }
 
 /// Automatic routing (TK-ROUTE): (city, business area, category) → unit; `"*"` matches
@@ -933,6 +1197,14 @@ fn validate_users_and_routing(
                 "must be the SHA-256 of the token, 64 lowercase hex digits".into(),
             );
         }
+        if let Some(agent) = &u.agent
+            && !config.agents.iter().any(|a| &a.id == agent)
+        {
+            add(
+                format!("users[{i}].agent"),
+                format!("unknown agent {agent:?} (not in [[agents]])"),
+            );
+        }
     }
     for (i, r) in config.routing.iter().enumerate() {
         if !unit_ids.contains(r.unit.as_str()) {
@@ -1001,6 +1273,7 @@ name = \"B\"
 roles = [\"wizard\"]
 unit = \"jinan\"
 password = \"x\"
+agent = \"9999\"
 
 [[routing]]
 city = \"jinan\"
@@ -1019,6 +1292,10 @@ unit = \"nowhere\"
         assert!(paths.contains(&"users[0].unit"), "{paths:?}");
         assert!(paths.contains(&"users[0]"), "missing password: {paths:?}");
         assert!(paths.contains(&"routing[0].unit"), "{paths:?}");
+        assert!(
+            paths.contains(&"users[1].agent"),
+            "unknown agent: {paths:?}"
+        );
         assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
     }
 }

@@ -4,6 +4,7 @@
 pub mod api;
 pub mod calendar;
 pub mod config;
+pub mod fuzz;
 pub mod ivr;
 pub mod media;
 pub mod queue;

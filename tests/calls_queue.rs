@@ -198,8 +198,13 @@ fn agent_phone(
 
 /// `calls` callers in a row from `caller` (each waits for the server's BYE).
 fn callers(server: &Server, caller: &str, calls: u32, cwd: &Path) -> Output {
+    callers_saying(server, caller, calls, cwd, "caller-speech-alaw.wav")
+}
+
+/// [`callers`] streaming `fixture` (from tests/fixtures/audio) as their voice.
+fn callers_saying(server: &Server, caller: &str, calls: u32, cwd: &Path, fixture: &str) -> Output {
     std::fs::copy(
-        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        repo_root().join("tests/fixtures/audio").join(fixture),
         cwd.join("caller.wav"),
     )
     .expect("fixture");
@@ -845,8 +850,8 @@ fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
     );
     assert_eq!(
         count("connect"),
-        count("complete"),
-        "every answer completes"
+        count("complete") + count("agent_lost") + count("transfer"),
+        "every answer completes (or its agent vanished, or it was transferred)"
     );
     assert_eq!(count("connect"), answered, "queue_log and CDRs agree");
     assert!(
@@ -905,6 +910,147 @@ fn a_refer_from_the_agent_lands_the_caller_in_the_survey() {
         "available",
         Duration::from_secs(5)
     ));
+}
+
+/// The post-call survey answer lands on the work order of the call (CALL-ETIQUETTE):
+/// the caller keeps pressing 1 in band, the agent transfers to the survey, the CDR
+/// says "satisfied"; the agent's order saved afterwards with that call id gets a
+/// `call_survey_recorded` event from the server.
+#[test]
+fn the_survey_answer_is_appended_to_the_order_of_the_call() {
+    let config = queue_config("linear", 10, 3).replace(
+        "[ivr.survey]\nprompt = \"beep\"\nthanks = \"beep\"\ngoodbye = \"beep\"\ndigit_timeout_ms = 1000",
+        "[ivr.survey]\nprompt = \"beep\"\nthanks = \"beep\"\ngoodbye = \"beep\"\ndigit_timeout_ms = 4000",
+    );
+    assert!(
+        config.contains("digit_timeout_ms = 4000"),
+        "survey config patched"
+    );
+    const JINAN_AGENT_TOKEN: &str = "agent-jinan-token";
+    let config = format!(
+        "{config}
+[[units]]
+id = \"jinan\"
+name = \"济南市司法局\"
+kind = \"city\"
+parent = \"province\"
+
+[[users]]
+id = \"agent-jinan\"
+name = \"济南值班员\"
+password = \"agent-jinan-password\"
+roles = [\"agent\"]
+unit = \"jinan\"
+api_token = \"{}\"
+",
+        sha256_hex(JINAN_AGENT_TOKEN)
+    );
+    let server = start(&config);
+    let port = free_port();
+    sign_in(&server, "1001", port);
+    let target = server.sip.to_string();
+    let phone = std::thread::spawn(move || {
+        run_bounded(
+            sipp_base("acd_agent_refer.xml", port)
+                .args(["-set", "target", "survey", "-rtp_echo", "-m", "1"])
+                .args(["-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let cwd = tempfile::tempdir().expect("tmp");
+    let out = callers_saying(
+        &server,
+        "13812345678",
+        1,
+        cwd.path(),
+        "caller-presses-1-alaw.wav",
+    );
+    assert_eq!(
+        out.status,
+        Some(0),
+        "{}\n{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    let out = phone.join().expect("agent thread");
+    assert_eq!(
+        out.status,
+        Some(0),
+        "agent REFER:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
+    let calls = api_calls(&server);
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(
+        calls[0]["record"]["survey"],
+        "satisfied",
+        "{}\n{}",
+        calls[0],
+        server.log()
+    );
+    let call_id = calls[0]["record"]["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_owned();
+
+    let body = serde_json::json!({
+        "contact_name": "张三",
+        "contact_phone": "13812345678",
+        "category": "consultation",
+        "urgency": "normal",
+        "business_area": "legal_aid",
+        "units": [],
+        "description": "咨询法律援助申请条件",
+        "remarks": "",
+        "channel": "phone",
+        "city": "jinan",
+        "call_id": call_id,
+    });
+    let (status, _, created) = request(
+        &server,
+        "POST",
+        "/api/orders",
+        JINAN_AGENT_TOKEN,
+        &body.to_string(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let created: serde_json::Value = serde_json::from_str(&created).expect("json");
+    let id = created["id"].as_str().expect("order id").to_owned();
+    // The survey task runs every 3 s.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let order = loop {
+        let (status, _, order) = request(
+            &server,
+            "GET",
+            &format!("/api/orders/{id}"),
+            JINAN_AGENT_TOKEN,
+            "",
+        );
+        assert_eq!(status, 200, "{order}");
+        let order: serde_json::Value = serde_json::from_str(&order).expect("json");
+        if !order["call_survey"].is_null() || Instant::now() > deadline {
+            break order;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert_eq!(
+        order["call_survey"],
+        "satisfied",
+        "{order}\n{}",
+        server.log()
+    );
+    let (_, _, events) = request(
+        &server,
+        "GET",
+        &format!("/api/orders/{id}/events"),
+        JINAN_AGENT_TOKEN,
+        "",
+    );
+    let recorded = events.matches("call_survey_recorded").count();
+    assert_eq!(recorded, 1, "{events}");
 }
 
 /// One HTTP request with a bearer token; (status, head, body).

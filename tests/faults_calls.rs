@@ -333,45 +333,170 @@ fn kill_9_with_recorded_calls_up_and_orders_being_written_loses_nothing_acknowle
 /// Hotline calls (053112348, after hours: voice message) up when the process dies must be
 /// closed in the CDR with a reason on the next start.
 #[test]
-#[ignore = "bug: the CDR is written only when a call ends (src/server/calls.rs, \
-            `summary.cdr` stored at hang-up); calls up at a kill -9 leave no CDR row and \
-            nothing closes them at start-up"]
 fn kill_9_with_hotline_calls_up_closes_them_in_the_cdr_on_restart() {
     let env = [("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00")];
     let server = Server::start_with(&config(rtp_base()), &env);
     let work = tempfile::tempdir().expect("tmp");
     let sipp = sipp_calls(&server, work.path(), "053112348", 3, 40_000);
     let up = wait_until(Duration::from_secs(15), || {
-        server.log().matches("voice message").count() >= 3
-            || server.log().matches("after hours").count() >= 3
+        server.log().matches("call answered").count() >= 3
     });
-    std::thread::sleep(Duration::from_secs(if up { 1 } else { 3 }));
+    assert!(up, "calls not answered:\n{}", server.log());
+    std::thread::sleep(Duration::from_secs(2));
+    // While they are up the API lists them as in progress (written at the answer).
+    let (_, body) = server.api_get("/api/calls");
+    let listed: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+    let in_progress = listed.as_array().map_or(0, |calls| {
+        calls.iter().filter(|c| c["in_progress"] == true).count()
+    });
+    assert_eq!(
+        in_progress, 3,
+        "calls up are not listed in progress: {body}"
+    );
     let mut server = server;
     server.kill();
     stop_child(sipp);
     let server = restart(server, &env);
-    let closed = wait_until(Duration::from_secs(10), || {
-        let (_, body) = server.api_get("/api/calls");
-        serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.as_array().map(Vec::len))
-            .unwrap_or(0)
-            >= 3
-    });
     let (_, body) = server.api_get("/api/calls");
-    assert!(closed, "calls that died are not in the CDR: {body}");
+    let calls: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(calls.len(), 3, "calls that died are not in the CDR: {body}");
+    for call in &calls {
+        let record = &call["record"];
+        assert_eq!(call["in_progress"], false, "{call}");
+        assert_eq!(record["end_reason"], "crash", "{call}");
+        assert_eq!(record["hung_up_first"], "system", "{call}");
+        let arrival = record["arrival"].as_str().unwrap_or_default();
+        let end = record["end"].as_str().unwrap_or_default();
+        assert!(
+            !end.is_empty() && end >= arrival,
+            "end {end:?} arrival {arrival:?}"
+        );
+    }
+    assert_eq!(
+        server
+            .log()
+            .matches("call record closed at start-up")
+            .count(),
+        3,
+        "{}",
+        server.log()
+    );
+    assert_eq!(server.metric("hotline_calls_closed_at_startup_total"), 3);
+}
+
+/// SIGTERM with hotline calls that do not end by themselves: after the drain timeout
+/// the server sends BYE with a Reason, writes their records (end reason `shutdown`) and
+/// exits 0.
+#[test]
+fn sigterm_drain_timeout_ends_the_rest_with_a_reason_and_records_it() {
+    let env = [("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00")];
+    let config = config(rtp_base()).replace("[server]\n", "[server]\ndrain_timeout_secs = 3\n");
+    assert!(config.contains("drain_timeout_secs = 3"), "{config}");
+    let mut server = Server::start_with(&config, &env);
+    let work = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        work.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    // Callers that stay until the server hangs up (and log every message they see).
+    let caller = Command::new(require("sipp"))
+        .current_dir(work.path())
+        .args(["-sf", &path_str(&sipp_scenario("acd_caller.xml"))])
+        .args(["-s", "053112348", "-set", "caller", "053188886666"])
+        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
+        .args([
+            "-p",
+            &free_port().to_string(),
+            "-mp",
+            &free_port().to_string(),
+        ])
+        .args([
+            "-m", "2", "-l", "2", "-r", "10", "-nostdin", "-timeout", "40",
+        ])
+        .args(["-trace_msg", "-message_file", "messages.log"])
+        .arg(server.sip.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn sipp");
     assert!(
-        body.contains("restart") || body.contains("crash") || body.contains("system"),
-        "CDR rows carry no reason: {body}"
+        wait_until(Duration::from_secs(15), || {
+            server.log().matches("call answered").count() >= 2
+        }),
+        "calls not answered by the IVR:\n{}",
+        server.log()
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let sent = Instant::now();
+    let _ = Command::new("kill")
+        .args(["-TERM", &server.child.id().to_string()])
+        .status();
+    assert!(
+        wait_until(Duration::from_secs(2), || server
+            .http_get("/healthz")
+            .1
+            .contains("draining")),
+        "healthz does not say draining"
+    );
+    let exited = wait_until(Duration::from_secs(15), || {
+        matches!(server.child.try_wait(), Ok(Some(_)))
+    });
+    assert!(
+        exited,
+        "not stopped after the drain timeout:\n{}",
+        server.log()
+    );
+    let took = sent.elapsed();
+    assert_eq!(
+        server.child.wait().ok().and_then(|s| s.code()),
+        Some(0),
+        "{}",
+        server.log()
+    );
+    assert!(
+        took >= Duration::from_secs(3) && took < Duration::from_secs(10),
+        "stopped after {took:?}"
+    );
+    let mut caller = caller;
+    let caller_done = wait_until(Duration::from_secs(5), || {
+        matches!(caller.try_wait(), Ok(Some(_)))
+    });
+    assert!(caller_done, "callers not hung up");
+    assert_eq!(
+        caller.wait().ok().and_then(|s| s.code()),
+        Some(0),
+        "the callers did not see a clean BYE"
+    );
+    let messages = std::fs::read_to_string(work.path().join("messages.log")).unwrap_or_default();
+    assert_eq!(
+        messages
+            .matches("Reason: SIP;cause=503;text=\"server shutting down\"")
+            .count(),
+        2,
+        "BYEs without the Reason:\n{messages}"
+    );
+    // The records were written before the exit, with the reason.
+    let server = restart(server, &env);
+    let (_, body) = server.api_get("/api/calls");
+    let calls: Vec<serde_json::Value> = serde_json::from_str(&body).unwrap_or_default();
+    assert_eq!(calls.len(), 2, "{body}");
+    for call in &calls {
+        assert_eq!(call["in_progress"], false, "{call}");
+        assert_eq!(call["record"]["end_reason"], "shutdown", "{call}");
+        assert_eq!(call["record"]["hung_up_first"], "system", "{call}");
+    }
+    assert!(
+        !server.log().contains("call record closed at start-up"),
+        "nothing was left open by a clean stop:\n{}",
+        server.log()
     );
 }
 
 /// SIGTERM with calls in progress: new calls refused (503), calls in progress finish
 /// (their BYE answered), then exit 0 within the drain timeout.
 #[test]
-#[ignore = "bug: SIGTERM does not drain calls (src/server/mod.rs serve(): after \
-            wait_for_signal() it cancels the shutdown token at once; the SIP shell stops, \
-            calls in progress are cut and new INVITEs are not answered 503)"]
 fn sigterm_refuses_new_calls_and_lets_calls_in_progress_finish() {
     let mut server = Server::start_with(&config(rtp_base()), &[]);
     let work = tempfile::tempdir().expect("tmp");
@@ -404,6 +529,17 @@ fn sigterm_refuses_new_calls_and_lets_calls_in_progress_finish() {
         Some(503),
         "a new call during the drain was not refused: {answer:?}"
     );
+    assert!(
+        answer
+            .as_deref()
+            .and_then(|a| header(a, "Retry-After"))
+            .is_some_and(|v| v.parse::<u32>().is_ok_and(|s| s > 0)),
+        "503 without Retry-After: {answer:?}"
+    );
+    // Registrations and OPTIONS are still served while draining.
+    let agent = RawUdp::new(server.sip);
+    let reg = register_with_password(&agent, "1001", "secret1001", false, 60);
+    assert_eq!(reg.as_deref().map(status_of), Some(200), "{reg:?}");
     // The calls in progress end normally (SIPp's BYEs answered 200).
     let mut sipp = sipp;
     let sipp_status = wait_until(Duration::from_secs(20), || {

@@ -867,6 +867,296 @@ async fn bad_input_is_4xx_and_stores_nothing() {
     assert!(!malformed.text.to_lowercase().contains("sqlite"));
 }
 
+/// A 4xx whose JSON body carries a code and a reason (and the field when named).
+fn assert_refused(reply: &Reply, status: StatusCode, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {}", reply.text);
+    assert!(reply.body["code"].is_string(), "{what}: {}", reply.text);
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "{what}: {}",
+        reply.text
+    );
+    let lower = reply.text.to_lowercase();
+    assert!(
+        !lower.contains("sqlite") && !lower.contains("syntax error"),
+        "{what}: database text leaked: {}",
+        reply.text
+    );
+}
+
+/// Issue 7, bad input: every list filter of `GET /api/orders` not covered above, with
+/// SQL metacharacters, LIKE wildcards, NULs and out-of-range numbers → 400 naming the
+/// field; the orders stored before are untouched.
+#[tokio::test]
+async fn every_order_list_filter_refuses_sql_metacharacters() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let supervisor = h.login("supervisor").await;
+    h.create(&agent, order_body("consultation", "legal_aid", None))
+        .await;
+    for (query, field) in [
+        ("category=consultation'%20OR%20'1'='1", "category"),
+        ("category=%25", "category"),
+        ("business_area=legal_aid%22;--", "business_area"),
+        ("urgency=urgent%00", "urgency"),
+        ("urgency=normal)%20UNION%20SELECT%201--", "urgency"),
+        ("overdue=1%20OR%201=1", "overdue"),
+        ("special_flag=true;--", "special_flag"),
+        ("page=1;DROP%20TABLE%20orders", "page"),
+        ("page=0", "page"),
+        ("page=-1", "page"),
+        ("per_page=1'", "per_page"),
+        ("per_page=0", "per_page"),
+        ("state=%25", "state"),
+        ("city=%25", "city"),
+        ("city=JINAN", "city"),
+        ("unit=jinan-legal-aid'--", "unit"),
+        ("phone=%25", "phone"),
+        ("phone=138%27", "phone"),
+    ] {
+        let reply = h.get(&supervisor, &format!("/api/orders?{query}")).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, query);
+        assert_eq!(reply.body["field"], field, "{query}: {}", reply.text);
+    }
+    // A repeated or unknown parameter, and a query that is not URL-encoded text.
+    for query in ["city=jinan&city=qingdao", "order_by=1", "%ff%fe=1"] {
+        let reply = h.get(&supervisor, &format!("/api/orders?{query}")).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, query);
+    }
+    assert_eq!(
+        h.total(&supervisor).await,
+        1,
+        "the stored order is untouched"
+    );
+}
+
+/// Issue 7, bad input: `GET /api/calls` checks each filter against its type (city id,
+/// category, caller number, path stage, RFC 3339 times, limit 1..=1000) before the
+/// store sees it: SQL metacharacters and LIKE wildcards are 400 naming the field.
+#[tokio::test]
+async fn every_call_list_filter_refuses_sql_metacharacters() {
+    let h = sqlite().await;
+    let dispatcher = h.login("dispatcher").await;
+    let ok = h.get(&dispatcher, "/api/calls?city=jinan&category=complaint&caller=%2B8613812345678&path=voice_message&from=2026-01-01T00:00:00%2B08:00&to=2026-12-31T00:00:00Z&limit=1000").await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    assert_eq!(ok.body, json!([]));
+    for (query, field) in [
+        ("city=jinan'%20OR%20'1'='1", "city"),
+        ("city=%25", "city"),
+        ("category=complaint'--", "category"),
+        ("category=%25", "category"),
+        ("caller=1'%20OR%201=1", "caller"),
+        ("caller=%25", "caller"),
+        ("caller=138%20", "caller"),
+        ("path=%25", "path"),
+        ("path=queue,voice_message", "path"),
+        ("path=queue';DROP%20TABLE%20calls;--", "path"),
+        ("from=2026-01-01'", "from"),
+        ("to=yesterday", "to"),
+        ("limit=0", "limit"),
+        ("limit=-1", "limit"),
+        ("limit=1001", "limit"),
+        ("limit=1;DROP", "limit"),
+    ] {
+        let reply = h.get(&dispatcher, &format!("/api/calls?{query}")).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, query);
+        assert_eq!(reply.body["field"], field, "{query}: {}", reply.text);
+    }
+    for query in ["bogus=1", "limit=1&limit=2"] {
+        let reply = h.get(&dispatcher, &format!("/api/calls?{query}")).await;
+        assert_refused(&reply, StatusCode::BAD_REQUEST, query);
+    }
+    // A role that may not see numbers may not search by one, whatever the value.
+    let supervisor = h.login("supervisor").await;
+    let reply = h.get(&supervisor, "/api/calls?caller=1'--").await;
+    assert_refused(
+        &reply,
+        StatusCode::FORBIDDEN,
+        "caller search without the role",
+    );
+}
+
+/// Issue 7, bad input: order commands, login and agent-state bodies that are not JSON,
+/// have the wrong types or shape, or exceed the 64 KiB limit → 4xx with a reason, and
+/// the order's version and ledger are unchanged.
+#[tokio::test]
+async fn bad_command_login_and_agent_bodies_are_4xx_and_store_nothing() {
+    let h = sqlite().await;
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let order = h
+        .create(&agent, order_body("consultation", "legal_aid", None))
+        .await;
+    let id = id_of(&order);
+    let events_before = h.state.store.order_events(&id).await.expect("events").len();
+    let huge = format!("{{\"text\": \"{}\"}}", "长".repeat(30_000));
+    let uri = |command: &str| format!("/api/orders/{id}/{command}");
+    for (command, body, status, code) in [
+        (
+            "sign",
+            "{\"version\": ",
+            StatusCode::BAD_REQUEST,
+            "malformed_json",
+        ),
+        ("sign", "\u{0}", StatusCode::BAD_REQUEST, "malformed_json"),
+        (
+            "sign",
+            "[1, 2]",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "sign",
+            "\"sign\"",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "sign",
+            "{\"version\": \"1' OR 1=1\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "sign",
+            "{\"version\": -1}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_field",
+        ),
+        (
+            "sign",
+            "{\"version\": 999}",
+            StatusCode::CONFLICT,
+            "version_conflict",
+        ),
+        (
+            "return",
+            "{\"reason\": 5}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "return",
+            "{\"reason\": [\"x\"]}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "return",
+            "{}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "dispatch",
+            "{\"units\": \"jinan'--\"}",
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid_body",
+        ),
+        (
+            "sign",
+            &huge,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+        ),
+        ("drop_table", "{}", StatusCode::NOT_FOUND, "unknown_command"),
+    ] {
+        let reply = h
+            .post_raw(&handler, &uri(command), body.to_owned(), &[])
+            .await;
+        let what = format!("{command} {}", body.chars().take(40).collect::<String>());
+        assert_refused(&reply, status, &what);
+        assert_eq!(reply.body["code"], code, "{what}: {}", reply.text);
+    }
+    let reply = h
+        .post_raw(
+            &handler,
+            &uri("sign"),
+            "{}".into(),
+            &[("if-match", "1;DROP")],
+        )
+        .await;
+    assert_refused(&reply, StatusCode::BAD_REQUEST, "If-Match");
+    let after = h.get(&handler, &format!("/api/orders/{id}")).await;
+    assert_eq!(after.body["version"], order["version"], "version unchanged");
+    assert_eq!(after.body["state"], order["state"]);
+    assert_eq!(
+        h.state.store.order_events(&id).await.expect("events").len(),
+        events_before,
+        "nothing appended to the ledger"
+    );
+
+    let login = |body: String| {
+        Request::post("/api/login")
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body))
+            .expect("request")
+    };
+    let failed_before = h
+        .state
+        .store
+        .audit_count("login.failed")
+        .await
+        .expect("audit");
+    for (body, status) in [
+        ("{\"user\": \"agent\"".to_owned(), StatusCode::BAD_REQUEST),
+        (
+            "{\"user\": 1, \"password\": 2}".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "[\"agent\", \"demo-agent\"]".to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            "{\"user\": \"agent\", \"password\": \"demo-agent\", \"role\": \"province_admin\"}"
+                .to_owned(),
+            StatusCode::UNPROCESSABLE_ENTITY,
+        ),
+        (
+            format!(
+                "{{\"user\": \"agent\", \"password\": \"{}\"}}",
+                "x".repeat(70_000)
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let reply = h.send(login(body.clone())).await;
+        assert_refused(&reply, status, &body.chars().take(60).collect::<String>());
+        assert!(reply.headers.get(header::SET_COOKIE).is_none());
+    }
+    assert_eq!(
+        h.state
+            .store
+            .audit_count("login.failed")
+            .await
+            .expect("audit"),
+        failed_before,
+        "a malformed login is not even a failed attempt"
+    );
+
+    // Agent state changes parse the body before anything else (no ACD configured here).
+    for (body, status) in [
+        ("{\"reason\": ".to_owned(), StatusCode::BAD_REQUEST),
+        ("{\"reason\": 5}".to_owned(), StatusCode::BAD_REQUEST),
+        (
+            "{\"reason\": \"x\", \"agent\": \"1002\"}".to_owned(),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("{{\"reason\": \"{}\"}}", "x".repeat(70_000)),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+    ] {
+        let reply = h
+            .post_raw(&handler, "/api/agents/1001/pause", body.clone(), &[])
+            .await;
+        assert_refused(&reply, status, &body.chars().take(40).collect::<String>());
+    }
+}
+
 #[tokio::test]
 async fn login_lockout_and_csrf() {
     let h = sqlite().await;
@@ -1053,7 +1343,9 @@ async fn every_documented_route_is_served() {
         let uri = path
             .replace("{id}", "GD-none")
             .replace("{command}", "sign")
-            .replace("{unit}", "jinan");
+            .replace("{unit}", "jinan")
+            .replace("{call_id}", "call-none")
+            .replace("{action}", "sign_in");
         let request = Request::builder()
             .method(method.to_uppercase().as_str())
             .uri(&uri)

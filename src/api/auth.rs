@@ -48,6 +48,8 @@ pub struct User {
     pub name: String,
     pub roles: Vec<Role>,
     pub unit: UnitId,
+    /// The queue agent (softphone extension) this user works as, if any.
+    pub agent: Option<String>,
     secret: Secret,
     api_token_sha256: Option<String>,
 }
@@ -67,6 +69,19 @@ impl User {
     #[must_use]
     pub fn has(&self, role: Role) -> bool {
         self.roles.contains(&role)
+    }
+
+    /// Whether the user works as queue agent `agent`: its `[[users]] agent`, or a user
+    /// whose id is the agent's id.
+    #[must_use]
+    pub fn is_agent(&self, agent: &str) -> bool {
+        self.agent.as_deref().unwrap_or(&self.id) == agent
+    }
+
+    /// Supervisors and province administrators oversee every agent and call.
+    #[must_use]
+    pub fn oversees_calls(&self) -> bool {
+        self.has(Role::Supervisor) || self.has(Role::ProvinceAdmin)
     }
 
     fn password_matches(&self, password: &str) -> bool {
@@ -150,6 +165,7 @@ impl Auth {
                         name: u.name.clone(),
                         roles,
                         unit: UnitId::new(u.unit.clone()),
+                        agent: u.agent.clone(),
                         secret,
                         api_token_sha256: u.api_token.clone(),
                     },
@@ -359,6 +375,8 @@ pub struct UserView {
     pub roles: Vec<Role>,
     pub unit: String,
     pub unit_name: String,
+    /// The queue agent the user works as (agent workspace), if any.
+    pub agent: Option<String>,
 }
 
 impl UserView {
@@ -370,6 +388,7 @@ impl UserView {
             roles: user.roles.clone(),
             unit: user.unit.as_str().to_owned(),
             unit_name: unit_name.unwrap_or_default().to_owned(),
+            agent: user.agent.clone(),
         }
     }
 }
@@ -387,6 +406,7 @@ mod tests {
             roles: vec![ConfigRole::Agent],
             unit: "jinan".into(),
             api_token: Some(sha256_hex("tok")),
+            agent: None,
         }])
     }
 
@@ -460,6 +480,7 @@ mod tests {
             roles: vec![ConfigRole::Supervisor],
             unit: "jinan".into(),
             api_token: None,
+            agent: None,
         }]);
         let now = Instant::now();
         assert!(a.login("u", "s3cret", None, now).is_ok());

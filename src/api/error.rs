@@ -98,6 +98,23 @@ impl ApiError {
         )
     }
 
+    /// The database is unreachable for now: 503 with Retry-After (the cause is logged).
+    /// Work-order creates do not get this: they are queued (202).
+    #[must_use]
+    pub fn database_unavailable(cause: &dyn std::error::Error) -> Self {
+        tracing::warn!(error = %cause, "database unavailable");
+        let mut e = Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Self::DATABASE_UNAVAILABLE,
+            "the database is unavailable; retry shortly",
+        );
+        e.retry_after = Some(5);
+        e
+    }
+
+    /// The `code` of [`ApiError::database_unavailable`].
+    pub const DATABASE_UNAVAILABLE: &'static str = "database_unavailable";
+
     /// Logs the cause; the client sees only "internal error".
     #[must_use]
     pub fn internal(cause: &dyn std::error::Error) -> Self {
@@ -119,6 +136,9 @@ impl ApiError {
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() {
+            return Self::database_unavailable(&e);
+        }
         Self::internal(&e)
     }
 }
@@ -132,7 +152,7 @@ impl From<AppendError> for ApiError {
                 "idempotency_conflict",
                 "a request with this Idempotency-Key is in progress",
             ),
-            AppendError::Store(e) => Self::internal(&e),
+            AppendError::Store(e) => e.into(),
         }
     }
 }

@@ -16,7 +16,10 @@ use std::sync::Arc;
 
 pub mod calls;
 pub mod cities;
+pub mod drafts;
 pub mod queues;
+pub mod recordings;
+pub mod stats;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;
@@ -38,34 +41,59 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
-        .route("/api/calls", get(calls::list))
         .route("/api/cities", get(cities::list))
+        .merge(calls::routes())
         .merge(orders::routes())
         .merge(queues::routes())
+        .merge(recordings::routes())
+        .merge(drafts::routes())
+        .merge(stats::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
         .merge(web::router())
 }
 
+/// What `/healthz` reads from the running server (an axum extension set by `serve`).
+#[derive(Debug, Clone, Default)]
+pub struct ServerHealth {
+    /// Work-order creates waiting for the database.
+    pub outbox: Option<Arc<crate::server::outbox::OrderOutbox>>,
+    /// SIGTERM received: new calls are refused while calls in progress finish.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
+}
+
 #[derive(Debug, Serialize)]
 struct Health<'a> {
-    /// "ok" or "degraded".
+    /// "ok", "degraded" or "draining".
     status: &'static str,
     database: &'static str,
+    /// Work-order creates accepted (202) and waiting for the database.
+    queued_orders: usize,
     warnings: &'a [String],
 }
 
 /// Always 200 while the process serves: calls keep flowing when the database is down,
-/// so a load balancer should not pull the node; `status` says "degraded" instead.
-async fn healthz(State(state): State<AppState>) -> Json<serde_json::Value> {
+/// so a load balancer should not pull the node; `status` says "degraded" instead (the
+/// database is unreachable, orders are queued, or a start-up warning), or "draining"
+/// after SIGTERM (new calls are refused: a load balancer should move on).
+async fn healthz(
+    State(state): State<AppState>,
+    server: Option<axum::Extension<ServerHealth>>,
+) -> Json<serde_json::Value> {
+    let server = server.map(|axum::Extension(s)| s).unwrap_or_default();
     let db_ok = state.store.ping().await.is_ok();
+    let queued_orders = server.outbox.as_ref().map_or(0, |o| o.depth());
+    let draining = server.draining.load(std::sync::atomic::Ordering::Relaxed);
     let health = Health {
-        status: if db_ok && state.warnings.is_empty() {
+        status: if draining {
+            "draining"
+        } else if db_ok && queued_orders == 0 && state.warnings.is_empty() {
             "ok"
         } else {
             "degraded"
         },
         database: if db_ok { "ok" } else { "unreachable" },
+        queued_orders,
         warnings: &state.warnings,
     };
     Json(serde_json::to_value(&health).unwrap_or_default())
@@ -119,6 +147,46 @@ mod tests {
         let (_, body) = get_json(router(warned), "/healthz").await;
         assert!(body.contains("\"status\":\"degraded\""), "{body}");
         assert!(body.contains("calendar for 2027 not loaded"), "{body}");
+    }
+
+    #[tokio::test]
+    async fn healthz_is_degraded_while_orders_wait_and_says_draining_after_sigterm() {
+        let (store, dir) = crate::store::test_support::sqlite().await;
+        let metrics: Arc<Metrics> = Arc::default();
+        let outbox =
+            crate::server::outbox::OrderOutbox::open(dir.path(), metrics.clone()).expect("outbox");
+        let state = AppState {
+            store,
+            metrics,
+            warnings: Arc::new(vec![]),
+            orders: Arc::default(),
+            cities: Arc::default(),
+        };
+        let server = ServerHealth {
+            outbox: Some(outbox.clone()),
+            draining: Arc::default(),
+        };
+        let app = || router(state.clone()).layer(axum::Extension(server.clone()));
+        let (_, body) = get_json(app(), "/healthz").await;
+        assert!(body.contains("\"status\":\"ok\""), "{body}");
+        assert!(body.contains("\"queued_orders\":0"), "{body}");
+        let create = crate::server::outbox::QueuedCreate {
+            order: crate::ticket::Order::default(),
+            events: Vec::new(),
+            actor: "u".into(),
+            idempotency: None,
+            at_ms: 0,
+        };
+        outbox.append(create).expect("queued");
+        let (_, body) = get_json(app(), "/healthz").await;
+        assert!(body.contains("\"status\":\"degraded\""), "{body}");
+        assert!(body.contains("\"queued_orders\":1"), "{body}");
+        server
+            .draining
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        let (status, body) = get_json(app(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.contains("\"status\":\"draining\""), "{body}");
     }
 
     #[tokio::test]

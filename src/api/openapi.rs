@@ -25,7 +25,7 @@ fn with_body(mut operation: Value, schema: Value) -> Value {
 }
 
 /// Every route served by the work-order API, `(method, path)`.
-pub const ROUTES: [(&str, &str); 17] = [
+pub const ROUTES: [(&str, &str); 26] = [
     ("post", "/api/login"),
     ("post", "/api/logout"),
     ("get", "/api/me"),
@@ -43,6 +43,15 @@ pub const ROUTES: [(&str, &str); 17] = [
     ("get", "/api/openapi.json"),
     ("get", "/api/cities"),
     ("get", "/api/calls"),
+    ("post", "/api/calls/{call_id}/transfer"),
+    ("get", "/api/recordings/{call_id}"),
+    ("get", "/api/drafts/{call_id}"),
+    ("put", "/api/drafts/{call_id}"),
+    ("delete", "/api/drafts/{call_id}"),
+    ("get", "/api/stats/orders"),
+    ("get", "/api/queues"),
+    ("get", "/api/events"),
+    ("post", "/api/agents/{id}/{action}"),
 ];
 
 /// The document.
@@ -74,9 +83,17 @@ pub fn document() -> Value {
     );
     create["parameters"] = json!([{"name": "Idempotency-Key", "in": "header", "required": false, "schema": {"type": "string", "maxLength": 128}}]);
     create["responses"]["201"] = json!({"description": "created", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Order"}}}});
+    create["responses"]["202"] = json!({
+        "description": "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503.",
+        "content": {"application/json": {"schema": {"allOf": [
+            {"$ref": "#/components/schemas/Order"},
+            {"type": "object", "properties": {"queued": {"type": "boolean", "enum": [true]}}, "required": ["queued"]}
+        ]}}}
+    });
+    create["responses"]["503"] = json!({"description": "database_unavailable and the outbox journal cannot be written either (disk): retry after Retry-After"});
     let mut command = with_body(
         op(
-            "Run a command on an order (409 version_conflict, 422 illegal_transition, 403 role/scope)",
+            "Run a command on an order (409 version_conflict, 422 illegal_transition, 403 role/scope, 503 database_unavailable with Retry-After: not queued, a command is decided on the stored order)",
             "orders",
         ),
         json!({"type": "object", "description": "the command's fields (src/ticket/command.rs, snake_case) plus optional version"}),
@@ -105,6 +122,39 @@ pub fn document() -> Value {
         "ledger",
     );
     ledger_csv["parameters"] = json!([path_param("unit")]);
+    let with_call = |mut v: Value| {
+        v["parameters"] = json!([path_param("call_id")]);
+        v
+    };
+    let transfer = with_body(
+        with_call(op(
+            "Blind transfer of a bridged call, as the agent's REFER: survey, queue:<city>, or unit:<unit id> (422 transfer_unavailable for now); only the agent on the call or a supervisor of its city",
+            "calls",
+        )),
+        json!({"type": "object", "required": ["to"], "additionalProperties": false, "properties": {"to": {"type": "string", "examples": ["survey", "queue:qingdao", "unit:jinan-legal-aid"]}}}),
+    );
+    let mut recording = with_call(op(
+        "The call's recording (audio/wav) with HTTP Range (206/416); supervisors and province admins of the call's city and the agent who took it (others 403); every request audited",
+        "calls",
+    ));
+    recording["parameters"] = json!([path_param("call_id"), {"name": "Range", "in": "header", "required": false, "schema": {"type": "string", "examples": ["bytes=0-1023"]}}]);
+    recording["responses"]["200"] =
+        json!({"description": "the whole file", "content": {"audio/wav": {}}});
+    recording["responses"]["206"] =
+        json!({"description": "a byte range", "content": {"audio/wav": {}}});
+    let mut stats = op(
+        "Order KPIs counted by the server in the user's unit subtree: per state, open, overdue, due today, special flags, satisfaction",
+        "assessment",
+    );
+    stats["parameters"] = json!([query(
+        "period",
+        "2026-11 | 2026-Q4 | 2026; default: every order"
+    )]);
+    let mut agent_action = op(
+        "Agent state: sign_in, sign_out, pause ({\"reason\"}), unpause, end_wrap_up; the agent's own user or a supervisor",
+        "queues",
+    );
+    agent_action["parameters"] = json!([path_param("id"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["sign_in", "sign_out", "pause", "unpause", "end_wrap_up"]}}]);
     json!({
         "openapi": "3.1.0",
         "info": {"title": "12348 hotline work-order API", "version": env!("CARGO_PKG_VERSION")},
@@ -149,7 +199,18 @@ pub fn document() -> Value {
             "/api/special_flags": {"get": op("Orders with the special flag (W-14)", "orders")},
             "/api/openapi.json": {"get": op("This document", "meta")},
             "/api/cities": {"get": op("Each city's published answering hours and whether it is staffed now (H-7)", "calls")},
-            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit)", "calls")}
+            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit). Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued)", "calls")},
+            "/api/calls/{call_id}/transfer": {"post": transfer},
+            "/api/recordings/{call_id}": {"get": recording},
+            "/api/drafts/{call_id}": {
+                "get": with_call(op("The user's autosaved draft order of a call (404 when none)", "calls")),
+                "put": with_body(with_call(op("Autosave the draft order of a call (the form as a JSON object, at most 16 KiB; 409 draft_taken when another user writes it)", "calls")), json!({"type": "object"})),
+                "delete": with_call(op("Delete the user's draft of a call (204)", "calls"))
+            },
+            "/api/stats/orders": {"get": stats},
+            "/api/queues": {"get": op("Live queue snapshot per city: waiting calls, agents with state, call and wrap-up left", "queues")},
+            "/api/events": {"get": op("Server-sent events: agent_state, call_offered (screen-pops, only to the offered agent and supervisors), queue, lagged", "queues")},
+            "/api/agents/{id}/{action}": {"post": agent_action}
         }
     })
 }

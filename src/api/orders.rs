@@ -27,10 +27,10 @@ use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEven
 use crate::ticket::deadlines::running_deadline;
 use crate::ticket::{
     Actor, BusinessArea, CallId, CallbackOutcome, Category, Channel, Command, Contact, Context,
-    DeadlineKind, Decision, Order, OrderFields, OrderId, Period, RankBy, RankGroup, ReminderLevel,
-    Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind, UnitTree,
-    Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone, rank,
-    unit_scores,
+    DeadlineKind, Decision, Event, Order, OrderFields, OrderId, Period, RankBy, RankGroup,
+    ReminderLevel, Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind,
+    UnitTree, Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone,
+    rank, unit_scores,
 };
 
 /// Largest accepted request body.
@@ -67,7 +67,7 @@ impl OrdersContext {
     }
 
     /// Ids of the units in `unit`'s subtree; `None` for the root (everything).
-    fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
+    pub(crate) fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
         let is_root = self.units.get(unit).is_some_and(|u| u.parent.is_none());
         (!is_root).then(|| {
             self.units
@@ -177,17 +177,24 @@ fn now() -> DateTime<FixedOffset> {
     chrono::Utc::now().with_timezone(&shanghai())
 }
 
-/// Parse a JSON body: not JSON → 400, wrong shapes or types → 422.
+/// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON
+/// object: serde would otherwise also read a struct from an array, by position.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
     })?;
+    if !value.is_object() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "the body must be a JSON object",
+        ));
+    }
     serde_json::from_value(value)
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid request body: {e}")))
 }
 
 /// Bytes of the body, with the size limit answered as JSON.
-fn body_bytes(
+pub(super) fn body_bytes(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
@@ -212,17 +219,27 @@ struct LoginBody {
     password: String,
 }
 
+/// Decode a `POST /api/login` body (what the handler does before checking the password).
+///
+/// # Errors
+/// Not JSON → 400 `malformed_json`; wrong shape or types → 422 `invalid_body`.
+pub fn decode_login(body: &[u8]) -> Result<(String, String), ApiError> {
+    let body: LoginBody = parse_body(body)?;
+    Ok((body.user, body.password))
+}
+
 async fn login(
     State(state): State<AppState>,
     parts: Parts,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body: LoginBody = parse_body(&body_bytes(body)?)?;
+    let body = decode_login(&body_bytes(body)?)?;
     let source = super::auth::client_ip(&parts);
     let ctx = &state.orders;
+    let (body_user, body_password) = body;
     match ctx
         .auth
-        .login(&body.user, &body.password, source, Instant::now())
+        .login(&body_user, &body_password, source, Instant::now())
     {
         Ok((session, csrf, user)) => {
             let _ = state
@@ -249,9 +266,9 @@ async fn login(
                 .store
                 .audit(
                     now().timestamp_millis(),
-                    &body.user,
+                    &body_user,
                     "login.failed",
-                    &body.user,
+                    &body_user,
                     &detail,
                 )
                 .await;
@@ -262,7 +279,7 @@ async fn login(
             ))
         }
         Err(LoginError::LockedOut { retry_after_secs }) => {
-            tracing::warn!(user = %body.user, ?source, "login locked out");
+            tracing::warn!(user = %body_user, ?source, "login locked out");
             let mut e = ApiError::new(
                 StatusCode::TOO_MANY_REQUESTS,
                 "too_many_attempts",
@@ -424,6 +441,7 @@ fn order_json(order: &Order, user: &User, at: DateTime<FixedOffset>, ctx: &Order
         "draft_reply": order.draft_reply,
         "reply": order.reply,
         "satisfaction": order.satisfaction,
+        "call_survey": order.call_survey,
         "callbacks": order.callbacks,
         "returned_by": order.returned_by,
         "redo_count": order.redo_count,
@@ -541,9 +559,12 @@ async fn replay_idempotent(
 async fn create_order(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    server: Option<axum::Extension<super::ServerHealth>>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // While the database is unavailable creates are queued durably (202).
+    let outbox = server.and_then(|axum::Extension(s)| s.outbox);
     let body = body_bytes(body)?;
     let request: CreateOrder = parse_body(&body)?;
     let key = match headers.get("idempotency-key") {
@@ -563,11 +584,138 @@ async fn create_order(
         ),
     };
     let body_hash = hex::encode(Sha256::digest(&body));
-    if let Some(key) = &key
-        && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
-    {
-        return Ok(response);
+    if let Some(key) = &key {
+        if let Some(queued) = outbox.as_ref().and_then(|o| o.queued_key(&user.id, key)) {
+            return queued_again(&queued, &body_hash, &user, &state.orders);
+        }
+        match replay_idempotent(&state, &user, key, &body_hash).await {
+            Ok(Some(response)) => return Ok(response),
+            Ok(None) => {}
+            // Checked again when the queued create is written.
+            Err(e) if outbox.is_some() && e.code == ApiError::DATABASE_UNAVAILABLE => {}
+            Err(e) => return Err(e),
+        }
     }
+    let at = now();
+    let (order, events) = plan_create(request, &user, &state.orders, at, new_order_id(at))?;
+    let ctx = &state.orders;
+    if let Some(outbox) = outbox.clone().filter(|o| o.depth() > 0) {
+        // Creates are waiting: join them, in order, rather than overtake them.
+        return queue_create(outbox, order, events, &user, key, body_hash, at, ctx).await;
+    }
+    let record = key.as_deref().map(|key| IdempotencyRecord {
+        actor: &user.id,
+        key,
+        body_hash: &body_hash,
+    });
+    match state
+        .store
+        .append_order_events(&order, 0, &events, record, at.timestamp_millis())
+        .await
+    {
+        Ok(()) => {}
+        Err(AppendError::Store(e)) if e.is_unavailable() && outbox.is_some() => {
+            tracing::warn!(%e, order = %order.id, "database unavailable: queueing the create");
+            if let Some(outbox) = outbox {
+                return queue_create(outbox, order, events, &user, key, body_hash, at, ctx).await;
+            }
+        }
+        Err(AppendError::IdempotencyKeyTaken) => {
+            if let Some(key) = &key
+                && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
+            {
+                return Ok(response);
+            }
+            return Err(AppendError::IdempotencyKeyTaken.into());
+        }
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(order = %order.id, user = %user.id, state = %order.state, "order created");
+    if let Some(call) = &order.fields.call_id {
+        // The call's autosaved draft (agent console) has become this order.
+        if let Err(e) = state.store.delete_call_draft(&call.0, &user.id).await {
+            tracing::warn!(%e, "call draft not deleted");
+        }
+    }
+    Ok((
+        StatusCode::CREATED,
+        Json(order_json(&order, &user, at, ctx)),
+    )
+        .into_response())
+}
+
+/// Append a create to the outbox (fsync'd) and answer 202 Accepted with the order and
+/// `"queued": true`; it is written to the database once that answers.
+#[allow(clippy::too_many_arguments)]
+async fn queue_create(
+    outbox: std::sync::Arc<crate::server::outbox::OrderOutbox>,
+    order: Order,
+    events: Vec<crate::ticket::Event>,
+    user: &User,
+    key: Option<String>,
+    body_hash: String,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> Result<Response, ApiError> {
+    let create = crate::server::outbox::QueuedCreate {
+        order: order.clone(),
+        events,
+        actor: user.id.clone(),
+        idempotency: key.map(|key| crate::server::outbox::QueuedKey { key, body_hash }),
+        at_ms: at.timestamp_millis(),
+    };
+    match tokio::task::spawn_blocking(move || outbox.append(create)).await {
+        Ok(Ok(())) => {}
+        // Neither the database nor the journal can take it: the client must retry.
+        Ok(Err(e)) => return Err(ApiError::database_unavailable(&e)),
+        Err(e) => return Err(ApiError::internal(&e)),
+    }
+    Ok(queued_response(&order, user, at, ctx))
+}
+
+/// A create repeated with the `Idempotency-Key` of a create still queued.
+fn queued_again(
+    queued: &crate::server::outbox::QueuedCreate,
+    body_hash: &str,
+    user: &User,
+    ctx: &OrdersContext,
+) -> Result<Response, ApiError> {
+    if queued
+        .idempotency
+        .as_ref()
+        .is_some_and(|k| k.body_hash != body_hash)
+    {
+        return Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request body",
+        )
+        .with_field("Idempotency-Key"));
+    }
+    Ok(queued_response(&queued.order, user, now(), ctx))
+}
+
+fn queued_response(
+    order: &Order,
+    user: &User,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> Response {
+    let mut body = order_json(order, user, at, ctx);
+    if let Some(map) = body.as_object_mut() {
+        map.insert("queued".into(), Value::Bool(true));
+    }
+    (StatusCode::ACCEPTED, Json(body)).into_response()
+}
+
+/// The pure part of `POST /api/orders` after the body decoded: field checks, then the
+/// core's Create and Submit. No store access.
+fn plan_create(
+    request: CreateOrder,
+    user: &User,
+    ctx: &OrdersContext,
+    at: DateTime<FixedOffset>,
+    id: OrderId,
+) -> Result<(Order, Vec<Event>), ApiError> {
     if !valid_phone(&request.contact_phone) {
         return Err(ApiError::unprocessable(
             "invalid_field",
@@ -581,8 +729,6 @@ async fn create_order(
                 .with_field("description"),
         );
     }
-    let ctx = &state.orders;
-    let at = now();
     let city = match request.city {
         Some(city) => city,
         None => ctx.units.city_of(&user.unit).cloned().ok_or_else(|| {
@@ -608,7 +754,6 @@ async fn create_order(
     };
     let actor = user.actor();
     let context = ctx.ctx();
-    let id = new_order_id(at);
     let (created, mut events) = apply(
         &Order::new(id),
         Command::Create { fields },
@@ -618,33 +763,23 @@ async fn create_order(
     )?;
     let (order, submitted) = apply(&created, Command::Submit, &actor, at, &context)?;
     events.extend(submitted);
-    let record = key.as_deref().map(|key| IdempotencyRecord {
-        actor: &user.id,
-        key,
-        body_hash: &body_hash,
-    });
-    match state
-        .store
-        .append_order_events(&order, 0, &events, record, at.timestamp_millis())
-        .await
-    {
-        Ok(()) => {}
-        Err(AppendError::IdempotencyKeyTaken) => {
-            if let Some(key) = &key
-                && let Some(response) = replay_idempotent(&state, &user, key, &body_hash).await?
-            {
-                return Ok(response);
-            }
-            return Err(AppendError::IdempotencyKeyTaken.into());
-        }
-        Err(e) => return Err(e.into()),
-    }
-    tracing::info!(order = %order.id, user = %user.id, state = %order.state, "order created");
-    Ok((
-        StatusCode::CREATED,
-        Json(order_json(&order, &user, at, ctx)),
-    )
-        .into_response())
+    Ok((order, events))
+}
+
+/// Decode and decide a `POST /api/orders` body as the handler does, without the store
+/// (and without the `Idempotency-Key` replay, which needs it): the new order and its
+/// events, or the 4xx the handler would answer.
+///
+/// # Errors
+/// Not JSON → 400; wrong shape or types, bad fields, refused by the core → 4xx.
+pub fn decide_create(
+    body: &[u8],
+    user: &User,
+    ctx: &OrdersContext,
+    at: DateTime<FixedOffset>,
+    id: OrderId,
+) -> Result<(Order, Vec<Event>), ApiError> {
+    plan_create(parse_body(body)?, user, ctx, at, id)
 }
 
 // ---------------------------------------------------------------- list
@@ -666,7 +801,9 @@ struct ListQuery {
     sort: Option<String>,
 }
 
-fn parse_query<T: serde::de::DeserializeOwned + Default>(raw: Option<&str>) -> Result<T, ApiError> {
+pub(super) fn parse_query<T: serde::de::DeserializeOwned + Default>(
+    raw: Option<&str>,
+) -> Result<T, ApiError> {
     match raw {
         None | Some("") => Ok(T::default()),
         Some(q) => serde_urlencoded_like(q),
@@ -683,7 +820,7 @@ fn serde_urlencoded_like<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, A
         .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
 
-fn filter_enum<T: serde::de::DeserializeOwned + serde::Serialize>(
+pub(super) fn filter_enum<T: serde::de::DeserializeOwned + serde::Serialize>(
     value: Option<String>,
     field: &'static str,
 ) -> Result<Option<String>, ApiError> {
@@ -702,7 +839,10 @@ fn filter_enum<T: serde::de::DeserializeOwned + serde::Serialize>(
     }
 }
 
-fn filter_unit(value: Option<String>, field: &'static str) -> Result<Option<String>, ApiError> {
+pub(super) fn filter_unit(
+    value: Option<String>,
+    field: &'static str,
+) -> Result<Option<String>, ApiError> {
     match value.filter(|v| !v.is_empty()) {
         None => Ok(None),
         Some(v)
@@ -734,7 +874,7 @@ fn filter_bool(value: Option<String>, field: &'static str) -> Result<Option<bool
     }
 }
 
-fn filter_number(
+pub(super) fn filter_number(
     value: Option<String>,
     field: &'static str,
     default: i64,
@@ -753,13 +893,20 @@ fn filter_number(
     }
 }
 
-async fn list_orders(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-    RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
-    let q: ListQuery = parse_query(raw.as_deref())?;
-    let ctx = &state.orders;
+/// Decode the query of `GET /api/orders` into the store's filter as the handler does:
+/// every filter is checked against its type (enum values, unit ids, digits, numbers in
+/// range), so nothing else reaches the SQL. Returns the filter and the page number.
+///
+/// # Errors
+/// 400 `invalid_query` / `invalid_filter` naming the field; 403 for a phone search by a
+/// role that may not see callers' numbers.
+pub fn decode_list_query(
+    raw: Option<&str>,
+    user: &User,
+    ctx: &OrdersContext,
+    at: DateTime<FixedOffset>,
+) -> Result<(OrderFilter, i64), ApiError> {
+    let q: ListQuery = parse_query(raw)?;
     let phone = match q.phone.filter(|p| !p.is_empty()) {
         None => None,
         Some(p) if !valid_phone(&p) => {
@@ -787,7 +934,6 @@ async fn list_orders(
             .with_field("sort"));
         }
     };
-    let at = now();
     let state_filter = match filter_enum::<OrderState>(q.state, "state")? {
         None => None,
         Some(s) => parse_enum::<OrderState>(&s),
@@ -808,6 +954,18 @@ async fn list_orders(
         offset: (page - 1).saturating_mul(per_page),
         limit: per_page,
     };
+    Ok((filter, page))
+}
+
+async fn list_orders(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = &state.orders;
+    let at = now();
+    let (filter, page) = decode_list_query(raw.as_deref(), &user, ctx, at)?;
+    let per_page = filter.limit;
     let (orders, total) = state.store.list_orders(&filter).await?;
     let items: Vec<Value> = orders
         .iter()
@@ -905,40 +1063,47 @@ fn expected_version(
     Ok(from_body.or(from_header))
 }
 
-async fn order_command(
-    State(state): State<AppState>,
-    CurrentUser(user): CurrentUser,
-    Path((id, name)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
-    if !COMMANDS.contains(&name.as_str()) {
-        return Err(ApiError::new(
+/// 404 for a name that is not an order command.
+fn check_command_name(name: &str) -> Result<(), ApiError> {
+    if COMMANDS.contains(&name) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "unknown_command",
             format!("no command {name:?}; one of {COMMANDS:?}"),
-        ));
+        ))
     }
-    let body = body_bytes(body)?;
+}
+
+/// A command body: empty or a JSON object; its `version` (or `If-Match`) is taken out.
+fn command_object(
+    body: &[u8],
+    headers: &HeaderMap,
+) -> Result<(Map<String, Value>, Option<u64>), ApiError> {
     let mut object = if body.iter().all(u8::is_ascii_whitespace) {
         Map::new()
     } else {
-        match parse_body::<Value>(&body)? {
-            Value::Object(map) => map,
-            _ => {
-                return Err(ApiError::unprocessable(
-                    "invalid_body",
-                    "the body must be a JSON object",
-                ));
-            }
-        }
+        parse_body::<Map<String, Value>>(body)?
     };
-    let expected = expected_version(&headers, &mut object)?;
-    let order = visible_order(&state, &user, &id).await?;
+    let expected = expected_version(headers, &mut object)?;
+    Ok((object, expected))
+}
+
+/// The pure part of `POST /api/orders/{id}/{command}` once the order is loaded: the
+/// command's defaults, its decoding, the version check and the core's decision.
+fn plan_command(
+    order: &Order,
+    name: &str,
+    mut object: Map<String, Value>,
+    expected: Option<u64>,
+    user: &User,
+    ctx: &OrdersContext,
+    at: DateTime<FixedOffset>,
+) -> Result<(Order, Vec<Event>), ApiError> {
     if name == "remind" {
         // A manual 催办 presses the limit now running, at the colour it has reached.
-        let at = now();
-        if let Some((kind, window)) = running_deadline(&order) {
+        if let Some((kind, window)) = running_deadline(order) {
             object
                 .entry("deadline")
                 .or_insert_with(|| enum_value(&kind));
@@ -953,21 +1118,53 @@ async fn order_command(
             .entry("note")
             .or_insert_with(|| Value::String(String::new()));
     }
-    object.insert("command".into(), Value::String(name));
+    object.insert("command".into(), Value::String(name.to_owned()));
     let command: Command = serde_json::from_value(Value::Object(object))
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
     if expected.is_some_and(|v| v != order.version) {
         return Err(ApiError::version_conflict());
     }
+    Ok(apply(order, command, &user.actor(), at, &ctx.ctx())?)
+}
+
+/// Decode and decide a command body against `order` as the handler does, without the
+/// store: the next order and its events, or the 4xx the handler would answer.
+///
+/// # Errors
+/// Unknown command → 404; not JSON → 400; not an object, wrong fields or types, or
+/// refused by the core → 4xx.
+pub fn decide_command(
+    order: &Order,
+    name: &str,
+    body: &[u8],
+    user: &User,
+    ctx: &OrdersContext,
+    at: DateTime<FixedOffset>,
+) -> Result<(Order, Vec<Event>), ApiError> {
+    check_command_name(name)?;
+    let (object, expected) = command_object(body, &HeaderMap::new())?;
+    plan_command(order, name, object, expected, user, ctx, at)
+}
+
+async fn order_command(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    Path((id, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Json<Value>, ApiError> {
+    check_command_name(&name)?;
+    let body = body_bytes(body)?;
+    let (object, expected) = command_object(&body, &headers)?;
+    let order = visible_order(&state, &user, &id).await?;
     let ctx = &state.orders;
     let at = now();
-    let command_name = command.name();
-    let (next, events) = apply(&order, command, &user.actor(), at, &ctx.ctx())?;
+    let (next, events) = plan_command(&order, &name, object, expected, &user, ctx, at)?;
     state
         .store
         .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
         .await?;
-    tracing::info!(order = %next.id, user = %user.id, command = command_name, state = %next.state, "order command");
+    tracing::info!(order = %next.id, user = %user.id, command = %name, state = %next.state, "order command");
     Ok(Json(order_json(&next, &user, at, ctx)))
 }
 

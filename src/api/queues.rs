@@ -1,10 +1,14 @@
 //! Queues API: `GET /api/queues` (live snapshot per city), `GET /api/events` (SSE:
 //! `agent_state`, `call_offered` screen-pops, `queue`), and
-//! `POST /api/agents/{id}/sign_in|sign_out|pause|unpause` (`{"reason"}` for pause).
+//! `POST /api/agents/{id}/sign_in|sign_out|pause|unpause|end_wrap_up` (`{"reason"}`
+//! for pause).
 //!
-//! Everything needs an authenticated user. An agent may only change their own state;
-//! supervisors (督办岗) and province administrators may change any agent's. Without a
-//! `[queues]` section these routes answer 404 (the consoles degrade on it).
+//! Everything needs an authenticated user. An agent (the user whose `[[users]] agent`
+//! names it, or whose id is the agent's) may only change their own state; supervisors
+//! (督办岗) and province administrators may change any agent's. A screen-pop
+//! (`call_offered`) goes only to the offered agent's user and to supervisors and
+//! province administrators. Without a `[queues]` section these routes answer 404 (the
+//! consoles degrade on it).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -22,8 +26,7 @@ use super::AppState;
 use super::auth::CurrentUser;
 use super::error::ApiError;
 use crate::queue::{AgentId, AgentState, PauseReason, QueueInput};
-use crate::server::acd::AcdShell;
-use crate::ticket::model::Role;
+use crate::server::acd::{AcdShell, ConsoleEvent};
 
 /// The server's ACD, if configured (an axum extension set by the server).
 #[derive(Debug, Clone)]
@@ -45,6 +48,12 @@ struct AgentView {
     pause_reason: Option<String>,
     on_duty: bool,
     answered_today: u32,
+    /// The call of a ringing / on-call agent.
+    call_id: Option<String>,
+    /// When wrap-up ends (RFC 3339), in wrap-up.
+    wrap_up_until: Option<String>,
+    /// Milliseconds of wrap-up left (for consoles whose clock differs from ours).
+    wrap_up_left_ms: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -67,6 +76,7 @@ async fn list(
     ext: Option<Extension<AcdApi>>,
 ) -> Result<Json<Vec<QueueView>>, ApiError> {
     let acd = acd_of(ext)?;
+    let now = acd.now();
     let views = acd
         .snapshots()
         .into_iter()
@@ -84,6 +94,17 @@ async fn list(
                         AgentState::Paused { reason } => Some(reason.0.clone()),
                         _ => None,
                     },
+                    call_id: a.state.leg_call().map(|c| c.0.clone()),
+                    wrap_up_until: match &a.state {
+                        AgentState::WrapUp { until } => Some(until.to_rfc3339()),
+                        _ => None,
+                    },
+                    wrap_up_left_ms: match &a.state {
+                        AgentState::WrapUp { until } => {
+                            Some((*until - now).num_milliseconds().max(0))
+                        }
+                        _ => None,
+                    },
                     state: a.state.name().to_string(),
                     on_duty: a.on_duty,
                     answered_today: a.answered_today,
@@ -96,25 +117,39 @@ async fn list(
     Ok(Json(views))
 }
 
+/// Whether `user` receives `event` (screen-pops only for their agent or overseers).
+fn sees(user: &super::auth::User, event: &ConsoleEvent) -> bool {
+    match event {
+        ConsoleEvent::CallOffered { agent, .. } => user.is_agent(agent) || user.oversees_calls(),
+        _ => true,
+    }
+}
+
 async fn events(
-    CurrentUser(_user): CurrentUser,
+    CurrentUser(user): CurrentUser,
     ext: Option<Extension<AcdApi>>,
 ) -> Result<Response, ApiError> {
     let acd = acd_of(ext)?;
     let rx = acd.subscribe();
-    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
-        let sse = match rx.recv().await {
-            Ok(event) => Event::default()
-                .event(event.name())
-                .json_data(&event)
-                .unwrap_or_else(|_| Event::default().comment("unserializable")),
-            // A slow console missed events: it refreshes from GET /api/queues.
-            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                Event::default().event("lagged").data(n.to_string())
+    let user = Arc::new(user);
+    let stream = futures_util::stream::unfold((rx, user), |(mut rx, user)| async move {
+        let sse = loop {
+            match rx.recv().await {
+                Ok(event) if !sees(&user, &event) => {}
+                Ok(event) => {
+                    break Event::default()
+                        .event(event.name())
+                        .json_data(&event)
+                        .unwrap_or_else(|_| Event::default().comment("unserializable"));
+                }
+                // A slow console missed events: it refreshes from GET /api/queues.
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    break Event::default().event("lagged").data(n.to_string());
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
-            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
         };
-        Some((Ok::<Event, Infallible>(sse), rx))
+        Some((Ok::<Event, Infallible>(sse), (rx, user)))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -133,51 +168,62 @@ struct ChangeReply {
     state: String,
 }
 
-async fn change(
-    CurrentUser(user): CurrentUser,
-    ext: Option<Extension<AcdApi>>,
-    Path((id, action)): Path<(String, String)>,
-    body: axum::body::Bytes,
-) -> Result<Response, ApiError> {
+/// Decode `POST /api/agents/{id}/{action}` as the handler does once the agent may act:
+/// the body (optional, `{"reason"}`) and the action, into the ACD input.
+///
+/// # Errors
+/// Not JSON or wrong fields → 400 `bad_json`; unknown action → 404.
+pub fn decode_agent_change(agent: &str, action: &str, body: &[u8]) -> Result<QueueInput, ApiError> {
+    change_input(AgentId::new(agent.to_owned()), action, change_body(body)?)
+}
+
+fn change_body(body: &[u8]) -> Result<ChangeBody, ApiError> {
     // The body is optional (`{"reason"}` for a pause): empty means no reason.
-    let body: ChangeBody = if body.iter().all(u8::is_ascii_whitespace) {
-        ChangeBody::default()
+    if body.iter().all(u8::is_ascii_whitespace) {
+        Ok(ChangeBody::default())
     } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_request("bad_json", e.to_string()))?
-    };
-    let acd = acd_of(ext)?;
-    let agent = AgentId::new(id);
-    if !acd.knows_agent(agent.as_str()) {
-        return Err(ApiError::not_found("agent"));
+        serde_json::from_slice(body).map_err(|e| ApiError::bad_request("bad_json", e.to_string()))
     }
-    let allowed = user.id == agent.0 || user.has(Role::Supervisor) || user.has(Role::ProvinceAdmin);
-    if !allowed {
-        return Err(ApiError::forbidden(
-            "an agent may only change their own state",
-        ));
-    }
+}
+
+fn change_input(agent: AgentId, action: &str, body: ChangeBody) -> Result<QueueInput, ApiError> {
     let reason = body.reason.unwrap_or_default();
-    let input = match action.as_str() {
-        "sign_in" => QueueInput::SignIn {
-            agent: agent.clone(),
-        },
-        "sign_out" => QueueInput::SignOut {
-            agent: agent.clone(),
-        },
+    Ok(match action {
+        "sign_in" => QueueInput::SignIn { agent },
+        "sign_out" => QueueInput::SignOut { agent },
         "pause" => QueueInput::Pause {
-            agent: agent.clone(),
+            agent,
             reason: PauseReason::new(if reason.trim().is_empty() {
                 "break".to_string()
             } else {
                 reason.chars().take(100).collect()
             }),
         },
-        "unpause" => QueueInput::Unpause {
-            agent: agent.clone(),
-        },
+        "unpause" => QueueInput::Unpause { agent },
+        "end_wrap_up" => QueueInput::EndWrapUp { agent },
         _ => return Err(ApiError::not_found("action")),
-    };
+    })
+}
+
+async fn change(
+    CurrentUser(user): CurrentUser,
+    ext: Option<Extension<AcdApi>>,
+    Path((id, action)): Path<(String, String)>,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+) -> Result<Response, ApiError> {
+    let body = change_body(&super::orders::body_bytes(body)?)?;
+    let acd = acd_of(ext)?;
+    let agent = AgentId::new(id);
+    if !acd.knows_agent(agent.as_str()) {
+        return Err(ApiError::not_found("agent"));
+    }
+    let allowed = user.is_agent(agent.as_str()) || user.oversees_calls();
+    if !allowed {
+        return Err(ApiError::forbidden(
+            "an agent may only change their own state",
+        ));
+    }
+    let input = change_input(agent.clone(), &action, body)?;
     acd.input(input)
         .map_err(|e| ApiError::unprocessable("acd_refused", e.to_string()))?;
     let state = acd
@@ -191,4 +237,49 @@ async fn change(
         }),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::{Role as ConfigRole, UserConfig};
+
+    fn user(id: &str, role: ConfigRole, agent: Option<&str>) -> super::super::auth::User {
+        let auth = super::super::auth::Auth::from_config(&[UserConfig {
+            id: id.into(),
+            name: id.into(),
+            password: Some("x".into()),
+            password_hash: None,
+            roles: vec![role],
+            unit: "jinan".into(),
+            api_token: None,
+            agent: agent.map(str::to_owned),
+        }]);
+        auth.user(id).cloned().expect("user")
+    }
+
+    #[test]
+    fn screen_pops_reach_only_the_offered_agent_and_overseers() {
+        let pop = ConsoleEvent::CallOffered {
+            call_id: "c1".into(),
+            agent: "1001".into(),
+            caller_masked: "138****5678".into(),
+            city: Some("jinan".into()),
+            category: "complaint".into(),
+            urgency: "normal".into(),
+            draft_order_id: None,
+            previous_orders: vec![],
+        };
+        assert!(sees(&user("zhang", ConfigRole::Agent, Some("1001")), &pop));
+        assert!(sees(&user("1001", ConfigRole::Agent, None), &pop));
+        assert!(!sees(&user("li", ConfigRole::Agent, Some("1002")), &pop));
+        assert!(!sees(&user("1001x", ConfigRole::Dispatcher, None), &pop));
+        assert!(sees(&user("zhou", ConfigRole::Supervisor, None), &pop));
+        let queue = ConsoleEvent::Queue {
+            city: None,
+            call_id: None,
+            event: "x".into(),
+        };
+        assert!(sees(&user("li", ConfigRole::Agent, Some("1002")), &queue));
+    }
 }

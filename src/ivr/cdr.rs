@@ -22,6 +22,11 @@ pub enum CallPath {
     DutyList,
     /// Left a voice message.
     VoiceMessage,
+    /// Pressed the callback key in the queue and hung up, keeping the place
+    /// (`CALL-CALLBACK`): not an abandoned call.
+    CallbackRequested,
+    /// Transferred live by the agent to a unit's outside number (`CALL-TRANSFER`).
+    TransferredToUnit,
     /// The caller hung up before reaching an agent or leaving a message.
     Abandoned,
 }
@@ -59,6 +64,69 @@ pub struct CallTransfer {
     pub to: String,
     /// How.
     pub kind: TransferKind,
+}
+
+/// Why the server itself closed a record rather than a hang-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SystemEnd {
+    /// SIGTERM: the call was still up when the drain timeout ran out (BYE with a Reason).
+    Shutdown,
+    /// Found still open at start-up after a clean stop (its end was never recorded).
+    ServerRestart,
+    /// Found still open at start-up after the process died (kill -9, power loss).
+    Crash,
+}
+
+impl SystemEnd {
+    /// The name as stored and shown (`shutdown`, `server-restart`, `crash`).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::ServerRestart => "server-restart",
+            Self::Crash => "crash",
+        }
+    }
+}
+
+/// Where an agent's leg was when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentStage {
+    /// The agent's phone was ringing.
+    Ringing,
+    /// The agent was talking to the caller.
+    OnCall,
+}
+
+/// Why an agent's leg failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentFailureCause {
+    /// The offer was withdrawn unanswered (ring timeout, the phone's registration
+    /// lapsed, the call moved on).
+    NotAnswered,
+    /// The phone did not respond at all (not even ringing) before the ring timeout: it
+    /// is gone, and was taken offline.
+    NoResponse,
+    /// The leg failed: a final error response, or no response at all.
+    LegFailed,
+    /// The bridged agent's audio stopped (the phone vanished): the caller was re-queued.
+    MediaTimeout,
+}
+
+/// An agent who was offered the call and did not serve it to the end.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentFailure {
+    /// The agent (id).
+    pub agent: String,
+    /// When the failure was seen.
+    pub at: DateTime<FixedOffset>,
+    pub stage: AgentStage,
+    pub cause: AgentFailureCause,
+    /// The SIP status that ended the leg, when there was one.
+    pub status: Option<u16>,
 }
 
 /// The record of one call.
@@ -104,9 +172,26 @@ pub struct CallDetailRecord {
     /// `agent:` target, else `agent`).
     #[serde(default)]
     pub transfers: Vec<CallTransfer>,
+    /// Set when the server closed the record itself (shutdown, restart, crash).
+    #[serde(default)]
+    pub end_reason: Option<SystemEnd>,
+    /// Agents offered the call who did not answer, or vanished while talking (the
+    /// caller was then re-queued), in order.
+    #[serde(default)]
+    pub agent_failures: Vec<AgentFailure>,
 }
 
 impl CallDetailRecord {
+    /// Close a record found open at start-up (the process stopped while the call was
+    /// up): it ended at `last_known` (never before it arrived), by the system, for
+    /// `reason`.
+    pub fn close_after_stop(&mut self, last_known: DateTime<FixedOffset>, reason: SystemEnd) {
+        let end = self.end.unwrap_or(last_known).max(self.arrival);
+        self.end = Some(end);
+        self.hung_up_first.get_or_insert(HangupParty::System);
+        self.end_reason.get_or_insert(reason);
+    }
+
     /// Time from queue entry to agent answer (or to the end when nobody answered).
     #[must_use]
     pub fn queue_wait(&self) -> Option<chrono::TimeDelta> {
@@ -158,6 +243,8 @@ impl CdrBuilder {
                 work_order: None,
                 survey: None,
                 transfers: Vec::new(),
+                end_reason: None,
+                agent_failures: Vec::new(),
             },
         }
     }
@@ -247,6 +334,18 @@ impl CdrBuilder {
         self
     }
 
+    /// The caller asked to be called back from the queue.
+    pub fn callback_requested(&mut self) -> &mut Self {
+        self.push_path(CallPath::CallbackRequested);
+        self
+    }
+
+    /// The agent transferred the caller to a unit's outside number.
+    pub fn transferred_to_unit(&mut self) -> &mut Self {
+        self.push_path(CallPath::TransferredToUnit);
+        self
+    }
+
     /// A voice message was left (recording path).
     pub fn voice_message(&mut self, path: impl Into<String>) -> &mut Self {
         self.push_path(CallPath::VoiceMessage);
@@ -260,6 +359,37 @@ impl CdrBuilder {
             self.record.end = Some(at);
         }
         self
+    }
+
+    /// An agent's leg failed. A bridged agent who vanished is no longer "the agent" of
+    /// the call: the caller goes back to the queue and the next one to answer is.
+    pub fn agent_failed(
+        &mut self,
+        at: DateTime<FixedOffset>,
+        agent: impl Into<String>,
+        stage: AgentStage,
+        cause: AgentFailureCause,
+        status: Option<u16>,
+    ) -> &mut Self {
+        let agent = agent.into();
+        if stage == AgentStage::OnCall && self.record.agent.as_deref() == Some(agent.as_str()) {
+            self.record.agent = None;
+            self.record.agent_answer = None;
+        }
+        self.record.agent_failures.push(AgentFailure {
+            agent,
+            at,
+            stage,
+            cause,
+            status,
+        });
+        self
+    }
+
+    /// The server ended the call itself for `reason` (a shutdown's drain timeout).
+    pub fn system_end(&mut self, at: DateTime<FixedOffset>, reason: SystemEnd) -> &mut Self {
+        self.record.end_reason.get_or_insert(reason);
+        self.hung_up(at, HangupParty::System)
     }
 
     /// The work order opened for the call.
@@ -290,7 +420,8 @@ impl CdrBuilder {
         }
         let abandoned = self.record.hung_up_first == Some(HangupParty::Caller)
             && self.record.agent_answer.is_none()
-            && !self.record.path.contains(&CallPath::VoiceMessage);
+            && !self.record.path.contains(&CallPath::VoiceMessage)
+            && !self.record.path.contains(&CallPath::CallbackRequested);
         if abandoned {
             self.push_path(CallPath::Abandoned);
         }
@@ -356,6 +487,19 @@ mod tests {
     }
 
     #[test]
+    fn a_caller_who_asked_for_a_callback_did_not_abandon() {
+        let mut b = builder();
+        b.queued(at("2026-02-14T10:00:30+08:00"))
+            .callback_requested()
+            .hung_up(at("2026-02-14T10:01:00+08:00"), HangupParty::Caller);
+        let cdr = b.finish(at("2026-02-14T10:01:00+08:00"));
+        assert_eq!(
+            cdr.path,
+            vec![CallPath::Ivr, CallPath::Queue, CallPath::CallbackRequested]
+        );
+    }
+
+    #[test]
     fn after_hours_voice_message_is_not_abandoned() {
         let mut b = builder();
         b.after_hours()
@@ -378,6 +522,72 @@ mod tests {
         let cdr = builder().finish(at("2026-02-14T10:05:00+08:00"));
         assert_eq!(cdr.hung_up_first, Some(HangupParty::System));
         assert!(!cdr.path.contains(&CallPath::Abandoned));
+    }
+
+    #[test]
+    fn a_record_left_open_by_a_crash_is_closed_by_the_system_with_the_reason() {
+        let mut open = builder().record().clone();
+        assert_eq!(open.end, None);
+        open.close_after_stop(at("2026-02-14T10:03:00+08:00"), SystemEnd::Crash);
+        assert_eq!(open.end, Some(at("2026-02-14T10:03:00+08:00")));
+        assert_eq!(open.hung_up_first, Some(HangupParty::System));
+        assert_eq!(open.end_reason, Some(SystemEnd::Crash));
+        let json = serde_json::to_value(&open).unwrap_or_default();
+        assert_eq!(json["end_reason"], "crash");
+        // A last-known time before the arrival (clock skew) never ends a call early.
+        let mut skewed = builder().record().clone();
+        skewed.close_after_stop(at("2026-02-14T09:00:00+08:00"), SystemEnd::ServerRestart);
+        assert_eq!(skewed.end, Some(skewed.arrival));
+        assert_eq!(SystemEnd::ServerRestart.as_str(), "server-restart");
+    }
+
+    #[test]
+    fn a_vanished_agent_is_listed_and_the_next_one_serves_the_call() {
+        let mut b = builder();
+        b.queued(at("2026-02-14T10:00:30+08:00"))
+            .agent_failed(
+                at("2026-02-14T10:00:40+08:00"),
+                "1001",
+                AgentStage::Ringing,
+                AgentFailureCause::NotAnswered,
+                None,
+            )
+            .agent_answered(at("2026-02-14T10:00:45+08:00"), "1002")
+            .agent_failed(
+                at("2026-02-14T10:01:00+08:00"),
+                "1002",
+                AgentStage::OnCall,
+                AgentFailureCause::MediaTimeout,
+                None,
+            )
+            .agent_answered(at("2026-02-14T10:01:10+08:00"), "1003")
+            .hung_up(at("2026-02-14T10:02:10+08:00"), HangupParty::Agent);
+        let cdr = b.finish(at("2026-02-14T10:02:10+08:00"));
+        assert_eq!(cdr.agent.as_deref(), Some("1003"));
+        assert_eq!(cdr.talk_time(), Some(chrono::TimeDelta::seconds(60)));
+        let lost: Vec<(&str, AgentStage)> = cdr
+            .agent_failures
+            .iter()
+            .map(|f| (f.agent.as_str(), f.stage))
+            .collect();
+        assert_eq!(
+            lost,
+            [("1001", AgentStage::Ringing), ("1002", AgentStage::OnCall)]
+        );
+        let json = serde_json::to_value(&cdr).unwrap_or_default();
+        assert_eq!(json["agent_failures"][1]["cause"], "media_timeout");
+    }
+
+    #[test]
+    fn records_stored_before_these_fields_still_load() {
+        let mut json = serde_json::to_value(builder().finish(at("2026-02-14T10:05:00+08:00")))
+            .unwrap_or_default();
+        if let Some(map) = json.as_object_mut() {
+            map.remove("end_reason");
+            map.remove("agent_failures");
+        }
+        let back: Result<CallDetailRecord, _> = serde_json::from_value(json);
+        assert!(back.is_ok_and(|r| r.end_reason.is_none() && r.agent_failures.is_empty()));
     }
 
     #[test]

@@ -404,7 +404,14 @@ pub fn callback_due(calendar: &Calendar, received_at: DateTime<FixedOffset>) -> 
 }
 
 /// Prompts the queue plays (position announcements), shipped with the IVR prompts.
-pub const QUEUE_PROMPT_IDS: [&str; 2] = ["queue_ahead", "queue_callers"];
+pub const QUEUE_PROMPT_IDS: [&str; 6] = [
+    "queue_ahead",
+    "queue_callers",
+    "callback_offer",
+    "key_star",
+    "key_pound",
+    "callback_registered",
+];
 
 impl IvrConfig {
     /// Every prompt file this configuration (and the spoken numbers, hours and queue

@@ -680,7 +680,9 @@ impl SourceState {
         let delta = seq.wrapping_sub(self.max_seq);
         if delta < MAX_DROPOUT {
             if seq < self.max_seq {
-                self.cycles += SEQ_MOD;
+                // Modulo 2^32 like the extended sequence number itself: a peer can wrap
+                // the 16-bit sequence 65536 times in a few seconds.
+                self.cycles = self.cycles.wrapping_add(SEQ_MOD);
             }
             self.max_seq = seq;
         } else if delta <= u16::MAX - MAX_MISORDER {
@@ -842,10 +844,7 @@ impl RtpSession {
             let transit = arrival.wrapping_sub(packet.timestamp);
             if let Some(last) = state.last_transit {
                 let d = (transit.wrapping_sub(last) as i32).unsigned_abs();
-                state.jitter_scaled = state
-                    .jitter_scaled
-                    .wrapping_add(d)
-                    .wrapping_sub((state.jitter_scaled + 8) >> 4);
+                state.jitter_scaled = next_jitter(state.jitter_scaled, d);
             }
             state.last_transit = Some(transit);
         }
@@ -1025,6 +1024,15 @@ impl RtpSession {
             delay_since_last_sr,
         })
     }
+}
+
+/// One step of RFC 3550 A.8 on the jitter scaled by 16: `J += |D| - (J + 8) / 16`.
+/// Computed wide and saturated: with |D| up to 2^31 (hostile timestamps) the steady
+/// state 16·|D| exceeds 32 bits, and the reference code's wrap-around would report a
+/// small jitter (or overflow `J + 8` in a checked build).
+fn next_jitter(scaled: u32, d: u32) -> u32 {
+    let next = (u64::from(scaled) + u64::from(d)).saturating_sub((u64::from(scaled) + 8) >> 4);
+    u32::try_from(next).unwrap_or(u32::MAX)
 }
 
 fn rtp_units(elapsed: Duration, clock_rate: u32) -> i64 {
@@ -1404,6 +1412,47 @@ mod tests {
             );
         }
         assert_eq!(s.stats().jitter, 0);
+    }
+
+    /// Hostile timestamps alternating by 2^31 drive |D| to its maximum: the jitter
+    /// saturates instead of wrapping back to a small value, and `J + 8` cannot overflow.
+    #[test]
+    fn jitter_saturates_under_hostile_timestamps() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        let mut highest = 0;
+        for i in 0..400u32 {
+            let ts = if i % 2 == 0 { 0 } else { 0x8000_0000 };
+            feed(
+                &mut s,
+                t0 + Duration::from_millis(20 * u64::from(i)),
+                "1.1.1.1:1",
+                i as u16,
+                ts,
+            );
+            let jitter = s.stats().jitter;
+            assert!(
+                jitter >= highest,
+                "jitter fell from {highest} to {jitter} at {i}"
+            );
+            highest = jitter;
+        }
+        assert_eq!(highest, u32::MAX >> 4);
+        assert_eq!(next_jitter(u32::MAX - 3, 0), u32::MAX - 3 - (1 << 28));
+        assert_eq!(next_jitter(u32::MAX, u32::MAX), u32::MAX);
+        assert_eq!(next_jitter(0, 80), 80);
+    }
+
+    /// 65536 sequence wraps (22 packets each at the largest in-order step) are a few
+    /// seconds of a hostile stream: the cycle count wraps like the extended sequence
+    /// number instead of overflowing.
+    #[test]
+    fn sequence_cycle_count_wraps_modulo_2_32() {
+        let mut state = SourceState::start(1, 65_000);
+        state.cycles = u32::MAX - SEQ_MOD + 1;
+        assert!(state.update_sequence(10));
+        assert_eq!(state.cycles, 0);
+        assert_eq!(state.extended_max(), 10);
     }
 
     #[test]

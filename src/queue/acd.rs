@@ -432,6 +432,24 @@ impl Acd {
         self.calls.get(call).map(|c| &c.queue)
     }
 
+    /// The configuration of `city`'s queue.
+    #[must_use]
+    pub fn queue_config(&self, city: &CityId) -> Option<&QueueConfig> {
+        self.queues.get(city).map(|q| &q.config)
+    }
+
+    /// The callback key of the queue `call` waits in, while its caller is listening
+    /// to the queue (waiting or ringing an agent); `None` otherwise or when the queue
+    /// has no callback key.
+    #[must_use]
+    pub fn callback_key(&self, call: &CallId) -> Option<char> {
+        let c = self.calls.get(call)?;
+        if !c.phase.caller_listening() {
+            return None;
+        }
+        self.queues.get(&c.queue)?.config.callback_digit
+    }
+
     /// Number of calls the ACD holds (waiting, ringing, bridged, callbacks).
     #[must_use]
     pub fn call_count(&self) -> usize {
@@ -590,6 +608,8 @@ impl Acd {
             QueueInput::SignOut { agent } => self.sign_out(now, &agent),
             QueueInput::Pause { agent, reason } => self.pause(now, &agent, reason),
             QueueInput::Unpause { agent } => self.unpause(now, &agent),
+            QueueInput::AgentLost { call, agent } => self.agent_lost(now, &call, &agent),
+            QueueInput::EndWrapUp { agent } => self.end_wrap_up(now, &agent),
             QueueInput::RegistrationLost { agent } => self.registration_lost(now, &agent),
             QueueInput::Registered { agent } => self.registered(now, &agent),
             QueueInput::LiveLegs(legs) => {
@@ -1284,16 +1304,38 @@ impl Acd {
         Ok(())
     }
 
+    fn end_wrap_up(&mut self, now: Time, agent_id: &AgentId) -> Result<(), QueueError> {
+        let agent = self.agent_mut(agent_id)?;
+        if !matches!(agent.activity, Activity::WrapUp { .. }) {
+            return Ok(());
+        }
+        agent.activity = Activity::Idle;
+        self.refresh(now, agent_id, TransitionReason::WrapUpEnded);
+        Ok(())
+    }
+
     fn registration_lost(&mut self, now: Time, agent_id: &AgentId) -> Result<(), QueueError> {
+        self.go_offline(now, agent_id, TransitionReason::RegistrationLost)
+    }
+
+    /// The agent's phone is gone (registration lost, or the phone vanished): offline
+    /// (离线) until it registers again.
+    fn go_offline(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        reason: TransitionReason,
+    ) -> Result<(), QueueError> {
         let agent = self.agent_mut(agent_id)?;
         if !agent.registered {
+            self.refresh(now, agent_id, reason);
             return Ok(());
         }
         let signed_in = agent.signed_in;
         let city = agent.config.city.clone();
         // A ringing offer cannot succeed without a contact: withdraw it now rather than
         // wait for the leg to fail.
-        self.withdraw_offer(now, agent_id, TransitionReason::RegistrationLost);
+        self.withdraw_offer(now, agent_id, reason.clone());
         if let Some(agent) = self.agents.get_mut(agent_id) {
             agent.registered = false;
         }
@@ -1307,8 +1349,66 @@ impl Acd {
             }
             self.log(now, &city, None, Some(agent_id), QueueLogEvent::Offline);
         }
-        self.refresh(now, agent_id, TransitionReason::RegistrationLost);
+        self.refresh(now, agent_id, reason);
         Ok(())
+    }
+
+    /// The agent's phone vanished on `call_id`: a ringing offer fails (unreachable), a
+    /// bridged caller goes back to its queue at its place (the seq it arrived with), and
+    /// the agent is offline until its phone registers again.
+    fn agent_lost(
+        &mut self,
+        now: Time,
+        call_id: &CallId,
+        agent_id: &AgentId,
+    ) -> Result<(), QueueError> {
+        let activity = self.agent_mut(agent_id)?.activity.clone();
+        match activity {
+            Activity::Ringing { call, .. } if call == *call_id => {
+                self.offer_failed(now, agent_id, Some(LegFailure::Unreachable));
+            }
+            Activity::OnCall { call } if call == *call_id => {
+                if let Some(a) = self.agents.get_mut(agent_id) {
+                    a.activity = Activity::Idle;
+                }
+                let bridged = self.calls.get(call_id).and_then(|c| match &c.phase {
+                    Phase::Bridged { agent, answered_at } if agent == agent_id => {
+                        Some((c.clone(), *answered_at))
+                    }
+                    _ => None,
+                });
+                if let Some((call, answered_at)) = bridged {
+                    self.log(
+                        now,
+                        &call.queue,
+                        Some(call_id),
+                        Some(agent_id),
+                        QueueLogEvent::AgentLost {
+                            wait_ms: millis(call.arrived_at, answered_at),
+                            talk_ms: millis(answered_at, now),
+                        },
+                    );
+                    self.move_to_queue(now, call_id, &call.queue);
+                    self.emit(QueueAction::PlayHoldMusic {
+                        call: call_id.clone(),
+                    });
+                    let position = self.position(call_id).unwrap_or(1);
+                    self.log(
+                        now,
+                        &call.queue,
+                        Some(call_id),
+                        None,
+                        QueueLogEvent::Enter {
+                            category: call.category,
+                            urgency: call.urgency,
+                            position,
+                        },
+                    );
+                }
+            }
+            _ => {}
+        }
+        self.go_offline(now, agent_id, TransitionReason::AgentLost)
     }
 
     fn registered(&mut self, now: Time, agent_id: &AgentId) -> Result<(), QueueError> {

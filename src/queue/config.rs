@@ -24,9 +24,10 @@
 //! overflow_when_no_agents = true        # move at once when nobody is signed in here
 //! overflow_to = "zibo"                  # partner city; default: the province center
 //! max_wait_secs = 600                   # then the voice-message flow
-//! callback_digit = "1"                  # callback-in-queue key; absent = off
+//! callback_digit = "1"                  # callback-in-queue key (0-9, * or #); absent = off
 //! callback_max_attempts = 3
 //! callback_retry_delay_secs = 300
+//! callback_ring_secs = 30               # ring the caller this long per attempt
 //! callback_max_wait_secs = 7200         # then a work order to call back by hand
 //! resume_abandoned_secs = 60            # caller cut off and calling back within this keeps the place
 //! widen_when_no_match = true            # skip a tier at once when none of its agents is signed in
@@ -207,6 +208,10 @@ pub struct QueueConfig {
     /// Wait between callback attempts.
     #[serde(default = "secs::<300>")]
     pub callback_retry_delay_secs: u64,
+    /// How long the caller's phone rings on a callback attempt before it counts as not
+    /// answered.
+    #[serde(default = "secs::<30>")]
+    pub callback_ring_secs: u64,
     /// A callback not placed within this long is handed to a work order.
     #[serde(default = "secs::<7200>")]
     pub callback_max_wait_secs: u64,
@@ -246,6 +251,7 @@ impl QueueConfig {
             callback_digit: default_callback_digit(),
             callback_max_attempts: default_callback_attempts(),
             callback_retry_delay_secs: 300,
+            callback_ring_secs: 30,
             callback_max_wait_secs: 7200,
             resume_abandoned_secs: 60,
             widen_when_no_match: true,
@@ -383,6 +389,9 @@ pub enum QueueConfigError {
     /// Tier rules must be sorted by `after_secs`.
     #[error("queue {0}: tier_rules must be in increasing after_secs")]
     TierRulesUnsorted(CityId),
+    /// A callback key no phone can send (RFC 4733 events 0-9, * and #).
+    #[error("queue {0}: callback_digit {1:?} must be one of 0-9, * or #")]
+    BadCallbackKey(CityId, char),
 }
 
 impl QueuesConfig {
@@ -408,6 +417,11 @@ impl QueuesConfig {
             }
             if queue.ring_timeout_secs == 0 {
                 return Err(QueueConfigError::ZeroRingTimeout(queue.city.clone()));
+            }
+            if let Some(key) = queue.callback_digit
+                && !(key.is_ascii_digit() || key == '*' || key == '#')
+            {
+                return Err(QueueConfigError::BadCallbackKey(queue.city.clone(), key));
             }
             if queue
                 .tier_rules
@@ -516,6 +530,24 @@ mod tests {
             "province_center = \"p\"\n[[queue]]\ncity = \"p\"\nring_timeout = 5\n",
         );
         assert!(matches!(result, Err(QueueConfigLoadError::Toml(_))));
+    }
+
+    #[test]
+    fn callback_keys_are_phone_keys() {
+        let with = |key: &str| {
+            QueuesConfig::from_toml_str(&format!(
+                "province_center = \"p\"\n[[queue]]\ncity = \"p\"\ncallback_digit = \"{key}\"\n"
+            ))
+        };
+        for key in ["*", "#", "0", "9"] {
+            assert!(with(key).is_ok(), "{key}");
+        }
+        assert!(matches!(
+            with("x"),
+            Err(QueueConfigLoadError::Invalid(
+                QueueConfigError::BadCallbackKey(_, 'x')
+            ))
+        ));
     }
 
     #[test]

@@ -100,8 +100,8 @@ pub use stats::{
 };
 pub use types::{
     AgentId, AgentState, CallbackGiveUp, CallbackResult, LegFailure, Party, PauseReason,
-    QueueAction, QueueError, QueueInput, ReleaseReason, Time, TransferTarget, TransitionReason,
-    VoiceMessageReason,
+    QueueAction, QueueError, QueueInput, ReleaseReason, Time, TransferTarget, TransferTargetError,
+    TransitionReason, VoiceMessageReason,
 };
 
 use crate::ivr::prompt::{PromptRef, queue_position};
@@ -111,6 +111,19 @@ use crate::ivr::prompt::{PromptRef, queue_position};
 #[must_use]
 pub fn position_prompts(position: u32) -> Vec<PromptRef> {
     queue_position(position.saturating_sub(1))
+}
+
+/// The play list offering the callback: "如需挂机等候回电，请按" + the key ("星号键",
+/// "井号键" or the digit). Empty for a key no phone has.
+#[must_use]
+pub fn callback_offer_prompts(key: char) -> Vec<PromptRef> {
+    let key = match key {
+        '*' => PromptRef::prompt("key_star"),
+        '#' => PromptRef::prompt("key_pound"),
+        d if d.is_ascii_digit() => PromptRef::prompt(format!("digit_{d}").as_str()),
+        _ => return Vec::new(),
+    };
+    vec![PromptRef::prompt("callback_offer"), key]
 }
 
 /// Feature code: sign in (签到).

@@ -43,6 +43,7 @@ enum Op {
     SignOut(usize),
     Pause(usize),
     Unpause(usize),
+    EndWrapUp(usize),
     RegistrationLost(usize),
     Registered(usize),
     Advance(i64),
@@ -56,6 +57,8 @@ enum Op {
     ConsultEnd(usize),
     /// Attended transfer of the first agent's call to the second (consulted or idle).
     AttendedTransfer(usize, usize),
+    /// The agent's phone vanishes (leg silent or unanswered): reported as lost.
+    AgentVanishes(usize),
 }
 
 fn leg_failure() -> impl Strategy<Value = LegFailure> {
@@ -92,6 +95,7 @@ fn op() -> impl Strategy<Value = Op> {
         1 => a.clone().prop_map(Op::SignOut),
         1 => a.clone().prop_map(Op::Pause),
         1 => a.clone().prop_map(Op::Unpause),
+        1 => a.clone().prop_map(Op::EndWrapUp),
         1 => a.clone().prop_map(Op::RegistrationLost),
         2 => a.clone().prop_map(Op::Registered),
         3 => (0i64..40_000).prop_map(Op::Advance),
@@ -99,7 +103,8 @@ fn op() -> impl Strategy<Value = Op> {
         1 => Just(Op::Reconcile),
         2 => a.clone().prop_map(Op::Consult),
         1 => a.clone().prop_map(Op::ConsultEnd),
-        2 => (a.clone(), a).prop_map(|(f, t)| Op::AttendedTransfer(f, t)),
+        2 => (a.clone(), a.clone()).prop_map(|(f, t)| Op::AttendedTransfer(f, t)),
+        1 => a.clone().prop_map(Op::AgentVanishes),
     ]
 }
 
@@ -358,6 +363,11 @@ impl Shell {
                     agent: agent(&format!("a{a}")),
                 })?;
             }
+            Op::EndWrapUp(a) => {
+                self.send(QueueInput::EndWrapUp {
+                    agent: agent(&format!("a{a}")),
+                })?;
+            }
             Op::RegistrationLost(a) => {
                 self.send(QueueInput::RegistrationLost {
                     agent: agent(&format!("a{a}")),
@@ -371,6 +381,24 @@ impl Shell {
             Op::Advance(ms) => {
                 let out = self.sim.advance(*ms);
                 self.process(out)?;
+            }
+            Op::AgentVanishes(a) => {
+                let a = agent(&format!("a{a}"));
+                if let Some(((c, _), leg)) = self.leg_of(&a)
+                    && !leg.callback
+                {
+                    self.legs.remove(&(c.clone(), a.clone()));
+                    self.send(QueueInput::AgentLost {
+                        call: c,
+                        agent: a.clone(),
+                    })?;
+                    // Never left ringing or on a call: offline until it registers again.
+                    let state = self.sim.acd.agent_state(&a).cloned();
+                    prop_assert!(
+                        matches!(state, Some(AgentState::Offline | AgentState::LoggedOut)),
+                        "{a} is {state:?} after vanishing"
+                    );
+                }
             }
             Op::CallerHangupOf(a) => {
                 let a = agent(&format!("a{a}"));

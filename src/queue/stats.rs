@@ -79,6 +79,13 @@ pub enum QueueLogEvent {
         /// Talk time.
         talk_ms: i64,
     },
+    /// The bridged agent's phone vanished: the call went back to the queue.
+    AgentLost {
+        /// Wait before the (lost) answer.
+        wait_ms: i64,
+        /// Talk time until the agent was lost.
+        talk_ms: i64,
+    },
     /// Moved to another queue.
     Overflow {
         /// Target queue.

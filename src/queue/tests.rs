@@ -470,6 +470,23 @@ fn wrap_up_lasts_exactly_its_length_and_the_agent_override_wins() {
 }
 
 #[test]
+fn ending_wrap_up_early_offers_the_waiting_call_at_once() {
+    let mut sim = Sim::new(config(Strategy::LongestIdle, 1));
+    sim.ready("a0");
+    sim.arrive("c1");
+    sim.answer_and_end("c1", "a0");
+    assert!(matches!(sim.state("a0"), AgentState::WrapUp { .. }));
+    assert!(rings(&sim.arrive("c2")).is_empty(), "still in wrap-up");
+    let out = sim.input(QueueInput::EndWrapUp { agent: agent("a0") });
+    assert_eq!(rings(&out), [("c2".to_owned(), "a0".to_owned())]);
+    assert!(matches!(sim.state("a0"), AgentState::Ringing { .. }));
+    // Outside wrap-up it changes nothing.
+    let out = sim.input(QueueInput::EndWrapUp { agent: agent("a0") });
+    assert!(rings(&out).is_empty());
+    assert!(matches!(sim.state("a0"), AgentState::Ringing { .. }));
+}
+
+#[test]
 fn ring_timeout_moves_on_and_max_no_answer_pauses_the_agent() {
     let mut cfg = config(Strategy::LongestIdle, 1);
     if let Some(q) = cfg.queues.first_mut() {
@@ -978,6 +995,92 @@ fn registration_lost_while_ringing_withdraws_the_offer() {
         }));
     assert_eq!(sim.state("a0"), AgentState::Offline);
     assert_eq!(rung_agent(&out), "a1");
+}
+
+#[test]
+fn an_agent_lost_mid_call_goes_offline_and_the_caller_is_requeued_ahead() {
+    let mut cfg = config(Strategy::Linear, 2);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.wrap_up_secs = 0;
+    }
+    let mut sim = Sim::new(cfg);
+    sim.ready("a0");
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a0");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    sim.advance(1000);
+    // A later caller waits (nobody free).
+    assert!(rings(&sim.arrive("c2")).is_empty());
+    sim.advance(1000);
+    // a1 signs in and takes c2.
+    sim.ready("a1");
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c2"),
+        agent: agent("a1"),
+    });
+    sim.advance(1000);
+    // a0's phone vanishes mid-call.
+    let out = sim.input(QueueInput::AgentLost {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    assert_eq!(sim.state("a0"), AgentState::Offline);
+    assert!(has(&out, |a| *a
+        == QueueAction::PlayHoldMusic { call: call("c1") }));
+    assert!(has(&out, |a| matches!(a, QueueAction::Log(entry)
+        if matches!(entry.event, QueueLogEvent::AgentLost { talk_ms: 3000, .. }))));
+    assert!(has(&out, |a| matches!(a, QueueAction::AgentStateChanged {
+        agent: x, to: AgentState::Offline, reason: TransitionReason::AgentLost, .. }
+        if *x == agent("a0"))));
+    assert_eq!(sim.acd.queue_of(&call("c1")), Some(&city()));
+    // A third caller arrives later: c1 is still ahead of it.
+    sim.arrive("c3");
+    assert_eq!(sim.acd.position(&call("c1")), Some(1));
+    assert_eq!(sim.acd.position(&call("c3")), Some(2));
+    // a1 frees up: c1 is offered first; a0 is never offered while offline.
+    let out = sim.input(QueueInput::CallEnded {
+        call: call("c2"),
+        who_hung_up: Party::Caller,
+    });
+    let out = [out, sim.advance(1000)].concat();
+    assert_eq!(rings(&out), [("c1".to_owned(), "a1".to_owned())]);
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a1"),
+    });
+    // The phone registers again: back online, and c3 is offered to it.
+    let out = sim.input(QueueInput::Registered { agent: agent("a0") });
+    assert_eq!(rings(&out), [("c3".to_owned(), "a0".to_owned())]);
+}
+
+#[test]
+fn an_agent_lost_while_ringing_fails_the_offer_and_goes_offline() {
+    let mut sim = Sim::new(config(Strategy::Linear, 2));
+    sim.ready("a0");
+    sim.ready("a1");
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a0");
+    let out = sim.input(QueueInput::AgentLost {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    assert_eq!(sim.state("a0"), AgentState::Offline);
+    let out = [out, sim.advance(5_000)].concat();
+    assert_eq!(rings(&out), [("c1".to_owned(), "a1".to_owned())]);
+    // A report about another call is ignored (a race), the agent stays offline.
+    sim.input(QueueInput::AgentLost {
+        call: call("zz"),
+        agent: agent("a0"),
+    });
+    assert_eq!(sim.state("a0"), AgentState::Offline);
+    assert!(
+        sim.try_input(QueueInput::AgentLost {
+            call: call("c1"),
+            agent: agent("nobody"),
+        })
+        .is_err()
+    );
 }
 
 #[test]
@@ -1682,4 +1785,42 @@ fn a_direct_call_to_a_busy_agent_is_refused_and_one_that_ends_frees_without_wrap
     )])));
     assert_eq!(sim.state("a1"), AgentState::Available);
     assert_eq!(sim.state("a0"), AgentState::OnCall { call: call("c1") });
+}
+
+#[test]
+fn transfer_addresses_have_one_parser_and_numbers_must_be_units() {
+    let units = |n: &str| (n == "053188880000").then(|| UnitId::new("jinan-legal-aid"));
+    let parse = |user: &str| TransferTarget::parse(user, units);
+    assert_eq!(parse("survey"), Ok(TransferTarget::Survey));
+    assert_eq!(parse("SURVEY"), Ok(TransferTarget::Survey));
+    assert_eq!(
+        parse("qingdao"),
+        Ok(TransferTarget::Queue(CityId::new("qingdao")))
+    );
+    assert_eq!(
+        parse("queue-zibo"),
+        Ok(TransferTarget::Queue(CityId::new("zibo")))
+    );
+    assert_eq!(
+        parse("unit-jinan-legal-aid"),
+        Ok(TransferTarget::Unit(UnitId::new("jinan-legal-aid")))
+    );
+    assert_eq!(
+        parse("053188880000"),
+        Ok(TransferTarget::Unit(UnitId::new("jinan-legal-aid")))
+    );
+    // Any other number: no open dialling.
+    assert_eq!(
+        parse("+8613900001111"),
+        Err(TransferTargetError::NotAUnitNumber(
+            crate::ticket::privacy::mask_phone("+8613900001111")
+        ))
+    );
+    assert_eq!(parse(""), Err(TransferTargetError::Empty));
+    for bad in ["unit-", "unit-a b", "a;b", "9city"] {
+        assert!(
+            matches!(parse(bad), Err(TransferTargetError::Malformed(_))),
+            "{bad}"
+        );
+    }
 }

@@ -161,6 +161,8 @@ pub enum TransitionReason {
     WrapUpEnded,
     /// The softphone's registration expired or was removed.
     RegistrationLost,
+    /// The agent's phone vanished mid-offer or mid-call ([`QueueInput::AgentLost`]).
+    AgentLost,
     /// The softphone registered again.
     Registered,
     /// The dialog layer reported no live leg for this agent's call (stuck-agent repair).
@@ -205,6 +207,89 @@ pub enum TransferTarget {
     Survey,
     /// Another agent, after a consultation call (attended transfer, RFC 3891 Replaces).
     Agent(AgentId),
+}
+
+/// Why a transfer address is not a [`TransferTarget`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferTargetError {
+    /// Nothing to transfer to.
+    #[error("empty transfer target")]
+    Empty,
+    /// Not one of the documented forms.
+    #[error("{0:?} is not a transfer target (survey, a city id, unit-<id> or a unit's number)")]
+    Malformed(String),
+    /// A telephone number that is no configured unit's: the hotline never dials
+    /// arbitrary numbers (no open dialling, toll-fraud safe).
+    #[error("{0} is not a configured unit number (no open dialling)")]
+    NotAUnitNumber(String),
+}
+
+impl TransferTarget {
+    /// How the target is written in CDRs and the transfer API: `survey`,
+    /// `queue:<city>`, `unit:<id>`, `agent:<id>`.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self {
+            Self::Survey => "survey".to_string(),
+            Self::Queue(city) => format!("queue:{}", city.as_str()),
+            Self::Unit(unit) => format!("unit:{}", unit.0),
+            Self::Agent(agent) => format!("agent:{agent}"),
+        }
+    }
+
+    /// The one parser of transfer addresses, for an agent's REFER (the Refer-To user
+    /// part) and the transfer API alike:
+    ///
+    /// - `survey` → [`TransferTarget::Survey`];
+    /// - `unit-<unit id>` → [`TransferTarget::Unit`];
+    /// - a telephone number (digits, optional leading `+`) → the unit whose configured
+    ///   `phone` it is, found by `unit_by_number`; any other number is refused
+    ///   ([`TransferTargetError::NotAUnitNumber`]): agents cannot dial out freely;
+    /// - `queue-<city id>` or a bare city id (`qingdao`) → [`TransferTarget::Queue`].
+    ///
+    /// Whether the city has a queue or the unit a number is checked by whoever carries
+    /// the transfer out (the ACD, the outbound rule).
+    ///
+    /// # Errors
+    /// See [`TransferTargetError`].
+    pub fn parse(
+        user: &str,
+        unit_by_number: impl Fn(&str) -> Option<UnitId>,
+    ) -> Result<TransferTarget, TransferTargetError> {
+        let user = user.trim();
+        if user.is_empty() {
+            return Err(TransferTargetError::Empty);
+        }
+        let id_like = |s: &str| {
+            !s.is_empty()
+                && s.bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+        };
+        let lower = user.to_ascii_lowercase();
+        if lower == "survey" {
+            return Ok(TransferTarget::Survey);
+        }
+        if let Some(unit) = lower.strip_prefix("unit-") {
+            return if id_like(unit) {
+                Ok(TransferTarget::Unit(UnitId::new(unit)))
+            } else {
+                Err(TransferTargetError::Malformed(user.to_string()))
+            };
+        }
+        let digits = user.strip_prefix('+').unwrap_or(user);
+        if !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()) {
+            return unit_by_number(user)
+                .map(TransferTarget::Unit)
+                .ok_or_else(|| {
+                    TransferTargetError::NotAUnitNumber(crate::ticket::privacy::mask_phone(user))
+                });
+        }
+        let city = lower.strip_prefix("queue-").unwrap_or(&lower);
+        if id_like(city) && city.bytes().next().is_some_and(|b| b.is_ascii_lowercase()) {
+            return Ok(TransferTarget::Queue(CityId::new(city)));
+        }
+        Err(TransferTargetError::Malformed(user.to_string()))
+    }
 }
 
 /// How the caller leg of a callback ended.
@@ -307,6 +392,22 @@ pub enum QueueInput {
     },
     /// End a pause (also resets the no-answer count).
     Unpause {
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The agent's phone vanished while it rang or talked on `call` (no audio on a
+    /// bridged leg, no answer at all to the INVITE): the agent goes offline (离线) until
+    /// its phone registers again, and a bridged caller goes back to the queue, ahead of
+    /// later callers.
+    AgentLost {
+        /// The call.
+        call: CallId,
+        /// The agent.
+        agent: AgentId,
+    },
+    /// The agent ends the after-call work (整理) early from the console: ready for the
+    /// next call now. Ignored when the agent is not in wrap-up.
+    EndWrapUp {
         /// The agent.
         agent: AgentId,
     },

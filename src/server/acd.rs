@@ -17,14 +17,27 @@
 //! (`RingAgent`) until the call task reports its end or the task itself ends, so an
 //! agent whose leg vanished without a report is freed within [`RECONCILE_EVERY`].
 //!
-//! Ring-all: the call task rings every offered agent in parallel (`call_forks.rs`).
+//! Callback in queue (`CALL-CALLBACK`): the call task routes the queue's callback key
+//! (`callback_digit`, e.g. `*`) to the ACD as `CallbackRequested` (only when an outbound
+//! trunk is configured; the position announcement then offers it), records the caller's
+//! number for the outbound rule and the request on the work order, plays the
+//! confirmation and hangs up; the call keeps its place (`Inner::callbacks`: the
+//! inbound task ending no longer ends the call). On `PlaceCallback` (an agent is
+//! reserved) this shell starts one attempt task ([`crate::server::callback`]): the
+//! agent's phone first, then the caller through the trunk, bridged and recorded; its
+//! outcome goes back to the ACD (retries, give-up) and onto the work order
+//! ([`crate::server::call_orders`]).
+//!
+//! Transfers (`CALL-TRANSFER`): REFER targets are parsed by one function,
+//! [`AcdShell::transfer_target`] (= [`crate::queue::TransferTarget::parse`] with the
+//! units' numbers); a transfer to a unit is released by the ACD and carried out by the
+//! call task ([`AcdCommand::ToUnit`]): the unit's configured number through the trunk,
+//! bridged to the caller, the transfer on the work order.
+//!
+//! Ring-all: the call task rings every offered agent in parallel (`calls/ring_all.rs`).
 //! Attended transfer: a consultation call holds the consulted agent
 //! (`QueueInput::DirectCall`), and the transfer moves the call to them
-//! (`QueueInput::AttendedTransfer`, `call_transfer.rs`).
-//!
-//! Not done yet: placing callbacks (`PlaceCallback` fails the attempt at once, so the
-//! ACD retries and finally asks for a work order; the caller's callback key is not
-//! routed to the ACD), and transfer to a unit's number.
+//! (`QueueInput::AttendedTransfer`, `calls/attended.rs`).
 //!
 //! Why a mutex and not a task with a channel: every input is short and synchronous,
 //! the API needs snapshots with no round trip, and the lock is never held across an
@@ -72,12 +85,21 @@ pub enum AcdCommand {
     HangupAgent { agent: AgentId },
     /// The caller's callback is registered: confirm and hang up.
     CallbackRegistered { position: u32 },
+    /// The agent transferred the caller to this unit's outside number: dial it through
+    /// the trunk and bridge (the ACD is done with the call).
+    ToUnit { unit: crate::ticket::units::UnitId },
     /// The call moved to another city's queue.
     Overflowed { to: CityId },
     /// Take a voice message (the after-hours path) and end the call.
     VoiceMessage,
     /// The agent transferred the caller to the satisfaction survey.
     Survey,
+    /// Blind-transfer the bridged caller as the agent's REFER would
+    /// (`POST /api/calls/{id}/transfer`); the call task answers on `reply`.
+    Transfer {
+        to: crate::queue::TransferTarget,
+        reply: crate::server::transfer::TransferReply,
+    },
 }
 
 /// What consoles see on `GET /api/events`.
@@ -92,6 +114,10 @@ pub enum ConsoleEvent {
         to: String,
         reason: String,
         at: String,
+        /// The call of a ringing / on-call agent.
+        call: Option<String>,
+        /// When wrap-up ends (RFC 3339), in wrap-up.
+        until: Option<String>,
     },
     /// A call is offered to an agent (screen-pop).
     CallOffered {
@@ -141,10 +167,15 @@ struct Inner {
     legs: BTreeSet<(CallId, AgentId)>,
     /// Agents the registrar had a live binding for at the last check.
     registered: BTreeSet<AgentId>,
+    /// Calls whose caller asked for a callback: their inbound task ending means
+    /// nothing to the ACD any more (callback tasks own them).
+    callbacks: BTreeSet<CallId>,
 }
 
 /// The shared ACD of the server.
 pub struct AcdShell {
+    /// Itself, for the callback tasks it starts.
+    me: Weak<AcdShell>,
     inner: Mutex<Inner>,
     clock: WallClock,
     store: Option<Store>,
@@ -184,12 +215,14 @@ impl AcdShell {
         let agents = config.agents.iter().map(|a| a.id.clone()).collect();
         let acd = Acd::new(config, calendar, clock.now(), rand::random())?;
         let (events, _) = broadcast::channel(1024);
-        Ok(Arc::new(AcdShell {
+        Ok(Arc::new_cyclic(|me| AcdShell {
+            me: me.clone(),
             inner: Mutex::new(Inner {
                 acd,
                 calls: HashMap::new(),
                 legs: BTreeSet::new(),
                 registered: BTreeSet::new(),
+                callbacks: BTreeSet::new(),
             }),
             clock,
             store,
@@ -231,6 +264,12 @@ impl AcdShell {
         self.cities.get(agent)
     }
 
+    /// The ACD's wall clock (shifted by `HOTLINE_FAKE_NOW` in tests).
+    #[must_use]
+    pub fn now(&self) -> Time {
+        self.clock.now()
+    }
+
     /// Subscribe to console events.
     #[must_use]
     pub fn subscribe(&self) -> broadcast::Receiver<ConsoleEvent> {
@@ -254,6 +293,148 @@ impl AcdShell {
             .lock()
             .ok()
             .and_then(|i| i.acd.agent_state(agent).cloned())
+    }
+
+    /// The queue (city) of a call the ACD holds, and the agent bridged to it if any.
+    #[must_use]
+    pub fn call_parties(&self, call: &CallId) -> Option<(CityId, Option<AgentId>)> {
+        let inner = self.inner.lock().ok()?;
+        let city = inner.acd.queue_of(call)?.clone();
+        let agent = inner
+            .acd
+            .agent_states()
+            .into_iter()
+            .find(|(_, state)| matches!(state, AgentState::OnCall { call: c } if c == call))
+            .map(|(agent, _)| agent);
+        Some((city, agent))
+    }
+
+    /// Ask the task of `call` to blind-transfer it (the same transfer as an agent's
+    /// REFER); the answer arrives on the returned receiver. `None` when no call task
+    /// holds that call.
+    #[must_use]
+    pub fn request_transfer(
+        &self,
+        call: &CallId,
+        to: crate::queue::TransferTarget,
+    ) -> Option<tokio::sync::oneshot::Receiver<crate::server::transfer::TransferResult>> {
+        let tx = self.inner.lock().ok()?.calls.get(call).cloned()?;
+        let (reply, rx) = crate::server::transfer::TransferReply::channel();
+        tx.send(AcdCommand::Transfer { to, reply }).ok()?;
+        Some(rx)
+    }
+
+    /// The callback key of the queue `call` waits in, while its caller listens to the
+    /// queue (`[[queues.queue]] callback_digit`); `None` otherwise.
+    #[must_use]
+    pub fn callback_key(&self, call: &CallId) -> Option<char> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.callback_key(call))
+    }
+
+    /// A callback task is over: forget its command channel, unless a newer attempt
+    /// of the same call registered its own meanwhile.
+    pub(crate) fn callback_task_ended(
+        &self,
+        call: &CallId,
+        tx: &mpsc::UnboundedSender<AcdCommand>,
+    ) {
+        if let Ok(mut inner) = self.inner.lock()
+            && inner.calls.get(call).is_some_and(|t| t.same_channel(tx))
+        {
+            inner.calls.remove(call);
+        }
+    }
+
+    /// After a callback attempt's last report: a callback the ACD no longer holds
+    /// (answered and ended) is forgotten.
+    pub(crate) fn callback_settled(&self, call: &CallId) {
+        if let Ok(mut inner) = self.inner.lock()
+            && inner.acd.queue_of(call).is_none()
+        {
+            inner.callbacks.remove(call);
+        }
+    }
+
+    /// Calls whose caller asked for a callback and that the ACD still holds.
+    #[must_use]
+    pub fn callbacks_pending(&self) -> usize {
+        self.inner.lock().map(|i| i.callbacks.len()).unwrap_or(0)
+    }
+
+    /// Parse a transfer address (`survey`, a city id, `unit-<id>`, a unit's number)
+    /// with the one parser, [`crate::queue::TransferTarget::parse`], and check that a
+    /// unit transfer can be dialled ([`crate::server::outbound::Outbound::transfer_target`]).
+    /// For REFER and the transfer API alike; without a running SIP shell no number is
+    /// a unit's.
+    ///
+    /// # Errors
+    /// Not a transfer address, or a unit the outbound rule cannot dial.
+    pub fn transfer_target(
+        &self,
+        user: &str,
+    ) -> Result<crate::queue::TransferTarget, crate::server::outbound::TransferRefused> {
+        match self.media() {
+            Some((_, media)) => media.outbound.transfer_target(user),
+            // No SIP shell, no outbound leg: a unit cannot be dialled.
+            None => match crate::queue::TransferTarget::parse(user, |_| None)? {
+                crate::queue::TransferTarget::Unit(_) => {
+                    Err(crate::server::outbound::OutboundRefused::NoTrunk.into())
+                }
+                target => Ok(target),
+            },
+        }
+    }
+
+    /// The place of a call in its queue (1 = next).
+    #[must_use]
+    pub fn position(&self, call: &CallId) -> Option<u32> {
+        self.inner.lock().ok().and_then(|i| i.acd.position(call))
+    }
+
+    fn media(&self) -> Option<(Arc<SipShell>, Arc<crate::server::calls::MediaContext>)> {
+        let sip = self.sip.lock().ok().and_then(|s| s.upgrade())?;
+        let media = sip.calls().media().clone();
+        Some((sip, media))
+    }
+
+    /// The ACD reserved `agent` for a callback of `call`: start the attempt (agent
+    /// first, then the caller through the trunk, [`crate::server::callback`]). Without
+    /// a running SIP shell the attempt fails at once.
+    fn place_callback(&self, call: CallId, agent: AgentId, number: String) {
+        let ring = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| {
+                let city = i.acd.queue_of(&call)?.clone();
+                i.acd.queue_config(&city).map(|q| q.callback_ring_secs)
+            })
+            .unwrap_or(30);
+        let (Some(me), Some((sip, media))) = (self.me.upgrade(), self.media()) else {
+            warn!(call = %call.0, %agent, "no SIP shell: the callback attempt fails");
+            let _ = self.input(QueueInput::AgentLegFailed {
+                call,
+                agent,
+                reason: crate::queue::LegFailure::Unreachable,
+            });
+            return;
+        };
+        // The leg counts as held from now; the attempt's commands go to its task.
+        self.leg_held(&call, &agent, true);
+        let (tx, rx) = mpsc::unbounded_channel();
+        if let Ok(mut inner) = self.inner.lock() {
+            inner.calls.insert(call.clone(), tx.clone());
+        }
+        let job = crate::server::callback::CallbackJob {
+            call,
+            agent,
+            number,
+            caller_ring: Duration::from_secs(ring),
+        };
+        crate::server::callback::spawn(me, sip, media, job, tx, rx);
     }
 
     /// A call enters the ACD; its task receives [`AcdCommand`]s on `tx`.
@@ -315,6 +496,8 @@ impl AcdShell {
     /// holds (the task ended without reporting) ends now, by the system.
     pub fn call_task_ended(&self, call: &CallId) {
         let still_queued = match self.inner.lock() {
+            // The caller hung up after asking for a callback: the call lives on.
+            Ok(inner) if inner.callbacks.contains(call) => false,
             Ok(mut inner) => {
                 inner.calls.remove(call);
                 inner.legs.retain(|(c, _)| c != call);
@@ -485,25 +668,27 @@ impl AcdShell {
                     self.send(&call, AcdCommand::HangupAgent { agent });
                 }
                 QueueAction::CallbackRegistered { call, position } => {
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.callbacks.insert(call.clone());
+                    }
                     self.send(&call, AcdCommand::CallbackRegistered { position });
                 }
                 QueueAction::PlaceCallback {
                     call,
                     agent,
                     number,
-                } => {
-                    // Not placed by this shell yet: the agent is released at once and
-                    // the attempt fails (retried, then a work order).
-                    warn!(call = %call.0, %agent, number = %crate::ticket::privacy::mask_phone(&number), "callback not supported by the shell yet");
-                    self.leg_held(&call, &agent, false);
-                    let _ = self.input(QueueInput::AgentLegFailed {
-                        call,
-                        agent,
-                        reason: crate::queue::LegFailure::Unreachable,
-                    });
-                }
+                } => self.place_callback(call, agent, number),
                 QueueAction::CallbackGaveUp { call, attempts, .. } => {
                     info!(call = %call.0, attempts, "callback given up: a work order is needed");
+                    if let Ok(mut inner) = self.inner.lock() {
+                        inner.callbacks.remove(&call);
+                    }
+                    if let Some((_, media)) = self.media() {
+                        media.outbound.callback_done(&call);
+                        if let Some(orders) = media.call_orders() {
+                            orders.callback_gave_up(&call, attempts, self.clock.now());
+                        }
+                    }
                     self.emit(ConsoleEvent::Queue {
                         city: None,
                         call_id: Some(call.0),
@@ -528,8 +713,13 @@ impl AcdShell {
                 }
                 QueueAction::CallReleased { call, reason } => {
                     info!(call = %call.0, ?reason, "call released by the ACD");
-                    if reason == crate::queue::ReleaseReason::TransferredToSurvey {
-                        self.send(&call, AcdCommand::Survey);
+                    match reason {
+                        crate::queue::ReleaseReason::TransferredToSurvey => {
+                            self.send(&call, AcdCommand::Survey);
+                        }
+                        crate::queue::ReleaseReason::TransferredToUnit(unit) => {
+                            self.send(&call, AcdCommand::ToUnit { unit });
+                        }
                     }
                     if let Ok(mut inner) = self.inner.lock() {
                         inner.calls.remove(&call);
@@ -592,6 +782,11 @@ impl AcdShell {
             to: to_text,
             reason: reason_text,
             at: at.to_rfc3339(),
+            call: to.leg_call().map(|c| c.0.clone()),
+            until: match to {
+                AgentState::WrapUp { until } => Some(until.to_rfc3339()),
+                _ => None,
+            },
         });
     }
 
@@ -732,6 +927,68 @@ mod tests {
             .is_err(),
             "unknown agents are refused"
         );
+    }
+
+    #[tokio::test]
+    async fn the_callers_task_ending_after_a_callback_request_keeps_the_callback() {
+        let (config, calendar) = shipped();
+        let queues = config.queues.clone().expect("queues");
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+        let acd = AcdShell::new(
+            queues,
+            calendar,
+            WallClock::starting_at(at),
+            None,
+            HashMap::new(),
+        )
+        .expect("ACD");
+        // Someone is signed in in Jinan (no overflow) but busy with another call.
+        let agent = AgentId::new("1001");
+        acd.input(QueueInput::Registered {
+            agent: agent.clone(),
+        })
+        .expect("registered");
+        acd.input(QueueInput::SignIn {
+            agent: agent.clone(),
+        })
+        .expect("sign in");
+        let arrive = |id: &str| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            acd.enqueue(
+                QueueInput::CallArrived {
+                    call: CallId(id.into()),
+                    city: CityId::new("jinan"),
+                    category: crate::ivr::flow::CallCategory::Consultation,
+                    urgency: crate::ivr::flow::Urgency::default(),
+                    area: None,
+                    caller: "13800001111".into(),
+                },
+                tx,
+            )
+            .expect("enqueued");
+            rx
+        };
+        let _busy = arrive("c0");
+        acd.input(QueueInput::AgentAnswered {
+            call: CallId("c0".into()),
+            agent: agent.clone(),
+        })
+        .expect("answered");
+        let mut rx = arrive("c1");
+        let call = CallId("c1".into());
+        assert_eq!(acd.callback_key(&call), Some('*'), "shipped key");
+        acd.input(QueueInput::CallbackRequested { call: call.clone() })
+            .expect("callback");
+        let mut registered = false;
+        while let Ok(command) = rx.try_recv() {
+            registered |= command == AcdCommand::CallbackRegistered { position: 1 };
+        }
+        assert!(registered);
+        assert_eq!(acd.callback_key(&call), None, "no second request");
+        // The caller's task ends (hung up after the confirmation): the place is kept.
+        acd.call_task_ended(&call);
+        assert_eq!(acd.position(&call), Some(1));
+        assert_eq!(acd.callbacks_pending(), 1);
     }
 
     #[tokio::test]

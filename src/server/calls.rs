@@ -12,9 +12,9 @@
 //! closes the sockets and releases the ports, whatever ended it (BYE, CANCEL, media
 //! timeout, end of the prompt, the server's maximum call time).
 //!
-//! A task's B-legs: the agent leg (ring-all forks: `call_forks.rs`); an agent's call to
+//! A task's B-legs: the agent leg (ring-all forks: `calls/ring_all.rs`); an agent's call to
 //! another agent is its own task, whose leg to the consulted agent can be handed to the
-//! caller's task in an attended transfer (`call_transfer.rs`, [`CallRouter`] carries
+//! caller's task in an attended transfer (`calls/attended.rs`, [`CallRouter`] carries
 //! the tasks' control messages).
 
 use bytes::Bytes;
@@ -30,7 +30,7 @@ use tracing::{debug, info, warn};
 
 use crate::calendar::Calendar;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
-use crate::ivr::cdr::{CdrBuilder, HangupParty};
+use crate::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty};
 use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
@@ -56,6 +56,9 @@ use crate::sip::endpoint::{CallEvent, CallHandle, CallOrigin, IncomingCall};
 use crate::store::Store;
 use crate::store::calls::VoiceMessage;
 use crate::ticket::model::CallId;
+
+mod callback_key;
+mod unit_transfer;
 
 /// A G.711 frame of 20 ms.
 const FRAME_BYTES: usize = 160;
@@ -87,16 +90,16 @@ impl WallClock {
 pub struct MediaContext {
     pool: Mutex<PortPool>,
     bind_ip: IpAddr,
-    public_ip: IpAddr,
-    media_timeout: Duration,
-    recordings_dir: PathBuf,
+    pub(crate) public_ip: IpAddr,
+    pub(crate) media_timeout: Duration,
+    pub(crate) recordings_dir: PathBuf,
     prompts_dir: PathBuf,
     extensions: Vec<TestExtensionConfig>,
     max_test_call: Duration,
     pub clock: WallClock,
     active_calls: AtomicUsize,
     hotline: Option<HotlineSetup>,
-    store: Option<Store>,
+    pub(crate) store: Option<Store>,
     /// Prompts by id, loaded once at start-up (no file IO on the call path).
     prompts: HashMap<String, Prompt>,
     /// The ACD (`[queues]`); `None`: calls in hours ring the city's first agent.
@@ -104,6 +107,11 @@ pub struct MediaContext {
     /// Every configured agent (`[[agents]] id`): the numbers an agent may call to
     /// consult another agent.
     agent_ids: Vec<String>,
+    /// The outbound trunk and the rule of what may be dialled (callbacks, transfers).
+    pub outbound: Arc<crate::server::outbound::Outbound>,
+    /// Callback attempts and transfers on work orders (set once the store and the
+    /// work-order context exist).
+    call_orders: std::sync::OnceLock<crate::server::call_orders::CallOrders>,
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -277,12 +285,36 @@ impl MediaContext {
             prompts,
             acd,
             agent_ids: config.agents.iter().map(|a| a.id.clone()).collect(),
+            outbound: Arc::new(crate::server::outbound::Outbound::from_config(config)),
+            call_orders: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Start writing callbacks and transfers on work orders (`serve` does, once the
+    /// store and the work-order context exist).
+    pub fn start_call_orders(
+        &self,
+        store: Store,
+        orders: Arc<crate::api::orders::OrdersContext>,
+        province_center: crate::ticket::UnitId,
+    ) {
+        let _ = self
+            .call_orders
+            .set(crate::server::call_orders::CallOrders::start(
+                store,
+                orders,
+                province_center,
+            ));
+    }
+
+    /// The work-order writer of call facts, when started.
+    pub(crate) fn call_orders(&self) -> Option<&crate::server::call_orders::CallOrders> {
+        self.call_orders.get()
     }
 
     /// A play list of prompt ids and spoken numbers; a missing prompt becomes a short
     /// silence (logged), so a city's partial recording set never breaks the flow.
-    fn playlist(&self, refs: &[PromptRef]) -> Vec<Segment> {
+    pub(crate) fn playlist(&self, refs: &[PromptRef]) -> Vec<Segment> {
         let mut segments = Vec::new();
         let mut add = |id: &str| match self.prompts.get(id) {
             Some(p) => segments.push(Segment::Prompt(p.clone())),
@@ -330,7 +362,7 @@ impl MediaContext {
         self.active_calls.load(Ordering::Relaxed)
     }
 
-    fn release(&self, ports: PortPair) {
+    pub(crate) fn release(&self, ports: PortPair) {
         if let Ok(mut pool) = self.pool.lock()
             && let Err(e) = pool.release(ports)
         {
@@ -339,7 +371,7 @@ impl MediaContext {
     }
 
     /// Allocate and bind an RTP/RTCP pair, skipping pairs another process holds.
-    async fn open_sockets(&self) -> Option<(PortPair, UdpSocket, UdpSocket)> {
+    pub(crate) async fn open_sockets(&self) -> Option<(PortPair, UdpSocket, UdpSocket)> {
         let attempts = self.pool.lock().map(|p| p.capacity()).unwrap_or(0);
         for _ in 0..attempts.min(64) {
             let pair = self.pool.lock().ok()?.allocate()?;
@@ -397,7 +429,7 @@ enum Service {
     /// A feature code (`*11` …) the ACD took: a confirmation tone, then BYE.
     FeatureDone,
     /// An agent calls another agent (consultation before an attended transfer,
-    /// `call_transfer.rs`).
+    /// `calls/attended.rs`).
     Consult {
         from: AgentId,
         target: AgentId,
@@ -430,6 +462,22 @@ impl CallRouter {
     pub(crate) fn registration_changed(&self) {
         if let Some(acd) = self.media.acd.as_ref() {
             acd.registration_changed();
+        }
+    }
+
+    /// The media plane.
+    pub(crate) fn media(&self) -> &Arc<MediaContext> {
+        &self.media
+    }
+
+    /// Send the events of `leg` (an outbound leg a callback task placed) to `tx`.
+    pub(crate) fn route_leg(
+        &self,
+        leg: CallHandle,
+        tx: mpsc::UnboundedSender<(CallHandle, LegEvent)>,
+    ) {
+        if let Ok(mut tasks) = self.tasks.lock() {
+            tasks.insert(leg, tx);
         }
     }
 
@@ -509,7 +557,7 @@ async fn run_call(
 ) {
     let service = ctx.service_for(&incoming);
     if let Some(Service::Consult { from, target }) = service {
-        transfer::run_consult(
+        attended::run_consult(
             &shell,
             &ctx,
             handle,
@@ -522,7 +570,7 @@ async fn run_call(
         shell.calls().forget_task(handle);
         return;
     }
-    let _forget = transfer::ForgetTask(shell.clone(), handle);
+    let _forget = attended::ForgetTask(shell.clone(), handle);
     let Some(service) = service else {
         // A refused feature code is 403 (the softphone shows "Forbidden": not a queue
         // agent, or not allowed now); otherwise 480 rather than 404: the number may be
@@ -595,9 +643,9 @@ async fn run_call(
         now,
     );
     call.control_rx = Some(control);
+    open_cdr(&ctx, &call);
     let end = call.run(events).await;
     let summary = call.finish(Instant::now(), end);
-    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     ctx.release(ports);
     if let Some((record, message)) = &summary.cdr {
         info!(
@@ -619,6 +667,8 @@ async fn run_call(
             None => warn!(%handle, "no database: CDR not stored"),
         }
     }
+    // Counted until its record is stored: a drain waits for that too.
+    ctx.active_calls.fetch_sub(1, Ordering::Relaxed);
     info!(
         %handle,
         call_id = %incoming.call_id,
@@ -629,6 +679,23 @@ async fn run_call(
         recording = ?summary.recording,
         "call ended"
     );
+}
+
+/// Write a hotline call's record as soon as it is answered (in progress), so that a
+/// crash cannot lose it; the end completes it. In the background: the greeting never
+/// waits for the database.
+fn open_cdr(ctx: &MediaContext, call: &CallMedia) {
+    let (Some(h), Some(store)) = (call.hotline.as_ref(), ctx.store.clone()) else {
+        return;
+    };
+    let record = h.cdr.record().clone();
+    tokio::spawn(async move {
+        match tokio::time::timeout(Duration::from_secs(5), store.open_call(&record)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(call_id = %record.call_id, %e, "call record not opened"),
+            Err(_) => warn!(call_id = %record.call_id, "call record not opened: database too slow"),
+        }
+    });
 }
 
 #[derive(Debug, Default)]
@@ -695,7 +762,7 @@ struct CallMedia {
     queue: Option<QueueLink>,
     /// The agent the ACD asked to ring (dialled from the run loop).
     pending_agent: Option<AgentId>,
-    /// Ring-all: more legs ringing in parallel with `agent` (`call_forks.rs`).
+    /// Ring-all: more legs ringing in parallel with `agent` (`calls/ring_all.rs`).
     forks: Vec<AgentLeg>,
     /// Ring-all: agents to ring in parallel (dialled from the run loop).
     pending_forks: Vec<AgentId>,
@@ -707,8 +774,12 @@ struct CallMedia {
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
     /// Other call tasks' requests (`TaskControl`), handed to the run loop once.
     control_rx: Option<mpsc::UnboundedReceiver<TaskControl>>,
-    /// Attended transfer state (`call_transfer.rs`).
-    transfer: transfer::TransferState,
+    /// Attended transfer state (`calls/attended.rs`).
+    transfer: attended::TransferState,
+    /// The caller's leg to a unit's outside number (transfer, `unit_transfer.rs`).
+    unit: Option<Box<unit_transfer::UnitLeg>>,
+    /// The unit to dial (from the run loop).
+    pending_unit: Option<crate::ticket::units::UnitId>,
 }
 
 /// A call the ACD owns (waiting, ringing an agent or bridged).
@@ -734,11 +805,12 @@ enum DialFor {
     Acd,
 }
 
-#[path = "call_forks.rs"]
-mod forks;
-#[path = "call_transfer.rs"]
-mod transfer;
-use transfer::TaskControl;
+mod attended;
+mod ring_all;
+use attended::TaskControl;
+/// An offered phone that has not even sent 180 Ringing after this long (the INVITE was
+/// retransmitted twice) when the ring times out is taken as gone.
+const SILENT_PHONE: Duration = Duration::from_secs(3);
 
 /// How long an agent's phone rings before the caller falls back to the queue stand-in.
 const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
@@ -748,6 +820,11 @@ struct AgentLeg {
     reason: DialFor,
     handle: CallHandle,
     agent: String,
+    /// The registered contact rung (dropped from the registrar if the phone vanishes).
+    contact: crate::sip::message::Uri,
+    /// The phone answered the INVITE with 180/183: it is there.
+    ringing: bool,
+    dialled_at: Instant,
     ports: PortPair,
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -824,7 +901,9 @@ impl CallMedia {
             survey_playing: false,
             new_acd_rx: None,
             control_rx: None,
-            transfer: transfer::TransferState::default(),
+            transfer: attended::TransferState::default(),
+            unit: None,
+            pending_unit: None,
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -916,6 +995,7 @@ impl CallMedia {
             self.agent.as_ref().and_then(|a| a.ring_until),
             self.forks.iter().filter_map(|f| f.ring_until).min(),
             self.transfer.deadline(),
+            self.unit_deadline(),
             self.hotline
                 .as_ref()
                 .and_then(|h| h.message.as_ref())
@@ -936,6 +1016,7 @@ impl CallMedia {
         let mut buf = [0u8; DATAGRAM];
         let mut agent_buf = [0u8; DATAGRAM];
         let mut rtcp_buf = [0u8; DATAGRAM];
+        let mut unit_buf = [0u8; DATAGRAM];
         let mut acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>> = None;
         let mut control_rx: Option<mpsc::UnboundedReceiver<TaskControl>> = None;
         loop {
@@ -950,6 +1031,9 @@ impl CallMedia {
             }
             if !self.pending_forks.is_empty() {
                 self.dial_forks(Instant::now()).await;
+            }
+            if let Some(unit) = self.pending_unit.take() {
+                self.dial_unit(Instant::now(), unit).await;
             }
             let acd_command = async {
                 match acd_rx.as_mut() {
@@ -981,6 +1065,11 @@ impl CallMedia {
                         self.on_agent_rtp(Instant::now(), from, &mut agent_buf, n);
                     }
                 }
+                received = crate::server::outleg::recv_rtp(self.unit.as_ref().map(|u| &u.leg), &mut unit_buf) => {
+                    if let Ok((n, from)) = received {
+                        self.on_unit_rtp(Instant::now(), from, &mut unit_buf, n);
+                    }
+                }
                 received = self.rtcp.recv_from(&mut rtcp_buf) => {
                     if let Ok((n, from)) = received
                         && let Some(datagram) = rtcp_buf.get(..n)
@@ -998,6 +1087,9 @@ impl CallMedia {
                     None => control_rx = None,
                 },
                 event = events.recv() => match event {
+                    Some((leg, event)) if self.is_unit_leg(leg) => {
+                        self.on_unit_event(Instant::now(), event);
+                    }
                     Some((leg, event)) if leg != self.handle => {
                         self.on_agent_event(Instant::now(), leg, event);
                     }
@@ -1123,10 +1215,12 @@ impl CallMedia {
     fn on_acd_command(&mut self, now: Instant, command: AcdCommand) {
         let handle = self.handle;
         debug!(%handle, ?command, "ACD command");
+        let cancel = matches!(command, AcdCommand::CancelRing { .. });
         match command {
             AcdCommand::HoldMusic => self.queue_hold_music(now),
             AcdCommand::Announce { position } => {
-                self.queue_prompt(now, &position_prompts(position));
+                let refs = self.announcement(position);
+                self.queue_prompt(now, &refs);
             }
             AcdCommand::PleaseHold => {
                 let id = self.ctx.please_hold();
@@ -1145,7 +1239,7 @@ impl CallMedia {
                     return;
                 }
                 if self.pending_agent.is_some() || self.agent.is_some() {
-                    // Ring-all: this agent's leg rings in parallel (`call_forks.rs`).
+                    // Ring-all: this agent's leg rings in parallel (`calls/ring_all.rs`).
                     self.pending_forks.push(agent);
                     return;
                 }
@@ -1162,26 +1256,58 @@ impl CallMedia {
                     leg.ended = true;
                     leg.ring_until = None;
                     let leg_handle = leg.handle;
+                    let unanswered = leg.session.is_none();
+                    // Silent for seconds (INVITE retransmitted, no 180): not an offer
+                    // withdrawn at once for another reason.
+                    let silent = !leg.ringing && now >= leg.dialled_at + SILENT_PHONE;
+                    let contact = leg.contact.clone();
                     info!(%handle, %agent, "ACD lets go of the agent leg");
                     self.shell.drive(|ep| ep.call_hangup(now, leg_handle));
+                    if cancel && unanswered {
+                        // The CANCEL runs on in the endpoint (a crossing 200 gets ACK and
+                        // BYE there); this call is free to ring the next agent now, even
+                        // when the vanished phone never answers the CANCEL.
+                        let cause = if silent {
+                            AgentFailureCause::NoResponse
+                        } else {
+                            AgentFailureCause::NotAnswered
+                        };
+                        if let Some(h) = self.hotline.as_mut() {
+                            h.cdr.agent_failed(
+                                self.ctx.clock.now(),
+                                agent.0.clone(),
+                                AgentStage::Ringing,
+                                cause,
+                                None,
+                            );
+                        }
+                        self.release_agent();
+                        if silent {
+                            // Not even ringing for the whole ring time: the phone is gone
+                            // (a live one answers 180 within milliseconds).
+                            warn!(%handle, %agent, "agent's phone did not respond to the offer: offline");
+                            self.shell
+                                .drive(|ep| ep.drop_binding(agent.as_str(), &contact));
+                            if let Some(q) = self.queue.as_ref() {
+                                let call = q.call.clone();
+                                self.report(QueueInput::AgentLost { call, agent });
+                            }
+                        }
+                    }
                 }
             }
             AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
-            AcdCommand::CallbackRegistered { position } => {
-                info!(%handle, position, "callback registered; the caller hangs up");
-                let goodbye = self.ctx.goodbye();
-                self.queue_prompt(now, &[PromptRef::Prompt(goodbye)]);
-                if let Some(q) = self.queue.as_mut() {
-                    q.released = true;
-                }
-                self.hangup_at = Some(now + Duration::from_secs(4));
-            }
+            AcdCommand::CallbackRegistered { position } => self.callback_registered(now, position),
+            AcdCommand::ToUnit { unit } => self.transfer_to_unit(now, unit),
             AcdCommand::Overflowed { to } => {
                 info!(%handle, to = to.as_str(), "overflowed to another queue");
             }
             AcdCommand::Survey => {
                 self.release_agent();
                 self.start_survey(now);
+            }
+            AcdCommand::Transfer { to, reply } => {
+                reply.send(self.blind_transfer(now, to, |_| {}));
             }
             AcdCommand::VoiceMessage => {
                 let Some(q) = self.queue.as_mut() else {
@@ -1295,7 +1421,12 @@ impl CallMedia {
                 self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
                 let wall = self.ctx.clock.now();
                 let date = wall.date_naive();
-                if let Some(h) = self.hotline.as_mut() {
+                if let Some(h) = self.hotline.as_mut()
+                    && self.recorder.is_some()
+                {
+                    // A caller re-queued after losing an agent: the recording goes on.
+                    h.cdr.agent_answered(wall, agent_id.clone());
+                } else if let Some(h) = self.hotline.as_mut() {
                     let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
                     match create_recorder(&path, now, true) {
                         Ok(r) => {
@@ -1320,7 +1451,8 @@ impl CallMedia {
                 }
             }
             LegEvent::Ended { reason, .. } => {
-                let we_ended = agent.ended;
+                // A shutdown ends both legs from the endpoint: the server hung up.
+                let we_ended = agent.ended || reason == EndReason::Shutdown;
                 agent.ended = true;
                 let bridged = agent.session.is_some();
                 let agent_id = AgentId::new(agent.agent.clone());
@@ -1329,7 +1461,11 @@ impl CallMedia {
                 if bridged {
                     let wall = self.ctx.clock.now();
                     if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.hung_up(wall, HangupParty::Agent);
+                        if reason == EndReason::Shutdown {
+                            h.cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
+                        } else {
+                            h.cdr.hung_up(wall, HangupParty::Agent);
+                        }
                     }
                     if let Some(q) = self.queue.as_ref() {
                         q.acd.leg_held(&q.call, &agent_id, false);
@@ -1355,9 +1491,36 @@ impl CallMedia {
                         self.start_survey(now);
                     }
                 } else {
+                    let contact = agent.contact.clone();
+                    let status = match reason {
+                        EndReason::Rejected { status } => Some(status),
+                        _ => None,
+                    };
+                    if let Some(h) = self.hotline.as_mut() {
+                        h.cdr.agent_failed(
+                            self.ctx.clock.now(),
+                            agent_id.0.clone(),
+                            AgentStage::Ringing,
+                            AgentFailureCause::LegFailed,
+                            status,
+                        );
+                    }
                     self.release_agent();
-                    if dial_reason == DialFor::Acd {
-                        self.report_leg_failed(&agent_id, forks::leg_failure(reason));
+                    if dial_reason == DialFor::Acd && reason == EndReason::NoAnswer {
+                        // Not even a provisional answer: the phone is gone.
+                        warn!(%handle, agent = %agent_id, "agent's phone does not answer at all: offline");
+                        self.shell
+                            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
+                        if let Some(q) = self.queue.as_ref() {
+                            q.acd.leg_held(&q.call, &agent_id, false);
+                            let call = q.call.clone();
+                            self.report(QueueInput::AgentLost {
+                                call,
+                                agent: agent_id.clone(),
+                            });
+                        }
+                    } else if dial_reason == DialFor::Acd {
+                        self.report_leg_failed(&agent_id, ring_all::leg_failure(reason));
                     }
                     self.nobody_answered(now, dial_reason);
                 }
@@ -1366,6 +1529,7 @@ impl CallMedia {
                 replaces: Some(replaces),
                 ..
             } => self.on_attended_refer(now, leg, &replaces),
+            LegEvent::Progress { .. } => agent.ringing = true,
             LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
             LegEvent::Reinvite { sdp } => self.on_agent_reinvite(now, leg, &sdp),
             other => debug!(%handle, ?other, "agent leg event"),
@@ -1373,58 +1537,70 @@ impl CallMedia {
     }
 
     /// A blind transfer (REFER, RFC 3515) from the bridged agent: `sip:survey@…` to
-    /// the satisfaction survey, `sip:<city>@…` to that city's queue. Anything else (a
-    /// unit's number needs an outbound trunk leg) is refused with 403.
+    /// the satisfaction survey, `sip:<city>@…` to that city's queue, `sip:unit-<id>@…`
+    /// or the unit's number to a unit through the outbound trunk (the syntax of
+    /// [`crate::queue::TransferTarget::parse`]). Anything else is refused with 403.
     fn on_refer(
         &mut self,
         now: Instant,
         leg: CallHandle,
         refer_to: &crate::sip::message::NameAddr,
     ) {
-        let handle = self.handle;
         let user = refer_to.uri.user.clone().unwrap_or_default();
-        let target = if user == "survey" {
-            Some(crate::queue::TransferTarget::Survey)
-        } else if !user.is_empty() && user.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            Some(crate::queue::TransferTarget::Queue(CityId::new(
-                user.clone(),
-            )))
-        } else {
-            None
-        };
-        let accepted = match (target, self.queue.as_ref().filter(|q| !q.released)) {
-            (Some(to), Some(q)) => {
-                let input = QueueInput::Transfer {
-                    call: q.call.clone(),
-                    to,
-                };
-                q.acd.input(input).map_err(|e| {
-                    info!(%handle, %e, target = %user, "transfer refused by the ACD");
-                })
+        let handle = self.handle;
+        // One parser for REFER and the transfer API; a number that is no unit's is
+        // refused here (no open dialling).
+        let accepted = match self.ctx.outbound.transfer_target(&user) {
+            Ok(to) => self.blind_transfer(now, to, |call| {
+                call.shell.drive(|ep| {
+                    let _ = ep.call_accept_refer(now, leg);
+                    let _ = ep.call_notify_refer(now, leg, 200, "OK");
+                });
+            }),
+            Err(e) => {
+                info!(%handle, %e, target = %user, "transfer refused");
+                Err(crate::server::transfer::TransferError::Refused(
+                    e.to_string(),
+                ))
             }
-            _ => Err(()),
         };
         if accepted.is_err() {
             self.shell.drive(|ep| ep.call_reject_refer(now, leg, 403));
-            return;
         }
-        info!(%handle, target = %user, "blind transfer by the agent");
+    }
+
+    /// The blind transfer shared by the agent's REFER and the consoles' API: the ACD
+    /// takes the call back (`QueueInput::Transfer`), `accepted` runs (the REFER's 202
+    /// and NOTIFY), the agent leg is hung up and released, and the caller hears hold
+    /// music until the ACD's next command (the survey, or another queue's agent).
+    fn blind_transfer(
+        &mut self,
+        now: Instant,
+        to: crate::queue::TransferTarget,
+        accepted: impl FnOnce(&mut Self),
+    ) -> Result<(), crate::server::transfer::TransferError> {
+        use crate::server::transfer::TransferError;
+        let handle = self.handle;
+        let Some(q) = self.queue.as_ref().filter(|q| !q.released) else {
+            return Err(TransferError::NotBridged);
+        };
+        let input = QueueInput::Transfer {
+            call: q.call.clone(),
+            to: to.clone(),
+        };
+        if let Err(e) = q.acd.input(input) {
+            info!(%handle, %e, target = ?to, "transfer refused by the ACD");
+            return Err(TransferError::Refused(e.to_string()));
+        }
+        info!(%handle, target = ?to, "blind transfer by the agent");
         let from = self.agent.as_ref().map(|a| a.agent.clone());
         if let Some(h) = self.hotline.as_mut() {
             let wall = self.ctx.clock.now();
             h.cdr.hung_up(wall, HangupParty::Agent);
-            let to = if user == "survey" {
-                user.clone()
-            } else {
-                format!("queue:{user}")
-            };
             h.cdr
-                .transferred(wall, from, to, crate::ivr::cdr::TransferKind::Blind);
+                .transferred(wall, from, to.label(), crate::ivr::cdr::TransferKind::Blind);
         }
-        self.shell.drive(|ep| {
-            let _ = ep.call_accept_refer(now, leg);
-            let _ = ep.call_notify_refer(now, leg, 200, "OK");
-        });
+        accepted(self);
         let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
         self.hang_up_agent(now);
         self.release_agent();
@@ -1432,6 +1608,7 @@ impl CallMedia {
             q.acd.leg_held(&q.call, &agent, false);
         }
         self.queue_hold_music(now);
+        Ok(())
     }
 
     fn start_survey(&mut self, now: Instant) {
@@ -1583,6 +1760,10 @@ impl CallMedia {
     }
 
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        if self.unit_bridged() {
+            self.relay_caller_to_unit(now, from, buf, n);
+            return;
+        }
         let bridged = self
             .agent
             .as_ref()
@@ -1681,6 +1862,9 @@ impl CallMedia {
     fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
         info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
         self.digits.push(c);
+        if self.callback_key_pressed(c) {
+            return;
+        }
         if let Some(survey) = self.survey.as_mut() {
             survey.handle(now, IvrInput::Digit(c));
             self.drive_survey(now);
@@ -2039,13 +2223,53 @@ impl CallMedia {
             agent.ended = true;
             let leg = agent.handle;
             self.shell.drive(|ep| ep.call_media_timeout(now, leg));
-            self.hangup_at = Some(now);
+            if self.queue.as_ref().is_some_and(|q| !q.released) {
+                self.agent_vanished(now);
+            } else {
+                self.hangup_at = Some(now);
+            }
         }
+    }
+
+    /// The bridged agent's audio stopped (the phone vanished): the caller goes back to
+    /// the queue ahead of later callers, the agent's binding is dropped (offline until
+    /// the phone registers again), and the CDR says why.
+    fn agent_vanished(&mut self, now: Instant) {
+        let handle = self.handle;
+        let Some(agent) = self.agent.as_ref() else {
+            return;
+        };
+        let agent_id = AgentId::new(agent.agent.clone());
+        let contact = agent.contact.clone();
+        warn!(%handle, agent = %agent_id, "agent's phone vanished mid-call (no audio): the caller goes back to the queue");
+        crate::server::metrics::agent_lost();
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.agent_failed(
+                self.ctx.clock.now(),
+                agent_id.0.clone(),
+                AgentStage::OnCall,
+                AgentFailureCause::MediaTimeout,
+                None,
+            );
+        }
+        self.release_agent();
+        self.shell
+            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
+        if let Some(q) = self.queue.as_ref() {
+            q.acd.leg_held(&q.call, &agent_id, false);
+            let call = q.call.clone();
+            self.report(QueueInput::AgentLost {
+                call,
+                agent: agent_id,
+            });
+        }
+        self.queue_hold_music(now);
     }
 
     /// Returns true when the task should stop (the end was never confirmed).
     fn on_timers(&mut self, now: Instant) -> bool {
         self.agent_timers(now);
+        self.unit_timers(now);
         self.session.handle_timeout(now);
         while let Some(event) = self.session.poll_event() {
             match event {
@@ -2155,6 +2379,7 @@ impl CallMedia {
         self.hang_up_agent(now);
         self.release_agent();
         self.release_forks();
+        self.release_unit(now);
         if let Some(q) = self.queue.as_ref() {
             let caller_left = matches!(
                 end,
@@ -2202,6 +2427,15 @@ impl CallMedia {
             } else {
                 HangupParty::System
             };
+            if matches!(
+                end,
+                CallEnd::Leg {
+                    reason: EndReason::Shutdown,
+                    ..
+                }
+            ) {
+                cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
+            }
             cdr.hung_up(wall, party);
             if let Some(outcome) = h.flow.outcome() {
                 cdr.ivr_outcome(outcome);
@@ -2262,7 +2496,7 @@ pub fn repair_recordings(dir: &std::path::Path) -> usize {
 }
 
 /// Create the directories and a mono (voice message) or stereo (call) WAV recorder.
-fn create_recorder(
+pub(crate) fn create_recorder(
     path: &std::path::Path,
     now: Instant,
     stereo: bool,

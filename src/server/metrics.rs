@@ -56,6 +56,14 @@ pub fn recording_failed() {
     RECORDING_FAILURES.fetch_add(1, Relaxed);
 }
 
+/// Bridged agents whose phone vanished (no audio): the caller was re-queued. Counted by
+/// the call tasks, which hold no `Metrics` handle.
+static AGENTS_LOST: AtomicU64 = AtomicU64::new(0);
+
+pub fn agent_lost() {
+    AGENTS_LOST.fetch_add(1, Relaxed);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     In,
@@ -90,6 +98,11 @@ pub struct Metrics {
     active_registrations: AtomicI64,
     active_transactions: AtomicI64,
     tcp_connections: AtomicI64,
+    orders_queued: AtomicU64,
+    orders_replayed: AtomicU64,
+    orders_replay_failed: AtomicU64,
+    outbox_depth: AtomicI64,
+    calls_closed_at_startup: AtomicU64,
 }
 
 impl Default for Metrics {
@@ -107,6 +120,11 @@ impl Default for Metrics {
             active_registrations: AtomicI64::new(0),
             active_transactions: AtomicI64::new(0),
             tcp_connections: AtomicI64::new(0),
+            orders_queued: AtomicU64::new(0),
+            orders_replayed: AtomicU64::new(0),
+            orders_replay_failed: AtomicU64::new(0),
+            outbox_depth: AtomicI64::new(0),
+            calls_closed_at_startup: AtomicU64::new(0),
         }
     }
 }
@@ -157,6 +175,27 @@ impl Metrics {
     }
     pub fn tcp_connection(&self, delta: i64) {
         self.tcp_connections.fetch_add(delta, Relaxed);
+    }
+    /// A work-order create was queued in the outbox (the database was unavailable).
+    pub fn order_queued(&self) {
+        self.orders_queued.fetch_add(1, Relaxed);
+    }
+    /// A queued create was written to the database (or found already there).
+    pub fn order_replayed(&self) {
+        self.orders_replayed.fetch_add(1, Relaxed);
+    }
+    /// A queued create the database refused for good (kept in the rejected journal).
+    pub fn order_replay_failed(&self) {
+        self.orders_replay_failed.fetch_add(1, Relaxed);
+    }
+    pub fn set_outbox_depth(&self, n: usize) {
+        self.outbox_depth
+            .store(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
+    }
+    /// Call records found open at start-up and closed (crash or restart).
+    pub fn calls_closed_at_startup(&self, n: usize) {
+        self.calls_closed_at_startup
+            .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Relaxed);
     }
     pub fn parse_errors(&self) -> u64 {
         self.parse_errors.load(Relaxed)
@@ -271,6 +310,49 @@ impl Metrics {
             "Open SIP TCP connections.",
             "gauge",
             self.tcp_connections.load(Relaxed),
+        );
+        let count = |c: &AtomicU64| i64::try_from(c.load(Relaxed)).unwrap_or(i64::MAX);
+        gauge(
+            &mut out,
+            "hotline_orders_queued_total",
+            "Work-order creates queued in the outbox while the database was unavailable.",
+            "counter",
+            count(&self.orders_queued),
+        );
+        gauge(
+            &mut out,
+            "hotline_orders_replayed_total",
+            "Queued work-order creates written once the database was back.",
+            "counter",
+            count(&self.orders_replayed),
+        );
+        gauge(
+            &mut out,
+            "hotline_orders_replay_failed_total",
+            "Queued work-order creates the database refused (kept in outbox.rejected.jsonl).",
+            "counter",
+            count(&self.orders_replay_failed),
+        );
+        gauge(
+            &mut out,
+            "hotline_orders_outbox_depth",
+            "Work-order creates waiting in the outbox.",
+            "gauge",
+            self.outbox_depth.load(Relaxed),
+        );
+        gauge(
+            &mut out,
+            "hotline_calls_closed_at_startup_total",
+            "Call records left open by a crash or restart and closed at start-up.",
+            "counter",
+            count(&self.calls_closed_at_startup),
+        );
+        gauge(
+            &mut out,
+            "hotline_agents_lost_total",
+            "Bridged agents whose phone vanished (no audio); their callers were re-queued.",
+            "counter",
+            count(&AGENTS_LOST),
         );
         out
     }

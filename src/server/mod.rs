@@ -1,10 +1,17 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
 pub mod acd;
+pub mod call_orders;
+pub mod callback;
 pub mod calls;
 pub mod metrics;
+pub mod outbound;
+pub mod outbox;
+pub mod outleg;
 pub mod reminders;
 pub mod sip;
+pub mod survey;
+pub mod transfer;
 pub mod voicemail;
 
 use std::sync::Arc;
@@ -55,6 +62,8 @@ pub enum ServeError {
         path: std::path::PathBuf,
         source: std::io::Error,
     },
+    #[error("work-order outbox")]
+    Outbox(#[from] outbox::OutboxError),
 }
 
 /// Run until SIGINT or SIGTERM.
@@ -63,8 +72,22 @@ pub enum ServeError {
 /// Start-up failures (database, sockets); a clean shutdown is `Ok`.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let config = options.config;
+    let clock = match std::env::var("HOTLINE_FAKE_NOW") {
+        Ok(text) => {
+            let fake = chrono::DateTime::parse_from_rfc3339(&text)
+                .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
+                .map_err(|_| ServeError::FakeNow(text.clone()))?;
+            warn!(now = %fake, "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
+            calls::WallClock::starting_at(fake)
+        }
+        Err(_) => calls::WallClock::default(),
+    };
     let store = Store::connect(&options.database_url).await?;
     store.migrate().await?;
+    let metrics = Arc::new(Metrics::default());
+    let heartbeat = config.server.data_dir.join("heartbeat");
+    close_calls_left_open(&store, &heartbeat, clock, &metrics).await;
+    let outbox = outbox::OrderOutbox::open(&config.server.data_dir, metrics.clone())?;
     std::fs::create_dir_all(&config.server.recordings_dir).map_err(|source| {
         ServeError::Recordings {
             path: config.server.recordings_dir.clone(),
@@ -73,7 +96,6 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     })?;
     let recordings = config.server.recordings_dir.clone();
     tokio::task::spawn_blocking(move || calls::repair_recordings(&recordings));
-    let metrics = Arc::new(Metrics::default());
     let calendar = crate::calendar::Calendar::load(&config.server.calendar).map_err(|source| {
         ServeError::Calendar {
             path: config.server.calendar.clone(),
@@ -118,16 +140,6 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
 
-    let clock = match std::env::var("HOTLINE_FAKE_NOW") {
-        Ok(text) => {
-            let fake = chrono::DateTime::parse_from_rfc3339(&text)
-                .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
-                .map_err(|_| ServeError::FakeNow(text.clone()))?;
-            warn!(now = %fake, "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
-            calls::WallClock::starting_at(fake)
-        }
-        Err(_) => calls::WallClock::default(),
-    };
     let media = calls::MediaContext::from_config(
         &config,
         sip_local,
@@ -138,7 +150,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     .map_err(ServeError::Media)?;
     let shutdown = Shutdown::default();
     let media = Arc::new(media);
+    let media_plane = media.clone();
     let acd = media.acd.clone();
+    let media_ctx = media.clone();
     let shell = SipShell::start(
         sockets,
         endpoint,
@@ -153,12 +167,25 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         acd.start(&shell, shutdown.clone());
     }
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
+    tokio::spawn(heartbeat_loop(heartbeat.clone(), clock, shutdown.clone()));
+    tokio::spawn(outbox.clone().replay_loop(store.clone(), shutdown.clone()));
 
     let orders = Arc::new(api::orders::OrdersContext::from_config(&config, calendar));
+    media_ctx.start_call_orders(
+        store.clone(),
+        orders.clone(),
+        crate::ticket::UnitId::new(config.calls.province_center.as_str()),
+    );
     tokio::spawn(reminders::reminder_loop(
         store.clone(),
         orders.clone(),
         Arc::new(reminders::LogNotifier),
+        shutdown.clone(),
+    ));
+    tokio::spawn(survey::survey_loop(
+        store.clone(),
+        orders.clone(),
+        clock,
         shutdown.clone(),
     ));
     tokio::spawn(voicemail::voicemail_loop(
@@ -175,8 +202,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         orders,
         cities: Arc::new(config.cities.clone()),
     };
+    let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::ServerHealth {
+            outbox: Some(outbox.clone()),
+            draining: draining.clone(),
+        }))
+        .layer(axum::Extension(api::recordings::RecordingsDir(Some(
+            config.server.recordings_dir.clone(),
+        ))))
         .into_make_service_with_connect_info::<std::net::SocketAddr>();
     let http_shutdown = shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -193,6 +228,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         "hotline ready"
     );
     wait_for_signal().await;
+    draining.store(true, std::sync::atomic::Ordering::SeqCst);
+    drain_calls(
+        &shell,
+        &media_plane,
+        Duration::from_secs(config.server.drain_timeout_secs),
+    )
+    .await;
     info!("shutting down");
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(10), http_task).await {
@@ -200,8 +242,149 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         Ok(_) => {}
         Err(_) => warn!("HTTP server did not stop within 10 s"),
     }
+    write_heartbeat(&heartbeat, HeartbeatState::Stopped, clock.now());
     info!("stopped");
     Ok(())
+}
+
+/// SIGTERM / SIGINT: refuse new calls (503 with Retry-After), let the calls in progress
+/// finish for up to `timeout` (a second signal cuts the wait short), then end the rest
+/// with BYE (`Reason: SIP;cause=503`) and give their answers and call records a few
+/// seconds.
+async fn drain_calls(shell: &Arc<SipShell>, media: &calls::MediaContext, timeout: Duration) {
+    let retry_after = u32::try_from(timeout.as_secs()).unwrap_or(u32::MAX).max(1);
+    shell.drive(|ep| ep.start_draining(retry_after));
+    let up = media.active_calls();
+    info!(
+        calls = up,
+        timeout_secs = timeout.as_secs(),
+        "shutting down: new calls refused (503); calls in progress may finish"
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let second_signal = wait_for_signal();
+    tokio::pin!(second_signal);
+    let mut cut_short = false;
+    while media.active_calls() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+            _ = &mut second_signal => {
+                warn!("second signal: not waiting for the calls in progress");
+                cut_short = true;
+                break;
+            }
+        }
+    }
+    let left = media.active_calls();
+    if left == 0 {
+        info!("drained: no call in progress");
+        return;
+    }
+    let legs = shell
+        .drive(|ep| ep.shutdown_calls(std::time::Instant::now()))
+        .unwrap_or(0);
+    warn!(
+        calls = left,
+        legs, cut_short, "drain timeout: the remaining calls are hung up (BYE with Reason)"
+    );
+    let grace = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+    while media.active_calls() > 0 && tokio::time::Instant::now() < grace {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    if media.active_calls() > 0 {
+        warn!(
+            calls = media.active_calls(),
+            "calls still ending; their records are closed at the next start"
+        );
+    }
+}
+
+/// After the BYEs of a drain timeout: time for their answers and the call records.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How often the heartbeat file is rewritten.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeartbeatState {
+    Running,
+    Stopped,
+}
+
+/// `<data_dir>/heartbeat`: `running <RFC 3339>` every few seconds while serving,
+/// `stopped <RFC 3339>` after a clean stop. At start-up it says how the previous run
+/// ended and when it was last alive.
+fn write_heartbeat(
+    path: &std::path::Path,
+    state: HeartbeatState,
+    at: chrono::DateTime<chrono::FixedOffset>,
+) {
+    let word = match state {
+        HeartbeatState::Running => "running",
+        HeartbeatState::Stopped => "stopped",
+    };
+    let tmp = path.with_extension("tmp");
+    let written = std::fs::write(&tmp, format!("{word} {}\n", at.to_rfc3339()))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = written {
+        warn!(%e, path = %path.display(), "cannot write the heartbeat");
+    }
+}
+
+fn read_heartbeat(
+    path: &std::path::Path,
+) -> Option<(HeartbeatState, chrono::DateTime<chrono::FixedOffset>)> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let (word, at) = text.trim().split_once(' ')?;
+    let state = match word {
+        "running" => HeartbeatState::Running,
+        "stopped" => HeartbeatState::Stopped,
+        _ => return None,
+    };
+    Some((state, chrono::DateTime::parse_from_rfc3339(at).ok()?))
+}
+
+async fn heartbeat_loop(path: std::path::PathBuf, clock: calls::WallClock, shutdown: Shutdown) {
+    loop {
+        let at = clock.now();
+        let beat = path.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            write_heartbeat(&beat, HeartbeatState::Running, at);
+        })
+        .await;
+        tokio::select! {
+            _ = tokio::time::sleep(HEARTBEAT_EVERY) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Close the call records a previous run left open (calls up when it stopped): ended at
+/// its last heartbeat (or now), reason `crash` unless it stopped cleanly.
+async fn close_calls_left_open(
+    store: &Store,
+    heartbeat: &std::path::Path,
+    clock: calls::WallClock,
+    metrics: &Metrics,
+) {
+    let (reason, last_known) = match read_heartbeat(heartbeat) {
+        Some((HeartbeatState::Stopped, at)) => (crate::ivr::cdr::SystemEnd::ServerRestart, at),
+        Some((HeartbeatState::Running, at)) => (crate::ivr::cdr::SystemEnd::Crash, at),
+        None => (crate::ivr::cdr::SystemEnd::Crash, clock.now()),
+    };
+    match store.close_open_calls(last_known, reason).await {
+        Ok(closed) => {
+            for record in &closed {
+                warn!(
+                    call_id = %record.call_id,
+                    reason = reason.as_str(),
+                    end = ?record.end,
+                    "call record closed at start-up: the server stopped while the call was up"
+                );
+            }
+            metrics.calls_closed_at_startup(closed.len());
+        }
+        Err(e) => warn!(%e, "cannot close the call records left open"),
+    }
 }
 
 /// "calendar for 2027 not loaded" for this year and next when their data is missing:

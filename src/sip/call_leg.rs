@@ -93,7 +93,13 @@ pub enum EndReason {
     NoAnswer,
     /// Outbound: a 2xx from which no dialog could be built (no Contact / To tag).
     ProtocolError,
+    /// The server is shutting down and the drain timeout ran out: BYE carrying
+    /// `Reason: SIP;cause=503` (RFC 3326); before the answer, 503 with Retry-After.
+    Shutdown,
 }
+
+/// The `Reason` header (RFC 3326) of a BYE sent because the server shuts down.
+pub const SHUTDOWN_REASON: &str = "SIP;cause=503;text=\"server shutting down\"";
 
 /// Observable state of a leg.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,7 +349,15 @@ impl Core {
             self.end(reason, who);
             return;
         };
-        let bye = dialog.build_request(Method::Bye, Vec::new(), Bytes::new(), &branch);
+        let extra = if reason == EndReason::Shutdown {
+            vec![crate::sip::message::Header {
+                name: "Reason".into(),
+                value: SHUTDOWN_REASON.into(),
+            }]
+        } else {
+            Vec::new()
+        };
+        let bye = dialog.build_request(Method::Bye, extra, Bytes::new(), &branch);
         self.bye = Some(ByeInFlight {
             cseq: dialog.local_cseq(),
             reason,
@@ -778,9 +792,21 @@ impl InboundLeg {
         self.terminate(now, EndReason::MediaTimeout);
     }
 
+    /// The server shuts down (drain timeout): before the answer 503 with Retry-After,
+    /// after it a BYE with `Reason: SIP;cause=503`.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.terminate(now, EndReason::Shutdown);
+    }
+
     fn terminate(&mut self, now: Instant, reason: EndReason) {
         if self.core.state == LegState::Early {
-            self.core.respond(&self.invite, 480);
+            if reason == EndReason::Shutdown {
+                let mut response = self.core.response(&self.invite, 503);
+                response.headers.push("Retry-After", "30");
+                self.core.out.push_back(LegOutput::SendResponse(response));
+            } else {
+                self.core.respond(&self.invite, 480);
+            }
             self.core.end(reason, Side::Local);
         } else {
             self.core.hangup_established(now, reason);
@@ -985,6 +1011,11 @@ impl OutboundLeg {
     /// The shell saw no RTP for too long: BYE with that reason.
     pub fn media_timeout(&mut self, now: Instant) {
         self.stop(now, EndReason::MediaTimeout);
+    }
+
+    /// The server shuts down: CANCEL before the answer, BYE with `Reason` after.
+    pub fn shutdown(&mut self, now: Instant) {
+        self.stop(now, EndReason::Shutdown);
     }
 
     fn stop(&mut self, now: Instant, reason: EndReason) {

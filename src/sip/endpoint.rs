@@ -243,6 +243,12 @@ impl Leg {
             Leg::Out(l) => l.media_timeout(now),
         }
     }
+    fn shutdown(&mut self, now: Instant) {
+        match self {
+            Leg::In(l) => l.shutdown(now),
+            Leg::Out(l) => l.shutdown(now),
+        }
+    }
     fn answer_reinvite(&mut self, now: Instant, sdp: Bytes) -> Result<(), LegError> {
         match self {
             Leg::In(l) => l.answer_reinvite(now, sdp),
@@ -353,6 +359,9 @@ pub struct Endpoint {
     /// Request-URI users that authenticated agents may call (test extensions).
     agent_extensions: Vec<String>,
     rng: StdRng,
+    /// Shutting down: new calls are answered 503 with this Retry-After (seconds);
+    /// REGISTER, OPTIONS and requests inside calls are served as usual.
+    draining: Option<u32>,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -467,6 +476,7 @@ impl Endpoint {
             calls: HashMap::new(),
             calls_by_id: HashMap::new(),
             call_client_transactions: HashMap::new(),
+            draining: None,
             next_call: 1,
             leg_config: LegConfig {
                 t1: Duration::from_millis(sip.t1_ms),
@@ -1143,6 +1153,17 @@ impl Endpoint {
         } else {
             return Err((Box::new(req), transaction));
         };
+        if let Some(retry_after) = self.draining {
+            // Shutting down: the caller's carrier or phone tries another node or later.
+            info!(%dialled, from = %source.addr, "shutting down: new call refused (503)");
+            let answer = Answer {
+                status: 503,
+                reason: "Service Unavailable",
+                headers: vec![("Retry-After", retry_after.to_string())],
+            };
+            self.send_answer(now, &req, transaction, answer);
+            return Ok(());
+        }
         let replaces = match (replaces, &origin) {
             (None, _) => None,
             (Some(r), CallOrigin::Agent(_)) => match self.replaced_dialog(&r) {
@@ -1317,6 +1338,57 @@ impl Endpoint {
         })
     }
 
+    /// `agent`'s phone at `contact` vanished (its audio stopped mid-call, or an INVITE
+    /// to it got no answer at all): drop that binding as if it had expired, so the agent
+    /// shows offline (离线) until the phone registers again. Returns whether there was
+    /// one.
+    pub fn drop_binding(&mut self, agent: &str, contact: &crate::sip::message::Uri) -> bool {
+        let aor = Aor::new(agent, &self.realm);
+        let Some(binding) = self.registrar.remove(&aor, contact) else {
+            return false;
+        };
+        info!(aor = binding.aor.as_str(), contact = %binding.contact_uri, "binding dropped: the phone vanished");
+        self.outputs
+            .push_back(Output::Store(StoreOp::DeleteBinding {
+                aor: binding.aor.as_str().to_string(),
+                contact: binding.contact_uri.to_string(),
+            }));
+        self.metrics
+            .set_active_registrations(self.registrar.binding_count());
+        true
+    }
+
+    /// Stop taking new calls (SIGTERM): every new INVITE from now on is answered 503
+    /// with `Retry-After: retry_after_secs`; calls in progress, REGISTER and OPTIONS go
+    /// on.
+    pub fn start_draining(&mut self, retry_after_secs: u32) {
+        self.draining = Some(retry_after_secs);
+    }
+
+    /// Whether [`Endpoint::start_draining`] was called.
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_some()
+    }
+
+    /// End every call leg for shutdown (the drain timeout ran out): BYE with
+    /// `Reason: SIP;cause=503` once answered, 503 / CANCEL before. Returns how many legs
+    /// were still up.
+    pub fn shutdown_calls(&mut self, now: Instant) -> usize {
+        let handles: Vec<CallHandle> = self
+            .calls
+            .iter()
+            .filter(|(_, c)| c.remove_at.is_none())
+            .map(|(h, _)| *h)
+            .collect();
+        for handle in &handles {
+            let _ = self.with_call(now, *handle, |leg| {
+                leg.shutdown(now);
+                Ok(())
+            });
+        }
+        handles.len()
+    }
+
     /// Where the given agents can be rung now (their first live registration each), in
     /// the order given.
     pub fn agent_contacts(&self, now: Instant, agents: &[String]) -> Vec<AgentContact> {
@@ -1377,6 +1449,57 @@ impl Endpoint {
             via,
             call_id: None,
         };
+        self.place_outbound(now, params, target.source, Some(target.agent.clone()))
+    }
+
+    /// Call out through a carrier trunk (B2BUA leg to an outside number): INVITE
+    /// `request_uri` (`sip:<number>@<trunk>`) sent to `peer`, To = the Request-URI, From
+    /// `sip:<from_user>@<our domain>`. Events come back as for [`Endpoint::call_dial`].
+    /// The shell decides what may be dialled (`crate::server::outbound`): this only
+    /// sends.
+    pub fn call_dial_out(
+        &mut self,
+        now: Instant,
+        request_uri: crate::sip::message::Uri,
+        peer: SourceInfo,
+        from_user: &str,
+        sdp_offer: Bytes,
+    ) -> CallHandle {
+        let name_addr = |uri: crate::sip::message::Uri| NameAddr {
+            display_name: None,
+            uri,
+            params: Vec::new(),
+        };
+        let from = name_addr(
+            crate::sip::message::Uri::parse(&format!("sip:{from_user}@{}", self.realm))
+                .unwrap_or_else(|_| self.local_contact.uri.clone()),
+        );
+        let via = crate::sip::dialog::ViaSentBy {
+            transport: peer.transport.as_str().to_string(),
+            host: self.local_contact.uri.host.clone(),
+            port: self.local_contact.uri.port,
+        };
+        let params = OutboundParams {
+            target: request_uri.clone(),
+            from,
+            to: name_addr(request_uri),
+            contact: self.local_contact.clone(),
+            sdp_offer,
+            route: Vec::new(),
+            via,
+            call_id: None,
+        };
+        // An outside number: no agent whose dialog an agent's INVITE may replace.
+        self.place_outbound(now, params, peer, None)
+    }
+
+    fn place_outbound(
+        &mut self,
+        now: Instant,
+        params: OutboundParams,
+        peer: SourceInfo,
+        agent: Option<String>,
+    ) -> CallHandle {
         let seed = rand::RngCore::next_u64(&mut self.rng);
         let leg = OutboundLeg::new(now, self.leg_config, params, seed);
         let call_id = leg
@@ -1392,10 +1515,10 @@ impl Endpoint {
             CallEntry {
                 leg: Leg::Out(leg),
                 call_id: call_id.clone(),
-                peer: target.source,
+                peer,
                 server_transactions: HashMap::new(),
                 remove_at: None,
-                agent: Some(target.agent.clone()),
+                agent,
             },
         );
         self.calls_by_id.insert(call_id, handle);
@@ -2116,6 +2239,78 @@ kind = "echo"
         ep.handle_timeout(later + Duration::from_secs(40));
         drain(&mut ep);
         assert_eq!(ep.call_count(), 0);
+    }
+
+    #[test]
+    fn draining_refuses_new_calls_503_and_ends_calls_in_progress_with_a_reason() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, tag) = answered_call(&mut ep, t0);
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("ACK", "z9hG4bK-ack", "c1", &tag, 1, ""),
+        );
+        drain(&mut ep);
+        ep.start_draining(30);
+        assert!(ep.is_draining());
+        // A new call: 503 with Retry-After, no call event.
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("INVITE", "z9hG4bK-new", "c2", "", 1, SDP),
+        );
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [503], "{sent:?}");
+        assert!(sent[0].contains("Retry-After: 30\r\n"), "{}", sent[0]);
+        assert!(events.is_empty(), "{events:?}");
+        // OPTIONS is still answered.
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("OPTIONS", "z9hG4bK-opt", "c3", "", 1, ""),
+        );
+        assert_eq!(statuses(&drain(&mut ep).0), [200]);
+        // The call in progress goes on (its BYE would be answered) until the drain
+        // timeout: then BYE with a Reason, and the end says why.
+        assert_eq!(ep.shutdown_calls(t0), 1);
+        let (sent, _) = drain(&mut ep);
+        let bye = sent
+            .iter()
+            .find(|t| t.starts_with("BYE "))
+            .expect("BYE sent");
+        assert!(
+            bye.contains("Reason: SIP;cause=503;text=\"server shutting down\"\r\n"),
+            "{bye}"
+        );
+        let via_branch = bye
+            .lines()
+            .find(|l| l.starts_with("Via:"))
+            .and_then(|l| l.split("branch=").nth(1))
+            .map(|b| b.split(';').next().unwrap_or(b).trim().to_string())
+            .expect("branch");
+        let cseq = bye
+            .lines()
+            .find(|l| l.starts_with("CSeq:"))
+            .expect("cseq")
+            .to_string();
+        let ok = format!(
+            "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch={via_branch}\r\n\
+             From: <sip:12348@127.0.0.1>;tag={tag}\r\nTo: <sip:053188886666@192.0.2.1>;tag=caller\r\n\
+             Call-ID: c1\r\n{cseq}\r\nContent-Length: 0\r\n\r\n"
+        );
+        ep.handle_message(t0, from([192, 0, 2, 1]), ok.as_bytes());
+        let (_, events) = drain(&mut ep);
+        assert_eq!(
+            events,
+            [(
+                call,
+                CallEvent::Leg(LegEvent::Ended {
+                    reason: EndReason::Shutdown,
+                    who_hung_up: Side::Local
+                })
+            )]
+        );
     }
 
     #[test]

@@ -593,6 +593,18 @@ impl Registrar {
         expired
     }
 
+    /// Remove the binding of `aor` to `contact` (its phone vanished: a call leg to it
+    /// failed without an answer). Returns it, `None` when there was none.
+    pub fn remove(&mut self, aor: &Aor, contact: &Uri) -> Option<Binding> {
+        let list = self.bindings.get_mut(aor)?;
+        let index = list.iter().position(|b| b.contact_uri.raw == contact.raw)?;
+        let removed = list.remove(index);
+        if list.is_empty() {
+            self.bindings.remove(aor);
+        }
+        Some(removed)
+    }
+
     /// When [`Registrar::expire`] next has work.
     pub fn poll_timeout(&self) -> Option<Instant> {
         self.bindings
@@ -896,6 +908,33 @@ mod tests {
         assert_eq!(registrar.poll_timeout(), None);
         assert!(registrar.lookup(&aor).is_empty());
         assert_eq!(registrar.binding_count(), 0);
+    }
+
+    #[test]
+    fn a_vanished_phone_s_binding_is_removed_and_the_others_stay() {
+        let t0 = Instant::now();
+        let mut registrar = Registrar::new(RegistrarConfig::new("12348.sd.cn"));
+        let aor = registrar.aor_for("1001");
+        let desk = binding(
+            &aor,
+            uri("1001", "10.0.0.1", None, &[]),
+            t0 + Duration::from_secs(60),
+        );
+        let soft = binding(
+            &aor,
+            uri("1001", "10.0.0.2", None, &[]),
+            t0 + Duration::from_secs(60),
+        );
+        registrar.restore([desk.clone(), soft.clone()]);
+        assert_eq!(
+            registrar.remove(&aor, &desk.contact_uri),
+            Some(desk.clone())
+        );
+        assert_eq!(registrar.lookup(&aor), std::slice::from_ref(&soft));
+        assert_eq!(registrar.remove(&aor, &desk.contact_uri), None);
+        assert_eq!(registrar.remove(&aor, &soft.contact_uri), Some(soft));
+        assert_eq!(registrar.binding_count(), 0);
+        assert_eq!(registrar.poll_timeout(), None);
     }
 
     #[test]

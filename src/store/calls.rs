@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Pool, Store, StoreError};
-use crate::ivr::cdr::CallDetailRecord;
+use crate::ivr::cdr::{CallDetailRecord, SystemEnd};
 
 /// A voice message left after hours, waiting for its callback work order.
 ///
@@ -48,6 +48,9 @@ pub struct CallFilter {
 pub struct StoredCall {
     pub record: CallDetailRecord,
     pub voice_message: Option<VoiceMessage>,
+    /// The call is up now (its record was written at the answer and is completed at
+    /// the end).
+    pub in_progress: bool,
 }
 
 fn snake<T: Serialize>(value: &T) -> Option<String> {
@@ -69,11 +72,12 @@ impl Store {
         voice_message: Option<&VoiceMessage>,
     ) -> Result<(), StoreError> {
         const CALL: &str = "INSERT INTO calls (call_id, arrival_ms, caller, dialled, city, \
-            category, urgency, path, hung_up_first, record) \
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+            category, urgency, path, hung_up_first, record, in_progress) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
             ON CONFLICT (call_id) DO UPDATE SET city = excluded.city, \
             category = excluded.category, urgency = excluded.urgency, path = excluded.path, \
-            hung_up_first = excluded.hung_up_first, record = excluded.record";
+            hung_up_first = excluded.hung_up_first, record = excluded.record, \
+            in_progress = excluded.in_progress";
         const MESSAGE: &str = "INSERT INTO voice_messages (call_id, caller, city, category, \
             urgency, recording, duration_ms, received_at, callback_due, provisional, work_order) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) ON CONFLICT (call_id) DO NOTHING";
@@ -98,6 +102,7 @@ impl Store {
                 .bind(&path)
                 .bind(&hung_up)
                 .bind(&json)
+                .bind(false)
                 .execute(&mut *tx)
                 .await?;
             if let Some(m) = voice_message {
@@ -121,12 +126,82 @@ impl Store {
         Ok(())
     }
 
+    /// Write the record of a call that has just been answered, marked in progress, so
+    /// that a crash cannot lose it; [`Store::insert_call`] completes it at the end. A
+    /// record already there (the end was written first) is left alone.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn open_call(&self, record: &CallDetailRecord) -> Result<(), StoreError> {
+        const SQL: &str = "INSERT INTO calls (call_id, arrival_ms, caller, dialled, city, \
+            category, urgency, path, hung_up_first, record, in_progress) \
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, NULL, $9, $10) \
+            ON CONFLICT (call_id) DO NOTHING";
+        let json = serde_json::to_string(record).unwrap_or_default();
+        let path: Vec<String> = record.path.iter().filter_map(snake).collect();
+        let city = record.city.as_ref().map(|c| c.as_str().to_string());
+        on_pool!(self, |p| sqlx::query(SQL)
+            .bind(&record.call_id)
+            .bind(record.arrival.timestamp_millis())
+            .bind(&record.caller)
+            .bind(&record.dialled)
+            .bind(&city)
+            .bind(record.category.as_ref().and_then(snake))
+            .bind(record.urgency.as_ref().and_then(snake))
+            .bind(path.join(","))
+            .bind(&json)
+            .bind(true)
+            .execute(p)
+            .await
+            .map(|_| ())?);
+        Ok(())
+    }
+
+    /// Close every record still in progress: the process stopped while those calls
+    /// were up. Each ends at `last_known` (never before its arrival), hung up by the
+    /// system, with `reason`. Returns the closed records.
+    ///
+    /// # Errors
+    /// Database errors (records closed before the error stay closed).
+    pub async fn close_open_calls(
+        &self,
+        last_known: chrono::DateTime<chrono::FixedOffset>,
+        reason: SystemEnd,
+    ) -> Result<Vec<CallDetailRecord>, StoreError> {
+        const OPEN: &str = "SELECT record FROM calls WHERE in_progress = $1 ORDER BY arrival_ms";
+        const CLOSE: &str = "UPDATE calls SET in_progress = $1, hung_up_first = $2, \
+            record = $3 WHERE call_id = $4";
+        let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(OPEN)
+            .bind(true)
+            .fetch_all(p)
+            .await?);
+        let mut closed = Vec::with_capacity(rows.len());
+        for (json,) in rows {
+            let Ok(mut record) = serde_json::from_str::<CallDetailRecord>(&json) else {
+                continue;
+            };
+            record.close_after_stop(last_known, reason);
+            let json = serde_json::to_string(&record).unwrap_or_default();
+            let hung_up = record.hung_up_first.as_ref().and_then(snake);
+            on_pool!(self, |p| sqlx::query(CLOSE)
+                .bind(false)
+                .bind(&hung_up)
+                .bind(&json)
+                .bind(&record.call_id)
+                .execute(p)
+                .await
+                .map(|_| ())?);
+            closed.push(record);
+        }
+        Ok(closed)
+    }
+
     /// Calls matching `filter`, newest first (at most `limit`, default 100, max 1000).
     ///
     /// # Errors
     /// Database errors.
     pub async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<StoredCall>, StoreError> {
-        const SQL: &str = "SELECT record FROM calls WHERE \
+        const SQL: &str = "SELECT record, in_progress FROM calls WHERE \
             ($1 IS NULL OR city = $1) AND ($2 IS NULL OR category = $2) \
             AND ($3 IS NULL OR caller = $3) \
             AND ($4 IS NULL OR (',' || path || ',') LIKE ('%,' || $4 || ',%')) \
@@ -136,7 +211,7 @@ impl Store {
             duration_ms, received_at, callback_due, provisional, work_order \
             FROM voice_messages WHERE call_id = $1";
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
-        let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(SQL)
+        let rows: Vec<(String, bool)> = on_pool!(self, |p| sqlx::query_as(SQL)
             .bind(&filter.city)
             .bind(&filter.category)
             .bind(&filter.caller)
@@ -147,7 +222,7 @@ impl Store {
             .fetch_all(p)
             .await?);
         let mut out = Vec::with_capacity(rows.len());
-        for (json,) in rows {
+        for (json, in_progress) in rows {
             let Ok(record) = serde_json::from_str::<CallDetailRecord>(&json) else {
                 continue;
             };
@@ -158,6 +233,7 @@ impl Store {
             out.push(StoredCall {
                 record,
                 voice_message,
+                in_progress,
             });
         }
         Ok(out)
@@ -165,6 +241,19 @@ impl Store {
 }
 
 impl Store {
+    /// One call's record by call id (`None` when unknown or unreadable).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn call_record(&self, call_id: &str) -> Result<Option<CallDetailRecord>, StoreError> {
+        const SQL: &str = "SELECT record FROM calls WHERE call_id = $1";
+        let row: Option<(String,)> = on_pool!(self, |p| sqlx::query_as(SQL)
+            .bind(call_id)
+            .fetch_optional(p)
+            .await?);
+        Ok(row.and_then(|(json,)| serde_json::from_str(&json).ok()))
+    }
+
     /// Voice messages still without a work order, oldest first (at most `limit`).
     ///
     /// # Errors
@@ -246,6 +335,88 @@ mod tests {
             return;
         };
         exercise(&store).await;
+    }
+
+    #[tokio::test]
+    async fn calls_open_at_a_crash_are_closed_with_the_reason_sqlite() {
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        open_and_close(&store).await;
+    }
+
+    #[tokio::test]
+    async fn calls_open_at_a_crash_are_closed_with_the_reason_postgres() {
+        let Some(store) = crate::store::test_support::postgres().await else {
+            return;
+        };
+        open_and_close(&store).await;
+    }
+
+    async fn open_and_close(store: &Store) {
+        let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("time");
+        let arrival = at("2026-02-14T20:00:00+08:00");
+        let mut up = CdrBuilder::new("up", "053188886666", "12348", arrival);
+        up.ivr_answered(arrival);
+        store.open_call(up.record()).await.expect("open");
+        // A call that ended normally: its end replaces the open record.
+        let mut done = CdrBuilder::new("done", "053188886666", "12348", arrival);
+        done.ivr_answered(arrival);
+        store.open_call(done.record()).await.expect("open");
+        store
+            .insert_call(&done.clone().finish(at("2026-02-14T20:01:00+08:00")), None)
+            .await
+            .expect("end");
+        // The end written before the open (a race) is not undone by it.
+        let mut raced = CdrBuilder::new("raced", "053188886666", "12348", arrival);
+        raced.ivr_answered(arrival);
+        store
+            .insert_call(&raced.clone().finish(at("2026-02-14T20:00:30+08:00")), None)
+            .await
+            .expect("end");
+        store.open_call(raced.record()).await.expect("open");
+
+        let listed = store
+            .list_calls(&CallFilter::default())
+            .await
+            .expect("list");
+        let in_progress: Vec<&str> = listed
+            .iter()
+            .filter(|c| c.in_progress)
+            .map(|c| c.record.call_id.as_str())
+            .collect();
+        assert_eq!(in_progress, ["up"]);
+
+        let closed = store
+            .close_open_calls(at("2026-02-14T20:02:00+08:00"), SystemEnd::Crash)
+            .await
+            .expect("close");
+        assert_eq!(closed.len(), 1);
+        let listed = store
+            .list_calls(&CallFilter::default())
+            .await
+            .expect("list");
+        assert!(listed.iter().all(|c| !c.in_progress));
+        let up = listed
+            .iter()
+            .find(|c| c.record.call_id == "up")
+            .expect("up listed");
+        assert_eq!(up.record.end_reason, Some(SystemEnd::Crash));
+        assert_eq!(up.record.end, Some(at("2026-02-14T20:02:00+08:00")));
+        assert_eq!(
+            up.record.hung_up_first,
+            Some(crate::ivr::cdr::HangupParty::System)
+        );
+        let done = listed
+            .iter()
+            .find(|c| c.record.call_id == "done")
+            .expect("done listed");
+        assert_eq!(done.record.end_reason, None);
+        assert!(
+            store
+                .close_open_calls(at("2026-02-14T20:03:00+08:00"), SystemEnd::Crash)
+                .await
+                .expect("close")
+                .is_empty()
+        );
     }
 
     async fn exercise(store: &Store) {

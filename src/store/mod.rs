@@ -25,6 +25,44 @@ pub enum StoreError {
     Snapshot,
 }
 
+impl StoreError {
+    /// The database cannot be reached, is shutting down or is out of room — a state
+    /// that passes (as opposed to a query it refused): the write is worth retrying.
+    #[must_use]
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Database(e) => sqlx_unavailable(e),
+            _ => false,
+        }
+    }
+}
+
+fn sqlx_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::Protocol(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs (five characters): class 08 (connection exception), 57P
+/// (operator intervention: shutdown, cannot connect now), 53 (insufficient resources).
+/// SQLite result codes (numbers, extended codes keep the primary in the low byte):
+/// BUSY, LOCKED, IOERR, FULL, CANTOPEN.
+fn unavailable_code(code: &str) -> bool {
+    if code.len() == 5 && !code.starts_with('1') {
+        return code.starts_with("08") || code.starts_with("57P") || code.starts_with("53");
+    }
+    code.parse::<u32>()
+        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -54,8 +92,11 @@ macro_rules! on_pool {
 }
 
 pub mod calls;
+pub mod drafts;
 pub mod orders;
 pub mod queue_log;
+pub mod stats;
+pub mod surveys;
 
 const UPSERT_BINDING: &str = "INSERT INTO registrations \
     (aor, contact, expires_at, q, call_id, cseq, source, transport, user_agent, updated_at) \
@@ -456,6 +497,22 @@ mod tests {
         };
         assert_eq!(store.backend(), Backend::Postgres);
         bindings_round_trip(store).await;
+    }
+
+    #[test]
+    fn outages_are_told_from_refused_queries() {
+        for code in [
+            "08006", "08001", "57P01", "57P03", "53300", "5", "517", "13", "10", "266",
+        ] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        // Unique violation, syntax error, SQLite constraint (19, 2067), not found.
+        for code in ["23505", "42601", "19", "2067", "1", "12"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+        assert!(StoreError::Database(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(!StoreError::Database(sqlx::Error::RowNotFound).is_unavailable());
+        assert!(!StoreError::Snapshot.is_unavailable());
     }
 
     #[tokio::test]

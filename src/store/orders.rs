@@ -405,6 +405,20 @@ impl Store {
                 tx.rollback().await?;
                 return Err(AppendError::Conflict);
             }
+            if expected_version == 0
+                && let Some(call) = order.fields.call_id.as_ref()
+            {
+                // The call → order link the survey loop follows (src/store/surveys.rs).
+                sqlx::query(
+                    "INSERT INTO order_calls (call_id, order_id, created_ms, settled) \
+                     VALUES ($1, $2, $3, 0) ON CONFLICT DO NOTHING",
+                )
+                .bind(call.0.as_str())
+                .bind(order.id.0.as_str())
+                .bind(now_ms)
+                .execute(&mut *tx)
+                .await?;
+            }
             for event in events {
                 global_seq += 1;
                 let hash = chain_hash(&prev_hash, event);

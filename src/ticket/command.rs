@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, ReminderLevel};
 use super::model::{
-    BusinessArea, Category, JudgementGround, OrderFields, RedoTarget, Satisfaction,
+    BusinessArea, CallId, CallLog, CallSurveyAnswer, Category, JudgementGround, OrderFields,
+    RedoTarget, Satisfaction,
 };
 use super::units::UnitId;
 
@@ -146,6 +147,13 @@ pub enum Command {
         /// Note (required).
         note: String,
     },
+    /// The server records the post-call survey answer of the order's linked call.
+    RecordCallSurvey {
+        /// The call (must be the order's `call_id`).
+        call_id: CallId,
+        /// The caller's answer.
+        answer: CallSurveyAnswer,
+    },
     /// Recompute provisional deadlines after calendar data for a missing year was
     /// added (`hotline calendar reload`); keeps approved extensions.
     RecomputeDeadlines,
@@ -153,6 +161,12 @@ pub enum Command {
     Withdraw {
         /// Why (required).
         reason: String,
+    },
+    /// The system logs a telephone fact about the order's call (a callback attempt, a
+    /// live transfer to a unit). Does not change state.
+    LogCall {
+        /// What happened.
+        call: CallLog,
     },
 }
 
@@ -180,8 +194,10 @@ impl Command {
             Self::Remind { .. } => "remind",
             Self::Supervise { .. } => "supervise",
             Self::AddNote { .. } => "add_note",
+            Self::RecordCallSurvey { .. } => "record_call_survey",
             Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",
+            Self::LogCall { .. } => "log_call",
         }
     }
 }

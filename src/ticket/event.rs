@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
-    Assignment, AssignmentStatus, BusinessArea, CallbackRecord, CallbackRound, Category,
-    CloseReason, Closing, ExtensionRequest, IssuedReminder, Order, OrderFields, OrderId,
-    RedoTarget, Role, Satisfaction, State, UserId,
+    Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
+    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, IssuedReminder, Order,
+    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
 };
 use super::units::UnitId;
 
@@ -181,6 +181,14 @@ pub enum EventKind {
         /// Note.
         note: String,
     },
+    /// The post-call survey of the linked call (recorded by the server). Does not
+    /// change state.
+    CallSurveyRecorded {
+        /// The call.
+        call_id: CallId,
+        /// The caller's answer.
+        answer: CallSurveyAnswer,
+    },
     /// Provisional limits recomputed with new calendar data.
     DeadlinesRecomputed {
         /// New limits.
@@ -190,6 +198,14 @@ pub enum EventKind {
     Withdrawn {
         /// Why.
         reason: String,
+    },
+    /// A telephone fact about the order's call, by the system (callback attempts,
+    /// live transfer to a unit). Does not change state.
+    CallLogged {
+        /// What happened.
+        call: CallLog,
+        /// The same for people.
+        note: String,
     },
 }
 
@@ -394,7 +410,9 @@ impl Order {
             }
             EventKind::DeadlinesRecomputed { deadlines } => self.deadlines = Some(*deadlines),
             EventKind::NoteAdded { .. } => {}
+            EventKind::CallSurveyRecorded { answer, .. } => self.call_survey = Some(*answer),
             EventKind::Withdrawn { .. } => {}
+            EventKind::CallLogged { .. } => {}
         }
     }
 }

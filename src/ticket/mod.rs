@@ -88,9 +88,10 @@ pub use deadlines::{
 pub use event::{DispatchMode, Event, EventKind};
 pub use metrics::{Period, RankBy, RankGroup, Ranked, Rate, UnitScore, rank, unit_scores};
 pub use model::{
-    Actor, Assignment, AssignmentStatus, BusinessArea, CallId, CallbackRecord, CallbackRound,
-    Category, Channel, CloseReason, Closing, Contact, JudgementGround, Order, OrderFields, OrderId,
-    RedoTarget, Role, Satisfaction, State, Urgency, UserId,
+    Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
+    CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,
+    Contact, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State,
+    Urgency, UserId,
 };
 pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone};
 pub use routing::{RoutingRule, RoutingRules};

@@ -29,6 +29,98 @@ pub struct UserId(pub String);
 #[serde(transparent)]
 pub struct CallId(pub String);
 
+/// How one outbound call attempt ended (a callback to the caller).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallAttemptResult {
+    /// The caller answered and was bridged to the agent.
+    Answered,
+    /// The caller's phone rang out.
+    NoAnswer,
+    /// The caller's line was busy.
+    Busy,
+    /// The number could not be reached (network, carrier refusal).
+    Unreachable,
+}
+
+/// A telephone fact about an order's call, logged by the system on the order
+/// (CALL-CALLBACK, CALL-TRANSFER). Logging one never changes the order's state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "snake_case")]
+pub enum CallLog {
+    /// The caller pressed the callback key in the queue and hung up, keeping the place.
+    CallbackRequested {
+        /// The call.
+        call_id: CallId,
+        /// The place kept (1 = next).
+        position: u32,
+    },
+    /// One callback attempt: an agent was reserved, then the caller dialled.
+    CallbackAttempt {
+        /// The call.
+        call_id: CallId,
+        /// 1-based.
+        attempt: u32,
+        /// The agent reserved for it.
+        agent: String,
+        /// How the caller leg ended.
+        result: CallAttemptResult,
+        /// The recording of the answered callback.
+        recording: Option<String>,
+    },
+    /// The callback was given up (every attempt failed, or no agent in time): someone
+    /// calls back by hand.
+    CallbackGaveUp {
+        /// The call.
+        call_id: CallId,
+        /// Attempts made.
+        attempts: u32,
+    },
+    /// An agent transferred the caller live to a unit's outside number (H-8).
+    TransferredToUnit {
+        /// The call.
+        call_id: CallId,
+        /// The unit.
+        unit: UnitId,
+        /// The agent who transferred.
+        agent: Option<String>,
+    },
+}
+
+impl CallLog {
+    /// A line for people (the ledger's `reason` column).
+    #[must_use]
+    pub fn describe(&self) -> String {
+        match self {
+            Self::CallbackRequested { position, .. } => {
+                format!("来电人在队列第{position}位要求回电 (callback requested in queue)")
+            }
+            Self::CallbackAttempt {
+                attempt,
+                agent,
+                result,
+                ..
+            } => {
+                let result = match result {
+                    CallAttemptResult::Answered => "已接通 answered",
+                    CallAttemptResult::NoAnswer => "无人接听 no answer",
+                    CallAttemptResult::Busy => "占线 busy",
+                    CallAttemptResult::Unreachable => "无法接通 unreachable",
+                };
+                format!("第{attempt}次回电 callback attempt {attempt} (agent {agent}): {result}")
+            }
+            Self::CallbackGaveUp { attempts, .. } => {
+                format!(
+                    "回电未成功，共{attempts}次，请人工回电 (callback given up after {attempts} attempts)"
+                )
+            }
+            Self::TransferredToUnit { unit, .. } => {
+                format!("来电已转接至{unit} (transferred live to unit {unit})")
+            }
+        }
+    }
+}
+
 /// Demand category (H-8; `case` 案件 for business handling, W-13).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -288,6 +380,22 @@ pub enum Satisfaction {
     Dissatisfied,
 }
 
+/// The caller's answer to the post-call satisfaction survey of the linked call
+/// (CALL-ETIQUETTE): a record on the order, not the callback's satisfaction (TK-VISIT),
+/// which the callback staff still take.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSurveyAnswer {
+    /// 满意 (1).
+    Satisfied,
+    /// 基本满意 (2).
+    BasicallySatisfied,
+    /// 不满意 (3).
+    Dissatisfied,
+    /// The survey was offered and no valid digit came.
+    NoAnswer,
+}
+
 /// Why an order was closed on judgement although the caller is not satisfied (H-14).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -454,6 +562,9 @@ pub struct Order {
     pub reminders: Vec<IssuedReminder>,
     /// Supervision presses (督办).
     pub supervisions: u32,
+    /// The post-call survey of the linked call, once the call ended with one.
+    #[serde(default)]
+    pub call_survey: Option<CallSurveyAnswer>,
     /// Time of the last event (no back-dating).
     pub last_event_at: Option<DateTime<FixedOffset>>,
 }

@@ -1451,6 +1451,63 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
     );
 }
 
+/// The post-call survey lands on the order opened from that call: only from the
+/// server, only for the linked call, once, in any state (a closed order keeps it too).
+#[test]
+fn call_survey_is_recorded_once_by_the_system_for_the_linked_call_only() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2025-10-09T08:55+08:00",
+        ),
+    );
+    let system = Actor::system(unit("jinan"));
+    let survey = |call: &str, answer| Command::RecordCallSurvey {
+        call_id: CallId(call.to_owned()),
+        answer,
+    };
+    assert!(matches!(
+        run.err(survey("call-1", CallSurveyAnswer::Satisfied), &agent(), t),
+        TransitionError::RoleNotPermitted { .. }
+    ));
+    let stranger = run.err(survey("call-2", CallSurveyAnswer::Satisfied), &system, t);
+    assert_eq!(not_allowed_rule(&stranger), "CALL-ETIQUETTE");
+    run.ok(
+        Command::Withdraw {
+            reason: "来电人撤回".to_owned(),
+        },
+        &agent(),
+        t,
+    );
+    let events = run.ok(
+        survey("call-1", CallSurveyAnswer::BasicallySatisfied),
+        &system,
+        t,
+    );
+    assert!(matches!(
+        &events[..],
+        [Event {
+            kind: EventKind::CallSurveyRecorded {
+                answer: CallSurveyAnswer::BasicallySatisfied,
+                ..
+            },
+            ..
+        }]
+    ));
+    assert_eq!(run.state(), State::Closed);
+    assert_eq!(
+        run.order.call_survey,
+        Some(CallSurveyAnswer::BasicallySatisfied)
+    );
+    let again = run.err(survey("call-1", CallSurveyAnswer::Dissatisfied), &system, t);
+    assert_eq!(not_allowed_rule(&again), "CALL-ETIQUETTE");
+    assert_eq!(Order::replay(&run.events), run.order);
+}
+
 #[test]
 fn reminders_turn_yellow_a_working_day_before_and_red_at_the_deadline_once_each() {
     let world = World::new();
@@ -1902,4 +1959,58 @@ fn provisional_deadlines_are_recomputed_when_the_missing_year_is_added() {
             ..
         })
     ));
+}
+
+#[test]
+fn call_facts_are_logged_by_the_system_only_and_change_no_state() {
+    let world = World::new();
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2026-02-14T10:00+08:00",
+        ),
+    );
+    run.ok(Command::Submit, &agent(), moment("2026-02-14T10:00+08:00"));
+    let state = run.state();
+    let log = |attempt| Command::LogCall {
+        call: CallLog::CallbackAttempt {
+            call_id: CallId("c1".into()),
+            attempt,
+            agent: "1001".into(),
+            result: CallAttemptResult::NoAnswer,
+            recording: None,
+        },
+    };
+    // People cannot write call facts: the system does, in any state.
+    assert!(matches!(
+        run.try_cmd(log(1), &agent(), moment("2026-02-14T10:05+08:00")),
+        Err(TransitionError::RoleNotPermitted { .. })
+    ));
+    let system = Actor::system(unit("jinan"));
+    let events = run.ok(log(1), &system, moment("2026-02-14T10:05+08:00"));
+    assert_eq!(run.state(), state);
+    match &events[..] {
+        [event] => match &event.kind {
+            EventKind::CallLogged { call, note } => {
+                assert!(matches!(call, CallLog::CallbackAttempt { attempt: 1, .. }));
+                assert!(note.contains("no answer"), "{note}");
+            }
+            other => panic!("{other:?}"),
+        },
+        other => panic!("{other:?}"),
+    }
+    run.ok(
+        Command::LogCall {
+            call: CallLog::TransferredToUnit {
+                call_id: CallId("c1".into()),
+                unit: unit("jinan-legal-aid"),
+                agent: Some("1001".into()),
+            },
+        },
+        &system,
+        moment("2026-02-14T10:06+08:00"),
+    );
+    assert_eq!(run.state(), state);
 }

@@ -183,6 +183,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
         Command::AnswerDirectly { .. } => (&[(Agent, City)], "H-8"),
         Command::Dispatch { .. } => (&[(Dispatcher, Dispatch)], "TK-ROUTE"),
         Command::ReturnUpward { .. } => (&[(Dispatcher, Dispatch)], "TK-RETURN"),
+        Command::RecordCallSurvey { .. } => (&[(System, Any)], "CALL-ETIQUETTE"),
         Command::Sign | Command::AddNote { .. } => (
             &[(UnitHandler, Assigned), (UnitHead, Assigned)],
             "TK-COHANDLE",
@@ -221,6 +222,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
         ),
         Command::Withdraw { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "TK-LEDGER"),
         Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
+        Command::LogCall { .. } => (&[(System, Any)], "CALL-CALLBACK"),
     }
 }
 
@@ -717,12 +719,30 @@ pub fn apply(
             let note = require_text(note, &command, "note", "TK-SUPERVISE")?;
             out.emit(EventKind::Supervised { note });
         }
+        Command::LogCall { call } => {
+            let note = call.describe();
+            out.emit(EventKind::CallLogged {
+                call: call.clone(),
+                note,
+            });
+        }
         Command::AddNote { note } => {
             if state == State::Closed {
                 return Err(not_allowed(order, &command, "TK-COHANDLE"));
             }
             let note = require_text(note, &command, "note", "TK-COHANDLE")?;
             out.emit(EventKind::NoteAdded { note });
+        }
+        Command::RecordCallSurvey { call_id, answer } => {
+            // Once per order, and only for the call the order was opened from: the
+            // survey loop may retry after a crash, and must not attach a stranger's call.
+            if order.call_survey.is_some() || order.fields.call_id.as_ref() != Some(call_id) {
+                return Err(not_allowed(order, &command, "CALL-ETIQUETTE"));
+            }
+            out.emit(EventKind::CallSurveyRecorded {
+                call_id: call_id.clone(),
+                answer: *answer,
+            });
         }
         Command::RecomputeDeadlines => {
             let current = order

@@ -1,7 +1,9 @@
 // Browser end-to-end test of the consoles against a running hotline server.
 // Usage: node e2e/run.mjs <base-url>   (env E2E_SCREENSHOTS: where to write PNGs,
 // default ../docs/screenshots; E2E_CHROMIUM: browser path, default /usr/bin/chromium).
-// Started by tests/web_e2e.rs with the e2e users it adds to the config.
+// Started by tests/web_e2e.rs with the e2e users it adds to the config. When the agent
+// console is ready for the real call it prints `e2e: place-call` (the Rust test then
+// starts the SIPp caller) and later `e2e: call-order <order id> <call id>`.
 import { chromium } from 'playwright-core';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -17,9 +19,9 @@ const here = dirname(fileURLToPath(import.meta.url));
 const shots = resolve(process.env.E2E_SCREENSHOTS ?? join(here, '../../docs/screenshots'));
 mkdirSync(shots, { recursive: true });
 const watchdog = setTimeout(() => {
-  console.error('e2e: gave up after 240 s');
+  console.error('e2e: gave up after 420 s');
   process.exit(3);
-}, 240_000);
+}, 420_000);
 
 const USERS = {
   agent: 'e2e-agent',
@@ -57,6 +59,17 @@ page.on('pageerror', (e) => consoleErrors.push(String(e)));
 page.on('console', (m) => {
   if (m.type() === 'error' && /Content Security Policy/i.test(m.text())) consoleErrors.push(m.text());
 });
+
+/** Poll `fn(arg)` in the page (it may be async: page.evaluate awaits it, unlike
+ * waitForFunction) until it is truthy. */
+async function until(what, fn, arg, timeoutMs = 15_000) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await page.evaluate(fn, arg).catch(() => false)) return;
+    await page.waitForTimeout(300);
+  }
+  throw new Error(`timed out waiting for ${what}`);
+}
 
 function step(text) {
   console.log(`e2e: ${text}`);
@@ -135,7 +148,6 @@ try {
   await page.selectOption('select[name="business_area"]', 'unknown');
   await page.selectOption('select[name="city"]', 'jinan');
   await page.fill('textarea[name="description"]', '邻里纠纷，咨询如何申请人民调解，希望尽快得到答复。');
-  await shot('agent');
   await page.click('[data-action="create-order"]');
   const created = page.locator('[data-created-order]');
   await created.waitFor();
@@ -207,9 +219,98 @@ try {
   await page.waitForFunction(() => document.querySelector('.detail h3 .state')?.textContent?.includes('已办结'));
   step(`order is ${await detailState()}`);
 
-  // 7. Supervisor: the ranking shows the district bureau; the ledger timeline shows it all.
+  // 7. A real call. The console user works as agent 1001, whose SIPp phone is
+  // registered: sign in, then the SIPp caller (started by the Rust test) presses 2 and is
+  // queued to it. The screen-pop shows the masked number, the IVR's category and the
+  // previous order of that number; the form is linked to the call and autosaved on the
+  // server, survives a reload, and is saved as an order carrying the call id.
+  await login(USERS.agent);
+  await page.click('[data-agent="sign_in"]');
+  await page.waitForSelector('[data-agent-state="available"]', { timeout: 20_000 });
+  step('agent 1001 signed in from the console');
+  console.log('e2e: place-call');
+  const pop = page.locator('.screen-pop[data-screen-pop]');
+  await pop.waitFor({ timeout: 60_000 });
+  const callId = await pop.getAttribute('data-screen-pop');
+  const caller = (await pop.locator('.caller').innerText()).trim();
+  if (caller !== '138****5678') throw new Error(`screen-pop should show the masked number, saw ${caller}`);
+  const category = (await pop.locator('.category').innerText()).trim();
+  if (category !== '投诉') throw new Error(`screen-pop should show the IVR category 投诉, saw ${category}`);
+  await pop.locator(`[data-previous-order="${orderId}"]`).waitFor();
+  step(`screen-pop for call ${callId}: ${caller} ${category}, previous order ${orderId}`);
+  await page.waitForSelector(`[data-linked-call="${callId}"]`);
+  if ((await page.inputValue('select[name="category"]')) !== 'complaint') throw new Error('form not prefilled from the IVR');
+  await page.waitForSelector('[data-agent-state="on_call"]', { timeout: 20_000 });
+  await page.waitForSelector(`[data-call-controls="${callId}"]`);
+  await page.fill('input[name="contact_name"]', '李女士');
+  await page.fill('input[name="contact_phone"]', '13812345678');
+  await page.selectOption('select[name="business_area"]', 'mediation');
+  const complaint = '投诉：街道调解委员会未受理其邻里纠纷调解申请，要求说明理由并尽快调解。';
+  await page.fill('textarea[name="description"]', complaint);
+  await until(
+    'the autosaved draft',
+    async ({ id, text }) => {
+      const r = await fetch(`/api/drafts/${encodeURIComponent(id)}`);
+      return r.ok && (await r.json()).fields?.description === text;
+    },
+    { id: callId, text: complaint },
+  );
+  await page.waitForSelector('[data-autosave="saved"]');
+  step('draft autosaved on the server');
+  await shot('agent');
+  await page.reload();
+  await page.waitForSelector(`[data-linked-call="${callId}"]`, { timeout: 15_000 });
+  await page.waitForFunction((text) => document.querySelector('textarea[name="description"]')?.value === text, complaint);
+  await page.waitForFunction(() => document.querySelector('.screen-pop .caller')?.textContent === '138****5678');
+  step('draft and screen-pop restored after a reload');
+  await page.click('[data-action="create-order"]');
+  const callOrder = page.locator('[data-created-order]');
+  await callOrder.waitFor();
+  const callOrderId = await callOrder.getAttribute('data-created-order');
+  console.log(`e2e: call-order ${callOrderId} ${callId}`);
+
+  // 8. Transfer the caller to the satisfaction survey from the console; the wrap-up
+  // countdown runs, and the agent ends it early.
+  // A unit's outside number needs an outbound trunk leg: refused with a clear message,
+  // the call stays with the agent.
+  await page.selectOption('select[name="transfer_target"]', 'unit:jinan-legal-aid');
+  await page.click('[data-transfer="other"]');
+  await page.locator('.banner.error', { hasText: '外线暂不可用' }).waitFor();
+  await page.waitForSelector('[data-agent-state="on_call"]');
+  step('transfer to a unit refused as not available; still on the call');
+  await page.click('[data-transfer="survey"]');
+  await page.waitForSelector('[data-transfer-result]');
+  await page.waitForSelector('[data-wrap-up]', { timeout: 10_000 });
+  const left = Number(await page.getAttribute('[data-wrap-up]', 'data-wrap-up'));
+  if (!(left > 0 && left <= 30)) throw new Error(`wrap-up countdown should run from 30 s, shows ${left}`);
+  step(`transferred to the survey; wrap-up ${left} s left`);
+  await shot('agent-wrapup');
+  await page.click('[data-agent="end_wrap_up"]');
+  await page.waitForSelector('[data-agent-state="available"]', { timeout: 10_000 });
+  step('wrap-up ended early');
+  // The caller hears the survey, does not answer, and is hung up: the call's record
+  // (with its recording) is stored then.
+  await until(
+    "the call's record",
+    async (id) => {
+      const r = await fetch('/api/calls?limit=10');
+      if (!r.ok) return false;
+      const calls = await r.json();
+      return calls.some((c) => c.record.call_id === id && c.record.recordings.length > 0);
+    },
+    callId,
+    40_000,
+  );
+  step('call record with its recording stored');
+
+  // 9. Supervisor: server-side KPIs, the ranking shows the district bureau, the ledger
+  // timeline, the masked number, and the call's recording plays.
   await login(USERS.supervisor);
   await open('/supervisor');
+  await page.waitForSelector('[data-kpis="server"] [data-kpi="total"]');
+  const total = Number(await page.locator('[data-kpi="total"] .big').innerText());
+  if (total < 2) throw new Error(`KPI total should count both orders, shows ${total}`);
+  step(`KPIs from the server: ${total} orders`);
   await page.locator('tr[data-ranking-unit="jinan-lixia"]').waitFor();
   await page.fill('input[name="ledger_order"]', orderId);
   await page.click('form.filters button[type="submit"]');
@@ -218,12 +319,37 @@ try {
   const masked = await page.locator('.detail .phone').innerText();
   if (!/^138\*+5678$/.test(masked)) throw new Error(`supervisor should see a masked number, saw ${masked}`);
   step(`supervisor sees ${masked}`);
-  await shot('supervisor');
   await page.click('.detail button:has-text("显示号码")');
   await page.waitForFunction(() => document.querySelector('.detail .phone')?.textContent === '13812345678');
   step('reveal_contact shows the number');
+  await page.fill('input[name="ledger_order"]', callOrderId);
+  await page.click('form.filters button[type="submit"]');
+  const audio = page.locator(`[data-order-detail="${callOrderId}"] audio[data-recording="${callId}"]`);
+  await audio.waitFor();
+  const duration = await audio.evaluate(
+    (a) =>
+      new Promise((resolve, reject) => {
+        a.addEventListener('loadedmetadata', () => resolve(a.duration), { once: true });
+        a.addEventListener('error', () => reject(new Error(`audio error ${a.error?.code}`)), { once: true });
+        a.preload = 'metadata';
+        a.load();
+      }),
+  );
+  if (!(duration > 1)) throw new Error(`the recording should last more than 1 s, lasts ${duration}`);
+  // Seek (a Range request) and play muted a moment.
+  await audio.evaluate(async (a) => {
+    a.muted = true;
+    a.currentTime = a.duration / 2;
+    await a.play().catch(() => {});
+    await new Promise((r) => setTimeout(r, 300));
+    a.pause();
+  });
+  step(`the call's recording plays in the order's detail (${duration.toFixed(1)} s)`);
+  await page.click(`[data-play="${callId}"]`);
+  await page.locator(`tr[data-call-id="${callId}"] audio[data-recording]`).waitFor();
+  await shot('supervisor');
 
-  // 8. Last (it locks this source out): repeated wrong passwords get the delay message.
+  // 10. Last (it locks this source out): repeated wrong passwords get the delay message.
   await page.click('[data-action="logout"]');
   await page.waitForSelector('form.login');
   let banner = '';

@@ -69,6 +69,7 @@ export async function api<T>(
 
 export const get = <T>(path: string) => api<T>('GET', path);
 export const post = <T>(path: string, body: unknown = {}) => api<T>('POST', path, body);
+export const put = <T>(path: string, body: unknown) => api<T>('PUT', path, body);
 
 /** Whether an error means "this endpoint does not exist on this server (yet)". */
 export function isMissing(e: unknown): boolean {
@@ -83,6 +84,8 @@ export interface Me {
   roles: string[];
   unit: string;
   unit_name?: string;
+  /** The queue agent (softphone extension) this user works as. */
+  agent?: string | null;
 }
 
 export interface Deadlines {
@@ -155,11 +158,21 @@ export interface Rankings {
   rows: RankingRow[];
 }
 
+export interface QueueAgent {
+  id: string;
+  name: string;
+  state: string;
+  pause_reason?: string | null;
+  call_id?: string | null;
+  wrap_up_until?: string | null;
+  wrap_up_left_ms?: number | null;
+}
+
 export interface QueueState {
   city: string;
   waiting: number;
   longest_wait_secs: number;
-  agents: { id: string; name: string; state: string }[];
+  agents: QueueAgent[];
   answered_today: number;
   abandoned_today: number;
 }
@@ -169,4 +182,29 @@ export function sendCommand(order: Order, command: string, fields: Record<string
     ...fields,
     version: order.version,
   });
+}
+
+export interface OrderStats {
+  period: string | null;
+  unit: string;
+  as_of: string;
+  total: number;
+  by_state: Record<string, number>;
+  open: number;
+  overdue_open: number;
+  overdue: number;
+  due_today: number;
+  special_flag: number;
+  satisfaction: {
+    rated: number;
+    satisfied: number;
+    basically_satisfied: number;
+    dissatisfied: number;
+    rate: number | null;
+  };
+}
+
+/** The URL of a call's recording (the server audits each request). */
+export function recordingUrl(callId: string): string {
+  return `/api/recordings/${encodeURIComponent(callId)}`;
 }

@@ -3,7 +3,7 @@
 
 import { useEffect, useState } from 'preact/hooks';
 import type { ComponentChildren } from 'preact';
-import { ApiError, get, post, sendCommand, type Me, type Order, type Unit } from './api';
+import { ApiError, get, post, recordingUrl, sendCommand, type Me, type Order, type Unit } from './api';
 import {
   AREA_LABELS,
   CATEGORY_LABELS,
@@ -31,6 +31,9 @@ export function errorText(e: unknown): string {
   if (e instanceof ApiError) {
     if (e.code === 'csrf') return '会话已失效，请重新登录（CSRF）';
     if (e.code === 'version_conflict') return '工单已被他人更新，请刷新后重试';
+    if (e.code === 'transfer_unavailable') return '转接承办单位外线暂不可用（服务器尚未开通外呼），请转其他城市或登记工单转办';
+    if (e.code === 'not_bridged') return '通话尚未接通或已结束，无法转接';
+    if (e.code === 'transfer_refused') return `转接被拒绝：${e.message}`;
     if (e.status === 403) return `无权操作：${e.message}`;
     return e.field ? `${e.message}（字段：${e.field}）` : e.message;
   }
@@ -211,7 +214,33 @@ export function FilterBar(props: { filters: Filters; units: Unit[]; onChange: (f
   );
 }
 
-const RECORDING_ROLES = ['supervisor', 'province_admin', 'callback_staff', 'reviewer'];
+/** Roles the server lets hear recordings (TK-PRIVACY): supervisors and province
+ * administrators (quality assessment), and agents their own calls. */
+export const RECORDING_ROLES = ['supervisor', 'province_admin', 'agent'];
+
+/** An audio player for a call's recording. `preload="none"`: the server audits every
+ * request, so only a real play fetches audio. A refusal (403) or a missing file shows
+ * a note instead of a broken player. */
+export function RecordingPlayer(props: { callId: string }) {
+  const [failed, setFailed] = useState(false);
+  useEffect(() => setFailed(false), [props.callId]);
+  if (failed) {
+    return (
+      <span class="muted" data-recording-error={props.callId}>
+        录音不可用（通话未结束、无录音或无权收听）
+      </span>
+    );
+  }
+  return (
+    <audio
+      controls
+      preload="none"
+      src={recordingUrl(props.callId)}
+      data-recording={props.callId}
+      onError={() => setFailed(true)}
+    />
+  );
+}
 
 export function OrderDetail(props: {
   order: Order;
@@ -272,8 +301,7 @@ export function OrderDetail(props: {
           <>
             <dt>通话录音</dt>
             <dd>
-              {/* preload=none: the server audits each play, so only a real play fetches it. */}
-              <audio controls preload="none" src={`/api/recordings/${encodeURIComponent(o.fields.call_id)}`} />
+              <RecordingPlayer callId={o.fields.call_id} />
             </dd>
           </>
         )}

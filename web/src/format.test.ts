@@ -15,6 +15,8 @@ import {
   closeReasonText,
   periodOf,
   unitIds,
+  agentStateName,
+  localDeadline,
 } from './format';
 
 const deadlines = {
@@ -125,5 +127,21 @@ describe('formatWait', () => {
     expect(formatWait(898)).toBe('15 分钟');
     expect(formatWait(30)).toBe('30 秒');
     expect(formatWait(0)).toBe('稍后');
+  });
+});
+
+describe('agent state helpers', () => {
+  it('strips the pause reason from a state', () => {
+    expect(agentStateName('paused:用餐')).toBe('paused');
+    expect(agentStateName('wrap_up')).toBe('wrap_up');
+    expect(agentStateName(undefined)).toBe('');
+  });
+});
+
+describe('localDeadline', () => {
+  it('moves the server span onto the browser clock', () => {
+    expect(localDeadline('2026-02-14T10:00:30+08:00', '2026-02-14T10:00:00+08:00', 1_000)).toBe(31_000);
+    expect(localDeadline(null, '2026-02-14T10:00:00+08:00', 1_000)).toBeNull();
+    expect(localDeadline('x', '2026-02-14T10:00:00+08:00', 1_000)).toBeNull();
   });
 });

@@ -108,8 +108,10 @@ export const EVENT_LABELS: Record<string, string> = {
   reminded: '催办',
   supervised: '督办',
   note_added: '备注',
+  call_survey_recorded: '来电满意度评价',
   deadlines_recomputed: '重算时限',
   withdrawn: '撤回',
+  call_logged: '通话记录',
 };
 
 export const SATISFACTION_LABELS: Record<string, string> = {
@@ -120,15 +122,38 @@ export const SATISFACTION_LABELS: Record<string, string> = {
 
 export const AGENT_STATE_LABELS: Record<string, string> = {
   signed_out: '签退',
+  logged_out: '签退',
   idle: '空闲',
   ready: '空闲',
   available: '空闲',
   ringing: '振铃',
+  on_call: '通话中',
   talking: '通话中',
   busy: '通话中',
   wrap_up: '话后整理',
   paused: '小休',
+  offline: '离线',
 };
+
+/** The state name of an `agent_state` event's `to` (`paused:用餐` → `paused`). */
+export function agentStateName(to: string | null | undefined): string {
+  if (!to) return '';
+  const i = to.indexOf(':');
+  return i < 0 ? to : to.slice(0, i);
+}
+
+/** When an event's `until` falls on this browser's clock: the server's span from `at`
+ * to `until` added to `receivedMs` (the server's clock may differ from ours). */
+export function localDeadline(
+  until: string | null | undefined,
+  at: string | null | undefined,
+  receivedMs: number,
+): number | null {
+  if (!until || !at) return null;
+  const span = Date.parse(until) - Date.parse(at);
+  return Number.isNaN(span) ? null : receivedMs + Math.max(0, span);
+}
+
 
 export function label(map: Record<string, string>, key: unknown): string {
   if (typeof key !== 'string' || key === '') return '—';
@@ -314,6 +339,7 @@ export const CLOSE_REASON_LABELS: Record<string, string> = {
   judgement: '依法办结',
   special_flag: '特殊标记办结',
   withdrawn: '撤回',
+  call_logged: '通话记录',
 };
 
 /** A closing reason (`"satisfied"` or `{"judgement": "law_or_policy"}`) in Chinese. */

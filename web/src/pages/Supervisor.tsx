@@ -4,12 +4,22 @@
 import { useEffect, useRef, useState } from 'preact/hooks';
 import uPlot from 'uplot';
 import 'uplot/dist/uPlot.min.css';
-import { get, isMissing, type Me, type Order, type QueueState, type RankingRow, type Rankings } from '../api';
-import { ErrorBanner, OrderDetail, OrderTable, Section, unitName, useUnits } from '../components';
+import {
+  get,
+  isMissing,
+  type Me,
+  type Order,
+  type OrderStats,
+  type QueueState,
+  type RankingRow,
+  type Rankings,
+} from '../api';
+import { ErrorBanner, OrderDetail, OrderTable, RecordingPlayer, Section, unitName, useUnits } from '../components';
 import {
   AGENT_STATE_LABELS,
   CATEGORY_LABELS,
   STATE_LABELS,
+  formatDateTime,
   formatRate,
   formatSeconds,
   label,
@@ -78,46 +88,155 @@ function Wallboard() {
 }
 
 function Kpis() {
-  const [orders, setOrders] = useState<Order[] | null>(null);
-  const [total, setTotal] = useState(0);
+  const now = new Date();
+  const [kind, setKind] = useState<'all' | 'month' | 'quarter' | 'year'>('all');
+  const [stats, setStats] = useState<OrderStats | null>(null);
   const [error, setError] = useState<unknown>(null);
+  const period = kind === 'all' ? '' : periodOf(now, kind);
   useEffect(() => {
-    get<{ items: Order[]; total: number }>('/api/orders?per_page=200&sort=deadline')
-      .then((p) => {
-        setOrders(p.items);
-        setTotal(p.total);
-      })
-      .catch(setError);
-  }, []);
-  const count = (f: (o: Order) => boolean) => (orders ?? []).filter(f).length;
-  const cards: [string, number, string][] = [
-    ['工单总数', total, ''],
-    ['待派单', count((o) => o.state === 'pending_dispatch'), ''],
-    ['办理中', count((o) => !['draft', 'pending_dispatch', 'closed'].includes(o.state)), ''],
-    ['已办结', count((o) => o.state === 'closed'), 'ok'],
-    ['黄牌预警', count((o) => o.reminder === 'yellow' && o.state !== 'closed'), 'yellow'],
-    ['超时', count((o) => !!o.overdue && o.state !== 'closed'), 'red'],
-    ['特殊标记', count((o) => !!o.special_flag), ''],
-  ];
+    let cancelled = false;
+    setError(null);
+    get<OrderStats>(`/api/stats/orders${period ? `?period=${encodeURIComponent(period)}` : ''}`)
+      .then((s) => !cancelled && setStats(s))
+      .catch((e) => {
+        if (cancelled) return;
+        setStats(null);
+        setError(e);
+      });
+    return () => {
+      cancelled = true;
+    };
+  }, [period]);
+  const by = (state: string) => stats?.by_state[state] ?? 0;
+  const sat = stats?.satisfaction;
+  const cards: [string, string, string | number, string][] = stats
+    ? [
+        ['total', '工单总数', stats.total, ''],
+        ['pending_dispatch', '待派单', by('pending_dispatch'), ''],
+        ['in_progress', '办理中', stats.open - by('draft') - by('pending_dispatch'), ''],
+        ['closed', '已办结', by('closed'), 'ok'],
+        ['due_today', '今日到期', stats.due_today, 'yellow'],
+        ['overdue_open', '超时未办结', stats.overdue_open, 'red'],
+        ['special_flag', '特殊标记', stats.special_flag, ''],
+        ['satisfaction', '满意率', sat && sat.rated > 0 ? formatRate(sat.rate) : '—', 'ok'],
+      ]
+    : [];
   return (
-    <Section title="工单指标">
+    <Section
+      title="工单指标"
+      extra={
+        <label class="inline">
+          统计范围
+          <select name="kpi_period" value={kind} onChange={(e) => setKind(e.currentTarget.value as typeof kind)}>
+            <option value="all">全部工单</option>
+            <option value="month">本月受理</option>
+            <option value="quarter">本季度受理</option>
+            <option value="year">本年度受理</option>
+          </select>
+        </label>
+      }
+    >
       <ErrorBanner error={error} />
-      <div class="kpis">
-        {cards.map(([name, n, cls]) => (
-          <div class={`kpi ${cls}`} key={name}>
+      <div class="kpis" data-kpis={stats ? 'server' : 'loading'}>
+        {cards.map(([key, name, n, cls]) => (
+          <div class={`kpi ${cls}`} key={key} data-kpi={key}>
             <div class="big">{n}</div>
             <div class="muted">{name}</div>
           </div>
         ))}
       </div>
-      {orders && (
+      {stats && (
         <div class="muted small">
           {Object.keys(STATE_LABELS)
-            .map((s) => [s, count((o) => o.state === s)] as const)
-            .filter(([, n]) => n > 0)
-            .map(([s, n]) => `${label(STATE_LABELS, s)} ${n}`)
+            .filter((s) => by(s) > 0)
+            .map((s) => `${label(STATE_LABELS, s)} ${by(s)}`)
             .join(' · ')}
+          {sat && sat.rated > 0
+            ? ` ｜ 回访 ${sat.rated} 件：满意 ${sat.satisfied} · 基本满意 ${sat.basically_satisfied} · 不满意 ${sat.dissatisfied}`
+            : ''}
+          {` ｜ 统计时间 ${formatDateTime(stats.as_of)}（服务器按本单位及下级单位统计全部工单）`}
         </div>
+      )}
+    </Section>
+  );
+}
+
+interface CallRow {
+  record: {
+    call_id: string;
+    caller: string;
+    arrival: string;
+    city?: string | null;
+    category?: string | null;
+    agent?: string | null;
+    path?: string[];
+    survey?: string | null;
+    hung_up_first?: string | null;
+    recordings?: string[];
+  };
+}
+
+const PATH_LABELS: Record<string, string> = {
+  ivr: '语音导航',
+  after_hours: '非工作时间',
+  queue: '排队',
+  duty_list: '值班',
+  voice_message: '留言',
+  abandoned: '放弃',
+};
+
+/** Recent calls with their recordings (supervisors hear any call of their cities). */
+function Recordings() {
+  const units = useUnits();
+  const [calls, setCalls] = useState<CallRow[] | null>(null);
+  const [playing, setPlaying] = useState<string | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  useEffect(() => {
+    get<CallRow[]>('/api/calls?limit=20')
+      .then(setCalls)
+      .catch(setError);
+  }, []);
+  return (
+    <Section title="通话记录与录音">
+      <ErrorBanner error={error} />
+      {calls && calls.length === 0 && <p class="empty">暂无通话记录</p>}
+      {calls && calls.length > 0 && (
+        <table class="orders calls">
+          <thead>
+            <tr>
+              <th>来电时间</th>
+              <th>来电号码</th>
+              <th>城市</th>
+              <th>类别</th>
+              <th>坐席</th>
+              <th>经过</th>
+              <th>录音</th>
+            </tr>
+          </thead>
+          <tbody>
+            {calls.map(({ record: r }) => (
+              <tr key={r.call_id} data-call-id={r.call_id}>
+                <td>{formatDateTime(r.arrival)}</td>
+                <td class="mono">{r.caller}</td>
+                <td>{r.city ? unitName(units, r.city) : '—'}</td>
+                <td>{label(CATEGORY_LABELS, r.category ?? '')}</td>
+                <td>{r.agent ?? '—'}</td>
+                <td>{(r.path ?? []).map((p) => label(PATH_LABELS, p)).join(' → ')}</td>
+                <td>
+                  {(r.recordings ?? []).length === 0 ? (
+                    '—'
+                  ) : playing === r.call_id ? (
+                    <RecordingPlayer callId={r.call_id} />
+                  ) : (
+                    <button type="button" data-play={r.call_id} onClick={() => setPlaying(r.call_id)}>
+                      ▶ 播放
+                    </button>
+                  )}
+                </td>
+              </tr>
+            ))}
+          </tbody>
+        </table>
       )}
     </Section>
   );
@@ -361,6 +480,7 @@ export function SupervisorDashboard(props: { me: Me }) {
       <Wallboard />
       <Kpis />
       <RankingsPanel />
+      <Recordings />
       <SpecialFlags onOpen={(id) => (setLookup(id), setLedgerId(id))} />
       <Section title="工单台账（时间线）">
         <form

@@ -406,7 +406,7 @@ impl CallMedia {
                         return false;
                     }
                     Some((leg, LegEvent::Ended { reason, .. })) if leg == target_leg => {
-                        let status = match forks::leg_failure(reason) {
+                        let status = match ring_all::leg_failure(reason) {
                             LegFailure::Busy => 486,
                             LegFailure::Rejected => 603,
                             LegFailure::NoAnswer | LegFailure::Unreachable => 480,
@@ -788,10 +788,26 @@ impl CallMedia {
             answer.media.remote(),
         );
         info!(%handle, %agent, replaced = %replaced, "INVITE with Replaces: the new leg replaces the agent's");
+        let contact = self
+            .shell
+            .drive(|ep| ep.agent_contacts(now, std::slice::from_ref(agent)))
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+            .map(|c| c.contact)
+            .or_else(|| crate::sip::message::Uri::parse(&format!("sip:{agent}@invalid")).ok());
+        let Some(contact) = contact else {
+            drop((rtp, rtcp));
+            self.ctx.release(ports);
+            return;
+        };
         let leg = AgentLeg {
             reason: DialFor::Acd,
             handle: new,
             agent: agent.clone(),
+            contact,
+            ringing: true,
+            dialled_at: now,
             ports,
             rtp,
             rtcp,

@@ -89,6 +89,9 @@ impl CallMedia {
             reason,
             handle: leg,
             agent: contact.agent.clone(),
+            contact: contact.contact.clone(),
+            ringing: false,
+            dialled_at: now,
             ports,
             rtp,
             rtcp,
@@ -165,6 +168,7 @@ impl CallMedia {
             LegEvent::Ended { reason, .. } => {
                 let fork = self.forks.swap_remove(index);
                 let (we_ended, agent) = (fork.ended, AgentId::new(fork.agent.clone()));
+                let contact = fork.contact.clone();
                 let ports = fork.ports;
                 drop(fork);
                 self.ctx.release(ports);
@@ -173,8 +177,39 @@ impl CallMedia {
                     if let Some(q) = self.queue.as_ref() {
                         q.acd.leg_held(&q.call, &agent, false);
                     }
+                    return;
+                }
+                // The fork failed by itself: as for a single agent leg.
+                let status = match reason {
+                    EndReason::Rejected { status } => Some(status),
+                    _ => None,
+                };
+                if let Some(h) = self.hotline.as_mut() {
+                    h.cdr.agent_failed(
+                        self.ctx.clock.now(),
+                        agent.0.clone(),
+                        AgentStage::Ringing,
+                        AgentFailureCause::LegFailed,
+                        status,
+                    );
+                }
+                if reason == EndReason::NoAnswer {
+                    // Not even a provisional answer: the phone is gone.
+                    warn!(%handle, %agent, "agent's phone does not answer at all: offline");
+                    self.shell
+                        .drive(|ep| ep.drop_binding(agent.as_str(), &contact));
+                    if let Some(q) = self.queue.as_ref() {
+                        q.acd.leg_held(&q.call, &agent, false);
+                        let call = q.call.clone();
+                        self.report(QueueInput::AgentLost { call, agent });
+                    }
                 } else {
                     self.report_leg_failed(&agent, leg_failure(reason));
+                }
+            }
+            LegEvent::Progress { .. } => {
+                if let Some(fork) = self.forks.get_mut(index) {
+                    fork.ringing = true;
                 }
             }
             LegEvent::Reinvite { .. } => {
@@ -185,8 +220,13 @@ impl CallMedia {
         }
     }
 
-    /// CANCEL (or BYE) the fork ringing `agent`; true when there was one.
+    /// CANCEL (or BYE) the fork ringing `agent`; true when there was one. Unless the
+    /// call is bridged (another agent answered), the miss goes on the CDR, and a phone
+    /// that has not even rung for [`SILENT_PHONE`] is taken as gone (offline), as for a
+    /// single agent leg.
     pub(super) fn hang_up_fork(&mut self, now: Instant, agent: &AgentId) -> bool {
+        let handle = self.handle;
+        let answered_elsewhere = self.agent.as_ref().is_some_and(|a| a.session.is_some());
         let Some(fork) = self
             .forks
             .iter_mut()
@@ -197,8 +237,39 @@ impl CallMedia {
         fork.ended = true;
         fork.ring_until = None;
         let leg = fork.handle;
-        info!(handle = %self.handle, %agent, "ACD lets go of a ring-all fork");
+        let silent = !fork.ringing && now >= fork.dialled_at + SILENT_PHONE;
+        let contact = fork.contact.clone();
+        info!(%handle, %agent, "ACD lets go of a ring-all fork");
         self.shell.drive(|ep| ep.call_hangup(now, leg));
+        if answered_elsewhere {
+            return true;
+        }
+        let cause = if silent {
+            AgentFailureCause::NoResponse
+        } else {
+            AgentFailureCause::NotAnswered
+        };
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.agent_failed(
+                self.ctx.clock.now(),
+                agent.0.clone(),
+                AgentStage::Ringing,
+                cause,
+                None,
+            );
+        }
+        if silent {
+            warn!(%handle, %agent, "agent's phone did not respond to the offer: offline");
+            self.shell
+                .drive(|ep| ep.drop_binding(agent.as_str(), &contact));
+            if let Some(q) = self.queue.as_ref() {
+                let call = q.call.clone();
+                self.report(QueueInput::AgentLost {
+                    call,
+                    agent: agent.clone(),
+                });
+            }
+        }
         true
     }
 

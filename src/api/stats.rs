@@ -1,0 +1,104 @@
+//! `GET /api/stats/orders?period=2026-11|2026-Q4|2026`: the supervisor dashboard's
+//! order KPIs, counted by the database over every order in the user's unit subtree
+//! (not a page of the list): per state, open, overdue (open past the limit, and as
+//! the list's `overdue` filter counts it), due today, special flags and the callers'
+//! satisfaction. Without `period` every order counts; with it, the orders received in
+//! the period. Overdue and due today are judged now.
+
+use axum::extract::{RawQuery, State};
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{Days, TimeZone};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::AppState;
+use super::auth::CurrentUser;
+use super::error::ApiError;
+use super::orders::parse_period;
+use crate::calendar::shanghai;
+use crate::store::stats::StatsFilter;
+
+/// The routes of this module.
+pub fn routes() -> Router<AppState> {
+    Router::new().route("/api/stats/orders", get(order_stats))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StatsQuery {
+    period: Option<String>,
+}
+
+async fn order_stats(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    let q: StatsQuery = match raw.as_deref() {
+        None | Some("") => StatsQuery::default(),
+        Some(text) => serde_urlencoded_query(text)?,
+    };
+    let period_text = q.period.filter(|p| !p.is_empty());
+    let period = match &period_text {
+        None => None,
+        Some(text) => Some(parse_period(text).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_query",
+                "period must look like 2026-11, 2026-Q4 or 2026",
+            )
+            .with_field("period")
+        })?),
+    };
+    let now = chrono::Utc::now().with_timezone(&shanghai());
+    let end_of_today = now
+        .date_naive()
+        .checked_add_days(Days::new(1))
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .and_then(|d| shanghai().from_local_datetime(&d).single())
+        .map_or(now.timestamp_millis(), |t| t.timestamp_millis());
+    let filter = StatsFilter {
+        scope: state.orders.scope_of(&user.unit),
+        received: period.map(|p| (p.from.timestamp_millis(), p.to.timestamp_millis())),
+        now_ms: now.timestamp_millis(),
+        end_of_today_ms: end_of_today,
+    };
+    let stats = state.store.order_stats(&filter).await?;
+    let count = |key: &str| stats.satisfaction.get(key).copied().unwrap_or(0);
+    let rated: i64 = stats.satisfaction.values().sum();
+    let satisfied = count("satisfied") + count("basically_satisfied");
+    let rate = if rated > 0 {
+        // Per mille, rounded down, as the rankings do: no float noise in the API.
+        json!(((satisfied * 1000) / rated) as f64 / 1000.0)
+    } else {
+        Value::Null
+    };
+    Ok(Json(json!({
+        "period": period_text,
+        "unit": user.unit,
+        "as_of": now.to_rfc3339(),
+        "total": stats.total,
+        "by_state": stats.by_state,
+        "open": stats.open,
+        "overdue_open": stats.overdue_open,
+        "overdue": stats.overdue,
+        "due_today": stats.due_today,
+        "special_flag": stats.special_flag,
+        "satisfaction": {
+            "rated": rated,
+            "satisfied": count("satisfied"),
+            "basically_satisfied": count("basically_satisfied"),
+            "dissatisfied": count("dissatisfied"),
+            "rate": rate,
+        },
+    })))
+}
+
+fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+    let uri: axum::http::Uri = format!("/?{q}")
+        .parse()
+        .map_err(|_| ApiError::bad_request("invalid_query", "unreadable query string"))?;
+    axum::extract::Query::<T>::try_from_uri(&uri)
+        .map(|axum::extract::Query(v)| v)
+        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
+}

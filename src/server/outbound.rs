@@ -1,0 +1,420 @@
+//! Outbound calls through the carrier trunk, and the one rule of what the hotline may
+//! dial (toll-fraud safety, `CALL-CALLBACK`, `CALL-TRANSFER`).
+//!
+//! # The rule
+//! The hotline never dials a number a person typed. An outbound leg is placed only with
+//! a [`DialPermit`], and [`Outbound::permit`] is the only place that makes one:
+//!
+//! - **callback** ([`Dial::Callback`]): the number must be the caller's own number as
+//!   the carrier delivered it on that call (recorded by the call task when the caller
+//!   pressed the callback key, [`Outbound::callback_requested`]), and a dialable number
+//!   (digits, optional `+`). Any other number, or a call that never asked for a
+//!   callback, is refused;
+//! - **transfer to a unit** ([`Dial::Unit`]): the number is the unit's configured
+//!   `[[units]] phone`, never one taken from the request; a unit without one is
+//!   refused.
+//!
+//! An agent's REFER to a raw number goes through [`TransferTarget::parse`] with
+//! [`Outbound::unit_for_number`]: only a configured unit's number is accepted.
+//!
+//! # The trunk
+//! The first `[[trunks]]` entry with `outbound` carries every outbound call: the
+//! INVITE goes to that address with Request-URI `sip:<number>@<host>:<port>` and From
+//! `sip:<service number>@<domain>` (the hotline's own number, shown to the called
+//! party). A host name is resolved once at start-up.
+
+use std::collections::HashMap;
+use std::net::ToSocketAddrs;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use bytes::Bytes;
+use tracing::warn;
+
+use crate::config::{Config, OutboundAddress, OutboundTransport, is_phone_number};
+use crate::queue::{TransferTarget, TransferTargetError};
+use crate::sip::endpoint::{CallHandle, Endpoint, SourceInfo, Transport};
+use crate::sip::message::Uri;
+use crate::ticket::model::CallId;
+use crate::ticket::privacy::mask_phone;
+use crate::ticket::units::UnitId;
+
+/// What an outbound leg is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dial<'a> {
+    /// Call the caller of `call` back at `number` (the ACD's `PlaceCallback`).
+    Callback {
+        /// The call whose caller asked for the callback.
+        call: &'a CallId,
+        /// The number the ACD asks to dial.
+        number: &'a str,
+    },
+    /// Transfer a caller live to this unit's configured number.
+    Unit(&'a UnitId),
+}
+
+/// Why an outbound leg may not be placed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OutboundRefused {
+    /// No `[[trunks]] outbound` is configured (or its host did not resolve).
+    #[error("no outbound trunk is configured")]
+    NoTrunk,
+    /// The number did not come in as the caller of that call (or the call never asked
+    /// for a callback).
+    #[error("{0} did not call in on this call: refused (no open dialling)")]
+    NotACaller(String),
+    /// The number cannot be dialled at all (letters, anonymous, empty).
+    #[error("{0:?} is not a dialable number")]
+    NotDialable(String),
+    /// No such unit.
+    #[error("unknown unit {0}")]
+    UnknownUnit(UnitId),
+    /// The unit has no outside number configured.
+    #[error("unit {0} has no phone configured")]
+    UnitWithoutPhone(UnitId),
+}
+
+/// Why a transfer request cannot be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferRefused {
+    /// Not a transfer address (or a number that is no unit's).
+    #[error(transparent)]
+    Target(#[from] TransferTargetError),
+    /// A unit transfer the outbound rule refuses (no trunk, no phone).
+    #[error(transparent)]
+    Outbound(#[from] OutboundRefused),
+}
+
+/// Leave to place one outbound leg; only [`Outbound::permit`] makes one.
+#[derive(Debug, Clone)]
+pub struct DialPermit {
+    number: String,
+    uri: Uri,
+    peer: SourceInfo,
+    from_user: String,
+}
+
+impl DialPermit {
+    /// The number to be dialled.
+    #[must_use]
+    pub fn number(&self) -> &str {
+        &self.number
+    }
+
+    /// Place the INVITE (the endpoint's outbound leg; events come back on the handle).
+    pub(crate) fn place(&self, ep: &mut Endpoint, now: Instant, sdp_offer: Bytes) -> CallHandle {
+        ep.call_dial_out(now, self.uri.clone(), self.peer, &self.from_user, sdp_offer)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct TrunkRoute {
+    /// Host as written in the Request-URI (IPv6 in brackets).
+    uri_host: String,
+    port: u16,
+    peer: SourceInfo,
+}
+
+/// The outbound trunk, the units' numbers and the numbers that asked for a callback.
+#[derive(Debug)]
+pub struct Outbound {
+    trunk: Option<TrunkRoute>,
+    unit_phones: HashMap<UnitId, String>,
+    units_by_phone: HashMap<String, UnitId>,
+    known_units: Vec<UnitId>,
+    /// Calls whose caller (arrived over a trunk) asked for a callback → their number.
+    callbacks: Mutex<HashMap<CallId, String>>,
+    from_user: String,
+}
+
+impl Outbound {
+    /// From a validated configuration. An `outbound` host that does not resolve is
+    /// logged and leaves the hotline without outbound calls.
+    #[must_use]
+    pub fn from_config(config: &Config) -> Outbound {
+        let trunk = config
+            .trunks
+            .iter()
+            .find_map(|t| t.outbound.as_deref())
+            .and_then(|text| match OutboundAddress::parse(text) {
+                Ok(address) => resolve(&address),
+                Err(e) => {
+                    warn!(%e, outbound = text, "outbound trunk address unusable");
+                    None
+                }
+            });
+        let unit_phones: HashMap<UnitId, String> = config
+            .units
+            .iter()
+            .filter_map(|u| Some((UnitId::new(u.id.clone()), u.phone.clone()?)))
+            .collect();
+        let units_by_phone = unit_phones
+            .iter()
+            .map(|(unit, phone)| (phone.clone(), unit.clone()))
+            .collect();
+        Outbound {
+            trunk,
+            unit_phones,
+            units_by_phone,
+            known_units: config
+                .units
+                .iter()
+                .map(|u| UnitId::new(u.id.clone()))
+                .collect(),
+            callbacks: Mutex::new(HashMap::new()),
+            from_user: config
+                .calls
+                .service_numbers
+                .first()
+                .cloned()
+                .unwrap_or_else(|| "12348".to_string()),
+        }
+    }
+
+    /// Whether an outbound trunk is configured.
+    #[must_use]
+    pub fn has_trunk(&self) -> bool {
+        self.trunk.is_some()
+    }
+
+    /// The rule: may this leg be dialled? See the module docs.
+    ///
+    /// # Errors
+    /// See [`OutboundRefused`].
+    pub fn permit(&self, dial: Dial<'_>) -> Result<DialPermit, OutboundRefused> {
+        let number = match dial {
+            Dial::Callback { call, number } => {
+                if !is_phone_number(number) {
+                    return Err(OutboundRefused::NotDialable(number.to_string()));
+                }
+                let came_in = self
+                    .callbacks
+                    .lock()
+                    .ok()
+                    .and_then(|c| c.get(call).cloned());
+                if came_in.as_deref() != Some(number) {
+                    return Err(OutboundRefused::NotACaller(mask_phone(number)));
+                }
+                number.to_string()
+            }
+            Dial::Unit(unit) => match self.unit_phones.get(unit) {
+                Some(phone) => phone.clone(),
+                None if self.known_units.contains(unit) => {
+                    return Err(OutboundRefused::UnitWithoutPhone(unit.clone()));
+                }
+                None => return Err(OutboundRefused::UnknownUnit(unit.clone())),
+            },
+        };
+        let trunk = self.trunk.as_ref().ok_or(OutboundRefused::NoTrunk)?;
+        let transport = match trunk.peer.transport {
+            Transport::Tcp => ";transport=tcp",
+            _ => "",
+        };
+        let uri = Uri::parse(&format!(
+            "sip:{number}@{}:{}{transport}",
+            trunk.uri_host, trunk.port
+        ))
+        .map_err(|_| OutboundRefused::NotDialable(number.clone()))?;
+        Ok(DialPermit {
+            number,
+            uri,
+            peer: trunk.peer,
+            from_user: self.from_user.clone(),
+        })
+    }
+
+    /// The caller of `call` (arrived over a trunk with this number) asked for a
+    /// callback: from now on, and until [`Outbound::callback_done`], that number may be
+    /// dialled for that call.
+    pub fn callback_requested(&self, call: &CallId, caller: &str) {
+        if let Ok(mut c) = self.callbacks.lock() {
+            c.insert(call.clone(), caller.to_string());
+        }
+    }
+
+    /// The callback of `call` is over (answered and ended, or given up).
+    pub fn callback_done(&self, call: &CallId) {
+        if let Ok(mut c) = self.callbacks.lock() {
+            c.remove(call);
+        }
+    }
+
+    /// Callbacks that may still be dialled.
+    #[must_use]
+    pub fn pending_callbacks(&self) -> usize {
+        self.callbacks.lock().map(|c| c.len()).unwrap_or(0)
+    }
+
+    /// The unit whose configured phone is `number`.
+    #[must_use]
+    pub fn unit_for_number(&self, number: &str) -> Option<UnitId> {
+        self.units_by_phone.get(number).cloned()
+    }
+
+    /// Parse a transfer address (REFER's Refer-To user, or the transfer API's target)
+    /// with [`TransferTarget::parse`], and check that a unit transfer can be dialled.
+    ///
+    /// # Errors
+    /// See [`TransferRefused`].
+    pub fn transfer_target(&self, user: &str) -> Result<TransferTarget, TransferRefused> {
+        let target = TransferTarget::parse(user, |n| self.unit_for_number(n))?;
+        if let TransferTarget::Unit(unit) = &target {
+            self.permit(Dial::Unit(unit))?;
+        }
+        Ok(target)
+    }
+}
+
+fn resolve(address: &OutboundAddress) -> Option<TrunkRoute> {
+    let resolved = (address.host.as_str(), address.port)
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next());
+    let Some(addr) = resolved else {
+        warn!(host = %address.host, "outbound trunk host does not resolve: no outbound calls");
+        return None;
+    };
+    let uri_host = if address.host.contains(':') {
+        format!("[{}]", address.host)
+    } else {
+        address.host.clone()
+    };
+    Some(TrunkRoute {
+        uri_host,
+        port: address.port,
+        peer: SourceInfo {
+            addr,
+            transport: match address.transport {
+                OutboundTransport::Udp => Transport::Udp,
+                OutboundTransport::Tcp => Transport::Tcp,
+            },
+        },
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CONFIG: &str = r#"
+[server]
+domain = "hotline.test"
+
+[[trunks]]
+name = "carrier"
+sources = ["127.0.0.1"]
+outbound = "127.0.0.1:5999"
+
+[[units]]
+id = "province"
+name = "省厅"
+kind = "province"
+
+[[units]]
+id = "legal-aid-jinan"
+name = "济南市法律援助中心"
+kind = "institution"
+parent = "province"
+phone = "053188880000"
+"#;
+
+    fn outbound(text: &str) -> Outbound {
+        Outbound::from_config(&Config::from_toml(text).expect("config"))
+    }
+
+    #[test]
+    fn a_callback_dials_only_the_number_that_called_in_on_that_call() {
+        let out = outbound(CONFIG);
+        let call = CallId("c1".into());
+        // Before the caller asked: nothing may be dialled for that call.
+        assert_eq!(
+            out.permit(Dial::Callback {
+                call: &call,
+                number: "13800001111"
+            })
+            .map(|p| p.number().to_string()),
+            Err(OutboundRefused::NotACaller("138****1111".into()))
+        );
+        out.callback_requested(&call, "13800001111");
+        let permit = out
+            .permit(Dial::Callback {
+                call: &call,
+                number: "13800001111",
+            })
+            .expect("the caller's own number");
+        assert_eq!(permit.number(), "13800001111");
+        assert_eq!(permit.uri.user.as_deref(), Some("13800001111"));
+        assert_eq!(permit.peer.addr, "127.0.0.1:5999".parse().expect("addr"));
+        assert_eq!(permit.from_user, "12348");
+        // Any other number, for this call or another, is refused.
+        for (c, n) in [("c1", "16800009999"), ("c2", "13800001111")] {
+            assert!(matches!(
+                out.permit(Dial::Callback {
+                    call: &CallId(c.into()),
+                    number: n
+                }),
+                Err(OutboundRefused::NotACaller(_))
+            ));
+        }
+        assert!(matches!(
+            out.permit(Dial::Callback {
+                call: &call,
+                number: "anonymous"
+            }),
+            Err(OutboundRefused::NotDialable(_))
+        ));
+        out.callback_done(&call);
+        assert!(
+            out.permit(Dial::Callback {
+                call: &call,
+                number: "13800001111"
+            })
+            .is_err(),
+            "not after the callback is over"
+        );
+        assert_eq!(out.pending_callbacks(), 0);
+    }
+
+    #[test]
+    fn a_unit_transfer_dials_the_configured_number_and_nothing_else() {
+        let out = outbound(CONFIG);
+        let aid = UnitId::new("legal-aid-jinan");
+        assert_eq!(
+            out.permit(Dial::Unit(&aid)).map(|p| p.number().to_string()),
+            Ok("053188880000".into())
+        );
+        assert_eq!(
+            out.permit(Dial::Unit(&UnitId::new("province")))
+                .map(|p| p.number().to_string()),
+            Err(OutboundRefused::UnitWithoutPhone(UnitId::new("province")))
+        );
+        assert_eq!(
+            out.transfer_target("053188880000"),
+            Ok(TransferTarget::Unit(aid.clone()))
+        );
+        assert_eq!(
+            out.transfer_target("unit-legal-aid-jinan"),
+            Ok(TransferTarget::Unit(aid))
+        );
+        assert_eq!(
+            out.transfer_target("13900001111"),
+            Err(TransferRefused::Target(
+                TransferTargetError::NotAUnitNumber("139****1111".into())
+            ))
+        );
+        assert_eq!(
+            out.transfer_target("unit-province"),
+            Err(TransferRefused::Outbound(
+                OutboundRefused::UnitWithoutPhone(UnitId::new("province"))
+            ))
+        );
+        assert_eq!(out.transfer_target("survey"), Ok(TransferTarget::Survey));
+        // Without an outbound trunk nothing is dialled at all.
+        let none = outbound(&CONFIG.replace("outbound = \"127.0.0.1:5999\"\n", ""));
+        assert_eq!(
+            none.permit(Dial::Unit(&UnitId::new("legal-aid-jinan")))
+                .map(|p| p.number().to_string()),
+            Err(OutboundRefused::NoTrunk)
+        );
+    }
+}

@@ -1,0 +1,152 @@
+//! Work-order KPIs for the supervisor dashboard (`GET /api/stats/orders`), counted in
+//! SQL over the `orders` projection: per state, overdue, due today, special flags and
+//! the callers' satisfaction, for a read scope and an optional period of receipt.
+
+use std::collections::BTreeMap;
+
+use super::{Backend, Pool, Store, StoreError};
+
+/// What to count.
+#[derive(Debug, Clone, Default)]
+pub struct StatsFilter {
+    /// Orders involving one of these units; `None` = everything.
+    pub scope: Option<Vec<String>>,
+    /// Received in `[from, to)`, unix milliseconds; `None` = any time.
+    pub received: Option<(i64, i64)>,
+    /// "Now" for overdue and due today.
+    pub now_ms: i64,
+    /// The end of today (24:00, Asia/Shanghai) in unix milliseconds.
+    pub end_of_today_ms: i64,
+}
+
+/// The counts.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct OrderStats {
+    pub total: i64,
+    /// Count per lifecycle state (snake_case names).
+    pub by_state: BTreeMap<String, i64>,
+    /// Not closed.
+    pub open: i64,
+    /// Open and past the feedback limit now.
+    pub overdue_open: i64,
+    /// Overdue as the order list's `overdue=true` filter counts it: open past the
+    /// feedback limit, or completed after it.
+    pub overdue: i64,
+    /// Open, with the running limit still ahead but ending today.
+    pub due_today: i64,
+    pub special_flag: i64,
+    /// Latest satisfaction of the orders that have one (snake_case → count).
+    pub satisfaction: BTreeMap<String, i64>,
+}
+
+enum Bind {
+    Text(String),
+    Int(i64),
+}
+
+/// `(name, count)` rows of a GROUP BY.
+type Counts = Vec<(String, i64)>;
+
+impl Store {
+    /// Count the orders of `filter`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn order_stats(&self, filter: &StatsFilter) -> Result<OrderStats, StoreError> {
+        let mut binds: Vec<Bind> = Vec::new();
+        let mut clauses: Vec<String> = Vec::new();
+        let next = |binds: &mut Vec<Bind>, b: Bind| {
+            binds.push(b);
+            format!("${}", binds.len())
+        };
+        if let Some((from, to)) = filter.received {
+            let a = next(&mut binds, Bind::Int(from));
+            let b = next(&mut binds, Bind::Int(to));
+            clauses.push(format!("received_ms >= {a} AND received_ms < {b}"));
+        }
+        if let Some(scope) = &filter.scope {
+            if scope.is_empty() {
+                clauses.push("1 = 0".to_owned());
+            } else {
+                let list: Vec<String> = scope
+                    .iter()
+                    .map(|u| next(&mut binds, Bind::Text(u.clone())))
+                    .collect();
+                clauses.push(format!(
+                    "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                     AND ou.unit IN ({}))",
+                    list.join(", ")
+                ));
+            }
+        }
+        let now = next(&mut binds, Bind::Int(filter.now_ms));
+        let end = next(&mut binds, Bind::Int(filter.end_of_today_ms));
+        let where_sql = if clauses.is_empty() {
+            "WHERE 1 = 1".to_owned()
+        } else {
+            format!("WHERE {}", clauses.join(" AND "))
+        };
+        let satisfaction = match self.backend() {
+            Backend::Sqlite => "json_extract(snapshot, '$.satisfaction')",
+            Backend::Postgres => "(snapshot::jsonb ->> 'satisfaction')",
+        };
+        // Every value is bound; only fixed fragments and placeholders are joined. The
+        // `now`/`end` placeholders are referenced by every query, so each query binds
+        // the same list.
+        let by_state_sql = format!(
+            "SELECT state, COUNT(*) FROM orders {where_sql} AND {now} = {now} AND {end} = {end} \
+             GROUP BY state"
+        );
+        let counts_sql = format!(
+            "SELECT \
+             COALESCE(SUM(CASE WHEN state <> 'closed' AND completed_ms IS NULL \
+                 AND feedback_due_ms < {now} THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN overdue_done = 1 OR (completed_ms IS NULL \
+                 AND state <> 'closed' AND feedback_due_ms < {now}) THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN state <> 'closed' AND next_due_ms >= {now} \
+                 AND next_due_ms <= {end} THEN 1 ELSE 0 END), 0), \
+             COALESCE(SUM(CASE WHEN special_flag = 1 THEN 1 ELSE 0 END), 0) \
+             FROM orders {where_sql}"
+        );
+        let satisfaction_sql = format!(
+            "SELECT {satisfaction}, COUNT(*) FROM orders {where_sql} \
+             AND {satisfaction} IS NOT NULL AND {now} = {now} AND {end} = {end} \
+             GROUP BY {satisfaction}"
+        );
+        let (states, counts, satisfied): (Counts, (i64, i64, i64, i64), Counts) =
+            on_pool!(self, |p| {
+                let mut q1 = sqlx::query_as(sqlx::AssertSqlSafe(by_state_sql));
+                let mut q2 = sqlx::query_as(sqlx::AssertSqlSafe(counts_sql));
+                let mut q3 = sqlx::query_as(sqlx::AssertSqlSafe(satisfaction_sql));
+                for b in &binds {
+                    (q1, q2, q3) = match b {
+                        Bind::Text(s) => {
+                            (q1.bind(s.clone()), q2.bind(s.clone()), q3.bind(s.clone()))
+                        }
+                        Bind::Int(i) => (q1.bind(*i), q2.bind(*i), q3.bind(*i)),
+                    };
+                }
+                (
+                    q1.fetch_all(p).await?,
+                    q2.fetch_one(p).await?,
+                    q3.fetch_all(p).await?,
+                )
+            });
+        let total = states.iter().map(|(_, n)| n).sum();
+        let open = states
+            .iter()
+            .filter(|(s, _)| s != "closed")
+            .map(|(_, n)| n)
+            .sum();
+        Ok(OrderStats {
+            total,
+            by_state: states.into_iter().collect(),
+            open,
+            overdue_open: counts.0,
+            overdue: counts.1,
+            due_today: counts.2,
+            special_flag: counts.3,
+            satisfaction: satisfied.into_iter().collect(),
+        })
+    }
+}

@@ -1,0 +1,722 @@
+//! The consoles' call APIs through the router (`tower::ServiceExt::oneshot`) with a real
+//! store (SQLite in a temp dir; PostgreSQL on 127.0.0.1:5432 for `postgres_*`, skipped
+//! with `HOTLINE_TEST_PG=off`), real WAV files in a temporary recordings directory and
+//! the real ACD of the shipped config: recording playback (roles, Range, audit, path
+//! traversal), autosaved call drafts, server-side order KPIs, and the console's
+//! transfer of a bridged call.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use axum::{Extension, Router};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+use hotline::api::orders::OrdersContext;
+use hotline::api::queues::AcdApi;
+use hotline::api::recordings::RecordingsDir;
+use hotline::api::{AppState, router};
+use hotline::calendar::Calendar;
+use hotline::config::{Config, Role as ConfigRole, UserConfig};
+use hotline::ivr::cdr::CdrBuilder;
+use hotline::ivr::city::CityId;
+use hotline::ivr::flow::{CallCategory, Urgency};
+use hotline::queue::{AgentId, QueueInput};
+use hotline::server::acd::{AcdCommand, AcdShell};
+use hotline::server::calls::WallClock;
+use hotline::store::Store;
+use hotline::ticket::model::CallId;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Console users for these tests (password `demo-<id>`), on top of the shipped ones.
+fn user(id: &str, role: ConfigRole, unit: &str, agent: Option<&str>) -> UserConfig {
+    UserConfig {
+        id: id.into(),
+        name: id.into(),
+        password: Some(format!("demo-{id}")),
+        password_hash: None,
+        roles: vec![role],
+        unit: unit.into(),
+        api_token: None,
+        agent: agent.map(str::to_owned),
+    }
+}
+
+fn config() -> Config {
+    let mut config = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
+    config.users.extend([
+        user("sup-jinan", ConfigRole::Supervisor, "jinan", None),
+        user("sup-qingdao", ConfigRole::Supervisor, "qingdao", None),
+        user("admin-p", ConfigRole::ProvinceAdmin, "province", None),
+        user("agent-1001", ConfigRole::Agent, "jinan", Some("1001")),
+        user("agent-1002", ConfigRole::Agent, "jinan", Some("1002")),
+        user("agent-qd", ConfigRole::Agent, "qingdao", None),
+        user("disp", ConfigRole::Dispatcher, "jinan", None),
+        user("cb", ConfigRole::CallbackStaff, "jinan", None),
+        user("rev", ConfigRole::Reviewer, "jinan", None),
+    ]);
+    config
+}
+
+struct Harness {
+    app: Router,
+    store: Store,
+    acd: Arc<AcdShell>,
+    dir: tempfile::TempDir,
+}
+
+fn recordings(dir: &Path) -> PathBuf {
+    dir.join("recordings")
+}
+
+async fn harness_on(store: Store) -> Harness {
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(recordings(dir.path())).expect("recordings dir");
+    let config = config();
+    let calendar =
+        Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
+    let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+    let acd = AcdShell::new(
+        config.queues.clone().expect("[queues]"),
+        calendar.clone(),
+        WallClock::starting_at(at),
+        None,
+        Default::default(),
+    )
+    .expect("ACD");
+    let state = AppState {
+        store: store.clone(),
+        metrics: Arc::default(),
+        warnings: Arc::new(vec![]),
+        orders: Arc::new(OrdersContext::from_config(&config, calendar)),
+        cities: Arc::default(),
+    };
+    let app = router(state)
+        .layer(Extension(AcdApi(Some(acd.clone()))))
+        .layer(Extension(RecordingsDir(Some(recordings(dir.path())))));
+    Harness {
+        app,
+        store,
+        acd,
+        dir,
+    }
+}
+
+async fn sqlite() -> (Harness, tempfile::TempDir) {
+    let db = tempfile::tempdir().expect("tempdir");
+    let store = Store::connect(&format!("sqlite://{}", db.path().join("t.db").display()))
+        .await
+        .expect("sqlite");
+    store.migrate().await.expect("migrate");
+    (harness_on(store).await, db)
+}
+
+async fn postgres() -> Option<Harness> {
+    if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
+        return None;
+    }
+    let admin = "postgres://postgres@127.0.0.1:5432/postgres";
+    let name = format!(
+        "hotline_consoles_{}_{}",
+        std::process::id(),
+        rand::random::<u32>()
+    );
+    let pool = sqlx::PgPool::connect(admin)
+        .await
+        .expect("PostgreSQL on 127.0.0.1:5432 (HOTLINE_TEST_PG=off to skip)");
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&pool)
+        .await
+        .expect("create database");
+    let store = Store::connect(&format!("postgres://postgres@127.0.0.1:5432/{name}"))
+        .await
+        .expect("connect");
+    store.migrate().await.expect("migrate");
+    Some(harness_on(store).await)
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: axum::http::HeaderMap,
+    bytes: Vec<u8>,
+    body: Value,
+}
+
+impl Reply {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.bytes).into_owned()
+    }
+}
+
+#[derive(Clone)]
+struct Session {
+    cookie: String,
+    csrf: String,
+}
+
+impl Harness {
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = self.app.clone().oneshot(request).await.expect("response");
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            bytes,
+        }
+    }
+
+    async fn login(&self, user: &str) -> Session {
+        let reply = self
+            .send(
+                Request::post("/api/login")
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .body(Body::from(
+                        json!({"user": user, "password": format!("demo-{user}")}).to_string(),
+                    ))
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(
+            reply.status,
+            StatusCode::OK,
+            "login {user}: {}",
+            reply.text()
+        );
+        let cookie = reply.headers[header::SET_COOKIE]
+            .to_str()
+            .expect("cookie")
+            .split(';')
+            .next()
+            .expect("pair")
+            .to_owned();
+        Session {
+            cookie,
+            csrf: reply.body["csrf_token"].as_str().expect("csrf").to_owned(),
+        }
+    }
+
+    async fn get(&self, s: &Session, uri: &str, range: Option<&str>) -> Reply {
+        let mut request = Request::get(uri).header(header::COOKIE, &s.cookie);
+        if let Some(range) = range {
+            request = request.header(header::RANGE, range);
+        }
+        self.send(request.body(Body::empty()).expect("request"))
+            .await
+    }
+
+    async fn write(&self, s: &Session, method: &str, uri: &str, body: Value) -> Reply {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::COOKIE, &s.cookie)
+                .header("x-csrf-token", &s.csrf)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(body.to_string()))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// Store a finished call of `city` answered by `agent` whose recording list is
+    /// `recordings` (paths as the call layer stores them).
+    async fn call(&self, call_id: &str, city: &str, agent: &str, recordings: Vec<String>) {
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+        let mut cdr = CdrBuilder::new(call_id, "13812345678", "053112348", at);
+        cdr.category(CallCategory::Complaint, Urgency::Normal)
+            .queued(at);
+        let mut record = cdr.finish(at + chrono::TimeDelta::seconds(30));
+        record.city = Some(CityId::new(city));
+        record.agent = Some(agent.into());
+        record.recordings = recordings;
+        self.store.insert_call(&record, None).await.expect("cdr");
+    }
+
+    /// A stereo 8 kHz WAV of `seconds` under the recordings directory.
+    fn wav(&self, relative: &str, seconds: u32) -> PathBuf {
+        let path = recordings(self.dir.path()).join(relative);
+        write_wav(&path, seconds);
+        path
+    }
+
+    async fn plays(&self) -> i64 {
+        self.store
+            .audit_count("recording.play")
+            .await
+            .expect("audit count")
+    }
+}
+
+fn write_wav(path: &Path, seconds: u32) {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).expect("dir");
+    }
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 8000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(path, spec).expect("wav");
+    for i in 0..(8000 * seconds) {
+        let s = ((i % 80) as i16 - 40) * 200;
+        w.write_sample(s).expect("sample");
+        w.write_sample(-s).expect("sample");
+    }
+    w.finalize().expect("finalize");
+}
+
+#[tokio::test]
+async fn recordings_are_served_with_ranges_to_supervisors_and_their_agent_only() {
+    let (h, _db) = sqlite().await;
+    let wav = h.wav("2026/11/28/call-1.wav", 2);
+    let bytes = std::fs::read(&wav).expect("read wav");
+    let len = bytes.len();
+    h.call("call-1", "jinan", "1001", vec![wav.display().to_string()])
+        .await;
+    let uri = "/api/recordings/call-1";
+
+    // Not logged in: 401.
+    let anonymous = h
+        .send(Request::get(uri).body(Body::empty()).expect("request"))
+        .await;
+    assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+
+    // Roles that do not assess calls: 403, nothing audited.
+    for who in ["disp", "cb", "rev"] {
+        let s = h.login(who).await;
+        let r = h.get(&s, uri, None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.text());
+    }
+    assert_eq!(h.plays().await, 0);
+
+    // The Jinan supervisor hears the whole file, as audio/wav with byte ranges.
+    let sup = h.login("sup-jinan").await;
+    let r = h.get(&sup, uri, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(r.headers[header::ACCEPT_RANGES], "bytes");
+    assert_eq!(r.headers[header::CONTENT_LENGTH], len.to_string().as_str());
+    assert_eq!(r.bytes, bytes);
+    assert_eq!(&r.bytes[..4], b"RIFF");
+
+    // Seeking: a middle range, an open range, a suffix.
+    let r = h.get(&sup, uri, Some("bytes=100-1123")).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(
+        r.headers[header::CONTENT_RANGE],
+        format!("bytes 100-1123/{len}").as_str()
+    );
+    assert_eq!(r.bytes, bytes[100..1124]);
+    let r = h
+        .get(&sup, uri, Some(&format!("bytes={}-", len - 10)))
+        .await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, bytes[len - 10..]);
+    let r = h.get(&sup, uri, Some("bytes=-44")).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT);
+    assert_eq!(r.bytes, bytes[len - 44..]);
+    // Beyond the end: 416 with the length.
+    let r = h.get(&sup, uri, Some(&format!("bytes={len}-"))).await;
+    assert_eq!(r.status, StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(
+        r.headers[header::CONTENT_RANGE],
+        format!("bytes */{len}").as_str()
+    );
+
+    // The province administrator hears every city; Qingdao's supervisor not Jinan's.
+    let admin = h.login("admin-p").await;
+    assert_eq!(
+        h.get(&admin, uri, Some("bytes=0-43")).await.status,
+        StatusCode::PARTIAL_CONTENT
+    );
+    let qingdao = h.login("sup-qingdao").await;
+    assert_eq!(
+        h.get(&qingdao, uri, None).await.status,
+        StatusCode::FORBIDDEN
+    );
+
+    // The agent who answered replays the call; another agent may not.
+    let own = h.login("agent-1001").await;
+    assert_eq!(h.get(&own, uri, None).await.status, StatusCode::OK);
+    let other = h.login("agent-1002").await;
+    assert_eq!(h.get(&other, uri, None).await.status, StatusCode::FORBIDDEN);
+
+    // Unknown call: 404. Every served request was audited, refused ones not.
+    assert_eq!(
+        h.get(&sup, "/api/recordings/no-such-call", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(h.plays().await, 6);
+}
+
+#[tokio::test]
+async fn recording_ids_that_look_like_paths_are_refused_and_nothing_outside_is_read() {
+    let (h, _db) = sqlite().await;
+    let sup = h.login("sup-jinan").await;
+    // A secret next to the recordings directory, and a call whose stored path points
+    // at it through `..`, one through an absolute path, one through a symlink.
+    let secret = h.dir.path().join("secret.wav");
+    write_wav(&secret, 1);
+    let secret_bytes = std::fs::read(&secret).expect("secret");
+    let dotdot = recordings(h.dir.path()).join("2026/11/28/../../../secret.wav");
+    std::fs::create_dir_all(recordings(h.dir.path()).join("2026/11/28")).expect("dirs");
+    h.call(
+        "evil-dotdot",
+        "jinan",
+        "1001",
+        vec![dotdot.display().to_string()],
+    )
+    .await;
+    h.call(
+        "evil-absolute",
+        "jinan",
+        "1001",
+        vec![secret.display().to_string()],
+    )
+    .await;
+    let link = recordings(h.dir.path()).join("2026/11/28/link.wav");
+    std::os::unix::fs::symlink(&secret, &link).expect("symlink");
+    h.call(
+        "evil-link",
+        "jinan",
+        "1001",
+        vec![link.display().to_string()],
+    )
+    .await;
+    // A real one, to show the same user is otherwise served.
+    let good = h.wav("2026/11/28/good.wav", 1);
+    h.call("good", "jinan", "1001", vec![good.display().to_string()])
+        .await;
+
+    for id in ["evil-dotdot", "evil-absolute", "evil-link"] {
+        let r = h.get(&sup, &format!("/api/recordings/{id}"), None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{id}: {}", r.text());
+        assert_ne!(r.bytes, secret_bytes);
+    }
+    // Ids shaped like paths never reach the store or the disk: 400 (or a 404 from the
+    // router when the raw path has more segments).
+    for uri in [
+        "/api/recordings/..",
+        "/api/recordings/%2e%2e",
+        "/api/recordings/%2E%2E",
+        "/api/recordings/..%2F..%2Fsecret.wav",
+        "/api/recordings/%2e%2e%2f%2e%2e%2fsecret.wav",
+        "/api/recordings/%2Fetc%2Fpasswd",
+        "/api/recordings/%5C..%5Csecret.wav",
+        "/api/recordings/good%00",
+        "/api/recordings/a%0Ab",
+        "/api/recordings/../../secret.wav",
+        "/api/recordings/..%252F..%252Fsecret.wav",
+    ] {
+        let r = h.get(&sup, uri, None).await;
+        assert!(
+            r.status.is_client_error(),
+            "{uri}: {} {}",
+            r.status,
+            r.text()
+        );
+        assert_ne!(r.bytes, secret_bytes, "{uri}");
+    }
+    let long = format!("/api/recordings/{}", "a".repeat(257));
+    assert_eq!(
+        h.get(&sup, &long, None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get(&sup, "/api/recordings/%2e%2e", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        h.get(&sup, "/api/recordings/good%00", None).await.status,
+        StatusCode::BAD_REQUEST
+    );
+    // Nothing above was served, so nothing was audited; the good call still plays.
+    assert_eq!(h.plays().await, 0);
+    assert_eq!(
+        h.get(&sup, "/api/recordings/good", None).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(h.plays().await, 1);
+}
+
+#[tokio::test]
+async fn drafts_are_autosaved_per_call_and_deleted_when_the_order_is_created() {
+    let (h, _db) = sqlite().await;
+    let agent = h.login("agent").await;
+    let other = h.login("agent-1002").await;
+    let uri = "/api/drafts/call-7";
+    assert_eq!(h.get(&agent, uri, None).await.status, StatusCode::NOT_FOUND);
+    let form = json!({"contact_name": "张先生", "description": "邻里纠纷", "call_id": "call-7"});
+    let r = h.write(&agent, "PUT", uri, form.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h.get(&agent, uri, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.body["fields"], form);
+    // Another user neither reads nor overwrites it.
+    assert_eq!(h.get(&other, uri, None).await.status, StatusCode::NOT_FOUND);
+    let r = h
+        .write(&other, "PUT", uri, json!({"description": "x"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
+    // Roles that take no calls write no drafts.
+    let disp = h.login("disp").await;
+    let r = h.write(&disp, "PUT", "/api/drafts/call-8", json!({})).await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    // Not an object, not JSON, a path-like id: refused.
+    assert_eq!(
+        h.write(&agent, "PUT", uri, json!([1, 2])).await.status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        h.write(&agent, "PUT", "/api/drafts/%2e%2e", json!({}))
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    // The order created with the call id takes the draft's place.
+    let r = h
+        .write(
+            &agent,
+            "POST",
+            "/api/orders",
+            json!({"contact_name": "张先生", "contact_phone": "13812345678", "category": "complaint",
+                   "description": "邻里纠纷", "city": "jinan", "call_id": "call-7"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    assert_eq!(r.body["fields"]["call_id"], "call-7");
+    assert_eq!(h.get(&agent, uri, None).await.status, StatusCode::NOT_FOUND);
+}
+
+async fn kpis_are_counted_in_the_users_subtree(h: &Harness) {
+    let agent = h.login("agent").await;
+    let agent_qd = h.login("agent-qd").await;
+    let disp = h.login("dispatcher").await;
+    let create = |city: &'static str, phone: &'static str| {
+        json!({"contact_name": "王", "contact_phone": phone, "category": "consultation",
+               "description": "咨询", "city": city, "units": []})
+    };
+    for (city, phone) in [
+        ("jinan", "13800000001"),
+        ("jinan", "13800000002"),
+        ("qingdao", "13800000003"),
+    ] {
+        let who = if city == "jinan" { &agent } else { &agent_qd };
+        let r = h
+            .write(who, "POST", "/api/orders", create(city, phone))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{}", r.text());
+    }
+    // One Jinan order dispatched to the legal-aid centre.
+    let list = h.get(&agent, "/api/orders?city=jinan", None).await;
+    let first = list.body["items"][0]["id"].as_str().expect("id").to_owned();
+    let r = h
+        .write(
+            &disp,
+            "POST",
+            &format!("/api/orders/{first}/dispatch"),
+            json!({"units": ["jinan-legal-aid"]}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+
+    let province = h.login("admin-p").await;
+    let all = h.get(&province, "/api/stats/orders", None).await;
+    assert_eq!(all.status, StatusCode::OK, "{}", all.text());
+    assert_eq!(all.body["total"], 3, "{}", all.body);
+    assert_eq!(all.body["by_state"]["pending_dispatch"], 2, "{}", all.body);
+    assert_eq!(all.body["by_state"]["dispatched"], 1, "{}", all.body);
+    assert_eq!(all.body["open"], 3);
+    assert_eq!(all.body["overdue_open"], 0);
+    assert_eq!(all.body["special_flag"], 0);
+    assert_eq!(all.body["satisfaction"]["rated"], 0);
+    assert!(all.body["satisfaction"]["rate"].is_null());
+    // Pending orders have their transfer limit within a working day: some are due
+    // today or later, never overdue yet.
+    assert!(all.body["due_today"].as_i64().is_some());
+
+    // A Qingdao supervisor counts Qingdao only; the Jinan one Jinan only.
+    let qingdao = h.login("sup-qingdao").await;
+    let q = h.get(&qingdao, "/api/stats/orders", None).await;
+    assert_eq!(q.body["total"], 1, "{}", q.body);
+    let jinan = h.login("sup-jinan").await;
+    let j = h.get(&jinan, "/api/stats/orders", None).await;
+    assert_eq!(j.body["total"], 2, "{}", j.body);
+
+    // A period: this month holds them all; a past year none; a bad one is 400.
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let month = now.format("%Y-%m").to_string();
+    let m = h
+        .get(
+            &province,
+            &format!("/api/stats/orders?period={month}"),
+            None,
+        )
+        .await;
+    assert_eq!(m.body["total"], 3, "{}", m.body);
+    assert_eq!(m.body["period"], month.as_str());
+    let old = h
+        .get(&province, "/api/stats/orders?period=2017", None)
+        .await;
+    assert_eq!(old.body["total"], 0, "{}", old.body);
+    let bad = h
+        .get(&province, "/api/stats/orders?period=soon", None)
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    let unknown = h.get(&province, "/api/stats/orders?limit=3", None).await;
+    assert_eq!(unknown.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn order_kpis_are_counted_by_the_server_in_the_users_subtree_sqlite() {
+    let (h, _db) = sqlite().await;
+    kpis_are_counted_in_the_users_subtree(&h).await;
+}
+
+#[tokio::test]
+async fn postgres_order_kpis_are_counted_by_the_server_in_the_users_subtree() {
+    let Some(h) = postgres().await else {
+        return;
+    };
+    kpis_are_counted_in_the_users_subtree(&h).await;
+}
+
+/// Put a call in the Jinan queue and bridge it to agent 1001; the returned channel is
+/// the call task's side (it receives the ACD's commands).
+fn bridged_call(acd: &AcdShell, call: &str) -> tokio::sync::mpsc::UnboundedReceiver<AcdCommand> {
+    let agent = AgentId::new("1001");
+    acd.input(QueueInput::Registered {
+        agent: agent.clone(),
+    })
+    .expect("registered");
+    acd.input(QueueInput::SignIn {
+        agent: agent.clone(),
+    })
+    .expect("signed in");
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    acd.enqueue(
+        QueueInput::CallArrived {
+            call: CallId(call.into()),
+            city: CityId::new("jinan"),
+            category: CallCategory::Complaint,
+            urgency: Urgency::Normal,
+            area: None,
+            caller: "13812345678".into(),
+        },
+        tx,
+    )
+    .expect("enqueued");
+    acd.input(QueueInput::AgentAnswered {
+        call: CallId(call.into()),
+        agent,
+    })
+    .expect("answered");
+    rx
+}
+
+#[tokio::test]
+async fn transfer_is_for_the_agent_on_the_call_or_a_supervisor_and_units_are_not_available() {
+    let (h, _db) = sqlite().await;
+    let mut task = bridged_call(&h.acd, "call-9");
+    // The call task's side: carry out each transfer it is asked for.
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Some(command) = task.recv().await {
+            if let AcdCommand::Transfer { to, reply } = command {
+                record.lock().expect("lock").push(to);
+                reply.send(Ok(()));
+            }
+        }
+    });
+    let uri = "/api/calls/call-9/transfer";
+    let own = h.login("agent").await; // the shipped demo agent works as 1001
+    let other = h.login("agent-1002").await;
+    let disp = h.login("disp").await;
+    let qingdao = h.login("sup-qingdao").await;
+    let jinan = h.login("sup-jinan").await;
+
+    for (who, s) in [
+        ("agent-1002", &other),
+        ("disp", &disp),
+        ("sup-qingdao", &qingdao),
+    ] {
+        let r = h.write(s, "POST", uri, json!({"to": "survey"})).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.text());
+    }
+    let r = h
+        .write(&own, "POST", uri, json!({"to": "unit:jinan-legal-aid"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text());
+    assert_eq!(r.body["code"], "transfer_unavailable");
+    let r = h
+        .write(&own, "POST", uri, json!({"to": "sip:evil@x"}))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.body["code"], "invalid_field");
+    let r = h.write(&own, "POST", uri, json!({"where": "survey"})).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    let r = h
+        .write(
+            &own,
+            "POST",
+            "/api/calls/no-such/transfer",
+            json!({"to": "survey"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND);
+    let r = h
+        .write(
+            &own,
+            "POST",
+            "/api/calls/%2e%2e/transfer",
+            json!({"to": "survey"}),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    // Without the CSRF token a cookie session cannot transfer.
+    let r = h
+        .send(
+            Request::post(uri)
+                .header(header::COOKIE, &own.cookie)
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(r#"{"to":"survey"}"#))
+                .expect("request"),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    assert!(seen.lock().expect("lock").is_empty());
+
+    // The agent on the call, and the supervisor of its city, reach the call task.
+    let r = h
+        .write(&own, "POST", uri, json!({"to": "queue:qingdao"}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h.write(&jinan, "POST", uri, json!({"to": "survey"})).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        *seen.lock().expect("lock"),
+        [
+            hotline::queue::TransferTarget::Queue(CityId::new("qingdao")),
+            hotline::queue::TransferTarget::Survey
+        ]
+    );
+}
