@@ -1581,7 +1581,27 @@ fn invite_with_auth(
 /// CDR follow. A Replaces naming no dialog is 481, `early-only` on it 486.
 #[test]
 fn an_invite_with_replaces_from_another_agent_takes_over_the_agent_leg() {
-    let server = start(&queue_config("linear", 10, 3));
+    const JINAN_AGENT_TOKEN: &str = "agent-jinan-token";
+    let config = format!(
+        "{}
+[[units]]
+id = \"jinan\"
+name = \"济南市司法局\"
+kind = \"city\"
+parent = \"province\"
+
+[[users]]
+id = \"agent-jinan\"
+name = \"济南值班员\"
+password = \"agent-jinan-password\"
+roles = [\"agent\"]
+unit = \"jinan\"
+api_token = \"{}\"
+",
+        queue_config("linear", 10, 3),
+        sha256_hex(JINAN_AGENT_TOKEN)
+    );
+    let server = start(&config);
     let a = RawUdp::new(server.sip);
     let b = RawUdp::new(server.sip);
     let ok = register_with_password(&a, "1001", "secret1001", false, 3600).expect("register");
@@ -1615,6 +1635,38 @@ fn an_invite_with_replaces_from_another_agent_takes_over_the_agent_leg() {
         &sdp(a_port),
     ));
     assert!(recv_request(&a, "ACK", Duration::from_secs(5)).is_some());
+    // 1001 opens the call's work order from the console while talking.
+    let log = server.log();
+    let caller_call_id = log
+        .lines()
+        .find(|l| l.contains("call answered") && l.contains("dialled=12348"))
+        .and_then(|l| l.split("call_id=").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .expect("the caller's call id in the log")
+        .to_string();
+    let body = serde_json::json!({
+        "contact_name": "张三",
+        "contact_phone": "053188886666",
+        "category": "consultation",
+        "urgency": "normal",
+        "business_area": "legal_aid",
+        "units": [],
+        "description": "咨询法律援助申请条件",
+        "remarks": "",
+        "channel": "phone",
+        "city": "jinan",
+        "call_id": caller_call_id,
+    });
+    let (status, _, created) = request(
+        &server,
+        "POST",
+        "/api/orders",
+        JINAN_AGENT_TOKEN,
+        &body.to_string(),
+    );
+    assert_eq!(status, 201, "{created}");
+    let created: serde_json::Value = serde_json::from_str(&created).expect("json");
+    let order_id = created["id"].as_str().expect("order id").to_owned();
     // Bogus dialogs first: 481, and 486 for early-only on the confirmed one.
     let b_media = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
     b_media
@@ -1684,6 +1736,27 @@ fn an_invite_with_replaces_from_another_agent_takes_over_the_agent_leg() {
         "available",
         Duration::from_secs(3)
     ));
+    // The call's work order records the transfer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let events = loop {
+        let (status, _, events) = request(
+            &server,
+            "GET",
+            &format!("/api/orders/{order_id}/events"),
+            JINAN_AGENT_TOKEN,
+            "",
+        );
+        assert_eq!(status, 200, "{events}");
+        if events.contains("transferred_to_agent") || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        events.contains("transferred_to_agent") && events.contains("\"to\":\"1002\""),
+        "{events}\n{}",
+        server.log()
+    );
     // 1002 hangs up: the caller gets the survey, then the server's BYE.
     b.send(&format!(
         "BYE {uri} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-rep-1-bye;rport\n\

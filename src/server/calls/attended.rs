@@ -907,6 +907,7 @@ impl CallMedia {
             }
         }
         let wall = self.ctx.clock.now();
+        let category = self.queue.as_ref().map(|q| (q.category, q.urgency));
         if let Some(h) = self.hotline.as_mut() {
             h.cdr.transferred(
                 wall,
@@ -914,6 +915,22 @@ impl CallMedia {
                 format!("agent:{to}"),
                 crate::ivr::cdr::TransferKind::Attended,
             );
+            if let (Some(orders), Some((category, urgency))) = (self.ctx.call_orders(), category) {
+                let seed = crate::server::call_orders::CallOrderSeed {
+                    call: CallId(h.call_id.clone()),
+                    caller: h.caller.clone(),
+                    city: h.city.as_ref().map(|c| c.as_str().to_string()),
+                    category,
+                    urgency,
+                    received_at: h.cdr.record().arrival,
+                };
+                orders.transferred_to_agent(
+                    seed,
+                    from.as_ref().map(|a| a.0.clone()),
+                    to.0.clone(),
+                    wall,
+                );
+            }
         }
         info!(%handle, from = ?from.as_ref().map(AgentId::as_str), to = %to, "attended transfer: the caller is bridged to the consulted agent");
     }
