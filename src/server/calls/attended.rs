@@ -19,7 +19,8 @@
 //!    hangs up A2 (BYE). H bridges the caller with B1, sends NOTIFY `SIP/2.0 200 OK`
 //!    on A1 and hangs A1 up (BYE), tells the ACD (`QueueInput::AttendedTransfer`: A to
 //!    wrap-up, B on the call), pushes the screen-pop to B's console, and adds the
-//!    transfer to the CDR.
+//!    transfer to the CDR and to the call's work order when one was opened already
+//!    (`call_logged` `transferred_to_agent`).
 //!
 //! A Replaces naming no usable dialog gets 202 and a final NOTIFY with the §3 status
 //! (`SIP/2.0 481`, `486`, `603`): what the INVITE the REFER asks for would have got; the
