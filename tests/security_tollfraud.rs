@@ -121,3 +121,60 @@ fn credentials_in_an_invite_from_an_unknown_source_do_not_open_the_door() {
     let status = status_of(&resp);
     assert!(status == 403 || status == 407, "{resp}");
 }
+
+/// An agent's phone may call another agent (consultation before an attended transfer),
+/// and nothing else: from where the agent is registered, an outside number is still 403
+/// and an agent's number is challenged first (a call only with valid credentials).
+#[test]
+fn a_registered_agent_reaches_other_agents_only_and_only_authenticated() {
+    let server = Server::start_with(&outside_config(), &[]);
+    let phone = RawUdp::new(server.sip);
+    let ok = register_with_password(&phone, "1001", "secret1001", false, 300).expect("register");
+    assert_eq!(status_of(&ok), 200, "{ok}");
+    let from_agent = |number: &str, n: usize| {
+        invite(phone.local(), "UDP", number, n).replace(
+            &format!("From: \"fraud\" <sip:{number}@evil.example>"),
+            "From: <sip:1001@hotline.test>",
+        )
+    };
+    // An outside number from the agent's own phone: refused, not challenged.
+    let resp = phone
+        .request(&from_agent("00882161234567", 20))
+        .expect("answer");
+    assert_eq!(status_of(&resp), 403, "{resp}");
+    // Another agent: challenged; wrong credentials never place a call.
+    let resp = phone.request(&from_agent("1002", 21)).expect("answer");
+    assert_eq!(status_of(&resp), 401, "{resp}");
+    let forged = from_agent("1002", 22).replace(
+        "CSeq: 1 INVITE\r\n",
+        "CSeq: 1 INVITE\r\nAuthorization: Digest username=\"1001\", realm=\"hotline.test\", \
+         nonce=\"AAAA\", uri=\"sip:1002@hotline.test\", \
+         response=\"00000000000000000000000000000000\", algorithm=MD5, qop=auth, \
+         nc=00000001, cnonce=\"x\"\r\n",
+    );
+    let resp = phone.request(&forged).expect("answer");
+    assert_eq!(status_of(&resp), 401, "{resp}");
+    // The same from an address where 1001 is not registered (127.0.0.2): 403 as before.
+    let elsewhere = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    elsewhere
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let local = elsewhere.local_addr().expect("addr");
+    let text = invite(local, "UDP", "1002", 23).replace(
+        "From: \"fraud\" <sip:1002@evil.example>",
+        "From: <sip:1001@hotline.test>",
+    );
+    elsewhere
+        .send_to(text.as_bytes(), server.sip)
+        .expect("send");
+    let mut buf = [0u8; 4096];
+    let mut status = 0;
+    while let Ok(n) = elsewhere.recv(&mut buf) {
+        let resp = String::from_utf8_lossy(&buf[..n]).into_owned();
+        status = status_of(&resp);
+        if status >= 200 {
+            break;
+        }
+    }
+    assert_eq!(status, 403, "an agent's number from elsewhere");
+}

@@ -43,6 +43,29 @@ pub enum HangupParty {
     System,
 }
 
+/// How an agent transferred a call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TransferKind {
+    /// REFER without Replaces: to a queue or the survey.
+    Blind,
+    /// After a consultation call (REFER with Replaces, or INVITE with Replaces).
+    Attended,
+}
+
+/// One transfer of the call, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CallTransfer {
+    /// When.
+    pub at: DateTime<FixedOffset>,
+    /// The agent who transferred.
+    pub from_agent: Option<String>,
+    /// Where to: `agent:<id>`, `queue:<city>` or `survey`.
+    pub to: String,
+    /// How.
+    pub kind: TransferKind,
+}
+
 /// Why the server itself closed a record rather than a hang-up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -145,6 +168,10 @@ pub struct CallDetailRecord {
     pub work_order: Option<String>,
     /// Satisfaction survey answer.
     pub survey: Option<SurveyResult>,
+    /// Transfers by agents, in order (the agent talking at the end is the last
+    /// `agent:` target, else `agent`).
+    #[serde(default)]
+    pub transfers: Vec<CallTransfer>,
     /// Set when the server closed the record itself (shutdown, restart, crash).
     #[serde(default)]
     pub end_reason: Option<SystemEnd>,
@@ -215,6 +242,7 @@ impl CdrBuilder {
                 recordings: Vec::new(),
                 work_order: None,
                 survey: None,
+                transfers: Vec::new(),
                 end_reason: None,
                 agent_failures: Vec::new(),
             },
@@ -280,6 +308,23 @@ impl CdrBuilder {
     ) -> &mut Self {
         self.record.agent_answer.get_or_insert(at);
         self.record.agent.get_or_insert_with(|| agent.into());
+        self
+    }
+
+    /// An agent transferred the call.
+    pub fn transferred(
+        &mut self,
+        at: DateTime<FixedOffset>,
+        from_agent: Option<String>,
+        to: String,
+        kind: TransferKind,
+    ) -> &mut Self {
+        self.record.transfers.push(CallTransfer {
+            at,
+            from_agent,
+            to,
+            kind,
+        });
         self
     }
 

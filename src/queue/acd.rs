@@ -175,6 +175,8 @@ struct Call {
     visited: BTreeSet<CityId>,
     overflow_due: Option<Time>,
     original_position: u32,
+    /// The first agent's answer (a transferred call keeps its wait).
+    first_answered_at: Option<Time>,
     last_position: Option<u32>,
     next_announce_at: Option<Time>,
     next_hold_at: Option<Time>,
@@ -596,6 +598,12 @@ impl Acd {
                 Ok(())
             }
             QueueInput::Transfer { call, to } => self.transfer(now, &call, to),
+            QueueInput::DirectCall { agent, call } => self.direct_call(now, &agent, call),
+            QueueInput::DirectCallEnded { agent, call } => {
+                self.direct_call_ended(now, &agent, &call);
+                Ok(())
+            }
+            QueueInput::AttendedTransfer { call, to } => self.attended_transfer(now, &call, &to),
             QueueInput::SignIn { agent } => self.sign_in(now, &agent),
             QueueInput::SignOut { agent } => self.sign_out(now, &agent),
             QueueInput::Pause { agent, reason } => self.pause(now, &agent, reason),
@@ -660,6 +668,7 @@ impl Acd {
             visited: BTreeSet::from([queue.clone()]),
             overflow_due: q.overflow_after_secs.map(|s| later(now, span(s))),
             original_position: 0,
+            first_answered_at: None,
             last_position: None,
             next_announce_at: (q.announce_frequency_secs > 0).then_some(now),
             next_hold_at: (q.please_hold_secs > 0)
@@ -770,7 +779,10 @@ impl Acd {
             Some(&call.id),
             Some(agent_id),
             QueueLogEvent::Complete {
-                wait_ms: millis(call.arrived_at, answered_at),
+                wait_ms: millis(
+                    call.arrived_at,
+                    call.first_answered_at.unwrap_or(answered_at),
+                ),
                 talk_ms,
                 who_hung_up: who,
             },
@@ -955,6 +967,7 @@ impl Acd {
                         answered_at: now,
                     };
                     c.announcing = false;
+                    c.first_answered_at.get_or_insert(now);
                 }
                 if let Some(q) = self.queues.get_mut(&call.queue) {
                     q.answered_today += 1;
@@ -1010,10 +1023,13 @@ impl Acd {
         let Phase::Bridged { agent, answered_at } = &call.phase else {
             return Err(QueueError::NotBridged(call_id.clone()));
         };
-        if let TransferTarget::Queue(city) = &to {
-            if !self.queues.contains_key(city) {
+        match &to {
+            TransferTarget::Queue(city) if !self.queues.contains_key(city) => {
                 return Err(QueueError::UnknownQueue(city.clone()));
             }
+            // Bridging to another agent needs their leg: `AttendedTransfer`.
+            TransferTarget::Agent(_) => return Err(QueueError::NotBridged(call_id.clone())),
+            _ => {}
         }
         let wrap = self.wrap_up_of(agent, &call.queue);
         if let Some(a) = self.agents.get_mut(agent) {
@@ -1035,11 +1051,18 @@ impl Acd {
             Some(agent),
             QueueLogEvent::Transfer {
                 to: to.clone(),
-                wait_ms: millis(call.arrived_at, *answered_at),
+                wait_ms: millis(
+                    call.arrived_at,
+                    call.first_answered_at.unwrap_or(*answered_at),
+                ),
                 talk_ms: millis(*answered_at, now),
             },
         );
         match to {
+            TransferTarget::Agent(_) => {
+                // Attended transfers come as `QueueInput::AttendedTransfer` (refused
+                // before this point); nothing else to do here.
+            }
             TransferTarget::Queue(city) => {
                 self.move_to_queue(now, call_id, &city);
                 self.emit(QueueAction::PlayHoldMusic {
@@ -1075,6 +1098,109 @@ impl Acd {
                     reason: ReleaseReason::TransferredToSurvey,
                 });
             }
+        }
+        Ok(())
+    }
+
+    /// A call the ACD did not offer reaches `agent` (a consultation call).
+    fn direct_call(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        call: CallId,
+    ) -> Result<(), QueueError> {
+        let agent = self.agent_mut(agent_id)?;
+        match &agent.activity {
+            Activity::Ringing { .. } | Activity::OnCall { .. } => {
+                return Err(QueueError::AgentBusy(agent_id.clone()));
+            }
+            Activity::Idle | Activity::WrapUp { .. } => {}
+        }
+        agent.activity = Activity::OnCall { call };
+        agent.ready_at = None;
+        self.refresh(now, agent_id, TransitionReason::DirectCall);
+        Ok(())
+    }
+
+    fn direct_call_ended(&mut self, now: Time, agent_id: &AgentId, call: &CallId) {
+        let Some(agent) = self.agents.get_mut(agent_id) else {
+            return;
+        };
+        if agent.activity != (Activity::OnCall { call: call.clone() }) {
+            return;
+        }
+        agent.activity = Activity::Idle;
+        self.refresh(now, agent_id, TransitionReason::CallEnded);
+    }
+
+    /// Attended transfer: the bridged call's caller now talks to `to`.
+    fn attended_transfer(
+        &mut self,
+        now: Time,
+        call_id: &CallId,
+        to: &AgentId,
+    ) -> Result<(), QueueError> {
+        let Some(call) = self.calls.get(call_id).cloned() else {
+            return Err(QueueError::UnknownCall(call_id.clone()));
+        };
+        let Phase::Bridged { agent, answered_at } = &call.phase else {
+            return Err(QueueError::NotBridged(call_id.clone()));
+        };
+        let from = agent.clone();
+        let target = self
+            .agents
+            .get(to)
+            .ok_or_else(|| QueueError::UnknownAgent(to.clone()))?;
+        let busy = match &target.activity {
+            Activity::Ringing { .. } => true,
+            // On another queue call (a direct call is what is being transferred into).
+            Activity::OnCall { call: other } => self.calls.contains_key(other) || *to == from,
+            Activity::Idle | Activity::WrapUp { .. } => false,
+        };
+        if busy {
+            return Err(QueueError::AgentBusy(to.clone()));
+        }
+        let wrap = self.wrap_up_of(&from, &call.queue);
+        if let Some(a) = self.agents.get_mut(&from) {
+            if a.activity
+                == (Activity::OnCall {
+                    call: call_id.clone(),
+                })
+            {
+                a.activity = Activity::WrapUp {
+                    until: later(now, wrap),
+                };
+            }
+        }
+        self.refresh(now, &from, TransitionReason::Transferred);
+        self.log(
+            now,
+            &call.queue,
+            Some(call_id),
+            Some(&from),
+            QueueLogEvent::Transfer {
+                to: TransferTarget::Agent(to.clone()),
+                wait_ms: millis(
+                    call.arrived_at,
+                    call.first_answered_at.unwrap_or(*answered_at),
+                ),
+                talk_ms: millis(*answered_at, now),
+            },
+        );
+        if let Some(a) = self.agents.get_mut(to) {
+            a.activity = Activity::OnCall {
+                call: call_id.clone(),
+            };
+            a.no_answer_count = 0;
+            a.ready_at = None;
+            a.calls_today += 1;
+        }
+        self.refresh(now, to, TransitionReason::TransferredIn);
+        if let Some(c) = self.calls.get_mut(call_id) {
+            c.phase = Phase::Bridged {
+                agent: to.clone(),
+                answered_at: now,
+            };
         }
         Ok(())
     }

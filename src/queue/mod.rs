@@ -27,6 +27,11 @@
 //!   [`QueueInput::Transfer`], or [`QueueInput::CallbackOutcome`] for callbacks).
 //! - [`QueueAction::CancelRing`] is the ACD letting go: the agent is free at once and any
 //!   later report about that leg is stale.
+//! - A call the ACD did not offer (an agent's consultation call to another agent) holds
+//!   the called agent from [`QueueInput::DirectCall`] until
+//!   [`QueueInput::DirectCallEnded`], or until [`QueueInput::AttendedTransfer`] hands
+//!   them the queue call whose agent consulted them (that agent goes to wrap-up); its
+//!   leg counts in [`QueueInput::LiveLegs`] under the direct call's id.
 //! - The shell periodically sends [`QueueInput::LiveLegs`] from the dialog layer; any
 //!   agent held without a live leg is released (`Reconciled`). This is the fix for
 //!   agents left "reserved" / "in a queue call" after a lost event, the recurrent

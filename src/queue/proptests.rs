@@ -25,6 +25,8 @@ const CALLS: usize = 8;
 struct Leg {
     answered: bool,
     callback: bool,
+    /// A consultation call to the agent (`DirectCall`), not a queue call.
+    consult: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -49,6 +51,12 @@ enum Op {
     CallerHangupOf(usize),
     LoseLeg(usize),
     Reconcile,
+    /// Another agent's consultation call reaches this agent.
+    Consult(usize),
+    /// That consultation ends without a transfer.
+    ConsultEnd(usize),
+    /// Attended transfer of the first agent's call to the second (consulted or idle).
+    AttendedTransfer(usize, usize),
     /// The agent's phone vanishes (leg silent or unanswered): reported as lost.
     AgentVanishes(usize),
 }
@@ -93,6 +101,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0i64..40_000).prop_map(Op::Advance),
         1 => (0usize..16).prop_map(Op::LoseLeg),
         1 => Just(Op::Reconcile),
+        2 => a.clone().prop_map(Op::Consult),
+        1 => a.clone().prop_map(Op::ConsultEnd),
+        2 => (a.clone(), a.clone()).prop_map(|(f, t)| Op::AttendedTransfer(f, t)),
         1 => a.clone().prop_map(Op::AgentVanishes),
     ]
 }
@@ -142,6 +153,7 @@ impl Shell {
                     let leg = Leg {
                         answered: false,
                         callback: false,
+                        consult: false,
                     };
                     self.legs.insert((call, agent), leg);
                 }
@@ -153,6 +165,7 @@ impl Shell {
                     let leg = Leg {
                         answered: false,
                         callback: true,
+                        consult: false,
                     };
                     self.legs.insert((call, agent), leg);
                 }
@@ -231,8 +244,11 @@ impl Shell {
                 let out = self.sim.drain();
                 self.process(out)?;
             }
-            Op::AgentHangup(a) => {
-                let a = agent(&format!("a{a}"));
+            Op::AgentHangup(n) => {
+                let a = agent(&format!("a{n}"));
+                if self.leg_of(&a).is_some_and(|(_, leg)| leg.consult) {
+                    return self.step(&Op::ConsultEnd(*n));
+                }
                 if let Some(((c, _), leg)) = self.leg_of(&a) {
                     if leg.answered {
                         let result = self.sim.acd.handle(
@@ -387,7 +403,7 @@ impl Shell {
             Op::CallerHangupOf(a) => {
                 let a = agent(&format!("a{a}"));
                 if let Some(((c, _), leg)) = self.leg_of(&a) {
-                    if leg.answered && !leg.callback {
+                    if leg.answered && !leg.callback && !leg.consult {
                         let n = c.0.trim_start_matches('c').parse().unwrap_or(0);
                         self.step(&Op::CallerHangup(n))?;
                     }
@@ -402,6 +418,60 @@ impl Shell {
             }
             Op::Reconcile => {
                 self.reconcile()?;
+            }
+            Op::Consult(n) => {
+                let a = agent(&format!("a{n}"));
+                let key = (call(&format!("k{n}")), a.clone());
+                let busy = self.leg_of(&a).is_some();
+                let ok = self.send(QueueInput::DirectCall {
+                    agent: a.clone(),
+                    call: key.0.clone(),
+                })?;
+                prop_assert!(!(ok && busy), "{a} took a consultation while holding a leg");
+                if ok {
+                    let leg = Leg {
+                        answered: true,
+                        callback: false,
+                        consult: true,
+                    };
+                    self.legs.insert(key, leg);
+                }
+            }
+            Op::ConsultEnd(n) => {
+                let a = agent(&format!("a{n}"));
+                if let Some(((k, _), leg)) = self.leg_of(&a)
+                    && leg.consult
+                {
+                    self.legs.remove(&(k.clone(), a.clone()));
+                    self.send(QueueInput::DirectCallEnded { agent: a, call: k })?;
+                }
+            }
+            Op::AttendedTransfer(f, t) => {
+                let from = agent(&format!("a{f}"));
+                let to = agent(&format!("a{t}"));
+                let Some(((c, _), leg)) = self.leg_of(&from) else {
+                    return self.check_legs(true);
+                };
+                if !leg.answered || leg.callback || leg.consult {
+                    return self.check_legs(true);
+                }
+                let consult = self.leg_of(&to).filter(|(_, l)| l.consult);
+                let ok = self.send(QueueInput::AttendedTransfer {
+                    call: c.clone(),
+                    to: to.clone(),
+                })?;
+                if ok {
+                    self.legs.remove(&(c.clone(), from));
+                    if let Some((key, _)) = consult {
+                        self.legs.remove(&key);
+                    }
+                    let leg = Leg {
+                        answered: true,
+                        callback: false,
+                        consult: false,
+                    };
+                    self.legs.insert((c, to), leg);
+                }
             }
         }
         self.check_legs(true)

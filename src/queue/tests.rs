@@ -329,6 +329,57 @@ fn ring_all_rings_everyone_and_the_first_answer_wins() {
     assert_eq!(sim.state("a0"), AgentState::Available);
 }
 
+#[test]
+fn ring_all_counts_a_no_answer_only_on_the_ring_timeout_as_asterisk_does() {
+    // app_queue `wait_for_answer`: members hung up because another member answered are
+    // not "ring no answer" (no auto-pause); every member still ringing at the timeout is.
+    let mut cfg = config(Strategy::RingAll, 3);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.max_no_answer = 1;
+        q.ring_timeout_secs = 15;
+        q.wrap_up_secs = 0;
+    }
+    let mut sim = Sim::new(cfg);
+    for id in ["a0", "a1", "a2"] {
+        sim.ready(id);
+    }
+    sim.arrive("c1");
+    let out = sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a1"),
+    });
+    assert!(!has(&out, |a| matches!(a, QueueAction::Log(e)
+        if matches!(e.event, QueueLogEvent::RingNoAnswer { .. }))));
+    for id in ["a0", "a2"] {
+        assert_eq!(sim.state(id), AgentState::Available, "{id}");
+    }
+    sim.input(QueueInput::CallEnded {
+        call: call("c1"),
+        who_hung_up: Party::Caller,
+    });
+    // Nobody answers the next call: at the ring timeout every ringing agent misses it.
+    let out = sim.arrive("c2");
+    assert_eq!(rings(&out).len(), 3);
+    let out = sim.advance(15_000);
+    let misses = out
+        .iter()
+        .filter(|a| {
+            matches!(a, QueueAction::Log(e)
+            if matches!(e.event, QueueLogEvent::RingNoAnswer { .. }))
+        })
+        .count();
+    assert_eq!(misses, 3, "{out:?}");
+    for id in ["a0", "a1", "a2"] {
+        assert_eq!(
+            sim.state(id),
+            AgentState::Paused {
+                reason: PauseReason::max_no_answer()
+            },
+            "{id}"
+        );
+    }
+}
+
 fn skilled(id: &str, level: u8, skills: Vec<BusinessArea>) -> QueueAgentConfig {
     let mut a = QueueAgentConfig::new(agent(id), city());
     a.level = level;
@@ -1577,6 +1628,163 @@ fn reconcile_during_a_callback_counts_a_failed_attempt_and_frees_the_agent() {
         Some(1),
         "still waiting for a retry"
     );
+}
+
+/// The `queue_log` events of `out`, as `(event name, agent)`.
+fn log_events(out: &[QueueAction]) -> Vec<(QueueLogEvent, Option<String>)> {
+    out.iter()
+        .filter_map(|a| match a {
+            QueueAction::Log(e) => Some((e.event.clone(), e.agent.as_ref().map(|a| a.0.clone()))),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn attended_transfer_moves_the_call_to_the_consulted_agent_and_the_first_to_wrap_up() {
+    let mut cfg = config(Strategy::Linear, 2);
+    if let Some(q) = cfg.queues.first_mut() {
+        q.wrap_up_secs = 30;
+    }
+    let mut sim = Sim::new(cfg);
+    sim.ready("a0");
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a0");
+    sim.advance(4_000);
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    sim.ready("a1");
+    sim.advance(10_000);
+    // a0 consults a1: a1 is on a call the ACD did not offer, and gets no queue call.
+    sim.input(QueueInput::DirectCall {
+        agent: agent("a1"),
+        call: call("consult-1"),
+    });
+    assert_eq!(
+        sim.state("a1"),
+        AgentState::OnCall {
+            call: call("consult-1")
+        }
+    );
+    assert!(rings(&sim.arrive("c2")).is_empty(), "a1 is not offered c2");
+    sim.input(QueueInput::CallEnded {
+        call: call("c2"),
+        who_hung_up: Party::Caller,
+    });
+    sim.advance(5_000);
+    let out = sim.input(QueueInput::AttendedTransfer {
+        call: call("c1"),
+        to: agent("a1"),
+    });
+    assert!(matches!(sim.state("a0"), AgentState::WrapUp { .. }));
+    assert_eq!(sim.state("a1"), AgentState::OnCall { call: call("c1") });
+    let logged = log_events(&out);
+    assert!(
+        logged.contains(&(
+            QueueLogEvent::Transfer {
+                to: TransferTarget::Agent(agent("a1")),
+                wait_ms: 4_000,
+                talk_ms: 15_000,
+            },
+            Some("a0".into())
+        )),
+        "{logged:?}"
+    );
+    assert!(has(
+        &out,
+        |a| matches!(a, QueueAction::AgentStateChanged { agent, reason: TransitionReason::TransferredIn, .. } if agent.0 == "a1")
+    ));
+    // A consultation that ends after the transfer changes nothing for a1.
+    assert!(
+        sim.input(QueueInput::DirectCallEnded {
+            agent: agent("a1"),
+            call: call("consult-1"),
+        })
+        .is_empty()
+    );
+    sim.advance(20_000);
+    let out = sim.input(QueueInput::CallEnded {
+        call: call("c1"),
+        who_hung_up: Party::Caller,
+    });
+    assert!(log_events(&out).contains(&(
+        QueueLogEvent::Complete {
+            wait_ms: 4_000,
+            talk_ms: 20_000,
+            who_hung_up: Party::Caller,
+        },
+        Some("a1".into())
+    )));
+    assert!(matches!(sim.state("a1"), AgentState::WrapUp { .. }));
+    assert_eq!(sim.acd.call_count(), 0);
+}
+
+#[test]
+fn a_direct_call_to_a_busy_agent_is_refused_and_one_that_ends_frees_without_wrap_up() {
+    let mut sim = Sim::new(config(Strategy::Linear, 2));
+    sim.ready("a0");
+    sim.ready("a1");
+    assert_eq!(rung_agent(&sim.arrive("c1")), "a0");
+    assert_eq!(
+        sim.try_input(QueueInput::DirectCall {
+            agent: agent("a0"),
+            call: call("k"),
+        }),
+        Err(QueueError::AgentBusy(agent("a0")))
+    );
+    sim.input(QueueInput::DirectCall {
+        agent: agent("a1"),
+        call: call("k"),
+    });
+    sim.input(QueueInput::DirectCallEnded {
+        agent: agent("a1"),
+        call: call("k"),
+    });
+    assert_eq!(sim.state("a1"), AgentState::Available);
+    // Transfers need a bridged call and a free target.
+    assert_eq!(
+        sim.try_input(QueueInput::AttendedTransfer {
+            call: call("c1"),
+            to: agent("a1"),
+        }),
+        Err(QueueError::NotBridged(call("c1")))
+    );
+    sim.input(QueueInput::AgentAnswered {
+        call: call("c1"),
+        agent: agent("a0"),
+    });
+    assert_eq!(rung_agent(&sim.arrive("c2")), "a1");
+    assert_eq!(
+        sim.try_input(QueueInput::AttendedTransfer {
+            call: call("c1"),
+            to: agent("a1"),
+        }),
+        Err(QueueError::AgentBusy(agent("a1")))
+    );
+    assert_eq!(
+        sim.try_input(QueueInput::AttendedTransfer {
+            call: call("nope"),
+            to: agent("a1"),
+        }),
+        Err(QueueError::UnknownCall(call("nope")))
+    );
+    // A direct call whose leg the dialog layer no longer has is released by reconcile.
+    sim.input(QueueInput::CallEnded {
+        call: call("c2"),
+        who_hung_up: Party::Caller,
+    });
+    sim.advance(60_000);
+    sim.input(QueueInput::DirectCall {
+        agent: agent("a1"),
+        call: call("k2"),
+    });
+    sim.input(QueueInput::LiveLegs(BTreeSet::from([(
+        call("c1"),
+        agent("a0"),
+    )])));
+    assert_eq!(sim.state("a1"), AgentState::Available);
+    assert_eq!(sim.state("a0"), AgentState::OnCall { call: call("c1") });
 }
 
 #[test]

@@ -148,8 +148,13 @@ pub enum TransitionReason {
     RingTimeout,
     /// The call ended.
     CallEnded,
-    /// The agent blind-transferred the call away.
+    /// The agent transferred the call away (blind or attended).
     Transferred,
+    /// The agent took a call another agent transferred to them (attended transfer).
+    TransferredIn,
+    /// The agent's phone is on a call the ACD did not offer (a consultation call from
+    /// another agent): not offered queue calls meanwhile.
+    DirectCall,
     /// A callback's caller leg failed; the agent is released.
     CallbackFailed,
     /// Wrap-up time is over.
@@ -200,6 +205,8 @@ pub enum TransferTarget {
     Unit(UnitId),
     /// The post-call satisfaction survey.
     Survey,
+    /// Another agent, after a consultation call (attended transfer, RFC 3891 Replaces).
+    Agent(AgentId),
 }
 
 /// Why a transfer address is not a [`TransferTarget`].
@@ -218,6 +225,18 @@ pub enum TransferTargetError {
 }
 
 impl TransferTarget {
+    /// How the target is written in CDRs and the transfer API: `survey`,
+    /// `queue:<city>`, `unit:<id>`, `agent:<id>`.
+    #[must_use]
+    pub fn label(&self) -> String {
+        match self {
+            Self::Survey => "survey".to_string(),
+            Self::Queue(city) => format!("queue:{}", city.as_str()),
+            Self::Unit(unit) => format!("unit:{}", unit.0),
+            Self::Agent(agent) => format!("agent:{agent}"),
+        }
+    }
+
     /// The one parser of transfer addresses, for an agent's REFER (the Refer-To user
     /// part) and the transfer API alike:
     ///
@@ -401,6 +420,33 @@ pub enum QueueInput {
     Registered {
         /// The agent.
         agent: AgentId,
+    },
+    /// An agent's phone is on a call the ACD did not offer: another agent's consultation
+    /// call before an attended transfer. The agent counts as on a call (no queue call is
+    /// offered) until [`QueueInput::DirectCallEnded`] or a [`QueueInput::AttendedTransfer`]
+    /// to them. Refused with [`QueueError::AgentBusy`] while the agent rings for or talks
+    /// on another call; taken during wrap-up, it ends the wrap-up (the agent chose to
+    /// take a call).
+    DirectCall {
+        /// The agent called.
+        agent: AgentId,
+        /// The direct call's id (its Call-ID); its leg counts in [`QueueInput::LiveLegs`].
+        call: CallId,
+    },
+    /// The direct call ended without a transfer: the agent is free again (no wrap-up).
+    DirectCallEnded {
+        /// The agent.
+        agent: AgentId,
+        /// The direct call.
+        call: CallId,
+    },
+    /// Attended transfer: the caller of a bridged call is now bridged to `to` (who took
+    /// the consultation call); the agent who had the call goes to wrap-up.
+    AttendedTransfer {
+        /// The call.
+        call: CallId,
+        /// The agent now talking to the caller.
+        to: AgentId,
     },
     /// Reconcile: every agent leg the dialog layer still has, as `(call, agent)`.
     /// Any agent the ACD holds ringing or on a call without a live leg is released.
@@ -612,4 +658,7 @@ pub enum QueueError {
     /// Only a bridged call can be transferred.
     #[error("call {0:?} is not bridged to an agent")]
     NotBridged(CallId),
+    /// The agent rings for or talks on another call.
+    #[error("agent {0} is busy")]
+    AgentBusy(AgentId),
 }

@@ -34,8 +34,10 @@
 //! call task ([`AcdCommand::ToUnit`]): the unit's configured number through the trunk,
 //! bridged to the caller, the transfer on the work order.
 //!
-//! Not done yet: attended transfer (Replaces), and ring-all with more than one leg per
-//! call (extra offers fail as busy).
+//! Ring-all: the call task rings every offered agent in parallel (`calls/ring_all.rs`).
+//! Attended transfer: a consultation call holds the consulted agent
+//! (`QueueInput::DirectCall`), and the transfer moves the call to them
+//! (`QueueInput::AttendedTransfer`, `calls/attended.rs`).
 //!
 //! Why a mutex and not a task with a channel: every input is short and synchronous,
 //! the API needs snapshots with no round trip, and the lock is never held across an
@@ -786,6 +788,31 @@ impl AcdShell {
                 _ => None,
             },
         });
+    }
+
+    /// An attended transfer moved `call` from agent `from` to `to`: `to`'s console gets
+    /// the screen-pop (caller, category, the caller's earlier orders), and every
+    /// console a `queue` event `transfer:<from>:<to>`.
+    pub fn call_transferred(
+        &self,
+        call: &CallId,
+        from: &AgentId,
+        to: &AgentId,
+        caller: &str,
+        category: crate::ivr::flow::CallCategory,
+        urgency: crate::ivr::flow::Urgency,
+    ) {
+        let city = self
+            .inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.queue_of(call).map(|c| c.as_str().to_string()));
+        self.emit(ConsoleEvent::Queue {
+            city,
+            call_id: Some(call.0.clone()),
+            event: format!("transfer:{from}:{to}"),
+        });
+        self.screen_pop(call, to, caller, category, urgency);
     }
 
     fn screen_pop(

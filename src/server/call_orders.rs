@@ -74,6 +74,12 @@ enum Job {
         recording: Option<String>,
         at: DateTime<FixedOffset>,
     },
+    /// A fact for the orders the call already has (none is opened for it).
+    Append {
+        seed: CallOrderSeed,
+        log: CallLog,
+        at: DateTime<FixedOffset>,
+    },
     /// The callback of a call is over (answered and ended, or given up).
     CallbackOver {
         call: CallId,
@@ -156,6 +162,25 @@ impl CallOrders {
         });
     }
 
+    /// Attended transfer: agent `from` handed the caller to agent `to`. Logged on the
+    /// call's order if one was opened already (the agents open it: none is opened here,
+    /// so the agent who took the call does not get a second one); the CDR's
+    /// `transfers` has it in any case.
+    pub fn transferred_to_agent(
+        &self,
+        seed: CallOrderSeed,
+        from: Option<String>,
+        to: String,
+        at: DateTime<FixedOffset>,
+    ) {
+        let call_id = seed.call.clone();
+        self.send(Job::Append {
+            seed,
+            log: CallLog::TransferredToAgent { call_id, from, to },
+            at,
+        });
+    }
+
     /// An agent transferred the caller live to `unit`.
     pub fn transferred_to_unit(
         &self,
@@ -223,6 +248,12 @@ async fn worker(
                     );
                 }
             }
+            Job::Append { seed, log, at } => match writer.existing_order(&seed).await {
+                Some(order) => writer.log(&order, log, at).await,
+                None => {
+                    debug!(call = %seed.call.0, "no order for the call yet; the CDR has the fact")
+                }
+            },
             Job::Attempt {
                 call,
                 agent,
@@ -293,6 +324,25 @@ impl Writer<'_> {
             calendar: &self.orders.calendar,
             units: &self.orders.units,
             routing: &self.orders.routing,
+        }
+    }
+
+    /// The order an agent (or this worker) opened with the call's id, if any.
+    async fn existing_order(&self, seed: &CallOrderSeed) -> Option<OrderId> {
+        let filter = OrderFilter {
+            phone: Some(seed.caller.clone()),
+            limit: 50,
+            ..OrderFilter::default()
+        };
+        match self.store.list_orders(&filter).await {
+            Ok((found, _)) => found
+                .iter()
+                .find(|o| o.fields.call_id.as_ref() == Some(&seed.call))
+                .map(|o| o.id.clone()),
+            Err(e) => {
+                warn!(call = %seed.call.0, %e, "orders of the caller unreadable");
+                None
+            }
         }
     }
 

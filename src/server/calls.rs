@@ -11,6 +11,11 @@
 //! Every call ends exactly once: the task's single exit path finishes the recording,
 //! closes the sockets and releases the ports, whatever ended it (BYE, CANCEL, media
 //! timeout, end of the prompt, the server's maximum call time).
+//!
+//! A task's B-legs: the agent leg (ring-all forks: `calls/ring_all.rs`); an agent's call to
+//! another agent is its own task, whose leg to the consulted agent can be handed to the
+//! caller's task in an attended transfer (`calls/attended.rs`, [`CallRouter`] carries
+//! the tasks' control messages).
 
 use bytes::Bytes;
 use std::collections::HashMap;
@@ -99,6 +104,9 @@ pub struct MediaContext {
     prompts: HashMap<String, Prompt>,
     /// The ACD (`[queues]`); `None`: calls in hours ring the city's first agent.
     pub acd: Option<Arc<AcdShell>>,
+    /// Every configured agent (`[[agents]] id`): the numbers an agent may call to
+    /// consult another agent.
+    agent_ids: Vec<String>,
     /// The outbound trunk and the rule of what may be dialled (callbacks, transfers).
     pub outbound: Arc<crate::server::outbound::Outbound>,
     /// Callback attempts and transfers on work orders (set once the store and the
@@ -276,6 +284,7 @@ impl MediaContext {
             store,
             prompts,
             acd,
+            agent_ids: config.agents.iter().map(|a| a.id.clone()).collect(),
             outbound: Arc::new(crate::server::outbound::Outbound::from_config(config)),
             call_orders: std::sync::OnceLock::new(),
         })
@@ -400,6 +409,9 @@ impl MediaContext {
         if let Some(e) = self.extensions.iter().find(|e| e.number == call.dialled) {
             return Some(Service::Test(e.clone()));
         }
+        if let Some(service) = self.consult_service(call) {
+            return Some(service);
+        }
         // The hotline is for callers arriving over a trunk, never for agents' phones.
         let from_trunk = call.origin == crate::sip::endpoint::CallOrigin::Trunk;
         self.hotline
@@ -416,6 +428,12 @@ enum Service {
     Hotline,
     /// A feature code (`*11` …) the ACD took: a confirmation tone, then BYE.
     FeatureDone,
+    /// An agent calls another agent (consultation before an attended transfer,
+    /// `calls/attended.rs`).
+    Consult {
+        from: AgentId,
+        target: AgentId,
+    },
 }
 
 /// Routes endpoint call events to the call tasks.
@@ -423,6 +441,10 @@ enum Service {
 pub struct CallRouter {
     media: Arc<MediaContext>,
     tasks: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<(CallHandle, LegEvent)>>>,
+    /// Each call task's control channel, by the handle of its inbound leg.
+    controls: Mutex<HashMap<CallHandle, mpsc::UnboundedSender<TaskControl>>>,
+    /// The task (inbound leg) each B-leg belongs to.
+    owners: Mutex<HashMap<CallHandle, CallHandle>>,
 }
 
 impl CallRouter {
@@ -430,6 +452,8 @@ impl CallRouter {
         CallRouter {
             media,
             tasks: Mutex::new(HashMap::new()),
+            controls: Mutex::new(HashMap::new()),
+            owners: Mutex::new(HashMap::new()),
         }
     }
 
@@ -464,21 +488,31 @@ impl CallRouter {
         {
             tasks.insert(leg, tx);
         }
+        if let Ok(mut owners) = self.owners.lock() {
+            owners.insert(leg, task);
+        }
     }
 
     pub(crate) fn dispatch(&self, shell: &Arc<SipShell>, call: CallHandle, event: CallEvent) {
         match event {
+            CallEvent::Incoming(incoming) if incoming.replaces.is_some() => {
+                self.route_replaces(shell, call, incoming);
+            }
             CallEvent::Incoming(incoming) => {
                 let (tx, rx) = mpsc::unbounded_channel();
                 if let Ok(mut tasks) = self.tasks.lock() {
                     tasks.insert(call, tx);
+                }
+                let (control_tx, control_rx) = mpsc::unbounded_channel();
+                if let Ok(mut controls) = self.controls.lock() {
+                    controls.insert(call, control_tx);
                 }
                 tokio::spawn(run_call(
                     shell.clone(),
                     self.media.clone(),
                     call,
                     *incoming,
-                    rx,
+                    (rx, control_rx),
                 ));
             }
             CallEvent::Leg(event) => {
@@ -490,6 +524,9 @@ impl CallRouter {
                     }
                     if ended {
                         tasks.remove(&call);
+                        if let Ok(mut owners) = self.owners.lock() {
+                            owners.remove(&call);
+                        }
                     }
                 }
             }
@@ -513,9 +550,28 @@ async fn run_call(
     ctx: Arc<MediaContext>,
     handle: CallHandle,
     incoming: IncomingCall,
-    events: mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+    (events, control): (
+        mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+        mpsc::UnboundedReceiver<TaskControl>,
+    ),
 ) {
-    let Some(service) = ctx.service_for(&incoming) else {
+    let service = ctx.service_for(&incoming);
+    if let Some(Service::Consult { from, target }) = service {
+        attended::run_consult(
+            &shell,
+            &ctx,
+            handle,
+            &incoming,
+            (events, control),
+            from,
+            target,
+        )
+        .await;
+        shell.calls().forget_task(handle);
+        return;
+    }
+    let _forget = attended::ForgetTask(shell.clone(), handle);
+    let Some(service) = service else {
         // A refused feature code is 403 (the softphone shows "Forbidden": not a queue
         // agent, or not allowed now); otherwise 480 rather than 404: the number may be
         // served by another node or later.
@@ -586,6 +642,7 @@ async fn run_call(
         rtcp,
         now,
     );
+    call.control_rx = Some(control);
     open_cdr(&ctx, &call);
     let end = call.run(events).await;
     let summary = call.finish(Instant::now(), end);
@@ -705,12 +762,20 @@ struct CallMedia {
     queue: Option<QueueLink>,
     /// The agent the ACD asked to ring (dialled from the run loop).
     pending_agent: Option<AgentId>,
+    /// Ring-all: more legs ringing in parallel with `agent` (`calls/ring_all.rs`).
+    forks: Vec<AgentLeg>,
+    /// Ring-all: agents to ring in parallel (dialled from the run loop).
+    pending_forks: Vec<AgentId>,
     /// The satisfaction survey (agent hung up first, or transferred the caller to it).
     survey: Option<SurveyFlow>,
     /// The player plays the survey's prompt (it gets `PromptDone`).
     survey_playing: bool,
     /// The ACD's command channel, handed to the run loop once.
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
+    /// Other call tasks' requests (`TaskControl`), handed to the run loop once.
+    control_rx: Option<mpsc::UnboundedReceiver<TaskControl>>,
+    /// Attended transfer state (`calls/attended.rs`).
+    transfer: attended::TransferState,
     /// The caller's leg to a unit's outside number (transfer, `unit_transfer.rs`).
     unit: Option<Box<unit_transfer::UnitLeg>>,
     /// The unit to dial (from the run loop).
@@ -740,6 +805,9 @@ enum DialFor {
     Acd,
 }
 
+mod attended;
+mod ring_all;
+use attended::TaskControl;
 /// An offered phone that has not even sent 180 Ringing after this long (the INVITE was
 /// retransmitted twice) when the ring times out is taken as gone.
 const SILENT_PHONE: Duration = Duration::from_secs(3);
@@ -761,6 +829,8 @@ struct AgentLeg {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     offer: SessionDescription,
+    /// Our side of the leg's media (answers the agent's re-INVITEs).
+    local: LocalMedia,
     session: Option<RtpSession>,
     negotiated: Option<Negotiated>,
     to_agent: Option<RelayDirection>,
@@ -825,9 +895,13 @@ impl CallMedia {
             pending_dial: None,
             queue: None,
             pending_agent: None,
+            forks: Vec::new(),
+            pending_forks: Vec::new(),
             survey: None,
             survey_playing: false,
             new_acd_rx: None,
+            control_rx: None,
+            transfer: attended::TransferState::default(),
             unit: None,
             pending_unit: None,
         };
@@ -839,6 +913,10 @@ impl CallMedia {
                 // A backstop only: the IVR and the queue end calls long before.
                 call.hangup_at = Some(now + Duration::from_secs(2 * 3600));
                 call.drive_flow(now);
+            }
+            Service::Consult { .. } => {
+                // Answered only once the consulted agent answers (`run_consult`).
+                call.hangup_at = Some(now + Duration::from_secs(4 * 3600));
             }
             Service::FeatureDone => {
                 // A short tone, then BYE: the softphone shows a completed call.
@@ -915,6 +993,8 @@ impl CallMedia {
                 .and_then(|a| a.session.as_ref())
                 .and_then(RtpSession::poll_timeout),
             self.agent.as_ref().and_then(|a| a.ring_until),
+            self.forks.iter().filter_map(|f| f.ring_until).min(),
+            self.transfer.deadline(),
             self.unit_deadline(),
             self.hotline
                 .as_ref()
@@ -938,18 +1018,31 @@ impl CallMedia {
         let mut rtcp_buf = [0u8; DATAGRAM];
         let mut unit_buf = [0u8; DATAGRAM];
         let mut acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>> = None;
+        let mut control_rx: Option<mpsc::UnboundedReceiver<TaskControl>> = None;
         loop {
             if let Some(rx) = self.new_acd_rx.take() {
                 acd_rx = Some(rx);
             }
+            if let Some(rx) = self.control_rx.take() {
+                control_rx = Some(rx);
+            }
             if let Some(reason) = self.pending_dial.take() {
                 self.dial_agent(Instant::now(), reason).await;
+            }
+            if !self.pending_forks.is_empty() {
+                self.dial_forks(Instant::now()).await;
             }
             if let Some(unit) = self.pending_unit.take() {
                 self.dial_unit(Instant::now(), unit).await;
             }
             let acd_command = async {
                 match acd_rx.as_mut() {
+                    Some(rx) => rx.recv().await,
+                    None => std::future::pending().await,
+                }
+            };
+            let control = async {
+                match control_rx.as_mut() {
                     Some(rx) => rx.recv().await,
                     None => std::future::pending().await,
                 }
@@ -989,6 +1082,10 @@ impl CallMedia {
                     Some(command) => self.on_acd_command(Instant::now(), command),
                     None => acd_rx = None,
                 },
+                message = control => match message {
+                    Some(message) => self.on_control(Instant::now(), message).await,
+                    None => control_rx = None,
+                },
                 event = events.recv() => match event {
                     Some((leg, event)) if self.is_unit_leg(leg) => {
                         self.on_unit_event(Instant::now(), event);
@@ -1001,6 +1098,9 @@ impl CallMedia {
                         return CallEnd::Leg { reason, who: who_hung_up };
                     }
                     Some((_, LegEvent::Reinvite { sdp })) => self.on_reinvite(Instant::now(), &sdp),
+                    Some((_, LegEvent::Refer { replaces, .. })) => {
+                        self.on_own_refer(Instant::now(), replaces.as_ref());
+                    }
                     Some((_, other)) => debug!(handle = %self.handle, ?other, "leg event"),
                     None => return CallEnd::Unconfirmed,
                 },
@@ -1039,9 +1139,9 @@ impl CallMedia {
             .then(|| agents.first().cloned())
             .flatten();
         if self.agent.is_some() {
-            // One agent leg per call: a second offer (ring-all) fails at once.
+            // A leg already rings (ring-all): this one rings in parallel.
             if let Some(agent) = acd_agent {
-                self.report_leg_failed(&AgentId::new(agent), LegFailure::Busy);
+                self.pending_forks.push(AgentId::new(agent));
             }
             return;
         }
@@ -1053,73 +1153,20 @@ impl CallMedia {
             self.nobody_answered(now, reason);
             return;
         };
-        let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
-            warn!(%handle, "no RTP ports for the agent leg");
+        let Some(leg) = self.place_agent_leg(now, &contact, reason).await else {
             if let Some(agent) = acd_agent.as_ref() {
                 self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
             }
             self.nobody_answered(now, reason);
             return;
         };
-        let local = LocalMedia::g711(
-            self.ctx.public_ip,
-            ports.rtp,
-            u64::from(rand::random::<u32>()),
-            1,
-        );
-        let offer = sdp::offer(&local);
-        let body = Bytes::from(offer.to_string());
-        let caller = self
-            .hotline
-            .as_ref()
-            .map(|h| h.caller.clone())
-            .unwrap_or_default();
-        let shell = self.shell.clone();
-        let dialled = self.shell.drive(|ep| {
-            let leg = ep.call_dial(now, &contact, &caller, body);
-            // Registered while the endpoint is locked: no event of the leg can be lost.
-            shell.calls().alias(leg, handle);
-            leg
-        });
-        let Some(leg) = dialled else {
-            drop((rtp, rtcp));
-            self.ctx.release(ports);
-            if let Some(agent) = acd_agent.as_ref() {
-                self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
-            }
-            self.nobody_answered(now, reason);
-            return;
-        };
-        info!(%handle, agent = %contact.agent, contact = %contact.contact, ?reason, "ringing agent");
         if reason == DialFor::DutyList {
             let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
             self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
         }
-        // The ACD times the ring itself (and cancels); ours is only a backstop then.
-        let ring_timeout = if reason == DialFor::Acd {
-            AGENT_RING_TIMEOUT * 4
-        } else {
-            AGENT_RING_TIMEOUT
-        };
+        let ring_timeout = leg.ring_until.map_or(AGENT_RING_TIMEOUT, |t| t - now);
         self.hangup_at = Some(now + ring_timeout + Duration::from_secs(3600));
-        self.agent = Some(AgentLeg {
-            reason,
-            handle: leg,
-            agent: contact.agent,
-            contact: contact.contact,
-            ringing: false,
-            dialled_at: now,
-            ports,
-            rtp,
-            rtcp,
-            offer,
-            session: None,
-            negotiated: None,
-            to_agent: None,
-            to_caller: None,
-            ring_until: Some(now + ring_timeout),
-            ended: false,
-        });
+        self.agent = Some(leg);
     }
 
     /// Report a failed offer to the ACD.
@@ -1186,16 +1233,23 @@ impl CallMedia {
                 }
             }
             AcdCommand::Ring { agent } => {
-                if self.pending_agent.is_some() || self.agent.is_some() {
-                    // One agent leg per call (ring-all degrades to one at a time): the
-                    // extra offer fails at once and the ACD moves on.
+                if self.agent.as_ref().is_some_and(|a| a.session.is_some()) {
+                    // Already bridged: an offer now is stale; it fails at once.
                     self.report_leg_failed(&agent, LegFailure::Busy);
+                    return;
+                }
+                if self.pending_agent.is_some() || self.agent.is_some() {
+                    // Ring-all: this agent's leg rings in parallel (`calls/ring_all.rs`).
+                    self.pending_forks.push(agent);
                     return;
                 }
                 self.pending_agent = Some(agent);
                 self.pending_dial = Some(DialFor::Acd);
             }
             AcdCommand::CancelRing { agent } | AcdCommand::HangupAgent { agent } => {
+                if self.hang_up_fork(now, &agent) {
+                    return;
+                }
                 if let Some(leg) = self.agent.as_mut().filter(|l| l.agent == agent.0)
                     && !leg.ended
                 {
@@ -1309,6 +1363,13 @@ impl CallMedia {
 
     fn on_agent_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
         let handle = self.handle;
+        if self.forks.iter().any(|f| f.handle == leg) {
+            self.on_fork_event(now, leg, event);
+            return;
+        }
+        let Some(event) = self.forward_handed_over(leg, event) else {
+            return;
+        };
         let Some(agent) = self.agent.as_mut().filter(|a| a.handle == leg) else {
             return;
         };
@@ -1459,28 +1520,18 @@ impl CallMedia {
                             });
                         }
                     } else if dial_reason == DialFor::Acd {
-                        let failure = match reason {
-                            EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
-                            EndReason::Rejected { status: 603 } => LegFailure::Rejected,
-                            EndReason::Rejected {
-                                status: 408 | 480 | 487,
-                            }
-                            | EndReason::Cancelled
-                            | EndReason::LocalHangup => LegFailure::NoAnswer,
-                            _ => LegFailure::Unreachable,
-                        };
-                        self.report_leg_failed(&agent_id, failure);
+                        self.report_leg_failed(&agent_id, ring_all::leg_failure(reason));
                     }
                     self.nobody_answered(now, dial_reason);
                 }
             }
+            LegEvent::Refer {
+                replaces: Some(replaces),
+                ..
+            } => self.on_attended_refer(now, leg, &replaces),
             LegEvent::Progress { .. } => agent.ringing = true,
             LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
-            LegEvent::Reinvite { .. } => {
-                // Hold from the agent's phone is not supported yet: keep the session.
-                self.shell
-                    .drive(|ep| ep.call_reject_reinvite(now, leg, 488));
-            }
+            LegEvent::Reinvite { sdp } => self.on_agent_reinvite(now, leg, &sdp),
             other => debug!(%handle, ?other, "agent leg event"),
         }
     }
@@ -1542,8 +1593,12 @@ impl CallMedia {
             return Err(TransferError::Refused(e.to_string()));
         }
         info!(%handle, target = ?to, "blind transfer by the agent");
+        let from = self.agent.as_ref().map(|a| a.agent.clone());
         if let Some(h) = self.hotline.as_mut() {
-            h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
+            let wall = self.ctx.clock.now();
+            h.cdr.hung_up(wall, HangupParty::Agent);
+            h.cdr
+                .transferred(wall, from, to.label(), crate::ivr::cdr::TransferKind::Blind);
         }
         accepted(self);
         let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
@@ -1593,8 +1648,9 @@ impl CallMedia {
         }
     }
 
-    /// End the agent leg (CANCEL or BYE) if it is still up.
+    /// End the agent leg (CANCEL or BYE) if it is still up, and every ring-all fork.
     fn hang_up_agent(&mut self, now: Instant) {
+        self.hang_up_forks(now);
         if let Some(agent) = self.agent.as_mut()
             && !agent.ended
         {
@@ -1617,6 +1673,10 @@ impl CallMedia {
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
+        if agent.negotiated.as_ref().is_some_and(Negotiated::is_held) {
+            // The agent holds the caller: the caller hears our hold music instead.
+            return;
+        }
         let (Some(session), Some(relay)) = (agent.session.as_mut(), agent.to_caller.as_mut())
         else {
             return;
@@ -1682,7 +1742,9 @@ impl CallMedia {
             Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
             _ => return true,
         };
-        if let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
+        let held = agent.negotiated.as_ref().is_some_and(Negotiated::is_held);
+        if !held
+            && let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
             && agent.rtp.try_send_to(bytes, to).is_ok()
         {
             session.record_sent(now, timestamp, payload_len);
@@ -2123,6 +2185,8 @@ impl CallMedia {
     }
 
     fn agent_timers(&mut self, now: Instant) {
+        self.fork_timers(now);
+        self.transfer_timers(now);
         let handle = self.handle;
         let Some(agent) = self.agent.as_mut() else {
             return;
@@ -2314,6 +2378,7 @@ impl CallMedia {
     fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
         self.hang_up_agent(now);
         self.release_agent();
+        self.release_forks();
         self.release_unit(now);
         if let Some(q) = self.queue.as_ref() {
             let caller_left = matches!(
@@ -2584,6 +2649,7 @@ roles = ["agent"]
             origin: crate::sip::endpoint::CallOrigin::Trunk,
             sdp: Bytes::new(),
             carrier_city: None,
+            replaces: None,
         };
         assert!(matches!(ctx.service_for(&call), Some(Service::Hotline)));
         call.origin = crate::sip::endpoint::CallOrigin::Agent("1001".into());

@@ -24,6 +24,7 @@
 use crate::sip::dialog::{
     BranchSource, Dialog, DialogError, DialogId, ViaSentBy, build_cancel, header,
 };
+pub use crate::sip::message::Replaces;
 use crate::sip::message::{Header, Headers, Method, NameAddr, ParseError, Request, Response, Uri};
 use bytes::Bytes;
 use std::collections::VecDeque;
@@ -115,45 +116,6 @@ pub enum LegState {
     /// Our BYE is out; waiting for its response.
     Terminating,
     Ended,
-}
-
-/// `Replaces` (RFC 3891) carried in a Refer-To URI, for attended transfer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Replaces {
-    pub call_id: String,
-    pub to_tag: String,
-    pub from_tag: String,
-    pub early_only: bool,
-}
-
-impl Replaces {
-    /// Parse a Replaces header value: `call-id;to-tag=x;from-tag=y[;early-only]`.
-    pub fn parse(text: &str) -> Option<Replaces> {
-        let mut parts = text.split(';').map(str::trim);
-        let call_id = parts.next().filter(|c| !c.is_empty())?.to_string();
-        let mut to_tag = None;
-        let mut from_tag = None;
-        let mut early_only = false;
-        for part in parts {
-            let (name, value) = match part.split_once('=') {
-                Some((n, v)) => (n.trim(), Some(v.trim())),
-                None => (part, None),
-            };
-            if name.eq_ignore_ascii_case("to-tag") {
-                to_tag = value.map(str::to_string);
-            } else if name.eq_ignore_ascii_case("from-tag") {
-                from_tag = value.map(str::to_string);
-            } else if name.eq_ignore_ascii_case("early-only") {
-                early_only = true;
-            }
-        }
-        Some(Replaces {
-            call_id,
-            to_tag: to_tag?,
-            from_tag: from_tag?,
-            early_only,
-        })
-    }
 }
 
 /// What a leg tells the B2BUA.
@@ -1309,44 +1271,23 @@ impl OutboundLeg {
 }
 
 /// Refer-To (RFC 3515) and the Replaces carried in its URI headers (RFC 3891 §4.1). None when
-/// Refer-To is missing, repeated or malformed: answer 400.
+/// Refer-To is missing, repeated or malformed, or carries a malformed Replaces: answer 400.
 pub fn parse_refer(request: &Request) -> Option<(NameAddr, Option<Replaces>)> {
     if request.headers.count("Refer-To") != 1 {
         return None;
     }
     let refer_to = NameAddr::parse(request.headers.get("Refer-To")?).ok()?;
-    let replaces = refer_to
-        .uri
-        .raw
-        .split_once('?')
-        .and_then(|(_, headers)| {
-            headers.split('&').find_map(|pair| {
-                let (name, value) = pair.split_once('=')?;
-                name.eq_ignore_ascii_case("Replaces")
-                    .then(|| percent_decode(value))
-                    .flatten()
-            })
+    let escaped = refer_to.uri.raw.split_once('?').and_then(|(_, headers)| {
+        headers.split('&').find_map(|pair| {
+            let (name, value) = pair.split_once('=')?;
+            name.eq_ignore_ascii_case("Replaces").then_some(value)
         })
-        .and_then(|text| Replaces::parse(&text));
+    });
+    let replaces = match escaped {
+        Some(value) => Some(Replaces::from_uri_header(value).ok()?),
+        None => None,
+    };
     Some((refer_to, replaces))
-}
-
-/// Decode `%XX` escapes; None for a bad escape or non-UTF-8 result.
-fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        if b == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 fn has_to_tag(request: &Request) -> bool {

@@ -39,11 +39,11 @@ use crate::sip::auth::{
     ServerSecret, SourceDecision, Staleness, UserSecret, credentials_for_realm,
 };
 use crate::sip::call_leg::{
-    InboundLeg, LegConfig, LegError, LegEvent, LegOutput, OutboundLeg, OutboundParams,
+    InboundLeg, LegConfig, LegError, LegEvent, LegOutput, LegState, OutboundLeg, OutboundParams,
 };
 use crate::sip::dialog::DialogError;
 use crate::sip::message::{
-    Message, Method, NameAddr, ParseError, Request, Response, parse_message,
+    Message, Method, NameAddr, ParseError, Replaces, Request, Response, parse_message,
 };
 use crate::sip::registrar::{
     Aor, Binding, BindingChange, Q, Registrar, RegistrarConfig, RemovalReason,
@@ -58,8 +58,9 @@ use crate::store::StoredBinding;
 /// Methods we answer; the `Allow` header of 405 and OPTIONS responses.
 const ALLOW: &str = "INVITE, ACK, CANCEL, BYE, OPTIONS, REGISTER, INFO, REFER, NOTIFY";
 
-/// Extensions we support (RFC 3261 `Supported`/`Require`): none yet.
-const SUPPORTED: &[&str] = &[];
+/// Extensions we support (RFC 3261 `Supported`/`Require`): `replaces` (RFC 3891), so an
+/// INVITE with `Require: replaces` reaches the Replaces checks instead of a 420.
+const SUPPORTED: &[&str] = &["replaces"];
 
 /// A database write the shell performs on the endpoint's behalf.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,6 +128,43 @@ pub struct IncomingCall {
     /// The value of the trunk's configured city header (`[[trunks]] city_header`), when
     /// the call came from that trunk and carried it.
     pub carrier_city: Option<String>,
+    /// An INVITE with `Replaces` (RFC 3891) from an agent: the leg it replaces, checked
+    /// by [`Endpoint::replaced_dialog`] (the call layer hands the new leg to that leg's
+    /// call).
+    pub replaces: Option<CallHandle>,
+}
+
+/// The dialog a `Replaces` names, found by [`Endpoint::replaced_dialog`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplacedDialog {
+    pub handle: CallHandle,
+    /// Our leg to an agent (UAC) or an agent's call to us (UAS); `None` for a caller's
+    /// trunk leg, which no agent may replace.
+    pub agent: Option<String>,
+    /// We placed the leg (UAC).
+    pub outbound: bool,
+}
+
+/// RFC 3891 §3, for the dialog a `Replaces` matched (`None`: no match): the status to
+/// refuse with, or `Ok` to go on (authorization is checked by the caller).
+/// - no dialog matches → 481;
+/// - the dialog has ended → 603 Declined;
+/// - a confirmed dialog with `early-only` → 486 Busy Here;
+/// - an early dialog this UA did not initiate (we are its UAS) → 481.
+///
+/// # Errors
+/// The status above.
+pub fn check_replaces(found: Option<(LegState, bool)>, early_only: bool) -> Result<(), u16> {
+    let Some((state, outbound)) = found else {
+        return Err(481);
+    };
+    match state {
+        LegState::Ended | LegState::Terminating => Err(603),
+        LegState::Confirmed | LegState::AwaitingAck if early_only => Err(486),
+        LegState::Confirmed | LegState::AwaitingAck => Ok(()),
+        LegState::Early | LegState::Calling | LegState::Cancelling if !outbound => Err(481),
+        LegState::Early | LegState::Calling | LegState::Cancelling => Ok(()),
+    }
 }
 
 /// What the endpoint tells the call layer about a call.
@@ -246,6 +284,18 @@ impl Leg {
             Leg::Out(l) => l.notify_refer_progress(now, status, reason),
         }
     }
+    fn state(&self) -> LegState {
+        match self {
+            Leg::In(l) => l.state(),
+            Leg::Out(l) => l.state(),
+        }
+    }
+    fn dialog_id(&self) -> Option<&crate::sip::dialog::DialogId> {
+        match self {
+            Leg::In(l) => l.dialog_id(),
+            Leg::Out(l) => l.dialog_id(),
+        }
+    }
     fn inbound(&mut self) -> Result<&mut InboundLeg, LegError> {
         match self {
             Leg::In(l) => Ok(l),
@@ -274,6 +324,9 @@ struct CallEntry {
     server_transactions: HashMap<TransactionKey, ServerTransaction>,
     /// Set once the leg ended: the entry lingers to absorb stragglers, then goes.
     remove_at: Option<Instant>,
+    /// The agent at the other end: the one we dialled, or the authenticated agent who
+    /// called us (`None` for a trunk caller).
+    agent: Option<String>,
 }
 
 /// How often expired nonces, bans and failure windows are pruned.
@@ -1069,13 +1122,27 @@ impl Endpoint {
             return Err((Box::new(req), transaction));
         }
         let dialled = req.uri.user.clone().unwrap_or_default();
+        let replaces = match req.headers.replaces() {
+            Ok(r) => r,
+            Err(e) => {
+                // RFC 3891 §3: more than one Replaces (or a malformed one) is 400.
+                debug!(%e, "INVITE with a bad Replaces");
+                self.send_answer(now, &req, transaction, Answer::status(400, "Bad Request"));
+                return Ok(());
+            }
+        };
         // ACD feature codes (`*11` sign in …) are for authenticated agents only, even
         // from a trunk's address (a carrier never reaches them).
         let feature_code =
             crate::queue::feature_code_input(crate::queue::AgentId::new(""), &dialled).is_some();
-        let origin = if !feature_code && self.trunks.contains(&source.addr.ip()) {
+        // An agent's phone calling another agent (consultation before an attended
+        // transfer) or replacing a dialog (RFC 3891): only from where that agent is
+        // registered, and authenticated; anyone else still gets 403 (toll fraud).
+        let agent_call = (replaces.is_some() || self.users.contains_key(&dialled))
+            && self.is_registered_agent_source(now, source, &req);
+        let origin = if !feature_code && !agent_call && self.trunks.contains(&source.addr.ip()) {
             CallOrigin::Trunk
-        } else if feature_code || self.agent_extensions.contains(&dialled) {
+        } else if feature_code || agent_call || self.agent_extensions.contains(&dialled) {
             match self.authenticate(now, source, &req) {
                 Ok(user) => CallOrigin::Agent(user),
                 Err(answer) => {
@@ -1097,6 +1164,30 @@ impl Endpoint {
             self.send_answer(now, &req, transaction, answer);
             return Ok(());
         }
+        let replaces = match (replaces, &origin) {
+            (None, _) => None,
+            (Some(r), CallOrigin::Agent(_)) => match self.replaced_dialog(&r) {
+                // Only a leg with an agent at its end may be replaced by an agent.
+                Ok(d) if d.agent.is_some() => Some(d.handle),
+                Ok(_) => {
+                    info!(call_id = %r.call_id, "INVITE with Replaces for a caller's leg refused");
+                    self.send_answer(now, &req, transaction, Answer::status(403, "Forbidden"));
+                    return Ok(());
+                }
+                Err(status) => {
+                    info!(call_id = %r.call_id, status, "INVITE with Replaces refused (RFC 3891 §3)");
+                    let answer = match status {
+                        486 => Answer::status(486, "Busy Here"),
+                        603 => Answer::status(603, "Decline"),
+                        _ => Answer::status(481, "Call/Transaction Does Not Exist"),
+                    };
+                    self.send_answer(now, &req, transaction, answer);
+                    return Ok(());
+                }
+            },
+            // A carrier's INVITE is a new call whatever it carries (as before).
+            (Some(_), CallOrigin::Trunk) => None,
+        };
         let seed = rand::RngCore::next_u64(&mut self.rng);
         let leg = match InboundLeg::new(self.leg_config, req.clone(), &self.local_contact, seed) {
             Ok(leg) => leg,
@@ -1134,6 +1225,11 @@ impl Endpoint {
             source,
             origin,
             sdp: req.body.clone(),
+            replaces,
+        };
+        let agent = match &incoming.origin {
+            CallOrigin::Agent(user) => Some(user.clone()),
+            CallOrigin::Trunk => None,
         };
         let mut server_transactions = HashMap::new();
         server_transactions.insert(transaction.key().clone(), transaction);
@@ -1145,6 +1241,7 @@ impl Endpoint {
                 peer: reply_to,
                 server_transactions,
                 remove_at: None,
+                agent,
             },
         );
         self.calls_by_id.insert(call_id, handle);
@@ -1193,6 +1290,52 @@ impl Endpoint {
         self.drain_call(now, handle);
         self.drain_transactions(now);
         result.map_err(CallControlError::from)
+    }
+
+    /// Whether the request comes from an address where its From user, a configured
+    /// agent, has a live registration (the gate before challenging an agent's call).
+    fn is_registered_agent_source(&self, now: Instant, source: SourceInfo, req: &Request) -> bool {
+        let Some(user) = req.headers.from().ok().and_then(|f| f.uri.user) else {
+            return false;
+        };
+        if !self.users.contains_key(&user) {
+            return false;
+        }
+        let aor = Aor::new(&user, &self.realm);
+        self.registrar
+            .lookup(&aor)
+            .iter()
+            .any(|b| b.expires_at > now && b.source.addr.ip() == source.addr.ip())
+    }
+
+    /// The call leg whose dialog a `Replaces` names (RFC 3891 §3: `to-tag` is our local
+    /// tag, `from-tag` the remote one), with the §3 checks of [`check_replaces`]. Our
+    /// outbound legs are matched once answered (an early dialog of ours is not tracked
+    /// by its remote tag, so it is not found: 481).
+    ///
+    /// # Errors
+    /// The status to answer (481, 486, 603).
+    pub fn replaced_dialog(&self, replaces: &Replaces) -> Result<ReplacedDialog, u16> {
+        let found = self
+            .calls_by_id
+            .get(&replaces.call_id)
+            .and_then(|h| Some((*h, self.calls.get(h)?)))
+            .filter(|(_, entry)| {
+                entry.leg.dialog_id().is_some_and(|d| {
+                    d.local_tag == replaces.to_tag && d.remote_tag == replaces.from_tag
+                })
+            });
+        let outbound = |entry: &CallEntry| matches!(entry.leg, Leg::Out(_));
+        check_replaces(
+            found.map(|(_, e)| (e.leg.state(), outbound(e))),
+            replaces.early_only,
+        )?;
+        let (handle, entry) = found.ok_or(481u16)?;
+        Ok(ReplacedDialog {
+            handle,
+            agent: entry.agent.clone(),
+            outbound: outbound(entry),
+        })
     }
 
     /// `agent`'s phone at `contact` vanished (its audio stopped mid-call, or an INVITE
@@ -1306,7 +1449,7 @@ impl Endpoint {
             via,
             call_id: None,
         };
-        self.place_outbound(now, params, target.source)
+        self.place_outbound(now, params, target.source, Some(target.agent.clone()))
     }
 
     /// Call out through a carrier trunk (B2BUA leg to an outside number): INVITE
@@ -1346,7 +1489,8 @@ impl Endpoint {
             via,
             call_id: None,
         };
-        self.place_outbound(now, params, peer)
+        // An outside number: no agent whose dialog an agent's INVITE may replace.
+        self.place_outbound(now, params, peer, None)
     }
 
     fn place_outbound(
@@ -1354,6 +1498,7 @@ impl Endpoint {
         now: Instant,
         params: OutboundParams,
         peer: SourceInfo,
+        agent: Option<String>,
     ) -> CallHandle {
         let seed = rand::RngCore::next_u64(&mut self.rng);
         let leg = OutboundLeg::new(now, self.leg_config, params, seed);
@@ -1373,6 +1518,7 @@ impl Endpoint {
                 peer,
                 server_transactions: HashMap::new(),
                 remove_at: None,
+                agent,
             },
         );
         self.calls_by_id.insert(call_id, handle);
@@ -1955,6 +2101,96 @@ kind = "echo"
             [(_, CallEvent::Leg(LegEvent::Answered { .. }))]
         ));
         (call, to_tag(&sent[1]))
+    }
+
+    #[test]
+    fn replaces_checks_follow_rfc3891_section_3() {
+        use LegState::*;
+        assert_eq!(check_replaces(None, false), Err(481), "no such dialog");
+        assert_eq!(check_replaces(Some((Ended, false)), false), Err(603));
+        assert_eq!(check_replaces(Some((Terminating, true)), false), Err(603));
+        assert_eq!(check_replaces(Some((Confirmed, false)), false), Ok(()));
+        assert_eq!(check_replaces(Some((Confirmed, true)), true), Err(486));
+        assert_eq!(check_replaces(Some((AwaitingAck, false)), true), Err(486));
+        // An early dialog we did not initiate (we are its UAS) is not ours to replace.
+        assert_eq!(check_replaces(Some((Early, false)), false), Err(481));
+        assert_eq!(check_replaces(Some((Early, false)), true), Err(481));
+        // One we initiated may be replaced, early-only or not.
+        assert_eq!(check_replaces(Some((Early, true)), true), Ok(()));
+        assert_eq!(check_replaces(Some((Calling, true)), false), Ok(()));
+    }
+
+    #[test]
+    fn a_replaces_finds_the_dialog_by_call_id_and_tags_seen_from_our_side() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let (call, tag) = answered_call(&mut ep, t0);
+        let named = |to_tag: &str, from_tag: &str, early_only: bool| Replaces {
+            call_id: "c1".into(),
+            to_tag: to_tag.into(),
+            from_tag: from_tag.into(),
+            early_only,
+        };
+        // 200 sent, no ACK yet: a confirmed-for-replacement dialog (trunk leg: no agent).
+        assert_eq!(
+            ep.replaced_dialog(&named(&tag, "caller", false)),
+            Ok(ReplacedDialog {
+                handle: call,
+                agent: None,
+                outbound: false
+            })
+        );
+        // The tags as the caller sees them (swapped) do not match.
+        assert_eq!(ep.replaced_dialog(&named("caller", &tag, false)), Err(481));
+        assert_eq!(ep.replaced_dialog(&named(&tag, "caller", true)), Err(486));
+        let mut other = named(&tag, "caller", false);
+        other.call_id = "c2".into();
+        assert_eq!(ep.replaced_dialog(&other), Err(481));
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("ACK", "z9hG4bK-ack", "c1", &tag, 1, ""),
+        );
+        ep.handle_message(
+            t0,
+            from([192, 0, 2, 1]),
+            &request("BYE", "z9hG4bK-bye", "c1", &tag, 2, ""),
+        );
+        drain(&mut ep);
+        // Ended but still lingering: 603 Declined.
+        assert_eq!(ep.replaced_dialog(&named(&tag, "caller", false)), Err(603));
+    }
+
+    #[test]
+    fn an_invite_with_two_replaces_headers_is_400_and_a_trunk_ignores_replaces() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let two = String::from_utf8(request("INVITE", "z9hG4bK-r2", "c-r2", "", 1, SDP))
+            .expect("utf8")
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nReplaces: a;to-tag=1;from-tag=2\r\nReplaces: b;to-tag=1;from-tag=2\r\n",
+                1,
+            );
+        ep.handle_message(t0, from([192, 0, 2, 1]), two.as_bytes());
+        let (sent, events) = drain(&mut ep);
+        assert_eq!(statuses(&sent).last(), Some(&400), "{sent:?}");
+        assert!(events.is_empty());
+        // `Require: replaces` is supported; from the carrier the INVITE is a new call.
+        let one = String::from_utf8(request("INVITE", "z9hG4bK-r1", "c-r1", "", 1, SDP))
+            .expect("utf8")
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                "Max-Forwards: 70\r\nRequire: replaces\r\nReplaces: a;to-tag=1;from-tag=2\r\n",
+                1,
+            );
+        ep.handle_message(t0, from([192, 0, 2, 1]), one.as_bytes());
+        let (_, events) = drain(&mut ep);
+        let [(_, CallEvent::Incoming(incoming))] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert_eq!(incoming.origin, CallOrigin::Trunk);
+        assert_eq!(incoming.replaces, None);
     }
 
     #[test]

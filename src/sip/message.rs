@@ -11,6 +11,7 @@
 mod framer;
 mod lex;
 mod parse;
+mod replaces;
 mod uri;
 mod values;
 
@@ -757,6 +758,7 @@ impl CSeq {
 }
 
 pub use framer::StreamFramer;
+pub use replaces::Replaces;
 
 #[cfg(test)]
 mod tests {

@@ -85,6 +85,16 @@ pub enum CallLog {
         /// The agent who transferred.
         agent: Option<String>,
     },
+    /// An agent handed the caller to another agent after consulting them (attended
+    /// transfer): that agent now handles the call.
+    TransferredToAgent {
+        /// The call.
+        call_id: CallId,
+        /// The agent who transferred.
+        from: Option<String>,
+        /// The agent who took the call.
+        to: String,
+    },
 }
 
 impl CallLog {
@@ -117,6 +127,12 @@ impl CallLog {
             Self::TransferredToUnit { unit, .. } => {
                 format!("来电已转接至{unit} (transferred live to unit {unit})")
             }
+            Self::TransferredToAgent { from, to, .. } => match from {
+                Some(from) => format!(
+                    "来电由坐席{from}转接至坐席{to} (transferred by agent {from} to agent {to})"
+                ),
+                None => format!("来电转接至坐席{to} (transferred to agent {to})"),
+            },
         }
     }
 }
