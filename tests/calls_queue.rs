@@ -914,8 +914,8 @@ fn a_refer_from_the_agent_lands_the_caller_in_the_survey() {
 
 /// The post-call survey answer lands on the work order of the call (CALL-ETIQUETTE):
 /// the caller keeps pressing 1 in band, the agent transfers to the survey, the CDR
-/// says "satisfied"; the agent's order saved afterwards with that call id gets a
-/// `call_survey_recorded` event from the server.
+/// says "satisfied"; the agent's order saved afterwards with that call id (phone left
+/// blank: filled from the call) gets a `call_survey_recorded` event from the server.
 #[test]
 fn the_survey_answer_is_appended_to_the_order_of_the_call() {
     let config = queue_config("linear", 10, 3).replace(
@@ -998,7 +998,7 @@ api_token = \"{}\"
 
     let body = serde_json::json!({
         "contact_name": "张三",
-        "contact_phone": "13812345678",
+        "contact_phone": "",
         "category": "consultation",
         "urgency": "normal",
         "business_area": "legal_aid",
@@ -1042,6 +1042,8 @@ api_token = \"{}\"
         "{order}\n{}",
         server.log()
     );
+    // Left blank by the agent (who sees the number masked): the number that called in.
+    assert_eq!(order["fields"]["contact_phone"], "13812345678", "{order}");
     let (_, _, events) = request(
         &server,
         "GET",

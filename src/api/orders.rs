@@ -608,6 +608,24 @@ async fn create_order(
             Err(e) => return Err(e),
         }
     }
+    let mut request = request;
+    if request.contact_phone.trim().is_empty()
+        && let Some(call) = request.call_id.as_ref()
+    {
+        // The agent on the call sees the caller's number masked: an order opened from
+        // a call without a phone gets the number that called in, from the call record
+        // (written at the answer).
+        match state.store.call_record(&call.0).await {
+            Ok(Some(record)) if valid_phone(&record.caller) => {
+                request.contact_phone = record.caller;
+            }
+            Ok(_) => {}
+            Err(e) if outbox.is_some() => {
+                tracing::warn!(%e, "caller number of the call not read: the order keeps no phone");
+            }
+            Err(e) => return Err(ApiError::database_unavailable(&e)),
+        }
+    }
     let at = now();
     let (order, events) = plan_create(request, &user, &state.orders, at, new_order_id(at))?;
     let ctx = &state.orders;

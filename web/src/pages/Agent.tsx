@@ -456,7 +456,8 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
             value={form.contact_phone}
             inputMode="tel"
             onInput={(e) => set({ contact_phone: e.currentTarget.value })}
-            required
+            placeholder={form.call_id ? '留空：使用本次来电号码' : ''}
+            required={!form.call_id}
           />
         </label>
         <label>
