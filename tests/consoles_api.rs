@@ -281,6 +281,36 @@ fn write_wav(path: &Path, seconds: u32) {
     w.finalize().expect("finalize");
 }
 
+/// `GET /api/calls` lists the calls of the user's subtree only: Qingdao's supervisor
+/// does not see Jinan's calls, Jinan's does, the province sees both.
+#[tokio::test]
+async fn call_records_are_listed_within_the_users_subtree() {
+    let (h, _db) = sqlite().await;
+    h.call("call-jinan", "jinan", "1001", Vec::new()).await;
+    h.call("call-qingdao", "qingdao", "2001", Vec::new()).await;
+    let ids = |body: &serde_json::Value| {
+        let mut ids: Vec<String> = body
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["record"]["call_id"].as_str().map(str::to_owned))
+            .collect();
+        ids.sort();
+        ids
+    };
+    for (user, expected) in [
+        ("sup-qingdao", vec!["call-qingdao"]),
+        ("sup-jinan", vec!["call-jinan"]),
+        ("admin-p", vec!["call-jinan", "call-qingdao"]),
+    ] {
+        let session = h.login(user).await;
+        let r = h.get(&session, "/api/calls", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{user}");
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes).expect("json");
+        assert_eq!(ids(&body), expected, "{user}");
+    }
+}
+
 #[tokio::test]
 async fn recordings_are_served_with_ranges_to_supervisors_and_their_agent_only() {
     let (h, _db) = sqlite().await;

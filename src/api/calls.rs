@@ -10,8 +10,8 @@
 //! `+ - . _`, a bad time or limit) is a 400 naming the field: no filter reaches the SQL
 //! unchecked, and `path` cannot smuggle LIKE wildcards.
 //!
-//! Logged-in users only (TK-PRIVACY): callers' numbers are masked for roles that do not
-//! need them, searching by number needs a role that may see it, and every answer that
+//! Logged-in users only (TK-PRIVACY), each seeing the calls of their unit subtree:
+//! callers' numbers are masked for roles that do not need them, searching by number needs a role that may see it, and every answer that
 //! shows full numbers is written to the audit log.
 //!
 //! The transfer takes `{"to": "survey" | "queue:<city>" | "unit:<unit id>"}` and does
@@ -157,6 +157,16 @@ pub async fn list(
     };
     match state.store.list_calls(&filter).await {
         Ok(mut calls) => {
+            // A user sees the calls of their unit subtree only (a city's supervisor or
+            // agent their city; the province every city), so a page may hold fewer
+            // than `limit` records.
+            calls.retain(|c| {
+                oversees_city(
+                    &state.orders,
+                    &user,
+                    c.record.city.as_ref().map(|city| city.as_str()),
+                )
+            });
             if sees_numbers {
                 let now_ms = chrono::Utc::now().timestamp_millis();
                 let detail = format!("{} call records with callers' numbers", calls.len());
