@@ -117,7 +117,12 @@ fn sipp(scenario: &Path, port: u16) -> Command {
     let mut cmd = Command::new(require("sipp"));
     cmd.args(["-sf", &path_str(scenario)])
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &free_media_port().to_string(),
+        ])
         .arg("-nostdin");
     cmd
 }

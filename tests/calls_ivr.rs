@@ -79,7 +79,7 @@ fn in_hours_on_a_makeup_saturday_pressing_2_reaches_the_queue_as_a_complaint() {
                 "-p",
                 &free_port().to_string(),
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .args(["-nostdin", "-timeout", "40"])
             .arg(server.sip.to_string()),
@@ -485,7 +485,7 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
                 "-p",
                 &free_port().to_string(),
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .args(["-nostdin", "-timeout", "40"])
             .arg(server.sip.to_string()),
@@ -587,7 +587,7 @@ fn after_hours_urgent_9_rings_the_duty_agent_and_bridges() {
                 "-p",
                 &free_port().to_string(),
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .args(["-nostdin", "-timeout", "50"])
             .arg(server.sip.to_string()),

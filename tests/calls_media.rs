@@ -74,7 +74,7 @@ fn sipp_call(server: &Server, scenario: &str, service: &str, hold_ms: u64, cwd: 
                 "-p",
                 &free_port().to_string(),
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .args(["-d", &hold_ms.to_string(), "-nostdin", "-timeout", "30"])
             .arg(server.sip.to_string()),

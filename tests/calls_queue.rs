@@ -141,7 +141,12 @@ fn sipp_base(scenario: &str, port: u16) -> Command {
     let mut cmd = Command::new(require("sipp"));
     cmd.args(["-sf", &path_str(&sipp_scenario(scenario))])
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &free_media_port().to_string(),
+        ])
         .arg("-nostdin");
     cmd
 }
@@ -640,7 +645,12 @@ fn register_for(server: &Server, agent: &str, port: u16, expires: u32, dir: &Pat
     let mut cmd = Command::new(require("sipp"));
     cmd.args(["-sf", &path_str(&scenario)])
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &free_media_port().to_string(),
+        ])
         .args(["-s", agent, "-au", agent, "-ap", password(agent)])
         .args(["-m", "1", "-timeout", "10", "-nostdin"])
         .arg(server.sip.to_string());
@@ -732,7 +742,12 @@ fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
         let mut cmd = Command::new(require("sipp"));
         cmd.args(["-sf", &path_str(&scenario)])
             .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-            .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+            .args([
+                "-p",
+                &port.to_string(),
+                "-mp",
+                &free_media_port().to_string(),
+            ])
             .args(["-rtp_echo", "-nostdin", "-recv_timeout", "60000"])
             .arg(server.sip.to_string());
         agents.push(spawn_sipp(cmd, dir.path(), &format!("agent{agent}")));
@@ -755,7 +770,7 @@ fn no_agent_is_left_ringing_or_on_call_after_calls_with_random_hangups() {
                 "-p",
                 &free_port().to_string(),
                 "-mp",
-                &free_port().to_string(),
+                &free_media_port().to_string(),
             ])
             .args(["-s", "12348", "-m", &per_caller.to_string()])
             .args(["-r", "3", "-rp", "1000", "-l", "40"])
@@ -1341,7 +1356,7 @@ fn attended_transfer(scenario: &'static str, path_taken: &str) {
             let mut cmd = Command::new(require("sipp"));
             cmd.args(["-sf", &scenario])
                 .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-                .args(["-p", &pb.to_string(), "-mp", &free_port().to_string()])
+                .args(["-p", &pb.to_string(), "-mp", &free_media_port().to_string()])
                 .args(["-rtp_echo", "-nostdin", "-m", "1", "-timeout", "60"])
                 .arg(target);
             run_bounded(&mut cmd, Duration::from_secs(65))
@@ -1806,7 +1821,7 @@ fn an_attended_transfer_naming_no_dialog_fails_with_481_and_the_caller_stays() {
             let mut cmd = Command::new(require("sipp"));
             cmd.args(["-sf", &scenario])
                 .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-                .args(["-p", &pb.to_string(), "-mp", &free_port().to_string()])
+                .args(["-p", &pb.to_string(), "-mp", &free_media_port().to_string()])
                 .args(["-rtp_echo", "-nostdin", "-m", "1", "-timeout", "60"])
                 .arg(target);
             run_bounded(&mut cmd, Duration::from_secs(65))

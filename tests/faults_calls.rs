@@ -184,7 +184,7 @@ fn sipp_calls(server: &Server, work: &Path, service: &str, calls: u32, hold_ms: 
         .current_dir(work)
         .args(["-sf", "looped.xml", "-s", service, "-i", "127.0.0.1"])
         .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
-        .args(["-mp", &free_port().to_string()])
+        .args(["-mp", &free_media_port().to_string()])
         .args([
             "-m",
             &calls.to_string(),
@@ -409,7 +409,7 @@ fn sigterm_drain_timeout_ends_the_rest_with_a_reason_and_records_it() {
             "-p",
             &free_port().to_string(),
             "-mp",
-            &free_port().to_string(),
+            &free_media_port().to_string(),
         ])
         .args([
             "-m", "2", "-l", "2", "-r", "10", "-nostdin", "-timeout", "40",

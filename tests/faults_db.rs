@@ -270,7 +270,7 @@ fn ivr_call(server: &Server) -> Output {
             .args(["-sf", &path_str(&sipp_scenario("call_audio.xml"))])
             .args(["-s", "053112348", "-m", "1", "-i", "127.0.0.1"])
             .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_port().to_string()])
+            .args(["-mp", &free_media_port().to_string()])
             .args(["-d", "3000", "-nostdin", "-timeout", "25"])
             .arg(server.sip.to_string()),
         Duration::from_secs(30),

@@ -84,7 +84,7 @@ fn sipp_record_calls(server: &Server, work: &Path, calls: u32, hold_ms: u64) -> 
             .current_dir(work)
             .args(["-sf", "looped.xml", "-s", "record", "-i", "127.0.0.1"])
             .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_port().to_string()])
+            .args(["-mp", &free_media_port().to_string()])
             .args([
                 "-m",
                 &calls.to_string(),

@@ -29,7 +29,10 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{Output, Server, free_port, path_str, repo_root, require, run_bounded, sipp_scenario};
+use common::{
+    Output, Server, free_media_port, free_port, path_str, repo_root, require, run_bounded,
+    sipp_scenario,
+};
 
 /// Bearer token of `e2e-supervisor` for the API checks after the browser run.
 const SUPERVISOR_TOKEN: &str = "e2e-supervisor-token";
@@ -154,7 +157,12 @@ fn sipp(scenario: &str, port: u16) -> Command {
     let mut cmd = Command::new(require("sipp"));
     cmd.args(["-sf", &path_str(&sipp_scenario(scenario))])
         .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args(["-p", &port.to_string(), "-mp", &free_port().to_string()])
+        .args([
+            "-p",
+            &port.to_string(),
+            "-mp",
+            &free_media_port().to_string(),
+        ])
         .arg("-nostdin");
     cmd
 }

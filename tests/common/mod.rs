@@ -83,6 +83,28 @@ pub fn free_port() -> u16 {
     panic!("no free port");
 }
 
+/// A base port for SIPp's media (`-mp`): SIPp binds the base and the three above it
+/// (audio RTP/RTCP, video RTP/RTCP), so one free port is not enough when many calls run
+/// side by side. Four consecutive free UDP ports from an even base.
+pub fn free_media_port() -> u16 {
+    for _ in 0..200 {
+        let base = {
+            let probe = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+            probe.local_addr().expect("addr").port() & !1
+        };
+        if base > 65_000 {
+            continue;
+        }
+        let held: Vec<UdpSocket> = (0..4)
+            .filter_map(|i| UdpSocket::bind(("127.0.0.1", base + i)).ok())
+            .collect();
+        if held.len() == 4 {
+            return base;
+        }
+    }
+    panic!("no four free consecutive UDP ports");
+}
+
 pub struct Server {
     pub child: Child,
     pub sip: SocketAddr,
