@@ -17,30 +17,11 @@ use serde_json::{Map, Value};
 
 use crate::http_client::{self, HttpError, HttpUrl, Request, UrlError};
 
-/// Commands accepted after the order id (`POST /api/orders/{id}/{command}`).
-pub const COMMANDS: [&str; 21] = [
-    "submit",
-    "answer_directly",
-    "dispatch",
-    "return_upward",
-    "sign",
-    "return",
-    "start",
-    "request_extension",
-    "decide_extension",
-    "draft_reply",
-    "review",
-    "reply",
-    "send_reviewed_reply",
-    "feed_back",
-    "record_callback",
-    "remind",
-    "supervise",
-    "add_note",
-    "recompute_deadlines",
-    "withdraw",
-    "reveal_contact",
-];
+/// Commands accepted after the order id: the API's order commands
+/// (`POST /api/orders/{id}/{command}`) and `reveal_contact`.
+fn is_command(name: &str) -> bool {
+    crate::api::orders::COMMANDS.contains(&name) || name == "reveal_contact"
+}
 
 /// What went wrong, as shown to the user.
 #[derive(Debug, thiserror::Error)]
@@ -257,10 +238,11 @@ pub fn parse_command_call(args: &[String]) -> Result<CommandCall, CliError> {
         .first()
         .ok_or_else(|| usage("an order command is needed".into()))?
         .replace('-', "_");
-    if !COMMANDS.contains(&command.as_str()) {
+    if !is_command(&command) {
         return Err(usage(format!(
-            "unknown order command {command:?}; one of: create, list, get, events, {}",
-            COMMANDS.join(", ")
+            "unknown order command {command:?}; one of: create, list, get, events, {}, \
+             reveal_contact",
+            crate::api::orders::COMMANDS.join(", ")
         )));
     }
     let id = args

@@ -1044,8 +1044,9 @@ async fn get_order(
     Ok(Json(order_json(&order, &user, now(), &state.orders)))
 }
 
-/// Command names accepted on `POST /api/orders/{id}/{command}`.
-const COMMANDS: [&str; 20] = [
+/// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
+/// use the same list).
+pub const COMMANDS: [&str; 20] = [
     "submit",
     "answer_directly",
     "dispatch",
