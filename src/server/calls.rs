@@ -1695,6 +1695,19 @@ impl CallMedia {
         }
         let mut pcm = [0i16; DATAGRAM];
         let relayed = relay.relay(buf, n, Some(&mut pcm));
+        self.agent_side_to_caller(now, buf, relayed, &pcm);
+    }
+
+    /// Audio relayed from the agent's side (an agent, or a unit's outside leg) towards
+    /// the caller: the decoded samples go to the recording's agent channel, the packet
+    /// to the caller unless the caller is on hold.
+    pub(super) fn agent_side_to_caller<E>(
+        &mut self,
+        now: Instant,
+        buf: &[u8],
+        relayed: Result<Relayed, E>,
+        pcm: &[i16],
+    ) {
         let (len, timestamp, payload_len, decoded) = match relayed {
             Ok(Relayed::Audio {
                 len,

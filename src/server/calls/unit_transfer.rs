@@ -211,32 +211,8 @@ impl CallMedia {
             return;
         };
         let mut pcm = [0i16; DATAGRAM];
-        let (len, timestamp, payload_len, decoded) = match relay.relay(buf, n, Some(&mut pcm)) {
-            Ok(Relayed::Audio {
-                len,
-                timestamp,
-                payload_len,
-                decoded,
-            }) => (len, timestamp, payload_len, decoded),
-            Ok(Relayed::Dtmf { len, timestamp, .. }) => (len, timestamp, 4, 0),
-            _ => return,
-        };
-        if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) =
-                recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
-        {
-            crate::server::metrics::recording_failed();
-            warn!(handle = %self.handle, %e, "recording failed; the call goes on");
-        }
-        if self.negotiated.is_held() {
-            return;
-        }
-        if let (Some(to), Some(bytes)) = (self.session.remote_rtp(), buf.get(..len))
-            && self.rtp.try_send_to(bytes, to).is_ok()
-        {
-            self.session.record_sent(now, timestamp, payload_len);
-            self.sent += 1;
-        }
+        let relayed = relay.relay(buf, n, Some(&mut pcm));
+        self.agent_side_to_caller(now, buf, relayed, &pcm);
     }
 
     /// Caller RTP while bridged to the unit: relayed, recorded on the left channel.
