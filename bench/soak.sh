@@ -6,9 +6,12 @@
 #
 # Traffic: the plain B2BUA path of bench/call-setup.sh (trunk INVITE to the `echo` test
 # extension, G.711 A-law speech both ways, BYE after HOLD_MS = 1000 ms), at
-# RATE = CAPACITY × 70 %. Every SAMPLE_SECS (10) the server's RSS (VmRSS), open files
-# (/proc/PID/fd), threads (/proc/PID/status) and SIP transactions (/metrics) are sampled
-# into samples.csv. The report: first/last values and the least-squares slope of each
+# RATE = CAPACITY × 70 %. Every SAMPLE_SECS (10) the server's RSS (VmRSS, and its split
+# into RssAnon / RssFile / RssShmem), open files (/proc/PID/fd), threads
+# (/proc/PID/status) and SIP transactions (/metrics) are sampled into samples.csv. With
+# SMAPS_DIR set, /proc/PID/smaps is copied there at each sample too, so that a rise can
+# be traced to one mapping (that is how the 2026-11-28 step was found: one 45 MiB
+# anonymous mapping replaced by a 91 MiB one, a hash table's buckets doubling). The report: first/last values and the least-squares slope of each
 # over the second half of the run (the first half is warm-up: tables and allocator arenas
 # filling), per minute; failed calls. Exits non-zero when calls failed (> 0.1 %), the
 # server died, or RSS grew faster than MAX_RSS_SLOPE_KB (default 64 KiB/min) or open
@@ -80,18 +83,25 @@ BENCH_PIDS+=("$SIPP_PID")
 
 echo "soak: ${DURATION}s at $RATE calls/s (70 % of $CAPACITY), sampling every ${SAMPLE_SECS}s" >&2
 SAMPLES=$WORK/samples.csv
-echo "t_s,rss_kb,open_files,threads,transactions" >"$SAMPLES"
+echo "t_s,rss_kb,rss_anon_kb,rss_file_kb,rss_shmem_kb,open_files,threads,transactions" >"$SAMPLES"
 BEGIN=$(date +%s)
 while :; do
   now=$(($(date +%s) - BEGIN))
   kill -0 "$HOTLINE_PID" 2>/dev/null || die "hotline died at ${now}s; log: $HOTLINE_LOG"
   # Only samples taken under load: once SIPp is done the call sockets close.
   ((now < DURATION)) && kill -0 "$SIPP_PID" 2>/dev/null || break
-  rss=$(awk '/^VmRSS/ {print $2}' "/proc/$HOTLINE_PID/status")
-  threads=$(awk '/^Threads/ {print $2}' "/proc/$HOTLINE_PID/status")
+  # RSS split: anonymous (heap, arenas, stacks) vs file-backed (binary, SQLite files)
+  # vs shared memory (SQLite's WAL index), so a rise can be placed.
+  read -r rss anon file shmem threads < <(awk '/^VmRSS/ {r=$2} /^RssAnon/ {a=$2}
+    /^RssFile/ {f=$2} /^RssShmem/ {s=$2} /^Threads/ {t=$2} END {print r, a, f, s, t}' \
+    "/proc/$HOTLINE_PID/status")
+  if [[ -n ${SMAPS_DIR:-} ]]; then
+    mkdir -p "$SMAPS_DIR"
+    cp "/proc/$HOTLINE_PID/smaps" "$SMAPS_DIR/smaps.$now" 2>/dev/null || true
+  fi
   fds=$(find "/proc/$HOTLINE_PID/fd" -mindepth 1 -maxdepth 1 2>/dev/null | wc -l)
   tx=$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk '/^hotline_sip_transactions / {print $2}')
-  echo "$now,$rss,$fds,$threads,${tx:-0}" >>"$SAMPLES"
+  echo "$now,$rss,$anon,$file,$shmem,$fds,$threads,${tx:-0}" >>"$SAMPLES"
   sleep "$SAMPLE_SECS"
 done
 # Let SIPp finish the calls in flight.
@@ -123,7 +133,7 @@ print(f"soak {rows[-1]['t_s']:.0f} s at {rate} calls/s (70 % of {capacity}), {ma
 print(f"calls: {ok} ok, {failed} failed")
 print("| sample | first | last | slope over the 2nd half, per minute |")
 print("|---|---|---|---|")
-for key, unit in [("rss_kb", "KiB"), ("open_files", "fds"), ("threads", "threads"), ("transactions", "tx")]:
+for key, unit in [("rss_kb", "KiB"), ("rss_anon_kb", "KiB"), ("rss_file_kb", "KiB"), ("rss_shmem_kb", "KiB"), ("open_files", "fds"), ("threads", "threads"), ("transactions", "tx")]:
     print(f"| {key} | {rows[0][key]:.0f} | {rows[-1][key]:.0f} | {slope(key):+.2f} {unit}/min |")
 bad = []
 total = int(ok) + int(failed)

@@ -286,7 +286,10 @@ struct Entry<A> {
 pub struct TransactionLayer<A> {
     config: LayerConfig,
     index: HashMap<(Side, TransactionKey), EntryId>,
-    entries: HashMap<EntryId, Entry<A>>,
+    /// Boxed: ~600 bytes each and tens of thousands held for Timer J/K; a table of
+    /// pointers keeps a rehash (which can double the buckets under insert/remove churn
+    /// at a steady count) from adding tens of MiB at once.
+    entries: HashMap<EntryId, Box<Entry<A>>>,
     schedule: BTreeSet<(Instant, EntryId)>,
     next_id: u64,
     transmits: VecDeque<LayerTransmit<A>>,
@@ -611,13 +614,13 @@ impl<A: Clone> TransactionLayer<A> {
         self.index.insert((side, key.clone()), id);
         self.entries.insert(
             id,
-            Entry {
+            Box::new(Entry {
                 side,
                 key,
                 peer,
                 machine,
                 scheduled: None,
-            },
+            }),
         );
         id
     }
