@@ -618,5 +618,33 @@ pub fn api(data: &[u8]) {
 /// Command names the API does not know, which the fuzzer also picks.
 const UNKNOWN_COMMANDS: [&str; 2] = ["create", "../../etc/passwd"];
 
+// ---------------------------------------------------------------------------------------
+// Mutation helpers (the fixed-seed mutation tests here and in `tests/sip_torture.rs`)
+
+/// Insert a copy of one line of `data` (repeated headers, SDP attributes, table rows …)
+/// before itself; `choose(n)` picks which of the `n` lines (any value is taken modulo).
+pub fn duplicate_a_line(data: &mut Vec<u8>, choose: impl FnOnce(usize) -> usize) {
+    let len = data.len();
+    let starts: Vec<usize> = std::iter::once(0)
+        .chain(
+            data.iter()
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        )
+        .filter(|i| *i < len)
+        .collect();
+    if starts.is_empty() {
+        return;
+    }
+    let start = starts[choose(starts.len()) % starts.len()];
+    let end = data[start..]
+        .iter()
+        .position(|b| *b == b'\n')
+        .map_or(len, |p| start + p + 1);
+    let line = data[start..end].to_vec();
+    data.splice(start..start, line);
+}
+
 #[cfg(test)]
 mod tests;

@@ -62,24 +62,7 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>], tokens: &[&[u8]], input: &[u8]) -> V
                 data.splice(at..at, token.iter().copied());
             }
             3 => {
-                // Duplicate one line (repeated attributes, tables, headers ...).
-                let starts: Vec<usize> = std::iter::once(0)
-                    .chain(
-                        data.iter()
-                            .enumerate()
-                            .filter(|(_, b)| **b == b'\n')
-                            .map(|(i, _)| i + 1),
-                    )
-                    .filter(|i| *i < len)
-                    .collect();
-                if let Some(&s) = starts.get(rng.below(starts.len())) {
-                    let e = data[s..]
-                        .iter()
-                        .position(|b| *b == b'\n')
-                        .map_or(len, |p| s + p + 1);
-                    let line = data[s..e].to_vec();
-                    data.splice(s..s, line);
-                }
+                crate::fuzz::duplicate_a_line(&mut data, |n| rng.below(n));
             }
             4 if len > 0 => {
                 let a = rng.below(len);
