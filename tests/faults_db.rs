@@ -299,7 +299,7 @@ fn start(pg: &PrivatePg) -> Server {
 }
 
 #[test]
-fn postgres_stopped_mid_run_calls_flow_health_degrades_and_orders_resume() {
+fn postgres_stopped_mid_run_calls_flow_health_degrades_and_calls_and_orders_resume() {
     let Some(pg) = PrivatePg::start() else {
         return;
     };
@@ -328,10 +328,45 @@ fn postgres_stopped_mid_run_calls_flow_health_degrades_and_orders_resume() {
     let h = health(&server);
     assert_eq!(h["status"], "degraded", "{h}");
     assert_eq!(h["database"], "unreachable", "{h}");
+    // The call's record and voice message wait in the call-record outbox (after the
+    // store's 5 s pool timeout), not in the log as "not stored".
+    assert!(
+        wait_until(
+            Duration::from_secs(15),
+            || health(&server)["queued_call_records"] == 1
+        ),
+        "the call's record was not queued: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    assert_eq!(server.metric("hotline_call_records_queued_total"), 1);
+    assert_eq!(server.metric("hotline_call_records_outbox_depth"), 1);
     let (status, _) = create_order(&server, &session, "during");
     assert!(status != 0, "the API stopped answering during the outage");
 
     pg.start_again();
+    assert!(
+        wait_until(
+            Duration::from_secs(30),
+            || health(&server)["queued_call_records"] == 0
+        ),
+        "the queued call record never landed: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    assert_eq!(server.metric("hotline_call_records_replayed_total"), 1);
+    // The record is listed, complete: the IVR answered after hours and the caller hung
+    // up. (A voice message rides in the same entry: `call_outbox` tests.)
+    let (status, resp) = get(&server, &session, "/api/calls");
+    assert_eq!(status, 200, "{resp}");
+    let listed = body_json(&resp);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["in_progress"], false, "{listed}");
+    assert_eq!(
+        listed[0]["record"]["path"],
+        serde_json::json!(["ivr", "after_hours", "abandoned"]),
+        "{listed}"
+    );
     let resumed = wait_until(Duration::from_secs(20), || {
         create_order(&server, &session, "after").0 == 201
     });

@@ -58,6 +58,8 @@ pub fn router(state: AppState) -> Router {
 pub struct ServerHealth {
     /// Work-order creates waiting for the database.
     pub outbox: Option<Arc<crate::server::outbox::OrderOutbox>>,
+    /// Call records waiting for the database.
+    pub call_outbox: Option<Arc<crate::server::call_outbox::CallRecordOutbox>>,
     /// SIGTERM received: new calls are refused while calls in progress finish.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -69,13 +71,15 @@ struct Health<'a> {
     database: &'static str,
     /// Work-order creates accepted (202) and waiting for the database.
     queued_orders: usize,
+    /// Records of calls that ended while the database was unavailable, waiting for it.
+    queued_call_records: usize,
     warnings: &'a [String],
 }
 
 /// Always 200 while the process serves: calls keep flowing when the database is down,
 /// so a load balancer should not pull the node; `status` says "degraded" instead (the
-/// database is unreachable, orders are queued, or a start-up warning), or "draining"
-/// after SIGTERM (new calls are refused: a load balancer should move on).
+/// database is unreachable, orders or call records are queued, or a start-up warning),
+/// or "draining" after SIGTERM (new calls are refused: a load balancer should move on).
 async fn healthz(
     State(state): State<AppState>,
     server: Option<axum::Extension<ServerHealth>>,
@@ -83,17 +87,23 @@ async fn healthz(
     let server = server.map(|axum::Extension(s)| s).unwrap_or_default();
     let db_ok = state.store.ping().await.is_ok();
     let queued_orders = server.outbox.as_ref().map_or(0, |o| o.depth());
+    let queued_call_records = server.call_outbox.as_ref().map_or(0, |o| o.depth());
     let draining = server.draining.load(std::sync::atomic::Ordering::Relaxed);
     let health = Health {
         status: if draining {
             "draining"
-        } else if db_ok && queued_orders == 0 && state.warnings.is_empty() {
+        } else if db_ok
+            && queued_orders == 0
+            && queued_call_records == 0
+            && state.warnings.is_empty()
+        {
             "ok"
         } else {
             "degraded"
         },
         database: if db_ok { "ok" } else { "unreachable" },
         queued_orders,
+        queued_call_records,
         warnings: &state.warnings,
     };
     Json(serde_json::to_value(&health).unwrap_or_default())
@@ -164,6 +174,7 @@ mod tests {
         };
         let server = ServerHealth {
             outbox: Some(outbox.clone()),
+            call_outbox: None,
             draining: Arc::default(),
         };
         let app = || router(state.clone()).layer(axum::Extension(server.clone()));

@@ -187,6 +187,8 @@ pub struct AcdShell {
     /// Agent → display name (`[[agents]] name`).
     names: HashMap<AgentId, String>,
     sip: Mutex<Weak<SipShell>>,
+    /// Started at the first row (inside the runtime).
+    queue_log: std::sync::OnceLock<crate::server::queue_log_writer::QueueLogWriter>,
 }
 
 impl std::fmt::Debug for AcdShell {
@@ -232,6 +234,7 @@ impl AcdShell {
             agents,
             names,
             sip: Mutex::new(Weak::new()),
+            queue_log: std::sync::OnceLock::new(),
         }))
     }
 
@@ -619,12 +622,12 @@ impl AcdShell {
     }
 
     fn log(&self, entry: QueueLogEntry) {
-        if let Some(store) = self.store.clone() {
-            tokio::spawn(async move {
-                if let Err(e) = store.insert_queue_log(&entry).await {
-                    warn!(%e, "queue_log row not stored");
-                }
-            });
+        if let Some(store) = &self.store {
+            self.queue_log
+                .get_or_init(|| {
+                    crate::server::queue_log_writer::QueueLogWriter::start(store.clone())
+                })
+                .log(entry);
         }
     }
 

@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::calendar::Calendar;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
@@ -112,6 +112,8 @@ pub struct MediaContext {
     /// Callback attempts and transfers on work orders (set once the store and the
     /// work-order context exist).
     call_orders: std::sync::OnceLock<crate::server::call_orders::CallOrders>,
+    /// Where call records go while the database is unavailable (set by `serve`).
+    call_outbox: std::sync::OnceLock<Arc<crate::server::call_outbox::CallRecordOutbox>>,
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -287,7 +289,47 @@ impl MediaContext {
             agent_ids: config.agents.iter().map(|a| a.id.clone()).collect(),
             outbound: Arc::new(crate::server::outbound::Outbound::from_config(config)),
             call_orders: std::sync::OnceLock::new(),
+            call_outbox: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Keep the records of calls that end while the database is unavailable in this
+    /// outbox (`serve` does; without one they are logged and lost).
+    pub fn keep_call_records_in(&self, outbox: Arc<crate::server::call_outbox::CallRecordOutbox>) {
+        let _ = self.call_outbox.set(outbox);
+    }
+
+    /// Store a finished call's record; while the database is unavailable, queue it.
+    async fn store_call_record(
+        &self,
+        handle: CallHandle,
+        record: &crate::ivr::cdr::CallDetailRecord,
+        message: Option<&VoiceMessage>,
+    ) {
+        let Some(store) = &self.store else {
+            warn!(%handle, "no database: CDR not stored");
+            return;
+        };
+        let e = match store.insert_call(record, message).await {
+            Ok(()) => return,
+            Err(e) => e,
+        };
+        let Some(outbox) = self.call_outbox.get().filter(|_| e.is_unavailable()) else {
+            warn!(%handle, %e, "CDR not stored");
+            return;
+        };
+        let outbox = outbox.clone();
+        let queued = crate::server::call_outbox::QueuedCallRecord {
+            record: record.clone(),
+            voice_message: message.cloned(),
+        };
+        match tokio::task::spawn_blocking(move || outbox.append(queued)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(journal)) => {
+                error!(%handle, %e, %journal, "CDR lost: the database is unavailable and the outbox cannot be written");
+            }
+            Err(join) => error!(%handle, %join, "CDR lost: the outbox task failed"),
+        }
     }
 
     /// Start writing callbacks and transfers on work orders (`serve` does, once the
@@ -658,14 +700,8 @@ async fn run_call(
             callback_due = ?message.as_ref().map(|m| m.callback_due.as_str()),
             "cdr"
         );
-        match &ctx.store {
-            Some(store) => {
-                if let Err(e) = store.insert_call(record, message.as_ref()).await {
-                    warn!(%handle, %e, "CDR not stored");
-                }
-            }
-            None => warn!(%handle, "no database: CDR not stored"),
-        }
+        ctx.store_call_record(handle, record, message.as_ref())
+            .await;
     }
     // Counted until its record is stored: a drain waits for that too.
     ctx.active_calls.fetch_sub(1, Ordering::Relaxed);

@@ -101,11 +101,31 @@ pub struct Metrics {
     notices_delivered: AtomicU64,
     notice_attempts_failed: AtomicU64,
     notices_dropped: [AtomicU64; 2],
-    orders_queued: AtomicU64,
-    orders_replayed: AtomicU64,
-    orders_replay_failed: AtomicU64,
-    outbox_depth: AtomicI64,
+    outbox_queued: [AtomicU64; 2],
+    outbox_replayed: [AtomicU64; 2],
+    outbox_refused: [AtomicU64; 2],
+    outbox_depth: [AtomicI64; 2],
     calls_closed_at_startup: AtomicU64,
+}
+
+/// Which durable outbox (see `server::journal`) a figure is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutboxKind {
+    /// Work-order creates (`outbox.jsonl`).
+    Orders = 0,
+    /// Call records and their voice messages (`call-records.outbox.jsonl`).
+    CallRecords = 1,
+}
+
+impl OutboxKind {
+    /// What one entry is, for log lines.
+    #[must_use]
+    pub fn what(self) -> &'static str {
+        match self {
+            OutboxKind::Orders => "order create",
+            OutboxKind::CallRecords => "call record",
+        }
+    }
 }
 
 /// Why a webhook notice was not delivered.
@@ -137,13 +157,21 @@ impl Default for Metrics {
             notices_delivered: AtomicU64::new(0),
             notice_attempts_failed: AtomicU64::new(0),
             notices_dropped: Default::default(),
-            orders_queued: AtomicU64::new(0),
-            orders_replayed: AtomicU64::new(0),
-            orders_replay_failed: AtomicU64::new(0),
-            outbox_depth: AtomicI64::new(0),
+            outbox_queued: Default::default(),
+            outbox_replayed: Default::default(),
+            outbox_refused: Default::default(),
+            outbox_depth: Default::default(),
             calls_closed_at_startup: AtomicU64::new(0),
         }
     }
+}
+
+/// "call records" → "Call records", for HELP lines.
+fn capital(text: &str) -> String {
+    let mut chars = text.chars();
+    chars.next().map_or_else(String::new, |first| {
+        first.to_uppercase().chain(chars).collect()
+    })
 }
 
 fn dir(d: Direction) -> usize {
@@ -205,21 +233,20 @@ impl Metrics {
     pub fn notice_dropped(&self, why: NoticeDrop) {
         self.notices_dropped[why as usize].fetch_add(1, Relaxed);
     }
-    /// A work-order create was queued in the outbox (the database was unavailable).
-    pub fn order_queued(&self) {
-        self.orders_queued.fetch_add(1, Relaxed);
+    /// An entry was queued in an outbox (the database was unavailable).
+    pub fn outbox_queued(&self, kind: OutboxKind) {
+        self.outbox_queued[kind as usize].fetch_add(1, Relaxed);
     }
-    /// A queued create was written to the database (or found already there).
-    pub fn order_replayed(&self) {
-        self.orders_replayed.fetch_add(1, Relaxed);
+    /// A queued entry was written to the database (or found already there).
+    pub fn outbox_replayed(&self, kind: OutboxKind) {
+        self.outbox_replayed[kind as usize].fetch_add(1, Relaxed);
     }
-    /// A queued create the database refused for good (kept in the rejected journal).
-    pub fn order_replay_failed(&self) {
-        self.orders_replay_failed.fetch_add(1, Relaxed);
+    /// A queued entry the database refused for good (kept in the rejected journal).
+    pub fn outbox_refused(&self, kind: OutboxKind) {
+        self.outbox_refused[kind as usize].fetch_add(1, Relaxed);
     }
-    pub fn set_outbox_depth(&self, n: usize) {
-        self.outbox_depth
-            .store(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
+    pub fn set_outbox_depth(&self, kind: OutboxKind, n: usize) {
+        self.outbox_depth[kind as usize].store(i64::try_from(n).unwrap_or(i64::MAX), Relaxed);
     }
     /// Call records found open at start-up and closed (crash or restart).
     pub fn calls_closed_at_startup(&self, n: usize) {
@@ -366,34 +393,53 @@ impl Metrics {
             self.tcp_connections.load(Relaxed),
         );
         let count = |c: &AtomicU64| i64::try_from(c.load(Relaxed)).unwrap_or(i64::MAX);
-        gauge(
-            &mut out,
-            "hotline_orders_queued_total",
-            "Work-order creates queued in the outbox while the database was unavailable.",
-            "counter",
-            count(&self.orders_queued),
-        );
-        gauge(
-            &mut out,
-            "hotline_orders_replayed_total",
-            "Queued work-order creates written once the database was back.",
-            "counter",
-            count(&self.orders_replayed),
-        );
-        gauge(
-            &mut out,
-            "hotline_orders_replay_failed_total",
-            "Queued work-order creates the database refused (kept in outbox.rejected.jsonl).",
-            "counter",
-            count(&self.orders_replay_failed),
-        );
-        gauge(
-            &mut out,
-            "hotline_orders_outbox_depth",
-            "Work-order creates waiting in the outbox.",
-            "gauge",
-            self.outbox_depth.load(Relaxed),
-        );
+        for (kind, prefix, things, rejected) in [
+            (
+                OutboxKind::Orders,
+                "hotline_orders",
+                "work-order creates",
+                "outbox.rejected.jsonl",
+            ),
+            (
+                OutboxKind::CallRecords,
+                "hotline_call_records",
+                "call records",
+                "call-records.outbox.rejected.jsonl",
+            ),
+        ] {
+            let k = kind as usize;
+            gauge(
+                &mut out,
+                &format!("{prefix}_queued_total"),
+                &format!(
+                    "{} queued in the outbox while the database was unavailable.",
+                    capital(things)
+                ),
+                "counter",
+                count(&self.outbox_queued[k]),
+            );
+            gauge(
+                &mut out,
+                &format!("{prefix}_replayed_total"),
+                &format!("Queued {things} written once the database was back."),
+                "counter",
+                count(&self.outbox_replayed[k]),
+            );
+            gauge(
+                &mut out,
+                &format!("{prefix}_replay_failed_total"),
+                &format!("Queued {things} the database refused (kept in {rejected})."),
+                "counter",
+                count(&self.outbox_refused[k]),
+            );
+            gauge(
+                &mut out,
+                &format!("{prefix}_outbox_depth"),
+                &format!("{} waiting in the outbox.", capital(things)),
+                "gauge",
+                self.outbox_depth[k].load(Relaxed),
+            );
+        }
         gauge(
             &mut out,
             "hotline_calls_closed_at_startup_total",

@@ -2,13 +2,16 @@
 
 pub mod acd;
 pub mod call_orders;
+pub mod call_outbox;
 pub mod callback;
 pub mod calls;
+pub mod journal;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
 pub mod outbox;
 pub mod outleg;
+pub mod queue_log_writer;
 pub mod reminders;
 pub mod sip;
 pub mod survey;
@@ -89,6 +92,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let heartbeat = config.server.data_dir.join("heartbeat");
     close_calls_left_open(&store, &heartbeat, clock, &metrics).await;
     let outbox = outbox::OrderOutbox::open(&config.server.data_dir, metrics.clone())?;
+    let call_outbox =
+        call_outbox::CallRecordOutbox::open(&config.server.data_dir, metrics.clone())?;
     std::fs::create_dir_all(&config.server.recordings_dir).map_err(|source| {
         ServeError::Recordings {
             path: config.server.recordings_dir.clone(),
@@ -193,6 +198,12 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     // Before anything appends orders: the read scope follows the configured units.
     store.install_unit_tree(&orders.units).await?;
     tokio::spawn(outbox.clone().replay_loop(store.clone(), shutdown.clone()));
+    media_ctx.keep_call_records_in(call_outbox.clone());
+    tokio::spawn(
+        call_outbox
+            .clone()
+            .replay_loop(store.clone(), shutdown.clone()),
+    );
     media_ctx.start_call_orders(
         store.clone(),
         orders.clone(),
@@ -231,6 +242,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         .layer(axum::Extension(api::queues::AcdApi(acd)))
         .layer(axum::Extension(api::ServerHealth {
             outbox: Some(outbox.clone()),
+            call_outbox: Some(call_outbox.clone()),
             draining: draining.clone(),
         }))
         .layer(axum::Extension(api::recordings::RecordingsDir(Some(
