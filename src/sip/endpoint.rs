@@ -1268,10 +1268,14 @@ impl Endpoint {
         }
         self.metrics.response(Direction::Out, answer.status);
         let bytes = Bytes::from(resp.to_bytes());
-        if let Err(e) = self
-            .transactions
-            .send_final(now, transaction, answer.status, bytes)
-        {
+        let sent = if is_stateless_challenge(req, answer.status) {
+            self.transactions
+                .send_final_and_forget(transaction, answer.status, bytes)
+        } else {
+            self.transactions
+                .send_final(now, transaction, answer.status, bytes)
+        };
+        if let Err(e) = sent {
             warn!(%e, "transaction refused a response");
         }
     }
@@ -1774,6 +1778,20 @@ fn sent_by(via: &crate::sip::message::Via) -> String {
         Some(p) => format!("{}:{p}", via.host),
         None => via.host.clone(),
     }
+}
+
+/// A challenge (401/407) to a non-INVITE request that carried no credentials is sent
+/// statelessly (RFC 3261 §8.2.7): nothing is kept for Timer J. A REGISTER refresh is
+/// two transactions (challenge, then the authenticated request), so this halves what a
+/// registration flood holds in the transaction table. Requests that did carry
+/// credentials keep their transaction, so a retransmitted wrong password is absorbed,
+/// not counted twice against the source; an INVITE's challenge is ACKed, so it is
+/// always stateful.
+fn is_stateless_challenge(req: &Request, status: u16) -> bool {
+    matches!(status, 401 | 407)
+        && req.method != Method::Invite
+        && req.headers.get("Authorization").is_none()
+        && req.headers.get("Proxy-Authorization").is_none()
 }
 
 /// Add `received` (when the sent-by host is not the source address) and fill `rport`
@@ -2435,6 +2453,67 @@ kind = "echo"
                 })
             )]
         );
+    }
+
+    fn register(branch: &str, authorization: &str) -> Vec<u8> {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:1001@127.0.0.1>;tag=a\r\nTo: <sip:1001@127.0.0.1>\r\n\
+             Call-ID: reg-1\r\nCSeq: 1 REGISTER\r\nContact: <sip:1001@192.0.2.1:5060>\r\n\
+             {authorization}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    fn nonce(challenge: &str) -> String {
+        challenge
+            .split("nonce=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .unwrap_or_default()
+            .to_string()
+    }
+
+    #[test]
+    fn a_challenge_to_a_request_without_credentials_holds_no_transaction() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        ep.handle_message(t0, from([192, 0, 2, 1]), &register("z9hG4bK-r1", ""));
+        let (sent, _) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [401]);
+        assert_eq!(ep.transactions.len(), 0, "nothing kept for Timer J");
+        // The 401 was lost and the REGISTER comes again: a fresh challenge.
+        let later = t0 + Duration::from_millis(500);
+        ep.handle_message(later, from([192, 0, 2, 1]), &register("z9hG4bK-r1", ""));
+        let (again, _) = drain(&mut ep);
+        assert_eq!(statuses(&again), [401]);
+        assert!(!nonce(&again[0]).is_empty());
+        assert_ne!(nonce(&sent[0]), nonce(&again[0]));
+        assert_eq!(ep.transactions.len(), 0);
+
+        // With credentials (here a nonce we never issued) the answer stays stateful: a
+        // retransmission gets the same bytes from the transaction, it is not judged again.
+        let credentials = format!(
+            "Authorization: Digest username=\"1001\", realm=\"hotline.test\", \
+             nonce=\"{}x\", uri=\"sip:127.0.0.1\", \
+             response=\"00000000000000000000000000000000\"\r\n",
+            nonce(&sent[0])
+        );
+        ep.handle_message(
+            later,
+            from([192, 0, 2, 1]),
+            &register("z9hG4bK-r2", &credentials),
+        );
+        let (judged, _) = drain(&mut ep);
+        assert_eq!(judged.len(), 1);
+        assert_eq!(ep.transactions.len(), 1, "kept Completed for Timer J");
+        ep.handle_message(
+            later,
+            from([192, 0, 2, 1]),
+            &register("z9hG4bK-r2", &credentials),
+        );
+        let (resent, _) = drain(&mut ep);
+        assert_eq!(resent, judged);
     }
 
     #[test]

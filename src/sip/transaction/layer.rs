@@ -4,7 +4,8 @@
 
 use super::{
     AckDisposition, Disposition, InviteClient, InviteServer, NonInviteClient, NonInviteServer,
-    Reliability, StatusClass, Timers, TransactionError, TransactionEvent, TransactionKey, Transmit,
+    NonInviteServerState, Reliability, StatusClass, Timers, TransactionError, TransactionEvent,
+    TransactionKey, Transmit,
 };
 use crate::sip::message::Method;
 use bytes::Bytes;
@@ -109,6 +110,10 @@ pub enum LayerError {
     AckHasNoTransaction,
     #[error("the transaction limit is reached")]
     Overloaded,
+    #[error(
+        "only a non-INVITE server transaction still waiting for its answer can answer statelessly"
+    )]
+    NotStatelessAnswerable,
     #[error(transparent)]
     Transaction(#[from] TransactionError),
 }
@@ -505,6 +510,59 @@ impl<A: Clone> TransactionLayer<A> {
         }
     }
 
+    /// Sends a final response to a non-INVITE request once and forgets its transaction
+    /// at once instead of keeping it Completed for Timer J (RFC 3261 §8.2.7, the
+    /// stateless UAS, meant for challenging unauthenticated requests). A retransmission
+    /// of the request is then a new request and gets a fresh answer, which for a
+    /// challenge is as good as the first; the table holds nothing for it.
+    ///
+    /// # Errors
+    /// [`LayerError::NoSuchTransaction`]; [`LayerError::NotStatelessAnswerable`] unless
+    /// `transaction` is a non-INVITE server transaction still waiting for its answer;
+    /// [`TransactionError::NotFinal`] / [`TransactionError::InvalidStatus`].
+    pub fn send_final_and_forget(
+        &mut self,
+        transaction: ServerTransaction,
+        status: u16,
+        payload: Bytes,
+    ) -> Result<(), LayerError> {
+        match StatusClass::of(status) {
+            Some(StatusClass::Success | StatusClass::Failure) => {}
+            Some(StatusClass::Provisional) => return Err(TransactionError::NotFinal(status).into()),
+            None => return Err(TransactionError::InvalidStatus(status).into()),
+        }
+        let id = self.lookup(Side::Server, &transaction.key)?;
+        let answerable = self.entries.get(&id).is_some_and(|e| {
+            matches!(&e.machine, Machine::NonInviteServer(server)
+                if matches!(server.state(), NonInviteServerState::Trying | NonInviteServerState::Proceeding))
+        });
+        if !answerable {
+            return Err(LayerError::NotStatelessAnswerable);
+        }
+        let Some(entry) = self.entries.remove(&id) else {
+            return Err(LayerError::NoSuchTransaction);
+        };
+        self.index.remove(&(entry.side, entry.key.clone()));
+        if let Some(at) = entry.scheduled {
+            self.schedule.remove(&(at, id));
+        }
+        self.counters
+            .kind_mut(TransactionKind::NonInviteServer)
+            .terminated += 1;
+        self.transmits.push_back(LayerTransmit {
+            peer: entry.peer,
+            side: Side::Server,
+            key: entry.key.clone(),
+            payload,
+        });
+        self.events.push_back(LayerEvent {
+            side: Side::Server,
+            key: entry.key,
+            event: TransactionEvent::Terminated,
+        });
+        Ok(())
+    }
+
     /// Re-sends a 2xx through an INVITE server transaction in `Accepted`.
     ///
     /// # Errors
@@ -721,6 +779,43 @@ mod tests {
         assert_eq!(payloads(&mut layer), vec![b("200"), b("200")]);
         assert_eq!(layer.counters().retransmissions_absorbed, 2);
         assert_eq!(layer.counters().non_invite_server.created, 1);
+    }
+
+    #[test]
+    fn a_forgotten_answer_is_sent_once_and_frees_the_entry_and_only_for_non_invite() {
+        let t0 = origin();
+        let mut layer = TransactionLayer::new(LayerConfig::default());
+        let k = key("z9hG4bK-f1", Method::Register);
+        let RequestOutcome::New(handle) =
+            layer.handle_request(t0, incoming(k.clone(), Method::Register))
+        else {
+            panic!("expected a new transaction");
+        };
+        layer.send_final_and_forget(handle, 401, b("401")).unwrap();
+        assert_eq!(payloads(&mut layer), vec![b("401")]);
+        assert_eq!(events(&mut layer), vec![TransactionEvent::Terminated]);
+        assert!(layer.is_empty());
+        assert_eq!(layer.poll_timeout(), None, "no Timer J left behind");
+        // The same request again is new, not a retransmission.
+        assert!(matches!(
+            layer.handle_request(t0 + ms(500), incoming(k, Method::Register)),
+            RequestOutcome::New(_)
+        ));
+
+        let invite = key("z9hG4bK-f2", Method::Invite);
+        let RequestOutcome::New(handle) =
+            layer.handle_request(t0, incoming(invite.clone(), Method::Invite))
+        else {
+            panic!("expected a new transaction");
+        };
+        assert!(matches!(
+            layer.send_final_and_forget(handle, 401, b("401")),
+            Err(LayerError::NotStatelessAnswerable)
+        ));
+        assert!(
+            layer.contains(Side::Server, &invite),
+            "an INVITE stays stateful"
+        );
     }
 
     #[test]
