@@ -805,17 +805,21 @@ impl AcdShell {
         category: crate::ivr::flow::CallCategory,
         urgency: crate::ivr::flow::Urgency,
     ) {
-        let city = self
-            .inner
-            .lock()
-            .ok()
-            .and_then(|i| i.acd.queue_of(call).map(|c| c.as_str().to_string()));
+        let city = self.city_of_call(call);
         self.emit(ConsoleEvent::Queue {
             city,
             call_id: Some(call.0.clone()),
             event: format!("transfer:{from}:{to}"),
         });
         self.screen_pop(call, to, caller, category, urgency);
+    }
+
+    /// The city whose queue holds `call`, for console events.
+    fn city_of_call(&self, call: &CallId) -> Option<String> {
+        self.inner
+            .lock()
+            .ok()
+            .and_then(|i| i.acd.queue_of(call).map(|c| c.as_str().to_string()))
     }
 
     fn screen_pop(
@@ -826,11 +830,7 @@ impl AcdShell {
         category: crate::ivr::flow::CallCategory,
         urgency: crate::ivr::flow::Urgency,
     ) {
-        let city = self
-            .inner
-            .lock()
-            .ok()
-            .and_then(|i| i.acd.queue_of(call).map(|c| c.as_str().to_string()));
+        let city = self.city_of_call(call);
         let name = |v: serde_json::Result<serde_json::Value>| match v {
             Ok(serde_json::Value::String(s)) => s,
             _ => String::new(),

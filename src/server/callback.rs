@@ -43,7 +43,7 @@ use crate::server::outleg::{
     DATAGRAM, LegTimer, OutLeg, Prepared, attempt_result, recv_rtcp, recv_rtp,
 };
 use crate::server::sip::SipShell;
-use crate::sip::call_leg::{EndReason, LegEvent};
+use crate::sip::call_leg::LegEvent;
 use crate::sip::endpoint::CallHandle;
 use crate::ticket::model::{CallAttemptResult, CallId};
 
@@ -379,16 +379,7 @@ impl Attempt {
                     leg.ended = true;
                 }
                 if !answered {
-                    let failure = match reason {
-                        EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
-                        EndReason::Rejected { status: 603 } => LegFailure::Rejected,
-                        EndReason::Rejected {
-                            status: 408 | 480 | 487,
-                        }
-                        | EndReason::Cancelled
-                        | EndReason::LocalHangup => LegFailure::NoAnswer,
-                        _ => LegFailure::Unreachable,
-                    };
+                    let failure = crate::server::calls::leg_failure(reason);
                     info!(call = %call.0, %agent, ?reason, "callback: the agent did not take it");
                     self.end_with(Some(QueueInput::AgentLegFailed {
                         call,

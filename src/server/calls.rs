@@ -843,6 +843,34 @@ enum DialFor {
 
 mod attended;
 mod ring_all;
+
+/// A G.711 RTP session for one leg: random SSRC, first sequence number and timestamp
+/// (RFC 3550 §5.1), CNAME `cname`, ended after `media_timeout` without media (`None`
+/// while the leg is on hold).
+pub(crate) fn leg_rtp_session(
+    cname: String,
+    media_timeout: Option<Duration>,
+    now: Instant,
+    remote: crate::media::rtp::RemoteMedia,
+) -> RtpSession {
+    let mut config = RtpSessionConfig::g711(rand::random(), rand::random(), rand::random(), cname);
+    config.media_timeout = media_timeout;
+    RtpSession::new(config, now, std::time::SystemTime::now(), remote)
+}
+
+/// How a failed agent leg counts for the ACD.
+pub(crate) fn leg_failure(reason: EndReason) -> LegFailure {
+    match reason {
+        EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
+        EndReason::Rejected { status: 603 } => LegFailure::Rejected,
+        EndReason::Rejected {
+            status: 408 | 480 | 487,
+        }
+        | EndReason::Cancelled
+        | EndReason::LocalHangup => LegFailure::NoAnswer,
+        _ => LegFailure::Unreachable,
+    }
+}
 use attended::TaskControl;
 /// An offered phone that has not even sent 180 Ringing after this long (the INVITE was
 /// retransmitted twice) when the ring times out is taken as gone.
@@ -889,21 +917,11 @@ impl CallMedia {
         rtcp: UdpSocket,
         now: Instant,
     ) -> CallMedia {
-        let mut config = RtpSessionConfig::g711(
-            rand::random(),
-            rand::random(),
-            rand::random(),
+        let media_timeout = (!negotiated.is_held()).then_some(ctx.media_timeout);
+        let session = leg_rtp_session(
             format!("hotline-{}", handle.0),
-        );
-        config.media_timeout = if negotiated.is_held() {
-            None
-        } else {
-            Some(ctx.media_timeout)
-        };
-        let session = RtpSession::new(
-            config,
+            media_timeout,
             now,
-            std::time::SystemTime::now(),
             negotiated.remote(),
         );
         let mut call = CallMedia {
@@ -1205,6 +1223,25 @@ impl CallMedia {
         self.agent = Some(leg);
     }
 
+    /// Write an offer the ACD let go of unanswered into the call record: the phone never
+    /// responded at all (`silent`), or rang without an answer.
+    fn note_unanswered_offer(&mut self, agent: &AgentId, silent: bool) {
+        let cause = if silent {
+            AgentFailureCause::NoResponse
+        } else {
+            AgentFailureCause::NotAnswered
+        };
+        if let Some(h) = self.hotline.as_mut() {
+            h.cdr.agent_failed(
+                self.ctx.clock.now(),
+                agent.0.clone(),
+                AgentStage::Ringing,
+                cause,
+                None,
+            );
+        }
+    }
+
     /// Report a failed offer to the ACD.
     fn report_leg_failed(&mut self, agent: &AgentId, reason: LegFailure) {
         if let Some(q) = self.queue.as_ref().filter(|q| !q.released) {
@@ -1303,20 +1340,7 @@ impl CallMedia {
                         // The CANCEL runs on in the endpoint (a crossing 200 gets ACK and
                         // BYE there); this call is free to ring the next agent now, even
                         // when the vanished phone never answers the CANCEL.
-                        let cause = if silent {
-                            AgentFailureCause::NoResponse
-                        } else {
-                            AgentFailureCause::NotAnswered
-                        };
-                        if let Some(h) = self.hotline.as_mut() {
-                            h.cdr.agent_failed(
-                                self.ctx.clock.now(),
-                                agent.0.clone(),
-                                AgentStage::Ringing,
-                                cause,
-                                None,
-                            );
-                        }
+                        self.note_unanswered_offer(&agent, silent);
                         self.release_agent();
                         if silent {
                             // Not even ringing for the whole ring time: the phone is gone
@@ -1420,17 +1444,10 @@ impl CallMedia {
                     self.shell.drive(|ep| ep.call_hangup(now, leg));
                     return;
                 };
-                let mut config = RtpSessionConfig::g711(
-                    rand::random(),
-                    rand::random(),
-                    rand::random(),
+                let session = leg_rtp_session(
                     format!("hotline-{}", leg.0),
-                );
-                config.media_timeout = Some(self.media_timeout);
-                let session = RtpSession::new(
-                    config,
+                    Some(self.media_timeout),
                     now,
-                    std::time::SystemTime::now(),
                     negotiated.remote(),
                 );
                 let caller_media = LegMedia::from(&self.negotiated);
@@ -1556,7 +1573,7 @@ impl CallMedia {
                             });
                         }
                     } else if dial_reason == DialFor::Acd {
-                        self.report_leg_failed(&agent_id, ring_all::leg_failure(reason));
+                        self.report_leg_failed(&agent_id, leg_failure(reason));
                     }
                     self.nobody_answered(now, dial_reason);
                 }

@@ -12,9 +12,7 @@ use tokio::net::UdpSocket;
 use crate::media::bridge::{LegMedia, RelayDirection, Relayed};
 use crate::media::player::Player;
 use crate::media::port_pool::PortPair;
-use crate::media::rtp::{
-    ReceiveOutcome, RtpPacket, RtpSession, RtpSessionConfig, SessionEvent, write_packet,
-};
+use crate::media::rtp::{ReceiveOutcome, RtpPacket, RtpSession, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::server::calls::MediaContext;
 use crate::sip::call_leg::EndReason;
@@ -115,17 +113,10 @@ impl OutLeg {
         let Some(negotiated) = negotiated else {
             return false;
         };
-        let mut config = RtpSessionConfig::g711(
-            rand::random(),
-            rand::random(),
-            rand::random(),
+        self.session = Some(crate::server::calls::leg_rtp_session(
             format!("hotline-out-{}", self.handle.0),
-        );
-        config.media_timeout = Some(media_timeout);
-        self.session = Some(RtpSession::new(
-            config,
+            Some(media_timeout),
             now,
-            std::time::SystemTime::now(),
             negotiated.remote(),
         ));
         self.negotiated = Some(negotiated);

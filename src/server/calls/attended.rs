@@ -407,7 +407,7 @@ impl CallMedia {
                         return false;
                     }
                     Some((leg, LegEvent::Ended { reason, .. })) if leg == target_leg => {
-                        let status = match ring_all::leg_failure(reason) {
+                        let status = match leg_failure(reason) {
                             LegFailure::Busy => 486,
                             LegFailure::Rejected => 603,
                             LegFailure::NoAnswer | LegFailure::Unreachable => 480,
@@ -544,14 +544,20 @@ impl CallMedia {
                 .drive(|ep| ep.call_notify_refer(now, handle, 503, reason_text(503)));
             return;
         }
-        self.transfer.forward = Some((target_leg, owner));
+        self.consult_leg_handed_over(target_leg, owner);
+        info!(%handle, to = %owner, "consultation leg sent to the call it replaces (REFER to the target)");
+    }
+
+    /// The consulted agent's leg now belongs to task `to`: forward its late events there,
+    /// and tell the ACD this consultation no longer holds the agent.
+    fn consult_leg_handed_over(&mut self, target_leg: CallHandle, to: CallHandle) {
+        self.transfer.forward = Some((target_leg, to));
         if let Some(link) = self.transfer.consult.as_mut() {
             link.handed_over = true;
             if let Some(acd) = &link.acd {
                 acd.leg_held(&link.call, &link.target, false);
             }
         }
-        info!(%handle, to = %owner, "consultation leg sent to the call it replaces (REFER to the target)");
     }
 
     /// Consultation task: give the consulted agent's leg to task `to`, hang up ours.
@@ -587,13 +593,7 @@ impl CallMedia {
             self.hangup_at = Some(now);
             return;
         }
-        self.transfer.forward = Some((target_leg, to));
-        if let Some(link) = self.transfer.consult.as_mut() {
-            link.handed_over = true;
-            if let Some(acd) = &link.acd {
-                acd.leg_held(&link.call, &link.target, false);
-            }
-        }
+        self.consult_leg_handed_over(target_leg, to);
         // The transferring task BYEs our leg to the calling agent right after its
         // NOTIFY 200, in that order; its end then ends this task.
         info!(%handle, to = %to, "consultation leg handed over for an attended transfer");
@@ -775,17 +775,10 @@ impl CallMedia {
             self.ctx.release(ports);
             return;
         }
-        let mut config = RtpSessionConfig::g711(
-            rand::random(),
-            rand::random(),
-            rand::random(),
+        let session = leg_rtp_session(
             format!("hotline-{}", new.0),
-        );
-        config.media_timeout = Some(self.media_timeout);
-        let session = RtpSession::new(
-            config,
+            Some(self.media_timeout),
             now,
-            std::time::SystemTime::now(),
             answer.media.remote(),
         );
         info!(%handle, %agent, replaced = %replaced, "INVITE with Replaces: the new leg replaces the agent's");

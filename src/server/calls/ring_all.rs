@@ -25,20 +25,6 @@
 
 use super::*;
 
-/// How a failed agent leg counts for the ACD.
-pub(super) fn leg_failure(reason: EndReason) -> LegFailure {
-    match reason {
-        EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
-        EndReason::Rejected { status: 603 } => LegFailure::Rejected,
-        EndReason::Rejected {
-            status: 408 | 480 | 487,
-        }
-        | EndReason::Cancelled
-        | EndReason::LocalHangup => LegFailure::NoAnswer,
-        _ => LegFailure::Unreachable,
-    }
-}
-
 impl CallMedia {
     /// Open an RTP port pair and place our INVITE (with our SDP offer) to `contact`; its
     /// events come to this task. `None` when no port pair or no endpoint is available.
@@ -244,20 +230,7 @@ impl CallMedia {
         if answered_elsewhere {
             return true;
         }
-        let cause = if silent {
-            AgentFailureCause::NoResponse
-        } else {
-            AgentFailureCause::NotAnswered
-        };
-        if let Some(h) = self.hotline.as_mut() {
-            h.cdr.agent_failed(
-                self.ctx.clock.now(),
-                agent.0.clone(),
-                AgentStage::Ringing,
-                cause,
-                None,
-            );
-        }
+        self.note_unanswered_offer(agent, silent);
         if silent {
             warn!(%handle, %agent, "agent's phone did not respond to the offer: offline");
             self.shell
