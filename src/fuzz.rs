@@ -176,11 +176,18 @@ fn rtp_packet(data: &[u8]) {
         };
         let from_leg = leg(from, packet.payload_type, packet.payload_type ^ 1);
         let to_leg = leg(to, to.static_payload_type(), 101);
-        let mut relay = RelayDirection::new(from_leg, to_leg, 0x1234_5678, 1000, 160_000);
+        let mut relay = RelayDirection::new(from_leg, to_leg);
+        let mut out = crate::media::stream::OutboundStream::new(0x1234_5678, 1000, 160_000, 8000);
         let mut buf = data.to_vec();
         let mut pcm = vec![0i16; data.len() % 400];
         let pcm_len = pcm.len();
-        match relay.relay(&mut buf, data.len(), Some(&mut pcm)) {
+        match relay.relay(
+            std::time::Instant::now(),
+            &mut buf,
+            data.len(),
+            Some(&mut pcm),
+            &mut out,
+        ) {
             Ok(Relayed::Audio {
                 len,
                 payload_len,

@@ -63,8 +63,14 @@ fn relay_path_does_not_allocate() {
         std::time::SystemTime::UNIX_EPOCH,
         RemoteMedia::default(),
     );
-    let mut transcode = RelayDirection::new(caller, agent, 0x5678, 10, 20);
-    let mut same = RelayDirection::new(caller, caller, 0x5678, 10, 20);
+    let mut transcode = RelayDirection::new(caller, agent);
+    let mut same = RelayDirection::new(caller, caller);
+    let mut agent_session = RtpSession::new(
+        RtpSessionConfig::g711(0x5678, 10, 20, "agent-leg".into()),
+        t0,
+        std::time::SystemTime::UNIX_EPOCH,
+        RemoteMedia::default(),
+    );
     let source = "192.0.2.1:4000".parse().unwrap();
     let mut buf = [0u8; 1500];
     let mut pcm = [0i16; 160];
@@ -85,7 +91,9 @@ fn relay_path_does_not_allocate() {
     .unwrap();
     let packet = RtpPacket::parse(&buf[..len]).unwrap();
     session.receive_rtp(t0, source, &packet);
-    transcode.relay(&mut buf, len, Some(&mut pcm)).unwrap();
+    transcode
+        .relay(t0, &mut buf, len, Some(&mut pcm), agent_session.outbound())
+        .unwrap();
 
     let before = allocations();
     for seq in 1..5000u16 {
@@ -101,16 +109,21 @@ fn relay_path_does_not_allocate() {
         let packet = RtpPacket::parse(&buf[..len]).unwrap();
         session.receive_rtp(now, source, &packet);
         let relayed = if seq % 2 == 0 {
-            transcode.relay(&mut buf, len, Some(&mut pcm)).unwrap()
+            let out = agent_session.outbound();
+            transcode
+                .relay(now, &mut buf, len, Some(&mut pcm), out)
+                .unwrap()
         } else {
-            same.relay(&mut buf, len, None).unwrap()
+            // Another bridge onto the same stream: it re-anchors every packet.
+            let out = agent_session.outbound();
+            same.relay(now, &mut buf, len, None, out).unwrap()
         };
         match relayed {
             Relayed::Audio {
                 timestamp,
                 payload_len,
                 ..
-            } => session.record_sent(now, timestamp, payload_len),
+            } => agent_session.record_sent(now, timestamp, payload_len),
             other => panic!("{other:?}"),
         }
     }

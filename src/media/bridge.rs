@@ -3,8 +3,9 @@
 //! One [`RelayDirection`] per direction (caller → agent, agent → caller). For every RTP
 //! datagram received on the `from` leg (after `RtpSession::receive_rtp` accepted it), call
 //! [`RelayDirection::relay`] on the receive buffer itself:
-//! * audio in the `from` codec: the header is rewritten for our outgoing stream (our SSRC,
-//!   sequence and timestamp continuing across source changes), CSRCs/extension/padding are
+//! * audio in the `from` codec: the header is rewritten for the `to` leg's outgoing stream
+//!   ([`OutboundStream`]: its SSRC, sequence and timestamp continuing whatever played on
+//!   that leg before), CSRCs/extension/padding are
 //!   stripped by moving the payload up, and the payload is transcoded in place with a
 //!   256-entry table when the legs use different G.711 laws (same law: untouched);
 //! * RFC 4733 events: forwarded with the `to` leg's telephone-event payload type;
@@ -18,8 +19,9 @@ use thiserror::Error;
 
 use super::dtmf::TelephoneEvent;
 use super::g711::Codec;
-use super::rtp::{Marker, RTP_HEADER_LEN, RtpError, RtpHeader, RtpPacket};
+use super::rtp::{RTP_HEADER_LEN, RtpError, RtpHeader, RtpPacket};
 use super::sdp::Negotiated;
+use super::stream::{Origin, OutboundStream};
 
 /// Media parameters of one leg, from SDP negotiation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,48 +78,27 @@ pub enum Relayed {
     Dropped(DropReason),
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Mapping {
-    source_ssrc: u32,
-    sequence_delta: u16,
-    timestamp_delta: u32,
-}
-
 /// Relay state for one direction. See the module docs.
 #[derive(Debug, Clone)]
 pub struct RelayDirection {
     from: LegMedia,
     to: LegMedia,
     table: &'static [u8; 256],
-    out_ssrc: u32,
-    initial_sequence: u16,
-    initial_timestamp: u32,
-    mapping: Option<Mapping>,
-    last_out: Option<(u16, u32)>,
+    /// Tells this bridge's packets apart from another's on the `to` leg's stream.
+    id: u32,
 }
 
-/// Assumed packet duration when a new source continues our stream (20 ms at 8 kHz).
-const ASSUMED_FRAME: u32 = 160;
+/// Duration of an RFC 4733 packet on the outgoing stream's timeline (one 20 ms frame).
+const EVENT_FRAME: u32 = 160;
 
 impl RelayDirection {
-    /// `out_ssrc` is the `to` leg session's SSRC; the initial sequence and timestamp should be
-    /// random (RFC 3550) — use the ones of that session.
-    pub fn new(
-        from: LegMedia,
-        to: LegMedia,
-        out_ssrc: u32,
-        initial_sequence: u16,
-        initial_timestamp: u32,
-    ) -> Self {
+    pub fn new(from: LegMedia, to: LegMedia) -> Self {
+        static NEXT_ID: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
         RelayDirection {
             from,
             to,
             table: from.codec.transcode_table(to.codec),
-            out_ssrc,
-            initial_sequence,
-            initial_timestamp,
-            mapping: None,
-            last_out: None,
+            id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -133,16 +114,19 @@ impl RelayDirection {
         self.table = from.codec.transcode_table(to.codec);
     }
 
-    /// Relay the datagram in `buf[..len]` in place. `pcm` receives the decoded audio when
-    /// recording (decoding stops at the buffer's length).
+    /// Relay the datagram in `buf[..len]`, received at `now`, in place onto the `to` leg's
+    /// stream `out`. `pcm` receives the decoded audio when recording (decoding stops at
+    /// the buffer's length).
     ///
     /// # Errors
     /// [`BridgeError::Rtp`] for a malformed datagram (drop it).
     pub fn relay(
         &mut self,
+        now: std::time::Instant,
         buf: &mut [u8],
         len: usize,
         pcm: Option<&mut [i16]>,
+        out: &mut OutboundStream,
     ) -> Result<Relayed, BridgeError> {
         let datagram = buf.get(..len).ok_or(RtpError::TooShort(buf.len()))?;
         let packet = RtpPacket::parse(datagram)?;
@@ -175,15 +159,25 @@ impl RelayDirection {
         } else {
             None
         };
-        let (out_sequence, out_timestamp, source_changed) = self.map(ssrc, sequence, timestamp);
+        let duration = if is_audio {
+            payload_len as u32
+        } else {
+            EVENT_FRAME
+        };
+        let origin = Origin::Relayed {
+            relay: self.id,
+            ssrc,
+        };
+        let stamp = out.stamp(now, origin, sequence, timestamp, duration, marker);
+        let out_timestamp = stamp.timestamp;
         // Strip CSRCs, extension and padding: payload moves up behind a plain header.
         buf.copy_within(payload_offset..payload_offset + payload_len, RTP_HEADER_LEN);
         let header = RtpHeader {
-            marker: if source_changed { Marker::Set } else { marker },
+            marker: stamp.marker,
             payload_type: out_pt,
-            sequence: out_sequence,
+            sequence: stamp.sequence,
             timestamp: out_timestamp,
-            ssrc: self.out_ssrc,
+            ssrc: out.ssrc(),
         };
         header.write(buf)?;
         let out_len = RTP_HEADER_LEN + payload_len;
@@ -214,44 +208,13 @@ impl RelayDirection {
             decoded,
         })
     }
-
-    /// Map the source's sequence/timestamp onto our outgoing stream; a new source SSRC
-    /// continues right after the last packet we sent.
-    fn map(&mut self, ssrc: u32, sequence: u16, timestamp: u32) -> (u16, u32, bool) {
-        let (mapping, changed) = match self.mapping {
-            Some(m) if m.source_ssrc == ssrc => (m, false),
-            previous => {
-                let (next_sequence, next_timestamp) = match self.last_out {
-                    Some((seq, ts)) => (seq.wrapping_add(1), ts.wrapping_add(ASSUMED_FRAME)),
-                    None => (self.initial_sequence, self.initial_timestamp),
-                };
-                let m = Mapping {
-                    source_ssrc: ssrc,
-                    sequence_delta: next_sequence.wrapping_sub(sequence),
-                    timestamp_delta: next_timestamp.wrapping_sub(timestamp),
-                };
-                self.mapping = Some(m);
-                (m, previous.is_some())
-            }
-        };
-        let out_sequence = sequence.wrapping_add(mapping.sequence_delta);
-        let out_timestamp = timestamp.wrapping_add(mapping.timestamp_delta);
-        let newer = match self.last_out {
-            Some((last, _)) => (out_sequence.wrapping_sub(last) as i16) > 0,
-            None => true,
-        };
-        if newer {
-            self.last_out = Some((out_sequence, out_timestamp));
-        }
-        (out_sequence, out_timestamp, changed)
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::media::g711::{alaw_encode, ulaw_decode, ulaw_encode, ulaw_to_alaw};
-    use crate::media::rtp::write_packet;
+    use crate::media::rtp::{Marker, write_packet};
 
     const PCMU: LegMedia = LegMedia {
         codec: Codec::Pcmu,
@@ -275,16 +238,26 @@ mod tests {
         write_packet(&header, payload, buf).unwrap()
     }
 
+    fn at() -> std::time::Instant {
+        static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+        *START.get_or_init(std::time::Instant::now)
+    }
+
+    fn stream(ssrc: u32) -> OutboundStream {
+        OutboundStream::new(ssrc, 0, 0, 8000)
+    }
+
     #[test]
     fn same_codec_forwards_payload_unchanged_with_our_header() {
-        let mut relay = RelayDirection::new(PCMU, PCMU, 0xBBBB, 1000, 50_000);
+        let mut relay = RelayDirection::new(PCMU, PCMU);
         assert!(relay.is_passthrough());
         let payload: Vec<u8> = (0..160).map(|i| i as u8).collect();
         let mut buf = [0u8; 1500];
         let len = packet(&mut buf, 0, 7, 160 * 7, 0xAAAA, &payload);
-        let out = relay.relay(&mut buf, len, None).unwrap();
+        let mut out = OutboundStream::new(0xBBBB, 1000, 50_000, 8000);
+        let relayed = relay.relay(at(), &mut buf, len, None, &mut out).unwrap();
         assert_eq!(
-            out,
+            relayed,
             Relayed::Audio {
                 len: 172,
                 timestamp: 50_000,
@@ -300,14 +273,14 @@ mod tests {
         assert_eq!(p.payload, &payload[..]);
         // Next packet keeps the offsets (and a gap stays a gap).
         let len = packet(&mut buf, 0, 9, 160 * 9, 0xAAAA, &payload);
-        relay.relay(&mut buf, len, None).unwrap();
+        relay.relay(at(), &mut buf, len, None, &mut out).unwrap();
         let p = RtpPacket::parse(&buf[..172]).unwrap();
         assert_eq!((p.sequence, p.timestamp), (1002, 50_320));
     }
 
     #[test]
     fn different_codecs_transcode_in_place_and_decode_for_recorder() {
-        let mut relay = RelayDirection::new(PCMU, PCMA, 1, 0, 0);
+        let mut relay = RelayDirection::new(PCMU, PCMA);
         let samples: Vec<i16> = (0..160)
             .map(|i: i32| ((i * 397) % 60000 - 30000) as i16)
             .collect();
@@ -315,9 +288,12 @@ mod tests {
         let mut buf = [0u8; 1500];
         let len = packet(&mut buf, 0, 1, 0, 9, &payload);
         let mut pcm = [0i16; 160];
-        let out = relay.relay(&mut buf, len, Some(&mut pcm)).unwrap();
+        let mut out = stream(1);
+        let relayed = relay
+            .relay(at(), &mut buf, len, Some(&mut pcm), &mut out)
+            .unwrap();
         assert!(matches!(
-            out,
+            relayed,
             Relayed::Audio {
                 len: 172,
                 decoded: 160,
@@ -332,16 +308,17 @@ mod tests {
         }
         // Silence stays (near) silence.
         let len = packet(&mut buf, 0, 2, 160, 9, &[0xFF; 160]);
-        relay.relay(&mut buf, len, None).unwrap();
+        relay.relay(at(), &mut buf, len, None, &mut out).unwrap();
         assert!(buf[12..172].iter().all(|c| *c == alaw_encode(0)));
     }
 
     #[test]
     fn dtmf_is_remapped_to_other_legs_payload_type() {
-        let mut relay = RelayDirection::new(PCMU, PCMA, 1, 0, 0);
+        let mut relay = RelayDirection::new(PCMU, PCMA);
+        let mut out = stream(1);
         let mut buf = [0u8; 100];
         let len = packet(&mut buf, 101, 1, 0, 9, &[5, 0x8A, 0x03, 0x20]);
-        match relay.relay(&mut buf, len, None).unwrap() {
+        match relay.relay(at(), &mut buf, len, None, &mut out).unwrap() {
             Relayed::Dtmf { len, event, .. } => {
                 assert_eq!(event.event, 5);
                 let p = RtpPacket::parse(&buf[..len]).unwrap();
@@ -356,30 +333,27 @@ mod tests {
                 dtmf_payload_type: None,
                 ..PCMA
             },
-            1,
-            0,
-            0,
         );
         let len = packet(&mut buf, 101, 1, 0, 9, &[5, 0x8A, 0x03, 0x20]);
         assert_eq!(
-            no_dtmf.relay(&mut buf, len, None).unwrap(),
+            no_dtmf.relay(at(), &mut buf, len, None, &mut out).unwrap(),
             Relayed::Dropped(DropReason::DtmfNotNegotiatedOnOtherLeg)
         );
         let len = packet(&mut buf, 13, 1, 0, 9, &[0x40]);
         assert_eq!(
-            relay.relay(&mut buf, len, None).unwrap(),
+            relay.relay(at(), &mut buf, len, None, &mut out).unwrap(),
             Relayed::Dropped(DropReason::UnexpectedPayloadType(13))
         );
         let len = packet(&mut buf, 101, 1, 0, 9, &[5, 0x8A]);
         assert_eq!(
-            relay.relay(&mut buf, len, None).unwrap(),
+            relay.relay(at(), &mut buf, len, None, &mut out).unwrap(),
             Relayed::Dropped(DropReason::MalformedDtmf)
         );
     }
 
     #[test]
     fn csrc_extension_and_padding_are_stripped() {
-        let mut relay = RelayDirection::new(PCMU, PCMU, 1, 0, 0);
+        let mut relay = RelayDirection::new(PCMU, PCMU);
         let mut buf = [0u8; 100];
         let raw = [
             0xB1, 0x00, 0, 5, 0, 0, 0, 0, 0, 0, 0, 9, // V=2 P X CC=1
@@ -388,9 +362,12 @@ mod tests {
             0x11, 0x22, 0x33, 0, 2, // payload + 2 padding
         ];
         buf[..raw.len()].copy_from_slice(&raw);
-        let out = relay.relay(&mut buf, raw.len(), None).unwrap();
+        let mut out = stream(1);
+        let relayed = relay
+            .relay(at(), &mut buf, raw.len(), None, &mut out)
+            .unwrap();
         assert!(matches!(
-            out,
+            relayed,
             Relayed::Audio {
                 len: 15,
                 payload_len: 3,
@@ -404,7 +381,8 @@ mod tests {
 
     #[test]
     fn new_source_ssrc_continues_our_stream_with_marker() {
-        let mut relay = RelayDirection::new(PCMU, PCMU, 1, 100, 1000);
+        let mut relay = RelayDirection::new(PCMU, PCMU);
+        let mut out = OutboundStream::new(1, 100, 1000, 8000);
         let mut buf = [0u8; 200];
         for seq in 0..3u16 {
             let len = packet(
@@ -415,10 +393,10 @@ mod tests {
                 0xA,
                 &[0xFF; 160],
             );
-            relay.relay(&mut buf, len, None).unwrap();
+            relay.relay(at(), &mut buf, len, None, &mut out).unwrap();
         }
         let len = packet(&mut buf, 0, 42, 9_999, 0xB, &[0xFF; 160]);
-        relay.relay(&mut buf, len, None).unwrap();
+        relay.relay(at(), &mut buf, len, None, &mut out).unwrap();
         let p = RtpPacket::parse(&buf[..172]).unwrap();
         assert_eq!(
             (p.sequence, p.timestamp, p.marker),
@@ -428,14 +406,15 @@ mod tests {
 
     #[test]
     fn malformed_input_is_an_error_not_a_panic() {
-        let mut relay = RelayDirection::new(PCMU, PCMA, 1, 0, 0);
+        let mut relay = RelayDirection::new(PCMU, PCMA);
+        let mut out = stream(1);
         let mut buf = [0x80u8; 20];
         assert_eq!(
-            relay.relay(&mut buf, 5, None),
+            relay.relay(at(), &mut buf, 5, None, &mut out),
             Err(BridgeError::Rtp(RtpError::TooShort(5)))
         );
         assert!(
-            relay.relay(&mut buf, 50, None).is_err(),
+            relay.relay(at(), &mut buf, 50, None, &mut out).is_err(),
             "len beyond the buffer"
         );
     }
@@ -444,19 +423,22 @@ mod tests {
     fn relay_reuses_one_buffer_for_a_whole_call() {
         // The relay only ever touches the caller's buffer: a minute of packets through one
         // fixed array, in both directions, with recording.
-        let mut a_to_b = RelayDirection::new(PCMU, PCMA, 1, 0, 0);
-        let mut b_to_a = RelayDirection::new(PCMA, PCMU, 2, 0, 0);
+        let mut a_to_b = RelayDirection::new(PCMU, PCMA);
+        let mut b_to_a = RelayDirection::new(PCMA, PCMU);
+        let (mut to_b, mut to_a) = (stream(1), stream(2));
         let mut buf = [0u8; 1500];
         let mut pcm = [0i16; 160];
         for seq in 0..3000u16 {
             let len = packet(&mut buf, 0, seq, u32::from(seq) * 160, 7, &[0x55; 160]);
             assert!(matches!(
-                a_to_b.relay(&mut buf, len, Some(&mut pcm)).unwrap(),
+                a_to_b
+                    .relay(at(), &mut buf, len, Some(&mut pcm), &mut to_b)
+                    .unwrap(),
                 Relayed::Audio { len: 172, .. }
             ));
             let len = packet(&mut buf, 8, seq, u32::from(seq) * 160, 8, &[0xD5; 160]);
             assert!(matches!(
-                b_to_a.relay(&mut buf, len, None).unwrap(),
+                b_to_a.relay(at(), &mut buf, len, None, &mut to_a).unwrap(),
                 Relayed::Audio { len: 172, .. }
             ));
         }

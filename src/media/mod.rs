@@ -21,11 +21,13 @@
 pub mod bridge;
 pub mod dtmf;
 pub mod g711;
+pub mod phone_model;
 pub mod player;
 pub mod port_pool;
 pub mod recorder;
 pub mod rtp;
 pub mod sdp;
+pub mod stream;
 
 /// The modules working together the way the shell will drive them, in simulated time.
 #[cfg(test)]
@@ -86,19 +88,14 @@ a=rtpmap:101 telephone-event/8000\r\n";
             UNIX_EPOCH,
             caller_answer.media.remote(),
         );
-        let agent_session = RtpSession::new(
+        let mut agent_session = RtpSession::new(
             RtpSessionConfig::g711(22, 500, 9000, "a".into()),
             t0,
             UNIX_EPOCH,
             agent.remote(),
         );
-        let mut to_agent = RelayDirection::new(
-            LegMedia::from(&caller_answer.media),
-            LegMedia::from(&agent),
-            agent_session.ssrc(),
-            500,
-            9000,
-        );
+        let mut to_agent =
+            RelayDirection::new(LegMedia::from(&caller_answer.media), LegMedia::from(&agent));
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("call.wav");
         let mut recorder =
@@ -123,7 +120,11 @@ a=rtpmap:101 telephone-event/8000\r\n";
             let len = write_packet(&header, &payload, &mut buf).unwrap();
             let packet = RtpPacket::parse(&buf[..len]).unwrap();
             caller_session.receive_rtp(now, caller_addr, &packet);
-            match to_agent.relay(&mut buf, len, Some(&mut pcm)).unwrap() {
+            let out = agent_session.outbound();
+            match to_agent
+                .relay(now, &mut buf, len, Some(&mut pcm), out)
+                .unwrap()
+            {
                 Relayed::Audio { len, decoded, .. } => {
                     let out = RtpPacket::parse(&buf[..len]).unwrap();
                     assert_eq!((out.payload_type, out.ssrc), (0, 22));
@@ -146,7 +147,9 @@ a=rtpmap:101 telephone-event/8000\r\n";
             let mut event = [0u8; 4];
             planned.event.write(&mut event).unwrap();
             let len = write_packet(&header, &event, &mut buf).unwrap();
-            match to_agent.relay(&mut buf, len, None).unwrap() {
+            let now = dtmf_start + planned.offset;
+            let out = agent_session.outbound();
+            match to_agent.relay(now, &mut buf, len, None, out).unwrap() {
                 Relayed::Dtmf { len, timestamp, .. } => {
                     let out = RtpPacket::parse(&buf[..len]).unwrap();
                     assert_eq!(out.payload_type, 101);

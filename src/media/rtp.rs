@@ -37,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
 
+use super::stream::{Origin, OutboundStream};
+
 /// Size of the fixed RTP header.
 pub const RTP_HEADER_LEN: usize = 12;
 
@@ -719,7 +721,7 @@ pub struct RtpSession {
     sdp_remote: RemoteMedia,
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
-    next_sequence: u16,
+    outbound: OutboundStream,
     packets_sent: u32,
     octets_sent: u32,
     last_sent: Option<(Instant, u32)>,
@@ -742,7 +744,12 @@ impl RtpSession {
         remote: RemoteMedia,
     ) -> Self {
         RtpSession {
-            next_sequence: config.initial_sequence,
+            outbound: OutboundStream::new(
+                config.ssrc,
+                config.initial_sequence,
+                config.timestamp_offset,
+                config.clock_rate,
+            ),
             next_rtcp_at: now + config.rtcp_interval,
             config,
             started_at: now,
@@ -883,8 +890,9 @@ impl RtpSession {
         Ok(ReceiveOutcome::Accepted { latched })
     }
 
-    /// Header for the next packet we send. `media_timestamp` is in the sender's media clock
-    /// (e.g. samples since the stream began); the session adds its random offset.
+    /// Header for the next packet of our own audio (a G.711 frame: one byte a sample).
+    /// `media_timestamp` is the player's media clock (samples since its playlist began);
+    /// the leg's [`OutboundStream`] maps it onto the one timeline the phone sees.
     pub fn next_header(
         &mut self,
         now: Instant,
@@ -893,16 +901,29 @@ impl RtpSession {
         media_timestamp: u32,
         payload_len: usize,
     ) -> RtpHeader {
-        let header = RtpHeader {
+        let stamp = self.outbound.stamp(
+            now,
+            Origin::Local,
+            0,
+            media_timestamp,
+            payload_len as u32,
             marker,
+        );
+        let header = RtpHeader {
+            marker: stamp.marker,
             payload_type,
-            sequence: self.next_sequence,
-            timestamp: media_timestamp.wrapping_add(self.config.timestamp_offset),
+            sequence: stamp.sequence,
+            timestamp: stamp.timestamp,
             ssrc: self.config.ssrc,
         };
-        self.next_sequence = self.next_sequence.wrapping_add(1);
         self.record_sent(now, header.timestamp, payload_len);
         header
+    }
+
+    /// The leg's outgoing stream, for a bridge relaying another leg's packets onto it
+    /// ([`super::bridge::RelayDirection::relay`]); call [`Self::record_sent`] for each.
+    pub fn outbound(&mut self) -> &mut OutboundStream {
+        &mut self.outbound
     }
 
     /// Record a packet sent with our SSRC whose header was written elsewhere (the bridge).

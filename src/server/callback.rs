@@ -538,8 +538,11 @@ impl Attempt {
         let (Some(relay), Some(caller)) = (self.to_caller.as_mut(), self.caller.as_mut()) else {
             return;
         };
+        let Some(out) = caller.outbound() else {
+            return;
+        };
         let mut pcm = [0i16; DATAGRAM];
-        let Ok(relayed) = relay.relay(buf, n, Some(&mut pcm)) else {
+        let Ok(relayed) = relay.relay(now, buf, n, Some(&mut pcm), out) else {
             return;
         };
         let (len, decoded) = match relayed {
@@ -573,8 +576,11 @@ impl Attempt {
         let (Some(relay), Some(agent)) = (self.to_agent.as_mut(), self.agent.as_mut()) else {
             return;
         };
+        let Some(out) = agent.outbound() else {
+            return;
+        };
         let mut pcm = [0i16; DATAGRAM];
-        let Ok(relayed) = relay.relay(buf, n, Some(&mut pcm)) else {
+        let Ok(relayed) = relay.relay(now, buf, n, Some(&mut pcm), out) else {
             return;
         };
         let (len, decoded) = match relayed {

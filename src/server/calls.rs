@@ -1452,20 +1452,8 @@ impl CallMedia {
                 );
                 let caller_media = LegMedia::from(&self.negotiated);
                 let agent_media = LegMedia::from(&negotiated);
-                agent.to_agent = Some(RelayDirection::new(
-                    caller_media,
-                    agent_media,
-                    session.ssrc(),
-                    rand::random(),
-                    rand::random(),
-                ));
-                agent.to_caller = Some(RelayDirection::new(
-                    agent_media,
-                    caller_media,
-                    self.session.ssrc(),
-                    rand::random(),
-                    rand::random(),
-                ));
+                agent.to_agent = Some(RelayDirection::new(caller_media, agent_media));
+                agent.to_caller = Some(RelayDirection::new(agent_media, caller_media));
                 agent.session = Some(session);
                 agent.negotiated = Some(negotiated);
                 agent.ring_until = None;
@@ -1747,7 +1735,7 @@ impl CallMedia {
             return;
         }
         let mut pcm = [0i16; DATAGRAM];
-        let relayed = relay.relay(buf, n, Some(&mut pcm));
+        let relayed = relay.relay(now, buf, n, Some(&mut pcm), self.session.outbound());
         self.agent_side_to_caller(now, buf, relayed, &pcm);
     }
 
@@ -1798,7 +1786,8 @@ impl CallMedia {
             return false;
         };
         let mut pcm = [0i16; DATAGRAM];
-        let (len, timestamp, payload_len, decoded) = match relay.relay(buf, n, Some(&mut pcm)) {
+        let relayed = relay.relay(now, buf, n, Some(&mut pcm), session.outbound());
+        let (len, timestamp, payload_len, decoded) = match relayed {
             Ok(Relayed::Audio {
                 len,
                 timestamp,

@@ -137,14 +137,13 @@ impl OutLeg {
     /// A relay from `from` (another answered leg's media) into this leg.
     pub(crate) fn relay_into(&self, from: LegMedia) -> Option<RelayDirection> {
         let to = self.media()?;
-        let ssrc = self.session.as_ref()?.ssrc();
-        Some(RelayDirection::new(
-            from,
-            to,
-            ssrc,
-            rand::random(),
-            rand::random(),
-        ))
+        self.session.as_ref()?;
+        Some(RelayDirection::new(from, to))
+    }
+
+    /// This leg's outgoing stream (once answered), for a relay into it.
+    pub(crate) fn outbound(&mut self) -> Option<&mut crate::media::stream::OutboundStream> {
+        self.session.as_mut().map(RtpSession::outbound)
     }
 
     /// Take an RTP datagram received on this leg's socket into its session; `true` when

@@ -827,9 +827,7 @@ impl CallMedia {
         refer: Option<(CallHandle, CallHandle)>,
     ) {
         let handle = self.handle;
-        let (Some(negotiated), Some(ssrc)) =
-            (leg.negotiated, leg.session.as_ref().map(RtpSession::ssrc))
-        else {
+        let (Some(negotiated), true) = (leg.negotiated, leg.session.is_some()) else {
             let target_leg = leg.handle;
             self.shell.drive(|ep| ep.call_hangup(now, target_leg));
             let ports = leg.ports;
@@ -839,20 +837,8 @@ impl CallMedia {
         };
         let caller_media = LegMedia::from(&self.negotiated);
         let agent_media = LegMedia::from(&negotiated);
-        leg.to_agent = Some(RelayDirection::new(
-            caller_media,
-            agent_media,
-            ssrc,
-            rand::random(),
-            rand::random(),
-        ));
-        leg.to_caller = Some(RelayDirection::new(
-            agent_media,
-            caller_media,
-            self.session.ssrc(),
-            rand::random(),
-            rand::random(),
-        ));
+        leg.to_agent = Some(RelayDirection::new(caller_media, agent_media));
+        leg.to_caller = Some(RelayDirection::new(agent_media, caller_media));
         leg.reason = DialFor::Acd;
         leg.ring_until = None;
         leg.ended = false;
@@ -936,7 +922,6 @@ impl CallMedia {
         let handle = self.handle;
         let media_timeout = self.media_timeout;
         let caller_media = LegMedia::from(&self.negotiated);
-        let caller_ssrc = self.session.ssrc();
         let Some(agent) = self
             .agent
             .as_mut()
@@ -971,20 +956,8 @@ impl CallMedia {
             session.set_media_timeout(now, (!held).then_some(media_timeout));
             let agent_media = LegMedia::from(&answer.media);
             if agent.negotiated.map(|n| LegMedia::from(&n)) != Some(agent_media) {
-                agent.to_agent = Some(RelayDirection::new(
-                    caller_media,
-                    agent_media,
-                    session.ssrc(),
-                    rand::random(),
-                    rand::random(),
-                ));
-                agent.to_caller = Some(RelayDirection::new(
-                    agent_media,
-                    caller_media,
-                    caller_ssrc,
-                    rand::random(),
-                    rand::random(),
-                ));
+                agent.to_agent = Some(RelayDirection::new(caller_media, agent_media));
+                agent.to_caller = Some(RelayDirection::new(agent_media, caller_media));
             }
         }
         agent.negotiated = Some(answer.media);

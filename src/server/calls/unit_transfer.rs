@@ -145,7 +145,6 @@ impl CallMedia {
         let handle = self.handle;
         let media_timeout = self.media_timeout;
         let caller_media = LegMedia::from(&self.negotiated);
-        let caller_ssrc = self.session.ssrc();
         let Some(unit) = self.unit.as_mut() else {
             return;
         };
@@ -159,15 +158,7 @@ impl CallMedia {
                     return;
                 }
                 unit.to_unit = unit.leg.relay_into(caller_media);
-                unit.to_caller = unit_media.map(|m| {
-                    RelayDirection::new(
-                        m,
-                        caller_media,
-                        caller_ssrc,
-                        rand::random(),
-                        rand::random(),
-                    )
-                });
+                unit.to_caller = unit_media.map(|m| RelayDirection::new(m, caller_media));
                 info!(%handle, unit = %unit.unit, "the unit answered; caller bridged");
                 self.player = None;
                 self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
@@ -211,7 +202,7 @@ impl CallMedia {
             return;
         };
         let mut pcm = [0i16; DATAGRAM];
-        let relayed = relay.relay(buf, n, Some(&mut pcm));
+        let relayed = relay.relay(now, buf, n, Some(&mut pcm), self.session.outbound());
         self.agent_side_to_caller(now, buf, relayed, &pcm);
     }
 
@@ -238,11 +229,11 @@ impl CallMedia {
         let Some(unit) = self.unit.as_mut() else {
             return;
         };
-        let Some(relay) = unit.to_unit.as_mut() else {
+        let (Some(relay), Some(out)) = (unit.to_unit.as_mut(), unit.leg.outbound()) else {
             return;
         };
         let mut pcm = [0i16; DATAGRAM];
-        let Ok(relayed) = relay.relay(buf, n, Some(&mut pcm)) else {
+        let Ok(relayed) = relay.relay(now, buf, n, Some(&mut pcm), out) else {
             return;
         };
         let (len, decoded) = match relayed {
