@@ -9,6 +9,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+pub mod phone;
+pub mod queue;
+
 pub const TEST_CONFIG: &str = r#"
 [server]
 domain = "hotline.test"
