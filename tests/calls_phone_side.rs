@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::phone::*;
 use common::queue::*;
+use common::wait_for_log;
 
 const AGENT_TONE: f64 = 1400.0;
 const CALLER_TONE: f64 = 600.0;
@@ -106,4 +107,91 @@ fn the_caller_hears_the_agent_through_the_bridge_and_then_the_survey() {
     // Neither phone threw a packet away.
     assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
     assert_eq!(agent.dropped_lines(), Vec::<String>::new(), "{context}");
+}
+
+/// Windows of `kind` in `heard[from..to]`.
+fn count(heard: &[Heard], kind: Heard) -> usize {
+    heard.iter().filter(|w| **w == kind).count()
+}
+
+/// In hours with nobody signed in anywhere Qingdao's calls could overflow to, the caller
+/// is told so, hears how to leave a message and the beep, is recorded, hears the thanks
+/// and only then is hung up: never silence. The message becomes the call's voice
+/// message.
+#[test]
+fn with_nobody_signed_in_the_caller_is_told_and_leaves_a_message() {
+    let server = start(&queue_config("linear", 15, 3));
+    let tones = tempfile::tempdir().expect("tmp");
+    let caller_source = tones.path().join("caller.wav");
+    tone_wav(&caller_source, CALLER_TONE, 40.0);
+    let caller = Baresip::caller(&server, "053288001234", "053212348", &caller_source, 40)
+        .finish();
+    let context = format!("caller:\n{}\nserver:\n{}", caller.log(), server.log());
+    let heard = caller.heard.as_ref().unwrap_or_else(|| panic!("no call:\n{context}"));
+    let (samples, rate) = wav_samples(heard);
+    // The beep is 1 kHz.
+    let windows = windows(&samples, rate, 1000.0);
+    let beeps: Vec<usize> = windows
+        .iter()
+        .enumerate()
+        .filter(|(_, w)| **w == Heard::Tone)
+        .map(|(i, _)| i)
+        .collect();
+    let Some(&record_beep) = beeps.last() else {
+        panic!("no beep before the message: {windows:?}\n{context}");
+    };
+    // Before it: the greeting, then why nobody answers and how to leave a message.
+    assert!(
+        count(&windows[..record_beep], Heard::Other) >= 80,
+        "the caller was told too little before the beep: {windows:?}\n{context}"
+    );
+    // After the 3 s message: the thanks, then the server's BYE (well before the phone's
+    // 40 s).
+    assert!(
+        count(&windows[record_beep..], Heard::Other) >= 20,
+        "no closing words after the message: {windows:?}\n{context}"
+    );
+    assert!(
+        windows.len() < 350,
+        "the server never hung up: {} s of call\n{context}",
+        windows.len() / 10
+    );
+    assert!(
+        wait_for_log(&server, " cdr ", Duration::from_secs(5)),
+        "{context}"
+    );
+    let (status, calls) = api(&server, "/api/calls?path=voice_message");
+    assert_eq!(status, 200, "{calls}");
+    let message = &calls[0]["voice_message"];
+    assert!(
+        message["duration_ms"].as_i64().unwrap_or_default() >= 2000,
+        "the message is the call's voice message: {calls}\n{context}"
+    );
+    assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
+}
+
+/// The recording (9198) and digit (9199) test extensions say what they are first
+/// instead of answering with dead air.
+#[test]
+fn test_extensions_9198_and_9199_speak_first() {
+    let config = queue_config("linear", 15, 3)
+        + "\n[[test_extensions]]\nnumber = \"9198\"\nkind = \"record\"\n\
+           \n[[test_extensions]]\nnumber = \"9199\"\nkind = \"dtmf\"\n";
+    let server = start(&config);
+    let tones = tempfile::tempdir().expect("tmp");
+    let source = tones.path().join("caller.wav");
+    tone_wav(&source, CALLER_TONE, 10.0);
+    for number in ["9198", "9199"] {
+        let caller = Baresip::caller(&server, "053188001234", number, &source, 9).finish();
+        let context = format!("{number}:\n{}\nserver:\n{}", caller.log(), server.log());
+        let heard = caller.heard.as_ref().unwrap_or_else(|| panic!("no call:\n{context}"));
+        let (samples, rate) = wav_samples(heard);
+        let windows = windows(&samples, rate, 1000.0);
+        let spoken = count(&windows[..windows.len().min(50)], Heard::Other);
+        assert!(
+            spoken >= 20,
+            "{number} said {} ms in its first 5 s: {windows:?}\n{context}",
+            spoken * 100
+        );
+    }
 }

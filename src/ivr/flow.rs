@@ -158,6 +158,15 @@ pub struct IvrConfig {
     pub no_message: PromptId,
     /// Before hanging up without a choice.
     pub goodbye: PromptId,
+    /// In hours, nobody on duty (signed in) anywhere the call could go: before the
+    /// voice message.
+    pub no_agents: PromptId,
+    /// In hours, the queue's longest wait passed: before the voice message.
+    pub all_busy: PromptId,
+    /// The recording test extension, before its beep.
+    pub test_record: PromptId,
+    /// The digit test extension.
+    pub test_dtmf: PromptId,
     /// City menu, when the city could not be resolved.
     pub city_menu: PromptId,
     /// Music while waiting in the queue (used by the queue).
@@ -227,6 +236,10 @@ impl Default for IvrConfig {
             thanks: PromptId::new("thanks"),
             no_message: PromptId::new("no_message"),
             goodbye: PromptId::new("goodbye"),
+            no_agents: PromptId::new("no_agents"),
+            all_busy: PromptId::new("all_busy"),
+            test_record: PromptId::new("test_record"),
+            test_dtmf: PromptId::new("test_dtmf"),
             city_menu: PromptId::new("city_menu"),
             hold_music: PromptId::new("hold_music"),
             choices: vec![
@@ -433,6 +446,10 @@ impl IvrConfig {
             &self.thanks,
             &self.no_message,
             &self.goodbye,
+            &self.no_agents,
+            &self.all_busy,
+            &self.test_record,
+            &self.test_dtmf,
             &self.city_menu,
             &self.hold_music,
             &self.survey.prompt,

@@ -109,6 +109,14 @@ pub enum Segment {
 }
 
 impl Segment {
+    /// How long the segment plays.
+    pub fn duration(&self) -> Duration {
+        match self {
+            Segment::Prompt(p) => p.duration(),
+            Segment::Silence(d) => *d,
+        }
+    }
+
     fn len(&self) -> usize {
         match self {
             Segment::Prompt(p) => p.samples().len(),

@@ -90,8 +90,11 @@ pub enum AcdCommand {
     ToUnit { unit: crate::ticket::units::UnitId },
     /// The call moved to another city's queue.
     Overflowed { to: CityId },
-    /// Take a voice message (the after-hours path) and end the call.
-    VoiceMessage,
+    /// Nobody can take the call now: say why, take a voice message (as after hours)
+    /// and end the call.
+    VoiceMessage {
+        reason: crate::queue::VoiceMessageReason,
+    },
     /// The agent transferred the caller to the satisfaction survey.
     Survey,
     /// Blind-transfer the bridged caller as the agent's REFER would
@@ -709,7 +712,7 @@ impl AcdShell {
                 }
                 QueueAction::ToVoiceMessage { call, reason } => {
                     info!(call = %call.0, ?reason, "queue hands the call to a voice message");
-                    self.send(&call, AcdCommand::VoiceMessage);
+                    self.send(&call, AcdCommand::VoiceMessage { reason });
                     if let Ok(mut inner) = self.inner.lock() {
                         inner.calls.remove(&call);
                     }

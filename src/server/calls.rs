@@ -1015,6 +1015,20 @@ impl CallMedia {
                 }
             }
             TestExtensionKind::Record => {
+                // Not dead air: say what this number does, then the beep.
+                let ivr = ctx.hotline.as_ref().map(|s| &s.ivr);
+                let refs = [
+                    PromptRef::Prompt(ivr.map_or_else(
+                        || crate::ivr::prompt::PromptId::new("test_record"),
+                        |i| i.test_record.clone(),
+                    )),
+                    PromptRef::Prompt(ctx.ivr_beep()),
+                ];
+                self.player = Some(Player::new(
+                    Playlist::once(ctx.playlist(&refs)),
+                    now,
+                    BargeIn::Ignore,
+                ));
                 let date = ctx.clock.now().date_naive();
                 let path = recording_path(&ctx.recordings_dir, date, &incoming.call_id);
                 let stereo = extension.stereo;
@@ -1029,7 +1043,18 @@ impl CallMedia {
                     }
                 }
             }
-            TestExtensionKind::Dtmf => self.inband = Some(InbandDetector::new()),
+            TestExtensionKind::Dtmf => {
+                let prompt = ctx.hotline.as_ref().map_or_else(
+                    || crate::ivr::prompt::PromptId::new("test_dtmf"),
+                    |s| s.ivr.test_dtmf.clone(),
+                );
+                self.player = Some(Player::new(
+                    Playlist::once(ctx.playlist(&[PromptRef::Prompt(prompt)])),
+                    now,
+                    BargeIn::StopOnDtmf,
+                ));
+                self.inband = Some(InbandDetector::new());
+            }
             TestExtensionKind::Echo => {}
         }
     }
@@ -1369,21 +1394,27 @@ impl CallMedia {
             AcdCommand::Transfer { to, reply } => {
                 reply.send(self.blind_transfer(now, to, |_| {}));
             }
-            AcdCommand::VoiceMessage => {
+            AcdCommand::VoiceMessage { reason } => {
                 let Some(q) = self.queue.as_mut() else {
                     return;
                 };
                 q.released = true;
                 q.message = true;
-                let max = self
-                    .ctx
-                    .hotline
-                    .as_ref()
-                    .map_or(Duration::from_secs(60), |s| {
-                        Duration::from_secs(s.ivr.max_message_secs)
-                    });
-                let beep = self.ctx.ivr_beep();
-                let segments = self.ctx.playlist(&[PromptRef::Prompt(beep)]);
+                info!(%handle, ?reason, "nobody can take the call now: voice message");
+                let defaults = crate::ivr::flow::IvrConfig::default();
+                let ivr = self.ctx.hotline.as_ref().map_or(&defaults, |s| &s.ivr);
+                let max = Duration::from_secs(ivr.max_message_secs);
+                // Never silence: the caller hears why, what to do, then the beep.
+                let why = match reason {
+                    crate::queue::VoiceMessageReason::NoAgents => ivr.no_agents.clone(),
+                    crate::queue::VoiceMessageReason::MaxWait => ivr.all_busy.clone(),
+                };
+                let refs = [
+                    PromptRef::Prompt(why),
+                    PromptRef::Prompt(ivr.voice_message_intro.clone()),
+                    PromptRef::Prompt(ivr.beep.clone()),
+                ];
+                let segments = self.ctx.playlist(&refs);
                 self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
                 if let Some(h) = self.hotline.as_mut() {
                     h.flow_playing = false;
@@ -2126,11 +2157,26 @@ impl CallMedia {
             (q.category, q.urgency)
         });
         if let Some((category, urgency)) = queue_message {
+            let defaults = crate::ivr::flow::IvrConfig::default();
+            let ivr = self.ctx.hotline.as_ref().map_or(&defaults, |s| &s.ivr);
+            let closing = if duration >= Duration::from_secs(1) {
+                ivr.thanks.clone()
+            } else {
+                ivr.no_message.clone()
+            };
             if duration >= Duration::from_secs(1) {
                 self.voice_message_taken(category, urgency, duration);
             }
-            self.hangup_at = Some(now);
+            self.say_then_hang_up(now, closing);
         }
+    }
+
+    /// The server ends the call: `prompt` (a goodbye) first, then BYE at its end.
+    fn say_then_hang_up(&mut self, now: Instant, prompt: crate::ivr::prompt::PromptId) {
+        let segments = self.ctx.playlist(&[PromptRef::Prompt(prompt)]);
+        let length: Duration = segments.iter().map(Segment::duration).sum();
+        self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
+        self.hangup_at = Some(now + length + Duration::from_millis(300));
     }
 
     fn voice_message_taken(
