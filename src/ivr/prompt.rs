@@ -293,6 +293,7 @@ mod shipped_prompt_tests {
             .filter_map(|entry| entry.metadata().ok())
             .map(|meta| meta.len())
             .sum();
-        assert!(total < 3_000_000, "prompts take {total} bytes");
+        // 8 kHz 16-bit speech is 16 kB/s: about 3 minutes of prompts in all.
+        assert!(total < 3_500_000, "prompts take {total} bytes");
     }
 }
