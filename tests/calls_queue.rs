@@ -807,6 +807,51 @@ fn request(
     (status, head.to_string(), body.to_string())
 }
 
+/// Sign-ins and pauses are durable: after a clean restart and after kill -9, agent
+/// 1001 is signed in (available again once its restored registration is seen) and 1002
+/// still paused for the same reason; nobody has to sign in again.
+#[test]
+fn sign_ins_and_pauses_survive_a_restart_and_kill_9() {
+    const NOW: [(&str, &str); 1] = [("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")];
+    let mut server = start(&queue_config("longest_idle", 10, 3));
+    sign_in(&server, "1001", free_port());
+    register(&server, "1002", free_port());
+    for (path, body) in [
+        ("/api/agents/1002/sign_in", ""),
+        ("/api/agents/1002/pause", r#"{"reason":"training"}"#),
+    ] {
+        let (status, _, reply) = request(&server, "POST", path, SUPERVISOR_TOKEN, body);
+        assert_eq!(status, 200, "{path}: {reply}");
+    }
+    let expected = |server: &Server| {
+        assert!(
+            wait_state(server, "1001", "available", Duration::from_secs(10)),
+            "{:?}\n{}",
+            agent_states(server),
+            server.log()
+        );
+        let paused = agent_states(server)
+            .into_iter()
+            .find(|(id, _, _)| id == "1002");
+        assert_eq!(
+            paused,
+            Some(("1002".into(), "paused".into(), Some("training".into()))),
+            "{}",
+            server.log()
+        );
+    };
+    expected(&server);
+    assert_eq!(server.terminate(), Some(0), "{}", server.log());
+    let server = server.restart(&NOW);
+    assert!(server.log().contains("restored_sign_ins=2"), "{}", server.log());
+    expected(&server);
+    // The queue_log writer commits within milliseconds; kill -9 after that.
+    std::thread::sleep(Duration::from_millis(500));
+    let server = server.restart(&NOW);
+    assert!(server.log().contains("restored_sign_ins=2"), "{}", server.log());
+    expected(&server);
+}
+
 /// `POST /api/agents/{id}/…`: an agent changes only itself, a supervisor anyone; the
 /// queue snapshot and the event stream show the change.
 #[test]

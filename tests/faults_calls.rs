@@ -227,12 +227,8 @@ fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
 }
 
 /// Restart the server in the same directory (data, recordings) after it was killed.
-fn restart(mut server: Server, env: &[(&str, &str)]) -> Server {
-    server.kill();
-    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("tmp"));
-    drop(server);
-    let config = std::fs::read_to_string(dir.path().join("hotline.toml")).expect("config");
-    Server::start_in(dir, &config, env)
+fn restart(server: Server, env: &[(&str, &str)]) -> Server {
+    server.restart(env)
 }
 
 fn stop_child(mut child: Child) {

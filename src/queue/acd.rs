@@ -605,6 +605,7 @@ impl Acd {
             }
             QueueInput::AttendedTransfer { call, to } => self.attended_transfer(now, &call, &to),
             QueueInput::SignIn { agent } => self.sign_in(now, &agent),
+            QueueInput::Restore { agent, pause } => self.restore(now, &agent, pause),
             QueueInput::SignOut { agent } => self.sign_out(now, &agent),
             QueueInput::Pause { agent, reason } => self.pause(now, &agent, reason),
             QueueInput::Unpause { agent } => self.unpause(now, &agent),
@@ -1249,6 +1250,21 @@ impl Acd {
             self.log(now, &city, None, Some(agent_id), QueueLogEvent::Offline);
         }
         self.refresh(now, agent_id, TransitionReason::SignIn);
+        Ok(())
+    }
+
+    /// Back to the presence the durable log holds, without logging it again (the rows
+    /// of the sign-in and pause are there already).
+    fn restore(
+        &mut self,
+        now: Time,
+        agent_id: &AgentId,
+        pause: Option<PauseReason>,
+    ) -> Result<(), QueueError> {
+        let agent = self.agent_mut(agent_id)?;
+        agent.signed_in = true;
+        agent.pause = pause;
+        self.refresh(now, agent_id, TransitionReason::Restored);
         Ok(())
     }
 

@@ -167,6 +167,8 @@ pub enum TransitionReason {
     Registered,
     /// The dialog layer reported no live leg for this agent's call (stuck-agent repair).
     Reconciled,
+    /// Signed in (and paused) again after a restart, from the durable log.
+    Restored,
 }
 
 /// Why an agent leg failed (final response or transport outcome).
@@ -389,6 +391,14 @@ pub enum QueueInput {
         agent: AgentId,
         /// Why.
         reason: PauseReason,
+    },
+    /// After a restart: the agent was signed in (and paused with `pause`) when the server
+    /// stopped, as its last `queue_log` presence row says. Restored without new rows.
+    Restore {
+        /// The agent.
+        agent: AgentId,
+        /// Still paused for this reason.
+        pause: Option<PauseReason>,
     },
     /// End a pause (also resets the no-answer count).
     Unpause {

@@ -443,6 +443,47 @@ impl AcdShell {
         crate::server::callback::spawn(me, sip, media, job, tx, rx);
     }
 
+    /// Sign in (and pause) again every agent whose durable log says it was signed in
+    /// (and paused) when the server stopped, cleanly or not; returns how many.
+    pub async fn restore_presence(&self) -> usize {
+        use crate::queue::QueueLogEvent;
+        use crate::store::queue_log::PresenceRow;
+        let Some(store) = self.store.clone() else {
+            return 0;
+        };
+        let mut restored = 0;
+        for agent in &self.agents {
+            let signed_in = match store.agent_last_presence(agent, PresenceRow::SignInOut).await {
+                Ok(Some(row)) if row.event == QueueLogEvent::SignIn => row,
+                Ok(_) => continue,
+                Err(e) => {
+                    warn!(%e, agent = agent.as_str(), "agent presence not restored");
+                    continue;
+                }
+            };
+            // A sign-in ends any pause before it.
+            let pause = match store.agent_last_presence(agent, PresenceRow::Pause).await {
+                Ok(Some(row)) if row.at >= signed_in.at => match row.event {
+                    QueueLogEvent::Pause { reason } => Some(reason),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let paused = pause.is_some();
+            match self.input(QueueInput::Restore {
+                agent: agent.clone(),
+                pause,
+            }) {
+                Ok(()) => {
+                    info!(agent = agent.as_str(), paused, "agent still signed in after the restart");
+                    restored += 1;
+                }
+                Err(e) => warn!(%e, agent = agent.as_str(), "agent presence not restored"),
+            }
+        }
+        restored
+    }
+
     /// A call enters the ACD; its task receives [`AcdCommand`]s on `tx`.
     ///
     /// # Errors
@@ -622,6 +663,13 @@ impl AcdShell {
     fn emit(&self, event: ConsoleEvent) {
         // No subscriber is fine.
         let _ = self.events.send(event);
+    }
+
+    /// Write out the `queue_log` rows decided so far (at shutdown).
+    pub async fn flush_queue_log(&self) {
+        if let Some(writer) = self.queue_log.get() {
+            writer.flush().await;
+        }
     }
 
     fn log(&self, entry: QueueLogEntry) {

@@ -169,7 +169,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         shutdown.clone(),
         media,
     );
+    let acd_for_shutdown = acd.clone();
+    let mut restored_sign_ins = 0;
     if let Some(acd) = acd.as_ref() {
+        restored_sign_ins = acd.restore_presence().await;
         acd.start(&shell, shutdown.clone());
     }
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
@@ -261,6 +264,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         http = %http_local,
         database = ?store.backend(),
         restored_registrations = restored,
+        restored_sign_ins,
         "hotline ready"
     );
     wait_for_signal().await;
@@ -272,6 +276,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     )
     .await;
     info!("shutting down");
+    if let Some(acd) = acd_for_shutdown.as_ref()
+        && tokio::time::timeout(Duration::from_secs(5), acd.flush_queue_log())
+            .await
+            .is_err()
+    {
+        warn!("queue_log rows not all written within 5 s of the shutdown");
+    }
     shutdown.cancel();
     match tokio::time::timeout(Duration::from_secs(10), http_task).await {
         Ok(Ok(Err(e))) => return Err(ServeError::Http(e)),

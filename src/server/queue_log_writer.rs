@@ -28,8 +28,16 @@ pub const CAPACITY: usize = 65_536;
 /// The sending side; cheap to call from the ACD's lock-free paths.
 #[derive(Debug)]
 pub struct QueueLogWriter {
-    tx: mpsc::Sender<QueueLogEntry>,
+    tx: mpsc::Sender<Item>,
     dropped: Arc<AtomicU64>,
+}
+
+/// What goes down the channel: rows, and a marker answered once every row before it is
+/// written (at shutdown: nothing decided is left in memory).
+#[derive(Debug)]
+enum Item {
+    Row(QueueLogEntry),
+    Flush(tokio::sync::oneshot::Sender<()>),
 }
 
 impl QueueLogWriter {
@@ -46,7 +54,7 @@ impl QueueLogWriter {
 
     /// Queue a row for writing (never waits).
     pub fn log(&self, entry: QueueLogEntry) {
-        if self.tx.try_send(entry).is_err() {
+        if self.tx.try_send(Item::Row(entry)).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;
             if dropped == 1 || dropped % 1000 == 0 {
                 warn!(
@@ -56,15 +64,36 @@ impl QueueLogWriter {
             }
         }
     }
+
+    /// Wait until every row logged before this call is written (or failed).
+    pub async fn flush(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.tx.send(Item::Flush(done)).await.is_ok() {
+            let _ = written.await;
+        }
+    }
 }
 
-async fn write_loop(store: Store, mut rx: mpsc::Receiver<QueueLogEntry>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        if let Err(e) = store.insert_queue_log_batch(&batch).await {
-            warn!(%e, rows = batch.len(), "queue_log rows not stored");
+async fn write_loop(store: Store, mut rx: mpsc::Receiver<Item>) {
+    let mut items = Vec::with_capacity(MAX_BATCH);
+    let mut rows = Vec::with_capacity(MAX_BATCH);
+    while rx.recv_many(&mut items, MAX_BATCH).await > 0 {
+        let mut flushed = Vec::new();
+        for item in items.drain(..) {
+            match item {
+                Item::Row(row) => rows.push(row),
+                Item::Flush(done) => flushed.push(done),
+            }
         }
-        batch.clear();
+        if !rows.is_empty()
+            && let Err(e) = store.insert_queue_log_batch(&rows).await
+        {
+            warn!(%e, rows = rows.len(), "queue_log rows not stored");
+        }
+        rows.clear();
+        for done in flushed {
+            let _ = done.send(());
+        }
     }
 }
 

@@ -70,6 +70,33 @@ impl Store {
 }
 
 impl Store {
+    /// An agent's last row of one presence kind: what the ACD restores at start-up,
+    /// so a restart or a crash signs nobody out.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn agent_last_presence(
+        &self,
+        agent: &AgentId,
+        kind: PresenceRow,
+    ) -> Result<Option<QueueLogEntry>, StoreError> {
+        let sql = match kind {
+            PresenceRow::SignInOut => {
+                "SELECT detail FROM queue_log WHERE agent = $1 \
+                 AND event IN ('sign_in', 'sign_out') ORDER BY at_ms DESC, id DESC LIMIT 1"
+            }
+            PresenceRow::Pause => {
+                "SELECT detail FROM queue_log WHERE agent = $1 \
+                 AND event IN ('pause', 'unpause') ORDER BY at_ms DESC, id DESC LIMIT 1"
+            }
+        };
+        let row: Option<(String,)> = on_pool!(self, |p| sqlx::query_as(sql)
+            .bind(agent.as_str())
+            .fetch_optional(p)
+            .await?);
+        Ok(row.and_then(|(d,)| serde_json::from_str(&d).ok()))
+    }
+
     /// An agent's `sign_in`, `sign_out` and `absent` rows up to `until_ms` (inclusive),
     /// oldest first: what the sign-in rate by shift needs (`AS-METRICS`).
     ///
@@ -93,4 +120,13 @@ impl Store {
             .filter_map(|(d,)| serde_json::from_str(&d).ok())
             .collect())
     }
+}
+
+/// Which presence rows [`Store::agent_last_presence`] looks at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PresenceRow {
+    /// `sign_in` / `sign_out`.
+    SignInOut,
+    /// `pause` / `unpause`.
+    Pause,
 }

@@ -263,6 +263,16 @@ impl Server {
         self.kill();
         None
     }
+
+    /// Start again in the same directory (config, data, recordings) after the server
+    /// was killed or terminated.
+    pub fn restart(mut self, env: &[(&str, &str)]) -> Server {
+        self.kill();
+        let dir = std::mem::replace(&mut self.dir, tempfile::tempdir().expect("tmp"));
+        drop(self);
+        let config = std::fs::read_to_string(dir.path().join("hotline.toml")).expect("config");
+        Server::start_in(dir, &config, env)
+    }
 }
 
 impl Drop for Server {
