@@ -16,6 +16,7 @@ import {
   periodOf,
   unitIds,
   agentStateName,
+  agentStateExplanation,
   localDeadline,
 } from './format';
 
@@ -135,6 +136,13 @@ describe('agent state helpers', () => {
     expect(agentStateName('paused:用餐')).toBe('paused');
     expect(agentStateName('wrap_up')).toBe('wrap_up');
     expect(agentStateName(undefined)).toBe('');
+  });
+  it('tells an offline agent that the softphone is the cause', () => {
+    expect(agentStateExplanation('offline', 'registration_lost')).toContain('软电话未注册');
+    expect(agentStateExplanation('offline', null)).toContain('软电话未注册');
+    expect(agentStateExplanation('offline', 'agent_lost')).toContain('没有响应');
+    expect(agentStateExplanation('available', 'restored')).toContain('自动恢复');
+    expect(agentStateExplanation('available', 'sign_in')).toBeNull();
   });
 });
 

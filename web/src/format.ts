@@ -135,6 +135,19 @@ export const AGENT_STATE_LABELS: Record<string, string> = {
   offline: '离线',
 };
 
+/** Why the agent is in `state`, in words an agent acts on (offline above all: calls stop
+ * coming and the softphone is the cause); `reason` is the last transition's reason. */
+export function agentStateExplanation(state: string, reason?: string | null): string | null {
+  if (state === 'offline') {
+    if (reason === 'agent_lost') {
+      return '您的电话没有响应来电，已转为离线，不再分配来电。请检查软电话或网络，电话重新注册后自动恢复。';
+    }
+    return '您已签到，但软电话未注册（注册已过期或已断开），暂不分配来电。请检查软电话，重新注册后自动恢复。';
+  }
+  if (reason === 'restored') return '服务器重启后，您的签到状态已自动恢复。';
+  return null;
+}
+
 /** The state name of an `agent_state` event's `to` (`paused:用餐` → `paused`). */
 export function agentStateName(to: string | null | undefined): string {
   if (!to) return '';

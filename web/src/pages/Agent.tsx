@@ -14,6 +14,7 @@ import {
   CHANNEL_LABELS,
   STATE_LABELS,
   URGENCY_LABELS,
+  agentStateExplanation,
   agentStateName,
   formatDateTime,
   label,
@@ -37,6 +38,8 @@ interface AgentLive {
   call_id: string | null;
   /** End of wrap-up on this browser's clock (ms). */
   untilMs: number | null;
+  /** Why the state last changed (`registration_lost`, `restored` …), when known. */
+  reason?: string | null;
 }
 
 interface OrderForm {
@@ -99,6 +102,7 @@ function AgentStatus(props: { agentId: string; live: AgentLive | null; missing: 
     }
   };
   const state = props.live?.state ?? '';
+  const why = agentStateExplanation(state, props.live?.reason);
   return (
     <Section
       title={`坐席状态 · 分机 ${props.agentId}`}
@@ -128,6 +132,11 @@ function AgentStatus(props: { agentId: string; live: AgentLive | null; missing: 
           恢复
         </button>
       </div>
+      {why && (
+        <p class="notice" data-agent-why>
+          {why}
+        </p>
+      )}
       {props.missing && <p class="muted">坐席签到接口暂不可用（呼叫中心未启用）。</p>}
       <ErrorBanner error={error} />
     </Section>
@@ -637,9 +646,15 @@ export function AgentWorkspace({ me }: { me: Me }) {
           at?: string;
           call?: string | null;
           until?: string | null;
+          reason?: string | null;
         };
         if (s.agent === agentId && s.to) {
-          setAgent({ state: agentStateName(s.to), call_id: s.call ?? null, untilMs: localDeadline(s.until, s.at, Date.now()) });
+          setAgent({
+            state: agentStateName(s.to),
+            call_id: s.call ?? null,
+            untilMs: localDeadline(s.until, s.at, Date.now()),
+            reason: s.reason ?? null,
+          });
         }
       } catch {
         /* malformed event ignored */
