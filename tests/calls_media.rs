@@ -486,3 +486,46 @@ fn hold_by_reinvite_is_answered_recvonly_and_suspends_the_media_timeout() {
     assert!(resumed.contains("a=sendrecv"), "{resumed}");
     assert_eq!(call.bye(), Some(200));
 }
+
+/// A host never named in SDP or signalling (127.0.0.2) sending RTP straight to a call's
+/// port (worse than spraying the pool: it knows the port) takes none of the call's
+/// audio, while the caller at its SDP address hears all of it. Before the latching rule
+/// the stranger's first packet took the prompt away from the caller.
+#[test]
+fn a_stranger_sending_rtp_to_a_calls_port_gets_none_of_its_audio() {
+    let server = Server::start_with(&media_config(), &[]);
+    let call = RawCall::start(&server, "play", "8 101").expect("answered");
+    let stranger = std::net::UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2");
+    stranger
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .ok();
+    call.rtp.set_read_timeout(Some(Duration::from_millis(20))).ok();
+    let mut packet = vec![0x80, 8, 0, 0, 0, 0, 0, 0, 0x66, 0x66, 0x66, 0x66];
+    packet.extend_from_slice(&[0xD5; 160]);
+    let (mut stolen, mut heard) = (0, 0);
+    let mut buf = [0u8; 2048];
+    for seq in 0..100u16 {
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        stranger
+            .send_to(&packet, call.server_rtp)
+            .expect("stranger sends");
+        if stranger.recv_from(&mut buf).is_ok() {
+            stolen += 1;
+        }
+        if call.rtp.recv_from(&mut buf).is_ok() {
+            heard += 1;
+        }
+    }
+    assert_eq!(stolen, 0, "the stranger got the call's audio");
+    assert!(heard >= 50, "the caller heard {heard} packets of 100 frames");
+    let _ = call.bye();
+    assert!(
+        wait_for_log(&server, "RTP from hosts not in the call dropped", Duration::from_secs(5)),
+        "{}",
+        server.log()
+    );
+    assert!(
+        server.metric("hotline_rtp_foreign_dropped_total") >= 100,
+        "the stranger's packets are counted"
+    );
+}

@@ -6,9 +6,14 @@
 //!    allocate again; give up after [`PortPool::capacity`] attempts.
 //! 3. When the call ends, [`PortPool::release`] the pair.
 //!
-//! Free pairs form a queue: allocation takes the front, release and `mark_bad` append at the
-//! back, so a just-released pair is reused as late as possible (late packets of the old call
-//! do not reach the new one) and a bad pair is retried only after every other pair.
+//! Free pairs form a queue: release and `mark_bad` append at the back. Allocation takes a
+//! random pair among the oldest three quarters of the good ones (the caller passes the
+//! randomness: the pool stays pure), so
+//! * the next call's ports cannot be guessed from the last one's: a host spraying the
+//!   "next" ports finds nothing to latch onto;
+//! * a just-released pair still waits behind most others (late packets of the old call do
+//!   not reach the new one);
+//! * a bad pair is retried only after every other pair.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -75,9 +80,23 @@ impl PortPool {
         self.in_use.len()
     }
 
-    /// Take the least recently used free pair, or `None` when all are in use.
-    pub fn allocate(&mut self) -> Option<PortPair> {
-        let rtp = self.free.pop_front()?;
+    /// Take a free pair chosen by `random` among the least recently used good ones (see
+    /// the module docs), or `None` when all are in use.
+    pub fn allocate(&mut self, random: u64) -> Option<PortPair> {
+        let good = self.free.len() - self.bad.iter().filter(|p| !self.in_use.contains(p)).count();
+        let index = if good == 0 {
+            0
+        } else {
+            let window = (good - good / 4).max(1);
+            let pick = (random % window as u64) as usize;
+            self.free
+                .iter()
+                .enumerate()
+                .filter(|(_, port)| !self.bad.contains(port))
+                .nth(pick)
+                .map_or(0, |(i, _)| i)
+        };
+        let rtp = self.free.remove(index)?;
         self.in_use.insert(rtp);
         Some(PortPair { rtp, rtcp: rtp + 1 })
     }
@@ -122,11 +141,14 @@ mod tests {
     fn pairs_are_even_odd_within_range() {
         let mut pool = PortPool::new(10001, 10010).unwrap();
         let mut got = vec![];
-        while let Some(pair) = pool.allocate() {
+        let mut random = 7u64;
+        while let Some(pair) = pool.allocate(random) {
             assert_eq!(pair.rtp % 2, 0);
             assert_eq!(pair.rtcp, pair.rtp + 1);
             got.push(pair.rtp);
+            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
         }
+        got.sort_unstable();
         assert_eq!(got, vec![10002, 10004, 10006, 10008]);
         // 10010 has no 10011 in range.
         assert_eq!(pool.capacity(), 4);
@@ -134,30 +156,43 @@ mod tests {
     }
 
     #[test]
-    fn no_reuse_until_released_and_released_go_to_back() {
-        let mut pool = PortPool::new(20000, 20007).unwrap();
-        let a = pool.allocate().unwrap();
-        let b = pool.allocate().unwrap();
+    fn the_next_ports_cannot_be_guessed() {
+        let pool = PortPool::new(20000, 20999).unwrap();
+        let firsts: HashSet<u16> = (0..64u64)
+            .filter_map(|r| pool.clone().allocate(r.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
+            .map(|p| p.rtp)
+            .collect();
+        assert!(firsts.len() > 40, "{} distinct first pairs of 64", firsts.len());
+    }
+
+    #[test]
+    fn a_released_pair_waits_behind_most_others() {
+        let mut pool = PortPool::new(20000, 20015).unwrap();
+        let a = pool.allocate(3).unwrap();
         pool.release(a).unwrap();
-        // The pairs never used come before the just-released one.
-        assert_eq!(pool.allocate().unwrap().rtp, 20004);
-        assert_eq!(pool.allocate().unwrap().rtp, 20006);
-        assert_eq!(pool.allocate().unwrap().rtp, a.rtp);
-        assert_eq!(pool.allocate(), None);
-        assert_ne!(a, b);
-        assert_eq!(pool.release(a), Ok(()));
-        assert_eq!(pool.release(a), Err(ReleaseError::NotAllocated(20000)));
+        assert_eq!(pool.release(a), Err(ReleaseError::NotAllocated(a.rtp)));
+        for random in 0..256 {
+            assert_ne!(pool.clone().allocate(random), Some(a), "random {random}");
+        }
+        // Once every other pair is taken, it is used again.
+        let mut taken = HashSet::new();
+        while let Some(pair) = pool.allocate(5) {
+            taken.insert(pair);
+        }
+        assert!(taken.contains(&a));
+        assert_eq!(taken.len(), 8);
     }
 
     #[test]
     fn bad_pair_is_retried_last() {
         let mut pool = PortPool::new(30000, 30005).unwrap();
-        let first = pool.allocate().unwrap();
+        let first = pool.allocate(0).unwrap();
         pool.mark_bad(first).unwrap();
         assert_eq!(pool.bad_count(), 1);
-        assert_eq!(pool.allocate().unwrap().rtp, 30002);
-        assert_eq!(pool.allocate().unwrap().rtp, 30004);
-        let retried = pool.allocate().unwrap();
+        for random in [0, 1] {
+            assert_ne!(pool.allocate(random).unwrap(), first);
+        }
+        let retried = pool.allocate(9).unwrap();
         assert_eq!(retried, first);
         pool.release(retried).unwrap();
         assert_eq!(pool.bad_count(), 0);

@@ -24,6 +24,14 @@
 //!    cause in the CDR.
 //! 4. When a re-INVITE changes the remote SDP address: [`RtpSession::set_remote`], which is
 //!    the only way to re-latch.
+//!
+//! # Latching (RFC 3550 §8.2 warns that a source is anyone who can send a packet)
+//! Media is accepted only from the SDP's IP address, or from the IP the leg's signalling
+//! came from ([`RtpSession::trust_signalling_ip`]: a phone behind NAT sends from its
+//! public address, not the private one in its SDP). A packet from the SDP address itself
+//! latches at once; from another port of an accepted IP (symmetric RTP through NAT) only
+//! after [`LATCH_AFTER`] consecutive packets of one stream. Anyone else is dropped and
+//! counted, before and after latching: spraying our ports takes no call's audio.
 //! 5. While the remote holds the call (it sends `sendonly`/`inactive`/`c=0.0.0.0`), no RTP
 //!    is expected: [`RtpSession::set_media_timeout`] with `None` (or a longer value), and
 //!    restore it when the call is resumed.
@@ -32,7 +40,7 @@
 //! A.3 (expected/lost/fraction) and A.8 (interarrival jitter).
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use thiserror::Error;
@@ -712,6 +720,18 @@ impl SourceState {
     }
 }
 
+/// Consecutive packets of one stream from a new port of an accepted IP before it latches.
+pub const LATCH_AFTER: u32 = 3;
+
+/// A new port of an accepted IP on probation before latching.
+#[derive(Debug, Clone, Copy)]
+struct LatchCandidate {
+    source: SocketAddr,
+    ssrc: u32,
+    next_sequence: u16,
+    seen: u32,
+}
+
 /// One leg's RTP session state. See the module docs for the calling contract.
 #[derive(Debug)]
 pub struct RtpSession {
@@ -721,6 +741,8 @@ pub struct RtpSession {
     sdp_remote: RemoteMedia,
     latched: Option<SocketAddr>,
     latched_rtcp: Option<SocketAddr>,
+    candidate: Option<LatchCandidate>,
+    signalling_ip: Option<IpAddr>,
     outbound: OutboundStream,
     packets_sent: u32,
     octets_sent: u32,
@@ -757,6 +779,8 @@ impl RtpSession {
             sdp_remote: remote,
             latched: None,
             latched_rtcp: None,
+            candidate: None,
+            signalling_ip: None,
             packets_sent: 0,
             octets_sent: 0,
             last_sent: None,
@@ -772,6 +796,19 @@ impl RtpSession {
     /// Our SSRC.
     pub fn ssrc(&self) -> u32 {
         self.config.ssrc
+    }
+
+    /// Also accept media from `ip`, the address the leg's signalling comes from (NAT).
+    pub fn trust_signalling_ip(&mut self, ip: IpAddr) {
+        self.signalling_ip = Some(ip);
+    }
+
+    /// Whether `ip` may send us media: the SDP's, the signalling's, or the latched one.
+    fn accepts_ip(&self, ip: IpAddr) -> bool {
+        self.sdp_remote.rtp.is_some_and(|a| a.ip() == ip)
+            || self.sdp_remote.rtcp.is_some_and(|a| a.ip() == ip)
+            || self.signalling_ip == Some(ip)
+            || self.latched.is_some_and(|a| a.ip() == ip)
     }
 
     /// Where to send RTP: the latched source, else the SDP address.
@@ -804,6 +841,7 @@ impl RtpSession {
         self.sdp_remote = remote;
         self.latched = None;
         self.latched_rtcp = None;
+        self.candidate = None;
         self.last_rtp_at = now;
         self.timed_out = false;
         true
@@ -830,7 +868,36 @@ impl RtpSession {
                 return ReceiveOutcome::ForeignSource;
             }
             Some(_) => {}
+            None if !self.accepts_ip(source.ip()) => {
+                self.foreign_dropped += 1;
+                return ReceiveOutcome::ForeignSource;
+            }
+            None if self.sdp_remote.rtp == Some(source) => {
+                self.latched = Some(source);
+                latched_now = true;
+            }
             None => {
+                let seen = match self.candidate {
+                    Some(c)
+                        if c.source == source
+                            && c.ssrc == packet.ssrc
+                            && c.next_sequence == packet.sequence =>
+                    {
+                        c.seen + 1
+                    }
+                    _ => 1,
+                };
+                self.candidate = Some(LatchCandidate {
+                    source,
+                    ssrc: packet.ssrc,
+                    next_sequence: packet.sequence.wrapping_add(1),
+                    seen,
+                });
+                if seen < LATCH_AFTER {
+                    self.foreign_dropped += 1;
+                    return ReceiveOutcome::ForeignSource;
+                }
+                self.candidate = None;
                 self.latched = Some(source);
                 latched_now = true;
             }
@@ -872,7 +939,9 @@ impl RtpSession {
         source: SocketAddr,
         datagram: &[u8],
     ) -> Result<ReceiveOutcome, RtcpError> {
-        if self.latched_rtcp.is_some_and(|latched| latched != source) {
+        if self.latched_rtcp.is_some_and(|latched| latched != source)
+            || !self.accepts_ip(source.ip())
+        {
             self.foreign_dropped += 1;
             return Ok(ReceiveOutcome::ForeignSource);
         }
@@ -1295,45 +1364,69 @@ mod tests {
     }
 
     #[test]
-    fn latches_first_source_and_drops_others_until_sdp_changes() {
+    fn latches_the_sdp_address_at_once_and_drops_everyone_else() {
         let t0 = Instant::now();
         let mut s = session(t0);
         assert_eq!(s.remote_rtp(), Some(addr("10.0.0.1:4000")));
+        // A host never named in SDP or signalling spraying our port: nothing.
+        for seq in 0..10 {
+            assert_eq!(
+                feed(&mut s, t0, "6.6.6.6:5000", seq, 160 * u32::from(seq)),
+                ReceiveOutcome::ForeignSource
+            );
+        }
+        assert_eq!(s.remote_rtp(), Some(addr("10.0.0.1:4000")), "not latched");
         assert_eq!(
-            feed(&mut s, t0, "1.2.3.4:5000", 1, 0),
+            feed(&mut s, t0, "10.0.0.1:4000", 1, 0),
             ReceiveOutcome::Accepted { latched: true }
         );
-        assert_eq!(s.remote_rtp(), Some(addr("1.2.3.4:5000")));
-        assert_eq!(s.remote_rtcp(), Some(addr("1.2.3.4:5001")));
         assert_eq!(
-            feed(&mut s, t0, "1.2.3.4:5000", 2, 160),
+            feed(&mut s, t0, "10.0.0.1:4000", 2, 160),
             ReceiveOutcome::Accepted { latched: false }
         );
         assert_eq!(
-            feed(&mut s, t0, "6.6.6.6:5000", 3, 320),
-            ReceiveOutcome::ForeignSource
+            feed(&mut s, t0, "10.0.0.1:4002", 3, 320),
+            ReceiveOutcome::ForeignSource,
+            "another port of the same host once latched"
         );
-        assert_eq!(
-            feed(&mut s, t0, "6.6.6.6:5000", 4, 480),
-            ReceiveOutcome::ForeignSource
-        );
-        assert_eq!(s.remote_rtp(), Some(addr("1.2.3.4:5000")));
         assert!(
             !s.set_remote(t0, remote("10.0.0.1:4000")),
             "same SDP address keeps the latch"
         );
-        assert_eq!(
-            feed(&mut s, t0, "6.6.6.6:5000", 4, 480),
-            ReceiveOutcome::ForeignSource
-        );
-        assert_eq!(s.stats().foreign_dropped, 3);
+        assert_eq!(s.stats().foreign_dropped, 11);
+        // A re-INVITE moves the media: the new SDP address latches.
         assert!(s.set_remote(t0, remote("10.0.0.2:4002")));
         assert_eq!(s.remote_rtp(), Some(addr("10.0.0.2:4002")));
         assert_eq!(
             feed(&mut s, t0, "6.6.6.6:5000", 5, 640),
+            ReceiveOutcome::ForeignSource
+        );
+        assert_eq!(
+            feed(&mut s, t0, "10.0.0.2:4002", 5, 640),
             ReceiveOutcome::Accepted { latched: true }
         );
-        assert_eq!(s.remote_rtp(), Some(addr("6.6.6.6:5000")));
+    }
+
+    #[test]
+    fn behind_nat_a_new_port_latches_after_consecutive_packets_of_one_stream() {
+        let t0 = Instant::now();
+        let mut s = session(t0);
+        // The phone's SDP says 10.0.0.1:4000; its NAT sends from 1.2.3.4 (where its
+        // INVITE came from) with another port.
+        s.trust_signalling_ip(addr("1.2.3.4:5060").ip());
+        assert_eq!(feed(&mut s, t0, "1.2.3.4:31000", 7, 0), ReceiveOutcome::ForeignSource);
+        // An interleaved packet from another port restarts the probation.
+        assert_eq!(feed(&mut s, t0, "1.2.3.4:31002", 8, 160), ReceiveOutcome::ForeignSource);
+        assert_eq!(feed(&mut s, t0, "1.2.3.4:31000", 9, 320), ReceiveOutcome::ForeignSource);
+        assert_eq!(feed(&mut s, t0, "1.2.3.4:31000", 10, 480), ReceiveOutcome::ForeignSource);
+        assert_eq!(
+            feed(&mut s, t0, "1.2.3.4:31000", 11, 640),
+            ReceiveOutcome::Accepted { latched: true }
+        );
+        assert_eq!(s.remote_rtp(), Some(addr("1.2.3.4:31000")));
+        assert_eq!(s.remote_rtcp(), Some(addr("1.2.3.4:31001")));
+        // Not from anyone else, whatever they send.
+        assert_eq!(feed(&mut s, t0, "6.6.6.6:4000", 12, 800), ReceiveOutcome::ForeignSource);
     }
 
     #[test]
@@ -1355,6 +1448,12 @@ mod tests {
         assert_eq!(s.remote_rtcp(), Some(addr("10.0.0.1:4999")), "a=rtcp");
         let mut buf = [0u8; 128];
         let len = build_receiver_report(1, None, "peer", &mut buf).unwrap();
+        assert_eq!(
+            s.receive_rtcp(t0, addr("1.2.3.4:7001"), &buf[..len]),
+            Ok(ReceiveOutcome::ForeignSource),
+            "RTCP only from the hosts RTP is accepted from"
+        );
+        s.trust_signalling_ip(addr("1.2.3.4:5060").ip());
         assert_eq!(
             s.receive_rtcp(t0, addr("1.2.3.4:7001"), &buf[..len]),
             Ok(ReceiveOutcome::Accepted { latched: true })
@@ -1380,7 +1479,7 @@ mod tests {
                 feed(
                     &mut s,
                     t0 + Duration::from_millis(20 * u64::from(i)),
-                    "1.1.1.1:1",
+                    "10.0.0.1:4000",
                     seq,
                     i * 160,
                 );
@@ -1409,7 +1508,7 @@ mod tests {
             feed(
                 &mut s,
                 t0 + Duration::from_millis(20 * u64::from(i) + late),
-                "1.1.1.1:1",
+                "10.0.0.1:4000",
                 i as u16,
                 i * 160,
             );
@@ -1427,7 +1526,7 @@ mod tests {
             feed(
                 &mut s,
                 t0 + Duration::from_millis(20 * u64::from(i)),
-                "1.1.1.1:1",
+                "10.0.0.1:4000",
                 i as u16,
                 start_ts.wrapping_add(i * 160),
             );
@@ -1447,7 +1546,7 @@ mod tests {
             feed(
                 &mut s,
                 t0 + Duration::from_millis(20 * u64::from(i)),
-                "1.1.1.1:1",
+                "10.0.0.1:4000",
                 i as u16,
                 ts,
             );
@@ -1480,7 +1579,7 @@ mod tests {
     fn media_timeout_fires_once_after_silence() {
         let t0 = Instant::now();
         let mut s = session(t0);
-        feed(&mut s, t0 + Duration::from_secs(1), "1.1.1.1:1", 1, 0);
+        feed(&mut s, t0 + Duration::from_secs(1), "10.0.0.1:4000", 1, 0);
         let mut now = t0;
         let mut timeouts = vec![];
         let mut rtcp = 0;
@@ -1517,7 +1616,7 @@ mod tests {
         assert_eq!((h1.sequence, h2.sequence), (100, 101));
         assert_eq!((h1.timestamp, h2.timestamp), (5000, 5160));
         for seq in [1u16, 2, 4] {
-            feed(&mut s, t0, "1.1.1.1:1", seq, u32::from(seq) * 160);
+            feed(&mut s, t0, "10.0.0.1:4000", seq, u32::from(seq) * 160);
         }
         let len = s
             .build_rtcp(t0 + Duration::from_millis(40), &mut buf)

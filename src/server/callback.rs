@@ -267,7 +267,9 @@ impl Attempt {
             return;
         };
         info!(call = %self.job.call.0, %agent, "callback: ringing the reserved agent");
-        self.agent = Some(prepared.dialled(handle, Some(now + AGENT_RING_BACKSTOP)));
+        let mut leg = prepared.dialled(handle, Some(now + AGENT_RING_BACKSTOP));
+        leg.peer_ip = Some(contact.source.addr.ip());
+        self.agent = Some(leg);
     }
 
     /// The agent is on: dial the caller through the trunk (the outbound rule first).

@@ -416,7 +416,7 @@ impl MediaContext {
     pub(crate) async fn open_sockets(&self) -> Option<(PortPair, UdpSocket, UdpSocket)> {
         let attempts = self.pool.lock().map(|p| p.capacity()).unwrap_or(0);
         for _ in 0..attempts.min(64) {
-            let pair = self.pool.lock().ok()?.allocate()?;
+            let pair = self.pool.lock().ok()?.allocate(rand::random())?;
             let rtp = UdpSocket::bind(SocketAddr::new(self.bind_ip, pair.rtp)).await;
             let rtcp = UdpSocket::bind(SocketAddr::new(self.bind_ip, pair.rtcp)).await;
             match (rtp, rtcp) {
@@ -846,16 +846,22 @@ mod ring_all;
 
 /// A G.711 RTP session for one leg: random SSRC, first sequence number and timestamp
 /// (RFC 3550 §5.1), CNAME `cname`, ended after `media_timeout` without media (`None`
-/// while the leg is on hold).
+/// while the leg is on hold); media accepted from the SDP's host and from `signalling`,
+/// the host the leg's SIP comes from (a phone behind NAT), when known.
 pub(crate) fn leg_rtp_session(
     cname: String,
     media_timeout: Option<Duration>,
     now: Instant,
     remote: crate::media::rtp::RemoteMedia,
+    signalling: Option<IpAddr>,
 ) -> RtpSession {
     let mut config = RtpSessionConfig::g711(rand::random(), rand::random(), rand::random(), cname);
     config.media_timeout = media_timeout;
-    RtpSession::new(config, now, std::time::SystemTime::now(), remote)
+    let mut session = RtpSession::new(config, now, std::time::SystemTime::now(), remote);
+    if let Some(ip) = signalling {
+        session.trust_signalling_ip(ip);
+    }
+    session
 }
 
 /// How a failed agent leg counts for the ACD.
@@ -886,6 +892,8 @@ struct AgentLeg {
     agent: String,
     /// The registered contact rung (dropped from the registrar if the phone vanishes).
     contact: crate::sip::message::Uri,
+    /// Where the phone's SIP comes from (its media may come from there too, behind NAT).
+    peer_ip: Option<IpAddr>,
     /// The phone answered the INVITE with 180/183: it is there.
     ringing: bool,
     dialled_at: Instant,
@@ -923,6 +931,7 @@ impl CallMedia {
             media_timeout,
             now,
             negotiated.remote(),
+            Some(incoming.source.addr.ip()),
         );
         let mut call = CallMedia {
             shell,
@@ -1480,6 +1489,7 @@ impl CallMedia {
                     Some(self.media_timeout),
                     now,
                     negotiated.remote(),
+                    agent.peer_ip,
                 );
                 let caller_media = LegMedia::from(&self.negotiated);
                 let agent_media = LegMedia::from(&negotiated);
@@ -2557,6 +2567,16 @@ impl CallMedia {
                     warn!(handle = %self.handle, %e, "recording incomplete");
                 }
             }
+        }
+        let foreign = self.session.stats().foreign_dropped
+            + self
+                .agent
+                .as_ref()
+                .and_then(|a| a.session.as_ref())
+                .map_or(0, |s| s.stats().foreign_dropped);
+        if foreign > 0 {
+            crate::server::metrics::rtp_foreign_dropped(foreign);
+            info!(handle = %self.handle, packets = foreign, "RTP from hosts not in the call dropped");
         }
         CallSummary {
             received: self.session.stats().received,

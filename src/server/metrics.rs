@@ -64,6 +64,14 @@ pub fn agent_lost() {
     AGENTS_LOST.fetch_add(1, Relaxed);
 }
 
+/// RTP and RTCP packets dropped because they came from a host the call's SDP and
+/// signalling never named (or another port once latched): counted per leg at its end.
+static RTP_FOREIGN_DROPPED: AtomicU64 = AtomicU64::new(0);
+
+pub fn rtp_foreign_dropped(packets: u64) {
+    RTP_FOREIGN_DROPPED.fetch_add(packets, Relaxed);
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Direction {
     In,
@@ -453,6 +461,13 @@ impl Metrics {
             "Bridged agents whose phone vanished (no audio); their callers were re-queued.",
             "counter",
             count(&AGENTS_LOST),
+        );
+        gauge(
+            &mut out,
+            "hotline_rtp_foreign_dropped_total",
+            "RTP/RTCP packets dropped: from a host not named in the call's SDP or signalling.",
+            "counter",
+            count(&RTP_FOREIGN_DROPPED),
         );
         out
     }

@@ -66,6 +66,7 @@ impl Prepared {
             negotiated: None,
             ring_until,
             ended: false,
+            peer_ip: None,
         }
     }
 
@@ -100,6 +101,9 @@ pub(crate) struct OutLeg {
     pub(crate) ring_until: Option<Instant>,
     /// We asked the endpoint to end it, or it ended.
     pub(crate) ended: bool,
+    /// Where the peer's SIP comes from, when known (an agent's registration): its media
+    /// is accepted from there too (NAT). A trunk's media comes from its SDP address.
+    pub(crate) peer_ip: Option<std::net::IpAddr>,
 }
 
 impl OutLeg {
@@ -118,6 +122,7 @@ impl OutLeg {
             Some(media_timeout),
             now,
             negotiated.remote(),
+            self.peer_ip,
         ));
         self.negotiated = Some(negotiated);
         self.ring_until = None;

@@ -780,6 +780,7 @@ impl CallMedia {
             Some(self.media_timeout),
             now,
             answer.media.remote(),
+            Some(incoming.source.addr.ip()),
         );
         info!(%handle, %agent, replaced = %replaced, "INVITE with Replaces: the new leg replaces the agent's");
         let contact = self
@@ -800,6 +801,7 @@ impl CallMedia {
             handle: new,
             agent: agent.clone(),
             contact,
+            peer_ip: Some(incoming.source.addr.ip()),
             ringing: true,
             dialled_at: now,
             ports,

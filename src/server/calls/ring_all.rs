@@ -76,6 +76,7 @@ impl CallMedia {
             handle: leg,
             agent: contact.agent.clone(),
             contact: contact.contact.clone(),
+            peer_ip: Some(contact.source.addr.ip()),
             ringing: false,
             dialled_at: now,
             ports,
