@@ -529,3 +529,60 @@ fn a_stranger_sending_rtp_to_a_calls_port_gets_none_of_its_audio() {
         "the stranger's packets are counted"
     );
 }
+
+/// Reflection: an INVITE (from a trunk) whose SDP names a third party, never ACKed,
+/// sends that party nothing, however long the server retransmits its 200; multicast and
+/// broadcast media addresses are refused with 488.
+#[test]
+fn no_media_goes_to_an_unconfirmed_or_non_unicast_address() {
+    let server = Server::start_with(&media_config(), &[]);
+    let victim = std::net::UdpSocket::bind("127.0.0.3:0").expect("bind 127.0.0.3");
+    victim
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .ok();
+    let victim_port = victim.local_addr().expect("addr").port();
+    let sip = RawUdp::new(server.sip);
+    let invite = invite_text(&sip, "play", "reflect-1", victim_port, "8")
+        .replace("c=IN IP4 127.0.0.1", "c=IN IP4 127.0.0.3");
+    sip.send(&invite);
+    let answered = std::iter::from_fn(|| sip.recv())
+        .take(10)
+        .any(|r| status_of(&r) == 200);
+    assert!(answered, "{}", server.log());
+    let mut buf = [0u8; 2048];
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut reflected = 0;
+    while Instant::now() < deadline {
+        if victim.recv_from(&mut buf).is_ok() {
+            reflected += 1;
+        }
+    }
+    assert_eq!(reflected, 0, "packets sent to the unconfirmed address");
+
+    for group in ["224.0.0.1", "255.255.255.255"] {
+        let sip = RawUdp::new(server.sip);
+        let invite = invite_text(&sip, "play", &format!("reflect-{group}"), 4000, "8")
+            .replace("c=IN IP4 127.0.0.1", &format!("c=IN IP4 {group}"));
+        // The address changed length: the Content-Length follows.
+        let invite = invite.replace("\r\n", "\n");
+        let (head, body) = invite.split_once("\n\n").expect("body");
+        let length = body.replace('\n', "\r\n").len();
+        let head = head
+            .lines()
+            .map(|l| {
+                if l.starts_with("Content-Length") {
+                    format!("Content-Length: {length}")
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        sip.send(&format!("{head}\n\n{body}"));
+        let status = std::iter::from_fn(|| sip.recv())
+            .take(10)
+            .map(|r| status_of(&r))
+            .find(|s| *s >= 200);
+        assert_eq!(status, Some(488), "c={group}");
+    }
+}

@@ -798,6 +798,11 @@ impl RtpSession {
         self.config.ssrc
     }
 
+    /// Whether media arrived from the peer (the address is latched).
+    pub fn is_latched(&self) -> bool {
+        self.latched.is_some()
+    }
+
     /// Also accept media from `ip`, the address the leg's signalling comes from (NAT).
     pub fn trust_signalling_ip(&mut self, ip: IpAddr) {
         self.signalling_ip = Some(ip);

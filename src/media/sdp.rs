@@ -43,6 +43,10 @@ pub enum SdpError {
     NoCommonCodec,
     #[error("the answer rejected our audio stream")]
     AudioRejected,
+    /// A multicast or broadcast media address: we would send the call's audio to every
+    /// host of a group or a network (reflection); a phone never asks for that.
+    #[error("media address {0} is not a unicast address")]
+    NotUnicast(std::net::IpAddr),
 }
 
 impl SdpError {
@@ -50,7 +54,10 @@ impl SdpError {
     /// SDP is fine but unusable, 400 Bad Request when it cannot be parsed.
     pub fn sip_status(&self) -> u16 {
         match self {
-            SdpError::NoUsableAudio | SdpError::NoCommonCodec | SdpError::AudioRejected => 488,
+            SdpError::NoUsableAudio
+            | SdpError::NoCommonCodec
+            | SdpError::AudioRejected
+            | SdpError::NotUnicast(_) => 488,
             SdpError::BadVersion
             | SdpError::MalformedLine { .. }
             | SdpError::BadOrigin
@@ -566,12 +573,30 @@ fn remote_addresses(
     if connection.address.is_unspecified() {
         return Ok((None, None));
     }
+    let rtcp_address = m
+        .rtcp()
+        .and_then(|(_, conn)| conn)
+        .map_or(connection.address, |c| c.address);
+    for address in [connection.address, rtcp_address] {
+        if !is_unicast(address) {
+            return Err(SdpError::NotUnicast(address));
+        }
+    }
     let rtp = SocketAddr::new(connection.address, m.port);
     let rtcp = match m.rtcp() {
-        Some((port, conn)) => SocketAddr::new(conn.map_or(connection.address, |c| c.address), port),
+        Some((port, _)) => SocketAddr::new(rtcp_address, port),
         None => SocketAddr::new(connection.address, m.port.wrapping_add(1)),
     };
     Ok((Some(rtp), Some(rtcp)))
+}
+
+/// Neither multicast nor the IPv4 limited broadcast (a subnet's directed broadcast
+/// cannot be told from a host address without the netmask).
+fn is_unicast(address: std::net::IpAddr) -> bool {
+    match address {
+        std::net::IpAddr::V4(v4) => !v4.is_multicast() && !v4.is_broadcast(),
+        std::net::IpAddr::V6(v6) => !v6.is_multicast(),
+    }
 }
 
 fn origin_for(local: &LocalMedia) -> Origin {
@@ -944,6 +969,25 @@ m=video 0 RTP/AVP 31\r\n";
         assert_eq!(a1.remote_rtp, Some("10.0.0.1:4000".parse().unwrap()));
         assert_eq!(a2.remote_rtp, Some("10.9.9.9:5000".parse().unwrap()));
         assert_ne!(a1.remote_rtp, a2.remote_rtp);
+    }
+
+    #[test]
+    fn multicast_and_broadcast_media_addresses_are_488() {
+        for (connection, rtcp) in [
+            ("c=IN IP4 224.0.0.1", ""),
+            ("c=IN IP4 239.255.255.250", ""),
+            ("c=IN IP4 255.255.255.255", ""),
+            ("c=IN IP6 ff02::1", ""),
+            ("c=IN IP4 10.0.0.1", "a=rtcp:4001 IN IP4 224.0.0.9\r\n"),
+        ] {
+            let offer = format!(
+                "v=0\r\no=- 1 1 IN IP4 10.0.0.1\r\ns=-\r\n{connection}\r\nt=0 0\r\n\
+                 m=audio 4000 RTP/AVP 0\r\n{rtcp}"
+            );
+            let error = answer(&SessionDescription::parse(&offer).unwrap(), &local()).unwrap_err();
+            assert!(matches!(error, SdpError::NotUnicast(_)), "{connection}: {error}");
+            assert_eq!(error.sip_status(), 488);
+        }
     }
 
     #[test]

@@ -786,6 +786,9 @@ struct CallMedia {
     digits: String,
     sent: u64,
     media_timeout: Duration,
+    /// The caller's ACK arrived (or its media did): until then nothing is sent to the
+    /// SDP address, which anyone can name (a reflection attack needs no ACK).
+    confirmed: bool,
     /// The server hangs up at this moment (maximum call time, end of prompt …).
     hangup_at: Option<Instant>,
     /// We asked the endpoint to end the call; waiting for `Ended` until this moment.
@@ -952,6 +955,7 @@ impl CallMedia {
             digits: String::new(),
             sent: 0,
             media_timeout: ctx.media_timeout,
+            confirmed: false,
             hangup_at: Some(now + ctx.max_test_call),
             ending_since: None,
             agent: None,
@@ -1186,6 +1190,7 @@ impl CallMedia {
                         return CallEnd::Leg { reason, who: who_hung_up };
                     }
                     Some((_, LegEvent::Reinvite { sdp })) => self.on_reinvite(Instant::now(), &sdp),
+                    Some((_, LegEvent::Confirmed)) => self.confirmed = true,
                     Some((_, LegEvent::Refer { replaces, .. })) => {
                         self.on_own_refer(Instant::now(), replaces.as_ref());
                     }
@@ -2244,7 +2249,7 @@ impl CallMedia {
         media_timestamp: u32,
         payload: &[u8],
     ) {
-        if self.negotiated.is_held() {
+        if self.negotiated.is_held() || !(self.confirmed || self.session.is_latched()) {
             return;
         }
         let Some(to) = self.session.remote_rtp() else {
