@@ -31,7 +31,7 @@ use crate::config::Config;
 pub const BASE_FILE_RESERVE: u64 = 256;
 /// Open files kept for SIP over TCP (agents' softphones on TCP).
 pub const SIP_TCP_RESERVE: u64 = 512;
-/// The HTTP cap never goes below this, whatever the open-file limit: the consoles and
+/// The open-file limit never lowers the HTTP cap below this: the consoles and
 /// `/healthz` must stay reachable.
 pub const MIN_HTTP_CONNECTIONS: usize = 64;
 
@@ -64,8 +64,7 @@ pub fn plan_open_files(limit: u64, config: &Config) -> OpenFilesPlan {
         http_max_connections: config
             .http
             .max_connections
-            .min(room)
-            .max(MIN_HTTP_CONNECTIONS),
+            .min(room.max(MIN_HTTP_CONNECTIONS)),
     }
 }
 
