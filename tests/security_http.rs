@@ -1,5 +1,6 @@
 //! The HTTP side under attack, against the real binary on loopback: idle-connection
-//! floods (caps, header timeout, the open-file limit and the SIP/RTP reserve).
+//! floods (caps, header timeout, the open-file limit and the SIP/RTP reserve); logins
+//! and bearer tokens (throttles, login CSRF, cookie and security headers).
 
 mod common;
 
@@ -157,4 +158,131 @@ fn an_idle_http_flood_leaves_the_open_files_that_calls_need() {
     assert_eq!(status_of(&answer), 200, "{answer}");
     assert!(answer.contains("m=audio "), "{answer}");
     drop(held);
+}
+
+const JSON: &str = "Content-Type: application/json\r\n";
+/// The test config's API client (see `TEST_CONFIG`).
+const TOKEN: &str = "Authorization: Bearer hotline-test-token\r\n";
+
+fn login_body(password: &str) -> String {
+    format!(r#"{{"user":"test-dispatcher","password":"{password}"}}"#)
+}
+
+fn login_from(server: &Server, from: IpAddr, headers: &str, password: &str) -> (u16, String) {
+    http_request_from(
+        from,
+        server.http,
+        "POST",
+        "/api/login",
+        &format!("{JSON}{headers}"),
+        &login_body(password),
+    )
+}
+
+#[test]
+fn wrong_passwords_throttle_the_guessing_address_not_the_user_and_logins_are_json_only() {
+    let server = Server::start();
+    // Login CSRF: another site's form can POST text/plain without a preflight.
+    let (status, answer) = http_request_from(
+        source(3),
+        server.http,
+        "POST",
+        "/api/login",
+        "Content-Type: text/plain\r\n",
+        &login_body("test-dispatcher"),
+    );
+    assert_eq!(status, 415, "{answer}");
+    for _ in 0..5 {
+        assert_eq!(login_from(&server, source(2), "", "guess").0, 401);
+    }
+    let (status, answer) = login_from(&server, source(2), "", "test-dispatcher");
+    assert_eq!(status, 429, "the guessing address waits: {answer}");
+    assert!(header(&answer, "Retry-After").is_some(), "{answer}");
+    // The user, from their own desk, is not locked out.
+    let (status, answer) = login_from(&server, source(3), "", "test-dispatcher");
+    assert_eq!(status, 200, "{answer}");
+    let cookie = header(&answer, "Set-Cookie").expect("cookie");
+    assert!(!cookie.contains("Secure"), "plain HTTP: {cookie}");
+    assert_eq!(
+        server.metric("hotline_api_throttled_total{what=\"login\"}"),
+        1
+    );
+}
+
+#[test]
+fn answers_carry_the_security_headers_and_api_answers_are_not_stored() {
+    let server = Server::start();
+    let (status, answer) =
+        http_request_from(source(1), server.http, "GET", "/api/me", TOKEN, "");
+    assert_eq!(status, 200, "{answer}");
+    for (name, value) in [
+        ("X-Content-Type-Options", "nosniff"),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "no-referrer"),
+        ("Cache-Control", "no-store"),
+    ] {
+        assert_eq!(header(&answer, name), Some(value), "{name}: {answer}");
+    }
+    let csp = header(&answer, "Content-Security-Policy").expect("CSP");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    // A refusal is personal data's answer too.
+    let (status, answer) = http_request_from(source(1), server.http, "GET", "/api/orders", "", "");
+    assert_eq!(status, 401);
+    assert_eq!(header(&answer, "Cache-Control"), Some("no-store"), "{answer}");
+}
+
+#[test]
+fn the_session_cookie_is_secure_behind_https_and_proxies_are_believed_only_when_trusted() {
+    let proxy = source(5);
+    let server = Server::start_with(
+        &format!("{TEST_CONFIG}\n[http]\ntrusted_proxies = [\"{proxy}\"]\n"),
+        &[],
+    );
+    let https = "X-Forwarded-Proto: https\r\n";
+    let (_, answer) = login_from(&server, proxy, https, "test-dispatcher");
+    let cookie = header(&answer, "Set-Cookie").expect("cookie");
+    assert!(cookie.contains("; Secure"), "through the proxy: {cookie}");
+    let (_, answer) = login_from(&server, source(6), https, "test-dispatcher");
+    let cookie = header(&answer, "Set-Cookie").expect("cookie");
+    assert!(!cookie.contains("Secure"), "not a proxy: {cookie}");
+    // Clients behind the proxy are told apart by X-Forwarded-For; nobody else's counts.
+    for _ in 0..5 {
+        let guessing = "X-Forwarded-For: 192.0.2.1\r\n";
+        assert_eq!(login_from(&server, proxy, guessing, "guess").0, 401);
+    }
+    let desk = "X-Forwarded-For: 192.0.2.2\r\n";
+    assert_eq!(login_from(&server, proxy, desk, "test-dispatcher").0, 200);
+    let forged = "X-Forwarded-For: 192.0.2.1\r\n";
+    assert_eq!(
+        login_from(&server, source(6), forged, "test-dispatcher").0,
+        200,
+        "an untrusted peer's X-Forwarded-For is ignored"
+    );
+    assert_eq!(
+        login_from(&server, proxy, "X-Forwarded-For: 192.0.2.1\r\n", "test-dispatcher").0,
+        429
+    );
+
+    let server = Server::start_with(
+        &format!("{TEST_CONFIG}\n[http]\nsecure_cookies = true\n"),
+        &[],
+    );
+    let (_, answer) = login_from(&server, source(1), "", "test-dispatcher");
+    let cookie = header(&answer, "Set-Cookie").expect("cookie");
+    assert!(cookie.contains("; Secure"), "configured: {cookie}");
+}
+
+#[test]
+fn bearer_token_guesses_are_throttled_per_address() {
+    let server = Server::start();
+    for i in 0..10 {
+        let guess = format!("Authorization: Bearer guess-{i}\r\n");
+        let (status, _) = http_request_from(source(2), server.http, "GET", "/api/me", &guess, "");
+        assert_eq!(status, 401);
+    }
+    let (status, answer) = http_request_from(source(2), server.http, "GET", "/api/me", TOKEN, "");
+    assert_eq!(status, 429, "{answer}");
+    assert!(header(&answer, "Retry-After").is_some(), "{answer}");
+    let (status, _) = http_request_from(source(3), server.http, "GET", "/api/me", TOKEN, "");
+    assert_eq!(status, 200, "another address is not throttled");
 }

@@ -214,7 +214,7 @@ pub fn document() -> Value {
         },
         "security": [{"session": []}, {"bearer": []}],
         "paths": {
-            "/api/login": {"post": with_body(op("Log in: session cookie + CSRF token; 401 bad_credentials, 429 with Retry-After", "auth"),
+            "/api/login": {"post": with_body(op("Log in (Content-Type: application/json only, else 415): session cookie + CSRF token; 401 bad_credentials, 429 with Retry-After (per user and address, and per address)", "auth"),
                 json!({"type": "object", "required": ["user", "password"], "properties": {"user": {"type": "string"}, "password": {"type": "string"}}}))},
             "/api/logout": {"post": op("Log out (204)", "auth")},
             "/api/me": {"get": op("The current user", "auth")},

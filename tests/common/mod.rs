@@ -264,6 +264,29 @@ pub fn connect_from(source: std::net::IpAddr, to: SocketAddr) -> std::net::TcpSt
     stream
 }
 
+/// One request from `source` with `Connection: close`: (status, the whole answer:
+/// head and body). `headers` are extra header lines, each ending in CRLF.
+pub fn http_request_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = connect_from(source, to);
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    (status_of(&resp), resp)
+}
+
 /// One GET with `Connection: close` on an open connection: (status, body); status 0
 /// when the server closed it without an answer.
 pub fn http_get_on(mut s: std::net::TcpStream, path: &str, extra_headers: &str) -> (u16, String) {
