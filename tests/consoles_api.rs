@@ -60,6 +60,7 @@ fn config() -> Config {
         user("disp", ConfigRole::Dispatcher, "jinan", None),
         user("cb", ConfigRole::CallbackStaff, "jinan", None),
         user("rev", ConfigRole::Reviewer, "jinan", None),
+        user("county", ConfigRole::UnitHandler, "jinan-shizhong", None),
     ]);
     config
 }
@@ -748,5 +749,84 @@ async fn transfer_is_for_the_agent_on_the_call_or_a_supervisor_and_units_are_not
             hotline::queue::TransferTarget::Queue(CityId::new("qingdao")),
             hotline::queue::TransferTarget::Survey
         ]
+    );
+}
+
+/// The next SSE event of a `/api/events` body within `wait` (keep-alive comments
+/// skipped), as its text.
+async fn next_event(body: &mut Body, wait: std::time::Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame()).await.ok()??;
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if text.contains("event:") {
+            return Some(text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn live_control_queue_views_and_events_stay_in_the_users_subtree() {
+    let (h, _db) = sqlite().await;
+    h.acd
+        .input(QueueInput::Registered {
+            agent: AgentId::new("1001"),
+        })
+        .expect("registered");
+    let jinan = h.login("sup-jinan").await;
+    let qingdao = h.login("sup-qingdao").await;
+    let county = h.login("county").await;
+    let province = h.login("admin-p").await;
+
+    // Queue views: a city's supervisor sees their city, a county user no city's live
+    // calls, the province every city.
+    let cities = |r: &Reply| -> Vec<String> {
+        r.body
+            .as_array()
+            .expect("queues")
+            .iter()
+            .map(|q| q["city"].as_str().expect("city").to_owned())
+            .collect()
+    };
+    assert_eq!(cities(&h.get(&qingdao, "/api/queues", None).await), ["qingdao"]);
+    assert_eq!(cities(&h.get(&jinan, "/api/queues", None).await), ["jinan"]);
+    assert!(cities(&h.get(&county, "/api/queues", None).await).is_empty());
+    assert!(cities(&h.get(&province, "/api/queues", None).await).len() >= 2);
+
+    // The event streams of both cities' supervisors.
+    let stream = |s: &Session| {
+        Request::get("/api/events")
+            .header(header::COOKIE, &s.cookie)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let mut jinan_events = h.app.clone().oneshot(stream(&jinan)).await.expect("sse").into_body();
+    let mut qingdao_events = h
+        .app
+        .clone()
+        .oneshot(stream(&qingdao))
+        .await
+        .expect("sse")
+        .into_body();
+
+    // Qingdao's supervisor cannot pause Jinan's agent; Jinan's can.
+    let r = h
+        .write(&qingdao, "POST", "/api/agents/1001/sign_in", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let r = h
+        .write(&jinan, "POST", "/api/agents/1001/sign_in", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let wait = std::time::Duration::from_secs(2);
+    let seen = next_event(&mut jinan_events, wait).await.expect("Jinan's event");
+    assert!(seen.contains("agent_state") && seen.contains("1001"), "{seen}");
+    assert_eq!(
+        next_event(&mut qingdao_events, std::time::Duration::from_millis(500)).await,
+        None,
+        "Qingdao's supervisor hears nothing of Jinan's agents"
     );
 }
