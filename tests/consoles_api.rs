@@ -491,6 +491,7 @@ async fn recording_ids_that_look_like_paths_are_refused_and_nothing_outside_is_r
 #[tokio::test]
 async fn drafts_are_autosaved_per_call_and_deleted_when_the_order_is_created() {
     let (h, _db) = sqlite().await;
+    let _task = bridged_call(&h.acd, "call-7");
     let agent = h.login("agent").await;
     let other = h.login("agent-1002").await;
     let uri = "/api/drafts/call-7";
@@ -506,10 +507,14 @@ async fn drafts_are_autosaved_per_call_and_deleted_when_the_order_is_created() {
     let r = h
         .write(&other, "PUT", uri, json!({"description": "x"}))
         .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    // A supervisor of the city may write it, but not over the agent's draft.
+    let sup = h.login("sup-jinan").await;
+    let r = h.write(&sup, "PUT", uri, json!({"description": "x"})).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     // Roles that take no calls write no drafts.
     let disp = h.login("disp").await;
-    let r = h.write(&disp, "PUT", "/api/drafts/call-8", json!({})).await;
+    let r = h.write(&disp, "PUT", uri, json!({})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     // Not an object, not JSON, a path-like id: refused.
     assert_eq!(
@@ -766,6 +771,50 @@ async fn next_event(body: &mut Body, wait: std::time::Duration) -> Option<String
             return Some(text);
         }
     }
+}
+
+#[tokio::test]
+async fn drafts_are_for_known_calls_their_agent_or_city_supervisor_and_a_quota() {
+    let (h, _db) = sqlite().await;
+    let _task = bridged_call(&h.acd, "jinan-live");
+    let agent = h.login("agent").await; // agent 1001, on the call
+    let qingdao_agent = h.login("agent-qd").await;
+    let qingdao_sup = h.login("sup-qingdao").await;
+    let form = json!({"description": "邻里纠纷"});
+    // The incident: another city's agent takes a Jinan call id first.
+    for (who, s) in [("agent-qd", &qingdao_agent), ("sup-qingdao", &qingdao_sup)] {
+        let r = h.write(s, "PUT", "/api/drafts/jinan-live", form.clone()).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.text());
+    }
+    let r = h.write(&agent, "PUT", "/api/drafts/jinan-live", form.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "the agent on the call: {}", r.text());
+    // Call ids the server never saw: no draft for anybody.
+    let r = h.write(&agent, "PUT", "/api/drafts/made-up", form.clone()).await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    // After the call the agent its record names goes on writing (wrap-up).
+    h.call("jinan-ended", "jinan", "1001", vec![]).await;
+    let r = h.write(&agent, "PUT", "/api/drafts/jinan-ended", form.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h
+        .write(&qingdao_agent, "PUT", "/api/drafts/jinan-ended", form.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    // A quota per user: 20 drafts at once (2 held already).
+    for i in 0..18 {
+        let id = format!("jinan-old-{i}");
+        h.call(&id, "jinan", "1001", vec![]).await;
+        let r = h.write(&agent, "PUT", &format!("/api/drafts/{id}"), form.clone()).await;
+        assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.text());
+    }
+    h.call("jinan-one-more", "jinan", "1001", vec![]).await;
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-one-more", form.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.body["code"], "draft_quota");
+    // Updating a draft already held is not a new one.
+    let r = h.write(&agent, "PUT", "/api/drafts/jinan-live", form.clone()).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
 #[tokio::test]
