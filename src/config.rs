@@ -1167,7 +1167,10 @@ roles = ["agent"]
         let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
-            ["http.header_timeout_secs", "http.max_connections_per_source"],
+            [
+                "http.header_timeout_secs",
+                "http.max_connections_per_source"
+            ],
             "{problems:?}"
         );
     }

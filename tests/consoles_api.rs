@@ -762,7 +762,9 @@ async fn transfer_is_for_the_agent_on_the_call_or_a_supervisor_and_units_are_not
 async fn next_event(body: &mut Body, wait: std::time::Duration) -> Option<String> {
     let deadline = tokio::time::Instant::now() + wait;
     loop {
-        let frame = tokio::time::timeout_at(deadline, body.frame()).await.ok()??;
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .ok()??;
         let Ok(data) = frame.ok()?.into_data() else {
             continue;
         };
@@ -783,27 +785,47 @@ async fn drafts_are_for_known_calls_their_agent_or_city_supervisor_and_a_quota()
     let form = json!({"description": "邻里纠纷"});
     // The incident: another city's agent takes a Jinan call id first.
     for (who, s) in [("agent-qd", &qingdao_agent), ("sup-qingdao", &qingdao_sup)] {
-        let r = h.write(s, "PUT", "/api/drafts/jinan-live", form.clone()).await;
+        let r = h
+            .write(s, "PUT", "/api/drafts/jinan-live", form.clone())
+            .await;
         assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.text());
     }
-    let r = h.write(&agent, "PUT", "/api/drafts/jinan-live", form.clone()).await;
-    assert_eq!(r.status, StatusCode::OK, "the agent on the call: {}", r.text());
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-live", form.clone())
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the agent on the call: {}",
+        r.text()
+    );
     // Call ids the server never saw: no draft for anybody.
-    let r = h.write(&agent, "PUT", "/api/drafts/made-up", form.clone()).await;
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/made-up", form.clone())
+        .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
     // After the call the agent its record names goes on writing (wrap-up).
     h.call("jinan-ended", "jinan", "1001", vec![]).await;
-    let r = h.write(&agent, "PUT", "/api/drafts/jinan-ended", form.clone()).await;
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-ended", form.clone())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let r = h
-        .write(&qingdao_agent, "PUT", "/api/drafts/jinan-ended", form.clone())
+        .write(
+            &qingdao_agent,
+            "PUT",
+            "/api/drafts/jinan-ended",
+            form.clone(),
+        )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     // A quota per user: 20 drafts at once (2 held already).
     for i in 0..18 {
         let id = format!("jinan-old-{i}");
         h.call(&id, "jinan", "1001", vec![]).await;
-        let r = h.write(&agent, "PUT", &format!("/api/drafts/{id}"), form.clone()).await;
+        let r = h
+            .write(&agent, "PUT", &format!("/api/drafts/{id}"), form.clone())
+            .await;
         assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.text());
     }
     h.call("jinan-one-more", "jinan", "1001", vec![]).await;
@@ -813,7 +835,9 @@ async fn drafts_are_for_known_calls_their_agent_or_city_supervisor_and_a_quota()
     assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
     assert_eq!(r.body["code"], "draft_quota");
     // Updating a draft already held is not a new one.
-    let r = h.write(&agent, "PUT", "/api/drafts/jinan-live", form.clone()).await;
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-live", form.clone())
+        .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
 }
 
@@ -840,7 +864,10 @@ async fn live_control_queue_views_and_events_stay_in_the_users_subtree() {
             .map(|q| q["city"].as_str().expect("city").to_owned())
             .collect()
     };
-    assert_eq!(cities(&h.get(&qingdao, "/api/queues", None).await), ["qingdao"]);
+    assert_eq!(
+        cities(&h.get(&qingdao, "/api/queues", None).await),
+        ["qingdao"]
+    );
     assert_eq!(cities(&h.get(&jinan, "/api/queues", None).await), ["jinan"]);
     assert!(cities(&h.get(&county, "/api/queues", None).await).is_empty());
     assert!(cities(&h.get(&province, "/api/queues", None).await).len() >= 2);
@@ -852,7 +879,13 @@ async fn live_control_queue_views_and_events_stay_in_the_users_subtree() {
             .body(Body::empty())
             .expect("request")
     };
-    let mut jinan_events = h.app.clone().oneshot(stream(&jinan)).await.expect("sse").into_body();
+    let mut jinan_events = h
+        .app
+        .clone()
+        .oneshot(stream(&jinan))
+        .await
+        .expect("sse")
+        .into_body();
     let mut qingdao_events = h
         .app
         .clone()
@@ -871,8 +904,13 @@ async fn live_control_queue_views_and_events_stay_in_the_users_subtree() {
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     let wait = std::time::Duration::from_secs(2);
-    let seen = next_event(&mut jinan_events, wait).await.expect("Jinan's event");
-    assert!(seen.contains("agent_state") && seen.contains("1001"), "{seen}");
+    let seen = next_event(&mut jinan_events, wait)
+        .await
+        .expect("Jinan's event");
+    assert!(
+        seen.contains("agent_state") && seen.contains("1001"),
+        "{seen}"
+    );
     assert_eq!(
         next_event(&mut qingdao_events, std::time::Duration::from_millis(500)).await,
         None,

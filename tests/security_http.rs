@@ -70,7 +70,10 @@ fn idle_connections_over_the_caps_are_closed_at_once_and_the_rest_after_the_head
         std::thread::sleep(Duration::from_millis(200));
     }
     let open = held.iter().filter(|s| !closed_by_server(s)).count();
-    assert_eq!(open, 0, "idle connections left open after the header timeout");
+    assert_eq!(
+        open, 0,
+        "idle connections left open after the header timeout"
+    );
     // The flooding source is served again.
     assert_eq!(server.http_get_from(source(1), "/healthz").0, 200);
     assert_eq!(
@@ -119,14 +122,18 @@ fn an_idle_http_flood_leaves_the_open_files_that_calls_need() {
     );
     // A service manager's usual soft limit, below the hard one.
     let server = Server::start_with_open_files(&config, 256, 1200);
-    let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id()))
-        .expect("limits");
+    let limits =
+        std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).expect("limits");
     let open_files = limits
         .lines()
         .find(|l| l.starts_with("Max open files"))
         .expect("open files line");
     let figures: Vec<&str> = open_files.split_whitespace().skip(3).take(2).collect();
-    assert_eq!(figures, ["1200", "1200"], "soft limit raised to the hard one");
+    assert_eq!(
+        figures,
+        ["1200", "1200"],
+        "soft limit raised to the hard one"
+    );
     // 1200 - (100 RTP + 512 SIP over TCP + 256 other files) = 332 for HTTP.
     assert!(
         server.log().contains("open-file limit 1200")
@@ -212,8 +219,7 @@ fn wrong_passwords_throttle_the_guessing_address_not_the_user_and_logins_are_jso
 #[test]
 fn answers_carry_the_security_headers_and_api_answers_are_not_stored() {
     let server = Server::start();
-    let (status, answer) =
-        http_request_from(source(1), server.http, "GET", "/api/me", TOKEN, "");
+    let (status, answer) = http_request_from(source(1), server.http, "GET", "/api/me", TOKEN, "");
     assert_eq!(status, 200, "{answer}");
     for (name, value) in [
         ("X-Content-Type-Options", "nosniff"),
@@ -228,7 +234,11 @@ fn answers_carry_the_security_headers_and_api_answers_are_not_stored() {
     // A refusal is personal data's answer too.
     let (status, answer) = http_request_from(source(1), server.http, "GET", "/api/orders", "", "");
     assert_eq!(status, 401);
-    assert_eq!(header(&answer, "Cache-Control"), Some("no-store"), "{answer}");
+    assert_eq!(
+        header(&answer, "Cache-Control"),
+        Some("no-store"),
+        "{answer}"
+    );
 }
 
 #[test]
@@ -259,7 +269,13 @@ fn the_session_cookie_is_secure_behind_https_and_proxies_are_believed_only_when_
         "an untrusted peer's X-Forwarded-For is ignored"
     );
     assert_eq!(
-        login_from(&server, proxy, "X-Forwarded-For: 192.0.2.1\r\n", "test-dispatcher").0,
+        login_from(
+            &server,
+            proxy,
+            "X-Forwarded-For: 192.0.2.1\r\n",
+            "test-dispatcher"
+        )
+        .0,
         429
     );
 

@@ -326,7 +326,10 @@ impl Auth {
     fn record_failure(&self, keys: &[&str], now: Instant) {
         let mut failures = Self::lock(&self.failures);
         for key in keys {
-            failures.entry((*key).to_owned()).or_default().push_back(now);
+            failures
+                .entry((*key).to_owned())
+                .or_default()
+                .push_back(now);
         }
     }
 
@@ -634,7 +637,11 @@ mod tests {
         }]);
         let now = Instant::now();
         assert!(a.login("supervisor", "wrong", None, now).is_err());
-        assert_eq!(a.argon2_verifications(), 1, "a known user: one verification");
+        assert_eq!(
+            a.argon2_verifications(),
+            1,
+            "a known user: one verification"
+        );
         assert_eq!(
             a.login("nobody", "wrong", None, now).err(),
             Some(LoginError::BadCredentials)
@@ -662,7 +669,10 @@ mod tests {
             a.bearer_from("tok", Some(guesser), now),
             Err(BearerError::Throttled { .. })
         ));
-        assert!(a.bearer_from("tok", Some([10, 0, 0, 10].into()), now).is_ok());
+        assert!(
+            a.bearer_from("tok", Some([10, 0, 0, 10].into()), now)
+                .is_ok()
+        );
         assert!(
             a.bearer_from("tok", Some(guesser), now + FAILURE_WINDOW)
                 .is_ok()

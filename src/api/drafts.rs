@@ -84,7 +84,9 @@ async fn may_write(
 ) -> Result<(), ApiError> {
     let call = CallId(call_id.to_owned());
     let own_agent = AgentId::new(user.agent.clone().unwrap_or_else(|| user.id.clone()));
-    let live_city = acd.and_then(|a| a.call_parties(&call)).map(|(city, _)| city);
+    let live_city = acd
+        .and_then(|a| a.call_parties(&call))
+        .map(|(city, _)| city);
     let offered = acd
         .and_then(|a| a.agent_state(&own_agent))
         .is_some_and(|s| s.leg_call() == Some(&call));

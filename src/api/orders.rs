@@ -62,12 +62,10 @@ impl OrdersContext {
             calendar,
             units: unit_tree(config),
             routing: routing_rules(config),
-            auth: Auth::from_config(&config.users).with_transport(
-                super::auth::TransportPolicy {
-                    secure_cookies: config.http.secure_cookies,
-                    trusted_proxies: config.http.trusted_proxies.clone(),
-                },
-            ),
+            auth: Auth::from_config(&config.users).with_transport(super::auth::TransportPolicy {
+                secure_cookies: config.http.secure_cookies,
+                trusted_proxies: config.http.trusted_proxies.clone(),
+            }),
             queues: config.queues.clone(),
             notifier: None,
         }

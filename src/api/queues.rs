@@ -29,8 +29,8 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::auth::{CurrentUser, User};
 use super::calls::oversees_city;
-use super::orders::OrdersContext;
 use super::error::ApiError;
+use super::orders::OrdersContext;
 use crate::queue::{AgentId, AgentState, PauseReason, QueueInput};
 use crate::server::acd::{AcdShell, ConsoleEvent};
 
@@ -266,7 +266,8 @@ mod tests {
     /// The shipped units (province → jinan → jinan-shizhong county, qingdao).
     fn context() -> OrdersContext {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let config = crate::config::Config::load(&root.join("config/hotline.toml")).expect("config");
+        let config =
+            crate::config::Config::load(&root.join("config/hotline.toml")).expect("config");
         let calendar =
             crate::calendar::Calendar::load(root.join("config/calendar/cn-workdays.toml"))
                 .expect("calendar");
@@ -301,12 +302,22 @@ mod tests {
             previous_orders: vec![],
         };
         let sees = |u: &User| sees(&ctx, u, &pop);
-        assert!(sees(&user("zhang", ConfigRole::Agent, "jinan", Some("1001"))));
+        assert!(sees(&user(
+            "zhang",
+            ConfigRole::Agent,
+            "jinan",
+            Some("1001")
+        )));
         assert!(sees(&user("1001", ConfigRole::Agent, "jinan", None)));
         assert!(!sees(&user("li", ConfigRole::Agent, "jinan", Some("1002"))));
         assert!(!sees(&user("1001x", ConfigRole::Dispatcher, "jinan", None)));
         assert!(sees(&user("zhou", ConfigRole::Supervisor, "jinan", None)));
-        assert!(sees(&user("prov", ConfigRole::ProvinceAdmin, "province", None)));
+        assert!(sees(&user(
+            "prov",
+            ConfigRole::ProvinceAdmin,
+            "province",
+            None
+        )));
         // Another city's supervisor gets no screen-pop of Jinan's calls.
         assert!(!sees(&user("qd", ConfigRole::Supervisor, "qingdao", None)));
     }
@@ -332,13 +343,32 @@ mod tests {
         for event in [&state, &queue] {
             let sees = |u: &User| sees(&ctx, u, event);
             assert!(sees(&user("li", ConfigRole::Agent, "jinan", Some("1002"))));
-            assert!(sees(&user("prov", ConfigRole::Dispatcher, "province", None)));
+            assert!(sees(&user(
+                "prov",
+                ConfigRole::Dispatcher,
+                "province",
+                None
+            )));
             assert!(!sees(&user("qd", ConfigRole::Supervisor, "qingdao", None)));
-            assert!(!sees(&user("qd-agent", ConfigRole::Agent, "qingdao", Some("2001"))));
+            assert!(!sees(&user(
+                "qd-agent",
+                ConfigRole::Agent,
+                "qingdao",
+                Some("2001")
+            )));
             // A county's user is below the city: not the city's live calls.
-            assert!(!sees(&user("county", ConfigRole::UnitHandler, "jinan-shizhong", None)));
+            assert!(!sees(&user(
+                "county",
+                ConfigRole::UnitHandler,
+                "jinan-shizhong",
+                None
+            )));
         }
         // An agent always hears of their own state, wherever their user sits.
-        assert!(sees(&ctx, &user("a", ConfigRole::Agent, "jinan-shizhong", Some("1001")), &state));
+        assert!(sees(
+            &ctx,
+            &user("a", ConfigRole::Agent, "jinan-shizhong", Some("1001")),
+            &state
+        ));
     }
 }

@@ -82,9 +82,7 @@ pub fn raise_open_file_limit() -> u64 {
     {
         warn!(%e, "cannot raise the open-file limit");
     }
-    getrlimit(Resource::Nofile)
-        .current
-        .unwrap_or(u64::MAX)
+    getrlimit(Resource::Nofile).current.unwrap_or(u64::MAX)
 }
 
 /// The limits the accept loop applies.
@@ -214,7 +212,9 @@ pub async fn serve(
         let service = tower::ServiceExt::map_request(
             app.clone(),
             move |mut request: axum::http::Request<hyper::body::Incoming>| {
-                request.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
+                request
+                    .extensions_mut()
+                    .insert(ConnectInfo::<SocketAddr>(peer));
                 request
             },
         );
@@ -226,10 +226,8 @@ pub async fn serve(
             builder
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout);
-            let connection = builder.serve_connection(
-                TokioIo::new(stream),
-                TowerToHyperService::new(service),
-            );
+            let connection =
+                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
             let mut connection = std::pin::pin!(connection);
             let result = tokio::select! {
                 r = connection.as_mut() => r,

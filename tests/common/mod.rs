@@ -256,7 +256,9 @@ pub fn connect_from(source: std::net::IpAddr, to: SocketAddr) -> std::net::TcpSt
         .expect("runtime");
     let stream = runtime.block_on(async {
         let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.bind(SocketAddr::new(source, 0)).expect("bind source");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source");
         socket.connect(to).await.expect("connect")
     });
     let stream = stream.into_std().expect("std stream");
