@@ -35,6 +35,9 @@ pub const SIP_TCP_RESERVE: u64 = 512;
 /// `/healthz` must stay reachable.
 pub const MIN_HTTP_CONNECTIONS: usize = 64;
 
+/// At shutdown, a connection's answer in progress gets this long to finish.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
+
 /// How the process's open files are shared out (logged at start-up).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenFilesPlan {
@@ -233,7 +236,11 @@ pub async fn serve(
                 r = connection.as_mut() => r,
                 () = shutdown.cancelled() => {
                     connection.as_mut().graceful_shutdown();
-                    connection.await
+                    // An event stream never ends on its own: do not wait for it long.
+                    match tokio::time::timeout(SHUTDOWN_GRACE, connection).await {
+                        Ok(r) => r,
+                        Err(_) => Ok(()),
+                    }
                 }
             };
             if let Err(e) = result {
