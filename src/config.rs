@@ -44,6 +44,68 @@ pub struct Config {
     /// Where reminders (催办) and supervision presses (督办) are sent besides the log.
     #[serde(default)]
     pub notify: NotifyConfig,
+    /// The HTTP listener (API and consoles): connection caps, timeouts, cookies.
+    #[serde(default)]
+    pub http: HttpConfig,
+}
+
+/// `[http]`: what keeps idle or greedy HTTP clients from using up the server's open
+/// files (SIP and RTP keep their own reserve, see `server::http`), and how the session
+/// cookie is marked.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HttpConfig {
+    /// A connection must send a complete request head within this long of opening it or
+    /// of its previous response (so also the keep-alive idle limit); else it is closed.
+    pub header_timeout_secs: u64,
+    /// HTTP connections open at once at most (lowered at start-up when the open-file
+    /// limit cannot hold them besides the SIP and RTP reserve); more are closed at once.
+    pub max_connections: usize,
+    /// HTTP connections open at once from one address at most; more are closed at once.
+    /// `trusted_proxies` count only against `max_connections`.
+    pub max_connections_per_source: usize,
+    /// Mark the session cookie `Secure`: the consoles are served over HTTPS by a
+    /// TLS-terminating proxy in front of the server.
+    pub secure_cookies: bool,
+    /// Reverse proxies whose `X-Forwarded-For` (client address) and `X-Forwarded-Proto`
+    /// (https → `Secure` cookie) are believed; from anyone else they are ignored.
+    pub trusted_proxies: Vec<IpAddr>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_secs: 10,
+            max_connections: 4096,
+            max_connections_per_source: 256,
+            secure_cookies: false,
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+fn validate_http(http: &HttpConfig, problems: &mut Vec<Problem>) {
+    let mut add = |path: &str, message: &str| {
+        problems.push(Problem {
+            path: format!("http.{path}"),
+            line: None,
+            message: message.into(),
+        });
+    };
+    if !(1..=300).contains(&http.header_timeout_secs) {
+        add("header_timeout_secs", "must be 1 to 300 seconds");
+    }
+    if http.max_connections == 0 {
+        add("max_connections", "must be at least 1");
+    }
+    if http.max_connections_per_source == 0
+        || http.max_connections_per_source > http.max_connections
+    {
+        add(
+            "max_connections_per_source",
+            "must be at least 1 and at most http.max_connections",
+        );
+    }
 }
 
 /// `[notify]`: the reminder scheduler and the notifiers of order events (TK-REMIND).
@@ -700,6 +762,7 @@ impl Config {
         }
         validate_users_and_routing(self, &unit_ids, &mut problems);
         validate_notify(&self.notify, &mut problems);
+        validate_http(&self.http, &mut problems);
         problems
     }
 
@@ -1089,6 +1152,27 @@ roles = ["agent"]
             "{problems:?}"
         );
         assert_eq!(problems[0].line, Some(19), "{:?}", problems[0]);
+    }
+
+    #[test]
+    fn http_limits_have_defaults_and_are_checked() {
+        let c = Config::from_toml(MINIMAL).expect("valid");
+        assert_eq!(c.http.header_timeout_secs, 10);
+        assert_eq!(c.http.max_connections_per_source, 256);
+        assert!(!c.http.secure_cookies);
+        let problems = Config::from_toml(&format!(
+            "{MINIMAL}\n[http]\nheader_timeout_secs = 0\nmax_connections = 10\nmax_connections_per_source = 11\n"
+        ))
+        .expect_err("zero timeout, per-source above the total");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "http.header_timeout_secs",
+                "http.max_connections_per_source"
+            ],
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -60,6 +60,7 @@ fn config() -> Config {
         user("disp", ConfigRole::Dispatcher, "jinan", None),
         user("cb", ConfigRole::CallbackStaff, "jinan", None),
         user("rev", ConfigRole::Reviewer, "jinan", None),
+        user("county", ConfigRole::UnitHandler, "jinan-shizhong", None),
     ]);
     config
 }
@@ -490,6 +491,7 @@ async fn recording_ids_that_look_like_paths_are_refused_and_nothing_outside_is_r
 #[tokio::test]
 async fn drafts_are_autosaved_per_call_and_deleted_when_the_order_is_created() {
     let (h, _db) = sqlite().await;
+    let _task = bridged_call(&h.acd, "call-7");
     let agent = h.login("agent").await;
     let other = h.login("agent-1002").await;
     let uri = "/api/drafts/call-7";
@@ -505,10 +507,14 @@ async fn drafts_are_autosaved_per_call_and_deleted_when_the_order_is_created() {
     let r = h
         .write(&other, "PUT", uri, json!({"description": "x"}))
         .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    // A supervisor of the city may write it, but not over the agent's draft.
+    let sup = h.login("sup-jinan").await;
+    let r = h.write(&sup, "PUT", uri, json!({"description": "x"})).await;
     assert_eq!(r.status, StatusCode::CONFLICT, "{}", r.text());
     // Roles that take no calls write no drafts.
     let disp = h.login("disp").await;
-    let r = h.write(&disp, "PUT", "/api/drafts/call-8", json!({})).await;
+    let r = h.write(&disp, "PUT", uri, json!({})).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
     // Not an object, not JSON, a path-like id: refused.
     assert_eq!(
@@ -748,5 +754,166 @@ async fn transfer_is_for_the_agent_on_the_call_or_a_supervisor_and_units_are_not
             hotline::queue::TransferTarget::Queue(CityId::new("qingdao")),
             hotline::queue::TransferTarget::Survey
         ]
+    );
+}
+
+/// The next SSE event of a `/api/events` body within `wait` (keep-alive comments
+/// skipped), as its text.
+async fn next_event(body: &mut Body, wait: std::time::Duration) -> Option<String> {
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        let frame = tokio::time::timeout_at(deadline, body.frame())
+            .await
+            .ok()??;
+        let Ok(data) = frame.ok()?.into_data() else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&data).into_owned();
+        if text.contains("event:") {
+            return Some(text);
+        }
+    }
+}
+
+#[tokio::test]
+async fn drafts_are_for_known_calls_their_agent_or_city_supervisor_and_a_quota() {
+    let (h, _db) = sqlite().await;
+    let _task = bridged_call(&h.acd, "jinan-live");
+    let agent = h.login("agent").await; // agent 1001, on the call
+    let qingdao_agent = h.login("agent-qd").await;
+    let qingdao_sup = h.login("sup-qingdao").await;
+    let form = json!({"description": "邻里纠纷"});
+    // The incident: another city's agent takes a Jinan call id first.
+    for (who, s) in [("agent-qd", &qingdao_agent), ("sup-qingdao", &qingdao_sup)] {
+        let r = h
+            .write(s, "PUT", "/api/drafts/jinan-live", form.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{who}: {}", r.text());
+    }
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-live", form.clone())
+        .await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "the agent on the call: {}",
+        r.text()
+    );
+    // Call ids the server never saw: no draft for anybody.
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/made-up", form.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+    // After the call the agent its record names goes on writing (wrap-up).
+    h.call("jinan-ended", "jinan", "1001", vec![]).await;
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-ended", form.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let r = h
+        .write(
+            &qingdao_agent,
+            "PUT",
+            "/api/drafts/jinan-ended",
+            form.clone(),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    // A quota per user: 20 drafts at once (2 held already).
+    for i in 0..18 {
+        let id = format!("jinan-old-{i}");
+        h.call(&id, "jinan", "1001", vec![]).await;
+        let r = h
+            .write(&agent, "PUT", &format!("/api/drafts/{id}"), form.clone())
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{id}: {}", r.text());
+    }
+    h.call("jinan-one-more", "jinan", "1001", vec![]).await;
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-one-more", form.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS, "{}", r.text());
+    assert_eq!(r.body["code"], "draft_quota");
+    // Updating a draft already held is not a new one.
+    let r = h
+        .write(&agent, "PUT", "/api/drafts/jinan-live", form.clone())
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+}
+
+#[tokio::test]
+async fn live_control_queue_views_and_events_stay_in_the_users_subtree() {
+    let (h, _db) = sqlite().await;
+    h.acd
+        .input(QueueInput::Registered {
+            agent: AgentId::new("1001"),
+        })
+        .expect("registered");
+    let jinan = h.login("sup-jinan").await;
+    let qingdao = h.login("sup-qingdao").await;
+    let county = h.login("county").await;
+    let province = h.login("admin-p").await;
+
+    // Queue views: a city's supervisor sees their city, a county user no city's live
+    // calls, the province every city.
+    let cities = |r: &Reply| -> Vec<String> {
+        r.body
+            .as_array()
+            .expect("queues")
+            .iter()
+            .map(|q| q["city"].as_str().expect("city").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        cities(&h.get(&qingdao, "/api/queues", None).await),
+        ["qingdao"]
+    );
+    assert_eq!(cities(&h.get(&jinan, "/api/queues", None).await), ["jinan"]);
+    assert!(cities(&h.get(&county, "/api/queues", None).await).is_empty());
+    assert!(cities(&h.get(&province, "/api/queues", None).await).len() >= 2);
+
+    // The event streams of both cities' supervisors.
+    let stream = |s: &Session| {
+        Request::get("/api/events")
+            .header(header::COOKIE, &s.cookie)
+            .body(Body::empty())
+            .expect("request")
+    };
+    let mut jinan_events = h
+        .app
+        .clone()
+        .oneshot(stream(&jinan))
+        .await
+        .expect("sse")
+        .into_body();
+    let mut qingdao_events = h
+        .app
+        .clone()
+        .oneshot(stream(&qingdao))
+        .await
+        .expect("sse")
+        .into_body();
+
+    // Qingdao's supervisor cannot pause Jinan's agent; Jinan's can.
+    let r = h
+        .write(&qingdao, "POST", "/api/agents/1001/sign_in", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{}", r.text());
+    let r = h
+        .write(&jinan, "POST", "/api/agents/1001/sign_in", json!({}))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let wait = std::time::Duration::from_secs(2);
+    let seen = next_event(&mut jinan_events, wait)
+        .await
+        .expect("Jinan's event");
+    assert!(
+        seen.contains("agent_state") && seen.contains("1001"),
+        "{seen}"
+    );
+    assert_eq!(
+        next_event(&mut qingdao_events, std::time::Duration::from_millis(500)).await,
+        None,
+        "Qingdao's supervisor hears nothing of Jinan's agents"
     );
 }

@@ -1,7 +1,11 @@
 //! Console / API authentication: users from `[[users]]`, argon2 or plain (dev)
 //! passwords, server-side sessions (HttpOnly SameSite=Strict cookie, 12 h) with a
-//! CSRF token for cookie-authenticated writes, bearer tokens (SHA-256 stored), and a
-//! login lockout (5 failures per user or per source within 15 minutes → 429).
+//! CSRF token for cookie-authenticated writes, bearer tokens (SHA-256 stored), and
+//! throttles instead of lockouts (429 with Retry-After): 5 failed logins for one user
+//! from one source, or 20 from one source for any users, within 15 minutes; 10 unknown
+//! bearer tokens from one source. A user is never locked out by failures from other
+//! addresses. Unknown users cost the same argon2 verification as known ones, so the
+//! answer time does not tell which user names exist.
 //!
 //! Clients can never act as [`Role::System`]: roles come only from the configuration,
 //! whose role type has no such variant.
@@ -9,6 +13,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordVerifier};
@@ -28,9 +33,14 @@ use crate::ticket::{Actor, Role, UnitId, UserId};
 pub const SESSION_COOKIE: &str = "hotline_session";
 /// Session lifetime.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-/// Failed logins allowed per user or source within [`FAILURE_WINDOW`].
+/// Failed logins allowed for one user from one source within [`FAILURE_WINDOW`].
 pub const MAX_FAILURES: usize = 5;
-/// Window of the login lockout.
+/// Failed logins allowed from one source, whatever the users, within the window
+/// (password spraying).
+pub const MAX_SOURCE_FAILURES: usize = 20;
+/// Unknown bearer tokens allowed from one source within the window.
+pub const MAX_BEARER_FAILURES: usize = 10;
+/// Window of the throttles.
 pub const FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
 /// Header carrying the CSRF token.
 pub const CSRF_HEADER: &str = "x-csrf-token";
@@ -84,16 +94,23 @@ impl User {
         self.has(Role::Supervisor) || self.has(Role::ProvinceAdmin)
     }
 
-    fn password_matches(&self, password: &str) -> bool {
+    fn password_matches(&self, password: &str, verifications: &AtomicU64) -> bool {
         match &self.secret {
             Secret::Plain(expected) => bool::from(expected.as_bytes().ct_eq(password.as_bytes())),
-            Secret::Argon2(phc) => PasswordHash::new(phc).is_ok_and(|hash| {
-                argon2::Argon2::default()
-                    .verify_password(password.as_bytes(), &hash)
-                    .is_ok()
-            }),
+            Secret::Argon2(phc) => argon2_verify(phc, password, verifications),
         }
     }
+}
+
+/// Verify `password` against an argon2 PHC string (counted: tests check that unknown
+/// users cost a verification too).
+fn argon2_verify(phc: &str, password: &str, verifications: &AtomicU64) -> bool {
+    verifications.fetch_add(1, Ordering::Relaxed);
+    PasswordHash::new(phc).is_ok_and(|hash| {
+        argon2::Argon2::default()
+            .verify_password(password.as_bytes(), &hash)
+            .is_ok()
+    })
 }
 
 fn ticket_role(role: ConfigRole) -> Role {
@@ -122,18 +139,47 @@ pub enum LoginError {
     /// Unknown user or wrong password (indistinguishable on purpose).
     #[error("bad credentials")]
     BadCredentials,
-    /// Too many failures; retry after this many seconds.
+    /// Too many failures for this user from this source, or from this source;
+    /// retry after this many seconds.
     #[error("too many failed logins")]
-    LockedOut { retry_after_secs: u64 },
+    Throttled { retry_after_secs: u64 },
 }
 
-/// Users, sessions and the login lockout. In memory: sessions do not survive a
-/// restart (users log in again).
+/// Why a bearer token was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BearerError {
+    #[error("unknown token")]
+    Unknown,
+    /// Too many unknown tokens from this source; retry after this many seconds.
+    #[error("too many unknown tokens")]
+    Throttled { retry_after_secs: u64 },
+}
+
+/// Users, sessions and the throttles. In memory: sessions do not survive a restart
+/// (users log in again).
 #[derive(Debug, Default)]
 pub struct Auth {
     users: HashMap<String, User>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Failure times by throttle key (`user:<id>@<source>`, `source:<ip>`,
+    /// `bearer:<ip>`).
     failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    /// An argon2 hash verified (result ignored) for unknown user names, with the
+    /// parameters the real users' hashes have: the answer takes as long as for a
+    /// known user. `None` without argon2 users (then nothing slow is compared).
+    dummy_hash: Option<String>,
+    argon2_verifications: AtomicU64,
+    /// `[http] secure_cookies` and `trusted_proxies`.
+    transport: TransportPolicy,
+}
+
+/// What the server knows of the transport in front of it (`[http]`).
+#[derive(Debug, Clone, Default)]
+pub struct TransportPolicy {
+    /// The session cookie is always `Secure` (HTTPS terminated in front).
+    pub secure_cookies: bool,
+    /// Proxies whose `X-Forwarded-For` / `X-Forwarded-Proto` are believed.
+    pub trusted_proxies: Vec<IpAddr>,
 }
 
 fn random_hex() -> String {
@@ -148,7 +194,7 @@ impl Auth {
     /// From the `[[users]]` section (already validated).
     #[must_use]
     pub fn from_config(users: &[UserConfig]) -> Self {
-        let users = users
+        let users: HashMap<String, User> = users
             .iter()
             .filter_map(|u| {
                 let secret = match (&u.password_hash, &u.password) {
@@ -172,10 +218,60 @@ impl Auth {
                 ))
             })
             .collect();
+        let dummy_hash = users.values().find_map(|u: &User| match &u.secret {
+            Secret::Argon2(phc) => Some(phc.clone()),
+            Secret::Plain(_) => None,
+        });
         Self {
             users,
+            dummy_hash,
             ..Self::default()
         }
+    }
+
+    /// With the `[http]` transport policy (cookie `Secure`, trusted proxies).
+    #[must_use]
+    pub fn with_transport(mut self, transport: TransportPolicy) -> Self {
+        self.transport = transport;
+        self
+    }
+
+    /// The client's address: the peer's, or for a trusted proxy the address it
+    /// appended last to `X-Forwarded-For` (the one it saw).
+    #[must_use]
+    pub fn client_ip(&self, parts: &Parts) -> Option<IpAddr> {
+        let peer = peer_ip(parts)?;
+        if !self.transport.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        let forwarded = parts
+            .headers
+            .get_all("x-forwarded-for")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
+            .next_back();
+        Some(forwarded.unwrap_or(peer))
+    }
+
+    /// Whether the session cookie gets `Secure`: configured, or the request came
+    /// through a trusted proxy that says it was HTTPS.
+    #[must_use]
+    pub fn secure_cookie(&self, parts: &Parts) -> bool {
+        self.transport.secure_cookies
+            || (peer_ip(parts).is_some_and(|p| self.transport.trusted_proxies.contains(&p))
+                && parts
+                    .headers
+                    .get("x-forwarded-proto")
+                    .and_then(|v| v.to_str().ok())
+                    .is_some_and(|v| v.trim().eq_ignore_ascii_case("https")))
+    }
+
+    /// Argon2 verifications run so far (tests: unknown users cost one too).
+    #[must_use]
+    pub fn argon2_verifications(&self) -> u64 {
+        self.argon2_verifications.load(Ordering::Relaxed)
     }
 
     /// The user with this id.
@@ -190,11 +286,11 @@ impl Auth {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Seconds until the oldest failure inside the window leaves it, when `key` is
-    /// locked out.
-    fn locked_for(
+    /// Seconds until `key` may try again, when it has `max` failures in the window.
+    fn throttled_for(
         failures: &mut HashMap<String, VecDeque<Instant>>,
         key: &str,
+        max: usize,
         now: Instant,
     ) -> Option<u64> {
         let list = failures.get_mut(key)?;
@@ -204,7 +300,7 @@ impl Auth {
         {
             list.pop_front();
         }
-        if list.len() >= MAX_FAILURES {
+        if list.len() >= max {
             let oldest = *list.front()?;
             let left = FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
             Some(left.as_secs().max(1))
@@ -213,11 +309,39 @@ impl Auth {
         }
     }
 
+    /// The longest wait any of `keys` (with their limits) imposes.
+    fn throttled(&self, keys: &[(&str, usize)], now: Instant) -> Option<u64> {
+        let mut failures = Self::lock(&self.failures);
+        if failures.len() > 100_000 {
+            failures.retain(|_, list| {
+                list.back()
+                    .is_some_and(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW)
+            });
+        }
+        keys.iter()
+            .filter_map(|(key, max)| Self::throttled_for(&mut failures, key, *max, now))
+            .max()
+    }
+
+    fn record_failure(&self, keys: &[&str], now: Instant) {
+        let mut failures = Self::lock(&self.failures);
+        for key in keys {
+            failures
+                .entry((*key).to_owned())
+                .or_default()
+                .push_back(now);
+        }
+    }
+
     /// Check credentials; on success open a session: `(session id, csrf token, user)`.
+    /// Failures are throttled per user and source (and per source), never per user
+    /// alone: wrong passwords from one address do not lock the user out elsewhere.
+    /// Slow (argon2): call it off the async executor.
     ///
     /// # Errors
     /// [`LoginError::BadCredentials`] for an unknown user or a wrong password (the
-    /// same answer), [`LoginError::LockedOut`] after too many failures.
+    /// same answer, after the same work), [`LoginError::Throttled`] after too many
+    /// failures.
     pub fn login(
         &self,
         user_id: &str,
@@ -225,42 +349,34 @@ impl Auth {
         source: Option<IpAddr>,
         now: Instant,
     ) -> Result<(String, String, User), LoginError> {
-        let user_key = format!("user:{user_id}");
-        let source_key = source.map(|ip| format!("source:{ip}"));
-        {
-            let mut failures = Self::lock(&self.failures);
-            if failures.len() > 100_000 {
-                failures.retain(|_, list| {
-                    list.back()
-                        .is_some_and(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW)
-                });
-            }
-            let locked = [Some(&user_key), source_key.as_ref()]
-                .into_iter()
-                .flatten()
-                .filter_map(|key| Self::locked_for(&mut failures, key, now))
-                .max();
-            if let Some(retry_after_secs) = locked {
-                return Err(LoginError::LockedOut { retry_after_secs });
-            }
+        let source_text = source.map_or_else(|| "-".to_owned(), |ip| ip.to_string());
+        let pair_key = format!("user:{user_id}@{source_text}");
+        let source_key = format!("source:{source_text}");
+        let limits = [
+            (pair_key.as_str(), MAX_FAILURES),
+            (source_key.as_str(), MAX_SOURCE_FAILURES),
+        ];
+        if let Some(retry_after_secs) = self.throttled(&limits, now) {
+            return Err(LoginError::Throttled { retry_after_secs });
         }
         let found = self.users.get(user_id);
-        // Unknown users still cost a comparison, so timing says little.
-        let ok = match found {
-            Some(user) => user.password_matches(password),
-            None => {
+        let ok = match (found, &self.dummy_hash) {
+            (Some(user), _) => user.password_matches(password, &self.argon2_verifications),
+            // The same work as for a known user, so the time says nothing.
+            (None, Some(dummy)) => {
+                let _ = argon2_verify(dummy, password, &self.argon2_verifications);
+                false
+            }
+            (None, None) => {
                 let _ = bool::from(b"no-such-user".ct_eq(password.as_bytes()));
                 false
             }
         };
         let Some(user) = found.filter(|_| ok) else {
-            let mut failures = Self::lock(&self.failures);
-            for key in [Some(user_key), source_key].into_iter().flatten() {
-                failures.entry(key).or_default().push_back(now);
-            }
+            self.record_failure(&[&pair_key, &source_key], now);
             return Err(LoginError::BadCredentials);
         };
-        Self::lock(&self.failures).remove(&user_key);
+        Self::lock(&self.failures).remove(&pair_key);
         let session_id = random_hex();
         let csrf = random_hex();
         let mut sessions = Self::lock(&self.sessions);
@@ -287,6 +403,31 @@ impl Auth {
         let session = sessions.get(session_id).filter(|s| s.expires > now)?;
         let user = self.users.get(&session.user_id)?.clone();
         Some((user, session.csrf.clone()))
+    }
+
+    /// The user of a bearer token sent from `source`; unknown tokens are throttled per
+    /// source (a source over the limit is refused even with a good token, so guessing
+    /// cannot go on in between).
+    ///
+    /// # Errors
+    /// [`BearerError::Unknown`], or [`BearerError::Throttled`] after too many.
+    pub fn bearer_from(
+        &self,
+        token: &str,
+        source: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<User, BearerError> {
+        let key = format!(
+            "bearer:{}",
+            source.map_or_else(|| "-".to_owned(), |ip| ip.to_string())
+        );
+        if let Some(retry_after_secs) = self.throttled(&[(&key, MAX_BEARER_FAILURES)], now) {
+            return Err(BearerError::Throttled { retry_after_secs });
+        }
+        self.bearer(token).ok_or_else(|| {
+            self.record_failure(&[&key], now);
+            BearerError::Unknown
+        })
     }
 
     /// The user whose `api_token` is the SHA-256 of `token`.
@@ -317,9 +458,9 @@ pub fn session_cookie(parts: &Parts) -> Option<String> {
         .map(|(_, value)| value.to_owned())
 }
 
-/// The client's address, when the server recorded it.
-#[must_use]
-pub fn client_ip(parts: &Parts) -> Option<IpAddr> {
+/// The peer's address, when the server recorded it (see [`Auth::client_ip`] for the
+/// client's).
+fn peer_ip(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
@@ -343,10 +484,19 @@ impl FromRequestParts<AppState> for CurrentUser {
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(str::trim)
                 .ok_or_else(ApiError::unauthenticated)?;
-            return auth
-                .bearer(token)
-                .map(CurrentUser)
-                .ok_or_else(ApiError::unauthenticated);
+            return match auth.bearer_from(token, auth.client_ip(parts), Instant::now()) {
+                Ok(user) => Ok(CurrentUser(user)),
+                Err(BearerError::Unknown) => Err(ApiError::unauthenticated()),
+                Err(BearerError::Throttled { retry_after_secs }) => {
+                    state
+                        .metrics
+                        .api_throttled(crate::server::metrics::ApiThrottle::Bearer);
+                    Err(ApiError::too_many_attempts(
+                        "too many unknown tokens from this address",
+                        retry_after_secs,
+                    ))
+                }
+            };
         }
         let session_id = session_cookie(parts).ok_or_else(ApiError::unauthenticated)?;
         let (user, csrf) = auth
@@ -426,38 +576,107 @@ mod tests {
     }
 
     #[test]
-    fn fifth_failure_locks_the_user_even_with_the_right_password() {
+    fn fifth_failure_from_a_source_throttles_the_user_there_only() {
         let a = auth();
         let now = Instant::now();
+        let attacker: IpAddr = [10, 0, 0, 9].into();
+        let office: IpAddr = [10, 0, 0, 10].into();
         for _ in 0..MAX_FAILURES {
-            assert!(a.login("agent", "bad", None, now).is_err());
+            assert!(a.login("agent", "bad", Some(attacker), now).is_err());
         }
-        match a.login("agent", "demo-agent", None, now) {
-            Err(LoginError::LockedOut { retry_after_secs }) => {
+        match a.login("agent", "demo-agent", Some(attacker), now) {
+            Err(LoginError::Throttled { retry_after_secs }) => {
                 assert!((1..=900).contains(&retry_after_secs));
             }
             other => panic!("{other:?}"),
         }
-        // After the window the user may log in again.
+        // The user, from anywhere else, is not locked out.
+        assert!(a.login("agent", "demo-agent", Some(office), now).is_ok());
+        // After the window the attacker's address may try again.
         assert!(
-            a.login("agent", "demo-agent", None, now + FAILURE_WINDOW)
+            a.login("agent", "demo-agent", Some(attacker), now + FAILURE_WINDOW)
                 .is_ok()
         );
     }
 
     #[test]
-    fn failures_from_one_source_lock_that_source() {
+    fn failures_for_many_users_from_one_source_throttle_that_source() {
         let a = auth();
         let now = Instant::now();
         let ip: IpAddr = [10, 0, 0, 9].into();
-        for i in 0..MAX_FAILURES {
+        for i in 0..MAX_SOURCE_FAILURES {
             let _ = a.login(&format!("guess{i}"), "x", Some(ip), now);
         }
         assert!(matches!(
             a.login("agent", "demo-agent", Some(ip), now),
-            Err(LoginError::LockedOut { .. })
+            Err(LoginError::Throttled { .. })
         ));
         assert!(a.login("agent", "demo-agent", None, now).is_ok());
+    }
+
+    #[test]
+    fn unknown_users_cost_the_same_argon2_verification_as_known_ones() {
+        let salt =
+            argon2::password_hash::SaltString::from_b64("c29tZXNhbHRzb21lc2FsdA").expect("salt");
+        let hash = argon2::password_hash::PasswordHasher::hash_password(
+            &argon2::Argon2::default(),
+            b"s3cret",
+            &salt,
+        )
+        .expect("hash")
+        .to_string();
+        let a = Auth::from_config(&[UserConfig {
+            id: "supervisor".into(),
+            name: "S".into(),
+            password: None,
+            password_hash: Some(hash),
+            roles: vec![ConfigRole::Supervisor],
+            unit: "jinan".into(),
+            api_token: None,
+            agent: None,
+        }]);
+        let now = Instant::now();
+        assert!(a.login("supervisor", "wrong", None, now).is_err());
+        assert_eq!(
+            a.argon2_verifications(),
+            1,
+            "a known user: one verification"
+        );
+        assert_eq!(
+            a.login("nobody", "wrong", None, now).err(),
+            Some(LoginError::BadCredentials)
+        );
+        assert_eq!(
+            a.argon2_verifications(),
+            2,
+            "an unknown user costs one verification too"
+        );
+    }
+
+    #[test]
+    fn unknown_bearer_tokens_are_throttled_per_source() {
+        let a = auth();
+        let now = Instant::now();
+        let guesser: IpAddr = [10, 0, 0, 9].into();
+        for i in 0..MAX_BEARER_FAILURES {
+            assert_eq!(
+                a.bearer_from(&format!("guess{i}"), Some(guesser), now)
+                    .err(),
+                Some(BearerError::Unknown)
+            );
+        }
+        assert!(matches!(
+            a.bearer_from("tok", Some(guesser), now),
+            Err(BearerError::Throttled { .. })
+        ));
+        assert!(
+            a.bearer_from("tok", Some([10, 0, 0, 10].into()), now)
+                .is_ok()
+        );
+        assert!(
+            a.bearer_from("tok", Some(guesser), now + FAILURE_WINDOW)
+                .is_ok()
+        );
     }
 
     #[test]

@@ -1,26 +1,35 @@
 //! Draft work orders of live calls: the agent console autosaves its order form
 //! (TK-FIELDS) while the call goes on, keyed by the call id, so a reload or another
 //! browser of the same user finds it again. `GET|PUT|DELETE /api/drafts/{call_id}`;
-//! the body of PUT is the form as a JSON object (at most 16 KiB). Only agents (who take
-//! calls) save drafts; a draft belongs to the user who saved it first (others get 404 /
-//! 409) and is deleted when that user creates the order with this `call_id`.
+//! the body of PUT is the form as a JSON object (at most 16 KiB). A call's draft is
+//! written only by the agent on it (offered or bridged, as the ACD says while the call
+//! is up; afterwards the agent its record names) or by a supervisor of its city; a call
+//! the server does not know gets 404, so nobody can take call ids in advance. A draft
+//! belongs to the user who saved it first (others get 404 / 409) and is deleted when
+//! that user creates the order with this `call_id`. A user holds at most
+//! [`MAX_DRAFTS_PER_USER`] drafts (429 beyond).
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{Value, json};
 
 use super::AppState;
-use super::auth::CurrentUser;
-use super::calls::valid_call_id;
+use super::auth::{CurrentUser, User};
+use super::calls::{oversees_city, valid_call_id};
 use super::error::ApiError;
-use crate::ticket::Role;
+use super::queues::AcdApi;
+use crate::queue::AgentId;
+use crate::ticket::model::CallId;
 
 /// Largest draft accepted.
 pub const MAX_DRAFT_BYTES: usize = 16 * 1024;
+/// Drafts one user may hold at once (an agent has one call at a time; drafts go when
+/// the order is created, or after a week).
+pub const MAX_DRAFTS_PER_USER: i64 = 20;
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -64,16 +73,60 @@ async fn read(
     })))
 }
 
+/// Whether `user` may write the draft of `call_id`: their agent is offered or bridged
+/// the call (ACD), or was the agent who answered it (its record); or they supervise its
+/// city. `Err(404)` for a call neither the ACD nor the call records know.
+async fn may_write(
+    state: &AppState,
+    acd: Option<&crate::server::acd::AcdShell>,
+    user: &User,
+    call_id: &str,
+) -> Result<(), ApiError> {
+    let call = CallId(call_id.to_owned());
+    let own_agent = AgentId::new(user.agent.clone().unwrap_or_else(|| user.id.clone()));
+    let live_city = acd
+        .and_then(|a| a.call_parties(&call))
+        .map(|(city, _)| city);
+    let offered = acd
+        .and_then(|a| a.agent_state(&own_agent))
+        .is_some_and(|s| s.leg_call() == Some(&call));
+    let (known, on_the_call, city) = if let Some(city) = live_city {
+        (true, offered, Some(city.as_str().to_owned()))
+    } else {
+        let record = state.store.call_record(call_id).await?;
+        (
+            record.is_some() || offered,
+            offered
+                || record
+                    .as_ref()
+                    .and_then(|r| r.agent.as_deref())
+                    .is_some_and(|a| user.is_agent(a)),
+            record.and_then(|r| r.city).map(|c| c.as_str().to_owned()),
+        )
+    };
+    if !known {
+        return Err(ApiError::not_found("call"));
+    }
+    let supervises = user.oversees_calls() && oversees_city(&state.orders, user, city.as_deref());
+    if on_the_call || supervises {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(
+            "only the agent on the call, or a supervisor of its city, writes its order",
+        ))
+    }
+}
+
 async fn save(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
+    ext: Option<Extension<AcdApi>>,
     Path(call_id): Path<String>,
     body: Bytes,
 ) -> Result<Response, ApiError> {
     checked(&call_id)?;
-    if !user.has(Role::Agent) {
-        return Err(ApiError::forbidden("only agents write the order of a call"));
-    }
+    let acd = ext.and_then(|Extension(AcdApi(acd))| acd);
+    may_write(&state, acd.as_deref(), &user, &call_id).await?;
     if body.len() > MAX_DRAFT_BYTES {
         return Err(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -91,6 +144,19 @@ async fn save(
         ));
     }
     let now_ms = chrono::Utc::now().timestamp_millis();
+    let held = state
+        .store
+        .count_user_call_drafts(&user.id, &call_id, now_ms)
+        .await?;
+    if held >= MAX_DRAFTS_PER_USER {
+        return Err(ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "draft_quota",
+            format!(
+                "at most {MAX_DRAFTS_PER_USER} drafts at once: create or clear the others first"
+            ),
+        ));
+    }
     let saved = state
         .store
         .save_call_draft(&call_id, &user.id, &fields.to_string(), now_ms)

@@ -56,6 +56,14 @@ impl ApiError {
         )
     }
 
+    /// 429 with `Retry-After`.
+    #[must_use]
+    pub fn too_many_attempts(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "too_many_attempts", message);
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+
     #[must_use]
     pub fn csrf() -> Self {
         Self::new(

@@ -51,6 +51,39 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .with_state(state)
         .merge(web::router())
+        .layer(axum::middleware::map_response(security_headers))
+}
+
+/// The standard security headers on every answer (those a handler set are kept), and
+/// `Cache-Control: no-store` on the API's: they carry personal data that no browser or
+/// proxy cache should keep.
+async fn security_headers(uri: axum::http::Uri, mut response: Response) -> Response {
+    use axum::http::HeaderValue;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "no-referrer"),
+        // Pages set their own policy (web.rs); API answers load nothing at all.
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; frame-ancestors 'none'",
+        ),
+    ] {
+        headers
+            .entry(name)
+            .or_insert_with(|| HeaderValue::from_static(value));
+    }
+    let path = uri.path();
+    let dynamic = path.starts_with("/api/") || path == "/healthz" || path == "/metrics";
+    let no_store = headers
+        .get(header::CACHE_CONTROL)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("no-store"));
+    if dynamic && !no_store {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// What `/healthz` reads from the running server (an axum extension set by `serve`).

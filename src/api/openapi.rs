@@ -164,7 +164,7 @@ pub fn document() -> Value {
         "2026-11 | 2026-Q4 | 2026; default: every order"
     )]);
     let mut agent_action = op(
-        "Agent state: sign_in, sign_out, pause ({\"reason\"}), unpause, end_wrap_up; the agent's own user or a supervisor",
+        "Agent state: sign_in, sign_out, pause ({\"reason\"}), unpause, end_wrap_up; the agent's own user or a supervisor of the agent's city (403 else)",
         "queues",
     );
     agent_action["parameters"] = json!([path_param("id"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["sign_in", "sign_out", "pause", "unpause", "end_wrap_up"]}}]);
@@ -214,7 +214,7 @@ pub fn document() -> Value {
         },
         "security": [{"session": []}, {"bearer": []}],
         "paths": {
-            "/api/login": {"post": with_body(op("Log in: session cookie + CSRF token; 401 bad_credentials, 429 with Retry-After", "auth"),
+            "/api/login": {"post": with_body(op("Log in (Content-Type: application/json only, else 415): session cookie + CSRF token; 401 bad_credentials, 429 with Retry-After (per user and address, and per address)", "auth"),
                 json!({"type": "object", "required": ["user", "password"], "properties": {"user": {"type": "string"}, "password": {"type": "string"}}}))},
             "/api/logout": {"post": op("Log out (204)", "auth")},
             "/api/me": {"get": op("The current user", "auth")},
@@ -235,12 +235,12 @@ pub fn document() -> Value {
             "/api/recordings/{call_id}": {"get": recording},
             "/api/drafts/{call_id}": {
                 "get": with_call(op("The user's autosaved draft order of a call (404 when none)", "calls")),
-                "put": with_body(with_call(op("Autosave the draft order of a call (the form as a JSON object, at most 16 KiB; 409 draft_taken when another user writes it)", "calls")), json!({"type": "object"})),
+                "put": with_body(with_call(op("Autosave the draft order of a call (the form as a JSON object, at most 16 KiB; only the agent on the call or a supervisor of its city, 403 else; 404 for a call the server does not know; 409 draft_taken when another user writes it; 429 draft_quota beyond 20 drafts per user)", "calls")), json!({"type": "object"})),
                 "delete": with_call(op("Delete the user's draft of a call (204)", "calls"))
             },
             "/api/stats/orders": {"get": stats},
-            "/api/queues": {"get": op("Live queue snapshot per city: waiting calls, agents with state, call and wrap-up left", "queues")},
-            "/api/events": {"get": op("Server-sent events: agent_state, call_offered (screen-pops, only to the offered agent and supervisors), queue, lagged", "queues")},
+            "/api/queues": {"get": op("Live queue snapshot of each city in the user's unit subtree: waiting calls, agents with state, call and wrap-up left", "queues")},
+            "/api/events": {"get": op("Server-sent events of the cities in the user's unit subtree (and of the user's own agent): agent_state, call_offered (screen-pops, only to the offered agent and the supervisors of its city), queue, lagged", "queues")},
             "/api/agents/{id}/{action}": {"post": agent_action}
         }
     })

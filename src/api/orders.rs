@@ -62,7 +62,10 @@ impl OrdersContext {
             calendar,
             units: unit_tree(config),
             routing: routing_rules(config),
-            auth: Auth::from_config(&config.users),
+            auth: Auth::from_config(&config.users).with_transport(super::auth::TransportPolicy {
+                secure_cookies: config.http.secure_cookies,
+                trusted_proxies: config.http.trusted_proxies.clone(),
+            }),
             queues: config.queues.clone(),
             notifier: None,
         }
@@ -240,26 +243,58 @@ pub fn decode_login(body: &[u8]) -> Result<(String, String), ApiError> {
     Ok((body.user, body.password))
 }
 
+/// Only `application/json` logins: a form or `text/plain` POST is what another site
+/// can make a browser send without a preflight (login CSRF).
+fn require_json(parts: &Parts) -> Result<(), ApiError> {
+    let json = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("application/json"));
+    if json {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "send the login as Content-Type: application/json",
+        ))
+    }
+}
+
 async fn login(
     State(state): State<AppState>,
     parts: Parts,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    require_json(&parts)?;
     let body = decode_login(&body_bytes(body)?)?;
-    let source = super::auth::client_ip(&parts);
-    let ctx = &state.orders;
+    let ctx = state.orders.clone();
+    let source = ctx.auth.client_ip(&parts);
     let (body_user, body_password) = body;
-    match ctx
-        .auth
-        .login(&body_user, &body_password, source, Instant::now())
-    {
+    let checked_user = body_user.clone();
+    // argon2 takes tens of milliseconds: not on the executor's threads.
+    let checked = tokio::task::spawn_blocking(move || {
+        ctx.auth
+            .login(&checked_user, &body_password, source, Instant::now())
+    })
+    .await
+    .map_err(|e| ApiError::internal(&e))?;
+    let ctx = &state.orders;
+    match checked {
         Ok((session, csrf, user)) => {
             let _ = state
                 .store
                 .audit(now().timestamp_millis(), &user.id, "login", &user.id, "")
                 .await;
+            let secure = if ctx.auth.secure_cookie(&parts) {
+                "; Secure"
+            } else {
+                ""
+            };
             let cookie = format!(
-                "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}",
+                "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
                 super::auth::SESSION_TTL.as_secs()
             );
             let mut response = Json(json!({
@@ -290,15 +325,15 @@ async fn login(
                 "unknown user or wrong password",
             ))
         }
-        Err(LoginError::LockedOut { retry_after_secs }) => {
-            tracing::warn!(user = %body_user, ?source, "login locked out");
-            let mut e = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_attempts",
+        Err(LoginError::Throttled { retry_after_secs }) => {
+            tracing::warn!(user = %body_user, ?source, "login throttled");
+            state
+                .metrics
+                .api_throttled(crate::server::metrics::ApiThrottle::Login);
+            Err(ApiError::too_many_attempts(
                 format!("too many failed logins; retry in {retry_after_secs} s"),
-            );
-            e.retry_after = Some(retry_after_secs);
-            Err(e)
+                retry_after_secs,
+            ))
         }
     }
 }

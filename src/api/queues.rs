@@ -3,12 +3,16 @@
 //! `POST /api/agents/{id}/sign_in|sign_out|pause|unpause|end_wrap_up` (`{"reason"}`
 //! for pause).
 //!
-//! Everything needs an authenticated user. An agent (the user whose `[[users]] agent`
-//! names it, or whose id is the agent's) may only change their own state; supervisors
-//! (督办岗) and province administrators may change any agent's. A screen-pop
-//! (`call_offered`) goes only to the offered agent's user and to supervisors and
-//! province administrators. Without a `[queues]` section these routes answer 404 (the
-//! consoles degrade on it).
+//! Everything needs an authenticated user, and everything is scoped by the user's unit
+//! subtree (as `/api/orders` is): a city's queue, its agents and their calls are seen
+//! only by users whose subtree holds the city (the city's users and the province's),
+//! plus an agent's own state and screen-pops by that agent's user. An agent (the user
+//! whose `[[users]] agent` names it, or whose id is the agent's) may only change their
+//! own state; supervisors (督办岗) and province administrators may change the state of
+//! the agents of the cities in their subtree. A screen-pop (`call_offered`) goes only to
+//! the offered agent's user and to the supervisors and province administrators over its
+//! city. Without a `[queues]` section these routes answer 404 (the consoles degrade on
+//! it).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -23,8 +27,10 @@ use axum::{Extension, Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::auth::CurrentUser;
+use super::auth::{CurrentUser, User};
+use super::calls::oversees_city;
 use super::error::ApiError;
+use super::orders::OrdersContext;
 use crate::queue::{AgentId, AgentState, PauseReason, QueueInput};
 use crate::server::acd::{AcdShell, ConsoleEvent};
 
@@ -72,7 +78,8 @@ fn acd_of(ext: Option<Extension<AcdApi>>) -> Result<Arc<AcdShell>, ApiError> {
 }
 
 async fn list(
-    CurrentUser(_user): CurrentUser,
+    axum::extract::State(state): axum::extract::State<AppState>,
+    CurrentUser(user): CurrentUser,
     ext: Option<Extension<AcdApi>>,
 ) -> Result<Json<Vec<QueueView>>, ApiError> {
     let acd = acd_of(ext)?;
@@ -80,6 +87,7 @@ async fn list(
     let views = acd
         .snapshots()
         .into_iter()
+        .filter(|q| oversees_city(&state.orders, &user, Some(q.city.as_str())))
         .map(|q| QueueView {
             city: q.city.as_str().to_string(),
             waiting: q.waiting.len(),
@@ -117,25 +125,33 @@ async fn list(
     Ok(Json(views))
 }
 
-/// Whether `user` receives `event` (screen-pops only for their agent or overseers).
-fn sees(user: &super::auth::User, event: &ConsoleEvent) -> bool {
+/// Whether `user` receives `event`: their own agent's, and the events of the cities in
+/// their subtree (screen-pops of those only for supervisors and administrators).
+fn sees(ctx: &OrdersContext, user: &User, event: &ConsoleEvent) -> bool {
     match event {
-        ConsoleEvent::CallOffered { agent, .. } => user.is_agent(agent) || user.oversees_calls(),
-        _ => true,
+        ConsoleEvent::CallOffered { agent, city, .. } => {
+            user.is_agent(agent)
+                || (user.oversees_calls() && oversees_city(ctx, user, city.as_deref()))
+        }
+        ConsoleEvent::AgentState { agent, city, .. } => {
+            user.is_agent(agent) || oversees_city(ctx, user, city.as_deref())
+        }
+        ConsoleEvent::Queue { city, .. } => oversees_city(ctx, user, city.as_deref()),
     }
 }
 
 async fn events(
+    axum::extract::State(state): axum::extract::State<AppState>,
     CurrentUser(user): CurrentUser,
     ext: Option<Extension<AcdApi>>,
 ) -> Result<Response, ApiError> {
     let acd = acd_of(ext)?;
     let rx = acd.subscribe();
-    let user = Arc::new(user);
-    let stream = futures_util::stream::unfold((rx, user), |(mut rx, user)| async move {
+    let seer = Arc::new((state.orders.clone(), user));
+    let stream = futures_util::stream::unfold((rx, seer), |(mut rx, seer)| async move {
         let sse = loop {
             match rx.recv().await {
-                Ok(event) if !sees(&user, &event) => {}
+                Ok(event) if !sees(&seer.0, &seer.1, &event) => {}
                 Ok(event) => {
                     break Event::default()
                         .event(event.name())
@@ -149,7 +165,7 @@ async fn events(
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
             }
         };
-        Some((Ok::<Event, Infallible>(sse), (rx, user)))
+        Some((Ok::<Event, Infallible>(sse), (rx, seer)))
     });
     Ok(Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
@@ -206,6 +222,7 @@ fn change_input(agent: AgentId, action: &str, body: ChangeBody) -> Result<QueueI
 }
 
 async fn change(
+    axum::extract::State(state): axum::extract::State<AppState>,
     CurrentUser(user): CurrentUser,
     ext: Option<Extension<AcdApi>>,
     Path((id, action)): Path<(String, String)>,
@@ -217,10 +234,12 @@ async fn change(
     if !acd.knows_agent(agent.as_str()) {
         return Err(ApiError::not_found("agent"));
     }
-    let allowed = user.is_agent(agent.as_str()) || user.oversees_calls();
+    let city = acd.agent_city(&agent).map(|c| c.as_str().to_owned());
+    let allowed = user.is_agent(agent.as_str())
+        || (user.oversees_calls() && oversees_city(&state.orders, &user, city.as_deref()));
     if !allowed {
         return Err(ApiError::forbidden(
-            "an agent may only change their own state",
+            "an agent may only change their own state, a supervisor those of their cities' agents",
         ));
     }
     let input = change_input(agent.clone(), &action, body)?;
@@ -244,14 +263,25 @@ mod tests {
     use super::*;
     use crate::config::{Role as ConfigRole, UserConfig};
 
-    fn user(id: &str, role: ConfigRole, agent: Option<&str>) -> super::super::auth::User {
+    /// The shipped units (province → jinan → jinan-shizhong county, qingdao).
+    fn context() -> OrdersContext {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let config =
+            crate::config::Config::load(&root.join("config/hotline.toml")).expect("config");
+        let calendar =
+            crate::calendar::Calendar::load(root.join("config/calendar/cn-workdays.toml"))
+                .expect("calendar");
+        OrdersContext::from_config(&config, calendar)
+    }
+
+    fn user(id: &str, role: ConfigRole, unit: &str, agent: Option<&str>) -> User {
         let auth = super::super::auth::Auth::from_config(&[UserConfig {
             id: id.into(),
             name: id.into(),
             password: Some("x".into()),
             password_hash: None,
             roles: vec![role],
-            unit: "jinan".into(),
+            unit: unit.into(),
             api_token: None,
             agent: agent.map(str::to_owned),
         }]);
@@ -259,7 +289,8 @@ mod tests {
     }
 
     #[test]
-    fn screen_pops_reach_only_the_offered_agent_and_overseers() {
+    fn screen_pops_reach_only_the_offered_agent_and_overseers_of_its_city() {
+        let ctx = context();
         let pop = ConsoleEvent::CallOffered {
             call_id: "c1".into(),
             agent: "1001".into(),
@@ -270,16 +301,74 @@ mod tests {
             draft_order_id: None,
             previous_orders: vec![],
         };
-        assert!(sees(&user("zhang", ConfigRole::Agent, Some("1001")), &pop));
-        assert!(sees(&user("1001", ConfigRole::Agent, None), &pop));
-        assert!(!sees(&user("li", ConfigRole::Agent, Some("1002")), &pop));
-        assert!(!sees(&user("1001x", ConfigRole::Dispatcher, None), &pop));
-        assert!(sees(&user("zhou", ConfigRole::Supervisor, None), &pop));
-        let queue = ConsoleEvent::Queue {
-            city: None,
-            call_id: None,
-            event: "x".into(),
+        let sees = |u: &User| sees(&ctx, u, &pop);
+        assert!(sees(&user(
+            "zhang",
+            ConfigRole::Agent,
+            "jinan",
+            Some("1001")
+        )));
+        assert!(sees(&user("1001", ConfigRole::Agent, "jinan", None)));
+        assert!(!sees(&user("li", ConfigRole::Agent, "jinan", Some("1002"))));
+        assert!(!sees(&user("1001x", ConfigRole::Dispatcher, "jinan", None)));
+        assert!(sees(&user("zhou", ConfigRole::Supervisor, "jinan", None)));
+        assert!(sees(&user(
+            "prov",
+            ConfigRole::ProvinceAdmin,
+            "province",
+            None
+        )));
+        // Another city's supervisor gets no screen-pop of Jinan's calls.
+        assert!(!sees(&user("qd", ConfigRole::Supervisor, "qingdao", None)));
+    }
+
+    #[test]
+    fn agent_and_queue_events_reach_the_users_of_their_city_subtree_only() {
+        let ctx = context();
+        let state = ConsoleEvent::AgentState {
+            agent: "1001".into(),
+            city: Some("jinan".into()),
+            from: "available".into(),
+            to: "on_call".into(),
+            reason: String::new(),
+            at: String::new(),
+            call: Some("jinan-call".into()),
+            until: None,
         };
-        assert!(sees(&user("li", ConfigRole::Agent, Some("1002")), &queue));
+        let queue = ConsoleEvent::Queue {
+            city: Some("jinan".into()),
+            call_id: Some("jinan-call".into()),
+            event: "overflow:qingdao".into(),
+        };
+        for event in [&state, &queue] {
+            let sees = |u: &User| sees(&ctx, u, event);
+            assert!(sees(&user("li", ConfigRole::Agent, "jinan", Some("1002"))));
+            assert!(sees(&user(
+                "prov",
+                ConfigRole::Dispatcher,
+                "province",
+                None
+            )));
+            assert!(!sees(&user("qd", ConfigRole::Supervisor, "qingdao", None)));
+            assert!(!sees(&user(
+                "qd-agent",
+                ConfigRole::Agent,
+                "qingdao",
+                Some("2001")
+            )));
+            // A county's user is below the city: not the city's live calls.
+            assert!(!sees(&user(
+                "county",
+                ConfigRole::UnitHandler,
+                "jinan-shizhong",
+                None
+            )));
+        }
+        // An agent always hears of their own state, wherever their user sits.
+        assert!(sees(
+            &ctx,
+            &user("a", ConfigRole::Agent, "jinan-shizhong", Some("1001")),
+            &state
+        ));
     }
 }

@@ -114,7 +114,40 @@ pub struct Metrics {
     outbox_refused: [AtomicU64; 2],
     outbox_depth: [AtomicI64; 2],
     calls_closed_at_startup: AtomicU64,
+    http_connections: AtomicI64,
+    http_refused: [AtomicU64; 2],
+    api_throttled: [AtomicU64; 2],
 }
+
+/// Why an HTTP connection was closed as soon as it was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpRefusal {
+    /// `[http] max_connections` (or the open-file plan's lower cap) reached.
+    Total = 0,
+    /// `[http] max_connections_per_source` reached for its address.
+    PerSource = 1,
+}
+
+impl HttpRefusal {
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HttpRefusal::Total => "total",
+            HttpRefusal::PerSource => "per_source",
+        }
+    }
+}
+
+/// What an API client was throttled for (429).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApiThrottle {
+    /// Failed logins for one user from one source.
+    Login = 0,
+    /// Unknown bearer tokens from one source.
+    Bearer = 1,
+}
+
+const API_THROTTLES: [&str; 2] = ["login", "bearer"];
 
 /// Which durable outbox (see `server::journal`) a figure is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,6 +203,9 @@ impl Default for Metrics {
             outbox_refused: Default::default(),
             outbox_depth: Default::default(),
             calls_closed_at_startup: AtomicU64::new(0),
+            http_connections: AtomicI64::new(0),
+            http_refused: Default::default(),
+            api_throttled: Default::default(),
         }
     }
 }
@@ -260,6 +296,18 @@ impl Metrics {
     pub fn calls_closed_at_startup(&self, n: usize) {
         self.calls_closed_at_startup
             .fetch_add(u64::try_from(n).unwrap_or(u64::MAX), Relaxed);
+    }
+    /// An HTTP connection opened (+1) or closed (-1).
+    pub fn http_connection(&self, delta: i64) {
+        self.http_connections.fetch_add(delta, Relaxed);
+    }
+    /// An HTTP connection closed at once: over a cap.
+    pub fn http_refused(&self, why: HttpRefusal) {
+        self.http_refused[why as usize].fetch_add(1, Relaxed);
+    }
+    /// An API request answered 429 by a throttle.
+    pub fn api_throttled(&self, what: ApiThrottle) {
+        self.api_throttled[what as usize].fetch_add(1, Relaxed);
     }
     pub fn parse_errors(&self) -> u64 {
         self.parse_errors.load(Relaxed)
@@ -455,6 +503,36 @@ impl Metrics {
             "counter",
             count(&self.calls_closed_at_startup),
         );
+        gauge(
+            &mut out,
+            "hotline_http_connections",
+            "HTTP connections open.",
+            "gauge",
+            self.http_connections.load(Relaxed),
+        );
+        out.push_str(
+            "# HELP hotline_http_connections_refused_total HTTP connections closed at once: over a cap.\n\
+             # TYPE hotline_http_connections_refused_total counter\n",
+        );
+        for why in [HttpRefusal::Total, HttpRefusal::PerSource] {
+            let _ = writeln!(
+                out,
+                "hotline_http_connections_refused_total{{reason=\"{}\"}} {}",
+                why.as_str(),
+                count(&self.http_refused[why as usize])
+            );
+        }
+        out.push_str(
+            "# HELP hotline_api_throttled_total API requests answered 429 by a throttle.\n\
+             # TYPE hotline_api_throttled_total counter\n",
+        );
+        for (i, what) in API_THROTTLES.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "hotline_api_throttled_total{{what=\"{what}\"}} {}",
+                count(&self.api_throttled[i])
+            );
+        }
         gauge(
             &mut out,
             "hotline_agents_lost_total",

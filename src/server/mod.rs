@@ -5,6 +5,7 @@ pub mod call_orders;
 pub mod call_outbox;
 pub mod callback;
 pub mod calls;
+pub mod http;
 pub mod journal;
 pub mod metrics;
 pub mod notify;
@@ -76,6 +77,23 @@ pub enum ServeError {
 /// Start-up failures (database, sockets); a clean shutdown is `Ok`.
 pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let config = options.config;
+    let open_files = http::plan_open_files(http::raise_open_file_limit(), &config);
+    info!(
+        open_files = open_files.limit,
+        reserved_for_sip_rtp_and_files = open_files.reserve,
+        http_max_connections = open_files.http_max_connections,
+        "open-file limit {}: {} kept for SIP, RTP and files, HTTP connections at most {}",
+        open_files.limit,
+        open_files.reserve,
+        open_files.http_max_connections
+    );
+    if open_files.http_max_connections < config.http.max_connections {
+        warn!(
+            configured = config.http.max_connections,
+            allowed = open_files.http_max_connections,
+            "http.max_connections lowered: the open-file limit cannot hold it besides SIP and RTP"
+        );
+    }
     let clock = match std::env::var("HOTLINE_FAKE_NOW") {
         Ok(text) => {
             let fake = chrono::DateTime::parse_from_rfc3339(&text)
@@ -235,7 +253,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     ));
     let state = AppState {
         store: store.clone(),
-        metrics,
+        metrics: metrics.clone(),
         warnings: Arc::new(warnings),
         orders,
         cities: Arc::new(config.cities.clone()),
@@ -250,14 +268,23 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         }))
         .layer(axum::Extension(api::recordings::RecordingsDir(Some(
             config.server.recordings_dir.clone(),
-        ))))
-        .into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let http_shutdown = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move { http_shutdown.cancelled().await })
-            .await
-    });
+        ))));
+    let limits = http::HttpLimits {
+        header_timeout: Duration::from_secs(config.http.header_timeout_secs),
+        max_connections: open_files.http_max_connections,
+        max_connections_per_source: config
+            .http
+            .max_connections_per_source
+            .min(open_files.http_max_connections),
+        exempt_from_per_source: config.http.trusted_proxies.clone(),
+    };
+    let http_task = tokio::spawn(http::serve(
+        http,
+        app,
+        limits,
+        metrics.clone(),
+        shutdown.clone(),
+    ));
 
     info!(
         sip = %sip_local,

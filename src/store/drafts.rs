@@ -67,6 +67,28 @@ impl Store {
         Ok(written == 1)
     }
 
+    /// How many live (not expired at `now_ms`) drafts `user_id` holds, besides the one
+    /// of `except_call`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn count_user_call_drafts(
+        &self,
+        user_id: &str,
+        except_call: &str,
+        now_ms: i64,
+    ) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM call_drafts \
+            WHERE user_id = $1 AND call_id <> $2 AND updated_ms >= $3";
+        let (count,): (i64,) = on_pool!(self, |p| sqlx::query_as(SQL)
+            .bind(user_id)
+            .bind(except_call)
+            .bind(now_ms.saturating_sub(DRAFT_TTL_MS))
+            .fetch_one(p)
+            .await?);
+        Ok(count)
+    }
+
     /// Delete `user_id`'s draft of `call_id` (the order was created, or the agent
     /// cleared the form). Returns whether one was deleted.
     ///

@@ -134,6 +134,27 @@ impl Server {
     }
 
     pub fn start_in(dir: tempfile::TempDir, config: &str, env: &[(&str, &str)]) -> Server {
+        Server::start_wrapped(dir, config, env, None)
+    }
+
+    /// Start with the open-file limit set to `soft`:`hard` (through `prlimit`), as a
+    /// service manager would.
+    pub fn start_with_open_files(config: &str, soft: u64, hard: u64) -> Server {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let wrapper = vec![
+            require("prlimit").display().to_string(),
+            format!("--nofile={soft}:{hard}"),
+            "--".to_string(),
+        ];
+        Server::start_wrapped(dir, config, &[], Some(wrapper))
+    }
+
+    fn start_wrapped(
+        dir: tempfile::TempDir,
+        config: &str,
+        env: &[(&str, &str)],
+        wrapper: Option<Vec<String>>,
+    ) -> Server {
         let calendar = repo_root().join("config/calendar/cn-workdays.toml");
         let config = config
             .replace("CALENDAR", &calendar.display().to_string())
@@ -142,7 +163,14 @@ impl Server {
         std::fs::write(&config_path, config).expect("write config");
         let sip = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let http = SocketAddr::from(([127, 0, 0, 1], free_port()));
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_hotline"));
+        let mut cmd = match &wrapper {
+            Some(wrapper) => {
+                let mut cmd = Command::new(&wrapper[0]);
+                cmd.args(&wrapper[1..]).arg(env!("CARGO_BIN_EXE_hotline"));
+                cmd
+            }
+            None => Command::new(env!("CARGO_BIN_EXE_hotline")),
+        };
         cmd.arg("serve")
             .arg("--config")
             .arg(&config_path)
@@ -213,16 +241,69 @@ impl Server {
     }
 
     fn http_get_with(&self, path: &str, extra_headers: &str) -> (u16, String) {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(self.http).expect("connect http");
+        let s = std::net::TcpStream::connect(self.http).expect("connect http");
+        http_get_on(s, path, extra_headers)
+    }
+
+    /// Plain GET from a client socket bound to `source` (127.0.0.x: another client).
+    pub fn http_get_from(&self, source: std::net::IpAddr, path: &str) -> (u16, String) {
+        http_get_on(connect_from(source, self.http), path, "")
+    }
+}
+
+/// A TCP connection to `to` from address `source` (any 127.0.0.0/8 address on Linux).
+pub fn connect_from(source: std::net::IpAddr, to: SocketAddr) -> std::net::TcpStream {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .expect("runtime");
+    let stream = runtime.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::new(source, 0))
+            .expect("bind source");
+        socket.connect(to).await.expect("connect")
+    });
+    let stream = stream.into_std().expect("std stream");
+    stream.set_nonblocking(false).expect("blocking");
+    stream
+}
+
+/// One request from `source` with `Connection: close`: (status, the whole answer:
+/// head and body). `headers` are extra header lines, each ending in CRLF.
+pub fn http_request_from(
+    source: std::net::IpAddr,
+    to: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &str,
+    body: &str,
+) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = connect_from(source, to);
+    s.set_read_timeout(Some(Duration::from_secs(10))).ok();
+    let _ = write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    (status_of(&resp), resp)
+}
+
+/// One GET with `Connection: close` on an open connection: (status, body); status 0
+/// when the server closed it without an answer.
+pub fn http_get_on(mut s: std::net::TcpStream, path: &str, extra_headers: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    {
         s.set_read_timeout(Some(Duration::from_secs(10))).ok();
-        write!(
+        let _ = write!(
             s,
             "GET {path} HTTP/1.1\r\nHost: x\r\n{extra_headers}Connection: close\r\n\r\n"
-        )
-        .expect("write");
+        );
         let mut resp = String::new();
-        s.read_to_string(&mut resp).expect("read");
+        let _ = s.read_to_string(&mut resp);
         let status = resp
             .split_whitespace()
             .nth(1)
@@ -234,7 +315,9 @@ impl Server {
             .unwrap_or_default();
         (status, body)
     }
+}
 
+impl Server {
     /// Value of a Prometheus sample line `name{labels} value` (0 when absent).
     pub fn metric(&self, sample: &str) -> u64 {
         let (_, body) = self.http_get("/metrics");
@@ -584,4 +667,32 @@ pub fn wav_stats(path: &Path) -> (f64, f64, u16) {
         samples.len() as f64 / f64::from(spec.sample_rate),
         channels,
     )
+}
+
+/// An INVITE from a trunk caller to `service` offering PCMA audio at `rtp_port`.
+pub fn pcma_invite_text(sip: &RawUdp, service: &str, call_id: &str, rtp_port: u16) -> String {
+    let sdp = format!(
+        "v=0\r\no=raw 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n\
+         m=audio {rtp_port} RTP/AVP 8\r\na=rtpmap:8 PCMA/8000\r\na=sendrecv\r\n"
+    );
+    format!(
+        "INVITE sip:{service}@{server} SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-{call_id};rport\n\
+         Max-Forwards: 70\nFrom: <sip:053188886666@127.0.0.1>;tag=raw\nTo: <sip:{service}@{server}>\n\
+         Call-ID: {call_id}\nCSeq: 1 INVITE\nContact: <sip:caller@{local}>\n\
+         Content-Type: application/sdp\nContent-Length: {len}\n\n{sdp}",
+        server = sip.server,
+        local = sip.local(),
+        len = sdp.len(),
+    )
+}
+
+/// Send `text` and wait for the final response (1xx skipped); None on silence.
+pub fn final_response(sip: &RawUdp, text: &str) -> Option<String> {
+    sip.send(text);
+    loop {
+        let resp = sip.recv()?;
+        if status_of(&resp) >= 200 {
+            return Some(resp);
+        }
+    }
 }
