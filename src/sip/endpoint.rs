@@ -50,8 +50,9 @@ use crate::sip::registrar::{
 };
 pub use crate::sip::registrar::{SourceInfo, Transport};
 use crate::sip::transaction::{
-    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, ServerTransaction,
-    Side as TxSide, Timers, TransactionEvent, TransactionKey, TransactionLayer,
+    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, Rfc2543Ids,
+    ServerTransaction, Side as TxSide, Timers, TransactionEvent, TransactionKey, TransactionLayer,
+    has_magic_cookie,
 };
 use crate::store::StoredBinding;
 
@@ -671,8 +672,12 @@ impl Endpoint {
             self.metrics.dropped(DropReason::Unanswerable);
             return;
         };
-        let branch = via.branch.clone().unwrap_or_default();
-        let key = TransactionKey::for_request(&branch, &sent_by(&via), &req.method);
+        let key = match via.branch.as_deref() {
+            Some(branch) if has_magic_cookie(Some(branch)) => {
+                TransactionKey::for_request(branch, &sent_by(&via), &req.method)
+            }
+            _ => rfc2543_key(&req, &via),
+        };
         let reliability = match source.transport {
             Transport::Udp => Reliability::Unreliable,
             _ => Reliability::Reliable,
@@ -1773,6 +1778,25 @@ fn new_tag() -> String {
 }
 
 /// `host[:port]` of a Via, as the transaction key's sent-by.
+/// The transaction key of a request without an RFC 3261 branch (RFC 3261 §17.2.3).
+fn rfc2543_key(req: &Request, via: &crate::sip::message::Via) -> TransactionKey {
+    let to = req.headers.to().ok();
+    let from = req.headers.from().ok();
+    let request_uri = req.uri.to_string();
+    let top_via = via.to_string();
+    let sent_by = sent_by(via);
+    let ids = Rfc2543Ids {
+        request_uri: &request_uri,
+        to_tag: to.as_ref().and_then(|t| t.tag()),
+        from_tag: from.as_ref().and_then(|f| f.tag()),
+        call_id: req.headers.call_id().unwrap_or(""),
+        cseq: req.headers.cseq().map(|c| c.seq).unwrap_or(0),
+        top_via: &top_via,
+        sent_by: &sent_by,
+    };
+    TransactionKey::for_rfc2543_request(&ids, &req.method)
+}
+
 fn sent_by(via: &crate::sip::message::Via) -> String {
     match via.port {
         Some(p) => format!("{}:{p}", via.host),
@@ -2514,6 +2538,81 @@ kind = "echo"
         );
         let (resent, _) = drain(&mut ep);
         assert_eq!(resent, judged);
+    }
+
+    /// RFC 2543 requests (no magic cookie; here no branch at all, as RFC 4475 `inv2543`)
+    /// are matched by Request-URI, tags, Call-ID, CSeq and top Via, not by Via alone.
+    #[test]
+    fn cookieless_requests_are_matched_by_rfc3261_17_2_3_fields_not_via_alone() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let options = |call_id: &str, cseq: u32| {
+            String::from_utf8(request("OPTIONS", "x", call_id, "", cseq, ""))
+                .expect("utf8")
+                .replace(";branch=x", "")
+        };
+        let source = from([192, 0, 2, 1]);
+        ep.handle_message(t0, source, options("old-1", 1).as_bytes());
+        let (first, _) = drain(&mut ep);
+        assert_eq!(statuses(&first), [200]);
+        // Another request on the same Via: a new transaction, answered with its own Call-ID.
+        ep.handle_message(
+            t0 + Duration::from_millis(10),
+            source,
+            options("old-2", 1).as_bytes(),
+        );
+        let (second, _) = drain(&mut ep);
+        assert_eq!(statuses(&second), [200]);
+        assert!(second[0].contains("Call-ID: old-2"), "{}", second[0]);
+        // Same Call-ID, next CSeq: new as well.
+        ep.handle_message(
+            t0 + Duration::from_millis(20),
+            source,
+            options("old-1", 2).as_bytes(),
+        );
+        let (third, _) = drain(&mut ep);
+        assert!(third[0].contains("CSeq: 2 OPTIONS"), "{}", third[0]);
+        // A true retransmission is absorbed: the same answer again, not processed twice.
+        let created = ep.transactions.counters().non_invite_server.created;
+        ep.handle_message(
+            t0 + Duration::from_millis(30),
+            source,
+            options("old-1", 1).as_bytes(),
+        );
+        let (again, _) = drain(&mut ep);
+        assert_eq!(again, first);
+        assert_eq!(
+            ep.transactions.counters().non_invite_server.created,
+            created
+        );
+    }
+
+    #[test]
+    fn cookieless_ack_of_a_failure_is_absorbed_by_its_invite_transaction() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let source = from([198, 51, 100, 9]);
+        let no_branch = |text: Vec<u8>| {
+            String::from_utf8(text)
+                .expect("utf8")
+                .replace(";branch=x", "")
+        };
+        let invite = no_branch(request("INVITE", "x", "c2543", "", 1, SDP));
+        ep.handle_message(t0, source, invite.as_bytes());
+        let (sent, _) = drain(&mut ep);
+        let status = statuses(&sent)[0];
+        assert!(status >= 400, "{}", sent[0]);
+        let tag = to_tag(&sent[0]);
+        let ack = no_branch(request("ACK", "x", "c2543", &tag, 1, ""));
+        ep.handle_message(t0 + Duration::from_millis(10), source, ack.as_bytes());
+        drain(&mut ep);
+        assert_eq!(ep.transactions.counters().retransmissions_absorbed, 1);
+        // A second INVITE from the same Via with another Call-ID is new, not a repeat.
+        let other = no_branch(request("INVITE", "x", "c2543-b", "", 1, SDP));
+        ep.handle_message(t0 + Duration::from_millis(20), source, other.as_bytes());
+        let (sent, _) = drain(&mut ep);
+        assert!(sent[0].contains("Call-ID: c2543-b"), "{}", sent[0]);
+        assert_eq!(ep.transactions.counters().invite_server.created, 2);
     }
 
     #[test]
