@@ -193,6 +193,14 @@ impl Default for SipConfig {
 pub struct TrunkConfig {
     pub name: String,
     pub sources: Vec<IpAddr>,
+    /// When set, only messages from this source port are the trunk's (the carrier's
+    /// SIP port, over UDP): anything else from its address, e.g. a phone behind the
+    /// same NAT or a scanner, is an ordinary outside source.
+    #[serde(default)]
+    pub source_port: Option<u16>,
+    /// When set, only messages over this transport are the trunk's.
+    #[serde(default)]
+    pub source_transport: Option<TrunkTransport>,
     /// A header this carrier sets on inbound calls whose value picks the city (the
     /// original called number such as `053212348`, an area code, or a city id), e.g.
     /// `P-Called-City`. It is consulted after the dialled number and before the
@@ -206,6 +214,14 @@ pub struct TrunkConfig {
     /// with `outbound` carries every outbound call.
     #[serde(default)]
     pub outbound: Option<String>,
+}
+
+/// Transport a trunk's messages must arrive over (`[[trunks]] source_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    Udp,
+    Tcp,
 }
 
 /// Transport of an outbound trunk address.
