@@ -137,8 +137,12 @@ pub struct SipConfig {
     pub max_expires: u32,
     pub default_expires: u32,
     pub nonce_ttl_secs: u64,
-    /// Failed authentications from one source within the window before it is banned.
+    /// Failed authentications for one user from one source within the window before that
+    /// user is banned from that source.
     pub auth_failures_before_ban: u32,
+    /// Failed authentications from one source (any users) within the window before the
+    /// whole source is banned; configured trunk sources never are.
+    pub auth_source_failures_before_ban: u32,
     pub auth_failure_window_secs: u64,
     pub ban_secs: u64,
     pub max_tcp_connections_per_source: usize,
@@ -176,6 +180,7 @@ impl Default for SipConfig {
             default_expires: 3600,
             nonce_ttl_secs: 300,
             auth_failures_before_ban: 10,
+            auth_source_failures_before_ban: 50,
             auth_failure_window_secs: 60,
             ban_secs: 300,
             max_tcp_connections_per_source: 32,

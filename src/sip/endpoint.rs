@@ -421,6 +421,7 @@ impl Endpoint {
             .collect();
         auth_config.rate_limit = RateLimitConfig {
             max_failures: sip.auth_failures_before_ban as usize,
+            max_source_failures: sip.auth_source_failures_before_ban as usize,
             window: Duration::from_secs(sip.auth_failure_window_secs),
             ban: Duration::from_secs(sip.ban_secs),
             ..RateLimitConfig::default()
