@@ -931,7 +931,8 @@ impl Endpoint {
             // RFC 3261 §22.4 / RFC 7616 §3.4.6: credentials computed for another URI are
             // not for this request (a replayed or relayed Authorization). Not counted:
             // nothing was verified.
-            debug!(from = %source.addr, "digest uri differs from the Request-URI");
+            debug!(from = %source.addr, digest_uri = %credentials.uri, request_uri = %req.uri,
+                "digest uri differs from the Request-URI");
             return Err(Answer::status(400, "Bad Request"));
         }
         let secret = self.users.get(&credentials.username).cloned();
