@@ -34,9 +34,10 @@
 //!   for a wrong password.
 //! - **No legacy RFC 2069 digests.** Responses without `qop` carry no `cnonce`/`nc` and so
 //!   no replay protection; every UA we target supports `qop=auth`, so they are `Invalid`.
-//! - The `uri` parameter is used for HA2 as RFC 2617 requires but is not compared with the
-//!   Request-URI: UAs disagree on its exact spelling and replay is already prevented by
-//!   `nc`.
+//! - The `uri` parameter is used for HA2 as RFC 2617 requires. Comparing it with the
+//!   Request-URI (RFC 3261 §22.4) needs the request, so the endpoint does it before
+//!   calling [`Authenticator::verify`]: as URIs, not as text, since UAs spell them
+//!   differently.
 
 use rand::RngCore;
 use rand::rngs::StdRng;

@@ -3,7 +3,7 @@
 use crate::sip::message::Method;
 
 /// The RFC 3261 branch prefix; branches without it come from RFC 2543 elements, whose
-/// transactions cannot be matched by branch (see [`TransactionKey::is_rfc3261`]).
+/// transactions cannot be matched by branch (see [`TransactionKey::for_rfc2543_request`]).
 pub const MAGIC_COOKIE: &str = "z9hG4bK";
 
 /// Identifies one transaction: top Via branch, top Via sent-by and method.
@@ -85,9 +85,8 @@ impl TransactionKey {
         })
     }
 
-    /// True when the branch carries the RFC 3261 magic cookie. Requests from RFC 2543
-    /// elements (no cookie) are not matched by this layer; the caller should handle them
-    /// statelessly or reject them.
+    /// True when the key was made from an RFC 3261 branch (magic cookie), false for a
+    /// key from [`for_rfc2543_request`](Self::for_rfc2543_request).
     pub fn is_rfc3261(&self) -> bool {
         self.branch.starts_with(MAGIC_COOKIE)
     }
