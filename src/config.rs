@@ -199,8 +199,12 @@ pub struct SipConfig {
     pub max_expires: u32,
     pub default_expires: u32,
     pub nonce_ttl_secs: u64,
-    /// Failed authentications from one source within the window before it is banned.
+    /// Failed authentications for one user from one source within the window before that
+    /// user is banned from that source.
     pub auth_failures_before_ban: u32,
+    /// Failed authentications from one source (any users) within the window before the
+    /// whole source is banned; configured trunk sources never are.
+    pub auth_source_failures_before_ban: u32,
     pub auth_failure_window_secs: u64,
     pub ban_secs: u64,
     pub max_tcp_connections_per_source: usize,
@@ -238,6 +242,7 @@ impl Default for SipConfig {
             default_expires: 3600,
             nonce_ttl_secs: 300,
             auth_failures_before_ban: 10,
+            auth_source_failures_before_ban: 50,
             auth_failure_window_secs: 60,
             ban_secs: 300,
             max_tcp_connections_per_source: 32,
@@ -255,6 +260,14 @@ impl Default for SipConfig {
 pub struct TrunkConfig {
     pub name: String,
     pub sources: Vec<IpAddr>,
+    /// When set, only messages from this source port are the trunk's (the carrier's
+    /// SIP port, over UDP): anything else from its address, e.g. a phone behind the
+    /// same NAT or a scanner, is an ordinary outside source.
+    #[serde(default)]
+    pub source_port: Option<u16>,
+    /// When set, only messages over this transport are the trunk's.
+    #[serde(default)]
+    pub source_transport: Option<TrunkTransport>,
     /// A header this carrier sets on inbound calls whose value picks the city (the
     /// original called number such as `053212348`, an area code, or a city id), e.g.
     /// `P-Called-City`. It is consulted after the dialled number and before the
@@ -268,6 +281,14 @@ pub struct TrunkConfig {
     /// with `outbound` carries every outbound call.
     #[serde(default)]
     pub outbound: Option<String>,
+}
+
+/// Transport a trunk's messages must arrive over (`[[trunks]] source_transport`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrunkTransport {
+    Udp,
+    Tcp,
 }
 
 /// Transport of an outbound trunk address.

@@ -149,6 +149,8 @@ fn sign_in(server: &Server) {
     let out = run_bounded(
         sipp(&sipp_scenario("acd_feature.xml"), free_port())
             .args(["-s", "*11", "-au", "1001", "-ap", "secret1001"])
+            // SIPp's digest uri is `remote_ip:remote_port` unless told: the Request-URI.
+            .args(["-auth_uri", &format!("*11@{}", server.sip)])
             .args(["-set", "user", "1001"])
             .args(["-m", "1", "-timeout", "10"])
             .arg(server.sip.to_string()),

@@ -1117,6 +1117,7 @@ fn attended_transfer(scenario: &'static str, path_taken: &str) {
         run_bounded(
             sipp_base(scenario, pa)
                 .args(["-s", "1001", "-au", "1001", "-ap", "secret1001"])
+                .args(["-auth_uri", &format!("1002@{target}")])
                 .args(["-set", "target", "1002", "-set", "tagfix", ""])
                 .args(["-m", "1", "-timeout", "60"])
                 .arg(target),
@@ -1582,6 +1583,7 @@ fn an_attended_transfer_naming_no_dialog_fails_with_481_and_the_caller_stays() {
         run_bounded(
             sipp_base("acd_agent_attended_transfer.xml", pa)
                 .args(["-s", "1001", "-au", "1001", "-ap", "secret1001"])
+                .args(["-auth_uri", &format!("1002@{target}")])
                 .args(["-set", "target", "1002", "-set", "tagfix", "x"])
                 .args(["-m", "1", "-timeout", "60"])
                 .arg(target),

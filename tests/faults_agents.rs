@@ -121,6 +121,8 @@ fn sign_in(server: &Server, work: &Path, agent: &str, port: u16, expires: u32) {
     let out = run_bounded(
         sipp(&sipp_scenario("acd_feature.xml"), free_port())
             .args(["-s", "*11", "-au", agent, "-ap", password(agent)])
+            // SIPp's digest uri is `remote_ip:remote_port` unless told: the Request-URI.
+            .args(["-auth_uri", &format!("*11@{}", server.sip)])
             .args(["-set", "user", agent])
             .args(["-m", "1", "-timeout", "10"])
             .arg(server.sip.to_string()),

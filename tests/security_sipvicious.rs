@@ -188,6 +188,59 @@ fn svcrack_finds_no_password_and_gets_the_source_banned() {
     );
 }
 
+/// Issue 14: svcrack run from the carrier's address banned it, and 12348 calls from the
+/// trunk were dropped for 300 s. Now the user it attacks is banned from there, the trunk
+/// is not: its INVITEs are still answered.
+#[test]
+fn svcrack_from_the_trunk_address_bans_the_user_not_the_trunk() {
+    // The test config: the trunk is 127.0.0.1, where svcrack runs; 5 failures per user.
+    let server = Server::start_with(&scan_config(5).replace("127.0.0.9", "127.0.0.1"), &[]);
+    let work = tempfile::tempdir().expect("tmp");
+    let words = work.path().join("words.txt");
+    std::fs::write(
+        &words,
+        "password\n123456\nadmin\nqwerty\nletmein\n12348\nhotline\n",
+    )
+    .expect("wordlist");
+    let out = sipvicious(
+        "svcrack",
+        &server,
+        &["-u", "1001", "-d", &path_str(&words)],
+        Duration::from_secs(60),
+    );
+    assert!(out.contains("found nothing"), "{out}");
+    assert!(server.metric("hotline_sip_bans_total") >= 1, "{out}");
+    assert!(
+        server.log().contains("source banned for one user"),
+        "{}",
+        server.log()
+    );
+    let client = RawUdp::new(server.sip);
+    let local = client.local();
+    let mut call = client
+        .request(&format!(
+            "INVITE sip:053112348@hotline.test SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-after-svcrack\n\
+             Max-Forwards: 70\nFrom: <sip:053188886666@carrier>;tag=c1\nTo: <sip:053112348@hotline.test>\n\
+             Call-ID: after-svcrack\nCSeq: 1 INVITE\nContact: <sip:carrier@{local}>\n\
+             Content-Length: 0\n\n"
+        ))
+        .expect("the trunk's INVITE is answered");
+    while status_of(&call) < 200 {
+        call = client.recv().expect("a final answer");
+    }
+    // No SDP offer: 488 (the answer is what matters, not its code).
+    assert!(status_of(&call) >= 400, "{call}");
+    let to = header(&call, "To").expect("To");
+    client.send(&format!(
+        "ACK sip:053112348@hotline.test SIP/2.0\nVia: SIP/2.0/UDP {local};branch=z9hG4bK-after-svcrack\n\
+         Max-Forwards: 70\nFrom: <sip:053188886666@carrier>;tag=c1\nTo: {to}\n\
+         Call-ID: after-svcrack\nCSeq: 1 ACK\nContent-Length: 0\n\n"
+    ));
+    // 1001 from there is what is banned.
+    let banned = register_with_password_or_none(&client);
+    assert!(banned.is_none(), "{banned:?}\n{}", server.log());
+}
+
 fn register_with_password_or_none(client: &RawUdp) -> Option<String> {
     client.request(&register_text(client, "1001", 1, 300, None))
 }

@@ -209,6 +209,67 @@ fn registrations_survive_a_restart() {
     assert_eq!(restarted.metric("hotline_sip_registrations"), 1);
 }
 
+/// Issue 14: after a restart (the nonce secret is per process) phones answer the old
+/// challenge with the right password. Each gets `stale=true` and none counts as a failure;
+/// before, 11 REGISTERs from one NAT banned it.
+#[test]
+fn correct_answers_to_a_challenge_from_before_a_restart_are_stale_and_never_ban() {
+    let config = TEST_CONFIG.replace("sources = [\"127.0.0.1\"]", "sources = [\"127.0.0.9\"]");
+    let mut server = Server::start_with(&config, &[]);
+    let client = RawUdp::new(server.sip);
+    let first = client
+        .request(&register_text(&client, "1001", 1, 300, None))
+        .expect("challenge");
+    let challenge = headers(&first, "WWW-Authenticate")
+        .into_iter()
+        .find(|c| c.contains("algorithm=MD5"))
+        .expect("an MD5 challenge")
+        .to_string();
+    let realm = digest_param(&challenge, "realm").expect("realm");
+    let nonce = digest_param(&challenge, "nonce").expect("nonce");
+    let opaque = digest_param(&challenge, "opaque").expect("opaque");
+    server.kill();
+    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("tmp"));
+    drop(server);
+    let config = std::fs::read_to_string(dir.path().join("hotline.toml")).expect("config");
+    let restarted = Server::start_in(dir, &config, &[]);
+    let phone = RawUdp::new(restarted.sip);
+    let uri = format!("sip:{}", restarted.sip);
+    // auth_failures_before_ban = 5 in the test config.
+    for n in 0..11u32 {
+        let response = digest_response(&DigestInput {
+            sha256: false,
+            user: "1001",
+            realm: &realm,
+            password: "secret1001",
+            method: "REGISTER",
+            uri: &uri,
+            nonce: &nonce,
+            nc: "00000001",
+            cnonce: "abc123",
+        });
+        let auth = format!(
+            "Digest username=\"1001\", realm=\"{realm}\", nonce=\"{nonce}\", uri=\"{uri}\", \
+             response=\"{response}\", algorithm=MD5, cnonce=\"abc123\", qop=auth, nc=00000001, \
+             opaque=\"{opaque}\""
+        );
+        let resp = phone
+            .request(&register_text(&phone, "1001", 2 + n, 300, Some(&auth)))
+            .unwrap_or_else(|| panic!("REGISTER {n} answered: {}", restarted.log()));
+        assert_eq!(status_of(&resp), 401, "{resp}");
+        assert!(
+            headers(&resp, "WWW-Authenticate")
+                .iter()
+                .all(|c| c.contains("stale=true")),
+            "{resp}"
+        );
+    }
+    assert_eq!(restarted.metric("hotline_sip_bans_total"), 0);
+    // The stale challenge's fresh nonce then registers.
+    let resp = register_with_password(&phone, "1001", "secret1001", false, 300).expect("answer");
+    assert_eq!(status_of(&resp), 200, "{resp}");
+}
+
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let mut server = Server::start();

@@ -231,3 +231,108 @@ fn oversized_and_slowloris_tcp_input_is_cut_off() {
     );
     assert!(alive(&server));
 }
+
+/// Finals (not 100) read from a TCP stream until `count` arrived or 3 s passed.
+fn tcp_finals(stream: &mut TcpStream, count: usize) -> Vec<String> {
+    stream
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .ok();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut text = String::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        let finals: Vec<String> = text
+            .split("SIP/2.0 ")
+            .skip(1)
+            .filter(|s| !s.starts_with("100 "))
+            .map(str::to_string)
+            .collect();
+        if finals.len() >= count || Instant::now() >= deadline {
+            return finals;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => return finals,
+            Ok(n) => text.push_str(&String::from_utf8_lossy(&chunk[..n])),
+            Err(_) => {}
+        }
+    }
+}
+
+/// RFC 4475 §3.1.1.13 dblreq over TCP: the REGISTER, an extra CRLF, then an INVITE whose
+/// body is 5 bytes longer than its Content-Length. Both requests are answered (RFC 3261
+/// §7.5: a CRLF before a start line is ignored); the 5 stray bytes cannot be framed, so
+/// the stream is closed, but only after the answers went out.
+#[test]
+fn dblreq_over_tcp_answers_both_requests_before_the_stream_is_closed() {
+    let server = Server::start();
+    let bytes = fixtures()
+        .into_iter()
+        .find(|(n, _)| n == "rfc4475-dblreq")
+        .map(|(_, b)| b)
+        .expect("dblreq fixture");
+    let mut stream = TcpStream::connect(server.sip).expect("connect");
+    stream.write_all(&bytes).expect("write");
+    let finals = tcp_finals(&mut stream, 2);
+    assert_eq!(finals.len(), 2, "{finals:?}");
+    // REGISTER → 401 challenge; the INVITE gets its own final answer (400: its SDP
+    // carries `m =video`).
+    assert!(finals[0].starts_with("401 ") && finals[0].contains("CSeq: 8 REGISTER"));
+    assert!(finals[1].contains("CSeq: 8 INVITE"), "{finals:?}");
+}
+
+/// Two requests separated by an extra CRLF on one stream: both answered, and the stream
+/// stays open; a CRLFCRLF keep-alive ping gets a CRLF pong (RFC 5626 §4.4.1).
+#[test]
+fn extra_crlf_between_requests_keeps_the_tcp_stream_and_a_ping_gets_a_pong() {
+    let server = Server::start();
+    let mut stream = TcpStream::connect(server.sip).expect("connect");
+    let local = stream.local_addr().expect("local");
+    let options = |n: u32| {
+        format!(
+            "OPTIONS sip:ping@hotline.test SIP/2.0\r\n\
+             Via: SIP/2.0/TCP {local};branch=z9hG4bK-crlf-{n}\r\nMax-Forwards: 70\r\n\
+             From: <sip:probe@x>;tag=1\r\nTo: <sip:ping@hotline.test>\r\n\
+             Call-ID: crlf-{n}\r\nCSeq: {n} OPTIONS\r\nContent-Length: 0\r\n\r\n"
+        )
+    };
+    let wire = format!("{}\r\n{}", options(1), options(2));
+    stream.write_all(wire.as_bytes()).expect("write");
+    let finals = tcp_finals(&mut stream, 2);
+    let codes: Vec<&str> = finals.iter().filter_map(|f| f.get(..3)).collect();
+    assert_eq!(codes, ["200", "200"], "{finals:?}");
+    stream.write_all(b"\r\n\r\n").expect("ping");
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok();
+    let mut pong = [0u8; 2];
+    stream.read_exact(&mut pong).expect("pong");
+    assert_eq!(&pong, b"\r\n");
+    // Still open: a third request on it is answered.
+    stream.write_all(options(3).as_bytes()).expect("write");
+    let finals = tcp_finals(&mut stream, 1);
+    assert_eq!(finals.len(), 1, "{finals:?}");
+    assert_eq!(
+        server.metric("hotline_sip_dropped_total{reason=\"bad_stream\"}"),
+        0
+    );
+}
+
+/// Requests without the RFC 3261 magic cookie (RFC 2543 peers) that share a top Via are
+/// different transactions when their Call-ID or CSeq differ (RFC 3261 §17.2.3); each gets
+/// its own answer.
+#[test]
+fn cookieless_requests_sharing_a_via_each_get_their_own_answer() {
+    let server = Server::start();
+    let client = RawUdp::new(server.sip);
+    let local = client.local();
+    let options = |call_id: &str| {
+        format!(
+            "OPTIONS sip:ping@hotline.test SIP/2.0\nVia: SIP/2.0/UDP {local}\n\
+             Max-Forwards: 70\nFrom: <sip:old@x>;tag=1\nTo: <sip:ping@hotline.test>\n\
+             Call-ID: {call_id}\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n"
+        )
+    };
+    for call_id in ["rfc2543-a", "rfc2543-b", "rfc2543-c"] {
+        let resp = client.request(&options(call_id)).expect("answer");
+        assert_eq!(status_of(&resp), 200, "{resp}");
+        assert_eq!(header(&resp, "Call-ID"), Some(call_id), "{resp}");
+    }
+}

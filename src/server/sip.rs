@@ -318,13 +318,14 @@ impl SipShell {
         if let Some(bytes) = first {
             let _ = tx.try_send(bytes);
         }
+        let pong = tx.clone();
         if let Ok(mut w) = self.tcp_writers.lock() {
             w.insert(peer, tx);
         }
         let writer_task = tokio::spawn(write_loop(writer, rx));
         let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
         let mut buf = vec![0u8; 16 * 1024];
-        loop {
+        'read: loop {
             // Slowloris guard: a connection must complete a message within the idle
             // timeout, or it is closed.
             let read = tokio::select! {
@@ -350,19 +351,27 @@ impl SipShell {
                         let now = Instant::now();
                         self.drive(|ep| ep.handle_message(now, source, &frame));
                     }
-                    Ok(None) => break,
+                    Ok(None) => {
+                        // RFC 5626 §4.4.1: each CRLFCRLF ping gets a CRLF pong.
+                        for _ in 0..framer.take_pings() {
+                            let _ = pong.try_send(Bytes::from_static(b"\r\n"));
+                        }
+                        break;
+                    }
                     Err(e) => {
                         // A stream that cannot be framed cannot be resynchronised.
                         self.metrics.parse_error();
                         self.metrics.dropped(DropReason::BadStream);
                         debug!(%peer, %e, "unframeable tcp stream; closing");
-                        self.remove_writer(peer);
-                        writer_task.abort();
-                        return;
+                        break 'read;
                     }
                 }
             }
         }
+        // Answers to the frames read so far (RFC 4475 dblreq: a request, then bytes that
+        // cannot be framed) still go out before the close. The writer ends once every
+        // sender is gone: ours and the one in `tcp_writers`.
+        drop(pong);
         self.remove_writer(peer);
         // Let queued responses drain before the writer closes.
         let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;

@@ -16,18 +16,28 @@
 //!   replay window. Nonces issued before this process started are stale for the same
 //!   reason (their `nc` history was lost).
 //! - **Stale vs invalid.** `Stale` is answered only when the digest itself is correct for a
-//!   nonce that is expired, replayed (`nc` not increasing) or not verifiable (e.g. the
-//!   secret changed across a restart): the client may retry with the fresh nonce without
-//!   asking its user again, and none of these count as a failure. A wrong digest is always
-//!   `Invalid` and counts toward the source's ban.
+//!   nonce that is expired, replayed (`nc` not increasing) or shaped like ours but not
+//!   verifiable (the per-process secret changed across a restart): the client may retry
+//!   with the fresh nonce without asking its user again, and none of these count as a
+//!   failure (RFC 7616 §3.3). `Stale` never authenticates: only a nonce whose MAC we
+//!   verify can give `Ok`. A wrong digest, or a nonce not of our shape, is `Invalid` and
+//!   counts toward the bans. The `opaque` value depends on the realm only, so that it
+//!   too survives a restart.
+//! - **Bans** (RFC 3261 §26.3.2.4 leaves it to us). Failures are counted per (source, user)
+//!   and per source. `max_failures` for one user from one source bans that user from that
+//!   source (a misconfigured phone behind a NAT does not lock out its neighbours);
+//!   `max_source_failures` over all users bans the whole source (a scanner rotating user
+//!   names). Trunk sources are never banned as a whole and do not count toward it: a
+//!   scanner on the carrier's address must not take the trunk's calls down.
 //! - **No user enumeration.** An unknown user is verified against a dummy HA1 through
 //!   the same code path, so the outcome, the challenge and the work done are the same as
 //!   for a wrong password.
 //! - **No legacy RFC 2069 digests.** Responses without `qop` carry no `cnonce`/`nc` and so
 //!   no replay protection; every UA we target supports `qop=auth`, so they are `Invalid`.
-//! - The `uri` parameter is used for HA2 as RFC 2617 requires but is not compared with the
-//!   Request-URI: UAs disagree on its exact spelling and replay is already prevented by
-//!   `nc`.
+//! - The `uri` parameter is used for HA2 as RFC 2617 requires. Comparing it with the
+//!   Request-URI (RFC 3261 §22.4) needs the request, so the endpoint does it before
+//!   calling [`Authenticator::verify`]: as URIs, not as text, since UAs spell them
+//!   differently.
 
 use rand::RngCore;
 use rand::rngs::StdRng;
@@ -476,11 +486,15 @@ impl std::fmt::Debug for UserSecret {
     }
 }
 
-/// Failed-authentication rate limiting (per source IP; IPv6 per /64).
+/// Failed-authentication rate limiting (per source IP, IPv6 per /64; and per user).
 #[derive(Debug, Clone)]
 pub struct RateLimitConfig {
-    /// This many failures within `window` bans the source.
+    /// This many failures for one user from one source within `window` ban that user from
+    /// that source.
     pub max_failures: usize,
+    /// This many failures from one source (any users) within `window` ban the whole
+    /// source, trunks excepted. Higher than `max_failures`.
+    pub max_source_failures: usize,
     pub window: Duration,
     pub ban: Duration,
     /// Sources with recent failures tracked at most; the least recently failing is evicted.
@@ -493,6 +507,7 @@ impl Default for RateLimitConfig {
     fn default() -> Self {
         RateLimitConfig {
             max_failures: 10,
+            max_source_failures: 50,
             window: Duration::from_secs(60),
             ban: Duration::from_secs(300),
             max_tracked_sources: 10_000,
@@ -542,12 +557,28 @@ pub enum AuthOutcome {
     Banned { until: Instant },
 }
 
-/// A source was just banned; the shell logs it.
+/// A source (or one user from it) was just banned; the shell logs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BanEvent {
     pub source: IpAddr,
+    /// `Some`: only this user is banned from `source`; `None`: the whole source.
+    pub user: Option<String>,
     pub until: Instant,
     pub failures: usize,
+}
+
+/// Where credentials came from, for the failure counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuthSource {
+    pub ip: IpAddr,
+    /// A configured trunk: never banned as a whole, not counted toward it.
+    pub trunk: bool,
+}
+
+impl From<IpAddr> for AuthSource {
+    fn from(ip: IpAddr) -> Self {
+        AuthSource { ip, trunk: false }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -585,8 +616,11 @@ enum NonceState {
     Fresh(NonceId),
     /// Genuine but unusable (expired, or issued before our replay history starts).
     Stale,
-    /// Not ours, damaged, or made with another secret.
-    Unverifiable,
+    /// Our shape and a plausible date, but the MAC does not verify: made with another
+    /// secret (before a restart, or by a node with another secret), or forged.
+    Foreign,
+    /// Not of our shape at all.
+    Malformed,
 }
 
 /// Issues challenges and verifies digest credentials; see the module docs.
@@ -609,8 +643,10 @@ impl Authenticator {
     /// `clock` anchors `Instant`s to wall time; `rng` supplies nonce randomness (the shell
     /// passes `StdRng::from_os_rng()`, tests a seeded one).
     pub fn new(config: AuthConfig, secret: ServerSecret, clock: ClockAnchor, rng: StdRng) -> Self {
+        // Not keyed by the secret: a client echoes the opaque of the challenge it got, and
+        // after a restart (new secret) that must still match so the answer is `Stale`.
         let opaque = hex::encode(
-            hmac_sha256(&secret.0, &[b"opaque", config.realm.as_bytes()])
+            Sha256::digest([b"opaque:".as_slice(), config.realm.as_bytes()].concat())
                 .get(..16)
                 .unwrap_or_default(),
         );
@@ -633,9 +669,27 @@ impl Authenticator {
         &self.config.realm
     }
 
-    /// Whether requests from `source` may be processed; call it before anything else.
+    /// Whether requests from `source` may be processed; call it before anything else
+    /// (the caller skips it for trunk sources).
     pub fn check_source(&mut self, now: Instant, source: IpAddr) -> SourceDecision {
         self.limiter.check(now, source)
+    }
+
+    /// Whether `user` is banned from `source` (or the whole source is); for requests that
+    /// name a user to authenticate.
+    pub fn check_user(&mut self, now: Instant, source: AuthSource, user: &str) -> SourceDecision {
+        if !source.trunk
+            && let SourceDecision::Banned { until } = self.limiter.check(now, source.ip)
+        {
+            return SourceDecision::Banned { until };
+        }
+        self.limiter.check_user(now, source.ip, user)
+    }
+
+    /// True when some user is banned from some source: only then is [`check_user`](Self::check_user)
+    /// worth the caller's parsing of the user name.
+    pub fn has_user_bans(&self) -> bool {
+        !self.limiter.by_user.bans.is_empty()
     }
 
     /// A fresh nonce.
@@ -679,23 +733,24 @@ impl Authenticator {
 
     fn nonce_state(&self, now: Instant, nonce: &str) -> NonceState {
         let Some(raw) = base64url_decode(nonce) else {
-            return NonceState::Unverifiable;
+            return NonceState::Malformed;
         };
         let (Some(id_bytes), Some(mac)) = (raw.get(..NONCE_ID_LEN), raw.get(NONCE_ID_LEN..)) else {
-            return NonceState::Unverifiable;
+            return NonceState::Malformed;
         };
         let Ok(id) = NonceId::try_from(id_bytes) else {
-            return NonceState::Unverifiable;
+            return NonceState::Malformed;
         };
-        if mac.len() != NONCE_MAC_LEN || !bool::from(self.nonce_mac(&id).ct_eq(mac)) {
-            return NonceState::Unverifiable;
+        if mac.len() != NONCE_MAC_LEN {
+            return NonceState::Malformed;
         }
-        let mut timestamp = [0u8; NONCE_TIMESTAMP_LEN];
-        timestamp.copy_from_slice(&id[..NONCE_TIMESTAMP_LEN]);
-        let issued_ms = u64::from_be_bytes(timestamp);
+        let issued_ms = issued_ms(&id);
         let now_ms = self.clock.unix_ms(now);
         if issued_ms > now_ms.saturating_add(MAX_FUTURE_SKEW_MS) {
-            return NonceState::Unverifiable;
+            return NonceState::Malformed;
+        }
+        if !bool::from(self.nonce_mac(&id).ct_eq(mac)) {
+            return NonceState::Foreign;
         }
         let ttl_ms = u64::try_from(self.config.nonce_ttl.as_millis()).unwrap_or(u64::MAX);
         if now_ms.saturating_sub(issued_ms) > ttl_ms || issued_ms <= self.replay_floor_ms {
@@ -710,12 +765,15 @@ impl Authenticator {
     pub fn verify(
         &mut self,
         now: Instant,
-        source: IpAddr,
+        source: impl Into<AuthSource>,
         method: &str,
         credentials: &DigestCredentials,
         secret: Option<&UserSecret>,
     ) -> Verification {
-        if let SourceDecision::Banned { until } = self.limiter.check(now, source) {
+        let source = source.into();
+        if let SourceDecision::Banned { until } =
+            self.check_user(now, source, &credentials.username)
+        {
             return Verification {
                 outcome: AuthOutcome::Banned { until },
                 ban: None,
@@ -727,11 +785,13 @@ impl Authenticator {
         } else {
             match self.nonce_state(now, &credentials.nonce) {
                 NonceState::Fresh(id) => self.accept_nonce_count(now, id, credentials),
-                NonceState::Stale | NonceState::Unverifiable => AuthOutcome::Stale,
+                NonceState::Stale | NonceState::Foreign => AuthOutcome::Stale,
+                NonceState::Malformed => AuthOutcome::Invalid,
             }
         };
         let ban = if outcome == AuthOutcome::Invalid {
-            self.limiter.record_failure(now, source)
+            self.limiter
+                .record_failure(now, source, &credentials.username)
         } else {
             None
         };
@@ -858,7 +918,7 @@ impl Authenticator {
 
     /// Number of sources currently tracked (failure windows and bans), for metrics.
     pub fn tracked_sources(&self) -> usize {
-        self.limiter.windows.len() + self.limiter.bans.len()
+        self.limiter.by_source.tracked() + self.limiter.by_user.tracked()
     }
 }
 
@@ -893,25 +953,25 @@ fn source_key(source: IpAddr) -> IpAddr {
 #[derive(Debug)]
 struct FailureWindow {
     failures: VecDeque<Instant>,
-    /// Position in `FailureLimiter::recency`.
+    /// Position in `FailureCounter::recency`.
     touch: u64,
 }
 
-/// Sliding-window failure counter per source with bounded memory.
+/// Sliding-window failure counter and bans for one kind of key, with bounded memory.
 #[derive(Debug)]
-struct FailureLimiter {
-    config: RateLimitConfig,
-    windows: HashMap<IpAddr, FailureWindow>,
-    /// touch counter → source, oldest first, for eviction.
-    recency: BTreeMap<u64, IpAddr>,
+struct FailureCounter<K> {
+    threshold: usize,
+    windows: HashMap<K, FailureWindow>,
+    /// touch counter → key, oldest first, for eviction.
+    recency: BTreeMap<u64, K>,
     next_touch: u64,
-    bans: HashMap<IpAddr, Instant>,
+    bans: HashMap<K, Instant>,
 }
 
-impl FailureLimiter {
-    fn new(config: RateLimitConfig) -> Self {
-        FailureLimiter {
-            config,
+impl<K: std::hash::Hash + Eq + Clone> FailureCounter<K> {
+    fn new(threshold: usize) -> Self {
+        FailureCounter {
+            threshold: threshold.max(1),
             windows: HashMap::new(),
             recency: BTreeMap::new(),
             next_touch: 0,
@@ -919,76 +979,78 @@ impl FailureLimiter {
         }
     }
 
-    fn check(&mut self, now: Instant, source: IpAddr) -> SourceDecision {
-        let key = source_key(source);
-        match self.bans.get(&key) {
+    fn check(&mut self, now: Instant, key: &K) -> SourceDecision {
+        match self.bans.get(key) {
             Some(&until) if now < until => SourceDecision::Banned { until },
             Some(_) => {
-                self.bans.remove(&key);
+                self.bans.remove(key);
                 SourceDecision::Allow
             }
             None => SourceDecision::Allow,
         }
     }
 
-    fn record_failure(&mut self, now: Instant, source: IpAddr) -> Option<BanEvent> {
-        let key = source_key(source);
+    /// Count one failure; `Some((until, failures))` when it starts a ban.
+    fn record(
+        &mut self,
+        now: Instant,
+        key: K,
+        config: &RateLimitConfig,
+    ) -> Option<(Instant, usize)> {
         let touch = self.next_touch;
         self.next_touch += 1;
         if !self.windows.contains_key(&key) {
-            while self.windows.len() >= self.config.max_tracked_sources.max(1) {
+            while self.windows.len() >= config.max_tracked_sources.max(1) {
                 let Some((_, evicted)) = self.recency.pop_first() else {
                     break;
                 };
                 self.windows.remove(&evicted);
             }
         }
-        let window = self.windows.entry(key).or_insert_with(|| FailureWindow {
-            failures: VecDeque::new(),
-            touch,
-        });
+        let window = self
+            .windows
+            .entry(key.clone())
+            .or_insert_with(|| FailureWindow {
+                failures: VecDeque::new(),
+                touch,
+            });
         self.recency.remove(&window.touch);
         window.touch = touch;
-        self.recency.insert(touch, key);
+        self.recency.insert(touch, key.clone());
         while window
             .failures
             .front()
-            .is_some_and(|&at| now.saturating_duration_since(at) >= self.config.window)
+            .is_some_and(|&at| now.saturating_duration_since(at) >= config.window)
         {
             window.failures.pop_front();
         }
         window.failures.push_back(now);
         let failures = window.failures.len();
-        if failures < self.config.max_failures.max(1) {
+        if failures < self.threshold {
             return None;
         }
         self.windows.remove(&key);
         self.recency.remove(&touch);
-        if self.bans.len() >= self.config.max_bans.max(1) {
+        if self.bans.len() >= config.max_bans.max(1) {
             self.bans.retain(|_, until| *until > now);
-            if self.bans.len() >= self.config.max_bans.max(1) {
+            if self.bans.len() >= config.max_bans.max(1) {
                 let soonest = self
                     .bans
                     .iter()
                     .min_by_key(|(_, until)| **until)
-                    .map(|(ip, _)| *ip);
-                if let Some(ip) = soonest {
-                    self.bans.remove(&ip);
+                    .map(|(k, _)| k.clone());
+                if let Some(k) = soonest {
+                    self.bans.remove(&k);
                 }
             }
         }
-        let until = now + self.config.ban;
+        let until = now + config.ban;
         self.bans.insert(key, until);
-        Some(BanEvent {
-            source: key,
-            until,
-            failures,
-        })
+        Some((until, failures))
     }
 
-    fn prune(&mut self, now: Instant) {
+    fn prune(&mut self, now: Instant, window: Duration) {
         self.bans.retain(|_, until| *until > now);
-        let window = self.config.window;
         let recency = &mut self.recency;
         self.windows.retain(|_, w| {
             let alive = w
@@ -1000,6 +1062,80 @@ impl FailureLimiter {
             }
             alive
         });
+    }
+
+    fn tracked(&self) -> usize {
+        self.windows.len() + self.bans.len()
+    }
+}
+
+/// User names from the network are cut to this many characters in the counters' keys.
+const MAX_USER_KEY_CHARS: usize = 64;
+
+fn user_key(source: IpAddr, user: &str) -> (IpAddr, String) {
+    (
+        source_key(source),
+        user.chars().take(MAX_USER_KEY_CHARS).collect(),
+    )
+}
+
+/// Failures per source and per (source, user); see the module docs.
+#[derive(Debug)]
+struct FailureLimiter {
+    config: RateLimitConfig,
+    by_source: FailureCounter<IpAddr>,
+    by_user: FailureCounter<(IpAddr, String)>,
+}
+
+impl FailureLimiter {
+    fn new(config: RateLimitConfig) -> Self {
+        FailureLimiter {
+            by_source: FailureCounter::new(config.max_source_failures),
+            by_user: FailureCounter::new(config.max_failures),
+            config,
+        }
+    }
+
+    fn check(&mut self, now: Instant, source: IpAddr) -> SourceDecision {
+        self.by_source.check(now, &source_key(source))
+    }
+
+    fn check_user(&mut self, now: Instant, source: IpAddr, user: &str) -> SourceDecision {
+        if self.by_user.bans.is_empty() {
+            return SourceDecision::Allow;
+        }
+        self.by_user.check(now, &user_key(source, user))
+    }
+
+    fn record_failure(&mut self, now: Instant, source: AuthSource, user: &str) -> Option<BanEvent> {
+        let key = user_key(source.ip, user);
+        let user_ban =
+            self.by_user
+                .record(now, key.clone(), &self.config)
+                .map(|(until, failures)| BanEvent {
+                    source: key.0,
+                    user: Some(key.1),
+                    until,
+                    failures,
+                });
+        if source.trunk {
+            return user_ban;
+        }
+        let source_ban = self
+            .by_source
+            .record(now, source_key(source.ip), &self.config)
+            .map(|(until, failures)| BanEvent {
+                source: source_key(source.ip),
+                user: None,
+                until,
+                failures,
+            });
+        source_ban.or(user_ban)
+    }
+
+    fn prune(&mut self, now: Instant) {
+        self.by_source.prune(now, self.config.window);
+        self.by_user.prune(now, self.config.window);
     }
 }
 
@@ -1290,11 +1426,9 @@ mod tests {
         let mut other_secret = authenticator_with(t0, AuthConfig::new(REALM));
         other_secret.secret = ServerSecret([8; 32]);
         let foreign = other_secret.new_nonce(t0);
-        for nonce in [
-            forged.as_str(),
-            foreign.as_str(),
-            "dcd98b7102dd2f0e8b11d0f600bfb0c093",
-        ] {
+        // Our shape, MAC wrong (forged, or from before a restart): a correct digest is
+        // only ever `Stale`, never `Ok`.
+        for nonce in [forged.as_str(), foreign.as_str()] {
             let creds = answer(nonce, "alice", "s3cret", DigestAlgorithm::Md5, "00000001");
             let result = auth.verify(t0, SOURCE, METHOD, &creds, Some(&alice()));
             assert_eq!(result.outcome, AuthOutcome::Stale, "nonce {nonce}");
@@ -1302,6 +1436,61 @@ mod tests {
             let result = auth.verify(t0, SOURCE, METHOD, &wrong, Some(&alice()));
             assert_eq!(result.outcome, AuthOutcome::Invalid, "nonce {nonce}");
         }
+        // Not our shape at all, or dated in the future: invalid even with the password.
+        let mut future = base64url_decode(&genuine).expect("decodes");
+        future[..8].copy_from_slice(&(1_790_000_000_000u64 + 3_600_000).to_be_bytes());
+        let future = base64url_encode(&future);
+        for nonce in ["dcd98b7102dd2f0e8b11d0f600bfb0c093", future.as_str()] {
+            let creds = answer(nonce, "alice", "s3cret", DigestAlgorithm::Md5, "00000001");
+            let result = auth.verify(t0, SOURCE, METHOD, &creds, Some(&alice()));
+            assert_eq!(result.outcome, AuthOutcome::Invalid, "nonce {nonce}");
+        }
+    }
+
+    /// After a restart the secret is new: the phone's next REGISTER answers the old
+    /// challenge (old nonce, old opaque) correctly. That is `Stale`, not a failure, however
+    /// many phones behind one NAT do it (issue 14: 11 of them banned the NAT).
+    #[test]
+    fn correct_answer_to_a_challenge_from_before_a_restart_is_stale_and_never_counted() {
+        let t0 = start();
+        let mut before = authenticator(t0);
+        let challenge = before.challenge(t0, Staleness::Fresh)[0].clone();
+        let nonce = nonce_from(&challenge);
+        let opaque_at = challenge.find("opaque=\"").expect("opaque") + 8;
+        let opaque = challenge[opaque_at..]
+            .split('"')
+            .next()
+            .expect("opaque value")
+            .to_string();
+        let t1 = t0 + Duration::from_secs(20);
+        let mut after = Authenticator::new(
+            AuthConfig::new(REALM),
+            ServerSecret([9; 32]),
+            ClockAnchor {
+                instant: t1,
+                unix_ms: 1_790_000_020_000,
+            },
+            StdRng::seed_from_u64(3),
+        );
+        for phone in 0..11 {
+            let mut creds = answer(&nonce, "alice", "s3cret", DigestAlgorithm::Md5, "00000001");
+            creds.opaque = Some(opaque.clone());
+            let result = after.verify(t1, SOURCE, METHOD, &creds, Some(&alice()));
+            assert_eq!(result.outcome, AuthOutcome::Stale, "phone {phone}");
+            assert_eq!(result.ban, None);
+        }
+        assert_eq!(after.check_source(t1, SOURCE), SourceDecision::Allow);
+        assert_eq!(after.tracked_sources(), 0, "nothing was counted");
+        // The fresh nonce of the stale challenge then authenticates.
+        let fresh = nonce_from(&after.challenge(t1, Staleness::Stale)[0]);
+        let mut creds = answer(&fresh, "alice", "s3cret", DigestAlgorithm::Md5, "00000001");
+        creds.opaque = Some(opaque);
+        assert_eq!(
+            after
+                .verify(t1, SOURCE, METHOD, &creds, Some(&alice()))
+                .outcome,
+            AuthOutcome::Ok("alice".into())
+        );
     }
 
     #[test]
@@ -1489,13 +1678,20 @@ mod tests {
             tenth.ban,
             Some(BanEvent {
                 source: SOURCE,
+                user: Some("alice".into()),
                 until,
                 failures: 10
             })
         );
         assert_eq!(
-            auth.check_source(now, SOURCE),
+            auth.check_user(now, SOURCE.into(), "alice"),
             SourceDecision::Banned { until }
+        );
+        // Only alice is banned from there: the source and its other users are not.
+        assert_eq!(auth.check_source(now, SOURCE), SourceDecision::Allow);
+        assert_eq!(
+            auth.check_user(now, SOURCE.into(), "bob"),
+            SourceDecision::Allow
         );
         // A correct password does not lift the ban.
         let nonce = nonce_from(&auth.challenge(now, Staleness::Fresh)[0]);
@@ -1507,9 +1703,15 @@ mod tests {
             AuthOutcome::Banned { until }
         );
         let other = IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1));
-        assert_eq!(auth.check_source(during, other), SourceDecision::Allow);
+        assert_eq!(
+            auth.check_user(during, other.into(), "alice"),
+            SourceDecision::Allow
+        );
         let after = until;
-        assert_eq!(auth.check_source(after, SOURCE), SourceDecision::Allow);
+        assert_eq!(
+            auth.check_user(after, SOURCE.into(), "alice"),
+            SourceDecision::Allow
+        );
         let nonce = nonce_from(&auth.challenge(after, Staleness::Fresh)[0]);
         let right = answer(&nonce, "alice", "s3cret", DigestAlgorithm::Md5, "00000001");
         assert_eq!(
@@ -1537,6 +1739,7 @@ mod tests {
         let t0 = start();
         let mut config = AuthConfig::new(REALM);
         config.rate_limit.max_failures = 2;
+        config.rate_limit.max_source_failures = 2;
         config.rate_limit.max_tracked_sources = 100;
         let mut auth = authenticator_with(t0, config);
         let nonce = nonce_from(&auth.challenge(t0, Staleness::Fresh)[0]);
@@ -1557,10 +1760,81 @@ mod tests {
             let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
             auth.verify(t0, ip, METHOD, &wrong, Some(&alice()));
         }
-        assert!(auth.limiter.windows.len() <= 100);
-        assert_eq!(auth.limiter.recency.len(), auth.limiter.windows.len());
+        for counter in [
+            &auth.limiter.by_source.windows.len(),
+            &auth.limiter.by_user.windows.len(),
+        ] {
+            assert!(*counter <= 100);
+        }
+        assert_eq!(
+            auth.limiter.by_source.recency.len(),
+            auth.limiter.by_source.windows.len()
+        );
+        assert_eq!(
+            auth.limiter.by_user.recency.len(),
+            auth.limiter.by_user.windows.len()
+        );
         auth.housekeeping(t0 + Duration::from_secs(3600));
         assert_eq!(auth.tracked_sources(), 0);
+    }
+
+    /// A scanner rotating user names fails once per name: no user ban, but the source
+    /// cap (higher than the per-user one) bans the whole source.
+    #[test]
+    fn rotating_user_names_hit_the_per_source_cap() {
+        let t0 = start();
+        let mut config = AuthConfig::new(REALM);
+        config.rate_limit.max_failures = 3;
+        config.rate_limit.max_source_failures = 8;
+        let mut auth = authenticator_with(t0, config);
+        let nonce = nonce_from(&auth.challenge(t0, Staleness::Fresh)[0]);
+        let mut bans = Vec::new();
+        for n in 0..8 {
+            let wrong = answer(
+                &nonce,
+                &format!("u{n}"),
+                "guess",
+                DigestAlgorithm::Md5,
+                "00000001",
+            );
+            bans.extend(auth.verify(t0, SOURCE, METHOD, &wrong, None).ban);
+        }
+        assert_eq!(bans.len(), 1, "{bans:?}");
+        assert_eq!(bans[0].user, None, "the whole source");
+        assert_eq!(bans[0].failures, 8);
+        assert!(matches!(
+            auth.check_source(t0, SOURCE),
+            SourceDecision::Banned { .. }
+        ));
+    }
+
+    /// The same from a trunk: users get banned from it one by one, the trunk never is.
+    #[test]
+    fn a_trunk_source_is_never_banned_as_a_whole() {
+        let t0 = start();
+        let mut config = AuthConfig::new(REALM);
+        config.rate_limit.max_failures = 3;
+        config.rate_limit.max_source_failures = 8;
+        let mut auth = authenticator_with(t0, config);
+        let trunk = AuthSource {
+            ip: SOURCE,
+            trunk: true,
+        };
+        let nonce = nonce_from(&auth.challenge(t0, Staleness::Fresh)[0]);
+        let mut bans = Vec::new();
+        for n in 0..40 {
+            let user = format!("u{}", n % 10);
+            let wrong = answer(&nonce, &user, "guess", DigestAlgorithm::Md5, "00000001");
+            bans.extend(auth.verify(t0, trunk, METHOD, &wrong, None).ban);
+        }
+        assert_eq!(bans.len(), 10, "one per user: {bans:?}");
+        assert!(bans.iter().all(|b| b.user.is_some()));
+        assert_eq!(auth.check_source(t0, SOURCE), SourceDecision::Allow);
+        assert!(matches!(
+            auth.check_user(t0, trunk, "u1"),
+            SourceDecision::Banned { .. }
+        ));
+        assert_eq!(auth.check_user(t0, trunk, "alice"), SourceDecision::Allow);
     }
 
     #[test]

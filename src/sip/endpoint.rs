@@ -32,11 +32,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
-use crate::config::{Config, DigestAlgorithmName};
+use crate::config::{Config, DigestAlgorithmName, TrunkTransport};
 use crate::server::metrics::{Direction, DropReason, Metrics};
 use crate::sip::auth::{
-    AuthConfig, AuthOutcome, Authenticator, ClockAnchor, DigestAlgorithm, RateLimitConfig,
-    ServerSecret, SourceDecision, Staleness, UserSecret, credentials_for_realm,
+    AuthConfig, AuthOutcome, AuthSource, Authenticator, ClockAnchor, DigestAlgorithm,
+    DigestCredentials, RateLimitConfig, ServerSecret, SourceDecision, Staleness, UserSecret,
+    credentials_for_realm,
 };
 use crate::sip::call_leg::{
     InboundLeg, LegConfig, LegError, LegEvent, LegOutput, LegState, OutboundLeg, OutboundParams,
@@ -50,8 +51,9 @@ use crate::sip::registrar::{
 };
 pub use crate::sip::registrar::{SourceInfo, Transport};
 use crate::sip::transaction::{
-    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, ServerTransaction,
-    Side as TxSide, Timers, TransactionEvent, TransactionKey, TransactionLayer,
+    IncomingRequest, LayerConfig, Reliability, RequestOutcome, ResponseOutcome, Rfc2543Ids,
+    ServerTransaction, Side as TxSide, Timers, TransactionEvent, TransactionKey, TransactionLayer,
+    has_magic_cookie,
 };
 use crate::store::StoredBinding;
 
@@ -329,6 +331,26 @@ struct CallEntry {
     agent: Option<String>,
 }
 
+/// One configured trunk address, with the port and transport it must use when the
+/// config names them (`[[trunks]] source_port`, `source_transport`).
+#[derive(Debug, Clone)]
+struct TrunkSource {
+    ip: IpAddr,
+    port: Option<u16>,
+    transport: Option<Transport>,
+    /// The header that carries the city, when configured.
+    city_header: Option<String>,
+}
+
+impl TrunkSource {
+    /// A message is the trunk's only when it matches every part the config names.
+    fn matches(&self, source: SourceInfo) -> bool {
+        self.ip == source.addr.ip()
+            && self.port.is_none_or(|p| p == source.addr.port())
+            && self.transport.is_none_or(|t| t == source.transport)
+    }
+}
+
 /// How often expired nonces, bans and failure windows are pruned.
 const HOUSEKEEPING: Duration = Duration::from_secs(30);
 
@@ -338,9 +360,7 @@ pub struct Endpoint {
     registrar: Registrar,
     transactions: TransactionLayer<SourceInfo>,
     users: HashMap<String, UserSecret>,
-    trunks: Vec<IpAddr>,
-    /// Per trunk source: the header that carries the city, when configured.
-    trunk_city_headers: Vec<(IpAddr, String)>,
+    trunks: Vec<TrunkSource>,
     metrics: Arc<Metrics>,
     outputs: VecDeque<Output>,
     /// Maps `Instant`s to wall-clock milliseconds for what is stored in the database.
@@ -401,6 +421,7 @@ impl Endpoint {
             .collect();
         auth_config.rate_limit = RateLimitConfig {
             max_failures: sip.auth_failures_before_ban as usize,
+            max_source_failures: sip.auth_source_failures_before_ban as usize,
             window: Duration::from_secs(sip.auth_failure_window_secs),
             ban: Duration::from_secs(sip.ban_secs),
             ..RateLimitConfig::default()
@@ -463,13 +484,17 @@ impl Endpoint {
             trunks: config
                 .trunks
                 .iter()
-                .flat_map(|t| t.sources.clone())
-                .collect(),
-            trunk_city_headers: config
-                .trunks
-                .iter()
-                .filter_map(|t| Some((t, t.city_header.clone()?)))
-                .flat_map(|(t, h)| t.sources.iter().map(move |ip| (*ip, h.clone())))
+                .flat_map(|t| {
+                    t.sources.iter().map(|ip| TrunkSource {
+                        ip: *ip,
+                        port: t.source_port,
+                        transport: t.source_transport.map(|tr| match tr {
+                            TrunkTransport::Udp => Transport::Udp,
+                            TrunkTransport::Tcp => Transport::Tcp,
+                        }),
+                        city_header: t.city_header.clone(),
+                    })
+                })
                 .collect(),
             metrics,
             outputs: VecDeque::new(),
@@ -574,15 +599,89 @@ impl Endpoint {
 
     /// One received message (a UDP datagram or a TCP frame).
     pub fn handle_message(&mut self, now: Instant, source: SourceInfo, bytes: &[u8]) {
-        if let SourceDecision::Banned { .. } = self.auth.check_source(now, source.addr.ip()) {
+        let trunk = self.is_trunk(source);
+        let banned = !trunk
+            && matches!(
+                self.auth.check_source(now, source.addr.ip()),
+                SourceDecision::Banned { .. }
+            );
+        let message = match parse_message(bytes) {
+            Ok(message) => message,
+            Err(_) if banned => {
+                self.metrics.dropped(DropReason::Banned);
+                return;
+            }
+            Err(e) => return self.handle_unparseable(source, bytes, &e),
+        };
+        // A ban stops new requests; the calls already up (BYE, re-INVITE, their answers)
+        // go on, so a scanner on a NAT does not cut its neighbours' calls.
+        if banned && !self.is_in_dialog(&message) {
             self.metrics.dropped(DropReason::Banned);
             return;
         }
-        match parse_message(bytes) {
-            Ok(Message::Request(req)) => self.handle_request(now, source, req),
-            Ok(Message::Response(resp)) => self.handle_response(now, source, resp),
-            Err(e) => self.handle_unparseable(source, bytes, &e),
+        match message {
+            Message::Request(req) => {
+                if self.is_user_banned(now, source, trunk, &req) {
+                    self.metrics.dropped(DropReason::Banned);
+                    return;
+                }
+                self.handle_request(now, source, req)
+            }
+            Message::Response(resp) => self.handle_response(now, source, resp),
         }
+    }
+
+    fn is_trunk(&self, source: SourceInfo) -> bool {
+        self.trunks.iter().any(|t| t.matches(source))
+    }
+
+    /// A message of a call we hold (by Call-ID).
+    fn is_in_dialog(&self, message: &Message) -> bool {
+        let headers = match message {
+            Message::Request(req) => &req.headers,
+            Message::Response(resp) => &resp.headers,
+        };
+        headers
+            .call_id()
+            .is_ok_and(|id| self.calls_by_id.contains_key(id))
+    }
+
+    /// A new request that names a user banned from this source (REGISTER's user, or the
+    /// user of its credentials) is dropped like a banned source's, before any transaction.
+    fn is_user_banned(
+        &mut self,
+        now: Instant,
+        source: SourceInfo,
+        trunk: bool,
+        req: &Request,
+    ) -> bool {
+        if !self.auth.has_user_bans() {
+            return false;
+        }
+        let credentials = credentials_for_realm(req.headers.get_all("Authorization"), &self.realm);
+        let user = match (&credentials, &req.method) {
+            (Some(c), _) => c.username.clone(),
+            (None, Method::Register) => match req.headers.to().ok().and_then(|to| to.uri.user) {
+                Some(user) => user,
+                None => return false,
+            },
+            (None, _) => return false,
+        };
+        if req
+            .headers
+            .call_id()
+            .is_ok_and(|id| self.calls_by_id.contains_key(id))
+        {
+            return false;
+        }
+        let auth_source = AuthSource {
+            ip: source.addr.ip(),
+            trunk,
+        };
+        matches!(
+            self.auth.check_user(now, auth_source, &user),
+            SourceDecision::Banned { .. }
+        )
     }
 
     fn handle_unparseable(&mut self, source: SourceInfo, bytes: &[u8], e: &ParseError) {
@@ -671,8 +770,12 @@ impl Endpoint {
             self.metrics.dropped(DropReason::Unanswerable);
             return;
         };
-        let branch = via.branch.clone().unwrap_or_default();
-        let key = TransactionKey::for_request(&branch, &sent_by(&via), &req.method);
+        let key = match via.branch.as_deref() {
+            Some(branch) if has_magic_cookie(Some(branch)) => {
+                TransactionKey::for_request(branch, &sent_by(&via), &req.method)
+            }
+            _ => rfc2543_key(&req, &via),
+        };
         let reliability = match source.transport {
             Transport::Udp => Reliability::Unreliable,
             _ => Reliability::Reliable,
@@ -773,7 +876,7 @@ impl Endpoint {
             ]),
             Method::Register => self.register(now, source, req),
             Method::Invite => {
-                if self.trunks.contains(&source.addr.ip()) {
+                if self.is_trunk(source) {
                     // Inbound 12348 calls are answered by the call layers (media/IVR);
                     // until they are configured nothing can take the call.
                     Answer::status(480, "Temporarily Unavailable")
@@ -824,25 +927,51 @@ impl Endpoint {
         let Some(credentials) = credentials else {
             return Err(self.challenge(now, Staleness::Fresh));
         };
+        if !digest_uri_matches(&credentials, req) {
+            // RFC 3261 §22.4 / RFC 7616 §3.4.6: credentials computed for another URI are
+            // not for this request (a replayed or relayed Authorization). Not counted:
+            // nothing was verified.
+            debug!(from = %source.addr, digest_uri = %credentials.uri, request_uri = %req.uri,
+                "digest uri differs from the Request-URI");
+            return Err(Answer::status(400, "Bad Request"));
+        }
         let secret = self.users.get(&credentials.username).cloned();
+        let auth_source = AuthSource {
+            ip: source.addr.ip(),
+            trunk: self.is_trunk(source),
+        };
         let verification = self.auth.verify(
             now,
-            source.addr.ip(),
+            auth_source,
             req.method.as_str(),
             &credentials,
             secret.as_ref(),
         );
         if let Some(ban) = &verification.ban {
             self.metrics.ban();
-            warn!(
-                source = %ban.source,
-                failures = ban.failures,
-                "source banned after repeated authentication failures"
-            );
+            let subject = match &ban.user {
+                Some(user) => {
+                    warn!(
+                        source = %ban.source,
+                        %user,
+                        failures = ban.failures,
+                        "source banned for one user after repeated authentication failures"
+                    );
+                    format!("{} user {user}", ban.source)
+                }
+                None => {
+                    warn!(
+                        source = %ban.source,
+                        failures = ban.failures,
+                        "source banned after repeated authentication failures"
+                    );
+                    ban.source.to_string()
+                }
+            };
             self.outputs.push_back(Output::Store(StoreOp::Audit {
                 actor: "system".into(),
                 action: "sip.ban".into(),
-                subject: ban.source.to_string(),
+                subject,
                 detail: format!("{} failed authentications", ban.failures),
             }));
         }
@@ -1143,18 +1272,27 @@ impl Endpoint {
         // registered, and authenticated; anyone else still gets 403 (toll fraud).
         let agent_call = (replaces.is_some() || self.users.contains_key(&dialled))
             && self.is_registered_agent_source(now, source, &req);
-        let origin = if !feature_code && !agent_call && self.trunks.contains(&source.addr.ip()) {
+        let origin = if !feature_code && !agent_call && self.is_trunk(source) {
             CallOrigin::Trunk
-        } else if feature_code || agent_call || self.agent_extensions.contains(&dialled) {
-            match self.authenticate(now, source, &req) {
-                Ok(user) => CallOrigin::Agent(user),
+        } else {
+            // Not the trunk: every INVITE is challenged alike, whatever number it dials,
+            // so that the answer tells a scanner nothing (issue 14: test extensions used
+            // to answer 401 and other numbers 403). The number is judged afterwards.
+            let user = match self.authenticate(now, source, &req) {
+                Ok(user) => user,
                 Err(answer) => {
                     self.send_answer(now, &req, transaction, answer);
                     return Ok(());
                 }
+            };
+            if !(feature_code || agent_call || self.agent_extensions.contains(&dialled)) {
+                // Toll-fraud guard: only trunks reach the hotline and outside numbers.
+                info!(from = %source.addr, %user, %dialled, "INVITE from a source that is not a trunk refused");
+                self.metrics.toll_fraud_refused();
+                self.send_answer(now, &req, transaction, Answer::status(403, "Forbidden"));
+                return Ok(());
             }
-        } else {
-            return Err((Box::new(req), transaction));
+            CallOrigin::Agent(user)
         };
         if let Some(retry_after) = self.draining {
             // Shutting down: the caller's carrier or phone tries another node or later.
@@ -1219,10 +1357,11 @@ impl Endpoint {
             caller: user_of(req.headers.from()),
             to_user: user_of(req.headers.to()),
             carrier_city: self
-                .trunk_city_headers
+                .trunks
                 .iter()
-                .find(|(ip, _)| *ip == source.addr.ip())
-                .and_then(|(_, name)| req.headers.get(name))
+                .find(|t| t.matches(source))
+                .and_then(|t| t.city_header.as_deref())
+                .and_then(|name| req.headers.get(name))
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
             source,
@@ -1773,6 +1912,39 @@ fn new_tag() -> String {
 }
 
 /// `host[:port]` of a Via, as the transaction key's sent-by.
+/// Whether the digest `uri` names the Request-URI (RFC 3261 §22.4, RFC 7616 §3.4.6).
+/// Compared as URIs (scheme, user, host case-insensitively, port), not as text: UAs
+/// differ in how they spell parameters and escapes.
+fn digest_uri_matches(credentials: &DigestCredentials, req: &Request) -> bool {
+    let Ok(uri) = crate::sip::message::Uri::parse(credentials.uri.trim()) else {
+        return false;
+    };
+    let req_uri = &req.uri;
+    uri.scheme.eq_ignore_ascii_case(&req_uri.scheme)
+        && uri.user == req_uri.user
+        && uri.host.eq_ignore_ascii_case(&req_uri.host)
+        && uri.port == req_uri.port
+}
+
+/// The transaction key of a request without an RFC 3261 branch (RFC 3261 §17.2.3).
+fn rfc2543_key(req: &Request, via: &crate::sip::message::Via) -> TransactionKey {
+    let to = req.headers.to().ok();
+    let from = req.headers.from().ok();
+    let request_uri = req.uri.to_string();
+    let top_via = via.to_string();
+    let sent_by = sent_by(via);
+    let ids = Rfc2543Ids {
+        request_uri: &request_uri,
+        to_tag: to.as_ref().and_then(|t| t.tag()),
+        from_tag: from.as_ref().and_then(|f| f.tag()),
+        call_id: req.headers.call_id().unwrap_or(""),
+        cseq: req.headers.cseq().map(|c| c.seq).unwrap_or(0),
+        top_via: &top_via,
+        sent_by: &sent_by,
+    };
+    TransactionKey::for_rfc2543_request(&ids, &req.method)
+}
+
 fn sent_by(via: &crate::sip::message::Via) -> String {
     match via.port {
         Some(p) => format!("{}:{p}", via.host),
@@ -2516,6 +2688,81 @@ kind = "echo"
         assert_eq!(resent, judged);
     }
 
+    /// RFC 2543 requests (no magic cookie; here no branch at all, as RFC 4475 `inv2543`)
+    /// are matched by Request-URI, tags, Call-ID, CSeq and top Via, not by Via alone.
+    #[test]
+    fn cookieless_requests_are_matched_by_rfc3261_17_2_3_fields_not_via_alone() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let options = |call_id: &str, cseq: u32| {
+            String::from_utf8(request("OPTIONS", "x", call_id, "", cseq, ""))
+                .expect("utf8")
+                .replace(";branch=x", "")
+        };
+        let source = from([192, 0, 2, 1]);
+        ep.handle_message(t0, source, options("old-1", 1).as_bytes());
+        let (first, _) = drain(&mut ep);
+        assert_eq!(statuses(&first), [200]);
+        // Another request on the same Via: a new transaction, answered with its own Call-ID.
+        ep.handle_message(
+            t0 + Duration::from_millis(10),
+            source,
+            options("old-2", 1).as_bytes(),
+        );
+        let (second, _) = drain(&mut ep);
+        assert_eq!(statuses(&second), [200]);
+        assert!(second[0].contains("Call-ID: old-2"), "{}", second[0]);
+        // Same Call-ID, next CSeq: new as well.
+        ep.handle_message(
+            t0 + Duration::from_millis(20),
+            source,
+            options("old-1", 2).as_bytes(),
+        );
+        let (third, _) = drain(&mut ep);
+        assert!(third[0].contains("CSeq: 2 OPTIONS"), "{}", third[0]);
+        // A true retransmission is absorbed: the same answer again, not processed twice.
+        let created = ep.transactions.counters().non_invite_server.created;
+        ep.handle_message(
+            t0 + Duration::from_millis(30),
+            source,
+            options("old-1", 1).as_bytes(),
+        );
+        let (again, _) = drain(&mut ep);
+        assert_eq!(again, first);
+        assert_eq!(
+            ep.transactions.counters().non_invite_server.created,
+            created
+        );
+    }
+
+    #[test]
+    fn cookieless_ack_of_a_failure_is_absorbed_by_its_invite_transaction() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        let source = from([198, 51, 100, 9]);
+        let no_branch = |text: Vec<u8>| {
+            String::from_utf8(text)
+                .expect("utf8")
+                .replace(";branch=x", "")
+        };
+        let invite = no_branch(request("INVITE", "x", "c2543", "", 1, SDP));
+        ep.handle_message(t0, source, invite.as_bytes());
+        let (sent, _) = drain(&mut ep);
+        let status = statuses(&sent)[0];
+        assert!(status >= 400, "{}", sent[0]);
+        let tag = to_tag(&sent[0]);
+        let ack = no_branch(request("ACK", "x", "c2543", &tag, 1, ""));
+        ep.handle_message(t0 + Duration::from_millis(10), source, ack.as_bytes());
+        drain(&mut ep);
+        assert_eq!(ep.transactions.counters().retransmissions_absorbed, 1);
+        // A second INVITE from the same Via with another Call-ID is new, not a repeat.
+        let other = no_branch(request("INVITE", "x", "c2543-b", "", 1, SDP));
+        ep.handle_message(t0 + Duration::from_millis(20), source, other.as_bytes());
+        let (sent, _) = drain(&mut ep);
+        assert!(sent[0].contains("Call-ID: c2543-b"), "{}", sent[0]);
+        assert_eq!(ep.transactions.counters().invite_server.created, 2);
+    }
+
     #[test]
     fn only_trunks_call_the_hotline_and_test_extensions_need_an_agent() {
         let t0 = Instant::now();
@@ -2526,7 +2773,8 @@ kind = "echo"
             &request("INVITE", "z9hG4bK-x1", "c3", "", 1, SDP),
         );
         let (sent, events) = drain(&mut ep);
-        assert_eq!(statuses(&sent), [403]);
+        // Challenged like a test extension: the status tells a scanner nothing.
+        assert_eq!(statuses(&sent), [401]);
         assert!(events.is_empty());
         let mut to_echo =
             String::from_utf8(request("INVITE", "z9hG4bK-x2", "c4", "", 1, SDP)).expect("utf8");
@@ -2536,5 +2784,354 @@ kind = "echo"
         assert_eq!(statuses(&sent), [401]);
         assert!(sent[0].contains("WWW-Authenticate: Digest"));
         assert!(events.is_empty());
+    }
+
+    /// A REGISTER for `user` (Request-URI `sip:127.0.0.1`), with an optional
+    /// Authorization line.
+    fn register_for(user: &str, branch: &str, authorization: &str) -> Vec<u8> {
+        format!(
+            "REGISTER sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 198.51.100.7:5060;branch={branch}\r\n\
+             Max-Forwards: 70\r\nFrom: <sip:{user}@127.0.0.1>;tag=a\r\nTo: <sip:{user}@127.0.0.1>\r\n\
+             Call-ID: reg-{user}\r\nCSeq: 1 REGISTER\r\nContact: <sip:{user}@198.51.100.7:5060>\r\n\
+             {authorization}Content-Length: 0\r\n\r\n"
+        )
+        .into_bytes()
+    }
+
+    /// The Authorization line answering the MD5 challenge in `challenge_response`.
+    fn authorization(
+        challenge_response: &str,
+        method: &str,
+        uri: &str,
+        user: &str,
+        password: &str,
+    ) -> String {
+        use crate::sip::auth::{ResponseInputs, compute_response, ha1};
+        let challenge = challenge_response
+            .lines()
+            .find(|l| l.starts_with("WWW-Authenticate:") && l.contains("algorithm=MD5"))
+            .expect("an MD5 challenge");
+        let param = |name: &str| {
+            challenge
+                .split(&format!("{name}=\""))
+                .nth(1)
+                .and_then(|rest| rest.split('"').next())
+                .unwrap_or_default()
+                .to_string()
+        };
+        let (nonce, opaque) = (param("nonce"), param("opaque"));
+        let user_ha1 = ha1(DigestAlgorithm::Md5, user, "hotline.test", password);
+        let response = compute_response(&ResponseInputs {
+            algorithm: DigestAlgorithm::Md5,
+            ha1: &user_ha1,
+            nonce: &nonce,
+            nc: "00000001",
+            cnonce: "c0ffee",
+            qop: "auth",
+            method,
+            uri,
+        });
+        format!(
+            "Authorization: Digest username=\"{user}\", realm=\"hotline.test\", \
+             nonce=\"{nonce}\", uri=\"{uri}\", response=\"{response}\", algorithm=MD5, \
+             cnonce=\"c0ffee\", qop=auth, nc=00000001, opaque=\"{opaque}\"\r\n"
+        )
+    }
+
+    fn phone() -> SourceInfo {
+        from([198, 51, 100, 7])
+    }
+
+    /// One failed REGISTER round (challenge, wrong password) for `user` from `source`;
+    /// the status of the second answer, `None` when dropped.
+    fn fail_register(
+        ep: &mut Endpoint,
+        now: Instant,
+        source: SourceInfo,
+        user: &str,
+        n: usize,
+    ) -> Option<u16> {
+        ep.handle_message(
+            now,
+            source,
+            &register_for(user, &format!("z9hG4bK-c{user}-{n}"), ""),
+        );
+        let (sent, _) = drain(ep);
+        let challenge = sent.first()?;
+        let auth = authorization(challenge, "REGISTER", "sip:127.0.0.1", user, "wrong");
+        ep.handle_message(
+            now,
+            source,
+            &register_for(user, &format!("z9hG4bK-a{user}-{n}"), &auth),
+        );
+        let (sent, _) = drain(ep);
+        statuses(&sent).first().copied()
+    }
+
+    /// Issue 14: failures are counted per (source, user). Ten for one user ban that user
+    /// from that source only; fifty over many users ban the source.
+    #[test]
+    fn failures_ban_one_user_from_a_source_and_many_users_ban_the_source() {
+        // Nonces dated at the clock anchor itself are stale: start a little later.
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let t0 = start + Duration::from_secs(1);
+        for n in 0..10 {
+            assert_eq!(
+                fail_register(&mut ep, t0, phone(), "1001", n),
+                Some(401),
+                "try {n}"
+            );
+        }
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-after", ""));
+        let (sent, _) = drain(&mut ep);
+        assert!(sent.is_empty(), "1001 is banned from there: {sent:?}");
+        // Another phone behind the same NAT is still served.
+        ep.handle_message(t0, phone(), &register_for("1002", "z9hG4bK-other", ""));
+        let (sent, _) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [401]);
+        // A scanner rotating names: 40 more failures (50 in all) ban the whole source.
+        for n in 0..40 {
+            assert_eq!(
+                fail_register(&mut ep, t0, phone(), &format!("u{n}"), n),
+                Some(401)
+            );
+        }
+        ep.handle_message(t0, phone(), &register_for("1002", "z9hG4bK-late", ""));
+        let (sent, _) = drain(&mut ep);
+        assert!(sent.is_empty(), "source banned: {sent:?}");
+    }
+
+    /// Issue 14: svcrack from the carrier's address banned it and stopped 12348 calls.
+    /// A trunk address is never banned as a whole; and a banned source keeps its calls.
+    #[test]
+    fn a_trunk_is_never_banned_and_a_banned_source_keeps_its_calls() {
+        // Nonces dated at the clock anchor itself are stale: start a little later.
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let t0 = start + Duration::from_secs(1);
+        let trunk = from([192, 0, 2, 1]);
+        for n in 0..60 {
+            fail_register(&mut ep, t0, trunk, &format!("u{n}"), n);
+        }
+        ep.handle_message(
+            t0,
+            trunk,
+            &request("INVITE", "z9hG4bK-t1", "c-t1", "", 1, SDP),
+        );
+        let (_, events) = drain(&mut ep);
+        assert!(
+            matches!(events.as_slice(), [(_, CallEvent::Incoming(_))]),
+            "{events:?}"
+        );
+
+        // An agent's call to a test extension from a phone, then a scanner on its NAT.
+        let echo = |method: &str, branch: &str, auth: &str| {
+            String::from_utf8(request(method, branch, "c-echo", "", 1, SDP))
+                .expect("utf8")
+                .replacen("sip:12348@", "sip:echo@", 1)
+                .replacen(
+                    "Max-Forwards: 70\r\n",
+                    &format!("Max-Forwards: 70\r\n{auth}"),
+                    1,
+                )
+        };
+        ep.handle_message(t0, phone(), echo("INVITE", "z9hG4bK-e1", "").as_bytes());
+        let (sent, _) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [401]);
+        let auth = authorization(&sent[0], "INVITE", "sip:echo@127.0.0.1", "1001", "pw");
+        ep.handle_message(t0, phone(), echo("INVITE", "z9hG4bK-e2", &auth).as_bytes());
+        let (_, events) = drain(&mut ep);
+        assert!(
+            matches!(events.as_slice(), [(_, CallEvent::Incoming(_))]),
+            "{events:?}"
+        );
+        for n in 0..50 {
+            fail_register(&mut ep, t0, phone(), &format!("s{n}"), n);
+        }
+        ep.handle_message(
+            t0,
+            phone(),
+            &request("OPTIONS", "z9hG4bK-o1", "c-o1", "", 1, ""),
+        );
+        assert!(drain(&mut ep).0.is_empty(), "the phone's address is banned");
+        // Its call goes on: the CANCEL is answered.
+        let cancel = echo("CANCEL", "z9hG4bK-e2", "");
+        ep.handle_message(t0, phone(), cancel.as_bytes());
+        let (sent, _) = drain(&mut ep);
+        assert!(statuses(&sent).contains(&200), "{sent:?}");
+    }
+
+    /// Issue 14: after a restart (new secret) phones answer the old challenge correctly;
+    /// each gets `stale=true` and none counts as a failure.
+    #[test]
+    fn a_correct_answer_to_a_challenge_from_before_a_restart_is_stale_and_not_counted() {
+        let start = Instant::now();
+        let mut before = endpoint(start);
+        let t0 = start + Duration::from_secs(1);
+        before.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-b1", ""));
+        let (sent, _) = drain(&mut before);
+        let auth = authorization(&sent[0], "REGISTER", "sip:127.0.0.1", "1001", "pw");
+        let t1 = t0 + Duration::from_secs(5);
+        let config = Config::from_toml(CONFIG).expect("config");
+        let mut after = Endpoint::new(
+            &config,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            t1,
+            5_000,
+            Some(8),
+        );
+        for n in 0..11 {
+            after.handle_message(
+                t1,
+                phone(),
+                &register_for("1001", &format!("z9hG4bK-s{n}"), &auth),
+            );
+            let (sent, _) = drain(&mut after);
+            assert_eq!(statuses(&sent), [401], "phone {n}: {sent:?}");
+            assert!(sent[0].contains("stale=true"), "phone {n}: {}", sent[0]);
+        }
+        let fresh = authorization(
+            &{
+                after.handle_message(t1, phone(), &register_for("1001", "z9hG4bK-f0", ""));
+                drain(&mut after).0.remove(0)
+            },
+            "REGISTER",
+            "sip:127.0.0.1",
+            "1001",
+            "pw",
+        );
+        after.handle_message(t1, phone(), &register_for("1001", "z9hG4bK-f1", &fresh));
+        let (sent, _) = drain(&mut after);
+        assert_eq!(statuses(&sent), [200], "{sent:?}");
+    }
+
+    /// Issue 14 item 11: the digest `uri` must name the Request-URI (RFC 3261 §22.4).
+    #[test]
+    fn credentials_for_another_uri_are_refused() {
+        // Nonces dated at the clock anchor itself are stale: start a little later.
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let t0 = start + Duration::from_secs(1);
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-u1", ""));
+        let (sent, _) = drain(&mut ep);
+        let elsewhere = authorization(&sent[0], "REGISTER", "sip:other.example", "1001", "pw");
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-u2", &elsewhere));
+        let (sent, _) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [400], "{sent:?}");
+        // Spelled differently but the same URI (host case, quoting): accepted.
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-u3", ""));
+        let (sent, _) = drain(&mut ep);
+        let same = authorization(&sent[0], "REGISTER", "SIP:127.0.0.1", "1001", "pw");
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-u4", &same));
+        let (sent, _) = drain(&mut ep);
+        assert_eq!(statuses(&sent), [200], "{sent:?}");
+    }
+
+    /// Issue 14 item 11: a trunk configured with a port and transport is only that flow;
+    /// anything else from its address is an outside source.
+    #[test]
+    fn a_trunk_with_port_and_transport_is_only_that_flow() {
+        let t0 = Instant::now() + Duration::from_secs(1);
+        let config = CONFIG.replace(
+            "city_header = \"P-Called-City\"",
+            "city_header = \"P-Called-City\"\nsource_port = 5060\nsource_transport = \"udp\"",
+        );
+        let config = Config::from_toml(&config).expect("config");
+        let mut ep = Endpoint::new(
+            &config,
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            t0,
+            0,
+            Some(7),
+        );
+        let at = |port: u16, transport: Transport| SourceInfo {
+            addr: std::net::SocketAddr::from(([192, 0, 2, 1], port)),
+            transport,
+        };
+        for (n, source) in [at(5062, Transport::Udp), at(5060, Transport::Tcp)]
+            .into_iter()
+            .enumerate()
+        {
+            let invite = request(
+                "INVITE",
+                &format!("z9hG4bK-p{n}"),
+                &format!("c-p{n}"),
+                "",
+                1,
+                SDP,
+            );
+            ep.handle_message(t0, source, &invite);
+            let (sent, events) = drain(&mut ep);
+            assert_eq!(statuses(&sent), [401], "{source:?}");
+            assert!(events.is_empty());
+        }
+        ep.handle_message(
+            t0,
+            at(5060, Transport::Udp),
+            &request("INVITE", "z9hG4bK-p9", "c-p9", "", 1, SDP),
+        );
+        let (_, events) = drain(&mut ep);
+        assert!(
+            matches!(events.as_slice(), [(_, CallEvent::Incoming(_))]),
+            "{events:?}"
+        );
+    }
+
+    /// Issue 14 item 11: from an outside source every INVITE is challenged, and only
+    /// after authentication is the number judged: 403 for the hotline, a call for a
+    /// test extension.
+    #[test]
+    fn an_authenticated_agent_is_refused_the_hotline_and_reaches_a_test_extension() {
+        // Nonces dated at the clock anchor itself are stale: start a little later.
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let t0 = start + Duration::from_secs(1);
+        let invite = |number: &str, branch: &str, auth: &str| {
+            String::from_utf8(request(
+                "INVITE",
+                branch,
+                &format!("c-{branch}"),
+                "",
+                1,
+                SDP,
+            ))
+            .expect("utf8")
+            .replacen("sip:12348@", &format!("sip:{number}@"), 1)
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 70\r\n{auth}"),
+                1,
+            )
+        };
+        for (number, want) in [("12348", None), ("echo", Some(()))] {
+            ep.handle_message(
+                t0,
+                phone(),
+                invite(number, &format!("z9hG4bK-{number}-1"), "").as_bytes(),
+            );
+            let (sent, _) = drain(&mut ep);
+            assert_eq!(statuses(&sent), [401], "{number}");
+            let uri = format!("sip:{number}@127.0.0.1");
+            let auth = authorization(&sent[0], "INVITE", &uri, "1001", "pw");
+            ep.handle_message(
+                t0,
+                phone(),
+                invite(number, &format!("z9hG4bK-{number}-2"), &auth).as_bytes(),
+            );
+            let (sent, events) = drain(&mut ep);
+            match want {
+                None => {
+                    assert_eq!(statuses(&sent), [403], "{number}");
+                    assert!(events.is_empty());
+                }
+                Some(()) => assert!(
+                    matches!(events.as_slice(), [(_, CallEvent::Incoming(_))]),
+                    "{events:?}"
+                ),
+            }
+        }
     }
 }

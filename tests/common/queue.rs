@@ -169,6 +169,8 @@ pub fn feature_code(server: &Server, agent: &str, code: &str) -> Output {
     run_bounded(
         sipp_base("acd_feature.xml", free_port())
             .args(["-s", code, "-au", agent, "-ap", password(agent)])
+            // SIPp's digest uri is `remote_ip:remote_port` unless told: the Request-URI.
+            .args(["-auth_uri", &format!("{code}@{}", server.sip)])
             .args(["-set", "user", agent])
             .args(["-m", "1", "-timeout", "10"])
             .arg(server.sip.to_string()),

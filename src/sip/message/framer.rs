@@ -21,6 +21,11 @@ pub struct StreamFramer {
     /// Size of the frame being received once its header section has been read, so that a
     /// body trickling in byte by byte does not make us re-read the headers each time.
     frame_len: Option<usize>,
+    /// Line feeds skipped in front of the next start line, so that a CRLFCRLF ping split
+    /// over two reads is still seen.
+    skipped_line_feeds: usize,
+    /// RFC 5626 §4.4.1 pings (CRLFCRLF) seen and not yet taken by the caller.
+    pings: usize,
 }
 
 impl StreamFramer {
@@ -30,7 +35,15 @@ impl StreamFramer {
             buf: BytesMut::new(),
             scanned: 0,
             frame_len: None,
+            skipped_line_feeds: 0,
+            pings: 0,
         }
+    }
+    /// How many keep-alive pings (CRLFCRLF between messages, RFC 5626 §4.4.1) arrived
+    /// since the last call; the caller answers each with a CRLF pong. A single CRLF
+    /// between messages (RFC 3261 §7.5) is skipped without a pong.
+    pub fn take_pings(&mut self) -> usize {
+        std::mem::take(&mut self.pings)
     }
     pub fn push(&mut self, data: &[u8]) {
         self.buf.extend_from_slice(data);
@@ -55,6 +68,16 @@ impl StreamFramer {
             .position(|&b| b != b'\r' && b != b'\n')
             .unwrap_or(self.buf.len());
         if leading > 0 {
+            let line_feeds = self
+                .buf
+                .get(..leading)
+                .unwrap_or_default()
+                .iter()
+                .filter(|&&b| b == b'\n')
+                .count();
+            self.skipped_line_feeds += line_feeds;
+            self.pings += self.skipped_line_feeds / 2;
+            self.skipped_line_feeds %= 2;
             self.buf.advance(leading);
             self.scanned = 0;
         }
@@ -91,6 +114,7 @@ impl StreamFramer {
         }
         self.scanned = 0;
         self.frame_len = None;
+        self.skipped_line_feeds = 0;
         Some(self.buf.split_to(total).freeze())
     }
 }
@@ -182,6 +206,32 @@ mod tests {
         assert_eq!(f.next_frame(), Ok(Some(Bytes::from_static(MSG))));
         assert_eq!(f.next_frame(), Ok(None));
         assert_eq!(f.pending(), 10);
+    }
+
+    #[test]
+    fn a_crlf_between_messages_is_skipped_and_a_double_crlf_is_a_ping() {
+        let mut f = StreamFramer::new(65_535);
+        // RFC 4475 dblreq: one extra CRLF after a message is not a ping.
+        let mut data = MSG.to_vec();
+        data.extend_from_slice(b"\r\n");
+        data.extend_from_slice(MSG);
+        f.push(&data);
+        assert_eq!(f.next_frame(), Ok(Some(Bytes::from_static(MSG))));
+        assert_eq!(f.next_frame(), Ok(Some(Bytes::from_static(MSG))));
+        assert_eq!(f.take_pings(), 0);
+        // RFC 5626 keep-alive pings, one of them split over two reads.
+        f.push(b"\r\n\r\n");
+        assert_eq!(f.next_frame(), Ok(None));
+        assert_eq!(f.take_pings(), 1);
+        f.push(b"\r\n");
+        assert_eq!(f.next_frame(), Ok(None));
+        f.push(b"\r\n");
+        assert_eq!(f.next_frame(), Ok(None));
+        assert_eq!(f.take_pings(), 1);
+        assert_eq!(f.take_pings(), 0);
+        f.push(MSG);
+        assert_eq!(f.next_frame(), Ok(Some(Bytes::from_static(MSG))));
+        assert_eq!(f.pending(), 0);
     }
 
     #[test]

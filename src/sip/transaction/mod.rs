@@ -45,7 +45,7 @@ mod sim_tests;
 
 pub use client_invite::{InviteClient, InviteClientState};
 pub use client_non_invite::{NonInviteClient, NonInviteClientState};
-pub use key::TransactionKey;
+pub use key::{Rfc2543Ids, TransactionKey, has_magic_cookie};
 pub use layer::{
     IncomingRequest, KindCounters, LayerConfig, LayerError, LayerEvent, LayerTransmit,
     RequestOutcome, ResponseOutcome, ServerTransaction, Side, TransactionCounters, TransactionKind,
