@@ -274,6 +274,12 @@ pub struct TrunkConfig {
     /// caller's area code (CALL-ENTRY).
     #[serde(default)]
     pub city_header: Option<String>,
+    /// The header in which this carrier asserts the caller's number (RFC 3325
+    /// `P-Asserted-Identity`, name-addr with a `sip:` or `tel:` URI). When set, a callback
+    /// dials only that number, and a call without the header gets no callback; unset,
+    /// the From user is trusted (only for a carrier that screens it).
+    #[serde(default)]
+    pub identity_header: Option<String>,
     /// Where our outbound calls go through this carrier (callbacks to callers, transfers
     /// to units' outside numbers): `"host:port"`, or a SIP URI without user part such as
     /// `"sip:10.0.0.5:5060;transport=tcp"`. The number dialled becomes the user part of
@@ -783,6 +789,17 @@ impl Config {
         }
         validate_users_and_routing(self, &unit_ids, &mut problems);
         validate_notify(&self.notify, &mut problems);
+        for (i, pattern) in self.calls.callback_numbers.iter().enumerate() {
+            if !is_dial_pattern(pattern) {
+                problems.push(Problem {
+                    path: format!("calls.callback_numbers[{i}]"),
+                    line: None,
+                    message: format!(
+                        "{pattern:?}: use digits, X (any digit), N (2-9), Z (1-9) and [..] classes"
+                    ),
+                });
+            }
+        }
         validate_http(&self.http, &mut problems);
         problems
     }
@@ -1017,6 +1034,99 @@ pub struct CallsConfig {
     /// server hangs up.
     #[serde(default = "default_queue_hold_secs")]
     pub queue_hold_secs: u64,
+    /// Numbers a callback may dial, national form (a leading +86/0086 is removed first):
+    /// digits, `X` any digit, `N` 2-9, `Z` 1-9, `[..]` one of the listed digits or ranges.
+    /// The default: mainland mobiles and fixed lines with their area code; no
+    /// international, short, emergency or service numbers.
+    #[serde(default = "default_callback_numbers")]
+    pub callback_numbers: Vec<String>,
+    /// Callbacks to one number within 24 hours at most.
+    #[serde(default = "default_callback_per_number_per_day")]
+    pub callback_per_number_per_day: u32,
+    /// Callbacks requested within an hour at most (the whole hotline).
+    #[serde(default = "default_callback_per_hour")]
+    pub callback_per_hour: u32,
+}
+
+fn default_callback_numbers() -> Vec<String> {
+    [
+        "1[3-9]XXXXXXXXX",
+        "0[1-9]XXXXXXXX",
+        "0[1-9]XXXXXXXXX",
+        "0[1-9]XXXXXXXXXX",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+
+fn default_callback_per_number_per_day() -> u32 {
+    3
+}
+
+fn default_callback_per_hour() -> u32 {
+    120
+}
+
+/// Whether `number` matches a dial pattern of [`CallsConfig::callback_numbers`].
+#[must_use]
+pub fn matches_dial_pattern(pattern: &str, number: &str) -> bool {
+    let mut digits = number.bytes();
+    let mut rest = pattern.as_bytes();
+    while let Some((&first, tail)) = rest.split_first() {
+        let Some(d) = digits.next() else {
+            return false;
+        };
+        let (ok, after) = match first {
+            b'X' => (d.is_ascii_digit(), tail),
+            b'N' => ((b'2'..=b'9').contains(&d), tail),
+            b'Z' => ((b'1'..=b'9').contains(&d), tail),
+            b'[' => {
+                let Some(end) = tail.iter().position(|&b| b == b']') else {
+                    return false;
+                };
+                let class = &tail[..end];
+                let mut ok = false;
+                let mut i = 0;
+                while i < class.len() {
+                    if i + 2 < class.len() && class[i + 1] == b'-' {
+                        ok |= (class[i]..=class[i + 2]).contains(&d);
+                        i += 3;
+                    } else {
+                        ok |= class[i] == d;
+                        i += 1;
+                    }
+                }
+                (ok, &tail[end + 1..])
+            }
+            literal => (literal == d, tail),
+        };
+        if !ok {
+            return false;
+        }
+        rest = after;
+    }
+    digits.next().is_none()
+}
+
+/// A pattern is digits, `X`, `N`, `Z` and `[..]` classes of digits and ranges.
+fn is_dial_pattern(pattern: &str) -> bool {
+    let mut in_class = false;
+    !pattern.is_empty()
+        && pattern.bytes().all(|b| match b {
+            b'[' if !in_class => {
+                in_class = true;
+                true
+            }
+            b']' if in_class => {
+                in_class = false;
+                true
+            }
+            b'-' => in_class,
+            b'X' | b'N' | b'Z' => !in_class,
+            b'0'..=b'9' => true,
+            _ => false,
+        })
+        && !in_class
 }
 
 fn validate_notify(notify: &NotifyConfig, problems: &mut Vec<Problem>) {
@@ -1070,6 +1180,9 @@ impl Default for CallsConfig {
             province_center: default_province_center(),
             mobile_prefixes: None,
             queue_hold_secs: default_queue_hold_secs(),
+            callback_numbers: default_callback_numbers(),
+            callback_per_number_per_day: default_callback_per_number_per_day(),
+            callback_per_hour: default_callback_per_hour(),
         }
     }
 }

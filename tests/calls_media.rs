@@ -500,7 +500,9 @@ fn a_stranger_sending_rtp_to_a_calls_port_gets_none_of_its_audio() {
     stranger
         .set_read_timeout(Some(Duration::from_millis(20)))
         .ok();
-    call.rtp.set_read_timeout(Some(Duration::from_millis(20))).ok();
+    call.rtp
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .ok();
     let mut packet = vec![0x80, 8, 0, 0, 0, 0, 0, 0, 0x66, 0x66, 0x66, 0x66];
     packet.extend_from_slice(&[0xD5; 160]);
     let (mut stolen, mut heard) = (0, 0);
@@ -518,10 +520,17 @@ fn a_stranger_sending_rtp_to_a_calls_port_gets_none_of_its_audio() {
         }
     }
     assert_eq!(stolen, 0, "the stranger got the call's audio");
-    assert!(heard >= 50, "the caller heard {heard} packets of 100 frames");
+    assert!(
+        heard >= 50,
+        "the caller heard {heard} packets of 100 frames"
+    );
     let _ = call.bye();
     assert!(
-        wait_for_log(&server, "RTP from hosts not in the call dropped", Duration::from_secs(5)),
+        wait_for_log(
+            &server,
+            "RTP from hosts not in the call dropped",
+            Duration::from_secs(5)
+        ),
         "{}",
         server.log()
     );

@@ -31,8 +31,10 @@ fn longest_tone(heard: &[Heard]) -> usize {
 /// drops a packet.
 #[test]
 fn the_caller_hears_the_agent_through_the_bridge_and_then_the_survey() {
-    let config = queue_config("linear", 15, 3)
-        .replace("[ivr.survey]\nprompt = \"beep\"", "[ivr.survey]\nprompt = \"survey\"");
+    let config = queue_config("linear", 15, 3).replace(
+        "[ivr.survey]\nprompt = \"beep\"",
+        "[ivr.survey]\nprompt = \"survey\"",
+    );
     let server = start(&config);
     let tones = tempfile::tempdir().expect("tmp");
     let agent_source = tones.path().join("agent.wav");
@@ -65,7 +67,10 @@ fn the_caller_hears_the_agent_through_the_bridge_and_then_the_survey() {
     );
 
     // The caller's phone: the agent's tone through the whole bridge, then the survey.
-    let heard = caller.heard.as_ref().unwrap_or_else(|| panic!("no call:\n{context}"));
+    let heard = caller
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("no call:\n{context}"));
     let (samples, rate) = wav_samples(heard);
     let heard_windows = windows(&samples, rate, AGENT_TONE);
     let windows = heard_windows;
@@ -94,7 +99,10 @@ fn the_caller_hears_the_agent_through_the_bridge_and_then_the_survey() {
     );
 
     // The agent's phone: the caller's tone.
-    let heard = agent.heard.as_ref().unwrap_or_else(|| panic!("agent had no call:\n{context}"));
+    let heard = agent
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("agent had no call:\n{context}"));
     let (samples, rate) = wav_samples(heard);
     let windows = common::phone::windows(&samples, rate, CALLER_TONE);
     let tone = windows.iter().filter(|w| **w == Heard::Tone).count();
@@ -124,10 +132,12 @@ fn with_nobody_signed_in_the_caller_is_told_and_leaves_a_message() {
     let tones = tempfile::tempdir().expect("tmp");
     let caller_source = tones.path().join("caller.wav");
     tone_wav(&caller_source, CALLER_TONE, 40.0);
-    let caller = Baresip::caller(&server, "053288001234", "053212348", &caller_source, 40)
-        .finish();
+    let caller = Baresip::caller(&server, "053288001234", "053212348", &caller_source, 40).finish();
     let context = format!("caller:\n{}\nserver:\n{}", caller.log(), server.log());
-    let heard = caller.heard.as_ref().unwrap_or_else(|| panic!("no call:\n{context}"));
+    let heard = caller
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("no call:\n{context}"));
     let (samples, rate) = wav_samples(heard);
     // The beep is 1 kHz.
     let windows = windows(&samples, rate, 1000.0);
@@ -184,7 +194,10 @@ fn test_extensions_9198_and_9199_speak_first() {
     for number in ["9198", "9199"] {
         let caller = Baresip::caller(&server, "053188001234", number, &source, 9).finish();
         let context = format!("{number}:\n{}\nserver:\n{}", caller.log(), server.log());
-        let heard = caller.heard.as_ref().unwrap_or_else(|| panic!("no call:\n{context}"));
+        let heard = caller
+            .heard
+            .as_ref()
+            .unwrap_or_else(|| panic!("no call:\n{context}"));
         let (samples, rate) = wav_samples(heard);
         let windows = windows(&samples, rate, 1000.0);
         let spoken = count(&windows[..windows.len().min(50)], Heard::Other);

@@ -843,12 +843,20 @@ fn sign_ins_and_pauses_survive_a_restart_and_kill_9() {
     expected(&server);
     assert_eq!(server.terminate(), Some(0), "{}", server.log());
     let server = server.restart(&NOW);
-    assert!(server.log().contains("restored_sign_ins=2"), "{}", server.log());
+    assert!(
+        server.log().contains("restored_sign_ins=2"),
+        "{}",
+        server.log()
+    );
     expected(&server);
     // The queue_log writer commits within milliseconds; kill -9 after that.
     std::thread::sleep(Duration::from_millis(500));
     let server = server.restart(&NOW);
-    assert!(server.log().contains("restored_sign_ins=2"), "{}", server.log());
+    assert!(
+        server.log().contains("restored_sign_ins=2"),
+        "{}",
+        server.log()
+    );
     expected(&server);
 }
 

@@ -146,7 +146,9 @@ mod tests {
             assert_eq!(pair.rtp % 2, 0);
             assert_eq!(pair.rtcp, pair.rtp + 1);
             got.push(pair.rtp);
-            random = random.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1);
+            random = random
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1);
         }
         got.sort_unstable();
         assert_eq!(got, vec![10002, 10004, 10006, 10008]);
@@ -162,7 +164,11 @@ mod tests {
             .filter_map(|r| pool.clone().allocate(r.wrapping_mul(0x9E37_79B9_7F4A_7C15)))
             .map(|p| p.rtp)
             .collect();
-        assert!(firsts.len() > 40, "{} distinct first pairs of 64", firsts.len());
+        assert!(
+            firsts.len() > 40,
+            "{} distinct first pairs of 64",
+            firsts.len()
+        );
     }
 
     #[test]

@@ -1419,11 +1419,23 @@ mod tests {
         // The phone's SDP says 10.0.0.1:4000; its NAT sends from 1.2.3.4 (where its
         // INVITE came from) with another port.
         s.trust_signalling_ip(addr("1.2.3.4:5060").ip());
-        assert_eq!(feed(&mut s, t0, "1.2.3.4:31000", 7, 0), ReceiveOutcome::ForeignSource);
+        assert_eq!(
+            feed(&mut s, t0, "1.2.3.4:31000", 7, 0),
+            ReceiveOutcome::ForeignSource
+        );
         // An interleaved packet from another port restarts the probation.
-        assert_eq!(feed(&mut s, t0, "1.2.3.4:31002", 8, 160), ReceiveOutcome::ForeignSource);
-        assert_eq!(feed(&mut s, t0, "1.2.3.4:31000", 9, 320), ReceiveOutcome::ForeignSource);
-        assert_eq!(feed(&mut s, t0, "1.2.3.4:31000", 10, 480), ReceiveOutcome::ForeignSource);
+        assert_eq!(
+            feed(&mut s, t0, "1.2.3.4:31002", 8, 160),
+            ReceiveOutcome::ForeignSource
+        );
+        assert_eq!(
+            feed(&mut s, t0, "1.2.3.4:31000", 9, 320),
+            ReceiveOutcome::ForeignSource
+        );
+        assert_eq!(
+            feed(&mut s, t0, "1.2.3.4:31000", 10, 480),
+            ReceiveOutcome::ForeignSource
+        );
         assert_eq!(
             feed(&mut s, t0, "1.2.3.4:31000", 11, 640),
             ReceiveOutcome::Accepted { latched: true }
@@ -1431,7 +1443,10 @@ mod tests {
         assert_eq!(s.remote_rtp(), Some(addr("1.2.3.4:31000")));
         assert_eq!(s.remote_rtcp(), Some(addr("1.2.3.4:31001")));
         // Not from anyone else, whatever they send.
-        assert_eq!(feed(&mut s, t0, "6.6.6.6:4000", 12, 800), ReceiveOutcome::ForeignSource);
+        assert_eq!(
+            feed(&mut s, t0, "6.6.6.6:4000", 12, 800),
+            ReceiveOutcome::ForeignSource
+        );
     }
 
     #[test]

@@ -985,7 +985,10 @@ m=video 0 RTP/AVP 31\r\n";
                  m=audio 4000 RTP/AVP 0\r\n{rtcp}"
             );
             let error = answer(&SessionDescription::parse(&offer).unwrap(), &local()).unwrap_err();
-            assert!(matches!(error, SdpError::NotUnicast(_)), "{connection}: {error}");
+            assert!(
+                matches!(error, SdpError::NotUnicast(_)),
+                "{connection}: {error}"
+            );
             assert_eq!(error.sip_status(), 488);
         }
     }

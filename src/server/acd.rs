@@ -453,7 +453,10 @@ impl AcdShell {
         };
         let mut restored = 0;
         for agent in &self.agents {
-            let signed_in = match store.agent_last_presence(agent, PresenceRow::SignInOut).await {
+            let signed_in = match store
+                .agent_last_presence(agent, PresenceRow::SignInOut)
+                .await
+            {
                 Ok(Some(row)) if row.event == QueueLogEvent::SignIn => row,
                 Ok(_) => continue,
                 Err(e) => {
@@ -475,7 +478,10 @@ impl AcdShell {
                 pause,
             }) {
                 Ok(()) => {
-                    info!(agent = agent.as_str(), paused, "agent still signed in after the restart");
+                    info!(
+                        agent = agent.as_str(),
+                        paused, "agent still signed in after the restart"
+                    );
                     restored += 1;
                 }
                 Err(e) => warn!(%e, agent = agent.as_str(), "agent presence not restored"),

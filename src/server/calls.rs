@@ -749,6 +749,9 @@ struct HotlineCall {
     cdr: CdrBuilder,
     call_id: String,
     caller: String,
+    /// The trunk vouched for `caller` (its identity header, or a From it screens):
+    /// only then may the callback key dial it.
+    callback_allowed: bool,
     city: Option<CityId>,
     /// The current play list is the flow's (it gets `PromptDone` when it ends).
     flow_playing: bool,
@@ -2648,40 +2651,46 @@ fn start_hotline(
 ) -> Option<Box<HotlineCall>> {
     let setup = ctx.hotline.as_ref()?;
     let wall = ctx.clock.now();
+    // The number the carrier vouches for (P-Asserted-Identity when the trunk names it)
+    // is the caller's number everywhere: records, orders, the callback.
+    let caller = incoming
+        .verified_caller
+        .clone()
+        .unwrap_or_else(|| incoming.caller.clone());
     let mut cdr = CdrBuilder::new(
         incoming.call_id.clone(),
-        incoming.caller.clone(),
+        caller.clone(),
         incoming.dialled.clone(),
         wall,
     );
     cdr.ivr_answered(wall);
-    let city_info = match setup.resolver.resolve(
-        &incoming.dialled,
-        incoming.carrier_city.as_deref(),
-        &incoming.caller,
-    ) {
-        CityLookup::Resolved(resolution) => {
-            cdr.city(&resolution);
-            let info = setup.city_info(&resolution.city, wall);
-            if !info.open_status.open {
-                cdr.after_hours();
+    let city_info =
+        match setup
+            .resolver
+            .resolve(&incoming.dialled, incoming.carrier_city.as_deref(), &caller)
+        {
+            CityLookup::Resolved(resolution) => {
+                cdr.city(&resolution);
+                let info = setup.city_info(&resolution.city, wall);
+                if !info.open_status.open {
+                    cdr.after_hours();
+                }
+                info!(
+                    %handle,
+                    city = resolution.city.as_str(),
+                    how = ?resolution.how,
+                    open = info.open_status.open,
+                    next_open = ?info.open_status.next_open,
+                    now = %wall,
+                    "hotline call"
+                );
+                Some(info)
             }
-            info!(
-                %handle,
-                city = resolution.city.as_str(),
-                how = ?resolution.how,
-                open = info.open_status.open,
-                next_open = ?info.open_status.next_open,
-                now = %wall,
-                "hotline call"
-            );
-            Some(info)
-        }
-        CityLookup::NeedsMenu => {
-            info!(%handle, now = %wall, "hotline call: city unknown, asking the caller");
-            None
-        }
-    };
+            CityLookup::NeedsMenu => {
+                info!(%handle, now = %wall, "hotline call: city unknown, asking the caller");
+                None
+            }
+        };
     let city = city_info.as_ref().map(|c| c.city.clone());
     let mut flow = IvrFlow::new(
         setup.ivr.clone(),
@@ -2695,7 +2704,8 @@ fn start_hotline(
         flow,
         cdr,
         call_id: incoming.call_id.clone(),
-        caller: incoming.caller.clone(),
+        caller,
+        callback_allowed: incoming.verified_caller.is_some(),
         city,
         flow_playing: false,
         pending_record: None,
@@ -2775,6 +2785,7 @@ roles = ["agent"]
             origin: crate::sip::endpoint::CallOrigin::Trunk,
             sdp: Bytes::new(),
             carrier_city: None,
+            verified_caller: Some("053188886666".into()),
             replaces: None,
         };
         assert!(matches!(ctx.service_for(&call), Some(Service::Hotline)));

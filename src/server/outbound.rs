@@ -72,6 +72,72 @@ pub enum OutboundRefused {
     /// The unit has no outside number configured.
     #[error("unit {0} has no phone configured")]
     UnitWithoutPhone(UnitId),
+    /// Not a number `[calls] callback_numbers` allows (international, short, emergency
+    /// or service numbers).
+    #[error("{0} is not a number callbacks may dial")]
+    NotAllowedNumber(String),
+    /// Too many callbacks to this number today, or to anyone this hour.
+    #[error("callback limit reached ({0})")]
+    RateLimited(&'static str),
+}
+
+/// Which numbers callbacks may dial and how often (toll-fraud bound).
+#[derive(Debug)]
+struct CallbackPolicy {
+    patterns: Vec<String>,
+    per_number_per_day: u32,
+    per_hour: u32,
+    /// Recent callback requests: when, and to which number.
+    recent: std::collections::VecDeque<(Instant, String)>,
+}
+
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+const HOUR: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// A mainland number in national form: a leading `+86` or `0086` removed.
+fn national(number: &str) -> &str {
+    number
+        .strip_prefix("+86")
+        .or_else(|| number.strip_prefix("0086"))
+        .unwrap_or(number)
+}
+
+impl CallbackPolicy {
+    fn allows(&self, number: &str) -> bool {
+        let national = national(number);
+        self.patterns
+            .iter()
+            .any(|p| crate::config::matches_dial_pattern(p, national))
+    }
+
+    /// Count a request at `now`, or say which limit it breaks.
+    fn admit(&mut self, now: Instant, number: &str) -> Result<(), OutboundRefused> {
+        if !self.allows(number) {
+            return Err(OutboundRefused::NotAllowedNumber(mask_phone(number)));
+        }
+        while self
+            .recent
+            .front()
+            .is_some_and(|(at, _)| now.saturating_duration_since(*at) >= DAY)
+        {
+            self.recent.pop_front();
+        }
+        let national = national(number);
+        let today = self.recent.iter().filter(|(_, n)| n == national).count();
+        if today >= self.per_number_per_day as usize {
+            return Err(OutboundRefused::RateLimited("per number and day"));
+        }
+        let this_hour = self
+            .recent
+            .iter()
+            .filter(|(at, _)| now.saturating_duration_since(*at) < HOUR)
+            .count();
+        if this_hour >= self.per_hour as usize {
+            return Err(OutboundRefused::RateLimited("per hour"));
+        }
+        self.recent.push_back((now, national.to_string()));
+        Ok(())
+    }
 }
 
 /// Why a transfer request cannot be carried out.
@@ -124,6 +190,7 @@ pub struct Outbound {
     known_units: Vec<UnitId>,
     /// Calls whose caller (arrived over a trunk) asked for a callback → their number.
     callbacks: Mutex<HashMap<CallId, String>>,
+    policy: Mutex<CallbackPolicy>,
     from_user: String,
 }
 
@@ -162,6 +229,12 @@ impl Outbound {
                 .map(|u| UnitId::new(u.id.clone()))
                 .collect(),
             callbacks: Mutex::new(HashMap::new()),
+            policy: Mutex::new(CallbackPolicy {
+                patterns: config.calls.callback_numbers.clone(),
+                per_number_per_day: config.calls.callback_per_number_per_day,
+                per_hour: config.calls.callback_per_hour,
+                recent: std::collections::VecDeque::new(),
+            }),
             from_user: config
                 .calls
                 .service_numbers
@@ -223,13 +296,37 @@ impl Outbound {
         })
     }
 
-    /// The caller of `call` (arrived over a trunk with this number) asked for a
-    /// callback: from now on, and until [`Outbound::callback_done`], that number may be
-    /// dialled for that call.
-    pub fn callback_requested(&self, call: &CallId, caller: &str) {
+    /// Whether a callback to `number` would be allowed (offered to the caller only
+    /// then): a number `[calls] callback_numbers` allows.
+    #[must_use]
+    pub fn may_call_back(&self, number: &str) -> bool {
+        is_phone_number(number) && self.policy.lock().is_ok_and(|p| p.allows(number))
+    }
+
+    /// The caller of `call` (arrived over a trunk with this number, vouched for by it)
+    /// asked for a callback at `now`: from now on, and until [`Outbound::callback_done`],
+    /// that number may be dialled for that call.
+    ///
+    /// # Errors
+    /// [`OutboundRefused::NotDialable`], [`OutboundRefused::NotAllowedNumber`] or
+    /// [`OutboundRefused::RateLimited`]: no callback.
+    pub fn callback_requested(
+        &self,
+        now: Instant,
+        call: &CallId,
+        caller: &str,
+    ) -> Result<(), OutboundRefused> {
+        if !is_phone_number(caller) {
+            return Err(OutboundRefused::NotDialable(mask_phone(caller)));
+        }
+        self.policy
+            .lock()
+            .map_err(|_| OutboundRefused::RateLimited("unavailable"))?
+            .admit(now, caller)?;
         if let Ok(mut c) = self.callbacks.lock() {
             c.insert(call.clone(), caller.to_string());
         }
+        Ok(())
     }
 
     /// The callback of `call` is over (answered and ended, or given up).
@@ -335,7 +432,8 @@ phone = "053188880000"
             .map(|p| p.number().to_string()),
             Err(OutboundRefused::NotACaller("138****1111".into()))
         );
-        out.callback_requested(&call, "13800001111");
+        out.callback_requested(Instant::now(), &call, "13800001111")
+            .expect("a mobile number");
         let permit = out
             .permit(Dial::Callback {
                 call: &call,
@@ -373,6 +471,76 @@ phone = "053188880000"
             "not after the callback is over"
         );
         assert_eq!(out.pending_callbacks(), 0);
+    }
+
+    #[test]
+    fn callbacks_dial_only_national_numbers_and_within_their_limits() {
+        let out = outbound(CONFIG);
+        let t0 = Instant::now();
+        let call = |n: u32| CallId(format!("c{n}"));
+        // International, premium, short and emergency numbers are never called back.
+        for number in [
+            "+88216123456",
+            "0088216123456",
+            "110",
+            "12345",
+            "4008001234",
+            "95588",
+        ] {
+            assert!(!out.may_call_back(number), "{number}");
+            assert!(
+                matches!(
+                    out.callback_requested(t0, &call(0), number),
+                    Err(OutboundRefused::NotAllowedNumber(_) | OutboundRefused::NotDialable(_))
+                ),
+                "{number}"
+            );
+        }
+        // Mobiles (also with +86) and fixed lines with their area code are.
+        for number in [
+            "13800001111",
+            "+8613900002222",
+            "053188886666",
+            "01012345678",
+        ] {
+            assert!(out.may_call_back(number), "{number}");
+        }
+        // Three a day to one number (+86 or not), then refused; others go on.
+        for n in 1..=3 {
+            let number = if n == 2 {
+                "+8613800001111"
+            } else {
+                "13800001111"
+            };
+            out.callback_requested(t0, &call(n), number)
+                .expect("within the limit");
+        }
+        assert_eq!(
+            out.callback_requested(t0, &call(4), "13800001111"),
+            Err(OutboundRefused::RateLimited("per number and day"))
+        );
+        assert_eq!(
+            out.callback_requested(t0 + DAY, &call(5), "13800001111"),
+            Ok(()),
+            "a day later"
+        );
+        // The hotline's hourly bound.
+        let tight =
+            outbound(&CONFIG.replace("[server]", "[calls]\ncallback_per_hour = 2\n\n[server]"));
+        tight
+            .callback_requested(t0, &call(1), "13800000001")
+            .expect("1");
+        tight
+            .callback_requested(t0, &call(2), "13800000002")
+            .expect("2");
+        assert_eq!(
+            tight.callback_requested(t0, &call(3), "13800000003"),
+            Err(OutboundRefused::RateLimited("per hour"))
+        );
+        assert_eq!(
+            tight.callback_requested(t0 + HOUR, &call(3), "13800000003"),
+            Ok(())
+        );
     }
 
     #[test]

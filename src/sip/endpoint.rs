@@ -130,6 +130,10 @@ pub struct IncomingCall {
     /// The value of the trunk's configured city header (`[[trunks]] city_header`), when
     /// the call came from that trunk and carried it.
     pub carrier_city: Option<String>,
+    /// The caller's number as the trunk vouches for it: the user of its
+    /// `identity_header` (e.g. P-Asserted-Identity) when the trunk names one, else the
+    /// From user; `None` from a trunk whose identity header is missing, and for agents.
+    pub verified_caller: Option<String>,
     /// An INVITE with `Replaces` (RFC 3891) from an agent: the leg it replaces, checked
     /// by [`Endpoint::replaced_dialog`] (the call layer hands the new leg to that leg's
     /// call).
@@ -340,6 +344,8 @@ struct TrunkSource {
     transport: Option<Transport>,
     /// The header that carries the city, when configured.
     city_header: Option<String>,
+    /// The header in which the carrier asserts the caller's number, when configured.
+    identity_header: Option<String>,
 }
 
 impl TrunkSource {
@@ -493,6 +499,7 @@ impl Endpoint {
                             TrunkTransport::Tcp => Transport::Tcp,
                         }),
                         city_header: t.city_header.clone(),
+                        identity_header: t.identity_header.clone(),
                     })
                 })
                 .collect(),
@@ -1364,6 +1371,18 @@ impl Endpoint {
                 .and_then(|name| req.headers.get(name))
                 .map(|v| v.trim().to_string())
                 .filter(|v| !v.is_empty()),
+            verified_caller: match (&origin, self.trunks.iter().find(|t| t.matches(source))) {
+                (CallOrigin::Trunk, Some(trunk)) => match trunk.identity_header.as_deref() {
+                    Some(name) => req
+                        .headers
+                        .get(name)
+                        .and_then(|v| NameAddr::parse(v.trim()).ok())
+                        .and_then(|n| n.uri.user)
+                        .filter(|u| !u.is_empty()),
+                    None => Some(user_of(req.headers.from())).filter(|u| !u.is_empty()),
+                },
+                _ => None,
+            },
             source,
             origin,
             sdp: req.body.clone(),
@@ -2264,6 +2283,66 @@ kind = "echo"
             panic!("{events:?}");
         };
         assert_eq!(incoming.carrier_city.as_deref(), Some("053212348"));
+    }
+
+    /// With `identity_header`, the caller's number is the one the carrier asserts; a
+    /// call without it has no vouched-for number (no callback); without the setting,
+    /// the From user is taken as the carrier's.
+    #[test]
+    fn the_trunks_identity_header_names_the_verified_caller() {
+        let now = Instant::now();
+        let config = CONFIG.replace(
+            "city_header = \"P-Called-City\"",
+            "city_header = \"P-Called-City\"\nidentity_header = \"P-Asserted-Identity\"",
+        );
+        let mut ep = Endpoint::new(
+            &Config::from_toml(&config).expect("config"),
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            now,
+            0,
+            Some(7),
+        );
+        let incoming_with = |ep: &mut Endpoint, call_id: &str, header: &str| {
+            let invite = String::from_utf8(request(
+                "INVITE",
+                &format!("z9hG4bK-{call_id}"),
+                call_id,
+                "",
+                1,
+                SDP,
+            ))
+            .expect("utf8")
+            .replacen(
+                "Max-Forwards: 70\r\n",
+                &format!("Max-Forwards: 70\r\n{header}"),
+                1,
+            );
+            ep.handle_message(now, from([192, 0, 2, 1]), invite.as_bytes());
+            let (_, events) = drain(ep);
+            let [(_, CallEvent::Incoming(incoming))] = events.as_slice() else {
+                panic!("{events:?}");
+            };
+            incoming.verified_caller.clone()
+        };
+        assert_eq!(
+            incoming_with(
+                &mut ep,
+                "c-pai",
+                "P-Asserted-Identity: <sip:+8613800001111@carrier;user=phone>\r\n"
+            ),
+            Some("+8613800001111".into())
+        );
+        assert_eq!(
+            incoming_with(&mut ep, "c-nopai", ""),
+            None,
+            "no assertion: no callback"
+        );
+        let mut plain = endpoint(now);
+        assert_eq!(
+            incoming_with(&mut plain, "c-from", ""),
+            Some("053188886666".into())
+        );
     }
 
     /// A trunk INVITE answered by the shell; returns the call and our To tag.

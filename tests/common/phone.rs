@@ -116,7 +116,13 @@ impl PhoneResult {
 impl Baresip {
     /// Agent `id` registered with `password`, answering every call at once; its
     /// microphone plays `source` (the call ends when the file does).
-    pub fn agent(server: &Server, id: &str, password: &str, source: &Path, seconds: u32) -> Baresip {
+    pub fn agent(
+        server: &Server,
+        id: &str,
+        password: &str,
+        source: &Path,
+        seconds: u32,
+    ) -> Baresip {
         let account = format!(
             "<sip:{id}@{};transport=udp>;auth_pass={password};regint=60;answermode=auto\n",
             server.sip

@@ -204,7 +204,13 @@ pub fn callers(server: &Server, caller: &str, calls: u32, cwd: &Path) -> Output 
 }
 
 /// [`callers`] streaming `fixture` (from tests/fixtures/audio) as their voice.
-pub fn callers_saying(server: &Server, caller: &str, calls: u32, cwd: &Path, fixture: &str) -> Output {
+pub fn callers_saying(
+    server: &Server,
+    caller: &str,
+    calls: u32,
+    cwd: &Path,
+    fixture: &str,
+) -> Output {
     std::fs::copy(
         repo_root().join("tests/fixtures/audio").join(fixture),
         cwd.join("caller.wav"),
@@ -303,4 +309,3 @@ pub fn api_calls(server: &Server) -> Vec<serde_json::Value> {
     assert_eq!(status, 200, "{body}");
     serde_json::from_str(&body).unwrap_or_default()
 }
-

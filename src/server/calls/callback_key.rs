@@ -15,10 +15,14 @@ impl CallMedia {
     /// callback key and callbacks can be placed.
     pub(super) fn announcement(&self, position: u32) -> Vec<PromptRef> {
         let mut refs = position_prompts(position);
+        let vouched = self
+            .hotline
+            .as_ref()
+            .is_some_and(|h| h.callback_allowed && self.ctx.outbound.may_call_back(&h.caller));
         let key = self
             .queue
             .as_ref()
-            .filter(|_| self.ctx.outbound.has_trunk())
+            .filter(|_| self.ctx.outbound.has_trunk() && vouched)
             .and_then(|q| q.acd.callback_key(&q.call));
         if let Some(key) = key {
             refs.extend(callback_offer_prompts(key));
@@ -48,7 +52,18 @@ impl CallMedia {
         // Only a caller who came in over a trunk reaches the queue: this number did
         // call in, on this call. Recorded before the ACD may place the callback.
         let (acd, call, category, urgency) = (q.acd.clone(), q.call.clone(), q.category, q.urgency);
-        self.ctx.outbound.callback_requested(&call, &h.caller);
+        if !h.callback_allowed {
+            info!(handle = %self.handle, "callback key pressed, but the trunk did not vouch for the caller's number");
+            return false;
+        }
+        if let Err(e) = self
+            .ctx
+            .outbound
+            .callback_requested(Instant::now(), &call, &h.caller)
+        {
+            info!(handle = %self.handle, %e, "callback refused");
+            return false;
+        }
         if let Err(e) = acd.input(QueueInput::CallbackRequested { call: call.clone() }) {
             info!(handle = %self.handle, %e, "callback request refused by the ACD");
             self.ctx.outbound.callback_done(&call);
