@@ -95,7 +95,8 @@ enum Command {
   draft_reply --text, review --decision [--reason], reply --text, send_reviewed_reply,
   feed_back --note, record_callback --outcome satisfied|closed_on_judgement|redo|dissatisfied
   [--satisfaction] [--ground] [--target] [--note], remind, supervise --note, add_note --note,
-  recompute_deadlines, withdraw --reason, reveal_contact.
+  recompute_deadlines, withdraw --reason [--call-id] (the caller's confirming call; a supervisor
+  may withdraw without), reveal_contact.
   --version N refuses the command if the order changed (409); --json '{...}' adds raw fields.
 Errors print the API's code, message and field on stderr (exit 1; 2 for usage errors)."
 )]

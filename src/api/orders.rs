@@ -367,7 +367,16 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
         },
         Command::Supervise { note: text() },
         Command::AddNote { note: text() },
-        Command::Withdraw { reason: text() },
+        Command::Withdraw {
+            reason: text(),
+            // Offered when a call is on record for the caller to confirm on (or to a
+            // supervisor, who may approve without).
+            call_id: order
+                .fields
+                .call_id
+                .clone()
+                .or_else(|| order.caller_calls.last().cloned()),
+        },
     ]
 }
 
@@ -1424,6 +1433,27 @@ struct RankingQuery {
     group: Option<String>,
     metric: Option<String>,
     format: Option<String>,
+    level: Option<String>,
+}
+
+/// The unit levels ranked separately (W-19, H-15): a province, a city bureau, a
+/// county bureau, a township office and a service institution are not compared.
+const LEVELS: [UnitKind; 5] = [
+    UnitKind::Province,
+    UnitKind::City,
+    UnitKind::County,
+    UnitKind::Township,
+    UnitKind::Institution,
+];
+
+fn level_name(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Province => "province",
+        UnitKind::City => "city",
+        UnitKind::County => "county",
+        UnitKind::Township => "township",
+        UnitKind::Institution => "institution",
+    }
 }
 
 fn rate_value(rate: crate::ticket::Rate) -> Value {
@@ -1473,6 +1503,21 @@ async fn rankings(
             .with_field("metric"));
         }
     };
+    let only_level = match q.level.as_deref() {
+        None | Some("" | "all") => None,
+        Some(text) => Some(
+            LEVELS
+                .into_iter()
+                .find(|k| level_name(*k) == text)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "level must be province, city, county, township, institution or all",
+                    )
+                    .with_field("level")
+                })?,
+        ),
+    };
     let by_category = match q.by.as_deref() {
         None | Some("" | "unit") => false,
         Some("category") => true,
@@ -1515,7 +1560,7 @@ async fn rankings(
                 o.lead_unit = Some(name.clone());
                 o.returned_by.clear();
             }
-            let mut score = unit_scores(&of_category, period);
+            let mut score = unit_scores(&of_category, period, at);
             if score.is_empty() {
                 continue;
             }
@@ -1525,14 +1570,36 @@ async fn rankings(
             rows.push(ranking_row(&r, r.score.unit.as_str(), None));
         }
     } else {
-        let scores = unit_scores(&orders, period);
-        for r in rank(&scores, group, metric) {
-            let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
-            rows.push(ranking_row(
-                &r,
-                &name,
-                sign_in.get(r.score.unit.as_str()).copied(),
-            ));
+        // Each level ranked on its own (positions restart at 1); `rows` lists the
+        // levels in order, province first, each row naming its `level`.
+        let scores = unit_scores(&orders, period, at);
+        for kind in LEVELS {
+            if only_level.is_some_and(|only| only != kind) {
+                continue;
+            }
+            let of_level: Vec<_> = scores
+                .iter()
+                .filter(|s| ctx.units.get(&s.unit).map(|u| u.kind) == Some(kind))
+                .cloned()
+                .collect();
+            for r in rank(&of_level, group, metric) {
+                let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
+                let mut row = ranking_row(&r, &name, sign_in.get(r.score.unit.as_str()).copied());
+                row["level"] = json!(level_name(kind));
+                rows.push(row);
+            }
+        }
+    }
+    let mut levels = serde_json::Map::new();
+    if !by_category {
+        for kind in LEVELS {
+            if only_level.is_none_or(|only| only == kind) {
+                let of_level: Vec<&Value> = rows
+                    .iter()
+                    .filter(|r| r["level"] == level_name(kind))
+                    .collect();
+                levels.insert(level_name(kind).to_owned(), json!(of_level));
+            }
         }
     }
     let group_name = match group {
@@ -1543,7 +1610,7 @@ async fn rankings(
     if q.format.as_deref() == Some("csv") {
         let mut out = String::from(
             "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue,\
-             sign_in_rate,shifts_scheduled,shifts_signed_in\n",
+             sign_in_rate,shifts_scheduled,shifts_signed_in,level,withdrawn\n",
         );
         for row in &rows {
             let cell = |k: &str| match row.get(k) {
@@ -1564,6 +1631,8 @@ async fn rankings(
                 "sign_in_rate",
                 "shifts_scheduled",
                 "shifts_signed_in",
+                "level",
+                "withdrawn",
             ]
             .iter()
             .map(|k| cell(k))
@@ -1580,7 +1649,9 @@ async fn rankings(
         "period": period_text,
         "group": group_name,
         "by": if by_category { "category" } else { "unit" },
+        "level": only_level.map_or("all", level_name),
         "rows": rows,
+        "levels": levels,
         "sign_in": sign_in
             .iter()
             .map(|(unit, attendance)| {
@@ -1660,6 +1731,7 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAtten
         "satisfaction_rate": rate_value(s.satisfaction_rate),
         "returns": s.returns,
         "overdue": s.overdue,
+        "withdrawn": s.withdrawn,
     });
     if let (Value::Object(row), Value::Object(extra)) = (&mut row, sign_in_json(sign_in)) {
         row.extend(extra);

@@ -276,7 +276,10 @@ fn projection(order: &Order) -> Result<Projection, StoreError> {
     let deadlines = order.deadlines;
     let feedback_due = deadlines.map(|d| millis(d.feedback.due.at));
     let completed = order.completed_at.map(millis);
-    let overdue_done = matches!((completed, feedback_due), (Some(c), Some(f)) if c > f);
+    // Finished (completed, or withdrawn) after the limit: the closed half of
+    // `ticket::is_overdue`, so `/api/stats/orders` and the rankings agree.
+    let finished = order.finished_at().map(millis);
+    let overdue_done = matches!((finished, feedback_due), (Some(c), Some(f)) if c > f);
     Ok(Projection {
         state: order.state.as_str().to_owned(),
         category: enum_str(&order.fields.category),

@@ -157,10 +157,16 @@ pub enum Command {
     /// Recompute provisional deadlines after calendar data for a missing year was
     /// added (`hotline calendar reload`); keeps approved extensions.
     RecomputeDeadlines,
-    /// The caller withdrew the demand.
+    /// The caller withdrew the demand (TK-LEDGER, H-17-5). Needs the caller's
+    /// confirmation on record — `call_id` naming a call in the order's history (the
+    /// call it was opened from, an answered callback, a live transfer) — or a
+    /// supervisor's approval (a supervisor issuing the command without `call_id`).
     Withdraw {
         /// Why (required).
         reason: String,
+        /// The call on which the caller confirmed the withdrawal.
+        #[serde(default)]
+        call_id: Option<CallId>,
     },
     /// The system logs a telephone fact about the order's call (a callback attempt, a
     /// live transfer to a unit). Does not change state.

@@ -10,7 +10,7 @@ use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
     Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
     CallbackRound, Category, CloseReason, Closing, ExtensionRequest, IssuedReminder, Order,
-    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
+    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId, WithdrawalConfirmation,
 };
 use super::units::UnitId;
 
@@ -198,6 +198,11 @@ pub enum EventKind {
     Withdrawn {
         /// Why.
         reason: String,
+        /// The caller's confirmation or the supervisor's approval. Absent in events
+        /// written before withdrawals needed one (their bytes, and so the ledger's
+        /// hashes, stay as they were).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmation: Option<WithdrawalConfirmation>,
     },
     /// A telephone fact about the order's call, by the system (callback attempts,
     /// live transfer to a unit). Does not change state.
@@ -412,7 +417,13 @@ impl Order {
             EventKind::NoteAdded { .. } => {}
             EventKind::CallSurveyRecorded { answer, .. } => self.call_survey = Some(*answer),
             EventKind::Withdrawn { .. } => {}
-            EventKind::CallLogged { .. } => {}
+            EventKind::CallLogged { call, .. } => {
+                if let Some(call_id) = call.caller_reached_on()
+                    && !self.has_caller_call(call_id)
+                {
+                    self.caller_calls.push(call_id.clone());
+                }
+            }
         }
     }
 }

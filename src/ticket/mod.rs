@@ -91,7 +91,7 @@ pub use model::{
     Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
     CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,
     Contact, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State,
-    Urgency, UserId,
+    Urgency, UserId, WithdrawalConfirmation,
 };
 pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone};
 pub use routing::{RoutingRule, RoutingRules};

@@ -137,6 +137,41 @@ impl CallLog {
     }
 }
 
+/// What makes a withdrawal legitimate (TK-LEDGER, H-17-5): nobody may make an order
+/// disappear on their own; the caller confirmed it on a recorded call, or a
+/// supervisor approved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum WithdrawalConfirmation {
+    /// The caller confirmed on this call, which is in the order's history.
+    CallerOnCall {
+        /// The call.
+        call_id: CallId,
+    },
+    /// A supervisor (督办岗) withdrew it: the approval is theirs, under their name.
+    SupervisorApproval,
+}
+
+impl CallLog {
+    /// The call this fact is about, when the caller was on the line for it: the
+    /// queue callback request, an answered callback, a live transfer. Failed callback
+    /// attempts are not a contact with the caller.
+    #[must_use]
+    pub fn caller_reached_on(&self) -> Option<&CallId> {
+        match self {
+            Self::CallbackRequested { call_id, .. }
+            | Self::TransferredToUnit { call_id, .. }
+            | Self::TransferredToAgent { call_id, .. }
+            | Self::CallbackAttempt {
+                call_id,
+                result: CallAttemptResult::Answered,
+                ..
+            } => Some(call_id),
+            Self::CallbackAttempt { .. } | Self::CallbackGaveUp { .. } => None,
+        }
+    }
+}
+
 /// Demand category (H-8; `case` 案件 for business handling, W-13).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -581,6 +616,12 @@ pub struct Order {
     /// The post-call survey of the linked call, once the call ended with one.
     #[serde(default)]
     pub call_survey: Option<CallSurveyAnswer>,
+    /// Calls logged on the order on which the caller was on the line (answered
+    /// callbacks, transfers, a queue callback request; [`CallLog::caller_reached_on`]).
+    /// With the call the order was opened from (`fields.call_id`), these are the calls
+    /// a withdrawal may name as the caller's confirmation.
+    #[serde(default)]
+    pub caller_calls: Vec<CallId>,
     /// Time of the last event (no back-dating).
     pub last_event_at: Option<DateTime<FixedOffset>>,
 }
@@ -610,5 +651,31 @@ impl Order {
     #[must_use]
     pub fn is_assigned_to(&self, unit: &UnitId) -> bool {
         self.assignments.iter().any(|a| &a.unit == unit)
+    }
+
+    /// Whether `call` is in the order's history with the caller on the line.
+    #[must_use]
+    pub fn has_caller_call(&self, call: &CallId) -> bool {
+        self.fields.call_id.as_ref() == Some(call) || self.caller_calls.contains(call)
+    }
+
+    /// Whether the order was withdrawn (closed as such).
+    #[must_use]
+    pub fn is_withdrawn(&self) -> bool {
+        self.closing
+            .as_ref()
+            .is_some_and(|c| c.reason == CloseReason::Withdrawn)
+    }
+
+    /// When the order's handling ended for timeliness: its first answer / feedback
+    /// (办结), else — withdrawn — the withdrawal. `None` while open.
+    #[must_use]
+    pub fn finished_at(&self) -> Option<DateTime<FixedOffset>> {
+        self.completed_at.or_else(|| {
+            self.closing
+                .as_ref()
+                .filter(|c| c.reason == CloseReason::Withdrawn)
+                .map(|c| c.at)
+        })
     }
 }

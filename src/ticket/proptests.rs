@@ -132,6 +132,8 @@ fn command(choice: u8, param: u8, has_text: bool) -> Command {
         },
         _ => Command::Withdraw {
             reason: text(has_text),
+            // Half confirmed on the order's call, half not (refused unless a supervisor).
+            call_id: (param % 2 == 0).then(|| super::model::CallId("call-1".to_owned())),
         },
     }
 }

@@ -1424,7 +1424,8 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
     assert!(matches!(
         run.err(
             Command::Withdraw {
-                reason: String::new()
+                reason: String::new(),
+                call_id: Some(CallId("call-1".to_owned())),
             },
             &agent(),
             t
@@ -1434,6 +1435,7 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
     run.ok(
         Command::Withdraw {
             reason: "来电人撤回".to_owned(),
+            call_id: Some(CallId("call-1".to_owned())),
         },
         &agent(),
         t,
@@ -1449,6 +1451,89 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
         run.order.closing.as_ref().map(|c| c.reason.rule()),
         Some("TK-LEDGER")
     );
+}
+
+/// W-19 (automatic ranking, no manual intervention), H-17-5 (no hiding complaints): an
+/// agent or dispatcher cannot make an order vanish on their own word. The caller's
+/// confirmation must be on record (a call in the order's history: the call it came
+/// from, an answered callback), or a supervisor approves; the withdrawal keeps it.
+#[test]
+fn withdrawal_needs_the_callers_call_on_record_or_a_supervisor() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let withdraw = |call: Option<&str>| Command::Withdraw {
+        reason: "来电人撤回".to_owned(),
+        call_id: call.map(|c| CallId(c.to_owned())),
+    };
+    let mut complaint = fields(
+        Category::Complaint,
+        Urgency::Normal,
+        "2025-09-30T16:00+08:00",
+    );
+    complaint.call_id = None;
+    let mut run = Run::new(&world, complaint);
+    run.ok(Command::Submit, &agent(), t);
+    for who in [agent(), dispatcher()] {
+        assert_eq!(
+            run.err(withdraw(None), &who, t),
+            TransitionError::WithdrawalNotConfirmed
+        );
+        assert_eq!(
+            run.err(withdraw(Some("call-elsewhere")), &who, t),
+            TransitionError::WithdrawalCallNotOnRecord(CallId("call-elsewhere".to_owned()))
+        );
+    }
+    // A callback that rang out is no contact with the caller; an answered one is.
+    let system = Actor::system(unit("jinan"));
+    let attempt = |result| Command::LogCall {
+        call: CallLog::CallbackAttempt {
+            call_id: CallId("callback-7".to_owned()),
+            attempt: 1,
+            agent: "1001".to_owned(),
+            result,
+            recording: None,
+        },
+    };
+    run.ok(attempt(CallAttemptResult::NoAnswer), &system, t);
+    assert_eq!(
+        run.err(withdraw(Some("callback-7")), &agent(), t),
+        TransitionError::WithdrawalCallNotOnRecord(CallId("callback-7".to_owned()))
+    );
+    run.ok(attempt(CallAttemptResult::Answered), &system, t);
+    let events = run.ok(withdraw(Some("callback-7")), &dispatcher(), t);
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Withdrawn {
+            confirmation: Some(WithdrawalConfirmation::CallerOnCall { call_id }),
+            ..
+        } if call_id.0 == "callback-7"
+    ));
+    assert!(run.order.is_withdrawn());
+    // Replay rebuilds the same order, calls on record included.
+    assert_eq!(Order::replay(&run.events), run.order);
+
+    // A supervisor approves without a call, under their own name; out of their
+    // subtree they cannot.
+    let mut other = Run::new(
+        &world,
+        fields(Category::Complaint, Urgency::Normal, "2025-09-30T16:00+08:00"),
+    );
+    other.ok(Command::Submit, &agent(), t);
+    let qingdao_supervisor = actor("qd-supervisor", Role::Supervisor, "qingdao");
+    assert!(matches!(
+        other.err(withdraw(None), &qingdao_supervisor, t),
+        TransitionError::OutOfScope { .. }
+    ));
+    let supervisor = actor("supervisor", Role::Supervisor, "jinan");
+    let events = other.ok(withdraw(None), &supervisor, t);
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Withdrawn {
+            confirmation: Some(WithdrawalConfirmation::SupervisorApproval),
+            ..
+        }
+    ));
+    assert_eq!(events[0].role, Role::Supervisor);
 }
 
 /// The post-call survey lands on the order opened from that call: only from the
@@ -1479,6 +1564,7 @@ fn call_survey_is_recorded_once_by_the_system_for_the_linked_call_only() {
     run.ok(
         Command::Withdraw {
             reason: "来电人撤回".to_owned(),
+            call_id: Some(CallId("call-1".to_owned())),
         },
         &agent(),
         t,
@@ -1830,7 +1916,7 @@ fn unit_scores_count_completion_timeliness_satisfaction_and_returns() {
     );
     orders.push(old.order.clone());
 
-    let scores = unit_scores(&orders, period());
+    let scores = unit_scores(&orders, period(), period().to);
     let find = |u: &str, g: RankGroup| {
         scores
             .iter()
@@ -1856,6 +1942,18 @@ fn unit_scores_count_completion_timeliness_satisfaction_and_returns() {
         }
     );
     assert_eq!(suggestions.satisfaction_rate.per_mille(), Some(1000));
+    // The order open past its limit is not on time: 1 of 2, not 1 of 1 completed.
+    assert_eq!(suggestions.on_time_rate.per_mille(), Some(500));
+    // Judged before the limit passed, the open order is neither late nor on time.
+    let earlier = unit_scores(&orders, period(), t);
+    let suggestions_then = earlier
+        .iter()
+        .find(|s| s.unit == unit("jinan-lixia") && s.group == RankGroup::ComplaintSuggestion)
+        .unwrap_or_else(|| panic!("{earlier:?}"));
+    assert_eq!(
+        (suggestions_then.overdue, suggestions_then.on_time_rate.per_mille()),
+        (0, Some(1000))
+    );
     let shizhong_score = find("jinan-shizhong", RankGroup::ComplaintSuggestion)
         .unwrap_or_else(|| panic!("{scores:?}"));
     assert_eq!((shizhong_score.returns, shizhong_score.handled), (1, 0));
@@ -1869,6 +1967,7 @@ fn ranking_is_per_group_best_first_with_shared_positions() {
         group,
         handled,
         completed,
+        withdrawn: 0,
         on_time: completed,
         overdue: 0,
         rated: 0,

@@ -9,8 +9,8 @@ use super::command::{CallbackOutcome, Command, Decision};
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, FEEDBACK_CAP_WORKING_DAYS};
 use super::event::{DispatchMode, Event, EventKind};
 use super::model::{
-    Actor, AssignmentStatus, CallbackRound, Category, CloseReason, ExtensionRequest, Order,
-    RedoTarget, Role, Satisfaction, State, Urgency,
+    Actor, AssignmentStatus, CallId, CallbackRound, Category, CloseReason, ExtensionRequest,
+    Order, RedoTarget, Role, Satisfaction, State, Urgency, WithdrawalConfirmation,
 };
 use super::routing::RoutingRules;
 use super::units::{UnitId, UnitKind, UnitTree};
@@ -136,6 +136,19 @@ pub enum TransitionError {
     /// The order has no such limit (e.g. callback limit of a non-urgent order).
     #[error("the order has no {0:?} deadline")]
     NoDeadline(DeadlineKind),
+    /// A withdrawal with neither the caller's confirmation nor a supervisor's approval:
+    /// an order may not vanish from the figures on an agent's or dispatcher's word.
+    #[error(
+        "withdraw needs the caller's confirmation on record (call_id of a call or callback \
+         in the order's history) or a supervisor's approval (rules W-19, H-17-5)"
+    )]
+    WithdrawalNotConfirmed,
+    /// The call named as the caller's confirmation is not in the order's history.
+    #[error(
+        "call {} is not in the order's history: the caller's confirmation must be on \
+         record (rule H-17-5)", .0.0
+    )]
+    WithdrawalCallNotOnRecord(CallId),
 }
 
 /// Where a role's authority must reach for a command.
@@ -220,7 +233,10 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             &[(Supervisor, Subtree), (ProvinceAdmin, Any)],
             "TK-SUPERVISE",
         ),
-        Command::Withdraw { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "TK-LEDGER"),
+        Command::Withdraw { .. } => (
+            &[(Agent, City), (Dispatcher, Dispatch), (Supervisor, Subtree)],
+            "TK-LEDGER",
+        ),
         Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
         Command::LogCall { .. } => (&[(System, Any)], "CALL-CALLBACK"),
     }
@@ -761,13 +777,26 @@ pub fn apply(
             );
             out.emit(EventKind::DeadlinesRecomputed { deadlines });
         }
-        Command::Withdraw { reason } => {
+        Command::Withdraw { reason, call_id } => {
             if state == State::Closed {
                 return Err(not_allowed(order, &command, "TK-LEDGER"));
             }
             let reason = require_text(reason, &command, "reason", "TK-LEDGER")?;
+            let confirmation = match call_id {
+                Some(call) if order.has_caller_call(call) => WithdrawalConfirmation::CallerOnCall {
+                    call_id: call.clone(),
+                },
+                Some(call) => return Err(TransitionError::WithdrawalCallNotOnRecord(call.clone())),
+                None if actor.roles.contains(&Role::Supervisor)
+                    && in_scope(Scope::Subtree, actor, order, &command, ctx.units) =>
+                {
+                    WithdrawalConfirmation::SupervisorApproval
+                }
+                None => return Err(TransitionError::WithdrawalNotConfirmed),
+            };
             out.emit(EventKind::Withdrawn {
                 reason: reason.clone(),
+                confirmation: Some(confirmation),
             });
             out.emit(EventKind::Closed {
                 reason: CloseReason::Withdrawn,
