@@ -1896,3 +1896,67 @@ async fn postgres_rankings_agree_with_stats_and_rank_each_level() {
         rankings_agree_with_stats_and_rank_each_level(&h).await;
     }
 }
+
+/// H-8, H-9, H-13-2 (TK-INTAKE): an order opened from a call is received when the call
+/// arrived — not when the agent saved it, nor at a time the form claims — so its
+/// limits count from the arrival; an order from another channel is received at its
+/// submission there, which the registration must give.
+async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
+    let agent = h.login("agent").await;
+    // The call arrived on 2025-09-30 at 16:00, before National Day; the agent saves
+    // the order now, and the form even claims a later receipt.
+    let arrival = chrono::DateTime::parse_from_rfc3339("2025-09-30T16:00:00+08:00").expect("time");
+    let record = hotline::ivr::cdr::CdrBuilder::new("call-receipt-1", "13812345678", "053112348", arrival)
+        .finish(arrival + chrono::TimeDelta::minutes(6));
+    h.state.store.insert_call(&record, None).await.expect("call record");
+    let mut body = order_body("consultation", "unknown", Some("2025-10-10T09:00:00+08:00"));
+    body["call_id"] = json!("call-receipt-1");
+    let order = h.create(&agent, body).await;
+    let received = chrono::DateTime::parse_from_rfc3339(
+        order["fields"]["received_at"].as_str().expect("received_at"),
+    )
+    .expect("rfc3339");
+    assert_eq!(received, arrival, "{order}");
+    // 1 working day from the arrival, across the holiday.
+    assert_eq!(
+        order["deadlines"]["transfer_due_display"], "2025-10-09T24:00+08:00",
+        "{order}"
+    );
+    // Without a received_at either: the arrival, not now.
+    let record = hotline::ivr::cdr::CdrBuilder::new("call-receipt-2", "13812345678", "053112348", arrival)
+        .finish(arrival);
+    h.state.store.insert_call(&record, None).await.expect("call record");
+    let mut body = order_body("consultation", "unknown", None);
+    body["call_id"] = json!("call-receipt-2");
+    let order = h.create(&agent, body).await;
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(order["fields"]["received_at"].as_str().expect("at"))
+            .expect("rfc3339"),
+        arrival,
+        "{order}"
+    );
+    // Another channel: the submission time is required, and kept.
+    let mut web = order_body("consultation", "unknown", None);
+    web["channel"] = json!("web");
+    let refused = h.post(&agent, "/api/orders", web.clone()).await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(refused.body["field"], "received_at", "{}", refused.text);
+    web["received_at"] = json!("2025-09-30T16:00:00+08:00");
+    let order = h.create(&agent, web).await;
+    assert_eq!(
+        order["deadlines"]["transfer_due_display"], "2025-10-09T24:00+08:00",
+        "{order}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_receipt_is_the_calls_arrival_or_the_submission() {
+    receipt_is_the_calls_arrival_or_the_submission(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_receipt_is_the_calls_arrival_or_the_submission() {
+    if let Some(h) = postgres().await {
+        receipt_is_the_calls_arrival_or_the_submission(&h).await;
+    }
+}

@@ -618,19 +618,22 @@ async fn create_order(
         }
     }
     let mut request = request;
-    if request.contact_phone.trim().is_empty()
-        && let Some(call) = request.call_id.as_ref()
-    {
-        // The agent on the call sees the caller's number masked: an order opened from
-        // a call without a phone gets the number that called in, from the call record
-        // (written at the answer).
+    if let Some(call) = request.call_id.as_ref() {
+        // The call record (written at the answer) is the order's receipt: the demand
+        // was received when the call arrived, not when the agent saved the form (H-8,
+        // H-9, H-13-2), so every limit counts from the arrival. And the agent on the
+        // call sees the caller's number masked: an order opened from a call without a
+        // phone gets the number that called in.
         match state.store.call_record(&call.0).await {
-            Ok(Some(record)) if valid_phone(&record.caller) => {
-                request.contact_phone = record.caller;
+            Ok(Some(record)) => {
+                request.received_at = Some(record.arrival);
+                if request.contact_phone.trim().is_empty() && valid_phone(&record.caller) {
+                    request.contact_phone = record.caller;
+                }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) if outbox.is_some() => {
-                tracing::warn!(%e, "caller number of the call not read: the order keeps no phone");
+                tracing::warn!(%e, "call record not read: the order keeps the given receipt time and phone");
             }
             Err(e) => return Err(ApiError::database_unavailable(&e)),
         }
@@ -767,6 +770,15 @@ fn plan_create(
             ApiError::unprocessable("missing_field", "description is required")
                 .with_field("description"),
         );
+    }
+    if request.channel != Channel::Phone && request.received_at.is_none() {
+        // A web, app, WeChat or 12345 demand was received when it was submitted there
+        // (H-9, TK-INTAKE); registering it later must not restart its limits.
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            "received_at (the submission time on that channel) is required for channel other than phone",
+        )
+        .with_field("received_at"));
     }
     let city = match request.city {
         Some(city) => city,
