@@ -89,7 +89,8 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Order commands: hotline order <COMMAND> ID [--field value]...
-  submit, answer_directly --answer, dispatch --units a,b [--category] [--area],
+  submit, answer_directly --answer, explain_outside_remit --explanation,
+  dispatch --units a,b [--category] [--area] [--urgency] [--contact-name] [--contact-phone],
   return_upward --reason, sign, return --reason, start,
   request_extension --extra-working-days N --reason, decide_extension --decision approve|reject [--reason],
   draft_reply --text, review --decision [--reason], reply --text, send_reviewed_reply,

@@ -1960,3 +1960,133 @@ async fn postgres_receipt_is_the_calls_arrival_or_the_submission() {
         receipt_is_the_calls_arrival_or_the_submission(&h).await;
     }
 }
+
+/// H-13-1: the dispatcher reviewing an order corrects urgency and contact details,
+/// not only category and area; each correction is an event (before and after, the
+/// contact masked for roles that may not see it), a new urgency moves the limits, and
+/// the corrected phone is what the phone search finds.
+async fn dispatch_corrects_urgency_and_contact(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let supervisor = h.login("supervisor").await;
+    let order = h
+        .create(&agent, order_body("consultation", "unknown", None))
+        .await;
+    let id = id_of(&order);
+    let bad = h
+        .post(
+            &dispatcher,
+            &format!("/api/orders/{id}/dispatch"),
+            json!({"units": ["jinan-lixia"], "contact_phone": "138; DROP TABLE"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert_eq!(bad.body["field"], "contact_phone");
+    let dispatched = h
+        .command(
+            &dispatcher,
+            &id,
+            "dispatch",
+            json!({"units": ["jinan-lixia"], "category": "complaint", "urgency": "urgent",
+                   "contact_name": "张三丰", "contact_phone": "13987654321"}),
+        )
+        .await;
+    assert_eq!(dispatched["fields"]["urgency"], "urgent", "{dispatched}");
+    assert_eq!(dispatched["fields"]["category"], "complaint");
+    assert_eq!(dispatched["fields"]["contact_phone"], "13987654321");
+    assert!(
+        dispatched["deadlines"]["callback_due"].is_string(),
+        "urgent: a callback limit: {dispatched}"
+    );
+    let events = h.get(&dispatcher, &format!("/api/orders/{id}/events")).await;
+    let corrected = events.body["events"]
+        .as_array()
+        .or(events.body.as_array())
+        .and_then(|list| list.iter().find(|e| e["kind"]["type"] == "fields_corrected"))
+        .unwrap_or_else(|| panic!("no correction event: {}", events.text))
+        .clone();
+    assert_eq!(corrected["kind"]["fields"]["urgency"], "urgent", "{corrected}");
+    assert_eq!(corrected["kind"]["before"]["urgency"], "normal", "{corrected}");
+    assert_eq!(corrected["kind"]["before"]["contact"]["phone"], "13812345678");
+    assert_eq!(corrected["kind"]["fields"]["contact"]["phone"], "13987654321");
+    assert_eq!(corrected["actor"], "dispatcher");
+    // A supervisor sees the history with the numbers masked, before and after.
+    let masked = h.get(&supervisor, &format!("/api/orders/{id}/events")).await;
+    assert!(masked.text.contains("139****4321"), "{}", masked.text);
+    assert!(!masked.text.contains("13987654321") && !masked.text.contains("13812345678"));
+    // The corrected number finds the order.
+    let found = h.get(&agent, "/api/orders?phone=13987654321").await;
+    assert_eq!(found.body["total"], 1, "{}", found.text);
+}
+
+#[tokio::test]
+async fn sqlite_dispatch_corrects_urgency_and_contact() {
+    dispatch_corrects_urgency_and_contact(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_dispatch_corrects_urgency_and_contact() {
+    if let Some(h) = postgres().await {
+        dispatch_corrects_urgency_and_contact(&h).await;
+    }
+}
+
+/// H-8 (解释说明): a complaint about a matter outside the justice system, which the
+/// agent may not answer as a consultation (422), is closed with the explanation given
+/// to the caller, and counts as completed for the answering city.
+async fn outside_the_remit_is_closed_with_the_explanation(h: &Harness) {
+    let agent = h.login("agent").await;
+    let order = h
+        .create(&agent, order_body("complaint", "unknown", None))
+        .await;
+    let id = id_of(&order);
+    assert!(allowed(&order).contains(&"explain_outside_remit".to_owned()), "{order}");
+    let refused = h
+        .post(
+            &agent,
+            &format!("/api/orders/{id}/answer_directly"),
+            json!({"answer": "请向住建部门反映"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    let closed = h
+        .command(
+            &agent,
+            &id,
+            "explain_outside_remit",
+            json!({"explanation": "物业收费纠纷不属司法行政职能，已告知向住建部门反映"}),
+        )
+        .await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["fields"]["business_area"], "other", "{closed}");
+    let events = h.get(&agent, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        events.text.contains("explained_outside_remit") && events.text.contains("outside_remit"),
+        "{}",
+        events.text
+    );
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let ranked = h
+        .get(
+            &agent,
+            &format!(
+                "/api/rankings?period={}&group=complaint_suggestion&level=city",
+                now.format("%Y-%m")
+            ),
+        )
+        .await;
+    let jinan = row_of(&ranked, "jinan");
+    assert_eq!((&jinan["orders"], &jinan["completed"]), (&json!(1), &json!(1)), "{jinan}");
+}
+
+#[tokio::test]
+async fn sqlite_outside_the_remit_is_closed_with_the_explanation() {
+    outside_the_remit_is_closed_with_the_explanation(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_outside_the_remit_is_closed_with_the_explanation() {
+    if let Some(h) = postgres().await {
+        outside_the_remit_is_closed_with_the_explanation(&h).await;
+    }
+}

@@ -111,7 +111,7 @@ pub fn document() -> Value {
     command["parameters"] = json!([path_param("id"), {"name": "command", "in": "path", "required": true, "schema": {"type": "string", "enum": [
         "submit","answer_directly","dispatch","return_upward","sign","return","start","request_extension","decide_extension",
         "draft_reply","review","reply","send_reviewed_reply","feed_back","record_callback","remind","supervise","add_note",
-        "recompute_deadlines","withdraw"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
+        "recompute_deadlines","withdraw","explain_outside_remit"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
     let with_id = |mut v: Value| {
         v["parameters"] = json!([path_param("id")]);
         v

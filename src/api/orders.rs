@@ -331,10 +331,16 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
     vec![
         Command::Submit,
         Command::AnswerDirectly { answer: text() },
+        Command::ExplainOutsideRemit {
+            explanation: text(),
+        },
         Command::Dispatch {
             units: vec![dispatch_unit],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         Command::ReturnUpward { reason: text() },
         Command::Sign,
@@ -1067,7 +1073,7 @@ async fn get_order(
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
 /// use the same list).
-pub const COMMANDS: [&str; 20] = [
+pub const COMMANDS: [&str; 21] = [
     "submit",
     "answer_directly",
     "dispatch",
@@ -1088,6 +1094,7 @@ pub const COMMANDS: [&str; 20] = [
     "add_note",
     "recompute_deadlines",
     "withdraw",
+    "explain_outside_remit",
 ];
 
 fn expected_version(
@@ -1172,6 +1179,16 @@ fn plan_command(
             .entry("note")
             .or_insert_with(|| Value::String(String::new()));
     }
+    if name == "dispatch"
+        && let Some(Value::String(phone)) = object.get("contact_phone")
+        && !valid_phone(phone)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "contact_phone may hold digits, +, - and spaces (at most 32)",
+        )
+        .with_field("contact_phone"));
+    }
     object.insert("command".into(), Value::String(name.to_owned()));
     let command: Command = serde_json::from_value(Value::Object(object))
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
@@ -1255,18 +1272,21 @@ async fn reveal_contact(
 /// roles that may not see it.
 fn event_json(row: &StoredEvent, mask: bool) -> Value {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
-    if mask
-        && let Some(contact) = kind
-            .get_mut("fields")
-            .and_then(|f| f.get_mut("contact"))
-            .and_then(Value::as_object_mut)
-    {
-        for (key, masker) in [
-            ("name", mask_name as fn(&str) -> String),
-            ("phone", mask_phone),
-        ] {
-            if let Some(Value::String(s)) = contact.get_mut(key) {
-                *s = masker(s);
+    // The creation's fields, and a dispatch correction's values after and before.
+    for holder in ["fields", "before"] {
+        if mask
+            && let Some(contact) = kind
+                .get_mut(holder)
+                .and_then(|f| f.get_mut("contact"))
+                .and_then(Value::as_object_mut)
+        {
+            for (key, masker) in [
+                ("name", mask_name as fn(&str) -> String),
+                ("phone", mask_phone),
+            ] {
+                if let Some(Value::String(s)) = contact.get_mut(key) {
+                    *s = masker(s);
+                }
             }
         }
     }

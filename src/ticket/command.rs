@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::{DeadlineKind, ReminderLevel};
 use super::model::{
     BusinessArea, CallId, CallLog, CallSurveyAnswer, Category, JudgementGround, OrderFields,
-    RedoTarget, Satisfaction,
+    RedoTarget, Satisfaction, Urgency,
 };
 use super::units::UnitId;
 
@@ -60,6 +60,13 @@ pub enum Command {
         /// The answer.
         answer: String,
     },
+    /// The matter is outside the justice system's remit: the agent or dispatcher
+    /// explained so to the caller (解释说明, H-8), which closes it, whatever its
+    /// category (an urgent one still waits for its callback, H-11).
+    ExplainOutsideRemit {
+        /// What the caller was told (where to turn).
+        explanation: String,
+    },
     /// Dispatcher pushes the order to one or more units (first signer leads).
     Dispatch {
         /// Units.
@@ -68,6 +75,15 @@ pub enum Command {
         category: Option<Category>,
         /// Corrected business area, if any.
         area: Option<BusinessArea>,
+        /// Corrected urgency, if any (H-13-1): moves the transfer and callback limits.
+        #[serde(default)]
+        urgency: Option<Urgency>,
+        /// Corrected contact person, if any (H-13-1).
+        #[serde(default)]
+        contact_name: Option<String>,
+        /// Corrected contact phone, if any (H-13-1).
+        #[serde(default)]
+        contact_phone: Option<String>,
     },
     /// Dispatcher sends a returned order up to the dispatch center above (H-13-3).
     ReturnUpward {
@@ -184,6 +200,7 @@ impl Command {
             Self::Create { .. } => "create",
             Self::Submit => "submit",
             Self::AnswerDirectly { .. } => "answer_directly",
+            Self::ExplainOutsideRemit { .. } => "explain_outside_remit",
             Self::Dispatch { .. } => "dispatch",
             Self::ReturnUpward { .. } => "return_upward",
             Self::Sign => "sign",

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
     Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
-    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, IssuedReminder, Order,
+    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, FieldValues, IssuedReminder, Order,
     OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId, WithdrawalConfirmation,
 };
 use super::units::UnitId;
@@ -44,6 +44,12 @@ pub enum EventKind {
         /// The answer.
         answer: String,
     },
+    /// The caller was told the matter is outside the justice system's remit and
+    /// where to turn (解释说明, H-8): the order's answer.
+    ExplainedOutsideRemit {
+        /// The explanation given.
+        explanation: String,
+    },
     /// Pushed to units.
     Dispatched {
         /// Units (first signer leads).
@@ -54,6 +60,17 @@ pub enum EventKind {
         area: BusinessArea,
         /// Manual or automatic.
         mode: DispatchMode,
+    },
+    /// Dispatch corrected intake fields on review (H-13-1), before dispatching.
+    FieldsCorrected {
+        /// The corrected values (named `fields` like the creation's, so the contact is
+        /// masked the same way for those who may not see it).
+        fields: Box<FieldValues>,
+        /// The values they replace.
+        before: Box<FieldValues>,
+        /// The limits, when the urgency changed (transfer and callback recomputed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadlines: Option<Deadlines>,
     },
     /// Dispatch handed the order to the dispatch center above (H-13-3).
     ReturnedUpward {
@@ -282,6 +299,12 @@ impl Order {
                 self.completed_at.get_or_insert(event.at);
                 self.state = State::FedBack;
             }
+            EventKind::ExplainedOutsideRemit { explanation } => {
+                self.reply = Some(explanation.clone());
+                self.fields.area = BusinessArea::Other;
+                self.completed_at.get_or_insert(event.at);
+                self.state = State::FedBack;
+            }
             EventKind::Dispatched {
                 units,
                 category,
@@ -300,6 +323,25 @@ impl Order {
                 self.fields.area = *area;
                 self.dispatched_at.get_or_insert(event.at);
                 self.state = State::Dispatched;
+            }
+            EventKind::FieldsCorrected {
+                fields, deadlines, ..
+            } => {
+                if let Some(category) = fields.category {
+                    self.fields.category = category;
+                }
+                if let Some(area) = fields.area {
+                    self.fields.area = area;
+                }
+                if let Some(urgency) = fields.urgency {
+                    self.fields.urgency = urgency;
+                }
+                if let Some(contact) = &fields.contact {
+                    self.fields.contact = contact.clone();
+                }
+                if let Some(deadlines) = deadlines {
+                    self.deadlines = Some(*deadlines);
+                }
             }
             EventKind::ReturnedUpward { to_unit, .. } => {
                 self.dispatch_unit = Some(to_unit.clone());

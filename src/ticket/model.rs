@@ -341,6 +341,32 @@ pub struct OrderFields {
     pub received_at: DateTime<FixedOffset>,
 }
 
+/// Intake fields as dispatch corrected them on review (H-13-1): only the fields that
+/// changed are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldValues {
+    /// Category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Business area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<BusinessArea>,
+    /// Urgency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Urgency>,
+    /// Contact person and phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
+}
+
+impl FieldValues {
+    /// Whether nothing is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Lifecycle state.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -493,6 +519,8 @@ pub enum CloseReason {
     SpecialFlag,
     /// Withdrawn by the caller; kept, never deleted (TK-LEDGER).
     Withdrawn,
+    /// Outside the justice system's remit, explained to the caller (H-8).
+    OutsideRemit,
 }
 
 impl CloseReason {
@@ -504,6 +532,7 @@ impl CloseReason {
             Self::Satisfied | Self::Judgement(_) => "H-14",
             Self::SpecialFlag => "W-14",
             Self::Withdrawn => "TK-LEDGER",
+            Self::OutsideRemit => "H-8",
         }
     }
 
@@ -511,7 +540,10 @@ impl CloseReason {
     /// (H-10) happens before any callback; a withdrawal has none.
     #[must_use]
     pub fn allows_without_satisfaction(self) -> bool {
-        matches!(self, Self::Answered | Self::FedBack | Self::Withdrawn)
+        matches!(
+            self,
+            Self::Answered | Self::FedBack | Self::Withdrawn | Self::OutsideRemit
+        )
     }
 }
 

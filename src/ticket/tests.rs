@@ -191,6 +191,9 @@ impl<'w> Run<'w> {
             units: units.iter().map(|u| unit(u)).collect(),
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         };
         self.ok(command, &dispatcher(), now);
     }
@@ -632,7 +635,10 @@ fn return_needs_a_reason_and_goes_back_to_dispatch_then_upward() {
             Command::Dispatch {
                 units: vec![unit("jinan-lixia")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &dispatcher(),
             t
@@ -653,6 +659,9 @@ fn return_needs_a_reason_and_goes_back_to_dispatch_then_upward() {
             units: vec![unit("qingdao-shinan")],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         &province,
         t,
@@ -1245,7 +1254,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: vec![unit("jinan-lixia")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &agent(),
             t
@@ -1257,6 +1269,9 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             units: vec![unit("jinan-lixia")],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         &dispatcher(),
         t,
@@ -1280,7 +1295,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: Vec::new(),
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &dispatcher(),
             t
@@ -1292,7 +1310,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: vec![unit("nowhere")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &dispatcher(),
             t
@@ -1305,7 +1326,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: vec![unit("jinan-lixia")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &qingdao_dispatcher,
             t
@@ -1536,6 +1560,130 @@ fn withdrawal_needs_the_callers_call_on_record_or_a_supervisor() {
     assert_eq!(events[0].role, Role::Supervisor);
 }
 
+/// H-13-1: on review the dispatcher corrects urgency and contact details as well as
+/// category and area; every correction is an event with the values before and after,
+/// and a new urgency moves the transfer and callback limits (from receipt).
+#[test]
+fn dispatch_corrections_are_events_and_urgency_moves_the_limits() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(Category::Consultation, Urgency::Normal, "2025-10-09T08:30+08:00"),
+    );
+    run.ok(Command::Submit, &agent(), t);
+    let events = run.ok(
+        Command::Dispatch {
+            units: vec![unit("jinan-lixia")],
+            category: Some(Category::Complaint),
+            area: None,
+            urgency: Some(Urgency::Urgent),
+            contact_name: Some(" 张三丰 ".to_owned()),
+            contact_phone: None,
+        },
+        &dispatcher(),
+        t,
+    );
+    let EventKind::FieldsCorrected {
+        fields: after,
+        before,
+        deadlines,
+    } = &events[0].kind
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(after.category, Some(Category::Complaint));
+    assert_eq!(before.category, Some(Category::Consultation));
+    assert_eq!((before.urgency, after.urgency), (Some(Urgency::Normal), Some(Urgency::Urgent)));
+    assert_eq!(after.area, None, "an unchanged field is not a correction");
+    assert_eq!(
+        after.contact.as_ref().map(|c| (c.name.as_str(), c.phone.as_str())),
+        Some(("张三丰", "13812345678"))
+    );
+    assert!(deadlines.is_some());
+    assert!(matches!(events[1].kind, EventKind::Dispatched { .. }));
+    assert_eq!(run.order.fields.urgency, Urgency::Urgent);
+    assert_eq!(run.order.fields.contact.name, "张三丰");
+    let limits = run.order.deadlines.unwrap_or_else(|| panic!("deadlines"));
+    // Urgent: transfer within 1 hour of receipt; a callback limit now exists.
+    assert_eq!(limits.transfer.due.at, moment("2025-10-09T09:30+08:00"));
+    assert!(limits.callback.is_some());
+    assert_eq!(Order::replay(&run.events), run.order);
+
+    // A dispatch that changes nothing records no correction.
+    let mut plain = Run::new(
+        &world,
+        fields(Category::Consultation, Urgency::Normal, "2025-10-09T08:30+08:00"),
+    );
+    plain.ok(Command::Submit, &agent(), t);
+    let events = plain.ok(
+        Command::Dispatch {
+            units: vec![unit("jinan-lixia")],
+            category: Some(Category::Consultation),
+            area: None,
+            urgency: Some(Urgency::Normal),
+            contact_name: None,
+            contact_phone: Some("13812345678".to_owned()),
+        },
+        &dispatcher(),
+        t,
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+/// H-8 (解释说明): a matter outside the justice system is closed once it is explained
+/// to the caller, whatever its category; the explanation is the order's answer.
+#[test]
+fn outside_the_remit_closes_with_the_explanation() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(Category::Complaint, Urgency::Normal, "2025-10-09T08:30+08:00"),
+    );
+    run.ok(Command::Submit, &agent(), t);
+    let refused = run.err(
+        Command::AnswerDirectly {
+            answer: "x".to_owned(),
+        },
+        &agent(),
+        t,
+    );
+    assert_eq!(not_allowed_rule(&refused), "H-8");
+    assert!(matches!(
+        run.err(
+            Command::ExplainOutsideRemit {
+                explanation: " ".to_owned()
+            },
+            &dispatcher(),
+            t
+        ),
+        TransitionError::MissingText { .. }
+    ));
+    run.ok(
+        Command::ExplainOutsideRemit {
+            explanation: "物业纠纷请向住建部门反映".to_owned(),
+        },
+        &dispatcher(),
+        t,
+    );
+    assert_eq!(run.state(), State::Closed);
+    assert_eq!(run.order.completed_at, Some(t));
+    assert_eq!(run.order.fields.area, BusinessArea::Other);
+    let closing = run.order.closing.clone().unwrap_or_else(|| panic!("closing"));
+    assert_eq!((closing.reason, closing.reason.rule()), (CloseReason::OutsideRemit, "H-8"));
+    // Sampled callbacks apply to it as to any answered order (W-14, H-11).
+    run.ok(
+        Command::RecordCallback {
+            outcome: CallbackOutcome::Satisfied,
+            note: String::new(),
+        },
+        &callback_staff(),
+        t,
+    );
+    assert_eq!(Order::replay(&run.events), run.order);
+}
+
 /// The post-call survey lands on the order opened from that call: only from the
 /// server, only for the linked call, once, in any state (a closed order keeps it too).
 #[test]
@@ -1634,6 +1782,9 @@ fn reminders_turn_yellow_a_working_day_before_and_red_at_the_deadline_once_each(
             units: vec![unit("jinan-lixia")],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         &dispatcher(),
         moment("2025-10-10T00:00+08:00"),
