@@ -1567,9 +1567,11 @@ async fn rankings_carry_the_sign_in_rate(h: &Harness) {
         .await;
     assert!(
         // New columns (level, withdrawn) are appended after these.
-        csv.text.lines().next().is_some_and(
-            |header| header.contains(",overdue,sign_in_rate,shifts_scheduled,shifts_signed_in,")
-        ),
+        csv.text
+            .lines()
+            .next()
+            .is_some_and(|header| header
+                .contains(",overdue,sign_in_rate,shifts_scheduled,shifts_signed_in,")),
         "{}",
         csv.text
     );
@@ -1697,7 +1699,11 @@ async fn withdrawal_needs_confirmation_and_keeps_counting(h: &Harness) {
             )
             .await;
         assert_eq!(stranger.status, StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(stranger.body["code"], "call_not_on_record", "{}", stranger.text);
+        assert_eq!(
+            stranger.body["code"], "call_not_on_record",
+            "{}",
+            stranger.text
+        );
     }
     assert_eq!(
         h.get(&admin, &format!("/api/orders/{id}")).await.body["state"],
@@ -1723,7 +1729,10 @@ async fn withdrawal_needs_confirmation_and_keeps_counting(h: &Harness) {
     let mut from_call = order_body("suggestion", "unknown", Some("2026-02-03T10:00:00+08:00"));
     from_call["call_id"] = json!("call-withdraw-1");
     let second = h.create(&agent, from_call).await;
-    assert!(allowed(&second).contains(&"withdraw".to_owned()), "{second}");
+    assert!(
+        allowed(&second).contains(&"withdraw".to_owned()),
+        "{second}"
+    );
     let second_id = id_of(&second);
     h.command(
         &agent,
@@ -1810,7 +1819,11 @@ async fn rankings_agree_with_stats_and_rank_each_level(h: &Harness) {
     // 2. Another, auto-routed to the center and never answered: open past its limit.
     h.create(
         &agent,
-        order_body("consultation", "legal_aid", Some("2026-03-02T11:00:00+08:00")),
+        order_body(
+            "consultation",
+            "legal_aid",
+            Some("2026-03-02T11:00:00+08:00"),
+        ),
     )
     .await;
     // 3. One the Jinan agent answers only now: completed after its limit (the city).
@@ -1820,8 +1833,13 @@ async fn rankings_agree_with_stats_and_rank_each_level(h: &Harness) {
             order_body("consultation", "unknown", Some("2026-03-02T12:00:00+08:00")),
         )
         .await;
-    h.command(&agent, &id_of(&late), "answer_directly", json!({"answer": "可以"}))
-        .await;
+    h.command(
+        &agent,
+        &id_of(&late),
+        "answer_directly",
+        json!({"answer": "可以"}),
+    )
+    .await;
     // 4. A complaint withdrawn now by a supervisor: withdrawn after its limit.
     let complaint = h
         .create(
@@ -1839,38 +1857,68 @@ async fn rankings_agree_with_stats_and_rank_each_level(h: &Harness) {
     .await;
 
     let consultations = h
-        .get(&agent, "/api/rankings?period=2026-03&group=consultation&metric=on_time_rate")
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&metric=on_time_rate",
+        )
         .await;
-    assert_eq!(consultations.status, StatusCode::OK, "{}", consultations.text);
+    assert_eq!(
+        consultations.status,
+        StatusCode::OK,
+        "{}",
+        consultations.text
+    );
     let center = row_of(&consultations, "jinan-legal-aid");
     assert_eq!(center["level"], "institution", "{center}");
-    assert_eq!((&center["orders"], &center["completed"]), (&json!(2), &json!(1)));
+    assert_eq!(
+        (&center["orders"], &center["completed"]),
+        (&json!(2), &json!(1))
+    );
     assert_eq!(center["overdue"], 1, "{center}");
     // 1 on time of 2 decided (the open one past its limit is not on time).
     assert_eq!(center["on_time_rate"], 0.5, "{center}");
     let city = row_of(&consultations, "jinan");
     assert_eq!(city["level"], "city", "{city}");
-    assert_eq!((&city["overdue"], &city["on_time_rate"]), (&json!(1), &json!(0.0)));
+    assert_eq!(
+        (&city["overdue"], &city["on_time_rate"]),
+        (&json!(1), &json!(0.0))
+    );
     // Levels ranked separately: each is first of its own level.
     assert_eq!((&center["rank"], &city["rank"]), (&json!(1), &json!(1)));
     let levels = &consultations.body["levels"];
-    assert_eq!(levels["institution"][0]["unit"], "jinan-legal-aid", "{levels}");
+    assert_eq!(
+        levels["institution"][0]["unit"], "jinan-legal-aid",
+        "{levels}"
+    );
     assert_eq!(levels["city"][0]["unit"], "jinan", "{levels}");
     assert_eq!(levels["county"], json!([]), "{levels}");
     let only_city = h
-        .get(&agent, "/api/rankings?period=2026-03&group=consultation&level=city")
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&level=city",
+        )
         .await;
-    assert_eq!(only_city.body["rows"].as_array().map(Vec::len), Some(1), "{}", only_city.text);
+    assert_eq!(
+        only_city.body["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        only_city.text
+    );
     assert_eq!(only_city.body["rows"][0]["unit"], "jinan");
     assert_eq!(
-        h.get(&agent, "/api/rankings?period=2026-03&level=galaxy").await.status,
+        h.get(&agent, "/api/rankings?period=2026-03&level=galaxy")
+            .await
+            .status,
         StatusCode::BAD_REQUEST
     );
     // The rankings' overdue, over every group and level, is the dashboard's.
     let mut ranked_overdue = 0;
     for group in ["case", "consultation", "complaint_suggestion"] {
         let ranked = h
-            .get(&agent, &format!("/api/rankings?period=2026-03&group={group}"))
+            .get(
+                &agent,
+                &format!("/api/rankings?period=2026-03&group={group}"),
+            )
             .await;
         ranked_overdue += ranked.body["rows"]
             .as_array()
@@ -1906,14 +1954,21 @@ async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
     // The call arrived on 2025-09-30 at 16:00, before National Day; the agent saves
     // the order now, and the form even claims a later receipt.
     let arrival = chrono::DateTime::parse_from_rfc3339("2025-09-30T16:00:00+08:00").expect("time");
-    let record = hotline::ivr::cdr::CdrBuilder::new("call-receipt-1", "13812345678", "053112348", arrival)
-        .finish(arrival + chrono::TimeDelta::minutes(6));
-    h.state.store.insert_call(&record, None).await.expect("call record");
+    let record =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-1", "13812345678", "053112348", arrival)
+            .finish(arrival + chrono::TimeDelta::minutes(6));
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
     let mut body = order_body("consultation", "unknown", Some("2025-10-10T09:00:00+08:00"));
     body["call_id"] = json!("call-receipt-1");
     let order = h.create(&agent, body).await;
     let received = chrono::DateTime::parse_from_rfc3339(
-        order["fields"]["received_at"].as_str().expect("received_at"),
+        order["fields"]["received_at"]
+            .as_str()
+            .expect("received_at"),
     )
     .expect("rfc3339");
     assert_eq!(received, arrival, "{order}");
@@ -1923,9 +1978,14 @@ async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
         "{order}"
     );
     // Without a received_at either: the arrival, not now.
-    let record = hotline::ivr::cdr::CdrBuilder::new("call-receipt-2", "13812345678", "053112348", arrival)
-        .finish(arrival);
-    h.state.store.insert_call(&record, None).await.expect("call record");
+    let record =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-2", "13812345678", "053112348", arrival)
+            .finish(arrival);
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
     let mut body = order_body("consultation", "unknown", None);
     body["call_id"] = json!("call-receipt-2");
     let order = h.create(&agent, body).await;
@@ -1939,7 +1999,12 @@ async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
     let mut web = order_body("consultation", "unknown", None);
     web["channel"] = json!("web");
     let refused = h.post(&agent, "/api/orders", web.clone()).await;
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
     assert_eq!(refused.body["field"], "received_at", "{}", refused.text);
     web["received_at"] = json!("2025-09-30T16:00:00+08:00");
     let order = h.create(&agent, web).await;
@@ -1998,20 +2063,39 @@ async fn dispatch_corrects_urgency_and_contact(h: &Harness) {
         dispatched["deadlines"]["callback_due"].is_string(),
         "urgent: a callback limit: {dispatched}"
     );
-    let events = h.get(&dispatcher, &format!("/api/orders/{id}/events")).await;
+    let events = h
+        .get(&dispatcher, &format!("/api/orders/{id}/events"))
+        .await;
     let corrected = events.body["events"]
         .as_array()
         .or(events.body.as_array())
-        .and_then(|list| list.iter().find(|e| e["kind"]["type"] == "fields_corrected"))
+        .and_then(|list| {
+            list.iter()
+                .find(|e| e["kind"]["type"] == "fields_corrected")
+        })
         .unwrap_or_else(|| panic!("no correction event: {}", events.text))
         .clone();
-    assert_eq!(corrected["kind"]["fields"]["urgency"], "urgent", "{corrected}");
-    assert_eq!(corrected["kind"]["before"]["urgency"], "normal", "{corrected}");
-    assert_eq!(corrected["kind"]["before"]["contact"]["phone"], "13812345678");
-    assert_eq!(corrected["kind"]["fields"]["contact"]["phone"], "13987654321");
+    assert_eq!(
+        corrected["kind"]["fields"]["urgency"], "urgent",
+        "{corrected}"
+    );
+    assert_eq!(
+        corrected["kind"]["before"]["urgency"], "normal",
+        "{corrected}"
+    );
+    assert_eq!(
+        corrected["kind"]["before"]["contact"]["phone"],
+        "13812345678"
+    );
+    assert_eq!(
+        corrected["kind"]["fields"]["contact"]["phone"],
+        "13987654321"
+    );
     assert_eq!(corrected["actor"], "dispatcher");
     // A supervisor sees the history with the numbers masked, before and after.
-    let masked = h.get(&supervisor, &format!("/api/orders/{id}/events")).await;
+    let masked = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
     assert!(masked.text.contains("139****4321"), "{}", masked.text);
     assert!(!masked.text.contains("13987654321") && !masked.text.contains("13812345678"));
     // The corrected number finds the order.
@@ -2040,7 +2124,10 @@ async fn outside_the_remit_is_closed_with_the_explanation(h: &Harness) {
         .create(&agent, order_body("complaint", "unknown", None))
         .await;
     let id = id_of(&order);
-    assert!(allowed(&order).contains(&"explain_outside_remit".to_owned()), "{order}");
+    assert!(
+        allowed(&order).contains(&"explain_outside_remit".to_owned()),
+        "{order}"
+    );
     let refused = h
         .post(
             &agent,
@@ -2048,7 +2135,12 @@ async fn outside_the_remit_is_closed_with_the_explanation(h: &Harness) {
             json!({"answer": "请向住建部门反映"}),
         )
         .await;
-    assert_eq!(refused.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", refused.text);
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
     let closed = h
         .command(
             &agent,
@@ -2076,7 +2168,11 @@ async fn outside_the_remit_is_closed_with_the_explanation(h: &Harness) {
         )
         .await;
     let jinan = row_of(&ranked, "jinan");
-    assert_eq!((&jinan["orders"], &jinan["completed"]), (&json!(1), &json!(1)), "{jinan}");
+    assert_eq!(
+        (&jinan["orders"], &jinan["completed"]),
+        (&json!(1), &json!(1)),
+        "{jinan}"
+    );
 }
 
 #[tokio::test]

@@ -327,8 +327,12 @@ async fn voice_message_order_is_received_at_the_calls_arrival(store: &Store) {
     let orders = context();
     let m = message("vm-arrival");
     let arrival = at("2025-09-30T19:58:30+08:00");
-    let cdr = CdrBuilder::new(&m.call_id, &m.caller, "053112348", arrival).finish(at(&m.received_at));
-    store.insert_call(&cdr, Some(&m)).await.expect("insert call");
+    let cdr =
+        CdrBuilder::new(&m.call_id, &m.caller, "053112348", arrival).finish(at(&m.received_at));
+    store
+        .insert_call(&cdr, Some(&m))
+        .await
+        .expect("insert call");
     voicemail::convert_once(store, &orders, &center(), at("2025-09-30T20:00:07+08:00"))
         .await
         .expect("pass");

@@ -125,7 +125,10 @@ pub fn document() -> Value {
         query("by", "unit|category"),
         query("group", "case|consultation|complaint_suggestion"),
         query("metric", "completion_rate|on_time_rate|satisfaction_rate"),
-        query("level", "province|city|county|township|institution|all (default: all, each level ranked separately)"),
+        query(
+            "level",
+            "province|city|county|township|institution|all (default: all, each level ranked separately)"
+        ),
         query("format", "json|csv")
     ]);
     rankings["responses"]["200"] = json!({"description": "ranked rows (CSV: the same columns)", "content": {

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
     Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
-    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, FieldValues, IssuedReminder, Order,
-    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId, WithdrawalConfirmation,
+    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, FieldValues, IssuedReminder,
+    Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
+    WithdrawalConfirmation,
 };
 use super::units::UnitId;
 

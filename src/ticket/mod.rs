@@ -90,8 +90,8 @@ pub use metrics::{Period, RankBy, RankGroup, Ranked, Rate, UnitScore, rank, unit
 pub use model::{
     Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
     CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,
-    Contact, FieldValues, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State,
-    Urgency, UserId, WithdrawalConfirmation,
+    Contact, FieldValues, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role,
+    Satisfaction, State, Urgency, UserId, WithdrawalConfirmation,
 };
 pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone};
 pub use routing::{RoutingRule, RoutingRules};

@@ -1540,7 +1540,11 @@ fn withdrawal_needs_the_callers_call_on_record_or_a_supervisor() {
     // subtree they cannot.
     let mut other = Run::new(
         &world,
-        fields(Category::Complaint, Urgency::Normal, "2025-09-30T16:00+08:00"),
+        fields(
+            Category::Complaint,
+            Urgency::Normal,
+            "2025-09-30T16:00+08:00",
+        ),
     );
     other.ok(Command::Submit, &agent(), t);
     let qingdao_supervisor = actor("qd-supervisor", Role::Supervisor, "qingdao");
@@ -1569,7 +1573,11 @@ fn dispatch_corrections_are_events_and_urgency_moves_the_limits() {
     let t = moment("2025-10-09T09:00+08:00");
     let mut run = Run::new(
         &world,
-        fields(Category::Consultation, Urgency::Normal, "2025-10-09T08:30+08:00"),
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2025-10-09T08:30+08:00",
+        ),
     );
     run.ok(Command::Submit, &agent(), t);
     let events = run.ok(
@@ -1594,10 +1602,16 @@ fn dispatch_corrections_are_events_and_urgency_moves_the_limits() {
     };
     assert_eq!(after.category, Some(Category::Complaint));
     assert_eq!(before.category, Some(Category::Consultation));
-    assert_eq!((before.urgency, after.urgency), (Some(Urgency::Normal), Some(Urgency::Urgent)));
+    assert_eq!(
+        (before.urgency, after.urgency),
+        (Some(Urgency::Normal), Some(Urgency::Urgent))
+    );
     assert_eq!(after.area, None, "an unchanged field is not a correction");
     assert_eq!(
-        after.contact.as_ref().map(|c| (c.name.as_str(), c.phone.as_str())),
+        after
+            .contact
+            .as_ref()
+            .map(|c| (c.name.as_str(), c.phone.as_str())),
         Some(("张三丰", "13812345678"))
     );
     assert!(deadlines.is_some());
@@ -1613,7 +1627,11 @@ fn dispatch_corrections_are_events_and_urgency_moves_the_limits() {
     // A dispatch that changes nothing records no correction.
     let mut plain = Run::new(
         &world,
-        fields(Category::Consultation, Urgency::Normal, "2025-10-09T08:30+08:00"),
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2025-10-09T08:30+08:00",
+        ),
     );
     plain.ok(Command::Submit, &agent(), t);
     let events = plain.ok(
@@ -1639,7 +1657,11 @@ fn outside_the_remit_closes_with_the_explanation() {
     let t = moment("2025-10-09T09:00+08:00");
     let mut run = Run::new(
         &world,
-        fields(Category::Complaint, Urgency::Normal, "2025-10-09T08:30+08:00"),
+        fields(
+            Category::Complaint,
+            Urgency::Normal,
+            "2025-10-09T08:30+08:00",
+        ),
     );
     run.ok(Command::Submit, &agent(), t);
     let refused = run.err(
@@ -1670,8 +1692,15 @@ fn outside_the_remit_closes_with_the_explanation() {
     assert_eq!(run.state(), State::Closed);
     assert_eq!(run.order.completed_at, Some(t));
     assert_eq!(run.order.fields.area, BusinessArea::Other);
-    let closing = run.order.closing.clone().unwrap_or_else(|| panic!("closing"));
-    assert_eq!((closing.reason, closing.reason.rule()), (CloseReason::OutsideRemit, "H-8"));
+    let closing = run
+        .order
+        .closing
+        .clone()
+        .unwrap_or_else(|| panic!("closing"));
+    assert_eq!(
+        (closing.reason, closing.reason.rule()),
+        (CloseReason::OutsideRemit, "H-8")
+    );
     // Sampled callbacks apply to it as to any answered order (W-14, H-11).
     run.ok(
         Command::RecordCallback {
@@ -2102,7 +2131,10 @@ fn unit_scores_count_completion_timeliness_satisfaction_and_returns() {
         .find(|s| s.unit == unit("jinan-lixia") && s.group == RankGroup::ComplaintSuggestion)
         .unwrap_or_else(|| panic!("{earlier:?}"));
     assert_eq!(
-        (suggestions_then.overdue, suggestions_then.on_time_rate.per_mille()),
+        (
+            suggestions_then.overdue,
+            suggestions_then.on_time_rate.per_mille()
+        ),
         (0, Some(1000))
     );
     let shizhong_score = find("jinan-shizhong", RankGroup::ComplaintSuggestion)

@@ -195,9 +195,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             "TK-INTAKE",
         ),
         Command::AnswerDirectly { .. } => (&[(Agent, City)], "H-8"),
-        Command::ExplainOutsideRemit { .. } => {
-            (&[(Agent, City), (Dispatcher, Dispatch)], "H-8")
-        }
+        Command::ExplainOutsideRemit { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "H-8"),
         Command::Dispatch { .. } => (&[(Dispatcher, Dispatch)], "TK-ROUTE"),
         Command::ReturnUpward { .. } => (&[(Dispatcher, Dispatch)], "TK-RETURN"),
         Command::RecordCallSurvey { .. } => (&[(System, Any)], "CALL-ETIQUETTE"),
@@ -921,8 +919,7 @@ fn record_callback(
                 matches!(
                     c.reason,
                     CloseReason::Answered | CloseReason::FedBack | CloseReason::OutsideRemit
-                )
-                    && c.callbacks_before == callbacks
+                ) && c.callbacks_before == callbacks
             });
             if !sampled_ok {
                 return Err(not_allowed(order, command, "TK-VISIT"));
