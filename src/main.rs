@@ -89,13 +89,15 @@ enum Command {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "Order commands: hotline order <COMMAND> ID [--field value]...
-  submit, answer_directly --answer, dispatch --units a,b [--category] [--area],
+  submit, answer_directly --answer, explain_outside_remit --explanation,
+  dispatch --units a,b [--category] [--area] [--urgency] [--contact-name] [--contact-phone],
   return_upward --reason, sign, return --reason, start,
   request_extension --extra-working-days N --reason, decide_extension --decision approve|reject [--reason],
   draft_reply --text, review --decision [--reason], reply --text, send_reviewed_reply,
   feed_back --note, record_callback --outcome satisfied|closed_on_judgement|redo|dissatisfied
   [--satisfaction] [--ground] [--target] [--note], remind, supervise --note, add_note --note,
-  recompute_deadlines, withdraw --reason, reveal_contact.
+  recompute_deadlines, withdraw --reason [--call-id] (the caller's confirming call; a supervisor
+  may withdraw without), reveal_contact.
   --version N refuses the command if the order changed (409); --json '{...}' adds raw fields.
 Errors print the API's code, message and field on stderr (exit 1; 2 for usage errors)."
 )]

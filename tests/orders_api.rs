@@ -1566,9 +1566,12 @@ async fn rankings_carry_the_sign_in_rate(h: &Harness) {
         )
         .await;
     assert!(
-        csv.text.lines().next().is_some_and(
-            |header| header.ends_with(",sign_in_rate,shifts_scheduled,shifts_signed_in")
-        ),
+        // New columns (level, withdrawn) are appended after these.
+        csv.text
+            .lines()
+            .next()
+            .is_some_and(|header| header
+                .contains(",overdue,sign_in_rate,shifts_scheduled,shifts_signed_in,")),
         "{}",
         csv.text
     );
@@ -1587,5 +1590,599 @@ async fn sqlite_rankings_carry_the_sign_in_rate_from_queue_log() {
 async fn postgres_rankings_carry_the_sign_in_rate_from_queue_log() {
     if let Some(h) = postgres().await {
         rankings_carry_the_sign_in_rate(&h).await;
+    }
+}
+
+/// An order written to the store as the API would have written it, but at past
+/// moments: `steps` (command, actor, time) applied in order with the pure core. Lets a
+/// test hold an order completed in a past period (the API only acts "now").
+async fn backdated_order(
+    h: &Harness,
+    fields: hotline::ticket::OrderFields,
+    steps: Vec<(hotline::ticket::Command, hotline::ticket::Actor, &str)>,
+) -> String {
+    use hotline::ticket::{Context, Order, OrderId, apply};
+    let ctx = Context {
+        calendar: &h.state.orders.calendar,
+        units: &h.state.orders.units,
+        routing: &h.state.orders.routing,
+    };
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("time");
+    let id = OrderId(format!("GDTEST{:016X}", rand::random::<u64>()));
+    let mut order = Order::new(id.clone());
+    let first = at(steps[0].2);
+    let mut events = Vec::new();
+    let mut steps = steps;
+    steps.insert(
+        0,
+        (
+            hotline::ticket::Command::Create { fields },
+            steps[0].1.clone(),
+            steps[0].2,
+        ),
+    );
+    for (command, actor, t) in steps {
+        let (next, mut produced) = apply(&order, command, &actor, at(t), &ctx).expect("step");
+        order = next;
+        events.append(&mut produced);
+    }
+    h.state
+        .store
+        .append_order_events(&order, 0, &events, None, first.timestamp_millis())
+        .await
+        .expect("append");
+    id.0
+}
+
+fn actor_of(user: &str, role: hotline::ticket::Role, unit: &str) -> hotline::ticket::Actor {
+    hotline::ticket::Actor {
+        user_id: hotline::ticket::UserId(user.to_owned()),
+        roles: vec![role],
+        unit: hotline::ticket::UnitId::new(unit),
+    }
+}
+
+fn row_of<'a>(ranked: &'a Reply, unit: &str) -> &'a Value {
+    ranked.body["rows"]
+        .as_array()
+        .and_then(|rows| rows.iter().find(|r| r["unit"] == unit))
+        .unwrap_or_else(|| panic!("no {unit} row: {}", ranked.text))
+}
+
+/// W-19 (自动排名，不需人工干预), H-17-5 (不得隐瞒): an agent or dispatcher cannot
+/// withdraw an order on their own word (422 naming what is missing); with the caller's
+/// confirmation on a call on record, or by a supervisor, it is withdrawn — and keeps
+/// counting in the period it was received, as withdrawn and overdue.
+async fn withdrawal_needs_confirmation_and_keeps_counting(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let supervisor = h.login("supervisor").await;
+    let admin = h.login("admin").await;
+    // Received in February 2026 (its 5-working-day limit long past), waiting for
+    // dispatch at the Jinan center.
+    let complaint = h
+        .create(
+            &agent,
+            order_body("complaint", "unknown", Some("2026-02-02T10:00:00+08:00")),
+        )
+        .await;
+    let id = id_of(&complaint);
+    assert!(
+        !allowed(&complaint).contains(&"withdraw".to_owned()),
+        "no call on record: the agent is not offered withdraw: {complaint}"
+    );
+    for who in [&agent, &dispatcher] {
+        let refused = h
+            .post(
+                who,
+                &format!("/api/orders/{id}/withdraw"),
+                json!({"reason": "来电人不再需要"}),
+            )
+            .await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.body["code"], "withdrawal_not_confirmed");
+        let message = refused.body["message"].as_str().unwrap_or_default();
+        assert!(
+            message.contains("caller's confirmation") && message.contains("supervisor"),
+            "{message}"
+        );
+        let stranger = h
+            .post(
+                who,
+                &format!("/api/orders/{id}/withdraw"),
+                json!({"reason": "来电人不再需要", "call_id": "call-of-someone-else"}),
+            )
+            .await;
+        assert_eq!(stranger.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            stranger.body["code"], "call_not_on_record",
+            "{}",
+            stranger.text
+        );
+    }
+    assert_eq!(
+        h.get(&admin, &format!("/api/orders/{id}")).await.body["state"],
+        "pending_dispatch"
+    );
+    // A supervisor approves: withdrawn under the supervisor's name.
+    let withdrawn = h
+        .command(
+            &supervisor,
+            &id,
+            "withdraw",
+            json!({"reason": "来电人电话撤回，督办岗批准"}),
+        )
+        .await;
+    assert_eq!(withdrawn["state"], "closed");
+    let events = h.get(&admin, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        events.text.contains(r#""by":"supervisor_approval""#),
+        "{}",
+        events.text
+    );
+    // Opened from a call: the caller confirms on that call, and the agent withdraws.
+    let mut from_call = order_body("suggestion", "unknown", Some("2026-02-03T10:00:00+08:00"));
+    from_call["call_id"] = json!("call-withdraw-1");
+    let second = h.create(&agent, from_call).await;
+    assert!(
+        allowed(&second).contains(&"withdraw".to_owned()),
+        "{second}"
+    );
+    let second_id = id_of(&second);
+    h.command(
+        &agent,
+        &second_id,
+        "withdraw",
+        json!({"reason": "来电人来电确认撤回", "call_id": "call-withdraw-1"}),
+    )
+    .await;
+    // Both still count in February, as withdrawn and overdue (withdrawn after the
+    // limit), in the rankings and in the dashboard's figures alike.
+    let ranked = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-02&group=complaint_suggestion",
+        )
+        .await;
+    assert_eq!(ranked.status, StatusCode::OK, "{}", ranked.text);
+    let jinan = row_of(&ranked, "jinan");
+    assert_eq!(
+        (&jinan["orders"], &jinan["withdrawn"], &jinan["overdue"]),
+        (&json!(2), &json!(2), &json!(2)),
+        "{jinan}"
+    );
+    assert_eq!(jinan["completion_rate"], 0.0, "{jinan}");
+    let stats = h.get(&admin, "/api/stats/orders?period=2026-02").await;
+    assert_eq!(stats.body["total"], 2, "{}", stats.text);
+    assert_eq!(stats.body["overdue"], 2, "{}", stats.text);
+}
+
+#[tokio::test]
+async fn sqlite_withdrawal_needs_confirmation_and_keeps_counting() {
+    withdrawal_needs_confirmation_and_keeps_counting(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_withdrawal_needs_confirmation_and_keeps_counting() {
+    if let Some(h) = postgres().await {
+        withdrawal_needs_confirmation_and_keeps_counting(&h).await;
+    }
+}
+
+/// AS-RANK, W-19: one definition of overdue for the rankings and `/api/stats/orders`
+/// (open past the limit at the moment of the ranking, or finished after it); an
+/// order open past its limit is not on time; each unit level is ranked on its own.
+async fn rankings_agree_with_stats_and_rank_each_level(h: &Harness) {
+    use hotline::ticket::{BusinessArea, Category, Channel, Command, Contact, OrderFields, Role};
+    let agent = h.login("agent").await;
+    let admin = h.login("admin").await;
+    let handler = actor_of("handler", Role::UnitHandler, "jinan-legal-aid");
+    // 1. A legal-aid consultation received 2 March, answered by the legal-aid center
+    //    the next day: on time (written at those moments).
+    let fields = OrderFields {
+        contact: Contact {
+            name: "李四".to_owned(),
+            phone: "13900000000".to_owned(),
+        },
+        category: Category::Consultation,
+        area: BusinessArea::LegalAid,
+        description: "法律援助条件".to_owned(),
+        channel: Channel::Phone,
+        city: hotline::ticket::UnitId::new("jinan"),
+        received_at: chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00+08:00")
+            .expect("time"),
+        ..OrderFields::default()
+    };
+    let jinan_agent = actor_of("agent", Role::Agent, "jinan");
+    backdated_order(
+        h,
+        fields,
+        vec![
+            (Command::Submit, jinan_agent, "2026-03-02T10:05:00+08:00"),
+            (Command::Sign, handler.clone(), "2026-03-03T09:00:00+08:00"),
+            (Command::Start, handler.clone(), "2026-03-03T09:01:00+08:00"),
+            (
+                Command::Reply {
+                    text: "符合条件".to_owned(),
+                },
+                handler,
+                "2026-03-03T10:00:00+08:00",
+            ),
+        ],
+    )
+    .await;
+    // 2. Another, auto-routed to the center and never answered: open past its limit.
+    h.create(
+        &agent,
+        order_body(
+            "consultation",
+            "legal_aid",
+            Some("2026-03-02T11:00:00+08:00"),
+        ),
+    )
+    .await;
+    // 3. One the Jinan agent answers only now: completed after its limit (the city).
+    let late = h
+        .create(
+            &agent,
+            order_body("consultation", "unknown", Some("2026-03-02T12:00:00+08:00")),
+        )
+        .await;
+    h.command(
+        &agent,
+        &id_of(&late),
+        "answer_directly",
+        json!({"answer": "可以"}),
+    )
+    .await;
+    // 4. A complaint withdrawn now by a supervisor: withdrawn after its limit.
+    let complaint = h
+        .create(
+            &agent,
+            order_body("complaint", "unknown", Some("2026-03-03T09:00:00+08:00")),
+        )
+        .await;
+    let supervisor = h.login("supervisor").await;
+    h.command(
+        &supervisor,
+        &id_of(&complaint),
+        "withdraw",
+        json!({"reason": "督办岗批准撤回"}),
+    )
+    .await;
+
+    let consultations = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&metric=on_time_rate",
+        )
+        .await;
+    assert_eq!(
+        consultations.status,
+        StatusCode::OK,
+        "{}",
+        consultations.text
+    );
+    let center = row_of(&consultations, "jinan-legal-aid");
+    assert_eq!(center["level"], "institution", "{center}");
+    assert_eq!(
+        (&center["orders"], &center["completed"]),
+        (&json!(2), &json!(1))
+    );
+    assert_eq!(center["overdue"], 1, "{center}");
+    // 1 on time of 2 decided (the open one past its limit is not on time).
+    assert_eq!(center["on_time_rate"], 0.5, "{center}");
+    let city = row_of(&consultations, "jinan");
+    assert_eq!(city["level"], "city", "{city}");
+    assert_eq!(
+        (&city["overdue"], &city["on_time_rate"]),
+        (&json!(1), &json!(0.0))
+    );
+    // Levels ranked separately: each is first of its own level.
+    assert_eq!((&center["rank"], &city["rank"]), (&json!(1), &json!(1)));
+    let levels = &consultations.body["levels"];
+    assert_eq!(
+        levels["institution"][0]["unit"], "jinan-legal-aid",
+        "{levels}"
+    );
+    assert_eq!(levels["city"][0]["unit"], "jinan", "{levels}");
+    assert_eq!(levels["county"], json!([]), "{levels}");
+    let only_city = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&level=city",
+        )
+        .await;
+    assert_eq!(
+        only_city.body["rows"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        only_city.text
+    );
+    assert_eq!(only_city.body["rows"][0]["unit"], "jinan");
+    assert_eq!(
+        h.get(&agent, "/api/rankings?period=2026-03&level=galaxy")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    // The rankings' overdue, over every group and level, is the dashboard's.
+    let mut ranked_overdue = 0;
+    for group in ["case", "consultation", "complaint_suggestion"] {
+        let ranked = h
+            .get(
+                &agent,
+                &format!("/api/rankings?period=2026-03&group={group}"),
+            )
+            .await;
+        ranked_overdue += ranked.body["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["overdue"].as_i64().expect("overdue"))
+            .sum::<i64>();
+    }
+    let stats = h.get(&admin, "/api/stats/orders?period=2026-03").await;
+    assert_eq!(stats.body["total"], 4, "{}", stats.text);
+    assert_eq!(stats.body["overdue"], 3, "{}", stats.text);
+    assert_eq!(ranked_overdue, 3);
+}
+
+#[tokio::test]
+async fn sqlite_rankings_agree_with_stats_and_rank_each_level() {
+    rankings_agree_with_stats_and_rank_each_level(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_rankings_agree_with_stats_and_rank_each_level() {
+    if let Some(h) = postgres().await {
+        rankings_agree_with_stats_and_rank_each_level(&h).await;
+    }
+}
+
+/// H-8, H-9, H-13-2 (TK-INTAKE): an order opened from a call is received when the call
+/// arrived — not when the agent saved it, nor at a time the form claims — so its
+/// limits count from the arrival; an order from another channel is received at its
+/// submission there, which the registration must give.
+async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
+    let agent = h.login("agent").await;
+    // The call arrived on 2025-09-30 at 16:00, before National Day; the agent saves
+    // the order now, and the form even claims a later receipt.
+    let arrival = chrono::DateTime::parse_from_rfc3339("2025-09-30T16:00:00+08:00").expect("time");
+    let record =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-1", "13812345678", "053112348", arrival)
+            .finish(arrival + chrono::TimeDelta::minutes(6));
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
+    let mut body = order_body("consultation", "unknown", Some("2025-10-10T09:00:00+08:00"));
+    body["call_id"] = json!("call-receipt-1");
+    let order = h.create(&agent, body).await;
+    let received = chrono::DateTime::parse_from_rfc3339(
+        order["fields"]["received_at"]
+            .as_str()
+            .expect("received_at"),
+    )
+    .expect("rfc3339");
+    assert_eq!(received, arrival, "{order}");
+    // 1 working day from the arrival, across the holiday.
+    assert_eq!(
+        order["deadlines"]["transfer_due_display"], "2025-10-09T24:00+08:00",
+        "{order}"
+    );
+    // Without a received_at either: the arrival, not now.
+    let record =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-2", "13812345678", "053112348", arrival)
+            .finish(arrival);
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
+    let mut body = order_body("consultation", "unknown", None);
+    body["call_id"] = json!("call-receipt-2");
+    let order = h.create(&agent, body).await;
+    assert_eq!(
+        chrono::DateTime::parse_from_rfc3339(order["fields"]["received_at"].as_str().expect("at"))
+            .expect("rfc3339"),
+        arrival,
+        "{order}"
+    );
+    // Another channel: the submission time is required, and kept.
+    let mut web = order_body("consultation", "unknown", None);
+    web["channel"] = json!("web");
+    let refused = h.post(&agent, "/api/orders", web.clone()).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.body["field"], "received_at", "{}", refused.text);
+    web["received_at"] = json!("2025-09-30T16:00:00+08:00");
+    let order = h.create(&agent, web).await;
+    assert_eq!(
+        order["deadlines"]["transfer_due_display"], "2025-10-09T24:00+08:00",
+        "{order}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_receipt_is_the_calls_arrival_or_the_submission() {
+    receipt_is_the_calls_arrival_or_the_submission(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_receipt_is_the_calls_arrival_or_the_submission() {
+    if let Some(h) = postgres().await {
+        receipt_is_the_calls_arrival_or_the_submission(&h).await;
+    }
+}
+
+/// H-13-1: the dispatcher reviewing an order corrects urgency and contact details,
+/// not only category and area; each correction is an event (before and after, the
+/// contact masked for roles that may not see it), a new urgency moves the limits, and
+/// the corrected phone is what the phone search finds.
+async fn dispatch_corrects_urgency_and_contact(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let supervisor = h.login("supervisor").await;
+    let order = h
+        .create(&agent, order_body("consultation", "unknown", None))
+        .await;
+    let id = id_of(&order);
+    let bad = h
+        .post(
+            &dispatcher,
+            &format!("/api/orders/{id}/dispatch"),
+            json!({"units": ["jinan-lixia"], "contact_phone": "138; DROP TABLE"}),
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", bad.text);
+    assert_eq!(bad.body["field"], "contact_phone");
+    let dispatched = h
+        .command(
+            &dispatcher,
+            &id,
+            "dispatch",
+            json!({"units": ["jinan-lixia"], "category": "complaint", "urgency": "urgent",
+                   "contact_name": "张三丰", "contact_phone": "13987654321"}),
+        )
+        .await;
+    assert_eq!(dispatched["fields"]["urgency"], "urgent", "{dispatched}");
+    assert_eq!(dispatched["fields"]["category"], "complaint");
+    assert_eq!(dispatched["fields"]["contact_phone"], "13987654321");
+    assert!(
+        dispatched["deadlines"]["callback_due"].is_string(),
+        "urgent: a callback limit: {dispatched}"
+    );
+    let events = h
+        .get(&dispatcher, &format!("/api/orders/{id}/events"))
+        .await;
+    let corrected = events.body["events"]
+        .as_array()
+        .or(events.body.as_array())
+        .and_then(|list| {
+            list.iter()
+                .find(|e| e["kind"]["type"] == "fields_corrected")
+        })
+        .unwrap_or_else(|| panic!("no correction event: {}", events.text))
+        .clone();
+    assert_eq!(
+        corrected["kind"]["fields"]["urgency"], "urgent",
+        "{corrected}"
+    );
+    assert_eq!(
+        corrected["kind"]["before"]["urgency"], "normal",
+        "{corrected}"
+    );
+    assert_eq!(
+        corrected["kind"]["before"]["contact"]["phone"],
+        "13812345678"
+    );
+    assert_eq!(
+        corrected["kind"]["fields"]["contact"]["phone"],
+        "13987654321"
+    );
+    assert_eq!(corrected["actor"], "dispatcher");
+    // A supervisor sees the history with the numbers masked, before and after.
+    let masked = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(masked.text.contains("139****4321"), "{}", masked.text);
+    assert!(!masked.text.contains("13987654321") && !masked.text.contains("13812345678"));
+    // The corrected number finds the order.
+    let found = h.get(&agent, "/api/orders?phone=13987654321").await;
+    assert_eq!(found.body["total"], 1, "{}", found.text);
+}
+
+#[tokio::test]
+async fn sqlite_dispatch_corrects_urgency_and_contact() {
+    dispatch_corrects_urgency_and_contact(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_dispatch_corrects_urgency_and_contact() {
+    if let Some(h) = postgres().await {
+        dispatch_corrects_urgency_and_contact(&h).await;
+    }
+}
+
+/// H-8 (解释说明): a complaint about a matter outside the justice system, which the
+/// agent may not answer as a consultation (422), is closed with the explanation given
+/// to the caller, and counts as completed for the answering city.
+async fn outside_the_remit_is_closed_with_the_explanation(h: &Harness) {
+    let agent = h.login("agent").await;
+    let order = h
+        .create(&agent, order_body("complaint", "unknown", None))
+        .await;
+    let id = id_of(&order);
+    assert!(
+        allowed(&order).contains(&"explain_outside_remit".to_owned()),
+        "{order}"
+    );
+    let refused = h
+        .post(
+            &agent,
+            &format!("/api/orders/{id}/answer_directly"),
+            json!({"answer": "请向住建部门反映"}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    let closed = h
+        .command(
+            &agent,
+            &id,
+            "explain_outside_remit",
+            json!({"explanation": "物业收费纠纷不属司法行政职能，已告知向住建部门反映"}),
+        )
+        .await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    assert_eq!(closed["fields"]["business_area"], "other", "{closed}");
+    let events = h.get(&agent, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        events.text.contains("explained_outside_remit") && events.text.contains("outside_remit"),
+        "{}",
+        events.text
+    );
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let ranked = h
+        .get(
+            &agent,
+            &format!(
+                "/api/rankings?period={}&group=complaint_suggestion&level=city",
+                now.format("%Y-%m")
+            ),
+        )
+        .await;
+    let jinan = row_of(&ranked, "jinan");
+    assert_eq!(
+        (&jinan["orders"], &jinan["completed"]),
+        (&json!(1), &json!(1)),
+        "{jinan}"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_outside_the_remit_is_closed_with_the_explanation() {
+    outside_the_remit_is_closed_with_the_explanation(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_outside_the_remit_is_closed_with_the_explanation() {
+    if let Some(h) = postgres().await {
+        outside_the_remit_is_closed_with_the_explanation(&h).await;
     }
 }

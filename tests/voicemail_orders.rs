@@ -320,6 +320,46 @@ async fn racing_passes_create_one_order_per_message_postgres() {
     racing_passes_create_one_order(&store).await;
 }
 
+/// H-8, H-9, H-13-2: the order of a voice message is received when its call arrived
+/// (the caller spent a minute and a half in the IVR before the message was taken),
+/// and that is what the order list shows.
+async fn voice_message_order_is_received_at_the_calls_arrival(store: &Store) {
+    let orders = context();
+    let m = message("vm-arrival");
+    let arrival = at("2025-09-30T19:58:30+08:00");
+    let cdr =
+        CdrBuilder::new(&m.call_id, &m.caller, "053112348", arrival).finish(at(&m.received_at));
+    store
+        .insert_call(&cdr, Some(&m))
+        .await
+        .expect("insert call");
+    voicemail::convert_once(store, &orders, &center(), at("2025-09-30T20:00:07+08:00"))
+        .await
+        .expect("pass");
+    let list = api_orders(store, orders.clone(), "?city=jinan").await;
+    assert_eq!(list["total"], 1, "{list}");
+    let received = &list["items"][0]["fields"]["received_at"];
+    assert_eq!(
+        at(received.as_str().expect("received_at")),
+        arrival,
+        "{list}"
+    );
+}
+
+#[tokio::test]
+async fn voice_message_order_is_received_at_the_calls_arrival_sqlite() {
+    let (store, _dir) = sqlite_store().await;
+    voice_message_order_is_received_at_the_calls_arrival(&store).await;
+}
+
+#[tokio::test]
+async fn voice_message_order_is_received_at_the_calls_arrival_postgres() {
+    let Some(store) = postgres_store().await else {
+        return;
+    };
+    voice_message_order_is_received_at_the_calls_arrival(&store).await;
+}
+
 // ------------------------------------------------------------- real binary
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {

@@ -205,6 +205,12 @@ impl From<TransitionError> for ApiError {
             TransitionError::NoDeadline(_) => {
                 Self::unprocessable("invalid_field", message).with_field("deadline")
             }
+            TransitionError::WithdrawalNotConfirmed => {
+                Self::unprocessable("withdrawal_not_confirmed", message).with_field("call_id")
+            }
+            TransitionError::WithdrawalCallNotOnRecord(_) => {
+                Self::unprocessable("call_not_on_record", message).with_field("call_id")
+            }
         }
     }
 }

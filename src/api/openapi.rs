@@ -111,7 +111,7 @@ pub fn document() -> Value {
     command["parameters"] = json!([path_param("id"), {"name": "command", "in": "path", "required": true, "schema": {"type": "string", "enum": [
         "submit","answer_directly","dispatch","return_upward","sign","return","start","request_extension","decide_extension",
         "draft_reply","review","reply","send_reviewed_reply","feed_back","record_callback","remind","supervise","add_note",
-        "recompute_deadlines","withdraw"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
+        "recompute_deadlines","withdraw","explain_outside_remit"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
     let with_id = |mut v: Value| {
         v["parameters"] = json!([path_param("id")]);
         v
@@ -125,6 +125,10 @@ pub fn document() -> Value {
         query("by", "unit|category"),
         query("group", "case|consultation|complaint_suggestion"),
         query("metric", "completion_rate|on_time_rate|satisfaction_rate"),
+        query(
+            "level",
+            "province|city|county|township|institution|all (default: all, each level ranked separately)"
+        ),
         query("format", "json|csv")
     ]);
     rankings["responses"]["200"] = json!({"description": "ranked rows (CSV: the same columns)", "content": {
@@ -197,7 +201,12 @@ pub fn document() -> Value {
                         "rank": {"type": "integer"}, "unit": {"type": "string"}, "unit_name": {"type": "string"},
                         "orders": {"type": "integer"}, "completed": {"type": "integer"},
                         "completion_rate": {"type": ["number", "null"]}, "on_time_rate": {"type": ["number", "null"]},
-                        "satisfaction_rate": {"type": ["number", "null"]}, "returns": {"type": "integer"}, "overdue": {"type": "integer"}}}]}},
+                        "satisfaction_rate": {"type": ["number", "null"]}, "returns": {"type": "integer"},
+                        "overdue": {"type": "integer", "description": "finished (completed or withdrawn) after the limit, or open past it now: as /api/stats/orders counts"},
+                        "withdrawn": {"type": "integer", "description": "withdrawn orders, still counted in the period received"},
+                        "level": {"enum": ["province", "city", "county", "township", "institution"], "description": "rank is the position within this level"}}}]}},
+                    "level": {"type": "string", "description": "the level filter: all or one level"},
+                    "levels": {"type": "object", "description": "the rows by unit level (by=unit)", "additionalProperties": {"type": "array"}},
                     "sign_in": {"type": "array", "description": "every unit whose agents had duty shifts due in the period",
                         "items": {"allOf": [{"$ref": "#/components/schemas/SignIn"}, {"type": "object", "properties": {
                             "unit": {"type": "string"}, "unit_name": {"type": "string"}}}]}}}},

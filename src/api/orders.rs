@@ -366,10 +366,16 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
     vec![
         Command::Submit,
         Command::AnswerDirectly { answer: text() },
+        Command::ExplainOutsideRemit {
+            explanation: text(),
+        },
         Command::Dispatch {
             units: vec![dispatch_unit],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         Command::ReturnUpward { reason: text() },
         Command::Sign,
@@ -402,7 +408,16 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
         },
         Command::Supervise { note: text() },
         Command::AddNote { note: text() },
-        Command::Withdraw { reason: text() },
+        Command::Withdraw {
+            reason: text(),
+            // Offered when a call is on record for the caller to confirm on (or to a
+            // supervisor, who may approve without).
+            call_id: order
+                .fields
+                .call_id
+                .clone()
+                .or_else(|| order.caller_calls.last().cloned()),
+        },
     ]
 }
 
@@ -644,19 +659,22 @@ async fn create_order(
         }
     }
     let mut request = request;
-    if request.contact_phone.trim().is_empty()
-        && let Some(call) = request.call_id.as_ref()
-    {
-        // The agent on the call sees the caller's number masked: an order opened from
-        // a call without a phone gets the number that called in, from the call record
-        // (written at the answer).
+    if let Some(call) = request.call_id.as_ref() {
+        // The call record (written at the answer) is the order's receipt: the demand
+        // was received when the call arrived, not when the agent saved the form (H-8,
+        // H-9, H-13-2), so every limit counts from the arrival. And the agent on the
+        // call sees the caller's number masked: an order opened from a call without a
+        // phone gets the number that called in.
         match state.store.call_record(&call.0).await {
-            Ok(Some(record)) if valid_phone(&record.caller) => {
-                request.contact_phone = record.caller;
+            Ok(Some(record)) => {
+                request.received_at = Some(record.arrival);
+                if request.contact_phone.trim().is_empty() && valid_phone(&record.caller) {
+                    request.contact_phone = record.caller;
+                }
             }
-            Ok(_) => {}
+            Ok(None) => {}
             Err(e) if outbox.is_some() => {
-                tracing::warn!(%e, "caller number of the call not read: the order keeps no phone");
+                tracing::warn!(%e, "call record not read: the order keeps the given receipt time and phone");
             }
             Err(e) => return Err(ApiError::database_unavailable(&e)),
         }
@@ -793,6 +811,15 @@ fn plan_create(
             ApiError::unprocessable("missing_field", "description is required")
                 .with_field("description"),
         );
+    }
+    if request.channel != Channel::Phone && request.received_at.is_none() {
+        // A web, app, WeChat or 12345 demand was received when it was submitted there
+        // (H-9, TK-INTAKE); registering it later must not restart its limits.
+        return Err(ApiError::unprocessable(
+            "missing_field",
+            "received_at (the submission time on that channel) is required for channel other than phone",
+        )
+        .with_field("received_at"));
     }
     let city = match request.city {
         Some(city) => city,
@@ -1081,7 +1108,7 @@ async fn get_order(
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
 /// use the same list).
-pub const COMMANDS: [&str; 20] = [
+pub const COMMANDS: [&str; 21] = [
     "submit",
     "answer_directly",
     "dispatch",
@@ -1102,6 +1129,7 @@ pub const COMMANDS: [&str; 20] = [
     "add_note",
     "recompute_deadlines",
     "withdraw",
+    "explain_outside_remit",
 ];
 
 fn expected_version(
@@ -1186,6 +1214,16 @@ fn plan_command(
             .entry("note")
             .or_insert_with(|| Value::String(String::new()));
     }
+    if name == "dispatch"
+        && let Some(Value::String(phone)) = object.get("contact_phone")
+        && !valid_phone(phone)
+    {
+        return Err(ApiError::unprocessable(
+            "invalid_field",
+            "contact_phone may hold digits, +, - and spaces (at most 32)",
+        )
+        .with_field("contact_phone"));
+    }
     object.insert("command".into(), Value::String(name.to_owned()));
     let command: Command = serde_json::from_value(Value::Object(object))
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
@@ -1269,18 +1307,21 @@ async fn reveal_contact(
 /// roles that may not see it.
 fn event_json(row: &StoredEvent, mask: bool) -> Value {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
-    if mask
-        && let Some(contact) = kind
-            .get_mut("fields")
-            .and_then(|f| f.get_mut("contact"))
-            .and_then(Value::as_object_mut)
-    {
-        for (key, masker) in [
-            ("name", mask_name as fn(&str) -> String),
-            ("phone", mask_phone),
-        ] {
-            if let Some(Value::String(s)) = contact.get_mut(key) {
-                *s = masker(s);
+    // The creation's fields, and a dispatch correction's values after and before.
+    for holder in ["fields", "before"] {
+        if mask
+            && let Some(contact) = kind
+                .get_mut(holder)
+                .and_then(|f| f.get_mut("contact"))
+                .and_then(Value::as_object_mut)
+        {
+            for (key, masker) in [
+                ("name", mask_name as fn(&str) -> String),
+                ("phone", mask_phone),
+            ] {
+                if let Some(Value::String(s)) = contact.get_mut(key) {
+                    *s = masker(s);
+                }
             }
         }
     }
@@ -1459,6 +1500,27 @@ struct RankingQuery {
     group: Option<String>,
     metric: Option<String>,
     format: Option<String>,
+    level: Option<String>,
+}
+
+/// The unit levels ranked separately (W-19, H-15): a province, a city bureau, a
+/// county bureau, a township office and a service institution are not compared.
+const LEVELS: [UnitKind; 5] = [
+    UnitKind::Province,
+    UnitKind::City,
+    UnitKind::County,
+    UnitKind::Township,
+    UnitKind::Institution,
+];
+
+fn level_name(kind: UnitKind) -> &'static str {
+    match kind {
+        UnitKind::Province => "province",
+        UnitKind::City => "city",
+        UnitKind::County => "county",
+        UnitKind::Township => "township",
+        UnitKind::Institution => "institution",
+    }
 }
 
 fn rate_value(rate: crate::ticket::Rate) -> Value {
@@ -1508,6 +1570,21 @@ async fn rankings(
             .with_field("metric"));
         }
     };
+    let only_level = match q.level.as_deref() {
+        None | Some("" | "all") => None,
+        Some(text) => Some(
+            LEVELS
+                .into_iter()
+                .find(|k| level_name(*k) == text)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "level must be province, city, county, township, institution or all",
+                    )
+                    .with_field("level")
+                })?,
+        ),
+    };
     let by_category = match q.by.as_deref() {
         None | Some("" | "unit") => false,
         Some("category") => true,
@@ -1550,7 +1627,7 @@ async fn rankings(
                 o.lead_unit = Some(name.clone());
                 o.returned_by.clear();
             }
-            let mut score = unit_scores(&of_category, period);
+            let mut score = unit_scores(&of_category, period, at);
             if score.is_empty() {
                 continue;
             }
@@ -1560,14 +1637,36 @@ async fn rankings(
             rows.push(ranking_row(&r, r.score.unit.as_str(), None));
         }
     } else {
-        let scores = unit_scores(&orders, period);
-        for r in rank(&scores, group, metric) {
-            let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
-            rows.push(ranking_row(
-                &r,
-                &name,
-                sign_in.get(r.score.unit.as_str()).copied(),
-            ));
+        // Each level ranked on its own (positions restart at 1); `rows` lists the
+        // levels in order, province first, each row naming its `level`.
+        let scores = unit_scores(&orders, period, at);
+        for kind in LEVELS {
+            if only_level.is_some_and(|only| only != kind) {
+                continue;
+            }
+            let of_level: Vec<_> = scores
+                .iter()
+                .filter(|s| ctx.units.get(&s.unit).map(|u| u.kind) == Some(kind))
+                .cloned()
+                .collect();
+            for r in rank(&of_level, group, metric) {
+                let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
+                let mut row = ranking_row(&r, &name, sign_in.get(r.score.unit.as_str()).copied());
+                row["level"] = json!(level_name(kind));
+                rows.push(row);
+            }
+        }
+    }
+    let mut levels = serde_json::Map::new();
+    if !by_category {
+        for kind in LEVELS {
+            if only_level.is_none_or(|only| only == kind) {
+                let of_level: Vec<&Value> = rows
+                    .iter()
+                    .filter(|r| r["level"] == level_name(kind))
+                    .collect();
+                levels.insert(level_name(kind).to_owned(), json!(of_level));
+            }
         }
     }
     let group_name = match group {
@@ -1578,7 +1677,7 @@ async fn rankings(
     if q.format.as_deref() == Some("csv") {
         let mut out = String::from(
             "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue,\
-             sign_in_rate,shifts_scheduled,shifts_signed_in\n",
+             sign_in_rate,shifts_scheduled,shifts_signed_in,level,withdrawn\n",
         );
         for row in &rows {
             let cell = |k: &str| match row.get(k) {
@@ -1599,6 +1698,8 @@ async fn rankings(
                 "sign_in_rate",
                 "shifts_scheduled",
                 "shifts_signed_in",
+                "level",
+                "withdrawn",
             ]
             .iter()
             .map(|k| cell(k))
@@ -1615,7 +1716,9 @@ async fn rankings(
         "period": period_text,
         "group": group_name,
         "by": if by_category { "category" } else { "unit" },
+        "level": only_level.map_or("all", level_name),
         "rows": rows,
+        "levels": levels,
         "sign_in": sign_in
             .iter()
             .map(|(unit, attendance)| {
@@ -1695,6 +1798,7 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAtten
         "satisfaction_rate": rate_value(s.satisfaction_rate),
         "returns": s.returns,
         "overdue": s.overdue,
+        "withdrawn": s.withdrawn,
     });
     if let (Value::Object(row), Value::Object(extra)) = (&mut row, sign_in_json(sign_in)) {
         row.extend(extra);

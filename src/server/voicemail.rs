@@ -7,11 +7,13 @@
 //! * channel `phone`, category and urgency from the IVR choice, the call's city (the
 //!   province when unknown), contact phone = the caller, description
 //!   "来电留言 (voice message)", the recording in `recordings` and in the remarks, the
-//!   linked call id, and `received_at` = the moment the message was left, so every
-//!   deadline counts from it;
+//!   linked call id, and `received_at` = the arrival of the call that left the message
+//!   (from its call record; the moment the message was taken if there is none), so
+//!   every deadline counts from it (H-8, H-9, H-13-2);
 //! * the callback due (next working day, per the calendar's counting rule) is shown in
 //!   two places: the order's first deadline — the transfer limit of an ordinary order
-//!   is 1 working day from receipt, i.e. exactly the callback due — and, for every
+//!   is 1 working day from receipt, i.e. the callback due (or earlier, when the call
+//!   arrived on the day before the message was taken) — and, for every
 //!   order including urgent ones (whose transfer limit is 1 hour), the remarks line
 //!   `回电期限 callback due: …`;
 //! * the order is submitted at once, so automatic routing applies when the area is
@@ -141,6 +143,12 @@ pub fn order_fields(
     })
 }
 
+/// The receipt of a voice message's order: its call's arrival, never later than the
+/// moment the message was taken (a record with a skewed clock cannot delay it).
+fn received_at(fields: &OrderFields, arrival: DateTime<FixedOffset>) -> DateTime<FixedOffset> {
+    arrival.min(fields.received_at)
+}
+
 /// "24:00 of D" is stored as 00:00 of D+1; show it the way deadlines are written.
 fn callback_due_display(stored: &str) -> String {
     match DateTime::parse_from_rfc3339(stored) {
@@ -192,12 +200,17 @@ pub async fn create_order(
     if let Some((_, id)) = store.idempotent_order(IDEMPOTENCY_ACTOR, &key).await? {
         return Ok(OrderId(id));
     }
-    let fields = order_fields(message, &orders.units, province_center).map_err(|source| {
+    let mut fields = order_fields(message, &orders.units, province_center).map_err(|source| {
         VoicemailError::Bad {
             call_id: message.call_id.clone(),
             source,
         }
     })?;
+    // The message arrived with its call: the order is received at the call's arrival
+    // (stored with the message, in one transaction), not when the recording ended.
+    if let Some(record) = store.call_record(&message.call_id).await? {
+        fields.received_at = received_at(&fields, record.arrival);
+    }
     let ctx = Context {
         calendar: &orders.calendar,
         units: &orders.units,

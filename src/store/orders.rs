@@ -276,7 +276,10 @@ fn projection(order: &Order) -> Result<Projection, StoreError> {
     let deadlines = order.deadlines;
     let feedback_due = deadlines.map(|d| millis(d.feedback.due.at));
     let completed = order.completed_at.map(millis);
-    let overdue_done = matches!((completed, feedback_due), (Some(c), Some(f)) if c > f);
+    // Finished (completed, or withdrawn) after the limit: the closed half of
+    // `ticket::is_overdue`, so `/api/stats/orders` and the rankings agree.
+    let finished = order.finished_at().map(millis);
+    let overdue_done = matches!((finished, feedback_due), (Some(c), Some(f)) if c > f);
     Ok(Projection {
         state: order.state.as_str().to_owned(),
         category: enum_str(&order.fields.category),
@@ -615,8 +618,8 @@ impl Store {
                      area = $5, units = $6, lead_unit = $7, transfer_due_ms = $8, \
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
-                     updated_ms = $15, snapshot = $16, due_sort = $19 WHERE id = $17 \
-                     AND version = $18 RETURNING created_ms",
+                     updated_ms = $15, snapshot = $16, due_sort = $19, contact_phone = $20 \
+                     WHERE id = $17 AND version = $18 RETURNING created_ms",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -637,6 +640,8 @@ impl Store {
                 .bind(order_id)
                 .bind(u64_i64(expected_version))
                 .bind(due_sort)
+                // Dispatch may correct it (H-13-1): the phone filter finds the order.
+                .bind(order.fields.contact.phone.as_str())
                 .fetch_optional(&mut *tx)
                 .await?
             };
@@ -1342,6 +1347,9 @@ mod tests {
                 units: vec![UnitId::new("jinan")],
                 category: None,
                 area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &agent(),
             at("2025-09-30T17:00:00+08:00"),
@@ -1653,6 +1661,9 @@ mod tests {
                     units: vec![UnitId::new(unit)],
                     category: None,
                     area: None,
+                    urgency: None,
+                    contact_name: None,
+                    contact_phone: None,
                 };
                 let (next, more) =
                     apply(&order, command, &agent_of(city), at, &ctx).expect("dispatch");

@@ -5,7 +5,7 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::{DeadlineKind, ReminderLevel};
 use super::model::{
     BusinessArea, CallId, CallLog, CallSurveyAnswer, Category, JudgementGround, OrderFields,
-    RedoTarget, Satisfaction,
+    RedoTarget, Satisfaction, Urgency,
 };
 use super::units::UnitId;
 
@@ -60,6 +60,13 @@ pub enum Command {
         /// The answer.
         answer: String,
     },
+    /// The matter is outside the justice system's remit: the agent or dispatcher
+    /// explained so to the caller (解释说明, H-8), which closes it, whatever its
+    /// category (an urgent one still waits for its callback, H-11).
+    ExplainOutsideRemit {
+        /// What the caller was told (where to turn).
+        explanation: String,
+    },
     /// Dispatcher pushes the order to one or more units (first signer leads).
     Dispatch {
         /// Units.
@@ -68,6 +75,15 @@ pub enum Command {
         category: Option<Category>,
         /// Corrected business area, if any.
         area: Option<BusinessArea>,
+        /// Corrected urgency, if any (H-13-1): moves the transfer and callback limits.
+        #[serde(default)]
+        urgency: Option<Urgency>,
+        /// Corrected contact person, if any (H-13-1).
+        #[serde(default)]
+        contact_name: Option<String>,
+        /// Corrected contact phone, if any (H-13-1).
+        #[serde(default)]
+        contact_phone: Option<String>,
     },
     /// Dispatcher sends a returned order up to the dispatch center above (H-13-3).
     ReturnUpward {
@@ -157,10 +173,16 @@ pub enum Command {
     /// Recompute provisional deadlines after calendar data for a missing year was
     /// added (`hotline calendar reload`); keeps approved extensions.
     RecomputeDeadlines,
-    /// The caller withdrew the demand.
+    /// The caller withdrew the demand (TK-LEDGER, H-17-5). Needs the caller's
+    /// confirmation on record — `call_id` naming a call in the order's history (the
+    /// call it was opened from, an answered callback, a live transfer) — or a
+    /// supervisor's approval (a supervisor issuing the command without `call_id`).
     Withdraw {
         /// Why (required).
         reason: String,
+        /// The call on which the caller confirmed the withdrawal.
+        #[serde(default)]
+        call_id: Option<CallId>,
     },
     /// The system logs a telephone fact about the order's call (a callback attempt, a
     /// live transfer to a unit). Does not change state.
@@ -178,6 +200,7 @@ impl Command {
             Self::Create { .. } => "create",
             Self::Submit => "submit",
             Self::AnswerDirectly { .. } => "answer_directly",
+            Self::ExplainOutsideRemit { .. } => "explain_outside_remit",
             Self::Dispatch { .. } => "dispatch",
             Self::ReturnUpward { .. } => "return_upward",
             Self::Sign => "sign",

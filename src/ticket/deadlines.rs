@@ -196,14 +196,16 @@ pub fn reminders_due(order: &Order, now: DateTime<FixedOffset>) -> Vec<DueRemind
     }
 }
 
-/// Whether the order missed its feedback limit (as extended), judged at `now` for an
-/// order not yet completed. Done within an approved extension is not overdue (W-12).
+/// Whether the order missed its feedback limit (as extended): the one definition of
+/// overdue used by the order view, the rankings and `/api/stats/orders`. Finished
+/// ([`Order::finished_at`]: completed, or withdrawn) after the limit, or still open
+/// past it at `now`. Done within an approved extension is not overdue (W-12).
 #[must_use]
 pub fn is_overdue(order: &Order, now: DateTime<FixedOffset>) -> bool {
     let Some(deadlines) = order.deadlines else {
         return false;
     };
-    match order.completed_at {
+    match order.finished_at() {
         Some(done) => done > deadlines.feedback.due.at,
         None => order.state != State::Closed && now > deadlines.feedback.due.at,
     }

@@ -9,8 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
     Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
-    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, IssuedReminder, Order,
-    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
+    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, FieldValues, IssuedReminder,
+    Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
+    WithdrawalConfirmation,
 };
 use super::units::UnitId;
 
@@ -44,6 +45,12 @@ pub enum EventKind {
         /// The answer.
         answer: String,
     },
+    /// The caller was told the matter is outside the justice system's remit and
+    /// where to turn (解释说明, H-8): the order's answer.
+    ExplainedOutsideRemit {
+        /// The explanation given.
+        explanation: String,
+    },
     /// Pushed to units.
     Dispatched {
         /// Units (first signer leads).
@@ -54,6 +61,17 @@ pub enum EventKind {
         area: BusinessArea,
         /// Manual or automatic.
         mode: DispatchMode,
+    },
+    /// Dispatch corrected intake fields on review (H-13-1), before dispatching.
+    FieldsCorrected {
+        /// The corrected values (named `fields` like the creation's, so the contact is
+        /// masked the same way for those who may not see it).
+        fields: Box<FieldValues>,
+        /// The values they replace.
+        before: Box<FieldValues>,
+        /// The limits, when the urgency changed (transfer and callback recomputed).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        deadlines: Option<Deadlines>,
     },
     /// Dispatch handed the order to the dispatch center above (H-13-3).
     ReturnedUpward {
@@ -198,6 +216,11 @@ pub enum EventKind {
     Withdrawn {
         /// Why.
         reason: String,
+        /// The caller's confirmation or the supervisor's approval. Absent in events
+        /// written before withdrawals needed one (their bytes, and so the ledger's
+        /// hashes, stay as they were).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        confirmation: Option<WithdrawalConfirmation>,
     },
     /// A telephone fact about the order's call, by the system (callback attempts,
     /// live transfer to a unit). Does not change state.
@@ -277,6 +300,12 @@ impl Order {
                 self.completed_at.get_or_insert(event.at);
                 self.state = State::FedBack;
             }
+            EventKind::ExplainedOutsideRemit { explanation } => {
+                self.reply = Some(explanation.clone());
+                self.fields.area = BusinessArea::Other;
+                self.completed_at.get_or_insert(event.at);
+                self.state = State::FedBack;
+            }
             EventKind::Dispatched {
                 units,
                 category,
@@ -295,6 +324,25 @@ impl Order {
                 self.fields.area = *area;
                 self.dispatched_at.get_or_insert(event.at);
                 self.state = State::Dispatched;
+            }
+            EventKind::FieldsCorrected {
+                fields, deadlines, ..
+            } => {
+                if let Some(category) = fields.category {
+                    self.fields.category = category;
+                }
+                if let Some(area) = fields.area {
+                    self.fields.area = area;
+                }
+                if let Some(urgency) = fields.urgency {
+                    self.fields.urgency = urgency;
+                }
+                if let Some(contact) = &fields.contact {
+                    self.fields.contact = contact.clone();
+                }
+                if let Some(deadlines) = deadlines {
+                    self.deadlines = Some(*deadlines);
+                }
             }
             EventKind::ReturnedUpward { to_unit, .. } => {
                 self.dispatch_unit = Some(to_unit.clone());
@@ -412,7 +460,13 @@ impl Order {
             EventKind::NoteAdded { .. } => {}
             EventKind::CallSurveyRecorded { answer, .. } => self.call_survey = Some(*answer),
             EventKind::Withdrawn { .. } => {}
-            EventKind::CallLogged { .. } => {}
+            EventKind::CallLogged { call, .. } => {
+                if let Some(call_id) = call.caller_reached_on()
+                    && !self.has_caller_call(call_id)
+                {
+                    self.caller_calls.push(call_id.clone());
+                }
+            }
         }
     }
 }

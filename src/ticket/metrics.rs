@@ -9,15 +9,16 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::deadlines::is_overdue;
-use super::model::{Category, CloseReason, Order, Satisfaction};
+use super::model::{Category, Order, Satisfaction};
 use super::units::UnitId;
 
-/// Orders received in `[from, to)`; overdue is judged as of `to`.
+/// Orders received in `[from, to)`: an order counts in the period it was received,
+/// whatever is done to it later (AS-RANK).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Period {
     /// Start (inclusive).
     pub from: DateTime<FixedOffset>,
-    /// End (exclusive), and the moment overdue is judged.
+    /// End (exclusive).
     pub to: DateTime<FixedOffset>,
 }
 
@@ -84,13 +85,16 @@ pub struct UnitScore {
     pub unit: UnitId,
     /// Group.
     pub group: RankGroup,
-    /// Orders the unit is responsible for.
+    /// Orders the unit is responsible for, withdrawn ones included.
     pub handled: u32,
-    /// Of which answered / fed back (办结).
+    /// Of which answered / fed back (办结). A withdrawal is not a completion.
     pub completed: u32,
-    /// Of which on time (within the feedback limit, as extended).
+    /// Of which withdrawn (they still count: W-19, H-17-5).
+    pub withdrawn: u32,
+    /// Completed within the feedback limit (as extended).
     pub on_time: u32,
-    /// Overdue (done late, or still open past the limit).
+    /// Overdue as [`is_overdue`] judges it at the ranking: completed or withdrawn after
+    /// the limit, or still open past it.
     pub overdue: u32,
     /// Callbacks with a satisfaction.
     pub rated: u32,
@@ -100,7 +104,8 @@ pub struct UnitScore {
     pub returns: u32,
     /// completed / handled.
     pub completion_rate: Rate,
-    /// on_time / completed.
+    /// on_time / (on_time + overdue): every order whose timeliness is decided —
+    /// done, or past its limit — and an order open past its limit is not on time.
     pub on_time_rate: Rate,
     /// satisfied / rated.
     pub satisfaction_rate: Rate,
@@ -113,6 +118,7 @@ impl UnitScore {
             group,
             handled: 0,
             completed: 0,
+            withdrawn: 0,
             on_time: 0,
             overdue: 0,
             rated: 0,
@@ -158,18 +164,16 @@ fn responsible_unit(order: &Order) -> Option<UnitId> {
         .or_else(|| order.dispatch_unit.clone())
 }
 
-/// Scores per (unit, group) for orders received in `period`. Withdrawn orders and
-/// drafts are not counted.
+/// Scores per (unit, group) for orders received in `period`, overdue judged at `now`
+/// (the moment of the ranking, as `/api/stats/orders` judges it). Drafts never
+/// created are skipped; withdrawn orders count (as withdrawn, and overdue if they
+/// were withdrawn after the limit).
 #[must_use]
-pub fn unit_scores(orders: &[Order], period: Period) -> Vec<UnitScore> {
+pub fn unit_scores(orders: &[Order], period: Period, now: DateTime<FixedOffset>) -> Vec<UnitScore> {
     let mut scores: BTreeMap<(UnitId, RankGroup), UnitScore> = BTreeMap::new();
     for order in orders {
         let received = order.fields.received_at;
-        let withdrawn = order
-            .closing
-            .as_ref()
-            .is_some_and(|c| c.reason == CloseReason::Withdrawn);
-        if !order.exists() || received < period.from || received >= period.to || withdrawn {
+        if !order.exists() || received < period.from || received >= period.to {
             continue;
         }
         let group = RankGroup::of(order.fields.category);
@@ -186,12 +190,15 @@ pub fn unit_scores(orders: &[Order], period: Period) -> Vec<UnitScore> {
             .entry((unit.clone(), group))
             .or_insert_with(|| UnitScore::new(unit, group));
         score.handled += 1;
-        let overdue = is_overdue(order, period.to);
+        let overdue = is_overdue(order, now);
         if order.completed_at.is_some() {
             score.completed += 1;
             if !overdue {
                 score.on_time += 1;
             }
+        }
+        if order.is_withdrawn() {
+            score.withdrawn += 1;
         }
         if overdue {
             score.overdue += 1;
@@ -212,7 +219,7 @@ pub fn unit_scores(orders: &[Order], period: Period) -> Vec<UnitScore> {
             };
             score.on_time_rate = Rate {
                 numerator: score.on_time,
-                denominator: score.completed,
+                denominator: score.on_time.saturating_add(score.overdue),
             };
             score.satisfaction_rate = Rate {
                 numerator: score.satisfied,

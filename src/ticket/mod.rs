@@ -17,7 +17,17 @@
 //!                                                   (complaint, case: TK-REVIEW, W-13)
 //! replied ─feed_back─▶ fed_back ─▶ closed              (complaint, suggestion, case)
 //! consultation: reply (or the agent's answer_directly) is the answer ─▶ closed
+//! draft / pending_dispatch ─explain_outside_remit─▶ closed   (any category, H-8 解释说明)
+//! any open state ─withdraw─▶ closed   (caller's confirming call on record, or a supervisor)
 //! ```
+//! Dispatch may correct category, area, urgency and contact (H-13-1): each dispatch
+//! that changes one records a `fields_corrected` event (before and after); a new
+//! urgency moves the transfer and callback limits.
+//!
+//! A withdrawal (W-19, H-17-5) names the call on which the caller confirmed it (the
+//! order's own call, or one logged on it with the caller on the line), or is issued by
+//! a supervisor; the order stays in its period's figures, as withdrawn, overdue if it
+//! was withdrawn after its limit ([`is_overdue`]).
 //! Returns (`return`, reason required) go back to `pending_dispatch` when the lead
 //! returns or the last dispatched unit does; the dispatcher dispatches again or sends
 //! the order up to the dispatch center above (`return_upward`, H-13-3).
@@ -90,8 +100,8 @@ pub use metrics::{Period, RankBy, RankGroup, Ranked, Rate, UnitScore, rank, unit
 pub use model::{
     Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
     CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,
-    Contact, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State,
-    Urgency, UserId,
+    Contact, FieldValues, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role,
+    Satisfaction, State, Urgency, UserId, WithdrawalConfirmation,
 };
 pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone};
 pub use routing::{RoutingRule, RoutingRules};

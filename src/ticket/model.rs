@@ -137,6 +137,41 @@ impl CallLog {
     }
 }
 
+/// What makes a withdrawal legitimate (TK-LEDGER, H-17-5): nobody may make an order
+/// disappear on their own; the caller confirmed it on a recorded call, or a
+/// supervisor approved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "by", rename_all = "snake_case")]
+pub enum WithdrawalConfirmation {
+    /// The caller confirmed on this call, which is in the order's history.
+    CallerOnCall {
+        /// The call.
+        call_id: CallId,
+    },
+    /// A supervisor (督办岗) withdrew it: the approval is theirs, under their name.
+    SupervisorApproval,
+}
+
+impl CallLog {
+    /// The call this fact is about, when the caller was on the line for it: the
+    /// queue callback request, an answered callback, a live transfer. Failed callback
+    /// attempts are not a contact with the caller.
+    #[must_use]
+    pub fn caller_reached_on(&self) -> Option<&CallId> {
+        match self {
+            Self::CallbackRequested { call_id, .. }
+            | Self::TransferredToUnit { call_id, .. }
+            | Self::TransferredToAgent { call_id, .. }
+            | Self::CallbackAttempt {
+                call_id,
+                result: CallAttemptResult::Answered,
+                ..
+            } => Some(call_id),
+            Self::CallbackAttempt { .. } | Self::CallbackGaveUp { .. } => None,
+        }
+    }
+}
+
 /// Demand category (H-8; `case` 案件 for business handling, W-13).
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -306,6 +341,32 @@ pub struct OrderFields {
     pub received_at: DateTime<FixedOffset>,
 }
 
+/// Intake fields as dispatch corrected them on review (H-13-1): only the fields that
+/// changed are present.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FieldValues {
+    /// Category.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub category: Option<Category>,
+    /// Business area.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub area: Option<BusinessArea>,
+    /// Urgency.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub urgency: Option<Urgency>,
+    /// Contact person and phone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contact: Option<Contact>,
+}
+
+impl FieldValues {
+    /// Whether nothing is set.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        *self == Self::default()
+    }
+}
+
 /// Lifecycle state.
 #[derive(
     Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
@@ -458,6 +519,8 @@ pub enum CloseReason {
     SpecialFlag,
     /// Withdrawn by the caller; kept, never deleted (TK-LEDGER).
     Withdrawn,
+    /// Outside the justice system's remit, explained to the caller (H-8).
+    OutsideRemit,
 }
 
 impl CloseReason {
@@ -469,6 +532,7 @@ impl CloseReason {
             Self::Satisfied | Self::Judgement(_) => "H-14",
             Self::SpecialFlag => "W-14",
             Self::Withdrawn => "TK-LEDGER",
+            Self::OutsideRemit => "H-8",
         }
     }
 
@@ -476,7 +540,10 @@ impl CloseReason {
     /// (H-10) happens before any callback; a withdrawal has none.
     #[must_use]
     pub fn allows_without_satisfaction(self) -> bool {
-        matches!(self, Self::Answered | Self::FedBack | Self::Withdrawn)
+        matches!(
+            self,
+            Self::Answered | Self::FedBack | Self::Withdrawn | Self::OutsideRemit
+        )
     }
 }
 
@@ -581,6 +648,12 @@ pub struct Order {
     /// The post-call survey of the linked call, once the call ended with one.
     #[serde(default)]
     pub call_survey: Option<CallSurveyAnswer>,
+    /// Calls logged on the order on which the caller was on the line (answered
+    /// callbacks, transfers, a queue callback request; [`CallLog::caller_reached_on`]).
+    /// With the call the order was opened from (`fields.call_id`), these are the calls
+    /// a withdrawal may name as the caller's confirmation.
+    #[serde(default)]
+    pub caller_calls: Vec<CallId>,
     /// Time of the last event (no back-dating).
     pub last_event_at: Option<DateTime<FixedOffset>>,
 }
@@ -610,5 +683,31 @@ impl Order {
     #[must_use]
     pub fn is_assigned_to(&self, unit: &UnitId) -> bool {
         self.assignments.iter().any(|a| &a.unit == unit)
+    }
+
+    /// Whether `call` is in the order's history with the caller on the line.
+    #[must_use]
+    pub fn has_caller_call(&self, call: &CallId) -> bool {
+        self.fields.call_id.as_ref() == Some(call) || self.caller_calls.contains(call)
+    }
+
+    /// Whether the order was withdrawn (closed as such).
+    #[must_use]
+    pub fn is_withdrawn(&self) -> bool {
+        self.closing
+            .as_ref()
+            .is_some_and(|c| c.reason == CloseReason::Withdrawn)
+    }
+
+    /// When the order's handling ended for timeliness: its first answer / feedback
+    /// (办结), else — withdrawn — the withdrawal. `None` while open.
+    #[must_use]
+    pub fn finished_at(&self) -> Option<DateTime<FixedOffset>> {
+        self.completed_at.or_else(|| {
+            self.closing
+                .as_ref()
+                .filter(|c| c.reason == CloseReason::Withdrawn)
+                .map(|c| c.at)
+        })
     }
 }

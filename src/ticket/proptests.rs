@@ -67,6 +67,9 @@ fn command(choice: u8, param: u8, has_text: bool) -> Command {
             },
             category: (param % 5 == 0).then_some(Category::Case),
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         3 => Command::ReturnUpward {
             reason: text(has_text),
@@ -132,6 +135,8 @@ fn command(choice: u8, param: u8, has_text: bool) -> Command {
         },
         _ => Command::Withdraw {
             reason: text(has_text),
+            // Half confirmed on the order's call, half not (refused unless a supervisor).
+            call_id: (param % 2 == 0).then(|| super::model::CallId("call-1".to_owned())),
         },
     }
 }

@@ -191,6 +191,9 @@ impl<'w> Run<'w> {
             units: units.iter().map(|u| unit(u)).collect(),
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         };
         self.ok(command, &dispatcher(), now);
     }
@@ -632,7 +635,10 @@ fn return_needs_a_reason_and_goes_back_to_dispatch_then_upward() {
             Command::Dispatch {
                 units: vec![unit("jinan-lixia")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &dispatcher(),
             t
@@ -653,6 +659,9 @@ fn return_needs_a_reason_and_goes_back_to_dispatch_then_upward() {
             units: vec![unit("qingdao-shinan")],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         &province,
         t,
@@ -1245,7 +1254,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: vec![unit("jinan-lixia")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &agent(),
             t
@@ -1257,6 +1269,9 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             units: vec![unit("jinan-lixia")],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         &dispatcher(),
         t,
@@ -1280,7 +1295,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: Vec::new(),
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &dispatcher(),
             t
@@ -1292,7 +1310,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: vec![unit("nowhere")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &dispatcher(),
             t
@@ -1305,7 +1326,10 @@ fn illegal_transitions_name_state_and_rule_and_role_errors_are_distinct() {
             Command::Dispatch {
                 units: vec![unit("jinan-lixia")],
                 category: None,
-                area: None
+                area: None,
+                urgency: None,
+                contact_name: None,
+                contact_phone: None,
             },
             &qingdao_dispatcher,
             t
@@ -1424,7 +1448,8 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
     assert!(matches!(
         run.err(
             Command::Withdraw {
-                reason: String::new()
+                reason: String::new(),
+                call_id: Some(CallId("call-1".to_owned())),
             },
             &agent(),
             t
@@ -1434,6 +1459,7 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
     run.ok(
         Command::Withdraw {
             reason: "来电人撤回".to_owned(),
+            call_id: Some(CallId("call-1".to_owned())),
         },
         &agent(),
         t,
@@ -1449,6 +1475,242 @@ fn withdrawal_is_an_event_and_closes_without_deleting() {
         run.order.closing.as_ref().map(|c| c.reason.rule()),
         Some("TK-LEDGER")
     );
+}
+
+/// W-19 (automatic ranking, no manual intervention), H-17-5 (no hiding complaints): an
+/// agent or dispatcher cannot make an order vanish on their own word. The caller's
+/// confirmation must be on record (a call in the order's history: the call it came
+/// from, an answered callback), or a supervisor approves; the withdrawal keeps it.
+#[test]
+fn withdrawal_needs_the_callers_call_on_record_or_a_supervisor() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let withdraw = |call: Option<&str>| Command::Withdraw {
+        reason: "来电人撤回".to_owned(),
+        call_id: call.map(|c| CallId(c.to_owned())),
+    };
+    let mut complaint = fields(
+        Category::Complaint,
+        Urgency::Normal,
+        "2025-09-30T16:00+08:00",
+    );
+    complaint.call_id = None;
+    let mut run = Run::new(&world, complaint);
+    run.ok(Command::Submit, &agent(), t);
+    for who in [agent(), dispatcher()] {
+        assert_eq!(
+            run.err(withdraw(None), &who, t),
+            TransitionError::WithdrawalNotConfirmed
+        );
+        assert_eq!(
+            run.err(withdraw(Some("call-elsewhere")), &who, t),
+            TransitionError::WithdrawalCallNotOnRecord(CallId("call-elsewhere".to_owned()))
+        );
+    }
+    // A callback that rang out is no contact with the caller; an answered one is.
+    let system = Actor::system(unit("jinan"));
+    let attempt = |result| Command::LogCall {
+        call: CallLog::CallbackAttempt {
+            call_id: CallId("callback-7".to_owned()),
+            attempt: 1,
+            agent: "1001".to_owned(),
+            result,
+            recording: None,
+        },
+    };
+    run.ok(attempt(CallAttemptResult::NoAnswer), &system, t);
+    assert_eq!(
+        run.err(withdraw(Some("callback-7")), &agent(), t),
+        TransitionError::WithdrawalCallNotOnRecord(CallId("callback-7".to_owned()))
+    );
+    run.ok(attempt(CallAttemptResult::Answered), &system, t);
+    let events = run.ok(withdraw(Some("callback-7")), &dispatcher(), t);
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Withdrawn {
+            confirmation: Some(WithdrawalConfirmation::CallerOnCall { call_id }),
+            ..
+        } if call_id.0 == "callback-7"
+    ));
+    assert!(run.order.is_withdrawn());
+    // Replay rebuilds the same order, calls on record included.
+    assert_eq!(Order::replay(&run.events), run.order);
+
+    // A supervisor approves without a call, under their own name; out of their
+    // subtree they cannot.
+    let mut other = Run::new(
+        &world,
+        fields(
+            Category::Complaint,
+            Urgency::Normal,
+            "2025-09-30T16:00+08:00",
+        ),
+    );
+    other.ok(Command::Submit, &agent(), t);
+    let qingdao_supervisor = actor("qd-supervisor", Role::Supervisor, "qingdao");
+    assert!(matches!(
+        other.err(withdraw(None), &qingdao_supervisor, t),
+        TransitionError::OutOfScope { .. }
+    ));
+    let supervisor = actor("supervisor", Role::Supervisor, "jinan");
+    let events = other.ok(withdraw(None), &supervisor, t);
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Withdrawn {
+            confirmation: Some(WithdrawalConfirmation::SupervisorApproval),
+            ..
+        }
+    ));
+    assert_eq!(events[0].role, Role::Supervisor);
+}
+
+/// H-13-1: on review the dispatcher corrects urgency and contact details as well as
+/// category and area; every correction is an event with the values before and after,
+/// and a new urgency moves the transfer and callback limits (from receipt).
+#[test]
+fn dispatch_corrections_are_events_and_urgency_moves_the_limits() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2025-10-09T08:30+08:00",
+        ),
+    );
+    run.ok(Command::Submit, &agent(), t);
+    let events = run.ok(
+        Command::Dispatch {
+            units: vec![unit("jinan-lixia")],
+            category: Some(Category::Complaint),
+            area: None,
+            urgency: Some(Urgency::Urgent),
+            contact_name: Some(" 张三丰 ".to_owned()),
+            contact_phone: None,
+        },
+        &dispatcher(),
+        t,
+    );
+    let EventKind::FieldsCorrected {
+        fields: after,
+        before,
+        deadlines,
+    } = &events[0].kind
+    else {
+        panic!("{events:?}")
+    };
+    assert_eq!(after.category, Some(Category::Complaint));
+    assert_eq!(before.category, Some(Category::Consultation));
+    assert_eq!(
+        (before.urgency, after.urgency),
+        (Some(Urgency::Normal), Some(Urgency::Urgent))
+    );
+    assert_eq!(after.area, None, "an unchanged field is not a correction");
+    assert_eq!(
+        after
+            .contact
+            .as_ref()
+            .map(|c| (c.name.as_str(), c.phone.as_str())),
+        Some(("张三丰", "13812345678"))
+    );
+    assert!(deadlines.is_some());
+    assert!(matches!(events[1].kind, EventKind::Dispatched { .. }));
+    assert_eq!(run.order.fields.urgency, Urgency::Urgent);
+    assert_eq!(run.order.fields.contact.name, "张三丰");
+    let limits = run.order.deadlines.unwrap_or_else(|| panic!("deadlines"));
+    // Urgent: transfer within 1 hour of receipt; a callback limit now exists.
+    assert_eq!(limits.transfer.due.at, moment("2025-10-09T09:30+08:00"));
+    assert!(limits.callback.is_some());
+    assert_eq!(Order::replay(&run.events), run.order);
+
+    // A dispatch that changes nothing records no correction.
+    let mut plain = Run::new(
+        &world,
+        fields(
+            Category::Consultation,
+            Urgency::Normal,
+            "2025-10-09T08:30+08:00",
+        ),
+    );
+    plain.ok(Command::Submit, &agent(), t);
+    let events = plain.ok(
+        Command::Dispatch {
+            units: vec![unit("jinan-lixia")],
+            category: Some(Category::Consultation),
+            area: None,
+            urgency: Some(Urgency::Normal),
+            contact_name: None,
+            contact_phone: Some("13812345678".to_owned()),
+        },
+        &dispatcher(),
+        t,
+    );
+    assert_eq!(events.len(), 1, "{events:?}");
+}
+
+/// H-8 (解释说明): a matter outside the justice system is closed once it is explained
+/// to the caller, whatever its category; the explanation is the order's answer.
+#[test]
+fn outside_the_remit_closes_with_the_explanation() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Complaint,
+            Urgency::Normal,
+            "2025-10-09T08:30+08:00",
+        ),
+    );
+    run.ok(Command::Submit, &agent(), t);
+    let refused = run.err(
+        Command::AnswerDirectly {
+            answer: "x".to_owned(),
+        },
+        &agent(),
+        t,
+    );
+    assert_eq!(not_allowed_rule(&refused), "H-8");
+    assert!(matches!(
+        run.err(
+            Command::ExplainOutsideRemit {
+                explanation: " ".to_owned()
+            },
+            &dispatcher(),
+            t
+        ),
+        TransitionError::MissingText { .. }
+    ));
+    run.ok(
+        Command::ExplainOutsideRemit {
+            explanation: "物业纠纷请向住建部门反映".to_owned(),
+        },
+        &dispatcher(),
+        t,
+    );
+    assert_eq!(run.state(), State::Closed);
+    assert_eq!(run.order.completed_at, Some(t));
+    assert_eq!(run.order.fields.area, BusinessArea::Other);
+    let closing = run
+        .order
+        .closing
+        .clone()
+        .unwrap_or_else(|| panic!("closing"));
+    assert_eq!(
+        (closing.reason, closing.reason.rule()),
+        (CloseReason::OutsideRemit, "H-8")
+    );
+    // Sampled callbacks apply to it as to any answered order (W-14, H-11).
+    run.ok(
+        Command::RecordCallback {
+            outcome: CallbackOutcome::Satisfied,
+            note: String::new(),
+        },
+        &callback_staff(),
+        t,
+    );
+    assert_eq!(Order::replay(&run.events), run.order);
 }
 
 /// The post-call survey lands on the order opened from that call: only from the
@@ -1479,6 +1741,7 @@ fn call_survey_is_recorded_once_by_the_system_for_the_linked_call_only() {
     run.ok(
         Command::Withdraw {
             reason: "来电人撤回".to_owned(),
+            call_id: Some(CallId("call-1".to_owned())),
         },
         &agent(),
         t,
@@ -1548,6 +1811,9 @@ fn reminders_turn_yellow_a_working_day_before_and_red_at_the_deadline_once_each(
             units: vec![unit("jinan-lixia")],
             category: None,
             area: None,
+            urgency: None,
+            contact_name: None,
+            contact_phone: None,
         },
         &dispatcher(),
         moment("2025-10-10T00:00+08:00"),
@@ -1830,7 +2096,7 @@ fn unit_scores_count_completion_timeliness_satisfaction_and_returns() {
     );
     orders.push(old.order.clone());
 
-    let scores = unit_scores(&orders, period());
+    let scores = unit_scores(&orders, period(), period().to);
     let find = |u: &str, g: RankGroup| {
         scores
             .iter()
@@ -1856,6 +2122,21 @@ fn unit_scores_count_completion_timeliness_satisfaction_and_returns() {
         }
     );
     assert_eq!(suggestions.satisfaction_rate.per_mille(), Some(1000));
+    // The order open past its limit is not on time: 1 of 2, not 1 of 1 completed.
+    assert_eq!(suggestions.on_time_rate.per_mille(), Some(500));
+    // Judged before the limit passed, the open order is neither late nor on time.
+    let earlier = unit_scores(&orders, period(), t);
+    let suggestions_then = earlier
+        .iter()
+        .find(|s| s.unit == unit("jinan-lixia") && s.group == RankGroup::ComplaintSuggestion)
+        .unwrap_or_else(|| panic!("{earlier:?}"));
+    assert_eq!(
+        (
+            suggestions_then.overdue,
+            suggestions_then.on_time_rate.per_mille()
+        ),
+        (0, Some(1000))
+    );
     let shizhong_score = find("jinan-shizhong", RankGroup::ComplaintSuggestion)
         .unwrap_or_else(|| panic!("{scores:?}"));
     assert_eq!((shizhong_score.returns, shizhong_score.handled), (1, 0));
@@ -1869,6 +2150,7 @@ fn ranking_is_per_group_best_first_with_shared_positions() {
         group,
         handled,
         completed,
+        withdrawn: 0,
         on_time: completed,
         overdue: 0,
         rated: 0,

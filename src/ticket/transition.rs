@@ -9,8 +9,9 @@ use super::command::{CallbackOutcome, Command, Decision};
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, FEEDBACK_CAP_WORKING_DAYS};
 use super::event::{DispatchMode, Event, EventKind};
 use super::model::{
-    Actor, AssignmentStatus, CallbackRound, Category, CloseReason, ExtensionRequest, Order,
-    RedoTarget, Role, Satisfaction, State, Urgency,
+    Actor, AssignmentStatus, BusinessArea, CallId, CallbackRound, Category, CloseReason, Contact,
+    ExtensionRequest, FieldValues, Order, RedoTarget, Role, Satisfaction, State, Urgency,
+    WithdrawalConfirmation,
 };
 use super::routing::RoutingRules;
 use super::units::{UnitId, UnitKind, UnitTree};
@@ -136,6 +137,19 @@ pub enum TransitionError {
     /// The order has no such limit (e.g. callback limit of a non-urgent order).
     #[error("the order has no {0:?} deadline")]
     NoDeadline(DeadlineKind),
+    /// A withdrawal with neither the caller's confirmation nor a supervisor's approval:
+    /// an order may not vanish from the figures on an agent's or dispatcher's word.
+    #[error(
+        "withdraw needs the caller's confirmation on record (call_id of a call or callback \
+         in the order's history) or a supervisor's approval (rules W-19, H-17-5)"
+    )]
+    WithdrawalNotConfirmed,
+    /// The call named as the caller's confirmation is not in the order's history.
+    #[error(
+        "call {} is not in the order's history: the caller's confirmation must be on \
+         record (rule H-17-5)", .0.0
+    )]
+    WithdrawalCallNotOnRecord(CallId),
 }
 
 /// Where a role's authority must reach for a command.
@@ -181,6 +195,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             "TK-INTAKE",
         ),
         Command::AnswerDirectly { .. } => (&[(Agent, City)], "H-8"),
+        Command::ExplainOutsideRemit { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "H-8"),
         Command::Dispatch { .. } => (&[(Dispatcher, Dispatch)], "TK-ROUTE"),
         Command::ReturnUpward { .. } => (&[(Dispatcher, Dispatch)], "TK-RETURN"),
         Command::RecordCallSurvey { .. } => (&[(System, Any)], "CALL-ETIQUETTE"),
@@ -220,7 +235,10 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             &[(Supervisor, Subtree), (ProvinceAdmin, Any)],
             "TK-SUPERVISE",
         ),
-        Command::Withdraw { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "TK-LEDGER"),
+        Command::Withdraw { .. } => (
+            &[(Agent, City), (Dispatcher, Dispatch), (Supervisor, Subtree)],
+            "TK-LEDGER",
+        ),
         Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
         Command::LogCall { .. } => (&[(System, Any)], "CALL-CALLBACK"),
     }
@@ -470,14 +488,32 @@ pub fn apply(
             out.emit(EventKind::AnsweredDirectly { answer });
             out.close_unless_urgent(CloseReason::Answered);
         }
+        Command::ExplainOutsideRemit { explanation } => {
+            if !matches!(state, State::Draft | State::PendingDispatch) {
+                return Err(not_allowed(order, &command, LIFECYCLE));
+            }
+            let explanation = require_text(explanation, &command, "explanation", "H-8")?;
+            out.emit(EventKind::ExplainedOutsideRemit { explanation });
+            out.close_unless_urgent(CloseReason::OutsideRemit);
+        }
         Command::Dispatch {
             units,
             category,
             area,
+            urgency,
+            contact_name,
+            contact_phone,
         } => {
             if state != State::PendingDispatch {
                 return Err(not_allowed(order, &command, "TK-ROUTE"));
             }
+            let corrected = Correction {
+                category: *category,
+                area: *area,
+                urgency: *urgency,
+                contact_name: contact_name.as_deref(),
+                contact_phone: contact_phone.as_deref(),
+            };
             let mut chosen: Vec<UnitId> = Vec::new();
             for unit in units {
                 if !ctx.units.contains(unit) {
@@ -490,10 +526,13 @@ pub fn apply(
             if chosen.is_empty() {
                 return Err(TransitionError::NoUnits);
             }
+            if let Some(kind) = corrected.event(order, ctx) {
+                out.emit(kind);
+            }
             out.emit(EventKind::Dispatched {
                 units: chosen,
-                category: category.unwrap_or(order.fields.category),
-                area: area.unwrap_or(order.fields.area),
+                category: out.order.fields.category,
+                area: out.order.fields.area,
                 mode: DispatchMode::Manual,
             });
         }
@@ -761,13 +800,28 @@ pub fn apply(
             );
             out.emit(EventKind::DeadlinesRecomputed { deadlines });
         }
-        Command::Withdraw { reason } => {
+        Command::Withdraw { reason, call_id } => {
             if state == State::Closed {
                 return Err(not_allowed(order, &command, "TK-LEDGER"));
             }
             let reason = require_text(reason, &command, "reason", "TK-LEDGER")?;
+            // An empty call id (a form's untouched field) names no call.
+            let call_id = call_id.as_ref().filter(|c| !c.0.trim().is_empty());
+            let confirmation = match call_id {
+                Some(call) if order.has_caller_call(call) => WithdrawalConfirmation::CallerOnCall {
+                    call_id: call.clone(),
+                },
+                Some(call) => return Err(TransitionError::WithdrawalCallNotOnRecord(call.clone())),
+                None if actor.roles.contains(&Role::Supervisor)
+                    && in_scope(Scope::Subtree, actor, order, &command, ctx.units) =>
+                {
+                    WithdrawalConfirmation::SupervisorApproval
+                }
+                None => return Err(TransitionError::WithdrawalNotConfirmed),
+            };
             out.emit(EventKind::Withdrawn {
                 reason: reason.clone(),
+                confirmation: Some(confirmation),
             });
             out.emit(EventKind::Closed {
                 reason: CloseReason::Withdrawn,
@@ -776,6 +830,72 @@ pub fn apply(
         }
     }
     Ok((out.order, out.events))
+}
+
+/// What a dispatcher corrects on review before dispatching (H-13-1).
+struct Correction<'a> {
+    category: Option<Category>,
+    area: Option<BusinessArea>,
+    urgency: Option<Urgency>,
+    contact_name: Option<&'a str>,
+    contact_phone: Option<&'a str>,
+}
+
+impl Correction<'_> {
+    /// The event recording every field that changes (before and after), or `None`
+    /// when nothing does. A new urgency moves the transfer and callback limits, which
+    /// still count from receipt; the feedback limit and its extensions stay.
+    fn event(&self, order: &Order, ctx: &Context<'_>) -> Option<EventKind> {
+        let current = &order.fields;
+        let mut before = FieldValues::default();
+        let mut after = FieldValues::default();
+        if let Some(category) = self.category.filter(|c| *c != current.category) {
+            before.category = Some(current.category);
+            after.category = Some(category);
+        }
+        if let Some(area) = self.area.filter(|a| *a != current.area) {
+            before.area = Some(current.area);
+            after.area = Some(area);
+        }
+        if let Some(urgency) = self.urgency.filter(|u| *u != current.urgency) {
+            before.urgency = Some(current.urgency);
+            after.urgency = Some(urgency);
+        }
+        let contact = Contact {
+            // An empty value corrects nothing (a form's untouched field).
+            name: self
+                .contact_name
+                .map(str::trim)
+                .filter(|n| !n.is_empty())
+                .map_or_else(|| current.contact.name.clone(), str::to_owned),
+            phone: self
+                .contact_phone
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .map_or_else(|| current.contact.phone.clone(), str::to_owned),
+        };
+        if contact != current.contact {
+            before.contact = Some(current.contact.clone());
+            after.contact = Some(contact);
+        }
+        if after.is_empty() {
+            return None;
+        }
+        let deadlines = after.urgency.and_then(|urgency| {
+            let current = order.deadlines?;
+            let fresh = Deadlines::compute(ctx.calendar, order.fields.received_at, urgency);
+            Some(Deadlines {
+                transfer: fresh.transfer,
+                callback: fresh.callback,
+                ..current
+            })
+        });
+        Some(EventKind::FieldsCorrected {
+            fields: Box::new(after),
+            before: Box::new(before),
+            deadlines,
+        })
+    }
 }
 
 /// Callback outcomes (H-14, W-14). First callbacks come on urgent orders waiting in
@@ -796,8 +916,10 @@ fn record_callback(
             // closing; other closings already came out of a callback.
             let callbacks = u32::try_from(order.callbacks.len()).unwrap_or(u32::MAX);
             let sampled_ok = order.closing.as_ref().is_some_and(|c| {
-                matches!(c.reason, CloseReason::Answered | CloseReason::FedBack)
-                    && c.callbacks_before == callbacks
+                matches!(
+                    c.reason,
+                    CloseReason::Answered | CloseReason::FedBack | CloseReason::OutsideRemit
+                ) && c.callbacks_before == callbacks
             });
             if !sampled_ok {
                 return Err(not_allowed(order, command, "TK-VISIT"));

@@ -149,6 +149,9 @@ export interface RankingRow {
   satisfaction_rate?: number | null;
   returns?: number;
   overdue?: number;
+  withdrawn?: number;
+  /** province | city | county | township | institution: `rank` is within this level. */
+  level?: string;
 }
 
 export interface Rankings {

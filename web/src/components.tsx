@@ -461,10 +461,17 @@ const COMMAND_FORMS: Record<string, FieldSpec[]> = {
     { name: 'units', label: '派往单位（可多选，先签收者主办）', kind: 'units' },
     { name: 'category', label: '更正类别', kind: 'select', options: { '': '不更正', ...CATEGORY_LABELS }, initial: '' },
     { name: 'area', label: '更正业务', kind: 'select', options: { '': '不更正', ...AREA_LABELS }, initial: '' },
+    { name: 'urgency', label: '更正紧急程度', kind: 'select', options: { '': '不更正', ...URGENCY_LABELS }, initial: '' },
+    { name: 'contact_name', label: '更正联系人（空则不更正）', kind: 'text' },
+    { name: 'contact_phone', label: '更正联系电话（空则不更正）', kind: 'text' },
   ],
   return: [{ name: 'reason', label: '退回理由', kind: 'textarea', required: true }],
   return_upward: [{ name: 'reason', label: '上报理由', kind: 'textarea', required: true }],
-  withdraw: [{ name: 'reason', label: '撤回原因', kind: 'textarea', required: true }],
+  withdraw: [
+    { name: 'reason', label: '撤回原因', kind: 'textarea', required: true },
+    { name: 'call_id', label: '来电人确认撤回的通话编号（督办岗批准时可空）', kind: 'text' },
+  ],
+  explain_outside_remit: [{ name: 'explanation', label: '向来电人所作解释说明', kind: 'textarea', required: true }],
   request_extension: [
     { name: 'extra_working_days', label: '延长工作日', kind: 'number', min: 1, max: 10, initial: 5 },
     { name: 'reason', label: '延期理由', kind: 'textarea', required: true },

@@ -79,6 +79,7 @@ export const COMMAND_LABELS: Record<string, string> = {
   add_note: '添加备注',
   recompute_deadlines: '重算时限',
   withdraw: '撤回',
+  explain_outside_remit: '非职能范围解释说明',
   reveal_contact: '显示号码',
 };
 
@@ -112,6 +113,8 @@ export const EVENT_LABELS: Record<string, string> = {
   deadlines_recomputed: '重算时限',
   withdrawn: '撤回',
   call_logged: '通话记录',
+  fields_corrected: '更正工单信息',
+  explained_outside_remit: '非职能范围解释说明',
 };
 
 export const SATISFACTION_LABELS: Record<string, string> = {
@@ -352,6 +355,7 @@ export const CLOSE_REASON_LABELS: Record<string, string> = {
   judgement: '依法办结',
   special_flag: '特殊标记办结',
   withdrawn: '撤回',
+  outside_remit: '非职能范围解释办结',
   call_logged: '通话记录',
 };
 

@@ -249,6 +249,15 @@ const METRICS: Record<string, { label: string; pick: (r: RankingRow) => number |
   satisfaction_rate: { label: '满意率', pick: (r) => r.satisfaction_rate, rate: true },
 };
 
+/** Unit levels, each ranked on its own (W-19). */
+const LEVEL_LABELS: Record<string, string> = {
+  province: '省级',
+  city: '市级',
+  county: '县级',
+  township: '乡镇',
+  institution: '服务机构',
+};
+
 function rowName(r: RankingRow, by: string): string {
   if (by === 'category') return label(CATEGORY_LABELS, r.category ?? r.unit);
   return r.unit_name || r.unit || '—';
@@ -304,9 +313,10 @@ function RankingsPanel() {
   const [by, setBy] = useState('unit');
   const [group, setGroup] = useState('consultation');
   const [metric, setMetric] = useState('orders');
+  const [level, setLevel] = useState('all');
   const [data, setData] = useState<Rankings | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const query = new URLSearchParams({ period, by, group }).toString();
+  const query = new URLSearchParams({ period, by, group, level }).toString();
   useEffect(() => {
     setError(null);
     get<Rankings>(`/api/rankings?${query}`)
@@ -362,6 +372,17 @@ function RankingsPanel() {
           </select>
         </label>
         <label>
+          层级
+          <select name="level" value={level} onChange={(e) => setLevel(e.currentTarget.value)}>
+            <option value="all">全部（分层排名）</option>
+            {Object.entries(LEVEL_LABELS).map(([k, v]) => (
+              <option key={k} value={k}>
+                {v}
+              </option>
+            ))}
+          </select>
+        </label>
+        <label>
           图表指标
           <select name="metric" value={metric} onChange={(e) => setMetric(e.currentTarget.value)}>
             {Object.entries(METRICS).map(([k, v]) => (
@@ -380,6 +401,7 @@ function RankingsPanel() {
           <table class="orders rankings">
             <thead>
               <tr>
+                <th>层级</th>
                 <th>名次</th>
                 <th>{by === 'category' ? '类别' : '单位'}</th>
                 <th>办件量</th>
@@ -392,7 +414,8 @@ function RankingsPanel() {
             </thead>
             <tbody>
               {data.rows.map((r) => (
-                <tr key={`${r.rank}-${rowName(r, by)}`} data-ranking-unit={r.unit ?? r.category}>
+                <tr key={`${r.level ?? ''}-${r.rank}-${rowName(r, by)}`} data-ranking-unit={r.unit ?? r.category}>
+                  <td>{r.level ? (LEVEL_LABELS[r.level] ?? r.level) : '—'}</td>
                   <td>{r.rank}</td>
                   <td>{rowName(r, by)}</td>
                   <td>{r.orders}</td>
