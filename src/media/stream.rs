@@ -219,7 +219,7 @@ fn continues(m: &Mapping, origin: Origin, sequence: u16, timestamp: u32) -> bool
         Origin::Local => timestamp_step != 0 && timestamp_step <= MAX_TIMESTAMP_STEP,
         Origin::Relayed { .. } => {
             let step = sequence.wrapping_sub(m.source_sequence);
-            let sequence_ok = step < MAX_DROPOUT || step >= u16::MAX - MAX_MISORDER;
+            let sequence_ok = !(MAX_DROPOUT..u16::MAX - MAX_MISORDER).contains(&step);
             let timestamp_ok = timestamp_step <= MAX_TIMESTAMP_STEP
                 || timestamp_step.wrapping_neg() <= MAX_TIMESTAMP_BACK;
             sequence_ok && timestamp_ok
