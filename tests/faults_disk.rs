@@ -1,12 +1,12 @@
 //! Disk full under `recordings/`: a 256 KiB tmpfs mounted on the recordings directory
-//! (needs root; the test says so and skips only when the mount is refused). Calls to the
+//! (needs root: the test fails when the mount is refused). Calls to the
 //! `record` test extension fill it within seconds; calls must go on, the failure must be
 //! logged (and counted), and signalling, the API and new calls must keep working.
 
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -28,45 +28,6 @@ kind = \"record\"
         base + 39,
         prompts.display()
     )
-}
-
-/// A tmpfs mounted for the life of the value.
-struct SmallDisk {
-    path: PathBuf,
-}
-
-impl SmallDisk {
-    /// `None` (with the reason printed) when this process may not mount.
-    fn mount(path: &Path) -> Option<SmallDisk> {
-        std::fs::create_dir_all(path).expect("mount point");
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=256k", "tmpfs"])
-            .arg(path)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(SmallDisk {
-                path: path.to_path_buf(),
-            }),
-            Ok(o) => {
-                eprintln!(
-                    "SKIPPED: mounting a tmpfs on {} was refused (needs root): {}",
-                    path.display(),
-                    String::from_utf8_lossy(&o.stderr)
-                );
-                None
-            }
-            Err(e) => {
-                eprintln!("SKIPPED: cannot run mount: {e}");
-                None
-            }
-        }
-    }
-}
-
-impl Drop for SmallDisk {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
 }
 
 fn sipp_record_calls(server: &Server, work: &Path, calls: u32, hold_ms: u64) -> Output {
@@ -122,18 +83,16 @@ fn rand_suffix() -> u128 {
         .unwrap_or(0)
 }
 
-/// Start the server with its recordings directory on a full-able tmpfs.
-fn start_on_small_disk() -> Option<(Server, SmallDisk)> {
+/// Start the server with its recordings directory on a full-able 256 KiB tmpfs.
+fn start_on_small_disk() -> (Server, SmallDisk) {
     let dir = tempfile::tempdir().expect("tmp");
-    let disk = SmallDisk::mount(&dir.path().join("recordings"))?;
-    Some((Server::start_in(dir, &config(), &[]), disk))
+    let disk = SmallDisk::mount(&dir.path().join("recordings"), "256k");
+    (Server::start_in(dir, &config(), &[]), disk)
 }
 
 #[test]
 fn disk_full_under_recordings_keeps_calls_signalling_and_api_working() {
-    let Some((server, _disk)) = start_on_small_disk() else {
-        return;
-    };
+    let (server, _disk) = start_on_small_disk();
     let work = tempfile::tempdir().expect("tmp");
     // 6 calls × 16 kB/s of audio fill 256 KiB in ~3 s; they are held 8 s.
     let started = Instant::now();
@@ -165,9 +124,7 @@ fn disk_full_under_recordings_keeps_calls_signalling_and_api_working() {
 
 #[test]
 fn disk_full_under_recordings_is_counted_in_metrics() {
-    let Some((server, _disk)) = start_on_small_disk() else {
-        return;
-    };
+    let (server, _disk) = start_on_small_disk();
     let work = tempfile::tempdir().expect("tmp");
     let out = sipp_record_calls(&server, work.path(), 6, 8_000);
     assert_eq!(out.status, Some(0));
@@ -183,4 +140,110 @@ fn disk_full_under_recordings_is_counted_in_metrics() {
         counted,
         "no hotline_recording_failures_total > 0 in:\n{metrics}"
     );
+}
+
+/// The order desk on its own: no media, the data directory (SQLite, outbox journals) as
+/// the test places it.
+fn order_desk_config() -> String {
+    format!("{TEST_CONFIG}{ORDER_DESK_CONFIG}")
+}
+
+/// `GET /api/orders` → (`total`, ids listed).
+fn listed(server: &Server, session: &(String, String)) -> (i64, Vec<String>) {
+    let (status, resp) = get(server, session, "/api/orders?per_page=200");
+    assert_eq!(status, 200, "{resp}");
+    let list = body_json(&resp);
+    let ids = list["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(|o| o["id"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    (list["total"].as_i64().unwrap_or(-1), ids)
+}
+
+/// The whole data directory (SQLite database, WAL, outbox journals) on a 6 MB tmpfs that
+/// fills up: no order answered 201 or 202 may be lost — not while the disk is full, not
+/// once room comes back, not across a kill -9 — and a write nobody can keep is refused
+/// (5xx), never acknowledged. `/healthz` must say so while writes fail.
+#[test]
+fn full_data_disk_loses_no_acknowledged_order() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let disk = SmallDisk::mount(&dir.path().join("data"), "6m");
+    let server = Server::start_in(dir, &order_desk_config(), &[]);
+    let session = login_order_desk(&server);
+    let mut acknowledged = Vec::new();
+    let (status, resp) = create_order(&server, &session, "before");
+    assert_eq!(status, 201, "{resp}");
+    acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+
+    let filler = disk.fill("filler");
+    let mut answers = Vec::new();
+    for n in 0..7 {
+        let (status, resp) = create_order(&server, &session, &format!("full-{n}"));
+        answers.push(status);
+        match status {
+            201 | 202 => {
+                acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+            }
+            503 | 507 => {}
+            _ => panic!("create on a full disk: {resp}\n{}", server.log()),
+        }
+    }
+    let h = health(&server);
+    assert_eq!(h["status"], "degraded", "{h} after {answers:?}");
+    assert_ne!(h["database"], "ok", "{h} after {answers:?}");
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    let resumed = wait_until(Duration::from_secs(20), || {
+        let (status, resp) = create_order(&server, &session, "after");
+        if status == 201 || status == 202 {
+            acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+        }
+        status == 201
+    });
+    assert!(
+        resumed,
+        "creates did not go back to 201 once the disk had room ({answers:?}):\n{}",
+        server.log()
+    );
+    assert!(
+        wait_until(Duration::from_secs(20), || health(&server)["queued_orders"]
+            == 0),
+        "{}",
+        health(&server)
+    );
+    let (total, ids) = listed(&server, &session);
+    assert_eq!(total, ids.len() as i64, "total disagrees with the items listed");
+    for id in &acknowledged {
+        assert!(ids.contains(id), "acknowledged {id} not listed: {ids:?} ({answers:?})");
+    }
+    assert_eq!(
+        wait_until(Duration::from_secs(10), || health(&server)["database"]
+            == "ok"),
+        true,
+        "{}",
+        health(&server)
+    );
+
+    let server = server.restart(&[]);
+    let session = login_order_desk(&server);
+    let (total, ids) = listed(&server, &session);
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged orders lost by the restart: {lost:?} ({answers:?})\n{}",
+        lost.len(),
+        acknowledged.len(),
+        server.log()
+    );
+    assert_eq!(total, ids.len() as i64);
+    let (status, resp) = get(&server, &session, "/api/ledger/verify");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(body_json(&resp)["ok"], true, "{resp}");
+    drop(server);
+    drop(disk);
 }

@@ -1,6 +1,6 @@
 //! The work-order HTTP API end to end through the router (`tower::ServiceExt::oneshot`)
 //! with a real store: SQLite in a temp dir, and PostgreSQL on 127.0.0.1:5432 for the
-//! tests named `postgres_*` (skipped with `HOTLINE_TEST_PG=off`). Users, units and
+//! tests named `postgres_*` (which must be running). Users, units and
 //! routing come from the shipped `config/hotline.toml`.
 
 use std::path::{Path, PathBuf};
@@ -73,10 +73,7 @@ async fn sqlite() -> Harness {
     harness_on(store, Some(dir), Some(file)).await
 }
 
-async fn postgres() -> Option<Harness> {
-    if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
-        return None;
-    }
+async fn postgres() -> Harness {
     let admin = "postgres://postgres@127.0.0.1:5432/postgres";
     let name = format!(
         "hotline_api_{}_{}",
@@ -85,7 +82,7 @@ async fn postgres() -> Option<Harness> {
     );
     let pool = sqlx::PgPool::connect(admin)
         .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (HOTLINE_TEST_PG=off to skip)");
+        .expect("PostgreSQL on 127.0.0.1:5432 (CI runs with PostgreSQL)");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&pool)
         .await
@@ -94,7 +91,7 @@ async fn postgres() -> Option<Harness> {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Some(harness_on(store, None, None).await)
+    harness_on(store, None, None).await
 }
 
 /// A logged-in console: session cookie + CSRF token.
@@ -454,9 +451,7 @@ async fn sqlite_lifecycle_of_each_category_with_real_holidays() {
 
 #[tokio::test]
 async fn postgres_lifecycle_of_each_category_with_real_holidays() {
-    let Some(h) = postgres().await else {
-        return;
-    };
+    let h = postgres().await;
     consultation_lifecycle_over_national_day(&h).await;
     complaint_lifecycle_over_spring_festival(&h, "complaint").await;
     complaint_lifecycle_over_spring_festival(&h, "case").await;
@@ -754,9 +749,7 @@ async fn sqlite_concurrent_signs_one_wins() {
 
 #[tokio::test]
 async fn postgres_concurrent_signs_one_wins() {
-    if let Some(h) = postgres().await {
-        concurrent_signs_one_wins(&h).await;
-    }
+    concurrent_signs_one_wins(&postgres().await).await;
 }
 
 #[tokio::test]
@@ -1585,7 +1578,5 @@ async fn sqlite_rankings_carry_the_sign_in_rate_from_queue_log() {
 
 #[tokio::test]
 async fn postgres_rankings_carry_the_sign_in_rate_from_queue_log() {
-    if let Some(h) = postgres().await {
-        rankings_carry_the_sign_in_rate(&h).await;
-    }
+    rankings_carry_the_sign_in_rate(&postgres().await).await;
 }

@@ -392,12 +392,10 @@ pub(crate) mod test_support {
         (store, dir)
     }
 
-    /// A fresh PostgreSQL database on the machine's server (127.0.0.1:5432, trust auth),
-    /// created with a unique name; `None` when `HOTLINE_TEST_PG` is set to `off`.
-    pub async fn postgres() -> Option<Store> {
-        if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
-            return None;
-        }
+    /// A fresh PostgreSQL database on the machine's server (127.0.0.1:5432, trust auth,
+    /// or `HOTLINE_TEST_PG_ADMIN`), created with a unique name. There is no switch to
+    /// skip: a test that cannot reach PostgreSQL fails (CI runs with PostgreSQL).
+    pub async fn postgres() -> Store {
         let admin_url = std::env::var("HOTLINE_TEST_PG_ADMIN")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!(
@@ -407,7 +405,7 @@ pub(crate) mod test_support {
         );
         let admin = Store::connect(&admin_url)
             .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (set HOTLINE_TEST_PG=off to skip)");
+            .expect("PostgreSQL on 127.0.0.1:5432 (or HOTLINE_TEST_PG_ADMIN)");
         on_pool!(admin, |p| sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE {name}"
         )))
@@ -415,12 +413,14 @@ pub(crate) mod test_support {
         .await
         .map(|_| ())
         .expect("create test database"));
-        let url = admin_url
+        let (base, _) = admin_url
             .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{name}"))?;
-        let store = Store::connect(&url).await.expect("connect test database");
+            .expect("HOTLINE_TEST_PG_ADMIN ends in /<database>");
+        let store = Store::connect(&format!("{base}/{name}"))
+            .await
+            .expect("connect test database");
         store.migrate().await.expect("migrate postgres");
-        Some(store)
+        store
     }
 }
 
@@ -497,9 +497,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_bindings_round_trip() {
-        let Some(store) = test_support::postgres().await else {
-            return;
-        };
+        let store = test_support::postgres().await;
         assert_eq!(store.backend(), Backend::Postgres);
         bindings_round_trip(store).await;
     }

@@ -1469,9 +1469,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_order_round_trip_and_conflict() {
-        let Some(store) = test_support::postgres().await else {
-            return;
-        };
+        let store = test_support::postgres().await;
         round_trip_and_conflict(store).await;
     }
 
@@ -1483,9 +1481,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_idempotency_and_filters() {
-        let Some(store) = test_support::postgres().await else {
-            return;
-        };
+        let store = test_support::postgres().await;
         idempotency_and_filters(store).await;
     }
 
@@ -1555,12 +1551,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_ledger_detects_edits_and_deletions() {
-        if test_support::postgres().await.is_none() {
-            return;
-        }
-        ledger_detects_edits_and_deletions(async || {
-            test_support::postgres().await.expect("postgres")
-        })
+        ledger_detects_edits_and_deletions(async || test_support::postgres().await)
         .await;
     }
 
@@ -1602,9 +1593,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_projection_edits_are_found() {
-        if let Some(store) = test_support::postgres().await {
-            projection_edits_are_found(store).await;
-        }
+        projection_edits_are_found(test_support::postgres().await).await;
     }
 
     /// Shandong's default tree plus a county, a township under it and an institution
@@ -1811,12 +1800,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_unit_scope_ranges_match_the_probe() {
-        if test_support::postgres().await.is_none() {
-            return;
-        }
-        unit_scope_ranges_match_the_probe(async || {
-            test_support::postgres().await.expect("postgres")
-        })
+        unit_scope_ranges_match_the_probe(async || test_support::postgres().await)
         .await;
     }
 
@@ -1858,9 +1842,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_concurrent_commits_keep_one_chain() {
-        if let Some(store) = test_support::postgres().await {
-            concurrent_commits_keep_one_chain(store).await;
-        }
+        concurrent_commits_keep_one_chain(test_support::postgres().await).await;
     }
 
     #[test]
