@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{Pool, Store, StoreError};
+use super::TxConnection;
 use crate::ivr::cdr::{CallDetailRecord, SystemEnd};
 
 /// A voice message left after hours, waiting for its callback work order.
@@ -90,7 +91,8 @@ impl Store {
         let hung_up = record.hung_up_first.as_ref().and_then(snake);
         let arrival_ms = record.arrival.timestamp_millis();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut conn = TxConnection::acquire(p, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             sqlx::query(CALL)
                 .bind(&record.call_id)
                 .bind(arrival_ms)
@@ -122,6 +124,7 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
+            conn.committed();
         });
         Ok(())
     }

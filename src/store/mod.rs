@@ -5,10 +5,13 @@
 //! backend). Migrations live in `migrations/sqlite` and `migrations/postgres`; they are
 //! append-only.
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Database, PgPool, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,15 @@ fn unavailable_code(code: &str) -> bool {
         .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
 }
 
+/// Why [`Store::check_writable`] says the database takes no writes.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteProbeError {
+    #[error("the probe write failed")]
+    Failed(#[source] StoreError),
+    #[error("the probe write did not finish in time")]
+    TimedOut,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -79,6 +91,8 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// How the last transactions ended, for [`Store::check_writable`]; shared by clones.
+    writes: Arc<WriteHealth>,
     /// The unit tree the order read scope is written with ([`Store::install_unit_tree`]);
     /// shared by every clone.
     scope_tree: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<orders::ScopeTree>>>>,
@@ -93,6 +107,87 @@ macro_rules! on_pool {
         }
     };
 }
+
+/// How the store's transactions have been ending (see [`TxConnection`]).
+#[derive(Debug, Default)]
+struct WriteHealth {
+    /// The last transaction failed (and none has committed since).
+    failing: AtomicBool,
+    /// Unix ms of the last commit.
+    last_commit_ms: AtomicU64,
+}
+
+/// A pooled connection taken for one transaction, which goes back to the pool only when
+/// the transaction ended cleanly ([`TxConnection::committed`], or a rollback the caller
+/// awaited). Any other end — a failed statement, a failed COMMIT, a cancelled future —
+/// closes the connection instead (the pool opens a fresh one).
+///
+/// Why: when a statement or the COMMIT fails with SQLITE_FULL or SQLITE_IOERR, SQLite may
+/// or may not have rolled the transaction back itself (sqlite.org/lang_transaction.html,
+/// "Response To Errors Within A Transaction"), and sqlx's count of open transactions on
+/// the connection can then disagree with SQLite's. Such a connection, back in the pool,
+/// answered the next `begin()` with a SAVEPOINT inside a transaction that never ended and
+/// the next `commit()` with a RELEASE that commits nothing: work orders answered 201 that
+/// were gone after a restart, the write lock held so that every other connection timed
+/// out once the disk had room again, and lists counting rows only that connection saw.
+/// Closing the connection rolls back whatever SQLite still held open.
+struct TxConnection<DB: Database> {
+    conn: PoolConnection<DB>,
+    writes: Arc<WriteHealth>,
+    clean: bool,
+}
+
+impl<DB: Database> TxConnection<DB> {
+    async fn acquire(pool: &sqlx::Pool<DB>, writes: &Arc<WriteHealth>) -> Result<Self, sqlx::Error> {
+        let conn = pool.acquire().await.inspect_err(|e| {
+            if sqlx_unavailable(e) {
+                writes.failing.store(true, Ordering::SeqCst);
+            }
+        })?;
+        Ok(TxConnection {
+            conn,
+            writes: writes.clone(),
+            clean: false,
+        })
+    }
+
+    /// The connection to begin the transaction on.
+    fn raw(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+
+    /// The transaction committed: the connection may be reused.
+    fn committed(&mut self) {
+        self.clean = true;
+        self.writes.failing.store(false, Ordering::SeqCst);
+        self.writes.last_commit_ms.store(unix_ms(), Ordering::SeqCst);
+    }
+
+    /// The transaction was rolled back by the caller (who awaited the ROLLBACK): the
+    /// connection may be reused.
+    fn rolled_back(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl<DB: Database> Drop for TxConnection<DB> {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.writes.failing.store(true, Ordering::SeqCst);
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How recently a commit must have succeeded for [`Store::check_writable`] to trust it
+/// rather than write a probe.
+const TRUST_COMMIT_FOR_MS: u64 = 1_000;
 
 pub mod calls;
 pub mod drafts;
@@ -165,6 +260,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pool: Pool::Sqlite(pool),
+                writes: Arc::default(),
                 scope_tree: std::sync::Arc::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -176,6 +272,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pool: Pool::Postgres(pool),
+                writes: Arc::default(),
                 scope_tree: std::sync::Arc::default(),
             })
         } else {
@@ -213,6 +310,40 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database takes writes now, for `/healthz`: a read round trip says
+    /// nothing about a full disk. Trusted without a probe when a transaction committed
+    /// within the last second and none failed since; otherwise one real, durable write
+    /// (the `write_probe` row: a new WAL frame on SQLite, a WAL record on PostgreSQL),
+    /// bounded by `limit`.
+    ///
+    /// # Errors
+    /// The probe failed or did not finish within `limit`.
+    pub async fn check_writable(&self, limit: Duration) -> Result<(), WriteProbeError> {
+        let recent = unix_ms().saturating_sub(self.writes.last_commit_ms.load(Ordering::SeqCst))
+            < TRUST_COMMIT_FOR_MS;
+        if recent && !self.writes.failing.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        let probe = async {
+            on_pool!(self, |p| {
+                let mut conn = TxConnection::acquire(p, &self.writes).await?;
+                let mut tx = sqlx::Connection::begin(conn.raw()).await?;
+                sqlx::query("UPDATE write_probe SET at_ms = $1 WHERE id = 1")
+                    .bind(i64::try_from(unix_ms()).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                conn.committed();
+            });
+            Ok::<(), StoreError>(())
+        };
+        match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WriteProbeError::Failed(e)),
+            Err(_) => Err(WriteProbeError::TimedOut),
+        }
+    }
+
     /// Insert or refresh one binding.
     ///
     /// # Errors
@@ -245,7 +376,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut conn = TxConnection::acquire(p, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             for w in writes {
                 match w {
                     BindingWrite::Upsert(b) => {
@@ -291,6 +423,7 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            conn.committed();
         });
         Ok(())
     }

@@ -24,6 +24,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 
 use super::{Pool, Store, StoreError};
+use super::TxConnection;
 use crate::ticket::deadlines::running_deadline;
 use crate::ticket::{Event, EventKind, Order, OrderId, Role, State, UnitTree};
 
@@ -447,7 +448,8 @@ impl Store {
         let root = scope.root.clone().unwrap_or_default();
         let descendants = scope.descendants();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut conn = TxConnection::acquire(p, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             sqlx::query("DELETE FROM order_scope")
                 .execute(&mut *tx)
                 .await?;
@@ -477,6 +479,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            conn.committed();
         });
         tracing::info!(
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -556,7 +559,8 @@ impl Store {
             "SELECT global_seq, hash FROM ledger_head WHERE id = 1"
         };
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut conn = TxConnection::acquire(pool, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             if let Some(record) = idempotency {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (actor, key, body_hash, order_id, created_ms) \
@@ -572,6 +576,7 @@ impl Store {
                 .rows_affected();
                 if inserted == 0 {
                     tx.rollback().await?;
+                    conn.rolled_back();
                     return Err(AppendError::IdempotencyKeyTaken);
                 }
             }
@@ -642,6 +647,7 @@ impl Store {
             };
             let Some((created_ms,)) = written else {
                 tx.rollback().await?;
+                conn.rolled_back();
                 return Err(AppendError::Conflict);
             };
             if created && let Some(call) = order.fields.call_id.as_ref() {
@@ -749,6 +755,7 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            conn.committed();
         });
         Ok(())
     }
