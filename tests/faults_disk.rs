@@ -251,3 +251,73 @@ fn full_data_disk_loses_no_acknowledged_order() {
     drop(server);
     drop(disk);
 }
+
+/// Only the SQLite database on a 6 MB tmpfs that fills up (the data directory with the
+/// outbox journal elsewhere): creates are queued (202, fsync'd journal), `/healthz` says
+/// the database takes no writes, and once room comes back every queued order lands —
+/// listed, counted, after a kill -9 too — and new creates are 201 again.
+#[test]
+fn full_database_disk_queues_orders_that_land_once_room_comes_back() {
+    let db_dir = tempfile::tempdir().expect("tmp");
+    let disk = SmallDisk::mount(db_dir.path(), "6m");
+    let url = format!(
+        "sqlite://{}?mode=rwc",
+        db_dir.path().join("hotline.db").display()
+    );
+    let env = [("DATABASE_URL", url.as_str())];
+    let server = Server::start_with(&order_desk_config(), &env);
+    let session = login_order_desk(&server);
+    let mut acknowledged = Vec::new();
+    let (status, resp) = create_order(&server, &session, "before");
+    assert_eq!(status, 201, "{resp}");
+    acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+
+    let filler = disk.fill("filler");
+    let mut answers = Vec::new();
+    for n in 0..6 {
+        let (status, resp) = create_order(&server, &session, &format!("queued-{n}"));
+        answers.push(status);
+        assert_eq!(status, 202, "create with the database's disk full: {resp}");
+        acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+    }
+    let h = health(&server);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["database"], "unwritable", "{h}");
+    assert_eq!(h["queued_orders"], 6, "{h}");
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    assert!(
+        wait_until(Duration::from_secs(30), || health(&server)["queued_orders"]
+            == 0),
+        "queued orders did not land once the disk had room: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    let (status, resp) = create_order(&server, &session, "after");
+    assert_eq!(status, 201, "{resp}");
+    acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+    assert_eq!(health(&server)["database"], "ok");
+    let (total, ids) = listed(&server, &session);
+    assert_eq!(total, ids.len() as i64, "total disagrees with the items listed");
+    for id in &acknowledged {
+        assert!(ids.contains(id), "acknowledged {id} not listed: {ids:?}");
+    }
+
+    let server = server.restart(&env);
+    let session = login_order_desk(&server);
+    let (total, ids) = listed(&server, &session);
+    let lost: Vec<&String> = acknowledged.iter().filter(|id| !ids.contains(id)).collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged orders lost by the restart: {lost:?}\n{}",
+        lost.len(),
+        acknowledged.len(),
+        server.log()
+    );
+    assert_eq!(total, ids.len() as i64);
+    let (status, resp) = get(&server, &session, "/api/ledger/verify");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(body_json(&resp)["ok"], true, "{resp}");
+    drop(server);
+    drop(disk);
+}
