@@ -321,3 +321,36 @@ fn full_database_disk_queues_orders_that_land_once_room_comes_back() {
     drop(server);
     drop(disk);
 }
+
+/// REGISTER with the data directory (SQLite) on a full 6 MB tmpfs: the binding cannot be
+/// stored, so the phone is answered 503 with Retry-After, never 200; once the disk has
+/// room a registration is answered 200 and a restart restores exactly that one.
+#[test]
+fn register_on_a_full_data_disk_is_refused_until_it_is_stored() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let disk = SmallDisk::mount(&dir.path().join("data"), "6m");
+    let server = Server::start_in(dir, TEST_CONFIG, &[]);
+    let filler = disk.fill("filler");
+    let phone = RawUdp::new(server.sip);
+    let answer = register_with_password(&phone, "1001", "secret1001", false, 3600)
+        .expect("REGISTER answered");
+    assert_eq!(status_of(&answer), 503, "{answer}\n{}", server.log());
+    assert!(header(&answer, "Retry-After").is_some(), "{answer}");
+    assert!(header(&answer, "Contact").is_none(), "{answer}");
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    // (A phone retries with a higher CSeq; a new one has its own Call-ID.)
+    let phone = RawUdp::new(server.sip);
+    let answer = register_with_password(&phone, "1001", "secret1001", false, 3600)
+        .expect("REGISTER answered");
+    assert_eq!(status_of(&answer), 200, "{answer}\n{}", server.log());
+
+    let server = server.restart(&[]);
+    assert!(
+        server.log().contains("restored_registrations=1"),
+        "{}",
+        server.log()
+    );
+    drop(server);
+    drop(disk);
+}
