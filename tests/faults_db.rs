@@ -159,27 +159,6 @@ fn options_status(server: &Server) -> Option<u16> {
     client.request(&options).map(|r| status_of(&r))
 }
 
-/// One after-hours hotline call (the IVR answers and takes a voice message), 3 s.
-fn ivr_call(server: &Server) -> Output {
-    let work = tempfile::tempdir().expect("tmp");
-    std::fs::copy(
-        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
-        work.path().join("caller.wav"),
-    )
-    .expect("fixture");
-    run_bounded(
-        Command::new(require("sipp"))
-            .current_dir(work.path())
-            .args(["-sf", &path_str(&sipp_scenario("call_audio.xml"))])
-            .args(["-s", "053112348", "-m", "1", "-i", "127.0.0.1"])
-            .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_media_port().to_string()])
-            .args(["-d", "3000", "-nostdin", "-timeout", "25"])
-            .arg(server.sip.to_string()),
-        Duration::from_secs(30),
-    )
-}
-
 fn start(pg: &PrivatePg) -> Server {
     Server::start_with(
         &config(),

@@ -217,9 +217,16 @@ fn full_data_disk_loses_no_acknowledged_order() {
         health(&server)
     );
     let (total, ids) = listed(&server, &session);
-    assert_eq!(total, ids.len() as i64, "total disagrees with the items listed");
+    assert_eq!(
+        total,
+        ids.len() as i64,
+        "total disagrees with the items listed"
+    );
     for id in &acknowledged {
-        assert!(ids.contains(id), "acknowledged {id} not listed: {ids:?} ({answers:?})");
+        assert!(
+            ids.contains(id),
+            "acknowledged {id} not listed: {ids:?} ({answers:?})"
+        );
     }
     assert_eq!(
         wait_until(Duration::from_secs(10), || health(&server)["database"]
@@ -298,7 +305,11 @@ fn full_database_disk_queues_orders_that_land_once_room_comes_back() {
     acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
     assert_eq!(health(&server)["database"], "ok");
     let (total, ids) = listed(&server, &session);
-    assert_eq!(total, ids.len() as i64, "total disagrees with the items listed");
+    assert_eq!(
+        total,
+        ids.len() as i64,
+        "total disagrees with the items listed"
+    );
     for id in &acknowledged {
         assert!(ids.contains(id), "acknowledged {id} not listed: {ids:?}");
     }
@@ -351,6 +362,57 @@ fn register_on_a_full_data_disk_is_refused_until_it_is_stored() {
         "{}",
         server.log()
     );
+    drop(server);
+    drop(disk);
+}
+
+/// A call that ends while the data directory (SQLite and the outbox journals) is on a full
+/// tmpfs: its record can be neither stored nor journaled, so it is held in memory (not
+/// logged as lost) and stored once the disk has room.
+#[test]
+fn call_record_of_a_call_on_a_full_data_disk_is_stored_once_room_comes_back() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let disk = SmallDisk::mount(&dir.path().join("data"), "6m");
+    let config = format!(
+        "{}{ORDER_DESK_CONFIG}\n[ivr]\ngreeting = \"beep\"\nvoice_message_intro = \"beep\"\n",
+        config()
+    );
+    // After hours: the IVR answers and takes a voice message.
+    let server = Server::start_in(
+        dir,
+        &config,
+        &[("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00")],
+    );
+    let session = login_order_desk(&server);
+    let filler = disk.fill("filler");
+    let call = ivr_call(&server);
+    assert_eq!(call.status, Some(0), "{}\n{}", call.stdout, call.stderr);
+    assert!(
+        wait_until(
+            Duration::from_secs(15),
+            || health(&server)["queued_call_records"] == 1
+        ),
+        "the call's record is not waiting: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    assert!(!server.log().contains("CDR lost"), "{}", server.log());
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    assert!(
+        wait_until(
+            Duration::from_secs(20),
+            || health(&server)["queued_call_records"] == 0
+        ),
+        "the held record never landed: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    let (status, resp) = get(&server, &session, "/api/calls");
+    assert_eq!(status, 200, "{resp}");
+    let listed = body_json(&resp);
+    assert_eq!(listed.as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed[0]["in_progress"], false, "{listed}");
     drop(server);
     drop(disk);
 }

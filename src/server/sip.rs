@@ -558,7 +558,10 @@ mod tests {
              Contact: <sip:1001@127.0.0.1:5070>;expires=3600\nContent-Length: 0\n\n",
         );
         let answer = text(&not_stored_answer(ok));
-        assert!(answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"), "{answer}");
+        assert!(
+            answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+            "{answer}"
+        );
         assert!(answer.contains("Retry-After: 10\r\n"), "{answer}");
         assert!(answer.contains("CSeq: 2 REGISTER\r\n"), "{answer}");
         assert!(answer.contains("Call-ID: reg-1\r\n"), "{answer}");

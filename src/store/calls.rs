@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Pool, Store, StoreError};
 use super::TxConnection;
+use super::{Pool, Store, StoreError};
 use crate::ivr::cdr::{CallDetailRecord, SystemEnd};
 
 /// A voice message left after hours, waiting for its callback work order.

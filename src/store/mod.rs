@@ -138,7 +138,10 @@ struct TxConnection<DB: Database> {
 }
 
 impl<DB: Database> TxConnection<DB> {
-    async fn acquire(pool: &sqlx::Pool<DB>, writes: &Arc<WriteHealth>) -> Result<Self, sqlx::Error> {
+    async fn acquire(
+        pool: &sqlx::Pool<DB>,
+        writes: &Arc<WriteHealth>,
+    ) -> Result<Self, sqlx::Error> {
         let conn = pool.acquire().await.inspect_err(|e| {
             if sqlx_unavailable(e) {
                 writes.failing.store(true, Ordering::SeqCst);
@@ -160,7 +163,9 @@ impl<DB: Database> TxConnection<DB> {
     fn committed(&mut self) {
         self.clean = true;
         self.writes.failing.store(false, Ordering::SeqCst);
-        self.writes.last_commit_ms.store(unix_ms(), Ordering::SeqCst);
+        self.writes
+            .last_commit_ms
+            .store(unix_ms(), Ordering::SeqCst);
     }
 
     /// The transaction was rolled back by the caller (who awaited the ROLLBACK): the

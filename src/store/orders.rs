@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use super::{Pool, Store, StoreError};
 use super::TxConnection;
+use super::{Pool, Store, StoreError};
 use crate::ticket::deadlines::running_deadline;
 use crate::ticket::{Event, EventKind, Order, OrderId, Role, State, UnitTree};
 
@@ -1558,8 +1558,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_ledger_detects_edits_and_deletions() {
-        ledger_detects_edits_and_deletions(async || test_support::postgres().await)
-        .await;
+        ledger_detects_edits_and_deletions(async || test_support::postgres().await).await;
     }
 
     async fn projection_edits_are_found(store: Store) {
@@ -1807,8 +1806,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_unit_scope_ranges_match_the_probe() {
-        unit_scope_ranges_match_the_probe(async || test_support::postgres().await)
-        .await;
+        unit_scope_ranges_match_the_probe(async || test_support::postgres().await).await;
     }
 
     /// Many commits at once, each locking the head last: one chain, no fork, no gap.

@@ -1,7 +1,7 @@
 //! The ACD's `queue_log` table (append-only; migration 0004).
 
-use super::{Pool, Store, StoreError};
 use super::TxConnection;
+use super::{Pool, Store, StoreError};
 use crate::queue::{AgentId, QueueLogEntry};
 
 impl Store {

@@ -767,3 +767,23 @@ pub fn landed(server: &Server, session: &(String, String), id: &str) -> bool {
     status == 200 && body_json(&resp).as_array().is_some_and(|e| !e.is_empty())
 }
 
+/// One after-hours hotline call (the IVR answers and takes a voice message), 3 s.
+pub fn ivr_call(server: &Server) -> Output {
+    let work = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        work.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        Command::new(require("sipp"))
+            .current_dir(work.path())
+            .args(["-sf", &path_str(&sipp_scenario("call_audio.xml"))])
+            .args(["-s", "053112348", "-m", "1", "-i", "127.0.0.1"])
+            .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-mp", &free_media_port().to_string()])
+            .args(["-d", "3000", "-nostdin", "-timeout", "25"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(30),
+    )
+}
