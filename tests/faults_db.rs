@@ -18,6 +18,8 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 struct PrivatePg {
     data: PathBuf,
     port: u16,
+    /// The tmpfs the data directory is on, if any: unmounted after the cluster stopped.
+    disk: Option<SmallDisk>,
     _dir: tempfile::TempDir,
 }
 
@@ -34,12 +36,18 @@ impl PrivatePg {
     /// Panics when this machine cannot run one (no PostgreSQL 15, not root): CI runs
     /// these tests as root with PostgreSQL installed, and a test that cannot run fails.
     fn start() -> PrivatePg {
+        PrivatePg::start_on(None)
+    }
+
+    /// With the data directory on a tmpfs of `size` when given (see [`SmallDisk`]).
+    fn start_on(size: Option<&str>) -> PrivatePg {
         assert!(
             Path::new(PG_BIN).join("initdb").is_file(),
             "no {PG_BIN}/initdb (apt-get install postgresql-15)"
         );
         let dir = tempfile::tempdir().expect("tmp");
         let data = dir.path().join("pg");
+        let disk = size.map(|size| SmallDisk::mount(&data, size));
         std::fs::create_dir_all(&data).expect("pg dir");
         let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
         let chown = Command::new("chown")
@@ -69,6 +77,7 @@ impl PrivatePg {
         let pg = PrivatePg {
             data,
             port: free_port(),
+            disk,
             _dir: dir,
         };
         pg.start_again();
@@ -401,4 +410,87 @@ fn postgres_outage_register_is_still_answered() {
         "REGISTER during the outage: {reg:?} after {waited:?}\n{}",
         server.log()
     );
+}
+
+/// PostgreSQL's data directory on a 64 MB tmpfs that fills up (the server's own data
+/// directory, with the outbox journal, elsewhere): a create PostgreSQL cannot store is
+/// queued (202, journaled) or refused, never answered 201 unstored; `/healthz` says the
+/// database takes no writes; once the disk has room every acknowledged order lands and
+/// survives a kill -9 of the server.
+#[test]
+fn postgres_on_a_full_disk_loses_no_acknowledged_order() {
+    let pg = PrivatePg::start_on(Some("64m"));
+    let server = start(&pg);
+    let session = login_order_desk(&server);
+    let mut acknowledged = Vec::new();
+    let (status, resp) = create_order(&server, &session, "before");
+    assert_eq!(status, 201, "{resp}");
+    acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+
+    let disk = pg.disk.as_ref().expect("tmpfs");
+    let filler = disk.fill("filler");
+    let mut answers = Vec::new();
+    // Enough orders to need new table and index pages.
+    for n in 0..40 {
+        let (status, resp) = create_order(&server, &session, &format!("full-{n}"));
+        answers.push(status);
+        match status {
+            // (201: the order fitted pages PostgreSQL already had.)
+            201 | 202 => acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned()),
+            503 => {}
+            _ => panic!(
+                "create with PostgreSQL's disk full: {resp}\n{}",
+                server.log()
+            ),
+        }
+    }
+    assert!(
+        answers.contains(&202),
+        "no create was queued while PostgreSQL's disk was full: {answers:?}\n{}",
+        server.log()
+    );
+    let h = health(&server);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_ne!(h["database"], "ok", "{h}");
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    if pg_down(&pg) {
+        // PostgreSQL may have shut itself down on the full disk: the operator starts it.
+        pg.start_again();
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || health(&server)["queued_orders"]
+            == 0),
+        "queued orders did not land once the disk had room: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    let server = server.restart(&[
+        ("DATABASE_URL", pg.url().as_str()),
+        ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00"),
+    ]);
+    let session = login_order_desk(&server);
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !landed(&server, &session, id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged orders lost ({answers:?}): {lost:?}\n{}",
+        lost.len(),
+        acknowledged.len(),
+        server.log()
+    );
+    let (status, resp) = get(&server, &session, "/api/ledger/verify");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(body_json(&resp)["ok"], true, "{resp}");
+    eprintln!("creates with PostgreSQL's disk full answered {answers:?}");
+}
+
+/// `pg_ctl status` says the cluster is not running.
+fn pg_down(pg: &PrivatePg) -> bool {
+    let data_s = pg.data.display().to_string();
+    !as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", &data_s, "status"])
+        .status
+        .success()
 }

@@ -11,7 +11,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Database, PgPool, SqlitePool};
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +69,8 @@ fn unavailable_code(code: &str) -> bool {
 /// Why [`Store::check_writable`] says the database takes no writes.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteProbeError {
+    #[error("the last write failed and none succeeded since")]
+    RecentFailure,
     #[error("the probe write failed")]
     Failed(#[source] StoreError),
     #[error("the probe write did not finish in time")]
@@ -108,13 +110,12 @@ macro_rules! on_pool {
     };
 }
 
-/// How the store's transactions have been ending (see [`TxConnection`]).
+/// How the store's transactions have been ending (see [`TxConnection`]), in unix ms.
 #[derive(Debug, Default)]
 struct WriteHealth {
-    /// The last transaction failed (and none has committed since).
-    failing: AtomicBool,
-    /// Unix ms of the last commit.
     last_commit_ms: AtomicU64,
+    /// A transaction that did not end cleanly (failed statement or COMMIT, cancelled).
+    last_failure_ms: AtomicU64,
 }
 
 /// A pooled connection taken for one transaction, which goes back to the pool only when
@@ -144,7 +145,7 @@ impl<DB: Database> TxConnection<DB> {
     ) -> Result<Self, sqlx::Error> {
         let conn = pool.acquire().await.inspect_err(|e| {
             if sqlx_unavailable(e) {
-                writes.failing.store(true, Ordering::SeqCst);
+                writes.last_failure_ms.store(unix_ms(), Ordering::SeqCst);
             }
         })?;
         Ok(TxConnection {
@@ -162,7 +163,6 @@ impl<DB: Database> TxConnection<DB> {
     /// The transaction committed: the connection may be reused.
     fn committed(&mut self) {
         self.clean = true;
-        self.writes.failing.store(false, Ordering::SeqCst);
         self.writes
             .last_commit_ms
             .store(unix_ms(), Ordering::SeqCst);
@@ -178,7 +178,9 @@ impl<DB: Database> TxConnection<DB> {
 impl<DB: Database> Drop for TxConnection<DB> {
     fn drop(&mut self) {
         if !self.clean {
-            self.writes.failing.store(true, Ordering::SeqCst);
+            self.writes
+                .last_failure_ms
+                .store(unix_ms(), Ordering::SeqCst);
             self.conn.close_on_drop();
         }
     }
@@ -193,6 +195,12 @@ fn unix_ms() -> u64 {
 /// How recently a commit must have succeeded for [`Store::check_writable`] to trust it
 /// rather than write a probe.
 const TRUST_COMMIT_FOR_MS: u64 = 1_000;
+
+/// How long a failed transaction with no commit after it makes [`Store::check_writable`]
+/// say "not writable" without probing: a probe can pass where real writes fail (on
+/// PostgreSQL the probe row's update fits its page and the WAL segment is preallocated,
+/// while a new order needs new table pages).
+const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
 pub mod calls;
 pub mod drafts;
@@ -316,17 +324,22 @@ impl Store {
     }
 
     /// Whether the database takes writes now, for `/healthz`: a read round trip says
-    /// nothing about a full disk. Trusted without a probe when a transaction committed
-    /// within the last second and none failed since; otherwise one real, durable write
-    /// (the `write_probe` row: a new WAL frame on SQLite, a WAL record on PostgreSQL),
-    /// bounded by `limit`.
+    /// nothing about a full disk. From what the store's own transactions saw: one failed
+    /// (within 30 s) and none committed since → no; one committed within the last second
+    /// → yes. Otherwise one real, durable write (the `write_probe` row: a WAL frame on
+    /// SQLite, a WAL record on PostgreSQL), bounded by `limit`.
     ///
     /// # Errors
-    /// The probe failed or did not finish within `limit`.
+    /// Recent transactions failed, or the probe failed or did not finish within `limit`.
     pub async fn check_writable(&self, limit: Duration) -> Result<(), WriteProbeError> {
-        let recent = unix_ms().saturating_sub(self.writes.last_commit_ms.load(Ordering::SeqCst))
-            < TRUST_COMMIT_FOR_MS;
-        if recent && !self.writes.failing.load(Ordering::SeqCst) {
+        let now = unix_ms();
+        let last_commit = self.writes.last_commit_ms.load(Ordering::SeqCst);
+        let last_failure = self.writes.last_failure_ms.load(Ordering::SeqCst);
+        if last_failure > last_commit && now.saturating_sub(last_failure) < REMEMBER_FAILURE_FOR_MS
+        {
+            return Err(WriteProbeError::RecentFailure);
+        }
+        if now.saturating_sub(last_commit) < TRUST_COMMIT_FOR_MS {
             return Ok(());
         }
         let probe = async {
