@@ -182,7 +182,8 @@ fn full_data_disk_loses_no_acknowledged_order() {
 
     let filler = disk.fill("filler");
     let mut answers = Vec::new();
-    for n in 0..7 {
+    // Enough attempts that some fail at the COMMIT itself (the WAL is written then).
+    for n in 0..30 {
         let (status, resp) = create_order(&server, &session, &format!("full-{n}"));
         answers.push(status);
         match status {
