@@ -3,7 +3,8 @@
 //! this test only — the machine's shared PostgreSQL is never touched — the server is
 //! pointed at it, and it is stopped under the server's feet: signalling and the IVR must
 //! keep answering, `/healthz` must say degraded, and once it is back orders are written
-//! again.
+//! again. One cluster has its data directory on a small tmpfs that fills up instead.
+//! Needs root and PostgreSQL 15 (as CI has): without them the tests fail.
 
 mod common;
 

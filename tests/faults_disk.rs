@@ -1,7 +1,12 @@
-//! Disk full under `recordings/`: a 256 KiB tmpfs mounted on the recordings directory
-//! (needs root: the test fails when the mount is refused). Calls to the
-//! `record` test extension fill it within seconds; calls must go on, the failure must be
-//! logged (and counted), and signalling, the API and new calls must keep working.
+//! Full disks, on real tmpfs mounts (needs root: a test fails when the mount is refused).
+//!
+//! - `recordings/` on 256 KiB: calls to the `record` test extension fill it within
+//!   seconds; calls must go on, the failure must be logged (and counted), and
+//!   signalling, the API and new calls must keep working.
+//! - The data directory (SQLite, outbox journals) or the database alone on 6 MB that is
+//!   filled: nothing acknowledged (201, 202, a REGISTER's 200, a call's record) may be
+//!   lost, while full, once room comes back, or across a kill -9; what cannot be kept is
+//!   refused (503), and `/healthz` says the database takes no writes.
 
 mod common;
 
