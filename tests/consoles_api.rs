@@ -1,6 +1,6 @@
 //! The consoles' call APIs through the router (`tower::ServiceExt::oneshot`) with a real
-//! store (SQLite in a temp dir; PostgreSQL on 127.0.0.1:5432 for `postgres_*`, skipped
-//! with `HOTLINE_TEST_PG=off`), real WAV files in a temporary recordings directory and
+//! store (SQLite in a temp dir; PostgreSQL on 127.0.0.1:5432 for `postgres_*`, which
+//! must be running), real WAV files in a temporary recordings directory and
 //! the real ACD of the shipped config: recording playback (roles, Range, audit, path
 //! traversal), autosaved call drafts, server-side order KPIs, and the console's
 //! transfer of a bridged call.
@@ -118,10 +118,7 @@ async fn sqlite() -> (Harness, tempfile::TempDir) {
     (harness_on(store).await, db)
 }
 
-async fn postgres() -> Option<Harness> {
-    if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
-        return None;
-    }
+async fn postgres() -> Harness {
     let admin = "postgres://postgres@127.0.0.1:5432/postgres";
     let name = format!(
         "hotline_consoles_{}_{}",
@@ -130,7 +127,7 @@ async fn postgres() -> Option<Harness> {
     );
     let pool = sqlx::PgPool::connect(admin)
         .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (HOTLINE_TEST_PG=off to skip)");
+        .expect("PostgreSQL on 127.0.0.1:5432 (CI runs with PostgreSQL)");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&pool)
         .await
@@ -139,7 +136,7 @@ async fn postgres() -> Option<Harness> {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Some(harness_on(store).await)
+    harness_on(store).await
 }
 
 struct Reply {
@@ -629,9 +626,7 @@ async fn order_kpis_are_counted_by_the_server_in_the_users_subtree_sqlite() {
 
 #[tokio::test]
 async fn postgres_order_kpis_are_counted_by_the_server_in_the_users_subtree() {
-    let Some(h) = postgres().await else {
-        return;
-    };
+    let h = postgres().await;
     kpis_are_counted_in_the_users_subtree(&h).await;
 }
 

@@ -3,13 +3,12 @@
 //! this test only — the machine's shared PostgreSQL is never touched — the server is
 //! pointed at it, and it is stopped under the server's feet: signalling and the IVR must
 //! keep answering, `/healthz` must say degraded, and once it is back orders are written
-//! again.
+//! again. One cluster has its data directory on a small tmpfs that fills up instead.
+//! Needs root and PostgreSQL 15 (as CI has): without them the tests fail.
 
 mod common;
 
 use common::*;
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -20,6 +19,8 @@ const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
 struct PrivatePg {
     data: PathBuf,
     port: u16,
+    /// The tmpfs the data directory is on, if any: unmounted after the cluster stopped.
+    disk: Option<SmallDisk>,
     _dir: tempfile::TempDir,
 }
 
@@ -33,24 +34,31 @@ fn as_postgres(args: &[&str]) -> std::process::Output {
 }
 
 impl PrivatePg {
-    /// `None` (reason printed) when this machine cannot run one (no PostgreSQL 15, not root).
-    fn start() -> Option<PrivatePg> {
-        if !Path::new(PG_BIN).join("initdb").is_file() {
-            eprintln!("SKIPPED: no {PG_BIN}/initdb (apt-get install postgresql-15)");
-            return None;
-        }
+    /// Panics when this machine cannot run one (no PostgreSQL 15, not root): CI runs
+    /// these tests as root with PostgreSQL installed, and a test that cannot run fails.
+    fn start() -> PrivatePg {
+        PrivatePg::start_on(None)
+    }
+
+    /// With the data directory on a tmpfs of `size` when given (see [`SmallDisk`]).
+    fn start_on(size: Option<&str>) -> PrivatePg {
+        assert!(
+            Path::new(PG_BIN).join("initdb").is_file(),
+            "no {PG_BIN}/initdb (apt-get install postgresql-15)"
+        );
         let dir = tempfile::tempdir().expect("tmp");
         let data = dir.path().join("pg");
+        let disk = size.map(|size| SmallDisk::mount(&data, size));
         std::fs::create_dir_all(&data).expect("pg dir");
         let _ = Command::new("chmod").arg("755").arg(dir.path()).status();
         let chown = Command::new("chown")
             .args(["-R", "postgres:postgres"])
             .arg(&data)
             .status();
-        if !chown.is_ok_and(|s| s.success()) {
-            eprintln!("SKIPPED: cannot chown a directory to postgres (needs root)");
-            return None;
-        }
+        assert!(
+            chown.is_ok_and(|s| s.success()),
+            "cannot chown a directory to postgres (run as root)"
+        );
         let data_s = data.display().to_string();
         let init = as_postgres(&[
             &format!("{PG_BIN}/initdb"),
@@ -70,10 +78,11 @@ impl PrivatePg {
         let pg = PrivatePg {
             data,
             port: free_port(),
+            disk,
             _dir: dir,
         };
         pg.start_again();
-        Some(pg)
+        pg
     }
 
     fn start_again(&self) {
@@ -131,20 +140,7 @@ fn config() -> String {
     let prompts = repo_root().join("config/prompts/zh");
     let base = 37000 + (std::process::id() % 200) as u16 * 40;
     format!(
-        "{TEST_CONFIG}
-[[users]]
-id = \"9001\"
-name = \"值班员\"
-unit = \"province\"
-password = \"pw-9001\"
-roles = [\"agent\", \"supervisor\"]
-
-[[units]]
-id = \"jinan\"
-name = \"济南市司法局\"
-kind = \"city\"
-parent = \"province\"
-
+        "{TEST_CONFIG}{ORDER_DESK_CONFIG}
 [media]
 rtp_port_min = {base}
 rtp_port_max = {}
@@ -160,89 +156,6 @@ voice_message_intro = \"beep\"
     )
 }
 
-fn http(
-    addr: SocketAddr,
-    method: &str,
-    path: &str,
-    session: &(String, String),
-    body: &str,
-) -> (u16, String) {
-    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return (0, String::new());
-    };
-    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
-         Content-Type: application/json\r\nCookie: {}\r\nX-CSRF-Token: {}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        session.0,
-        session.1,
-        body.len()
-    );
-    if s.write_all(request.as_bytes()).is_err() {
-        return (0, String::new());
-    }
-    let mut resp = String::new();
-    let _ = s.read_to_string(&mut resp);
-    let status = resp
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (status, resp)
-}
-
-fn body_json(resp: &str) -> serde_json::Value {
-    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
-}
-
-fn login(server: &Server) -> (String, String) {
-    let none = (String::new(), String::new());
-    let (status, resp) = http(
-        server.http,
-        "POST",
-        "/api/login",
-        &none,
-        r#"{"user":"9001","password":"pw-9001"}"#,
-    );
-    assert_eq!(status, 200, "login: {resp}");
-    let cookie = resp
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("Set-Cookie: ")
-                .or_else(|| l.strip_prefix("set-cookie: "))
-        })
-        .and_then(|c| c.split(';').next())
-        .expect("cookie")
-        .to_string();
-    let csrf = body_json(&resp)["csrf_token"]
-        .as_str()
-        .expect("csrf")
-        .to_string();
-    (cookie, csrf)
-}
-
-fn create_order(server: &Server, session: &(String, String), key: &str) -> (u16, String) {
-    let body = serde_json::json!({
-        "contact_name": "张三",
-        "contact_phone": "13812345678",
-        "category": "consultation",
-        "urgency": "normal",
-        "business_area": "legal_aid",
-        "description": format!("数据库中断测试 {key}"),
-        "channel": "phone",
-        "city": "jinan",
-    })
-    .to_string();
-    http(server.http, "POST", "/api/orders", session, &body)
-}
-
-fn health(server: &Server) -> serde_json::Value {
-    let (_, body) = server.http_get("/healthz");
-    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
-}
-
 fn options_status(server: &Server) -> Option<u16> {
     let client = RawUdp::new(server.sip);
     let local = client.local();
@@ -254,38 +167,6 @@ fn options_status(server: &Server) -> Option<u16> {
         port = local.port()
     );
     client.request(&options).map(|r| status_of(&r))
-}
-
-/// One after-hours hotline call (the IVR answers and takes a voice message), 3 s.
-fn ivr_call(server: &Server) -> Output {
-    let work = tempfile::tempdir().expect("tmp");
-    std::fs::copy(
-        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
-        work.path().join("caller.wav"),
-    )
-    .expect("fixture");
-    run_bounded(
-        Command::new(require("sipp"))
-            .current_dir(work.path())
-            .args(["-sf", &path_str(&sipp_scenario("call_audio.xml"))])
-            .args(["-s", "053112348", "-m", "1", "-i", "127.0.0.1"])
-            .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
-            .args(["-mp", &free_media_port().to_string()])
-            .args(["-d", "3000", "-nostdin", "-timeout", "25"])
-            .arg(server.sip.to_string()),
-        Duration::from_secs(30),
-    )
-}
-
-fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if done() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    false
 }
 
 fn start(pg: &PrivatePg) -> Server {
@@ -300,11 +181,9 @@ fn start(pg: &PrivatePg) -> Server {
 
 #[test]
 fn postgres_stopped_mid_run_calls_flow_health_degrades_and_calls_and_orders_resume() {
-    let Some(pg) = PrivatePg::start() else {
-        return;
-    };
+    let pg = PrivatePg::start();
     let server = start(&pg);
-    let session = login(&server);
+    let session = login_order_desk(&server);
     let (status, resp) = create_order(&server, &session, "before");
     assert_eq!(status, 201, "{resp}");
     // (`status` may already be "degraded" for a calendar warning: `database` is the check.)
@@ -407,43 +286,11 @@ fn create_order_with_key(
     http(server.http, "POST", "/api/orders", &session, &body)
 }
 
-fn get(server: &Server, session: &(String, String), path: &str) -> (u16, String) {
-    http(server.http, "GET", path, session, "")
-}
-
-/// The order landed: readable, not marked queued, with its creation events.
-fn landed(server: &Server, session: &(String, String), id: &str) -> bool {
-    let (status, resp) = get(server, session, &format!("/api/orders/{id}"));
-    if status != 200 || body_json(&resp).get("queued").is_some() {
-        return false;
-    }
-    let (status, resp) = get(server, session, &format!("/api/orders/{id}/events"));
-    status == 200 && body_json(&resp).as_array().is_some_and(|e| !e.is_empty())
-}
-
-/// Restart the server in the same directory (data, outbox journal) after kill -9.
-fn restart(mut server: Server, pg: &PrivatePg) -> Server {
-    server.kill();
-    let dir = std::mem::replace(&mut server.dir, tempfile::tempdir().expect("tmp"));
-    drop(server);
-    let config = std::fs::read_to_string(dir.path().join("hotline.toml")).expect("config");
-    Server::start_in(
-        dir,
-        &config,
-        &[
-            ("DATABASE_URL", pg.url().as_str()),
-            ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00"),
-        ],
-    )
-}
-
 #[test]
 fn postgres_outage_order_writes_are_queued_and_land_when_it_is_back() {
-    let Some(pg) = PrivatePg::start() else {
-        return;
-    };
+    let pg = PrivatePg::start();
     let server = start(&pg);
-    let session = login(&server);
+    let session = login_order_desk(&server);
     let (status, resp) = create_order(&server, &session, "before");
     assert_eq!(status, 201, "{resp}");
     let before = body_json(&resp)["id"].as_str().expect("id").to_string();
@@ -511,11 +358,9 @@ fn postgres_outage_order_writes_are_queued_and_land_when_it_is_back() {
 
 #[test]
 fn kill_9_while_orders_are_queued_loses_none_of_them() {
-    let Some(pg) = PrivatePg::start() else {
-        return;
-    };
+    let pg = PrivatePg::start();
     let server = start(&pg);
-    let session = login(&server);
+    let session = login_order_desk(&server);
     pg.stop();
     let mut ids = Vec::new();
     for n in 0..3 {
@@ -527,8 +372,11 @@ fn kill_9_while_orders_are_queued_loses_none_of_them() {
     let mut server = server;
     server.kill();
     pg.start_again();
-    let server = restart(server, &pg);
-    let session = login(&server);
+    let server = server.restart(&[
+        ("DATABASE_URL", pg.url().as_str()),
+        ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00"),
+    ]);
+    let session = login_order_desk(&server);
     let all = wait_until(Duration::from_secs(30), || {
         ids.iter().all(|id| landed(&server, &session, id))
     });
@@ -545,9 +393,7 @@ fn kill_9_while_orders_are_queued_loses_none_of_them() {
 
 #[test]
 fn postgres_outage_register_is_still_answered() {
-    let Some(pg) = PrivatePg::start() else {
-        return;
-    };
+    let pg = PrivatePg::start();
     let server = start(&pg);
     pg.stop();
     assert_eq!(options_status(&server), Some(200));
@@ -565,4 +411,87 @@ fn postgres_outage_register_is_still_answered() {
         "REGISTER during the outage: {reg:?} after {waited:?}\n{}",
         server.log()
     );
+}
+
+/// PostgreSQL's data directory on a 64 MB tmpfs that fills up (the server's own data
+/// directory, with the outbox journal, elsewhere): a create PostgreSQL cannot store is
+/// queued (202, journaled) or refused, never answered 201 unstored; `/healthz` says the
+/// database takes no writes; once the disk has room every acknowledged order lands and
+/// survives a kill -9 of the server.
+#[test]
+fn postgres_on_a_full_disk_loses_no_acknowledged_order() {
+    let pg = PrivatePg::start_on(Some("64m"));
+    let server = start(&pg);
+    let session = login_order_desk(&server);
+    let mut acknowledged = Vec::new();
+    let (status, resp) = create_order(&server, &session, "before");
+    assert_eq!(status, 201, "{resp}");
+    acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
+
+    let disk = pg.disk.as_ref().expect("tmpfs");
+    let filler = disk.fill("filler");
+    let mut answers = Vec::new();
+    // Enough orders to need new table and index pages.
+    for n in 0..40 {
+        let (status, resp) = create_order(&server, &session, &format!("full-{n}"));
+        answers.push(status);
+        match status {
+            // (201: the order fitted pages PostgreSQL already had.)
+            201 | 202 => acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned()),
+            503 => {}
+            _ => panic!(
+                "create with PostgreSQL's disk full: {resp}\n{}",
+                server.log()
+            ),
+        }
+    }
+    assert!(
+        answers.contains(&202),
+        "no create was queued while PostgreSQL's disk was full: {answers:?}\n{}",
+        server.log()
+    );
+    let h = health(&server);
+    assert_eq!(h["status"], "degraded", "{h}");
+    assert_ne!(h["database"], "ok", "{h}");
+
+    std::fs::remove_file(&filler).expect("free the disk");
+    if pg_down(&pg) {
+        // PostgreSQL may have shut itself down on the full disk: the operator starts it.
+        pg.start_again();
+    }
+    assert!(
+        wait_until(Duration::from_secs(30), || health(&server)["queued_orders"]
+            == 0),
+        "queued orders did not land once the disk had room: {}\n{}",
+        health(&server),
+        server.log()
+    );
+    let server = server.restart(&[
+        ("DATABASE_URL", pg.url().as_str()),
+        ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00"),
+    ]);
+    let session = login_order_desk(&server);
+    let lost: Vec<&String> = acknowledged
+        .iter()
+        .filter(|id| !landed(&server, &session, id))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} acknowledged orders lost ({answers:?}): {lost:?}\n{}",
+        lost.len(),
+        acknowledged.len(),
+        server.log()
+    );
+    let (status, resp) = get(&server, &session, "/api/ledger/verify");
+    assert_eq!(status, 200, "{resp}");
+    assert_eq!(body_json(&resp)["ok"], true, "{resp}");
+    eprintln!("creates with PostgreSQL's disk full answered {answers:?}");
+}
+
+/// `pg_ctl status` says the cluster is not running.
+fn pg_down(pg: &PrivatePg) -> bool {
+    let data_s = pg.data.display().to_string();
+    !as_postgres(&[&format!("{PG_BIN}/pg_ctl"), "-D", &data_s, "status"])
+        .status
+        .success()
 }

@@ -1,6 +1,6 @@
 //! The work-order HTTP API end to end through the router (`tower::ServiceExt::oneshot`)
 //! with a real store: SQLite in a temp dir, and PostgreSQL on 127.0.0.1:5432 for the
-//! tests named `postgres_*` (skipped with `HOTLINE_TEST_PG=off`). Users, units and
+//! tests named `postgres_*` (which must be running). Users, units and
 //! routing come from the shipped `config/hotline.toml`.
 
 use std::path::{Path, PathBuf};
@@ -73,10 +73,7 @@ async fn sqlite() -> Harness {
     harness_on(store, Some(dir), Some(file)).await
 }
 
-async fn postgres() -> Option<Harness> {
-    if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
-        return None;
-    }
+async fn postgres() -> Harness {
     let admin = "postgres://postgres@127.0.0.1:5432/postgres";
     let name = format!(
         "hotline_api_{}_{}",
@@ -85,7 +82,7 @@ async fn postgres() -> Option<Harness> {
     );
     let pool = sqlx::PgPool::connect(admin)
         .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (HOTLINE_TEST_PG=off to skip)");
+        .expect("PostgreSQL on 127.0.0.1:5432 (CI runs with PostgreSQL)");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&pool)
         .await
@@ -94,7 +91,7 @@ async fn postgres() -> Option<Harness> {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Some(harness_on(store, None, None).await)
+    harness_on(store, None, None).await
 }
 
 /// A logged-in console: session cookie + CSRF token.
@@ -454,9 +451,7 @@ async fn sqlite_lifecycle_of_each_category_with_real_holidays() {
 
 #[tokio::test]
 async fn postgres_lifecycle_of_each_category_with_real_holidays() {
-    let Some(h) = postgres().await else {
-        return;
-    };
+    let h = postgres().await;
     consultation_lifecycle_over_national_day(&h).await;
     complaint_lifecycle_over_spring_festival(&h, "complaint").await;
     complaint_lifecycle_over_spring_festival(&h, "case").await;
@@ -754,9 +749,7 @@ async fn sqlite_concurrent_signs_one_wins() {
 
 #[tokio::test]
 async fn postgres_concurrent_signs_one_wins() {
-    if let Some(h) = postgres().await {
-        concurrent_signs_one_wins(&h).await;
-    }
+    concurrent_signs_one_wins(&postgres().await).await;
 }
 
 #[tokio::test]
@@ -1588,9 +1581,7 @@ async fn sqlite_rankings_carry_the_sign_in_rate_from_queue_log() {
 
 #[tokio::test]
 async fn postgres_rankings_carry_the_sign_in_rate_from_queue_log() {
-    if let Some(h) = postgres().await {
-        rankings_carry_the_sign_in_rate(&h).await;
-    }
+    rankings_carry_the_sign_in_rate(&postgres().await).await;
 }
 
 /// An order written to the store as the API would have written it, but at past
@@ -1769,9 +1760,8 @@ async fn sqlite_withdrawal_needs_confirmation_and_keeps_counting() {
 
 #[tokio::test]
 async fn postgres_withdrawal_needs_confirmation_and_keeps_counting() {
-    if let Some(h) = postgres().await {
-        withdrawal_needs_confirmation_and_keeps_counting(&h).await;
-    }
+    let h = postgres().await;
+    withdrawal_needs_confirmation_and_keeps_counting(&h).await;
 }
 
 /// AS-RANK, W-19: one definition of overdue for the rankings and `/api/stats/orders`
@@ -1940,9 +1930,8 @@ async fn sqlite_rankings_agree_with_stats_and_rank_each_level() {
 
 #[tokio::test]
 async fn postgres_rankings_agree_with_stats_and_rank_each_level() {
-    if let Some(h) = postgres().await {
-        rankings_agree_with_stats_and_rank_each_level(&h).await;
-    }
+    let h = postgres().await;
+    rankings_agree_with_stats_and_rank_each_level(&h).await;
 }
 
 /// H-8, H-9, H-13-2 (TK-INTAKE): an order opened from a call is received when the call
@@ -2021,9 +2010,8 @@ async fn sqlite_receipt_is_the_calls_arrival_or_the_submission() {
 
 #[tokio::test]
 async fn postgres_receipt_is_the_calls_arrival_or_the_submission() {
-    if let Some(h) = postgres().await {
-        receipt_is_the_calls_arrival_or_the_submission(&h).await;
-    }
+    let h = postgres().await;
+    receipt_is_the_calls_arrival_or_the_submission(&h).await;
 }
 
 /// H-13-1: the dispatcher reviewing an order corrects urgency and contact details,
@@ -2110,9 +2098,8 @@ async fn sqlite_dispatch_corrects_urgency_and_contact() {
 
 #[tokio::test]
 async fn postgres_dispatch_corrects_urgency_and_contact() {
-    if let Some(h) = postgres().await {
-        dispatch_corrects_urgency_and_contact(&h).await;
-    }
+    let h = postgres().await;
+    dispatch_corrects_urgency_and_contact(&h).await;
 }
 
 /// H-8 (解释说明): a complaint about a matter outside the justice system, which the
@@ -2182,7 +2169,6 @@ async fn sqlite_outside_the_remit_is_closed_with_the_explanation() {
 
 #[tokio::test]
 async fn postgres_outside_the_remit_is_closed_with_the_explanation() {
-    if let Some(h) = postgres().await {
-        outside_the_remit_is_closed_with_the_explanation(&h).await;
-    }
+    let h = postgres().await;
+    outside_the_remit_is_closed_with_the_explanation(&h).await;
 }

@@ -1,7 +1,7 @@
 //! After-hours voice messages become work orders (TK-INTAKE, CALL-AFTERHOURS).
 //!
 //! In process (router + real store, SQLite and PostgreSQL on 127.0.0.1:5432, the
-//! latter skipped with `HOTLINE_TEST_PG=off`): a stored message is converted by the
+//! latter must be running): a stored message is converted by the
 //! background pass, the order is listed by `GET /api/orders` with the message's city,
 //! category, caller and time, and the message is linked; a crash between creating the
 //! order and linking the message, and two passes racing, still leave exactly one
@@ -83,10 +83,7 @@ async fn sqlite_store() -> (Store, tempfile::TempDir) {
     (store, dir)
 }
 
-async fn postgres_store() -> Option<Store> {
-    if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
-        return None;
-    }
+async fn postgres_store() -> Store {
     let name = format!(
         "hotline_vm_{}_{}",
         std::process::id(),
@@ -94,7 +91,7 @@ async fn postgres_store() -> Option<Store> {
     );
     let pool = sqlx::PgPool::connect("postgres://postgres@127.0.0.1:5432/postgres")
         .await
-        .expect("PostgreSQL on 127.0.0.1:5432 (HOTLINE_TEST_PG=off to skip)");
+        .expect("PostgreSQL on 127.0.0.1:5432 (CI runs with PostgreSQL)");
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&pool)
         .await
@@ -103,7 +100,7 @@ async fn postgres_store() -> Option<Store> {
         .await
         .expect("connect");
     store.migrate().await.expect("migrate");
-    Some(store)
+    store
 }
 
 async fn orders_total(store: &Store) -> i64 {
@@ -286,9 +283,7 @@ async fn voice_message_becomes_a_listed_order_sqlite() {
 
 #[tokio::test]
 async fn voice_message_becomes_a_listed_order_postgres() {
-    let Some(store) = postgres_store().await else {
-        return;
-    };
+    let store = postgres_store().await;
     message_becomes_a_listed_order(&store).await;
 }
 
@@ -300,9 +295,7 @@ async fn crash_between_create_and_link_leaves_one_order_sqlite() {
 
 #[tokio::test]
 async fn crash_between_create_and_link_leaves_one_order_postgres() {
-    let Some(store) = postgres_store().await else {
-        return;
-    };
+    let store = postgres_store().await;
     crash_between_create_and_link_leaves_one_order(&store).await;
 }
 
@@ -314,9 +307,7 @@ async fn racing_passes_create_one_order_per_message_sqlite() {
 
 #[tokio::test]
 async fn racing_passes_create_one_order_per_message_postgres() {
-    let Some(store) = postgres_store().await else {
-        return;
-    };
+    let store = postgres_store().await;
     racing_passes_create_one_order(&store).await;
 }
 
@@ -354,9 +345,7 @@ async fn voice_message_order_is_received_at_the_calls_arrival_sqlite() {
 
 #[tokio::test]
 async fn voice_message_order_is_received_at_the_calls_arrival_postgres() {
-    let Some(store) = postgres_store().await else {
-        return;
-    };
+    let store = postgres_store().await;
     voice_message_order_is_received_at_the_calls_arrival(&store).await;
 }
 

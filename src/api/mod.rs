@@ -86,6 +86,9 @@ async fn security_headers(uri: axum::http::Uri, mut response: Response) -> Respo
     response
 }
 
+/// How long `/healthz` waits for its write probe (the store's busy timeout is 5 s).
+const WRITE_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What `/healthz` reads from the running server (an axum extension set by `serve`).
 #[derive(Debug, Clone, Default)]
 pub struct ServerHealth {
@@ -101,6 +104,7 @@ pub struct ServerHealth {
 struct Health<'a> {
     /// "ok", "degraded" or "draining".
     status: &'static str,
+    /// "ok", "unwritable" (answers reads, refuses writes: a full disk) or "unreachable".
     database: &'static str,
     /// Work-order creates accepted (202) and waiting for the database.
     queued_orders: usize,
@@ -118,7 +122,17 @@ async fn healthz(
     server: Option<axum::Extension<ServerHealth>>,
 ) -> Json<serde_json::Value> {
     let server = server.map(|axum::Extension(s)| s).unwrap_or_default();
-    let db_ok = state.store.ping().await.is_ok();
+    // A read round trip answers on a full disk too: the database is "ok" only when it
+    // also takes a (durable) write.
+    let database = if state.store.ping().await.is_err() {
+        "unreachable"
+    } else if let Err(e) = state.store.check_writable(WRITE_PROBE_LIMIT).await {
+        tracing::warn!(%e, "healthz: the database takes no writes");
+        "unwritable"
+    } else {
+        "ok"
+    };
+    let db_ok = database == "ok";
     let queued_orders = server.outbox.as_ref().map_or(0, |o| o.depth());
     let queued_call_records = server.call_outbox.as_ref().map_or(0, |o| o.depth());
     let draining = server.draining.load(std::sync::atomic::Ordering::Relaxed);
@@ -134,7 +148,7 @@ async fn healthz(
         } else {
             "degraded"
         },
-        database: if db_ok { "ok" } else { "unreachable" },
+        database,
         queued_orders,
         queued_call_records,
         warnings: &state.warnings,

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use crate::ivr::cdr::CallDetailRecord;
 use crate::server::journal::{
@@ -78,15 +78,26 @@ impl CallRecordOutbox {
         self.shared.depth()
     }
 
-    /// Queue a record (fsync'd); blocking file IO, so from `spawn_blocking`.
+    /// Queue a record (fsync'd); blocking file IO, so from `spawn_blocking`. When the
+    /// journal cannot take it either (the disk the database is on is full, and so is the
+    /// data directory), the record is held in memory and written by the replay loop once
+    /// the database answers — lost only if the process stops before that (logged).
     ///
     /// # Errors
-    /// The journal cannot be written (disk full …): the record is lost, and the caller
-    /// logs it.
+    /// The record cannot be encoded, or the outbox is unusable.
     pub fn append(&self, queued: QueuedCallRecord) -> Result<(), OutboxError> {
         let call_id = queued.record.call_id.clone();
-        let waiting = self.shared.push(queued)?;
-        info!(%call_id, waiting, "database unavailable: call record queued");
+        match self.shared.push_or_hold(queued)? {
+            None => {
+                info!(%call_id, waiting = self.depth(), "database unavailable: call record queued")
+            }
+            Some(journal) => error!(
+                %call_id,
+                %journal,
+                waiting = self.depth(),
+                "database and outbox journal unavailable: call record held in memory until the database takes it (lost if the process stops first)"
+            ),
+        }
         Ok(())
     }
 

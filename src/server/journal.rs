@@ -8,7 +8,10 @@
 //! `{"op":"create", …}` per entry, `{"op":"done","id":…}` once that entry is in the
 //! database. Loading keeps the entries without a `done`, in file order; a torn last line
 //! (the process died mid-write, before the fsync, so the entry was never acknowledged)
-//! is skipped. When nothing is left waiting the file is truncated, and after
+//! is skipped. An entry the journal cannot take (disk full) is refused to the caller
+//! ([`DurableQueue::push`]), or for records nobody can be refused to, held in memory
+//! ([`DurableQueue::hold`]) until the database or the journal takes it. When nothing is
+//! left waiting the file is truncated, and after
 //! [`COMPACT_AFTER`] `done` lines it is rewritten with only the waiting entries.
 //!
 //! # Replay
@@ -74,6 +77,9 @@ pub struct DurableQueue<T> {
     pending: VecDeque<T>,
     /// `done` lines since the file was last rewritten.
     done_lines: usize,
+    /// Entries are waiting in memory only ([`DurableQueue::hold`]): the next append
+    /// rewrites the whole journal to take them in.
+    held: bool,
 }
 
 impl<T: Queued> DurableQueue<T> {
@@ -115,6 +121,7 @@ impl<T: Queued> DurableQueue<T> {
             len: 0,
             pending: pending.into(),
             done_lines: 0,
+            held: false,
         };
         // Start from a clean file holding exactly the waiting entries.
         queue.rewrite()?;
@@ -134,9 +141,29 @@ impl<T: Queued> DurableQueue<T> {
     pub fn push(&mut self, entry: T) -> Result<(), OutboxError> {
         let line = serde_json::to_string(&Line::Create(Box::new(entry.clone())))
             .map_err(OutboxError::Encode)?;
+        if self.held {
+            // Take the held entries in with this one, in order.
+            self.pending.push_back(entry);
+            if let Err(e) = self.rewrite() {
+                self.pending.pop_back();
+                return Err(e);
+            }
+            self.held = false;
+            return Ok(());
+        }
         self.write_line(&line)?;
         self.pending.push_back(entry);
         Ok(())
+    }
+
+    /// Keep an entry the journal could not take ([`DurableQueue::push`] failed) in memory,
+    /// in order with the others: it is replayed like them, and journaled by the next
+    /// append that succeeds, but lost if the process stops before either. For records
+    /// with nobody to refuse them to (a finished call's record); a create a client can
+    /// retry is refused instead.
+    pub fn hold(&mut self, entry: T) {
+        self.pending.push_back(entry);
+        self.held = true;
     }
 
     /// The oldest entry is in the database: drop it and say so durably. Returns it, or
@@ -223,7 +250,7 @@ impl<T: Queued> DurableQueue<T> {
             file.sync_all().map_err(|e| self.io_error(e))?;
         }
         std::fs::rename(&tmp, &self.path).map_err(|e| self.io_error(e))?;
-        sync_dir(&self.path);
+        sync_dir(&self.path).map_err(|e| self.io_error(e))?;
         let mut file = OpenOptions::new()
             .append(true)
             .open(&self.path)
@@ -233,16 +260,17 @@ impl<T: Queued> DurableQueue<T> {
             .map_err(|e| self.io_error(e))?;
         self.file = file;
         self.done_lines = 0;
+        self.held = false;
         Ok(())
     }
 }
 
-/// Make a rename durable: fsync the directory that holds `path`.
-fn sync_dir(path: &Path) {
-    if let Some(dir) = path.parent()
-        && let Ok(dir) = File::open(dir)
-    {
-        let _ = dir.sync_all();
+/// Make a rename durable: fsync the directory that holds `path`. Checked like the
+/// journal's own fsync: a rewrite is not done until its rename is on disk.
+fn sync_dir(path: &Path) -> std::io::Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => File::open(dir)?.sync_all(),
+        _ => File::open(".")?.sync_all(),
     }
 }
 
@@ -299,6 +327,30 @@ impl<T: Queued> SharedQueue<T> {
         self.metrics.set_outbox_depth(self.kind, depth);
         self.wake.notify_one();
         Ok(depth)
+    }
+
+    /// [`SharedQueue::push`], or when the journal cannot take the entry, hold it in memory
+    /// ([`DurableQueue::hold`]) and wake the replay loop all the same. `Ok(None)`: journaled;
+    /// `Ok(Some(error))`: held in memory only, because of `error`.
+    ///
+    /// # Errors
+    /// The entry cannot be encoded, or the queue is unusable.
+    pub fn push_or_hold(&self, entry: T) -> Result<Option<OutboxError>, OutboxError> {
+        let mut queue = self.queue.lock().map_err(|_| OutboxError::Poisoned)?;
+        let held = match queue.push(entry.clone()) {
+            Ok(()) => None,
+            Err(e @ OutboxError::Io { .. }) => {
+                queue.hold(entry);
+                Some(e)
+            }
+            Err(e) => return Err(e),
+        };
+        let depth = queue.pending().len();
+        drop(queue);
+        self.metrics.outbox_queued(self.kind);
+        self.metrics.set_outbox_depth(self.kind, depth);
+        self.wake.notify_one();
+        Ok(held)
     }
 
     fn front(&self) -> Option<T> {

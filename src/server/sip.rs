@@ -16,7 +16,9 @@ use tracing::{debug, info, warn};
 use crate::server::calls::{CallRouter, MediaContext};
 use crate::server::metrics::{DropReason, Metrics};
 use crate::sip::endpoint::{Endpoint, Output, SourceInfo, StoreOp, Transport};
-use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
+use crate::sip::message::{
+    MAX_MESSAGE_SIZE, Message, Method, Response, StreamFramer, parse_message,
+};
 use crate::store::Store;
 
 /// Minimal cancellation token (avoids pulling tokio-util for one type).
@@ -154,12 +156,12 @@ impl SipShell {
                 }
             }
             if let Err(e) = self.store_tx.try_send(job) {
-                warn!("persistence queue full: answering without storing the registration");
+                warn!("persistence queue full: registration not stored, answered 503");
                 let job = match e {
                     mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
                 };
                 for out in job.then_send {
-                    self.perform(out);
+                    self.perform(not_stored_answer(out));
                 }
             }
         } else {
@@ -458,31 +460,72 @@ async fn persist_loop(
                 },
             })
             .collect();
-        // A database that does not answer must not stall phones' registrations: after
-        // PERSIST_WAIT the answers go out anyway (availability first) and the failure is
-        // logged; the bindings live in memory and are written by the next change.
-        match tokio::time::timeout(PERSIST_WAIT, store.write_batch(&writes, wall_ms())).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                warn!(%e, writes = writes.len(), "could not persist registrations; answering anyway");
-            }
-            Err(_) => {
-                warn!(
-                    writes = writes.len(),
-                    "database too slow: answering registrations unpersisted"
-                );
-            }
-        }
+        // A 200 to a REGISTER says the binding is stored (a restart still knows it): it
+        // is sent only after the commit. A database that refuses the write (a full disk)
+        // or does not answer within PERSIST_WAIT (phones must not wait on it) gets the
+        // phones a 503 with Retry-After instead (RFC 3261 10.3, 21.5.4), and they
+        // register again. The binding stays in memory meanwhile, so calls still reach
+        // the phone.
+        let stored =
+            match tokio::time::timeout(PERSIST_WAIT, store.write_batch(&writes, wall_ms())).await {
+                Ok(Ok(())) => true,
+                Ok(Err(e)) => {
+                    warn!(%e, writes = writes.len(), "registrations not stored: answered 503");
+                    false
+                }
+                Err(_) => {
+                    warn!(
+                        writes = writes.len(),
+                        "database too slow: registrations not stored, answered 503"
+                    );
+                    false
+                }
+            };
         let Some(shell) = shell.upgrade() else {
             break;
         };
         for job in jobs {
             for out in job.then_send {
-                shell.perform(out);
+                shell.perform(if stored { out } else { not_stored_answer(out) });
             }
         }
     }
     info!("persistence loop ended");
+}
+
+/// Retry-After (seconds) of the 503 a phone gets when its registration was not stored.
+const NOT_STORED_RETRY_AFTER_SECS: u32 = 10;
+
+/// What to send instead of `out` when the binding change it announces was not committed:
+/// a 2xx to a REGISTER becomes 503 Service Unavailable with Retry-After and without the
+/// Contact list (no binding is confirmed); anything else goes out as it is.
+fn not_stored_answer(out: Output) -> Output {
+    let Output::Transmit { to, bytes } = out else {
+        return out;
+    };
+    let answer = match parse_message(&bytes) {
+        Ok(Message::Response(r))
+            if (200..300).contains(&r.status)
+                && r.headers.cseq().is_ok_and(|c| c.method == Method::Register) =>
+        {
+            r
+        }
+        _ => return Output::Transmit { to, bytes },
+    };
+    let mut headers = answer.headers;
+    headers.remove("Contact");
+    headers.remove("Expires");
+    headers.push("Retry-After", NOT_STORED_RETRY_AFTER_SECS.to_string());
+    let refused = Response {
+        status: 503,
+        reason: "Service Unavailable".into(),
+        headers,
+        body: Bytes::new(),
+    };
+    Output::Transmit {
+        to,
+        bytes: Bytes::from(refused.to_bytes()),
+    }
 }
 
 /// Unix time in milliseconds (for stored expiry times).
@@ -491,4 +534,62 @@ pub fn wall_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sip::endpoint::Transport;
+
+    fn transmit(text: &str) -> Output {
+        Output::Transmit {
+            to: SourceInfo {
+                addr: SocketAddr::from(([127, 0, 0, 1], 5070)),
+                transport: Transport::Udp,
+            },
+            bytes: Bytes::from(text.replace('\n', "\r\n")),
+        }
+    }
+
+    fn text(out: &Output) -> String {
+        match out {
+            Output::Transmit { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
+            other => panic!("not a transmit: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_register_ok_not_stored_becomes_503_with_retry_after() {
+        let ok = transmit(
+            "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr1\n\
+             From: <sip:1001@hotline.test>;tag=a\nTo: <sip:1001@hotline.test>;tag=b\n\
+             Call-ID: reg-1\nCSeq: 2 REGISTER\n\
+             Contact: <sip:1001@127.0.0.1:5070>;expires=3600\nContent-Length: 0\n\n",
+        );
+        let answer = text(&not_stored_answer(ok));
+        assert!(
+            answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
+            "{answer}"
+        );
+        assert!(answer.contains("Retry-After: 10\r\n"), "{answer}");
+        assert!(answer.contains("CSeq: 2 REGISTER\r\n"), "{answer}");
+        assert!(answer.contains("Call-ID: reg-1\r\n"), "{answer}");
+        assert!(answer.contains(";branch=z9hG4bKr1"), "{answer}");
+        assert!(!answer.contains("Contact"), "{answer}");
+    }
+
+    #[test]
+    fn other_messages_held_for_a_commit_go_out_unchanged() {
+        for message in [
+            "SIP/2.0 423 Interval Too Brief\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr2\n\
+             From: <sip:1001@hotline.test>;tag=a\nTo: <sip:1001@hotline.test>;tag=b\n\
+             Call-ID: reg-2\nCSeq: 3 REGISTER\nMin-Expires: 60\nContent-Length: 0\n\n",
+            "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo1\n\
+             From: <sip:1001@hotline.test>;tag=a\nTo: <sip:1001@hotline.test>;tag=b\n\
+             Call-ID: opt-1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
+        ] {
+            let out = transmit(message);
+            assert_eq!(not_stored_answer(out.clone()), out);
+        }
+    }
 }

@@ -5,10 +5,13 @@
 //! backend). Migrations live in `migrations/sqlite` and `migrations/postgres`; they are
 //! append-only.
 
+use sqlx::pool::PoolConnection;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{Database, PgPool, SqlitePool};
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +66,17 @@ fn unavailable_code(code: &str) -> bool {
         .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 10 | 13 | 14))
 }
 
+/// Why [`Store::check_writable`] says the database takes no writes.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteProbeError {
+    #[error("the last write failed and none succeeded since")]
+    RecentFailure,
+    #[error("the probe write failed")]
+    Failed(#[source] StoreError),
+    #[error("the probe write did not finish in time")]
+    TimedOut,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
@@ -79,6 +93,8 @@ enum Pool {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// How the last transactions ended, for [`Store::check_writable`]; shared by clones.
+    writes: Arc<WriteHealth>,
     /// The unit tree the order read scope is written with ([`Store::install_unit_tree`]);
     /// shared by every clone.
     scope_tree: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<orders::ScopeTree>>>>,
@@ -93,6 +109,98 @@ macro_rules! on_pool {
         }
     };
 }
+
+/// How the store's transactions have been ending (see [`TxConnection`]), in unix ms.
+#[derive(Debug, Default)]
+struct WriteHealth {
+    last_commit_ms: AtomicU64,
+    /// A transaction that did not end cleanly (failed statement or COMMIT, cancelled).
+    last_failure_ms: AtomicU64,
+}
+
+/// A pooled connection taken for one transaction, which goes back to the pool only when
+/// the transaction ended cleanly ([`TxConnection::committed`], or a rollback the caller
+/// awaited). Any other end — a failed statement, a failed COMMIT, a cancelled future —
+/// closes the connection instead (the pool opens a fresh one).
+///
+/// Why: when a statement or the COMMIT fails with SQLITE_FULL or SQLITE_IOERR, SQLite may
+/// or may not have rolled the transaction back itself (sqlite.org/lang_transaction.html,
+/// "Response To Errors Within A Transaction"), and sqlx's count of open transactions on
+/// the connection can then disagree with SQLite's. Such a connection, back in the pool,
+/// answered the next `begin()` with a SAVEPOINT inside a transaction that never ended and
+/// the next `commit()` with a RELEASE that commits nothing: work orders answered 201 that
+/// were gone after a restart, the write lock held so that every other connection timed
+/// out once the disk had room again, and lists counting rows only that connection saw.
+/// Closing the connection rolls back whatever SQLite still held open.
+struct TxConnection<DB: Database> {
+    conn: PoolConnection<DB>,
+    writes: Arc<WriteHealth>,
+    clean: bool,
+}
+
+impl<DB: Database> TxConnection<DB> {
+    async fn acquire(
+        pool: &sqlx::Pool<DB>,
+        writes: &Arc<WriteHealth>,
+    ) -> Result<Self, sqlx::Error> {
+        let conn = pool.acquire().await.inspect_err(|e| {
+            if sqlx_unavailable(e) {
+                writes.last_failure_ms.store(unix_ms(), Ordering::SeqCst);
+            }
+        })?;
+        Ok(TxConnection {
+            conn,
+            writes: writes.clone(),
+            clean: false,
+        })
+    }
+
+    /// The connection to begin the transaction on.
+    fn raw(&mut self) -> &mut DB::Connection {
+        &mut self.conn
+    }
+
+    /// The transaction committed: the connection may be reused.
+    fn committed(&mut self) {
+        self.clean = true;
+        self.writes
+            .last_commit_ms
+            .store(unix_ms(), Ordering::SeqCst);
+    }
+
+    /// The transaction was rolled back by the caller (who awaited the ROLLBACK): the
+    /// connection may be reused.
+    fn rolled_back(&mut self) {
+        self.clean = true;
+    }
+}
+
+impl<DB: Database> Drop for TxConnection<DB> {
+    fn drop(&mut self) {
+        if !self.clean {
+            self.writes
+                .last_failure_ms
+                .store(unix_ms(), Ordering::SeqCst);
+            self.conn.close_on_drop();
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// How recently a commit must have succeeded for [`Store::check_writable`] to trust it
+/// rather than write a probe.
+const TRUST_COMMIT_FOR_MS: u64 = 1_000;
+
+/// How long a failed transaction with no commit after it makes [`Store::check_writable`]
+/// say "not writable" without probing: a probe can pass where real writes fail (on
+/// PostgreSQL the probe row's update fits its page and the WAL segment is preallocated,
+/// while a new order needs new table pages).
+const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
 pub mod calls;
 pub mod drafts;
@@ -165,6 +273,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pool: Pool::Sqlite(pool),
+                writes: Arc::default(),
                 scope_tree: std::sync::Arc::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
@@ -176,6 +285,7 @@ impl Store {
                 .await?;
             Ok(Store {
                 pool: Pool::Postgres(pool),
+                writes: Arc::default(),
                 scope_tree: std::sync::Arc::default(),
             })
         } else {
@@ -213,6 +323,45 @@ impl Store {
         Ok(())
     }
 
+    /// Whether the database takes writes now, for `/healthz`: a read round trip says
+    /// nothing about a full disk. From what the store's own transactions saw: one failed
+    /// (within 30 s) and none committed since → no; one committed within the last second
+    /// → yes. Otherwise one real, durable write (the `write_probe` row: a WAL frame on
+    /// SQLite, a WAL record on PostgreSQL), bounded by `limit`.
+    ///
+    /// # Errors
+    /// Recent transactions failed, or the probe failed or did not finish within `limit`.
+    pub async fn check_writable(&self, limit: Duration) -> Result<(), WriteProbeError> {
+        let now = unix_ms();
+        let last_commit = self.writes.last_commit_ms.load(Ordering::SeqCst);
+        let last_failure = self.writes.last_failure_ms.load(Ordering::SeqCst);
+        if last_failure > last_commit && now.saturating_sub(last_failure) < REMEMBER_FAILURE_FOR_MS
+        {
+            return Err(WriteProbeError::RecentFailure);
+        }
+        if now.saturating_sub(last_commit) < TRUST_COMMIT_FOR_MS {
+            return Ok(());
+        }
+        let probe = async {
+            on_pool!(self, |p| {
+                let mut conn = TxConnection::acquire(p, &self.writes).await?;
+                let mut tx = sqlx::Connection::begin(conn.raw()).await?;
+                sqlx::query("UPDATE write_probe SET at_ms = $1 WHERE id = 1")
+                    .bind(i64::try_from(unix_ms()).unwrap_or(i64::MAX))
+                    .execute(&mut *tx)
+                    .await?;
+                tx.commit().await?;
+                conn.committed();
+            });
+            Ok::<(), StoreError>(())
+        };
+        match tokio::time::timeout(limit, probe).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(WriteProbeError::Failed(e)),
+            Err(_) => Err(WriteProbeError::TimedOut),
+        }
+    }
+
     /// Insert or refresh one binding.
     ///
     /// # Errors
@@ -245,7 +394,8 @@ impl Store {
         now_ms: i64,
     ) -> Result<(), StoreError> {
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut conn = TxConnection::acquire(p, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             for w in writes {
                 match w {
                     BindingWrite::Upsert(b) => {
@@ -291,6 +441,7 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            conn.committed();
         });
         Ok(())
     }
@@ -392,12 +543,10 @@ pub(crate) mod test_support {
         (store, dir)
     }
 
-    /// A fresh PostgreSQL database on the machine's server (127.0.0.1:5432, trust auth),
-    /// created with a unique name; `None` when `HOTLINE_TEST_PG` is set to `off`.
-    pub async fn postgres() -> Option<Store> {
-        if std::env::var("HOTLINE_TEST_PG").as_deref() == Ok("off") {
-            return None;
-        }
+    /// A fresh PostgreSQL database on the machine's server (127.0.0.1:5432, trust auth,
+    /// or `HOTLINE_TEST_PG_ADMIN`), created with a unique name. There is no switch to
+    /// skip: a test that cannot reach PostgreSQL fails (CI runs with PostgreSQL).
+    pub async fn postgres() -> Store {
         let admin_url = std::env::var("HOTLINE_TEST_PG_ADMIN")
             .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
         let name = format!(
@@ -407,7 +556,7 @@ pub(crate) mod test_support {
         );
         let admin = Store::connect(&admin_url)
             .await
-            .expect("PostgreSQL on 127.0.0.1:5432 (set HOTLINE_TEST_PG=off to skip)");
+            .expect("PostgreSQL on 127.0.0.1:5432 (or HOTLINE_TEST_PG_ADMIN)");
         on_pool!(admin, |p| sqlx::query(sqlx::AssertSqlSafe(format!(
             "CREATE DATABASE {name}"
         )))
@@ -415,12 +564,14 @@ pub(crate) mod test_support {
         .await
         .map(|_| ())
         .expect("create test database"));
-        let url = admin_url
+        let (base, _) = admin_url
             .rsplit_once('/')
-            .map(|(base, _)| format!("{base}/{name}"))?;
-        let store = Store::connect(&url).await.expect("connect test database");
+            .expect("HOTLINE_TEST_PG_ADMIN ends in /<database>");
+        let store = Store::connect(&format!("{base}/{name}"))
+            .await
+            .expect("connect test database");
         store.migrate().await.expect("migrate postgres");
-        Some(store)
+        store
     }
 }
 
@@ -497,9 +648,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_bindings_round_trip() {
-        let Some(store) = test_support::postgres().await else {
-            return;
-        };
+        let store = test_support::postgres().await;
         assert_eq!(store.backend(), Backend::Postgres);
         bindings_round_trip(store).await;
     }

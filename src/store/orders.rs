@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
+use super::TxConnection;
 use super::{Pool, Store, StoreError};
 use crate::ticket::deadlines::running_deadline;
 use crate::ticket::{Event, EventKind, Order, OrderId, Role, State, UnitTree};
@@ -450,7 +451,8 @@ impl Store {
         let root = scope.root.clone().unwrap_or_default();
         let descendants = scope.descendants();
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut conn = TxConnection::acquire(p, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             sqlx::query("DELETE FROM order_scope")
                 .execute(&mut *tx)
                 .await?;
@@ -480,6 +482,7 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
+            conn.committed();
         });
         tracing::info!(
             elapsed_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
@@ -559,7 +562,8 @@ impl Store {
             "SELECT global_seq, hash FROM ledger_head WHERE id = 1"
         };
         on_pool!(self, |pool| {
-            let mut tx = pool.begin().await?;
+            let mut conn = TxConnection::acquire(pool, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             if let Some(record) = idempotency {
                 let inserted = sqlx::query(
                     "INSERT INTO idempotency_keys (actor, key, body_hash, order_id, created_ms) \
@@ -575,6 +579,7 @@ impl Store {
                 .rows_affected();
                 if inserted == 0 {
                     tx.rollback().await?;
+                    conn.rolled_back();
                     return Err(AppendError::IdempotencyKeyTaken);
                 }
             }
@@ -647,6 +652,7 @@ impl Store {
             };
             let Some((created_ms,)) = written else {
                 tx.rollback().await?;
+                conn.rolled_back();
                 return Err(AppendError::Conflict);
             };
             if created && let Some(call) = order.fields.call_id.as_ref() {
@@ -754,6 +760,7 @@ impl Store {
                 }
             }
             tx.commit().await?;
+            conn.committed();
         });
         Ok(())
     }
@@ -1477,9 +1484,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_order_round_trip_and_conflict() {
-        let Some(store) = test_support::postgres().await else {
-            return;
-        };
+        let store = test_support::postgres().await;
         round_trip_and_conflict(store).await;
     }
 
@@ -1491,9 +1496,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_idempotency_and_filters() {
-        let Some(store) = test_support::postgres().await else {
-            return;
-        };
+        let store = test_support::postgres().await;
         idempotency_and_filters(store).await;
     }
 
@@ -1563,13 +1566,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_ledger_detects_edits_and_deletions() {
-        if test_support::postgres().await.is_none() {
-            return;
-        }
-        ledger_detects_edits_and_deletions(async || {
-            test_support::postgres().await.expect("postgres")
-        })
-        .await;
+        ledger_detects_edits_and_deletions(async || test_support::postgres().await).await;
     }
 
     async fn projection_edits_are_found(store: Store) {
@@ -1610,9 +1607,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_projection_edits_are_found() {
-        if let Some(store) = test_support::postgres().await {
-            projection_edits_are_found(store).await;
-        }
+        projection_edits_are_found(test_support::postgres().await).await;
     }
 
     /// Shandong's default tree plus a county, a township under it and an institution
@@ -1822,13 +1817,7 @@ mod tests {
 
     #[tokio::test]
     async fn postgres_unit_scope_ranges_match_the_probe() {
-        if test_support::postgres().await.is_none() {
-            return;
-        }
-        unit_scope_ranges_match_the_probe(async || {
-            test_support::postgres().await.expect("postgres")
-        })
-        .await;
+        unit_scope_ranges_match_the_probe(async || test_support::postgres().await).await;
     }
 
     /// Many commits at once, each locking the head last: one chain, no fork, no gap.
@@ -1869,9 +1858,7 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn postgres_concurrent_commits_keep_one_chain() {
-        if let Some(store) = test_support::postgres().await {
-            concurrent_commits_keep_one_chain(store).await;
-        }
+        concurrent_commits_keep_one_chain(test_support::postgres().await).await;
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The ACD's `queue_log` table (append-only; migration 0004).
 
+use super::TxConnection;
 use super::{Pool, Store, StoreError};
 use crate::queue::{AgentId, QueueLogEntry};
 
@@ -28,7 +29,8 @@ impl Store {
             return Ok(());
         }
         on_pool!(self, |p| {
-            let mut tx = p.begin().await?;
+            let mut conn = TxConnection::acquire(p, &self.writes).await?;
+            let mut tx = sqlx::Connection::begin(conn.raw()).await?;
             for entry in entries {
                 let detail = serde_json::to_string(entry).unwrap_or_default();
                 let event = serde_json::to_value(&entry.event)
@@ -47,6 +49,7 @@ impl Store {
                     .await?;
             }
             tx.commit().await?;
+            conn.committed();
         });
         Ok(())
     }

@@ -3,7 +3,8 @@
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -695,4 +696,209 @@ pub fn final_response(sip: &RawUdp, text: &str) -> Option<String> {
             return Some(resp);
         }
     }
+}
+
+/// A tmpfs of a fixed size mounted for the life of the value (unmounted, lazily, on drop,
+/// also when the test fails). Mounting needs root: CI runs the fault tests as root, and
+/// a test that cannot mount fails rather than passing unchecked.
+pub struct SmallDisk {
+    path: PathBuf,
+}
+
+impl SmallDisk {
+    /// Mount a tmpfs of `size` (`mount -o size=…`, e.g. "6m") on `path`, creating it.
+    pub fn mount(path: &Path, size: &str) -> SmallDisk {
+        std::fs::create_dir_all(path).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(path)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mounting a tmpfs on {} was refused (run the fault tests as root): {}",
+            path.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SmallDisk {
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// Fill the disk with a file `name` until the kernel says ENOSPC; returns the file,
+    /// to delete when room should come back.
+    pub fn fill(&self, name: &str) -> PathBuf {
+        let filler = self.path.join(name);
+        let mut file = std::fs::File::create(&filler).expect("filler");
+        let chunk = vec![0x5a_u8; 4096];
+        loop {
+            match file.write(&chunk) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.raw_os_error() == Some(28) => break,
+                Err(e) => panic!("filling {}: {e}", filler.display()),
+            }
+        }
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// A console user who may create and list work orders (user 9001, password `pw-9001`,
+/// province desk) and the city unit orders are routed to; append to [`TEST_CONFIG`].
+pub const ORDER_DESK_CONFIG: &str = r#"
+[[users]]
+id = "9001"
+name = "值班员"
+unit = "province"
+password = "pw-9001"
+roles = ["agent", "supervisor"]
+
+[[units]]
+id = "jinan"
+name = "济南市司法局"
+kind = "city"
+parent = "province"
+"#;
+
+/// One HTTP/1.1 request with a console session (cookie, CSRF token); (status, whole
+/// response), status 0 when the server does not answer.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    session: &(String, String),
+    body: &str,
+) -> (u16, String) {
+    let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return (0, String::new());
+    };
+    s.set_read_timeout(Some(Duration::from_secs(15))).ok();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nCookie: {}\r\nX-CSRF-Token: {}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        session.0,
+        session.1,
+        body.len()
+    );
+    if s.write_all(request.as_bytes()).is_err() {
+        return (0, String::new());
+    }
+    let mut resp = String::new();
+    let _ = s.read_to_string(&mut resp);
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (status, resp)
+}
+
+/// The JSON body of a whole response (`Null` when there is none).
+pub fn body_json(resp: &str) -> serde_json::Value {
+    let body = resp.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    serde_json::from_str(body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Log in as the order desk's user 9001 ([`ORDER_DESK_CONFIG`]): (cookie, CSRF token).
+pub fn login_order_desk(server: &Server) -> (String, String) {
+    let none = (String::new(), String::new());
+    let (status, resp) = http(
+        server.http,
+        "POST",
+        "/api/login",
+        &none,
+        r#"{"user":"9001","password":"pw-9001"}"#,
+    );
+    assert_eq!(status, 200, "login: {resp}");
+    let cookie = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Set-Cookie: ")
+                .or_else(|| l.strip_prefix("set-cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let csrf = body_json(&resp)["csrf_token"]
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    (cookie, csrf)
+}
+
+/// `POST /api/orders` of a consultation in Jinan, `key` in its description.
+pub fn create_order(server: &Server, session: &(String, String), key: &str) -> (u16, String) {
+    let body = serde_json::json!({
+        "contact_name": "张三",
+        "contact_phone": "13812345678",
+        "category": "consultation",
+        "urgency": "normal",
+        "business_area": "legal_aid",
+        "description": format!("数据库中断测试 {key}"),
+        "channel": "phone",
+        "city": "jinan",
+    })
+    .to_string();
+    http(server.http, "POST", "/api/orders", session, &body)
+}
+
+/// `GET /healthz` as JSON.
+pub fn health(server: &Server) -> serde_json::Value {
+    let (_, body) = server.http_get("/healthz");
+    serde_json::from_str(&body).unwrap_or(serde_json::Value::Null)
+}
+
+/// Poll `done` every 200 ms until it holds or `limit` passes.
+pub fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if done() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    false
+}
+
+/// GET with a console session.
+pub fn get(server: &Server, session: &(String, String), path: &str) -> (u16, String) {
+    http(server.http, "GET", path, session, "")
+}
+
+/// The order landed: readable, not marked queued, with its creation events.
+pub fn landed(server: &Server, session: &(String, String), id: &str) -> bool {
+    let (status, resp) = get(server, session, &format!("/api/orders/{id}"));
+    if status != 200 || body_json(&resp).get("queued").is_some() {
+        return false;
+    }
+    let (status, resp) = get(server, session, &format!("/api/orders/{id}/events"));
+    status == 200 && body_json(&resp).as_array().is_some_and(|e| !e.is_empty())
+}
+
+/// One after-hours hotline call (the IVR answers and takes a voice message), 3 s.
+pub fn ivr_call(server: &Server) -> Output {
+    let work = tempfile::tempdir().expect("tmp");
+    std::fs::copy(
+        repo_root().join("tests/fixtures/audio/caller-speech-alaw.wav"),
+        work.path().join("caller.wav"),
+    )
+    .expect("fixture");
+    run_bounded(
+        Command::new(require("sipp"))
+            .current_dir(work.path())
+            .args(["-sf", &path_str(&sipp_scenario("call_audio.xml"))])
+            .args(["-s", "053112348", "-m", "1", "-i", "127.0.0.1"])
+            .args(["-mi", "127.0.0.1", "-p", &free_port().to_string()])
+            .args(["-mp", &free_media_port().to_string()])
+            .args(["-d", "3000", "-nostdin", "-timeout", "25"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(30),
+    )
 }
