@@ -208,6 +208,11 @@ pub struct SipConfig {
     pub auth_failure_window_secs: u64,
     pub ban_secs: u64,
     pub max_tcp_connections_per_source: usize,
+    /// Inbound calls from one source IP not yet confirmed by their ACK (ringing, or
+    /// answered and waiting for it) at most; more get 503 + Retry-After. A carrier ACKs
+    /// within milliseconds, so its own calls never come near; a flood of INVITEs that
+    /// are never ACKed holds at most this many IVR calls (each ended at Timer H).
+    pub max_unconfirmed_calls_per_source: usize,
     /// A TCP connection that sends no complete message for this long is closed
     /// (slowloris protection).
     pub tcp_idle_timeout_secs: u64,
@@ -246,6 +251,7 @@ impl Default for SipConfig {
             auth_failure_window_secs: 60,
             ban_secs: 300,
             max_tcp_connections_per_source: 32,
+            max_unconfirmed_calls_per_source: 100,
             tcp_idle_timeout_secs: 120,
             max_transactions: 100_000,
             digest_algorithms: vec![DigestAlgorithmName::Sha256, DigestAlgorithmName::Md5],
@@ -789,6 +795,13 @@ impl Config {
         }
         validate_users_and_routing(self, &unit_ids, &mut problems);
         validate_notify(&self.notify, &mut problems);
+        if self.sip.max_unconfirmed_calls_per_source == 0 {
+            problems.push(Problem {
+                path: "sip.max_unconfirmed_calls_per_source".into(),
+                line: None,
+                message: "must be at least 1 (0 would refuse every call)".into(),
+            });
+        }
         for (i, pattern) in self.calls.callback_numbers.iter().enumerate() {
             if !is_dial_pattern(pattern) {
                 problems.push(Problem {

@@ -391,6 +391,8 @@ pub struct Endpoint {
     /// Shutting down: new calls are answered 503 with this Retry-After (seconds);
     /// REGISTER, OPTIONS and requests inside calls are served as usual.
     draining: Option<u32>,
+    /// `[sip] max_unconfirmed_calls_per_source`.
+    max_unconfirmed_per_source: usize,
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -512,6 +514,7 @@ impl Endpoint {
             calls_by_id: HashMap::new(),
             call_client_transactions: HashMap::new(),
             draining: None,
+            max_unconfirmed_per_source: sip.max_unconfirmed_calls_per_source,
             next_call: 1,
             leg_config: LegConfig {
                 t1: Duration::from_millis(sip.t1_ms),
@@ -1308,6 +1311,27 @@ impl Endpoint {
                 status: 503,
                 reason: "Service Unavailable",
                 headers: vec![("Retry-After", retry_after.to_string())],
+            };
+            self.send_answer(now, &req, transaction, answer);
+            return Ok(());
+        }
+        let unconfirmed = self
+            .calls
+            .values()
+            .filter(|e| {
+                matches!(e.leg, Leg::In(_))
+                    && e.peer.addr.ip() == source.addr.ip()
+                    && matches!(e.leg.state(), LegState::Early | LegState::AwaitingAck)
+            })
+            .count();
+        if unconfirmed >= self.max_unconfirmed_per_source {
+            // Calls that never confirm (un-ACKed INVITEs) would each hold an IVR call,
+            // ports and sockets until Timer H: refuse more until some confirm or end.
+            warn!(from = %source.addr, unconfirmed, "too many unconfirmed calls from one source: 503");
+            let answer = Answer {
+                status: 503,
+                reason: "Service Unavailable",
+                headers: vec![("Retry-After", "5".to_string())],
             };
             self.send_answer(now, &req, transaction, answer);
             return Ok(());
@@ -2283,6 +2307,57 @@ kind = "echo"
             panic!("{events:?}");
         };
         assert_eq!(incoming.carrier_city.as_deref(), Some("053212348"));
+    }
+
+    /// A source's INVITEs that never confirm hold at most `max_unconfirmed_calls_per_source`
+    /// calls; the next gets 503 + Retry-After; once one confirms (ACK) there is room
+    /// again.
+    #[test]
+    fn unconfirmed_calls_from_one_source_are_capped() {
+        let now = Instant::now();
+        let config = CONFIG
+            .replace(
+                "[[trunks]]",
+                "[sip]\nmax_unconfirmed_calls_per_source = 3\n\n[[trunks]]",
+            )
+            .replace(
+                "sources = [\"192.0.2.1\"]",
+                "sources = [\"192.0.2.1\", \"192.0.2.9\"]",
+            );
+        let mut ep = Endpoint::new(
+            &Config::from_toml(&config).expect("config"),
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            now,
+            0,
+            Some(7),
+        );
+        let mut calls = Vec::new();
+        for n in 0..4 {
+            let (call_id, branch) = (format!("flood-{n}"), format!("z9hG4bK-flood-{n}"));
+            ep.handle_message(
+                now,
+                from([192, 0, 2, 1]),
+                &request("INVITE", &branch, &call_id, "", 1, SDP),
+            );
+            let (sent, events) = drain(&mut ep);
+            match events.as_slice() {
+                [(call, CallEvent::Incoming(_))] => calls.push(*call),
+                [] => assert_eq!(statuses(&sent), [503], "call {n}: {sent:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(calls.len(), 3, "three calls, the fourth refused");
+        let refused = drain(&mut ep);
+        assert!(refused.0.is_empty());
+        // Another source is not affected.
+        ep.handle_message(
+            now,
+            from([192, 0, 2, 9]),
+            &request("INVITE", "z9hG4bK-other", "other", "", 1, SDP),
+        );
+        let (_, events) = drain(&mut ep);
+        assert_eq!(events.len(), 1, "{events:?}");
     }
 
     /// With `identity_header`, the caller's number is the one the carrier asserts; a
