@@ -706,11 +706,18 @@ async fn agents_see_numbers_masked_and_every_full_number_read_is_audited_with_it
     let agent = h.login("agent").await;
     let calls = h.get(&agent, "/api/calls").await;
     assert_eq!(calls.status, StatusCode::OK, "{}", calls.text);
-    let callers: Vec<&str> = calls.body.as_array().expect("calls").iter()
+    let callers: Vec<&str> = calls
+        .body
+        .as_array()
+        .expect("calls")
+        .iter()
         .filter_map(|c| c["record"]["caller"].as_str())
         .collect();
     assert_eq!(callers.len(), 2, "{}", calls.text);
-    assert!(callers.contains(&"138****5678") && callers.contains(&"****5678"), "{callers:?}");
+    assert!(
+        callers.contains(&"138****5678") && callers.contains(&"****5678"),
+        "{callers:?}"
+    );
     assert!(!leaks(&calls.text), "{}", calls.text);
     // An order opened from the call without a phone takes the number, unseen.
     let mut body = order_body("consultation", "legal_aid", None);
@@ -718,7 +725,10 @@ async fn agents_see_numbers_masked_and_every_full_number_read_is_audited_with_it
     body["call_id"] = json!("call-mask-1");
     let created = h.create(&agent, body).await;
     let id = id_of(&created);
-    assert_eq!(created["fields"]["contact_phone"], "138****5678", "{created}");
+    assert_eq!(
+        created["fields"]["contact_phone"], "138****5678",
+        "{created}"
+    );
     assert_eq!(created["contact_masked"], true, "{created}");
     for uri in [
         format!("/api/orders/{id}"),
@@ -728,7 +738,11 @@ async fn agents_see_numbers_masked_and_every_full_number_read_is_audited_with_it
     ] {
         let reply = h.get(&agent, &uri).await;
         assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
-        assert!(!leaks(&reply.text), "{uri} shows a full number: {}", reply.text);
+        assert!(
+            !leaks(&reply.text),
+            "{uri} shows a full number: {}",
+            reply.text
+        );
         assert!(reply.text.contains("138****5678"), "{uri}: {}", reply.text);
     }
     let supervisor = h.login("supervisor").await;
@@ -746,7 +760,11 @@ async fn agents_see_numbers_masked_and_every_full_number_read_is_audited_with_it
     // Dispatch sees the calls in full: one line naming both calls.
     let dispatcher = h.login("dispatcher").await;
     let calls = h.get(&dispatcher, "/api/calls").await;
-    assert!(full.iter().all(|n| calls.text.contains(n)), "{}", calls.text);
+    assert!(
+        full.iter().all(|n| calls.text.contains(n)),
+        "{}",
+        calls.text
+    );
     let mut read = audited_records(&h, "calls.read", "dispatcher").await;
     assert_eq!(read.len(), 1, "{read:?}");
     read[0].sort();
@@ -754,19 +772,38 @@ async fn agents_see_numbers_masked_and_every_full_number_read_is_audited_with_it
     // Dispatch's list, the handling unit's read, callback staff's read: each a line
     // naming the order; the events a line of their own.
     let list = h.get(&dispatcher, "/api/orders").await;
-    assert_eq!(list.body["items"][0]["fields"]["contact_phone"], "13812345678", "{}", list.text);
-    assert_eq!(audited_records(&h, "orders.read", "dispatcher").await, [[id.clone()]]);
+    assert_eq!(
+        list.body["items"][0]["fields"]["contact_phone"], "13812345678",
+        "{}",
+        list.text
+    );
+    assert_eq!(
+        audited_records(&h, "orders.read", "dispatcher").await,
+        [[id.clone()]]
+    );
     for who in ["handler", "callback"] {
         let session = h.login(who).await;
         let reply = h.get(&session, &format!("/api/orders/{id}")).await;
         assert_eq!(reply.status, StatusCode::OK, "{who}: {}", reply.text);
-        assert_eq!(reply.body["fields"]["contact_phone"], "13812345678", "{who}");
+        assert_eq!(
+            reply.body["fields"]["contact_phone"], "13812345678",
+            "{who}"
+        );
         assert_eq!(reply.body["contact_masked"], false, "{who}");
-        assert_eq!(audited_records(&h, "orders.read", who).await, [[id.clone()]], "{who}");
+        assert_eq!(
+            audited_records(&h, "orders.read", who).await,
+            [[id.clone()]],
+            "{who}"
+        );
     }
-    let events = h.get(&dispatcher, &format!("/api/orders/{id}/events")).await;
+    let events = h
+        .get(&dispatcher, &format!("/api/orders/{id}/events"))
+        .await;
     assert!(events.text.contains("13812345678"), "{}", events.text);
-    assert_eq!(audited_records(&h, "order.events.read", "dispatcher").await, [[id.clone()]]);
+    assert_eq!(
+        audited_records(&h, "order.events.read", "dispatcher").await,
+        [[id.clone()]]
+    );
 }
 
 #[tokio::test]

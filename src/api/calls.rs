@@ -171,7 +171,9 @@ pub async fn list(
                 .iter()
                 .filter(|c| {
                     !c.record.caller.is_empty()
-                        || c.voice_message.as_ref().is_some_and(|vm| !vm.caller.is_empty())
+                        || c.voice_message
+                            .as_ref()
+                            .is_some_and(|vm| !vm.caller.is_empty())
                 })
                 .map(|c| c.record.call_id.as_str())
                 .collect();

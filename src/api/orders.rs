@@ -2,6 +2,13 @@
 //! `API.md`: the shell around the pure ticket core. Every handler reads the order,
 //! decides with [`apply`], and commits events + projection in one transaction before
 //! answering.
+//!
+//! Callers' contacts (TK-PRIVACY, H-12-4): masked (`mask_phone`, `mask_name`) for every
+//! role but dispatch, handling units and callback staff; an answer that shows one in
+//! full (list, read, create, command, events) is first written to the audit log as
+//! `orders.read` / `order.events.read` naming the order ids it returns, and is masked
+//! when that line cannot be written (so is the 202 of a create queued while the
+//! database is down). `reveal_contact` shows one order's contact to any reader, audited.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -1439,7 +1446,8 @@ async fn order_events(
     let order = visible_order(&state, &user, &id).await?;
     let rows = state.store.order_events(&order.id.0).await?;
     // The creation and each correction carry a contact: one audited read of the order.
-    let view = audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
+    let view =
+        audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
     let mask = view == ContactView::Masked;
     Ok(Json(Value::Array(
         rows.iter().map(|r| event_json(r, mask)).collect(),

@@ -1841,7 +1841,11 @@ fn privacy_masks_phone_and_name_for_roles_that_do_not_need_them() {
     // Dispatch, the handling unit and callback staff work with the caller's contact;
     // agents, heads, reviewers and supervisors see it masked.
     assert!(can_see_contact(&dispatcher()));
-    assert!(can_see_contact(&actor("h", Role::UnitHandler, "jinan-lixia")));
+    assert!(can_see_contact(&actor(
+        "h",
+        Role::UnitHandler,
+        "jinan-lixia"
+    )));
     assert!(can_see_contact(&callback_staff()));
     assert!(!can_see_contact(&agent()));
     assert!(!can_see_contact(&reviewer()));
@@ -1885,13 +1889,18 @@ fn mask_phone_hides_at_least_four_digits_at_every_length() {
     // The rule itself, on every length up to 40: the length stays, at least 4 (or all)
     // hidden, at most the last 4 and the first 3 shown.
     for len in 0..=40_usize {
-        let number: String = (0..len).map(|i| char::from(b'0' + (i % 10) as u8)).collect();
+        let number: String = (0..len)
+            .map(|i| char::from(b'0' + (i % 10) as u8))
+            .collect();
         let masked = mask_phone(&number);
         assert_eq!(masked.chars().count(), len, "{number}");
         let hidden = masked.chars().filter(|c| *c == '*').count();
         assert!(hidden >= len.min(4), "{number} → {masked}");
         assert!(len - hidden <= 7, "{number} → {masked}");
-        assert!(masked.ends_with(&number[len - (len - hidden).min(4)..]), "{masked}");
+        assert!(
+            masked.ends_with(&number[len - (len - hidden).min(4)..]),
+            "{masked}"
+        );
     }
     // Characters, not bytes: a SIP user name with letters masks the same way.
     assert_eq!(mask_phone("张三李四王五"), "****王五");

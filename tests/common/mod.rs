@@ -920,10 +920,7 @@ pub fn assert_log_keeps_number_private(log: &str, number: &str) {
             _ => records.push(line.to_owned()),
         }
     }
-    assert!(
-        records.len() > 10,
-        "the log is too short to judge:\n{log}"
-    );
+    assert!(records.len() > 10, "the log is too short to judge:\n{log}");
     for record in &records {
         let level = record.split_whitespace().nth(1).unwrap_or_default();
         assert!(
