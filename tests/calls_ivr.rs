@@ -358,6 +358,8 @@ fn after_hours_on_national_day_a_5s_message_is_due_for_callback_on_october_9() {
     assert!(rms > 1000.0, "speech, not silence: rms {rms:.0}");
     let duration_ms = message["duration_ms"].as_i64().expect("duration");
     assert!((4500..6000).contains(&duration_ms), "{message}");
+    // H-12-4: the call's INFO log lines show the caller's number masked.
+    assert_log_keeps_number_private(&server.log(), "053188886666");
 }
 
 /// baresip as agent 1001 (auto-answer), its microphone the caller-speech WAV; what it

@@ -763,8 +763,25 @@ api_token = \"{}\"
         "{order}\n{}",
         server.log()
     );
-    // Left blank by the agent (who sees the number masked): the number that called in.
-    assert_eq!(order["fields"]["contact_phone"], "13812345678", "{order}");
+    // Left blank by the agent: the number that called in, which the agent sees masked
+    // (H-12-4) and dispatch sees in full.
+    assert_eq!(order["fields"]["contact_phone"], "138****5678", "{order}");
+    assert_eq!(order["contact_masked"], true, "{order}");
+    let (status, _, dispatchers) = request(
+        &server,
+        "GET",
+        &format!("/api/orders/{id}"),
+        "hotline-test-token",
+        "",
+    );
+    assert_eq!(status, 200, "{dispatchers}");
+    let dispatchers: serde_json::Value = serde_json::from_str(&dispatchers).expect("json");
+    assert_eq!(
+        dispatchers["fields"]["contact_phone"], "13812345678",
+        "{dispatchers}"
+    );
+    // Nor do the logs carry it: the call, the queue, the agent, the order, the survey.
+    assert_log_keeps_number_private(&server.log(), "13812345678");
     let (_, _, events) = request(
         &server,
         "GET",

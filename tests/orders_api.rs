@@ -269,10 +269,11 @@ async fn consultation_lifecycle_over_national_day(h: &Harness) {
         "2025-10-09T24:00+08:00"
     );
     assert_eq!(
-        order["fields"]["contact_phone"], "13812345678",
-        "agent sees"
+        order["fields"]["contact_phone"], "138****5678",
+        "the agent sees the number masked (H-12-4)"
     );
     let seen = h.get(&handler, &format!("/api/orders/{id}")).await.body;
+    assert_eq!(seen["fields"]["contact_phone"], "13812345678", "{seen}");
     assert_eq!(allowed(&seen), vec!["sign", "return", "add_note"], "{seen}");
     assert_eq!(seen["units"][0]["unit"], "jinan-legal-aid");
     h.command(&handler, &id, "sign", json!({})).await;
@@ -652,6 +653,200 @@ async fn role_scoping_and_masking() {
         .await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
     assert_eq!(anonymous.body["code"], "unauthenticated");
+}
+
+/// The audit lines of `action` by `actor`, each as the record ids it names.
+async fn audited_records(h: &Harness, action: &str, actor: &str) -> Vec<Vec<String>> {
+    h.state
+        .store
+        .audit_lines(action)
+        .await
+        .expect("audit lines")
+        .into_iter()
+        .filter(|(who, _, _)| who == actor)
+        .map(|(_, _, detail)| {
+            let detail: Value = serde_json::from_str(&detail).expect("audit detail is JSON");
+            detail["records"]
+                .as_array()
+                .unwrap_or_else(|| panic!("no records in {detail}"))
+                .iter()
+                .filter_map(|r| r.as_str().map(str::to_owned))
+                .collect()
+        })
+        .collect()
+}
+
+/// Issue 14 item 9 (H-12-4): the agent sees callers' numbers masked in `/api/calls`
+/// and in the orders opened from a call (list, read, events, a search by the number);
+/// dispatch, the handling unit and callback staff see them in full, and each of those
+/// answers is in the audit log with the record ids it returned. Roles that see masked
+/// values leave no read line.
+async fn agents_see_numbers_masked_and_every_full_number_read_is_audited(h: &Harness) {
+    let arrival = chrono::DateTime::parse_from_rfc3339("2026-03-02T10:00:00+08:00").expect("time");
+    let jinan = hotline::ivr::city::CityResolution {
+        city: hotline::ivr::city::CityId::new("jinan"),
+        how: hotline::ivr::city::ResolvedBy::AreaCode,
+    };
+    for (call_id, caller) in [("call-mask-1", "13812345678"), ("call-mask-2", "82345678")] {
+        let mut cdr = hotline::ivr::cdr::CdrBuilder::new(call_id, caller, "053112348", arrival);
+        cdr.city(&jinan);
+        let record = cdr.finish(arrival + chrono::TimeDelta::minutes(3));
+        h.state
+            .store
+            .insert_call(&record, None)
+            .await
+            .expect("call record");
+    }
+    let full = ["13812345678", "82345678"];
+    let leaks = |text: &str| full.iter().any(|n| text.contains(&format!("\"{n}\"")));
+
+    // The agent: masked everywhere, and no read line (nothing was shown in full).
+    let agent = h.login("agent").await;
+    let calls = h.get(&agent, "/api/calls").await;
+    assert_eq!(calls.status, StatusCode::OK, "{}", calls.text);
+    let callers: Vec<&str> = calls
+        .body
+        .as_array()
+        .expect("calls")
+        .iter()
+        .filter_map(|c| c["record"]["caller"].as_str())
+        .collect();
+    assert_eq!(callers.len(), 2, "{}", calls.text);
+    assert!(
+        callers.contains(&"138****5678") && callers.contains(&"****5678"),
+        "{callers:?}"
+    );
+    assert!(!leaks(&calls.text), "{}", calls.text);
+    // An order opened from the call without a phone takes the number, unseen.
+    let mut body = order_body("consultation", "legal_aid", None);
+    body["contact_phone"] = json!("");
+    body["call_id"] = json!("call-mask-1");
+    let created = h.create(&agent, body).await;
+    let id = id_of(&created);
+    assert_eq!(
+        created["fields"]["contact_phone"], "138****5678",
+        "{created}"
+    );
+    assert_eq!(created["contact_masked"], true, "{created}");
+    for uri in [
+        format!("/api/orders/{id}"),
+        "/api/orders".to_owned(),
+        format!("/api/orders/{id}/events"),
+        "/api/orders?phone=13812345678".to_owned(),
+    ] {
+        let reply = h.get(&agent, &uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
+        assert!(
+            !leaks(&reply.text),
+            "{uri} shows a full number: {}",
+            reply.text
+        );
+        assert!(reply.text.contains("138****5678"), "{uri}: {}", reply.text);
+    }
+    let supervisor = h.login("supervisor").await;
+    let seen = h.get(&supervisor, &format!("/api/orders/{id}")).await;
+    assert!(!leaks(&seen.text), "{}", seen.text);
+    for action in ["calls.read", "orders.read", "order.events.read"] {
+        for who in ["agent", "supervisor"] {
+            assert!(
+                audited_records(h, action, who).await.is_empty(),
+                "{who} saw only masked numbers: no {action} line"
+            );
+        }
+    }
+
+    // Dispatch sees the calls in full: one line naming both calls.
+    let dispatcher = h.login("dispatcher").await;
+    let calls = h.get(&dispatcher, "/api/calls").await;
+    assert!(
+        full.iter().all(|n| calls.text.contains(n)),
+        "{}",
+        calls.text
+    );
+    let mut read = audited_records(h, "calls.read", "dispatcher").await;
+    assert_eq!(read.len(), 1, "{read:?}");
+    read[0].sort();
+    assert_eq!(read[0], ["call-mask-1", "call-mask-2"]);
+    // Dispatch's list, the handling unit's read, callback staff's read: each a line
+    // naming the order; the events a line of their own.
+    let list = h.get(&dispatcher, "/api/orders").await;
+    assert_eq!(
+        list.body["items"][0]["fields"]["contact_phone"], "13812345678",
+        "{}",
+        list.text
+    );
+    assert_eq!(
+        audited_records(h, "orders.read", "dispatcher").await,
+        [[id.clone()]]
+    );
+    for who in ["handler", "callback"] {
+        let session = h.login(who).await;
+        let reply = h.get(&session, &format!("/api/orders/{id}")).await;
+        assert_eq!(reply.status, StatusCode::OK, "{who}: {}", reply.text);
+        assert_eq!(
+            reply.body["fields"]["contact_phone"], "13812345678",
+            "{who}"
+        );
+        assert_eq!(reply.body["contact_masked"], false, "{who}");
+        assert_eq!(
+            audited_records(h, "orders.read", who).await,
+            [[id.clone()]],
+            "{who}"
+        );
+    }
+    let events = h
+        .get(&dispatcher, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(events.text.contains("13812345678"), "{}", events.text);
+    assert_eq!(
+        audited_records(h, "order.events.read", "dispatcher").await,
+        [[id.clone()]]
+    );
+}
+
+#[tokio::test]
+async fn sqlite_agents_see_numbers_masked_and_every_full_number_read_is_audited() {
+    agents_see_numbers_masked_and_every_full_number_read_is_audited(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_agents_see_numbers_masked_and_every_full_number_read_is_audited() {
+    agents_see_numbers_masked_and_every_full_number_read_is_audited(&postgres().await).await;
+}
+
+/// A full-number read is only answered once its audit line is written: with the audit
+/// log unwritable, dispatch gets the order and the calls masked (a command's answer
+/// comes after its commit, so masking rather than refusing keeps one rule).
+#[tokio::test]
+async fn a_full_number_read_that_cannot_be_audited_is_answered_masked() {
+    let h = sqlite().await;
+    let dispatcher = h.login("dispatcher").await;
+    let order = h
+        .create(&dispatcher, order_body("consultation", "legal_aid", None))
+        .await;
+    assert_eq!(order["fields"]["contact_phone"], "13812345678", "{order}");
+    let id = id_of(&order);
+    let path = h.db_file.clone().expect("sqlite file");
+    let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
+        .await
+        .expect("open the database file");
+    sqlx::query("DROP TABLE audit_log")
+        .execute(&pool)
+        .await
+        .expect("drop the audit log");
+    pool.close().await;
+    let seen = h.get(&dispatcher, &format!("/api/orders/{id}")).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+    assert_eq!(
+        seen.body["fields"]["contact_phone"], "138****5678",
+        "{}",
+        seen.text
+    );
+    assert_eq!(seen.body["contact_masked"], true);
+    let events = h
+        .get(&dispatcher, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(!events.text.contains("13812345678"), "{}", events.text);
 }
 
 #[tokio::test]

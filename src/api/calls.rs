@@ -11,8 +11,10 @@
 //! unchecked, and `path` cannot smuggle LIKE wildcards.
 //!
 //! Logged-in users only (TK-PRIVACY), each seeing the calls of their unit subtree:
-//! callers' numbers are masked for roles that do not need them, searching by number needs a role that may see it, and every answer that
-//! shows full numbers is written to the audit log.
+//! callers' numbers are masked (`mask_phone`) for roles that do not need them, agents
+//! included; searching by number needs a role that may see numbers or an agent (who then
+//! gets the matches masked); and every answer that shows full numbers is first written
+//! to the audit log as `calls.read` naming the call ids it returns (else it is masked).
 //!
 //! The transfer takes `{"to": "survey" | "queue:<city>" | "unit:<unit id>"}` and does
 //! what the agent's REFER does (one shared function in the call task). Only the agent
@@ -32,7 +34,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::auth::{CurrentUser, User};
 use super::error::ApiError;
-use super::orders::OrdersContext;
+use super::orders::{ContactView, OrdersContext, audited_contact_view};
 use super::orders::{filter_enum, filter_number, filter_unit, parse_query};
 use super::queues::AcdApi;
 use crate::ivr::cdr::CallPath;
@@ -42,7 +44,7 @@ use crate::server::transfer::{TransferError, refer_user};
 use crate::store::calls::CallFilter;
 use crate::ticket::UnitId;
 use crate::ticket::model::CallId;
-use crate::ticket::privacy::{can_see_contact, mask_phone};
+use crate::ticket::privacy::{mask_phone, may_search_by_number};
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
@@ -125,10 +127,10 @@ fn filter_caller(value: Option<String>) -> Result<Option<String>, ApiError> {
 ///
 /// # Errors
 /// 400 `invalid_query` / `invalid_filter` naming the field; 403 for a search by number
-/// when `sees_numbers` is false.
-pub fn decode_calls_query(raw: Option<&str>, sees_numbers: bool) -> Result<CallFilter, ApiError> {
+/// when `may_search` is false.
+pub fn decode_calls_query(raw: Option<&str>, may_search: bool) -> Result<CallFilter, ApiError> {
     let query: CallsQuery = parse_query(raw)?;
-    if query.caller.as_deref().is_some_and(|c| !c.is_empty()) && !sees_numbers {
+    if query.caller.as_deref().is_some_and(|c| !c.is_empty()) && !may_search {
         return Err(ApiError::forbidden(
             "searching calls by number needs a role that may see callers' numbers",
         ));
@@ -149,9 +151,7 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let actor = user.actor();
-    let sees_numbers = can_see_contact(&actor);
-    let filter = match decode_calls_query(raw.as_deref(), sees_numbers) {
+    let filter = match decode_calls_query(raw.as_deref(), may_search_by_number(&user.actor())) {
         Ok(filter) => filter,
         Err(e) => return e.into_response(),
     };
@@ -167,19 +167,18 @@ pub async fn list(
                     c.record.city.as_ref().map(|city| city.as_str()),
                 )
             });
-            if sees_numbers {
-                let now_ms = chrono::Utc::now().timestamp_millis();
-                let detail = format!("{} call records with callers' numbers", calls.len());
-                if let Err(e) = state
-                    .store
-                    .audit(now_ms, &user.id, "calls.read", "calls", &detail)
-                    .await
-                {
-                    tracing::warn!(%e, "audit of a calls read failed");
-                    return (StatusCode::SERVICE_UNAVAILABLE, "database unavailable")
-                        .into_response();
-                }
-            } else {
+            let ids: Vec<&str> = calls
+                .iter()
+                .filter(|c| {
+                    !c.record.caller.is_empty()
+                        || c.voice_message
+                            .as_ref()
+                            .is_some_and(|vm| !vm.caller.is_empty())
+                })
+                .map(|c| c.record.call_id.as_str())
+                .collect();
+            let view = audited_contact_view(&state, &user, "calls.read", &ids).await;
+            if view == ContactView::Masked {
                 for call in &mut calls {
                     call.record.caller = mask_phone(&call.record.caller);
                     if let Some(vm) = call.voice_message.as_mut() {

@@ -228,7 +228,7 @@ pub fn document() -> Value {
             "/api/logout": {"post": op("Log out (204)", "auth")},
             "/api/me": {"get": op("The current user", "auth")},
             "/api/orders": {"post": create, "get": list},
-            "/api/orders/{id}": {"get": with_id(op("One order, contact masked per role, allowed_commands for this user", "orders"))},
+            "/api/orders/{id}": {"get": with_id(op("One order, contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)", "orders"))},
             "/api/orders/{id}/events": {"get": with_id(op("The order's ledger timeline", "orders"))},
             "/api/orders/{id}/reveal_contact": {"post": with_id(op("Unmasked contact (audited)", "orders"))},
             "/api/orders/{id}/{command}": {"post": command},
@@ -239,7 +239,7 @@ pub fn document() -> Value {
             "/api/special_flags": {"get": op("Orders with the special flag (W-14)", "orders")},
             "/api/openapi.json": {"get": op("This document", "meta")},
             "/api/cities": {"get": op("Each city's published answering hours and whether it is staffed now (H-7)", "calls")},
-            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit). Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued)", "calls")},
+            "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit). Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued). Callers' numbers are masked (138****5678, ****5678) except for dispatch, handling units and callback staff, whose answers are audited (calls.read, naming the call ids)", "calls")},
             "/api/calls/{call_id}/transfer": {"post": transfer},
             "/api/recordings/{call_id}": {"get": recording},
             "/api/drafts/{call_id}": {

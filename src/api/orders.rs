@@ -2,6 +2,13 @@
 //! `API.md`: the shell around the pure ticket core. Every handler reads the order,
 //! decides with [`apply`], and commits events + projection in one transaction before
 //! answering.
+//!
+//! Callers' contacts (TK-PRIVACY, H-12-4): masked (`mask_phone`, `mask_name`) for every
+//! role but dispatch, handling units and callback staff; an answer that shows one in
+//! full (list, read, create, command, events) is first written to the audit log as
+//! `orders.read` / `order.events.read` naming the order ids it returns, and is masked
+//! when that line cannot be written (so is the 202 of a create queued while the
+//! database is down). `reveal_contact` shows one order's contact to any reader, audited.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,7 +41,7 @@ use crate::ticket::{
     DeadlineKind, Decision, Event, Order, OrderFields, OrderId, Period, RankBy, RankGroup,
     ReminderLevel, Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind,
     UnitTree, Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone,
-    rank, unit_scores,
+    may_search_by_number, rank, unit_scores,
 };
 
 /// Largest accepted request body.
@@ -483,9 +490,94 @@ fn fields_json(fields: &OrderFields, contact: &Contact) -> Value {
     })
 }
 
-fn order_json(order: &Order, user: &User, at: DateTime<FixedOffset>, ctx: &OrdersContext) -> Value {
+// ---------------------------------------------------------------- callers' contacts
+
+/// Whether one answer shows callers' contacts in full or masked (H-12-4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum ContactView {
+    /// As the user's roles allow (in full for [`can_see_contact`]).
+    Full,
+    /// Masked whatever the roles.
+    Masked,
+}
+
+/// How `user` sees the callers' contacts in one answer holding the records `ids`
+/// (those that have a contact). Masked for roles that may not see contacts; in full for
+/// the others only once the read is in the audit log as `action` naming every record
+/// id it returns, so that each full-number read can be traced to its records. If the
+/// audit line cannot be written the answer is masked rather than refused (a command
+/// has already been applied when its answer is made).
+pub(super) async fn audited_contact_view(
+    state: &AppState,
+    user: &User,
+    action: &str,
+    ids: &[&str],
+) -> ContactView {
+    if !can_see_contact(&user.actor()) {
+        return ContactView::Masked;
+    }
+    if ids.is_empty() {
+        return ContactView::Full;
+    }
+    let subject = match ids {
+        [one] => (*one).to_owned(),
+        many => format!("{} records", many.len()),
+    };
+    let detail = json!({"records": ids, "roles": user.roles}).to_string();
+    match state
+        .store
+        .audit(
+            now().timestamp_millis(),
+            &user.id,
+            action,
+            &subject,
+            &detail,
+        )
+        .await
+    {
+        Ok(()) => ContactView::Full,
+        Err(e) => {
+            tracing::warn!(%e, action, user = %user.id, "audit of a full-number read failed: answered masked");
+            ContactView::Masked
+        }
+    }
+}
+
+/// [`audited_contact_view`] for an answer holding `orders`.
+async fn orders_contact_view<'a>(
+    state: &AppState,
+    user: &User,
+    action: &str,
+    orders: impl IntoIterator<Item = &'a Order>,
+) -> ContactView {
+    let ids: Vec<&str> = orders
+        .into_iter()
+        .filter(|o| !o.fields.contact.phone.is_empty() || !o.fields.contact.name.is_empty())
+        .map(|o| o.id.0.as_str())
+        .collect();
+    audited_contact_view(state, user, action, &ids).await
+}
+
+/// The audit action of answers that show orders (list, read, create, commands).
+const ORDERS_READ: &str = "orders.read";
+
+fn order_json(
+    order: &Order,
+    user: &User,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+    view: ContactView,
+) -> Value {
     let actor = user.actor();
-    let contact = contact_for(&actor, &order.fields.contact);
+    let masked = view == ContactView::Masked || !can_see_contact(&actor);
+    let contact = if masked {
+        Contact {
+            name: mask_name(&order.fields.contact.name),
+            phone: mask_phone(&order.fields.contact.phone),
+        }
+    } else {
+        contact_for(&actor, &order.fields.contact)
+    };
     json!({
         "id": order.id,
         "version": order.version,
@@ -511,7 +603,7 @@ fn order_json(order: &Order, user: &User, at: DateTime<FixedOffset>, ctx: &Order
         "second_callback_unit": order.second_callback_unit,
         "completed_at": order.completed_at,
         "updated_at": order.last_event_at,
-        "contact_masked": !can_see_contact(&actor),
+        "contact_masked": masked,
         "allowed_commands": allowed_commands(order, &actor, at, ctx),
     })
 }
@@ -609,10 +701,11 @@ async fn replay_idempotent(
         .load_order(&order_id)
         .await?
         .ok_or_else(|| ApiError::not_found("order"))?;
+    let view = orders_contact_view(state, user, ORDERS_READ, [&order]).await;
     Ok(Some(
         (
             StatusCode::CREATED,
-            Json(order_json(&order, user, now(), &state.orders)),
+            Json(order_json(&order, user, now(), &state.orders, view)),
         )
             .into_response(),
     ))
@@ -720,9 +813,10 @@ async fn create_order(
             tracing::warn!(%e, "call draft not deleted");
         }
     }
+    let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
     Ok((
         StatusCode::CREATED,
-        Json(order_json(&order, &user, at, ctx)),
+        Json(order_json(&order, &user, at, ctx, view)),
     )
         .into_response())
 }
@@ -783,7 +877,8 @@ fn queued_response(
     at: DateTime<FixedOffset>,
     ctx: &OrdersContext,
 ) -> Response {
-    let mut body = order_json(order, user, at, ctx);
+    // The database is unavailable, so the read cannot be audited: masked.
+    let mut body = order_json(order, user, at, ctx, ContactView::Masked);
     if let Some(map) = body.as_object_mut() {
         map.insert("queued".into(), Value::Bool(true));
     }
@@ -1006,7 +1101,7 @@ pub fn decode_list_query(
                 ApiError::bad_request("invalid_filter", "phone must be digits").with_field("phone"),
             );
         }
-        Some(_) if !can_see_contact(&user.actor()) => {
+        Some(_) if !may_search_by_number(&user.actor()) => {
             return Err(ApiError::forbidden(
                 "your roles may not search by the caller's number",
             ));
@@ -1060,9 +1155,10 @@ async fn list_orders(
     let (filter, page) = decode_list_query(raw.as_deref(), &user, ctx, at)?;
     let per_page = filter.limit;
     let (orders, total) = state.store.list_orders(&filter).await?;
+    let view = orders_contact_view(&state, &user, ORDERS_READ, &orders).await;
     let items: Vec<Value> = orders
         .iter()
-        .map(|o| order_json(o, &user, at, ctx))
+        .map(|o| order_json(o, &user, at, ctx, view))
         .collect();
     Ok(Json(json!({
         "items": items,
@@ -1087,10 +1183,11 @@ async fn special_flags(
         ..OrderFilter::default()
     };
     let (orders, _) = state.store.list_orders(&filter).await?;
+    let view = orders_contact_view(&state, &user, ORDERS_READ, &orders).await;
     Ok(Json(Value::Array(
         orders
             .iter()
-            .map(|o| order_json(o, &user, at, ctx))
+            .map(|o| order_json(o, &user, at, ctx, view))
             .collect(),
     )))
 }
@@ -1103,7 +1200,8 @@ async fn get_order(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
-    Ok(Json(order_json(&order, &user, now(), &state.orders)))
+    let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
+    Ok(Json(order_json(&order, &user, now(), &state.orders, view)))
 }
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
@@ -1277,7 +1375,8 @@ async fn order_command(
             notifier.notify(&notice);
         }
     }
-    Ok(Json(order_json(&next, &user, at, ctx)))
+    let view = orders_contact_view(&state, &user, ORDERS_READ, [&next]).await;
+    Ok(Json(order_json(&next, &user, at, ctx, view)))
 }
 
 async fn reveal_contact(
@@ -1345,8 +1444,11 @@ async fn order_events(
     Path(id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
-    let mask = !can_see_contact(&user.actor());
     let rows = state.store.order_events(&order.id.0).await?;
+    // The creation and each correction carry a contact: one audited read of the order.
+    let view =
+        audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
+    let mask = view == ContactView::Masked;
     Ok(Json(Value::Array(
         rows.iter().map(|r| event_json(r, mask)).collect(),
     )))

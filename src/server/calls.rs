@@ -667,7 +667,7 @@ async fn run_call(
         %handle,
         call_id = %incoming.call_id,
         dialled = %incoming.dialled,
-        caller = %incoming.caller,
+        caller = %crate::ticket::privacy::mask_phone(&incoming.caller),
         codec = ?answer.media.codec,
         rtp_port = ports.rtp,
         "call answered"

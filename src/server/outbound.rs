@@ -258,7 +258,7 @@ impl Outbound {
         let number = match dial {
             Dial::Callback { call, number } => {
                 if !is_phone_number(number) {
-                    return Err(OutboundRefused::NotDialable(number.to_string()));
+                    return Err(OutboundRefused::NotDialable(mask_phone(number)));
                 }
                 let came_in = self
                     .callbacks
@@ -287,7 +287,7 @@ impl Outbound {
             "sip:{number}@{}:{}{transport}",
             trunk.uri_host, trunk.port
         ))
-        .map_err(|_| OutboundRefused::NotDialable(number.clone()))?;
+        .map_err(|_| OutboundRefused::NotDialable(mask_phone(&number)))?;
         Ok(DialPermit {
             number,
             uri,

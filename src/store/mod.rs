@@ -515,6 +515,24 @@ impl Store {
         Ok(())
     }
 
+    /// The audit lines with this action, oldest first, as (actor, subject, detail)
+    /// (for tests and the operator's review).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_lines(
+        &self,
+        action: &str,
+    ) -> Result<Vec<(String, String, String)>, StoreError> {
+        let rows: Vec<(String, String, String)> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT actor, subject, detail FROM audit_log WHERE action = $1 ORDER BY id"
+        )
+        .bind(action)
+        .fetch_all(p)
+        .await?);
+        Ok(rows)
+    }
+
     /// Number of audit lines with this action (for tests and metrics).
     ///
     /// # Errors

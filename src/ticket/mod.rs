@@ -103,7 +103,7 @@ pub use model::{
     Contact, FieldValues, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role,
     Satisfaction, State, Urgency, UserId, WithdrawalConfirmation,
 };
-pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone};
+pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone, may_search_by_number};
 pub use routing::{RoutingRule, RoutingRules};
 pub use transition::{Context, TransitionError, apply};
 pub use units::{Unit, UnitError, UnitId, UnitKind, UnitTree};

@@ -1835,23 +1835,75 @@ fn reminders_turn_yellow_a_working_day_before_and_red_at_the_deadline_once_each(
 
 #[test]
 fn privacy_masks_phone_and_name_for_roles_that_do_not_need_them() {
-    assert_eq!(mask_phone("13812345678"), "138****5678");
-    assert_eq!(mask_phone("053112345678"), "053*****5678");
-    assert_eq!(mask_phone("12345"), "***45");
-    assert_eq!(mask_phone(""), "");
     assert_eq!(mask_name("张三"), "张*");
     assert_eq!(mask_name("欧阳娜娜"), "欧***");
     assert_eq!(mask_name("李"), "*");
-    assert!(can_see_contact(&agent()));
+    // Dispatch, the handling unit and callback staff work with the caller's contact;
+    // agents, heads, reviewers and supervisors see it masked.
+    assert!(can_see_contact(&dispatcher()));
+    assert!(can_see_contact(&actor(
+        "h",
+        Role::UnitHandler,
+        "jinan-lixia"
+    )));
     assert!(can_see_contact(&callback_staff()));
+    assert!(!can_see_contact(&agent()));
     assert!(!can_see_contact(&reviewer()));
     assert!(!can_see_contact(&actor("s", Role::Supervisor, "jinan")));
+    assert!(!can_see_contact(&actor("h", Role::UnitHead, "jinan")));
+    // An agent may still find a caller's earlier orders by the number said on the line.
+    assert!(may_search_by_number(&agent()));
+    assert!(!may_search_by_number(&reviewer()));
     let contact = Contact {
         name: "张三".to_owned(),
         phone: "13812345678".to_owned(),
     };
     assert_eq!(contact_for(&reviewer(), &contact).phone, "138****5678");
-    assert_eq!(contact_for(&agent(), &contact), contact);
+    assert_eq!(contact_for(&agent(), &contact).phone, "138****5678");
+    assert_eq!(contact_for(&agent(), &contact).name, "张*");
+    assert_eq!(contact_for(&callback_staff(), &contact), contact);
+}
+
+/// H-12-4: one mask for every length. Long numbers keep 3 + 4, shorter ones only the
+/// end, and at least 4 characters are always hidden (all of 4 or fewer).
+#[test]
+fn mask_phone_hides_at_least_four_digits_at_every_length() {
+    for (number, masked) in [
+        ("", ""),
+        ("1", "*"),
+        ("12", "**"),
+        ("1001", "****"),
+        ("12345", "****5"),
+        ("123456", "****56"),
+        ("1234567", "****567"),
+        ("82345678", "****5678"),
+        ("123456789", "*****6789"),
+        ("5312345678", "******5678"),
+        ("13812345678", "138****5678"),
+        ("053188886666", "053*****6666"),
+        ("+8613900001111", "+86*******1111"),
+        ("008613812345678", "008********5678"),
+    ] {
+        assert_eq!(mask_phone(number), masked, "{number}");
+    }
+    // The rule itself, on every length up to 40: the length stays, at least 4 (or all)
+    // hidden, at most the last 4 and the first 3 shown.
+    for len in 0..=40_usize {
+        let number: String = (0..len)
+            .map(|i| char::from(b'0' + (i % 10) as u8))
+            .collect();
+        let masked = mask_phone(&number);
+        assert_eq!(masked.chars().count(), len, "{number}");
+        let hidden = masked.chars().filter(|c| *c == '*').count();
+        assert!(hidden >= len.min(4), "{number} → {masked}");
+        assert!(len - hidden <= 7, "{number} → {masked}");
+        assert!(
+            masked.ends_with(&number[len - (len - hidden).min(4)..]),
+            "{masked}"
+        );
+    }
+    // Characters, not bytes: a SIP user name with letters masks the same way.
+    assert_eq!(mask_phone("张三李四王五"), "****王五");
 }
 
 #[test]

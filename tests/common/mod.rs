@@ -902,3 +902,36 @@ pub fn ivr_call(server: &Server) -> Output {
         Duration::from_secs(30),
     )
 }
+
+/// H-12-4 in the server's log (human format, as `Server` starts it with
+/// `RUST_LOG=info,hotline=debug`): no INFO, WARN or ERROR record contains the caller's
+/// full `number`, and no record at any level carries it as a structured field value
+/// (`caller=…`). DEBUG records may quote whole SIP messages, whose From header holds the
+/// number: those are for tracing a call on a test or lab system. A record runs from a
+/// line starting with its timestamp to the next such line (SIP dumps span lines).
+pub fn assert_log_keeps_number_private(log: &str, number: &str) {
+    let mut records: Vec<String> = Vec::new();
+    for line in log.lines() {
+        match records.last_mut() {
+            Some(record) if !line.starts_with(|c: char| c.is_ascii_digit()) => {
+                record.push('\n');
+                record.push_str(line);
+            }
+            _ => records.push(line.to_owned()),
+        }
+    }
+    assert!(records.len() > 10, "the log is too short to judge:\n{log}");
+    for record in &records {
+        let level = record.split_whitespace().nth(1).unwrap_or_default();
+        assert!(
+            !(matches!(level, "INFO" | "WARN" | "ERROR") && record.contains(number)),
+            "a {level} log record carries the full number {number}:\n{record}"
+        );
+        for field in [format!("={number}"), format!("=\"{number}")] {
+            assert!(
+                !record.contains(&field),
+                "a log record carries the full number {number} in a field:\n{record}"
+            );
+        }
+    }
+}
