@@ -37,6 +37,11 @@ menu = \"beep\"
 digit_timeout_ms = 1000
 max_retries = 0
 max_message_secs = 3
+# Short words before and after a voice message: these tests time the agents, not prompts.
+no_agents = \"beep\"
+all_busy = \"beep\"
+voice_message_intro = \"beep\"
+thanks = \"beep\"
 
 [ivr.survey]
 prompt = \"beep\"
