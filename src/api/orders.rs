@@ -96,6 +96,42 @@ impl OrdersContext {
     }
 }
 
+/// Units where an order can wait for a dispatcher — every city (where orders start)
+/// and each unit above one (where `return_upward` sends them, H-13-3) — that no
+/// configured dispatcher covers: an order there would be stuck. `check-config` prints
+/// one line per unit.
+#[must_use]
+pub fn dispatch_gaps(config: &Config) -> Vec<String> {
+    let tree = unit_tree(config);
+    let dispatchers: Vec<UnitId> = config
+        .users
+        .iter()
+        .filter(|u| u.roles.contains(&crate::config::Role::Dispatcher))
+        .map(|u| UnitId::new(u.unit.clone()))
+        .collect();
+    let mut levels: Vec<UnitId> = Vec::new();
+    for city in tree.units().filter(|u| u.kind == UnitKind::City) {
+        let mut at = Some(city.id.clone());
+        while let Some(unit) = at {
+            at = tree.parent(&unit).cloned();
+            if !levels.contains(&unit) {
+                levels.push(unit);
+            }
+        }
+    }
+    levels
+        .iter()
+        .filter(|unit| !dispatchers.iter().any(|d| tree.covers(d, unit)))
+        .map(|unit| {
+            let kind = tree.get(unit).map_or("unit", |u| level_name(u.kind));
+            format!(
+                "no dispatcher can act on orders waiting at {kind} {unit}: add a [[users]] \
+                 entry with roles = [\"dispatcher\"] at {unit} or above (H-13-3)"
+            )
+        })
+        .collect()
+}
+
 fn unit_tree(config: &Config) -> UnitTree {
     if config.units.is_empty() {
         return UnitTree::shandong_default();
@@ -408,6 +444,8 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
         },
         Command::Supervise { note: text() },
         Command::AddNote { note: text() },
+        Command::StudyNote { note: text() },
+        Command::ConcludeStudy { result: text() },
         Command::Withdraw {
             reason: text(),
             // Offered when a call is on record for the caller to confirm on (or to a
@@ -888,6 +926,9 @@ struct ListQuery {
     overdue: Option<String>,
     phone: Option<String>,
     special_flag: Option<String>,
+    /// `open`: flagged orders still under study (W-14); `concluded`: studied and
+    /// closed; `all`: every flagged order.
+    flagged: Option<String>,
     page: Option<String>,
     per_page: Option<String>,
     sort: Option<String>,
@@ -1026,10 +1067,37 @@ pub fn decode_list_query(
             .with_field("sort"));
         }
     };
-    let state_filter = match filter_enum::<OrderState>(q.state, "state")? {
+    let mut state_filter = match filter_enum::<OrderState>(q.state, "state")? {
         None => None,
         Some(s) => parse_enum::<OrderState>(&s),
     };
+    let mut special_flag = filter_bool(q.special_flag, "special_flag")?;
+    match q.flagged.as_deref() {
+        None | Some("") => {}
+        Some(which) => {
+            let state = match which {
+                "open" => Some(OrderState::SpecialStudy),
+                "concluded" => Some(OrderState::Closed),
+                "all" => None,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_filter",
+                        "flagged must be open, concluded or all",
+                    )
+                    .with_field("flagged"));
+                }
+            };
+            if state.is_some() && state_filter.is_some_and(|s| Some(s) != state) {
+                return Err(ApiError::bad_request(
+                    "invalid_filter",
+                    "flagged contradicts state",
+                )
+                .with_field("flagged"));
+            }
+            state_filter = state_filter.or(state);
+            special_flag = Some(true);
+        }
+    }
     let filter = OrderFilter {
         state: state_filter,
         city: filter_unit(q.city, "city")?,
@@ -1039,7 +1107,7 @@ pub fn decode_list_query(
         unit: filter_unit(q.unit, "unit")?,
         overdue: filter_bool(q.overdue, "overdue")?,
         phone,
-        special_flag: filter_bool(q.special_flag, "special_flag")?,
+        special_flag,
         scope: ctx.scope_of(&user.unit),
         scope_unit: Some(user.unit.as_str().to_owned()),
         now_ms: at.timestamp_millis(),
@@ -1108,7 +1176,7 @@ async fn get_order(
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
 /// use the same list).
-pub const COMMANDS: [&str; 21] = [
+pub const COMMANDS: [&str; 23] = [
     "submit",
     "answer_directly",
     "dispatch",
@@ -1130,6 +1198,8 @@ pub const COMMANDS: [&str; 21] = [
     "recompute_deadlines",
     "withdraw",
     "explain_outside_remit",
+    "study_note",
+    "conclude_study",
 ];
 
 fn expected_version(

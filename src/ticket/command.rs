@@ -163,6 +163,17 @@ pub enum Command {
         /// Note (required).
         note: String,
     },
+    /// A supervisor's study note on a flagged order (W-14).
+    StudyNote {
+        /// Note.
+        note: String,
+    },
+    /// The supervising unit ends the study of a flagged order and closes it (W-14).
+    ConcludeStudy {
+        /// The decision and what was done (`explanation` accepted too).
+        #[serde(alias = "explanation")]
+        result: String,
+    },
     /// The server records the post-call survey answer of the order's linked call.
     RecordCallSurvey {
         /// The call (must be the order's `call_id`).
@@ -217,6 +228,8 @@ impl Command {
             Self::Remind { .. } => "remind",
             Self::Supervise { .. } => "supervise",
             Self::AddNote { .. } => "add_note",
+            Self::StudyNote { .. } => "study_note",
+            Self::ConcludeStudy { .. } => "conclude_study",
             Self::RecordCallSurvey { .. } => "record_call_survey",
             Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",

@@ -23,6 +23,9 @@ pub enum DispatchMode {
     Manual,
     /// By a routing rule, business area clear (W-9).
     Automatic,
+    /// A county or township registering a matter it received itself handles it
+    /// itself (W-7).
+    SelfRegistered,
 }
 
 /// What happened.
@@ -177,6 +180,17 @@ pub enum EventKind {
     SpecialFlagged {
         /// Why.
         reason: String,
+    },
+    /// A supervisor's note on a flagged order under study (W-14 研究处理).
+    StudyNoteAdded {
+        /// Note.
+        note: String,
+    },
+    /// The supervising unit's decision ending the study of a flagged order (W-14); the
+    /// order closes with it.
+    StudyConcluded {
+        /// What was decided and done.
+        result: String,
     },
     /// Reminder (催办, H-13-4). Does not change state.
     Reminded {
@@ -423,6 +437,7 @@ impl Order {
                     round: *round,
                     satisfaction: *satisfaction,
                     at: event.at,
+                    by: Some(event.actor.clone()),
                 });
                 self.satisfaction = Some(*satisfaction);
             }
@@ -442,7 +457,12 @@ impl Order {
                 self.second_callback_unit = Some(to_unit.clone());
                 self.state = State::SecondCallback;
             }
-            EventKind::SpecialFlagged { .. } => self.special_flag = true,
+            EventKind::SpecialFlagged { .. } => {
+                // Histories written before W-14's study close it in the next event.
+                self.special_flag = true;
+                self.state = State::SpecialStudy;
+            }
+            EventKind::StudyNoteAdded { .. } | EventKind::StudyConcluded { .. } => {}
             EventKind::Reminded {
                 deadline,
                 level,

@@ -490,6 +490,8 @@ const COMMAND_FORMS: Record<string, FieldSpec[]> = {
   feed_back: [{ name: 'note', label: '反馈说明', kind: 'textarea' }],
   supervise: [{ name: 'note', label: '督办意见', kind: 'textarea', required: true }],
   add_note: [{ name: 'note', label: '备注', kind: 'textarea', required: true }],
+  study_note: [{ name: 'note', label: '研究意见', kind: 'textarea', required: true }],
+  conclude_study: [{ name: 'result', label: '研究结论及处理情况', kind: 'textarea', required: true }],
   remind: [
     {
       name: 'deadline',
