@@ -626,7 +626,7 @@ async fn role_scoping_and_masking() {
         .post(
             &supervisor,
             &format!("/api/orders/{id}/reveal_contact"),
-            json!({}),
+            json!({"reason": "核实来电人身份"}),
         )
         .await;
     assert_eq!(revealed.body["contact_phone"], "13812345678");
@@ -1407,7 +1407,11 @@ async fn second_callback_by_another_person_of_the_supervising_unit(h: &Harness) 
     );
     let again = json!({"outcome": {"outcome": "satisfied"}, "note": "满意"});
     let same_clerk = h
-        .post(&callback, &format!("/api/orders/{id}/record_callback"), again.clone())
+        .post(
+            &callback,
+            &format!("/api/orders/{id}/record_callback"),
+            again.clone(),
+        )
         .await;
     assert_eq!(
         same_clerk.status,
@@ -1423,23 +1427,44 @@ async fn second_callback_by_another_person_of_the_supervising_unit(h: &Harness) 
     );
     let province = h.login("province-supervisor").await;
     let above = h
-        .post(&province, &format!("/api/orders/{id}/record_callback"), again.clone())
+        .post(
+            &province,
+            &format!("/api/orders/{id}/record_callback"),
+            again.clone(),
+        )
         .await;
-    assert_eq!(above.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", above.text);
+    assert_eq!(
+        above.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        above.text
+    );
     assert_eq!(above.body["code"], "second_callback_refused");
-    assert!(above.text.contains("supervising unit jinan"), "{}", above.text);
+    assert!(
+        above.text.contains("supervising unit jinan"),
+        "{}",
+        above.text
+    );
     let supervisor = h.login("supervisor").await;
     let seen = h.get(&supervisor, &format!("/api/orders/{id}")).await.body;
     assert!(
         allowed(&seen).contains(&"record_callback".to_owned()),
         "{seen}"
     );
-    let history = h.get(&supervisor, &format!("/api/orders/{id}/events")).await;
+    let history = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
     assert_eq!(history.status, StatusCode::OK);
-    assert!(history.text.contains("escalated_for_second_callback"), "{}", history.text);
+    assert!(
+        history.text.contains("escalated_for_second_callback"),
+        "{}",
+        history.text
+    );
     let closed = h.command(&supervisor, &id, "record_callback", again).await;
     assert_eq!(closed["state"], "closed", "{closed}");
-    let events = h.get(&supervisor, &format!("/api/orders/{id}/events")).await;
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
     let callbacks: Vec<&Value> = events
         .body
         .as_array()
@@ -1526,7 +1551,12 @@ async fn flagged_order_stays_open_for_study(h: &Harness, recorded: &Recorded) {
             json!({"note": " "}),
         )
         .await;
-    assert_eq!(empty.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", empty.text);
+    assert_eq!(
+        empty.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        empty.text
+    );
     let noted = h
         .command(
             &supervisor,
@@ -1544,7 +1574,12 @@ async fn flagged_order_stays_open_for_study(h: &Harness, recorded: &Recorded) {
             json!({"reason": "x"}),
         )
         .await;
-    assert_eq!(withdraw.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", withdraw.text);
+    assert_eq!(
+        withdraw.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        withdraw.text
+    );
     let concluded = h
         .command(
             &supervisor,
@@ -1561,7 +1596,9 @@ async fn flagged_order_stays_open_for_study(h: &Harness, recorded: &Recorded) {
     assert_eq!(done.body["total"], 1, "{}", done.text);
     let bad = h.get(&supervisor, "/api/orders?flagged=maybe").await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
-    let events = h.get(&supervisor, &format!("/api/orders/{id}/events")).await;
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
     assert!(
         events.text.contains("study_note_added") && events.text.contains("study_concluded"),
         "{}",
@@ -2395,9 +2432,7 @@ async fn order_returned_to_the_province_is_dispatched_there(h: &Harness) {
         )
         .await;
     assert_eq!(sent["state"], "dispatched", "{sent}");
-    let qingdao_order = h
-        .get(&province, "/api/orders?unit=qingdao-legal-aid")
-        .await;
+    let qingdao_order = h.get(&province, "/api/orders?unit=qingdao-legal-aid").await;
     assert_eq!(qingdao_order.body["total"], 1, "{}", qingdao_order.text);
 }
 
@@ -2472,4 +2507,97 @@ async fn sqlite_county_registers_and_handles_its_own_matter() {
 #[tokio::test]
 async fn postgres_county_registers_and_handles_its_own_matter() {
     county_registers_and_handles_its_own_matter(&postgres().await).await;
+}
+
+/// H-12-4: a full number is revealed only for a reason; the reveal is in the order's
+/// history (without the number) and supervisors and province administrators read the
+/// audit: who, which order, when, why.
+async fn reveal_needs_a_reason_and_is_audited(h: &Harness) {
+    let agent = h.login("agent").await;
+    let id = id_of(
+        &h.create(&agent, order_body("complaint", "unknown", None))
+            .await,
+    );
+    let supervisor = h.login("supervisor").await;
+    let uri = format!("/api/orders/{id}/reveal_contact");
+    for body in [json!({}), json!({"reason": "  "})] {
+        let refused = h.post(&supervisor, &uri, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.body["field"], "reason", "{}", refused.text);
+        assert!(!refused.text.contains("13812345678"), "{}", refused.text);
+    }
+    assert_eq!(
+        h.state
+            .store
+            .audit_count("order.reveal_contact")
+            .await
+            .expect("audit"),
+        0
+    );
+    let before = chrono::Utc::now();
+    let revealed = h
+        .post(
+            &supervisor,
+            &uri,
+            json!({"reason": "来电人要求回电，核对号码"}),
+        )
+        .await;
+    assert_eq!(revealed.status, StatusCode::OK, "{}", revealed.text);
+    assert_eq!(revealed.body["contact_phone"], "13812345678");
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(
+        events.text.contains("contact_revealed")
+            && events.text.contains("来电人要求回电，核对号码"),
+        "{}",
+        events.text
+    );
+    assert!(!events.text.contains("13812345678"), "{}", events.text);
+    let audit = h.get(&supervisor, "/api/reveals").await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text);
+    let line = &audit.body[0];
+    assert_eq!(line["user"], "supervisor", "{line}");
+    assert_eq!(line["order_id"], id.as_str(), "{line}");
+    assert_eq!(line["reason"], "来电人要求回电，核对号码", "{line}");
+    let at =
+        chrono::DateTime::parse_from_rfc3339(line["at"].as_str().expect("at")).expect("rfc3339");
+    assert!(at.timestamp() >= before.timestamp() - 1, "{line}");
+    let admin = h.login("admin").await;
+    let by_order = h.get(&admin, &format!("/api/reveals?order={id}")).await;
+    assert_eq!(
+        by_order.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        by_order.text
+    );
+    let other = h.get(&admin, "/api/reveals?order=nope").await;
+    assert_eq!(other.body, json!([]), "{}", other.text);
+    for user in ["agent", "lixia", "handler"] {
+        let s = h.login(user).await;
+        let denied = h.get(&s, "/api/reveals").await;
+        assert_eq!(
+            denied.status,
+            StatusCode::FORBIDDEN,
+            "{user}: {}",
+            denied.text
+        );
+    }
+    let bad = h.get(&admin, "/api/reveals?order=x';--").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+}
+
+#[tokio::test]
+async fn sqlite_reveal_needs_a_reason_and_is_audited() {
+    reveal_needs_a_reason_and_is_audited(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_reveal_needs_a_reason_and_is_audited() {
+    reveal_needs_a_reason_and_is_audited(&postgres().await).await;
 }

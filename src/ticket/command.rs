@@ -163,6 +163,12 @@ pub enum Command {
         /// Note (required).
         note: String,
     },
+    /// Show a caller's full contact to a role that sees it masked, for a reason that
+    /// goes into the order's history and the audit (H-12-4).
+    RevealContact {
+        /// Why the number is needed.
+        reason: String,
+    },
     /// A supervisor's study note on a flagged order (W-14).
     StudyNote {
         /// Note.
@@ -229,6 +235,7 @@ impl Command {
             Self::Supervise { .. } => "supervise",
             Self::AddNote { .. } => "add_note",
             Self::StudyNote { .. } => "study_note",
+            Self::RevealContact { .. } => "reveal_contact",
             Self::ConcludeStudy { .. } => "conclude_study",
             Self::RecordCallSurvey { .. } => "record_call_survey",
             Self::RecomputeDeadlines => "recompute_deadlines",

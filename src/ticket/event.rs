@@ -181,6 +181,12 @@ pub enum EventKind {
         /// Why.
         reason: String,
     },
+    /// A caller's full contact was shown to a role that sees it masked (H-12-4): who and
+    /// when are the event's, why is here. The number itself is not.
+    ContactRevealed {
+        /// Why it was needed.
+        reason: String,
+    },
     /// A supervisor's note on a flagged order under study (W-14 研究处理).
     StudyNoteAdded {
         /// Note.
@@ -462,7 +468,9 @@ impl Order {
                 self.special_flag = true;
                 self.state = State::SpecialStudy;
             }
-            EventKind::StudyNoteAdded { .. } | EventKind::StudyConcluded { .. } => {}
+            EventKind::StudyNoteAdded { .. }
+            | EventKind::StudyConcluded { .. }
+            | EventKind::ContactRevealed { .. } => {}
             EventKind::Reminded {
                 deadline,
                 level,

@@ -1085,7 +1085,7 @@ fn still_dissatisfied_at_second_callback_gets_the_special_flag() {
         TransitionError::SecondCallbackBySameUser(callback_staff().user_id)
     );
     // …nor a unit above the supervising one.
-    let province_supervisor = actor("sd-supervisor", Role::Supervisor, "province");
+    let province_supervisor = actor("sd-supervisor", Role::Supervisor, "shandong");
     assert!(matches!(
         run.err(
             dissatisfied("仍不满意"),

@@ -272,6 +272,19 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             &[(Supervisor, Subtree), (ProvinceAdmin, Any)],
             "TK-SUPERVISE",
         ),
+        Command::RevealContact { .. } => (
+            &[
+                (Agent, Any),
+                (Dispatcher, Any),
+                (UnitHandler, Any),
+                (UnitHead, Any),
+                (Reviewer, Any),
+                (Supervisor, Any),
+                (CallbackStaff, Any),
+                (ProvinceAdmin, Any),
+            ],
+            "H-12-4",
+        ),
         Command::StudyNote { .. } | Command::ConcludeStudy { .. } => {
             (&[(Supervisor, Study), (ProvinceAdmin, Any)], "W-14")
         }
@@ -856,6 +869,12 @@ pub fn apply(
                 current.feedback_working_days,
             );
             out.emit(EventKind::DeadlinesRecomputed { deadlines });
+        }
+        Command::RevealContact { reason } => {
+            // Whether the order is the actor's to read is the shell's check (it loads
+            // only visible orders); here: a reason, on the record.
+            let reason = require_text(reason, &command, "reason", "H-12-4")?;
+            out.emit(EventKind::ContactRevealed { reason });
         }
         Command::StudyNote { note } => {
             if state != State::SpecialStudy {

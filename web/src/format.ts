@@ -110,6 +110,7 @@ export const EVENT_LABELS: Record<string, string> = {
   escalated_for_second_callback: '转二次回访',
   special_flagged: '特殊标记',
   study_note_added: '研究意见',
+  contact_revealed: '显示号码',
   study_concluded: '研究结论',
   reminded: '催办',
   supervised: '督办',
