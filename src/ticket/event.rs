@@ -160,6 +160,12 @@ pub enum EventKind {
         satisfaction: Satisfaction,
         /// Note.
         note: String,
+        /// Who made it (the event's actor), kept in the projection so the second
+        /// callback can refuse the same person (W-14). In the event rather than taken
+        /// from the actor so that histories written before replay to the snapshots
+        /// stored then (absent → not serialized → same hash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
     },
     /// Sent back to be redone (重办, H-14).
     RedoOrdered {
@@ -437,13 +443,14 @@ impl Order {
             EventKind::CallbackRecorded {
                 round,
                 satisfaction,
+                by,
                 ..
             } => {
                 self.callbacks.push(CallbackRecord {
                     round: *round,
                     satisfaction: *satisfaction,
                     at: event.at,
-                    by: Some(event.actor.clone()),
+                    by: by.clone(),
                 });
                 self.satisfaction = Some(*satisfaction);
             }

@@ -587,9 +587,9 @@ pub struct CallbackRecord {
     pub satisfaction: Satisfaction,
     /// When.
     pub at: DateTime<FixedOffset>,
-    /// Who recorded it: the second callback must be someone else (W-14). Absent in
-    /// snapshots written before it was kept.
-    #[serde(default)]
+    /// Who recorded it: the second callback must be someone else (W-14). Absent for
+    /// callbacks recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub by: Option<UserId>,
 }
 

@@ -2339,3 +2339,21 @@ fn call_facts_are_logged_by_the_system_only_and_change_no_state() {
     );
     assert_eq!(run.state(), state);
 }
+
+/// Callbacks recorded before the recorder was kept (W-14): the event reads and writes
+/// back byte for byte (its hash stands) and replays to a record without a recorder,
+/// as the snapshots stored then.
+#[test]
+fn callbacks_recorded_before_the_recorder_was_kept_replay_unchanged() {
+    let old =
+        r#"{"type":"callback_recorded","round":"first","satisfaction":"dissatisfied","note":"x"}"#;
+    let kind: EventKind = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        serde_json::to_string(&kind).unwrap_or_else(|e| panic!("{e}")),
+        old
+    );
+    let EventKind::CallbackRecorded { by, .. } = kind else {
+        panic!("kind")
+    };
+    assert_eq!(by, None);
+}

@@ -1053,6 +1053,7 @@ fn record_callback(
         CallbackOutcome::Satisfied => {
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction: Satisfaction::Satisfied,
                 note: note.trim().to_owned(),
             });
@@ -1070,6 +1071,7 @@ fn record_callback(
             let note = require_text(note, command, "note", "TK-SATISFACTION")?;
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction,
                 note: note.clone(),
             });
@@ -1097,6 +1099,7 @@ fn record_callback(
             }
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction: Satisfaction::Dissatisfied,
                 note: note.clone(),
             });
@@ -1109,6 +1112,7 @@ fn record_callback(
             let note = require_text(note, command, "note", "TK-SATISFACTION")?;
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction: Satisfaction::Dissatisfied,
                 note: note.clone(),
             });
