@@ -271,6 +271,9 @@ fn run(command: Command) -> Result<ExitCode> {
         Command::CheckConfig { path } => match Config::load(&path) {
             Ok(config) => {
                 let calendar_ok = check_calendar(&resolve_beside(&path, &config.server.calendar));
+                for gap in hotline::api::orders::dispatch_gaps(&config) {
+                    println!("warning: {gap}");
+                }
                 if calendar_ok {
                     println!("{}: ok", path.display());
                     Ok(ExitCode::SUCCESS)

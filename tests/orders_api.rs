@@ -30,11 +30,15 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn context() -> Arc<OrdersContext> {
+fn orders_context() -> OrdersContext {
     let config = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
     let calendar =
         Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
-    Arc::new(OrdersContext::from_config(&config, calendar))
+    OrdersContext::from_config(&config, calendar)
+}
+
+fn context() -> Arc<OrdersContext> {
+    Arc::new(orders_context())
 }
 
 async fn harness_on(
@@ -623,7 +627,7 @@ async fn role_scoping_and_masking() {
         .post(
             &supervisor,
             &format!("/api/orders/{id}/reveal_contact"),
-            json!({}),
+            json!({"reason": "核实来电人身份"}),
         )
         .await;
     assert_eq!(revealed.body["contact_phone"], "13812345678");
@@ -659,7 +663,7 @@ async fn role_scoping_and_masking() {
 async fn audited_records(h: &Harness, action: &str, actor: &str) -> Vec<Vec<String>> {
     h.state
         .store
-        .audit_lines(action)
+        .audit_lines_oldest_first(action)
         .await
         .expect("audit lines")
         .into_iter()
@@ -1559,15 +1563,12 @@ async fn every_documented_route_is_served() {
     }
 }
 
-/// Dissatisfied at the first callback → second callback by the supervising unit →
-/// still dissatisfied → special flag, closed (W-14), listed by /api/special_flags.
-#[tokio::test]
-async fn twice_dissatisfied_gets_the_special_flag() {
-    let h = sqlite().await;
+/// A consultation answered by the legal-aid center, called back dissatisfied by the
+/// city's callback clerk: pushed to the supervising unit (jinan) for a second callback.
+async fn escalated_to_second_callback(h: &Harness) -> String {
     let agent = h.login("agent").await;
     let handler = h.login("handler").await;
     let callback = h.login("callback").await;
-    let supervisor = h.login("supervisor").await;
     let id = id_of(
         &h.create(&agent, order_body("consultation", "legal_aid", None))
             .await,
@@ -1586,11 +1587,117 @@ async fn twice_dissatisfied_gets_the_special_flag() {
         .await;
     assert_eq!(escalated["state"], "second_callback", "{escalated}");
     assert_eq!(escalated["second_callback_unit"], "jinan");
+    id
+}
+
+/// W-14: the second callback is made by another person, of the supervising unit itself
+/// (not the clerk of the first, not a unit above), who has the history to read.
+async fn second_callback_by_another_person_of_the_supervising_unit(h: &Harness) {
+    let id = escalated_to_second_callback(h).await;
+    let callback = h.login("callback").await;
+    let seen = h.get(&callback, &format!("/api/orders/{id}")).await.body;
+    assert!(
+        !allowed(&seen).contains(&"record_callback".to_owned()),
+        "{seen}"
+    );
+    let again = json!({"outcome": {"outcome": "satisfied"}, "note": "满意"});
+    let same_clerk = h
+        .post(
+            &callback,
+            &format!("/api/orders/{id}/record_callback"),
+            again.clone(),
+        )
+        .await;
+    assert_eq!(
+        same_clerk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        same_clerk.text
+    );
+    assert_eq!(same_clerk.body["code"], "second_callback_refused");
+    assert!(
+        same_clerk.text.contains("first callback") && same_clerk.text.contains("W-14"),
+        "{}",
+        same_clerk.text
+    );
+    let province = h.login("province-supervisor").await;
+    let above = h
+        .post(
+            &province,
+            &format!("/api/orders/{id}/record_callback"),
+            again.clone(),
+        )
+        .await;
+    assert_eq!(
+        above.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        above.text
+    );
+    assert_eq!(above.body["code"], "second_callback_refused");
+    assert!(
+        above.text.contains("supervising unit jinan"),
+        "{}",
+        above.text
+    );
+    let supervisor = h.login("supervisor").await;
     let seen = h.get(&supervisor, &format!("/api/orders/{id}")).await.body;
     assert!(
         allowed(&seen).contains(&"record_callback".to_owned()),
         "{seen}"
     );
+    let history = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    assert_eq!(history.status, StatusCode::OK);
+    assert!(
+        history.text.contains("escalated_for_second_callback"),
+        "{}",
+        history.text
+    );
+    let closed = h.command(&supervisor, &id, "record_callback", again).await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    let callbacks: Vec<&Value> = events
+        .body
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"]["type"] == "callback_recorded")
+        .collect();
+    assert_eq!(callbacks.len(), 2, "{}", events.text);
+    assert_eq!(callbacks[0]["actor"], "callback");
+    assert_eq!(callbacks[1]["actor"], "supervisor");
+}
+
+#[tokio::test]
+async fn sqlite_second_callback_by_another_person_of_the_supervising_unit() {
+    second_callback_by_another_person_of_the_supervising_unit(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_second_callback_by_another_person_of_the_supervising_unit() {
+    second_callback_by_another_person_of_the_supervising_unit(&postgres().await).await;
+}
+
+/// Records every notice it is given.
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<Vec<hotline::server::notify::Notice>>);
+
+impl hotline::server::notify::Notifier for Recorded {
+    fn notify(&self, notice: &hotline::server::notify::Notice) {
+        self.0.lock().expect("lock").push(notice.clone());
+    }
+}
+
+/// W-14 特殊标记，进行研究处理: still dissatisfied at the second callback → flagged and
+/// kept open; the supervising unit is notified, adds study notes and decides its end;
+/// listed as open until then.
+async fn flagged_order_stays_open_for_study(h: &Harness, recorded: &Recorded) {
+    let id = escalated_to_second_callback(h).await;
+    let supervisor = h.login("supervisor").await;
     let flagged = h
         .command(
             &supervisor,
@@ -1600,11 +1707,119 @@ async fn twice_dissatisfied_gets_the_special_flag() {
         )
         .await;
     assert_eq!(flagged["special_flag"], true, "{flagged}");
-    assert_eq!(flagged["closing"]["reason"], "special_flag");
-    let list = h.get(&supervisor, "/api/special_flags").await;
-    assert_eq!(list.body[0]["id"], id.as_str(), "{}", list.text);
+    assert_eq!(flagged["state"], "special_study", "{flagged}");
+    assert_eq!(flagged["closing"], Value::Null, "{flagged}");
+    for command in ["study_note", "conclude_study"] {
+        assert!(allowed(&flagged).contains(&command.to_owned()), "{flagged}");
+    }
+    {
+        let notices = recorded.0.lock().expect("lock");
+        let notice = notices
+            .iter()
+            .find(|n| n.order_id == id && n.note == "仍不满意")
+            .expect("special-flag notice after commit");
+        let body = serde_json::to_value(notice).expect("json");
+        assert_eq!(body["event"], "special_flag", "{body}");
+        assert_eq!(body["to_unit"], "jinan", "{body}");
+    }
+    let open = h.get(&supervisor, "/api/orders?flagged=open").await;
+    assert_eq!(open.status, StatusCode::OK, "{}", open.text);
+    assert_eq!(open.body["total"], 1, "{}", open.text);
+    assert_eq!(open.body["items"][0]["id"], id.as_str());
+    let listed = h.get(&supervisor, "/api/special_flags").await;
+    assert_eq!(listed.body[0]["id"], id.as_str(), "{}", listed.text);
     let lixia = h.login("lixia").await;
     assert_eq!(h.get(&lixia, "/api/special_flags").await.body, json!([]));
+    let handler = h.login("handler").await;
+    let refused = h
+        .post(
+            &handler,
+            &format!("/api/orders/{id}/study_note"),
+            json!({"note": "x"}),
+        )
+        .await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    let empty = h
+        .post(
+            &supervisor,
+            &format!("/api/orders/{id}/study_note"),
+            json!({"note": " "}),
+        )
+        .await;
+    assert_eq!(
+        empty.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        empty.text
+    );
+    let noted = h
+        .command(
+            &supervisor,
+            &id,
+            "study_note",
+            json!({"note": "调阅录音，约谈承办人"}),
+        )
+        .await;
+    assert_eq!(noted["state"], "special_study", "{noted}");
+    let agent = h.login("agent").await;
+    let withdraw = h
+        .post(
+            &agent,
+            &format!("/api/orders/{id}/withdraw"),
+            json!({"reason": "x"}),
+        )
+        .await;
+    assert_eq!(
+        withdraw.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        withdraw.text
+    );
+    let concluded = h
+        .command(
+            &supervisor,
+            &id,
+            "conclude_study",
+            json!({"result": "经研究维持原处理意见，已向来电人说明"}),
+        )
+        .await;
+    assert_eq!(concluded["state"], "closed", "{concluded}");
+    assert_eq!(concluded["closing"]["reason"], "special_flag");
+    let open = h.get(&supervisor, "/api/orders?flagged=open").await;
+    assert_eq!(open.body["total"], 0, "{}", open.text);
+    let done = h.get(&supervisor, "/api/orders?flagged=concluded").await;
+    assert_eq!(done.body["total"], 1, "{}", done.text);
+    let bad = h.get(&supervisor, "/api/orders?flagged=maybe").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(
+        events.text.contains("study_note_added") && events.text.contains("study_concluded"),
+        "{}",
+        events.text
+    );
+}
+
+fn with_recorder(mut h: Harness) -> (Harness, Arc<Recorded>) {
+    let recorded = Arc::new(Recorded::default());
+    let mut orders = orders_context();
+    orders.notifier = Some(recorded.clone());
+    h.state.orders = Arc::new(orders);
+    h.app = router(h.state.clone());
+    (h, recorded)
+}
+
+#[tokio::test]
+async fn sqlite_flagged_order_stays_open_for_study() {
+    let (h, recorded) = with_recorder(sqlite().await);
+    flagged_order_stays_open_for_study(&h, &recorded).await;
+}
+
+#[tokio::test]
+async fn postgres_flagged_order_stays_open_for_study() {
+    let (h, recorded) = with_recorder(postgres().await);
+    flagged_order_stays_open_for_study(&h, &recorded).await;
 }
 
 #[tokio::test]
@@ -2366,4 +2581,218 @@ async fn sqlite_outside_the_remit_is_closed_with_the_explanation() {
 async fn postgres_outside_the_remit_is_closed_with_the_explanation() {
     let h = postgres().await;
     outside_the_remit_is_closed_with_the_explanation(&h).await;
+}
+
+/// H-13-3: an order the city returns up waits at the province, where the shipped
+/// province dispatcher sends it on; the city's dispatcher no longer may.
+async fn order_returned_to_the_province_is_dispatched_there(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let province = h.login("province-dispatcher").await;
+    let id = id_of(
+        &h.create(&agent, order_body("complaint", "unknown", None))
+            .await,
+    );
+    let up = h
+        .command(
+            &dispatcher,
+            &id,
+            "return_upward",
+            json!({"reason": "涉及两市，请省平台转办"}),
+        )
+        .await;
+    assert_eq!(up["state"], "pending_dispatch", "{up}");
+    assert_eq!(up["dispatch_unit"], "province", "{up}");
+    let stuck = h
+        .post(
+            &dispatcher,
+            &format!("/api/orders/{id}/dispatch"),
+            json!({"units": ["qingdao-legal-aid"], "category": null, "area": null}),
+        )
+        .await;
+    assert_eq!(stuck.status, StatusCode::FORBIDDEN, "{}", stuck.text);
+    let seen = h.get(&province, &format!("/api/orders/{id}")).await;
+    assert_eq!(seen.status, StatusCode::OK, "{}", seen.text);
+    assert!(
+        allowed(&seen.body).contains(&"dispatch".to_owned()),
+        "{}",
+        seen.text
+    );
+    let sent = h
+        .command(
+            &province,
+            &id,
+            "dispatch",
+            json!({"units": ["qingdao-legal-aid"], "category": null, "area": "legal_aid"}),
+        )
+        .await;
+    assert_eq!(sent["state"], "dispatched", "{sent}");
+    let qingdao_order = h.get(&province, "/api/orders?unit=qingdao-legal-aid").await;
+    assert_eq!(qingdao_order.body["total"], 1, "{}", qingdao_order.text);
+}
+
+#[tokio::test]
+async fn sqlite_order_returned_to_the_province_is_dispatched_there() {
+    order_returned_to_the_province_is_dispatched_there(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_order_returned_to_the_province_is_dispatched_there() {
+    order_returned_to_the_province_is_dispatched_there(&postgres().await).await;
+}
+
+/// `check-config`'s dispatch check: the shipped users leave no level without a
+/// dispatcher; without the province dispatcher, the province (where returned orders
+/// wait) and every city but Jinan are named.
+#[test]
+fn check_config_names_levels_without_a_dispatcher() {
+    let text = std::fs::read_to_string(root().join("config/hotline.toml")).expect("config");
+    let shipped = Config::from_toml(&text).expect("shipped config");
+    assert_eq!(
+        hotline::api::orders::dispatch_gaps(&shipped),
+        Vec::<String>::new()
+    );
+    let mut without = shipped.clone();
+    without.users.retain(|u| u.id != "province-dispatcher");
+    let gaps = hotline::api::orders::dispatch_gaps(&without);
+    assert!(
+        gaps.iter().any(|g| g.contains("province province")),
+        "{gaps:?}"
+    );
+    assert!(gaps.iter().any(|g| g.contains("city qingdao")), "{gaps:?}");
+    assert!(!gaps.iter().any(|g| g.contains("city jinan")), "{gaps:?}");
+}
+
+/// W-7: a county registers a matter it received itself and handles it; an institution
+/// still may not register.
+async fn county_registers_and_handles_its_own_matter(h: &Harness) {
+    let lixia = h.login("lixia").await;
+    let mut body = order_body("consultation", "grassroots_legal_service", None);
+    body["city"] = Value::Null;
+    body["description"] = json!("来所咨询土地承包纠纷");
+    let created = h.create(&lixia, body.clone()).await;
+    let id = id_of(&created);
+    assert_eq!(created["state"], "dispatched", "{created}");
+    assert_eq!(created["fields"]["city"], "jinan", "{created}");
+    let events = h.get(&lixia, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        events.text.contains("self_registered") && events.text.contains("jinan-lixia"),
+        "{}",
+        events.text
+    );
+    h.command(&lixia, &id, "sign", json!({})).await;
+    h.command(&lixia, &id, "start", json!({})).await;
+    let replied = h
+        .command(&lixia, &id, "reply", json!({"text": "已当面解答"}))
+        .await;
+    assert_eq!(replied["state"], "closed", "{replied}");
+    let supervisor = h.login("supervisor").await;
+    let listed = h.get(&supervisor, "/api/orders?unit=jinan-lixia").await;
+    assert_eq!(listed.body["total"], 1, "{}", listed.text);
+    let handler = h.login("handler").await;
+    let refused = h.post(&handler, "/api/orders", body).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+}
+
+#[tokio::test]
+async fn sqlite_county_registers_and_handles_its_own_matter() {
+    county_registers_and_handles_its_own_matter(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_county_registers_and_handles_its_own_matter() {
+    county_registers_and_handles_its_own_matter(&postgres().await).await;
+}
+
+/// H-12-4: a full number is revealed only for a reason; the reveal is in the order's
+/// history (without the number) and supervisors and province administrators read the
+/// audit: who, which order, when, why.
+async fn reveal_needs_a_reason_and_is_audited(h: &Harness) {
+    let agent = h.login("agent").await;
+    let id = id_of(
+        &h.create(&agent, order_body("complaint", "unknown", None))
+            .await,
+    );
+    let supervisor = h.login("supervisor").await;
+    let uri = format!("/api/orders/{id}/reveal_contact");
+    for body in [json!({}), json!({"reason": "  "})] {
+        let refused = h.post(&supervisor, &uri, body).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{}",
+            refused.text
+        );
+        assert_eq!(refused.body["field"], "reason", "{}", refused.text);
+        assert!(!refused.text.contains("13812345678"), "{}", refused.text);
+    }
+    assert_eq!(
+        h.state
+            .store
+            .audit_count("order.reveal_contact")
+            .await
+            .expect("audit"),
+        0
+    );
+    let before = chrono::Utc::now();
+    let revealed = h
+        .post(
+            &supervisor,
+            &uri,
+            json!({"reason": "来电人要求回电，核对号码"}),
+        )
+        .await;
+    assert_eq!(revealed.status, StatusCode::OK, "{}", revealed.text);
+    assert_eq!(revealed.body["contact_phone"], "13812345678");
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await;
+    assert!(
+        events.text.contains("contact_revealed")
+            && events.text.contains("来电人要求回电，核对号码"),
+        "{}",
+        events.text
+    );
+    assert!(!events.text.contains("13812345678"), "{}", events.text);
+    let audit = h.get(&supervisor, "/api/reveals").await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text);
+    let line = &audit.body[0];
+    assert_eq!(line["user"], "supervisor", "{line}");
+    assert_eq!(line["order_id"], id.as_str(), "{line}");
+    assert_eq!(line["reason"], "来电人要求回电，核对号码", "{line}");
+    let at =
+        chrono::DateTime::parse_from_rfc3339(line["at"].as_str().expect("at")).expect("rfc3339");
+    assert!(at.timestamp() >= before.timestamp() - 1, "{line}");
+    let admin = h.login("admin").await;
+    let by_order = h.get(&admin, &format!("/api/reveals?order={id}")).await;
+    assert_eq!(
+        by_order.body.as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        by_order.text
+    );
+    let other = h.get(&admin, "/api/reveals?order=nope").await;
+    assert_eq!(other.body, json!([]), "{}", other.text);
+    for user in ["agent", "lixia", "handler"] {
+        let s = h.login(user).await;
+        let denied = h.get(&s, "/api/reveals").await;
+        assert_eq!(
+            denied.status,
+            StatusCode::FORBIDDEN,
+            "{user}: {}",
+            denied.text
+        );
+    }
+    let bad = h.get(&admin, "/api/reveals?order=x';--").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+}
+
+#[tokio::test]
+async fn sqlite_reveal_needs_a_reason_and_is_audited() {
+    reveal_needs_a_reason_and_is_audited(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_reveal_needs_a_reason_and_is_audited() {
+    reveal_needs_a_reason_and_is_audited(&postgres().await).await;
 }

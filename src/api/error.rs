@@ -211,6 +211,10 @@ impl From<TransitionError> for ApiError {
             TransitionError::WithdrawalCallNotOnRecord(_) => {
                 Self::unprocessable("call_not_on_record", message).with_field("call_id")
             }
+            TransitionError::SecondCallbackNotBySupervisingUnit { .. }
+            | TransitionError::SecondCallbackBySameUser(_) => {
+                Self::unprocessable("second_callback_refused", message)
+            }
         }
     }
 }

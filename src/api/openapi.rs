@@ -25,7 +25,7 @@ fn with_body(mut operation: Value, schema: Value) -> Value {
 }
 
 /// Every route served by the work-order API, `(method, path)`.
-pub const ROUTES: [(&str, &str); 26] = [
+pub const ROUTES: [(&str, &str); 27] = [
     ("post", "/api/login"),
     ("post", "/api/logout"),
     ("get", "/api/me"),
@@ -40,6 +40,7 @@ pub const ROUTES: [(&str, &str); 26] = [
     ("get", "/api/rankings"),
     ("get", "/api/units"),
     ("get", "/api/special_flags"),
+    ("get", "/api/reveals"),
     ("get", "/api/openapi.json"),
     ("get", "/api/cities"),
     ("get", "/api/calls"),
@@ -80,6 +81,10 @@ pub fn document() -> Value {
         query("overdue", "true|false"),
         query("phone", "caller number (roles that see contacts only)"),
         query("special_flag", "true|false"),
+        query(
+            "flagged",
+            "open (flagged, under study, W-14) | concluded | all"
+        ),
         query("page", "from 1"),
         query("per_page", "1..200, default 50"),
         query("sort", "deadline|created"),
@@ -111,7 +116,7 @@ pub fn document() -> Value {
     command["parameters"] = json!([path_param("id"), {"name": "command", "in": "path", "required": true, "schema": {"type": "string", "enum": [
         "submit","answer_directly","dispatch","return_upward","sign","return","start","request_extension","decide_extension",
         "draft_reply","review","reply","send_reviewed_reply","feed_back","record_callback","remind","supervise","add_note",
-        "recompute_deadlines","withdraw","explain_outside_remit"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
+        "recompute_deadlines","withdraw","explain_outside_remit","study_note","conclude_study"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
     let with_id = |mut v: Value| {
         v["parameters"] = json!([path_param("id")]);
         v
@@ -230,13 +235,15 @@ pub fn document() -> Value {
             "/api/orders": {"post": create, "get": list},
             "/api/orders/{id}": {"get": with_id(op("One order, contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)", "orders"))},
             "/api/orders/{id}/events": {"get": with_id(op("The order's ledger timeline", "orders"))},
-            "/api/orders/{id}/reveal_contact": {"post": with_id(op("Unmasked contact (audited)", "orders"))},
+            "/api/orders/{id}/reveal_contact": {"post": with_body(with_id(op("Unmasked contact for a reason (422 missing_field reason without one); audited and recorded in the order's history as contact_revealed (H-12-4)", "orders")),
+                json!({"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}))},
             "/api/orders/{id}/{command}": {"post": command},
             "/api/ledger/verify": {"get": op("Recompute the hash chain; first broken event", "ledger")},
             "/api/ledger/{unit}.csv": {"get": ledger_csv},
             "/api/rankings": {"get": rankings},
             "/api/units": {"get": op("Unit tree", "assessment")},
-            "/api/special_flags": {"get": op("Orders with the special flag (W-14)", "orders")},
+            "/api/special_flags": {"get": op("Orders with the special flag (W-14); GET /api/orders?flagged=open lists those still under study, flagged=concluded those closed by conclude_study", "orders")},
+            "/api/reveals": {"get": op("Contact reveals (H-12-4): user, order_id, at, reason, roles, unit; newest first; filters order, limit (1..=1000, default 200); supervisors (orders in their scope) and province administrators only", "orders")},
             "/api/openapi.json": {"get": op("This document", "meta")},
             "/api/cities": {"get": op("Each city's published answering hours and whether it is staffed now (H-7)", "calls")},
             "/api/calls": {"get": op("Call detail records (filters: city, category, caller, path, from, to, limit). Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued). Callers' numbers are masked (138****5678, ****5678) except for dispatch, handling units and callback staff, whose answers are audited (calls.read, naming the call ids)", "calls")},

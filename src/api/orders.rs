@@ -103,6 +103,42 @@ impl OrdersContext {
     }
 }
 
+/// Units where an order can wait for a dispatcher — every city (where orders start)
+/// and each unit above one (where `return_upward` sends them, H-13-3) — that no
+/// configured dispatcher covers: an order there would be stuck. `check-config` prints
+/// one line per unit.
+#[must_use]
+pub fn dispatch_gaps(config: &Config) -> Vec<String> {
+    let tree = unit_tree(config);
+    let dispatchers: Vec<UnitId> = config
+        .users
+        .iter()
+        .filter(|u| u.roles.contains(&crate::config::Role::Dispatcher))
+        .map(|u| UnitId::new(u.unit.clone()))
+        .collect();
+    let mut levels: Vec<UnitId> = Vec::new();
+    for city in tree.units().filter(|u| u.kind == UnitKind::City) {
+        let mut at = Some(city.id.clone());
+        while let Some(unit) = at {
+            at = tree.parent(&unit).cloned();
+            if !levels.contains(&unit) {
+                levels.push(unit);
+            }
+        }
+    }
+    levels
+        .iter()
+        .filter(|unit| !dispatchers.iter().any(|d| tree.covers(d, unit)))
+        .map(|unit| {
+            let kind = tree.get(unit).map_or("unit", |u| level_name(u.kind));
+            format!(
+                "no dispatcher can act on orders waiting at {kind} {unit}: add a [[users]] \
+                 entry with roles = [\"dispatcher\"] at {unit} or above (H-13-3)"
+            )
+        })
+        .collect()
+}
+
 fn unit_tree(config: &Config) -> UnitTree {
     if config.units.is_empty() {
         return UnitTree::shandong_default();
@@ -190,6 +226,7 @@ pub fn routes() -> Router<AppState> {
         .route("/api/rankings", get(rankings))
         .route("/api/units", get(units))
         .route("/api/special_flags", get(special_flags))
+        .route("/api/reveals", get(reveals))
         .route("/api/openapi.json", get(openapi))
 }
 
@@ -415,6 +452,8 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
         },
         Command::Supervise { note: text() },
         Command::AddNote { note: text() },
+        Command::StudyNote { note: text() },
+        Command::ConcludeStudy { result: text() },
         Command::Withdraw {
             reason: text(),
             // Offered when a call is on record for the caller to confirm on (or to a
@@ -983,6 +1022,9 @@ struct ListQuery {
     overdue: Option<String>,
     phone: Option<String>,
     special_flag: Option<String>,
+    /// `open`: flagged orders still under study (W-14); `concluded`: studied and
+    /// closed; `all`: every flagged order.
+    flagged: Option<String>,
     page: Option<String>,
     per_page: Option<String>,
     sort: Option<String>,
@@ -1121,10 +1163,36 @@ pub fn decode_list_query(
             .with_field("sort"));
         }
     };
-    let state_filter = match filter_enum::<OrderState>(q.state, "state")? {
+    let mut state_filter = match filter_enum::<OrderState>(q.state, "state")? {
         None => None,
         Some(s) => parse_enum::<OrderState>(&s),
     };
+    let mut special_flag = filter_bool(q.special_flag, "special_flag")?;
+    match q.flagged.as_deref() {
+        None | Some("") => {}
+        Some(which) => {
+            let state = match which {
+                "open" => Some(OrderState::SpecialStudy),
+                "concluded" => Some(OrderState::Closed),
+                "all" => None,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "invalid_filter",
+                        "flagged must be open, concluded or all",
+                    )
+                    .with_field("flagged"));
+                }
+            };
+            if state.is_some() && state_filter.is_some_and(|s| Some(s) != state) {
+                return Err(
+                    ApiError::bad_request("invalid_filter", "flagged contradicts state")
+                        .with_field("flagged"),
+                );
+            }
+            state_filter = state_filter.or(state);
+            special_flag = Some(true);
+        }
+    }
     let filter = OrderFilter {
         state: state_filter,
         city: filter_unit(q.city, "city")?,
@@ -1134,7 +1202,7 @@ pub fn decode_list_query(
         unit: filter_unit(q.unit, "unit")?,
         overdue: filter_bool(q.overdue, "overdue")?,
         phone,
-        special_flag: filter_bool(q.special_flag, "special_flag")?,
+        special_flag,
         scope: ctx.scope_of(&user.unit),
         scope_unit: Some(user.unit.as_str().to_owned()),
         now_ms: at.timestamp_millis(),
@@ -1206,7 +1274,7 @@ async fn get_order(
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
 /// use the same list).
-pub const COMMANDS: [&str; 21] = [
+pub const COMMANDS: [&str; 23] = [
     "submit",
     "answer_directly",
     "dispatch",
@@ -1228,6 +1296,8 @@ pub const COMMANDS: [&str; 21] = [
     "recompute_deadlines",
     "withdraw",
     "explain_outside_remit",
+    "study_note",
+    "conclude_study",
 ];
 
 fn expected_version(
@@ -1379,27 +1449,149 @@ async fn order_command(
     Ok(Json(order_json(&next, &user, at, ctx, view)))
 }
 
+/// Audit action of a contact reveal.
+const REVEAL_ACTION: &str = "order.reveal_contact";
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevealRequest {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /api/orders/{id}/reveal_contact {reason}`: the full contact, for a reason
+/// (H-12-4). The reveal goes into the order's history (`contact_revealed`, with the
+/// reason, never the number) and into the audit log that supervisors read at
+/// `GET /api/reveals`.
 async fn reveal_contact(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
+    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body_bytes(body)?;
+    let request: RevealRequest = if body.iter().all(u8::is_ascii_whitespace) {
+        RevealRequest {
+            reason: String::new(),
+        }
+    } else {
+        parse_body(&body)?
+    };
     let order = visible_order(&state, &user, &id).await?;
+    let at = now();
+    let command = Command::RevealContact {
+        reason: request.reason,
+    };
+    let (next, events) = apply(&order, command, &user.actor(), at, &state.orders.ctx())?;
+    let reason = events
+        .iter()
+        .find_map(|e| match &e.kind {
+            crate::ticket::EventKind::ContactRevealed { reason } => Some(reason.clone()),
+            _ => None,
+        })
+        .unwrap_or_default();
+    state
+        .store
+        .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
+        .await?;
+    let detail = json!({
+        "reason": reason,
+        "roles": user.roles,
+        "unit": user.unit.as_str(),
+    });
     state
         .store
         .audit(
-            now().timestamp_millis(),
+            at.timestamp_millis(),
             &user.id,
-            "order.reveal_contact",
+            REVEAL_ACTION,
             &order.id.0,
-            &format!("roles {:?} unit {}", user.roles, user.unit),
+            &detail.to_string(),
         )
         .await?;
-    tracing::info!(order = %order.id, user = %user.id, "caller contact revealed");
+    tracing::info!(order = %order.id, user = %user.id, %reason, "caller contact revealed");
     Ok(Json(json!({
         "contact_name": order.fields.contact.name,
         "contact_phone": order.fields.contact.phone,
+        "version": next.version,
     })))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevealsQuery {
+    order: Option<String>,
+    limit: Option<String>,
+}
+
+/// `GET /api/reveals[?order=…&limit=…]`: who revealed which order's caller, when and
+/// why (H-12-4), newest first; for supervisors (orders in their scope) and province
+/// administrators.
+async fn reveals(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Value>, ApiError> {
+    require_oversight(&user)?;
+    let q: RevealsQuery = parse_query(raw.as_deref())?;
+    let order = match q.order.filter(|o| !o.is_empty()) {
+        None => None,
+        Some(o)
+            if o.len() <= 64
+                && o.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_')) =>
+        {
+            Some(o)
+        }
+        Some(_) => {
+            return Err(
+                ApiError::bad_request("invalid_filter", "order must be an order id")
+                    .with_field("order"),
+            );
+        }
+    };
+    let limit = filter_number(q.limit, "limit", 200, 1000)?;
+    let lines = state
+        .store
+        .audit_lines(REVEAL_ACTION, order.as_deref(), limit)
+        .await?;
+    let ctx = &state.orders;
+    let scope = ctx.scope_of(&user.unit);
+    let mut visible: BTreeMap<String, bool> = BTreeMap::new();
+    let mut items = Vec::new();
+    for line in lines {
+        if scope.is_some() {
+            let seen = match visible.get(&line.subject) {
+                Some(seen) => *seen,
+                None => {
+                    let units = state.store.order_units(&line.subject).await?;
+                    let seen = units
+                        .iter()
+                        .any(|u| ctx.units.covers(&user.unit, &UnitId::new(u.clone())));
+                    visible.insert(line.subject.clone(), seen);
+                    seen
+                }
+            };
+            if !seen {
+                continue;
+            }
+        }
+        let detail: Value = serde_json::from_str(&line.detail).unwrap_or(Value::Null);
+        let at = shanghai()
+            .timestamp_millis_opt(line.at_ms)
+            .single()
+            .map(|t| t.to_rfc3339());
+        items.push(json!({
+            "user": line.actor,
+            "order_id": line.subject,
+            "at": at,
+            // Reveals before reasons were asked for have none.
+            "reason": detail.get("reason").cloned().unwrap_or(Value::Null),
+            "roles": detail.get("roles").cloned().unwrap_or(Value::Null),
+            "unit": detail.get("unit").cloned().unwrap_or(Value::Null),
+        }));
+    }
+    Ok(Json(Value::Array(items)))
 }
 
 /// The ledger row as shown; the caller's contact in the creation event is masked for

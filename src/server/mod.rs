@@ -135,6 +135,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     for w in &warnings {
         warn!("{w}: deadlines reaching into it are provisional (Mon-Fri assumed)");
     }
+    for gap in api::orders::dispatch_gaps(&config) {
+        warn!("{gap}");
+    }
 
     let bindings = store.live_bindings(wall_ms()).await?;
     let restored = bindings.len();

@@ -34,6 +34,9 @@ pub enum NoticeKind {
     Reminder,
     /// 督办: a supervisor pressed the order.
     Supervision,
+    /// 特殊标记: still dissatisfied after the second callback; the order waits for the
+    /// supervising unit's study (W-14).
+    SpecialFlag,
 }
 
 /// One notice: the webhook's JSON body. The caller's contact is never in it
@@ -75,6 +78,10 @@ pub struct Notice {
     pub due: Option<DateTime<FixedOffset>>,
     /// The note given.
     pub note: String,
+    /// The unit the notice is addressed to, when it is not the handling units: the
+    /// supervising unit that must study a flagged order (W-14).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub to_unit: Option<String>,
 }
 
 /// The notices carried by `events`, just committed; `order` is the order after them.
@@ -83,6 +90,7 @@ pub fn notices(order: &Order, events: &[Event]) -> Vec<Notice> {
     events
         .iter()
         .filter_map(|event| {
+            let mut to_unit = None;
             let (kind, deadline, level, due, note) = match &event.kind {
                 EventKind::Reminded {
                     deadline,
@@ -98,6 +106,13 @@ pub fn notices(order: &Order, events: &[Event]) -> Vec<Notice> {
                 ),
                 EventKind::Supervised { note } => {
                     (NoticeKind::Supervision, None, None, None, note.clone())
+                }
+                EventKind::SpecialFlagged { reason } => {
+                    to_unit = order
+                        .second_callback_unit
+                        .as_ref()
+                        .map(|u| u.as_str().to_owned());
+                    (NoticeKind::SpecialFlag, None, None, None, reason.clone())
                 }
                 _ => return None,
             };
@@ -122,6 +137,7 @@ pub fn notices(order: &Order, events: &[Event]) -> Vec<Notice> {
                 level,
                 due,
                 note,
+                to_unit,
             })
         })
         .collect()
@@ -146,11 +162,13 @@ impl Notifier for LogNotifier {
             level = ?notice.level,
             due = ?notice.due,
             units = ?notice.units,
+            to_unit = ?notice.to_unit,
             actor = %notice.actor,
             "{}",
             match notice.event {
                 NoticeKind::Reminder => "催办 reminder",
                 NoticeKind::Supervision => "督办 supervision",
+                NoticeKind::SpecialFlag => "特殊标记 special flag for study",
             }
         );
     }

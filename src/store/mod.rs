@@ -515,12 +515,43 @@ impl Store {
         Ok(())
     }
 
+    /// Audit lines with this action, newest first, at most `limit`; only those about
+    /// `subject` when given.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn audit_lines(
+        &self,
+        action: &str,
+        subject: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<AuditLine>, StoreError> {
+        let rows: Vec<(i64, String, String, String)> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT at, actor, subject, detail FROM audit_log WHERE action = $1 \
+             AND ($2 IS NULL OR subject = $2) ORDER BY id DESC LIMIT $3"
+        )
+        .bind(action)
+        .bind(subject)
+        .bind(limit)
+        .fetch_all(p)
+        .await?);
+        Ok(rows
+            .into_iter()
+            .map(|(at_ms, actor, subject, detail)| AuditLine {
+                at_ms,
+                actor,
+                subject,
+                detail,
+            })
+            .collect())
+    }
+
     /// The audit lines with this action, oldest first, as (actor, subject, detail)
     /// (for tests and the operator's review).
     ///
     /// # Errors
     /// Database errors.
-    pub async fn audit_lines(
+    pub async fn audit_lines_oldest_first(
         &self,
         action: &str,
     ) -> Result<Vec<(String, String, String)>, StoreError> {
@@ -546,6 +577,19 @@ impl Store {
         .await?);
         Ok(n.0)
     }
+}
+
+/// One line of the audit log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditLine {
+    /// When, ms since the epoch.
+    pub at_ms: i64,
+    /// Who.
+    pub actor: String,
+    /// What it was about (an order id for reveals).
+    pub subject: String,
+    /// Details as written (JSON for reveals since H-12-4's reason).
+    pub detail: String,
 }
 
 #[cfg(test)]

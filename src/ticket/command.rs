@@ -163,6 +163,23 @@ pub enum Command {
         /// Note (required).
         note: String,
     },
+    /// Show a caller's full contact to a role that sees it masked, for a reason that
+    /// goes into the order's history and the audit (H-12-4).
+    RevealContact {
+        /// Why the number is needed.
+        reason: String,
+    },
+    /// A supervisor's study note on a flagged order (W-14).
+    StudyNote {
+        /// Note.
+        note: String,
+    },
+    /// The supervising unit ends the study of a flagged order and closes it (W-14).
+    ConcludeStudy {
+        /// The decision and what was done (`explanation` accepted too).
+        #[serde(alias = "explanation")]
+        result: String,
+    },
     /// The server records the post-call survey answer of the order's linked call.
     RecordCallSurvey {
         /// The call (must be the order's `call_id`).
@@ -217,6 +234,9 @@ impl Command {
             Self::Remind { .. } => "remind",
             Self::Supervise { .. } => "supervise",
             Self::AddNote { .. } => "add_note",
+            Self::StudyNote { .. } => "study_note",
+            Self::RevealContact { .. } => "reveal_contact",
+            Self::ConcludeStudy { .. } => "conclude_study",
             Self::RecordCallSurvey { .. } => "record_call_survey",
             Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",

@@ -23,6 +23,9 @@ pub enum DispatchMode {
     Manual,
     /// By a routing rule, business area clear (W-9).
     Automatic,
+    /// A county or township registering a matter it received itself handles it
+    /// itself (W-7).
+    SelfRegistered,
 }
 
 /// What happened.
@@ -157,6 +160,12 @@ pub enum EventKind {
         satisfaction: Satisfaction,
         /// Note.
         note: String,
+        /// Who made it (the event's actor), kept in the projection so the second
+        /// callback can refuse the same person (W-14). In the event rather than taken
+        /// from the actor so that histories written before replay to the snapshots
+        /// stored then (absent → not serialized → same hash).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        by: Option<UserId>,
     },
     /// Sent back to be redone (重办, H-14).
     RedoOrdered {
@@ -177,6 +186,23 @@ pub enum EventKind {
     SpecialFlagged {
         /// Why.
         reason: String,
+    },
+    /// A caller's full contact was shown to a role that sees it masked (H-12-4): who and
+    /// when are the event's, why is here. The number itself is not.
+    ContactRevealed {
+        /// Why it was needed.
+        reason: String,
+    },
+    /// A supervisor's note on a flagged order under study (W-14 研究处理).
+    StudyNoteAdded {
+        /// Note.
+        note: String,
+    },
+    /// The supervising unit's decision ending the study of a flagged order (W-14); the
+    /// order closes with it.
+    StudyConcluded {
+        /// What was decided and done.
+        result: String,
     },
     /// Reminder (催办, H-13-4). Does not change state.
     Reminded {
@@ -417,12 +443,14 @@ impl Order {
             EventKind::CallbackRecorded {
                 round,
                 satisfaction,
+                by,
                 ..
             } => {
                 self.callbacks.push(CallbackRecord {
                     round: *round,
                     satisfaction: *satisfaction,
                     at: event.at,
+                    by: by.clone(),
                 });
                 self.satisfaction = Some(*satisfaction);
             }
@@ -442,7 +470,14 @@ impl Order {
                 self.second_callback_unit = Some(to_unit.clone());
                 self.state = State::SecondCallback;
             }
-            EventKind::SpecialFlagged { .. } => self.special_flag = true,
+            EventKind::SpecialFlagged { .. } => {
+                // Histories written before W-14's study close it in the next event.
+                self.special_flag = true;
+                self.state = State::SpecialStudy;
+            }
+            EventKind::StudyNoteAdded { .. }
+            | EventKind::StudyConcluded { .. }
+            | EventKind::ContactRevealed { .. } => {}
             EventKind::Reminded {
                 deadline,
                 level,

@@ -396,6 +396,9 @@ pub enum State {
     /// Caller dissatisfied at callback: waiting for the supervising unit's second
     /// callback (W-14).
     SecondCallback,
+    /// Still dissatisfied after the second callback: flagged (特殊标记) and kept open
+    /// while the supervising unit studies it and decides its end (W-14).
+    SpecialStudy,
     /// Closed (办结).
     Closed,
 }
@@ -415,6 +418,7 @@ impl State {
             Self::Replied => "replied",
             Self::FedBack => "fed_back",
             Self::SecondCallback => "second_callback",
+            Self::SpecialStudy => "special_study",
             Self::Closed => "closed",
         }
     }
@@ -583,6 +587,10 @@ pub struct CallbackRecord {
     pub satisfaction: Satisfaction,
     /// When.
     pub at: DateTime<FixedOffset>,
+    /// Who recorded it: the second callback must be someone else (W-14). Absent for
+    /// callbacks recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<UserId>,
 }
 
 /// A reminder already raised (so the scheduler does not repeat it).

@@ -1075,21 +1075,35 @@ fn still_dissatisfied_at_second_callback_gets_the_special_flag() {
         _ => None,
     });
     assert_eq!(report_due.as_deref(), Some("2025-10-11T24:00+08:00"));
+    // The clerk of the first callback may not make the second (W-14)…
+    assert_eq!(
+        run.err(
+            dissatisfied("仍不满意"),
+            &callback_staff(),
+            moment("2025-10-13T10:00+08:00")
+        ),
+        TransitionError::SecondCallbackBySameUser(callback_staff().user_id)
+    );
+    // …nor a unit above the supervising one.
+    let province_supervisor = actor("sd-supervisor", Role::Supervisor, "shandong");
+    assert!(matches!(
+        run.err(
+            dissatisfied("仍不满意"),
+            &province_supervisor,
+            moment("2025-10-13T10:00+08:00")
+        ),
+        TransitionError::SecondCallbackNotBySupervisingUnit { .. }
+    ));
     let supervisor = actor("jn-supervisor", Role::Supervisor, "jinan");
     run.ok(
         dissatisfied("仍不满意"),
         &supervisor,
         moment("2025-10-13T10:00+08:00"),
     );
-    assert_eq!(run.state(), State::Closed);
+    // Flagged and kept open for study (W-14 特殊标记，进行研究处理).
+    assert_eq!(run.state(), State::SpecialStudy);
     assert!(run.order.special_flag);
-    let closing = run
-        .order
-        .closing
-        .clone()
-        .unwrap_or_else(|| panic!("closing"));
-    assert_eq!(closing.reason, CloseReason::SpecialFlag);
-    assert_eq!(closing.reason.rule(), "W-14");
+    assert!(run.order.closing.is_none());
     assert_eq!(run.order.satisfaction, Some(Satisfaction::Dissatisfied));
     assert_eq!(
         not_allowed_rule(&run.err(
@@ -1099,6 +1113,35 @@ fn still_dissatisfied_at_second_callback_gets_the_special_flag() {
         )),
         "TK-VISIT"
     );
+    let lixia_note = Command::StudyNote {
+        note: "x".to_owned(),
+    };
+    assert!(matches!(
+        run.err(lixia_note, &lixia(), moment("2025-10-14T10:00+08:00")),
+        TransitionError::RoleNotPermitted { .. }
+    ));
+    run.ok(
+        Command::StudyNote {
+            note: "约谈承办人，调阅录音".to_owned(),
+        },
+        &supervisor,
+        moment("2025-10-14T10:00+08:00"),
+    );
+    assert_eq!(run.state(), State::SpecialStudy);
+    run.ok(
+        Command::ConcludeStudy {
+            result: "经研究，依法维持原处理意见并向来电人说明".to_owned(),
+        },
+        &supervisor,
+        moment("2025-10-15T10:00+08:00"),
+    );
+    let closing = run
+        .order
+        .closing
+        .clone()
+        .unwrap_or_else(|| panic!("closing"));
+    assert_eq!(closing.reason, CloseReason::SpecialFlag);
+    assert_eq!(closing.reason.rule(), "W-14");
 }
 
 #[test]
@@ -2347,4 +2390,22 @@ fn call_facts_are_logged_by_the_system_only_and_change_no_state() {
         moment("2026-02-14T10:06+08:00"),
     );
     assert_eq!(run.state(), state);
+}
+
+/// Callbacks recorded before the recorder was kept (W-14): the event reads and writes
+/// back byte for byte (its hash stands) and replays to a record without a recorder,
+/// as the snapshots stored then.
+#[test]
+fn callbacks_recorded_before_the_recorder_was_kept_replay_unchanged() {
+    let old =
+        r#"{"type":"callback_recorded","round":"first","satisfaction":"dissatisfied","note":"x"}"#;
+    let kind: EventKind = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        serde_json::to_string(&kind).unwrap_or_else(|e| panic!("{e}")),
+        old
+    );
+    let EventKind::CallbackRecorded { by, .. } = kind else {
+        panic!("kind")
+    };
+    assert_eq!(by, None);
 }

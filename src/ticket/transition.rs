@@ -10,7 +10,7 @@ use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, FEEDBACK_CAP_WOR
 use super::event::{DispatchMode, Event, EventKind};
 use super::model::{
     Actor, AssignmentStatus, BusinessArea, CallId, CallbackRound, Category, CloseReason, Contact,
-    ExtensionRequest, FieldValues, Order, RedoTarget, Role, Satisfaction, State, Urgency,
+    ExtensionRequest, FieldValues, Order, RedoTarget, Role, Satisfaction, State, Urgency, UserId,
     WithdrawalConfirmation,
 };
 use super::routing::RoutingRules;
@@ -150,6 +150,25 @@ pub enum TransitionError {
          record (rule H-17-5)", .0.0
     )]
     WithdrawalCallNotOnRecord(CallId),
+    /// The second callback comes from the handling unit's supervising unit (W-14), not
+    /// from above or beside it.
+    #[error(
+        "the second callback is made by the supervising unit {supervising}, not by unit \
+         {unit} (rule W-14)"
+    )]
+    SecondCallbackNotBySupervisingUnit {
+        /// Actor's unit.
+        unit: UnitId,
+        /// The supervising unit the order was pushed to.
+        supervising: UnitId,
+    },
+    /// The second callback by the person who made the first (W-14): another person
+    /// must hear the caller again.
+    #[error(
+        "user {} made the first callback; the second must be made by another person \
+         (rule W-14)", .0.0
+    )]
+    SecondCallbackBySameUser(UserId),
 }
 
 /// Where a role's authority must reach for a command.
@@ -173,6 +192,11 @@ enum Scope {
     Callback,
     /// Second callback only: covers the supervising unit.
     SecondCallback,
+    /// Flagged order under study: covers the supervising unit (W-14).
+    Study,
+    /// A county or township registering what it received itself, in the order's city
+    /// (W-7).
+    OwnRegistration,
     /// Anywhere.
     Any,
 }
@@ -183,15 +207,28 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
         UnitHead,
     };
     use Scope::{
-        Any, Assigned, Callback, City, Dispatch, ExtensionUnit, Lead, SecondCallback, Subtree,
+        Any, Assigned, Callback, City, Dispatch, ExtensionUnit, Lead, OwnRegistration,
+        SecondCallback, Study, Subtree,
     };
     match command {
         Command::Create { .. } => (
-            &[(Agent, City), (Dispatcher, City), (System, Any)],
+            &[
+                (Agent, City),
+                (Dispatcher, City),
+                (UnitHandler, OwnRegistration),
+                (UnitHead, OwnRegistration),
+                (System, Any),
+            ],
             "TK-INTAKE",
         ),
         Command::Submit => (
-            &[(Agent, City), (Dispatcher, Dispatch), (System, Any)],
+            &[
+                (Agent, City),
+                (Dispatcher, Dispatch),
+                (UnitHandler, OwnRegistration),
+                (UnitHead, OwnRegistration),
+                (System, Any),
+            ],
             "TK-INTAKE",
         ),
         Command::AnswerDirectly { .. } => (&[(Agent, City)], "H-8"),
@@ -235,6 +272,22 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             &[(Supervisor, Subtree), (ProvinceAdmin, Any)],
             "TK-SUPERVISE",
         ),
+        Command::RevealContact { .. } => (
+            &[
+                (Agent, Any),
+                (Dispatcher, Any),
+                (UnitHandler, Any),
+                (UnitHead, Any),
+                (Reviewer, Any),
+                (Supervisor, Any),
+                (CallbackStaff, Any),
+                (ProvinceAdmin, Any),
+            ],
+            "H-12-4",
+        ),
+        Command::StudyNote { .. } | Command::ConcludeStudy { .. } => {
+            (&[(Supervisor, Study), (ProvinceAdmin, Any)], "W-14")
+        }
         Command::Withdraw { .. } => (
             &[(Agent, City), (Dispatcher, Dispatch), (Supervisor, Subtree)],
             "TK-LEDGER",
@@ -279,6 +332,13 @@ fn in_scope(
         Scope::SecondCallback => {
             order.state == State::SecondCallback
                 && order.second_callback_unit.as_ref().is_some_and(covers)
+        }
+        Scope::Study => order.second_callback_unit.as_ref().is_some_and(covers),
+        Scope::OwnRegistration => {
+            units
+                .get(&actor.unit)
+                .is_some_and(|unit| matches!(unit.kind, UnitKind::County | UnitKind::Township))
+                && units.covers(city, &actor.unit)
         }
     }
 }
@@ -462,6 +522,16 @@ pub fn apply(
                 return Err(not_allowed(order, &command, LIFECYCLE));
             }
             out.emit(EventKind::Submitted);
+            if matches!(out.role, Role::UnitHandler | Role::UnitHead) {
+                // A county or township handles what it registered itself (W-7).
+                out.emit(EventKind::Dispatched {
+                    units: vec![actor.unit.clone()],
+                    category: out.order.fields.category,
+                    area: out.order.fields.area,
+                    mode: DispatchMode::SelfRegistered,
+                });
+                return Ok((out.order, out.events));
+            }
             let routed = ctx
                 .routing
                 .route(&out.order)
@@ -800,8 +870,35 @@ pub fn apply(
             );
             out.emit(EventKind::DeadlinesRecomputed { deadlines });
         }
+        Command::RevealContact { reason } => {
+            // Whether the order is the actor's to read is the shell's check (it loads
+            // only visible orders); here: a reason, on the record.
+            let reason = require_text(reason, &command, "reason", "H-12-4")?;
+            out.emit(EventKind::ContactRevealed { reason });
+        }
+        Command::StudyNote { note } => {
+            if state != State::SpecialStudy {
+                return Err(not_allowed(order, &command, "W-14"));
+            }
+            let note = require_text(note, &command, "note", "W-14")?;
+            out.emit(EventKind::StudyNoteAdded { note });
+        }
+        Command::ConcludeStudy { result } => {
+            if state != State::SpecialStudy {
+                return Err(not_allowed(order, &command, "W-14"));
+            }
+            let result = require_text(result, &command, "result", "W-14")?;
+            out.emit(EventKind::StudyConcluded {
+                result: result.clone(),
+            });
+            out.emit(EventKind::Closed {
+                reason: CloseReason::SpecialFlag,
+                note: result,
+            });
+        }
         Command::Withdraw { reason, call_id } => {
-            if state == State::Closed {
+            // A flagged order's end is the supervising unit's decision (W-14).
+            if matches!(state, State::Closed | State::SpecialStudy) {
                 return Err(not_allowed(order, &command, "TK-LEDGER"));
             }
             let reason = require_text(reason, &command, "reason", "TK-LEDGER")?;
@@ -926,7 +1023,29 @@ fn record_callback(
             }
             CallbackRound::First
         }
-        State::SecondCallback => CallbackRound::Second,
+        State::SecondCallback => {
+            // Another person, of the supervising unit itself (W-14).
+            if let Some(supervising) = &order.second_callback_unit
+                && out.actor.unit != *supervising
+            {
+                return Err(TransitionError::SecondCallbackNotBySupervisingUnit {
+                    unit: out.actor.unit.clone(),
+                    supervising: supervising.clone(),
+                });
+            }
+            let first_by = order
+                .callbacks
+                .iter()
+                .rev()
+                .find(|c| c.round == CallbackRound::First)
+                .and_then(|c| c.by.as_ref());
+            if first_by == Some(&out.actor.user_id) {
+                return Err(TransitionError::SecondCallbackBySameUser(
+                    out.actor.user_id.clone(),
+                ));
+            }
+            CallbackRound::Second
+        }
         _ => return Err(not_allowed(order, command, "TK-VISIT")),
     };
     let still_open = order.state != State::Closed;
@@ -934,6 +1053,7 @@ fn record_callback(
         CallbackOutcome::Satisfied => {
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction: Satisfaction::Satisfied,
                 note: note.trim().to_owned(),
             });
@@ -951,6 +1071,7 @@ fn record_callback(
             let note = require_text(note, command, "note", "TK-SATISFACTION")?;
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction,
                 note: note.clone(),
             });
@@ -978,6 +1099,7 @@ fn record_callback(
             }
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction: Satisfaction::Dissatisfied,
                 note: note.clone(),
             });
@@ -990,6 +1112,7 @@ fn record_callback(
             let note = require_text(note, command, "note", "TK-SATISFACTION")?;
             out.emit(EventKind::CallbackRecorded {
                 round,
+                by: Some(out.actor.user_id.clone()),
                 satisfaction: Satisfaction::Dissatisfied,
                 note: note.clone(),
             });
@@ -1008,13 +1131,8 @@ fn record_callback(
                     });
                 }
                 CallbackRound::Second => {
-                    out.emit(EventKind::SpecialFlagged {
-                        reason: note.clone(),
-                    });
-                    out.emit(EventKind::Closed {
-                        reason: CloseReason::SpecialFlag,
-                        note,
-                    });
+                    // Kept open for study until the supervising unit decides (W-14).
+                    out.emit(EventKind::SpecialFlagged { reason: note });
                 }
             }
         }

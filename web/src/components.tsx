@@ -261,8 +261,13 @@ export function OrderDetail(props: {
   // audited server-side, which also decides whether this user may.
   const mayReveal = contact.phone.includes('*');
   const reveal = async () => {
+    // H-12-4: a reason is required; it goes into the order's history and the audit.
+    const reason = window.prompt('显示完整号码的理由（记入工单记录和审计）')?.trim();
+    if (!reason) return;
     try {
-      const r = await post<Record<string, unknown>>(`/api/orders/${encodeURIComponent(o.id)}/reveal_contact`, {});
+      const r = await post<Record<string, unknown>>(`/api/orders/${encodeURIComponent(o.id)}/reveal_contact`, {
+        reason,
+      });
       setRevealed(contactOf(r).phone);
     } catch (e) {
       setError(e);
@@ -490,6 +495,8 @@ const COMMAND_FORMS: Record<string, FieldSpec[]> = {
   feed_back: [{ name: 'note', label: '反馈说明', kind: 'textarea' }],
   supervise: [{ name: 'note', label: '督办意见', kind: 'textarea', required: true }],
   add_note: [{ name: 'note', label: '备注', kind: 'textarea', required: true }],
+  study_note: [{ name: 'note', label: '研究意见', kind: 'textarea', required: true }],
+  conclude_study: [{ name: 'result', label: '研究结论及处理情况', kind: 'textarea', required: true }],
   remind: [
     {
       name: 'deadline',

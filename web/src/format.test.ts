@@ -31,6 +31,7 @@ describe('currentDue', () => {
     expect(currentDue({ state: 'pending_dispatch', deadlines })).toBe(deadlines.transfer_due);
     expect(currentDue({ state: 'signed', deadlines })).toBe(deadlines.feedback_due);
     expect(currentDue({ state: 'closed', deadlines })).toBeNull();
+    expect(currentDue({ state: 'special_study', deadlines })).toBeNull();
   });
 });
 

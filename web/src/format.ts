@@ -14,6 +14,7 @@ export const STATE_LABELS: Record<string, string> = {
   replied: '已答复',
   fed_back: '已反馈',
   second_callback: '待二次回访',
+  special_study: '特殊标记·研究处理中',
   closed: '已办结',
 };
 
@@ -80,6 +81,8 @@ export const COMMAND_LABELS: Record<string, string> = {
   recompute_deadlines: '重算时限',
   withdraw: '撤回',
   explain_outside_remit: '非职能范围解释说明',
+  study_note: '研究意见',
+  conclude_study: '研究结论（办结）',
   reveal_contact: '显示号码',
 };
 
@@ -106,6 +109,9 @@ export const EVENT_LABELS: Record<string, string> = {
   redo_ordered: '重办',
   escalated_for_second_callback: '转二次回访',
   special_flagged: '特殊标记',
+  study_note_added: '研究意见',
+  contact_revealed: '显示号码',
+  study_concluded: '研究结论',
   reminded: '催办',
   supervised: '督办',
   note_added: '备注',
@@ -192,6 +198,7 @@ export function currentDueKind(
     case 'pending_dispatch':
       return 'transfer';
     case 'closed':
+    case 'special_study': // no limit runs while the supervising unit studies it (W-14)
       return null;
     case 'fed_back':
     case 'second_callback':
