@@ -1389,6 +1389,74 @@ roles = ["agent"]
         );
     }
 
+    /// Lines of `source` outside `#[cfg(test)]` items. An attribute line starts a test
+    /// item; a block item ends at the closing brace at the attribute's indentation, a
+    /// one-line item (`mod tests;`, `use …;`) at its semicolon.
+    fn non_test_lines(source: &str) -> Vec<(usize, &str)> {
+        let mut kept = Vec::new();
+        let mut lines = source.lines().enumerate();
+        while let Some((number, line)) = lines.next() {
+            if line.trim() != "#[cfg(test)]" {
+                kept.push((number + 1, line));
+                continue;
+            }
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let closing = format!("{indent}}}");
+            let mut first = true;
+            for (_, item) in lines.by_ref() {
+                let attribute = item.trim_start().starts_with("#[");
+                let one_liner = first && !attribute && item.trim_end().ends_with(';');
+                if one_liner || item.trim_end() == closing {
+                    break;
+                }
+                first &= attribute;
+            }
+        }
+        kept
+    }
+
+    fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    /// Editing `config/` must not rebuild the server (a release build takes minutes,
+    /// phones' registrations lapse meanwhile): no code outside tests embeds a file from
+    /// it, and the build script does not watch it.
+    #[test]
+    fn no_code_outside_tests_embeds_the_config_directory() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        files.push(root.join("build.rs"));
+        let mut embedding = Vec::new();
+        for file in &files {
+            // `tests.rs` files are `#[cfg(test)] mod tests;` of their parent.
+            if file.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(file).expect("read source");
+            for (number, line) in non_test_lines(&source) {
+                let embeds = line.contains("include_str!") || line.contains("include_bytes!");
+                let watches = line.contains("rerun-if-changed");
+                if (embeds || watches) && line.contains("config") && !line.contains("config.rs") {
+                    embedding.push(format!("{}:{number}: {}", file.display(), line.trim()));
+                }
+            }
+        }
+        assert!(embedding.is_empty(), "{embedding:#?}");
+        // The scan sees what it must: a test module's embedding is skipped, code's is not.
+        let sample = "const A: &str = include_str!(\"../config/x\");\n#[cfg(test)]\nmod t {\n    const B: &str = include_str!(\"../config/y\");\n}\n#[cfg(test)]\nmod tests;\nconst C: u8 = 0;\n";
+        let kept: Vec<usize> = non_test_lines(sample).iter().map(|(n, _)| *n).collect();
+        assert_eq!(kept, [1, 8]);
+    }
+
     #[test]
     fn database_url_prefers_environment() {
         let c = Config::from_toml(MINIMAL).unwrap();
