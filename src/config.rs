@@ -175,17 +175,18 @@ fn default_sip_listen() -> SocketAddr {
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
+// Relative paths are relative to the config file's directory (`Config::load`).
 fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
+    PathBuf::from("data")
 }
 fn default_recordings_dir() -> PathBuf {
-    PathBuf::from("./recordings")
+    PathBuf::from("recordings")
 }
 fn default_drain_timeout_secs() -> u64 {
     30
 }
 fn default_calendar() -> PathBuf {
-    PathBuf::from("config/calendar/cn-workdays.toml")
+    PathBuf::from("calendar/cn-workdays.toml")
 }
 
 /// SIP timers and registrar/auth policy.
@@ -544,10 +545,37 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|problems| ConfigError::Invalid {
+        let mut config = Config::from_toml(&text).map_err(|problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,
-        })
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(dir) = absolute.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Make the config's relative paths (data, recordings and prompt directories, the
+    /// calendar, the mobile-prefix table, a `sqlite:` database URL) relative to `base`,
+    /// the config file's directory, so the server finds the same files whatever the
+    /// working directory it was started in. Absolute paths are kept.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.server.data_dir);
+        resolve(&mut self.server.recordings_dir);
+        resolve(&mut self.server.calendar);
+        resolve(&mut self.media.prompts_dir);
+        if let Some(prefixes) = &mut self.calls.mobile_prefixes {
+            resolve(prefixes);
+        }
+        if let Some(url) = &mut self.server.database_url {
+            *url = sqlite_url_beside(url, base);
+        }
     }
 
     /// Parse and validate config text.
@@ -823,6 +851,22 @@ impl Config {
     }
 }
 
+/// A `sqlite:` URL whose file path is relative, made relative to `base`; any other URL
+/// (PostgreSQL, an absolute path, an in-memory database) as it is.
+fn sqlite_url_beside(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    let (file, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return url.to_owned();
+    }
+    format!("sqlite://{}{query}", base.join(file).display())
+}
+
 fn is_area_code(s: &str) -> bool {
     (3..=4).contains(&s.len()) && s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -968,7 +1012,7 @@ fn default_media_timeout_secs() -> u64 {
     30
 }
 fn default_prompts_dir() -> PathBuf {
-    PathBuf::from("config/prompts/zh")
+    PathBuf::from("prompts/zh")
 }
 fn default_max_test_call_secs() -> u64 {
     300
@@ -1455,6 +1499,70 @@ roles = ["agent"]
         let sample = "const A: &str = include_str!(\"../config/x\");\n#[cfg(test)]\nmod t {\n    const B: &str = include_str!(\"../config/y\");\n}\n#[cfg(test)]\nmod tests;\nconst C: u8 = 0;\n";
         let kept: Vec<usize> = non_test_lines(sample).iter().map(|(n, _)| *n).collect();
         assert_eq!(kept, [1, 8]);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir");
+        let text = MINIMAL.replace(
+            "[server]\n",
+            "[server]\ndata_dir = \"../var\"\nrecordings_dir = \"/srv/rec\"\n\
+             database_url = \"sqlite://db/h.db?mode=rwc\"\n",
+        ) + "[media]\nprompts_dir = \"prompts/zh\"\n[calls]\nmobile_prefixes = \"p.csv\"\n";
+        std::fs::write(etc.join("hotline.toml"), text).expect("write");
+        let c = Config::load(&etc.join("hotline.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server.data_dir, etc.join("../var"));
+        assert_eq!(
+            c.server.recordings_dir,
+            Path::new("/srv/rec"),
+            "absolute: kept"
+        );
+        assert_eq!(
+            c.server.calendar,
+            etc.join("calendar/cn-workdays.toml"),
+            "default"
+        );
+        assert_eq!(c.media.prompts_dir, etc.join("prompts/zh"));
+        assert_eq!(c.calls.mobile_prefixes, Some(etc.join("p.csv")));
+        assert_eq!(
+            c.database_url(None),
+            format!("sqlite://{}?mode=rwc", etc.join("db/h.db").display())
+        );
+        // Absolute: a later change of working directory changes nothing.
+        assert!(c.server.data_dir.is_absolute());
+
+        for kept in [
+            "postgres://h@127.0.0.1/h",
+            "sqlite::memory:",
+            "sqlite:///var/h.db",
+        ] {
+            assert_eq!(sqlite_url_beside(kept, &etc), kept);
+        }
+        assert_eq!(
+            sqlite_url_beside("sqlite:h.db", &etc),
+            format!("sqlite://{}", etc.join("h.db").display())
+        );
+    }
+
+    /// Every path the shipped config names exists, relative to `config/`.
+    #[test]
+    fn shipped_config_paths_are_relative_to_config_dir() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::load(&root.join("config/hotline.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            c.server.calendar.is_file(),
+            "{}",
+            c.server.calendar.display()
+        );
+        assert!(
+            c.media.prompts_dir.is_dir(),
+            "{}",
+            c.media.prompts_dir.display()
+        );
+        assert_eq!(c.server.data_dir, root.join("config/../data"));
+        assert_eq!(c.server.recordings_dir, root.join("config/../recordings"));
     }
 
     #[test]

@@ -483,7 +483,7 @@ fn api_fixture() -> &'static ApiFixture {
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let config = Config::load(&root.join("config/hotline.toml"))
             .unwrap_or_else(|e| panic!("the shipped config: {e}"));
-        let calendar = Calendar::load(root.join("config/calendar/cn-workdays.toml"))
+        let calendar = Calendar::load(&config.server.calendar)
             .unwrap_or_else(|e| panic!("the shipped calendar: {e}"));
         let ctx = OrdersContext::from_config(&config, calendar);
         let users = config
