@@ -103,3 +103,35 @@ fn data_lands_beside_the_config_and_ledger_verify_refuses_a_missing_database() {
         "nothing in the working directory"
     );
 }
+
+#[test]
+fn check_config_reports_every_typo_at_its_line_in_one_run() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = fill_placeholders(TEST_CONFIG);
+    for (from, to) in [
+        ("min_expires = 10", "min_expirse = 10"),
+        ("sources = [\"127.0.0.1\"]", "sources = [\"127.0.0.one\"]"),
+        ("roles = [\"agent\"]", "rolse = [\"agent\"]"),
+        ("kind = \"province\"", "kind = \"provence\""),
+    ] {
+        assert!(config.contains(from), "TEST_CONFIG lost {from}");
+        config = config.replacen(from, to, 1);
+    }
+    let path = dir.path().join("hotline.toml");
+    std::fs::write(&path, &config).expect("write config");
+    let out = hotline(dir.path(), &["check-config", &path_str(&path)]);
+    assert_eq!(out.status, Some(2), "{}{}", out.stdout, out.stderr);
+    for typo in ["min_expirse", "127.0.0.one", "rolse", "provence"] {
+        let line = config
+            .lines()
+            .position(|l| l.contains(typo))
+            .map(|i| i + 1)
+            .expect("typo in config");
+        assert!(
+            out.stdout.contains(&format!("line {line}: ")),
+            "{typo} (line {line}) not reported:\n{}",
+            out.stdout
+        );
+    }
+    assert!(out.stdout.contains("has 4 problem(s)"), "{}", out.stdout);
+}
