@@ -175,17 +175,18 @@ fn default_sip_listen() -> SocketAddr {
 fn default_http_listen() -> SocketAddr {
     SocketAddr::from(([0, 0, 0, 0], 8080))
 }
+// Relative paths are relative to the config file's directory (`Config::load`).
 fn default_data_dir() -> PathBuf {
-    PathBuf::from("./data")
+    PathBuf::from("data")
 }
 fn default_recordings_dir() -> PathBuf {
-    PathBuf::from("./recordings")
+    PathBuf::from("recordings")
 }
 fn default_drain_timeout_secs() -> u64 {
     30
 }
 fn default_calendar() -> PathBuf {
-    PathBuf::from("config/calendar/cn-workdays.toml")
+    PathBuf::from("calendar/cn-workdays.toml")
 }
 
 /// SIP timers and registrar/auth policy.
@@ -550,10 +551,37 @@ impl Config {
             path: path.to_path_buf(),
             source,
         })?;
-        Config::from_toml(&text).map_err(|problems| ConfigError::Invalid {
+        let mut config = Config::from_toml(&text).map_err(|problems| ConfigError::Invalid {
             path: path.to_path_buf(),
             problems,
-        })
+        })?;
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        if let Some(dir) = absolute.parent() {
+            config.resolve_paths(dir);
+        }
+        Ok(config)
+    }
+
+    /// Make the config's relative paths (data, recordings and prompt directories, the
+    /// calendar, the mobile-prefix table, a `sqlite:` database URL) relative to `base`,
+    /// the config file's directory, so the server finds the same files whatever the
+    /// working directory it was started in. Absolute paths are kept.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let resolve = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        resolve(&mut self.server.data_dir);
+        resolve(&mut self.server.recordings_dir);
+        resolve(&mut self.server.calendar);
+        resolve(&mut self.media.prompts_dir);
+        if let Some(prefixes) = &mut self.calls.mobile_prefixes {
+            resolve(prefixes);
+        }
+        if let Some(url) = &mut self.server.database_url {
+            *url = sqlite_url_beside(url, base);
+        }
     }
 
     /// Parse and validate config text.
@@ -561,7 +589,7 @@ impl Config {
     /// # Errors
     /// Every problem found, each with its TOML path and line.
     pub fn from_toml(text: &str) -> Result<Config, Vec<Problem>> {
-        let config: Config = toml::from_str(text).map_err(|e| vec![serde_problem(text, &e)])?;
+        let config = parse_sections(text)?;
         let mut problems = config.validate();
         if problems.is_empty() {
             return Ok(config);
@@ -719,6 +747,12 @@ impl Config {
                     format!("unknown city {:?} (not in [[cities]])", a.city),
                 );
             }
+            if a.password.as_ref().is_some_and(|p| p.trim().is_empty()) {
+                add(
+                    format!("agents[{i}].password"),
+                    "must not be empty (anyone could register as this agent)".into(),
+                );
+            }
             if a.password.is_none() && a.ha1_md5.is_none() && a.ha1_sha256.is_none() {
                 add(
                     format!("agents[{i}]"),
@@ -786,12 +820,12 @@ impl Config {
                 add(format!("trunks[{i}].outbound"), e.to_string());
             }
         }
-        if let Some(Err(e)) = self
+        for (path, problem) in self
             .queues
-            .as_ref()
-            .map(crate::queue::QueuesConfig::validate)
+            .iter()
+            .flat_map(crate::queue::QueuesConfig::problems)
         {
-            add("queues".into(), e.to_string());
+            add(format!("queues.{path}"), problem.to_string());
         }
         validate_users_and_routing(self, &unit_ids, &mut problems);
         validate_notify(&self.notify, &mut problems);
@@ -836,6 +870,22 @@ impl Config {
     }
 }
 
+/// A `sqlite:` URL whose file path is relative, made relative to `base`; any other URL
+/// (PostgreSQL, an absolute path, an in-memory database) as it is.
+fn sqlite_url_beside(url: &str, base: &Path) -> String {
+    let Some(rest) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return url.to_owned();
+    };
+    let (file, query) = rest.split_at(rest.find('?').unwrap_or(rest.len()));
+    if file.is_empty() || file.starts_with(':') || Path::new(file).is_absolute() {
+        return url.to_owned();
+    }
+    format!("sqlite://{}{query}", base.join(file).display())
+}
+
 fn is_area_code(s: &str) -> bool {
     (3..=4).contains(&s.len()) && s.starts_with('0') && s.bytes().all(|b| b.is_ascii_digit())
 }
@@ -852,6 +902,154 @@ fn is_hex(s: &str, len: usize) -> bool {
 
 fn is_sip_user_char(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')
+}
+
+/// Parse config text into a [`Config`], reporting as many syntax and type errors as
+/// one pass can find: every syntax error the parser recovers from, and each section's
+/// (each `[[array]]` item's) type errors separately, so a typo in `[sip]` does not hide
+/// one in `[[agents]]`.
+fn parse_sections(text: &str) -> Result<Config, Vec<Problem>> {
+    use serde::Deserialize as _;
+    let (doc, syntax) = toml::de::DeTable::parse_recoverable(text);
+    if !syntax.is_empty() {
+        // What the parser made of the rest is a guess: its type errors would mislead.
+        let mut problems: Vec<Problem> = syntax.iter().map(|e| serde_problem(text, e)).collect();
+        problems.sort_by_key(|p| p.line);
+        problems.dedup_by_key(|p| p.line);
+        return Err(problems);
+    }
+    let mut failed = Vec::new();
+    let mut problems = Vec::new();
+    for (key, value) in doc.get_ref() {
+        let errors = section_errors(key.get_ref(), value).unwrap_or_default();
+        if !errors.is_empty() {
+            failed.push(key.clone());
+        }
+        problems.extend(errors.iter().map(|e| serde_problem(text, e)));
+    }
+    let mut rest = doc.clone();
+    for key in &failed {
+        rest.get_mut().remove(key);
+    }
+    // The whole document: what no section sees (unknown or missing sections).
+    match Config::deserialize(toml::de::Deserializer::from(rest)) {
+        Ok(config) if problems.is_empty() => return Ok(config),
+        Ok(_) => {}
+        Err(e) => {
+            if !failed.iter().any(|key| is_missing_field(&e, key.get_ref())) {
+                problems.push(serde_problem(text, &e));
+            }
+        }
+    }
+    problems.sort_by_key(|p| p.line);
+    Err(problems)
+}
+
+/// The type errors of one top-level section; `None` for a key [`Config`] lacks (the
+/// whole-document pass reports it).
+fn section_errors(
+    key: &str,
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+) -> Option<Vec<toml::de::Error>> {
+    Some(match key {
+        "server" => type_errors::<ServerConfig>(value),
+        "sip" => type_errors::<SipConfig>(value),
+        "trunks" => item_type_errors::<TrunkConfig>(value),
+        "cities" => item_type_errors::<CityConfig>(value),
+        "agents" => item_type_errors::<AgentConfig>(value),
+        "units" => item_type_errors::<UnitConfig>(value),
+        "users" => item_type_errors::<UserConfig>(value),
+        "routing" => item_type_errors::<RoutingConfig>(value),
+        "media" => type_errors::<MediaConfig>(value),
+        "test_extensions" => item_type_errors::<TestExtensionConfig>(value),
+        "calls" => type_errors::<CallsConfig>(value),
+        "ivr" => type_errors::<crate::ivr::flow::IvrConfig>(value),
+        "queues" => type_errors::<crate::queue::QueuesConfig>(value),
+        "notify" => type_errors::<NotifyConfig>(value),
+        "http" => type_errors::<HttpConfig>(value),
+        _ => return None,
+    })
+}
+
+/// An array section's errors item by item (each `[[agents]]` entry on its own).
+fn item_type_errors<T: serde::de::DeserializeOwned>(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+) -> Vec<toml::de::Error> {
+    match value.get_ref() {
+        toml::de::DeValue::Array(items) => items.iter().flat_map(type_errors::<T>).collect(),
+        _ => type_errors::<Vec<T>>(value),
+    }
+}
+
+/// Every type error in `value` as a `T`: after each, the entry it is in is left out and
+/// the rest tried again (a few times at most), so two typos in one table are both found.
+fn type_errors<T: serde::de::DeserializeOwned>(
+    value: &toml::Spanned<toml::de::DeValue<'_>>,
+) -> Vec<toml::de::Error> {
+    const MOST_PER_SECTION: usize = 16;
+    let mut value = value.clone();
+    let mut errors = Vec::new();
+    let mut left_out: Vec<String> = Vec::new();
+    while errors.len() < MOST_PER_SECTION {
+        let Err(e) = T::deserialize(toml::de::ValueDeserializer::from(value.clone())) else {
+            break;
+        };
+        // A required key left out because of its own error is no second problem.
+        if left_out.iter().any(|key| is_missing_field(&e, key)) {
+            break;
+        }
+        let Some(at) = e.span().map(|s| s.start) else {
+            errors.push(e);
+            break;
+        };
+        errors.push(e);
+        match leave_out(value.get_mut(), at) {
+            Some(key) => left_out.push(key),
+            None => break,
+        }
+    }
+    errors
+}
+
+fn is_missing_field(e: &toml::de::Error, key: &str) -> bool {
+    e.message().starts_with(&format!("missing field `{key}`"))
+}
+
+/// Remove the innermost table entry (or array element) holding byte `at`; the key it was
+/// under, or `None` when nothing holds `at`.
+fn leave_out(value: &mut toml::de::DeValue<'_>, at: usize) -> Option<String> {
+    use toml::de::DeValue;
+    match value {
+        DeValue::Table(table) => {
+            let key = table
+                .iter()
+                .find(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+                .map(|(k, _)| k.clone())?;
+            let inner = table.get_mut(&key).and_then(|v| leave_out(v.get_mut(), at));
+            if inner.is_some() {
+                return inner;
+            }
+            table.remove(&key);
+            Some(key.get_ref().to_string())
+        }
+        DeValue::Array(items) => {
+            let index = items.iter().position(|v| v.span().contains(&at))?;
+            let inner = items
+                .get_mut(index)
+                .and_then(|v| leave_out(v.get_mut(), at));
+            if inner.is_some() {
+                return inner;
+            }
+            let kept: toml::de::DeArray<'_> = std::mem::replace(items, toml::de::DeArray::new())
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, v)| (i != index).then_some(v))
+                .collect();
+            *items = kept;
+            Some(String::new())
+        }
+        _ => None,
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -928,7 +1126,10 @@ fn locate(text: &str, doc: &toml::de::DeTable<'_>, path: &str) -> Option<usize> 
             Some(_) => return span.map(|s| line_of(text, s)),
             None => table?,
         };
-        let (k, v) = t.iter().find(|(k, _)| k.get_ref().as_ref() == key)?;
+        // A key that is not there (a required one missing): the line of its table.
+        let Some((k, v)) = t.iter().find(|(k, _)| k.get_ref().as_ref() == key) else {
+            break;
+        };
         span = Some(k.span().start);
         let mut cur = v;
         if let Some(i) = index {
@@ -981,7 +1182,7 @@ fn default_media_timeout_secs() -> u64 {
     30
 }
 fn default_prompts_dir() -> PathBuf {
-    PathBuf::from("config/prompts/zh")
+    PathBuf::from("prompts/zh")
 }
 fn default_max_test_call_secs() -> u64 {
     300
@@ -1402,6 +1603,228 @@ roles = ["agent"]
         );
     }
 
+    /// Lines of `source` outside `#[cfg(test)]` items. An attribute line starts a test
+    /// item; a block item ends at the closing brace at the attribute's indentation, a
+    /// one-line item (`mod tests;`, `use …;`) at its semicolon.
+    fn non_test_lines(source: &str) -> Vec<(usize, &str)> {
+        let mut kept = Vec::new();
+        let mut lines = source.lines().enumerate();
+        while let Some((number, line)) = lines.next() {
+            if line.trim() != "#[cfg(test)]" {
+                kept.push((number + 1, line));
+                continue;
+            }
+            let indent = &line[..line.len() - line.trim_start().len()];
+            let closing = format!("{indent}}}");
+            let mut first = true;
+            for (_, item) in lines.by_ref() {
+                let attribute = item.trim_start().starts_with("#[");
+                let one_liner = first && !attribute && item.trim_end().ends_with(';');
+                if one_liner || item.trim_end() == closing {
+                    break;
+                }
+                first &= attribute;
+            }
+        }
+        kept
+    }
+
+    fn rust_files(dir: &Path, files: &mut Vec<PathBuf>) {
+        for entry in std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())) {
+            let path = entry.expect("directory entry").path();
+            if path.is_dir() {
+                rust_files(&path, files);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                files.push(path);
+            }
+        }
+    }
+
+    /// Editing `config/` must not rebuild the server (a release build takes minutes,
+    /// phones' registrations lapse meanwhile): no code outside tests embeds a file from
+    /// it, and the build script does not watch it.
+    #[test]
+    fn no_code_outside_tests_embeds_the_config_directory() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = Vec::new();
+        rust_files(&root.join("src"), &mut files);
+        files.push(root.join("build.rs"));
+        let mut embedding = Vec::new();
+        for file in &files {
+            // `tests.rs` files are `#[cfg(test)] mod tests;` of their parent.
+            if file.file_name().is_some_and(|n| n == "tests.rs") {
+                continue;
+            }
+            let source = std::fs::read_to_string(file).expect("read source");
+            for (number, line) in non_test_lines(&source) {
+                let embeds = line.contains("include_str!") || line.contains("include_bytes!");
+                let watches = line.contains("rerun-if-changed");
+                if (embeds || watches) && line.contains("config") && !line.contains("config.rs") {
+                    embedding.push(format!("{}:{number}: {}", file.display(), line.trim()));
+                }
+            }
+        }
+        assert!(embedding.is_empty(), "{embedding:#?}");
+        // The scan sees what it must: a test module's embedding is skipped, code's is not.
+        let sample = "const A: &str = include_str!(\"../config/x\");\n#[cfg(test)]\nmod t {\n    const B: &str = include_str!(\"../config/y\");\n}\n#[cfg(test)]\nmod tests;\nconst C: u8 = 0;\n";
+        let kept: Vec<usize> = non_test_lines(sample).iter().map(|(n, _)| *n).collect();
+        assert_eq!(kept, [1, 8]);
+    }
+
+    #[test]
+    fn relative_paths_are_relative_to_the_config_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let etc = dir.path().join("etc");
+        std::fs::create_dir(&etc).expect("mkdir");
+        let text = MINIMAL.replace(
+            "[server]\n",
+            "[server]\ndata_dir = \"../var\"\nrecordings_dir = \"/srv/rec\"\n\
+             database_url = \"sqlite://db/h.db?mode=rwc\"\n",
+        ) + "[media]\nprompts_dir = \"prompts/zh\"\n[calls]\nmobile_prefixes = \"p.csv\"\n";
+        std::fs::write(etc.join("hotline.toml"), text).expect("write");
+        let c = Config::load(&etc.join("hotline.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(c.server.data_dir, etc.join("../var"));
+        assert_eq!(
+            c.server.recordings_dir,
+            Path::new("/srv/rec"),
+            "absolute: kept"
+        );
+        assert_eq!(
+            c.server.calendar,
+            etc.join("calendar/cn-workdays.toml"),
+            "default"
+        );
+        assert_eq!(c.media.prompts_dir, etc.join("prompts/zh"));
+        assert_eq!(c.calls.mobile_prefixes, Some(etc.join("p.csv")));
+        assert_eq!(
+            c.database_url(None),
+            format!("sqlite://{}?mode=rwc", etc.join("db/h.db").display())
+        );
+        // Absolute: a later change of working directory changes nothing.
+        assert!(c.server.data_dir.is_absolute());
+
+        for kept in [
+            "postgres://h@127.0.0.1/h",
+            "sqlite::memory:",
+            "sqlite:///var/h.db",
+        ] {
+            assert_eq!(sqlite_url_beside(kept, &etc), kept);
+        }
+        assert_eq!(
+            sqlite_url_beside("sqlite:h.db", &etc),
+            format!("sqlite://{}", etc.join("h.db").display())
+        );
+    }
+
+    /// Every path the shipped config names exists, relative to `config/`.
+    #[test]
+    fn shipped_config_paths_are_relative_to_config_dir() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::load(&root.join("config/hotline.toml")).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            c.server.calendar.is_file(),
+            "{}",
+            c.server.calendar.display()
+        );
+        assert!(
+            c.media.prompts_dir.is_dir(),
+            "{}",
+            c.media.prompts_dir.display()
+        );
+        assert_eq!(c.server.data_dir, root.join("config/../data"));
+        assert_eq!(c.server.recordings_dir, root.join("config/../recordings"));
+    }
+
+    /// Line of the first line of `text` that contains `needle` (1-based).
+    fn line_with(text: &str, needle: &str) -> Option<usize> {
+        text.lines().position(|l| l.contains(needle)).map(|i| i + 1)
+    }
+
+    #[test]
+    fn type_errors_in_several_sections_are_reported_in_one_run() {
+        let text = format!(
+            "{MINIMAL}\n[sip]\nmin_expirse = 10\nt1_ms = \"fast\"\n\
+             [media]\nrtp_port_min = \"low\"\n\
+             [[agents]]\nid = \"1002\"\nname = \"x\"\ncity = \"jinan\"\npassword = \"p\"\nroles = [\"wizard\"]\n\
+             [[agents]]\nid = \"1003\"\nname = \"y\"\ncity = \"jinan\"\npasword = \"p\"\n"
+        );
+        let problems = Config::from_toml(&text).expect_err("four typos");
+        let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
+        let expected: Vec<Option<usize>> = [
+            "min_expirse",
+            "t1_ms = \"fast\"",
+            "rtp_port_min = \"low\"",
+            "wizard",
+            "pasword",
+        ]
+        .iter()
+        .map(|needle| line_with(&text, needle))
+        .collect();
+        assert_eq!(lines, expected, "in file order: {problems:#?}");
+        assert!(problems.iter().all(|p| !p.path.is_empty()), "{problems:#?}");
+    }
+
+    #[test]
+    fn every_syntax_error_is_reported() {
+        let text = "[server]\ndomain = \"a\"\nsip_listen = \"0.0.0.0:5060\n\n[sip]\nt1_ms = = 5\n";
+        let problems = Config::from_toml(text).expect_err("two syntax errors");
+        let lines: Vec<Option<usize>> = problems.iter().map(|p| p.line).collect();
+        assert_eq!(lines, [Some(3), Some(6)], "{problems:#?}");
+    }
+
+    #[test]
+    fn empty_passwords_are_problems() {
+        let text = format!(
+            "{MINIMAL}\n[[units]]\nid = \"p\"\nname = \"p\"\nkind = \"province\"\n\
+             [[users]]\nid = \"u\"\nname = \"u\"\npassword = \" \"\nroles = [\"agent\"]\nunit = \"p\"\n"
+        )
+        .replace("password = \"secret\"", "password = \"\"");
+        let problems = Config::from_toml(&text).expect_err("empty passwords");
+        let found: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.path.as_str(), p.line)).collect();
+        assert_eq!(
+            found,
+            [
+                ("agents[0].password", line_with(&text, "password = \"\"")),
+                ("users[0].password", line_with(&text, "password = \" \"")),
+            ],
+            "{problems:#?}"
+        );
+    }
+
+    #[test]
+    fn queue_problems_point_at_their_entry() {
+        let text = format!(
+            "{MINIMAL}\n[queues]\nprovince_center = \"jinan\"\n\
+             [[queues.queue]]\ncity = \"jinan\"\n\
+             [[queues.queue]]\ncity = \"qingdao\"\nring_timeout_secs = 0\noverflow_to = \"atlantis\"\n\
+             [[queues.agent]]\nid = \"1001\"\ncity = \"jinan\"\n\
+             [[queues.roster]]\nagent = \"ghost\"\nfrom = \"2026-01-01\"\nuntil = \"2026-12-31\"\n\
+             days = \"working_days\"\nstart = \"08:30\"\nend = \"17:30\"\n"
+        );
+        let problems = Config::from_toml(&text).expect_err("queue problems");
+        let found: Vec<(&str, Option<usize>)> =
+            problems.iter().map(|p| (p.path.as_str(), p.line)).collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "queues.queue[1].ring_timeout_secs",
+                    line_with(&text, "ring_timeout_secs = 0")
+                ),
+                (
+                    "queues.queue[1].overflow_to",
+                    line_with(&text, "overflow_to = \"atlantis\"")
+                ),
+                (
+                    "queues.roster[0].agent",
+                    line_with(&text, "agent = \"ghost\"")
+                ),
+            ],
+            "{problems:#?}"
+        );
+    }
+
     #[test]
     fn database_url_prefers_environment() {
         let c = Config::from_toml(MINIMAL).unwrap();
@@ -1499,6 +1922,12 @@ fn validate_users_and_routing(
             add(
                 format!("users[{i}].roles"),
                 "must list at least one role".into(),
+            );
+        }
+        if u.password.as_ref().is_some_and(|p| p.trim().is_empty()) {
+            add(
+                format!("users[{i}].password"),
+                "must not be empty (anyone could sign in as this user)".into(),
             );
         }
         match (&u.password, &u.password_hash) {

@@ -34,7 +34,7 @@ enum LogFormat {
 enum Command {
     /// Run the server (SIP on UDP+TCP, HTTP API).
     Serve {
-        #[arg(long, default_value = "config/hotline.toml")]
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         config: PathBuf,
         /// SIP listen address (UDP and TCP); overrides the config.
         #[arg(long)]
@@ -53,18 +53,22 @@ enum Command {
     },
     /// Check a config file: prints every problem with its TOML path and line (exit 2).
     CheckConfig {
-        #[arg(default_value = "config/hotline.toml")]
+        #[arg(env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         path: PathBuf,
     },
     /// China working-day calendar: deadlines and day status (Asia/Shanghai).
     Calendar {
-        /// Calendar data file.
+        /// Calendar data file; default: the config's `server.calendar`.
+        #[arg(long, global = true)]
+        calendar: Option<PathBuf>,
+        /// The config naming the calendar when --calendar is not given.
         #[arg(
             long,
-            default_value = "config/calendar/cn-workdays.toml",
+            env = "HOTLINE_CONFIG",
+            default_value = "config/hotline.toml",
             global = true
         )]
-        calendar: PathBuf,
+        config: PathBuf,
         #[command(subcommand)]
         command: CalendarCommand,
     },
@@ -79,7 +83,7 @@ enum Command {
     Order(Box<OrderArgs>),
     /// Apply database migrations and exit.
     Migrate {
-        #[arg(long, default_value = "config/hotline.toml")]
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         config: PathBuf,
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -210,7 +214,7 @@ enum LedgerCommand {
     /// Recompute the hash chain of every work-order event; report the first broken
     /// one (exit 1 when broken).
     Verify {
-        #[arg(long, default_value = "config/hotline.toml")]
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
         config: PathBuf,
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -270,7 +274,7 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::CheckConfig { path } => match Config::load(&path) {
             Ok(config) => {
-                let calendar_ok = check_calendar(&resolve_beside(&path, &config.server.calendar));
+                let calendar_ok = check_calendar(&config.server.calendar);
                 for gap in hotline::api::orders::dispatch_gaps(&config) {
                     println!("warning: {gap}");
                 }
@@ -286,7 +290,15 @@ fn run(command: Command) -> Result<ExitCode> {
                 Ok(ExitCode::from(2))
             }
         },
-        Command::Calendar { calendar, command } => {
+        Command::Calendar {
+            calendar,
+            config,
+            command,
+        } => {
+            let calendar = match calendar {
+                Some(calendar) => calendar,
+                None => Config::load(&config)?.server.calendar,
+            };
             if let CalendarCommand::Check = command {
                 return Ok(if check_calendar(&calendar) {
                     println!("{}: ok", calendar.display());
@@ -315,7 +327,10 @@ fn run(command: Command) -> Result<ExitCode> {
             let config = load_config(&config, data_dir)?;
             let url = config.database_url(std::env::var("DATABASE_URL").ok());
             runtime()?.block_on(async {
-                let store = Store::connect(&url).await.context("connect to database")?;
+                // Verifying must not create a database: an empty new one would pass.
+                let store = Store::connect_existing(&url)
+                    .await
+                    .context("connect to database")?;
                 store.migrate().await.context("migrate")?;
                 let report = store.verify_ledger().await.context("read the ledger")?;
                 match &report.broken_at {
@@ -389,19 +404,6 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
-}
-
-/// A relative calendar path in a config file is taken as is (relative to the working
-/// directory, like the server does) when it exists there, else beside the config file.
-fn resolve_beside(config: &std::path::Path, path: &std::path::Path) -> PathBuf {
-    if path.is_absolute() || path.exists() {
-        return path.to_path_buf();
-    }
-    config
-        .parent()
-        .map(|dir| dir.join(path))
-        .filter(|p| p.exists())
-        .unwrap_or_else(|| path.to_path_buf())
 }
 
 /// Print every problem of a calendar file; true when there are none.

@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use common::{
     Output, Server, free_media_port, free_port, path_str, repo_root, require, run_bounded,
-    sipp_scenario,
+    shipped_config, sipp_scenario,
 };
 
 /// Bearer token of `e2e-supervisor` for the API checks after the browser run.
@@ -114,23 +114,12 @@ fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
 }
 
-/// The shipped config, with the calendar and prompt paths made absolute (the server runs
-/// in a temporary directory), an RTP port range of its own, the SIP domain of the SIPp
-/// scenarios, and the e2e users and IVR timings added.
-fn e2e_config(root: &Path) -> String {
-    let shipped = std::fs::read_to_string(root.join("config/hotline.toml")).expect("read config");
-    let calendar = root.join("config/calendar/cn-workdays.toml");
-    let prompts = root.join("config/prompts/zh");
+/// The shipped config (its paths fixed for a copy elsewhere: `common::shipped_config`),
+/// with an RTP port range of its own, the SIP domain of the SIPp scenarios, and the e2e
+/// users and IVR timings added.
+fn e2e_config() -> String {
     let base = 45000 + (std::process::id() % 200) as u16 * 40;
     let replacements = [
-        (
-            "calendar = \"config/calendar/cn-workdays.toml\"".to_owned(),
-            format!("calendar = {:?}", calendar.display().to_string()),
-        ),
-        (
-            "prompts_dir = \"config/prompts/zh\"".to_owned(),
-            format!("prompts_dir = {:?}", prompts.display().to_string()),
-        ),
         (
             "rtp_port_min = 20000".to_owned(),
             format!("rtp_port_min = {base}"),
@@ -144,7 +133,7 @@ fn e2e_config(root: &Path) -> String {
             "domain = \"hotline.test\"".to_owned(),
         ),
     ];
-    let mut config = shipped;
+    let mut config = shipped_config();
     for (from, to) in replacements {
         assert!(config.contains(&from), "shipped config lost {from}");
         config = config.replace(&from, &to);
@@ -273,7 +262,7 @@ fn consoles_carry_an_order_from_intake_to_ranking_in_chromium() {
     // 2026-02-14 is a working Saturday (调休): Jinan answers live; agent 1001 is on the
     // shipped all-year roster. Orders keep the real clock.
     let server = Server::start_with(
-        &e2e_config(&root),
+        &e2e_config(),
         &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")],
     );
     let (status, body) = server.http_get("/");

@@ -410,63 +410,102 @@ impl QueuesConfig {
     /// # Errors
     /// The first problem found.
     pub fn validate(&self) -> Result<(), QueueConfigError> {
+        match self.problems().into_iter().next() {
+            Some((_, problem)) => Err(problem),
+            None => Ok(()),
+        }
+    }
+
+    /// Every problem, each with the TOML path of the entry it is in, relative to the
+    /// `[queues]` table (`queue[2].ring_timeout_secs`, `roster[0].agent`).
+    pub fn problems(&self) -> Vec<(String, QueueConfigError)> {
+        let mut problems = Vec::new();
         let mut cities = BTreeSet::new();
-        for queue in &self.queues {
+        for (i, queue) in self.queues.iter().enumerate() {
+            let city = || queue.city.clone();
             if !cities.insert(queue.city.clone()) {
-                return Err(QueueConfigError::DuplicateQueue(queue.city.clone()));
+                problems.push((
+                    format!("queue[{i}].city"),
+                    QueueConfigError::DuplicateQueue(city()),
+                ));
             }
             if queue.ring_timeout_secs == 0 {
-                return Err(QueueConfigError::ZeroRingTimeout(queue.city.clone()));
+                problems.push((
+                    format!("queue[{i}].ring_timeout_secs"),
+                    QueueConfigError::ZeroRingTimeout(city()),
+                ));
             }
             if let Some(key) = queue.callback_digit
                 && !(key.is_ascii_digit() || key == '*' || key == '#')
             {
-                return Err(QueueConfigError::BadCallbackKey(queue.city.clone(), key));
+                problems.push((
+                    format!("queue[{i}].callback_digit"),
+                    QueueConfigError::BadCallbackKey(city(), key),
+                ));
             }
             if queue
                 .tier_rules
                 .windows(2)
                 .any(|pair| matches!(pair, [a, b] if a.after_secs > b.after_secs))
             {
-                return Err(QueueConfigError::TierRulesUnsorted(queue.city.clone()));
+                problems.push((
+                    format!("queue[{i}].tier_rules"),
+                    QueueConfigError::TierRulesUnsorted(city()),
+                ));
             }
         }
         if !cities.contains(&self.province_center) {
-            return Err(QueueConfigError::NoProvinceQueue(
-                self.province_center.clone(),
+            problems.push((
+                "province_center".to_owned(),
+                QueueConfigError::NoProvinceQueue(self.province_center.clone()),
             ));
         }
-        for queue in &self.queues {
-            if let Some(target) = &queue.overflow_to {
-                if !cities.contains(target) {
-                    return Err(QueueConfigError::UnknownOverflowTarget {
+        for (i, queue) in self.queues.iter().enumerate() {
+            if let Some(target) = &queue.overflow_to
+                && !cities.contains(target)
+            {
+                problems.push((
+                    format!("queue[{i}].overflow_to"),
+                    QueueConfigError::UnknownOverflowTarget {
                         queue: queue.city.clone(),
                         target: target.clone(),
-                    });
-                }
+                    },
+                ));
             }
         }
         let mut agents = BTreeSet::new();
-        for agent in &self.agents {
+        for (i, agent) in self.agents.iter().enumerate() {
             if !agents.insert(agent.id.clone()) {
-                return Err(QueueConfigError::DuplicateAgent(agent.id.clone()));
+                problems.push((
+                    format!("agent[{i}].id"),
+                    QueueConfigError::DuplicateAgent(agent.id.clone()),
+                ));
             }
             if !cities.contains(&agent.city) {
-                return Err(QueueConfigError::AgentWithoutQueue {
-                    agent: agent.id.clone(),
-                    city: agent.city.clone(),
-                });
+                problems.push((
+                    format!("agent[{i}].city"),
+                    QueueConfigError::AgentWithoutQueue {
+                        agent: agent.id.clone(),
+                        city: agent.city.clone(),
+                    },
+                ));
             }
         }
-        for entry in &self.roster {
+        for (i, entry) in self.roster.iter().enumerate() {
             if !agents.contains(&entry.agent) {
-                return Err(QueueConfigError::RosterUnknownAgent(entry.agent.clone()));
+                problems.push((
+                    format!("roster[{i}].agent"),
+                    QueueConfigError::RosterUnknownAgent(entry.agent.clone()),
+                ));
             }
             if entry.until < entry.from {
-                return Err(QueueConfigError::RosterBackwards(entry.agent.clone()));
+                problems.push((
+                    format!("roster[{i}].until"),
+                    QueueConfigError::RosterBackwards(entry.agent.clone()),
+                ));
             }
         }
-        Ok(())
+        problems
     }
 }
 

@@ -20,6 +20,8 @@ pub enum StoreError {
     UnsupportedUrl,
     #[error("cannot create the data directory")]
     DataDir(#[source] std::io::Error),
+    #[error("database {} does not exist (`hotline migrate` or `hotline serve` creates it)", .0.display())]
+    Missing(std::path::PathBuf),
     #[error("database error")]
     Database(#[from] sqlx::Error),
     #[error("migration failed")]
@@ -254,15 +256,35 @@ impl Store {
     /// # Errors
     /// Unsupported URL, unreachable database.
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, true).await
+    }
+
+    /// Connect to a database that must exist already: a missing SQLite file is
+    /// [`StoreError::Missing`], not a new empty database (checks such as `ledger
+    /// verify` would otherwise report an empty ledger as intact).
+    ///
+    /// # Errors
+    /// Missing SQLite file, unsupported URL, unreachable database.
+    pub async fn connect_existing(url: &str) -> Result<Store, StoreError> {
+        Store::open(url, false).await
+    }
+
+    async fn open(url: &str, create: bool) -> Result<Store, StoreError> {
         if url.starts_with("sqlite:") {
             let options = SqliteConnectOptions::from_str(url)?
-                .create_if_missing(true)
+                .create_if_missing(create)
                 .journal_mode(SqliteJournalMode::Wal)
                 // FULL: a work order acknowledged to a user survives power loss too.
                 .synchronous(SqliteSynchronous::Full)
                 .busy_timeout(Duration::from_secs(5))
                 .foreign_keys(true);
-            if let Some(dir) = options.get_filename().parent()
+            let file = options.get_filename();
+            let in_memory = file.as_os_str() == ":memory:" || url.contains("mode=memory");
+            if !create && !in_memory && !file.is_file() {
+                return Err(StoreError::Missing(file.to_path_buf()));
+            }
+            if let Some(dir) = file.parent()
+                && create
                 && !dir.as_os_str().is_empty()
             {
                 std::fs::create_dir_all(dir).map_err(StoreError::DataDir)?;

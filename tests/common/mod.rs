@@ -75,6 +75,47 @@ pub fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// A config text with its placeholders filled in: CALENDAR (the shipped calendar's
+/// absolute path) and HA1_1002.
+pub fn fill_placeholders(config: &str) -> String {
+    let calendar = repo_root().join("config/calendar/cn-workdays.toml");
+    config
+        .replace("CALENDAR", &calendar.display().to_string())
+        .replace("HA1_1002", &md5_hex("1002:hotline.test:secret1002"))
+}
+
+/// The shipped `config/hotline.toml` for a copy in a test's own directory: the calendar
+/// and prompts (relative to `config/`) point into the checkout, the data and recordings
+/// (`../data`, `../recordings`) stay inside the copy's directory.
+pub fn shipped_config() -> String {
+    let shipped =
+        std::fs::read_to_string(repo_root().join("config/hotline.toml")).expect("read config");
+    let config = repo_root().join("config");
+    let mut text = shipped;
+    for (from, to) in [
+        (
+            "calendar = \"calendar/cn-workdays.toml\"",
+            "calendar = \"CALENDAR\"".to_owned(),
+        ),
+        (
+            "prompts_dir = \"prompts/zh\"",
+            format!(
+                "prompts_dir = {:?}",
+                config.join("prompts/zh").display().to_string()
+            ),
+        ),
+        ("data_dir = \"../data\"", "data_dir = \"data\"".to_owned()),
+        (
+            "recordings_dir = \"../recordings\"",
+            "recordings_dir = \"recordings\"".to_owned(),
+        ),
+    ] {
+        assert!(text.contains(from), "the shipped config lost {from}");
+        text = text.replace(from, &to);
+    }
+    text
+}
+
 /// A free port usable for both UDP and TCP on 127.0.0.1.
 pub fn free_port() -> u16 {
     for _ in 0..50 {
@@ -156,10 +197,7 @@ impl Server {
         env: &[(&str, &str)],
         wrapper: Option<Vec<String>>,
     ) -> Server {
-        let calendar = repo_root().join("config/calendar/cn-workdays.toml");
-        let config = config
-            .replace("CALENDAR", &calendar.display().to_string())
-            .replace("HA1_1002", &md5_hex("1002:hotline.test:secret1002"));
+        let config = fill_placeholders(config);
         let config_path = dir.path().join("hotline.toml");
         std::fs::write(&config_path, config).expect("write config");
         let sip = SocketAddr::from(([127, 0, 0, 1], free_port()));
