@@ -196,7 +196,8 @@ impl From<TransitionError> for ApiError {
             | TransitionError::ExtensionBeyondCap { .. }
             | TransitionError::ExtensionZero
             | TransitionError::ExtensionAlreadyPending
-            | TransitionError::NoPendingExtension => {
+            | TransitionError::NoPendingExtension
+            | TransitionError::ExtensionDecidedByRequester(_) => {
                 Self::unprocessable("extension_refused", message)
             }
             TransitionError::RedoTargetMismatch { .. } => {

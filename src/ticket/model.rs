@@ -576,6 +576,10 @@ pub struct ExtensionRequest {
     pub reason: String,
     /// When requested.
     pub at: DateTime<FixedOffset>,
+    /// Who asked: they may not decide their own request, even as unit head (W-12).
+    /// Absent for requests recorded before it was kept.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<UserId>,
 }
 
 /// One callback made.

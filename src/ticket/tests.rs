@@ -2409,3 +2409,57 @@ fn callbacks_recorded_before_the_recorder_was_kept_replay_unchanged() {
     };
     assert_eq!(by, None);
 }
+
+/// A unit head who asks for an extension may not approve it: the request needs a
+/// second person (W-12); another head of the unit may decide it.
+#[test]
+fn a_unit_head_may_not_decide_their_own_extension_request() {
+    let world = World::new();
+    let t = moment("2024-02-19T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Complaint,
+            Urgency::Normal,
+            "2024-02-08T10:00+08:00",
+        ),
+    );
+    run.advance_to_in_progress(t);
+    run.ok(
+        Command::RequestExtension {
+            extra_working_days: 3,
+            reason: "涉及多个单位".to_owned(),
+        },
+        &lixia_head(),
+        t,
+    );
+    let approve = || Command::DecideExtension {
+        decision: Decision::Approve,
+        reason: String::new(),
+    };
+    assert_eq!(
+        run.err(approve(), &lixia_head(), t),
+        TransitionError::ExtensionDecidedByRequester(lixia_head().user_id)
+    );
+    assert!(run.order.pending_extension.is_some());
+    let deputy_head = actor("lixia-deputy-head", Role::UnitHead, "jinan-lixia");
+    run.ok(approve(), &deputy_head, t);
+    let deadlines = run.order.deadlines.unwrap_or_else(|| panic!("deadlines"));
+    assert_eq!(deadlines.feedback_working_days, 8);
+}
+
+/// Extension requests recorded before the requester was kept: the event reads and
+/// writes back byte for byte (its hash stands) and replays without a requester.
+#[test]
+fn extension_requests_recorded_before_the_requester_was_kept_replay_unchanged() {
+    let old = r#"{"type":"extension_requested","request":{"unit":"jinan-lixia","extra_working_days":2,"reason":"x","at":"2024-02-20T09:00:00+08:00"}}"#;
+    let kind: EventKind = serde_json::from_str(old).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        serde_json::to_string(&kind).unwrap_or_else(|e| panic!("{e}")),
+        old
+    );
+    let EventKind::ExtensionRequested { request } = kind else {
+        panic!("kind")
+    };
+    assert_eq!(request.requested_by, None);
+}

@@ -126,6 +126,13 @@ pub enum TransitionError {
     /// Nothing to decide.
     #[error("no extension request is pending")]
     NoPendingExtension,
+    /// The unit head deciding the extension they asked for themselves: a request
+    /// needs a second person (W-12).
+    #[error(
+        "user {} asked for this extension and may not decide it; another unit head must \
+         (rule TK-EXTEND)", .0.0
+    )]
+    ExtensionDecidedByRequester(UserId),
     /// Redo aimed at the agent for an order handled by a unit, or vice versa.
     #[error("redo target {target:?} does not fit: the order was answered {answered_by}")]
     RedoTargetMismatch {
@@ -699,6 +706,7 @@ pub fn apply(
                     extra_working_days: *extra_working_days,
                     reason,
                     at: now,
+                    requested_by: Some(actor.user_id.clone()),
                 },
             });
         }
@@ -710,6 +718,11 @@ pub fn apply(
             };
             if state == State::Closed {
                 return Err(not_allowed(order, &command, "TK-EXTEND"));
+            }
+            if request.requested_by.as_ref() == Some(&actor.user_id) {
+                return Err(TransitionError::ExtensionDecidedByRequester(
+                    actor.user_id.clone(),
+                ));
             }
             match decision {
                 Decision::Approve => {
