@@ -234,7 +234,20 @@ impl Harness {
     /// Store a finished call of `city` answered by `agent` whose recording list is
     /// `recordings` (paths as the call layer stores them).
     async fn call(&self, call_id: &str, city: &str, agent: &str, recordings: Vec<String>) {
-        let at = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00").expect("t");
+        self.call_at(call_id, city, agent, recordings, "2026-11-28T10:00:00+08:00")
+            .await;
+    }
+
+    /// As [`Harness::call`], arriving at `arrival` (RFC 3339).
+    async fn call_at(
+        &self,
+        call_id: &str,
+        city: &str,
+        agent: &str,
+        recordings: Vec<String>,
+        arrival: &str,
+    ) {
+        let at = chrono::DateTime::parse_from_rfc3339(arrival).expect("t");
         let mut cdr = CdrBuilder::new(call_id, "13812345678", "053112348", at);
         cdr.category(CallCategory::Complaint, Urgency::Normal)
             .queued(at);
@@ -307,6 +320,49 @@ async fn call_records_are_listed_within_the_users_subtree() {
         let body: serde_json::Value = serde_json::from_slice(&r.bytes).expect("json");
         assert_eq!(ids(&body), expected, "{user}");
     }
+}
+
+/// The subtree filter of `GET /api/calls` comes before the limit: with newer calls of
+/// another city on top, a city's supervisor asking for `limit=2` gets the two newest
+/// calls of their city, not an empty or short page.
+async fn the_calls_limit_counts_calls_of_the_users_subtree(h: &Harness) {
+    h.call_at("jinan-1", "jinan", "1001", Vec::new(), "2026-11-28T09:00:00+08:00")
+        .await;
+    h.call_at("jinan-2", "jinan", "1001", Vec::new(), "2026-11-28T09:10:00+08:00")
+        .await;
+    h.call_at("jinan-3", "jinan", "1001", Vec::new(), "2026-11-28T09:20:00+08:00")
+        .await;
+    for minute in 30..33 {
+        let id = format!("qingdao-{minute}");
+        let arrival = format!("2026-11-28T09:{minute}:00+08:00");
+        h.call_at(&id, "qingdao", "2001", Vec::new(), &arrival)
+            .await;
+    }
+    let ids = |user: &'static str| async move {
+        let session = h.login(user).await;
+        let r = h.get(&session, "/api/calls?limit=2", None).await;
+        assert_eq!(r.status, StatusCode::OK, "{user}: {}", r.text());
+        let body: serde_json::Value = serde_json::from_slice(&r.bytes).expect("json");
+        body.as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|c| c["record"]["call_id"].as_str().map(str::to_owned))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids("sup-jinan").await, ["jinan-3", "jinan-2"]);
+    assert_eq!(ids("sup-qingdao").await, ["qingdao-32", "qingdao-31"]);
+    assert_eq!(ids("admin-p").await, ["qingdao-32", "qingdao-31"]);
+}
+
+#[tokio::test]
+async fn sqlite_the_calls_limit_counts_calls_of_the_users_subtree() {
+    let (h, _db) = sqlite().await;
+    the_calls_limit_counts_calls_of_the_users_subtree(&h).await;
+}
+
+#[tokio::test]
+async fn postgres_the_calls_limit_counts_calls_of_the_users_subtree() {
+    the_calls_limit_counts_calls_of_the_users_subtree(&postgres().await).await;
 }
 
 #[tokio::test]

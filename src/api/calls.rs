@@ -143,6 +143,7 @@ pub fn decode_calls_query(raw: Option<&str>, may_search: bool) -> Result<CallFil
         from_ms: millis(query.from, "from")?,
         to_ms: millis(query.to, "to")?,
         limit: Some(filter_number(query.limit, "limit", 100, 1000)?),
+        cities: None,
     })
 }
 
@@ -151,22 +152,17 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let filter = match decode_calls_query(raw.as_deref(), may_search_by_number(&user.actor())) {
+    let mut filter = match decode_calls_query(raw.as_deref(), may_search_by_number(&user.actor()))
+    {
         Ok(filter) => filter,
         Err(e) => return e.into_response(),
     };
+    // A user sees the calls of their unit subtree only (a city's supervisor or agent
+    // their city; the province every call, as `oversees_city`). The scope goes into the
+    // query, before the limit, so a page holds the newest `limit` calls of the scope.
+    filter.cities = state.orders.scope_of(&user.unit);
     match state.store.list_calls(&filter).await {
         Ok(mut calls) => {
-            // A user sees the calls of their unit subtree only (a city's supervisor or
-            // agent their city; the province every city), so a page may hold fewer
-            // than `limit` records.
-            calls.retain(|c| {
-                oversees_city(
-                    &state.orders,
-                    &user,
-                    c.record.city.as_ref().map(|city| city.as_str()),
-                )
-            });
             let ids: Vec<&str> = calls
                 .iter()
                 .filter(|c| {

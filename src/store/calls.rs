@@ -42,6 +42,11 @@ pub struct CallFilter {
     /// Arrival before, unix milliseconds.
     pub to_ms: Option<i64>,
     pub limit: Option<i64>,
+    /// Read scope: calls whose city is one of these units; `None` = every call (also
+    /// those whose city is unknown). Applied in the query, before the limit, so a page
+    /// holds the newest `limit` calls of the scope.
+    #[serde(skip)]
+    pub cities: Option<Vec<String>>,
 }
 
 /// One listed call.
@@ -204,26 +209,44 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn list_calls(&self, filter: &CallFilter) -> Result<Vec<StoredCall>, StoreError> {
-        const SQL: &str = "SELECT record, in_progress FROM calls WHERE \
+        const SELECT: &str = "SELECT record, in_progress FROM calls WHERE \
             ($1 IS NULL OR city = $1) AND ($2 IS NULL OR category = $2) \
             AND ($3 IS NULL OR caller = $3) \
             AND ($4 IS NULL OR (',' || path || ',') LIKE ('%,' || $4 || ',%')) \
-            AND ($5 IS NULL OR arrival_ms >= $5) AND ($6 IS NULL OR arrival_ms < $6) \
-            ORDER BY arrival_ms DESC LIMIT $7";
+            AND ($5 IS NULL OR arrival_ms >= $5) AND ($6 IS NULL OR arrival_ms < $6)";
         const MESSAGES: &str = "SELECT call_id, caller, city, category, urgency, recording, \
             duration_ms, received_at, callback_due, provisional, work_order \
             FROM voice_messages WHERE call_id = $1";
         let limit = filter.limit.unwrap_or(100).clamp(1, 1000);
-        let rows: Vec<(String, bool)> = on_pool!(self, |p| sqlx::query_as(SQL)
-            .bind(&filter.city)
-            .bind(&filter.category)
-            .bind(&filter.caller)
-            .bind(&filter.path)
-            .bind(filter.from_ms)
-            .bind(filter.to_ms)
-            .bind(limit)
-            .fetch_all(p)
-            .await?);
+        // Placeholders numbered in the order they appear (SQLite numbers `$n` by first
+        // appearance); only fixed fragments and placeholders are concatenated.
+        let mut next = 7;
+        let scope_sql = match &filter.cities {
+            None => String::new(),
+            Some(cities) if cities.is_empty() => " AND 1 = 0".to_owned(),
+            Some(cities) => {
+                let placeholders: Vec<String> = (0..cities.len())
+                    .map(|i| format!("${}", next + i))
+                    .collect();
+                next += cities.len();
+                format!(" AND city IN ({})", placeholders.join(", "))
+            }
+        };
+        let sql = format!("{SELECT}{scope_sql} ORDER BY arrival_ms DESC LIMIT ${next}");
+        let scope = filter.cities.as_deref().unwrap_or_default();
+        let rows: Vec<(String, bool)> = on_pool!(self, |p| {
+            let mut query = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(&filter.city)
+                .bind(&filter.category)
+                .bind(&filter.caller)
+                .bind(&filter.path)
+                .bind(filter.from_ms)
+                .bind(filter.to_ms);
+            for city in scope {
+                query = query.bind(city);
+            }
+            query.bind(limit).fetch_all(p).await?
+        });
         let mut out = Vec::with_capacity(rows.len());
         for (json, in_progress) in rows {
             let Ok(record) = serde_json::from_str::<CallDetailRecord>(&json) else {
