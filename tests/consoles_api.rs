@@ -234,8 +234,14 @@ impl Harness {
     /// Store a finished call of `city` answered by `agent` whose recording list is
     /// `recordings` (paths as the call layer stores them).
     async fn call(&self, call_id: &str, city: &str, agent: &str, recordings: Vec<String>) {
-        self.call_at(call_id, city, agent, recordings, "2026-11-28T10:00:00+08:00")
-            .await;
+        self.call_at(
+            call_id,
+            city,
+            agent,
+            recordings,
+            "2026-11-28T10:00:00+08:00",
+        )
+        .await;
     }
 
     /// As [`Harness::call`], arriving at `arrival` (RFC 3339).
@@ -326,12 +332,30 @@ async fn call_records_are_listed_within_the_users_subtree() {
 /// another city on top, a city's supervisor asking for `limit=2` gets the two newest
 /// calls of their city, not an empty or short page.
 async fn the_calls_limit_counts_calls_of_the_users_subtree(h: &Harness) {
-    h.call_at("jinan-1", "jinan", "1001", Vec::new(), "2026-11-28T09:00:00+08:00")
-        .await;
-    h.call_at("jinan-2", "jinan", "1001", Vec::new(), "2026-11-28T09:10:00+08:00")
-        .await;
-    h.call_at("jinan-3", "jinan", "1001", Vec::new(), "2026-11-28T09:20:00+08:00")
-        .await;
+    h.call_at(
+        "jinan-1",
+        "jinan",
+        "1001",
+        Vec::new(),
+        "2026-11-28T09:00:00+08:00",
+    )
+    .await;
+    h.call_at(
+        "jinan-2",
+        "jinan",
+        "1001",
+        Vec::new(),
+        "2026-11-28T09:10:00+08:00",
+    )
+    .await;
+    h.call_at(
+        "jinan-3",
+        "jinan",
+        "1001",
+        Vec::new(),
+        "2026-11-28T09:20:00+08:00",
+    )
+    .await;
     for minute in 30..33 {
         let id = format!("qingdao-{minute}");
         let arrival = format!("2026-11-28T09:{minute}:00+08:00");

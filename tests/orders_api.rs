@@ -2796,3 +2796,65 @@ async fn sqlite_reveal_needs_a_reason_and_is_audited() {
 async fn postgres_reveal_needs_a_reason_and_is_audited() {
     reveal_needs_a_reason_and_is_audited(&postgres().await).await;
 }
+
+/// A contact name holding a zero-width or bidi control character would show in lists
+/// as another name: creating or correcting an order with one is 422 naming
+/// `contact_name`, and nothing is stored.
+async fn names_with_invisible_characters_are_refused(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let hidden = [
+        '\u{200B}', '\u{200C}', '\u{200D}', '\u{2060}', '\u{FEFF}', '\u{202A}', '\u{202B}',
+        '\u{202C}', '\u{202D}', '\u{202E}', '\u{2066}', '\u{2067}', '\u{2068}', '\u{2069}',
+        '\u{200E}', '\u{200F}', '\u{061C}',
+    ];
+    for c in hidden {
+        let mut body = order_body("consultation", "legal_aid", None);
+        body["contact_name"] = json!(format!("张{c}三"));
+        let reply = h.post(&agent, "/api/orders", body).await;
+        assert_eq!(
+            reply.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "U+{:04X}: {}",
+            u32::from(c),
+            reply.text
+        );
+        assert_eq!(reply.body["field"], "contact_name", "{}", reply.text);
+    }
+    assert_eq!(h.total(&dispatcher).await, 0, "nothing stored");
+    let order = h
+        .create(&agent, order_body("consultation", "unknown", None))
+        .await;
+    let id = id_of(&order);
+    let reply = h
+        .post(
+            &dispatcher,
+            &format!("/api/orders/{id}/dispatch"),
+            json!({"units": ["jinan-lixia"], "contact_name": "\u{202E}三张"}),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["field"], "contact_name");
+    let stored = h.get(&dispatcher, &format!("/api/orders/{id}")).await;
+    assert_eq!(stored.body["state"], "pending_dispatch", "{}", stored.text);
+    assert_eq!(
+        stored.body["fields"]["contact_name"], "张三",
+        "{}",
+        stored.text
+    );
+}
+
+#[tokio::test]
+async fn sqlite_names_with_invisible_characters_are_refused() {
+    names_with_invisible_characters_are_refused(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_names_with_invisible_characters_are_refused() {
+    names_with_invisible_characters_are_refused(&postgres().await).await;
+}

@@ -152,8 +152,7 @@ pub async fn list(
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
 ) -> Response {
-    let mut filter = match decode_calls_query(raw.as_deref(), may_search_by_number(&user.actor()))
-    {
+    let mut filter = match decode_calls_query(raw.as_deref(), may_search_by_number(&user.actor())) {
         Ok(filter) => filter,
         Err(e) => return e.into_response(),
     };

@@ -178,6 +178,9 @@ impl From<TransitionError> for ApiError {
             TransitionError::MissingText { field, .. } => {
                 Self::unprocessable("missing_field", message).with_field(field)
             }
+            TransitionError::HiddenCharacter { field, .. } => {
+                Self::unprocessable("invalid_field", message).with_field(field)
+            }
             TransitionError::NotCreated => Self::not_found("order"),
             TransitionError::AlreadyExists => Self::version_conflict(),
             TransitionError::UnknownUnit(_) | TransitionError::NoUnits => {

@@ -101,7 +101,7 @@ pub use model::{
     Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
     CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,
     Contact, FieldValues, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role,
-    Satisfaction, State, Urgency, UserId, WithdrawalConfirmation,
+    Satisfaction, State, Urgency, UserId, WithdrawalConfirmation, hidden_character,
 };
 pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone, may_search_by_number};
 pub use routing::{RoutingRule, RoutingRules};

@@ -303,6 +303,26 @@ impl Actor {
     }
 }
 
+/// The first invisible format character in `text`, if any: zero-width characters
+/// (U+200B–U+200D, U+2060, U+FEFF) and bidirectional controls (U+200E, U+200F, U+061C,
+/// U+202A–U+202E, U+2066–U+2069). In a name shown in lists they make two names look
+/// alike or reorder what is displayed (a reversed name, a spoofed suffix), so names
+/// carrying them are refused rather than cleaned.
+#[must_use]
+pub fn hidden_character(text: &str) -> Option<char> {
+    text.chars().find(|c| {
+        matches!(
+            c,
+            '\u{200B}'..='\u{200F}'
+                | '\u{2060}'
+                | '\u{FEFF}'
+                | '\u{061C}'
+                | '\u{202A}'..='\u{202E}'
+                | '\u{2066}'..='\u{2069}'
+        )
+    })
+}
+
 /// The caller (contact person).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Contact {

@@ -11,7 +11,7 @@ use super::event::{DispatchMode, Event, EventKind};
 use super::model::{
     Actor, AssignmentStatus, BusinessArea, CallId, CallbackRound, Category, CloseReason, Contact,
     ExtensionRequest, FieldValues, Order, RedoTarget, Role, Satisfaction, State, Urgency, UserId,
-    WithdrawalConfirmation,
+    WithdrawalConfirmation, hidden_character,
 };
 use super::routing::RoutingRules;
 use super::units::{UnitId, UnitKind, UnitTree};
@@ -69,6 +69,15 @@ pub enum TransitionError {
         field: &'static str,
         /// Rule.
         rule: &'static str,
+    },
+    /// A name holding an invisible format character (zero-width or bidi control): it
+    /// would display as another name in lists.
+    #[error("{field} holds the invisible character U+{:04X}; names may not", u32::from(*.character))]
+    HiddenCharacter {
+        /// Field.
+        field: &'static str,
+        /// The first such character.
+        character: char,
     },
     /// The order does not exist yet.
     #[error("order does not exist; create it first")]
@@ -445,6 +454,13 @@ fn require_text(
     }
 }
 
+fn refuse_hidden_characters(field: &'static str, text: &str) -> Result<(), TransitionError> {
+    match hidden_character(text) {
+        Some(character) => Err(TransitionError::HiddenCharacter { field, character }),
+        None => Ok(()),
+    }
+}
+
 fn not_allowed(order: &Order, command: &Command, rule: &'static str) -> TransitionError {
     TransitionError::NotAllowed {
         state: order.state,
@@ -512,6 +528,7 @@ pub fn apply(
             {
                 return Err(TransitionError::UnknownUnit(unknown.clone()));
             }
+            refuse_hidden_characters("contact_name", &fields.contact.name)?;
             if fields.received_at > now {
                 return Err(TransitionError::ReceivedInFuture {
                     received_at: fields.received_at,
@@ -584,6 +601,7 @@ pub fn apply(
             if state != State::PendingDispatch {
                 return Err(not_allowed(order, &command, "TK-ROUTE"));
             }
+            refuse_hidden_characters("contact_name", contact_name.as_deref().unwrap_or(""))?;
             let corrected = Correction {
                 category: *category,
                 area: *area,
