@@ -2858,3 +2858,66 @@ async fn sqlite_names_with_invisible_characters_are_refused() {
 async fn postgres_names_with_invisible_characters_are_refused() {
     names_with_invisible_characters_are_refused(&postgres().await).await;
 }
+
+/// TK-EXTEND (W-12): a unit head who asked for an extension for their own unit may not
+/// approve it themselves: 422 `extension_refused` with the reason, the request stays
+/// pending and the limit unchanged.
+async fn a_unit_head_may_not_decide_their_own_extension(h: &Harness) {
+    let agent = h.login("agent").await;
+    // Handler and head of Shizhong district at once.
+    let shizhong = h.login("shizhong").await;
+    let order = h
+        .create(&agent, order_body("suggestion", "mediation", None))
+        .await;
+    let id = id_of(&order);
+    assert_eq!(order["units"][0]["unit"], "jinan-shizhong");
+    h.command(&shizhong, &id, "sign", json!({})).await;
+    h.command(&shizhong, &id, "start", json!({})).await;
+    let requested = h
+        .command(
+            &shizhong,
+            &id,
+            "request_extension",
+            json!({"extra_working_days": 2, "reason": "需补充材料"}),
+        )
+        .await;
+    let due = requested["deadlines"]["feedback_due"].clone();
+    assert!(due.is_string(), "{requested}");
+    let reply = h
+        .post(
+            &shizhong,
+            &format!("/api/orders/{id}/decide_extension"),
+            json!({"decision": "approve", "reason": ""}),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        reply.text
+    );
+    assert_eq!(reply.body["code"], "extension_refused", "{}", reply.text);
+    assert!(
+        reply.body["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("may not decide")),
+        "{}",
+        reply.text
+    );
+    let stored = h.get(&shizhong, &format!("/api/orders/{id}")).await;
+    assert_eq!(
+        stored.body["deadlines"]["feedback_due"], due,
+        "{}",
+        stored.text
+    );
+}
+
+#[tokio::test]
+async fn sqlite_a_unit_head_may_not_decide_their_own_extension() {
+    a_unit_head_may_not_decide_their_own_extension(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_a_unit_head_may_not_decide_their_own_extension() {
+    a_unit_head_may_not_decide_their_own_extension(&postgres().await).await;
+}
