@@ -5,6 +5,7 @@
 //! sections, duplicates, ranges). Each [`Problem`] names its TOML path and line so an
 //! operator at 3 a.m. can find it.
 
+use crate::ticket::hidden_character;
 use serde::Deserialize;
 use std::collections::HashSet;
 use std::fmt;
@@ -785,6 +786,9 @@ impl Config {
                     format!("units[{i}].id"),
                     format!("duplicate unit id {:?}", u.id),
                 );
+            }
+            if let Some(c) = hidden_character(&u.name) {
+                add(format!("units[{i}].name"), hidden_character_message(c));
             }
             match (&u.parent, u.kind) {
                 (None, UnitKind::Province) => {}
@@ -1889,6 +1893,15 @@ const BUSINESS_AREAS: [&str; 8] = [
 ];
 const CATEGORIES: [&str; 4] = ["consultation", "complaint", "suggestion", "case"];
 
+/// Unit and user names show in the consoles' lists: a zero-width or bidi control
+/// character would make one look like another.
+fn hidden_character_message(c: char) -> String {
+    format!(
+        "holds the invisible character U+{:04X} (zero-width or bidi control); names may not",
+        u32::from(c)
+    )
+}
+
 fn validate_users_and_routing(
     config: &Config,
     unit_ids: &HashSet<&str>,
@@ -1905,6 +1918,9 @@ fn validate_users_and_routing(
     for (i, u) in config.users.iter().enumerate() {
         if u.id.trim().is_empty() {
             add(format!("users[{i}].id"), "must not be empty".into());
+        }
+        if let Some(c) = hidden_character(&u.name) {
+            add(format!("users[{i}].name"), hidden_character_message(c));
         }
         if !user_ids.insert(u.id.as_str()) {
             add(
@@ -2049,5 +2065,30 @@ unit = \"nowhere\"
             "unknown agent: {paths:?}"
         );
         assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
+    }
+
+    #[test]
+    fn unit_and_user_names_with_invisible_characters_are_refused() {
+        let text = format!(
+            "{BASE}
+[[units]]
+id = \"lixia\"
+name = \"历下区\\u202e局法司\"
+kind = \"county\"
+parent = \"jinan\"
+
+[[users]]
+id = \"a\"
+name = \"张\\u200b三\"
+roles = [\"dispatcher\"]
+unit = \"jinan\"
+password = \"x\"
+"
+        );
+        let problems = Config::from_toml(&text).expect_err("problems");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(paths, ["units[2].name", "users[0].name"], "{problems:?}");
+        let clean = text.replace("\\u202e", "").replace("\\u200b", "");
+        assert!(Config::from_toml(&clean).is_ok(), "{clean}");
     }
 }
