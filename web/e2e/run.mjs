@@ -319,6 +319,8 @@ try {
   const masked = await page.locator('.detail .phone').innerText();
   if (!/^138\*+5678$/.test(masked)) throw new Error(`supervisor should see a masked number, saw ${masked}`);
   step(`supervisor sees ${masked}`);
+  // H-12-4: the console asks why; the reason goes into the order's history and the audit.
+  page.once('dialog', (dialog) => dialog.accept('回访核实来电人身份'));
   await page.click('.detail button:has-text("显示号码")');
   await page.waitForFunction(() => document.querySelector('.detail .phone')?.textContent === '13812345678');
   step('reveal_contact shows the number');
