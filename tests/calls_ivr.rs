@@ -362,54 +362,16 @@ fn after_hours_on_national_day_a_5s_message_is_due_for_callback_on_october_9() {
     assert_log_keeps_number_private(&server.log(), "053188886666");
 }
 
-/// baresip as agent 1001 (auto-answer), its microphone the caller-speech WAV; what it
-/// hears is dumped under the returned `heard` directory. Runs for `seconds`.
-fn start_agent(
-    server: &Server,
-    seconds: u32,
-) -> (tempfile::TempDir, PathBuf, std::thread::JoinHandle<Output>) {
-    let baresip = require("baresip");
-    let phone = tempfile::tempdir().expect("tmp");
-    let heard = phone.path().join("heard");
-    std::fs::create_dir_all(&heard).expect("dir");
-    std::fs::write(
-        phone.path().join("accounts"),
-        format!(
-            "<sip:1001@{};transport=udp>;auth_pass=secret1001;regint=60;answermode=auto\n",
-            server.sip
-        ),
+/// baresip as agent 1001 (auto-answer), its microphone the caller-speech WAV, for
+/// `seconds`; what it plays is in the result's `heard` dump.
+fn start_agent(server: &Server, seconds: u32) -> common::phone::Baresip {
+    common::phone::Baresip::agent(
+        server,
+        "1001",
+        "secret1001",
+        &repo_root().join("tests/fixtures/audio/caller-speech-pcm.wav"),
+        seconds,
     )
-    .expect("accounts");
-    let rtp_low = free_port() & !1;
-    std::fs::write(
-        phone.path().join("config"),
-        format!(
-            "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n\
-             module g711.so\nmodule account.so\nmodule menu.so\nmodule aufile.so\n\
-             module sndfile.so\nmodule aubridge.so\n\
-             audio_source aufile,{}\naudio_player aubridge,heard\n\
-             snd_path {}\nrtp_ports {}-{}\n",
-            free_port(),
-            repo_root()
-                .join("tests/fixtures/audio/caller-speech-pcm.wav")
-                .display(),
-            heard.display(),
-            rtp_low,
-            rtp_low + 9,
-        ),
-    )
-    .expect("config");
-    let phone_dir = phone.path().to_path_buf();
-    let agent = std::thread::spawn(move || {
-        run_bounded(
-            Command::new(baresip)
-                .arg("-f")
-                .arg(&phone_dir)
-                .args(["-t", &seconds.to_string()]),
-            Duration::from_secs(u64::from(seconds) + 10),
-        )
-    });
-    (phone, heard, agent)
 }
 
 fn wav_channels(path: &Path) -> (u16, f64, Vec<f64>) {
@@ -452,7 +414,7 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
         "digest_algorithms = [\"MD5\"]",
     ) + "menu = \"beep\"\ndigit_timeout_ms = 1000\nmax_retries = 0\n";
     let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")]);
-    let (_phone, heard, agent) = start_agent(&server, 15);
+    let agent = start_agent(&server, 15);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("hotline_sip_registrations") == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -506,7 +468,7 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
         "{}",
         server.log()
     );
-    let agent_out = agent.join().expect("baresip thread");
+    let agent = agent.finish();
     let calls = api_calls(&server, "?path=queue");
     assert_eq!(calls.len(), 1, "{calls:?}\n{}", server.log());
     let record = &calls[0]["record"];
@@ -527,21 +489,12 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
         rms[0] > 500.0 && rms[1] > 500.0,
         "both sides recorded: rms {rms:?}"
     );
-    // What the agent's phone heard is the caller's speech.
-    let dumps: Vec<PathBuf> = std::fs::read_dir(&heard)
-        .expect("dir")
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().contains("dec"))
-        .collect();
-    assert_eq!(
-        dumps.len(),
-        1,
-        "{dumps:?}\nbaresip:\n{}{}",
-        agent_out.stdout,
-        agent_out.stderr
-    );
-    let (_, heard_seconds, heard_rms) = wav_channels(&dumps[0]);
+    // What the agent's phone played is the caller's speech.
+    let heard = agent
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("baresip had no call:\n{}", agent.log()));
+    let (_, heard_seconds, heard_rms) = wav_channels(heard);
     assert!(heard_seconds > 5.0, "agent heard {heard_seconds} s");
     assert!(
         heard_rms[0] > 500.0,
@@ -565,7 +518,7 @@ fn after_hours_urgent_9_rings_the_duty_agent_and_bridges() {
             1,
         );
     let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2025-10-01T20:00+08:00")]);
-    let (_phone, heard, agent) = start_agent(&server, 40);
+    let agent = start_agent(&server, 40);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("hotline_sip_registrations") == 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(100));
@@ -608,7 +561,7 @@ fn after_hours_urgent_9_rings_the_duty_agent_and_bridges() {
         "{}",
         server.log()
     );
-    let _ = agent.join();
+    let agent = agent.finish();
     let calls = api_calls(&server, "?path=duty_list");
     assert_eq!(calls.len(), 1, "{}", server.log());
     let record = &calls[0]["record"];
@@ -630,5 +583,5 @@ fn after_hours_urgent_9_rings_the_duty_agent_and_bridges() {
     let (channels, _, rms) = wav_channels(&recording);
     assert_eq!(channels, 2);
     assert!(rms[1] > 500.0, "agent side recorded: {rms:?}");
-    assert!(heard.is_dir());
+    assert!(agent.heard.is_some(), "{}", agent.log());
 }

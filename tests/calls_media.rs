@@ -5,7 +5,7 @@
 mod common;
 
 use common::*;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -159,7 +159,6 @@ fn sipp_rfc4733_digits_to_dtmf_are_heard() {
 /// `play` with a WAV as its microphone; its `sndfile` module writes what it heard.
 #[test]
 fn baresip_agent_hears_the_prompt_played_by_play() {
-    let baresip = require("baresip");
     // Only 127.0.0.2 is a trunk here, so baresip on 127.0.0.1 is an agent and must
     // answer the digest challenge for its INVITE.
     // baresip 1.0 refuses a challenge that offers an algorithm it does not know.
@@ -170,43 +169,19 @@ fn baresip_agent_hears_the_prompt_played_by_play() {
             "digest_algorithms = [\"MD5\"]",
         );
     let server = Server::start_with(&config, &[]);
-    let phone = tempfile::tempdir().expect("tmp");
-    let heard = phone.path().join("heard");
-    std::fs::create_dir_all(&heard).expect("dir");
-    std::fs::write(
-        phone.path().join("accounts"),
-        format!(
-            "<sip:1001@{};transport=udp>;auth_pass=secret1001;regint=0\n",
+    let mic = repo_root().join("tests/fixtures/audio/caller-speech-pcm.wav");
+    let phone = common::phone::Baresip::dialling(
+        &server,
+        &format!(
+            "<sip:1001@{};transport=udp>;auth_pass=secret1001;regint=0",
             server.sip
         ),
+        "play",
+        &mic,
+        8,
     )
-    .expect("accounts");
-    let mic = repo_root().join("tests/fixtures/audio/caller-speech-pcm.wav");
-    let rtp_low = free_port() & !1;
-    std::fs::write(
-        phone.path().join("config"),
-        format!(
-            "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n\
-             module g711.so\nmodule account.so\nmodule menu.so\nmodule aufile.so\n\
-             module sndfile.so\nmodule aubridge.so\n\
-             audio_source aufile,{}\naudio_player aubridge,heard\n\
-             snd_path {}\nrtp_ports {}-{}\n",
-            free_port(),
-            mic.display(),
-            heard.display(),
-            rtp_low,
-            rtp_low + 9,
-        ),
-    )
-    .expect("config");
-    let out = run_bounded(
-        Command::new(&baresip)
-            .arg("-f")
-            .arg(phone.path())
-            .args(["-e", &format!("/dial sip:play@{}", server.sip)])
-            .args(["-t", "8"]),
-        Duration::from_secs(20),
-    );
+    .finish();
+    let out = &phone.output;
     let all = format!("{}{}", out.stdout, out.stderr);
     assert!(
         wait_for_log(&server, "call ended", Duration::from_secs(5)),
@@ -214,12 +189,11 @@ fn baresip_agent_hears_the_prompt_played_by_play() {
         server.log()
     );
     assert!(server.log().contains("call answered"), "{}", server.log());
-    let dumps: Vec<PathBuf> = find_wavs(&heard)
-        .into_iter()
-        .filter(|p| p.to_string_lossy().contains("dec"))
-        .collect();
-    assert_eq!(dumps.len(), 1, "{dumps:?}\nbaresip:\n{all}");
-    let (rms, seconds, _) = wav_stats(&dumps[0]);
+    let heard = phone
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("baresip had no call:\n{all}"));
+    let (rms, seconds, _) = wav_stats(heard);
     let (prompt_rms, prompt_seconds, _) =
         wav_stats(&repo_root().join("config/prompts/zh/after_hours.wav"));
     // The prompt (2.6 s) after 0.2 s of silence, then the server hangs up.

@@ -144,6 +144,19 @@ impl Baresip {
         Baresip::start(&account, source, seconds, Some(dial))
     }
 
+    /// A phone with its own `accounts` line (e.g. an agent that authenticates without
+    /// registering: `<sip:1001@…>;auth_pass=…;regint=0`), dialling `dialled` at start.
+    pub fn dialling(
+        server: &Server,
+        account: &str,
+        dialled: &str,
+        source: &Path,
+        seconds: u32,
+    ) -> Baresip {
+        let dial = format!("/dial sip:{dialled}@{}", server.sip);
+        Baresip::start(&format!("{account}\n"), source, seconds, Some(dial))
+    }
+
     fn start(account: &str, source: &Path, seconds: u32, command: Option<String>) -> Baresip {
         let baresip = require("baresip");
         let dir = tempfile::tempdir().expect("tmp");
