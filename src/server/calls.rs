@@ -1418,8 +1418,11 @@ impl CallMedia {
                 q.released = true;
                 q.message = true;
                 info!(%handle, ?reason, "nobody can take the call now: voice message");
-                let defaults = crate::ivr::flow::IvrConfig::default();
-                let ivr = self.ctx.hotline.as_ref().map_or(&defaults, |s| &s.ivr);
+                // Only hotline calls are queued: the hotline setup is there.
+                let ctx = self.ctx.clone();
+                let Some(ivr) = ctx.hotline.as_ref().map(|s| &s.ivr) else {
+                    return;
+                };
                 let max = Duration::from_secs(ivr.max_message_secs);
                 // Never silence: the caller hears why, what to do, then the beep.
                 let why = match reason {
@@ -2175,8 +2178,11 @@ impl CallMedia {
             (q.category, q.urgency)
         });
         if let Some((category, urgency)) = queue_message {
-            let defaults = crate::ivr::flow::IvrConfig::default();
-            let ivr = self.ctx.hotline.as_ref().map_or(&defaults, |s| &s.ivr);
+            let ctx = self.ctx.clone();
+            let Some(ivr) = ctx.hotline.as_ref().map(|s| &s.ivr) else {
+                self.hangup_at = Some(now);
+                return;
+            };
             let closing = if duration >= Duration::from_secs(1) {
                 ivr.thanks.clone()
             } else {

@@ -96,13 +96,7 @@ impl CallMedia {
             PromptRef::Prompt(self.ctx.goodbye())
         };
         let segments = self.ctx.playlist(std::slice::from_ref(&prompt));
-        let length: Duration = segments
-            .iter()
-            .map(|s| match s {
-                Segment::Prompt(p) => p.duration(),
-                Segment::Silence(d) => *d,
-            })
-            .sum();
+        let length: Duration = segments.iter().map(Segment::duration).sum();
         self.queue_prompt(now, &[prompt]);
         self.hangup_at = Some(now + length.clamp(Duration::from_secs(1), Duration::from_secs(20)));
         if let Some(q) = self.queue.as_mut() {
