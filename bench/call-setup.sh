@@ -7,10 +7,13 @@
 #   plain    hotline, trunk INVITE to the `echo` test extension: answer, G.711 A-law RTP
 #            (tests/sipp/call_audio.xml, caller.wav streamed), BYE after HOLD_MS.
 #   full     hotline, INVITE to 053112348 in hours (HOTLINE_FAKE_NOW, a Wednesday 10:00):
-#            greeting + menu, digit 1 as RFC 4733, queue, the registered agent (a SIPp UAS,
-#            agent 3001, -rtp_echo) rings and answers, bridged RTP, caller hangs up after
-#            HOLD_MS (tests/sipp/bench_call_full.xml). A call counts as failed on the
-#            caller side, and the agent side must have answered as many calls.
+#            greeting + menu, digit 1 as RFC 4733, the ACD (Jinan's queue, AGENTS agents
+#            3001.. registered and signed in with *11, one call each at a time), the
+#            chosen agent (a SIPp UAS answering for all of them, -rtp_echo) rings and
+#            answers, bridged and recorded RTP, caller hangs up after FULL_HOLD_MS
+#            (tests/sipp/bench_call_full.xml). A call counts as failed on the caller
+#            side, and the agent side must have answered as many calls. The rate it can
+#            reach is bounded by AGENTS / (FULL_HOLD_MS + set-up): raise AGENTS to go on.
 #   kamailio Kamailio as a transaction-stateful proxy (bench/kamailio/proxy.cfg) relaying
 #            the plain scenario's calls to a SIPp UAS: signalling only, an upper bound.
 # Each side starts at START_RATE calls/s, doubles while it passes, stops at the first
@@ -24,7 +27,8 @@ STEP_SECS=${STEP_SECS:-10}
 START_RATE=${START_RATE:-10}
 MAX_RATE=${MAX_RATE:-640}
 HOLD_MS=${HOLD_MS:-1000}
-FULL_HOLD_MS=${FULL_HOLD_MS:-5000}
+FULL_HOLD_MS=${FULL_HOLD_MS:-1000}
+AGENTS=${AGENTS:-300}
 BUDGET_SECS=${BUDGET_SECS:-450}
 # Which sides to step (e.g. SIDES=kamailio to rerun the anchor alone).
 SIDES=${SIDES:-plain full kamailio}
@@ -40,7 +44,7 @@ KAM_PORT=$(free_port)
 AGENT_PORT=$(free_port)
 KAM_UAS_PORT=$(free_port)
 
-# --- our server: the echo test extension, the IVR, one agent (3001).
+# --- our server: the echo test extension, the IVR, the ACD with AGENTS agents.
 dir=$WORK/hotline
 mkdir -p "$dir"
 cat >"$dir/hotline.toml" <<TOML
@@ -68,13 +72,6 @@ id = "province"
 name = "山东省司法厅"
 kind = "province"
 
-[[agents]]
-id = "3001"
-name = "坐席3001"
-city = "jinan"
-password = "pw-3001"
-roles = ["agent"]
-
 [media]
 rtp_port_min = 40000
 rtp_port_max = 49999
@@ -82,7 +79,6 @@ media_timeout_secs = 20
 prompts_dir = "$BENCH_ROOT/config/prompts/zh"
 
 [calls]
-queue_hold_secs = 10
 
 [ivr]
 greeting = "beep"
@@ -94,7 +90,25 @@ max_retries = 0
 [[test_extensions]]
 number = "echo"
 kind = "echo"
+
+[queues]
+province_center = "jinan"
+
+[[queues.queue]]
+city = "jinan"
+duty = "any_signed_in"
+ring_timeout_secs = 15
+wrap_up_secs = 0
+announce_frequency_secs = 0
+please_hold_secs = 0
+max_wait_secs = 60
+tier_rules = []
 TOML
+for ((a = 0; a < AGENTS; a++)); do
+  id=$((3001 + a))
+  printf '\n[[agents]]\nid = "%s"\nname = "坐席%s"\ncity = "jinan"\npassword = "pw-%s"\nroles = ["agent"]\n' "$id" "$id" "$id"
+  printf '\n[[queues.agent]]\nid = "%s"\ncity = "jinan"\n' "$id"
+done >>"$dir/hotline.toml"
 [[ -x $HOTLINE_BIN ]] || die "no $HOTLINE_BIN (cargo build --release, or set HOTLINE_BIN)"
 HOTLINE_LOG=$dir/hotline.log
 HOTLINE_HTTP=$OURS_HTTP
@@ -109,11 +123,30 @@ for ((i = 0; i < 200; i++)); do
   sleep 0.1
 done
 
-# --- the agent: register 3001 from AGENT_PORT, then a SIPp UAS there echoing RTP.
+# --- the agents: each of 3001.. registers with its contact at AGENT_PORT and signs in
+# with *11 (from a port of its own); then one SIPp UAS there answers for all of them.
 mkdir -p "$WORK/agent"
-(cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/bench_call_agent_register.xml" \
-  -s 3001 -au 3001 -ap pw-3001 -i 127.0.0.1 -p "$AGENT_PORT" -m 1 -nostdin \
-  "127.0.0.1:$OURS_PORT" >register.out 2>&1) || die "agent 3001 did not register ($WORK/agent)"
+if [[ " $SIDES " == *" full "* ]]; then
+  echo "registering and signing in $AGENTS agents" >&2
+  for ((a = 0; a < AGENTS; a++)); do
+    id=$((3001 + a))
+    (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/bench_call_agent_register.xml" \
+      -s "$id" -au "$id" -ap "pw-$id" -i 127.0.0.1 -p "$AGENT_PORT" -m 1 -nostdin \
+      "127.0.0.1:$OURS_PORT" >"register-$id.out" 2>&1) || die "agent $id did not register ($WORK/agent)"
+  done
+  for ((a = 0; a < AGENTS; a++)); do
+    id=$((3001 + a))
+    (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/acd_feature.xml" \
+      -s '*11' -au "$id" -ap "pw-$id" -auth_uri "*11@127.0.0.1:$OURS_PORT" -set user "$id" \
+      -i 127.0.0.1 -p "$(free_port)" -mi 127.0.0.1 -mp "$(free_port)" -m 1 -nostdin \
+      "127.0.0.1:$OURS_PORT" >"sign-in-$id.out" 2>&1; echo $? >"sign-in-$id.rc") &
+    (((a + 1) % 20 == 0)) && wait
+  done
+  wait
+  signed_in=$(cat "$WORK"/agent/sign-in-*.rc | grep -c '^0$' || true)
+  echo "  $signed_in of $AGENTS agents signed in" >&2
+  ((signed_in == AGENTS)) || die "only $signed_in of $AGENTS agents signed in ($WORK/agent)"
+fi
 (cd "$WORK/agent" && exec "$SIPP" -sn uas -i 127.0.0.1 -p "$AGENT_PORT" -mi 127.0.0.1 \
   -mp "$(free_port)" -rtp_echo -nostdin -trace_stat -stf stat.csv -fd 1 >uas.out 2>&1) &
 BENCH_PIDS+=("$!")
@@ -237,8 +270,8 @@ printf '| %s | %s | %s | %s | %s | %s |\n' figure anchor ratio command machine d
 printf '|---|---|---|---|---|---|\n'
 printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 RTP, BYE after %d ms), %d s steps, <0.1%% failures: **%s calls/s** | Kamailio %s stateful proxy (tm, record_route) → SIPp UAS, same SIPp calls, signalling only: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
   "$HOLD_MS" "$STEP_SECS" "$plain" "$kv" "$kam" "$capped" "$(ratio "$plain" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
-printf '| Call setup, full path (053112348 in hours → menu digit 1 RFC 4733 → queue → SIPp agent answers → bridged RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
-  "$FULL_HOLD_MS" "$full" "$kam" "$capped" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
+printf '| Call setup, full path through the ACD (053112348 in hours → menu digit 1 RFC 4733 → Jinan queue, %d signed-in agents, one call each → SIPp agent answers → bridged, recorded RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
+  "$AGENTS" "$FULL_HOLD_MS" "$full" "$kam" "$capped" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
 echo
 echo "hotline log: $errors warning/error lines; run took $(($(date +%s) - BEGIN)) s"
 [[ " $SIDES " != *" full "* ]] || ((full > 0)) || die "full path passed no rate (lowest offered $START_RATE/s): see $WORK/sipp/full-$START_RATE (KEEP_WORK=1)"

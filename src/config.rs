@@ -1248,10 +1248,6 @@ pub struct CallsConfig {
     /// Mobile prefix (号段) → city table; none: mobile callers go through the city menu.
     #[serde(default)]
     pub mobile_prefixes: Option<PathBuf>,
-    /// Until the ACD exists: how long a queued caller hears hold music before the
-    /// server hangs up.
-    #[serde(default = "default_queue_hold_secs")]
-    pub queue_hold_secs: u64,
     /// Numbers a callback may dial, national form (a leading +86/0086 is removed first):
     /// digits, `X` any digit, `N` 2-9, `Z` 1-9, `[..]` one of the listed digits or ranges.
     /// The default: mainland mobiles and fixed lines with their area code; no
@@ -1387,17 +1383,12 @@ fn default_service_numbers() -> Vec<String> {
 fn default_province_center() -> String {
     "jinan".into()
 }
-fn default_queue_hold_secs() -> u64 {
-    10
-}
-
 impl Default for CallsConfig {
     fn default() -> Self {
         CallsConfig {
             service_numbers: default_service_numbers(),
             province_center: default_province_center(),
             mobile_prefixes: None,
-            queue_hold_secs: default_queue_hold_secs(),
             callback_numbers: default_callback_numbers(),
             callback_per_number_per_day: default_callback_per_number_per_day(),
             callback_per_hour: default_callback_per_hour(),

@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod calendar;
+pub mod call;
 pub mod config;
 pub mod fuzz;
 pub mod http_client;

@@ -54,7 +54,6 @@ media_timeout_secs = 30
 prompts_dir = \"{}\"
 
 [calls]
-queue_hold_secs = 2
 
 [ivr]
 greeting = \"beep\"

@@ -1,7 +1,7 @@
 //! The 12348 call flow end to end, on a fixed clock (`HOTLINE_FAKE_NOW`): city by the
 //! caller's area code, hours on China's calendar, the IVR menu driven by RFC 4733 digits,
-//! the queue stand-in in hours, a voice message with real audio after hours, and the CDR
-//! listed by `GET /api/calls`.
+//! the ACD in hours (a voice message when nobody is signed in), a voice message with real
+//! audio after hours, and the CDR listed by `GET /api/calls`.
 
 mod common;
 
@@ -24,7 +24,6 @@ media_timeout_secs = 30
 prompts_dir = \"{}\"
 
 [calls]
-queue_hold_secs = 2
 
 [ivr]
 greeting = \"beep\"
@@ -52,14 +51,20 @@ fn api_calls(server: &Server, query: &str) -> Vec<serde_json::Value> {
     }
 }
 
+/// In hours, with Jinan's queue and nobody signed in: the complaint reaches the queue,
+/// the caller is told nobody can answer and leaves a message (never held, then dropped).
 #[test]
 fn in_hours_on_a_makeup_saturday_pressing_2_reaches_the_queue_as_a_complaint() {
     let sipp = require("sipp");
-    // Saturday 2026-02-14 is a working day (调休) before the Spring Festival.
-    let server = Server::start_with(
-        &ivr_config(),
-        &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")],
+    // Saturday 2026-02-14 is a working day (调休) before the Spring Festival: the queue
+    // rig's clock.
+    // The menu plays long enough for the digit to barge in; short prompts around the
+    // message keep the call within SIPp's wait for the BYE.
+    let config = common::queue::queue_config("linear", 15, 3).replace(
+        "[ivr]\ngreeting = \"beep\"\nmenu = \"beep\"\n",
+        "[ivr]\ngreeting = \"beep\"\nplease_hold = \"beep\"\nno_agents = \"beep\"\nvoice_message_intro = \"beep\"\nthanks = \"beep\"\n",
     );
+    let server = common::queue::start(&config);
     let cwd = tempfile::tempdir().expect("tmp");
     let out = run_bounded(
         Command::new(&sipp)
@@ -111,7 +116,7 @@ fn in_hours_on_a_makeup_saturday_pressing_2_reaches_the_queue_as_a_complaint() {
         .iter()
         .filter_map(|p| p.as_str())
         .collect();
-    assert_eq!(path, ["ivr", "queue"], "{record}");
+    assert_eq!(path, ["ivr", "queue", "voice_message"], "{record}");
     assert!(record["queue_entry"].is_string(), "{record}");
     assert!(
         record["arrival"]
@@ -119,9 +124,19 @@ fn in_hours_on_a_makeup_saturday_pressing_2_reaches_the_queue_as_a_complaint() {
             .is_some_and(|a| a.starts_with("2026-02-14T10:00")),
         "the fake clock: {record}"
     );
-    // No voice message in hours.
-    assert!(calls[0]["voice_message"].is_null());
-    assert!(api_calls(&server, "?path=voice_message").is_empty());
+    // Nobody signed in: the caller was told so and left a message, due for callback.
+    assert!(
+        server
+            .log()
+            .contains("nobody can take the call now: voice message"),
+        "{}",
+        server.log()
+    );
+    assert!(
+        calls[0]["voice_message"]["recording"].is_string(),
+        "{:?}",
+        calls[0]
+    );
 }
 
 /// A-law payload of a WAV file (the data chunk).
@@ -404,16 +419,13 @@ fn wav_channels(path: &Path) -> (u16, f64, Vec<f64>) {
 /// baresip registers as agent 1001 of Jinan and answers automatically; a SIPp caller
 /// talks (looped speech) through the IVR, which hands the call over; the server rings
 /// the agent, bridges the RTP both ways and records both sides in one stereo WAV. The
-/// agent's phone hangs up when its microphone file ends (5.7 s): the server then hangs
-/// up the caller.
+/// agent's phone hangs up when its microphone file ends (5.7 s): the caller then gets
+/// the survey, and the server hangs up after it.
 #[test]
 fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo() {
     let sipp = require("sipp");
-    let config = ivr_config().replace(
-        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "digest_algorithms = [\"MD5\"]",
-    ) + "menu = \"beep\"\ndigit_timeout_ms = 1000\nmax_retries = 0\n";
-    let server = Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")]);
+    // Jinan's queue, a working Saturday; 1001 signs in with *11 once registered.
+    let server = common::queue::start(&common::queue::queue_config("linear", 15, 3));
     let agent = start_agent(&server, 15);
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.metric("hotline_sip_registrations") == 0 && Instant::now() < deadline {
@@ -422,6 +434,13 @@ fn in_hours_the_call_is_bridged_to_the_registered_agent_and_recorded_in_stereo()
     assert_eq!(
         server.metric("hotline_sip_registrations"),
         1,
+        "{}",
+        server.log()
+    );
+    let signed_in = common::queue::feature_code(&server, "1001", "*11");
+    assert_eq!(signed_in.status, Some(0), "*11: {}", server.log());
+    assert!(
+        common::queue::wait_state(&server, "1001", "available", Duration::from_secs(5)),
         "{}",
         server.log()
     );

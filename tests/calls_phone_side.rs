@@ -208,3 +208,88 @@ fn test_extensions_9198_and_9199_speak_first() {
         );
     }
 }
+
+/// Runs of consecutive windows: (kind, length), in order.
+fn runs(heard: &[Heard]) -> Vec<(Heard, usize)> {
+    let mut runs: Vec<(Heard, usize)> = Vec::new();
+    for w in heard {
+        match runs.last_mut() {
+            Some((kind, n)) if kind == w => *n += 1,
+            _ => runs.push((*w, 1)),
+        }
+    }
+    runs
+}
+
+/// The agent (a SIPp phone echoing what it hears) talks 3 s, holds the caller 3 s
+/// (re-INVITE sendonly), resumes (sendrecv) and talks 3 s more. The caller's phone plays
+/// its own voice back from the agent, then hold music, then the agent again: never
+/// silence while held, nothing dropped across the switches.
+#[test]
+fn an_agent_holding_the_caller_plays_hold_music_on_the_callers_phone_until_resumed() {
+    let server = start(&queue_config("linear", 15, 3));
+    let agent_port = common::free_port();
+    sign_in(&server, "1001", agent_port);
+    let agent = agent_phone(&server, "acd_agent_hold_resume.xml", agent_port, 1, 40);
+
+    let tones = tempfile::tempdir().expect("tmp");
+    let caller_source = tones.path().join("caller.wav");
+    tone_wav(&caller_source, CALLER_TONE, 40.0);
+    let caller = Baresip::caller(&server, "053188001234", "053112348", &caller_source, 25);
+    let caller = caller.finish();
+    let agent = agent.join().expect("agent thread");
+    let context = format!(
+        "agent sipp: {:?}\n{}\n{}\ncaller:\n{}\nserver:\n{}",
+        agent.status,
+        agent.stdout,
+        agent.stderr,
+        caller.log(),
+        server.log()
+    );
+    assert_eq!(agent.status, Some(0), "{context}");
+
+    let heard = caller
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("no call:\n{context}"));
+    let (samples, rate) = wav_samples(heard);
+    let windows = windows(&samples, rate, CALLER_TONE);
+    let runs = runs(&windows);
+    // The agent's voice (the caller's own tone, echoed), 2 s or more of its 3 s.
+    let first = runs
+        .iter()
+        .position(|(kind, n)| *kind == Heard::Tone && *n >= 20)
+        .unwrap_or_else(|| panic!("the caller never heard the agent: {runs:?}\n{context}"));
+    // Then the agent again after the hold.
+    let second = runs
+        .iter()
+        .skip(first + 1)
+        .position(|(kind, n)| *kind == Heard::Tone && *n >= 20)
+        .map(|i| i + first + 1)
+        .unwrap_or_else(|| {
+            panic!("the caller did not hear the agent after resuming: {runs:?}\n{context}")
+        });
+    // In between: hold music, not silence.
+    let between = &runs[first + 1..second];
+    let music: usize = between
+        .iter()
+        .filter(|(kind, _)| *kind == Heard::Other)
+        .map(|(_, n)| n)
+        .sum();
+    let silence: usize = between
+        .iter()
+        .filter(|(kind, _)| *kind == Heard::Silence)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        music >= 20,
+        "the caller heard {} ms of hold music while held: {runs:?}\n{context}",
+        music * 100
+    );
+    assert!(
+        silence <= 5,
+        "{} ms of silence while held: {runs:?}\n{context}",
+        silence * 100
+    );
+    assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
+}

@@ -29,14 +29,14 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::calendar::Calendar;
+use crate::call::{Call, CallInput, CallOutput, CallPrompts, Peer, QueueCue, Repeat};
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
 use crate::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty};
 use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
 use crate::ivr::flow::{
-    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrContext, IvrFlow, IvrInput, SurveyFlow,
-    Urgency, callback_due,
+    CallCategory, CallCityInfo, IvrConfig, IvrContext, IvrFlow, Urgency, callback_due,
 };
 use crate::ivr::hours::WorkingHours;
 use crate::ivr::prompt::{PromptRef, number_prompts};
@@ -125,15 +125,12 @@ struct HotlineSetup {
     calendar: Arc<Calendar>,
     ivr: IvrConfig,
     province_center: CityId,
-    queue_hold: Duration,
 }
 
 #[derive(Debug)]
 struct CitySetup {
     hours: WorkingHours,
     duty_list: Vec<String>,
-    /// The city's agents, in config order (rung first-registered-first until the ACD).
-    agents: Vec<String>,
 }
 
 impl HotlineSetup {
@@ -228,12 +225,6 @@ impl MediaContext {
                             CitySetup {
                                 hours: c.hours.clone().unwrap_or_default(),
                                 duty_list: c.duty_list.clone(),
-                                agents: config
-                                    .agents
-                                    .iter()
-                                    .filter(|a| a.city == c.id)
-                                    .map(|a| a.id.clone())
-                                    .collect(),
                             },
                         )
                     })
@@ -241,7 +232,6 @@ impl MediaContext {
                 calendar,
                 ivr: config.ivr.clone(),
                 province_center: CityId::new(config.calls.province_center.clone()),
-                queue_hold: Duration::from_secs(config.calls.queue_hold_secs),
             })
         };
         let mut prompts = HashMap::new();
@@ -382,20 +372,6 @@ impl MediaContext {
         self.hotline.as_ref().map_or_else(
             || crate::ivr::prompt::PromptId::new("beep"),
             |s| s.ivr.beep.clone(),
-        )
-    }
-
-    fn please_hold(&self) -> crate::ivr::prompt::PromptId {
-        self.hotline.as_ref().map_or_else(
-            || crate::ivr::prompt::PromptId::new("please_hold"),
-            |s| s.ivr.please_hold.clone(),
-        )
-    }
-
-    fn goodbye(&self) -> crate::ivr::prompt::PromptId {
-        self.hotline.as_ref().map_or_else(
-            || crate::ivr::prompt::PromptId::new("goodbye"),
-            |s| s.ivr.goodbye.clone(),
         )
     }
 
@@ -745,7 +721,8 @@ struct CallSummary {
 
 /// The 12348 IVR part of a call.
 struct HotlineCall {
-    flow: IvrFlow,
+    /// What the caller hears and where the call is (the sans-IO core, `src/call/`).
+    call: Call,
     cdr: CdrBuilder,
     call_id: String,
     caller: String,
@@ -753,10 +730,6 @@ struct HotlineCall {
     /// only then may the callback key dial it.
     callback_allowed: bool,
     city: Option<CityId>,
-    /// The current play list is the flow's (it gets `PromptDone` when it ends).
-    flow_playing: bool,
-    /// The beep is playing; then record for this long.
-    pending_record: Option<Duration>,
     message: Option<MessageRecording>,
     voice_message: Option<VoiceMessage>,
     last_message_path: Option<PathBuf>,
@@ -765,7 +738,6 @@ struct HotlineCall {
 struct MessageRecording {
     recorder: WavRecorder<std::fs::File>,
     path: PathBuf,
-    stop_at: Instant,
 }
 
 /// One answered call's media state.
@@ -808,10 +780,6 @@ struct CallMedia {
     forks: Vec<AgentLeg>,
     /// Ring-all: agents to ring in parallel (dialled from the run loop).
     pending_forks: Vec<AgentId>,
-    /// The satisfaction survey (agent hung up first, or transferred the caller to it).
-    survey: Option<SurveyFlow>,
-    /// The player plays the survey's prompt (it gets `PromptDone`).
-    survey_playing: bool,
     /// The ACD's command channel, handed to the run loop once.
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
     /// Other call tasks' requests (`TaskControl`), handed to the run loop once.
@@ -830,17 +798,13 @@ struct QueueLink {
     call: CallId,
     category: CallCategory,
     urgency: Urgency,
-    /// The ACD let go (voice message): no more reports.
+    /// The ACD let go (voice message, callback, survey, unit): no more reports.
     released: bool,
-    /// A voice message is being taken on the ACD's request.
-    message: bool,
 }
 
 /// Why an agent is rung, and so what happens when nobody answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum DialFor {
-    /// The city's agents (in hours); nobody → the queue stand-in.
-    Queue,
     /// The city's after-hours duty list (urgent); nobody → the IVR offers a message.
     DutyList,
     /// The ACD's choice of agent: every outcome is reported to the ACD.
@@ -967,8 +931,6 @@ impl CallMedia {
             pending_agent: None,
             forks: Vec::new(),
             pending_forks: Vec::new(),
-            survey: None,
-            survey_playing: false,
             new_acd_rx: None,
             control_rx: None,
             transfer: attended::TransferState::default(),
@@ -978,11 +940,11 @@ impl CallMedia {
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
             Service::Hotline => {
-                call.hotline = start_hotline(ctx, handle, incoming, now);
+                call.hotline = start_hotline(ctx, handle, incoming);
                 call.inband = Some(InbandDetector::new());
                 // A backstop only: the IVR and the queue end calls long before.
                 call.hangup_at = Some(now + Duration::from_secs(2 * 3600));
-                call.drive_flow(now);
+                call.control(now, CallInput::Start);
             }
             Service::Consult { .. } => {
                 // Answered only once the consulted agent answers (`run_consult`).
@@ -1081,8 +1043,7 @@ impl CallMedia {
             self.player.as_ref().and_then(Player::poll_timeout),
             self.dtmf.poll_timeout(),
             self.recorder.as_ref().map(WavRecorder::poll_timeout),
-            self.hotline.as_ref().and_then(|h| h.flow.poll_timeout()),
-            self.survey.as_ref().and_then(SurveyFlow::poll_timeout),
+            self.hotline.as_ref().and_then(|h| h.call.poll_timeout()),
             self.agent
                 .as_ref()
                 .and_then(|a| a.session.as_ref())
@@ -1094,7 +1055,7 @@ impl CallMedia {
             self.hotline
                 .as_ref()
                 .and_then(|h| h.message.as_ref())
-                .map(|m| m.stop_at.min(m.recorder.poll_timeout())),
+                .map(|m| m.recorder.poll_timeout()),
             self.hangup_at,
             self.ending_since.map(|t| t + Duration::from_secs(40)),
         ]
@@ -1209,8 +1170,8 @@ impl CallMedia {
         }
     }
 
-    /// Ring the first registered agent of the call's city (no ACD yet); without one, the
-    /// queue stand-in holds the caller and hangs up.
+    /// Ring the agent the ACD chose, or after hours the city's duty list (its first
+    /// registered agent); when nobody can be rung, say so (to the ACD, or to the call).
     async fn dial_agent(&mut self, now: Instant, reason: DialFor) {
         let handle = self.handle;
         let city = self.hotline.as_ref().and_then(|h| h.city.clone());
@@ -1218,7 +1179,6 @@ impl CallMedia {
             .as_ref()
             .and_then(|c| self.ctx.hotline.as_ref()?.cities.get(c.as_str()))
             .map(|c| match reason {
-                DialFor::Queue => c.agents.clone(),
                 DialFor::DutyList => c.duty_list.clone(),
                 DialFor::Acd => Vec::new(),
             })
@@ -1256,10 +1216,6 @@ impl CallMedia {
             self.nobody_answered(now, reason);
             return;
         };
-        if reason == DialFor::DutyList {
-            let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
-            self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
-        }
         let ring_timeout = leg.ring_until.map_or(AGENT_RING_TIMEOUT, |t| t - now);
         self.hangup_at = Some(now + ring_timeout + Duration::from_secs(3600));
         self.agent = Some(leg);
@@ -1308,44 +1264,19 @@ impl CallMedia {
         }
     }
 
-    fn queue_hold_music(&mut self, now: Instant) {
-        let bridged = self.agent.as_ref().is_some_and(|a| a.session.is_some());
-        if bridged {
-            return;
-        }
-        let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
-        self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
-    }
-
-    /// Play prompts once over the wait, then hold music again (see `player_finished`).
-    fn queue_prompt(&mut self, now: Instant, refs: &[PromptRef]) {
-        let bridged = self.agent.as_ref().is_some_and(|a| a.session.is_some());
-        if bridged {
-            return;
-        }
-        let segments = self.ctx.playlist(refs);
-        self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
-    }
-
     fn on_acd_command(&mut self, now: Instant, command: AcdCommand) {
         let handle = self.handle;
         debug!(%handle, ?command, "ACD command");
         let cancel = matches!(command, AcdCommand::CancelRing { .. });
         match command {
-            AcdCommand::HoldMusic => self.queue_hold_music(now),
+            AcdCommand::HoldMusic => self.control(now, CallInput::Queue(QueueCue::HoldMusic)),
             AcdCommand::Announce { position } => {
                 let refs = self.announcement(position);
-                self.queue_prompt(now, &refs);
+                self.control(now, CallInput::Queue(QueueCue::Announce(refs)));
             }
-            AcdCommand::PleaseHold => {
-                let id = self.ctx.please_hold();
-                self.queue_prompt(now, &[PromptRef::Prompt(id)]);
-            }
+            AcdCommand::PleaseHold => self.control(now, CallInput::Queue(QueueCue::PleaseHold)),
             AcdCommand::StopAnnouncement => {
-                let bridged = self.agent.as_ref().is_some_and(|a| a.session.is_some());
-                if !bridged {
-                    self.queue_hold_music(now);
-                }
+                self.control(now, CallInput::Queue(QueueCue::StopAnnouncement));
             }
             AcdCommand::Ring { agent } => {
                 if self.agent.as_ref().is_some_and(|a| a.session.is_some()) {
@@ -1406,7 +1337,11 @@ impl CallMedia {
             }
             AcdCommand::Survey => {
                 self.release_agent();
-                self.start_survey(now);
+                if let Some(q) = self.queue.as_mut() {
+                    q.released = true;
+                }
+                info!(%handle, "satisfaction survey");
+                self.control(now, CallInput::Queue(QueueCue::Survey));
             }
             AcdCommand::Transfer { to, reply } => {
                 reply.send(self.blind_transfer(now, to, |_| {}));
@@ -1416,60 +1351,21 @@ impl CallMedia {
                     return;
                 };
                 q.released = true;
-                q.message = true;
                 info!(%handle, ?reason, "nobody can take the call now: voice message");
-                // Only hotline calls are queued: the hotline setup is there.
-                let ctx = self.ctx.clone();
-                let Some(ivr) = ctx.hotline.as_ref().map(|s| &s.ivr) else {
-                    return;
-                };
-                let max = Duration::from_secs(ivr.max_message_secs);
-                // Never silence: the caller hears why, what to do, then the beep.
-                let why = match reason {
-                    crate::queue::VoiceMessageReason::NoAgents => ivr.no_agents.clone(),
-                    crate::queue::VoiceMessageReason::MaxWait => ivr.all_busy.clone(),
-                };
-                let refs = [
-                    PromptRef::Prompt(why),
-                    PromptRef::Prompt(ivr.voice_message_intro.clone()),
-                    PromptRef::Prompt(ivr.beep.clone()),
-                ];
-                let segments = self.ctx.playlist(&refs);
-                self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
-                if let Some(h) = self.hotline.as_mut() {
-                    h.flow_playing = false;
-                    h.pending_record = Some(max);
-                }
+                self.control(now, CallInput::Queue(QueueCue::VoiceMessage(reason)));
             }
         }
     }
 
-    /// Nobody (registered) answered: the queue stand-in, or a voice message after hours.
+    /// Nobody (registered) answered: the ACD hears it from the leg's failure; after hours
+    /// the call goes on to the voice message.
     fn nobody_answered(&mut self, now: Instant, reason: DialFor) {
         match reason {
             DialFor::Acd => {
                 // Reported by `dial_agent` / `on_agent_event` with the agent's id.
             }
-            DialFor::Queue => self.hold_then_hang_up(now),
-            DialFor::DutyList => {
-                self.player = None;
-                if let Some(h) = self.hotline.as_mut() {
-                    h.flow.handle(now, IvrInput::DutyListUnavailable);
-                }
-                self.drive_flow(now);
-            }
+            DialFor::DutyList => self.control(now, CallInput::DutyListUnavailable),
         }
-    }
-
-    fn hold_then_hang_up(&mut self, now: Instant) {
-        let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
-        self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
-        let queue_hold = self
-            .ctx
-            .hotline
-            .as_ref()
-            .map_or(Duration::from_secs(10), |s| s.queue_hold);
-        self.hangup_at = Some(now + queue_hold);
     }
 
     fn on_agent_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
@@ -1510,7 +1406,10 @@ impl CallMedia {
                 agent.negotiated = Some(negotiated);
                 agent.ring_until = None;
                 let agent_id = agent.agent.clone();
-                self.player = None;
+                let peer = match agent.reason {
+                    DialFor::Acd => Peer::QueueAgent,
+                    DialFor::DutyList => Peer::DutyAgent,
+                };
                 self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
                 let wall = self.ctx.clock.now();
                 let date = wall.date_naive();
@@ -1542,6 +1441,7 @@ impl CallMedia {
                         agent: AgentId::new(agent_id),
                     });
                 }
+                self.control(now, CallInput::Bridged(peer));
             }
             LegEvent::Ended { reason, .. } => {
                 // A shutdown ends both legs from the endpoint: the server hung up.
@@ -1575,14 +1475,13 @@ impl CallMedia {
                             q.released = true;
                         }
                     }
-                    // Without the ACD (no `[queues]`) the call simply ends, as before.
-                    if we_ended || self.queue.is_none() {
-                        self.hangup_at = Some(now);
-                    } else {
-                        // The agent hung up first: the caller rates the service.
+                    // The agent of the queue hung up first: the caller rates the service;
+                    // otherwise (a duty agent, the server ended it) the call ends.
+                    let by_peer = !we_ended && self.queue.is_some();
+                    if by_peer {
                         self.release_agent();
-                        self.start_survey(now);
                     }
+                    self.control(now, CallInput::PeerLeft { by_peer });
                 } else {
                     let contact = agent.contact.clone();
                     let status = match reason {
@@ -1700,45 +1599,8 @@ impl CallMedia {
         if let (Some(q), Some(agent)) = (self.queue.as_ref(), agent) {
             q.acd.leg_held(&q.call, &agent, false);
         }
-        self.queue_hold_music(now);
+        self.control(now, CallInput::TransferStarted);
         Ok(())
-    }
-
-    fn start_survey(&mut self, now: Instant) {
-        let Some(setup) = self.ctx.hotline.as_ref() else {
-            self.hangup_at = Some(now);
-            return;
-        };
-        info!(handle = %self.handle, "satisfaction survey");
-        let mut survey = SurveyFlow::new(&setup.ivr);
-        survey.handle(now, IvrInput::Start);
-        self.survey = Some(survey);
-        self.player = None;
-        if let Some(q) = self.queue.as_mut() {
-            q.released = true;
-        }
-        self.drive_survey(now);
-    }
-
-    fn drive_survey(&mut self, now: Instant) {
-        while let Some(action) = self.survey.as_mut().and_then(SurveyFlow::poll_output) {
-            match action {
-                IvrAction::Play(list) => {
-                    let segments = self.ctx.playlist(&list);
-                    self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
-                    self.survey_playing = true;
-                }
-                IvrAction::StopPlayback => {
-                    self.player = None;
-                    self.survey_playing = false;
-                }
-                IvrAction::Hangup { reason } => {
-                    info!(handle = %self.handle, ?reason, "survey over");
-                    self.hangup_at = Some(now);
-                }
-                other => debug!(handle = %self.handle, ?other, "survey action ignored"),
-            }
-        }
     }
 
     /// End the agent leg (CANCEL or BYE) if it is still up, and every ring-all fork.
@@ -1969,127 +1831,126 @@ impl CallMedia {
     fn on_digit(&mut self, now: Instant, c: char, via: &'static str) {
         info!(handle = %self.handle, digit = %c, via, "dtmf digit heard");
         self.digits.push(c);
-        if self.callback_key_pressed(c) {
-            return;
-        }
-        if let Some(survey) = self.survey.as_mut() {
-            survey.handle(now, IvrInput::Digit(c));
-            self.drive_survey(now);
-            return;
-        }
-        if let Some(h) = self.hotline.as_mut() {
-            h.flow.handle(now, IvrInput::Digit(c));
-            self.drive_flow(now);
-        }
+        self.control(now, CallInput::Digit(c));
     }
 
-    /// Carry out the IVR's commands until it has none.
-    fn drive_flow(&mut self, now: Instant) {
-        while let Some(action) = self.hotline.as_mut().and_then(|h| h.flow.poll_output()) {
-            let handle = self.handle;
-            match action {
-                IvrAction::Play(list) => {
-                    let segments = self.ctx.playlist(&list);
-                    self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
-                    if let Some(h) = self.hotline.as_mut() {
-                        h.flow_playing = true;
-                    }
-                }
-                IvrAction::StopPlayback => {
-                    self.player = None;
-                    if let Some(h) = self.hotline.as_mut() {
-                        h.flow_playing = false;
-                    }
-                }
-                IvrAction::StartRecording { max, beep, .. } => {
-                    if beep {
-                        let beep_id = self
-                            .ctx
-                            .hotline
-                            .as_ref()
-                            .map(|s| s.ivr.beep.clone())
-                            .unwrap_or_else(|| crate::ivr::prompt::PromptId::new("beep"));
-                        let segments = self.ctx.playlist(&[PromptRef::Prompt(beep_id)]);
-                        self.player =
-                            Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
-                        if let Some(h) = self.hotline.as_mut() {
-                            h.flow_playing = false;
-                            h.pending_record = Some(max);
-                        }
-                    } else {
-                        self.start_message(now, max);
-                    }
-                }
-                IvrAction::StopRecording => self.stop_message(now),
-                IvrAction::SelectCity { city, how } => {
-                    let wall = self.ctx.clock.now();
-                    let info = self.ctx.hotline.as_ref().map(|s| s.city_info(&city, wall));
-                    if let (Some(h), Some(info)) = (self.hotline.as_mut(), info) {
-                        h.cdr.city(&CityResolution {
-                            city: city.clone(),
-                            how,
-                        });
-                        if !info.open_status.open {
-                            h.cdr.after_hours();
-                        }
-                        info!(%handle, city = city.as_str(), ?how, open = info.open_status.open, "city chosen");
-                        h.city = Some(city);
-                        h.flow.handle(now, IvrInput::CityInfo(info));
-                    }
-                }
-                IvrAction::Enqueue { category, urgency } if self.ctx.acd.is_some() => {
-                    self.enqueue(now, category, urgency);
-                }
-                IvrAction::Enqueue { category, urgency } => {
-                    let wall = self.ctx.clock.now();
-                    if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.category(category, urgency).queued(wall);
-                        info!(
-                            %handle,
-                            city = ?h.city.as_ref().map(CityId::as_str),
-                            ?category,
-                            ?urgency,
-                            "call enqueued (no ACD yet: hold music, then the server hangs up)"
-                        );
-                    }
-                    // Hold music while the agent rings (or until the stand-in hangs up).
-                    self.hold_then_hang_up(now);
-                    self.pending_dial = Some(DialFor::Queue);
-                }
-                IvrAction::RingDutyList { category, urgency } => {
-                    if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.category(category, urgency);
-                        info!(%handle, ?category, ?urgency, "urgent after hours: ringing the duty list");
-                    }
-                    self.pending_dial = Some(DialFor::DutyList);
-                }
-                IvrAction::CreateVoiceMessageOrder {
-                    category,
-                    urgency,
-                    recording_duration,
-                } => self.voice_message_taken(category, urgency, recording_duration),
-                IvrAction::Hangup { reason } => {
-                    info!(%handle, ?reason, "IVR ends the call");
-                    self.hangup_at = Some(now);
-                }
+    /// Feed the call's control core (`src/call/`) and carry out what it asks, until it
+    /// asks nothing more. Calls without one (consultations) keep the plain behaviour:
+    /// hold music while held, hang up when the other side leaves.
+    fn control(&mut self, now: Instant, input: CallInput) {
+        let Some(h) = self.hotline.as_mut() else {
+            match input {
+                CallInput::AgentHeld(true) => self.play(now, &[hold_music()], Repeat::Loop),
+                CallInput::AgentHeld(false) | CallInput::Bridged(_) => self.player = None,
+                CallInput::PeerLeft { .. } => self.hangup_at = Some(now),
+                _ => {}
+            }
+            return;
+        };
+        h.call.handle(now, input);
+        self.run_control(now);
+    }
+
+    fn run_control(&mut self, now: Instant) {
+        while let Some(output) = self.hotline.as_mut().and_then(|h| h.call.poll_output()) {
+            if let Some(input) = self.carry_out(now, output)
+                && let Some(h) = self.hotline.as_mut()
+            {
+                h.call.handle(now, input);
             }
         }
     }
 
-    /// Hand the call to the ACD (its queue decides who rings and when).
-    fn enqueue(&mut self, now: Instant, category: CallCategory, urgency: Urgency) {
+    /// One output of the call's core; what it answers at once (the city looked up, a
+    /// recording that could not start, no ACD) comes back as the next input.
+    fn carry_out(&mut self, now: Instant, output: CallOutput) -> Option<CallInput> {
         let handle = self.handle;
-        let Some(acd) = self.ctx.acd.clone() else {
-            return;
+        match output {
+            CallOutput::Play { prompts, repeat } => self.play(now, &prompts, repeat),
+            CallOutput::StopPlayback => self.player = None,
+            CallOutput::StartMessage => {
+                if !self.start_message(now) {
+                    return Some(CallInput::MessageDone {
+                        duration: Duration::ZERO,
+                    });
+                }
+            }
+            CallOutput::StopMessage => {
+                let duration = self.stop_message();
+                return Some(CallInput::MessageDone { duration });
+            }
+            CallOutput::LookUpCity { city, how } => {
+                let wall = self.ctx.clock.now();
+                let info = self.ctx.hotline.as_ref()?.city_info(&city, wall);
+                let h = self.hotline.as_mut()?;
+                h.cdr.city(&CityResolution {
+                    city: city.clone(),
+                    how,
+                });
+                if !info.open_status.open {
+                    h.cdr.after_hours();
+                }
+                info!(%handle, city = city.as_str(), ?how, open = info.open_status.open, "city chosen");
+                h.city = Some(city);
+                return Some(CallInput::CityInfo(info));
+            }
+            CallOutput::Enqueue { category, urgency } => {
+                if !self.enqueue(now, category, urgency) {
+                    // Never held and dropped: nobody can take it, so the caller is
+                    // told and may leave a message.
+                    return Some(CallInput::Queue(QueueCue::VoiceMessage(
+                        crate::queue::VoiceMessageReason::NoAgents,
+                    )));
+                }
+            }
+            CallOutput::RingDutyList { category, urgency } => {
+                let h = self.hotline.as_mut()?;
+                h.cdr.category(category, urgency);
+                info!(%handle, ?category, ?urgency, "urgent after hours: ringing the duty list");
+                self.pending_dial = Some(DialFor::DutyList);
+            }
+            CallOutput::VoiceMessageTaken {
+                category,
+                urgency,
+                duration,
+            } => self.voice_message_taken(category, urgency, duration),
+            CallOutput::QueueDigit(c) => {
+                self.callback_key_pressed(c);
+            }
+            CallOutput::HangUp => {
+                info!(%handle, "the server ends the call");
+                self.hangup_at = Some(now);
+            }
+        }
+        None
+    }
+
+    fn play(&mut self, now: Instant, prompts: &[PromptRef], repeat: Repeat) {
+        let segments = self.ctx.playlist(prompts);
+        let list = match repeat {
+            Repeat::Once => Playlist::once(segments),
+            Repeat::Loop => Playlist::looping(segments),
         };
+        self.player = Some(Player::new(list, now, BargeIn::Ignore));
+    }
+
+    /// Hand the call to the ACD (its queue decides who rings and when); false when no
+    /// ACD takes it (none configured, or it refused the call).
+    fn enqueue(&mut self, now: Instant, category: CallCategory, urgency: Urgency) -> bool {
+        let handle = self.handle;
         let wall = self.ctx.clock.now();
         let province = self.ctx.hotline.as_ref().map(|s| s.province_center.clone());
+        let acd = self.ctx.acd.clone();
         let Some(h) = self.hotline.as_mut() else {
-            return;
+            return false;
         };
         h.cdr.category(category, urgency).queued(wall);
+        let Some(acd) = acd else {
+            warn!(%handle, "no [queues] configured: nobody can answer in hours; voice message");
+            return false;
+        };
         let Some(city) = h.city.clone().or(province) else {
-            return;
+            return false;
         };
         let call = CallId(h.call_id.clone());
         let input = QueueInput::CallArrived {
@@ -2108,99 +1969,61 @@ impl CallMedia {
             category,
             urgency,
             released: false,
-            message: false,
         });
-        self.queue_hold_music(now);
         self.hangup_at = Some(now + Duration::from_secs(2 * 3600));
         match acd.enqueue(input, tx) {
-            Ok(()) => info!(%handle, city = city.as_str(), ?category, ?urgency, "call enqueued"),
+            Ok(()) => {
+                info!(%handle, city = city.as_str(), ?category, ?urgency, "call enqueued");
+                true
+            }
             Err(e) => {
-                warn!(%handle, %e, "the ACD refused the call; queue stand-in");
+                warn!(%handle, %e, "the ACD refused the call; voice message");
                 self.queue = None;
                 self.new_acd_rx = None;
-                self.hold_then_hang_up(now);
-                self.pending_dial = Some(DialFor::Queue);
+                false
             }
         }
     }
 
-    fn start_message(&mut self, now: Instant, max: Duration) {
+    /// Start recording the caller's voice message; false when it cannot be.
+    fn start_message(&mut self, now: Instant) -> bool {
         let Some(h) = self.hotline.as_mut() else {
-            return;
+            return false;
         };
         let date = self.ctx.clock.now().date_naive();
         let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
         match create_recorder(&path, now, false) {
             Ok(recorder) => {
                 info!(handle = %self.handle, path = %path.display(), "recording voice message");
-                h.message = Some(MessageRecording {
-                    recorder,
-                    path,
-                    stop_at: now + max,
-                });
+                h.message = Some(MessageRecording { recorder, path });
+                true
             }
             Err(e) => {
                 crate::server::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message cannot be recorded");
-                h.flow.handle(
-                    now,
-                    IvrInput::RecordingDone {
-                        duration: Duration::ZERO,
-                    },
-                );
+                false
             }
         }
     }
 
-    /// End the voice message (stop digit, maximum length, hang-up) and tell the flow once.
-    fn stop_message(&mut self, now: Instant) {
+    /// End the voice message recording; how much audio it holds.
+    fn stop_message(&mut self) -> Duration {
         let Some(h) = self.hotline.as_mut() else {
-            return;
+            return Duration::ZERO;
         };
-        let duration = if let Some(message) = h.message.take() {
-            h.last_message_path = Some(message.path.clone());
-            match message.recorder.finish() {
-                Ok(summary) => Duration::from_millis(summary.frames.saturating_mul(1000) / 8000),
-                Err(e) => {
-                    warn!(handle = %self.handle, %e, "voice message incomplete");
-                    Duration::ZERO
-                }
+        let Some(message) = h.message.take() else {
+            return Duration::ZERO;
+        };
+        h.last_message_path = Some(message.path.clone());
+        let duration = match message.recorder.finish() {
+            Ok(summary) => Duration::from_millis(summary.frames.saturating_mul(1000) / 8000),
+            Err(e) => {
+                warn!(handle = %self.handle, %e, "voice message incomplete");
+                Duration::ZERO
             }
-        } else {
-            h.pending_record = None;
-            Duration::ZERO
         };
         info!(handle = %self.handle, ?duration, "voice message ended");
-        h.flow.handle(now, IvrInput::RecordingDone { duration });
-        self.drive_flow(now);
-        let queue_message = self.queue.as_mut().filter(|q| q.message).map(|q| {
-            q.message = false;
-            (q.category, q.urgency)
-        });
-        if let Some((category, urgency)) = queue_message {
-            let ctx = self.ctx.clone();
-            let Some(ivr) = ctx.hotline.as_ref().map(|s| &s.ivr) else {
-                self.hangup_at = Some(now);
-                return;
-            };
-            let closing = if duration >= Duration::from_secs(1) {
-                ivr.thanks.clone()
-            } else {
-                ivr.no_message.clone()
-            };
-            if duration >= Duration::from_secs(1) {
-                self.voice_message_taken(category, urgency, duration);
-            }
-            self.say_then_hang_up(now, closing);
-        }
-    }
-
-    /// The server ends the call: `prompt` (a goodbye) first, then BYE at its end.
-    fn say_then_hang_up(&mut self, now: Instant, prompt: crate::ivr::prompt::PromptId) {
-        let segments = self.ctx.playlist(&[PromptRef::Prompt(prompt)]);
-        let length: Duration = segments.iter().map(Segment::duration).sum();
-        self.player = Some(Player::new(Playlist::once(segments), now, BargeIn::Ignore));
-        self.hangup_at = Some(now + length + Duration::from_millis(300));
+        duration
     }
 
     fn voice_message_taken(
@@ -2276,37 +2099,6 @@ impl CallMedia {
                 self.sent += 1;
             }
         }
-    }
-
-    /// A play list ended: the beep (start recording) or one of the flow's prompts.
-    fn player_finished(&mut self, now: Instant) {
-        if self.survey_playing {
-            self.survey_playing = false;
-            if let Some(survey) = self.survey.as_mut() {
-                survey.handle(now, IvrInput::PromptDone);
-            }
-            self.drive_survey(now);
-            return;
-        }
-        let waiting = self
-            .queue
-            .as_ref()
-            .is_some_and(|q| !q.released && !q.message)
-            && self.agent.as_ref().is_none_or(|a| a.session.is_none());
-        let Some(h) = self.hotline.as_mut() else {
-            return;
-        };
-        if waiting && h.pending_record.is_none() {
-            self.queue_hold_music(now);
-            return;
-        }
-        if let Some(max) = h.pending_record.take() {
-            self.start_message(now, max);
-        } else if h.flow_playing {
-            h.flow_playing = false;
-            h.flow.handle(now, IvrInput::PromptDone);
-        }
-        self.drive_flow(now);
     }
 
     fn agent_timers(&mut self, now: Instant) {
@@ -2388,7 +2180,7 @@ impl CallMedia {
                 agent: agent_id,
             });
         }
-        self.queue_hold_music(now);
+        self.control(now, CallInput::TransferStarted);
     }
 
     /// Returns true when the task should stop (the end was never confirmed).
@@ -2430,28 +2222,22 @@ impl CallMedia {
             } else if self.kind == Some(TestExtensionKind::Play) {
                 self.hangup_at = Some(now + Duration::from_millis(500));
             } else {
-                self.player_finished(now);
+                self.control(now, CallInput::PlaybackDone);
             }
         }
         self.dtmf.handle_timeout(now);
         self.collect_digits(now);
-        if let Some(survey) = self.survey.as_mut() {
-            survey.handle_timeout(now);
-            self.drive_survey(now);
-        }
         if let Some(h) = self.hotline.as_mut() {
-            h.flow.handle_timeout(now);
-            let message_over = h.message.as_ref().is_some_and(|m| now >= m.stop_at);
             if let Some(message) = h.message.as_mut()
                 && let Err(e) = message.recorder.tick(now)
             {
                 crate::server::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message recording failed");
             }
-            if message_over {
-                self.stop_message(now);
+            if h.call.poll_timeout().is_some_and(|t| t <= now) {
+                h.call.handle_timeout(now);
+                self.run_control(now);
             }
-            self.drive_flow(now);
         }
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
@@ -2531,18 +2317,16 @@ impl CallMedia {
                 ..
             }
         );
-        if caller_hung_up && let Some(h) = self.hotline.as_mut() {
-            h.flow.handle(now, IvrInput::CallerHangup);
-            self.drive_flow(now);
-        }
-        // Whatever the flow did, a message still open is closed now.
+        // A message being recorded is closed and kept; nothing more is played.
+        self.control(
+            now,
+            CallInput::Ended {
+                caller: caller_hung_up,
+            },
+        );
         if self.hotline.as_ref().is_some_and(|h| h.message.is_some()) {
-            self.stop_message(now);
+            self.stop_message();
         }
-        if caller_hung_up && let Some(survey) = self.survey.as_mut() {
-            survey.handle(now, IvrInput::CallerHangup);
-        }
-        let survey_result = self.survey.as_ref().and_then(SurveyFlow::result);
         let cdr = self.hotline.take().map(|h| {
             let h = *h;
             let wall = self.ctx.clock.now();
@@ -2562,13 +2346,13 @@ impl CallMedia {
                 cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
             }
             cdr.hung_up(wall, party);
-            if let Some(outcome) = h.flow.outcome() {
+            if let Some(outcome) = h.call.flow().outcome() {
                 cdr.ivr_outcome(outcome);
             }
-            if let Some((category, urgency)) = h.flow.choice() {
+            if let Some((category, urgency)) = h.call.flow().choice() {
                 cdr.category(category, urgency);
             }
-            if let Some(result) = survey_result {
+            if let Some(result) = h.call.survey_result() {
                 cdr.survey(result);
             }
             (cdr.finish(wall), h.voice_message)
@@ -2653,7 +2437,6 @@ fn start_hotline(
     ctx: &MediaContext,
     handle: CallHandle,
     incoming: &IncomingCall,
-    now: Instant,
 ) -> Option<Box<HotlineCall>> {
     let setup = ctx.hotline.as_ref()?;
     let wall = ctx.clock.now();
@@ -2698,27 +2481,34 @@ fn start_hotline(
             }
         };
     let city = city_info.as_ref().map(|c| c.city.clone());
-    let mut flow = IvrFlow::new(
+    let flow = IvrFlow::new(
         setup.ivr.clone(),
         IvrContext {
             city: city_info,
             province_center: setup.province_center.clone(),
         },
     );
-    flow.handle(now, IvrInput::Start);
+    let callback_registered = ctx
+        .prompts
+        .contains_key(callback_key::CALLBACK_REGISTERED_PROMPT)
+        .then(|| crate::ivr::prompt::PromptId::new(callback_key::CALLBACK_REGISTERED_PROMPT));
+    let prompts = CallPrompts::from_ivr(&setup.ivr, callback_registered);
     Some(Box::new(HotlineCall {
-        flow,
+        call: Call::new(setup.ivr.clone(), flow, prompts),
         cdr,
         call_id: incoming.call_id.clone(),
         caller,
         callback_allowed: incoming.verified_caller.is_some(),
         city,
-        flow_playing: false,
-        pending_record: None,
         message: None,
         voice_message: None,
         last_message_path: None,
     }))
+}
+
+/// The hold music (the core plays the configured one; this is for calls without it).
+fn hold_music() -> PromptRef {
+    PromptRef::prompt("hold_music")
 }
 
 fn snake_name<T: serde::Serialize>(value: &T) -> String {
@@ -2836,7 +2626,7 @@ roles = ["agent"]
                 .has_duty_list
         );
         assert_eq!(
-            setup.cities.get("jinan").map(|c| c.agents.clone()),
+            setup.cities.get("jinan").map(|c| c.duty_list.clone()),
             Some(vec!["1001".to_string()])
         );
     }

@@ -847,7 +847,7 @@ impl CallMedia {
         let to = AgentId::new(leg.agent.clone());
         let previous = self.agent.replace(leg);
         // Our hold music (the first agent held the caller) stops.
-        self.player = None;
+        self.control(now, CallInput::AgentHeld(false));
         self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
         let from = previous.as_ref().map(|p| AgentId::new(p.agent.clone()));
         if let Some(old) = previous {
@@ -967,11 +967,8 @@ impl CallMedia {
         self.shell
             .drive(|ep| ep.call_answer_reinvite(now, leg, body));
         info!(%handle, held, "agent re-INVITE answered");
-        if held && !was_held {
-            let hold = self.ctx.playlist(&[PromptRef::prompt("hold_music")]);
-            self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
-        } else if !held && was_held {
-            self.player = None;
+        if held != was_held {
+            self.control(now, CallInput::AgentHeld(held));
         }
     }
 }

@@ -3,7 +3,9 @@
 //! confirmation and the server hangs up. The place is kept; the attempt itself is
 //! [`crate::server::callback`].
 
-use super::{CallMedia, Duration, Instant, PromptRef, QueueInput, Segment, info, position_prompts};
+use super::{
+    CallInput, CallMedia, Instant, PromptRef, QueueCue, QueueInput, info, position_prompts,
+};
 use crate::queue::callback_offer_prompts;
 use crate::server::call_orders::CallOrderSeed;
 
@@ -33,7 +35,7 @@ impl CallMedia {
     /// A digit heard while the call waits in a queue: the queue's callback key asks the
     /// ACD for a callback. `true` when taken (the digit goes no further).
     pub(super) fn callback_key_pressed(&mut self, c: char) -> bool {
-        let Some(q) = self.queue.as_ref().filter(|q| !q.released && !q.message) else {
+        let Some(q) = self.queue.as_ref().filter(|q| !q.released) else {
             return false;
         };
         if self.agent.as_ref().is_some_and(|a| a.session.is_some()) {
@@ -86,24 +88,16 @@ impl CallMedia {
     }
 
     /// The ACD registered the callback at `position`: the caller hears the
-    /// confirmation and the server hangs up.
+    /// confirmation and the server hangs up at its end.
     pub(super) fn callback_registered(&mut self, now: Instant, position: u32) {
         let handle = self.handle;
         info!(%handle, position, "callback registered; the caller hangs up");
-        let prompt = if self.ctx.prompts.contains_key(CALLBACK_REGISTERED_PROMPT) {
-            PromptRef::prompt(CALLBACK_REGISTERED_PROMPT)
-        } else {
-            PromptRef::Prompt(self.ctx.goodbye())
-        };
-        let segments = self.ctx.playlist(std::slice::from_ref(&prompt));
-        let length: Duration = segments.iter().map(Segment::duration).sum();
-        self.queue_prompt(now, &[prompt]);
-        self.hangup_at = Some(now + length.clamp(Duration::from_secs(1), Duration::from_secs(20)));
         if let Some(q) = self.queue.as_mut() {
             q.released = true;
         }
         if let Some(h) = self.hotline.as_mut() {
             h.cdr.callback_requested();
         }
+        self.control(now, CallInput::Queue(QueueCue::CallbackRegistered));
     }
 }

@@ -16,6 +16,7 @@ use super::{
     CallMedia, Channel, DATAGRAM, Duration, HangupParty, Instant, LegMedia, RelayDirection,
     Relayed, SocketAddr, debug, info, warn,
 };
+use crate::call::{CallInput, Peer, QueueCue};
 use crate::server::call_orders::CallOrderSeed;
 use crate::server::outbound::Dial;
 use crate::server::outleg::{LegTimer, OutLeg, Prepared};
@@ -52,7 +53,7 @@ impl CallMedia {
                     .leg_held(&q.call, &crate::queue::AgentId::new(agent), false);
             }
         }
-        self.queue_hold_music(now);
+        self.control(now, CallInput::Queue(QueueCue::ToUnit));
         self.pending_unit = Some(unit.clone());
         let wall = self.ctx.clock.now();
         let (category, urgency) = self
@@ -122,13 +123,14 @@ impl CallMedia {
     /// The unit did not answer: the caller waits in the queue again.
     fn unit_failed(&mut self, now: Instant) {
         self.release_unit(now);
-        let Some((category, urgency)) = self.queue.as_ref().map(|q| (q.category, q.urgency)) else {
+        if self.queue.is_none() {
             self.hangup_at = Some(now);
             return;
-        };
+        }
         info!(handle = %self.handle, "the unit was not reached; the caller goes back to the queue");
+        // The ACD let go of the call at the transfer: the core enqueues it afresh.
         self.queue = None;
-        self.enqueue(now, category, urgency);
+        self.control(now, CallInput::UnitFailed);
     }
 
     pub(super) fn is_unit_leg(&self, leg: CallHandle) -> bool {
@@ -160,7 +162,7 @@ impl CallMedia {
                 unit.to_unit = unit.leg.relay_into(caller_media);
                 unit.to_caller = unit_media.map(|m| RelayDirection::new(m, caller_media));
                 info!(%handle, unit = %unit.unit, "the unit answered; caller bridged");
-                self.player = None;
+                self.control(now, CallInput::Bridged(Peer::Unit));
                 self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
             }
             LegEvent::Ended { reason, .. } => {

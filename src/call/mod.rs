@@ -1,0 +1,855 @@
+//! The hotline call's control, sans-IO: what the caller hears, when a voice message is
+//! recorded, when the call goes to the ACD, the duty list or the survey, and when the
+//! server ends it. Fed `(now, CallInput)`; the tokio shell (`server/calls.rs`) carries
+//! out the [`CallOutput`]s with its sockets, player and recorders and feeds back what
+//! happened. Tested in simulated time (`tests.rs`), with the real IVR flow, survey and
+//! ACD.
+//!
+//! One [`Phase`] at a time, each holding only its own data: the IVR menu (and after hours
+//! its voice message), ringing the after-hours duty list, waiting in the ACD, bridged to
+//! an agent or a unit, the survey, a voice message the ACD asked for, the last words
+//! before the server hangs up, and over.
+//!
+//! Not here yet: the agent legs themselves (ring-all forks, answers, failures), transfers
+//! and the callback leg still live in the shell, which tells this core the outcome
+//! (`AgentAnswered`, `AgentLeft`, `TransferStarted`, …).
+//!
+//! Never silence: every way out of a call the server ends says why first (the IVR's own
+//! prompts, the ACD's no-agents / all-busy message, the thanks after a message, the
+//! callback confirmation); a call with no ACD to take it gets the voice message.
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use crate::ivr::city::{CityId, ResolvedBy};
+use crate::ivr::flow::{
+    CallCategory, CallCityInfo, IvrAction, IvrConfig, IvrFlow, IvrInput, SurveyFlow, SurveyResult,
+    Urgency,
+};
+use crate::ivr::prompt::{PromptId, PromptRef};
+use crate::queue::VoiceMessageReason;
+
+#[cfg(test)]
+mod tests;
+
+/// A message shorter than this is no message (a click, a breath): the caller hears
+/// "no message was left" and no work order is made.
+const MIN_QUEUE_MESSAGE: Duration = Duration::from_secs(1);
+/// After the last prompt's end, before the BYE: its last packets still play out.
+const PLAY_OUT: Duration = Duration::from_millis(300);
+/// A last prompt that never reports its end (a stuck player) still ends the call.
+const ENDING_BACKSTOP: Duration = Duration::from_secs(30);
+
+/// How a play list is played.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Repeat {
+    /// Once; `PlaybackDone` at its end.
+    Once,
+    /// Over and over (hold music) until something else plays.
+    Loop,
+}
+
+/// The caller-facing part of the ACD's commands for this call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum QueueCue {
+    /// Hold music.
+    HoldMusic,
+    /// These prompts (position, callback offer), then hold music again.
+    Announce(Vec<PromptRef>),
+    /// "Please hold", then hold music again.
+    PleaseHold,
+    /// An agent answers: cut the announcement.
+    StopAnnouncement,
+    /// Nobody can take the call now: say why and take a voice message.
+    VoiceMessage(VoiceMessageReason),
+    /// The agent transferred the caller to the satisfaction survey.
+    Survey,
+    /// The caller's callback is registered: confirm and hang up.
+    CallbackRegistered,
+    /// The caller goes to a unit's outside number: hold music while it is dialled
+    /// (`Bridged(Unit)` or `UnitFailed` follows).
+    ToUnit,
+}
+
+/// Who the caller talks to when bridged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Peer {
+    /// An agent the ACD chose: the survey follows when the agent hangs up.
+    QueueAgent,
+    /// After hours, an agent of the duty list.
+    DutyAgent,
+    /// A unit's outside number (transfer through the trunk).
+    Unit,
+}
+
+/// What the shell tells the call.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CallInput {
+    /// The call is answered: the IVR begins.
+    Start,
+    /// A digit from the caller (RFC 4733 or in-band).
+    Digit(char),
+    /// The play list played to its end.
+    PlaybackDone,
+    /// The city asked for by [`CallOutput::LookUpCity`].
+    CityInfo(CallCityInfo),
+    /// The message recording asked for by [`CallOutput::StartMessage`] ended (or could
+    /// not start: zero) after [`CallOutput::StopMessage`].
+    MessageDone {
+        /// Audio recorded.
+        duration: Duration,
+    },
+    /// From the ACD.
+    Queue(QueueCue),
+    /// Nobody on the after-hours duty list could be reached.
+    DutyListUnavailable,
+    /// The caller is bridged to `peer`.
+    Bridged(Peer),
+    /// The bridged agent put the caller on hold (`true`) or resumed (`false`).
+    AgentHeld(bool),
+    /// The bridged peer's leg ended; `by_peer`: the agent (or unit) hung up, rather than
+    /// the server (shutdown, a transfer completed elsewhere).
+    PeerLeft {
+        /// The peer hung up first.
+        by_peer: bool,
+    },
+    /// The caller waits while a transfer connects (back in a queue, or a unit dialled).
+    TransferStarted,
+    /// The unit could not be reached: the caller goes back to the queue.
+    UnitFailed,
+    /// The call ended by signalling (`caller`: the caller hung up; otherwise the server
+    /// or the network did): open recordings are closed, nothing more is played.
+    Ended {
+        /// The caller hung up.
+        caller: bool,
+    },
+}
+
+/// What the call asks the shell to do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallOutput {
+    /// Play these prompts (replacing anything playing).
+    Play {
+        /// The prompts.
+        prompts: Vec<PromptRef>,
+        /// Once or looping.
+        repeat: Repeat,
+    },
+    /// Stop playing.
+    StopPlayback,
+    /// Record the caller's voice message (answer with `MessageDone` after `StopMessage`,
+    /// or at once with zero when it cannot start).
+    StartMessage,
+    /// Stop the message recording and answer with `MessageDone`.
+    StopMessage,
+    /// Look the city up and answer with `CityInfo`.
+    LookUpCity {
+        /// The city.
+        city: CityId,
+        /// How it was chosen.
+        how: ResolvedBy,
+    },
+    /// Hand the call to the city's queue. A shell without an ACD, or whose ACD refuses,
+    /// answers with `Queue(VoiceMessage(NoAgents))`.
+    Enqueue {
+        /// Category chosen.
+        category: CallCategory,
+        /// Urgency chosen.
+        urgency: Urgency,
+    },
+    /// Ring the city's after-hours duty list (`Bridged(DutyAgent)` or
+    /// `DutyListUnavailable` follows).
+    RingDutyList {
+        /// Category chosen.
+        category: CallCategory,
+        /// Urgency (urgent).
+        urgency: Urgency,
+    },
+    /// A voice message was left: it becomes a work order due for callback.
+    VoiceMessageTaken {
+        /// Category chosen.
+        category: CallCategory,
+        /// Urgency chosen.
+        urgency: Urgency,
+        /// Its length.
+        duration: Duration,
+    },
+    /// A digit while waiting in the queue (the shell checks the queue's callback key).
+    QueueDigit(char),
+    /// The server hangs up now.
+    HangUp,
+}
+
+/// The prompts this core picks itself (the IVR flow and the survey pick theirs).
+#[derive(Debug, Clone)]
+pub struct CallPrompts {
+    /// Hold music (looped).
+    pub hold_music: PromptId,
+    /// "Please hold".
+    pub please_hold: PromptId,
+    /// Why a voice message: nobody signed in.
+    pub no_agents: PromptId,
+    /// Why a voice message: waited too long.
+    pub all_busy: PromptId,
+    /// "Please leave a message after the tone".
+    pub voice_message_intro: PromptId,
+    /// The tone.
+    pub beep: PromptId,
+    /// Thanks for the message.
+    pub thanks: PromptId,
+    /// No message was left.
+    pub no_message: PromptId,
+    /// The callback confirmation.
+    pub callback_registered: PromptId,
+}
+
+impl CallPrompts {
+    /// The IVR's prompts; `callback_registered` when that prompt is loaded, else the
+    /// goodbye.
+    pub fn from_ivr(ivr: &IvrConfig, callback_registered: Option<PromptId>) -> CallPrompts {
+        CallPrompts {
+            hold_music: ivr.hold_music.clone(),
+            please_hold: ivr.please_hold.clone(),
+            no_agents: ivr.no_agents.clone(),
+            all_busy: ivr.all_busy.clone(),
+            voice_message_intro: ivr.voice_message_intro.clone(),
+            beep: ivr.beep.clone(),
+            thanks: ivr.thanks.clone(),
+            no_message: ivr.no_message.clone(),
+            callback_registered: callback_registered.unwrap_or_else(|| ivr.goodbye.clone()),
+        }
+    }
+}
+
+/// A call's work-order choice (from the IVR menu), carried while it is queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Choice {
+    category: CallCategory,
+    urgency: Urgency,
+}
+
+/// The IVR's voice message (after hours): the tone first, then the recording.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Recording {
+    /// The tone plays; then record for `max`.
+    Beep { max: Duration },
+    /// Recording until `stop_at` (or the stop digit).
+    On { stop_at: Instant },
+    /// `StopMessage` was asked; waiting for `MessageDone`.
+    Stopping,
+}
+
+/// What the IVR phase plays.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IvrPlaying {
+    Nothing,
+    /// The flow's prompts: it hears `PromptDone` at their end.
+    Flow,
+}
+
+/// Where the call is.
+#[derive(Debug)]
+enum Phase {
+    /// The IVR menu, and after hours its voice message.
+    Ivr {
+        playing: IvrPlaying,
+        recording: Option<Recording>,
+    },
+    /// After hours, urgent: hold music while the duty list rings.
+    DutyRing,
+    /// In the ACD, waiting (agents may be ringing): hold music and announcements.
+    Queued { choice: Choice, announcing: bool },
+    /// Talking to `peer`; `choice` when the call came through the queue.
+    Bridged { peer: Peer, choice: Option<Choice> },
+    /// A unit's number is being dialled; hold music.
+    ToUnit { choice: Option<Choice> },
+    /// The satisfaction survey.
+    Survey {
+        survey: Box<SurveyFlow>,
+        playing: bool,
+    },
+    /// The voice message the ACD asked for: why, the intro and the tone, then recording.
+    Message { choice: Choice, step: MessageStep },
+    /// The last prompt plays; then the server hangs up.
+    Ending { hang_up_at: Instant },
+    /// Over (hung up by the server, the caller or the network).
+    Over,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum MessageStep {
+    Prompting { max: Duration },
+    Recording { stop_at: Instant },
+    Stopping,
+}
+
+/// One hotline call's control (see the module docs).
+#[derive(Debug)]
+pub struct Call {
+    phase: Phase,
+    flow: IvrFlow,
+    ivr: IvrConfig,
+    prompts: CallPrompts,
+    /// The survey's result, kept once it is over.
+    survey_result: Option<SurveyResult>,
+    /// The caller is gone: nothing is played any more, open recordings still end.
+    caller_gone: bool,
+    outputs: VecDeque<CallOutput>,
+}
+
+impl Call {
+    /// A call whose IVR flow is `flow` (not yet started: `Start` starts it).
+    pub fn new(ivr: IvrConfig, flow: IvrFlow, prompts: CallPrompts) -> Call {
+        Call {
+            phase: Phase::Ivr {
+                playing: IvrPlaying::Nothing,
+                recording: None,
+            },
+            flow,
+            ivr,
+            prompts,
+            survey_result: None,
+            caller_gone: false,
+            outputs: VecDeque::new(),
+        }
+    }
+
+    /// The next thing for the shell to do.
+    pub fn poll_output(&mut self) -> Option<CallOutput> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`Call::handle_timeout`] is due next.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match &self.phase {
+            Phase::Ivr { recording, .. } => {
+                let stop = match recording {
+                    Some(Recording::On { stop_at }) => Some(*stop_at),
+                    _ => None,
+                };
+                [self.flow.poll_timeout(), stop].into_iter().flatten().min()
+            }
+            Phase::Survey { survey, .. } => survey.poll_timeout(),
+            Phase::Message {
+                step: MessageStep::Recording { stop_at },
+                ..
+            } => Some(*stop_at),
+            Phase::Ending { hang_up_at } => Some(*hang_up_at),
+            _ => None,
+        }
+    }
+
+    /// The IVR flow (its outcome and choice go on the call record).
+    pub fn flow(&self) -> &IvrFlow {
+        &self.flow
+    }
+
+    /// The survey's answer, once given.
+    pub fn survey_result(&self) -> Option<SurveyResult> {
+        self.survey_result.or_else(|| match &self.phase {
+            Phase::Survey { survey, .. } => survey.result(),
+            _ => None,
+        })
+    }
+
+    /// True while the caller waits in the ACD (hold music, announcements).
+    pub fn is_queued(&self) -> bool {
+        matches!(self.phase, Phase::Queued { .. })
+    }
+
+    /// True while the caller talks to an agent or a unit.
+    pub fn is_bridged(&self) -> bool {
+        matches!(self.phase, Phase::Bridged { .. })
+    }
+
+    /// True once the server hung up or the call ended.
+    pub fn is_over(&self) -> bool {
+        matches!(self.phase, Phase::Over)
+    }
+
+    /// Timers: the IVR's digit timeouts, the message's maximum length, the survey's,
+    /// the end of the last prompt.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Ivr { recording, .. } => {
+                if let Some(Recording::On { stop_at }) = *recording
+                    && now >= stop_at
+                {
+                    *recording = Some(Recording::Stopping);
+                    self.outputs.push_back(CallOutput::StopMessage);
+                }
+                self.flow.handle_timeout(now);
+                self.drive_flow(now);
+            }
+            Phase::Survey { survey, .. } => {
+                survey.handle_timeout(now);
+                self.drive_survey();
+            }
+            Phase::Message { step, .. } => {
+                if let MessageStep::Recording { stop_at } = *step
+                    && now >= stop_at
+                {
+                    *step = MessageStep::Stopping;
+                    self.outputs.push_back(CallOutput::StopMessage);
+                }
+            }
+            Phase::Ending { hang_up_at } if now >= *hang_up_at => self.hang_up(),
+            _ => {}
+        }
+    }
+
+    /// Feed one input.
+    pub fn handle(&mut self, now: Instant, input: CallInput) {
+        match input {
+            CallInput::Start => {
+                self.flow.handle(now, IvrInput::Start);
+                self.drive_flow(now);
+            }
+            CallInput::Digit(c) => self.on_digit(now, c),
+            CallInput::PlaybackDone => self.on_playback_done(now),
+            CallInput::CityInfo(info) => {
+                self.flow.handle(now, IvrInput::CityInfo(info));
+                self.drive_flow(now);
+            }
+            CallInput::MessageDone { duration } => self.on_message_done(now, duration),
+            CallInput::Queue(cue) => self.on_queue_cue(now, cue),
+            CallInput::DutyListUnavailable => {
+                if matches!(self.phase, Phase::DutyRing) {
+                    self.phase = Phase::Ivr {
+                        playing: IvrPlaying::Nothing,
+                        recording: None,
+                    };
+                    self.play_nothing();
+                    self.flow.handle(now, IvrInput::DutyListUnavailable);
+                    self.drive_flow(now);
+                }
+            }
+            CallInput::Bridged(peer) => {
+                let choice = self.choice();
+                self.phase = Phase::Bridged { peer, choice };
+                self.play_nothing();
+            }
+            CallInput::AgentHeld(held) => {
+                if matches!(self.phase, Phase::Bridged { .. }) {
+                    if held {
+                        self.play_hold_music();
+                    } else {
+                        self.play_nothing();
+                    }
+                }
+            }
+            CallInput::PeerLeft { by_peer } => {
+                if let Phase::Bridged { peer, .. } = self.phase {
+                    if by_peer && peer == Peer::QueueAgent {
+                        self.start_survey(now);
+                    } else {
+                        self.hang_up();
+                    }
+                }
+            }
+            CallInput::TransferStarted => {
+                let choice = self.choice();
+                self.phase = match choice {
+                    Some(choice) => Phase::Queued {
+                        choice,
+                        announcing: false,
+                    },
+                    None => Phase::ToUnit { choice: None },
+                };
+                self.play_hold_music();
+            }
+            CallInput::UnitFailed => match self.choice() {
+                Some(choice) => self.enqueue(choice),
+                None => self.hang_up(),
+            },
+            CallInput::Ended { caller } => self.on_ended(now, caller),
+        }
+    }
+
+    fn choice(&self) -> Option<Choice> {
+        match &self.phase {
+            Phase::Queued { choice, .. } | Phase::Message { choice, .. } => Some(*choice),
+            Phase::Bridged { choice, .. } | Phase::ToUnit { choice } => *choice,
+            _ => None,
+        }
+    }
+
+    fn on_digit(&mut self, now: Instant, c: char) {
+        match &mut self.phase {
+            Phase::Ivr { .. } => {
+                self.flow.handle(now, IvrInput::Digit(c));
+                self.drive_flow(now);
+            }
+            Phase::Queued { .. } => self.outputs.push_back(CallOutput::QueueDigit(c)),
+            Phase::Survey { survey, .. } => {
+                survey.handle(now, IvrInput::Digit(c));
+                self.drive_survey();
+            }
+            // The stop digit ends the message, as in the IVR's own.
+            Phase::Message { step, .. }
+                if c == self.ivr.stop_digit && matches!(step, MessageStep::Recording { .. }) =>
+            {
+                *step = MessageStep::Stopping;
+                self.outputs.push_back(CallOutput::StopMessage);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_playback_done(&mut self, now: Instant) {
+        match &mut self.phase {
+            Phase::Ivr { playing, recording } => {
+                if let Some(Recording::Beep { max }) = *recording {
+                    *recording = Some(Recording::On { stop_at: now + max });
+                    self.outputs.push_back(CallOutput::StartMessage);
+                } else if *playing == IvrPlaying::Flow {
+                    *playing = IvrPlaying::Nothing;
+                    self.flow.handle(now, IvrInput::PromptDone);
+                    self.drive_flow(now);
+                }
+            }
+            Phase::Queued { announcing, .. } if *announcing => {
+                *announcing = false;
+                self.play_hold_music();
+            }
+            Phase::Survey { survey, playing } if *playing => {
+                *playing = false;
+                survey.handle(now, IvrInput::PromptDone);
+                self.drive_survey();
+            }
+            Phase::Message { step, .. } => {
+                if let MessageStep::Prompting { max } = *step {
+                    *step = MessageStep::Recording { stop_at: now + max };
+                    self.outputs.push_back(CallOutput::StartMessage);
+                }
+            }
+            Phase::Ending { hang_up_at } => {
+                *hang_up_at = (*hang_up_at).min(now + PLAY_OUT);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_message_done(&mut self, now: Instant, duration: Duration) {
+        self.message_done(now, duration);
+        if self.caller_gone && !self.recording_open() {
+            self.phase = Phase::Over;
+        }
+    }
+
+    fn message_done(&mut self, now: Instant, duration: Duration) {
+        match &mut self.phase {
+            Phase::Ivr {
+                recording: recording @ Some(_),
+                ..
+            } => {
+                *recording = None;
+                self.flow.handle(now, IvrInput::RecordingDone { duration });
+                self.drive_flow(now);
+            }
+            Phase::Message {
+                choice,
+                step: MessageStep::Stopping | MessageStep::Recording { .. },
+            } => {
+                let choice = *choice;
+                let closing = if duration >= MIN_QUEUE_MESSAGE {
+                    self.outputs.push_back(CallOutput::VoiceMessageTaken {
+                        category: choice.category,
+                        urgency: choice.urgency,
+                        duration,
+                    });
+                    self.prompts.thanks.clone()
+                } else {
+                    self.prompts.no_message.clone()
+                };
+                self.say_then_hang_up(now, closing);
+            }
+            _ => {}
+        }
+    }
+
+    fn on_queue_cue(&mut self, now: Instant, cue: QueueCue) {
+        if cue == QueueCue::ToUnit {
+            if matches!(self.phase, Phase::Queued { .. } | Phase::Bridged { .. }) {
+                let choice = self.choice();
+                self.phase = Phase::ToUnit { choice };
+                self.play_hold_music();
+            }
+            return;
+        }
+        let Phase::Queued { choice, announcing } = &mut self.phase else {
+            // Bridged, in the survey or ending: the ACD's cues for a waiting caller no
+            // longer apply (a survey the agent transferred to comes as a cue too).
+            if cue == QueueCue::Survey && matches!(self.phase, Phase::Bridged { .. }) {
+                self.start_survey(now);
+            }
+            return;
+        };
+        let choice = *choice;
+        match cue {
+            QueueCue::HoldMusic => {
+                *announcing = false;
+                self.play_hold_music();
+            }
+            QueueCue::Announce(prompts) => {
+                *announcing = true;
+                self.play_once(prompts);
+            }
+            QueueCue::PleaseHold => {
+                *announcing = true;
+                let prompt = PromptRef::Prompt(self.prompts.please_hold.clone());
+                self.play_once(vec![prompt]);
+            }
+            QueueCue::StopAnnouncement => {
+                if *announcing {
+                    *announcing = false;
+                    self.play_hold_music();
+                }
+            }
+            QueueCue::VoiceMessage(reason) => {
+                let max = Duration::from_secs(self.ivr.max_message_secs);
+                // Never silence: the caller hears why, what to do, then the tone.
+                let why = match reason {
+                    VoiceMessageReason::NoAgents => self.prompts.no_agents.clone(),
+                    VoiceMessageReason::MaxWait => self.prompts.all_busy.clone(),
+                };
+                self.phase = Phase::Message {
+                    choice,
+                    step: MessageStep::Prompting { max },
+                };
+                self.play_once(vec![
+                    PromptRef::Prompt(why),
+                    PromptRef::Prompt(self.prompts.voice_message_intro.clone()),
+                    PromptRef::Prompt(self.prompts.beep.clone()),
+                ]);
+            }
+            QueueCue::Survey => self.start_survey(now),
+            QueueCue::CallbackRegistered => {
+                let prompt = self.prompts.callback_registered.clone();
+                self.say_then_hang_up(now, prompt);
+            }
+            QueueCue::ToUnit => {}
+        }
+    }
+
+    fn on_ended(&mut self, now: Instant, caller: bool) {
+        if caller && matches!(self.phase, Phase::Ivr { .. }) {
+            // The flow may still make a work order of the message being recorded.
+            self.caller_gone = true;
+            self.flow.handle(now, IvrInput::CallerHangup);
+            self.drive_flow(now);
+        }
+        self.caller_gone = true;
+        match &mut self.phase {
+            // Whatever the flow did, a message still open is closed now.
+            Phase::Ivr { recording, .. } => match recording {
+                Some(Recording::On { .. }) => {
+                    *recording = Some(Recording::Stopping);
+                    self.outputs.push_back(CallOutput::StopMessage);
+                }
+                Some(Recording::Beep { .. }) => *recording = None,
+                _ => {}
+            },
+            Phase::Message { step, .. } => {
+                if let MessageStep::Recording { .. } = step {
+                    *step = MessageStep::Stopping;
+                    self.outputs.push_back(CallOutput::StopMessage);
+                }
+            }
+            Phase::Survey { survey, .. } => {
+                if caller {
+                    survey.handle(now, IvrInput::CallerHangup);
+                }
+                self.survey_result = survey.result();
+            }
+            _ => {}
+        }
+        if !self.recording_open() {
+            self.phase = Phase::Over;
+        }
+    }
+
+    /// A message recording the shell still has to close (`MessageDone` will come).
+    fn recording_open(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Ivr {
+                recording: Some(Recording::Stopping | Recording::On { .. }),
+                ..
+            } | Phase::Message {
+                step: MessageStep::Stopping | MessageStep::Recording { .. },
+                ..
+            }
+        )
+    }
+
+    /// Carry out the IVR flow's actions until it has none.
+    fn drive_flow(&mut self, now: Instant) {
+        while let Some(action) = self.flow.poll_output() {
+            match action {
+                IvrAction::Play(prompts) => {
+                    if let Phase::Ivr { playing, .. } = &mut self.phase {
+                        *playing = IvrPlaying::Flow;
+                    }
+                    self.play_once(prompts);
+                }
+                IvrAction::StopPlayback => {
+                    if let Phase::Ivr { playing, .. } = &mut self.phase {
+                        *playing = IvrPlaying::Nothing;
+                    }
+                    self.play_nothing();
+                }
+                IvrAction::StartRecording { max, beep, .. } => {
+                    if let Phase::Ivr { playing, recording } = &mut self.phase {
+                        if beep {
+                            *playing = IvrPlaying::Nothing;
+                            *recording = Some(Recording::Beep { max });
+                            let beep = PromptRef::Prompt(self.prompts.beep.clone());
+                            self.play_once(vec![beep]);
+                        } else {
+                            *recording = Some(Recording::On { stop_at: now + max });
+                            self.outputs.push_back(CallOutput::StartMessage);
+                        }
+                    }
+                }
+                IvrAction::StopRecording => {
+                    if let Phase::Ivr { recording, .. } = &mut self.phase {
+                        match recording {
+                            Some(Recording::On { .. }) => {
+                                *recording = Some(Recording::Stopping);
+                                self.outputs.push_back(CallOutput::StopMessage);
+                            }
+                            Some(Recording::Beep { .. }) => {
+                                // Stopped before the tone ended: nothing recorded.
+                                *recording = None;
+                                self.flow.handle(
+                                    now,
+                                    IvrInput::RecordingDone {
+                                        duration: Duration::ZERO,
+                                    },
+                                );
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                IvrAction::SelectCity { city, how } => {
+                    self.outputs.push_back(CallOutput::LookUpCity { city, how });
+                }
+                IvrAction::Enqueue { category, urgency } => {
+                    self.enqueue(Choice { category, urgency });
+                }
+                IvrAction::RingDutyList { category, urgency } => {
+                    self.phase = Phase::DutyRing;
+                    self.outputs
+                        .push_back(CallOutput::RingDutyList { category, urgency });
+                    self.play_hold_music();
+                }
+                IvrAction::CreateVoiceMessageOrder {
+                    category,
+                    urgency,
+                    recording_duration,
+                } => self.outputs.push_back(CallOutput::VoiceMessageTaken {
+                    category,
+                    urgency,
+                    duration: recording_duration,
+                }),
+                IvrAction::Hangup { .. } => self.hang_up(),
+            }
+        }
+    }
+
+    fn enqueue(&mut self, choice: Choice) {
+        self.phase = Phase::Queued {
+            choice,
+            announcing: false,
+        };
+        self.outputs.push_back(CallOutput::Enqueue {
+            category: choice.category,
+            urgency: choice.urgency,
+        });
+        self.play_hold_music();
+    }
+
+    fn start_survey(&mut self, now: Instant) {
+        let mut survey = SurveyFlow::new(&self.ivr);
+        survey.handle(now, IvrInput::Start);
+        self.phase = Phase::Survey {
+            survey: Box::new(survey),
+            playing: false,
+        };
+        self.play_nothing();
+        self.drive_survey();
+    }
+
+    fn drive_survey(&mut self) {
+        loop {
+            let Phase::Survey { survey, playing } = &mut self.phase else {
+                return;
+            };
+            let Some(action) = survey.poll_output() else {
+                return;
+            };
+            match action {
+                IvrAction::Play(prompts) => {
+                    *playing = true;
+                    self.play_once(prompts);
+                }
+                IvrAction::StopPlayback => {
+                    *playing = false;
+                    self.play_nothing();
+                }
+                IvrAction::Hangup { .. } => {
+                    self.survey_result = survey.result();
+                    self.hang_up();
+                }
+                // The survey records nothing and selects nothing.
+                _ => {}
+            }
+        }
+    }
+
+    /// `prompt`, then the server hangs up at its end.
+    fn say_then_hang_up(&mut self, now: Instant, prompt: PromptId) {
+        self.phase = Phase::Ending {
+            hang_up_at: now + ENDING_BACKSTOP,
+        };
+        self.play_once(vec![PromptRef::Prompt(prompt)]);
+    }
+
+    fn hang_up(&mut self) {
+        if let Phase::Survey { survey, .. } = &self.phase {
+            self.survey_result = self.survey_result.or(survey.result());
+        }
+        if !matches!(self.phase, Phase::Over) {
+            self.phase = Phase::Over;
+            if !self.caller_gone {
+                self.outputs.push_back(CallOutput::HangUp);
+            }
+        }
+    }
+
+    fn play_once(&mut self, prompts: Vec<PromptRef>) {
+        if !self.caller_gone {
+            self.outputs.push_back(CallOutput::Play {
+                prompts,
+                repeat: Repeat::Once,
+            });
+        }
+    }
+
+    fn play_hold_music(&mut self) {
+        if !self.caller_gone {
+            self.outputs.push_back(CallOutput::Play {
+                prompts: vec![PromptRef::Prompt(self.prompts.hold_music.clone())],
+                repeat: Repeat::Loop,
+            });
+        }
+    }
+
+    fn play_nothing(&mut self) {
+        if !self.caller_gone {
+            self.outputs.push_back(CallOutput::StopPlayback);
+        }
+    }
+}
