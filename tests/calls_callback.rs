@@ -639,3 +639,103 @@ fn a_callback_nobody_answers_is_given_up_onto_the_work_order() {
     // No recording: nobody talked.
     assert!(find_wavs(&server.dir.path().join("recordings")).is_empty());
 }
+
+/// Judged from the caller's phone (baresip, its microphone a 600 Hz tone): the agent
+/// (echoing what it hears) talks 3 s, then transfers the caller by REFER to the unit;
+/// the unit (the carrier's callee, also echoing) answers and talks 5 s. The caller's
+/// phone plays the agent, then the unit: its own tone comes back through both bridges,
+/// with nothing dropped across the switch.
+#[test]
+fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
+    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    const TONE: f64 = 600.0;
+    let carrier_port = free_port();
+    let server = start(&config(carrier_port, 3));
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent_port = free_port();
+    register(&server, agent_port);
+    sign_in(&server);
+    let target = server.sip.to_string();
+    let agent = {
+        let target = target.clone();
+        std::thread::spawn(move || {
+            run_bounded(
+                sipp(&sipp_scenario("acd_agent_refer_unit.xml"), agent_port)
+                    .args([
+                        "-set",
+                        "bad",
+                        "13900001111",
+                        "-set",
+                        "target",
+                        "unit-legal-aid",
+                    ])
+                    .args(["-rtp_echo", "-m", "1", "-timeout", "40"])
+                    .arg(target),
+                Duration::from_secs(45),
+            )
+        })
+    };
+    // The unit's callee echoes the caller instead of playing SIPp's recording.
+    let answer = carrier_scenario(dir.path(), "carrier_answer.xml", UNIT_NUMBER, 5000);
+    let text = std::fs::read_to_string(&answer).expect("scenario");
+    let start_pcap = text.find("  <nop>").expect("the scenario's pcap play");
+    let end_pcap = text[start_pcap..].find("</nop>\n").expect("its end") + start_pcap + 7;
+    std::fs::write(
+        &answer,
+        format!("{}{}", &text[..start_pcap], &text[end_pcap..]),
+    )
+    .expect("write scenario");
+    let carrier = std::thread::spawn(move || {
+        run_bounded(
+            sipp(&answer, carrier_port).args(["-rtp_echo", "-m", "1", "-timeout", "40"]),
+            Duration::from_secs(45),
+        )
+    });
+    let source = dir.path().join("tone.wav");
+    tone_wav(&source, TONE, 40.0);
+    let caller = Baresip::caller(&server, CALLER, "12348", &source, 25).finish();
+    let agent = agent.join().expect("agent thread");
+    let carrier = carrier.join().expect("carrier thread");
+    let context = format!(
+        "agent: {:?}\n{}\ncarrier: {:?}\n{}\ncaller:\n{}\nserver:\n{}",
+        agent.status,
+        agent.stdout,
+        carrier.status,
+        carrier.stdout,
+        caller.log(),
+        server.log()
+    );
+    assert_eq!(agent.status, Some(0), "{context}");
+    assert_eq!(carrier.status, Some(0), "{context}");
+    let heard = caller
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("no call:\n{context}"));
+    let (samples, rate) = wav_samples(heard);
+    let heard = windows(&samples, rate, TONE);
+    // The agent's 3 s and the unit's 5 s: the unit answers at once, so the caller hears
+    // one voice after the other, its tone coming back through both bridges without a
+    // hole (hold music only while the unit's number is dialled: milliseconds here).
+    let mut runs: Vec<(Heard, usize)> = Vec::new();
+    for w in &heard {
+        match runs.last_mut() {
+            Some((kind, n)) if kind == w => *n += 1,
+            _ => runs.push((*w, 1)),
+        }
+    }
+    let tone: usize = runs
+        .iter()
+        .filter(|(kind, _)| *kind == Heard::Tone)
+        .map(|(_, n)| n)
+        .sum();
+    assert!(
+        server.log().contains("the unit answered; caller bridged"),
+        "{context}"
+    );
+    assert!(
+        tone >= 70,
+        "the caller heard the agent and the unit for {} ms of 8 s: {runs:?}\n{context}",
+        tone * 100
+    );
+    assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
+}
