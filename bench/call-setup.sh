@@ -29,6 +29,12 @@ MAX_RATE=${MAX_RATE:-640}
 HOLD_MS=${HOLD_MS:-1000}
 FULL_HOLD_MS=${FULL_HOLD_MS:-1000}
 AGENTS=${AGENTS:-300}
+# [sip] max_new_calls_per_sec of the server (0: no admission limit). With OVERLOAD=1 the
+# full side is offered twice its best passing rate once more, and its goodput (completed
+# calls/s) is reported beside the sustainable figure: run once with ADMIT=0 to find the
+# sustainable rate, then with ADMIT set to it.
+ADMIT=${ADMIT:-0}
+OVERLOAD=${OVERLOAD:-0}
 BUDGET_SECS=${BUDGET_SECS:-450}
 # Which sides to step (e.g. SIDES=kamailio to rerun the anchor alone).
 SIDES=${SIDES:-plain full kamailio}
@@ -56,6 +62,7 @@ recordings_dir = "$WORK/recordings"
 [sip]
 digest_algorithms = ["MD5"]
 auth_failures_before_ban = 1000
+max_new_calls_per_sec = $ADMIT
 
 [[trunks]]
 name = "bench-trunk"
@@ -255,6 +262,16 @@ while ((done[plain] == 0 || done[full] == 0 || done[kamailio] == 0)); do
   ((done[full] == 0)) && step full
   ((done[kamailio] == 0)) && step kamailio
 done
+overload_row=""
+if ((OVERLOAD == 1 && pass[full] > 0)); then
+  # Twice the sustainable rate: what still completes, per second.
+  offered=$((2 * pass[full]))
+  next[full]=$offered
+  step full
+  goodput=$(awk -v ok="$STEP_OK" -v rate="$offered" -v secs="$STEP_SECS" 'BEGIN { printf "%.0f", ok / secs }')
+  overload_row=$(printf '| Overload, full path: offered **%s calls/s** (2× the best passing %s/s), `[sip] max_new_calls_per_sec = %s`: **goodput %s completed calls/s**, %s refused or failed | sustainable %s calls/s | %s | `ADMIT=%s OVERLOAD=1 bench/call-setup.sh` | %s | %s |' \
+    "$offered" "${pass[full]}" "$ADMIT" "$goodput" "$STEP_FAILED" "${best[full]}" "$(awk -v a="$goodput" -v b="${best[full]}" 'BEGIN { printf "%.2f", a / b }')" "$ADMIT" "$(machine)" "$(date -u +%Y-%m-%d)")
+fi
 plain=${best[plain]} full=${best[full]} kam=${best[kamailio]}
 [[ " $SIDES " != *" plain "* ]] || ((plain > 0)) || die "plain path passed no rate (lowest offered $START_RATE/s)"
 [[ " $SIDES " != *" kamailio "* ]] || ((kam > 0)) || die "kamailio passed no rate (lowest offered $START_RATE/s)"
@@ -272,6 +289,7 @@ printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 R
   "$HOLD_MS" "$STEP_SECS" "$plain" "$kv" "$kam" "$capped" "$(ratio "$plain" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
 printf '| Call setup, full path through the ACD (053112348 in hours → menu digit 1 RFC 4733 → Jinan queue, %d signed-in agents, one call each → SIPp agent answers → bridged, recorded RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
   "$AGENTS" "$FULL_HOLD_MS" "$full" "$kam" "$capped" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
+[[ -n $overload_row ]] && echo "$overload_row"
 echo
 echo "hotline log: $errors warning/error lines; run took $(($(date +%s) - BEGIN)) s"
 [[ " $SIDES " != *" full "* ]] || ((full > 0)) || die "full path passed no rate (lowest offered $START_RATE/s): see $WORK/sipp/full-$START_RATE (KEEP_WORK=1)"

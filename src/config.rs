@@ -215,6 +215,11 @@ pub struct SipConfig {
     /// within milliseconds, so its own calls never come near; a flood of INVITEs that
     /// are never ACKed holds at most this many IVR calls (each ended at Timer H).
     pub max_unconfirmed_calls_per_source: usize,
+    /// New calls admitted per second, all sources together, with bursts up to one
+    /// second's worth (a token bucket); beyond it an INVITE gets 503 + Retry-After at
+    /// once, so that under overload the calls admitted still complete (goodput) instead
+    /// of every call slowing down until callers give up. 0: no limit.
+    pub max_new_calls_per_sec: u32,
     /// A TCP connection that sends no complete message for this long is closed
     /// (slowloris protection).
     pub tcp_idle_timeout_secs: u64,
@@ -254,6 +259,7 @@ impl Default for SipConfig {
             ban_secs: 300,
             max_tcp_connections_per_source: 32,
             max_unconfirmed_calls_per_source: 100,
+            max_new_calls_per_sec: 200,
             tcp_idle_timeout_secs: 120,
             max_transactions: 100_000,
             digest_algorithms: vec![DigestAlgorithmName::Sha256, DigestAlgorithmName::Md5],

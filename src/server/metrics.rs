@@ -103,6 +103,7 @@ pub struct Metrics {
     bans: AtomicU64,
     overloaded: AtomicU64,
     toll_fraud_refused: AtomicU64,
+    calls_over_rate: AtomicU64,
     active_registrations: AtomicI64,
     active_transactions: AtomicI64,
     tcp_connections: AtomicI64,
@@ -192,6 +193,7 @@ impl Default for Metrics {
             bans: AtomicU64::new(0),
             overloaded: AtomicU64::new(0),
             toll_fraud_refused: AtomicU64::new(0),
+            calls_over_rate: AtomicU64::new(0),
             active_registrations: AtomicI64::new(0),
             active_transactions: AtomicI64::new(0),
             tcp_connections: AtomicI64::new(0),
@@ -255,6 +257,11 @@ impl Metrics {
     /// agent allowed to dial that number.
     pub fn toll_fraud_refused(&self) {
         self.toll_fraud_refused.fetch_add(1, Relaxed);
+    }
+    /// A new call refused above `[sip] max_new_calls_per_sec`; returns the new total
+    /// (the caller logs the first one and every 1000th).
+    pub fn calls_over_rate(&self) -> u64 {
+        self.calls_over_rate.fetch_add(1, Relaxed) + 1
     }
     pub fn set_active_registrations(&self, n: usize) {
         self.active_registrations.store(n as i64, Relaxed);
@@ -387,6 +394,13 @@ impl Metrics {
             "Requests answered 503 because the transaction table was full.",
             "counter",
             self.overloaded.load(Relaxed) as i64,
+        );
+        gauge(
+            &mut out,
+            "hotline_sip_calls_over_rate_total",
+            "New calls answered 503 above [sip] max_new_calls_per_sec (overload).",
+            "counter",
+            self.calls_over_rate.load(Relaxed) as i64,
         );
         gauge(
             &mut out,

@@ -393,6 +393,47 @@ pub struct Endpoint {
     draining: Option<u32>,
     /// `[sip] max_unconfirmed_calls_per_source`.
     max_unconfirmed_per_source: usize,
+    /// `[sip] max_new_calls_per_sec`.
+    admission: CallAdmission,
+}
+
+/// Overload control for new calls: a token bucket of `per_sec` calls a second, holding
+/// at most one second's worth. Refusing at once what cannot be served keeps the
+/// admitted calls fast (goodput) when offered load is above capacity.
+#[derive(Debug, Clone)]
+struct CallAdmission {
+    per_sec: u32,
+    tokens: f64,
+    last: Option<Instant>,
+}
+
+impl CallAdmission {
+    fn new(per_sec: u32) -> CallAdmission {
+        CallAdmission {
+            per_sec,
+            tokens: f64::from(per_sec),
+            last: None,
+        }
+    }
+
+    /// Take one call's token at `now`; false when none is left (or the limit is off).
+    fn admit(&mut self, now: Instant) -> bool {
+        if self.per_sec == 0 {
+            return true;
+        }
+        let rate = f64::from(self.per_sec);
+        if let Some(last) = self.last {
+            let elapsed = now.saturating_duration_since(last).as_secs_f64();
+            self.tokens = (self.tokens + elapsed * rate).min(rate);
+        }
+        self.last = Some(now);
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }
 
 impl std::fmt::Debug for Endpoint {
@@ -515,6 +556,7 @@ impl Endpoint {
             call_client_transactions: HashMap::new(),
             draining: None,
             max_unconfirmed_per_source: sip.max_unconfirmed_calls_per_source,
+            admission: CallAdmission::new(sip.max_new_calls_per_sec),
             next_call: 1,
             leg_config: LegConfig {
                 t1: Duration::from_millis(sip.t1_ms),
@@ -1332,6 +1374,21 @@ impl Endpoint {
                 status: 503,
                 reason: "Service Unavailable",
                 headers: vec![("Retry-After", "5".to_string())],
+            };
+            self.send_answer(now, &req, transaction, answer);
+            return Ok(());
+        }
+        if !self.admission.admit(now) {
+            // Over the admission rate: refused before any IVR, port or socket is taken,
+            // so the calls already admitted keep their pace.
+            let total = self.metrics.calls_over_rate();
+            if total == 1 || total.is_multiple_of(1000) {
+                warn!(from = %source.addr, total, "new calls above max_new_calls_per_sec: 503");
+            }
+            let answer = Answer {
+                status: 503,
+                reason: "Service Unavailable",
+                headers: vec![("Retry-After", "2".to_string())],
             };
             self.send_answer(now, &req, transaction, answer);
             return Ok(());
@@ -2307,6 +2364,60 @@ kind = "echo"
             panic!("{events:?}");
         };
         assert_eq!(incoming.carrier_city.as_deref(), Some("053212348"));
+    }
+
+    /// Overload: with `max_new_calls_per_sec = 10`, a burst of 15 new calls in one
+    /// instant gets 10 admitted and 5 refused at once (503 + Retry-After, no call
+    /// event); 300 ms later 3 more fit; a second later the full 10 again.
+    #[test]
+    fn new_calls_above_the_admission_rate_get_503_at_once() {
+        let start = Instant::now();
+        let config = CONFIG.replace(
+            "[[trunks]]",
+            "[sip]\nmax_new_calls_per_sec = 10\n\n[[trunks]]",
+        );
+        let mut ep = Endpoint::new(
+            &Config::from_toml(&config).expect("config"),
+            Vec::new(),
+            Arc::new(Metrics::default()),
+            start,
+            0,
+            Some(7),
+        );
+        let mut n = 0;
+        let mut offer = |ep: &mut Endpoint, at: Instant, calls: usize| {
+            let mut admitted = 0;
+            let mut refused = 0;
+            for _ in 0..calls {
+                n += 1;
+                let (call_id, branch) = (format!("rate-{n}"), format!("z9hG4bK-rate-{n}"));
+                // Fewer than the per-source cap on unconfirmed calls (100): only the
+                // rate refuses them.
+                ep.handle_message(
+                    at,
+                    from([192, 0, 2, 1]),
+                    &request("INVITE", &branch, &call_id, "", 1, SDP),
+                );
+                let (sent, events) = drain(ep);
+                if events
+                    .iter()
+                    .any(|(_, e)| matches!(e, CallEvent::Incoming(_)))
+                {
+                    admitted += 1;
+                } else {
+                    assert_eq!(statuses(&sent), [503], "{sent:?}");
+                    assert!(sent[0].contains("Retry-After: 2\r\n"), "{}", sent[0]);
+                    refused += 1;
+                }
+            }
+            (admitted, refused)
+        };
+        assert_eq!(offer(&mut ep, start, 15), (10, 5));
+        assert_eq!(
+            offer(&mut ep, start + Duration::from_millis(300), 5),
+            (3, 2)
+        );
+        assert_eq!(offer(&mut ep, start + Duration::from_secs(2), 15), (10, 5));
     }
 
     /// A source's INVITEs that never confirm hold at most `max_unconfirmed_calls_per_source`
