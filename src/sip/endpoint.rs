@@ -1382,7 +1382,7 @@ impl Endpoint {
             // Over the admission rate: refused before any IVR, port or socket is taken,
             // so the calls already admitted keep their pace.
             let total = self.metrics.calls_over_rate();
-            if total == 1 || total.is_multiple_of(1000) {
+            if total == 1 || total % 1000 == 0 {
                 warn!(from = %source.addr, total, "new calls above max_new_calls_per_sec: 503");
             }
             let answer = Answer {
