@@ -3336,7 +3336,24 @@ async fn orders_get_short_numbers_unique_per_day(h: &Harness) {
     let old_again = h.get(&agent, &format!("/api/orders/{}", id_of(&old))).await;
     assert_eq!(old_again.status, StatusCode::OK);
     assert_eq!(old_again.body["number"], Value::Null);
-    // The number is in the chained ledger, which still verifies.
+    // Given by the server only (W-19: nothing set by hand): a client cannot choose it.
+    let mut forged = body("2026-12-07T10:00:00+08:00");
+    forged["number"] = json!("鲁12348-20261207-0001");
+    let refused = h.post(&agent, "/api/orders", forged).await;
+    assert!(refused.status.is_client_error(), "{}", refused.text);
+    // The number is in the order's Created event, in the chained ledger, which still
+    // verifies.
+    let events = h
+        .get(
+            &agent,
+            &format!("/api/orders/{}/events", id_of(&late_evening)),
+        )
+        .await;
+    assert_eq!(
+        events.body[0]["kind"]["number"], "鲁12348-20261206-0001",
+        "{}",
+        events.text
+    );
     let admin = h.login("admin").await;
     let verify = h.get(&admin, "/api/ledger/verify").await;
     assert_eq!(verify.status, StatusCode::OK, "{}", verify.text);
