@@ -3125,6 +3125,28 @@ async fn rankings_by_area_transfer_timeliness_and_combined_score(h: &Harness) {
         (&json!(4), &json!(1), &json!(2)),
         "the answered one needs no transfer: {notary}"
     );
+    // The units ranked within one business area: legal aid only.
+    let legal_aid = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&business_area=legal_aid",
+        )
+        .await;
+    assert_eq!(legal_aid.body["business_area"], "legal_aid");
+    let units: Vec<&str> = legal_aid.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["unit"].as_str())
+        .collect();
+    assert_eq!(units, ["jinan", "jinan-legal-aid"], "{}", legal_aid.text);
+    assert_eq!(row_of(&legal_aid, "jinan")["transfer_rate"], 1.0);
+    assert_eq!(
+        h.get(&agent, "/api/rankings?business_area=astrology")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
     // The city whose center received them answers for the transfers: 2 of 5.
     let by_unit = h
         .get(&agent, "/api/rankings?period=2026-03&group=consultation")

@@ -133,6 +133,10 @@ pub fn document() -> Value {
         ),
         query("group", "case|consultation|complaint_suggestion"),
         query(
+            "business_area",
+            "legal_aid|lawyer|notary|…|all: rank on the orders of one business area only"
+        ),
+        query(
             "metric",
             "completion_rate|on_time_rate|satisfaction_rate|sign_in_rate|transfer_rate|combined"
         ),

@@ -1832,6 +1832,9 @@ struct RankingQuery {
     metric: Option<String>,
     format: Option<String>,
     level: Option<String>,
+    /// Only the orders of this business area (法律服务需求类型): the units ranked
+    /// within one area.
+    business_area: Option<String>,
 }
 
 /// The unit levels ranked separately (W-19, H-15): a province, a city bureau, a
@@ -1934,10 +1937,29 @@ async fn rankings(
     };
     let by_category = by != RankedBy::Unit;
     let weights = state.orders.ranking_weights;
-    let orders = state
+    let only_area = match q.business_area.as_deref() {
+        None | Some("" | "all") => None,
+        Some(text) => Some(
+            BUSINESS_AREAS
+                .iter()
+                .map(|(area, _)| *area)
+                .find(|area| enum_text(area) == text)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "business_area must be one of the order fields' business areas or all",
+                    )
+                    .with_field("business_area")
+                })?,
+        ),
+    };
+    let mut orders = state
         .store
         .orders_received_between(period.from.timestamp_millis(), period.to.timestamp_millis())
         .await?;
+    if let Some(area) = only_area {
+        orders.retain(|o| o.fields.area == area);
+    }
     let ctx = &state.orders;
     let sign_in = sign_in_by_unit(&state, period, at).await?;
     let mut rows: Vec<Value> = Vec::new();
@@ -2114,6 +2136,7 @@ async fn rankings(
             RankedBy::Area => "area",
         },
         "metric": q.metric.as_deref().filter(|m| !m.is_empty()).unwrap_or("completion_rate"),
+        "business_area": only_area.map_or_else(|| json!("all"), |a| json!(a)),
         // W-19: the ranking is automatic; the only setting is the weights of the
         // combined score, printed with every ranking.
         "weights": weights,

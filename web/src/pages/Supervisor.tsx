@@ -17,6 +17,7 @@ import {
 import { ErrorBanner, OrderDetail, OrderTable, RecordingPlayer, Section, unitName, useUnits } from '../components';
 import {
   AGENT_STATE_LABELS,
+  AREA_LABELS,
   CATEGORY_LABELS,
   STATE_LABELS,
   formatDateTime,
@@ -318,11 +319,12 @@ function RankingsPanel() {
   const [group, setGroup] = useState('consultation');
   const [metric, setMetric] = useState('orders');
   const [level, setLevel] = useState('all');
+  const [area, setArea] = useState('all');
   const [data, setData] = useState<Rankings | null>(null);
   const [error, setError] = useState<unknown>(null);
   // The chart's figure is also what the server ranks by (the count is not a rank).
   const rankBy = metric === 'orders' ? 'completion_rate' : metric;
-  const query = new URLSearchParams({ period, by, group, level, metric: rankBy }).toString();
+  const query = new URLSearchParams({ period, by, group, level, metric: rankBy, business_area: area }).toString();
   useEffect(() => {
     setError(null);
     get<Rankings>(`/api/rankings?${query}`)
@@ -376,6 +378,17 @@ function RankingsPanel() {
             <option value="consultation">咨询</option>
             <option value="complaint_suggestion">投诉建议</option>
             <option value="case">案件</option>
+          </select>
+        </label>
+        <label>
+          业务类型
+          <select name="business_area" value={area} onChange={(e) => setArea(e.currentTarget.value)}>
+            <option value="all">全部</option>
+            {Object.entries(AREA_LABELS).map(([k, v]) => (
+              <option key={k} value={k}>
+                {v}
+              </option>
+            ))}
           </select>
         </label>
         <label>
