@@ -689,8 +689,8 @@ impl Store {
             let p = projection(order)?;
             let due_sort = p.next_due.unwrap_or(i64::MAX);
             let mut rows = event_rows(events)?;
-            // The projection first: takes the write lock (SQLite) / the order's row
-            // lock (PostgreSQL), and checks the version.
+            // The projection first (after a new order's counter): takes the write lock
+            // (SQLite) / the order's row lock (PostgreSQL), and checks the version.
             let written: Option<(i64,)> = if created {
                 sqlx::query_as(
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
