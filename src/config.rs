@@ -48,6 +48,66 @@ pub struct Config {
     /// The HTTP listener (API and consoles): connection caps, timeouts, cookies.
     #[serde(default)]
     pub http: HttpConfig,
+    /// The rankings' combined score (`[ranking.weights]`, W-19).
+    #[serde(default)]
+    pub ranking: RankingConfig,
+    /// Work orders: the short order numbers (`[orders] number_prefix`).
+    #[serde(default)]
+    pub orders: OrdersConfig,
+}
+
+/// `[ranking]`: how the rankings' combined score weighs each figure (W-19: the ranking
+/// is automatic; only these weights are configured, and every ranking prints them).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankingConfig {
+    /// `[ranking.weights]`: each >= 0, sum > 0.
+    pub weights: crate::ticket::RankingWeights,
+}
+
+/// `[orders]`: work-order numbering.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OrdersConfig {
+    /// Prefix of the short order numbers read out on the phone: the province's short
+    /// name and the hotline, `鲁12348` → `鲁12348-20261207-0042`.
+    pub number_prefix: String,
+}
+
+impl Default for OrdersConfig {
+    fn default() -> Self {
+        Self {
+            number_prefix: "鲁12348".into(),
+        }
+    }
+}
+
+fn validate_ranking_and_orders(config: &Config, problems: &mut Vec<Problem>) {
+    for (key, message) in config.ranking.weights.problems() {
+        problems.push(Problem {
+            path: if key.is_empty() {
+                "ranking.weights".into()
+            } else {
+                format!("ranking.weights.{key}")
+            },
+            line: None,
+            message: message.into(),
+        });
+    }
+    let prefix = &config.orders.number_prefix;
+    if prefix.is_empty()
+        || prefix.chars().count() > 16
+        || prefix
+            .chars()
+            .any(|c| c.is_whitespace() || c.is_control() || c == '-' || c == '/')
+    {
+        problems.push(Problem {
+            path: "orders.number_prefix".into(),
+            line: None,
+            message: "must be 1 to 16 characters without spaces, '-' or '/' (e.g. \"鲁12348\")"
+                .into(),
+        });
+    }
 }
 
 /// `[http]`: what keeps idle or greedy HTTP clients from using up the server's open
@@ -858,6 +918,7 @@ impl Config {
             }
         }
         validate_http(&self.http, &mut problems);
+        validate_ranking_and_orders(self, &mut problems);
         problems
     }
 
@@ -977,6 +1038,8 @@ fn section_errors(
         "queues" => type_errors::<crate::queue::QueuesConfig>(value),
         "notify" => type_errors::<NotifyConfig>(value),
         "http" => type_errors::<HttpConfig>(value),
+        "ranking" => type_errors::<RankingConfig>(value),
+        "orders" => type_errors::<OrdersConfig>(value),
         _ => return None,
     })
 }

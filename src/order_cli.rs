@@ -461,6 +461,7 @@ pub fn render(value: &Value, shape: Shape, output: Output) -> String {
                 .unwrap_or_default();
             let rows = [
                 ("id", text(&value["id"])),
+                ("number", text(&value["number"])),
                 ("version", text(&value["version"])),
                 ("state", text(&value["state"])),
                 ("category", text(&f["category"])),

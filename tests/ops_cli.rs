@@ -135,3 +135,52 @@ fn check_config_reports_every_typo_at_its_line_in_one_run() {
     }
     assert!(out.stdout.contains("has 4 problem(s)"), "{}", out.stdout);
 }
+
+/// W-19: the rankings' combined-score weights (`[ranking.weights]`) and the order
+/// number prefix are checked: a negative weight, all weights 0, a prefix with a '-'
+/// are reported at their lines; the shipped config passes.
+#[test]
+fn check_config_checks_ranking_weights_and_the_order_number_prefix() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let check = |extra: &str| {
+        let config = format!("{}\n{extra}", fill_placeholders(TEST_CONFIG));
+        let path = dir.path().join("hotline.toml");
+        std::fs::write(&path, &config).expect("write config");
+        let out = hotline(dir.path(), &["check-config", &path_str(&path)]);
+        (out, config)
+    };
+    let line_in = |config: &str, needle: &str| {
+        config
+            .lines()
+            .position(|l| l.contains(needle))
+            .map_or(0, |i| i + 1)
+    };
+    let (out, config) =
+        check("[ranking.weights]\non_time_rate = -0.5\n\n[orders]\nnumber_prefix = \"鲁-12348\"\n");
+    assert_eq!(out.status, Some(2), "{}{}", out.stdout, out.stderr);
+    for (key, needle) in [
+        ("ranking.weights.on_time_rate", "on_time_rate = -0.5"),
+        ("orders.number_prefix", "number_prefix ="),
+    ] {
+        assert!(
+            out.stdout
+                .contains(&format!("line {}: {key}", line_in(&config, needle))),
+            "{key} not reported at its line:\n{}",
+            out.stdout
+        );
+    }
+    let (out, _) = check(
+        "[ranking.weights]\ncompletion_rate = 0\non_time_rate = 0\nsatisfaction_rate = 0\n\
+         sign_in_rate = 0\ntransfer_rate = 0\n",
+    );
+    assert_eq!(out.status, Some(2), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout
+            .contains("ranking.weights: the weights must not all be 0"),
+        "{}",
+        out.stdout
+    );
+    let shipped = repo_root().join("config/hotline.toml");
+    let out = hotline(dir.path(), &["check-config", &path_str(&shipped)]);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+}

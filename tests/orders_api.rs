@@ -30,8 +30,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn shipped_config() -> Config {
+    Config::load(&root().join("config/hotline.toml")).expect("shipped config")
+}
+
 fn orders_context() -> OrdersContext {
-    let config = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
+    let config = shipped_config();
     let calendar =
         Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
     OrdersContext::from_config(&config, calendar)
@@ -52,6 +56,7 @@ async fn harness_on(
         .install_unit_tree(&orders.units)
         .await
         .expect("install units");
+    store.set_order_numbering(Some(&shipped_config().orders.number_prefix));
     let state = AppState {
         store,
         metrics: Arc::default(),
@@ -1461,8 +1466,9 @@ async fn rankings_show_the_unit_after_a_closed_order() {
         )
         .await;
     assert_eq!(ranked.status, StatusCode::OK, "{}", ranked.text);
-    let row = &ranked.body["rows"][0];
-    assert_eq!(row["unit"], "jinan-legal-aid", "{}", ranked.text);
+    // (The city's row comes first: its center made the transfer.)
+    let row = row_of(&ranked, "jinan-legal-aid");
+    assert_eq!(row["level"], "institution", "{}", ranked.text);
     assert_eq!(row["unit_name"], "济南市法律援助中心");
     assert_eq!(row["rank"], 1);
     assert_eq!(row["orders"], 1);
@@ -1979,6 +1985,36 @@ async fn rankings_carry_the_sign_in_rate(h: &Harness) {
         csv.text
     );
     assert!(csv.text.contains(",0.645,62,40"), "{}", csv.text);
+    // Ranked by sign-in rate (W-19 签到率), cities among themselves: Qingdao, with no
+    // order in the period, is ranked too (its shifts count).
+    let by_sign_in = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&metric=sign_in_rate&level=city",
+        )
+        .await;
+    let cities: Vec<(&str, &Value, &Value)> = by_sign_in.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["unit"].as_str().unwrap_or_default(),
+                &r["rank"],
+                &r["sign_in_rate"],
+            )
+        })
+        .collect();
+    assert_eq!(
+        cities,
+        vec![
+            ("jinan", &json!(1), &json!(0.645)),
+            ("qingdao", &json!(2), &json!(0.0))
+        ],
+        "{}",
+        by_sign_in.text
+    );
+    assert_eq!(row_of(&by_sign_in, "qingdao")["orders"], 0);
     // Before the roster starts (2026-01-01): no shift, no rate.
     let before = h.get(&agent, "/api/rankings?period=2025-12").await;
     assert_eq!(before.body["sign_in"], json!([]), "{}", before.text);
@@ -2920,4 +2956,438 @@ async fn sqlite_a_unit_head_may_not_decide_their_own_extension() {
 #[tokio::test]
 async fn postgres_a_unit_head_may_not_decide_their_own_extension() {
     a_unit_head_may_not_decide_their_own_extension(&postgres().await).await;
+}
+
+/// The same store and database behind a router whose rankings weigh the combined score
+/// with `weights` (as `[ranking.weights]` would).
+fn with_weights(h: &Harness, weights: hotline::ticket::RankingWeights) -> Harness {
+    let mut orders = orders_context();
+    orders.ranking_weights = weights;
+    let state = AppState {
+        orders: Arc::new(orders),
+        ..h.state.clone()
+    };
+    Harness {
+        app: router(state.clone()),
+        state,
+        _dir: None,
+        db_file: None,
+    }
+}
+
+/// W-19, H-8, H-13-2: transfer timeliness (first dispatch within 1 working day, urgent
+/// within 1 hour, from receipt) for every order, shown in the unit and business-area
+/// (法律服务需求类型) rankings; the combined score with the configured weights, printed
+/// with the ranking. March 2026: the 2nd is a Monday, so a normal order received then
+/// must be dispatched by 3 March 24:00.
+async fn rankings_by_area_transfer_timeliness_and_combined_score(h: &Harness) {
+    use hotline::ticket::{
+        BusinessArea, Category, Channel, Command, Contact, OrderFields, Role, UnitId, Urgency,
+    };
+    let agent_actor = actor_of("agent", Role::Agent, "jinan");
+    let dispatcher = actor_of("dispatcher", Role::Dispatcher, "jinan");
+    let fields = |area: BusinessArea, urgency: Urgency, received: &str| OrderFields {
+        contact: Contact {
+            name: "王五".to_owned(),
+            phone: "13900000001".to_owned(),
+        },
+        category: Category::Consultation,
+        urgency,
+        area,
+        description: "咨询".to_owned(),
+        channel: Channel::Phone,
+        city: UnitId::new("jinan"),
+        received_at: chrono::DateTime::parse_from_rfc3339(received).expect("time"),
+        ..OrderFields::default()
+    };
+    let dispatch = || Command::Dispatch {
+        units: vec![UnitId::new("jinan-lixia")],
+        category: None,
+        area: None,
+        urgency: None,
+        contact_name: None,
+        contact_phone: None,
+    };
+    let submit = |t| (Command::Submit, agent_actor.clone(), t);
+    // Legal aid: routed to the legal-aid center at submission, 5 minutes in: on time.
+    backdated_order(
+        h,
+        fields(
+            BusinessArea::LegalAid,
+            Urgency::Normal,
+            "2026-03-02T10:00:00+08:00",
+        ),
+        vec![submit("2026-03-02T10:05:00+08:00")],
+    )
+    .await;
+    // Notary (no routing rule): dispatched by hand on the 4th: late.
+    backdated_order(
+        h,
+        fields(
+            BusinessArea::Notary,
+            Urgency::Normal,
+            "2026-03-02T10:00:00+08:00",
+        ),
+        vec![
+            submit("2026-03-02T10:05:00+08:00"),
+            (dispatch(), dispatcher.clone(), "2026-03-04T09:00:00+08:00"),
+        ],
+    )
+    .await;
+    // Urgent notary matters: dispatched after 30 minutes (on time), after 90 (late).
+    for dispatched in ["2026-03-05T09:30:00+08:00", "2026-03-05T10:30:00+08:00"] {
+        backdated_order(
+            h,
+            fields(
+                BusinessArea::Notary,
+                Urgency::Urgent,
+                "2026-03-05T09:00:00+08:00",
+            ),
+            vec![
+                submit("2026-03-05T09:05:00+08:00"),
+                (dispatch(), dispatcher.clone(), dispatched),
+            ],
+        )
+        .await;
+    }
+    // A notary question the agent answered at once: no transfer, not counted.
+    backdated_order(
+        h,
+        fields(
+            BusinessArea::Notary,
+            Urgency::Normal,
+            "2026-03-06T10:00:00+08:00",
+        ),
+        vec![
+            submit("2026-03-06T10:01:00+08:00"),
+            (
+                Command::AnswerDirectly {
+                    answer: "可到公证处办理".to_owned(),
+                },
+                agent_actor.clone(),
+                "2026-03-06T10:05:00+08:00",
+            ),
+        ],
+    )
+    .await;
+    // A lawyer question never dispatched: waiting past its limit is late.
+    backdated_order(
+        h,
+        fields(
+            BusinessArea::Lawyer,
+            Urgency::Normal,
+            "2026-03-09T10:00:00+08:00",
+        ),
+        vec![submit("2026-03-09T10:05:00+08:00")],
+    )
+    .await;
+
+    let agent = h.login("agent").await;
+    // By business area, ranked by transfer timeliness.
+    let by_area = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&by=area&metric=transfer_rate",
+        )
+        .await;
+    assert_eq!(by_area.status, StatusCode::OK, "{}", by_area.text);
+    assert_eq!(by_area.body["by"], "area");
+    let areas: Vec<(String, i64, Value)> = by_area.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| {
+            (
+                r["business_area"].as_str().expect("area").to_owned(),
+                r["rank"].as_i64().expect("rank"),
+                r["transfer_rate"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        areas,
+        vec![
+            ("legal_aid".to_owned(), 1, json!(1.0)),
+            ("notary".to_owned(), 2, json!(0.333)),
+            ("lawyer".to_owned(), 3, json!(0.0)),
+        ],
+        "{}",
+        by_area.text
+    );
+    let notary = row_of(&by_area, "notary");
+    assert_eq!(notary["unit_name"], "公证");
+    assert_eq!(
+        (
+            &notary["orders"],
+            &notary["transfers_on_time"],
+            &notary["transfers_late"]
+        ),
+        (&json!(4), &json!(1), &json!(2)),
+        "the answered one needs no transfer: {notary}"
+    );
+    // The units ranked within one business area: legal aid only.
+    let legal_aid = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&business_area=legal_aid",
+        )
+        .await;
+    assert_eq!(legal_aid.body["business_area"], "legal_aid");
+    let units: Vec<&str> = legal_aid.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .filter_map(|r| r["unit"].as_str())
+        .collect();
+    assert_eq!(units, ["jinan", "jinan-legal-aid"], "{}", legal_aid.text);
+    assert_eq!(row_of(&legal_aid, "jinan")["transfer_rate"], 1.0);
+    assert_eq!(
+        h.get(&agent, "/api/rankings?business_area=astrology")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+    // The city whose center received them answers for the transfers: 2 of 5.
+    let by_unit = h
+        .get(&agent, "/api/rankings?period=2026-03&group=consultation")
+        .await;
+    let jinan = row_of(&by_unit, "jinan");
+    assert_eq!(
+        (
+            &jinan["transfers_on_time"],
+            &jinan["transfers_late"],
+            &jinan["transfer_rate"]
+        ),
+        (&json!(2), &json!(3), &json!(0.4)),
+        "{jinan}"
+    );
+    // The weights used are printed, and each combined score follows from them:
+    // Σ weight × rate / Σ weight over the figures the unit has data for.
+    let weights = &by_unit.body["weights"];
+    let shipped = shipped_config().ranking.weights;
+    assert_eq!(
+        weights["on_time_rate"],
+        json!(shipped.on_time_rate),
+        "{weights}"
+    );
+    assert_eq!(weights["transfer_rate"], json!(shipped.transfer_rate));
+    for row in by_unit.body["rows"].as_array().expect("rows") {
+        let (mut sum, mut total) = (0.0, 0.0);
+        for key in [
+            "completion_rate",
+            "on_time_rate",
+            "satisfaction_rate",
+            "sign_in_rate",
+            "transfer_rate",
+        ] {
+            if let (Some(rate), Some(weight)) = (row[key].as_f64(), weights[key].as_f64()) {
+                sum += rate * weight;
+                total += weight;
+            }
+        }
+        let expected = (sum / total * 1000.0).round() / 1000.0;
+        let combined = row["combined_score"].as_f64().expect("combined_score");
+        assert!((combined - expected).abs() < 0.0015, "{row} vs {expected}");
+    }
+    let csv = h
+        .get(
+            &agent,
+            "/api/rankings?period=2026-03&group=consultation&by=area&format=csv",
+        )
+        .await;
+    assert!(
+        csv.text.lines().next().is_some_and(|header| header
+            .ends_with(",transfer_rate,transfers_on_time,transfers_late,combined_score,weights")),
+        "{}",
+        csv.text
+    );
+    assert!(
+        csv.text.contains("transfer_rate=0.1"),
+        "weights printed: {}",
+        csv.text
+    );
+    // Only transfer timeliness weighed: the combined score is the transfer rate, and
+    // the combined ranking follows it.
+    let transfer_only = with_weights(
+        h,
+        hotline::ticket::RankingWeights {
+            completion_rate: 0.0,
+            on_time_rate: 0.0,
+            satisfaction_rate: 0.0,
+            sign_in_rate: 0.0,
+            transfer_rate: 2.0,
+        },
+    );
+    let agent_there = transfer_only.login("agent").await;
+    let combined = transfer_only
+        .get(
+            &agent_there,
+            "/api/rankings?period=2026-03&group=consultation&by=area&metric=combined",
+        )
+        .await;
+    assert_eq!(combined.body["weights"]["transfer_rate"], 2.0);
+    assert_eq!(combined.body["metric"], "combined");
+    let order: Vec<(&str, &Value)> = combined.body["rows"]
+        .as_array()
+        .expect("rows")
+        .iter()
+        .map(|r| (r["unit"].as_str().unwrap_or_default(), &r["combined_score"]))
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            ("legal_aid", &json!(1.0)),
+            ("notary", &json!(0.333)),
+            ("lawyer", &json!(0.0))
+        ],
+        "{}",
+        combined.text
+    );
+    assert_eq!(
+        h.get(&agent, "/api/rankings?metric=popularity")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn sqlite_rankings_by_area_transfer_timeliness_and_combined_score() {
+    rankings_by_area_transfer_timeliness_and_combined_score(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_rankings_by_area_transfer_timeliness_and_combined_score() {
+    rankings_by_area_transfer_timeliness_and_combined_score(&postgres().await).await;
+}
+
+/// A path segment percent-encoded (the order numbers hold 鲁).
+fn path_segment(text: &str) -> String {
+    text.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b == b'-' {
+                char::from(b).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+/// Short order numbers read out on the phone: `鲁12348-YYYYMMDD-NNNN`, the day of
+/// receipt in Asia/Shanghai, a sequence per day unique under concurrent creates; shown
+/// in the answers and found by `GET /api/orders/{number}`. Orders created before
+/// numbering keep working by id, with no number.
+async fn orders_get_short_numbers_unique_per_day(h: &Harness) {
+    let agent = h.login("agent").await;
+    let body = |received: &str| {
+        let mut body = order_body("consultation", "notary", Some(received));
+        body["channel"] = json!("web");
+        body
+    };
+    // Before numbering existed.
+    h.state.store.set_order_numbering(None);
+    let old = h.create(&agent, body("2026-12-06T10:00:00+08:00")).await;
+    assert_eq!(old["number"], Value::Null, "{old}");
+    h.state
+        .store
+        .set_order_numbering(Some(&shipped_config().orders.number_prefix));
+    let late_evening = h.create(&agent, body("2026-12-06T23:30:00+08:00")).await;
+    assert_eq!(late_evening["number"], "鲁12348-20261206-0001");
+    // 16:30 UTC is already the 7th in Shanghai.
+    let past_midnight = h.create(&agent, body("2026-12-06T16:30:00Z")).await;
+    assert_eq!(past_midnight["number"], "鲁12348-20261207-0001");
+    // Twelve creates at once: twelve different numbers, none skipped.
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let app = h.app.clone();
+        let request = Request::post("/api/orders")
+            .header(header::COOKIE, &agent.cookie)
+            .header("x-csrf-token", &agent.csrf)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Body::from(body("2026-12-07T09:00:00+08:00").to_string()))
+            .expect("request");
+        tasks.push(tokio::spawn(async move {
+            let response = app.oneshot(request).await.expect("response");
+            assert_eq!(response.status(), StatusCode::CREATED);
+            let bytes = response
+                .into_body()
+                .collect()
+                .await
+                .expect("body")
+                .to_bytes();
+            serde_json::from_slice::<Value>(&bytes).expect("json")["number"]
+                .as_str()
+                .expect("number")
+                .to_owned()
+        }));
+    }
+    let mut numbers = Vec::new();
+    for task in tasks {
+        numbers.push(task.await.expect("task"));
+    }
+    numbers.sort();
+    let expected: Vec<String> = (2..=13)
+        .map(|n| format!("鲁12348-20261207-{n:04}"))
+        .collect();
+    assert_eq!(numbers, expected);
+    // Found by number, as by id; the order's own answer carries it.
+    let by_number = h
+        .get(
+            &agent,
+            &format!("/api/orders/{}", path_segment("鲁12348-20261206-0001")),
+        )
+        .await;
+    assert_eq!(by_number.status, StatusCode::OK, "{}", by_number.text);
+    assert_eq!(by_number.body["id"], late_evening["id"]);
+    assert_eq!(by_number.body["number"], "鲁12348-20261206-0001");
+    let by_id = h
+        .get(&agent, &format!("/api/orders/{}", id_of(&past_midnight)))
+        .await;
+    assert_eq!(by_id.body["number"], "鲁12348-20261207-0001");
+    assert_eq!(
+        h.get(
+            &agent,
+            &format!("/api/orders/{}", path_segment("鲁12348-20261207-0099"))
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    // The order from before numbering: still there by id, without a number.
+    let old_again = h.get(&agent, &format!("/api/orders/{}", id_of(&old))).await;
+    assert_eq!(old_again.status, StatusCode::OK);
+    assert_eq!(old_again.body["number"], Value::Null);
+    // Given by the server only (W-19: nothing set by hand): a client cannot choose it.
+    let mut forged = body("2026-12-07T10:00:00+08:00");
+    forged["number"] = json!("鲁12348-20261207-0001");
+    let refused = h.post(&agent, "/api/orders", forged).await;
+    assert!(refused.status.is_client_error(), "{}", refused.text);
+    // The number is in the order's Created event, in the chained ledger, which still
+    // verifies.
+    let events = h
+        .get(
+            &agent,
+            &format!("/api/orders/{}/events", id_of(&late_evening)),
+        )
+        .await;
+    assert_eq!(
+        events.body[0]["kind"]["number"], "鲁12348-20261206-0001",
+        "{}",
+        events.text
+    );
+    let admin = h.login("admin").await;
+    let verify = h.get(&admin, "/api/ledger/verify").await;
+    assert_eq!(verify.status, StatusCode::OK, "{}", verify.text);
+    assert_eq!(verify.body["ok"], true, "{}", verify.text);
+}
+
+#[tokio::test]
+async fn sqlite_orders_get_short_numbers_unique_per_day() {
+    orders_get_short_numbers_unique_per_day(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_orders_get_short_numbers_unique_per_day() {
+    orders_get_short_numbers_unique_per_day(&postgres().await).await;
 }

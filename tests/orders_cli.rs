@@ -185,6 +185,16 @@ fn an_order_goes_from_intake_to_handling_through_the_command_line() {
     ));
     assert_eq!(started["state"], "in_progress", "{started}");
     assert_eq!(started["lead_unit"], "jinan-legal-aid");
+    // `hotline serve` numbers orders (`[orders] number_prefix`), and the number finds
+    // the order as its id does.
+    let number = started["number"].as_str().unwrap_or_default().to_owned();
+    assert!(number.starts_with("鲁12348-"), "{started}");
+    let by_number = order(&server, Some(HANDLER_TOKEN), &["get", &number]);
+    assert!(
+        ok(&by_number).contains(&format!("number        {number}")),
+        "{}",
+        by_number.stdout
+    );
     let got = order(&server, Some(HANDLER_TOKEN), &["get", &id]);
     let got = ok(&got);
     assert!(got.contains("state         in_progress"), "{got}");

@@ -127,9 +127,19 @@ pub fn document() -> Value {
     );
     rankings["parameters"] = json!([
         query("period", "2026-11 | 2026-Q4 | 2026"),
-        query("by", "unit|category"),
+        query(
+            "by",
+            "unit|category|area (area: 法律服务需求类型, the business areas of the order fields)"
+        ),
         query("group", "case|consultation|complaint_suggestion"),
-        query("metric", "completion_rate|on_time_rate|satisfaction_rate"),
+        query(
+            "business_area",
+            "legal_aid|lawyer|notary|…|all: rank on the orders of one business area only"
+        ),
+        query(
+            "metric",
+            "completion_rate|on_time_rate|satisfaction_rate|sign_in_rate|transfer_rate|combined"
+        ),
         query(
             "level",
             "province|city|county|township|institution|all (default: all, each level ranked separately)"
@@ -177,7 +187,7 @@ pub fn document() -> Value {
         "queues",
     );
     agent_action["parameters"] = json!([path_param("id"), {"name": "action", "in": "path", "required": true, "schema": {"type": "string", "enum": ["sign_in", "sign_out", "pause", "unpause", "end_wrap_up"]}}]);
-    json!({
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {"title": "12348 hotline work-order API", "version": env!("CARGO_PKG_VERSION")},
         "components": {
@@ -201,7 +211,7 @@ pub fn document() -> Value {
                     "shifts_scheduled": {"type": ["integer", "null"]},
                     "shifts_signed_in": {"type": ["integer", "null"]}}},
                 "Rankings": {"type": "object", "properties": {
-                    "period": {"type": "string"}, "group": {"type": "string"}, "by": {"enum": ["unit", "category"]},
+                    "period": {"type": "string"}, "group": {"type": "string"}, "by": {"enum": ["unit", "category", "area"]},
                     "rows": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SignIn"}, {"type": "object", "properties": {
                         "rank": {"type": "integer"}, "unit": {"type": "string"}, "unit_name": {"type": "string"},
                         "orders": {"type": "integer"}, "completed": {"type": "integer"},
@@ -233,7 +243,7 @@ pub fn document() -> Value {
             "/api/logout": {"post": op("Log out (204)", "auth")},
             "/api/me": {"get": op("The current user", "auth")},
             "/api/orders": {"post": create, "get": list},
-            "/api/orders/{id}": {"get": with_id(op("One order, contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)", "orders"))},
+            "/api/orders/{id}": {"get": with_id(op("One order (by id, or by its short number), contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)", "orders"))},
             "/api/orders/{id}/events": {"get": with_id(op("The order's ledger timeline", "orders"))},
             "/api/orders/{id}/reveal_contact": {"post": with_body(with_id(op("Unmasked contact for a reason (422 missing_field reason without one); audited and recorded in the order's history as contact_revealed (H-12-4)", "orders")),
                 json!({"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}))},
@@ -259,7 +269,44 @@ pub fn document() -> Value {
             "/api/events": {"get": op("Server-sent events of the cities in the user's unit subtree (and of the user's own agent): agent_state, call_offered (screen-pops, only to the offered agent and the supervisors of its city), queue, lagged", "queues")},
             "/api/agents/{id}/{action}": {"post": agent_action}
         }
-    })
+    });
+    let schemas = &mut doc["components"]["schemas"];
+    schemas["Rankings"]["properties"]["metric"] =
+        json!({"type": "string", "description": "what rank orders by"});
+    schemas["Rankings"]["properties"]["weights"] = json!({"type": "object",
+        "description": "the [ranking.weights] the combined score used (W-19: nothing else is set by hand)",
+        "properties": {
+            "completion_rate": {"type": "number"}, "on_time_rate": {"type": "number"},
+            "satisfaction_rate": {"type": "number"}, "sign_in_rate": {"type": "number"},
+            "transfer_rate": {"type": "number"}}});
+    if let Some(row) =
+        schemas["Rankings"]["properties"]["rows"]["items"]["allOf"][1]["properties"].as_object_mut()
+    {
+        for (key, schema) in [
+            (
+                "transfer_rate",
+                json!({"type": ["number", "null"], "description": "first dispatch within 1 working day (urgent: 1 hour) of receipt, over the orders whose transfer is decided; counted for the city whose center received them"}),
+            ),
+            ("transfers_on_time", json!({"type": "integer"})),
+            (
+                "transfers_late",
+                json!({"type": "integer", "description": "dispatched late, or waiting (or withdrawn) past the limit"}),
+            ),
+            (
+                "combined_score",
+                json!({"type": ["number", "null"], "description": "Σ weight × rate / Σ weight over the figures the unit has data for"}),
+            ),
+            (
+                "business_area",
+                json!({"type": "string", "description": "by=area: the area (unit_name is its Chinese name)"}),
+            ),
+        ] {
+            row.insert(key.to_owned(), schema);
+        }
+    }
+    schemas["Order"]["properties"]["number"] = json!({"type": ["string", "null"],
+        "description": "short number read out on the phone, 鲁12348-20261207-0042 (prefix, day of receipt in Asia/Shanghai, sequence per day); null on orders created before numbering"});
+    doc
 }
 
 #[cfg(test)]

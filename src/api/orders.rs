@@ -58,6 +58,8 @@ pub struct OrdersContext {
     pub queues: Option<crate::queue::QueuesConfig>,
     /// Told of reminders and supervision presses made through the API, after commit.
     pub notifier: Option<Arc<dyn Notifier>>,
+    /// Weights of the rankings' combined score (`[ranking.weights]`).
+    pub ranking_weights: crate::ticket::RankingWeights,
 }
 
 impl OrdersContext {
@@ -75,6 +77,7 @@ impl OrdersContext {
             }),
             queues: config.queues.clone(),
             notifier: None,
+            ranking_weights: config.ranking.weights,
         }
     }
 
@@ -619,6 +622,7 @@ fn order_json(
     };
     json!({
         "id": order.id,
+        "number": order.number,
         "version": order.version,
         "state": order.state,
         "fields": fields_json(&order.fields, &contact),
@@ -652,13 +656,17 @@ async fn visible_order(state: &AppState, user: &User, id: &str) -> Result<Order,
     if id.len() > 64 {
         return Err(ApiError::not_found("order"));
     }
-    let order = state
-        .store
-        .load_order(id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("order"))?;
+    let order = match state.store.load_order(id).await? {
+        Some(order) => order,
+        // The short number read out on the phone (`鲁12348-20261207-0042`) names it too.
+        None => match state.store.order_id_by_number(id).await? {
+            Some(found) => state.store.load_order(&found).await?,
+            None => None,
+        }
+        .ok_or_else(|| ApiError::not_found("order"))?,
+    };
     let ctx = &state.orders;
-    let involved = state.store.order_units(id).await?;
+    let involved = state.store.order_units(&order.id.0).await?;
     let visible = ctx.scope_of(&user.unit).is_none()
         || involved
             .iter()
@@ -812,7 +820,7 @@ async fn create_order(
         }
     }
     let at = now();
-    let (order, events) = plan_create(request, &user, &state.orders, at, new_order_id(at))?;
+    let (mut order, events) = plan_create(request, &user, &state.orders, at, new_order_id(at))?;
     let ctx = &state.orders;
     if let Some(outbox) = outbox.clone().filter(|o| o.depth() > 0) {
         // Creates are waiting: join them, in order, rather than overtake them.
@@ -825,10 +833,10 @@ async fn create_order(
     });
     match state
         .store
-        .append_order_events(&order, 0, &events, record, at.timestamp_millis())
+        .append_order_events_numbered(&order, 0, &events, record, at.timestamp_millis())
         .await
     {
-        Ok(()) => {}
+        Ok(number) => order.number = number,
         Err(AppendError::Store(e)) if e.is_unavailable() && outbox.is_some() => {
             tracing::warn!(%e, order = %order.id, "database unavailable: queueing the create");
             if let Some(outbox) = outbox {
@@ -1786,6 +1794,35 @@ pub fn parse_period(text: &str) -> Option<Period> {
     })
 }
 
+/// What one ranking row stands for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RankedBy {
+    Unit,
+    Category,
+    /// 法律服务需求类型: the business areas of the order fields.
+    Area,
+}
+
+/// The business areas ranked by `by=area`, with their names.
+const BUSINESS_AREAS: [(BusinessArea, &str); 9] = [
+    (BusinessArea::LegalAid, "法律援助"),
+    (BusinessArea::Lawyer, "律师"),
+    (BusinessArea::Notary, "公证"),
+    (BusinessArea::JudicialAppraisal, "司法鉴定"),
+    (BusinessArea::Mediation, "人民调解"),
+    (BusinessArea::GrassrootsLegalService, "基层法律服务"),
+    (BusinessArea::LegalEducation, "法治宣传教育"),
+    (BusinessArea::Other, "其他"),
+    (BusinessArea::Unknown, "未确定"),
+];
+
+fn enum_text<T: serde::Serialize>(value: &T) -> String {
+    match enum_value(value) {
+        Value::String(s) => s,
+        _ => String::new(),
+    }
+}
+
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 struct RankingQuery {
@@ -1795,6 +1832,9 @@ struct RankingQuery {
     metric: Option<String>,
     format: Option<String>,
     level: Option<String>,
+    /// Only the orders of this business area (法律服务需求类型): the units ranked
+    /// within one area.
+    business_area: Option<String>,
 }
 
 /// The unit levels ranked separately (W-19, H-15): a province, a city bureau, a
@@ -1856,10 +1896,14 @@ async fn rankings(
         None | Some("" | "completion_rate") => RankBy::CompletionRate,
         Some("on_time_rate") => RankBy::OnTimeRate,
         Some("satisfaction_rate") => RankBy::SatisfactionRate,
+        Some("sign_in_rate") => RankBy::SignInRate,
+        Some("transfer_rate") => RankBy::TransferRate,
+        Some("combined") => RankBy::Combined,
         Some(_) => {
             return Err(ApiError::bad_request(
                 "invalid_query",
-                "metric must be completion_rate, on_time_rate or satisfaction_rate",
+                "metric must be completion_rate, on_time_rate, satisfaction_rate, \
+                 sign_in_rate, transfer_rate or combined",
             )
             .with_field("metric"));
         }
@@ -1879,61 +1923,126 @@ async fn rankings(
                 })?,
         ),
     };
-    let by_category = match q.by.as_deref() {
-        None | Some("" | "unit") => false,
-        Some("category") => true,
+    let by = match q.by.as_deref() {
+        None | Some("" | "unit") => RankedBy::Unit,
+        Some("category") => RankedBy::Category,
+        Some("area" | "business_area") => RankedBy::Area,
         Some(_) => {
-            return Err(
-                ApiError::bad_request("invalid_query", "by must be unit or category")
-                    .with_field("by"),
-            );
+            return Err(ApiError::bad_request(
+                "invalid_query",
+                "by must be unit, category or area",
+            )
+            .with_field("by"));
         }
     };
-    let orders = state
+    let by_category = by != RankedBy::Unit;
+    let weights = state.orders.ranking_weights;
+    let only_area = match q.business_area.as_deref() {
+        None | Some("" | "all") => None,
+        Some(text) => Some(
+            BUSINESS_AREAS
+                .iter()
+                .map(|(area, _)| *area)
+                .find(|area| enum_text(area) == text)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_query",
+                        "business_area must be one of the order fields' business areas or all",
+                    )
+                    .with_field("business_area")
+                })?,
+        ),
+    };
+    let mut orders = state
         .store
         .orders_received_between(period.from.timestamp_millis(), period.to.timestamp_millis())
         .await?;
+    if let Some(area) = only_area {
+        orders.retain(|o| o.fields.area == area);
+    }
     let ctx = &state.orders;
     let sign_in = sign_in_by_unit(&state, period, at).await?;
     let mut rows: Vec<Value> = Vec::new();
     if by_category {
-        // One row per category of the group: all its orders scored as one "unit".
+        // One row per category (or business area, 法律服务需求类型) of the group: all
+        // its orders scored as one "unit", named by the enum value.
         let mut scores = Vec::new();
-        for category in [
-            Category::Consultation,
-            Category::Complaint,
-            Category::Suggestion,
-            Category::Case,
-        ] {
-            if RankGroup::of(category) != group {
-                continue;
-            }
-            let mut of_category: Vec<Order> = orders
+        let kinds: Vec<(String, String)> = match by {
+            RankedBy::Area => BUSINESS_AREAS
                 .iter()
-                .filter(|o| o.fields.category == category)
-                .cloned()
+                .map(|(area, label)| (enum_text(area), (*label).to_owned()))
+                .collect(),
+            _ => [
+                Category::Consultation,
+                Category::Complaint,
+                Category::Suggestion,
+                Category::Case,
+            ]
+            .iter()
+            .filter(|c| RankGroup::of(**c) == group)
+            .map(|c| (enum_text(c), enum_text(c)))
+            .collect(),
+        };
+        let mut labels = BTreeMap::new();
+        for (kind, label) in kinds {
+            let mut of_kind: Vec<Order> = orders
+                .iter()
+                .filter(|o| match by {
+                    RankedBy::Area => enum_text(&o.fields.area) == kind,
+                    _ => enum_text(&o.fields.category) == kind,
+                })
+                .map(|o| {
+                    let mut o = o.clone();
+                    // Scored as one: the kind stands for every unit and city.
+                    o.lead_unit = Some(UnitId::new(kind.clone()));
+                    o.fields.city = UnitId::new(kind.clone());
+                    o.returned_by.clear();
+                    o
+                })
                 .collect();
-            let name = UnitId::new(match enum_value(&category) {
-                Value::String(s) => s,
-                _ => String::new(),
-            });
-            for o in &mut of_category {
-                o.lead_unit = Some(name.clone());
-                o.returned_by.clear();
-            }
-            let mut score = unit_scores(&of_category, period, at);
+            of_kind.retain(|o| RankGroup::of(o.fields.category) == group);
+            let mut score = unit_scores(&of_kind, period, at);
             if score.is_empty() {
                 continue;
             }
+            labels.insert(kind, label);
             scores.append(&mut score);
         }
+        for score in &mut scores {
+            score.combined = weights.combine(score);
+        }
         for r in rank(&scores, group, metric) {
-            rows.push(ranking_row(&r, r.score.unit.as_str(), None));
+            let kind = r.score.unit.as_str();
+            let mut row = ranking_row(&r, kind, None);
+            if by == RankedBy::Area {
+                row["business_area"] = json!(kind);
+                row["unit_name"] = json!(labels.get(kind).cloned().unwrap_or_default());
+            }
+            rows.push(row);
         }
     } else {
         // Each level ranked on its own (positions restart at 1); `rows` lists the
         // levels in order, province first, each row naming its `level`.
-        let scores = unit_scores(&orders, period, at);
+        let mut scores = unit_scores(&orders, period, at);
+        // The sign-in rate joins the unit's figures; ranked by sign-in rate, a unit
+        // with shifts but no orders in the group is ranked too.
+        for (unit, attendance) in &sign_in {
+            let id = UnitId::new(unit.clone());
+            if metric == RankBy::SignInRate
+                && !scores.iter().any(|s| s.unit == id && s.group == group)
+            {
+                scores.push(crate::ticket::UnitScore::empty(id.clone(), group));
+            }
+            for score in scores.iter_mut().filter(|s| s.unit == id) {
+                score.sign_in_rate = crate::ticket::Rate {
+                    numerator: attendance.signed_in,
+                    denominator: attendance.scheduled,
+                };
+            }
+        }
+        for score in &mut scores {
+            score.combined = weights.combine(score);
+        }
         for kind in LEVELS {
             if only_level.is_some_and(|only| only != kind) {
                 continue;
@@ -1971,8 +2080,15 @@ async fn rankings(
     if q.format.as_deref() == Some("csv") {
         let mut out = String::from(
             "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue,\
-             sign_in_rate,shifts_scheduled,shifts_signed_in,level,withdrawn\n",
+             sign_in_rate,shifts_scheduled,shifts_signed_in,level,withdrawn,transfer_rate,\
+             transfers_on_time,transfers_late,combined_score,weights\n",
         );
+        let weights_cell = weights
+            .named()
+            .iter()
+            .map(|(k, w)| format!("{k}={w}"))
+            .collect::<Vec<_>>()
+            .join(";");
         for row in &rows {
             let cell = |k: &str| match row.get(k) {
                 Some(Value::String(s)) => csv_cell(s),
@@ -1994,9 +2110,14 @@ async fn rankings(
                 "shifts_signed_in",
                 "level",
                 "withdrawn",
+                "transfer_rate",
+                "transfers_on_time",
+                "transfers_late",
+                "combined_score",
             ]
             .iter()
             .map(|k| cell(k))
+            .chain([weights_cell.clone()])
             .collect();
             out.push_str(&line.join(","));
             out.push('\n');
@@ -2009,7 +2130,16 @@ async fn rankings(
     Ok(Json(json!({
         "period": period_text,
         "group": group_name,
-        "by": if by_category { "category" } else { "unit" },
+        "by": match by {
+            RankedBy::Unit => "unit",
+            RankedBy::Category => "category",
+            RankedBy::Area => "area",
+        },
+        "metric": q.metric.as_deref().filter(|m| !m.is_empty()).unwrap_or("completion_rate"),
+        "business_area": only_area.map_or_else(|| json!("all"), |a| json!(a)),
+        // W-19: the ranking is automatic; the only setting is the weights of the
+        // combined score, printed with every ranking.
+        "weights": weights,
         "level": only_level.map_or("all", level_name),
         "rows": rows,
         "levels": levels,
@@ -2093,6 +2223,10 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAtten
         "returns": s.returns,
         "overdue": s.overdue,
         "withdrawn": s.withdrawn,
+        "transfer_rate": rate_value(s.transfer_rate),
+        "transfers_on_time": s.transfer_on_time,
+        "transfers_late": s.transfer_late,
+        "combined_score": s.combined.map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0)),
     });
     if let (Value::Object(row), Value::Object(extra)) = (&mut row, sign_in_json(sign_in)) {
         row.extend(extra);

@@ -221,6 +221,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let orders = Arc::new(orders);
     // Before anything appends orders: the read scope follows the configured units.
     store.install_unit_tree(&orders.units).await?;
+    store.set_order_numbering(Some(&config.orders.number_prefix));
     tokio::spawn(outbox.clone().replay_loop(store.clone(), shutdown.clone()));
     media_ctx.keep_call_records_in(call_outbox.clone());
     tokio::spawn(

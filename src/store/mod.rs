@@ -100,6 +100,9 @@ pub struct Store {
     /// The unit tree the order read scope is written with ([`Store::install_unit_tree`]);
     /// shared by every clone.
     scope_tree: std::sync::Arc<std::sync::RwLock<Option<std::sync::Arc<orders::ScopeTree>>>>,
+    /// The prefix of the short order numbers ([`Store::set_order_numbering`]); none:
+    /// new orders get no number. Shared by every clone.
+    numbering: std::sync::Arc<std::sync::RwLock<Option<String>>>,
 }
 
 /// Run `$body` with `$p` bound to the concrete pool of either backend.
@@ -297,6 +300,7 @@ impl Store {
                 pool: Pool::Sqlite(pool),
                 writes: Arc::default(),
                 scope_tree: std::sync::Arc::default(),
+                numbering: std::sync::Arc::default(),
             })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)?;
@@ -309,6 +313,7 @@ impl Store {
                 pool: Pool::Postgres(pool),
                 writes: Arc::default(),
                 scope_tree: std::sync::Arc::default(),
+                numbering: std::sync::Arc::default(),
             })
         } else {
             Err(StoreError::UnsupportedUrl)

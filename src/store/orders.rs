@@ -273,6 +273,44 @@ struct Projection {
     snapshot: String,
 }
 
+/// The order and its events with `number` set on the order and its Created event.
+fn with_number(order: &Order, events: &[Event], number: String) -> (Order, Vec<Event>) {
+    let mut order = order.clone();
+    let mut events = events.to_vec();
+    for event in &mut events {
+        if let EventKind::Created { number: slot, .. } = &mut event.kind {
+            *slot = Some(number.clone());
+        }
+    }
+    order.number = Some(number);
+    (order, events)
+}
+
+/// The rows of `events` to insert, before the chain links are known.
+fn event_rows(events: &[Event]) -> Result<Vec<EventRow>, StoreError> {
+    events
+        .iter()
+        .map(|event| {
+            Ok(EventRow {
+                global_seq: 0,
+                order_id: event.order_id.0.clone(),
+                seq: u64_i64(event.seq),
+                at: at_text(event),
+                at_ms: millis(event.at),
+                actor: event.actor.0.clone(),
+                role: enum_str(&event.role),
+                unit: event.unit.as_str().to_owned(),
+                kind: serde_json::to_string(&event.kind).map_err(|_| StoreError::Snapshot)?,
+                state_before: event.state_before.as_str().to_owned(),
+                state_after: event.state_after.as_str().to_owned(),
+                reason: event_reason(&event.kind),
+                prev_hash: String::new(),
+                hash: String::new(),
+            })
+        })
+        .collect()
+}
+
 fn projection(order: &Order) -> Result<Projection, StoreError> {
     let deadlines = order.deadlines;
     let feedback_due = deadlines.map(|d| millis(d.feedback.due.at));
@@ -414,6 +452,35 @@ struct EventRow {
 }
 
 impl Store {
+    /// Number every order created from now on `{prefix}-{YYYYMMDD}-{NNNN}`: the day of
+    /// receipt in Asia/Shanghai and a sequence per prefix and day, starting at 0001,
+    /// taken in the creating transaction (so numbers are unique under concurrency and
+    /// a failed create leaves no gap). Call it at start-up, before serving; `None`
+    /// turns numbering off (new orders get none, as before numbers existed).
+    pub fn set_order_numbering(&self, prefix: Option<&str>) {
+        if let Ok(mut numbering) = self.numbering.write() {
+            *numbering = prefix.map(str::to_owned);
+        }
+    }
+
+    fn order_number_prefix(&self) -> Option<String> {
+        self.numbering.read().ok().and_then(|n| n.clone())
+    }
+
+    /// The id of the order numbered `number`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn order_id_by_number(&self, number: &str) -> Result<Option<String>, StoreError> {
+        let row: Option<(String,)> = on_pool!(self, |p| sqlx::query_as(
+            "SELECT id FROM orders WHERE number = $1"
+        )
+        .bind(number)
+        .fetch_optional(p)
+        .await?);
+        Ok(row.map(|(id,)| id))
+    }
+
     fn installed_scope_tree(&self) -> Option<Arc<ScopeTree>> {
         self.scope_tree.read().ok().and_then(|t| t.clone())
     }
@@ -513,37 +580,52 @@ impl Store {
         idempotency: Option<IdempotencyRecord<'_>>,
         now_ms: i64,
     ) -> Result<(), AppendError> {
-        let p = projection(order)?;
+        self.append_order_events_numbered(order, expected_version, events, idempotency, now_ms)
+            .await
+            .map(|_| ())
+    }
+
+    /// [`Store::append_order_events`], answering the order's number (the one it was
+    /// given when this append created it; `None` without numbering).
+    ///
+    /// # Errors
+    /// As [`Store::append_order_events`].
+    pub async fn append_order_events_numbered(
+        &self,
+        order: &Order,
+        expected_version: u64,
+        events: &[Event],
+        idempotency: Option<IdempotencyRecord<'_>>,
+        now_ms: i64,
+    ) -> Result<Option<String>, AppendError> {
+        let number: Option<String>;
         let involved = involved_units(order);
         let scope = self
             .installed_scope_tree()
             .map(|tree| tree.scope_units(&involved));
         let order_id = order.id.0.as_str();
         let created = expected_version == 0;
-        let due_sort = p.next_due.unwrap_or(i64::MAX);
-        let mut rows = Vec::with_capacity(events.len());
-        for event in events {
-            rows.push(EventRow {
-                global_seq: 0,
-                order_id: event.order_id.0.clone(),
-                seq: u64_i64(event.seq),
-                at: at_text(event),
-                at_ms: millis(event.at),
-                actor: event.actor.0.clone(),
-                role: enum_str(&event.role),
-                unit: event.unit.as_str().to_owned(),
-                kind: serde_json::to_string(&event.kind).map_err(|_| StoreError::Snapshot)?,
-                state_before: event.state_before.as_str().to_owned(),
-                state_after: event.state_after.as_str().to_owned(),
-                reason: event_reason(&event.kind),
-                prev_hash: String::new(),
-                hash: String::new(),
-            });
-        }
+        // A new order is numbered in its own transaction (below) when numbering is on
+        // and its Created event has no number yet.
+        let numbering = self.order_number_prefix().filter(|_| {
+            created
+                && events.iter().any(
+                    |e| matches!(&e.kind, EventKind::Created { number, .. } if number.is_none()),
+                )
+        });
+        let numbered_day = numbering.as_ref().map(|prefix| {
+            let day = order
+                .fields
+                .received_at
+                .with_timezone(&crate::calendar::shanghai())
+                .format("%Y%m%d")
+                .to_string();
+            (prefix.clone(), day)
+        });
         let postgres = self.backend() == super::Backend::Postgres;
         let events_sql = format!(
             "{INSERT_EVENTS}{}",
-            values_rows(rows.len(), 14, if postgres { 3 } else { 0 })
+            values_rows(events.len(), 14, if postgres { 3 } else { 0 })
         );
         const HEAD_UPDATE: &str =
             "UPDATE ledger_head SET global_seq = $1, hash = $2, touched_at = $3 WHERE id = 1";
@@ -583,16 +665,40 @@ impl Store {
                     return Err(AppendError::IdempotencyKeyTaken);
                 }
             }
-            // The projection first: takes the write lock (SQLite) / the order's row
-            // lock (PostgreSQL), and checks the version.
+            // The number, when one is due: the day's counter row, bumped in this
+            // transaction (PostgreSQL holds its row lock to the commit; SQLite holds the
+            // write lock), so two creates never share a number and a rollback gives it
+            // back.
+            let numbered;
+            let (order, events) = match &numbered_day {
+                Some((prefix, day)) => {
+                    let (last,): (i64,) = sqlx::query_as(
+                        "INSERT INTO order_number_counters (prefix, day, last_seq) \
+                         VALUES ($1, $2, 1) ON CONFLICT (prefix, day) DO UPDATE \
+                         SET last_seq = order_number_counters.last_seq + 1 RETURNING last_seq",
+                    )
+                    .bind(prefix)
+                    .bind(day)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    numbered = with_number(order, events, format!("{prefix}-{day}-{last:04}"));
+                    (&numbered.0, numbered.1.as_slice())
+                }
+                None => (order, events),
+            };
+            let p = projection(order)?;
+            let due_sort = p.next_due.unwrap_or(i64::MAX);
+            let mut rows = event_rows(events)?;
+            // The projection first (after a new order's counter): takes the write lock
+            // (SQLite) / the order's row lock (PostgreSQL), and checks the version.
             let written: Option<(i64,)> = if created {
                 sqlx::query_as(
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
-                     special_flag, created_ms, updated_ms, snapshot, due_sort) VALUES ($1, $2, $3, \
-                     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $19, $20, $21) ON CONFLICT (id) DO NOTHING RETURNING created_ms",
+                     special_flag, created_ms, updated_ms, snapshot, due_sort, number) VALUES ($1, \
+                     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+                     $19, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING RETURNING created_ms",
                 )
                 .bind(order_id)
                 .bind(u64_i64(order.version))
@@ -615,6 +721,7 @@ impl Store {
                 .bind(now_ms)
                 .bind(&p.snapshot)
                 .bind(due_sort)
+                .bind(order.number.as_deref())
                 .fetch_optional(&mut *tx)
                 .await?
             } else {
@@ -761,8 +868,9 @@ impl Store {
             }
             tx.commit().await?;
             conn.committed();
+            number = order.number.clone();
         });
-        Ok(())
+        Ok(number)
     }
 
     /// The order's projection (latest snapshot).

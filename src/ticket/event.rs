@@ -40,6 +40,12 @@ pub enum EventKind {
         deadlines: Deadlines,
         /// Dispatch center (the city).
         dispatch_unit: UnitId,
+        /// The short order number read out on the phone (`鲁12348-20261207-0042`),
+        /// assigned by the store when the order is first written
+        /// ([`crate::store::Store::set_order_numbering`]); absent on orders created
+        /// before numbers existed (the chained events are never rewritten).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        number: Option<String>,
     },
     /// Draft submitted for dispatch.
     Submitted,
@@ -313,8 +319,10 @@ impl Order {
                 fields,
                 deadlines,
                 dispatch_unit,
+                number,
             } => {
                 self.id = event.order_id.clone();
+                self.number.clone_from(number);
                 self.fields = fields.as_ref().clone();
                 self.deadlines = Some(*deadlines);
                 self.dispatch_unit = Some(dispatch_unit.clone());

@@ -9,7 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::deadlines::is_overdue;
-use super::model::{Category, Order, Satisfaction};
+use super::model::{Category, Order, Satisfaction, State};
 use super::units::UnitId;
 
 /// Orders received in `[from, to)`: an order counts in the period it was received,
@@ -109,6 +109,21 @@ pub struct UnitScore {
     pub on_time_rate: Rate,
     /// satisfied / rated.
     pub satisfaction_rate: Rate,
+    /// Orders transferred (first dispatch) within the transfer limit — 1 working day,
+    /// urgent 1 hour, from receipt (H-8, H-13-2). Counted for the city whose center
+    /// received the order (its dispatchers answer for the transfer).
+    pub transfer_on_time: u32,
+    /// Orders transferred after the limit, or still waiting past it (or withdrawn
+    /// waiting past it).
+    pub transfer_late: u32,
+    /// transfer_on_time / (transfer_on_time + transfer_late).
+    pub transfer_rate: Rate,
+    /// Duty shifts signed in on time / scheduled (W-19 签到率; filled in by the caller
+    /// from `queue_log`, see [`crate::queue::attendance`]).
+    pub sign_in_rate: Rate,
+    /// The combined score in per mille ([`RankingWeights::combine`]); `None` without
+    /// any weighted figure.
+    pub combined: Option<u32>,
 }
 
 impl UnitScore {
@@ -127,7 +142,105 @@ impl UnitScore {
             completion_rate: Rate::default(),
             on_time_rate: Rate::default(),
             satisfaction_rate: Rate::default(),
+            transfer_on_time: 0,
+            transfer_late: 0,
+            transfer_rate: Rate::default(),
+            sign_in_rate: Rate::default(),
+            combined: None,
         }
+    }
+
+    /// A unit with nothing counted in `group` (yet).
+    #[must_use]
+    pub fn empty(unit: UnitId, group: RankGroup) -> Self {
+        Self::new(unit, group)
+    }
+}
+
+/// Weights of the combined score (W-19), from `[ranking.weights]`: each figure with
+/// data counts with its weight; weights need not sum to 1 (the score divides by the
+/// sum of the weights of the figures the unit has data for).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RankingWeights {
+    /// 办结率.
+    pub completion_rate: f64,
+    /// 按时办结率 (on time / decided).
+    pub on_time_rate: f64,
+    /// 满意率.
+    pub satisfaction_rate: f64,
+    /// 签到率.
+    pub sign_in_rate: f64,
+    /// 转办及时率 (transfer within 1 working day, urgent 1 hour).
+    pub transfer_rate: f64,
+}
+
+impl Default for RankingWeights {
+    fn default() -> Self {
+        Self {
+            completion_rate: 0.2,
+            on_time_rate: 0.3,
+            satisfaction_rate: 0.3,
+            sign_in_rate: 0.1,
+            transfer_rate: 0.1,
+        }
+    }
+}
+
+impl RankingWeights {
+    /// The weights by name, in a fixed order.
+    #[must_use]
+    pub fn named(&self) -> [(&'static str, f64); 5] {
+        [
+            ("completion_rate", self.completion_rate),
+            ("on_time_rate", self.on_time_rate),
+            ("satisfaction_rate", self.satisfaction_rate),
+            ("sign_in_rate", self.sign_in_rate),
+            ("transfer_rate", self.transfer_rate),
+        ]
+    }
+
+    /// What is wrong with the weights: (key, problem). Each must be a finite number
+    /// >= 0, and their sum > 0.
+    #[must_use]
+    pub fn problems(&self) -> Vec<(&'static str, &'static str)> {
+        let mut problems: Vec<(&'static str, &'static str)> = self
+            .named()
+            .into_iter()
+            .filter(|(_, w)| !w.is_finite() || *w < 0.0)
+            .map(|(key, _)| (key, "must be a number >= 0"))
+            .collect();
+        if problems.is_empty() && self.named().iter().map(|(_, w)| w).sum::<f64>() <= 0.0 {
+            problems.push(("", "the weights must not all be 0"));
+        }
+        problems
+    }
+
+    /// Σ weight × rate / Σ weight over the figures the score has data for, in per
+    /// mille (rounded to nearest); `None` when no figure with a weight > 0 has data.
+    #[must_use]
+    pub fn combine(&self, score: &UnitScore) -> Option<u32> {
+        let figures = [
+            (self.completion_rate, score.completion_rate),
+            (self.on_time_rate, score.on_time_rate),
+            (self.satisfaction_rate, score.satisfaction_rate),
+            (self.sign_in_rate, score.sign_in_rate),
+            (self.transfer_rate, score.transfer_rate),
+        ];
+        let (mut sum, mut weights) = (0.0_f64, 0.0_f64);
+        for (weight, rate) in figures {
+            if let (true, Some(pm)) = (weight > 0.0, rate.per_mille()) {
+                sum += weight * f64::from(pm);
+                weights += weight;
+            }
+        }
+        if weights <= 0.0 {
+            return None;
+        }
+        let value = (sum / weights).round().clamp(0.0, 1000.0);
+        // In 0..=1000 after the clamp: the cast is exact.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        Some(value as u32)
     }
 }
 
@@ -141,6 +254,12 @@ pub enum RankBy {
     OnTimeRate,
     /// Satisfaction (满意度).
     SatisfactionRate,
+    /// Sign-in rate (签到率).
+    SignInRate,
+    /// Transfer timeliness (转办及时率).
+    TransferRate,
+    /// The combined score ([`RankingWeights`]).
+    Combined,
 }
 
 /// A ranked score; equal rates share a position (1, 1, 3).
@@ -164,6 +283,26 @@ fn responsible_unit(order: &Order) -> Option<UnitId> {
         .or_else(|| order.dispatch_unit.clone())
 }
 
+/// Whether the order was transferred in time (H-8: 1 working day; H-13-2 urgent: 1
+/// hour; both from receipt), judged at `now`: `Some(true)` first dispatched within the
+/// limit; `Some(false)` dispatched after it, or not dispatched and past it (waiting, or
+/// withdrawn after it); `None` while the limit runs, or when the order needed no
+/// transfer (answered or explained by the agent, closed otherwise before the limit).
+#[must_use]
+pub fn transfer_on_time(order: &Order, now: DateTime<FixedOffset>) -> Option<bool> {
+    let due = order.deadlines?.transfer.due.at;
+    if let Some(at) = order.dispatched_at {
+        return Some(at <= due);
+    }
+    if order.completed_at.is_some() {
+        return None;
+    }
+    match order.finished_at() {
+        Some(done) => (done > due).then_some(false),
+        None => (order.state != State::Closed && now > due).then_some(false),
+    }
+}
+
 /// Scores per (unit, group) for orders received in `period`, overdue judged at `now`
 /// (the moment of the ranking, as `/api/stats/orders` judges it). Drafts never
 /// created are skipped; withdrawn orders count (as withdrawn, and overdue if they
@@ -182,6 +321,17 @@ pub fn unit_scores(orders: &[Order], period: Period, now: DateTime<FixedOffset>)
                 .entry((unit.clone(), group))
                 .or_insert_with(|| UnitScore::new(unit.clone(), group));
             score.returns = score.returns.saturating_add(1);
+        }
+        if let Some(in_time) = transfer_on_time(order, now) {
+            let city = order.fields.city.clone();
+            let score = scores
+                .entry((city.clone(), group))
+                .or_insert_with(|| UnitScore::new(city, group));
+            if in_time {
+                score.transfer_on_time += 1;
+            } else {
+                score.transfer_late += 1;
+            }
         }
         let Some(unit) = responsible_unit(order) else {
             continue;
@@ -225,6 +375,10 @@ pub fn unit_scores(orders: &[Order], period: Period, now: DateTime<FixedOffset>)
                 numerator: score.satisfied,
                 denominator: score.rated,
             };
+            score.transfer_rate = Rate {
+                numerator: score.transfer_on_time,
+                denominator: score.transfer_on_time.saturating_add(score.transfer_late),
+            };
             score
         })
         .collect()
@@ -238,6 +392,12 @@ pub fn rank(scores: &[UnitScore], group: RankGroup, by: RankBy) -> Vec<Ranked> {
         RankBy::CompletionRate => s.completion_rate,
         RankBy::OnTimeRate => s.on_time_rate,
         RankBy::SatisfactionRate => s.satisfaction_rate,
+        RankBy::SignInRate => s.sign_in_rate,
+        RankBy::TransferRate => s.transfer_rate,
+        RankBy::Combined => s.combined.map_or(Rate::default(), |pm| Rate {
+            numerator: pm,
+            denominator: 1000,
+        }),
     };
     let mut selected: Vec<&UnitScore> = scores.iter().filter(|s| s.group == group).collect();
     selected.sort_by(|a, b| rate(a).cmp_desc(rate(b)).then_with(|| a.unit.cmp(&b.unit)));

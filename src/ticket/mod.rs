@@ -96,7 +96,10 @@ pub use deadlines::{
     DeadlineKind, DeadlineWindow, Deadlines, DueReminder, ReminderLevel, is_overdue, reminders_due,
 };
 pub use event::{DispatchMode, Event, EventKind};
-pub use metrics::{Period, RankBy, RankGroup, Ranked, Rate, UnitScore, rank, unit_scores};
+pub use metrics::{
+    Period, RankBy, RankGroup, Ranked, RankingWeights, Rate, UnitScore, rank, transfer_on_time,
+    unit_scores,
+};
 pub use model::{
     Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
     CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,

@@ -633,6 +633,10 @@ pub struct IssuedReminder {
 pub struct Order {
     /// Identifier.
     pub id: OrderId,
+    /// Short number read out on the phone (`鲁12348-20261207-0042`); `None` on orders
+    /// created before numbers were assigned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub number: Option<String>,
     /// Number of events applied (optimistic-concurrency version).
     pub version: u64,
     /// Lifecycle state.

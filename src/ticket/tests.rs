@@ -2260,6 +2260,7 @@ fn ranking_is_per_group_best_first_with_shared_positions() {
             denominator: completed,
         },
         satisfaction_rate: Rate::default(),
+        ..UnitScore::empty(unit(u), group)
     };
     let scores = vec![
         score("a", RankGroup::Consultation, 1, 2),
@@ -2462,4 +2463,60 @@ fn extension_requests_recorded_before_the_requester_was_kept_replay_unchanged() 
         panic!("kind")
     };
     assert_eq!(request.requested_by, None);
+}
+
+/// W-19: the combined score weighs the figures a unit has data for; check-config's
+/// rule for the weights (each >= 0, not all 0).
+#[test]
+fn combined_score_weighs_the_figures_with_data() {
+    use super::metrics::RankingWeights;
+    let mut score = UnitScore::empty(unit("a"), RankGroup::Consultation);
+    let weights = RankingWeights::default();
+    assert_eq!(weights.combine(&score), None, "no figure, no score");
+    score.on_time_rate = Rate {
+        numerator: 1,
+        denominator: 2,
+    };
+    score.sign_in_rate = Rate {
+        numerator: 1,
+        denominator: 1,
+    };
+    // (0.3 × 500 + 0.1 × 1000) / 0.4 = 625.
+    assert_eq!(weights.combine(&score), Some(625));
+    let only_sign_in = RankingWeights {
+        completion_rate: 0.0,
+        on_time_rate: 0.0,
+        satisfaction_rate: 0.0,
+        sign_in_rate: 1.0,
+        transfer_rate: 0.0,
+    };
+    assert_eq!(only_sign_in.combine(&score), Some(1000));
+    assert!(weights.problems().is_empty());
+    assert_eq!(
+        RankingWeights {
+            on_time_rate: -0.5,
+            ..weights
+        }
+        .problems(),
+        vec![("on_time_rate", "must be a number >= 0")]
+    );
+    assert_eq!(
+        RankingWeights {
+            sign_in_rate: 0.0,
+            ..only_sign_in
+        }
+        .problems()
+        .len(),
+        1,
+        "all zero"
+    );
+    assert_eq!(
+        RankingWeights {
+            transfer_rate: f64::NAN,
+            ..weights
+        }
+        .problems()
+        .len(),
+        1
+    );
 }

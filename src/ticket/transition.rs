@@ -539,6 +539,7 @@ pub fn apply(
                 fields: Box::new(fields.clone()),
                 deadlines: Deadlines::compute(ctx.calendar, fields.received_at, fields.urgency),
                 dispatch_unit: fields.city.clone(),
+                number: None,
             });
         }
         Command::Submit => {

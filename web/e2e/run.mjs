@@ -152,7 +152,9 @@ try {
   const created = page.locator('[data-created-order]');
   await created.waitFor();
   const orderId = await created.getAttribute('data-created-order');
-  step(`agent created order ${orderId}`);
+  const orderNumber = await created.getAttribute('data-created-number');
+  if (!/^鲁12348-\d{8}-\d{4}$/.test(orderNumber ?? '')) throw new Error(`no short order number: ${orderNumber}`);
+  step(`agent created order ${orderId}, number ${orderNumber} for the caller`);
   await page.locator(`tr[data-order-id="${orderId}"]`).waitFor();
 
   // 2. Dispatcher: the order waits in the inbox with the number masked; dispatch it.
@@ -312,6 +314,9 @@ try {
   if (total < 2) throw new Error(`KPI total should count both orders, shows ${total}`);
   step(`KPIs from the server: ${total} orders`);
   await page.locator('tr[data-ranking-unit="jinan-lixia"]').waitFor();
+  const weights = await page.locator('[data-ranking-weights]').innerText();
+  if (!weights.includes('综合得分权重') || !weights.includes('转办及时率')) throw new Error(`ranking weights not shown: ${weights}`);
+  step(`the ranking prints its weights: ${weights}`);
   await page.fill('input[name="ledger_order"]', orderId);
   await page.click('form.filters button[type="submit"]');
   await page.locator('ol.timeline li').first().waitFor();

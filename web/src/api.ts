@@ -97,6 +97,8 @@ export interface Deadlines {
 
 export interface Order {
   id: string;
+  /** Short number read out on the phone (`鲁12348-20261207-0042`); null on old orders. */
+  number?: string | null;
   version: number;
   state: string;
   fields: Record<string, unknown>;
@@ -152,12 +154,23 @@ export interface RankingRow {
   withdrawn?: number;
   /** province | city | county | township | institution: `rank` is within this level. */
   level?: string;
+  sign_in_rate?: number | null;
+  /** First dispatch within 1 working day (urgent: 1 hour) of receipt. */
+  transfer_rate?: number | null;
+  combined_score?: number | null;
+  /** by=area: the business area (unit_name is its Chinese name). */
+  business_area?: string;
 }
+
+/** `[ranking.weights]`: the combined score's weights, as the server used them. */
+export type RankingWeights = Record<string, number>;
 
 export interface Rankings {
   period: string;
   group?: string;
   by: string;
+  metric?: string;
+  weights?: RankingWeights;
   rows: RankingRow[];
 }
 

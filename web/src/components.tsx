@@ -124,7 +124,9 @@ export function OrderTable(props: {
               <td>
                 <MarkDot order={o} now={now} />
               </td>
-              <td class="mono">{o.id}</td>
+              <td class="mono" title={o.id}>
+                {o.number ?? o.id}
+              </td>
               <td>{label(STATE_LABELS, o.state)}</td>
               <td>{label(CATEGORY_LABELS, o.fields.category)}</td>
               <td>{label(AREA_LABELS, o.fields.business_area ?? o.fields.area)}</td>
@@ -280,7 +282,11 @@ export function OrderDetail(props: {
   return (
     <div class="detail" data-order-detail={o.id} data-version={o.version}>
       <h3>
-        工单 <span class="mono">{o.id}</span> <span class={`state state-${o.state}`}>{label(STATE_LABELS, o.state)}</span>
+        工单{' '}
+        <span class="mono" title={o.id} data-order-number={o.number ?? ''}>
+          {o.number ?? o.id}
+        </span>{' '}
+        <span class={`state state-${o.state}`}>{label(STATE_LABELS, o.state)}</span>
         {o.special_flag && <span class="flag">特殊标记</span>}
       </h3>
       <dl class="grid">

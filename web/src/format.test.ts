@@ -18,6 +18,7 @@ import {
   agentStateName,
   agentStateExplanation,
   localDeadline,
+  weightsText,
 } from './format';
 
 const deadlines = {
@@ -152,5 +153,16 @@ describe('localDeadline', () => {
     expect(localDeadline('2026-02-14T10:00:30+08:00', '2026-02-14T10:00:00+08:00', 1_000)).toBe(31_000);
     expect(localDeadline(null, '2026-02-14T10:00:00+08:00', 1_000)).toBeNull();
     expect(localDeadline('x', '2026-02-14T10:00:00+08:00', 1_000)).toBeNull();
+  });
+});
+
+describe('weightsText', () => {
+  it('prints each weighted figure with its share, leaving out zero weights', () => {
+    expect(
+      weightsText({ completion_rate: 0.2, on_time_rate: 0.3, satisfaction_rate: 0.3, sign_in_rate: 0.1, transfer_rate: 0.1 }),
+    ).toBe('办结率 20% · 按时办结率 30% · 满意率 30% · 签到率 10% · 转办及时率 10%');
+    expect(weightsText({ completion_rate: 0, transfer_rate: 2 })).toBe('转办及时率 100%');
+    expect(weightsText({ completion_rate: 0 })).toBe('—');
+    expect(weightsText(undefined)).toBe('—');
   });
 });

@@ -276,6 +276,27 @@ export function formatRate(rate: number | null | undefined): string {
   return `${(rate * 100).toFixed(1)}%`;
 }
 
+/** Names of the figures the rankings' combined score weighs (`[ranking.weights]`). */
+export const WEIGHT_LABELS: Record<string, string> = {
+  completion_rate: '办结率',
+  on_time_rate: '按时办结率',
+  satisfaction_rate: '满意率',
+  sign_in_rate: '签到率',
+  transfer_rate: '转办及时率',
+};
+
+/** The weights the server ranked with, for people: `办结率 20% · 按时办结率 30% …`
+ * (each weight's share of their sum; weights of 0 are left out). */
+export function weightsText(weights: Record<string, number> | null | undefined): string {
+  if (!weights) return '—';
+  const entries = Object.entries(weights).filter(([, w]) => Number.isFinite(w) && w > 0);
+  const sum = entries.reduce((total, [, w]) => total + w, 0);
+  if (sum <= 0) return '—';
+  return entries
+    .map(([k, w]) => `${WEIGHT_LABELS[k] ?? k} ${Math.round((w / sum) * 1000) / 10}%`)
+    .join(' · ');
+}
+
 /** Seconds as `m:ss` (wait times on the wallboard). */
 export function formatSeconds(secs: number): string {
   if (!Number.isFinite(secs) || secs < 0) return '—';

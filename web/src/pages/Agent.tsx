@@ -342,6 +342,8 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
   const [key, setKey] = useState(newIdempotencyKey);
   const [error, setError] = useState<unknown>(null);
   const [created, setCreated] = useState<string | null>(null);
+  // The short number to read out to the caller (鲁12348-20261207-0042).
+  const [createdNumber, setCreatedNumber] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
   const timer = useRef<ReturnType<typeof setTimeout> | null>(null);
 
@@ -410,6 +412,7 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
       // The server deletes the call's draft once the order exists.
       const order = await api<Order>('POST', '/api/orders', body, { 'Idempotency-Key': key });
       setCreated(order.id);
+      setCreatedNumber(order.number ?? null);
       if (!form.call_id) localStorage.removeItem(DRAFT_KEY);
       setForm(blankForm(form.city));
       setLoadedFor(null);
@@ -557,8 +560,9 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
       </form>
       {error ? <div class="banner error" role="alert">{errorText(error)}</div> : null}
       {created && (
-        <div class="banner ok" data-created-order={created}>
-          工单 <span class="mono">{created}</span> 已创建并提交
+        <div class="banner ok" data-created-order={created} data-created-number={createdNumber ?? ''}>
+          工单 <span class="mono">{createdNumber ?? created}</span> 已创建并提交
+          {createdNumber && '（请向来电人告知此编号）'}
         </div>
       )}
     </Section>

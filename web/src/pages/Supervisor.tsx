@@ -17,10 +17,12 @@ import {
 import { ErrorBanner, OrderDetail, OrderTable, RecordingPlayer, Section, unitName, useUnits } from '../components';
 import {
   AGENT_STATE_LABELS,
+  AREA_LABELS,
   CATEGORY_LABELS,
   STATE_LABELS,
   formatDateTime,
   formatRate,
+  weightsText,
   formatSeconds,
   label,
   periodOf,
@@ -247,6 +249,9 @@ const METRICS: Record<string, { label: string; pick: (r: RankingRow) => number |
   completion_rate: { label: '办结率', pick: (r) => r.completion_rate, rate: true },
   on_time_rate: { label: '按时办结率', pick: (r) => r.on_time_rate, rate: true },
   satisfaction_rate: { label: '满意率', pick: (r) => r.satisfaction_rate, rate: true },
+  sign_in_rate: { label: '签到率', pick: (r) => r.sign_in_rate, rate: true },
+  transfer_rate: { label: '转办及时率', pick: (r) => r.transfer_rate, rate: true },
+  combined: { label: '综合得分', pick: (r) => r.combined_score, rate: true },
 };
 
 /** Unit levels, each ranked on its own (W-19). */
@@ -314,9 +319,12 @@ function RankingsPanel() {
   const [group, setGroup] = useState('consultation');
   const [metric, setMetric] = useState('orders');
   const [level, setLevel] = useState('all');
+  const [area, setArea] = useState('all');
   const [data, setData] = useState<Rankings | null>(null);
   const [error, setError] = useState<unknown>(null);
-  const query = new URLSearchParams({ period, by, group, level }).toString();
+  // The chart's figure is also what the server ranks by (the count is not a rank).
+  const rankBy = metric === 'orders' ? 'completion_rate' : metric;
+  const query = new URLSearchParams({ period, by, group, level, metric: rankBy, business_area: area }).toString();
   useEffect(() => {
     setError(null);
     get<Rankings>(`/api/rankings?${query}`)
@@ -361,6 +369,7 @@ function RankingsPanel() {
           <select name="by" value={by} onChange={(e) => setBy(e.currentTarget.value)}>
             <option value="unit">按单位</option>
             <option value="category">按类别</option>
+            <option value="area">按业务类型</option>
           </select>
         </label>
         <label>
@@ -369,6 +378,17 @@ function RankingsPanel() {
             <option value="consultation">咨询</option>
             <option value="complaint_suggestion">投诉建议</option>
             <option value="case">案件</option>
+          </select>
+        </label>
+        <label>
+          业务类型
+          <select name="business_area" value={area} onChange={(e) => setArea(e.currentTarget.value)}>
+            <option value="all">全部</option>
+            {Object.entries(AREA_LABELS).map(([k, v]) => (
+              <option key={k} value={k}>
+                {v}
+              </option>
+            ))}
           </select>
         </label>
         <label>
@@ -394,6 +414,11 @@ function RankingsPanel() {
         </label>
       </div>
       <ErrorBanner error={error} />
+      {data && (
+        <p class="muted small" data-ranking-weights>
+          自动排名，不需人工干预。综合得分权重：{weightsText(data.weights)}
+        </p>
+      )}
       {data && data.rows.length === 0 && <p class="empty">该期间暂无考核数据</p>}
       {data && data.rows.length > 0 && (
         <>
@@ -403,13 +428,16 @@ function RankingsPanel() {
               <tr>
                 <th>层级</th>
                 <th>名次</th>
-                <th>{by === 'category' ? '类别' : '单位'}</th>
+                <th>{by === 'category' ? '类别' : by === 'area' ? '业务类型' : '单位'}</th>
                 <th>办件量</th>
                 <th>办结率</th>
                 <th>按时办结率</th>
                 <th>满意率</th>
                 <th>退回</th>
                 <th>超时</th>
+                <th>签到率</th>
+                <th>转办及时率</th>
+                <th>综合得分</th>
               </tr>
             </thead>
             <tbody>
@@ -424,6 +452,9 @@ function RankingsPanel() {
                   <td>{formatRate(r.satisfaction_rate)}</td>
                   <td>{r.returns ?? '—'}</td>
                   <td>{r.overdue ?? '—'}</td>
+                  <td>{formatRate(r.sign_in_rate)}</td>
+                  <td>{formatRate(r.transfer_rate)}</td>
+                  <td>{formatRate(r.combined_score)}</td>
                 </tr>
               ))}
             </tbody>
