@@ -9,11 +9,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, TEST_CONFIG, free_port};
+use common::{Receiver, Server, TEST_CONFIG, free_port};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -87,99 +85,6 @@ fn api(server: &Server, method: &str, path: &str, token: &str, body: &Value) -> 
         .and_then(|(_, b)| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
     (status, json)
-}
-
-/// A local HTTP receiver: answers 200 to every POST and keeps (head, body); or, as a
-/// black hole, accepts and reads but never answers.
-struct Receiver {
-    got: Arc<Mutex<Vec<(String, Value)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start(listener: TcpListener, answer: bool) -> Receiver {
-        listener.set_nonblocking(true).expect("nonblocking");
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sink, flag) = (got.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) if !answer => held.push(stream),
-                    Ok((mut stream, _)) => {
-                        if let Some(request) = read_request(&mut stream) {
-                            let _ = stream.write_all(
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                            );
-                            if let Ok(mut g) = sink.lock() {
-                                g.push(request);
-                            }
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            drop(held);
-        });
-        Receiver {
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.got
-            .lock()
-            .map(|g| g.iter().map(|(_, b)| b.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.got
-            .lock()
-            .map(|g| g.iter().map(|(h, _)| h.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Stop and close every connection (and the listening socket).
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_request(stream: &mut TcpStream) -> Option<(String, Value)> {
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0_u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= length {
-                return Some((head.to_owned(), serde_json::from_str(body).ok()?));
-            }
-        }
-    }
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {

@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::TxConnection;
 use super::{Pool, Store, StoreError};
-use crate::ticket::deadlines::running_deadline;
+use crate::ticket::deadlines::{scheduler_due, watched_deadlines};
 use crate::ticket::{Event, EventKind, Order, OrderId, Role, State, UnitTree};
 
 /// Hash of "nothing before": the first event's `prev_hash`.
@@ -268,6 +268,7 @@ struct Projection {
     feedback_due: Option<i64>,
     callback_due: Option<i64>,
     next_due: Option<i64>,
+    scheduler_due: Option<i64>,
     completed: Option<i64>,
     overdue_done: i64,
     snapshot: String,
@@ -294,7 +295,11 @@ fn projection(order: &Order) -> Result<Projection, StoreError> {
         transfer_due: deadlines.map(|d| millis(d.transfer.due.at)),
         feedback_due,
         callback_due: deadlines.and_then(|d| d.callback.map(|c| millis(c.due.at))),
-        next_due: running_deadline(order).map(|(_, w)| millis(w.due.at)),
+        next_due: watched_deadlines(order)
+            .into_iter()
+            .map(|(_, w)| millis(w.due.at))
+            .min(),
+        scheduler_due: scheduler_due(order).map(millis),
         completed,
         overdue_done: bool_int(overdue_done),
         snapshot: serde_json::to_string(order).map_err(|_| StoreError::Snapshot)?,
@@ -590,9 +595,10 @@ impl Store {
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
-                     special_flag, created_ms, updated_ms, snapshot, due_sort) VALUES ($1, $2, $3, \
-                     $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                     $19, $20, $21) ON CONFLICT (id) DO NOTHING RETURNING created_ms",
+                     special_flag, created_ms, updated_ms, snapshot, due_sort, scheduler_due_ms) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING \
+                     RETURNING created_ms",
                 )
                 .bind(order_id)
                 .bind(u64_i64(order.version))
@@ -615,6 +621,7 @@ impl Store {
                 .bind(now_ms)
                 .bind(&p.snapshot)
                 .bind(due_sort)
+                .bind(p.scheduler_due)
                 .fetch_optional(&mut *tx)
                 .await?
             } else {
@@ -623,8 +630,8 @@ impl Store {
                      area = $5, units = $6, lead_unit = $7, transfer_due_ms = $8, \
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
-                     updated_ms = $15, snapshot = $16, due_sort = $19, contact_phone = $20 \
-                     WHERE id = $17 AND version = $18 RETURNING created_ms",
+                     updated_ms = $15, snapshot = $16, due_sort = $19, contact_phone = $20, \
+                     scheduler_due_ms = $21 WHERE id = $17 AND version = $18 RETURNING created_ms",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -647,6 +654,7 @@ impl Store {
                 .bind(due_sort)
                 // Dispatch may correct it (H-13-1): the phone filter finds the order.
                 .bind(order.fields.contact.phone.as_str())
+                .bind(p.scheduler_due)
                 .fetch_optional(&mut *tx)
                 .await?
             };
@@ -1054,10 +1062,11 @@ impl Store {
     pub async fn reminder_candidates(&self, now_ms: i64) -> Result<Vec<Order>, StoreError> {
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
-            "SELECT snapshot FROM orders WHERE state <> 'closed' AND next_due_ms IS NOT NULL \
-             AND due_sort <= $1 ORDER BY due_sort"
+            "SELECT snapshot FROM orders WHERE state <> 'closed' AND ((next_due_ms IS NOT NULL \
+             AND due_sort <= $1) OR scheduler_due_ms <= $2) ORDER BY due_sort"
         )
         .bind(now_ms.saturating_add(DAY_MS))
+        .bind(now_ms)
         .fetch_all(p)
         .await?);
         rows.into_iter()

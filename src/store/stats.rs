@@ -47,38 +47,78 @@ enum Bind {
 /// `(name, count)` rows of a GROUP BY.
 type Counts = Vec<(String, i64)>;
 
+/// The WHERE clauses of `filter`'s scope and period, with their bound values.
+fn filter_clauses(filter: &StatsFilter) -> (Vec<Bind>, Vec<String>) {
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut clauses: Vec<String> = Vec::new();
+    let next = |binds: &mut Vec<Bind>, b: Bind| {
+        binds.push(b);
+        format!("${}", binds.len())
+    };
+    if let Some((from, to)) = filter.received {
+        let a = next(&mut binds, Bind::Int(from));
+        let b = next(&mut binds, Bind::Int(to));
+        clauses.push(format!("received_ms >= {a} AND received_ms < {b}"));
+    }
+    if let Some(scope) = &filter.scope {
+        if scope.is_empty() {
+            clauses.push("1 = 0".to_owned());
+        } else {
+            let list: Vec<String> = scope
+                .iter()
+                .map(|u| next(&mut binds, Bind::Text(u.clone())))
+                .collect();
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                 AND ou.unit IN ({}))",
+                list.join(", ")
+            ));
+        }
+    }
+    (binds, clauses)
+}
+
 impl Store {
+    /// The orders of `filter` (scope and period) that have a transfer limit, for the
+    /// transfer timeliness figures ([`crate::ticket::transfer_timeliness`]).
+    ///
+    /// # Errors
+    /// Database errors; an unreadable snapshot.
+    pub async fn orders_for_timeliness(
+        &self,
+        filter: &StatsFilter,
+    ) -> Result<Vec<crate::ticket::Order>, StoreError> {
+        let (binds, mut clauses) = filter_clauses(filter);
+        clauses.push("transfer_due_ms IS NOT NULL".to_owned());
+        let sql = format!(
+            "SELECT snapshot FROM orders WHERE {}",
+            clauses.join(" AND ")
+        );
+        let rows: Vec<(String,)> = on_pool!(self, |p| {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+            for b in &binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.clone()),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(p).await?
+        });
+        rows.into_iter()
+            .map(|(s,)| serde_json::from_str(&s).map_err(|_| StoreError::Snapshot))
+            .collect()
+    }
+
     /// Count the orders of `filter`.
     ///
     /// # Errors
     /// Database errors.
     pub async fn order_stats(&self, filter: &StatsFilter) -> Result<OrderStats, StoreError> {
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut clauses: Vec<String> = Vec::new();
+        let (mut binds, clauses) = filter_clauses(filter);
         let next = |binds: &mut Vec<Bind>, b: Bind| {
             binds.push(b);
             format!("${}", binds.len())
         };
-        if let Some((from, to)) = filter.received {
-            let a = next(&mut binds, Bind::Int(from));
-            let b = next(&mut binds, Bind::Int(to));
-            clauses.push(format!("received_ms >= {a} AND received_ms < {b}"));
-        }
-        if let Some(scope) = &filter.scope {
-            if scope.is_empty() {
-                clauses.push("1 = 0".to_owned());
-            } else {
-                let list: Vec<String> = scope
-                    .iter()
-                    .map(|u| next(&mut binds, Bind::Text(u.clone())))
-                    .collect();
-                clauses.push(format!(
-                    "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
-                     AND ou.unit IN ({}))",
-                    list.join(", ")
-                ));
-            }
-        }
         let now = next(&mut binds, Bind::Int(filter.now_ms));
         let end = next(&mut binds, Bind::Int(filter.end_of_today_ms));
         let where_sql = if clauses.is_empty() {
