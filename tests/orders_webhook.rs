@@ -272,3 +272,75 @@ fn a_hanging_then_down_receiver_blocks_nothing_and_gets_every_notice_once_back()
     );
     receiver.stop();
 }
+
+/// H-13-2 (报告领导): an urgent order taken through the API is reported to the city's
+/// leaders at once — its commit wakes the scheduler, whose interval is ten minutes
+/// here — by the real server: the alert is in the order's ledger, in the log with the
+/// leader's name, and POSTed to the leader's own receiver, retried after a 500.
+#[test]
+fn an_urgent_order_is_reported_to_the_citys_leaders_at_once() {
+    let ops = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let ops_port = ops.local_addr().expect("addr").port();
+    let _ops = Receiver::start(ops, true);
+    let leaders = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let leader_port = leaders.local_addr().expect("addr").port();
+    let receiver = Receiver::failing_first(leaders, 1);
+    let jinan = "numbers = [\"053112348\"]\n";
+    let text = config(ops_port)
+        .replace("reminder_interval_secs = 1", "reminder_interval_secs = 600")
+        .replacen(
+            jinan,
+            &format!(
+                "{jinan}\n[[cities.leaders]]\nname = \"王局长\"\ncontact = \"0531-12345678\"\n\
+                 webhook_url = \"http://127.0.0.1:{leader_port}/leaders\"\n"
+            ),
+            1,
+        );
+    assert!(text.contains("[[cities.leaders]]"), "{text}");
+    let server = Server::start_with(&text, &[]);
+    let mut body = new_order();
+    body["urgency"] = json!("urgent");
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &body);
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let arrived = wait_until(Duration::from_secs(20), || {
+        receiver
+            .bodies()
+            .iter()
+            .any(|b| b["order_id"] == id.as_str())
+    });
+    assert!(arrived, "no leader alert for {id}; log:\n{}", server.log());
+    let alert = receiver
+        .bodies()
+        .into_iter()
+        .find(|b| b["order_id"] == id.as_str())
+        .expect("alert");
+    assert_eq!(alert["event"], "leaders", "{alert}");
+    assert_eq!(alert["alert"], "urgent_received", "{alert}");
+    assert_eq!(alert["leader"]["name"], "王局长", "{alert}");
+    assert_eq!(receiver.refused(), 1, "the first try was answered 500");
+    let head = receiver.heads().concat();
+    assert!(head.starts_with("POST /leaders HTTP/1.1"), "{head}");
+    assert!(
+        head.contains(&format!("X-Hotline-Event: {id}:")) && head.contains(":leader-0"),
+        "{head}"
+    );
+    let (_, events) = api(
+        &server,
+        "GET",
+        &format!("/api/orders/{id}/events"),
+        INTAKE_TOKEN,
+        &Value::Null,
+    );
+    let alerted = events
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"]["type"] == "leaders_alerted"))
+        .unwrap_or_else(|| panic!("no leaders_alerted event: {events}"));
+    assert_eq!(alerted["kind"]["leaders"], json!(["王局长"]), "{alerted}");
+    assert!(
+        wait_until(Duration::from_secs(5), || server.log().contains("报告领导")),
+        "{}",
+        server.log()
+    );
+    receiver.stop();
+}

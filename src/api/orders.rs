@@ -60,6 +60,9 @@ pub struct OrdersContext {
     pub notifier: Option<Arc<dyn Notifier>>,
     /// The leaders of each city, told of urgent orders (H-13-2) by the scheduler.
     pub leaders: crate::server::leaders::LeaderDirectory,
+    /// Wakes the reminder scheduler before its interval when a commit left it work due
+    /// now (an urgent order received: its leaders are told at once).
+    pub scheduler_wake: Arc<tokio::sync::Notify>,
 }
 
 impl OrdersContext {
@@ -78,6 +81,14 @@ impl OrdersContext {
             queues: config.queues.clone(),
             notifier: None,
             leaders: crate::server::leaders::directory(config),
+            scheduler_wake: Arc::default(),
+        }
+    }
+
+    /// After a commit: wake the scheduler when `order` has work due at `at`.
+    pub fn wake_scheduler_for(&self, order: &Order, at: DateTime<FixedOffset>) {
+        if crate::ticket::scheduler_due(order).is_some_and(|due| due <= at) {
+            self.scheduler_wake.notify_one();
         }
     }
 
@@ -893,6 +904,7 @@ async fn create_order(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(order = %order.id, user = %user.id, state = %order.state, "order created");
+    ctx.wake_scheduler_for(&order, at);
     if let Some(call) = &order.fields.call_id {
         // The call's autosaved draft (agent console) has become this order.
         if let Err(e) = state.store.delete_call_draft(&call.0, &user.id).await {
@@ -1487,6 +1499,7 @@ async fn order_command(
         .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
         .await?;
     tracing::info!(order = %next.id, user = %user.id, command = %name, state = %next.state, "order command");
+    ctx.wake_scheduler_for(&next, at);
     // Committed: reminders and supervision presses go out.
     if let Some(notifier) = &ctx.notifier {
         for notice in notices(&next, &events) {

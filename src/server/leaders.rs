@@ -10,7 +10,7 @@
 //! failure (at most a minute): a receiver that is down gets its alerts once it is back,
 //! also after a restart. One journal per URL, so a leader whose receiver is down does
 //! not hold up another's. The body is the [`Notice`] with the `leader` it is for; its
-//! `X-Hotline-Event` header (`<order>:<seq>:<leader>`) lets a receiver drop repeats.
+//! `X-Hotline-Event` header (`<order>:<seq>:leader-<n>`) lets a receiver drop repeats.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -63,7 +63,8 @@ pub fn leader_gaps(config: &Config) -> Option<String> {
 /// One alert for one leader, waiting for its webhook.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LeaderDelivery {
-    /// `<order>:<seq>:<leader>`.
+    /// `<order>:<seq>:leader-<n>`, n the leader's place in the city's list (ASCII, for
+    /// the header).
     pub id: String,
     /// The JSON POSTed.
     pub body: serde_json::Value,
@@ -189,7 +190,11 @@ impl Notifier for LeaderNotifier {
         let Some(leaders) = self.directory.get(&notice.city) else {
             return;
         };
-        for leader in leaders.iter().filter(|l| notice.leaders.contains(&l.name)) {
+        for (index, leader) in leaders
+            .iter()
+            .enumerate()
+            .filter(|(_, l)| notice.leaders.contains(&l.name))
+        {
             info!(
                 order = %notice.order_id,
                 alert = ?notice.alert,
@@ -213,7 +218,7 @@ impl Notifier for LeaderNotifier {
                 );
             }
             let delivery = LeaderDelivery {
-                id: format!("{}:{}", notice.id, leader.name),
+                id: format!("{}:leader-{index}", notice.id),
                 body,
             };
             let target = target.clone();

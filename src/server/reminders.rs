@@ -179,7 +179,8 @@ pub async fn recompute_provisional_once(
     Ok(changed)
 }
 
-/// Run [`remind_once`] every `interval` until shutdown, on `clock`.
+/// Run [`remind_once`] every `interval`, and when a commit wakes it
+/// ([`OrdersContext::wake_scheduler_for`]), until shutdown, on `clock`.
 pub async fn reminder_loop(
     store: Store,
     orders: Arc<OrdersContext>,
@@ -194,6 +195,7 @@ pub async fn reminder_loop(
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            () = orders.scheduler_wake.notified() => {}
             () = shutdown.cancelled() => return,
         }
         if let Err(e) = remind_once(&store, &orders, notifier.as_ref(), clock.now()).await {
