@@ -273,18 +273,9 @@ fn a_hanging_then_down_receiver_blocks_nothing_and_gets_every_notice_once_back()
     receiver.stop();
 }
 
-/// H-13-2 (报告领导): an urgent order taken through the API is reported to the city's
-/// leaders at once — its commit wakes the scheduler, whose interval is ten minutes
-/// here — by the real server: the alert is in the order's ledger, in the log with the
-/// leader's name, and POSTed to the leader's own receiver, retried after a 500.
-#[test]
-fn an_urgent_order_is_reported_to_the_citys_leaders_at_once() {
-    let ops = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-    let ops_port = ops.local_addr().expect("addr").port();
-    let _ops = Receiver::start(ops, true);
-    let leaders = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
-    let leader_port = leaders.local_addr().expect("addr").port();
-    let receiver = Receiver::failing_first(leaders, 1);
+/// The webhook config with Jinan's leader 王局长, whose alerts go to `leader_port`, and
+/// the scheduler's own interval at ten minutes (only a commit wakes it sooner).
+fn with_leader(ops_port: u16, leader_port: u16) -> String {
     let jinan = "numbers = [\"053112348\"]\n";
     let text = config(ops_port)
         .replace("reminder_interval_secs = 1", "reminder_interval_secs = 600")
@@ -297,7 +288,30 @@ fn an_urgent_order_is_reported_to_the_citys_leaders_at_once() {
             1,
         );
     assert!(text.contains("[[cities.leaders]]"), "{text}");
-    let server = Server::start_with(&text, &[]);
+    text
+}
+
+fn urgent_order(server: &Server) -> String {
+    let mut body = new_order();
+    body["urgency"] = json!("urgent");
+    let (status, order) = api(server, "POST", "/api/orders", INTAKE_TOKEN, &body);
+    assert_eq!(status, 201, "{order}");
+    order["id"].as_str().expect("id").to_owned()
+}
+
+/// H-13-2 (报告领导): an urgent order taken through the API is reported to the city's
+/// leaders at once — its commit wakes the scheduler, whose interval is ten minutes
+/// here — by the real server: the alert is in the order's ledger, in the log with the
+/// leader's name, and POSTed to the leader's own receiver, retried after a 500.
+#[test]
+fn an_urgent_order_is_reported_to_the_citys_leaders_at_once() {
+    let ops = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let ops_port = ops.local_addr().expect("addr").port();
+    let _ops = Receiver::start(ops, true);
+    let leaders = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let leader_port = leaders.local_addr().expect("addr").port();
+    let receiver = Receiver::failing_first(leaders, 1);
+    let server = Server::start_with(&with_leader(ops_port, leader_port), &[]);
     let mut body = new_order();
     body["urgency"] = json!("urgent");
     let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &body);
@@ -342,5 +356,58 @@ fn an_urgent_order_is_reported_to_the_citys_leaders_at_once() {
         "{}",
         server.log()
     );
+    receiver.stop();
+}
+
+/// Nothing lost: a leader's receiver that is down when the alert is made gets it after
+/// the server was killed (-9) and started again — the alert waited in the data
+/// directory's journal — and exactly once.
+#[test]
+fn a_leaders_alert_survives_a_crash_while_the_receiver_is_down() {
+    let ops = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let ops_port = ops.local_addr().expect("addr").port();
+    let _ops = Receiver::start(ops, true);
+    let leader_port = free_port();
+    let server = Server::start_with(&with_leader(ops_port, leader_port), &[]);
+    let id = urgent_order(&server);
+    // Recorded, tried and journaled while nobody listens.
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .log()
+            .contains("leader alert delivery failed")),
+        "{}",
+        server.log()
+    );
+    let journaled = std::fs::read_dir(server.data_dir())
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("leader-notices-")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|text| text.contains(&id));
+    assert!(journaled, "the alert waits in the journal");
+    let server = server.restart(&[]);
+    let receiver = Receiver::start(
+        TcpListener::bind(("127.0.0.1", leader_port)).expect("bind leader receiver"),
+        true,
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || receiver
+            .bodies()
+            .iter()
+            .any(|b| b["order_id"] == id.as_str())),
+        "not delivered after the restart; log:\n{}",
+        server.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let copies = receiver
+        .bodies()
+        .iter()
+        .filter(|b| b["order_id"] == id.as_str() && b["alert"] == "urgent_received")
+        .count();
+    assert_eq!(copies, 1, "{:?}", receiver.bodies());
     receiver.stop();
 }
