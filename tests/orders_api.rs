@@ -3168,6 +3168,24 @@ async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
         transfer["by_dispatcher"]["dispatcher"]["on_time_permille"], 500,
         "{transfer}"
     );
+    // The database's counts are `ticket::transfer_timeliness` of the same orders.
+    let mut stored = Vec::new();
+    for id in [&waiting, &late, &timely] {
+        stored.push(
+            h.state
+                .store
+                .load_order(id)
+                .await
+                .expect("load")
+                .expect("order"),
+        );
+    }
+    let expected = hotline::ticket::transfer_timeliness(&stored, shanghai_now());
+    assert_eq!(
+        *transfer,
+        serde_json::to_value(&expected).expect("json"),
+        "{transfer}"
+    );
     shutdown.cancel();
     receiver.stop();
 }

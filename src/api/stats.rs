@@ -65,8 +65,20 @@ async fn order_stats(
         end_of_today_ms: end_of_today,
     };
     let stats = state.store.order_stats(&filter).await?;
-    let timeliness =
-        crate::ticket::transfer_timeliness(&state.store.orders_for_timeliness(&filter).await?, now);
+    let mut timeliness = crate::ticket::TransferTimeliness::default();
+    for row in state.store.transfer_counts(&filter).await? {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        timeliness.add_counts(
+            &row.unit,
+            &row.dispatcher,
+            (
+                n(row.on_time),
+                n(row.late),
+                n(row.urgent_late),
+                n(row.recorded_missed),
+            ),
+        );
+    }
     let count = |key: &str| stats.satisfaction.get(key).copied().unwrap_or(0);
     let rated: i64 = stats.satisfaction.values().sum();
     let satisfied = count("satisfied") + count("basically_satisfied");

@@ -269,6 +269,10 @@ struct Projection {
     callback_due: Option<i64>,
     next_due: Option<i64>,
     scheduler_due: Option<i64>,
+    /// First dispatch after the transfer limit (`None`: not dispatched).
+    transfer_late: Option<i64>,
+    /// The scheduler recorded the missed transfer limit.
+    transfer_missed: i64,
     completed: Option<i64>,
     overdue_done: i64,
     snapshot: String,
@@ -300,6 +304,17 @@ fn projection(order: &Order) -> Result<Projection, StoreError> {
             .map(|(_, w)| millis(w.due.at))
             .min(),
         scheduler_due: scheduler_due(order).map(millis),
+        // The dispatched half of `ticket::transfer_on_time` (the open half needs `now`).
+        transfer_late: order
+            .dispatched_at
+            .zip(deadlines)
+            .map(|(at, d)| bool_int(at > d.transfer.due.at)),
+        transfer_missed: bool_int(
+            order
+                .missed_limits
+                .iter()
+                .any(|m| m.deadline == crate::ticket::DeadlineKind::Transfer),
+        ),
         completed,
         overdue_done: bool_int(overdue_done),
         snapshot: serde_json::to_string(order).map_err(|_| StoreError::Snapshot)?,
@@ -595,10 +610,11 @@ impl Store {
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
-                     special_flag, created_ms, updated_ms, snapshot, due_sort, scheduler_due_ms) \
+                     special_flag, created_ms, updated_ms, snapshot, due_sort, scheduler_due_ms, \
+                     dispatch_unit, dispatched_by, transfer_late, transfer_missed) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-                     $16, $17, $18, $19, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING \
-                     RETURNING created_ms",
+                     $16, $17, $18, $19, $19, $20, $21, $22, $23, $24, $25, $26) \
+                     ON CONFLICT (id) DO NOTHING RETURNING created_ms",
                 )
                 .bind(order_id)
                 .bind(u64_i64(order.version))
@@ -622,6 +638,10 @@ impl Store {
                 .bind(&p.snapshot)
                 .bind(due_sort)
                 .bind(p.scheduler_due)
+                .bind(order.dispatch_unit.as_ref().map(|u| u.as_str()))
+                .bind(order.dispatched_by.as_ref().map(|u| u.0.as_str()))
+                .bind(p.transfer_late)
+                .bind(p.transfer_missed)
                 .fetch_optional(&mut *tx)
                 .await?
             } else {
@@ -631,7 +651,9 @@ impl Store {
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
                      updated_ms = $15, snapshot = $16, due_sort = $19, contact_phone = $20, \
-                     scheduler_due_ms = $21 WHERE id = $17 AND version = $18 RETURNING created_ms",
+                     scheduler_due_ms = $21, dispatch_unit = $22, \
+                     dispatched_by = COALESCE($23, dispatched_by), transfer_late = $24, \
+                     transfer_missed = $25 WHERE id = $17 AND version = $18 RETURNING created_ms",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -655,6 +677,10 @@ impl Store {
                 // Dispatch may correct it (H-13-1): the phone filter finds the order.
                 .bind(order.fields.contact.phone.as_str())
                 .bind(p.scheduler_due)
+                .bind(order.dispatch_unit.as_ref().map(|u| u.as_str()))
+                .bind(order.dispatched_by.as_ref().map(|u| u.0.as_str()))
+                .bind(p.transfer_late)
+                .bind(p.transfer_missed)
                 .fetch_optional(&mut *tx)
                 .await?
             };

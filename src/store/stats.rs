@@ -39,6 +39,18 @@ pub struct OrderStats {
     pub satisfaction: BTreeMap<String, i64>,
 }
 
+/// Transfer timeliness counts of one dispatch unit and dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRow {
+    pub unit: String,
+    /// `""`: not dispatched.
+    pub dispatcher: String,
+    pub on_time: i64,
+    pub late: i64,
+    pub urgent_late: i64,
+    pub recorded_missed: i64,
+}
+
 enum Bind {
     Text(String),
     Int(i64),
@@ -79,22 +91,36 @@ fn filter_clauses(filter: &StatsFilter) -> (Vec<Bind>, Vec<String>) {
 }
 
 impl Store {
-    /// The orders of `filter` (scope and period) that have a transfer limit, for the
-    /// transfer timeliness figures ([`crate::ticket::transfer_timeliness`]).
+    /// Transfer timeliness counts of `filter`'s orders at `filter.now_ms`, per dispatch
+    /// unit (the city for rows written before it was kept) and first dispatcher (`""`
+    /// when never dispatched): the SQL form of [`crate::ticket::transfer_on_time`] —
+    /// late when dispatched after the limit (`transfer_late`, computed by it at write
+    /// time) or still waiting for dispatch past the limit now.
     ///
     /// # Errors
-    /// Database errors; an unreadable snapshot.
-    pub async fn orders_for_timeliness(
+    /// Database errors.
+    pub async fn transfer_counts(
         &self,
         filter: &StatsFilter,
-    ) -> Result<Vec<crate::ticket::Order>, StoreError> {
-        let (binds, mut clauses) = filter_clauses(filter);
+    ) -> Result<Vec<TransferRow>, StoreError> {
+        let (mut binds, mut clauses) = filter_clauses(filter);
+        binds.push(Bind::Int(filter.now_ms));
+        let now = format!("${}", binds.len());
         clauses.push("transfer_due_ms IS NOT NULL".to_owned());
+        let late = format!(
+            "(transfer_late = 1 OR (transfer_late IS NULL \
+             AND state IN ('draft', 'pending_dispatch') AND transfer_due_ms < {now}))"
+        );
         let sql = format!(
-            "SELECT snapshot FROM orders WHERE {}",
+            "SELECT COALESCE(dispatch_unit, city), COALESCE(dispatched_by, ''), \
+             SUM(CASE WHEN transfer_late = 0 THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN {late} THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN {late} AND urgency = 'urgent' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN {late} AND transfer_missed = 1 THEN 1 ELSE 0 END) \
+             FROM orders WHERE {} GROUP BY 1, 2",
             clauses.join(" AND ")
         );
-        let rows: Vec<(String,)> = on_pool!(self, |p| {
+        let rows: Vec<(String, String, i64, i64, i64, i64)> = on_pool!(self, |p| {
             let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
             for b in &binds {
                 q = match b {
@@ -104,9 +130,19 @@ impl Store {
             }
             q.fetch_all(p).await?
         });
-        rows.into_iter()
-            .map(|(s,)| serde_json::from_str(&s).map_err(|_| StoreError::Snapshot))
-            .collect()
+        Ok(rows
+            .into_iter()
+            .map(
+                |(unit, dispatcher, on_time, late, urgent_late, recorded)| TransferRow {
+                    unit,
+                    dispatcher,
+                    on_time,
+                    late,
+                    urgent_late,
+                    recorded_missed: recorded,
+                },
+            )
+            .collect())
     }
 
     /// Count the orders of `filter`.

@@ -1,7 +1,8 @@
 //! Transfer timeliness (转办及时率; H-8 1 working day, H-13-2 1 hour for urgent
 //! orders) of dispatch centers and dispatchers, from [`transfer_on_time`], the one
-//! definition the scheduler's `limit_missed` events use too. Shown by
-//! `/api/stats/orders`; rankings may read the same figures per unit.
+//! definition the scheduler's `limit_missed` events use too. `/api/stats/orders`
+//! counts the same in SQL over the projection (`Store::transfer_counts`; its API test
+//! compares the two); rankings may read the same figures per unit.
 
 use std::collections::BTreeMap;
 
@@ -29,6 +30,16 @@ pub struct TransferCount {
 }
 
 impl TransferCount {
+    /// Adds counts made elsewhere (the database's, see `Store::transfer_counts`).
+    pub fn add_counts(&mut self, on_time: u64, late: u64, urgent_late: u64, recorded: u64) {
+        self.on_time += on_time;
+        self.late += late;
+        self.urgent_late += urgent_late;
+        self.recorded_missed += recorded;
+        self.judged = self.on_time + self.late;
+        self.on_time_permille = (self.judged > 0).then(|| self.on_time * 1000 / self.judged);
+    }
+
     fn add(&mut self, order: &Order, on_time: bool) {
         self.judged += 1;
         if on_time {
@@ -60,6 +71,24 @@ pub struct TransferTimeliness {
     pub by_unit: BTreeMap<String, TransferCount>,
     /// By the dispatcher's user id (orders never dispatched have none).
     pub by_dispatcher: BTreeMap<String, TransferCount>,
+}
+
+impl TransferTimeliness {
+    /// Adds the counts of one dispatch unit and dispatcher (`""`: none).
+    pub fn add_counts(&mut self, unit: &str, dispatcher: &str, counts: (u64, u64, u64, u64)) {
+        let (on_time, late, urgent, recorded) = counts;
+        self.total.add_counts(on_time, late, urgent, recorded);
+        self.by_unit
+            .entry(unit.to_owned())
+            .or_default()
+            .add_counts(on_time, late, urgent, recorded);
+        if !dispatcher.is_empty() {
+            self.by_dispatcher
+                .entry(dispatcher.to_owned())
+                .or_default()
+                .add_counts(on_time, late, urgent, recorded);
+        }
+    }
 }
 
 /// Transfer timeliness of `orders` at `now`.
