@@ -1619,6 +1619,56 @@ mod tests {
         ledger_detects_edits_and_deletions(async || test_support::postgres().await).await;
     }
 
+    /// Migration 0015's backfill: rows written before it get the first dispatcher and
+    /// whether that dispatch was late from the ledger.
+    async fn transfer_columns_are_backfilled_from_the_ledger(store: Store, migration: &str) {
+        let w = world();
+        let (order, mut events) = submitted(&w, "GD-BF", "13812345678");
+        let (order, more) = dispatched(&w, &order);
+        events.extend(more);
+        store
+            .append_order_events(&order, 0, &events, None, 1)
+            .await
+            .unwrap();
+        on_pool!(store, |p| sqlx::query(
+            "UPDATE orders SET dispatched_by = NULL, transfer_late = NULL"
+        )
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let backfill = &migration[migration.find("UPDATE orders").expect("backfill")..];
+        on_pool!(store, |p| sqlx::query(sqlx::AssertSqlSafe(
+            backfill.to_owned()
+        ))
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let row: (Option<String>, Option<i64>) = on_pool!(store, |p| sqlx::query_as(
+            "SELECT dispatched_by, transfer_late FROM orders WHERE id = 'GD-BF'"
+        )
+        .fetch_one(p)
+        .await)
+        .unwrap();
+        // Received 2025-09-30 16:00, dispatched 17:00 the same day: within the working day.
+        assert_eq!(row, (Some("agent".to_owned()), Some(0)));
+    }
+
+    #[tokio::test]
+    async fn sqlite_transfer_columns_are_backfilled_from_the_ledger() {
+        let (store, _dir) = test_support::sqlite().await;
+        let migration = include_str!("../../migrations/sqlite/0015_transfer_timeliness.sql");
+        transfer_columns_are_backfilled_from_the_ledger(store, migration).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_transfer_columns_are_backfilled_from_the_ledger() {
+        let migration = include_str!("../../migrations/postgres/0015_transfer_timeliness.sql");
+        transfer_columns_are_backfilled_from_the_ledger(test_support::postgres().await, migration)
+            .await;
+    }
+
     /// A snapshot written before the fold derived `dispatched_by` (it lacks the field)
     /// still verifies; any other difference is still found.
     async fn snapshots_from_before_dispatched_by_verify(store: Store) {
