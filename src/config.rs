@@ -505,6 +505,25 @@ pub struct CityConfig {
     /// Agent ids rung for urgent calls after hours (empty: no duty list).
     #[serde(default)]
     pub duty_list: Vec<String>,
+    /// The leaders told of the city's urgent orders — when one is received and when
+    /// its hour for the transfer passes (H-13-2 报告领导): `[[cities.leaders]]`.
+    #[serde(default)]
+    pub leaders: Vec<LeaderConfig>,
+}
+
+/// One leader of a city (`[[cities.leaders]]`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaderConfig {
+    /// Name and post, e.g. "王某（分管副局长）".
+    pub name: String,
+    /// How to reach them by hand (phone, e-mail); shown in the log line.
+    #[serde(default)]
+    pub contact: String,
+    /// Where their alerts are POSTed as JSON (`http://`; retried until answered 2xx,
+    /// kept in `leader-notices-*.jsonl` in the data directory meanwhile).
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -709,6 +728,27 @@ impl Config {
                 .map(crate::ivr::hours::WorkingHours::validate)
             {
                 add(format!("cities[{i}].hours"), e.to_string());
+            }
+            let mut leader_names = HashSet::new();
+            for (j, leader) in c.leaders.iter().enumerate() {
+                let path = format!("cities[{i}].leaders[{j}]");
+                if leader.name.trim().is_empty() || !leader_names.insert(leader.name.trim()) {
+                    add(
+                        format!("{path}.name"),
+                        "must be non-empty and unique in the city".into(),
+                    );
+                }
+                if leader.contact.trim().is_empty() && leader.webhook_url.is_none() {
+                    add(
+                        format!("{path}.contact"),
+                        "a leader needs a contact or a webhook_url to be told".into(),
+                    );
+                }
+                if let Some(url) = &leader.webhook_url
+                    && let Err(e) = crate::http_client::HttpUrl::parse(url)
+                {
+                    add(format!("{path}.webhook_url"), e.to_string());
+                }
             }
         }
         if !self.cities.is_empty()

@@ -61,6 +61,7 @@ fn config() -> Config {
         user("cb", ConfigRole::CallbackStaff, "jinan", None),
         user("rev", ConfigRole::Reviewer, "jinan", None),
         user("county", ConfigRole::UnitHandler, "jinan-shizhong", None),
+        user("disp-qd", ConfigRole::Dispatcher, "qingdao", None),
     ]);
     config
 }
@@ -991,4 +992,146 @@ async fn live_control_queue_views_and_events_stay_in_the_users_subtree() {
         None,
         "Qingdao's supervisor hears nothing of Jinan's agents"
     );
+}
+
+/// H-12-4 / issue 15: dispatch, the units and callback staff play the voice message of
+/// an order they may read (404 for an order outside their scope, 403 for reviewers),
+/// through a URL on the order — never the server's file path — and each play is in the
+/// audit log (who, which order and call, when, which bytes).
+async fn voice_messages_play_on_the_order_for_its_roles_audited(h: &Harness) {
+    use hotline::store::calls::VoiceMessage;
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("t");
+    let wav = h.wav("2026/11/27/vm-7.wav", 1);
+    let bytes = std::fs::read(&wav).expect("read wav");
+    let path = wav.display().to_string();
+    let arrival = "2026-11-27T20:00:00+08:00";
+    let message = VoiceMessage {
+        call_id: "vm-7".into(),
+        caller: "13812345678".into(),
+        city: Some("jinan".into()),
+        category: "complaint".into(),
+        urgency: "normal".into(),
+        recording: path.clone(),
+        duration_ms: 1000,
+        received_at: arrival.into(),
+        callback_due: "2026-12-01T00:00:00+08:00".into(),
+        provisional: false,
+        work_order: None,
+    };
+    let cdr = CdrBuilder::new("vm-7", "13812345678", "053112348", at(arrival)).finish(at(arrival));
+    h.store
+        .insert_call(&cdr, Some(&message))
+        .await
+        .expect("call with a voice message");
+    let calendar =
+        Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
+    let orders = OrdersContext::from_config(&config(), calendar);
+    let made = hotline::server::voicemail::convert_once(
+        &h.store,
+        &orders,
+        &hotline::ticket::UnitId::new("jinan"),
+        at("2026-11-27T20:00:05+08:00"),
+    )
+    .await
+    .expect("voice message → order");
+    assert_eq!(made, 1);
+    let id = h
+        .store
+        .voice_message("vm-7")
+        .await
+        .expect("read")
+        .and_then(|m| m.work_order)
+        .expect("linked order");
+    let url = format!("/api/orders/{id}/voice_message");
+
+    // The order carries the play URL, and neither it nor its history the file path.
+    let disp = h.login("disp").await;
+    let order = h.get(&disp, &format!("/api/orders/{id}"), None).await;
+    assert_eq!(order.status, StatusCode::OK, "{}", order.text());
+    assert_eq!(order.body["voice_message"]["play_url"], url.as_str());
+    assert!(!order.text().contains(&path), "{}", order.text());
+    let events = h
+        .get(&disp, &format!("/api/orders/{id}/events"), None)
+        .await;
+    assert!(!events.text().contains(&path), "{}", events.text());
+
+    // Dispatch and the callback clerk of Jinan play it, with ranges.
+    let r = h.get(&disp, &url, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(r.headers[header::CONTENT_TYPE], "audio/wav");
+    assert_eq!(r.bytes, bytes);
+    let cb = h.login("cb").await;
+    let r = h.get(&cb, &url, Some("bytes=0-43")).await;
+    assert_eq!(r.status, StatusCode::PARTIAL_CONTENT, "{}", r.text());
+    assert_eq!(r.bytes, bytes[..44]);
+
+    // Outside the order's scope: 404, as for the order itself; reviewers: 403.
+    for who in ["disp-qd", "sup-qingdao", "agent-qd", "county"] {
+        let s = h.login(who).await;
+        let r = h.get(&s, &url, None).await;
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "{who}: {}", r.text());
+    }
+    let rev = h.login("rev").await;
+    assert_eq!(h.get(&rev, &url, None).await.status, StatusCode::FORBIDDEN);
+
+    // Once dispatched to a unit, its handlers hear it too.
+    let dispatched = h
+        .write(
+            &disp,
+            "POST",
+            &format!("/api/orders/{id}/dispatch"),
+            json!({"units": ["jinan-shizhong"], "area": "mediation"}),
+        )
+        .await;
+    assert_eq!(dispatched.status, StatusCode::OK, "{}", dispatched.text());
+    let county = h.login("county").await;
+    assert_eq!(h.get(&county, &url, None).await.status, StatusCode::OK);
+
+    // Every play is audited: who, which order (and call), which bytes; refusals not.
+    let lines = h
+        .store
+        .audit_lines("voice_message.play", Some(&id), 10)
+        .await
+        .expect("audit");
+    let mut who: Vec<&str> = lines.iter().map(|l| l.actor.as_str()).collect();
+    who.sort_unstable();
+    assert_eq!(who, ["cb", "county", "disp"], "{lines:?}");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l.subject == id && l.detail.contains("call vm-7") && l.at_ms > 0),
+        "{lines:?}"
+    );
+    assert!(
+        lines.iter().any(|l| l.detail.contains("bytes 0-43/")),
+        "{lines:?}"
+    );
+
+    // An order that merely names the call is not the message's order: 404.
+    let own = h
+        .write(
+            &disp,
+            "POST",
+            "/api/orders",
+            json!({"contact_phone": "13800000000", "category": "consultation",
+                   "description": "冒用留言", "call_id": "vm-7", "city": "jinan"}),
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::CREATED, "{}", own.text());
+    let other = own.body["id"].as_str().expect("id").to_owned();
+    let r = h
+        .get(&disp, &format!("/api/orders/{other}/voice_message"), None)
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{}", r.text());
+}
+
+#[tokio::test]
+async fn sqlite_voice_messages_play_on_the_order_for_its_roles_audited() {
+    let (h, _db) = sqlite().await;
+    voice_messages_play_on_the_order_for_its_roles_audited(&h).await;
+}
+
+#[tokio::test]
+async fn postgres_voice_messages_play_on_the_order_for_its_roles_audited() {
+    voice_messages_play_on_the_order_for_its_roles_audited(&postgres().await).await;
 }

@@ -3,6 +3,8 @@
 //! tests named `postgres_*` (which must be running). Users, units and
 //! routing come from the shipped `config/hotline.toml`.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -3390,4 +3392,505 @@ async fn sqlite_orders_get_short_numbers_unique_per_day() {
 #[tokio::test]
 async fn postgres_orders_get_short_numbers_unique_per_day() {
     orders_get_short_numbers_unique_per_day(&postgres().await).await;
+}
+
+// ------------------------------------------------- H-13-2 urgent orders, H-9 report
+
+fn rfc3339(t: chrono::DateTime<chrono::FixedOffset>) -> String {
+    t.to_rfc3339()
+}
+
+fn shanghai_now() -> chrono::DateTime<chrono::FixedOffset> {
+    chrono::Utc::now().with_timezone(&hotline::calendar::shanghai())
+}
+
+fn urgent_fields(received_at: &str, description: &str) -> hotline::ticket::OrderFields {
+    hotline::ticket::OrderFields {
+        contact: hotline::ticket::Contact {
+            name: "张三".into(),
+            phone: "13812345678".into(),
+        },
+        category: hotline::ticket::Category::Complaint,
+        urgency: hotline::ticket::Urgency::Urgent,
+        description: description.into(),
+        city: hotline::ticket::UnitId::new("jinan"),
+        received_at: chrono::DateTime::parse_from_rfc3339(received_at).expect("time"),
+        ..hotline::ticket::OrderFields::default()
+    }
+}
+
+async fn event_kinds(h: &Harness, s: &Session, id: &str) -> Vec<String> {
+    let events = h.get(s, &format!("/api/orders/{id}/events")).await;
+    assert_eq!(events.status, StatusCode::OK, "{}", events.text);
+    events
+        .body
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter_map(|e| e["kind"]["type"].as_str().map(str::to_owned))
+        .collect()
+}
+
+fn count(kinds: &[String], kind: &str) -> usize {
+    kinds.iter().filter(|k| k.as_str() == kind).count()
+}
+
+/// H-13-2: an urgent order is transferred within 1 hour and reported to the leaders.
+/// The scheduler tells the city's configured leaders once when an urgent order is
+/// received and once when its hour passes undispatched — also when the dispatch came
+/// late before the scheduler looked — and records the missed limit once as an event;
+/// the late transfer counts against the dispatch center and the dispatcher in
+/// `/api/stats/orders`. Leaders' alerts go to a real receiver on 127.0.0.1 that fails
+/// the first delivery: it is retried, and each alert arrives.
+async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
+    use hotline::server::leaders::LeaderNotifier;
+    use hotline::ticket::Role;
+    let port = common::free_port();
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
+    let receiver = common::Receiver::failing_first(listener, 1);
+    let mut h = h;
+    let mut orders = orders_context();
+    orders.leaders.insert(
+        "jinan".into(),
+        vec![hotline::config::LeaderConfig {
+            name: "王局长".into(),
+            contact: "0531-12345678".into(),
+            webhook_url: Some(format!("http://127.0.0.1:{port}/leaders")),
+        }],
+    );
+    h.state.orders = Arc::new(orders);
+    h.app = router(h.state.clone());
+    let journals = tempfile::tempdir().expect("tempdir");
+    let shutdown = hotline::server::sip::Shutdown::default();
+    let notifier = LeaderNotifier::start(
+        h.state.orders.leaders.clone(),
+        journals.path(),
+        std::time::Duration::from_secs(5),
+        Arc::default(),
+        &shutdown,
+    )
+    .expect("leader notifier");
+
+    let now = shanghai_now();
+    let agent = actor_of("agent", Role::Agent, "jinan");
+    fn submit<'a>(
+        agent: &hotline::ticket::Actor,
+        t: &'a str,
+    ) -> Vec<(hotline::ticket::Command, hotline::ticket::Actor, &'a str)> {
+        vec![(hotline::ticket::Command::Submit, agent.clone(), t)]
+    }
+    // Received two hours ago and still waiting for dispatch.
+    let two_hours_ago = rfc3339(now - chrono::TimeDelta::hours(2));
+    let waiting = backdated_order(
+        &h,
+        urgent_fields(&two_hours_ago, "群体性纠纷，现场冲突"),
+        submit(&agent, &two_hours_ago),
+    )
+    .await;
+    // Received 90 minutes ago, dispatched now: late, before the scheduler looked.
+    let ninety = rfc3339(now - chrono::TimeDelta::minutes(90));
+    let late = backdated_order(
+        &h,
+        urgent_fields(&ninety, "老人走失求助"),
+        submit(&agent, &ninety),
+    )
+    .await;
+    let dispatcher = h.login("dispatcher").await;
+    let dispatched = h
+        .command(
+            &dispatcher,
+            &late,
+            "dispatch",
+            json!({"units": ["jinan-legal-aid"], "area": "legal_aid"}),
+        )
+        .await;
+    assert_eq!(dispatched["transfer_on_time"], false, "{dispatched}");
+    // Received now and dispatched at once: on time.
+    let agent_session = h.login("agent").await;
+    let mut body = order_body("complaint", "unknown", None);
+    body["urgency"] = json!("urgent");
+    let timely = id_of(&h.create(&agent_session, body).await);
+    let on_time = h
+        .command(
+            &dispatcher,
+            &timely,
+            "dispatch",
+            json!({"units": ["jinan-legal-aid"], "area": "legal_aid"}),
+        )
+        .await;
+    assert_eq!(on_time["transfer_on_time"], true, "{on_time}");
+
+    let scheduler_now = shanghai_now();
+    let recorded = hotline::server::reminders::remind_once(
+        &h.state.store,
+        &h.state.orders,
+        &notifier,
+        scheduler_now,
+    )
+    .await
+    .expect("scheduler pass");
+    assert!(
+        recorded >= 7,
+        "alerts, missed limits and reminders: {recorded}"
+    );
+    let again = hotline::server::reminders::remind_once(
+        &h.state.store,
+        &h.state.orders,
+        &notifier,
+        scheduler_now + chrono::TimeDelta::seconds(1),
+    )
+    .await
+    .expect("scheduler pass");
+    assert_eq!(again, 0, "each alert and missed limit recorded once");
+
+    let supervisor = h.login("supervisor").await;
+    for id in [&waiting, &late] {
+        let kinds = event_kinds(&h, &supervisor, id).await;
+        assert_eq!(count(&kinds, "leaders_alerted"), 2, "{id}: {kinds:?}");
+        assert_eq!(count(&kinds, "limit_missed"), 1, "{id}: {kinds:?}");
+        let order = h.get(&supervisor, &format!("/api/orders/{id}")).await.body;
+        assert_eq!(order["transfer_on_time"], false, "{order}");
+        assert_eq!(order["missed_limits"][0]["deadline"], "transfer", "{order}");
+        assert_eq!(
+            order["leader_alerts"],
+            json!(["urgent_received", "urgent_transfer_missed"]),
+            "{order}"
+        );
+    }
+    let kinds = event_kinds(&h, &supervisor, &timely).await;
+    assert_eq!(count(&kinds, "leaders_alerted"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "limit_missed"), 0, "{kinds:?}");
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{timely}/events"))
+        .await
+        .body;
+    let alert = events
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"]["type"] == "leaders_alerted"))
+        .expect("alert event");
+    assert_eq!(alert["kind"]["leaders"], json!(["王局长"]), "{alert}");
+    assert_eq!(alert["role"], "system");
+
+    // Five alerts, each delivered once the receiver answers (the first try got 500).
+    // (Waits on the runtime: the delivery tasks run on this test's thread.)
+    for _ in 0..200 {
+        if receiver.bodies().len() >= 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(receiver.refused(), 1);
+    let bodies = receiver.bodies();
+    assert_eq!(bodies.len(), 5, "{bodies:?}");
+    let of = |id: &str, alert: &str| {
+        bodies
+            .iter()
+            .filter(|b| b["order_id"] == id && b["alert"] == alert)
+            .count()
+    };
+    assert_eq!(
+        (
+            of(&waiting, "urgent_received"),
+            of(&waiting, "urgent_transfer_missed"),
+            of(&late, "urgent_transfer_missed"),
+            of(&timely, "urgent_received"),
+            of(&timely, "urgent_transfer_missed"),
+        ),
+        (1, 1, 1, 1, 0),
+        "{bodies:?}"
+    );
+    for body in &bodies {
+        assert_eq!(body["event"], "leaders", "{body}");
+        assert_eq!(body["leader"]["name"], "王局长", "{body}");
+        assert_eq!(body["city"], "jinan", "{body}");
+        let text = body.to_string();
+        assert!(
+            !text.contains("13812345678") && !text.contains("张三"),
+            "{text}"
+        );
+    }
+    assert!(
+        receiver
+            .heads()
+            .iter()
+            .all(|head| head.to_ascii_lowercase().contains("x-hotline-event: ")),
+        "{:?}",
+        receiver.heads()
+    );
+
+    // Timeliness: the dispatch center and the dispatcher carry the late transfer.
+    let stats = h.get(&supervisor, "/api/stats/orders").await;
+    assert_eq!(stats.status, StatusCode::OK, "{}", stats.text);
+    let transfer = &stats.body["transfer"];
+    assert_eq!(transfer["total"]["late"], 2, "{transfer}");
+    assert_eq!(transfer["total"]["urgent_late"], 2, "{transfer}");
+    assert_eq!(transfer["total"]["recorded_missed"], 2, "{transfer}");
+    assert_eq!(transfer["by_unit"]["jinan"]["late"], 2, "{transfer}");
+    assert_eq!(
+        transfer["by_dispatcher"]["dispatcher"]["late"], 1,
+        "{transfer}"
+    );
+    assert_eq!(
+        transfer["by_dispatcher"]["dispatcher"]["on_time"], 1,
+        "{transfer}"
+    );
+    assert_eq!(
+        transfer["by_dispatcher"]["dispatcher"]["on_time_permille"], 500,
+        "{transfer}"
+    );
+    // The database's counts are `ticket::transfer_timeliness` of the same orders.
+    let mut stored = Vec::new();
+    for id in [&waiting, &late, &timely] {
+        stored.push(
+            h.state
+                .store
+                .load_order(id)
+                .await
+                .expect("load")
+                .expect("order"),
+        );
+    }
+    let expected = hotline::ticket::transfer_timeliness(&stored, shanghai_now());
+    assert_eq!(
+        *transfer,
+        serde_json::to_value(&expected).expect("json"),
+        "{transfer}"
+    );
+    shutdown.cancel();
+    receiver.stop();
+}
+
+#[tokio::test]
+async fn sqlite_urgent_orders_alert_leaders_and_record_a_missed_transfer() {
+    urgent_orders_alert_leaders_and_record_a_missed_transfer(sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_urgent_orders_alert_leaders_and_record_a_missed_transfer() {
+    urgent_orders_alert_leaders_and_record_a_missed_transfer(postgres().await).await;
+}
+
+/// `check-config` refuses a leader without a name, without any way to be told, or with
+/// a webhook that is not an http:// URL.
+#[test]
+fn check_config_validates_the_leaders() {
+    let text = std::fs::read_to_string(root().join("config/hotline.toml")).expect("config");
+    let bad = text.replacen(
+        "[[cities.leaders]]\nname = \"济南市司法局值班领导\"\ncontact = \"0531-00000000\"\n",
+        "[[cities.leaders]]\nname = \"\"\n\n[[cities.leaders]]\nname = \"李处长\"\nwebhook_url = \"https://example.org/x\"\n",
+        1,
+    );
+    assert_ne!(bad, text, "the shipped config names Jinan's leaders");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("hotline.toml");
+    std::fs::write(&path, &bad).expect("write");
+    let problems = Config::load(&path).expect_err("refused").to_string();
+    assert!(problems.contains("cities[0].leaders[0].name"), "{problems}");
+    assert!(
+        problems.contains("cities[0].leaders[0].contact"),
+        "{problems}"
+    );
+    assert!(
+        problems.contains("cities[0].leaders[1].webhook_url"),
+        "{problems}"
+    );
+    let shipped = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
+    assert_eq!(shipped.cities[0].leaders[0].name, "济南市司法局值班领导");
+    let gap = hotline::server::leaders::leader_gaps(&shipped).expect("other cities");
+    assert!(gap.contains("qingdao") && !gap.contains("jinan,"), "{gap}");
+}
+
+/// H-9: a caller dissatisfied with the result is reported to the unit within 1 working
+/// day. The dissatisfied callback opens the report deadline (shown on the order, from
+/// the working-day calendar); the scheduler reminds before it lapses and records it
+/// missed once; the callback clerk or the supervising unit makes the report, which
+/// completes it.
+async fn dissatisfaction_is_reported_to_the_unit_within_a_working_day(h: &Harness) {
+    use hotline::ticket::{CallbackOutcome, Command, Role};
+    let at = |t: &str| chrono::DateTime::parse_from_rfc3339(t).expect("time");
+    // A consultation answered by the legal-aid center, called back dissatisfied on
+    // Monday 2025-10-13 (after the National Day holiday): report due Tue 24:00.
+    let mut fields = urgent_fields("2025-10-13T09:00:00+08:00", "咨询遗产继承");
+    fields.urgency = hotline::ticket::Urgency::Normal;
+    fields.category = hotline::ticket::Category::Consultation;
+    fields.area = hotline::ticket::BusinessArea::LegalAid;
+    let handler = actor_of("handler", Role::UnitHandler, "jinan-legal-aid");
+    let id = backdated_order(
+        h,
+        fields,
+        vec![
+            (
+                Command::Submit,
+                actor_of("agent", Role::Agent, "jinan"),
+                "2025-10-13T09:00:00+08:00",
+            ),
+            (Command::Sign, handler.clone(), "2025-10-13T09:10:00+08:00"),
+            (Command::Start, handler.clone(), "2025-10-13T09:20:00+08:00"),
+            (
+                Command::Reply {
+                    text: "答复".into(),
+                },
+                handler,
+                "2025-10-13T09:30:00+08:00",
+            ),
+            (
+                Command::RecordCallback {
+                    outcome: CallbackOutcome::Dissatisfied,
+                    note: "不满意".into(),
+                },
+                actor_of("callback", Role::CallbackStaff, "jinan"),
+                "2025-10-13T10:00:00+08:00",
+            ),
+        ],
+    )
+    .await;
+    let supervisor = h.login("supervisor").await;
+    let order = h.get(&supervisor, &format!("/api/orders/{id}")).await.body;
+    let report = &order["dissatisfaction_report"];
+    assert_eq!(report["unit"], "jinan-legal-aid", "{order}");
+    assert_eq!(report["due_display"], "2025-10-14T24:00+08:00", "{report}");
+    assert_eq!(report["reported_at"], Value::Null, "{report}");
+    assert_eq!(
+        report["overdue"], true,
+        "long past on the wall clock: {report}"
+    );
+    let callback = h.login("callback").await;
+    let seen = h.get(&callback, &format!("/api/orders/{id}")).await.body;
+    assert!(
+        allowed(&seen).contains(&"report_dissatisfaction".to_owned()),
+        "{seen}"
+    );
+
+    // Yellow on its own day, red and missed once at the limit.
+    let notifier = hotline::server::reminders::LogNotifier;
+    let pass = |t: &str| {
+        hotline::server::reminders::remind_once(&h.state.store, &h.state.orders, &notifier, at(t))
+    };
+    assert_eq!(pass("2025-10-13T20:00:00+08:00").await.expect("pass"), 0);
+    assert_eq!(pass("2025-10-14T12:00:00+08:00").await.expect("pass"), 1);
+    assert_eq!(pass("2025-10-15T01:00:00+08:00").await.expect("pass"), 2);
+    assert_eq!(pass("2025-10-15T02:00:00+08:00").await.expect("pass"), 0);
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await
+        .body;
+    let report_events: Vec<(String, String)> = events
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"]["deadline"] == "report")
+        .map(|e| {
+            (
+                e["kind"]["type"].as_str().unwrap_or_default().to_owned(),
+                e["kind"]["level"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        report_events,
+        [
+            ("reminded".to_owned(), "yellow".to_owned()),
+            ("limit_missed".to_owned(), String::new()),
+            ("reminded".to_owned(), "red".to_owned()),
+        ],
+        "{events}"
+    );
+
+    // The report: a note is required; units may not; once made it is complete.
+    let unit = h.login("handler").await;
+    let refused = h
+        .post(
+            &unit,
+            &format!("/api/orders/{id}/report_dissatisfaction"),
+            json!({"note": "x"}),
+        )
+        .await;
+    assert!(
+        matches!(
+            refused.status,
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        ),
+        "{}",
+        refused.text
+    );
+    let empty = h
+        .post(
+            &callback,
+            &format!("/api/orders/{id}/report_dissatisfaction"),
+            json!({"note": " "}),
+        )
+        .await;
+    assert_eq!(
+        empty.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        empty.text
+    );
+    let reported = h
+        .command(
+            &callback,
+            &id,
+            "report_dissatisfaction",
+            json!({"note": "已向法律援助中心通报来电人不满意及理由"}),
+        )
+        .await;
+    let report = &reported["dissatisfaction_report"];
+    assert_eq!(report["reported_by"], "callback", "{report}");
+    assert!(report["reported_at"].is_string(), "{report}");
+    assert_eq!(report["overdue"], true, "made after the limit: {report}");
+    assert_eq!(reported["state"], "second_callback", "{reported}");
+    let twice = h
+        .post(
+            &supervisor,
+            &format!("/api/orders/{id}/report_dissatisfaction"),
+            json!({"note": "再次通报"}),
+        )
+        .await;
+    assert_eq!(
+        twice.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        twice.text
+    );
+
+    // Made in time (the supervising unit, right after the callback): no reminder, not
+    // missed.
+    let live = escalated_to_second_callback(h).await;
+    let open = h
+        .get(&supervisor, &format!("/api/orders/{live}"))
+        .await
+        .body;
+    assert_eq!(open["dissatisfaction_report"]["overdue"], false, "{open}");
+    let done = h
+        .command(
+            &supervisor,
+            &live,
+            "report_dissatisfaction",
+            json!({"note": "已通报"}),
+        )
+        .await;
+    assert_eq!(done["dissatisfaction_report"]["overdue"], false, "{done}");
+    assert_eq!(done["dissatisfaction_report"]["reported_by"], "supervisor");
+    let kinds = event_kinds(h, &supervisor, &live).await;
+    assert_eq!(count(&kinds, "dissatisfaction_reported"), 1, "{kinds:?}");
+    hotline::server::reminders::remind_once(
+        &h.state.store,
+        &h.state.orders,
+        &notifier,
+        shanghai_now() + chrono::TimeDelta::days(10),
+    )
+    .await
+    .expect("pass");
+    let kinds = event_kinds(h, &supervisor, &live).await;
+    assert_eq!(count(&kinds, "limit_missed"), 0, "{kinds:?}");
+}
+
+#[tokio::test]
+async fn sqlite_dissatisfaction_is_reported_to_the_unit_within_a_working_day() {
+    dissatisfaction_is_reported_to_the_unit_within_a_working_day(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_dissatisfaction_is_reported_to_the_unit_within_a_working_day() {
+    dissatisfaction_is_reported_to_the_unit_within_a_working_day(&postgres().await).await;
 }

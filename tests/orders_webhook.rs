@@ -9,11 +9,9 @@ mod common;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{Server, TEST_CONFIG, free_port};
+use common::{Receiver, Server, TEST_CONFIG, free_port};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -87,99 +85,6 @@ fn api(server: &Server, method: &str, path: &str, token: &str, body: &Value) -> 
         .and_then(|(_, b)| serde_json::from_str(b).ok())
         .unwrap_or(Value::Null);
     (status, json)
-}
-
-/// A local HTTP receiver: answers 200 to every POST and keeps (head, body); or, as a
-/// black hole, accepts and reads but never answers.
-struct Receiver {
-    got: Arc<Mutex<Vec<(String, Value)>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Receiver {
-    fn start(listener: TcpListener, answer: bool) -> Receiver {
-        listener.set_nonblocking(true).expect("nonblocking");
-        let got = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (sink, flag) = (got.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            let mut held = Vec::new();
-            let deadline = Instant::now() + Duration::from_secs(120);
-            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
-                match listener.accept() {
-                    Ok((stream, _)) if !answer => held.push(stream),
-                    Ok((mut stream, _)) => {
-                        if let Some(request) = read_request(&mut stream) {
-                            let _ = stream.write_all(
-                                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
-                            );
-                            if let Ok(mut g) = sink.lock() {
-                                g.push(request);
-                            }
-                        }
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            drop(held);
-        });
-        Receiver {
-            got,
-            stop,
-            thread: Some(thread),
-        }
-    }
-
-    fn bodies(&self) -> Vec<Value> {
-        self.got
-            .lock()
-            .map(|g| g.iter().map(|(_, b)| b.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    fn heads(&self) -> Vec<String> {
-        self.got
-            .lock()
-            .map(|g| g.iter().map(|(h, _)| h.clone()).collect())
-            .unwrap_or_default()
-    }
-
-    /// Stop and close every connection (and the listening socket).
-    fn stop(mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-fn read_request(stream: &mut TcpStream) -> Option<(String, Value)> {
-    stream.set_nonblocking(false).ok()?;
-    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    let mut buf = Vec::new();
-    let mut chunk = [0_u8; 4096];
-    loop {
-        let n = stream.read(&mut chunk).ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-        let text = String::from_utf8_lossy(&buf).into_owned();
-        if let Some((head, body)) = text.split_once("\r\n\r\n") {
-            let length: usize = head
-                .lines()
-                .find_map(|l| {
-                    let (k, v) = l.split_once(':')?;
-                    k.eq_ignore_ascii_case("content-length")
-                        .then(|| v.trim().parse().ok())?
-                })
-                .unwrap_or(0);
-            if body.len() >= length {
-                return Some((head.to_owned(), serde_json::from_str(body).ok()?));
-            }
-        }
-    }
 }
 
 fn wait_until(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
@@ -365,5 +270,144 @@ fn a_hanging_then_down_receiver_blocks_nothing_and_gets_every_notice_once_back()
         server.metric("hotline_notify_webhook_dropped_total{reason=\"gave_up\"}"),
         0
     );
+    receiver.stop();
+}
+
+/// The webhook config with Jinan's leader 王局长, whose alerts go to `leader_port`, and
+/// the scheduler's own interval at ten minutes (only a commit wakes it sooner).
+fn with_leader(ops_port: u16, leader_port: u16) -> String {
+    let jinan = "numbers = [\"053112348\"]\n";
+    let text = config(ops_port)
+        .replace("reminder_interval_secs = 1", "reminder_interval_secs = 600")
+        .replacen(
+            jinan,
+            &format!(
+                "{jinan}\n[[cities.leaders]]\nname = \"王局长\"\ncontact = \"0531-12345678\"\n\
+                 webhook_url = \"http://127.0.0.1:{leader_port}/leaders\"\n"
+            ),
+            1,
+        );
+    assert!(text.contains("[[cities.leaders]]"), "{text}");
+    text
+}
+
+fn urgent_order(server: &Server) -> String {
+    let mut body = new_order();
+    body["urgency"] = json!("urgent");
+    let (status, order) = api(server, "POST", "/api/orders", INTAKE_TOKEN, &body);
+    assert_eq!(status, 201, "{order}");
+    order["id"].as_str().expect("id").to_owned()
+}
+
+/// H-13-2 (报告领导): an urgent order taken through the API is reported to the city's
+/// leaders at once — its commit wakes the scheduler, whose interval is ten minutes
+/// here — by the real server: the alert is in the order's ledger, in the log with the
+/// leader's name, and POSTed to the leader's own receiver, retried after a 500.
+#[test]
+fn an_urgent_order_is_reported_to_the_citys_leaders_at_once() {
+    let ops = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let ops_port = ops.local_addr().expect("addr").port();
+    let _ops = Receiver::start(ops, true);
+    let leaders = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let leader_port = leaders.local_addr().expect("addr").port();
+    let receiver = Receiver::failing_first(leaders, 1);
+    let server = Server::start_with(&with_leader(ops_port, leader_port), &[]);
+    let mut body = new_order();
+    body["urgency"] = json!("urgent");
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &body);
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let arrived = wait_until(Duration::from_secs(20), || {
+        receiver
+            .bodies()
+            .iter()
+            .any(|b| b["order_id"] == id.as_str())
+    });
+    assert!(arrived, "no leader alert for {id}; log:\n{}", server.log());
+    let alert = receiver
+        .bodies()
+        .into_iter()
+        .find(|b| b["order_id"] == id.as_str())
+        .expect("alert");
+    assert_eq!(alert["event"], "leaders", "{alert}");
+    assert_eq!(alert["alert"], "urgent_received", "{alert}");
+    assert_eq!(alert["leader"]["name"], "王局长", "{alert}");
+    assert_eq!(receiver.refused(), 1, "the first try was answered 500");
+    let head = receiver.heads().concat();
+    assert!(head.starts_with("POST /leaders HTTP/1.1"), "{head}");
+    assert!(
+        head.contains(&format!("X-Hotline-Event: {id}:")) && head.contains(":leader-0"),
+        "{head}"
+    );
+    let (_, events) = api(
+        &server,
+        "GET",
+        &format!("/api/orders/{id}/events"),
+        INTAKE_TOKEN,
+        &Value::Null,
+    );
+    let alerted = events
+        .as_array()
+        .and_then(|e| e.iter().find(|e| e["kind"]["type"] == "leaders_alerted"))
+        .unwrap_or_else(|| panic!("no leaders_alerted event: {events}"));
+    assert_eq!(alerted["kind"]["leaders"], json!(["王局长"]), "{alerted}");
+    assert!(
+        wait_until(Duration::from_secs(5), || server.log().contains("报告领导")),
+        "{}",
+        server.log()
+    );
+    receiver.stop();
+}
+
+/// Nothing lost: a leader's receiver that is down when the alert is made gets it after
+/// the server was killed (-9) and started again — the alert waited in the data
+/// directory's journal — and exactly once.
+#[test]
+fn a_leaders_alert_survives_a_crash_while_the_receiver_is_down() {
+    let ops = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let ops_port = ops.local_addr().expect("addr").port();
+    let _ops = Receiver::start(ops, true);
+    let leader_port = free_port();
+    let server = Server::start_with(&with_leader(ops_port, leader_port), &[]);
+    let id = urgent_order(&server);
+    // Recorded, tried and journaled while nobody listens.
+    assert!(
+        wait_until(Duration::from_secs(20), || server
+            .log()
+            .contains("leader alert delivery failed")),
+        "{}",
+        server.log()
+    );
+    let journaled = std::fs::read_dir(server.data_dir())
+        .expect("data dir")
+        .filter_map(Result::ok)
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("leader-notices-")
+        })
+        .filter_map(|e| std::fs::read_to_string(e.path()).ok())
+        .any(|text| text.contains(&id));
+    assert!(journaled, "the alert waits in the journal");
+    let server = server.restart(&[]);
+    let receiver = Receiver::start(
+        TcpListener::bind(("127.0.0.1", leader_port)).expect("bind leader receiver"),
+        true,
+    );
+    assert!(
+        wait_until(Duration::from_secs(30), || receiver
+            .bodies()
+            .iter()
+            .any(|b| b["order_id"] == id.as_str())),
+        "not delivered after the restart; log:\n{}",
+        server.log()
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let copies = receiver
+        .bodies()
+        .iter()
+        .filter(|b| b["order_id"] == id.as_str() && b["alert"] == "urgent_received")
+        .count();
+    assert_eq!(copies, 1, "{:?}", receiver.bodies());
     receiver.stop();
 }

@@ -25,7 +25,7 @@ fn with_body(mut operation: Value, schema: Value) -> Value {
 }
 
 /// Every route served by the work-order API, `(method, path)`.
-pub const ROUTES: [(&str, &str); 27] = [
+pub const ROUTES: [(&str, &str); 28] = [
     ("post", "/api/login"),
     ("post", "/api/logout"),
     ("get", "/api/me"),
@@ -34,6 +34,7 @@ pub const ROUTES: [(&str, &str); 27] = [
     ("get", "/api/orders/{id}"),
     ("get", "/api/orders/{id}/events"),
     ("post", "/api/orders/{id}/reveal_contact"),
+    ("get", "/api/orders/{id}/voice_message"),
     ("post", "/api/orders/{id}/{command}"),
     ("get", "/api/ledger/verify"),
     ("get", "/api/ledger/{unit}.csv"),
@@ -247,6 +248,7 @@ pub fn document() -> Value {
             "/api/orders/{id}/events": {"get": with_id(op("The order's ledger timeline", "orders"))},
             "/api/orders/{id}/reveal_contact": {"post": with_body(with_id(op("Unmasked contact for a reason (422 missing_field reason without one); audited and recorded in the order's history as contact_revealed (H-12-4)", "orders")),
                 json!({"type": "object", "required": ["reason"], "properties": {"reason": {"type": "string"}}}))},
+            "/api/orders/{id}/voice_message": {"get": with_id(op("The caller's voice message of the order (audio/wav, Range), for dispatch, units, callback staff, agents and supervisors who may read the order (404 otherwise; 403 for reviewers); audited as voice_message.play naming the order and the call. The order's voice_message.play_url points here", "orders"))},
             "/api/orders/{id}/{command}": {"post": command},
             "/api/ledger/verify": {"get": op("Recompute the hash chain; first broken event", "ledger")},
             "/api/ledger/{unit}.csv": {"get": ledger_csv},

@@ -41,7 +41,7 @@ use crate::ticket::{
     DeadlineKind, Decision, Event, Order, OrderFields, OrderId, Period, RankBy, RankGroup,
     ReminderLevel, Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind,
     UnitTree, Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone,
-    may_search_by_number, rank, unit_scores,
+    may_search_by_number, rank, transfer_on_time, unit_scores,
 };
 
 /// Largest accepted request body.
@@ -60,6 +60,11 @@ pub struct OrdersContext {
     pub notifier: Option<Arc<dyn Notifier>>,
     /// Weights of the rankings' combined score (`[ranking.weights]`).
     pub ranking_weights: crate::ticket::RankingWeights,
+    /// The leaders of each city, told of urgent orders (H-13-2) by the scheduler.
+    pub leaders: crate::server::leaders::LeaderDirectory,
+    /// Wakes the reminder scheduler before its interval when a commit left it work due
+    /// now (an urgent order received: its leaders are told at once).
+    pub scheduler_wake: Arc<tokio::sync::Notify>,
 }
 
 impl OrdersContext {
@@ -78,6 +83,15 @@ impl OrdersContext {
             queues: config.queues.clone(),
             notifier: None,
             ranking_weights: config.ranking.weights,
+            leaders: crate::server::leaders::directory(config),
+            scheduler_wake: Arc::default(),
+        }
+    }
+
+    /// After a commit: wake the scheduler when `order` has work due at `at`.
+    pub fn wake_scheduler_for(&self, order: &Order, at: DateTime<FixedOffset>) {
+        if crate::ticket::scheduler_due(order).is_some_and(|due| due <= at) {
+            self.scheduler_wake.notify_one();
         }
     }
 
@@ -457,6 +471,7 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
         Command::AddNote { note: text() },
         Command::StudyNote { note: text() },
         Command::ConcludeStudy { result: text() },
+        Command::ReportDissatisfaction { note: text() },
         Command::Withdraw {
             reason: text(),
             // Offered when a call is on record for the caller to confirm on (or to a
@@ -527,7 +542,6 @@ fn fields_json(fields: &OrderFields, contact: &Contact) -> Value {
         "channel": fields.channel,
         "city": fields.city,
         "call_id": fields.call_id,
-        "recordings": fields.recordings,
         "received_at": fields.received_at,
     })
 }
@@ -647,12 +661,56 @@ fn order_json(
         "completed_at": order.completed_at,
         "updated_at": order.last_event_at,
         "contact_masked": masked,
+        "dissatisfaction_report": report_json(order, at),
+        "transfer_on_time": transfer_on_time(order, at),
+        "dispatched_by": order.dispatched_by,
+        "missed_limits": order.missed_limits,
+        "leader_alerts": order.leader_alerts,
+        "voice_message": voice_message_json(order),
         "allowed_commands": allowed_commands(order, &actor, at, ctx),
     })
 }
 
+/// The report of the caller's dissatisfaction to the unit (H-9): to whom, by when
+/// (1 working day from the callback), whether made, whether late.
+fn report_json(order: &Order, at: DateTime<FixedOffset>) -> Value {
+    let Some(report) = &order.dissatisfaction_report else {
+        return Value::Null;
+    };
+    let due = report.window.due;
+    let overdue = match report.reported_at {
+        Some(done) => done > due.at,
+        None => order.state != OrderState::Closed && at > due.at,
+    };
+    json!({
+        "unit": report.unit,
+        "due": due.at,
+        "due_display": due.display().to_string(),
+        "provisional": due.provisional,
+        "reported_at": report.reported_at,
+        "reported_by": report.reported_by,
+        "overdue": overdue,
+    })
+}
+
+/// An order opened from a voice message: the URL its player reads (the server's file
+/// path stays on the server).
+fn voice_message_json(order: &Order) -> Value {
+    match (&order.fields.call_id, order.fields.recordings.is_empty()) {
+        (Some(call_id), false) => json!({
+            "call_id": call_id,
+            "play_url": super::recordings::voice_message_url(&order.id.0),
+        }),
+        _ => Value::Null,
+    }
+}
+
 /// Load an order the user may read; 404 otherwise (existence is not revealed).
-async fn visible_order(state: &AppState, user: &User, id: &str) -> Result<Order, ApiError> {
+pub(crate) async fn visible_order(
+    state: &AppState,
+    user: &User,
+    id: &str,
+) -> Result<Order, ApiError> {
     if id.len() > 64 {
         return Err(ApiError::not_found("order"));
     }
@@ -854,6 +912,7 @@ async fn create_order(
         Err(e) => return Err(e.into()),
     }
     tracing::info!(order = %order.id, user = %user.id, state = %order.state, "order created");
+    ctx.wake_scheduler_for(&order, at);
     if let Some(call) = &order.fields.call_id {
         // The call's autosaved draft (agent console) has become this order.
         if let Err(e) = state.store.delete_call_draft(&call.0, &user.id).await {
@@ -1282,7 +1341,7 @@ async fn get_order(
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
 /// use the same list).
-pub const COMMANDS: [&str; 23] = [
+pub const COMMANDS: [&str; 24] = [
     "submit",
     "answer_directly",
     "dispatch",
@@ -1306,6 +1365,7 @@ pub const COMMANDS: [&str; 23] = [
     "explain_outside_remit",
     "study_note",
     "conclude_study",
+    "report_dissatisfaction",
 ];
 
 fn expected_version(
@@ -1447,6 +1507,7 @@ async fn order_command(
         .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
         .await?;
     tracing::info!(order = %next.id, user = %user.id, command = %name, state = %next.state, "order command");
+    ctx.wake_scheduler_for(&next, at);
     // Committed: reminders and supervision presses go out.
     if let Some(notifier) = &ctx.notifier {
         for notice in notices(&next, &events) {
@@ -1606,6 +1667,11 @@ async fn reveals(
 /// roles that may not see it.
 fn event_json(row: &StoredEvent, mask: bool) -> Value {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
+    // The server's recording paths stay on the server (the order's voice_message
+    // carries the play URL); the stored event and its hash keep them.
+    if let Some(fields) = kind.get_mut("fields").and_then(Value::as_object_mut) {
+        fields.remove("recordings");
+    }
     // The creation's fields, and a dispatch correction's values after and before.
     for holder in ["fields", "before"] {
         if mask

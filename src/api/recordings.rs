@@ -40,8 +40,29 @@ pub struct RecordingsDir(pub Option<PathBuf>);
 
 /// The routes of this module.
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/recordings/{call_id}", get(play))
+    Router::new()
+        .route("/api/recordings/{call_id}", get(play))
+        .route("/api/orders/{id}/voice_message", get(play_voice_message))
 }
+
+/// The URL the console plays an order's voice message from (never a server path).
+#[must_use]
+pub fn voice_message_url(order_id: &str) -> String {
+    format!("/api/orders/{order_id}/voice_message")
+}
+
+/// Roles that hear the voice message of an order they may read: those who act on it
+/// (dispatch, the units, the callback clerks, agents calling back) and those who
+/// assess (supervisors, province administrators). Reviewers judge the written reply.
+const VOICE_MESSAGE_ROLES: [Role; 7] = [
+    Role::Dispatcher,
+    Role::UnitHandler,
+    Role::UnitHead,
+    Role::CallbackStaff,
+    Role::Agent,
+    Role::Supervisor,
+    Role::ProvinceAdmin,
+];
 
 /// Whether `user` may hear the recording of `record` (see the module documentation).
 #[must_use]
@@ -132,8 +153,13 @@ pub fn byte_range(header: Option<&str>, len: u64) -> ByteRange {
 /// The file of `record` to play: its first recording whose canonical path is a WAV
 /// file inside the canonical `root`. Anything else is logged and skipped.
 async fn resolve(root: &Path, record: &CallDetailRecord) -> Option<PathBuf> {
+    resolve_paths(root, &record.call_id, &record.recordings).await
+}
+
+/// The first of `recordings` (of call `call_id`) that is a WAV file inside `root`.
+async fn resolve_paths(root: &Path, call_id: &str, recordings: &[String]) -> Option<PathBuf> {
     let root = tokio::fs::canonicalize(root).await.ok()?;
-    for stored in &record.recordings {
+    for stored in recordings {
         let Ok(path) = tokio::fs::canonicalize(stored).await else {
             continue;
         };
@@ -146,7 +172,7 @@ async fn resolve(root: &Path, record: &CallDetailRecord) -> Option<PathBuf> {
             return Some(path);
         }
         tracing::warn!(
-            call_id = %record.call_id,
+            call_id = %call_id,
             path = %path.display(),
             inside,
             "recording path refused: not a WAV file inside the recordings directory"
@@ -207,6 +233,82 @@ async fn play(
     let path = resolve(&root, &record)
         .await
         .ok_or_else(|| ApiError::not_found("recording"))?;
+    serve_wav(
+        &state,
+        &user,
+        &path,
+        &headers,
+        "recording.play",
+        &call_id,
+        "",
+    )
+    .await
+}
+
+/// `GET /api/orders/{id}/voice_message`: the caller's voice message of an order, for
+/// the roles of [`VOICE_MESSAGE_ROLES`] that may read the order (404 otherwise, as for
+/// the order itself). Served like a recording (Range, audited before a byte is sent:
+/// `voice_message.play`, naming the order and the call).
+async fn play_voice_message(
+    State(state): State<AppState>,
+    CurrentUser(user): CurrentUser,
+    dir: Option<Extension<RecordingsDir>>,
+    UrlPath(id): UrlPath<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let order = super::orders::visible_order(&state, &user, &id).await?;
+    if !VOICE_MESSAGE_ROLES.iter().any(|r| user.has(*r)) {
+        return Err(ApiError::forbidden(
+            "voice messages are for dispatch, the handling units, callback staff, agents and supervisors",
+        ));
+    }
+    let call_id = order
+        .fields
+        .call_id
+        .as_ref()
+        .ok_or_else(|| ApiError::not_found("voice message"))?;
+    // Only the message the order was opened from: a call id typed into another
+    // order does not open someone else's message.
+    let message = state
+        .store
+        .voice_message(&call_id.0)
+        .await?
+        .filter(|m| m.work_order.as_deref() == Some(order.id.0.as_str()))
+        .ok_or_else(|| ApiError::not_found("voice message"))?;
+    let root = dir
+        .and_then(|Extension(RecordingsDir(dir))| dir)
+        .ok_or_else(|| ApiError::not_found("voice message"))?;
+    let path = resolve_paths(
+        &root,
+        &message.call_id,
+        std::slice::from_ref(&message.recording),
+    )
+    .await
+    .ok_or_else(|| ApiError::not_found("voice message"))?;
+    let detail = format!("call {}; ", message.call_id);
+    serve_wav(
+        &state,
+        &user,
+        &path,
+        &headers,
+        "voice_message.play",
+        &order.id.0,
+        &detail,
+    )
+    .await
+}
+
+/// Serve the WAV at `path` with Range, after writing the audit line (`action` on
+/// `subject`, the bytes served after `detail`); without the audit line nothing is sent.
+async fn serve_wav(
+    state: &AppState,
+    user: &User,
+    path: &Path,
+    headers: &HeaderMap,
+    action: &str,
+    subject: &str,
+    detail: &str,
+) -> Result<Response, ApiError> {
     let mut file = tokio::fs::File::open(&path)
         .await
         .map_err(|e| ApiError::internal(&e))?;
@@ -231,13 +333,16 @@ async fn play(
         _ => (StatusCode::OK, 0, len),
     };
     let detail = match range {
-        ByteRange::Part { first, last } => format!("bytes {first}-{last}/{len}"),
-        _ => format!("bytes 0-{}/{len} (whole file)", len.saturating_sub(1)),
+        ByteRange::Part { first, last } => format!("{detail}bytes {first}-{last}/{len}"),
+        _ => format!(
+            "{detail}bytes 0-{}/{len} (whole file)",
+            len.saturating_sub(1)
+        ),
     };
     let at = chrono::Utc::now().timestamp_millis();
     if let Err(e) = state
         .store
-        .audit(at, &user.id, "recording.play", &call_id, &detail)
+        .audit(at, &user.id, action, subject, &detail)
         .await
     {
         tracing::warn!(%e, "audit of a recording play failed: not served");
@@ -247,7 +352,7 @@ async fn play(
             "the play cannot be audited now; try again",
         ));
     }
-    tracing::info!(call_id = %call_id, user = %user.id, %detail, "recording played");
+    tracing::info!(%subject, user = %user.id, %action, %detail, "recording played");
     file.seek(SeekFrom::Start(first))
         .await
         .map_err(|e| ApiError::internal(&e))?;

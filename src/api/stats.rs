@@ -2,7 +2,8 @@
 //! order KPIs, counted by the database over every order in the user's unit subtree
 //! (not a page of the list): per state, open, overdue (open past the limit, and as
 //! the list's `overdue` filter counts it), due today, special flags and the callers'
-//! satisfaction. Without `period` every order counts; with it, the orders received in
+//! satisfaction, and the transfer timeliness (H-8, H-13-2) overall, per dispatch
+//! center and per dispatcher (`transfer`). Without `period` every order counts; with it, the orders received in
 //! the period. Overdue and due today are judged now.
 
 use axum::extract::{RawQuery, State};
@@ -64,6 +65,20 @@ async fn order_stats(
         end_of_today_ms: end_of_today,
     };
     let stats = state.store.order_stats(&filter).await?;
+    let mut timeliness = crate::ticket::TransferTimeliness::default();
+    for row in state.store.transfer_counts(&filter).await? {
+        let n = |v: i64| u64::try_from(v).unwrap_or(0);
+        timeliness.add_counts(
+            &row.unit,
+            &row.dispatcher,
+            (
+                n(row.on_time),
+                n(row.late),
+                n(row.urgent_late),
+                n(row.recorded_missed),
+            ),
+        );
+    }
     let count = |key: &str| stats.satisfaction.get(key).copied().unwrap_or(0);
     let rated: i64 = stats.satisfaction.values().sum();
     let satisfied = count("satisfied") + count("basically_satisfied");
@@ -91,6 +106,7 @@ async fn order_stats(
             "dissatisfied": count("dissatisfied"),
             "rate": rate,
         },
+        "transfer": timeliness,
     })))
 }
 

@@ -7,6 +7,7 @@ pub mod callback;
 pub mod calls;
 pub mod http;
 pub mod journal;
+pub mod leaders;
 pub mod metrics;
 pub mod notify;
 pub mod outbound;
@@ -138,6 +139,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     for gap in api::orders::dispatch_gaps(&config) {
         warn!("{gap}");
     }
+    if let Some(gap) = leaders::leader_gaps(&config) {
+        warn!("{gap}");
+    }
 
     let bindings = store.live_bindings(wall_ms()).await?;
     let restored = bindings.len();
@@ -215,6 +219,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             Err(e) => warn!(%e, "notify.webhook_url unusable: notices are only logged"),
         }
     }
+    notifiers.push(Arc::new(leaders::LeaderNotifier::start(
+        leaders::directory(&config),
+        &config.server.data_dir,
+        Duration::from_secs(config.notify.webhook_timeout_secs.max(1)),
+        metrics.clone(),
+        &shutdown,
+    )?));
     let notifier: Arc<dyn notify::Notifier> = Arc::new(notify::FanOut(notifiers));
     let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
     orders.notifier = Some(notifier.clone());

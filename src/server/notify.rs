@@ -23,7 +23,7 @@ use super::sip::Shutdown;
 use crate::config::NotifyConfig;
 use crate::http_client::{self, HttpUrl, Request};
 use crate::ticket::{
-    Category, DeadlineKind, Event, EventKind, Order, ReminderLevel, Role, Urgency,
+    Category, DeadlineKind, Event, EventKind, LeaderAlert, Order, ReminderLevel, Role, Urgency,
 };
 
 /// What a notice is about.
@@ -37,6 +37,12 @@ pub enum NoticeKind {
     /// 特殊标记: still dissatisfied after the second callback; the order waits for the
     /// supervising unit's study (W-14).
     SpecialFlag,
+    /// 报告领导: the city's leaders are told of an urgent order (H-13-2); `alert`
+    /// says why, `leaders` who.
+    Leaders,
+    /// A limit passed unmet (the urgent hour for the transfer, the dissatisfaction
+    /// report, H-9), recorded by the scheduler.
+    LimitMissed,
 }
 
 /// One notice: the webhook's JSON body. The caller's contact is never in it
@@ -82,6 +88,12 @@ pub struct Notice {
     /// supervising unit that must study a flagged order (W-14).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub to_unit: Option<String>,
+    /// For leader alerts: why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub alert: Option<LeaderAlert>,
+    /// For leader alerts: the leaders told (their names as configured).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub leaders: Vec<String>,
 }
 
 /// The notices carried by `events`, just committed; `order` is the order after them.
@@ -91,6 +103,8 @@ pub fn notices(order: &Order, events: &[Event]) -> Vec<Notice> {
         .iter()
         .filter_map(|event| {
             let mut to_unit = None;
+            let mut alert = None;
+            let mut leaders = Vec::new();
             let (kind, deadline, level, due, note) = match &event.kind {
                 EventKind::Reminded {
                     deadline,
@@ -114,6 +128,35 @@ pub fn notices(order: &Order, events: &[Event]) -> Vec<Notice> {
                         .map(|u| u.as_str().to_owned());
                     (NoticeKind::SpecialFlag, None, None, None, reason.clone())
                 }
+                EventKind::LeadersAlerted {
+                    alert: why,
+                    leaders: names,
+                } => {
+                    alert = Some(*why);
+                    leaders.clone_from(names);
+                    let transfer = order.deadlines.map(|d| d.transfer.due.at);
+                    let note = match why {
+                        LeaderAlert::UrgentReceived => "urgent order received (应急类工单)",
+                        LeaderAlert::UrgentTransferMissed => {
+                            "urgent order not transferred within 1 hour (超时未转办)"
+                        }
+                    };
+                    let deadline = Some(DeadlineKind::Transfer);
+                    (
+                        NoticeKind::Leaders,
+                        deadline,
+                        None,
+                        transfer,
+                        note.to_owned(),
+                    )
+                }
+                EventKind::LimitMissed { deadline, due } => (
+                    NoticeKind::LimitMissed,
+                    Some(*deadline),
+                    Some(ReminderLevel::Red),
+                    Some(*due),
+                    String::new(),
+                ),
                 _ => return None,
             };
             Some(Notice {
@@ -138,6 +181,8 @@ pub fn notices(order: &Order, events: &[Event]) -> Vec<Notice> {
                 due,
                 note,
                 to_unit,
+                alert,
+                leaders,
             })
         })
         .collect()
@@ -163,12 +208,16 @@ impl Notifier for LogNotifier {
             due = ?notice.due,
             units = ?notice.units,
             to_unit = ?notice.to_unit,
+            alert = ?notice.alert,
+            leaders = ?notice.leaders,
             actor = %notice.actor,
             "{}",
             match notice.event {
                 NoticeKind::Reminder => "催办 reminder",
                 NoticeKind::Supervision => "督办 supervision",
                 NoticeKind::SpecialFlag => "特殊标记 special flag for study",
+                NoticeKind::Leaders => "报告领导 leaders alerted of an urgent order",
+                NoticeKind::LimitMissed => "超时 limit missed",
             }
         );
     }

@@ -1,4 +1,5 @@
-//! Reminder scheduler (TK-REMIND, H-13-4): every minute (`[notify]
+//! Reminder scheduler (TK-REMIND, H-13-4; leaders' alerts and missed limits, H-13-2,
+//! H-9): every minute (`[notify]
 //! reminder_interval_secs`), open orders whose running limit is near or past get a
 //! `Remind` event by the system actor (yellow one working day before, red at the
 //! limit), and the notifier is told, after the commit. It reads the server's clock
@@ -16,12 +17,22 @@ use super::sip::Shutdown;
 use crate::api::orders::OrdersContext;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
-use crate::ticket::{Actor, Command, Context, apply, reminders_due};
+use crate::ticket::{
+    Actor, Command, Context, apply, leader_alerts_due, limits_missed, reminders_due,
+};
 
 pub use super::notify::{LogNotifier, Notifier};
 
-/// One pass: raise every reminder due at `now`. Returns how many were recorded.
-/// An order changed concurrently is skipped until the next pass.
+/// One pass over the orders with work due at `now`, by the system actor, each step
+/// its own commit, notifying after it:
+/// 1. the city's leaders told of an urgent order received and of its hour for the
+///    transfer missed (H-13-2), once each ([`leader_alerts_due`]);
+/// 2. a missed limit recorded once ([`limits_missed`]: the urgent transfer, the
+///    dissatisfaction report of H-9);
+/// 3. the reminders due ([`reminders_due`]).
+///
+/// Returns how many events were recorded. An order changed concurrently is skipped
+/// until the next pass.
 ///
 /// # Errors
 /// Database errors reading candidates (a failed append is logged and skipped).
@@ -43,35 +54,68 @@ pub async fn remind_once(
             // while the consoles keep the wall clock): nothing can be recorded before it.
             continue;
         }
-        for due in reminders_due(&order, now) {
-            let unit = order
-                .dispatch_unit
-                .clone()
-                .unwrap_or_else(|| order.fields.city.clone());
-            let command = Command::Remind {
-                deadline: due.deadline,
-                level: due.level,
-                note: "automatic reminder".to_owned(),
-            };
-            let (next, events) = match apply(&order, command, &Actor::system(unit), now, &ctx) {
+        let leaders: Vec<String> = orders
+            .leaders
+            .get(order.fields.city.as_str())
+            .map(|l| l.iter().map(|l| l.name.clone()).collect())
+            .unwrap_or_default();
+        let mut commands: Vec<Command> = leader_alerts_due(&order, now)
+            .into_iter()
+            .map(|alert| Command::AlertLeaders {
+                alert,
+                leaders: leaders.clone(),
+            })
+            .collect();
+        commands.extend(
+            limits_missed(&order, now)
+                .into_iter()
+                .map(|(deadline, _)| Command::RecordMissedLimit { deadline }),
+        );
+        commands.extend(
+            reminders_due(&order, now)
+                .into_iter()
+                .map(|due| Command::Remind {
+                    deadline: due.deadline,
+                    level: due.level,
+                    note: "automatic reminder".to_owned(),
+                }),
+        );
+        let unit = order
+            .dispatch_unit
+            .clone()
+            .unwrap_or_else(|| order.fields.city.clone());
+        let system = Actor::system(unit);
+        let mut current = order;
+        for command in commands {
+            let (next, events) = match apply(&current, command, &system, now, &ctx) {
                 Ok(done) => done,
                 Err(e) => {
-                    warn!(order = %order.id, %e, "reminder refused by the work-order rules");
+                    warn!(order = %current.id, %e, "scheduler step refused by the work-order rules");
                     continue;
                 }
             };
             match store
-                .append_order_events(&next, order.version, &events, None, now.timestamp_millis())
+                .append_order_events(
+                    &next,
+                    current.version,
+                    &events,
+                    None,
+                    now.timestamp_millis(),
+                )
                 .await
             {
                 Ok(()) => {
-                    raised += 1;
+                    raised += events.len();
                     for notice in notices(&next, &events) {
                         notifier.notify(&notice);
                     }
+                    current = next;
                 }
-                Err(AppendError::Conflict) => {}
-                Err(e) => warn!(order = %order.id, %e, "cannot record reminder"),
+                Err(AppendError::Conflict) => break,
+                Err(e) => {
+                    warn!(order = %current.id, %e, "cannot record a scheduler step");
+                    break;
+                }
             }
         }
     }
@@ -135,7 +179,8 @@ pub async fn recompute_provisional_once(
     Ok(changed)
 }
 
-/// Run [`remind_once`] every `interval` until shutdown, on `clock`.
+/// Run [`remind_once`] every `interval`, and when a commit wakes it
+/// ([`OrdersContext::wake_scheduler_for`]), until shutdown, on `clock`.
 pub async fn reminder_loop(
     store: Store,
     orders: Arc<OrdersContext>,
@@ -150,6 +195,7 @@ pub async fn reminder_loop(
     loop {
         tokio::select! {
             () = tokio::time::sleep(interval) => {}
+            () = orders.scheduler_wake.notified() => {}
             () = shutdown.cancelled() => return,
         }
         if let Err(e) = remind_once(&store, &orders, notifier.as_ref(), clock.now()).await {

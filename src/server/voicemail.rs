@@ -6,7 +6,8 @@
 //!
 //! * channel `phone`, category and urgency from the IVR choice, the call's city (the
 //!   province when unknown), contact phone = the caller, description
-//!   "来电留言 (voice message)", the recording in `recordings` and in the remarks, the
+//!   "来电留言 (voice message)", the recording in `recordings` (kept on the server: the
+//!   API shows a play URL, `GET /api/orders/{id}/voice_message`), the
 //!   linked call id, and `received_at` = the arrival of the call that left the message
 //!   (from its call record; the moment the message was taken if there is none), so
 //!   every deadline counts from it (H-8, H-9, H-13-2);
@@ -118,9 +119,10 @@ pub fn order_fields(
     } else {
         ""
     };
+    // The recording's path stays out of what people read: the order's player
+    // (`voice_message.play_url`) serves it.
     let remarks = format!(
-        "留言录音 recording: {}; 回电期限 callback due: {}{provisional}; call {}",
-        message.recording,
+        "留言录音 voice message: play it on the order; 回电期限 callback due: {}{provisional}; call {}",
         callback_due_display(&message.callback_due),
         message.call_id
     );
@@ -336,7 +338,7 @@ mod tests {
         assert_eq!(f.description, DESCRIPTION);
         assert_eq!(f.recordings, ["recordings/c1.wav"]);
         assert_eq!(f.received_at.to_rfc3339(), "2025-09-30T20:00:00+08:00");
-        assert!(f.remarks.contains("recordings/c1.wav"), "{}", f.remarks);
+        assert!(!f.remarks.contains("recordings/c1.wav"), "{}", f.remarks);
         assert!(f.remarks.contains("2025-10-09T24:00"), "{}", f.remarks);
     }
 

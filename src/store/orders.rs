@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use super::TxConnection;
 use super::{Pool, Store, StoreError};
-use crate::ticket::deadlines::running_deadline;
+use crate::ticket::deadlines::{scheduler_due, watched_deadlines};
 use crate::ticket::{Event, EventKind, Order, OrderId, Role, State, UnitTree};
 
 /// Hash of "nothing before": the first event's `prev_hash`.
@@ -268,6 +268,11 @@ struct Projection {
     feedback_due: Option<i64>,
     callback_due: Option<i64>,
     next_due: Option<i64>,
+    scheduler_due: Option<i64>,
+    /// First dispatch after the transfer limit (`None`: not dispatched).
+    transfer_late: Option<i64>,
+    /// The scheduler recorded the missed transfer limit.
+    transfer_missed: i64,
     completed: Option<i64>,
     overdue_done: i64,
     snapshot: String,
@@ -332,7 +337,22 @@ fn projection(order: &Order) -> Result<Projection, StoreError> {
         transfer_due: deadlines.map(|d| millis(d.transfer.due.at)),
         feedback_due,
         callback_due: deadlines.and_then(|d| d.callback.map(|c| millis(c.due.at))),
-        next_due: running_deadline(order).map(|(_, w)| millis(w.due.at)),
+        next_due: watched_deadlines(order)
+            .into_iter()
+            .map(|(_, w)| millis(w.due.at))
+            .min(),
+        scheduler_due: scheduler_due(order).map(millis),
+        // The dispatched half of `ticket::transfer_on_time` (the open half needs `now`).
+        transfer_late: order
+            .dispatched_at
+            .zip(deadlines)
+            .map(|(at, d)| bool_int(at > d.transfer.due.at)),
+        transfer_missed: bool_int(
+            order
+                .missed_limits
+                .iter()
+                .any(|m| m.deadline == crate::ticket::DeadlineKind::Transfer),
+        ),
         completed,
         overdue_done: bool_int(overdue_done),
         snapshot: serde_json::to_string(order).map_err(|_| StoreError::Snapshot)?,
@@ -696,9 +716,11 @@ impl Store {
                     "INSERT INTO orders (id, version, state, city, category, urgency, area, \
                      units, lead_unit, contact_phone, received_ms, transfer_due_ms, \
                      feedback_due_ms, callback_due_ms, next_due_ms, completed_ms, overdue_done, \
-                     special_flag, created_ms, updated_ms, snapshot, due_sort, number) VALUES ($1, \
-                     $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-                     $19, $19, $20, $21, $22) ON CONFLICT (id) DO NOTHING RETURNING created_ms",
+                     special_flag, created_ms, updated_ms, snapshot, due_sort, scheduler_due_ms, \
+                     dispatch_unit, dispatched_by, transfer_late, transfer_missed, number) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
+                     $16, $17, $18, $19, $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+                     ON CONFLICT (id) DO NOTHING RETURNING created_ms",
                 )
                 .bind(order_id)
                 .bind(u64_i64(order.version))
@@ -721,6 +743,11 @@ impl Store {
                 .bind(now_ms)
                 .bind(&p.snapshot)
                 .bind(due_sort)
+                .bind(p.scheduler_due)
+                .bind(order.dispatch_unit.as_ref().map(|u| u.as_str()))
+                .bind(order.dispatched_by.as_ref().map(|u| u.0.as_str()))
+                .bind(p.transfer_late)
+                .bind(p.transfer_missed)
                 .bind(order.number.as_deref())
                 .fetch_optional(&mut *tx)
                 .await?
@@ -730,8 +757,10 @@ impl Store {
                      area = $5, units = $6, lead_unit = $7, transfer_due_ms = $8, \
                      feedback_due_ms = $9, callback_due_ms = $10, next_due_ms = $11, \
                      completed_ms = $12, overdue_done = $13, special_flag = $14, \
-                     updated_ms = $15, snapshot = $16, due_sort = $19, contact_phone = $20 \
-                     WHERE id = $17 AND version = $18 RETURNING created_ms",
+                     updated_ms = $15, snapshot = $16, due_sort = $19, contact_phone = $20, \
+                     scheduler_due_ms = $21, dispatch_unit = $22, \
+                     dispatched_by = COALESCE($23, dispatched_by), transfer_late = $24, \
+                     transfer_missed = $25 WHERE id = $17 AND version = $18 RETURNING created_ms",
                 )
                 .bind(u64_i64(order.version))
                 .bind(&p.state)
@@ -754,6 +783,11 @@ impl Store {
                 .bind(due_sort)
                 // Dispatch may correct it (H-13-1): the phone filter finds the order.
                 .bind(order.fields.contact.phone.as_str())
+                .bind(p.scheduler_due)
+                .bind(order.dispatch_unit.as_ref().map(|u| u.as_str()))
+                .bind(order.dispatched_by.as_ref().map(|u| u.0.as_str()))
+                .bind(p.transfer_late)
+                .bind(p.transfer_missed)
                 .fetch_optional(&mut *tx)
                 .await?
             };
@@ -1162,10 +1196,11 @@ impl Store {
     pub async fn reminder_candidates(&self, now_ms: i64) -> Result<Vec<Order>, StoreError> {
         const DAY_MS: i64 = 24 * 3600 * 1000;
         let rows: Vec<(String,)> = on_pool!(self, |p| sqlx::query_as(
-            "SELECT snapshot FROM orders WHERE state <> 'closed' AND next_due_ms IS NOT NULL \
-             AND due_sort <= $1 ORDER BY due_sort"
+            "SELECT snapshot FROM orders WHERE state <> 'closed' AND ((next_due_ms IS NOT NULL \
+             AND due_sort <= $1) OR scheduler_due_ms <= $2) ORDER BY due_sort"
         )
         .bind(now_ms.saturating_add(DAY_MS))
+        .bind(now_ms)
         .fetch_all(p)
         .await?);
         rows.into_iter()
@@ -1215,6 +1250,21 @@ impl Store {
     }
 }
 
+/// Whether `stored` is `replayed` as a snapshot written before the fold derived
+/// `dispatched_by` and `dissatisfaction_report` from events it already had (the first
+/// dispatch, the escalation for a second callback): such snapshots lack them, and keep
+/// lacking them as later events are applied to the snapshot. Everything else must match.
+fn written_before_upgrade(stored: &Order, replayed: &Order) -> bool {
+    let mut upgraded = replayed.clone();
+    if stored.dispatched_by.is_none() {
+        upgraded.dispatched_by = None;
+    }
+    if stored.dissatisfaction_report.is_none() {
+        upgraded.dissatisfaction_report = None;
+    }
+    upgraded == *stored
+}
+
 impl Store {
     /// Replays every order's events and compares with its projection row, so an
     /// order hidden or altered in `orders` alone is found. Returns the first
@@ -1258,7 +1308,7 @@ impl Store {
                 let Ok(stored) = serde_json::from_str::<Order>(&snapshot) else {
                     return mismatch("snapshot unreadable");
                 };
-                if stored != replayed {
+                if stored != replayed && !written_before_upgrade(&stored, &replayed) {
                     return mismatch("snapshot differs from the replayed events");
                 }
                 if u64::try_from(version).ok() != Some(replayed.version)
@@ -1675,6 +1725,104 @@ mod tests {
     #[tokio::test]
     async fn postgres_ledger_detects_edits_and_deletions() {
         ledger_detects_edits_and_deletions(async || test_support::postgres().await).await;
+    }
+
+    /// Migration 0015's backfill: rows written before it get the first dispatcher and
+    /// whether that dispatch was late from the ledger.
+    async fn transfer_columns_are_backfilled_from_the_ledger(store: Store, migration: &str) {
+        let w = world();
+        let (order, mut events) = submitted(&w, "GD-BF", "13812345678");
+        let (order, more) = dispatched(&w, &order);
+        events.extend(more);
+        store
+            .append_order_events(&order, 0, &events, None, 1)
+            .await
+            .unwrap();
+        on_pool!(store, |p| sqlx::query(
+            "UPDATE orders SET dispatched_by = NULL, transfer_late = NULL"
+        )
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let backfill = &migration[migration.find("UPDATE orders").expect("backfill")..];
+        on_pool!(store, |p| sqlx::query(sqlx::AssertSqlSafe(
+            backfill.to_owned()
+        ))
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let row: (Option<String>, Option<i64>) = on_pool!(store, |p| sqlx::query_as(
+            "SELECT dispatched_by, transfer_late FROM orders WHERE id = 'GD-BF'"
+        )
+        .fetch_one(p)
+        .await)
+        .unwrap();
+        // Received 2025-09-30 16:00, dispatched 17:00 the same day: within the working day.
+        assert_eq!(row, (Some("agent".to_owned()), Some(0)));
+    }
+
+    #[tokio::test]
+    async fn sqlite_transfer_columns_are_backfilled_from_the_ledger() {
+        let (store, _dir) = test_support::sqlite().await;
+        let migration = include_str!("../../migrations/sqlite/0015_transfer_timeliness.sql");
+        transfer_columns_are_backfilled_from_the_ledger(store, migration).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_transfer_columns_are_backfilled_from_the_ledger() {
+        let migration = include_str!("../../migrations/postgres/0015_transfer_timeliness.sql");
+        transfer_columns_are_backfilled_from_the_ledger(test_support::postgres().await, migration)
+            .await;
+    }
+
+    /// A snapshot written before the fold derived `dispatched_by` (it lacks the field)
+    /// still verifies; any other difference is still found.
+    async fn snapshots_from_before_dispatched_by_verify(store: Store) {
+        let w = world();
+        let (order, mut events) = submitted(&w, "GD-OLD", "13812345678");
+        let (order, more) = dispatched(&w, &order);
+        events.extend(more);
+        assert!(order.dispatched_by.is_some());
+        store
+            .append_order_events(&order, 0, &events, None, 1)
+            .await
+            .unwrap();
+        let old = format!(
+            ",\"dispatched_by\":{}",
+            serde_json::to_string(&order.dispatched_by).unwrap()
+        );
+        on_pool!(store, |p| sqlx::query(
+            "UPDATE orders SET snapshot = replace(snapshot, $1, '')"
+        )
+        .bind(&old)
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        let stored = store.load_order("GD-OLD").await.unwrap().expect("order");
+        assert_eq!(stored.dispatched_by, None, "the field is gone: {old}");
+        assert_eq!(store.verify_projection().await.unwrap(), None);
+        on_pool!(store, |p| sqlx::query(
+            "UPDATE orders SET snapshot = replace(snapshot, '律师不回电话', '已处理')"
+        )
+        .execute(p)
+        .await
+        .map(|_| ()))
+        .unwrap();
+        assert!(store.verify_projection().await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn sqlite_snapshots_from_before_dispatched_by_verify() {
+        let (store, _dir) = test_support::sqlite().await;
+        snapshots_from_before_dispatched_by_verify(store).await;
+    }
+
+    #[tokio::test]
+    async fn postgres_snapshots_from_before_dispatched_by_verify() {
+        snapshots_from_before_dispatched_by_verify(test_support::postgres().await).await;
     }
 
     async fn projection_edits_are_found(store: Store) {

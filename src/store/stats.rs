@@ -39,6 +39,18 @@ pub struct OrderStats {
     pub satisfaction: BTreeMap<String, i64>,
 }
 
+/// Transfer timeliness counts of one dispatch unit and dispatcher.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransferRow {
+    pub unit: String,
+    /// `""`: not dispatched.
+    pub dispatcher: String,
+    pub on_time: i64,
+    pub late: i64,
+    pub urgent_late: i64,
+    pub recorded_missed: i64,
+}
+
 enum Bind {
     Text(String),
     Int(i64),
@@ -47,38 +59,102 @@ enum Bind {
 /// `(name, count)` rows of a GROUP BY.
 type Counts = Vec<(String, i64)>;
 
+/// The WHERE clauses of `filter`'s scope and period, with their bound values.
+fn filter_clauses(filter: &StatsFilter) -> (Vec<Bind>, Vec<String>) {
+    let mut binds: Vec<Bind> = Vec::new();
+    let mut clauses: Vec<String> = Vec::new();
+    let next = |binds: &mut Vec<Bind>, b: Bind| {
+        binds.push(b);
+        format!("${}", binds.len())
+    };
+    if let Some((from, to)) = filter.received {
+        let a = next(&mut binds, Bind::Int(from));
+        let b = next(&mut binds, Bind::Int(to));
+        clauses.push(format!("received_ms >= {a} AND received_ms < {b}"));
+    }
+    if let Some(scope) = &filter.scope {
+        if scope.is_empty() {
+            clauses.push("1 = 0".to_owned());
+        } else {
+            let list: Vec<String> = scope
+                .iter()
+                .map(|u| next(&mut binds, Bind::Text(u.clone())))
+                .collect();
+            clauses.push(format!(
+                "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
+                 AND ou.unit IN ({}))",
+                list.join(", ")
+            ));
+        }
+    }
+    (binds, clauses)
+}
+
 impl Store {
+    /// Transfer timeliness counts of `filter`'s orders at `filter.now_ms`, per dispatch
+    /// unit (the city for rows written before it was kept) and first dispatcher (`""`
+    /// when never dispatched): the SQL form of [`crate::ticket::transfer_on_time`] —
+    /// late when dispatched after the limit (`transfer_late`, computed by it at write
+    /// time) or still waiting for dispatch past the limit now.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn transfer_counts(
+        &self,
+        filter: &StatsFilter,
+    ) -> Result<Vec<TransferRow>, StoreError> {
+        let (mut binds, mut clauses) = filter_clauses(filter);
+        binds.push(Bind::Int(filter.now_ms));
+        let now = format!("${}", binds.len());
+        clauses.push("transfer_due_ms IS NOT NULL".to_owned());
+        let late = format!(
+            "(transfer_late = 1 OR (transfer_late IS NULL \
+             AND state IN ('draft', 'pending_dispatch') AND transfer_due_ms < {now}))"
+        );
+        let sql = format!(
+            "SELECT COALESCE(dispatch_unit, city), COALESCE(dispatched_by, ''), \
+             SUM(CASE WHEN transfer_late = 0 THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN {late} THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN {late} AND urgency = 'urgent' THEN 1 ELSE 0 END), \
+             SUM(CASE WHEN {late} AND transfer_missed = 1 THEN 1 ELSE 0 END) \
+             FROM orders WHERE {} GROUP BY 1, 2",
+            clauses.join(" AND ")
+        );
+        let rows: Vec<(String, String, i64, i64, i64, i64)> = on_pool!(self, |p| {
+            let mut q = sqlx::query_as(sqlx::AssertSqlSafe(sql.clone()));
+            for b in &binds {
+                q = match b {
+                    Bind::Text(s) => q.bind(s.clone()),
+                    Bind::Int(i) => q.bind(*i),
+                };
+            }
+            q.fetch_all(p).await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(
+                |(unit, dispatcher, on_time, late, urgent_late, recorded)| TransferRow {
+                    unit,
+                    dispatcher,
+                    on_time,
+                    late,
+                    urgent_late,
+                    recorded_missed: recorded,
+                },
+            )
+            .collect())
+    }
+
     /// Count the orders of `filter`.
     ///
     /// # Errors
     /// Database errors.
     pub async fn order_stats(&self, filter: &StatsFilter) -> Result<OrderStats, StoreError> {
-        let mut binds: Vec<Bind> = Vec::new();
-        let mut clauses: Vec<String> = Vec::new();
+        let (mut binds, clauses) = filter_clauses(filter);
         let next = |binds: &mut Vec<Bind>, b: Bind| {
             binds.push(b);
             format!("${}", binds.len())
         };
-        if let Some((from, to)) = filter.received {
-            let a = next(&mut binds, Bind::Int(from));
-            let b = next(&mut binds, Bind::Int(to));
-            clauses.push(format!("received_ms >= {a} AND received_ms < {b}"));
-        }
-        if let Some(scope) = &filter.scope {
-            if scope.is_empty() {
-                clauses.push("1 = 0".to_owned());
-            } else {
-                let list: Vec<String> = scope
-                    .iter()
-                    .map(|u| next(&mut binds, Bind::Text(u.clone())))
-                    .collect();
-                clauses.push(format!(
-                    "EXISTS (SELECT 1 FROM order_units ou WHERE ou.order_id = orders.id \
-                     AND ou.unit IN ({}))",
-                    list.join(", ")
-                ));
-            }
-        }
         let now = next(&mut binds, Bind::Int(filter.now_ms));
         let end = next(&mut binds, Bind::Int(filter.end_of_today_ms));
         let where_sql = if clauses.is_empty() {

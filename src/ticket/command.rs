@@ -4,8 +4,8 @@ use serde::{Deserialize, Serialize};
 
 use super::deadlines::{DeadlineKind, ReminderLevel};
 use super::model::{
-    BusinessArea, CallId, CallLog, CallSurveyAnswer, Category, JudgementGround, OrderFields,
-    RedoTarget, Satisfaction, Urgency,
+    BusinessArea, CallId, CallLog, CallSurveyAnswer, Category, JudgementGround, LeaderAlert,
+    OrderFields, RedoTarget, Satisfaction, Urgency,
 };
 use super::units::UnitId;
 
@@ -201,6 +201,24 @@ pub enum Command {
         #[serde(default)]
         call_id: Option<CallId>,
     },
+    /// The callback clerk or the supervising unit reports the caller's dissatisfaction
+    /// to the handling unit (H-9), within a working day of the callback.
+    ReportDissatisfaction {
+        /// What the unit is told (required).
+        note: String,
+    },
+    /// The scheduler records a limit missed ([`super::deadlines::limits_missed`]).
+    RecordMissedLimit {
+        /// Which limit.
+        deadline: DeadlineKind,
+    },
+    /// The scheduler records that the city's leaders were told (H-13-2).
+    AlertLeaders {
+        /// Why.
+        alert: LeaderAlert,
+        /// The leaders' names (from the configuration).
+        leaders: Vec<String>,
+    },
     /// The system logs a telephone fact about the order's call (a callback attempt, a
     /// live transfer to a unit). Does not change state.
     LogCall {
@@ -241,6 +259,9 @@ impl Command {
             Self::RecomputeDeadlines => "recompute_deadlines",
             Self::Withdraw { .. } => "withdraw",
             Self::LogCall { .. } => "log_call",
+            Self::ReportDissatisfaction { .. } => "report_dissatisfaction",
+            Self::RecordMissedLimit { .. } => "record_missed_limit",
+            Self::AlertLeaders { .. } => "alert_leaders",
         }
     }
 }

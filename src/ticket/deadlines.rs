@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::calendar::{Calendar, Deadline};
 
-use super::model::{Order, State, Urgency};
+use super::model::{LeaderAlert, Order, State, Urgency};
 
 /// Transfer limit in working days (H-8).
 pub const TRANSFER_WORKING_DAYS: u32 = 1;
@@ -27,6 +27,8 @@ pub const FEEDBACK_WORKING_DAYS: u32 = 5;
 pub const FEEDBACK_CAP_WORKING_DAYS: u32 = 15;
 /// Urgent callback limit in working days (H-11).
 pub const URGENT_CALLBACK_WORKING_DAYS: u32 = 3;
+/// A caller's dissatisfaction is reported to the unit within this many working days (H-9).
+pub const REPORT_WORKING_DAYS: u32 = 1;
 
 /// Which limit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -38,6 +40,8 @@ pub enum DeadlineKind {
     Feedback,
     /// Urgent callback.
     Callback,
+    /// A caller's dissatisfaction reported to the unit (1 working day, H-9).
+    Report,
 }
 
 /// Reminder colour.
@@ -64,7 +68,12 @@ impl DeadlineWindow {
     /// own day (the deadline is 24:00, so that is one day before it, H-13-4).
     #[must_use]
     pub fn working_days(calendar: &Calendar, received_at: DateTime<FixedOffset>, n: u32) -> Self {
-        let due = calendar.add_working_days(received_at, n);
+        Self::from_due(calendar.add_working_days(received_at, n))
+    }
+
+    /// A working-day limit already computed: yellow from the start of its own day.
+    #[must_use]
+    pub fn from_due(due: Deadline) -> Self {
         let warn_from = due
             .at
             .checked_sub_signed(TimeDelta::days(1))
@@ -166,34 +175,171 @@ pub fn running_deadline(order: &Order) -> Option<(DeadlineKind, DeadlineWindow)>
     }
 }
 
-/// Reminders (催办, H-13-4) due at `now` and not yet raised for the current limit:
-/// yellow from one working day before the limit, red at or after it. At most one: the
-/// highest level reached.
+/// The limits the scheduler watches now: the running one ([`running_deadline`]) and,
+/// while open and not closed, the dissatisfaction report to the unit (H-9), which runs
+/// beside the second callback.
+#[must_use]
+pub fn watched_deadlines(order: &Order) -> Vec<(DeadlineKind, DeadlineWindow)> {
+    let mut watched: Vec<_> = running_deadline(order).into_iter().collect();
+    if let Some(report) = open_report(order) {
+        watched.push((DeadlineKind::Report, report));
+    }
+    watched
+}
+
+/// The dissatisfaction report still to be made on an open order.
+fn open_report(order: &Order) -> Option<DeadlineWindow> {
+    order
+        .dissatisfaction_report
+        .as_ref()
+        .filter(|r| r.reported_at.is_none() && order.state != State::Closed)
+        .map(|r| r.window)
+}
+
+/// The window of `kind` on `order`, if it has one.
+#[must_use]
+pub fn window_of(order: &Order, kind: DeadlineKind) -> Option<DeadlineWindow> {
+    let deadlines = order.deadlines?;
+    match kind {
+        DeadlineKind::Transfer => Some(deadlines.transfer),
+        DeadlineKind::Feedback => Some(deadlines.feedback),
+        DeadlineKind::Callback => deadlines.callback,
+        DeadlineKind::Report => order.dissatisfaction_report.as_ref().map(|r| r.window),
+    }
+}
+
+/// Reminders (催办, H-13-4) due at `now` and not yet raised for the watched limits:
+/// yellow from one working day before the limit, red at or after it. At most one per
+/// limit: the highest level reached.
 #[must_use]
 pub fn reminders_due(order: &Order, now: DateTime<FixedOffset>) -> Vec<DueReminder> {
-    let Some((kind, window)) = running_deadline(order) else {
-        return Vec::new();
-    };
-    let level = if now >= window.due.at {
-        ReminderLevel::Red
-    } else if now >= window.warn_from {
-        ReminderLevel::Yellow
-    } else {
-        return Vec::new();
-    };
-    let already = order
-        .reminders
-        .iter()
-        .any(|r| r.deadline == kind && r.due == window.due.at && r.level >= level);
-    if already {
-        Vec::new()
-    } else {
-        vec![DueReminder {
-            deadline: kind,
-            level,
-            due: window.due,
-        }]
+    watched_deadlines(order)
+        .into_iter()
+        .filter_map(|(kind, window)| {
+            let level = if now >= window.due.at {
+                ReminderLevel::Red
+            } else if now >= window.warn_from {
+                ReminderLevel::Yellow
+            } else {
+                return None;
+            };
+            let already = order
+                .reminders
+                .iter()
+                .any(|r| r.deadline == kind && r.due == window.due.at && r.level >= level);
+            (!already).then_some(DueReminder {
+                deadline: kind,
+                level,
+                due: window.due,
+            })
+        })
+        .collect()
+}
+
+/// Whether the order was transferred in time (H-8: 1 working day; H-13-2 urgent: 1
+/// hour; both from receipt), judged at `now`: `Some(true)` first dispatched within the
+/// limit; `Some(false)` dispatched after it, or not dispatched and past it (waiting, or
+/// withdrawn after it: a withdrawal does not hide a late transfer, W-19); `None` while
+/// the limit runs, or when the order needed no transfer (answered or explained by the
+/// agent, closed otherwise before the limit). The one definition used by the
+/// scheduler's missed-limit events, the stats' transfer timeliness and the rankings.
+#[must_use]
+pub fn transfer_on_time(order: &Order, now: DateTime<FixedOffset>) -> Option<bool> {
+    let due = order.deadlines?.transfer.due.at;
+    if let Some(at) = order.dispatched_at {
+        return Some(at <= due);
     }
+    if order.completed_at.is_some() {
+        return None;
+    }
+    match order.finished_at() {
+        Some(done) => (done > due).then_some(false),
+        None => (order.state != State::Closed && now > due).then_some(false),
+    }
+}
+
+/// Limits missed at `now` that the ledger does not hold yet: the urgent order's hour
+/// for the transfer (H-13-2) and the dissatisfaction report (H-9). Each is recorded
+/// once ([`super::Command::RecordMissedLimit`]).
+#[must_use]
+pub fn limits_missed(order: &Order, now: DateTime<FixedOffset>) -> Vec<(DeadlineKind, Deadline)> {
+    let mut missed = Vec::new();
+    if order.fields.urgency == Urgency::Urgent
+        && transfer_on_time(order, now) == Some(false)
+        && let Some(d) = order.deadlines
+    {
+        missed.push((DeadlineKind::Transfer, d.transfer.due));
+    }
+    if let Some(report) = &order.dissatisfaction_report {
+        let late = match report.reported_at {
+            Some(at) => at > report.window.due.at,
+            None => order.state != State::Closed && now > report.window.due.at,
+        };
+        if late {
+            missed.push((DeadlineKind::Report, report.window.due));
+        }
+    }
+    missed.retain(|(kind, due)| {
+        !order
+            .missed_limits
+            .iter()
+            .any(|m| m.deadline == *kind && m.due == due.at)
+    });
+    missed
+}
+
+/// Alerts the city's leaders are owed at `now` (H-13-2): an urgent order received, and
+/// its hour for the transfer missed; each once per order.
+#[must_use]
+pub fn leader_alerts_due(order: &Order, now: DateTime<FixedOffset>) -> Vec<LeaderAlert> {
+    if order.fields.urgency != Urgency::Urgent || !order.exists() {
+        return Vec::new();
+    }
+    let mut due = vec![LeaderAlert::UrgentReceived];
+    if transfer_on_time(order, now) == Some(false) {
+        due.push(LeaderAlert::UrgentTransferMissed);
+    }
+    due.retain(|a| !order.leader_alerts.contains(a));
+    due
+}
+
+/// When the scheduler next has something to do for the order: the earliest watched
+/// limit, an urgent order's receipt while its leaders are not told, its hour while
+/// the missed transfer is not recorded. The projection's `next_due`.
+#[must_use]
+pub fn scheduler_due(order: &Order) -> Option<DateTime<FixedOffset>> {
+    let mut at: Vec<DateTime<FixedOffset>> = watched_deadlines(order)
+        .into_iter()
+        .map(|(_, w)| w.due.at)
+        .collect();
+    if order.fields.urgency == Urgency::Urgent && order.exists() {
+        if !order.leader_alerts.contains(&LeaderAlert::UrgentReceived) {
+            at.push(order.fields.received_at);
+        }
+        if let Some(d) = order.deadlines {
+            let recorded = order
+                .missed_limits
+                .iter()
+                .any(|m| m.deadline == DeadlineKind::Transfer);
+            let late = order.dispatched_at.is_some_and(|t| t > d.transfer.due.at);
+            let told = order
+                .leader_alerts
+                .contains(&LeaderAlert::UrgentTransferMissed);
+            if late && !(recorded && told) {
+                at.push(d.transfer.due.at);
+            }
+        }
+    }
+    if let Some(report) = &order.dissatisfaction_report
+        && report.reported_at.is_some_and(|t| t > report.window.due.at)
+        && !order
+            .missed_limits
+            .iter()
+            .any(|m| m.deadline == DeadlineKind::Report && m.due == report.window.due.at)
+    {
+        at.push(report.window.due.at);
+    }
+    at.into_iter().min()
 }
 
 /// Whether the order missed its feedback limit (as extended): the one definition of

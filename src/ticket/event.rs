@@ -9,9 +9,9 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, ReminderLevel};
 use super::model::{
     Assignment, AssignmentStatus, BusinessArea, CallId, CallLog, CallSurveyAnswer, CallbackRecord,
-    CallbackRound, Category, CloseReason, Closing, ExtensionRequest, FieldValues, IssuedReminder,
-    Order, OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, UserId,
-    WithdrawalConfirmation,
+    CallbackRound, Category, CloseReason, Closing, DissatisfactionReport, ExtensionRequest,
+    FieldValues, IssuedReminder, LeaderAlert, MissedLimit, Order, OrderFields, OrderId, RedoTarget,
+    Role, Satisfaction, State, UserId, WithdrawalConfirmation,
 };
 use super::units::UnitId;
 
@@ -244,6 +244,31 @@ pub enum EventKind {
         /// New limits.
         deadlines: Deadlines,
     },
+    /// A limit passed unmet, recorded once by the scheduler: the urgent order's hour
+    /// for the transfer (H-13-2), the dissatisfaction report (H-9). Does not change
+    /// state.
+    LimitMissed {
+        /// Which limit.
+        deadline: DeadlineKind,
+        /// When it fell.
+        due: DateTime<FixedOffset>,
+    },
+    /// The caller's dissatisfaction was reported to the handling unit (H-9), by the
+    /// callback clerk or the supervising unit. Does not change state.
+    DissatisfactionReported {
+        /// The unit told.
+        unit: UnitId,
+        /// What it was told.
+        note: String,
+    },
+    /// The city's leaders were told (H-13-2 报告领导), by the scheduler. Does not
+    /// change state.
+    LeadersAlerted {
+        /// Why.
+        alert: LeaderAlert,
+        /// The leaders' names as configured then (empty: none configured).
+        leaders: Vec<String>,
+    },
     /// The caller withdrew the demand (the order is closed, never deleted).
     Withdrawn {
         /// Why.
@@ -356,6 +381,9 @@ impl Order {
                 self.lead_unit = None;
                 self.fields.category = *category;
                 self.fields.area = *area;
+                if self.dispatched_at.is_none() {
+                    self.dispatched_by = Some(event.actor.clone());
+                }
                 self.dispatched_at.get_or_insert(event.at);
                 self.state = State::Dispatched;
             }
@@ -473,7 +501,21 @@ impl Order {
                     RedoTarget::Unit => State::InProgress,
                 };
             }
-            EventKind::EscalatedForSecondCallback { to_unit, .. } => {
+            EventKind::EscalatedForSecondCallback {
+                to_unit,
+                report_due,
+            } => {
+                let unit = self
+                    .lead_unit
+                    .clone()
+                    .or_else(|| self.dispatch_unit.clone())
+                    .unwrap_or_else(|| self.fields.city.clone());
+                self.dissatisfaction_report = Some(DissatisfactionReport {
+                    unit,
+                    window: DeadlineWindow::from_due(*report_due),
+                    reported_at: None,
+                    reported_by: None,
+                });
                 self.closing = None;
                 self.second_callback_unit = Some(to_unit.clone());
                 self.state = State::SecondCallback;
@@ -503,6 +545,21 @@ impl Order {
             EventKind::NoteAdded { .. } => {}
             EventKind::CallSurveyRecorded { answer, .. } => self.call_survey = Some(*answer),
             EventKind::Withdrawn { .. } => {}
+            EventKind::LimitMissed { deadline, due } => self.missed_limits.push(MissedLimit {
+                deadline: *deadline,
+                due: *due,
+            }),
+            EventKind::DissatisfactionReported { .. } => {
+                if let Some(report) = &mut self.dissatisfaction_report {
+                    report.reported_at.get_or_insert(event.at);
+                    report.reported_by.get_or_insert(event.actor.clone());
+                }
+            }
+            EventKind::LeadersAlerted { alert, .. } => {
+                if !self.leader_alerts.contains(alert) {
+                    self.leader_alerts.push(*alert);
+                }
+            }
             EventKind::CallLogged { call, .. } => {
                 if let Some(call_id) = call.caller_reached_on()
                     && !self.has_caller_call(call_id)

@@ -9,7 +9,7 @@ use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::deadlines::is_overdue;
-use super::model::{Category, Order, Satisfaction, State};
+use super::model::{Category, Order, Satisfaction};
 use super::units::UnitId;
 
 /// Orders received in `[from, to)`: an order counts in the period it was received,
@@ -283,26 +283,6 @@ fn responsible_unit(order: &Order) -> Option<UnitId> {
         .or_else(|| order.dispatch_unit.clone())
 }
 
-/// Whether the order was transferred in time (H-8: 1 working day; H-13-2 urgent: 1
-/// hour; both from receipt), judged at `now`: `Some(true)` first dispatched within the
-/// limit; `Some(false)` dispatched after it, or not dispatched and past it (waiting, or
-/// withdrawn after it); `None` while the limit runs, or when the order needed no
-/// transfer (answered or explained by the agent, closed otherwise before the limit).
-#[must_use]
-pub fn transfer_on_time(order: &Order, now: DateTime<FixedOffset>) -> Option<bool> {
-    let due = order.deadlines?.transfer.due.at;
-    if let Some(at) = order.dispatched_at {
-        return Some(at <= due);
-    }
-    if order.completed_at.is_some() {
-        return None;
-    }
-    match order.finished_at() {
-        Some(done) => (done > due).then_some(false),
-        None => (order.state != State::Closed && now > due).then_some(false),
-    }
-}
-
 /// Scores per (unit, group) for orders received in `period`, overdue judged at `now`
 /// (the moment of the ranking, as `/api/stats/orders` judges it). Drafts never
 /// created are skipped; withdrawn orders count (as withdrawn, and overdue if they
@@ -322,7 +302,7 @@ pub fn unit_scores(orders: &[Order], period: Period, now: DateTime<FixedOffset>)
                 .or_insert_with(|| UnitScore::new(unit.clone(), group));
             score.returns = score.returns.saturating_add(1);
         }
-        if let Some(in_time) = transfer_on_time(order, now) {
+        if let Some(in_time) = super::deadlines::transfer_on_time(order, now) {
             let city = order.fields.city.clone();
             let score = scores
                 .entry((city.clone(), group))

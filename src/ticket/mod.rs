@@ -88,26 +88,30 @@ pub mod metrics;
 pub mod model;
 pub mod privacy;
 pub mod routing;
+pub mod timeliness;
 pub mod transition;
 pub mod units;
 
 pub use command::{CallbackOutcome, Command, Decision};
 pub use deadlines::{
-    DeadlineKind, DeadlineWindow, Deadlines, DueReminder, ReminderLevel, is_overdue, reminders_due,
+    DeadlineKind, DeadlineWindow, Deadlines, DueReminder, ReminderLevel, is_overdue,
+    leader_alerts_due, limits_missed, reminders_due, scheduler_due, transfer_on_time,
+    watched_deadlines,
 };
 pub use event::{DispatchMode, Event, EventKind};
 pub use metrics::{
-    Period, RankBy, RankGroup, Ranked, RankingWeights, Rate, UnitScore, rank, transfer_on_time,
-    unit_scores,
+    Period, RankBy, RankGroup, Ranked, RankingWeights, Rate, UnitScore, rank, unit_scores,
 };
 pub use model::{
     Actor, Assignment, AssignmentStatus, BusinessArea, CallAttemptResult, CallId, CallLog,
     CallSurveyAnswer, CallbackRecord, CallbackRound, Category, Channel, CloseReason, Closing,
-    Contact, FieldValues, JudgementGround, Order, OrderFields, OrderId, RedoTarget, Role,
-    Satisfaction, State, Urgency, UserId, WithdrawalConfirmation, hidden_character,
+    Contact, DissatisfactionReport, FieldValues, JudgementGround, LeaderAlert, MissedLimit, Order,
+    OrderFields, OrderId, RedoTarget, Role, Satisfaction, State, Urgency, UserId,
+    WithdrawalConfirmation, hidden_character,
 };
 pub use privacy::{can_see_contact, contact_for, mask_name, mask_phone, may_search_by_number};
 pub use routing::{RoutingRule, RoutingRules};
+pub use timeliness::{TransferCount, TransferTimeliness, transfer_timeliness};
 pub use transition::{Context, TransitionError, apply};
 pub use units::{Unit, UnitError, UnitId, UnitKind, UnitTree};
 

@@ -628,6 +628,40 @@ pub struct IssuedReminder {
     pub due: DateTime<FixedOffset>,
 }
 
+/// A limit the order missed, recorded once by the scheduler (H-13-2 for the urgent
+/// transfer, H-9 for the dissatisfaction report).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MissedLimit {
+    /// Which limit.
+    pub deadline: super::deadlines::DeadlineKind,
+    /// When it fell.
+    pub due: DateTime<FixedOffset>,
+}
+
+/// Why the city's leaders are told of an order (H-13-2 "报告领导").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LeaderAlert {
+    /// An urgent order was received.
+    UrgentReceived,
+    /// An urgent order was not transferred within its hour.
+    UrgentTransferMissed,
+}
+
+/// The report of a caller's dissatisfaction to the handling unit, due within one
+/// working day of the callback that recorded it (H-9).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DissatisfactionReport {
+    /// The unit told.
+    pub unit: UnitId,
+    /// The limit and when its reminder starts.
+    pub window: super::deadlines::DeadlineWindow,
+    /// When it was made, once made.
+    pub reported_at: Option<DateTime<FixedOffset>>,
+    /// By whom.
+    pub reported_by: Option<UserId>,
+}
+
 /// The work order as derived from its events ([`Order::replay`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Order {
@@ -692,6 +726,19 @@ pub struct Order {
     pub caller_calls: Vec<CallId>,
     /// Time of the last event (no back-dating).
     pub last_event_at: Option<DateTime<FixedOffset>>,
+    /// Who made the first dispatch (`system` for automatic routing), for the
+    /// dispatcher's transfer timeliness. Absent from snapshots without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dispatched_by: Option<UserId>,
+    /// The last dissatisfaction report to the unit (H-9).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dissatisfaction_report: Option<DissatisfactionReport>,
+    /// Limits missed, as the scheduler recorded them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missed_limits: Vec<MissedLimit>,
+    /// Alerts the city's leaders were sent (H-13-2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub leader_alerts: Vec<LeaderAlert>,
 }
 
 impl Order {

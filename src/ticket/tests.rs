@@ -2520,3 +2520,99 @@ fn combined_score_weighs_the_figures_with_data() {
         1
     );
 }
+
+#[test]
+fn urgent_transfer_missed_and_leader_alerts_are_recorded_once_by_the_system() {
+    let world = World::new();
+    let received = "2025-09-30T16:00+08:00";
+    let mut run = Run::new(
+        &world,
+        fields(Category::Complaint, Urgency::Urgent, received),
+    );
+    run.ok(Command::Submit, &agent(), moment(received));
+    let system = Actor::system(unit("jinan"));
+    // Within the hour: the leaders are owed the receipt only; nothing is missed.
+    let early = moment("2025-09-30T16:20+08:00");
+    assert_eq!(
+        leader_alerts_due(&run.order, early),
+        [LeaderAlert::UrgentReceived]
+    );
+    assert!(limits_missed(&run.order, early).is_empty());
+    assert_eq!(scheduler_due(&run.order), Some(moment(received)));
+    let missed_early = run.err(
+        Command::RecordMissedLimit {
+            deadline: DeadlineKind::Transfer,
+        },
+        &system,
+        early,
+    );
+    assert_eq!(not_allowed_rule(&missed_early), "TK-DEADLINE");
+    run.ok(
+        Command::AlertLeaders {
+            alert: LeaderAlert::UrgentReceived,
+            leaders: vec!["王局长".to_owned()],
+        },
+        &system,
+        early,
+    );
+    // Only the system records them.
+    let by_hand = run.err(
+        Command::AlertLeaders {
+            alert: LeaderAlert::UrgentTransferMissed,
+            leaders: Vec::new(),
+        },
+        &dispatcher(),
+        early,
+    );
+    assert!(
+        matches!(by_hand, TransitionError::RoleNotPermitted { .. }),
+        "{by_hand}"
+    );
+    // Dispatched at 17:10, after the hour: a late transfer, missed once.
+    let late = moment("2025-09-30T17:10+08:00");
+    run.dispatch(&["jinan-lixia"], late);
+    assert_eq!(transfer_on_time(&run.order, late), Some(false));
+    assert_eq!(
+        run.order.dispatched_by,
+        Some(UserId("dispatcher".to_owned()))
+    );
+    assert_eq!(
+        scheduler_due(&run.order),
+        Some(moment("2025-09-30T17:00+08:00"))
+    );
+    let missed = limits_missed(&run.order, late);
+    assert_eq!(missed.len(), 1);
+    assert_eq!(missed[0].0, DeadlineKind::Transfer);
+    run.ok(
+        Command::RecordMissedLimit {
+            deadline: DeadlineKind::Transfer,
+        },
+        &system,
+        late,
+    );
+    run.ok(
+        Command::AlertLeaders {
+            alert: LeaderAlert::UrgentTransferMissed,
+            leaders: vec!["王局长".to_owned()],
+        },
+        &system,
+        late,
+    );
+    assert!(limits_missed(&run.order, late).is_empty());
+    assert!(leader_alerts_due(&run.order, late).is_empty());
+    let again = run.err(
+        Command::RecordMissedLimit {
+            deadline: DeadlineKind::Transfer,
+        },
+        &system,
+        late,
+    );
+    assert_eq!(not_allowed_rule(&again), "TK-DEADLINE");
+    // Back to the feedback limit alone (5 working days after National Day).
+    assert_eq!(
+        scheduler_due(&run.order),
+        Some(run.order.deadlines.expect("deadlines").feedback.due.at)
+    );
+    // Replaying the ledger gives the same order.
+    assert_eq!(Order::replay(&run.events), run.order);
+}

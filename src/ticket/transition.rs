@@ -6,7 +6,10 @@ use chrono::{DateTime, FixedOffset};
 use crate::calendar::Calendar;
 
 use super::command::{CallbackOutcome, Command, Decision};
-use super::deadlines::{DeadlineKind, DeadlineWindow, Deadlines, FEEDBACK_CAP_WORKING_DAYS};
+use super::deadlines::{
+    DeadlineKind, DeadlineWindow, Deadlines, FEEDBACK_CAP_WORKING_DAYS, leader_alerts_due,
+    limits_missed, window_of,
+};
 use super::event::{DispatchMode, Event, EventKind};
 use super::model::{
     Actor, AssignmentStatus, BusinessArea, CallId, CallbackRound, Category, CloseReason, Contact,
@@ -310,6 +313,16 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
         ),
         Command::RecomputeDeadlines => (&[(System, Any), (ProvinceAdmin, Any)], "TK-DEADLINE"),
         Command::LogCall { .. } => (&[(System, Any)], "CALL-CALLBACK"),
+        Command::ReportDissatisfaction { .. } => (
+            &[
+                (CallbackStaff, City),
+                (CallbackStaff, Study),
+                (Supervisor, Study),
+            ],
+            "H-9",
+        ),
+        Command::RecordMissedLimit { .. } => (&[(System, Any)], "TK-DEADLINE"),
+        Command::AlertLeaders { .. } => (&[(System, Any)], "H-13-2"),
     }
 }
 
@@ -837,15 +850,8 @@ pub fn apply(
             if matches!(state, State::Closed) {
                 return Err(not_allowed(order, &command, "TK-REMIND"));
             }
-            let deadlines = order
-                .deadlines
-                .ok_or(TransitionError::NoDeadline(*deadline))?;
-            let window = match deadline {
-                DeadlineKind::Transfer => Some(deadlines.transfer),
-                DeadlineKind::Feedback => Some(deadlines.feedback),
-                DeadlineKind::Callback => deadlines.callback,
-            }
-            .ok_or(TransitionError::NoDeadline(*deadline))?;
+            let window =
+                window_of(order, *deadline).ok_or(TransitionError::NoDeadline(*deadline))?;
             out.emit(EventKind::Reminded {
                 deadline: *deadline,
                 level: *level,
@@ -859,6 +865,35 @@ pub fn apply(
             }
             let note = require_text(note, &command, "note", "TK-SUPERVISE")?;
             out.emit(EventKind::Supervised { note });
+        }
+        Command::ReportDissatisfaction { note } => {
+            let report = order
+                .dissatisfaction_report
+                .as_ref()
+                .filter(|r| r.reported_at.is_none() && state != State::Closed)
+                .ok_or_else(|| not_allowed(order, &command, "H-9"))?;
+            let unit = report.unit.clone();
+            let note = require_text(note, &command, "note", "H-9")?;
+            out.emit(EventKind::DissatisfactionReported { unit, note });
+        }
+        Command::RecordMissedLimit { deadline } => {
+            let (_, due) = limits_missed(order, out.now)
+                .into_iter()
+                .find(|(kind, _)| kind == deadline)
+                .ok_or_else(|| not_allowed(order, &command, "TK-DEADLINE"))?;
+            out.emit(EventKind::LimitMissed {
+                deadline: *deadline,
+                due: due.at,
+            });
+        }
+        Command::AlertLeaders { alert, leaders } => {
+            if !leader_alerts_due(order, out.now).contains(alert) {
+                return Err(not_allowed(order, &command, "H-13-2"));
+            }
+            out.emit(EventKind::LeadersAlerted {
+                alert: *alert,
+                leaders: leaders.clone(),
+            });
         }
         Command::LogCall { call } => {
             let note = call.describe();

@@ -7,8 +7,11 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 pub mod phone;
 pub mod queue;
@@ -970,6 +973,130 @@ pub fn assert_log_keeps_number_private(log: &str, number: &str) {
                 !record.contains(&field),
                 "a log record carries the full number {number} in a field:\n{record}"
             );
+        }
+    }
+}
+
+/// A local HTTP receiver (webhook tests): answers 200 to every POST and keeps (head,
+/// body); or, as a black hole, accepts and reads but never answers; or answers 500 to
+/// the first `fail_first` requests (kept apart) before answering 200.
+pub struct Receiver {
+    got: Arc<Mutex<Vec<(String, Value)>>>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+    refused: Arc<Mutex<usize>>,
+}
+
+impl Receiver {
+    pub fn start(listener: TcpListener, answer: bool) -> Receiver {
+        Receiver::spawn(listener, answer, 0)
+    }
+
+    /// Answers 500 to the first `fail_first` requests, then 200.
+    pub fn failing_first(listener: TcpListener, fail_first: usize) -> Receiver {
+        Receiver::spawn(listener, true, fail_first)
+    }
+
+    fn spawn(listener: TcpListener, answer: bool, fail_first: usize) -> Receiver {
+        listener.set_nonblocking(true).expect("nonblocking");
+        let refused = Arc::new(Mutex::new(0_usize));
+        let refusals = refused.clone();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (sink, flag) = (got.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            let mut held = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(120);
+            while !flag.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match listener.accept() {
+                    Ok((stream, _)) if !answer => held.push(stream),
+                    Ok((mut stream, _)) => {
+                        let failing = refusals.lock().is_ok_and(|n| *n < fail_first);
+                        if failing {
+                            if read_request(&mut stream).is_some() {
+                                let _ = stream.write_all(
+                                    b"HTTP/1.1 500 Internal Server Error\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                                );
+                                if let Ok(mut n) = refusals.lock() {
+                                    *n += 1;
+                                }
+                            }
+                            continue;
+                        }
+                        if let Some(request) = read_request(&mut stream) {
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+                            );
+                            if let Ok(mut g) = sink.lock() {
+                                g.push(request);
+                            }
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            drop(held);
+        });
+        Receiver {
+            got,
+            stop,
+            thread: Some(thread),
+            refused,
+        }
+    }
+
+    /// Requests answered 500.
+    pub fn refused(&self) -> usize {
+        self.refused.lock().map_or(0, |n| *n)
+    }
+
+    pub fn bodies(&self) -> Vec<Value> {
+        self.got
+            .lock()
+            .map(|g| g.iter().map(|(_, b)| b.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    pub fn heads(&self) -> Vec<String> {
+        self.got
+            .lock()
+            .map(|g| g.iter().map(|(h, _)| h.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Stop and close every connection (and the listening socket).
+    pub fn stop(mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn read_request(stream: &mut TcpStream) -> Option<(String, Value)> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut buf = Vec::new();
+    let mut chunk = [0_u8; 4096];
+    loop {
+        let n = stream.read(&mut chunk).ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|l| {
+                    let (k, v) = l.split_once(':')?;
+                    k.eq_ignore_ascii_case("content-length")
+                        .then(|| v.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                return Some((head.to_owned(), serde_json::from_str(body).ok()?));
+            }
         }
     }
 }

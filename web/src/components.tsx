@@ -279,6 +279,13 @@ export function OrderDetail(props: {
   const returnReason = typeof o.last_return_reason === 'string' ? o.last_return_reason : lastReturnReason(events);
   const ext = o.pending_extension as { extra_working_days?: number; reason?: string } | null | undefined;
   const returnedBy = (o.returned_by as string[] | undefined) ?? [];
+  // An order opened from a voice message: the server's play URL (audited per play).
+  const voice = o.voice_message as { play_url?: string } | null | undefined;
+  // H-9: the caller's dissatisfaction reported to the unit within 1 working day.
+  const report = o.dissatisfaction_report as
+    | { unit?: string; due?: string; due_display?: string; reported_at?: string | null; overdue?: boolean }
+    | null
+    | undefined;
   return (
     <div class="detail" data-order-detail={o.id} data-version={o.version}>
       <h3>
@@ -316,6 +323,14 @@ export function OrderDetail(props: {
             </dd>
           </>
         )}
+        {voice?.play_url && (
+          <>
+            <dt>来电留言</dt>
+            <dd>
+              <audio controls preload="none" src={voice.play_url} data-voice-message={o.id} />
+            </dd>
+          </>
+        )}
         <dt>受理时间</dt>
         <dd>{formatDateTime(o.fields.received_at as string | undefined)}</dd>
         <dt>诉求描述</dt>
@@ -350,6 +365,17 @@ export function OrderDetail(props: {
           {o.deadlines?.callback_due ? ` · 回访 ${dueText(o.deadlines as Record<string, unknown>, 'callback')}` : ''}
           {o.deadlines?.provisional ? '（暂定：日历数据缺失）' : ''}
         </dd>
+        {report && (
+          <>
+            <dt>不满意通报</dt>
+            <dd data-dissatisfaction-report={o.id}>
+              向{unitName(props.units, report.unit ?? '')}通报，时限{' '}
+              {dueText({ report_due: report.due, report_due_display: report.due_display }, 'report')}
+              {report.reported_at ? `，已于 ${formatDateTime(report.reported_at)} 通报` : '，未通报'}
+              {report.overdue ? '（超时）' : ''}
+            </dd>
+          </>
+        )}
         {ext && (
           <>
             <dt>延期申请</dt>
@@ -503,12 +529,15 @@ const COMMAND_FORMS: Record<string, FieldSpec[]> = {
   add_note: [{ name: 'note', label: '备注', kind: 'textarea', required: true }],
   study_note: [{ name: 'note', label: '研究意见', kind: 'textarea', required: true }],
   conclude_study: [{ name: 'result', label: '研究结论及处理情况', kind: 'textarea', required: true }],
+  report_dissatisfaction: [
+    { name: 'note', label: '向承办单位通报的不满意情况（H-9，1个工作日内）', kind: 'textarea', required: true },
+  ],
   remind: [
     {
       name: 'deadline',
       label: '时限',
       kind: 'select',
-      options: { feedback: '反馈时限', transfer: '转办时限', callback: '回访时限' },
+      options: { feedback: '反馈时限', transfer: '转办时限', callback: '回访时限', report: '不满意通报时限' },
       initial: 'feedback',
     },
     { name: 'level', label: '级别', kind: 'select', options: { yellow: '黄牌', red: '红牌' }, initial: 'yellow' },

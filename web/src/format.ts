@@ -84,6 +84,7 @@ export const COMMAND_LABELS: Record<string, string> = {
   study_note: '研究意见',
   conclude_study: '研究结论（办结）',
   reveal_contact: '显示号码',
+  report_dissatisfaction: '向承办单位通报不满意',
 };
 
 /** Ledger event types (`kind.type` in `/api/orders/{id}/events`). */
@@ -121,6 +122,9 @@ export const EVENT_LABELS: Record<string, string> = {
   call_logged: '通话记录',
   fields_corrected: '更正工单信息',
   explained_outside_remit: '非职能范围解释说明',
+  limit_missed: '超过时限',
+  dissatisfaction_reported: '已向承办单位通报不满意',
+  leaders_alerted: '报告领导',
 };
 
 export const SATISFACTION_LABELS: Record<string, string> = {
@@ -334,7 +338,7 @@ export function periodOf(now: Date, kind: 'month' | 'quarter' | 'year'): string 
  * `24:00`) when it sends one, else the instant in Beijing time. */
 export function dueText(
   deadlines: Record<string, unknown> | null | undefined,
-  which: 'transfer' | 'feedback' | 'callback',
+  which: 'transfer' | 'feedback' | 'callback' | 'report',
 ): string {
   if (!deadlines) return '—';
   const display = deadlines[`${which}_due_display`];
