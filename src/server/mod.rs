@@ -289,13 +289,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         shutdown.clone(),
     ));
 
+    // A first start (no work order yet): say who can sign in, or how to add a user.
+    if store.count_orders().await.is_ok_and(|n| n == 0) {
+        for line in crate::user_cli::first_start_lines(&config.users) {
+            info!("{line}");
+        }
+    }
+    let console = crate::user_cli::console_url(http_local);
     info!(
         sip = %sip_local,
         http = %http_local,
+        console = %console,
         database = ?store.backend(),
         restored_registrations = restored,
         restored_sign_ins,
-        "hotline ready"
+        "hotline ready: consoles at {console}"
     );
     wait_for_signal().await;
     draining.store(true, std::sync::atomic::Ordering::SeqCst);
