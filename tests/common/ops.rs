@@ -57,3 +57,25 @@ pub async fn pg_database(prefix: &str) -> String {
     pool.close().await;
     format!("{base}/{name}")
 }
+
+/// Sign in at the console as `user`: (cookie, CSRF token).
+pub fn login(server: &super::Server, user: &str, password: &str) -> (String, String) {
+    let none = (String::new(), String::new());
+    let body = serde_json::json!({"user": user, "password": password}).to_string();
+    let (status, resp) = super::http(server.http, "POST", "/api/login", &none, &body);
+    assert_eq!(status, 200, "login {user}: {resp}");
+    let cookie = resp
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("Set-Cookie: ")
+                .or_else(|| l.strip_prefix("set-cookie: "))
+        })
+        .and_then(|c| c.split(';').next())
+        .expect("cookie")
+        .to_string();
+    let csrf = super::body_json(&resp)["csrf_token"]
+        .as_str()
+        .expect("csrf")
+        .to_string();
+    (cookie, csrf)
+}
