@@ -216,9 +216,19 @@ fn replace_file(path: &Path, text: &str) -> Result<(), UserAddError> {
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".new");
     let tmp = path.with_file_name(name);
-    let permissions = std::fs::metadata(path).map_err(err)?.permissions();
+    let metadata = std::fs::metadata(path).map_err(err)?;
     let mut file = std::fs::File::create(&tmp).map_err(err)?;
-    file.set_permissions(permissions).map_err(err)?;
+    file.set_permissions(metadata.permissions()).map_err(err)?;
+    // Keep the owner and group too: the packaged config is root:hotline 0640, and the
+    // service reads it through its group.
+    {
+        use std::os::unix::fs::MetadataExt;
+        let (uid, gid) = (metadata.uid(), metadata.gid());
+        let current = file.metadata().map_err(err)?;
+        if current.uid() != uid || current.gid() != gid {
+            std::os::unix::fs::fchown(&file, Some(uid), Some(gid)).map_err(err)?;
+        }
+    }
     file.write_all(text.as_bytes()).map_err(err)?;
     file.sync_all().map_err(err)?;
     std::fs::rename(&tmp, path).map_err(err)?;

@@ -48,6 +48,13 @@ fn user_add_prints_a_token_that_hotline_order_uses_and_the_first_start_names_the
     );
     assert_eq!(std::fs::read_to_string(&config_path).expect("read"), before);
 
+    // As installed by the package: root:hotline 0640 (here gid 65534); kept as it was.
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::os::unix::fs::chown(&config_path, Some(0), Some(65534)).expect("chown (as root)");
+        std::fs::set_permissions(&config_path, std::fs::Permissions::from_mode(0o640))
+            .expect("chmod");
+    }
     let out = hotline(
         dir.path(),
         &[
@@ -73,6 +80,12 @@ fn user_add_prints_a_token_that_hotline_order_uses_and_the_first_start_names_the
     );
     let token = line_value(&out.stdout, "api token: ").expect("token printed");
     let password = line_value(&out.stdout, "password: ").expect("password printed");
+    {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        let meta = std::fs::metadata(&config_path).expect("stat");
+        assert_eq!(meta.permissions().mode() & 0o777, 0o640);
+        assert_eq!((meta.uid(), meta.gid()), (0, 65534));
+    }
     let text = std::fs::read_to_string(&config_path).expect("read");
     assert!(text.contains("password_hash = \"$argon2id$"), "{text}");
     assert!(!text.contains(&token), "the token itself is not stored");
