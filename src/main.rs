@@ -512,6 +512,8 @@ fn run(command: Command) -> Result<ExitCode> {
                     .verify_projection()
                     .await
                     .context("read the projection")?;
+                // Closed, so no -wal/-shm file of ours (maybe root's) stays behind.
+                store.close().await;
                 println!(
                     "restored {} into the configured database: {} work orders, migrated",
                     src.display(),

@@ -130,6 +130,21 @@ fn backup_restore_round_trip(database_url: Option<String>, restored_url: Option<
     let out = hotline(restored_dir.path(), &restore_args, &restored_env);
     assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("ledger ok"), "{}", out.stdout);
+    // Nothing of the restoring process is left beside the database (a -wal or -shm
+    // file owned by root would lock the service user out).
+    let mut left: Vec<String> = std::fs::read_dir(restored_dir.path().join("data"))
+        .map(|d| {
+            d.filter_map(|e| e.ok()?.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    left.sort();
+    let expected: Vec<String> = if restored_url.is_some() {
+        vec![]
+    } else {
+        vec!["hotline.db".to_owned()]
+    };
+    assert_eq!(left, expected);
     // A second restore into the same, now filled, database is refused.
     let out = hotline(restored_dir.path(), &restore_args, &restored_env);
     assert_ne!(out.status, Some(0), "{}", out.stdout);

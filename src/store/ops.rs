@@ -202,6 +202,26 @@ fn sqlite_backup(source: &Path, dest: &Path) -> Result<BackupReport, BackupError
     })
 }
 
+/// A restore run as root into the service's data directory (owned by the service
+/// user) gives the database to that user, or the server could not write it.
+fn own_like_directory(file: &Path) -> Result<(), BackupError> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    let dir_meta = std::fs::metadata(dir).map_err(io(dir))?;
+    let meta = std::fs::metadata(file).map_err(io(file))?;
+    if (meta.uid(), meta.gid()) != (dir_meta.uid(), dir_meta.gid()) {
+        // Only root may give a file away; anyone else already owns what they wrote.
+        if let Err(e) = std::os::unix::fs::chown(file, Some(dir_meta.uid()), Some(dir_meta.gid()))
+            && e.kind() != std::io::ErrorKind::PermissionDenied
+        {
+            return Err(io(file)(e));
+        }
+    }
+    Ok(())
+}
+
 fn sqlite_restore(source: &Path, target: &Path) -> Result<BackupReport, BackupError> {
     let mut header = [0_u8; 16];
     {
@@ -224,12 +244,43 @@ fn sqlite_restore(source: &Path, target: &Path) -> Result<BackupReport, BackupEr
     sqlite_copy(&from, &mut to)?;
     let orders = sqlite_check(&to, &partial)?;
     drop(to);
+    own_like_directory(&partial)?;
     let bytes = finish_file(&partial, target)?;
     Ok(BackupReport {
         path: target.to_path_buf(),
         bytes,
         orders,
     })
+}
+
+/// The PostgreSQL URL without its password, and the password (for `PGPASSWORD`): a
+/// password in the command line would show in every user's process list.
+fn split_password(url: &str) -> (String, Option<String>) {
+    let Ok(mut parsed) = url::Url::parse(url) else {
+        return (url.to_owned(), None);
+    };
+    let Some(password) = parsed.password().map(|p| {
+        percent_encoding::percent_decode_str(p)
+            .decode_utf8_lossy()
+            .into_owned()
+    }) else {
+        return (url.to_owned(), None);
+    };
+    if parsed.set_password(None).is_err() {
+        return (url.to_owned(), None);
+    }
+    (parsed.to_string(), Some(password))
+}
+
+/// `pg_dump` / `pg_restore` for the database at `url` (`--dbname` without password).
+fn pg_command(program: &str, url: &str) -> Command {
+    let (url, password) = split_password(url);
+    let mut cmd = Command::new(program);
+    if let Some(password) = password {
+        cmd.env("PGPASSWORD", password);
+    }
+    cmd.arg("--dbname").arg(url);
+    cmd
 }
 
 fn run_tool(program: &'static str, cmd: &mut Command) -> Result<(), BackupError> {
@@ -263,14 +314,12 @@ pub async fn backup(url: &str, dest: &Path) -> Result<BackupReport, BackupError>
         Target::Postgres(url) => {
             let partial = partial_path(dest);
             let _ = std::fs::remove_file(&partial);
-            let mut cmd = Command::new("pg_dump");
+            let mut cmd = pg_command("pg_dump", &url);
             cmd.arg("--format=custom")
                 .arg("--no-owner")
                 .arg("--no-privileges")
                 .arg("--file")
-                .arg(&partial)
-                .arg("--dbname")
-                .arg(&url);
+                .arg(&partial);
             tokio::task::spawn_blocking(move || run_tool("pg_dump", &mut cmd)).await??;
             let bytes = finish_file(&partial, dest)?;
             Ok(BackupReport {
@@ -314,13 +363,11 @@ pub async fn restore(source: &Path, url: &str) -> Result<BackupReport, BackupErr
             if tables > 0 {
                 return Err(BackupError::TargetNotEmpty(tables));
             }
-            let mut cmd = Command::new("pg_restore");
+            let mut cmd = pg_command("pg_restore", &url);
             cmd.arg("--no-owner")
                 .arg("--no-privileges")
                 .arg("--exit-on-error")
                 .arg("--single-transaction")
-                .arg("--dbname")
-                .arg(&url)
                 .arg(source);
             tokio::task::spawn_blocking(move || run_tool("pg_restore", &mut cmd)).await??;
             BackupReport {
@@ -368,5 +415,40 @@ impl Store {
     /// Close the pool (a restore's connections end before the server opens its own).
     pub async fn close(&self) {
         on_pool!(self, |p| p.close().await);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_leaves_the_command_line_for_pgpassword() {
+        assert_eq!(
+            split_password("postgres://hotline:s%40cret@db.local:5432/hotline?sslmode=require"),
+            (
+                "postgres://hotline@db.local:5432/hotline?sslmode=require".to_owned(),
+                Some("s@cret".to_owned())
+            )
+        );
+        assert_eq!(
+            split_password("postgres://postgres@127.0.0.1:5432/x"),
+            ("postgres://postgres@127.0.0.1:5432/x".to_owned(), None)
+        );
+    }
+
+    #[test]
+    fn a_restored_file_belongs_to_the_owner_of_its_directory() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        std::fs::create_dir(&data).expect("mkdir");
+        // As the packaged service's /var/lib/hotline: another owner than root.
+        std::os::unix::fs::chown(&data, Some(65534), Some(65534)).expect("chown (as root)");
+        let file = data.join("hotline.db");
+        std::fs::write(&file, b"x").expect("write");
+        own_like_directory(&file).expect("own");
+        let meta = std::fs::metadata(&file).expect("stat");
+        assert_eq!((meta.uid(), meta.gid()), (65534, 65534));
     }
 }
