@@ -2,7 +2,9 @@
 //! build: no release build in CI for this), its contents and control data checked with
 //! `dpkg-deb -c` / `-I`, its systemd unit accepted by `systemd-analyze verify` without a
 //! warning and hardened, and its `/etc/hotline/hotline.toml` naming only paths the
-//! package installs — checked by `check-config` and a server started on it.
+//! package installs — checked by `check-config` and a server started on it. Then
+//! installed with dpkg on a throw-away overlay of this machine and run as an operator
+//! would (`scripts/check-deb-install.sh`).
 
 mod common;
 
@@ -33,19 +35,25 @@ fn unit_keys(text: &str) -> HashMap<String, Vec<String>> {
     keys
 }
 
-#[test]
-fn the_debian_package_installs_a_hardened_service_with_its_config_and_state_directory() {
-    let out_dir = tempfile::tempdir().expect("tempdir");
+/// `scripts/build-deb.sh` around the test binary; the .deb's path.
+fn build_package(out_dir: &Path) -> String {
     let build = run_bounded(
         Command::new("bash")
             .arg(repo_root().join("scripts/build-deb.sh"))
             .args(["--binary", env!("CARGO_BIN_EXE_hotline")])
-            .args(["--out", &path_str(out_dir.path())]),
+            .args(["--out", &path_str(out_dir)]),
         Duration::from_secs(300),
     );
     assert_eq!(build.status, Some(0), "{}{}", build.stdout, build.stderr);
     let deb = build.stdout.lines().last().expect("deb path").to_owned();
     assert!(Path::new(&deb).is_file(), "{deb}");
+    deb
+}
+
+#[test]
+fn the_debian_package_installs_a_hardened_service_with_its_config_and_state_directory() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let deb = build_package(out_dir.path());
 
     let info = run("dpkg-deb", &["-I", &deb]);
     assert_eq!(info.status, Some(0), "{}", info.stderr);
@@ -172,4 +180,37 @@ fn the_debian_package_installs_a_hardened_service_with_its_config_and_state_dire
     assert!(check.stdout.contains(": ok"), "{}", check.stdout);
     let server = Server::start_with(&relocated, &[]);
     assert!(server.log().contains("hotline ready"));
+}
+
+/// dpkg -i, `hotline user add --token`, the server as user `hotline` with the unit's
+/// limits and a read-only file system but `/var/lib/hotline`, an order through the
+/// token, a backup while serving, a restore as root, the order again, dpkg -r keeping
+/// the data — on an overlay of `/` in a private mount namespace (the machine itself is
+/// not changed). No systemd runs here (not PID 1), so the unit itself is not started:
+/// its settings are applied by hand (setpriv, prlimit, read-only bind mounts).
+#[test]
+fn the_package_installs_on_a_copy_of_this_machine_and_serves_backs_up_and_restores() {
+    let out_dir = tempfile::tempdir().expect("tempdir");
+    let deb = build_package(out_dir.path());
+    let work = tempfile::tempdir().expect("tempdir");
+    let (sip, http) = (common::free_port(), common::free_port());
+    let out = run_bounded(
+        Command::new("bash")
+            .arg(repo_root().join("scripts/check-deb-install.sh"))
+            .args([
+                &deb,
+                &path_str(work.path()),
+                &sip.to_string(),
+                &http.to_string(),
+            ]),
+        Duration::from_secs(300),
+    );
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("== install check ok"), "{}", out.stdout);
+    assert!(
+        out.stdout
+            .contains("backup written: /var/lib/hotline/backup.db"),
+        "{}",
+        out.stdout
+    );
 }
