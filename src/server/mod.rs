@@ -290,7 +290,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     ));
 
     // A first start (no work order yet): say who can sign in, or how to add a user.
-    if store.count_orders().await.is_ok_and(|n| n == 0) {
+    if store.has_orders().await.is_ok_and(|any| !any) {
         for line in crate::user_cli::first_start_lines(&config.users) {
             info!("{line}");
         }

@@ -412,6 +412,19 @@ impl Store {
         .await?))
     }
 
+    /// Whether any work order is stored (cheap on a large table, unlike a count):
+    /// false on a first start.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn has_orders(&self) -> Result<bool, StoreError> {
+        let any: Option<i64> =
+            on_pool!(self, |p| sqlx::query_scalar("SELECT 1 FROM orders LIMIT 1")
+                .fetch_optional(p)
+                .await?);
+        Ok(any.is_some())
+    }
+
     /// Close the pool (a restore's connections end before the server opens its own).
     pub async fn close(&self) {
         on_pool!(self, |p| p.close().await);
