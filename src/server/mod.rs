@@ -297,9 +297,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     let console = crate::user_cli::console_url(http_local);
     info!(
+        console = %console,
         sip = %sip_local,
         http = %http_local,
-        console = %console,
         database = ?store.backend(),
         restored_registrations = restored,
         restored_sign_ins,
