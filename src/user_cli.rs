@@ -88,7 +88,7 @@ pub fn new_token() -> String {
 }
 
 fn generated_password() -> String {
-    // 18 random bytes → 24 characters of base64url-like text, without look-alikes.
+    // 20 characters from 56 without look-alikes (0/O, 1/l/I): about 116 bits.
     const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
     (0..20)
         .map(|_| {
