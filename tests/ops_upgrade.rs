@@ -1,7 +1,7 @@
 //! Upgrades from each shipped version to the next. There are no release tags, so each
 //! migration number is a version step. A reference database is filled by the real
-//! server (work orders in several states and cities, their ledger, a registration, the
-//! audit log); for every earlier version `v` a new database gets the migrations up to
+//! server (work orders in several states and cities, their ledger, an after-hours
+//! call's record, a registration, the audit log); for every earlier version `v` a new database gets the migrations up to
 //! `v` and the reference rows of the tables and columns that version had; then the
 //! current server starts on it (applying the rest) and must serve the same orders, the
 //! same scoped lists and the registration, and `hotline ledger verify` must pass.
@@ -51,6 +51,20 @@ struct Reference {
     orders: Vec<Value>,
     /// The ids the Jinan legal-aid handler lists (its unit's scope).
     handler_ids: Vec<String>,
+    /// The call records as the province supervisor lists them.
+    calls: Vec<Value>,
+}
+
+fn calls(server: &Server) -> Vec<Value> {
+    let s = login(server, "province-supervisor", "demo-province-supervisor");
+    let (status, resp) = get(server, &s, "/api/calls?limit=100");
+    assert_eq!(status, 200, "{resp}");
+    let body = body_json(&resp);
+    body["items"]
+        .as_array()
+        .or_else(|| body.as_array())
+        .cloned()
+        .unwrap_or_default()
 }
 
 fn cmd(server: &Server, s: &(String, String), id: &str, command: &str, body: Value) {
@@ -70,7 +84,7 @@ fn create(server: &Server, s: &(String, String), city: &str, text: &str) -> Stri
         "category": "consultation", "urgency": "normal",
         "business_area": "legal_aid", "description": text,
         "channel": "phone", "city": city,
-        "received_at": chrono_now(),
+        "received_at": received_at(),
     })
     .to_string();
     let (status, resp) = common::http(server.http, "POST", "/api/orders", s, &body);
@@ -78,12 +92,12 @@ fn create(server: &Server, s: &(String, String), city: &str, text: &str) -> Stri
     body_json(&resp)["id"].as_str().expect("id").to_owned()
 }
 
-fn chrono_now() -> String {
-    let out = std::process::Command::new("date")
-        .arg("+%Y-%m-%dT%H:%M:%S%:z")
-        .output()
-        .expect("date");
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+/// Every server of the test runs at this moment (after hours), so deadlines and overdue
+/// flags read the same on each.
+const NOW: (&str, &str) = ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00");
+
+fn received_at() -> String {
+    "2026-02-14T19:00:00+08:00".to_owned()
 }
 
 fn read_all(server: &Server, ids: &[String]) -> Vec<Value> {
@@ -136,13 +150,18 @@ fn seed(server: &Server) -> (Vec<String>, Reference) {
         "withdraw",
         serde_json::json!({"reason": "来电人撤回"}),
     );
+    // An after-hours call (hung up during the announcement): its call record.
+    let call = common::ivr_call(server);
+    assert_eq!(call.status, Some(0), "{}{}", call.stdout, call.stderr);
     let sip = RawUdp::new(server.sip);
     let ok = register_with_password(&sip, "1001", "jinan-1001", false, 3600).expect("REGISTER");
     assert_eq!(common::status_of(&ok), 200, "{ok}");
     let reference = Reference {
         orders: read_all(server, &ids),
         handler_ids: handler_ids(server),
+        calls: calls(server),
     };
+    assert_eq!(reference.calls.len(), 1, "{:?}", reference.calls);
     assert_eq!(
         reference.handler_ids.len(),
         4,
@@ -257,10 +276,10 @@ fn upgrades_keep_the_data(backend: Backend) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let reference_url =
         (backend == Backend::Postgres).then(|| rt.block_on(pg_database("hotline_upgrade_ref")));
-    let env: Vec<(&str, &str)> = reference_url
-        .as_deref()
-        .map(|u| vec![("DATABASE_URL", u)])
-        .unwrap_or_default();
+    let mut env: Vec<(&str, &str)> = vec![NOW];
+    if let Some(u) = reference_url.as_deref() {
+        env.push(("DATABASE_URL", u));
+    }
     let config = shipped_config();
     let mut server = Server::start_with(&config, &env);
     let (ids, reference) = seed(&server);
@@ -305,8 +324,8 @@ fn upgrades_keep_the_data(backend: Backend) {
             }
         });
         let env: Vec<(&str, &str)> = match backend {
-            Backend::Sqlite => vec![],
-            Backend::Postgres => vec![("DATABASE_URL", target_url.as_str())],
+            Backend::Sqlite => vec![NOW],
+            Backend::Postgres => vec![NOW, ("DATABASE_URL", target_url.as_str())],
         };
         let upgraded = Server::start_in(dir, &config, &env);
         let log = upgraded.log();
@@ -349,6 +368,13 @@ fn upgrades_keep_the_data(backend: Backend) {
                 handler_ids(&upgraded),
                 reference.handler_ids,
                 "from version {version}: the handler's scope differs"
+            );
+        }
+        if version >= 3 {
+            assert_eq!(
+                calls(&upgraded),
+                reference.calls,
+                "from version {version}: call records differ"
             );
         }
     }
