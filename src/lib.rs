@@ -15,3 +15,4 @@ pub mod server;
 pub mod sip;
 pub mod store;
 pub mod ticket;
+pub mod user_cli;

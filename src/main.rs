@@ -81,6 +81,31 @@ enum Command {
     /// `[[users]]` entry (`api_token`): create, list, get, events, and every command
     /// (`hotline order sign ID`, `hotline order return ID --reason …`).
     Order(Box<OrderArgs>),
+    /// Console / API users in the config's `[[users]]`.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Back up the database into a new file: SQLite through its online backup API
+    /// (safe while the server runs), PostgreSQL with `pg_dump --format=custom`.
+    Backup {
+        /// The backup file to create (never overwritten).
+        dest: PathBuf,
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Restore a backup into the config's database, which must not exist yet (SQLite)
+    /// or be empty (PostgreSQL: `createdb` it first); then migrate and verify the ledger.
+    Restore {
+        /// A file written by `hotline backup`.
+        src: PathBuf,
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
@@ -207,6 +232,39 @@ enum OrderCommand {
     /// --extra-working-days 5 --reason …`, `record_callback ID --outcome satisfied`.
     #[command(external_subcommand)]
     Run(Vec<String>),
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a user to the config (argon2 password hash); prints a generated password
+    /// and, with --token, a new API token once (only their hashes are stored). Restart
+    /// the server to use it.
+    Add {
+        /// agent | dispatcher | unit_handler | unit_head | reviewer | supervisor |
+        /// callback_staff | province_admin (repeat for several).
+        #[arg(long = "role", required = true)]
+        roles: Vec<String>,
+        /// The user's unit (a city or any [[units]] id); default: the province.
+        #[arg(long, alias = "unit")]
+        city: Option<String>,
+        /// User id (sign-in name); default: <role>-<unit>.
+        #[arg(long)]
+        id: Option<String>,
+        /// Display name; default: the id.
+        #[arg(long)]
+        name: Option<String>,
+        /// The softphone agent ([[agents]] id) this user works as.
+        #[arg(long)]
+        agent: Option<String>,
+        /// Read the password from this environment variable instead of generating one.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Also create an API token for `hotline order` (HOTLINE_TOKEN).
+        #[arg(long)]
+        token: bool,
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -370,6 +428,116 @@ fn run(command: Command) -> Result<ExitCode> {
             })
         }
         Command::Order(args) => Ok(order_command(*args)),
+        Command::User {
+            command:
+                UserCommand::Add {
+                    roles,
+                    city,
+                    id,
+                    name,
+                    agent,
+                    password_env,
+                    token,
+                    config,
+                },
+        } => {
+            let password = match password_env {
+                Some(var) => Some(
+                    std::env::var(&var).with_context(|| format!("environment variable {var}"))?,
+                ),
+                None => None,
+            };
+            let new = hotline::user_cli::NewUser {
+                id,
+                name,
+                roles,
+                unit: city,
+                agent,
+                password,
+                token,
+            };
+            let added = hotline::user_cli::add_user(&config, &new)?;
+            println!(
+                "user {} ({}, unit {}) added to {}; restart the server to use it",
+                added.id,
+                added.roles.join(", "),
+                added.unit,
+                config.display()
+            );
+            if let Some(p) = &added.generated_password {
+                println!("password: {p}");
+            }
+            if let Some(t) = &added.token {
+                println!("api token: {t}");
+                println!("  e.g. HOTLINE_TOKEN={t} hotline order list");
+            }
+            if added.generated_password.is_some() || added.token.is_some() {
+                println!("(shown once: the config stores only their hashes)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Backup {
+            dest,
+            config,
+            data_dir,
+        } => {
+            let config = load_config(&config, data_dir)?;
+            let url = config.database_url(std::env::var("DATABASE_URL").ok());
+            let report = runtime()?.block_on(hotline::store::ops::backup(&url, &dest))?;
+            match report.orders {
+                Some(n) => println!(
+                    "backup written: {} ({} bytes, {n} work orders)",
+                    report.path.display(),
+                    report.bytes
+                ),
+                None => println!(
+                    "backup written: {} ({} bytes, pg_dump custom format)",
+                    report.path.display(),
+                    report.bytes
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Restore {
+            src,
+            config,
+            data_dir,
+        } => {
+            let config = load_config(&config, data_dir)?;
+            let url = config.database_url(std::env::var("DATABASE_URL").ok());
+            runtime()?.block_on(async {
+                let report = hotline::store::ops::restore(&src, &url).await?;
+                let store = Store::connect_existing(&url)
+                    .await
+                    .context("connect to database")?;
+                let ledger = store.verify_ledger().await.context("read the ledger")?;
+                let projection = store
+                    .verify_projection()
+                    .await
+                    .context("read the projection")?;
+                // Closed, so no -wal/-shm file of ours (maybe root's) stays behind.
+                store.close().await;
+                println!(
+                    "restored {} into the configured database: {} work orders, migrated",
+                    src.display(),
+                    report.orders.unwrap_or_default()
+                );
+                match (&ledger.broken_at, projection) {
+                    (None, None) => {
+                        println!("ledger ok: {} events", ledger.checked);
+                        Ok(ExitCode::SUCCESS)
+                    }
+                    (Some(b), _) => {
+                        println!("ledger BROKEN at event {}: {}", b.global_seq, b.problem);
+                        Ok(ExitCode::FAILURE)
+                    }
+                    (None, Some(m)) => {
+                        println!("projection BROKEN for order {}: {}", m.order_id, m.problem);
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            })
+        }
         Command::Migrate { config, data_dir } => {
             let config = load_config(&config, data_dir)?;
             let url = config.database_url(std::env::var("DATABASE_URL").ok());

@@ -301,13 +301,21 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         shutdown.clone(),
     ));
 
+    // A first start (no work order yet): say who can sign in, or how to add a user.
+    if store.has_orders().await.is_ok_and(|any| !any) {
+        for line in crate::user_cli::first_start_lines(&config.users) {
+            info!("{line}");
+        }
+    }
+    let console = crate::user_cli::console_url(http_local);
     info!(
+        console = %console,
         sip = %sip_local,
         http = %http_local,
         database = ?store.backend(),
         restored_registrations = restored,
         restored_sign_ins,
-        "hotline ready"
+        "hotline ready: consoles at {console}"
     );
     wait_for_signal().await;
     draining.store(true, std::sync::atomic::Ordering::SeqCst);

@@ -209,6 +209,7 @@ const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
 pub mod calls;
 pub mod drafts;
+pub mod ops;
 pub mod orders;
 pub mod queue_log;
 pub mod stats;

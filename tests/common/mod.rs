@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod ops;
 pub mod phone;
 pub mod queue;
 
