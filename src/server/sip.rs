@@ -15,10 +15,8 @@ use tracing::{debug, info, warn};
 
 use crate::server::calls::{CallRouter, MediaContext};
 use crate::server::metrics::{DropReason, Metrics};
-use crate::sip::endpoint::{Endpoint, Output, SourceInfo, StoreOp, Transport};
-use crate::sip::message::{
-    MAX_MESSAGE_SIZE, Message, Method, Response, StreamFramer, parse_message,
-};
+use crate::sip::endpoint::{CommitId, Endpoint, Output, SourceInfo, StoreOp, Transport};
+use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
 use crate::store::Store;
 
 /// Minimal cancellation token (avoids pulling tokio-util for one type).
@@ -137,12 +135,13 @@ impl SipShell {
             (result, std::iter::from_fn(|| ep.poll_output()).collect())
         };
         // A registration change is committed before the answer that announces it leaves
-        // (a REGISTER whose 200 arrived must survive kill -9): such a batch's transmits go
-        // to the persistence task, which sends them after the commit.
+        // (a REGISTER whose 200 arrived must survive kill -9): the endpoint holds that
+        // answer (`AwaitCommit`) until the persistence task reports the commit.
         let durable = outputs.iter().any(|o| {
             matches!(
                 o,
                 Output::Store(StoreOp::UpsertBinding(_) | StoreOp::DeleteBinding { .. })
+                    | Output::AwaitCommit(_)
             )
         });
         if durable {
@@ -151,7 +150,7 @@ impl SipShell {
             for out in outputs {
                 match out {
                     Output::Store(op) => job.ops.push(op),
-                    Output::Transmit { .. } => job.then_send.push(out),
+                    Output::AwaitCommit(id) => job.commits.push(id),
                     other => self.perform(other),
                 }
             }
@@ -160,9 +159,7 @@ impl SipShell {
                 let job = match e {
                     mpsc::error::TrySendError::Full(j) | mpsc::error::TrySendError::Closed(j) => j,
                 };
-                for out in job.then_send {
-                    self.perform(not_stored_answer(out));
-                }
+                self.commits_done(&job.commits, false);
             }
         } else {
             for out in outputs {
@@ -171,6 +168,20 @@ impl SipShell {
         }
         self.wake_timer.notify_one();
         Some(result)
+    }
+
+    /// Report the outcome of binding writes to the endpoint, which answers the REGISTERs
+    /// that waited for them.
+    fn commits_done(self: &Arc<Self>, commits: &[CommitId], stored: bool) {
+        if commits.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        self.drive(|ep| {
+            for id in commits {
+                ep.binding_commit_done(now, *id, stored);
+            }
+        });
     }
 
     fn perform(self: &Arc<Self>, out: Output) {
@@ -203,10 +214,12 @@ impl SipShell {
                     }
                 }
             },
+            // Handled by `drive` (an answer to hold means a binding write is in the batch).
+            Output::AwaitCommit(id) => self.commits_done(&[id], false),
             Output::Store(op) => {
                 let job = PersistJob {
                     ops: vec![op],
-                    then_send: Vec::new(),
+                    commits: Vec::new(),
                 };
                 if self.store_tx.try_send(job).is_err() {
                     warn!("persistence queue full: an audit line was not stored");
@@ -413,11 +426,11 @@ async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::R
     let _ = writer.shutdown().await;
 }
 
-/// Database writes of the endpoint, and the answers to send once they are committed.
+/// Database writes of the endpoint, and the REGISTER answers waiting for their commit.
 #[derive(Debug, Default)]
 pub(crate) struct PersistJob {
     ops: Vec<StoreOp>,
-    then_send: Vec<Output>,
+    commits: Vec<CommitId>,
 }
 
 /// Group commit: every job waiting is written in one transaction (one fsync for a burst
@@ -484,48 +497,10 @@ async fn persist_loop(
         let Some(shell) = shell.upgrade() else {
             break;
         };
-        for job in jobs {
-            for out in job.then_send {
-                shell.perform(if stored { out } else { not_stored_answer(out) });
-            }
-        }
+        let commits: Vec<CommitId> = jobs.into_iter().flat_map(|j| j.commits).collect();
+        shell.commits_done(&commits, stored);
     }
     info!("persistence loop ended");
-}
-
-/// Retry-After (seconds) of the 503 a phone gets when its registration was not stored.
-const NOT_STORED_RETRY_AFTER_SECS: u32 = 10;
-
-/// What to send instead of `out` when the binding change it announces was not committed:
-/// a 2xx to a REGISTER becomes 503 Service Unavailable with Retry-After and without the
-/// Contact list (no binding is confirmed); anything else goes out as it is.
-fn not_stored_answer(out: Output) -> Output {
-    let Output::Transmit { to, bytes } = out else {
-        return out;
-    };
-    let answer = match parse_message(&bytes) {
-        Ok(Message::Response(r))
-            if (200..300).contains(&r.status)
-                && r.headers.cseq().is_ok_and(|c| c.method == Method::Register) =>
-        {
-            r
-        }
-        _ => return Output::Transmit { to, bytes },
-    };
-    let mut headers = answer.headers;
-    headers.remove("Contact");
-    headers.remove("Expires");
-    headers.push("Retry-After", NOT_STORED_RETRY_AFTER_SECS.to_string());
-    let refused = Response {
-        status: 503,
-        reason: "Service Unavailable".into(),
-        headers,
-        body: Bytes::new(),
-    };
-    Output::Transmit {
-        to,
-        bytes: Bytes::from(refused.to_bytes()),
-    }
 }
 
 /// Unix time in milliseconds (for stored expiry times).
@@ -534,62 +509,4 @@ pub fn wall_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::sip::endpoint::Transport;
-
-    fn transmit(text: &str) -> Output {
-        Output::Transmit {
-            to: SourceInfo {
-                addr: SocketAddr::from(([127, 0, 0, 1], 5070)),
-                transport: Transport::Udp,
-            },
-            bytes: Bytes::from(text.replace('\n', "\r\n")),
-        }
-    }
-
-    fn text(out: &Output) -> String {
-        match out {
-            Output::Transmit { bytes, .. } => String::from_utf8_lossy(bytes).into_owned(),
-            other => panic!("not a transmit: {other:?}"),
-        }
-    }
-
-    #[test]
-    fn a_register_ok_not_stored_becomes_503_with_retry_after() {
-        let ok = transmit(
-            "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr1\n\
-             From: <sip:1001@hotline.test>;tag=a\nTo: <sip:1001@hotline.test>;tag=b\n\
-             Call-ID: reg-1\nCSeq: 2 REGISTER\n\
-             Contact: <sip:1001@127.0.0.1:5070>;expires=3600\nContent-Length: 0\n\n",
-        );
-        let answer = text(&not_stored_answer(ok));
-        assert!(
-            answer.starts_with("SIP/2.0 503 Service Unavailable\r\n"),
-            "{answer}"
-        );
-        assert!(answer.contains("Retry-After: 10\r\n"), "{answer}");
-        assert!(answer.contains("CSeq: 2 REGISTER\r\n"), "{answer}");
-        assert!(answer.contains("Call-ID: reg-1\r\n"), "{answer}");
-        assert!(answer.contains(";branch=z9hG4bKr1"), "{answer}");
-        assert!(!answer.contains("Contact"), "{answer}");
-    }
-
-    #[test]
-    fn other_messages_held_for_a_commit_go_out_unchanged() {
-        for message in [
-            "SIP/2.0 423 Interval Too Brief\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKr2\n\
-             From: <sip:1001@hotline.test>;tag=a\nTo: <sip:1001@hotline.test>;tag=b\n\
-             Call-ID: reg-2\nCSeq: 3 REGISTER\nMin-Expires: 60\nContent-Length: 0\n\n",
-            "SIP/2.0 200 OK\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bKo1\n\
-             From: <sip:1001@hotline.test>;tag=a\nTo: <sip:1001@hotline.test>;tag=b\n\
-             Call-ID: opt-1\nCSeq: 1 OPTIONS\nContent-Length: 0\n\n",
-        ] {
-            let out = transmit(message);
-            assert_eq!(not_stored_answer(out.clone()), out);
-        }
-    }
 }

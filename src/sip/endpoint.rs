@@ -87,12 +87,32 @@ pub enum Output {
         bytes: Bytes,
     },
     Store(StoreOp),
+    /// The binding changes in the `Store` outputs before this one announce a REGISTER
+    /// answer that waits for their commit: write them, then report with
+    /// [`Endpoint::binding_commit_done`] (`stored` false when the write failed or took
+    /// too long). Until then a retransmission of that REGISTER is absorbed.
+    AwaitCommit(CommitId),
     /// Something for the call (media/IVR) layer of the shell.
     Call {
         call: CallHandle,
         event: CallEvent,
     },
 }
+
+/// A REGISTER answer waiting for its binding changes to be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitId(u64);
+
+/// A REGISTER's final answer held until its binding changes are committed (the
+/// transaction stays `Trying`, so a retransmission gets nothing rather than a 200).
+#[derive(Debug)]
+struct PendingAnswer {
+    transaction: ServerTransaction,
+    response: Response,
+}
+
+/// Retry-After (seconds) of the 503 a phone gets when its registration was not stored.
+const NOT_STORED_RETRY_AFTER_SECS: u32 = 10;
 
 /// The endpoint's handle of one inbound call (one [`InboundLeg`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -395,6 +415,9 @@ pub struct Endpoint {
     max_unconfirmed_per_source: usize,
     /// `[sip] max_new_calls_per_sec`.
     admission: CallAdmission,
+    /// REGISTER answers waiting for the commit of their binding changes.
+    pending_commits: HashMap<CommitId, PendingAnswer>,
+    next_commit: u64,
 }
 
 /// Overload control for new calls: a token bucket of `per_sec` calls a second, holding
@@ -557,6 +580,8 @@ impl Endpoint {
             draining: None,
             max_unconfirmed_per_source: sip.max_unconfirmed_calls_per_source,
             admission: CallAdmission::new(sip.max_new_calls_per_sec),
+            pending_commits: HashMap::new(),
+            next_commit: 1,
             next_call: 1,
             leg_config: LegConfig {
                 t1: Duration::from_millis(sip.t1_ms),
@@ -903,15 +928,72 @@ impl Endpoint {
             }
         };
         let (req, transaction) = transaction;
-        let answer = self.process(now, source, &req);
-        self.send_answer(now, &req, transaction, answer);
+        match self.process(now, source, &req) {
+            Reply::Now(answer) => self.send_answer(now, &req, transaction, answer),
+            Reply::AfterCommit(answer) => self.answer_after_commit(&req, transaction, answer),
+        }
         self.drain_transactions(now);
     }
 
+    /// Hold `answer` (a REGISTER's 2xx) until the binding changes just output are
+    /// committed: a 200 says the binding survives a restart (issue 14).
+    fn answer_after_commit(
+        &mut self,
+        req: &Request,
+        transaction: ServerTransaction,
+        answer: Answer,
+    ) {
+        let id = CommitId(self.next_commit);
+        self.next_commit += 1;
+        let mut response = Response::for_request(req, answer.status, answer.reason, &new_tag());
+        for (name, value) in answer.headers {
+            response.headers.push(name, value);
+        }
+        self.pending_commits.insert(
+            id,
+            PendingAnswer {
+                transaction,
+                response,
+            },
+        );
+        self.outputs.push_back(Output::AwaitCommit(id));
+    }
+
+    /// The shell wrote (`stored`) or could not write the binding changes before
+    /// [`Output::AwaitCommit`]`(id)`: send the REGISTER its answer, the 2xx or, when not
+    /// stored, 503 with Retry-After and no Contact (RFC 3261 §10.3, §21.5.4; the binding
+    /// stays in memory meanwhile, so calls still reach the phone). The answer goes
+    /// through the transaction: a later retransmission gets the same one.
+    pub fn binding_commit_done(&mut self, now: Instant, id: CommitId, stored: bool) {
+        let Some(pending) = self.pending_commits.remove(&id) else {
+            return;
+        };
+        let response = if stored {
+            pending.response
+        } else {
+            not_stored_response(pending.response)
+        };
+        self.metrics.response(Direction::Out, response.status);
+        let status = response.status;
+        let bytes = Bytes::from(response.to_bytes());
+        if let Err(e) = self
+            .transactions
+            .send_final(now, pending.transaction, status, bytes)
+        {
+            warn!(%e, "transaction refused a REGISTER answer");
+        }
+        self.drain_transactions(now);
+    }
+
+    /// Number of REGISTER answers waiting for a commit.
+    pub fn pending_commit_count(&self) -> usize {
+        self.pending_commits.len()
+    }
+
     /// Decide the final answer to a new request.
-    fn process(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+    fn process(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Reply {
         if let Err(rejection) = req.validate(SUPPORTED, false) {
-            return Answer {
+            return Reply::Now(Answer {
                 status: rejection.status,
                 reason: rejection.reason,
                 headers: rejection
@@ -919,14 +1001,16 @@ impl Endpoint {
                     .into_iter()
                     .map(|h| (header_name(&h.name), h.value))
                     .collect(),
-            };
+            });
         }
-        match &req.method {
+        if req.method == Method::Register {
+            return self.register(now, source, req);
+        }
+        Reply::Now(match &req.method {
             Method::Options => Answer::ok(vec![
                 ("Allow", ALLOW.into()),
                 ("Accept", "application/sdp".into()),
             ]),
-            Method::Register => self.register(now, source, req),
             Method::Invite => {
                 if self.is_trunk(source) {
                     // Inbound 12348 calls are answered by the call layers (media/IVR);
@@ -956,14 +1040,15 @@ impl Endpoint {
                 reason: "Not Implemented",
                 headers: vec![("Allow", ALLOW.into())],
             },
-            Method::Ack => Answer::status(500, "Server Internal Error"),
-        }
+            // REGISTER is answered above; an ACK never makes a transaction.
+            Method::Register | Method::Ack => Answer::status(500, "Server Internal Error"),
+        })
     }
 
-    fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+    fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Reply {
         match self.authenticate(now, source, req) {
             Ok(user) => self.apply_register(now, source, req, &user),
-            Err(answer) => answer,
+            Err(answer) => Reply::Now(answer),
         }
     }
 
@@ -1058,9 +1143,10 @@ impl Endpoint {
         source: SourceInfo,
         req: &Request,
         user: &str,
-    ) -> Answer {
+    ) -> Reply {
         match self.registrar.handle_register(now, req, source, user) {
             Ok(outcome) => {
+                let changed = !outcome.changes.is_empty();
                 for change in outcome.changes {
                     let op = match change {
                         BindingChange::Added(b) | BindingChange::Refreshed(b) => {
@@ -1080,7 +1166,7 @@ impl Endpoint {
                 }
                 self.metrics
                     .set_active_registrations(self.registrar.binding_count());
-                Answer {
+                let answer = Answer {
                     status: outcome.status,
                     reason: outcome.reason,
                     headers: outcome
@@ -1088,13 +1174,20 @@ impl Endpoint {
                         .into_iter()
                         .map(|c| ("Contact", c))
                         .collect(),
+                };
+                // A change is announced only once it is committed; a fetch of the
+                // bindings (no change) is answered at once.
+                if changed {
+                    Reply::AfterCommit(answer)
+                } else {
+                    Reply::Now(answer)
                 }
             }
-            Err(e) => Answer {
+            Err(e) => Reply::Now(Answer {
                 status: e.status(),
                 reason: e.reason(),
                 headers: e.headers(),
-            },
+            }),
         }
     }
 
@@ -1905,6 +1998,28 @@ impl Endpoint {
     }
 }
 
+/// When a new request's final answer goes out.
+enum Reply {
+    Now(Answer),
+    /// A REGISTER that changed bindings: once they are committed.
+    AfterCommit(Answer),
+}
+
+/// A REGISTER's 2xx whose binding changes were not committed becomes 503 Service
+/// Unavailable with Retry-After and without the Contact list (no binding is confirmed).
+fn not_stored_response(ok: Response) -> Response {
+    let mut headers = ok.headers;
+    headers.remove("Contact");
+    headers.remove("Expires");
+    headers.push("Retry-After", NOT_STORED_RETRY_AFTER_SECS.to_string());
+    Response {
+        status: 503,
+        reason: "Service Unavailable".into(),
+        headers,
+        body: Bytes::new(),
+    }
+}
+
 /// The final answer the core chose for a request.
 struct Answer {
     status: u16,
@@ -2324,10 +2439,37 @@ kind = "echo"
                     sent.push(String::from_utf8_lossy(&bytes).into_owned());
                 }
                 Output::Call { call, event } => events.push((call, event)),
-                Output::Store(_) => {}
+                Output::Store(_) | Output::AwaitCommit(_) => {}
             }
         }
         (sent, events)
+    }
+
+    /// Drain the endpoint: (texts transmitted, REGISTER answers waiting for a commit).
+    fn drain_commits(ep: &mut Endpoint) -> (Vec<String>, Vec<CommitId>) {
+        let mut sent = Vec::new();
+        let mut commits = Vec::new();
+        while let Some(out) = ep.poll_output() {
+            match out {
+                Output::Transmit { bytes, .. } => {
+                    sent.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Output::AwaitCommit(id) => commits.push(id),
+                Output::Store(_) | Output::Call { .. } => {}
+            }
+        }
+        (sent, commits)
+    }
+
+    /// Drain like a shell whose database takes every write: the REGISTER answers that
+    /// waited for a commit go out too.
+    fn drain_stored(ep: &mut Endpoint, now: Instant) -> Vec<String> {
+        let (mut sent, commits) = drain_commits(ep);
+        for id in commits {
+            ep.binding_commit_done(now, id, true);
+            sent.extend(drain_commits(ep).0);
+        }
+        sent
     }
 
     fn statuses(sent: &[String]) -> Vec<u16> {
@@ -3268,8 +3410,87 @@ kind = "echo"
             "pw",
         );
         after.handle_message(t1, phone(), &register_for("1001", "z9hG4bK-f1", &fresh));
-        let (sent, _) = drain(&mut after);
+        let sent = drain_stored(&mut after, t1);
         assert_eq!(statuses(&sent), [200], "{sent:?}");
+    }
+
+    /// An authenticated REGISTER of 1001 from the phone (the challenge answered), and the
+    /// time after it.
+    fn authorized_register(ep: &mut Endpoint, start: Instant, branch: &str) -> (Vec<u8>, Instant) {
+        let t0 = start + Duration::from_secs(1);
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-ch", ""));
+        let (sent, _) = drain(ep);
+        let auth = authorization(&sent[0], "REGISTER", "sip:127.0.0.1", "1001", "pw");
+        (register_for("1001", branch, &auth), t0)
+    }
+
+    /// Issue 14: a REGISTER's 200 says its binding is stored. While the commit is pending
+    /// the transaction stays `Trying`: retransmissions (T1, 2·T1, 4·T1) get no final
+    /// answer (they used to get the 200 the transaction already held); the 200 leaves once
+    /// the commit is reported, and later retransmissions get that same 200.
+    #[test]
+    fn a_retransmitted_register_gets_no_200_before_the_commit() {
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let (register, t0) = authorized_register(&mut ep, start, "z9hG4bK-p1");
+        ep.handle_message(t0, phone(), &register);
+        let (sent, commits) = drain_commits(&mut ep);
+        assert!(sent.is_empty(), "answered before the commit: {sent:?}");
+        let [commit] = commits.as_slice() else {
+            panic!("{commits:?}");
+        };
+        assert_eq!(ep.pending_commit_count(), 1);
+        let mut t = t0;
+        for wait_ms in [500, 1000, 2000] {
+            t += Duration::from_millis(wait_ms);
+            ep.handle_timeout(t);
+            ep.handle_message(t, phone(), &register);
+            let (sent, commits) = drain_commits(&mut ep);
+            assert!(
+                statuses(&sent).iter().all(|s| *s < 200),
+                "a final answer before the commit: {sent:?}"
+            );
+            assert!(commits.is_empty(), "a retransmission is not a new commit");
+        }
+        ep.binding_commit_done(t, *commit, true);
+        let (sent, _) = drain_commits(&mut ep);
+        assert_eq!(statuses(&sent), [200], "{sent:?}");
+        assert!(
+            sent[0].contains("Contact: <sip:1001@198.51.100.7:5060>"),
+            "{}",
+            sent[0]
+        );
+        assert_eq!(ep.pending_commit_count(), 0);
+        ep.handle_message(t + Duration::from_millis(100), phone(), &register);
+        let (again, _) = drain_commits(&mut ep);
+        assert_eq!(again, sent, "the retransmission gets the same 200");
+    }
+
+    /// Issue 14: when the binding could not be stored (full disk, database too slow) the
+    /// REGISTER gets 503 with Retry-After and no Contact, and so do its retransmissions:
+    /// never the 200 the registrar had in mind.
+    #[test]
+    fn a_register_whose_binding_was_not_stored_gets_503_also_when_retransmitted() {
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let (register, t0) = authorized_register(&mut ep, start, "z9hG4bK-p2");
+        ep.handle_message(t0, phone(), &register);
+        let (sent, commits) = drain_commits(&mut ep);
+        assert!(sent.is_empty(), "{sent:?}");
+        ep.binding_commit_done(t0, commits[0], false);
+        let (sent, _) = drain_commits(&mut ep);
+        assert_eq!(statuses(&sent), [503], "{sent:?}");
+        assert!(sent[0].contains("Retry-After: 10\r\n"), "{}", sent[0]);
+        assert!(sent[0].contains("CSeq: 1 REGISTER\r\n"), "{}", sent[0]);
+        assert!(!sent[0].contains("Contact"), "{}", sent[0]);
+        for n in 1..=3 {
+            ep.handle_message(t0 + Duration::from_millis(500 * n), phone(), &register);
+            let (again, _) = drain_commits(&mut ep);
+            assert_eq!(again, sent, "retransmission {n}");
+        }
+        // A report for an answer already sent (or unknown) changes nothing.
+        ep.binding_commit_done(t0, commits[0], true);
+        assert!(drain_commits(&mut ep).0.is_empty());
     }
 
     /// Issue 14 item 11: the digest `uri` must name the Request-URI (RFC 3261 §22.4).
@@ -3290,7 +3511,7 @@ kind = "echo"
         let (sent, _) = drain(&mut ep);
         let same = authorization(&sent[0], "REGISTER", "SIP:127.0.0.1", "1001", "pw");
         ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-u4", &same));
-        let (sent, _) = drain(&mut ep);
+        let sent = drain_stored(&mut ep, t0);
         assert_eq!(statuses(&sent), [200], "{sent:?}");
     }
 
