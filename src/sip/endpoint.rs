@@ -353,6 +353,9 @@ struct CallEntry {
     /// The agent at the other end: the one we dialled, or the authenticated agent who
     /// called us (`None` for a trunk caller).
     agent: Option<String>,
+    /// For an inbound leg: the address its INVITE came from, and whether the leg is
+    /// counted in `Endpoint::unconfirmed` under it (not yet ACKed, not ended).
+    unconfirmed_from: Option<(IpAddr, bool)>,
 }
 
 /// One configured trunk address, with the port and transport it must use when the
@@ -415,6 +418,9 @@ pub struct Endpoint {
     max_unconfirmed_per_source: usize,
     /// `[sip] max_new_calls_per_sec`.
     admission: CallAdmission,
+    /// Inbound legs not yet confirmed (no ACK to our 2xx yet, or no final answer) per
+    /// source address, kept as legs change state: the cap is checked without a scan.
+    unconfirmed: HashMap<IpAddr, usize>,
     /// REGISTER answers waiting for the commit of their binding changes.
     pending_commits: HashMap<CommitId, PendingAnswer>,
     next_commit: u64,
@@ -580,6 +586,7 @@ impl Endpoint {
             draining: None,
             max_unconfirmed_per_source: sip.max_unconfirmed_calls_per_source,
             admission: CallAdmission::new(sip.max_new_calls_per_sec),
+            unconfirmed: HashMap::new(),
             pending_commits: HashMap::new(),
             next_commit: 1,
             next_call: 1,
@@ -1374,10 +1381,50 @@ impl Endpoint {
                 }
             }
         }
+        self.count_unconfirmed(handle);
+    }
+
+    /// Keep `unconfirmed` in step with the leg's state: every change of an inbound leg's
+    /// state goes through `drain_call` (or the leg's creation, or its removal).
+    fn count_unconfirmed(&mut self, handle: CallHandle) {
+        let Some(entry) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some((ip, counted)) = entry.unconfirmed_from.as_mut() else {
+            return;
+        };
+        let unconfirmed = matches!(entry.leg.state(), LegState::Early | LegState::AwaitingAck);
+        if unconfirmed == *counted {
+            return;
+        }
+        *counted = unconfirmed;
+        let ip = *ip;
+        if unconfirmed {
+            *self.unconfirmed.entry(ip).or_default() += 1;
+        } else {
+            self.uncount(ip);
+        }
+    }
+
+    fn uncount(&mut self, ip: IpAddr) {
+        if let std::collections::hash_map::Entry::Occupied(mut n) = self.unconfirmed.entry(ip) {
+            *n.get_mut() = n.get().saturating_sub(1);
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+
+    /// Inbound calls from `ip` not yet confirmed (no final answer, or our 2xx not ACKed).
+    pub fn unconfirmed_from(&self, ip: IpAddr) -> usize {
+        self.unconfirmed.get(&ip).copied().unwrap_or(0)
     }
 
     fn remove_call(&mut self, handle: CallHandle) {
         if let Some(entry) = self.calls.remove(&handle) {
+            if let Some((ip, true)) = entry.unconfirmed_from {
+                self.uncount(ip);
+            }
             self.calls_by_id.remove(&entry.call_id);
             self.call_client_transactions.retain(|_, h| *h != handle);
         }
@@ -1450,15 +1497,7 @@ impl Endpoint {
             self.send_answer(now, &req, transaction, answer);
             return Ok(());
         }
-        let unconfirmed = self
-            .calls
-            .values()
-            .filter(|e| {
-                matches!(e.leg, Leg::In(_))
-                    && e.peer.addr.ip() == source.addr.ip()
-                    && matches!(e.leg.state(), LegState::Early | LegState::AwaitingAck)
-            })
-            .count();
+        let unconfirmed = self.unconfirmed_from(source.addr.ip());
         if unconfirmed >= self.max_unconfirmed_per_source {
             // Calls that never confirm (un-ACKed INVITEs) would each hold an IVR call,
             // ports and sockets until Timer H: refuse more until some confirm or end.
@@ -1577,8 +1616,10 @@ impl Endpoint {
                 server_transactions,
                 remove_at: None,
                 agent,
+                unconfirmed_from: Some((source.addr.ip(), false)),
             }),
         );
+        self.count_unconfirmed(handle);
         self.calls_by_id.insert(call_id, handle);
         self.outputs.push_back(Output::Call {
             call: handle,
@@ -1858,6 +1899,7 @@ impl Endpoint {
                 server_transactions: HashMap::new(),
                 remove_at: None,
                 agent,
+                unconfirmed_from: None,
             }),
         );
         self.calls_by_id.insert(call_id, handle);
@@ -2562,12 +2604,9 @@ kind = "echo"
         assert_eq!(offer(&mut ep, start + Duration::from_secs(2), 15), (10, 5));
     }
 
-    /// A source's INVITEs that never confirm hold at most `max_unconfirmed_calls_per_source`
-    /// calls; the next gets 503 + Retry-After; once one confirms (ACK) there is room
-    /// again.
-    #[test]
-    fn unconfirmed_calls_from_one_source_are_capped() {
-        let now = Instant::now();
+    /// An endpoint whose trunk is 192.0.2.1 and 192.0.2.9, holding at most 3 unconfirmed
+    /// calls per source.
+    fn capped_endpoint(now: Instant) -> Endpoint {
         let config = CONFIG
             .replace(
                 "[[trunks]]",
@@ -2577,40 +2616,156 @@ kind = "echo"
                 "sources = [\"192.0.2.1\"]",
                 "sources = [\"192.0.2.1\", \"192.0.2.9\"]",
             );
-        let mut ep = Endpoint::new(
+        Endpoint::new(
             &Config::from_toml(&config).expect("config"),
             Vec::new(),
             Arc::new(Metrics::default()),
             now,
             0,
             Some(7),
-        );
-        let mut calls = Vec::new();
-        for n in 0..4 {
-            let (call_id, branch) = (format!("flood-{n}"), format!("z9hG4bK-flood-{n}"));
-            ep.handle_message(
-                now,
-                from([192, 0, 2, 1]),
-                &request("INVITE", &branch, &call_id, "", 1, SDP),
-            );
-            let (sent, events) = drain(&mut ep);
-            match events.as_slice() {
-                [(call, CallEvent::Incoming(_))] => calls.push(*call),
-                [] => assert_eq!(statuses(&sent), [503], "call {n}: {sent:?}"),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(calls.len(), 3, "three calls, the fourth refused");
-        let refused = drain(&mut ep);
-        assert!(refused.0.is_empty());
-        // Another source is not affected.
+        )
+    }
+
+    /// A new INVITE from `source` (Call-ID and branch from `name`): the call's handle, or
+    /// `None` with what was answered.
+    fn offer(
+        ep: &mut Endpoint,
+        now: Instant,
+        source: SourceInfo,
+        name: &str,
+    ) -> Result<CallHandle, Vec<String>> {
         ep.handle_message(
             now,
-            from([192, 0, 2, 9]),
-            &request("INVITE", "z9hG4bK-other", "other", "", 1, SDP),
+            source,
+            &request("INVITE", &format!("z9hG4bK-{name}"), name, "", 1, SDP),
         );
-        let (_, events) = drain(&mut ep);
-        assert_eq!(events.len(), 1, "{events:?}");
+        let (sent, events) = drain(ep);
+        match events.as_slice() {
+            [(call, CallEvent::Incoming(_))] => Ok(*call),
+            [] => Err(sent),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A source's INVITEs that never confirm hold at most `max_unconfirmed_calls_per_source`
+    /// calls; the next gets 503 + Retry-After; another source is not affected.
+    #[test]
+    fn unconfirmed_calls_from_one_source_are_capped() {
+        let now = Instant::now();
+        let mut ep = capped_endpoint(now);
+        let trunk = from([192, 0, 2, 1]);
+        for n in 0..3 {
+            offer(&mut ep, now, trunk, &format!("flood-{n}")).expect("admitted");
+        }
+        assert_eq!(ep.unconfirmed_from(trunk.addr.ip()), 3);
+        let refused = offer(&mut ep, now, trunk, "flood-3").expect_err("the fourth is refused");
+        assert_eq!(statuses(&refused), [503], "{refused:?}");
+        assert!(refused[0].contains("Retry-After: 5\r\n"), "{}", refused[0]);
+        assert_eq!(ep.unconfirmed_from(trunk.addr.ip()), 3);
+        // Another source is not affected.
+        offer(&mut ep, now, from([192, 0, 2, 9]), "other").expect("admitted");
+        assert_eq!(ep.unconfirmed_from(IpAddr::from([192, 0, 2, 9])), 1);
+    }
+
+    /// Issue 14: the cap keeps a count per source instead of scanning every call on each
+    /// INVITE. The count follows the legs: an answered call stays unconfirmed until its
+    /// ACK, a rejected or cancelled one leaves it at once, one whose 2xx is never ACKed
+    /// leaves it at Timer H; back at 0 the source may call again, and once the calls are
+    /// gone nothing is left in the table.
+    #[test]
+    fn the_unconfirmed_count_follows_the_legs_and_returns_to_zero() {
+        let t0 = Instant::now();
+        let mut ep = capped_endpoint(t0);
+        let trunk = from([192, 0, 2, 1]);
+        let ip = trunk.addr.ip();
+        let acked = offer(&mut ep, t0, trunk, "acked").expect("admitted");
+        let rejected = offer(&mut ep, t0, trunk, "rejected").expect("admitted");
+        let never_acked = offer(&mut ep, t0, trunk, "never-acked").expect("admitted");
+        assert_eq!(ep.unconfirmed_from(ip), 3);
+        assert!(offer(&mut ep, t0, trunk, "refused").is_err());
+
+        // Answered: still unconfirmed until the ACK.
+        ep.call_answer(t0, acked, Bytes::from_static(b"v=0\r\n"))
+            .expect("answer");
+        let (sent, _) = drain(&mut ep);
+        let tag = to_tag(
+            sent.iter()
+                .find(|t| t.starts_with("SIP/2.0 200"))
+                .expect("200"),
+        );
+        assert_eq!(ep.unconfirmed_from(ip), 3);
+        ep.handle_message(
+            t0,
+            trunk,
+            &request("ACK", "z9hG4bK-ack", "acked", &tag, 1, ""),
+        );
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 2, "confirmed by its ACK");
+
+        ep.call_reject(t0, rejected, 486).expect("reject");
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 1, "a rejected call is not pending");
+        offer(&mut ep, t0, trunk, "room-again").expect("room for one more");
+        ep.handle_message(
+            t0,
+            trunk,
+            &request("CANCEL", "z9hG4bK-room-again", "room-again", "", 1, ""),
+        );
+        drain(&mut ep);
+        assert_eq!(
+            ep.unconfirmed_from(ip),
+            1,
+            "a cancelled call is not pending"
+        );
+
+        // Answered but never ACKed: it ends at Timer H (64·T1) and leaves the count.
+        ep.call_answer(t0, never_acked, Bytes::from_static(b"v=0\r\n"))
+            .expect("answer");
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 1);
+        let mut t = t0;
+        while ep.unconfirmed_from(ip) > 0 && t < t0 + Duration::from_secs(40) {
+            t = ep
+                .poll_timeout()
+                .unwrap_or(t + Duration::from_secs(1))
+                .max(t);
+            ep.handle_timeout(t);
+            drain(&mut ep);
+        }
+        assert_eq!(ep.unconfirmed_from(ip), 0, "ended at Timer H");
+        assert!(
+            t <= t0 + Duration::from_secs(33),
+            "Timer H is 64·T1: {:?}",
+            t - t0
+        );
+
+        // Back at 0: three new calls are admitted again, the fourth refused.
+        for n in 0..3 {
+            offer(&mut ep, t, trunk, &format!("again-{n}")).expect("admitted");
+        }
+        assert!(offer(&mut ep, t, trunk, "again-3").is_err());
+        // All end (the caller hangs up the confirmed call; we end the others) and linger
+        // out: no entry is left behind for the source.
+        ep.handle_message(
+            t,
+            trunk,
+            &request("BYE", "z9hG4bK-bye", "acked", &tag, 2, ""),
+        );
+        drain(&mut ep);
+        let live: Vec<CallHandle> = ep.calls.keys().copied().collect();
+        for call in live {
+            let _ = ep.call_hangup(t, call);
+        }
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 0);
+        let end = t + Duration::from_secs(70);
+        while ep.call_count() > 0 && t < end {
+            t = ep.poll_timeout().unwrap_or(end).max(t);
+            ep.handle_timeout(t);
+            drain(&mut ep);
+        }
+        assert_eq!(ep.call_count(), 0);
+        assert!(ep.unconfirmed.is_empty(), "{:?}", ep.unconfirmed);
     }
 
     /// With `identity_header`, the caller's number is the one the carrier asserts; a
