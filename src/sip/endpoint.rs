@@ -615,6 +615,19 @@ impl Endpoint {
         self.calls.len()
     }
 
+    /// Give back the room the call and transaction tables grew to in a burst (issue 14:
+    /// after 1,500 un-ACKed INVITEs they kept it); the shell calls this once the calls
+    /// are gone. Hash tables never shrink on their own.
+    pub fn shrink_tables(&mut self) {
+        self.calls.shrink_to_fit();
+        self.calls_by_id.shrink_to_fit();
+        self.call_client_transactions.shrink_to_fit();
+        self.unconfirmed.shrink_to_fit();
+        self.pending_commits.shrink_to_fit();
+        self.outputs.shrink_to_fit();
+        self.transactions.shrink_to_fit();
+    }
+
     pub fn poll_output(&mut self) -> Option<Output> {
         self.outputs.pop_front()
     }
