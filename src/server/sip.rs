@@ -217,7 +217,8 @@ impl SipShell {
                     }
                 }
             },
-            // Handled by `drive` (an answer to hold means a binding write is in the batch).
+            // `drive` sends these with the batch's binding writes; one that came here would
+            // have nothing written for it: the REGISTER gets its 503.
             Output::AwaitCommit(id) => self.commits_done(&[id], false),
             Output::Store(op) => {
                 let job = PersistJob {
@@ -426,7 +427,10 @@ impl SipShell {
                     }
                     had_calls = has_calls;
                 }
-                _ = self.wake_timer.notified() => {}
+                _ = self.wake_timer.notified() => {
+                    // A call that starts and is gone between two timer runs counts too.
+                    had_calls |= self.endpoint.lock().is_ok_and(|ep| ep.call_count() > 0);
+                }
                 _ = shutdown.cancelled() => return,
             }
         }
@@ -488,7 +492,7 @@ pub(crate) struct PersistJob {
 }
 
 /// Group commit: every job waiting is written in one transaction (one fsync for a burst
-/// of REGISTERs), then the answers held for them are sent.
+/// of REGISTERs), then the endpoint is told, and answers the REGISTERs that waited.
 /// How long answers wait for their registrations to be committed.
 const PERSIST_WAIT: Duration = Duration::from_millis(800);
 
