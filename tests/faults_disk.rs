@@ -339,7 +339,8 @@ fn full_database_disk_queues_orders_that_land_once_room_comes_back() {
 }
 
 /// REGISTER with the data directory (SQLite) on a full 6 MB tmpfs: the binding cannot be
-/// stored, so the phone is answered 503 with Retry-After, never 200; once the disk has
+/// stored, so the phone is answered 503 with Retry-After, never 200 (a retransmission
+/// neither); once the disk has
 /// room a registration is answered 200 and a restart restores exactly that one.
 #[test]
 fn register_on_a_full_data_disk_is_refused_until_it_is_stored() {
@@ -348,11 +349,16 @@ fn register_on_a_full_data_disk_is_refused_until_it_is_stored() {
     let server = Server::start_in(dir, TEST_CONFIG, &[]);
     let filler = disk.fill("filler");
     let phone = RawUdp::new(server.sip);
-    let answer = register_with_password(&phone, "1001", "secret1001", false, 3600)
-        .expect("REGISTER answered");
+    let register =
+        authorized_register(&phone, "1001", "secret1001", false, 3600).expect("challenged");
+    let answer = phone.request(&register).expect("REGISTER answered");
     assert_eq!(status_of(&answer), 503, "{answer}\n{}", server.log());
     assert!(header(&answer, "Retry-After").is_some(), "{answer}");
     assert!(header(&answer, "Contact").is_none(), "{answer}");
+    // The phone did not hear the 503 and sends the same REGISTER again: the transaction
+    // answers it, with the same 503 (it used to hold the 200 it was first given).
+    let again = phone.request(&register).expect("retransmission answered");
+    assert_eq!(status_of(&again), 503, "{again}\n{}", server.log());
 
     std::fs::remove_file(&filler).expect("free the disk");
     // (A phone retries with a higher CSeq; a new one has its own Call-ID.)

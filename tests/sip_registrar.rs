@@ -303,3 +303,60 @@ fn call_records_need_a_login_and_mask_numbers_for_roles_that_do_not_need_them() 
     let (status, body) = server.api_get("/api/calls?caller=13812345678");
     assert_eq!(status, 200, "a dispatcher may search by number: {body}");
 }
+
+/// Issue 14: a REGISTER's 200 says the binding is stored. With the database locked by
+/// another writer the commit waits, then fails after the persistence wait (800 ms): the
+/// phone's retransmissions meanwhile must get no 200 (the transaction used to hand them
+/// the 200 it already held, before the commit), and the answer in the end is 503.
+#[test]
+fn a_register_retransmitted_while_its_commit_is_pending_gets_no_200() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::process::Stdio;
+    let server = Server::start();
+    let phone = RawUdp::new(server.sip);
+    let register =
+        authorized_register(&phone, "1001", "secret1001", false, 3600).expect("challenged");
+    // Another writer holds the database (SQLite in WAL mode: writers wait for it).
+    let mut locker = Command::new(require("sqlite3"))
+        .arg(server.data_dir().join("hotline.db"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("sqlite3");
+    let mut stdin = locker.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+        .expect("lock");
+    let mut line = String::new();
+    BufReader::new(locker.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("sqlite3 answers");
+    assert_eq!(line.trim(), "locked");
+
+    phone.send(&register);
+    std::thread::sleep(Duration::from_millis(150));
+    phone.send(&register); // T1 would be 500 ms; any retransmission is a retransmission
+    std::thread::sleep(Duration::from_millis(150));
+    phone.send(&register);
+    let answers = responses_within(&phone, Duration::from_millis(2500));
+    let _ = stdin.write_all(b"ROLLBACK;\n.quit\n");
+    drop(stdin);
+    let _ = locker.wait();
+    let finals: Vec<u16> = answers
+        .iter()
+        .map(|a| status_of(a))
+        .filter(|s| *s >= 200)
+        .collect();
+    assert!(
+        !finals.contains(&200),
+        "a 200 before the binding was stored: {answers:?}\n{}",
+        server.log()
+    );
+    assert_eq!(finals.first(), Some(&503), "{answers:?}\n{}", server.log());
+
+    // The lock gone, a new registration is stored and answered 200.
+    let phone = RawUdp::new(server.sip);
+    let answer = register_with_password(&phone, "1001", "secret1001", false, 3600)
+        .expect("REGISTER answered");
+    assert_eq!(status_of(&answer), 200, "{answer}\n{}", server.log());
+}

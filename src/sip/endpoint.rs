@@ -87,12 +87,32 @@ pub enum Output {
         bytes: Bytes,
     },
     Store(StoreOp),
+    /// The binding changes in the `Store` outputs before this one announce a REGISTER
+    /// answer that waits for their commit: write them, then report with
+    /// [`Endpoint::binding_commit_done`] (`stored` false when the write failed or took
+    /// too long). Until then a retransmission of that REGISTER is absorbed.
+    AwaitCommit(CommitId),
     /// Something for the call (media/IVR) layer of the shell.
     Call {
         call: CallHandle,
         event: CallEvent,
     },
 }
+
+/// A REGISTER answer waiting for its binding changes to be committed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CommitId(u64);
+
+/// A REGISTER's final answer held until its binding changes are committed (the
+/// transaction stays `Trying`, so a retransmission gets nothing rather than a 200).
+#[derive(Debug)]
+struct PendingAnswer {
+    transaction: ServerTransaction,
+    response: Response,
+}
+
+/// Retry-After (seconds) of the 503 a phone gets when its registration was not stored.
+const NOT_STORED_RETRY_AFTER_SECS: u32 = 10;
 
 /// The endpoint's handle of one inbound call (one [`InboundLeg`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -333,6 +353,9 @@ struct CallEntry {
     /// The agent at the other end: the one we dialled, or the authenticated agent who
     /// called us (`None` for a trunk caller).
     agent: Option<String>,
+    /// For an inbound leg: the address its INVITE came from, and whether the leg is
+    /// counted in `Endpoint::unconfirmed` under it (not yet ACKed, not ended).
+    unconfirmed_from: Option<(IpAddr, bool)>,
 }
 
 /// One configured trunk address, with the port and transport it must use when the
@@ -395,6 +418,12 @@ pub struct Endpoint {
     max_unconfirmed_per_source: usize,
     /// `[sip] max_new_calls_per_sec`.
     admission: CallAdmission,
+    /// Inbound legs not yet confirmed (no ACK to our 2xx yet, or no final answer) per
+    /// source address, kept as legs change state: the cap is checked without a scan.
+    unconfirmed: HashMap<IpAddr, usize>,
+    /// REGISTER answers waiting for the commit of their binding changes.
+    pending_commits: HashMap<CommitId, PendingAnswer>,
+    next_commit: u64,
 }
 
 /// Overload control for new calls: a token bucket of `per_sec` calls a second, holding
@@ -557,6 +586,9 @@ impl Endpoint {
             draining: None,
             max_unconfirmed_per_source: sip.max_unconfirmed_calls_per_source,
             admission: CallAdmission::new(sip.max_new_calls_per_sec),
+            unconfirmed: HashMap::new(),
+            pending_commits: HashMap::new(),
+            next_commit: 1,
             next_call: 1,
             leg_config: LegConfig {
                 t1: Duration::from_millis(sip.t1_ms),
@@ -581,6 +613,19 @@ impl Endpoint {
     /// Number of live inbound calls (ended ones still lingering included).
     pub fn call_count(&self) -> usize {
         self.calls.len()
+    }
+
+    /// Give back the room the call and transaction tables grew to in a burst (issue 14:
+    /// after 1,500 un-ACKed INVITEs they kept it); the shell calls this once the calls
+    /// are gone. Hash tables never shrink on their own.
+    pub fn shrink_tables(&mut self) {
+        self.calls.shrink_to_fit();
+        self.calls_by_id.shrink_to_fit();
+        self.call_client_transactions.shrink_to_fit();
+        self.unconfirmed.shrink_to_fit();
+        self.pending_commits.shrink_to_fit();
+        self.outputs.shrink_to_fit();
+        self.transactions.shrink_to_fit();
     }
 
     pub fn poll_output(&mut self) -> Option<Output> {
@@ -903,15 +948,72 @@ impl Endpoint {
             }
         };
         let (req, transaction) = transaction;
-        let answer = self.process(now, source, &req);
-        self.send_answer(now, &req, transaction, answer);
+        match self.process(now, source, &req) {
+            Reply::Now(answer) => self.send_answer(now, &req, transaction, answer),
+            Reply::AfterCommit(answer) => self.answer_after_commit(&req, transaction, answer),
+        }
         self.drain_transactions(now);
     }
 
+    /// Hold `answer` (a REGISTER's 2xx) until the binding changes just output are
+    /// committed: a 200 says the binding survives a restart (issue 14).
+    fn answer_after_commit(
+        &mut self,
+        req: &Request,
+        transaction: ServerTransaction,
+        answer: Answer,
+    ) {
+        let id = CommitId(self.next_commit);
+        self.next_commit += 1;
+        let mut response = Response::for_request(req, answer.status, answer.reason, &new_tag());
+        for (name, value) in answer.headers {
+            response.headers.push(name, value);
+        }
+        self.pending_commits.insert(
+            id,
+            PendingAnswer {
+                transaction,
+                response,
+            },
+        );
+        self.outputs.push_back(Output::AwaitCommit(id));
+    }
+
+    /// The shell wrote (`stored`) or could not write the binding changes before
+    /// [`Output::AwaitCommit`]`(id)`: send the REGISTER its answer, the 2xx or, when not
+    /// stored, 503 with Retry-After and no Contact (RFC 3261 §10.3, §21.5.4; the binding
+    /// stays in memory meanwhile, so calls still reach the phone). The answer goes
+    /// through the transaction: a later retransmission gets the same one.
+    pub fn binding_commit_done(&mut self, now: Instant, id: CommitId, stored: bool) {
+        let Some(pending) = self.pending_commits.remove(&id) else {
+            return;
+        };
+        let response = if stored {
+            pending.response
+        } else {
+            not_stored_response(pending.response)
+        };
+        self.metrics.response(Direction::Out, response.status);
+        let status = response.status;
+        let bytes = Bytes::from(response.to_bytes());
+        if let Err(e) = self
+            .transactions
+            .send_final(now, pending.transaction, status, bytes)
+        {
+            warn!(%e, "transaction refused a REGISTER answer");
+        }
+        self.drain_transactions(now);
+    }
+
+    /// Number of REGISTER answers waiting for a commit.
+    pub fn pending_commit_count(&self) -> usize {
+        self.pending_commits.len()
+    }
+
     /// Decide the final answer to a new request.
-    fn process(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+    fn process(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Reply {
         if let Err(rejection) = req.validate(SUPPORTED, false) {
-            return Answer {
+            return Reply::Now(Answer {
                 status: rejection.status,
                 reason: rejection.reason,
                 headers: rejection
@@ -919,14 +1021,16 @@ impl Endpoint {
                     .into_iter()
                     .map(|h| (header_name(&h.name), h.value))
                     .collect(),
-            };
+            });
         }
-        match &req.method {
+        if req.method == Method::Register {
+            return self.register(now, source, req);
+        }
+        Reply::Now(match &req.method {
             Method::Options => Answer::ok(vec![
                 ("Allow", ALLOW.into()),
                 ("Accept", "application/sdp".into()),
             ]),
-            Method::Register => self.register(now, source, req),
             Method::Invite => {
                 if self.is_trunk(source) {
                     // Inbound 12348 calls are answered by the call layers (media/IVR);
@@ -956,14 +1060,15 @@ impl Endpoint {
                 reason: "Not Implemented",
                 headers: vec![("Allow", ALLOW.into())],
             },
-            Method::Ack => Answer::status(500, "Server Internal Error"),
-        }
+            // REGISTER is answered above; an ACK never makes a transaction.
+            Method::Register | Method::Ack => Answer::status(500, "Server Internal Error"),
+        })
     }
 
-    fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Answer {
+    fn register(&mut self, now: Instant, source: SourceInfo, req: &Request) -> Reply {
         match self.authenticate(now, source, req) {
             Ok(user) => self.apply_register(now, source, req, &user),
-            Err(answer) => answer,
+            Err(answer) => Reply::Now(answer),
         }
     }
 
@@ -1058,9 +1163,10 @@ impl Endpoint {
         source: SourceInfo,
         req: &Request,
         user: &str,
-    ) -> Answer {
+    ) -> Reply {
         match self.registrar.handle_register(now, req, source, user) {
             Ok(outcome) => {
+                let changed = !outcome.changes.is_empty();
                 for change in outcome.changes {
                     let op = match change {
                         BindingChange::Added(b) | BindingChange::Refreshed(b) => {
@@ -1080,7 +1186,7 @@ impl Endpoint {
                 }
                 self.metrics
                     .set_active_registrations(self.registrar.binding_count());
-                Answer {
+                let answer = Answer {
                     status: outcome.status,
                     reason: outcome.reason,
                     headers: outcome
@@ -1088,13 +1194,20 @@ impl Endpoint {
                         .into_iter()
                         .map(|c| ("Contact", c))
                         .collect(),
+                };
+                // A change is announced only once it is committed; a fetch of the
+                // bindings (no change) is answered at once.
+                if changed {
+                    Reply::AfterCommit(answer)
+                } else {
+                    Reply::Now(answer)
                 }
             }
-            Err(e) => Answer {
+            Err(e) => Reply::Now(Answer {
                 status: e.status(),
                 reason: e.reason(),
                 headers: e.headers(),
-            },
+            }),
         }
     }
 
@@ -1281,10 +1394,50 @@ impl Endpoint {
                 }
             }
         }
+        self.count_unconfirmed(handle);
+    }
+
+    /// Keep `unconfirmed` in step with the leg's state: every change of an inbound leg's
+    /// state goes through `drain_call` (or the leg's creation, or its removal).
+    fn count_unconfirmed(&mut self, handle: CallHandle) {
+        let Some(entry) = self.calls.get_mut(&handle) else {
+            return;
+        };
+        let Some((ip, counted)) = entry.unconfirmed_from.as_mut() else {
+            return;
+        };
+        let unconfirmed = matches!(entry.leg.state(), LegState::Early | LegState::AwaitingAck);
+        if unconfirmed == *counted {
+            return;
+        }
+        *counted = unconfirmed;
+        let ip = *ip;
+        if unconfirmed {
+            *self.unconfirmed.entry(ip).or_default() += 1;
+        } else {
+            self.uncount(ip);
+        }
+    }
+
+    fn uncount(&mut self, ip: IpAddr) {
+        if let std::collections::hash_map::Entry::Occupied(mut n) = self.unconfirmed.entry(ip) {
+            *n.get_mut() = n.get().saturating_sub(1);
+            if *n.get() == 0 {
+                n.remove();
+            }
+        }
+    }
+
+    /// Inbound calls from `ip` not yet confirmed (no final answer, or our 2xx not ACKed).
+    pub fn unconfirmed_from(&self, ip: IpAddr) -> usize {
+        self.unconfirmed.get(&ip).copied().unwrap_or(0)
     }
 
     fn remove_call(&mut self, handle: CallHandle) {
         if let Some(entry) = self.calls.remove(&handle) {
+            if let Some((ip, true)) = entry.unconfirmed_from {
+                self.uncount(ip);
+            }
             self.calls_by_id.remove(&entry.call_id);
             self.call_client_transactions.retain(|_, h| *h != handle);
         }
@@ -1357,15 +1510,7 @@ impl Endpoint {
             self.send_answer(now, &req, transaction, answer);
             return Ok(());
         }
-        let unconfirmed = self
-            .calls
-            .values()
-            .filter(|e| {
-                matches!(e.leg, Leg::In(_))
-                    && e.peer.addr.ip() == source.addr.ip()
-                    && matches!(e.leg.state(), LegState::Early | LegState::AwaitingAck)
-            })
-            .count();
+        let unconfirmed = self.unconfirmed_from(source.addr.ip());
         if unconfirmed >= self.max_unconfirmed_per_source {
             // Calls that never confirm (un-ACKed INVITEs) would each hold an IVR call,
             // ports and sockets until Timer H: refuse more until some confirm or end.
@@ -1484,8 +1629,10 @@ impl Endpoint {
                 server_transactions,
                 remove_at: None,
                 agent,
+                unconfirmed_from: Some((source.addr.ip(), false)),
             }),
         );
+        self.count_unconfirmed(handle);
         self.calls_by_id.insert(call_id, handle);
         self.outputs.push_back(Output::Call {
             call: handle,
@@ -1765,6 +1912,7 @@ impl Endpoint {
                 server_transactions: HashMap::new(),
                 remove_at: None,
                 agent,
+                unconfirmed_from: None,
             }),
         );
         self.calls_by_id.insert(call_id, handle);
@@ -1902,6 +2050,28 @@ impl Endpoint {
         self.with_call(now, handle, |leg| {
             leg.notify_refer_progress(now, status, reason)
         })
+    }
+}
+
+/// When a new request's final answer goes out.
+enum Reply {
+    Now(Answer),
+    /// A REGISTER that changed bindings: once they are committed.
+    AfterCommit(Answer),
+}
+
+/// A REGISTER's 2xx whose binding changes were not committed becomes 503 Service
+/// Unavailable with Retry-After and without the Contact list (no binding is confirmed).
+fn not_stored_response(ok: Response) -> Response {
+    let mut headers = ok.headers;
+    headers.remove("Contact");
+    headers.remove("Expires");
+    headers.push("Retry-After", NOT_STORED_RETRY_AFTER_SECS.to_string());
+    Response {
+        status: 503,
+        reason: "Service Unavailable".into(),
+        headers,
+        body: Bytes::new(),
     }
 }
 
@@ -2324,10 +2494,37 @@ kind = "echo"
                     sent.push(String::from_utf8_lossy(&bytes).into_owned());
                 }
                 Output::Call { call, event } => events.push((call, event)),
-                Output::Store(_) => {}
+                Output::Store(_) | Output::AwaitCommit(_) => {}
             }
         }
         (sent, events)
+    }
+
+    /// Drain the endpoint: (texts transmitted, REGISTER answers waiting for a commit).
+    fn drain_commits(ep: &mut Endpoint) -> (Vec<String>, Vec<CommitId>) {
+        let mut sent = Vec::new();
+        let mut commits = Vec::new();
+        while let Some(out) = ep.poll_output() {
+            match out {
+                Output::Transmit { bytes, .. } => {
+                    sent.push(String::from_utf8_lossy(&bytes).into_owned());
+                }
+                Output::AwaitCommit(id) => commits.push(id),
+                Output::Store(_) | Output::Call { .. } => {}
+            }
+        }
+        (sent, commits)
+    }
+
+    /// Drain like a shell whose database takes every write: the REGISTER answers that
+    /// waited for a commit go out too.
+    fn drain_stored(ep: &mut Endpoint, now: Instant) -> Vec<String> {
+        let (mut sent, commits) = drain_commits(ep);
+        for id in commits {
+            ep.binding_commit_done(now, id, true);
+            sent.extend(drain_commits(ep).0);
+        }
+        sent
     }
 
     fn statuses(sent: &[String]) -> Vec<u16> {
@@ -2420,12 +2617,9 @@ kind = "echo"
         assert_eq!(offer(&mut ep, start + Duration::from_secs(2), 15), (10, 5));
     }
 
-    /// A source's INVITEs that never confirm hold at most `max_unconfirmed_calls_per_source`
-    /// calls; the next gets 503 + Retry-After; once one confirms (ACK) there is room
-    /// again.
-    #[test]
-    fn unconfirmed_calls_from_one_source_are_capped() {
-        let now = Instant::now();
+    /// An endpoint whose trunk is 192.0.2.1 and 192.0.2.9, holding at most 3 unconfirmed
+    /// calls per source.
+    fn capped_endpoint(now: Instant) -> Endpoint {
         let config = CONFIG
             .replace(
                 "[[trunks]]",
@@ -2435,40 +2629,156 @@ kind = "echo"
                 "sources = [\"192.0.2.1\"]",
                 "sources = [\"192.0.2.1\", \"192.0.2.9\"]",
             );
-        let mut ep = Endpoint::new(
+        Endpoint::new(
             &Config::from_toml(&config).expect("config"),
             Vec::new(),
             Arc::new(Metrics::default()),
             now,
             0,
             Some(7),
-        );
-        let mut calls = Vec::new();
-        for n in 0..4 {
-            let (call_id, branch) = (format!("flood-{n}"), format!("z9hG4bK-flood-{n}"));
-            ep.handle_message(
-                now,
-                from([192, 0, 2, 1]),
-                &request("INVITE", &branch, &call_id, "", 1, SDP),
-            );
-            let (sent, events) = drain(&mut ep);
-            match events.as_slice() {
-                [(call, CallEvent::Incoming(_))] => calls.push(*call),
-                [] => assert_eq!(statuses(&sent), [503], "call {n}: {sent:?}"),
-                other => panic!("{other:?}"),
-            }
-        }
-        assert_eq!(calls.len(), 3, "three calls, the fourth refused");
-        let refused = drain(&mut ep);
-        assert!(refused.0.is_empty());
-        // Another source is not affected.
+        )
+    }
+
+    /// A new INVITE from `source` (Call-ID and branch from `name`): the call's handle, or
+    /// `None` with what was answered.
+    fn offer(
+        ep: &mut Endpoint,
+        now: Instant,
+        source: SourceInfo,
+        name: &str,
+    ) -> Result<CallHandle, Vec<String>> {
         ep.handle_message(
             now,
-            from([192, 0, 2, 9]),
-            &request("INVITE", "z9hG4bK-other", "other", "", 1, SDP),
+            source,
+            &request("INVITE", &format!("z9hG4bK-{name}"), name, "", 1, SDP),
         );
-        let (_, events) = drain(&mut ep);
-        assert_eq!(events.len(), 1, "{events:?}");
+        let (sent, events) = drain(ep);
+        match events.as_slice() {
+            [(call, CallEvent::Incoming(_))] => Ok(*call),
+            [] => Err(sent),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    /// A source's INVITEs that never confirm hold at most `max_unconfirmed_calls_per_source`
+    /// calls; the next gets 503 + Retry-After; another source is not affected.
+    #[test]
+    fn unconfirmed_calls_from_one_source_are_capped() {
+        let now = Instant::now();
+        let mut ep = capped_endpoint(now);
+        let trunk = from([192, 0, 2, 1]);
+        for n in 0..3 {
+            offer(&mut ep, now, trunk, &format!("flood-{n}")).expect("admitted");
+        }
+        assert_eq!(ep.unconfirmed_from(trunk.addr.ip()), 3);
+        let refused = offer(&mut ep, now, trunk, "flood-3").expect_err("the fourth is refused");
+        assert_eq!(statuses(&refused), [503], "{refused:?}");
+        assert!(refused[0].contains("Retry-After: 5\r\n"), "{}", refused[0]);
+        assert_eq!(ep.unconfirmed_from(trunk.addr.ip()), 3);
+        // Another source is not affected.
+        offer(&mut ep, now, from([192, 0, 2, 9]), "other").expect("admitted");
+        assert_eq!(ep.unconfirmed_from(IpAddr::from([192, 0, 2, 9])), 1);
+    }
+
+    /// Issue 14: the cap keeps a count per source instead of scanning every call on each
+    /// INVITE. The count follows the legs: an answered call stays unconfirmed until its
+    /// ACK, a rejected or cancelled one leaves it at once, one whose 2xx is never ACKed
+    /// leaves it at Timer H; back at 0 the source may call again, and once the calls are
+    /// gone nothing is left in the table.
+    #[test]
+    fn the_unconfirmed_count_follows_the_legs_and_returns_to_zero() {
+        let t0 = Instant::now();
+        let mut ep = capped_endpoint(t0);
+        let trunk = from([192, 0, 2, 1]);
+        let ip = trunk.addr.ip();
+        let acked = offer(&mut ep, t0, trunk, "acked").expect("admitted");
+        let rejected = offer(&mut ep, t0, trunk, "rejected").expect("admitted");
+        let never_acked = offer(&mut ep, t0, trunk, "never-acked").expect("admitted");
+        assert_eq!(ep.unconfirmed_from(ip), 3);
+        assert!(offer(&mut ep, t0, trunk, "refused").is_err());
+
+        // Answered: still unconfirmed until the ACK.
+        ep.call_answer(t0, acked, Bytes::from_static(b"v=0\r\n"))
+            .expect("answer");
+        let (sent, _) = drain(&mut ep);
+        let tag = to_tag(
+            sent.iter()
+                .find(|t| t.starts_with("SIP/2.0 200"))
+                .expect("200"),
+        );
+        assert_eq!(ep.unconfirmed_from(ip), 3);
+        ep.handle_message(
+            t0,
+            trunk,
+            &request("ACK", "z9hG4bK-ack", "acked", &tag, 1, ""),
+        );
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 2, "confirmed by its ACK");
+
+        ep.call_reject(t0, rejected, 486).expect("reject");
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 1, "a rejected call is not pending");
+        offer(&mut ep, t0, trunk, "room-again").expect("room for one more");
+        ep.handle_message(
+            t0,
+            trunk,
+            &request("CANCEL", "z9hG4bK-room-again", "room-again", "", 1, ""),
+        );
+        drain(&mut ep);
+        assert_eq!(
+            ep.unconfirmed_from(ip),
+            1,
+            "a cancelled call is not pending"
+        );
+
+        // Answered but never ACKed: it ends at Timer H (64·T1) and leaves the count.
+        ep.call_answer(t0, never_acked, Bytes::from_static(b"v=0\r\n"))
+            .expect("answer");
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 1);
+        let mut t = t0;
+        while ep.unconfirmed_from(ip) > 0 && t < t0 + Duration::from_secs(40) {
+            t = ep
+                .poll_timeout()
+                .unwrap_or(t + Duration::from_secs(1))
+                .max(t);
+            ep.handle_timeout(t);
+            drain(&mut ep);
+        }
+        assert_eq!(ep.unconfirmed_from(ip), 0, "ended at Timer H");
+        assert!(
+            t <= t0 + Duration::from_secs(33),
+            "Timer H is 64·T1: {:?}",
+            t - t0
+        );
+
+        // Back at 0: three new calls are admitted again, the fourth refused.
+        for n in 0..3 {
+            offer(&mut ep, t, trunk, &format!("again-{n}")).expect("admitted");
+        }
+        assert!(offer(&mut ep, t, trunk, "again-3").is_err());
+        // All end (the caller hangs up the confirmed call; we end the others) and linger
+        // out: no entry is left behind for the source.
+        ep.handle_message(
+            t,
+            trunk,
+            &request("BYE", "z9hG4bK-bye", "acked", &tag, 2, ""),
+        );
+        drain(&mut ep);
+        let live: Vec<CallHandle> = ep.calls.keys().copied().collect();
+        for call in live {
+            let _ = ep.call_hangup(t, call);
+        }
+        drain(&mut ep);
+        assert_eq!(ep.unconfirmed_from(ip), 0);
+        let end = t + Duration::from_secs(70);
+        while ep.call_count() > 0 && t < end {
+            t = ep.poll_timeout().unwrap_or(end).max(t);
+            ep.handle_timeout(t);
+            drain(&mut ep);
+        }
+        assert_eq!(ep.call_count(), 0);
+        assert!(ep.unconfirmed.is_empty(), "{:?}", ep.unconfirmed);
     }
 
     /// With `identity_header`, the caller's number is the one the carrier asserts; a
@@ -3268,8 +3578,87 @@ kind = "echo"
             "pw",
         );
         after.handle_message(t1, phone(), &register_for("1001", "z9hG4bK-f1", &fresh));
-        let (sent, _) = drain(&mut after);
+        let sent = drain_stored(&mut after, t1);
         assert_eq!(statuses(&sent), [200], "{sent:?}");
+    }
+
+    /// An authenticated REGISTER of 1001 from the phone (the challenge answered), and the
+    /// time after it.
+    fn authorized_register(ep: &mut Endpoint, start: Instant, branch: &str) -> (Vec<u8>, Instant) {
+        let t0 = start + Duration::from_secs(1);
+        ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-ch", ""));
+        let (sent, _) = drain(ep);
+        let auth = authorization(&sent[0], "REGISTER", "sip:127.0.0.1", "1001", "pw");
+        (register_for("1001", branch, &auth), t0)
+    }
+
+    /// Issue 14: a REGISTER's 200 says its binding is stored. While the commit is pending
+    /// the transaction stays `Trying`: retransmissions (T1, 2·T1, 4·T1) get no final
+    /// answer (they used to get the 200 the transaction already held); the 200 leaves once
+    /// the commit is reported, and later retransmissions get that same 200.
+    #[test]
+    fn a_retransmitted_register_gets_no_200_before_the_commit() {
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let (register, t0) = authorized_register(&mut ep, start, "z9hG4bK-p1");
+        ep.handle_message(t0, phone(), &register);
+        let (sent, commits) = drain_commits(&mut ep);
+        assert!(sent.is_empty(), "answered before the commit: {sent:?}");
+        let [commit] = commits.as_slice() else {
+            panic!("{commits:?}");
+        };
+        assert_eq!(ep.pending_commit_count(), 1);
+        let mut t = t0;
+        for wait_ms in [500, 1000, 2000] {
+            t += Duration::from_millis(wait_ms);
+            ep.handle_timeout(t);
+            ep.handle_message(t, phone(), &register);
+            let (sent, commits) = drain_commits(&mut ep);
+            assert!(
+                statuses(&sent).iter().all(|s| *s < 200),
+                "a final answer before the commit: {sent:?}"
+            );
+            assert!(commits.is_empty(), "a retransmission is not a new commit");
+        }
+        ep.binding_commit_done(t, *commit, true);
+        let (sent, _) = drain_commits(&mut ep);
+        assert_eq!(statuses(&sent), [200], "{sent:?}");
+        assert!(
+            sent[0].contains("Contact: <sip:1001@198.51.100.7:5060>"),
+            "{}",
+            sent[0]
+        );
+        assert_eq!(ep.pending_commit_count(), 0);
+        ep.handle_message(t + Duration::from_millis(100), phone(), &register);
+        let (again, _) = drain_commits(&mut ep);
+        assert_eq!(again, sent, "the retransmission gets the same 200");
+    }
+
+    /// Issue 14: when the binding could not be stored (full disk, database too slow) the
+    /// REGISTER gets 503 with Retry-After and no Contact, and so do its retransmissions:
+    /// never the 200 the registrar had in mind.
+    #[test]
+    fn a_register_whose_binding_was_not_stored_gets_503_also_when_retransmitted() {
+        let start = Instant::now();
+        let mut ep = endpoint(start);
+        let (register, t0) = authorized_register(&mut ep, start, "z9hG4bK-p2");
+        ep.handle_message(t0, phone(), &register);
+        let (sent, commits) = drain_commits(&mut ep);
+        assert!(sent.is_empty(), "{sent:?}");
+        ep.binding_commit_done(t0, commits[0], false);
+        let (sent, _) = drain_commits(&mut ep);
+        assert_eq!(statuses(&sent), [503], "{sent:?}");
+        assert!(sent[0].contains("Retry-After: 10\r\n"), "{}", sent[0]);
+        assert!(sent[0].contains("CSeq: 1 REGISTER\r\n"), "{}", sent[0]);
+        assert!(!sent[0].contains("Contact"), "{}", sent[0]);
+        for n in 1..=3 {
+            ep.handle_message(t0 + Duration::from_millis(500 * n), phone(), &register);
+            let (again, _) = drain_commits(&mut ep);
+            assert_eq!(again, sent, "retransmission {n}");
+        }
+        // A report for an answer already sent (or unknown) changes nothing.
+        ep.binding_commit_done(t0, commits[0], true);
+        assert!(drain_commits(&mut ep).0.is_empty());
     }
 
     /// Issue 14 item 11: the digest `uri` must name the Request-URI (RFC 3261 §22.4).
@@ -3290,7 +3679,7 @@ kind = "echo"
         let (sent, _) = drain(&mut ep);
         let same = authorization(&sent[0], "REGISTER", "SIP:127.0.0.1", "1001", "pw");
         ep.handle_message(t0, phone(), &register_for("1001", "z9hG4bK-u4", &same));
-        let (sent, _) = drain(&mut ep);
+        let sent = drain_stored(&mut ep, t0);
         assert_eq!(statuses(&sent), [200], "{sent:?}");
     }
 

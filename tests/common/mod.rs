@@ -637,6 +637,19 @@ pub fn register_with_password(
     sha256: bool,
     expires: u32,
 ) -> Option<String> {
+    let register = authorized_register(client, user, password, sha256, expires)?;
+    client.request(&register)
+}
+
+/// The REGISTER of `user` answering a fresh 401 challenge (MD5 or SHA-256), not yet sent:
+/// send it, and send the same text again to play a retransmission.
+pub fn authorized_register(
+    client: &RawUdp,
+    user: &str,
+    password: &str,
+    sha256: bool,
+    expires: u32,
+) -> Option<String> {
     let challenge_resp = client.request(&register_text(client, user, 1, expires, None))?;
     assert_eq!(status_of(&challenge_resp), 401, "{challenge_resp}");
     let alg = if sha256 { "SHA-256" } else { "MD5" };
@@ -663,7 +676,32 @@ pub fn register_with_password(
          response=\"{response}\", algorithm={alg}, cnonce=\"abc123\", qop=auth, nc=00000001, \
          opaque=\"{opaque}\""
     );
-    client.request(&register_text(client, user, 2, expires, Some(&auth)))
+    Some(register_text(client, user, 2, expires, Some(&auth)))
+}
+
+/// Every response `client` receives within `window` (100 Trying included), in order.
+pub fn responses_within(client: &RawUdp, window: Duration) -> Vec<String> {
+    let deadline = Instant::now() + window;
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 65_536];
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        if left.is_zero()
+            || client
+                .socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .is_err()
+        {
+            break;
+        }
+        match client.socket.recv_from(&mut buf) {
+            Ok((n, _)) => got.push(String::from_utf8_lossy(&buf[..n]).into_owned()),
+            Err(_) => break,
+        }
+    }
+    let _ = client
+        .socket
+        .set_read_timeout(Some(Duration::from_millis(1500)));
+    got
 }
 
 /// Wait up to `limit` for `needle` to appear in the server's log.

@@ -316,6 +316,15 @@ impl<A: Clone> TransactionLayer<A> {
         }
     }
 
+    /// Give back the room the tables grew to in a burst (an INVITE flood holds thousands
+    /// for Timer H/J); hash tables never shrink on their own.
+    pub fn shrink_to_fit(&mut self) {
+        self.index.shrink_to_fit();
+        self.entries.shrink_to_fit();
+        self.transmits.shrink_to_fit();
+        self.events.shrink_to_fit();
+    }
+
     pub fn config(&self) -> &LayerConfig {
         &self.config
     }
