@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .merge(drafts::routes())
         .merge(stats::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            api_latency,
+        ))
         .with_state(state)
         .merge(web::router())
         .layer(axum::middleware::map_response(security_headers))
@@ -156,13 +160,88 @@ async fn healthz(
     Json(serde_json::to_value(&health).unwrap_or_default())
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// How long `/metrics` waits for each database count of the wallboard.
+const WALLBOARD_QUERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn metrics(
+    State(state): State<AppState>,
+    acd: Option<axum::Extension<queues::AcdApi>>,
+) -> Response {
+    let wallboard = wallboard(&state, acd.and_then(|axum::Extension(a)| a.0)).await;
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
+        state.metrics.render_with(Some(&wallboard)),
     )
         .into_response()
+}
+
+/// The figures `/metrics` reads at each scrape: the queues and agents from the ACD, the
+/// voice messages and overdue orders from the database (left out when it does not
+/// answer in time: the gauges keep their last values).
+async fn wallboard(
+    state: &AppState,
+    acd: Option<Arc<crate::server::acd::AcdShell>>,
+) -> crate::server::metrics::Wallboard {
+    let mut w = crate::server::metrics::Wallboard::default();
+    if let Some(acd) = acd {
+        for snapshot in acd.snapshots() {
+            let city = snapshot.city.as_str().to_owned();
+            w.waiting.insert(
+                city.clone(),
+                u32::try_from(snapshot.waiting.len()).unwrap_or(u32::MAX),
+            );
+            for (agent_state, n) in snapshot.agents_by_state {
+                w.agents.insert((city.clone(), agent_state), n);
+            }
+        }
+    }
+    let store = &state.store;
+    let pending = tokio::time::timeout(
+        WALLBOARD_QUERY_LIMIT,
+        store.count_voice_messages_without_order(),
+    );
+    if let Ok(Ok(n)) = pending.await {
+        w.voice_messages_pending = Some(n);
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let filter = crate::store::stats::StatsFilter {
+        scope: None,
+        received: None,
+        now_ms,
+        end_of_today_ms: now_ms,
+    };
+    if let Ok(Ok(stats)) =
+        tokio::time::timeout(WALLBOARD_QUERY_LIMIT, store.order_stats(&filter)).await
+    {
+        w.orders_overdue = Some(stats.overdue_open);
+    }
+    w
+}
+
+/// Every API answer's latency into `hotline_api_request_duration_seconds`, labelled by
+/// the matched route template (unmatched paths share one label).
+async fn api_latency(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if route.starts_with("/api/") {
+        metrics.api_request(
+            &method,
+            &route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    response
 }
 
 #[cfg(test)]

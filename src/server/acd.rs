@@ -192,6 +192,8 @@ pub struct AcdShell {
     sip: Mutex<Weak<SipShell>>,
     /// Started at the first row (inside the runtime).
     queue_log: std::sync::OnceLock<crate::server::queue_log_writer::QueueLogWriter>,
+    /// Where answers, abandons and waits are counted (set by `serve`).
+    metrics: std::sync::OnceLock<Arc<crate::server::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for AcdShell {
@@ -238,7 +240,13 @@ impl AcdShell {
             names,
             sip: Mutex::new(Weak::new()),
             queue_log: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Count queue answers, abandons and waits in `metrics` from now on.
+    pub fn count_in(&self, metrics: Arc<crate::server::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Start the timer/reconcile task once the SIP shell exists.
@@ -679,6 +687,19 @@ impl AcdShell {
     }
 
     fn log(&self, entry: QueueLogEntry) {
+        if let Some(metrics) = self.metrics.get() {
+            use crate::queue::QueueLogEvent;
+            use crate::server::metrics::WaitOutcome;
+            match entry.event {
+                QueueLogEvent::Connect { wait_ms, .. } => {
+                    metrics.queue_wait_ended(entry.queue.as_str(), WaitOutcome::Answered, wait_ms);
+                }
+                QueueLogEvent::Abandon { wait_ms, .. } => {
+                    metrics.queue_wait_ended(entry.queue.as_str(), WaitOutcome::Abandoned, wait_ms);
+                }
+                _ => {}
+            }
+        }
         if let Some(store) = &self.store {
             self.queue_log
                 .get_or_init(|| {

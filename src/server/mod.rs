@@ -107,6 +107,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let store = Store::connect(&options.database_url).await?;
     store.migrate().await?;
     let metrics = Arc::new(Metrics::default());
+    metrics.set_service_level_secs(config.metrics.service_level_secs);
     let heartbeat = config.server.data_dir.join("heartbeat");
     close_calls_left_open(&store, &heartbeat, clock, &metrics).await;
     let outbox = outbox::OrderOutbox::open(&config.server.data_dir, metrics.clone())?;
@@ -193,6 +194,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let acd_for_shutdown = acd.clone();
     let mut restored_sign_ins = 0;
     if let Some(acd) = acd.as_ref() {
+        acd.count_in(metrics.clone());
         restored_sign_ins = acd.restore_presence().await;
         acd.start(&shell, shutdown.clone());
     }

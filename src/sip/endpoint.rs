@@ -333,6 +333,10 @@ struct CallEntry {
     /// The agent at the other end: the one we dialled, or the authenticated agent who
     /// called us (`None` for a trunk caller).
     agent: Option<String>,
+    /// When the INVITE came in or went out (for `hotline_call_setup_seconds`).
+    created: Instant,
+    /// Its set-up time was counted (the first 2xx to the INVITE).
+    setup_counted: bool,
 }
 
 /// One configured trunk address, with the port and transport it must use when the
@@ -775,6 +779,17 @@ impl Endpoint {
         };
         let payload = Bytes::from(resp.to_bytes());
         let call = self.call_client_transactions.get(&key).copied();
+        let answered_invite =
+            (200..300).contains(&resp.status) && matches!(key.method(), Method::Invite);
+        if let Some(entry) = call
+            .filter(|_| answered_invite)
+            .and_then(|handle| self.calls.get_mut(&handle))
+            .filter(|e| !e.setup_counted && matches!(e.leg, Leg::Out(_)))
+        {
+            entry.setup_counted = true;
+            self.metrics
+                .call_setup(Direction::Out, now.saturating_duration_since(entry.created));
+        }
         // RFC 3261 §17.1.1.3: the INVITE client transaction ACKs a 3xx–6xx itself, with
         // the ACK its user builds.
         let ack = match (call, key.method()) {
@@ -1202,6 +1217,20 @@ impl Endpoint {
                 LegOutput::SendResponse(resp) => {
                     let status = resp.status;
                     self.metrics.response(Direction::Out, status);
+                    if (200..300).contains(&status)
+                        && !entry.setup_counted
+                        && matches!(entry.leg, Leg::In(_))
+                        && resp
+                            .headers
+                            .cseq()
+                            .is_ok_and(|c| c.method == Method::Invite)
+                    {
+                        entry.setup_counted = true;
+                        self.metrics.call_setup(
+                            Direction::In,
+                            now.saturating_duration_since(entry.created),
+                        );
+                    }
                     let key = response_key(&resp);
                     let bytes = Bytes::from(resp.to_bytes());
                     let is_final = status >= 200;
@@ -1273,6 +1302,7 @@ impl Endpoint {
                 LegOutput::Event(event) => {
                     if matches!(event, LegEvent::Ended { .. }) {
                         entry.remove_at = Some(now + self.leg_config.timeout_64t1());
+                        self.count_calls_active();
                     }
                     self.outputs.push_back(Output::Call {
                         call: handle,
@@ -1288,6 +1318,17 @@ impl Endpoint {
             self.calls_by_id.remove(&entry.call_id);
             self.call_client_transactions.retain(|_, h| *h != handle);
         }
+        self.count_calls_active();
+    }
+
+    /// `hotline_calls_active`: callers' legs (inbound INVITEs) not yet ended.
+    fn count_calls_active(&self) {
+        let up = self
+            .calls
+            .values()
+            .filter(|e| matches!(e.leg, Leg::In(_)) && e.remove_at.is_none())
+            .count();
+        self.metrics.set_calls_active(up);
     }
 
     /// A new INVITE (no To tag) from a trunk, or from an authenticated agent to a test
@@ -1484,9 +1525,12 @@ impl Endpoint {
                 server_transactions,
                 remove_at: None,
                 agent,
+                created: now,
+                setup_counted: false,
             }),
         );
         self.calls_by_id.insert(call_id, handle);
+        self.count_calls_active();
         self.outputs.push_back(Output::Call {
             call: handle,
             event: CallEvent::Incoming(Box::new(incoming)),
@@ -1765,6 +1809,8 @@ impl Endpoint {
                 server_transactions: HashMap::new(),
                 remove_at: None,
                 agent,
+                created: now,
+                setup_counted: false,
             }),
         );
         self.calls_by_id.insert(call_id, handle);
