@@ -8,7 +8,7 @@ pub mod config;
 pub mod fuzz;
 pub mod http_client;
 pub mod ivr;
-pub mod log_time;
+pub mod logfmt;
 pub mod media;
 pub mod order_cli;
 pub mod queue;

@@ -243,7 +243,7 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_timer(hotline::log_time::LogTimer)
+        .with_timer(hotline::logfmt::LogTimer)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -391,7 +391,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 unsafe { std::env::set_var("HOTLINE_FAKE_NOW", now) };
             }
             let mut config = load_config(&config, data_dir)?;
-            hotline::log_time::set_zone(config.log.timezone);
+            hotline::logfmt::set_zone(config.log.timezone);
             if let Some(a) = sip_listen {
                 config.server.sip_listen = a;
             }

@@ -102,12 +102,30 @@ pub struct ServerHealth {
     pub call_outbox: Option<Arc<crate::server::call_outbox::CallRecordOutbox>>,
     /// SIGTERM received: new calls are refused while calls in progress finish.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether SIP is served (`None`: not checked, e.g. a router without a SIP side).
+    pub sip: Option<SipLiveness>,
+}
+
+/// Asks the SIP side whether it still serves (its receive loop runs).
+#[derive(Clone)]
+pub struct SipLiveness(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SipLiveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SipLiveness")
+    }
 }
 
 #[derive(Debug, Serialize)]
 struct Health<'a> {
-    /// "ok", "degraded" or "draining".
+    /// "down" (503: calls are not served, page someone), "draining", "degraded" (a known
+    /// problem or warning, calls are served) or "ok".
     status: &'static str,
+    /// Calls are served: SIP is up and the database takes writes. False only with
+    /// status "down".
+    serving_calls: bool,
+    /// "ok", "down" (the SIP receive loop ended) or "unchecked".
+    sip: &'static str,
     /// "ok", "unwritable" (answers reads, refuses writes: a full disk) or "unreachable".
     database: &'static str,
     /// Work-order creates accepted (202) and waiting for the database.
@@ -117,14 +135,17 @@ struct Health<'a> {
     warnings: &'a [String],
 }
 
-/// Always 200 while the process serves: calls keep flowing when the database is down,
-/// so a load balancer should not pull the node; `status` says "degraded" instead (the
-/// database is unreachable, orders or call records are queued, or a start-up warning),
-/// or "draining" after SIGTERM (new calls are refused: a load balancer should move on).
+/// What a monitor pages on: 503 with `status: "down"` only when calls are not served
+/// (the SIP socket's receive loop ended, or the database is unreachable or takes no
+/// writes, so no call record or voice message is kept). Otherwise 200: `status` is
+/// "draining" after SIGTERM (new calls are refused: a load balancer should move on),
+/// "degraded" for known problems that do not stop calls (orders or call records queued,
+/// a start-up warning such as a missing calendar year, which names the file to edit),
+/// else "ok".
 async fn healthz(
     State(state): State<AppState>,
     server: Option<axum::Extension<ServerHealth>>,
-) -> Json<serde_json::Value> {
+) -> (StatusCode, Json<serde_json::Value>) {
     let server = server.map(|axum::Extension(s)| s).unwrap_or_default();
     // A read round trip answers on a full disk too: the database is "ok" only when it
     // also takes a (durable) write.
@@ -140,8 +161,16 @@ async fn healthz(
     let queued_orders = server.outbox.as_ref().map_or(0, |o| o.depth());
     let queued_call_records = server.call_outbox.as_ref().map_or(0, |o| o.depth());
     let draining = server.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let sip = match &server.sip {
+        None => "unchecked",
+        Some(SipLiveness(serving)) if serving() => "ok",
+        Some(_) => "down",
+    };
+    let serving_calls = sip != "down" && db_ok;
     let health = Health {
-        status: if draining {
+        status: if !serving_calls {
+            "down"
+        } else if draining {
             "draining"
         } else if db_ok
             && queued_orders == 0
@@ -152,12 +181,22 @@ async fn healthz(
         } else {
             "degraded"
         },
+        serving_calls,
+        sip,
         database,
         queued_orders,
         queued_call_records,
         warnings: &state.warnings,
     };
-    Json(serde_json::to_value(&health).unwrap_or_default())
+    let code = if serving_calls {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::to_value(&health).unwrap_or_default()),
+    )
 }
 
 /// How long `/metrics` waits for each database count of the wallboard.
@@ -302,6 +341,7 @@ mod tests {
             outbox: Some(outbox.clone()),
             call_outbox: None,
             draining: Arc::default(),
+            sip: None,
         };
         let app = || router(state.clone()).layer(axum::Extension(server.clone()));
         let (_, body) = get_json(app(), "/healthz").await;
@@ -324,6 +364,44 @@ mod tests {
         let (status, body) = get_json(app(), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("\"status\":\"draining\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn healthz_pages_only_when_calls_are_not_served() {
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        let state = AppState {
+            store,
+            metrics: Arc::default(),
+            warnings: Arc::new(vec![
+                "calendar for 2027 not loaded: add 2027 to /x.toml".into(),
+            ]),
+            orders: Arc::default(),
+            cities: Arc::default(),
+        };
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let probe = up.clone();
+        let server = ServerHealth {
+            sip: Some(SipLiveness(Arc::new(move || {
+                probe.load(std::sync::atomic::Ordering::SeqCst)
+            }))),
+            ..ServerHealth::default()
+        };
+        let app = || router(state.clone()).layer(axum::Extension(server.clone()));
+        // A known warning: served, degraded, 200.
+        let (status, body) = get_json(app(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["status"], "degraded", "{body}");
+        assert_eq!(health["serving_calls"], true, "{body}");
+        assert_eq!(health["sip"], "ok", "{body}");
+        // The SIP receive loop is gone: 503, down.
+        up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (status, body) = get_json(app(), "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["status"], "down", "{body}");
+        assert_eq!(health["serving_calls"], false, "{body}");
+        assert_eq!(health["sip"], "down", "{body}");
     }
 
     #[tokio::test]

@@ -373,7 +373,7 @@ async fn login(
             ))
         }
         Err(LoginError::Throttled { retry_after_secs }) => {
-            tracing::warn!(user = %body_user, ?source, "login throttled");
+            tracing::warn!(user = %body_user, source = %crate::logfmt::word(&source), "login throttled");
             state
                 .metrics
                 .api_throttled(crate::server::metrics::ApiThrottle::Login);

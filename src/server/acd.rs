@@ -786,14 +786,14 @@ impl AcdShell {
                     self.send(&call, AcdCommand::Overflowed { to });
                 }
                 QueueAction::ToVoiceMessage { call, reason } => {
-                    info!(call = %call.0, ?reason, "queue hands the call to a voice message");
+                    info!(call = %call.0, reason = %crate::logfmt::word(&reason), "queue hands the call to a voice message");
                     self.send(&call, AcdCommand::VoiceMessage { reason });
                     if let Ok(mut inner) = self.inner.lock() {
                         inner.calls.remove(&call);
                     }
                 }
                 QueueAction::CallReleased { call, reason } => {
-                    info!(call = %call.0, ?reason, "call released by the ACD");
+                    info!(call = %call.0, reason = %crate::logfmt::word(&reason), "call released by the ACD");
                     match reason {
                         crate::queue::ReleaseReason::TransferredToSurvey => {
                             self.send(&call, AcdCommand::Survey);
@@ -846,12 +846,24 @@ impl AcdShell {
         at: Time,
         reason: &TransitionReason,
     ) {
-        info!(%agent, from = from.name(), to = to.name(), ?reason, "agent state");
         let reason_text = match serde_json::to_value(reason) {
             Ok(serde_json::Value::String(s)) => s,
             Ok(other) => other.to_string(),
             Err(_) => String::new(),
         };
+        let what = match (from, to) {
+            (AgentState::LoggedOut, AgentState::LoggedOut) => "agent state",
+            (AgentState::LoggedOut, _) => "agent signed in",
+            (_, AgentState::LoggedOut) => "agent signed out",
+            _ => "agent state",
+        };
+        info!(
+            %agent,
+            from = from.name(),
+            to = to.name(),
+            reason = %crate::logfmt::word(reason),
+            "{what}"
+        );
         let to_text = match to {
             AgentState::Paused { reason } => format!("paused:{}", reason.0),
             other => other.name().to_string(),

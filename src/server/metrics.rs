@@ -833,11 +833,21 @@ impl Metrics {
         if let Some(w) = wallboard {
             self.queue_waiting.clear();
             for (queue, n) in &w.waiting {
-                self.queue_waiting
-                    .get_or_create(&QueueLabel {
+                let label = QueueLabel {
+                    queue: queue.clone(),
+                };
+                self.queue_waiting.get_or_create(&label).set(i64::from(*n));
+                // Every queue's counters and waits show from the start (0), so rates
+                // and the service level are defined before the first call.
+                let _ = self.queue_answered.get_or_create(&label);
+                let _ = self.queue_answered_in_target.get_or_create(&label);
+                let _ = self.queue_abandoned.get_or_create(&label);
+                for outcome in [WaitOutcome::Answered, WaitOutcome::Abandoned] {
+                    let _ = self.queue_wait.get_or_create(&QueueOutcome {
                         queue: queue.clone(),
-                    })
-                    .set(i64::from(*n));
+                        outcome: outcome.as_str(),
+                    });
+                }
             }
             self.agents.clear();
             for ((city, state), n) in &w.agents {

@@ -136,7 +136,7 @@ async fn record(
         .await
     {
         Ok(()) => {
-            info!(order = %order.id, call = %link.call_id, ?answer, "call survey → work order");
+            info!(order = %order.id, call = %link.call_id, answer = %crate::logfmt::word(&answer), "call survey → work order");
             Ok(true)
         }
         Err(AppendError::Conflict) => Ok(false),

@@ -1078,12 +1078,31 @@ impl Endpoint {
             Ok(outcome) => {
                 for change in outcome.changes {
                     let op = match change {
-                        BindingChange::Added(b) | BindingChange::Refreshed(b) => {
+                        BindingChange::Added(b) => {
+                            info!(
+                                agent = %crate::ticket::privacy::mask_phone(b.aor.as_str().split('@').next().unwrap_or_default()),
+                                from = %b.source.addr,
+                                expires_secs = b.expires_at.saturating_duration_since(now).as_secs(),
+                                "phone registered"
+                            );
+                            StoreOp::UpsertBinding(self.binding_to_store(&b, now))
+                        }
+                        BindingChange::Refreshed(b) => {
                             StoreOp::UpsertBinding(self.binding_to_store(&b, now))
                         }
                         BindingChange::Removed(b, reason) => {
-                            if reason != RemovalReason::Unregistered {
-                                debug!(aor = b.aor.as_str(), ?reason, "binding removed");
+                            if reason == RemovalReason::Unregistered {
+                                info!(
+                                    agent = %crate::ticket::privacy::mask_phone(b.aor.as_str().split('@').next().unwrap_or_default()),
+                                    from = %b.source.addr,
+                                    "phone unregistered"
+                                );
+                            } else {
+                                debug!(
+                                    aor = b.aor.as_str(),
+                                    reason = reason.as_str(),
+                                    "binding removed"
+                                );
                             }
                             StoreOp::DeleteBinding {
                                 aor: b.aor.as_str().to_string(),
