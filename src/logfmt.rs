@@ -59,6 +59,23 @@ pub fn word<T: serde::Serialize + ?Sized>(value: &T) -> String {
     out.join(" ")
 }
 
+/// An error with its causes, for a log field: `cannot store: database: disk full`
+/// (each `source()` after a colon; a cause its parent already quotes is left out).
+#[must_use]
+pub fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !out.contains(&text) {
+            out.push_str(": ");
+            out.push_str(&text);
+        }
+        source = cause.source();
+    }
+    out
+}
+
 /// A deadline as every log line writes it: RFC 3339 in Asia/Shanghai, to the second,
 /// `2026-02-17T00:00:00+08:00` (the form stored in call records and orders).
 #[must_use]
@@ -85,6 +102,15 @@ impl FormatTime for LogTimer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_error_chain_is_one_line_of_words() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("cannot store the call record")]
+        struct Outer(#[source] std::io::Error);
+        let e = Outer(std::io::Error::other("disk full"));
+        assert_eq!(chain(&e), "cannot store the call record: disk full");
+    }
 
     #[test]
     fn values_are_words() {

@@ -1673,7 +1673,7 @@ async fn ledger_verify(
     require_oversight(&user)?;
     let report = state.store.verify_ledger().await?;
     if !report.ok {
-        tracing::error!(?report.broken_at, "ledger verification failed");
+        tracing::error!(broken_at = %crate::logfmt::word(&report.broken_at), "ledger verification failed");
     }
     Ok(Json(enum_value(&report)))
 }
