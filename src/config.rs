@@ -54,6 +54,50 @@ pub struct Config {
     /// Work orders: the short order numbers (`[orders] number_prefix`).
     #[serde(default)]
     pub orders: OrdersConfig,
+    /// The log's timestamps.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// What `/metrics` counts against a target.
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+}
+
+/// `[log]`: how log lines are stamped.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// The zone of the timestamps: `"Asia/Shanghai"` (the default: the operators'
+    /// local time) or `"UTC"`.
+    pub timezone: LogTimezone,
+}
+
+/// The zone of log timestamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+pub enum LogTimezone {
+    /// China Standard Time, UTC+08:00 (no daylight saving since 1991).
+    #[default]
+    #[serde(rename = "Asia/Shanghai")]
+    Shanghai,
+    /// Coordinated Universal Time.
+    #[serde(rename = "UTC")]
+    Utc,
+}
+
+/// `[metrics]`: targets the wallboard figures are counted against.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// A queue call answered within this many seconds of entering the queue counts in
+    /// `hotline_queue_answered_within_target_total` (the service level).
+    pub service_level_secs: u64,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            service_level_secs: crate::server::metrics::DEFAULT_SERVICE_LEVEL_SECS,
+        }
+    }
 }
 
 /// `[ranking]`: how the rankings' combined score weighs each figure (W-19: the ranking
@@ -959,6 +1003,13 @@ impl Config {
         }
         validate_http(&self.http, &mut problems);
         validate_ranking_and_orders(self, &mut problems);
+        if !(1..=3600).contains(&self.metrics.service_level_secs) {
+            problems.push(Problem {
+                path: "metrics.service_level_secs".into(),
+                line: None,
+                message: "must be 1 to 3600 seconds".into(),
+            });
+        }
         problems
     }
 

@@ -8,6 +8,7 @@ pub mod config;
 pub mod fuzz;
 pub mod http_client;
 pub mod ivr;
+pub mod logfmt;
 pub mod media;
 pub mod order_cli;
 pub mod queue;

@@ -301,6 +301,7 @@ fn init_logging(format: LogFormat) {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_timer(hotline::logfmt::LogTimer)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Human => builder.init(),
@@ -561,6 +562,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 unsafe { std::env::set_var("HOTLINE_FAKE_NOW", now) };
             }
             let mut config = load_config(&config, data_dir)?;
+            hotline::logfmt::set_zone(config.log.timezone);
             if let Some(a) = sip_listen {
                 config.server.sip_listen = a;
             }

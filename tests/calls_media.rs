@@ -398,7 +398,7 @@ fn silent_caller_is_hung_up_by_media_timeout_and_ports_are_released() {
     ok.push_str("Content-Length: 0\n\n");
     call.sip.send(&ok);
     assert!(
-        wait_for_log(&server, "MediaTimeout", Duration::from_secs(3)),
+        wait_for_log(&server, "media_timeout", Duration::from_secs(3)),
         "{}",
         server.log()
     );

@@ -299,7 +299,7 @@ fn agents_killed_on_a_call_and_while_ringing_go_offline_and_their_callers_reach_
     assert_eq!(wait_exit(&mut phone_1003, Duration::from_secs(10)), Some(0));
     assert!(
         server.log().contains("agent did not answer")
-            || server.log().contains("reason=RingTimeout"),
+            || server.log().contains("reason=ring_timeout"),
         "A moved on by the ring timeout:\n{}",
         server.log()
     );

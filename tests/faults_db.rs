@@ -2,7 +2,7 @@
 //! the `postgres` user, 127.0.0.1 on a free port, in the test's temp dir) is started for
 //! this test only — the machine's shared PostgreSQL is never touched — the server is
 //! pointed at it, and it is stopped under the server's feet: signalling and the IVR must
-//! keep answering, `/healthz` must say degraded, and once it is back orders are written
+//! keep answering, `/healthz` must say down (503: a monitor pages), and once it is back orders are written
 //! again. One cluster has its data directory on a small tmpfs that fills up instead.
 //! Needs root and PostgreSQL 15 (as CI has): without them the tests fail.
 
@@ -205,8 +205,12 @@ fn postgres_stopped_mid_run_calls_flow_health_degrades_and_calls_and_orders_resu
         server.log()
     );
     let h = health(&server);
-    assert_eq!(h["status"], "degraded", "{h}");
+    // Calls are still served (the IVR answered above); the database needs someone.
+    assert_eq!(h["status"], "failing", "{h}");
+    assert_eq!(h["serving_calls"], true, "{h}");
     assert_eq!(h["database"], "unreachable", "{h}");
+    // A monitor pages on the status code.
+    assert_eq!(server.http_get("/healthz").0, 503);
     // The call's record and voice message wait in the call-record outbox (after the
     // store's 5 s pool timeout), not in the log as "not stored".
     assert!(
@@ -314,7 +318,7 @@ fn postgres_outage_order_writes_are_queued_and_land_when_it_is_back() {
     assert_eq!(status, 422, "{resp}");
 
     let h = health(&server);
-    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["status"], "failing", "{h}");
     assert_eq!(h["database"], "unreachable", "{h}");
     assert_eq!(h["queued_orders"], 2, "{h}");
     assert_eq!(server.metric("hotline_orders_queued_total"), 2);
@@ -451,7 +455,7 @@ fn postgres_on_a_full_disk_loses_no_acknowledged_order() {
         server.log()
     );
     let h = health(&server);
-    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["status"], "failing", "{h}");
     assert_ne!(h["database"], "ok", "{h}");
 
     std::fs::remove_file(&filler).expect("free the disk");

@@ -200,7 +200,7 @@ fn full_data_disk_loses_no_acknowledged_order() {
         }
     }
     let h = health(&server);
-    assert_eq!(h["status"], "degraded", "{h} after {answers:?}");
+    assert_eq!(h["status"], "failing", "{h} after {answers:?}");
     assert_ne!(h["database"], "ok", "{h} after {answers:?}");
 
     std::fs::remove_file(&filler).expect("free the disk");
@@ -293,7 +293,7 @@ fn full_database_disk_queues_orders_that_land_once_room_comes_back() {
         acknowledged.push(body_json(&resp)["id"].as_str().expect("id").to_owned());
     }
     let h = health(&server);
-    assert_eq!(h["status"], "degraded", "{h}");
+    assert_eq!(h["status"], "failing", "{h}");
     assert_eq!(h["database"], "unwritable", "{h}");
     assert_eq!(h["queued_orders"], 6, "{h}");
 

@@ -49,6 +49,10 @@ pub fn router(state: AppState) -> Router {
         .merge(drafts::routes())
         .merge(stats::routes())
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.metrics.clone(),
+            api_latency,
+        ))
         .with_state(state)
         .merge(web::router())
         .layer(axum::middleware::map_response(security_headers))
@@ -98,12 +102,32 @@ pub struct ServerHealth {
     pub call_outbox: Option<Arc<crate::server::call_outbox::CallRecordOutbox>>,
     /// SIGTERM received: new calls are refused while calls in progress finish.
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    /// Whether SIP is served (`None`: not checked, e.g. a router without a SIP side).
+    pub sip: Option<SipLiveness>,
+}
+
+/// Asks the SIP side whether it still serves (its receive loop runs).
+#[derive(Clone)]
+pub struct SipLiveness(pub Arc<dyn Fn() -> bool + Send + Sync>);
+
+impl std::fmt::Debug for SipLiveness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SipLiveness")
+    }
 }
 
 #[derive(Debug, Serialize)]
 struct Health<'a> {
-    /// "ok", "degraded" or "draining".
+    /// "down" (503: calls are not served), "failing" (503: calls are served, but the
+    /// database takes no writes: orders and call records are only queued, phones cannot
+    /// register; someone must act), "draining", "degraded" (200: a known warning or a
+    /// queue still draining) or "ok".
     status: &'static str,
+    /// Calls are served: the SIP receive loop runs (a database outage does not stop
+    /// calls: their records wait in the journal). False only with status "down".
+    serving_calls: bool,
+    /// "ok", "down" (the SIP receive loop ended) or "unchecked".
+    sip: &'static str,
     /// "ok", "unwritable" (answers reads, refuses writes: a full disk) or "unreachable".
     database: &'static str,
     /// Work-order creates accepted (202) and waiting for the database.
@@ -113,14 +137,18 @@ struct Health<'a> {
     warnings: &'a [String],
 }
 
-/// Always 200 while the process serves: calls keep flowing when the database is down,
-/// so a load balancer should not pull the node; `status` says "degraded" instead (the
-/// database is unreachable, orders or call records are queued, or a start-up warning),
-/// or "draining" after SIGTERM (new calls are refused: a load balancer should move on).
+/// What a monitor pages on: 503 when someone must act now: `status: "down"` when calls
+/// are not served (the SIP socket's receive loop ended), `"failing"` when calls are
+/// served but the database is unreachable or takes no writes (orders and call records
+/// only queued, REGISTER refused). Otherwise 200: `status` is "draining" after SIGTERM
+/// (new calls are refused: a load balancer should move on), "degraded" for known
+/// problems that need no one at 3 a.m. (orders or call records still being replayed, a
+/// start-up warning such as a missing calendar year, which names the file to edit), else
+/// "ok".
 async fn healthz(
     State(state): State<AppState>,
     server: Option<axum::Extension<ServerHealth>>,
-) -> Json<serde_json::Value> {
+) -> (StatusCode, Json<serde_json::Value>) {
     let server = server.map(|axum::Extension(s)| s).unwrap_or_default();
     // A read round trip answers on a full disk too: the database is "ok" only when it
     // also takes a (durable) write.
@@ -136,8 +164,18 @@ async fn healthz(
     let queued_orders = server.outbox.as_ref().map_or(0, |o| o.depth());
     let queued_call_records = server.call_outbox.as_ref().map_or(0, |o| o.depth());
     let draining = server.draining.load(std::sync::atomic::Ordering::Relaxed);
+    let sip = match &server.sip {
+        None => "unchecked",
+        Some(SipLiveness(serving)) if serving() => "ok",
+        Some(_) => "down",
+    };
+    let serving_calls = sip != "down";
     let health = Health {
-        status: if draining {
+        status: if !serving_calls {
+            "down"
+        } else if !db_ok {
+            "failing"
+        } else if draining {
             "draining"
         } else if db_ok
             && queued_orders == 0
@@ -148,21 +186,106 @@ async fn healthz(
         } else {
             "degraded"
         },
+        serving_calls,
+        sip,
         database,
         queued_orders,
         queued_call_records,
         warnings: &state.warnings,
     };
-    Json(serde_json::to_value(&health).unwrap_or_default())
+    let code = if serving_calls && db_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        code,
+        Json(serde_json::to_value(&health).unwrap_or_default()),
+    )
 }
 
-async fn metrics(State(state): State<AppState>) -> Response {
+/// How long `/metrics` waits for each database count of the wallboard.
+const WALLBOARD_QUERY_LIMIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+async fn metrics(
+    State(state): State<AppState>,
+    acd: Option<axum::Extension<queues::AcdApi>>,
+) -> Response {
+    let wallboard = wallboard(&state, acd.and_then(|axum::Extension(a)| a.0)).await;
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        state.metrics.render(),
+        [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
+        state.metrics.render_with(Some(&wallboard)),
     )
         .into_response()
+}
+
+/// The figures `/metrics` reads at each scrape: the queues and agents from the ACD, the
+/// voice messages and overdue orders from the database (left out when it does not
+/// answer in time: the gauges keep their last values).
+async fn wallboard(
+    state: &AppState,
+    acd: Option<Arc<crate::server::acd::AcdShell>>,
+) -> crate::server::metrics::Wallboard {
+    let mut w = crate::server::metrics::Wallboard::default();
+    if let Some(acd) = acd {
+        for snapshot in acd.snapshots() {
+            let city = snapshot.city.as_str().to_owned();
+            w.waiting.insert(
+                city.clone(),
+                u32::try_from(snapshot.waiting.len()).unwrap_or(u32::MAX),
+            );
+            for (agent_state, n) in snapshot.agents_by_state {
+                w.agents.insert((city.clone(), agent_state), n);
+            }
+        }
+    }
+    let store = &state.store;
+    let pending = tokio::time::timeout(
+        WALLBOARD_QUERY_LIMIT,
+        store.count_voice_messages_without_order(),
+    );
+    if let Ok(Ok(n)) = pending.await {
+        w.voice_messages_pending = Some(n);
+    }
+    let now_ms = chrono::Utc::now().timestamp_millis();
+    let filter = crate::store::stats::StatsFilter {
+        scope: None,
+        received: None,
+        now_ms,
+        end_of_today_ms: now_ms,
+    };
+    if let Ok(Ok(stats)) =
+        tokio::time::timeout(WALLBOARD_QUERY_LIMIT, store.order_stats(&filter)).await
+    {
+        w.orders_overdue = Some(stats.overdue_open);
+    }
+    w
+}
+
+/// Every API answer's latency into `hotline_api_request_duration_seconds`, labelled by
+/// the matched route template (unmatched paths share one label).
+async fn api_latency(
+    State(metrics): State<Arc<Metrics>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = request.method().as_str().to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    if route.starts_with("/api/") {
+        metrics.api_request(
+            &method,
+            &route,
+            response.status().as_u16(),
+            started.elapsed(),
+        );
+    }
+    response
 }
 
 #[cfg(test)]
@@ -223,6 +346,7 @@ mod tests {
             outbox: Some(outbox.clone()),
             call_outbox: None,
             draining: Arc::default(),
+            sip: None,
         };
         let app = || router(state.clone()).layer(axum::Extension(server.clone()));
         let (_, body) = get_json(app(), "/healthz").await;
@@ -245,6 +369,44 @@ mod tests {
         let (status, body) = get_json(app(), "/healthz").await;
         assert_eq!(status, StatusCode::OK);
         assert!(body.contains("\"status\":\"draining\""), "{body}");
+    }
+
+    #[tokio::test]
+    async fn healthz_pages_only_when_calls_are_not_served() {
+        let (store, _dir) = crate::store::test_support::sqlite().await;
+        let state = AppState {
+            store,
+            metrics: Arc::default(),
+            warnings: Arc::new(vec![
+                "calendar for 2027 not loaded: add 2027 to /x.toml".into(),
+            ]),
+            orders: Arc::default(),
+            cities: Arc::default(),
+        };
+        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let probe = up.clone();
+        let server = ServerHealth {
+            sip: Some(SipLiveness(Arc::new(move || {
+                probe.load(std::sync::atomic::Ordering::SeqCst)
+            }))),
+            ..ServerHealth::default()
+        };
+        let app = || router(state.clone()).layer(axum::Extension(server.clone()));
+        // A known warning: served, degraded, 200.
+        let (status, body) = get_json(app(), "/healthz").await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["status"], "degraded", "{body}");
+        assert_eq!(health["serving_calls"], true, "{body}");
+        assert_eq!(health["sip"], "ok", "{body}");
+        // The SIP receive loop is gone: 503, down.
+        up.store(false, std::sync::atomic::Ordering::SeqCst);
+        let (status, body) = get_json(app(), "/healthz").await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+        let health: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(health["status"], "down", "{body}");
+        assert_eq!(health["serving_calls"], false, "{body}");
+        assert_eq!(health["sip"], "down", "{body}");
     }
 
     #[tokio::test]

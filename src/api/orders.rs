@@ -387,7 +387,7 @@ async fn login(
             ))
         }
         Err(LoginError::Throttled { retry_after_secs }) => {
-            tracing::warn!(user = %body_user, ?source, "login throttled");
+            tracing::warn!(user = %body_user, source = %crate::logfmt::word(&source), "login throttled");
             state
                 .metrics
                 .api_throttled(crate::server::metrics::ApiThrottle::Login);
@@ -1739,7 +1739,7 @@ async fn ledger_verify(
     require_oversight(&user)?;
     let report = state.store.verify_ledger().await?;
     if !report.ok {
-        tracing::error!(?report.broken_at, "ledger verification failed");
+        tracing::error!(broken_at = %crate::logfmt::word(&report.broken_at), "ledger verification failed");
     }
     Ok(Json(enum_value(&report)))
 }

@@ -192,6 +192,8 @@ pub struct AcdShell {
     sip: Mutex<Weak<SipShell>>,
     /// Started at the first row (inside the runtime).
     queue_log: std::sync::OnceLock<crate::server::queue_log_writer::QueueLogWriter>,
+    /// Where answers, abandons and waits are counted (set by `serve`).
+    metrics: std::sync::OnceLock<Arc<crate::server::metrics::Metrics>>,
 }
 
 impl std::fmt::Debug for AcdShell {
@@ -238,7 +240,13 @@ impl AcdShell {
             names,
             sip: Mutex::new(Weak::new()),
             queue_log: std::sync::OnceLock::new(),
+            metrics: std::sync::OnceLock::new(),
         }))
+    }
+
+    /// Count queue answers, abandons and waits in `metrics` from now on.
+    pub fn count_in(&self, metrics: Arc<crate::server::metrics::Metrics>) {
+        let _ = self.metrics.set(metrics);
     }
 
     /// Start the timer/reconcile task once the SIP shell exists.
@@ -679,6 +687,19 @@ impl AcdShell {
     }
 
     fn log(&self, entry: QueueLogEntry) {
+        if let Some(metrics) = self.metrics.get() {
+            use crate::queue::QueueLogEvent;
+            use crate::server::metrics::WaitOutcome;
+            match entry.event {
+                QueueLogEvent::Connect { wait_ms, .. } => {
+                    metrics.queue_wait_ended(entry.queue.as_str(), WaitOutcome::Answered, wait_ms);
+                }
+                QueueLogEvent::Abandon { wait_ms, .. } => {
+                    metrics.queue_wait_ended(entry.queue.as_str(), WaitOutcome::Abandoned, wait_ms);
+                }
+                _ => {}
+            }
+        }
         if let Some(store) = &self.store {
             self.queue_log
                 .get_or_init(|| {
@@ -765,14 +786,14 @@ impl AcdShell {
                     self.send(&call, AcdCommand::Overflowed { to });
                 }
                 QueueAction::ToVoiceMessage { call, reason } => {
-                    info!(call = %call.0, ?reason, "queue hands the call to a voice message");
+                    info!(call = %call.0, reason = %crate::logfmt::word(&reason), "queue hands the call to a voice message");
                     self.send(&call, AcdCommand::VoiceMessage { reason });
                     if let Ok(mut inner) = self.inner.lock() {
                         inner.calls.remove(&call);
                     }
                 }
                 QueueAction::CallReleased { call, reason } => {
-                    info!(call = %call.0, ?reason, "call released by the ACD");
+                    info!(call = %call.0, reason = %crate::logfmt::word(&reason), "call released by the ACD");
                     match reason {
                         crate::queue::ReleaseReason::TransferredToSurvey => {
                             self.send(&call, AcdCommand::Survey);
@@ -825,12 +846,24 @@ impl AcdShell {
         at: Time,
         reason: &TransitionReason,
     ) {
-        info!(%agent, from = from.name(), to = to.name(), ?reason, "agent state");
         let reason_text = match serde_json::to_value(reason) {
             Ok(serde_json::Value::String(s)) => s,
             Ok(other) => other.to_string(),
             Err(_) => String::new(),
         };
+        let what = match (from, to) {
+            (AgentState::LoggedOut, AgentState::LoggedOut) => "agent state",
+            (AgentState::LoggedOut, _) => "agent signed in",
+            (_, AgentState::LoggedOut) => "agent signed out",
+            _ => "agent state",
+        };
+        info!(
+            %agent,
+            from = from.name(),
+            to = to.name(),
+            reason = %crate::logfmt::word(reason),
+            "{what}"
+        );
         let to_text = match to {
             AgentState::Paused { reason } => format!("paused:{}", reason.0),
             other => other.name().to_string(),

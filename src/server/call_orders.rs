@@ -386,7 +386,7 @@ impl Writer<'_> {
         match self.create(seed, &key, description, now).await {
             Ok(id) => Some(id),
             Err(e) => {
-                warn!(call = %seed.call.0, %e, cause = ?e, "no work order for the call");
+                warn!(call = %seed.call.0, cause = %crate::logfmt::chain(&e), "no work order for the call");
                 None
             }
         }
@@ -466,7 +466,7 @@ impl Writer<'_> {
                 }
                 Err(CallOrderError::Append(AppendError::Conflict)) => continue,
                 Err(e) => {
-                    warn!(order = %order, %e, cause = ?e, "call fact not on the work order");
+                    warn!(order = %order, cause = %crate::logfmt::chain(&e), "call fact not on the work order");
                     return;
                 }
             }

@@ -314,7 +314,7 @@ impl Attempt {
 
     /// The caller leg did not connect: the agent is released, the ACD retries later.
     fn caller_failed(&mut self, now: Instant, result: CallbackResult) {
-        info!(call = %self.job.call.0, ?result, "callback attempt failed");
+        info!(call = %self.job.call.0, result = %crate::logfmt::word(&result), "callback attempt failed");
         self.hang_up(now, false);
         self.hang_up(now, true);
         self.log_attempt(result, None);
@@ -382,7 +382,7 @@ impl Attempt {
                 }
                 if !answered {
                     let failure = crate::server::calls::leg_failure(reason);
-                    info!(call = %call.0, %agent, ?reason, "callback: the agent did not take it");
+                    info!(call = %call.0, %agent, %reason, "callback: the agent did not take it");
                     self.end_with(Some(QueueInput::AgentLegFailed {
                         call,
                         agent,
@@ -489,7 +489,7 @@ impl Attempt {
             }
         }
         self.hangup_at = Some(now + MAX_CALL);
-        info!(call = %call.0, agent = %self.job.agent, recording = ?self.recording, "callback: the caller answered; bridged");
+        info!(call = %call.0, agent = %self.job.agent, recording = %crate::logfmt::word(&self.recording), "callback: the caller answered; bridged");
         if let Err(e) = self.acd.input(QueueInput::CallbackOutcome {
             call: call.clone(),
             result: CallbackResult::Answered,

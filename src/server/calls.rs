@@ -563,6 +563,16 @@ pub enum CallEnd {
     Unconfirmed,
 }
 
+/// As words for the log: `local_hangup by local`, `unconfirmed`.
+impl std::fmt::Display for CallEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CallEnd::Leg { reason, who } => write!(f, "{reason} by {who}"),
+            CallEnd::Unconfirmed => f.write_str("unconfirmed"),
+        }
+    }
+}
+
 async fn run_call(
     shell: Arc<SipShell>,
     ctx: Arc<MediaContext>,
@@ -644,7 +654,7 @@ async fn run_call(
         call_id = %incoming.call_id,
         dialled = %incoming.dialled,
         caller = %crate::ticket::privacy::mask_phone(&incoming.caller),
-        codec = ?answer.media.codec,
+        codec = answer.media.codec.encoding_name(),
         rtp_port = ports.rtp,
         "call answered"
     );
@@ -669,11 +679,11 @@ async fn run_call(
         info!(
             %handle,
             call_id = %record.call_id,
-            city = ?record.city.as_ref().map(CityId::as_str),
-            category = ?record.category,
-            path = ?record.path,
-            hung_up_first = ?record.hung_up_first,
-            callback_due = ?message.as_ref().map(|m| m.callback_due.as_str()),
+            city = %crate::logfmt::word(&record.city),
+            category = %crate::logfmt::word(&record.category),
+            path = %crate::logfmt::word(&record.path),
+            hung_up_first = %crate::logfmt::word(&record.hung_up_first),
+            callback_due = %crate::logfmt::word(&message.as_ref().map(|m| m.callback_due.as_str())),
             "cdr"
         );
         ctx.store_call_record(handle, record, message.as_ref())
@@ -684,11 +694,11 @@ async fn run_call(
     info!(
         %handle,
         call_id = %incoming.call_id,
-        end = ?end,
+        end = %end,
         rtp_received = summary.received,
         rtp_sent = summary.sent,
         digits = %summary.digits,
-        recording = ?summary.recording,
+        recording = %crate::logfmt::word(&summary.recording),
         "call ended"
     );
 }
@@ -809,6 +819,15 @@ enum DialFor {
     DutyList,
     /// The ACD's choice of agent: every outcome is reported to the ACD.
     Acd,
+}
+
+impl std::fmt::Display for DialFor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DialFor::DutyList => "duty_list",
+            DialFor::Acd => "acd",
+        })
+    }
 }
 
 mod attended;
@@ -1202,7 +1221,7 @@ impl CallMedia {
             return;
         }
         let Some(contact) = contacts.into_iter().next() else {
-            info!(%handle, city = ?city.as_ref().map(CityId::as_str), "no registered agent in the city");
+            info!(%handle, city = %crate::logfmt::word(&city.as_ref().map(CityId::as_str)), "no registered agent in the city");
             if let Some(agent) = acd_agent {
                 self.report_leg_failed(&AgentId::new(agent), LegFailure::Unreachable);
             }
@@ -1351,7 +1370,7 @@ impl CallMedia {
                     return;
                 };
                 q.released = true;
-                info!(%handle, ?reason, "nobody can take the call now: voice message");
+                info!(%handle, reason = %crate::logfmt::word(&reason), "nobody can take the call now: voice message");
                 self.control(now, CallInput::Queue(QueueCue::VoiceMessage(reason)));
             }
         }
@@ -1433,7 +1452,7 @@ impl CallMedia {
                     }
                     h.cdr.agent_answered(wall, agent_id.clone());
                 }
-                info!(%handle, agent = %agent_id, codec = ?negotiated.codec, "agent answered; bridged");
+                info!(%handle, agent = %agent_id, codec = negotiated.codec.encoding_name(), "agent answered; bridged");
                 if let Some(q) = self.queue.as_ref() {
                     let call = q.call.clone();
                     self.report(QueueInput::AgentAnswered {
@@ -1450,7 +1469,7 @@ impl CallMedia {
                 let bridged = agent.session.is_some();
                 let agent_id = AgentId::new(agent.agent.clone());
                 let dial_reason = agent.reason;
-                info!(%handle, ?reason, bridged, "agent leg ended");
+                info!(%handle, %reason, bridged, "agent leg ended");
                 if bridged {
                     let wall = self.ctx.clock.now();
                     if let Some(h) = self.hotline.as_mut() {
@@ -1581,10 +1600,10 @@ impl CallMedia {
             to: to.clone(),
         };
         if let Err(e) = q.acd.input(input) {
-            info!(%handle, %e, target = ?to, "transfer refused by the ACD");
+            info!(%handle, %e, target = %crate::logfmt::word(&to), "transfer refused by the ACD");
             return Err(TransferError::Refused(e.to_string()));
         }
-        info!(%handle, target = ?to, "blind transfer by the agent");
+        info!(%handle, target = %crate::logfmt::word(&to), "blind transfer by the agent");
         let from = self.agent.as_ref().map(|a| a.agent.clone());
         if let Some(h) = self.hotline.as_mut() {
             let wall = self.ctx.clock.now();
@@ -1890,7 +1909,7 @@ impl CallMedia {
                 if !info.open_status.open {
                     h.cdr.after_hours();
                 }
-                info!(%handle, city = city.as_str(), ?how, open = info.open_status.open, "city chosen");
+                info!(%handle, city = city.as_str(), how = %crate::logfmt::word(&how), open = info.open_status.open, "city chosen");
                 h.city = Some(city);
                 return Some(CallInput::CityInfo(info));
             }
@@ -1906,7 +1925,7 @@ impl CallMedia {
             CallOutput::RingDutyList { category, urgency } => {
                 let h = self.hotline.as_mut()?;
                 h.cdr.category(category, urgency);
-                info!(%handle, ?category, ?urgency, "urgent after hours: ringing the duty list");
+                info!(%handle, category = %crate::logfmt::word(&category), urgency = %crate::logfmt::word(&urgency), "urgent after hours: ringing the duty list");
                 self.pending_dial = Some(DialFor::DutyList);
             }
             CallOutput::VoiceMessageTaken {
@@ -1973,7 +1992,7 @@ impl CallMedia {
         self.hangup_at = Some(now + Duration::from_secs(2 * 3600));
         match acd.enqueue(input, tx) {
             Ok(()) => {
-                info!(%handle, city = city.as_str(), ?category, ?urgency, "call enqueued");
+                info!(%handle, city = city.as_str(), category = %crate::logfmt::word(&category), urgency = %crate::logfmt::word(&urgency), "call enqueued");
                 true
             }
             Err(e) => {
@@ -2022,7 +2041,7 @@ impl CallMedia {
                 Duration::ZERO
             }
         };
-        info!(handle = %self.handle, ?duration, "voice message ended");
+        info!(handle = %self.handle, duration_ms = duration.as_millis(), "voice message ended");
         duration
     }
 
@@ -2053,7 +2072,7 @@ impl CallMedia {
             .voice_message(recording.clone());
         info!(
             handle = %self.handle,
-            callback_due = %due.display(),
+            callback_due = %crate::logfmt::deadline(&due.at),
             provisional = due.provisional,
             "voice message taken: a callback work order is due"
         );
@@ -2131,7 +2150,7 @@ impl CallMedia {
                     }
                 }
                 SessionEvent::MediaTimeout { silent_for } => {
-                    info!(%handle, ?silent_for, "media timeout on the agent leg");
+                    info!(%handle, silent_for_secs = silent_for.as_secs(), "media timeout on the agent leg");
                     timed_out = true;
                 }
             }
@@ -2201,7 +2220,7 @@ impl CallMedia {
                     }
                 }
                 SessionEvent::MediaTimeout { silent_for } => {
-                    info!(handle = %self.handle, ?silent_for, "media timeout: no RTP; ending the call");
+                    info!(handle = %self.handle, silent_for_secs = silent_for.as_secs(), "media timeout: no RTP; ending the call");
                     let handle = self.handle;
                     self.shell.drive(|ep| ep.call_media_timeout(now, handle));
                     self.ending_since.get_or_insert(now);
@@ -2453,33 +2472,33 @@ fn start_hotline(
         wall,
     );
     cdr.ivr_answered(wall);
-    let city_info =
-        match setup
-            .resolver
-            .resolve(&incoming.dialled, incoming.carrier_city.as_deref(), &caller)
-        {
-            CityLookup::Resolved(resolution) => {
-                cdr.city(&resolution);
-                let info = setup.city_info(&resolution.city, wall);
-                if !info.open_status.open {
-                    cdr.after_hours();
-                }
-                info!(
-                    %handle,
-                    city = resolution.city.as_str(),
-                    how = ?resolution.how,
-                    open = info.open_status.open,
-                    next_open = ?info.open_status.next_open,
-                    now = %wall,
-                    "hotline call"
-                );
-                Some(info)
+    let city_info = match setup.resolver.resolve(
+        &incoming.dialled,
+        incoming.carrier_city.as_deref(),
+        &caller,
+    ) {
+        CityLookup::Resolved(resolution) => {
+            cdr.city(&resolution);
+            let info = setup.city_info(&resolution.city, wall);
+            if !info.open_status.open {
+                cdr.after_hours();
             }
-            CityLookup::NeedsMenu => {
-                info!(%handle, now = %wall, "hotline call: city unknown, asking the caller");
-                None
-            }
-        };
+            info!(
+                %handle,
+                city = resolution.city.as_str(),
+                how = %crate::logfmt::word(&resolution.how),
+                open = info.open_status.open,
+                next_open = %info.open_status.next_open.map_or_else(|| "none".to_owned(), |t| crate::logfmt::deadline(&t)),
+                now = %crate::logfmt::deadline(&wall),
+                "hotline call"
+            );
+            Some(info)
+        }
+        CityLookup::NeedsMenu => {
+            info!(%handle, now = %crate::logfmt::deadline(&wall), "hotline call: city unknown, asking the caller");
+            None
+        }
+    };
     let city = city_info.as_ref().map(|c| c.city.clone());
     let flow = IvrFlow::new(
         setup.ivr.clone(),

@@ -100,7 +100,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             let fake = chrono::DateTime::parse_from_rfc3339(&text)
                 .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
                 .map_err(|_| ServeError::FakeNow(text.clone()))?;
-            warn!(now = %fake, "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
+            warn!(now = %crate::logfmt::deadline(&fake), "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
             calls::WallClock::starting_at(fake)
         }
         Err(_) => calls::WallClock::default(),
@@ -108,6 +108,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let store = Store::connect(&options.database_url).await?;
     store.migrate().await?;
     let metrics = Arc::new(Metrics::default());
+    metrics.set_service_level_secs(config.metrics.service_level_secs);
     let heartbeat = config.server.data_dir.join("heartbeat");
     close_calls_left_open(&store, &heartbeat, clock, &metrics).await;
     let outbox = outbox::OrderOutbox::open(&config.server.data_dir, metrics.clone())?;
@@ -129,12 +130,13 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     })?;
     let warnings = calendar_warnings(
         &calendar,
+        &config.server.calendar,
         chrono::Utc::now()
             .with_timezone(&crate::calendar::shanghai())
             .date_naive(),
     );
     for w in &warnings {
-        warn!("{w}: deadlines reaching into it are provisional (Mon-Fri assumed)");
+        warn!("{w} (deadlines reaching into it are provisional: Mon-Fri assumed)");
     }
     for gap in api::orders::dispatch_gaps(&config) {
         warn!("{gap}");
@@ -197,6 +199,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let acd_for_shutdown = acd.clone();
     let mut restored_sign_ins = 0;
     if let Some(acd) = acd.as_ref() {
+        acd.count_in(metrics.clone());
         restored_sign_ins = acd.restore_presence().await;
         acd.start(&shell, shutdown.clone());
     }
@@ -280,6 +283,10 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             outbox: Some(outbox.clone()),
             call_outbox: Some(call_outbox.clone()),
             draining: draining.clone(),
+            sip: Some(api::SipLiveness(Arc::new({
+                let shell = Arc::downgrade(&shell);
+                move || shell.upgrade().is_some_and(|s| s.serving())
+            }))),
         }))
         .layer(axum::Extension(api::recordings::RecordingsDir(Some(
             config.server.recordings_dir.clone(),
@@ -312,7 +319,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         console = %console,
         sip = %sip_local,
         http = %http_local,
-        database = ?store.backend(),
+        database = store.backend().as_str(),
         restored_registrations = restored,
         restored_sign_ins,
         "hotline ready: consoles at {console}"
@@ -474,7 +481,7 @@ async fn close_calls_left_open(
                 warn!(
                     call_id = %record.call_id,
                     reason = reason.as_str(),
-                    end = ?record.end,
+                    end = %crate::logfmt::word(&record.end),
                     "call record closed at start-up: the server stopped while the call was up"
                 );
             }
@@ -484,18 +491,26 @@ async fn close_calls_left_open(
     }
 }
 
-/// "calendar for 2027 not loaded" for this year and next when their data is missing:
-/// deadlines computed now can reach into next year.
+/// "calendar for 2027 not loaded: add 2027 to /etc/…/cn-workdays.toml" for this year and
+/// next when their data is missing (deadlines computed now can reach into next year),
+/// naming the file to edit (`path`, made absolute when it can be).
 pub fn calendar_warnings(
     calendar: &crate::calendar::Calendar,
+    path: &std::path::Path,
     today: chrono::NaiveDate,
 ) -> Vec<String> {
     use chrono::Datelike;
     let loaded = calendar.loaded_years();
+    let file = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
     [today.year(), today.year() + 1]
         .into_iter()
         .filter(|y| !loaded.contains(y))
-        .map(|y| format!("calendar for {y} not loaded"))
+        .map(|y| {
+            format!(
+                "calendar for {y} not loaded: add {y}'s holidays and make-up working days to {} and restart",
+                file.display()
+            )
+        })
         .collect()
 }
 
@@ -540,11 +555,18 @@ mod tests {
             .join("config/calendar/cn-workdays.toml");
         let calendar = crate::calendar::Calendar::load(&path).expect("shipped calendar");
         let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).expect("date");
-        assert_eq!(
-            calendar_warnings(&calendar, day(2026, 11, 28)),
-            vec!["calendar for 2027 not loaded".to_string()]
+        let warnings = calendar_warnings(&calendar, &path, day(2026, 11, 28));
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let file = std::fs::canonicalize(&path).expect("absolute path");
+        assert!(
+            warnings[0].starts_with("calendar for 2027 not loaded: add 2027")
+                && warnings[0].contains(&file.display().to_string()),
+            "{warnings:?}"
         );
-        assert!(calendar_warnings(&calendar, day(2025, 6, 1)).is_empty());
-        assert_eq!(calendar_warnings(&calendar, day(2027, 1, 5)).len(), 2);
+        assert!(calendar_warnings(&calendar, &path, day(2025, 6, 1)).is_empty());
+        assert_eq!(
+            calendar_warnings(&calendar, &path, day(2027, 1, 5)).len(),
+            2
+        );
     }
 }

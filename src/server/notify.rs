@@ -202,14 +202,16 @@ impl Notifier for LogNotifier {
     fn notify(&self, notice: &Notice) {
         info!(
             order = %notice.order_id,
-            event = ?notice.event,
-            deadline = ?notice.deadline,
-            level = ?notice.level,
-            due = ?notice.due,
-            units = ?notice.units,
-            to_unit = ?notice.to_unit,
-            alert = ?notice.alert,
-            leaders = ?notice.leaders,
+            event = %crate::logfmt::word(&notice.event),
+            deadline = %crate::logfmt::word(&notice.deadline),
+            level = %crate::logfmt::word(&notice.level),
+            due = notice
+                .due
+                .map_or_else(|| "none".to_owned(), |d| crate::logfmt::deadline(&d)),
+            units = %crate::logfmt::word(&notice.units),
+            to_unit = %crate::logfmt::word(&notice.to_unit),
+            alert = %crate::logfmt::word(&notice.alert),
+            leaders = %crate::logfmt::word(&notice.leaders),
             actor = %notice.actor,
             "{}",
             match notice.event {

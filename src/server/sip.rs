@@ -66,6 +66,8 @@ pub struct SipShell {
     calls: CallRouter,
     /// When the allocator was last trimmed (`release_idle_memory`).
     last_trim: std::sync::Mutex<Option<Instant>>,
+    /// The UDP receive loop: finished means SIP is no longer served.
+    udp_task: std::sync::OnceLock<tokio::task::JoinHandle<()>>,
 }
 
 /// Bound sockets, so the caller knows the real ports (tests bind port 0).
@@ -115,12 +117,21 @@ impl SipShell {
             idle_timeout,
             calls: CallRouter::new(media),
             last_trim: std::sync::Mutex::new(None),
+            udp_task: std::sync::OnceLock::new(),
         });
         tokio::spawn(persist_loop(Arc::downgrade(&shell), store, store_rx));
-        tokio::spawn(shell.clone().udp_loop(shutdown.clone()));
+        let udp_task = tokio::spawn(shell.clone().udp_loop(shutdown.clone()));
+        let _ = shell.udp_task.set(udp_task);
         tokio::spawn(shell.clone().tcp_accept_loop(sockets.tcp, shutdown.clone()));
         tokio::spawn(shell.clone().timer_loop(shutdown));
         shell
+    }
+
+    /// SIP is served: the UDP receive loop runs and the endpoint is usable (its lock
+    /// not poisoned by a panic).
+    #[must_use]
+    pub fn serving(&self) -> bool {
+        self.udp_task.get().is_some_and(|t| !t.is_finished()) && !self.endpoint.is_poisoned()
     }
 
     pub(crate) fn calls(&self) -> &CallRouter {

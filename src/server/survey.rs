@@ -136,7 +136,7 @@ async fn record(
         .await
     {
         Ok(()) => {
-            info!(order = %order.id, call = %link.call_id, ?answer, "call survey → work order");
+            info!(order = %order.id, call = %link.call_id, answer = %crate::logfmt::word(&answer), "call survey → work order");
             Ok(true)
         }
         Err(AppendError::Conflict) => Ok(false),
@@ -180,7 +180,7 @@ pub async fn survey_loop(
 ) {
     loop {
         if let Err(e) = settle_once(&store, &orders, clock.now()).await {
-            warn!(%e, cause = ?e, "survey pass failed");
+            warn!(cause = %crate::logfmt::chain(&e), "survey pass failed");
         }
         tokio::select! {
             _ = tokio::time::sleep(INTERVAL) => {}

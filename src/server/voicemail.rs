@@ -268,7 +268,7 @@ pub async fn convert_once(
     for message in store.voice_messages_without_order(BATCH).await? {
         match convert_message(store, orders, province_center, &message, now).await {
             Ok(_) => linked += 1,
-            Err(e) => warn!(call = %message.call_id, error = %e, cause = ?e,
+            Err(e) => warn!(call = %message.call_id, cause = %crate::logfmt::chain(&e),
                 "voice message not converted"),
         }
     }

@@ -98,6 +98,32 @@ pub enum EndReason {
     Shutdown,
 }
 
+impl std::fmt::Display for Side {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Side::Local => "local",
+            Side::Remote => "remote",
+        })
+    }
+}
+
+/// As words for the log: `local_hangup`, `rejected 486`, ….
+impl std::fmt::Display for EndReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EndReason::RemoteHangup => f.write_str("remote_hangup"),
+            EndReason::LocalHangup => f.write_str("local_hangup"),
+            EndReason::Cancelled => f.write_str("cancelled"),
+            EndReason::AckTimeout => f.write_str("ack_timeout"),
+            EndReason::MediaTimeout => f.write_str("media_timeout"),
+            EndReason::Rejected { status } => write!(f, "rejected {status}"),
+            EndReason::NoAnswer => f.write_str("no_answer"),
+            EndReason::ProtocolError => f.write_str("protocol_error"),
+            EndReason::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 /// The `Reason` header (RFC 3326) of a BYE sent because the server shuts down.
 pub const SHUTDOWN_REASON: &str = "SIP;cause=503;text=\"server shutting down\"";
 

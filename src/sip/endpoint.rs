@@ -356,6 +356,10 @@ struct CallEntry {
     /// For an inbound leg: the address its INVITE came from, and whether the leg is
     /// counted in `Endpoint::unconfirmed` under it (not yet ACKed, not ended).
     unconfirmed_from: Option<(IpAddr, bool)>,
+    /// When the INVITE came in or went out (for `hotline_call_setup_seconds`).
+    created: Instant,
+    /// Its set-up time was counted (the first 2xx to the INVITE).
+    setup_counted: bool,
 }
 
 /// One configured trunk address, with the port and transport it must use when the
@@ -820,6 +824,17 @@ impl Endpoint {
         };
         let payload = Bytes::from(resp.to_bytes());
         let call = self.call_client_transactions.get(&key).copied();
+        let answered_invite =
+            (200..300).contains(&resp.status) && matches!(key.method(), Method::Invite);
+        if let Some(entry) = call
+            .filter(|_| answered_invite)
+            .and_then(|handle| self.calls.get_mut(&handle))
+            .filter(|e| !e.setup_counted && matches!(e.leg, Leg::Out(_)))
+        {
+            entry.setup_counted = true;
+            self.metrics
+                .call_setup(Direction::Out, now.saturating_duration_since(entry.created));
+        }
         // RFC 3261 §17.1.1.3: the INVITE client transaction ACKs a 3xx–6xx itself, with
         // the ACK its user builds.
         let ack = match (call, key.method()) {
@@ -1169,12 +1184,31 @@ impl Endpoint {
                 let changed = !outcome.changes.is_empty();
                 for change in outcome.changes {
                     let op = match change {
-                        BindingChange::Added(b) | BindingChange::Refreshed(b) => {
+                        BindingChange::Added(b) => {
+                            info!(
+                                agent = %crate::ticket::privacy::mask_phone(b.aor.as_str().split('@').next().unwrap_or_default()),
+                                from = %b.source.addr,
+                                expires_secs = b.expires_at.saturating_duration_since(now).as_secs(),
+                                "phone registered"
+                            );
+                            StoreOp::UpsertBinding(self.binding_to_store(&b, now))
+                        }
+                        BindingChange::Refreshed(b) => {
                             StoreOp::UpsertBinding(self.binding_to_store(&b, now))
                         }
                         BindingChange::Removed(b, reason) => {
-                            if reason != RemovalReason::Unregistered {
-                                debug!(aor = b.aor.as_str(), ?reason, "binding removed");
+                            if reason == RemovalReason::Unregistered {
+                                info!(
+                                    agent = %crate::ticket::privacy::mask_phone(b.aor.as_str().split('@').next().unwrap_or_default()),
+                                    from = %b.source.addr,
+                                    "phone unregistered"
+                                );
+                            } else {
+                                debug!(
+                                    aor = b.aor.as_str(),
+                                    reason = reason.as_str(),
+                                    "binding removed"
+                                );
                             }
                             StoreOp::DeleteBinding {
                                 aor: b.aor.as_str().to_string(),
@@ -1315,6 +1349,20 @@ impl Endpoint {
                 LegOutput::SendResponse(resp) => {
                     let status = resp.status;
                     self.metrics.response(Direction::Out, status);
+                    if (200..300).contains(&status)
+                        && !entry.setup_counted
+                        && matches!(entry.leg, Leg::In(_))
+                        && resp
+                            .headers
+                            .cseq()
+                            .is_ok_and(|c| c.method == Method::Invite)
+                    {
+                        entry.setup_counted = true;
+                        self.metrics.call_setup(
+                            Direction::In,
+                            now.saturating_duration_since(entry.created),
+                        );
+                    }
                     let key = response_key(&resp);
                     let bytes = Bytes::from(resp.to_bytes());
                     let is_final = status >= 200;
@@ -1386,6 +1434,7 @@ impl Endpoint {
                 LegOutput::Event(event) => {
                     if matches!(event, LegEvent::Ended { .. }) {
                         entry.remove_at = Some(now + self.leg_config.timeout_64t1());
+                        self.count_calls_active();
                     }
                     self.outputs.push_back(Output::Call {
                         call: handle,
@@ -1441,6 +1490,17 @@ impl Endpoint {
             self.calls_by_id.remove(&entry.call_id);
             self.call_client_transactions.retain(|_, h| *h != handle);
         }
+        self.count_calls_active();
+    }
+
+    /// `hotline_calls_active`: callers' legs (inbound INVITEs) not yet ended.
+    fn count_calls_active(&self) {
+        let up = self
+            .calls
+            .values()
+            .filter(|e| matches!(e.leg, Leg::In(_)) && e.remove_at.is_none())
+            .count();
+        self.metrics.set_calls_active(up);
     }
 
     /// A new INVITE (no To tag) from a trunk, or from an authenticated agent to a test
@@ -1630,10 +1690,13 @@ impl Endpoint {
                 remove_at: None,
                 agent,
                 unconfirmed_from: Some((source.addr.ip(), false)),
+                created: now,
+                setup_counted: false,
             }),
         );
         self.count_unconfirmed(handle);
         self.calls_by_id.insert(call_id, handle);
+        self.count_calls_active();
         self.outputs.push_back(Output::Call {
             call: handle,
             event: CallEvent::Incoming(Box::new(incoming)),
@@ -1913,6 +1976,8 @@ impl Endpoint {
                 remove_at: None,
                 agent,
                 unconfirmed_from: None,
+                created: now,
+                setup_counted: false,
             }),
         );
         self.calls_by_id.insert(call_id, handle);

@@ -177,6 +177,18 @@ pub enum RemovalReason {
     Evicted,
 }
 
+impl RemovalReason {
+    /// The reason as a word, for log lines.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemovalReason::Unregistered => "unregistered",
+            RemovalReason::Expired => "expired",
+            RemovalReason::Evicted => "evicted",
+        }
+    }
+}
+
 /// What changed, for the shell to persist.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BindingChange {

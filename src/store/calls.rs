@@ -298,6 +298,17 @@ impl Store {
         Ok(rows)
     }
 
+    /// How many voice messages are still without a work order (the wallboard's
+    /// "voice messages pending").
+    ///
+    /// # Errors
+    /// Database errors.
+    pub async fn count_voice_messages_without_order(&self) -> Result<i64, StoreError> {
+        const SQL: &str = "SELECT COUNT(*) FROM voice_messages WHERE work_order IS NULL";
+        let (n,): (i64,) = on_pool!(self, |p| sqlx::query_as(SQL).fetch_one(p).await?);
+        Ok(n)
+    }
+
     /// Record the work order opened for a voice message. Returns `false` when the
     /// message already has one (the first link wins) or does not exist.
     ///

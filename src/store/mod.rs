@@ -85,6 +85,17 @@ pub enum Backend {
     Postgres,
 }
 
+impl Backend {
+    /// The backend's name, for log lines.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum Pool {
     Sqlite(SqlitePool),

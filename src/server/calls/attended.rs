@@ -354,7 +354,7 @@ pub(super) async fn run_consult(
         end_consult(link);
     }
     ctx.release(ports);
-    info!(%handle, %from, %target, ?end, answered, "consultation call ended");
+    info!(%handle, %from, %target, %end, answered, "consultation call ended");
 }
 
 /// The consultation is over without a hand-over: the ACD frees the consulted agent.
@@ -417,7 +417,7 @@ impl CallMedia {
                             drop(agent);
                             self.ctx.release(ports);
                         }
-                        info!(%handle, status, ?reason, "consulted agent did not answer");
+                        info!(%handle, status, %reason, "consulted agent did not answer");
                         self.shell.drive(|ep| ep.call_reject(Instant::now(), handle, status));
                         return false;
                     }
@@ -914,7 +914,7 @@ impl CallMedia {
                 );
             }
         }
-        info!(%handle, from = ?from.as_ref().map(AgentId::as_str), to = %to, "attended transfer: the caller is bridged to the consulted agent");
+        info!(%handle, from = %crate::logfmt::word(&from.as_ref().map(AgentId::as_str)), to = %to, "attended transfer: the caller is bridged to the consulted agent");
     }
 
     /// A re-INVITE from the bridged agent's phone (hold / resume): answered from the

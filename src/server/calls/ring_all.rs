@@ -64,7 +64,7 @@ impl CallMedia {
             self.ctx.release(ports);
             return None;
         };
-        info!(%handle, agent = %contact.agent, contact = %contact.contact, ?reason, "ringing agent");
+        info!(%handle, agent = %contact.agent, contact = %contact.contact, %reason, "ringing agent");
         // The ACD times the ring itself (and cancels); ours is only a backstop then.
         let ring_timeout = if reason == DialFor::Acd {
             AGENT_RING_TIMEOUT * 4
@@ -285,7 +285,7 @@ impl CallMedia {
             })
             .collect();
         for leg in due {
-            info!(handle = %self.handle, ?leg, "ring-all fork did not answer; cancelling");
+            info!(handle = %self.handle, %leg, "ring-all fork did not answer; cancelling");
             self.shell.drive(|ep| ep.call_hangup(now, leg));
         }
     }

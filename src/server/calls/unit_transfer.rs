@@ -169,13 +169,13 @@ impl CallMedia {
                 let answered = unit.leg.session.is_some();
                 unit.leg.ended = true;
                 if answered {
-                    info!(%handle, ?reason, "the unit hung up; the call ends");
+                    info!(%handle, %reason, "the unit hung up; the call ends");
                     if let Some(h) = self.hotline.as_mut() {
                         h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
                     }
                     self.hangup_at = Some(now);
                 } else {
-                    info!(%handle, ?reason, "the unit's leg failed");
+                    info!(%handle, %reason, "the unit's leg failed");
                     self.unit_failed(now);
                 }
             }
