@@ -487,6 +487,13 @@ impl Core {
                             .take()
                             .unwrap_or((EndReason::AckTimeout, Side::Local));
                         self.start_bye(now, reason, who);
+                        if pending.initial {
+                            // A peer that never ACKed its call will not answer the BYE
+                            // either (gone, or a flood): the call ends now, at Timer H,
+                            // and frees its IVR, ports and sockets; the BYE's own client
+                            // transaction still runs, and a late answer is absorbed.
+                            self.end(reason, who);
+                        }
                     }
                 }
                 Timer::ByeGuard => {
