@@ -3894,3 +3894,80 @@ async fn sqlite_dissatisfaction_is_reported_to_the_unit_within_a_working_day() {
 async fn postgres_dissatisfaction_is_reported_to_the_unit_within_a_working_day() {
     dissatisfaction_is_reported_to_the_unit_within_a_working_day(&postgres().await).await;
 }
+
+/// Words a Shandong bureau reads (issue 15): each limit carries its span and the working
+/// days still to run by the calendar (the day of receipt is not counted, H-8/H-9/H-11),
+/// and the ledger names people, not login ids.
+async fn limits_count_working_days_and_the_ledger_names_people(h: &Harness) {
+    let agent = h.login("agent").await;
+    // Received now: 1 working day to transfer, 5 to feed back, whatever today is.
+    let order = h
+        .create(&agent, order_body("consultation", "legal_aid", None))
+        .await;
+    let d = &order["deadlines"];
+    assert_eq!(d["transfer_working_days"], 1, "{d}");
+    assert_eq!(d["transfer_hours"], Value::Null, "{d}");
+    assert_eq!(d["transfer_working_days_left"], 1, "{d}");
+    assert_eq!(d["feedback_working_days"], 5, "{d}");
+    assert_eq!(d["feedback_working_days_left"], 5, "{d}");
+    assert_eq!(d["callback_working_days_left"], Value::Null, "{d}");
+
+    // Urgent: the transfer limit is 1 hour (no working days); the callback 3 working days.
+    let mut body = order_body("consultation", "legal_aid", None);
+    body["urgency"] = json!("urgent");
+    let urgent = h.create(&agent, body).await;
+    let d = &urgent["deadlines"];
+    assert_eq!(d["transfer_hours"], 1, "{d}");
+    assert_eq!(d["transfer_working_days"], Value::Null, "{d}");
+    assert_eq!(d["transfer_working_days_left"], Value::Null, "{d}");
+    assert_eq!(d["callback_working_days"], 3, "{d}");
+    assert_eq!(d["callback_working_days_left"], 3, "{d}");
+
+    // Received 2025-09-30: its feedback limit passed long ago, working days over < 0.
+    let old = h
+        .create(
+            &agent,
+            order_body(
+                "consultation",
+                "legal_aid",
+                Some("2025-09-30T16:00:00+08:00"),
+            ),
+        )
+        .await;
+    let over = old["deadlines"]["feedback_working_days_left"]
+        .as_i64()
+        .expect("working days left");
+    assert!(over < -200, "a year past the limit: {over}");
+
+    // The ledger of an order handled by the agent, the unit and the callback clerk.
+    let id = escalated_to_second_callback(h).await;
+    let supervisor = h.login("supervisor").await;
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await
+        .body;
+    let events = events.as_array().expect("events");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["actor_name"].as_str().unwrap_or("<none>"))
+        .collect();
+    for who in ["值班员 张明", "承办人 王芳", "回访员 吴静"] {
+        assert!(names.contains(&who), "{who} in {names:?}");
+    }
+    for e in events {
+        assert_ne!(
+            e["actor_name"], e["actor"],
+            "a login id shown as a name: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_limits_count_working_days_and_the_ledger_names_people() {
+    limits_count_working_days_and_the_ledger_names_people(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_limits_count_working_days_and_the_ledger_names_people() {
+    limits_count_working_days_and_the_ledger_names_people(&postgres().await).await;
+}

@@ -504,20 +504,36 @@ fn allowed_commands(
         .collect()
 }
 
-fn deadline_json(order: &Order) -> Value {
+/// The order's limits: each instant, its display (`24:00` of a day), its span (working
+/// days, or hours for the urgent transfer, H-8/H-9/H-11) and, for working-day limits,
+/// the working days left at `at` by the calendar ([`Calendar::working_days_left`]).
+fn deadline_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
+    use crate::ticket::deadlines::{
+        TRANSFER_WORKING_DAYS, URGENT_CALLBACK_WORKING_DAYS, URGENT_TRANSFER_HOURS,
+    };
     match order.deadlines {
         None => Value::Null,
-        Some(d) => json!({
-            "transfer_due": d.transfer.due.at,
-            "transfer_due_display": d.transfer.due.display().to_string(),
-            "feedback_due": d.feedback.due.at,
-            "feedback_due_display": d.feedback.due.display().to_string(),
-            "feedback_working_days": d.feedback_working_days,
-            "feedback_cap": d.feedback_cap.at,
-            "callback_due": d.callback.map(|c| c.due.at),
-            "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
-            "provisional": d.provisional(),
-        }),
+        Some(d) => {
+            let urgent = order.fields.urgency == Urgency::Urgent;
+            let left = |due: &crate::calendar::Deadline| calendar.working_days_left(due, at);
+            json!({
+                "transfer_due": d.transfer.due.at,
+                "transfer_due_display": d.transfer.due.display().to_string(),
+                "transfer_working_days": (!urgent).then_some(TRANSFER_WORKING_DAYS),
+                "transfer_hours": urgent.then_some(URGENT_TRANSFER_HOURS),
+                "transfer_working_days_left": (!urgent).then(|| left(&d.transfer.due)),
+                "feedback_due": d.feedback.due.at,
+                "feedback_due_display": d.feedback.due.display().to_string(),
+                "feedback_working_days": d.feedback_working_days,
+                "feedback_working_days_left": left(&d.feedback.due),
+                "feedback_cap": d.feedback_cap.at,
+                "callback_due": d.callback.map(|c| c.due.at),
+                "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
+                "callback_working_days": d.callback.map(|_| URGENT_CALLBACK_WORKING_DAYS),
+                "callback_working_days_left": d.callback.map(|c| left(&c.due)),
+                "provisional": d.provisional(),
+            })
+        }
     }
 }
 
@@ -643,7 +659,7 @@ fn order_json(
         "units": order.assignments,
         "lead_unit": order.lead_unit,
         "dispatch_unit": order.dispatch_unit,
-        "deadlines": deadline_json(order),
+        "deadlines": deadline_json(order, at, &ctx.calendar),
         "reminder": reminder_level(order, at),
         "overdue": is_overdue(order, at),
         "special_flag": order.special_flag,
@@ -661,7 +677,7 @@ fn order_json(
         "completed_at": order.completed_at,
         "updated_at": order.last_event_at,
         "contact_masked": masked,
-        "dissatisfaction_report": report_json(order, at),
+        "dissatisfaction_report": report_json(order, at, &ctx.calendar),
         "transfer_on_time": transfer_on_time(order, at),
         "dispatched_by": order.dispatched_by,
         "missed_limits": order.missed_limits,
@@ -673,7 +689,7 @@ fn order_json(
 
 /// The report of the caller's dissatisfaction to the unit (H-9): to whom, by when
 /// (1 working day from the callback), whether made, whether late.
-fn report_json(order: &Order, at: DateTime<FixedOffset>) -> Value {
+fn report_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
     let Some(report) = &order.dissatisfaction_report else {
         return Value::Null;
     };
@@ -686,6 +702,8 @@ fn report_json(order: &Order, at: DateTime<FixedOffset>) -> Value {
         "unit": report.unit,
         "due": due.at,
         "due_display": due.display().to_string(),
+        "working_days": crate::ticket::deadlines::REPORT_WORKING_DAYS,
+        "working_days_left": calendar.working_days_left(&due, at),
         "provisional": due.provisional,
         "reported_at": report.reported_at,
         "reported_by": report.reported_by,
@@ -1663,10 +1681,26 @@ async fn reveals(
     Ok(Json(Value::Array(items)))
 }
 
+/// The name people know a ledger actor by (`[[users]] name`; the server's own acts are
+/// 系统); `None` for an id no longer configured, which the console shows by role.
+fn person_name(auth: &Auth, id: &str) -> Option<String> {
+    if id == "system" {
+        return Some("系统".to_owned());
+    }
+    auth.user(id).map(|u| u.name.clone())
+}
+
 /// The ledger row as shown; the caller's contact in the creation event is masked for
 /// roles that may not see it.
-fn event_json(row: &StoredEvent, mask: bool) -> Value {
+fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
+    // A second-callback clerk recorded by id: named for people too.
+    if let Some(object) = kind.as_object_mut()
+        && let Some(by) = object.get("by").and_then(Value::as_str)
+    {
+        let name = person_name(auth, by);
+        object.insert("by_name".to_owned(), json!(name));
+    }
     // The server's recording paths stay on the server (the order's voice_message
     // carries the play URL); the stored event and its hash keep them.
     if let Some(fields) = kind.get_mut("fields").and_then(Value::as_object_mut) {
@@ -1694,6 +1728,7 @@ fn event_json(row: &StoredEvent, mask: bool) -> Value {
         "seq": row.seq,
         "at": row.at,
         "actor": row.actor,
+        "actor_name": person_name(auth, &row.actor),
         "role": row.role,
         "unit": row.unit,
         "state_before": row.state_before,
@@ -1716,7 +1751,9 @@ async fn order_events(
         audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
     let mask = view == ContactView::Masked;
     Ok(Json(Value::Array(
-        rows.iter().map(|r| event_json(r, mask)).collect(),
+        rows.iter()
+            .map(|r| event_json(r, mask, &state.orders.auth))
+            .collect(),
     )))
 }
 
