@@ -1009,6 +1009,16 @@ fn queued_response(
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// H-8: a 12348 call is registered as 咨询, 投诉 or 建议; 案件 (a case) is registered only
+/// from another channel (website, app, WeChat, 12345).
+fn hotline_case() -> ApiError {
+    ApiError::unprocessable(
+        "invalid_field",
+        "H-8: a 12348 call is registered as consultation, complaint or suggestion; case is for orders from other channels",
+    )
+    .with_field("category")
+}
+
 /// The pure part of `POST /api/orders` after the body decoded: field checks, then the
 /// core's Create and Submit. No store access.
 fn plan_create(
@@ -1030,6 +1040,9 @@ fn plan_create(
             ApiError::unprocessable("missing_field", "description is required")
                 .with_field("description"),
         );
+    }
+    if request.channel == Channel::Phone && request.category == Category::Case {
+        return Err(hotline_case());
     }
     if request.channel != Channel::Phone && request.received_at.is_none() {
         // A web, app, WeChat or 12345 demand was received when it was submitted there
@@ -1481,6 +1494,14 @@ fn plan_command(
     object.insert("command".into(), Value::String(name.to_owned()));
     let command: Command = serde_json::from_value(Value::Object(object))
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
+    if let Command::Dispatch {
+        category: Some(Category::Case),
+        ..
+    } = &command
+        && order.fields.channel == Channel::Phone
+    {
+        return Err(hotline_case());
+    }
     if expected.is_some_and(|v| v != order.version) {
         return Err(ApiError::version_conflict());
     }
@@ -1824,18 +1845,20 @@ async fn ledger_csv(
     }
     let rows = state.store.unit_ledger(unit.as_str()).await?;
     let mut out = String::from(
-        "order_id,seq,at,actor,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
+        "order_id,seq,at,actor,actor_name,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
     );
     for r in &rows {
         let event = serde_json::from_str::<Value>(&r.kind)
             .ok()
             .and_then(|k| k.get("type").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_default();
+        let actor_name = person_name(&state.orders.auth, &r.actor).unwrap_or_default();
         let cells = [
             r.order_id.as_str(),
             &r.seq.to_string(),
             &r.at,
             &r.actor,
+            &actor_name,
             &r.role,
             &r.unit,
             &r.state_before,
