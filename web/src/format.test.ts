@@ -9,9 +9,7 @@ import {
   formatRemaining,
   formatSeconds,
   formatWait,
-  dueText,
   lastReturnReason,
-  tidyDisplay,
   closeReasonText,
   periodOf,
   unitIds,
@@ -119,19 +117,9 @@ describe('ledger helpers', () => {
     expect(lastReturnReason(events.slice(0, 3))).toBe('不属于本单位');
     expect(lastReturnReason(events.slice(0, 1))).toBeNull();
   });
-  it("prefers the server's 24:00 display text for a limit", () => {
-    const d = { feedback_due: '2026-12-04T16:00:00Z', feedback_due_display: '2026-12-04T24:00+08:00' };
-    expect(dueText(d, 'feedback')).toBe('2026-12-04 24:00');
-    expect(dueText({ transfer_due: '2026-11-28T06:05:00Z' }, 'transfer')).toBe('2026-11-28 14:05');
-  });
 });
 
 describe('display text', () => {
-  it('tidies the server display of limits and keeps foreign offsets visible', () => {
-    expect(tidyDisplay('2026-11-28T13:21:57+08:00')).toBe('2026-11-28 13:21');
-    expect(tidyDisplay('2026-11-28T13:21Z')).toBe('2026-11-28 13:21 (Z)');
-    expect(tidyDisplay('tomorrow')).toBe('tomorrow');
-  });
   it('names closing reasons in Chinese', () => {
     expect(closeReasonText('satisfied')).toBe('回访满意办结');
     expect(closeReasonText({ judgement: 'law_or_policy' })).toBe('依法办结');

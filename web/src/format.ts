@@ -371,18 +371,6 @@ export function periodOf(now: Date, kind: 'month' | 'quarter' | 'year'): string 
   return `${y}-${pad(m)}`;
 }
 
-/** A deadline for people: the server's display text (a limit at the end of a day reads
- * `24:00`) when it sends one, else the instant in Beijing time. */
-export function dueText(
-  deadlines: Record<string, unknown> | null | undefined,
-  which: 'transfer' | 'feedback' | 'callback' | 'report',
-): string {
-  if (!deadlines) return '—';
-  const display = deadlines[`${which}_due_display`];
-  if (typeof display === 'string' && display) return tidyDisplay(display);
-  return formatDateTime(deadlines[`${which}_due`] as string | null | undefined);
-}
-
 /** The type of a ledger event's `kind` (`{"type": "returned", …}`), or of a command. */
 export function kindName(kind: unknown): string {
   if (typeof kind === 'string') return kind;
@@ -406,15 +394,6 @@ export function lastReturnReason(
   if (last.reason) return last.reason;
   const kind = last.kind as Record<string, unknown> | undefined;
   return kind && typeof kind.reason === 'string' ? kind.reason : '';
-}
-
-/** `2026-12-04T24:00+08:00` (the server's display of an end-of-day limit) as
- * `2026-12-04 24:00`; other offsets are kept visible. */
-export function tidyDisplay(text: string): string {
-  const m = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/.exec(text);
-  if (!m) return text;
-  const offset = m[3];
-  return offset && offset !== '+08:00' && offset !== '+0800' ? `${m[1]} ${m[2]} (${offset})` : `${m[1]} ${m[2]}`;
 }
 
 export const CLOSE_REASON_LABELS: Record<string, string> = {
