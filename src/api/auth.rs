@@ -280,6 +280,14 @@ impl Auth {
         self.users.get(id)
     }
 
+    /// The user who works as queue agent (softphone extension) `agent`, if any.
+    #[must_use]
+    pub fn user_by_agent(&self, agent: &str) -> Option<&User> {
+        self.users
+            .values()
+            .find(|u| u.agent.as_deref() == Some(agent))
+    }
+
     fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         mutex
             .lock()

@@ -1722,6 +1722,15 @@ fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
         let name = person_name(auth, by);
         object.insert("by_name".to_owned(), json!(name));
     }
+    // A logged call names its agents by extension: named for people too.
+    if let Some(call) = kind.get_mut("call").and_then(Value::as_object_mut) {
+        for key in ["agent", "from", "to"] {
+            if let Some(agent) = call.get(key).and_then(Value::as_str) {
+                let name = auth.user_by_agent(agent).map(|u| u.name.clone());
+                call.insert(format!("{key}_name"), json!(name));
+            }
+        }
+    }
     // The server's recording paths stay on the server (the order's voice_message
     // carries the play URL); the stored event and its hash keep them.
     if let Some(fields) = kind.get_mut("fields").and_then(Value::as_object_mut) {
@@ -2362,4 +2371,72 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAtten
 
 async fn openapi() -> Json<Value> {
     Json(super::openapi::document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_auth() -> Auth {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("shipped config: {e}"));
+        Auth::from_config(&config.users)
+    }
+
+    fn row(actor: &str, kind: Value) -> StoredEvent {
+        StoredEvent {
+            global_seq: 1,
+            order_id: "o1".into(),
+            seq: 1,
+            at: "2026-12-07T10:00:00+08:00".into(),
+            at_ms: 0,
+            actor: actor.into(),
+            role: "agent".into(),
+            unit: "jinan".into(),
+            kind: kind.to_string(),
+            state_before: "pending_dispatch".into(),
+            state_after: "pending_dispatch".into(),
+            reason: String::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_events_view_names_people_and_agents_never_only_their_ids() {
+        let auth = shipped_auth();
+        let logged = event_json(
+            &row(
+                "agent",
+                json!({"type": "call_logged", "note": "",
+                       "call": {"what": "transferred_to_agent", "call_id": "c1", "from": "1001", "to": "9999"}}),
+            ),
+            false,
+            &auth,
+        );
+        assert_eq!(logged["actor_name"], "值班员 张明", "{logged}");
+        assert_eq!(
+            logged["kind"]["call"]["from_name"], "值班员 张明",
+            "{logged}"
+        );
+        assert_eq!(
+            logged["kind"]["call"]["to_name"],
+            Value::Null,
+            "no user works as 9999: {logged}"
+        );
+        let callback = event_json(
+            &row(
+                "callback",
+                json!({"type": "callback_recorded", "round": "second", "satisfaction": "dissatisfied", "note": "", "by": "callback"}),
+            ),
+            false,
+            &auth,
+        );
+        assert_eq!(callback["actor_name"], "回访员 吴静", "{callback}");
+        assert_eq!(callback["kind"]["by_name"], "回访员 吴静", "{callback}");
+        let system = event_json(&row("system", json!({"type": "reminded"})), false, &auth);
+        assert_eq!(system["actor_name"], "系统");
+        let gone = event_json(&row("left-2025", json!({"type": "started"})), false, &auth);
+        assert_eq!(gone["actor_name"], Value::Null, "{gone}");
+    }
 }

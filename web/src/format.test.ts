@@ -286,3 +286,34 @@ describe('timelineEntry', () => {
     expect(e.text).toBe('研究处理后办结：已协调解决');
   });
 });
+
+describe('logged calls in the timeline', () => {
+  const units = (id: string) => ({ 'jinan-lixia': '历下区司法局' })[id] ?? id;
+  it('names agents and units, not extensions or ids, and drops the bilingual note', () => {
+    const e = timelineEntry(
+      {
+        actor: 'system',
+        actor_name: '系统',
+        kind: {
+          type: 'call_logged',
+          note: '来电由坐席1001转接至坐席1002 (transferred by agent 1001 to agent 1002)',
+          call: { what: 'transferred_to_agent', call_id: 'c1', from: '1001', from_name: '值班员 张明', to: '1002', to_name: null },
+        },
+      },
+      units,
+    );
+    expect(e.what).toBe('通话记录');
+    expect(e.extra).toBe('来电由值班员 张明转接至坐席 1002');
+    expect(e.text).toBe('');
+    const unit = timelineEntry(
+      { actor_name: '系统', kind: { type: 'call_logged', note: 'x', call: { what: 'transferred_to_unit', unit: 'jinan-lixia', agent: '1001', agent_name: '值班员 张明' } } },
+      units,
+    );
+    expect(unit.extra).toBe('来电已转接至历下区司法局（值班员 张明转接）');
+    const attempt = timelineEntry(
+      { actor_name: '系统', kind: { type: 'call_logged', note: 'x', call: { what: 'callback_attempt', attempt: 2, agent: '1001', agent_name: '值班员 张明', result: 'no_answer' } } },
+      units,
+    );
+    expect(attempt.extra).toBe('第2次回电（值班员 张明）：无人接听');
+  });
+});

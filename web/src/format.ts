@@ -168,6 +168,39 @@ export const CALLBACK_ROUND_LABELS: Record<string, string> = { first: '首次回
 
 export const REDO_TARGET_LABELS: Record<string, string> = { agent: '退回值班人员重办', unit: '退回承办单位重办' };
 
+export const CALL_ATTEMPT_LABELS: Record<string, string> = {
+  answered: '已接通',
+  no_answer: '无人接听',
+  busy: '占线',
+  unreachable: '无法接通',
+};
+
+/** A call logged on an order (`kind.call`, tagged by `what`) in words, agents by name
+ * (`*_name` from the server; `坐席 1001` for an extension no user works as). */
+export function callLogText(call: unknown, unitName: (id: string) => string): string {
+  if (!call || typeof call !== 'object') return '';
+  const c = call as Record<string, unknown>;
+  const agent = (key: string) => {
+    const name = c[`${key}_name`];
+    if (typeof name === 'string' && name) return name;
+    return typeof c[key] === 'string' ? `坐席 ${c[key] as string}` : '坐席';
+  };
+  switch (c.what) {
+    case 'callback_requested':
+      return `来电人在排队第${String(c.position ?? '')}位时要求回电`;
+    case 'callback_attempt':
+      return `第${String(c.attempt ?? '')}次回电（${agent('agent')}）：${label(CALL_ATTEMPT_LABELS, c.result)}`;
+    case 'callback_gave_up':
+      return `回电未成功，共${String(c.attempts ?? '')}次，请人工回电`;
+    case 'transferred_to_unit':
+      return `来电已转接至${unitName(String(c.unit ?? ''))}${typeof c.agent === 'string' ? `（${agent('agent')}转接）` : ''}`;
+    case 'transferred_to_agent':
+      return typeof c.from === 'string' ? `来电由${agent('from')}转接至${agent('to')}` : `来电转接至${agent('to')}`;
+    default:
+      return '';
+  }
+}
+
 export const REMINDER_LEVEL_LABELS: Record<string, string> = { yellow: '黄色预警', red: '红色超时' };
 
 export const AGENT_STATE_LABELS: Record<string, string> = {
@@ -549,12 +582,17 @@ export function timelineEntry(
     case 'limit_missed':
       extra = `${label(LIMIT_LABELS, kind.deadline)}（${formatDue(str(kind.due))}）`;
       break;
+    case 'call_logged':
+      extra = callLogText(kind.call, unitName);
+      break;
     case 'extension_approved':
       extra = typeof kind.feedback_working_days === 'number' ? `反馈时限共 ${kind.feedback_working_days}个工作日` : '';
       break;
   }
   const text =
-    name === 'closed'
+    name === 'call_logged'
+      ? ''
+      : name === 'closed'
       ? [closeReasonText(kind.reason), str(kind.note)].filter(Boolean).join('：')
       : (ev.reason ??
         [kind.reason, kind.text, kind.note, kind.answer, kind.result, kind.explanation].find(
