@@ -280,12 +280,19 @@ impl Auth {
         self.users.get(id)
     }
 
-    /// The user who works as queue agent (softphone extension) `agent`, if any.
+    /// The name of whoever works as queue agent (softphone extension) `agent`: the
+    /// names of all such users, by user id, joined with `／` when several share it;
+    /// `None` when nobody does.
     #[must_use]
-    pub fn user_by_agent(&self, agent: &str) -> Option<&User> {
-        self.users
+    pub fn agent_name(&self, agent: &str) -> Option<String> {
+        let mut users: Vec<&User> = self
+            .users
             .values()
-            .find(|u| u.agent.as_deref() == Some(agent))
+            .filter(|u| u.agent.as_deref() == Some(agent))
+            .collect();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        (!names.is_empty()).then(|| names.join("／"))
     }
 
     fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

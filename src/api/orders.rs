@@ -1726,7 +1726,7 @@ fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
     if let Some(call) = kind.get_mut("call").and_then(Value::as_object_mut) {
         for key in ["agent", "from", "to"] {
             if let Some(agent) = call.get(key).and_then(Value::as_str) {
-                let name = auth.user_by_agent(agent).map(|u| u.name.clone());
+                let name = auth.agent_name(agent);
                 call.insert(format!("{key}_name"), json!(name));
             }
         }
