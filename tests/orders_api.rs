@@ -325,12 +325,12 @@ async fn complaint_lifecycle_over_spring_festival(h: &Harness, category: &str) {
     let handler = h.login("handler").await;
     let reviewer = h.login("reviewer").await;
     let callback = h.login("callback").await;
-    let order = h
-        .create(
-            &agent,
-            order_body(category, "unknown", Some("2024-02-08T10:00:00+08:00")),
-        )
-        .await;
+    let mut body = order_body(category, "unknown", Some("2024-02-08T10:00:00+08:00"));
+    if category == "case" {
+        // H-8: 案件 comes from another channel; the hotline registers 咨询/投诉/建议.
+        body["channel"] = json!("web");
+    }
+    let order = h.create(&agent, body).await;
     let id = id_of(&order);
     assert_eq!(order["state"], "pending_dispatch");
     assert_eq!(
@@ -876,6 +876,13 @@ async fn ledger_detects_a_row_edited_directly_in_sqlite() {
     let csv = h.get(&admin, "/api/ledger/jinan-legal-aid.csv").await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.text.contains("不属于本单位"), "{}", csv.text);
+    // The ledger names who acted, beside the login id kept for the audit.
+    assert!(
+        csv.text.starts_with("order_id,seq,at,actor,actor_name,"),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains(",\"承办人 王芳\","), "{}", csv.text);
     let path = h.db_file.clone().expect("sqlite file");
     let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", path.display()))
         .await
@@ -3893,4 +3900,137 @@ async fn sqlite_dissatisfaction_is_reported_to_the_unit_within_a_working_day() {
 #[tokio::test]
 async fn postgres_dissatisfaction_is_reported_to_the_unit_within_a_working_day() {
     dissatisfaction_is_reported_to_the_unit_within_a_working_day(&postgres().await).await;
+}
+
+/// Words a Shandong bureau reads (issue 15): each limit carries its span and the working
+/// days still to run by the calendar (the day of receipt is not counted, H-8/H-9/H-11),
+/// and the ledger names people, not login ids.
+async fn limits_count_working_days_and_the_ledger_names_people(h: &Harness) {
+    let agent = h.login("agent").await;
+    // Received now: 1 working day to transfer, 5 to feed back, whatever today is.
+    let order = h
+        .create(&agent, order_body("consultation", "legal_aid", None))
+        .await;
+    let d = &order["deadlines"];
+    assert_eq!(d["transfer_working_days"], 1, "{d}");
+    assert_eq!(d["transfer_hours"], Value::Null, "{d}");
+    assert_eq!(d["transfer_working_days_left"], 1, "{d}");
+    assert_eq!(d["feedback_working_days"], 5, "{d}");
+    assert_eq!(d["feedback_working_days_left"], 5, "{d}");
+    assert_eq!(d["callback_working_days_left"], Value::Null, "{d}");
+
+    // Urgent: the transfer limit is 1 hour (no working days); the callback 3 working days.
+    let mut body = order_body("consultation", "legal_aid", None);
+    body["urgency"] = json!("urgent");
+    let urgent = h.create(&agent, body).await;
+    let d = &urgent["deadlines"];
+    assert_eq!(d["transfer_hours"], 1, "{d}");
+    assert_eq!(d["transfer_working_days"], Value::Null, "{d}");
+    assert_eq!(d["transfer_working_days_left"], Value::Null, "{d}");
+    assert_eq!(d["callback_working_days"], 3, "{d}");
+    assert_eq!(d["callback_working_days_left"], 3, "{d}");
+
+    // Received 2025-09-30: its feedback limit passed long ago, working days over < 0.
+    let old = h
+        .create(
+            &agent,
+            order_body(
+                "consultation",
+                "legal_aid",
+                Some("2025-09-30T16:00:00+08:00"),
+            ),
+        )
+        .await;
+    let over = old["deadlines"]["feedback_working_days_left"]
+        .as_i64()
+        .expect("working days left");
+    assert!(over < -200, "a year past the limit: {over}");
+
+    // The ledger of an order handled by the agent, the unit and the callback clerk.
+    let id = escalated_to_second_callback(h).await;
+    let supervisor = h.login("supervisor").await;
+    let events = h
+        .get(&supervisor, &format!("/api/orders/{id}/events"))
+        .await
+        .body;
+    let events = events.as_array().expect("events");
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["actor_name"].as_str().unwrap_or("<none>"))
+        .collect();
+    for who in ["值班员 张明", "承办人 王芳", "回访员 吴静"] {
+        assert!(names.contains(&who), "{who} in {names:?}");
+    }
+    for e in events {
+        assert_ne!(
+            e["actor_name"], e["actor"],
+            "a login id shown as a name: {e}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_limits_count_working_days_and_the_ledger_names_people() {
+    limits_count_working_days_and_the_ledger_names_people(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_limits_count_working_days_and_the_ledger_names_people() {
+    limits_count_working_days_and_the_ledger_names_people(&postgres().await).await;
+}
+
+/// H-8: a 12348 call is registered as 咨询/投诉/建议; 案件 only from another channel, at
+/// registration and at the dispatcher's correction alike. Nothing is stored when refused.
+async fn hotline_calls_are_not_registered_as_cases(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let before = h.total(&agent).await;
+    let refused = h
+        .post(&agent, "/api/orders", order_body("case", "notary", None))
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.body["field"], "category", "{}", refused.text);
+    assert!(refused.text.contains("H-8"), "{}", refused.text);
+    assert_eq!(h.total(&agent).await, before);
+    // From the website, with its submission time, a case is registered.
+    let mut web = order_body("case", "notary", Some("2026-12-01T09:00:00+08:00"));
+    web["channel"] = json!("web");
+    assert_eq!(h.create(&agent, web).await["fields"]["category"], "case");
+    // A hotline order cannot be turned into a case at dispatch either.
+    let order = h
+        .create(&agent, order_body("complaint", "unknown", None))
+        .await;
+    let id = id_of(&order);
+    let refused = h
+        .post(
+            &dispatcher,
+            &format!("/api/orders/{id}/dispatch"),
+            json!({"units": ["jinan-legal-aid"], "category": "case", "version": order["version"]}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert!(refused.text.contains("H-8"), "{}", refused.text);
+    let unchanged = h.get(&dispatcher, &format!("/api/orders/{id}")).await.body;
+    assert_eq!(unchanged["state"], "pending_dispatch", "{unchanged}");
+    assert_eq!(unchanged["fields"]["category"], "complaint", "{unchanged}");
+}
+
+#[tokio::test]
+async fn sqlite_hotline_calls_are_not_registered_as_cases() {
+    hotline_calls_are_not_registered_as_cases(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_hotline_calls_are_not_registered_as_cases() {
+    hotline_calls_are_not_registered_as_cases(&postgres().await).await;
 }

@@ -406,6 +406,15 @@ fn consoles_carry_an_order_from_intake_to_ranking_in_chromium() {
         .cloned()
         .unwrap_or_default();
     assert_eq!(record["agent"], "1001", "{calls}");
+    // Who answered, by name: both the shipped 值班员 and 王坐席 of this test work as 1001.
+    let call = calls
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|c| c["record"]["call_id"] == call_id.as_str())
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(call["agent_name"], "值班员 张明／王坐席", "{calls}");
     assert_eq!(record["category"], "complaint", "{calls}");
     assert_eq!(
         record["caller"], "138****5678",

@@ -280,6 +280,21 @@ impl Auth {
         self.users.get(id)
     }
 
+    /// The name of whoever works as queue agent (softphone extension) `agent`: the
+    /// names of all such users, by user id, joined with `／` when several share it;
+    /// `None` when nobody does.
+    #[must_use]
+    pub fn agent_name(&self, agent: &str) -> Option<String> {
+        let mut users: Vec<&User> = self
+            .users
+            .values()
+            .filter(|u| u.agent.as_deref() == Some(agent))
+            .collect();
+        users.sort_by(|a, b| a.id.cmp(&b.id));
+        let names: Vec<&str> = users.iter().map(|u| u.name.as_str()).collect();
+        (!names.is_empty()).then(|| names.join("／"))
+    }
+
     fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         mutex
             .lock()

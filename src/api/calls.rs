@@ -181,7 +181,27 @@ pub async fn list(
                     }
                 }
             }
-            Json(calls).into_response()
+            // Who answered, by name (`[[users]] agent`), beside the extension.
+            let mut items = Vec::with_capacity(calls.len());
+            for call in &calls {
+                let mut item = match serde_json::to_value(call) {
+                    Ok(item) => item,
+                    Err(e) => {
+                        tracing::warn!(%e, "a call record did not serialise");
+                        return (StatusCode::INTERNAL_SERVER_ERROR, "call record").into_response();
+                    }
+                };
+                let name = call
+                    .record
+                    .agent
+                    .as_deref()
+                    .and_then(|a| state.orders.auth.agent_name(a));
+                if let Some(object) = item.as_object_mut() {
+                    object.insert("agent_name".to_owned(), serde_json::json!(name));
+                }
+                items.push(item);
+            }
+            Json(items).into_response()
         }
         Err(e) => {
             tracing::warn!(%e, "listing calls failed");

@@ -504,20 +504,36 @@ fn allowed_commands(
         .collect()
 }
 
-fn deadline_json(order: &Order) -> Value {
+/// The order's limits: each instant, its display (`24:00` of a day), its span (working
+/// days, or hours for the urgent transfer, H-8/H-9/H-11) and, for working-day limits,
+/// the working days left at `at` by the calendar ([`Calendar::working_days_left`]).
+fn deadline_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
+    use crate::ticket::deadlines::{
+        TRANSFER_WORKING_DAYS, URGENT_CALLBACK_WORKING_DAYS, URGENT_TRANSFER_HOURS,
+    };
     match order.deadlines {
         None => Value::Null,
-        Some(d) => json!({
-            "transfer_due": d.transfer.due.at,
-            "transfer_due_display": d.transfer.due.display().to_string(),
-            "feedback_due": d.feedback.due.at,
-            "feedback_due_display": d.feedback.due.display().to_string(),
-            "feedback_working_days": d.feedback_working_days,
-            "feedback_cap": d.feedback_cap.at,
-            "callback_due": d.callback.map(|c| c.due.at),
-            "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
-            "provisional": d.provisional(),
-        }),
+        Some(d) => {
+            let urgent = order.fields.urgency == Urgency::Urgent;
+            let left = |due: &crate::calendar::Deadline| calendar.working_days_left(due, at);
+            json!({
+                "transfer_due": d.transfer.due.at,
+                "transfer_due_display": d.transfer.due.display().to_string(),
+                "transfer_working_days": (!urgent).then_some(TRANSFER_WORKING_DAYS),
+                "transfer_hours": urgent.then_some(URGENT_TRANSFER_HOURS),
+                "transfer_working_days_left": (!urgent).then(|| left(&d.transfer.due)),
+                "feedback_due": d.feedback.due.at,
+                "feedback_due_display": d.feedback.due.display().to_string(),
+                "feedback_working_days": d.feedback_working_days,
+                "feedback_working_days_left": left(&d.feedback.due),
+                "feedback_cap": d.feedback_cap.at,
+                "callback_due": d.callback.map(|c| c.due.at),
+                "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
+                "callback_working_days": d.callback.map(|_| URGENT_CALLBACK_WORKING_DAYS),
+                "callback_working_days_left": d.callback.map(|c| left(&c.due)),
+                "provisional": d.provisional(),
+            })
+        }
     }
 }
 
@@ -643,7 +659,7 @@ fn order_json(
         "units": order.assignments,
         "lead_unit": order.lead_unit,
         "dispatch_unit": order.dispatch_unit,
-        "deadlines": deadline_json(order),
+        "deadlines": deadline_json(order, at, &ctx.calendar),
         "reminder": reminder_level(order, at),
         "overdue": is_overdue(order, at),
         "special_flag": order.special_flag,
@@ -661,7 +677,7 @@ fn order_json(
         "completed_at": order.completed_at,
         "updated_at": order.last_event_at,
         "contact_masked": masked,
-        "dissatisfaction_report": report_json(order, at),
+        "dissatisfaction_report": report_json(order, at, &ctx.calendar),
         "transfer_on_time": transfer_on_time(order, at),
         "dispatched_by": order.dispatched_by,
         "missed_limits": order.missed_limits,
@@ -673,7 +689,7 @@ fn order_json(
 
 /// The report of the caller's dissatisfaction to the unit (H-9): to whom, by when
 /// (1 working day from the callback), whether made, whether late.
-fn report_json(order: &Order, at: DateTime<FixedOffset>) -> Value {
+fn report_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
     let Some(report) = &order.dissatisfaction_report else {
         return Value::Null;
     };
@@ -686,6 +702,8 @@ fn report_json(order: &Order, at: DateTime<FixedOffset>) -> Value {
         "unit": report.unit,
         "due": due.at,
         "due_display": due.display().to_string(),
+        "working_days": crate::ticket::deadlines::REPORT_WORKING_DAYS,
+        "working_days_left": calendar.working_days_left(&due, at),
         "provisional": due.provisional,
         "reported_at": report.reported_at,
         "reported_by": report.reported_by,
@@ -991,6 +1009,16 @@ fn queued_response(
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
+/// H-8: a 12348 call is registered as 咨询, 投诉 or 建议; 案件 (a case) is registered only
+/// from another channel (website, app, WeChat, 12345).
+fn hotline_case() -> ApiError {
+    ApiError::unprocessable(
+        "invalid_field",
+        "H-8: a 12348 call is registered as consultation, complaint or suggestion; case is for orders from other channels",
+    )
+    .with_field("category")
+}
+
 /// The pure part of `POST /api/orders` after the body decoded: field checks, then the
 /// core's Create and Submit. No store access.
 fn plan_create(
@@ -1012,6 +1040,9 @@ fn plan_create(
             ApiError::unprocessable("missing_field", "description is required")
                 .with_field("description"),
         );
+    }
+    if request.channel == Channel::Phone && request.category == Category::Case {
+        return Err(hotline_case());
     }
     if request.channel != Channel::Phone && request.received_at.is_none() {
         // A web, app, WeChat or 12345 demand was received when it was submitted there
@@ -1463,6 +1494,14 @@ fn plan_command(
     object.insert("command".into(), Value::String(name.to_owned()));
     let command: Command = serde_json::from_value(Value::Object(object))
         .map_err(|e| ApiError::unprocessable("invalid_body", format!("invalid command: {e}")))?;
+    if let Command::Dispatch {
+        category: Some(Category::Case),
+        ..
+    } = &command
+        && order.fields.channel == Channel::Phone
+    {
+        return Err(hotline_case());
+    }
     if expected.is_some_and(|v| v != order.version) {
         return Err(ApiError::version_conflict());
     }
@@ -1663,10 +1702,35 @@ async fn reveals(
     Ok(Json(Value::Array(items)))
 }
 
+/// The name people know a ledger actor by (`[[users]] name`; the server's own acts are
+/// 系统); `None` for an id no longer configured, which the console shows by role.
+fn person_name(auth: &Auth, id: &str) -> Option<String> {
+    if id == "system" {
+        return Some("系统".to_owned());
+    }
+    auth.user(id).map(|u| u.name.clone())
+}
+
 /// The ledger row as shown; the caller's contact in the creation event is masked for
 /// roles that may not see it.
-fn event_json(row: &StoredEvent, mask: bool) -> Value {
+fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
+    // A second-callback clerk recorded by id: named for people too.
+    if let Some(object) = kind.as_object_mut()
+        && let Some(by) = object.get("by").and_then(Value::as_str)
+    {
+        let name = person_name(auth, by);
+        object.insert("by_name".to_owned(), json!(name));
+    }
+    // A logged call names its agents by extension: named for people too.
+    if let Some(call) = kind.get_mut("call").and_then(Value::as_object_mut) {
+        for key in ["agent", "from", "to"] {
+            if let Some(agent) = call.get(key).and_then(Value::as_str) {
+                let name = auth.agent_name(agent);
+                call.insert(format!("{key}_name"), json!(name));
+            }
+        }
+    }
     // The server's recording paths stay on the server (the order's voice_message
     // carries the play URL); the stored event and its hash keep them.
     if let Some(fields) = kind.get_mut("fields").and_then(Value::as_object_mut) {
@@ -1694,6 +1758,7 @@ fn event_json(row: &StoredEvent, mask: bool) -> Value {
         "seq": row.seq,
         "at": row.at,
         "actor": row.actor,
+        "actor_name": person_name(auth, &row.actor),
         "role": row.role,
         "unit": row.unit,
         "state_before": row.state_before,
@@ -1716,7 +1781,9 @@ async fn order_events(
         audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
     let mask = view == ContactView::Masked;
     Ok(Json(Value::Array(
-        rows.iter().map(|r| event_json(r, mask)).collect(),
+        rows.iter()
+            .map(|r| event_json(r, mask, &state.orders.auth))
+            .collect(),
     )))
 }
 
@@ -1787,18 +1854,20 @@ async fn ledger_csv(
     }
     let rows = state.store.unit_ledger(unit.as_str()).await?;
     let mut out = String::from(
-        "order_id,seq,at,actor,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
+        "order_id,seq,at,actor,actor_name,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
     );
     for r in &rows {
         let event = serde_json::from_str::<Value>(&r.kind)
             .ok()
             .and_then(|k| k.get("type").and_then(Value::as_str).map(str::to_owned))
             .unwrap_or_default();
+        let actor_name = person_name(&state.orders.auth, &r.actor).unwrap_or_default();
         let cells = [
             r.order_id.as_str(),
             &r.seq.to_string(),
             &r.at,
             &r.actor,
+            &actor_name,
             &r.role,
             &r.unit,
             &r.state_before,
@@ -2302,4 +2371,72 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAtten
 
 async fn openapi() -> Json<Value> {
     Json(super::openapi::document())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shipped_auth() -> Auth {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
+        let config = Config::load(&path).unwrap_or_else(|e| panic!("shipped config: {e}"));
+        Auth::from_config(&config.users)
+    }
+
+    fn row(actor: &str, kind: Value) -> StoredEvent {
+        StoredEvent {
+            global_seq: 1,
+            order_id: "o1".into(),
+            seq: 1,
+            at: "2026-12-07T10:00:00+08:00".into(),
+            at_ms: 0,
+            actor: actor.into(),
+            role: "agent".into(),
+            unit: "jinan".into(),
+            kind: kind.to_string(),
+            state_before: "pending_dispatch".into(),
+            state_after: "pending_dispatch".into(),
+            reason: String::new(),
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_events_view_names_people_and_agents_never_only_their_ids() {
+        let auth = shipped_auth();
+        let logged = event_json(
+            &row(
+                "agent",
+                json!({"type": "call_logged", "note": "",
+                       "call": {"what": "transferred_to_agent", "call_id": "c1", "from": "1001", "to": "9999"}}),
+            ),
+            false,
+            &auth,
+        );
+        assert_eq!(logged["actor_name"], "值班员 张明", "{logged}");
+        assert_eq!(
+            logged["kind"]["call"]["from_name"], "值班员 张明",
+            "{logged}"
+        );
+        assert_eq!(
+            logged["kind"]["call"]["to_name"],
+            Value::Null,
+            "no user works as 9999: {logged}"
+        );
+        let callback = event_json(
+            &row(
+                "callback",
+                json!({"type": "callback_recorded", "round": "second", "satisfaction": "dissatisfied", "note": "", "by": "callback"}),
+            ),
+            false,
+            &auth,
+        );
+        assert_eq!(callback["actor_name"], "回访员 吴静", "{callback}");
+        assert_eq!(callback["kind"]["by_name"], "回访员 吴静", "{callback}");
+        let system = event_json(&row("system", json!({"type": "reminded"})), false, &auth);
+        assert_eq!(system["actor_name"], "系统");
+        let gone = event_json(&row("left-2025", json!({"type": "started"})), false, &auth);
+        assert_eq!(gone["actor_name"], Value::Null, "{gone}");
+    }
 }

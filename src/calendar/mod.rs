@@ -503,6 +503,37 @@ impl Calendar {
         }
     }
 
+    /// Working days still to run before a working-day limit, seen at `now`: the working
+    /// days strictly after `now`'s local date up to the limit's own day (the day whose
+    /// 24:00 it is), so 0 on the limit's day itself. Once the limit has passed it is
+    /// minus the working days begun since (the day after the limit through `now`'s
+    /// date), which is 0 when none has begun yet (a weekend after a Friday limit).
+    #[must_use]
+    pub fn working_days_left(&self, due: &Deadline, now: DateTime<FixedOffset>) -> i64 {
+        let today = now.with_timezone(&shanghai()).date_naive();
+        let due_local = due.at.with_timezone(&shanghai()).naive_local();
+        // A limit at 00:00 of D+1 is 24:00 of D.
+        let due_day = if due_local.time() == NaiveTime::MIN {
+            due_local.date().pred_opt().unwrap_or(due_local.date())
+        } else {
+            due_local.date()
+        };
+        let count = |from: NaiveDate, to: NaiveDate| -> i64 {
+            from.iter_days()
+                .skip(1)
+                .take_while(|d| *d <= to)
+                .filter(|d| self.is_working_day(*d).working)
+                .count()
+                .try_into()
+                .unwrap_or(i64::MAX)
+        };
+        if now < due.at {
+            count(today, due_day)
+        } else {
+            -count(due_day, today)
+        }
+    }
+
     /// `n` working days from `received_at` under the module's counting rule: 24:00
     /// Asia/Shanghai at the end of the n-th working day strictly after the local date
     /// of receipt. `provisional` when any day counted over lies in a year without data.

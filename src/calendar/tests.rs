@@ -273,3 +273,63 @@ fn load_reads_the_shipped_file_and_reports_missing_files() {
         Err(CalendarError::Io { .. })
     ));
 }
+
+#[test]
+fn working_days_left_counts_days_after_today_up_to_the_limit_day() {
+    let cal = shipped();
+    // Received Monday 2026-12-07: the day of receipt is not counted, the limit is
+    // Tuesday 24:00.
+    let due = cal.add_working_days(moment("2026-12-07T10:00:00+08:00"), 1);
+    assert_eq!(due.display().to_string(), "2026-12-08T24:00+08:00");
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-12-07T15:00:00+08:00")),
+        1
+    );
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-12-08T23:59:00+08:00")),
+        0
+    );
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-12-09T00:30:00+08:00")),
+        -1
+    );
+    // The Shanghai date counts, not the UTC one (2026-12-07T17:00Z is the 8th, 01:00).
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-12-07T17:00:00Z")),
+        0
+    );
+}
+
+#[test]
+fn working_days_left_skips_spring_festival_and_counts_its_make_up_saturday() {
+    let cal = shipped();
+    // Friday 2026-02-13: five working days are Sat 14 (调休) and 24–27 Feb.
+    let due = cal.add_working_days(moment("2026-02-13T10:00:00+08:00"), 5);
+    assert_eq!(due.display().to_string(), "2026-02-27T24:00+08:00");
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-02-13T10:00:00+08:00")),
+        5
+    );
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-02-14T10:00:00+08:00")),
+        4
+    );
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-02-20T10:00:00+08:00")),
+        4
+    );
+    // Past a Friday limit nothing has begun over the weekend; Monday is one day over.
+    assert_eq!(
+        cal.working_days_left(&due, moment("2026-02-28T10:00:00+08:00")),
+        -1
+    );
+    let friday = cal.add_working_days(moment("2026-12-10T10:00:00+08:00"), 1);
+    assert_eq!(
+        cal.working_days_left(&friday, moment("2026-12-12T10:00:00+08:00")),
+        0
+    );
+    assert_eq!(
+        cal.working_days_left(&friday, moment("2026-12-14T10:00:00+08:00")),
+        -1
+    );
+}

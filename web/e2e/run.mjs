@@ -148,6 +148,12 @@ try {
   await page.selectOption('select[name="business_area"]', 'unknown');
   await page.selectOption('select[name="city"]', 'jinan');
   await page.fill('textarea[name="description"]', '邻里纠纷，咨询如何申请人民调解，希望尽快得到答复。');
+  // H-8: the hotline registers 咨询/投诉/建议 (案件 only from other channels); the form
+  // says the day of receipt is not counted.
+  const categories = await page.locator('select[name="category"] option').allInnerTexts();
+  if (categories.join('/') !== '咨询/投诉/建议') throw new Error(`hotline categories: ${categories.join('/')}`);
+  const rule = await page.locator('[data-deadline-rule]').innerText();
+  if (!rule.includes('受理当日不计入')) throw new Error(`the form does not explain the counting: ${rule}`);
   await page.click('[data-action="create-order"]');
   const created = page.locator('[data-created-order]');
   await created.waitFor();
@@ -214,6 +220,14 @@ try {
   if ((await allowed()).includes('feed_back')) {
     await command('feed_back', (form) => form.locator('textarea[name="note"]').fill('已电话告知来电人'));
   }
+  // The urgent order fed back waits for its mandatory callback (H-11): 待回访; its
+  // limits read as a bureau writes them, in working days.
+  if ((await detailState()) !== '待回访') throw new Error(`urgent order awaiting callback reads ${await detailState()}`);
+  const limits = await page.locator(`[data-deadlines="${orderId}"]`).innerText();
+  if (!/转办 (\d{4}年)?\d+月\d+日 \d\d:\d\d（1小时）/.test(limits) || !/反馈 (\d{4}年)?\d+月\d+日 24:00（5个工作日）/.test(limits) || !/回访 (\d{4}年)?\d+月\d+日 24:00（3个工作日）/.test(limits)) {
+    throw new Error(`limits not in the bureau's words: ${limits}`);
+  }
+  step(`limits read: ${limits.replace(/\s+/g, ' ')}`);
   await command('record_callback', async (form) => {
     await form.locator('input[name="callback_result"][value="satisfied"]').check();
     await shot('callback');
@@ -320,6 +334,12 @@ try {
   await page.fill('input[name="ledger_order"]', orderId);
   await page.click('form.filters button[type="submit"]');
   await page.locator('ol.timeline li').first().waitFor();
+  // The ledger names people (赵转办), never login ids, and labels in Chinese.
+  const timeline = await page.locator('ol.timeline').innerText();
+  if (!timeline.includes('赵转办') || !timeline.includes('孙承办') || /e2e-|basically_satisfied|returned|dispatched/.test(timeline)) {
+    throw new Error(`timeline shows ids or enum values: ${timeline}`);
+  }
+  step('the ledger timeline names people in Chinese');
   // A supervisor does not talk to callers: the number is masked until revealed (audited).
   const masked = await page.locator('.detail .phone').innerText();
   if (!/^138\*+5678$/.test(masked)) throw new Error(`supervisor should see a masked number, saw ${masked}`);

@@ -93,6 +93,16 @@ export interface Deadlines {
   feedback_due?: string | null;
   callback_due?: string | null;
   provisional?: boolean;
+  /** Span of each limit: working days, or hours for the urgent transfer. */
+  transfer_working_days?: number | null;
+  transfer_hours?: number | null;
+  feedback_working_days?: number | null;
+  callback_working_days?: number | null;
+  /** Working days after today up to the limit's day by the server calendar (0: due
+   * today 24:00; negative: working days begun since the limit); null for hour limits. */
+  transfer_working_days_left?: number | null;
+  feedback_working_days_left?: number | null;
+  callback_working_days_left?: number | null;
 }
 
 export interface Order {

@@ -6,24 +6,24 @@ import type { ComponentChildren } from 'preact';
 import { ApiError, get, post, recordingUrl, sendCommand, type Me, type Order, type Unit } from './api';
 import {
   AREA_LABELS,
+  kindName,
   CATEGORY_LABELS,
   CHANNEL_LABELS,
   COMMAND_LABELS,
-  EVENT_LABELS,
-  SATISFACTION_LABELS,
+  DEADLINE_RULE,
   STATE_LABELS,
   URGENCY_LABELS,
-  closeReasonText,
+  categoryOptions,
   contactOf,
-  kindName,
   lastReturnReason,
   currentDue,
   currentDueKind,
   deadlineMark,
-  dueText,
+  deadlineText,
   formatDateTime,
-  formatRemaining,
   label,
+  remainingText,
+  timelineEntry,
   unitIds,
 } from './format';
 
@@ -112,7 +112,8 @@ export function OrderTable(props: {
         {props.orders.map((o) => {
           const due = currentDue(o);
           const dueKind = currentDueKind(o);
-          const dueDisplay = dueKind ? dueText(o.deadlines as Record<string, unknown>, dueKind) : '—';
+          const dl = o.deadlines as Record<string, unknown> | null | undefined;
+          const dueDisplay = dueKind ? deadlineText(dl, dueKind, now) : '—';
           const mark = deadlineMark(o, now);
           return (
             <tr
@@ -133,7 +134,15 @@ export function OrderTable(props: {
               <td>{o.fields.urgency === 'urgent' ? <b class="urgent">紧急</b> : '一般'}</td>
               <td>{unitName(props.units, String(o.fields.city ?? ''))}</td>
               <td>{unitIds(o.units).map((u) => unitName(props.units, u)).join('、') || '—'}</td>
-              <td title={dueDisplay}>{due ? `${dueDisplay}（${formatRemaining(due, now)}）` : '—'}</td>
+              <td title={DEADLINE_RULE} data-due={dueKind ?? ''}>
+                {due && dueKind ? (
+                  <>
+                    {dueDisplay} <span class="remaining">{remainingText(dl, dueKind, now)}</span>
+                  </>
+                ) : (
+                  '—'
+                )}
+              </td>
             </tr>
           );
         })}
@@ -276,6 +285,9 @@ export function OrderDetail(props: {
     }
   };
   const [events] = useOrderEvents(o.id, o.version);
+  const now = new Date();
+  const dl = o.deadlines as Record<string, unknown> | null | undefined;
+  const dueKind = currentDueKind(o);
   const returnReason = typeof o.last_return_reason === 'string' ? o.last_return_reason : lastReturnReason(events);
   const ext = o.pending_extension as { extra_working_days?: number; reason?: string } | null | undefined;
   const returnedBy = (o.returned_by as string[] | undefined) ?? [];
@@ -283,7 +295,15 @@ export function OrderDetail(props: {
   const voice = o.voice_message as { play_url?: string } | null | undefined;
   // H-9: the caller's dissatisfaction reported to the unit within 1 working day.
   const report = o.dissatisfaction_report as
-    | { unit?: string; due?: string; due_display?: string; reported_at?: string | null; overdue?: boolean }
+    | {
+        unit?: string;
+        due?: string;
+        due_display?: string;
+        working_days?: number;
+        working_days_left?: number;
+        reported_at?: string | null;
+        overdue?: boolean;
+      }
     | null
     | undefined;
   return (
@@ -359,18 +379,23 @@ export function OrderDetail(props: {
           </>
         )}
         <dt>时限</dt>
-        <dd>
-          转办 {dueText(o.deadlines as Record<string, unknown>, 'transfer')} · 反馈{' '}
-          {dueText(o.deadlines as Record<string, unknown>, 'feedback')}
-          {o.deadlines?.callback_due ? ` · 回访 ${dueText(o.deadlines as Record<string, unknown>, 'callback')}` : ''}
+        <dd data-deadlines={o.id} title={DEADLINE_RULE}>
+          转办 {deadlineText(dl, 'transfer', now)} · 反馈 {deadlineText(dl, 'feedback', now)}
+          {o.deadlines?.callback_due ? ` · 回访 ${deadlineText(dl, 'callback', now)}` : ''}
           {o.deadlines?.provisional ? '（暂定：日历数据缺失）' : ''}
+          {dueKind && <span class="remaining"> ｜ {remainingText(dl, dueKind, now)}</span>}
+          <div class="muted small">受理当日不计入，自次日起按工作日计算</div>
         </dd>
         {report && (
           <>
             <dt>不满意通报</dt>
             <dd data-dissatisfaction-report={o.id}>
               向{unitName(props.units, report.unit ?? '')}通报，时限{' '}
-              {dueText({ report_due: report.due, report_due_display: report.due_display }, 'report')}
+              {deadlineText(
+                { report_due: report.due, report_working_days: report.working_days, report_working_days_left: report.working_days_left },
+                'report',
+                now,
+              )}
               {report.reported_at ? `，已于 ${formatDateTime(report.reported_at)} 通报` : '，未通报'}
               {report.overdue ? '（超时）' : ''}
             </dd>
@@ -408,6 +433,8 @@ export interface LedgerRow {
   seq: number;
   at: string;
   actor: string;
+  /** The actor's name (`[[users]] name`); null for an account no longer configured. */
+  actor_name?: string | null;
   role?: string;
   unit?: string;
   state_before?: string | null;
@@ -448,25 +475,14 @@ export function Timeline(props: { orderId: string; version?: number; units: Unit
       <summary>办理记录（{events.length}）</summary>
       <ol class="timeline">
         {events.map((ev) => {
-          const name = kindName(ev.kind);
-          const kind = (ev.kind && typeof ev.kind === 'object' ? ev.kind : {}) as Record<string, unknown>;
-          const text =
-            name === 'closed'
-              ? [closeReasonText(kind.reason), kind.note].filter((t) => typeof t === 'string' && t).join('：')
-              : (ev.reason ?? [kind.reason, kind.text, kind.note, kind.answer].find((t) => typeof t === 'string' && t));
-          const extra =
-            name === 'dispatched' && Array.isArray(kind.units)
-              ? `→ ${(kind.units as string[]).map((u) => unitName(props.units, u)).join('、')}`
-              : name === 'callback_recorded'
-                ? label(SATISFACTION_LABELS, kind.satisfaction)
-                : '';
+          const entry = timelineEntry(ev, (u) => unitName(props.units, u));
           return (
-            <li key={ev.seq} data-event={name}>
+            <li key={ev.seq} data-event={kindName(ev.kind)}>
               <time>{formatDateTime(ev.at)}</time>
-              <span class="what">{EVENT_LABELS[name] ?? COMMAND_LABELS[name] ?? name}</span>
-              {extra && <span class="what-extra">{extra}</span>}
+              <span class="what">{entry.what}</span>
+              {entry.extra && <span class="what-extra">{entry.extra}</span>}
               <span class="who">
-                {ev.actor}
+                {entry.who}
                 {ev.unit ? ` · ${unitName(props.units, ev.unit)}` : ''}
               </span>
               {ev.state_after && ev.state_after !== ev.state_before && (
@@ -474,7 +490,7 @@ export function Timeline(props: { orderId: string; version?: number; units: Unit
                   {label(STATE_LABELS, ev.state_before)} → {label(STATE_LABELS, ev.state_after)}
                 </span>
               )}
-              {typeof text === 'string' && text && <div class="reason">{text}</div>}
+              {entry.text && <div class="reason">{entry.text}</div>}
             </li>
           );
         })}
@@ -697,6 +713,16 @@ function CommandForm(props: {
   );
 }
 
+/** A command's form for this order: the category correction offers 案件 only for an
+ * order from another channel (H-8: the hotline registers 咨询/投诉/建议). */
+function formFor(command: string, order: Order): FieldSpec[] {
+  return (COMMAND_FORMS[command] ?? []).map((spec) =>
+    spec.kind === 'select' && spec.name === 'category'
+      ? { ...spec, options: { '': '不更正', ...categoryOptions(order.fields.channel) } }
+      : spec,
+  );
+}
+
 export function CommandPanel(props: { order: Order; units: Unit[]; onChanged: (o: Order | null) => void }) {
   const [open, setOpen] = useState<string | null>(null);
   const [busy, setBusy] = useState(false);
@@ -747,7 +773,7 @@ export function CommandPanel(props: { order: Order; units: Unit[]; onChanged: (o
       {open && open !== 'record_callback' && COMMAND_FORMS[open] && (
         <CommandForm
           key={open}
-          specs={COMMAND_FORMS[open]}
+          specs={formFor(open, props.order)}
           units={props.units}
           busy={busy}
           submitLabel={label(COMMAND_LABELS, open)}

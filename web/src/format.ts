@@ -12,9 +12,11 @@ export const STATE_LABELS: Record<string, string> = {
   reply_drafted: '答复待审',
   reviewed: '答复已审',
   replied: '已答复',
-  fed_back: '已反馈',
+  // Fed back and urgent: the mandatory callback is still to come (H-11).
+  fed_back: '待回访',
   second_callback: '待二次回访',
-  special_study: '特殊标记·研究处理中',
+  // A flag, not an end: open while the supervising unit studies it (W-14).
+  special_study: '特殊标记（研究处理中）',
   closed: '已办结',
 };
 
@@ -24,6 +26,20 @@ export const CATEGORY_LABELS: Record<string, string> = {
   suggestion: '建议',
   case: '案件',
 };
+
+/** The categories a 12348 hotline order is registered under (H-8: 咨询、投诉、建议);
+ * 案件 only for a case registered from another channel (website, app, 12345…). */
+export function categoryOptions(channel: unknown): Record<string, string> {
+  if (channel === 'phone' || channel === undefined || channel === null || channel === '') {
+    const { case: _case, ...hotline } = CATEGORY_LABELS;
+    return hotline;
+  }
+  return CATEGORY_LABELS;
+}
+
+/** The H-8/H-9 counting rule, on the order form and beside limits. */
+export const DEADLINE_RULE =
+  '时限自受理次日起算，受理当日不计入：转办1个工作日内（紧急事项1小时内），反馈5个工作日内（经批准可延长，最长不超过15个工作日），紧急事项3个工作日内回访；节假日不计，调休上班日计入。';
 
 export const URGENCY_LABELS: Record<string, string> = { normal: '一般', urgent: '紧急' };
 
@@ -56,6 +72,7 @@ export const ROLE_LABELS: Record<string, string> = {
   supervisor: '督办岗',
   callback_staff: '回访人员',
   province_admin: '省平台管理员',
+  system: '系统',
 };
 
 export const COMMAND_LABELS: Record<string, string> = {
@@ -63,7 +80,7 @@ export const COMMAND_LABELS: Record<string, string> = {
   submit: '提交',
   answer_directly: '直接答复',
   dispatch: '派单',
-  return_upward: '上报退回',
+  return_upward: '退回上级',
   sign: '签收',
   return: '退回',
   start: '开始办理',
@@ -82,7 +99,7 @@ export const COMMAND_LABELS: Record<string, string> = {
   withdraw: '撤回',
   explain_outside_remit: '非职能范围解释说明',
   study_note: '研究意见',
-  conclude_study: '研究结论（办结）',
+  conclude_study: '作出研究结论',
   reveal_contact: '显示号码',
   report_dissatisfaction: '向承办单位通报不满意',
 };
@@ -93,7 +110,7 @@ export const EVENT_LABELS: Record<string, string> = {
   submitted: '提交',
   answered_directly: '直接答复',
   dispatched: '派单',
-  returned_upward: '上报退回',
+  returned_upward: '退回上级',
   signed: '签收',
   returned: '退回',
   started: '开始办理',
@@ -132,6 +149,59 @@ export const SATISFACTION_LABELS: Record<string, string> = {
   basically_satisfied: '基本满意',
   dissatisfied: '不满意',
 };
+
+/** The survey a caller answered with keys after the call. */
+export const CALL_SURVEY_LABELS: Record<string, string> = {
+  ...SATISFACTION_LABELS,
+  no_answer: '未评价',
+};
+
+/** Which limit (reminders, missed limits). */
+export const LIMIT_LABELS: Record<string, string> = {
+  transfer: '转办时限',
+  feedback: '反馈时限',
+  callback: '回访时限',
+  report: '不满意通报时限',
+};
+
+export const CALLBACK_ROUND_LABELS: Record<string, string> = { first: '首次回访', second: '二次回访' };
+
+export const REDO_TARGET_LABELS: Record<string, string> = { agent: '退回值班人员重办', unit: '退回承办单位重办' };
+
+export const CALL_ATTEMPT_LABELS: Record<string, string> = {
+  answered: '已接通',
+  no_answer: '无人接听',
+  busy: '占线',
+  unreachable: '无法接通',
+};
+
+/** A call logged on an order (`kind.call`, tagged by `what`) in words, agents by name
+ * (`*_name` from the server; `坐席 1001` for an extension no user works as). */
+export function callLogText(call: unknown, unitName: (id: string) => string): string {
+  if (!call || typeof call !== 'object') return '';
+  const c = call as Record<string, unknown>;
+  const agent = (key: string) => {
+    const name = c[`${key}_name`];
+    if (typeof name === 'string' && name) return name;
+    return typeof c[key] === 'string' ? `坐席 ${c[key] as string}` : '坐席';
+  };
+  switch (c.what) {
+    case 'callback_requested':
+      return `来电人在排队第${String(c.position ?? '')}位时要求回电`;
+    case 'callback_attempt':
+      return `第${String(c.attempt ?? '')}次回电（${agent('agent')}）：${label(CALL_ATTEMPT_LABELS, c.result)}`;
+    case 'callback_gave_up':
+      return `回电未成功，共${String(c.attempts ?? '')}次，请人工回电`;
+    case 'transferred_to_unit':
+      return `来电已转接至${unitName(String(c.unit ?? ''))}${typeof c.agent === 'string' ? `（${agent('agent')}转接）` : ''}`;
+    case 'transferred_to_agent':
+      return typeof c.from === 'string' ? `来电由${agent('from')}转接至${agent('to')}` : `来电转接至${agent('to')}`;
+    default:
+      return '';
+  }
+}
+
+export const REMINDER_LEVEL_LABELS: Record<string, string> = { yellow: '黄色预警', red: '红色超时' };
 
 export const AGENT_STATE_LABELS: Record<string, string> = {
   signed_out: '签退',
@@ -334,18 +404,6 @@ export function periodOf(now: Date, kind: 'month' | 'quarter' | 'year'): string 
   return `${y}-${pad(m)}`;
 }
 
-/** A deadline for people: the server's display text (a limit at the end of a day reads
- * `24:00`) when it sends one, else the instant in Beijing time. */
-export function dueText(
-  deadlines: Record<string, unknown> | null | undefined,
-  which: 'transfer' | 'feedback' | 'callback' | 'report',
-): string {
-  if (!deadlines) return '—';
-  const display = deadlines[`${which}_due_display`];
-  if (typeof display === 'string' && display) return tidyDisplay(display);
-  return formatDateTime(deadlines[`${which}_due`] as string | null | undefined);
-}
-
 /** The type of a ledger event's `kind` (`{"type": "returned", …}`), or of a command. */
 export function kindName(kind: unknown): string {
   if (typeof kind === 'string') return kind;
@@ -371,21 +429,13 @@ export function lastReturnReason(
   return kind && typeof kind.reason === 'string' ? kind.reason : '';
 }
 
-/** `2026-12-04T24:00+08:00` (the server's display of an end-of-day limit) as
- * `2026-12-04 24:00`; other offsets are kept visible. */
-export function tidyDisplay(text: string): string {
-  const m = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2})(?::\d{2}(?:\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?$/.exec(text);
-  if (!m) return text;
-  const offset = m[3];
-  return offset && offset !== '+08:00' && offset !== '+0800' ? `${m[1]} ${m[2]} (${offset})` : `${m[1]} ${m[2]}`;
-}
-
 export const CLOSE_REASON_LABELS: Record<string, string> = {
   answered: '已答复办结',
   fed_back: '已反馈办结',
   satisfied: '回访满意办结',
   judgement: '依法办结',
-  special_flag: '特殊标记办结',
+  // The study of a flagged order concluded (W-14): the flag itself never closes.
+  special_flag: '研究处理后办结',
   withdrawn: '撤回',
   outside_remit: '非职能范围解释办结',
   call_logged: '通话记录',
@@ -406,4 +456,149 @@ export function formatWait(secs: number): string {
   if (!Number.isFinite(secs) || secs <= 0) return '稍后';
   if (secs < 60) return `${Math.ceil(secs)} 秒`;
   return `${Math.ceil(secs / 60)} 分钟`;
+}
+
+export type LimitKind = 'transfer' | 'feedback' | 'callback' | 'report';
+
+/** Year, month, day, hour and minute of an instant in Beijing time (UTC+8, no DST). */
+function beijing(ms: number): { y: number; mo: number; d: number; h: number; mi: number } {
+  const t = new Date(ms + 8 * 60 * 60 * 1000);
+  return { y: t.getUTCFullYear(), mo: t.getUTCMonth() + 1, d: t.getUTCDate(), h: t.getUTCHours(), mi: t.getUTCMinutes() };
+}
+
+/** A limit as a bureau writes it: `12月8日 24:00` in Beijing time. A limit at 00:00 is
+ * 24:00 of the day before (working-day limits end at 24:00); the year is written when
+ * it is not the year of `now` (`2027年1月5日 24:00`). Accepts an instant or the server's
+ * display text (`2026-12-08T24:00+08:00`). */
+export function formatDue(due: string | null | undefined, now: Date = new Date()): string {
+  if (!due) return '—';
+  const nowYear = beijing(now.getTime()).y;
+  const write = (y: number, mo: number, d: number, time: string) =>
+    `${y === nowYear ? '' : `${y}年`}${mo}月${d}日 ${time}`;
+  const end = /^(\d{4})-(\d{2})-(\d{2})T24:00(?::00)?(?:\+08:00)?$/.exec(due);
+  if (end) return write(Number(end[1]), Number(end[2]), Number(end[3]), '24:00');
+  const ms = Date.parse(due);
+  if (Number.isNaN(ms)) return due;
+  const t = beijing(ms);
+  if (t.h === 0 && t.mi === 0 && (ms / 1000) % 60 === 0) {
+    const day = beijing(ms - DAY_MS);
+    return write(day.y, day.mo, day.d, '24:00');
+  }
+  return write(t.y, t.mo, t.d, `${pad(t.h)}:${pad(t.mi)}`);
+}
+
+/** The span of a limit (`1个工作日`, `1小时`) from the server's deadline fields. */
+export function limitSpan(deadlines: Record<string, unknown> | null | undefined, which: LimitKind): string | null {
+  if (!deadlines) return null;
+  const hours = deadlines[`${which}_hours`];
+  if (typeof hours === 'number') return `${hours}小时`;
+  const days = deadlines[`${which}_working_days`];
+  if (typeof days === 'number') return `${days}个工作日`;
+  return null;
+}
+
+/** A limit with its span: `12月8日 24:00（1个工作日）`. */
+export function deadlineText(
+  deadlines: Record<string, unknown> | null | undefined,
+  which: LimitKind,
+  now: Date = new Date(),
+): string {
+  if (!deadlines) return '—';
+  const due = (deadlines[`${which}_due`] ?? deadlines[`${which}_due_display`]) as string | null | undefined;
+  if (!due) return '—';
+  const span = limitSpan(deadlines, which);
+  return span ? `${formatDue(due, now)}（${span}）` : formatDue(due, now);
+}
+
+/** Time left to a limit. Working-day limits count working days by the server's calendar
+ * (`*_working_days_left`: days after today up to the limit's day; 0 = due today 24:00;
+ * negative = working days begun since the limit): `剩余 2个工作日`, `今日24:00到期`,
+ * `超时 1个工作日`. Hour limits (urgent transfer) count the clock. */
+export function remainingText(
+  deadlines: Record<string, unknown> | null | undefined,
+  which: LimitKind,
+  now: Date,
+): string {
+  if (!deadlines) return '—';
+  const due = deadlines[`${which}_due`] as string | null | undefined;
+  if (!due) return '—';
+  const left = deadlines[`${which}_working_days_left`];
+  const dueMs = Date.parse(due);
+  if (typeof left !== 'number' || Number.isNaN(dueMs)) return formatRemaining(due, now);
+  if (now.getTime() >= dueMs) return left < 0 ? `超时 ${-left}个工作日` : '已超时';
+  if (left > 0) return `剩余 ${left}个工作日`;
+  return '今日24:00到期';
+}
+
+/** One ledger event for people: what happened, the detail, who (name, never login id). */
+export interface TimelineEntry {
+  what: string;
+  extra: string;
+  who: string;
+  text: string;
+}
+
+export function timelineEntry(
+  ev: { actor?: string; actor_name?: string | null; role?: string; kind?: unknown; reason?: string | null },
+  unitName: (id: string) => string,
+): TimelineEntry {
+  const name = kindName(ev.kind);
+  const kind = (ev.kind && typeof ev.kind === 'object' ? ev.kind : {}) as Record<string, unknown>;
+  const str = (v: unknown) => (typeof v === 'string' ? v : '');
+  let extra = '';
+  switch (name) {
+    case 'dispatched':
+      extra = Array.isArray(kind.units) ? `→ ${(kind.units as string[]).map(unitName).join('、')}` : '';
+      break;
+    case 'returned_upward':
+    case 'escalated_for_second_callback':
+      extra = kind.to_unit ? `→ ${unitName(str(kind.to_unit))}` : '';
+      break;
+    case 'signed':
+      extra = kind.unit ? `${unitName(str(kind.unit))}${kind.lead ? '（主办）' : '（协办）'}` : '';
+      break;
+    case 'returned':
+    case 'dissatisfaction_reported':
+      extra = kind.unit ? unitName(str(kind.unit)) : '';
+      break;
+    case 'callback_recorded':
+      extra = [
+        label(CALLBACK_ROUND_LABELS, kind.round),
+        label(SATISFACTION_LABELS, kind.satisfaction),
+        kind.by_name ? `回访人 ${str(kind.by_name)}` : '',
+      ]
+        .filter((t) => t && t !== '—')
+        .join(' · ');
+      break;
+    case 'call_survey_recorded':
+      extra = label(CALL_SURVEY_LABELS, kind.answer);
+      break;
+    case 'redo_ordered':
+      extra = label(REDO_TARGET_LABELS, kind.target);
+      break;
+    case 'reminded':
+      extra = `${label(LIMIT_LABELS, kind.deadline)} · ${label(REMINDER_LEVEL_LABELS, kind.level)}`;
+      break;
+    case 'limit_missed':
+      extra = `${label(LIMIT_LABELS, kind.deadline)}（${formatDue(str(kind.due))}）`;
+      break;
+    case 'call_logged':
+      extra = callLogText(kind.call, unitName);
+      break;
+    case 'extension_approved':
+      extra = typeof kind.feedback_working_days === 'number' ? `反馈时限共 ${kind.feedback_working_days}个工作日` : '';
+      break;
+  }
+  const text =
+    name === 'call_logged'
+      ? ''
+      : name === 'closed'
+      ? [closeReasonText(kind.reason), str(kind.note)].filter(Boolean).join('：')
+      : (ev.reason ??
+        [kind.reason, kind.text, kind.note, kind.answer, kind.result, kind.explanation].find(
+          (t): t is string => typeof t === 'string' && t !== '' && !(t in CALL_SURVEY_LABELS),
+        ) ??
+        '');
+  const who = ev.actor_name || (ev.role ? `${label(ROLE_LABELS, ev.role)}（已停用账号）` : '—');
+  return { what: EVENT_LABELS[name] ?? COMMAND_LABELS[name] ?? name, extra, who, text };
 }

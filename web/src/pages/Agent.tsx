@@ -11,6 +11,8 @@ import {
   AGENT_STATE_LABELS,
   AREA_LABELS,
   CATEGORY_LABELS,
+  DEADLINE_RULE,
+  categoryOptions,
   CHANNEL_LABELS,
   STATE_LABELS,
   URGENCY_LABELS,
@@ -169,7 +171,7 @@ function PreviousOrders(props: { ids: string[] }) {
             </li>
           ) : (
             <li key={o.id} data-previous-order={o.id}>
-              <span class="mono">{o.id}</span> {label(CATEGORY_LABELS, o.fields.category)} ·{' '}
+              <span class="mono">{o.number ?? o.id}</span> {label(CATEGORY_LABELS, o.fields.category)} ·{' '}
               {label(STATE_LABELS, o.state)} · {formatDateTime(o.fields.received_at as string | undefined)}
             </li>
           ),
@@ -368,7 +370,7 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
           call_id: p.call_id,
           channel: 'phone',
           city: p.city ?? f.city,
-          category: p.category && p.category in CATEGORY_LABELS ? p.category : 'consultation',
+          category: p.category && p.category in categoryOptions('phone') ? p.category : 'consultation',
           urgency: p.urgency && p.urgency in URGENCY_LABELS ? p.urgency : 'normal',
         }));
       })
@@ -475,7 +477,7 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
         <label>
           诉求类别
           <select name="category" value={form.category} onChange={(e) => set({ category: e.currentTarget.value })}>
-            {options(CATEGORY_LABELS)}
+            {options(categoryOptions(form.channel))}
           </select>
         </label>
         <label>
@@ -492,7 +494,15 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
         </label>
         <label>
           受理渠道
-          <select name="channel" value={form.channel} onChange={(e) => set({ channel: e.currentTarget.value })}>
+          <select
+            name="channel"
+            value={form.channel}
+            onChange={(e) => {
+              const channel = e.currentTarget.value;
+              // 案件 is registered from other channels only (H-8).
+              set(form.category in categoryOptions(channel) ? { channel } : { channel, category: 'consultation' });
+            }}
+          >
             {options(CHANNEL_LABELS)}
           </select>
         </label>
@@ -549,6 +559,9 @@ function OrderFormPanel(props: { me: Me; call: ScreenPop | null; onCreated: (o: 
           备注
           <textarea name="remarks" rows={2} value={form.remarks} onInput={(e) => set({ remarks: e.currentTarget.value })} />
         </label>
+        <p class="wide muted small" data-deadline-rule>
+          {DEADLINE_RULE}
+        </p>
         <div class="wide buttons">
           <button type="submit" class="primary" disabled={busy} data-action="create-order">
             保存并提交工单

@@ -176,6 +176,8 @@ interface CallRow {
     hung_up_first?: string | null;
     recordings?: string[];
   };
+  /** Who works as `record.agent` (`[[users]] agent`), by name. */
+  agent_name?: string | null;
 }
 
 const PATH_LABELS: Record<string, string> = {
@@ -216,13 +218,15 @@ function Recordings() {
             </tr>
           </thead>
           <tbody>
-            {calls.map(({ record: r }) => (
+            {calls.map(({ record: r, agent_name: agentName }) => (
               <tr key={r.call_id} data-call-id={r.call_id}>
                 <td>{formatDateTime(r.arrival)}</td>
                 <td class="mono">{r.caller}</td>
                 <td>{r.city ? unitName(units, r.city) : '—'}</td>
                 <td>{label(CATEGORY_LABELS, r.category ?? '')}</td>
-                <td>{r.agent ?? '—'}</td>
+                <td title={r.agent ?? ''} data-agent-name={agentName ?? ''}>
+                  {agentName ?? (r.agent ? `坐席 ${r.agent}` : '—')}
+                </td>
                 <td>{(r.path ?? []).map((p) => label(PATH_LABELS, p)).join(' → ')}</td>
                 <td>
                   {(r.recordings ?? []).length === 0 ? (
