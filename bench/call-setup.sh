@@ -27,7 +27,7 @@ STEP_SECS=${STEP_SECS:-10}
 START_RATE=${START_RATE:-10}
 MAX_RATE=${MAX_RATE:-640}
 HOLD_MS=${HOLD_MS:-1000}
-FULL_HOLD_MS=${FULL_HOLD_MS:-1000}
+FULL_HOLD_MS=${FULL_HOLD_MS:-2000}
 AGENTS=${AGENTS:-300}
 # [sip] max_new_calls_per_sec of the server (0: no admission limit). With OVERLOAD=1 the
 # full side is offered twice its best passing rate once more, and its goodput (completed
@@ -90,6 +90,7 @@ prompts_dir = "$BENCH_ROOT/config/prompts/zh"
 [ivr]
 greeting = "beep"
 menu = "beep"
+please_hold = "beep"
 voice_message_intro = "beep"
 digit_timeout_ms = 1000
 max_retries = 0
@@ -141,18 +142,32 @@ if [[ " $SIDES " == *" full "* ]]; then
       -s "$id" -au "$id" -ap "pw-$id" -i 127.0.0.1 -p "$AGENT_PORT" -m 1 -nostdin \
       "127.0.0.1:$OURS_PORT" >"register-$id.out" 2>&1) || die "agent $id did not register ($WORK/agent)"
   done
+  # 20 at a time; `wait` names them (a bare `wait` would wait for the server too).
+  batch=()
   for ((a = 0; a < AGENTS; a++)); do
     id=$((3001 + a))
     (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/acd_feature.xml" \
       -s '*11' -au "$id" -ap "pw-$id" -auth_uri "*11@127.0.0.1:$OURS_PORT" -set user "$id" \
       -i 127.0.0.1 -p "$(free_port)" -mi 127.0.0.1 -mp "$(free_port)" -m 1 -nostdin \
       "127.0.0.1:$OURS_PORT" >"sign-in-$id.out" 2>&1; echo $? >"sign-in-$id.rc") &
-    (((a + 1) % 20 == 0)) && wait
+    batch+=("$!")
+    if ((${#batch[@]} == 20)); then wait "${batch[@]}"; batch=(); fi
   done
-  wait
+  ((${#batch[@]} == 0)) || wait "${batch[@]}"
+  # Any that did not confirm (a port taken meanwhile, a lost datagram) tries once more.
+  for ((a = 0; a < AGENTS; a++)); do
+    id=$((3001 + a))
+    [[ "$(cat "$WORK/agent/sign-in-$id.rc" 2>/dev/null)" == 0 ]] && continue
+    (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/acd_feature.xml" \
+      -s '*11' -au "$id" -ap "pw-$id" -auth_uri "*11@127.0.0.1:$OURS_PORT" -set user "$id" \
+      -i 127.0.0.1 -p "$(free_port)" -mi 127.0.0.1 -mp "$(free_port)" -m 1 -nostdin \
+      "127.0.0.1:$OURS_PORT" >"sign-in-$id.out" 2>&1; echo $? >"sign-in-$id.rc")
+  done
   signed_in=$(cat "$WORK"/agent/sign-in-*.rc | grep -c '^0$' || true)
   echo "  $signed_in of $AGENTS agents signed in" >&2
   ((signed_in == AGENTS)) || die "only $signed_in of $AGENTS agents signed in ($WORK/agent)"
+  echo "  set-up took $(($(date +%s) - BEGIN)) s; the stepping budget starts now" >&2
+  BEGIN=$(date +%s)
 fi
 (cd "$WORK/agent" && exec "$SIPP" -sn uas -i 127.0.0.1 -p "$AGENT_PORT" -mi 127.0.0.1 \
   -mp "$(free_port)" -rtp_echo -nostdin -trace_stat -stf stat.csv -fd 1 >uas.out 2>&1) &
