@@ -1,43 +1,52 @@
-//! A small HTTP/1.1 client over tokio's `TcpStream`, for `http://` URLs only: the
-//! `hotline order` command line talking to a running server, and the webhook notifier.
+//! The HTTP/1.1 client for `http://` and `https://` URLs: the webhook notifiers (order
+//! notices, leader alerts) and the `hotline order` command line talking to a running
+//! server. hyper-util's client over rustls (ring) does the protocol and TLS; this module
+//! keeps what callers rely on:
 //!
-//! One request per connection (`Connection: close`); the response body is read by
-//! `Content-Length`, chunked transfer coding, or up to the end of the stream; the
-//! whole exchange is bounded by a timeout and the response by a size limit. Header
-//! values and targets with CR or LF are refused, so a token or a path can never inject
-//! a header. No TLS: `https://` is refused with a clear error (run behind a
-//! TLS-terminating proxy, as the server itself does).
+//! - one request per connection (`Connection: close`, nothing pooled), so a receiver
+//!   that closes after each answer never sees a stale connection reused;
+//! - the whole exchange (connect, TLS, request, response body) bounded by a timeout and
+//!   the response body by [`MAX_RESPONSE_BYTES`];
+//! - header names and values with CR, LF or other control characters are refused, so a
+//!   token or a path can never inject a header;
+//! - https servers are trusted through the system's store (`/etc/ssl/certs`, or
+//!   `SSL_CERT_FILE` / `SSL_CERT_DIR`), so an operator's own CA is added the usual way;
+//!   an untrusted or mismatched certificate fails the attempt like a refused connection.
 
+use std::error::Error as StdError;
 use std::fmt;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
+use hyper::header::{CONNECTION, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use rustls::RootCertStore;
+use tracing::{debug, warn};
 
-/// Largest response accepted (head + body).
+/// Largest response body accepted.
 pub const MAX_RESPONSE_BYTES: usize = 32 * 1024 * 1024;
-/// Largest response head.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
 
 /// Why a URL is not usable.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum UrlError {
-    /// `https://`: this client has no TLS.
-    #[error(
-        "https is not supported by this client: use http:// (e.g. behind a TLS-terminating proxy)"
-    )]
-    Https,
-    /// Not `http://…`.
-    #[error("the URL must start with http://")]
+    /// Neither `http://…` nor `https://…`.
+    #[error("the URL must start with http:// or https://")]
     Scheme,
     /// No host, a bad port, or a character that cannot appear in a request line.
     #[error("the URL has no usable host and port")]
     Authority,
 }
 
-/// An `http://host[:port][/path][?query]` URL.
+/// An `http[s]://host[:port][/path][?query]` URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpUrl {
+    /// `https://`.
+    tls: bool,
     host: String,
     port: u16,
     /// Path and query, starting with `/`.
@@ -45,19 +54,18 @@ pub struct HttpUrl {
 }
 
 impl HttpUrl {
-    /// Parses an `http://` URL.
+    /// Parses an `http://` or `https://` URL.
     ///
     /// # Errors
     /// [`UrlError`] for another scheme, a missing host or a bad port.
     pub fn parse(text: &str) -> Result<Self, UrlError> {
         let text = text.trim();
-        let rest = match text.get(..8) {
-            Some(p) if p.eq_ignore_ascii_case("https://") => return Err(UrlError::Https),
-            _ => match text.get(..7) {
-                Some(p) if p.eq_ignore_ascii_case("http://") => &text[7..],
-                _ => return Err(UrlError::Scheme),
-            },
+        let (tls, rest) = match (text.get(..8), text.get(..7)) {
+            (Some(p), _) if p.eq_ignore_ascii_case("https://") => (true, &text[8..]),
+            (_, Some(p)) if p.eq_ignore_ascii_case("http://") => (false, &text[7..]),
+            _ => return Err(UrlError::Scheme),
         };
+        let default_port = if tls { 443 } else { 80 };
         let (authority, target) = match rest.find(['/', '?']) {
             Some(i) if rest.as_bytes()[i] == b'?' => (&rest[..i], format!("/{}", &rest[i..])),
             Some(i) => (&rest[..i], rest[i..].to_owned()),
@@ -71,7 +79,7 @@ impl HttpUrl {
             let (host, after) = inner.split_once(']').ok_or(UrlError::Authority)?;
             let port = match after.strip_prefix(':') {
                 Some(p) => p.parse().map_err(|_| UrlError::Authority)?,
-                None if after.is_empty() => 80,
+                None if after.is_empty() => default_port,
                 None => return Err(UrlError::Authority),
             };
             (host.to_owned(), port)
@@ -81,7 +89,7 @@ impl HttpUrl {
                     host.to_owned(),
                     port.parse().map_err(|_| UrlError::Authority)?,
                 ),
-                None => (authority.to_owned(), 80),
+                None => (authority.to_owned(), default_port),
             }
         };
         let host_ok = !host.is_empty()
@@ -91,7 +99,18 @@ impl HttpUrl {
         if !host_ok || port == 0 {
             return Err(UrlError::Authority);
         }
-        Ok(Self { host, port, target })
+        Ok(Self {
+            tls,
+            host,
+            port,
+            target,
+        })
+    }
+
+    /// `https://`.
+    #[must_use]
+    pub fn is_https(&self) -> bool {
+        self.tls
     }
 
     /// Host as written (without brackets).
@@ -100,7 +119,7 @@ impl HttpUrl {
         &self.host
     }
 
-    /// Port (80 by default).
+    /// Port (80 or 443 by default).
     #[must_use]
     pub fn port(&self) -> u16 {
         self.port
@@ -133,6 +152,7 @@ impl HttpUrl {
             .unwrap_or("/")
             .trim_end_matches('/');
         Self {
+            tls: self.tls,
             host: self.host.clone(),
             port: self.port,
             target: format!("{base}{path_and_query}"),
@@ -142,7 +162,8 @@ impl HttpUrl {
 
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority(), self.target)
+        let scheme = if self.tls { "https" } else { "http" };
+        write!(f, "{scheme}://{}{}", self.authority(), self.target)
     }
 }
 
@@ -161,10 +182,10 @@ pub enum Method {
 }
 
 impl Method {
-    fn as_str(self) -> &'static str {
+    fn as_hyper(self) -> hyper::Method {
         match self {
-            Self::Get => "GET",
-            Self::Post => "POST",
+            Self::Get => hyper::Method::GET,
+            Self::Post => hyper::Method::POST,
         }
     }
 }
@@ -212,41 +233,49 @@ impl Request {
         self
     }
 
-    fn encode(&self) -> Result<Vec<u8>, HttpError> {
-        let mut head = format!(
-            "{} {} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nUser-Agent: hotline/{}\r\n",
-            self.method.as_str(),
-            self.url.target,
-            self.url.authority(),
-            env!("CARGO_PKG_VERSION")
-        );
+    /// The request as hyper sends it.
+    fn build(&self) -> Result<hyper::Request<Full<Bytes>>, HttpError> {
+        let uri: hyper::Uri = self
+            .url
+            .to_string()
+            .parse()
+            .map_err(|_| HttpError::BadUrl(self.url.to_string()))?;
+        let mut builder = hyper::Request::builder()
+            .method(self.method.as_hyper())
+            .uri(uri)
+            .header(CONNECTION, HeaderValue::from_static("close"))
+            .header(
+                USER_AGENT,
+                HeaderValue::from_static(concat!("hotline/", env!("CARGO_PKG_VERSION"))),
+            );
         for (name, value) in &self.headers {
             let name_ok = !name.is_empty()
                 && name
                     .bytes()
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            let bad = || HttpError::BadHeader(name.clone());
             if !name_ok || !safe(value) {
-                return Err(HttpError::BadHeader(name.clone()));
+                return Err(bad());
             }
-            head.push_str(&format!("{name}: {value}\r\n"));
+            let name = HeaderName::from_bytes(name.as_bytes()).map_err(|_| bad())?;
+            let value = HeaderValue::from_str(value).map_err(|_| bad())?;
+            builder = builder.header(name, value);
         }
-        let body: &[u8] = match &self.body {
+        let body = match &self.body {
             Some((content_type, body)) => {
-                if !safe(content_type) {
-                    return Err(HttpError::BadHeader("Content-Type".to_owned()));
-                }
-                head.push_str(&format!("Content-Type: {content_type}\r\n"));
-                body
+                let value = HeaderValue::from_str(content_type)
+                    .ok()
+                    .filter(|_| safe(content_type))
+                    .ok_or_else(|| HttpError::BadHeader("Content-Type".to_owned()))?;
+                builder = builder.header(CONTENT_TYPE, value);
+                Bytes::from(body.clone())
             }
-            None => &[],
+            None => Bytes::new(),
         };
-        if self.body.is_some() || self.method == Method::Post {
-            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
-        }
-        head.push_str("\r\n");
-        let mut bytes = head.into_bytes();
-        bytes.extend_from_slice(body);
-        Ok(bytes)
+        // Content-Length comes from the body (always sent with a POST).
+        builder
+            .body(Full::new(body))
+            .map_err(|_| HttpError::BadUrl(self.url.to_string()))
     }
 }
 
@@ -257,7 +286,7 @@ pub struct Response {
     pub status: u16,
     /// Headers, names lower-cased, in order.
     pub headers: Vec<(String, String)>,
-    /// Body (chunked coding removed).
+    /// Body (transfer coding removed).
     pub body: Vec<u8>,
 }
 
@@ -288,187 +317,209 @@ impl Response {
 /// Why an exchange failed.
 #[derive(Debug, thiserror::Error)]
 pub enum HttpError {
-    /// Cannot connect.
-    #[error("cannot connect to {addr}")]
+    /// Cannot connect, or the TLS handshake failed (untrusted certificate, wrong name…).
+    #[error("cannot connect to {addr}: {}", causes(.source))]
     Connect {
         /// Where.
         addr: String,
         /// Why.
         #[source]
-        source: std::io::Error,
+        source: hyper_util::client::legacy::Error,
     },
-    /// Reading or writing failed.
-    #[error("connection failed")]
-    Io(#[from] std::io::Error),
+    /// Sending the request or reading the response head failed (including a response
+    /// that is not HTTP/1.x).
+    #[error("the exchange failed: {}", causes(.0))]
+    Exchange(#[source] hyper_util::client::legacy::Error),
+    /// Reading the response body failed.
+    #[error("reading the response failed: {}", causes(.0.as_ref()))]
+    Body(#[source] Box<dyn StdError + Send + Sync>),
     /// No complete response within the time limit.
     #[error("no response within {0:?}")]
     Timeout(Duration),
-    /// Not an HTTP/1.x response.
-    #[error("malformed response: {0}")]
-    Malformed(&'static str),
-    /// Larger than [`MAX_RESPONSE_BYTES`].
+    /// A body larger than [`MAX_RESPONSE_BYTES`].
     #[error("response larger than {MAX_RESPONSE_BYTES} bytes")]
     TooLarge,
     /// A header name or value that cannot be sent (control characters).
     #[error("header {0:?} cannot be sent")]
     BadHeader(String),
+    /// A URL that [`HttpUrl::parse`] accepted but hyper does not.
+    #[error("the URL {0} cannot be requested")]
+    BadUrl(String),
 }
 
-/// Sends `request` and reads the whole response, all within `timeout`.
+/// An error and its causes, `: `-separated: hyper's own messages say only "client error
+/// (Connect)"; the reason (refused, certificate not trusted…) is further down.
+fn causes(error: &(dyn StdError + 'static)) -> String {
+    let mut text = String::new();
+    let mut next = error.source();
+    while let Some(cause) = next {
+        if !text.is_empty() {
+            text.push_str(": ");
+        }
+        text.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    if text.is_empty() {
+        error.to_string()
+    } else {
+        text
+    }
+}
+
+/// rustls on ring: its C builds with `cc` alone, faster than aws-lc on 2 cores (see
+/// DEPENDENCIES.md). rustls 0.23.48 deprecates it for its lack of post-quantum key
+/// exchange (X25519MLKEM768), which a webhook's notices do not need yet.
+#[allow(deprecated)]
+fn tls_provider() -> rustls::crypto::CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+/// A client with its trust store; cheap to clone. [`send`] uses one for the whole
+/// process, trusting the system's store.
+#[derive(Clone)]
+pub struct HttpClient {
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("HttpClient")
+    }
+}
+
+impl HttpClient {
+    /// A client trusting exactly `roots` for https.
+    ///
+    /// # Panics
+    /// Never: ring supports rustls' default protocol versions.
+    #[must_use]
+    pub fn with_roots(roots: RootCertStore) -> Self {
+        let provider = Arc::new(tls_provider());
+        let tls = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports TLS 1.2 and 1.3")
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        let connector = HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(0)
+            .http1_title_case_headers(true)
+            .build(connector);
+        Self { client }
+    }
+
+    /// A client trusting the system's store (`/etc/ssl/certs`; `SSL_CERT_FILE` or
+    /// `SSL_CERT_DIR` instead when set). Reads files: call it once.
+    #[must_use]
+    pub fn system() -> Self {
+        let found = rustls_native_certs::load_native_certs();
+        for e in &found.errors {
+            warn!(%e, "a file of trusted certificates cannot be read");
+        }
+        let mut roots = RootCertStore::empty();
+        let (trusted, unusable) = roots.add_parsable_certificates(found.certs);
+        if trusted == 0 {
+            warn!(
+                "no trusted certificates found (install ca-certificates, or set SSL_CERT_FILE): \
+                 https requests will fail"
+            );
+        }
+        debug!(trusted, unusable, "https trust store loaded");
+        Self::with_roots(roots)
+    }
+
+    /// Sends `request` and reads the whole response, all within `timeout`.
+    ///
+    /// # Errors
+    /// [`HttpError`]: connection, TLS, timeout, malformed or oversized responses.
+    pub async fn send(&self, request: &Request, timeout: Duration) -> Result<Response, HttpError> {
+        let built = request.build()?;
+        match tokio::time::timeout(timeout, self.exchange(&request.url, built)).await {
+            Ok(result) => result,
+            Err(_) => Err(HttpError::Timeout(timeout)),
+        }
+    }
+
+    async fn exchange(
+        &self,
+        url: &HttpUrl,
+        request: hyper::Request<Full<Bytes>>,
+    ) -> Result<Response, HttpError> {
+        let response = self.client.request(request).await.map_err(|source| {
+            if source.is_connect() {
+                HttpError::Connect {
+                    addr: url.authority(),
+                    source,
+                }
+            } else {
+                HttpError::Exchange(source)
+            }
+        })?;
+        let (head, body) = response.into_parts();
+        // A Content-Length over the limit fails at once, not after reading the limit.
+        if hyper::body::Body::size_hint(&body).lower() > MAX_RESPONSE_BYTES as u64 {
+            return Err(HttpError::TooLarge);
+        }
+        let body = Limited::new(body, MAX_RESPONSE_BYTES)
+            .collect()
+            .await
+            .map_err(|e| {
+                if e.is::<LengthLimitError>() {
+                    HttpError::TooLarge
+                } else {
+                    HttpError::Body(e)
+                }
+            })?
+            .to_bytes();
+        let headers = head
+            .headers
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).trim().to_owned(),
+                )
+            })
+            .collect();
+        Ok(Response {
+            status: head.status.as_u16(),
+            headers,
+            body: body.to_vec(),
+        })
+    }
+}
+
+/// Sends `request` with the process's client (trusting the system's store) and reads
+/// the whole response, all within `timeout`.
 ///
 /// # Errors
-/// [`HttpError`]: connection, timeout, malformed or oversized responses.
+/// [`HttpError`]: connection, TLS, timeout, malformed or oversized responses.
 pub async fn send(request: &Request, timeout: Duration) -> Result<Response, HttpError> {
-    let bytes = request.encode()?;
-    match tokio::time::timeout(timeout, exchange(&request.url, &bytes)).await {
-        Ok(result) => result,
-        Err(_) => Err(HttpError::Timeout(timeout)),
-    }
-}
-
-async fn exchange(url: &HttpUrl, request: &[u8]) -> Result<Response, HttpError> {
-    let mut stream = TcpStream::connect((url.host.as_str(), url.port))
+    static CLIENT: OnceLock<HttpClient> = OnceLock::new();
+    CLIENT
+        .get_or_init(HttpClient::system)
+        .send(request, timeout)
         .await
-        .map_err(|source| HttpError::Connect {
-            addr: url.authority(),
-            source,
-        })?;
-    stream.set_nodelay(true)?;
-    stream.write_all(request).await?;
-    let mut buf: Vec<u8> = Vec::with_capacity(8192);
-    let mut chunk = vec![0_u8; 16 * 1024];
-    let mut eof = false;
-    loop {
-        match parse_response(&buf, eof)? {
-            Some(response) => return Ok(response),
-            None if eof => return Err(HttpError::Malformed("the connection closed early")),
-            None => {}
-        }
-        let n = stream.read(&mut chunk).await?;
-        if n == 0 {
-            eof = true;
-        } else {
-            if buf.len() + n > MAX_RESPONSE_BYTES {
-                return Err(HttpError::TooLarge);
-            }
-            buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-}
-
-/// The response in `buf` when complete (`eof`: the peer closed the stream);
-/// `Ok(None)` to read more.
-fn parse_response(buf: &[u8], eof: bool) -> Result<Option<Response>, HttpError> {
-    let Some(head_end) = find(buf, b"\r\n\r\n") else {
-        if buf.len() > MAX_HEAD_BYTES {
-            return Err(HttpError::Malformed("response head too long"));
-        }
-        return Ok(None);
-    };
-    let head = std::str::from_utf8(&buf[..head_end])
-        .map_err(|_| HttpError::Malformed("response head is not UTF-8"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let mut parts = status_line.splitn(3, ' ');
-    let version = parts.next().unwrap_or_default();
-    if !version.starts_with("HTTP/1.") {
-        return Err(HttpError::Malformed("not an HTTP/1.x status line"));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| (100..600).contains(s))
-        .ok_or(HttpError::Malformed("bad status code"))?;
-    let mut headers = Vec::new();
-    for line in lines {
-        let (name, value) = line
-            .split_once(':')
-            .ok_or(HttpError::Malformed("header line without a colon"))?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
-    }
-    let body = &buf[head_end + 4..];
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
-    let chunked =
-        header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
-    let body = if status == 204 || status == 304 || (100..200).contains(&status) {
-        Vec::new()
-    } else if chunked {
-        match dechunk(body)? {
-            Some(body) => body,
-            None => return Ok(None),
-        }
-    } else if let Some(length) = header("content-length") {
-        let length: usize = length
-            .parse()
-            .map_err(|_| HttpError::Malformed("bad Content-Length"))?;
-        if length > MAX_RESPONSE_BYTES {
-            return Err(HttpError::TooLarge);
-        }
-        if body.len() < length {
-            return Ok(None);
-        }
-        body[..length].to_vec()
-    } else if eof {
-        body.to_vec()
-    } else {
-        return Ok(None);
-    };
-    Ok(Some(Response {
-        status,
-        headers,
-        body,
-    }))
-}
-
-/// A complete chunked body decoded; `Ok(None)` when more bytes are needed.
-fn dechunk(mut data: &[u8]) -> Result<Option<Vec<u8>>, HttpError> {
-    let mut out = Vec::new();
-    loop {
-        let Some(line_end) = find(data, b"\r\n") else {
-            return Ok(None);
-        };
-        let line = std::str::from_utf8(&data[..line_end])
-            .map_err(|_| HttpError::Malformed("bad chunk size"))?;
-        let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| HttpError::Malformed("bad chunk size"))?;
-        data = &data[line_end + 2..];
-        if size == 0 {
-            // Trailers, then an empty line.
-            return Ok(find(data, b"\r\n").map(|_| out));
-        }
-        if size > MAX_RESPONSE_BYTES || out.len() + size > MAX_RESPONSE_BYTES {
-            return Err(HttpError::TooLarge);
-        }
-        if data.len() < size + 2 {
-            return Ok(None);
-        }
-        out.extend_from_slice(&data[..size]);
-        if &data[size..size + 2] != b"\r\n" {
-            return Err(HttpError::Malformed("chunk not followed by CRLF"));
-        }
-        data = &data[size + 2..];
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
     use tokio::net::TcpListener;
 
     #[test]
     fn urls() {
         let u = HttpUrl::parse("http://127.0.0.1:8080").unwrap();
         assert_eq!((u.host(), u.port(), u.target()), ("127.0.0.1", 8080, "/"));
+        assert!(!u.is_https());
         assert_eq!(
             u.join("/api/orders?page=2").to_string(),
             "http://127.0.0.1:8080/api/orders?page=2"
@@ -480,13 +531,20 @@ mod tests {
         assert_eq!(u.authority(), "[::1]:81");
         assert_eq!(HttpUrl::parse("http://h?q=1").unwrap().target(), "/?q=1");
         assert_eq!(HttpUrl::parse("http://h").unwrap().port(), 80);
-        assert_eq!(HttpUrl::parse("https://h"), Err(UrlError::Https));
+        let u = HttpUrl::parse("HTTPS://hooks.example/in").unwrap();
+        assert!(u.is_https());
+        assert_eq!(u.port(), 443);
+        assert_eq!(u.join("/x").to_string(), "https://hooks.example:443/in/x");
+        assert_eq!(HttpUrl::parse("https://[::1]").unwrap().port(), 443);
         assert_eq!(HttpUrl::parse("ftp://h"), Err(UrlError::Scheme));
+        assert_eq!(HttpUrl::parse("httpx://h"), Err(UrlError::Scheme));
         for bad in [
             "http://",
+            "https://",
             "http://h:0",
             "http://h:99999",
             "http://u@h",
+            "https://u:p@h",
             "http://h/a b",
             "http://h/a\r\nX: y",
         ] {
@@ -498,48 +556,46 @@ mod tests {
     fn headers_cannot_be_injected() {
         let url = HttpUrl::parse("http://h").unwrap();
         let r = Request::get(url.clone()).header("Authorization", "Bearer x\r\nX-Evil: 1");
-        assert!(matches!(r.encode(), Err(HttpError::BadHeader(_))));
-        let r = Request::get(url).header("Bad Name", "v");
-        assert!(matches!(r.encode(), Err(HttpError::BadHeader(_))));
+        assert!(matches!(r.build(), Err(HttpError::BadHeader(_))));
+        let r = Request::get(url.clone()).header("Authorization", "Bearer x\ty");
+        assert!(matches!(r.build(), Err(HttpError::BadHeader(_))));
+        let r = Request::get(url.clone()).header("Bad Name", "v");
+        assert!(matches!(r.build(), Err(HttpError::BadHeader(_))));
+        let mut r = Request::post_json(url, &serde_json::json!({}));
+        r.body = Some(("text/plain\r\nX-Evil: 1".to_owned(), Vec::new()));
+        assert!(matches!(r.build(), Err(HttpError::BadHeader(_))));
     }
 
-    #[test]
-    fn bodies_by_length_chunks_and_end_of_stream() {
-        let r = parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello+", false)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
-        assert!(
-            parse_response(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel", false)
-                .unwrap()
-                .is_none()
-        );
-        let chunked = b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n";
-        let r = parse_response(chunked, false).unwrap().unwrap();
-        assert_eq!(r.text(), "wikipedia");
-        assert_eq!(r.header("Transfer-Encoding"), Some("chunked"));
-        assert!(
-            parse_response(&chunked[..chunked.len() - 2], false)
-                .unwrap()
-                .is_none()
-        );
-        let r = parse_response(b"HTTP/1.0 404 Not Found\r\n\r\nno", true)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.status, r.text().as_str()), (404, "no"));
-        let r = parse_response(b"HTTP/1.1 204 No Content\r\n\r\n", false)
-            .unwrap()
-            .unwrap();
-        assert!(r.body.is_empty());
-        for bad in [
-            &b"SIP/2.0 200 OK\r\n\r\n"[..],
-            b"HTTP/1.1 abc OK\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n",
-            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
-            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
-        ] {
-            assert!(parse_response(bad, true).is_err(), "{bad:?}");
+    /// Reads one request (head and `Content-Length` body) from `stream`.
+    async fn read_request<S: AsyncRead + Unpin>(stream: &mut S) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut chunk = [0_u8; 4096];
+        loop {
+            if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .map_or(0, |v| v.trim().parse().unwrap());
+                if got.len() >= end + 4 + length {
+                    return got;
+                }
+            }
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "the client closed before its request was complete");
+            got.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Answers one request on `stream` with `answer` and closes; returns the request.
+    async fn answer_one<S: AsyncRead + AsyncWrite + Unpin>(
+        mut stream: S,
+        answer: &[u8],
+    ) -> Vec<u8> {
+        let got = read_request(&mut stream).await;
+        stream.write_all(answer).await.unwrap();
+        stream.shutdown().await.ok();
+        got
     }
 
     /// Serves one connection with `answer`, returns what the client sent.
@@ -547,17 +603,58 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let task = tokio::spawn(async move {
-            let (mut s, _) = listener.accept().await.unwrap();
-            let mut got = vec![0_u8; 4096];
-            let n = s.read(&mut got).await.unwrap();
-            s.write_all(answer).await.unwrap();
-            got.truncate(n);
-            got
+            let (s, _) = listener.accept().await.unwrap();
+            answer_one(s, answer).await
         });
         (
             HttpUrl::parse(&format!("http://{addr}/base")).unwrap(),
             task,
         )
+    }
+
+    async fn fetch(answer: &'static [u8]) -> Result<Response, HttpError> {
+        let (url, _task) = one_shot(answer).await;
+        send(&Request::get(url), Duration::from_secs(5)).await
+    }
+
+    #[tokio::test]
+    async fn bodies_by_length_chunks_and_end_of_stream() {
+        let r = fetch(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello")
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (200, &b"hello"[..]));
+        let r = fetch(b"HTTP/1.1 201 Created\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nwiki\r\n5;x=1\r\npedia\r\n0\r\n\r\n")
+            .await
+            .unwrap();
+        assert_eq!((r.status, r.text().as_str()), (201, "wikipedia"));
+        assert_eq!(r.header("Transfer-Encoding"), Some("chunked"));
+        let r = fetch(b"HTTP/1.0 404 Not Found\r\n\r\nno").await.unwrap();
+        assert_eq!((r.status, r.text().as_str()), (404, "no"));
+        assert!(!r.is_success());
+        let r = fetch(b"HTTP/1.1 204 No Content\r\n\r\n").await.unwrap();
+        assert!(r.body.is_empty() && r.is_success());
+        for bad in [
+            &b"SIP/2.0 200 OK\r\n\r\n"[..],
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nNoColon\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        ] {
+            let result = fetch(bad).await;
+            assert!(
+                matches!(result, Err(HttpError::Exchange(_))),
+                "{:?}: {result:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+        for bad in [
+            &b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhel",
+        ] {
+            let result = fetch(bad).await;
+            assert!(matches!(result, Err(HttpError::Body(_))), "{result:?}");
+        }
+        let result = fetch(b"HTTP/1.1 200 OK\r\nContent-Length: 33554433\r\n\r\n").await;
+        assert!(matches!(result, Err(HttpError::TooLarge)), "{result:?}");
     }
 
     #[tokio::test]
@@ -570,8 +667,11 @@ mod tests {
             .header("Authorization", "Bearer t");
         let response = send(&request, Duration::from_secs(5)).await.unwrap();
         assert_eq!((response.status, response.text().as_str()), (200, "{}"));
+        assert_eq!(response.header("content-type"), Some("application/json"));
         let sent = String::from_utf8(task.await.unwrap()).unwrap();
         assert!(sent.starts_with("POST /base/hook HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.contains("\r\nHost: 127.0.0.1:"), "{sent}");
+        assert!(sent.contains("\r\nConnection: close\r\n"), "{sent}");
         assert!(sent.contains("\r\nAuthorization: Bearer t\r\n"), "{sent}");
         assert!(sent.contains("\r\nContent-Length: 7\r\n"), "{sent}");
         assert!(sent.ends_with("\r\n\r\n{\"a\":1}"), "{sent}");
@@ -594,5 +694,80 @@ mod tests {
             matches!(result, Err(HttpError::Connect { .. })),
             "{result:?}"
         );
+        let text = result.unwrap_err().to_string();
+        assert!(
+            text.contains("refused"),
+            "the reason is in the message: {text}"
+        );
+    }
+
+    const TEST_CERT: &[u8] = include_bytes!("../tests/fixtures/tls/cert.der");
+    const TEST_KEY: &[u8] = include_bytes!("../tests/fixtures/tls/key.der");
+
+    /// An https receiver on 127.0.0.1 with the self-signed test certificate, answering
+    /// each of `connections` with `answer`; returns its URL and the requests it read.
+    async fn tls_receiver(
+        connections: usize,
+        answer: &'static [u8],
+    ) -> (HttpUrl, tokio::task::JoinHandle<Vec<Vec<u8>>>) {
+        use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+        let key = PrivateKeyDer::try_from(TEST_KEY.to_vec()).unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(tls_provider()))
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![CertificateDer::from(TEST_CERT.to_vec())], key)
+            .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            let mut requests = Vec::new();
+            for _ in 0..connections {
+                let (tcp, _) = listener.accept().await.unwrap();
+                // A client that refuses our certificate aborts the handshake.
+                if let Ok(tls) = acceptor.accept(tcp).await {
+                    requests.push(answer_one(tls, answer).await);
+                }
+            }
+            requests
+        });
+        (
+            HttpUrl::parse(&format!("https://{addr}/hooks")).unwrap(),
+            task,
+        )
+    }
+
+    #[tokio::test]
+    async fn an_https_webhook_is_delivered_to_a_trusted_server_only() {
+        let (url, task) = tls_receiver(2, b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+        let request = Request::post_json(url.join("/in"), &serde_json::json!({"id": "n1"}))
+            .header("X-Hotline-Event", "n1");
+
+        // The process's client trusts the system's store, which has no self-signed test
+        // certificate: refused before anything is sent, as a connection failure.
+        let refused = send(&request, Duration::from_secs(5)).await;
+        let Err(error @ HttpError::Connect { .. }) = refused else {
+            panic!("an untrusted certificate must be refused: {refused:?}");
+        };
+        assert!(
+            error.to_string().contains("certificate"),
+            "the reason is in the message: {error}"
+        );
+
+        // Trusting it (as an operator does by adding a CA to the system's store).
+        let mut roots = RootCertStore::empty();
+        roots
+            .add(rustls::pki_types::CertificateDer::from(TEST_CERT.to_vec()))
+            .unwrap();
+        let client = HttpClient::with_roots(roots);
+        let response = client.send(&request, Duration::from_secs(5)).await.unwrap();
+        assert_eq!((response.status, response.text().as_str()), (200, "ok"));
+        let requests = task.await.unwrap();
+        assert_eq!(requests.len(), 1, "only the trusted exchange got through");
+        let sent = String::from_utf8(requests[0].clone()).unwrap();
+        assert!(sent.starts_with("POST /hooks/in HTTP/1.1\r\n"), "{sent}");
+        assert!(sent.contains("\r\nX-Hotline-Event: n1\r\n"), "{sent}");
+        assert!(sent.ends_with("\r\n\r\n{\"id\":\"n1\"}"), "{sent}");
     }
 }

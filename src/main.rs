@@ -131,7 +131,7 @@ enum Command {
 Errors print the API's code, message and field on stderr (exit 1; 2 for usage errors)."
 )]
 struct OrderArgs {
-    /// The server (http:// only).
+    /// The server (http:// or https://).
     #[arg(long, env = "HOTLINE_URL", default_value = "http://127.0.0.1:8080")]
     url: String,
     /// Bearer token of a [[users]] entry.

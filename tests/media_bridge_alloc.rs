@@ -131,6 +131,43 @@ fn relay_path_does_not_allocate() {
 }
 
 #[test]
+fn recording_path_does_not_allocate() {
+    use hotline::media::recorder::{Channel, RecorderConfig, RecorderState, WavRecorder};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("call.wav");
+    let t0 = Instant::now();
+    let mut recorder =
+        WavRecorder::create_stereo(&path, t0, RecorderConfig::default()).expect("create");
+    let caller = [1000_i16; 160];
+    let agent = [-1000_i16; 160];
+    let frame = Duration::from_millis(20);
+    let mut push_seconds = |from: u32, to: u32| {
+        for k in from * 50..to * 50 {
+            let now = t0 + frame * (k + 1);
+            recorder.push(now, Channel::Caller, &caller).expect("push");
+            recorder.push(now, Channel::Agent, &agent).expect("push");
+            if now >= recorder.poll_timeout() {
+                recorder.tick(now).expect("tick");
+            }
+        }
+    };
+    // Warm-up: the per-channel queues reach their steady size, hound's and the file
+    // buffer exist, headers have been updated.
+    push_seconds(0, 3);
+    let before = allocations();
+    // Ten seconds of both channels: 1,000 packets, ten header updates by hound's flush.
+    push_seconds(3, 13);
+    assert_eq!(
+        allocations() - before,
+        0,
+        "allocations in the recording path"
+    );
+    assert_eq!(recorder.state(), RecorderState::Recording);
+    let summary = recorder.finish().expect("finish");
+    assert_eq!(summary.frames, 13 * 8000);
+}
+
+#[test]
 fn counter_detects_allocation() {
     // Guards the guard: the counter must see an allocation when one happens.
     let before = allocations();

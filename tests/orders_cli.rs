@@ -294,21 +294,22 @@ fn a_server_that_is_not_there_is_a_clear_error() {
     let stderr = out.stderr;
     assert_eq!(out.status, Some(1), "{stderr}");
     assert!(stderr.contains("cannot connect to 127.0.0.1"), "{stderr}");
-    let https = run_bounded(
+    let ftp = run_bounded(
         Command::new(env!("CARGO_BIN_EXE_hotline")).args([
             "order",
             "--url",
-            "https://example.org",
+            "ftp://example.org",
             "--token",
             "t",
             "list",
         ]),
         Duration::from_secs(30),
     );
-    assert_eq!(https.status, Some(2));
+    assert_eq!(ftp.status, Some(2));
     assert!(
-        https.stderr.contains("https is not supported"),
+        ftp.stderr
+            .contains("the URL must start with http:// or https://"),
         "{}",
-        https.stderr
+        ftp.stderr
     );
 }

@@ -3,7 +3,8 @@
 //! server's clock (`HOTLINE_FAKE_NOW` 30 days ahead: the reminder scheduler reads it,
 //! the consoles' API keeps the wall clock), gets a red reminder POSTed after its commit;
 //! a receiver that hangs or is down blocks neither the API nor the scheduler, failures
-//! are counted in /metrics, and the notices arrive once it is back.
+//! are counted in /metrics, and the notices arrive once it is back. An https receiver is
+//! reached when the system's store (here `SSL_CERT_FILE`) trusts its certificate.
 
 mod common;
 
@@ -410,4 +411,115 @@ fn a_leaders_alert_survives_a_crash_while_the_receiver_is_down() {
         .count();
     assert_eq!(copies, 1, "{:?}", receiver.bodies());
     receiver.stop();
+}
+
+/// An https receiver on 127.0.0.1 with the self-signed test certificate
+/// (tests/fixtures/tls), in a thread: answers 200 to each request; the JSON bodies.
+fn tls_receiver(listener: TcpListener) -> std::sync::Arc<std::sync::Mutex<Vec<Value>>> {
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let cert = CertificateDer::from(include_bytes!("fixtures/tls/cert.der").to_vec());
+    let key =
+        PrivateKeyDer::try_from(include_bytes!("fixtures/tls/key.der").to_vec()).expect("test key");
+    #[allow(deprecated)]
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(vec![cert], key)
+        .expect("certificate");
+    let config = std::sync::Arc::new(config);
+    let bodies = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = bodies.clone();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming().take(50) {
+            let Ok(tcp) = tcp else { continue };
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).ok();
+            let Ok(conn) = rustls::ServerConnection::new(config.clone()) else {
+                continue;
+            };
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut got = Vec::new();
+            let mut chunk = [0_u8; 4096];
+            let body = loop {
+                let Ok(n) = tls.read(&mut chunk) else {
+                    break None;
+                };
+                if n == 0 {
+                    break None;
+                }
+                got.extend_from_slice(&chunk[..n]);
+                let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") else {
+                    continue;
+                };
+                let head = String::from_utf8_lossy(&got[..end]).to_ascii_lowercase();
+                let length: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                if got.len() >= end + 4 + length {
+                    break Some(got[end + 4..end + 4 + length].to_vec());
+                }
+            };
+            let Some(body) = body else { continue };
+            let _ =
+                tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+            if let (Ok(json), Ok(mut all)) = (serde_json::from_slice(&body), sink.lock()) {
+                all.push(json);
+            }
+        }
+    });
+    bodies
+}
+
+#[test]
+fn an_https_webhook_is_delivered_to_a_receiver_whose_certificate_is_trusted() {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind receiver");
+    let port = listener.local_addr().expect("addr").port();
+    let bodies = tls_receiver(listener);
+    // The operator's way of trusting a private CA: the system's store, here replaced by
+    // SSL_CERT_FILE holding only the receiver's self-signed certificate.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pem_path = dir.path().join("trusted.pem");
+    let der = include_bytes!("fixtures/tls/cert.der");
+    let encoded = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in encoded.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    std::fs::write(&pem_path, pem).expect("write pem");
+    let config = config(port).replace(
+        "webhook_url = \"http://127.0.0.1",
+        "webhook_url = \"https://127.0.0.1",
+    );
+    assert!(config.contains("https://127.0.0.1"), "{config}");
+    let (fake_now, _) = thirty_days_ahead();
+    let server = Server::start_with(
+        &config,
+        &[
+            ("HOTLINE_FAKE_NOW", fake_now.as_str()),
+            ("SSL_CERT_FILE", pem_path.to_str().expect("utf-8 path")),
+        ],
+    );
+    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &new_order());
+    assert_eq!(status, 201, "{order}");
+    let id = order["id"].as_str().expect("id").to_owned();
+    let arrived = wait_until(Duration::from_secs(20), || {
+        bodies
+            .lock()
+            .is_ok_and(|b| b.iter().any(|b| b["order_id"] == id.as_str()))
+    });
+    assert!(
+        arrived,
+        "no notice for {id} over https; log:\n{}",
+        server.log()
+    );
+    assert!(wait_until(Duration::from_secs(5), || server
+        .metric("hotline_notify_webhook_delivered_total")
+        >= 1));
 }

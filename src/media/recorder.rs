@@ -15,10 +15,11 @@
 //! * At hang-up: [`WavRecorder::finish`].
 //!
 //! # Crash safety
-//! The RIFF header is written by hand (not with `hound`) because its two size fields must be
-//! patched in place while the file grows: every [`RecorderConfig::header_interval`] buffered
-//! audio is written and the sizes are updated, so a crash leaves a WAV that plays up to the
-//! last patch. On start-up, [`repair_wav`] extends the sizes to cover everything on disk.
+//! `hound` writes the file; every [`RecorderConfig::header_interval`] its
+//! `WavWriter::flush` writes the buffered audio and updates the header's two size fields,
+//! so a crash leaves a WAV that plays up to the last flush. Audio written after it is on
+//! disk but outside the sizes: on start-up, [`repair_wav`] (ours: hound has no repair, and
+//! its `WavWriter::append` trusts the stale sizes) extends them to cover everything.
 //!
 //! # Disk errors
 //! The first I/O error is returned as [`RecorderError::Io`] (log it; the call continues); the
@@ -26,7 +27,7 @@
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -34,8 +35,9 @@ use thiserror::Error;
 
 const SAMPLE_RATE: u32 = 8000;
 const BYTES_PER_SAMPLE: u16 = 2;
+#[cfg(test)]
 const HEADER_LEN: u64 = 44;
-/// Write buffered audio once this many bytes are pending (≈ 0.5 s of stereo).
+/// Buffered audio reaches the file once this many bytes are pending (≈ 0.5 s of stereo).
 const WRITE_CHUNK: usize = 16_000;
 
 /// Which side of the call a frame belongs to.
@@ -65,6 +67,13 @@ pub enum RecorderError {
         #[source]
         source: io::Error,
     },
+    /// hound refused a write other than for I/O (it cannot happen with our fixed format).
+    #[error("WAV writer failed during {op:?}: {source}")]
+    Wav {
+        op: RecorderOp,
+        #[source]
+        source: hound::Error,
+    },
     #[error("not a RIFF/WAVE file")]
     NotWav,
     #[error("WAV file has no data chunk")]
@@ -73,6 +82,13 @@ pub enum RecorderError {
 
 fn io_error(op: RecorderOp) -> impl FnOnce(io::Error) -> RecorderError {
     move |source| RecorderError::Io { op, source }
+}
+
+fn wav_error(op: RecorderOp) -> impl FnOnce(hound::Error) -> RecorderError {
+    move |source| match source {
+        hound::Error::IoError(source) => RecorderError::Io { op, source },
+        source => RecorderError::Wav { op, source },
+    }
 }
 
 /// Tunables; the defaults suit 20 ms G.711 frames.
@@ -125,9 +141,8 @@ fn duration_to_samples(d: Duration) -> u64 {
 }
 
 /// See the module docs.
-#[derive(Debug)]
 pub struct WavRecorder<W: Write + Seek> {
-    sink: W,
+    sink: hound::WavWriter<BufWriter<W>>,
     config: RecorderConfig,
     channels: u16,
     start: Instant,
@@ -135,30 +150,20 @@ pub struct WavRecorder<W: Write + Seek> {
     committed: u64,
     /// Per channel, the samples from position `committed` onwards.
     lanes: [VecDeque<i16>; 2],
-    buffer: Vec<u8>,
-    bytes_on_disk: u64,
     last_patch: Instant,
     state: RecorderState,
     dropped_frames: u64,
 }
 
-fn header(channels: u16, data_bytes: u32) -> [u8; HEADER_LEN as usize] {
-    let mut h = [0u8; HEADER_LEN as usize];
-    let block_align = channels * BYTES_PER_SAMPLE;
-    h[0..4].copy_from_slice(b"RIFF");
-    h[4..8].copy_from_slice(&data_bytes.saturating_add(36).to_le_bytes());
-    h[8..12].copy_from_slice(b"WAVE");
-    h[12..16].copy_from_slice(b"fmt ");
-    h[16..20].copy_from_slice(&16u32.to_le_bytes());
-    h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
-    h[22..24].copy_from_slice(&channels.to_le_bytes());
-    h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
-    h[28..32].copy_from_slice(&(SAMPLE_RATE * u32::from(block_align)).to_le_bytes());
-    h[32..34].copy_from_slice(&block_align.to_le_bytes());
-    h[34..36].copy_from_slice(&(BYTES_PER_SAMPLE * 8).to_le_bytes());
-    h[36..40].copy_from_slice(b"data");
-    h[40..44].copy_from_slice(&data_bytes.to_le_bytes());
-    h
+impl<W: Write + Seek> std::fmt::Debug for WavRecorder<W> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WavRecorder")
+            .field("channels", &self.channels)
+            .field("committed", &self.committed)
+            .field("state", &self.state)
+            .field("dropped_frames", &self.dropped_frames)
+            .finish_non_exhaustive()
+    }
 }
 
 impl WavRecorder<File> {
@@ -195,14 +200,22 @@ impl<W: Write + Seek> WavRecorder<W> {
     /// # Errors
     /// [`RecorderError::Io`] if the header cannot be written.
     pub fn new(
-        mut sink: W,
+        sink: W,
         channels: u16,
         start: Instant,
         config: RecorderConfig,
     ) -> Result<Self, RecorderError> {
         let channels = if channels == 1 { 1 } else { 2 };
-        sink.write_all(&header(channels, 0))
-            .map_err(io_error(RecorderOp::Create))?;
+        let spec = hound::WavSpec {
+            channels,
+            sample_rate: SAMPLE_RATE,
+            bits_per_sample: BYTES_PER_SAMPLE * 8,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut sink = hound::WavWriter::new(BufWriter::with_capacity(WRITE_CHUNK, sink), spec)
+            .map_err(wav_error(RecorderOp::Create))?;
+        // The header on disk now, as before any audio.
+        sink.flush().map_err(wav_error(RecorderOp::Create))?;
         Ok(WavRecorder {
             sink,
             config,
@@ -210,8 +223,6 @@ impl<W: Write + Seek> WavRecorder<W> {
             start,
             committed: 0,
             lanes: [VecDeque::new(), VecDeque::new()],
-            buffer: Vec::with_capacity(WRITE_CHUNK + 4096),
-            bytes_on_disk: 0,
             last_patch: start,
             state: RecorderState::Recording,
             dropped_frames: 0,
@@ -270,15 +281,14 @@ impl<W: Write + Seek> WavRecorder<W> {
         }
         let target = samples_since(self.start, now)
             .saturating_sub(duration_to_samples(self.config.commit_delay));
-        self.commit_until(target);
-        let result = if now >= self.last_patch + self.config.header_interval {
+        let mut result = self.commit_until(target);
+        if result.is_ok() && now >= self.last_patch + self.config.header_interval {
             self.last_patch = now;
-            self.write_buffer().and_then(|()| self.patch_header())
-        } else if self.buffer.len() >= WRITE_CHUNK {
-            self.write_buffer()
-        } else {
-            Ok(())
-        };
+            result = self
+                .sink
+                .flush()
+                .map_err(wav_error(RecorderOp::PatchHeader));
+        }
         result.inspect_err(|_| self.fail())
     }
 
@@ -299,57 +309,36 @@ impl<W: Write + Seek> WavRecorder<W> {
             .map(|l| self.committed + l.len() as u64)
             .max()
             .unwrap_or(self.committed);
-        self.commit_until(end);
-        self.write_buffer()?;
-        self.patch_header()?;
-        self.sink.flush().map_err(io_error(RecorderOp::Write))?;
-        Ok(RecordingSummary {
+        self.commit_until(end)?;
+        let summary = RecordingSummary {
             frames: self.committed,
             duration: Duration::from_micros(self.committed * 1_000_000 / u64::from(SAMPLE_RATE)),
             dropped_frames: self.dropped_frames,
-        })
+        };
+        self.sink
+            .finalize()
+            .map_err(wav_error(RecorderOp::PatchHeader))?;
+        Ok(summary)
     }
 
     fn fail(&mut self) {
         self.state = RecorderState::Failed;
         self.lanes = [VecDeque::new(), VecDeque::new()];
-        self.buffer = Vec::new();
     }
 
-    fn commit_until(&mut self, target: u64) {
+    /// Moves audio up to `target` into the writer (its buffer reaches the file every
+    /// [`WRITE_CHUNK`] bytes).
+    fn commit_until(&mut self, target: u64) -> Result<(), RecorderError> {
         while self.committed < target {
             for lane in self.lanes.iter_mut().take(usize::from(self.channels)) {
                 let sample = lane.pop_front().unwrap_or(0);
-                self.buffer.extend_from_slice(&sample.to_le_bytes());
+                self.sink
+                    .write_sample(sample)
+                    .map_err(wav_error(RecorderOp::Write))?;
             }
             self.committed += 1;
         }
-    }
-
-    fn write_buffer(&mut self) -> Result<(), RecorderError> {
-        if self.buffer.is_empty() {
-            return Ok(());
-        }
-        self.sink
-            .write_all(&self.buffer)
-            .map_err(io_error(RecorderOp::Write))?;
-        self.bytes_on_disk += self.buffer.len() as u64;
-        self.buffer.clear();
         Ok(())
-    }
-
-    fn patch_header(&mut self) -> Result<(), RecorderError> {
-        let data = u32::try_from(self.bytes_on_disk).unwrap_or(u32::MAX - 36);
-        let sink = &mut self.sink;
-        let patch = (|| -> io::Result<()> {
-            sink.seek(SeekFrom::Start(4))?;
-            sink.write_all(&data.saturating_add(36).to_le_bytes())?;
-            sink.seek(SeekFrom::Start(40))?;
-            sink.write_all(&data.to_le_bytes())?;
-            sink.seek(SeekFrom::End(0))?;
-            sink.flush()
-        })();
-        patch.map_err(io_error(RecorderOp::PatchHeader))
     }
 }
 
@@ -454,6 +443,25 @@ pub fn repair_wav(path: &Path) -> Result<RepairOutcome, RecorderError> {
 mod tests {
     use super::*;
     use std::io::Cursor;
+
+    fn header(channels: u16, data_bytes: u32) -> [u8; HEADER_LEN as usize] {
+        let mut h = [0u8; HEADER_LEN as usize];
+        let block_align = channels * BYTES_PER_SAMPLE;
+        h[0..4].copy_from_slice(b"RIFF");
+        h[4..8].copy_from_slice(&data_bytes.saturating_add(36).to_le_bytes());
+        h[8..12].copy_from_slice(b"WAVE");
+        h[12..16].copy_from_slice(b"fmt ");
+        h[16..20].copy_from_slice(&16u32.to_le_bytes());
+        h[20..22].copy_from_slice(&1u16.to_le_bytes()); // PCM
+        h[22..24].copy_from_slice(&channels.to_le_bytes());
+        h[24..28].copy_from_slice(&SAMPLE_RATE.to_le_bytes());
+        h[28..32].copy_from_slice(&(SAMPLE_RATE * u32::from(block_align)).to_le_bytes());
+        h[32..34].copy_from_slice(&block_align.to_le_bytes());
+        h[34..36].copy_from_slice(&(BYTES_PER_SAMPLE * 8).to_le_bytes());
+        h[36..40].copy_from_slice(b"data");
+        h[40..44].copy_from_slice(&data_bytes.to_le_bytes());
+        h
+    }
 
     const MS: Duration = Duration::from_millis(1);
 
@@ -576,9 +584,10 @@ mod tests {
             rec.push(t0 + 20 * MS * k, Channel::Agent, &frame(-9))
                 .unwrap();
         }
-        // Simulate the crash: drop without finish, then append a torn half sample frame
-        // (as if the process died mid-write past the last header patch).
-        drop(rec);
+        // Simulate the crash: no finish and no destructor (a killed process runs none;
+        // hound's would update the header), then append a torn half sample frame (as if
+        // the process died mid-write past the last header update).
+        std::mem::forget(rec);
         let frames_on_disk = (std::fs::metadata(&path).unwrap().len() - HEADER_LEN) / 4;
         let mut file = OpenOptions::new().append(true).open(&path).unwrap();
         file.write_all(&[0u8; 4 * 1000 + 3]).unwrap();

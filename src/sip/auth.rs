@@ -39,9 +39,13 @@
 //!   calling [`Authenticator::verify`]: as URIs, not as text, since UAs spell them
 //!   differently.
 
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac as _};
 use rand::RngCore;
 use rand::rngs::StdRng;
 use sha2::{Digest as _, Sha256};
+use sha2_011::Sha256 as Sha256v11;
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -384,59 +388,25 @@ pub fn compute_response(inputs: &ResponseInputs<'_>) -> String {
     )
 }
 
-/// HMAC-SHA256 (RFC 2104) with a key no longer than the block size.
+/// HMAC-SHA256 (RFC 2104) of the concatenated `parts`.
 fn hmac_sha256(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
-    const BLOCK: usize = 64;
-    let mut padded = [0u8; BLOCK];
-    padded[..key.len()].copy_from_slice(key);
-    let mut inner = Sha256::new();
-    inner.update(padded.map(|b| b ^ 0x36));
+    let mut mac =
+        <Hmac<Sha256v11> as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
     for part in parts {
-        inner.update(part);
+        mac.update(part);
     }
-    let inner_digest = inner.finalize();
-    let mut outer = Sha256::new();
-    outer.update(padded.map(|b| b ^ 0x5c));
-    outer.update(inner_digest);
-    outer.finalize().into()
+    mac.finalize().into_bytes().into()
 }
-
-const BASE64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 /// Unpadded base64url (RFC 4648 §5).
 fn base64url_encode(data: &[u8]) -> String {
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b0 = chunk.first().copied().unwrap_or(0);
-        let b1 = chunk.get(1).copied().unwrap_or(0);
-        let b2 = chunk.get(2).copied().unwrap_or(0);
-        let n = (u32::from(b0) << 16) | (u32::from(b1) << 8) | u32::from(b2);
-        let sextets = [(n >> 18) & 63, (n >> 12) & 63, (n >> 6) & 63, n & 63];
-        for sextet in sextets.iter().take(chunk.len() + 1) {
-            out.push(char::from(BASE64URL[*sextet as usize]));
-        }
-    }
-    out
+    URL_SAFE_NO_PAD.encode(data)
 }
 
+/// Decodes unpadded base64url; `None` for padding, other alphabets or a non-canonical
+/// spelling (stray low bits), so one nonce has one spelling.
 fn base64url_decode(text: &str) -> Option<Vec<u8>> {
-    fn value(c: u8) -> Option<u32> {
-        BASE64URL.iter().position(|&b| b == c).map(|p| p as u32)
-    }
-    if text.len() % 4 == 1 {
-        return None;
-    }
-    let mut out = Vec::with_capacity(text.len() * 3 / 4);
-    for chunk in text.as_bytes().chunks(4) {
-        let mut n = 0u32;
-        for (i, c) in chunk.iter().enumerate() {
-            n |= value(*c)? << (18 - 6 * i);
-        }
-        let bytes = [(n >> 16) as u8, (n >> 8) as u8, n as u8];
-        out.extend_from_slice(&bytes[..chunk.len() - 1]);
-    }
-    // Reject non-canonical encodings (stray low bits) so one nonce has one spelling.
-    (base64url_encode(&out) == text).then_some(out)
+    URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 /// Maps the monotonic `Instant`s given as input to wall-clock milliseconds, which nonces
