@@ -81,7 +81,7 @@ Version: $version
 Architecture: $arch
 Maintainer: 12348 hotline <hotline@localhost>
 Installed-Size: $size_kb
-Depends: libc6, libgcc-s1, adduser
+Depends: libc6, libgcc-s1, adduser, ca-certificates
 Recommends: postgresql-client
 Suggests: postgresql
 Section: net
