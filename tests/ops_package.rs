@@ -59,7 +59,7 @@ fn the_debian_package_installs_a_hardened_service_with_its_config_and_state_dire
     assert_eq!(info.status, Some(0), "{}", info.stderr);
     for needle in [
         "Package: hotline",
-        "Depends: libc6, libgcc-s1, adduser",
+        "Depends: libc6, libgcc-s1, adduser, ca-certificates",
         "conffiles",
         "postinst",
     ] {
