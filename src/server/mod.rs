@@ -128,14 +128,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         }
     })?;
-    let warnings = calendar_warnings(
+    // Logged once here; /healthz computes them afresh from the calendar in force.
+    let calendar_missing = calendar_warnings(
         &calendar,
         &config.server.calendar,
         chrono::Utc::now()
             .with_timezone(&crate::calendar::shanghai())
             .date_naive(),
     );
-    for w in &warnings {
+    for w in &calendar_missing {
         warn!("{w} (deadlines reaching into it are provisional: Mon-Fri assumed)");
     }
     for gap in api::orders::dispatch_gaps(&config) {
@@ -230,7 +231,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         &shutdown,
     )?));
     let notifier: Arc<dyn notify::Notifier> = Arc::new(notify::FanOut(notifiers));
-    let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
+    let mut orders = api::orders::OrdersContext::from_config(&config, calendar.clone());
+    // Reloaded by the reminder scheduler when the file changes (`calendar add-year`).
+    orders.calendar = crate::calendar::SharedCalendar::watching(&config.server.calendar, calendar);
     orders.notifier = Some(notifier.clone());
     let orders = Arc::new(orders);
     // Before anything appends orders: the read scope follows the configured units.
@@ -272,7 +275,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let state = AppState {
         store: store.clone(),
         metrics: metrics.clone(),
-        warnings: Arc::new(warnings),
+        warnings: Arc::new(Vec::new()),
         orders,
         cities: Arc::new(config.cities.clone()),
     };
@@ -507,7 +510,8 @@ pub fn calendar_warnings(
         .filter(|y| !loaded.contains(y))
         .map(|y| {
             format!(
-                "calendar for {y} not loaded: add {y}'s holidays and make-up working days to {} and restart",
+                "calendar for {y} not loaded: add {y}'s holidays and make-up working days to {} \
+                 (`hotline calendar add-year {y} --holidays … --workdays …`; the running server reloads it)",
                 file.display()
             )
         })
