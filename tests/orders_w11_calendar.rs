@@ -362,3 +362,52 @@ async fn sqlite_added_year_is_reloaded_and_provisional_deadlines_recomputed() {
 async fn postgres_added_year_is_reloaded_and_provisional_deadlines_recomputed() {
     added_year_is_reloaded_and_provisional_deadlines_recomputed(Db::Postgres).await;
 }
+
+/// The real server: `calendar add-year` on the file it was started with; within a
+/// reminder interval it has reloaded it (logged) and `/healthz` no longer names the
+/// file to edit. No restart, no signal.
+#[test]
+fn running_server_reloads_the_calendar_file_after_add_year() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("cn-workdays.toml");
+    let shipped = std::fs::read_to_string(shipped_calendar_path()).expect("calendar");
+    let (kept, _) = shipped.split_once("\n[years.2026]").expect("2026 is last");
+    std::fs::write(&copy, kept).expect("write calendar copy");
+    let config = format!(
+        "{}\n[notify]\nreminder_interval_secs = 1\n",
+        common::TEST_CONFIG.replace("\"CALENDAR\"", &format!("{:?}", copy.display().to_string()))
+    );
+    let server = common::Server::start_with(&config, &[]);
+    let missing = |server: &common::Server| {
+        common::health(server)["warnings"]
+            .as_array()
+            .is_some_and(|w| {
+                w.iter().any(|w| {
+                    w.as_str()
+                        .is_some_and(|w| w.starts_with("calendar for 2026 not loaded"))
+                })
+            })
+    };
+    // Named while 2026 is this year or next (on the real date).
+    let this_year = chrono::Utc::now().year();
+    if (2025..=2026).contains(&this_year) {
+        assert!(missing(&server), "{}", common::health(&server));
+    }
+    let added = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["calendar", "add-year", "2026", "--calendar"])
+        .arg(&copy)
+        .args(["--holidays", "2026-01-01"])
+        .output()
+        .expect("run hotline");
+    assert!(added.status.success(), "{added:?}");
+    assert!(
+        common::wait_for_log(
+            &server,
+            "calendar file changed: reloaded",
+            std::time::Duration::from_secs(15)
+        ),
+        "{}",
+        server.log()
+    );
+    assert!(!missing(&server), "{}", common::health(&server));
+}
