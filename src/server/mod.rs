@@ -174,11 +174,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
 
+    // One calendar for the IVR's hours and the orders' deadlines, reloaded by the
+    // reminder scheduler when its file changes (`calendar add-year`).
+    let shared_calendar =
+        crate::calendar::SharedCalendar::watching(&config.server.calendar, calendar.clone());
     let media = calls::MediaContext::from_config(
         &config,
         sip_local,
         clock,
-        Arc::new(calendar.clone()),
+        shared_calendar.clone(),
         Some(store.clone()),
     )
     .map_err(ServeError::Media)?;
@@ -231,9 +235,8 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         &shutdown,
     )?));
     let notifier: Arc<dyn notify::Notifier> = Arc::new(notify::FanOut(notifiers));
-    let mut orders = api::orders::OrdersContext::from_config(&config, calendar.clone());
-    // Reloaded by the reminder scheduler when the file changes (`calendar add-year`).
-    orders.calendar = crate::calendar::SharedCalendar::watching(&config.server.calendar, calendar);
+    let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
+    orders.calendar = shared_calendar;
     orders.notifier = Some(notifier.clone());
     let orders = Arc::new(orders);
     // Before anything appends orders: the read scope follows the configured units.
