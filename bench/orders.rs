@@ -403,8 +403,9 @@ mod seed {
     }
 
     async fn make_templates(store: &Store, orders: &OrdersContext, n: usize) {
+        let calendar = orders.calendar.current();
         let ctx = Context {
-            calendar: &orders.calendar,
+            calendar: &calendar,
             units: &orders.units,
             routing: &orders.routing,
         };

@@ -293,6 +293,26 @@ enum CalendarCommand {
     IsWorkingDay { date: String },
     /// Validate the calendar file: prints every problem (exit 2 when there are any).
     Check,
+    /// Add a year's holidays and make-up working days (State Council notice) to the
+    /// calendar file, validated; a running server reloads the file within a scheduler
+    /// interval and recomputes provisional deadlines. No rebuild, no restart.
+    AddYear {
+        /// The year, e.g. 2027.
+        year: i32,
+        /// Every date off, weekends inside holiday periods included: dates and ranges
+        /// (2027-02-05..2027-02-11), separated by commas.
+        #[arg(long, default_value = "")]
+        holidays: String,
+        /// Saturdays / Sundays worked (调休上班), separated by commas.
+        #[arg(long, default_value = "")]
+        workdays: String,
+        /// The notice's address.
+        #[arg(long)]
+        notice: Option<String>,
+        /// Read the dates from a TOML snippet with a `[years.YEAR]` table instead.
+        #[arg(long, conflicts_with_all = ["holidays", "workdays"])]
+        from: Option<PathBuf>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -369,6 +389,16 @@ fn run(command: Command) -> Result<ExitCode> {
                     ExitCode::from(2)
                 });
             }
+            if let CalendarCommand::AddYear {
+                year,
+                holidays,
+                workdays,
+                notice,
+                from,
+            } = command
+            {
+                return add_calendar_year(&calendar, year, &holidays, &workdays, notice, from);
+            }
             let cal = hotline::calendar::Calendar::load(&calendar)
                 .with_context(|| format!("load calendar {}", calendar.display()))?;
             let line = match command {
@@ -378,7 +408,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 CalendarCommand::IsWorkingDay { date } => {
                     hotline::calendar::cli::is_working_day_command(&cal, &date)?
                 }
-                CalendarCommand::Check => String::new(),
+                CalendarCommand::Check | CalendarCommand::AddYear { .. } => String::new(),
             };
             println!("{line}");
             Ok(ExitCode::SUCCESS)
@@ -577,6 +607,67 @@ fn run(command: Command) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `hotline calendar add-year`: validate, then replace the file atomically (a running
+/// server sees the new modification time and reloads it). Exit 2 on invalid dates.
+fn add_calendar_year(
+    path: &std::path::Path,
+    year: i32,
+    holidays: &str,
+    workdays: &str,
+    notice: Option<String>,
+    from: Option<PathBuf>,
+) -> anyhow::Result<ExitCode> {
+    use hotline::calendar::cli::{YearDates, add_year, parse_date_list, parse_year_snippet};
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("read calendar {}", path.display()))?;
+    let dates = match from {
+        Some(snippet) => {
+            let snippet_text = std::fs::read_to_string(&snippet)
+                .with_context(|| format!("read {}", snippet.display()))?;
+            parse_year_snippet(year, &snippet_text).map(|mut d| {
+                if notice.is_some() {
+                    d.notice = notice;
+                }
+                d
+            })
+        }
+        None => parse_date_list("holidays", holidays).and_then(|h| {
+            Ok(YearDates {
+                holidays: h,
+                workdays: parse_date_list("workdays", workdays)?,
+                notice,
+            })
+        }),
+    };
+    let new_text = match dates.and_then(|d| add_year(&text, year, &d)) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("{}: {year} not added: {e}", path.display());
+            return Ok(ExitCode::from(2));
+        }
+    };
+    // Write beside it, then rename over it: a reader never sees half a file.
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(".new");
+    let tmp = PathBuf::from(tmp_name);
+    {
+        let mut file =
+            std::fs::File::create(&tmp).with_context(|| format!("create {}", tmp.display()))?;
+        std::io::Write::write_all(&mut file, new_text.as_bytes())?;
+        file.sync_all()?;
+    }
+    // Keep the file's permissions (it may be readable by the service user only).
+    if let Ok(meta) = std::fs::metadata(path) {
+        std::fs::set_permissions(&tmp, meta.permissions())?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("replace {}", path.display()))?;
+    println!(
+        "{}: {year} added; a running server reloads it within its reminder interval",
+        path.display()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Print every problem of a calendar file; true when there are none.

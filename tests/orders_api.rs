@@ -2048,8 +2048,9 @@ async fn backdated_order(
     steps: Vec<(hotline::ticket::Command, hotline::ticket::Actor, &str)>,
 ) -> String {
     use hotline::ticket::{Context, Order, OrderId, apply};
+    let calendar = h.state.orders.calendar.current();
     let ctx = Context {
-        calendar: &h.state.orders.calendar,
+        calendar: &calendar,
         units: &h.state.orders.units,
         routing: &h.state.orders.routing,
     };

@@ -26,7 +26,7 @@ pub struct CityHours {
 /// Public: published hours are not confidential.
 pub async fn list(State(state): State<AppState>) -> Json<Vec<CityHours>> {
     let now = chrono::Utc::now().with_timezone(&shanghai());
-    let calendar = &state.orders.calendar;
+    let calendar = state.orders.calendar.current();
     let default_hours = WorkingHours::default();
     let cities = state
         .cities
@@ -39,7 +39,7 @@ pub async fn list(State(state): State<AppState>) -> Json<Vec<CityHours>> {
                 area_codes: c.area_codes.clone(),
                 numbers: c.numbers.clone(),
                 hours: hours.describe(),
-                status: hours.status(calendar, now),
+                status: hours.status(&calendar, now),
                 after_hours_duty_agents: c.duty_list.len(),
             }
         })

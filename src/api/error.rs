@@ -183,7 +183,9 @@ impl From<TransitionError> for ApiError {
             }
             TransitionError::NotCreated => Self::not_found("order"),
             TransitionError::AlreadyExists => Self::version_conflict(),
-            TransitionError::UnknownUnit(_) | TransitionError::NoUnits => {
+            TransitionError::UnknownUnit(_)
+            | TransitionError::NoUnits
+            | TransitionError::AlreadyHandling(_) => {
                 Self::unprocessable("invalid_unit", message).with_field("units")
             }
             TransitionError::NotACity(_) => {

@@ -117,7 +117,7 @@ impl std::fmt::Debug for SipLiveness {
 }
 
 #[derive(Debug, Serialize)]
-struct Health<'a> {
+struct Health {
     /// "down" (503: calls are not served), "failing" (503: calls are served, but the
     /// database takes no writes: orders and call records are only queued, phones cannot
     /// register; someone must act), "draining", "degraded" (200: a known warning or a
@@ -134,7 +134,7 @@ struct Health<'a> {
     queued_orders: usize,
     /// Records of calls that ended while the database was unavailable, waiting for it.
     queued_call_records: usize,
-    warnings: &'a [String],
+    warnings: Vec<String>,
 }
 
 /// What a monitor pages on: 503 when someone must act now: `status: "down"` when calls
@@ -170,6 +170,19 @@ async fn healthz(
         Some(_) => "down",
     };
     let serving_calls = sip != "down";
+    // Start-up warnings, then the calendar years missing from the calendar in force
+    // (they go away once the file is reloaded with them).
+    let mut warnings: Vec<String> = state.warnings.iter().cloned().collect();
+    if let Some(path) = state.orders.calendar.path() {
+        let today = chrono::Utc::now()
+            .with_timezone(&crate::calendar::shanghai())
+            .date_naive();
+        warnings.extend(crate::server::calendar_warnings(
+            &state.orders.calendar.current(),
+            path,
+            today,
+        ));
+    }
     let health = Health {
         status: if !serving_calls {
             "down"
@@ -177,11 +190,7 @@ async fn healthz(
             "failing"
         } else if draining {
             "draining"
-        } else if db_ok
-            && queued_orders == 0
-            && queued_call_records == 0
-            && state.warnings.is_empty()
-        {
+        } else if db_ok && queued_orders == 0 && queued_call_records == 0 && warnings.is_empty() {
             "ok"
         } else {
             "degraded"
@@ -191,7 +200,7 @@ async fn healthz(
         database,
         queued_orders,
         queued_call_records,
-        warnings: &state.warnings,
+        warnings,
     };
     let code = if serving_calls && db_ok {
         StatusCode::OK

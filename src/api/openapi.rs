@@ -115,7 +115,7 @@ pub fn document() -> Value {
         json!({"type": "object", "description": "the command's fields (src/ticket/command.rs, snake_case) plus optional version"}),
     );
     command["parameters"] = json!([path_param("id"), {"name": "command", "in": "path", "required": true, "schema": {"type": "string", "enum": [
-        "submit","answer_directly","dispatch","return_upward","sign","return","start","request_extension","decide_extension",
+        "submit","answer_directly","dispatch","add_helping_units","return_upward","sign","return","start","request_extension","decide_extension",
         "draft_reply","review","reply","send_reviewed_reply","feed_back","record_callback","remind","supervise","add_note",
         "recompute_deadlines","withdraw","explain_outside_remit","study_note","conclude_study"]}}, {"name": "If-Match", "in": "header", "required": false, "schema": {"type": "integer"}}]);
     let with_id = |mut v: Value| {

@@ -50,7 +50,8 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 /// What the order handlers need besides the store: calendar, units, routing, users.
 #[derive(Debug, Default)]
 pub struct OrdersContext {
-    pub calendar: Calendar,
+    /// The working-day calendar in force (reloaded when its file changes).
+    pub calendar: crate::calendar::SharedCalendar,
     pub units: UnitTree,
     pub routing: RoutingRules,
     pub auth: Auth,
@@ -73,7 +74,7 @@ impl OrdersContext {
     #[must_use]
     pub fn from_config(config: &Config, calendar: Calendar) -> Self {
         Self {
-            calendar,
+            calendar: crate::calendar::SharedCalendar::fixed(calendar),
             units: unit_tree(config),
             routing: routing_rules(config),
             auth: Auth::from_config(&config.users).with_transport(super::auth::TransportPolicy {
@@ -95,9 +96,9 @@ impl OrdersContext {
         }
     }
 
-    fn ctx(&self) -> Context<'_> {
+    fn ctx<'a>(&'a self, calendar: &'a Calendar) -> Context<'a> {
         Context {
-            calendar: &self.calendar,
+            calendar,
             units: &self.units,
             routing: &self.routing,
         }
@@ -431,7 +432,7 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
             explanation: text(),
         },
         Command::Dispatch {
-            units: vec![dispatch_unit],
+            units: vec![dispatch_unit.clone()],
             category: None,
             area: None,
             urgency: None,
@@ -439,6 +440,10 @@ fn candidate_commands(order: &Order) -> Vec<Command> {
             contact_phone: None,
         },
         Command::ReturnUpward { reason: text() },
+        Command::AddHelpingUnits {
+            units: vec![dispatch_unit.clone()],
+            reason: text(),
+        },
         Command::Sign,
         Command::Return { reason: text() },
         Command::Start,
@@ -492,7 +497,8 @@ fn allowed_commands(
     at: DateTime<FixedOffset>,
     ctx: &OrdersContext,
 ) -> Vec<&'static str> {
-    let context = ctx.ctx();
+    let calendar = ctx.calendar.current();
+    let context = ctx.ctx(&calendar);
     candidate_commands(order)
         .into_iter()
         .filter_map(|command| {
@@ -658,6 +664,12 @@ fn order_json(
         "fields": fields_json(&order.fields, &contact),
         "units": order.assignments,
         "lead_unit": order.lead_unit,
+        // 协办单位 (W-11): every unit handling besides the lead, signed or not yet.
+        "helping_units": order
+            .assignments
+            .iter()
+            .filter(|a| order.lead_unit.as_ref() != Some(&a.unit))
+            .collect::<Vec<_>>(),
         "dispatch_unit": order.dispatch_unit,
         "deadlines": deadline_json(order, at, &ctx.calendar),
         "reminder": reminder_level(order, at),
@@ -1077,7 +1089,8 @@ fn plan_create(
         received_at: request.received_at.unwrap_or(at),
     };
     let actor = user.actor();
-    let context = ctx.ctx();
+    let calendar = ctx.calendar.current();
+    let context = ctx.ctx(&calendar);
     let (created, mut events) = apply(
         &Order::new(id),
         Command::Create { fields },
@@ -1372,10 +1385,11 @@ async fn get_order(
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
 /// use the same list).
-pub const COMMANDS: [&str; 24] = [
+pub const COMMANDS: [&str; 25] = [
     "submit",
     "answer_directly",
     "dispatch",
+    "add_helping_units",
     "return_upward",
     "sign",
     "return",
@@ -1505,7 +1519,14 @@ fn plan_command(
     if expected.is_some_and(|v| v != order.version) {
         return Err(ApiError::version_conflict());
     }
-    Ok(apply(order, command, &user.actor(), at, &ctx.ctx())?)
+    let calendar = ctx.calendar.current();
+    Ok(apply(
+        order,
+        command,
+        &user.actor(),
+        at,
+        &ctx.ctx(&calendar),
+    )?)
 }
 
 /// Decode and decide a command body against `order` as the handler does, without the
@@ -1590,7 +1611,14 @@ async fn reveal_contact(
     let command = Command::RevealContact {
         reason: request.reason,
     };
-    let (next, events) = apply(&order, command, &user.actor(), at, &state.orders.ctx())?;
+    let calendar = state.orders.calendar.current();
+    let (next, events) = apply(
+        &order,
+        command,
+        &user.actor(),
+        at,
+        &state.orders.ctx(&calendar),
+    )?;
     let reason = events
         .iter()
         .find_map(|e| match &e.kind {
@@ -2315,7 +2343,7 @@ async fn sign_in_by_unit(
             .await?;
         let attendance = shift_attendance(
             &queues.roster,
-            &state.orders.calendar,
+            &state.orders.calendar.current(),
             &agent.id,
             &log,
             period.from,

@@ -28,6 +28,9 @@
 //! `N = 0` working days means 24:00 of the day of receipt.
 
 pub mod cli;
+pub mod live;
+
+pub use live::{Reload, SharedCalendar};
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;

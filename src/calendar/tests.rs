@@ -332,4 +332,159 @@ fn working_days_left_skips_spring_festival_and_counts_its_make_up_saturday() {
         cal.working_days_left(&friday, moment("2026-12-14T10:00:00+08:00")),
         -1
     );
+mod add_year {
+    use super::super::cli::{
+        AddYearError, YearDates, add_year, parse_date_list, parse_year_snippet,
+    };
+    use super::super::{Calendar, ProblemKind, SharedCalendar};
+    use chrono::{DateTime, NaiveDate};
+
+    const BASE: &str = "# kept comment\n[years.2026]\nholidays = [\"2026-01-01\"]\nworkdays = []\n";
+
+    fn d(text: &str) -> NaiveDate {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d").expect("date")
+    }
+
+    // A synthetic 2031 (not the State Council's): 01-01 (Wed) off, 02-03..02-07 off,
+    // Saturday 02-08 worked.
+    fn synthetic() -> YearDates {
+        YearDates {
+            holidays: parse_date_list("holidays", "2031-01-01, 2031-02-03..2031-02-07")
+                .expect("list"),
+            workdays: parse_date_list("workdays", "2031-02-08").expect("list"),
+            notice: Some("https://example.invalid/notice".to_owned()),
+        }
+    }
+
+    #[test]
+    fn a_valid_year_is_appended_and_loads_with_its_days() {
+        let text = add_year(BASE, 2031, &synthetic()).expect("added");
+        assert!(text.starts_with(BASE), "the rest of the file is kept");
+        let cal = Calendar::from_toml_str(&text).expect("loads");
+        assert_eq!(cal.loaded_years(), vec![2026, 2031]);
+        assert!(!cal.is_working_day(d("2031-02-05")).working);
+        assert!(
+            cal.is_working_day(d("2031-02-08")).working,
+            "make-up Saturday"
+        );
+        assert!(cal.is_working_day(d("2031-02-10")).known);
+        // Added twice: refused.
+        assert!(matches!(
+            add_year(&text, 2031, &synthetic()),
+            Err(AddYearError::AlreadyLoaded(2031))
+        ));
+    }
+
+    #[test]
+    fn invalid_dates_are_refused_naming_the_rule() {
+        let mut outside = synthetic();
+        outside.holidays.push(d("2032-01-01"));
+        match add_year(BASE, 2031, &outside) {
+            Err(AddYearError::Invalid(p)) => {
+                assert!(p.iter().any(|p| p.kind == ProblemKind::WrongYear), "{p:?}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut overlap = synthetic();
+        overlap.workdays.push(d("2031-02-03"));
+        match add_year(BASE, 2031, &overlap) {
+            Err(AddYearError::Invalid(p)) => assert!(
+                p.iter().any(|p| p.kind == ProblemKind::HolidayAndWorkday),
+                "{p:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let mut weekday_workday = synthetic();
+        weekday_workday.workdays.push(d("2031-02-12")); // a Wednesday
+        match add_year(BASE, 2031, &weekday_workday) {
+            Err(AddYearError::Invalid(p)) => assert!(
+                p.iter().any(|p| p.kind == ProblemKind::WorkdayNotWeekend),
+                "{p:?}"
+            ),
+            other => panic!("{other:?}"),
+        }
+        let no_new_year = YearDates {
+            holidays: vec![d("2031-02-03")],
+            ..YearDates::default()
+        };
+        assert!(matches!(
+            add_year(BASE, 2031, &no_new_year),
+            Err(AddYearError::NewYearMissing(2031))
+        ));
+        assert!(matches!(
+            add_year(BASE, 2031, &YearDates::default()),
+            Err(AddYearError::NoHolidays)
+        ));
+        let weekends_only = YearDates {
+            holidays: vec![d("2033-01-01"), d("2033-01-02")], // Saturday, Sunday
+            ..YearDates::default()
+        };
+        assert!(matches!(
+            add_year(BASE, 2033, &weekends_only),
+            Err(AddYearError::OnlyWeekendHolidays)
+        ));
+        assert!(matches!(
+            parse_date_list("holidays", "2031-02-07..2031-02-03"),
+            Err(AddYearError::BadEntry { .. })
+        ));
+        assert!(matches!(
+            parse_date_list("holidays", "2031-13-01"),
+            Err(AddYearError::BadEntry { .. })
+        ));
+    }
+
+    #[test]
+    fn a_snippet_in_the_files_own_shape_is_read() {
+        let snippet = "[years.2031]\nholidays = [\"2031-01-01\", \"2031-02-03..2031-02-07\"]\nworkdays = [\"2031-02-08\"]\nnotice = [\"https://example.invalid/notice\"]\n";
+        assert_eq!(
+            parse_year_snippet(2031, snippet).expect("snippet"),
+            synthetic()
+        );
+        assert!(matches!(
+            parse_year_snippet(2030, snippet),
+            Err(AddYearError::Snippet(_))
+        ));
+    }
+
+    #[test]
+    fn the_shared_calendar_reloads_when_the_file_changes_and_keeps_it_when_invalid() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("cal.toml");
+        std::fs::write(&path, BASE).expect("write");
+        let shared = SharedCalendar::watching(&path, Calendar::load(&path).expect("load"));
+        assert_eq!(
+            shared.reload_if_changed().expect("ok"),
+            super::super::Reload::Unchanged
+        );
+        let received = DateTime::parse_from_rfc3339("2026-12-30T10:00:00+08:00").expect("t");
+        assert!(shared.current().add_working_days(received, 5).provisional);
+        // Ensure a different mtime even on coarse clocks.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        std::fs::write(&path, "not = [toml").expect("write");
+        assert!(shared.reload_if_changed().is_err(), "invalid: reported");
+        assert_eq!(shared.current().loaded_years(), vec![2026], "kept");
+        assert_eq!(
+            shared.reload_if_changed().expect("ok"),
+            super::super::Reload::Unchanged
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        let text = add_year(
+            BASE,
+            2027,
+            &YearDates {
+                holidays: vec![d("2027-01-01")],
+                ..YearDates::default()
+            },
+        )
+        .expect("add");
+        std::fs::write(&path, text).expect("write");
+        assert_eq!(
+            shared.reload_if_changed().expect("reloaded"),
+            super::super::Reload::Reloaded {
+                years: vec![2026, 2027],
+                added: vec![2027]
+            }
+        );
+        assert!(!shared.current().add_working_days(received, 5).provisional);
+    }
 }

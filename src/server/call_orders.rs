@@ -319,9 +319,9 @@ fn parse_snake<T: serde::de::DeserializeOwned>(value: &impl serde::Serialize) ->
 }
 
 impl Writer<'_> {
-    fn ctx(&self) -> Context<'_> {
+    fn ctx<'a>(&'a self, calendar: &'a crate::calendar::Calendar) -> Context<'a> {
         Context {
-            calendar: &self.orders.calendar,
+            calendar,
             units: &self.orders.units,
             routing: &self.orders.routing,
         }
@@ -420,7 +420,8 @@ impl Writer<'_> {
             received_at: seed.received_at,
             ..OrderFields::default()
         };
-        let ctx = self.ctx();
+        let calendar = self.orders.calendar.current();
+        let ctx = self.ctx(&calendar);
         let actor = Actor::system(city);
         let (created, mut events) = apply(
             &Order::new(crate::api::orders::new_order_id(now)),
@@ -489,12 +490,13 @@ impl Writer<'_> {
         // The ledger never goes back in time: a fact reported after a later event (a
         // clock step, a slow worker) is written at that event's time.
         let at = order.last_event_at.map_or(at, |last| at.max(last));
+        let calendar = self.orders.calendar.current();
         let (next, events) = apply(
             &order,
             Command::LogCall { call: log },
             &actor,
             at,
-            &self.ctx(),
+            &self.ctx(&calendar),
         )?;
         self.store
             .append_order_events(&next, order.version, &events, None, at.timestamp_millis())

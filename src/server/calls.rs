@@ -28,7 +28,6 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::calendar::Calendar;
 use crate::call::{Call, CallInput, CallOutput, CallPrompts, Peer, QueueCue, Repeat};
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
 use crate::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty};
@@ -122,7 +121,8 @@ struct HotlineSetup {
     service_numbers: Vec<String>,
     resolver: CityResolver,
     cities: HashMap<String, CitySetup>,
-    calendar: Arc<Calendar>,
+    /// The calendar in force (reloaded with the orders' when its file changes).
+    calendar: crate::calendar::SharedCalendar,
     ivr: IvrConfig,
     province_center: CityId,
 }
@@ -140,7 +140,7 @@ impl HotlineSetup {
         let hours = setup.map_or(&default_hours, |c| &c.hours);
         CallCityInfo {
             city: city.clone(),
-            open_status: hours.status(&self.calendar, now),
+            open_status: hours.status(&self.calendar.current(), now),
             has_duty_list: setup.is_some_and(|c| !c.duty_list.is_empty()),
             hours_spoken: hours.spoken(),
         }
@@ -174,13 +174,14 @@ impl MediaContext {
         config: &Config,
         sip_local: SocketAddr,
         clock: WallClock,
-        calendar: Arc<Calendar>,
+        calendar: crate::calendar::SharedCalendar,
         store: Option<Store>,
     ) -> Result<MediaContext, MediaSetupError> {
         let acd = match config.queues.clone() {
             Some(queues) => Some(AcdShell::new(
                 queues,
-                (*calendar).clone(),
+                // The ACD's rosters keep the calendar of start-up.
+                (*calendar.current()).clone(),
                 clock,
                 store.clone(),
                 config
@@ -2062,7 +2063,7 @@ impl CallMedia {
             .ctx
             .hotline
             .as_ref()
-            .map(|s| callback_due(&s.calendar, received_at));
+            .map(|s| callback_due(&s.calendar.current(), received_at));
         let Some(due) = due else {
             return;
         };
@@ -2540,6 +2541,7 @@ fn snake_name<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::calendar::Calendar;
 
     const CONFIG: &str = r#"
 [server]
@@ -2571,7 +2573,7 @@ roles = ["agent"]
             config,
             "127.0.0.1:5060".parse().expect("addr"),
             WallClock::default(),
-            Arc::new(calendar),
+            crate::calendar::SharedCalendar::fixed(calendar),
             None,
         )
         .expect("context")

@@ -128,14 +128,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         }
     })?;
-    let warnings = calendar_warnings(
+    // Logged once here; /healthz computes them afresh from the calendar in force.
+    let calendar_missing = calendar_warnings(
         &calendar,
         &config.server.calendar,
         chrono::Utc::now()
             .with_timezone(&crate::calendar::shanghai())
             .date_naive(),
     );
-    for w in &warnings {
+    for w in &calendar_missing {
         warn!("{w} (deadlines reaching into it are provisional: Mon-Fri assumed)");
     }
     for gap in api::orders::dispatch_gaps(&config) {
@@ -173,11 +174,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
 
+    // One calendar for the IVR's hours and the orders' deadlines, reloaded by the
+    // reminder scheduler when its file changes (`calendar add-year`).
+    let shared_calendar =
+        crate::calendar::SharedCalendar::watching(&config.server.calendar, calendar.clone());
     let media = calls::MediaContext::from_config(
         &config,
         sip_local,
         clock,
-        Arc::new(calendar.clone()),
+        shared_calendar.clone(),
         Some(store.clone()),
     )
     .map_err(ServeError::Media)?;
@@ -231,6 +236,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     )?));
     let notifier: Arc<dyn notify::Notifier> = Arc::new(notify::FanOut(notifiers));
     let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
+    orders.calendar = shared_calendar;
     orders.notifier = Some(notifier.clone());
     let orders = Arc::new(orders);
     // Before anything appends orders: the read scope follows the configured units.
@@ -272,7 +278,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let state = AppState {
         store: store.clone(),
         metrics: metrics.clone(),
-        warnings: Arc::new(warnings),
+        warnings: Arc::new(Vec::new()),
         orders,
         cities: Arc::new(config.cities.clone()),
     };
@@ -507,7 +513,8 @@ pub fn calendar_warnings(
         .filter(|y| !loaded.contains(y))
         .map(|y| {
             format!(
-                "calendar for {y} not loaded: add {y}'s holidays and make-up working days to {} and restart",
+                "calendar for {y} not loaded: add {y}'s holidays and make-up working days to {} \
+                 (`hotline calendar add-year {y} --holidays … --workdays …`; the running server reloads it)",
                 file.display()
             )
         })

@@ -15,6 +15,7 @@ use super::calls::WallClock;
 use super::notify::notices;
 use super::sip::Shutdown;
 use crate::api::orders::OrdersContext;
+use crate::calendar::Reload;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
 use crate::ticket::{
@@ -42,8 +43,9 @@ pub async fn remind_once(
     notifier: &dyn Notifier,
     now: DateTime<FixedOffset>,
 ) -> Result<usize, StoreError> {
+    let calendar = orders.calendar.current();
     let ctx = Context {
-        calendar: &orders.calendar,
+        calendar: &calendar,
         units: &orders.units,
         routing: &orders.routing,
     };
@@ -134,8 +136,9 @@ pub async fn recompute_provisional_once(
     orders: &OrdersContext,
     now: DateTime<FixedOffset>,
 ) -> Result<usize, StoreError> {
+    let calendar = orders.calendar.current();
     let ctx = Context {
-        calendar: &orders.calendar,
+        calendar: &calendar,
         units: &orders.units,
         routing: &orders.routing,
     };
@@ -179,6 +182,35 @@ pub async fn recompute_provisional_once(
     Ok(changed)
 }
 
+/// Reloads the calendar when its file changed (`hotline calendar add-year`, an edit;
+/// see [`crate::calendar::live`] for why the file is watched rather than SIGHUP
+/// awaited) and, when it did, recomputes the provisional deadlines of open orders with
+/// it ([`recompute_provisional_once`]). An invalid file keeps the calendar in force.
+/// Returns how many orders had their deadlines recomputed.
+pub async fn reload_calendar(
+    store: &Store,
+    orders: &OrdersContext,
+    now: DateTime<FixedOffset>,
+) -> usize {
+    match orders.calendar.reload_if_changed() {
+        Ok(Reload::Unchanged) => 0,
+        Ok(Reload::Reloaded { years, added }) => {
+            info!(?years, ?added, "calendar file changed: reloaded");
+            match recompute_provisional_once(store, orders, now).await {
+                Ok(changed) => changed,
+                Err(e) => {
+                    warn!(%e, "recomputing provisional deadlines failed");
+                    0
+                }
+            }
+        }
+        Err(e) => {
+            warn!(%e, "calendar file changed but does not load: the calendar in force is kept");
+            0
+        }
+    }
+}
+
 /// Run [`remind_once`] every `interval`, and when a commit wakes it
 /// ([`OrdersContext::wake_scheduler_for`]), until shutdown, on `clock`.
 pub async fn reminder_loop(
@@ -198,6 +230,7 @@ pub async fn reminder_loop(
             () = orders.scheduler_wake.notified() => {}
             () = shutdown.cancelled() => return,
         }
+        reload_calendar(&store, &orders, clock.now()).await;
         if let Err(e) = remind_once(&store, &orders, notifier.as_ref(), clock.now()).await {
             warn!(%e, "reminder pass failed");
         }
@@ -229,8 +262,9 @@ mod tests {
         let (store, _dir) = crate::store::test_support::sqlite().await;
         let before = context("");
         let received = DateTime::parse_from_rfc3339("2026-12-30T10:00:00+08:00").expect("time");
+        let before_calendar = before.calendar.current();
         let ctx = Context {
-            calendar: &before.calendar,
+            calendar: &before_calendar,
             units: &before.units,
             routing: &before.routing,
         };

@@ -100,8 +100,9 @@ async fn record(
         warn!(order = %link.order_id, "survey link to a missing order settled");
         return Ok(true);
     };
+    let calendar = orders.calendar.current();
     let ctx = Context {
-        calendar: &orders.calendar,
+        calendar: &calendar,
         units: &orders.units,
         routing: &orders.routing,
     };
@@ -246,7 +247,7 @@ mod tests {
             ..OrderFields::default()
         };
         let rules = Context {
-            calendar: &ctx.calendar,
+            calendar: &ctx.calendar.current(),
             units: &ctx.units,
             routing: &ctx.routing,
         };

@@ -213,8 +213,9 @@ pub async fn create_order(
     if let Some(record) = store.call_record(&message.call_id).await? {
         fields.received_at = received_at(&fields, record.arrival);
     }
+    let calendar = orders.calendar.current();
     let ctx = Context {
-        calendar: &orders.calendar,
+        calendar: &calendar,
         units: &orders.units,
         routing: &orders.routing,
     };

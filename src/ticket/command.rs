@@ -85,6 +85,15 @@ pub enum Command {
         #[serde(default)]
         contact_phone: Option<String>,
     },
+    /// Dispatcher adds helping units (协办单位) to co-handle an order the lead unit has
+    /// signed for (W-11 "承办单位签收后…可增加协办单位"): each must sign, may add notes or
+    /// return it, and the lead still replies for all.
+    AddHelpingUnits {
+        /// Units to add (not already handling the order).
+        units: Vec<UnitId>,
+        /// Why they are needed (required, on the record).
+        reason: String,
+    },
     /// Dispatcher sends a returned order up to the dispatch center above (H-13-3).
     ReturnUpward {
         /// Why.
@@ -237,6 +246,7 @@ impl Command {
             Self::AnswerDirectly { .. } => "answer_directly",
             Self::ExplainOutsideRemit { .. } => "explain_outside_remit",
             Self::Dispatch { .. } => "dispatch",
+            Self::AddHelpingUnits { .. } => "add_helping_units",
             Self::ReturnUpward { .. } => "return_upward",
             Self::Sign => "sign",
             Self::Return { .. } => "return",

@@ -71,6 +71,14 @@ pub enum EventKind {
         /// Manual or automatic.
         mode: DispatchMode,
     },
+    /// Dispatch added helping units after the lead signed (W-11): each is assigned, to
+    /// sign like any co-handling unit.
+    HelpingUnitsAdded {
+        /// Units added.
+        units: Vec<UnitId>,
+        /// Why.
+        reason: String,
+    },
     /// Dispatch corrected intake fields on review (H-13-1), before dispatching.
     FieldsCorrected {
         /// The corrected values (named `fields` like the creation's, so the contact is
@@ -386,6 +394,16 @@ impl Order {
                 }
                 self.dispatched_at.get_or_insert(event.at);
                 self.state = State::Dispatched;
+            }
+            EventKind::HelpingUnitsAdded { units, .. } => {
+                for unit in units {
+                    if !self.assignments.iter().any(|a| &a.unit == unit) {
+                        self.assignments.push(Assignment {
+                            unit: unit.clone(),
+                            status: AssignmentStatus::Assigned,
+                        });
+                    }
+                }
             }
             EventKind::FieldsCorrected {
                 fields, deadlines, ..

@@ -2616,3 +2616,89 @@ fn urgent_transfer_missed_and_leader_alerts_are_recorded_once_by_the_system() {
     // Replaying the ledger gives the same order.
     assert_eq!(Order::replay(&run.events), run.order);
 }
+
+#[test]
+fn helping_units_are_added_by_dispatch_after_the_lead_signed_and_co_handle() {
+    let world = World::new();
+    let t = moment("2025-10-09T09:00+08:00");
+    let mut run = Run::new(
+        &world,
+        fields(
+            Category::Suggestion,
+            Urgency::Normal,
+            "2025-09-30T16:00+08:00",
+        ),
+    );
+    run.ok(Command::Submit, &agent(), t);
+    run.dispatch(&["jinan-lixia"], t);
+    let add = |units: &[&str], reason: &str| Command::AddHelpingUnits {
+        units: units.iter().map(|u| unit(u)).collect(),
+        reason: reason.to_owned(),
+    };
+    // Before the lead signed: W-11 allows it only after.
+    assert_eq!(
+        not_allowed_rule(&run.err(add(&["jinan-shizhong"], "需市中区协助"), &dispatcher(), t)),
+        "W-11"
+    );
+    run.ok(Command::Sign, &lixia(), t);
+    // Only dispatch adds helpers; a reason is required; no unit twice.
+    assert!(matches!(
+        run.err(add(&["jinan-shizhong"], "需协助"), &lixia(), t),
+        TransitionError::RoleNotPermitted { .. }
+    ));
+    assert!(matches!(
+        run.err(add(&["jinan-shizhong"], " "), &dispatcher(), t),
+        TransitionError::MissingText { .. }
+    ));
+    assert!(matches!(
+        run.err(add(&["jinan-lixia"], "需协助"), &dispatcher(), t),
+        TransitionError::AlreadyHandling(_)
+    ));
+    assert!(matches!(
+        run.err(add(&["nowhere"], "需协助"), &dispatcher(), t),
+        TransitionError::UnknownUnit(_)
+    ));
+    let events = run.ok(
+        add(&["jinan-shizhong"], "涉及市中区辖区，需协办"),
+        &dispatcher(),
+        t,
+    );
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::HelpingUnitsAdded { units, reason }
+            if units == &vec![unit("jinan-shizhong")] && reason == "涉及市中区辖区，需协办"
+    ));
+    assert_eq!(run.state(), State::Signed, "the lead keeps the order");
+    assert_eq!(run.order.lead_unit, Some(unit("jinan-lixia")));
+    assert!(run.order.is_assigned_to(&unit("jinan-shizhong")));
+    // The helper acts like any co-handler: signs (not lead), adds notes, may not reply.
+    let events = run.ok(Command::Sign, &shizhong(), t);
+    assert!(matches!(
+        &events[0].kind,
+        EventKind::Signed { lead: false, .. }
+    ));
+    run.ok(
+        Command::AddNote {
+            note: "市中区协办意见".to_owned(),
+        },
+        &shizhong(),
+        t,
+    );
+    assert!(matches!(
+        run.err(Command::Start, &shizhong(), t),
+        TransitionError::OutOfScope { .. }
+    ));
+    run.ok(Command::Start, &lixia(), t);
+    run.ok(
+        Command::Reply {
+            text: "答复".to_owned(),
+        },
+        &lixia(),
+        t,
+    );
+    // After the reply the work is done: no helpers any more.
+    assert_eq!(
+        not_allowed_rule(&run.err(add(&["jinan-legal-aid"], "晚了"), &dispatcher(), t)),
+        "W-11"
+    );
+}

@@ -97,6 +97,9 @@ pub enum TransitionError {
     /// Dispatch to no unit.
     #[error("dispatch needs at least one unit")]
     NoUnits,
+    /// A helping unit that already handles the order (W-11).
+    #[error("unit {0} already handles this order")]
+    AlreadyHandling(UnitId),
     /// `received_at` after the moment of registration.
     #[error("received_at {received_at} is after now {now}")]
     ReceivedInFuture {
@@ -253,6 +256,7 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
         Command::AnswerDirectly { .. } => (&[(Agent, City)], "H-8"),
         Command::ExplainOutsideRemit { .. } => (&[(Agent, City), (Dispatcher, Dispatch)], "H-8"),
         Command::Dispatch { .. } => (&[(Dispatcher, Dispatch)], "TK-ROUTE"),
+        Command::AddHelpingUnits { .. } => (&[(Dispatcher, Dispatch)], "W-11"),
         Command::ReturnUpward { .. } => (&[(Dispatcher, Dispatch)], "TK-RETURN"),
         Command::RecordCallSurvey { .. } => (&[(System, Any)], "CALL-ETIQUETTE"),
         Command::Sign | Command::AddNote { .. } => (
@@ -643,6 +647,32 @@ pub fn apply(
                 category: out.order.fields.category,
                 area: out.order.fields.area,
                 mode: DispatchMode::Manual,
+            });
+        }
+        Command::AddHelpingUnits { units, reason } => {
+            // After the lead signed and before the reply: the work is still being done.
+            if order.lead_unit.is_none() || !before_completion {
+                return Err(not_allowed(order, &command, "W-11"));
+            }
+            let mut added: Vec<UnitId> = Vec::new();
+            for unit in units {
+                if !ctx.units.contains(unit) {
+                    return Err(TransitionError::UnknownUnit(unit.clone()));
+                }
+                if order.is_assigned_to(unit) {
+                    return Err(TransitionError::AlreadyHandling(unit.clone()));
+                }
+                if !added.contains(unit) {
+                    added.push(unit.clone());
+                }
+            }
+            if added.is_empty() {
+                return Err(TransitionError::NoUnits);
+            }
+            let reason = require_text(reason, &command, "reason", "W-11")?;
+            out.emit(EventKind::HelpingUnitsAdded {
+                units: added,
+                reason,
             });
         }
         Command::ReturnUpward { reason } => {

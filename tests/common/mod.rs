@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod ops;
+pub mod orders;
 pub mod phone;
 pub mod queue;
 

@@ -114,6 +114,8 @@ export interface Order {
   fields: Record<string, unknown>;
   units?: unknown[];
   lead_unit?: string | null;
+  /** 协办单位 (W-11): the units handling besides the lead, `{unit, status}`. */
+  helping_units?: unknown[];
   deadlines?: Deadlines | null;
   reminder?: 'none' | 'yellow' | 'red';
   overdue?: boolean;

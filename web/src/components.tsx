@@ -364,7 +364,11 @@ export function OrderDetail(props: {
         <dt>承办单位</dt>
         <dd>
           {unitIds(o.units).map((u) => unitName(props.units, u)).join('、') || '—'}
-          {o.lead_unit ? `（主办：${unitName(props.units, o.lead_unit)}）` : ''}
+          {o.lead_unit ? `（主办：${unitName(props.units, o.lead_unit)}` : ''}
+          {o.lead_unit && unitIds(o.helping_units).length > 0
+            ? `；协办：${unitIds(o.helping_units).map((u) => unitName(props.units, u)).join('、')}`
+            : ''}
+          {o.lead_unit ? '）' : ''}
         </dd>
         {returnedBy.length > 0 && (
           <>
@@ -517,6 +521,10 @@ const COMMAND_FORMS: Record<string, FieldSpec[]> = {
     { name: 'urgency', label: '更正紧急程度', kind: 'select', options: { '': '不更正', ...URGENCY_LABELS }, initial: '' },
     { name: 'contact_name', label: '更正联系人（空则不更正）', kind: 'text' },
     { name: 'contact_phone', label: '更正联系电话（空则不更正）', kind: 'text' },
+  ],
+  add_helping_units: [
+    { name: 'units', label: '增加协办单位（主办单位已签收，W-11）', kind: 'units' },
+    { name: 'reason', label: '增加协办的理由', kind: 'textarea', required: true },
   ],
   return: [{ name: 'reason', label: '退回理由', kind: 'textarea', required: true }],
   return_upward: [{ name: 'reason', label: '上报理由', kind: 'textarea', required: true }],

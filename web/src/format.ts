@@ -80,6 +80,7 @@ export const COMMAND_LABELS: Record<string, string> = {
   submit: '提交',
   answer_directly: '直接答复',
   dispatch: '派单',
+  add_helping_units: '增加协办单位',
   return_upward: '退回上级',
   sign: '签收',
   return: '退回',
@@ -110,6 +111,7 @@ export const EVENT_LABELS: Record<string, string> = {
   submitted: '提交',
   answered_directly: '直接答复',
   dispatched: '派单',
+  helping_units_added: '增加协办单位',
   returned_upward: '退回上级',
   signed: '签收',
   returned: '退回',
@@ -548,6 +550,7 @@ export function timelineEntry(
   let extra = '';
   switch (name) {
     case 'dispatched':
+    case 'helping_units_added':
       extra = Array.isArray(kind.units) ? `→ ${(kind.units as string[]).map(unitName).join('、')}` : '';
       break;
     case 'returned_upward':
