@@ -671,7 +671,7 @@ fn order_json(
             .filter(|a| order.lead_unit.as_ref() != Some(&a.unit))
             .collect::<Vec<_>>(),
         "dispatch_unit": order.dispatch_unit,
-        "deadlines": deadline_json(order, at, &ctx.calendar),
+        "deadlines": deadline_json(order, at, &ctx.calendar.current()),
         "reminder": reminder_level(order, at),
         "overdue": is_overdue(order, at),
         "special_flag": order.special_flag,
@@ -689,7 +689,7 @@ fn order_json(
         "completed_at": order.completed_at,
         "updated_at": order.last_event_at,
         "contact_masked": masked,
-        "dissatisfaction_report": report_json(order, at, &ctx.calendar),
+        "dissatisfaction_report": report_json(order, at, &ctx.calendar.current()),
         "transfer_on_time": transfer_on_time(order, at),
         "dispatched_by": order.dispatched_by,
         "missed_limits": order.missed_limits,

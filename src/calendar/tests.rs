@@ -332,6 +332,8 @@ fn working_days_left_skips_spring_festival_and_counts_its_make_up_saturday() {
         cal.working_days_left(&friday, moment("2026-12-14T10:00:00+08:00")),
         -1
     );
+}
+
 mod add_year {
     use super::super::cli::{
         AddYearError, YearDates, add_year, parse_date_list, parse_year_snippet,
