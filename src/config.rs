@@ -564,7 +564,7 @@ pub struct LeaderConfig {
     /// How to reach them by hand (phone, e-mail); shown in the log line.
     #[serde(default)]
     pub contact: String,
-    /// Where their alerts are POSTed as JSON (`http://`; retried until answered 2xx,
+    /// Where their alerts are POSTed as JSON (`http://` or `https://`; retried until answered 2xx,
     /// kept in `leader-notices-*.jsonl` in the data directory meanwhile).
     #[serde(default)]
     pub webhook_url: Option<String>,

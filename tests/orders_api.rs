@@ -3679,13 +3679,13 @@ async fn postgres_urgent_orders_alert_leaders_and_record_a_missed_transfer() {
 }
 
 /// `check-config` refuses a leader without a name, without any way to be told, or with
-/// a webhook that is not an http:// URL.
+/// a webhook that is not an http:// or https:// URL.
 #[test]
 fn check_config_validates_the_leaders() {
     let text = std::fs::read_to_string(root().join("config/hotline.toml")).expect("config");
     let bad = text.replacen(
         "[[cities.leaders]]\nname = \"济南市司法局值班领导\"\ncontact = \"0531-00000000\"\n",
-        "[[cities.leaders]]\nname = \"\"\n\n[[cities.leaders]]\nname = \"李处长\"\nwebhook_url = \"https://example.org/x\"\n",
+        "[[cities.leaders]]\nname = \"\"\n\n[[cities.leaders]]\nname = \"李处长\"\nwebhook_url = \"ftp://example.org/x\"\n",
         1,
     );
     assert_ne!(bad, text, "the shipped config names Jinan's leaders");
