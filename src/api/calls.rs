@@ -211,6 +211,14 @@ struct TransferBody {
     to: String,
 }
 
+/// What a carried-out transfer answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct TransferReply {
+    call_id: String,
+    /// Where the call went, as asked.
+    to: String,
+}
+
 /// How long the API waits for the call task to carry a transfer out.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 
@@ -218,7 +226,7 @@ const TRANSFER_WAIT: Duration = Duration::from_secs(5);
     summary = "Blind transfer of a bridged call, as the agent's REFER: survey, queue:<city>, or unit:<unit id> (422 transfer_unavailable for now); only the agent on the call or a supervisor of its city",
     params(("call_id" = String, Path, description = "the call")),
     request_body = TransferBody,
-    responses((status = 200, description = "transferred"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "transferred", body = TransferReply), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn transfer(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -283,7 +291,8 @@ async fn transfer(
     match result {
         Ok(()) => {
             tracing::info!(call_id = %call_id, user = %user.id, to = %body.to, "call transferred from the console");
-            Ok(Json(serde_json::json!({"call_id": call_id, "to": body.to.trim()})).into_response())
+            let to = body.to.trim().to_owned();
+            Ok(Json(TransferReply { call_id, to }).into_response())
         }
         Err(TransferError::NotBridged) => Err(ApiError::new(
             StatusCode::CONFLICT,

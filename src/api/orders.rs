@@ -1599,13 +1599,13 @@ struct RevealRequest {
     summary = "Unmasked contact for a reason (422 missing_field reason without one); audited and recorded in the order's history as contact_revealed (H-12-4)",
     params(("id" = String, Path, description = "order id")),
     request_body = RevealRequest,
-    responses((status = 200, description = "the contact"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the contact", body = RevealedContact), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn reveal_contact(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevealedContact>, ApiError> {
     let body = body_bytes(body)?;
     let request: RevealRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RevealRequest {
@@ -1647,11 +1647,20 @@ async fn reveal_contact(
         )
         .await?;
     tracing::info!(order = %order.id, user = %user.id, %reason, "caller contact revealed");
-    Ok(Json(json!({
-        "contact_name": order.fields.contact.name,
-        "contact_phone": order.fields.contact.phone,
-        "version": next.version,
-    })))
+    Ok(Json(RevealedContact {
+        contact_name: order.fields.contact.name,
+        contact_phone: order.fields.contact.phone,
+        version: next.version,
+    }))
+}
+
+/// The caller's contact, unmasked, as `POST /api/orders/{id}/reveal_contact` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RevealedContact {
+    contact_name: String,
+    contact_phone: String,
+    /// The order's version after the reveal (recorded in its history).
+    version: u64,
 }
 
 #[derive(Deserialize, Default, utoipa::IntoParams)]
