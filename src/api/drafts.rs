@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -57,12 +57,12 @@ fn at_text(ms: i64) -> Value {
 #[utoipa::path(get, path = "/api/drafts/{call_id}", operation_id = "read_draft", tag = "calls",
     summary = "The user's autosaved draft order of a call (404 when none)",
     params(("call_id" = String, Path, description = "the call")),
-    responses((status = 200, description = "the draft"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the draft", body = DraftView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(call_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DraftView>, ApiError> {
     checked(&call_id)?;
     let draft = state
         .store
@@ -71,11 +71,32 @@ async fn read(
         .filter(|d| d.user_id == user.id)
         .ok_or_else(|| ApiError::not_found("draft"))?;
     let fields: Value = serde_json::from_str(&draft.fields).unwrap_or(Value::Null);
-    Ok(Json(json!({
-        "call_id": draft.call_id,
-        "fields": fields,
-        "updated_at": at_text(draft.updated_ms),
-    })))
+    Ok(Json(DraftView {
+        call_id: draft.call_id,
+        fields,
+        updated_at: at_text(draft.updated_ms),
+    }))
+}
+
+/// A saved draft as `GET /api/drafts/{call_id}` answers it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DraftView {
+    call_id: String,
+    /// The form as the console saved it.
+    #[schema(value_type = Object)]
+    fields: Value,
+    /// When saved (RFC 3339, Asia/Shanghai).
+    #[schema(value_type = Option<String>)]
+    updated_at: Value,
+}
+
+/// What `PUT /api/drafts/{call_id}` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DraftSaved {
+    call_id: String,
+    /// When saved (RFC 3339, Asia/Shanghai).
+    #[schema(value_type = Option<String>)]
+    updated_at: Value,
 }
 
 /// Whether `user` may write the draft of `call_id`: their agent is offered or bridged
@@ -126,7 +147,7 @@ async fn may_write(
     summary = "Autosave the draft order of a call (the form as a JSON object, at most 16 KiB; only the agent on the call or a supervisor of its city, 403 else; 404 for a call the server does not know; 409 draft_taken when another user writes it; 429 draft_quota beyond 20 drafts per user)",
     params(("call_id" = String, Path, description = "the call")),
     request_body(content = Object, description = "the console's form, as it stands"),
-    responses((status = 200, description = "saved"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "saved", body = DraftSaved), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn save(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -178,7 +199,11 @@ async fn save(
             "another user is writing the order of this call",
         ));
     }
-    Ok(Json(json!({"call_id": call_id, "updated_at": at_text(now_ms)})).into_response())
+    Ok(Json(DraftSaved {
+        call_id,
+        updated_at: at_text(now_ms),
+    })
+    .into_response())
 }
 
 #[utoipa::path(delete, path = "/api/drafts/{call_id}", operation_id = "delete_draft", tag = "calls",

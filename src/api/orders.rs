@@ -1820,17 +1820,17 @@ fn require_oversight(user: &User) -> Result<(), ApiError> {
 }
 
 #[utoipa::path(get, path = "/api/ledger/verify", tag = "ledger", summary = "Recompute the hash chain; first broken event",
-    responses((status = 200, description = "the verification"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the verification", body = crate::store::orders::LedgerReport), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn ledger_verify(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::store::orders::LedgerReport>, ApiError> {
     require_oversight(&user)?;
     let report = state.store.verify_ledger().await?;
     if !report.ok {
         tracing::error!(broken_at = %crate::logfmt::word(&report.broken_at), "ledger verification failed");
     }
-    Ok(Json(enum_value(&report)))
+    Ok(Json(report))
 }
 
 /// One CSV cell: quoted, quotes doubled, and a leading `= + - @` neutralised so a
