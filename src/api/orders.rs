@@ -1679,12 +1679,12 @@ struct RevealsQuery {
 #[utoipa::path(get, path = "/api/reveals", tag = "orders",
     summary = "Contact reveals (H-12-4): user, order_id, at, reason, roles, unit; newest first; supervisors (orders in their scope) and province administrators only",
     params(RevealsQuery),
-    responses((status = 200, description = "the reveals"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the reveals", body = Vec<RevealRow>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn reveals(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<RevealRow>>, ApiError> {
     require_oversight(&user)?;
     let q: RevealsQuery = parse_query(raw.as_deref())?;
     let order = match q.order.filter(|o| !o.is_empty()) {
@@ -1734,17 +1734,35 @@ async fn reveals(
             .timestamp_millis_opt(line.at_ms)
             .single()
             .map(|t| t.to_rfc3339());
-        items.push(json!({
-            "user": line.actor,
-            "order_id": line.subject,
-            "at": at,
+        items.push(RevealRow {
+            user: line.actor.clone(),
+            order_id: line.subject.clone(),
+            at,
             // Reveals before reasons were asked for have none.
-            "reason": detail.get("reason").cloned().unwrap_or(Value::Null),
-            "roles": detail.get("roles").cloned().unwrap_or(Value::Null),
-            "unit": detail.get("unit").cloned().unwrap_or(Value::Null),
-        }));
+            reason: detail.get("reason").cloned().unwrap_or(Value::Null),
+            roles: detail.get("roles").cloned().unwrap_or(Value::Null),
+            unit: detail.get("unit").cloned().unwrap_or(Value::Null),
+        });
     }
-    Ok(Json(Value::Array(items)))
+    Ok(Json(items))
+}
+
+/// One contact reveal as `GET /api/reveals` lists it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RevealRow {
+    user: String,
+    order_id: String,
+    /// RFC 3339, Asia/Shanghai.
+    at: Option<String>,
+    /// Null on reveals made before a reason was asked for.
+    #[schema(value_type = Option<String>)]
+    reason: Value,
+    /// The revealing user's roles.
+    #[schema(value_type = Option<Vec<String>>)]
+    roles: Value,
+    /// The revealing user's unit.
+    #[schema(value_type = Option<String>)]
+    unit: Value,
 }
 
 /// The ledger row as shown; the caller's contact in the creation event is masked for
