@@ -1929,23 +1929,35 @@ async fn ledger_csv(
 // ---------------------------------------------------------------- units, rankings
 
 #[utoipa::path(get, path = "/api/units", tag = "assessment", summary = "Unit tree",
-    responses((status = 200, description = "the units"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
-async fn units(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> Json<Value> {
-    Json(Value::Array(
+    responses((status = 200, description = "the units", body = Vec<UnitView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+async fn units(
+    State(state): State<AppState>,
+    CurrentUser(_user): CurrentUser,
+) -> Json<Vec<UnitView>> {
+    Json(
         state
             .orders
             .units
             .units()
-            .map(|u| {
-                json!({
-                    "id": u.id,
-                    "name": u.name,
-                    "kind": u.kind,
-                    "parent": u.parent,
-                })
+            .map(|u| UnitView {
+                id: u.id.clone(),
+                name: u.name.clone(),
+                kind: u.kind,
+                parent: u.parent.clone(),
             })
             .collect(),
-    ))
+    )
+}
+
+/// One unit of the tree as `GET /api/units` lists it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct UnitView {
+    id: UnitId,
+    name: String,
+    /// province | city | county | township | institution.
+    #[schema(value_type = String)]
+    kind: UnitKind,
+    parent: Option<UnitId>,
 }
 
 /// `2026-11`, `2026-Q4` or `2026` as a half-open period in Asia/Shanghai; `None`
