@@ -533,7 +533,7 @@ impl FromRequestParts<AppState> for CurrentUser {
 }
 
 /// A user as shown to clients.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct UserView {
     pub id: String,
     pub name: String,

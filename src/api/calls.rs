@@ -27,13 +27,14 @@ use std::time::Duration;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::Deserialize;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{CurrentUser, User};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::orders::{ContactView, OrdersContext, audited_contact_view};
 use super::orders::{filter_enum, filter_number, filter_unit, parse_query};
 use super::queues::AcdApi;
@@ -47,10 +48,10 @@ use crate::ticket::model::CallId;
 use crate::ticket::privacy::{mask_phone, may_search_by_number};
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/calls", get(list))
-        .route("/api/calls/{call_id}/transfer", post(transfer))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(transfer))
 }
 
 /// Whether a call id from a URL may be used at all: 1–256 bytes, no path separator,
@@ -75,15 +76,23 @@ pub fn oversees_city(ctx: &OrdersContext, user: &User, city: Option<&str>) -> bo
     root || city.is_some_and(|c| ctx.units.covers(&user.unit, &UnitId::new(c.to_owned())))
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct CallsQuery {
+    /// City unit id.
     city: Option<String>,
+    /// The caller's category from the IVR.
     category: Option<String>,
+    /// Caller number (roles that see numbers only).
     caller: Option<String>,
+    /// The call's path through the IVR.
     path: Option<String>,
+    /// RFC 3339.
     from: Option<String>,
+    /// RFC 3339.
     to: Option<String>,
+    /// 1..=1000, default 100.
     limit: Option<String>,
 }
 
@@ -147,6 +156,10 @@ pub fn decode_calls_query(raw: Option<&str>, may_search: bool) -> Result<CallFil
     })
 }
 
+#[utoipa::path(get, path = "/api/calls", operation_id = "list_calls", tag = "calls",
+    summary = "Call detail records. Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued). Callers' numbers are masked (138****5678, ****5678) except for dispatch, handling units and callback staff, whose answers are audited (calls.read, naming the call ids)",
+    params(CallsQuery),
+    responses((status = 200, description = "the calls, newest first"), (status = 503, description = "database unavailable"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -210,15 +223,30 @@ pub async fn list(
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct TransferBody {
+    /// survey, queue:<city>, or unit:<unit id>.
+    #[schema(examples("survey", "queue:qingdao", "unit:jinan-legal-aid"))]
+    to: String,
+}
+
+/// What a carried-out transfer answers.
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+struct TransferReply {
+    call_id: String,
+    /// Where the call went, as asked.
     to: String,
 }
 
 /// How long the API waits for the call task to carry a transfer out.
 const TRANSFER_WAIT: Duration = Duration::from_secs(5);
 
+#[utoipa::path(post, path = "/api/calls/{call_id}/transfer", operation_id = "transfer_call", tag = "calls",
+    summary = "Blind transfer of a bridged call, as the agent's REFER: survey, queue:<city>, or unit:<unit id> (422 transfer_unavailable for now); only the agent on the call or a supervisor of its city",
+    params(("call_id" = String, Path, description = "the call")),
+    request_body = TransferBody,
+    responses((status = 200, description = "transferred", body = TransferReply), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn transfer(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -283,7 +311,8 @@ async fn transfer(
     match result {
         Ok(()) => {
             tracing::info!(call_id = %call_id, user = %user.id, to = %body.to, "call transferred from the console");
-            Ok(Json(serde_json::json!({"call_id": call_id, "to": body.to.trim()})).into_response())
+            let to = body.to.trim().to_owned();
+            Ok(Json(TransferReply { call_id, to }).into_response())
         }
         Err(TransferError::NotBridged) => Err(ApiError::new(
             StatusCode::CONFLICT,

@@ -9,7 +9,7 @@ use super::AppState;
 use crate::calendar::shanghai;
 use crate::ivr::hours::{OpenStatus, WorkingHours};
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CityHours {
     pub id: String,
     pub name: String,
@@ -23,7 +23,15 @@ pub struct CityHours {
     pub after_hours_duty_agents: usize,
 }
 
+/// The routes of this module.
+pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new().routes(utoipa_axum::routes!(list))
+}
+
 /// Public: published hours are not confidential.
+#[utoipa::path(get, path = "/api/cities", operation_id = "list_cities", tag = "calls", security(()),
+    summary = "Each city's published answering hours and whether it is staffed now (H-7)",
+    responses((status = 200, description = "the cities", body = Vec<CityHours>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<CityHours>> {
     let now = chrono::Utc::now().with_timezone(&shanghai());
     let calendar = state.orders.calendar.current();

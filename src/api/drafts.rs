@@ -13,14 +13,15 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Json, Router};
-use serde_json::{Value, json};
+use axum::{Extension, Json};
+use serde_json::Value;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{CurrentUser, User};
 use super::calls::{oversees_city, valid_call_id};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::queues::AcdApi;
 use crate::queue::AgentId;
 use crate::ticket::model::CallId;
@@ -32,8 +33,8 @@ pub const MAX_DRAFT_BYTES: usize = 16 * 1024;
 pub const MAX_DRAFTS_PER_USER: i64 = 20;
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/drafts/{call_id}", get(read).put(save).delete(remove))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(read, save, remove))
 }
 
 fn checked(call_id: &str) -> Result<(), ApiError> {
@@ -53,11 +54,15 @@ fn at_text(ms: i64) -> Value {
         .map_or(Value::Null, Value::String)
 }
 
+#[utoipa::path(get, path = "/api/drafts/{call_id}", operation_id = "read_draft", tag = "calls",
+    summary = "The user's autosaved draft order of a call (404 when none)",
+    params(("call_id" = String, Path, description = "the call")),
+    responses((status = 200, description = "the draft", body = DraftView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn read(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(call_id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DraftView>, ApiError> {
     checked(&call_id)?;
     let draft = state
         .store
@@ -66,11 +71,32 @@ async fn read(
         .filter(|d| d.user_id == user.id)
         .ok_or_else(|| ApiError::not_found("draft"))?;
     let fields: Value = serde_json::from_str(&draft.fields).unwrap_or(Value::Null);
-    Ok(Json(json!({
-        "call_id": draft.call_id,
-        "fields": fields,
-        "updated_at": at_text(draft.updated_ms),
-    })))
+    Ok(Json(DraftView {
+        call_id: draft.call_id,
+        fields,
+        updated_at: at_text(draft.updated_ms),
+    }))
+}
+
+/// A saved draft as `GET /api/drafts/{call_id}` answers it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DraftView {
+    call_id: String,
+    /// The form as the console saved it.
+    #[schema(value_type = Object)]
+    fields: Value,
+    /// When saved (RFC 3339, Asia/Shanghai).
+    #[schema(value_type = Option<String>)]
+    updated_at: Value,
+}
+
+/// What `PUT /api/drafts/{call_id}` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct DraftSaved {
+    call_id: String,
+    /// When saved (RFC 3339, Asia/Shanghai).
+    #[schema(value_type = Option<String>)]
+    updated_at: Value,
 }
 
 /// Whether `user` may write the draft of `call_id`: their agent is offered or bridged
@@ -117,6 +143,11 @@ async fn may_write(
     }
 }
 
+#[utoipa::path(put, path = "/api/drafts/{call_id}", operation_id = "save_draft", tag = "calls",
+    summary = "Autosave the draft order of a call (the form as a JSON object, at most 16 KiB; only the agent on the call or a supervisor of its city, 403 else; 404 for a call the server does not know; 409 draft_taken when another user writes it; 429 draft_quota beyond 20 drafts per user)",
+    params(("call_id" = String, Path, description = "the call")),
+    request_body(content = Object, description = "the console's form, as it stands"),
+    responses((status = 200, description = "saved", body = DraftSaved), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn save(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -168,9 +199,17 @@ async fn save(
             "another user is writing the order of this call",
         ));
     }
-    Ok(Json(json!({"call_id": call_id, "updated_at": at_text(now_ms)})).into_response())
+    Ok(Json(DraftSaved {
+        call_id,
+        updated_at: at_text(now_ms),
+    })
+    .into_response())
 }
 
+#[utoipa::path(delete, path = "/api/drafts/{call_id}", operation_id = "delete_draft", tag = "calls",
+    summary = "Delete the user's draft of a call",
+    params(("call_id" = String, Path, description = "the call")),
+    responses((status = 204, description = "deleted"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn remove(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -37,17 +37,28 @@ pub struct AppState {
     pub cities: Arc<Vec<crate::config::CityConfig>>,
 }
 
-pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/cities", get(cities::list))
+/// The routes of the JSON API under `/api/`, each registered from its handler's
+/// `#[utoipa::path]`: what is served and what `/api/openapi.json` documents are one list.
+pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
+    utoipa_axum::router::OpenApiRouter::new()
+        .merge(cities::routes())
         .merge(calls::routes())
         .merge(orders::routes())
         .merge(queues::routes())
         .merge(recordings::routes())
         .merge(drafts::routes())
         .merge(stats::routes())
+}
+
+/// Operational routes outside the API document (probes and scrapes, not for consoles).
+pub const UNDOCUMENTED_ROUTES: [(&str, &str); 2] = [("get", "/healthz"), ("get", "/metrics")];
+
+pub fn router(state: AppState) -> Router {
+    let (api, _document) = api_routes().split_for_parts();
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .merge(api)
         .layer(axum::extract::DefaultBodyLimit::max(orders::MAX_BODY_BYTES))
         .route_layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),

@@ -14,21 +14,22 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{Path, Query, RawQuery, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Datelike, FixedOffset, NaiveDate, TimeZone};
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{Auth, CurrentUser, LoginError, SESSION_COOKIE, User, UserView};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::calendar::{Calendar, shanghai};
 use crate::config::Config;
 use crate::queue::{ShiftAttendance, shift_attendance};
@@ -229,23 +230,23 @@ fn routing_rules(config: &Config) -> RoutingRules {
 }
 
 /// The routes of this module (mounted by [`super::router`]).
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/login", post(login))
-        .route("/api/logout", post(logout))
-        .route("/api/me", get(me))
-        .route("/api/orders", post(create_order).get(list_orders))
-        .route("/api/orders/{id}", get(get_order))
-        .route("/api/orders/{id}/events", get(order_events))
-        .route("/api/orders/{id}/reveal_contact", post(reveal_contact))
-        .route("/api/orders/{id}/{command}", post(order_command))
-        .route("/api/ledger/verify", get(ledger_verify))
-        .route("/api/ledger/{file}", get(ledger_csv))
-        .route("/api/rankings", get(rankings))
-        .route("/api/units", get(units))
-        .route("/api/special_flags", get(special_flags))
-        .route("/api/reveals", get(reveals))
-        .route("/api/openapi.json", get(openapi))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(login))
+        .routes(routes!(logout))
+        .routes(routes!(me))
+        .routes(routes!(create_order, list_orders))
+        .routes(routes!(get_order))
+        .routes(routes!(order_events))
+        .routes(routes!(reveal_contact))
+        .routes(routes!(order_command))
+        .routes(routes!(ledger_verify))
+        .routes(routes!(ledger_csv))
+        .routes(routes!(rankings))
+        .routes(routes!(units))
+        .routes(routes!(special_flags))
+        .routes(routes!(reveals))
+        .routes(routes!(openapi))
 }
 
 /// Orders taken through the API keep the wall clock (`--now` shifts calls, their
@@ -289,7 +290,7 @@ pub(super) fn body_bytes(
 
 // ---------------------------------------------------------------- auth
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LoginBody {
     user: String,
@@ -325,6 +326,21 @@ fn require_json(parts: &Parts) -> Result<(), ApiError> {
     }
 }
 
+/// What a successful `POST /api/login` answers (with the session cookie).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct LoginReply {
+    user: UserView,
+    /// Send it back as `X-CSRF-Token` on every write.
+    csrf_token: String,
+}
+
+#[utoipa::path(post, path = "/api/login", tag = "auth",
+    summary = "Log in (Content-Type: application/json only, else 415): session cookie + CSRF token; 401 bad_credentials, 429 with Retry-After (per user and address, and per address)",
+    request_body = LoginBody,
+    responses(
+        (status = 200, description = "signed in; Set-Cookie carries the session", body = LoginReply),
+        (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
+    ))]
 async fn login(
     State(state): State<AppState>,
     parts: Parts,
@@ -359,10 +375,10 @@ async fn login(
                 "{SESSION_COOKIE}={session}; HttpOnly; SameSite=Strict; Path=/; Max-Age={}{secure}",
                 super::auth::SESSION_TTL.as_secs()
             );
-            let mut response = Json(json!({
-                "user": UserView::of(&user, ctx.unit_name(&user.unit)),
-                "csrf_token": csrf,
-            }))
+            let mut response = Json(LoginReply {
+                user: UserView::of(&user, ctx.unit_name(&user.unit)),
+                csrf_token: csrf,
+            })
             .into_response();
             if let Ok(value) = HeaderValue::from_str(&cookie) {
                 response.headers_mut().insert(header::SET_COOKIE, value);
@@ -400,6 +416,8 @@ async fn login(
     }
 }
 
+#[utoipa::path(post, path = "/api/logout", tag = "auth", summary = "Log out",
+    responses((status = 204, description = "the session is ended")))]
 async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
     if let Some(session) = super::auth::session_cookie(&parts) {
         state.orders.auth.logout(&session);
@@ -407,6 +425,8 @@ async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
     StatusCode::NO_CONTENT
 }
 
+#[utoipa::path(get, path = "/api/me", tag = "auth", summary = "The current user",
+    responses((status = 200, description = "the signed-in user", body = UserView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn me(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Json<UserView> {
     Json(UserView::of(&user, state.orders.unit_name(&user.unit)))
 }
@@ -768,7 +788,7 @@ pub(crate) async fn visible_order(
 
 // ---------------------------------------------------------------- create
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateOrder {
     #[serde(default)]
@@ -795,6 +815,7 @@ struct CreateOrder {
     #[serde(default)]
     recordings: Vec<String>,
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     received_at: Option<DateTime<FixedOffset>>,
 }
 
@@ -846,6 +867,16 @@ async fn replay_idempotent(
     ))
 }
 
+#[utoipa::path(post, path = "/api/orders", tag = "orders",
+    summary = "Create and submit an order (auto-routed when the area is clear)",
+    request_body = CreateOrder,
+    params(("Idempotency-Key" = Option<String>, Header, description = "at most 128 characters; a repeat answers the first order")),
+    responses(
+        (status = 201, description = "created"),
+        (status = 202, description = "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503."),
+        (status = 503, description = "database_unavailable and the outbox journal cannot be written either (disk): retry after Retry-After", body = ErrorBody),
+        (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
+    ))]
 async fn create_order(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1121,23 +1152,36 @@ pub fn decide_create(
 
 // ---------------------------------------------------------------- list
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
+    /// Lifecycle state.
     state: Option<String>,
+    /// City unit id.
     city: Option<String>,
+    /// consultation | complaint | suggestion | case.
     category: Option<String>,
+    /// Business area.
     business_area: Option<String>,
+    /// normal | urgent.
     urgency: Option<String>,
+    /// A unit that had a part in the order.
     unit: Option<String>,
+    /// true | false.
     overdue: Option<String>,
+    /// Caller number (roles that see contacts only).
     phone: Option<String>,
+    /// true | false.
     special_flag: Option<String>,
     /// `open`: flagged orders still under study (W-14); `concluded`: studied and
     /// closed; `all`: every flagged order.
     flagged: Option<String>,
+    /// From 1.
     page: Option<String>,
+    /// 1..200, default 50.
     per_page: Option<String>,
+    /// deadline | created.
     sort: Option<String>,
 }
 
@@ -1324,6 +1368,9 @@ pub fn decode_list_query(
     Ok((filter, page))
 }
 
+#[utoipa::path(get, path = "/api/orders", tag = "orders", summary = "List orders in the caller's scope",
+    params(ListQuery),
+    responses((status = 200, description = "one page"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn list_orders(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1347,6 +1394,9 @@ async fn list_orders(
     })))
 }
 
+#[utoipa::path(get, path = "/api/special_flags", tag = "orders",
+    summary = "Orders with the special flag (W-14); GET /api/orders?flagged=open lists those still under study, flagged=concluded those closed by conclude_study",
+    responses((status = 200, description = "the flagged orders"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn special_flags(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1373,6 +1423,10 @@ async fn special_flags(
 
 // ---------------------------------------------------------------- get / commands
 
+#[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
+    summary = "One order (by id, or by its short number), contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)",
+    params(("id" = String, Path, description = "order id or short number")),
+    responses((status = 200, description = "the order"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn get_order(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1548,6 +1602,15 @@ pub fn decide_command(
     plan_command(order, name, object, expected, user, ctx, at)
 }
 
+#[utoipa::path(post, path = "/api/orders/{id}/{command}", tag = "orders",
+    summary = "Run a command on an order (409 version_conflict, 422 illegal_transition, 403 role/scope, 503 database_unavailable with Retry-After: not queued, a command is decided on the stored order)",
+    params(
+        ("id" = String, Path, description = "order id"),
+        ("command" = String, Path, description = "one of `COMMANDS`: submit, answer_directly, dispatch, add_helping_units, return_upward, sign, return, start, request_extension, decide_extension, draft_reply, review, reply, send_reviewed_reply, feed_back, record_callback, remind, supervise, add_note, recompute_deadlines, withdraw, explain_outside_remit, study_note, conclude_study, report_dissatisfaction"),
+        ("If-Match" = Option<i64>, Header, description = "the order version the command was decided on"),
+    ),
+    request_body(content = Object, description = "the command's fields (src/ticket/command.rs, snake_case) plus optional version"),
+    responses((status = 200, description = "the order after the command"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_command(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1581,7 +1644,7 @@ async fn order_command(
 /// Audit action of a contact reveal.
 const REVEAL_ACTION: &str = "order.reveal_contact";
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RevealRequest {
     #[serde(default)]
@@ -1592,12 +1655,17 @@ struct RevealRequest {
 /// (H-12-4). The reveal goes into the order's history (`contact_revealed`, with the
 /// reason, never the number) and into the audit log that supervisors read at
 /// `GET /api/reveals`.
+#[utoipa::path(post, path = "/api/orders/{id}/reveal_contact", tag = "orders",
+    summary = "Unmasked contact for a reason (422 missing_field reason without one); audited and recorded in the order's history as contact_revealed (H-12-4)",
+    params(("id" = String, Path, description = "order id")),
+    request_body = RevealRequest,
+    responses((status = 200, description = "the contact", body = RevealedContact), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn reveal_contact(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RevealedContact>, ApiError> {
     let body = body_bytes(body)?;
     let request: RevealRequest = if body.iter().all(u8::is_ascii_whitespace) {
         RevealRequest {
@@ -1646,28 +1714,44 @@ async fn reveal_contact(
         )
         .await?;
     tracing::info!(order = %order.id, user = %user.id, %reason, "caller contact revealed");
-    Ok(Json(json!({
-        "contact_name": order.fields.contact.name,
-        "contact_phone": order.fields.contact.phone,
-        "version": next.version,
-    })))
+    Ok(Json(RevealedContact {
+        contact_name: order.fields.contact.name,
+        contact_phone: order.fields.contact.phone,
+        version: next.version,
+    }))
 }
 
-#[derive(Deserialize, Default)]
+/// The caller's contact, unmasked, as `POST /api/orders/{id}/reveal_contact` answers.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RevealedContact {
+    contact_name: String,
+    contact_phone: String,
+    /// The order's version after the reveal (recorded in its history).
+    version: u64,
+}
+
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RevealsQuery {
+    /// Only the reveals of this order.
     order: Option<String>,
+    /// 1..=1000, default 200.
     limit: Option<String>,
 }
 
 /// `GET /api/reveals[?order=…&limit=…]`: who revealed which order's caller, when and
 /// why (H-12-4), newest first; for supervisors (orders in their scope) and province
 /// administrators.
+#[utoipa::path(get, path = "/api/reveals", tag = "orders",
+    summary = "Contact reveals (H-12-4): user, order_id, at, reason, roles, unit; newest first; supervisors (orders in their scope) and province administrators only",
+    params(RevealsQuery),
+    responses((status = 200, description = "the reveals", body = Vec<RevealRow>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn reveals(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<RevealRow>>, ApiError> {
     require_oversight(&user)?;
     let q: RevealsQuery = parse_query(raw.as_deref())?;
     let order = match q.order.filter(|o| !o.is_empty()) {
@@ -1717,17 +1801,35 @@ async fn reveals(
             .timestamp_millis_opt(line.at_ms)
             .single()
             .map(|t| t.to_rfc3339());
-        items.push(json!({
-            "user": line.actor,
-            "order_id": line.subject,
-            "at": at,
+        items.push(RevealRow {
+            user: line.actor.clone(),
+            order_id: line.subject.clone(),
+            at,
             // Reveals before reasons were asked for have none.
-            "reason": detail.get("reason").cloned().unwrap_or(Value::Null),
-            "roles": detail.get("roles").cloned().unwrap_or(Value::Null),
-            "unit": detail.get("unit").cloned().unwrap_or(Value::Null),
-        }));
+            reason: detail.get("reason").cloned().unwrap_or(Value::Null),
+            roles: detail.get("roles").cloned().unwrap_or(Value::Null),
+            unit: detail.get("unit").cloned().unwrap_or(Value::Null),
+        });
     }
-    Ok(Json(Value::Array(items)))
+    Ok(Json(items))
+}
+
+/// One contact reveal as `GET /api/reveals` lists it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct RevealRow {
+    user: String,
+    order_id: String,
+    /// RFC 3339, Asia/Shanghai.
+    at: Option<String>,
+    /// Null on reveals made before a reason was asked for.
+    #[schema(value_type = Option<String>)]
+    reason: Value,
+    /// The revealing user's roles.
+    #[schema(value_type = Option<Vec<String>>)]
+    roles: Value,
+    /// The revealing user's unit.
+    #[schema(value_type = Option<String>)]
+    unit: Value,
 }
 
 /// The name people know a ledger actor by (`[[users]] name`; the server's own acts are
@@ -1797,6 +1899,9 @@ fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
     })
 }
 
+#[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders", summary = "The order's ledger timeline",
+    params(("id" = String, Path, description = "order id")),
+    responses((status = 200, description = "the events, oldest first"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1827,16 +1932,18 @@ fn require_oversight(user: &User) -> Result<(), ApiError> {
     }
 }
 
+#[utoipa::path(get, path = "/api/ledger/verify", tag = "ledger", summary = "Recompute the hash chain; first broken event",
+    responses((status = 200, description = "the verification", body = crate::store::orders::LedgerReport), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn ledger_verify(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::store::orders::LedgerReport>, ApiError> {
     require_oversight(&user)?;
     let report = state.store.verify_ledger().await?;
     if !report.ok {
         tracing::error!(broken_at = %crate::logfmt::word(&report.broken_at), "ledger verification failed");
     }
-    Ok(Json(enum_value(&report)))
+    Ok(Json(report))
 }
 
 /// One CSV cell: quoted, quotes doubled, and a leading `= + - @` neutralised so a
@@ -1866,6 +1973,10 @@ fn csv_response(filename: &str, body: String) -> Response {
     response
 }
 
+#[utoipa::path(get, path = "/api/ledger/{file}", tag = "ledger",
+    summary = "Per-unit ledger export (CSV; supervisors, province admins)",
+    params(("file" = String, Path, description = "the unit id followed by .csv, e.g. jinan.csv")),
+    responses((status = 200, description = "the ledger", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn ledger_csv(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -1914,22 +2025,36 @@ async fn ledger_csv(
 
 // ---------------------------------------------------------------- units, rankings
 
-async fn units(State(state): State<AppState>, CurrentUser(_user): CurrentUser) -> Json<Value> {
-    Json(Value::Array(
+#[utoipa::path(get, path = "/api/units", tag = "assessment", summary = "Unit tree",
+    responses((status = 200, description = "the units", body = Vec<UnitView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+async fn units(
+    State(state): State<AppState>,
+    CurrentUser(_user): CurrentUser,
+) -> Json<Vec<UnitView>> {
+    Json(
         state
             .orders
             .units
             .units()
-            .map(|u| {
-                json!({
-                    "id": u.id,
-                    "name": u.name,
-                    "kind": u.kind,
-                    "parent": u.parent,
-                })
+            .map(|u| UnitView {
+                id: u.id.clone(),
+                name: u.name.clone(),
+                kind: u.kind,
+                parent: u.parent.clone(),
             })
             .collect(),
-    ))
+    )
+}
+
+/// One unit of the tree as `GET /api/units` lists it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+struct UnitView {
+    id: UnitId,
+    name: String,
+    /// province | city | county | township | institution.
+    #[schema(value_type = String)]
+    kind: UnitKind,
+    parent: Option<UnitId>,
 }
 
 /// `2026-11`, `2026-Q4` or `2026` as a half-open period in Asia/Shanghai; `None`
@@ -1986,14 +2111,22 @@ fn enum_text<T: serde::Serialize>(value: &T) -> String {
     }
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct RankingQuery {
+    /// 2026-11 | 2026-Q4 | 2026.
     period: Option<String>,
+    /// unit | category | area (area: 法律服务需求类型, the business areas of the order fields).
     by: Option<String>,
+    /// case | consultation | complaint_suggestion.
     group: Option<String>,
+    /// completion_rate | on_time_rate | satisfaction_rate | sign_in_rate | transfer_rate | combined.
     metric: Option<String>,
+    /// json | csv.
     format: Option<String>,
+    /// province | city | county | township | institution | all (default: all, each level
+    /// ranked separately).
     level: Option<String>,
     /// Only the orders of this business area (法律服务需求类型): the units ranked
     /// within one area.
@@ -2025,6 +2158,10 @@ fn rate_value(rate: crate::ticket::Rate) -> Value {
         .map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0))
 }
 
+#[utoipa::path(get, path = "/api/rankings", tag = "assessment",
+    summary = "Unit rankings per period (AS-RANK); format=csv for CSV",
+    params(RankingQuery),
+    responses((status = 200, description = "ranked rows (CSV: the same columns)"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn rankings(
     State(state): State<AppState>,
     CurrentUser(_user): CurrentUser,
@@ -2397,6 +2534,8 @@ fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAtten
     row
 }
 
+#[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapi_document", tag = "meta", summary = "This document",
+    responses((status = 200, description = "the OpenAPI 3.1 document", body = Object)))]
 async fn openapi() -> Json<Value> {
     Json(super::openapi::document())
 }

@@ -22,14 +22,15 @@ use axum::extract::Path;
 use axum::http::StatusCode;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{CurrentUser, User};
 use super::calls::oversees_city;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::orders::OrdersContext;
 use crate::queue::{AgentId, AgentState, PauseReason, QueueInput};
 use crate::server::acd::{AcdShell, ConsoleEvent};
@@ -39,14 +40,14 @@ use crate::server::acd::{AcdShell, ConsoleEvent};
 pub struct AcdApi(pub Option<Arc<AcdShell>>);
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/queues", get(list))
-        .route("/api/events", get(events))
-        .route("/api/agents/{id}/{action}", post(change))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(list))
+        .routes(routes!(events))
+        .routes(routes!(change))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct AgentView {
     id: String,
     name: String,
@@ -62,7 +63,7 @@ struct AgentView {
     wrap_up_left_ms: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct QueueView {
     city: String,
     waiting: usize,
@@ -77,6 +78,9 @@ fn acd_of(ext: Option<Extension<AcdApi>>) -> Result<Arc<AcdShell>, ApiError> {
         .ok_or_else(|| ApiError::not_found("queues"))
 }
 
+#[utoipa::path(get, path = "/api/queues", operation_id = "list_queues", tag = "queues",
+    summary = "Live queue snapshot of each city in the user's unit subtree: waiting calls, agents with state, call and wrap-up left",
+    responses((status = 200, description = "one entry per city", body = Vec<QueueView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn list(
     axum::extract::State(state): axum::extract::State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -140,6 +144,9 @@ fn sees(ctx: &OrdersContext, user: &User, event: &ConsoleEvent) -> bool {
     }
 }
 
+#[utoipa::path(get, path = "/api/events", operation_id = "console_events", tag = "queues",
+    summary = "Server-sent events of the cities in the user's unit subtree (and of the user's own agent): agent_state, call_offered (screen-pops, only to the offered agent and the supervisors of its city), queue, lagged",
+    responses((status = 200, description = "an event stream", content_type = "text/event-stream", body = String), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn events(
     axum::extract::State(state): axum::extract::State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -172,13 +179,14 @@ async fn events(
         .into_response())
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeBody {
+    /// Why the agent pauses (pause only; default "break").
     reason: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct ChangeReply {
     agent: String,
     state: String,
@@ -221,6 +229,14 @@ fn change_input(agent: AgentId, action: &str, body: ChangeBody) -> Result<QueueI
     })
 }
 
+#[utoipa::path(post, path = "/api/agents/{id}/{action}", operation_id = "change_agent_state", tag = "queues",
+    summary = "Agent state: sign_in, sign_out, pause ({\"reason\"}), unpause, end_wrap_up; the agent's own user or a supervisor of the agent's city (403 else)",
+    params(
+        ("id" = String, Path, description = "the agent"),
+        ("action" = String, Path, description = "sign_in | sign_out | pause | unpause | end_wrap_up"),
+    ),
+    request_body(content = Option<ChangeBody>, description = "optional; {\"reason\"} for a pause"),
+    responses((status = 200, description = "the agent's new state", body = ChangeReply), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn change(
     axum::extract::State(state): axum::extract::State<AppState>,
     CurrentUser(user): CurrentUser,

@@ -18,18 +18,19 @@
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
+use axum::Extension;
 use axum::body::{Body, Bytes};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Extension, Router};
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::AppState;
 use super::auth::{CurrentUser, User};
 use super::calls::{oversees_city, valid_call_id};
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use crate::ivr::cdr::CallDetailRecord;
 use crate::ticket::Role;
 
@@ -39,10 +40,10 @@ use crate::ticket::Role;
 pub struct RecordingsDir(pub Option<PathBuf>);
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/api/recordings/{call_id}", get(play))
-        .route("/api/orders/{id}/voice_message", get(play_voice_message))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(play))
+        .routes(routes!(play_voice_message))
 }
 
 /// The URL the console plays an order's voice message from (never a server path).
@@ -199,6 +200,17 @@ fn file_body(file: tokio::fs::File, count: u64) -> Body {
     Body::from_stream(stream)
 }
 
+#[utoipa::path(get, path = "/api/recordings/{call_id}", operation_id = "play_recording", tag = "calls",
+    summary = "The call's recording (audio/wav) with HTTP Range (206/416); supervisors and province admins of the call's city and the agent who took it (others 403); every request audited",
+    params(
+        ("call_id" = String, Path, description = "the call"),
+        ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023"),
+    ),
+    responses(
+        (status = 200, description = "the whole file", content_type = "audio/wav", body = Vec<u8>),
+        (status = 206, description = "a byte range", content_type = "audio/wav", body = Vec<u8>),
+        (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
+    ))]
 async fn play(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -249,6 +261,17 @@ async fn play(
 /// the roles of [`VOICE_MESSAGE_ROLES`] that may read the order (404 otherwise, as for
 /// the order itself). Served like a recording (Range, audited before a byte is sent:
 /// `voice_message.play`, naming the order and the call).
+#[utoipa::path(get, path = "/api/orders/{id}/voice_message", tag = "orders",
+    summary = "The caller's voice message of the order (audio/wav, Range), for dispatch, units, callback staff, agents and supervisors who may read the order (404 otherwise; 403 for reviewers); audited as voice_message.play naming the order and the call. The order's voice_message.play_url points here",
+    params(
+        ("id" = String, Path, description = "order id"),
+        ("Range" = Option<String>, Header, description = "e.g. bytes=0-1023"),
+    ),
+    responses(
+        (status = 200, description = "the whole file", content_type = "audio/wav", body = Vec<u8>),
+        (status = 206, description = "a byte range", content_type = "audio/wav", body = Vec<u8>),
+        (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
+    ))]
 async fn play_voice_message(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,

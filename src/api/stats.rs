@@ -6,36 +6,45 @@
 //! center and per dispatcher (`transfer`). Without `period` every order counts; with it, the orders received in
 //! the period. Overdue and due today are judged now.
 
+use axum::Json;
 use axum::extract::{RawQuery, State};
-use axum::routing::get;
-use axum::{Json, Router};
 use chrono::{Days, TimeZone};
-use serde::Deserialize;
-use serde_json::{Value, json};
+use std::collections::BTreeMap;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::auth::CurrentUser;
-use super::error::ApiError;
+use super::error::{ApiError, ErrorBody};
 use super::orders::parse_period;
 use crate::calendar::shanghai;
 use crate::store::stats::StatsFilter;
+use crate::ticket::UnitId;
 
 /// The routes of this module.
-pub fn routes() -> Router<AppState> {
-    Router::new().route("/api/stats/orders", get(order_stats))
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(order_stats))
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 struct StatsQuery {
+    /// 2026-11 | 2026-Q4 | 2026; default: every order.
     period: Option<String>,
 }
 
+#[utoipa::path(get, path = "/api/stats/orders", tag = "assessment",
+    summary = "Order KPIs counted by the server in the user's unit subtree: per state, open, overdue, due today, special flags, satisfaction",
+    params(StatsQuery),
+    responses((status = 200, description = "the figures", body = OrderStatsView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_stats(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderStatsView>, ApiError> {
     let q: StatsQuery = match raw.as_deref() {
         None | Some("") => StatsQuery::default(),
         Some(text) => serde_urlencoded_query(text)?,
@@ -82,32 +91,66 @@ async fn order_stats(
     let count = |key: &str| stats.satisfaction.get(key).copied().unwrap_or(0);
     let rated: i64 = stats.satisfaction.values().sum();
     let satisfied = count("satisfied") + count("basically_satisfied");
-    let rate = if rated > 0 {
-        // Per mille, rounded down, as the rankings do: no float noise in the API.
-        json!(((satisfied * 1000) / rated) as f64 / 1000.0)
-    } else {
-        Value::Null
-    };
-    Ok(Json(json!({
-        "period": period_text,
-        "unit": user.unit,
-        "as_of": now.to_rfc3339(),
-        "total": stats.total,
-        "by_state": stats.by_state,
-        "open": stats.open,
-        "overdue_open": stats.overdue_open,
-        "overdue": stats.overdue,
-        "due_today": stats.due_today,
-        "special_flag": stats.special_flag,
-        "satisfaction": {
-            "rated": rated,
-            "satisfied": count("satisfied"),
-            "basically_satisfied": count("basically_satisfied"),
-            "dissatisfied": count("dissatisfied"),
-            "rate": rate,
+    // Per mille, rounded down, as the rankings do: no float noise in the API.
+    let rate = (rated > 0).then(|| ((satisfied * 1000) / rated) as f64 / 1000.0);
+    Ok(Json(OrderStatsView {
+        period: period_text,
+        unit: user.unit.clone(),
+        as_of: now.to_rfc3339(),
+        total: stats.total,
+        by_state: stats.by_state,
+        open: stats.open,
+        overdue_open: stats.overdue_open,
+        overdue: stats.overdue,
+        due_today: stats.due_today,
+        special_flag: stats.special_flag,
+        satisfaction: SatisfactionView {
+            rated,
+            satisfied: count("satisfied"),
+            basically_satisfied: count("basically_satisfied"),
+            dissatisfied: count("dissatisfied"),
+            rate,
         },
-        "transfer": timeliness,
-    })))
+        transfer: timeliness,
+    }))
+}
+
+/// `GET /api/stats/orders`: the order figures of the user's unit subtree.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct OrderStatsView {
+    /// The period asked for (orders received in it); null: every order.
+    period: Option<String>,
+    /// The user's unit: the figures count its subtree.
+    unit: UnitId,
+    /// When counted (RFC 3339, Asia/Shanghai).
+    as_of: String,
+    total: i64,
+    /// Count per lifecycle state.
+    by_state: BTreeMap<String, i64>,
+    /// Not closed.
+    open: i64,
+    /// Open and past the feedback limit now.
+    overdue_open: i64,
+    /// Open past the feedback limit, or completed after it (as `overdue=true` lists).
+    overdue: i64,
+    /// Open, the running limit ending today.
+    due_today: i64,
+    special_flag: i64,
+    satisfaction: SatisfactionView,
+    /// Transfer timeliness (H-8): overall, per dispatch center and per dispatcher.
+    #[schema(value_type = Object)]
+    transfer: crate::ticket::TransferTimeliness,
+}
+
+/// The latest satisfaction of the orders that have one.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct SatisfactionView {
+    rated: i64,
+    satisfied: i64,
+    basically_satisfied: i64,
+    dissatisfied: i64,
+    /// (satisfied + basically satisfied) / rated, per mille rounded down; null when none rated.
+    rate: Option<f64>,
 }
 
 fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {

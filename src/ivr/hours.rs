@@ -160,12 +160,13 @@ impl Default for WorkingHours {
 }
 
 /// Whether the line is staffed at a moment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct OpenStatus {
     /// Agents answer live now.
     pub open: bool,
     /// When closed: the next opening (Asia/Shanghai); `None` when open or when no
     /// opening exists within about a year.
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub next_open: Option<DateTime<FixedOffset>>,
     /// Some day consulted lies in a year the calendar has no data for (Mon–Fri assumed).
     pub provisional: bool,

@@ -82,7 +82,7 @@ pub struct StoredEvent {
 }
 
 /// Where the chain breaks.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct BrokenLink {
     /// Global position of the first bad row (or where a row is missing).
     pub global_seq: i64,
@@ -95,7 +95,7 @@ pub struct BrokenLink {
 }
 
 /// Result of [`Store::verify_ledger`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct LedgerReport {
     /// No break found.
     pub ok: bool,
