@@ -647,7 +647,7 @@ fn a_callback_nobody_answers_is_given_up_onto_the_work_order() {
 /// with nothing dropped across the switch.
 #[test]
 fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
-    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::phone::{Baresip, Heard, runs, tone_wav, wav_samples, windows};
     const TONE: f64 = 600.0;
     let carrier_port = free_port();
     let server = start(&config(carrier_port, 3));
@@ -716,13 +716,7 @@ fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
     // The agent's 3 s and the unit's 5 s: the unit answers at once, so the caller hears
     // one voice after the other, its tone coming back through both bridges without a
     // hole (hold music only while the unit's number is dialled: milliseconds here).
-    let mut runs: Vec<(Heard, usize)> = Vec::new();
-    for w in &heard {
-        match runs.last_mut() {
-            Some((kind, n)) if kind == w => *n += 1,
-            _ => runs.push((*w, 1)),
-        }
-    }
+    let runs = runs(&heard);
     let tone: usize = runs
         .iter()
         .filter(|(kind, _)| *kind == Heard::Tone)

@@ -209,18 +209,6 @@ fn test_extensions_9198_and_9199_speak_first() {
     }
 }
 
-/// Runs of consecutive windows: (kind, length), in order.
-fn runs(heard: &[Heard]) -> Vec<(Heard, usize)> {
-    let mut runs: Vec<(Heard, usize)> = Vec::new();
-    for w in heard {
-        match runs.last_mut() {
-            Some((kind, n)) if kind == w => *n += 1,
-            _ => runs.push((*w, 1)),
-        }
-    }
-    runs
-}
-
 /// The agent (a SIPp phone echoing what it hears) talks 3 s, holds the caller 3 s
 /// (re-INVITE sendonly), resumes (sendrecv) and talks 3 s more. The caller's phone plays
 /// its own voice back from the agent, then hold music, then the agent again: never

@@ -80,6 +80,18 @@ pub fn windows(samples: &[i16], rate: u32, frequency: f64) -> Vec<Heard> {
         .collect()
 }
 
+/// Runs of consecutive windows: (kind, length), in order.
+pub fn runs(heard: &[Heard]) -> Vec<(Heard, usize)> {
+    let mut runs: Vec<(Heard, usize)> = Vec::new();
+    for w in heard {
+        match runs.last_mut() {
+            Some((kind, n)) if kind == w => *n += 1,
+            _ => runs.push((*w, 1)),
+        }
+    }
+    runs
+}
+
 /// A baresip process: set up with [`Baresip::agent`] or [`Baresip::caller`], then
 /// [`Baresip::finish`] waits for it.
 pub struct Baresip {
