@@ -142,14 +142,18 @@ if [[ " $SIDES " == *" full "* ]]; then
       -s "$id" -au "$id" -ap "pw-$id" -i 127.0.0.1 -p "$AGENT_PORT" -m 1 -nostdin \
       "127.0.0.1:$OURS_PORT" >"register-$id.out" 2>&1) || die "agent $id did not register ($WORK/agent)"
   done
+  # Agent $1 dials *11 from a port of its own; its exit status lands in sign-in-$1.rc.
+  sign_in_agent() {
+    (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/acd_feature.xml" \
+      -s '*11' -au "$1" -ap "pw-$1" -auth_uri "*11@127.0.0.1:$OURS_PORT" -set user "$1" \
+      -i 127.0.0.1 -p "$(free_port)" -mi 127.0.0.1 -mp "$(free_port)" -m 1 -nostdin \
+      "127.0.0.1:$OURS_PORT" >"sign-in-$1.out" 2>&1; echo $? >"sign-in-$1.rc")
+  }
   # 20 at a time; `wait` names them (a bare `wait` would wait for the server too).
   batch=()
   for ((a = 0; a < AGENTS; a++)); do
     id=$((3001 + a))
-    (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/acd_feature.xml" \
-      -s '*11' -au "$id" -ap "pw-$id" -auth_uri "*11@127.0.0.1:$OURS_PORT" -set user "$id" \
-      -i 127.0.0.1 -p "$(free_port)" -mi 127.0.0.1 -mp "$(free_port)" -m 1 -nostdin \
-      "127.0.0.1:$OURS_PORT" >"sign-in-$id.out" 2>&1; echo $? >"sign-in-$id.rc") &
+    sign_in_agent "$id" &
     batch+=("$!")
     if ((${#batch[@]} == 20)); then wait "${batch[@]}"; batch=(); fi
   done
@@ -158,10 +162,7 @@ if [[ " $SIDES " == *" full "* ]]; then
   for ((a = 0; a < AGENTS; a++)); do
     id=$((3001 + a))
     [[ "$(cat "$WORK/agent/sign-in-$id.rc" 2>/dev/null)" == 0 ]] && continue
-    (cd "$WORK/agent" && timeout 20 "$SIPP" -sf "$BENCH_ROOT/tests/sipp/acd_feature.xml" \
-      -s '*11' -au "$id" -ap "pw-$id" -auth_uri "*11@127.0.0.1:$OURS_PORT" -set user "$id" \
-      -i 127.0.0.1 -p "$(free_port)" -mi 127.0.0.1 -mp "$(free_port)" -m 1 -nostdin \
-      "127.0.0.1:$OURS_PORT" >"sign-in-$id.out" 2>&1; echo $? >"sign-in-$id.rc")
+    sign_in_agent "$id"
   done
   signed_in=$(cat "$WORK"/agent/sign-in-*.rc | grep -c '^0$' || true)
   echo "  $signed_in of $AGENTS agents signed in" >&2
@@ -300,9 +301,11 @@ errors=$(grep -c -E "ERROR|WARN|panicked" "$HOTLINE_LOG" || true)
 echo
 printf '| %s | %s | %s | %s | %s | %s |\n' figure anchor ratio command machine date
 printf '|---|---|---|---|---|---|\n'
-printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 RTP, BYE after %d ms), %d s steps, <0.1%% failures: **%s calls/s** | Kamailio %s stateful proxy (tm, record_route) → SIPp UAS, same SIPp calls, signalling only: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
+[[ " $SIDES " == *" plain "* ]] &&
+  printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 RTP, BYE after %d ms), %d s steps, <0.1%% failures: **%s calls/s** | Kamailio %s stateful proxy (tm, record_route) → SIPp UAS, same SIPp calls, signalling only: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
   "$HOLD_MS" "$STEP_SECS" "$plain" "$kv" "$kam" "$capped" "$(ratio "$plain" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
-printf '| Call setup, full path through the ACD (053112348 in hours → menu digit 1 RFC 4733 → Jinan queue, %d signed-in agents, one call each → SIPp agent answers → bridged, recorded RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
+[[ " $SIDES " == *" full "* ]] &&
+  printf '| Call setup, full path through the ACD (053112348 in hours → menu digit 1 RFC 4733 → Jinan queue, %d signed-in agents, one call each → SIPp agent answers → bridged, recorded RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
   "$AGENTS" "$FULL_HOLD_MS" "$full" "$kam" "$capped" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
 [[ -n $overload_row ]] && echo "$overload_row"
 echo
