@@ -228,17 +228,6 @@ struct Choice {
     urgency: Urgency,
 }
 
-/// The IVR's voice message (after hours): the tone first, then the recording.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Recording {
-    /// The tone plays; then record for `max`.
-    Beep { max: Duration },
-    /// Recording until `stop_at` (or the stop digit).
-    On { stop_at: Instant },
-    /// `StopMessage` was asked; waiting for `MessageDone`.
-    Stopping,
-}
-
 /// What the IVR phase plays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum IvrPlaying {
@@ -253,7 +242,7 @@ enum Phase {
     /// The IVR menu, and after hours its voice message.
     Ivr {
         playing: IvrPlaying,
-        recording: Option<Recording>,
+        recording: Option<MessageStep>,
     },
     /// After hours, urgent: hold music while the duty list rings.
     DutyRing,
@@ -276,10 +265,14 @@ enum Phase {
     Over,
 }
 
+/// A voice message being taken (the IVR's after hours, or the one the ACD asked for).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum MessageStep {
+    /// The prompts (or just the tone) play; then record for `max`.
     Prompting { max: Duration },
+    /// Recording until `stop_at` (or the stop digit).
     Recording { stop_at: Instant },
+    /// `StopMessage` was asked; waiting for `MessageDone`.
     Stopping,
 }
 
@@ -324,7 +317,7 @@ impl Call {
         match &self.phase {
             Phase::Ivr { recording, .. } => {
                 let stop = match recording {
-                    Some(Recording::On { stop_at }) => Some(*stop_at),
+                    Some(MessageStep::Recording { stop_at }) => Some(*stop_at),
                     _ => None,
                 };
                 [self.flow.poll_timeout(), stop].into_iter().flatten().min()
@@ -372,10 +365,10 @@ impl Call {
     pub fn handle_timeout(&mut self, now: Instant) {
         match &mut self.phase {
             Phase::Ivr { recording, .. } => {
-                if let Some(Recording::On { stop_at }) = *recording
+                if let Some(MessageStep::Recording { stop_at }) = *recording
                     && now >= stop_at
                 {
-                    *recording = Some(Recording::Stopping);
+                    *recording = Some(MessageStep::Stopping);
                     self.outputs.push_back(CallOutput::StopMessage);
                 }
                 self.flow.handle_timeout(now);
@@ -499,8 +492,8 @@ impl Call {
     fn on_playback_done(&mut self, now: Instant) {
         match &mut self.phase {
             Phase::Ivr { playing, recording } => {
-                if let Some(Recording::Beep { max }) = *recording {
-                    *recording = Some(Recording::On { stop_at: now + max });
+                if let Some(MessageStep::Prompting { max }) = *recording {
+                    *recording = Some(MessageStep::Recording { stop_at: now + max });
                     self.outputs.push_back(CallOutput::StartMessage);
                 } else if *playing == IvrPlaying::Flow {
                     *playing = IvrPlaying::Nothing;
@@ -643,11 +636,11 @@ impl Call {
         match &mut self.phase {
             // Whatever the flow did, a message still open is closed now.
             Phase::Ivr { recording, .. } => match recording {
-                Some(Recording::On { .. }) => {
-                    *recording = Some(Recording::Stopping);
+                Some(MessageStep::Recording { .. }) => {
+                    *recording = Some(MessageStep::Stopping);
                     self.outputs.push_back(CallOutput::StopMessage);
                 }
-                Some(Recording::Beep { .. }) => *recording = None,
+                Some(MessageStep::Prompting { .. }) => *recording = None,
                 _ => {}
             },
             Phase::Message { step, .. } => {
@@ -674,7 +667,7 @@ impl Call {
         matches!(
             self.phase,
             Phase::Ivr {
-                recording: Some(Recording::Stopping | Recording::On { .. }),
+                recording: Some(MessageStep::Stopping | MessageStep::Recording { .. }),
                 ..
             } | Phase::Message {
                 step: MessageStep::Stopping | MessageStep::Recording { .. },
@@ -703,11 +696,11 @@ impl Call {
                     if let Phase::Ivr { playing, recording } = &mut self.phase {
                         if beep {
                             *playing = IvrPlaying::Nothing;
-                            *recording = Some(Recording::Beep { max });
+                            *recording = Some(MessageStep::Prompting { max });
                             let beep = PromptRef::Prompt(self.prompts.beep.clone());
                             self.play_once(vec![beep]);
                         } else {
-                            *recording = Some(Recording::On { stop_at: now + max });
+                            *recording = Some(MessageStep::Recording { stop_at: now + max });
                             self.outputs.push_back(CallOutput::StartMessage);
                         }
                     }
@@ -715,11 +708,11 @@ impl Call {
                 IvrAction::StopRecording => {
                     if let Phase::Ivr { recording, .. } = &mut self.phase {
                         match recording {
-                            Some(Recording::On { .. }) => {
-                                *recording = Some(Recording::Stopping);
+                            Some(MessageStep::Recording { .. }) => {
+                                *recording = Some(MessageStep::Stopping);
                                 self.outputs.push_back(CallOutput::StopMessage);
                             }
-                            Some(Recording::Beep { .. }) => {
+                            Some(MessageStep::Prompting { .. }) => {
                                 // Stopped before the tone ended: nothing recorded.
                                 *recording = None;
                                 self.flow.handle(
