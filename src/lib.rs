@@ -5,6 +5,7 @@ pub mod api;
 pub mod calendar;
 pub mod call;
 pub mod config;
+pub mod domain;
 pub mod fuzz;
 pub mod http_client;
 pub mod ivr;

@@ -892,8 +892,8 @@ impl AcdShell {
         from: &AgentId,
         to: &AgentId,
         caller: &str,
-        category: crate::ivr::flow::CallCategory,
-        urgency: crate::ivr::flow::Urgency,
+        category: crate::domain::CallCategory,
+        urgency: crate::domain::Urgency,
     ) {
         let city = self.city_of_call(call);
         self.emit(ConsoleEvent::Queue {
@@ -917,8 +917,8 @@ impl AcdShell {
         call: &CallId,
         agent: &AgentId,
         caller: &str,
-        category: crate::ivr::flow::CallCategory,
-        urgency: crate::ivr::flow::Urgency,
+        category: crate::domain::CallCategory,
+        urgency: crate::domain::Urgency,
     ) {
         let city = self.city_of_call(call);
         let name = |v: serde_json::Result<serde_json::Value>| match v {
@@ -1051,8 +1051,8 @@ mod tests {
                 QueueInput::CallArrived {
                     call: CallId(id.into()),
                     city: CityId::new("jinan"),
-                    category: crate::ivr::flow::CallCategory::Consultation,
-                    urgency: crate::ivr::flow::Urgency::default(),
+                    category: crate::domain::CallCategory::Consultation,
+                    urgency: crate::domain::Urgency::default(),
                     area: None,
                     caller: "13800001111".into(),
                 },
@@ -1112,8 +1112,8 @@ mod tests {
             QueueInput::CallArrived {
                 call: call.clone(),
                 city: CityId::new("jinan"),
-                category: crate::ivr::flow::CallCategory::Consultation,
-                urgency: crate::ivr::flow::Urgency::default(),
+                category: crate::domain::CallCategory::Consultation,
+                urgency: crate::domain::Urgency::default(),
                 area: None,
                 caller: "13800001111".into(),
             },
