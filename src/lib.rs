@@ -4,6 +4,7 @@
 pub mod api;
 pub mod calendar;
 pub mod call;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod fuzz;
@@ -14,6 +15,7 @@ pub mod media;
 pub mod order_cli;
 pub mod queue;
 pub mod server;
+pub mod shutdown;
 pub mod sip;
 pub mod store;
 pub mod ticket;

@@ -26,7 +26,7 @@ use hotline::ivr::city::CityId;
 use hotline::ivr::flow::{CallCategory, Urgency};
 use hotline::queue::{AgentId, QueueInput};
 use hotline::server::acd::{AcdCommand, AcdShell};
-use hotline::server::calls::WallClock;
+use hotline::clock::WallClock;
 use hotline::store::Store;
 use hotline::ticket::model::CallId;
 

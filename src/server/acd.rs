@@ -56,7 +56,7 @@ use crate::queue::{
     Acd, AgentId, AgentState, QueueAction, QueueError, QueueInput, QueueLogEntry, QueueSnapshot,
     QueuesConfig, Time, TransitionReason,
 };
-use crate::server::calls::WallClock;
+use crate::clock::WallClock;
 use crate::server::sip::SipShell;
 use crate::store::Store;
 use crate::ticket::model::CallId;
@@ -250,7 +250,7 @@ impl AcdShell {
     }
 
     /// Start the timer/reconcile task once the SIP shell exists.
-    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::server::sip::Shutdown) {
+    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::shutdown::Shutdown) {
         if let Ok(mut s) = self.sip.lock() {
             *s = Arc::downgrade(sip);
         }
@@ -618,7 +618,7 @@ impl AcdShell {
         let _ = self.input(QueueInput::LiveLegs(legs));
     }
 
-    async fn timer_loop(self: Arc<Self>, shutdown: crate::server::sip::Shutdown) {
+    async fn timer_loop(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut next_reconcile = Instant::now();
         loop {
             let now_wall = self.clock.now();

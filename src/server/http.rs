@@ -23,7 +23,7 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use super::metrics::{HttpRefusal, Metrics};
-use super::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::config::Config;
 
 /// Open files kept besides RTP and HTTP: the database pool and its journals,

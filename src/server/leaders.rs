@@ -25,7 +25,7 @@ use tracing::{info, warn};
 use super::journal::{DurableQueue, OutboxError, Queued};
 use super::metrics::Metrics;
 use super::notify::{Notice, NoticeKind, Notifier};
-use super::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::config::{Config, LeaderConfig};
 use crate::http_client::{self, HttpUrl, Request};
 

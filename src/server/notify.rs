@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
 use super::metrics::{Metrics, NoticeDrop};
-use super::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::config::NotifyConfig;
 use crate::http_client::{self, HttpUrl, Request};
 use crate::ticket::{

@@ -11,9 +11,9 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
+use crate::clock::WallClock;
 use super::notify::notices;
-use super::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::api::orders::OrdersContext;
 use crate::calendar::Reload;
 use crate::store::orders::AppendError;

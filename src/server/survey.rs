@@ -17,8 +17,8 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
-use super::sip::Shutdown;
+use crate::clock::WallClock;
+use crate::shutdown::Shutdown;
 use crate::api::orders::OrdersContext;
 use crate::ivr::cdr::CallDetailRecord;
 use crate::ivr::flow::SurveyResult;
