@@ -391,5 +391,8 @@ fn the_api_reads_the_same_shifted_clock_as_the_calls() {
         "received_at {received:?} is not the server's shifted time: {order}"
     );
     let id = order["id"].as_str().unwrap_or_default();
-    assert!(id.contains("20260214"), "order number {id:?} is not dated on 2026-02-14");
+    assert!(
+        id.contains("20260214"),
+        "order number {id:?} is not dated on 2026-02-14"
+    );
 }

@@ -365,7 +365,13 @@ async fn login(
         Ok((session, csrf, user)) => {
             let _ = state
                 .store
-                .audit(state.orders.clock.now().timestamp_millis(), &user.id, "login", &user.id, "")
+                .audit(
+                    state.orders.clock.now().timestamp_millis(),
+                    &user.id,
+                    "login",
+                    &user.id,
+                    "",
+                )
                 .await;
             let secure = if ctx.auth.secure_cookie(&parts) {
                 "; Secure"
@@ -862,7 +868,13 @@ async fn replay_idempotent(
     Ok(Some(
         (
             StatusCode::CREATED,
-            Json(order_json(&order, user, state.orders.clock.now(), &state.orders, view)),
+            Json(order_json(
+                &order,
+                user,
+                state.orders.clock.now(),
+                &state.orders,
+                view,
+            )),
         )
             .into_response(),
     ))
@@ -1435,7 +1447,13 @@ async fn get_order(
 ) -> Result<Json<Value>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
-    Ok(Json(order_json(&order, &user, state.orders.clock.now(), &state.orders, view)))
+    Ok(Json(order_json(
+        &order,
+        &user,
+        state.orders.clock.now(),
+        &state.orders,
+        view,
+    )))
 }
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer

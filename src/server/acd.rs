@@ -51,12 +51,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::clock::WallClock;
 use crate::ivr::city::CityId;
 use crate::queue::{
     Acd, AgentId, AgentState, QueueAction, QueueError, QueueInput, QueueLogEntry, QueueSnapshot,
     QueuesConfig, Time, TransitionReason,
 };
-use crate::clock::WallClock;
 use crate::server::sip::SipShell;
 use crate::store::Store;
 use crate::ticket::model::CallId;

@@ -26,10 +26,10 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::sip::endpoint::Endpoint;
 use crate::store::{Store, StoreError};
 use metrics::Metrics;
-use crate::shutdown::Shutdown;
 use sip::{SipShell, SipSockets, wall_ms};
 
 /// Everything `hotline serve` needs, after command-line overrides.
@@ -455,7 +455,11 @@ fn read_heartbeat(
     Some((state, chrono::DateTime::parse_from_rfc3339(at).ok()?))
 }
 
-async fn heartbeat_loop(path: std::path::PathBuf, clock: crate::clock::WallClock, shutdown: Shutdown) {
+async fn heartbeat_loop(
+    path: std::path::PathBuf,
+    clock: crate::clock::WallClock,
+    shutdown: Shutdown,
+) {
     loop {
         let at = clock.now();
         let beat = path.clone();
