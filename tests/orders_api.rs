@@ -15,10 +15,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use hotline::api::orders::OrdersContext;
+use hotline::api::auth::Auth;
 use hotline::api::{AppState, router};
 use hotline::calendar::Calendar;
 use hotline::config::Config;
+use hotline::orders::OrdersContext;
 use hotline::store::Store;
 
 struct Harness {
@@ -64,6 +65,7 @@ async fn harness_on(
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders,
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         cities: Arc::default(),
     };
     Harness {
@@ -1728,10 +1730,10 @@ async fn postgres_second_callback_by_another_person_of_the_supervising_unit() {
 
 /// Records every notice it is given.
 #[derive(Debug, Default)]
-struct Recorded(std::sync::Mutex<Vec<hotline::server::notify::Notice>>);
+struct Recorded(std::sync::Mutex<Vec<hotline::orders::notify::Notice>>);
 
-impl hotline::server::notify::Notifier for Recorded {
-    fn notify(&self, notice: &hotline::server::notify::Notice) {
+impl hotline::orders::notify::Notifier for Recorded {
+    fn notify(&self, notice: &hotline::orders::notify::Notice) {
         self.0.lock().expect("lock").push(notice.clone());
     }
 }
@@ -1880,6 +1882,7 @@ async fn bearer_token_writes_without_csrf() {
         Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
     let mut h = sqlite().await;
     h.state.orders = Arc::new(OrdersContext::from_config(&config, calendar));
+    h.state.auth = Arc::new(Auth::for_config(&config));
     h.app = router(h.state.clone());
     let request = |auth: &str| {
         Request::post("/api/orders")
@@ -3004,6 +3007,7 @@ fn with_weights(h: &Harness, weights: hotline::ticket::RankingWeights) -> Harnes
     orders.ranking_weights = weights;
     let state = AppState {
         orders: Arc::new(orders),
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         ..h.state.clone()
     };
     Harness {
@@ -3480,7 +3484,7 @@ fn count(kinds: &[String], kind: &str) -> usize {
 /// `/api/stats/orders`. Leaders' alerts go to a real receiver on 127.0.0.1 that fails
 /// the first delivery: it is retried, and each alert arrives.
 async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
-    use hotline::server::leaders::LeaderNotifier;
+    use hotline::orders::leaders::LeaderNotifier;
     use hotline::ticket::Role;
     let port = common::free_port();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
@@ -3733,7 +3737,7 @@ fn check_config_validates_the_leaders() {
     );
     let shipped = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
     assert_eq!(shipped.cities[0].leaders[0].name, "济南市司法局值班领导");
-    let gap = hotline::server::leaders::leader_gaps(&shipped).expect("other cities");
+    let gap = hotline::orders::leaders::leader_gaps(&shipped).expect("other cities");
     assert!(gap.contains("qingdao") && !gap.contains("jinan,"), "{gap}");
 }
 

@@ -208,7 +208,7 @@ pub async fn list(
                     .record
                     .agent
                     .as_deref()
-                    .and_then(|a| state.orders.auth.agent_name(a));
+                    .and_then(|a| state.auth.agent_name(a));
                 if let Some(object) = item.as_object_mut() {
                     object.insert("agent_name".to_owned(), serde_json::json!(name));
                 }

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::orders::OrdersContext;
+use crate::orders::OrdersContext;
 use crate::store::Store;
 use crate::store::orders::{AppendError, IdempotencyRecord, OrderFilter};
 use crate::ticket::{
@@ -420,7 +420,7 @@ impl Writer<'_> {
         let ctx = self.ctx(&calendar);
         let actor = Actor::system(city);
         let (created, mut events) = apply(
-            &Order::new(crate::api::orders::new_order_id(now)),
+            &Order::new(crate::orders::new_order_id(now)),
             Command::Create { fields },
             &actor,
             now,

@@ -310,7 +310,7 @@ impl MediaContext {
     pub fn start_call_orders(
         &self,
         store: Store,
-        orders: Arc<crate::api::orders::OrdersContext>,
+        orders: Arc<crate::orders::OrdersContext>,
         province_center: crate::ticket::UnitId,
     ) {
         let _ = self
@@ -1018,7 +1018,7 @@ impl CallMedia {
                         self.recording = Some(path);
                     }
                     Err(e) => {
-                        crate::server::metrics::recording_failed();
+                        crate::metrics::recording_failed();
                         warn!(%handle, %e, "recording not started; the call goes on");
                     }
                 }
@@ -1429,7 +1429,7 @@ impl CallMedia {
                             self.recording = Some(path);
                         }
                         Err(e) => {
-                            crate::server::metrics::recording_failed();
+                            crate::metrics::recording_failed();
                             warn!(%handle, %e, "call recording not started");
                         }
                     }
@@ -1679,7 +1679,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.negotiated.is_held() {
@@ -1724,7 +1724,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         true
@@ -1804,13 +1804,13 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.push(now, Channel::Caller, samples)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if let Some(message) = self.hotline.as_mut().and_then(|h| h.message.as_mut())
             && let Err(e) = message.recorder.push(now, Channel::Caller, samples)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "voice message recording failed");
         }
         let mut heard = [None; 4];
@@ -2001,7 +2001,7 @@ impl CallMedia {
                 true
             }
             Err(e) => {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message cannot be recorded");
                 false
             }
@@ -2161,7 +2161,7 @@ impl CallMedia {
         let agent_id = AgentId::new(agent.agent.clone());
         let contact = agent.contact.clone();
         warn!(%handle, agent = %agent_id, "agent's phone vanished mid-call (no audio): the caller goes back to the queue");
-        crate::server::metrics::agent_lost();
+        crate::metrics::agent_lost();
         if let Some(h) = self.hotline.as_mut() {
             h.cdr.agent_failed(
                 self.ctx.clock.now(),
@@ -2233,7 +2233,7 @@ impl CallMedia {
             if let Some(message) = h.message.as_mut()
                 && let Err(e) = message.recorder.tick(now)
             {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message recording failed");
             }
             if h.call.poll_timeout().is_some_and(|t| t <= now) {
@@ -2244,7 +2244,7 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.hangup_at.is_some_and(|t| t <= now) {
@@ -2363,7 +2363,7 @@ impl CallMedia {
             match recorder.finish() {
                 Ok(summary) => debug!(handle = %self.handle, ?summary, "recording finished"),
                 Err(e) => {
-                    crate::server::metrics::recording_failed();
+                    crate::metrics::recording_failed();
                     warn!(handle = %self.handle, %e, "recording incomplete");
                 }
             }
@@ -2375,7 +2375,7 @@ impl CallMedia {
                 .and_then(|a| a.session.as_ref())
                 .map_or(0, |s| s.stats().foreign_dropped);
         if foreign > 0 {
-            crate::server::metrics::rtp_foreign_dropped(foreign);
+            crate::metrics::rtp_foreign_dropped(foreign);
             info!(handle = %self.handle, packets = foreign, "RTP from hosts not in the call dropped");
         }
         CallSummary {

@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::notify::notices;
-use crate::api::orders::OrdersContext;
 use crate::calendar::Reload;
 use crate::clock::WallClock;
+use crate::orders::OrdersContext;
+use crate::orders::notify::notices;
 use crate::shutdown::Shutdown;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
@@ -22,7 +22,7 @@ use crate::ticket::{
     Actor, Command, Context, apply, leader_alerts_due, limits_missed, reminders_due,
 };
 
-pub use super::notify::{LogNotifier, Notifier};
+pub use crate::orders::notify::{LogNotifier, Notifier};
 
 /// One pass over the orders with work due at `now`, by the system actor, each step
 /// its own commit, notifying after it:
