@@ -10,6 +10,7 @@ pub mod journal;
 pub mod leaders;
 pub mod metrics;
 pub mod notify;
+pub mod order_call;
 pub mod outbound;
 pub mod outbox;
 pub mod outleg;
@@ -285,6 +286,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::order_calls::OrderCallsApi(Some(
+            order_call::OrderCalls::new(&shell, media_plane.clone()),
+        ))))
         .layer(axum::Extension(api::ServerHealth {
             outbox: Some(outbox.clone()),
             call_outbox: Some(call_outbox.clone()),
