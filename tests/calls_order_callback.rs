@@ -5,7 +5,8 @@
 //! contact number through the outbound trunk, where SIPp stands as the carrier's
 //! callee: it checks the INVITE is for that number from the hotline's, answers and
 //! talks a 600 Hz tone. Judged from the receivers: what the carrier received, what the
-//! agent's phone played, the recording's two channels, and the order's history.
+//! agent's phone played, the recording's two channels, and the order's history. The
+//! agent is signed in to the Jinan queue: paused while the call runs, available after.
 
 mod common;
 
@@ -13,14 +14,31 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::phone::{Baresip, Heard, runs, tone_wav, wav_samples, windows};
-use common::trunk::{alaw_tone, config, sipp, start, streaming_carrier_scenario};
+use common::queue::{SUPERVISOR_TOKEN, agent_states, feature_code, sha256_hex, wait_state};
+use common::trunk::{alaw_tone, carrier_scenario, config, sipp, start, streaming_carrier_scenario};
 use common::*;
 
 const ORDER_NUMBER: &str = "13812345678";
 const CONTACT_TONE: f64 = 600.0;
 const AGENT_TONE: f64 = 1400.0;
 
-/// The agent who answers calls on 1001's phone, and a callback clerk without a phone.
+/// The agent who answers calls on 1001's phone, a callback clerk without a phone, and
+/// the supervisor the queue helpers read agent states as.
+fn users() -> String {
+    format!(
+        r#"
+[[users]]
+id = "sup"
+name = "督办"
+password = "sup-password"
+roles = ["supervisor"]
+unit = "province"
+api_token = "{}"
+{USERS}"#,
+        sha256_hex(SUPERVISOR_TOKEN)
+    )
+}
+
 const USERS: &str = r#"
 [[users]]
 id = "zhang"
@@ -45,6 +63,39 @@ fn order_with_contact(server: &Server, session: &(String, String)) -> String {
     // The agent sees the number masked (H-12-4); the server dials it in full.
     assert_eq!(order["fields"]["contact_phone"], "138****5678", "{order}");
     order["id"].as_str().expect("id").to_owned()
+}
+
+/// 1001's phone (baresip) registered, answering whatever rings, its microphone
+/// playing `source`, for `seconds`.
+fn registered_phone(server: &Server, source: &Path, seconds: u32) -> Baresip {
+    let phone = Baresip::agent(server, "1001", "secret1001", source, seconds);
+    assert!(
+        wait_until(Duration::from_secs(10), || server
+            .metric("hotline_sip_registrations")
+            > 0),
+        "{}",
+        server.log()
+    );
+    phone
+}
+
+/// The `call_logged` `order_callback` event of the order, once written.
+fn order_callback_fact(server: &Server, session: &(String, String), id: &str) -> serde_json::Value {
+    let mut fact = serde_json::Value::Null;
+    wait_until(Duration::from_secs(10), || {
+        let (_, resp) = get(server, session, &format!("/api/orders/{id}/events"));
+        fact = body_json(&resp)
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|e| {
+                e["kind"]["type"] == "call_logged" && e["kind"]["call"]["what"] == "order_callback"
+            })
+            .cloned()
+            .unwrap_or_default();
+        !fact.is_null()
+    });
+    fact
 }
 
 fn call_back(server: &Server, session: &(String, String), id: &str, body: &str) -> (u16, String) {
@@ -98,7 +149,7 @@ fn tone_windows(samples: &[i16], rate: u32, frequency: f64) -> usize {
 #[test]
 fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     let carrier_port = free_port();
-    let server = start(&format!("{}{USERS}", config(carrier_port, 3)));
+    let server = start(&format!("{}{}", config(carrier_port, 3), users()));
     let dir = tempfile::tempdir().expect("tmp");
     let agent_source = dir.path().join("agent.wav");
     tone_wav(&agent_source, AGENT_TONE, 30.0);
@@ -119,14 +170,13 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     let (status, resp) = call_back(&server, &wu, &id, "{}");
     assert_eq!(status, 403, "{resp}");
 
-    // 1001's phone registers and answers whatever rings.
-    let phone = Baresip::agent(&server, "1001", "secret1001", &agent_source, 25);
+    let phone = registered_phone(&server, &agent_source, 25);
+    let signed_in = feature_code(&server, "1001", "*11");
+    assert_eq!(signed_in.status, Some(0), "*11: {}", server.log());
     assert!(
-        wait_until(Duration::from_secs(10), || server
-            .metric("hotline_sip_registrations")
-            > 0),
-        "{}",
-        server.log()
+        wait_state(&server, "1001", "available", Duration::from_secs(5)),
+        "{:?}",
+        agent_states(&server)
     );
     // The carrier's callee: the INVITE must be for the order's number from 12348; it
     // answers and talks its tone for 5 s, then hangs up.
@@ -162,6 +212,16 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
         }),
         "{}",
         server.log()
+    );
+    // No queue call is offered to the phone meanwhile.
+    assert!(
+        agent_states(&server).contains(&(
+            "1001".to_owned(),
+            "paused".to_owned(),
+            Some("order-callback".to_owned())
+        )),
+        "{:?}",
+        agent_states(&server)
     );
 
     let carrier = carrier.join().expect("carrier thread");
@@ -233,24 +293,8 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
 
     // The order's history: who called, when, the outcome, the time talked, the
     // recording's URL — which plays for the agent who made the call.
-    let mut fact = serde_json::Value::Null;
-    assert!(
-        wait_until(Duration::from_secs(10), || {
-            let (_, resp) = get(&server, &zhang, &format!("/api/orders/{id}/events"));
-            fact = body_json(&resp)
-                .as_array()
-                .into_iter()
-                .flatten()
-                .find(|e| {
-                    e["kind"]["type"] == "call_logged"
-                        && e["kind"]["call"]["what"] == "order_callback"
-                })
-                .cloned()
-                .unwrap_or_default();
-            !fact.is_null()
-        }),
-        "{context}"
-    );
+    let fact = order_callback_fact(&server, &zhang, &id);
+    assert!(!fact.is_null(), "{context}");
     let call = &fact["kind"]["call"];
     assert_eq!(call["call_id"], call_id.as_str(), "{fact}");
     assert_eq!(call["by"], "zhang", "{fact}");
@@ -270,4 +314,70 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
         calls.contains(&call_id) && calls.contains("order_callback"),
         "{calls}"
     );
+}
+
+/// The contact's phone does not answer (the carrier answers 480): the agent's phone is
+/// let go, the console shows "no answer", and the order's history has the attempt —
+/// with no time talked and no recording.
+#[test]
+fn a_contact_who_does_not_answer_is_logged_on_the_order_as_no_answer() {
+    let carrier_port = free_port();
+    let server = start(&format!("{}{}", config(carrier_port, 3), users()));
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent_source = dir.path().join("agent.wav");
+    tone_wav(&agent_source, AGENT_TONE, 20.0);
+    let zhang = login(&server, "zhang", "pw-zhang");
+    let id = order_with_contact(&server, &zhang);
+    let phone = registered_phone(&server, &agent_source, 12);
+    let scenario = carrier_scenario(dir.path(), "carrier_reject.xml", ORDER_NUMBER, 0);
+    let carrier = std::thread::spawn(move || {
+        run_bounded(
+            sipp(&scenario, carrier_port).args(["-m", "1", "-timeout", "15"]),
+            Duration::from_secs(18),
+        )
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let (status, resp) = call_back(&server, &zhang, &id, "");
+    assert_eq!(status, 202, "{resp}\n{}", server.log());
+    let call_id = body_json(&resp)["call_id"]
+        .as_str()
+        .expect("call id")
+        .to_owned();
+    let carrier = carrier.join().expect("carrier thread");
+    let phone = phone.finish();
+    let context = format!(
+        "carrier: {:?}\n{}\n{}\nphone:\n{}\nserver:\n{}",
+        carrier.status,
+        carrier.stdout,
+        carrier.stderr,
+        phone.log(),
+        server.log()
+    );
+    assert_eq!(carrier.status, Some(0), "{context}");
+    let state_path = format!("/api/orders/{id}/call_back");
+    let mut ended = serde_json::Value::Null;
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            let (_, resp) = get(&server, &zhang, &state_path);
+            ended = body_json(&resp);
+            ended["state"] == "ended"
+        }),
+        "{ended}\n{context}"
+    );
+    assert_eq!(ended["outcome"], "no_answer", "{ended}");
+    let fact = order_callback_fact(&server, &zhang, &id);
+    let call = &fact["kind"]["call"];
+    assert_eq!(call["call_id"], call_id.as_str(), "{fact}\n{context}");
+    assert_eq!(call["result"], "no_answer", "{fact}");
+    assert_eq!(call["talk_secs"], 0, "{fact}");
+    assert!(call["recording_url"].is_null(), "{fact}");
+    assert!(
+        find_wavs(&server.dir.path().join("recordings"))
+            .iter()
+            .all(|p| !p.display().to_string().contains(&call_id)),
+        "nothing recorded"
+    );
+    // The phone is free: a new call may be placed at once.
+    let (status, resp) = call_back(&server, &zhang, &id, "");
+    assert_ne!(status, 409, "{resp}");
 }

@@ -12,7 +12,8 @@
 //!
 //! Refusals: 422 `no_number` (the order has no contact phone), `trunk_not_configured`,
 //! `no_registered_phone` (the user's extension has no registered phone),
-//! `number_refused` (a number callbacks never dial); 409 `call_in_progress`.
+//! `number_refused` (a number callbacks never dial); 409 `call_in_progress`, or
+//! `phone_busy` (the user's phone is ringing or talking on a queue call).
 
 use std::sync::Arc;
 
@@ -57,6 +58,9 @@ fn refused(e: &OrderCallRefused) -> ApiError {
         OrderCallRefused::NoPhone(_) => {
             ApiError::unprocessable("no_registered_phone", e.to_string())
         }
+        OrderCallRefused::PhoneBusy(_) => {
+            ApiError::new(StatusCode::CONFLICT, "phone_busy", e.to_string())
+        }
         OrderCallRefused::InProgress(_) => {
             ApiError::new(StatusCode::CONFLICT, "call_in_progress", e.to_string())
         }
@@ -69,7 +73,7 @@ fn refused(e: &OrderCallRefused) -> ApiError {
 }
 
 #[utoipa::path(post, path = "/api/orders/{id}/call_back", operation_id = "call_back_order", tag = "orders",
-    summary = "回拨 (H-11, H-12-3): ring the user's own registered phone, then call the order's stored contact number through the outbound trunk, bridged and recorded; the outcome (answered / no_answer / busy / failed), seconds talked and recording go into the order's history as call_logged order_callback. For users who answer the order's caller now (callback clerk on the callback step, the replying unit, the agent answering directly); the body carries no number (any field: 422). 422 no_number / trunk_not_configured / no_registered_phone / number_refused, 409 call_in_progress",
+    summary = "回拨 (H-11, H-12-3): ring the user's own registered phone, then call the order's stored contact number through the outbound trunk, bridged and recorded; the outcome (answered / no_answer / busy / failed), seconds talked and recording go into the order's history as call_logged order_callback. For users who answer the order's caller now (callback clerk on the callback step, the replying unit, the agent answering directly); the body carries no number (any field: 422). 422 no_number / trunk_not_configured / no_registered_phone / number_refused, 409 call_in_progress / phone_busy; a queue agent is paused (order-callback) while it runs",
     params(("id" = String, Path, description = "order id")),
     request_body = CallBackRequest,
     responses((status = 202, description = "the user's phone rings", body = CallProgress), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]

@@ -18,6 +18,10 @@
 //! console reads its state from [`OrderCalls::progress`] (ringing your phone → calling
 //! the caller → connected → ended with its outcome).
 //!
+//! A person signed in to a queue is paused (reason `order-callback`) while the call
+//! runs, and made available again after it, so that no queue call is offered to a
+//! phone that is busy calling back; one ringing or talking on a queue call is refused.
+//!
 //! The legs, relay and recording are the callback-in-queue's ([`TwoLegs`]); what
 //! differs is who asks (a person from an order, not the ACD) and where the facts go.
 
@@ -30,6 +34,7 @@ use serde::Serialize;
 use tracing::{debug, info, warn};
 
 use crate::ivr::cdr::{CallDetailRecord, CallPath, HangupParty};
+use crate::queue::{AgentState, PauseReason, QueueInput};
 use crate::server::calls::MediaContext;
 use crate::server::outbound::{Dial, DialPermit, OutboundRefused};
 use crate::server::outleg::{LegTimer, PlaceError, Side, TwoLegs, Wake, attempt_result};
@@ -37,6 +42,9 @@ use crate::server::sip::SipShell;
 use crate::sip::call_leg::LegEvent;
 use crate::ticket::model::{CallAttemptResult, CallId, CallLog};
 use crate::ticket::{Order, OrderId};
+
+/// The pause reason of a queue agent while their order callback call runs.
+pub const PAUSE_REASON: &str = "order-callback";
 
 /// How long the person's own phone rings before the call is given up.
 const PHONE_RING: Duration = Duration::from_secs(30);
@@ -135,6 +143,9 @@ pub enum OrderCallRefused {
     /// The person's extension has no registration.
     #[error("no phone is registered for extension {0}: sign your phone in first")]
     NoPhone(String),
+    /// The person's phone is ringing or talking on a queue call.
+    #[error("extension {0} is on a queue call")]
+    PhoneBusy(String),
     /// A callback call of this order is running.
     #[error("a callback call of this order is already running ({0})")]
     InProgress(String),
@@ -215,6 +226,18 @@ impl OrderCalls {
             .into_iter()
             .next()
             .ok_or_else(|| OrderCallRefused::NoPhone(phone.clone()))?;
+        let agent = crate::queue::AgentId::new(phone.clone());
+        let queue_state = self
+            .ctx
+            .acd
+            .as_ref()
+            .and_then(|acd| acd.agent_state(&agent));
+        if matches!(
+            queue_state,
+            Some(AgentState::Ringing { .. } | AgentState::OnCall { .. })
+        ) {
+            return Err(OrderCallRefused::PhoneBusy(phone));
+        }
         let order = request.order.id.clone();
         let call_id = format!("ordercall-{:016x}", rand::random::<u64>());
         let progress = CallProgress {
@@ -242,6 +265,8 @@ impl OrderCalls {
             }
             calls.insert(order.clone(), progress.clone());
         }
+        // Offers that cross this pause find the phone busy and go to the next agent.
+        let paused = queue_state == Some(AgentState::Available) && self.pause(&agent);
         let mut legs = TwoLegs::new(call_id.clone());
         if let Err(e) = legs
             .ring_agent(
@@ -257,6 +282,9 @@ impl OrderCalls {
             if let Ok(mut calls) = self.calls.lock() {
                 calls.remove(&order);
             }
+            if paused {
+                self.unpause(&agent);
+            }
             return Err(OrderCallRefused::Unavailable(e));
         }
         info!(call = %call_id, %order, user = %request.user_id, %phone, "order callback: ringing the person's phone");
@@ -271,6 +299,7 @@ impl OrderCalls {
             phone,
             permit,
             legs,
+            paused: paused.then_some(agent),
             started: progress.started_at,
             answered: None,
             dialled: false,
@@ -280,6 +309,41 @@ impl OrderCalls {
         };
         tokio::spawn(task.run());
         Ok(progress)
+    }
+
+    /// Pause `agent` in the queue for the call; whether it was paused.
+    fn pause(&self, agent: &crate::queue::AgentId) -> bool {
+        let Some(acd) = &self.ctx.acd else {
+            return false;
+        };
+        let input = QueueInput::Pause {
+            agent: agent.clone(),
+            reason: PauseReason::new(PAUSE_REASON),
+        };
+        match acd.input(input) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(%agent, %e, "order callback: the agent could not be paused in the queue");
+                false
+            }
+        }
+    }
+
+    /// Make `agent` available again, unless they paused (or signed out) themselves since.
+    fn unpause(&self, agent: &crate::queue::AgentId) {
+        let Some(acd) = &self.ctx.acd else {
+            return;
+        };
+        let ours = AgentState::Paused {
+            reason: PauseReason::new(PAUSE_REASON),
+        };
+        if acd.agent_state(agent) == Some(ours)
+            && let Err(e) = acd.input(QueueInput::Unpause {
+                agent: agent.clone(),
+            })
+        {
+            warn!(%agent, %e, "order callback: the agent could not be made available again");
+        }
     }
 }
 
@@ -295,6 +359,8 @@ struct OrderCall {
     phone: String,
     permit: DialPermit,
     legs: TwoLegs,
+    /// The queue agent paused for the call (made available again at its end).
+    paused: Option<crate::queue::AgentId>,
     started: DateTime<FixedOffset>,
     /// When the contact answered (wall time, and the monotonic instant).
     answered: Option<(DateTime<FixedOffset>, Instant)>,
@@ -501,6 +567,7 @@ impl OrderCall {
             phone,
             permit,
             legs,
+            paused,
             started,
             answered,
             dialled,
@@ -510,6 +577,9 @@ impl OrderCall {
         } = self;
         let recording = legs.recording.clone();
         legs.finish(&shell, &service.ctx, now);
+        if let Some(agent) = &paused {
+            service.unpause(agent);
+        }
         let ctx = &service.ctx;
         let ended = ctx.clock.now();
         let talk_secs = answered.map_or(0, |(_, at)| now.saturating_duration_since(at).as_secs());
