@@ -244,6 +244,7 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
         1,
         "{context}"
     );
+    assert_log_keeps_number_private(&log, ORDER_NUMBER);
     // The agent's phone played the contact's tone.
     let heard = phone
         .heard

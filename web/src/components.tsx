@@ -37,6 +37,12 @@ export function errorText(e: unknown): string {
     if (e.code === 'transfer_unavailable') return '转接承办单位外线暂不可用（服务器尚未开通外呼），请转其他城市或登记工单转办';
     if (e.code === 'not_bridged') return '通话尚未接通或已结束，无法转接';
     if (e.code === 'transfer_refused') return `转接被拒绝：${e.message}`;
+    if (e.code === 'trunk_not_configured') return '无法回拨：服务器未配置外呼中继';
+    if (e.code === 'no_registered_phone') return '无法回拨：您的话机未登记（请先在话机上登录分机）';
+    if (e.code === 'no_number') return '无法回拨：工单没有来电人号码';
+    if (e.code === 'number_refused') return `无法回拨：该号码不允许外呼（${e.message}）`;
+    if (e.code === 'call_in_progress') return '该工单的回拨正在进行中';
+    if (e.code === 'phone_busy') return '无法回拨：您的话机正在通话';
     if (e.status === 403) return `无权操作：${e.message}`;
     return e.field ? `${e.message}（字段：${e.field}）` : e.message;
   }
