@@ -158,6 +158,7 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     let zhang = login(&server, "zhang", "pw-zhang");
     let wu = login(&server, "wu", "pw-wu");
     let id = order_with_contact(&server, &zhang);
+    let other = order_with_contact(&server, &zhang);
 
     // Refused before anything rings: no phone registered yet; a number in the request;
     // a callback clerk, who has no callback step on this order.
@@ -203,6 +204,10 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     let (status, resp) = call_back(&server, &zhang, &id, "{}");
     assert_eq!(status, 409, "{resp}");
     assert_eq!(body_json(&resp)["code"], "call_in_progress", "{resp}");
+    // And one phone places one call: another order waits.
+    let (status, resp) = call_back(&server, &zhang, &other, "{}");
+    assert_eq!(status, 409, "{resp}");
+    assert_eq!(body_json(&resp)["code"], "phone_busy", "{resp}");
     // The console follows the call.
     let state_path = format!("/api/orders/{id}/call_back");
     assert!(

@@ -13,7 +13,8 @@
 //! Refusals: 422 `no_number` (the order has no contact phone), `trunk_not_configured`,
 //! `no_registered_phone` (the user's extension has no registered phone),
 //! `number_refused` (a number callbacks never dial); 409 `call_in_progress`, or
-//! `phone_busy` (the user's phone is ringing or talking on a queue call).
+//! `phone_busy` (the user's phone is ringing or talking on a queue call or another
+//! order's callback call).
 
 use std::sync::Arc;
 

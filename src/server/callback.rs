@@ -68,12 +68,15 @@ pub(crate) fn spawn(
     tokio::spawn(run(acd, shell, ctx, job, command_tx, commands));
 }
 
-fn to_attempt(result: CallbackResult) -> CallAttemptResult {
-    match result {
-        CallbackResult::Answered => CallAttemptResult::Answered,
-        CallbackResult::NoAnswer => CallAttemptResult::NoAnswer,
-        CallbackResult::Busy => CallAttemptResult::Busy,
-        CallbackResult::Unreachable => CallAttemptResult::Unreachable,
+/// How an attempt is written on the work order (the order's callback calls too).
+impl From<CallbackResult> for CallAttemptResult {
+    fn from(result: CallbackResult) -> CallAttemptResult {
+        match result {
+            CallbackResult::Answered => CallAttemptResult::Answered,
+            CallbackResult::NoAnswer => CallAttemptResult::NoAnswer,
+            CallbackResult::Busy => CallAttemptResult::Busy,
+            CallbackResult::Unreachable => CallAttemptResult::Unreachable,
+        }
     }
 }
 
@@ -147,7 +150,7 @@ impl Attempt {
             orders.callback_attempt(
                 &self.job.call,
                 self.agent_id().as_str(),
-                to_attempt(result),
+                result.into(),
                 recording,
                 self.wall(),
             );

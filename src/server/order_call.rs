@@ -143,8 +143,9 @@ pub enum OrderCallRefused {
     /// The person's extension has no registration.
     #[error("no phone is registered for extension {0}: sign your phone in first")]
     NoPhone(String),
-    /// The person's phone is ringing or talking on a queue call.
-    #[error("extension {0} is on a queue call")]
+    /// The person's phone is ringing or talking: a queue call, or another order's
+    /// callback call.
+    #[error("extension {0} is on another call")]
     PhoneBusy(String),
     /// A callback call of this order is running.
     #[error("a callback call of this order is already running ({0})")]
@@ -263,9 +264,16 @@ impl OrderCalls {
             if let Some(running) = calls.get(&order).filter(|p| p.state != CallState::Ended) {
                 return Err(OrderCallRefused::InProgress(running.call_id.clone()));
             }
+            // One phone places one call at a time (another order's, here).
+            if calls
+                .values()
+                .any(|p| p.state != CallState::Ended && p.phone == phone)
+            {
+                return Err(OrderCallRefused::PhoneBusy(phone));
+            }
             calls.insert(order.clone(), progress.clone());
         }
-        // Offers that cross this pause find the phone busy and go to the next agent.
+        // While the call runs the queue offers this agent nothing.
         let paused = queue_state == Some(AgentState::Available) && self.pause(&agent);
         let mut legs = TwoLegs::new(call_id.clone());
         if let Err(e) = legs
@@ -507,12 +515,7 @@ impl OrderCall {
                     info!(call = %self.call_id, "order callback: the contact hung up");
                     self.end(now, CallAttemptResult::Answered, Some(HangupParty::Caller));
                 } else {
-                    let result = match attempt_result(reason) {
-                        crate::queue::CallbackResult::Answered => CallAttemptResult::Answered,
-                        crate::queue::CallbackResult::NoAnswer => CallAttemptResult::NoAnswer,
-                        crate::queue::CallbackResult::Busy => CallAttemptResult::Busy,
-                        crate::queue::CallbackResult::Unreachable => CallAttemptResult::Unreachable,
-                    };
+                    let result = attempt_result(reason).into();
                     info!(call = %self.call_id, %reason, "order callback: the contact was not reached");
                     self.end(now, result, None);
                 }
