@@ -22,8 +22,9 @@ const ORDER_NUMBER: &str = "13812345678";
 const CONTACT_TONE: f64 = 600.0;
 const AGENT_TONE: f64 = 1400.0;
 
-/// The agent who answers calls on 1001's phone, a callback clerk without a phone, and
-/// the supervisor the queue helpers read agent states as.
+/// The agent who answers calls on 1001's phone, a callback clerk on 1002's, a
+/// dispatcher and a legal-aid handler, and the supervisor the queue helpers read agent
+/// states as.
 fn users() -> String {
     format!(
         r#"
@@ -54,6 +55,21 @@ name = "回访员 吴静"
 password = "pw-wu"
 roles = ["callback_staff"]
 unit = "jinan"
+agent = "1002"
+
+[[users]]
+id = "li"
+name = "转办员 李华"
+password = "pw-li"
+roles = ["dispatcher"]
+unit = "jinan"
+
+[[users]]
+id = "fang"
+name = "承办人 王芳"
+password = "pw-fang"
+roles = ["unit_handler"]
+unit = "legal-aid"
 "#;
 
 fn order_with_contact(server: &Server, session: &(String, String)) -> String {
@@ -65,14 +81,20 @@ fn order_with_contact(server: &Server, session: &(String, String)) -> String {
     order["id"].as_str().expect("id").to_owned()
 }
 
-/// 1001's phone (baresip) registered, answering whatever rings, its microphone
+/// `extension`'s phone (baresip) registered, answering whatever rings, its microphone
 /// playing `source`, for `seconds`.
-fn registered_phone(server: &Server, source: &Path, seconds: u32) -> Baresip {
-    let phone = Baresip::agent(server, "1001", "secret1001", source, seconds);
+fn registered_phone(
+    server: &Server,
+    (extension, password): (&str, &str),
+    source: &Path,
+    seconds: u32,
+) -> Baresip {
+    let before = server.metric("hotline_sip_registrations");
+    let phone = Baresip::agent(server, extension, password, source, seconds);
     assert!(
         wait_until(Duration::from_secs(10), || server
             .metric("hotline_sip_registrations")
-            > 0),
+            > before),
         "{}",
         server.log()
     );
@@ -161,7 +183,7 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     let other = order_with_contact(&server, &zhang);
 
     // Refused before anything rings: no phone registered yet; a number in the request;
-    // a callback clerk, who has no callback step on this order.
+    // a callback clerk, whose step this order has not reached.
     let (status, resp) = call_back(&server, &zhang, &id, "");
     assert_eq!(status, 422, "{resp}");
     assert_eq!(body_json(&resp)["code"], "no_registered_phone", "{resp}");
@@ -171,7 +193,7 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     let (status, resp) = call_back(&server, &wu, &id, "{}");
     assert_eq!(status, 403, "{resp}");
 
-    let phone = registered_phone(&server, &agent_source, 25);
+    let phone = registered_phone(&server, ("1001", "secret1001"), &agent_source, 25);
     let signed_in = feature_code(&server, "1001", "*11");
     assert_eq!(signed_in.status, Some(0), "*11: {}", server.log());
     assert!(
@@ -322,19 +344,63 @@ fn an_agent_calls_the_orders_contact_back_from_the_console_through_the_trunk() {
     );
 }
 
-/// The contact's phone does not answer (the carrier answers 480): the agent's phone is
-/// let go, the console shows "no answer", and the order's history has the attempt —
-/// with no time talked and no recording.
+/// The callback clerk on the callback step of an urgent order (dispatched, replied by
+/// the legal-aid centre) calls back from the console; the contact's phone does not
+/// answer (the carrier answers 480): the clerk's phone is let go, the console shows
+/// "no answer", and the order's history has the attempt under the clerk's name — with
+/// no time talked and no recording.
 #[test]
-fn a_contact_who_does_not_answer_is_logged_on_the_order_as_no_answer() {
+fn a_callback_clerk_calls_back_on_the_callback_step_and_no_answer_is_logged() {
     let carrier_port = free_port();
     let server = start(&format!("{}{}", config(carrier_port, 3), users()));
     let dir = tempfile::tempdir().expect("tmp");
-    let agent_source = dir.path().join("agent.wav");
-    tone_wav(&agent_source, AGENT_TONE, 20.0);
+    let clerk_source = dir.path().join("clerk.wav");
+    tone_wav(&clerk_source, AGENT_TONE, 20.0);
     let zhang = login(&server, "zhang", "pw-zhang");
-    let id = order_with_contact(&server, &zhang);
-    let phone = registered_phone(&server, &agent_source, 12);
+    let body = serde_json::json!({
+        "contact_name": "张三",
+        "contact_phone": ORDER_NUMBER,
+        "category": "consultation",
+        "urgency": "urgent",
+        "business_area": "legal_aid",
+        "description": "紧急咨询，须回访",
+        "channel": "phone",
+        "city": "jinan",
+    });
+    let (status, resp) = http(
+        server.http,
+        "POST",
+        "/api/orders",
+        &zhang,
+        &body.to_string(),
+    );
+    assert_eq!(status, 201, "{resp}");
+    let id = body_json(&resp)["id"].as_str().expect("id").to_owned();
+    let command = |session: &(String, String), name: &str, body: serde_json::Value| {
+        let (status, resp) = http(
+            server.http,
+            "POST",
+            &format!("/api/orders/{id}/{name}"),
+            session,
+            &body.to_string(),
+        );
+        assert_eq!(status, 200, "{name}: {resp}");
+        body_json(&resp)
+    };
+    let li = login(&server, "li", "pw-li");
+    let fang = login(&server, "fang", "pw-fang");
+    let wu = login(&server, "wu", "pw-wu");
+    command(&li, "dispatch", serde_json::json!({"units": ["legal-aid"]}));
+    command(&fang, "sign", serde_json::json!({}));
+    command(&fang, "start", serde_json::json!({}));
+    let fed_back = command(
+        &fang,
+        "reply",
+        serde_json::json!({"text": "可申请法律援助"}),
+    );
+    assert_eq!(fed_back["state"], "fed_back", "{fed_back}");
+
+    let phone = registered_phone(&server, ("1002", "secret1002"), &clerk_source, 12);
     let scenario = carrier_scenario(dir.path(), "carrier_reject.xml", ORDER_NUMBER, 0);
     let carrier = std::thread::spawn(move || {
         run_bounded(
@@ -343,12 +409,11 @@ fn a_contact_who_does_not_answer_is_logged_on_the_order_as_no_answer() {
         )
     });
     std::thread::sleep(Duration::from_millis(500));
-    let (status, resp) = call_back(&server, &zhang, &id, "");
+    let (status, resp) = call_back(&server, &wu, &id, "");
     assert_eq!(status, 202, "{resp}\n{}", server.log());
-    let call_id = body_json(&resp)["call_id"]
-        .as_str()
-        .expect("call id")
-        .to_owned();
+    let started = body_json(&resp);
+    assert_eq!(started["phone"], "1002", "{started}");
+    let call_id = started["call_id"].as_str().expect("call id").to_owned();
     let carrier = carrier.join().expect("carrier thread");
     let phone = phone.finish();
     let context = format!(
@@ -364,16 +429,19 @@ fn a_contact_who_does_not_answer_is_logged_on_the_order_as_no_answer() {
     let mut ended = serde_json::Value::Null;
     assert!(
         wait_until(Duration::from_secs(5), || {
-            let (_, resp) = get(&server, &zhang, &state_path);
+            let (_, resp) = get(&server, &wu, &state_path);
             ended = body_json(&resp);
             ended["state"] == "ended"
         }),
         "{ended}\n{context}"
     );
     assert_eq!(ended["outcome"], "no_answer", "{ended}");
-    let fact = order_callback_fact(&server, &zhang, &id);
+    let fact = order_callback_fact(&server, &wu, &id);
     let call = &fact["kind"]["call"];
     assert_eq!(call["call_id"], call_id.as_str(), "{fact}\n{context}");
+    assert_eq!(call["by"], "wu", "{fact}");
+    assert_eq!(call["by_name"], "回访员 吴静", "{fact}");
+    assert_eq!(call["phone"], "1002", "{fact}");
     assert_eq!(call["result"], "no_answer", "{fact}");
     assert_eq!(call["talk_secs"], 0, "{fact}");
     assert!(call["recording_url"].is_null(), "{fact}");
@@ -383,7 +451,4 @@ fn a_contact_who_does_not_answer_is_logged_on_the_order_as_no_answer() {
             .all(|p| !p.display().to_string().contains(&call_id)),
         "nothing recorded"
     );
-    // The phone is free: a new call may be placed at once.
-    let (status, resp) = call_back(&server, &zhang, &id, "");
-    assert_ne!(status, 409, "{resp}");
 }
