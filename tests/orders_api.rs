@@ -4068,3 +4068,106 @@ async fn sqlite_hotline_calls_are_not_registered_as_cases() {
 async fn postgres_hotline_calls_are_not_registered_as_cases() {
     hotline_calls_are_not_registered_as_cases(&postgres().await).await;
 }
+
+/// `POST /api/orders/{id}/call_back` (H-11, H-12-3 回拨解答) is for who answers the
+/// order's caller now, by the orders' own role, scope and step rules: the unit that
+/// replies, then the callback clerk on the callback step; others get 403. The request
+/// names no number (a body with one is 422); an order without a contact phone is 422
+/// `no_number`; without the server's telephony (this harness) it is 422
+/// `trunk_not_configured`. Nothing is logged on the order for a refused call.
+async fn order_callback_call_is_for_who_answers_the_caller(h: &Harness) {
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let dispatcher = h.login("dispatcher").await;
+    let mut body = order_body(
+        "consultation",
+        "legal_aid",
+        Some("2025-09-30T16:00:00+08:00"),
+    );
+    body["urgency"] = json!("urgent");
+    let id = id_of(&h.create(&agent, body).await);
+    let call_back = format!("/api/orders/{id}/call_back");
+    let code = |reply: &Reply| reply.body["code"].as_str().unwrap_or_default().to_owned();
+
+    let typed = h
+        .post(&handler, &call_back, json!({"number": "13900001111"}))
+        .await;
+    assert_eq!(
+        typed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        typed.text
+    );
+    assert_eq!(code(&typed), "invalid_body", "{}", typed.text);
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    // The handling unit replies: it may call back; the callback step is not yet.
+    let unit = h.post(&handler, &call_back, json!({})).await;
+    assert_eq!(
+        unit.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unit.text
+    );
+    assert_eq!(code(&unit), "trunk_not_configured", "{}", unit.text);
+    for (who, session) in [("callback", &callback), ("dispatcher", &dispatcher)] {
+        let refused = h.post(session, &call_back, json!({})).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{who}: {}",
+            refused.text
+        );
+    }
+    let fed_back = h
+        .command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    assert_eq!(fed_back["state"], "fed_back", "{fed_back}");
+    // The callback step: the clerk may.
+    let clerk = h.post(&callback, &call_back, json!({})).await;
+    assert_eq!(
+        clerk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        clerk.text
+    );
+    assert_eq!(code(&clerk), "trunk_not_configured", "{}", clerk.text);
+    let refused = h.post(&dispatcher, &call_back, json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    let none = h.get(&callback, &call_back).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.text);
+    let events = h.get(&callback, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        !events.text.contains("call_logged"),
+        "nothing logged: {}",
+        events.text
+    );
+
+    // An order without a number has nobody to call.
+    let mut body = order_body("consultation", "legal_aid", None);
+    body["contact_phone"] = json!("");
+    let id = id_of(&h.create(&agent, body).await);
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    let no_number = h
+        .post(&handler, &format!("/api/orders/{id}/call_back"), json!({}))
+        .await;
+    assert_eq!(
+        no_number.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        no_number.text
+    );
+    assert_eq!(code(&no_number), "no_number", "{}", no_number.text);
+}
+
+#[tokio::test]
+async fn sqlite_order_callback_call_is_for_who_answers_the_caller() {
+    order_callback_call_is_for_who_answers_the_caller(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_order_callback_call_is_for_who_answers_the_caller() {
+    order_callback_call_is_for_who_answers_the_caller(&postgres().await).await;
+}

@@ -17,6 +17,7 @@ use std::sync::Arc;
 pub mod calls;
 pub mod cities;
 pub mod drafts;
+pub mod order_calls;
 pub mod queues;
 pub mod recordings;
 pub mod stats;
@@ -46,6 +47,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(cities::routes())
         .merge(calls::routes())
         .merge(orders::routes())
+        .merge(order_calls::routes())
         .merge(queues::routes())
         .merge(recordings::routes())
         .merge(drafts::routes())

@@ -73,7 +73,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON
 /// object: serde would otherwise also read a struct from an array, by position.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
     })?;
@@ -349,6 +349,32 @@ fn allowed_commands(
                 .map(|_| name)
         })
         .collect()
+}
+
+/// The commands of those who answer the caller on an order: the agent answering
+/// directly, the unit drafting, replying or giving feedback, the callback clerk
+/// recording the callback (H-11, H-12-3).
+const ANSWERING_COMMANDS: [&str; 6] = [
+    "answer_directly",
+    "draft_reply",
+    "reply",
+    "send_reviewed_reply",
+    "feed_back",
+    "record_callback",
+];
+
+/// Whether `user` answers the caller of `order` now — the roles, scope and step the
+/// core allows for one of [`ANSWERING_COMMANDS`] — and so may call them back from the
+/// order (`POST /api/orders/{id}/call_back`).
+pub(super) fn may_answer_caller(
+    order: &Order,
+    user: &User,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> bool {
+    allowed_commands(order, &user.actor(), at, ctx)
+        .iter()
+        .any(|c| ANSWERING_COMMANDS.contains(c))
 }
 
 /// The order's limits: each instant, its display (`24:00` of a day), its span (working

@@ -80,6 +80,12 @@ enum Job {
         log: CallLog,
         at: DateTime<FixedOffset>,
     },
+    /// A fact for a known order (an order's callback call).
+    Log {
+        order: OrderId,
+        log: CallLog,
+        at: DateTime<FixedOffset>,
+    },
     /// The callback of a call is over (answered and ended, or given up).
     CallbackOver {
         call: CallId,
@@ -160,6 +166,11 @@ impl CallOrders {
             gave_up: None,
             at,
         });
+    }
+
+    /// A call placed from `order` itself (its callback call, H-11 / H-12-3) ended.
+    pub fn order_call(&self, order: OrderId, log: CallLog, at: DateTime<FixedOffset>) {
+        self.send(Job::Log { order, log, at });
     }
 
     /// Attended transfer: agent `from` handed the caller to agent `to`. Logged on the
@@ -248,6 +259,7 @@ async fn worker(
                     );
                 }
             }
+            Job::Log { order, log, at } => writer.log(&order, log, at).await,
             Job::Append { seed, log, at } => match writer.existing_order(&seed).await {
                 Some(order) => writer.log(&order, log, at).await,
                 None => {

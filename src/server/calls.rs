@@ -273,9 +273,9 @@ impl MediaContext {
     }
 
     /// Store a finished call's record; while the database is unavailable, queue it.
-    async fn store_call_record(
+    pub(crate) async fn store_call_record(
         &self,
-        handle: CallHandle,
+        handle: impl std::fmt::Display,
         record: &crate::ivr::cdr::CallDetailRecord,
         message: Option<&VoiceMessage>,
     ) {

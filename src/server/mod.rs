@@ -9,6 +9,7 @@ pub mod call_outbox;
 pub mod callback;
 pub mod calls;
 pub mod http;
+pub mod order_call;
 pub mod outbound;
 pub mod outleg;
 pub mod queue_log_writer;
@@ -286,6 +287,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::order_calls::OrderCallsApi(Some(
+            order_call::OrderCalls::new(&shell, media_plane.clone()),
+        ))))
         .layer(axum::Extension(api::ServerHealth {
             outbox: Some(outbox.clone()),
             call_outbox: Some(call_outbox.clone()),
