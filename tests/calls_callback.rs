@@ -592,3 +592,85 @@ fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
     );
     assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
 }
+
+/// Judged from both phones (issue 13 §4): a caller who pressed `*` is called back, and
+/// the caller's phone — baresip behind the trunk, answering — plays the agent's voice
+/// while the agent's phone (baresip, registered and signed in) plays the caller's,
+/// with no packet thrown away on either side.
+#[test]
+fn on_a_callback_each_phone_plays_the_other_side() {
+    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    const AGENT_TONE: f64 = 600.0;
+    const CALLER_TONE: f64 = 1000.0;
+    let carrier_port = free_port();
+    let server = start(&config(carrier_port, 1));
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent_source = dir.path().join("agent.wav");
+    let caller_source = dir.path().join("caller.wav");
+    tone_wav(&agent_source, AGENT_TONE, 60.0);
+    tone_wav(&caller_source, CALLER_TONE, 60.0);
+    // The caller's own phone, reached through the trunk when called back.
+    let callee = Baresip::answering_at(carrier_port, CALLER, &caller_source, 40);
+    let agent = Baresip::agent(&server, "1001", "secret1001", &agent_source, 40);
+    let registered = wait_until(Duration::from_secs(10), || {
+        server.metric("hotline_sip_registrations") > 0
+    });
+    assert!(registered, "agent 1001 never registered:\n{}", server.log());
+    // The first call: nobody is signed in, so the caller presses * and hangs up.
+    let caller = run_bounded(
+        sipp(&sipp_scenario("acd_caller_callback.xml"), free_port())
+            .args(["-s", "12348", "-set", "caller", CALLER])
+            .args(["-m", "1", "-timeout", "30"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(35),
+    );
+    assert_eq!(
+        caller.status,
+        Some(0),
+        "caller:\n{}\n{}",
+        caller.stdout,
+        server.log()
+    );
+    sign_in(&server);
+    assert!(
+        wait_for_log(
+            &server,
+            "callback: the caller answered; bridged",
+            Duration::from_secs(20)
+        ),
+        "no callback bridged:\n{}",
+        server.log()
+    );
+    let callee = callee.finish();
+    let agent = agent.finish();
+    let context = format!(
+        "caller's phone:\n{}\nagent's phone:\n{}\nserver:\n{}",
+        callee.log(),
+        agent.log(),
+        server.log()
+    );
+    let tone_ms = |heard: &Option<std::path::PathBuf>, frequency: f64, who: &str| {
+        let path = heard
+            .as_ref()
+            .unwrap_or_else(|| panic!("{who} had no call:\n{context}"));
+        let (samples, rate) = wav_samples(path);
+        windows(&samples, rate, frequency)
+            .iter()
+            .filter(|w| **w == Heard::Tone)
+            .count()
+            * 100
+    };
+    // The bridge lasts from the callback's answer to the phones' 40 s: well over 5 s.
+    let caller_heard = tone_ms(&callee.heard, AGENT_TONE, "the caller's phone");
+    assert!(
+        caller_heard >= 5000,
+        "the caller's phone played the agent for {caller_heard} ms\n{context}"
+    );
+    let agent_heard = tone_ms(&agent.heard, CALLER_TONE, "the agent's phone");
+    assert!(
+        agent_heard >= 5000,
+        "the agent's phone played the caller for {agent_heard} ms\n{context}"
+    );
+    assert_eq!(callee.dropped_lines(), Vec::<String>::new(), "{context}");
+    assert_eq!(agent.dropped_lines(), Vec::<String>::new(), "{context}");
+}

@@ -176,6 +176,14 @@ impl DialPermit {
         &self.number
     }
 
+    /// The trunk's own address: the leg's media is accepted from it as well as from the
+    /// answer's SDP address (a carrier or SBC that names a private or other address of
+    /// its own in its SDP still gets its audio through; nobody else does).
+    #[must_use]
+    pub fn trunk_ip(&self) -> std::net::IpAddr {
+        self.peer.addr.ip()
+    }
+
     /// Place the INVITE (the endpoint's outbound leg; events come back on the handle).
     pub(crate) fn place(&self, ep: &mut Endpoint, now: Instant, sdp_offer: Bytes) -> CallHandle {
         ep.call_dial_out(now, self.uri.clone(), self.peer, &self.from_user, sdp_offer)

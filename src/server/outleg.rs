@@ -101,8 +101,9 @@ pub(crate) struct OutLeg {
     pub(crate) ring_until: Option<Instant>,
     /// We asked the endpoint to end it, or it ended.
     pub(crate) ended: bool,
-    /// Where the peer's SIP comes from, when known (an agent's registration): its media
-    /// is accepted from there too (NAT). A trunk's media comes from its SDP address.
+    /// Where the peer's SIP comes from (an agent's registration, the trunk's address):
+    /// its media is accepted from there too, not only from the SDP's address (NAT, an
+    /// SBC naming another address of its own).
     pub(crate) peer_ip: Option<std::net::IpAddr>,
 }
 
@@ -480,7 +481,9 @@ impl TwoLegs {
             prepared.release(ctx);
             return Err(PlaceError::Endpoint);
         };
-        self.caller = Some(prepared.dialled(handle, Some(now + ring)));
+        let mut leg = prepared.dialled(handle, Some(now + ring));
+        leg.peer_ip = Some(permit.trunk_ip());
+        self.caller = Some(leg);
         Ok(())
     }
 

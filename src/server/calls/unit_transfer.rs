@@ -112,9 +112,11 @@ impl CallMedia {
             return;
         };
         info!(%handle, unit = %unit, number = %permit.number(), "dialling the unit");
+        let mut leg = prepared.dialled(leg, Some(now + UNIT_RING));
+        leg.peer_ip = Some(permit.trunk_ip());
         self.unit = Some(Box::new(UnitLeg {
             unit,
-            leg: prepared.dialled(leg, Some(now + UNIT_RING)),
+            leg,
             to_unit: None,
             to_caller: None,
         }));
