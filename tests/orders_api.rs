@@ -2472,6 +2472,48 @@ async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
         arrival,
         "{order}"
     );
+    // W-7: a call that overflowed to a Jinan agent from Qingdao is registered under
+    // Qingdao, the caller's city as the call resolved it, when the form names none.
+    // Without having answered that call, a Jinan agent may not register for Qingdao.
+    let mut overflowed =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-3", "053288001234", "12348", arrival);
+    overflowed.city(&hotline::ivr::city::CityResolution {
+        city: hotline::domain::CityId::new("qingdao"),
+        how: hotline::ivr::city::ResolvedBy::AreaCode,
+    });
+    let record = overflowed.finish(arrival);
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
+    let mut body = order_body("consultation", "unknown", None);
+    body["call_id"] = json!("call-receipt-3");
+    body.as_object_mut().expect("object").remove("city");
+    let refused = h.post(&agent, "/api/orders", body).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    // Agent 1001 (the `agent` user's phone) answered this one.
+    let mut overflowed =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-4", "053288001234", "12348", arrival);
+    overflowed
+        .city(&hotline::ivr::city::CityResolution {
+            city: hotline::domain::CityId::new("qingdao"),
+            how: hotline::ivr::city::ResolvedBy::AreaCode,
+        })
+        .agent_answered(arrival, "1001");
+    let record = overflowed.finish(arrival);
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
+    let mut body = order_body("consultation", "unknown", None);
+    body["call_id"] = json!("call-receipt-4");
+    body.as_object_mut().expect("object").remove("city");
+    let order = h.create(&agent, body).await;
+    assert_eq!(order["fields"]["city"], "qingdao", "{order}");
+    // It waits for Qingdao's dispatchers, the registration in the agent's name.
+    assert_eq!(order["state"], "pending_dispatch", "{order}");
     // Another channel: the submission time is required, and kept.
     let mut web = order_body("consultation", "unknown", None);
     web["channel"] = json!("web");

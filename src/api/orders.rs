@@ -664,6 +664,11 @@ struct CreateOrder {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     received_at: Option<DateTime<FixedOffset>>,
+    /// Set by the server from the call record, never by the client: the caller's city
+    /// when this agent answered the call there (an overflowed call, W-7); the agent
+    /// registers the order for that city.
+    #[serde(skip)]
+    answered_for: Option<UnitId>,
 }
 
 fn valid_phone(phone: &str) -> bool {
@@ -772,6 +777,20 @@ async fn create_order(
                 request.received_at = Some(record.arrival);
                 if request.contact_phone.trim().is_empty() && valid_phone(&record.caller) {
                     request.contact_phone = record.caller;
+                }
+                // W-7: a call overflowed from another city (or taken by the province)
+                // is registered under the caller's city, the one the call resolved,
+                // by the agent who answered it, acting for that city.
+                let call_city = record
+                    .city
+                    .map(|city| UnitId::new(city.0))
+                    .filter(|unit| state.orders.units.get(unit).is_some());
+                if request.city.is_none() {
+                    request.city = call_city.clone();
+                }
+                let own_agent = user.agent.as_deref().unwrap_or(&user.id);
+                if record.agent.as_deref() == Some(own_agent) && request.city == call_city {
+                    request.answered_for = call_city;
                 }
             }
             Ok(None) => {}
@@ -962,7 +981,14 @@ fn plan_create(
         recordings: request.recordings,
         received_at: request.received_at.unwrap_or(at),
     };
-    let actor = user.actor();
+    let actor = match request.answered_for {
+        // The agent who answered an overflowed call registers it for the caller's city.
+        Some(unit) if user.has(Role::Agent) => Actor {
+            unit,
+            ..user.actor()
+        },
+        _ => user.actor(),
+    };
     let calendar = ctx.calendar.current();
     let context = ctx.ctx(&calendar);
     let (created, mut events) = apply(
