@@ -60,6 +60,29 @@ pub struct Config {
     /// What `/metrics` counts against a target.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The hot-topic analysis' word lists.
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
+}
+
+/// `[analysis]`: the word lists of the hot-topic analysis (H-11), read at its first
+/// request (relative paths are relative to the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Legal terms, as a jieba user dictionary (`word [freq] [tag]` per line).
+    pub dictionary: PathBuf,
+    /// Words never taken as topics, one per line.
+    pub stop_words: PathBuf,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            dictionary: PathBuf::from("analysis/legal-terms.txt"),
+            stop_words: PathBuf::from("analysis/stopwords.txt"),
+        }
+    }
 }
 
 /// `[log]`: how log lines are stamped.
@@ -706,6 +729,8 @@ impl Config {
         resolve(&mut self.server.recordings_dir);
         resolve(&mut self.server.calendar);
         resolve(&mut self.media.prompts_dir);
+        resolve(&mut self.analysis.dictionary);
+        resolve(&mut self.analysis.stop_words);
         if let Some(prefixes) = &mut self.calls.mobile_prefixes {
             resolve(prefixes);
         }

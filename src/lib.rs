@@ -1,6 +1,7 @@
 //! The 12348 hotline server: SIP/RTP B2BUA, IVR, ACD queues and work orders (工单) for
 //! Shandong's public legal-service hotline. See README.md and ../shared/DESIGN.md.
 
+pub mod analysis;
 pub mod api;
 pub mod calendar;
 pub mod call;

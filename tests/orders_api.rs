@@ -4213,3 +4213,97 @@ async fn sqlite_order_callback_call_is_for_who_answers_the_caller() {
 async fn postgres_order_callback_call_is_for_who_answers_the_caller() {
     order_callback_call_is_for_who_answers_the_caller(&postgres().await).await;
 }
+
+/// H-11: hot, difficult and focal issues from the orders' descriptions. Eight quiet
+/// weeks of one divorce question each, then a week of unpaid wages in three cities:
+/// the province's administrator sees 拖欠工资 hot and focal, the divorces steady; a
+/// Jinan supervisor sees only Jinan's orders; agents are refused.
+async fn hot_topics_come_from_the_orders_descriptions(h: &Harness) {
+    let desk = h.login("province-dispatcher").await;
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let web = |city: &str, text: &str, at: chrono::DateTime<chrono::FixedOffset>| {
+        let mut body = order_body("consultation", "unknown", Some(&at.to_rfc3339()));
+        body["channel"] = json!("web");
+        body["city"] = json!(city);
+        body["description"] = json!(text);
+        body
+    };
+    for weeks in 1..=8 {
+        let at = now - chrono::TimeDelta::weeks(weeks);
+        h.create(&desk, web("jinan", "想咨询离婚以后孩子的抚养权归谁", at))
+            .await;
+    }
+    let just_now = now - chrono::TimeDelta::seconds(10);
+    h.create(
+        &desk,
+        web("jinan", "想咨询离婚以后孩子的抚养权归谁", just_now),
+    )
+    .await;
+    for city in ["jinan", "qingdao", "yantai", "jinan"] {
+        h.create(
+            &desk,
+            web(city, "工地老板拖欠工资半年，工友们都拿不到钱", just_now),
+        )
+        .await;
+    }
+    let admin = h.login("admin").await;
+    let reply = h.get(&admin, "/api/analysis/topics?period=week").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let topics = reply.body["topics"].as_array().expect("topics").clone();
+    let topic = |name: &str| {
+        topics
+            .iter()
+            .find(|t| t["topic"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {}", reply.text))
+            .clone()
+    };
+    let wages = topic("拖欠工资");
+    assert_eq!(wages["current"], 4, "{wages}");
+    assert_eq!(wages["hot"], true, "{wages}");
+    assert_eq!(wages["focal"], true, "three cities: {wages}");
+    assert_eq!(topics[0]["topic"], "拖欠工资", "{}", reply.text);
+    let divorce = topic("离婚");
+    assert_eq!(
+        divorce["counts"],
+        json!([1, 1, 1, 1, 1, 1, 1, 1, 1]),
+        "{divorce}"
+    );
+    assert_eq!(divorce["hot"], false, "{divorce}");
+    assert_eq!(reply.body["periods"].as_array().map(Vec::len), Some(9));
+    assert!(
+        reply.body["rules"]
+            .as_str()
+            .is_some_and(|r| r.contains("z ="))
+    );
+    // A Jinan supervisor: only Jinan's wages.
+    let supervisor = h.login("supervisor").await;
+    let reply = h.get(&supervisor, "/api/analysis/topics").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let jinan_wages = reply.body["topics"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["topic"] == "拖欠工资").cloned())
+        .unwrap_or_else(|| panic!("{}", reply.text));
+    assert_eq!(jinan_wages["current"], 2, "{jinan_wages}");
+    assert_eq!(jinan_wages["cities"], json!(["jinan"]), "{jinan_wages}");
+    // Months work too; bad queries and other roles are refused with a reason.
+    let months = h
+        .get(&admin, "/api/analysis/topics?period=month&city=qingdao")
+        .await;
+    assert_eq!(months.status, StatusCode::OK, "{}", months.text);
+    assert_eq!(months.body["orders"], 1, "{}", months.text);
+    let bad = h.get(&admin, "/api/analysis/topics?period=day").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    let agent = h.login("agent").await;
+    let refused = h.get(&agent, "/api/analysis/topics").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+}
+
+#[tokio::test]
+async fn sqlite_hot_topics_come_from_the_orders_descriptions() {
+    hot_topics_come_from_the_orders_descriptions(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_hot_topics_come_from_the_orders_descriptions() {
+    hot_topics_come_from_the_orders_descriptions(&postgres().await).await;
+}

@@ -1,5 +1,6 @@
 //! HTTP API (axum): health, metrics; the consoles' API grows here.
 
+pub mod analysis;
 pub mod auth;
 pub mod error;
 pub mod openapi;
@@ -52,6 +53,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(recordings::routes())
         .merge(drafts::routes())
         .merge(stats::routes())
+        .merge(analysis::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

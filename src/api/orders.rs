@@ -1233,6 +1233,7 @@ pub fn decode_list_query(
         sort,
         offset: (page - 1).saturating_mul(per_page),
         limit: per_page,
+        ..OrderFilter::default()
     };
     Ok((filter, page))
 }

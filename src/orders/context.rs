@@ -35,6 +35,41 @@ pub struct OrdersContext {
     /// The server's one wall clock (shifted by `HOTLINE_FAKE_NOW` like the calls'):
     /// receipt times, deadlines and audit stamps of the API read it.
     pub clock: crate::clock::WallClock,
+    /// The hot-topic analysis' word lists, loaded at its first request.
+    pub analysis: AnalysisWords,
+}
+
+/// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
+/// not kept: fixing the file is enough, no restart).
+#[derive(Debug, Default)]
+pub struct AnalysisWords {
+    pub dictionary: std::path::PathBuf,
+    pub stop_words: std::path::PathBuf,
+    loaded: std::sync::Mutex<Option<Arc<crate::analysis::Segmenter>>>,
+}
+
+impl AnalysisWords {
+    /// The segmenter, loading the word lists the first time.
+    ///
+    /// # Errors
+    /// A list that cannot be read or parsed.
+    pub fn segmenter(
+        &self,
+    ) -> Result<Arc<crate::analysis::Segmenter>, crate::analysis::AnalysisError> {
+        let mut loaded = self
+            .loaded
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(segmenter) = loaded.as_ref() {
+            return Ok(segmenter.clone());
+        }
+        let segmenter = Arc::new(crate::analysis::Segmenter::from_files(
+            &self.dictionary,
+            &self.stop_words,
+        )?);
+        *loaded = Some(segmenter.clone());
+        Ok(segmenter)
+    }
 }
 
 impl OrdersContext {
@@ -52,6 +87,11 @@ impl OrdersContext {
             leaders: super::leaders::directory(config),
             scheduler_wake: Arc::default(),
             clock: crate::clock::WallClock::default(),
+            analysis: AnalysisWords {
+                dictionary: config.analysis.dictionary.clone(),
+                stop_words: config.analysis.stop_words.clone(),
+                ..AnalysisWords::default()
+            },
         }
     }
 
