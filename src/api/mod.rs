@@ -20,6 +20,7 @@ pub mod drafts;
 pub mod queues;
 pub mod recordings;
 pub mod stats;
+pub mod views;
 
 use crate::server::metrics::Metrics;
 use crate::store::Store;

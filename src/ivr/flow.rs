@@ -32,7 +32,7 @@ use super::prompt::{NUMBER_PROMPT_IDS, PromptId, PromptRef};
 use crate::calendar::{Calendar, Deadline};
 
 /// What the caller calls about (咨询 / 投诉 / 建议, H-8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallCategory {
     /// 咨询.
@@ -44,8 +44,11 @@ pub enum CallCategory {
 }
 
 /// How urgent the matter is (urgent: transfer within 1 hour, H-8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
+#[schema(as = CallUrgency)]
 pub enum Urgency {
     /// Ordinary.
     #[default]
@@ -1188,7 +1191,7 @@ enum RetryCause {
 }
 
 /// The caller's answer to the satisfaction survey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SurveyResult {
     /// 满意.
