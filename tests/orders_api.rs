@@ -876,9 +876,9 @@ async fn ledger_detects_a_row_edited_directly_in_sqlite() {
     let csv = h.get(&admin, "/api/ledger/jinan-legal-aid.csv").await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.text.contains("不属于本单位"), "{}", csv.text);
-    // The ledger names who acted, beside the login id kept for the audit.
+    // The ledger names who acted (issue 15: names and Chinese labels, no login ids).
     assert!(
-        csv.text.starts_with("order_id,seq,at,actor,actor_name,"),
+        csv.text.starts_with("工单编号,序号,时间,操作人,角色,单位,"),
         "{}",
         csv.text
     );
@@ -4304,4 +4304,123 @@ async fn sqlite_answers_match_the_generated_schemas() {
 #[tokio::test]
 async fn postgres_answers_match_the_generated_schemas() {
     answers_match_the_generated_schemas(&postgres().await).await;
+}
+
+/// Issue 15, "words a Shandong bureau uses": the per-unit ledger export of an order
+/// that went through dispatch, reply and a callback (basically satisfied, closed on
+/// judgement) names people and units and reads in Chinese labels: no cell but the order
+/// id and the hash columns holds a Latin letter, so no enum value (`basically_satisfied`,
+/// `dispatched`) and no login id (`handler`) can appear.
+async fn ledger_export_reads_in_names_and_chinese_labels(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let supervisor = h.login("supervisor").await;
+    let created = h
+        .create(&agent, order_body("consultation", "unknown", None))
+        .await;
+    assert_eq!(created["state"], "pending_dispatch", "{created}");
+    let id = id_of(&created);
+    h.command(
+        &dispatcher,
+        &id,
+        "dispatch",
+        json!({"units": ["jinan-legal-aid"], "area": "legal_aid"}),
+    )
+    .await;
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(
+        &handler,
+        &id,
+        "reply",
+        json!({"text": "已告知申请法律援助的条件"}),
+    )
+    .await;
+    let closed = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "closed_on_judgement", "satisfaction": "basically_satisfied",
+                               "ground": "law_or_policy"}, "note": "对服务满意，对结果基本满意"}),
+        )
+        .await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    let csv = h.get(&supervisor, "/api/ledger/jinan-legal-aid.csv").await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    let mut lines = csv.text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("工单编号,序号,时间,操作人,角色,单位,原状态,新状态,事件,详情,说明,前一哈希,哈希")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|line| {
+            line.trim_matches('"')
+                .split("\",\"")
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 7, "{}", csv.text);
+    for row in &rows {
+        assert_eq!(row.len(), 13, "{row:?}");
+        assert_eq!(row[0], id);
+        for cell in &row[1..11] {
+            assert!(
+                !cell.chars().any(|c| c.is_ascii_alphabetic()),
+                "an enum value or login id in {cell:?} of {row:?}"
+            );
+        }
+    }
+    for words in [
+        "值班员 张明",
+        "转办员 李华",
+        "承办人 王芳",
+        "回访员 吴静",
+        "值班坐席",
+        "转办人员",
+        "承办人员",
+        "济南市法律援助中心",
+        "待派单",
+        "已派单",
+        "已签收",
+        "办理中",
+        "已办结",
+        "登记",
+        "派单",
+        "→ 济南市法律援助中心",
+        "济南市法律援助中心（主办）",
+        "首次回访 · 基本满意 · 回访人 回访员 吴静",
+        "依法办结：对服务满意，对结果基本满意",
+        "已告知申请法律援助的条件",
+        hotline::ticket::transition::CONSULTATION_ANSWERED_NOTE,
+    ] {
+        assert!(csv.text.contains(words), "{words} missing: {}", csv.text);
+    }
+    for raw in [
+        "basically_satisfied",
+        "dispatched",
+        "law_or_policy",
+        "handler",
+        "callback",
+    ] {
+        let cells: Vec<&String> = rows.iter().flat_map(|r| &r[1..11]).collect();
+        assert!(
+            cells.iter().all(|c| !c.contains(raw)),
+            "{raw} in {}",
+            csv.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_ledger_export_reads_in_names_and_chinese_labels() {
+    ledger_export_reads_in_names_and_chinese_labels(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_ledger_export_reads_in_names_and_chinese_labels() {
+    ledger_export_reads_in_names_and_chinese_labels(&postgres().await).await;
 }

@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod error;
+pub mod labels;
 pub mod openapi;
 pub mod orders;
 pub mod web;

@@ -30,6 +30,8 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{Auth, CurrentUser, LoginError, SESSION_COOKIE, User, UserView};
 use super::error::{ApiError, ErrorBody};
+mod ledger_words;
+
 use super::views::{
     DeadlinesView, DissatisfactionReportView, EventView, Level, OrderFieldsView, OrderPage,
     OrderView, QueuedOrderView, RankingRow, Rankings, ReminderShown, SignIn, UnitSignIn,
@@ -1985,7 +1987,7 @@ fn csv_response(filename: &str, body: String) -> Response {
 }
 
 #[utoipa::path(get, path = "/api/ledger/{file}", tag = "ledger",
-    summary = "Per-unit ledger export (CSV; supervisors, province admins)",
+    summary = "Per-unit ledger export (CSV; supervisors, province admins) in a bureau's words: people and units by name, states, roles, events and satisfaction by their Chinese labels, never enum values or login ids; the hash columns keep the chain checkable",
     params(("file" = String, Path, description = "the unit id followed by .csv, e.g. jinan.csv")),
     responses((status = 200, description = "the ledger", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn ledger_csv(
@@ -2003,32 +2005,11 @@ async fn ledger_csv(
         return Err(ApiError::forbidden("that unit is outside your subtree"));
     }
     let rows = state.store.unit_ledger(unit.as_str()).await?;
-    let mut out = String::from(
-        "order_id,seq,at,actor,actor_name,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
-    );
+    let mut out = String::from(ledger_words::HEADER);
     for r in &rows {
-        let event = serde_json::from_str::<Value>(&r.kind)
-            .ok()
-            .and_then(|k| k.get("type").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        let actor_name = person_name(&state.orders.auth, &r.actor).unwrap_or_default();
-        let cells = [
-            r.order_id.as_str(),
-            &r.seq.to_string(),
-            &r.at,
-            &r.actor,
-            &actor_name,
-            &r.role,
-            &r.unit,
-            &r.state_before,
-            &r.state_after,
-            &event,
-            &r.reason,
-            &r.prev_hash,
-            &r.hash,
-        ];
-        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&line.join(","));
+        let line = ledger_words::ledger_line(&state.orders, r);
+        let cells: Vec<String> = line.cells().iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
         out.push('\n');
     }
     Ok(csv_response(&format!("ledger-{unit}.csv"), out))
