@@ -4,7 +4,9 @@
 pub mod api;
 pub mod calendar;
 pub mod call;
+pub mod clock;
 pub mod config;
+pub mod domain;
 pub mod fuzz;
 pub mod http_client;
 pub mod ivr;
@@ -13,6 +15,7 @@ pub mod media;
 pub mod order_cli;
 pub mod queue;
 pub mod server;
+pub mod shutdown;
 pub mod sip;
 pub mod store;
 pub mod ticket;

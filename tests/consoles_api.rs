@@ -20,13 +20,13 @@ use hotline::api::queues::AcdApi;
 use hotline::api::recordings::RecordingsDir;
 use hotline::api::{AppState, router};
 use hotline::calendar::Calendar;
+use hotline::clock::WallClock;
 use hotline::config::{Config, Role as ConfigRole, UserConfig};
 use hotline::ivr::cdr::CdrBuilder;
 use hotline::ivr::city::CityId;
 use hotline::ivr::flow::{CallCategory, Urgency};
 use hotline::queue::{AgentId, QueueInput};
 use hotline::server::acd::{AcdCommand, AcdShell};
-use hotline::server::calls::WallClock;
 use hotline::store::Store;
 use hotline::ticket::model::CallId;
 

@@ -3498,7 +3498,7 @@ async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
     h.state.orders = Arc::new(orders);
     h.app = router(h.state.clone());
     let journals = tempfile::tempdir().expect("tempdir");
-    let shutdown = hotline::server::sip::Shutdown::default();
+    let shutdown = hotline::shutdown::Shutdown::default();
     let notifier = LeaderNotifier::start(
         h.state.orders.leaders.clone(),
         journals.path(),

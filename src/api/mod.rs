@@ -187,9 +187,7 @@ async fn healthz(
     // (they go away once the file is reloaded with them).
     let mut warnings: Vec<String> = state.warnings.iter().cloned().collect();
     if let Some(path) = state.orders.calendar.path() {
-        let today = chrono::Utc::now()
-            .with_timezone(&crate::calendar::shanghai())
-            .date_naive();
+        let today = state.orders.clock.now().date_naive();
         warnings.extend(crate::server::calendar_warnings(
             &state.orders.calendar.current(),
             path,
@@ -270,7 +268,7 @@ async fn wallboard(
     if let Ok(Ok(n)) = pending.await {
         w.voice_messages_pending = Some(n);
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = state.orders.clock.now().timestamp_millis();
     let filter = crate::store::stats::StatsFilter {
         scope: None,
         received: None,

@@ -74,6 +74,9 @@ pub struct OrdersContext {
     /// Wakes the reminder scheduler before its interval when a commit left it work due
     /// now (an urgent order received: its leaders are told at once).
     pub scheduler_wake: Arc<tokio::sync::Notify>,
+    /// The server's one wall clock (shifted by `HOTLINE_FAKE_NOW` like the calls'):
+    /// receipt times, deadlines and audit stamps of the API read it.
+    pub clock: crate::clock::WallClock,
 }
 
 impl OrdersContext {
@@ -94,6 +97,7 @@ impl OrdersContext {
             ranking_weights: config.ranking.weights,
             leaders: crate::server::leaders::directory(config),
             scheduler_wake: Arc::default(),
+            clock: crate::clock::WallClock::default(),
         }
     }
 
@@ -256,12 +260,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi))
 }
 
-/// Orders taken through the API keep the wall clock (`--now` shifts calls, their
-/// orders and the reminder scheduler, not the consoles).
-fn now() -> DateTime<FixedOffset> {
-    chrono::Utc::now().with_timezone(&shanghai())
-}
-
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON
 /// object: serde would otherwise also read a struct from an array, by position.
 fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
@@ -371,7 +369,13 @@ async fn login(
         Ok((session, csrf, user)) => {
             let _ = state
                 .store
-                .audit(now().timestamp_millis(), &user.id, "login", &user.id, "")
+                .audit(
+                    state.orders.clock.now().timestamp_millis(),
+                    &user.id,
+                    "login",
+                    &user.id,
+                    "",
+                )
                 .await;
             let secure = if ctx.auth.secure_cookie(&parts) {
                 "; Secure"
@@ -397,7 +401,7 @@ async fn login(
             let _ = state
                 .store
                 .audit(
-                    now().timestamp_millis(),
+                    state.orders.clock.now().timestamp_millis(),
                     &body_user,
                     "login.failed",
                     &body_user,
@@ -632,7 +636,7 @@ pub(super) async fn audited_contact_view(
     match state
         .store
         .audit(
-            now().timestamp_millis(),
+            state.orders.clock.now().timestamp_millis(),
             &user.id,
             action,
             &subject,
@@ -874,7 +878,13 @@ async fn replay_idempotent(
     Ok(Some(
         (
             StatusCode::CREATED,
-            Json(order_view(&order, user, now(), &state.orders, view)),
+            Json(order_view(
+                &order,
+                user,
+                state.orders.clock.now(),
+                &state.orders,
+                view,
+            )),
         )
             .into_response(),
     ))
@@ -951,7 +961,7 @@ async fn create_order(
             Err(e) => return Err(ApiError::database_unavailable(&e)),
         }
     }
-    let at = now();
+    let at = state.orders.clock.now();
     let (mut order, events) = plan_create(request, &user, &state.orders, at, new_order_id(at))?;
     let ctx = &state.orders;
     if let Some(outbox) = outbox.clone().filter(|o| o.depth() > 0) {
@@ -1048,7 +1058,7 @@ fn queued_again(
         )
         .with_field("Idempotency-Key"));
     }
-    Ok(queued_response(&queued.order, user, now(), ctx))
+    Ok(queued_response(&queued.order, user, ctx.clock.now(), ctx))
 }
 
 fn queued_response(
@@ -1390,7 +1400,7 @@ async fn list_orders(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<OrderPage>, ApiError> {
     let ctx = &state.orders;
-    let at = now();
+    let at = state.orders.clock.now();
     let (filter, page) = decode_list_query(raw.as_deref(), &user, ctx, at)?;
     let per_page = filter.limit;
     let (orders, total) = state.store.list_orders(&filter).await?;
@@ -1415,7 +1425,7 @@ async fn special_flags(
     CurrentUser(user): CurrentUser,
 ) -> Result<Json<Vec<OrderView>>, ApiError> {
     let ctx = &state.orders;
-    let at = now();
+    let at = state.orders.clock.now();
     let filter = OrderFilter {
         special_flag: Some(true),
         scope: ctx.scope_of(&user.unit),
@@ -1447,7 +1457,13 @@ async fn get_order(
 ) -> Result<Json<OrderView>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
-    Ok(Json(order_view(&order, &user, now(), &state.orders, view)))
+    Ok(Json(order_view(
+        &order,
+        &user,
+        state.orders.clock.now(),
+        &state.orders,
+        view,
+    )))
 }
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
@@ -1636,7 +1652,7 @@ async fn order_command(
     let (object, expected) = command_object(&body, &headers)?;
     let order = visible_order(&state, &user, &id).await?;
     let ctx = &state.orders;
-    let at = now();
+    let at = state.orders.clock.now();
     let (next, events) = plan_command(&order, &name, object, expected, &user, ctx, at)?;
     state
         .store
@@ -1688,7 +1704,7 @@ async fn reveal_contact(
         parse_body(&body)?
     };
     let order = visible_order(&state, &user, &id).await?;
-    let at = now();
+    let at = state.orders.clock.now();
     let command = Command::RevealContact {
         reason: request.reason,
     };
@@ -2169,7 +2185,7 @@ async fn rankings(
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: RankingQuery = parse_query(raw.as_deref())?;
-    let at = now();
+    let at = state.orders.clock.now();
     let period_text = q
         .period
         .filter(|p| !p.is_empty())

@@ -362,7 +362,7 @@ async fn serve_wav(
             len.saturating_sub(1)
         ),
     };
-    let at = chrono::Utc::now().timestamp_millis();
+    let at = state.orders.clock.now().timestamp_millis();
     if let Err(e) = state
         .store
         .audit(at, &user.id, action, subject, &detail)

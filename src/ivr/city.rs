@@ -11,32 +11,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// A city's id as written in the `[[cities]]` config (`jinan`, `qingdao`, …).
-#[derive(
-    Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(transparent)]
-pub struct CityId(pub String);
-
-impl CityId {
-    /// A city id from text.
-    #[must_use]
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-
-    /// The id as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for CityId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::domain::CityId;
 
 /// One `[[cities]]` entry (same fields as the server config).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -19,8 +19,8 @@ use super::types::{
     VoiceMessageReason,
 };
 use crate::calendar::{Calendar, shanghai};
+use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
-use crate::ivr::flow::{CallCategory, Urgency};
 use crate::ticket::model::{BusinessArea, CallId};
 
 /// How soon a time-based overflow is tried again when no target had agents.

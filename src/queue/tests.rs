@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDate, TimeDelta};
 
 use super::*;
 use crate::calendar::Calendar;
+use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
-use crate::ivr::flow::{CallCategory, Urgency};
 use crate::ivr::hours::{ClockTime, Days};
 use crate::ticket::model::{BusinessArea, CallId};
 use crate::ticket::units::UnitId;

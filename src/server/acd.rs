@@ -51,12 +51,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::clock::WallClock;
 use crate::ivr::city::CityId;
 use crate::queue::{
     Acd, AgentId, AgentState, QueueAction, QueueError, QueueInput, QueueLogEntry, QueueSnapshot,
     QueuesConfig, Time, TransitionReason,
 };
-use crate::server::calls::WallClock;
 use crate::server::sip::SipShell;
 use crate::store::Store;
 use crate::ticket::model::CallId;
@@ -278,7 +278,7 @@ impl AcdShell {
     }
 
     /// Start the timer/reconcile task once the SIP shell exists.
-    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::server::sip::Shutdown) {
+    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::shutdown::Shutdown) {
         if let Ok(mut s) = self.sip.lock() {
             *s = Arc::downgrade(sip);
         }
@@ -646,7 +646,7 @@ impl AcdShell {
         let _ = self.input(QueueInput::LiveLegs(legs));
     }
 
-    async fn timer_loop(self: Arc<Self>, shutdown: crate::server::sip::Shutdown) {
+    async fn timer_loop(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut next_reconcile = Instant::now();
         loop {
             let now_wall = self.clock.now();
@@ -921,8 +921,8 @@ impl AcdShell {
         from: &AgentId,
         to: &AgentId,
         caller: &str,
-        category: crate::ivr::flow::CallCategory,
-        urgency: crate::ivr::flow::Urgency,
+        category: crate::domain::CallCategory,
+        urgency: crate::domain::Urgency,
     ) {
         let city = self.city_of_call(call);
         self.emit(ConsoleEvent::Queue {
@@ -946,8 +946,8 @@ impl AcdShell {
         call: &CallId,
         agent: &AgentId,
         caller: &str,
-        category: crate::ivr::flow::CallCategory,
-        urgency: crate::ivr::flow::Urgency,
+        category: crate::domain::CallCategory,
+        urgency: crate::domain::Urgency,
     ) {
         let city = self.city_of_call(call);
         let name = |v: serde_json::Result<serde_json::Value>| match v {
@@ -1080,8 +1080,8 @@ mod tests {
                 QueueInput::CallArrived {
                     call: CallId(id.into()),
                     city: CityId::new("jinan"),
-                    category: crate::ivr::flow::CallCategory::Consultation,
-                    urgency: crate::ivr::flow::Urgency::default(),
+                    category: crate::domain::CallCategory::Consultation,
+                    urgency: crate::domain::Urgency::default(),
                     area: None,
                     caller: "13800001111".into(),
                 },
@@ -1141,8 +1141,8 @@ mod tests {
             QueueInput::CallArrived {
                 call: call.clone(),
                 city: CityId::new("jinan"),
-                category: crate::ivr::flow::CallCategory::Consultation,
-                urgency: crate::ivr::flow::Urgency::default(),
+                category: crate::domain::CallCategory::Consultation,
+                urgency: crate::domain::Urgency::default(),
                 area: None,
                 caller: "13800001111".into(),
             },

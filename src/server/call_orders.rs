@@ -28,8 +28,8 @@ use crate::api::orders::OrdersContext;
 use crate::store::Store;
 use crate::store::orders::{AppendError, IdempotencyRecord, OrderFilter};
 use crate::ticket::{
-    Actor, CallAttemptResult, CallId, CallLog, Category, Channel, Command, Contact, Context, Order,
-    OrderFields, OrderId, UnitId, Urgency, apply,
+    Actor, CallAttemptResult, CallId, CallLog, Channel, Command, Contact, Context, Order,
+    OrderFields, OrderId, UnitId, apply,
 };
 
 /// The user id idempotency keys of these orders are recorded under.
@@ -49,9 +49,9 @@ pub struct CallOrderSeed {
     /// The city (queue) of the call.
     pub city: Option<String>,
     /// From the IVR.
-    pub category: crate::ivr::flow::CallCategory,
+    pub category: crate::domain::CallCategory,
     /// From the IVR.
-    pub urgency: crate::ivr::flow::Urgency,
+    pub urgency: crate::domain::Urgency,
     /// When the call came in.
     pub received_at: DateTime<FixedOffset>,
 }
@@ -314,10 +314,6 @@ struct Writer<'a> {
     province_center: &'a UnitId,
 }
 
-fn parse_snake<T: serde::de::DeserializeOwned>(value: &impl serde::Serialize) -> Option<T> {
-    serde_json::from_value(serde_json::to_value(value).ok()?).ok()
-}
-
 impl Writer<'_> {
     fn ctx<'a>(&'a self, calendar: &'a crate::calendar::Calendar) -> Context<'a> {
         Context {
@@ -410,8 +406,8 @@ impl Writer<'_> {
                 name: String::new(),
                 phone: seed.caller.clone(),
             },
-            category: parse_snake::<Category>(&seed.category).unwrap_or(Category::Consultation),
-            urgency: parse_snake::<Urgency>(&seed.urgency).unwrap_or(Urgency::Normal),
+            category: seed.category.into(),
+            urgency: seed.urgency,
             description: description.to_owned(),
             remarks: format!("call {}", seed.call.0),
             channel: Channel::Phone,

@@ -18,7 +18,7 @@ use crate::server::journal::{
     DurableQueue, OutboxError, Queued, Replayed, SharedQueue, replay_loop,
 };
 use crate::server::metrics::{Metrics, OutboxKind};
-use crate::server::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::calls::VoiceMessage;
 

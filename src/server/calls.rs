@@ -64,25 +64,7 @@ const FRAME_BYTES: usize = 160;
 /// Receive buffer: larger than any RTP datagram we accept.
 const DATAGRAM: usize = 2048;
 
-/// Wall clock with an optional offset (`--now` / `HOTLINE_FAKE_NOW`) for decisions only
-/// (hours, dates of recordings, CDR times); timers always run on the monotonic clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WallClock {
-    offset: chrono::Duration,
-}
-
-impl WallClock {
-    /// A clock that reads `fake_now` at the moment of the call.
-    pub fn starting_at(fake_now: chrono::DateTime<chrono::FixedOffset>) -> WallClock {
-        WallClock {
-            offset: fake_now.with_timezone(&chrono::Utc) - chrono::Utc::now(),
-        }
-    }
-
-    pub fn now(&self) -> chrono::DateTime<chrono::FixedOffset> {
-        (chrono::Utc::now() + self.offset).with_timezone(&crate::calendar::shanghai())
-    }
-}
+pub use crate::clock::WallClock;
 
 /// Shared settings and resources of the media plane.
 #[derive(Debug)]

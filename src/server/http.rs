@@ -23,8 +23,8 @@ use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
 use super::metrics::{HttpRefusal, Metrics};
-use super::sip::Shutdown;
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 
 /// Open files kept besides RTP and HTTP: the database pool and its journals,
 /// recordings being written, prompts, logs, the SIP sockets.

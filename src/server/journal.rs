@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::server::metrics::{Metrics, OutboxKind};
-use crate::server::sip::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Why a journal could not take or give back an entry.
 #[derive(Debug, thiserror::Error)]

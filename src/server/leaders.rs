@@ -25,9 +25,9 @@ use tracing::{info, warn};
 use super::journal::{DurableQueue, OutboxError, Queued};
 use super::metrics::Metrics;
 use super::notify::{Notice, NoticeKind, Notifier};
-use super::sip::Shutdown;
 use crate::config::{Config, LeaderConfig};
 use crate::http_client::{self, HttpUrl, Request};
+use crate::shutdown::Shutdown;
 
 /// The leaders of each city, by city id.
 pub type LeaderDirectory = BTreeMap<String, Vec<LeaderConfig>>;

@@ -26,10 +26,11 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::sip::endpoint::Endpoint;
 use crate::store::{Store, StoreError};
 use metrics::Metrics;
-use sip::{Shutdown, SipShell, SipSockets, wall_ms};
+use sip::{SipShell, SipSockets, wall_ms};
 
 /// Everything `hotline serve` needs, after command-line overrides.
 #[derive(Debug)]
@@ -101,9 +102,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
                 .map_err(|_| ServeError::FakeNow(text.clone()))?;
             warn!(now = %crate::logfmt::deadline(&fake), "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
-            calls::WallClock::starting_at(fake)
+            crate::clock::WallClock::starting_at(fake)
         }
-        Err(_) => calls::WallClock::default(),
+        Err(_) => crate::clock::WallClock::default(),
     };
     let store = Store::connect(&options.database_url).await?;
     store.migrate().await?;
@@ -238,6 +239,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
     orders.calendar = shared_calendar;
     orders.notifier = Some(notifier.clone());
+    orders.clock = clock;
     let orders = Arc::new(orders);
     // Before anything appends orders: the read scope follows the configured units.
     store.install_unit_tree(&orders.units).await?;
@@ -453,7 +455,11 @@ fn read_heartbeat(
     Some((state, chrono::DateTime::parse_from_rfc3339(at).ok()?))
 }
 
-async fn heartbeat_loop(path: std::path::PathBuf, clock: calls::WallClock, shutdown: Shutdown) {
+async fn heartbeat_loop(
+    path: std::path::PathBuf,
+    clock: crate::clock::WallClock,
+    shutdown: Shutdown,
+) {
     loop {
         let at = clock.now();
         let beat = path.clone();
@@ -473,7 +479,7 @@ async fn heartbeat_loop(path: std::path::PathBuf, clock: calls::WallClock, shutd
 async fn close_calls_left_open(
     store: &Store,
     heartbeat: &std::path::Path,
-    clock: calls::WallClock,
+    clock: crate::clock::WallClock,
     metrics: &Metrics,
 ) {
     let (reason, last_known) = match read_heartbeat(heartbeat) {

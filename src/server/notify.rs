@@ -19,9 +19,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
 use super::metrics::{Metrics, NoticeDrop};
-use super::sip::Shutdown;
 use crate::config::NotifyConfig;
 use crate::http_client::{self, HttpUrl, Request};
+use crate::shutdown::Shutdown;
 use crate::ticket::{
     Category, DeadlineKind, Event, EventKind, LeaderAlert, Order, ReminderLevel, Role, Urgency,
 };

@@ -22,7 +22,7 @@ use tracing::{info, warn};
 pub use crate::server::journal::OutboxError;
 use crate::server::journal::{DurableQueue, Queued, Replayed, SharedQueue, replay_loop};
 use crate::server::metrics::{Metrics, OutboxKind};
-use crate::server::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::orders::{AppendError, IdempotencyRecord};
 use crate::ticket::{Event, Order};

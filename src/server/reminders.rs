@@ -11,11 +11,11 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
 use super::notify::notices;
-use super::sip::Shutdown;
 use crate::api::orders::OrdersContext;
 use crate::calendar::Reload;
+use crate::clock::WallClock;
+use crate::shutdown::Shutdown;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
 use crate::ticket::{

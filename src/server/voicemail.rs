@@ -33,9 +33,9 @@ use chrono::{DateTime, FixedOffset};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
-use super::sip::Shutdown;
 use crate::api::orders::OrdersContext;
+use crate::clock::WallClock;
+use crate::shutdown::Shutdown;
 use crate::store::calls::VoiceMessage;
 use crate::store::orders::{AppendError, IdempotencyRecord};
 use crate::store::{Store, StoreError};

@@ -349,8 +349,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{CallCategory, Urgency};
     use crate::ivr::cdr::{CallPath, CdrBuilder};
-    use crate::ivr::flow::{CallCategory, Urgency};
 
     fn record(call_id: &str, at: &str) -> CallDetailRecord {
         let arrival = chrono::DateTime::parse_from_rfc3339(at).expect("time");
