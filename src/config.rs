@@ -95,7 +95,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            service_level_secs: crate::server::metrics::DEFAULT_SERVICE_LEVEL_SECS,
+            service_level_secs: crate::metrics::DEFAULT_SERVICE_LEVEL_SECS,
         }
     }
 }

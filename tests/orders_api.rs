@@ -15,10 +15,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use hotline::api::orders::OrdersContext;
+use hotline::api::auth::Auth;
 use hotline::api::{AppState, router};
 use hotline::calendar::Calendar;
 use hotline::config::Config;
+use hotline::orders::OrdersContext;
 use hotline::store::Store;
 
 struct Harness {
@@ -64,6 +65,7 @@ async fn harness_on(
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders,
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         cities: Arc::default(),
     };
     Harness {
@@ -1728,10 +1730,10 @@ async fn postgres_second_callback_by_another_person_of_the_supervising_unit() {
 
 /// Records every notice it is given.
 #[derive(Debug, Default)]
-struct Recorded(std::sync::Mutex<Vec<hotline::server::notify::Notice>>);
+struct Recorded(std::sync::Mutex<Vec<hotline::orders::notify::Notice>>);
 
-impl hotline::server::notify::Notifier for Recorded {
-    fn notify(&self, notice: &hotline::server::notify::Notice) {
+impl hotline::orders::notify::Notifier for Recorded {
+    fn notify(&self, notice: &hotline::orders::notify::Notice) {
         self.0.lock().expect("lock").push(notice.clone());
     }
 }
@@ -1880,6 +1882,7 @@ async fn bearer_token_writes_without_csrf() {
         Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
     let mut h = sqlite().await;
     h.state.orders = Arc::new(OrdersContext::from_config(&config, calendar));
+    h.state.auth = Arc::new(Auth::for_config(&config));
     h.app = router(h.state.clone());
     let request = |auth: &str| {
         Request::post("/api/orders")
@@ -3004,6 +3007,7 @@ fn with_weights(h: &Harness, weights: hotline::ticket::RankingWeights) -> Harnes
     orders.ranking_weights = weights;
     let state = AppState {
         orders: Arc::new(orders),
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         ..h.state.clone()
     };
     Harness {
@@ -3480,7 +3484,7 @@ fn count(kinds: &[String], kind: &str) -> usize {
 /// `/api/stats/orders`. Leaders' alerts go to a real receiver on 127.0.0.1 that fails
 /// the first delivery: it is retried, and each alert arrives.
 async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
-    use hotline::server::leaders::LeaderNotifier;
+    use hotline::orders::leaders::LeaderNotifier;
     use hotline::ticket::Role;
     let port = common::free_port();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
@@ -3733,7 +3737,7 @@ fn check_config_validates_the_leaders() {
     );
     let shipped = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
     assert_eq!(shipped.cities[0].leaders[0].name, "济南市司法局值班领导");
-    let gap = hotline::server::leaders::leader_gaps(&shipped).expect("other cities");
+    let gap = hotline::orders::leaders::leader_gaps(&shipped).expect("other cities");
     assert!(gap.contains("qingdao") && !gap.contains("jinan,"), "{gap}");
 }
 
@@ -4423,4 +4427,107 @@ async fn sqlite_ledger_export_reads_in_names_and_chinese_labels() {
 #[tokio::test]
 async fn postgres_ledger_export_reads_in_names_and_chinese_labels() {
     ledger_export_reads_in_names_and_chinese_labels(&postgres().await).await;
+}
+
+/// `POST /api/orders/{id}/call_back` (H-11, H-12-3 回拨解答) is for who answers the
+/// order's caller now, by the orders' own role, scope and step rules: the unit that
+/// replies, then the callback clerk on the callback step; others get 403. The request
+/// names no number (a body with one is 422); an order without a contact phone is 422
+/// `no_number`; without the server's telephony (this harness) it is 422
+/// `trunk_not_configured`. Nothing is logged on the order for a refused call.
+async fn order_callback_call_is_for_who_answers_the_caller(h: &Harness) {
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let dispatcher = h.login("dispatcher").await;
+    let mut body = order_body(
+        "consultation",
+        "legal_aid",
+        Some("2025-09-30T16:00:00+08:00"),
+    );
+    body["urgency"] = json!("urgent");
+    let id = id_of(&h.create(&agent, body).await);
+    let call_back = format!("/api/orders/{id}/call_back");
+    let code = |reply: &Reply| reply.body["code"].as_str().unwrap_or_default().to_owned();
+
+    let typed = h
+        .post(&handler, &call_back, json!({"number": "13900001111"}))
+        .await;
+    assert_eq!(
+        typed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        typed.text
+    );
+    assert_eq!(code(&typed), "invalid_body", "{}", typed.text);
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    // The handling unit replies: it may call back; the callback step is not yet.
+    let unit = h.post(&handler, &call_back, json!({})).await;
+    assert_eq!(
+        unit.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unit.text
+    );
+    assert_eq!(code(&unit), "trunk_not_configured", "{}", unit.text);
+    for (who, session) in [("callback", &callback), ("dispatcher", &dispatcher)] {
+        let refused = h.post(session, &call_back, json!({})).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{who}: {}",
+            refused.text
+        );
+    }
+    let fed_back = h
+        .command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    assert_eq!(fed_back["state"], "fed_back", "{fed_back}");
+    // The callback step: the clerk may.
+    let clerk = h.post(&callback, &call_back, json!({})).await;
+    assert_eq!(
+        clerk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        clerk.text
+    );
+    assert_eq!(code(&clerk), "trunk_not_configured", "{}", clerk.text);
+    let refused = h.post(&dispatcher, &call_back, json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    let none = h.get(&callback, &call_back).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.text);
+    let events = h.get(&callback, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        !events.text.contains("call_logged"),
+        "nothing logged: {}",
+        events.text
+    );
+
+    // An order without a number has nobody to call.
+    let mut body = order_body("consultation", "legal_aid", None);
+    body["contact_phone"] = json!("");
+    let id = id_of(&h.create(&agent, body).await);
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    let no_number = h
+        .post(&handler, &format!("/api/orders/{id}/call_back"), json!({}))
+        .await;
+    assert_eq!(
+        no_number.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        no_number.text
+    );
+    assert_eq!(code(&no_number), "no_number", "{}", no_number.text);
+}
+
+#[tokio::test]
+async fn sqlite_order_callback_call_is_for_who_answers_the_caller() {
+    order_callback_call_is_for_who_answers_the_caller(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_order_callback_call_is_for_who_answers_the_caller() {
+    order_callback_call_is_for_who_answers_the_caller(&postgres().await).await;
 }

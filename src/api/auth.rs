@@ -191,6 +191,17 @@ fn sha256_hex(text: &str) -> String {
 }
 
 impl Auth {
+    /// The users of `config` with its HTTP transport policy (secure cookies, proxies).
+    #[must_use]
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::from_config(&config.users).with_transport(TransportPolicy {
+            secure_cookies: config.http.secure_cookies,
+            trusted_proxies: config.http.trusted_proxies.clone(),
+        })
+    }
+}
+
+impl Auth {
     /// From the `[[users]]` section (already validated).
     #[must_use]
     pub fn from_config(users: &[UserConfig]) -> Self {
@@ -491,7 +502,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let auth = &state.orders.auth;
+        let auth = &state.auth;
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -505,7 +516,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 Err(BearerError::Throttled { retry_after_secs }) => {
                     state
                         .metrics
-                        .api_throttled(crate::server::metrics::ApiThrottle::Bearer);
+                        .api_throttled(crate::metrics::ApiThrottle::Bearer);
                     Err(ApiError::too_many_attempts(
                         "too many unknown tokens from this address",
                         retry_after_secs,

@@ -203,7 +203,7 @@ pub async fn list(
                         .record
                         .agent
                         .as_deref()
-                        .and_then(|a| state.orders.auth.agent_name(a));
+                        .and_then(|a| state.auth.agent_name(a));
                     CallView { call, agent_name }
                 })
                 .collect();

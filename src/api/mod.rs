@@ -18,12 +18,13 @@ use std::sync::Arc;
 pub mod calls;
 pub mod cities;
 pub mod drafts;
+pub mod order_calls;
 pub mod queues;
 pub mod recordings;
 pub mod stats;
 pub mod views;
 
-use crate::server::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What the HTTP handlers share.
@@ -33,8 +34,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Start-up warnings an operator must see (e.g. "calendar for 2027 not loaded").
     pub warnings: Arc<Vec<String>>,
-    /// Work orders: calendar, units, routing, users and sessions.
+    /// Work orders: calendar, units, routing, clock.
     pub orders: Arc<orders::OrdersContext>,
+    /// Users, passwords, API tokens and console sessions.
+    pub auth: Arc<auth::Auth>,
     /// The cities as configured (published hours, numbers).
     pub cities: Arc<Vec<crate::config::CityConfig>>,
 }
@@ -46,6 +49,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(cities::routes())
         .merge(calls::routes())
         .merge(orders::routes())
+        .merge(order_calls::routes())
         .merge(queues::routes())
         .merge(recordings::routes())
         .merge(drafts::routes())
@@ -110,7 +114,7 @@ const WRITE_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2)
 #[derive(Debug, Clone, Default)]
 pub struct ServerHealth {
     /// Work-order creates waiting for the database.
-    pub outbox: Option<Arc<crate::server::outbox::OrderOutbox>>,
+    pub outbox: Option<Arc<crate::orders::outbox::OrderOutbox>>,
     /// Call records waiting for the database.
     pub call_outbox: Option<Arc<crate::server::call_outbox::CallRecordOutbox>>,
     /// SIGTERM received: new calls are refused while calls in progress finish.
@@ -234,7 +238,7 @@ async fn metrics(
     let wallboard = wallboard(&state, acd.and_then(|axum::Extension(a)| a.0)).await;
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render_with(Some(&wallboard)),
     )
         .into_response()
@@ -246,8 +250,8 @@ async fn metrics(
 async fn wallboard(
     state: &AppState,
     acd: Option<Arc<crate::server::acd::AcdShell>>,
-) -> crate::server::metrics::Wallboard {
-    let mut w = crate::server::metrics::Wallboard::default();
+) -> crate::metrics::Wallboard {
+    let mut w = crate::metrics::Wallboard::default();
     if let Some(acd) = acd {
         for snapshot in acd.snapshots() {
             let city = snapshot.city.as_str().to_owned();
@@ -334,6 +338,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         let (status, body) = get_json(router(state.clone()), "/healthz").await;
@@ -354,12 +359,13 @@ mod tests {
         let (store, dir) = crate::store::test_support::sqlite().await;
         let metrics: Arc<Metrics> = Arc::default();
         let outbox =
-            crate::server::outbox::OrderOutbox::open(dir.path(), metrics.clone()).expect("outbox");
+            crate::orders::outbox::OrderOutbox::open(dir.path(), metrics.clone()).expect("outbox");
         let state = AppState {
             store,
             metrics,
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         let server = ServerHealth {
@@ -372,7 +378,7 @@ mod tests {
         let (_, body) = get_json(app(), "/healthz").await;
         assert!(body.contains("\"status\":\"ok\""), "{body}");
         assert!(body.contains("\"queued_orders\":0"), "{body}");
-        let create = crate::server::outbox::QueuedCreate {
+        let create = crate::orders::outbox::QueuedCreate {
             order: crate::ticket::Order::default(),
             events: Vec::new(),
             actor: "u".into(),
@@ -401,6 +407,7 @@ mod tests {
                 "calendar for 2027 not loaded: add 2027 to /x.toml".into(),
             ]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -437,6 +444,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         state.metrics.parse_error();
@@ -457,6 +465,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::new(orders::OrdersContext::from_config(&config, calendar)),
+            auth: Arc::new(auth::Auth::for_config(&config)),
             cities: Arc::new(config.cities.clone()),
         };
         let (status, body) = get_json(router(state), "/api/cities").await;

@@ -152,13 +152,15 @@ mod tests {
             ("get", "/api/rankings"),
             ("delete", "/api/drafts/{call_id}"),
             ("get", "/api/orders/{id}/voice_message"),
+            ("post", "/api/orders/{id}/call_back"),
+            ("get", "/api/orders/{id}/call_back"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 28, "{ops:?}");
+        assert_eq!(ops.len(), 30, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -11,7 +11,6 @@
 //! database is down). `reveal_contact` shows one order's contact to any reader, audited.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -38,207 +37,23 @@ use super::views::{
     VoiceMessageLink,
 };
 use crate::calendar::{Calendar, shanghai};
-use crate::config::Config;
+use crate::orders::context::parse_enum;
+use crate::orders::notify::notices;
+pub use crate::orders::{OrdersContext, dispatch_gaps, new_order_id};
 use crate::queue::{ShiftAttendance, shift_attendance};
-use crate::server::notify::{Notifier, notices};
 use crate::store::orders::AppendError;
 use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEvent};
 use crate::ticket::deadlines::running_deadline;
 use crate::ticket::{
-    Actor, BusinessArea, CallId, CallbackOutcome, Category, Channel, Command, Contact, Context,
+    Actor, BusinessArea, CallId, CallbackOutcome, Category, Channel, Command, Contact,
     DeadlineKind, Decision, Event, Order, OrderFields, OrderId, Period, RankBy, RankGroup,
-    ReminderLevel, Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind,
-    UnitTree, Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone,
-    may_search_by_number, rank, transfer_on_time, unit_scores,
+    ReminderLevel, Role, State as OrderState, UnitId, UnitKind, Urgency, apply, can_see_contact,
+    contact_for, is_overdue, mask_name, mask_phone, may_search_by_number, rank, transfer_on_time,
+    unit_scores,
 };
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// What the order handlers need besides the store: calendar, units, routing, users.
-#[derive(Debug, Default)]
-pub struct OrdersContext {
-    /// The working-day calendar in force (reloaded when its file changes).
-    pub calendar: crate::calendar::SharedCalendar,
-    pub units: UnitTree,
-    pub routing: RoutingRules,
-    pub auth: Auth,
-    /// Queues, agents and duty rosters (`[queues]`), for the sign-in rate.
-    pub queues: Option<crate::queue::QueuesConfig>,
-    /// Told of reminders and supervision presses made through the API, after commit.
-    pub notifier: Option<Arc<dyn Notifier>>,
-    /// Weights of the rankings' combined score (`[ranking.weights]`).
-    pub ranking_weights: crate::ticket::RankingWeights,
-    /// The leaders of each city, told of urgent orders (H-13-2) by the scheduler.
-    pub leaders: crate::server::leaders::LeaderDirectory,
-    /// Wakes the reminder scheduler before its interval when a commit left it work due
-    /// now (an urgent order received: its leaders are told at once).
-    pub scheduler_wake: Arc<tokio::sync::Notify>,
-    /// The server's one wall clock (shifted by `HOTLINE_FAKE_NOW` like the calls'):
-    /// receipt times, deadlines and audit stamps of the API read it.
-    pub clock: crate::clock::WallClock,
-}
-
-impl OrdersContext {
-    /// From a validated configuration. Without `[[units]]` the province and its 16
-    /// cities are used.
-    #[must_use]
-    pub fn from_config(config: &Config, calendar: Calendar) -> Self {
-        Self {
-            calendar: crate::calendar::SharedCalendar::fixed(calendar),
-            units: unit_tree(config),
-            routing: routing_rules(config),
-            auth: Auth::from_config(&config.users).with_transport(super::auth::TransportPolicy {
-                secure_cookies: config.http.secure_cookies,
-                trusted_proxies: config.http.trusted_proxies.clone(),
-            }),
-            queues: config.queues.clone(),
-            notifier: None,
-            ranking_weights: config.ranking.weights,
-            leaders: crate::server::leaders::directory(config),
-            scheduler_wake: Arc::default(),
-            clock: crate::clock::WallClock::default(),
-        }
-    }
-
-    /// After a commit: wake the scheduler when `order` has work due at `at`.
-    pub fn wake_scheduler_for(&self, order: &Order, at: DateTime<FixedOffset>) {
-        if crate::ticket::scheduler_due(order).is_some_and(|due| due <= at) {
-            self.scheduler_wake.notify_one();
-        }
-    }
-
-    fn ctx<'a>(&'a self, calendar: &'a Calendar) -> Context<'a> {
-        Context {
-            calendar,
-            units: &self.units,
-            routing: &self.routing,
-        }
-    }
-
-    /// Ids of the units in `unit`'s subtree; `None` for the root (everything).
-    pub(crate) fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
-        let is_root = self.units.get(unit).is_some_and(|u| u.parent.is_none());
-        (!is_root).then(|| {
-            self.units
-                .units()
-                .filter(|u| self.units.covers(unit, &u.id))
-                .map(|u| u.id.as_str().to_owned())
-                .collect()
-        })
-    }
-
-    fn unit_name(&self, unit: &UnitId) -> Option<&str> {
-        self.units.get(unit).map(|u| u.name.as_str())
-    }
-}
-
-/// Units where an order can wait for a dispatcher — every city (where orders start)
-/// and each unit above one (where `return_upward` sends them, H-13-3) — that no
-/// configured dispatcher covers: an order there would be stuck. `check-config` prints
-/// one line per unit.
-#[must_use]
-pub fn dispatch_gaps(config: &Config) -> Vec<String> {
-    let tree = unit_tree(config);
-    let dispatchers: Vec<UnitId> = config
-        .users
-        .iter()
-        .filter(|u| u.roles.contains(&crate::config::Role::Dispatcher))
-        .map(|u| UnitId::new(u.unit.clone()))
-        .collect();
-    let mut levels: Vec<UnitId> = Vec::new();
-    for city in tree.units().filter(|u| u.kind == UnitKind::City) {
-        let mut at = Some(city.id.clone());
-        while let Some(unit) = at {
-            at = tree.parent(&unit).cloned();
-            if !levels.contains(&unit) {
-                levels.push(unit);
-            }
-        }
-    }
-    levels
-        .iter()
-        .filter(|unit| !dispatchers.iter().any(|d| tree.covers(d, unit)))
-        .map(|unit| {
-            let kind = tree.get(unit).map_or("unit", |u| level_name(u.kind));
-            format!(
-                "no dispatcher can act on orders waiting at {kind} {unit}: add a [[users]] \
-                 entry with roles = [\"dispatcher\"] at {unit} or above (H-13-3)"
-            )
-        })
-        .collect()
-}
-
-fn unit_tree(config: &Config) -> UnitTree {
-    if config.units.is_empty() {
-        return UnitTree::shandong_default();
-    }
-    let kind = |k: crate::config::UnitKind| match k {
-        crate::config::UnitKind::Province => UnitKind::Province,
-        crate::config::UnitKind::City => UnitKind::City,
-        crate::config::UnitKind::County => UnitKind::County,
-        crate::config::UnitKind::Township => UnitKind::Township,
-        crate::config::UnitKind::Institution => UnitKind::Institution,
-    };
-    let mut tree = UnitTree::new();
-    let mut pending: Vec<&crate::config::UnitConfig> = config.units.iter().collect();
-    // Parents first, whatever the order in the file.
-    while !pending.is_empty() {
-        let before = pending.len();
-        pending.retain(|u| {
-            let parent_ready = u
-                .parent
-                .as_ref()
-                .is_none_or(|p| tree.contains(&UnitId::new(p.clone())));
-            if !parent_ready {
-                return true;
-            }
-            let area_code = config
-                .cities
-                .iter()
-                .find(|c| c.id == u.id)
-                .and_then(|c| c.area_codes.first().cloned());
-            let unit = Unit {
-                id: UnitId::new(u.id.clone()),
-                name: u.name.clone(),
-                kind: kind(u.kind),
-                parent: u.parent.clone().map(UnitId::new),
-                area_code,
-            };
-            if let Err(e) = tree.add(unit) {
-                tracing::warn!(%e, "unit ignored");
-            }
-            false
-        });
-        if pending.len() == before {
-            for u in pending {
-                tracing::warn!(unit = %u.id, "unit ignored: its parent is missing");
-            }
-            break;
-        }
-    }
-    tree
-}
-
-fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
-    serde_json::from_value(Value::String(text.to_owned())).ok()
-}
-
-fn routing_rules(config: &Config) -> RoutingRules {
-    let wild = |s: &str| (s != "*").then(|| s.to_owned());
-    RoutingRules {
-        rules: config
-            .routing
-            .iter()
-            .map(|r| RoutingRule {
-                city: wild(&r.city).map(UnitId::new),
-                area: wild(&r.business_area).and_then(|a| parse_enum(&a)),
-                category: wild(&r.category).and_then(|c| parse_enum(&c)),
-                unit: UnitId::new(r.unit.clone()),
-            })
-            .collect(),
-    }
-}
 
 /// The routes of this module (mounted by [`super::router`]).
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -262,7 +77,7 @@ pub fn routes() -> OpenApiRouter<AppState> {
 
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON
 /// object: serde would otherwise also read a struct from an array, by position.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
     })?;
@@ -353,14 +168,13 @@ async fn login(
 ) -> Result<Response, ApiError> {
     require_json(&parts)?;
     let body = decode_login(&body_bytes(body)?)?;
-    let ctx = state.orders.clone();
-    let source = ctx.auth.client_ip(&parts);
+    let source = state.auth.client_ip(&parts);
     let (body_user, body_password) = body;
     let checked_user = body_user.clone();
+    let auth = state.auth.clone();
     // argon2 takes tens of milliseconds: not on the executor's threads.
     let checked = tokio::task::spawn_blocking(move || {
-        ctx.auth
-            .login(&checked_user, &body_password, source, Instant::now())
+        auth.login(&checked_user, &body_password, source, Instant::now())
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
@@ -377,7 +191,7 @@ async fn login(
                     "",
                 )
                 .await;
-            let secure = if ctx.auth.secure_cookie(&parts) {
+            let secure = if state.auth.secure_cookie(&parts) {
                 "; Secure"
             } else {
                 ""
@@ -418,7 +232,7 @@ async fn login(
             tracing::warn!(user = %body_user, source = %crate::logfmt::word(&source), "login throttled");
             state
                 .metrics
-                .api_throttled(crate::server::metrics::ApiThrottle::Login);
+                .api_throttled(crate::metrics::ApiThrottle::Login);
             Err(ApiError::too_many_attempts(
                 format!("too many failed logins; retry in {retry_after_secs} s"),
                 retry_after_secs,
@@ -431,7 +245,7 @@ async fn login(
     responses((status = 204, description = "the session is ended")))]
 async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
     if let Some(session) = super::auth::session_cookie(&parts) {
-        state.orders.auth.logout(&session);
+        state.auth.logout(&session);
     }
     StatusCode::NO_CONTENT
 }
@@ -539,6 +353,32 @@ fn allowed_commands(
                 .map(|_| name)
         })
         .collect()
+}
+
+/// The commands of those who answer the caller on an order: the agent answering
+/// directly, the unit drafting, replying or giving feedback, the callback clerk
+/// recording the callback (H-11, H-12-3).
+const ANSWERING_COMMANDS: [&str; 6] = [
+    "answer_directly",
+    "draft_reply",
+    "reply",
+    "send_reviewed_reply",
+    "feed_back",
+    "record_callback",
+];
+
+/// Whether `user` answers the caller of `order` now — the roles, scope and step the
+/// core allows for one of [`ANSWERING_COMMANDS`] — and so may call them back from the
+/// order (`POST /api/orders/{id}/call_back`).
+pub(super) fn may_answer_caller(
+    order: &Order,
+    user: &User,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> bool {
+    allowed_commands(order, &user.actor(), at, ctx)
+        .iter()
+        .any(|c| ANSWERING_COMMANDS.contains(c))
 }
 
 /// The order's limits: each instant, its display (`24:00` of a day), its span (working
@@ -843,16 +683,6 @@ fn valid_phone(phone: &str) -> bool {
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '))
 }
 
-/// A fresh order id: `GD` + the day + 64 random bits. (32 bits collided in the 100k
-/// bench: with ~77k orders a day a birthday collision is more likely than not.)
-pub fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
-    OrderId(format!(
-        "GD{}{:016X}",
-        at.format("%Y%m%d"),
-        rand::random::<u64>()
-    ))
-}
-
 async fn replay_idempotent(
     state: &AppState,
     user: &User,
@@ -1015,7 +845,7 @@ async fn create_order(
 /// `"queued": true`; it is written to the database once that answers.
 #[allow(clippy::too_many_arguments)]
 async fn queue_create(
-    outbox: std::sync::Arc<crate::server::outbox::OrderOutbox>,
+    outbox: std::sync::Arc<crate::orders::outbox::OrderOutbox>,
     order: Order,
     events: Vec<crate::ticket::Event>,
     user: &User,
@@ -1024,11 +854,11 @@ async fn queue_create(
     at: DateTime<FixedOffset>,
     ctx: &OrdersContext,
 ) -> Result<Response, ApiError> {
-    let create = crate::server::outbox::QueuedCreate {
+    let create = crate::orders::outbox::QueuedCreate {
         order: order.clone(),
         events,
         actor: user.id.clone(),
-        idempotency: key.map(|key| crate::server::outbox::QueuedKey { key, body_hash }),
+        idempotency: key.map(|key| crate::orders::outbox::QueuedKey { key, body_hash }),
         at_ms: at.timestamp_millis(),
     };
     match tokio::task::spawn_blocking(move || outbox.append(create)).await {
@@ -1042,7 +872,7 @@ async fn queue_create(
 
 /// A create repeated with the `Idempotency-Key` of a create still queued.
 fn queued_again(
-    queued: &crate::server::outbox::QueuedCreate,
+    queued: &crate::orders::outbox::QueuedCreate,
     body_hash: &str,
     user: &User,
     ctx: &OrdersContext,
@@ -1944,7 +1774,7 @@ async fn order_events(
     let mask = view == ContactView::Masked;
     Ok(Json(
         rows.iter()
-            .map(|r| event_view(r, mask, &state.orders.auth))
+            .map(|r| event_view(r, mask, &state.auth))
             .collect(),
     ))
 }
@@ -2023,7 +1853,11 @@ async fn ledger_csv(
     let rows = state.store.unit_ledger(unit.as_str()).await?;
     let mut out = String::from(ledger_words::HEADER);
     for r in &rows {
-        let line = ledger_words::ledger_line(&state.orders, r);
+        let names = ledger_words::Names {
+            orders: &state.orders,
+            auth: &state.auth,
+        };
+        let line = ledger_words::ledger_line(&names, r);
         let cells: Vec<String> = line.cells().iter().map(|c| csv_cell(c)).collect();
         out.push_str(&cells.join(","));
         out.push('\n');
@@ -2152,13 +1986,7 @@ const LEVELS: [UnitKind; 5] = [
 ];
 
 fn level_name(kind: UnitKind) -> &'static str {
-    match kind {
-        UnitKind::Province => "province",
-        UnitKind::City => "city",
-        UnitKind::County => "county",
-        UnitKind::Township => "township",
-        UnitKind::Institution => "institution",
-    }
+    kind.as_str()
 }
 
 fn rate_value(rate: crate::ticket::Rate) -> Option<f64> {
@@ -2574,7 +2402,8 @@ mod tests {
 
     fn shipped_auth() -> Auth {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("shipped config: {e}"));
+        let config =
+            crate::config::Config::load(&path).unwrap_or_else(|e| panic!("shipped config: {e}"));
         Auth::from_config(&config.users)
     }
 

@@ -29,6 +29,9 @@ pub enum CallPath {
     TransferredToUnit,
     /// The caller hung up before reaching an agent or leaving a message.
     Abandoned,
+    /// Placed by the hotline from a work order to call its contact back (H-11, H-12-3
+    /// 回拨解答): the person's phone first, then the contact through the trunk.
+    OrderCallback,
 }
 
 /// Who ended the call first (`CALL-ETIQUETTE`: normally the caller).

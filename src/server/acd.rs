@@ -193,7 +193,7 @@ pub struct AcdShell {
     /// Started at the first row (inside the runtime).
     queue_log: std::sync::OnceLock<crate::server::queue_log_writer::QueueLogWriter>,
     /// Where answers, abandons and waits are counted (set by `serve`).
-    metrics: std::sync::OnceLock<Arc<crate::server::metrics::Metrics>>,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
     /// The calendar in force, reloaded when its file changes: fed to the ACD when it
     /// does ([`AcdShell::follow_calendar`]).
     calendar: crate::calendar::SharedCalendar,
@@ -273,7 +273,7 @@ impl AcdShell {
     }
 
     /// Count queue answers, abandons and waits in `metrics` from now on.
-    pub fn count_in(&self, metrics: Arc<crate::server::metrics::Metrics>) {
+    pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
     }
 
@@ -717,8 +717,8 @@ impl AcdShell {
 
     fn log(&self, entry: QueueLogEntry) {
         if let Some(metrics) = self.metrics.get() {
+            use crate::metrics::WaitOutcome;
             use crate::queue::QueueLogEvent;
-            use crate::server::metrics::WaitOutcome;
             match entry.event {
                 QueueLogEvent::Connect { wait_ms, .. } => {
                     metrics.queue_wait_ended(entry.queue.as_str(), WaitOutcome::Answered, wait_ms);

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::orders::OrdersContext;
+use crate::orders::OrdersContext;
 use crate::store::Store;
 use crate::store::orders::{AppendError, IdempotencyRecord, OrderFilter};
 use crate::ticket::{
@@ -77,6 +77,12 @@ enum Job {
     /// A fact for the orders the call already has (none is opened for it).
     Append {
         seed: CallOrderSeed,
+        log: CallLog,
+        at: DateTime<FixedOffset>,
+    },
+    /// A fact for a known order (an order's callback call).
+    Log {
+        order: OrderId,
         log: CallLog,
         at: DateTime<FixedOffset>,
     },
@@ -160,6 +166,11 @@ impl CallOrders {
             gave_up: None,
             at,
         });
+    }
+
+    /// A call placed from `order` itself (its callback call, H-11 / H-12-3) ended.
+    pub fn order_call(&self, order: OrderId, log: CallLog, at: DateTime<FixedOffset>) {
+        self.send(Job::Log { order, log, at });
     }
 
     /// Attended transfer: agent `from` handed the caller to agent `to`. Logged on the
@@ -248,6 +259,7 @@ async fn worker(
                     );
                 }
             }
+            Job::Log { order, log, at } => writer.log(&order, log, at).await,
             Job::Append { seed, log, at } => match writer.existing_order(&seed).await {
                 Some(order) => writer.log(&order, log, at).await,
                 None => {
@@ -420,7 +432,7 @@ impl Writer<'_> {
         let ctx = self.ctx(&calendar);
         let actor = Actor::system(city);
         let (created, mut events) = apply(
-            &Order::new(crate::api::orders::new_order_id(now)),
+            &Order::new(crate::orders::new_order_id(now)),
             Command::Create { fields },
             &actor,
             now,

@@ -274,9 +274,9 @@ impl MediaContext {
     }
 
     /// Store a finished call's record; while the database is unavailable, queue it.
-    async fn store_call_record(
+    pub(crate) async fn store_call_record(
         &self,
-        handle: CallHandle,
+        handle: impl std::fmt::Display,
         record: &crate::ivr::cdr::CallDetailRecord,
         message: Option<&VoiceMessage>,
     ) {
@@ -311,7 +311,7 @@ impl MediaContext {
     pub fn start_call_orders(
         &self,
         store: Store,
-        orders: Arc<crate::api::orders::OrdersContext>,
+        orders: Arc<crate::orders::OrdersContext>,
         province_center: crate::ticket::UnitId,
     ) {
         let _ = self
@@ -1019,7 +1019,7 @@ impl CallMedia {
                         self.recording = Some(path);
                     }
                     Err(e) => {
-                        crate::server::metrics::recording_failed();
+                        crate::metrics::recording_failed();
                         warn!(%handle, %e, "recording not started; the call goes on");
                     }
                 }
@@ -1430,7 +1430,7 @@ impl CallMedia {
                             self.recording = Some(path);
                         }
                         Err(e) => {
-                            crate::server::metrics::recording_failed();
+                            crate::metrics::recording_failed();
                             warn!(%handle, %e, "call recording not started");
                         }
                     }
@@ -1680,7 +1680,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.negotiated.is_held() {
@@ -1725,7 +1725,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         true
@@ -1805,13 +1805,13 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.push(now, Channel::Caller, samples)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if let Some(message) = self.hotline.as_mut().and_then(|h| h.message.as_mut())
             && let Err(e) = message.recorder.push(now, Channel::Caller, samples)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "voice message recording failed");
         }
         let mut heard = [None; 4];
@@ -2002,7 +2002,7 @@ impl CallMedia {
                 true
             }
             Err(e) => {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message cannot be recorded");
                 false
             }
@@ -2162,7 +2162,7 @@ impl CallMedia {
         let agent_id = AgentId::new(agent.agent.clone());
         let contact = agent.contact.clone();
         warn!(%handle, agent = %agent_id, "agent's phone vanished mid-call (no audio): the caller goes back to the queue");
-        crate::server::metrics::agent_lost();
+        crate::metrics::agent_lost();
         if let Some(h) = self.hotline.as_mut() {
             h.cdr.agent_failed(
                 self.ctx.clock.now(),
@@ -2234,7 +2234,7 @@ impl CallMedia {
             if let Some(message) = h.message.as_mut()
                 && let Err(e) = message.recorder.tick(now)
             {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message recording failed");
             }
             if h.call.poll_timeout().is_some_and(|t| t <= now) {
@@ -2245,7 +2245,7 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.hangup_at.is_some_and(|t| t <= now) {
@@ -2364,7 +2364,7 @@ impl CallMedia {
             match recorder.finish() {
                 Ok(summary) => debug!(handle = %self.handle, ?summary, "recording finished"),
                 Err(e) => {
-                    crate::server::metrics::recording_failed();
+                    crate::metrics::recording_failed();
                     warn!(handle = %self.handle, %e, "recording incomplete");
                 }
             }
@@ -2376,7 +2376,7 @@ impl CallMedia {
                 .and_then(|a| a.session.as_ref())
                 .map_or(0, |s| s.stats().foreign_dropped);
         if foreign > 0 {
-            crate::server::metrics::rtp_foreign_dropped(foreign);
+            crate::metrics::rtp_foreign_dropped(foreign);
             info!(handle = %self.handle, packets = foreign, "RTP from hosts not in the call dropped");
         }
         CallSummary {

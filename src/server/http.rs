@@ -22,8 +22,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tracing::{debug, info, warn};
 
-use super::metrics::{HttpRefusal, Metrics};
 use crate::config::Config;
+use crate::metrics::{HttpRefusal, Metrics};
 use crate::shutdown::Shutdown;
 
 /// Open files kept besides RTP and HTTP: the database pool and its journals,

@@ -1,17 +1,16 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
 pub mod acd;
+// Moved below the shell (src/orders, src/metrics.rs); their old paths stay valid.
+pub use crate::metrics;
+pub use crate::orders::{journal, leaders, notify, outbox};
 pub mod call_orders;
 pub mod call_outbox;
 pub mod callback;
 pub mod calls;
 pub mod http;
-pub mod journal;
-pub mod leaders;
-pub mod metrics;
-pub mod notify;
+pub mod order_call;
 pub mod outbound;
-pub mod outbox;
 pub mod outleg;
 pub mod queue_log_writer;
 pub mod reminders;
@@ -282,11 +281,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         warnings: Arc::new(Vec::new()),
         orders,
+        auth: Arc::new(api::auth::Auth::for_config(&config)),
         cities: Arc::new(config.cities.clone()),
     };
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::order_calls::OrderCallsApi(Some(
+            order_call::OrderCalls::new(&shell, media_plane.clone()),
+        ))))
         .layer(axum::Extension(api::ServerHealth {
             outbox: Some(outbox.clone()),
             call_outbox: Some(call_outbox.clone()),

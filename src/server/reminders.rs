@@ -11,10 +11,10 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::notify::notices;
-use crate::api::orders::OrdersContext;
 use crate::calendar::Reload;
 use crate::clock::WallClock;
+use crate::orders::OrdersContext;
+use crate::orders::notify::notices;
 use crate::shutdown::Shutdown;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
@@ -26,7 +26,7 @@ use crate::ticket::{
 /// recorded before it was Chinese say "automatic reminder".)
 pub const AUTOMATIC_REMINDER_NOTE: &str = "系统自动催办";
 
-pub use super::notify::{LogNotifier, Notifier};
+pub use crate::orders::notify::{LogNotifier, Notifier};
 
 /// One pass over the orders with work due at `now`, by the system actor, each step
 /// its own commit, notifying after it:

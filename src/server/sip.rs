@@ -13,8 +13,8 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::metrics::{DropReason, Metrics};
 use crate::server::calls::{CallRouter, MediaContext};
-use crate::server::metrics::{DropReason, Metrics};
 use crate::sip::endpoint::{CommitId, Endpoint, Output, SourceInfo, StoreOp, Transport};
 use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
 use crate::store::Store;

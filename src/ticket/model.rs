@@ -77,6 +77,25 @@ pub enum CallLog {
         /// The agent who took the call.
         to: String,
     },
+    /// Someone acting on the order called its contact back from the console (H-11,
+    /// H-12-3 回拨解答): the server rang their own phone, then dialled the order's stored
+    /// number through the trunk, bridged and recorded them.
+    OrderCallback {
+        /// The call (its record and recording are under this id).
+        call_id: CallId,
+        /// The user who placed it.
+        by: String,
+        /// Their name.
+        by_name: String,
+        /// The phone (agent extension) that was rung first.
+        phone: String,
+        /// How the contact's leg ended.
+        result: CallAttemptResult,
+        /// Seconds the contact was on the line (0 unless answered).
+        talk_secs: u64,
+        /// Where the console plays the recording (an API path, never a file path).
+        recording_url: Option<String>,
+    },
 }
 
 impl CallLog {
@@ -115,6 +134,22 @@ impl CallLog {
                 ),
                 None => format!("来电转接至坐席{to} (transferred to agent {to})"),
             },
+            Self::OrderCallback {
+                by_name,
+                result,
+                talk_secs,
+                ..
+            } => {
+                let result = match result {
+                    CallAttemptResult::Answered => {
+                        format!("已接通，通话{talk_secs}秒 answered, {talk_secs} s")
+                    }
+                    CallAttemptResult::NoAnswer => "无人接听 no answer".to_owned(),
+                    CallAttemptResult::Busy => "占线 busy".to_owned(),
+                    CallAttemptResult::Unreachable => "无法接通 failed".to_owned(),
+                };
+                format!("{by_name}回拨解答 called the caller back: {result}")
+            }
         }
     }
 }
@@ -148,8 +183,15 @@ impl CallLog {
                 call_id,
                 result: CallAttemptResult::Answered,
                 ..
+            }
+            | Self::OrderCallback {
+                call_id,
+                result: CallAttemptResult::Answered,
+                ..
             } => Some(call_id),
-            Self::CallbackAttempt { .. } | Self::CallbackGaveUp { .. } => None,
+            Self::CallbackAttempt { .. }
+            | Self::CallbackGaveUp { .. }
+            | Self::OrderCallback { .. } => None,
         }
     }
 }

@@ -23,6 +23,20 @@ pub enum UnitKind {
     Institution,
 }
 
+impl UnitKind {
+    /// The level's name as the API and `check-config` write it (`province`, `city`, …).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Province => "province",
+            Self::City => "city",
+            Self::County => "county",
+            Self::Township => "township",
+            Self::Institution => "institution",
+        }
+    }
+}
+
 /// One unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Unit {

@@ -114,10 +114,34 @@ export function callLogText(call: unknown, unitName: (id: string) => string): st
       return `来电已转接至${unitName(String(c.unit ?? ''))}${typeof c.agent === 'string' ? `（${agent('agent')}转接）` : ''}`;
     case 'transferred_to_agent':
       return typeof c.from === 'string' ? `来电由${agent('from')}转接至${agent('to')}` : `来电转接至${agent('to')}`;
+    case 'order_callback': {
+      const talked = c.result === 'answered' ? `，通话${String(c.talk_secs ?? 0)}秒` : '';
+      return `${agent('by')}回拨解答：${label(CALL_ATTEMPT_LABELS, c.result)}${talked}`;
+    }
     default:
       return '';
   }
 }
+
+/** Where an order's callback call (回拨) is, as `GET /api/orders/{id}/call_back` says. */
+export const CALL_BACK_STATE_LABELS: Record<string, string> = {
+  ringing_phone: '正在呼叫您的话机，请接听…',
+  calling_caller: '正在呼叫来电人…',
+  connected: '通话中',
+  ended: '已结束',
+};
+
+/** How an order's callback call ended. */
+export const CALL_BACK_OUTCOME_LABELS: Record<string, string> = {
+  answered: '已接通',
+  no_answer: '无人接听',
+  busy: '占线',
+  failed: '呼叫失败',
+  phone_not_answered: '您的话机未接听，未呼叫来电人',
+};
+
+/** The commands of those who answer the caller: they may call back (as the server decides). */
+export const ANSWERING_COMMANDS = ['answer_directly', 'draft_reply', 'reply', 'send_reviewed_reply', 'feed_back', 'record_callback'];
 
 export const REMINDER_LEVEL_LABELS: Record<string, string> = labels.reminder_level;
 

@@ -7,7 +7,7 @@
 use chrono::DateTime;
 use serde_json::Value;
 
-use super::{OrdersContext, person_name};
+use super::{Auth, OrdersContext, person_name};
 use crate::api::labels::{Table, label, labels};
 use crate::calendar::shanghai;
 use crate::store::orders::StoredEvent;
@@ -61,6 +61,13 @@ impl LedgerLine {
     }
 }
 
+/// Where the names come from: units from the orders' unit tree, people and agents
+/// from the configured users.
+pub(super) struct Names<'a> {
+    pub orders: &'a OrdersContext,
+    pub auth: &'a Auth,
+}
+
 /// `value`'s label in `table`, or nothing: an unknown value is left out rather than
 /// shown raw.
 fn word(table: &Table, value: &str) -> String {
@@ -71,21 +78,22 @@ fn text_of<'a>(kind: &'a Value, key: &str) -> &'a str {
     kind.get(key).and_then(Value::as_str).unwrap_or_default()
 }
 
-fn unit_word(ctx: &OrdersContext, id: &str) -> String {
-    ctx.unit_name(&UnitId::new(id.to_owned()))
+fn unit_word(ctx: &Names<'_>, id: &str) -> String {
+    ctx.orders
+        .unit_name(&UnitId::new(id.to_owned()))
         .map_or_else(|| id.to_owned(), str::to_owned)
 }
 
 /// A queue agent by the name of the user who works as that extension; `坐席 1001`
 /// for an extension nobody works as.
-fn agent_word(ctx: &OrdersContext, agent: &str) -> String {
+fn agent_word(ctx: &Names<'_>, agent: &str) -> String {
     ctx.auth
         .agent_name(agent)
         .unwrap_or_else(|| format!("坐席 {agent}"))
 }
 
 /// A logged call (`kind.call`, tagged by `what`) in words, agents by name.
-fn call_words(ctx: &OrdersContext, call: &Value) -> String {
+fn call_words(ctx: &Names<'_>, call: &Value) -> String {
     let agent = |key: &str| agent_word(ctx, text_of(call, key));
     let number = |key: &str| call.get(key).and_then(Value::as_u64).unwrap_or_default();
     match text_of(call, "what") {
@@ -140,7 +148,7 @@ fn due_words(text: &str) -> String {
 }
 
 /// The particulars of an event (as the console's history shows them).
-fn detail(ctx: &OrdersContext, event: &str, kind: &Value) -> String {
+fn detail(ctx: &Names<'_>, event: &str, kind: &Value) -> String {
     let all = labels();
     let units = |key: &str| {
         kind.get(key)
@@ -171,9 +179,7 @@ fn detail(ctx: &OrdersContext, event: &str, kind: &Value) -> String {
         "callback_recorded" => {
             let by = match text_of(kind, "by") {
                 "" => String::new(),
-                id => {
-                    person_name(&ctx.auth, id).map_or_else(String::new, |n| format!("回访人 {n}"))
-                }
+                id => person_name(ctx.auth, id).map_or_else(String::new, |n| format!("回访人 {n}")),
             };
             [
                 word(&all.callback_round, text_of(kind, "round")),
@@ -275,12 +281,12 @@ fn text(event: &str, kind: &Value, stored_reason: &str) -> String {
 }
 
 /// The row of `event` for people.
-pub(super) fn ledger_line(ctx: &OrdersContext, row: &StoredEvent) -> LedgerLine {
+pub(super) fn ledger_line(ctx: &Names<'_>, row: &StoredEvent) -> LedgerLine {
     let all = labels();
     let kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
     let event = text_of(&kind, "type");
     let role = word(&all.role, &row.role);
-    let who = person_name(&ctx.auth, &row.actor).unwrap_or_else(|| format!("{role}（已停用账号）"));
+    let who = person_name(ctx.auth, &row.actor).unwrap_or_else(|| format!("{role}（已停用账号）"));
     let at = DateTime::parse_from_rfc3339(&row.at).map_or_else(
         |_| row.at.clone(),
         |t| {

@@ -249,7 +249,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
     }

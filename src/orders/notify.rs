@@ -18,9 +18,9 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
-use super::metrics::{Metrics, NoticeDrop};
 use crate::config::NotifyConfig;
 use crate::http_client::{self, HttpUrl, Request};
+use crate::metrics::{Metrics, NoticeDrop};
 use crate::shutdown::Shutdown;
 use crate::ticket::{
     Category, DeadlineKind, Event, EventKind, LeaderAlert, Order, ReminderLevel, Role, Urgency,
