@@ -835,6 +835,48 @@ fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+impl crate::sip::counters::EndpointCounters for Metrics {
+    fn request(&self, direction: Direction, method: &Method) {
+        Metrics::request(self, direction, method);
+    }
+    fn response(&self, direction: Direction, status: u16) {
+        Metrics::response(self, direction, status);
+    }
+    fn parse_error(&self) {
+        Metrics::parse_error(self);
+    }
+    fn dropped(&self, why: DropReason) {
+        Metrics::dropped(self, why);
+    }
+    fn auth_failure(&self) {
+        Metrics::auth_failure(self);
+    }
+    fn ban(&self) {
+        Metrics::ban(self);
+    }
+    fn overloaded(&self) -> u64 {
+        Metrics::overloaded(self)
+    }
+    fn toll_fraud_refused(&self) {
+        Metrics::toll_fraud_refused(self);
+    }
+    fn calls_over_rate(&self) -> u64 {
+        Metrics::calls_over_rate(self)
+    }
+    fn set_active_registrations(&self, n: usize) {
+        Metrics::set_active_registrations(self, n);
+    }
+    fn set_calls_active(&self, n: usize) {
+        Metrics::set_calls_active(self, n);
+    }
+    fn set_active_transactions(&self, n: usize) {
+        Metrics::set_active_transactions(self, n);
+    }
+    fn call_setup(&self, direction: Direction, took: Duration) {
+        Metrics::call_setup(self, direction, took);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -925,47 +967,5 @@ mod tests {
         let s = samples(&m.render_with(Some(&w)));
         assert!(!s.contains_key("hotline_agents{city=\"jinan\",state=\"on_call\"}"));
         assert_eq!(s["hotline_agents{city=\"jinan\",state=\"available\"}"], 1.0);
-    }
-}
-
-impl crate::sip::counters::EndpointCounters for Metrics {
-    fn request(&self, direction: Direction, method: &Method) {
-        Metrics::request(self, direction, method);
-    }
-    fn response(&self, direction: Direction, status: u16) {
-        Metrics::response(self, direction, status);
-    }
-    fn parse_error(&self) {
-        Metrics::parse_error(self);
-    }
-    fn dropped(&self, why: DropReason) {
-        Metrics::dropped(self, why);
-    }
-    fn auth_failure(&self) {
-        Metrics::auth_failure(self);
-    }
-    fn ban(&self) {
-        Metrics::ban(self);
-    }
-    fn overloaded(&self) -> u64 {
-        Metrics::overloaded(self)
-    }
-    fn toll_fraud_refused(&self) {
-        Metrics::toll_fraud_refused(self);
-    }
-    fn calls_over_rate(&self) -> u64 {
-        Metrics::calls_over_rate(self)
-    }
-    fn set_active_registrations(&self, n: usize) {
-        Metrics::set_active_registrations(self, n);
-    }
-    fn set_calls_active(&self, n: usize) {
-        Metrics::set_calls_active(self, n);
-    }
-    fn set_active_transactions(&self, n: usize) {
-        Metrics::set_active_transactions(self, n);
-    }
-    fn call_setup(&self, direction: Direction, took: Duration) {
-        Metrics::call_setup(self, direction, took);
     }
 }

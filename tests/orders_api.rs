@@ -878,9 +878,9 @@ async fn ledger_detects_a_row_edited_directly_in_sqlite() {
     let csv = h.get(&admin, "/api/ledger/jinan-legal-aid.csv").await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.text.contains("不属于本单位"), "{}", csv.text);
-    // The ledger names who acted, beside the login id kept for the audit.
+    // The ledger names who acted (issue 15: names and Chinese labels, no login ids).
     assert!(
-        csv.text.starts_with("order_id,seq,at,actor,actor_name,"),
+        csv.text.starts_with("工单编号,序号,时间,操作人,角色,单位,"),
         "{}",
         csv.text
     );
@@ -4109,6 +4109,366 @@ async fn sqlite_hotline_calls_are_not_registered_as_cases() {
 #[tokio::test]
 async fn postgres_hotline_calls_are_not_registered_as_cases() {
     hotline_calls_are_not_registered_as_cases(&postgres().await).await;
+}
+
+/// Issue 19: the answers of the orders, rankings, events and calls endpoints, taken
+/// live from a server that has orders in several states (second callback, urgent from
+/// a call with a pending extension, withdrawn) and calls (answered and transferred,
+/// a voice message), each match the schema `/api/openapi.json` generates from the
+/// handler's type: every required key present, every value of its documented type,
+/// no undocumented key.
+async fn answers_match_the_generated_schemas(h: &Harness) {
+    use hotline::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty, TransferKind};
+    use hotline::ivr::city::{CityId, CityResolution, ResolvedBy};
+    use hotline::ivr::flow::{CallCategory, SurveyResult, Urgency};
+
+    let doc = h
+        .get(&h.login("agent").await, "/api/openapi.json")
+        .await
+        .body;
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let arrival = now.fixed_offset() - chrono::TimeDelta::minutes(10);
+    let jinan = CityResolution {
+        city: CityId::new("jinan"),
+        how: ResolvedBy::AreaCode,
+    };
+    let mut answered = CdrBuilder::new("call-schema-1", "13812345678", "053112348", arrival);
+    answered
+        .ivr_answered(arrival)
+        .city(&jinan)
+        .category(CallCategory::Complaint, Urgency::Urgent)
+        .queued(arrival)
+        .agent_failed(
+            arrival,
+            "1002",
+            AgentStage::Ringing,
+            AgentFailureCause::NotAnswered,
+            Some(480),
+        )
+        .agent_answered(arrival, "1001")
+        .transferred(
+            arrival,
+            Some("1001".to_owned()),
+            "agent:1002".to_owned(),
+            TransferKind::Attended,
+        )
+        .survey(SurveyResult::BasicallySatisfied)
+        .hung_up(arrival + chrono::TimeDelta::minutes(4), HangupParty::Caller);
+    h.state
+        .store
+        .insert_call(
+            &answered.finish(arrival + chrono::TimeDelta::minutes(4)),
+            None,
+        )
+        .await
+        .expect("call record");
+    let message = hotline::store::calls::VoiceMessage {
+        call_id: "call-schema-vm".to_owned(),
+        caller: "13912345678".into(),
+        city: Some("jinan".into()),
+        category: "consultation".into(),
+        urgency: "normal".into(),
+        recording: "recordings/call-schema-vm.wav".into(),
+        duration_ms: 5000,
+        received_at: arrival.to_rfc3339(),
+        callback_due: (arrival + chrono::TimeDelta::days(1)).to_rfc3339(),
+        provisional: false,
+        work_order: None,
+    };
+    let mut left = CdrBuilder::new("call-schema-vm", "13912345678", "053112348", arrival);
+    left.city(&jinan)
+        .after_hours()
+        .voice_message("recordings/call-schema-vm.wav");
+    h.state
+        .store
+        .insert_call(&left.finish(arrival), Some(&message))
+        .await
+        .expect("voice message");
+
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let supervisor = h.login("supervisor").await;
+    let dispatcher = h.login("dispatcher").await;
+    let second = escalated_to_second_callback(h).await;
+    let mut urgent = order_body("complaint", "legal_aid", None);
+    urgent["urgency"] = json!("urgent");
+    urgent["call_id"] = json!("call-schema-1");
+    let created = h.create(&agent, urgent).await;
+    common::schema::assert_answer(&doc, "post", "/api/orders", 201, &created);
+    let urgent = id_of(&created);
+    for (command, body) in [
+        ("sign", json!({})),
+        ("start", json!({})),
+        (
+            "request_extension",
+            json!({"extra_working_days": 3, "reason": "需调查取证"}),
+        ),
+    ] {
+        let after = h.command(&handler, &urgent, command, body).await;
+        common::schema::assert_answer(&doc, "post", "/api/orders/{id}/{command}", 200, &after);
+    }
+    let withdrawn = id_of(
+        &h.create(&agent, order_body("suggestion", "unknown", None))
+            .await,
+    );
+    let after = h
+        .command(
+            &supervisor,
+            &withdrawn,
+            "withdraw",
+            json!({"reason": "来电人撤回"}),
+        )
+        .await;
+    assert_eq!(after["state"], "closed", "{after}");
+    common::schema::assert_answer(&doc, "post", "/api/orders/{id}/{command}", 200, &after);
+
+    let year = now.format("%Y").to_string();
+    let mut checked = 0;
+    for (who, path, uri) in [
+        (&dispatcher, "/api/orders", "/api/orders".to_owned()),
+        (
+            &agent,
+            "/api/orders",
+            "/api/orders?per_page=2&page=2".to_owned(),
+        ),
+        (
+            &supervisor,
+            "/api/orders/{id}",
+            format!("/api/orders/{second}"),
+        ),
+        (
+            &dispatcher,
+            "/api/orders/{id}",
+            format!("/api/orders/{urgent}"),
+        ),
+        (
+            &agent,
+            "/api/orders/{id}",
+            format!("/api/orders/{withdrawn}"),
+        ),
+        (
+            &supervisor,
+            "/api/orders/{id}/events",
+            format!("/api/orders/{second}/events"),
+        ),
+        (
+            &dispatcher,
+            "/api/orders/{id}/events",
+            format!("/api/orders/{urgent}/events"),
+        ),
+        (
+            &agent,
+            "/api/orders/{id}/events",
+            format!("/api/orders/{withdrawn}/events"),
+        ),
+        (
+            &supervisor,
+            "/api/special_flags",
+            "/api/special_flags".to_owned(),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}"),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}&group=complaint_suggestion&level=institution"),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}&by=area&metric=combined"),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}&by=category"),
+        ),
+        (&agent, "/api/calls", "/api/calls".to_owned()),
+        (&dispatcher, "/api/calls", "/api/calls".to_owned()),
+    ] {
+        let reply = h.get(who, &uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
+        common::schema::assert_answer(&doc, "get", path, 200, &reply.body);
+        checked += 1;
+    }
+    assert_eq!(checked, 15);
+    // What the checks went through: the answers held the parts under test.
+    let calls = h.get(&dispatcher, "/api/calls").await.body;
+    assert!(
+        calls
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["agent_name"] == "值班员 张明")
+                && c.iter()
+                    .any(|c| c["voice_message"]["call_id"] == "call-schema-vm")),
+        "{calls}"
+    );
+    let order = h
+        .get(&dispatcher, &format!("/api/orders/{urgent}"))
+        .await
+        .body;
+    assert!(order["deadlines"]["callback_due"].is_string(), "{order}");
+    assert!(order["pending_extension"]["reason"].is_string(), "{order}");
+    let ranked = h
+        .get(&agent, &format!("/api/rankings?period={year}&by=area"))
+        .await
+        .body;
+    assert!(
+        ranked["rows"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["business_area"] == "legal_aid")),
+        "{ranked}"
+    );
+    // And the checker itself refuses an undocumented key and a missing required one.
+    let mut extra = order.clone();
+    extra["not_documented"] = json!(1);
+    assert!(
+        !common::schema::answer_problems(&doc, "get", "/api/orders/{id}", 200, &extra).is_empty()
+    );
+    let mut nested = order.clone();
+    nested["fields"]["not_documented"] = json!(1);
+    nested["pending_extension"]["extra_working_days"] = json!("three");
+    assert_eq!(
+        common::schema::answer_problems(&doc, "get", "/api/orders/{id}", 200, &nested).len(),
+        2,
+        "{nested}"
+    );
+    let mut missing = order;
+    missing.as_object_mut().expect("order").remove("state");
+    assert!(
+        !common::schema::answer_problems(&doc, "get", "/api/orders/{id}", 200, &missing).is_empty()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_answers_match_the_generated_schemas() {
+    answers_match_the_generated_schemas(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_answers_match_the_generated_schemas() {
+    answers_match_the_generated_schemas(&postgres().await).await;
+}
+
+/// Issue 15, "words a Shandong bureau uses": the per-unit ledger export of an order
+/// that went through dispatch, reply and a callback (basically satisfied, closed on
+/// judgement) names people and units and reads in Chinese labels: no cell but the order
+/// id and the hash columns holds a Latin letter, so no enum value (`basically_satisfied`,
+/// `dispatched`) and no login id (`handler`) can appear.
+async fn ledger_export_reads_in_names_and_chinese_labels(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let supervisor = h.login("supervisor").await;
+    let created = h
+        .create(&agent, order_body("consultation", "unknown", None))
+        .await;
+    assert_eq!(created["state"], "pending_dispatch", "{created}");
+    let id = id_of(&created);
+    h.command(
+        &dispatcher,
+        &id,
+        "dispatch",
+        json!({"units": ["jinan-legal-aid"], "area": "legal_aid"}),
+    )
+    .await;
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(
+        &handler,
+        &id,
+        "reply",
+        json!({"text": "已告知申请法律援助的条件"}),
+    )
+    .await;
+    let closed = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "closed_on_judgement", "satisfaction": "basically_satisfied",
+                               "ground": "law_or_policy"}, "note": "对服务满意，对结果基本满意"}),
+        )
+        .await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    let csv = h.get(&supervisor, "/api/ledger/jinan-legal-aid.csv").await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    let mut lines = csv.text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("工单编号,序号,时间,操作人,角色,单位,原状态,新状态,事件,详情,说明,前一哈希,哈希")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|line| {
+            line.trim_matches('"')
+                .split("\",\"")
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 7, "{}", csv.text);
+    for row in &rows {
+        assert_eq!(row.len(), 13, "{row:?}");
+        assert_eq!(row[0], id);
+        for cell in &row[1..11] {
+            assert!(
+                !cell.chars().any(|c| c.is_ascii_alphabetic()),
+                "an enum value or login id in {cell:?} of {row:?}"
+            );
+        }
+    }
+    for words in [
+        "值班员 张明",
+        "转办员 李华",
+        "承办人 王芳",
+        "回访员 吴静",
+        "值班坐席",
+        "转办人员",
+        "承办人员",
+        "济南市法律援助中心",
+        "待派单",
+        "已派单",
+        "已签收",
+        "办理中",
+        "已办结",
+        "登记",
+        "派单",
+        "→ 济南市法律援助中心",
+        "济南市法律援助中心（主办）",
+        "首次回访 · 基本满意 · 回访人 回访员 吴静",
+        "依法办结：对服务满意，对结果基本满意",
+        "已告知申请法律援助的条件",
+        hotline::ticket::transition::CONSULTATION_ANSWERED_NOTE,
+    ] {
+        assert!(csv.text.contains(words), "{words} missing: {}", csv.text);
+    }
+    for raw in [
+        "basically_satisfied",
+        "dispatched",
+        "law_or_policy",
+        "handler",
+        "callback",
+    ] {
+        let cells: Vec<&String> = rows.iter().flat_map(|r| &r[1..11]).collect();
+        assert!(
+            cells.iter().all(|c| !c.contains(raw)),
+            "{raw} in {}",
+            csv.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_ledger_export_reads_in_names_and_chinese_labels() {
+    ledger_export_reads_in_names_and_chinese_labels(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_ledger_export_reads_in_names_and_chinese_labels() {
+    ledger_export_reads_in_names_and_chinese_labels(&postgres().await).await;
 }
 
 /// `POST /api/orders/{id}/call_back` (H-11, H-12-3 回拨解答) is for who answers the

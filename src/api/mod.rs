@@ -3,6 +3,7 @@
 pub mod analysis;
 pub mod auth;
 pub mod error;
+pub mod labels;
 pub mod openapi;
 pub mod orders;
 pub mod web;
@@ -22,6 +23,7 @@ pub mod order_calls;
 pub mod queues;
 pub mod recordings;
 pub mod stats;
+pub mod views;
 
 use crate::metrics::Metrics;
 use crate::store::Store;

@@ -29,6 +29,13 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{Auth, CurrentUser, LoginError, SESSION_COOKIE, User, UserView};
 use super::error::{ApiError, ErrorBody};
+mod ledger_words;
+
+use super::views::{
+    DeadlinesView, DissatisfactionReportView, EventView, Level, OrderFieldsView, OrderPage,
+    OrderView, QueuedOrderView, RankingRow, Rankings, ReminderShown, SignIn, UnitSignIn,
+    VoiceMessageLink,
+};
 use crate::calendar::{Calendar, shanghai};
 use crate::orders::context::parse_enum;
 use crate::orders::notify::notices;
@@ -67,9 +74,6 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(reveals))
         .routes(routes!(openapi))
 }
-
-/// Orders taken through the API keep the wall clock (`--now` shifts calls, their
-/// orders and the reminder scheduler, not the consoles).
 
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON
 /// object: serde would otherwise also read a struct from an array, by position.
@@ -380,59 +384,59 @@ pub(super) fn may_answer_caller(
 /// The order's limits: each instant, its display (`24:00` of a day), its span (working
 /// days, or hours for the urgent transfer, H-8/H-9/H-11) and, for working-day limits,
 /// the working days left at `at` by the calendar ([`Calendar::working_days_left`]).
-fn deadline_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
+fn deadlines_view(
+    order: &Order,
+    at: DateTime<FixedOffset>,
+    calendar: &Calendar,
+) -> Option<DeadlinesView> {
     use crate::ticket::deadlines::{
         TRANSFER_WORKING_DAYS, URGENT_CALLBACK_WORKING_DAYS, URGENT_TRANSFER_HOURS,
     };
-    match order.deadlines {
-        None => Value::Null,
-        Some(d) => {
-            let urgent = order.fields.urgency == Urgency::Urgent;
-            let left = |due: &crate::calendar::Deadline| calendar.working_days_left(due, at);
-            json!({
-                "transfer_due": d.transfer.due.at,
-                "transfer_due_display": d.transfer.due.display().to_string(),
-                "transfer_working_days": (!urgent).then_some(TRANSFER_WORKING_DAYS),
-                "transfer_hours": urgent.then_some(URGENT_TRANSFER_HOURS),
-                "transfer_working_days_left": (!urgent).then(|| left(&d.transfer.due)),
-                "feedback_due": d.feedback.due.at,
-                "feedback_due_display": d.feedback.due.display().to_string(),
-                "feedback_working_days": d.feedback_working_days,
-                "feedback_working_days_left": left(&d.feedback.due),
-                "feedback_cap": d.feedback_cap.at,
-                "callback_due": d.callback.map(|c| c.due.at),
-                "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
-                "callback_working_days": d.callback.map(|_| URGENT_CALLBACK_WORKING_DAYS),
-                "callback_working_days_left": d.callback.map(|c| left(&c.due)),
-                "provisional": d.provisional(),
-            })
-        }
-    }
-}
-
-fn reminder_level(order: &Order, at: DateTime<FixedOffset>) -> &'static str {
-    match running_deadline(order) {
-        Some((_, window)) if at >= window.due.at => "red",
-        Some((_, window)) if at >= window.warn_from => "yellow",
-        _ => "none",
-    }
-}
-
-fn fields_json(fields: &OrderFields, contact: &Contact) -> Value {
-    json!({
-        "contact_name": contact.name,
-        "contact_phone": contact.phone,
-        "category": fields.category,
-        "urgency": fields.urgency,
-        "business_area": fields.area,
-        "units": fields.units_involved,
-        "description": fields.description,
-        "remarks": fields.remarks,
-        "channel": fields.channel,
-        "city": fields.city,
-        "call_id": fields.call_id,
-        "received_at": fields.received_at,
+    let d = order.deadlines?;
+    let urgent = order.fields.urgency == Urgency::Urgent;
+    let left = |due: &crate::calendar::Deadline| calendar.working_days_left(due, at);
+    Some(DeadlinesView {
+        transfer_due: d.transfer.due.at,
+        transfer_due_display: d.transfer.due.display().to_string(),
+        transfer_working_days: (!urgent).then_some(TRANSFER_WORKING_DAYS),
+        transfer_hours: urgent.then_some(URGENT_TRANSFER_HOURS),
+        transfer_working_days_left: (!urgent).then(|| left(&d.transfer.due)),
+        feedback_due: d.feedback.due.at,
+        feedback_due_display: d.feedback.due.display().to_string(),
+        feedback_working_days: d.feedback_working_days,
+        feedback_working_days_left: left(&d.feedback.due),
+        feedback_cap: d.feedback_cap.at,
+        callback_due: d.callback.map(|c| c.due.at),
+        callback_due_display: d.callback.map(|c| c.due.display().to_string()),
+        callback_working_days: d.callback.map(|_| URGENT_CALLBACK_WORKING_DAYS),
+        callback_working_days_left: d.callback.map(|c| left(&c.due)),
+        provisional: d.provisional(),
     })
+}
+
+fn reminder_level(order: &Order, at: DateTime<FixedOffset>) -> ReminderShown {
+    match running_deadline(order) {
+        Some((_, window)) if at >= window.due.at => ReminderShown::Red,
+        Some((_, window)) if at >= window.warn_from => ReminderShown::Yellow,
+        _ => ReminderShown::Quiet,
+    }
+}
+
+fn fields_view(fields: &OrderFields, contact: Contact) -> OrderFieldsView {
+    OrderFieldsView {
+        contact_name: contact.name,
+        contact_phone: contact.phone,
+        category: fields.category,
+        urgency: fields.urgency,
+        business_area: fields.area,
+        units: fields.units_involved.clone(),
+        description: fields.description.clone(),
+        remarks: fields.remarks.clone(),
+        channel: fields.channel,
+        city: fields.city.clone(),
+        call_id: fields.call_id.clone(),
+        received_at: fields.received_at,
+    }
 }
 
 // ---------------------------------------------------------------- callers' contacts
@@ -506,13 +510,13 @@ async fn orders_contact_view<'a>(
 /// The audit action of answers that show orders (list, read, create, commands).
 const ORDERS_READ: &str = "orders.read";
 
-fn order_json(
+fn order_view(
     order: &Order,
     user: &User,
     at: DateTime<FixedOffset>,
     ctx: &OrdersContext,
     view: ContactView,
-) -> Value {
+) -> OrderView {
     let actor = user.actor();
     let masked = view == ContactView::Masked || !can_see_contact(&actor);
     let contact = if masked {
@@ -523,82 +527,88 @@ fn order_json(
     } else {
         contact_for(&actor, &order.fields.contact)
     };
-    json!({
-        "id": order.id,
-        "number": order.number,
-        "version": order.version,
-        "state": order.state,
-        "fields": fields_json(&order.fields, &contact),
-        "units": order.assignments,
-        "lead_unit": order.lead_unit,
-        // 协办单位 (W-11): every unit handling besides the lead, signed or not yet.
-        "helping_units": order
+    let calendar = ctx.calendar.current();
+    OrderView {
+        id: order.id.clone(),
+        number: order.number.clone(),
+        version: order.version,
+        state: order.state,
+        fields: fields_view(&order.fields, contact),
+        units: order.assignments.clone(),
+        lead_unit: order.lead_unit.clone(),
+        helping_units: order
             .assignments
             .iter()
             .filter(|a| order.lead_unit.as_ref() != Some(&a.unit))
-            .collect::<Vec<_>>(),
-        "dispatch_unit": order.dispatch_unit,
-        "deadlines": deadline_json(order, at, &ctx.calendar.current()),
-        "reminder": reminder_level(order, at),
-        "overdue": is_overdue(order, at),
-        "special_flag": order.special_flag,
-        "closing": order.closing,
-        "pending_extension": order.pending_extension,
-        "draft_reply": order.draft_reply,
-        "reply": order.reply,
-        "satisfaction": order.satisfaction,
-        "call_survey": order.call_survey,
-        "callbacks": order.callbacks,
-        "returned_by": order.returned_by,
-        "redo_count": order.redo_count,
-        "supervisions": order.supervisions,
-        "second_callback_unit": order.second_callback_unit,
-        "completed_at": order.completed_at,
-        "updated_at": order.last_event_at,
-        "contact_masked": masked,
-        "dissatisfaction_report": report_json(order, at, &ctx.calendar.current()),
-        "transfer_on_time": transfer_on_time(order, at),
-        "dispatched_by": order.dispatched_by,
-        "missed_limits": order.missed_limits,
-        "leader_alerts": order.leader_alerts,
-        "voice_message": voice_message_json(order),
-        "allowed_commands": allowed_commands(order, &actor, at, ctx),
-    })
+            .cloned()
+            .collect(),
+        dispatch_unit: order.dispatch_unit.clone(),
+        deadlines: deadlines_view(order, at, &calendar),
+        reminder: reminder_level(order, at),
+        overdue: is_overdue(order, at),
+        special_flag: order.special_flag,
+        closing: order.closing.clone(),
+        pending_extension: order.pending_extension.clone(),
+        draft_reply: order.draft_reply.clone(),
+        reply: order.reply.clone(),
+        satisfaction: order.satisfaction,
+        call_survey: order.call_survey,
+        callbacks: order.callbacks.clone(),
+        returned_by: order.returned_by.clone(),
+        redo_count: order.redo_count,
+        supervisions: order.supervisions,
+        second_callback_unit: order.second_callback_unit.clone(),
+        completed_at: order.completed_at,
+        updated_at: order.last_event_at,
+        contact_masked: masked,
+        dissatisfaction_report: report_view(order, at, &calendar),
+        transfer_on_time: transfer_on_time(order, at),
+        dispatched_by: order.dispatched_by.clone(),
+        missed_limits: order.missed_limits.clone(),
+        leader_alerts: order.leader_alerts.clone(),
+        voice_message: voice_message_link(order),
+        allowed_commands: allowed_commands(order, &actor, at, ctx)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    }
 }
 
 /// The report of the caller's dissatisfaction to the unit (H-9): to whom, by when
 /// (1 working day from the callback), whether made, whether late.
-fn report_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
-    let Some(report) = &order.dissatisfaction_report else {
-        return Value::Null;
-    };
+fn report_view(
+    order: &Order,
+    at: DateTime<FixedOffset>,
+    calendar: &Calendar,
+) -> Option<DissatisfactionReportView> {
+    let report = order.dissatisfaction_report.as_ref()?;
     let due = report.window.due;
     let overdue = match report.reported_at {
         Some(done) => done > due.at,
         None => order.state != OrderState::Closed && at > due.at,
     };
-    json!({
-        "unit": report.unit,
-        "due": due.at,
-        "due_display": due.display().to_string(),
-        "working_days": crate::ticket::deadlines::REPORT_WORKING_DAYS,
-        "working_days_left": calendar.working_days_left(&due, at),
-        "provisional": due.provisional,
-        "reported_at": report.reported_at,
-        "reported_by": report.reported_by,
-        "overdue": overdue,
+    Some(DissatisfactionReportView {
+        unit: report.unit.clone(),
+        due: due.at,
+        due_display: due.display().to_string(),
+        working_days: crate::ticket::deadlines::REPORT_WORKING_DAYS,
+        working_days_left: calendar.working_days_left(&due, at),
+        provisional: due.provisional,
+        reported_at: report.reported_at,
+        reported_by: report.reported_by.clone(),
+        overdue,
     })
 }
 
 /// An order opened from a voice message: the URL its player reads (the server's file
 /// path stays on the server).
-fn voice_message_json(order: &Order) -> Value {
+fn voice_message_link(order: &Order) -> Option<VoiceMessageLink> {
     match (&order.fields.call_id, order.fields.recordings.is_empty()) {
-        (Some(call_id), false) => json!({
-            "call_id": call_id,
-            "play_url": super::recordings::voice_message_url(&order.id.0),
+        (Some(call_id), false) => Some(VoiceMessageLink {
+            call_id: call_id.clone(),
+            play_url: super::recordings::voice_message_url(&order.id.0),
         }),
-        _ => Value::Null,
+        _ => None,
     }
 }
 
@@ -703,7 +713,7 @@ async fn replay_idempotent(
     Ok(Some(
         (
             StatusCode::CREATED,
-            Json(order_json(
+            Json(order_view(
                 &order,
                 user,
                 state.orders.clock.now(),
@@ -720,8 +730,8 @@ async fn replay_idempotent(
     request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "at most 128 characters; a repeat answers the first order")),
     responses(
-        (status = 201, description = "created"),
-        (status = 202, description = "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503."),
+        (status = 201, description = "created", body = OrderView),
+        (status = 202, body = QueuedOrderView, description = "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503."),
         (status = 503, description = "database_unavailable and the outbox journal cannot be written either (disk): retry after Retry-After", body = ErrorBody),
         (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
     ))]
@@ -845,7 +855,7 @@ async fn create_order(
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
     Ok((
         StatusCode::CREATED,
-        Json(order_json(&order, &user, at, ctx, view)),
+        Json(order_view(&order, &user, at, ctx, view)),
     )
         .into_response())
 }
@@ -907,10 +917,10 @@ fn queued_response(
     ctx: &OrdersContext,
 ) -> Response {
     // The database is unavailable, so the read cannot be audited: masked.
-    let mut body = order_json(order, user, at, ctx, ContactView::Masked);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("queued".into(), Value::Bool(true));
-    }
+    let body = QueuedOrderView {
+        order: order_view(order, user, at, ctx, ContactView::Masked),
+        queued: true,
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -1240,37 +1250,37 @@ pub fn decode_list_query(
 
 #[utoipa::path(get, path = "/api/orders", tag = "orders", summary = "List orders in the caller's scope",
     params(ListQuery),
-    responses((status = 200, description = "one page"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "one page", body = OrderPage), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn list_orders(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let ctx = &state.orders;
     let at = state.orders.clock.now();
     let (filter, page) = decode_list_query(raw.as_deref(), &user, ctx, at)?;
     let per_page = filter.limit;
     let (orders, total) = state.store.list_orders(&filter).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, &orders).await;
-    let items: Vec<Value> = orders
+    let items = orders
         .iter()
-        .map(|o| order_json(o, &user, at, ctx, view))
+        .map(|o| order_view(o, &user, at, ctx, view))
         .collect();
-    Ok(Json(json!({
-        "items": items,
-        "total": total,
-        "page": page,
-        "per_page": per_page,
-    })))
+    Ok(Json(OrderPage {
+        items,
+        total,
+        page,
+        per_page,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/special_flags", tag = "orders",
     summary = "Orders with the special flag (W-14); GET /api/orders?flagged=open lists those still under study, flagged=concluded those closed by conclude_study",
-    responses((status = 200, description = "the flagged orders"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the flagged orders", body = Vec<OrderView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn special_flags(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<OrderView>>, ApiError> {
     let ctx = &state.orders;
     let at = state.orders.clock.now();
     let filter = OrderFilter {
@@ -1283,12 +1293,12 @@ async fn special_flags(
     };
     let (orders, _) = state.store.list_orders(&filter).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, &orders).await;
-    Ok(Json(Value::Array(
+    Ok(Json(
         orders
             .iter()
-            .map(|o| order_json(o, &user, at, ctx, view))
+            .map(|o| order_view(o, &user, at, ctx, view))
             .collect(),
-    )))
+    ))
 }
 
 // ---------------------------------------------------------------- get / commands
@@ -1296,15 +1306,15 @@ async fn special_flags(
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
     summary = "One order (by id, or by its short number), contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)",
     params(("id" = String, Path, description = "order id or short number")),
-    responses((status = 200, description = "the order"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the order", body = OrderView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn get_order(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
-    Ok(Json(order_json(
+    Ok(Json(order_view(
         &order,
         &user,
         state.orders.clock.now(),
@@ -1486,14 +1496,14 @@ pub fn decide_command(
         ("If-Match" = Option<i64>, Header, description = "the order version the command was decided on"),
     ),
     request_body(content = Object, description = "the command's fields (src/ticket/command.rs, snake_case) plus optional version"),
-    responses((status = 200, description = "the order after the command"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the order after the command", body = OrderView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_command(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     check_command_name(&name)?;
     let body = body_bytes(body)?;
     let (object, expected) = command_object(&body, &headers)?;
@@ -1514,7 +1524,7 @@ async fn order_command(
         }
     }
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&next]).await;
-    Ok(Json(order_json(&next, &user, at, ctx, view)))
+    Ok(Json(order_view(&next, &user, at, ctx, view)))
 }
 
 /// Audit action of a contact reveal.
@@ -1719,7 +1729,7 @@ fn person_name(auth: &Auth, id: &str) -> Option<String> {
 
 /// The ledger row as shown; the caller's contact in the creation event is masked for
 /// roles that may not see it.
-fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
+fn event_view(row: &StoredEvent, mask: bool, auth: &Auth) -> EventView {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
     // A second-callback clerk recorded by id: named for people too.
     if let Some(object) = kind.as_object_mut()
@@ -1760,40 +1770,40 @@ fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
             }
         }
     }
-    json!({
-        "seq": row.seq,
-        "at": row.at,
-        "actor": row.actor,
-        "actor_name": person_name(auth, &row.actor),
-        "role": row.role,
-        "unit": row.unit,
-        "state_before": row.state_before,
-        "state_after": row.state_after,
-        "kind": kind,
-        "reason": row.reason,
-        "hash": row.hash,
-    })
+    EventView {
+        seq: row.seq,
+        at: row.at.clone(),
+        actor: row.actor.clone(),
+        actor_name: person_name(auth, &row.actor),
+        role: row.role.clone(),
+        unit: row.unit.clone(),
+        state_before: row.state_before.clone(),
+        state_after: row.state_after.clone(),
+        kind,
+        reason: row.reason.clone(),
+        hash: row.hash.clone(),
+    }
 }
 
 #[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders", summary = "The order's ledger timeline",
     params(("id" = String, Path, description = "order id")),
-    responses((status = 200, description = "the events, oldest first"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the events, oldest first", body = Vec<EventView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<EventView>>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
     let rows = state.store.order_events(&order.id.0).await?;
     // The creation and each correction carry a contact: one audited read of the order.
     let view =
         audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
     let mask = view == ContactView::Masked;
-    Ok(Json(Value::Array(
+    Ok(Json(
         rows.iter()
-            .map(|r| event_json(r, mask, &state.auth))
+            .map(|r| event_view(r, mask, &state.auth))
             .collect(),
-    )))
+    ))
 }
 
 // ---------------------------------------------------------------- ledger
@@ -1850,7 +1860,7 @@ fn csv_response(filename: &str, body: String) -> Response {
 }
 
 #[utoipa::path(get, path = "/api/ledger/{file}", tag = "ledger",
-    summary = "Per-unit ledger export (CSV; supervisors, province admins)",
+    summary = "Per-unit ledger export (CSV; supervisors, province admins) in a bureau's words: people and units by name, states, roles, events and satisfaction by their Chinese labels, never enum values or login ids; the hash columns keep the chain checkable",
     params(("file" = String, Path, description = "the unit id followed by .csv, e.g. jinan.csv")),
     responses((status = 200, description = "the ledger", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn ledger_csv(
@@ -1868,32 +1878,15 @@ async fn ledger_csv(
         return Err(ApiError::forbidden("that unit is outside your subtree"));
     }
     let rows = state.store.unit_ledger(unit.as_str()).await?;
-    let mut out = String::from(
-        "order_id,seq,at,actor,actor_name,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
-    );
+    let mut out = String::from(ledger_words::HEADER);
     for r in &rows {
-        let event = serde_json::from_str::<Value>(&r.kind)
-            .ok()
-            .and_then(|k| k.get("type").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        let actor_name = person_name(&state.auth, &r.actor).unwrap_or_default();
-        let cells = [
-            r.order_id.as_str(),
-            &r.seq.to_string(),
-            &r.at,
-            &r.actor,
-            &actor_name,
-            &r.role,
-            &r.unit,
-            &r.state_before,
-            &r.state_after,
-            &event,
-            &r.reason,
-            &r.prev_hash,
-            &r.hash,
-        ];
-        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&line.join(","));
+        let names = ledger_words::Names {
+            orders: &state.orders,
+            auth: &state.auth,
+        };
+        let line = ledger_words::ledger_line(&names, r);
+        let cells: Vec<String> = line.cells().iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
         out.push('\n');
     }
     Ok(csv_response(&format!("ledger-{unit}.csv"), out))
@@ -2023,15 +2016,24 @@ fn level_name(kind: UnitKind) -> &'static str {
     kind.as_str()
 }
 
-fn rate_value(rate: crate::ticket::Rate) -> Value {
-    rate.per_mille()
-        .map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0))
+fn rate_value(rate: crate::ticket::Rate) -> Option<f64> {
+    rate.per_mille().map(|pm| f64::from(pm) / 1000.0)
+}
+
+fn level_of(kind: UnitKind) -> Level {
+    match kind {
+        UnitKind::Province => Level::Province,
+        UnitKind::City => Level::City,
+        UnitKind::County => Level::County,
+        UnitKind::Township => Level::Township,
+        UnitKind::Institution => Level::Institution,
+    }
 }
 
 #[utoipa::path(get, path = "/api/rankings", tag = "assessment",
     summary = "Unit rankings per period (AS-RANK); format=csv for CSV",
     params(RankingQuery),
-    responses((status = 200, description = "ranked rows (CSV: the same columns)"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "ranked rows (CSV: the same columns)", content((Rankings = "application/json"), (String = "text/csv"))), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn rankings(
     State(state): State<AppState>,
     CurrentUser(_user): CurrentUser,
@@ -2132,7 +2134,7 @@ async fn rankings(
     }
     let ctx = &state.orders;
     let sign_in = sign_in_by_unit(&state, period, at).await?;
-    let mut rows: Vec<Value> = Vec::new();
+    let mut rows: Vec<RankingRow> = Vec::new();
     if by_category {
         // One row per category (or business area, 法律服务需求类型) of the group: all
         // its orders scored as one "unit", named by the enum value.
@@ -2185,8 +2187,8 @@ async fn rankings(
             let kind = r.score.unit.as_str();
             let mut row = ranking_row(&r, kind, None);
             if by == RankedBy::Area {
-                row["business_area"] = json!(kind);
-                row["unit_name"] = json!(labels.get(kind).cloned().unwrap_or_default());
+                row.business_area = parse_enum(kind);
+                row.unit_name = labels.get(kind).cloned().unwrap_or_default();
             }
             rows.push(row);
         }
@@ -2225,20 +2227,21 @@ async fn rankings(
             for r in rank(&of_level, group, metric) {
                 let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
                 let mut row = ranking_row(&r, &name, sign_in.get(r.score.unit.as_str()).copied());
-                row["level"] = json!(level_name(kind));
+                row.level = Some(level_of(kind));
                 rows.push(row);
             }
         }
     }
-    let mut levels = serde_json::Map::new();
+    let mut levels = BTreeMap::new();
     if !by_category {
         for kind in LEVELS {
             if only_level.is_none_or(|only| only == kind) {
-                let of_level: Vec<&Value> = rows
+                let of_level: Vec<RankingRow> = rows
                     .iter()
-                    .filter(|r| r["level"] == level_name(kind))
+                    .filter(|r| r.level == Some(level_of(kind)))
+                    .cloned()
                     .collect();
-                levels.insert(level_name(kind).to_owned(), json!(of_level));
+                levels.insert(level_of(kind), of_level);
             }
         }
     }
@@ -2260,6 +2263,7 @@ async fn rankings(
             .collect::<Vec<_>>()
             .join(";");
         for row in &rows {
+            let row = serde_json::to_value(row).unwrap_or_default();
             let cell = |k: &str| match row.get(k) {
                 Some(Value::String(s)) => csv_cell(s),
                 Some(Value::Null) | None => String::new(),
@@ -2297,32 +2301,38 @@ async fn rankings(
             out,
         ));
     }
-    Ok(Json(json!({
-        "period": period_text,
-        "group": group_name,
-        "by": match by {
+    Ok(Json(Rankings {
+        period: period_text,
+        group: group_name.to_owned(),
+        by: match by {
             RankedBy::Unit => "unit",
             RankedBy::Category => "category",
             RankedBy::Area => "area",
-        },
-        "metric": q.metric.as_deref().filter(|m| !m.is_empty()).unwrap_or("completion_rate"),
-        "business_area": only_area.map_or_else(|| json!("all"), |a| json!(a)),
+        }
+        .to_owned(),
+        metric: q
+            .metric
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "completion_rate".to_owned()),
+        business_area: only_area.map_or_else(|| "all".to_owned(), |a| enum_text(&a)),
         // W-19: the ranking is automatic; the only setting is the weights of the
         // combined score, printed with every ranking.
-        "weights": weights,
-        "level": only_level.map_or("all", level_name),
-        "rows": rows,
-        "levels": levels,
-        "sign_in": sign_in
+        weights,
+        level: only_level.map_or("all", level_name).to_owned(),
+        rows,
+        levels,
+        sign_in: sign_in
             .iter()
-            .map(|(unit, attendance)| {
-                let mut row = sign_in_json(Some(*attendance));
-                row["unit"] = json!(unit);
-                row["unit_name"] = json!(ctx.unit_name(&UnitId::new(unit.clone())).unwrap_or_default());
-                row
+            .map(|(unit, attendance)| UnitSignIn {
+                unit: unit.clone(),
+                unit_name: ctx
+                    .unit_name(&UnitId::new(unit.clone()))
+                    .unwrap_or_default()
+                    .to_owned(),
+                sign_in: sign_in_view(Some(*attendance)),
             })
-            .collect::<Vec<_>>(),
-    }))
+            .collect(),
+    })
     .into_response())
 }
 
@@ -2368,40 +2378,43 @@ async fn sign_in_by_unit(
 
 /// `sign_in_rate` (0..1 or null), `shifts_scheduled`, `shifts_signed_in` (null without
 /// roster data).
-fn sign_in_json(attendance: Option<ShiftAttendance>) -> Value {
+fn sign_in_view(attendance: Option<ShiftAttendance>) -> SignIn {
     match attendance {
-        Some(a) => json!({
-            "sign_in_rate": a.per_mille().map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0)),
-            "shifts_scheduled": a.scheduled,
-            "shifts_signed_in": a.signed_in,
-        }),
-        None => json!({"sign_in_rate": null, "shifts_scheduled": null, "shifts_signed_in": null}),
+        Some(a) => SignIn {
+            sign_in_rate: a.per_mille().map(|pm| f64::from(pm) / 1000.0),
+            shifts_scheduled: Some(a.scheduled),
+            shifts_signed_in: Some(a.signed_in),
+        },
+        None => SignIn::default(),
     }
 }
 
-fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAttendance>) -> Value {
+fn ranking_row(
+    r: &crate::ticket::Ranked,
+    name: &str,
+    sign_in: Option<ShiftAttendance>,
+) -> RankingRow {
     let s = &r.score;
-    let mut row = json!({
-        "rank": r.position,
-        "unit": s.unit,
-        "unit_name": name,
-        "orders": s.handled,
-        "completed": s.completed,
-        "completion_rate": rate_value(s.completion_rate),
-        "on_time_rate": rate_value(s.on_time_rate),
-        "satisfaction_rate": rate_value(s.satisfaction_rate),
-        "returns": s.returns,
-        "overdue": s.overdue,
-        "withdrawn": s.withdrawn,
-        "transfer_rate": rate_value(s.transfer_rate),
-        "transfers_on_time": s.transfer_on_time,
-        "transfers_late": s.transfer_late,
-        "combined_score": s.combined.map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0)),
-    });
-    if let (Value::Object(row), Value::Object(extra)) = (&mut row, sign_in_json(sign_in)) {
-        row.extend(extra);
+    RankingRow {
+        rank: r.position,
+        unit: s.unit.clone(),
+        unit_name: name.to_owned(),
+        orders: s.handled,
+        completed: s.completed,
+        completion_rate: rate_value(s.completion_rate),
+        on_time_rate: rate_value(s.on_time_rate),
+        satisfaction_rate: rate_value(s.satisfaction_rate),
+        returns: s.returns,
+        overdue: s.overdue,
+        withdrawn: s.withdrawn,
+        transfer_rate: rate_value(s.transfer_rate),
+        transfers_on_time: s.transfer_on_time,
+        transfers_late: s.transfer_late,
+        combined_score: s.combined.map(|pm| f64::from(pm) / 1000.0),
+        sign_in: sign_in_view(sign_in),
+        level: None,
+        business_area: None,
     }
-    row
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapi_document", tag = "meta", summary = "This document",
@@ -2438,6 +2451,11 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
         }
+    }
+
+    /// The row as the answer's JSON carries it.
+    fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
+        serde_json::to_value(event_view(row, mask, auth)).unwrap_or_default()
     }
 
     #[test]

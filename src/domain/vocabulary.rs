@@ -134,7 +134,7 @@ pub enum Channel {
 
 /// What a caller can choose on the phone (咨询 / 投诉 / 建议, H-8): the [`Category`]s
 /// without 案件, which is registered from other channels only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallCategory {
     /// 咨询.

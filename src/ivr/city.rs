@@ -29,7 +29,7 @@ pub struct CityEntry {
 }
 
 /// How the city of a call was found (goes into the CDR).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResolvedBy {
     /// The Request-URI number, e.g. `053112348`.

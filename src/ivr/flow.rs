@@ -1167,7 +1167,7 @@ enum RetryCause {
 }
 
 /// The caller's answer to the satisfaction survey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SurveyResult {
     /// 满意.

@@ -1,12 +1,14 @@
 //! Ids, agent states, and the inputs and actions of the ACD.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::stats::QueueLogEntry;
+use crate::calendar::Calendar;
 use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
 use crate::ticket::model::{BusinessArea, CallId};
@@ -437,6 +439,11 @@ pub enum QueueInput {
     /// Reconcile: every agent leg the dialog layer still has, as `(call, agent)`.
     /// Any agent the ACD holds ringing or on a call without a live leg is released.
     LiveLegs(BTreeSet<(CallId, AgentId)>),
+    /// The working-day calendar in force changed (`hotline calendar add-year`, an edit
+    /// of the calendar file the running server reloaded): duty rosters of
+    /// `days = "working_days"` follow it from now on. Shifts already checked for
+    /// absence are not checked again.
+    CalendarChanged(Arc<Calendar>),
 }
 
 /// Why a call goes to the voice-message flow.

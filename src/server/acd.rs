@@ -194,6 +194,9 @@ pub struct AcdShell {
     queue_log: std::sync::OnceLock<crate::server::queue_log_writer::QueueLogWriter>,
     /// Where answers, abandons and waits are counted (set by `serve`).
     metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The calendar in force, reloaded when its file changes: fed to the ACD when it
+    /// does ([`AcdShell::follow_calendar`]).
+    calendar: crate::calendar::SharedCalendar,
 }
 
 impl std::fmt::Debug for AcdShell {
@@ -203,13 +206,15 @@ impl std::fmt::Debug for AcdShell {
 }
 
 impl AcdShell {
-    /// The ACD of `config`, every agent logged out and unregistered.
+    /// The ACD of `config`, every agent logged out and unregistered; its duty rosters
+    /// follow `calendar` (a [`crate::calendar::SharedCalendar`] the server reloads, or
+    /// a fixed [`crate::calendar::Calendar`]).
     ///
     /// # Errors
     /// The queue configuration is inconsistent.
     pub fn new(
         config: QueuesConfig,
-        calendar: crate::calendar::Calendar,
+        calendar: impl Into<crate::calendar::SharedCalendar>,
         clock: WallClock,
         store: Option<Store>,
         names: HashMap<AgentId, String>,
@@ -220,7 +225,8 @@ impl AcdShell {
             .map(|a| (a.id.clone(), a.city.clone()))
             .collect();
         let agents = config.agents.iter().map(|a| a.id.clone()).collect();
-        let acd = Acd::new(config, calendar, clock.now(), rand::random())?;
+        let calendar = calendar.into();
+        let acd = Acd::new(config, calendar.current(), clock.now(), rand::random())?;
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new_cyclic(|me| AcdShell {
             me: me.clone(),
@@ -241,7 +247,29 @@ impl AcdShell {
             sip: Mutex::new(Weak::new()),
             queue_log: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            calendar,
         }))
+    }
+
+    /// Feeds the ACD the calendar in force when it is not the one the ACD has: the
+    /// server reloads the calendar file when it changes (`hotline calendar add-year`,
+    /// [`crate::server::reminders::reload_calendar`]) and the duty rosters follow it
+    /// without a restart. Called on every pass of the timer loop (at most
+    /// [`RECONCILE_EVERY`] apart).
+    pub fn follow_calendar(&self) {
+        let current = self.calendar.current();
+        let fed = self
+            .inner
+            .lock()
+            .map(|i| Arc::ptr_eq(i.acd.calendar(), &current))
+            .unwrap_or(true);
+        if !fed {
+            info!(
+                years = ?current.loaded_years(),
+                "the duty rosters follow the calendar reloaded"
+            );
+            let _ = self.input(QueueInput::CalendarChanged(current));
+        }
     }
 
     /// Count queue answers, abandons and waits in `metrics` from now on.
@@ -640,6 +668,7 @@ impl AcdShell {
                 _ = shutdown.cancelled() => return,
             }
             self.check_registrations();
+            self.follow_calendar();
             let now = self.clock.now();
             let actions = match self.inner.lock() {
                 Ok(mut inner) => {

@@ -162,8 +162,9 @@ impl MediaContext {
         let acd = match config.queues.clone() {
             Some(queues) => Some(AcdShell::new(
                 queues,
-                // The ACD's rosters keep the calendar of start-up.
-                (*calendar.current()).clone(),
+                // The rosters follow the calendar in force (reloaded when its file
+                // changes).
+                calendar.clone(),
                 clock,
                 store.clone(),
                 config

@@ -22,6 +22,10 @@ use crate::ticket::{
     Actor, Command, Context, apply, leader_alerts_due, limits_missed, reminders_due,
 };
 
+/// The note of a reminder the scheduler raises, as the ledger shows it. (Events
+/// recorded before it was Chinese say "automatic reminder".)
+pub const AUTOMATIC_REMINDER_NOTE: &str = "系统自动催办";
+
 pub use crate::orders::notify::{LogNotifier, Notifier};
 
 /// One pass over the orders with work due at `now`, by the system actor, each step
@@ -79,7 +83,7 @@ pub async fn remind_once(
                 .map(|due| Command::Remind {
                     deadline: due.deadline,
                     level: due.level,
-                    note: "automatic reminder".to_owned(),
+                    note: AUTOMATIC_REMINDER_NOTE.to_owned(),
                 }),
         );
         let unit = order

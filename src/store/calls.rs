@@ -10,7 +10,7 @@ use crate::ivr::cdr::{CallDetailRecord, SystemEnd};
 ///
 /// This is the hand-over point to the ticket store: it opens a callback order from each
 /// row without a `work_order` and fills that column in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct VoiceMessage {
     pub call_id: String,
     pub caller: String,
@@ -50,7 +50,7 @@ pub struct CallFilter {
 }
 
 /// One listed call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StoredCall {
     pub record: CallDetailRecord,
     pub voice_message: Option<VoiceMessage>,

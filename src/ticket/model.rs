@@ -340,9 +340,21 @@ impl FieldValues {
 
 /// Lifecycle state.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schema(as = OrderState)]
 pub enum State {
     /// Being written by an agent.
     #[default]
@@ -402,7 +414,7 @@ impl fmt::Display for State {
 }
 
 /// A unit's part in an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AssignmentStatus {
     /// Dispatched to it, not signed.
@@ -412,7 +424,7 @@ pub enum AssignmentStatus {
 }
 
 /// A unit the order is currently dispatched to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assignment {
     /// Unit.
     pub unit: UnitId,
@@ -421,7 +433,19 @@ pub struct Assignment {
 }
 
 /// Caller's satisfaction (满意 / 基本满意 / 不满意).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Satisfaction {
     /// 满意.
@@ -435,7 +459,7 @@ pub enum Satisfaction {
 /// The caller's answer to the post-call satisfaction survey of the linked call
 /// (CALL-ETIQUETTE): a record on the order, not the callback's satisfaction (TK-VISIT),
 /// which the callback staff still take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallSurveyAnswer {
     /// 满意 (1).
@@ -449,7 +473,7 @@ pub enum CallSurveyAnswer {
 }
 
 /// Why an order was closed on judgement although the caller is not satisfied (H-14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JudgementGround {
     /// Limits of laws, regulations or policy (法律法规、政策所限).
@@ -469,7 +493,7 @@ pub enum RedoTarget {
 }
 
 /// First callback by the hotline, or second by the supervising unit (W-14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallbackRound {
     /// By the city's callback staff (sampled, or mandatory for urgent orders).
@@ -479,7 +503,7 @@ pub enum CallbackRound {
 }
 
 /// Why and under which rule an order was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// Consultation answered (H-10).
@@ -523,7 +547,7 @@ impl CloseReason {
 }
 
 /// How an order was closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Closing {
     /// Reason (carries the rule).
     pub reason: CloseReason,
@@ -537,7 +561,7 @@ pub struct Closing {
 }
 
 /// A pending extension request (W-12).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExtensionRequest {
     /// Requesting unit (its head decides).
     pub unit: UnitId,
@@ -554,7 +578,7 @@ pub struct ExtensionRequest {
 }
 
 /// One callback made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallbackRecord {
     /// First or second.
     pub round: CallbackRound,
@@ -581,7 +605,7 @@ pub struct IssuedReminder {
 
 /// A limit the order missed, recorded once by the scheduler (H-13-2 for the urgent
 /// transfer, H-9 for the dissatisfaction report).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MissedLimit {
     /// Which limit.
     pub deadline: super::deadlines::DeadlineKind,
@@ -590,7 +614,19 @@ pub struct MissedLimit {
 }
 
 /// Why the city's leaders are told of an order (H-13-2 "报告领导").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderAlert {
     /// An urgent order was received.

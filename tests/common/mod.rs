@@ -17,6 +17,7 @@ pub mod ops;
 pub mod orders;
 pub mod phone;
 pub mod queue;
+pub mod schema;
 pub mod trunk;
 
 pub const TEST_CONFIG: &str = r#"
