@@ -553,11 +553,20 @@ pub struct UserView {
     pub unit_name: String,
     /// The queue agent the user works as (agent workspace), if any.
     pub agent: Option<String>,
+    /// The server's clock now (shifted by `--now` / `HOTLINE_FAKE_NOW` in demos): the
+    /// console dates its default periods and remaining times by it, not by the
+    /// browser's.
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: chrono::DateTime<chrono::FixedOffset>,
 }
 
 impl UserView {
     #[must_use]
-    pub fn of(user: &User, unit_name: Option<&str>) -> Self {
+    pub fn of(
+        user: &User,
+        unit_name: Option<&str>,
+        server_time: chrono::DateTime<chrono::FixedOffset>,
+    ) -> Self {
         Self {
             id: user.id.clone(),
             name: user.name.clone(),
@@ -565,6 +574,7 @@ impl UserView {
             unit: user.unit.as_str().to_owned(),
             unit_name: unit_name.unwrap_or_default().to_owned(),
             agent: user.agent.clone(),
+            server_time,
         }
     }
 }

@@ -201,7 +201,7 @@ async fn login(
                 super::auth::SESSION_TTL.as_secs()
             );
             let mut response = Json(LoginReply {
-                user: UserView::of(&user, ctx.unit_name(&user.unit)),
+                user: UserView::of(&user, ctx.unit_name(&user.unit), ctx.clock.now()),
                 csrf_token: csrf,
             })
             .into_response();
@@ -253,7 +253,11 @@ async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
 #[utoipa::path(get, path = "/api/me", tag = "auth", summary = "The current user",
     responses((status = 200, description = "the signed-in user", body = UserView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn me(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Json<UserView> {
-    Json(UserView::of(&user, state.orders.unit_name(&user.unit)))
+    Json(UserView::of(
+        &user,
+        state.orders.unit_name(&user.unit),
+        state.orders.clock.now(),
+    ))
 }
 
 // ---------------------------------------------------------------- rendering

@@ -29,6 +29,7 @@ import {
   timelineEntry,
   unitIds,
 } from './format';
+import { serverNow } from './clock';
 
 export function errorText(e: unknown): string {
   if (e instanceof ApiError) {
@@ -100,7 +101,7 @@ export function OrderTable(props: {
   selected?: string | null;
   onSelect: (o: Order) => void;
 }) {
-  const now = new Date();
+  const now = serverNow();
   if (props.orders.length === 0) return <p class="empty">暂无工单</p>;
   return (
     <table class="orders">
@@ -356,7 +357,7 @@ export function OrderDetail(props: {
     }
   };
   const [events] = useOrderEvents(o.id, o.version);
-  const now = new Date();
+  const now = serverNow();
   const dl = o.deadlines as Record<string, unknown> | null | undefined;
   const dueKind = currentDueKind(o);
   const returnReason = typeof o.last_return_reason === 'string' ? o.last_return_reason : lastReturnReason(events);
