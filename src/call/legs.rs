@@ -177,11 +177,6 @@ impl Call {
         }
     }
 
-    /// The legs the core still counts (live or ending), for the shell's checks.
-    pub fn legs_open(&self) -> usize {
-        self.legs.legs.len()
-    }
-
     pub(super) fn dial(&mut self, now: Instant, to: LegTarget) -> LegId {
         self.legs.next += 1;
         let id = LegId(self.legs.next);

@@ -1343,3 +1343,42 @@ fn after_hours_a_duty_agent_who_does_not_answer_in_30_s_leaves_the_caller_the_me
     }));
     assert_eq!(sim.heard.last(), Some(&Heard::Recording), "{:?}", sim.heard);
 }
+
+#[test]
+fn after_an_attended_transfer_the_bridged_leg_belongs_to_the_consulted_agent() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    through_menu(&mut sim, '1');
+    sim.advance(4_100);
+    let a = single(&sim.legs_to("1001"));
+    // 1001 consults 1002, then transfers: the shell puts the consultation's leg in
+    // place of 1001's (same leg id for the core) and the ACD moves the call to 1002.
+    sim.acd_input(QueueInput::DirectCall {
+        agent: AgentId::new("1002"),
+        call: CallId("consult-1".into()),
+    });
+    sim.acd_input(QueueInput::AttendedTransfer {
+        call: CallId(CALL.into()),
+        to: AgentId::new("1002"),
+    });
+    sim.send(CallInput::BridgedAgentChanged(AgentId::new("1002")));
+    sim.send(CallInput::AgentHeld(false));
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1002")));
+    assert!(
+        !sim.ended(a),
+        "the core does not end the leg the shell swapped"
+    );
+    // 1002's phone vanishes: it is 1002 the ACD loses, and the caller goes back to
+    // the queue.
+    sim.advance(30_000);
+    let from = sim.heard.len();
+    sim.send(CallInput::LegMediaLost(a));
+    assert!(
+        sim.reports()
+            .contains(&&AcdReport::AgentLost(AgentId::new("1002"))),
+        "{:?}",
+        sim.reports()
+    );
+    assert_eq!(sim.agent_state("1002"), "offline");
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
+    assert!(sim.call.is_queued());
+}
