@@ -206,6 +206,12 @@ impl CallMedia {
                 .map(|i| self.legs.swap_remove(i))
         };
         if let Some(l) = taken {
+            // Counted here: the leg is gone before the call's summary.
+            let foreign = l.session.as_ref().map_or(0, |s| s.stats().foreign_dropped);
+            if foreign > 0 {
+                crate::metrics::rtp_foreign_dropped(foreign);
+                info!(handle = %self.handle, packets = foreign, "RTP from hosts not in the agent's leg dropped");
+            }
             let ports = l.ports;
             drop(l);
             self.ctx.release(ports);
