@@ -1382,3 +1382,49 @@ fn after_an_attended_transfer_the_bridged_leg_belongs_to_the_consulted_agent() {
     assert_eq!(sim.heard_since(from).first(), Some(&hold()));
     assert!(sim.call.is_queued());
 }
+
+#[test]
+fn a_unit_that_cannot_be_dialled_sends_the_caller_back_to_the_queue_at_once() {
+    let mut sim = Sim::in_hours();
+    through_menu(&mut sim, '1');
+    sim.advance(5_000);
+    let unit = crate::ticket::units::UnitId::new("jinan-lixia");
+    sim.blind_transfer(crate::queue::TransferTarget::Unit(unit));
+    // No permit, no trunk or no ports: the shell fails the leg at once.
+    let from = sim.heard.len();
+    sim.send(CallInput::LegFailed {
+        leg: LegId(2),
+        failure: crate::queue::LegFailure::Unreachable,
+    });
+    assert!(sim.call.is_queued());
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
+    assert_eq!(
+        sim.outputs
+            .iter()
+            .filter(|o| matches!(o, CallOutput::Enqueue { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_blind_transfer_to_the_survey_ends_the_agent_leg_and_asks_the_caller() {
+    let mut sim = Sim::in_hours();
+    through_menu(&mut sim, '1');
+    sim.advance(5_000);
+    let a = single(&sim.legs_to("1001"));
+    sim.blind_transfer(crate::queue::TransferTarget::Survey);
+    assert!(sim.ended(a));
+    assert!(
+        matches!(sim.heard.last(), Some(Heard::Once(p)) if p == &["survey"]),
+        "{:?}",
+        sim.heard
+    );
+    assert!(sim.notes().contains(&&RecordNote::BlindTransfer {
+        leg: a,
+        to: "survey".into(),
+    }));
+    // The transferred agent's leg ending later is no news: the survey goes on.
+    sim.advance(100);
+    assert!(!sim.call.is_over());
+}
