@@ -410,6 +410,20 @@ impl Call {
         matches!(self.phase, Phase::Queued { .. })
     }
 
+    /// True while the ACD holds the call: waiting in a queue (agents may be ringing)
+    /// or bridged to the agent it chose. False once it let go (voice message, callback,
+    /// survey, unit) and for calls it never had.
+    pub fn in_acd(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Queued { .. }
+                | Phase::Bridged {
+                    peer: Peer::QueueAgent,
+                    ..
+                }
+        )
+    }
+
     /// True while the caller talks to an agent or a unit.
     pub fn is_bridged(&self) -> bool {
         matches!(self.phase, Phase::Bridged { .. })

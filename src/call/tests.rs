@@ -700,6 +700,7 @@ fn in_hours_the_caller_waits_with_hold_music_is_bridged_then_rates_the_agent() {
     assert!(sim.call.is_queued());
     sim.advance(200);
     assert!(sim.call.is_bridged());
+    assert!(sim.call.in_acd());
     assert!(sim.heard.contains(&hold()));
     assert_eq!(
         sim.heard_since(queued_at),
@@ -715,6 +716,10 @@ fn in_hours_the_caller_waits_with_hold_music_is_bridged_then_rates_the_agent() {
         Some(&&AcdReport::CallEnded(Party::Agent))
     );
     assert_eq!(sim.agent_state("1001"), "wrap_up");
+    assert!(
+        !sim.call.in_acd(),
+        "the ACD let go: the survey is the call's own"
+    );
     sim.advance(100);
     let survey = sim.heard_since(bridged_until).to_vec();
     assert!(
@@ -1268,6 +1273,7 @@ fn a_unit_that_answers_is_bridged_and_its_hang_up_ends_the_call_without_a_survey
     sim.advance(5_100);
     assert_eq!(bridged_to(&sim), ["1001", "unit:jinan-lixia"]);
     assert!(sim.call.is_bridged());
+    assert!(!sim.call.in_acd(), "the ACD let go at the unit transfer");
     assert_eq!(sim.call.bridged_agent(), None);
     sim.advance(60_000);
     sim.peer_hangs_up();

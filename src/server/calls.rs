@@ -788,8 +788,6 @@ struct QueueLink {
     call: CallId,
     category: CallCategory,
     urgency: Urgency,
-    /// The ACD let go (voice message, callback, survey, unit): no more reports.
-    released: bool,
 }
 
 mod attended;
@@ -1123,24 +1121,18 @@ impl CallMedia {
         }
     }
 
-    /// Report a failed offer to the ACD.
-    fn report_leg_failed(&mut self, agent: &AgentId, reason: LegFailure) {
-        if let Some(q) = self.queue.as_ref().filter(|q| !q.released) {
-            q.acd.leg_held(&q.call, agent, false);
-            let input = QueueInput::AgentLegFailed {
-                call: q.call.clone(),
-                agent: agent.clone(),
-                reason,
-            };
-            if let Err(e) = q.acd.input(input) {
-                debug!(handle = %self.handle, %e, "leg failure not taken by the ACD");
-            }
-        }
+    /// The call's link to the ACD while the ACD holds the call (waiting or bridged to
+    /// its agent; the core knows): not once it let go (voice message, callback, survey,
+    /// unit) or the call was never queued.
+    fn acd_link(&self) -> Option<&QueueLink> {
+        let held = self.hotline.as_ref().is_some_and(|h| h.call.in_acd());
+        self.queue.as_ref().filter(|_| held)
     }
 
-    /// Report to the ACD; errors are races (the ACD already let go) and only logged.
+    /// Report to the ACD while it holds the call; errors are races (the ACD already
+    /// let go) and only logged.
     fn report(&self, input: QueueInput) {
-        if let Some(q) = self.queue.as_ref().filter(|q| !q.released)
+        if let Some(q) = self.acd_link()
             && let Err(e) = q.acd.input(input)
         {
             debug!(handle = %self.handle, %e, "report not taken by the ACD");
@@ -1172,18 +1164,12 @@ impl CallMedia {
             AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
             AcdCommand::CallbackRegistered { position } => self.callback_registered(now, position),
             AcdCommand::ToUnit { unit } => {
-                if let Some(q) = self.queue.as_mut() {
-                    q.released = true;
-                }
                 self.control(now, CallInput::Queue(QueueCue::ToUnit(unit)));
             }
             AcdCommand::Overflowed { to } => {
                 info!(%handle, to = to.as_str(), "overflowed to another queue");
             }
             AcdCommand::Survey => {
-                if let Some(q) = self.queue.as_mut() {
-                    q.released = true;
-                }
                 info!(%handle, "satisfaction survey");
                 self.control(now, CallInput::Queue(QueueCue::Survey));
             }
@@ -1191,10 +1177,9 @@ impl CallMedia {
                 reply.send(self.blind_transfer(now, to, |_| {}));
             }
             AcdCommand::VoiceMessage { reason } => {
-                let Some(q) = self.queue.as_mut() else {
+                if self.queue.is_none() {
                     return;
-                };
-                q.released = true;
+                }
                 info!(%handle, reason = %crate::logfmt::word(&reason), "nobody can take the call now: voice message");
                 self.control(now, CallInput::Queue(QueueCue::VoiceMessage(reason)));
             }
@@ -1318,7 +1303,7 @@ impl CallMedia {
     ) -> Result<(), crate::server::transfer::TransferError> {
         use crate::server::transfer::TransferError;
         let handle = self.handle;
-        let Some(q) = self.queue.as_ref().filter(|q| !q.released) else {
+        let Some(q) = self.acd_link() else {
             return Err(TransferError::NotBridged);
         };
         let input = QueueInput::Transfer {
@@ -1685,7 +1670,6 @@ impl CallMedia {
             call,
             category,
             urgency,
-            released: false,
         });
         self.hangup_at = Some(now + Duration::from_secs(2 * 3600));
         match acd.enqueue(input, tx) {

@@ -870,7 +870,7 @@ impl CallMedia {
             .as_ref()
             .map(|h| h.caller.clone())
             .unwrap_or_default();
-        if let (Some(q), Some(from)) = (self.queue.as_ref().filter(|q| !q.released), &from) {
+        if let (Some(q), Some(from)) = (self.acd_link(), &from) {
             q.acd.leg_held(&q.call, &to, true);
             q.acd.leg_held(&q.call, from, false);
             let input = QueueInput::AttendedTransfer {

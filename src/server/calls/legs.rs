@@ -327,32 +327,37 @@ impl CallMedia {
         self.shell.drive(|ep| ep.drop_binding(&agent, &contact));
     }
 
-    /// What the core tells the ACD, with this call's id.
+    /// What the core tells the ACD, with this call's id (the core only reports while
+    /// the ACD holds the call; errors are races and only logged). An agent whose leg
+    /// is gone no longer counts as held by this call.
     pub(super) fn acd_report(&mut self, report: AcdReport) {
-        let Some(call) = self.queue.as_ref().map(|q| q.call.clone()) else {
+        let Some(q) = self.queue.as_ref() else {
             return;
         };
-        match report {
-            AcdReport::AgentAnswered(agent) => {
-                self.report(QueueInput::AgentAnswered { call, agent });
-            }
-            AcdReport::LegFailed { agent, reason } => self.report_leg_failed(&agent, reason),
-            AcdReport::AgentLost(agent) => {
-                if let Some(q) = self.queue.as_ref() {
-                    q.acd.leg_held(&q.call, &agent, false);
+        let call = q.call.clone();
+        let input = match report {
+            AcdReport::AgentAnswered(agent) => QueueInput::AgentAnswered { call, agent },
+            AcdReport::LegFailed { agent, reason } => {
+                q.acd.leg_held(&call, &agent, false);
+                QueueInput::AgentLegFailed {
+                    call,
+                    agent,
+                    reason,
                 }
-                self.report(QueueInput::AgentLost { call, agent });
+            }
+            AcdReport::AgentLost(agent) => {
+                q.acd.leg_held(&call, &agent, false);
+                QueueInput::AgentLost { call, agent }
             }
             AcdReport::CallEnded(who_hung_up) => {
-                let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
-                if let (Some(q), Some(agent)) = (self.queue.as_ref(), agent) {
-                    q.acd.leg_held(&q.call, &agent, false);
+                if let Some(a) = self.agent.as_ref() {
+                    q.acd.leg_held(&call, &AgentId::new(a.agent.clone()), false);
                 }
-                self.report(QueueInput::CallEnded { call, who_hung_up });
-                if let Some(q) = self.queue.as_mut() {
-                    q.released = true;
-                }
+                QueueInput::CallEnded { call, who_hung_up }
             }
+        };
+        if let Err(e) = q.acd.input(input) {
+            debug!(handle = %self.handle, %e, "report not taken by the ACD");
         }
     }
 
