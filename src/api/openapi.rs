@@ -154,13 +154,14 @@ mod tests {
             ("get", "/api/orders/{id}/voice_message"),
             ("post", "/api/orders/{id}/call_back"),
             ("get", "/api/orders/{id}/call_back"),
+            ("get", "/api/analysis/topics"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 30, "{ops:?}");
+        assert_eq!(ops.len(), 31, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {
