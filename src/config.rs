@@ -60,6 +60,67 @@ pub struct Config {
     /// What `/metrics` counts against a target.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The certificate of HTTPS and SIP over TLS (`server.https_listen`,
+    /// `server.sip_tls_listen`).
+    #[serde(default)]
+    pub tls: TlsConfig,
+}
+
+/// `[tls]`: the certificate HTTPS and SIP over TLS present. Both paths or neither: with
+/// neither, a self-signed certificate is made at the first start and kept in
+/// `<data_dir>/tls/` (its SHA-256 fingerprint is logged for clients to pin).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate first, then the intermediates.
+    pub certificate: Option<PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// A listener asks for TLS.
+    #[must_use]
+    pub fn wanted(server: &ServerConfig) -> bool {
+        server.https_listen.is_some() || server.sip_tls_listen.is_some()
+    }
+}
+
+fn validate_tls(config: &Config, problems: &mut Vec<Problem>) {
+    let tls = &config.tls;
+    let mut add = |path: &str, message: &str| {
+        problems.push(Problem {
+            path: path.into(),
+            line: None,
+            message: message.into(),
+        });
+    };
+    match (&tls.certificate, &tls.private_key) {
+        (Some(_), None) => add(
+            "tls.private_key",
+            "must be given with tls.certificate (or neither, for a self-signed certificate)",
+        ),
+        (None, Some(_)) => add(
+            "tls.certificate",
+            "must be given with tls.private_key (or neither, for a self-signed certificate)",
+        ),
+        _ => {}
+    }
+    let server = &config.server;
+    if let Some(https) = server.https_listen
+        && https == server.http_listen
+    {
+        add("server.https_listen", "must differ from server.http_listen");
+    }
+    if let Some(sips) = server.sip_tls_listen
+        && sips.ip() == server.sip_listen.ip()
+        && sips.port() == server.sip_listen.port()
+    {
+        add(
+            "server.sip_tls_listen",
+            "must differ from server.sip_listen (TCP is served there)",
+        );
+    }
 }
 
 /// `[log]`: how log lines are stamped.
@@ -255,6 +316,14 @@ pub struct ServerConfig {
     pub sip_listen: SocketAddr,
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// HTTPS for the consoles and the API, with the `[tls]` certificate. With both on,
+    /// plain HTTP answers only `/healthz` and `/metrics` and redirects the rest here.
+    #[serde(default)]
+    pub https_listen: Option<SocketAddr>,
+    /// SIP over TLS (RFC 3261 §26, usually port 5061), with the `[tls]` certificate and
+    /// the limits of SIP over TCP.
+    #[serde(default)]
+    pub sip_tls_listen: Option<SocketAddr>,
     /// Database file, WAL journal and runtime state live here.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -709,6 +778,12 @@ impl Config {
         if let Some(prefixes) = &mut self.calls.mobile_prefixes {
             resolve(prefixes);
         }
+        for path in [&mut self.tls.certificate, &mut self.tls.private_key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(path);
+        }
         if let Some(url) = &mut self.server.database_url {
             *url = sqlite_url_beside(url, base);
         }
@@ -1002,6 +1077,7 @@ impl Config {
             }
         }
         validate_http(&self.http, &mut problems);
+        validate_tls(self, &mut problems);
         validate_ranking_and_orders(self, &mut problems);
         if !(1..=3600).contains(&self.metrics.service_level_secs) {
             problems.push(Problem {
@@ -1129,6 +1205,7 @@ fn section_errors(
         "queues" => type_errors::<crate::queue::QueuesConfig>(value),
         "notify" => type_errors::<NotifyConfig>(value),
         "http" => type_errors::<HttpConfig>(value),
+        "tls" => type_errors::<TlsConfig>(value),
         "ranking" => type_errors::<RankingConfig>(value),
         "orders" => type_errors::<OrdersConfig>(value),
         _ => return None,

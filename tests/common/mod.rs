@@ -17,6 +17,7 @@ pub mod ops;
 pub mod orders;
 pub mod phone;
 pub mod queue;
+pub mod tls;
 
 pub const TEST_CONFIG: &str = r#"
 [server]

@@ -1,0 +1,237 @@
+//! TLS on every hop but media (issue 16): the consoles and the API over HTTPS with the
+//! server's own certificate, plain HTTP redirected to it, the session cookie `Secure`;
+//! `check-config` naming a TLS file it cannot use; SIP over TLS with a real softphone.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::tls::{
+    curl, curl_status, pem_fingerprint, self_signed_certificate, with_tls_listeners,
+};
+use common::{ORDER_DESK_CONFIG, Server, TEST_CONFIG, fill_placeholders, path_str, run_bounded};
+
+fn tls_server() -> (Server, common::tls::TlsPorts) {
+    let (config, ports) = with_tls_listeners(&format!("{TEST_CONFIG}\n{ORDER_DESK_CONFIG}"));
+    (Server::start_with(&config, &[]), ports)
+}
+
+#[test]
+fn the_console_and_the_api_work_over_https_and_plain_http_redirects_there() {
+    let (server, ports) = tls_server();
+    let certificate = self_signed_certificate(&server);
+    assert!(certificate.is_file(), "no self-signed certificate made");
+    let fingerprint = pem_fingerprint(&certificate);
+    let log = server.log();
+    assert!(
+        log.contains(&format!("SHA-256 {fingerprint}")),
+        "the fingerprint is not in the log:\n{log}"
+    );
+    let ready = log
+        .lines()
+        .find(|l| l.contains("hotline ready"))
+        .expect("ready line");
+    assert!(
+        ready.contains(&format!("https://{}/", ports.https)) && ready.contains(&fingerprint),
+        "the ready line names the HTTPS console and the fingerprint: {ready}"
+    );
+
+    // The console page, with the certificate checked (curl trusts only it).
+    let base = format!("https://{}", ports.https);
+    let page = curl(&certificate, &[&format!("{base}/")]);
+    assert_eq!(curl_status(&page), 200, "{}{}", page.stdout, page.stderr);
+    assert!(
+        page.stdout.contains("<html") || page.stdout.contains("<!doctype"),
+        "{}",
+        page.stdout
+    );
+
+    // Sign in over HTTPS: the session cookie is Secure, and it works for the API.
+    let login = curl(
+        &certificate,
+        &[
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            r#"{"user":"9001","password":"pw-9001"}"#,
+            &format!("{base}/api/login"),
+        ],
+    );
+    assert_eq!(curl_status(&login), 200, "{}{}", login.stdout, login.stderr);
+    let set_cookie = login
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("set-cookie: ")
+                .or_else(|| l.strip_prefix("Set-Cookie: "))
+        })
+        .expect("Set-Cookie");
+    assert!(set_cookie.contains("; Secure"), "over HTTPS: {set_cookie}");
+    let cookie = set_cookie.split(';').next().expect("cookie");
+    let me = curl(
+        &certificate,
+        &[
+            "-H",
+            &format!("Cookie: {cookie}"),
+            &format!("{base}/api/me"),
+        ],
+    );
+    assert_eq!(curl_status(&me), 200, "{}{}", me.stdout, me.stderr);
+    assert!(me.stdout.contains("\"9001\""), "{}", me.stdout);
+
+    // Plain HTTP: redirected to the same host on the HTTPS port, the method kept (308);
+    // health probes and Prometheus are still answered there.
+    let plain = curl(
+        &certificate,
+        &[&format!("http://{}/api/orders?page=2", server.http)],
+    );
+    assert_eq!(curl_status(&plain), 308, "{}", plain.stdout);
+    let location = plain
+        .stdout
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .map(str::trim);
+    assert_eq!(
+        location,
+        Some(format!("https://127.0.0.1:{}/api/orders?page=2", ports.https.port()).as_str())
+    );
+    let followed = curl(&certificate, &["-L", &format!("http://{}/", server.http)]);
+    assert_eq!(curl_status(&followed), 200, "{}", followed.stdout);
+    assert_eq!(server.http_get("/healthz").0, 200);
+    assert_eq!(server.http_get("/metrics").0, 200);
+
+    // A client that does not trust the certificate is stopped by its own check.
+    let untrusted = run_bounded(
+        Command::new("curl").args(["-sS", "--max-time", "5", &format!("{base}/healthz")]),
+        Duration::from_secs(10),
+    );
+    assert_ne!(
+        untrusted.status,
+        Some(0),
+        "a self-signed certificate is not trusted by default"
+    );
+
+    // A restart presents the same certificate (phones and browsers pinned it).
+    let server = server.restart(&[]);
+    assert_eq!(
+        pem_fingerprint(&self_signed_certificate(&server)),
+        fingerprint
+    );
+    assert!(server.log().contains(&format!("SHA-256 {fingerprint}")));
+    let again = curl(&certificate, &[&format!("{base}/healthz")]);
+    assert_eq!(curl_status(&again), 200, "{}{}", again.stdout, again.stderr);
+}
+
+#[test]
+fn a_configured_certificate_is_served_and_check_config_names_a_bad_one() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pair = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).expect("pair");
+    let cert_path = dir.path().join("hotline.crt");
+    let key_path = dir.path().join("hotline.key");
+    std::fs::write(&cert_path, pair.cert.pem()).expect("write");
+    std::fs::write(&key_path, pair.signing_key.serialize_pem()).expect("write");
+    let (base, ports) = with_tls_listeners(TEST_CONFIG);
+    let config_with = |certificate: &str, key: &str| {
+        format!(
+            "{}\n[tls]\ncertificate = \"{certificate}\"\nprivate_key = \"{key}\"\n",
+            fill_placeholders(&base)
+        )
+    };
+    let check = |config: &str| {
+        let path = dir.path().join("hotline.toml");
+        std::fs::write(&path, config).expect("write config");
+        run_bounded(
+            Command::new(env!("CARGO_BIN_EXE_hotline"))
+                .current_dir(dir.path())
+                .args(["check-config", &path_str(&path)])
+                .env_remove("HOTLINE_CONFIG"),
+            Duration::from_secs(30),
+        )
+    };
+
+    // Paths relative to the config file, as every path in it.
+    let good = config_with("hotline.crt", "hotline.key");
+    let out = check(&good);
+    assert_eq!(out.status, Some(0), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains(&pem_fingerprint(&cert_path)),
+        "{}",
+        out.stdout
+    );
+
+    let out = check(&config_with("missing.crt", "hotline.key"));
+    assert_eq!(out.status, Some(2), "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("cannot read the TLS certificate")
+            && out.stdout.contains("missing.crt")
+            && out.stdout.contains("No such file"),
+        "{}",
+        out.stdout
+    );
+    std::fs::write(dir.path().join("garbage.crt"), "hello\n").expect("write");
+    let out = check(&config_with("garbage.crt", "hotline.key"));
+    assert_eq!(out.status, Some(2), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("garbage.crt holds no PEM certificate"),
+        "{}",
+        out.stdout
+    );
+    let other = rcgen::KeyPair::generate().expect("key");
+    std::fs::write(dir.path().join("other.key"), other.serialize_pem()).expect("write");
+    let out = check(&config_with("hotline.crt", "other.key"));
+    assert_eq!(out.status, Some(2), "{}", out.stdout);
+    assert!(
+        out.stdout.contains("are not usable together"),
+        "{}",
+        out.stdout
+    );
+    let out = check(&format!(
+        "{}\n[tls]\ncertificate = \"hotline.crt\"\n",
+        fill_placeholders(&base)
+    ));
+    assert_eq!(out.status, Some(2), "{}", out.stdout);
+    assert!(out.stdout.contains("tls.private_key"), "{}", out.stdout);
+
+    // The server refuses to start on a bad file, saying why, and serves a good one.
+    std::fs::write(
+        dir.path().join("hotline.toml"),
+        config_with("garbage.crt", "hotline.key"),
+    )
+    .expect("write");
+    let out = run_bounded(
+        Command::new(env!("CARGO_BIN_EXE_hotline"))
+            .current_dir(dir.path())
+            .args([
+                "serve",
+                "--config",
+                "hotline.toml",
+                "--sip-listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .env_remove("DATABASE_URL"),
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.status, Some(0));
+    assert!(
+        out.stderr.contains("garbage.crt holds no PEM certificate"),
+        "{}",
+        out.stderr
+    );
+    let server = Server::start_with(
+        &good
+            .replace("hotline.crt", &path_str(&cert_path))
+            .replace("hotline.key", &path_str(&key_path)),
+        &[],
+    );
+    let ok = curl(&cert_path, &[&format!("https://{}/healthz", ports.https)]);
+    assert_eq!(curl_status(&ok), 200, "{}{}", ok.stdout, ok.stderr);
+    assert!(
+        !self_signed_certificate(&server).exists(),
+        "no self-signed one beside a configured one"
+    );
+}
