@@ -107,6 +107,14 @@ fn validate_tls(config: &Config, problems: &mut Vec<Problem>) {
         _ => {}
     }
     let server = &config.server;
+    for (i, trunk) in config.trunks.iter().enumerate() {
+        if trunk.source_transport == Some(TrunkTransport::Tls) && server.sip_tls_listen.is_none() {
+            add(
+                &format!("trunks[{i}].source_transport"),
+                "\"tls\" needs server.sip_tls_listen",
+            );
+        }
+    }
     if let Some(https) = server.https_listen
         && https == server.http_listen
     {
@@ -482,6 +490,8 @@ pub struct TrunkConfig {
 pub enum TrunkTransport {
     Udp,
     Tcp,
+    /// SIP over TLS (`server.sip_tls_listen`).
+    Tls,
 }
 
 /// Transport of an outbound trunk address.
@@ -1732,6 +1742,45 @@ roles = ["agent"]
             "{problems:?}"
         );
         assert_eq!(problems[0].line, Some(19), "{:?}", problems[0]);
+    }
+
+    #[test]
+    fn tls_settings_are_off_by_default_and_checked() {
+        let c = Config::from_toml(MINIMAL).expect("valid");
+        assert!(
+            !TlsConfig::wanted(&c.server),
+            "no TLS listener unless asked for"
+        );
+        let with_server = |server: &str, rest: &str| {
+            MINIMAL.replace("[server]\n", &format!("[server]\n{server}")) + rest
+        };
+        let c = Config::from_toml(&with_server("https_listen = \"127.0.0.1:8443\"\n", ""))
+            .expect("a self-signed certificate is made");
+        assert!(TlsConfig::wanted(&c.server));
+        let problems = Config::from_toml(&with_server(
+            "https_listen = \"0.0.0.0:8080\"\nsip_tls_listen = \"0.0.0.0:5060\"\n",
+            "\n[tls]\ncertificate = \"cert.pem\"\n\n[[trunks]]\nname = \"t\"\nsources = [\"192.0.2.1\"]\nsource_transport = \"tls\"\n",
+        ))
+        .expect_err("bad");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tls.private_key",
+                "server.https_listen",
+                "server.sip_tls_listen"
+            ],
+            "{problems:?}"
+        );
+        let problems = Config::from_toml(&with_server(
+            "",
+            "\n[[trunks]]\nname = \"t\"\nsources = [\"192.0.2.1\"]\nsource_transport = \"tls\"\n",
+        ))
+        .expect_err("tls trunk without a TLS listener");
+        assert_eq!(
+            problems[0].path, "trunks[0].source_transport",
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -235,3 +235,153 @@ fn a_configured_certificate_is_served_and_check_config_names_a_bad_one() {
         "no self-signed one beside a configured one"
     );
 }
+
+/// An agent's softphone registers over TLS (checking the server's certificate), takes a
+/// queue call and hears the caller; the registration is stored as a TLS flow and the
+/// call reaches the phone over that connection.
+#[test]
+fn an_agent_registered_over_tls_takes_a_queue_call_and_hears_the_caller() {
+    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::queue::{agent_states, feature_code, password, queue_config, start, wait_state};
+    const CALLER_TONE: f64 = 600.0;
+    // SIP over TLS only: the queue helpers use the API over plain HTTP.
+    let (config, ports) = with_tls_listeners(&queue_config("linear", 15, 3));
+    let config = config.replacen(&format!("https_listen = \"{}\"\n", ports.https), "", 1);
+    // The test config closes idle flows after 3 s; baresip sends no keep-alives between
+    // its registrations, and the call must reach it over its own TLS flow (the server
+    // never opens one to a phone, nor falls back to plain TCP).
+    let config = config.replace("tcp_idle_timeout_secs = 3", "tcp_idle_timeout_secs = 120");
+    let server = start(&config);
+    let tones = tempfile::tempdir().expect("tmp");
+    let agent_source = tones.path().join("agent.wav");
+    let caller_source = tones.path().join("caller.wav");
+    tone_wav(&agent_source, 1400.0, 6.0);
+    tone_wav(&caller_source, CALLER_TONE, 30.0);
+
+    let certificate = self_signed_certificate(&server);
+    let agent = Baresip::agent_over_tls(
+        ports.sip_tls,
+        &certificate,
+        "1001",
+        password("1001"),
+        &agent_source,
+        30,
+    );
+    let registered = common::wait_until(Duration::from_secs(10), || {
+        server.metric("hotline_sip_registrations") > 0
+    });
+    assert!(registered, "no registration over TLS:\n{}", server.log());
+    let db = rusqlite::Connection::open(server.data_dir().join("hotline.db")).expect("db");
+    let (transport, contact): (String, String) = db
+        .query_row(
+            "SELECT transport, contact FROM registrations WHERE aor LIKE '1001@%'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .expect("binding stored");
+    assert_eq!(transport, "TLS", "{contact}");
+    assert!(contact.contains("transport=tls"), "{contact}");
+
+    let signed_in = feature_code(&server, "1001", "*11");
+    assert_eq!(signed_in.status, Some(0), "*11: {}", server.log());
+    assert!(
+        wait_state(&server, "1001", "available", Duration::from_secs(5)),
+        "{:?}\n{}",
+        agent_states(&server),
+        server.log()
+    );
+    let caller = Baresip::caller(&server, "053188001234", "053112348", &caller_source, 22);
+    let caller = caller.finish();
+    let agent = agent.finish();
+    let context = format!(
+        "caller:\n{}\nagent:\n{}\nserver:\n{}",
+        caller.log(),
+        agent.log(),
+        server.log()
+    );
+    let heard = agent
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("the agent had no call:\n{context}"));
+    let (samples, rate) = wav_samples(heard);
+    let tone = windows(&samples, rate, CALLER_TONE)
+        .iter()
+        .filter(|w| **w == Heard::Tone)
+        .count();
+    assert!(
+        tone >= 30,
+        "the agent heard the caller for {} ms:\n{context}",
+        tone * 100
+    );
+    assert!(agent.log().contains("Call established"), "{context}");
+}
+
+/// SIP over TLS has the limits of SIP over TCP: connections per source are capped over
+/// both together, a connection that never completes its handshake or a message is
+/// closed at the idle timeout, and sipsak gets its OPTIONS answered over TLS.
+#[test]
+fn sip_over_tls_answers_and_keeps_the_tcp_limits() {
+    use std::io::Read;
+    let (config, ports) = with_tls_listeners(
+        &TEST_CONFIG.replace("[sip]\n", "[sip]\nmax_tcp_connections_per_source = 4\n"),
+    );
+    let server = Server::start_with(&config, &[]);
+    let certificate = self_signed_certificate(&server);
+
+    // sipsak checks the name in the URI with its port (`127.0.0.1:5061`) against the
+    // certificate: the port goes in --remote-port instead.
+    let out = run_bounded(
+        Command::new(common::require("sipsak"))
+            .args(["--transport=tls", "--tls-ca-cert"])
+            .arg(&certificate)
+            .args(["-vv", "-s", "sip:hotline@localhost", "-r"])
+            .arg(ports.sip_tls.port().to_string()),
+        Duration::from_secs(20),
+    );
+    assert!(
+        out.stdout.contains("200 OK") || out.stdout.contains("SIP/2.0 200"),
+        "sipsak over TLS:\n{}{}\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+
+    // Two over TCP and two over TLS from one address: the fifth is closed at once.
+    let hold = |to: std::net::SocketAddr| std::net::TcpStream::connect(to).expect("connect");
+    let held: Vec<std::net::TcpStream> = vec![
+        hold(server.sip),
+        hold(server.sip),
+        hold(ports.sip_tls),
+        hold(ports.sip_tls),
+    ];
+    std::thread::sleep(Duration::from_millis(300));
+    let mut fifth = hold(ports.sip_tls);
+    fifth
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    let mut byte = [0u8; 1];
+    assert!(
+        matches!(fifth.read(&mut byte), Ok(0) | Err(_)),
+        "a fifth connection from one source stays closed"
+    );
+    let log = server.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains("too many TCP connections from this source") && l.contains("tls")),
+        "{log}"
+    );
+
+    // A TLS connection that never says hello is closed at the idle timeout (3 s here).
+    let mut silent = held.into_iter().nth(2).expect("tls");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(8)))
+        .expect("timeout");
+    let started = std::time::Instant::now();
+    let closed = matches!(silent.read(&mut byte), Ok(0));
+    assert!(closed, "the silent TLS connection was closed");
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -165,13 +165,30 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         None,
     );
 
+    let identity = if crate::config::TlsConfig::wanted(&config.server) {
+        let identity = tls::load_or_create(&config)?;
+        log_identity(&identity);
+        Some(identity)
+    } else {
+        None
+    };
     let sip_addr = config.server.sip_listen;
-    let sockets = SipSockets::bind(sip_addr)
+    let mut sockets = SipSockets::bind(sip_addr)
         .await
         .map_err(|source| ServeError::SipBind {
             addr: sip_addr,
             source,
         })?;
+    let mut sip_tls_local = None;
+    if let (Some(addr), Some(identity)) = (config.server.sip_tls_listen, &identity) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config(&[])?);
+        sip_tls_local = Some(
+            sockets
+                .bind_tls(addr, acceptor)
+                .await
+                .map_err(|source| ServeError::SipBind { addr, source })?,
+        );
+    }
     let sip_local = sockets.udp.local_addr().unwrap_or(sip_addr);
     let http_addr = config.server.http_listen;
     let http = tokio::net::TcpListener::bind(http_addr)
@@ -181,13 +198,6 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
-    let identity = if crate::config::TlsConfig::wanted(&config.server) {
-        let identity = tls::load_or_create(&config)?;
-        log_identity(&identity);
-        Some(identity)
-    } else {
-        None
-    };
     let https = match (config.server.https_listen, &identity) {
         (Some(addr), Some(identity)) => {
             let listener = tokio::net::TcpListener::bind(addr)
@@ -377,6 +387,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         sip = %sip_local,
         http = %http_local,
         https = https_local.map(|a| a.to_string()),
+        sip_tls = sip_tls_local.map(|a| a.to_string()),
         tls_sha256 = fingerprint,
         database = store.backend().as_str(),
         restored_registrations = restored,

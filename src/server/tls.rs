@@ -86,7 +86,7 @@ impl Identity {
             .unwrap_or_default()
     }
 
-    /// A rustls server configuration offering `alpn` (e.g. `http/1.1`).
+    /// A rustls server configuration offering `alpn` (e.g. `http/1.1`; none for SIP).
     ///
     /// # Errors
     /// The key does not fit the certificate, or is of a kind ring cannot sign with.
@@ -105,6 +105,12 @@ impl Identity {
             .with_single_cert(self.chain.clone(), self.key.clone_key())
             .map_err(rejected)?;
         config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        if alpn.is_empty() {
+            // SIP connections live for hours (a phone keeps its registration flow):
+            // resumption gains nothing there, and the tickets TLS 1.3 sends after the
+            // handshake trip up simple clients (sipsak reads one as its answer).
+            config.send_tls13_tickets = 0;
+        }
         Ok(Arc::new(config))
     }
 

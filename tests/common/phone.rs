@@ -139,7 +139,25 @@ impl Baresip {
             "<sip:{id}@{};transport=udp>;auth_pass={password};regint=60;answermode=auto\n",
             server.sip
         );
-        Baresip::start(&account, source, seconds, None)
+        Baresip::start(&account, source, seconds, None, "")
+    }
+
+    /// Agent `id` as [`Baresip::agent`], registered over SIP over TLS at `tls` (the
+    /// server's `sip_tls_listen`), trusting only the certificate in `ca` (baresip's
+    /// `sip_cafile`: the handshake fails on any other).
+    pub fn agent_over_tls(
+        tls: std::net::SocketAddr,
+        ca: &Path,
+        id: &str,
+        password: &str,
+        source: &Path,
+        seconds: u32,
+    ) -> Baresip {
+        let account = format!(
+            "<sip:{id}@{tls};transport=tls>;auth_pass={password};regint=60;answermode=auto\n"
+        );
+        let extra = format!("sip_cafile {}\n", ca.display());
+        Baresip::start(&account, source, seconds, None, &extra)
     }
 
     /// A caller on the trunk (127.0.0.1, not registered) with the number `caller`,
@@ -153,7 +171,7 @@ impl Baresip {
     ) -> Baresip {
         let account = format!("<sip:{caller}@127.0.0.1>;regint=0\n");
         let dial = format!("/dial sip:{dialled}@{}", server.sip);
-        Baresip::start(&account, source, seconds, Some(dial))
+        Baresip::start(&account, source, seconds, Some(dial), "")
     }
 
     /// A phone with its own `accounts` line (e.g. an agent that authenticates without
@@ -166,10 +184,17 @@ impl Baresip {
         seconds: u32,
     ) -> Baresip {
         let dial = format!("/dial sip:{dialled}@{}", server.sip);
-        Baresip::start(&format!("{account}\n"), source, seconds, Some(dial))
+        Baresip::start(&format!("{account}\n"), source, seconds, Some(dial), "")
     }
 
-    fn start(account: &str, source: &Path, seconds: u32, command: Option<String>) -> Baresip {
+    /// `extra`: more lines for baresip's `config`.
+    fn start(
+        account: &str,
+        source: &Path,
+        seconds: u32,
+        command: Option<String>,
+        extra: &str,
+    ) -> Baresip {
         let baresip = require("baresip");
         let dir = tempfile::tempdir().expect("tmp");
         let heard = dir.path().join("heard");
@@ -183,7 +208,7 @@ impl Baresip {
                  module g711.so\nmodule account.so\nmodule menu.so\nmodule aufile.so\n\
                  module sndfile.so\nmodule aubridge.so\n\
                  audio_source aufile,{}\naudio_player aubridge,heard\n\
-                 snd_path {}\nrtp_ports {}-{}\n",
+                 snd_path {}\nrtp_ports {}-{}\n{extra}",
                 free_port(),
                 source.display(),
                 heard.display(),
