@@ -463,6 +463,9 @@ pub struct TrunkConfig {
     /// When set, only messages over this transport are the trunk's.
     #[serde(default)]
     pub source_transport: Option<TrunkTransport>,
+    /// SRTP (SDES) on this carrier's calls, as `[[agents]] media_encryption`.
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
     /// A header this carrier sets on inbound calls whose value picks the city (the
     /// original called number such as `053212348`, an area code, or a city id), e.g.
     /// `P-Called-City`. It is consulted after the dialled number and before the
@@ -667,6 +670,23 @@ pub struct AgentConfig {
     pub ha1_sha256: Option<String>,
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// SRTP (SDES) on this agent's calls: `"none"` (plain RTP, the default),
+    /// `"optional"` (offered and accepted, plain RTP too) or `"required"` (plain RTP refused).
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
+}
+
+/// SRTP policy of an agent's phone or a trunk (`media_encryption`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaEncryption {
+    /// Plain RTP; SRTP offers get 488.
+    #[default]
+    None,
+    /// SRTP when the other side offers or accepts it, plain RTP otherwise.
+    Optional,
+    /// SRTP only: plain RTP offers get 488, a plain answer ends the leg.
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]

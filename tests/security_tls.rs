@@ -385,3 +385,174 @@ fn sip_over_tls_answers_and_keeps_the_tcp_limits() {
         started.elapsed()
     );
 }
+
+/// SRTP (SDES) to an agent whose policy requires it: the phone (baresip, SRTP
+/// mandatory, over TLS so that the keys travel encrypted) takes a queue call and hears
+/// the caller; the same agent's plain-RTP offer is refused with 488.
+#[test]
+fn an_agent_requiring_srtp_takes_an_encrypted_call_and_plain_rtp_is_refused() {
+    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::queue::{AGENT_1002_TOKEN, feature_code, password, queue_config, start};
+    const CALLER_TONE: f64 = 600.0;
+    let (config, ports) = with_tls_listeners(&queue_config("linear", 15, 3));
+    let config = config
+        .replacen(&format!("https_listen = \"{}\"\n", ports.https), "", 1)
+        .replace("tcp_idle_timeout_secs = 3", "tcp_idle_timeout_secs = 120")
+        .replacen(
+            "ha1_md5 = \"HA1_1002\"\n",
+            "ha1_md5 = \"HA1_1002\"\nmedia_encryption = \"required\"\n",
+            1,
+        );
+    let server = start(&config);
+    let tones = tempfile::tempdir().expect("tmp");
+    let agent_source = tones.path().join("agent.wav");
+    let caller_source = tones.path().join("caller.wav");
+    tone_wav(&agent_source, 1400.0, 6.0);
+    tone_wav(&caller_source, CALLER_TONE, 30.0);
+
+    // A plain-RTP offer from the agent (SIPp dialling the sign-in code) is refused.
+    let plain = feature_code(&server, "1002", "*11");
+    assert_ne!(plain.status, Some(0), "a plain call from 1002 went through");
+    assert!(
+        common::wait_for_log(
+            &server,
+            "plain RTP offered where SRTP is required; 488",
+            Duration::from_secs(5)
+        ),
+        "{}",
+        server.log()
+    );
+    assert!(
+        !server.log().contains("feature code taken"),
+        "the refused call signed the agent in"
+    );
+
+    let agent = Baresip::agent_over_tls_with(
+        ports.sip_tls,
+        &self_signed_certificate(&server),
+        "1002",
+        password("1002"),
+        &agent_source,
+        30,
+        Some("srtp-mand"),
+    );
+    let registered = common::wait_until(Duration::from_secs(10), || {
+        server.metric("hotline_sip_registrations") > 0
+    });
+    assert!(registered, "no registration:\n{}", server.log());
+    let (status, answer) = common::http_request_from(
+        [127, 0, 0, 1].into(),
+        server.http,
+        "POST",
+        "/api/agents/1002/sign_in",
+        &format!("Authorization: Bearer {AGENT_1002_TOKEN}\r\nContent-Type: application/json\r\n"),
+        "{}",
+    );
+    assert_eq!(status, 200, "sign in: {answer}");
+
+    let caller = Baresip::caller(&server, "053188001234", "053112348", &caller_source, 22);
+    let caller = caller.finish();
+    let agent = agent.finish();
+    let context = format!(
+        "caller:\n{}\nagent:\n{}\nserver:\n{}",
+        caller.log(),
+        agent.log(),
+        server.log()
+    );
+    assert!(
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("agent answered; bridged") && l.contains("srtp=true")),
+        "{context}"
+    );
+    let heard = agent
+        .heard
+        .as_ref()
+        .unwrap_or_else(|| panic!("the agent had no call:\n{context}"));
+    let (samples, rate) = wav_samples(heard);
+    let tone = windows(&samples, rate, CALLER_TONE)
+        .iter()
+        .filter(|w| **w == Heard::Tone)
+        .count();
+    assert!(
+        tone >= 30,
+        "the agent heard the caller for {} ms over SRTP:\n{context}",
+        tone * 100
+    );
+}
+
+/// A carrier that may use SRTP (`optional`): its caller's SRTP-only phone is answered
+/// with SRTP, and caller and plain-RTP agent hear each other through the server, which
+/// decrypts the caller's audio and encrypts the agent's.
+#[test]
+fn an_srtp_caller_on_an_optional_trunk_and_a_plain_agent_hear_each_other() {
+    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::queue::{feature_code, password, queue_config, start};
+    const AGENT_TONE: f64 = 1400.0;
+    const CALLER_TONE: f64 = 600.0;
+    let config = queue_config("linear", 15, 3).replacen(
+        "name = \"test-trunk\"\n",
+        "name = \"test-trunk\"\nmedia_encryption = \"optional\"\n",
+        1,
+    );
+    let server = start(&config);
+    let tones = tempfile::tempdir().expect("tmp");
+    let agent_source = tones.path().join("agent.wav");
+    let caller_source = tones.path().join("caller.wav");
+    tone_wav(&agent_source, AGENT_TONE, 8.0);
+    tone_wav(&caller_source, CALLER_TONE, 30.0);
+    let agent = Baresip::agent(&server, "1001", password("1001"), &agent_source, 30);
+    let registered = common::wait_until(Duration::from_secs(10), || {
+        server.metric("hotline_sip_registrations") > 0
+    });
+    assert!(registered, "{}", server.log());
+    assert_eq!(
+        feature_code(&server, "1001", "*11").status,
+        Some(0),
+        "{}",
+        server.log()
+    );
+
+    let caller = Baresip::caller_with(
+        &server,
+        "053188001234",
+        "053112348",
+        &caller_source,
+        22,
+        "srtp-mand",
+    );
+    let caller = caller.finish();
+    let agent = agent.finish();
+    let context = format!(
+        "caller:\n{}\nagent:\n{}\nserver:\n{}",
+        caller.log(),
+        agent.log(),
+        server.log()
+    );
+    assert!(
+        server.log().lines().any(|l| l.contains("call answered")
+            && l.contains("dialled=053112348")
+            && l.contains("srtp=true")),
+        "{context}"
+    );
+    for (phone, tone, who) in [
+        (&agent, CALLER_TONE, "the agent heard the caller"),
+        (&caller, AGENT_TONE, "the caller heard the agent"),
+    ] {
+        let heard = phone
+            .heard
+            .as_ref()
+            .unwrap_or_else(|| panic!("{who}: no call\n{context}"));
+        let (samples, rate) = wav_samples(heard);
+        let tone_windows = windows(&samples, rate, tone)
+            .iter()
+            .filter(|w| **w == Heard::Tone)
+            .count();
+        assert!(
+            tone_windows >= 30,
+            "{who} for {} ms:\n{context}",
+            tone_windows * 100
+        );
+    }
+}

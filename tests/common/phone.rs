@@ -153,10 +153,28 @@ impl Baresip {
         source: &Path,
         seconds: u32,
     ) -> Baresip {
+        Baresip::agent_over_tls_with(tls, ca, id, password, source, seconds, None)
+    }
+
+    /// As [`Baresip::agent_over_tls`], with baresip's `mediaenc` account setting (e.g.
+    /// `srtp-mand`: SDES-SRTP only, a plain offer refused) and its `srtp` module.
+    pub fn agent_over_tls_with(
+        tls: std::net::SocketAddr,
+        ca: &Path,
+        id: &str,
+        password: &str,
+        source: &Path,
+        seconds: u32,
+        mediaenc: Option<&str>,
+    ) -> Baresip {
+        let media = mediaenc.map_or(String::new(), |m| format!(";mediaenc={m}"));
         let account = format!(
-            "<sip:{id}@{tls};transport=tls>;auth_pass={password};regint=60;answermode=auto\n"
+            "<sip:{id}@{tls};transport=tls>;auth_pass={password};regint=60;answermode=auto{media}\n"
         );
-        let extra = format!("sip_cafile {}\n", ca.display());
+        let mut extra = format!("sip_cafile {}\n", ca.display());
+        if mediaenc.is_some() {
+            extra.push_str("module srtp.so\n");
+        }
         Baresip::start(&account, source, seconds, None, &extra)
     }
 
@@ -174,6 +192,20 @@ impl Baresip {
         Baresip::start(&account, source, seconds, Some(dial), "")
     }
 
+    /// As [`Baresip::caller`], with baresip's `mediaenc` (e.g. `srtp-mand`).
+    pub fn caller_with(
+        server: &Server,
+        caller: &str,
+        dialled: &str,
+        source: &Path,
+        seconds: u32,
+        mediaenc: &str,
+    ) -> Baresip {
+        let account = format!("<sip:{caller}@127.0.0.1>;regint=0;mediaenc={mediaenc}\n");
+        let dial = format!("/dial sip:{dialled}@{}", server.sip);
+        Baresip::start(&account, source, seconds, Some(dial), "module srtp.so\n")
+    }
+
     /// A phone with its own `accounts` line (e.g. an agent that authenticates without
     /// registering: `<sip:1001@…>;auth_pass=…;regint=0`), dialling `dialled` at start.
     pub fn dialling(
@@ -187,7 +219,8 @@ impl Baresip {
         Baresip::start(&format!("{account}\n"), source, seconds, Some(dial), "")
     }
 
-    /// `extra`: more lines for baresip's `config`.
+    /// `extra`: more lines for baresip's `config`, before its modules (a media
+    /// encryption module must be loaded before the accounts that name it).
     fn start(
         account: &str,
         source: &Path,
@@ -204,11 +237,11 @@ impl Baresip {
         std::fs::write(
             dir.path().join("config"),
             format!(
-                "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n\
+                "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n{extra}\
                  module g711.so\nmodule account.so\nmodule menu.so\nmodule aufile.so\n\
                  module sndfile.so\nmodule aubridge.so\n\
                  audio_source aufile,{}\naudio_player aubridge,heard\n\
-                 snd_path {}\nrtp_ports {}-{}\n{extra}",
+                 snd_path {}\nrtp_ports {}-{}\n",
                 free_port(),
                 source.display(),
                 heard.display(),

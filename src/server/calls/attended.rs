@@ -815,6 +815,9 @@ impl CallMedia {
             to_caller: None,
             ring_until: None,
             ended: false,
+            // The replacing INVITE is answered in plain RTP (SDES on it: not yet).
+            srtp_offer: None,
+            srtp: None,
         };
         self.install_transferred_leg(now, leg, None);
     }

@@ -45,7 +45,18 @@ impl CallMedia {
             u64::from(rand::random::<u32>()),
             1,
         );
-        let offer = sdp::offer(&local);
+        // SDES to a phone whose policy asks for it: `RTP/SAVP` when SRTP is required (a
+        // phone that cannot must refuse), `RTP/AVP` with a key when it is optional.
+        let policy = self.ctx.agent_media_encryption_of(&contact.agent);
+        let srtp_offer = (policy != MediaEncryption::None).then(|| (LegSrtp::fresh(1), policy));
+        let offer = match &srtp_offer {
+            Some((ours, policy)) => sdp::with_sdes(
+                sdp::offer(&local),
+                ours,
+                *policy == MediaEncryption::Required,
+            ),
+            None => sdp::offer(&local),
+        };
         let body = Bytes::from(offer.to_string());
         let caller = self
             .hotline
@@ -90,6 +101,8 @@ impl CallMedia {
             to_caller: None,
             ring_until: Some(now + ring_timeout),
             ended: false,
+            srtp_offer,
+            srtp: None,
         })
     }
 
