@@ -375,6 +375,9 @@ fn run(command: Command) -> Result<ExitCode> {
                 if let Some(gap) = hotline::server::leaders::leader_gaps(&config) {
                     println!("warning: {gap}");
                 }
+                if let Some(gap) = hotline::server::tls::sdes_gaps(&config) {
+                    println!("warning: {gap}");
+                }
                 if config_ok {
                     println!("{}: ok", path.display());
                     Ok(ExitCode::SUCCESS)

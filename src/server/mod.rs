@@ -153,6 +153,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     if let Some(gap) = leaders::leader_gaps(&config) {
         warn!("{gap}");
     }
+    if let Some(gap) = tls::sdes_gaps(&config) {
+        warn!("{gap}");
+    }
 
     let bindings = store.live_bindings(wall_ms()).await?;
     let restored = bindings.len();

@@ -228,6 +228,43 @@ pub fn check(config: &Config) -> Result<Option<String>, TlsError> {
     }))
 }
 
+/// SDES puts the SRTP keys in the SDP: without SIP over TLS they cross the network in
+/// clear, and SRTP then hides the audio from no one who reads the signalling. Named for
+/// `check-config` and the start-up log.
+#[must_use]
+pub fn sdes_gaps(config: &Config) -> Option<String> {
+    use crate::config::MediaEncryption;
+    if config.server.sip_tls_listen.is_some() {
+        return None;
+    }
+    let agents: Vec<&str> = config
+        .agents
+        .iter()
+        .filter(|a| a.media_encryption != MediaEncryption::None)
+        .map(|a| a.id.as_str())
+        .collect();
+    let trunks: Vec<&str> = config
+        .trunks
+        .iter()
+        .filter(|t| t.media_encryption != MediaEncryption::None)
+        .map(|t| t.name.as_str())
+        .collect();
+    if agents.is_empty() && trunks.is_empty() {
+        return None;
+    }
+    let mut who = Vec::new();
+    if !agents.is_empty() {
+        who.push(format!("agents {}", agents.join(", ")));
+    }
+    if !trunks.is_empty() {
+        who.push(format!("trunks {}", trunks.join(", ")));
+    }
+    Some(format!(
+        "{} use SRTP with SDES keys but server.sip_tls_listen is off: the keys travel in clear SIP",
+        who.join(" and ")
+    ))
+}
+
 fn check_pair(identity: &Identity, certificate: &Path, key: &Path) -> Result<(), TlsError> {
     let provider = crate::http_client::tls_provider();
     let signing = provider
@@ -404,6 +441,25 @@ mod tests {
         assert_eq!(again.origin, Origin::SelfSignedKept { path });
         assert_eq!(again.fingerprint(), fingerprint);
         again.server_config(&[b"http/1.1"]).expect("usable");
+    }
+
+    #[test]
+    fn srtp_keys_without_sip_over_tls_are_named() {
+        let agent = "\n[[cities]]\nid = \"jinan\"\nname = \"济南\"\narea_codes = [\"0531\"]\n\
+                     numbers = [\"053112348\"]\n\n[[agents]]\nid = \"1001\"\nname = \"a\"\n\
+                     city = \"jinan\"\npassword = \"p\"\nmedia_encryption = \"required\"\n";
+        let config = |server: &str| {
+            Config::from_toml(&format!(
+                "[server]\ndomain = \"hotline.test\"\n{server}{agent}"
+            ))
+            .expect("config")
+        };
+        let gap = sdes_gaps(&config("")).expect("named");
+        assert!(gap.contains("agents 1001"), "{gap}");
+        assert_eq!(
+            sdes_gaps(&config("sip_tls_listen = \"127.0.0.1:5061\"\n")),
+            None
+        );
     }
 
     #[test]
