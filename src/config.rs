@@ -60,10 +60,33 @@ pub struct Config {
     /// What `/metrics` counts against a target.
     #[serde(default)]
     pub metrics: MetricsConfig,
+    /// The hot-topic analysis' word lists.
+    #[serde(default)]
+    pub analysis: AnalysisConfig,
     /// The certificate of HTTPS and SIP over TLS (`server.https_listen`,
     /// `server.sip_tls_listen`).
     #[serde(default)]
     pub tls: TlsConfig,
+}
+
+/// `[analysis]`: the word lists of the hot-topic analysis (H-11), read at its first
+/// request (relative paths are relative to the config file).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalysisConfig {
+    /// Legal terms, as a jieba user dictionary (`word [freq] [tag]` per line).
+    pub dictionary: PathBuf,
+    /// Words never taken as topics, one per line.
+    pub stop_words: PathBuf,
+}
+
+impl Default for AnalysisConfig {
+    fn default() -> Self {
+        AnalysisConfig {
+            dictionary: PathBuf::from("analysis/legal-terms.txt"),
+            stop_words: PathBuf::from("analysis/stopwords.txt"),
+        }
+    }
 }
 
 /// `[tls]`: the certificate HTTPS and SIP over TLS present. Both paths or neither: with
@@ -164,7 +187,7 @@ pub struct MetricsConfig {
 impl Default for MetricsConfig {
     fn default() -> Self {
         MetricsConfig {
-            service_level_secs: crate::server::metrics::DEFAULT_SERVICE_LEVEL_SECS,
+            service_level_secs: crate::metrics::DEFAULT_SERVICE_LEVEL_SECS,
         }
     }
 }
@@ -805,6 +828,8 @@ impl Config {
         resolve(&mut self.server.recordings_dir);
         resolve(&mut self.server.calendar);
         resolve(&mut self.media.prompts_dir);
+        resolve(&mut self.analysis.dictionary);
+        resolve(&mut self.analysis.stop_words);
         if let Some(prefixes) = &mut self.calls.mobile_prefixes {
             resolve(prefixes);
         }

@@ -16,7 +16,6 @@ use chrono::{DateTime, FixedOffset, TimeZone};
 
 use crate::api::auth::User;
 use crate::api::error::ApiError;
-use crate::api::orders::OrdersContext;
 use crate::calendar::{Calendar, shanghai};
 use crate::config::Config;
 use crate::media::bridge::{LegMedia, RelayDirection, Relayed};
@@ -30,6 +29,7 @@ use crate::media::rtp::{
     RtpSessionConfig, write_packet,
 };
 use crate::media::sdp::{self, Direction, LocalMedia, SessionDescription};
+use crate::orders::OrdersContext;
 use crate::ticket::{Order, OrderId};
 
 // ---------------------------------------------------------------------------------------
@@ -486,10 +486,11 @@ fn api_fixture() -> &'static ApiFixture {
         let calendar = Calendar::load(&config.server.calendar)
             .unwrap_or_else(|e| panic!("the shipped calendar: {e}"));
         let ctx = OrdersContext::from_config(&config, calendar);
+        let auth = crate::api::auth::Auth::for_config(&config);
         let users = config
             .users
             .iter()
-            .filter_map(|u| ctx.auth.user(&u.id).cloned())
+            .filter_map(|u| auth.user(&u.id).cloned())
             .collect();
         let agents = config.agents.iter().map(|a| a.id.clone()).collect();
         ApiFixture { ctx, users, agents }

@@ -372,7 +372,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 for gap in hotline::api::orders::dispatch_gaps(&config) {
                     println!("warning: {gap}");
                 }
-                if let Some(gap) = hotline::server::leaders::leader_gaps(&config) {
+                if let Some(gap) = hotline::orders::leaders::leader_gaps(&config) {
                     println!("warning: {gap}");
                 }
                 if let Some(gap) = hotline::server::tls::sdes_gaps(&config) {

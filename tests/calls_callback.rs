@@ -16,115 +16,9 @@
 
 mod common;
 
+use common::trunk::{CALLER, UNIT_NUMBER, carrier_scenario, channel_rms, config, sipp, start};
 use common::*;
-use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-
-const CALLER: &str = "053188886666";
-const UNIT_NUMBER: &str = "053188880000";
-
-fn config(carrier_port: u16, attempts: u32) -> String {
-    let prompts = repo_root().join("config/prompts/zh");
-    let base = 36000 + (std::process::id() % 300) as u16 * 60;
-    let with_outbound = TEST_CONFIG.replacen(
-        "sources = [\"127.0.0.1\"]\n",
-        &format!("sources = [\"127.0.0.1\"]\noutbound = \"127.0.0.1:{carrier_port}\"\n"),
-        1,
-    );
-    format!(
-        "{with_outbound}
-[[units]]
-id = \"jinan\"
-name = \"济南市司法局\"
-kind = \"city\"
-parent = \"province\"
-
-[[units]]
-id = \"legal-aid\"
-name = \"济南市法律援助中心\"
-kind = \"institution\"
-parent = \"jinan\"
-phone = \"{UNIT_NUMBER}\"
-
-[media]
-rtp_port_min = {base}
-rtp_port_max = {}
-media_timeout_secs = 30
-prompts_dir = \"{}\"
-
-[calls]
-
-[ivr]
-greeting = \"beep\"
-menu = \"beep\"
-digit_timeout_ms = 1000
-max_retries = 0
-max_message_secs = 3
-
-[ivr.survey]
-prompt = \"beep\"
-thanks = \"beep\"
-goodbye = \"beep\"
-digit_timeout_ms = 1000
-retries = 0
-
-[queues]
-province_center = \"jinan\"
-
-[[queues.queue]]
-city = \"jinan\"
-strategy = \"linear\"
-duty = \"any_signed_in\"
-ring_timeout_secs = 10
-retry_delay_secs = 1
-wrap_up_secs = 0
-announce_frequency_secs = 0
-please_hold_secs = 0
-overflow_when_no_agents = false
-max_wait_secs = 50
-callback_digit = \"*\"
-callback_max_attempts = {attempts}
-callback_retry_delay_secs = 2
-callback_ring_secs = 8
-tier_rules = []
-
-[[queues.queue]]
-city = \"qingdao\"
-duty = \"any_signed_in\"
-tier_rules = []
-
-[[queues.agent]]
-id = \"1001\"
-city = \"jinan\"
-",
-        base + 59,
-        prompts.display()
-    )
-}
-
-fn start(config: &str) -> Server {
-    // 2026-02-14 is a working Saturday (调休): in hours.
-    let config = config.replace(
-        "digest_algorithms = [\"MD5\", \"SHA-256\"]",
-        "digest_algorithms = [\"MD5\"]",
-    );
-    Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")])
-}
-
-fn sipp(scenario: &Path, port: u16) -> Command {
-    let mut cmd = Command::new(require("sipp"));
-    cmd.args(["-sf", &path_str(scenario)])
-        .args(["-i", "127.0.0.1", "-mi", "127.0.0.1"])
-        .args([
-            "-p",
-            &port.to_string(),
-            "-mp",
-            &free_media_port().to_string(),
-        ])
-        .arg("-nostdin");
-    cmd
-}
 
 fn register(server: &Server, port: u16) {
     let out = run_bounded(
@@ -163,19 +57,6 @@ fn sign_in(server: &Server) {
         out.stderr,
         server.log()
     );
-}
-
-/// A carrier scenario with the expected number (and talk time) written in.
-fn carrier_scenario(dir: &Path, name: &str, number: &str, talk_ms: u32) -> std::path::PathBuf {
-    let text = std::fs::read_to_string(sipp_scenario(name)).expect("scenario");
-    let path = dir.join(name);
-    std::fs::write(
-        &path,
-        text.replace("NUMBER", number)
-            .replace("TALK_MS", &talk_ms.to_string()),
-    )
-    .expect("write scenario");
-    path
 }
 
 fn post(server: &Server, path: &str, body: &str) -> (u16, String) {
@@ -229,28 +110,6 @@ fn call_facts(server: &Server, count: usize, limit: Duration) -> Vec<serde_json:
         std::thread::sleep(Duration::from_millis(200));
     }
     facts
-}
-
-/// RMS of the left and right channels of a stereo WAV.
-fn channel_rms(path: &Path) -> (f64, f64, f64) {
-    let mut reader = hound::WavReader::open(path).expect("wav");
-    let spec = reader.spec();
-    assert_eq!(spec.channels, 2, "stereo: {}", path.display());
-    let samples: Vec<i16> = reader
-        .samples::<i16>()
-        .map(|s| s.expect("sample"))
-        .collect();
-    let rms = |channel: usize| {
-        let values: Vec<f64> = samples
-            .iter()
-            .skip(channel)
-            .step_by(2)
-            .map(|s| f64::from(*s))
-            .collect();
-        (values.iter().map(|v| v * v).sum::<f64>() / values.len().max(1) as f64).sqrt()
-    };
-    let seconds = samples.len() as f64 / 2.0 / f64::from(spec.sample_rate);
-    (rms(0), rms(1), seconds)
 }
 
 /// The caller presses `*` while nobody is signed in and hangs up; once the agent signs
@@ -732,4 +591,86 @@ fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
         tone * 100
     );
     assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
+}
+
+/// Judged from both phones (issue 13 §4): a caller who pressed `*` is called back, and
+/// the caller's phone — baresip behind the trunk, answering — plays the agent's voice
+/// while the agent's phone (baresip, registered and signed in) plays the caller's,
+/// with no packet thrown away on either side.
+#[test]
+fn on_a_callback_each_phone_plays_the_other_side() {
+    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    const AGENT_TONE: f64 = 600.0;
+    const CALLER_TONE: f64 = 1000.0;
+    let carrier_port = free_port();
+    let server = start(&config(carrier_port, 1));
+    let dir = tempfile::tempdir().expect("tmp");
+    let agent_source = dir.path().join("agent.wav");
+    let caller_source = dir.path().join("caller.wav");
+    tone_wav(&agent_source, AGENT_TONE, 60.0);
+    tone_wav(&caller_source, CALLER_TONE, 60.0);
+    // The caller's own phone, reached through the trunk when called back.
+    let callee = Baresip::answering_at(carrier_port, CALLER, &caller_source, 40);
+    let agent = Baresip::agent(&server, "1001", "secret1001", &agent_source, 40);
+    let registered = wait_until(Duration::from_secs(10), || {
+        server.metric("hotline_sip_registrations") > 0
+    });
+    assert!(registered, "agent 1001 never registered:\n{}", server.log());
+    // The first call: nobody is signed in, so the caller presses * and hangs up.
+    let caller = run_bounded(
+        sipp(&sipp_scenario("acd_caller_callback.xml"), free_port())
+            .args(["-s", "12348", "-set", "caller", CALLER])
+            .args(["-m", "1", "-timeout", "30"])
+            .arg(server.sip.to_string()),
+        Duration::from_secs(35),
+    );
+    assert_eq!(
+        caller.status,
+        Some(0),
+        "caller:\n{}\n{}",
+        caller.stdout,
+        server.log()
+    );
+    sign_in(&server);
+    assert!(
+        wait_for_log(
+            &server,
+            "callback: the caller answered; bridged",
+            Duration::from_secs(20)
+        ),
+        "no callback bridged:\n{}",
+        server.log()
+    );
+    let callee = callee.finish();
+    let agent = agent.finish();
+    let context = format!(
+        "caller's phone:\n{}\nagent's phone:\n{}\nserver:\n{}",
+        callee.log(),
+        agent.log(),
+        server.log()
+    );
+    let tone_ms = |heard: &Option<std::path::PathBuf>, frequency: f64, who: &str| {
+        let path = heard
+            .as_ref()
+            .unwrap_or_else(|| panic!("{who} had no call:\n{context}"));
+        let (samples, rate) = wav_samples(path);
+        windows(&samples, rate, frequency)
+            .iter()
+            .filter(|w| **w == Heard::Tone)
+            .count()
+            * 100
+    };
+    // The bridge lasts from the callback's answer to the phones' 40 s: well over 5 s.
+    let caller_heard = tone_ms(&callee.heard, AGENT_TONE, "the caller's phone");
+    assert!(
+        caller_heard >= 5000,
+        "the caller's phone played the agent for {caller_heard} ms\n{context}"
+    );
+    let agent_heard = tone_ms(&agent.heard, CALLER_TONE, "the agent's phone");
+    assert!(
+        agent_heard >= 5000,
+        "the agent's phone played the caller for {agent_heard} ms\n{context}"
+    );
+    assert_eq!(callee.dropped_lines(), Vec::<String>::new(), "{context}");
+    assert_eq!(agent.dropped_lines(), Vec::<String>::new(), "{context}");
 }

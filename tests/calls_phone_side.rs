@@ -281,3 +281,81 @@ fn an_agent_holding_the_caller_plays_hold_music_on_the_callers_phone_until_resum
     );
     assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
 }
+
+/// An attended transfer judged from the phones: agent 1001 (SIPp) answers, consults
+/// 1002 — baresip, playing its own tone — and transfers with REFER+Replaces. The
+/// caller's phone then plays 1002's tone and 1002's phone the caller's, across the
+/// change of bridge, without a packet dropped on either phone.
+#[test]
+fn after_an_attended_transfer_the_caller_and_the_consulted_agent_hear_each_other() {
+    let server = start(&queue_config("linear", 10, 3));
+    let first_port = common::free_port();
+    sign_in(&server, "1001", first_port);
+    let tones = tempfile::tempdir().expect("tmp");
+    let agent_source = tones.path().join("agent.wav");
+    let caller_source = tones.path().join("caller.wav");
+    tone_wav(&agent_source, AGENT_TONE, 60.0);
+    tone_wav(&caller_source, CALLER_TONE, 60.0);
+    let consulted = Baresip::agent(&server, "1002", password("1002"), &agent_source, 40);
+    let registered = common::wait_until(Duration::from_secs(10), || {
+        server.metric("hotline_sip_registrations") >= 2
+    });
+    assert!(registered, "1002 never registered:\n{}", server.log());
+    let signed_in = feature_code(&server, "1002", "*11");
+    assert_eq!(signed_in.status, Some(0), "*11 for 1002: {}", server.log());
+    let target = server.sip.to_string();
+    let first = std::thread::spawn(move || {
+        common::run_bounded(
+            sipp_base("acd_agent_attended_transfer.xml", first_port)
+                .args(["-s", "1001", "-au", "1001", "-ap", password("1001")])
+                .args(["-auth_uri", &format!("1002@{target}")])
+                .args(["-set", "target", "1002", "-set", "tagfix", ""])
+                .args(["-m", "1", "-timeout", "60"])
+                .arg(target),
+            Duration::from_secs(65),
+        )
+    });
+    let caller = Baresip::caller(&server, "053188001234", "053112348", &caller_source, 30);
+    assert!(
+        wait_for_log(
+            &server,
+            "attended transfer: the caller is bridged to the consulted agent",
+            Duration::from_secs(30)
+        ),
+        "no transfer:\n{}",
+        server.log()
+    );
+    let caller = caller.finish();
+    let consulted = consulted.finish();
+    let first = first.join().expect("1001's thread");
+    let context = format!(
+        "1001 (sipp): {:?}\n{}\ncaller:\n{}\n1002:\n{}\nserver:\n{}",
+        first.status,
+        first.stdout,
+        caller.log(),
+        consulted.log(),
+        server.log()
+    );
+    assert_eq!(first.status, Some(0), "{context}");
+    let heard_ms = |phone: &PhoneResult, frequency: f64, who: &str| {
+        let path = phone
+            .heard
+            .as_ref()
+            .unwrap_or_else(|| panic!("{who} had no call:\n{context}"));
+        let (samples, rate) = wav_samples(path);
+        longest_tone(&windows(&samples, rate, frequency)) * 100
+    };
+    // From the transfer to the caller's 30 s: many seconds of 1002, in one piece.
+    let caller_heard = heard_ms(&caller, AGENT_TONE, "the caller");
+    assert!(
+        caller_heard >= 5000,
+        "the caller's phone played 1002 for {caller_heard} ms at most in one piece\n{context}"
+    );
+    let consulted_heard = heard_ms(&consulted, CALLER_TONE, "1002");
+    assert!(
+        consulted_heard >= 5000,
+        "1002's phone played the caller for {consulted_heard} ms at most in one piece\n{context}"
+    );
+    assert_eq!(caller.dropped_lines(), Vec::<String>::new(), "{context}");
+    assert_eq!(consulted.dropped_lines(), Vec::<String>::new(), "{context}");
+}

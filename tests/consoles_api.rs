@@ -15,18 +15,19 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use hotline::api::orders::OrdersContext;
+use hotline::api::auth::Auth;
 use hotline::api::queues::AcdApi;
 use hotline::api::recordings::RecordingsDir;
 use hotline::api::{AppState, router};
 use hotline::calendar::Calendar;
+use hotline::clock::WallClock;
 use hotline::config::{Config, Role as ConfigRole, UserConfig};
 use hotline::ivr::cdr::CdrBuilder;
 use hotline::ivr::city::CityId;
 use hotline::ivr::flow::{CallCategory, Urgency};
+use hotline::orders::OrdersContext;
 use hotline::queue::{AgentId, QueueInput};
 use hotline::server::acd::{AcdCommand, AcdShell};
-use hotline::server::calls::WallClock;
 use hotline::store::Store;
 use hotline::ticket::model::CallId;
 
@@ -97,6 +98,7 @@ async fn harness_on(store: Store) -> Harness {
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders: Arc::new(OrdersContext::from_config(&config, calendar)),
+        auth: Arc::new(Auth::for_config(&config)),
         cities: Arc::default(),
     };
     let app = router(state)

@@ -371,3 +371,28 @@ fn healthz_is_200_degraded_for_a_missing_calendar_year_naming_the_file_and_logs_
         );
     }
 }
+
+/// `HOTLINE_FAKE_NOW` shifts the one wall clock: an order taken through the API on a
+/// server started at a demo time is received at that time (as the calls' orders are),
+/// not at the machine's date.
+#[test]
+fn the_api_reads_the_same_shifted_clock_as_the_calls() {
+    let server = Server::start_with(
+        &format!("{TEST_CONFIG}{ORDER_DESK_CONFIG}"),
+        &[("HOTLINE_FAKE_NOW", "2026-02-14T10:00+08:00")],
+    );
+    let session = login_order_desk(&server);
+    let (status, resp) = create_order(&server, &session, "one-clock");
+    assert_eq!(status, 201, "{resp}");
+    let order = body_json(&resp);
+    let received = order["fields"]["received_at"].as_str().unwrap_or_default();
+    assert!(
+        received.starts_with("2026-02-14T10:0"),
+        "received_at {received:?} is not the server's shifted time: {order}"
+    );
+    let id = order["id"].as_str().unwrap_or_default();
+    assert!(
+        id.contains("20260214"),
+        "order number {id:?} is not dated on 2026-02-14"
+    );
+}

@@ -15,10 +15,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use hotline::api::orders::OrdersContext;
+use hotline::api::auth::Auth;
 use hotline::api::{AppState, router};
 use hotline::calendar::Calendar;
 use hotline::config::Config;
+use hotline::orders::OrdersContext;
 use hotline::store::Store;
 
 struct Harness {
@@ -64,6 +65,7 @@ async fn harness_on(
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders,
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         cities: Arc::default(),
     };
     Harness {
@@ -876,9 +878,9 @@ async fn ledger_detects_a_row_edited_directly_in_sqlite() {
     let csv = h.get(&admin, "/api/ledger/jinan-legal-aid.csv").await;
     assert_eq!(csv.status, StatusCode::OK);
     assert!(csv.text.contains("不属于本单位"), "{}", csv.text);
-    // The ledger names who acted, beside the login id kept for the audit.
+    // The ledger names who acted (issue 15: names and Chinese labels, no login ids).
     assert!(
-        csv.text.starts_with("order_id,seq,at,actor,actor_name,"),
+        csv.text.starts_with("工单编号,序号,时间,操作人,角色,单位,"),
         "{}",
         csv.text
     );
@@ -1728,10 +1730,10 @@ async fn postgres_second_callback_by_another_person_of_the_supervising_unit() {
 
 /// Records every notice it is given.
 #[derive(Debug, Default)]
-struct Recorded(std::sync::Mutex<Vec<hotline::server::notify::Notice>>);
+struct Recorded(std::sync::Mutex<Vec<hotline::orders::notify::Notice>>);
 
-impl hotline::server::notify::Notifier for Recorded {
-    fn notify(&self, notice: &hotline::server::notify::Notice) {
+impl hotline::orders::notify::Notifier for Recorded {
+    fn notify(&self, notice: &hotline::orders::notify::Notice) {
         self.0.lock().expect("lock").push(notice.clone());
     }
 }
@@ -1880,6 +1882,7 @@ async fn bearer_token_writes_without_csrf() {
         Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
     let mut h = sqlite().await;
     h.state.orders = Arc::new(OrdersContext::from_config(&config, calendar));
+    h.state.auth = Arc::new(Auth::for_config(&config));
     h.app = router(h.state.clone());
     let request = |auth: &str| {
         Request::post("/api/orders")
@@ -2469,6 +2472,48 @@ async fn receipt_is_the_calls_arrival_or_the_submission(h: &Harness) {
         arrival,
         "{order}"
     );
+    // W-7: a call that overflowed to a Jinan agent from Qingdao is registered under
+    // Qingdao, the caller's city as the call resolved it, when the form names none.
+    // Without having answered that call, a Jinan agent may not register for Qingdao.
+    let mut overflowed =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-3", "053288001234", "12348", arrival);
+    overflowed.city(&hotline::ivr::city::CityResolution {
+        city: hotline::domain::CityId::new("qingdao"),
+        how: hotline::ivr::city::ResolvedBy::AreaCode,
+    });
+    let record = overflowed.finish(arrival);
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
+    let mut body = order_body("consultation", "unknown", None);
+    body["call_id"] = json!("call-receipt-3");
+    body.as_object_mut().expect("object").remove("city");
+    let refused = h.post(&agent, "/api/orders", body).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    // Agent 1001 (the `agent` user's phone) answered this one.
+    let mut overflowed =
+        hotline::ivr::cdr::CdrBuilder::new("call-receipt-4", "053288001234", "12348", arrival);
+    overflowed
+        .city(&hotline::ivr::city::CityResolution {
+            city: hotline::domain::CityId::new("qingdao"),
+            how: hotline::ivr::city::ResolvedBy::AreaCode,
+        })
+        .agent_answered(arrival, "1001");
+    let record = overflowed.finish(arrival);
+    h.state
+        .store
+        .insert_call(&record, None)
+        .await
+        .expect("call record");
+    let mut body = order_body("consultation", "unknown", None);
+    body["call_id"] = json!("call-receipt-4");
+    body.as_object_mut().expect("object").remove("city");
+    let order = h.create(&agent, body).await;
+    assert_eq!(order["fields"]["city"], "qingdao", "{order}");
+    // It waits for Qingdao's dispatchers, the registration in the agent's name.
+    assert_eq!(order["state"], "pending_dispatch", "{order}");
     // Another channel: the submission time is required, and kept.
     let mut web = order_body("consultation", "unknown", None);
     web["channel"] = json!("web");
@@ -3004,6 +3049,7 @@ fn with_weights(h: &Harness, weights: hotline::ticket::RankingWeights) -> Harnes
     orders.ranking_weights = weights;
     let state = AppState {
         orders: Arc::new(orders),
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         ..h.state.clone()
     };
     Harness {
@@ -3480,7 +3526,7 @@ fn count(kinds: &[String], kind: &str) -> usize {
 /// `/api/stats/orders`. Leaders' alerts go to a real receiver on 127.0.0.1 that fails
 /// the first delivery: it is retried, and each alert arrives.
 async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
-    use hotline::server::leaders::LeaderNotifier;
+    use hotline::orders::leaders::LeaderNotifier;
     use hotline::ticket::Role;
     let port = common::free_port();
     let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind receiver");
@@ -3498,7 +3544,7 @@ async fn urgent_orders_alert_leaders_and_record_a_missed_transfer(h: Harness) {
     h.state.orders = Arc::new(orders);
     h.app = router(h.state.clone());
     let journals = tempfile::tempdir().expect("tempdir");
-    let shutdown = hotline::server::sip::Shutdown::default();
+    let shutdown = hotline::shutdown::Shutdown::default();
     let notifier = LeaderNotifier::start(
         h.state.orders.leaders.clone(),
         journals.path(),
@@ -3733,7 +3779,7 @@ fn check_config_validates_the_leaders() {
     );
     let shipped = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
     assert_eq!(shipped.cities[0].leaders[0].name, "济南市司法局值班领导");
-    let gap = hotline::server::leaders::leader_gaps(&shipped).expect("other cities");
+    let gap = hotline::orders::leaders::leader_gaps(&shipped).expect("other cities");
     assert!(gap.contains("qingdao") && !gap.contains("jinan,"), "{gap}");
 }
 
@@ -4063,4 +4109,561 @@ async fn sqlite_hotline_calls_are_not_registered_as_cases() {
 #[tokio::test]
 async fn postgres_hotline_calls_are_not_registered_as_cases() {
     hotline_calls_are_not_registered_as_cases(&postgres().await).await;
+}
+
+/// Issue 19: the answers of the orders, rankings, events and calls endpoints, taken
+/// live from a server that has orders in several states (second callback, urgent from
+/// a call with a pending extension, withdrawn) and calls (answered and transferred,
+/// a voice message), each match the schema `/api/openapi.json` generates from the
+/// handler's type: every required key present, every value of its documented type,
+/// no undocumented key.
+async fn answers_match_the_generated_schemas(h: &Harness) {
+    use hotline::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty, TransferKind};
+    use hotline::ivr::city::{CityId, CityResolution, ResolvedBy};
+    use hotline::ivr::flow::{CallCategory, SurveyResult, Urgency};
+
+    let doc = h
+        .get(&h.login("agent").await, "/api/openapi.json")
+        .await
+        .body;
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let arrival = now.fixed_offset() - chrono::TimeDelta::minutes(10);
+    let jinan = CityResolution {
+        city: CityId::new("jinan"),
+        how: ResolvedBy::AreaCode,
+    };
+    let mut answered = CdrBuilder::new("call-schema-1", "13812345678", "053112348", arrival);
+    answered
+        .ivr_answered(arrival)
+        .city(&jinan)
+        .category(CallCategory::Complaint, Urgency::Urgent)
+        .queued(arrival)
+        .agent_failed(
+            arrival,
+            "1002",
+            AgentStage::Ringing,
+            AgentFailureCause::NotAnswered,
+            Some(480),
+        )
+        .agent_answered(arrival, "1001")
+        .transferred(
+            arrival,
+            Some("1001".to_owned()),
+            "agent:1002".to_owned(),
+            TransferKind::Attended,
+        )
+        .survey(SurveyResult::BasicallySatisfied)
+        .hung_up(arrival + chrono::TimeDelta::minutes(4), HangupParty::Caller);
+    h.state
+        .store
+        .insert_call(
+            &answered.finish(arrival + chrono::TimeDelta::minutes(4)),
+            None,
+        )
+        .await
+        .expect("call record");
+    let message = hotline::store::calls::VoiceMessage {
+        call_id: "call-schema-vm".to_owned(),
+        caller: "13912345678".into(),
+        city: Some("jinan".into()),
+        category: "consultation".into(),
+        urgency: "normal".into(),
+        recording: "recordings/call-schema-vm.wav".into(),
+        duration_ms: 5000,
+        received_at: arrival.to_rfc3339(),
+        callback_due: (arrival + chrono::TimeDelta::days(1)).to_rfc3339(),
+        provisional: false,
+        work_order: None,
+    };
+    let mut left = CdrBuilder::new("call-schema-vm", "13912345678", "053112348", arrival);
+    left.city(&jinan)
+        .after_hours()
+        .voice_message("recordings/call-schema-vm.wav");
+    h.state
+        .store
+        .insert_call(&left.finish(arrival), Some(&message))
+        .await
+        .expect("voice message");
+
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let supervisor = h.login("supervisor").await;
+    let dispatcher = h.login("dispatcher").await;
+    let second = escalated_to_second_callback(h).await;
+    let mut urgent = order_body("complaint", "legal_aid", None);
+    urgent["urgency"] = json!("urgent");
+    urgent["call_id"] = json!("call-schema-1");
+    let created = h.create(&agent, urgent).await;
+    common::schema::assert_answer(&doc, "post", "/api/orders", 201, &created);
+    let urgent = id_of(&created);
+    for (command, body) in [
+        ("sign", json!({})),
+        ("start", json!({})),
+        (
+            "request_extension",
+            json!({"extra_working_days": 3, "reason": "需调查取证"}),
+        ),
+    ] {
+        let after = h.command(&handler, &urgent, command, body).await;
+        common::schema::assert_answer(&doc, "post", "/api/orders/{id}/{command}", 200, &after);
+    }
+    let withdrawn = id_of(
+        &h.create(&agent, order_body("suggestion", "unknown", None))
+            .await,
+    );
+    let after = h
+        .command(
+            &supervisor,
+            &withdrawn,
+            "withdraw",
+            json!({"reason": "来电人撤回"}),
+        )
+        .await;
+    assert_eq!(after["state"], "closed", "{after}");
+    common::schema::assert_answer(&doc, "post", "/api/orders/{id}/{command}", 200, &after);
+
+    let year = now.format("%Y").to_string();
+    let mut checked = 0;
+    for (who, path, uri) in [
+        (&dispatcher, "/api/orders", "/api/orders".to_owned()),
+        (
+            &agent,
+            "/api/orders",
+            "/api/orders?per_page=2&page=2".to_owned(),
+        ),
+        (
+            &supervisor,
+            "/api/orders/{id}",
+            format!("/api/orders/{second}"),
+        ),
+        (
+            &dispatcher,
+            "/api/orders/{id}",
+            format!("/api/orders/{urgent}"),
+        ),
+        (
+            &agent,
+            "/api/orders/{id}",
+            format!("/api/orders/{withdrawn}"),
+        ),
+        (
+            &supervisor,
+            "/api/orders/{id}/events",
+            format!("/api/orders/{second}/events"),
+        ),
+        (
+            &dispatcher,
+            "/api/orders/{id}/events",
+            format!("/api/orders/{urgent}/events"),
+        ),
+        (
+            &agent,
+            "/api/orders/{id}/events",
+            format!("/api/orders/{withdrawn}/events"),
+        ),
+        (
+            &supervisor,
+            "/api/special_flags",
+            "/api/special_flags".to_owned(),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}"),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}&group=complaint_suggestion&level=institution"),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}&by=area&metric=combined"),
+        ),
+        (
+            &agent,
+            "/api/rankings",
+            format!("/api/rankings?period={year}&by=category"),
+        ),
+        (&agent, "/api/calls", "/api/calls".to_owned()),
+        (&dispatcher, "/api/calls", "/api/calls".to_owned()),
+    ] {
+        let reply = h.get(who, &uri).await;
+        assert_eq!(reply.status, StatusCode::OK, "{uri}: {}", reply.text);
+        common::schema::assert_answer(&doc, "get", path, 200, &reply.body);
+        checked += 1;
+    }
+    assert_eq!(checked, 15);
+    // What the checks went through: the answers held the parts under test.
+    let calls = h.get(&dispatcher, "/api/calls").await.body;
+    assert!(
+        calls
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c["agent_name"] == "值班员 张明")
+                && c.iter()
+                    .any(|c| c["voice_message"]["call_id"] == "call-schema-vm")),
+        "{calls}"
+    );
+    let order = h
+        .get(&dispatcher, &format!("/api/orders/{urgent}"))
+        .await
+        .body;
+    assert!(order["deadlines"]["callback_due"].is_string(), "{order}");
+    assert!(order["pending_extension"]["reason"].is_string(), "{order}");
+    let ranked = h
+        .get(&agent, &format!("/api/rankings?period={year}&by=area"))
+        .await
+        .body;
+    assert!(
+        ranked["rows"]
+            .as_array()
+            .is_some_and(|r| r.iter().any(|r| r["business_area"] == "legal_aid")),
+        "{ranked}"
+    );
+    // And the checker itself refuses an undocumented key and a missing required one.
+    let mut extra = order.clone();
+    extra["not_documented"] = json!(1);
+    assert!(
+        !common::schema::answer_problems(&doc, "get", "/api/orders/{id}", 200, &extra).is_empty()
+    );
+    let mut nested = order.clone();
+    nested["fields"]["not_documented"] = json!(1);
+    nested["pending_extension"]["extra_working_days"] = json!("three");
+    assert_eq!(
+        common::schema::answer_problems(&doc, "get", "/api/orders/{id}", 200, &nested).len(),
+        2,
+        "{nested}"
+    );
+    let mut missing = order;
+    missing.as_object_mut().expect("order").remove("state");
+    assert!(
+        !common::schema::answer_problems(&doc, "get", "/api/orders/{id}", 200, &missing).is_empty()
+    );
+}
+
+#[tokio::test]
+async fn sqlite_answers_match_the_generated_schemas() {
+    answers_match_the_generated_schemas(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_answers_match_the_generated_schemas() {
+    answers_match_the_generated_schemas(&postgres().await).await;
+}
+
+/// Issue 15, "words a Shandong bureau uses": the per-unit ledger export of an order
+/// that went through dispatch, reply and a callback (basically satisfied, closed on
+/// judgement) names people and units and reads in Chinese labels: no cell but the order
+/// id and the hash columns holds a Latin letter, so no enum value (`basically_satisfied`,
+/// `dispatched`) and no login id (`handler`) can appear.
+async fn ledger_export_reads_in_names_and_chinese_labels(h: &Harness) {
+    let agent = h.login("agent").await;
+    let dispatcher = h.login("dispatcher").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let supervisor = h.login("supervisor").await;
+    let created = h
+        .create(&agent, order_body("consultation", "unknown", None))
+        .await;
+    assert_eq!(created["state"], "pending_dispatch", "{created}");
+    let id = id_of(&created);
+    h.command(
+        &dispatcher,
+        &id,
+        "dispatch",
+        json!({"units": ["jinan-legal-aid"], "area": "legal_aid"}),
+    )
+    .await;
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    h.command(
+        &handler,
+        &id,
+        "reply",
+        json!({"text": "已告知申请法律援助的条件"}),
+    )
+    .await;
+    let closed = h
+        .command(
+            &callback,
+            &id,
+            "record_callback",
+            json!({"outcome": {"outcome": "closed_on_judgement", "satisfaction": "basically_satisfied",
+                               "ground": "law_or_policy"}, "note": "对服务满意，对结果基本满意"}),
+        )
+        .await;
+    assert_eq!(closed["state"], "closed", "{closed}");
+    let csv = h.get(&supervisor, "/api/ledger/jinan-legal-aid.csv").await;
+    assert_eq!(csv.status, StatusCode::OK, "{}", csv.text);
+    let mut lines = csv.text.lines();
+    assert_eq!(
+        lines.next(),
+        Some("工单编号,序号,时间,操作人,角色,单位,原状态,新状态,事件,详情,说明,前一哈希,哈希")
+    );
+    let rows: Vec<Vec<String>> = lines
+        .map(|line| {
+            line.trim_matches('"')
+                .split("\",\"")
+                .map(str::to_owned)
+                .collect()
+        })
+        .collect();
+    assert!(rows.len() >= 7, "{}", csv.text);
+    for row in &rows {
+        assert_eq!(row.len(), 13, "{row:?}");
+        assert_eq!(row[0], id);
+        for cell in &row[1..11] {
+            assert!(
+                !cell.chars().any(|c| c.is_ascii_alphabetic()),
+                "an enum value or login id in {cell:?} of {row:?}"
+            );
+        }
+    }
+    for words in [
+        "值班员 张明",
+        "转办员 李华",
+        "承办人 王芳",
+        "回访员 吴静",
+        "值班坐席",
+        "转办人员",
+        "承办人员",
+        "济南市法律援助中心",
+        "待派单",
+        "已派单",
+        "已签收",
+        "办理中",
+        "已办结",
+        "登记",
+        "派单",
+        "→ 济南市法律援助中心",
+        "济南市法律援助中心（主办）",
+        "首次回访 · 基本满意 · 回访人 回访员 吴静",
+        "依法办结：对服务满意，对结果基本满意",
+        "已告知申请法律援助的条件",
+        hotline::ticket::transition::CONSULTATION_ANSWERED_NOTE,
+    ] {
+        assert!(csv.text.contains(words), "{words} missing: {}", csv.text);
+    }
+    for raw in [
+        "basically_satisfied",
+        "dispatched",
+        "law_or_policy",
+        "handler",
+        "callback",
+    ] {
+        let cells: Vec<&String> = rows.iter().flat_map(|r| &r[1..11]).collect();
+        assert!(
+            cells.iter().all(|c| !c.contains(raw)),
+            "{raw} in {}",
+            csv.text
+        );
+    }
+}
+
+#[tokio::test]
+async fn sqlite_ledger_export_reads_in_names_and_chinese_labels() {
+    ledger_export_reads_in_names_and_chinese_labels(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_ledger_export_reads_in_names_and_chinese_labels() {
+    ledger_export_reads_in_names_and_chinese_labels(&postgres().await).await;
+}
+
+/// `POST /api/orders/{id}/call_back` (H-11, H-12-3 回拨解答) is for who answers the
+/// order's caller now, by the orders' own role, scope and step rules: the unit that
+/// replies, then the callback clerk on the callback step; others get 403. The request
+/// names no number (a body with one is 422); an order without a contact phone is 422
+/// `no_number`; without the server's telephony (this harness) it is 422
+/// `trunk_not_configured`. Nothing is logged on the order for a refused call.
+async fn order_callback_call_is_for_who_answers_the_caller(h: &Harness) {
+    let agent = h.login("agent").await;
+    let handler = h.login("handler").await;
+    let callback = h.login("callback").await;
+    let dispatcher = h.login("dispatcher").await;
+    let mut body = order_body(
+        "consultation",
+        "legal_aid",
+        Some("2025-09-30T16:00:00+08:00"),
+    );
+    body["urgency"] = json!("urgent");
+    let id = id_of(&h.create(&agent, body).await);
+    let call_back = format!("/api/orders/{id}/call_back");
+    let code = |reply: &Reply| reply.body["code"].as_str().unwrap_or_default().to_owned();
+
+    let typed = h
+        .post(&handler, &call_back, json!({"number": "13900001111"}))
+        .await;
+    assert_eq!(
+        typed.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        typed.text
+    );
+    assert_eq!(code(&typed), "invalid_body", "{}", typed.text);
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    // The handling unit replies: it may call back; the callback step is not yet.
+    let unit = h.post(&handler, &call_back, json!({})).await;
+    assert_eq!(
+        unit.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        unit.text
+    );
+    assert_eq!(code(&unit), "trunk_not_configured", "{}", unit.text);
+    for (who, session) in [("callback", &callback), ("dispatcher", &dispatcher)] {
+        let refused = h.post(session, &call_back, json!({})).await;
+        assert_eq!(
+            refused.status,
+            StatusCode::FORBIDDEN,
+            "{who}: {}",
+            refused.text
+        );
+    }
+    let fed_back = h
+        .command(&handler, &id, "reply", json!({"text": "答复"}))
+        .await;
+    assert_eq!(fed_back["state"], "fed_back", "{fed_back}");
+    // The callback step: the clerk may.
+    let clerk = h.post(&callback, &call_back, json!({})).await;
+    assert_eq!(
+        clerk.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        clerk.text
+    );
+    assert_eq!(code(&clerk), "trunk_not_configured", "{}", clerk.text);
+    let refused = h.post(&dispatcher, &call_back, json!({})).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    let none = h.get(&callback, &call_back).await;
+    assert_eq!(none.status, StatusCode::NOT_FOUND, "{}", none.text);
+    let events = h.get(&callback, &format!("/api/orders/{id}/events")).await;
+    assert!(
+        !events.text.contains("call_logged"),
+        "nothing logged: {}",
+        events.text
+    );
+
+    // An order without a number has nobody to call.
+    let mut body = order_body("consultation", "legal_aid", None);
+    body["contact_phone"] = json!("");
+    let id = id_of(&h.create(&agent, body).await);
+    h.command(&handler, &id, "sign", json!({})).await;
+    h.command(&handler, &id, "start", json!({})).await;
+    let no_number = h
+        .post(&handler, &format!("/api/orders/{id}/call_back"), json!({}))
+        .await;
+    assert_eq!(
+        no_number.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        no_number.text
+    );
+    assert_eq!(code(&no_number), "no_number", "{}", no_number.text);
+}
+
+#[tokio::test]
+async fn sqlite_order_callback_call_is_for_who_answers_the_caller() {
+    order_callback_call_is_for_who_answers_the_caller(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_order_callback_call_is_for_who_answers_the_caller() {
+    order_callback_call_is_for_who_answers_the_caller(&postgres().await).await;
+}
+
+/// H-11: hot, difficult and focal issues from the orders' descriptions. Eight quiet
+/// weeks of one divorce question each, then a week of unpaid wages in three cities:
+/// the province's administrator sees 拖欠工资 hot and focal, the divorces steady; a
+/// Jinan supervisor sees only Jinan's orders; agents are refused.
+async fn hot_topics_come_from_the_orders_descriptions(h: &Harness) {
+    let desk = h.login("province-dispatcher").await;
+    let now = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai());
+    let web = |city: &str, text: &str, at: chrono::DateTime<chrono::FixedOffset>| {
+        let mut body = order_body("consultation", "unknown", Some(&at.to_rfc3339()));
+        body["channel"] = json!("web");
+        body["city"] = json!(city);
+        body["description"] = json!(text);
+        body
+    };
+    for weeks in 1..=8 {
+        let at = now - chrono::TimeDelta::weeks(weeks);
+        h.create(&desk, web("jinan", "想咨询离婚以后孩子的抚养权归谁", at))
+            .await;
+    }
+    let just_now = now - chrono::TimeDelta::seconds(10);
+    h.create(
+        &desk,
+        web("jinan", "想咨询离婚以后孩子的抚养权归谁", just_now),
+    )
+    .await;
+    for city in ["jinan", "qingdao", "yantai", "jinan"] {
+        h.create(
+            &desk,
+            web(city, "工地老板拖欠工资半年，工友们都拿不到钱", just_now),
+        )
+        .await;
+    }
+    let admin = h.login("admin").await;
+    let reply = h.get(&admin, "/api/analysis/topics?period=week").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let topics = reply.body["topics"].as_array().expect("topics").clone();
+    let topic = |name: &str| {
+        topics
+            .iter()
+            .find(|t| t["topic"] == name)
+            .unwrap_or_else(|| panic!("no {name}: {}", reply.text))
+            .clone()
+    };
+    let wages = topic("拖欠工资");
+    assert_eq!(wages["current"], 4, "{wages}");
+    assert_eq!(wages["hot"], true, "{wages}");
+    assert_eq!(wages["focal"], true, "three cities: {wages}");
+    assert_eq!(topics[0]["topic"], "拖欠工资", "{}", reply.text);
+    let divorce = topic("离婚");
+    assert_eq!(
+        divorce["counts"],
+        json!([1, 1, 1, 1, 1, 1, 1, 1, 1]),
+        "{divorce}"
+    );
+    assert_eq!(divorce["hot"], false, "{divorce}");
+    assert_eq!(reply.body["periods"].as_array().map(Vec::len), Some(9));
+    assert!(
+        reply.body["rules"]
+            .as_str()
+            .is_some_and(|r| r.contains("z ="))
+    );
+    // A Jinan supervisor: only Jinan's wages.
+    let supervisor = h.login("supervisor").await;
+    let reply = h.get(&supervisor, "/api/analysis/topics").await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    let jinan_wages = reply.body["topics"]
+        .as_array()
+        .and_then(|t| t.iter().find(|t| t["topic"] == "拖欠工资").cloned())
+        .unwrap_or_else(|| panic!("{}", reply.text));
+    assert_eq!(jinan_wages["current"], 2, "{jinan_wages}");
+    assert_eq!(jinan_wages["cities"], json!(["jinan"]), "{jinan_wages}");
+    // Months work too; bad queries and other roles are refused with a reason.
+    let months = h
+        .get(&admin, "/api/analysis/topics?period=month&city=qingdao")
+        .await;
+    assert_eq!(months.status, StatusCode::OK, "{}", months.text);
+    assert_eq!(months.body["orders"], 1, "{}", months.text);
+    let bad = h.get(&admin, "/api/analysis/topics?period=day").await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST, "{}", bad.text);
+    let agent = h.login("agent").await;
+    let refused = h.get(&agent, "/api/analysis/topics").await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+}
+
+#[tokio::test]
+async fn sqlite_hot_topics_come_from_the_orders_descriptions() {
+    hot_topics_come_from_the_orders_descriptions(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_hot_topics_come_from_the_orders_descriptions() {
+    hot_topics_come_from_the_orders_descriptions(&postgres().await).await;
 }

@@ -411,3 +411,69 @@ fn running_server_reloads_the_calendar_file_after_add_year() {
     );
     assert!(!missing(&server), "{}", common::health(&server));
 }
+
+/// `/api/queues`' `on_duty` of `agent`, as the supervisor's console reads it.
+fn on_duty(server: &common::Server, agent: &str) -> Option<bool> {
+    let (status, queues) = common::queue::api(server, "/api/queues");
+    assert_eq!(status, 200, "{queues}");
+    queues
+        .as_array()?
+        .iter()
+        .flat_map(|q| q["agents"].as_array().cloned().unwrap_or_default())
+        .find(|a| a["id"] == agent)
+        .and_then(|a| a["on_duty"].as_bool())
+}
+
+/// Issue 15, calendar years, for the duty rosters: the server runs on Thursday
+/// 2026-01-01 with a calendar that lacks 2026, so the working-days roster assumes the
+/// day is worked and agent 1001 is on duty. `calendar add-year 2026` with 1 January
+/// off: the server reloads the file and the ACD follows it, without a restart; the
+/// supervisor's queue view shows 1001 off duty on the holiday.
+#[test]
+fn running_server_rosters_follow_the_calendar_after_add_year() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("cn-workdays.toml");
+    let shipped = std::fs::read_to_string(shipped_calendar_path()).expect("calendar");
+    let (kept, _) = shipped.split_once("\n[years.2026]").expect("2026 is last");
+    std::fs::write(&copy, kept).expect("write calendar copy");
+    let config = format!(
+        "{}
+[[queues.roster]]
+agent = \"1001\"
+from = \"2026-01-01\"
+until = \"2026-12-31\"
+days = \"working_days\"
+start = \"08:00\"
+end = \"20:00\"
+
+[notify]
+reminder_interval_secs = 1
+",
+        common::queue::queue_config("linear", 5, 3)
+            .replace("\"CALENDAR\"", &format!("{:?}", copy.display().to_string()))
+    );
+    let server =
+        common::Server::start_with(&config, &[("HOTLINE_FAKE_NOW", "2026-01-01T10:00+08:00")]);
+    assert_eq!(on_duty(&server, "1001"), Some(true), "{}", server.log());
+    let added = Command::new(env!("CARGO_BIN_EXE_hotline"))
+        .args(["calendar", "add-year", "2026", "--calendar"])
+        .arg(&copy)
+        .args(["--holidays", "2026-01-01"])
+        .output()
+        .expect("run hotline");
+    assert!(added.status.success(), "{added:?}");
+    assert!(
+        common::wait_for_log(
+            &server,
+            "the duty rosters follow the calendar reloaded",
+            std::time::Duration::from_secs(15)
+        ),
+        "{}",
+        server.log()
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while on_duty(&server, "1001") != Some(false) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(on_duty(&server, "1001"), Some(false), "{}", server.log());
+}

@@ -21,11 +21,12 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use hotline::api::orders::OrdersContext;
+use hotline::api::auth::Auth;
 use hotline::api::{AppState, router};
 use hotline::calendar::Calendar;
 use hotline::config::Config;
 use hotline::ivr::cdr::CdrBuilder;
+use hotline::orders::OrdersContext;
 use hotline::server::voicemail::{self, DESCRIPTION};
 use hotline::store::Store;
 use hotline::store::calls::VoiceMessage;
@@ -36,8 +37,12 @@ fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
+fn shipped_config() -> Config {
+    Config::load(&root().join("config/hotline.toml")).expect("shipped config")
+}
+
 fn context() -> Arc<OrdersContext> {
-    let config = Config::load(&root().join("config/hotline.toml")).expect("shipped config");
+    let config = shipped_config();
     let calendar =
         Calendar::load(root().join("config/calendar/cn-workdays.toml")).expect("calendar");
     Arc::new(OrdersContext::from_config(&config, calendar))
@@ -119,6 +124,7 @@ async fn api_orders(store: &Store, orders: Arc<OrdersContext>, query: &str) -> V
         metrics: Arc::default(),
         warnings: Arc::new(vec![]),
         orders,
+        auth: Arc::new(Auth::for_config(&shipped_config())),
         cities: Arc::default(),
     };
     let app = router(state);

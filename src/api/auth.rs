@@ -191,6 +191,17 @@ fn sha256_hex(text: &str) -> String {
 }
 
 impl Auth {
+    /// The users of `config` with its HTTP transport policy (secure cookies, proxies).
+    #[must_use]
+    pub fn for_config(config: &crate::config::Config) -> Self {
+        Self::from_config(&config.users).with_transport(TransportPolicy {
+            secure_cookies: config.http.secure_cookies,
+            trusted_proxies: config.http.trusted_proxies.clone(),
+        })
+    }
+}
+
+impl Auth {
     /// From the `[[users]]` section (already validated).
     #[must_use]
     pub fn from_config(users: &[UserConfig]) -> Self {
@@ -495,7 +506,7 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let auth = &state.orders.auth;
+        let auth = &state.auth;
         if let Some(value) = parts.headers.get(header::AUTHORIZATION) {
             let token = value
                 .to_str()
@@ -509,7 +520,7 @@ impl FromRequestParts<AppState> for CurrentUser {
                 Err(BearerError::Throttled { retry_after_secs }) => {
                     state
                         .metrics
-                        .api_throttled(crate::server::metrics::ApiThrottle::Bearer);
+                        .api_throttled(crate::metrics::ApiThrottle::Bearer);
                     Err(ApiError::too_many_attempts(
                         "too many unknown tokens from this address",
                         retry_after_secs,
@@ -546,11 +557,20 @@ pub struct UserView {
     pub unit_name: String,
     /// The queue agent the user works as (agent workspace), if any.
     pub agent: Option<String>,
+    /// The server's clock now (shifted by `--now` / `HOTLINE_FAKE_NOW` in demos): the
+    /// console dates its default periods and remaining times by it, not by the
+    /// browser's.
+    #[schema(value_type = String, format = DateTime)]
+    pub server_time: chrono::DateTime<chrono::FixedOffset>,
 }
 
 impl UserView {
     #[must_use]
-    pub fn of(user: &User, unit_name: Option<&str>) -> Self {
+    pub fn of(
+        user: &User,
+        unit_name: Option<&str>,
+        server_time: chrono::DateTime<chrono::FixedOffset>,
+    ) -> Self {
         Self {
             id: user.id.clone(),
             name: user.name.clone(),
@@ -558,6 +578,7 @@ impl UserView {
             unit: user.unit.as_str().to_owned(),
             unit_name: unit_name.unwrap_or_default().to_owned(),
             agent: user.agent.clone(),
+            server_time,
         }
     }
 }

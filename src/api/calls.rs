@@ -38,8 +38,9 @@ use super::error::{ApiError, ErrorBody};
 use super::orders::{ContactView, OrdersContext, audited_contact_view};
 use super::orders::{filter_enum, filter_number, filter_unit, parse_query};
 use super::queues::AcdApi;
+use super::views::CallView;
+use crate::domain::CallCategory;
 use crate::ivr::cdr::CallPath;
-use crate::ivr::flow::CallCategory;
 use crate::server::outbound::TransferRefused;
 use crate::server::transfer::{TransferError, refer_user};
 use crate::store::calls::CallFilter;
@@ -159,7 +160,7 @@ pub fn decode_calls_query(raw: Option<&str>, may_search: bool) -> Result<CallFil
 #[utoipa::path(get, path = "/api/calls", operation_id = "list_calls", tag = "calls",
     summary = "Call detail records. Each item is {record, voice_message, in_progress}: a record is written when the call is answered (in_progress true) and completed at its end; record.end_reason is shutdown, server-restart or crash when the server closed it itself; record.agent_failures lists the agents offered the call who did not answer or whose phone vanished mid-call (the caller was re-queued). Callers' numbers are masked (138****5678, ****5678) except for dispatch, handling units and callback staff, whose answers are audited (calls.read, naming the call ids)",
     params(CallsQuery),
-    responses((status = 200, description = "the calls, newest first"), (status = 503, description = "database unavailable"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the calls, newest first", body = Vec<CallView>), (status = 503, description = "database unavailable"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
@@ -195,25 +196,17 @@ pub async fn list(
                 }
             }
             // Who answered, by name (`[[users]] agent`), beside the extension.
-            let mut items = Vec::with_capacity(calls.len());
-            for call in &calls {
-                let mut item = match serde_json::to_value(call) {
-                    Ok(item) => item,
-                    Err(e) => {
-                        tracing::warn!(%e, "a call record did not serialise");
-                        return (StatusCode::INTERNAL_SERVER_ERROR, "call record").into_response();
-                    }
-                };
-                let name = call
-                    .record
-                    .agent
-                    .as_deref()
-                    .and_then(|a| state.orders.auth.agent_name(a));
-                if let Some(object) = item.as_object_mut() {
-                    object.insert("agent_name".to_owned(), serde_json::json!(name));
-                }
-                items.push(item);
-            }
+            let items: Vec<CallView> = calls
+                .into_iter()
+                .map(|call| {
+                    let agent_name = call
+                        .record
+                        .agent
+                        .as_deref()
+                        .and_then(|a| state.auth.agent_name(a));
+                    CallView { call, agent_name }
+                })
+                .collect();
             Json(items).into_response()
         }
         Err(e) => {

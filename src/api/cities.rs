@@ -6,7 +6,6 @@ use axum::extract::State;
 use serde::Serialize;
 
 use super::AppState;
-use crate::calendar::shanghai;
 use crate::ivr::hours::{OpenStatus, WorkingHours};
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -33,7 +32,7 @@ pub fn routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
     summary = "Each city's published answering hours and whether it is staffed now (H-7)",
     responses((status = 200, description = "the cities", body = Vec<CityHours>)))]
 pub async fn list(State(state): State<AppState>) -> Json<Vec<CityHours>> {
-    let now = chrono::Utc::now().with_timezone(&shanghai());
+    let now = state.orders.clock.now();
     let calendar = state.orders.calendar.current();
     let default_hours = WorkingHours::default();
     let cities = state

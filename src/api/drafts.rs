@@ -174,7 +174,7 @@ async fn save(
             "the draft must be a JSON object",
         ));
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = state.orders.clock.now().timestamp_millis();
     let held = state
         .store
         .count_user_call_drafts(&user.id, &call_id, now_ms)

@@ -1,7 +1,9 @@
 //! HTTP API (axum): health, metrics; the consoles' API grows here.
 
+pub mod analysis;
 pub mod auth;
 pub mod error;
+pub mod labels;
 pub mod openapi;
 pub mod orders;
 pub mod web;
@@ -17,11 +19,13 @@ use std::sync::Arc;
 pub mod calls;
 pub mod cities;
 pub mod drafts;
+pub mod order_calls;
 pub mod queues;
 pub mod recordings;
 pub mod stats;
+pub mod views;
 
-use crate::server::metrics::Metrics;
+use crate::metrics::Metrics;
 use crate::store::Store;
 
 /// What the HTTP handlers share.
@@ -31,8 +35,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Start-up warnings an operator must see (e.g. "calendar for 2027 not loaded").
     pub warnings: Arc<Vec<String>>,
-    /// Work orders: calendar, units, routing, users and sessions.
+    /// Work orders: calendar, units, routing, clock.
     pub orders: Arc<orders::OrdersContext>,
+    /// Users, passwords, API tokens and console sessions.
+    pub auth: Arc<auth::Auth>,
     /// The cities as configured (published hours, numbers).
     pub cities: Arc<Vec<crate::config::CityConfig>>,
 }
@@ -44,10 +50,12 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(cities::routes())
         .merge(calls::routes())
         .merge(orders::routes())
+        .merge(order_calls::routes())
         .merge(queues::routes())
         .merge(recordings::routes())
         .merge(drafts::routes())
         .merge(stats::routes())
+        .merge(analysis::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).
@@ -108,7 +116,7 @@ const WRITE_PROBE_LIMIT: std::time::Duration = std::time::Duration::from_secs(2)
 #[derive(Debug, Clone, Default)]
 pub struct ServerHealth {
     /// Work-order creates waiting for the database.
-    pub outbox: Option<Arc<crate::server::outbox::OrderOutbox>>,
+    pub outbox: Option<Arc<crate::orders::outbox::OrderOutbox>>,
     /// Call records waiting for the database.
     pub call_outbox: Option<Arc<crate::server::call_outbox::CallRecordOutbox>>,
     /// SIGTERM received: new calls are refused while calls in progress finish.
@@ -185,9 +193,7 @@ async fn healthz(
     // (they go away once the file is reloaded with them).
     let mut warnings: Vec<String> = state.warnings.iter().cloned().collect();
     if let Some(path) = state.orders.calendar.path() {
-        let today = chrono::Utc::now()
-            .with_timezone(&crate::calendar::shanghai())
-            .date_naive();
+        let today = state.orders.clock.now().date_naive();
         warnings.extend(crate::server::calendar_warnings(
             &state.orders.calendar.current(),
             path,
@@ -234,7 +240,7 @@ async fn metrics(
     let wallboard = wallboard(&state, acd.and_then(|axum::Extension(a)| a.0)).await;
     (
         StatusCode::OK,
-        [(header::CONTENT_TYPE, crate::server::metrics::CONTENT_TYPE)],
+        [(header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
         state.metrics.render_with(Some(&wallboard)),
     )
         .into_response()
@@ -246,8 +252,8 @@ async fn metrics(
 async fn wallboard(
     state: &AppState,
     acd: Option<Arc<crate::server::acd::AcdShell>>,
-) -> crate::server::metrics::Wallboard {
-    let mut w = crate::server::metrics::Wallboard::default();
+) -> crate::metrics::Wallboard {
+    let mut w = crate::metrics::Wallboard::default();
     if let Some(acd) = acd {
         for snapshot in acd.snapshots() {
             let city = snapshot.city.as_str().to_owned();
@@ -268,7 +274,7 @@ async fn wallboard(
     if let Ok(Ok(n)) = pending.await {
         w.voice_messages_pending = Some(n);
     }
-    let now_ms = chrono::Utc::now().timestamp_millis();
+    let now_ms = state.orders.clock.now().timestamp_millis();
     let filter = crate::store::stats::StatsFilter {
         scope: None,
         received: None,
@@ -334,6 +340,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         let (status, body) = get_json(router(state.clone()), "/healthz").await;
@@ -354,12 +361,13 @@ mod tests {
         let (store, dir) = crate::store::test_support::sqlite().await;
         let metrics: Arc<Metrics> = Arc::default();
         let outbox =
-            crate::server::outbox::OrderOutbox::open(dir.path(), metrics.clone()).expect("outbox");
+            crate::orders::outbox::OrderOutbox::open(dir.path(), metrics.clone()).expect("outbox");
         let state = AppState {
             store,
             metrics,
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         let server = ServerHealth {
@@ -372,7 +380,7 @@ mod tests {
         let (_, body) = get_json(app(), "/healthz").await;
         assert!(body.contains("\"status\":\"ok\""), "{body}");
         assert!(body.contains("\"queued_orders\":0"), "{body}");
-        let create = crate::server::outbox::QueuedCreate {
+        let create = crate::orders::outbox::QueuedCreate {
             order: crate::ticket::Order::default(),
             events: Vec::new(),
             actor: "u".into(),
@@ -401,6 +409,7 @@ mod tests {
                 "calendar for 2027 not loaded: add 2027 to /x.toml".into(),
             ]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
@@ -437,6 +446,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::default(),
+            auth: Arc::default(),
             cities: Arc::default(),
         };
         state.metrics.parse_error();
@@ -457,6 +467,7 @@ mod tests {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::new(orders::OrdersContext::from_config(&config, calendar)),
+            auth: Arc::new(auth::Auth::for_config(&config)),
             cities: Arc::new(config.cities.clone()),
         };
         let (status, body) = get_json(router(state), "/api/cities").await;

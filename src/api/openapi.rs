@@ -3,39 +3,16 @@
 //! `ToSchema`/`IntoParams`. The routes come from [`super::api_routes`], the same list the
 //! server serves, so a route cannot be served without being documented.
 //!
-//! Some answers are still `serde_json::Value` built in the handler: their schemas are
-//! written by hand below and each is listed in [`NOT_YET_TYPED`] (a test keeps that list
-//! exact), so the gap stays visible until they get types of their own.
+//! Every answer's schema comes from the type its handler returns (`src/api/views.rs`
+//! for the orders, rankings and calls): nothing is written by hand, and a test fails
+//! when a JSON answer has none.
 
 use std::sync::OnceLock;
 
 use serde_json::{Value, json};
 
-/// Answers whose body is built as `serde_json::Value` in the handler: `(method, path,
-/// status, hand-written schema)`; `None` means no schema yet (any JSON).
-pub const NOT_YET_TYPED: [(&str, &str, &str, Option<&str>); 9] = [
-    ("post", "/api/orders", "201", Some("Order")),
-    ("post", "/api/orders", "202", Some("QueuedOrder")),
-    ("get", "/api/orders", "200", Some("OrderPage")),
-    ("get", "/api/orders/{id}", "200", Some("Order")),
-    ("post", "/api/orders/{id}/{command}", "200", Some("Order")),
-    ("get", "/api/rankings", "200", Some("Rankings")),
-    ("get", "/api/orders/{id}/events", "200", None),
-    ("get", "/api/special_flags", "200", None),
-    ("get", "/api/calls", "200", None),
-];
-
-/// How the sign-in rate is computed (AS-METRICS; `src/queue/attendance.rs`).
-pub const SIGN_IN_RATE: &str = "Sign-in rate (签到率) of a unit's agents (an agent belongs to the unit of its \
-    [[queues.agent]] city) over the period: duty shifts signed in on time / duty shifts scheduled. \
-    A scheduled shift is a roster shift ([[queues.roster]]) starting in the period whose check moment \
-    (start + [queues] absent_grace_secs, when the ACD reports absence) has passed; it is signed in on \
-    time when at that moment the agent's latest sign_in/sign_out row in queue_log is a sign_in and no \
-    absent row was logged for it. null when the unit had no scheduled shift (no roster data): never \
-    a made-up 100 %.";
-
-/// The document as utoipa generates it from the routes, before the hand-written
-/// schemas of [`NOT_YET_TYPED`] are added.
+/// The document as utoipa generates it from the routes, before the title and the
+/// security schemes are added.
 #[must_use]
 pub fn generated() -> Value {
     let (_router, api) = super::api_routes().split_for_parts();
@@ -67,80 +44,6 @@ pub fn document() -> Value {
     DOCUMENT.get_or_init(build).clone()
 }
 
-/// The hand-written schemas of answers not yet typed.
-fn legacy_schemas() -> Value {
-    let mut schemas = json!({
-        "SignIn": {"type": "object", "description": SIGN_IN_RATE, "properties": {
-                    "sign_in_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-                    "shifts_scheduled": {"type": ["integer", "null"]},
-                    "shifts_signed_in": {"type": ["integer", "null"]}}},
-        "Rankings": {"type": "object", "properties": {
-                    "period": {"type": "string"}, "group": {"type": "string"}, "by": {"enum": ["unit", "category", "area"]},
-                    "rows": {"type": "array", "items": {"allOf": [{"$ref": "#/components/schemas/SignIn"}, {"type": "object", "properties": {
-                        "rank": {"type": "integer"}, "unit": {"type": "string"}, "unit_name": {"type": "string"},
-                        "orders": {"type": "integer"}, "completed": {"type": "integer"},
-                        "completion_rate": {"type": ["number", "null"]}, "on_time_rate": {"type": ["number", "null"]},
-                        "satisfaction_rate": {"type": ["number", "null"]}, "returns": {"type": "integer"},
-                        "overdue": {"type": "integer", "description": "finished (completed or withdrawn) after the limit, or open past it now: as /api/stats/orders counts"},
-                        "withdrawn": {"type": "integer", "description": "withdrawn orders, still counted in the period received"},
-                        "level": {"enum": ["province", "city", "county", "township", "institution"], "description": "rank is the position within this level"}}}]}},
-                    "level": {"type": "string", "description": "the level filter: all or one level"},
-                    "levels": {"type": "object", "description": "the rows by unit level (by=unit)", "additionalProperties": {"type": "array"}},
-                    "sign_in": {"type": "array", "description": "every unit whose agents had duty shifts due in the period",
-                        "items": {"allOf": [{"$ref": "#/components/schemas/SignIn"}, {"type": "object", "properties": {
-                            "unit": {"type": "string"}, "unit_name": {"type": "string"}}}]}}}},
-                "OrderPage": {"type": "object", "properties": {
-                    "items": {"type": "array", "items": {"$ref": "#/components/schemas/Order"}},
-                    "total": {"type": "integer", "description": "exact number of orders matching the filters in the caller's scope"},
-                    "page": {"type": "integer"}, "per_page": {"type": "integer"}}},
-                "Order": {"type": "object", "properties": {
-                    "id": {"type": "string"}, "version": {"type": "integer"}, "state": {"type": "string"}, "fields": {"type": "object"},
-                    "units": {"type": "array"}, "lead_unit": {"type": ["string", "null"]}, "deadlines": {"type": "object"},
-                    "reminder": {"enum": ["none", "yellow", "red"]}, "overdue": {"type": "boolean"}, "special_flag": {"type": "boolean"},
-                    "closing": {"type": ["object", "null"]}, "allowed_commands": {"type": "array", "items": {"type": "string"}}}},
-        "QueuedOrder": {"allOf": [
-            {"$ref": "#/components/schemas/Order"},
-            {"type": "object", "properties": {"queued": {"type": "boolean", "enum": [true]}}, "required": ["queued"]}
-        ]}
-    });
-    schemas["Rankings"]["properties"]["metric"] =
-        json!({"type": "string", "description": "what rank orders by"});
-    schemas["Rankings"]["properties"]["weights"] = json!({"type": "object",
-            "description": "the [ranking.weights] the combined score used (W-19: nothing else is set by hand)",
-            "properties": {
-                "completion_rate": {"type": "number"}, "on_time_rate": {"type": "number"},
-                "satisfaction_rate": {"type": "number"}, "sign_in_rate": {"type": "number"},
-                "transfer_rate": {"type": "number"}}});
-    if let Some(row) =
-        schemas["Rankings"]["properties"]["rows"]["items"]["allOf"][1]["properties"].as_object_mut()
-    {
-        for (key, schema) in [
-            (
-                "transfer_rate",
-                json!({"type": ["number", "null"], "description": "first dispatch within 1 working day (urgent: 1 hour) of receipt, over the orders whose transfer is decided; counted for the city whose center received them"}),
-            ),
-            ("transfers_on_time", json!({"type": "integer"})),
-            (
-                "transfers_late",
-                json!({"type": "integer", "description": "dispatched late, or waiting (or withdrawn) past the limit"}),
-            ),
-            (
-                "combined_score",
-                json!({"type": ["number", "null"], "description": "Σ weight × rate / Σ weight over the figures the unit has data for"}),
-            ),
-            (
-                "business_area",
-                json!({"type": "string", "description": "by=area: the area (unit_name is its Chinese name)"}),
-            ),
-        ] {
-            row.insert(key.to_owned(), schema);
-        }
-    }
-    schemas["Order"]["properties"]["number"] = json!({"type": ["string", "null"],
-            "description": "short number read out on the phone, 鲁12348-20261207-0042 (prefix, day of receipt in Asia/Shanghai, sequence per day); null on orders created before numbering"});
-    schemas
-}
-
 fn build() -> Value {
     let mut doc = generated();
     doc["info"] =
@@ -150,22 +53,6 @@ fn build() -> Value {
         "bearer": {"type": "http", "scheme": "bearer"}
     });
     doc["security"] = json!([{"session": []}, {"bearer": []}]);
-    if let (Some(schemas), Value::Object(legacy)) = (
-        doc["components"]["schemas"].as_object_mut(),
-        legacy_schemas(),
-    ) {
-        schemas.extend(legacy);
-    }
-    for (method, path, status, schema) in NOT_YET_TYPED {
-        let Some(name) = schema else { continue };
-        let response = &mut doc["paths"][path][method]["responses"][status];
-        if response.is_object() {
-            response["content"]["application/json"]["schema"] =
-                json!({"$ref": format!("#/components/schemas/{name}")});
-        }
-    }
-    doc["paths"]["/api/rankings"]["get"]["responses"]["200"]["content"]["text/csv"] =
-        json!({"schema": {"type": "string"}});
     doc
 }
 
@@ -265,13 +152,15 @@ mod tests {
             ("get", "/api/rankings"),
             ("delete", "/api/drafts/{call_id}"),
             ("get", "/api/orders/{id}/voice_message"),
+            ("post", "/api/orders/{id}/call_back"),
+            ("get", "/api/orders/{id}/call_back"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 28, "{ops:?}");
+        assert_eq!(ops.len(), 30, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {
@@ -287,11 +176,10 @@ mod tests {
     }
 
     /// Each operation documents its error answers with the API's error body, and every
-    /// JSON answer has a schema: generated from a type, or hand-written and listed in
-    /// NOT_YET_TYPED.
+    /// JSON answer (each 2xx but 204) has a schema generated from the handler's type;
+    /// every `$ref` names a schema of the document.
     #[test]
     fn answers_have_schemas_and_errors_the_error_body() {
-        let generated = generated();
         let doc = document();
         let error = doc["components"]["schemas"]["Error"].clone();
         assert_eq!(error["type"], "object", "{error}");
@@ -310,30 +198,109 @@ mod tests {
                 if !status.starts_with('2') || status == "204" {
                     continue;
                 }
-                let listed = NOT_YET_TYPED
-                    .iter()
-                    .find(|(m, p, s, _)| *m == method && *p == path && s == status);
-                let typed = generated["paths"][&path][&method]["responses"][status]["content"]
-                    .as_object()
-                    .is_some_and(|c| c.values().all(|m| m["schema"].is_object()));
-                match listed {
-                    None => assert!(typed, "{method} {path} {status}: no schema: {response}"),
-                    Some((_, _, _, hand)) => {
-                        assert!(
-                            !typed,
-                            "{method} {path} {status} is typed now: drop it from NOT_YET_TYPED"
-                        );
-                        if hand.is_some() {
-                            assert!(
-                                response["content"]["application/json"]["schema"]["$ref"]
-                                    .is_string(),
-                                "{method} {path} {status}: {response}"
-                            );
-                        }
-                    }
-                }
+                let content = response["content"].as_object();
+                assert!(
+                    content.is_some_and(
+                        |c| !c.is_empty() && c.values().all(|m| m["schema"].is_object())
+                    ),
+                    "{method} {path} {status}: no schema generated: {response}"
+                );
             }
         }
+        let mut refs = Vec::new();
+        collect_refs(&doc, &mut refs);
+        assert!(!refs.is_empty());
+        for name in refs {
+            assert!(
+                doc["components"]["schemas"][&name].is_object(),
+                "$ref to {name}, which the document lacks"
+            );
+        }
+    }
+
+    fn collect_refs(value: &Value, out: &mut Vec<String>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(r)) = map.get("$ref")
+                    && let Some(name) = r.strip_prefix("#/components/schemas/")
+                {
+                    out.push(name.to_owned());
+                }
+                map.values().for_each(|v| collect_refs(v, out));
+            }
+            Value::Array(items) => items.iter().for_each(|v| collect_refs(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn the_answers_of_orders_rankings_events_and_calls_are_their_types() {
+        let doc = document();
+        let schema = |method: &str, path: &str, status: &str| {
+            doc["paths"][path][method]["responses"][status]["content"]["application/json"]["schema"]
+                .clone()
+        };
+        let order = json!({"$ref": "#/components/schemas/OrderView"});
+        let orders = json!({"type": "array", "items": order});
+        assert_eq!(schema("post", "/api/orders", "201"), order);
+        assert_eq!(
+            schema("post", "/api/orders", "202"),
+            json!({"$ref": "#/components/schemas/QueuedOrderView"})
+        );
+        assert_eq!(schema("get", "/api/orders/{id}", "200"), order);
+        assert_eq!(schema("post", "/api/orders/{id}/{command}", "200"), order);
+        assert_eq!(schema("get", "/api/special_flags", "200"), orders);
+        assert_eq!(
+            schema("get", "/api/orders", "200"),
+            json!({"$ref": "#/components/schemas/OrderPage"})
+        );
+        assert_eq!(
+            schema("get", "/api/rankings", "200"),
+            json!({"$ref": "#/components/schemas/Rankings"})
+        );
+        assert_eq!(
+            schema("get", "/api/orders/{id}/events", "200")["items"]["$ref"],
+            "#/components/schemas/EventView"
+        );
+        assert_eq!(
+            schema("get", "/api/calls", "200")["items"]["$ref"],
+            "#/components/schemas/CallView"
+        );
+        assert_eq!(
+            doc["paths"]["/api/rankings"]["get"]["responses"]["200"]["content"]["text/csv"]["schema"]
+                ["type"],
+            "string"
+        );
+        let schemas = &doc["components"]["schemas"];
+        let required = |name: &str| schemas[name]["required"].clone();
+        for field in [
+            "id",
+            "version",
+            "state",
+            "fields",
+            "allowed_commands",
+            "reminder",
+        ] {
+            assert!(
+                required("OrderView")
+                    .as_array()
+                    .is_some_and(|r| r.contains(&json!(field))),
+                "OrderView.{field}: {}",
+                schemas["OrderView"]
+            );
+        }
+        assert_eq!(
+            schemas["ReminderShown"]["enum"],
+            json!(["none", "yellow", "red"])
+        );
+        // The ticket core's State has a name of its own (OrderState): no component is
+        // overwritten by another type of the same name.
+        assert!(
+            schemas["OrderState"]["enum"]
+                .as_array()
+                .is_some_and(|e| e.contains(&json!("special_study")))
+        );
+        assert_eq!(schemas["Urgency"]["enum"], json!(["normal", "urgent"]));
     }
 
     #[test]

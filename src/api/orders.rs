@@ -11,7 +11,6 @@
 //! database is down). `reveal_contact` shows one order's contact to any reader, audited.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::time::Instant;
 
 use axum::Json;
@@ -30,204 +29,31 @@ use utoipa_axum::routes;
 use super::AppState;
 use super::auth::{Auth, CurrentUser, LoginError, SESSION_COOKIE, User, UserView};
 use super::error::{ApiError, ErrorBody};
+mod ledger_words;
+
+use super::views::{
+    DeadlinesView, DissatisfactionReportView, EventView, Level, OrderFieldsView, OrderPage,
+    OrderView, QueuedOrderView, RankingRow, Rankings, ReminderShown, SignIn, UnitSignIn,
+    VoiceMessageLink,
+};
 use crate::calendar::{Calendar, shanghai};
-use crate::config::Config;
+use crate::orders::context::parse_enum;
+use crate::orders::notify::notices;
+pub use crate::orders::{OrdersContext, dispatch_gaps, new_order_id};
 use crate::queue::{ShiftAttendance, shift_attendance};
-use crate::server::notify::{Notifier, notices};
 use crate::store::orders::AppendError;
 use crate::store::orders::{IdempotencyRecord, OrderFilter, OrderSort, StoredEvent};
 use crate::ticket::deadlines::running_deadline;
 use crate::ticket::{
-    Actor, BusinessArea, CallId, CallbackOutcome, Category, Channel, Command, Contact, Context,
+    Actor, BusinessArea, CallId, CallbackOutcome, Category, Channel, Command, Contact,
     DeadlineKind, Decision, Event, Order, OrderFields, OrderId, Period, RankBy, RankGroup,
-    ReminderLevel, Role, RoutingRule, RoutingRules, State as OrderState, Unit, UnitId, UnitKind,
-    UnitTree, Urgency, apply, can_see_contact, contact_for, is_overdue, mask_name, mask_phone,
-    may_search_by_number, rank, transfer_on_time, unit_scores,
+    ReminderLevel, Role, State as OrderState, UnitId, UnitKind, Urgency, apply, can_see_contact,
+    contact_for, is_overdue, mask_name, mask_phone, may_search_by_number, rank, transfer_on_time,
+    unit_scores,
 };
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
-
-/// What the order handlers need besides the store: calendar, units, routing, users.
-#[derive(Debug, Default)]
-pub struct OrdersContext {
-    /// The working-day calendar in force (reloaded when its file changes).
-    pub calendar: crate::calendar::SharedCalendar,
-    pub units: UnitTree,
-    pub routing: RoutingRules,
-    pub auth: Auth,
-    /// Queues, agents and duty rosters (`[queues]`), for the sign-in rate.
-    pub queues: Option<crate::queue::QueuesConfig>,
-    /// Told of reminders and supervision presses made through the API, after commit.
-    pub notifier: Option<Arc<dyn Notifier>>,
-    /// Weights of the rankings' combined score (`[ranking.weights]`).
-    pub ranking_weights: crate::ticket::RankingWeights,
-    /// The leaders of each city, told of urgent orders (H-13-2) by the scheduler.
-    pub leaders: crate::server::leaders::LeaderDirectory,
-    /// Wakes the reminder scheduler before its interval when a commit left it work due
-    /// now (an urgent order received: its leaders are told at once).
-    pub scheduler_wake: Arc<tokio::sync::Notify>,
-}
-
-impl OrdersContext {
-    /// From a validated configuration. Without `[[units]]` the province and its 16
-    /// cities are used.
-    #[must_use]
-    pub fn from_config(config: &Config, calendar: Calendar) -> Self {
-        Self {
-            calendar: crate::calendar::SharedCalendar::fixed(calendar),
-            units: unit_tree(config),
-            routing: routing_rules(config),
-            auth: Auth::from_config(&config.users).with_transport(super::auth::TransportPolicy {
-                secure_cookies: config.http.secure_cookies,
-                trusted_proxies: config.http.trusted_proxies.clone(),
-            }),
-            queues: config.queues.clone(),
-            notifier: None,
-            ranking_weights: config.ranking.weights,
-            leaders: crate::server::leaders::directory(config),
-            scheduler_wake: Arc::default(),
-        }
-    }
-
-    /// After a commit: wake the scheduler when `order` has work due at `at`.
-    pub fn wake_scheduler_for(&self, order: &Order, at: DateTime<FixedOffset>) {
-        if crate::ticket::scheduler_due(order).is_some_and(|due| due <= at) {
-            self.scheduler_wake.notify_one();
-        }
-    }
-
-    fn ctx<'a>(&'a self, calendar: &'a Calendar) -> Context<'a> {
-        Context {
-            calendar,
-            units: &self.units,
-            routing: &self.routing,
-        }
-    }
-
-    /// Ids of the units in `unit`'s subtree; `None` for the root (everything).
-    pub(crate) fn scope_of(&self, unit: &UnitId) -> Option<Vec<String>> {
-        let is_root = self.units.get(unit).is_some_and(|u| u.parent.is_none());
-        (!is_root).then(|| {
-            self.units
-                .units()
-                .filter(|u| self.units.covers(unit, &u.id))
-                .map(|u| u.id.as_str().to_owned())
-                .collect()
-        })
-    }
-
-    fn unit_name(&self, unit: &UnitId) -> Option<&str> {
-        self.units.get(unit).map(|u| u.name.as_str())
-    }
-}
-
-/// Units where an order can wait for a dispatcher — every city (where orders start)
-/// and each unit above one (where `return_upward` sends them, H-13-3) — that no
-/// configured dispatcher covers: an order there would be stuck. `check-config` prints
-/// one line per unit.
-#[must_use]
-pub fn dispatch_gaps(config: &Config) -> Vec<String> {
-    let tree = unit_tree(config);
-    let dispatchers: Vec<UnitId> = config
-        .users
-        .iter()
-        .filter(|u| u.roles.contains(&crate::config::Role::Dispatcher))
-        .map(|u| UnitId::new(u.unit.clone()))
-        .collect();
-    let mut levels: Vec<UnitId> = Vec::new();
-    for city in tree.units().filter(|u| u.kind == UnitKind::City) {
-        let mut at = Some(city.id.clone());
-        while let Some(unit) = at {
-            at = tree.parent(&unit).cloned();
-            if !levels.contains(&unit) {
-                levels.push(unit);
-            }
-        }
-    }
-    levels
-        .iter()
-        .filter(|unit| !dispatchers.iter().any(|d| tree.covers(d, unit)))
-        .map(|unit| {
-            let kind = tree.get(unit).map_or("unit", |u| level_name(u.kind));
-            format!(
-                "no dispatcher can act on orders waiting at {kind} {unit}: add a [[users]] \
-                 entry with roles = [\"dispatcher\"] at {unit} or above (H-13-3)"
-            )
-        })
-        .collect()
-}
-
-fn unit_tree(config: &Config) -> UnitTree {
-    if config.units.is_empty() {
-        return UnitTree::shandong_default();
-    }
-    let kind = |k: crate::config::UnitKind| match k {
-        crate::config::UnitKind::Province => UnitKind::Province,
-        crate::config::UnitKind::City => UnitKind::City,
-        crate::config::UnitKind::County => UnitKind::County,
-        crate::config::UnitKind::Township => UnitKind::Township,
-        crate::config::UnitKind::Institution => UnitKind::Institution,
-    };
-    let mut tree = UnitTree::new();
-    let mut pending: Vec<&crate::config::UnitConfig> = config.units.iter().collect();
-    // Parents first, whatever the order in the file.
-    while !pending.is_empty() {
-        let before = pending.len();
-        pending.retain(|u| {
-            let parent_ready = u
-                .parent
-                .as_ref()
-                .is_none_or(|p| tree.contains(&UnitId::new(p.clone())));
-            if !parent_ready {
-                return true;
-            }
-            let area_code = config
-                .cities
-                .iter()
-                .find(|c| c.id == u.id)
-                .and_then(|c| c.area_codes.first().cloned());
-            let unit = Unit {
-                id: UnitId::new(u.id.clone()),
-                name: u.name.clone(),
-                kind: kind(u.kind),
-                parent: u.parent.clone().map(UnitId::new),
-                area_code,
-            };
-            if let Err(e) = tree.add(unit) {
-                tracing::warn!(%e, "unit ignored");
-            }
-            false
-        });
-        if pending.len() == before {
-            for u in pending {
-                tracing::warn!(unit = %u.id, "unit ignored: its parent is missing");
-            }
-            break;
-        }
-    }
-    tree
-}
-
-fn parse_enum<T: serde::de::DeserializeOwned>(text: &str) -> Option<T> {
-    serde_json::from_value(Value::String(text.to_owned())).ok()
-}
-
-fn routing_rules(config: &Config) -> RoutingRules {
-    let wild = |s: &str| (s != "*").then(|| s.to_owned());
-    RoutingRules {
-        rules: config
-            .routing
-            .iter()
-            .map(|r| RoutingRule {
-                city: wild(&r.city).map(UnitId::new),
-                area: wild(&r.business_area).and_then(|a| parse_enum(&a)),
-                category: wild(&r.category).and_then(|c| parse_enum(&c)),
-                unit: UnitId::new(r.unit.clone()),
-            })
-            .collect(),
-    }
-}
 
 /// The routes of this module (mounted by [`super::router`]).
 pub fn routes() -> OpenApiRouter<AppState> {
@@ -249,15 +75,9 @@ pub fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(openapi))
 }
 
-/// Orders taken through the API keep the wall clock (`--now` shifts calls, their
-/// orders and the reminder scheduler, not the consoles).
-fn now() -> DateTime<FixedOffset> {
-    chrono::Utc::now().with_timezone(&shanghai())
-}
-
 /// Parse a JSON body: not JSON → 400, wrong shapes or types → 422. Every body is a JSON
 /// object: serde would otherwise also read a struct from an array, by position.
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     let value: Value = serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request("malformed_json", format!("request body is not JSON: {e}"))
     })?;
@@ -348,14 +168,13 @@ async fn login(
 ) -> Result<Response, ApiError> {
     require_json(&parts)?;
     let body = decode_login(&body_bytes(body)?)?;
-    let ctx = state.orders.clone();
-    let source = ctx.auth.client_ip(&parts);
+    let source = state.auth.client_ip(&parts);
     let (body_user, body_password) = body;
     let checked_user = body_user.clone();
+    let auth = state.auth.clone();
     // argon2 takes tens of milliseconds: not on the executor's threads.
     let checked = tokio::task::spawn_blocking(move || {
-        ctx.auth
-            .login(&checked_user, &body_password, source, Instant::now())
+        auth.login(&checked_user, &body_password, source, Instant::now())
     })
     .await
     .map_err(|e| ApiError::internal(&e))?;
@@ -364,9 +183,15 @@ async fn login(
         Ok((session, csrf, user)) => {
             let _ = state
                 .store
-                .audit(now().timestamp_millis(), &user.id, "login", &user.id, "")
+                .audit(
+                    state.orders.clock.now().timestamp_millis(),
+                    &user.id,
+                    "login",
+                    &user.id,
+                    "",
+                )
                 .await;
-            let secure = if ctx.auth.secure_cookie(&parts) {
+            let secure = if state.auth.secure_cookie(&parts) {
                 "; Secure"
             } else {
                 ""
@@ -376,7 +201,7 @@ async fn login(
                 super::auth::SESSION_TTL.as_secs()
             );
             let mut response = Json(LoginReply {
-                user: UserView::of(&user, ctx.unit_name(&user.unit)),
+                user: UserView::of(&user, ctx.unit_name(&user.unit), ctx.clock.now()),
                 csrf_token: csrf,
             })
             .into_response();
@@ -390,7 +215,7 @@ async fn login(
             let _ = state
                 .store
                 .audit(
-                    now().timestamp_millis(),
+                    state.orders.clock.now().timestamp_millis(),
                     &body_user,
                     "login.failed",
                     &body_user,
@@ -407,7 +232,7 @@ async fn login(
             tracing::warn!(user = %body_user, source = %crate::logfmt::word(&source), "login throttled");
             state
                 .metrics
-                .api_throttled(crate::server::metrics::ApiThrottle::Login);
+                .api_throttled(crate::metrics::ApiThrottle::Login);
             Err(ApiError::too_many_attempts(
                 format!("too many failed logins; retry in {retry_after_secs} s"),
                 retry_after_secs,
@@ -420,7 +245,7 @@ async fn login(
     responses((status = 204, description = "the session is ended")))]
 async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
     if let Some(session) = super::auth::session_cookie(&parts) {
-        state.orders.auth.logout(&session);
+        state.auth.logout(&session);
     }
     StatusCode::NO_CONTENT
 }
@@ -428,7 +253,11 @@ async fn logout(State(state): State<AppState>, parts: Parts) -> StatusCode {
 #[utoipa::path(get, path = "/api/me", tag = "auth", summary = "The current user",
     responses((status = 200, description = "the signed-in user", body = UserView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn me(State(state): State<AppState>, CurrentUser(user): CurrentUser) -> Json<UserView> {
-    Json(UserView::of(&user, state.orders.unit_name(&user.unit)))
+    Json(UserView::of(
+        &user,
+        state.orders.unit_name(&user.unit),
+        state.orders.clock.now(),
+    ))
 }
 
 // ---------------------------------------------------------------- rendering
@@ -530,62 +359,88 @@ fn allowed_commands(
         .collect()
 }
 
+/// The commands of those who answer the caller on an order: the agent answering
+/// directly, the unit drafting, replying or giving feedback, the callback clerk
+/// recording the callback (H-11, H-12-3).
+const ANSWERING_COMMANDS: [&str; 6] = [
+    "answer_directly",
+    "draft_reply",
+    "reply",
+    "send_reviewed_reply",
+    "feed_back",
+    "record_callback",
+];
+
+/// Whether `user` answers the caller of `order` now — the roles, scope and step the
+/// core allows for one of [`ANSWERING_COMMANDS`] — and so may call them back from the
+/// order (`POST /api/orders/{id}/call_back`).
+pub(super) fn may_answer_caller(
+    order: &Order,
+    user: &User,
+    at: DateTime<FixedOffset>,
+    ctx: &OrdersContext,
+) -> bool {
+    allowed_commands(order, &user.actor(), at, ctx)
+        .iter()
+        .any(|c| ANSWERING_COMMANDS.contains(c))
+}
+
 /// The order's limits: each instant, its display (`24:00` of a day), its span (working
 /// days, or hours for the urgent transfer, H-8/H-9/H-11) and, for working-day limits,
 /// the working days left at `at` by the calendar ([`Calendar::working_days_left`]).
-fn deadline_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
+fn deadlines_view(
+    order: &Order,
+    at: DateTime<FixedOffset>,
+    calendar: &Calendar,
+) -> Option<DeadlinesView> {
     use crate::ticket::deadlines::{
         TRANSFER_WORKING_DAYS, URGENT_CALLBACK_WORKING_DAYS, URGENT_TRANSFER_HOURS,
     };
-    match order.deadlines {
-        None => Value::Null,
-        Some(d) => {
-            let urgent = order.fields.urgency == Urgency::Urgent;
-            let left = |due: &crate::calendar::Deadline| calendar.working_days_left(due, at);
-            json!({
-                "transfer_due": d.transfer.due.at,
-                "transfer_due_display": d.transfer.due.display().to_string(),
-                "transfer_working_days": (!urgent).then_some(TRANSFER_WORKING_DAYS),
-                "transfer_hours": urgent.then_some(URGENT_TRANSFER_HOURS),
-                "transfer_working_days_left": (!urgent).then(|| left(&d.transfer.due)),
-                "feedback_due": d.feedback.due.at,
-                "feedback_due_display": d.feedback.due.display().to_string(),
-                "feedback_working_days": d.feedback_working_days,
-                "feedback_working_days_left": left(&d.feedback.due),
-                "feedback_cap": d.feedback_cap.at,
-                "callback_due": d.callback.map(|c| c.due.at),
-                "callback_due_display": d.callback.map(|c| c.due.display().to_string()),
-                "callback_working_days": d.callback.map(|_| URGENT_CALLBACK_WORKING_DAYS),
-                "callback_working_days_left": d.callback.map(|c| left(&c.due)),
-                "provisional": d.provisional(),
-            })
-        }
-    }
-}
-
-fn reminder_level(order: &Order, at: DateTime<FixedOffset>) -> &'static str {
-    match running_deadline(order) {
-        Some((_, window)) if at >= window.due.at => "red",
-        Some((_, window)) if at >= window.warn_from => "yellow",
-        _ => "none",
-    }
-}
-
-fn fields_json(fields: &OrderFields, contact: &Contact) -> Value {
-    json!({
-        "contact_name": contact.name,
-        "contact_phone": contact.phone,
-        "category": fields.category,
-        "urgency": fields.urgency,
-        "business_area": fields.area,
-        "units": fields.units_involved,
-        "description": fields.description,
-        "remarks": fields.remarks,
-        "channel": fields.channel,
-        "city": fields.city,
-        "call_id": fields.call_id,
-        "received_at": fields.received_at,
+    let d = order.deadlines?;
+    let urgent = order.fields.urgency == Urgency::Urgent;
+    let left = |due: &crate::calendar::Deadline| calendar.working_days_left(due, at);
+    Some(DeadlinesView {
+        transfer_due: d.transfer.due.at,
+        transfer_due_display: d.transfer.due.display().to_string(),
+        transfer_working_days: (!urgent).then_some(TRANSFER_WORKING_DAYS),
+        transfer_hours: urgent.then_some(URGENT_TRANSFER_HOURS),
+        transfer_working_days_left: (!urgent).then(|| left(&d.transfer.due)),
+        feedback_due: d.feedback.due.at,
+        feedback_due_display: d.feedback.due.display().to_string(),
+        feedback_working_days: d.feedback_working_days,
+        feedback_working_days_left: left(&d.feedback.due),
+        feedback_cap: d.feedback_cap.at,
+        callback_due: d.callback.map(|c| c.due.at),
+        callback_due_display: d.callback.map(|c| c.due.display().to_string()),
+        callback_working_days: d.callback.map(|_| URGENT_CALLBACK_WORKING_DAYS),
+        callback_working_days_left: d.callback.map(|c| left(&c.due)),
+        provisional: d.provisional(),
     })
+}
+
+fn reminder_level(order: &Order, at: DateTime<FixedOffset>) -> ReminderShown {
+    match running_deadline(order) {
+        Some((_, window)) if at >= window.due.at => ReminderShown::Red,
+        Some((_, window)) if at >= window.warn_from => ReminderShown::Yellow,
+        _ => ReminderShown::Quiet,
+    }
+}
+
+fn fields_view(fields: &OrderFields, contact: Contact) -> OrderFieldsView {
+    OrderFieldsView {
+        contact_name: contact.name,
+        contact_phone: contact.phone,
+        category: fields.category,
+        urgency: fields.urgency,
+        business_area: fields.area,
+        units: fields.units_involved.clone(),
+        description: fields.description.clone(),
+        remarks: fields.remarks.clone(),
+        channel: fields.channel,
+        city: fields.city.clone(),
+        call_id: fields.call_id.clone(),
+        received_at: fields.received_at,
+    }
 }
 
 // ---------------------------------------------------------------- callers' contacts
@@ -625,7 +480,7 @@ pub(super) async fn audited_contact_view(
     match state
         .store
         .audit(
-            now().timestamp_millis(),
+            state.orders.clock.now().timestamp_millis(),
             &user.id,
             action,
             &subject,
@@ -659,13 +514,13 @@ async fn orders_contact_view<'a>(
 /// The audit action of answers that show orders (list, read, create, commands).
 const ORDERS_READ: &str = "orders.read";
 
-fn order_json(
+fn order_view(
     order: &Order,
     user: &User,
     at: DateTime<FixedOffset>,
     ctx: &OrdersContext,
     view: ContactView,
-) -> Value {
+) -> OrderView {
     let actor = user.actor();
     let masked = view == ContactView::Masked || !can_see_contact(&actor);
     let contact = if masked {
@@ -676,82 +531,88 @@ fn order_json(
     } else {
         contact_for(&actor, &order.fields.contact)
     };
-    json!({
-        "id": order.id,
-        "number": order.number,
-        "version": order.version,
-        "state": order.state,
-        "fields": fields_json(&order.fields, &contact),
-        "units": order.assignments,
-        "lead_unit": order.lead_unit,
-        // 协办单位 (W-11): every unit handling besides the lead, signed or not yet.
-        "helping_units": order
+    let calendar = ctx.calendar.current();
+    OrderView {
+        id: order.id.clone(),
+        number: order.number.clone(),
+        version: order.version,
+        state: order.state,
+        fields: fields_view(&order.fields, contact),
+        units: order.assignments.clone(),
+        lead_unit: order.lead_unit.clone(),
+        helping_units: order
             .assignments
             .iter()
             .filter(|a| order.lead_unit.as_ref() != Some(&a.unit))
-            .collect::<Vec<_>>(),
-        "dispatch_unit": order.dispatch_unit,
-        "deadlines": deadline_json(order, at, &ctx.calendar.current()),
-        "reminder": reminder_level(order, at),
-        "overdue": is_overdue(order, at),
-        "special_flag": order.special_flag,
-        "closing": order.closing,
-        "pending_extension": order.pending_extension,
-        "draft_reply": order.draft_reply,
-        "reply": order.reply,
-        "satisfaction": order.satisfaction,
-        "call_survey": order.call_survey,
-        "callbacks": order.callbacks,
-        "returned_by": order.returned_by,
-        "redo_count": order.redo_count,
-        "supervisions": order.supervisions,
-        "second_callback_unit": order.second_callback_unit,
-        "completed_at": order.completed_at,
-        "updated_at": order.last_event_at,
-        "contact_masked": masked,
-        "dissatisfaction_report": report_json(order, at, &ctx.calendar.current()),
-        "transfer_on_time": transfer_on_time(order, at),
-        "dispatched_by": order.dispatched_by,
-        "missed_limits": order.missed_limits,
-        "leader_alerts": order.leader_alerts,
-        "voice_message": voice_message_json(order),
-        "allowed_commands": allowed_commands(order, &actor, at, ctx),
-    })
+            .cloned()
+            .collect(),
+        dispatch_unit: order.dispatch_unit.clone(),
+        deadlines: deadlines_view(order, at, &calendar),
+        reminder: reminder_level(order, at),
+        overdue: is_overdue(order, at),
+        special_flag: order.special_flag,
+        closing: order.closing.clone(),
+        pending_extension: order.pending_extension.clone(),
+        draft_reply: order.draft_reply.clone(),
+        reply: order.reply.clone(),
+        satisfaction: order.satisfaction,
+        call_survey: order.call_survey,
+        callbacks: order.callbacks.clone(),
+        returned_by: order.returned_by.clone(),
+        redo_count: order.redo_count,
+        supervisions: order.supervisions,
+        second_callback_unit: order.second_callback_unit.clone(),
+        completed_at: order.completed_at,
+        updated_at: order.last_event_at,
+        contact_masked: masked,
+        dissatisfaction_report: report_view(order, at, &calendar),
+        transfer_on_time: transfer_on_time(order, at),
+        dispatched_by: order.dispatched_by.clone(),
+        missed_limits: order.missed_limits.clone(),
+        leader_alerts: order.leader_alerts.clone(),
+        voice_message: voice_message_link(order),
+        allowed_commands: allowed_commands(order, &actor, at, ctx)
+            .into_iter()
+            .map(str::to_owned)
+            .collect(),
+    }
 }
 
 /// The report of the caller's dissatisfaction to the unit (H-9): to whom, by when
 /// (1 working day from the callback), whether made, whether late.
-fn report_json(order: &Order, at: DateTime<FixedOffset>, calendar: &Calendar) -> Value {
-    let Some(report) = &order.dissatisfaction_report else {
-        return Value::Null;
-    };
+fn report_view(
+    order: &Order,
+    at: DateTime<FixedOffset>,
+    calendar: &Calendar,
+) -> Option<DissatisfactionReportView> {
+    let report = order.dissatisfaction_report.as_ref()?;
     let due = report.window.due;
     let overdue = match report.reported_at {
         Some(done) => done > due.at,
         None => order.state != OrderState::Closed && at > due.at,
     };
-    json!({
-        "unit": report.unit,
-        "due": due.at,
-        "due_display": due.display().to_string(),
-        "working_days": crate::ticket::deadlines::REPORT_WORKING_DAYS,
-        "working_days_left": calendar.working_days_left(&due, at),
-        "provisional": due.provisional,
-        "reported_at": report.reported_at,
-        "reported_by": report.reported_by,
-        "overdue": overdue,
+    Some(DissatisfactionReportView {
+        unit: report.unit.clone(),
+        due: due.at,
+        due_display: due.display().to_string(),
+        working_days: crate::ticket::deadlines::REPORT_WORKING_DAYS,
+        working_days_left: calendar.working_days_left(&due, at),
+        provisional: due.provisional,
+        reported_at: report.reported_at,
+        reported_by: report.reported_by.clone(),
+        overdue,
     })
 }
 
 /// An order opened from a voice message: the URL its player reads (the server's file
 /// path stays on the server).
-fn voice_message_json(order: &Order) -> Value {
+fn voice_message_link(order: &Order) -> Option<VoiceMessageLink> {
     match (&order.fields.call_id, order.fields.recordings.is_empty()) {
-        (Some(call_id), false) => json!({
-            "call_id": call_id,
-            "play_url": super::recordings::voice_message_url(&order.id.0),
+        (Some(call_id), false) => Some(VoiceMessageLink {
+            call_id: call_id.clone(),
+            play_url: super::recordings::voice_message_url(&order.id.0),
         }),
-        _ => Value::Null,
+        _ => None,
     }
 }
 
@@ -817,6 +678,11 @@ struct CreateOrder {
     #[serde(default)]
     #[schema(value_type = Option<String>, format = DateTime)]
     received_at: Option<DateTime<FixedOffset>>,
+    /// Set by the server from the call record, never by the client: the caller's city
+    /// when this agent answered the call there (an overflowed call, W-7); the agent
+    /// registers the order for that city.
+    #[serde(skip)]
+    answered_for: Option<UnitId>,
 }
 
 fn valid_phone(phone: &str) -> bool {
@@ -824,16 +690,6 @@ fn valid_phone(phone: &str) -> bool {
         && phone
             .chars()
             .all(|c| c.is_ascii_digit() || matches!(c, '+' | '-' | ' '))
-}
-
-/// A fresh order id: `GD` + the day + 64 random bits. (32 bits collided in the 100k
-/// bench: with ~77k orders a day a birthday collision is more likely than not.)
-pub fn new_order_id(at: DateTime<FixedOffset>) -> OrderId {
-    OrderId(format!(
-        "GD{}{:016X}",
-        at.format("%Y%m%d"),
-        rand::random::<u64>()
-    ))
 }
 
 async fn replay_idempotent(
@@ -861,7 +717,13 @@ async fn replay_idempotent(
     Ok(Some(
         (
             StatusCode::CREATED,
-            Json(order_json(&order, user, now(), &state.orders, view)),
+            Json(order_view(
+                &order,
+                user,
+                state.orders.clock.now(),
+                &state.orders,
+                view,
+            )),
         )
             .into_response(),
     ))
@@ -872,8 +734,8 @@ async fn replay_idempotent(
     request_body = CreateOrder,
     params(("Idempotency-Key" = Option<String>, Header, description = "at most 128 characters; a repeat answers the first order")),
     responses(
-        (status = 201, description = "created"),
-        (status = 202, description = "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503."),
+        (status = 201, description = "created", body = OrderView),
+        (status = 202, body = QueuedOrderView, description = "accepted while the database is unavailable: the create is queued durably (fsync'd outbox journal in the data directory) and written, in order, once the database answers; the body is the order as it will be stored, with \"queued\": true. A repeat with the same Idempotency-Key answers the same queued order. Until it lands, GET /api/orders/{id} does not find it and commands on it get 503."),
         (status = 503, description = "database_unavailable and the outbox journal cannot be written either (disk): retry after Retry-After", body = ErrorBody),
         (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
     ))]
@@ -930,6 +792,20 @@ async fn create_order(
                 if request.contact_phone.trim().is_empty() && valid_phone(&record.caller) {
                     request.contact_phone = record.caller;
                 }
+                // W-7: a call overflowed from another city (or taken by the province)
+                // is registered under the caller's city, the one the call resolved,
+                // by the agent who answered it, acting for that city.
+                let call_city = record
+                    .city
+                    .map(|city| UnitId::new(city.0))
+                    .filter(|unit| state.orders.units.get(unit).is_some());
+                if request.city.is_none() {
+                    request.city = call_city.clone();
+                }
+                let own_agent = user.agent.as_deref().unwrap_or(&user.id);
+                if record.agent.as_deref() == Some(own_agent) && request.city == call_city {
+                    request.answered_for = call_city;
+                }
             }
             Ok(None) => {}
             Err(e) if outbox.is_some() => {
@@ -938,7 +814,7 @@ async fn create_order(
             Err(e) => return Err(ApiError::database_unavailable(&e)),
         }
     }
-    let at = now();
+    let at = state.orders.clock.now();
     let (mut order, events) = plan_create(request, &user, &state.orders, at, new_order_id(at))?;
     let ctx = &state.orders;
     if let Some(outbox) = outbox.clone().filter(|o| o.depth() > 0) {
@@ -983,7 +859,7 @@ async fn create_order(
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
     Ok((
         StatusCode::CREATED,
-        Json(order_json(&order, &user, at, ctx, view)),
+        Json(order_view(&order, &user, at, ctx, view)),
     )
         .into_response())
 }
@@ -992,7 +868,7 @@ async fn create_order(
 /// `"queued": true`; it is written to the database once that answers.
 #[allow(clippy::too_many_arguments)]
 async fn queue_create(
-    outbox: std::sync::Arc<crate::server::outbox::OrderOutbox>,
+    outbox: std::sync::Arc<crate::orders::outbox::OrderOutbox>,
     order: Order,
     events: Vec<crate::ticket::Event>,
     user: &User,
@@ -1001,11 +877,11 @@ async fn queue_create(
     at: DateTime<FixedOffset>,
     ctx: &OrdersContext,
 ) -> Result<Response, ApiError> {
-    let create = crate::server::outbox::QueuedCreate {
+    let create = crate::orders::outbox::QueuedCreate {
         order: order.clone(),
         events,
         actor: user.id.clone(),
-        idempotency: key.map(|key| crate::server::outbox::QueuedKey { key, body_hash }),
+        idempotency: key.map(|key| crate::orders::outbox::QueuedKey { key, body_hash }),
         at_ms: at.timestamp_millis(),
     };
     match tokio::task::spawn_blocking(move || outbox.append(create)).await {
@@ -1019,7 +895,7 @@ async fn queue_create(
 
 /// A create repeated with the `Idempotency-Key` of a create still queued.
 fn queued_again(
-    queued: &crate::server::outbox::QueuedCreate,
+    queued: &crate::orders::outbox::QueuedCreate,
     body_hash: &str,
     user: &User,
     ctx: &OrdersContext,
@@ -1035,7 +911,7 @@ fn queued_again(
         )
         .with_field("Idempotency-Key"));
     }
-    Ok(queued_response(&queued.order, user, now(), ctx))
+    Ok(queued_response(&queued.order, user, ctx.clock.now(), ctx))
 }
 
 fn queued_response(
@@ -1045,10 +921,10 @@ fn queued_response(
     ctx: &OrdersContext,
 ) -> Response {
     // The database is unavailable, so the read cannot be audited: masked.
-    let mut body = order_json(order, user, at, ctx, ContactView::Masked);
-    if let Some(map) = body.as_object_mut() {
-        map.insert("queued".into(), Value::Bool(true));
-    }
+    let body = QueuedOrderView {
+        order: order_view(order, user, at, ctx, ContactView::Masked),
+        queued: true,
+    };
     (StatusCode::ACCEPTED, Json(body)).into_response()
 }
 
@@ -1119,7 +995,14 @@ fn plan_create(
         recordings: request.recordings,
         received_at: request.received_at.unwrap_or(at),
     };
-    let actor = user.actor();
+    let actor = match request.answered_for {
+        // The agent who answered an overflowed call registers it for the caller's city.
+        Some(unit) if user.has(Role::Agent) => Actor {
+            unit,
+            ..user.actor()
+        },
+        _ => user.actor(),
+    };
     let calendar = ctx.calendar.current();
     let context = ctx.ctx(&calendar);
     let (created, mut events) = apply(
@@ -1364,45 +1247,46 @@ pub fn decode_list_query(
         sort,
         offset: (page - 1).saturating_mul(per_page),
         limit: per_page,
+        ..OrderFilter::default()
     };
     Ok((filter, page))
 }
 
 #[utoipa::path(get, path = "/api/orders", tag = "orders", summary = "List orders in the caller's scope",
     params(ListQuery),
-    responses((status = 200, description = "one page"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "one page", body = OrderPage), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn list_orders(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderPage>, ApiError> {
     let ctx = &state.orders;
-    let at = now();
+    let at = state.orders.clock.now();
     let (filter, page) = decode_list_query(raw.as_deref(), &user, ctx, at)?;
     let per_page = filter.limit;
     let (orders, total) = state.store.list_orders(&filter).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, &orders).await;
-    let items: Vec<Value> = orders
+    let items = orders
         .iter()
-        .map(|o| order_json(o, &user, at, ctx, view))
+        .map(|o| order_view(o, &user, at, ctx, view))
         .collect();
-    Ok(Json(json!({
-        "items": items,
-        "total": total,
-        "page": page,
-        "per_page": per_page,
-    })))
+    Ok(Json(OrderPage {
+        items,
+        total,
+        page,
+        per_page,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/special_flags", tag = "orders",
     summary = "Orders with the special flag (W-14); GET /api/orders?flagged=open lists those still under study, flagged=concluded those closed by conclude_study",
-    responses((status = 200, description = "the flagged orders"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the flagged orders", body = Vec<OrderView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn special_flags(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<OrderView>>, ApiError> {
     let ctx = &state.orders;
-    let at = now();
+    let at = state.orders.clock.now();
     let filter = OrderFilter {
         special_flag: Some(true),
         scope: ctx.scope_of(&user.unit),
@@ -1413,12 +1297,12 @@ async fn special_flags(
     };
     let (orders, _) = state.store.list_orders(&filter).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, &orders).await;
-    Ok(Json(Value::Array(
+    Ok(Json(
         orders
             .iter()
-            .map(|o| order_json(o, &user, at, ctx, view))
+            .map(|o| order_view(o, &user, at, ctx, view))
             .collect(),
-    )))
+    ))
 }
 
 // ---------------------------------------------------------------- get / commands
@@ -1426,15 +1310,21 @@ async fn special_flags(
 #[utoipa::path(get, path = "/api/orders/{id}", tag = "orders",
     summary = "One order (by id, or by its short number), contact masked per role (agents included), allowed_commands for this user; a full contact is audited (orders.read, naming the order)",
     params(("id" = String, Path, description = "order id or short number")),
-    responses((status = 200, description = "the order"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the order", body = OrderView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn get_order(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&order]).await;
-    Ok(Json(order_json(&order, &user, now(), &state.orders, view)))
+    Ok(Json(order_view(
+        &order,
+        &user,
+        state.orders.clock.now(),
+        &state.orders,
+        view,
+    )))
 }
 
 /// Command names accepted on `POST /api/orders/{id}/{command}` (the CLI and the fuzzer
@@ -1610,20 +1500,20 @@ pub fn decide_command(
         ("If-Match" = Option<i64>, Header, description = "the order version the command was decided on"),
     ),
     request_body(content = Object, description = "the command's fields (src/ticket/command.rs, snake_case) plus optional version"),
-    responses((status = 200, description = "the order after the command"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the order after the command", body = OrderView), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_command(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path((id, name)): Path<(String, String)>,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<OrderView>, ApiError> {
     check_command_name(&name)?;
     let body = body_bytes(body)?;
     let (object, expected) = command_object(&body, &headers)?;
     let order = visible_order(&state, &user, &id).await?;
     let ctx = &state.orders;
-    let at = now();
+    let at = state.orders.clock.now();
     let (next, events) = plan_command(&order, &name, object, expected, &user, ctx, at)?;
     state
         .store
@@ -1638,7 +1528,7 @@ async fn order_command(
         }
     }
     let view = orders_contact_view(&state, &user, ORDERS_READ, [&next]).await;
-    Ok(Json(order_json(&next, &user, at, ctx, view)))
+    Ok(Json(order_view(&next, &user, at, ctx, view)))
 }
 
 /// Audit action of a contact reveal.
@@ -1675,7 +1565,7 @@ async fn reveal_contact(
         parse_body(&body)?
     };
     let order = visible_order(&state, &user, &id).await?;
-    let at = now();
+    let at = state.orders.clock.now();
     let command = Command::RevealContact {
         reason: request.reason,
     };
@@ -1843,7 +1733,7 @@ fn person_name(auth: &Auth, id: &str) -> Option<String> {
 
 /// The ledger row as shown; the caller's contact in the creation event is masked for
 /// roles that may not see it.
-fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
+fn event_view(row: &StoredEvent, mask: bool, auth: &Auth) -> EventView {
     let mut kind: Value = serde_json::from_str(&row.kind).unwrap_or(Value::Null);
     // A second-callback clerk recorded by id: named for people too.
     if let Some(object) = kind.as_object_mut()
@@ -1884,40 +1774,40 @@ fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
             }
         }
     }
-    json!({
-        "seq": row.seq,
-        "at": row.at,
-        "actor": row.actor,
-        "actor_name": person_name(auth, &row.actor),
-        "role": row.role,
-        "unit": row.unit,
-        "state_before": row.state_before,
-        "state_after": row.state_after,
-        "kind": kind,
-        "reason": row.reason,
-        "hash": row.hash,
-    })
+    EventView {
+        seq: row.seq,
+        at: row.at.clone(),
+        actor: row.actor.clone(),
+        actor_name: person_name(auth, &row.actor),
+        role: row.role.clone(),
+        unit: row.unit.clone(),
+        state_before: row.state_before.clone(),
+        state_after: row.state_after.clone(),
+        kind,
+        reason: row.reason.clone(),
+        hash: row.hash.clone(),
+    }
 }
 
 #[utoipa::path(get, path = "/api/orders/{id}/events", tag = "orders", summary = "The order's ledger timeline",
     params(("id" = String, Path, description = "order id")),
-    responses((status = 200, description = "the events, oldest first"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "the events, oldest first", body = Vec<EventView>), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn order_events(
     State(state): State<AppState>,
     CurrentUser(user): CurrentUser,
     Path(id): Path<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<EventView>>, ApiError> {
     let order = visible_order(&state, &user, &id).await?;
     let rows = state.store.order_events(&order.id.0).await?;
     // The creation and each correction carry a contact: one audited read of the order.
     let view =
         audited_contact_view(&state, &user, "order.events.read", &[order.id.0.as_str()]).await;
     let mask = view == ContactView::Masked;
-    Ok(Json(Value::Array(
+    Ok(Json(
         rows.iter()
-            .map(|r| event_json(r, mask, &state.orders.auth))
+            .map(|r| event_view(r, mask, &state.auth))
             .collect(),
-    )))
+    ))
 }
 
 // ---------------------------------------------------------------- ledger
@@ -1974,7 +1864,7 @@ fn csv_response(filename: &str, body: String) -> Response {
 }
 
 #[utoipa::path(get, path = "/api/ledger/{file}", tag = "ledger",
-    summary = "Per-unit ledger export (CSV; supervisors, province admins)",
+    summary = "Per-unit ledger export (CSV; supervisors, province admins) in a bureau's words: people and units by name, states, roles, events and satisfaction by their Chinese labels, never enum values or login ids; the hash columns keep the chain checkable",
     params(("file" = String, Path, description = "the unit id followed by .csv, e.g. jinan.csv")),
     responses((status = 200, description = "the ledger", content_type = "text/csv", body = String), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn ledger_csv(
@@ -1992,32 +1882,15 @@ async fn ledger_csv(
         return Err(ApiError::forbidden("that unit is outside your subtree"));
     }
     let rows = state.store.unit_ledger(unit.as_str()).await?;
-    let mut out = String::from(
-        "order_id,seq,at,actor,actor_name,role,unit,state_before,state_after,event,reason,prev_hash,hash\n",
-    );
+    let mut out = String::from(ledger_words::HEADER);
     for r in &rows {
-        let event = serde_json::from_str::<Value>(&r.kind)
-            .ok()
-            .and_then(|k| k.get("type").and_then(Value::as_str).map(str::to_owned))
-            .unwrap_or_default();
-        let actor_name = person_name(&state.orders.auth, &r.actor).unwrap_or_default();
-        let cells = [
-            r.order_id.as_str(),
-            &r.seq.to_string(),
-            &r.at,
-            &r.actor,
-            &actor_name,
-            &r.role,
-            &r.unit,
-            &r.state_before,
-            &r.state_after,
-            &event,
-            &r.reason,
-            &r.prev_hash,
-            &r.hash,
-        ];
-        let line: Vec<String> = cells.iter().map(|c| csv_cell(c)).collect();
-        out.push_str(&line.join(","));
+        let names = ledger_words::Names {
+            orders: &state.orders,
+            auth: &state.auth,
+        };
+        let line = ledger_words::ledger_line(&names, r);
+        let cells: Vec<String> = line.cells().iter().map(|c| csv_cell(c)).collect();
+        out.push_str(&cells.join(","));
         out.push('\n');
     }
     Ok(csv_response(&format!("ledger-{unit}.csv"), out))
@@ -2144,31 +2017,34 @@ const LEVELS: [UnitKind; 5] = [
 ];
 
 fn level_name(kind: UnitKind) -> &'static str {
-    match kind {
-        UnitKind::Province => "province",
-        UnitKind::City => "city",
-        UnitKind::County => "county",
-        UnitKind::Township => "township",
-        UnitKind::Institution => "institution",
-    }
+    kind.as_str()
 }
 
-fn rate_value(rate: crate::ticket::Rate) -> Value {
-    rate.per_mille()
-        .map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0))
+fn rate_value(rate: crate::ticket::Rate) -> Option<f64> {
+    rate.per_mille().map(|pm| f64::from(pm) / 1000.0)
+}
+
+fn level_of(kind: UnitKind) -> Level {
+    match kind {
+        UnitKind::Province => Level::Province,
+        UnitKind::City => Level::City,
+        UnitKind::County => Level::County,
+        UnitKind::Township => Level::Township,
+        UnitKind::Institution => Level::Institution,
+    }
 }
 
 #[utoipa::path(get, path = "/api/rankings", tag = "assessment",
     summary = "Unit rankings per period (AS-RANK); format=csv for CSV",
     params(RankingQuery),
-    responses((status = 200, description = "ranked rows (CSV: the same columns)"), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
+    responses((status = 200, description = "ranked rows (CSV: the same columns)", content((Rankings = "application/json"), (String = "text/csv"))), (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody)))]
 async fn rankings(
     State(state): State<AppState>,
     CurrentUser(_user): CurrentUser,
     RawQuery(raw): RawQuery,
 ) -> Result<Response, ApiError> {
     let q: RankingQuery = parse_query(raw.as_deref())?;
-    let at = now();
+    let at = state.orders.clock.now();
     let period_text = q
         .period
         .filter(|p| !p.is_empty())
@@ -2262,7 +2138,7 @@ async fn rankings(
     }
     let ctx = &state.orders;
     let sign_in = sign_in_by_unit(&state, period, at).await?;
-    let mut rows: Vec<Value> = Vec::new();
+    let mut rows: Vec<RankingRow> = Vec::new();
     if by_category {
         // One row per category (or business area, 法律服务需求类型) of the group: all
         // its orders scored as one "unit", named by the enum value.
@@ -2315,8 +2191,8 @@ async fn rankings(
             let kind = r.score.unit.as_str();
             let mut row = ranking_row(&r, kind, None);
             if by == RankedBy::Area {
-                row["business_area"] = json!(kind);
-                row["unit_name"] = json!(labels.get(kind).cloned().unwrap_or_default());
+                row.business_area = parse_enum(kind);
+                row.unit_name = labels.get(kind).cloned().unwrap_or_default();
             }
             rows.push(row);
         }
@@ -2355,20 +2231,21 @@ async fn rankings(
             for r in rank(&of_level, group, metric) {
                 let name = ctx.unit_name(&r.score.unit).unwrap_or_default().to_owned();
                 let mut row = ranking_row(&r, &name, sign_in.get(r.score.unit.as_str()).copied());
-                row["level"] = json!(level_name(kind));
+                row.level = Some(level_of(kind));
                 rows.push(row);
             }
         }
     }
-    let mut levels = serde_json::Map::new();
+    let mut levels = BTreeMap::new();
     if !by_category {
         for kind in LEVELS {
             if only_level.is_none_or(|only| only == kind) {
-                let of_level: Vec<&Value> = rows
+                let of_level: Vec<RankingRow> = rows
                     .iter()
-                    .filter(|r| r["level"] == level_name(kind))
+                    .filter(|r| r.level == Some(level_of(kind)))
+                    .cloned()
                     .collect();
-                levels.insert(level_name(kind).to_owned(), json!(of_level));
+                levels.insert(level_of(kind), of_level);
             }
         }
     }
@@ -2390,6 +2267,7 @@ async fn rankings(
             .collect::<Vec<_>>()
             .join(";");
         for row in &rows {
+            let row = serde_json::to_value(row).unwrap_or_default();
             let cell = |k: &str| match row.get(k) {
                 Some(Value::String(s)) => csv_cell(s),
                 Some(Value::Null) | None => String::new(),
@@ -2427,32 +2305,38 @@ async fn rankings(
             out,
         ));
     }
-    Ok(Json(json!({
-        "period": period_text,
-        "group": group_name,
-        "by": match by {
+    Ok(Json(Rankings {
+        period: period_text,
+        group: group_name.to_owned(),
+        by: match by {
             RankedBy::Unit => "unit",
             RankedBy::Category => "category",
             RankedBy::Area => "area",
-        },
-        "metric": q.metric.as_deref().filter(|m| !m.is_empty()).unwrap_or("completion_rate"),
-        "business_area": only_area.map_or_else(|| json!("all"), |a| json!(a)),
+        }
+        .to_owned(),
+        metric: q
+            .metric
+            .filter(|m| !m.is_empty())
+            .unwrap_or_else(|| "completion_rate".to_owned()),
+        business_area: only_area.map_or_else(|| "all".to_owned(), |a| enum_text(&a)),
         // W-19: the ranking is automatic; the only setting is the weights of the
         // combined score, printed with every ranking.
-        "weights": weights,
-        "level": only_level.map_or("all", level_name),
-        "rows": rows,
-        "levels": levels,
-        "sign_in": sign_in
+        weights,
+        level: only_level.map_or("all", level_name).to_owned(),
+        rows,
+        levels,
+        sign_in: sign_in
             .iter()
-            .map(|(unit, attendance)| {
-                let mut row = sign_in_json(Some(*attendance));
-                row["unit"] = json!(unit);
-                row["unit_name"] = json!(ctx.unit_name(&UnitId::new(unit.clone())).unwrap_or_default());
-                row
+            .map(|(unit, attendance)| UnitSignIn {
+                unit: unit.clone(),
+                unit_name: ctx
+                    .unit_name(&UnitId::new(unit.clone()))
+                    .unwrap_or_default()
+                    .to_owned(),
+                sign_in: sign_in_view(Some(*attendance)),
             })
-            .collect::<Vec<_>>(),
-    }))
+            .collect(),
+    })
     .into_response())
 }
 
@@ -2498,40 +2382,43 @@ async fn sign_in_by_unit(
 
 /// `sign_in_rate` (0..1 or null), `shifts_scheduled`, `shifts_signed_in` (null without
 /// roster data).
-fn sign_in_json(attendance: Option<ShiftAttendance>) -> Value {
+fn sign_in_view(attendance: Option<ShiftAttendance>) -> SignIn {
     match attendance {
-        Some(a) => json!({
-            "sign_in_rate": a.per_mille().map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0)),
-            "shifts_scheduled": a.scheduled,
-            "shifts_signed_in": a.signed_in,
-        }),
-        None => json!({"sign_in_rate": null, "shifts_scheduled": null, "shifts_signed_in": null}),
+        Some(a) => SignIn {
+            sign_in_rate: a.per_mille().map(|pm| f64::from(pm) / 1000.0),
+            shifts_scheduled: Some(a.scheduled),
+            shifts_signed_in: Some(a.signed_in),
+        },
+        None => SignIn::default(),
     }
 }
 
-fn ranking_row(r: &crate::ticket::Ranked, name: &str, sign_in: Option<ShiftAttendance>) -> Value {
+fn ranking_row(
+    r: &crate::ticket::Ranked,
+    name: &str,
+    sign_in: Option<ShiftAttendance>,
+) -> RankingRow {
     let s = &r.score;
-    let mut row = json!({
-        "rank": r.position,
-        "unit": s.unit,
-        "unit_name": name,
-        "orders": s.handled,
-        "completed": s.completed,
-        "completion_rate": rate_value(s.completion_rate),
-        "on_time_rate": rate_value(s.on_time_rate),
-        "satisfaction_rate": rate_value(s.satisfaction_rate),
-        "returns": s.returns,
-        "overdue": s.overdue,
-        "withdrawn": s.withdrawn,
-        "transfer_rate": rate_value(s.transfer_rate),
-        "transfers_on_time": s.transfer_on_time,
-        "transfers_late": s.transfer_late,
-        "combined_score": s.combined.map_or(Value::Null, |pm| json!(f64::from(pm) / 1000.0)),
-    });
-    if let (Value::Object(row), Value::Object(extra)) = (&mut row, sign_in_json(sign_in)) {
-        row.extend(extra);
+    RankingRow {
+        rank: r.position,
+        unit: s.unit.clone(),
+        unit_name: name.to_owned(),
+        orders: s.handled,
+        completed: s.completed,
+        completion_rate: rate_value(s.completion_rate),
+        on_time_rate: rate_value(s.on_time_rate),
+        satisfaction_rate: rate_value(s.satisfaction_rate),
+        returns: s.returns,
+        overdue: s.overdue,
+        withdrawn: s.withdrawn,
+        transfer_rate: rate_value(s.transfer_rate),
+        transfers_on_time: s.transfer_on_time,
+        transfers_late: s.transfer_late,
+        combined_score: s.combined.map(|pm| f64::from(pm) / 1000.0),
+        sign_in: sign_in_view(sign_in),
+        level: None,
+        business_area: None,
     }
-    row
 }
 
 #[utoipa::path(get, path = "/api/openapi.json", operation_id = "openapi_document", tag = "meta", summary = "This document",
@@ -2546,7 +2433,8 @@ mod tests {
 
     fn shipped_auth() -> Auth {
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/hotline.toml");
-        let config = Config::load(&path).unwrap_or_else(|e| panic!("shipped config: {e}"));
+        let config =
+            crate::config::Config::load(&path).unwrap_or_else(|e| panic!("shipped config: {e}"));
         Auth::from_config(&config.users)
     }
 
@@ -2567,6 +2455,11 @@ mod tests {
             prev_hash: String::new(),
             hash: String::new(),
         }
+    }
+
+    /// The row as the answer's JSON carries it.
+    fn event_json(row: &StoredEvent, mask: bool, auth: &Auth) -> Value {
+        serde_json::to_value(event_view(row, mask, auth)).unwrap_or_default()
     }
 
     #[test]

@@ -52,6 +52,12 @@ pub fn voice_message_url(order_id: &str) -> String {
     format!("/api/orders/{order_id}/voice_message")
 }
 
+/// The URL the console plays a call's recording from (never a server path).
+#[must_use]
+pub fn recording_url(call_id: &str) -> String {
+    format!("/api/recordings/{call_id}")
+}
+
 /// Roles that hear the voice message of an order they may read: those who act on it
 /// (dispatch, the units, the callback clerks, agents calling back) and those who
 /// assess (supervisors, province administrators). Reviewers judge the written reply.
@@ -362,7 +368,7 @@ async fn serve_wav(
             len.saturating_sub(1)
         ),
     };
-    let at = chrono::Utc::now().timestamp_millis();
+    let at = state.orders.clock.now().timestamp_millis();
     if let Err(e) = state
         .store
         .audit(at, &user.id, action, subject, &detail)

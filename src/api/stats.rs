@@ -60,7 +60,7 @@ async fn order_stats(
             .with_field("period")
         })?),
     };
-    let now = chrono::Utc::now().with_timezone(&shanghai());
+    let now = state.orders.clock.now();
     let end_of_today = now
         .date_naive()
         .checked_add_days(Days::new(1))

@@ -50,6 +50,13 @@ impl Default for SharedCalendar {
     }
 }
 
+impl From<Calendar> for SharedCalendar {
+    /// A calendar that is never reloaded.
+    fn from(calendar: Calendar) -> Self {
+        Self::fixed(calendar)
+    }
+}
+
 fn modified(path: &Path) -> Option<SystemTime> {
     std::fs::metadata(path).and_then(|m| m.modified()).ok()
 }

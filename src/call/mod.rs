@@ -10,9 +10,12 @@
 //! an agent or a unit, the survey, a voice message the ACD asked for, the last words
 //! before the server hangs up, and over.
 //!
-//! Not here yet: the agent legs themselves (ring-all forks, answers, failures), transfers
-//! and the callback leg still live in the shell, which tells this core the outcome
-//! (`AgentAnswered`, `AgentLeft`, `TransferStarted`, …).
+//! The outgoing legs are decided here too (`legs.rs`): which agents ring (ring-all), the
+//! first answer wins, misses and vanished phones go to the ACD and the call record, the
+//! duty list, blind transfers and transfers to a unit. The shell places and ends the legs
+//! and reports their events. Not here yet: attended transfers (the shell swaps the
+//! bridged agent's leg and says so with [`CallInput::BridgedAgentChanged`]) and the
+//! callback leg.
 //!
 //! Never silence: every way out of a call the server ends says why first (the IVR's own
 //! prompts, the ACD's no-agents / all-busy message, the thanks after a message, the
@@ -27,10 +30,18 @@ use crate::ivr::flow::{
     Urgency,
 };
 use crate::ivr::prompt::{PromptId, PromptRef};
-use crate::queue::VoiceMessageReason;
+use crate::queue::{AgentId, LegFailure, VoiceMessageReason};
+use crate::sip::call_leg::EndReason;
+use crate::ticket::units::UnitId;
 
+mod legs;
 #[cfg(test)]
 mod tests;
+
+pub use legs::{
+    ACD_RING_BACKSTOP, AcdReport, DUTY_RING, LegId, LegTarget, RecordNote, SILENT_PHONE, UNIT_RING,
+    leg_failure,
+};
 
 /// A message shorter than this is no message (a click, a breath): the caller hears
 /// "no message was left" and no work order is made.
@@ -66,9 +77,9 @@ pub enum QueueCue {
     Survey,
     /// The caller's callback is registered: confirm and hang up.
     CallbackRegistered,
-    /// The caller goes to a unit's outside number: hold music while it is dialled
-    /// (`Bridged(Unit)` or `UnitFailed` follows).
-    ToUnit,
+    /// The ACD released the call to this unit's outside number: any agent leg ends,
+    /// hold music while it is dialled.
+    ToUnit(UnitId),
 }
 
 /// Who the caller talks to when bridged.
@@ -101,22 +112,43 @@ pub enum CallInput {
     },
     /// From the ACD.
     Queue(QueueCue),
-    /// Nobody on the after-hours duty list could be reached.
-    DutyListUnavailable,
-    /// The caller is bridged to `peer`.
-    Bridged(Peer),
+    /// The ACD offers the call to this agent: ring them (ring-all: in parallel).
+    RingAgent(AgentId),
+    /// The ACD withdraws its offer to this agent (it already counts the leg gone).
+    CancelRing(AgentId),
+    /// The ACD hangs up this agent's leg (an answer that crossed its cancel).
+    HangUpAgent(AgentId),
+    /// The leg's phone rings (180/183).
+    LegRinging(LegId),
+    /// The leg answered with usable media.
+    LegAnswered(LegId),
+    /// The leg could not be placed (no contact, no ports, no permit).
+    LegFailed {
+        /// The leg.
+        leg: LegId,
+        /// How it counts for the ACD.
+        failure: LegFailure,
+    },
+    /// The leg's dialog ended.
+    LegEnded {
+        /// The leg.
+        leg: LegId,
+        /// How.
+        reason: EndReason,
+    },
+    /// The bridged leg's audio stopped; the shell ended its dialog.
+    LegMediaLost(LegId),
     /// The bridged agent put the caller on hold (`true`) or resumed (`false`).
     AgentHeld(bool),
-    /// The bridged peer's leg ended; `by_peer`: the agent (or unit) hung up, rather than
-    /// the server (shutdown, a transfer completed elsewhere).
-    PeerLeft {
-        /// The peer hung up first.
-        by_peer: bool,
+    /// The ACD took the call back from the bridged agent (blind transfer to `to`, as
+    /// the record names it).
+    BlindTransfer {
+        /// The target.
+        to: String,
     },
-    /// The caller waits while a transfer connects (back in a queue, or a unit dialled).
-    TransferStarted,
-    /// The unit could not be reached: the caller goes back to the queue.
-    UnitFailed,
+    /// An attended transfer put this agent's leg in place of the bridged one (same
+    /// [`LegId`]).
+    BridgedAgentChanged(AgentId),
     /// The call ended by signalling (`caller`: the caller hung up; otherwise the server
     /// or the network did): open recordings are closed, nothing more is played.
     Ended {
@@ -157,8 +189,8 @@ pub enum CallOutput {
         /// Urgency chosen.
         urgency: Urgency,
     },
-    /// Ring the city's after-hours duty list (`Bridged(DutyAgent)` or
-    /// `DutyListUnavailable` follows).
+    /// The city's after-hours duty list is rung (a [`CallOutput::Dial`] of
+    /// [`LegTarget::DutyList`] follows): for the record.
     RingDutyList {
         /// Category chosen.
         category: CallCategory,
@@ -176,6 +208,23 @@ pub enum CallOutput {
     },
     /// A digit while waiting in the queue (the shell checks the queue's callback key).
     QueueDigit(char),
+    /// Place this leg; report its events with its id.
+    Dial {
+        /// Its id.
+        leg: LegId,
+        /// Whom it rings.
+        target: LegTarget,
+    },
+    /// End this leg (CANCEL before the answer, BYE after).
+    EndLeg(LegId),
+    /// Bridge the caller to this answered leg (and record the call).
+    Bridge(LegId),
+    /// This leg's phone is gone: drop its registration (offline until it registers).
+    DropAgentBinding(LegId),
+    /// Tell the ACD.
+    Acd(AcdReport),
+    /// Put this on the call record.
+    Record(RecordNote),
     /// The server hangs up now.
     HangUp,
 }
@@ -244,14 +293,18 @@ enum Phase {
         playing: IvrPlaying,
         recording: Option<MessageStep>,
     },
-    /// After hours, urgent: hold music while the duty list rings.
+    /// After hours, urgent: hold music while the duty list's leg rings.
     DutyRing,
     /// In the ACD, waiting (agents may be ringing): hold music and announcements.
     Queued { choice: Choice, announcing: bool },
-    /// Talking to `peer`; `choice` when the call came through the queue.
-    Bridged { peer: Peer, choice: Option<Choice> },
-    /// A unit's number is being dialled; hold music.
-    ToUnit { choice: Option<Choice> },
+    /// Talking to `peer` on `leg`; `choice` when the call came through the queue.
+    Bridged {
+        peer: Peer,
+        choice: Option<Choice>,
+        leg: LegId,
+    },
+    /// A unit's number is being dialled on `leg`; hold music.
+    ToUnit { choice: Option<Choice>, leg: LegId },
     /// The satisfaction survey.
     Survey {
         survey: Box<SurveyFlow>,
@@ -287,6 +340,8 @@ pub struct Call {
     survey_result: Option<SurveyResult>,
     /// The caller is gone: nothing is played any more, open recordings still end.
     caller_gone: bool,
+    /// The legs dialled for this call (`legs.rs`).
+    legs: legs::Legs,
     outputs: VecDeque<CallOutput>,
 }
 
@@ -303,6 +358,7 @@ impl Call {
             prompts,
             survey_result: None,
             caller_gone: false,
+            legs: legs::Legs::default(),
             outputs: VecDeque::new(),
         }
     }
@@ -314,7 +370,7 @@ impl Call {
 
     /// When [`Call::handle_timeout`] is due next.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match &self.phase {
+        let phase = match &self.phase {
             Phase::Ivr { recording, .. } => {
                 let stop = match recording {
                     Some(MessageStep::Recording { stop_at }) => Some(*stop_at),
@@ -329,7 +385,11 @@ impl Call {
             } => Some(*stop_at),
             Phase::Ending { hang_up_at } => Some(*hang_up_at),
             _ => None,
-        }
+        };
+        [phase, self.legs.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// The IVR flow (its outcome and choice go on the call record).
@@ -350,6 +410,20 @@ impl Call {
         matches!(self.phase, Phase::Queued { .. })
     }
 
+    /// True while the ACD holds the call: waiting in a queue (agents may be ringing)
+    /// or bridged to the agent it chose. False once it let go (voice message, callback,
+    /// survey, unit) and for calls it never had.
+    pub fn in_acd(&self) -> bool {
+        matches!(
+            self.phase,
+            Phase::Queued { .. }
+                | Phase::Bridged {
+                    peer: Peer::QueueAgent,
+                    ..
+                }
+        )
+    }
+
     /// True while the caller talks to an agent or a unit.
     pub fn is_bridged(&self) -> bool {
         matches!(self.phase, Phase::Bridged { .. })
@@ -363,6 +437,7 @@ impl Call {
     /// Timers: the IVR's digit timeouts, the message's maximum length, the survey's,
     /// the end of the last prompt.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.leg_timers(now);
         match &mut self.phase {
             Phase::Ivr { recording, .. } => {
                 if let Some(MessageStep::Recording { stop_at }) = *recording
@@ -406,22 +481,14 @@ impl Call {
             }
             CallInput::MessageDone { duration } => self.on_message_done(now, duration),
             CallInput::Queue(cue) => self.on_queue_cue(now, cue),
-            CallInput::DutyListUnavailable => {
-                if matches!(self.phase, Phase::DutyRing) {
-                    self.phase = Phase::Ivr {
-                        playing: IvrPlaying::Nothing,
-                        recording: None,
-                    };
-                    self.play_nothing();
-                    self.flow.handle(now, IvrInput::DutyListUnavailable);
-                    self.drive_flow(now);
-                }
-            }
-            CallInput::Bridged(peer) => {
-                let choice = self.choice();
-                self.phase = Phase::Bridged { peer, choice };
-                self.play_nothing();
-            }
+            CallInput::RingAgent(agent) => self.on_ring_agent(now, agent),
+            CallInput::CancelRing(agent) => self.on_cancel_ring(now, &agent),
+            CallInput::HangUpAgent(agent) => self.on_hang_up_agent(&agent),
+            CallInput::LegRinging(leg) => self.on_leg_ringing(leg),
+            CallInput::LegAnswered(leg) => self.on_leg_answered(leg),
+            CallInput::LegFailed { leg, failure } => self.on_leg_failed(now, leg, failure),
+            CallInput::LegEnded { leg, reason } => self.on_leg_ended(now, leg, reason),
+            CallInput::LegMediaLost(leg) => self.on_leg_media_lost(leg),
             CallInput::AgentHeld(held) => {
                 if matches!(self.phase, Phase::Bridged { .. }) {
                     if held {
@@ -431,30 +498,8 @@ impl Call {
                     }
                 }
             }
-            CallInput::PeerLeft { by_peer } => {
-                if let Phase::Bridged { peer, .. } = self.phase {
-                    if by_peer && peer == Peer::QueueAgent {
-                        self.start_survey(now);
-                    } else {
-                        self.hang_up();
-                    }
-                }
-            }
-            CallInput::TransferStarted => {
-                let choice = self.choice();
-                self.phase = match choice {
-                    Some(choice) => Phase::Queued {
-                        choice,
-                        announcing: false,
-                    },
-                    None => Phase::ToUnit { choice: None },
-                };
-                self.play_hold_music();
-            }
-            CallInput::UnitFailed => match self.choice() {
-                Some(choice) => self.enqueue(choice),
-                None => self.hang_up(),
-            },
+            CallInput::BlindTransfer { to } => self.on_blind_transfer(to),
+            CallInput::BridgedAgentChanged(agent) => self.bridged_agent_changed(agent),
             CallInput::Ended { caller } => self.on_ended(now, caller),
         }
     }
@@ -462,7 +507,7 @@ impl Call {
     fn choice(&self) -> Option<Choice> {
         match &self.phase {
             Phase::Queued { choice, .. } | Phase::Message { choice, .. } => Some(*choice),
-            Phase::Bridged { choice, .. } | Phase::ToUnit { choice } => *choice,
+            Phase::Bridged { choice, .. } | Phase::ToUnit { choice, .. } => *choice,
             _ => None,
         }
     }
@@ -562,12 +607,8 @@ impl Call {
     }
 
     fn on_queue_cue(&mut self, now: Instant, cue: QueueCue) {
-        if cue == QueueCue::ToUnit {
-            if matches!(self.phase, Phase::Queued { .. } | Phase::Bridged { .. }) {
-                let choice = self.choice();
-                self.phase = Phase::ToUnit { choice };
-                self.play_hold_music();
-            }
+        if let QueueCue::ToUnit(unit) = cue {
+            self.on_to_unit(now, unit);
             return;
         }
         let Phase::Queued { choice, announcing } = &mut self.phase else {
@@ -621,11 +662,12 @@ impl Call {
                 let prompt = self.prompts.callback_registered.clone();
                 self.say_then_hang_up(now, prompt);
             }
-            QueueCue::ToUnit => {}
+            QueueCue::ToUnit(_) => {}
         }
     }
 
     fn on_ended(&mut self, now: Instant, caller: bool) {
+        self.end_all_legs();
         if caller && matches!(self.phase, Phase::Ivr { .. }) {
             // The flow may still make a work order of the message being recorded.
             self.caller_gone = true;
@@ -736,6 +778,7 @@ impl Call {
                     self.phase = Phase::DutyRing;
                     self.outputs
                         .push_back(CallOutput::RingDutyList { category, urgency });
+                    self.dial(now, LegTarget::DutyList);
                     self.play_hold_music();
                 }
                 IvrAction::CreateVoiceMessageOrder {
@@ -752,6 +795,20 @@ impl Call {
         }
     }
 
+    /// Nobody on the after-hours duty list could be reached: the IVR goes on (a
+    /// message).
+    fn duty_list_unavailable(&mut self, now: Instant) {
+        if matches!(self.phase, Phase::DutyRing) {
+            self.phase = Phase::Ivr {
+                playing: IvrPlaying::Nothing,
+                recording: None,
+            };
+            self.play_nothing();
+            self.flow.handle(now, IvrInput::DutyListUnavailable);
+            self.drive_flow(now);
+        }
+    }
+
     fn enqueue(&mut self, choice: Choice) {
         self.phase = Phase::Queued {
             choice,
@@ -765,6 +822,7 @@ impl Call {
     }
 
     fn start_survey(&mut self, now: Instant) {
+        self.end_all_legs();
         let mut survey = SurveyFlow::new(&self.ivr);
         survey.handle(now, IvrInput::Start);
         self.phase = Phase::Survey {

@@ -8,6 +8,7 @@ use chrono::{DateTime, TimeDelta};
 
 use super::*;
 use crate::calendar::Calendar;
+use crate::ivr::cdr::{AgentFailureCause, AgentStage};
 use crate::ivr::flow::{CallCityInfo, IvrContext};
 use crate::ivr::hours::{OpenStatus, WorkingHours};
 use crate::queue::{
@@ -71,6 +72,8 @@ enum Heard {
     Stop,
     Recording,
     Message(Duration),
+    /// Bridged to this agent's phone (or `unit:<id>`).
+    Bridged(String),
     HangUp,
 }
 
@@ -87,10 +90,61 @@ fn names(prompts: &[PromptRef]) -> Vec<String> {
 /// What the caller hears when the ACD lets go of the call for `reason`.
 fn released_cue(reason: &crate::queue::ReleaseReason) -> QueueCue {
     match reason {
-        crate::queue::ReleaseReason::TransferredToUnit(_) => QueueCue::ToUnit,
+        crate::queue::ReleaseReason::TransferredToUnit(unit) => QueueCue::ToUnit(unit.clone()),
         crate::queue::ReleaseReason::TransferredToSurvey => QueueCue::Survey,
     }
 }
+
+/// An agent's softphone as the fake endpoint plays it.
+#[derive(Debug, Clone, Copy)]
+struct Phone {
+    /// Registered: an INVITE reaches it (otherwise the leg fails at once).
+    registered: bool,
+    /// It sends 180 Ringing at once (a vanished phone sends nothing).
+    rings: bool,
+    /// It answers after this long (None: never).
+    answer_after: Option<Duration>,
+}
+
+impl Phone {
+    fn answers_after(ms: u64) -> Phone {
+        Phone {
+            registered: true,
+            rings: true,
+            answer_after: Some(Duration::from_millis(ms)),
+        }
+    }
+
+    fn never_answers() -> Phone {
+        Phone {
+            registered: true,
+            rings: true,
+            answer_after: None,
+        }
+    }
+
+    /// Registered, but gone from the network: no 180, no answer.
+    fn vanished() -> Phone {
+        Phone {
+            registered: true,
+            rings: false,
+            answer_after: None,
+        }
+    }
+}
+
+/// A leg the fake endpoint placed.
+#[derive(Debug, Clone)]
+struct FakeLeg {
+    target: LegTarget,
+    answer_at: Option<Instant>,
+    /// We asked for its end; its `LegEnded` is on the way.
+    ending: bool,
+    up: bool,
+}
+
+/// How long the fake network takes to confirm a CANCEL or BYE (487 / 200).
+const END_CONFIRMED_AFTER: Duration = Duration::from_millis(20);
 
 /// A call, the ACD and a fake shell in one simulated clock.
 struct Sim {
@@ -107,9 +161,18 @@ struct Sim {
     playing_until: Option<Instant>,
     /// The caller talks into a recording that started here.
     recording_since: Option<Instant>,
-    /// The ACD rang this agent; it answers after this long (None: it never answers).
-    answer_after: Option<Duration>,
-    ringing: Option<(AgentId, Instant)>,
+    /// The agents' phones, by agent id.
+    phones: std::collections::BTreeMap<String, Phone>,
+    /// The unit's phone answers after this long (None: never).
+    unit_answer_after: Option<Duration>,
+    /// The legs the fake endpoint placed.
+    legs: std::collections::BTreeMap<LegId, FakeLeg>,
+    /// Leg events the network delivers later (a CANCEL's 487).
+    in_flight: Vec<(Instant, CallInput)>,
+    /// The leg the caller is bridged to.
+    bridged: Option<LegId>,
+    /// Agents whose registration was dropped.
+    dropped: Vec<String>,
     queued: bool,
     /// Each prompt plays this long.
     prompt_length: Duration,
@@ -127,6 +190,8 @@ impl Sim {
         );
         let prompts = CallPrompts::from_ivr(&ivr, Some(PromptId::new("callback_registered")));
         let start = Instant::now();
+        let mut phones = std::collections::BTreeMap::new();
+        phones.insert("1001".to_string(), Phone::answers_after(4_000));
         Sim {
             call: Call::new(ivr, flow, prompts),
             acd,
@@ -137,8 +202,12 @@ impl Sim {
             outputs: Vec::new(),
             playing_until: None,
             recording_since: None,
-            answer_after: Some(Duration::from_secs(4)),
-            ringing: None,
+            phones,
+            unit_answer_after: None,
+            legs: std::collections::BTreeMap::new(),
+            in_flight: Vec::new(),
+            bridged: None,
+            dropped: Vec::new(),
             queued: false,
             prompt_length: Duration::from_secs(2),
         }
@@ -146,18 +215,23 @@ impl Sim {
 
     /// In hours, agent 1001 signed in and free.
     fn in_hours() -> Sim {
-        let mut acd =
-            Acd::new(queues(), calendar(), opening(), 7).unwrap_or_else(|e| panic!("{e}"));
-        for input in [
-            QueueInput::Registered {
-                agent: AgentId::new("1001"),
-            },
-            QueueInput::SignIn {
-                agent: AgentId::new("1001"),
-            },
-        ] {
-            acd.handle(opening(), input)
-                .unwrap_or_else(|e| panic!("{e}"));
+        Sim::in_hours_with(queues())
+    }
+
+    /// In hours with `queues`, every agent of it registered and signed in.
+    fn in_hours_with(queues: QueuesConfig) -> Sim {
+        let agents: Vec<AgentId> = queues.agents.iter().map(|a| a.id.clone()).collect();
+        let mut acd = Acd::new(queues, calendar(), opening(), 7).unwrap_or_else(|e| panic!("{e}"));
+        for agent in agents {
+            for input in [
+                QueueInput::Registered {
+                    agent: agent.clone(),
+                },
+                QueueInput::SignIn { agent },
+            ] {
+                acd.handle(opening(), input)
+                    .unwrap_or_else(|e| panic!("{e}"));
+            }
         }
         while acd.poll_output().is_some() {}
         Sim::new(true, false, Some(acd))
@@ -203,6 +277,117 @@ impl Sim {
             acd.handle(wall, input).unwrap_or_else(|e| panic!("{e}"));
         }
         self.run_acd();
+    }
+
+    /// What the ACD thinks of `agent`.
+    fn agent_state(&self, agent: &str) -> String {
+        self.acd
+            .as_ref()
+            .and_then(|a| a.agent_state(&AgentId::new(agent)))
+            .map_or("unknown", |s| s.name())
+            .to_string()
+    }
+
+    /// The legs dialled to `agent`, in order.
+    fn legs_to(&self, agent: &str) -> Vec<LegId> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                CallOutput::Dial {
+                    leg,
+                    target: LegTarget::Agent(a),
+                } if a.as_str() == agent => Some(*leg),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn ended(&self, leg: LegId) -> bool {
+        self.outputs.contains(&CallOutput::EndLeg(leg))
+    }
+
+    fn notes(&self) -> Vec<&RecordNote> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                CallOutput::Record(note) => Some(note),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reports(&self) -> Vec<&AcdReport> {
+        self.outputs
+            .iter()
+            .filter_map(|o| match o {
+                CallOutput::Acd(report) => Some(report),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The bridged leg's far end hangs up.
+    fn peer_hangs_up(&mut self) {
+        let leg = self.bridged.take().unwrap_or_else(|| panic!("not bridged"));
+        self.legs.remove(&leg);
+        self.send(CallInput::LegEnded {
+            leg,
+            reason: EndReason::RemoteHangup,
+        });
+    }
+
+    /// The bridged agent transfers the caller as the shell does: the ACD takes the call
+    /// back first; its commands reach the call after the core heard of the transfer.
+    fn blind_transfer(&mut self, to: crate::queue::TransferTarget) {
+        let wall = self.wall();
+        if let Some(acd) = self.acd.as_mut() {
+            acd.handle(
+                wall,
+                QueueInput::Transfer {
+                    call: CallId(CALL.into()),
+                    to: to.clone(),
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        self.send(CallInput::BlindTransfer { to: to.label() });
+        self.run_acd();
+    }
+
+    fn place(&mut self, leg: LegId, target: LegTarget) {
+        let phone = match &target {
+            LegTarget::Agent(agent) => self.phones.get(agent.as_str()).copied(),
+            // The duty list's first registered agent, when a test registers one.
+            LegTarget::DutyList => self.phones.get("duty").copied(),
+            LegTarget::Unit(_) => Some(Phone {
+                registered: true,
+                rings: true,
+                answer_after: self.unit_answer_after,
+            }),
+        };
+        match phone {
+            Some(phone) if phone.registered => {
+                self.legs.insert(
+                    leg,
+                    FakeLeg {
+                        target,
+                        answer_at: phone.answer_after.map(|d| self.now + d),
+                        ending: false,
+                        up: false,
+                    },
+                );
+                if phone.rings {
+                    self.call.handle(self.now, CallInput::LegRinging(leg));
+                }
+            }
+            _ => self.call.handle(
+                self.now,
+                CallInput::LegFailed {
+                    leg,
+                    failure: crate::queue::LegFailure::Unreachable,
+                },
+            ),
+        }
     }
 
     /// Carry out the call's outputs as the shell would.
@@ -272,10 +457,7 @@ impl Sim {
                         );
                     }
                 }
-                CallOutput::RingDutyList { .. } => {
-                    // Nobody on the duty list answers in these tests.
-                    self.call.handle(self.now, CallInput::DutyListUnavailable);
-                }
+                CallOutput::RingDutyList { .. } => {}
                 CallOutput::VoiceMessageTaken { duration, .. } => {
                     self.heard.push(Heard::Message(duration));
                 }
@@ -301,6 +483,66 @@ impl Sim {
                         });
                     }
                 }
+                CallOutput::Dial { leg, target } => self.place(leg, target),
+                CallOutput::EndLeg(leg) => {
+                    if let Some(l) = self.legs.get_mut(&leg)
+                        && !l.ending
+                    {
+                        l.ending = true;
+                        let reason = if l.up {
+                            EndReason::LocalHangup
+                        } else {
+                            EndReason::Cancelled
+                        };
+                        self.in_flight.push((
+                            self.now + END_CONFIRMED_AFTER,
+                            CallInput::LegEnded { leg, reason },
+                        ));
+                    }
+                    if self.bridged == Some(leg) {
+                        self.bridged = None;
+                    }
+                }
+                CallOutput::Bridge(leg) => {
+                    let who = match self.legs.get(&leg).map(|l| &l.target) {
+                        Some(LegTarget::Agent(agent)) => agent.as_str().to_string(),
+                        Some(LegTarget::Unit(unit)) => format!("unit:{}", unit.0),
+                        Some(LegTarget::DutyList) => "duty".to_string(),
+                        None => panic!("bridge to an unknown leg {leg}"),
+                    };
+                    self.heard.push(Heard::Bridged(who));
+                    self.bridged = Some(leg);
+                }
+                CallOutput::DropAgentBinding(leg) => {
+                    let agent = self.outputs.iter().find_map(|o| match o {
+                        CallOutput::Dial {
+                            leg: l,
+                            target: LegTarget::Agent(agent),
+                        } if *l == leg => Some(agent.as_str().to_string()),
+                        _ => None,
+                    });
+                    self.dropped.extend(agent);
+                }
+                CallOutput::Acd(report) => {
+                    let call = CallId(CALL.into());
+                    let input = match report {
+                        AcdReport::AgentAnswered(agent) => {
+                            QueueInput::AgentAnswered { call, agent }
+                        }
+                        AcdReport::LegFailed { agent, reason } => QueueInput::AgentLegFailed {
+                            call,
+                            agent,
+                            reason,
+                        },
+                        AcdReport::AgentLost(agent) => QueueInput::AgentLost { call, agent },
+                        AcdReport::CallEnded(who_hung_up) => {
+                            self.queued = false;
+                            QueueInput::CallEnded { call, who_hung_up }
+                        }
+                    };
+                    self.acd_input(input);
+                }
+                CallOutput::Record(_) => {}
             }
         }
     }
@@ -314,44 +556,41 @@ impl Sim {
             }
         }
         for action in actions {
-            let cue = match action {
-                QueueAction::PlayHoldMusic { .. } => Some(QueueCue::HoldMusic),
-                QueueAction::Announce { position, .. } => {
-                    Some(QueueCue::Announce(position_prompts(position)))
+            let input = match action {
+                QueueAction::PlayHoldMusic { .. } => Some(CallInput::Queue(QueueCue::HoldMusic)),
+                QueueAction::Announce { position, .. } => Some(CallInput::Queue(
+                    QueueCue::Announce(position_prompts(position)),
+                )),
+                QueueAction::PleaseHold { .. } => Some(CallInput::Queue(QueueCue::PleaseHold)),
+                QueueAction::StopAnnouncement { .. } => {
+                    Some(CallInput::Queue(QueueCue::StopAnnouncement))
                 }
-                QueueAction::PleaseHold { .. } => Some(QueueCue::PleaseHold),
-                QueueAction::StopAnnouncement { .. } => Some(QueueCue::StopAnnouncement),
                 QueueAction::ToVoiceMessage { reason, .. } => {
                     self.queued = false;
-                    Some(QueueCue::VoiceMessage(reason))
+                    Some(CallInput::Queue(QueueCue::VoiceMessage(reason)))
                 }
                 QueueAction::CallbackRegistered { .. } => {
                     self.queued = false;
-                    Some(QueueCue::CallbackRegistered)
+                    Some(CallInput::Queue(QueueCue::CallbackRegistered))
                 }
-                QueueAction::RingAgent { agent, .. } => {
-                    self.ringing = Some((agent, self.now));
-                    None
-                }
-                QueueAction::CancelRing { .. } => {
-                    self.ringing = None;
-                    None
-                }
+                QueueAction::RingAgent { agent, .. } => Some(CallInput::RingAgent(agent)),
+                QueueAction::CancelRing { agent, .. } => Some(CallInput::CancelRing(agent)),
+                QueueAction::HangupAgentLeg { agent, .. } => Some(CallInput::HangUpAgent(agent)),
                 QueueAction::CallReleased { reason, .. } => {
                     self.queued = false;
-                    Some(released_cue(&reason))
+                    Some(CallInput::Queue(released_cue(&reason)))
                 }
                 _ => None,
             };
-            if let Some(cue) = cue {
-                self.call.handle(self.now, CallInput::Queue(cue));
+            if let Some(input) = input {
+                self.call.handle(self.now, input);
             }
         }
         self.run_outputs();
     }
 
-    /// Move the clock by `ms`, firing the call's and the ACD's timers, the player's end
-    /// and the ringing phone's answer on the way.
+    /// Move the clock by `ms`, firing the call's and the ACD's timers, the player's end,
+    /// the phones' answers and the network's confirmations on the way.
     fn advance(&mut self, ms: u64) {
         let target = self.now + Duration::from_millis(ms);
         loop {
@@ -359,15 +598,19 @@ impl Sim {
                 let ms = (t - self.wall_start).num_milliseconds().max(0);
                 self.start + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
             });
-            let answer_due = match (&self.ringing, self.answer_after) {
-                (Some((_, since)), Some(after)) => Some(*since + after),
-                _ => None,
-            };
+            let answer_due = self
+                .legs
+                .values()
+                .filter(|l| !l.ending && !l.up)
+                .filter_map(|l| l.answer_at)
+                .min();
+            let in_flight_due = self.in_flight.iter().map(|(t, _)| *t).min();
             let due = [
                 self.call.poll_timeout(),
                 self.playing_until,
                 acd_due,
                 answer_due,
+                in_flight_due,
             ]
             .into_iter()
             .flatten()
@@ -381,14 +624,29 @@ impl Sim {
                 self.playing_until = None;
                 self.send(CallInput::PlaybackDone);
             }
-            if answer_due.is_some_and(|t| t <= self.now)
-                && let Some((agent, _)) = self.ringing.take()
-            {
-                self.acd_input(QueueInput::AgentAnswered {
-                    call: CallId(CALL.into()),
-                    agent,
-                });
-                self.send(CallInput::Bridged(Peer::QueueAgent));
+            let now = self.now;
+            let answering: Vec<LegId> = self
+                .legs
+                .iter()
+                .filter(|(_, l)| !l.ending && !l.up && l.answer_at.is_some_and(|t| t <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            for leg in answering {
+                if let Some(l) = self.legs.get_mut(&leg)
+                    && !l.ending
+                {
+                    l.up = true;
+                    self.send(CallInput::LegAnswered(leg));
+                }
+            }
+            let (arrived, later): (Vec<_>, Vec<_>) =
+                self.in_flight.drain(..).partition(|(t, _)| *t <= now);
+            self.in_flight = later;
+            for (_, input) in arrived {
+                if let CallInput::LegEnded { leg, .. } = &input {
+                    self.legs.remove(leg);
+                }
+                self.send(input);
             }
             if self.call.poll_timeout().is_some_and(|t| t <= self.now) {
                 self.call.handle_timeout(self.now);
@@ -442,15 +700,26 @@ fn in_hours_the_caller_waits_with_hold_music_is_bridged_then_rates_the_agent() {
     assert!(sim.call.is_queued());
     sim.advance(200);
     assert!(sim.call.is_bridged());
-    assert_eq!(sim.heard_since(queued_at), [hold(), Heard::Stop]);
-    // Two minutes of talk; the agent hangs up first: the survey asks at once.
+    assert!(sim.call.in_acd());
+    assert!(sim.heard.contains(&hold()));
+    assert_eq!(
+        sim.heard_since(queued_at),
+        [Heard::Bridged("1001".into()), Heard::Stop]
+    );
+    // Two minutes of talk; the agent hangs up first: the survey asks at once, and the
+    // ACD hears that the agent ended the call (wrap-up follows).
     sim.advance(120_000);
     let bridged_until = sim.heard.len();
-    sim.acd_input(QueueInput::CallEnded {
-        call: CallId(CALL.into()),
-        who_hung_up: Party::Agent,
-    });
-    sim.send(CallInput::PeerLeft { by_peer: true });
+    sim.peer_hangs_up();
+    assert_eq!(
+        sim.reports().last(),
+        Some(&&AcdReport::CallEnded(Party::Agent))
+    );
+    assert_eq!(sim.agent_state("1001"), "wrap_up");
+    assert!(
+        !sim.call.in_acd(),
+        "the ACD let go: the survey is the call's own"
+    );
     sim.advance(100);
     let survey = sim.heard_since(bridged_until).to_vec();
     assert!(
@@ -646,7 +915,7 @@ fn after_hours_urgent_with_no_duty_agent_reachable_falls_back_to_the_message() {
 #[test]
 fn a_callback_registered_is_confirmed_before_the_server_hangs_up() {
     let mut sim = Sim::in_hours();
-    sim.answer_after = None;
+    sim.phones.insert("1001".into(), Phone::never_answers());
     through_menu(&mut sim, '1');
     sim.send(CallInput::Queue(QueueCue::CallbackRegistered));
     assert_eq!(sim.heard.last(), Some(&once(&["callback_registered"])));
@@ -668,12 +937,299 @@ fn an_agent_holding_the_caller_plays_hold_music_until_resumed() {
     assert_eq!(sim.heard_since(from), [hold(), Heard::Stop]);
 }
 
+/// Jinan with agents 1001 and 1002 (in that order), ringing them by `strategy`, 20 s per
+/// offer, paused after `max_no_answer` misses in a row.
+fn two_agents(strategy: crate::queue::Strategy, max_no_answer: u32) -> QueuesConfig {
+    let mut q = queues();
+    q.agents.push(QueueAgentConfig::new(
+        AgentId::new("1002"),
+        CityId::new("jinan"),
+    ));
+    if let Some(jinan) = q.queues.first_mut() {
+        jinan.strategy = strategy;
+        jinan.ring_timeout_secs = 20;
+        jinan.max_no_answer = max_no_answer;
+    }
+    q
+}
+
+fn bridged_to(sim: &Sim) -> Vec<String> {
+    sim.heard
+        .iter()
+        .filter_map(|h| match h {
+            Heard::Bridged(who) => Some(who.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn single(legs: &[LegId]) -> LegId {
+    match legs {
+        [leg] => *leg,
+        other => panic!("expected one leg, got {other:?}"),
+    }
+}
+
+#[test]
+fn ring_all_two_agents_answer_at_once_the_first_wins_and_the_other_is_cancelled() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::RingAll, 3));
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(4_000));
+    through_menu(&mut sim, '1');
+    let (a, b) = (single(&sim.legs_to("1001")), single(&sim.legs_to("1002")));
+    assert!(
+        !sim.ended(a) && !sim.ended(b),
+        "both ring: {:?}",
+        sim.outputs
+    );
+    // Both phones answer in the same millisecond: the first answer the call hears wins.
+    sim.advance(4_000);
+    let winners = bridged_to(&sim);
+    assert_eq!(winners, ["1001"], "{:?}", sim.heard);
+    // The ACD withdrew the other offer and the call CANCELled it; its 200 OK, crossing
+    // the CANCEL, is never bridged nor reported.
+    assert!(sim.ended(b), "{:?}", sim.outputs);
+    sim.send(CallInput::LegAnswered(b));
+    sim.advance(100);
+    assert_eq!(bridged_to(&sim), ["1001"]);
+    assert_eq!(
+        sim.reports(),
+        [&AcdReport::AgentAnswered(AgentId::new("1001"))],
+        "only the winner reaches the ACD"
+    );
+    // Answered elsewhere is not the other agent's miss (app_queue's rna()).
+    assert!(
+        !sim.notes()
+            .iter()
+            .any(|n| matches!(n, RecordNote::AgentFailed { .. })),
+        "{:?}",
+        sim.notes()
+    );
+    assert_eq!(sim.agent_state("1002"), "available");
+    assert_eq!(sim.agent_state("1001"), "on_call");
+    assert!(!sim.ended(a));
+}
+
+#[test]
+fn a_second_answer_after_the_bridge_is_hung_up_and_never_bridged() {
+    // No ACD to withdraw the other offer: the call itself hangs up the late answer.
+    let mut sim = Sim::new(true, false, None);
+    sim.phones
+        .insert("1001".into(), Phone::answers_after(1_000));
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(1_500));
+    sim.send(CallInput::RingAgent(AgentId::new("1001")));
+    sim.send(CallInput::RingAgent(AgentId::new("1002")));
+    let b = single(&sim.legs_to("1002"));
+    sim.advance(2_000);
+    assert_eq!(bridged_to(&sim), ["1001"]);
+    assert!(sim.ended(b), "the late answer gets BYE: {:?}", sim.outputs);
+    // An offer arriving while bridged is stale: busy at once, nothing rings.
+    sim.send(CallInput::RingAgent(AgentId::new("1003")));
+    assert!(sim.legs_to("1003").is_empty());
+    assert_eq!(
+        sim.reports().last(),
+        Some(&&AcdReport::LegFailed {
+            agent: AgentId::new("1003"),
+            reason: crate::queue::LegFailure::Busy,
+        })
+    );
+}
+
+#[test]
+fn an_agent_who_does_not_answer_is_paused_and_the_call_rings_the_next_agent() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 1));
+    sim.phones.insert("1001".into(), Phone::never_answers());
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(2_000));
+    through_menu(&mut sim, '1');
+    let a = single(&sim.legs_to("1001"));
+    assert!(sim.legs_to("1002").is_empty(), "linear: one at a time");
+    // The queue's ring timeout (20 s): the ACD withdraws the offer, the call CANCELs.
+    sim.advance(19_900);
+    assert!(!sim.ended(a));
+    sim.advance(200);
+    assert!(sim.ended(a), "{:?}", sim.outputs);
+    assert_eq!(sim.agent_state("1001"), "paused");
+    assert!(sim.notes().contains(&&RecordNote::AgentFailed {
+        leg: a,
+        stage: AgentStage::Ringing,
+        cause: AgentFailureCause::NotAnswered,
+        status: None,
+    }));
+    // A phone that rang is there: not taken offline.
+    assert!(sim.dropped.is_empty());
+    // 1002 rings next (after the queue's retry delay, 5 s) and answers.
+    sim.advance(5_000);
+    assert_eq!(sim.legs_to("1002").len(), 1);
+    sim.advance(2_100);
+    assert_eq!(bridged_to(&sim), ["1002"]);
+    assert!(sim.call.is_bridged());
+}
+
+#[test]
+fn a_phone_that_never_rings_is_taken_offline_and_the_call_rings_the_next_agent() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    sim.phones.insert("1001".into(), Phone::vanished());
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(2_000));
+    through_menu(&mut sim, '1');
+    let a = single(&sim.legs_to("1001"));
+    sim.advance(20_100);
+    assert!(sim.ended(a));
+    assert!(sim.notes().contains(&&RecordNote::AgentFailed {
+        leg: a,
+        stage: AgentStage::Ringing,
+        cause: AgentFailureCause::NoResponse,
+        status: None,
+    }));
+    assert_eq!(sim.dropped, ["1001"]);
+    assert_eq!(sim.agent_state("1001"), "offline");
+    sim.advance(7_100);
+    assert_eq!(bridged_to(&sim), ["1002"]);
+}
+
+#[test]
+fn an_invite_with_no_response_at_all_takes_the_agent_offline() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    sim.phones.insert("1001".into(), Phone::vanished());
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(2_000));
+    through_menu(&mut sim, '1');
+    let a = single(&sim.legs_to("1001"));
+    // Timer B fires before the ACD's ring timeout: no response to the INVITE.
+    sim.advance(5_000);
+    sim.legs.remove(&a);
+    sim.send(CallInput::LegEnded {
+        leg: a,
+        reason: EndReason::NoAnswer,
+    });
+    assert_eq!(sim.dropped, ["1001"]);
+    assert_eq!(sim.agent_state("1001"), "offline");
+    assert!(
+        sim.reports()
+            .contains(&&AcdReport::AgentLost(AgentId::new("1001")))
+    );
+    sim.advance(7_100);
+    assert_eq!(bridged_to(&sim), ["1002"]);
+}
+
+#[test]
+fn a_busy_agent_is_not_paused_and_the_call_rings_the_next_agent() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 1));
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(2_000));
+    through_menu(&mut sim, '1');
+    let a = single(&sim.legs_to("1001"));
+    sim.legs.remove(&a);
+    sim.send(CallInput::LegEnded {
+        leg: a,
+        reason: EndReason::Rejected { status: 486 },
+    });
+    assert!(sim.notes().contains(&&RecordNote::AgentFailed {
+        leg: a,
+        stage: AgentStage::Ringing,
+        cause: AgentFailureCause::LegFailed,
+        status: Some(486),
+    }));
+    assert_ne!(sim.agent_state("1001"), "paused");
+    sim.advance(7_100);
+    assert_eq!(bridged_to(&sim), ["1002"]);
+}
+
+#[test]
+fn an_agent_vanishing_mid_call_sends_the_caller_back_to_the_queue_to_the_next_agent() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(3_000));
+    through_menu(&mut sim, '1');
+    sim.advance(4_100);
+    let a = single(&sim.legs_to("1001"));
+    assert_eq!(bridged_to(&sim), ["1001"], "{:#?}", sim.outputs);
+    sim.advance(30_000);
+    // No audio from 1001's phone: the shell ended its dialog and says so.
+    let from = sim.heard.len();
+    sim.legs.remove(&a);
+    sim.send(CallInput::LegMediaLost(a));
+    assert!(sim.notes().contains(&&RecordNote::AgentFailed {
+        leg: a,
+        stage: AgentStage::OnCall,
+        cause: AgentFailureCause::MediaTimeout,
+        status: None,
+    }));
+    assert_eq!(sim.dropped, ["1001"]);
+    assert_eq!(sim.agent_state("1001"), "offline");
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
+    assert!(sim.call.is_queued() || sim.call.is_bridged());
+    sim.advance(3_100);
+    assert_eq!(bridged_to(&sim), ["1001", "1002"]);
+    assert!(sim.call.is_bridged());
+}
+
+#[test]
+fn a_caller_hanging_up_while_agents_ring_cancels_every_leg() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::RingAll, 3));
+    sim.phones.insert("1001".into(), Phone::never_answers());
+    sim.phones.insert("1002".into(), Phone::never_answers());
+    through_menu(&mut sim, '1');
+    let (a, b) = (single(&sim.legs_to("1001")), single(&sim.legs_to("1002")));
+    sim.advance(3_000);
+    sim.send(CallInput::Ended { caller: true });
+    assert!(sim.ended(a) && sim.ended(b), "{:?}", sim.outputs);
+    assert!(sim.call.is_over());
+    // The shell tells the ACD at the task's end; the agents are free again and no
+    // miss is counted for a caller who left.
+    sim.acd_input(QueueInput::CallEnded {
+        call: CallId(CALL.into()),
+        who_hung_up: Party::Caller,
+    });
+    sim.advance(100);
+    assert!(
+        !sim.heard.contains(&Heard::HangUp),
+        "no BYE to a caller gone"
+    );
+    assert_eq!(sim.agent_state("1001"), "available");
+    assert_eq!(sim.agent_state("1002"), "available");
+}
+
+#[test]
+fn a_blind_transfer_to_the_queue_rings_another_agent_and_bridges_the_caller() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    sim.phones
+        .insert("1002".into(), Phone::answers_after(3_000));
+    through_menu(&mut sim, '1');
+    sim.advance(4_100);
+    let a = single(&sim.legs_to("1001"));
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1001")));
+    sim.advance(60_000);
+    let from = sim.heard.len();
+    sim.blind_transfer(crate::queue::TransferTarget::Queue(CityId::new("jinan")));
+    assert!(sim.ended(a), "the transferring agent's leg ends");
+    assert!(sim.notes().contains(&&RecordNote::BlindTransfer {
+        leg: a,
+        to: "queue:jinan".into(),
+    }));
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
+    assert_eq!(sim.agent_state("1001"), "wrap_up");
+    sim.advance(3_100);
+    assert_eq!(bridged_to(&sim), ["1001", "1002"]);
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1002")));
+    // 1002 hangs up first: the caller rates the service.
+    sim.peer_hangs_up();
+    assert!(
+        matches!(sim.heard.last(), Some(Heard::Once(p)) if p == &["survey"]),
+        "{:?}",
+        sim.heard
+    );
+}
+
 #[test]
 fn a_unit_that_does_not_answer_sends_the_caller_back_to_the_queue() {
     let mut sim = Sim::in_hours();
     through_menu(&mut sim, '1');
     sim.advance(5_000);
     assert!(sim.call.is_bridged());
+    let a = single(&sim.legs_to("1001"));
     let enqueued = |sim: &Sim| {
         sim.outputs
             .iter()
@@ -683,31 +1239,198 @@ fn a_unit_that_does_not_answer_sends_the_caller_back_to_the_queue() {
     assert_eq!(enqueued(&sim), 1);
     // The agent transfers the caller to a unit: the ACD lets go, hold music plays while
     // the unit's number is dialled; nobody answers there.
-    sim.acd_input(QueueInput::Transfer {
-        call: CallId(CALL.into()),
-        to: crate::queue::TransferTarget::Unit(crate::ticket::units::UnitId::new("jinan-lixia")),
-    });
+    let unit = crate::ticket::units::UnitId::new("jinan-lixia");
+    sim.blind_transfer(crate::queue::TransferTarget::Unit(unit.clone()));
+    assert!(sim.ended(a));
+    assert!(
+        sim.notes()
+            .contains(&&RecordNote::TransferredToUnit(unit.clone()))
+    );
     assert_eq!(sim.heard.last(), Some(&hold()));
-    sim.send(CallInput::UnitFailed);
+    assert!(sim.outputs.contains(&CallOutput::Dial {
+        leg: LegId(2),
+        target: LegTarget::Unit(unit),
+    }));
+    // The unit rings 30 s; then the call CANCELs and the caller is queued afresh.
+    sim.advance(29_900);
+    assert_eq!(enqueued(&sim), 1);
+    let from = sim.heard.len();
+    sim.advance(200);
+    assert!(sim.ended(LegId(2)));
     assert_eq!(enqueued(&sim), 2);
     assert!(sim.call.is_queued());
-    // A unit that answers and later hangs up ends the call (no survey for a unit).
-    sim.send(CallInput::Queue(QueueCue::ToUnit));
-    sim.send(CallInput::Bridged(Peer::Unit));
-    sim.send(CallInput::PeerLeft { by_peer: true });
-    assert_eq!(sim.heard.last(), Some(&Heard::HangUp));
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
 }
 
 #[test]
-fn a_system_end_of_the_agent_leg_ends_the_call_without_a_survey() {
+fn a_unit_that_answers_is_bridged_and_its_hang_up_ends_the_call_without_a_survey() {
     let mut sim = Sim::in_hours();
+    sim.unit_answer_after = Some(Duration::from_secs(5));
     through_menu(&mut sim, '1');
     sim.advance(5_000);
-    sim.send(CallInput::PeerLeft { by_peer: false });
+    let unit = crate::ticket::units::UnitId::new("jinan-lixia");
+    sim.blind_transfer(crate::queue::TransferTarget::Unit(unit));
+    sim.advance(5_100);
+    assert_eq!(bridged_to(&sim), ["1001", "unit:jinan-lixia"]);
+    assert!(sim.call.is_bridged());
+    assert!(!sim.call.in_acd(), "the ACD let go at the unit transfer");
+    assert_eq!(sim.call.bridged_agent(), None);
+    sim.advance(60_000);
+    sim.peer_hangs_up();
     assert_eq!(sim.heard.last(), Some(&Heard::HangUp));
+    assert!(sim.notes().contains(&&RecordNote::PeerHungUp));
     assert!(
         !sim.heard
             .iter()
             .any(|h| matches!(h, Heard::Once(p) if p == &["survey"]))
     );
+}
+
+#[test]
+fn a_shutdown_ending_the_agent_leg_ends_the_call_without_a_survey() {
+    let mut sim = Sim::in_hours();
+    through_menu(&mut sim, '1');
+    sim.advance(5_000);
+    let a = single(&sim.legs_to("1001"));
+    sim.legs.remove(&a);
+    sim.send(CallInput::LegEnded {
+        leg: a,
+        reason: EndReason::Shutdown,
+    });
+    assert_eq!(sim.heard.last(), Some(&Heard::HangUp));
+    assert!(sim.notes().contains(&&RecordNote::ShutdownEnd));
+    assert!(
+        sim.reports()
+            .contains(&&AcdReport::CallEnded(Party::System))
+    );
+    assert!(
+        !sim.heard
+            .iter()
+            .any(|h| matches!(h, Heard::Once(p) if p == &["survey"]))
+    );
+}
+
+#[test]
+fn after_hours_a_duty_agent_who_answers_is_bridged_and_no_survey_follows() {
+    let mut sim = Sim::after_hours(true);
+    sim.phones
+        .insert("duty".into(), Phone::answers_after(3_000));
+    sim.digit('9');
+    sim.advance(1_000);
+    assert!(sim.heard.contains(&hold()), "{:?}", sim.heard);
+    sim.advance(3_000);
+    assert_eq!(bridged_to(&sim), ["duty"], "{:?}", sim.heard);
+    assert!(sim.call.is_bridged());
+    assert_eq!(
+        sim.call.bridged_agent(),
+        None,
+        "not the queue's: no transfer"
+    );
+    sim.advance(60_000);
+    sim.peer_hangs_up();
+    assert_eq!(sim.heard.last(), Some(&Heard::HangUp));
+    assert!(sim.reports().is_empty(), "no ACD after hours");
+}
+
+#[test]
+fn after_hours_a_duty_agent_who_does_not_answer_in_30_s_leaves_the_caller_the_message() {
+    let mut sim = Sim::after_hours(true);
+    sim.phones.insert("duty".into(), Phone::never_answers());
+    sim.digit('9');
+    sim.advance(29_000);
+    assert_eq!(sim.heard.last(), Some(&hold()), "{:?}", sim.heard);
+    sim.advance(2_000);
+    assert!(sim.ended(LegId(1)));
+    assert!(sim.notes().contains(&&RecordNote::AgentFailed {
+        leg: LegId(1),
+        stage: AgentStage::Ringing,
+        cause: AgentFailureCause::LegFailed,
+        status: None,
+    }));
+    assert_eq!(sim.heard.last(), Some(&Heard::Recording), "{:?}", sim.heard);
+}
+
+#[test]
+fn after_an_attended_transfer_the_bridged_leg_belongs_to_the_consulted_agent() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    through_menu(&mut sim, '1');
+    sim.advance(4_100);
+    let a = single(&sim.legs_to("1001"));
+    // 1001 consults 1002, then transfers: the shell puts the consultation's leg in
+    // place of 1001's (same leg id for the core) and the ACD moves the call to 1002.
+    sim.acd_input(QueueInput::DirectCall {
+        agent: AgentId::new("1002"),
+        call: CallId("consult-1".into()),
+    });
+    sim.acd_input(QueueInput::AttendedTransfer {
+        call: CallId(CALL.into()),
+        to: AgentId::new("1002"),
+    });
+    sim.send(CallInput::BridgedAgentChanged(AgentId::new("1002")));
+    sim.send(CallInput::AgentHeld(false));
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1002")));
+    assert!(
+        !sim.ended(a),
+        "the core does not end the leg the shell swapped"
+    );
+    // 1002's phone vanishes: it is 1002 the ACD loses, and the caller goes back to
+    // the queue.
+    sim.advance(30_000);
+    let from = sim.heard.len();
+    sim.send(CallInput::LegMediaLost(a));
+    assert!(
+        sim.reports()
+            .contains(&&AcdReport::AgentLost(AgentId::new("1002"))),
+        "{:?}",
+        sim.reports()
+    );
+    assert_eq!(sim.agent_state("1002"), "offline");
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
+    assert!(sim.call.is_queued());
+}
+
+#[test]
+fn a_unit_that_cannot_be_dialled_sends_the_caller_back_to_the_queue_at_once() {
+    let mut sim = Sim::in_hours();
+    through_menu(&mut sim, '1');
+    sim.advance(5_000);
+    let unit = crate::ticket::units::UnitId::new("jinan-lixia");
+    sim.blind_transfer(crate::queue::TransferTarget::Unit(unit));
+    // No permit, no trunk or no ports: the shell fails the leg at once.
+    let from = sim.heard.len();
+    sim.send(CallInput::LegFailed {
+        leg: LegId(2),
+        failure: crate::queue::LegFailure::Unreachable,
+    });
+    assert!(sim.call.is_queued());
+    assert_eq!(sim.heard_since(from).first(), Some(&hold()));
+    assert_eq!(
+        sim.outputs
+            .iter()
+            .filter(|o| matches!(o, CallOutput::Enqueue { .. }))
+            .count(),
+        2
+    );
+}
+
+#[test]
+fn a_blind_transfer_to_the_survey_ends_the_agent_leg_and_asks_the_caller() {
+    let mut sim = Sim::in_hours();
+    through_menu(&mut sim, '1');
+    sim.advance(5_000);
+    let a = single(&sim.legs_to("1001"));
+    sim.blind_transfer(crate::queue::TransferTarget::Survey);
+    assert!(sim.ended(a));
+    assert!(
+        matches!(sim.heard.last(), Some(Heard::Once(p)) if p == &["survey"]),
+        "{:?}",
+        sim.heard
+    );
+    assert!(sim.notes().contains(&&RecordNote::BlindTransfer {
+        leg: a,
+        to: "survey".into(),
+    }));
+    // The transferred agent's leg ending later is no news: the survey goes on.
+    sim.advance(100);
+    assert!(!sim.call.is_over());
 }

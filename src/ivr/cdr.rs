@@ -9,7 +9,7 @@ use super::city::{CityId, CityResolution, ResolvedBy};
 use super::flow::{CallCategory, IvrOutcome, SurveyResult, Urgency};
 
 /// A stage the call went through, in order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallPath {
     /// Answered by the IVR (greeting, menus).
@@ -29,10 +29,13 @@ pub enum CallPath {
     TransferredToUnit,
     /// The caller hung up before reaching an agent or leaving a message.
     Abandoned,
+    /// Placed by the hotline from a work order to call its contact back (H-11, H-12-3
+    /// 回拨解答): the person's phone first, then the contact through the trunk.
+    OrderCallback,
 }
 
 /// Who ended the call first (`CALL-ETIQUETTE`: normally the caller).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum HangupParty {
     /// The caller.
@@ -44,7 +47,7 @@ pub enum HangupParty {
 }
 
 /// How an agent transferred a call.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TransferKind {
     /// REFER without Replaces: to a queue or the survey.
@@ -54,7 +57,7 @@ pub enum TransferKind {
 }
 
 /// One transfer of the call, in order.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallTransfer {
     /// When.
     pub at: DateTime<FixedOffset>,
@@ -67,7 +70,7 @@ pub struct CallTransfer {
 }
 
 /// Why the server itself closed a record rather than a hang-up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SystemEnd {
     /// SIGTERM: the call was still up when the drain timeout ran out (BYE with a Reason).
@@ -91,7 +94,7 @@ impl SystemEnd {
 }
 
 /// Where an agent's leg was when it failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentStage {
     /// The agent's phone was ringing.
@@ -101,7 +104,7 @@ pub enum AgentStage {
 }
 
 /// Why an agent's leg failed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AgentFailureCause {
     /// The offer was withdrawn unanswered (ring timeout, the phone's registration
@@ -117,7 +120,7 @@ pub enum AgentFailureCause {
 }
 
 /// An agent who was offered the call and did not serve it to the end.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AgentFailure {
     /// The agent (id).
     pub agent: String,
@@ -130,7 +133,7 @@ pub struct AgentFailure {
 }
 
 /// The record of one call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallDetailRecord {
     /// The call's id (SIP Call-ID of the A-leg or a server id).
     pub call_id: String,

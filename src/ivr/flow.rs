@@ -31,28 +31,7 @@ use super::hours::{HOURS_PROMPT_IDS, OpenStatus};
 use super::prompt::{NUMBER_PROMPT_IDS, PromptId, PromptRef};
 use crate::calendar::{Calendar, Deadline};
 
-/// What the caller calls about (咨询 / 投诉 / 建议, H-8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CallCategory {
-    /// 咨询.
-    Consultation,
-    /// 投诉.
-    Complaint,
-    /// 建议.
-    Suggestion,
-}
-
-/// How urgent the matter is (urgent: transfer within 1 hour, H-8).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Urgency {
-    /// Ordinary.
-    #[default]
-    Normal,
-    /// 紧急.
-    Urgent,
-}
+pub use crate::domain::{CallCategory, Urgency};
 
 /// One digit of the main menu.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -1188,7 +1167,7 @@ enum RetryCause {
 }
 
 /// The caller's answer to the satisfaction survey.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SurveyResult {
     /// 满意.

@@ -1,6 +1,7 @@
 //! The ACD state machine. See the module docs of [`crate::queue`] for the contract.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{NaiveDate, TimeDelta};
@@ -18,8 +19,8 @@ use super::types::{
     VoiceMessageReason,
 };
 use crate::calendar::{Calendar, shanghai};
+use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
-use crate::ivr::flow::{CallCategory, Urgency};
 use crate::ticket::model::{BusinessArea, CallId};
 
 /// How soon a time-based overflow is tried again when no target had agents.
@@ -200,7 +201,8 @@ impl Call {
 #[derive(Debug, Clone)]
 pub struct Acd {
     config: QueuesConfig,
-    calendar: Calendar,
+    /// The calendar in force ([`QueueInput::CalendarChanged`] replaces it).
+    calendar: Arc<Calendar>,
     queues: BTreeMap<CityId, Queue>,
     agents: BTreeMap<AgentId, Agent>,
     calls: BTreeMap<CallId, Call>,
@@ -225,10 +227,11 @@ impl Acd {
     /// The configuration's first inconsistency ([`QueuesConfig::validate`]).
     pub fn new(
         config: QueuesConfig,
-        calendar: Calendar,
+        calendar: impl Into<Arc<Calendar>>,
         now: Time,
         seed: u64,
     ) -> Result<Self, QueueConfigError> {
+        let calendar = calendar.into();
         config.validate()?;
         let queues = config
             .queues
@@ -306,6 +309,13 @@ impl Acd {
         config.roster = roster;
         config.validate()?;
         self.config = config;
+        self.reschedule_roster_check(now);
+        Ok(())
+    }
+
+    /// The next absence check after the roster or the calendar changed at `now`: the
+    /// shifts checked up to now stay checked; the next start is found afresh.
+    fn reschedule_roster_check(&mut self, now: Time) {
         let grace = span(self.config.absent_grace_secs);
         self.roster_checked_until = self.roster_checked_until.max(now);
         self.next_roster_check = roster::next_shift_start(
@@ -314,7 +324,12 @@ impl Acd {
             self.roster_checked_until - grace,
         )
         .map(|s| s + grace);
-        Ok(())
+    }
+
+    /// The calendar the rosters follow now.
+    #[must_use]
+    pub fn calendar(&self) -> &Arc<Calendar> {
+        &self.calendar
     }
 
     /// The duty roster in force.
@@ -570,6 +585,11 @@ impl Acd {
             } => self.call_arrived(now, call, city, category, urgency, area, caller),
             QueueInput::CallEnded { call, who_hung_up } => {
                 self.call_ended(now, &call, who_hung_up);
+                Ok(())
+            }
+            QueueInput::CalendarChanged(calendar) => {
+                self.calendar = calendar;
+                self.reschedule_roster_check(now);
                 Ok(())
             }
             QueueInput::CallbackRequested { call } => self.callback_requested(now, &call),

@@ -60,8 +60,8 @@ use chrono::{NaiveDate, TimeDelta};
 use serde::{Deserialize, Serialize};
 
 use super::types::AgentId;
+use crate::domain::CallCategory;
 use crate::ivr::city::CityId;
-use crate::ivr::flow::CallCategory;
 use crate::ivr::hours::{ClockTime, Days};
 use crate::ticket::model::BusinessArea;
 

@@ -15,7 +15,7 @@ use super::{
     AgentId, AgentState, CallbackResult, LegFailure, Party, PauseReason, QueueAction, QueueInput,
     TransferTarget,
 };
-use crate::ivr::flow::{CallCategory, Urgency};
+use crate::domain::{CallCategory, Urgency};
 use crate::ticket::model::CallId;
 
 const AGENTS: usize = 4;

@@ -8,8 +8,8 @@ use super::types::{
     AgentId, AgentState, CallbackResult, Party, PauseReason, Time, TransferTarget,
     VoiceMessageReason,
 };
+use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
-use crate::ivr::flow::{CallCategory, Urgency};
 use crate::ticket::model::CallId;
 
 /// One `queue_log` row: when, which queue, which call and agent, what.

@@ -6,8 +6,8 @@ use chrono::{DateTime, NaiveDate, TimeDelta};
 
 use super::*;
 use crate::calendar::Calendar;
+use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
-use crate::ivr::flow::{CallCategory, Urgency};
 use crate::ivr::hours::{ClockTime, Days};
 use crate::ticket::model::{BusinessArea, CallId};
 use crate::ticket::units::UnitId;
@@ -955,6 +955,80 @@ fn absent_is_reported_at_shift_start_for_agents_not_signed_in() {
     sim.ready("a0");
     let out = sim.advance(24 * 3_600_000);
     assert!(!has(&out, |a| matches!(a, QueueAction::Absent { .. })));
+}
+
+/// A roster on working days across the turn of 2026 into 2027, the year the shipped
+/// calendar does not have yet (Monday–Friday assumed for it).
+fn roster_into_2027() -> QueuesConfig {
+    let mut cfg = roster_config();
+    for entry in &mut cfg.roster {
+        entry.from = NaiveDate::from_ymd_opt(2026, 12, 1).unwrap_or_default();
+        entry.until = NaiveDate::from_ymd_opt(2027, 1, 31).unwrap_or_default();
+    }
+    cfg
+}
+
+/// The shipped calendar with 2027 added as `hotline calendar add-year` would: New
+/// Year's Day (a Friday) off, Saturday 2027-01-09 worked in lieu.
+fn calendar_with_2027() -> Calendar {
+    let text = include_str!("../../config/calendar/cn-workdays.toml");
+    Calendar::from_toml_str(&format!(
+        "{text}\n[years.2027]\nholidays = [\"2027-01-01\"]\nworkdays = [\"2027-01-09\"]\nin_lieu = []\n"
+    ))
+    .unwrap_or_else(|e| panic!("{e}"))
+}
+
+fn absences(out: &[QueueAction]) -> Vec<Time> {
+    out.iter()
+        .filter_map(|a| match a {
+            QueueAction::Absent { shift_start, .. } => Some(*shift_start),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Issue 15 (calendar years): the duty rosters follow the calendar the running server
+/// reloads. Before 2027 is loaded the roster assumes Friday 2027-01-01 is worked and
+/// would report the agent absent; once `CalendarChanged` brings the year, New Year's
+/// Day has no shift (no absence, not on duty) and the make-up Saturday has one.
+#[test]
+fn rosters_follow_the_calendar_reloaded_while_running() {
+    let evening = at("2026-12-31T18:00:00+08:00");
+    // Without the new year: Friday is a working day by assumption.
+    let mut stale = Sim::at(roster_into_2027(), evening);
+    let out = stale.advance(18 * 3_600_000);
+    assert_eq!(absences(&out), vec![at("2027-01-01T09:00:00+08:00")]);
+
+    let mut sim = Sim::at(roster_into_2027(), evening);
+    sim.advance(3_600_000);
+    let out = sim.input(QueueInput::CalendarChanged(std::sync::Arc::new(
+        calendar_with_2027(),
+    )));
+    assert!(out.is_empty(), "{out:?}");
+    assert!(sim.acd.calendar().loaded_years().contains(&2027));
+    let out = sim.advance(17 * 3_600_000);
+    assert_eq!(absences(&out), Vec::<Time>::new(), "New Year's Day is off");
+    assert!(
+        !sim.acd
+            .on_duty(&agent("a0"), at("2027-01-01T10:00:00+08:00"))
+    );
+    // Saturday 2027-01-09 is worked in lieu: a shift, reported when missed.
+    let out = sim.advance(8 * 24 * 3_600_000);
+    assert!(
+        absences(&out).contains(&at("2027-01-09T09:00:00+08:00")),
+        "{:?}",
+        absences(&out)
+    );
+    assert!(
+        sim.acd
+            .on_duty(&agent("a0"), at("2027-01-09T10:00:00+08:00"))
+    );
+    // A shift already checked is not reported twice when the calendar changes again.
+    let out = sim.input(QueueInput::CalendarChanged(std::sync::Arc::new(
+        calendar_with_2027(),
+    )));
+    assert_eq!(absences(&out), Vec::<Time>::new());
+    assert_eq!(absences(&sim.advance(60_000)), Vec::<Time>::new());
 }
 
 #[test]

@@ -1,46 +1,24 @@
 //! Ids, agent states, and the inputs and actions of the ACD.
 
 use std::collections::BTreeSet;
-use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, FixedOffset};
 use serde::{Deserialize, Serialize};
 
 use super::stats::QueueLogEntry;
+use crate::calendar::Calendar;
+use crate::domain::{CallCategory, Urgency};
 use crate::ivr::city::CityId;
-use crate::ivr::flow::{CallCategory, Urgency};
 use crate::ticket::model::{BusinessArea, CallId};
 use crate::ticket::units::UnitId;
+
+pub use crate::domain::AgentId;
 
 /// Wall-clock time as the ACD sees it (the shell passes the current time, normally in
 /// Asia/Shanghai; the ACD converts where a local date matters).
 pub type Time = DateTime<FixedOffset>;
-
-/// An agent's id: the SIP user name and login id (`[[agents]] id`).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct AgentId(pub String);
-
-impl AgentId {
-    /// An agent id from text.
-    #[must_use]
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-
-    /// The id as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for AgentId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
 
 /// Why an agent is paused: free text from the console or a feature-code digit
 /// (`*13` + reason), or [`PauseReason::MAX_NO_ANSWER`] when the ACD paused them.
@@ -461,6 +439,11 @@ pub enum QueueInput {
     /// Reconcile: every agent leg the dialog layer still has, as `(call, agent)`.
     /// Any agent the ACD holds ringing or on a call without a live leg is released.
     LiveLegs(BTreeSet<(CallId, AgentId)>),
+    /// The working-day calendar in force changed (`hotline calendar add-year`, an edit
+    /// of the calendar file the running server reloaded): duty rosters of
+    /// `days = "working_days"` follow it from now on. Shifts already checked for
+    /// absence are not checked again.
+    CalendarChanged(Arc<Calendar>),
 }
 
 /// Why a call goes to the voice-message flow.

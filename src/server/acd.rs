@@ -51,12 +51,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::clock::WallClock;
 use crate::ivr::city::CityId;
 use crate::queue::{
     Acd, AgentId, AgentState, QueueAction, QueueError, QueueInput, QueueLogEntry, QueueSnapshot,
     QueuesConfig, Time, TransitionReason,
 };
-use crate::server::calls::WallClock;
 use crate::server::sip::SipShell;
 use crate::store::Store;
 use crate::ticket::model::CallId;
@@ -193,7 +193,10 @@ pub struct AcdShell {
     /// Started at the first row (inside the runtime).
     queue_log: std::sync::OnceLock<crate::server::queue_log_writer::QueueLogWriter>,
     /// Where answers, abandons and waits are counted (set by `serve`).
-    metrics: std::sync::OnceLock<Arc<crate::server::metrics::Metrics>>,
+    metrics: std::sync::OnceLock<Arc<crate::metrics::Metrics>>,
+    /// The calendar in force, reloaded when its file changes: fed to the ACD when it
+    /// does ([`AcdShell::follow_calendar`]).
+    calendar: crate::calendar::SharedCalendar,
 }
 
 impl std::fmt::Debug for AcdShell {
@@ -203,13 +206,15 @@ impl std::fmt::Debug for AcdShell {
 }
 
 impl AcdShell {
-    /// The ACD of `config`, every agent logged out and unregistered.
+    /// The ACD of `config`, every agent logged out and unregistered; its duty rosters
+    /// follow `calendar` (a [`crate::calendar::SharedCalendar`] the server reloads, or
+    /// a fixed [`crate::calendar::Calendar`]).
     ///
     /// # Errors
     /// The queue configuration is inconsistent.
     pub fn new(
         config: QueuesConfig,
-        calendar: crate::calendar::Calendar,
+        calendar: impl Into<crate::calendar::SharedCalendar>,
         clock: WallClock,
         store: Option<Store>,
         names: HashMap<AgentId, String>,
@@ -220,7 +225,8 @@ impl AcdShell {
             .map(|a| (a.id.clone(), a.city.clone()))
             .collect();
         let agents = config.agents.iter().map(|a| a.id.clone()).collect();
-        let acd = Acd::new(config, calendar, clock.now(), rand::random())?;
+        let calendar = calendar.into();
+        let acd = Acd::new(config, calendar.current(), clock.now(), rand::random())?;
         let (events, _) = broadcast::channel(1024);
         Ok(Arc::new_cyclic(|me| AcdShell {
             me: me.clone(),
@@ -241,16 +247,38 @@ impl AcdShell {
             sip: Mutex::new(Weak::new()),
             queue_log: std::sync::OnceLock::new(),
             metrics: std::sync::OnceLock::new(),
+            calendar,
         }))
     }
 
+    /// Feeds the ACD the calendar in force when it is not the one the ACD has: the
+    /// server reloads the calendar file when it changes (`hotline calendar add-year`,
+    /// [`crate::server::reminders::reload_calendar`]) and the duty rosters follow it
+    /// without a restart. Called on every pass of the timer loop (at most
+    /// [`RECONCILE_EVERY`] apart).
+    pub fn follow_calendar(&self) {
+        let current = self.calendar.current();
+        let fed = self
+            .inner
+            .lock()
+            .map(|i| Arc::ptr_eq(i.acd.calendar(), &current))
+            .unwrap_or(true);
+        if !fed {
+            info!(
+                years = ?current.loaded_years(),
+                "the duty rosters follow the calendar reloaded"
+            );
+            let _ = self.input(QueueInput::CalendarChanged(current));
+        }
+    }
+
     /// Count queue answers, abandons and waits in `metrics` from now on.
-    pub fn count_in(&self, metrics: Arc<crate::server::metrics::Metrics>) {
+    pub fn count_in(&self, metrics: Arc<crate::metrics::Metrics>) {
         let _ = self.metrics.set(metrics);
     }
 
     /// Start the timer/reconcile task once the SIP shell exists.
-    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::server::sip::Shutdown) {
+    pub fn start(self: &Arc<Self>, sip: &Arc<SipShell>, shutdown: crate::shutdown::Shutdown) {
         if let Ok(mut s) = self.sip.lock() {
             *s = Arc::downgrade(sip);
         }
@@ -618,7 +646,7 @@ impl AcdShell {
         let _ = self.input(QueueInput::LiveLegs(legs));
     }
 
-    async fn timer_loop(self: Arc<Self>, shutdown: crate::server::sip::Shutdown) {
+    async fn timer_loop(self: Arc<Self>, shutdown: crate::shutdown::Shutdown) {
         let mut next_reconcile = Instant::now();
         loop {
             let now_wall = self.clock.now();
@@ -640,6 +668,7 @@ impl AcdShell {
                 _ = shutdown.cancelled() => return,
             }
             self.check_registrations();
+            self.follow_calendar();
             let now = self.clock.now();
             let actions = match self.inner.lock() {
                 Ok(mut inner) => {
@@ -688,8 +717,8 @@ impl AcdShell {
 
     fn log(&self, entry: QueueLogEntry) {
         if let Some(metrics) = self.metrics.get() {
+            use crate::metrics::WaitOutcome;
             use crate::queue::QueueLogEvent;
-            use crate::server::metrics::WaitOutcome;
             match entry.event {
                 QueueLogEvent::Connect { wait_ms, .. } => {
                     metrics.queue_wait_ended(entry.queue.as_str(), WaitOutcome::Answered, wait_ms);
@@ -892,8 +921,8 @@ impl AcdShell {
         from: &AgentId,
         to: &AgentId,
         caller: &str,
-        category: crate::ivr::flow::CallCategory,
-        urgency: crate::ivr::flow::Urgency,
+        category: crate::domain::CallCategory,
+        urgency: crate::domain::Urgency,
     ) {
         let city = self.city_of_call(call);
         self.emit(ConsoleEvent::Queue {
@@ -917,8 +946,8 @@ impl AcdShell {
         call: &CallId,
         agent: &AgentId,
         caller: &str,
-        category: crate::ivr::flow::CallCategory,
-        urgency: crate::ivr::flow::Urgency,
+        category: crate::domain::CallCategory,
+        urgency: crate::domain::Urgency,
     ) {
         let city = self.city_of_call(call);
         let name = |v: serde_json::Result<serde_json::Value>| match v {
@@ -1051,8 +1080,8 @@ mod tests {
                 QueueInput::CallArrived {
                     call: CallId(id.into()),
                     city: CityId::new("jinan"),
-                    category: crate::ivr::flow::CallCategory::Consultation,
-                    urgency: crate::ivr::flow::Urgency::default(),
+                    category: crate::domain::CallCategory::Consultation,
+                    urgency: crate::domain::Urgency::default(),
                     area: None,
                     caller: "13800001111".into(),
                 },
@@ -1112,8 +1141,8 @@ mod tests {
             QueueInput::CallArrived {
                 call: call.clone(),
                 city: CityId::new("jinan"),
-                category: crate::ivr::flow::CallCategory::Consultation,
-                urgency: crate::ivr::flow::Urgency::default(),
+                category: crate::domain::CallCategory::Consultation,
+                urgency: crate::domain::Urgency::default(),
                 area: None,
                 caller: "13800001111".into(),
             },

@@ -24,12 +24,12 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::api::orders::OrdersContext;
+use crate::orders::OrdersContext;
 use crate::store::Store;
 use crate::store::orders::{AppendError, IdempotencyRecord, OrderFilter};
 use crate::ticket::{
-    Actor, CallAttemptResult, CallId, CallLog, Category, Channel, Command, Contact, Context, Order,
-    OrderFields, OrderId, UnitId, Urgency, apply,
+    Actor, CallAttemptResult, CallId, CallLog, Channel, Command, Contact, Context, Order,
+    OrderFields, OrderId, UnitId, apply,
 };
 
 /// The user id idempotency keys of these orders are recorded under.
@@ -49,9 +49,9 @@ pub struct CallOrderSeed {
     /// The city (queue) of the call.
     pub city: Option<String>,
     /// From the IVR.
-    pub category: crate::ivr::flow::CallCategory,
+    pub category: crate::domain::CallCategory,
     /// From the IVR.
-    pub urgency: crate::ivr::flow::Urgency,
+    pub urgency: crate::domain::Urgency,
     /// When the call came in.
     pub received_at: DateTime<FixedOffset>,
 }
@@ -77,6 +77,12 @@ enum Job {
     /// A fact for the orders the call already has (none is opened for it).
     Append {
         seed: CallOrderSeed,
+        log: CallLog,
+        at: DateTime<FixedOffset>,
+    },
+    /// A fact for a known order (an order's callback call).
+    Log {
+        order: OrderId,
         log: CallLog,
         at: DateTime<FixedOffset>,
     },
@@ -160,6 +166,11 @@ impl CallOrders {
             gave_up: None,
             at,
         });
+    }
+
+    /// A call placed from `order` itself (its callback call, H-11 / H-12-3) ended.
+    pub fn order_call(&self, order: OrderId, log: CallLog, at: DateTime<FixedOffset>) {
+        self.send(Job::Log { order, log, at });
     }
 
     /// Attended transfer: agent `from` handed the caller to agent `to`. Logged on the
@@ -248,6 +259,7 @@ async fn worker(
                     );
                 }
             }
+            Job::Log { order, log, at } => writer.log(&order, log, at).await,
             Job::Append { seed, log, at } => match writer.existing_order(&seed).await {
                 Some(order) => writer.log(&order, log, at).await,
                 None => {
@@ -312,10 +324,6 @@ struct Writer<'a> {
     store: &'a Store,
     orders: &'a OrdersContext,
     province_center: &'a UnitId,
-}
-
-fn parse_snake<T: serde::de::DeserializeOwned>(value: &impl serde::Serialize) -> Option<T> {
-    serde_json::from_value(serde_json::to_value(value).ok()?).ok()
 }
 
 impl Writer<'_> {
@@ -410,8 +418,8 @@ impl Writer<'_> {
                 name: String::new(),
                 phone: seed.caller.clone(),
             },
-            category: parse_snake::<Category>(&seed.category).unwrap_or(Category::Consultation),
-            urgency: parse_snake::<Urgency>(&seed.urgency).unwrap_or(Urgency::Normal),
+            category: seed.category.into(),
+            urgency: seed.urgency,
             description: description.to_owned(),
             remarks: format!("call {}", seed.call.0),
             channel: Channel::Phone,
@@ -424,7 +432,7 @@ impl Writer<'_> {
         let ctx = self.ctx(&calendar);
         let actor = Actor::system(city);
         let (created, mut events) = apply(
-            &Order::new(crate::api::orders::new_order_id(now)),
+            &Order::new(crate::orders::new_order_id(now)),
             Command::Create { fields },
             &actor,
             now,

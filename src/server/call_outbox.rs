@@ -2,7 +2,7 @@
 //! record (and its voice message, which must become a callback order) in a journal in
 //! the data directory (`call-records.outbox.jsonl`, fsync'd), written once the database
 //! answers. Writing a record is an upsert by call id, so a replay repeated after a crash
-//! is harmless, and the journal and replay are [`super::journal`]'s.
+//! is harmless, and the journal and replay are [`crate::orders::journal`]'s.
 //!
 //! A record found open at start-up ([`crate::store::Store::close_open_calls`]) whose end
 //! waits here is closed as a crash first and then overwritten by the real end on replay.
@@ -14,11 +14,11 @@ use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
 use crate::ivr::cdr::CallDetailRecord;
-use crate::server::journal::{
+use crate::metrics::{Metrics, OutboxKind};
+use crate::orders::journal::{
     DurableQueue, OutboxError, Queued, Replayed, SharedQueue, replay_loop,
 };
-use crate::server::metrics::{Metrics, OutboxKind};
-use crate::server::sip::Shutdown;
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::calls::VoiceMessage;
 

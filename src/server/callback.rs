@@ -25,32 +25,23 @@
 //! call's work order ([`crate::server::call_orders`]) with its time, agent, result and
 //! recording.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::media::bridge::{RelayDirection, Relayed};
-use crate::media::player::{BargeIn, Player, Playlist};
-use crate::media::recorder::{Channel, WavRecorder, recording_path};
 use crate::queue::{AgentId, CallbackResult, LegFailure, Party, QueueInput};
 use crate::server::acd::{AcdCommand, AcdShell};
-use crate::server::calls::{MediaContext, create_recorder};
+use crate::server::calls::MediaContext;
 use crate::server::outbound::Dial;
-use crate::server::outleg::{
-    DATAGRAM, LegTimer, OutLeg, Prepared, attempt_result, recv_rtcp, recv_rtp,
-};
+use crate::server::outleg::{LegTimer, Side, TwoLegs, Wake, attempt_result};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::LegEvent;
-use crate::sip::endpoint::CallHandle;
 use crate::ticket::model::{CallAttemptResult, CallId};
 
 /// Backstop on the agent's ring (the ACD cancels it after `ring_timeout_secs`).
 const AGENT_RING_BACKSTOP: Duration = Duration::from_secs(180);
-/// Longest callback conversation before the server ends it.
-const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 
 /// One attempt the ACD asked for.
 #[derive(Debug, Clone)]
@@ -77,12 +68,15 @@ pub(crate) fn spawn(
     tokio::spawn(run(acd, shell, ctx, job, command_tx, commands));
 }
 
-fn to_attempt(result: CallbackResult) -> CallAttemptResult {
-    match result {
-        CallbackResult::Answered => CallAttemptResult::Answered,
-        CallbackResult::NoAnswer => CallAttemptResult::NoAnswer,
-        CallbackResult::Busy => CallAttemptResult::Busy,
-        CallbackResult::Unreachable => CallAttemptResult::Unreachable,
+/// How an attempt is written on the work order (the order's callback calls too).
+impl From<CallbackResult> for CallAttemptResult {
+    fn from(result: CallbackResult) -> CallAttemptResult {
+        match result {
+            CallbackResult::Answered => CallAttemptResult::Answered,
+            CallbackResult::NoAnswer => CallAttemptResult::NoAnswer,
+            CallbackResult::Busy => CallAttemptResult::Busy,
+            CallbackResult::Unreachable => CallAttemptResult::Unreachable,
+        }
     }
 }
 
@@ -91,16 +85,7 @@ struct Attempt {
     shell: Arc<SipShell>,
     ctx: Arc<MediaContext>,
     job: CallbackJob,
-    events_tx: mpsc::UnboundedSender<(CallHandle, LegEvent)>,
-    agent: Option<OutLeg>,
-    caller: Option<OutLeg>,
-    to_agent: Option<RelayDirection>,
-    to_caller: Option<RelayDirection>,
-    /// Hold music to the agent while the caller's phone rings.
-    player: Option<Player>,
-    recorder: Option<WavRecorder<std::fs::File>>,
-    recording: Option<PathBuf>,
-    hangup_at: Option<Instant>,
+    legs: TwoLegs,
     /// The final report to the ACD (sent once the task has let go of its legs).
     report: Option<QueueInput>,
     done: bool,
@@ -114,32 +99,18 @@ async fn run(
     command_tx: mpsc::UnboundedSender<AcdCommand>,
     mut commands: mpsc::UnboundedReceiver<AcdCommand>,
 ) {
-    let (events_tx, mut events) = mpsc::unbounded_channel();
     let mut attempt = Attempt {
         acd: acd.clone(),
         shell,
         ctx: ctx.clone(),
+        legs: TwoLegs::new(format!("{}-callback", job.call.0)),
         job: job.clone(),
-        events_tx,
-        agent: None,
-        caller: None,
-        to_agent: None,
-        to_caller: None,
-        player: None,
-        recorder: None,
-        recording: None,
-        hangup_at: None,
         report: None,
         done: false,
     };
     attempt.ring_agent(Instant::now()).await;
-    let mut agent_buf = [0u8; DATAGRAM];
-    let mut caller_buf = [0u8; DATAGRAM];
-    let mut agent_rtcp = [0u8; DATAGRAM];
-    let mut caller_rtcp = [0u8; DATAGRAM];
     let mut commands_open = true;
     while !attempt.done {
-        let deadline = tokio::time::Instant::from_std(attempt.next_deadline());
         let command = async {
             if commands_open {
                 commands.recv().await
@@ -148,35 +119,17 @@ async fn run(
             }
         };
         tokio::select! {
-            r = recv_rtp(attempt.agent.as_ref(), &mut agent_buf) => {
-                if let Ok((n, from)) = r {
-                    attempt.on_agent_rtp(Instant::now(), from, &mut agent_buf, n);
+            wake = attempt.legs.wait() => match wake {
+                Wake::Event(leg, event) => attempt.on_event(Instant::now(), leg, event).await,
+                Wake::Timers { agent, caller, max_call } => {
+                    attempt.on_timers(Instant::now(), agent, caller, max_call);
                 }
-            }
-            r = recv_rtp(attempt.caller.as_ref(), &mut caller_buf) => {
-                if let Ok((n, from)) = r {
-                    attempt.on_caller_rtp(Instant::now(), from, &mut caller_buf, n);
-                }
-            }
-            r = recv_rtcp(attempt.agent.as_ref(), &mut agent_rtcp) => {
-                if let (Ok((n, from)), Some(leg)) = (r, attempt.agent.as_mut()) {
-                    leg.receive_rtcp(Instant::now(), from, agent_rtcp.get(..n).unwrap_or_default());
-                }
-            }
-            r = recv_rtcp(attempt.caller.as_ref(), &mut caller_rtcp) => {
-                if let (Ok((n, from)), Some(leg)) = (r, attempt.caller.as_mut()) {
-                    leg.receive_rtcp(Instant::now(), from, caller_rtcp.get(..n).unwrap_or_default());
-                }
-            }
-            event = events.recv() => match event {
-                Some((leg, event)) => attempt.on_event(Instant::now(), leg, event).await,
-                None => attempt.done = true,
+                Wake::Closed => attempt.done = true,
             },
             command = command => match command {
                 Some(command) => attempt.on_command(Instant::now(), command),
                 None => commands_open = false,
             },
-            _ = tokio::time::sleep_until(deadline) => attempt.on_timers(Instant::now()),
         }
     }
     attempt.finish(Instant::now(), &command_tx);
@@ -197,7 +150,7 @@ impl Attempt {
             orders.callback_attempt(
                 &self.job.call,
                 self.agent_id().as_str(),
-                to_attempt(result),
+                result.into(),
                 recording,
                 self.wall(),
             );
@@ -212,20 +165,8 @@ impl Attempt {
         self.done = true;
     }
 
-    fn hang_up(&mut self, now: Instant, agent: bool) {
-        let leg = if agent {
-            self.agent.as_mut()
-        } else {
-            self.caller.as_mut()
-        };
-        if let Some(leg) = leg
-            && !leg.ended
-        {
-            leg.ended = true;
-            leg.ring_until = None;
-            let handle = leg.handle;
-            self.shell.drive(|ep| ep.call_hangup(now, handle));
-        }
+    fn hang_up(&mut self, now: Instant, side: Side) {
+        self.legs.hang_up(&self.shell, now, side);
     }
 
     async fn ring_agent(&mut self, now: Instant) {
@@ -246,30 +187,23 @@ impl Attempt {
             self.end_with(Some(failed(LegFailure::Unreachable)));
             return;
         };
-        let Some(prepared) = Prepared::open(&self.ctx).await else {
-            warn!(call = %self.job.call.0, "callback: no RTP ports for the agent leg");
+        let rung = self
+            .legs
+            .ring_agent(
+                &self.shell,
+                &self.ctx,
+                now,
+                &contact,
+                &self.job.number,
+                AGENT_RING_BACKSTOP,
+            )
+            .await;
+        if let Err(e) = rung {
+            warn!(call = %self.job.call.0, %e, "callback: the agent leg was not placed");
             self.end_with(Some(failed(LegFailure::Unreachable)));
             return;
-        };
-        let body = prepared.body();
-        let shell = self.shell.clone();
-        let tx = self.events_tx.clone();
-        let number = self.job.number.clone();
-        let dialled = self.shell.drive(|ep| {
-            let leg = ep.call_dial(now, &contact, &number, body);
-            // Registered while the endpoint is locked: no event of the leg can be lost.
-            shell.calls().route_leg(leg, tx);
-            leg
-        });
-        let Some(handle) = dialled else {
-            prepared.release(&self.ctx);
-            self.end_with(Some(failed(LegFailure::Unreachable)));
-            return;
-        };
+        }
         info!(call = %self.job.call.0, %agent, "callback: ringing the reserved agent");
-        let mut leg = prepared.dialled(handle, Some(now + AGENT_RING_BACKSTOP));
-        leg.peer_ip = Some(contact.source.addr.ip());
-        self.agent = Some(leg);
     }
 
     /// The agent is on: dial the caller through the trunk (the outbound rule first).
@@ -286,37 +220,27 @@ impl Attempt {
                 return;
             }
         };
-        let Some(prepared) = Prepared::open(&self.ctx).await else {
-            warn!(call = %self.job.call.0, "callback: no RTP ports for the caller leg");
+        let dialled = self
+            .legs
+            .dial_caller(&self.shell, &self.ctx, now, &permit, self.job.caller_ring)
+            .await;
+        if let Err(e) = dialled {
+            warn!(call = %self.job.call.0, %e, "callback: the caller leg was not placed");
             self.caller_failed(now, CallbackResult::Unreachable);
             return;
-        };
-        let body = prepared.body();
-        let shell = self.shell.clone();
-        let tx = self.events_tx.clone();
-        let dialled = self.shell.drive(|ep| {
-            let leg = permit.place(ep, now, body);
-            shell.calls().route_leg(leg, tx);
-            leg
-        });
-        let Some(handle) = dialled else {
-            prepared.release(&self.ctx);
-            self.caller_failed(now, CallbackResult::Unreachable);
-            return;
-        };
+        }
         info!(
             call = %self.job.call.0,
             number = %crate::ticket::privacy::mask_phone(permit.number()),
             "callback: dialling the caller through the trunk"
         );
-        self.caller = Some(prepared.dialled(handle, Some(now + self.job.caller_ring)));
     }
 
     /// The caller leg did not connect: the agent is released, the ACD retries later.
     fn caller_failed(&mut self, now: Instant, result: CallbackResult) {
         info!(call = %self.job.call.0, result = %crate::logfmt::word(&result), "callback attempt failed");
-        self.hang_up(now, false);
-        self.hang_up(now, true);
+        self.hang_up(now, Side::Caller);
+        self.hang_up(now, Side::Agent);
         self.log_attempt(result, None);
         let report = QueueInput::CallbackOutcome {
             call: self.job.call.clone(),
@@ -325,13 +249,16 @@ impl Attempt {
         self.end_with(Some(report));
     }
 
-    async fn on_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
-        if self.agent.as_ref().is_some_and(|a| a.handle == leg) {
-            self.on_agent_event(now, event).await;
-        } else if self.caller.as_ref().is_some_and(|c| c.handle == leg) {
-            self.on_caller_event(now, event);
-        } else {
-            debug!(?leg, ?event, "callback: event of an unknown leg");
+    async fn on_event(
+        &mut self,
+        now: Instant,
+        leg: crate::sip::endpoint::CallHandle,
+        event: LegEvent,
+    ) {
+        match self.legs.side_of(leg) {
+            Some(Side::Agent) => self.on_agent_event(now, event).await,
+            Some(Side::Caller) => self.on_caller_event(now, event),
+            None => debug!(?leg, ?event, "callback: event of an unknown leg"),
         }
     }
 
@@ -341,13 +268,12 @@ impl Attempt {
         let agent = self.agent_id().clone();
         match event {
             LegEvent::Answered { sdp } => {
-                let ok = match (self.agent.as_mut(), sdp) {
-                    (Some(leg), Some(sdp)) => leg.answered(now, &sdp, media_timeout),
-                    _ => false,
-                };
-                if !ok {
+                if !self
+                    .legs
+                    .answered(Side::Agent, now, sdp.as_deref(), media_timeout)
+                {
                     warn!(call = %call.0, "callback: the agent's SDP answer is unusable");
-                    self.hang_up(now, true);
+                    self.hang_up(now, Side::Agent);
                     self.end_with(Some(QueueInput::AgentLegFailed {
                         call,
                         agent,
@@ -369,17 +295,12 @@ impl Attempt {
                 if self.done || !on_call {
                     return;
                 }
-                let hold = self
-                    .ctx
-                    .playlist(&[crate::ivr::prompt::PromptRef::prompt("hold_music")]);
-                self.player = Some(Player::new(Playlist::looping(hold), now, BargeIn::Ignore));
+                self.legs.hold(&self.ctx, now);
                 self.dial_caller(now).await;
             }
             LegEvent::Ended { reason, .. } => {
-                let answered = self.agent.as_ref().is_some_and(|l| l.session.is_some());
-                if let Some(leg) = self.agent.as_mut() {
-                    leg.ended = true;
-                }
+                let answered = self.legs.was_answered(Side::Agent);
+                self.legs.mark_ended(Side::Agent);
                 if !answered {
                     let failure = crate::server::calls::leg_failure(reason);
                     info!(call = %call.0, %agent, %reason, "callback: the agent did not take it");
@@ -390,14 +311,13 @@ impl Attempt {
                     }));
                     return;
                 }
-                let bridged = self.caller.as_ref().is_some_and(OutLeg::is_up);
-                if bridged {
+                if self.legs.is_up(Side::Caller) {
                     info!(call = %call.0, "callback: the agent hung up");
                     self.end_bridged(now, Party::Agent);
                 } else {
                     // The agent left while the caller's phone rang: this attempt failed.
                     info!(call = %call.0, "callback: the agent hung up before the caller answered");
-                    self.hang_up(now, false);
+                    self.hang_up(now, Side::Caller);
                     self.log_attempt(CallbackResult::NoAnswer, None);
                     self.end_with(Some(QueueInput::CallEnded {
                         call,
@@ -405,18 +325,9 @@ impl Attempt {
                     }));
                 }
             }
-            LegEvent::Reinvite { .. } => {
-                if let Some(handle) = self.agent.as_ref().map(|l| l.handle) {
-                    self.shell
-                        .drive(|ep| ep.call_reject_reinvite(now, handle, 488));
-                }
-            }
-            LegEvent::Refer { .. } => {
-                // Transfers of callbacks are not offered.
-                if let Some(handle) = self.agent.as_ref().map(|l| l.handle) {
-                    self.shell
-                        .drive(|ep| ep.call_reject_refer(now, handle, 403));
-                }
+            // Transfers of callbacks are not offered.
+            event @ (LegEvent::Reinvite { .. } | LegEvent::Refer { .. }) => {
+                self.legs.refuse(&self.shell, now, Side::Agent, &event);
             }
             other => debug!(call = %call.0, ?other, "callback: agent leg event"),
         }
@@ -427,11 +338,10 @@ impl Attempt {
         let call = self.job.call.clone();
         match event {
             LegEvent::Answered { sdp } => {
-                let ok = match (self.caller.as_mut(), sdp) {
-                    (Some(leg), Some(sdp)) => leg.answered(now, &sdp, media_timeout),
-                    _ => false,
-                };
-                if !ok {
+                if !self
+                    .legs
+                    .answered(Side::Caller, now, sdp.as_deref(), media_timeout)
+                {
                     warn!(call = %call.0, "callback: the caller side's SDP answer is unusable");
                     self.caller_failed(now, CallbackResult::Unreachable);
                     return;
@@ -439,10 +349,8 @@ impl Attempt {
                 self.bridge(now);
             }
             LegEvent::Ended { reason, .. } => {
-                let answered = self.caller.as_ref().is_some_and(|l| l.session.is_some());
-                if let Some(leg) = self.caller.as_mut() {
-                    leg.ended = true;
-                }
+                let answered = self.legs.was_answered(Side::Caller);
+                self.legs.mark_ended(Side::Caller);
                 if answered {
                     info!(call = %call.0, "callback: the caller hung up");
                     self.end_bridged(now, Party::Caller);
@@ -450,11 +358,8 @@ impl Attempt {
                     self.caller_failed(now, attempt_result(reason));
                 }
             }
-            LegEvent::Reinvite { .. } => {
-                if let Some(handle) = self.caller.as_ref().map(|l| l.handle) {
-                    self.shell
-                        .drive(|ep| ep.call_reject_reinvite(now, handle, 488));
-                }
+            event @ LegEvent::Reinvite { .. } => {
+                self.legs.refuse(&self.shell, now, Side::Caller, &event);
             }
             other => debug!(call = %call.0, ?other, "callback: caller leg event"),
         }
@@ -463,47 +368,31 @@ impl Attempt {
     /// The caller answered: bridge to the agent, record, tell the ACD and the order.
     fn bridge(&mut self, now: Instant) {
         let call = self.job.call.clone();
-        self.player = None;
-        let (Some(agent), Some(caller)) = (self.agent.as_ref(), self.caller.as_ref()) else {
+        if !self
+            .legs
+            .bridge(&self.ctx, now, &format!("{}-callback", call.0))
+        {
             return;
-        };
-        let (Some(agent_media), Some(caller_media)) = (agent.media(), caller.media()) else {
-            return;
-        };
-        self.to_agent = agent.relay_into(caller_media);
-        self.to_caller = caller.relay_into(agent_media);
-        let date = self.wall().date_naive();
-        let path = recording_path(
-            &self.ctx.recordings_dir,
-            date,
-            &format!("{}-callback", call.0),
-        );
-        match create_recorder(&path, now, true) {
-            Ok(r) => {
-                self.recorder = Some(r);
-                self.recording = Some(path);
-            }
-            Err(e) => {
-                crate::server::metrics::recording_failed();
-                warn!(call = %call.0, %e, "callback recording not started; the call goes on");
-            }
         }
-        self.hangup_at = Some(now + MAX_CALL);
-        info!(call = %call.0, agent = %self.job.agent, recording = %crate::logfmt::word(&self.recording), "callback: the caller answered; bridged");
+        let recording = self
+            .legs
+            .recording
+            .as_ref()
+            .map(|p| p.display().to_string());
+        info!(call = %call.0, agent = %self.job.agent, recording = %crate::logfmt::word(&recording), "callback: the caller answered; bridged");
         if let Err(e) = self.acd.input(QueueInput::CallbackOutcome {
             call: call.clone(),
             result: CallbackResult::Answered,
         }) {
             debug!(call = %call.0, %e, "callback answer not taken by the ACD");
         }
-        let recording = self.recording.as_ref().map(|p| p.display().to_string());
         self.log_attempt(CallbackResult::Answered, recording);
     }
 
     /// A bridged callback ends (`who` hung up): the other leg too.
     fn end_bridged(&mut self, now: Instant, who: Party) {
-        self.hang_up(now, true);
-        self.hang_up(now, false);
+        self.hang_up(now, Side::Agent);
+        self.hang_up(now, Side::Caller);
         self.ctx.outbound.callback_done(&self.job.call);
         if let Some(orders) = self.ctx.call_orders() {
             orders.callback_completed(&self.job.call, self.wall());
@@ -522,144 +411,47 @@ impl Attempt {
                 // The ACD let go of this attempt (ring timeout, an answer it no longer
                 // wanted): nothing more is reported.
                 info!(call = %self.job.call.0, %agent, "callback: the ACD lets go of the attempt");
-                self.hang_up(now, true);
-                self.hang_up(now, false);
+                self.hang_up(now, Side::Agent);
+                self.hang_up(now, Side::Caller);
                 self.end_with(None);
             }
             other => debug!(call = %self.job.call.0, ?other, "callback: ACD command ignored"),
         }
     }
 
-    fn on_agent_rtp(&mut self, now: Instant, from: std::net::SocketAddr, buf: &mut [u8], n: usize) {
-        let Some(agent) = self.agent.as_mut() else {
-            return;
-        };
-        if !agent.accept(now, from, buf.get(..n).unwrap_or_default()) {
-            return;
-        }
-        let (Some(relay), Some(caller)) = (self.to_caller.as_mut(), self.caller.as_mut()) else {
-            return;
-        };
-        let Some(out) = caller.outbound() else {
-            return;
-        };
-        let mut pcm = [0i16; DATAGRAM];
-        let Ok(relayed) = relay.relay(now, buf, n, Some(&mut pcm), out) else {
-            return;
-        };
-        let (len, decoded) = match relayed {
-            Relayed::Audio { len, decoded, .. } => (len, decoded),
-            Relayed::Dtmf { len, .. } => (len, 0),
-            Relayed::Dropped(_) => return,
-        };
-        caller.send_relayed(now, buf.get(..len).unwrap_or_default(), &relayed);
-        if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) =
-                recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
-        {
-            crate::server::metrics::recording_failed();
-            warn!(call = %self.job.call.0, %e, "callback recording failed; the call goes on");
-        }
-    }
-
-    fn on_caller_rtp(
-        &mut self,
-        now: Instant,
-        from: std::net::SocketAddr,
-        buf: &mut [u8],
-        n: usize,
-    ) {
-        let Some(caller) = self.caller.as_mut() else {
-            return;
-        };
-        if !caller.accept(now, from, buf.get(..n).unwrap_or_default()) {
-            return;
-        }
-        let (Some(relay), Some(agent)) = (self.to_agent.as_mut(), self.agent.as_mut()) else {
-            return;
-        };
-        let Some(out) = agent.outbound() else {
-            return;
-        };
-        let mut pcm = [0i16; DATAGRAM];
-        let Ok(relayed) = relay.relay(now, buf, n, Some(&mut pcm), out) else {
-            return;
-        };
-        let (len, decoded) = match relayed {
-            Relayed::Audio { len, decoded, .. } => (len, decoded),
-            Relayed::Dtmf { len, .. } => (len, 0),
-            Relayed::Dropped(_) => return,
-        };
-        agent.send_relayed(now, buf.get(..len).unwrap_or_default(), &relayed);
-        if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) =
-                recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
-        {
-            crate::server::metrics::recording_failed();
-            warn!(call = %self.job.call.0, %e, "callback recording failed; the call goes on");
-        }
-    }
-
-    fn next_deadline(&self) -> Instant {
-        [
-            self.agent.as_ref().and_then(OutLeg::poll_timeout),
-            self.caller.as_ref().and_then(OutLeg::poll_timeout),
-            self.player.as_ref().and_then(Player::poll_timeout),
-            self.recorder.as_ref().map(WavRecorder::poll_timeout),
-            self.hangup_at,
-        ]
-        .into_iter()
-        .flatten()
-        .min()
-        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
-    }
-
-    fn on_timers(&mut self, now: Instant) {
-        let agent_timer = self.agent.as_mut().map(|l| l.timers(now));
-        let caller_timer = self.caller.as_mut().map(|l| l.timers(now));
-        if let (Some(player), Some(agent)) = (self.player.as_mut(), self.agent.as_mut()) {
-            agent.play(now, player);
-        }
-        if let Some(recorder) = self.recorder.as_mut()
-            && let Err(e) = recorder.tick(now)
-        {
-            crate::server::metrics::recording_failed();
-            warn!(call = %self.job.call.0, %e, "callback recording failed; the call goes on");
-        }
-        match agent_timer {
-            Some(LegTimer::RingTimeout) => {
+    fn on_timers(&mut self, now: Instant, agent: LegTimer, caller: LegTimer, max_call: bool) {
+        match agent {
+            LegTimer::RingTimeout => {
                 info!(call = %self.job.call.0, "callback: the agent's phone rang out (backstop)");
-                self.hang_up(now, true);
+                self.hang_up(now, Side::Agent);
             }
-            Some(LegTimer::MediaTimeout) => {
+            LegTimer::MediaTimeout => {
                 info!(call = %self.job.call.0, "callback: media timeout on the agent leg");
                 self.media_timeout(now);
                 return;
             }
-            _ => {}
+            LegTimer::Quiet => {}
         }
-        match caller_timer {
-            Some(LegTimer::RingTimeout) => {
+        match caller {
+            LegTimer::RingTimeout => {
                 info!(call = %self.job.call.0, "callback: the caller did not answer in time");
                 // CANCEL: the leg's end (Cancelled) reports the attempt as not answered.
-                self.hang_up(now, false);
+                self.hang_up(now, Side::Caller);
                 self.caller_failed(now, CallbackResult::NoAnswer);
             }
-            Some(LegTimer::MediaTimeout) => {
+            LegTimer::MediaTimeout => {
                 info!(call = %self.job.call.0, "callback: media timeout on the caller leg");
                 self.media_timeout(now);
             }
-            _ => {}
+            LegTimer::Quiet => {}
         }
-        if self.hangup_at.is_some_and(|t| now >= t) {
-            self.hangup_at = None;
+        if max_call {
             self.end_bridged(now, Party::System);
         }
     }
 
     fn media_timeout(&mut self, now: Instant) {
-        let bridged = self.caller.as_ref().is_some_and(|l| l.session.is_some());
-        if bridged {
+        if self.legs.was_answered(Side::Caller) {
             self.end_bridged(now, Party::System);
         } else {
             self.caller_failed(now, CallbackResult::Unreachable);
@@ -668,28 +460,24 @@ impl Attempt {
 
     /// Let go of everything, then send the final report (so a retry the report starts
     /// at once finds this attempt gone).
-    fn finish(mut self, now: Instant, command_tx: &mpsc::UnboundedSender<AcdCommand>) {
-        self.hang_up(now, true);
-        self.hang_up(now, false);
-        if let Some(recorder) = self.recorder.take()
-            && let Err(e) = recorder.finish()
+    fn finish(self, now: Instant, command_tx: &mpsc::UnboundedSender<AcdCommand>) {
+        let Attempt {
+            acd,
+            shell,
+            ctx,
+            job,
+            legs,
+            report,
+            ..
+        } = self;
+        legs.finish(&shell, &ctx, now);
+        acd.leg_held(&job.call, &job.agent, false);
+        acd.callback_task_ended(&job.call, command_tx);
+        if let Some(report) = report
+            && let Err(e) = acd.input(report)
         {
-            crate::server::metrics::recording_failed();
-            warn!(call = %self.job.call.0, %e, "callback recording incomplete");
+            debug!(call = %job.call.0, %e, "callback report not taken by the ACD");
         }
-        for leg in [self.agent.take(), self.caller.take()]
-            .into_iter()
-            .flatten()
-        {
-            leg.release(&self.ctx);
-        }
-        self.acd.leg_held(&self.job.call, &self.job.agent, false);
-        self.acd.callback_task_ended(&self.job.call, command_tx);
-        if let Some(report) = self.report.take()
-            && let Err(e) = self.acd.input(report)
-        {
-            debug!(call = %self.job.call.0, %e, "callback report not taken by the ACD");
-        }
-        self.acd.callback_settled(&self.job.call);
+        acd.callback_settled(&job.call);
     }
 }

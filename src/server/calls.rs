@@ -12,7 +12,9 @@
 //! closes the sockets and releases the ports, whatever ended it (BYE, CANCEL, media
 //! timeout, end of the prompt, the server's maximum call time).
 //!
-//! A task's B-legs: the agent leg (ring-all forks: `calls/ring_all.rs`); an agent's call to
+//! A task's B-legs, decided by the call's core (`crate::call`) and placed here: agent legs
+//! (ring-all: several at once, `calls/legs.rs`) and a unit's (`calls/unit_transfer.rs`);
+//! an agent's call to
 //! another agent is its own task, whose leg to the consulted agent can be handed to the
 //! caller's task in an attended transfer (`calls/attended.rs`, [`CallRouter`] carries
 //! the tasks' control messages).
@@ -28,10 +30,10 @@ use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
-use crate::call::{Call, CallInput, CallOutput, CallPrompts, Peer, QueueCue, Repeat};
+use crate::call::{Call, CallInput, CallOutput, CallPrompts, LegId, LegTarget, QueueCue, Repeat};
 use crate::config::MediaEncryption;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
-use crate::ivr::cdr::{AgentFailureCause, AgentStage, CdrBuilder, HangupParty};
+use crate::ivr::cdr::{AgentFailureCause, CdrBuilder, HangupParty};
 use crate::ivr::city::{
     CityEntry, CityId, CityLookup, CityResolution, CityResolver, MobilePrefixTable,
 };
@@ -66,25 +68,7 @@ const FRAME_BYTES: usize = 160;
 /// Receive buffer: larger than any RTP datagram we accept.
 const DATAGRAM: usize = 2048;
 
-/// Wall clock with an optional offset (`--now` / `HOTLINE_FAKE_NOW`) for decisions only
-/// (hours, dates of recordings, CDR times); timers always run on the monotonic clock.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct WallClock {
-    offset: chrono::Duration,
-}
-
-impl WallClock {
-    /// A clock that reads `fake_now` at the moment of the call.
-    pub fn starting_at(fake_now: chrono::DateTime<chrono::FixedOffset>) -> WallClock {
-        WallClock {
-            offset: fake_now.with_timezone(&chrono::Utc) - chrono::Utc::now(),
-        }
-    }
-
-    pub fn now(&self) -> chrono::DateTime<chrono::FixedOffset> {
-        (chrono::Utc::now() + self.offset).with_timezone(&crate::calendar::shanghai())
-    }
-}
+pub use crate::clock::WallClock;
 
 /// Shared settings and resources of the media plane.
 #[derive(Debug)]
@@ -258,8 +242,9 @@ impl MediaContext {
         let acd = match config.queues.clone() {
             Some(queues) => Some(AcdShell::new(
                 queues,
-                // The ACD's rosters keep the calendar of start-up.
-                (*calendar.current()).clone(),
+                // The rosters follow the calendar in force (reloaded when its file
+                // changes).
+                calendar.clone(),
                 clock,
                 store.clone(),
                 config
@@ -379,9 +364,9 @@ impl MediaContext {
     }
 
     /// Store a finished call's record; while the database is unavailable, queue it.
-    async fn store_call_record(
+    pub(crate) async fn store_call_record(
         &self,
-        handle: CallHandle,
+        handle: impl std::fmt::Display,
         record: &crate::ivr::cdr::CallDetailRecord,
         message: Option<&VoiceMessage>,
     ) {
@@ -416,7 +401,7 @@ impl MediaContext {
     pub fn start_call_orders(
         &self,
         store: Store,
-        orders: Arc<crate::api::orders::OrdersContext>,
+        orders: Arc<crate::orders::OrdersContext>,
         province_center: crate::ticket::UnitId,
     ) {
         let _ = self
@@ -916,18 +901,15 @@ struct CallMedia {
     hangup_at: Option<Instant>,
     /// We asked the endpoint to end the call; waiting for `Ended` until this moment.
     ending_since: Option<Instant>,
-    /// The B-leg to an agent, once dialled.
+    /// The B-leg to the agent the caller is bridged to (a consultation: the consulted
+    /// agent's, ringing or answered).
     agent: Option<AgentLeg>,
-    /// The IVR handed the call over: ring an agent (async, from the run loop).
-    pending_dial: Option<DialFor>,
+    /// The other agent legs the core dialled: ringing (ring-all: several), or ending.
+    legs: Vec<AgentLeg>,
+    /// Legs the core asked for, placed from the run loop (opening ports awaits).
+    pending_legs: Vec<(LegId, LegTarget)>,
     /// The call is in the ACD under this id.
     queue: Option<QueueLink>,
-    /// The agent the ACD asked to ring (dialled from the run loop).
-    pending_agent: Option<AgentId>,
-    /// Ring-all: more legs ringing in parallel with `agent` (`calls/ring_all.rs`).
-    forks: Vec<AgentLeg>,
-    /// Ring-all: agents to ring in parallel (dialled from the run loop).
-    pending_forks: Vec<AgentId>,
     /// The ACD's command channel, handed to the run loop once.
     new_acd_rx: Option<mpsc::UnboundedReceiver<AcdCommand>>,
     /// Other call tasks' requests (`TaskControl`), handed to the run loop once.
@@ -936,8 +918,6 @@ struct CallMedia {
     transfer: attended::TransferState,
     /// The caller's leg to a unit's outside number (transfer, `unit_transfer.rs`).
     unit: Option<Box<unit_transfer::UnitLeg>>,
-    /// The unit to dial (from the run loop).
-    pending_unit: Option<crate::ticket::units::UnitId>,
 }
 
 /// A call the ACD owns (waiting, ringing an agent or bridged).
@@ -946,30 +926,10 @@ struct QueueLink {
     call: CallId,
     category: CallCategory,
     urgency: Urgency,
-    /// The ACD let go (voice message, callback, survey, unit): no more reports.
-    released: bool,
-}
-
-/// Why an agent is rung, and so what happens when nobody answers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DialFor {
-    /// The city's after-hours duty list (urgent); nobody → the IVR offers a message.
-    DutyList,
-    /// The ACD's choice of agent: every outcome is reported to the ACD.
-    Acd,
-}
-
-impl std::fmt::Display for DialFor {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            DialFor::DutyList => "duty_list",
-            DialFor::Acd => "acd",
-        })
-    }
 }
 
 mod attended;
-mod ring_all;
+mod legs;
 
 /// A G.711 RTP session for one leg: random SSRC, first sequence number and timestamp
 /// (RFC 3550 §5.1), CNAME `cname`, ended after `media_timeout` without media (`None`
@@ -991,39 +951,22 @@ pub(crate) fn leg_rtp_session(
     session
 }
 
-/// How a failed agent leg counts for the ACD.
-pub(crate) fn leg_failure(reason: EndReason) -> LegFailure {
-    match reason {
-        EndReason::Rejected { status: 486 | 600 } => LegFailure::Busy,
-        EndReason::Rejected { status: 603 } => LegFailure::Rejected,
-        EndReason::Rejected {
-            status: 408 | 480 | 487,
-        }
-        | EndReason::Cancelled
-        | EndReason::LocalHangup => LegFailure::NoAnswer,
-        _ => LegFailure::Unreachable,
-    }
-}
+pub(crate) use crate::call::leg_failure;
 use attended::TaskControl;
-/// An offered phone that has not even sent 180 Ringing after this long (the INVITE was
-/// retransmitted twice) when the ring times out is taken as gone.
-const SILENT_PHONE: Duration = Duration::from_secs(3);
 
-/// How long an agent's phone rings before the caller falls back to the queue stand-in.
+/// How long a consulted agent's phone rings.
 const AGENT_RING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Our leg to an agent and the bridge to it.
 struct AgentLeg {
-    reason: DialFor,
+    /// The call core's name for it (`None`: a consultation's leg, no core).
+    id: Option<LegId>,
     handle: CallHandle,
     agent: String,
     /// The registered contact rung (dropped from the registrar if the phone vanishes).
     contact: crate::sip::message::Uri,
     /// Where the phone's SIP comes from (its media may come from there too, behind NAT).
     peer_ip: Option<IpAddr>,
-    /// The phone answered the INVITE with 180/183: it is there.
-    ringing: bool,
-    dialled_at: Instant,
     ports: PortPair,
     rtp: UdpSocket,
     rtcp: UdpSocket,
@@ -1034,7 +977,7 @@ struct AgentLeg {
     negotiated: Option<Negotiated>,
     to_agent: Option<RelayDirection>,
     to_caller: Option<RelayDirection>,
-    ring_until: Option<Instant>,
+    /// We sent CANCEL or BYE (or the media timeout ended it).
     ended: bool,
     /// Our SDES key in the offer and the agent's policy (`None`: plain RTP offered).
     srtp_offer: Option<(SdesCrypto, MediaEncryption)>,
@@ -1088,16 +1031,13 @@ impl CallMedia {
             hangup_at: Some(now + ctx.max_test_call),
             ending_since: None,
             agent: None,
-            pending_dial: None,
+            legs: Vec::new(),
+            pending_legs: Vec::new(),
             queue: None,
-            pending_agent: None,
-            forks: Vec::new(),
-            pending_forks: Vec::new(),
             new_acd_rx: None,
             control_rx: None,
             transfer: attended::TransferState::default(),
             unit: None,
-            pending_unit: None,
         };
         match service {
             Service::Test(extension) => call.start_test(&extension, incoming, now),
@@ -1178,7 +1118,7 @@ impl CallMedia {
                         self.recording = Some(path);
                     }
                     Err(e) => {
-                        crate::server::metrics::recording_failed();
+                        crate::metrics::recording_failed();
                         warn!(%handle, %e, "recording not started; the call goes on");
                     }
                 }
@@ -1210,8 +1150,6 @@ impl CallMedia {
                 .as_ref()
                 .and_then(|a| a.session.as_ref())
                 .and_then(RtpSession::poll_timeout),
-            self.agent.as_ref().and_then(|a| a.ring_until),
-            self.forks.iter().filter_map(|f| f.ring_until).min(),
             self.transfer.deadline(),
             self.unit_deadline(),
             self.hotline
@@ -1244,14 +1182,8 @@ impl CallMedia {
             if let Some(rx) = self.control_rx.take() {
                 control_rx = Some(rx);
             }
-            if let Some(reason) = self.pending_dial.take() {
-                self.dial_agent(Instant::now(), reason).await;
-            }
-            if !self.pending_forks.is_empty() {
-                self.dial_forks(Instant::now()).await;
-            }
-            if let Some(unit) = self.pending_unit.take() {
-                self.dial_unit(Instant::now(), unit).await;
+            if !self.pending_legs.is_empty() {
+                self.place_legs(Instant::now()).await;
             }
             let acd_command = async {
                 match acd_rx.as_mut() {
@@ -1332,94 +1264,18 @@ impl CallMedia {
         }
     }
 
-    /// Ring the agent the ACD chose, or after hours the city's duty list (its first
-    /// registered agent); when nobody can be rung, say so (to the ACD, or to the call).
-    async fn dial_agent(&mut self, now: Instant, reason: DialFor) {
-        let handle = self.handle;
-        let city = self.hotline.as_ref().and_then(|h| h.city.clone());
-        let agents: Vec<String> = city
-            .as_ref()
-            .and_then(|c| self.ctx.hotline.as_ref()?.cities.get(c.as_str()))
-            .map(|c| match reason {
-                DialFor::DutyList => c.duty_list.clone(),
-                DialFor::Acd => Vec::new(),
-            })
-            .unwrap_or_default();
-        let agents = match (reason, self.pending_agent.take()) {
-            (DialFor::Acd, Some(agent)) => vec![agent.0],
-            _ => agents,
-        };
-        let contacts = self
-            .shell
-            .drive(|ep| ep.agent_contacts(now, &agents))
-            .unwrap_or_default();
-        let acd_agent = (reason == DialFor::Acd)
-            .then(|| agents.first().cloned())
-            .flatten();
-        if self.agent.is_some() {
-            // A leg already rings (ring-all): this one rings in parallel.
-            if let Some(agent) = acd_agent {
-                self.pending_forks.push(AgentId::new(agent));
-            }
-            return;
-        }
-        let Some(contact) = contacts.into_iter().next() else {
-            info!(%handle, city = %crate::logfmt::word(&city.as_ref().map(CityId::as_str)), "no registered agent in the city");
-            if let Some(agent) = acd_agent {
-                self.report_leg_failed(&AgentId::new(agent), LegFailure::Unreachable);
-            }
-            self.nobody_answered(now, reason);
-            return;
-        };
-        let Some(leg) = self.place_agent_leg(now, &contact, reason).await else {
-            if let Some(agent) = acd_agent.as_ref() {
-                self.report_leg_failed(&AgentId::new(agent.clone()), LegFailure::Unreachable);
-            }
-            self.nobody_answered(now, reason);
-            return;
-        };
-        let ring_timeout = leg.ring_until.map_or(AGENT_RING_TIMEOUT, |t| t - now);
-        self.hangup_at = Some(now + ring_timeout + Duration::from_secs(3600));
-        self.agent = Some(leg);
+    /// The call's link to the ACD while the ACD holds the call (waiting or bridged to
+    /// its agent; the core knows): not once it let go (voice message, callback, survey,
+    /// unit) or the call was never queued.
+    fn acd_link(&self) -> Option<&QueueLink> {
+        let held = self.hotline.as_ref().is_some_and(|h| h.call.in_acd());
+        self.queue.as_ref().filter(|_| held)
     }
 
-    /// Write an offer the ACD let go of unanswered into the call record: the phone never
-    /// responded at all (`silent`), or rang without an answer.
-    fn note_unanswered_offer(&mut self, agent: &AgentId, silent: bool) {
-        let cause = if silent {
-            AgentFailureCause::NoResponse
-        } else {
-            AgentFailureCause::NotAnswered
-        };
-        if let Some(h) = self.hotline.as_mut() {
-            h.cdr.agent_failed(
-                self.ctx.clock.now(),
-                agent.0.clone(),
-                AgentStage::Ringing,
-                cause,
-                None,
-            );
-        }
-    }
-
-    /// Report a failed offer to the ACD.
-    fn report_leg_failed(&mut self, agent: &AgentId, reason: LegFailure) {
-        if let Some(q) = self.queue.as_ref().filter(|q| !q.released) {
-            q.acd.leg_held(&q.call, agent, false);
-            let input = QueueInput::AgentLegFailed {
-                call: q.call.clone(),
-                agent: agent.clone(),
-                reason,
-            };
-            if let Err(e) = q.acd.input(input) {
-                debug!(handle = %self.handle, %e, "leg failure not taken by the ACD");
-            }
-        }
-    }
-
-    /// Report to the ACD; errors are races (the ACD already let go) and only logged.
+    /// Report to the ACD while it holds the call; errors are races (the ACD already
+    /// let go) and only logged.
     fn report(&self, input: QueueInput) {
-        if let Some(q) = self.queue.as_ref().filter(|q| !q.released)
+        if let Some(q) = self.acd_link()
             && let Err(e) = q.acd.input(input)
         {
             debug!(handle = %self.handle, %e, "report not taken by the ACD");
@@ -1429,7 +1285,6 @@ impl CallMedia {
     fn on_acd_command(&mut self, now: Instant, command: AcdCommand) {
         let handle = self.handle;
         debug!(%handle, ?command, "ACD command");
-        let cancel = matches!(command, AcdCommand::CancelRing { .. });
         match command {
             AcdCommand::HoldMusic => self.control(now, CallInput::Queue(QueueCue::HoldMusic)),
             AcdCommand::Announce { position } => {
@@ -1440,68 +1295,24 @@ impl CallMedia {
             AcdCommand::StopAnnouncement => {
                 self.control(now, CallInput::Queue(QueueCue::StopAnnouncement));
             }
-            AcdCommand::Ring { agent } => {
-                if self.agent.as_ref().is_some_and(|a| a.session.is_some()) {
-                    // Already bridged: an offer now is stale; it fails at once.
-                    self.report_leg_failed(&agent, LegFailure::Busy);
-                    return;
-                }
-                if self.pending_agent.is_some() || self.agent.is_some() {
-                    // Ring-all: this agent's leg rings in parallel (`calls/ring_all.rs`).
-                    self.pending_forks.push(agent);
-                    return;
-                }
-                self.pending_agent = Some(agent);
-                self.pending_dial = Some(DialFor::Acd);
+            AcdCommand::Ring { agent } => self.control(now, CallInput::RingAgent(agent)),
+            AcdCommand::CancelRing { agent } => {
+                info!(%handle, %agent, "ACD lets go of the agent leg");
+                self.control(now, CallInput::CancelRing(agent));
             }
-            AcdCommand::CancelRing { agent } | AcdCommand::HangupAgent { agent } => {
-                if self.hang_up_fork(now, &agent) {
-                    return;
-                }
-                if let Some(leg) = self.agent.as_mut().filter(|l| l.agent == agent.0)
-                    && !leg.ended
-                {
-                    leg.ended = true;
-                    leg.ring_until = None;
-                    let leg_handle = leg.handle;
-                    let unanswered = leg.session.is_none();
-                    // Silent for seconds (INVITE retransmitted, no 180): not an offer
-                    // withdrawn at once for another reason.
-                    let silent = !leg.ringing && now >= leg.dialled_at + SILENT_PHONE;
-                    let contact = leg.contact.clone();
-                    info!(%handle, %agent, "ACD lets go of the agent leg");
-                    self.shell.drive(|ep| ep.call_hangup(now, leg_handle));
-                    if cancel && unanswered {
-                        // The CANCEL runs on in the endpoint (a crossing 200 gets ACK and
-                        // BYE there); this call is free to ring the next agent now, even
-                        // when the vanished phone never answers the CANCEL.
-                        self.note_unanswered_offer(&agent, silent);
-                        self.release_agent();
-                        if silent {
-                            // Not even ringing for the whole ring time: the phone is gone
-                            // (a live one answers 180 within milliseconds).
-                            warn!(%handle, %agent, "agent's phone did not respond to the offer: offline");
-                            self.shell
-                                .drive(|ep| ep.drop_binding(agent.as_str(), &contact));
-                            if let Some(q) = self.queue.as_ref() {
-                                let call = q.call.clone();
-                                self.report(QueueInput::AgentLost { call, agent });
-                            }
-                        }
-                    }
-                }
+            AcdCommand::HangupAgent { agent } => {
+                info!(%handle, %agent, "ACD hangs up the agent leg");
+                self.control(now, CallInput::HangUpAgent(agent));
             }
             AcdCommand::Bridge { agent } => debug!(%handle, %agent, "bridged (at the answer)"),
             AcdCommand::CallbackRegistered { position } => self.callback_registered(now, position),
-            AcdCommand::ToUnit { unit } => self.transfer_to_unit(now, unit),
+            AcdCommand::ToUnit { unit } => {
+                self.control(now, CallInput::Queue(QueueCue::ToUnit(unit)));
+            }
             AcdCommand::Overflowed { to } => {
                 info!(%handle, to = to.as_str(), "overflowed to another queue");
             }
             AcdCommand::Survey => {
-                self.release_agent();
-                if let Some(q) = self.queue.as_mut() {
-                    q.released = true;
-                }
                 info!(%handle, "satisfaction survey");
                 self.control(now, CallInput::Queue(QueueCue::Survey));
             }
@@ -1509,37 +1320,33 @@ impl CallMedia {
                 reply.send(self.blind_transfer(now, to, |_| {}));
             }
             AcdCommand::VoiceMessage { reason } => {
-                let Some(q) = self.queue.as_mut() else {
+                if self.queue.is_none() {
                     return;
-                };
-                q.released = true;
+                }
                 info!(%handle, reason = %crate::logfmt::word(&reason), "nobody can take the call now: voice message");
                 self.control(now, CallInput::Queue(QueueCue::VoiceMessage(reason)));
             }
         }
     }
 
-    /// Nobody (registered) answered: the ACD hears it from the leg's failure; after hours
-    /// the call goes on to the voice message.
-    fn nobody_answered(&mut self, now: Instant, reason: DialFor) {
-        match reason {
-            DialFor::Acd => {
-                // Reported by `dial_agent` / `on_agent_event` with the agent's id.
-            }
-            DialFor::DutyList => self.control(now, CallInput::DutyListUnavailable),
-        }
-    }
-
+    /// An event of an agent leg: the hotline call's legs go to its core
+    /// (`calls/legs.rs`); a consultation's leg to the consulted agent is handled here.
     fn on_agent_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
-        let handle = self.handle;
-        if self.forks.iter().any(|f| f.handle == leg) {
-            self.on_fork_event(now, leg, event);
-            return;
-        }
         let Some(event) = self.forward_handed_over(leg, event) else {
             return;
         };
-        let Some(agent) = self.agent.as_mut().filter(|a| a.handle == leg) else {
+        if self.hotline.is_some() {
+            self.on_leg_event(now, leg, event);
+        } else {
+            self.on_consult_leg_event(now, leg, event);
+        }
+    }
+
+    /// The consulted agent's leg of a consultation (no core): bridged at the answer;
+    /// its end ends the consultation.
+    fn on_consult_leg_event(&mut self, now: Instant, leg: CallHandle, event: LegEvent) {
+        let handle = self.handle;
+        let Some(mut agent) = self.agent.take_if(|a| a.handle == leg) else {
             return;
         };
         match event {
@@ -1549,163 +1356,51 @@ impl CallMedia {
                     .and_then(|t| SessionDescription::parse(t).ok());
                 let negotiated = answer
                     .as_ref()
-                    .and_then(|answer| sdp::parse_answer(&agent.offer, answer).ok());
-                let Some(negotiated) = negotiated else {
+                    .and_then(|answer| sdp::parse_answer(&agent.offer, answer).ok())
+                    .filter(|_| agent.take_srtp_answer(answer.as_ref()));
+                if let Some(negotiated) = negotiated {
+                    self.start_agent_media(now, &mut agent, negotiated);
+                    self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
+                    self.player = None;
+                    info!(%handle, agent = %agent.agent, codec = negotiated.codec.encoding_name(), "consulted agent answered; bridged");
+                } else {
                     warn!(%handle, "agent's SDP answer unusable; hanging up the agent");
                     self.shell.drive(|ep| ep.call_hangup(now, leg));
-                    return;
-                };
-                if let Some((ours, policy)) = agent.srtp_offer.take() {
-                    let theirs = answer
-                        .as_ref()
-                        .and_then(|a| a.media.iter().find(|m| m.kind == "audio" && m.port != 0))
-                        .and_then(sdp::MediaDescription::sdes_crypto)
-                        .filter(|theirs| theirs.tag == ours.tag);
-                    match theirs {
-                        Some(theirs) => agent.srtp = Some(LegSrtp::new(ours, &theirs)),
-                        None if policy == MediaEncryption::Required => {
-                            warn!(%handle, agent = %agent.agent, "agent's phone answered without SRTP, which its policy requires; hanging up the agent");
-                            self.shell.drive(|ep| ep.call_hangup(now, leg));
-                            return;
-                        }
-                        None => {}
-                    }
                 }
-                let session = leg_rtp_session(
-                    format!("hotline-{}", leg.0),
-                    Some(self.media_timeout),
-                    now,
-                    negotiated.remote(),
-                    agent.peer_ip,
-                );
-                let caller_media = LegMedia::from(&self.negotiated);
-                let agent_media = LegMedia::from(&negotiated);
-                agent.to_agent = Some(RelayDirection::new(caller_media, agent_media));
-                agent.to_caller = Some(RelayDirection::new(agent_media, caller_media));
-                agent.session = Some(session);
-                agent.negotiated = Some(negotiated);
-                agent.ring_until = None;
-                let agent_srtp = agent.srtp.is_some();
-                let agent_id = agent.agent.clone();
-                let peer = match agent.reason {
-                    DialFor::Acd => Peer::QueueAgent,
-                    DialFor::DutyList => Peer::DutyAgent,
-                };
-                self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
-                let wall = self.ctx.clock.now();
-                let date = wall.date_naive();
-                if let Some(h) = self.hotline.as_mut()
-                    && self.recorder.is_some()
-                {
-                    // A caller re-queued after losing an agent: the recording goes on.
-                    h.cdr.agent_answered(wall, agent_id.clone());
-                } else if let Some(h) = self.hotline.as_mut() {
-                    let path = recording_path(&self.ctx.recordings_dir, date, &h.call_id);
-                    match create_recorder(&path, now, true) {
-                        Ok(r) => {
-                            self.recorder = Some(r);
-                            h.cdr.recording(path.display().to_string());
-                            self.recording = Some(path);
-                        }
-                        Err(e) => {
-                            crate::server::metrics::recording_failed();
-                            warn!(%handle, %e, "call recording not started");
-                        }
-                    }
-                    h.cdr.agent_answered(wall, agent_id.clone());
-                }
-                info!(%handle, agent = %agent_id, codec = negotiated.codec.encoding_name(), srtp = agent_srtp, "agent answered; bridged");
-                if let Some(q) = self.queue.as_ref() {
-                    let call = q.call.clone();
-                    self.report(QueueInput::AgentAnswered {
-                        call,
-                        agent: AgentId::new(agent_id),
-                    });
-                }
-                self.control(now, CallInput::Bridged(peer));
+                self.agent = Some(agent);
             }
             LegEvent::Ended { reason, .. } => {
-                // A shutdown ends both legs from the endpoint: the server hung up.
-                let we_ended = agent.ended || reason == EndReason::Shutdown;
                 agent.ended = true;
                 let bridged = agent.session.is_some();
-                let agent_id = AgentId::new(agent.agent.clone());
-                let dial_reason = agent.reason;
                 info!(%handle, %reason, bridged, "agent leg ended");
                 if bridged {
-                    let wall = self.ctx.clock.now();
-                    if let Some(h) = self.hotline.as_mut() {
-                        if reason == EndReason::Shutdown {
-                            h.cdr.system_end(wall, crate::ivr::cdr::SystemEnd::Shutdown);
-                        } else {
-                            h.cdr.hung_up(wall, HangupParty::Agent);
-                        }
-                    }
-                    if let Some(q) = self.queue.as_ref() {
-                        q.acd.leg_held(&q.call, &agent_id, false);
-                        let call = q.call.clone();
-                        self.report(QueueInput::CallEnded {
-                            call,
-                            who_hung_up: if we_ended {
-                                Party::System
-                            } else {
-                                Party::Agent
-                            },
-                        });
-                        if let Some(q) = self.queue.as_mut() {
-                            q.released = true;
-                        }
-                    }
-                    // The agent of the queue hung up first: the caller rates the service;
-                    // otherwise (a duty agent, the server ended it) the call ends.
-                    let by_peer = !we_ended && self.queue.is_some();
-                    if by_peer {
-                        self.release_agent();
-                    }
-                    self.control(now, CallInput::PeerLeft { by_peer });
+                    self.hangup_at = Some(now);
+                    self.agent = Some(agent);
                 } else {
-                    let contact = agent.contact.clone();
-                    let status = match reason {
-                        EndReason::Rejected { status } => Some(status),
-                        _ => None,
-                    };
-                    if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.agent_failed(
-                            self.ctx.clock.now(),
-                            agent_id.0.clone(),
-                            AgentStage::Ringing,
-                            AgentFailureCause::LegFailed,
-                            status,
-                        );
-                    }
-                    self.release_agent();
-                    if dial_reason == DialFor::Acd && reason == EndReason::NoAnswer {
-                        // Not even a provisional answer: the phone is gone.
-                        warn!(%handle, agent = %agent_id, "agent's phone does not answer at all: offline");
-                        self.shell
-                            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
-                        if let Some(q) = self.queue.as_ref() {
-                            q.acd.leg_held(&q.call, &agent_id, false);
-                            let call = q.call.clone();
-                            self.report(QueueInput::AgentLost {
-                                call,
-                                agent: agent_id.clone(),
-                            });
-                        }
-                    } else if dial_reason == DialFor::Acd {
-                        self.report_leg_failed(&agent_id, leg_failure(reason));
-                    }
-                    self.nobody_answered(now, dial_reason);
+                    let ports = agent.ports;
+                    drop(agent);
+                    self.ctx.release(ports);
                 }
             }
             LegEvent::Refer {
                 replaces: Some(replaces),
                 ..
-            } => self.on_attended_refer(now, leg, &replaces),
-            LegEvent::Progress { .. } => agent.ringing = true,
-            LegEvent::Refer { refer_to, .. } => self.on_refer(now, leg, &refer_to),
-            LegEvent::Reinvite { sdp } => self.on_agent_reinvite(now, leg, &sdp),
-            other => debug!(%handle, ?other, "agent leg event"),
+            } => {
+                self.agent = Some(agent);
+                self.on_attended_refer(now, leg, &replaces);
+            }
+            LegEvent::Refer { refer_to, .. } => {
+                self.agent = Some(agent);
+                self.on_refer(now, leg, &refer_to);
+            }
+            LegEvent::Reinvite { sdp } => {
+                self.agent = Some(agent);
+                self.on_agent_reinvite(now, leg, &sdp);
+            }
+            other => {
+                self.agent = Some(agent);
+                debug!(%handle, ?other, "agent leg event");
+            }
         }
     }
 
@@ -1754,7 +1449,7 @@ impl CallMedia {
     ) -> Result<(), crate::server::transfer::TransferError> {
         use crate::server::transfer::TransferError;
         let handle = self.handle;
-        let Some(q) = self.queue.as_ref().filter(|q| !q.released) else {
+        let Some(q) = self.acd_link() else {
             return Err(TransferError::NotBridged);
         };
         let input = QueueInput::Transfer {
@@ -1766,42 +1461,10 @@ impl CallMedia {
             return Err(TransferError::Refused(e.to_string()));
         }
         info!(%handle, target = %crate::logfmt::word(&to), "blind transfer by the agent");
-        let from = self.agent.as_ref().map(|a| a.agent.clone());
-        if let Some(h) = self.hotline.as_mut() {
-            let wall = self.ctx.clock.now();
-            h.cdr.hung_up(wall, HangupParty::Agent);
-            h.cdr
-                .transferred(wall, from, to.label(), crate::ivr::cdr::TransferKind::Blind);
-        }
         accepted(self);
-        let agent = self.agent.as_ref().map(|a| AgentId::new(a.agent.clone()));
-        self.hang_up_agent(now);
-        self.release_agent();
-        if let (Some(q), Some(agent)) = (self.queue.as_ref(), agent) {
-            q.acd.leg_held(&q.call, &agent, false);
-        }
-        self.control(now, CallInput::TransferStarted);
+        // The core ends the agent's leg and puts the caller on hold music.
+        self.control(now, CallInput::BlindTransfer { to: to.label() });
         Ok(())
-    }
-
-    /// End the agent leg (CANCEL or BYE) if it is still up, and every ring-all fork.
-    fn hang_up_agent(&mut self, now: Instant) {
-        self.hang_up_forks(now);
-        if let Some(agent) = self.agent.as_mut()
-            && !agent.ended
-        {
-            agent.ended = true;
-            let leg = agent.handle;
-            self.shell.drive(|ep| ep.call_hangup(now, leg));
-        }
-    }
-
-    fn release_agent(&mut self) {
-        if let Some(agent) = self.agent.take() {
-            let ports = agent.ports;
-            drop(agent);
-            self.ctx.release(ports);
-        }
     }
 
     /// RTP from the agent: relayed to the caller in place, recorded on the right channel.
@@ -1865,7 +1528,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Agent, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.negotiated.is_held() {
@@ -1910,7 +1573,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         true
@@ -1997,13 +1660,13 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.push(now, Channel::Caller, samples)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if let Some(message) = self.hotline.as_mut().and_then(|h| h.message.as_mut())
             && let Err(e) = message.recorder.push(now, Channel::Caller, samples)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "voice message recording failed");
         }
         let mut heard = [None; 4];
@@ -2036,8 +1699,7 @@ impl CallMedia {
         let Some(h) = self.hotline.as_mut() else {
             match input {
                 CallInput::AgentHeld(true) => self.play(now, &[hold_music()], Repeat::Loop),
-                CallInput::AgentHeld(false) | CallInput::Bridged(_) => self.player = None,
-                CallInput::PeerLeft { .. } => self.hangup_at = Some(now),
+                CallInput::AgentHeld(false) => self.player = None,
                 _ => {}
             }
             return;
@@ -2102,7 +1764,6 @@ impl CallMedia {
                 let h = self.hotline.as_mut()?;
                 h.cdr.category(category, urgency);
                 info!(%handle, category = %crate::logfmt::word(&category), urgency = %crate::logfmt::word(&urgency), "urgent after hours: ringing the duty list");
-                self.pending_dial = Some(DialFor::DutyList);
             }
             CallOutput::VoiceMessageTaken {
                 category,
@@ -2116,6 +1777,12 @@ impl CallMedia {
                 info!(%handle, "the server ends the call");
                 self.hangup_at = Some(now);
             }
+            CallOutput::Dial { leg, target } => self.pending_legs.push((leg, target)),
+            CallOutput::EndLeg(leg) => self.end_leg(now, leg),
+            CallOutput::Bridge(leg) => self.bridge_leg(now, leg),
+            CallOutput::DropAgentBinding(leg) => self.drop_agent_binding(leg),
+            CallOutput::Acd(report) => self.acd_report(report),
+            CallOutput::Record(note) => self.record_note(note),
         }
         None
     }
@@ -2163,7 +1830,6 @@ impl CallMedia {
             call,
             category,
             urgency,
-            released: false,
         });
         self.hangup_at = Some(now + Duration::from_secs(2 * 3600));
         match acd.enqueue(input, tx) {
@@ -2194,7 +1860,7 @@ impl CallMedia {
                 true
             }
             Err(e) => {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message cannot be recorded");
                 false
             }
@@ -2297,18 +1963,11 @@ impl CallMedia {
     }
 
     fn agent_timers(&mut self, now: Instant) {
-        self.fork_timers(now);
         self.transfer_timers(now);
         let handle = self.handle;
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
-        if agent.ring_until.is_some_and(|t| now >= t) {
-            agent.ring_until = None;
-            info!(%handle, agent = %agent.agent, "agent did not answer; cancelling");
-            let leg = agent.handle;
-            self.shell.drive(|ep| ep.call_hangup(now, leg));
-        }
         let Some(session) = agent.session.as_mut() else {
             return;
         };
@@ -2336,49 +1995,17 @@ impl CallMedia {
         }
         if timed_out && !agent.ended {
             agent.ended = true;
-            let leg = agent.handle;
+            let (leg, id) = (agent.handle, agent.id);
             self.shell.drive(|ep| ep.call_media_timeout(now, leg));
-            if self.queue.as_ref().is_some_and(|q| !q.released) {
-                self.agent_vanished(now);
-            } else {
-                self.hangup_at = Some(now);
+            match id.filter(|_| self.hotline.is_some()) {
+                Some(id) => {
+                    // The core decides: back to the queue, or the call ends.
+                    self.control(now, CallInput::LegMediaLost(id));
+                    self.release_leg(leg);
+                }
+                None => self.hangup_at = Some(now),
             }
         }
-    }
-
-    /// The bridged agent's audio stopped (the phone vanished): the caller goes back to
-    /// the queue ahead of later callers, the agent's binding is dropped (offline until
-    /// the phone registers again), and the CDR says why.
-    fn agent_vanished(&mut self, now: Instant) {
-        let handle = self.handle;
-        let Some(agent) = self.agent.as_ref() else {
-            return;
-        };
-        let agent_id = AgentId::new(agent.agent.clone());
-        let contact = agent.contact.clone();
-        warn!(%handle, agent = %agent_id, "agent's phone vanished mid-call (no audio): the caller goes back to the queue");
-        crate::server::metrics::agent_lost();
-        if let Some(h) = self.hotline.as_mut() {
-            h.cdr.agent_failed(
-                self.ctx.clock.now(),
-                agent_id.0.clone(),
-                AgentStage::OnCall,
-                AgentFailureCause::MediaTimeout,
-                None,
-            );
-        }
-        self.release_agent();
-        self.shell
-            .drive(|ep| ep.drop_binding(agent_id.as_str(), &contact));
-        if let Some(q) = self.queue.as_ref() {
-            q.acd.leg_held(&q.call, &agent_id, false);
-            let call = q.call.clone();
-            self.report(QueueInput::AgentLost {
-                call,
-                agent: agent_id,
-            });
-        }
-        self.control(now, CallInput::TransferStarted);
     }
 
     /// Returns true when the task should stop (the end was never confirmed).
@@ -2432,7 +2059,7 @@ impl CallMedia {
             if let Some(message) = h.message.as_mut()
                 && let Err(e) = message.recorder.tick(now)
             {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 warn!(handle = %self.handle, %e, "voice message recording failed");
             }
             if h.call.poll_timeout().is_some_and(|t| t <= now) {
@@ -2443,7 +2070,7 @@ impl CallMedia {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
         if self.hangup_at.is_some_and(|t| t <= now) {
@@ -2512,8 +2139,7 @@ impl CallMedia {
 
     fn finish(&mut self, now: Instant, end: CallEnd) -> CallSummary {
         self.hang_up_agent(now);
-        self.release_agent();
-        self.release_forks();
+        self.release_agent_legs();
         self.release_unit(now);
         if let Some(q) = self.queue.as_ref() {
             let caller_left = matches!(
@@ -2585,7 +2211,7 @@ impl CallMedia {
             match recorder.finish() {
                 Ok(summary) => debug!(handle = %self.handle, ?summary, "recording finished"),
                 Err(e) => {
-                    crate::server::metrics::recording_failed();
+                    crate::metrics::recording_failed();
                     warn!(handle = %self.handle, %e, "recording incomplete");
                 }
             }
@@ -2597,7 +2223,7 @@ impl CallMedia {
                 .and_then(|a| a.session.as_ref())
                 .map_or(0, |s| s.stats().foreign_dropped);
         if foreign > 0 {
-            crate::server::metrics::rtp_foreign_dropped(foreign);
+            crate::metrics::rtp_foreign_dropped(foreign);
             info!(handle = %self.handle, packets = foreign, "RTP from hosts not in the call dropped");
         }
         CallSummary {

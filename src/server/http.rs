@@ -32,9 +32,9 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use super::metrics::{HttpRefusal, Metrics};
-use super::sip::Shutdown;
 use crate::config::Config;
+use crate::metrics::{HttpRefusal, Metrics};
+use crate::shutdown::Shutdown;
 
 /// Open files kept besides RTP and HTTP: the database pool and its journals,
 /// recordings being written, prompts, logs, the SIP sockets.

@@ -1,17 +1,16 @@
 //! The tokio shell: sockets, clocks and the database around the sans-IO cores.
 
 pub mod acd;
+// Moved below the shell (src/orders, src/metrics.rs); their old paths stay valid.
+pub use crate::metrics;
+pub use crate::orders::{journal, leaders, notify, outbox};
 pub mod call_orders;
 pub mod call_outbox;
 pub mod callback;
 pub mod calls;
 pub mod http;
-pub mod journal;
-pub mod leaders;
-pub mod metrics;
-pub mod notify;
+pub mod order_call;
 pub mod outbound;
-pub mod outbox;
 pub mod outleg;
 pub mod queue_log_writer;
 pub mod reminders;
@@ -27,10 +26,11 @@ use tracing::{info, warn};
 
 use crate::api::{self, AppState};
 use crate::config::Config;
+use crate::shutdown::Shutdown;
 use crate::sip::endpoint::Endpoint;
 use crate::store::{Store, StoreError};
 use metrics::Metrics;
-use sip::{Shutdown, SipShell, SipSockets, wall_ms};
+use sip::{SipShell, SipSockets, wall_ms};
 
 /// Everything `hotline serve` needs, after command-line overrides.
 #[derive(Debug)]
@@ -109,9 +109,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
                 .or_else(|_| chrono::DateTime::parse_from_str(&text, "%Y-%m-%dT%H:%M%:z"))
                 .map_err(|_| ServeError::FakeNow(text.clone()))?;
             warn!(now = %crate::logfmt::deadline(&fake), "HOTLINE_FAKE_NOW: wall-clock decisions use a shifted clock");
-            calls::WallClock::starting_at(fake)
+            crate::clock::WallClock::starting_at(fake)
         }
-        Err(_) => calls::WallClock::default(),
+        Err(_) => crate::clock::WallClock::default(),
     };
     let store = Store::connect(&options.database_url).await?;
     store.migrate().await?;
@@ -277,6 +277,7 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let mut orders = api::orders::OrdersContext::from_config(&config, calendar);
     orders.calendar = shared_calendar;
     orders.notifier = Some(notifier.clone());
+    orders.clock = clock;
     let orders = Arc::new(orders);
     // Before anything appends orders: the read scope follows the configured units.
     store.install_unit_tree(&orders.units).await?;
@@ -319,11 +320,15 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         metrics: metrics.clone(),
         warnings: Arc::new(Vec::new()),
         orders,
+        auth: Arc::new(api::auth::Auth::for_config(&config)),
         cities: Arc::new(config.cities.clone()),
     };
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::order_calls::OrderCallsApi(Some(
+            order_call::OrderCalls::new(&shell, media_plane.clone()),
+        ))))
         .layer(axum::Extension(api::ServerHealth {
             outbox: Some(outbox.clone()),
             call_outbox: Some(call_outbox.clone()),
@@ -545,7 +550,11 @@ fn read_heartbeat(
     Some((state, chrono::DateTime::parse_from_rfc3339(at).ok()?))
 }
 
-async fn heartbeat_loop(path: std::path::PathBuf, clock: calls::WallClock, shutdown: Shutdown) {
+async fn heartbeat_loop(
+    path: std::path::PathBuf,
+    clock: crate::clock::WallClock,
+    shutdown: Shutdown,
+) {
     loop {
         let at = clock.now();
         let beat = path.clone();
@@ -565,7 +574,7 @@ async fn heartbeat_loop(path: std::path::PathBuf, clock: calls::WallClock, shutd
 async fn close_calls_left_open(
     store: &Store,
     heartbeat: &std::path::Path,
-    clock: calls::WallClock,
+    clock: crate::clock::WallClock,
     metrics: &Metrics,
 ) {
     let (reason, last_known) = match read_heartbeat(heartbeat) {

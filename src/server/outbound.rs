@@ -12,7 +12,14 @@
 //!   callback, is refused;
 //! - **transfer to a unit** ([`Dial::Unit`]): the number is the unit's configured
 //!   `[[units]] phone`, never one taken from the request; a unit without one is
-//!   refused.
+//!   refused;
+//! - **an order's callback call** ([`Dial::OrderContact`], H-11, H-12-3 回拨解答): the
+//!   number is the contact phone stored on the work order (as the caller gave it or
+//!   the call delivered it), never one from the request that asks for the call; it must
+//!   be dialable and a number `[calls] callback_numbers` allows. The person asking is
+//!   signed in, allowed to act on that order, and the call is logged on it: the daily
+//!   and hourly bounds of the queue callback (anonymous callers pressing a key) do not
+//!   apply.
 //!
 //! An agent's REFER to a raw number goes through [`TransferTarget::parse`] with
 //! [`Outbound::unit_for_number`]: only a configured unit's number is accepted.
@@ -51,6 +58,8 @@ pub enum Dial<'a> {
     },
     /// Transfer a caller live to this unit's configured number.
     Unit(&'a UnitId),
+    /// Call the contact of this work order back (the order as stored).
+    OrderContact(&'a crate::ticket::Order),
 }
 
 /// Why an outbound leg may not be placed.
@@ -167,6 +176,14 @@ impl DialPermit {
         &self.number
     }
 
+    /// The trunk's own address: the leg's media is accepted from it as well as from the
+    /// answer's SDP address (a carrier or SBC that names a private or other address of
+    /// its own in its SDP still gets its audio through; nobody else does).
+    #[must_use]
+    pub fn trunk_ip(&self) -> std::net::IpAddr {
+        self.peer.addr.ip()
+    }
+
     /// Place the INVITE (the endpoint's outbound leg; events come back on the handle).
     pub(crate) fn place(&self, ep: &mut Endpoint, now: Instant, sdp_offer: Bytes) -> CallHandle {
         ep.call_dial_out(now, self.uri.clone(), self.peer, &self.from_user, sdp_offer)
@@ -270,6 +287,16 @@ impl Outbound {
                 }
                 number.to_string()
             }
+            Dial::OrderContact(order) => {
+                let number = dialable_form(&order.fields.contact.phone);
+                if !is_phone_number(&number) {
+                    return Err(OutboundRefused::NotDialable(mask_phone(&number)));
+                }
+                if !self.policy.lock().is_ok_and(|p| p.allows(&number)) {
+                    return Err(OutboundRefused::NotAllowedNumber(mask_phone(&number)));
+                }
+                number
+            }
             Dial::Unit(unit) => match self.unit_phones.get(unit) {
                 Some(phone) => phone.clone(),
                 None if self.known_units.contains(unit) => {
@@ -360,6 +387,12 @@ impl Outbound {
         }
         Ok(target)
     }
+}
+
+/// A contact phone as stored on an order (`0531-8888 6666`) as it is dialled: the
+/// separators people write are dropped.
+fn dialable_form(phone: &str) -> String {
+    phone.chars().filter(|c| !matches!(c, '-' | ' ')).collect()
 }
 
 fn resolve(address: &OutboundAddress) -> Option<TrunkRoute> {
@@ -540,6 +573,48 @@ phone = "053188880000"
         assert_eq!(
             tight.callback_requested(t0 + HOUR, &call(3), "13800000003"),
             Ok(())
+        );
+    }
+
+    #[test]
+    fn an_order_callback_dials_the_orders_stored_contact_and_nothing_else() {
+        let out = outbound(CONFIG);
+        let mut order = crate::ticket::Order::default();
+        order.fields.contact.phone = "0531-8888 6666".into();
+        let permit = out
+            .permit(Dial::OrderContact(&order))
+            .expect("a fixed line with its area code");
+        assert_eq!(permit.number(), "053188886666");
+        assert_eq!(permit.uri.user.as_deref(), Some("053188886666"));
+        assert_eq!(permit.from_user, "12348");
+        // Numbers a callback never dials are refused when stored on an order too.
+        for (phone, refused) in [
+            ("", OutboundRefused::NotDialable(String::new())),
+            (
+                "anonymous",
+                OutboundRefused::NotDialable(mask_phone("anonymous")),
+            ),
+            ("110", OutboundRefused::NotAllowedNumber(mask_phone("110"))),
+            (
+                "+88216123456",
+                OutboundRefused::NotAllowedNumber(mask_phone("+88216123456")),
+            ),
+        ] {
+            order.fields.contact.phone = phone.into();
+            assert_eq!(
+                out.permit(Dial::OrderContact(&order))
+                    .map(|p| p.number().to_string()),
+                Err(refused),
+                "{phone:?}"
+            );
+        }
+        // No trunk: nothing is dialled.
+        let none = outbound(&CONFIG.replace("outbound = \"127.0.0.1:5999\"\n", ""));
+        order.fields.contact.phone = "13800001111".into();
+        assert_eq!(
+            none.permit(Dial::OrderContact(&order))
+                .map(|p| p.number().to_string()),
+            Err(OutboundRefused::NoTrunk)
         );
     }
 

@@ -15,7 +15,7 @@ use crate::media::port_pool::PortPair;
 use crate::media::rtp::{ReceiveOutcome, RtpPacket, RtpSession, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::server::calls::MediaContext;
-use crate::sip::call_leg::EndReason;
+use crate::sip::call_leg::{EndReason, LegEvent};
 use crate::sip::endpoint::CallHandle;
 
 /// A G.711 frame of 20 ms.
@@ -101,8 +101,9 @@ pub(crate) struct OutLeg {
     pub(crate) ring_until: Option<Instant>,
     /// We asked the endpoint to end it, or it ended.
     pub(crate) ended: bool,
-    /// Where the peer's SIP comes from, when known (an agent's registration): its media
-    /// is accepted from there too (NAT). A trunk's media comes from its SDP address.
+    /// Where the peer's SIP comes from (an agent's registration, the trunk's address):
+    /// its media is accepted from there too, not only from the SDP's address (NAT, an
+    /// SBC naming another address of its own).
     pub(crate) peer_ip: Option<std::net::IpAddr>,
 }
 
@@ -302,5 +303,439 @@ pub(crate) fn attempt_result(reason: EndReason) -> crate::queue::CallbackResult 
         | EndReason::Cancelled
         | EndReason::LocalHangup => CallbackResult::NoAnswer,
         _ => CallbackResult::Unreachable,
+    }
+}
+
+/// One of the two legs of a call the hotline places itself.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Side {
+    /// The hotline person's own phone (a registered agent extension), rung first.
+    Agent,
+    /// The outside party, dialled through the trunk once the person answered.
+    Caller,
+}
+
+/// Why a leg could not be placed at all.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum PlaceError {
+    /// No RTP port pair is free.
+    #[error("no RTP ports free")]
+    NoPorts,
+    /// The SIP endpoint is unavailable (its lock poisoned: the server is failing).
+    #[error("SIP endpoint unavailable")]
+    Endpoint,
+}
+
+/// What woke a [`TwoLegs`] owner up.
+#[derive(Debug)]
+pub(crate) enum Wake {
+    /// A SIP event of one of the legs (or of a leg the owner no longer knows).
+    Event(CallHandle, LegEvent),
+    /// A timer fired: each leg's timer result, and whether the longest call is over.
+    Timers {
+        agent: LegTimer,
+        caller: LegTimer,
+        max_call: bool,
+    },
+    /// The event channel closed (the server is stopping).
+    Closed,
+}
+
+/// Longest call the hotline places before it ends it.
+pub(crate) const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
+
+/// The two legs of a call the hotline places itself — a person's phone first, then an
+/// outside number through the trunk — as the callback in queue
+/// ([`crate::server::callback`]) and an order's callback call
+/// ([`crate::server::order_call`]) place them: the relay between them once both
+/// answered, hold music to the person while the outside phone rings, and the stereo
+/// recording (the outside party left, the person right), as an inbound queue call's.
+/// What a leg's events mean stays with the owner.
+pub(crate) struct TwoLegs {
+    pub(crate) agent: Option<OutLeg>,
+    pub(crate) caller: Option<OutLeg>,
+    to_agent: Option<RelayDirection>,
+    to_caller: Option<RelayDirection>,
+    player: Option<Player>,
+    recorder: Option<crate::media::recorder::WavRecorder<std::fs::File>>,
+    /// The recording's file, once bridged (and the recorder started).
+    pub(crate) recording: Option<std::path::PathBuf>,
+    hangup_at: Option<Instant>,
+    /// Names the call in log lines.
+    label: String,
+    events_tx: tokio::sync::mpsc::UnboundedSender<(CallHandle, LegEvent)>,
+    events: tokio::sync::mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
+}
+
+impl TwoLegs {
+    /// No leg yet; `label` names the call in logs.
+    pub(crate) fn new(label: String) -> TwoLegs {
+        let (events_tx, events) = tokio::sync::mpsc::unbounded_channel();
+        TwoLegs {
+            agent: None,
+            caller: None,
+            to_agent: None,
+            to_caller: None,
+            player: None,
+            recorder: None,
+            recording: None,
+            hangup_at: None,
+            label,
+            events_tx,
+            events,
+        }
+    }
+
+    pub(crate) fn leg(&self, side: Side) -> Option<&OutLeg> {
+        match side {
+            Side::Agent => self.agent.as_ref(),
+            Side::Caller => self.caller.as_ref(),
+        }
+    }
+
+    fn leg_mut(&mut self, side: Side) -> Option<&mut OutLeg> {
+        match side {
+            Side::Agent => self.agent.as_mut(),
+            Side::Caller => self.caller.as_mut(),
+        }
+    }
+
+    /// Which leg `handle` is.
+    pub(crate) fn side_of(&self, handle: CallHandle) -> Option<Side> {
+        if self.agent.as_ref().is_some_and(|l| l.handle == handle) {
+            Some(Side::Agent)
+        } else if self.caller.as_ref().is_some_and(|l| l.handle == handle) {
+            Some(Side::Caller)
+        } else {
+            None
+        }
+    }
+
+    /// Whether that leg was answered (it may have ended since).
+    pub(crate) fn was_answered(&self, side: Side) -> bool {
+        self.leg(side).is_some_and(|l| l.session.is_some())
+    }
+
+    /// Whether that leg is answered and still up.
+    pub(crate) fn is_up(&self, side: Side) -> bool {
+        self.leg(side).is_some_and(OutLeg::is_up)
+    }
+
+    /// The leg ended (its `Ended` event).
+    pub(crate) fn mark_ended(&mut self, side: Side) {
+        if let Some(leg) = self.leg_mut(side) {
+            leg.ended = true;
+        }
+    }
+
+    /// Ring the person's registered phone `contact`, showing `from_user` as the caller,
+    /// for at most `ring`.
+    pub(crate) async fn ring_agent(
+        &mut self,
+        shell: &std::sync::Arc<crate::server::sip::SipShell>,
+        ctx: &MediaContext,
+        now: Instant,
+        contact: &crate::sip::endpoint::AgentContact,
+        from_user: &str,
+        ring: Duration,
+    ) -> Result<(), PlaceError> {
+        let prepared = Prepared::open(ctx).await.ok_or(PlaceError::NoPorts)?;
+        let body = prepared.body();
+        let tx = self.events_tx.clone();
+        let routed = shell.clone();
+        let dialled = shell.drive(|ep| {
+            let leg = ep.call_dial(now, contact, from_user, body);
+            // Registered while the endpoint is locked: no event of the leg can be lost.
+            routed.calls().route_leg(leg, tx);
+            leg
+        });
+        let Some(handle) = dialled else {
+            prepared.release(ctx);
+            return Err(PlaceError::Endpoint);
+        };
+        let mut leg = prepared.dialled(handle, Some(now + ring));
+        leg.peer_ip = Some(contact.source.addr.ip());
+        self.agent = Some(leg);
+        Ok(())
+    }
+
+    /// Dial the outside number of `permit` through the trunk, for at most `ring`.
+    pub(crate) async fn dial_caller(
+        &mut self,
+        shell: &std::sync::Arc<crate::server::sip::SipShell>,
+        ctx: &MediaContext,
+        now: Instant,
+        permit: &crate::server::outbound::DialPermit,
+        ring: Duration,
+    ) -> Result<(), PlaceError> {
+        let prepared = Prepared::open(ctx).await.ok_or(PlaceError::NoPorts)?;
+        let body = prepared.body();
+        let tx = self.events_tx.clone();
+        let routed = shell.clone();
+        let dialled = shell.drive(|ep| {
+            let leg = permit.place(ep, now, body);
+            routed.calls().route_leg(leg, tx);
+            leg
+        });
+        let Some(handle) = dialled else {
+            prepared.release(ctx);
+            return Err(PlaceError::Endpoint);
+        };
+        let mut leg = prepared.dialled(handle, Some(now + ring));
+        leg.peer_ip = Some(permit.trunk_ip());
+        self.caller = Some(leg);
+        Ok(())
+    }
+
+    /// The leg answered with `sdp`; `false` when the answer is unusable.
+    pub(crate) fn answered(
+        &mut self,
+        side: Side,
+        now: Instant,
+        sdp: Option<&[u8]>,
+        media_timeout: Duration,
+    ) -> bool {
+        match (self.leg_mut(side), sdp) {
+            (Some(leg), Some(sdp)) => leg.answered(now, sdp, media_timeout),
+            _ => false,
+        }
+    }
+
+    /// Hold music to the person while the outside phone rings.
+    pub(crate) fn hold(&mut self, ctx: &MediaContext, now: Instant) {
+        let hold = ctx.playlist(&[crate::ivr::prompt::PromptRef::prompt("hold_music")]);
+        self.player = Some(Player::new(
+            crate::media::player::Playlist::looping(hold),
+            now,
+            crate::media::player::BargeIn::Ignore,
+        ));
+    }
+
+    /// Both answered: relay both ways and record into `<recordings>/<day>/<name>.wav`
+    /// (a recording that cannot start is logged and counted; the call goes on).
+    /// `false` when a leg has no media (nothing is bridged).
+    pub(crate) fn bridge(&mut self, ctx: &MediaContext, now: Instant, name: &str) -> bool {
+        self.player = None;
+        let (Some(agent), Some(caller)) = (self.agent.as_ref(), self.caller.as_ref()) else {
+            return false;
+        };
+        let (Some(agent_media), Some(caller_media)) = (agent.media(), caller.media()) else {
+            return false;
+        };
+        self.to_agent = agent.relay_into(caller_media);
+        self.to_caller = caller.relay_into(agent_media);
+        let date = ctx.clock.now().date_naive();
+        let path = crate::media::recorder::recording_path(&ctx.recordings_dir, date, name);
+        match crate::server::calls::create_recorder(&path, now, true) {
+            Ok(r) => {
+                self.recorder = Some(r);
+                self.recording = Some(path);
+            }
+            Err(e) => {
+                crate::server::metrics::recording_failed();
+                tracing::warn!(call = %self.label, %e, "recording not started; the call goes on");
+            }
+        }
+        self.hangup_at = Some(now + MAX_CALL);
+        true
+    }
+
+    /// Hang that leg up (CANCEL or BYE) unless it ended already.
+    pub(crate) fn hang_up(
+        &mut self,
+        shell: &std::sync::Arc<crate::server::sip::SipShell>,
+        now: Instant,
+        side: Side,
+    ) {
+        if let Some(leg) = self.leg_mut(side)
+            && !leg.ended
+        {
+            leg.ended = true;
+            leg.ring_until = None;
+            let handle = leg.handle;
+            shell.drive(|ep| ep.call_hangup(now, handle));
+        }
+    }
+
+    /// Refuse a re-INVITE or a REFER of that leg (neither is offered on these calls).
+    pub(crate) fn refuse(
+        &self,
+        shell: &std::sync::Arc<crate::server::sip::SipShell>,
+        now: Instant,
+        side: Side,
+        event: &LegEvent,
+    ) {
+        let Some(handle) = self.leg(side).map(|l| l.handle) else {
+            return;
+        };
+        match event {
+            LegEvent::Reinvite { .. } => {
+                shell.drive(|ep| ep.call_reject_reinvite(now, handle, 488));
+            }
+            LegEvent::Refer { .. } => {
+                shell.drive(|ep| ep.call_reject_refer(now, handle, 403));
+            }
+            _ => {}
+        }
+    }
+
+    /// Wait for the next leg event or timer, relaying and recording media meanwhile.
+    pub(crate) async fn wait(&mut self) -> Wake {
+        let mut agent_buf = [0u8; DATAGRAM];
+        let mut caller_buf = [0u8; DATAGRAM];
+        let mut agent_rtcp = [0u8; DATAGRAM];
+        let mut caller_rtcp = [0u8; DATAGRAM];
+        loop {
+            let deadline = tokio::time::Instant::from_std(self.next_deadline());
+            tokio::select! {
+                r = recv_rtp(self.agent.as_ref(), &mut agent_buf) => {
+                    if let Ok((n, from)) = r {
+                        self.relay(Side::Agent, Instant::now(), from, &mut agent_buf, n);
+                    }
+                }
+                r = recv_rtp(self.caller.as_ref(), &mut caller_buf) => {
+                    if let Ok((n, from)) = r {
+                        self.relay(Side::Caller, Instant::now(), from, &mut caller_buf, n);
+                    }
+                }
+                r = recv_rtcp(self.agent.as_ref(), &mut agent_rtcp) => {
+                    if let (Ok((n, from)), Some(leg)) = (r, self.agent.as_mut()) {
+                        leg.receive_rtcp(Instant::now(), from, agent_rtcp.get(..n).unwrap_or_default());
+                    }
+                }
+                r = recv_rtcp(self.caller.as_ref(), &mut caller_rtcp) => {
+                    if let (Ok((n, from)), Some(leg)) = (r, self.caller.as_mut()) {
+                        leg.receive_rtcp(Instant::now(), from, caller_rtcp.get(..n).unwrap_or_default());
+                    }
+                }
+                event = self.events.recv() => return match event {
+                    Some((leg, event)) => Wake::Event(leg, event),
+                    None => Wake::Closed,
+                },
+                _ = tokio::time::sleep_until(deadline) => {
+                    if let Some(wake) = self.timers(Instant::now()) {
+                        return wake;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A datagram from `side`: into its session, then relayed to the other leg and
+    /// recorded on that side's channel.
+    fn relay(&mut self, side: Side, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        let (source, target, relay, channel) = match side {
+            Side::Agent => (
+                self.agent.as_mut(),
+                self.caller.as_mut(),
+                self.to_caller.as_mut(),
+                crate::media::recorder::Channel::Agent,
+            ),
+            Side::Caller => (
+                self.caller.as_mut(),
+                self.agent.as_mut(),
+                self.to_agent.as_mut(),
+                crate::media::recorder::Channel::Caller,
+            ),
+        };
+        let Some(source) = source else {
+            return;
+        };
+        if !source.accept(now, from, buf.get(..n).unwrap_or_default()) {
+            return;
+        }
+        let (Some(relay), Some(target)) = (relay, target) else {
+            return;
+        };
+        let Some(out) = target.outbound() else {
+            return;
+        };
+        let mut pcm = [0i16; DATAGRAM];
+        let Ok(relayed) = relay.relay(now, buf, n, Some(&mut pcm), out) else {
+            return;
+        };
+        let (len, decoded) = match relayed {
+            Relayed::Audio { len, decoded, .. } => (len, decoded),
+            Relayed::Dtmf { len, .. } => (len, 0),
+            Relayed::Dropped(_) => return,
+        };
+        target.send_relayed(now, buf.get(..len).unwrap_or_default(), &relayed);
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) = recorder.push(now, channel, pcm.get(..decoded).unwrap_or_default())
+        {
+            crate::server::metrics::recording_failed();
+            tracing::warn!(call = %self.label, %e, "recording failed; the call goes on");
+        }
+    }
+
+    fn next_deadline(&self) -> Instant {
+        [
+            self.agent.as_ref().and_then(OutLeg::poll_timeout),
+            self.caller.as_ref().and_then(OutLeg::poll_timeout),
+            self.player.as_ref().and_then(Player::poll_timeout),
+            self.recorder
+                .as_ref()
+                .map(crate::media::recorder::WavRecorder::poll_timeout),
+            self.hangup_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+        .unwrap_or_else(|| Instant::now() + Duration::from_secs(1))
+    }
+
+    /// Run the timers; `Some` when the owner has something to decide.
+    fn timers(&mut self, now: Instant) -> Option<Wake> {
+        let agent = self
+            .agent
+            .as_mut()
+            .map_or(LegTimer::Quiet, |l| l.timers(now));
+        let caller = self
+            .caller
+            .as_mut()
+            .map_or(LegTimer::Quiet, |l| l.timers(now));
+        if let (Some(player), Some(leg)) = (self.player.as_mut(), self.agent.as_mut()) {
+            leg.play(now, player);
+        }
+        if let Some(recorder) = self.recorder.as_mut()
+            && let Err(e) = recorder.tick(now)
+        {
+            crate::server::metrics::recording_failed();
+            tracing::warn!(call = %self.label, %e, "recording failed; the call goes on");
+        }
+        let max_call = self.hangup_at.is_some_and(|t| now >= t);
+        if max_call {
+            self.hangup_at = None;
+        }
+        (agent != LegTimer::Quiet || caller != LegTimer::Quiet || max_call).then_some(
+            Wake::Timers {
+                agent,
+                caller,
+                max_call,
+            },
+        )
+    }
+
+    /// Hang up what is still up, close the recording and give the ports back.
+    pub(crate) fn finish(
+        mut self,
+        shell: &std::sync::Arc<crate::server::sip::SipShell>,
+        ctx: &MediaContext,
+        now: Instant,
+    ) {
+        self.hang_up(shell, now, Side::Agent);
+        self.hang_up(shell, now, Side::Caller);
+        if let Some(recorder) = self.recorder.take()
+            && let Err(e) = recorder.finish()
+        {
+            crate::server::metrics::recording_failed();
+            tracing::warn!(call = %self.label, %e, "recording incomplete");
+        }
+        for leg in [self.agent.take(), self.caller.take()]
+            .into_iter()
+            .flatten()
+        {
+            leg.release(ctx);
+        }
     }
 }

@@ -11,18 +11,22 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
-use super::notify::notices;
-use super::sip::Shutdown;
-use crate::api::orders::OrdersContext;
 use crate::calendar::Reload;
+use crate::clock::WallClock;
+use crate::orders::OrdersContext;
+use crate::orders::notify::notices;
+use crate::shutdown::Shutdown;
 use crate::store::orders::AppendError;
 use crate::store::{Store, StoreError};
 use crate::ticket::{
     Actor, Command, Context, apply, leader_alerts_due, limits_missed, reminders_due,
 };
 
-pub use super::notify::{LogNotifier, Notifier};
+/// The note of a reminder the scheduler raises, as the ledger shows it. (Events
+/// recorded before it was Chinese say "automatic reminder".)
+pub const AUTOMATIC_REMINDER_NOTE: &str = "系统自动催办";
+
+pub use crate::orders::notify::{LogNotifier, Notifier};
 
 /// One pass over the orders with work due at `now`, by the system actor, each step
 /// its own commit, notifying after it:
@@ -79,7 +83,7 @@ pub async fn remind_once(
                 .map(|due| Command::Remind {
                     deadline: due.deadline,
                     level: due.level,
-                    note: "automatic reminder".to_owned(),
+                    note: AUTOMATIC_REMINDER_NOTE.to_owned(),
                 }),
         );
         let unit = order

@@ -14,42 +14,13 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
 
+use crate::metrics::{DropReason, Metrics};
 use crate::server::calls::{CallRouter, MediaContext};
-use crate::server::metrics::{DropReason, Metrics};
 use crate::sip::endpoint::{CommitId, Endpoint, Output, SourceInfo, StoreOp, Transport};
 use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
 use crate::store::Store;
 
-/// Minimal cancellation token (avoids pulling tokio-util for one type).
-mod tokio_util_free {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use tokio::sync::Notify;
-
-    #[derive(Debug, Clone, Default)]
-    pub struct CancelToken(Arc<(AtomicBool, Notify)>);
-
-    impl CancelToken {
-        pub fn cancel(&self) {
-            self.0.0.store(true, Ordering::SeqCst);
-            self.0.1.notify_waiters();
-        }
-        pub fn is_cancelled(&self) -> bool {
-            self.0.0.load(Ordering::SeqCst)
-        }
-        pub async fn cancelled(&self) {
-            loop {
-                let notified = self.0.1.notified();
-                if self.is_cancelled() {
-                    return;
-                }
-                notified.await;
-            }
-        }
-    }
-}
-
-pub use tokio_util_free::CancelToken as Shutdown;
+pub use crate::shutdown::Shutdown;
 
 /// Writers of open TCP and TLS connections, by peer address and transport, for responses
 /// and for reusing a registered agent's connection (RFC 5923-style reuse of the flow it

@@ -17,11 +17,11 @@ use std::time::Duration;
 use chrono::{DateTime, FixedOffset};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
-use super::sip::Shutdown;
-use crate::api::orders::OrdersContext;
+use crate::clock::WallClock;
 use crate::ivr::cdr::CallDetailRecord;
 use crate::ivr::flow::SurveyResult;
+use crate::orders::OrdersContext;
+use crate::shutdown::Shutdown;
 use crate::store::orders::AppendError;
 use crate::store::surveys::UnsettledCallOrder;
 use crate::store::{Store, StoreError};

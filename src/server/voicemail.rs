@@ -33,9 +33,9 @@ use chrono::{DateTime, FixedOffset};
 use sha2::{Digest, Sha256};
 use tracing::{info, warn};
 
-use super::calls::WallClock;
-use super::sip::Shutdown;
-use crate::api::orders::OrdersContext;
+use crate::clock::WallClock;
+use crate::orders::OrdersContext;
+use crate::shutdown::Shutdown;
 use crate::store::calls::VoiceMessage;
 use crate::store::orders::{AppendError, IdempotencyRecord};
 use crate::store::{Store, StoreError};
@@ -221,7 +221,7 @@ pub async fn create_order(
     };
     let actor = Actor::system(fields.city.clone());
     let (created, mut events) = apply(
-        &Order::new(crate::api::orders::new_order_id(now)),
+        &Order::new(crate::orders::new_order_id(now)),
         Command::Create { fields },
         &actor,
         now,

@@ -32,8 +32,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
+use super::counters::{Direction, DropReason, EndpointCounters};
 use crate::config::{Config, DigestAlgorithmName, TrunkTransport};
-use crate::server::metrics::{Direction, DropReason, Metrics};
 use crate::sip::auth::{
     AuthConfig, AuthOutcome, AuthSource, Authenticator, ClockAnchor, DigestAlgorithm,
     DigestCredentials, RateLimitConfig, ServerSecret, SourceDecision, Staleness, UserSecret,
@@ -394,7 +394,7 @@ pub struct Endpoint {
     transactions: TransactionLayer<SourceInfo>,
     users: HashMap<String, UserSecret>,
     trunks: Vec<TrunkSource>,
-    metrics: Arc<Metrics>,
+    metrics: Arc<dyn EndpointCounters>,
     outputs: VecDeque<Output>,
     /// Maps `Instant`s to wall-clock milliseconds for what is stored in the database.
     clock: ClockAnchor,
@@ -487,7 +487,7 @@ impl Endpoint {
     pub fn new(
         config: &Config,
         saved: Vec<StoredBinding>,
-        metrics: Arc<Metrics>,
+        metrics: Arc<dyn EndpointCounters>,
         now: Instant,
         unix_ms: i64,
         rng_seed: Option<u64>,
@@ -1931,7 +1931,7 @@ impl Endpoint {
     /// Call out through a carrier trunk (B2BUA leg to an outside number): INVITE
     /// `request_uri` (`sip:<number>@<trunk>`) sent to `peer`, To = the Request-URI, From
     /// `sip:<from_user>@<our domain>`. Events come back as for [`Endpoint::call_dial`].
-    /// The shell decides what may be dialled (`crate::server::outbound`): this only
+    /// The shell decides what may be dialled (the shell's outbound rule): this only
     /// sends.
     pub fn call_dial_out(
         &mut self,
@@ -2543,7 +2543,7 @@ kind = "echo"
         Endpoint::new(
             &config,
             Vec::new(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::sip::counters::NoCounters),
             now,
             0,
             Some(7),
@@ -2677,7 +2677,7 @@ kind = "echo"
         let mut ep = Endpoint::new(
             &Config::from_toml(&config).expect("config"),
             Vec::new(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::sip::counters::NoCounters),
             start,
             0,
             Some(7),
@@ -2733,7 +2733,7 @@ kind = "echo"
         Endpoint::new(
             &Config::from_toml(&config).expect("config"),
             Vec::new(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::sip::counters::NoCounters),
             now,
             0,
             Some(7),
@@ -2895,7 +2895,7 @@ kind = "echo"
         let mut ep = Endpoint::new(
             &Config::from_toml(&config).expect("config"),
             Vec::new(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::sip::counters::NoCounters),
             now,
             0,
             Some(7),
@@ -3710,7 +3710,7 @@ kind = "echo"
         let mut after = Endpoint::new(
             &config,
             Vec::new(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::sip::counters::NoCounters),
             t1,
             5_000,
             Some(8),
@@ -3854,7 +3854,7 @@ kind = "echo"
         let mut ep = Endpoint::new(
             &config,
             Vec::new(),
-            Arc::new(Metrics::default()),
+            Arc::new(crate::sip::counters::NoCounters),
             t0,
             0,
             Some(7),

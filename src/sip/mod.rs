@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod call_leg;
+pub mod counters;
 pub mod dialog;
 pub mod endpoint;
 pub mod message;

@@ -10,7 +10,7 @@ use crate::ivr::cdr::{CallDetailRecord, SystemEnd};
 ///
 /// This is the hand-over point to the ticket store: it opens a callback order from each
 /// row without a `work_order` and fills that column in.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, sqlx::FromRow, utoipa::ToSchema)]
 pub struct VoiceMessage {
     pub call_id: String,
     pub caller: String,
@@ -50,7 +50,7 @@ pub struct CallFilter {
 }
 
 /// One listed call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct StoredCall {
     pub record: CallDetailRecord,
     pub voice_message: Option<VoiceMessage>,
@@ -349,8 +349,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::{CallCategory, Urgency};
     use crate::ivr::cdr::{CallPath, CdrBuilder};
-    use crate::ivr::flow::{CallCategory, Urgency};
 
     fn record(call_id: &str, at: &str) -> CallDetailRecord {
         let arrival = chrono::DateTime::parse_from_rfc3339(at).expect("time");

@@ -128,6 +128,10 @@ pub struct OrderFilter {
     pub overdue: Option<bool>,
     pub phone: Option<String>,
     pub special_flag: Option<bool>,
+    /// Received at or after this instant (ms since the epoch).
+    pub received_from_ms: Option<i64>,
+    /// Received before this instant (ms since the epoch).
+    pub received_until_ms: Option<i64>,
     /// Read scope: orders involving one of these units; `None` = everything.
     pub scope: Option<Vec<String>>,
     /// The unit whose subtree `scope` is (the user's unit): with the unit tree
@@ -1048,6 +1052,14 @@ impl Store {
         if let Some(flag) = filter.special_flag {
             let n = next(&mut binds, Bind::Int(bool_int(flag)));
             clauses.push(format!("o.special_flag = {n}"));
+        }
+        if let Some(from) = filter.received_from_ms {
+            let n = next(&mut binds, Bind::Int(from));
+            clauses.push(format!("o.received_ms >= {n}"));
+        }
+        if let Some(until) = filter.received_until_ms {
+            let n = next(&mut binds, Bind::Int(until));
+            clauses.push(format!("o.received_ms < {n}"));
         }
         if let Some(overdue) = filter.overdue {
             let n = next(&mut binds, Bind::Int(filter.now_ms));

@@ -31,7 +31,19 @@ pub const URGENT_CALLBACK_WORKING_DAYS: u32 = 3;
 pub const REPORT_WORKING_DAYS: u32 = 1;
 
 /// Which limit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum DeadlineKind {
     /// Transfer to a unit.

@@ -160,7 +160,7 @@ impl UnitScore {
 /// Weights of the combined score (W-19), from `[ranking.weights]`: each figure with
 /// data counts with its weight; weights need not sum to 1 (the score divides by the
 /// sum of the weights of the figures the unit has data for).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields, default)]
 pub struct RankingWeights {
     /// 办结率.

@@ -8,28 +8,8 @@ use serde::{Deserialize, Serialize};
 use super::deadlines::Deadlines;
 use super::units::UnitId;
 
-/// Identifier of a work order.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct OrderId(pub String);
-
-impl fmt::Display for OrderId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// Identifier of a user (or `system`).
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct UserId(pub String);
-
-/// Identifier of a call in the call-center (CDR).
-#[derive(
-    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, utoipa::ToSchema,
-)]
-#[serde(transparent)]
-pub struct CallId(pub String);
+/// The shared ids and vocabulary, where the ticket core has always named them.
+pub use crate::domain::{BusinessArea, CallId, Category, Channel, OrderId, Urgency, UserId};
 
 /// How one outbound call attempt ended (a callback to the caller).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -97,6 +77,25 @@ pub enum CallLog {
         /// The agent who took the call.
         to: String,
     },
+    /// Someone acting on the order called its contact back from the console (H-11,
+    /// H-12-3 回拨解答): the server rang their own phone, then dialled the order's stored
+    /// number through the trunk, bridged and recorded them.
+    OrderCallback {
+        /// The call (its record and recording are under this id).
+        call_id: CallId,
+        /// The user who placed it.
+        by: String,
+        /// Their name.
+        by_name: String,
+        /// The phone (agent extension) that was rung first.
+        phone: String,
+        /// How the contact's leg ended.
+        result: CallAttemptResult,
+        /// Seconds the contact was on the line (0 unless answered).
+        talk_secs: u64,
+        /// Where the console plays the recording (an API path, never a file path).
+        recording_url: Option<String>,
+    },
 }
 
 impl CallLog {
@@ -135,6 +134,22 @@ impl CallLog {
                 ),
                 None => format!("来电转接至坐席{to} (transferred to agent {to})"),
             },
+            Self::OrderCallback {
+                by_name,
+                result,
+                talk_secs,
+                ..
+            } => {
+                let result = match result {
+                    CallAttemptResult::Answered => {
+                        format!("已接通，通话{talk_secs}秒 answered, {talk_secs} s")
+                    }
+                    CallAttemptResult::NoAnswer => "无人接听 no answer".to_owned(),
+                    CallAttemptResult::Busy => "占线 busy".to_owned(),
+                    CallAttemptResult::Unreachable => "无法接通 failed".to_owned(),
+                };
+                format!("{by_name}回拨解答 called the caller back: {result}")
+            }
         }
     }
 }
@@ -168,140 +183,18 @@ impl CallLog {
                 call_id,
                 result: CallAttemptResult::Answered,
                 ..
+            }
+            | Self::OrderCallback {
+                call_id,
+                result: CallAttemptResult::Answered,
+                ..
             } => Some(call_id),
-            Self::CallbackAttempt { .. } | Self::CallbackGaveUp { .. } => None,
+            Self::CallbackAttempt { .. }
+            | Self::CallbackGaveUp { .. }
+            | Self::OrderCallback { .. } => None,
         }
     }
 }
-
-/// Demand category (H-8; `case` 案件 for business handling, W-13).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Category {
-    /// 咨询.
-    #[default]
-    Consultation,
-    /// 投诉.
-    Complaint,
-    /// 建议.
-    Suggestion,
-    /// 案件 (business handling).
-    Case,
-}
-
-impl Category {
-    /// Whether replies go through review (TK-REVIEW, W-13): complaints and cases.
-    #[must_use]
-    pub fn needs_review(self) -> bool {
-        matches!(self, Self::Complaint | Self::Case)
-    }
-}
-
-/// Urgency (紧急程度).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Urgency {
-    /// Ordinary.
-    #[default]
-    Normal,
-    /// Urgent (应急类): 1-hour transfer, mandatory callback within 3 working days.
-    Urgent,
-}
-
-/// Business area (问题分类, TK-FIELDS).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum BusinessArea {
-    /// 法律援助.
-    LegalAid,
-    /// 律师.
-    Lawyer,
-    /// 公证.
-    Notary,
-    /// 司法鉴定.
-    JudicialAppraisal,
-    /// 人民调解.
-    Mediation,
-    /// 基层法律服务.
-    GrassrootsLegalService,
-    /// 法治宣传教育.
-    LegalEducation,
-    /// Known to be outside the listed areas.
-    Other,
-    /// Not determined: never routed automatically (W-9).
-    #[default]
-    Unknown,
-}
-
-/// Intake channel (TK-INTAKE).
-#[derive(
-    Debug,
-    Clone,
-    Copy,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Channel {
-    /// 12348 telephone.
-    #[default]
-    Phone,
-    /// Web site.
-    Web,
-    /// Mobile app.
-    App,
-    /// WeChat.
-    Wechat,
-    /// Transferred from the 12345 hotline.
-    Hotline12345,
-}
-
 /// A role a user holds.
 #[derive(
     Debug,
@@ -447,9 +340,21 @@ impl FieldValues {
 
 /// Lifecycle state.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
 )]
 #[serde(rename_all = "snake_case")]
+#[schema(as = OrderState)]
 pub enum State {
     /// Being written by an agent.
     #[default]
@@ -509,7 +414,7 @@ impl fmt::Display for State {
 }
 
 /// A unit's part in an order.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AssignmentStatus {
     /// Dispatched to it, not signed.
@@ -519,7 +424,7 @@ pub enum AssignmentStatus {
 }
 
 /// A unit the order is currently dispatched to.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Assignment {
     /// Unit.
     pub unit: UnitId,
@@ -528,7 +433,19 @@ pub struct Assignment {
 }
 
 /// Caller's satisfaction (满意 / 基本满意 / 不满意).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Satisfaction {
     /// 满意.
@@ -542,7 +459,7 @@ pub enum Satisfaction {
 /// The caller's answer to the post-call satisfaction survey of the linked call
 /// (CALL-ETIQUETTE): a record on the order, not the callback's satisfaction (TK-VISIT),
 /// which the callback staff still take.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallSurveyAnswer {
     /// 满意 (1).
@@ -556,7 +473,7 @@ pub enum CallSurveyAnswer {
 }
 
 /// Why an order was closed on judgement although the caller is not satisfied (H-14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum JudgementGround {
     /// Limits of laws, regulations or policy (法律法规、政策所限).
@@ -576,7 +493,7 @@ pub enum RedoTarget {
 }
 
 /// First callback by the hotline, or second by the supervising unit (W-14).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CallbackRound {
     /// By the city's callback staff (sampled, or mandatory for urgent orders).
@@ -586,7 +503,7 @@ pub enum CallbackRound {
 }
 
 /// Why and under which rule an order was closed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CloseReason {
     /// Consultation answered (H-10).
@@ -630,7 +547,7 @@ impl CloseReason {
 }
 
 /// How an order was closed.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Closing {
     /// Reason (carries the rule).
     pub reason: CloseReason,
@@ -644,7 +561,7 @@ pub struct Closing {
 }
 
 /// A pending extension request (W-12).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExtensionRequest {
     /// Requesting unit (its head decides).
     pub unit: UnitId,
@@ -661,7 +578,7 @@ pub struct ExtensionRequest {
 }
 
 /// One callback made.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CallbackRecord {
     /// First or second.
     pub round: CallbackRound,
@@ -688,7 +605,7 @@ pub struct IssuedReminder {
 
 /// A limit the order missed, recorded once by the scheduler (H-13-2 for the urgent
 /// transfer, H-9 for the dissatisfaction report).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct MissedLimit {
     /// Which limit.
     pub deadline: super::deadlines::DeadlineKind,
@@ -697,7 +614,19 @@ pub struct MissedLimit {
 }
 
 /// Why the city's leaders are told of an order (H-13-2 "报告领导").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    utoipa::ToSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum LeaderAlert {
     /// An urgent order was received.

@@ -19,6 +19,11 @@ use super::model::{
 use super::routing::RoutingRules;
 use super::units::{UnitId, UnitKind, UnitTree};
 
+/// The feedback note of a consultation the unit's reply answered (H-10), as the ledger
+/// shows it. (Events recorded before it was Chinese say "consultation answered by the
+/// unit".)
+pub const CONSULTATION_ANSWERED_NOTE: &str = "承办单位已答复，即为对来电人的答复";
+
 /// Pure data the transition function consults.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -848,7 +853,7 @@ pub fn apply(
             if order.fields.category == Category::Consultation {
                 // The unit's reply is the answer to the caller (H-10).
                 out.emit(EventKind::FedBack {
-                    note: "consultation answered by the unit".to_owned(),
+                    note: CONSULTATION_ANSWERED_NOTE.to_owned(),
                 });
                 out.close_unless_urgent(CloseReason::Answered);
             }

@@ -2,46 +2,10 @@
 //! hanging under any of them. Pure data; scope checks ask [`UnitTree::covers`].
 
 use std::collections::BTreeMap;
-use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-/// Identifier of a unit (`shandong`, `jinan`, `jinan-lixia`, …).
-#[derive(
-    Debug,
-    Clone,
-    Default,
-    PartialEq,
-    Eq,
-    PartialOrd,
-    Ord,
-    Hash,
-    Serialize,
-    Deserialize,
-    utoipa::ToSchema,
-)]
-#[serde(transparent)]
-pub struct UnitId(pub String);
-
-impl UnitId {
-    /// Builds an id from text.
-    #[must_use]
-    pub fn new(id: impl Into<String>) -> Self {
-        Self(id.into())
-    }
-
-    /// The id as text.
-    #[must_use]
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Display for UnitId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
+pub use crate::domain::UnitId;
 
 /// What kind of unit this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,6 +21,20 @@ pub enum UnitKind {
     Township,
     /// Service institution: law firm, notary office, legal-aid center, …
     Institution,
+}
+
+impl UnitKind {
+    /// The level's name as the API and `check-config` write it (`province`, `city`, …).
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Province => "province",
+            Self::City => "city",
+            Self::County => "county",
+            Self::Township => "township",
+            Self::Institution => "institution",
+        }
+    }
 }
 
 /// One unit.

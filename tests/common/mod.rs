@@ -17,7 +17,9 @@ pub mod ops;
 pub mod orders;
 pub mod phone;
 pub mod queue;
+pub mod schema;
 pub mod tls;
+pub mod trunk;
 
 pub const TEST_CONFIG: &str = r#"
 [server]
@@ -890,15 +892,15 @@ pub fn body_json(resp: &str) -> serde_json::Value {
 
 /// Log in as the order desk's user 9001 ([`ORDER_DESK_CONFIG`]): (cookie, CSRF token).
 pub fn login_order_desk(server: &Server) -> (String, String) {
+    login(server, "9001", "pw-9001")
+}
+
+/// Log in to the console as `user`: (cookie, CSRF token).
+pub fn login(server: &Server, user: &str, password: &str) -> (String, String) {
     let none = (String::new(), String::new());
-    let (status, resp) = http(
-        server.http,
-        "POST",
-        "/api/login",
-        &none,
-        r#"{"user":"9001","password":"pw-9001"}"#,
-    );
-    assert_eq!(status, 200, "login: {resp}");
+    let body = serde_json::json!({"user": user, "password": password}).to_string();
+    let (status, resp) = http(server.http, "POST", "/api/login", &none, &body);
+    assert_eq!(status, 200, "login {user}: {resp}");
     let cookie = resp
         .lines()
         .find_map(|l| {

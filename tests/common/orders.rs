@@ -12,10 +12,11 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use hotline::api::orders::OrdersContext;
+use hotline::api::auth::Auth;
 use hotline::api::{AppState, router};
 use hotline::calendar::{Calendar, SharedCalendar};
 use hotline::config::Config;
+use hotline::orders::OrdersContext;
 use hotline::store::Store;
 
 use super::repo_root;
@@ -100,6 +101,7 @@ impl OrdersHarness {
             metrics: Arc::default(),
             warnings: Arc::new(vec![]),
             orders: Arc::new(orders),
+            auth: Arc::new(Auth::for_config(&config)),
             cities: Arc::default(),
         };
         Self {

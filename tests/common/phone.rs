@@ -219,9 +219,28 @@ impl Baresip {
         Baresip::start(&format!("{account}\n"), source, seconds, Some(dial), "")
     }
 
+    /// A phone on the carrier's side of the outbound trunk: listening on `port` (the
+    /// trunk's `outbound` address) as `number`, answering every call at once; its
+    /// microphone plays `source`.
+    pub fn answering_at(port: u16, number: &str, source: &Path, seconds: u32) -> Baresip {
+        let account = format!("<sip:{number}@127.0.0.1:{port}>;regint=0;answermode=auto\n");
+        Baresip::start_on(port, &account, source, seconds, None, "")
+    }
+
     /// `extra`: more lines for baresip's `config`, before its modules (a media
     /// encryption module must be loaded before the accounts that name it).
     fn start(
+        account: &str,
+        source: &Path,
+        seconds: u32,
+        command: Option<String>,
+        extra: &str,
+    ) -> Baresip {
+        Baresip::start_on(free_port(), account, source, seconds, command, extra)
+    }
+
+    fn start_on(
+        sip_port: u16,
         account: &str,
         source: &Path,
         seconds: u32,
@@ -242,7 +261,7 @@ impl Baresip {
                  module sndfile.so\nmodule aubridge.so\n\
                  audio_source aufile,{}\naudio_player aubridge,heard\n\
                  snd_path {}\nrtp_ports {}-{}\n",
-                free_port(),
+                sip_port,
                 source.display(),
                 heard.display(),
                 rtp_low,

@@ -167,6 +167,8 @@ try {
   await login(USERS.dispatcher);
   await open('/dispatch');
   await select(orderId);
+  // Dispatch does not answer the caller: no 回拨.
+  if ((await page.locator('[data-call-back]').count()) !== 0) throw new Error('回拨 offered to dispatch');
   await command('dispatch', async (form) => {
     await form.locator('input[name="unit"][value="jinan-legal-aid"]').check();
     await shot('dispatch');
@@ -197,6 +199,14 @@ try {
   await select(orderId);
   await command('sign');
   if ((await allowed()).includes('start')) await command('start');
+  // H-11, H-12-3: who replies may call the caller back through the system (回拨); this
+  // server has no outbound trunk, and says so.
+  await page.click(`[data-call-back="${orderId}"] button:has-text("回拨")`);
+  const alert = page.locator(`[data-call-back="${orderId}"] [role="alert"]`);
+  await alert.waitFor();
+  const refusal = await alert.innerText();
+  if (!refusal.includes('外呼中继')) throw new Error(`回拨 refusal: ${refusal}`);
+  step(`回拨 offered to the replying unit: ${refusal}`);
   const replyText = '经核实，可向所在街道人民调解委员会申请调解，调解免费。';
   const available = await allowed();
   if (available.includes('reply')) {

@@ -86,6 +86,8 @@ export interface Me {
   unit_name?: string;
   /** The queue agent (softphone extension) this user works as. */
   agent?: string | null;
+  /** The server's clock when this was answered (see clock.ts). */
+  server_time?: string;
 }
 
 export interface Deadlines {

@@ -5,7 +5,10 @@ import { useEffect, useState } from 'preact/hooks';
 import type { ComponentChildren } from 'preact';
 import { ApiError, get, post, recordingUrl, sendCommand, type Me, type Order, type Unit } from './api';
 import {
+  ANSWERING_COMMANDS,
   AREA_LABELS,
+  CALL_BACK_OUTCOME_LABELS,
+  CALL_BACK_STATE_LABELS,
   kindName,
   CATEGORY_LABELS,
   CHANNEL_LABELS,
@@ -26,6 +29,7 @@ import {
   timelineEntry,
   unitIds,
 } from './format';
+import { serverNow } from './clock';
 
 export function errorText(e: unknown): string {
   if (e instanceof ApiError) {
@@ -34,6 +38,12 @@ export function errorText(e: unknown): string {
     if (e.code === 'transfer_unavailable') return '转接承办单位外线暂不可用（服务器尚未开通外呼），请转其他城市或登记工单转办';
     if (e.code === 'not_bridged') return '通话尚未接通或已结束，无法转接';
     if (e.code === 'transfer_refused') return `转接被拒绝：${e.message}`;
+    if (e.code === 'trunk_not_configured') return '无法回拨：服务器未配置外呼中继';
+    if (e.code === 'no_registered_phone') return '无法回拨：您的话机未登记（请先在话机上登录分机）';
+    if (e.code === 'no_number') return '无法回拨：工单没有来电人号码';
+    if (e.code === 'number_refused') return `无法回拨：该号码不允许外呼（${e.message}）`;
+    if (e.code === 'call_in_progress') return '该工单的回拨正在进行中';
+    if (e.code === 'phone_busy') return '无法回拨：您的话机正在通话';
     if (e.status === 403) return `无权操作：${e.message}`;
     return e.field ? `${e.message}（字段：${e.field}）` : e.message;
   }
@@ -91,7 +101,7 @@ export function OrderTable(props: {
   selected?: string | null;
   onSelect: (o: Order) => void;
 }) {
-  const now = new Date();
+  const now = serverNow();
   if (props.orders.length === 0) return <p class="empty">暂无工单</p>;
   return (
     <table class="orders">
@@ -253,6 +263,68 @@ export function RecordingPlayer(props: { callId: string }) {
   );
 }
 
+interface CallBackProgress {
+  call_id: string;
+  state: string;
+  outcome?: string | null;
+  talk_secs?: number | null;
+  recording_url?: string | null;
+}
+
+/** 回拨 (H-11, H-12-3): the server rings the user's own phone, then the order's caller
+ * through the trunk, recorded; the state is read back until the call ends, then the
+ * order (and its history, which holds the call) is re-read. */
+export function CallBackButton(props: { order: Order; onEnded: () => void }) {
+  const id = props.order.id;
+  const [progress, setProgress] = useState<CallBackProgress | null>(null);
+  const [error, setError] = useState<unknown>(null);
+  const path = `/api/orders/${encodeURIComponent(id)}/call_back`;
+  useEffect(() => {
+    setProgress(null);
+    setError(null);
+  }, [id]);
+  const running = progress !== null && progress.state !== 'ended';
+  useEffect(() => {
+    if (!running) return;
+    const timer = window.setInterval(async () => {
+      try {
+        const p = await get<CallBackProgress>(path);
+        setProgress(p);
+        if (p.state === 'ended') props.onEnded();
+      } catch (e) {
+        setError(e);
+      }
+    }, 1000);
+    return () => window.clearInterval(timer);
+  }, [running, path]);
+  const start = async () => {
+    setError(null);
+    try {
+      setProgress(await post<CallBackProgress>(path, {}));
+    } catch (e) {
+      setError(e);
+    }
+  };
+  const ended = progress?.state === 'ended';
+  return (
+    <span class="call-back" data-call-back={id} data-call-back-state={progress?.state ?? ''}>
+      <button type="button" class="link" disabled={running} onClick={start} title="先呼叫您登记的话机，接听后由系统经中继呼叫来电人，全程录音并记入工单">
+        回拨
+      </button>
+      {progress && (
+        <span class="muted">
+          {' '}
+          {label(CALL_BACK_STATE_LABELS, progress.state)}
+          {ended && progress.outcome ? `：${label(CALL_BACK_OUTCOME_LABELS, progress.outcome)}` : ''}
+          {ended && progress.outcome === 'answered' ? `，通话${progress.talk_secs ?? 0}秒` : ''}
+        </span>
+      )}
+      {ended && progress?.recording_url && <RecordingPlayer callId={progress.call_id} />}
+      <ErrorBanner error={error} />
+    </span>
+  );
+}
+
 export function OrderDetail(props: {
   order: Order;
   me: Me;
@@ -285,7 +357,7 @@ export function OrderDetail(props: {
     }
   };
   const [events] = useOrderEvents(o.id, o.version);
-  const now = new Date();
+  const now = serverNow();
   const dl = o.deadlines as Record<string, unknown> | null | undefined;
   const dueKind = currentDueKind(o);
   const returnReason = typeof o.last_return_reason === 'string' ? o.last_return_reason : lastReturnReason(events);
@@ -324,6 +396,9 @@ export function OrderDetail(props: {
             <button type="button" class="link" onClick={reveal}>
               显示号码
             </button>
+          )}
+          {(o.allowed_commands ?? []).some((c) => ANSWERING_COMMANDS.includes(c)) && contact.phone && (
+            <CallBackButton order={o} onEnded={() => props.onChanged(null)} />
           )}
         </dd>
         <dt>类别 / 业务</dt>

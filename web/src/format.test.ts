@@ -315,5 +315,17 @@ describe('logged calls in the timeline', () => {
       units,
     );
     expect(attempt.extra).toBe('第2次回电（值班员 张明）：无人接听');
+    const back = timelineEntry(
+      {
+        actor_name: '系统',
+        kind: {
+          type: 'call_logged',
+          note: 'x',
+          call: { what: 'order_callback', call_id: 'ordercall-1', by: 'wu', by_name: '回访员 吴静', phone: '1003', result: 'answered', talk_secs: 42 },
+        },
+      },
+      units,
+    );
+    expect(back.extra).toBe('回访员 吴静回拨解答：已接通，通话42秒');
   });
 });

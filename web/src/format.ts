@@ -2,30 +2,16 @@
 // unit-tested with vitest.
 
 import type { Order } from './api';
+// The label tables the server's exports use too (the ledger CSV, src/api/labels.rs): one
+// source for the words the console and the exports show.
+import labels from './labels.json';
 
-export const STATE_LABELS: Record<string, string> = {
-  draft: '草稿',
-  pending_dispatch: '待派单',
-  dispatched: '已派单',
-  signed: '已签收',
-  in_progress: '办理中',
-  reply_drafted: '答复待审',
-  reviewed: '答复已审',
-  replied: '已答复',
-  // Fed back and urgent: the mandatory callback is still to come (H-11).
-  fed_back: '待回访',
-  second_callback: '待二次回访',
-  // A flag, not an end: open while the supervising unit studies it (W-14).
-  special_study: '特殊标记（研究处理中）',
-  closed: '已办结',
-};
+// fed_back reads 待回访: fed back and urgent, the mandatory callback is still to come
+// (H-11); special_study is a flag, not an end: open while the supervising unit studies
+// it (W-14).
+export const STATE_LABELS: Record<string, string> = labels.state;
 
-export const CATEGORY_LABELS: Record<string, string> = {
-  consultation: '咨询',
-  complaint: '投诉',
-  suggestion: '建议',
-  case: '案件',
-};
+export const CATEGORY_LABELS: Record<string, string> = labels.category;
 
 /** The categories a 12348 hotline order is registered under (H-8: 咨询、投诉、建议);
  * 案件 only for a case registered from another channel (website, app, 12345…). */
@@ -41,19 +27,9 @@ export function categoryOptions(channel: unknown): Record<string, string> {
 export const DEADLINE_RULE =
   '时限自受理次日起算，受理当日不计入：转办1个工作日内（紧急事项1小时内），反馈5个工作日内（经批准可延长，最长不超过15个工作日），紧急事项3个工作日内回访；节假日不计，调休上班日计入。';
 
-export const URGENCY_LABELS: Record<string, string> = { normal: '一般', urgent: '紧急' };
+export const URGENCY_LABELS: Record<string, string> = labels.urgency;
 
-export const AREA_LABELS: Record<string, string> = {
-  legal_aid: '法律援助',
-  lawyer: '律师',
-  notary: '公证',
-  judicial_appraisal: '司法鉴定',
-  mediation: '人民调解',
-  grassroots_legal_service: '基层法律服务',
-  legal_education: '法治宣传教育',
-  other: '其他',
-  unknown: '未确定',
-};
+export const AREA_LABELS: Record<string, string> = labels.area;
 
 export const CHANNEL_LABELS: Record<string, string> = {
   phone: '12348电话',
@@ -63,17 +39,7 @@ export const CHANNEL_LABELS: Record<string, string> = {
   hotline_12345: '12345转来',
 };
 
-export const ROLE_LABELS: Record<string, string> = {
-  agent: '值班坐席',
-  dispatcher: '转办人员',
-  unit_handler: '承办人员',
-  unit_head: '单位负责人',
-  reviewer: '审核人员',
-  supervisor: '督办岗',
-  callback_staff: '回访人员',
-  province_admin: '省平台管理员',
-  system: '系统',
-};
+export const ROLE_LABELS: Record<string, string> = labels.role;
 
 export const COMMAND_LABELS: Record<string, string> = {
   create: '登记',
@@ -106,69 +72,19 @@ export const COMMAND_LABELS: Record<string, string> = {
 };
 
 /** Ledger event types (`kind.type` in `/api/orders/{id}/events`). */
-export const EVENT_LABELS: Record<string, string> = {
-  created: '登记',
-  submitted: '提交',
-  answered_directly: '直接答复',
-  dispatched: '派单',
-  helping_units_added: '增加协办单位',
-  returned_upward: '退回上级',
-  signed: '签收',
-  returned: '退回',
-  started: '开始办理',
-  extension_requested: '申请延期',
-  extension_approved: '同意延期',
-  extension_rejected: '驳回延期',
-  reply_drafted: '拟写答复',
-  review_approved: '审核通过',
-  review_rejected: '审核驳回',
-  replied: '答复',
-  fed_back: '反馈来电人',
-  closed: '办结',
-  callback_recorded: '回访',
-  redo_ordered: '重办',
-  escalated_for_second_callback: '转二次回访',
-  special_flagged: '特殊标记',
-  study_note_added: '研究意见',
-  contact_revealed: '显示号码',
-  study_concluded: '研究结论',
-  reminded: '催办',
-  supervised: '督办',
-  note_added: '备注',
-  call_survey_recorded: '来电满意度评价',
-  deadlines_recomputed: '重算时限',
-  withdrawn: '撤回',
-  call_logged: '通话记录',
-  fields_corrected: '更正工单信息',
-  explained_outside_remit: '非职能范围解释说明',
-  limit_missed: '超过时限',
-  dissatisfaction_reported: '已向承办单位通报不满意',
-  leaders_alerted: '报告领导',
-};
+export const EVENT_LABELS: Record<string, string> = labels.event;
 
-export const SATISFACTION_LABELS: Record<string, string> = {
-  satisfied: '满意',
-  basically_satisfied: '基本满意',
-  dissatisfied: '不满意',
-};
+export const SATISFACTION_LABELS: Record<string, string> = labels.satisfaction;
 
 /** The survey a caller answered with keys after the call. */
-export const CALL_SURVEY_LABELS: Record<string, string> = {
-  ...SATISFACTION_LABELS,
-  no_answer: '未评价',
-};
+export const CALL_SURVEY_LABELS: Record<string, string> = labels.call_survey;
 
 /** Which limit (reminders, missed limits). */
-export const LIMIT_LABELS: Record<string, string> = {
-  transfer: '转办时限',
-  feedback: '反馈时限',
-  callback: '回访时限',
-  report: '不满意通报时限',
-};
+export const LIMIT_LABELS: Record<string, string> = labels.limit;
 
-export const CALLBACK_ROUND_LABELS: Record<string, string> = { first: '首次回访', second: '二次回访' };
+export const CALLBACK_ROUND_LABELS: Record<string, string> = labels.callback_round;
 
-export const REDO_TARGET_LABELS: Record<string, string> = { agent: '退回值班人员重办', unit: '退回承办单位重办' };
+export const REDO_TARGET_LABELS: Record<string, string> = labels.redo_target;
 
 export const CALL_ATTEMPT_LABELS: Record<string, string> = {
   answered: '已接通',
@@ -198,12 +114,36 @@ export function callLogText(call: unknown, unitName: (id: string) => string): st
       return `来电已转接至${unitName(String(c.unit ?? ''))}${typeof c.agent === 'string' ? `（${agent('agent')}转接）` : ''}`;
     case 'transferred_to_agent':
       return typeof c.from === 'string' ? `来电由${agent('from')}转接至${agent('to')}` : `来电转接至${agent('to')}`;
+    case 'order_callback': {
+      const talked = c.result === 'answered' ? `，通话${String(c.talk_secs ?? 0)}秒` : '';
+      return `${agent('by')}回拨解答：${label(CALL_ATTEMPT_LABELS, c.result)}${talked}`;
+    }
     default:
       return '';
   }
 }
 
-export const REMINDER_LEVEL_LABELS: Record<string, string> = { yellow: '黄色预警', red: '红色超时' };
+/** Where an order's callback call (回拨) is, as `GET /api/orders/{id}/call_back` says. */
+export const CALL_BACK_STATE_LABELS: Record<string, string> = {
+  ringing_phone: '正在呼叫您的话机，请接听…',
+  calling_caller: '正在呼叫来电人…',
+  connected: '通话中',
+  ended: '已结束',
+};
+
+/** How an order's callback call ended. */
+export const CALL_BACK_OUTCOME_LABELS: Record<string, string> = {
+  answered: '已接通',
+  no_answer: '无人接听',
+  busy: '占线',
+  failed: '呼叫失败',
+  phone_not_answered: '您的话机未接听，未呼叫来电人',
+};
+
+/** The commands of those who answer the caller: they may call back (as the server decides). */
+export const ANSWERING_COMMANDS = ['answer_directly', 'draft_reply', 'reply', 'send_reviewed_reply', 'feed_back', 'record_callback'];
+
+export const REMINDER_LEVEL_LABELS: Record<string, string> = labels.reminder_level;
 
 export const AGENT_STATE_LABELS: Record<string, string> = {
   signed_out: '签退',
@@ -431,17 +371,9 @@ export function lastReturnReason(
   return kind && typeof kind.reason === 'string' ? kind.reason : '';
 }
 
-export const CLOSE_REASON_LABELS: Record<string, string> = {
-  answered: '已答复办结',
-  fed_back: '已反馈办结',
-  satisfied: '回访满意办结',
-  judgement: '依法办结',
-  // The study of a flagged order concluded (W-14): the flag itself never closes.
-  special_flag: '研究处理后办结',
-  withdrawn: '撤回',
-  outside_remit: '非职能范围解释办结',
-  call_logged: '通话记录',
-};
+// special_flag: the study of a flagged order concluded (W-14); the flag itself never
+// closes.
+export const CLOSE_REASON_LABELS: Record<string, string> = labels.close_reason;
 
 /** A closing reason (`"satisfied"` or `{"judgement": "law_or_policy"}`) in Chinese. */
 export function closeReasonText(reason: unknown): string {

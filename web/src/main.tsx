@@ -7,6 +7,7 @@ import { AgentWorkspace } from './pages/Agent';
 import { CallbackWorkspace, DispatchInbox, UnitWorkspace } from './pages/Consoles';
 import { SupervisorDashboard } from './pages/Supervisor';
 import './style.css';
+import { syncClock } from './clock';
 
 interface Page {
   path: string;
@@ -46,14 +47,25 @@ function App() {
   const [path, go] = usePath();
   useEffect(() => {
     get<Me>('/api/me')
-      .then(setMe)
+      .then((m) => {
+        syncClock(m.server_time);
+        setMe(m);
+      })
       .catch((e) => {
         if (!(e instanceof ApiError) || e.status !== 401) console.warn(e);
         setMe(null);
       });
   }, []);
   if (me === undefined) return <p class="muted center">加载中…</p>;
-  if (me === null) return <Login onLogin={(u) => setMe(u)} />;
+  if (me === null)
+    return (
+      <Login
+        onLogin={(u) => {
+          syncClock(u.server_time);
+          setMe(u);
+        }}
+      />
+    );
   const pages = pagesFor(me);
   const page = pages.find((p) => p.path === path) ?? pages[0];
   const logout = async () => {

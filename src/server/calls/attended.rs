@@ -324,11 +324,8 @@ pub(super) async fn run_consult(
         now,
     );
     call.transfer.consult = Some(link);
-    match call.place_agent_leg(now, &contact, DialFor::Acd).await {
-        Some(mut leg) => {
-            leg.ring_until = Some(now + AGENT_RING_TIMEOUT);
-            call.agent = Some(leg);
-        }
+    match call.place_agent_leg(now, &contact, None).await {
+        Some(leg) => call.agent = Some(leg),
         None => reject(503),
     }
     info!(%handle, %from, %target, "consultation call: ringing the agent");
@@ -338,6 +335,7 @@ pub(super) async fn run_consult(
                 &mut events,
                 &mut control,
                 Bytes::from(answer.sdp.to_string()),
+                now + AGENT_RING_TIMEOUT,
             )
             .await;
     let end = if answered {
@@ -382,13 +380,14 @@ impl CallMedia {
         events: &mut mpsc::UnboundedReceiver<(CallHandle, LegEvent)>,
         control: &mut mpsc::UnboundedReceiver<TaskControl>,
         answer_sdp: Bytes,
+        ring_until: Instant,
     ) -> bool {
         let handle = self.handle;
+        let mut ring_until = Some(ring_until);
         loop {
             let Some(target_leg) = self.agent.as_ref().map(|a| a.handle) else {
                 return false;
             };
-            let ring_until = self.agent.as_ref().and_then(|a| a.ring_until);
             let deadline = ring_until.unwrap_or_else(|| Instant::now() + Duration::from_secs(70));
             tokio::select! {
                 event = events.recv() => match event {
@@ -434,10 +433,10 @@ impl CallMedia {
                 },
                 _ = tokio::time::sleep_until(tokio::time::Instant::from_std(deadline)) => {
                     let now = Instant::now();
-                    if let Some(agent) = self.agent.as_mut()
-                        && agent.ring_until.is_some_and(|t| t <= now)
+                    if let Some(agent) = self.agent.as_ref()
+                        && ring_until.is_some_and(|t| t <= now)
                     {
-                        agent.ring_until = None;
+                        ring_until = None;
                         let leg = agent.handle;
                         self.shell.drive(|ep| ep.call_hangup(now, leg));
                     }
@@ -797,13 +796,11 @@ impl CallMedia {
             return;
         };
         let leg = AgentLeg {
-            reason: DialFor::Acd,
+            id: None,
             handle: new,
             agent: agent.clone(),
             contact,
             peer_ip: Some(incoming.source.addr.ip()),
-            ringing: true,
-            dialled_at: now,
             ports,
             rtp,
             rtcp,
@@ -813,7 +810,6 @@ impl CallMedia {
             negotiated: Some(answer.media),
             to_agent: None,
             to_caller: None,
-            ring_until: None,
             ended: false,
             // The replacing INVITE is answered in plain RTP (SDES on it: not yet).
             srtp_offer: None,
@@ -844,11 +840,12 @@ impl CallMedia {
         let agent_media = LegMedia::from(&negotiated);
         leg.to_agent = Some(RelayDirection::new(caller_media, agent_media));
         leg.to_caller = Some(RelayDirection::new(agent_media, caller_media));
-        leg.reason = DialFor::Acd;
-        leg.ring_until = None;
         leg.ended = false;
+        // The core keeps its name for the bridged leg; only the agent changes.
+        leg.id = self.agent.as_ref().and_then(|a| a.id);
         let to = AgentId::new(leg.agent.clone());
         let previous = self.agent.replace(leg);
+        self.control(now, CallInput::BridgedAgentChanged(to.clone()));
         // Our hold music (the first agent held the caller) stops.
         self.control(now, CallInput::AgentHeld(false));
         self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
@@ -876,7 +873,7 @@ impl CallMedia {
             .as_ref()
             .map(|h| h.caller.clone())
             .unwrap_or_default();
-        if let (Some(q), Some(from)) = (self.queue.as_ref().filter(|q| !q.released), &from) {
+        if let (Some(q), Some(from)) = (self.acd_link(), &from) {
             q.acd.leg_held(&q.call, &to, true);
             q.acd.leg_held(&q.call, from, false);
             let input = QueueInput::AttendedTransfer {

@@ -35,7 +35,7 @@ impl CallMedia {
     /// A digit heard while the call waits in a queue: the queue's callback key asks the
     /// ACD for a callback. `true` when taken (the digit goes no further).
     pub(super) fn callback_key_pressed(&mut self, c: char) -> bool {
-        let Some(q) = self.queue.as_ref().filter(|q| !q.released) else {
+        let Some(q) = self.acd_link() else {
             return false;
         };
         if self.agent.as_ref().is_some_and(|a| a.session.is_some()) {
@@ -92,9 +92,6 @@ impl CallMedia {
     pub(super) fn callback_registered(&mut self, now: Instant, position: u32) {
         let handle = self.handle;
         info!(%handle, position, "callback registered; the caller hangs up");
-        if let Some(q) = self.queue.as_mut() {
-            q.released = true;
-        }
         if let Some(h) = self.hotline.as_mut() {
             h.cdr.callback_requested();
         }

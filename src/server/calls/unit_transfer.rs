@@ -3,20 +3,22 @@
 //!
 //! The agent REFERs to `sip:unit-<unit id>@…` or to the unit's configured number (or
 //! the transfer API asks the same); the ACD releases the call
-//! (`ReleaseReason::TransferredToUnit`) and sends [`AcdCommand::ToUnit`]. The call task
-//! then ends any agent leg still up, plays hold music, dials the unit's number through
-//! the outbound trunk (only with a permit of [`crate::server::outbound`]) and bridges
-//! the caller to it when it answers; the recording goes on (the unit on the right
-//! channel). The work order of the call gets a `transferred_to_unit` event. A unit that
-//! does not answer (or cannot be reached) sends the caller back to the queue.
+//! (`ReleaseReason::TransferredToUnit`) and sends [`AcdCommand::ToUnit`]. The call's core
+//! (`crate::call`) ends any agent leg still up, plays hold music, times the unit's ring
+//! and decides what its answer or failure means; this file dials the unit's number
+//! through the outbound trunk (only with a permit of [`crate::server::outbound`]) and
+//! bridges the caller to it when the core says so; the recording goes on (the unit on
+//! the right channel). The work order of the call gets a `transferred_to_unit` event. A
+//! unit that does not answer (or cannot be reached) sends the caller back to the queue.
 //!
 //! [`AcdCommand::ToUnit`]: crate::server::acd::AcdCommand::ToUnit
 
 use super::{
-    CallMedia, Channel, DATAGRAM, Duration, HangupParty, Instant, LegMedia, RelayDirection,
-    Relayed, SocketAddr, debug, info, warn,
+    CallMedia, Channel, DATAGRAM, Duration, Instant, LegMedia, RelayDirection, Relayed, SocketAddr,
+    debug, info, warn,
 };
-use crate::call::{CallInput, Peer, QueueCue};
+use crate::call::{CallInput, LegId};
+use crate::queue::LegFailure;
 use crate::server::call_orders::CallOrderSeed;
 use crate::server::outbound::Dial;
 use crate::server::outleg::{LegTimer, OutLeg, Prepared};
@@ -24,11 +26,10 @@ use crate::sip::call_leg::LegEvent;
 use crate::sip::endpoint::CallHandle;
 use crate::ticket::units::UnitId;
 
-/// How long the unit's phone rings before the caller goes back to the queue.
-const UNIT_RING: Duration = Duration::from_secs(30);
-
 /// The caller's leg to a unit and the bridge to it.
 pub(crate) struct UnitLeg {
+    /// The core's name for it.
+    pub(super) id: LegId,
     unit: UnitId,
     pub(super) leg: OutLeg,
     to_unit: Option<RelayDirection>,
@@ -36,25 +37,9 @@ pub(crate) struct UnitLeg {
 }
 
 impl CallMedia {
-    /// The ACD released the call to `unit`: end any agent leg, hold music, and dial the
-    /// unit (from the run loop).
-    pub(super) fn transfer_to_unit(&mut self, now: Instant, unit: UnitId) {
-        let handle = self.handle;
-        info!(%handle, unit = %unit, "transfer to the unit's outside number");
-        if let Some(q) = self.queue.as_mut() {
-            q.released = true;
-        }
-        // A transfer asked by the API: the agent's leg is still up.
-        if let Some(agent) = self.agent.as_ref().map(|a| a.agent.clone()) {
-            self.hang_up_agent(now);
-            self.release_agent();
-            if let Some(q) = self.queue.as_ref() {
-                q.acd
-                    .leg_held(&q.call, &crate::queue::AgentId::new(agent), false);
-            }
-        }
-        self.control(now, CallInput::Queue(QueueCue::ToUnit));
-        self.pending_unit = Some(unit.clone());
+    /// The caller goes to `unit`: on the call record and the call's work order.
+    pub(super) fn record_unit_transfer(&mut self, unit: UnitId) {
+        info!(handle = %self.handle, unit = %unit, "transfer to the unit's outside number");
         let wall = self.ctx.clock.now();
         let (category, urgency) = self
             .queue
@@ -83,19 +68,19 @@ impl CallMedia {
     }
 
     /// Dial the unit through the trunk (the outbound rule gives the number).
-    pub(super) async fn dial_unit(&mut self, now: Instant, unit: UnitId) {
+    pub(super) async fn dial_unit(&mut self, now: Instant, id: LegId, unit: UnitId) {
         let handle = self.handle;
         let permit = match self.ctx.outbound.permit(Dial::Unit(&unit)) {
             Ok(permit) => permit,
             Err(e) => {
                 warn!(%handle, %e, "the unit cannot be dialled");
-                self.unit_failed(now);
+                self.unit_failed(now, id);
                 return;
             }
         };
         let Some(prepared) = Prepared::open(&self.ctx).await else {
             warn!(%handle, "no RTP ports for the unit leg");
-            self.unit_failed(now);
+            self.unit_failed(now, id);
             return;
         };
         let body = prepared.body();
@@ -108,29 +93,34 @@ impl CallMedia {
         });
         let Some(leg) = dialled else {
             prepared.release(&self.ctx);
-            self.unit_failed(now);
+            self.unit_failed(now, id);
             return;
         };
         info!(%handle, unit = %unit, number = %permit.number(), "dialling the unit");
+        // The core times the ring.
+        let mut leg = prepared.dialled(leg, None);
+        leg.peer_ip = Some(permit.trunk_ip());
         self.unit = Some(Box::new(UnitLeg {
+            id,
             unit,
-            leg: prepared.dialled(leg, Some(now + UNIT_RING)),
+            leg,
             to_unit: None,
             to_caller: None,
         }));
     }
 
-    /// The unit did not answer: the caller waits in the queue again.
-    fn unit_failed(&mut self, now: Instant) {
+    /// The unit's leg could not be placed or its answer is unusable: the core decides
+    /// (back to the queue); the leg is given up.
+    fn unit_failed(&mut self, now: Instant, id: LegId) {
         self.release_unit(now);
-        if self.queue.is_none() {
-            self.hangup_at = Some(now);
-            return;
-        }
-        info!(handle = %self.handle, "the unit was not reached; the caller goes back to the queue");
-        // The ACD let go of the call at the transfer: the core enqueues it afresh.
-        self.queue = None;
-        self.control(now, CallInput::UnitFailed);
+        info!(handle = %self.handle, "the unit was not reached");
+        self.control(
+            now,
+            CallInput::LegFailed {
+                leg: id,
+                failure: LegFailure::Unreachable,
+            },
+        );
     }
 
     pub(super) fn is_unit_leg(&self, leg: CallHandle) -> bool {
@@ -146,38 +136,25 @@ impl CallMedia {
     pub(super) fn on_unit_event(&mut self, now: Instant, event: LegEvent) {
         let handle = self.handle;
         let media_timeout = self.media_timeout;
-        let caller_media = LegMedia::from(&self.negotiated);
         let Some(unit) = self.unit.as_mut() else {
             return;
         };
+        let id = unit.id;
         match event {
             LegEvent::Answered { sdp } => {
                 let ok = sdp.is_some_and(|sdp| unit.leg.answered(now, &sdp, media_timeout));
-                let unit_media = unit.leg.media();
-                if !ok || unit_media.is_none() {
+                if !ok || unit.leg.media().is_none() {
                     warn!(%handle, "the unit's SDP answer is unusable");
-                    self.unit_failed(now);
+                    self.unit_failed(now, id);
                     return;
                 }
-                unit.to_unit = unit.leg.relay_into(caller_media);
-                unit.to_caller = unit_media.map(|m| RelayDirection::new(m, caller_media));
-                info!(%handle, unit = %unit.unit, "the unit answered; caller bridged");
-                self.control(now, CallInput::Bridged(Peer::Unit));
-                self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
+                self.control(now, CallInput::LegAnswered(id));
             }
             LegEvent::Ended { reason, .. } => {
-                let answered = unit.leg.session.is_some();
                 unit.leg.ended = true;
-                if answered {
-                    info!(%handle, %reason, "the unit hung up; the call ends");
-                    if let Some(h) = self.hotline.as_mut() {
-                        h.cdr.hung_up(self.ctx.clock.now(), HangupParty::Agent);
-                    }
-                    self.hangup_at = Some(now);
-                } else {
-                    info!(%handle, %reason, "the unit's leg failed");
-                    self.unit_failed(now);
-                }
+                info!(%handle, %reason, answered = unit.leg.session.is_some(), "the unit's leg ended");
+                self.control(now, CallInput::LegEnded { leg: id, reason });
+                self.release_unit(now);
             }
             LegEvent::Reinvite { .. } => {
                 let leg = unit.leg.handle;
@@ -190,6 +167,19 @@ impl CallMedia {
             }
             other => debug!(%handle, ?other, "unit leg event"),
         }
+    }
+
+    /// The core bridges the caller to the unit that answered.
+    pub(super) fn bridge_unit(&mut self, now: Instant) {
+        let caller_media = LegMedia::from(&self.negotiated);
+        let Some(unit) = self.unit.as_mut() else {
+            return;
+        };
+        let unit_media = unit.leg.media();
+        unit.to_unit = unit.leg.relay_into(caller_media);
+        unit.to_caller = unit_media.map(|m| RelayDirection::new(m, caller_media));
+        info!(handle = %self.handle, unit = %unit.unit, "the unit answered; caller bridged");
+        self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
     }
 
     /// RTP from the unit: relayed to the caller, recorded on the right channel.
@@ -249,7 +239,7 @@ impl CallMedia {
             && let Err(e) =
                 recorder.push(now, Channel::Caller, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             warn!(handle = %self.handle, %e, "recording failed; the call goes on");
         }
     }
@@ -264,19 +254,14 @@ impl CallMedia {
             return;
         };
         match unit.leg.timers(now) {
-            LegTimer::Quiet => {}
-            LegTimer::RingTimeout => {
-                info!(%handle, "the unit did not answer; cancelling");
-                // Its end (Cancelled) sends the caller back to the queue.
-                let leg = unit.leg.handle;
-                self.shell.drive(|ep| ep.call_hangup(now, leg));
-            }
+            // The core times the ring (no ring deadline is set here).
+            LegTimer::Quiet | LegTimer::RingTimeout => {}
             LegTimer::MediaTimeout => {
                 info!(%handle, "media timeout on the unit leg");
                 unit.leg.ended = true;
-                let leg = unit.leg.handle;
+                let (leg, id) = (unit.leg.handle, unit.id);
                 self.shell.drive(|ep| ep.call_media_timeout(now, leg));
-                self.hangup_at = Some(now);
+                self.control(now, CallInput::LegMediaLost(id));
             }
         }
     }

@@ -27,6 +27,7 @@ import {
   label,
   periodOf,
 } from '../format';
+import { serverNow } from '../clock';
 
 function Wallboard() {
   const units = useUnits();
@@ -90,7 +91,7 @@ function Wallboard() {
 }
 
 function Kpis() {
-  const now = new Date();
+  const now = serverNow();
   const [kind, setKind] = useState<'all' | 'month' | 'quarter' | 'year'>('all');
   const [stats, setStats] = useState<OrderStats | null>(null);
   const [error, setError] = useState<unknown>(null);
@@ -316,7 +317,7 @@ function RankingChart(props: { rows: RankingRow[]; metric: string; by: string })
 }
 
 function RankingsPanel() {
-  const now = new Date();
+  const now = serverNow();
   const [periodKind, setPeriodKind] = useState<'month' | 'quarter' | 'year'>('month');
   const [period, setPeriod] = useState(periodOf(now, 'month'));
   const [by, setBy] = useState('unit');

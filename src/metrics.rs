@@ -70,53 +70,7 @@ pub fn rtp_foreign_dropped(packets: u64) {
     RTP_FOREIGN_DROPPED.inc_by(packets);
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    In,
-    Out,
-}
-
-impl Direction {
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Direction::In => "in",
-            Direction::Out => "out",
-        }
-    }
-}
-
-/// Why a message was dropped without an answer.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DropReason {
-    /// Unparseable and too broken to answer with 400.
-    Unanswerable,
-    /// Source is banned after repeated authentication failures.
-    Banned,
-    /// A response that matches no transaction.
-    StrayResponse,
-    /// A TCP stream that could not be framed (connection closed).
-    BadStream,
-}
-
-impl DropReason {
-    const ALL: [DropReason; 4] = [
-        DropReason::Unanswerable,
-        DropReason::Banned,
-        DropReason::StrayResponse,
-        DropReason::BadStream,
-    ];
-
-    #[must_use]
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DropReason::Unanswerable => "unanswerable",
-            DropReason::Banned => "banned",
-            DropReason::StrayResponse => "stray_response",
-            DropReason::BadStream => "bad_stream",
-        }
-    }
-}
+pub use crate::sip::counters::{Direction, DropReason};
 
 /// Why an HTTP connection was closed as soon as it was accepted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -879,6 +833,48 @@ impl Metrics {
 
 fn gauge_value(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl crate::sip::counters::EndpointCounters for Metrics {
+    fn request(&self, direction: Direction, method: &Method) {
+        Metrics::request(self, direction, method);
+    }
+    fn response(&self, direction: Direction, status: u16) {
+        Metrics::response(self, direction, status);
+    }
+    fn parse_error(&self) {
+        Metrics::parse_error(self);
+    }
+    fn dropped(&self, why: DropReason) {
+        Metrics::dropped(self, why);
+    }
+    fn auth_failure(&self) {
+        Metrics::auth_failure(self);
+    }
+    fn ban(&self) {
+        Metrics::ban(self);
+    }
+    fn overloaded(&self) -> u64 {
+        Metrics::overloaded(self)
+    }
+    fn toll_fraud_refused(&self) {
+        Metrics::toll_fraud_refused(self);
+    }
+    fn calls_over_rate(&self) -> u64 {
+        Metrics::calls_over_rate(self)
+    }
+    fn set_active_registrations(&self, n: usize) {
+        Metrics::set_active_registrations(self, n);
+    }
+    fn set_calls_active(&self, n: usize) {
+        Metrics::set_calls_active(self, n);
+    }
+    fn set_active_transactions(&self, n: usize) {
+        Metrics::set_active_transactions(self, n);
+    }
+    fn call_setup(&self, direction: Direction, took: Duration) {
+        Metrics::call_setup(self, direction, took);
+    }
 }
 
 #[cfg(test)]

@@ -18,10 +18,10 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, mpsc};
 use tracing::{info, warn};
 
-use super::metrics::{Metrics, NoticeDrop};
-use super::sip::Shutdown;
 use crate::config::NotifyConfig;
 use crate::http_client::{self, HttpUrl, Request};
+use crate::metrics::{Metrics, NoticeDrop};
+use crate::shutdown::Shutdown;
 use crate::ticket::{
     Category, DeadlineKind, Event, EventKind, LeaderAlert, Order, ReminderLevel, Role, Urgency,
 };

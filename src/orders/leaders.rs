@@ -23,11 +23,11 @@ use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::journal::{DurableQueue, OutboxError, Queued};
-use super::metrics::Metrics;
 use super::notify::{Notice, NoticeKind, Notifier};
-use super::sip::Shutdown;
 use crate::config::{Config, LeaderConfig};
 use crate::http_client::{self, HttpUrl, Request};
+use crate::metrics::Metrics;
+use crate::shutdown::Shutdown;
 
 /// The leaders of each city, by city id.
 pub type LeaderDirectory = BTreeMap<String, Vec<LeaderConfig>>;

@@ -19,10 +19,10 @@ use std::sync::{Arc, Mutex};
 use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
-pub use crate::server::journal::OutboxError;
-use crate::server::journal::{DurableQueue, Queued, Replayed, SharedQueue, replay_loop};
-use crate::server::metrics::{Metrics, OutboxKind};
-use crate::server::sip::Shutdown;
+pub use super::journal::OutboxError;
+use super::journal::{DurableQueue, Queued, Replayed, SharedQueue, replay_loop};
+use crate::metrics::{Metrics, OutboxKind};
+use crate::shutdown::Shutdown;
 use crate::store::Store;
 use crate::store::orders::{AppendError, IdempotencyRecord};
 use crate::ticket::{Event, Order};

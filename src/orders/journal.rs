@@ -2,7 +2,7 @@
 //! journal in the data directory, fsync'd before the caller is told "kept", and written
 //! to the database in order once it answers. The work-order outbox
 //! ([`super::outbox::OrderOutbox`]) and the call-record outbox
-//! ([`super::call_outbox::CallRecordOutbox`]) are two of these.
+//! ([`crate::server::call_outbox::CallRecordOutbox`]) are two of these.
 //!
 //! # Journal
 //! `{"op":"create", …}` per entry, `{"op":"done","id":…}` once that entry is in the
@@ -33,8 +33,8 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::{error, info, warn};
 
-use crate::server::metrics::{Metrics, OutboxKind};
-use crate::server::sip::Shutdown;
+use crate::metrics::{Metrics, OutboxKind};
+use crate::shutdown::Shutdown;
 
 /// Why a journal could not take or give back an entry.
 #[derive(Debug, thiserror::Error)]

@@ -1,0 +1,12 @@
+//! The work-order service, used by the API and the call runtime alike (DESIGN.md:
+//! `api`, `runtime` → `orders`): its context (calendar, units, routing, clock), the
+//! outbox that keeps every answered create through a database outage, the durable
+//! journal under it, the notifier (log + webhooks) and the leaders' directory.
+
+pub mod context;
+pub mod journal;
+pub mod leaders;
+pub mod notify;
+pub mod outbox;
+
+pub use context::{OrdersContext, dispatch_gaps, new_order_id, unit_tree};
