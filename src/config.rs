@@ -63,6 +63,10 @@ pub struct Config {
     /// The hot-topic analysis' word lists.
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// The certificate of HTTPS and SIP over TLS (`server.https_listen`,
+    /// `server.sip_tls_listen`).
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 /// `[analysis]`: the word lists of the hot-topic analysis (H-11), read at its first
@@ -82,6 +86,71 @@ impl Default for AnalysisConfig {
             dictionary: PathBuf::from("analysis/legal-terms.txt"),
             stop_words: PathBuf::from("analysis/stopwords.txt"),
         }
+    }
+}
+
+/// `[tls]`: the certificate HTTPS and SIP over TLS present. Both paths or neither: with
+/// neither, a self-signed certificate is made at the first start and kept in
+/// `<data_dir>/tls/` (its SHA-256 fingerprint is logged for clients to pin).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM: the server's certificate first, then the intermediates.
+    pub certificate: Option<PathBuf>,
+    /// PEM: the certificate's private key (PKCS#8, PKCS#1 or SEC1).
+    pub private_key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// A listener asks for TLS.
+    #[must_use]
+    pub fn wanted(server: &ServerConfig) -> bool {
+        server.https_listen.is_some() || server.sip_tls_listen.is_some()
+    }
+}
+
+fn validate_tls(config: &Config, problems: &mut Vec<Problem>) {
+    let tls = &config.tls;
+    let mut add = |path: &str, message: &str| {
+        problems.push(Problem {
+            path: path.into(),
+            line: None,
+            message: message.into(),
+        });
+    };
+    match (&tls.certificate, &tls.private_key) {
+        (Some(_), None) => add(
+            "tls.private_key",
+            "must be given with tls.certificate (or neither, for a self-signed certificate)",
+        ),
+        (None, Some(_)) => add(
+            "tls.certificate",
+            "must be given with tls.private_key (or neither, for a self-signed certificate)",
+        ),
+        _ => {}
+    }
+    let server = &config.server;
+    for (i, trunk) in config.trunks.iter().enumerate() {
+        if trunk.source_transport == Some(TrunkTransport::Tls) && server.sip_tls_listen.is_none() {
+            add(
+                &format!("trunks[{i}].source_transport"),
+                "\"tls\" needs server.sip_tls_listen",
+            );
+        }
+    }
+    if let Some(https) = server.https_listen
+        && https == server.http_listen
+    {
+        add("server.https_listen", "must differ from server.http_listen");
+    }
+    if let Some(sips) = server.sip_tls_listen
+        && sips.ip() == server.sip_listen.ip()
+        && sips.port() == server.sip_listen.port()
+    {
+        add(
+            "server.sip_tls_listen",
+            "must differ from server.sip_listen (TCP is served there)",
+        );
     }
 }
 
@@ -278,6 +347,14 @@ pub struct ServerConfig {
     pub sip_listen: SocketAddr,
     #[serde(default = "default_http_listen")]
     pub http_listen: SocketAddr,
+    /// HTTPS for the consoles and the API, with the `[tls]` certificate. With both on,
+    /// plain HTTP answers only `/healthz` and `/metrics` and redirects the rest here.
+    #[serde(default)]
+    pub https_listen: Option<SocketAddr>,
+    /// SIP over TLS (RFC 3261 §26, usually port 5061), with the `[tls]` certificate and
+    /// the limits of SIP over TCP.
+    #[serde(default)]
+    pub sip_tls_listen: Option<SocketAddr>,
     /// Database file, WAL journal and runtime state live here.
     #[serde(default = "default_data_dir")]
     pub data_dir: PathBuf,
@@ -409,6 +486,9 @@ pub struct TrunkConfig {
     /// When set, only messages over this transport are the trunk's.
     #[serde(default)]
     pub source_transport: Option<TrunkTransport>,
+    /// SRTP (SDES) on this carrier's calls, as `[[agents]] media_encryption`.
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
     /// A header this carrier sets on inbound calls whose value picks the city (the
     /// original called number such as `053212348`, an area code, or a city id), e.g.
     /// `P-Called-City`. It is consulted after the dialled number and before the
@@ -436,6 +516,8 @@ pub struct TrunkConfig {
 pub enum TrunkTransport {
     Udp,
     Tcp,
+    /// SIP over TLS (`server.sip_tls_listen`).
+    Tls,
 }
 
 /// Transport of an outbound trunk address.
@@ -611,6 +693,23 @@ pub struct AgentConfig {
     pub ha1_sha256: Option<String>,
     #[serde(default)]
     pub roles: Vec<Role>,
+    /// SRTP (SDES) on this agent's calls: `"none"` (plain RTP, the default),
+    /// `"optional"` (offered and accepted, plain RTP too) or `"required"` (plain RTP refused).
+    #[serde(default)]
+    pub media_encryption: MediaEncryption,
+}
+
+/// SRTP policy of an agent's phone or a trunk (`media_encryption`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MediaEncryption {
+    /// Plain RTP; SRTP offers get 488.
+    #[default]
+    None,
+    /// SRTP when the other side offers or accepts it, plain RTP otherwise.
+    Optional,
+    /// SRTP only: plain RTP offers get 488, a plain answer ends the leg.
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -733,6 +832,12 @@ impl Config {
         resolve(&mut self.analysis.stop_words);
         if let Some(prefixes) = &mut self.calls.mobile_prefixes {
             resolve(prefixes);
+        }
+        for path in [&mut self.tls.certificate, &mut self.tls.private_key]
+            .into_iter()
+            .flatten()
+        {
+            resolve(path);
         }
         if let Some(url) = &mut self.server.database_url {
             *url = sqlite_url_beside(url, base);
@@ -1027,6 +1132,7 @@ impl Config {
             }
         }
         validate_http(&self.http, &mut problems);
+        validate_tls(self, &mut problems);
         validate_ranking_and_orders(self, &mut problems);
         if !(1..=3600).contains(&self.metrics.service_level_secs) {
             problems.push(Problem {
@@ -1154,6 +1260,7 @@ fn section_errors(
         "queues" => type_errors::<crate::queue::QueuesConfig>(value),
         "notify" => type_errors::<NotifyConfig>(value),
         "http" => type_errors::<HttpConfig>(value),
+        "tls" => type_errors::<TlsConfig>(value),
         "ranking" => type_errors::<RankingConfig>(value),
         "orders" => type_errors::<OrdersConfig>(value),
         _ => return None,
@@ -1680,6 +1787,45 @@ roles = ["agent"]
             "{problems:?}"
         );
         assert_eq!(problems[0].line, Some(19), "{:?}", problems[0]);
+    }
+
+    #[test]
+    fn tls_settings_are_off_by_default_and_checked() {
+        let c = Config::from_toml(MINIMAL).expect("valid");
+        assert!(
+            !TlsConfig::wanted(&c.server),
+            "no TLS listener unless asked for"
+        );
+        let with_server = |server: &str, rest: &str| {
+            MINIMAL.replace("[server]\n", &format!("[server]\n{server}")) + rest
+        };
+        let c = Config::from_toml(&with_server("https_listen = \"127.0.0.1:8443\"\n", ""))
+            .expect("a self-signed certificate is made");
+        assert!(TlsConfig::wanted(&c.server));
+        let problems = Config::from_toml(&with_server(
+            "https_listen = \"0.0.0.0:8080\"\nsip_tls_listen = \"0.0.0.0:5060\"\n",
+            "\n[tls]\ncertificate = \"cert.pem\"\n\n[[trunks]]\nname = \"t\"\nsources = [\"192.0.2.1\"]\nsource_transport = \"tls\"\n",
+        ))
+        .expect_err("bad");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "tls.private_key",
+                "server.https_listen",
+                "server.sip_tls_listen"
+            ],
+            "{problems:?}"
+        );
+        let problems = Config::from_toml(&with_server(
+            "",
+            "\n[[trunks]]\nname = \"t\"\nsources = [\"192.0.2.1\"]\nsource_transport = \"tls\"\n",
+        ))
+        .expect_err("tls trunk without a TLS listener");
+        assert_eq!(
+            problems[0].path, "trunks[0].source_transport",
+            "{problems:?}"
+        );
     }
 
     #[test]

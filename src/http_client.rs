@@ -368,9 +368,10 @@ fn causes(error: &(dyn StdError + 'static)) -> String {
 
 /// rustls on ring: its C builds with `cc` alone, faster than aws-lc on 2 cores (see
 /// DEPENDENCIES.md). rustls 0.23.48 deprecates it for its lack of post-quantum key
-/// exchange (X25519MLKEM768), which a webhook's notices do not need yet.
+/// exchange (X25519MLKEM768), which neither a webhook's notices nor our own HTTPS and
+/// SIP over TLS listeners (`server::tls`) can have without aws-lc yet.
 #[allow(deprecated)]
-fn tls_provider() -> rustls::crypto::CryptoProvider {
+pub(crate) fn tls_provider() -> rustls::crypto::CryptoProvider {
     rustls::crypto::ring::default_provider()
 }
 

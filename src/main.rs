@@ -42,6 +42,13 @@ enum Command {
         /// HTTP listen address; overrides the config.
         #[arg(long)]
         http_listen: Option<SocketAddr>,
+        /// HTTPS listen address (the `[tls]` certificate, or a self-signed one); overrides
+        /// the config.
+        #[arg(long)]
+        https_listen: Option<SocketAddr>,
+        /// SIP over TLS listen address; overrides the config.
+        #[arg(long)]
+        sip_tls_listen: Option<SocketAddr>,
         /// Data directory (SQLite database); overrides the config.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -353,14 +360,25 @@ fn run(command: Command) -> Result<ExitCode> {
     match command {
         Command::CheckConfig { path } => match Config::load(&path) {
             Ok(config) => {
-                let calendar_ok = check_calendar(&config.server.calendar);
+                let mut config_ok = check_calendar(&config.server.calendar);
+                match hotline::server::tls::check(&config) {
+                    Ok(None) => {}
+                    Ok(Some(note)) => println!("{note}"),
+                    Err(e) => {
+                        println!("tls: {}", hotline::logfmt::chain(&e));
+                        config_ok = false;
+                    }
+                }
                 for gap in hotline::api::orders::dispatch_gaps(&config) {
                     println!("warning: {gap}");
                 }
                 if let Some(gap) = hotline::orders::leaders::leader_gaps(&config) {
                     println!("warning: {gap}");
                 }
-                if calendar_ok {
+                if let Some(gap) = hotline::server::tls::sdes_gaps(&config) {
+                    println!("warning: {gap}");
+                }
+                if config_ok {
                     println!("{}: ok", path.display());
                     Ok(ExitCode::SUCCESS)
                 } else {
@@ -583,6 +601,8 @@ fn run(command: Command) -> Result<ExitCode> {
             config,
             sip_listen,
             http_listen,
+            https_listen,
+            sip_tls_listen,
             data_dir,
             now,
         } => {
@@ -598,6 +618,12 @@ fn run(command: Command) -> Result<ExitCode> {
             }
             if let Some(a) = http_listen {
                 config.server.http_listen = a;
+            }
+            if https_listen.is_some() {
+                config.server.https_listen = https_listen;
+            }
+            if sip_tls_listen.is_some() {
+                config.server.sip_tls_listen = sip_tls_listen;
             }
             let options = ServeOptions {
                 database_url: config.database_url(std::env::var("DATABASE_URL").ok()),

@@ -237,14 +237,14 @@ fn replace_file(path: &Path, text: &str) -> Result<(), UserAddError> {
 
 /// The console's address for a listen address (`0.0.0.0` → this machine's loopback).
 #[must_use]
-pub fn console_url(http: std::net::SocketAddr) -> String {
+pub fn console_url(scheme: &str, http: std::net::SocketAddr) -> String {
     let host = match http.ip() {
         std::net::IpAddr::V4(ip) if ip.is_unspecified() => "127.0.0.1".to_owned(),
         std::net::IpAddr::V4(ip) => ip.to_string(),
         std::net::IpAddr::V6(ip) if ip.is_unspecified() => "[::1]".to_owned(),
         std::net::IpAddr::V6(ip) => format!("[{ip}]"),
     };
-    format!("http://{host}:{}/", http.port())
+    format!("{scheme}://{host}:{}/", http.port())
 }
 
 /// What a first start (no work orders yet) tells the operator after the ready line:
@@ -343,15 +343,15 @@ mod tests {
     #[test]
     fn console_url_names_loopback_for_a_wildcard_listen_address() {
         assert_eq!(
-            console_url("0.0.0.0:8080".parse().expect("addr")),
+            console_url("http", "0.0.0.0:8080".parse().expect("addr")),
             "http://127.0.0.1:8080/"
         );
         assert_eq!(
-            console_url("10.1.2.3:80".parse().expect("addr")),
-            "http://10.1.2.3:80/"
+            console_url("https", "10.1.2.3:8443".parse().expect("addr")),
+            "https://10.1.2.3:8443/"
         );
         assert_eq!(
-            console_url("[::]:8080".parse().expect("addr")),
+            console_url("http", "[::]:8080".parse().expect("addr")),
             "http://[::1]:8080/"
         );
     }

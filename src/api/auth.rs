@@ -266,11 +266,15 @@ impl Auth {
         Some(forwarded.unwrap_or(peer))
     }
 
-    /// Whether the session cookie gets `Secure`: configured, or the request came
-    /// through a trusted proxy that says it was HTTPS.
+    /// Whether the session cookie gets `Secure`: configured, the request came over the
+    /// built-in HTTPS listener, or through a trusted proxy that says it was HTTPS.
     #[must_use]
     pub fn secure_cookie(&self, parts: &Parts) -> bool {
         self.transport.secure_cookies
+            || parts
+                .extensions
+                .get::<crate::server::http::OverTls>()
+                .is_some()
             || (peer_ip(parts).is_some_and(|p| self.transport.trusted_proxies.contains(&p))
                 && parts
                     .headers

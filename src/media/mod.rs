@@ -27,6 +27,7 @@ pub mod port_pool;
 pub mod recorder;
 pub mod rtp;
 pub mod sdp;
+pub mod srtp;
 pub mod stream;
 
 /// The modules working together the way the shell will drive them, in simulated time.

@@ -315,6 +315,80 @@ impl MediaDescription {
     fn is_usable_audio(&self) -> bool {
         self.kind == "audio" && self.port != 0 && self.proto.eq_ignore_ascii_case("RTP/AVP")
     }
+
+    /// The first `a=crypto` key of the suite we speak (SDES, RFC 4568).
+    #[must_use]
+    pub fn sdes_crypto(&self) -> Option<crate::media::srtp::SdesCrypto> {
+        self.attributes
+            .iter()
+            .filter(|a| a.name == "crypto")
+            .find_map(|a| crate::media::srtp::SdesCrypto::parse(a.value.as_deref()?).ok())
+    }
+
+    /// An SRTP profile (`RTP/SAVP`, RFC 3711 §12).
+    #[must_use]
+    pub fn is_savp(&self) -> bool {
+        self.proto.eq_ignore_ascii_case("RTP/SAVP")
+    }
+}
+
+/// The key of an SRTP offer's audio stream: an `RTP/SAVP` or `RTP/AVP` audio stream
+/// with an `a=crypto` line of our suite. `None` for plain RTP; `Err` for an SRTP stream
+/// whose keys we cannot use (it must be refused, never answered in clear).
+///
+/// # Errors
+/// [`SdpError::NoUsableAudio`] for `RTP/SAVP` without a usable key.
+pub fn offered_sdes(
+    offer: &SessionDescription,
+) -> Result<Option<crate::media::srtp::SdesCrypto>, SdpError> {
+    let Some(audio) = offer
+        .media
+        .iter()
+        .find(|m| m.kind == "audio" && m.port != 0)
+    else {
+        return Ok(None);
+    };
+    match (audio.sdes_crypto(), audio.is_savp()) {
+        (Some(crypto), _) => Ok(Some(crypto)),
+        (None, true) => Err(SdpError::NoUsableAudio),
+        (None, false) => Ok(None),
+    }
+}
+
+/// `offer` as if it were plain RTP (its SRTP audio stream read as `RTP/AVP`), for
+/// [`answer`]; the caller adds our key to the answer with [`with_sdes`].
+#[must_use]
+pub fn as_plain(offer: &SessionDescription) -> SessionDescription {
+    let mut plain = offer.clone();
+    for m in &mut plain.media {
+        if m.kind == "audio" && m.is_savp() {
+            m.proto = "RTP/AVP".to_owned();
+        }
+    }
+    plain
+}
+
+/// `sdp` with our SDES key on its audio stream, and the `RTP/SAVP` profile when
+/// `savp` (an offer that requires SRTP, or the answer to an `RTP/SAVP` offer).
+#[must_use]
+pub fn with_sdes(
+    mut sdp: SessionDescription,
+    crypto: &crate::media::srtp::SdesCrypto,
+    savp: bool,
+) -> SessionDescription {
+    if let Some(audio) = sdp
+        .media
+        .iter_mut()
+        .find(|m| m.kind == "audio" && m.port != 0)
+    {
+        if savp {
+            audio.proto = "RTP/SAVP".to_owned();
+        }
+        audio
+            .attributes
+            .insert(0, Attribute::new("crypto", crypto.to_string()));
+    }
+    sdp
 }
 
 /// A whole session description.

@@ -31,6 +31,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, error, info, warn};
 
 use crate::call::{Call, CallInput, CallOutput, CallPrompts, LegId, LegTarget, QueueCue, Repeat};
+use crate::config::MediaEncryption;
 use crate::config::{Config, TestExtensionConfig, TestExtensionKind};
 use crate::ivr::cdr::{AgentFailureCause, CdrBuilder, HangupParty};
 use crate::ivr::city::{
@@ -49,6 +50,7 @@ use crate::media::port_pool::{PortPair, PortPool};
 use crate::media::recorder::{Channel, RecorderConfig, WavRecorder, recording_path};
 use crate::media::rtp::{RtpPacket, RtpSession, RtpSessionConfig, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::media::srtp::{MasterKey, SdesCrypto, SrtpContext};
 use crate::queue::{AgentId, LegFailure, Party, QueueInput, feature_code_input, position_prompts};
 use crate::server::acd::{AcdCommand, AcdShell};
 use crate::server::sip::SipShell;
@@ -97,6 +99,63 @@ pub struct MediaContext {
     call_orders: std::sync::OnceLock<crate::server::call_orders::CallOrders>,
     /// Where call records go while the database is unavailable (set by `serve`).
     call_outbox: std::sync::OnceLock<Arc<crate::server::call_outbox::CallRecordOutbox>>,
+    /// SRTP policy of each agent's phone (`[[agents]] media_encryption`).
+    agent_media_encryption: HashMap<String, MediaEncryption>,
+    /// SRTP policy of each trunk source address (`[[trunks]] media_encryption`).
+    trunk_media_encryption: HashMap<IpAddr, MediaEncryption>,
+}
+
+/// SRTP on one leg (SDES): our key protects what we send, the peer's what it sends.
+struct LegSrtp {
+    ours: SdesCrypto,
+    theirs: MasterKey,
+    outbound: SrtpContext,
+    inbound: SrtpContext,
+}
+
+impl std::fmt::Debug for LegSrtp {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LegSrtp(..)")
+    }
+}
+
+impl LegSrtp {
+    fn new(ours: SdesCrypto, theirs: &SdesCrypto) -> Self {
+        LegSrtp {
+            outbound: SrtpContext::new(&ours.key),
+            inbound: SrtpContext::new(&theirs.key),
+            theirs: theirs.key.clone(),
+            ours,
+        }
+    }
+
+    /// Our key for an offer or an answer with tag `tag`.
+    fn fresh(tag: u32) -> SdesCrypto {
+        SdesCrypto {
+            tag,
+            key: MasterKey::random(),
+        }
+    }
+
+    /// Decrypt the SRTP packet in `buf[..n]` in place: the RTP packet's length, or
+    /// `None` for a packet that is not the peer's (dropped).
+    fn unprotect(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
+        let mut packet = buf.get(..n)?.to_vec();
+        self.inbound.unprotect(&mut packet).ok()?;
+        buf.get_mut(..packet.len())?.copy_from_slice(&packet);
+        Some(packet.len())
+    }
+}
+
+/// Send an RTP packet on `socket`, protected when the leg has SRTP.
+fn send_rtp(socket: &UdpSocket, srtp: Option<&mut LegSrtp>, bytes: &[u8], to: SocketAddr) -> bool {
+    match srtp {
+        None => socket.try_send_to(bytes, to).is_ok(),
+        Some(srtp) => {
+            let mut packet = bytes.to_vec();
+            srtp.outbound.protect(&mut packet).is_ok() && socket.try_send_to(&packet, to).is_ok()
+        }
+    }
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -152,6 +211,25 @@ pub enum MediaSetupError {
 }
 
 impl MediaContext {
+    /// The SRTP policy of the phone or trunk an inbound call comes from.
+    fn media_encryption_of(&self, incoming: &IncomingCall) -> MediaEncryption {
+        match &incoming.origin {
+            CallOrigin::Agent(agent) => self.agent_media_encryption_of(agent),
+            CallOrigin::Trunk => self
+                .trunk_media_encryption
+                .get(&incoming.source.addr.ip())
+                .copied()
+                .unwrap_or_default(),
+        }
+    }
+
+    fn agent_media_encryption_of(&self, agent: &str) -> MediaEncryption {
+        self.agent_media_encryption
+            .get(agent)
+            .copied()
+            .unwrap_or_default()
+    }
+
     /// # Errors
     /// The RTP port range holds no pair.
     pub fn from_config(
@@ -262,6 +340,16 @@ impl MediaContext {
             store,
             prompts,
             acd,
+            agent_media_encryption: config
+                .agents
+                .iter()
+                .map(|a| (a.id.clone(), a.media_encryption))
+                .collect(),
+            trunk_media_encryption: config
+                .trunks
+                .iter()
+                .flat_map(|t| t.sources.iter().map(|ip| (*ip, t.media_encryption)))
+                .collect(),
             agent_ids: config.agents.iter().map(|a| a.id.clone()).collect(),
             outbound: Arc::new(crate::server::outbound::Outbound::from_config(config)),
             call_orders: std::sync::OnceLock::new(),
@@ -569,6 +657,20 @@ async fn run_call(
         mpsc::UnboundedReceiver<TaskControl>,
     ),
 ) {
+    // Plain RTP from a phone or trunk that must use SRTP is refused before the call does
+    // anything: a feature code dialled that way does not take effect either.
+    if ctx.media_encryption_of(&incoming) == MediaEncryption::Required {
+        let keyed = std::str::from_utf8(&incoming.sdp)
+            .ok()
+            .and_then(|text| SessionDescription::parse(text).ok())
+            .is_some_and(|offer| matches!(sdp::offered_sdes(&offer), Ok(Some(_))));
+        if !keyed {
+            let _forget = attended::ForgetTask(shell.clone(), handle);
+            info!(%handle, dialled = %incoming.dialled, "plain RTP offered where SRTP is required; 488");
+            shell.drive(|ep| ep.call_reject(Instant::now(), handle, 488));
+            return;
+        }
+    }
     let service = ctx.service_for(&incoming);
     if let Some(Service::Consult { from, target }) = service {
         attended::run_consult(
@@ -612,10 +714,12 @@ async fn run_call(
     };
     let session_id = u64::from(rand::random::<u32>());
     let local = LocalMedia::g711(ctx.public_ip, ports.rtp, session_id, 1);
-    let answer = match sdp::answer(&offer, &local) {
+    let policy = ctx.media_encryption_of(&incoming);
+    let answer = srtp_answer(&offer, &local, policy);
+    let (answer, srtp) = match answer {
         Ok(answer) => answer,
         Err(e) => {
-            info!(%handle, %e, "SDP offer refused");
+            info!(%handle, %e, ?policy, "SDP offer refused");
             drop((rtp, rtcp));
             ctx.release(ports);
             shell.drive(|ep| ep.call_reject(Instant::now(), handle, e.sip_status()));
@@ -642,6 +746,7 @@ async fn run_call(
         caller = %crate::ticket::privacy::mask_phone(&incoming.caller),
         codec = answer.media.codec.encoding_name(),
         rtp_port = ports.rtp,
+        srtp = srtp.is_some(),
         "call answered"
     );
     let mut call = CallMedia::new(
@@ -657,6 +762,7 @@ async fn run_call(
         now,
     );
     call.control_rx = Some(control);
+    call.srtp = srtp;
     open_cdr(&ctx, &call);
     let end = call.run(events).await;
     let summary = call.finish(Instant::now(), end);
@@ -687,6 +793,35 @@ async fn run_call(
         recording = %crate::logfmt::word(&summary.recording),
         "call ended"
     );
+}
+
+/// Answer an inbound offer under the caller's SRTP policy: an SDES offer is answered
+/// with our own key when SRTP is allowed; plain RTP is refused when SRTP is required, and
+/// an `RTP/SAVP` offer when it is not allowed (both 488).
+fn srtp_answer(
+    offer: &SessionDescription,
+    local: &LocalMedia,
+    policy: MediaEncryption,
+) -> Result<(sdp::Answer, Option<LegSrtp>), sdp::SdpError> {
+    let offered = match policy {
+        MediaEncryption::None => None,
+        MediaEncryption::Optional | MediaEncryption::Required => sdp::offered_sdes(offer)?,
+    };
+    match offered {
+        Some(theirs) => {
+            let savp = offer
+                .media
+                .iter()
+                .find(|m| m.kind == "audio" && m.port != 0)
+                .is_some_and(sdp::MediaDescription::is_savp);
+            let mut answer = sdp::answer(&sdp::as_plain(offer), local)?;
+            let ours = LegSrtp::fresh(theirs.tag);
+            answer.sdp = sdp::with_sdes(answer.sdp, &ours, savp);
+            Ok((answer, Some(LegSrtp::new(ours, &theirs))))
+        }
+        None if policy == MediaEncryption::Required => Err(sdp::SdpError::NoUsableAudio),
+        None => Ok((sdp::answer(offer, local)?, None)),
+    }
 }
 
 /// Write a hotline call's record as soon as it is answered (in progress), so that a
@@ -741,6 +876,8 @@ struct CallMedia {
     shell: Arc<SipShell>,
     ctx: Arc<MediaContext>,
     handle: CallHandle,
+    /// SRTP with the caller (SDES), when negotiated.
+    srtp: Option<LegSrtp>,
     /// `None` for a hotline call.
     kind: Option<TestExtensionKind>,
     hotline: Option<Box<HotlineCall>>,
@@ -842,6 +979,10 @@ struct AgentLeg {
     to_caller: Option<RelayDirection>,
     /// We sent CANCEL or BYE (or the media timeout ended it).
     ended: bool,
+    /// Our SDES key in the offer and the agent's policy (`None`: plain RTP offered).
+    srtp_offer: Option<(SdesCrypto, MediaEncryption)>,
+    /// SRTP with the agent's phone, once its answer carried its key.
+    srtp: Option<LegSrtp>,
 }
 
 impl CallMedia {
@@ -867,6 +1008,7 @@ impl CallMedia {
             Some(incoming.source.addr.ip()),
         );
         let mut call = CallMedia {
+            srtp: None,
             shell,
             ctx: ctx.clone(),
             handle,
@@ -1209,10 +1351,13 @@ impl CallMedia {
         };
         match event {
             LegEvent::Answered { sdp: Some(sdp) } => {
-                let negotiated = std::str::from_utf8(&sdp)
+                let answer = std::str::from_utf8(&sdp)
                     .ok()
-                    .and_then(|t| SessionDescription::parse(t).ok())
-                    .and_then(|answer| sdp::parse_answer(&agent.offer, &answer).ok());
+                    .and_then(|t| SessionDescription::parse(t).ok());
+                let negotiated = answer
+                    .as_ref()
+                    .and_then(|answer| sdp::parse_answer(&agent.offer, answer).ok())
+                    .filter(|_| agent.take_srtp_answer(answer.as_ref()));
                 if let Some(negotiated) = negotiated {
                     self.start_agent_media(now, &mut agent, negotiated);
                     self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
@@ -1327,6 +1472,13 @@ impl CallMedia {
         let Some(agent) = self.agent.as_mut() else {
             return;
         };
+        let n = match agent.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect(buf, n) {
+                Some(n) => n,
+                None => return,
+            },
+            None => n,
+        };
         if agent.negotiated.as_ref().is_some_and(Negotiated::is_held) {
             // The agent holds the caller: the caller hears our hold music instead.
             return;
@@ -1383,7 +1535,7 @@ impl CallMedia {
             return;
         }
         if let (Some(to), Some(bytes)) = (self.session.remote_rtp(), buf.get(..len))
-            && self.rtp.try_send_to(bytes, to).is_ok()
+            && send_rtp(&self.rtp, self.srtp.as_mut(), bytes, to)
         {
             self.session.record_sent(now, timestamp, payload_len);
             self.sent += 1;
@@ -1413,7 +1565,7 @@ impl CallMedia {
         let held = agent.negotiated.as_ref().is_some_and(Negotiated::is_held);
         if !held
             && let (Some(to), Some(bytes)) = (session.remote_rtp(), buf.get(..len))
-            && agent.rtp.try_send_to(bytes, to).is_ok()
+            && send_rtp(&agent.rtp, agent.srtp.as_mut(), bytes, to)
         {
             session.record_sent(now, timestamp, payload_len);
         }
@@ -1428,6 +1580,13 @@ impl CallMedia {
     }
 
     fn on_rtp(&mut self, now: Instant, from: SocketAddr, buf: &mut [u8], n: usize) {
+        let n = match self.srtp.as_mut() {
+            Some(srtp) => match srtp.unprotect(buf, n) {
+                Some(n) => n,
+                None => return,
+            },
+            None => n,
+        };
         if self.unit_bridged() {
             self.relay_caller_to_unit(now, from, buf, n);
             return;
@@ -1797,7 +1956,7 @@ impl CallMedia {
             && let Some(bytes) = out.get(..len)
         {
             // Never block the call task: a full socket buffer drops the packet.
-            if self.rtp.try_send_to(bytes, to).is_ok() {
+            if send_rtp(&self.rtp, self.srtp.as_mut(), bytes, to) {
                 self.sent += 1;
             }
         }
@@ -1822,7 +1981,10 @@ impl CallMedia {
                         (session.build_rtcp(now, &mut out), session.remote_rtcp())
                         && let Some(bytes) = out.get(..len)
                     {
-                        let _ = agent.rtcp.try_send_to(bytes, to);
+                        // SRTCP is not spoken: an SRTP leg gets no RTCP in clear.
+                        if agent.srtp.is_none() {
+                            let _ = agent.rtcp.try_send_to(bytes, to);
+                        }
                     }
                 }
                 SessionEvent::MediaTimeout { silent_for } => {
@@ -1860,7 +2022,10 @@ impl CallMedia {
                         self.session.remote_rtcp(),
                     ) && let Some(bytes) = out.get(..len)
                     {
-                        let _ = self.rtcp.try_send_to(bytes, to);
+                        // SRTCP is not spoken: an SRTP leg gets no RTCP in clear.
+                        if self.srtp.is_none() {
+                            let _ = self.rtcp.try_send_to(bytes, to);
+                        }
                     }
                 }
                 SessionEvent::MediaTimeout { silent_for } => {
@@ -1930,7 +2095,30 @@ impl CallMedia {
             return;
         };
         self.local.session_version += 1;
-        match sdp::answer(&offer, &self.local) {
+        // An SRTP call keeps its keys across re-INVITEs (hold, resume): our answer
+        // repeats our key; an offer that drops SRTP is answered as SRTP all the same.
+        let answered = match self.srtp.as_mut() {
+            Some(srtp) => {
+                // A new key from the peer (RFC 4568 §7.1.4): its packets from now on.
+                if let Ok(Some(theirs)) = sdp::offered_sdes(&offer)
+                    && theirs.key != srtp.theirs
+                {
+                    srtp.inbound = SrtpContext::new(&theirs.key);
+                    srtp.theirs = theirs.key;
+                }
+                let savp = offer
+                    .media
+                    .iter()
+                    .find(|m| m.kind == "audio" && m.port != 0)
+                    .is_some_and(sdp::MediaDescription::is_savp);
+                sdp::answer(&sdp::as_plain(&offer), &self.local).map(|mut answer| {
+                    answer.sdp = sdp::with_sdes(answer.sdp, &srtp.ours, savp);
+                    answer
+                })
+            }
+            None => sdp::answer(&offer, &self.local),
+        };
+        match answered {
             Ok(answer) => {
                 self.session.set_remote(now, answer.media.remote());
                 let timeout = (!answer.media.is_held()).then_some(self.media_timeout);
@@ -2183,6 +2371,53 @@ fn snake_name<T: serde::Serialize>(value: &T) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn srtp_offer(proto: &str, crypto: bool) -> SessionDescription {
+        let key = "a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR\r\n";
+        let text = format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.7\r\ns=-\r\nc=IN IP4 192.0.2.7\r\nt=0 0\r\n\
+             m=audio 4000 {proto} 0 8\r\n{}a=rtpmap:0 PCMU/8000\r\n",
+            if crypto { key } else { "" }
+        );
+        SessionDescription::parse(&text).expect("offer")
+    }
+
+    /// The SRTP policy of an inbound leg decides its answer (RFC 4568 offer/answer):
+    /// our own key under the offer's tag, the offer's profile kept; 488 for plain RTP
+    /// where SRTP is required and for `RTP/SAVP` where it is not allowed.
+    #[test]
+    fn inbound_offers_are_answered_by_the_srtp_policy() {
+        let local = LocalMedia::g711("203.0.113.5".parse().expect("ip"), 30000, 1, 1);
+        let answer_of = |proto: &str, crypto: bool, policy| {
+            srtp_answer(&srtp_offer(proto, crypto), &local, policy)
+                .map(|(answer, srtp)| (answer.sdp.to_string(), srtp.is_some()))
+        };
+        let (sdp, srtp) = answer_of("RTP/SAVP", true, MediaEncryption::Required).expect("srtp");
+        assert!(srtp);
+        assert!(sdp.contains("m=audio 30000 RTP/SAVP 0"), "{sdp}");
+        assert!(
+            sdp.contains("a=crypto:3 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{sdp}"
+        );
+        assert!(
+            !sdp.contains("PS1uQCVeeCFCanVmcjkpPywjNWhcYD0mXXtxaVBR"),
+            "our own key: {sdp}"
+        );
+        let (sdp, srtp) = answer_of("RTP/AVP", true, MediaEncryption::Optional).expect("srtp");
+        assert!(srtp && sdp.contains("m=audio 30000 RTP/AVP 0"), "{sdp}");
+        let (sdp, srtp) = answer_of("RTP/AVP", false, MediaEncryption::Optional).expect("plain");
+        assert!(!srtp && !sdp.contains("crypto"), "{sdp}");
+        let (sdp, srtp) = answer_of("RTP/AVP", true, MediaEncryption::None).expect("plain");
+        assert!(!srtp && !sdp.contains("crypto"), "a key is ignored: {sdp}");
+        for (proto, crypto, policy) in [
+            ("RTP/AVP", false, MediaEncryption::Required),
+            ("RTP/SAVP", true, MediaEncryption::None),
+            ("RTP/SAVP", false, MediaEncryption::Optional),
+        ] {
+            let refused = answer_of(proto, crypto, policy).expect_err("refused");
+            assert_eq!(refused.sip_status(), 488, "{proto} {crypto} {policy:?}");
+        }
+    }
     use crate::calendar::Calendar;
 
     const CONFIG: &str = r#"

@@ -9,6 +9,11 @@
 //!   `max_connections_per_source` from one address, are closed at once;
 //! - at start-up the open-file soft limit is raised to the hard limit, and the HTTP cap
 //!   lowered if needed so that the SIP and RTP reserve still fits ([`plan_open_files`]).
+//!
+//! The same loop serves HTTPS (`server.https_listen`): the TLS handshake must also end
+//! within the header timeout, and requests carry [`OverTls`] (the session cookie is
+//! then `Secure`). With both listeners on, plain HTTP redirects to HTTPS
+//! ([`redirect_to_https`]).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -16,10 +21,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::ConnectInfo;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
@@ -169,21 +179,76 @@ impl Drop for ConnectionSlot {
     }
 }
 
-/// Serve `app` on `listener` until `shutdown`; then ask open connections to finish and
-/// wait for them (the caller bounds the wait).
+/// Marks a request that came over the built-in HTTPS listener.
+#[derive(Debug, Clone, Copy)]
+pub struct OverTls;
+
+/// Paths plain HTTP still answers when HTTPS is on: health probes and Prometheus, which
+/// carry no credentials and are often pointed at the plain port.
+pub const PLAIN_HTTP_PATHS: [&str; 2] = ["/healthz", "/metrics"];
+
+/// Plain HTTP beside HTTPS: everything but [`PLAIN_HTTP_PATHS`] is redirected (308, so an
+/// API client's POST stays a POST) to the same host on the HTTPS port.
+pub async fn redirect_to_https(
+    State(https_port): State<u16>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let path = request.uri().path();
+    if PLAIN_HTTP_PATHS.contains(&path) {
+        return next.run(request).await;
+    }
+    let host = request
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(host_without_port);
+    let Some(host) = host else {
+        return (StatusCode::BAD_REQUEST, "use HTTPS\n").into_response();
+    };
+    let target = request
+        .uri()
+        .path_and_query()
+        .map_or("/", axum::http::uri::PathAndQuery::as_str);
+    let location = format!("https://{host}:{https_port}{target}");
+    (
+        StatusCode::PERMANENT_REDIRECT,
+        [(header::LOCATION, location)],
+    )
+        .into_response()
+}
+
+/// The host of a `Host` header without its port, if it is a plain name or address (a
+/// redirect must not carry whatever a client put there).
+fn host_without_port(host: &str) -> Option<&str> {
+    let name = if host.starts_with('[') {
+        host.get(..=host.find(']')?)?
+    } else {
+        host.split(':').next()?
+    };
+    let plain = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "-.[]:".contains(c));
+    (!name.is_empty() && plain).then_some(name)
+}
+
+/// Serve `app` on `listener` until `shutdown` (over TLS when `tls` is given); then ask
+/// open connections to finish and wait for them (the caller bounds the wait). HTTP and
+/// HTTPS share one `table`: the caps hold for both together.
 ///
 /// # Errors
 /// None today; the signature leaves room for fatal listener errors.
 pub async fn serve(
     listener: TcpListener,
+    tls: Option<TlsAcceptor>,
     app: Router,
-    limits: HttpLimits,
+    table: Arc<ConnectionTable>,
     metrics: Arc<Metrics>,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    let header_timeout = limits.header_timeout;
-    let table = ConnectionTable::new(limits);
+    let header_timeout = table.limits.header_timeout;
     let mut last_refusal_log: Option<std::time::Instant> = None;
+    let over_tls = tls.is_some();
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
@@ -218,33 +283,31 @@ pub async fn serve(
                 request
                     .extensions_mut()
                     .insert(ConnectInfo::<SocketAddr>(peer));
+                if over_tls {
+                    request.extensions_mut().insert(OverTls);
+                }
                 request
             },
         );
         let metrics = metrics.clone();
         let shutdown = shutdown.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let mut builder = hyper::server::conn::http1::Builder::new();
-            builder
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout);
-            let connection =
-                builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
-            let mut connection = std::pin::pin!(connection);
-            let result = tokio::select! {
-                r = connection.as_mut() => r,
-                () = shutdown.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    // An event stream never ends on its own: do not wait for it long.
-                    match tokio::time::timeout(SHUTDOWN_GRACE, connection).await {
-                        Ok(r) => r,
-                        Err(_) => Ok(()),
+            match tls {
+                None => serve_connection(stream, service, peer, header_timeout, &shutdown).await,
+                Some(acceptor) => {
+                    // The handshake is bounded like a request head: a client that opens
+                    // connections and never says hello holds none for long.
+                    match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            serve_connection(stream, service, peer, header_timeout, &shutdown)
+                                .await;
+                        }
+                        Ok(Err(e)) => debug!(%peer, %e, "TLS handshake failed"),
+                        Err(_) => debug!(%peer, "TLS handshake timed out"),
                     }
                 }
-            };
-            if let Err(e) = result {
-                debug!(%peer, %e, "HTTP connection ended");
             }
             metrics.http_connection(-1);
         });
@@ -252,8 +315,48 @@ pub async fn serve(
     while table.open() > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    info!("HTTP listener stopped");
+    info!(tls = over_tls, "HTTP listener stopped");
     Ok(())
+}
+
+async fn serve_connection<S, A>(
+    stream: S,
+    service: A,
+    peer: SocketAddr,
+    header_timeout: Duration,
+    shutdown: &Shutdown,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    A: tower::Service<
+            axum::http::Request<hyper::body::Incoming>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    A::Future: Send + 'static,
+{
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let connection =
+        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let mut connection = std::pin::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        () = shutdown.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            // An event stream never ends on its own: do not wait for it long.
+            match tokio::time::timeout(SHUTDOWN_GRACE, connection).await {
+                Ok(r) => r,
+                Err(_) => Ok(()),
+            }
+        }
+    };
+    if let Err(e) = result {
+        debug!(%peer, %e, "HTTP connection ended");
+    }
 }
 
 #[cfg(test)]
@@ -287,6 +390,19 @@ mod tests {
         drop(first);
         assert_eq!(table.open(), 4);
         let _again = table.admit(a).expect("a's slot came back");
+    }
+
+    #[test]
+    fn a_redirect_keeps_only_a_plain_host() {
+        assert_eq!(
+            host_without_port("hotline.example:8080"),
+            Some("hotline.example")
+        );
+        assert_eq!(host_without_port("10.0.0.5"), Some("10.0.0.5"));
+        assert_eq!(host_without_port("[::1]:8080"), Some("[::1]"));
+        assert_eq!(host_without_port("evil.example/path"), None);
+        assert_eq!(host_without_port("a@b"), None);
+        assert_eq!(host_without_port(""), None);
     }
 
     #[test]

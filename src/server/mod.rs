@@ -16,6 +16,7 @@ pub mod queue_log_writer;
 pub mod reminders;
 pub mod sip;
 pub mod survey;
+pub mod tls;
 pub mod transfer;
 pub mod voicemail;
 
@@ -57,6 +58,13 @@ pub enum ServeError {
         addr: std::net::SocketAddr,
         source: std::io::Error,
     },
+    #[error("cannot listen for HTTPS on {addr}")]
+    HttpsBind {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS certificate")]
+    Tls(#[from] tls::TlsError),
     #[error("HTTP server failed")]
     Http(#[source] std::io::Error),
     #[error("media plane")]
@@ -145,6 +153,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     if let Some(gap) = leaders::leader_gaps(&config) {
         warn!("{gap}");
     }
+    if let Some(gap) = tls::sdes_gaps(&config) {
+        warn!("{gap}");
+    }
 
     let bindings = store.live_bindings(wall_ms()).await?;
     let restored = bindings.len();
@@ -157,13 +168,30 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         None,
     );
 
+    let identity = if crate::config::TlsConfig::wanted(&config.server) {
+        let identity = tls::load_or_create(&config)?;
+        log_identity(&identity);
+        Some(identity)
+    } else {
+        None
+    };
     let sip_addr = config.server.sip_listen;
-    let sockets = SipSockets::bind(sip_addr)
+    let mut sockets = SipSockets::bind(sip_addr)
         .await
         .map_err(|source| ServeError::SipBind {
             addr: sip_addr,
             source,
         })?;
+    let mut sip_tls_local = None;
+    if let (Some(addr), Some(identity)) = (config.server.sip_tls_listen, &identity) {
+        let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config(&[])?);
+        sip_tls_local = Some(
+            sockets
+                .bind_tls(addr, acceptor)
+                .await
+                .map_err(|source| ServeError::SipBind { addr, source })?,
+        );
+    }
     let sip_local = sockets.udp.local_addr().unwrap_or(sip_addr);
     let http_addr = config.server.http_listen;
     let http = tokio::net::TcpListener::bind(http_addr)
@@ -173,6 +201,17 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             source,
         })?;
     let http_local = http.local_addr().unwrap_or(http_addr);
+    let https = match (config.server.https_listen, &identity) {
+        (Some(addr), Some(identity)) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| ServeError::HttpsBind { addr, source })?;
+            let local = listener.local_addr().unwrap_or(addr);
+            let acceptor = tokio_rustls::TlsAcceptor::from(identity.server_config(&[b"http/1.1"])?);
+            Some((listener, acceptor, local))
+        }
+        _ => None,
+    };
 
     // One calendar for the IVR's hours and the orders' deadlines, reloaded by the
     // reminder scheduler when its file changes (`calendar add-year`).
@@ -311,10 +350,31 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             .min(open_files.http_max_connections),
         exempt_from_per_source: config.http.trusted_proxies.clone(),
     };
+    let connections = http::ConnectionTable::new(limits);
+    let mut https_local = None;
+    let https_task = https.map(|(listener, acceptor, local)| {
+        https_local = Some(local);
+        tokio::spawn(http::serve(
+            listener,
+            Some(acceptor),
+            app.clone(),
+            connections.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        ))
+    });
+    let plain_app = match https_local {
+        Some(https) => app.layer(axum::middleware::from_fn_with_state(
+            https.port(),
+            http::redirect_to_https,
+        )),
+        None => app,
+    };
     let http_task = tokio::spawn(http::serve(
         http,
-        app,
-        limits,
+        None,
+        plain_app,
+        connections,
         metrics.clone(),
         shutdown.clone(),
     ));
@@ -325,11 +385,18 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
             info!("{line}");
         }
     }
-    let console = crate::user_cli::console_url(http_local);
+    let console = match https_local {
+        Some(https) => crate::user_cli::console_url("https", https),
+        None => crate::user_cli::console_url("http", http_local),
+    };
+    let fingerprint = identity.as_ref().map(tls::Identity::fingerprint);
     info!(
         console = %console,
         sip = %sip_local,
         http = %http_local,
+        https = https_local.map(|a| a.to_string()),
+        sip_tls = sip_tls_local.map(|a| a.to_string()),
+        tls_sha256 = fingerprint,
         database = store.backend().as_str(),
         restored_registrations = restored,
         restored_sign_ins,
@@ -352,14 +419,39 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         warn!("queue_log rows not all written within 5 s of the shutdown");
     }
     shutdown.cancel();
-    match tokio::time::timeout(Duration::from_secs(10), http_task).await {
-        Ok(Ok(Err(e))) => return Err(ServeError::Http(e)),
-        Ok(_) => {}
-        Err(_) => warn!("HTTP server did not stop within 10 s"),
+    for task in std::iter::once(http_task).chain(https_task) {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Err(e))) => return Err(ServeError::Http(e)),
+            Ok(_) => {}
+            Err(_) => warn!("HTTP server did not stop within 10 s"),
+        }
     }
     write_heartbeat(&heartbeat, HeartbeatState::Stopped, clock.now());
     info!("stopped");
     Ok(())
+}
+
+/// Say which certificate the TLS listeners present and its fingerprint, which clients
+/// of a self-signed one compare with what their browser or phone shows.
+fn log_identity(identity: &tls::Identity) {
+    let sha256 = identity.fingerprint();
+    match &identity.origin {
+        tls::Origin::Configured { certificate, .. } => {
+            info!(certificate = %certificate.display(), %sha256, "TLS certificate {} (SHA-256 {sha256})", certificate.display());
+        }
+        tls::Origin::SelfSignedNew { path } => warn!(
+            certificate = %path.display(),
+            %sha256,
+            "no [tls] certificate configured: made a self-signed one, {} (SHA-256 {sha256}); browsers and phones warn until it is trusted or replaced",
+            path.display()
+        ),
+        tls::Origin::SelfSignedKept { path } => warn!(
+            certificate = %path.display(),
+            %sha256,
+            "no [tls] certificate configured: the self-signed {} is used (SHA-256 {sha256})",
+            path.display()
+        ),
+    }
 }
 
 /// SIGTERM / SIGINT: refuse new calls (503 with Retry-After), let the calls in progress

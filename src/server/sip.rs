@@ -1,5 +1,6 @@
-//! SIP transports: one UDP socket loop, a TCP accept loop with one task per connection,
-//! and a timer task, all feeding the sans-IO [`Endpoint`] under a short std mutex (never
+//! SIP transports: one UDP socket loop, a TCP accept loop with one task per connection
+//! (and one for SIP over TLS, RFC 3261 §26: the same connection code over a rustls
+//! stream, with the same caps and timeouts), and a timer task, all feeding the sans-IO [`Endpoint`] under a short std mutex (never
 //! held across `.await`). Database writes go to a persistence task through a bounded
 //! channel so a slow database never stalls signalling.
 
@@ -8,7 +9,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Notify, mpsc};
 use tracing::{debug, info, warn};
@@ -21,9 +22,11 @@ use crate::store::Store;
 
 pub use crate::shutdown::Shutdown;
 
-/// Writers of open TCP connections, by peer address, for responses and for reusing a
-/// registered agent's connection (RFC 5923-style reuse of the flow it registered on).
-type TcpWriters = Arc<Mutex<HashMap<SocketAddr, mpsc::Sender<Bytes>>>>;
+/// Writers of open TCP and TLS connections, by peer address and transport, for responses
+/// and for reusing a registered agent's connection (RFC 5923-style reuse of the flow it
+/// registered on). The transport is part of the key so that what is meant for a TLS
+/// flow never leaves on a plain one.
+type TcpWriters = Arc<Mutex<HashMap<(SocketAddr, Transport), mpsc::Sender<Bytes>>>>;
 
 pub struct SipShell {
     endpoint: Arc<Mutex<Endpoint>>,
@@ -45,7 +48,13 @@ pub struct SipShell {
 pub struct SipSockets {
     pub udp: UdpSocket,
     pub tcp: TcpListener,
+    /// SIP over TLS: its listener and the certificate it presents.
+    pub tls: Option<(TcpListener, tokio_rustls::TlsAcceptor)>,
 }
+
+/// A TLS handshake must end within this long (or the idle timeout, if shorter): a
+/// client that opens connections and never says hello holds none for long.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl SipSockets {
     /// Bind UDP and TCP on the same address (same port when the address has port 0:
@@ -56,9 +65,31 @@ impl SipSockets {
     pub async fn bind(addr: SocketAddr) -> std::io::Result<SipSockets> {
         let udp = UdpSocket::bind(addr).await?;
         let tcp = TcpListener::bind(udp.local_addr()?).await?;
-        Ok(SipSockets { udp, tcp })
+        Ok(SipSockets {
+            udp,
+            tcp,
+            tls: None,
+        })
+    }
+
+    /// Also listen for SIP over TLS on `addr`, presenting `acceptor`'s certificate.
+    ///
+    /// # Errors
+    /// The address is taken or not local.
+    pub async fn bind_tls(
+        &mut self,
+        addr: SocketAddr,
+        acceptor: tokio_rustls::TlsAcceptor,
+    ) -> std::io::Result<SocketAddr> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        self.tls = Some((listener, acceptor));
+        Ok(local)
     }
 }
+
+/// Connections open per source address, over TCP and TLS together.
+type PerSource = Arc<Mutex<HashMap<std::net::IpAddr, usize>>>;
 
 impl SipShell {
     #[allow(clippy::too_many_arguments)]
@@ -77,6 +108,9 @@ impl SipShell {
         if let Ok(local) = sockets.udp.local_addr() {
             endpoint.set_local_addr(local);
         }
+        if let Some(local) = sockets.tls.as_ref().and_then(|(l, _)| l.local_addr().ok()) {
+            endpoint.set_local_tls_addr(local);
+        }
         let shell = Arc::new(SipShell {
             endpoint: Arc::new(Mutex::new(endpoint)),
             metrics,
@@ -93,7 +127,21 @@ impl SipShell {
         tokio::spawn(persist_loop(Arc::downgrade(&shell), store, store_rx));
         let udp_task = tokio::spawn(shell.clone().udp_loop(shutdown.clone()));
         let _ = shell.udp_task.set(udp_task);
-        tokio::spawn(shell.clone().tcp_accept_loop(sockets.tcp, shutdown.clone()));
+        let per_source = PerSource::default();
+        tokio::spawn(shell.clone().tcp_accept_loop(
+            sockets.tcp,
+            None,
+            per_source.clone(),
+            shutdown.clone(),
+        ));
+        if let Some((listener, acceptor)) = sockets.tls {
+            tokio::spawn(shell.clone().tcp_accept_loop(
+                listener,
+                Some(acceptor),
+                per_source,
+                shutdown.clone(),
+            ));
+        }
         tokio::spawn(shell.clone().timer_loop(shutdown));
         shell
     }
@@ -179,22 +227,27 @@ impl SipShell {
                         debug!(%e, to = %to.addr, "udp send failed");
                     }
                 }
-                // TLS/WS transports are not served yet; they share the TCP writers table
-                // once they are.
+                // Connection-oriented transports share the writers table (a TLS
+                // connection's writer encrypts).
                 Transport::Tcp | Transport::Tls | Transport::Ws | Transport::Wss => {
                     let writer = self
                         .tcp_writers
                         .lock()
                         .ok()
-                        .and_then(|w| w.get(&to.addr).cloned());
+                        .and_then(|w| w.get(&(to.addr, to.transport)).cloned());
                     match writer {
                         Some(w) => {
                             if w.try_send(bytes).is_err() {
                                 debug!(to = %to.addr, "tcp writer full or closed");
                             }
                         }
-                        None => {
+                        None if to.transport == Transport::Tcp => {
                             tokio::spawn(self.clone().connect_outbound(to.addr, bytes));
+                        }
+                        // Never sent in clear instead: a TLS peer is reached over the
+                        // connection it opened (phones and trunks keep theirs open).
+                        None => {
+                            debug!(to = %to.addr, transport = to.transport.as_str(), "no open connection to this peer; not sent")
                         }
                     }
                 }
@@ -241,8 +294,14 @@ impl SipShell {
         }
     }
 
-    async fn tcp_accept_loop(self: Arc<Self>, listener: TcpListener, shutdown: Shutdown) {
-        let per_source: Arc<Mutex<HashMap<std::net::IpAddr, usize>>> = Arc::default();
+    async fn tcp_accept_loop(
+        self: Arc<Self>,
+        listener: TcpListener,
+        tls: Option<tokio_rustls::TlsAcceptor>,
+        per_source: PerSource,
+        shutdown: Shutdown,
+    ) {
+        let kind = if tls.is_some() { "tls" } else { "tcp" };
         loop {
             let accepted = tokio::select! {
                 r = listener.accept() => r,
@@ -251,7 +310,7 @@ impl SipShell {
             let (stream, peer) = match accepted {
                 Ok(x) => x,
                 Err(e) => {
-                    warn!(%e, "tcp accept failed");
+                    warn!(%e, kind, "SIP accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -266,18 +325,46 @@ impl SipShell {
                 }
             });
             if allowed.ok() != Some(true) {
-                warn!(%peer, "too many TCP connections from this source; refused");
+                // TCP and TLS together: a TLS connection is a TCP connection too.
+                warn!(%peer, kind, "too many TCP connections from this source; refused");
                 continue;
             }
             let shell = self.clone();
             let per_source = per_source.clone();
             let shutdown = shutdown.clone();
+            let tls = tls.clone();
             tokio::spawn(async move {
                 shell.metrics.tcp_connection(1);
-                shell
-                    .clone()
-                    .tcp_connection(stream, peer, None, shutdown)
-                    .await;
+                match tls {
+                    None => {
+                        let (reader, writer) = stream.into_split();
+                        shell
+                            .clone()
+                            .tcp_connection(reader, writer, peer, Transport::Tcp, None, shutdown)
+                            .await;
+                    }
+                    Some(acceptor) => {
+                        let limit = TLS_HANDSHAKE_TIMEOUT.min(shell.idle_timeout);
+                        match tokio::time::timeout(limit, acceptor.accept(stream)).await {
+                            Ok(Ok(stream)) => {
+                                let (reader, writer) = tokio::io::split(stream);
+                                shell
+                                    .clone()
+                                    .tcp_connection(
+                                        reader,
+                                        writer,
+                                        peer,
+                                        Transport::Tls,
+                                        None,
+                                        shutdown,
+                                    )
+                                    .await;
+                            }
+                            Ok(Err(e)) => debug!(%peer, %e, "SIP TLS handshake failed"),
+                            Err(_) => debug!(%peer, "SIP TLS handshake timed out"),
+                        }
+                    }
+                }
                 shell.metrics.tcp_connection(-1);
                 if let Ok(mut m) = per_source.lock()
                     && let Some(n) = m.get_mut(&peer.ip())
@@ -301,27 +388,41 @@ impl SipShell {
             return;
         };
         self.metrics.tcp_connection(1);
+        let (reader, writer) = stream.into_split();
         self.clone()
-            .tcp_connection(stream, to, Some(first), Shutdown::default())
+            .tcp_connection(
+                reader,
+                writer,
+                to,
+                Transport::Tcp,
+                Some(first),
+                Shutdown::default(),
+            )
             .await;
         self.metrics.tcp_connection(-1);
     }
 
-    async fn tcp_connection(
+    /// Serve one connection (TCP, or TLS after its handshake) until it closes, idles
+    /// out or cannot be framed.
+    async fn tcp_connection<R, W>(
         self: Arc<Self>,
-        stream: TcpStream,
+        mut reader: R,
+        writer: W,
         peer: SocketAddr,
+        transport: Transport,
         first: Option<Bytes>,
         shutdown: Shutdown,
-    ) {
-        let (mut reader, writer) = stream.into_split();
+    ) where
+        R: AsyncRead + Unpin,
+        W: AsyncWrite + Unpin + Send + 'static,
+    {
         let (tx, rx) = mpsc::channel::<Bytes>(256);
         if let Some(bytes) = first {
             let _ = tx.try_send(bytes);
         }
         let pong = tx.clone();
         if let Ok(mut w) = self.tcp_writers.lock() {
-            w.insert(peer, tx);
+            w.insert((peer, transport), tx);
         }
         let writer_task = tokio::spawn(write_loop(writer, rx));
         let mut framer = StreamFramer::new(MAX_MESSAGE_SIZE);
@@ -347,7 +448,7 @@ impl SipShell {
                     Ok(Some(frame)) => {
                         let source = SourceInfo {
                             addr: peer,
-                            transport: Transport::Tcp,
+                            transport,
                         };
                         let now = Instant::now();
                         self.drive(|ep| ep.handle_message(now, source, &frame));
@@ -373,14 +474,14 @@ impl SipShell {
         // cannot be framed) still go out before the close. The writer ends once every
         // sender is gone: ours and the one in `tcp_writers`.
         drop(pong);
-        self.remove_writer(peer);
+        self.remove_writer(peer, transport);
         // Let queued responses drain before the writer closes.
         let _ = tokio::time::timeout(Duration::from_secs(1), writer_task).await;
     }
 
-    fn remove_writer(&self, peer: SocketAddr) {
+    fn remove_writer(&self, peer: SocketAddr, transport: Transport) {
         if let Ok(mut w) = self.tcp_writers.lock() {
-            w.remove(&peer);
+            w.remove(&(peer, transport));
         }
     }
 
@@ -443,7 +544,7 @@ impl SipShell {
     }
 }
 
-async fn write_loop(mut writer: tokio::net::tcp::OwnedWriteHalf, mut rx: mpsc::Receiver<Bytes>) {
+async fn write_loop<W: AsyncWrite + Unpin>(mut writer: W, mut rx: mpsc::Receiver<Bytes>) {
     while let Some(bytes) = rx.recv().await {
         if writer.write_all(&bytes).await.is_err() {
             return;

@@ -412,6 +412,9 @@ pub struct Endpoint {
     leg_config: LegConfig,
     /// Contact of our own legs: `sip:hotline@<listen address>`.
     local_contact: NameAddr,
+    /// Contact of legs over TLS, `sip:hotline@<TLS address>;transport=tls`, so that the
+    /// peer's requests in the dialog (ACK, BYE, re-INVITE) come over TLS too.
+    local_contact_tls: Option<NameAddr>,
     /// Request-URI users that authenticated agents may call (test extensions).
     agent_extensions: Vec<String>,
     rng: StdRng,
@@ -573,6 +576,7 @@ impl Endpoint {
                         transport: t.source_transport.map(|tr| match tr {
                             TrunkTransport::Udp => Transport::Udp,
                             TrunkTransport::Tcp => Transport::Tcp,
+                            TrunkTransport::Tls => Transport::Tls,
                         }),
                         city_header: t.city_header.clone(),
                         identity_header: t.identity_header.clone(),
@@ -600,6 +604,7 @@ impl Endpoint {
                 ..LegConfig::default()
             },
             local_contact: contact_for(config.server.sip_listen),
+            local_contact_tls: config.server.sip_tls_listen.map(tls_contact_for),
             agent_extensions: config
                 .test_extensions
                 .iter()
@@ -612,6 +617,19 @@ impl Endpoint {
     /// The address the SIP sockets really listen on (tests bind port 0): our Contact.
     pub fn set_local_addr(&mut self, addr: std::net::SocketAddr) {
         self.local_contact = contact_for(addr);
+    }
+
+    /// The address SIP over TLS really listens on.
+    pub fn set_local_tls_addr(&mut self, addr: std::net::SocketAddr) {
+        self.local_contact_tls = Some(tls_contact_for(addr));
+    }
+
+    /// Our Contact (and Via sent-by) on `transport`.
+    fn contact_on(&self, transport: Transport) -> &NameAddr {
+        match (transport, &self.local_contact_tls) {
+            (Transport::Tls, Some(tls)) => tls,
+            _ => &self.local_contact,
+        }
     }
 
     /// Number of live inbound calls (ended ones still lingering included).
@@ -1623,7 +1641,8 @@ impl Endpoint {
             (Some(_), CallOrigin::Trunk) => None,
         };
         let seed = rand::RngCore::next_u64(&mut self.rng);
-        let leg = match InboundLeg::new(self.leg_config, req.clone(), &self.local_contact, seed) {
+        let contact = self.contact_on(source.transport).clone();
+        let leg = match InboundLeg::new(self.leg_config, req.clone(), &contact, seed) {
             Ok(leg) => leg,
             Err(e) => {
                 debug!(%e, "INVITE cannot start a dialog");
@@ -1883,7 +1902,8 @@ impl Endpoint {
             uri,
             params: Vec::new(),
         };
-        let fallback = self.local_contact.uri.clone();
+        let local = self.contact_on(target.source.transport).clone();
+        let fallback = local.uri.clone();
         let from = name_addr(
             uri(caller)
                 .or_else(|| uri("12348"))
@@ -1892,14 +1912,14 @@ impl Endpoint {
         let to = name_addr(uri(&target.agent).unwrap_or(fallback));
         let via = crate::sip::dialog::ViaSentBy {
             transport: target.source.transport.as_str().to_string(),
-            host: self.local_contact.uri.host.clone(),
-            port: self.local_contact.uri.port,
+            host: local.uri.host.clone(),
+            port: local.uri.port,
         };
         let params = OutboundParams {
             target: target.contact.clone(),
             from,
             to,
-            contact: self.local_contact.clone(),
+            contact: local,
             sdp_offer,
             route: Vec::new(),
             via,
@@ -1930,16 +1950,17 @@ impl Endpoint {
             crate::sip::message::Uri::parse(&format!("sip:{from_user}@{}", self.realm))
                 .unwrap_or_else(|_| self.local_contact.uri.clone()),
         );
+        let local = self.contact_on(peer.transport).clone();
         let via = crate::sip::dialog::ViaSentBy {
             transport: peer.transport.as_str().to_string(),
-            host: self.local_contact.uri.host.clone(),
-            port: self.local_contact.uri.port,
+            host: local.uri.host.clone(),
+            port: local.uri.port,
         };
         let params = OutboundParams {
             target: request_uri.clone(),
             from,
             to: name_addr(request_uri),
-            contact: self.local_contact.clone(),
+            contact: local,
             sdp_offer,
             route: Vec::new(),
             via,
@@ -2219,12 +2240,24 @@ fn response_key(resp: &Response) -> Option<TransactionKey> {
 
 /// `<sip:hotline@ip:port>`; an unspecified listen address is replaced by loopback until
 /// the shell tells the real one.
+/// Our Contact over TLS: the TLS address, `;transport=tls` (RFC 3261 §26.2.2 prefers
+/// `sips:`, but a `sip:` URI with the parameter is what deployed phones and trunks
+/// accept from a dialog that began with `sip:`).
+fn tls_contact_for(addr: std::net::SocketAddr) -> NameAddr {
+    contact_with(addr, Some(("transport", "tls")))
+}
+
 fn contact_for(addr: std::net::SocketAddr) -> NameAddr {
+    contact_with(addr, None)
+}
+
+fn contact_with(addr: std::net::SocketAddr, param: Option<(&str, &str)>) -> NameAddr {
     let host = match addr.ip() {
         IpAddr::V6(ip) => format!("[{ip}]"),
         IpAddr::V4(ip) => ip.to_string(),
     };
-    let text = format!("sip:hotline@{host}:{}", addr.port());
+    let suffix = param.map_or(String::new(), |(name, value)| format!(";{name}={value}"));
+    let text = format!("sip:hotline@{host}:{}{suffix}", addr.port());
     NameAddr {
         display_name: None,
         uri: crate::sip::message::Uri::parse(&text).unwrap_or_else(|_| crate::sip::message::Uri {
@@ -2233,7 +2266,10 @@ fn contact_for(addr: std::net::SocketAddr) -> NameAddr {
             password: None,
             host,
             port: Some(addr.port()),
-            params: Vec::new(),
+            params: param
+                .map(|(name, value)| (name.to_owned(), Some(value.to_owned())))
+                .into_iter()
+                .collect(),
             headers: Vec::new(),
             raw: text.clone(),
         }),
@@ -3480,6 +3516,63 @@ kind = "echo"
 
     fn phone() -> SourceInfo {
         from([198, 51, 100, 7])
+    }
+
+    /// An agent whose phone registered over TLS is called over that flow, with our TLS
+    /// address in Via and Contact, so that its ACK and BYE come over TLS too; over UDP
+    /// nothing changes.
+    #[test]
+    fn a_phone_on_tls_is_called_with_our_tls_contact() {
+        let t0 = Instant::now();
+        let mut ep = endpoint(t0);
+        ep.set_local_addr("192.0.2.100:5060".parse().expect("addr"));
+        ep.set_local_tls_addr("192.0.2.100:5061".parse().expect("addr"));
+        let over_tls = SourceInfo {
+            addr: "198.51.100.7:40001".parse().expect("addr"),
+            transport: Transport::Tls,
+        };
+        let target = |source: SourceInfo| AgentContact {
+            agent: "1001".into(),
+            contact: crate::sip::message::Uri::parse("sip:1001@198.51.100.7:40002;transport=tls")
+                .expect("uri"),
+            source,
+        };
+        ep.call_dial(
+            t0,
+            &target(over_tls),
+            "12348",
+            Bytes::from_static(SDP.as_bytes()),
+        );
+        let mut invites = Vec::new();
+        while let Some(out) = ep.poll_output() {
+            if let Output::Transmit { to, bytes } = out {
+                invites.push((to, String::from_utf8_lossy(&bytes).into_owned()));
+            }
+        }
+        let [(to, invite)] = invites.as_slice() else {
+            panic!("one INVITE: {invites:?}");
+        };
+        assert_eq!(*to, over_tls, "sent over the phone's own TLS flow");
+        assert!(
+            invite.contains("Via: SIP/2.0/TLS 192.0.2.100:5061;"),
+            "{invite}"
+        );
+        assert!(
+            invite.contains("Contact: <sip:hotline@192.0.2.100:5061;transport=tls>"),
+            "{invite}"
+        );
+        ep.call_dial(
+            t0,
+            &target(phone()),
+            "12348",
+            Bytes::from_static(SDP.as_bytes()),
+        );
+        let (sent, _) = drain(&mut ep);
+        assert!(
+            sent.iter()
+                .any(|m| m.contains("Contact: <sip:hotline@192.0.2.100:5060>")),
+            "{sent:?}"
+        );
     }
 
     /// One failed REGISTER round (challenge, wrong password) for `user` from `source`;

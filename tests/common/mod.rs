@@ -18,6 +18,7 @@ pub mod orders;
 pub mod phone;
 pub mod queue;
 pub mod schema;
+pub mod tls;
 pub mod trunk;
 
 pub const TEST_CONFIG: &str = r#"

@@ -139,7 +139,43 @@ impl Baresip {
             "<sip:{id}@{};transport=udp>;auth_pass={password};regint=60;answermode=auto\n",
             server.sip
         );
-        Baresip::start(&account, source, seconds, None)
+        Baresip::start(&account, source, seconds, None, "")
+    }
+
+    /// Agent `id` as [`Baresip::agent`], registered over SIP over TLS at `tls` (the
+    /// server's `sip_tls_listen`), trusting only the certificate in `ca` (baresip's
+    /// `sip_cafile`: the handshake fails on any other).
+    pub fn agent_over_tls(
+        tls: std::net::SocketAddr,
+        ca: &Path,
+        id: &str,
+        password: &str,
+        source: &Path,
+        seconds: u32,
+    ) -> Baresip {
+        Baresip::agent_over_tls_with(tls, ca, id, password, source, seconds, None)
+    }
+
+    /// As [`Baresip::agent_over_tls`], with baresip's `mediaenc` account setting (e.g.
+    /// `srtp-mand`: SDES-SRTP only, a plain offer refused) and its `srtp` module.
+    pub fn agent_over_tls_with(
+        tls: std::net::SocketAddr,
+        ca: &Path,
+        id: &str,
+        password: &str,
+        source: &Path,
+        seconds: u32,
+        mediaenc: Option<&str>,
+    ) -> Baresip {
+        let media = mediaenc.map_or(String::new(), |m| format!(";mediaenc={m}"));
+        let account = format!(
+            "<sip:{id}@{tls};transport=tls>;auth_pass={password};regint=60;answermode=auto{media}\n"
+        );
+        let mut extra = format!("sip_cafile {}\n", ca.display());
+        if mediaenc.is_some() {
+            extra.push_str("module srtp.so\n");
+        }
+        Baresip::start(&account, source, seconds, None, &extra)
     }
 
     /// A caller on the trunk (127.0.0.1, not registered) with the number `caller`,
@@ -153,7 +189,21 @@ impl Baresip {
     ) -> Baresip {
         let account = format!("<sip:{caller}@127.0.0.1>;regint=0\n");
         let dial = format!("/dial sip:{dialled}@{}", server.sip);
-        Baresip::start(&account, source, seconds, Some(dial))
+        Baresip::start(&account, source, seconds, Some(dial), "")
+    }
+
+    /// As [`Baresip::caller`], with baresip's `mediaenc` (e.g. `srtp-mand`).
+    pub fn caller_with(
+        server: &Server,
+        caller: &str,
+        dialled: &str,
+        source: &Path,
+        seconds: u32,
+        mediaenc: &str,
+    ) -> Baresip {
+        let account = format!("<sip:{caller}@127.0.0.1>;regint=0;mediaenc={mediaenc}\n");
+        let dial = format!("/dial sip:{dialled}@{}", server.sip);
+        Baresip::start(&account, source, seconds, Some(dial), "module srtp.so\n")
     }
 
     /// A phone with its own `accounts` line (e.g. an agent that authenticates without
@@ -166,7 +216,7 @@ impl Baresip {
         seconds: u32,
     ) -> Baresip {
         let dial = format!("/dial sip:{dialled}@{}", server.sip);
-        Baresip::start(&format!("{account}\n"), source, seconds, Some(dial))
+        Baresip::start(&format!("{account}\n"), source, seconds, Some(dial), "")
     }
 
     /// A phone on the carrier's side of the outbound trunk: listening on `port` (the
@@ -174,11 +224,19 @@ impl Baresip {
     /// microphone plays `source`.
     pub fn answering_at(port: u16, number: &str, source: &Path, seconds: u32) -> Baresip {
         let account = format!("<sip:{number}@127.0.0.1:{port}>;regint=0;answermode=auto\n");
-        Baresip::start_on(port, &account, source, seconds, None)
+        Baresip::start_on(port, &account, source, seconds, None, "")
     }
 
-    fn start(account: &str, source: &Path, seconds: u32, command: Option<String>) -> Baresip {
-        Baresip::start_on(free_port(), account, source, seconds, command)
+    /// `extra`: more lines for baresip's `config`, before its modules (a media
+    /// encryption module must be loaded before the accounts that name it).
+    fn start(
+        account: &str,
+        source: &Path,
+        seconds: u32,
+        command: Option<String>,
+        extra: &str,
+    ) -> Baresip {
+        Baresip::start_on(free_port(), account, source, seconds, command, extra)
     }
 
     fn start_on(
@@ -187,6 +245,7 @@ impl Baresip {
         source: &Path,
         seconds: u32,
         command: Option<String>,
+        extra: &str,
     ) -> Baresip {
         let baresip = require("baresip");
         let dir = tempfile::tempdir().expect("tmp");
@@ -197,7 +256,7 @@ impl Baresip {
         std::fs::write(
             dir.path().join("config"),
             format!(
-                "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n\
+                "sip_listen 127.0.0.1:{}\nmodule_path /usr/lib/baresip/modules\n{extra}\
                  module g711.so\nmodule account.so\nmodule menu.so\nmodule aufile.so\n\
                  module sndfile.so\nmodule aubridge.so\n\
                  audio_source aufile,{}\naudio_player aubridge,heard\n\

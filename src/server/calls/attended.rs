@@ -811,6 +811,9 @@ impl CallMedia {
             to_agent: None,
             to_caller: None,
             ended: false,
+            // The replacing INVITE is answered in plain RTP (SDES on it: not yet).
+            srtp_offer: None,
+            srtp: None,
         };
         self.install_transferred_leg(now, leg, None);
     }

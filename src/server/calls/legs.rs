@@ -13,6 +13,27 @@
 use super::*;
 use crate::call::{AcdReport, LegId, LegTarget, RecordNote};
 
+impl AgentLeg {
+    /// Take the phone's SDES key from its answer to our SRTP offer: `false` when its
+    /// policy requires SRTP and the answer has no key for our offer (the leg must end).
+    pub(super) fn take_srtp_answer(&mut self, answer: Option<&SessionDescription>) -> bool {
+        let Some((ours, policy)) = self.srtp_offer.take() else {
+            return true;
+        };
+        let theirs = answer
+            .and_then(|a| a.media.iter().find(|m| m.kind == "audio" && m.port != 0))
+            .and_then(sdp::MediaDescription::sdes_crypto)
+            .filter(|theirs| theirs.tag == ours.tag);
+        match theirs {
+            Some(theirs) => {
+                self.srtp = Some(LegSrtp::new(ours, &theirs));
+                true
+            }
+            None => policy != MediaEncryption::Required,
+        }
+    }
+}
+
 impl CallMedia {
     /// Open an RTP port pair and place our INVITE (with our SDP offer) to `contact`; its
     /// events come to this task. `None` when no port pair or no endpoint is available.
@@ -33,7 +54,18 @@ impl CallMedia {
             u64::from(rand::random::<u32>()),
             1,
         );
-        let offer = sdp::offer(&local);
+        // SDES to a phone whose policy asks for it: `RTP/SAVP` when SRTP is required (a
+        // phone that cannot must refuse), `RTP/AVP` with a key when it is optional.
+        let policy = self.ctx.agent_media_encryption_of(&contact.agent);
+        let srtp_offer = (policy != MediaEncryption::None).then(|| (LegSrtp::fresh(1), policy));
+        let offer = match &srtp_offer {
+            Some((ours, policy)) => sdp::with_sdes(
+                sdp::offer(&local),
+                ours,
+                *policy == MediaEncryption::Required,
+            ),
+            None => sdp::offer(&local),
+        };
         let body = Bytes::from(offer.to_string());
         let caller = self
             .hotline
@@ -69,6 +101,8 @@ impl CallMedia {
             to_agent: None,
             to_caller: None,
             ended: false,
+            srtp_offer,
+            srtp: None,
         })
     }
 
@@ -159,16 +193,24 @@ impl CallMedia {
                 let Some(l) = self.legs.iter_mut().find(|l| l.handle == leg) else {
                     return;
                 };
-                let negotiated = std::str::from_utf8(&sdp)
+                let answer = std::str::from_utf8(&sdp)
                     .ok()
-                    .and_then(|t| SessionDescription::parse(t).ok())
-                    .and_then(|answer| sdp::parse_answer(&l.offer, &answer).ok());
+                    .and_then(|t| SessionDescription::parse(t).ok());
+                let negotiated = answer
+                    .as_ref()
+                    .and_then(|answer| sdp::parse_answer(&l.offer, answer).ok());
                 let Some(negotiated) = negotiated else {
                     // Its end (a failure) follows and is reported then.
                     warn!(%handle, agent = %l.agent, "agent's SDP answer unusable; hanging up the agent");
                     self.shell.drive(|ep| ep.call_hangup(now, leg));
                     return;
                 };
+                if !l.take_srtp_answer(answer.as_ref()) {
+                    // Its end (a failure) follows and is reported then.
+                    warn!(%handle, agent = %l.agent, "agent's phone answered without SRTP, which its policy requires; hanging up the agent");
+                    self.shell.drive(|ep| ep.call_hangup(now, leg));
+                    return;
+                }
                 l.negotiated = Some(negotiated);
                 self.control(now, CallInput::LegAnswered(id));
             }
@@ -284,7 +326,7 @@ impl CallMedia {
             }
             h.cdr.agent_answered(wall, agent_id.clone());
         }
-        info!(%handle, agent = %agent_id, codec = negotiated.codec.encoding_name(), "agent answered; bridged");
+        info!(%handle, agent = %agent_id, codec = negotiated.codec.encoding_name(), srtp = self.agent.as_ref().is_some_and(|a| a.srtp.is_some()), "agent answered; bridged");
     }
 
     /// The core ends `id`: CANCEL before the answer, BYE after. A bridged agent's leg
