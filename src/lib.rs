@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod app;
 pub mod calendar;
 pub mod call;
 pub mod clock;

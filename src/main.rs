@@ -6,8 +6,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use hotline::app::{self, ServeOptions};
 use hotline::config::Config;
-use hotline::server::{self, ServeOptions};
 use hotline::store::Store;
 
 #[derive(Debug, Parser)]
@@ -629,7 +629,7 @@ fn run(command: Command) -> Result<ExitCode> {
                 database_url: config.database_url(std::env::var("DATABASE_URL").ok()),
                 config,
             };
-            runtime()?.block_on(server::serve(options))?;
+            runtime()?.block_on(app::serve(options))?;
             Ok(ExitCode::SUCCESS)
         }
     }

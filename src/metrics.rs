@@ -110,7 +110,7 @@ impl ApiThrottle {
     }
 }
 
-/// Which durable outbox (see `server::journal`) a figure is about.
+/// Which durable outbox (see `orders::journal`) a figure is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutboxKind {
     /// Work-order creates (`outbox.jsonl`).

@@ -52,11 +52,7 @@ pub fn voice_message_url(order_id: &str) -> String {
     format!("/api/orders/{order_id}/voice_message")
 }
 
-/// The URL the console plays a call's recording from (never a server path).
-#[must_use]
-pub fn recording_url(call_id: &str) -> String {
-    format!("/api/recordings/{call_id}")
-}
+pub use crate::orders::recording_url;
 
 /// Roles that hear the voice message of an order they may read: those who act on it
 /// (dispatch, the units, the callback clerks, agents calling back) and those who

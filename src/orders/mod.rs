@@ -10,3 +10,10 @@ pub mod notify;
 pub mod outbox;
 
 pub use context::{OrdersContext, dispatch_gaps, new_order_id, unit_tree};
+
+/// The URL the console plays a call's recording from (never a server path): what an
+/// order's history stores for a recorded call, served by the API's recordings route.
+#[must_use]
+pub fn recording_url(call_id: &str) -> String {
+    format!("/api/recordings/{call_id}")
+}

@@ -68,7 +68,7 @@ const FRAME_BYTES: usize = 160;
 /// Receive buffer: larger than any RTP datagram we accept.
 const DATAGRAM: usize = 2048;
 
-pub use crate::clock::WallClock;
+use crate::clock::WallClock;
 
 /// Shared settings and resources of the media plane.
 #[derive(Debug)]

@@ -501,7 +501,7 @@ impl OrderCall {
                     .legs
                     .recording
                     .as_ref()
-                    .map(|_| crate::api::recordings::recording_url(&self.call_id));
+                    .map(|_| crate::orders::recording_url(&self.call_id));
                 self.service.update(&self.order, |p| {
                     p.state = CallState::Connected;
                     p.recording_url = url;
@@ -593,7 +593,7 @@ impl OrderCall {
         };
         let recording_url = recording
             .as_ref()
-            .map(|_| crate::api::recordings::recording_url(&call_id));
+            .map(|_| crate::orders::recording_url(&call_id));
         service.update(&order, |p| {
             p.state = CallState::Ended;
             p.outcome = Some(outcome_shown);

@@ -532,7 +532,7 @@ impl TwoLegs {
                 self.recording = Some(path);
             }
             Err(e) => {
-                crate::server::metrics::recording_failed();
+                crate::metrics::recording_failed();
                 tracing::warn!(call = %self.label, %e, "recording not started; the call goes on");
             }
         }
@@ -663,7 +663,7 @@ impl TwoLegs {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.push(now, channel, pcm.get(..decoded).unwrap_or_default())
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             tracing::warn!(call = %self.label, %e, "recording failed; the call goes on");
         }
     }
@@ -700,7 +700,7 @@ impl TwoLegs {
         if let Some(recorder) = self.recorder.as_mut()
             && let Err(e) = recorder.tick(now)
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             tracing::warn!(call = %self.label, %e, "recording failed; the call goes on");
         }
         let max_call = self.hangup_at.is_some_and(|t| now >= t);
@@ -728,7 +728,7 @@ impl TwoLegs {
         if let Some(recorder) = self.recorder.take()
             && let Err(e) = recorder.finish()
         {
-            crate::server::metrics::recording_failed();
+            crate::metrics::recording_failed();
             tracing::warn!(call = %self.label, %e, "recording incomplete");
         }
         for leg in [self.agent.take(), self.caller.take()]

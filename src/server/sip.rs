@@ -20,7 +20,7 @@ use crate::sip::endpoint::{CommitId, Endpoint, Output, SourceInfo, StoreOp, Tran
 use crate::sip::message::{MAX_MESSAGE_SIZE, StreamFramer};
 use crate::store::Store;
 
-pub use crate::shutdown::Shutdown;
+use crate::shutdown::Shutdown;
 
 /// Writers of open TCP and TLS connections, by peer address and transport, for responses
 /// and for reusing a registered agent's connection (RFC 5923-style reuse of the flow it
