@@ -91,24 +91,34 @@ impl PrivatePg {
             "-p {} -k {data_s} -c listen_addresses=127.0.0.1 -c fsync=off",
             self.port
         );
-        let out = as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &data_s,
-            "-o",
-            &options,
-            "-l",
-            &format!("{data_s}/server.log"),
-            "-w",
-            "-t",
-            "30",
-            "start",
-        ]);
+        let start = || {
+            as_postgres(&[
+                &format!("{PG_BIN}/pg_ctl"),
+                "-D",
+                &data_s,
+                "-o",
+                &options,
+                "-l",
+                &format!("{data_s}/server.log"),
+                "-w",
+                "-t",
+                "30",
+                "start",
+            ])
+        };
+        // Seen once in CI with many servers starting beside it: the restart did not come
+        // up. Its log says why; a second try after a pause rules out a passing clash.
+        let mut out = start();
+        if !out.status.success() {
+            std::thread::sleep(std::time::Duration::from_secs(2));
+            out = start();
+        }
         assert!(
             out.status.success(),
-            "pg_ctl start: {}{}",
+            "pg_ctl start: {}{}\nserver.log:\n{}",
             String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+            String::from_utf8_lossy(&out.stderr),
+            std::fs::read_to_string(self.data.join("server.log")).unwrap_or_default()
         );
     }
 

@@ -95,6 +95,10 @@ fn create(server: &Server, s: &(String, String), city: &str, text: &str) -> Stri
 /// Every server of the test runs at this moment (after hours), so deadlines and overdue
 /// flags read the same on each.
 const NOW: (&str, &str) = ("HOTLINE_FAKE_NOW", "2026-02-14T20:00+08:00");
+/// The upgraded servers start an hour later: a shifted clock restarts at its given
+/// time, and the reference's ledger events (written by the one clock since) must not
+/// lie in their future (TK-LEDGER refuses commands dated before an order's last event).
+const LATER: (&str, &str) = ("HOTLINE_FAKE_NOW", "2026-02-14T21:00+08:00");
 
 fn received_at() -> String {
     "2026-02-14T19:00:00+08:00".to_owned()
@@ -324,8 +328,8 @@ fn upgrades_keep_the_data(backend: Backend) {
             }
         });
         let env: Vec<(&str, &str)> = match backend {
-            Backend::Sqlite => vec![NOW],
-            Backend::Postgres => vec![NOW, ("DATABASE_URL", target_url.as_str())],
+            Backend::Sqlite => vec![LATER],
+            Backend::Postgres => vec![LATER, ("DATABASE_URL", target_url.as_str())],
         };
         let upgraded = Server::start_in(dir, &config, &env);
         let log = upgraded.log();

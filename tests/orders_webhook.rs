@@ -112,8 +112,20 @@ fn new_order() -> Value {
     })
 }
 
-/// The server's clock, 30 days ahead of the wall clock: every limit of an order taken
-/// now has passed on it.
+/// [`new_order`] received on the wall clock's today (given as its `received_at`): on a
+/// server whose one clock runs [`thirty_days_ahead`], every limit of it has passed.
+fn order_received_a_month_ago() -> Value {
+    let mut body = new_order();
+    body["received_at"] = json!(
+        chrono::Utc::now()
+            .with_timezone(&hotline::calendar::shanghai())
+            .to_rfc3339()
+    );
+    body
+}
+
+/// The server's clock, 30 days ahead of the wall clock: every limit of an order
+/// received today on the wall clock has passed on it.
 fn thirty_days_ahead() -> (String, String) {
     let at = chrono::Utc::now().with_timezone(&hotline::calendar::shanghai())
         + chrono::Duration::days(30);
@@ -130,13 +142,15 @@ fn a_reminder_for_a_passed_limit_is_posted_after_its_commit() {
     let receiver = Receiver::start(listener, true);
     let (fake_now, fake_day) = thirty_days_ahead();
     let server = Server::start_with(&config(port), &[("HOTLINE_FAKE_NOW", fake_now.as_str())]);
-    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &new_order());
+    let (status, order) = api(
+        &server,
+        "POST",
+        "/api/orders",
+        INTAKE_TOKEN,
+        &order_received_a_month_ago(),
+    );
     assert_eq!(status, 201, "{order}");
     let id = order["id"].as_str().expect("id").to_owned();
-    assert_eq!(
-        order["reminder"], "none",
-        "not yet on the wall clock: {order}"
-    );
     let transfer_due = order["deadlines"]["transfer_due"].clone();
     let arrived = wait_until(Duration::from_secs(20), || {
         receiver
@@ -506,7 +520,13 @@ fn an_https_webhook_is_delivered_to_a_receiver_whose_certificate_is_trusted() {
             ("SSL_CERT_FILE", pem_path.to_str().expect("utf-8 path")),
         ],
     );
-    let (status, order) = api(&server, "POST", "/api/orders", INTAKE_TOKEN, &new_order());
+    let (status, order) = api(
+        &server,
+        "POST",
+        "/api/orders",
+        INTAKE_TOKEN,
+        &order_received_a_month_ago(),
+    );
     assert_eq!(status, 201, "{order}");
     let id = order["id"].as_str().expect("id").to_owned();
     let arrived = wait_until(Duration::from_secs(20), || {

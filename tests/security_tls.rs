@@ -364,11 +364,17 @@ fn sip_over_tls_answers_and_keeps_the_tcp_limits() {
         matches!(fifth.read(&mut byte), Ok(0) | Err(_)),
         "a fifth connection from one source stays closed"
     );
-    let log = server.log();
+    // The refusal is logged by the server's own task: wait for the line to be written.
+    let refused_line = || {
+        server
+            .log()
+            .lines()
+            .any(|l| l.contains("too many TCP connections from this source") && l.contains("tls"))
+    };
     assert!(
-        log.lines()
-            .any(|l| l.contains("too many TCP connections from this source") && l.contains("tls")),
-        "{log}"
+        common::wait_until(Duration::from_secs(5), refused_line),
+        "{}",
+        server.log()
     );
 
     // A TLS connection that never says hello is closed at the idle timeout (3 s here).
