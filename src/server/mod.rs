@@ -1,4 +1,6 @@
-//! The tokio shell: sockets, clocks and the database around the sans-IO cores.
+//! The tokio shell: sockets, timers, call tasks, the ACD task and persistence around the
+//! sans-IO cores. Built and started by the composition root, `src/app.rs`; never imports
+//! the API.
 
 pub mod acd;
 pub mod call_orders;
