@@ -945,6 +945,20 @@ async fn concurrent_signs_one_wins(h: &Harness) {
         &b
     };
     assert_eq!(loser.body["code"], "version_conflict");
+    // Without a version a command means "the order as it is now": two notes sent at
+    // once both land (the later is decided again on the order the first left).
+    let note = format!("/api/orders/{id}/add_note");
+    let (a, b) = tokio::join!(
+        h.post(&handler, &note, json!({"note": "第一条"})),
+        h.post(&shizhong, &note, json!({"note": "第二条"})),
+    );
+    assert_eq!(
+        (a.status, b.status),
+        (StatusCode::OK, StatusCode::OK),
+        "{} / {}",
+        a.text,
+        b.text
+    );
     // If-Match with a stale version is refused too.
     let stale = h
         .post_raw(

@@ -1511,14 +1511,27 @@ async fn order_command(
     check_command_name(&name)?;
     let body = body_bytes(body)?;
     let (object, expected) = command_object(&body, &headers)?;
-    let order = visible_order(&state, &user, &id).await?;
     let ctx = &state.orders;
-    let at = state.orders.clock.now();
-    let (next, events) = plan_command(&order, &name, object, expected, &user, ctx, at)?;
-    state
-        .store
-        .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
-        .await?;
+    // A command naming no version means "the order as it is now": when another write
+    // lands between the read and the commit (the scheduler alerting an urgent order's
+    // leaders, a reminder), the order is read and the command decided again instead of
+    // refused. One naming a version still gets 409 when the order moved on.
+    let mut attempts = 0;
+    let (next, events, at) = loop {
+        attempts += 1;
+        let order = visible_order(&state, &user, &id).await?;
+        let at = ctx.clock.now();
+        let (next, events) = plan_command(&order, &name, object.clone(), expected, &user, ctx, at)?;
+        match state
+            .store
+            .append_order_events(&next, order.version, &events, None, at.timestamp_millis())
+            .await
+        {
+            Ok(()) => break (next, events, at),
+            Err(AppendError::Conflict) if expected.is_none() && attempts < 3 => {}
+            Err(e) => return Err(e.into()),
+        }
+    };
     tracing::info!(order = %next.id, user = %user.id, command = %name, state = %next.state, "order command");
     ctx.wake_scheduler_for(&next, at);
     // Committed: reminders and supervision presses go out.
