@@ -77,7 +77,7 @@ async fn topics(
     }
     let q: TopicsQuery = match raw.as_deref() {
         None | Some("") => TopicsQuery::default(),
-        Some(text) => query(text)?,
+        Some(text) => super::orders::decode_query(text)?,
     };
     let limit = q.limit.unwrap_or(DEFAULT_TOPICS);
     if limit == 0 || limit > MAX_TOPICS {
@@ -160,13 +160,4 @@ async fn topics(
         topics: analysed,
         rules: RULES,
     }))
-}
-
-fn query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
-    let uri: axum::http::Uri = format!("/?{q}")
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_query", "unreadable query string"))?;
-    axum::extract::Query::<T>::try_from_uri(&uri)
-        .map(|axum::extract::Query(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }

@@ -1073,12 +1073,13 @@ pub(super) fn parse_query<T: serde::de::DeserializeOwned + Default>(
 ) -> Result<T, ApiError> {
     match raw {
         None | Some("") => Ok(T::default()),
-        Some(q) => serde_urlencoded_like(q),
+        Some(q) => decode_query(q),
     }
 }
 
-/// Query strings through axum's own parser (serde_urlencoded underneath).
-fn serde_urlencoded_like<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
+/// A query string decoded into `T` by axum's own parser (serde_urlencoded underneath):
+/// 400 `invalid_query` with serde's reason otherwise.
+pub(crate) fn decode_query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
     let uri: axum::http::Uri = format!("/?{q}")
         .parse()
         .map_err(|_| ApiError::bad_request("invalid_query", "unreadable query string"))?;
@@ -2029,10 +2030,6 @@ const LEVELS: [UnitKind; 5] = [
     UnitKind::Institution,
 ];
 
-fn level_name(kind: UnitKind) -> &'static str {
-    kind.as_str()
-}
-
 fn rate_value(rate: crate::ticket::Rate) -> Option<f64> {
     rate.per_mille().map(|pm| f64::from(pm) / 1000.0)
 }
@@ -2097,21 +2094,19 @@ async fn rankings(
             .with_field("metric"));
         }
     };
-    let only_level = match q.level.as_deref() {
-        None | Some("" | "all") => None,
-        Some(text) => Some(
-            LEVELS
-                .into_iter()
-                .find(|k| level_name(*k) == text)
-                .ok_or_else(|| {
+    let only_level =
+        match q.level.as_deref() {
+            None | Some("" | "all") => None,
+            Some(text) => Some(LEVELS.into_iter().find(|k| k.as_str() == text).ok_or_else(
+                || {
                     ApiError::bad_request(
                         "invalid_query",
                         "level must be province, city, county, township, institution or all",
                     )
                     .with_field("level")
-                })?,
-        ),
-    };
+                },
+            )?),
+        };
     let by = match q.by.as_deref() {
         None | Some("" | "unit") => RankedBy::Unit,
         Some("category") => RankedBy::Category,
@@ -2335,7 +2330,7 @@ async fn rankings(
         // W-19: the ranking is automatic; the only setting is the weights of the
         // combined score, printed with every ranking.
         weights,
-        level: only_level.map_or("all", level_name).to_owned(),
+        level: only_level.map_or("all", UnitKind::as_str).to_owned(),
         rows,
         levels,
         sign_in: sign_in

@@ -47,7 +47,7 @@ async fn order_stats(
 ) -> Result<Json<OrderStatsView>, ApiError> {
     let q: StatsQuery = match raw.as_deref() {
         None | Some("") => StatsQuery::default(),
-        Some(text) => serde_urlencoded_query(text)?,
+        Some(text) => super::orders::decode_query(text)?,
     };
     let period_text = q.period.filter(|p| !p.is_empty());
     let period = match &period_text {
@@ -151,13 +151,4 @@ struct SatisfactionView {
     dissatisfied: i64,
     /// (satisfied + basically satisfied) / rated, per mille rounded down; null when none rated.
     rate: Option<f64>,
-}
-
-fn serde_urlencoded_query<T: serde::de::DeserializeOwned>(q: &str) -> Result<T, ApiError> {
-    let uri: axum::http::Uri = format!("/?{q}")
-        .parse()
-        .map_err(|_| ApiError::bad_request("invalid_query", "unreadable query string"))?;
-    axum::extract::Query::<T>::try_from_uri(&uri)
-        .map(|axum::extract::Query(v)| v)
-        .map_err(|e| ApiError::bad_request("invalid_query", e.body_text()))
 }
