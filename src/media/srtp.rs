@@ -276,11 +276,17 @@ impl SrtpContext {
         }
     }
 
-    /// Encrypt an RTP packet in place and append its tag.
+    /// Encrypt the RTP packet in `buf[..len]` in place and append its tag: the SRTP
+    /// packet's length. `buf` needs [`AUTH_TAG_LEN`] bytes of room after `len` (no
+    /// allocation: this runs for every packet sent).
     ///
     /// # Errors
-    /// [`SrtpError::NotRtp`] when `packet` is not RTP.
-    pub fn protect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+    /// [`SrtpError::NotRtp`] when `buf[..len]` is not RTP or has no room for the tag.
+    pub fn protect_in_place(&mut self, buf: &mut [u8], len: usize) -> Result<usize, SrtpError> {
+        if buf.len() < len + AUTH_TAG_LEN {
+            return Err(SrtpError::NotRtp);
+        }
+        let packet = &mut buf[..len];
         let offset = payload_offset(packet)?;
         let (seq, ssrc) = seq_and_ssrc(packet);
         let (roc, last) = self.sent.entry(ssrc).or_insert((0, seq));
@@ -294,16 +300,30 @@ impl SrtpContext {
         self.keys
             .apply_keystream(ssrc, index, &mut packet[offset..]);
         let tag = self.keys.tag(packet, roc);
-        packet.extend_from_slice(&tag);
-        Ok(())
+        buf[len..len + AUTH_TAG_LEN].copy_from_slice(&tag);
+        Ok(len + AUTH_TAG_LEN)
     }
 
-    /// Check the tag and the replay window of an SRTP packet, decrypt it in place and
-    /// drop its tag: what is left is the RTP packet.
+    /// [`SrtpContext::protect_in_place`] on a packet that grows by its tag.
+    ///
+    /// # Errors
+    /// [`SrtpError::NotRtp`] when `packet` is not RTP.
+    pub fn protect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let len = packet.len();
+        packet.resize(len + AUTH_TAG_LEN, 0);
+        let protected = self.protect_in_place(packet, len);
+        if protected.is_err() {
+            packet.truncate(len);
+        }
+        protected.map(|_| ())
+    }
+
+    /// Check the tag and the replay window of the SRTP packet `packet`, decrypt it in
+    /// place: the RTP packet's length (its start; the tag after it is dropped).
     ///
     /// # Errors
     /// Not RTP, a wrong tag (not from the peer, or altered), or a replay.
-    pub fn unprotect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+    pub fn unprotect_in_place(&mut self, packet: &mut [u8]) -> Result<usize, SrtpError> {
         if packet.len() < RTP_HEADER_LEN + AUTH_TAG_LEN {
             return Err(SrtpError::NotRtp);
         }
@@ -320,12 +340,21 @@ impl SrtpContext {
         if !tag_ok {
             return Err(SrtpError::BadTag);
         }
-        packet.truncate(authenticated_len);
         self.keys
-            .apply_keystream(ssrc, index, &mut packet[offset..]);
+            .apply_keystream(ssrc, index, &mut packet[offset..authenticated_len]);
         let mut state = state;
         state.accept(index);
         self.received.insert(ssrc, state);
+        Ok(authenticated_len)
+    }
+
+    /// [`SrtpContext::unprotect_in_place`], the tag cut off `packet`.
+    ///
+    /// # Errors
+    /// As [`SrtpContext::unprotect_in_place`].
+    pub fn unprotect(&mut self, packet: &mut Vec<u8>) -> Result<(), SrtpError> {
+        let len = self.unprotect_in_place(packet)?;
+        packet.truncate(len);
         Ok(())
     }
 }

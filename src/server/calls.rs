@@ -140,10 +140,7 @@ impl LegSrtp {
     /// Decrypt the SRTP packet in `buf[..n]` in place: the RTP packet's length, or
     /// `None` for a packet that is not the peer's (dropped).
     fn unprotect(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
-        let mut packet = buf.get(..n)?.to_vec();
-        self.inbound.unprotect(&mut packet).ok()?;
-        buf.get_mut(..packet.len())?.copy_from_slice(&packet);
-        Some(packet.len())
+        self.inbound.unprotect_in_place(buf.get_mut(..n)?).ok()
     }
 }
 
@@ -152,8 +149,15 @@ fn send_rtp(socket: &UdpSocket, srtp: Option<&mut LegSrtp>, bytes: &[u8], to: So
     match srtp {
         None => socket.try_send_to(bytes, to).is_ok(),
         Some(srtp) => {
-            let mut packet = bytes.to_vec();
-            srtp.outbound.protect(&mut packet).is_ok() && socket.try_send_to(&packet, to).is_ok()
+            // On the stack: this runs for every packet sent.
+            let mut packet = [0u8; DATAGRAM];
+            let Some(room) = packet.get_mut(..bytes.len()) else {
+                return false;
+            };
+            room.copy_from_slice(bytes);
+            srtp.outbound
+                .protect_in_place(&mut packet, bytes.len())
+                .is_ok_and(|len| socket.try_send_to(&packet[..len], to).is_ok())
         }
     }
 }
