@@ -599,7 +599,7 @@ fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
 /// with no packet thrown away on either side.
 #[test]
 fn on_a_callback_each_phone_plays_the_other_side() {
-    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::phone::{Baresip, tone_wav};
     const AGENT_TONE: f64 = 600.0;
     const CALLER_TONE: f64 = 1000.0;
     let carrier_port = free_port();
@@ -649,24 +649,18 @@ fn on_a_callback_each_phone_plays_the_other_side() {
         agent.log(),
         server.log()
     );
-    let tone_ms = |heard: &Option<std::path::PathBuf>, frequency: f64, who: &str| {
-        let path = heard
-            .as_ref()
-            .unwrap_or_else(|| panic!("{who} had no call:\n{context}"));
-        let (samples, rate) = wav_samples(path);
-        windows(&samples, rate, frequency)
-            .iter()
-            .filter(|w| **w == Heard::Tone)
-            .count()
-            * 100
+    let tone_ms = |phone: &common::phone::PhoneResult, frequency: f64, who: &str| {
+        phone
+            .tone_ms(frequency)
+            .unwrap_or_else(|| panic!("{who} had no call:\n{context}"))
     };
     // The bridge lasts from the callback's answer to the phones' 40 s: well over 5 s.
-    let caller_heard = tone_ms(&callee.heard, AGENT_TONE, "the caller's phone");
+    let caller_heard = tone_ms(&callee, AGENT_TONE, "the caller's phone");
     assert!(
         caller_heard >= 5000,
         "the caller's phone played the agent for {caller_heard} ms\n{context}"
     );
-    let agent_heard = tone_ms(&agent.heard, CALLER_TONE, "the agent's phone");
+    let agent_heard = tone_ms(&agent, CALLER_TONE, "the agent's phone");
     assert!(
         agent_heard >= 5000,
         "the agent's phone played the caller for {agent_heard} ms\n{context}"

@@ -241,7 +241,7 @@ fn a_configured_certificate_is_served_and_check_config_names_a_bad_one() {
 /// call reaches the phone over that connection.
 #[test]
 fn an_agent_registered_over_tls_takes_a_queue_call_and_hears_the_caller() {
-    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::phone::{Baresip, tone_wav};
     use common::queue::{agent_states, feature_code, password, queue_config, start, wait_state};
     const CALLER_TONE: f64 = 600.0;
     // SIP over TLS only: the queue helpers use the API over plain HTTP.
@@ -299,15 +299,10 @@ fn an_agent_registered_over_tls_takes_a_queue_call_and_hears_the_caller() {
         agent.log(),
         server.log()
     );
-    let heard = agent
-        .heard
-        .as_ref()
-        .unwrap_or_else(|| panic!("the agent had no call:\n{context}"));
-    let (samples, rate) = wav_samples(heard);
-    let tone = windows(&samples, rate, CALLER_TONE)
-        .iter()
-        .filter(|w| **w == Heard::Tone)
-        .count();
+    let tone = agent
+        .tone_ms(CALLER_TONE)
+        .unwrap_or_else(|| panic!("the agent had no call:\n{context}"))
+        / 100;
     assert!(
         tone >= 30,
         "the agent heard the caller for {} ms:\n{context}",
@@ -397,7 +392,7 @@ fn sip_over_tls_answers_and_keeps_the_tcp_limits() {
 /// the caller; the same agent's plain-RTP offer is refused with 488.
 #[test]
 fn an_agent_requiring_srtp_takes_an_encrypted_call_and_plain_rtp_is_refused() {
-    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::phone::{Baresip, tone_wav};
     use common::queue::{AGENT_1002_TOKEN, feature_code, password, queue_config, start};
     const CALLER_TONE: f64 = 600.0;
     let (config, ports) = with_tls_listeners(&queue_config("linear", 15, 3));
@@ -472,15 +467,10 @@ fn an_agent_requiring_srtp_takes_an_encrypted_call_and_plain_rtp_is_refused() {
             .any(|l| l.contains("agent answered; bridged") && l.contains("srtp=true")),
         "{context}"
     );
-    let heard = agent
-        .heard
-        .as_ref()
-        .unwrap_or_else(|| panic!("the agent had no call:\n{context}"));
-    let (samples, rate) = wav_samples(heard);
-    let tone = windows(&samples, rate, CALLER_TONE)
-        .iter()
-        .filter(|w| **w == Heard::Tone)
-        .count();
+    let tone = agent
+        .tone_ms(CALLER_TONE)
+        .unwrap_or_else(|| panic!("the agent had no call:\n{context}"))
+        / 100;
     assert!(
         tone >= 30,
         "the agent heard the caller for {} ms over SRTP:\n{context}",
@@ -493,7 +483,7 @@ fn an_agent_requiring_srtp_takes_an_encrypted_call_and_plain_rtp_is_refused() {
 /// decrypts the caller's audio and encrypts the agent's.
 #[test]
 fn an_srtp_caller_on_an_optional_trunk_and_a_plain_agent_hear_each_other() {
-    use common::phone::{Baresip, Heard, tone_wav, wav_samples, windows};
+    use common::phone::{Baresip, tone_wav};
     use common::queue::{feature_code, password, queue_config, start};
     const AGENT_TONE: f64 = 1400.0;
     const CALLER_TONE: f64 = 600.0;
@@ -546,15 +536,10 @@ fn an_srtp_caller_on_an_optional_trunk_and_a_plain_agent_hear_each_other() {
         (&agent, CALLER_TONE, "the agent heard the caller"),
         (&caller, AGENT_TONE, "the caller heard the agent"),
     ] {
-        let heard = phone
-            .heard
-            .as_ref()
-            .unwrap_or_else(|| panic!("{who}: no call\n{context}"));
-        let (samples, rate) = wav_samples(heard);
-        let tone_windows = windows(&samples, rate, tone)
-            .iter()
-            .filter(|w| **w == Heard::Tone)
-            .count();
+        let tone_windows = phone
+            .tone_ms(tone)
+            .unwrap_or_else(|| panic!("{who}: no call\n{context}"))
+            / 100;
         assert!(
             tone_windows >= 30,
             "{who} for {} ms:\n{context}",

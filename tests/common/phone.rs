@@ -114,6 +114,19 @@ impl PhoneResult {
         format!("{}{}", self.output.stdout, self.output.stderr)
     }
 
+    /// How long the phone played a tone of `frequency` Hz, in ms (100 ms windows, not
+    /// necessarily in one piece); `None` when it never had a call.
+    pub fn tone_ms(&self, frequency: f64) -> Option<usize> {
+        let (samples, rate) = wav_samples(self.heard.as_ref()?);
+        Some(
+            windows(&samples, rate, frequency)
+                .iter()
+                .filter(|w| **w == Heard::Tone)
+                .count()
+                * 100,
+        )
+    }
+
     /// Lines where baresip threw received packets away (its jitter buffer's "late"
     /// packets, bad sequence numbers …).
     pub fn dropped_lines(&self) -> Vec<String> {
