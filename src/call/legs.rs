@@ -72,6 +72,13 @@ pub enum AcdReport {
     AgentLost(AgentId),
     /// The bridged call ended on the agent's side.
     CallEnded(Party),
+    /// An attended transfer: `to` has the caller now, `from` is free.
+    AttendedTransfer {
+        /// The agent who consulted.
+        from: AgentId,
+        /// The consulted agent.
+        to: AgentId,
+    },
 }
 
 /// What goes on the call record (the shell's call-record builder adds the time).
@@ -101,11 +108,18 @@ pub enum RecordNote {
     },
     /// The caller goes to this unit's outside number.
     TransferredToUnit(UnitId),
+    /// The agent of `leg` handed the caller to `to` (attended transfer).
+    AttendedTransfer {
+        /// The transferring agent's leg (ended).
+        leg: LegId,
+        /// The consulted agent, bridged now.
+        to: AgentId,
+    },
 }
 
 /// How a leg's dial ended early, or its session ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum LegState {
+pub(super) enum LegState {
     /// Dialled, not answered.
     Ringing,
     /// Answered and bridged to the caller.
@@ -115,23 +129,23 @@ enum LegState {
 /// One leg the core asked for.
 #[derive(Debug, Clone)]
 pub(super) struct Leg {
-    id: LegId,
-    to: LegTarget,
-    state: LegState,
-    dialled_at: Instant,
+    pub(super) id: LegId,
+    pub(super) to: LegTarget,
+    pub(super) state: LegState,
+    pub(super) dialled_at: Instant,
     /// The phone answered the INVITE with 180/183: it is there.
-    ringing: bool,
+    pub(super) ringing: bool,
     /// Our backstop ring timeout (the ACD times its own offers).
-    ring_until: Option<Instant>,
+    pub(super) ring_until: Option<Instant>,
     /// We asked for its end (CANCEL/BYE) and the ACD already knows: its end is no news.
-    ending: bool,
+    pub(super) ending: bool,
 }
 
 /// The call's legs, live or ending.
 #[derive(Debug, Default)]
 pub(super) struct Legs {
     legs: Vec<Leg>,
-    next: u32,
+    pub(super) next: u32,
 }
 
 impl Legs {
@@ -152,6 +166,26 @@ impl Legs {
 
     pub(super) fn poll_timeout(&self) -> Option<Instant> {
         self.legs.iter().filter_map(|l| l.ring_until).min()
+    }
+
+    /// The agent a leg rings (the duty list's is the shell's to know).
+    pub(super) fn agent_of(&self, id: LegId) -> Option<AgentId> {
+        self.legs
+            .iter()
+            .find(|l| l.id == id)
+            .and_then(|l| match &l.to {
+                LegTarget::Agent(agent) => Some(agent.clone()),
+                _ => None,
+            })
+    }
+
+    /// Forget a leg (its end is no news any more).
+    pub(super) fn forget(&mut self, id: LegId) -> Option<Leg> {
+        self.remove(id)
+    }
+
+    pub(super) fn push_up(&mut self, leg: Leg) {
+        self.legs.push(leg);
     }
 }
 
@@ -317,7 +351,12 @@ impl Call {
             }
         };
         let choice = self.choice();
-        self.phase = Phase::Bridged { peer, choice, leg };
+        self.phase = Phase::Bridged {
+            peer,
+            choice,
+            leg,
+            transfer: None,
+        };
         self.play_nothing();
     }
 
@@ -486,16 +525,6 @@ impl Call {
         self.note(RecordNote::BlindTransfer { leg, to });
         self.end_all_legs();
         self.back_to_queue();
-    }
-
-    /// An attended transfer put `agent`'s leg in place of the bridged one.
-    pub(super) fn bridged_agent_changed(&mut self, agent: AgentId) {
-        let Phase::Bridged { leg, .. } = self.phase else {
-            return;
-        };
-        if let Some(l) = self.legs.get_mut(leg) {
-            l.to = LegTarget::Agent(agent);
-        }
     }
 
     /// The ACD released the call to a unit: any agent leg ends, hold music while the

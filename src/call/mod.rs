@@ -13,9 +13,10 @@
 //! The outgoing legs are decided here too (`legs.rs`): which agents ring (ring-all), the
 //! first answer wins, misses and vanished phones go to the ACD and the call record, the
 //! duty list, blind transfers and transfers to a unit. The shell places and ends the legs
-//! and reports their events. Not here yet: attended transfers (the shell swaps the
-//! bridged agent's leg and says so with [`CallInput::BridgedAgentChanged`]) and the
-//! callback leg.
+//! and reports their events. Attended transfers are decided here too (`transfer.rs`):
+//! whose REFER is taken, how long the consultation's leg may take, what replaces the
+//! bridged leg; the shell finds the dialogs and moves the legs between its tasks. Not
+//! here yet: the callback leg.
 //!
 //! Never silence: every way out of a call the server ends says why first (the IVR's own
 //! prompts, the ACD's no-agents / all-busy message, the thanks after a message, the
@@ -37,11 +38,13 @@ use crate::ticket::units::UnitId;
 mod legs;
 #[cfg(test)]
 mod tests;
+mod transfer;
 
 pub use legs::{
     ACD_RING_BACKSTOP, AcdReport, DUTY_RING, LegId, LegTarget, RecordNote, SILENT_PHONE, UNIT_RING,
     leg_failure,
 };
+pub use transfer::{HANDOVER_TIMEOUT, ReplacesTarget, TransferStep};
 
 /// A message shorter than this is no message (a click, a breath): the caller hears
 /// "no message was left" and no work order is made.
@@ -146,9 +149,26 @@ pub enum CallInput {
         /// The target.
         to: String,
     },
-    /// An attended transfer put this agent's leg in place of the bridged one (same
-    /// [`LegId`]).
-    BridgedAgentChanged(AgentId),
+    /// The bridged agent (`from`, on `leg`) sent REFER with Replaces naming `target`
+    /// (attended transfer, `transfer.rs`).
+    AttendedRefer {
+        /// The leg the REFER came on.
+        leg: LegId,
+        /// Its agent.
+        from: AgentId,
+        /// What the Replaces names.
+        target: ReplacesTarget,
+    },
+    /// The consultation's leg to this agent came, as asked by
+    /// [`TransferStep::TakeConsultedLeg`] (`None`: it could not be given).
+    ConsultedLeg(Option<AgentId>),
+    /// Agent `by` offers a leg (answered or to answer) in place of `leg`.
+    Replace {
+        /// The leg to replace.
+        leg: LegId,
+        /// Whose the new leg is.
+        by: AgentId,
+    },
     /// The call ended by signalling (`caller`: the caller hung up; otherwise the server
     /// or the network did): open recordings are closed, nothing more is played.
     Ended {
@@ -225,6 +245,8 @@ pub enum CallOutput {
     Acd(AcdReport),
     /// Put this on the call record.
     Record(RecordNote),
+    /// The SIP side of an attended transfer (`transfer.rs`).
+    Transfer(TransferStep),
     /// The server hangs up now.
     HangUp,
 }
@@ -297,11 +319,13 @@ enum Phase {
     DutyRing,
     /// In the ACD, waiting (agents may be ringing): hold music and announcements.
     Queued { choice: Choice, announcing: bool },
-    /// Talking to `peer` on `leg`; `choice` when the call came through the queue.
+    /// Talking to `peer` on `leg`; `choice` when the call came through the queue;
+    /// `transfer` while an attended transfer waits for the consultation's leg.
     Bridged {
         peer: Peer,
         choice: Option<Choice>,
         leg: LegId,
+        transfer: Option<transfer::Pending>,
     },
     /// A unit's number is being dialled on `leg`; hold music.
     ToUnit { choice: Option<Choice>, leg: LegId },
@@ -384,6 +408,10 @@ impl Call {
                 ..
             } => Some(*stop_at),
             Phase::Ending { hang_up_at } => Some(*hang_up_at),
+            Phase::Bridged {
+                transfer: Some(pending),
+                ..
+            } => pending.deadline(),
             _ => None,
         };
         [phase, self.legs.poll_timeout()]
@@ -438,6 +466,7 @@ impl Call {
     /// the end of the last prompt.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.leg_timers(now);
+        self.transfer_timers(now);
         match &mut self.phase {
             Phase::Ivr { recording, .. } => {
                 if let Some(MessageStep::Recording { stop_at }) = *recording
@@ -499,7 +528,11 @@ impl Call {
                 }
             }
             CallInput::BlindTransfer { to } => self.on_blind_transfer(to),
-            CallInput::BridgedAgentChanged(agent) => self.bridged_agent_changed(agent),
+            CallInput::AttendedRefer { leg, from, target } => {
+                self.on_attended_refer(now, leg, &from, target);
+            }
+            CallInput::ConsultedLeg(agent) => self.on_consulted_leg(now, agent),
+            CallInput::Replace { leg, by } => self.on_replace(now, leg, by),
             CallInput::Ended { caller } => self.on_ended(now, caller),
         }
     }

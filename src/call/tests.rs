@@ -174,6 +174,8 @@ struct Sim {
     /// Agents whose registration was dropped.
     dropped: Vec<String>,
     queued: bool,
+    /// The agent whose leg is offered in place of the bridged one (attended transfer).
+    offered: Option<String>,
     /// Each prompt plays this long.
     prompt_length: Duration,
 }
@@ -209,6 +211,7 @@ impl Sim {
             bridged: None,
             dropped: Vec::new(),
             queued: false,
+            offered: None,
             prompt_length: Duration::from_secs(2),
         }
     }
@@ -539,10 +542,36 @@ impl Sim {
                             self.queued = false;
                             QueueInput::CallEnded { call, who_hung_up }
                         }
+                        AcdReport::AttendedTransfer { to, .. } => {
+                            QueueInput::AttendedTransfer { call, to }
+                        }
                     };
                     self.acd_input(input);
                 }
                 CallOutput::Record(_) => {}
+                CallOutput::Transfer(TransferStep::Adopt(leg)) => {
+                    let who = self
+                        .offered
+                        .take()
+                        .unwrap_or_else(|| panic!("adopted a leg nobody offered"));
+                    self.legs.insert(
+                        leg,
+                        FakeLeg {
+                            target: LegTarget::Agent(AgentId::new(who.clone())),
+                            answer_at: None,
+                            ending: false,
+                            up: true,
+                        },
+                    );
+                    self.heard.push(Heard::Bridged(who));
+                    self.bridged = Some(leg);
+                }
+                CallOutput::Transfer(
+                    TransferStep::DropOffered | TransferStep::RefuseReplacing(_),
+                ) => {
+                    self.offered = None;
+                }
+                CallOutput::Transfer(_) => {}
             }
         }
     }
@@ -1350,34 +1379,184 @@ fn after_hours_a_duty_agent_who_does_not_answer_in_30_s_leaves_the_caller_the_me
     assert_eq!(sim.heard.last(), Some(&Heard::Recording), "{:?}", sim.heard);
 }
 
-#[test]
-fn after_an_attended_transfer_the_bridged_leg_belongs_to_the_consulted_agent() {
-    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
-    through_menu(&mut sim, '1');
+/// 1001 answered the queue call and consults 1002 (the consultation holds 1002 in the
+/// ACD, as the shell's consultation task does); the caller is on hold.
+fn consulting(sim: &mut Sim) -> LegId {
+    through_menu(sim, '1');
     sim.advance(4_100);
     let a = single(&sim.legs_to("1001"));
-    // 1001 consults 1002, then transfers: the shell puts the consultation's leg in
-    // place of 1001's (same leg id for the core) and the ACD moves the call to 1002.
     sim.acd_input(QueueInput::DirectCall {
         agent: AgentId::new("1002"),
         call: CallId("consult-1".into()),
     });
-    sim.acd_input(QueueInput::AttendedTransfer {
-        call: CallId(CALL.into()),
-        to: AgentId::new("1002"),
+    sim.send(CallInput::AgentHeld(true));
+    a
+}
+
+fn refer(sim: &mut Sim, leg: LegId, from: &str, target: ReplacesTarget) {
+    sim.send(CallInput::AttendedRefer {
+        leg,
+        from: AgentId::new(from),
+        target,
     });
-    sim.send(CallInput::BridgedAgentChanged(AgentId::new("1002")));
-    sim.send(CallInput::AgentHeld(false));
-    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1002")));
-    assert!(
-        !sim.ended(a),
-        "the core does not end the leg the shell swapped"
+}
+
+fn consultation_of(agent: &str) -> ReplacesTarget {
+    ReplacesTarget::Consultation {
+        placed_by: AgentId::new(agent),
+    }
+}
+
+fn steps(sim: &Sim) -> Vec<TransferStep> {
+    sim.outputs
+        .iter()
+        .filter_map(|o| match o {
+            CallOutput::Transfer(step) => Some(step.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_attended_transfer_bridges_the_caller_to_the_consulted_agent_and_frees_the_first() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    let a = consulting(&mut sim);
+    assert_eq!(sim.heard.last(), Some(&hold()), "held: {:?}", sim.heard);
+    refer(&mut sim, a, "1001", consultation_of("1001"));
+    assert_eq!(steps(&sim), vec![TransferStep::TakeConsultedLeg]);
+    // The consultation's task hands its leg to 1002 over.
+    sim.advance(50);
+    sim.offered = Some("1002".into());
+    sim.send(CallInput::ConsultedLeg(Some(AgentId::new("1002"))));
+    let b = LegId(a.0 + 1);
+    assert_eq!(
+        steps(&sim),
+        vec![
+            TransferStep::TakeConsultedLeg,
+            TransferStep::Adopt(b),
+            TransferStep::Completed,
+            TransferStep::EndConsultation,
+        ]
     );
-    // 1002's phone vanishes: it is 1002 the ACD loses, and the caller goes back to
-    // the queue.
+    // NOTIFY 200 before the BYE of 1001's leg, that BYE before the consultation's.
+    let order: Vec<&CallOutput> = sim
+        .outputs
+        .iter()
+        .filter(|o| {
+            matches!(
+                o,
+                CallOutput::Transfer(TransferStep::Completed | TransferStep::EndConsultation)
+                    | CallOutput::EndLeg(_)
+            )
+        })
+        .collect();
+    assert_eq!(
+        order,
+        vec![
+            &CallOutput::Transfer(TransferStep::Completed),
+            &CallOutput::EndLeg(a),
+            &CallOutput::Transfer(TransferStep::EndConsultation),
+        ]
+    );
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1002")));
+    assert_eq!(bridged_to(&sim), vec!["1001", "1002"]);
+    assert_eq!(sim.heard.last(), Some(&Heard::Stop), "hold music stops");
+    assert!(sim.notes().contains(&&RecordNote::AttendedTransfer {
+        leg: a,
+        to: AgentId::new("1002"),
+    }));
+    assert_eq!(sim.agent_state("1002"), "on_call");
+    assert_ne!(sim.agent_state("1001"), "on_call");
+    // 1001's leg ending is no news: the caller stays with 1002.
+    sim.advance(100);
+    assert!(sim.call.is_bridged());
+    assert!(
+        !sim.reports()
+            .iter()
+            .any(|r| matches!(r, AcdReport::CallEnded(_)))
+    );
+    // 1002 hangs up first: the caller rates the service.
+    sim.peer_hangs_up();
+    assert!(
+        matches!(sim.heard.last(), Some(Heard::Once(p)) if p == &["survey"]),
+        "{:?}",
+        sim.heard
+    );
+    assert!(sim.reports().contains(&&AcdReport::CallEnded(Party::Agent)));
+}
+
+#[test]
+fn a_refer_for_someone_elses_consultation_or_a_second_one_is_refused() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    let a = consulting(&mut sim);
+    refer(&mut sim, a, "1001", consultation_of("1003"));
+    refer(&mut sim, a, "1001", ReplacesTarget::NotAConsultation);
+    // A REFER on a leg that is not the bridged one (a late leg of the ring-all).
+    refer(&mut sim, LegId(99), "1001", consultation_of("1001"));
+    assert_eq!(steps(&sim), vec![TransferStep::RefuseRefer; 3]);
+    refer(&mut sim, a, "1001", consultation_of("1001"));
+    refer(&mut sim, a, "1001", consultation_of("1001"));
+    assert_eq!(
+        steps(&sim)[3..],
+        [TransferStep::TakeConsultedLeg, TransferStep::RefuseRefer]
+    );
+    // A Replaces naming no usable dialog: the REFER hears what that INVITE would.
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    let a = consulting(&mut sim);
+    refer(&mut sim, a, "1001", ReplacesTarget::NoDialog(481));
+    assert_eq!(steps(&sim), vec![TransferStep::Failed(481)]);
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1001")));
+}
+
+#[test]
+fn a_consultation_leg_that_does_not_come_in_5_s_fails_the_transfer_and_the_caller_stays() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    let a = consulting(&mut sim);
+    refer(&mut sim, a, "1001", consultation_of("1001"));
+    sim.advance(4_900);
+    assert_eq!(steps(&sim), vec![TransferStep::TakeConsultedLeg]);
+    sim.advance(200);
+    assert_eq!(
+        steps(&sim),
+        vec![TransferStep::TakeConsultedLeg, TransferStep::Failed(503)]
+    );
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1001")));
+    assert!(!sim.ended(a));
+    // The leg coming late is hung up; a new REFER may try again.
+    sim.offered = Some("1002".into());
+    sim.send(CallInput::ConsultedLeg(Some(AgentId::new("1002"))));
+    assert_eq!(steps(&sim).last(), Some(&TransferStep::DropOffered));
+    refer(&mut sim, a, "1001", consultation_of("1001"));
+    assert_eq!(steps(&sim).last(), Some(&TransferStep::TakeConsultedLeg));
+    // The consultation is gone meanwhile: 503 at once.
+    sim.send(CallInput::ConsultedLeg(None));
+    assert_eq!(steps(&sim).last(), Some(&TransferStep::Failed(503)));
+    assert!(sim.call.is_bridged());
+}
+
+#[test]
+fn an_invite_with_replaces_takes_the_bridged_legs_place_and_only_that_leg() {
+    let mut sim = Sim::in_hours_with(two_agents(crate::queue::Strategy::Linear, 3));
+    let a = consulting(&mut sim);
+    sim.offered = Some("1002".into());
+    sim.send(CallInput::Replace {
+        leg: LegId(99),
+        by: AgentId::new("1002"),
+    });
+    assert_eq!(steps(&sim), vec![TransferStep::RefuseReplacing(481)]);
+    sim.offered = Some("1002".into());
+    sim.send(CallInput::Replace {
+        leg: a,
+        by: AgentId::new("1002"),
+    });
+    assert!(steps(&sim).contains(&TransferStep::Adopt(LegId(a.0 + 1))));
+    assert!(sim.ended(a));
+    assert_eq!(sim.call.bridged_agent(), Some(&AgentId::new("1002")));
+    // 1002's phone vanishes later: it is 1002 the ACD loses, and the caller goes back
+    // to the queue.
     sim.advance(30_000);
     let from = sim.heard.len();
-    sim.send(CallInput::LegMediaLost(a));
+    sim.send(CallInput::LegMediaLost(LegId(a.0 + 1)));
     assert!(
         sim.reports()
             .contains(&&AcdReport::AgentLost(AgentId::new("1002"))),

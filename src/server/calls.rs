@@ -1154,7 +1154,6 @@ impl CallMedia {
                 .as_ref()
                 .and_then(|a| a.session.as_ref())
                 .and_then(RtpSession::poll_timeout),
-            self.transfer.deadline(),
             self.unit_deadline(),
             self.hotline
                 .as_ref()
@@ -1787,6 +1786,7 @@ impl CallMedia {
             CallOutput::DropAgentBinding(leg) => self.drop_agent_binding(leg),
             CallOutput::Acd(report) => self.acd_report(report),
             CallOutput::Record(note) => self.record_note(note),
+            CallOutput::Transfer(step) => return self.transfer_step(now, step),
         }
         None
     }
@@ -1967,7 +1967,6 @@ impl CallMedia {
     }
 
     fn agent_timers(&mut self, now: Instant) {
-        self.transfer_timers(now);
         let handle = self.handle;
         let Some(agent) = self.agent.as_mut() else {
             return;

@@ -34,11 +34,8 @@
 //! above. An early dialog of ours is not matched (its remote tag is not tracked): 481.
 
 use super::*;
-use crate::sip::endpoint::ReplacedDialog;
+use crate::call::{LegId, ReplacesTarget, TransferStep};
 use crate::sip::message::Replaces;
-
-/// How long a transfer waits for the consultation task's leg.
-const HANDOVER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// What one call task asks of another (through [`CallRouter`]).
 pub(super) enum TaskControl {
@@ -73,23 +70,40 @@ impl std::fmt::Debug for TaskControl {
     }
 }
 
-/// A call task's part in transfers.
+/// A call task's part in transfers. The hotline call's core decides them
+/// (`crate::call::transfer`); this is what the SIP side needs meanwhile.
 #[derive(Default)]
 pub(super) struct TransferState {
-    /// A REFER with Replaces was accepted: waiting for the consultation's leg.
-    pending: Option<PendingTransfer>,
+    /// The REFER with Replaces the core is deciding or waiting on.
+    refer: Option<ReferInFlight>,
+    /// A leg offered in place of the bridged one, until the core adopts or drops it.
+    offered: Option<Offered>,
+    /// The REFER of the transfer being completed (NOTIFY 200) and the consultation's
+    /// leg to hang up after the old agent leg.
+    completing: Option<(CallHandle, CallHandle)>,
     /// This task is a consultation call between two agents.
     consult: Option<ConsultLink>,
     /// The consultation's leg was handed over: its late events go to that task.
     forward: Option<(CallHandle, CallHandle)>,
 }
 
-struct PendingTransfer {
+/// A REFER with Replaces on the bridged agent's leg.
+struct ReferInFlight {
     /// The agent leg the REFER came on (NOTIFY goes there).
     refer_leg: CallHandle,
     /// The consultation's leg from the transferring agent (BYE once done).
-    consult_leg: CallHandle,
-    deadline: Instant,
+    consult_leg: Option<CallHandle>,
+    /// 202 sent.
+    accepted: bool,
+}
+
+/// A leg offered in place of the bridged one.
+struct Offered {
+    leg: Box<AgentLeg>,
+    /// An INVITE with Replaces: answered with this SDP once adopted.
+    answer: Option<Bytes>,
+    /// The REFER that brought it (NOTIFY) and the consultation leg to end.
+    refer: Option<(CallHandle, CallHandle)>,
 }
 
 struct ConsultLink {
@@ -101,12 +115,6 @@ struct ConsultLink {
     /// The ACD, when it knows the consulted agent.
     acd: Option<Arc<AcdShell>>,
     handed_over: bool,
-}
-
-impl TransferState {
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        self.pending.as_ref().map(|p| p.deadline)
-    }
 }
 
 impl MediaContext {
@@ -458,27 +466,49 @@ impl CallMedia {
                 leg,
                 replaced,
                 refer_leg,
-            } => {
-                let replaceable = self.transfer.pending.is_none()
-                    && self
-                        .agent
-                        .as_ref()
-                        .is_some_and(|a| a.handle == replaced && a.session.is_some() && !a.ended);
-                if replaceable {
-                    self.install_transferred_leg(now, *leg, Some((refer_leg, refer_leg)));
-                } else {
-                    info!(handle = %self.handle, "attended transfer to the target: the call moved on");
-                    let target_leg = leg.handle;
-                    self.shell.drive(|ep| {
-                        let _ = ep.call_notify_refer(now, refer_leg, 481, reason_text(481));
-                        let _ = ep.call_hangup(now, target_leg);
-                    });
-                    let ports = leg.ports;
-                    drop(leg);
-                    self.ctx.release(ports);
-                }
-            }
+            } => self.offer_transferred_leg(now, leg, replaced, refer_leg),
         }
+    }
+
+    /// The bridged agent leg with SIP handle `leg`, as the core names it.
+    fn bridged_leg_id(&self, leg: CallHandle) -> Option<(LegId, AgentId)> {
+        self.agent
+            .as_ref()
+            .filter(|a| a.handle == leg && a.session.is_some() && !a.ended)
+            .and_then(|a| Some((a.id?, AgentId::new(a.agent.clone()))))
+    }
+
+    /// A consultation whose calling agent sent the REFER to the consulted agent, with
+    /// Replaces naming our leg `replaced`: the consulted agent's `leg` is offered in its
+    /// place; NOTIFY and BYE go to `refer_leg`.
+    fn offer_transferred_leg(
+        &mut self,
+        now: Instant,
+        leg: Box<AgentLeg>,
+        replaced: CallHandle,
+        refer_leg: CallHandle,
+    ) {
+        let bridged = self.bridged_leg_id(replaced);
+        let (Some((id, _)), true) = (bridged, self.hotline.is_some()) else {
+            info!(handle = %self.handle, "attended transfer to the target: the call moved on");
+            self.refuse_offered(
+                now,
+                Offered {
+                    leg,
+                    answer: None,
+                    refer: Some((refer_leg, refer_leg)),
+                },
+                481,
+            );
+            return;
+        };
+        let by = AgentId::new(leg.agent.clone());
+        self.transfer.offered = Some(Offered {
+            leg,
+            answer: None,
+            refer: Some((refer_leg, refer_leg)),
+        });
+        self.control(now, CallInput::Replace { leg: id, by });
     }
 
     /// A REFER on this task's own (inbound) leg. On a consultation, with Replaces naming
@@ -609,15 +639,18 @@ impl CallMedia {
         }
     }
 
-    /// The agent leg sent REFER with Replaces (attended transfer).
+    /// The agent leg sent REFER with Replaces (attended transfer): the dialog it names
+    /// is looked up here, the call's core decides.
     pub(super) fn on_attended_refer(&mut self, now: Instant, leg: CallHandle, replaces: &Replaces) {
         let handle = self.handle;
-        let from = self
-            .agent
-            .as_ref()
-            .filter(|a| a.handle == leg && a.session.is_some() && !a.ended)
-            .map(|a| AgentId::new(a.agent.clone()));
-        let Some(from) = from.filter(|_| self.transfer.pending.is_none()) else {
+        let bridged = self.bridged_leg_id(leg);
+        let (Some((id, from)), true, None) = (
+            bridged,
+            self.hotline.is_some(),
+            self.transfer.refer.as_ref(),
+        ) else {
+            // Not the hotline call's bridged agent (a consultation's target cannot hand
+            // a consultation on), or a REFER is already being decided.
             self.shell.drive(|ep| ep.call_reject_refer(now, leg, 403));
             return;
         };
@@ -625,98 +658,167 @@ impl CallMedia {
             .shell
             .drive(|ep| ep.replaced_dialog(replaces))
             .unwrap_or(Err(503));
-        let dialog: ReplacedDialog = match found {
-            Ok(dialog) => dialog,
+        let (target, consult_leg) = match found {
+            Ok(dialog) => {
+                // Only a consultation this agent placed (their call to us, owned by a
+                // live consultation task) can be replaced.
+                let consultation = !dialog.outbound
+                    && dialog.handle != handle
+                    && self.shell.calls().has_control(dialog.handle);
+                match dialog.agent {
+                    Some(agent) if consultation => (
+                        ReplacesTarget::Consultation {
+                            placed_by: AgentId::new(agent),
+                        },
+                        Some(dialog.handle),
+                    ),
+                    _ => (ReplacesTarget::NotAConsultation, None),
+                }
+            }
             Err(status) => {
                 info!(%handle, %from, status, call_id = %replaces.call_id, "attended transfer: no usable dialog to replace");
-                self.shell.drive(|ep| {
-                    let _ = ep.call_accept_refer(now, leg);
-                    let _ = ep.call_notify_refer(now, leg, status, reason_text(status));
-                });
-                return;
+                (ReplacesTarget::NoDialog(status), None)
             }
         };
-        // Only a consultation this agent placed (their call to us) can be replaced.
-        let authorized = !dialog.outbound
-            && dialog.handle != handle
-            && dialog.agent.as_deref() == Some(from.as_str())
-            && self.shell.calls().has_control(dialog.handle);
-        if !authorized {
-            info!(%handle, %from, "attended transfer refused: not the agent's consultation");
-            self.shell.drive(|ep| ep.call_reject_refer(now, leg, 403));
-            return;
-        }
-        self.shell.drive(|ep| ep.call_accept_refer(now, leg));
-        let asked = self
-            .shell
-            .calls()
-            .control(dialog.handle, TaskControl::HandOver { to: handle });
-        if asked.is_err() {
-            self.shell
-                .drive(|ep| ep.call_notify_refer(now, leg, 503, reason_text(503)));
-            return;
-        }
-        info!(%handle, %from, consultation = %dialog.handle, "attended transfer: taking the consultation's leg");
-        self.transfer.pending = Some(PendingTransfer {
+        self.transfer.refer = Some(ReferInFlight {
             refer_leg: leg,
-            consult_leg: dialog.handle,
-            deadline: now + HANDOVER_TIMEOUT,
+            consult_leg,
+            accepted: false,
         });
+        self.control(
+            now,
+            CallInput::AttendedRefer {
+                leg: id,
+                from,
+                target,
+            },
+        );
     }
 
-    /// The consultation's leg arrived (or not): finish the attended transfer.
+    /// The consultation's leg arrived (or not): the core decides.
     fn take_over(&mut self, now: Instant, leg: Option<Box<AgentLeg>>) {
-        let Some(pending) = self.transfer.pending.take() else {
-            // Nobody waits for it any more: the leg ends here.
+        if self.hotline.is_none() {
             if let Some(leg) = leg {
-                let target_leg = leg.handle;
-                self.shell.drive(|ep| ep.call_hangup(now, target_leg));
-                let ports = leg.ports;
-                drop(leg);
-                self.ctx.release(ports);
-            }
-            return;
-        };
-        let still_bridged = self
-            .agent
-            .as_ref()
-            .is_some_and(|a| a.handle == pending.refer_leg && a.session.is_some() && !a.ended);
-        if !still_bridged {
-            // The transferring agent's leg ended meanwhile: the caller moved on.
-            if let Some(leg) = leg {
-                let target_leg = leg.handle;
-                self.shell.drive(|ep| ep.call_hangup(now, target_leg));
-                let ports = leg.ports;
-                drop(leg);
-                self.ctx.release(ports);
+                self.hang_up_and_release(now, *leg);
             }
             return;
         }
-        let Some(leg) = leg else {
-            info!(handle = %self.handle, "attended transfer failed: the consultation is gone");
-            self.shell
-                .drive(|ep| ep.call_notify_refer(now, pending.refer_leg, 503, reason_text(503)));
-            return;
-        };
-        self.install_transferred_leg(now, *leg, Some((pending.refer_leg, pending.consult_leg)));
-    }
-
-    /// The handover did not come in time: the transfer failed, the call stays.
-    pub(super) fn transfer_timers(&mut self, now: Instant) {
-        if self
+        let refer = self
             .transfer
-            .pending
+            .refer
             .as_ref()
-            .is_some_and(|p| now >= p.deadline)
-            && let Some(pending) = self.transfer.pending.take()
-        {
-            info!(handle = %self.handle, "attended transfer timed out");
-            self.shell
-                .drive(|ep| ep.call_notify_refer(now, pending.refer_leg, 503, reason_text(503)));
+            .map(|r| (r.refer_leg, r.consult_leg.unwrap_or(r.refer_leg)));
+        let agent = leg.as_ref().map(|l| AgentId::new(l.agent.clone()));
+        if let Some(leg) = leg {
+            self.transfer.offered = Some(Offered {
+                leg,
+                answer: None,
+                refer,
+            });
         }
+        if agent.is_none() {
+            info!(handle = %self.handle, "attended transfer failed: the consultation is gone");
+        }
+        self.control(now, CallInput::ConsultedLeg(agent));
     }
 
-    /// An INVITE with Replaces for one of our legs: the new leg takes its place.
+    /// Carry out one SIP step of an attended transfer the core decided; what it
+    /// answers at once comes back as the next input.
+    pub(super) fn transfer_step(&mut self, now: Instant, step: TransferStep) -> Option<CallInput> {
+        let handle = self.handle;
+        match step {
+            TransferStep::RefuseRefer => {
+                if let Some(refer) = self.transfer.refer.take() {
+                    info!(%handle, "attended transfer refused: not the agent's consultation, or another transfer is under way");
+                    self.shell
+                        .drive(|ep| ep.call_reject_refer(now, refer.refer_leg, 403));
+                }
+            }
+            TransferStep::TakeConsultedLeg => {
+                let refer = self.transfer.refer.as_mut()?;
+                refer.accepted = true;
+                let (refer_leg, consult_leg) = (refer.refer_leg, refer.consult_leg);
+                self.shell.drive(|ep| ep.call_accept_refer(now, refer_leg));
+                let asked = consult_leg.map(|consultation| {
+                    self.shell
+                        .calls()
+                        .control(consultation, TaskControl::HandOver { to: handle })
+                });
+                if !matches!(asked, Some(Ok(()))) {
+                    return Some(CallInput::ConsultedLeg(None));
+                }
+                info!(%handle, consultation = ?consult_leg, "attended transfer: taking the consultation's leg");
+            }
+            TransferStep::Failed(status) => {
+                if let Some(refer) = self.transfer.refer.take() {
+                    info!(%handle, status, "attended transfer failed; the caller stays with the agent");
+                    self.shell.drive(|ep| {
+                        if !refer.accepted {
+                            let _ = ep.call_accept_refer(now, refer.refer_leg);
+                        }
+                        let _ =
+                            ep.call_notify_refer(now, refer.refer_leg, status, reason_text(status));
+                    });
+                }
+            }
+            TransferStep::DropOffered => {
+                if let Some(offered) = self.transfer.offered.take() {
+                    self.hang_up_and_release(now, *offered.leg);
+                }
+            }
+            TransferStep::RefuseReplacing(status) => {
+                if let Some(offered) = self.transfer.offered.take() {
+                    self.refuse_offered(now, offered, status);
+                }
+            }
+            TransferStep::Adopt(id) => self.adopt_offered(now, id),
+            TransferStep::Completed => {
+                if let Some((refer_leg, _)) = self.transfer.completing {
+                    self.shell
+                        .drive(|ep| ep.call_notify_refer(now, refer_leg, 200, reason_text(200)));
+                }
+            }
+            TransferStep::EndConsultation => {
+                if let Some((refer_leg, consult_leg)) = self.transfer.completing.take()
+                    && consult_leg != refer_leg
+                {
+                    self.shell.drive(|ep| ep.call_hangup(now, consult_leg));
+                }
+            }
+        }
+        None
+    }
+
+    /// A leg offered in place of ours is not taken: an INVITE gets `status`; the
+    /// consultation's leg sent by a REFER to the target: NOTIFY `status` and BYE.
+    fn refuse_offered(&mut self, now: Instant, offered: Offered, status: u16) {
+        let leg = offered.leg.handle;
+        info!(handle = %self.handle, %leg, status, "a leg offered in place of the agent's is refused");
+        if offered.answer.is_some() {
+            self.shell.drive(|ep| ep.call_reject(now, leg, status));
+            let ports = offered.leg.ports;
+            drop(offered);
+            self.ctx.release(ports);
+            return;
+        }
+        if let Some((refer_leg, _)) = offered.refer {
+            self.shell.drive(|ep| {
+                let _ = ep.call_notify_refer(now, refer_leg, status, reason_text(status));
+            });
+        }
+        self.hang_up_and_release(now, *offered.leg);
+    }
+
+    fn hang_up_and_release(&mut self, now: Instant, leg: AgentLeg) {
+        let handle = leg.handle;
+        self.shell.drive(|ep| ep.call_hangup(now, handle));
+        let ports = leg.ports;
+        drop(leg);
+        self.ctx.release(ports);
+    }
+
+    /// An INVITE with Replaces for one of our legs: media made ready, then the core
+    /// decides whether the new leg takes the bridged one's place.
     async fn replace_leg(
         &mut self,
         now: Instant,
@@ -729,18 +831,15 @@ impl CallMedia {
             info!(%handle, %new, status, "INVITE with Replaces refused");
             shell.drive(|ep| ep.call_reject(now, new, status));
         };
-        let replaceable = self
-            .agent
-            .as_ref()
-            .is_some_and(|a| a.handle == replaced && a.session.is_some() && !a.ended);
         let CallOrigin::Agent(agent) = &incoming.origin else {
             reject(&self.shell, 403);
             return;
         };
-        if !replaceable || self.transfer.pending.is_some() {
+        let bridged = self.bridged_leg_id(replaced);
+        let (Some((id, _)), true) = (bridged, self.hotline.is_some()) else {
             reject(&self.shell, 481);
             return;
-        }
+        };
         let offer = std::str::from_utf8(&incoming.sdp)
             .ok()
             .and_then(|text| SessionDescription::parse(text).ok());
@@ -767,13 +866,6 @@ impl CallMedia {
                 return;
             }
         };
-        let body = Bytes::from(answer.sdp.to_string());
-        let answered = self.shell.drive(|ep| ep.call_answer(now, new, body));
-        if !matches!(answered, Some(Ok(()))) {
-            drop((rtp, rtcp));
-            self.ctx.release(ports);
-            return;
-        }
         let session = leg_rtp_session(
             format!("hotline-{}", new.0),
             Some(self.media_timeout),
@@ -781,7 +873,6 @@ impl CallMedia {
             answer.media.remote(),
             Some(incoming.source.addr.ip()),
         );
-        info!(%handle, %agent, replaced = %replaced, "INVITE with Replaces: the new leg replaces the agent's");
         let contact = self
             .shell
             .drive(|ep| ep.agent_contacts(now, std::slice::from_ref(agent)))
@@ -793,8 +884,10 @@ impl CallMedia {
         let Some(contact) = contact else {
             drop((rtp, rtcp));
             self.ctx.release(ports);
+            reject(&self.shell, 500);
             return;
         };
+        let body = Bytes::from(answer.sdp.to_string());
         let leg = AgentLeg {
             id: None,
             handle: new,
@@ -815,25 +908,34 @@ impl CallMedia {
             srtp_offer: None,
             srtp: None,
         };
-        self.install_transferred_leg(now, leg, None);
+        info!(%handle, %agent, replaced = %replaced, "INVITE with Replaces: offered in place of the agent's leg");
+        self.transfer.offered = Some(Offered {
+            leg: Box::new(leg),
+            answer: Some(body),
+            refer: None,
+        });
+        let by = AgentId::new(agent.clone());
+        self.control(now, CallInput::Replace { leg: id, by });
     }
 
-    /// Bridge the caller with `leg` (answered, its RTP session up) in place of the
-    /// current agent leg, which gets NOTIFY 200 (when it sent the REFER: `refer`, with
-    /// the consultation leg to BYE next) and BYE.
-    fn install_transferred_leg(
-        &mut self,
-        now: Instant,
-        mut leg: AgentLeg,
-        refer: Option<(CallHandle, CallHandle)>,
-    ) {
+    /// The core adopted the offered leg as `id`: answer it if it is an INVITE, bridge
+    /// the caller to it; the old agent leg goes with the others until the core ends it.
+    fn adopt_offered(&mut self, now: Instant, id: LegId) {
         let handle = self.handle;
-        let (Some(negotiated), true) = (leg.negotiated, leg.session.is_some()) else {
-            let target_leg = leg.handle;
-            self.shell.drive(|ep| ep.call_hangup(now, target_leg));
-            let ports = leg.ports;
-            drop(leg);
-            self.ctx.release(ports);
+        let Some(offered) = self.transfer.offered.take() else {
+            return;
+        };
+        let mut leg = *offered.leg;
+        if let Some(body) = offered.answer {
+            let new = leg.handle;
+            let answered = self.shell.drive(|ep| ep.call_answer(now, new, body));
+            if !matches!(answered, Some(Ok(()))) {
+                // Its end reaches the core as the bridged leg's end.
+                warn!(%handle, %new, "the replacing INVITE could not be answered");
+            }
+        }
+        let Some(negotiated) = leg.negotiated.filter(|_| leg.session.is_some()) else {
+            self.hang_up_and_release(now, leg);
             return;
         };
         let caller_media = LegMedia::from(&self.negotiated);
@@ -841,80 +943,69 @@ impl CallMedia {
         leg.to_agent = Some(RelayDirection::new(caller_media, agent_media));
         leg.to_caller = Some(RelayDirection::new(agent_media, caller_media));
         leg.ended = false;
-        // The core keeps its name for the bridged leg; only the agent changes.
-        leg.id = self.agent.as_ref().and_then(|a| a.id);
-        let to = AgentId::new(leg.agent.clone());
-        let previous = self.agent.replace(leg);
-        self.control(now, CallInput::BridgedAgentChanged(to.clone()));
-        // Our hold music (the first agent held the caller) stops.
-        self.control(now, CallInput::AgentHeld(false));
-        self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
-        let from = previous.as_ref().map(|p| AgentId::new(p.agent.clone()));
-        if let Some(old) = previous {
-            let old_leg = old.handle;
-            let ended = old.ended;
-            self.shell.drive(|ep| {
-                if let Some((refer_leg, _)) = refer {
-                    let _ = ep.call_notify_refer(now, refer_leg, 200, reason_text(200));
-                }
-                if !ended {
-                    let _ = ep.call_hangup(now, old_leg);
-                }
-                if let Some((_, consult_leg)) = refer {
-                    let _ = ep.call_hangup(now, consult_leg);
-                }
-            });
-            let ports = old.ports;
-            drop(old);
-            self.ctx.release(ports);
+        leg.id = Some(id);
+        let to = leg.agent.clone();
+        if let Some(previous) = self.agent.replace(leg) {
+            self.legs.push(previous);
         }
+        self.transfer.completing = offered.refer;
+        self.transfer.refer = None;
+        self.hangup_at = Some(now + Duration::from_secs(4 * 3600));
+        info!(%handle, %to, "attended transfer: the caller is bridged to the consulted agent");
+    }
+
+    /// The ACD hears of an attended transfer: `to` has the caller, `from` is free.
+    pub(super) fn acd_attended_transfer(&self, from: &AgentId, to: &AgentId) {
+        let Some(q) = self.acd_link() else {
+            return;
+        };
+        q.acd.leg_held(&q.call, to, true);
+        q.acd.leg_held(&q.call, from, false);
+        let input = QueueInput::AttendedTransfer {
+            call: q.call.clone(),
+            to: to.clone(),
+        };
         let caller = self
             .hotline
             .as_ref()
             .map(|h| h.caller.clone())
             .unwrap_or_default();
-        if let (Some(q), Some(from)) = (self.acd_link(), &from) {
-            q.acd.leg_held(&q.call, &to, true);
-            q.acd.leg_held(&q.call, from, false);
-            let input = QueueInput::AttendedTransfer {
-                call: q.call.clone(),
-                to: to.clone(),
-            };
-            match q.acd.input(input) {
-                Ok(()) => q
-                    .acd
-                    .call_transferred(&q.call, from, &to, &caller, q.category, q.urgency),
-                // The reconcile ends the call in the ACD and frees `from`.
-                Err(e) => warn!(%handle, %e, "the ACD did not take the attended transfer"),
+        match q.acd.input(input) {
+            Ok(()) => q
+                .acd
+                .call_transferred(&q.call, from, to, &caller, q.category, q.urgency),
+            // The reconcile ends the call in the ACD and frees `from`.
+            Err(e) => {
+                warn!(handle = %self.handle, %e, "the ACD did not take the attended transfer")
             }
         }
+    }
+
+    /// The record and the call's work order hear of an attended transfer from the
+    /// agent of `leg` to `to`.
+    pub(super) fn record_attended_transfer(&mut self, from: Option<String>, to: &AgentId) {
         let wall = self.ctx.clock.now();
         let category = self.queue.as_ref().map(|q| (q.category, q.urgency));
-        if let Some(h) = self.hotline.as_mut() {
-            h.cdr.transferred(
-                wall,
-                from.as_ref().map(|a| a.0.clone()),
-                format!("agent:{to}"),
-                crate::ivr::cdr::TransferKind::Attended,
-            );
-            if let (Some(orders), Some((category, urgency))) = (self.ctx.call_orders(), category) {
-                let seed = crate::server::call_orders::CallOrderSeed {
-                    call: CallId(h.call_id.clone()),
-                    caller: h.caller.clone(),
-                    city: h.city.as_ref().map(|c| c.as_str().to_string()),
-                    category,
-                    urgency,
-                    received_at: h.cdr.record().arrival,
-                };
-                orders.transferred_to_agent(
-                    seed,
-                    from.as_ref().map(|a| a.0.clone()),
-                    to.0.clone(),
-                    wall,
-                );
-            }
+        let Some(h) = self.hotline.as_mut() else {
+            return;
+        };
+        h.cdr.transferred(
+            wall,
+            from.clone(),
+            format!("agent:{to}"),
+            crate::ivr::cdr::TransferKind::Attended,
+        );
+        if let (Some(orders), Some((category, urgency))) = (self.ctx.call_orders(), category) {
+            let seed = crate::server::call_orders::CallOrderSeed {
+                call: CallId(h.call_id.clone()),
+                caller: h.caller.clone(),
+                city: h.city.as_ref().map(|c| c.as_str().to_string()),
+                category,
+                urgency,
+                received_at: h.cdr.record().arrival,
+            };
+            orders.transferred_to_agent(seed, from, to.0.clone(), wall);
         }
-        info!(%handle, from = %crate::logfmt::word(&from.as_ref().map(AgentId::as_str)), to = %to, "attended transfer: the caller is bridged to the consulted agent");
     }
 
     /// A re-INVITE from the bridged agent's phone (hold / resume): answered from the

@@ -373,11 +373,16 @@ impl CallMedia {
     /// the ACD holds the call; errors are races and only logged). An agent whose leg
     /// is gone no longer counts as held by this call.
     pub(super) fn acd_report(&mut self, report: AcdReport) {
+        if let AcdReport::AttendedTransfer { from, to } = &report {
+            self.acd_attended_transfer(from, to);
+            return;
+        }
         let Some(q) = self.queue.as_ref() else {
             return;
         };
         let call = q.call.clone();
         let input = match report {
+            AcdReport::AttendedTransfer { .. } => return,
             AcdReport::AgentAnswered(agent) => QueueInput::AgentAnswered { call, agent },
             AcdReport::LegFailed { agent, reason } => {
                 q.acd.leg_held(&call, &agent, false);
@@ -443,6 +448,10 @@ impl CallMedia {
                 }
             }
             RecordNote::TransferredToUnit(unit) => self.record_unit_transfer(unit),
+            RecordNote::AttendedTransfer { leg, to } => {
+                let from = agent_of(self, leg);
+                self.record_attended_transfer(from, &to);
+            }
         }
     }
 
