@@ -36,6 +36,7 @@ use crate::sip::call_leg::EndReason;
 use crate::ticket::units::UnitId;
 
 mod legs;
+pub mod placed;
 #[cfg(test)]
 mod tests;
 mod transfer;

@@ -1,4 +1,5 @@
-//! Callback in queue, in the shell (`CALL-CALLBACK`): one task per attempt.
+//! Callback in queue (`CALL-CALLBACK`): one task per attempt, the shell around a
+//! sans-IO [`PlacedCall`] that decides each step (`crate::call::placed`).
 //!
 //! When a callback's turn comes the ACD reserves an agent and emits `PlaceCallback`;
 //! [`crate::server::acd::AcdShell`] starts one attempt task (`spawn`):
@@ -31,11 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::queue::{AgentId, CallbackResult, LegFailure, Party, QueueInput};
+use crate::call::placed::{PlacedCall, PlacedEnd, PlacedInput, PlacedOutput, PlacedSide};
+use crate::queue::{AgentId, CallbackResult, Party, QueueInput};
 use crate::server::acd::{AcdCommand, AcdShell};
 use crate::server::calls::MediaContext;
 use crate::server::outbound::Dial;
-use crate::server::outleg::{LegTimer, Side, TwoLegs, Wake, attempt_result};
+use crate::server::outleg::{LegTimer, Side, TwoLegs, Wake};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::LegEvent;
 use crate::ticket::model::{CallAttemptResult, CallId};
@@ -85,10 +87,11 @@ struct Attempt {
     shell: Arc<SipShell>,
     ctx: Arc<MediaContext>,
     job: CallbackJob,
+    /// What the attempt does next, decided sans-IO (`crate::call::placed`).
+    core: PlacedCall,
     legs: TwoLegs,
     /// The final report to the ACD (sent once the task has let go of its legs).
     report: Option<QueueInput>,
-    done: bool,
 }
 
 async fn run(
@@ -104,13 +107,13 @@ async fn run(
         shell,
         ctx: ctx.clone(),
         legs: TwoLegs::new(format!("{}-callback", job.call.0)),
+        core: PlacedCall::new(AGENT_RING_BACKSTOP, job.caller_ring),
         job: job.clone(),
         report: None,
-        done: false,
     };
-    attempt.ring_agent(Instant::now()).await;
+    attempt.feed(Instant::now(), PlacedInput::Start).await;
     let mut commands_open = true;
-    while !attempt.done {
+    while !attempt.core.is_over() {
         let command = async {
             if commands_open {
                 commands.recv().await
@@ -118,18 +121,35 @@ async fn run(
                 std::future::pending().await
             }
         };
+        let core_due = attempt
+            .core
+            .poll_timeout()
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
             wake = attempt.legs.wait() => match wake {
                 Wake::Event(leg, event) => attempt.on_event(Instant::now(), leg, event).await,
-                Wake::Timers { agent, caller, max_call } => {
-                    attempt.on_timers(Instant::now(), agent, caller, max_call);
+                Wake::Timers { agent, caller, .. } => {
+                    // Ring timeouts and the longest call are the core's own timers.
+                    let now = Instant::now();
+                    for (side, timer) in [(PlacedSide::Person, agent), (PlacedSide::Other, caller)] {
+                        if timer == LegTimer::MediaTimeout {
+                            info!(call = %attempt.job.call.0, ?side, "callback: media timeout");
+                            attempt.feed(now, PlacedInput::MediaLost(side)).await;
+                        }
+                    }
+                    attempt.on_timeout(now).await;
                 }
-                Wake::Closed => attempt.done = true,
+                Wake::Closed => {
+                    attempt.feed(Instant::now(), PlacedInput::Withdraw).await;
+                }
             },
             command = command => match command {
-                Some(command) => attempt.on_command(Instant::now(), command),
+                Some(command) => attempt.on_command(Instant::now(), command).await,
                 None => commands_open = false,
             },
+            _ = tokio::time::sleep_until(tokio::time::Instant::from_std(core_due)) => {
+                attempt.on_timeout(Instant::now()).await;
+            }
         }
     }
     attempt.finish(Instant::now(), &command_tx);
@@ -157,19 +177,47 @@ impl Attempt {
         }
     }
 
-    /// The final report: sent once the legs are let go (see [`Attempt::finish`]).
-    fn end_with(&mut self, report: Option<QueueInput>) {
-        if self.report.is_none() {
-            self.report = report;
+    async fn on_timeout(&mut self, now: Instant) {
+        self.core.handle_timeout(now);
+        self.carry_out(now).await;
+    }
+
+    /// Feed the core, and carry out what it asks until it asks nothing more.
+    async fn feed(&mut self, now: Instant, input: PlacedInput) {
+        self.core.handle(now, input);
+        self.carry_out(now).await;
+    }
+
+    async fn carry_out(&mut self, now: Instant) {
+        while let Some(output) = self.core.poll_output() {
+            let answer = match output {
+                PlacedOutput::RingPerson => self.ring_agent(now).await,
+                PlacedOutput::PersonOn => Some(self.agent_on()),
+                PlacedOutput::HoldPerson => {
+                    self.legs.hold(&self.ctx, now);
+                    None
+                }
+                PlacedOutput::DialOther => self.dial_caller(now).await,
+                PlacedOutput::Bridge => {
+                    self.bridge(now);
+                    None
+                }
+                PlacedOutput::HangUp(side) => {
+                    self.legs.hang_up(&self.shell, now, side_of(side));
+                    None
+                }
+                PlacedOutput::Ended(how) => {
+                    self.ended(how);
+                    None
+                }
+            };
+            if let Some(input) = answer {
+                self.core.handle(now, input);
+            }
         }
-        self.done = true;
     }
 
-    fn hang_up(&mut self, now: Instant, side: Side) {
-        self.legs.hang_up(&self.shell, now, side);
-    }
-
-    async fn ring_agent(&mut self, now: Instant) {
+    async fn ring_agent(&mut self, now: Instant) -> Option<PlacedInput> {
         let agent = self.agent_id().clone();
         let contact = self
             .shell
@@ -177,15 +225,9 @@ impl Attempt {
             .unwrap_or_default()
             .into_iter()
             .next();
-        let failed = |reason| QueueInput::AgentLegFailed {
-            call: self.job.call.clone(),
-            agent: agent.clone(),
-            reason,
-        };
         let Some(contact) = contact else {
             info!(call = %self.job.call.0, %agent, "callback: the reserved agent has no registration");
-            self.end_with(Some(failed(LegFailure::Unreachable)));
-            return;
+            return Some(PlacedInput::PersonNotPlaced);
         };
         let rung = self
             .legs
@@ -200,14 +242,35 @@ impl Attempt {
             .await;
         if let Err(e) = rung {
             warn!(call = %self.job.call.0, %e, "callback: the agent leg was not placed");
-            self.end_with(Some(failed(LegFailure::Unreachable)));
-            return;
+            return Some(PlacedInput::PersonNotPlaced);
         }
         info!(call = %self.job.call.0, %agent, "callback: ringing the reserved agent");
+        None
+    }
+
+    /// The agent answered: the ACD hears it; an answer that crossed the ACD letting go
+    /// (ring timeout) withdraws the attempt, and nobody is dialled.
+    fn agent_on(&mut self) -> PlacedInput {
+        let call = self.job.call.clone();
+        let agent = self.agent_id().clone();
+        info!(call = %call.0, %agent, "callback: the agent answered");
+        if let Err(e) = self.acd.input(QueueInput::AgentAnswered {
+            call: call.clone(),
+            agent,
+        }) {
+            debug!(call = %call.0, %e, "answer not taken by the ACD");
+        }
+        let on_call = self.acd.agent_state(&self.job.agent)
+            == Some(crate::queue::AgentState::OnCall { call });
+        if on_call {
+            PlacedInput::Proceed
+        } else {
+            PlacedInput::Withdraw
+        }
     }
 
     /// The agent is on: dial the caller through the trunk (the outbound rule first).
-    async fn dial_caller(&mut self, now: Instant) {
+    async fn dial_caller(&mut self, now: Instant) -> Option<PlacedInput> {
         let permit = self.ctx.outbound.permit(Dial::Callback {
             call: &self.job.call,
             number: &self.job.number,
@@ -216,8 +279,7 @@ impl Attempt {
             Ok(permit) => permit,
             Err(e) => {
                 warn!(call = %self.job.call.0, %e, "callback refused by the outbound rule");
-                self.caller_failed(now, CallbackResult::Unreachable);
-                return;
+                return Some(PlacedInput::OtherNotPlaced);
             }
         };
         let dialled = self
@@ -226,27 +288,50 @@ impl Attempt {
             .await;
         if let Err(e) = dialled {
             warn!(call = %self.job.call.0, %e, "callback: the caller leg was not placed");
-            self.caller_failed(now, CallbackResult::Unreachable);
-            return;
+            return Some(PlacedInput::OtherNotPlaced);
         }
         info!(
             call = %self.job.call.0,
             number = %crate::ticket::privacy::mask_phone(permit.number()),
             "callback: dialling the caller through the trunk"
         );
+        None
     }
 
-    /// The caller leg did not connect: the agent is released, the ACD retries later.
-    fn caller_failed(&mut self, now: Instant, result: CallbackResult) {
-        info!(call = %self.job.call.0, result = %crate::logfmt::word(&result), "callback attempt failed");
-        self.hang_up(now, Side::Caller);
-        self.hang_up(now, Side::Agent);
-        self.log_attempt(result, None);
-        let report = QueueInput::CallbackOutcome {
-            call: self.job.call.clone(),
-            result,
+    /// The attempt is over: the order's log and the ACD's report (sent in `finish`).
+    fn ended(&mut self, how: PlacedEnd) {
+        let call = self.job.call.clone();
+        info!(call = %call.0, end = ?how, "callback attempt ended");
+        self.report = match how {
+            PlacedEnd::PersonFailed(reason) => Some(QueueInput::AgentLegFailed {
+                call,
+                agent: self.job.agent.clone(),
+                reason,
+            }),
+            PlacedEnd::OtherFailed(result) => {
+                self.log_attempt(result, None);
+                Some(QueueInput::CallbackOutcome { call, result })
+            }
+            PlacedEnd::PersonLeft => {
+                self.log_attempt(CallbackResult::NoAnswer, None);
+                Some(QueueInput::CallEnded {
+                    call,
+                    who_hung_up: Party::Agent,
+                })
+            }
+            PlacedEnd::Talked { who } => {
+                self.ctx.outbound.callback_done(&self.job.call);
+                if let Some(orders) = self.ctx.call_orders() {
+                    orders.callback_completed(&self.job.call, self.wall());
+                }
+                Some(QueueInput::CallEnded {
+                    call,
+                    who_hung_up: who,
+                })
+            }
+            // The ACD let go of this attempt: nothing more is reported.
+            PlacedEnd::Withdrawn => None,
         };
-        self.end_with(Some(report));
     }
 
     async fn on_event(
@@ -255,114 +340,41 @@ impl Attempt {
         leg: crate::sip::endpoint::CallHandle,
         event: LegEvent,
     ) {
-        match self.legs.side_of(leg) {
-            Some(Side::Agent) => self.on_agent_event(now, event).await,
-            Some(Side::Caller) => self.on_caller_event(now, event),
-            None => debug!(?leg, ?event, "callback: event of an unknown leg"),
-        }
-    }
-
-    async fn on_agent_event(&mut self, now: Instant, event: LegEvent) {
+        let Some(side) = self.legs.side_of(leg) else {
+            debug!(?leg, ?event, "callback: event of an unknown leg");
+            return;
+        };
         let media_timeout = self.ctx.media_timeout;
-        let call = self.job.call.clone();
-        let agent = self.agent_id().clone();
-        match event {
+        let input = match event {
             LegEvent::Answered { sdp } => {
-                if !self
-                    .legs
-                    .answered(Side::Agent, now, sdp.as_deref(), media_timeout)
-                {
-                    warn!(call = %call.0, "callback: the agent's SDP answer is unusable");
-                    self.hang_up(now, Side::Agent);
-                    self.end_with(Some(QueueInput::AgentLegFailed {
-                        call,
-                        agent,
-                        reason: LegFailure::Unreachable,
-                    }));
-                    return;
+                let usable = self.legs.answered(side, now, sdp.as_deref(), media_timeout);
+                if !usable {
+                    warn!(call = %self.job.call.0, ?side, "callback: an SDP answer is unusable");
                 }
-                info!(call = %call.0, %agent, "callback: the agent answered; calling the caller");
-                if let Err(e) = self.acd.input(QueueInput::AgentAnswered {
-                    call: call.clone(),
-                    agent,
-                }) {
-                    debug!(call = %call.0, %e, "answer not taken by the ACD");
+                match side {
+                    Side::Agent => PlacedInput::PersonAnswered { usable },
+                    Side::Caller => PlacedInput::OtherAnswered { usable },
                 }
-                // An answer that crossed the ACD letting go (ring timeout): the ACD's
-                // HangupAgent command ends the attempt; nobody is dialled.
-                let on_call = self.acd.agent_state(&self.job.agent)
-                    == Some(crate::queue::AgentState::OnCall { call: call.clone() });
-                if self.done || !on_call {
-                    return;
-                }
-                self.legs.hold(&self.ctx, now);
-                self.dial_caller(now).await;
             }
             LegEvent::Ended { reason, .. } => {
-                let answered = self.legs.was_answered(Side::Agent);
-                self.legs.mark_ended(Side::Agent);
-                if !answered {
-                    let failure = crate::server::calls::leg_failure(reason);
-                    info!(call = %call.0, %agent, %reason, "callback: the agent did not take it");
-                    self.end_with(Some(QueueInput::AgentLegFailed {
-                        call,
-                        agent,
-                        reason: failure,
-                    }));
-                    return;
-                }
-                if self.legs.is_up(Side::Caller) {
-                    info!(call = %call.0, "callback: the agent hung up");
-                    self.end_bridged(now, Party::Agent);
-                } else {
-                    // The agent left while the caller's phone rang: this attempt failed.
-                    info!(call = %call.0, "callback: the agent hung up before the caller answered");
-                    self.hang_up(now, Side::Caller);
-                    self.log_attempt(CallbackResult::NoAnswer, None);
-                    self.end_with(Some(QueueInput::CallEnded {
-                        call,
-                        who_hung_up: Party::Agent,
-                    }));
+                self.legs.mark_ended(side);
+                info!(call = %self.job.call.0, ?side, %reason, "callback: a leg ended");
+                PlacedInput::Ended {
+                    side: placed_side(side),
+                    reason,
                 }
             }
-            // Transfers of callbacks are not offered.
+            // Transfers and re-INVITEs of callbacks are not offered.
             event @ (LegEvent::Reinvite { .. } | LegEvent::Refer { .. }) => {
-                self.legs.refuse(&self.shell, now, Side::Agent, &event);
+                self.legs.refuse(&self.shell, now, side, &event);
+                return;
             }
-            other => debug!(call = %call.0, ?other, "callback: agent leg event"),
-        }
-    }
-
-    fn on_caller_event(&mut self, now: Instant, event: LegEvent) {
-        let media_timeout = self.ctx.media_timeout;
-        let call = self.job.call.clone();
-        match event {
-            LegEvent::Answered { sdp } => {
-                if !self
-                    .legs
-                    .answered(Side::Caller, now, sdp.as_deref(), media_timeout)
-                {
-                    warn!(call = %call.0, "callback: the caller side's SDP answer is unusable");
-                    self.caller_failed(now, CallbackResult::Unreachable);
-                    return;
-                }
-                self.bridge(now);
+            other => {
+                debug!(call = %self.job.call.0, ?other, "callback: leg event");
+                return;
             }
-            LegEvent::Ended { reason, .. } => {
-                let answered = self.legs.was_answered(Side::Caller);
-                self.legs.mark_ended(Side::Caller);
-                if answered {
-                    info!(call = %call.0, "callback: the caller hung up");
-                    self.end_bridged(now, Party::Caller);
-                } else {
-                    self.caller_failed(now, attempt_result(reason));
-                }
-            }
-            event @ LegEvent::Reinvite { .. } => {
-                self.legs.refuse(&self.shell, now, Side::Caller, &event);
-            }
-            other => debug!(call = %call.0, ?other, "callback: caller leg event"),
-        }
+        };
+        self.feed(now, input).await;
     }
 
     /// The caller answered: bridge to the agent, record, tell the ACD and the order.
@@ -389,21 +401,7 @@ impl Attempt {
         self.log_attempt(CallbackResult::Answered, recording);
     }
 
-    /// A bridged callback ends (`who` hung up): the other leg too.
-    fn end_bridged(&mut self, now: Instant, who: Party) {
-        self.hang_up(now, Side::Agent);
-        self.hang_up(now, Side::Caller);
-        self.ctx.outbound.callback_done(&self.job.call);
-        if let Some(orders) = self.ctx.call_orders() {
-            orders.callback_completed(&self.job.call, self.wall());
-        }
-        self.end_with(Some(QueueInput::CallEnded {
-            call: self.job.call.clone(),
-            who_hung_up: who,
-        }));
-    }
-
-    fn on_command(&mut self, now: Instant, command: AcdCommand) {
+    async fn on_command(&mut self, now: Instant, command: AcdCommand) {
         match command {
             AcdCommand::CancelRing { agent } | AcdCommand::HangupAgent { agent }
                 if agent == self.job.agent =>
@@ -411,50 +409,9 @@ impl Attempt {
                 // The ACD let go of this attempt (ring timeout, an answer it no longer
                 // wanted): nothing more is reported.
                 info!(call = %self.job.call.0, %agent, "callback: the ACD lets go of the attempt");
-                self.hang_up(now, Side::Agent);
-                self.hang_up(now, Side::Caller);
-                self.end_with(None);
+                self.feed(now, PlacedInput::Withdraw).await;
             }
             other => debug!(call = %self.job.call.0, ?other, "callback: ACD command ignored"),
-        }
-    }
-
-    fn on_timers(&mut self, now: Instant, agent: LegTimer, caller: LegTimer, max_call: bool) {
-        match agent {
-            LegTimer::RingTimeout => {
-                info!(call = %self.job.call.0, "callback: the agent's phone rang out (backstop)");
-                self.hang_up(now, Side::Agent);
-            }
-            LegTimer::MediaTimeout => {
-                info!(call = %self.job.call.0, "callback: media timeout on the agent leg");
-                self.media_timeout(now);
-                return;
-            }
-            LegTimer::Quiet => {}
-        }
-        match caller {
-            LegTimer::RingTimeout => {
-                info!(call = %self.job.call.0, "callback: the caller did not answer in time");
-                // CANCEL: the leg's end (Cancelled) reports the attempt as not answered.
-                self.hang_up(now, Side::Caller);
-                self.caller_failed(now, CallbackResult::NoAnswer);
-            }
-            LegTimer::MediaTimeout => {
-                info!(call = %self.job.call.0, "callback: media timeout on the caller leg");
-                self.media_timeout(now);
-            }
-            LegTimer::Quiet => {}
-        }
-        if max_call {
-            self.end_bridged(now, Party::System);
-        }
-    }
-
-    fn media_timeout(&mut self, now: Instant) {
-        if self.legs.was_answered(Side::Caller) {
-            self.end_bridged(now, Party::System);
-        } else {
-            self.caller_failed(now, CallbackResult::Unreachable);
         }
     }
 
@@ -479,5 +436,19 @@ impl Attempt {
             debug!(call = %job.call.0, %e, "callback report not taken by the ACD");
         }
         acd.callback_settled(&job.call);
+    }
+}
+
+fn side_of(side: PlacedSide) -> Side {
+    match side {
+        PlacedSide::Person => Side::Agent,
+        PlacedSide::Other => Side::Caller,
+    }
+}
+
+fn placed_side(side: Side) -> PlacedSide {
+    match side {
+        Side::Agent => PlacedSide::Person,
+        Side::Caller => PlacedSide::Other,
     }
 }

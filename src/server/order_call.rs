@@ -33,11 +33,12 @@ use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
+use crate::call::placed::attempt_result;
 use crate::ivr::cdr::{CallDetailRecord, CallPath, HangupParty};
 use crate::queue::{AgentState, PauseReason, QueueInput};
 use crate::server::calls::MediaContext;
 use crate::server::outbound::{Dial, DialPermit, OutboundRefused};
-use crate::server::outleg::{LegTimer, PlaceError, Side, TwoLegs, Wake, attempt_result};
+use crate::server::outleg::{LegTimer, PlaceError, Side, TwoLegs, Wake};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::LegEvent;
 use crate::ticket::model::{CallAttemptResult, CallId, CallLog};

@@ -15,7 +15,7 @@ use crate::media::port_pool::PortPair;
 use crate::media::rtp::{ReceiveOutcome, RtpPacket, RtpSession, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
 use crate::server::calls::MediaContext;
-use crate::sip::call_leg::{EndReason, LegEvent};
+use crate::sip::call_leg::LegEvent;
 use crate::sip::endpoint::CallHandle;
 
 /// A G.711 frame of 20 ms.
@@ -287,22 +287,6 @@ pub(crate) async fn recv_rtcp(
     match leg {
         Some(leg) if !leg.ended => leg.rtcp.recv_from(buf).await,
         _ => std::future::pending().await,
-    }
-}
-
-/// How an outside party's leg that ended before the answer failed, as a callback
-/// attempt result.
-#[must_use]
-pub(crate) fn attempt_result(reason: EndReason) -> crate::queue::CallbackResult {
-    use crate::queue::CallbackResult;
-    match reason {
-        EndReason::Rejected { status: 486 | 600 } => CallbackResult::Busy,
-        EndReason::Rejected {
-            status: 408 | 480 | 487 | 603,
-        }
-        | EndReason::Cancelled
-        | EndReason::LocalHangup => CallbackResult::NoAnswer,
-        _ => CallbackResult::Unreachable,
     }
 }
 
