@@ -15,8 +15,9 @@
 //! duty list, blind transfers and transfers to a unit. The shell places and ends the legs
 //! and reports their events. Attended transfers are decided here too (`transfer.rs`):
 //! whose REFER is taken, how long the consultation's leg may take, what replaces the
-//! bridged leg; the shell finds the dialogs and moves the legs between its tasks. Not
-//! here yet: the callback leg.
+//! bridged leg; the shell finds the dialogs and moves the legs between its tasks. The
+//! calls the hotline places itself (the callback in queue, an order's 回拨: the person
+//! first, then the outside party) are [`placed::PlacedCall`]s.
 //!
 //! Never silence: every way out of a call the server ends says why first (the IVR's own
 //! prompts, the ACD's no-agents / all-busy message, the thanks after a message, the

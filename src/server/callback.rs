@@ -439,14 +439,16 @@ impl Attempt {
     }
 }
 
-fn side_of(side: PlacedSide) -> Side {
+/// The legs' name for a side of the placed call.
+pub(crate) fn side_of(side: PlacedSide) -> Side {
     match side {
         PlacedSide::Person => Side::Agent,
         PlacedSide::Other => Side::Caller,
     }
 }
 
-fn placed_side(side: Side) -> PlacedSide {
+/// The placed call's name for a leg.
+pub(crate) fn placed_side(side: Side) -> PlacedSide {
     match side {
         Side::Agent => PlacedSide::Person,
         Side::Caller => PlacedSide::Other,

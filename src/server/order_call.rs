@@ -33,9 +33,10 @@ use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::call::placed::attempt_result;
+use crate::call::placed::{PlacedCall, PlacedEnd, PlacedInput, PlacedOutput, PlacedSide};
 use crate::ivr::cdr::{CallDetailRecord, CallPath, HangupParty};
-use crate::queue::{AgentState, PauseReason, QueueInput};
+use crate::queue::{AgentState, Party, PauseReason, QueueInput};
+use crate::server::callback::{placed_side, side_of};
 use crate::server::calls::MediaContext;
 use crate::server::outbound::{Dial, DialPermit, OutboundRefused};
 use crate::server::outleg::{LegTimer, PlaceError, Side, TwoLegs, Wake};
@@ -297,6 +298,10 @@ impl OrderCalls {
             return Err(OrderCallRefused::Unavailable(e));
         }
         info!(call = %call_id, %order, user = %request.user_id, %phone, "order callback: ringing the person's phone");
+        let mut core = PlacedCall::new(PHONE_RING, CONTACT_RING);
+        core.handle(now, PlacedInput::Start);
+        // Its first output, ringing the person, was carried out just above.
+        while core.poll_output().is_some() {}
         let task = OrderCall {
             service: self.clone(),
             shell,
@@ -310,11 +315,11 @@ impl OrderCalls {
             legs,
             paused: paused.then_some(agent),
             started: progress.started_at,
+            core,
             answered: None,
             dialled: false,
             outcome: None,
             who_hung_up: None,
-            done: false,
         };
         tokio::spawn(task.run());
         Ok(progress)
@@ -367,6 +372,8 @@ struct OrderCall {
     by_name: String,
     phone: String,
     permit: DialPermit,
+    /// What the call does next, decided sans-IO (`crate::call::placed`).
+    core: PlacedCall,
     legs: TwoLegs,
     /// The queue agent paused for the call (made available again at its end).
     paused: Option<crate::queue::AgentId>,
@@ -377,7 +384,6 @@ struct OrderCall {
     dialled: bool,
     outcome: Option<CallAttemptResult>,
     who_hung_up: Option<HangupParty>,
-    done: bool,
 }
 
 impl OrderCall {
@@ -386,21 +392,32 @@ impl OrderCall {
     }
 
     async fn run(mut self) {
-        while !self.done {
-            match self.legs.wait().await {
-                Wake::Event(leg, event) => match self.legs.side_of(leg) {
-                    Some(Side::Agent) => self.on_phone_event(Instant::now(), event).await,
-                    Some(Side::Caller) => self.on_contact_event(Instant::now(), event),
-                    None => {
-                        debug!(call = %self.call_id, ?event, "order callback: event of an unknown leg")
+        while !self.core.is_over() {
+            let core_due = self
+                .core
+                .poll_timeout()
+                .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
+            tokio::select! {
+                wake = self.legs.wait() => match wake {
+                    Wake::Event(leg, event) => self.on_event(Instant::now(), leg, event).await,
+                    Wake::Timers { agent, caller, .. } => {
+                        // Ring timeouts and the longest call are the core's own timers.
+                        let now = Instant::now();
+                        for (side, timer) in [(PlacedSide::Person, agent), (PlacedSide::Other, caller)] {
+                            if timer == LegTimer::MediaTimeout {
+                                self.feed(now, PlacedInput::MediaLost(side)).await;
+                            }
+                        }
+                        self.core.handle_timeout(now);
+                        self.carry_out(now).await;
                     }
+                    Wake::Closed => self.feed(Instant::now(), PlacedInput::Withdraw).await,
                 },
-                Wake::Timers {
-                    agent,
-                    caller,
-                    max_call,
-                } => self.on_timers(Instant::now(), agent, caller, max_call),
-                Wake::Closed => self.done = true,
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(core_due)) => {
+                    let now = Instant::now();
+                    self.core.handle_timeout(now);
+                    self.carry_out(now).await;
+                }
             }
         }
         self.finish(Instant::now()).await;
@@ -410,152 +427,143 @@ impl OrderCall {
         self.service.update(&self.order, |p| p.state = state);
     }
 
-    /// End the call with `result` (`who` hung up, when it was bridged).
-    fn end(&mut self, now: Instant, result: CallAttemptResult, who: Option<HangupParty>) {
-        if self.outcome.is_none() {
-            self.outcome = Some(result);
-            self.who_hung_up = who;
-        }
-        self.legs.hang_up(&self.shell, now, Side::Caller);
-        self.legs.hang_up(&self.shell, now, Side::Agent);
-        self.done = true;
+    async fn feed(&mut self, now: Instant, input: PlacedInput) {
+        self.core.handle(now, input);
+        self.carry_out(now).await;
     }
 
-    async fn on_phone_event(&mut self, now: Instant, event: LegEvent) {
+    async fn carry_out(&mut self, now: Instant) {
+        while let Some(output) = self.core.poll_output() {
+            let answer = match output {
+                // Rung by `start`, which answers the console at once.
+                PlacedOutput::RingPerson => None,
+                // Nobody else holds this person: go on.
+                PlacedOutput::PersonOn => Some(PlacedInput::Proceed),
+                PlacedOutput::HoldPerson => {
+                    self.legs.hold(&self.service.ctx, now);
+                    None
+                }
+                PlacedOutput::DialOther => self.dial_contact(now).await,
+                PlacedOutput::Bridge => self.bridge(now),
+                PlacedOutput::HangUp(side) => {
+                    self.legs.hang_up(&self.shell, now, side_of(side));
+                    None
+                }
+                PlacedOutput::Ended(how) => {
+                    self.ended(how);
+                    None
+                }
+            };
+            if let Some(input) = answer {
+                self.core.handle(now, input);
+            }
+        }
+    }
+
+    async fn dial_contact(&mut self, now: Instant) -> Option<PlacedInput> {
+        let dialled = self
+            .legs
+            .dial_caller(
+                &self.shell,
+                &self.service.ctx,
+                now,
+                &self.permit,
+                CONTACT_RING,
+            )
+            .await;
+        self.dialled = true;
+        if let Err(e) = dialled {
+            warn!(call = %self.call_id, %e, "order callback: the contact was not dialled");
+            return Some(PlacedInput::OtherNotPlaced);
+        }
+        info!(
+            call = %self.call_id,
+            order = %self.order,
+            number = %crate::ticket::privacy::mask_phone(self.permit.number()),
+            "order callback: the phone answered; dialling the order's contact through the trunk"
+        );
+        self.set_state(CallState::CallingCaller);
+        None
+    }
+
+    fn bridge(&mut self, now: Instant) -> Option<PlacedInput> {
+        let ctx = self.service.ctx.clone();
+        if !self.legs.bridge(&ctx, now, &self.call_id) {
+            return Some(PlacedInput::MediaLost(PlacedSide::Other));
+        }
+        self.answered = Some((ctx.clock.now(), now));
+        let url = self
+            .legs
+            .recording
+            .as_ref()
+            .map(|_| crate::orders::recording_url(&self.call_id));
+        self.service.update(&self.order, |p| {
+            p.state = CallState::Connected;
+            p.recording_url = url;
+        });
+        info!(call = %self.call_id, order = %self.order, "order callback: the contact answered; bridged");
+        None
+    }
+
+    fn ended(&mut self, how: PlacedEnd) {
+        info!(call = %self.call_id, end = ?how, "order callback: call over");
+        let (outcome, who) = match how {
+            PlacedEnd::PersonFailed(_) | PlacedEnd::Withdrawn => (None, None),
+            PlacedEnd::OtherFailed(result) => (Some(result.into()), None),
+            PlacedEnd::PersonLeft => (Some(CallAttemptResult::NoAnswer), Some(HangupParty::Agent)),
+            PlacedEnd::Talked { who } => (
+                Some(CallAttemptResult::Answered),
+                Some(match who {
+                    Party::Agent => HangupParty::Agent,
+                    Party::Caller => HangupParty::Caller,
+                    Party::System => HangupParty::System,
+                }),
+            ),
+        };
+        self.outcome = outcome;
+        self.who_hung_up = who;
+    }
+
+    async fn on_event(
+        &mut self,
+        now: Instant,
+        leg: crate::sip::endpoint::CallHandle,
+        event: LegEvent,
+    ) {
+        let Some(side) = self.legs.side_of(leg) else {
+            debug!(call = %self.call_id, ?event, "order callback: event of an unknown leg");
+            return;
+        };
         let media_timeout = self.ctx().media_timeout;
-        match event {
+        let input = match event {
             LegEvent::Answered { sdp } => {
-                if !self
-                    .legs
-                    .answered(Side::Agent, now, sdp.as_deref(), media_timeout)
-                {
-                    warn!(call = %self.call_id, "order callback: the phone's SDP answer is unusable");
-                    self.legs.hang_up(&self.shell, now, Side::Agent);
-                    self.done = true;
-                    return;
+                let usable = self.legs.answered(side, now, sdp.as_deref(), media_timeout);
+                if !usable {
+                    warn!(call = %self.call_id, ?side, "order callback: an SDP answer is unusable");
                 }
-                self.legs.hold(&self.service.ctx, now);
-                let dialled = self
-                    .legs
-                    .dial_caller(
-                        &self.shell,
-                        &self.service.ctx,
-                        now,
-                        &self.permit,
-                        CONTACT_RING,
-                    )
-                    .await;
-                self.dialled = true;
-                if let Err(e) = dialled {
-                    warn!(call = %self.call_id, %e, "order callback: the contact was not dialled");
-                    self.end(now, CallAttemptResult::Unreachable, None);
-                    return;
+                match side {
+                    Side::Agent => PlacedInput::PersonAnswered { usable },
+                    Side::Caller => PlacedInput::OtherAnswered { usable },
                 }
-                info!(
-                    call = %self.call_id,
-                    order = %self.order,
-                    number = %crate::ticket::privacy::mask_phone(self.permit.number()),
-                    "order callback: the phone answered; dialling the order's contact through the trunk"
-                );
-                self.set_state(CallState::CallingCaller);
             }
             LegEvent::Ended { reason, .. } => {
-                let answered = self.legs.was_answered(Side::Agent);
-                self.legs.mark_ended(Side::Agent);
-                if !answered {
-                    info!(call = %self.call_id, %reason, "order callback: the person's phone did not answer");
-                    self.done = true;
-                } else if self.legs.is_up(Side::Caller) {
-                    info!(call = %self.call_id, "order callback: the person hung up");
-                    self.end(now, CallAttemptResult::Answered, Some(HangupParty::Agent));
-                } else {
-                    info!(call = %self.call_id, "order callback: the person hung up before the contact answered");
-                    self.end(now, CallAttemptResult::NoAnswer, Some(HangupParty::Agent));
+                self.legs.mark_ended(side);
+                info!(call = %self.call_id, ?side, %reason, "order callback: a leg ended");
+                PlacedInput::Ended {
+                    side: placed_side(side),
+                    reason,
                 }
             }
             event @ (LegEvent::Reinvite { .. } | LegEvent::Refer { .. }) => {
-                self.legs.refuse(&self.shell, now, Side::Agent, &event);
+                self.legs.refuse(&self.shell, now, side, &event);
+                return;
             }
-            other => debug!(call = %self.call_id, ?other, "order callback: phone leg event"),
-        }
-    }
-
-    fn on_contact_event(&mut self, now: Instant, event: LegEvent) {
-        let media_timeout = self.ctx().media_timeout;
-        match event {
-            LegEvent::Answered { sdp } => {
-                if !self
-                    .legs
-                    .answered(Side::Caller, now, sdp.as_deref(), media_timeout)
-                {
-                    warn!(call = %self.call_id, "order callback: the contact side's SDP answer is unusable");
-                    self.end(now, CallAttemptResult::Unreachable, None);
-                    return;
-                }
-                let ctx = self.service.ctx.clone();
-                if !self.legs.bridge(&ctx, now, &self.call_id) {
-                    self.end(now, CallAttemptResult::Unreachable, None);
-                    return;
-                }
-                self.answered = Some((ctx.clock.now(), now));
-                let url = self
-                    .legs
-                    .recording
-                    .as_ref()
-                    .map(|_| crate::orders::recording_url(&self.call_id));
-                self.service.update(&self.order, |p| {
-                    p.state = CallState::Connected;
-                    p.recording_url = url;
-                });
-                info!(call = %self.call_id, order = %self.order, "order callback: the contact answered; bridged");
+            other => {
+                debug!(call = %self.call_id, ?other, "order callback: leg event");
+                return;
             }
-            LegEvent::Ended { reason, .. } => {
-                let answered = self.legs.was_answered(Side::Caller);
-                self.legs.mark_ended(Side::Caller);
-                if answered {
-                    info!(call = %self.call_id, "order callback: the contact hung up");
-                    self.end(now, CallAttemptResult::Answered, Some(HangupParty::Caller));
-                } else {
-                    let result = attempt_result(reason).into();
-                    info!(call = %self.call_id, %reason, "order callback: the contact was not reached");
-                    self.end(now, result, None);
-                }
-            }
-            event @ LegEvent::Reinvite { .. } => {
-                self.legs.refuse(&self.shell, now, Side::Caller, &event);
-            }
-            other => debug!(call = %self.call_id, ?other, "order callback: contact leg event"),
-        }
-    }
-
-    fn on_timers(&mut self, now: Instant, phone: LegTimer, contact: LegTimer, max_call: bool) {
-        let bridged = self.legs.was_answered(Side::Caller);
-        match phone {
-            LegTimer::RingTimeout => {
-                info!(call = %self.call_id, "order callback: the person's phone rang out");
-                self.legs.hang_up(&self.shell, now, Side::Agent);
-                self.done = true;
-            }
-            LegTimer::MediaTimeout if bridged => {
-                self.end(now, CallAttemptResult::Answered, Some(HangupParty::System));
-            }
-            LegTimer::MediaTimeout => self.end(now, CallAttemptResult::Unreachable, None),
-            LegTimer::Quiet => {}
-        }
-        match contact {
-            LegTimer::RingTimeout => {
-                info!(call = %self.call_id, "order callback: the contact did not answer in time");
-                self.end(now, CallAttemptResult::NoAnswer, None);
-            }
-            LegTimer::MediaTimeout if bridged => {
-                self.end(now, CallAttemptResult::Answered, Some(HangupParty::System));
-            }
-            LegTimer::MediaTimeout => self.end(now, CallAttemptResult::Unreachable, None),
-            LegTimer::Quiet => {}
-        }
-        if max_call {
-            self.end(now, CallAttemptResult::Answered, Some(HangupParty::System));
-        }
+        };
+        self.feed(now, input).await;
     }
 
     /// Let the legs go, then write the call record and the order's history.

@@ -315,18 +315,12 @@ pub enum PlaceError {
 pub(crate) enum Wake {
     /// A SIP event of one of the legs (or of a leg the owner no longer knows).
     Event(CallHandle, LegEvent),
-    /// A timer fired: each leg's timer result, and whether the longest call is over.
-    Timers {
-        agent: LegTimer,
-        caller: LegTimer,
-        max_call: bool,
-    },
+    /// A timer fired: each leg's timer result (the longest call is the owner's core's
+    /// timer).
+    Timers { agent: LegTimer, caller: LegTimer },
     /// The event channel closed (the server is stopping).
     Closed,
 }
-
-/// Longest call the hotline places before it ends it.
-pub(crate) const MAX_CALL: Duration = Duration::from_secs(4 * 3600);
 
 /// The two legs of a call the hotline places itself — a person's phone first, then an
 /// outside number through the trunk — as the callback in queue
@@ -344,7 +338,6 @@ pub(crate) struct TwoLegs {
     recorder: Option<crate::media::recorder::WavRecorder<std::fs::File>>,
     /// The recording's file, once bridged (and the recorder started).
     pub(crate) recording: Option<std::path::PathBuf>,
-    hangup_at: Option<Instant>,
     /// Names the call in log lines.
     label: String,
     events_tx: tokio::sync::mpsc::UnboundedSender<(CallHandle, LegEvent)>,
@@ -363,7 +356,6 @@ impl TwoLegs {
             player: None,
             recorder: None,
             recording: None,
-            hangup_at: None,
             label,
             events_tx,
             events,
@@ -393,16 +385,6 @@ impl TwoLegs {
         } else {
             None
         }
-    }
-
-    /// Whether that leg was answered (it may have ended since).
-    pub(crate) fn was_answered(&self, side: Side) -> bool {
-        self.leg(side).is_some_and(|l| l.session.is_some())
-    }
-
-    /// Whether that leg is answered and still up.
-    pub(crate) fn is_up(&self, side: Side) -> bool {
-        self.leg(side).is_some_and(OutLeg::is_up)
     }
 
     /// The leg ended (its `Ended` event).
@@ -520,7 +502,6 @@ impl TwoLegs {
                 tracing::warn!(call = %self.label, %e, "recording not started; the call goes on");
             }
         }
-        self.hangup_at = Some(now + MAX_CALL);
         true
     }
 
@@ -660,7 +641,6 @@ impl TwoLegs {
             self.recorder
                 .as_ref()
                 .map(crate::media::recorder::WavRecorder::poll_timeout),
-            self.hangup_at,
         ]
         .into_iter()
         .flatten()
@@ -687,17 +667,8 @@ impl TwoLegs {
             crate::metrics::recording_failed();
             tracing::warn!(call = %self.label, %e, "recording failed; the call goes on");
         }
-        let max_call = self.hangup_at.is_some_and(|t| now >= t);
-        if max_call {
-            self.hangup_at = None;
-        }
-        (agent != LegTimer::Quiet || caller != LegTimer::Quiet || max_call).then_some(
-            Wake::Timers {
-                agent,
-                caller,
-                max_call,
-            },
-        )
+        (agent != LegTimer::Quiet || caller != LegTimer::Quiet)
+            .then_some(Wake::Timers { agent, caller })
     }
 
     /// Hang up what is still up, close the recording and give the ports back.
