@@ -200,6 +200,23 @@ agent_calls() {
     { v = $c } END { print v + 0 }' "$WORK/agent/stat.csv" 2>/dev/null || echo 0
 }
 
+# CPU time (user + system, ms) of a process and its children: per step, divided by the
+# calls that completed, it is the CPU each call cost (the server's own, not SIPp's).
+CLK_TCK=$(getconf CLK_TCK)
+tree_pids() {
+  local p=$1 c
+  echo "$p"
+  for c in $(pgrep -P "$p" 2>/dev/null); do tree_pids "$c"; done
+}
+cpu_ms() {
+  local t=0 p
+  for p in $(tree_pids "$1"); do
+    t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat" 2>/dev/null || echo 0)))
+  done
+  echo $((t * 1000 / CLK_TCK))
+}
+declare -A pid_of=([plain]=$HOTLINE_PID [full]=$HOTLINE_PID [kamailio]=$KAMAILIO_PID)
+declare -A cpu_per_call=([plain]=- [full]=- [kamailio]=-)
 declare -A next best pass fail done target scenario hold
 target[plain]=127.0.0.1:$OURS_PORT target[full]=127.0.0.1:$OURS_PORT target[kamailio]=127.0.0.1:$KAM_PORT
 scenario[plain]=$BENCH_ROOT/tests/sipp/call_audio.xml scenario[kamailio]=$BENCH_ROOT/tests/sipp/call_audio.xml
@@ -216,6 +233,8 @@ step() {
   [[ $side == full ]] && service=053112348
   [[ $side != kamailio ]] && drained
   [[ $side == full ]] && before=$(agent_calls)
+  local cpu_before
+  cpu_before=$(cpu_ms "${pid_of[$side]}")
   mkdir -p "$WORK/sipp/$side-$rate"
   cp "$BENCH_ROOT/tests/fixtures/audio/caller-speech-alaw.wav" "$WORK/sipp/$side-$rate/caller.wav"
   sipp_step "$side-$rate" "${scenario[$side]}" "${target[$side]}" "$rate" "$calls" \
@@ -245,10 +264,16 @@ step() {
       STEP_OK=$answered
     fi
   fi
-  printf '  %-9s offered %5d/s -> %6d ok, %5d failed, delivered %5d/s\n' \
-    "$side" "$rate" "$STEP_OK" "$STEP_FAILED" "$STEP_RATE" >&2
+  local cpu_call
+  cpu_call=$(awk -v ms="$(($(cpu_ms "${pid_of[$side]}") - cpu_before))" -v ok="$STEP_OK" \
+    'BEGIN { if (ok > 0) printf "%.2f", ms / ok; else print "-" }')
+  printf '  %-9s offered %5d/s -> %6d ok, %5d failed, delivered %5d/s, server CPU %s ms/call\n' \
+    "$side" "$rate" "$STEP_OK" "$STEP_FAILED" "$STEP_RATE" "$cpu_call" >&2
   if step_passed "$rate" "$calls"; then
-    ((STEP_RATE > best[$side])) && best[$side]=$STEP_RATE
+    if ((STEP_RATE > best[$side])); then
+      best[$side]=$STEP_RATE
+      cpu_per_call[$side]=$cpu_call
+    fi
     pass[$side]=$rate
   else
     fail[$side]=$rate
@@ -297,16 +322,17 @@ capped=""
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 kv=$(kamailio -v 2>/dev/null | awk '/^version/ {print $3; exit}')
 errors=$(grep -c -E "ERROR|WARN|panicked" "$HOTLINE_LOG" || true)
+peak_rss_mb=$(awk '/^VmHWM/ { printf "%.1f", $2 / 1024 }' "/proc/$HOTLINE_PID/status" 2>/dev/null || echo -)
 
 echo
 printf '| %s | %s | %s | %s | %s | %s |\n' figure anchor ratio command machine date
 printf '|---|---|---|---|---|---|\n'
 [[ " $SIDES " == *" plain "* ]] &&
-  printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 RTP, BYE after %d ms), %d s steps, <0.1%% failures: **%s calls/s** | Kamailio %s stateful proxy (tm, record_route) → SIPp UAS, same SIPp calls, signalling only: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
-  "$HOLD_MS" "$STEP_SECS" "$plain" "$kv" "$kam" "$capped" "$(ratio "$plain" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
+  printf '| Call setup, plain B2BUA path (trunk INVITE → echo extension, G.711 RTP, BYE after %d ms), %d s steps, <0.1%% failures: **%s calls/s**, server CPU %s ms/call | Kamailio %s stateful proxy (tm, record_route) → SIPp UAS, same SIPp calls, signalling only: %s calls/s%s, %s ms/call | %s | `bench/call-setup.sh` | %s | %s |\n' \
+  "$HOLD_MS" "$STEP_SECS" "$plain" "${cpu_per_call[plain]}" "$kv" "$kam" "$capped" "${cpu_per_call[kamailio]}" "$(ratio "$plain" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
 [[ " $SIDES " == *" full "* ]] &&
-  printf '| Call setup, full path through the ACD (053112348 in hours → menu digit 1 RFC 4733 → Jinan queue, %d signed-in agents, one call each → SIPp agent answers → bridged, recorded RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s** | same Kamailio proxy: %s calls/s%s | %s | `bench/call-setup.sh` | %s | %s |\n' \
-  "$AGENTS" "$FULL_HOLD_MS" "$full" "$kam" "$capped" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
+  printf '| Call setup, full path through the ACD (053112348 in hours → menu digit 1 RFC 4733 → Jinan queue, %d signed-in agents, one call each → SIPp agent answers → bridged, recorded RTP → caller BYE after %d ms), <0.1%% failures: **%s calls/s**, server CPU %s ms/call, peak RSS %s MB | same Kamailio proxy: %s calls/s%s, %s ms/call | %s | `bench/call-setup.sh` | %s | %s |\n' \
+  "$AGENTS" "$FULL_HOLD_MS" "$full" "${cpu_per_call[full]}" "$peak_rss_mb" "$kam" "$capped" "${cpu_per_call[kamailio]}" "$(ratio "$full" "$kam")" "$(machine)" "$(date -u +%Y-%m-%d)"
 [[ -n $overload_row ]] && echo "$overload_row"
 echo
 echo "hotline log: $errors warning/error lines; run took $(($(date +%s) - BEGIN)) s"

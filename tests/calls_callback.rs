@@ -599,18 +599,55 @@ fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
 /// with no packet thrown away on either side.
 #[test]
 fn on_a_callback_each_phone_plays_the_other_side() {
+    let server = callback_phones_hear_each_other(None);
+    assert!(
+        server.log().contains("srtp=false"),
+        "a plain trunk's leg is plain:\n{}",
+        server.log()
+    );
+}
+
+/// The same callback through a trunk whose `media_encryption` is optional: our INVITE
+/// to the carrier offers an SDES key, the caller's phone (baresip with SRTP) takes it,
+/// and each phone still plays the other's tone: what the caller's phone decodes went
+/// through SRTP both ways.
+#[test]
+fn a_callback_through_an_srtp_trunk_is_encrypted_and_each_phone_hears_the_other() {
+    let server = callback_phones_hear_each_other(Some("srtp"));
+    assert!(
+        server.log().contains("outbound leg answered") && server.log().contains("srtp=true"),
+        "the trunk leg did not negotiate SRTP:\n{}",
+        server.log()
+    );
+}
+
+/// A caller presses * with nobody signed in, agent 1001 (baresip) signs in, and the
+/// callback rings 1001 then the caller's own phone (baresip behind the trunk; with
+/// `mediaenc`, the trunk offers SRTP and the phone takes it): each phone must play the
+/// other's tone, with no packet dropped.
+fn callback_phones_hear_each_other(mediaenc: Option<&str>) -> Server {
     use common::phone::{Baresip, tone_wav};
     const AGENT_TONE: f64 = 600.0;
     const CALLER_TONE: f64 = 1000.0;
     let carrier_port = free_port();
-    let server = start(&config(carrier_port, 1));
+    let policy = if mediaenc.is_some() {
+        "optional"
+    } else {
+        "none"
+    };
+    let server = start(&common::trunk::config_with(carrier_port, 1, policy));
     let dir = tempfile::tempdir().expect("tmp");
     let agent_source = dir.path().join("agent.wav");
     let caller_source = dir.path().join("caller.wav");
     tone_wav(&agent_source, AGENT_TONE, 60.0);
     tone_wav(&caller_source, CALLER_TONE, 60.0);
     // The caller's own phone, reached through the trunk when called back.
-    let callee = Baresip::answering_at(carrier_port, CALLER, &caller_source, 40);
+    let callee = match mediaenc {
+        Some(mediaenc) => {
+            Baresip::answering_at_with(carrier_port, CALLER, &caller_source, 40, mediaenc)
+        }
+        None => Baresip::answering_at(carrier_port, CALLER, &caller_source, 40),
+    };
     let agent = Baresip::agent(&server, "1001", "secret1001", &agent_source, 40);
     let registered = wait_until(Duration::from_secs(10), || {
         server.metric("hotline_sip_registrations") > 0
@@ -667,4 +704,5 @@ fn on_a_callback_each_phone_plays_the_other_side() {
     );
     assert_eq!(callee.dropped_lines(), Vec::<String>::new(), "{context}");
     assert_eq!(agent.dropped_lines(), Vec::<String>::new(), "{context}");
+    server
 }

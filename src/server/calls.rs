@@ -50,9 +50,10 @@ use crate::media::port_pool::{PortPair, PortPool};
 use crate::media::recorder::{Channel, RecorderConfig, WavRecorder, recording_path};
 use crate::media::rtp::{RtpPacket, RtpSession, RtpSessionConfig, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
-use crate::media::srtp::{MasterKey, SdesCrypto, SrtpContext};
+use crate::media::srtp::{SdesCrypto, SrtpContext};
 use crate::queue::{AgentId, LegFailure, Party, QueueInput, feature_code_input, position_prompts};
 use crate::server::acd::{AcdCommand, AcdShell};
+use crate::server::leg_srtp::{LegSrtp, send_rtp};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::{EndReason, LegEvent, Side};
 use crate::sip::endpoint::{CallEvent, CallHandle, CallOrigin, IncomingCall};
@@ -103,63 +104,6 @@ pub struct MediaContext {
     agent_media_encryption: HashMap<String, MediaEncryption>,
     /// SRTP policy of each trunk source address (`[[trunks]] media_encryption`).
     trunk_media_encryption: HashMap<IpAddr, MediaEncryption>,
-}
-
-/// SRTP on one leg (SDES): our key protects what we send, the peer's what it sends.
-struct LegSrtp {
-    ours: SdesCrypto,
-    theirs: MasterKey,
-    outbound: SrtpContext,
-    inbound: SrtpContext,
-}
-
-impl std::fmt::Debug for LegSrtp {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("LegSrtp(..)")
-    }
-}
-
-impl LegSrtp {
-    fn new(ours: SdesCrypto, theirs: &SdesCrypto) -> Self {
-        LegSrtp {
-            outbound: SrtpContext::new(&ours.key),
-            inbound: SrtpContext::new(&theirs.key),
-            theirs: theirs.key.clone(),
-            ours,
-        }
-    }
-
-    /// Our key for an offer or an answer with tag `tag`.
-    fn fresh(tag: u32) -> SdesCrypto {
-        SdesCrypto {
-            tag,
-            key: MasterKey::random(),
-        }
-    }
-
-    /// Decrypt the SRTP packet in `buf[..n]` in place: the RTP packet's length, or
-    /// `None` for a packet that is not the peer's (dropped).
-    fn unprotect(&mut self, buf: &mut [u8], n: usize) -> Option<usize> {
-        self.inbound.unprotect_in_place(buf.get_mut(..n)?).ok()
-    }
-}
-
-/// Send an RTP packet on `socket`, protected when the leg has SRTP.
-fn send_rtp(socket: &UdpSocket, srtp: Option<&mut LegSrtp>, bytes: &[u8], to: SocketAddr) -> bool {
-    match srtp {
-        None => socket.try_send_to(bytes, to).is_ok(),
-        Some(srtp) => {
-            // On the stack: this runs for every packet sent.
-            let mut packet = [0u8; DATAGRAM];
-            let Some(room) = packet.get_mut(..bytes.len()) else {
-                return false;
-            };
-            room.copy_from_slice(bytes);
-            srtp.outbound
-                .protect_in_place(&mut packet, bytes.len())
-                .is_ok_and(|len| socket.try_send_to(&packet[..len], to).is_ok())
-        }
-    }
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -227,9 +171,18 @@ impl MediaContext {
         }
     }
 
-    fn agent_media_encryption_of(&self, agent: &str) -> MediaEncryption {
+    pub(crate) fn agent_media_encryption_of(&self, agent: &str) -> MediaEncryption {
         self.agent_media_encryption
             .get(agent)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    /// The SRTP policy of the trunk at `ip` (`[[trunks]] media_encryption`), for the
+    /// calls we place through it.
+    pub(crate) fn trunk_media_encryption_of(&self, ip: IpAddr) -> MediaEncryption {
+        self.trunk_media_encryption
+            .get(&ip)
             .copied()
             .unwrap_or_default()
     }

@@ -8,6 +8,7 @@ pub mod call_outbox;
 pub mod callback;
 pub mod calls;
 pub mod http;
+pub mod leg_srtp;
 pub mod order_call;
 pub mod outbound;
 pub mod outleg;

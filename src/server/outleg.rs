@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
+use crate::config::MediaEncryption;
 use crate::media::bridge::{LegMedia, RelayDirection, Relayed};
 use crate::media::player::Player;
 use crate::media::port_pool::PortPair;
 use crate::media::rtp::{ReceiveOutcome, RtpPacket, RtpSession, SessionEvent, write_packet};
 use crate::media::sdp::{self, LocalMedia, Negotiated, SessionDescription};
+use crate::media::srtp::SdesCrypto;
 use crate::server::calls::MediaContext;
+use crate::server::leg_srtp::{LegSrtp, send_rtp};
 use crate::sip::call_leg::LegEvent;
 use crate::sip::endpoint::CallHandle;
 
@@ -29,11 +32,15 @@ pub(crate) struct Prepared {
     rtp: UdpSocket,
     rtcp: UdpSocket,
     offer: SessionDescription,
+    /// Our SDES key when the policy asks for SRTP, until the answer.
+    srtp_offer: Option<(SdesCrypto, MediaEncryption)>,
 }
 
 impl Prepared {
-    /// Bind a port pair and build our G.711 offer; `None` when no port is free.
-    pub(crate) async fn open(ctx: &MediaContext) -> Option<Prepared> {
+    /// Bind a port pair and build our G.711 offer, with an SDES key when `policy` asks
+    /// for SRTP (the peer's: an agent's phone, or the trunk's); `None` when no port is
+    /// free.
+    pub(crate) async fn open(ctx: &MediaContext, policy: MediaEncryption) -> Option<Prepared> {
         let (ports, rtp, rtcp) = ctx.open_sockets().await?;
         let local = LocalMedia::g711(
             ctx.public_ip,
@@ -41,11 +48,13 @@ impl Prepared {
             u64::from(rand::random::<u32>()),
             1,
         );
+        let (offer, srtp_offer) = crate::server::leg_srtp::offer(&local, policy);
         Some(Prepared {
             ports,
             rtp,
             rtcp,
-            offer: sdp::offer(&local),
+            offer,
+            srtp_offer,
         })
     }
 
@@ -67,6 +76,8 @@ impl Prepared {
             ring_until,
             ended: false,
             peer_ip: None,
+            srtp_offer: self.srtp_offer,
+            srtp: None,
         }
     }
 
@@ -105,19 +116,34 @@ pub(crate) struct OutLeg {
     /// its media is accepted from there too, not only from the SDP's address (NAT, an
     /// SBC naming another address of its own).
     pub(crate) peer_ip: Option<std::net::IpAddr>,
+    /// Our SDES key offered, until the answer.
+    srtp_offer: Option<(SdesCrypto, MediaEncryption)>,
+    /// SRTP on this leg, when the answer took our key.
+    srtp: Option<LegSrtp>,
 }
 
 impl OutLeg {
     /// Answered with `sdp`: negotiate and start the RTP session. `false` when the
-    /// answer is unusable (the caller hangs the leg up).
+    /// answer is unusable (the caller hangs the leg up), or plain while the policy
+    /// requires SRTP.
     pub(crate) fn answered(&mut self, now: Instant, sdp: &[u8], media_timeout: Duration) -> bool {
-        let negotiated = std::str::from_utf8(sdp)
+        let answer = std::str::from_utf8(sdp)
             .ok()
-            .and_then(|t| SessionDescription::parse(t).ok())
-            .and_then(|answer| sdp::parse_answer(&self.offer, &answer).ok());
+            .and_then(|t| SessionDescription::parse(t).ok());
+        let negotiated = answer
+            .as_ref()
+            .and_then(|answer| sdp::parse_answer(&self.offer, answer).ok());
         let Some(negotiated) = negotiated else {
             return false;
         };
+        match crate::server::leg_srtp::from_answer(self.srtp_offer.take(), answer.as_ref()) {
+            Ok(srtp) => self.srtp = srtp,
+            Err(()) => {
+                tracing::warn!(leg = %self.handle, "the answer has no SRTP key, which the policy requires");
+                return false;
+            }
+        }
+        tracing::info!(leg = %self.handle, srtp = self.srtp.is_some(), codec = negotiated.codec.encoding_name(), "outbound leg answered");
         self.session = Some(crate::server::calls::leg_rtp_session(
             format!("hotline-out-{}", self.handle.0),
             Some(media_timeout),
@@ -152,18 +178,27 @@ impl OutLeg {
         self.session.as_mut().map(RtpSession::outbound)
     }
 
-    /// Take an RTP datagram received on this leg's socket into its session; `true` when
-    /// it is accepted (the peer's media, latched).
-    pub(crate) fn accept(&mut self, now: Instant, from: SocketAddr, datagram: &[u8]) -> bool {
-        let Some(session) = self.session.as_mut() else {
-            return false;
+    /// Take an RTP datagram received on this leg's socket (`buf[..n]`, decrypted in
+    /// place on an SRTP leg) into its session: the RTP packet's length when it is
+    /// accepted (the peer's media, latched), `None` when dropped.
+    pub(crate) fn accept(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        buf: &mut [u8],
+        n: usize,
+    ) -> Option<usize> {
+        let session = self.session.as_mut()?;
+        let n = match self.srtp.as_mut() {
+            Some(srtp) => srtp.unprotect(buf, n)?,
+            None => n,
         };
-        RtpPacket::parse(datagram).is_ok_and(|packet| {
-            matches!(
-                session.receive_rtp(now, from, &packet),
-                ReceiveOutcome::Accepted { .. }
-            )
-        })
+        let packet = RtpPacket::parse(buf.get(..n)?).ok()?;
+        matches!(
+            session.receive_rtp(now, from, &packet),
+            ReceiveOutcome::Accepted { .. }
+        )
+        .then_some(n)
     }
 
     /// Send a packet the relay rewrote for this leg (`bytes` = the rewritten datagram).
@@ -179,7 +214,7 @@ impl OutLeg {
         };
         if let Some(session) = self.session.as_mut()
             && let Some(to) = session.remote_rtp()
-            && self.rtp.try_send_to(bytes, to).is_ok()
+            && send_rtp(&self.rtp, self.srtp.as_mut(), bytes, to)
         {
             session.record_sent(now, timestamp, payload_len);
         }
@@ -209,7 +244,7 @@ impl OutLeg {
             if let Ok(len) = write_packet(&header, payload, &mut out)
                 && let Some(bytes) = out.get(..len)
             {
-                let _ = self.rtp.try_send_to(bytes, to);
+                send_rtp(&self.rtp, self.srtp.as_mut(), bytes, to);
             }
         }
     }
@@ -405,7 +440,10 @@ impl TwoLegs {
         from_user: &str,
         ring: Duration,
     ) -> Result<(), PlaceError> {
-        let prepared = Prepared::open(ctx).await.ok_or(PlaceError::NoPorts)?;
+        let policy = ctx.agent_media_encryption_of(&contact.agent);
+        let prepared = Prepared::open(ctx, policy)
+            .await
+            .ok_or(PlaceError::NoPorts)?;
         let body = prepared.body();
         let tx = self.events_tx.clone();
         let routed = shell.clone();
@@ -434,7 +472,10 @@ impl TwoLegs {
         permit: &crate::server::outbound::DialPermit,
         ring: Duration,
     ) -> Result<(), PlaceError> {
-        let prepared = Prepared::open(ctx).await.ok_or(PlaceError::NoPorts)?;
+        let policy = ctx.trunk_media_encryption_of(permit.trunk_ip());
+        let prepared = Prepared::open(ctx, policy)
+            .await
+            .ok_or(PlaceError::NoPorts)?;
         let body = prepared.body();
         let tx = self.events_tx.clone();
         let routed = shell.clone();
@@ -606,9 +647,9 @@ impl TwoLegs {
         let Some(source) = source else {
             return;
         };
-        if !source.accept(now, from, buf.get(..n).unwrap_or_default()) {
+        let Some(n) = source.accept(now, from, buf, n) else {
             return;
-        }
+        };
         let (Some(relay), Some(target)) = (relay, target) else {
             return;
         };

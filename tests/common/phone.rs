@@ -240,6 +240,21 @@ impl Baresip {
         Baresip::start_on(port, &account, source, seconds, None, "")
     }
 
+    /// As [`Baresip::answering_at`], with baresip's `mediaenc` (e.g. `srtp`: SDES when
+    /// offered) and its `srtp` module.
+    pub fn answering_at_with(
+        port: u16,
+        number: &str,
+        source: &Path,
+        seconds: u32,
+        mediaenc: &str,
+    ) -> Baresip {
+        let account = format!(
+            "<sip:{number}@127.0.0.1:{port}>;regint=0;answermode=auto;mediaenc={mediaenc}\n"
+        );
+        Baresip::start_on(port, &account, source, seconds, None, "module srtp.so\n")
+    }
+
     /// `extra`: more lines for baresip's `config`, before its modules (a media
     /// encryption module must be loaded before the accounts that name it).
     fn start(

@@ -17,11 +17,19 @@ pub const UNIT_NUMBER: &str = "053188880000";
 /// outside number), a Jinan queue offering the callback key (`attempts` attempts) and
 /// agent 1001.
 pub fn config(carrier_port: u16, attempts: u32) -> String {
+    config_with(carrier_port, attempts, "none")
+}
+
+/// As [`config`], with the trunk's `media_encryption` (`none`, `optional`, `required`):
+/// SDES on the calls placed through it.
+pub fn config_with(carrier_port: u16, attempts: u32, media_encryption: &str) -> String {
     let prompts = repo_root().join("config/prompts/zh");
     let base = 36000 + (std::process::id() % 300) as u16 * 60;
     let with_outbound = TEST_CONFIG.replacen(
         "sources = [\"127.0.0.1\"]\n",
-        &format!("sources = [\"127.0.0.1\"]\noutbound = \"127.0.0.1:{carrier_port}\"\n"),
+        &format!(
+            "sources = [\"127.0.0.1\"]\noutbound = \"127.0.0.1:{carrier_port}\"\nmedia_encryption = \"{media_encryption}\"\n"
+        ),
         1,
     );
     format!(

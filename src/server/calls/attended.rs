@@ -857,8 +857,10 @@ impl CallMedia {
             u64::from(rand::random::<u32>()),
             1,
         );
-        let answer = match sdp::answer(&offer, &local) {
-            Ok(answer) => answer,
+        // SDES as the agent's policy says, as on any call from that phone.
+        let policy = self.ctx.agent_media_encryption_of(agent);
+        let (answer, srtp) = match srtp_answer(&offer, &local, policy) {
+            Ok(answered) => answered,
             Err(e) => {
                 drop((rtp, rtcp));
                 self.ctx.release(ports);
@@ -904,9 +906,8 @@ impl CallMedia {
             to_agent: None,
             to_caller: None,
             ended: false,
-            // The replacing INVITE is answered in plain RTP (SDES on it: not yet).
             srtp_offer: None,
-            srtp: None,
+            srtp,
         };
         info!(%handle, %agent, replaced = %replaced, "INVITE with Replaces: offered in place of the agent's leg");
         self.transfer.offered = Some(Offered {

@@ -17,19 +17,12 @@ impl AgentLeg {
     /// Take the phone's SDES key from its answer to our SRTP offer: `false` when its
     /// policy requires SRTP and the answer has no key for our offer (the leg must end).
     pub(super) fn take_srtp_answer(&mut self, answer: Option<&SessionDescription>) -> bool {
-        let Some((ours, policy)) = self.srtp_offer.take() else {
-            return true;
-        };
-        let theirs = answer
-            .and_then(|a| a.media.iter().find(|m| m.kind == "audio" && m.port != 0))
-            .and_then(sdp::MediaDescription::sdes_crypto)
-            .filter(|theirs| theirs.tag == ours.tag);
-        match theirs {
-            Some(theirs) => {
-                self.srtp = Some(LegSrtp::new(ours, &theirs));
+        match crate::server::leg_srtp::from_answer(self.srtp_offer.take(), answer) {
+            Ok(srtp) => {
+                self.srtp = srtp;
                 true
             }
-            None => policy != MediaEncryption::Required,
+            Err(()) => false,
         }
     }
 }
@@ -54,18 +47,9 @@ impl CallMedia {
             u64::from(rand::random::<u32>()),
             1,
         );
-        // SDES to a phone whose policy asks for it: `RTP/SAVP` when SRTP is required (a
-        // phone that cannot must refuse), `RTP/AVP` with a key when it is optional.
+        // SDES to a phone whose policy asks for it.
         let policy = self.ctx.agent_media_encryption_of(&contact.agent);
-        let srtp_offer = (policy != MediaEncryption::None).then(|| (LegSrtp::fresh(1), policy));
-        let offer = match &srtp_offer {
-            Some((ours, policy)) => sdp::with_sdes(
-                sdp::offer(&local),
-                ours,
-                *policy == MediaEncryption::Required,
-            ),
-            None => sdp::offer(&local),
-        };
+        let (offer, srtp_offer) = crate::server::leg_srtp::offer(&local, policy);
         let body = Bytes::from(offer.to_string());
         let caller = self
             .hotline

@@ -78,7 +78,8 @@ impl CallMedia {
                 return;
             }
         };
-        let Some(prepared) = Prepared::open(&self.ctx).await else {
+        let policy = self.ctx.trunk_media_encryption_of(permit.trunk_ip());
+        let Some(prepared) = Prepared::open(&self.ctx, policy).await else {
             warn!(%handle, "no RTP ports for the unit leg");
             self.unit_failed(now, id);
             return;
@@ -187,9 +188,9 @@ impl CallMedia {
         let Some(unit) = self.unit.as_mut() else {
             return;
         };
-        if !unit.leg.accept(now, from, buf.get(..n).unwrap_or_default()) {
+        let Some(n) = unit.leg.accept(now, from, buf, n) else {
             return;
-        }
+        };
         let Some(relay) = unit.to_caller.as_mut() else {
             return;
         };
