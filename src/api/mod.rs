@@ -6,6 +6,7 @@ pub mod error;
 pub mod labels;
 pub mod openapi;
 pub mod orders;
+pub mod public;
 pub mod web;
 
 use axum::extract::State;
@@ -56,6 +57,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(drafts::routes())
         .merge(stats::routes())
         .merge(analysis::routes())
+        .merge(public::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -72,6 +72,7 @@ mod tests {
             include_str!("drafts.rs"),
             include_str!("error.rs"),
             include_str!("orders.rs"),
+            include_str!("public.rs"),
             include_str!("queues.rs"),
             include_str!("recordings.rs"),
             include_str!("stats.rs"),
@@ -140,6 +141,11 @@ mod tests {
     fn the_document_lists_the_api_routes() {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
+        // The public intake needs no login.
+        assert_eq!(
+            doc["paths"]["/api/public/orders"]["post"]["security"],
+            json!([{}])
+        );
         let ops = operations(&doc);
         for (method, path) in [
             ("post", "/api/login"),
@@ -155,13 +161,17 @@ mod tests {
             ("post", "/api/orders/{id}/call_back"),
             ("get", "/api/orders/{id}/call_back"),
             ("get", "/api/analysis/topics"),
+            ("get", "/api/public/challenge"),
+            ("post", "/api/public/orders"),
+            ("post", "/api/public/orders/status"),
+            ("post", "/api/public/orders/rate"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 31, "{ops:?}");
+        assert_eq!(ops.len(), 35, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -37,6 +37,8 @@ pub struct OrdersContext {
     pub clock: crate::clock::WallClock,
     /// The hot-topic analysis' word lists, loaded at its first request.
     pub analysis: AnalysisWords,
+    /// The public intake's abuse controls (proof of work, rate limits, duplicates).
+    pub public: super::intake::PublicIntake,
 }
 
 /// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
@@ -92,6 +94,7 @@ impl OrdersContext {
                 stop_words: config.analysis.stop_words.clone(),
                 ..AnalysisWords::default()
             },
+            public: super::intake::PublicIntake::default(),
         }
     }
 

@@ -4,6 +4,7 @@
 //! journal under it, the notifier (log + webhooks) and the leaders' directory.
 
 pub mod context;
+pub mod intake;
 pub mod journal;
 pub mod leaders;
 pub mod notify;
