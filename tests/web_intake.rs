@@ -399,3 +399,128 @@ async fn sqlite_a_submission_accepted_while_the_database_is_down_lands() {
 async fn postgres_a_submission_accepted_while_the_database_is_down_lands() {
     a_submission_accepted_while_the_database_is_down_lands(Db::Postgres).await;
 }
+
+/// The first bytes of a PNG (signature and IHDR) and of a PDF: what the content is
+/// judged by.
+fn png() -> Vec<u8> {
+    let mut bytes = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0".to_vec();
+    bytes.extend_from_slice(&[0u8; 64]);
+    bytes
+}
+
+fn pdf() -> Vec<u8> {
+    b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n".to_vec()
+}
+
+async fn attachments_are_typed_by_content_capped_and_linked(db: Db) {
+    let h = OrdersHarness::start(db).await;
+    let source = "198.51.100.11";
+    let pow = h.solved_challenge(source).await;
+    let reply = h
+        .public_post(
+            source,
+            "/api/public/orders",
+            &submission(PHONE, DEPOSIT, &pow),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::CREATED, "{}", reply.text);
+    let code = code_of(&reply);
+
+    let stored = h
+        .public_upload(source, &code, PHONE, "image/png", png())
+        .await;
+    assert_eq!(stored.status, StatusCode::CREATED, "{}", stored.text);
+    assert_eq!(stored.body["content_type"], "image/png");
+    let pdf_stored = h
+        .public_upload(source, &code, PHONE, "application/octet-stream", pdf())
+        .await;
+    assert_eq!(
+        pdf_stored.status,
+        StatusCode::CREATED,
+        "{}",
+        pdf_stored.text
+    );
+    assert_eq!(pdf_stored.body["content_type"], "application/pdf");
+
+    // Refused, each with its reason: a PDF called a PNG, text called a JPEG, a ZIP,
+    // more than 5 MB, a wrong phone.
+    let mismatch = h
+        .public_upload(source, &code, PHONE, "image/png", pdf())
+        .await;
+    assert_eq!(mismatch.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        mismatch.body["code"], "attachment_type_mismatch",
+        "{}",
+        mismatch.text
+    );
+    let text = h
+        .public_upload(
+            source,
+            &code,
+            PHONE,
+            "image/jpeg",
+            b"just some words".to_vec(),
+        )
+        .await;
+    assert_eq!(text.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert_eq!(text.body["code"], "unsupported_attachment", "{}", text.text);
+    let mut zip = b"PK\x03\x04".to_vec();
+    zip.extend_from_slice(&[0u8; 60]);
+    let zip = h
+        .public_upload(source, &code, PHONE, "application/octet-stream", zip)
+        .await;
+    assert_eq!(zip.status, StatusCode::UNSUPPORTED_MEDIA_TYPE);
+    assert!(zip.text.contains("application/zip"), "{}", zip.text);
+    let mut big = png();
+    big.resize(5 * 1024 * 1024 + 1, 0);
+    let big = h
+        .public_upload(source, &code, PHONE, "image/png", big)
+        .await;
+    assert_eq!(big.status, StatusCode::PAYLOAD_TOO_LARGE, "{}", big.text);
+    let stranger = h
+        .public_upload(source, &code, "13900000000", "image/png", png())
+        .await;
+    assert_eq!(stranger.status, StatusCode::NOT_FOUND);
+
+    // What the database and the data directory hold: two files, linked.
+    let list = h.state.store.attachments_of(&code).await.expect("list");
+    assert_eq!(list.len(), 2);
+    let of_type = |t: &str| {
+        list.iter()
+            .find(|a| a.content_type == t)
+            .map(|a| a.id.clone())
+            .expect("stored")
+    };
+    let on_disk =
+        std::fs::read(h.dir.path().join("attachments").join(of_type("image/png"))).expect("file");
+    assert_eq!(on_disk, png());
+
+    // Staff who may read the order download it as it was sent.
+    let handler = h.login("handler").await;
+    let listed = h
+        .get(&handler, &format!("/api/orders/{code}/attachments"))
+        .await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text);
+    assert_eq!(listed.body.as_array().map(Vec::len), Some(2));
+    let file = h
+        .get(
+            &handler,
+            &format!(
+                "/api/orders/{code}/attachments/{}",
+                of_type("application/pdf")
+            ),
+        )
+        .await;
+    assert_eq!(file.status, StatusCode::OK);
+    assert_eq!(file.text.as_bytes(), pdf().as_slice());
+}
+
+#[tokio::test]
+async fn sqlite_attachments_are_typed_by_content_capped_and_linked() {
+    attachments_are_typed_by_content_capped_and_linked(Db::Sqlite).await;
+}
+
+#[tokio::test]
+async fn postgres_attachments_are_typed_by_content_capped_and_linked() {
+    attachments_are_typed_by_content_capped_and_linked(Db::Postgres).await;
+}

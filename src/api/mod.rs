@@ -1,6 +1,7 @@
 //! HTTP API (axum): health, metrics; the consoles' API grows here.
 
 pub mod analysis;
+pub mod attachments;
 pub mod auth;
 pub mod error;
 pub mod labels;
@@ -58,6 +59,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(stats::routes())
         .merge(analysis::routes())
         .merge(public::routes())
+        .merge(attachments::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -73,6 +73,7 @@ mod tests {
             include_str!("error.rs"),
             include_str!("orders.rs"),
             include_str!("public.rs"),
+            include_str!("attachments.rs"),
             include_str!("queues.rs"),
             include_str!("recordings.rs"),
             include_str!("stats.rs"),
@@ -162,16 +163,19 @@ mod tests {
             ("get", "/api/orders/{id}/call_back"),
             ("get", "/api/analysis/topics"),
             ("get", "/api/public/challenge"),
+            ("get", "/api/public/cities"),
             ("post", "/api/public/orders"),
             ("post", "/api/public/orders/status"),
             ("post", "/api/public/orders/rate"),
+            ("post", "/api/public/orders/{query_code}/attachments"),
+            ("get", "/api/orders/{id}/attachments"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 35, "{ops:?}");
+        assert_eq!(ops.len(), 39, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

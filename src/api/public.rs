@@ -49,6 +49,7 @@ pub const CITIZEN_ACTOR: &str = "citizen";
 pub fn routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(challenge))
+        .routes(routes!(cities))
         .routes(routes!(submit))
         .routes(routes!(order_status))
         .routes(routes!(rate))
@@ -126,6 +127,56 @@ async fn challenge(
         difficulty_bits: intake.pow.bits,
         expires_at,
     }))
+}
+
+// ---------------------------------------------------------------- cities
+
+/// A place a citizen can choose: a city, with its counties.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublicCity {
+    pub id: UnitId,
+    pub name: String,
+    pub counties: Vec<PublicCounty>,
+}
+
+/// A county of a city.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PublicCounty {
+    pub id: UnitId,
+    pub name: String,
+}
+
+#[utoipa::path(get, path = "/api/public/cities", tag = "public",
+    summary = "The cities and counties a public submission may name (no login)",
+    security(()),
+    responses(
+        (status = 200, description = "cities by id, each with its counties", body = Vec<PublicCity>),
+        (status = "4XX", description = "refused: the reason in the error body", body = ErrorBody),
+    ))]
+async fn cities(State(state): State<AppState>) -> Json<Vec<PublicCity>> {
+    let units = &state.orders.units;
+    let mut cities: Vec<PublicCity> = units
+        .units()
+        .filter(|u| u.kind == UnitKind::City)
+        .map(|city| {
+            let mut counties: Vec<PublicCounty> = units
+                .units()
+                .filter(|u| u.kind == UnitKind::County && units.city_of(&u.id) == Some(&city.id))
+                .map(|u| PublicCounty {
+                    id: u.id.clone(),
+                    name: u.name.clone(),
+                })
+                .collect();
+            counties.sort_by(|a, b| a.id.cmp(&b.id));
+            PublicCity {
+                id: city.id.clone(),
+                name: city.name.clone(),
+                counties,
+            }
+        })
+        .collect();
+    cities.sort_by(|a, b| a.id.cmp(&b.id));
+    Json(cities)
 }
 
 // ---------------------------------------------------------------- submit
@@ -639,7 +690,7 @@ fn citizen_view(state: &AppState, order: &Order, at: DateTime<FixedOffset>) -> C
 
 /// The order behind a query code and phone; the same 404 for an unknown code and a
 /// wrong phone (nothing tells which).
-async fn citizen_order(
+pub(super) async fn citizen_order(
     state: &AppState,
     parts: &Parts,
     code: &str,

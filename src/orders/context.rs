@@ -39,6 +39,9 @@ pub struct OrdersContext {
     pub analysis: AnalysisWords,
     /// The public intake's abuse controls (proof of work, rate limits, duplicates).
     pub public: super::intake::PublicIntake,
+    /// Where citizens' attachments are written (`<data_dir>/attachments`); none: no
+    /// attachments are taken.
+    pub attachments_dir: Option<std::path::PathBuf>,
 }
 
 /// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
@@ -95,6 +98,7 @@ impl OrdersContext {
                 ..AnalysisWords::default()
             },
             public: super::intake::PublicIntake::default(),
+            attachments_dir: Some(config.server.data_dir.join("attachments")),
         }
     }
 

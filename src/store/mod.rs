@@ -218,6 +218,7 @@ const TRUST_COMMIT_FOR_MS: u64 = 1_000;
 /// while a new order needs new table pages).
 const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
+pub mod attachments;
 pub mod calls;
 pub mod drafts;
 pub mod ops;

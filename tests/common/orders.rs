@@ -93,6 +93,7 @@ impl OrdersHarness {
         let config = shipped_config();
         let mut orders = OrdersContext::from_config(&config, Calendar::default());
         orders.calendar = make(dir.path());
+        orders.attachments_dir = Some(dir.path().join("attachments"));
         let (store, url) = store_on(db, &dir).await;
         store
             .install_unit_tree(&orders.units)
@@ -134,6 +135,26 @@ impl OrdersHarness {
                 .header(header::CONTENT_TYPE, "application/json")
                 .extension(from_source(source))
                 .body(Body::from(body.to_string()))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// A citizen's attachment upload from `source` (raw body; `content_type` declared).
+    pub async fn public_upload(
+        &self,
+        source: &str,
+        code: &str,
+        phone: &str,
+        content_type: &str,
+        content: Vec<u8>,
+    ) -> Reply {
+        self.send(
+            Request::post(format!("/api/public/orders/{code}/attachments"))
+                .header(header::CONTENT_TYPE, content_type)
+                .header("x-contact-phone", phone)
+                .extension(from_source(source))
+                .body(Body::from(content))
                 .expect("request"),
         )
         .await
