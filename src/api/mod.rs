@@ -7,6 +7,7 @@ pub mod error;
 pub mod labels;
 pub mod openapi;
 pub mod orders;
+pub mod partner;
 pub mod public;
 pub mod web;
 
@@ -60,6 +61,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(analysis::routes())
         .merge(public::routes())
         .merge(attachments::routes())
+        .merge(partner::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -73,6 +73,7 @@ mod tests {
             include_str!("error.rs"),
             include_str!("orders.rs"),
             include_str!("public.rs"),
+            include_str!("partner.rs"),
             include_str!("attachments.rs"),
             include_str!("queues.rs"),
             include_str!("recordings.rs"),
@@ -164,6 +165,8 @@ mod tests {
             ("get", "/api/analysis/topics"),
             ("get", "/api/public/challenge"),
             ("get", "/api/public/cities"),
+            ("post", "/api/partner/orders"),
+            ("get", "/api/partner/orders/{id}"),
             ("post", "/api/public/orders"),
             ("post", "/api/public/orders/status"),
             ("post", "/api/public/orders/rate"),
@@ -175,7 +178,7 @@ mod tests {
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 39, "{ops:?}");
+        assert_eq!(ops.len(), 41, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -42,6 +42,8 @@ pub struct OrdersContext {
     /// Where citizens' attachments are written (`<data_dir>/attachments`); none: no
     /// attachments are taken.
     pub attachments_dir: Option<std::path::PathBuf>,
+    /// Partner hotlines (`[[partners]]`): their keys and callback URLs.
+    pub partners: super::partners::Partners,
 }
 
 /// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
@@ -99,6 +101,7 @@ impl OrdersContext {
             },
             public: super::intake::PublicIntake::default(),
             attachments_dir: Some(config.server.data_dir.join("attachments")),
+            partners: super::partners::Partners::from_config(&config.partners),
         }
     }
 

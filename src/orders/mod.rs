@@ -9,6 +9,7 @@ pub mod journal;
 pub mod leaders;
 pub mod notify;
 pub mod outbox;
+pub mod partners;
 
 pub use context::{OrdersContext, dispatch_gaps, new_order_id, unit_tree};
 

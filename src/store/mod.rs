@@ -223,6 +223,7 @@ pub mod calls;
 pub mod drafts;
 pub mod ops;
 pub mod orders;
+pub mod partners;
 pub mod queue_log;
 pub mod stats;
 pub mod surveys;

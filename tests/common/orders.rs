@@ -89,11 +89,38 @@ impl OrdersHarness {
 
     /// The calendar `make` returns, given the harness's temp dir (to copy a file into).
     pub async fn start_with(db: Db, make: impl FnOnce(&std::path::Path) -> SharedCalendar) -> Self {
+        Self::start_edited(db, make, |_| {}).await
+    }
+
+    /// The shipped calendar, with these partner hotlines (`[[partners]]`).
+    pub async fn start_with_partners(
+        db: Db,
+        partners: Vec<hotline::orders::partners::Partner>,
+    ) -> Self {
+        let calendar = Calendar::load(shipped_calendar_path()).expect("calendar");
+        Self::start_edited(
+            db,
+            |_| SharedCalendar::fixed(calendar),
+            move |orders| {
+                for p in partners {
+                    orders.partners.0.insert(p.id.clone(), p);
+                }
+            },
+        )
+        .await
+    }
+
+    async fn start_edited(
+        db: Db,
+        make: impl FnOnce(&std::path::Path) -> SharedCalendar,
+        edit: impl FnOnce(&mut OrdersContext),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = shipped_config();
         let mut orders = OrdersContext::from_config(&config, Calendar::default());
         orders.calendar = make(dir.path());
         orders.attachments_dir = Some(dir.path().join("attachments"));
+        edit(&mut orders);
         let (store, url) = store_on(db, &dir).await;
         store
             .install_unit_tree(&orders.units)
