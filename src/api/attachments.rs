@@ -133,7 +133,14 @@ async fn attach(
         .headers
         .get("x-contact-phone")
         .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
+        .filter(|v| !v.trim().is_empty())
+        .ok_or_else(|| {
+            ApiError::bad_request(
+                "missing_header",
+                "X-Contact-Phone (the phone given at submission) is required",
+            )
+            .with_field("X-Contact-Phone")
+        })?
         .to_owned();
     let order = super::public::citizen_order(&state, &parts, &query_code, &phone).await?;
     if order.state == OrderState::Closed {
