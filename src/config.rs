@@ -1770,6 +1770,29 @@ roles = ["agent"]
     }
 
     #[test]
+    fn partners_need_unique_ids_long_secrets_and_parsable_callback_urls() {
+        let good = format!(
+            "{MINIMAL}\n[[partners]]\nid = \"12345\"\nname = \"12345热线\"\nsecret = \"0123456789abcdef\"\nwebhook_url = \"http://127.0.0.1:9/cb\"\n"
+        );
+        let c = Config::from_toml(&good).expect("valid");
+        assert_eq!(c.partners[0].id, "12345");
+        let bad = format!(
+            "{good}\n[[partners]]\nid = \"12345\"\nname = \"again\"\nsecret = \"short\"\nwebhook_url = \"ftp://x\"\n"
+        );
+        let problems = Config::from_toml(&bad).expect_err("bad partner");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "partners[1].id",
+                "partners[1].secret",
+                "partners[1].webhook_url"
+            ],
+            "{problems:?}"
+        );
+    }
+
+    #[test]
     fn unknown_key_is_an_error_with_its_line() {
         let text = MINIMAL.replace("password = \"secret\"", "pasword = \"secret\"");
         let problems = Config::from_toml(&text).expect_err("unknown key");
