@@ -433,8 +433,9 @@ fn consoles_carry_an_order_from_intake_to_ranking_in_chromium() {
 /// The public page (issue 17, W-2/W-9) at a phone's size: a citizen leaves a
 /// consultation without logging in (the page solves the proof of work with WebCrypto),
 /// the unit answers it, the citizen reads the reply with the query code and phone and
-/// rates it. Then the database: a web order with what the citizen typed, rated
-/// satisfied and closed, registered by the public intake.
+/// rates it; an image is attached and a text file called .png refused. Then the
+/// database: a web order with what the citizen typed, rated satisfied and closed,
+/// registered by the public intake, with the one image linked.
 #[test]
 fn public_page_takes_a_consultation_and_shows_its_reply_on_a_phone() {
     if !on_path("node") {
@@ -498,6 +499,13 @@ fn public_page_takes_a_consultation_and_shows_its_reply_on_a_phone() {
             .expect("read")
             .expect("stored");
         let events = store.order_events(&code).await.expect("events");
+        let attachments = store.attachments_of(&code).await.expect("attachments");
+        assert_eq!(
+            attachments.len(),
+            1,
+            "the image, not the fake: {attachments:?}"
+        );
+        assert_eq!(attachments[0].content_type, "image/png");
         (order, events)
     });
     assert_eq!(order.fields.channel, hotline::ticket::Channel::Web);

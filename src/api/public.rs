@@ -131,6 +131,12 @@ async fn challenge(
 
 // ---------------------------------------------------------------- cities
 
+/// A unit's name as a place (`济南市司法局` → `济南市`): the citizen picks where they
+/// live, not a bureau.
+fn place_name(unit_name: &str) -> String {
+    unit_name.trim_end_matches("司法局").to_owned()
+}
+
 /// A place a citizen can choose: a city, with its counties.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PublicCity {
@@ -164,13 +170,13 @@ async fn cities(State(state): State<AppState>) -> Json<Vec<PublicCity>> {
                 .filter(|u| u.kind == UnitKind::County && units.city_of(&u.id) == Some(&city.id))
                 .map(|u| PublicCounty {
                     id: u.id.clone(),
-                    name: u.name.clone(),
+                    name: place_name(&u.name),
                 })
                 .collect();
             counties.sort_by(|a, b| a.id.cmp(&b.id));
             PublicCity {
                 id: city.id.clone(),
-                name: city.name.clone(),
+                name: place_name(&city.name),
                 counties,
             }
         })
@@ -575,7 +581,7 @@ pub struct CitizenOrderView {
     pub channel: Channel,
     pub category: Category,
     pub business_area: BusinessArea,
-    /// The city's name.
+    /// The city's name (`济南市`).
     pub city: String,
     pub received_at: DateTime<FixedOffset>,
     pub progress: Progress,
@@ -662,11 +668,12 @@ fn ratable(state: &AppState, order: &Order, at: DateTime<FixedOffset>) -> bool {
 
 fn citizen_view(state: &AppState, order: &Order, at: DateTime<FixedOffset>) -> CitizenOrderView {
     let progress = Progress::of(order.state);
-    let city = state
-        .orders
-        .unit_name(&order.fields.city)
-        .unwrap_or(order.fields.city.as_str())
-        .to_owned();
+    let city = place_name(
+        state
+            .orders
+            .unit_name(&order.fields.city)
+            .unwrap_or(order.fields.city.as_str()),
+    );
     // The reply is shown once given (a redo keeps the earlier one until replaced).
     let replied = !matches!(progress, Progress::Received | Progress::Dispatched);
     CitizenOrderView {

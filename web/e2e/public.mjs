@@ -87,6 +87,18 @@ try {
   check(code.startsWith('GD'), `query code shown: ${code}`);
   await page.getByText('提交成功').waitFor();
   console.log(`e2e: code ${code}`);
+
+  // An image is attached; a text file called .png is refused with the reason.
+  const png = Buffer.concat([
+    Buffer.from([0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0, 0, 0, 0x0d, 0x49, 0x48, 0x44, 0x52]),
+    Buffer.alloc(64),
+  ]);
+  await page.locator('input[name=attachment]').setInputFiles({ name: 'receipt.png', mimeType: 'image/png', buffer: png });
+  await page.getByText('已上传：receipt.png').waitFor();
+  await page
+    .locator('input[name=attachment]')
+    .setInputFiles({ name: 'fake.png', mimeType: 'image/png', buffer: Buffer.from('not an image at all') });
+  await page.getByText('fake.png：仅支持 JPEG、PNG 图片或 PDF 文件').waitFor();
   if (shots) await page.screenshot({ path: join(shots, 'public-submitted.png'), fullPage: true });
 
   // Not answered yet.

@@ -88,6 +88,49 @@ const AREAS = [
   'unknown',
 ];
 
+/** Upload one attachment of an order; the server judges its type by the content. */
+async function upload(code: string, phone: string, file: File): Promise<void> {
+  const resp = await fetch(`/api/public/orders/${encodeURIComponent(code)}/attachments`, {
+    method: 'POST',
+    headers: { 'Content-Type': file.type || 'application/octet-stream', 'X-Contact-Phone': phone },
+    body: file,
+  });
+  if (resp.ok) return;
+  if (resp.status === 413) throw new PublicError(`${file.name}：文件超过 5 MB`);
+  if (resp.status === 415 || resp.status === 422)
+    throw new PublicError(`${file.name}：仅支持 JPEG、PNG 图片或 PDF 文件`);
+  if (resp.status === 429) throw new PublicError('操作过于频繁，请稍后再试');
+  throw new PublicError(`${file.name}：上传失败（${resp.status}）`);
+}
+
+function Attachments({ code, phone }: { code: string; phone: string }) {
+  const [sent, setSent] = useState<string[]>([]);
+  const [error, setError] = useState('');
+  const onPick = async (e: Event) => {
+    const input = e.target as HTMLInputElement;
+    setError('');
+    for (const file of Array.from(input.files ?? [])) {
+      try {
+        await upload(code, phone, file);
+        setSent((s) => [...s, file.name]);
+      } catch (err) {
+        setError(err instanceof Error ? err.message : String(err));
+      }
+    }
+    input.value = '';
+  };
+  return (
+    <div class="public-form" data-section="attachments">
+      <label>
+        添加附件（图片或 PDF，每个不超过 5 MB，可不添加）
+        <input type="file" name="attachment" accept="image/jpeg,image/png,application/pdf" multiple onChange={onPick} />
+      </label>
+      {sent.length > 0 && <p data-uploaded>已上传：{sent.join('、')}</p>}
+      {error && <p class="error" role="alert">{error}</p>}
+    </div>
+  );
+}
+
 function LeaveMessage({ onDone }: { onDone: (code: string, phone: string) => void }) {
   const [cities, setCities] = useState<City[]>([]);
   const [form, setForm] = useState({
@@ -151,6 +194,7 @@ function LeaveMessage({ onDone }: { onDone: (code: string, phone: string) => voi
         </p>
         {done.number && <p class="muted small">工单编号：{done.number}</p>}
         {done.queued && <p class="muted small">系统繁忙，您的留言已保存，稍后即可查询。</p>}
+        {!done.queued && <Attachments code={done.query_code} phone={form.phone} />}
       </section>
     );
   const city = cities.find((c) => c.id === form.city);
