@@ -273,6 +273,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     store.install_unit_tree(&orders.units).await?;
     store.set_order_numbering(Some(&config.orders.number_prefix));
     tokio::spawn(outbox.clone().replay_loop(store.clone(), shutdown.clone()));
+    // Partner hotlines' status callbacks, read from the ledger (issue 17, H-6).
+    for partner in orders.partners.0.values() {
+        tokio::spawn(crate::orders::partners::delivery_loop(
+            store.clone(),
+            partner.clone(),
+            clock,
+            crate::orders::partners::DeliveryTiming::default(),
+            shutdown.clone(),
+        ));
+    }
     media_ctx.keep_call_records_in(call_outbox.clone());
     tokio::spawn(
         call_outbox

@@ -67,6 +67,27 @@ pub struct Config {
     /// `server.sip_tls_listen`).
     #[serde(default)]
     pub tls: TlsConfig,
+    /// Partner hotlines (12345 and others, H-6) that hand orders over by machine
+    /// interface (`[[partners]]`).
+    #[serde(default)]
+    pub partners: Vec<PartnerConfig>,
+}
+
+/// `[[partners]]`: a partner hotline (12345 …) sending orders through
+/// `/api/partner/orders`, each request signed with HMAC-SHA256 under `secret`, and told
+/// of its orders' progress at `webhook_url` (signed the same way).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PartnerConfig {
+    /// Sent as `X-Partner-Id`.
+    pub id: String,
+    /// Display name (`12345政务服务便民热线`).
+    pub name: String,
+    /// The shared HMAC key (at least 16 characters).
+    pub secret: String,
+    /// Where status callbacks go (`http://` or `https://`); none: the partner polls.
+    #[serde(default)]
+    pub webhook_url: Option<String>,
 }
 
 /// `[analysis]`: the word lists of the hot-topic analysis (H-11), read at its first
@@ -214,6 +235,34 @@ impl Default for OrdersConfig {
     fn default() -> Self {
         Self {
             number_prefix: "鲁12348".into(),
+        }
+    }
+}
+
+/// `[[partners]]`: unique ids, secrets long enough to sign with, callback URLs that parse.
+fn validate_partners(partners: &[PartnerConfig], problems: &mut Vec<Problem>) {
+    let mut seen = HashSet::new();
+    for (i, p) in partners.iter().enumerate() {
+        let mut problem = |field: &str, message: String| {
+            problems.push(Problem {
+                path: format!("partners[{i}].{field}"),
+                line: None,
+                message,
+            });
+        };
+        if p.id.trim().is_empty() || !seen.insert(p.id.clone()) {
+            problem(
+                "id",
+                format!("partner id {:?} is empty or used twice", p.id),
+            );
+        }
+        if p.secret.chars().count() < 16 {
+            problem("secret", "at least 16 characters (an HMAC key)".into());
+        }
+        if let Some(url) = &p.webhook_url
+            && let Err(e) = crate::http_client::HttpUrl::parse(url)
+        {
+            problem("webhook_url", e.to_string());
         }
     }
 }
@@ -1134,6 +1183,7 @@ impl Config {
         validate_http(&self.http, &mut problems);
         validate_tls(self, &mut problems);
         validate_ranking_and_orders(self, &mut problems);
+        validate_partners(&self.partners, &mut problems);
         if !(1..=3600).contains(&self.metrics.service_level_secs) {
             problems.push(Problem {
                 path: "metrics.service_level_secs".into(),
@@ -1717,6 +1767,29 @@ roles = ["agent"]
         assert_eq!(c.server.http_listen.port(), 8080);
         assert_eq!(c.sip.min_expires, 60);
         assert_eq!(c.agents[0].roles, vec![Role::Agent]);
+    }
+
+    #[test]
+    fn partners_need_unique_ids_long_secrets_and_parsable_callback_urls() {
+        let good = format!(
+            "{MINIMAL}\n[[partners]]\nid = \"12345\"\nname = \"12345热线\"\nsecret = \"0123456789abcdef\"\nwebhook_url = \"http://127.0.0.1:9/cb\"\n"
+        );
+        let c = Config::from_toml(&good).expect("valid");
+        assert_eq!(c.partners[0].id, "12345");
+        let bad = format!(
+            "{good}\n[[partners]]\nid = \"12345\"\nname = \"again\"\nsecret = \"short\"\nwebhook_url = \"ftp://x\"\n"
+        );
+        let problems = Config::from_toml(&bad).expect_err("bad partner");
+        let paths: Vec<&str> = problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "partners[1].id",
+                "partners[1].secret",
+                "partners[1].webhook_url"
+            ],
+            "{problems:?}"
+        );
     }
 
     #[test]

@@ -429,3 +429,94 @@ fn consoles_carry_an_order_from_intake_to_ranking_in_chromium() {
     let plays = audited_plays(&server);
     assert!(plays >= 1, "recording plays audited: {plays}");
 }
+
+/// The public page (issue 17, W-2/W-9) at a phone's size: a citizen leaves a
+/// consultation without logging in (the page solves the proof of work with WebCrypto),
+/// the unit answers it, the citizen reads the reply with the query code and phone and
+/// rates it; an image is attached and a text file called .png refused. Then the
+/// database: a web order with what the citizen typed, rated satisfied and closed,
+/// registered by the public intake, with the one image linked.
+#[test]
+fn public_page_takes_a_consultation_and_shows_its_reply_on_a_phone() {
+    if !on_path("node") {
+        eprintln!("SKIPPED web_e2e public page: `node` is not installed");
+        return;
+    }
+    let web = repo_root().join("web");
+    assert!(
+        web.join("node_modules/playwright-core").is_dir(),
+        "web/node_modules missing: run `npm ci` in web/ before `cargo test`"
+    );
+    assert!(
+        Path::new("/usr/bin/chromium").is_file(),
+        "/usr/bin/chromium missing: apt-get install -y chromium"
+    );
+    let server = Server::start_with(&shipped_config(), &[]);
+    let base = format!("http://{}", server.http);
+    let shots = if std::env::var_os("HOTLINE_UPDATE_SCREENSHOTS").is_some() {
+        repo_root().join("docs/screenshots")
+    } else {
+        server.dir.path().join("screenshots")
+    };
+    let out = run_bounded(
+        Command::new("node")
+            .arg(web.join("e2e/public.mjs"))
+            .arg(&base)
+            .env("E2E_SCREENSHOTS", &shots)
+            .current_dir(&web),
+        Duration::from_secs(150),
+    );
+    assert_eq!(
+        out.status,
+        Some(0),
+        "public page e2e failed\n--- stdout\n{}\n--- stderr\n{}\n--- server log\n{}",
+        out.stdout,
+        out.stderr,
+        server.log()
+    );
+    assert!(out.stdout.contains("e2e: public ok"), "{}", out.stdout);
+    let code = out
+        .stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("e2e: code "))
+        .expect("the page showed a query code")
+        .trim()
+        .to_owned();
+
+    let url = format!(
+        "sqlite://{}",
+        server.data_dir().join("hotline.db").display()
+    );
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (order, events) = runtime.block_on(async {
+        let store = hotline::store::Store::connect(&url).await.expect("open db");
+        let order = store
+            .load_order(&code)
+            .await
+            .expect("read")
+            .expect("stored");
+        let events = store.order_events(&code).await.expect("events");
+        let attachments = store.attachments_of(&code).await.expect("attachments");
+        assert_eq!(
+            attachments.len(),
+            1,
+            "the image, not the fake: {attachments:?}"
+        );
+        assert_eq!(attachments[0].content_type, "image/png");
+        (order, events)
+    });
+    assert_eq!(order.fields.channel, hotline::ticket::Channel::Web);
+    assert_eq!(order.fields.contact.phone, "13955556666");
+    assert_eq!(order.fields.contact.name, "刘晓");
+    assert!(order.fields.description.contains("拖欠我两个月工资"));
+    assert_eq!(order.state, hotline::ticket::State::Closed);
+    assert_eq!(
+        order.satisfaction,
+        Some(hotline::ticket::Satisfaction::Satisfied)
+    );
+    assert_eq!(events[0].actor, "public");
+    assert!(events.iter().any(|e| e.actor == "citizen"));
+}

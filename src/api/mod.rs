@@ -1,11 +1,14 @@
 //! HTTP API (axum): health, metrics; the consoles' API grows here.
 
 pub mod analysis;
+pub mod attachments;
 pub mod auth;
 pub mod error;
 pub mod labels;
 pub mod openapi;
 pub mod orders;
+pub mod partner;
+pub mod public;
 pub mod web;
 
 use axum::extract::State;
@@ -56,6 +59,9 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(drafts::routes())
         .merge(stats::routes())
         .merge(analysis::routes())
+        .merge(public::routes())
+        .merge(attachments::routes())
+        .merge(partner::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

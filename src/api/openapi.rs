@@ -72,6 +72,9 @@ mod tests {
             include_str!("drafts.rs"),
             include_str!("error.rs"),
             include_str!("orders.rs"),
+            include_str!("public.rs"),
+            include_str!("partner.rs"),
+            include_str!("attachments.rs"),
             include_str!("queues.rs"),
             include_str!("recordings.rs"),
             include_str!("stats.rs"),
@@ -140,6 +143,11 @@ mod tests {
     fn the_document_lists_the_api_routes() {
         let doc = document();
         assert_eq!(doc["openapi"], "3.1.0");
+        // The public intake needs no login.
+        assert_eq!(
+            doc["paths"]["/api/public/orders"]["post"]["security"],
+            json!([{}])
+        );
         let ops = operations(&doc);
         for (method, path) in [
             ("post", "/api/login"),
@@ -155,13 +163,22 @@ mod tests {
             ("post", "/api/orders/{id}/call_back"),
             ("get", "/api/orders/{id}/call_back"),
             ("get", "/api/analysis/topics"),
+            ("get", "/api/public/challenge"),
+            ("get", "/api/public/cities"),
+            ("post", "/api/partner/orders"),
+            ("get", "/api/partner/orders/{id}"),
+            ("post", "/api/public/orders"),
+            ("post", "/api/public/orders/status"),
+            ("post", "/api/public/orders/rate"),
+            ("post", "/api/public/orders/{query_code}/attachments"),
+            ("get", "/api/orders/{id}/attachments"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 31, "{ops:?}");
+        assert_eq!(ops.len(), 41, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -37,6 +37,13 @@ pub struct OrdersContext {
     pub clock: crate::clock::WallClock,
     /// The hot-topic analysis' word lists, loaded at its first request.
     pub analysis: AnalysisWords,
+    /// The public intake's abuse controls (proof of work, rate limits, duplicates).
+    pub public: super::intake::PublicIntake,
+    /// Where citizens' attachments are written (`<data_dir>/attachments`); none: no
+    /// attachments are taken.
+    pub attachments_dir: Option<std::path::PathBuf>,
+    /// Partner hotlines (`[[partners]]`): their keys and callback URLs.
+    pub partners: super::partners::Partners,
 }
 
 /// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
@@ -92,6 +99,9 @@ impl OrdersContext {
                 stop_words: config.analysis.stop_words.clone(),
                 ..AnalysisWords::default()
             },
+            public: super::intake::PublicIntake::default(),
+            attachments_dir: Some(config.server.data_dir.join("attachments")),
+            partners: super::partners::Partners::from_config(&config.partners),
         }
     }
 

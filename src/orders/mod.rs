@@ -4,10 +4,12 @@
 //! journal under it, the notifier (log + webhooks) and the leaders' directory.
 
 pub mod context;
+pub mod intake;
 pub mod journal;
 pub mod leaders;
 pub mod notify;
 pub mod outbox;
+pub mod partners;
 
 pub use context::{OrdersContext, dispatch_gaps, new_order_id, unit_tree};
 

@@ -218,10 +218,12 @@ const TRUST_COMMIT_FOR_MS: u64 = 1_000;
 /// while a new order needs new table pages).
 const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
+pub mod attachments;
 pub mod calls;
 pub mod drafts;
 pub mod ops;
 pub mod orders;
+pub mod partners;
 pub mod queue_log;
 pub mod stats;
 pub mod surveys;

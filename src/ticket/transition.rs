@@ -288,8 +288,14 @@ fn permissions(command: &Command) -> (&'static [(Role, Scope)], &'static str) {
             ],
             "TK-CLOSE",
         ),
+        // The system records a citizen's own rating from the public channel (W-14): the
+        // same outcomes as a callback's, decided by the same rules.
         Command::RecordCallback { .. } => (
-            &[(CallbackStaff, Callback), (Supervisor, SecondCallback)],
+            &[
+                (CallbackStaff, Callback),
+                (Supervisor, SecondCallback),
+                (System, Any),
+            ],
             "TK-VISIT",
         ),
         Command::Remind { .. } => (

@@ -13,10 +13,11 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 use hotline::api::auth::Auth;
-use hotline::api::{AppState, router};
+use hotline::api::{AppState, ServerHealth, router};
 use hotline::calendar::{Calendar, SharedCalendar};
 use hotline::config::Config;
 use hotline::orders::OrdersContext;
+use hotline::orders::outbox::OrderOutbox;
 use hotline::store::Store;
 
 use super::repo_root;
@@ -32,6 +33,8 @@ pub struct OrdersHarness {
     pub app: Router,
     pub state: AppState,
     pub dir: tempfile::TempDir,
+    /// The database's URL (to connect a second store to it).
+    pub url: String,
 }
 
 pub struct Session {
@@ -53,7 +56,7 @@ pub fn shipped_calendar_path() -> PathBuf {
     repo_root().join("config/calendar/cn-workdays.toml")
 }
 
-async fn store_on(db: Db, dir: &tempfile::TempDir) -> Store {
+async fn store_on(db: Db, dir: &tempfile::TempDir) -> (Store, String) {
     let url = match db {
         Db::Sqlite => format!("sqlite://{}", dir.path().join("t.db").display()),
         Db::Postgres => {
@@ -74,7 +77,7 @@ async fn store_on(db: Db, dir: &tempfile::TempDir) -> Store {
     };
     let store = Store::connect(&url).await.expect("connect");
     store.migrate().await.expect("migrate");
-    store
+    (store, url)
 }
 
 impl OrdersHarness {
@@ -86,11 +89,39 @@ impl OrdersHarness {
 
     /// The calendar `make` returns, given the harness's temp dir (to copy a file into).
     pub async fn start_with(db: Db, make: impl FnOnce(&std::path::Path) -> SharedCalendar) -> Self {
+        Self::start_edited(db, make, |_| {}).await
+    }
+
+    /// The shipped calendar, with these partner hotlines (`[[partners]]`).
+    pub async fn start_with_partners(
+        db: Db,
+        partners: Vec<hotline::orders::partners::Partner>,
+    ) -> Self {
+        let calendar = Calendar::load(shipped_calendar_path()).expect("calendar");
+        Self::start_edited(
+            db,
+            |_| SharedCalendar::fixed(calendar),
+            move |orders| {
+                for p in partners {
+                    orders.partners.0.insert(p.id.clone(), p);
+                }
+            },
+        )
+        .await
+    }
+
+    async fn start_edited(
+        db: Db,
+        make: impl FnOnce(&std::path::Path) -> SharedCalendar,
+        edit: impl FnOnce(&mut OrdersContext),
+    ) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let config = shipped_config();
         let mut orders = OrdersContext::from_config(&config, Calendar::default());
         orders.calendar = make(dir.path());
-        let store = store_on(db, &dir).await;
+        orders.attachments_dir = Some(dir.path().join("attachments"));
+        edit(&mut orders);
+        let (store, url) = store_on(db, &dir).await;
         store
             .install_unit_tree(&orders.units)
             .await
@@ -108,7 +139,75 @@ impl OrdersHarness {
             app: router(state.clone()),
             state,
             dir,
+            url,
         }
+    }
+
+    /// As `hotline serve` runs it: creates go to an outbox journal in the harness's
+    /// temp dir while the database is unavailable.
+    pub fn with_outbox(mut self) -> (Self, Arc<OrderOutbox>) {
+        let outbox = OrderOutbox::open(&self.dir.path().join("data"), Arc::default())
+            .expect("outbox journal");
+        self.app = router(self.state.clone()).layer(axum::Extension(ServerHealth {
+            outbox: Some(outbox.clone()),
+            ..ServerHealth::default()
+        }));
+        (self, outbox)
+    }
+
+    /// A request of the public intake (no login) from `source`, JSON body.
+    pub async fn public_post(&self, source: &str, uri: &str, body: &Value) -> Reply {
+        self.send(
+            Request::post(uri)
+                .header(header::CONTENT_TYPE, "application/json")
+                .extension(from_source(source))
+                .body(Body::from(body.to_string()))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// A citizen's attachment upload from `source` (raw body; `content_type` declared).
+    pub async fn public_upload(
+        &self,
+        source: &str,
+        code: &str,
+        phone: &str,
+        content_type: &str,
+        content: Vec<u8>,
+    ) -> Reply {
+        self.send(
+            Request::post(format!("/api/public/orders/{code}/attachments"))
+                .header(header::CONTENT_TYPE, content_type)
+                .header("x-contact-phone", phone)
+                .extension(from_source(source))
+                .body(Body::from(content))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// A proof-of-work challenge asked from `source` and solved: `(challenge, nonce)`.
+    pub async fn solved_challenge(&self, source: &str) -> (String, String) {
+        let reply = self
+            .send(
+                Request::get("/api/public/challenge")
+                    .extension(from_source(source))
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "challenge: {}", reply.text);
+        let challenge = reply.body["challenge"]
+            .as_str()
+            .expect("challenge")
+            .to_owned();
+        let bits =
+            u8::try_from(reply.body["difficulty_bits"].as_u64().expect("bits")).expect("bits fit");
+        // 2^bits tries on average; the bound is far above it.
+        let nonce = hotline::orders::intake::solve(&challenge, bits, 1 << (bits + 8))
+            .expect("a nonce within the bound");
+        (challenge, nonce)
     }
 
     pub async fn send(&self, request: Request<Body>) -> Reply {
@@ -206,4 +305,12 @@ impl OrdersHarness {
         assert_eq!(reply.status, StatusCode::CREATED, "create: {}", reply.text);
         reply.body
     }
+}
+
+/// The peer address a request came from (what the HTTP server records).
+pub fn from_source(ip: &str) -> axum::extract::ConnectInfo<std::net::SocketAddr> {
+    axum::extract::ConnectInfo(std::net::SocketAddr::new(
+        ip.parse().expect("an IP address"),
+        40_000,
+    ))
 }

@@ -6,6 +6,7 @@ import { Login } from './pages/Login';
 import { AgentWorkspace } from './pages/Agent';
 import { CallbackWorkspace, DispatchInbox, UnitWorkspace } from './pages/Consoles';
 import { SupervisorDashboard } from './pages/Supervisor';
+import { PublicPage } from './pages/Public';
 import './style.css';
 import { syncClock } from './clock';
 
@@ -109,4 +110,6 @@ function App() {
 }
 
 const root = document.getElementById('app');
-if (root) render(<App />, root);
+// The public page (/public) needs no login: it never asks /api/me.
+const isPublic = location.pathname === '/public' || location.pathname.startsWith('/public/');
+if (root) render(isPublic ? <PublicPage /> : <App />, root);
