@@ -3,7 +3,8 @@
 //! browser registers as the agent's phone over the console's WebSocket, the agent signs
 //! in, a baresip caller (600 Hz tone) dials 12348 and is queued to the agent, the
 //! browser rings and answers over WebRTC (str0m on the server: ICE-lite, DTLS-SRTP,
-//! PCMU), talks ~6 s and hangs up.
+//! PCMU), talks ~6 s, holds (the page hears nothing: the caller gets the hold music)
+//! and resumes (the caller's tone is back), and hangs up.
 //!
 //! Judged from both sides: the caller's decoded audio holds the browser's tone; the
 //! page's WebAudio analyser hears the caller's tone; afterwards the call record names

@@ -243,6 +243,116 @@ mod tests {
         );
     }
 
+    /// A browser-like peer (a full ICE agent, str0m too) and our leg, wired by
+    /// memory in simulated time: ICE, DTLS and SRTP come up, and a G.711 frame crosses
+    /// each way.
+    #[test]
+    fn a_browser_connects_and_audio_crosses_both_ways_in_simulated_time() {
+        use str0m::change::SdpAnswer;
+        use str0m::media::{Direction, MediaKind};
+
+        let mut now = Instant::now();
+        let browser_addr: SocketAddr = "127.0.0.1:50000".parse().expect("address");
+        let server_addr: SocketAddr = "127.0.0.1:40000".parse().expect("address");
+        let mut browser = Rtc::builder()
+            .set_crypto_provider(crypto())
+            .clear_codecs()
+            .enable_pcmu(true, false)
+            .build(now);
+        browser.add_local_candidate(Candidate::host(browser_addr, "udp").expect("candidate"));
+        let mut change = browser.sdp_api();
+        let mid = change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        let (offer, pending) = change.apply().expect("offer");
+        let (mut leg, answer) =
+            WebRtcLeg::answer(now, &offer.to_sdp_string(), server_addr).expect("answered");
+        browser
+            .sdp_api()
+            .accept_answer(
+                pending,
+                SdpAnswer::from_sdp_string(&answer).expect("answer parses"),
+            )
+            .expect("answer accepted");
+
+        let mut connected = false;
+        let mut browser_heard = Vec::new();
+        let mut server_heard = Vec::new();
+        let mut sent = 0u32;
+        for _ in 0..20_000 {
+            // The browser's side.
+            let browser_wait = loop {
+                match browser.poll_output().expect("browser") {
+                    Output::Timeout(t) => break t,
+                    Output::Transmit(t) => leg.receive(now, browser_addr, &t.contents),
+                    Output::Event(Event::MediaData(d)) => browser_heard.push(d.data.to_vec()),
+                    Output::Event(_) => {}
+                }
+            };
+            // Ours.
+            let server_wait = loop {
+                match leg.poll() {
+                    WebRtcOutput::Wait(t) => break t,
+                    WebRtcOutput::Transmit { to, datagram } => {
+                        assert_eq!(to, browser_addr);
+                        let input = Input::Receive(
+                            now,
+                            Receive {
+                                proto: Protocol::Udp,
+                                source: server_addr,
+                                destination: browser_addr,
+                                contents: datagram.as_slice().try_into().expect("datagram"),
+                            },
+                        );
+                        browser.handle_input(input).expect("browser input");
+                    }
+                    WebRtcOutput::Connected => connected = true,
+                    WebRtcOutput::Audio {
+                        payload_type,
+                        payload,
+                        ..
+                    } => {
+                        assert_eq!(payload_type, 0);
+                        server_heard.push(payload);
+                    }
+                    WebRtcOutput::Ended => panic!("the leg ended"),
+                }
+            };
+            if !browser_heard.is_empty() && !server_heard.is_empty() {
+                break;
+            }
+            // Once up, each side sends a 20 ms frame every round.
+            if connected && sent < 50 {
+                sent += 1;
+                let ts = sent * 160;
+                leg.send_audio(now, ts, &[0x11; 160]);
+                if let Some(writer) = browser.writer(mid) {
+                    let _ = writer.write(
+                        Pt::from(0),
+                        now,
+                        MediaTime::new(u64::from(ts), Frequency::EIGHT_KHZ),
+                        vec![0x22; 160],
+                    );
+                }
+            }
+            let next = browser_wait
+                .min(server_wait)
+                .min(now + std::time::Duration::from_millis(20));
+            now = next.max(now);
+            browser
+                .handle_input(Input::Timeout(now))
+                .expect("browser timeout");
+            leg.timeout(now);
+        }
+        assert!(connected, "ICE + DTLS never came up");
+        assert_eq!(
+            server_heard.first().map(Vec::as_slice),
+            Some(&[0x22u8; 160][..])
+        );
+        assert_eq!(
+            browser_heard.first().map(Vec::as_slice),
+            Some(&[0x11u8; 160][..])
+        );
+    }
+
     #[test]
     fn an_offer_without_g711_is_refused() {
         let offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=ice-ufrag:abcd\r\na=ice-pwd:abcdefghijklmnopqrstuvwx\r\na=fingerprint:sha-256 8A:1A:5D:5E:34:1E:2B:9D:66:5B:9E:67:9E:6B:1E:1B:2F:4D:45:61:63:F8:67:3E:0D:E7:28:5D:BB:6F:1A:4E\r\na=setup:actpass\r\na=mid:0\r\na=sendrecv\r\na=rtcp-mux\r\na=rtpmap:111 opus/48000/2\r\n";

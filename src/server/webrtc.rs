@@ -62,6 +62,9 @@ pub enum FromBrowser {
     Answer { leg: String, sdp: String },
     /// Refuse the ringing call, or hang up.
     Hangup { leg: String },
+    /// Hold the caller (`on`: the caller hears the hold music, the agent nothing) or
+    /// take the call back.
+    Hold { leg: String, on: bool },
 }
 
 /// Why a browser's answer was refused.
@@ -91,6 +94,9 @@ struct BrowserLeg {
     agent_rtp: SocketAddr,
     /// Stops the media task (answered legs).
     stop: Option<oneshot::Sender<()>>,
+    /// The agent leg's view of the answered browser: a plain RTP phone at this
+    /// loopback address with this G.711 payload type.
+    plain: Option<(SocketAddr, u8)>,
 }
 
 #[derive(Default)]
@@ -218,6 +224,7 @@ impl BrowserPhones {
                 task,
                 agent_rtp,
                 stop: None,
+                plain: None,
             },
         );
         Some(handle)
@@ -279,6 +286,7 @@ impl BrowserPhones {
                 }
                 None
             }
+            FromBrowser::Hold { leg, on } => self.hold(agent, device, &leg, on),
             FromBrowser::Answer { leg, sdp } => {
                 match self.answer(agent, device, &leg, &sdp).await {
                     Ok(sdp) => Some(ToBrowser::Answer { leg, sdp }),
@@ -338,6 +346,7 @@ impl BrowserPhones {
                 return Err(SoftphoneError::AlreadyAnswered);
             }
             l.stop = Some(stop_tx);
+            l.plain = Some((inner_addr, pt));
             (l.task.clone(), l.agent_rtp)
         };
         info!(%agent, leg = id, port, codec = pt, "browser answered");
@@ -350,22 +359,56 @@ impl BrowserPhones {
             stop_rx,
             task.clone(),
         ));
-        // The agent leg's view: a plain RTP phone at our loopback socket.
-        let name = if pt == 8 { "PCMA" } else { "PCMU" };
-        let ip = inner_addr.ip();
-        let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
-        let sdp = format!(
-            "v=0\r\no=- {id} 1 IN {family} {ip}\r\ns=webrtc\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\na=sendrecv\r\n",
-            inner_addr.port()
-        );
         let _ = task.send((
             CallHandle(id),
             LegEvent::Answered {
-                sdp: Some(bytes::Bytes::from(sdp)),
+                sdp: Some(plain_sdp(id, inner_addr, pt, "sendrecv")),
             },
         ));
         Ok(answer)
     }
+
+    /// The browser holds the caller or takes the call back: to the call, the same
+    /// re-INVITE a SIP phone sends (`a=sendonly` / `a=sendrecv`).
+    fn hold(&self, agent: &str, device: u64, leg: &str, on: bool) -> Option<ToBrowser> {
+        let refused = |reason: &str| {
+            Some(ToBrowser::Error {
+                leg: Some(leg.to_string()),
+                reason: reason.to_string(),
+            })
+        };
+        let Some(id) = self.leg_of(agent, device, leg) else {
+            return refused("no such call on this agent's browser");
+        };
+        let Some((task, (addr, pt))) = self.inner.lock().ok().and_then(|i| {
+            i.legs
+                .get(&id)
+                .and_then(|l| Some((l.task.clone(), l.plain?)))
+        }) else {
+            return refused("the call is not answered");
+        };
+        let direction = if on { "sendonly" } else { "sendrecv" };
+        let _ = task.send((
+            CallHandle(id),
+            LegEvent::Reinvite {
+                sdp: plain_sdp(id, addr, pt, direction),
+            },
+        ));
+        info!(%agent, leg = id, on, "browser holds the call");
+        None
+    }
+}
+
+/// The agent leg's view of an answered browser: a plain RTP phone at `addr` (our
+/// loopback socket) sending G.711 of payload type `pt`.
+fn plain_sdp(id: u64, addr: SocketAddr, pt: u8, direction: &str) -> bytes::Bytes {
+    let name = if pt == 8 { "PCMA" } else { "PCMU" };
+    let ip = addr.ip();
+    let family = if ip.is_ipv6() { "IP6" } else { "IP4" };
+    bytes::Bytes::from(format!(
+        "v=0\r\no=- {id} 1 IN {family} {ip}\r\ns=webrtc\r\nc=IN {family} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP {pt}\r\na=rtpmap:{pt} {name}/8000\r\na={direction}\r\n",
+        addr.port()
+    ))
 }
 
 /// A plain RTP packet of one G.711 frame (toward the agent leg's socket).

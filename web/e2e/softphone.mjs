@@ -90,6 +90,27 @@ try {
     }
   }
   step(`caller's tone in ${tone} of 30 samples`);
+  // Hold: the server stops sending the caller to the browser (the caller hears the
+  // hold music); resume: the caller's tone is back.
+  await page.click('[data-softphone="hold"]');
+  await page.waitForSelector('[data-softphone="hold"][data-held="yes"]');
+  let silent = false;
+  for (let i = 0; i < 15 && !silent; i++) {
+    await page.waitForTimeout(200);
+    const h = await page.evaluate(() => window.hotlineSoftphone?.heard() ?? null);
+    silent = !!h && h.level < 0.005;
+  }
+  if (!silent) throw new Error('the browser still hears the caller while holding');
+  step('held: the browser hears nothing');
+  await page.click('[data-softphone="hold"]');
+  let back = false;
+  for (let i = 0; i < 15 && !back; i++) {
+    await page.waitForTimeout(200);
+    const h = await page.evaluate(() => window.hotlineSoftphone?.heard() ?? null);
+    back = !!h && Math.abs(h.hz - callerHz) < 40 && h.level > 0.01;
+  }
+  if (!back) throw new Error('the caller is not back after resuming');
+  step('resumed: the caller\'s tone is back');
   const pop = page.locator('.screen-pop[data-screen-pop]');
   const callId = (await pop.count()) ? await pop.getAttribute('data-screen-pop') : '';
   console.log(`softphone: call ${callId}`);

@@ -1,7 +1,8 @@
 // The browser softphone of the agent console: the browser registers as the agent's
 // phone over the WebSocket `/api/softphone` (the login's session cookie), rings with an
 // audible tone when the ACD offers a call, answers with the microphone over WebRTC
-// (the server is ICE-lite, DTLS-SRTP, G.711 only) and hangs up. A WebAudio analyser on
+// (the server is ICE-lite, DTLS-SRTP, G.711 only), holds (the caller hears the hold
+// music), mutes the microphone and hangs up. A WebAudio analyser on
 // the caller's audio drives the level meter (and lets tests read what the page hears).
 
 import { useEffect, useRef, useState } from 'preact/hooks';
@@ -64,7 +65,7 @@ function startRing(ctx: AudioContext): () => void {
   };
 }
 
-function micErrorText(e: unknown): string {
+export function micErrorText(e: unknown): string {
   const name = e instanceof DOMException ? e.name : '';
   if (name === 'NotAllowedError' || name === 'SecurityError') {
     return '浏览器拒绝了麦克风：请在地址栏左侧的网站设置中允许本站使用麦克风，然后再次接听。';
@@ -79,6 +80,8 @@ export function Softphone(props: { agentId: string }) {
   const [caller, setCaller] = useState('');
   const [error, setError] = useState('');
   const [level, setLevel] = useState(0);
+  const [held, setHeld] = useState(false);
+  const [muted, setMuted] = useState(false);
   const ws = useRef<WebSocket | null>(null);
   const leg = useRef<string | null>(null);
   const pc = useRef<RTCPeerConnection | null>(null);
@@ -107,6 +110,8 @@ export function Softphone(props: { agentId: string }) {
     mic.current = null;
     analyser.current = null;
     leg.current = null;
+    setHeld(false);
+    setMuted(false);
     setCaller('');
     setLevel(0);
     setState(ws.current?.readyState === WebSocket.OPEN ? 'idle' : 'off');
@@ -247,6 +252,18 @@ export function Softphone(props: { agentId: string }) {
     send({ type: 'answer', leg: id, sdp: peer.localDescription?.sdp ?? offer.sdp });
   };
 
+  const hold = () => {
+    if (!leg.current) return;
+    send({ type: 'hold', leg: leg.current, on: !held });
+    setHeld(!held);
+  };
+  const mute = () => {
+    mic.current?.getAudioTracks().forEach((t) => {
+      t.enabled = muted;
+    });
+    setMuted(!muted);
+  };
+
   const hangup = () => {
     if (leg.current) send({ type: 'hangup', leg: leg.current });
     endCall();
@@ -285,6 +302,12 @@ export function Softphone(props: { agentId: string }) {
         <div class="buttons">
           <button type="button" data-softphone="answer" disabled={state !== 'ringing'} onClick={() => void answer()}>
             接听
+          </button>
+          <button type="button" data-softphone="hold" data-held={held ? 'yes' : 'no'} disabled={state !== 'talking'} onClick={hold}>
+            {held ? '恢复通话' : '保持'}
+          </button>
+          <button type="button" data-softphone="mute" data-muted={muted ? 'yes' : 'no'} disabled={state !== 'talking'} onClick={mute}>
+            {muted ? '取消静音' : '静音'}
           </button>
           <button
             type="button"
