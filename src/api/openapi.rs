@@ -155,13 +155,14 @@ mod tests {
             ("post", "/api/orders/{id}/call_back"),
             ("get", "/api/orders/{id}/call_back"),
             ("get", "/api/analysis/topics"),
+            ("get", "/api/softphone"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 31, "{ops:?}");
+        assert_eq!(ops.len(), 32, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {
