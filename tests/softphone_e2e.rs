@@ -4,7 +4,8 @@
 //! in, a baresip caller (600 Hz tone) dials 12348 and is queued to the agent, the
 //! browser rings and answers over WebRTC (str0m on the server: ICE-lite, DTLS-SRTP,
 //! PCMU), talks ~6 s, holds (the page hears nothing: the caller gets the hold music)
-//! and resumes (the caller's tone is back), and hangs up.
+//! and resumes (the caller's tone is back); the console's transfer button sends the
+//! caller to the survey and the server ends the browser's leg.
 //!
 //! Judged from both sides: the caller's decoded audio holds the browser's tone; the
 //! page's WebAudio analyser hears the caller's tone; afterwards the call record names
@@ -170,6 +171,11 @@ fn an_agent_with_only_a_browser_takes_a_queue_call_and_both_sides_hear_each_othe
         "both voices in the recording: caller {} agent {} loud samples",
         loud(0),
         loud(1)
+    );
+    assert_eq!(
+        call["record"]["transfers"].as_array().map(Vec::len),
+        Some(1),
+        "the blind transfer to the survey on the record: {call:?}"
     );
     assert!(
         !call_id.is_empty(),

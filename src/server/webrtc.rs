@@ -549,4 +549,122 @@ mod tests {
         phones.unregister("1001", device);
         assert!(!phones.has("1001"));
     }
+
+    /// A browser's offer (str0m as the browser).
+    fn browser_offer() -> String {
+        use str0m::media::{Direction, MediaKind};
+        let mut browser = str0m::Rtc::builder()
+            .set_crypto_provider(std::sync::Arc::new(str0m::crypto::from_feature_flags()))
+            .clear_codecs()
+            .enable_pcma(true, false)
+            .build(Instant::now());
+        browser.add_local_candidate(
+            str0m::Candidate::host("127.0.0.1:50000".parse().expect("addr"), "udp")
+                .expect("candidate"),
+        );
+        let mut change = browser.sdp_api();
+        change.add_media(MediaKind::Audio, Direction::SendRecv, None, None, None);
+        change.apply().expect("offer").0.to_sdp_string()
+    }
+
+    #[tokio::test]
+    async fn an_answered_browser_is_a_plain_rtp_phone_to_the_call_until_it_hangs_up() {
+        let phones = BrowserPhones::new([127, 0, 0, 1].into(), [127, 0, 0, 1].into());
+        let (device, mut rx) = phones.register("1001");
+        let _ = rx.recv().await;
+        let (task, mut events) = mpsc::unbounded_channel();
+        let handle = phones
+            .ring("1001", "138", task, "127.0.0.1:9".parse().expect("addr"))
+            .expect("rung");
+        let _ = events.recv().await;
+        let leg = handle.0.to_string();
+        let reply = phones
+            .from_browser(
+                "1001",
+                device,
+                FromBrowser::Answer {
+                    leg: leg.clone(),
+                    sdp: browser_offer(),
+                },
+            )
+            .await;
+        let Some(ToBrowser::Answer { sdp, .. }) = reply else {
+            panic!("no answer: {reply:?}");
+        };
+        assert!(
+            sdp.contains("a=ice-lite") && sdp.contains("RTP/SAVPF 8"),
+            "{sdp}"
+        );
+        // The call sees a plain PCMA phone on loopback.
+        let Some((h, LegEvent::Answered { sdp: Some(plain) })) = events.recv().await else {
+            panic!("no answer event");
+        };
+        assert_eq!(h, handle);
+        let plain = String::from_utf8_lossy(&plain).to_string();
+        assert!(plain.contains("c=IN IP4 127.0.0.1"), "{plain}");
+        assert!(
+            plain.contains("RTP/AVP 8") && plain.contains("a=sendrecv"),
+            "{plain}"
+        );
+        // A second answer of the same leg is refused.
+        let again = phones
+            .from_browser(
+                "1001",
+                device,
+                FromBrowser::Answer {
+                    leg: leg.clone(),
+                    sdp: browser_offer(),
+                },
+            )
+            .await;
+        assert!(matches!(again, Some(ToBrowser::Error { .. })), "{again:?}");
+        // Hold is a re-INVITE with a=sendonly to the call.
+        let _ = phones
+            .from_browser(
+                "1001",
+                device,
+                FromBrowser::Hold {
+                    leg: leg.clone(),
+                    on: true,
+                },
+            )
+            .await;
+        let Some((_, LegEvent::Reinvite { sdp })) = events.recv().await else {
+            panic!("no re-INVITE");
+        };
+        assert!(String::from_utf8_lossy(&sdp).contains("a=sendonly"));
+        // The browser hangs up: the leg ends as a phone's BYE.
+        let _ = phones
+            .from_browser("1001", device, FromBrowser::Hangup { leg })
+            .await;
+        assert!(matches!(
+            events.recv().await,
+            Some((h, LegEvent::Ended { reason: EndReason::RemoteHangup, who_hung_up: Side::Remote })) if h == handle
+        ));
+    }
+
+    #[tokio::test]
+    async fn the_call_ending_the_leg_tells_the_browser() {
+        let phones = BrowserPhones::new([127, 0, 0, 1].into(), [127, 0, 0, 1].into());
+        let (_device, mut rx) = phones.register("1001");
+        let _ = rx.recv().await;
+        let (task, mut events) = mpsc::unbounded_channel();
+        let handle = phones
+            .ring("1001", "138", task, "127.0.0.1:9".parse().expect("addr"))
+            .expect("rung");
+        let _ = rx.recv().await;
+        let _ = events.recv().await;
+        phones.hang_up(handle);
+        assert!(matches!(rx.recv().await, Some(ToBrowser::Hangup { .. })));
+        assert!(matches!(
+            events.recv().await,
+            Some((
+                _,
+                LegEvent::Ended {
+                    reason: EndReason::Cancelled,
+                    who_hung_up: Side::Local
+                }
+            ))
+        ));
+    }
 }

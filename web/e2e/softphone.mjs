@@ -4,7 +4,8 @@
 // Started by tests/softphone_e2e.rs. Prints `softphone: place-call` once the browser is
 // registered and the agent signed in (the Rust test then starts the caller), then
 // `softphone: heard <hz> <level>` samples of what the page's WebAudio analyser hears,
-// `softphone: call <call id>` and `SOFTPHONE OK` after the agent hung up.
+// `softphone: call <call id>` and `SOFTPHONE OK` after the console transferred the
+// caller to the survey.
 import { chromium } from 'playwright-core';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -120,9 +121,13 @@ try {
   const draft = await page.evaluate(async (id) => (await fetch(`/api/drafts/${encodeURIComponent(id)}`)).ok, callId);
   if (!draft) throw new Error(`no draft on the server for call ${callId}`);
   step('draft autosaved on the server');
-  await page.click('[data-softphone="hangup"]');
-  await page.waitForSelector('[data-softphone-state="idle"]');
-  step('hung up');
+  // Blind transfer from the console: the caller goes to the satisfaction survey, the
+  // server ends the browser's leg and tells the browser.
+  await page.waitForSelector('[data-agent-state="on_call"]');
+  await page.click('[data-transfer="survey"]');
+  await page.waitForSelector('[data-transfer-result]');
+  await page.waitForSelector('[data-softphone-state="idle"]', { timeout: 10_000 });
+  step('transferred to the survey from the console; the browser leg ended');
   if (tone < 15) throw new Error(`the page heard the caller's ${callerHz} Hz tone in only ${tone} of 30 samples`);
   if (errors.length) throw new Error(`page errors: ${errors.join('; ')}`);
   console.log('SOFTPHONE OK');
