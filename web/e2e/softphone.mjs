@@ -91,6 +91,9 @@ try {
     }
   }
   step(`caller's tone in ${tone} of 30 samples`);
+  const mic = Number(await page.getAttribute('[data-softphone-mic]', 'data-softphone-mic'));
+  if (!(mic > 0)) throw new Error(`the microphone meter shows ${mic}`);
+  step(`microphone meter ${mic}`);
   // Hold: the server stops sending the caller to the browser (the caller hears the
   // hold music); resume: the caller's tone is back.
   await page.click('[data-softphone="hold"]');

@@ -80,6 +80,7 @@ export function Softphone(props: { agentId: string }) {
   const [caller, setCaller] = useState('');
   const [error, setError] = useState('');
   const [level, setLevel] = useState(0);
+  const [micLevel, setMicLevel] = useState(0);
   const [held, setHeld] = useState(false);
   const [muted, setMuted] = useState(false);
   const ws = useRef<WebSocket | null>(null);
@@ -89,6 +90,7 @@ export function Softphone(props: { agentId: string }) {
   const audio = useRef<AudioContext | null>(null);
   const ring = useRef<(() => void) | null>(null);
   const analyser = useRef<AnalyserNode | null>(null);
+  const micAnalyser = useRef<AnalyserNode | null>(null);
   const remoteEl = useRef<HTMLAudioElement | null>(null);
   const stateRef = useRef<PhoneState>('off');
   stateRef.current = state;
@@ -109,11 +111,13 @@ export function Softphone(props: { agentId: string }) {
     mic.current?.getTracks().forEach((t) => t.stop());
     mic.current = null;
     analyser.current = null;
+    micAnalyser.current = null;
     leg.current = null;
     setHeld(false);
     setMuted(false);
     setCaller('');
     setLevel(0);
+    setMicLevel(0);
     setState(ws.current?.readyState === WebSocket.OPEN ? 'idle' : 'off');
   };
   const send = (m: object) => ws.current?.send(JSON.stringify(m));
@@ -139,12 +143,19 @@ export function Softphone(props: { agentId: string }) {
     };
   }, []);
 
-  // The level meter of the caller's audio.
+  // The level meters of the caller's audio and of the microphone.
   useEffect(() => {
     if (state !== 'talking') return;
     const t = window.setInterval(() => {
       const h = window.hotlineSoftphone?.heard();
       setLevel(h ? Math.min(1, h.level * 4) : 0);
+      const m = micAnalyser.current;
+      if (m) {
+        const time = new Float32Array(m.fftSize);
+        m.getFloatTimeDomainData(time);
+        const rms = Math.sqrt(time.reduce((sum, x) => sum + x * x, 0) / time.length);
+        setMicLevel(Math.min(1, rms * 4));
+      }
     }, 200);
     return () => window.clearInterval(t);
   }, [state]);
@@ -218,6 +229,10 @@ export function Softphone(props: { agentId: string }) {
     stopRing();
     setState('answering');
     mic.current = stream;
+    const micMeter = audioCtx.createAnalyser();
+    micMeter.fftSize = 1024;
+    audioCtx.createMediaStreamSource(stream).connect(micMeter);
+    micAnalyser.current = micMeter;
     const peer = new RTCPeerConnection({ iceServers: [] });
     pc.current = peer;
     stream.getAudioTracks().forEach((t) => peer.addTrack(t, stream));
@@ -295,9 +310,14 @@ export function Softphone(props: { agentId: string }) {
           </p>
         ) : null}
         {state === 'talking' ? (
-          <div class="meter" title="对方音量" data-softphone-level={level.toFixed(2)}>
-            <div style={{ width: `${Math.round(level * 100)}%` }} />
-          </div>
+          <>
+            <div class="meter" title="对方音量" data-softphone-level={level.toFixed(2)}>
+              <div style={{ width: `${Math.round(level * 100)}%` }} />
+            </div>
+            <div class="meter mic" title="麦克风音量" data-softphone-mic={micLevel.toFixed(2)}>
+              <div style={{ width: `${Math.round((muted ? 0 : micLevel) * 100)}%` }} />
+            </div>
+          </>
         ) : null}
         <div class="buttons">
           <button type="button" data-softphone="answer" disabled={state !== 'ringing'} onClick={() => void answer()}>
