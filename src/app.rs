@@ -326,6 +326,9 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
         .layer(axum::Extension(api::queues::AcdApi(acd)))
+        .layer(axum::Extension(api::softphone::SoftphoneApi(Some(
+            media_plane.browsers.clone(),
+        ))))
         .layer(axum::Extension(api::order_calls::OrderCallsApi(Some(
             order_call::OrderCalls::new(&shell, media_plane.clone()),
         ))))

@@ -25,6 +25,7 @@ pub mod drafts;
 pub mod order_calls;
 pub mod queues;
 pub mod recordings;
+pub mod softphone;
 pub mod stats;
 pub mod views;
 
@@ -55,6 +56,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(orders::routes())
         .merge(order_calls::routes())
         .merge(queues::routes())
+        .merge(softphone::routes())
         .merge(recordings::routes())
         .merge(drafts::routes())
         .merge(stats::routes())

@@ -172,13 +172,14 @@ mod tests {
             ("post", "/api/public/orders/rate"),
             ("post", "/api/public/orders/{query_code}/attachments"),
             ("get", "/api/orders/{id}/attachments"),
+            ("get", "/api/softphone"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 41, "{ops:?}");
+        assert_eq!(ops.len(), 42, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -29,6 +29,7 @@ pub mod rtp;
 pub mod sdp;
 pub mod srtp;
 pub mod stream;
+pub mod webrtc;
 
 /// The modules working together the way the shell will drive them, in simulated time.
 #[cfg(test)]

@@ -613,12 +613,22 @@ impl AcdShell {
         };
         let names: Vec<String> = self.agents.iter().map(|a| a.0.clone()).collect();
         let now = Instant::now();
-        let live: BTreeSet<AgentId> = sip
+        let mut live: BTreeSet<AgentId> = sip
             .drive(|ep| ep.agent_contacts(now, &names))
             .unwrap_or_default()
             .into_iter()
             .map(|c| AgentId::new(c.agent))
             .collect();
+        // A browser registered as the agent's phone counts as a registration.
+        live.extend(
+            sip.calls()
+                .media()
+                .browsers
+                .agents()
+                .into_iter()
+                .map(AgentId::new)
+                .filter(|a| self.agents.contains(a)),
+        );
         let (gained, lost) = {
             let Ok(mut inner) = self.inner.lock() else {
                 return;

@@ -104,6 +104,8 @@ pub struct MediaContext {
     agent_media_encryption: HashMap<String, MediaEncryption>,
     /// SRTP policy of each trunk source address (`[[trunks]] media_encryption`).
     trunk_media_encryption: HashMap<IpAddr, MediaEncryption>,
+    /// Agents' browsers registered as their phones (`GET /api/softphone`).
+    pub browsers: Arc<crate::server::webrtc::BrowserPhones>,
 }
 
 /// What the 12348 IVR needs: cities, hours, calendar, flow config.
@@ -311,6 +313,9 @@ impl MediaContext {
             outbound: Arc::new(crate::server::outbound::Outbound::from_config(config)),
             call_orders: std::sync::OnceLock::new(),
             call_outbox: std::sync::OnceLock::new(),
+            browsers: Arc::new(crate::server::webrtc::BrowserPhones::new(
+                public_ip, bind_ip,
+            )),
         })
     }
 
@@ -528,6 +533,14 @@ impl CallRouter {
         if let Ok(mut tasks) = self.tasks.lock() {
             tasks.insert(leg, tx);
         }
+    }
+
+    /// Where the leg events of the task of `task` go (a browser leg reports there).
+    fn task_events(
+        &self,
+        task: CallHandle,
+    ) -> Option<mpsc::UnboundedSender<(CallHandle, LegEvent)>> {
+        self.tasks.lock().ok()?.get(&task).cloned()
     }
 
     /// Send the events of `leg` (a B-leg the task placed) to the task of `task`.

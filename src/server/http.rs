@@ -340,8 +340,10 @@ async fn serve_connection<S, A>(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
-    let connection =
-        builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(service));
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
+        // The browser softphone's WebSocket (`GET /api/softphone`).
+        .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         r = connection.as_mut() => r,

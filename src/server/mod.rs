@@ -19,6 +19,7 @@ pub mod survey;
 pub mod tls;
 pub mod transfer;
 pub mod voicemail;
+pub mod webrtc;
 
 use std::sync::Arc;
 use std::time::Duration;

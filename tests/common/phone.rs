@@ -12,15 +12,20 @@ use super::*;
 
 /// Write `seconds` of a `frequency` Hz sine (8 kHz mono 16-bit) to `path`.
 pub fn tone_wav(path: &Path, frequency: f64, seconds: f64) {
+    tone_wav_at(path, frequency, seconds, 8000);
+}
+
+/// [`tone_wav`] at `rate` Hz (a browser's fake microphone wants 48 kHz).
+pub fn tone_wav_at(path: &Path, frequency: f64, seconds: f64, rate: u32) {
     let spec = hound::WavSpec {
         channels: 1,
-        sample_rate: 8000,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     };
     let mut writer = hound::WavWriter::create(path, spec).expect("create tone WAV");
-    for i in 0..(seconds * 8000.0) as u32 {
-        let t = f64::from(i) / 8000.0;
+    for i in 0..(seconds * f64::from(rate)) as u32 {
+        let t = f64::from(i) / f64::from(rate);
         let sample = (std::f64::consts::TAU * frequency * t).sin() * 12_000.0;
         writer.write_sample(sample as i16).expect("write tone");
     }

@@ -90,6 +90,73 @@ impl CallMedia {
         })
     }
 
+    /// Open an RTP port pair for the agent leg and ring the agent's registered browser
+    /// (`crate::server::webrtc`): its media task sends the browser's frames to this
+    /// pair as a plain RTP phone would. `None` when no ports or the browser is gone.
+    pub(super) async fn place_browser_leg(&mut self, agent: &str, id: LegId) -> Option<AgentLeg> {
+        let handle = self.handle;
+        let task = self.shell.calls().task_events(handle)?;
+        let Some((ports, rtp, rtcp)) = self.ctx.open_sockets().await else {
+            warn!(%handle, "no RTP ports for the browser leg");
+            return None;
+        };
+        let loopback = match rtp.local_addr().map(|a| a.ip()) {
+            Ok(ip) if !ip.is_unspecified() => ip,
+            _ => IpAddr::from([127, 0, 0, 1]),
+        };
+        let local = LocalMedia::g711(loopback, ports.rtp, u64::from(rand::random::<u32>()), 1);
+        let offer = sdp::offer(&local);
+        let caller = self
+            .hotline
+            .as_ref()
+            .map(|h| crate::ticket::privacy::mask_phone(&h.caller))
+            .unwrap_or_default();
+        let contact = crate::sip::message::Uri::parse(&format!("sip:{agent}@browser.invalid"));
+        let rung = contact.ok().and_then(|contact| {
+            let leg = self.ctx.browsers.ring(
+                agent,
+                &caller,
+                task,
+                SocketAddr::new(loopback, ports.rtp),
+            )?;
+            Some((leg, contact))
+        });
+        let Some((leg, contact)) = rung else {
+            drop((rtp, rtcp));
+            self.ctx.release(ports);
+            return None;
+        };
+        info!(%handle, %agent, %leg, "ringing the agent's browser");
+        Some(AgentLeg {
+            id: Some(id),
+            handle: leg,
+            agent: agent.to_string(),
+            contact,
+            peer_ip: Some(loopback),
+            ports,
+            rtp,
+            rtcp,
+            offer,
+            local,
+            session: None,
+            negotiated: None,
+            to_agent: None,
+            to_caller: None,
+            ended: false,
+            srtp_offer: None,
+            srtp: None,
+        })
+    }
+
+    /// Hang up agent leg `leg`: BYE/CANCEL on SIP, the browser told on a browser leg.
+    pub(super) fn hang_up_leg(&self, now: Instant, leg: CallHandle) {
+        if crate::server::webrtc::is_browser(leg) {
+            self.ctx.browsers.hang_up(leg);
+        } else {
+            self.shell.drive(|ep| ep.call_hangup(now, leg));
+        }
+    }
+
     /// Place the legs the core asked for (from the run loop: opening ports awaits). A
     /// leg that cannot be placed is reported failed at once.
     pub(super) async fn place_legs(&mut self, now: Instant) {
@@ -97,6 +164,28 @@ impl CallMedia {
             let agents = match &target {
                 LegTarget::Unit(unit) => {
                     self.dial_unit(now, id, unit.clone()).await;
+                    continue;
+                }
+                LegTarget::Agent(agent) if self.ctx.browsers.has(&agent.0) => {
+                    // The agent's browser is its phone: it rings, the desk phone not.
+                    match self.place_browser_leg(&agent.0, id).await {
+                        Some(leg) => {
+                            if self.legs.is_empty() && self.agent.is_none() {
+                                self.hangup_at = Some(
+                                    now + crate::call::ACD_RING_BACKSTOP
+                                        + Duration::from_secs(3600),
+                                );
+                            }
+                            self.legs.push(leg);
+                        }
+                        None => self.control(
+                            now,
+                            CallInput::LegFailed {
+                                leg: id,
+                                failure: LegFailure::Unreachable,
+                            },
+                        ),
+                    }
                     continue;
                 }
                 LegTarget::Agent(agent) => vec![agent.0.clone()],
@@ -339,7 +428,7 @@ impl CallMedia {
             leg.ended = true;
             let h = leg.handle;
             info!(%handle, agent = %leg.agent, "ending the agent's leg");
-            self.shell.drive(|ep| ep.call_hangup(now, h));
+            self.hang_up_leg(now, h);
         }
     }
 
@@ -442,12 +531,15 @@ impl CallMedia {
     /// End the bridged agent's leg and every other agent leg still up (the call task
     /// ends; the core normally asked for this already).
     pub(super) fn hang_up_agent(&mut self, now: Instant) {
+        let mut ending = Vec::new();
         for leg in self.agent.iter_mut().chain(self.legs.iter_mut()) {
             if !leg.ended {
                 leg.ended = true;
-                let h = leg.handle;
-                self.shell.drive(|ep| ep.call_hangup(now, h));
+                ending.push(leg.handle);
             }
+        }
+        for h in ending {
+            self.hang_up_leg(now, h);
         }
     }
 

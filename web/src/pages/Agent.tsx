@@ -2,11 +2,12 @@
 // live screen-pop from the SSE stream (masked number, city, IVR category and urgency,
 // previous orders of the number), the draft work-order form (TK-FIELDS) linked to the
 // call and autosaved on the server while the call goes on, transfer buttons during the
-// call and the wrap-up countdown after it.
+// call and the wrap-up countdown after it; the browser softphone (`../softphone.tsx`).
 
 import { useEffect, useRef, useState } from 'preact/hooks';
 import { api, get, isMissing, post, put, type Me, type Order, type QueueState } from '../api';
 import { ErrorBanner, OrderConsole, Section, errorText, unitName, useUnits } from '../components';
+import { Softphone } from '../softphone';
 import {
   AGENT_STATE_LABELS,
   AREA_LABELS,
@@ -685,6 +686,7 @@ export function AgentWorkspace({ me }: { me: Me }) {
       <div class="two-col">
         <div>
           <AgentStatus agentId={agentId} live={agent} missing={missing} onChanged={() => setTick((n) => n + 1)} />
+          <Softphone agentId={agentId} />
           <ScreenPopPanel pop={pop} live={live} />
           <CallControls agentId={agentId} live={agent} onChanged={() => setTick((n) => n + 1)} />
         </div>
