@@ -219,6 +219,7 @@ const TRUST_COMMIT_FOR_MS: u64 = 1_000;
 const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
 pub mod calls;
+pub mod directory;
 pub mod drafts;
 pub mod ops;
 pub mod orders;
