@@ -18,6 +18,7 @@ use std::sync::Arc;
 
 pub mod calls;
 pub mod cities;
+pub mod directory;
 pub mod drafts;
 pub mod order_calls;
 pub mod queues;
@@ -56,6 +57,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(drafts::routes())
         .merge(stats::routes())
         .merge(analysis::routes())
+        .merge(directory::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

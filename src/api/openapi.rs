@@ -69,6 +69,7 @@ mod tests {
             include_str!("auth.rs"),
             include_str!("calls.rs"),
             include_str!("cities.rs"),
+            include_str!("directory.rs"),
             include_str!("drafts.rs"),
             include_str!("error.rs"),
             include_str!("orders.rs"),
@@ -155,13 +156,17 @@ mod tests {
             ("post", "/api/orders/{id}/call_back"),
             ("get", "/api/orders/{id}/call_back"),
             ("get", "/api/analysis/topics"),
+            ("get", "/api/public/directory"),
+            ("post", "/api/public/directory/{id}/appointments"),
+            ("post", "/api/directory/import"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 31, "{ops:?}");
+        // 31 + the directory's 14.
+        assert_eq!(ops.len(), 45, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {
