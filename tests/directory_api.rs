@@ -416,3 +416,69 @@ async fn sqlite_directory_end_to_end() {
 async fn postgres_directory_end_to_end() {
     directory_end_to_end(Db::Postgres).await;
 }
+
+/// `hotline directory seed --count N` writes N searchable sample entries.
+async fn seed_cli(url: String, dir: &std::path::Path) {
+    let config = common::repo_root().join("config/hotline.toml");
+    let out = common::ops::hotline(
+        dir,
+        &[
+            "directory",
+            "seed",
+            "--count",
+            "500",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(out.status, Some(0), "{}\n{}", out.stdout, out.stderr);
+    assert!(
+        out.stdout.contains("500 directory entries written"),
+        "{}",
+        out.stdout
+    );
+    let store = hotline::store::Store::connect(&url).await.expect("connect");
+    assert_eq!(store.count_directory_entries().await.unwrap(), 500);
+    let params = hotline::directory::SearchParams {
+        q: Some("公证处".into()),
+        city: Some("jinan".into()),
+        ..Default::default()
+    };
+    let found = store
+        .search_directory(&params.query().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        found
+            .iter()
+            .any(|e| e.kind == "notary_office" && e.name.contains("示例"))
+    );
+    let refused = common::ops::hotline(
+        dir,
+        &[
+            "directory",
+            "seed",
+            "--count",
+            "2000000",
+            "--config",
+            config.to_str().unwrap(),
+        ],
+        &[("DATABASE_URL", &url)],
+    );
+    assert_eq!(refused.status, Some(2));
+}
+
+#[tokio::test]
+async fn sqlite_directory_seed_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("d.db").display());
+    seed_cli(url, dir.path()).await;
+}
+
+#[tokio::test]
+async fn postgres_directory_seed_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = common::ops::pg_database("hotline_directory_seed").await;
+    seed_cli(url, dir.path()).await;
+}

@@ -5,6 +5,7 @@
 //! `store::directory`.
 
 pub mod csv_import;
+pub mod reminders;
 pub mod seed;
 pub mod slots;
 

@@ -548,6 +548,9 @@ async fn one_booking_per_slot(store: Store) {
         .unwrap();
     assert_eq!(store.due_reminders(start, 10).await.unwrap().len(), 2);
     assert!(store.due_reminders(0, 10).await.unwrap().is_empty());
+    // The pass sends the two left and marks them; the next finds none.
+    assert_eq!(reminders::send_due(&store, start).await.unwrap(), 2);
+    assert_eq!(reminders::send_due(&store, start).await.unwrap(), 0);
     // The institution cannot be deleted while it has appointments to come.
     assert!(matches!(
         store.delete_directory_entry(1, "{}", STAMP).await,
