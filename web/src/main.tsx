@@ -6,6 +6,7 @@ import { Login } from './pages/Login';
 import { AgentWorkspace } from './pages/Agent';
 import { CallbackWorkspace, DispatchInbox, UnitWorkspace } from './pages/Consoles';
 import { SupervisorDashboard } from './pages/Supervisor';
+import { DirectoryPage } from './pages/Directory';
 import './style.css';
 import { syncClock } from './clock';
 
@@ -109,4 +110,5 @@ function App() {
 }
 
 const root = document.getElementById('app');
-if (root) render(<App />, root);
+// The public directory needs no login (W-8).
+if (root) render(location.pathname.startsWith('/directory') ? <DirectoryPage /> : <App />, root);
