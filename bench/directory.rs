@@ -37,13 +37,52 @@ async fn main() {
         ("name, 4 chars (trigram)", q("明信律师")),
         ("specialty, 4 chars (trigram)", q("遗嘱公证")),
         ("rare, 3 chars (trigram)", q("示例9")),
-        ("2 chars + city (substring)", SearchParams { q: Some("公证".into()), city: Some("jinan".into()), ..SearchParams::default() }),
+        (
+            "2 chars + city (substring)",
+            SearchParams {
+                q: Some("公证".into()),
+                city: Some("jinan".into()),
+                ..SearchParams::default()
+            },
+        ),
         ("1 char, no filter (substring)", q("法")),
         ("2 chars, no match (substring, full scan)", q("上海")),
-        ("kind + city + specialty", SearchParams { kind: Some("lawyer".into()), city: Some("qingdao".into()), specialty: Some("婚姻家庭".into()), ..SearchParams::default() }),
-        ("near me, 5 km", SearchParams { lat: Some(36.651), lon: Some(117.120), radius_km: Some(5.0), ..SearchParams::default() }),
-        ("near me + kind", SearchParams { lat: Some(36.651), lon: Some(117.120), kind: Some("notary_office".into()), ..SearchParams::default() }),
-        ("trigram + city + kind", SearchParams { q: Some("律师事务所".into()), city: Some("heze".into()), kind: Some("law_firm".into()), ..SearchParams::default() }),
+        (
+            "kind + city + specialty",
+            SearchParams {
+                kind: Some("lawyer".into()),
+                city: Some("qingdao".into()),
+                specialty: Some("婚姻家庭".into()),
+                ..SearchParams::default()
+            },
+        ),
+        (
+            "near me, 5 km",
+            SearchParams {
+                lat: Some(36.651),
+                lon: Some(117.120),
+                radius_km: Some(5.0),
+                ..SearchParams::default()
+            },
+        ),
+        (
+            "near me + kind",
+            SearchParams {
+                lat: Some(36.651),
+                lon: Some(117.120),
+                kind: Some("notary_office".into()),
+                ..SearchParams::default()
+            },
+        ),
+        (
+            "trigram + city + kind",
+            SearchParams {
+                q: Some("律师事务所".into()),
+                city: Some("heze".into()),
+                kind: Some("law_firm".into()),
+                ..SearchParams::default()
+            },
+        ),
     ];
     // Warm up (page cache, planner).
     for (_, p) in &mix {

@@ -34,10 +34,20 @@ fn a_citizen_finds_a_notary_office_and_books_a_slot_on_a_phone() {
         "web/node_modules missing: run `npm ci` in web/"
     );
     let server = Server::start_with(&shipped_config(), &[]);
-    let db = format!("sqlite://{}", server.data_dir().join("hotline.db").display());
+    let db = format!(
+        "sqlite://{}",
+        server.data_dir().join("hotline.db").display()
+    );
     let seeded = common::ops::hotline(
         server.dir.path(),
-        &["directory", "seed", "--count", "200", "--config", repo_root().join("config/hotline.toml").to_str().unwrap()],
+        &[
+            "directory",
+            "seed",
+            "--count",
+            "200",
+            "--config",
+            repo_root().join("config/hotline.toml").to_str().unwrap(),
+        ],
         &[("DATABASE_URL", &db)],
     );
     assert_eq!(seeded.status, Some(0), "{}", seeded.stderr);
@@ -56,7 +66,13 @@ fn a_citizen_finds_a_notary_office_and_books_a_slot_on_a_phone() {
         "unit": "jinan-legal-aid",
         "integrity": [{"kind": "commendation", "date": "2025-03-01", "text": "群众满意窗口", "authority": "济南市司法局"}]
     });
-    let (status, resp) = http(server.http, "POST", "/api/directory", &admin, &entry.to_string());
+    let (status, resp) = http(
+        server.http,
+        "POST",
+        "/api/directory",
+        &admin,
+        &entry.to_string(),
+    );
     assert_eq!(status, 201, "{resp}");
     let id = body_json(&resp)["id"].as_i64().expect("id");
 
@@ -76,21 +92,37 @@ fn a_citizen_finds_a_notary_office_and_books_a_slot_on_a_phone() {
         Duration::from_secs(150),
     );
     println!("{}", out.stdout);
-    assert_eq!(out.status, Some(0), "browser run failed:\n{}\n{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.status,
+        Some(0),
+        "browser run failed:\n{}\n{}",
+        out.stdout,
+        out.stderr
+    );
     let booked = out
         .stdout
         .lines()
         .find_map(|l| l.strip_prefix("e2e: booked "))
         .expect("the page showed a booking code");
     let mut parts = booked.split_whitespace();
-    let (code, start) = (parts.next().unwrap().to_owned(), parts.next().unwrap().to_owned());
+    let (code, start) = (
+        parts.next().unwrap().to_owned(),
+        parts.next().unwrap().to_owned(),
+    );
 
     // What the database holds: the booking at that institution and slot, with the phone
     // and name typed, booked by the citizen; its reminder queued.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     runtime.block_on(async {
         let store = hotline::store::Store::connect(&db).await.expect("open db");
-        let a = store.appointment_by_code(&code).await.unwrap().expect("booked in the database");
+        let a = store
+            .appointment_by_code(&code)
+            .await
+            .unwrap()
+            .expect("booked in the database");
         assert_eq!(a.institution_id, id);
         assert_eq!(a.phone, "13800138000");
         assert_eq!(a.citizen_name, "张示例");
@@ -101,7 +133,10 @@ fn a_citizen_finds_a_notary_office_and_books_a_slot_on_a_phone() {
             store.appointment_events(a.id).await.unwrap(),
             vec![("citizen".to_owned(), "booked".to_owned())]
         );
-        assert_eq!(store.held_slots(id, 0, i64::MAX).await.unwrap(), vec![a.slot_start_ms]);
+        assert_eq!(
+            store.held_slots(id, 0, i64::MAX).await.unwrap(),
+            vec![a.slot_start_ms]
+        );
     });
     // The citizen's look-up by code + phone.
     let none = (String::new(), String::new());
@@ -113,5 +148,8 @@ fn a_citizen_finds_a_notary_office_and_books_a_slot_on_a_phone() {
         &serde_json::json!({"code": code, "phone": "13800138000"}).to_string(),
     );
     assert_eq!(status, 200, "{resp}");
-    assert_eq!(body_json(&resp)["institution_name"], format!("{NOTARY}（示例）"));
+    assert_eq!(
+        body_json(&resp)["institution_name"],
+        format!("{NOTARY}（示例）")
+    );
 }

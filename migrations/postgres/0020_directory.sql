@@ -3,7 +3,9 @@
 -- `search_text` (name, city, county, address, specialties) is what substring search
 -- reads: on PostgreSQL through a pg_trgm GIN index (LIKE '%…%' with three or more
 -- characters uses it; Chinese characters count as word characters under the cluster's
--- C.UTF-8 / UTF-8 ctype).
+-- C.UTF-8 / UTF-8 ctype). One or two characters have no trigram: `grams` lists every
+-- single character and pair of neighbouring characters as space-separated words, found
+-- through a GIN index on its array.
 CREATE EXTENSION IF NOT EXISTS pg_trgm;
 
 CREATE TABLE directory_entries (
@@ -25,6 +27,7 @@ CREATE TABLE directory_entries (
     integrity      TEXT    NOT NULL DEFAULT '[]',
     intro          TEXT    NOT NULL DEFAULT '',
     search_text    TEXT    NOT NULL,
+    grams          TEXT    NOT NULL DEFAULT '',
     version        BIGINT  NOT NULL DEFAULT 1,
     updated_ms     BIGINT  NOT NULL
 );
@@ -34,6 +37,7 @@ CREATE INDEX directory_entries_lat ON directory_entries (lat);
 CREATE INDEX directory_entries_institution ON directory_entries (institution_id);
 CREATE INDEX directory_entries_unit ON directory_entries (unit);
 CREATE INDEX directory_entries_search ON directory_entries USING gin (search_text gin_trgm_ops);
+CREATE INDEX directory_entries_grams ON directory_entries USING gin (string_to_array(grams, ' '));
 
 -- Every change to the directory (W-6 台账): who, when, what. Append-only.
 CREATE TABLE directory_changes (

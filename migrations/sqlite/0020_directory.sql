@@ -2,7 +2,10 @@
 -- one row per institution or practitioner, maintained by the province and the cities.
 -- `search_text` (name, city, county, address, specialties) is what substring search
 -- reads: on SQLite through an FTS5 table with the trigram tokenizer (any substring of
--- three or more characters, Chinese included), kept in step by the triggers below.
+-- three or more characters, Chinese included). A trigram index cannot find one or two
+-- characters (`法`, `律师`): `grams` lists every single character and every pair of
+-- neighbouring characters of search_text as words, indexed by a second FTS5 table
+-- (unicode61 words). Both are kept in step by the triggers below.
 CREATE TABLE directory_entries (
     id             INTEGER PRIMARY KEY,
     kind           TEXT    NOT NULL,       -- law_firm, lawyer, notary_office, notary, …
@@ -22,6 +25,7 @@ CREATE TABLE directory_entries (
     integrity      TEXT    NOT NULL DEFAULT '[]', -- JSON: commendations and penalties
     intro          TEXT    NOT NULL DEFAULT '',
     search_text    TEXT    NOT NULL,
+    grams          TEXT    NOT NULL DEFAULT '',   -- single characters and pairs, space-separated
     version        INTEGER NOT NULL DEFAULT 1,
     updated_ms     INTEGER NOT NULL
 );
@@ -34,17 +38,26 @@ CREATE INDEX directory_entries_unit ON directory_entries (unit);
 CREATE VIRTUAL TABLE directory_fts USING fts5(
     search_text, content = 'directory_entries', content_rowid = 'id', tokenize = 'trigram'
 );
+CREATE VIRTUAL TABLE directory_grams USING fts5(
+    grams, content = 'directory_entries', content_rowid = 'id', tokenize = 'unicode61'
+);
 CREATE TRIGGER directory_fts_insert AFTER INSERT ON directory_entries BEGIN
     INSERT INTO directory_fts (rowid, search_text) VALUES (new.id, new.search_text);
+    INSERT INTO directory_grams (rowid, grams) VALUES (new.id, new.grams);
 END;
 CREATE TRIGGER directory_fts_delete AFTER DELETE ON directory_entries BEGIN
     INSERT INTO directory_fts (directory_fts, rowid, search_text)
         VALUES ('delete', old.id, old.search_text);
+    INSERT INTO directory_grams (directory_grams, rowid, grams)
+        VALUES ('delete', old.id, old.grams);
 END;
-CREATE TRIGGER directory_fts_update AFTER UPDATE OF search_text ON directory_entries BEGIN
+CREATE TRIGGER directory_fts_update AFTER UPDATE OF search_text, grams ON directory_entries BEGIN
     INSERT INTO directory_fts (directory_fts, rowid, search_text)
         VALUES ('delete', old.id, old.search_text);
     INSERT INTO directory_fts (rowid, search_text) VALUES (new.id, new.search_text);
+    INSERT INTO directory_grams (directory_grams, rowid, grams)
+        VALUES ('delete', old.id, old.grams);
+    INSERT INTO directory_grams (rowid, grams) VALUES (new.id, new.grams);
 END;
 
 -- Every change to the directory (W-6 台账): who, when, what (the entry as written, or as

@@ -207,6 +207,7 @@ impl EntryInput {
         integrity.sort_by(|a, b| b.date.cmp(&a.date));
         let specialties_text = specialties.join("、");
         let search_text = search_text(self.kind, &name, &city, &county, &address, &specialties);
+        let grams = grams(&search_text);
         Ok(EntryWrite {
             kind: self.kind.as_str().to_owned(),
             name,
@@ -225,8 +226,38 @@ impl EntryInput {
             integrity: serde_json::to_string(&integrity).unwrap_or_else(|_| "[]".to_owned()),
             intro,
             search_text,
+            grams,
         })
     }
+}
+
+/// The words a one- or two-character search looks up: every single character and
+/// every pair of neighbouring characters of each word of `text` (lower case, letters
+/// and digits only, each once), space-separated.
+#[must_use]
+pub fn grams(text: &str) -> String {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut out: Vec<String> = Vec::new();
+    for word in text
+        .split(|c: char| !c.is_alphanumeric())
+        .filter(|w| !w.is_empty())
+    {
+        let chars: Vec<char> = word.chars().flat_map(char::to_lowercase).collect();
+        for (i, c) in chars.iter().enumerate() {
+            for gram in [
+                Some(c.to_string()),
+                chars.get(i + 1).map(|d| format!("{c}{d}")),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if seen.insert(gram.clone()) {
+                    out.push(gram);
+                }
+            }
+        }
+    }
+    out.join(" ")
 }
 
 /// What substring search reads: name, city, county, address, specialties and the

@@ -212,6 +212,13 @@ fn generated_data_is_valid_deterministic_and_marked_as_samples() {
 }
 
 #[test]
+fn grams_are_the_single_characters_and_neighbouring_pairs() {
+    assert_eq!(grams("公证处 A1"), "公 公证 证 证处 处 a a1 1");
+    assert_eq!(grams("法法"), "法 法法");
+    assert_eq!(grams("（示例）"), "示 示例 例");
+}
+
+#[test]
 fn booking_codes_and_phones() {
     let code = booking_code();
     assert!(plausible_code(&code), "{code}");

@@ -4,9 +4,10 @@
 //!
 //! Substring search: SQLite reads the FTS5 trigram table `directory_fts` for every term
 //! of three or more characters; PostgreSQL's `ILIKE '%term%'` uses the pg_trgm GIN index
-//! for those. A term of one or two characters (`律师`, `法`) has no trigram: it is matched
-//! by a plain substring test (`instr` / `strpos`) over the rows the other conditions
-//! leave, in id order, stopping at the page's end.
+//! for those. A term of one or two characters (`律师`, `法`) has no trigram: it is looked
+//! up as a word of `grams` (every single character and every pair of neighbouring
+//! characters of the search text; SQLite: a second FTS5 table of unicode61 words,
+//! PostgreSQL: a GIN index on its array).
 
 use super::{Pool, Store, StoreError, TxConnection};
 
@@ -59,6 +60,9 @@ pub struct EntryWrite {
     pub intro: String,
     /// What substring search reads.
     pub search_text: String,
+    /// Its single characters and neighbouring pairs, space-separated (1–2 character
+    /// search).
+    pub grams: String,
 }
 
 /// Who made a change and when, with the log line's detail (JSON).
@@ -184,9 +188,16 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
                     "e.id IN (SELECT rowid FROM directory_fts WHERE directory_fts MATCH {p})"
                 ));
             }
-            for t in short {
-                let p = next(Bind::Text((*t).clone()), &mut binds);
-                clauses.push(format!("instr(e.search_text, {p}) > 0"));
+            if !short.is_empty() {
+                let expr = short
+                    .iter()
+                    .map(|t| fts_phrase(t))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                let p = next(Bind::Text(expr), &mut binds);
+                clauses.push(format!(
+                    "e.id IN (SELECT rowid FROM directory_grams WHERE directory_grams MATCH {p})"
+                ));
             }
         }
         super::Backend::Postgres => {
@@ -195,8 +206,10 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
                 clauses.push(format!("e.search_text ILIKE {p}"));
             }
             for t in short {
-                let p = next(Bind::Text((*t).clone()), &mut binds);
-                clauses.push(format!("strpos(e.search_text, {p}) > 0"));
+                let p = next(Bind::Text(t.to_lowercase()), &mut binds);
+                clauses.push(format!(
+                    "string_to_array(e.grams, ' ') @> ARRAY[{p}]::text[]"
+                ));
             }
         }
     }
@@ -396,9 +409,9 @@ impl Store {
     ) -> Result<Vec<i64>, StoreError> {
         const INSERT: &str = "INSERT INTO directory_entries (kind, name, city, county, address, \
             lat, lon, phone, service_hours, specialties, licence_no, licence_status, \
-            institution_id, unit, integrity, intro, search_text, version, updated_ms) \
+            institution_id, unit, integrity, intro, search_text, grams, version, updated_ms) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-            1, $18) RETURNING id";
+            $19, 1, $18) RETURNING id";
         let mut ids = Vec::with_capacity(entries.len());
         on_pool!(self, |p| {
             let mut conn = TxConnection::acquire(p, &self.writes).await?;
@@ -423,6 +436,7 @@ impl Store {
                     .bind(&e.intro)
                     .bind(&e.search_text)
                     .bind(stamp.at_ms)
+                    .bind(&e.grams)
                     .fetch_one(&mut *tx)
                     .await?;
                 log_change!(tx, stamp, id, detail)?;
@@ -451,7 +465,7 @@ impl Store {
         const UPDATE: &str = "UPDATE directory_entries SET kind = $2, name = $3, city = $4, \
             county = $5, address = $6, lat = $7, lon = $8, phone = $9, service_hours = $10, \
             specialties = $11, licence_no = $12, licence_status = $13, institution_id = $14, \
-            unit = $15, integrity = $16, intro = $17, search_text = $18, \
+            unit = $15, integrity = $16, intro = $17, search_text = $18, grams = $21, \
             version = version + 1, updated_ms = $19 \
             WHERE id = $1 AND ($20 IS NULL OR version = $20) RETURNING version";
         let version = on_pool!(self, |p| {
@@ -478,6 +492,7 @@ impl Store {
                 .bind(&e.search_text)
                 .bind(stamp.at_ms)
                 .bind(expected_version)
+                .bind(&e.grams)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some((version,)) = row else {
