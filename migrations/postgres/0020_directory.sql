@@ -17,6 +17,7 @@ CREATE TABLE directory_entries (
     address        TEXT    NOT NULL DEFAULT '',
     lat            DOUBLE PRECISION,
     lon            DOUBLE PRECISION,
+    cell           BIGINT,
     phone          TEXT    NOT NULL DEFAULT '',
     service_hours  TEXT    NOT NULL DEFAULT '',
     specialties    TEXT    NOT NULL DEFAULT '',
@@ -33,7 +34,7 @@ CREATE TABLE directory_entries (
 );
 CREATE INDEX directory_entries_city_kind ON directory_entries (city, kind);
 CREATE INDEX directory_entries_kind ON directory_entries (kind);
-CREATE INDEX directory_entries_lat ON directory_entries (lat);
+CREATE INDEX directory_entries_cell ON directory_entries (cell);
 CREATE INDEX directory_entries_institution ON directory_entries (institution_id);
 CREATE INDEX directory_entries_unit ON directory_entries (unit);
 CREATE INDEX directory_entries_search ON directory_entries USING gin (search_text gin_trgm_ops);

@@ -15,6 +15,7 @@ CREATE TABLE directory_entries (
     address        TEXT    NOT NULL DEFAULT '',
     lat            REAL,
     lon            REAL,
+    cell           INTEGER,                       -- 0.1° grid cell of (lat, lon), for "near me"
     phone          TEXT    NOT NULL DEFAULT '',
     service_hours  TEXT    NOT NULL DEFAULT '',   -- 09:00-12:00,13:30-17:30 (working days)
     specialties    TEXT    NOT NULL DEFAULT '',   -- joined with 、
@@ -31,7 +32,7 @@ CREATE TABLE directory_entries (
 );
 CREATE INDEX directory_entries_city_kind ON directory_entries (city, kind);
 CREATE INDEX directory_entries_kind ON directory_entries (kind);
-CREATE INDEX directory_entries_lat ON directory_entries (lat);
+CREATE INDEX directory_entries_cell ON directory_entries (cell);
 CREATE INDEX directory_entries_institution ON directory_entries (institution_id);
 CREATE INDEX directory_entries_unit ON directory_entries (unit);
 

@@ -227,6 +227,9 @@ impl EntryInput {
             intro,
             search_text,
             grams,
+            cell: lat
+                .zip(lon)
+                .map(|(a, b)| crate::store::directory::cell_of(a, b)),
         })
     }
 }

@@ -60,6 +60,8 @@ pub struct EntryWrite {
     pub intro: String,
     /// What substring search reads.
     pub search_text: String,
+    /// The 0.1° grid cell of (lat, lon) ([`cell_of`]).
+    pub cell: Option<i64>,
     /// Its single characters and neighbouring pairs, space-separated (1–2 character
     /// search).
     pub grams: String,
@@ -133,6 +135,19 @@ pub struct Near {
     pub dlon: f64,
     /// cos(lat): a degree of longitude is this many degrees of latitude long.
     pub lon_scale: f64,
+}
+
+/// Most grid cells a "near me" query lists; a larger box is read through the range of
+/// latitudes alone.
+pub const MAX_CELLS: i64 = 400;
+
+/// The 0.1° grid cell of a point: `floor(lat × 10) × 10000 + floor(lon × 10)`.
+#[must_use]
+pub fn cell_of(lat: f64, lon: f64) -> i64 {
+    // Coordinates are checked to ±90 / ±180 before they get here.
+    #[allow(clippy::cast_possible_truncation)]
+    let (a, b) = ((lat * 10.0).floor() as i64, (lon * 10.0).floor() as i64);
+    a * 10_000 + b
 }
 
 /// Terms shorter than this have no trigram.
@@ -248,6 +263,22 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
             "e.lat BETWEEN {lat} - {dlat} AND {lat} + {dlat} \
              AND e.lon BETWEEN {lon} - {dlon} AND {lon} + {dlon}"
         ));
+        let (lo, hi) = (
+            cell_of(n.lat - n.dlat, n.lon - n.dlon),
+            cell_of(n.lat + n.dlat, n.lon + n.dlon),
+        );
+        let (rows, cols) = (hi / 10_000 - lo / 10_000 + 1, hi % 10_000 - lo % 10_000 + 1);
+        // The cell arithmetic assumes positive coordinates (all of China's are).
+        let positive = n.lat - n.dlat >= 0.0 && n.lon - n.dlon >= 0.0;
+        if positive && rows > 0 && cols > 0 && rows * cols <= MAX_CELLS {
+            let mut cells = Vec::new();
+            for r in 0..rows {
+                for c in 0..cols {
+                    cells.push(next(Bind::Int(lo + r * 10_000 + c), &mut binds));
+                }
+            }
+            clauses.push(format!("e.cell IN ({})", cells.join(", ")));
+        }
         order = format!(
             "(e.lat - {lat}) * (e.lat - {lat}) + \
              ((e.lon - {lon}) * {scale}) * ((e.lon - {lon}) * {scale}), e.id"
@@ -409,9 +440,9 @@ impl Store {
     ) -> Result<Vec<i64>, StoreError> {
         const INSERT: &str = "INSERT INTO directory_entries (kind, name, city, county, address, \
             lat, lon, phone, service_hours, specialties, licence_no, licence_status, \
-            institution_id, unit, integrity, intro, search_text, grams, version, updated_ms) \
+            institution_id, unit, integrity, intro, search_text, grams, cell, version, updated_ms) \
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-            $19, 1, $18) RETURNING id";
+            $19, $20, 1, $18) RETURNING id";
         let mut ids = Vec::with_capacity(entries.len());
         on_pool!(self, |p| {
             let mut conn = TxConnection::acquire(p, &self.writes).await?;
@@ -437,6 +468,7 @@ impl Store {
                     .bind(&e.search_text)
                     .bind(stamp.at_ms)
                     .bind(&e.grams)
+                    .bind(e.cell)
                     .fetch_one(&mut *tx)
                     .await?;
                 log_change!(tx, stamp, id, detail)?;
@@ -465,7 +497,7 @@ impl Store {
         const UPDATE: &str = "UPDATE directory_entries SET kind = $2, name = $3, city = $4, \
             county = $5, address = $6, lat = $7, lon = $8, phone = $9, service_hours = $10, \
             specialties = $11, licence_no = $12, licence_status = $13, institution_id = $14, \
-            unit = $15, integrity = $16, intro = $17, search_text = $18, grams = $21, \
+            unit = $15, integrity = $16, intro = $17, search_text = $18, grams = $21, cell = $22, \
             version = version + 1, updated_ms = $19 \
             WHERE id = $1 AND ($20 IS NULL OR version = $20) RETURNING version";
         let version = on_pool!(self, |p| {
@@ -493,6 +525,7 @@ impl Store {
                 .bind(stamp.at_ms)
                 .bind(expected_version)
                 .bind(&e.grams)
+                .bind(e.cell)
                 .fetch_optional(&mut *tx)
                 .await?;
             let Some((version,)) = row else {
