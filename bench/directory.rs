@@ -32,7 +32,7 @@ async fn main() {
     let samples: usize = args.next().and_then(|s| s.parse().ok()).unwrap_or(200);
     let store = Store::connect(&url).await.expect("connect");
     let n = store.count_directory_entries().await.expect("count");
-    println!("{} entries in {url}", n);
+    println!("{n} entries in {url}");
     let mix: Vec<(&str, SearchParams)> = vec![
         ("name, 4 chars (trigram)", q("明信律师")),
         ("specialty, 4 chars (trigram)", q("遗嘱公证")),

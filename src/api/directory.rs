@@ -836,9 +836,8 @@ async fn institution_appointments(
     let mut names: std::collections::HashMap<i64, Option<EntryRow>> =
         std::collections::HashMap::new();
     for a in rows {
-        if !names.contains_key(&a.institution_id) {
-            let row = state.store.directory_entry(a.institution_id).await?;
-            names.insert(a.institution_id, row);
+        if let std::collections::hash_map::Entry::Vacant(slot) = names.entry(a.institution_id) {
+            slot.insert(state.store.directory_entry(a.institution_id).await?);
         }
         let institution = names.get(&a.institution_id).and_then(Option::as_ref);
         out.push(appointment_view(a, institution)?);

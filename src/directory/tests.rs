@@ -454,10 +454,9 @@ async fn one_booking_per_slot(store: Store) {
     let codes: Vec<String> = (0..20).map(|i| format!("CODE{i:04}")).collect();
     let phones: Vec<String> = (0..20).map(|i| format!("139000000{i:02}")).collect();
     let mut tasks = Vec::new();
-    for i in 0..20 {
+    for (code, phone) in codes.iter().zip(&phones) {
         let store = store.clone();
-        let code = codes[i].clone();
-        let phone = phones[i].clone();
+        let (code, phone) = (code.clone(), phone.clone());
         tasks.push(tokio::spawn(async move {
             store.book_appointment(&booking(&code, &phone, start)).await
         }));

@@ -186,33 +186,34 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
         format!("${}", binds.len())
     };
     let mut clauses: Vec<String> = Vec::new();
+    let mut driver: Option<&str> = None;
     let (long, short): (Vec<&String>, Vec<&String>) = q
         .terms
         .iter()
         .partition(|t| t.chars().count() >= TRIGRAM_CHARS);
     match backend {
         super::Backend::Sqlite => {
-            if !long.is_empty() {
-                let expr = long
+            // Without "near me" the page is in id order: the first full-text table
+            // drives the query in its rowid order and stops at the page's end (an
+            // `IN (…)` list would first collect every match of a common term).
+            for (table, terms) in [("directory_fts", &long), ("directory_grams", &short)] {
+                if terms.is_empty() {
+                    continue;
+                }
+                let expr = terms
                     .iter()
                     .map(|t| fts_phrase(t))
                     .collect::<Vec<_>>()
                     .join(" ");
                 let p = next(Bind::Text(expr), &mut binds);
-                clauses.push(format!(
-                    "e.id IN (SELECT rowid FROM directory_fts WHERE directory_fts MATCH {p})"
-                ));
-            }
-            if !short.is_empty() {
-                let expr = short
-                    .iter()
-                    .map(|t| fts_phrase(t))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                let p = next(Bind::Text(expr), &mut binds);
-                clauses.push(format!(
-                    "e.id IN (SELECT rowid FROM directory_grams WHERE directory_grams MATCH {p})"
-                ));
+                if driver.is_none() && q.near.is_none() {
+                    driver = Some(table);
+                    clauses.push(format!("{table} MATCH {p}"));
+                } else {
+                    clauses.push(format!(
+                        "e.id IN (SELECT rowid FROM {table} WHERE {table} MATCH {p})"
+                    ));
+                }
             }
         }
         super::Backend::Postgres => {
@@ -252,7 +253,7 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
             super::Backend::Postgres => format!("strpos(e.specialties, {p}) > 0"),
         });
     }
-    let mut order = "e.id".to_owned();
+    let mut order = driver.map_or_else(|| "e.id".to_owned(), |t| format!("{t}.rowid"));
     if let Some(n) = q.near {
         let lat = next(Bind::Real(n.lat), &mut binds);
         let lon = next(Bind::Real(n.lon), &mut binds);
@@ -284,22 +285,23 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
              ((e.lon - {lon}) * {scale}) * ((e.lon - {lon}) * {scale}), e.id"
         );
     }
+    let from = driver.map_or_else(
+        || "directory_entries e".to_owned(),
+        |t| format!("{t} JOIN directory_entries e ON e.id = {t}.rowid"),
+    );
     let filter = if clauses.is_empty() {
         String::new()
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
     if count_only {
-        return (
-            format!("SELECT COUNT(*) FROM directory_entries e{filter}"),
-            binds,
-        );
+        return (format!("SELECT COUNT(*) FROM {from}{filter}"), binds);
     }
     let limit = next(Bind::Int(q.limit), &mut binds);
     let offset = next(Bind::Int(q.offset), &mut binds);
     (
         format!(
-            "SELECT {ENTRY_COLUMNS} FROM directory_entries e{filter} ORDER BY {order} \
+            "SELECT {ENTRY_COLUMNS} FROM {from}{filter} ORDER BY {order} \
              LIMIT {limit} OFFSET {offset}"
         ),
         binds,
