@@ -204,7 +204,7 @@ impl EntryInput {
             None => None,
         };
         let mut integrity = self.integrity.clone();
-        integrity.sort_by(|a, b| b.date.cmp(&a.date));
+        integrity.sort_by_key(|r| std::cmp::Reverse(r.date));
         let specialties_text = specialties.join("、");
         let search_text = search_text(self.kind, &name, &city, &county, &address, &specialties);
         let grams = grams(&search_text);
