@@ -45,8 +45,8 @@ async fn main() {
                 ..SearchParams::default()
             },
         ),
-        ("1 char, no filter (substring)", q("法")),
-        ("2 chars, no match (substring, full scan)", q("上海")),
+        ("1 char, no filter (grams)", q("法")),
+        ("2 chars, found nowhere (grams)", q("上海")),
         (
             "kind + city + specialty",
             SearchParams {

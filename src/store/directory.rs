@@ -179,7 +179,24 @@ fn fts_phrase(term: &str) -> String {
 }
 
 /// The SQL of a search and its binds, for one backend.
-fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (String, Vec<Bind>) {
+/// What a search statement answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// One page of rows.
+    Page,
+    /// The number of matches.
+    Count,
+    /// The number of matches, counted up to this many.
+    CountUpTo(i64),
+}
+
+/// PostgreSQL: a search whose matches are fewer than this reads them all through its
+/// indexes (bitmap scans) and sorts them; more, and it walks the ids in order and stops
+/// at the page's end. The planner cannot tell the two apart for one- and two-character
+/// terms (a term found nowhere was estimated common: a walk of every row, seconds).
+pub const PG_FEW_MATCHES: i64 = 2000;
+
+fn search_sql(backend: super::Backend, q: &SearchQuery, shape: Shape) -> (String, Vec<Bind>) {
     let mut binds: Vec<Bind> = Vec::new();
     let next = |b: Bind, binds: &mut Vec<Bind>| {
         binds.push(b);
@@ -294,8 +311,18 @@ fn search_sql(backend: super::Backend, q: &SearchQuery, count_only: bool) -> (St
     } else {
         format!(" WHERE {}", clauses.join(" AND "))
     };
-    if count_only {
-        return (format!("SELECT COUNT(*) FROM {from}{filter}"), binds);
+    match shape {
+        Shape::Count => {
+            return (format!("SELECT COUNT(*) FROM {from}{filter}"), binds);
+        }
+        Shape::CountUpTo(cap) => {
+            let cap = next(Bind::Int(cap), &mut binds);
+            return (
+                format!("SELECT COUNT(*) FROM (SELECT 1 FROM {from}{filter} LIMIT {cap}) AS m"),
+                binds,
+            );
+        }
+        Shape::Page => {}
     }
     let limit = next(Bind::Int(q.limit), &mut binds);
     let offset = next(Bind::Int(q.offset), &mut binds);
@@ -646,7 +673,36 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn search_directory(&self, q: &SearchQuery) -> Result<Vec<EntryRow>, StoreError> {
-        let (sql, binds) = search_sql(self.backend(), q, false);
+        let (sql, binds) = search_sql(self.backend(), q, Shape::Page);
+        if let Pool::Postgres(p) = &self.pool
+            && !q.terms.is_empty()
+        {
+            // Count the matches through the indexes alone (bitmap scans), up to
+            // PG_FEW_MATCHES; few: read them that way and sort; many: walk the ids.
+            let (probe, probe_binds) =
+                search_sql(self.backend(), q, Shape::CountUpTo(PG_FEW_MATCHES));
+            let mut tx = p.begin().await?;
+            sqlx::query("SET LOCAL enable_seqscan = off")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("SET LOCAL enable_indexscan = off")
+                .execute(&mut *tx)
+                .await?;
+            let query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(probe));
+            let (found,) = bind_all!(query, probe_binds).fetch_one(&mut *tx).await?;
+            if found >= PG_FEW_MATCHES {
+                sqlx::query("SET LOCAL enable_seqscan = on")
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("SET LOCAL enable_indexscan = on")
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let query = sqlx::query_as::<_, EntryRow>(sqlx::AssertSqlSafe(sql));
+            let rows = bind_all!(query, binds).fetch_all(&mut *tx).await?;
+            tx.rollback().await?;
+            return Ok(rows);
+        }
         let rows = on_pool!(self, |p| {
             let query = sqlx::query_as::<_, EntryRow>(sqlx::AssertSqlSafe(sql.clone()));
             bind_all!(query, binds.clone()).fetch_all(p).await?
@@ -659,7 +715,7 @@ impl Store {
     /// # Errors
     /// Database errors.
     pub async fn count_directory(&self, q: &SearchQuery) -> Result<i64, StoreError> {
-        let (sql, binds) = search_sql(self.backend(), q, true);
+        let (sql, binds) = search_sql(self.backend(), q, Shape::Count);
         let (n,): (i64,) = on_pool!(self, |p| {
             let query = sqlx::query_as::<_, (i64,)>(sqlx::AssertSqlSafe(sql.clone()));
             bind_all!(query, binds.clone()).fetch_one(p).await?
