@@ -239,6 +239,11 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
     }
     tokio::spawn(expire_bindings_loop(store.clone(), shutdown.clone()));
     tokio::spawn(heartbeat_loop(heartbeat.clone(), clock, shutdown.clone()));
+    tokio::spawn(crate::directory::reminders::reminder_loop(
+        store.clone(),
+        clock,
+        shutdown.clone(),
+    ));
 
     let mut notifiers: Vec<Arc<dyn notify::Notifier>> = vec![Arc::new(notify::LogNotifier)];
     if let Some(url) = &config.notify.webhook_url {

@@ -8,6 +8,7 @@ pub mod calendar;
 pub mod call;
 pub mod clock;
 pub mod config;
+pub mod directory;
 pub mod domain;
 pub mod fuzz;
 pub mod http_client;

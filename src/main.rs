@@ -113,6 +113,11 @@ enum Command {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// The directory of institutions and practitioners (W-6, W-8).
+    Directory {
+        #[command(subcommand)]
+        command: DirectoryCommand,
+    },
     /// Apply database migrations and exit.
     Migrate {
         #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
@@ -239,6 +244,25 @@ enum OrderCommand {
     /// --extra-working-days 5 --reason …`, `record_callback ID --outcome satisfied`.
     #[command(external_subcommand)]
     Run(Vec<String>),
+}
+
+#[derive(Debug, Subcommand)]
+enum DirectoryCommand {
+    /// Write N generated sample entries into the config's database (or DATABASE_URL):
+    /// made-up institutions marked 示例 and made-up practitioners, numbers that cannot be
+    /// dialled; each logged as `seeded`. For tests, the demo and the bench.
+    Seed {
+        /// How many entries (one in five an institution); at most 1,000,000.
+        #[arg(long)]
+        count: usize,
+        /// The generator's seed (the same seed writes the same data).
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, env = "HOTLINE_CONFIG", default_value = "config/hotline.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -585,6 +609,37 @@ fn run(command: Command) -> Result<ExitCode> {
                         Ok(ExitCode::FAILURE)
                     }
                 }
+            })
+        }
+        Command::Directory {
+            command:
+                DirectoryCommand::Seed {
+                    count,
+                    seed,
+                    config,
+                    data_dir,
+                },
+        } => {
+            if count > 1_000_000 {
+                eprintln!("--count: at most 1000000");
+                return Ok(ExitCode::from(2));
+            }
+            let config = load_config(&config, data_dir)?;
+            let url = config.database_url(std::env::var("DATABASE_URL").ok());
+            runtime()?.block_on(async {
+                let store = Store::connect(&url).await.context("connect to database")?;
+                store.migrate().await.context("migrate")?;
+                let now_ms = chrono::Utc::now().timestamp_millis();
+                let ids = hotline::directory::seed::seed(&store, count, seed, "seed", now_ms)
+                    .await
+                    .context("seed the directory")?;
+                match (ids.first(), ids.last()) {
+                    (Some(a), Some(b)) => {
+                        println!("{} directory entries written (ids {a}..={b})", ids.len())
+                    }
+                    _ => println!("0 directory entries written"),
+                }
+                Ok(ExitCode::SUCCESS)
             })
         }
         Command::Migrate { config, data_dir } => {

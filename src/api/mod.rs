@@ -21,6 +21,7 @@ use std::sync::Arc;
 
 pub mod calls;
 pub mod cities;
+pub mod directory;
 pub mod drafts;
 pub mod order_calls;
 pub mod queues;
@@ -64,6 +65,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(public::routes())
         .merge(attachments::routes())
         .merge(partner::routes())
+        .merge(directory::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -69,6 +69,7 @@ mod tests {
             include_str!("auth.rs"),
             include_str!("calls.rs"),
             include_str!("cities.rs"),
+            include_str!("directory.rs"),
             include_str!("drafts.rs"),
             include_str!("error.rs"),
             include_str!("orders.rs"),
@@ -173,13 +174,17 @@ mod tests {
             ("post", "/api/public/orders/{query_code}/attachments"),
             ("get", "/api/orders/{id}/attachments"),
             ("get", "/api/softphone"),
+            ("get", "/api/public/directory"),
+            ("post", "/api/public/directory/{id}/appointments"),
+            ("post", "/api/directory/import"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 42, "{ops:?}");
+        // 31 + the directory's 14 + the public intake's 8, partners' 2, softphone's 1.
+        assert_eq!(ops.len(), 56, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -220,6 +220,7 @@ const REMEMBER_FAILURE_FOR_MS: u64 = 30_000;
 
 pub mod attachments;
 pub mod calls;
+pub mod directory;
 pub mod drafts;
 pub mod ops;
 pub mod orders;

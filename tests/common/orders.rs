@@ -285,6 +285,42 @@ impl OrdersHarness {
         .await
     }
 
+    /// A request with no login (the public pages' API).
+    pub async fn public(&self, method: &str, uri: &str, body: Option<Value>) -> Reply {
+        let mut request = Request::builder().method(method).uri(uri);
+        if body.is_some() {
+            request = request.header(header::CONTENT_TYPE, "application/json");
+        }
+        self.send(
+            request
+                .body(body.map_or_else(Body::empty, |b| Body::from(b.to_string())))
+                .expect("request"),
+        )
+        .await
+    }
+
+    /// A logged-in write of any method with a body of any type.
+    pub async fn write(
+        &self,
+        s: &Session,
+        method: &str,
+        uri: &str,
+        content_type: &str,
+        body: String,
+    ) -> Reply {
+        self.send(
+            Request::builder()
+                .method(method)
+                .uri(uri)
+                .header(header::COOKIE, &s.cookie)
+                .header("x-csrf-token", &s.csrf)
+                .header(header::CONTENT_TYPE, content_type)
+                .body(Body::from(body))
+                .expect("request"),
+        )
+        .await
+    }
+
     /// A command that must succeed (200); the order after it.
     pub async fn command(&self, s: &Session, id: &str, command: &str, body: Value) -> Value {
         let reply = self

@@ -7,6 +7,7 @@ import { AgentWorkspace } from './pages/Agent';
 import { CallbackWorkspace, DispatchInbox, UnitWorkspace } from './pages/Consoles';
 import { SupervisorDashboard } from './pages/Supervisor';
 import { PublicPage } from './pages/Public';
+import { DirectoryPage } from './pages/Directory';
 import './style.css';
 import { syncClock } from './clock';
 
@@ -110,6 +111,9 @@ function App() {
 }
 
 const root = document.getElementById('app');
-// The public page (/public) needs no login: it never asks /api/me.
-const isPublic = location.pathname === '/public' || location.pathname.startsWith('/public/');
-if (root) render(isPublic ? <PublicPage /> : <App />, root);
+// The public pages need no login: they never ask /api/me. /public takes a
+// consultation (W-2, W-9); /directory finds institutions and books a slot (W-8).
+const path = location.pathname;
+const isPublic = path === '/public' || path.startsWith('/public/');
+const isDirectory = path.startsWith('/directory');
+if (root) render(isPublic ? <PublicPage /> : isDirectory ? <DirectoryPage /> : <App />, root);
