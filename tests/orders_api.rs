@@ -215,6 +215,28 @@ impl Harness {
         reply.body
     }
 
+    /// The raw bytes of a GET answer (files).
+    async fn send_bytes(&self, s: &Session, uri: &str) -> Vec<u8> {
+        let response = self
+            .app
+            .clone()
+            .oneshot(
+                Request::get(uri)
+                    .header(header::COOKIE, &s.cookie)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec()
+    }
+
     async fn total(&self, s: &Session) -> i64 {
         self.get(s, "/api/orders").await.body["total"]
             .as_i64()
@@ -4680,4 +4702,250 @@ async fn sqlite_hot_topics_come_from_the_orders_descriptions() {
 #[tokio::test]
 async fn postgres_hot_topics_come_from_the_orders_descriptions() {
     hot_topics_come_from_the_orders_descriptions(&postgres().await).await;
+}
+
+/// H-15, W-19, W-20: the published report of a month is made by the server alone,
+/// once, and every figure in its JSON, its XLSX and its HTML page is the API's answer
+/// for the same period; the scheduler's next pass publishes the quarter and the year
+/// that have ended and nothing twice.
+async fn published_reports_agree_with_the_api(h: &Harness) {
+    use calamine::{DataType, Reader};
+    use hotline::api::reports::{ReportsDir, publish, publish_due};
+    use hotline::assessment::periods::ReportPeriod;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reports = Harness {
+        app: router(h.state.clone())
+            .layer(axum::Extension(ReportsDir(Some(dir.path().to_path_buf())))),
+        state: h.state.clone(),
+        _dir: None,
+        db_file: None,
+    };
+    let desk = h.login("province-dispatcher").await;
+    let agent = h.login("agent").await;
+    let march = |day: u32, city: &str, category: &str, text: &str| {
+        let mut body = order_body(
+            category,
+            "unknown",
+            Some(&format!("2026-03-{day:02}T10:00:00+08:00")),
+        );
+        body["city"] = json!(city);
+        body["description"] = json!(text);
+        body
+    };
+    for (day, city) in [(2, "jinan"), (3, "qingdao"), (4, "yantai"), (5, "jinan")] {
+        h.create(
+            &desk,
+            march(
+                day,
+                city,
+                "consultation",
+                "工地老板拖欠工资半年，工友们都拿不到钱",
+            ),
+        )
+        .await;
+    }
+    let answered = h
+        .create(
+            &agent,
+            march(6, "jinan", "consultation", "想咨询离婚以后孩子的抚养权归谁"),
+        )
+        .await;
+    h.command(
+        &agent,
+        &id_of(&answered),
+        "answer_directly",
+        json!({"answer": "可以"}),
+    )
+    .await;
+    h.create(
+        &agent,
+        march(9, "jinan", "complaint", "投诉律师事务所收费不透明"),
+    )
+    .await;
+    // Outside the month: not in its report.
+    let mut april_order = march(1, "jinan", "complaint", "投诉");
+    april_order["received_at"] = json!("2026-04-01T10:00:00+08:00");
+    h.create(&agent, april_order).await;
+
+    let period = ReportPeriod::parse("2026-03").expect("period");
+    let now = h.state.orders.clock.now();
+    assert!(
+        publish(&reports.state, dir.path(), period, now)
+            .await
+            .expect("publish")
+    );
+    // Made once: a second attempt (another node, a restart) writes nothing.
+    assert!(
+        !publish(&reports.state, dir.path(), period, now)
+            .await
+            .expect("publish again")
+    );
+
+    let supervisor = h.login("supervisor").await;
+    let admin = h.login("admin").await;
+    assert_eq!(
+        reports.get(&agent, "/api/reports").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let list = reports.get(&supervisor, "/api/reports").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.body["reports"][0]["id"], "2026-03", "{}", list.text);
+    assert_eq!(
+        list.body["reports"][0]["title"],
+        "12348公共法律服务热线2026年3月运行报告"
+    );
+    let report = reports.get(&admin, "/api/reports/2026-03").await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text);
+    let data = &report.body;
+
+    // The figures are the API's for the same period.
+    let mut stats = h.get(&admin, "/api/stats/orders?period=2026-03").await.body;
+    let mut reported = data["stats"].clone();
+    for v in [&mut stats, &mut reported] {
+        v["as_of"] = Value::Null;
+    }
+    assert_eq!(reported, stats);
+    assert_eq!(stats["total"], 6, "{stats}");
+    let groups = ["consultation", "complaint_suggestion", "case"];
+    for (i, group) in groups.iter().enumerate() {
+        let ranked = h
+            .get(
+                &agent,
+                &format!("/api/rankings?period=2026-03&group={group}&metric=combined"),
+            )
+            .await;
+        assert_eq!(ranked.status, StatusCode::OK, "{}", ranked.text);
+        assert_eq!(data["rankings"][i], ranked.body, "{group}");
+    }
+    let wages = data["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|t| t["topic"] == "拖欠工资")
+        .unwrap_or_else(|| panic!("no 拖欠工资: {}", data["topics"]))
+        .clone();
+    assert_eq!(wages["current"], 4, "{wages}");
+    assert_eq!(wages["focal"], true, "three cities: {wages}");
+
+    // The workbook, read back: the overview and the city ranking hold the same numbers.
+    let xlsx = reports.get(&supervisor, "/api/reports/2026-03/xlsx").await;
+    assert_eq!(xlsx.status, StatusCode::OK);
+    assert_eq!(
+        xlsx.headers[header::CONTENT_TYPE],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let bytes = reports
+        .send_bytes(&supervisor, "/api/reports/2026-03/xlsx")
+        .await;
+    let mut book =
+        calamine::Xlsx::new(std::io::Cursor::new(bytes)).expect("the report is an XLSX file");
+    assert_eq!(
+        book.sheet_names(),
+        [
+            "概况",
+            "咨询类排名",
+            "投诉建议类排名",
+            "业务办理类排名",
+            "签到率",
+            "热点问题"
+        ]
+    );
+    let overview = book.worksheet_range("概况").expect("概况");
+    let value_of = |label: &str| {
+        overview
+            .rows()
+            .find(|r| r.first().and_then(|c| c.get_string()) == Some(label))
+            .and_then(|r| r.get(1).and_then(DataType::as_f64))
+    };
+    assert_eq!(value_of("受理工单总数"), stats["total"].as_f64());
+    assert_eq!(value_of("超期工单"), stats["overdue"].as_f64());
+    assert_eq!(value_of("特殊标记工单"), stats["special_flag"].as_f64());
+    assert_eq!(value_of("满意率"), stats["satisfaction"]["rate"].as_f64());
+    let sheet = book.worksheet_range("咨询类排名").expect("ranking");
+    let api_rows = data["rankings"][0]["rows"].as_array().expect("rows");
+    assert!(!api_rows.is_empty());
+    for api_row in api_rows {
+        let name = api_row["unit_name"].as_str().expect("name");
+        let row = sheet
+            .rows()
+            .find(|r| r.get(2).and_then(|c| c.get_string()) == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in the workbook"));
+        assert_eq!(row[1].as_f64(), api_row["rank"].as_f64(), "{name}");
+        assert_eq!(row[3].as_f64(), api_row["orders"].as_f64(), "{name}");
+        assert_eq!(
+            row[5].as_f64(),
+            api_row["completion_rate"].as_f64(),
+            "{name}"
+        );
+        assert_eq!(
+            row[12].as_f64(),
+            api_row["combined_score"].as_f64(),
+            "{name}"
+        );
+    }
+    let topics = book.worksheet_range("热点问题").expect("topics");
+    assert!(
+        topics
+            .rows()
+            .any(|r| r[0].get_string() == Some("拖欠工资") && r[1].as_f64() == Some(4.0))
+    );
+
+    // The printable page: Chinese, the same figures.
+    let page = reports.get(&supervisor, "/api/reports/2026-03/html").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("<html lang=\"zh-CN\">"));
+    assert!(page.text.contains("12348公共法律服务热线2026年3月运行报告"));
+    assert!(page.text.contains(&format!(
+        "<th>受理工单总数</th><td class=\"n\">{}</td>",
+        stats["total"]
+    )));
+    assert!(page.text.contains("拖欠工资") && page.text.contains("<svg"));
+
+    // Bad and unknown ids.
+    assert_eq!(
+        reports.get(&admin, "/api/reports/..%2Fx").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        reports
+            .get(&admin, "/api/reports/2025-01/xlsx")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The scheduler's pass on 2 April: the first quarter and 2025 have ended too.
+    let april = chrono::DateTime::parse_from_rfc3339("2026-04-02T08:00:00+08:00").expect("time");
+    let published = publish_due(&reports.state, dir.path(), april)
+        .await
+        .expect("publish due");
+    assert_eq!(published, ["2026-Q1", "2025"]);
+    assert!(
+        publish_due(&reports.state, dir.path(), april)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    let ids: Vec<Value> = reports.get(&admin, "/api/reports").await.body["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("2026-03"), json!("2026-Q1"), json!("2025")]);
+    let files = std::fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(
+        files, 6,
+        "an XLSX and an HTML file per report, nothing partial"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_published_reports_agree_with_the_api() {
+    published_reports_agree_with_the_api(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_published_reports_agree_with_the_api() {
+    published_reports_agree_with_the_api(&postgres().await).await;
 }

@@ -91,6 +91,46 @@ async fn topics(
     {
         return Err(ApiError::bad_request("invalid_query", "no such city").with_field("city"));
     }
+    let now = ctx.clock.now();
+    let granularity = q.period.unwrap_or_default();
+    let periods = analysis::periods(now.date_naive(), granularity);
+    let (orders, topics) = compute_topics(
+        &state,
+        ctx.scope_of(&user.unit),
+        Some(user.unit.as_str().to_owned()),
+        q.city.clone(),
+        periods.clone(),
+        now,
+        limit,
+    )
+    .await?;
+    Ok(Json(TopicsView {
+        granularity,
+        periods,
+        city: q.city,
+        orders,
+        topics,
+        rules: RULES,
+    }))
+}
+
+/// The topics of the orders of `scope` (`None`: every order; `scope_unit` the unit
+/// it is of) and `city` over `periods` (the last the current one), judged at `now`:
+/// what `GET /api/analysis/topics` answers and what the published reports print.
+/// Returns the number of orders analysed and the topics.
+///
+/// # Errors
+/// 503 when the word lists or the database are unavailable, 422 for too many orders.
+pub(crate) async fn compute_topics(
+    state: &AppState,
+    scope: Option<Vec<String>>,
+    scope_unit: Option<String>,
+    city: Option<String>,
+    periods: Vec<Period>,
+    now: chrono::DateTime<chrono::FixedOffset>,
+    limit: usize,
+) -> Result<(usize, Vec<TopicTrend>), ApiError> {
+    let ctx = &state.orders;
     let segmenter = ctx.analysis.segmenter().map_err(|e| {
         tracing::warn!(%e, "analysis word lists not loaded");
         ApiError::unavailable(
@@ -98,9 +138,6 @@ async fn topics(
             format!("the analysis word lists are not loaded: {e}"),
         )
     })?;
-    let now = ctx.clock.now();
-    let granularity = q.period.unwrap_or_default();
-    let periods = analysis::periods(now.date_naive(), granularity);
     let start_ms = |day: chrono::NaiveDate| {
         day.and_hms_opt(0, 0, 0)
             .and_then(|t| shanghai().from_local_datetime(&t).single())
@@ -113,9 +150,9 @@ async fn topics(
         return Err(ApiError::bad_request("invalid_query", "no such period"));
     };
     let filter = OrderFilter {
-        city: q.city.clone(),
-        scope: ctx.scope_of(&user.unit),
-        scope_unit: Some(user.unit.as_str().to_owned()),
+        city,
+        scope,
+        scope_unit,
         received_from_ms: Some(from),
         received_until_ms: Some(until),
         now_ms: now.timestamp_millis(),
@@ -146,18 +183,9 @@ async fn topics(
         })
         .collect();
     // Segmenting a few thousand descriptions takes a while: not on the executor.
-    let analysed = tokio::task::spawn_blocking({
-        let periods = periods.clone();
-        move || analysis::analyse(&segmenter, &facts, &periods, limit)
-    })
-    .await
-    .map_err(|e| ApiError::internal(&e))?;
-    Ok(Json(TopicsView {
-        granularity,
-        periods,
-        city: q.city,
-        orders: orders.len(),
-        topics: analysed,
-        rules: RULES,
-    }))
+    let analysed =
+        tokio::task::spawn_blocking(move || analysis::analyse(&segmenter, &facts, &periods, limit))
+            .await
+            .map_err(|e| ApiError::internal(&e))?;
+    Ok((orders.len(), analysed))
 }

@@ -22,6 +22,7 @@ pub mod drafts;
 pub mod order_calls;
 pub mod queues;
 pub mod recordings;
+pub mod reports;
 pub mod stats;
 pub mod views;
 
@@ -56,6 +57,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(drafts::routes())
         .merge(stats::routes())
         .merge(analysis::routes())
+        .merge(reports::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -74,6 +74,7 @@ mod tests {
             include_str!("orders.rs"),
             include_str!("queues.rs"),
             include_str!("recordings.rs"),
+            include_str!("reports.rs"),
             include_str!("stats.rs"),
             include_str!("web.rs"),
         ];
@@ -155,13 +156,15 @@ mod tests {
             ("post", "/api/orders/{id}/call_back"),
             ("get", "/api/orders/{id}/call_back"),
             ("get", "/api/analysis/topics"),
+            ("get", "/api/reports"),
+            ("get", "/api/reports/{id}/xlsx"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 31, "{ops:?}");
+        assert_eq!(ops.len(), 35, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

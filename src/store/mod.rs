@@ -223,6 +223,7 @@ pub mod drafts;
 pub mod ops;
 pub mod orders;
 pub mod queue_log;
+pub mod reports;
 pub mod stats;
 pub mod surveys;
 
