@@ -4847,7 +4847,8 @@ async fn published_reports_agree_with_the_api(h: &Harness) {
             "投诉建议类排名",
             "业务办理类排名",
             "签到率",
-            "热点问题"
+            "热点问题",
+            "质量评查"
         ]
     );
     let overview = book.worksheet_range("概况").expect("概况");
@@ -4948,4 +4949,260 @@ async fn sqlite_published_reports_agree_with_the_api() {
 #[tokio::test]
 async fn postgres_published_reports_agree_with_the_api() {
     published_reports_agree_with_the_api(&postgres().await).await;
+}
+
+/// H-15, H-17-3/4, H-12: a supervisor samples the month's recorded calls and web
+/// answers — every dissatisfied caller, complaint and long call by rule, plus a seeded
+/// random draw (the same seed draws the same) — scores them on the configured rubric
+/// with a comment; the agent sees only their own scores and appeals once (the second
+/// appeal is 409); the scores roll up per person, unit and city, and the month's
+/// published report carries the same roll-up as the API.
+async fn quality_review_samples_scores_and_one_appeal(h: &Harness) {
+    use hotline::ivr::flow::{CallCategory, SurveyResult, Urgency};
+    let arrival = |day: u32, minute: u32| {
+        chrono::DateTime::parse_from_rfc3339(&format!("2026-03-{day:02}T10:{minute:02}:00+08:00"))
+            .expect("time")
+    };
+    let jinan = hotline::ivr::city::CityResolution {
+        city: hotline::ivr::city::CityId::new("jinan"),
+        how: hotline::ivr::city::ResolvedBy::AreaCode,
+    };
+    // (call, category, survey, minutes talked): agent 1001 (user "agent") answered.
+    let calls = [
+        ("q-complaint", CallCategory::Complaint, None, 3),
+        (
+            "q-unhappy",
+            CallCategory::Consultation,
+            Some(SurveyResult::Dissatisfied),
+            2,
+        ),
+        ("q-long", CallCategory::Consultation, None, 12),
+        (
+            "q-plain-1",
+            CallCategory::Consultation,
+            Some(SurveyResult::Satisfied),
+            2,
+        ),
+        ("q-plain-2", CallCategory::Consultation, None, 1),
+        ("q-plain-3", CallCategory::Consultation, None, 4),
+    ];
+    for (i, (id, category, survey, minutes)) in calls.iter().enumerate() {
+        let at = arrival(2 + i as u32, 0);
+        let mut cdr = hotline::ivr::cdr::CdrBuilder::new(*id, "13812345678", "053112348", at);
+        cdr.city(&jinan)
+            .category(*category, Urgency::Normal)
+            .queued(at)
+            .agent_answered(at + chrono::TimeDelta::seconds(10), "1001");
+        if let Some(s) = survey {
+            cdr.survey(*s);
+        }
+        let record =
+            cdr.finish(at + chrono::TimeDelta::seconds(10) + chrono::TimeDelta::minutes(*minutes));
+        h.state
+            .store
+            .insert_call(&record, None)
+            .await
+            .expect("call");
+    }
+    // A web question the agent answered in writing.
+    let agent = h.login("agent").await;
+    let mut web = order_body("consultation", "unknown", Some("2026-03-10T09:00:00+08:00"));
+    web["channel"] = json!("web");
+    web["description"] = json!("网上咨询：劳动合同到期不续签有补偿吗");
+    let web = h.create(&agent, web).await;
+    h.command(
+        &agent,
+        &id_of(&web),
+        "answer_directly",
+        json!({"answer": "依法应支付经济补偿，可申请劳动仲裁"}),
+    )
+    .await;
+
+    let supervisor = h.login("supervisor").await;
+    assert_eq!(
+        h.post(&agent, "/api/quality/samples", json!({"period": "2026-03"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let drawn = h
+        .post(
+            &supervisor,
+            "/api/quality/samples",
+            json!({"period": "2026-03", "random": 1, "seed": 42}),
+        )
+        .await;
+    assert_eq!(drawn.status, StatusCode::CREATED, "{}", drawn.text);
+    assert_eq!(drawn.body["candidates"], 7, "{}", drawn.text);
+    let sampled = drawn.body["sampled"].as_array().expect("sampled").clone();
+    let reason_of = |id: &str| {
+        sampled
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["reason"].clone())
+    };
+    assert_eq!(reason_of("call:q-complaint"), Some(json!("complaint")));
+    assert_eq!(reason_of("call:q-unhappy"), Some(json!("dissatisfied")));
+    assert_eq!(reason_of("call:q-long"), Some(json!("long_call")));
+    assert_eq!(
+        sampled.len(),
+        4,
+        "three by rule, one at random: {}",
+        drawn.text
+    );
+    let random: Vec<&Value> = sampled.iter().filter(|r| r["reason"] == "random").collect();
+    assert_eq!(random.len(), 1);
+    let complaint = sampled
+        .iter()
+        .find(|r| r["id"] == "call:q-complaint")
+        .expect("complaint");
+    assert_eq!(complaint["person"], "agent");
+    assert_eq!(complaint["recording_url"], "/api/recordings/q-complaint");
+    // Nothing is sampled twice; the rest is drawn by the next seed.
+    let again = h
+        .post(
+            &supervisor,
+            "/api/quality/samples",
+            json!({"period": "2026-03", "random": 10, "seed": 42}),
+        )
+        .await;
+    assert_eq!(
+        again.body["sampled"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        again.text
+    );
+
+    // Scores on the rubric: every item, 0-100.
+    let rubric = h.get(&supervisor, "/api/quality/rubric").await;
+    let keys: Vec<&str> = rubric
+        .body
+        .as_array()
+        .expect("rubric")
+        .iter()
+        .map(|i| i["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["attitude", "law", "no_paid_referral", "etiquette"]);
+    let refused = h
+        .post(
+            &supervisor,
+            "/api/quality/reviews/call:q-complaint/score",
+            json!({"marks": {"attitude": 90}}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.body["field"], "marks");
+    let marks = json!({"attitude": 90, "law": 80, "no_paid_referral": 100, "etiquette": 70});
+    let scored = h
+        .post(
+            &supervisor,
+            "/api/quality/reviews/call:q-complaint/score",
+            json!({"marks": marks, "comment": "法条引用准确，语气可更耐心"}),
+        )
+        .await;
+    assert_eq!(scored.status, StatusCode::OK, "{}", scored.text);
+    assert_eq!(scored.body["score"], 86.0);
+    let scored = h
+        .post(
+            &supervisor,
+            &format!("/api/quality/reviews/web_answer:{}/score", id_of(&web)),
+            json!({"marks": {"attitude": 100, "law": 60, "no_paid_referral": 100, "etiquette": 100}}),
+        )
+        .await;
+    assert_eq!(scored.status, StatusCode::OK, "{}", scored.text);
+    assert_eq!(scored.body["score"], 84.0);
+
+    // The agent sees their own scored reviews only, with the answer reviewed.
+    let mine = h.get(&agent, "/api/quality/reviews").await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text);
+    let mine = mine.body["reviews"].as_array().expect("reviews").clone();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(
+        mine.iter()
+            .all(|r| r["person"] == "agent" && r["score"].is_number())
+    );
+    assert!(
+        mine.iter()
+            .any(|r| r["answer"] == "依法应支付经济补偿，可申请劳动仲裁")
+    );
+    assert_eq!(
+        h.get(&agent, "/api/quality/reviews?mine=false")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // One appeal; the second is 409; nobody else appeals it.
+    let other = h.login("dispatcher").await;
+    assert_eq!(
+        h.post(
+            &other,
+            "/api/quality/reviews/call:q-complaint/appeal",
+            json!({"reason": "不是我"})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let appeal = h
+        .post(
+            &agent,
+            "/api/quality/reviews/call:q-complaint/appeal",
+            json!({"reason": "来电人情绪激动，已按规范安抚"}),
+        )
+        .await;
+    assert_eq!(appeal.status, StatusCode::OK, "{}", appeal.text);
+    assert_eq!(appeal.body["appeal"], "来电人情绪激动，已按规范安抚");
+    let second = h
+        .post(
+            &agent,
+            "/api/quality/reviews/call:q-complaint/appeal",
+            json!({"reason": "再次申诉"}),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text);
+    assert_eq!(second.body["code"], "already_appealed");
+    assert_eq!(
+        h.post(
+            &agent,
+            "/api/quality/reviews/call:q-long/appeal",
+            json!({"reason": "未评分"})
+        )
+        .await
+        .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Roll-up per person, unit and city; the report carries the same.
+    let scores = h
+        .get(&supervisor, "/api/quality/scores?period=2026-03")
+        .await;
+    assert_eq!(scores.status, StatusCode::OK, "{}", scores.text);
+    assert_eq!(scores.body["reviews"], 2);
+    assert_eq!(scores.body["score"], 85.0);
+    assert_eq!(scores.body["by_person"][0]["key"], "agent");
+    assert_eq!(scores.body["by_city"][0]["key"], "jinan");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let period = hotline::assessment::periods::ReportPeriod::parse("2026-03").expect("period");
+    hotline::api::reports::publish(&h.state, dir.path(), period, h.state.orders.clock.now())
+        .await
+        .expect("publish");
+    let admin = h.login("admin").await;
+    let report = h.get(&admin, "/api/reports/2026-03").await;
+    let province = h.get(&admin, "/api/quality/scores?period=2026-03").await;
+    assert_eq!(report.body["quality"], province.body, "{}", report.text);
+}
+
+#[tokio::test]
+async fn sqlite_quality_review_samples_scores_and_one_appeal() {
+    quality_review_samples_scores_and_one_appeal(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_quality_review_samples_scores_and_one_appeal() {
+    quality_review_samples_scores_and_one_appeal(&postgres().await).await;
 }

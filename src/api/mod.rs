@@ -20,6 +20,7 @@ pub mod calls;
 pub mod cities;
 pub mod drafts;
 pub mod order_calls;
+pub mod quality;
 pub mod queues;
 pub mod recordings;
 pub mod reports;
@@ -58,6 +59,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(stats::routes())
         .merge(analysis::routes())
         .merge(reports::routes())
+        .merge(quality::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -73,6 +73,7 @@ mod tests {
             include_str!("error.rs"),
             include_str!("orders.rs"),
             include_str!("queues.rs"),
+            include_str!("quality.rs"),
             include_str!("recordings.rs"),
             include_str!("reports.rs"),
             include_str!("stats.rs"),
@@ -164,7 +165,7 @@ mod tests {
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 35, "{ops:?}");
+        assert_eq!(ops.len(), 41, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -2,7 +2,7 @@
 //! the server without anyone's input, once after each period ends (by the server's
 //! clock): the period's order figures, the rankings of each group with every level
 //! ranked separately, the sign-in rate, transfer timeliness, satisfaction, special
-//! flags and hot topics. Every figure is computed by the same functions that answer
+//! flags, hot topics and the quality review scores per person, unit and city. Every figure is computed by the same functions that answer
 //! `GET /api/stats/orders`, `GET /api/rankings` and `GET /api/analysis/topics` for
 //! that period, so the report and the API cannot disagree.
 //!
@@ -110,6 +110,9 @@ pub struct ReportData {
     /// The period's topics, most asked about first.
     #[schema(value_type = Vec<Object>)]
     pub topics: Vec<TopicTrend>,
+    /// `GET /api/quality/scores?period=<id>` of the province: quality review scores
+    /// per person, unit and city (H-15).
+    pub quality: crate::assessment::quality::Rollup,
 }
 
 /// One report in the list.
@@ -227,6 +230,9 @@ pub async fn compute_report(
                 .map_err(PublishError::Figures)?,
         );
     }
+    let quality = super::quality::compute_scores(state, scope.clone(), Some(span))
+        .await
+        .map_err(PublishError::Figures)?;
     let periods = topic_periods(period);
     let (topic_orders, topics) = compute_topics(
         state,
@@ -252,6 +258,7 @@ pub async fn compute_report(
         topic_periods: periods,
         topic_orders,
         topics,
+        quality,
     })
 }
 

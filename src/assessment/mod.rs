@@ -3,3 +3,4 @@
 //! clock, the database and writes the files.
 
 pub mod periods;
+pub mod quality;

@@ -37,6 +37,8 @@ pub struct OrdersContext {
     pub clock: crate::clock::WallClock,
     /// The hot-topic analysis' word lists, loaded at its first request.
     pub analysis: AnalysisWords,
+    /// The quality review's rubric and sampling rules (`[quality]`).
+    pub quality: crate::assessment::quality::QualityConfig,
 }
 
 /// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
@@ -92,6 +94,7 @@ impl OrdersContext {
                 stop_words: config.analysis.stop_words.clone(),
                 ..AnalysisWords::default()
             },
+            quality: config.quality.clone(),
         }
     }
 

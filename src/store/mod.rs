@@ -222,6 +222,7 @@ pub mod calls;
 pub mod drafts;
 pub mod ops;
 pub mod orders;
+pub mod quality;
 pub mod queue_log;
 pub mod reports;
 pub mod stats;

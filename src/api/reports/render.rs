@@ -10,13 +10,14 @@ use super::{GROUPS, ReportData, level_name};
 use crate::api::views::{Level, RankingRow};
 
 /// The sheet names, in order.
-pub const SHEETS: [&str; 6] = [
+pub const SHEETS: [&str; 7] = [
     "概况",
     "咨询类排名",
     "投诉建议类排名",
     "业务办理类排名",
     "签到率",
     "热点问题",
+    "质量评查",
 ];
 
 /// One ranking column: its header and its value in a row.
@@ -176,7 +177,33 @@ pub fn xlsx(data: &ReportData) -> Result<Vec<u8>, XlsxError> {
             sheet.write_string(row, 6, t.cities.join("、"))?;
         }
     }
+    {
+        let sheet = book.add_worksheet();
+        sheet.set_name(SHEETS[6])?;
+        for (c, h) in ["类别", "对象", "评查件数", "平均得分"].iter().enumerate() {
+            sheet.write_string_with_format(0, c as u16, *h, &bold)?;
+        }
+        sheet.set_column_width(1, 22)?;
+        let mut row = 1u32;
+        for (what, list) in quality_lists(data) {
+            for a in list {
+                sheet.write_string(row, 0, what)?;
+                sheet.write_string(row, 1, &a.key)?;
+                sheet.write_number(row, 2, f64::from(a.reviews))?;
+                sheet.write_number(row, 3, a.score)?;
+                row += 1;
+            }
+        }
+    }
     book.save_to_buffer()
+}
+
+fn quality_lists(data: &ReportData) -> [(&'static str, &[crate::assessment::quality::Average]); 3] {
+    [
+        ("市", &data.quality.by_city),
+        ("单位", &data.quality.by_unit),
+        ("人员", &data.quality.by_person),
+    ]
 }
 
 fn escape(text: &str) -> String {
@@ -390,6 +417,32 @@ pub fn html(data: &ReportData) -> String {
                 flags.join("、"),
                 escape(&t.cities.join("、"))
             );
+        }
+        page.push_str("</tbody></table>");
+    }
+    page.push_str("<h2>五、服务质量评查</h2>");
+    if data.quality.reviews == 0 {
+        page.push_str("<p>本期无已评分的评查。</p>");
+    } else {
+        let _ = write!(
+            page,
+            "<p>已评查 {} 件，平均得分 {}。</p><table id=\"quality\"><thead><tr><th>类别</th>\
+             <th>对象</th><th>评查件数</th><th>平均得分</th></tr></thead><tbody>",
+            data.quality.reviews,
+            data.quality
+                .score
+                .map_or_else(|| "—".to_owned(), |s| format!("{s:.1}"))
+        );
+        for (what, list) in quality_lists(data) {
+            for a in list {
+                let _ = write!(
+                    page,
+                    "<tr><td>{what}</td><td>{}</td><td class=\"n\">{}</td><td class=\"n\">{:.1}</td></tr>",
+                    escape(&a.key),
+                    a.reviews,
+                    a.score
+                );
+            }
         }
         page.push_str("</tbody></table>");
     }
