@@ -5206,3 +5206,127 @@ async fn sqlite_quality_review_samples_scores_and_one_appeal() {
 async fn postgres_quality_review_samples_scores_and_one_appeal() {
     quality_review_samples_scores_and_one_appeal(&postgres().await).await;
 }
+
+/// H-16, H-17: a supervisor registers a fault (agent absent from duty) with a
+/// rectification deadline counted in working days like an order's; the unit records
+/// its rectification once (the second is 409); the criticism circular of the month
+/// names the unit, the person, the fault, the deadline as a bureau writes it and the
+/// rectification's state.
+async fn violations_are_rectified_once_and_circulated(h: &Harness) {
+    use chrono::Datelike;
+    let supervisor = h.login("supervisor").await;
+    let agent = h.login("agent").await;
+    let body = json!({
+        "unit": "jinan",
+        "person": "agent",
+        "kind": "absent_from_duty",
+        "description": "值班时段离开岗位40分钟",
+        "working_days": 3,
+    });
+    assert_eq!(
+        h.post(&agent, "/api/violations", body.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut elsewhere = body.clone();
+    elsewhere["unit"] = json!("qingdao");
+    let refused = h.post(&supervisor, "/api/violations", elsewhere).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    let mut bad_days = body.clone();
+    bad_days["working_days"] = json!(0);
+    assert_eq!(
+        h.post(&supervisor, "/api/violations", bad_days).await.body["field"],
+        "working_days"
+    );
+    let registered = h.post(&supervisor, "/api/violations", body).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text
+    );
+    let v = &registered.body;
+    let now = h.state.orders.clock.now();
+    let calendar = h.state.orders.calendar.current();
+    let due = calendar.add_working_days(now, 3);
+    assert_eq!(v["due"], due.at.to_rfc3339(), "{v}");
+    assert!(
+        v["due_text"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("24:00（3个工作日）")),
+        "{v}"
+    );
+    assert_eq!(v["state"], "open");
+    assert_eq!(v["person_name"], "值班员 张明");
+    let id = v["id"].as_str().expect("id").to_owned();
+
+    // The unit sees it and records the rectification, once.
+    let listed = h.get(&agent, "/api/violations").await;
+    assert_eq!(
+        listed.body["violations"][0]["id"],
+        id.as_str(),
+        "{}",
+        listed.text
+    );
+    let done = h
+        .post(
+            &agent,
+            &format!("/api/violations/{id}/rectified"),
+            json!({"note": "已调整排班并签订值班承诺书"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    assert_eq!(done.body["state"], "done");
+    let again = h
+        .post(
+            &agent,
+            &format!("/api/violations/{id}/rectified"),
+            json!({"note": "再次"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    // A unit below Jinan (the legal-aid center) does not see Jinan's faults.
+    let center = h.login("handler").await;
+    let theirs = h.get(&center, "/api/violations").await;
+    assert_eq!(theirs.body["violations"], json!([]), "{}", theirs.text);
+
+    // The month's circular.
+    let period = format!("{}-{:02}", now.year(), now.month());
+    let text = h
+        .get(&supervisor, &format!("/api/circulars?period={period}"))
+        .await;
+    assert_eq!(text.status, StatusCode::OK, "{}", text.text);
+    assert!(text.text.contains("批评通报"), "{}", text.text);
+    assert!(
+        text.text
+            .contains("济南市司法局（值班员 张明）：值班人员脱岗。值班时段离开岗位40分钟。限"),
+        "{}",
+        text.text
+    );
+    assert!(text.text.contains("前整改，已整改。"), "{}", text.text);
+    let page = h
+        .get(
+            &supervisor,
+            &format!("/api/circulars?period={period}&format=html"),
+        )
+        .await;
+    assert!(
+        page.text.contains("<h1>关于") && page.text.contains("批评通报</h1>"),
+        "{}",
+        page.text
+    );
+}
+
+#[tokio::test]
+async fn sqlite_violations_are_rectified_once_and_circulated() {
+    violations_are_rectified_once_and_circulated(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_violations_are_rectified_once_and_circulated() {
+    violations_are_rectified_once_and_circulated(&postgres().await).await;
+}

@@ -26,6 +26,7 @@ pub mod recordings;
 pub mod reports;
 pub mod stats;
 pub mod views;
+pub mod violations;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -60,6 +61,7 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(analysis::routes())
         .merge(reports::routes())
         .merge(quality::routes())
+        .merge(violations::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

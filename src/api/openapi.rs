@@ -77,6 +77,7 @@ mod tests {
             include_str!("recordings.rs"),
             include_str!("reports.rs"),
             include_str!("stats.rs"),
+            include_str!("violations.rs"),
             include_str!("web.rs"),
         ];
         let mut found = Vec::new();
@@ -165,7 +166,7 @@ mod tests {
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 41, "{ops:?}");
+        assert_eq!(ops.len(), 45, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

@@ -4,3 +4,4 @@
 
 pub mod periods;
 pub mod quality;
+pub mod violations;
