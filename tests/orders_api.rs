@@ -5330,3 +5330,117 @@ async fn sqlite_violations_are_rectified_once_and_circulated() {
 async fn postgres_violations_are_rectified_once_and_circulated() {
     violations_are_rectified_once_and_circulated(&postgres().await).await;
 }
+
+/// H-6: the public-sentiment summary of a city and month: top topics with counts and
+/// the change against the month before, sample descriptions with numbers and names
+/// masked, the urgent events; and its CSV export.
+async fn sentiment_summary_counts_changes_and_masks(h: &Harness) {
+    let desk = h.login("province-dispatcher").await;
+    let order = |at: &str, text: &str, urgency: &str| {
+        let mut body = order_body("consultation", "unknown", Some(at));
+        body["description"] = json!(text);
+        body["urgency"] = json!(urgency);
+        body
+    };
+    h.create(
+        &desk,
+        order("2026-02-10T10:00:00+08:00", "公司拖欠工资三个月", "normal"),
+    )
+    .await;
+    for day in [3, 4, 5] {
+        h.create(
+            &desk,
+            order(
+                &format!("2026-03-{day:02}T10:00:00+08:00"),
+                "张三反映老板拖欠工资，电话13812345678",
+                "normal",
+            ),
+        )
+        .await;
+    }
+    h.create(
+        &desk,
+        order(
+            "2026-03-06T10:00:00+08:00",
+            "工地发生群体性讨薪，情绪激动",
+            "urgent",
+        ),
+    )
+    .await;
+    let admin = h.login("admin").await;
+    assert_eq!(
+        h.get(
+            &h.login("agent").await,
+            "/api/analysis/summary?period=2026-03"
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let reply = h
+        .get(&admin, "/api/analysis/summary?period=2026-03&city=jinan")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["orders"], 4, "{}", reply.text);
+    let wages = reply.body["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|t| t["topic"] == "拖欠工资")
+        .unwrap_or_else(|| panic!("{}", reply.text))
+        .clone();
+    assert_eq!(
+        (&wages["count"], &wages["previous"], &wages["change"]),
+        (&json!(3), &json!(1), &json!(2))
+    );
+    assert_eq!(
+        wages["samples"][0], "张*反映老板拖欠工资，电话138****5678",
+        "{wages}"
+    );
+    assert!(!reply.text.contains("13812345678"));
+    assert_eq!(
+        reply.body["urgent"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        reply.body["urgent"][0]["description"],
+        "工地发生群体性讨薪，情绪激动"
+    );
+    let csv = h
+        .get(
+            &admin,
+            "/api/analysis/summary?period=2026-03&city=jinan&format=csv",
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.text
+            .starts_with("类型,话题或工单,本期,上期,变化,样例或时间\n"),
+        "{}",
+        csv.text
+    );
+    assert!(
+        csv.text.contains("话题,\"拖欠工资\",3,1,2,"),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains("紧急事件,"), "{}", csv.text);
+    assert_eq!(
+        h.get(&admin, "/api/analysis/summary?period=2026-13")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn sqlite_sentiment_summary_counts_changes_and_masks() {
+    sentiment_summary_counts_changes_and_masks(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_sentiment_summary_counts_changes_and_masks() {
+    sentiment_summary_counts_changes_and_masks(&postgres().await).await;
+}

@@ -166,7 +166,7 @@ mod tests {
                 "{method} {path} missing from {ops:?}"
             );
         }
-        assert_eq!(ops.len(), 45, "{ops:?}");
+        assert_eq!(ops.len(), 46, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {
