@@ -110,6 +110,8 @@ pub struct ReportData {
     /// The period's topics, most asked about first.
     #[schema(value_type = Vec<Object>)]
     pub topics: Vec<TopicTrend>,
+    /// Why the report has no topics (the analysis word lists could not be read).
+    pub topics_unavailable: Option<String>,
     /// `GET /api/quality/scores?period=<id>` of the province: quality review scores
     /// per person, unit and city (H-15).
     pub quality: crate::assessment::quality::Rollup,
@@ -234,7 +236,9 @@ pub async fn compute_report(
         .await
         .map_err(PublishError::Figures)?;
     let periods = topic_periods(period);
-    let (topic_orders, topics) = compute_topics(
+    // Without the word lists the report is still published, saying why it has no
+    // topics, rather than never.
+    let (topic_orders, topics, topics_unavailable) = match compute_topics(
         state,
         scope,
         Some(root.as_str().to_owned()),
@@ -244,7 +248,11 @@ pub async fn compute_report(
         REPORT_TOPICS,
     )
     .await
-    .map_err(PublishError::Figures)?;
+    {
+        Ok((n, topics)) => (n, topics, None),
+        Err(e) if e.code == "analysis_unavailable" => (0, Vec::new(), Some(e.message)),
+        Err(e) => return Err(PublishError::Figures(e)),
+    };
     let last_day = period.end.pred_opt().unwrap_or(period.end);
     Ok(ReportData {
         id,
@@ -258,6 +266,7 @@ pub async fn compute_report(
         topic_periods: periods,
         topic_orders,
         topics,
+        topics_unavailable,
         quality,
     })
 }

@@ -383,7 +383,9 @@ pub fn html(data: &ReportData) -> String {
     }
 
     page.push_str("<h2>四、热点、难点、焦点问题</h2>");
-    if data.topics.is_empty() {
+    if let Some(why) = &data.topics_unavailable {
+        let _ = write!(page, "<p>热点分析未能完成：{}</p>", escape(why));
+    } else if data.topics.is_empty() {
         page.push_str("<p>本期无工单描述可供分析。</p>");
     } else {
         let bars: Vec<(String, f64)> = data
