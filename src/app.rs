@@ -328,8 +328,16 @@ pub async fn serve(options: ServeOptions) -> Result<(), ServeError> {
         auth: Arc::new(api::auth::Auth::for_config(&config)),
         cities: Arc::new(config.cities.clone()),
     };
+    // Published reports (H-15, W-19, W-20): made once after each month, quarter and year.
+    let reports_dir = config.server.data_dir.join("reports");
+    tokio::spawn(api::reports::report_loop(
+        state.clone(),
+        reports_dir.clone(),
+        shutdown.clone(),
+    ));
     let draining = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let app = api::router(state)
+        .layer(axum::Extension(api::reports::ReportsDir(Some(reports_dir))))
         .layer(axum::Extension(api::queues::AcdApi(acd)))
         .layer(axum::Extension(api::softphone::SoftphoneApi(Some(
             media_plane.browsers.clone(),

@@ -63,6 +63,9 @@ pub struct Config {
     /// The hot-topic analysis' word lists.
     #[serde(default)]
     pub analysis: AnalysisConfig,
+    /// The quality review's rubric and sampling rules (H-15, H-17-3/4).
+    #[serde(default)]
+    pub quality: crate::assessment::quality::QualityConfig,
     /// The certificate of HTTPS and SIP over TLS (`server.https_listen`,
     /// `server.sip_tls_listen`).
     #[serde(default)]
@@ -268,6 +271,13 @@ fn validate_partners(partners: &[PartnerConfig], problems: &mut Vec<Problem>) {
 }
 
 fn validate_ranking_and_orders(config: &Config, problems: &mut Vec<Problem>) {
+    for message in config.quality.problems() {
+        problems.push(Problem {
+            path: "quality.rubric".into(),
+            line: None,
+            message,
+        });
+    }
     for (key, message) in config.ranking.weights.problems() {
         problems.push(Problem {
             path: if key.is_empty() {

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod api;
 pub mod app;
+pub mod assessment;
 pub mod calendar;
 pub mod call;
 pub mod clock;

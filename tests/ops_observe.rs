@@ -396,3 +396,45 @@ fn the_api_reads_the_same_shifted_clock_as_the_calls() {
         "order number {id:?} is not dated on 2026-02-14"
     );
 }
+
+/// H-15, W-19, W-20: the running server publishes the reports of the month, quarter
+/// and year that ended before its clock by itself (nobody asks), files them under the
+/// data directory, and lists them to a supervisor.
+#[test]
+fn the_server_publishes_the_ended_periods_reports_by_itself() {
+    let server = Server::start_with(
+        &shipped_config(),
+        &[("HOTLINE_FAKE_NOW", "2026-04-02T08:00+08:00")],
+    );
+    let session = login(&server, "supervisor", "demo-supervisor");
+    let mut listed = String::new();
+    let published = wait_until(Duration::from_secs(20), || {
+        let (status, body) = get(&server, &session, "/api/reports");
+        listed = body;
+        status == 200 && body_json(&listed)["reports"].as_array().map(Vec::len) == Some(3)
+    });
+    assert!(published, "{listed}\n{}", server.log());
+    let ids: Vec<String> = body_json(&listed)["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .filter_map(|r| r["id"].as_str().map(str::to_owned))
+        .collect();
+    assert_eq!(ids, ["2026-03", "2026-Q1", "2025"]);
+    let files: Vec<String> = std::fs::read_dir(server.data_dir().join("reports"))
+        .expect("reports directory")
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .collect();
+    assert_eq!(files.len(), 6, "{files:?}");
+    assert!(
+        files
+            .iter()
+            .any(|f| f.starts_with("2026-03-") && f.ends_with(".xlsx"))
+    );
+    let (status, page) = get(&server, &session, "/api/reports/2026-Q1/html");
+    assert_eq!(status, 200);
+    assert!(page.contains("12348公共法律服务热线2026年第1季度运行报告"));
+    // This test's data directory has no analysis word lists: the reports are published
+    // all the same, saying why they have no topics.
+    assert!(page.contains("热点分析未能完成"), "{page}");
+}

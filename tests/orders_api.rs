@@ -215,6 +215,28 @@ impl Harness {
         reply.body
     }
 
+    /// The raw bytes of a GET answer (files).
+    async fn send_bytes(&self, s: &Session, uri: &str) -> Vec<u8> {
+        let response = self
+            .app
+            .clone()
+            .oneshot(
+                Request::get(uri)
+                    .header(header::COOKIE, &s.cookie)
+                    .body(Body::empty())
+                    .expect("request"),
+            )
+            .await
+            .expect("response");
+        response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes()
+            .to_vec()
+    }
+
     async fn total(&self, s: &Session) -> i64 {
         self.get(s, "/api/orders").await.body["total"]
             .as_i64()
@@ -4680,4 +4702,745 @@ async fn sqlite_hot_topics_come_from_the_orders_descriptions() {
 #[tokio::test]
 async fn postgres_hot_topics_come_from_the_orders_descriptions() {
     hot_topics_come_from_the_orders_descriptions(&postgres().await).await;
+}
+
+/// H-15, W-19, W-20: the published report of a month is made by the server alone,
+/// once, and every figure in its JSON, its XLSX and its HTML page is the API's answer
+/// for the same period; the scheduler's next pass publishes the quarter and the year
+/// that have ended and nothing twice.
+async fn published_reports_agree_with_the_api(h: &Harness) {
+    use calamine::{DataType, Reader};
+    use hotline::api::reports::{ReportsDir, publish, publish_due};
+    use hotline::assessment::periods::ReportPeriod;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let reports = Harness {
+        app: router(h.state.clone())
+            .layer(axum::Extension(ReportsDir(Some(dir.path().to_path_buf())))),
+        state: h.state.clone(),
+        _dir: None,
+        db_file: None,
+    };
+    let desk = h.login("province-dispatcher").await;
+    let agent = h.login("agent").await;
+    let march = |day: u32, city: &str, category: &str, text: &str| {
+        let mut body = order_body(
+            category,
+            "unknown",
+            Some(&format!("2026-03-{day:02}T10:00:00+08:00")),
+        );
+        body["city"] = json!(city);
+        body["description"] = json!(text);
+        body
+    };
+    for (day, city) in [(2, "jinan"), (3, "qingdao"), (4, "yantai"), (5, "jinan")] {
+        h.create(
+            &desk,
+            march(
+                day,
+                city,
+                "consultation",
+                "工地老板拖欠工资半年，工友们都拿不到钱",
+            ),
+        )
+        .await;
+    }
+    let answered = h
+        .create(
+            &agent,
+            march(6, "jinan", "consultation", "想咨询离婚以后孩子的抚养权归谁"),
+        )
+        .await;
+    h.command(
+        &agent,
+        &id_of(&answered),
+        "answer_directly",
+        json!({"answer": "可以"}),
+    )
+    .await;
+    h.create(
+        &agent,
+        march(9, "jinan", "complaint", "投诉律师事务所收费不透明"),
+    )
+    .await;
+    // Outside the month: not in its report.
+    let mut april_order = march(1, "jinan", "complaint", "投诉");
+    april_order["received_at"] = json!("2026-04-01T10:00:00+08:00");
+    h.create(&agent, april_order).await;
+
+    let period = ReportPeriod::parse("2026-03").expect("period");
+    let now = h.state.orders.clock.now();
+    assert!(
+        publish(&reports.state, dir.path(), period, now)
+            .await
+            .expect("publish")
+    );
+    // Made once: a second attempt (another node, a restart) writes nothing.
+    assert!(
+        !publish(&reports.state, dir.path(), period, now)
+            .await
+            .expect("publish again")
+    );
+
+    let supervisor = h.login("supervisor").await;
+    let admin = h.login("admin").await;
+    assert_eq!(
+        reports.get(&agent, "/api/reports").await.status,
+        StatusCode::FORBIDDEN
+    );
+    let list = reports.get(&supervisor, "/api/reports").await;
+    assert_eq!(list.status, StatusCode::OK, "{}", list.text);
+    assert_eq!(list.body["reports"][0]["id"], "2026-03", "{}", list.text);
+    assert_eq!(
+        list.body["reports"][0]["title"],
+        "12348公共法律服务热线2026年3月运行报告"
+    );
+    let report = reports.get(&admin, "/api/reports/2026-03").await;
+    assert_eq!(report.status, StatusCode::OK, "{}", report.text);
+    let data = &report.body;
+
+    // The figures are the API's for the same period.
+    let mut stats = h.get(&admin, "/api/stats/orders?period=2026-03").await.body;
+    let mut reported = data["stats"].clone();
+    for v in [&mut stats, &mut reported] {
+        v["as_of"] = Value::Null;
+    }
+    assert_eq!(reported, stats);
+    assert_eq!(stats["total"], 6, "{stats}");
+    let groups = ["consultation", "complaint_suggestion", "case"];
+    for (i, group) in groups.iter().enumerate() {
+        let ranked = h
+            .get(
+                &agent,
+                &format!("/api/rankings?period=2026-03&group={group}&metric=combined"),
+            )
+            .await;
+        assert_eq!(ranked.status, StatusCode::OK, "{}", ranked.text);
+        assert_eq!(data["rankings"][i], ranked.body, "{group}");
+    }
+    let wages = data["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|t| t["topic"] == "拖欠工资")
+        .unwrap_or_else(|| panic!("no 拖欠工资: {}", data["topics"]))
+        .clone();
+    assert_eq!(wages["current"], 4, "{wages}");
+    assert_eq!(wages["focal"], true, "three cities: {wages}");
+
+    // The workbook, read back: the overview and the city ranking hold the same numbers.
+    let xlsx = reports.get(&supervisor, "/api/reports/2026-03/xlsx").await;
+    assert_eq!(xlsx.status, StatusCode::OK);
+    assert_eq!(
+        xlsx.headers[header::CONTENT_TYPE],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let bytes = reports
+        .send_bytes(&supervisor, "/api/reports/2026-03/xlsx")
+        .await;
+    let mut book =
+        calamine::Xlsx::new(std::io::Cursor::new(bytes)).expect("the report is an XLSX file");
+    assert_eq!(
+        book.sheet_names(),
+        [
+            "概况",
+            "咨询类排名",
+            "投诉建议类排名",
+            "业务办理类排名",
+            "签到率",
+            "热点问题",
+            "质量评查"
+        ]
+    );
+    let overview = book.worksheet_range("概况").expect("概况");
+    let value_of = |label: &str| {
+        overview
+            .rows()
+            .find(|r| r.first().and_then(|c| c.get_string()) == Some(label))
+            .and_then(|r| r.get(1).and_then(DataType::as_f64))
+    };
+    assert_eq!(value_of("受理工单总数"), stats["total"].as_f64());
+    assert_eq!(value_of("超期工单"), stats["overdue"].as_f64());
+    assert_eq!(value_of("特殊标记工单"), stats["special_flag"].as_f64());
+    assert_eq!(value_of("满意率"), stats["satisfaction"]["rate"].as_f64());
+    let sheet = book.worksheet_range("咨询类排名").expect("ranking");
+    let api_rows = data["rankings"][0]["rows"].as_array().expect("rows");
+    assert!(!api_rows.is_empty());
+    for api_row in api_rows {
+        let name = api_row["unit_name"].as_str().expect("name");
+        let row = sheet
+            .rows()
+            .find(|r| r.get(2).and_then(|c| c.get_string()) == Some(name))
+            .unwrap_or_else(|| panic!("{name} not in the workbook"));
+        assert_eq!(row[1].as_f64(), api_row["rank"].as_f64(), "{name}");
+        assert_eq!(row[3].as_f64(), api_row["orders"].as_f64(), "{name}");
+        assert_eq!(
+            row[5].as_f64(),
+            api_row["completion_rate"].as_f64(),
+            "{name}"
+        );
+        assert_eq!(
+            row[12].as_f64(),
+            api_row["combined_score"].as_f64(),
+            "{name}"
+        );
+    }
+    let topics = book.worksheet_range("热点问题").expect("topics");
+    assert!(
+        topics
+            .rows()
+            .any(|r| r[0].get_string() == Some("拖欠工资") && r[1].as_f64() == Some(4.0))
+    );
+
+    // The printable page: Chinese, the same figures.
+    let page = reports.get(&supervisor, "/api/reports/2026-03/html").await;
+    assert_eq!(page.status, StatusCode::OK);
+    assert!(page.text.contains("<html lang=\"zh-CN\">"));
+    assert!(page.text.contains("12348公共法律服务热线2026年3月运行报告"));
+    assert!(page.text.contains(&format!(
+        "<th>受理工单总数</th><td class=\"n\">{}</td>",
+        stats["total"]
+    )));
+    assert!(page.text.contains("拖欠工资") && page.text.contains("<svg"));
+
+    // Bad and unknown ids.
+    assert_eq!(
+        reports.get(&admin, "/api/reports/..%2Fx").await.status,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        reports
+            .get(&admin, "/api/reports/2025-01/xlsx")
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+
+    // The scheduler's pass on 2 April: the first quarter and 2025 have ended too.
+    let april = chrono::DateTime::parse_from_rfc3339("2026-04-02T08:00:00+08:00").expect("time");
+    let published = publish_due(&reports.state, dir.path(), april)
+        .await
+        .expect("publish due");
+    assert_eq!(published, ["2026-Q1", "2025"]);
+    assert!(
+        publish_due(&reports.state, dir.path(), april)
+            .await
+            .expect("again")
+            .is_empty()
+    );
+    let ids: Vec<Value> = reports.get(&admin, "/api/reports").await.body["reports"]
+        .as_array()
+        .expect("reports")
+        .iter()
+        .map(|r| r["id"].clone())
+        .collect();
+    assert_eq!(ids, [json!("2026-03"), json!("2026-Q1"), json!("2025")]);
+    let files = std::fs::read_dir(dir.path()).expect("dir").count();
+    assert_eq!(
+        files, 6,
+        "an XLSX and an HTML file per report, nothing partial"
+    );
+}
+
+#[tokio::test]
+async fn sqlite_published_reports_agree_with_the_api() {
+    published_reports_agree_with_the_api(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_published_reports_agree_with_the_api() {
+    published_reports_agree_with_the_api(&postgres().await).await;
+}
+
+/// H-15, H-17-3/4, H-12: a supervisor samples the month's recorded calls and web
+/// answers — every dissatisfied caller, complaint and long call by rule, plus a seeded
+/// random draw (the same seed draws the same) — scores them on the configured rubric
+/// with a comment; the agent sees only their own scores and appeals once (the second
+/// appeal is 409); the scores roll up per person, unit and city, and the month's
+/// published report carries the same roll-up as the API.
+async fn quality_review_samples_scores_and_one_appeal(h: &Harness) {
+    use hotline::ivr::flow::{CallCategory, SurveyResult, Urgency};
+    let arrival = |day: u32, minute: u32| {
+        chrono::DateTime::parse_from_rfc3339(&format!("2026-03-{day:02}T10:{minute:02}:00+08:00"))
+            .expect("time")
+    };
+    let jinan = hotline::ivr::city::CityResolution {
+        city: hotline::ivr::city::CityId::new("jinan"),
+        how: hotline::ivr::city::ResolvedBy::AreaCode,
+    };
+    // (call, category, survey, minutes talked): agent 1001 (user "agent") answered.
+    let calls = [
+        ("q-complaint", CallCategory::Complaint, None, 3),
+        (
+            "q-unhappy",
+            CallCategory::Consultation,
+            Some(SurveyResult::Dissatisfied),
+            2,
+        ),
+        ("q-long", CallCategory::Consultation, None, 12),
+        (
+            "q-plain-1",
+            CallCategory::Consultation,
+            Some(SurveyResult::Satisfied),
+            2,
+        ),
+        ("q-plain-2", CallCategory::Consultation, None, 1),
+        ("q-plain-3", CallCategory::Consultation, None, 4),
+    ];
+    for (i, (id, category, survey, minutes)) in calls.iter().enumerate() {
+        let at = arrival(2 + i as u32, 0);
+        let mut cdr = hotline::ivr::cdr::CdrBuilder::new(*id, "13812345678", "053112348", at);
+        cdr.city(&jinan)
+            .category(*category, Urgency::Normal)
+            .queued(at)
+            .agent_answered(at + chrono::TimeDelta::seconds(10), "1001");
+        if let Some(s) = survey {
+            cdr.survey(*s);
+        }
+        let record =
+            cdr.finish(at + chrono::TimeDelta::seconds(10) + chrono::TimeDelta::minutes(*minutes));
+        h.state
+            .store
+            .insert_call(&record, None)
+            .await
+            .expect("call");
+    }
+    // A web question the agent answered in writing.
+    let agent = h.login("agent").await;
+    let mut web = order_body("consultation", "unknown", Some("2026-03-10T09:00:00+08:00"));
+    web["channel"] = json!("web");
+    web["description"] = json!("网上咨询：劳动合同到期不续签有补偿吗");
+    let web = h.create(&agent, web).await;
+    h.command(
+        &agent,
+        &id_of(&web),
+        "answer_directly",
+        json!({"answer": "依法应支付经济补偿，可申请劳动仲裁"}),
+    )
+    .await;
+
+    let supervisor = h.login("supervisor").await;
+    assert_eq!(
+        h.post(&agent, "/api/quality/samples", json!({"period": "2026-03"}))
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    let drawn = h
+        .post(
+            &supervisor,
+            "/api/quality/samples",
+            json!({"period": "2026-03", "random": 1, "seed": 42}),
+        )
+        .await;
+    assert_eq!(drawn.status, StatusCode::CREATED, "{}", drawn.text);
+    assert_eq!(drawn.body["candidates"], 7, "{}", drawn.text);
+    let sampled = drawn.body["sampled"].as_array().expect("sampled").clone();
+    let reason_of = |id: &str| {
+        sampled
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["reason"].clone())
+    };
+    assert_eq!(reason_of("call:q-complaint"), Some(json!("complaint")));
+    assert_eq!(reason_of("call:q-unhappy"), Some(json!("dissatisfied")));
+    assert_eq!(reason_of("call:q-long"), Some(json!("long_call")));
+    assert_eq!(
+        sampled.len(),
+        4,
+        "three by rule, one at random: {}",
+        drawn.text
+    );
+    let random: Vec<&Value> = sampled.iter().filter(|r| r["reason"] == "random").collect();
+    assert_eq!(random.len(), 1);
+    let complaint = sampled
+        .iter()
+        .find(|r| r["id"] == "call:q-complaint")
+        .expect("complaint");
+    assert_eq!(complaint["person"], "agent");
+    assert_eq!(complaint["recording_url"], "/api/recordings/q-complaint");
+    // Nothing is sampled twice; the rest is drawn by the next seed.
+    let again = h
+        .post(
+            &supervisor,
+            "/api/quality/samples",
+            json!({"period": "2026-03", "random": 10, "seed": 42}),
+        )
+        .await;
+    assert_eq!(
+        again.body["sampled"].as_array().map(Vec::len),
+        Some(3),
+        "{}",
+        again.text
+    );
+
+    // Scores on the rubric: every item, 0-100.
+    let rubric = h.get(&supervisor, "/api/quality/rubric").await;
+    let keys: Vec<&str> = rubric
+        .body
+        .as_array()
+        .expect("rubric")
+        .iter()
+        .map(|i| i["key"].as_str().expect("key"))
+        .collect();
+    assert_eq!(keys, ["attitude", "law", "no_paid_referral", "etiquette"]);
+    let refused = h
+        .post(
+            &supervisor,
+            "/api/quality/reviews/call:q-complaint/score",
+            json!({"marks": {"attitude": 90}}),
+        )
+        .await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    assert_eq!(refused.body["field"], "marks");
+    let marks = json!({"attitude": 90, "law": 80, "no_paid_referral": 100, "etiquette": 70});
+    let scored = h
+        .post(
+            &supervisor,
+            "/api/quality/reviews/call:q-complaint/score",
+            json!({"marks": marks, "comment": "法条引用准确，语气可更耐心"}),
+        )
+        .await;
+    assert_eq!(scored.status, StatusCode::OK, "{}", scored.text);
+    assert_eq!(scored.body["score"], 86.0);
+    let scored = h
+        .post(
+            &supervisor,
+            &format!("/api/quality/reviews/web_answer:{}/score", id_of(&web)),
+            json!({"marks": {"attitude": 100, "law": 60, "no_paid_referral": 100, "etiquette": 100}}),
+        )
+        .await;
+    assert_eq!(scored.status, StatusCode::OK, "{}", scored.text);
+    assert_eq!(scored.body["score"], 84.0);
+
+    // The agent sees their own scored reviews only, with the answer reviewed.
+    let mine = h.get(&agent, "/api/quality/reviews").await;
+    assert_eq!(mine.status, StatusCode::OK, "{}", mine.text);
+    let mine = mine.body["reviews"].as_array().expect("reviews").clone();
+    assert_eq!(mine.len(), 2, "{mine:?}");
+    assert!(
+        mine.iter()
+            .all(|r| r["person"] == "agent" && r["score"].is_number())
+    );
+    assert!(
+        mine.iter()
+            .any(|r| r["answer"] == "依法应支付经济补偿，可申请劳动仲裁")
+    );
+    assert_eq!(
+        h.get(&agent, "/api/quality/reviews?mine=false")
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    // One appeal; the second is 409; nobody else appeals it.
+    let other = h.login("dispatcher").await;
+    assert_eq!(
+        h.post(
+            &other,
+            "/api/quality/reviews/call:q-complaint/appeal",
+            json!({"reason": "不是我"})
+        )
+        .await
+        .status,
+        StatusCode::NOT_FOUND
+    );
+    let appeal = h
+        .post(
+            &agent,
+            "/api/quality/reviews/call:q-complaint/appeal",
+            json!({"reason": "来电人情绪激动，已按规范安抚"}),
+        )
+        .await;
+    assert_eq!(appeal.status, StatusCode::OK, "{}", appeal.text);
+    assert_eq!(appeal.body["appeal"], "来电人情绪激动，已按规范安抚");
+    let second = h
+        .post(
+            &agent,
+            "/api/quality/reviews/call:q-complaint/appeal",
+            json!({"reason": "再次申诉"}),
+        )
+        .await;
+    assert_eq!(second.status, StatusCode::CONFLICT, "{}", second.text);
+    assert_eq!(second.body["code"], "already_appealed");
+    assert_eq!(
+        h.post(
+            &agent,
+            "/api/quality/reviews/call:q-long/appeal",
+            json!({"reason": "未评分"})
+        )
+        .await
+        .status,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+
+    // Roll-up per person, unit and city; the report carries the same.
+    let scores = h
+        .get(&supervisor, "/api/quality/scores?period=2026-03")
+        .await;
+    assert_eq!(scores.status, StatusCode::OK, "{}", scores.text);
+    assert_eq!(scores.body["reviews"], 2);
+    assert_eq!(scores.body["score"], 85.0);
+    assert_eq!(scores.body["by_person"][0]["key"], "agent");
+    assert_eq!(scores.body["by_city"][0]["key"], "jinan");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let period = hotline::assessment::periods::ReportPeriod::parse("2026-03").expect("period");
+    hotline::api::reports::publish(&h.state, dir.path(), period, h.state.orders.clock.now())
+        .await
+        .expect("publish");
+    let admin = h.login("admin").await;
+    let report = h.get(&admin, "/api/reports/2026-03").await;
+    let province = h.get(&admin, "/api/quality/scores?period=2026-03").await;
+    assert_eq!(report.body["quality"], province.body, "{}", report.text);
+}
+
+#[tokio::test]
+async fn sqlite_quality_review_samples_scores_and_one_appeal() {
+    quality_review_samples_scores_and_one_appeal(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_quality_review_samples_scores_and_one_appeal() {
+    quality_review_samples_scores_and_one_appeal(&postgres().await).await;
+}
+
+/// H-16, H-17: a supervisor registers a fault (agent absent from duty) with a
+/// rectification deadline counted in working days like an order's; the unit records
+/// its rectification once (the second is 409); the criticism circular of the month
+/// names the unit, the person, the fault, the deadline as a bureau writes it and the
+/// rectification's state.
+async fn violations_are_rectified_once_and_circulated(h: &Harness) {
+    use chrono::Datelike;
+    let supervisor = h.login("supervisor").await;
+    let agent = h.login("agent").await;
+    let body = json!({
+        "unit": "jinan",
+        "person": "agent",
+        "kind": "absent_from_duty",
+        "description": "值班时段离开岗位40分钟",
+        "working_days": 3,
+    });
+    assert_eq!(
+        h.post(&agent, "/api/violations", body.clone()).await.status,
+        StatusCode::FORBIDDEN
+    );
+    let mut elsewhere = body.clone();
+    elsewhere["unit"] = json!("qingdao");
+    let refused = h.post(&supervisor, "/api/violations", elsewhere).await;
+    assert_eq!(
+        refused.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        refused.text
+    );
+    let mut bad_days = body.clone();
+    bad_days["working_days"] = json!(0);
+    assert_eq!(
+        h.post(&supervisor, "/api/violations", bad_days).await.body["field"],
+        "working_days"
+    );
+    let registered = h.post(&supervisor, "/api/violations", body).await;
+    assert_eq!(
+        registered.status,
+        StatusCode::CREATED,
+        "{}",
+        registered.text
+    );
+    let v = &registered.body;
+    let now = h.state.orders.clock.now();
+    let calendar = h.state.orders.calendar.current();
+    let due = calendar.add_working_days(now, 3);
+    assert_eq!(v["due"], due.at.to_rfc3339(), "{v}");
+    assert!(
+        v["due_text"]
+            .as_str()
+            .is_some_and(|t| t.ends_with("24:00（3个工作日）")),
+        "{v}"
+    );
+    assert_eq!(v["state"], "open");
+    assert_eq!(v["person_name"], "值班员 张明");
+    let id = v["id"].as_str().expect("id").to_owned();
+
+    // The unit sees it and records the rectification, once.
+    let listed = h.get(&agent, "/api/violations").await;
+    assert_eq!(
+        listed.body["violations"][0]["id"],
+        id.as_str(),
+        "{}",
+        listed.text
+    );
+    let done = h
+        .post(
+            &agent,
+            &format!("/api/violations/{id}/rectified"),
+            json!({"note": "已调整排班并签订值班承诺书"}),
+        )
+        .await;
+    assert_eq!(done.status, StatusCode::OK, "{}", done.text);
+    assert_eq!(done.body["state"], "done");
+    let again = h
+        .post(
+            &agent,
+            &format!("/api/violations/{id}/rectified"),
+            json!({"note": "再次"}),
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::CONFLICT, "{}", again.text);
+    // A unit below Jinan (the legal-aid center) does not see Jinan's faults.
+    let center = h.login("handler").await;
+    let theirs = h.get(&center, "/api/violations").await;
+    assert_eq!(theirs.body["violations"], json!([]), "{}", theirs.text);
+
+    // The month's circular.
+    let period = format!("{}-{:02}", now.year(), now.month());
+    let text = h
+        .get(&supervisor, &format!("/api/circulars?period={period}"))
+        .await;
+    assert_eq!(text.status, StatusCode::OK, "{}", text.text);
+    assert!(text.text.contains("批评通报"), "{}", text.text);
+    assert!(
+        text.text
+            .contains("济南市司法局（值班员 张明）：值班人员脱岗。值班时段离开岗位40分钟。限"),
+        "{}",
+        text.text
+    );
+    assert!(text.text.contains("前整改，已整改。"), "{}", text.text);
+    let page = h
+        .get(
+            &supervisor,
+            &format!("/api/circulars?period={period}&format=html"),
+        )
+        .await;
+    assert!(
+        page.text.contains("<h1>关于") && page.text.contains("批评通报</h1>"),
+        "{}",
+        page.text
+    );
+}
+
+#[tokio::test]
+async fn sqlite_violations_are_rectified_once_and_circulated() {
+    violations_are_rectified_once_and_circulated(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_violations_are_rectified_once_and_circulated() {
+    violations_are_rectified_once_and_circulated(&postgres().await).await;
+}
+
+/// H-6: the public-sentiment summary of a city and month: top topics with counts and
+/// the change against the month before, sample descriptions with numbers and names
+/// masked, the urgent events; and its CSV export.
+async fn sentiment_summary_counts_changes_and_masks(h: &Harness) {
+    let desk = h.login("province-dispatcher").await;
+    let order = |at: &str, text: &str, urgency: &str| {
+        let mut body = order_body("consultation", "unknown", Some(at));
+        body["description"] = json!(text);
+        body["urgency"] = json!(urgency);
+        body
+    };
+    h.create(
+        &desk,
+        order("2026-02-10T10:00:00+08:00", "公司拖欠工资三个月", "normal"),
+    )
+    .await;
+    for day in [3, 4, 5] {
+        h.create(
+            &desk,
+            order(
+                &format!("2026-03-{day:02}T10:00:00+08:00"),
+                "张三反映老板拖欠工资，电话13812345678",
+                "normal",
+            ),
+        )
+        .await;
+    }
+    h.create(
+        &desk,
+        order(
+            "2026-03-06T10:00:00+08:00",
+            "工地发生群体性讨薪，情绪激动",
+            "urgent",
+        ),
+    )
+    .await;
+    let admin = h.login("admin").await;
+    assert_eq!(
+        h.get(
+            &h.login("agent").await,
+            "/api/analysis/summary?period=2026-03"
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    let reply = h
+        .get(&admin, "/api/analysis/summary?period=2026-03&city=jinan")
+        .await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text);
+    assert_eq!(reply.body["orders"], 4, "{}", reply.text);
+    let wages = reply.body["topics"]
+        .as_array()
+        .expect("topics")
+        .iter()
+        .find(|t| t["topic"] == "拖欠工资")
+        .unwrap_or_else(|| panic!("{}", reply.text))
+        .clone();
+    assert_eq!(
+        (&wages["count"], &wages["previous"], &wages["change"]),
+        (&json!(3), &json!(1), &json!(2))
+    );
+    assert_eq!(
+        wages["samples"][0], "张*反映老板拖欠工资，电话138****5678",
+        "{wages}"
+    );
+    assert!(!reply.text.contains("13812345678"));
+    assert_eq!(
+        reply.body["urgent"].as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        reply.text
+    );
+    assert_eq!(
+        reply.body["urgent"][0]["description"],
+        "工地发生群体性讨薪，情绪激动"
+    );
+    let csv = h
+        .get(
+            &admin,
+            "/api/analysis/summary?period=2026-03&city=jinan&format=csv",
+        )
+        .await;
+    assert_eq!(csv.status, StatusCode::OK);
+    assert!(
+        csv.text
+            .starts_with("类型,话题或工单,本期,上期,变化,样例或时间\n"),
+        "{}",
+        csv.text
+    );
+    assert!(
+        csv.text.contains("话题,\"拖欠工资\",3,1,2,"),
+        "{}",
+        csv.text
+    );
+    assert!(csv.text.contains("紧急事件,"), "{}", csv.text);
+    assert_eq!(
+        h.get(&admin, "/api/analysis/summary?period=2026-13")
+            .await
+            .status,
+        StatusCode::BAD_REQUEST
+    );
+}
+
+#[tokio::test]
+async fn sqlite_sentiment_summary_counts_changes_and_masks() {
+    sentiment_summary_counts_changes_and_masks(&sqlite().await).await;
+}
+
+#[tokio::test]
+async fn postgres_sentiment_summary_counts_changes_and_masks() {
+    sentiment_summary_counts_changes_and_masks(&postgres().await).await;
 }

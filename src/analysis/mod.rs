@@ -356,3 +356,34 @@ pub fn analyse(
 
 #[cfg(test)]
 mod tests;
+
+/// A description as a public-sentiment summary may quote it (H-6, H-12-4): every
+/// run of 5 or more digits masked as a phone number is, and the contact's name (when
+/// it appears) masked as a name is.
+#[must_use]
+pub fn mask_description(text: &str, contact_name: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut digits = String::new();
+    let flush = |digits: &mut String, out: &mut String| {
+        if digits.chars().count() >= 5 {
+            out.push_str(&crate::ticket::privacy::mask_phone(digits));
+        } else {
+            out.push_str(digits);
+        }
+        digits.clear();
+    };
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            digits.push(c);
+        } else {
+            flush(&mut digits, &mut out);
+            out.push(c);
+        }
+    }
+    flush(&mut digits, &mut out);
+    let name = contact_name.trim();
+    if name.chars().count() >= 2 {
+        out = out.replace(name, &crate::ticket::privacy::mask_name(name));
+    }
+    out
+}

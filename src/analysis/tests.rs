@@ -132,3 +132,9 @@ fn small_counts_and_old_orders_are_not_hot() {
     assert_eq!(accident.orders, 2, "{accident:?}");
     assert!(!accident.hot, "{accident:?}");
 }
+
+#[test]
+fn summaries_quote_descriptions_with_numbers_and_the_contacts_name_masked() {
+    let text = super::mask_description("张三说老板欠薪，电话13812345678，工号42", "张三");
+    assert_eq!(text, "张*说老板欠薪，电话138****5678，工号42");
+}

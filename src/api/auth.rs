@@ -310,6 +310,16 @@ impl Auth {
         (!names.is_empty()).then(|| names.join("／"))
     }
 
+    /// The user who works as queue agent `agent` (the first by user id when several
+    /// share it).
+    #[must_use]
+    pub fn user_of_agent(&self, agent: &str) -> Option<&User> {
+        self.users
+            .values()
+            .filter(|u| u.agent.as_deref() == Some(agent))
+            .min_by(|a, b| a.id.cmp(&b.id))
+    }
+
     fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
         mutex
             .lock()

@@ -24,11 +24,14 @@ pub mod cities;
 pub mod directory;
 pub mod drafts;
 pub mod order_calls;
+pub mod quality;
 pub mod queues;
 pub mod recordings;
 pub mod softphone;
+pub mod reports;
 pub mod stats;
 pub mod views;
+pub mod violations;
 
 use crate::metrics::Metrics;
 use crate::store::Store;
@@ -66,6 +69,9 @@ pub fn api_routes() -> utoipa_axum::router::OpenApiRouter<AppState> {
         .merge(attachments::routes())
         .merge(partner::routes())
         .merge(directory::routes())
+        .merge(reports::routes())
+        .merge(quality::routes())
+        .merge(violations::routes())
 }
 
 /// Operational routes outside the API document (probes and scrapes, not for consoles).

@@ -77,8 +77,11 @@ mod tests {
             include_str!("partner.rs"),
             include_str!("attachments.rs"),
             include_str!("queues.rs"),
+            include_str!("quality.rs"),
             include_str!("recordings.rs"),
+            include_str!("reports.rs"),
             include_str!("stats.rs"),
+            include_str!("violations.rs"),
             include_str!("web.rs"),
         ];
         let mut found = Vec::new();
@@ -177,14 +180,17 @@ mod tests {
             ("get", "/api/public/directory"),
             ("post", "/api/public/directory/{id}/appointments"),
             ("post", "/api/directory/import"),
+            ("get", "/api/reports"),
+            ("get", "/api/reports/{id}/xlsx"),
         ] {
             assert!(
                 ops.contains(&(method.to_owned(), path.to_owned())),
                 "{method} {path} missing from {ops:?}"
             );
         }
-        // 31 + the directory's 14 + the public intake's 8, partners' 2, softphone's 1.
-        assert_eq!(ops.len(), 56, "{ops:?}");
+        // 31 + the directory's 14, the public intake's 8, partners' 2, softphone's 1,
+        // reports', quality review's and violations' 15.
+        assert_eq!(ops.len(), 71, "{ops:?}");
         let mut ids: Vec<&str> = ops
             .iter()
             .map(|(m, p)| {

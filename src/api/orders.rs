@@ -1971,7 +1971,7 @@ pub fn parse_period(text: &str) -> Option<Period> {
 
 /// What one ranking row stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RankedBy {
+pub(crate) enum RankedBy {
     Unit,
     Category,
     /// 法律服务需求类型: the business areas of the order fields.
@@ -2119,8 +2119,6 @@ async fn rankings(
             .with_field("by"));
         }
     };
-    let by_category = by != RankedBy::Unit;
-    let weights = state.orders.ranking_weights;
     let only_area = match q.business_area.as_deref() {
         None | Some("" | "all") => None,
         Some(text) => Some(
@@ -2137,6 +2135,108 @@ async fn rankings(
                 })?,
         ),
     };
+    let ask = RankingAsk {
+        period_text,
+        period,
+        group,
+        metric,
+        metric_name: q.metric.filter(|m| !m.is_empty()),
+        only_level,
+        by,
+        only_area,
+    };
+    let ranked = compute_rankings(&state, ask, at).await?;
+    if q.format.as_deref() == Some("csv") {
+        let mut out = String::from(
+            "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue,\
+             sign_in_rate,shifts_scheduled,shifts_signed_in,level,withdrawn,transfer_rate,\
+             transfers_on_time,transfers_late,combined_score,weights\n",
+        );
+        let weights_cell = ranked
+            .weights
+            .named()
+            .iter()
+            .map(|(k, w)| format!("{k}={w}"))
+            .collect::<Vec<_>>()
+            .join(";");
+        for row in &ranked.rows {
+            let row = serde_json::to_value(row).unwrap_or_default();
+            let cell = |k: &str| match row.get(k) {
+                Some(Value::String(s)) => csv_cell(s),
+                Some(Value::Null) | None => String::new(),
+                Some(v) => v.to_string(),
+            };
+            let line: Vec<String> = [
+                "rank",
+                "unit",
+                "unit_name",
+                "orders",
+                "completion_rate",
+                "on_time_rate",
+                "satisfaction_rate",
+                "returns",
+                "overdue",
+                "sign_in_rate",
+                "shifts_scheduled",
+                "shifts_signed_in",
+                "level",
+                "withdrawn",
+                "transfer_rate",
+                "transfers_on_time",
+                "transfers_late",
+                "combined_score",
+            ]
+            .iter()
+            .map(|k| cell(k))
+            .chain([weights_cell.clone()])
+            .collect();
+            out.push_str(&line.join(","));
+            out.push('\n');
+        }
+        return Ok(csv_response(
+            &format!("rankings-{}-{}.csv", ranked.period, ranked.group),
+            out,
+        ));
+    }
+    Ok(Json(ranked).into_response())
+}
+
+/// What a ranking is asked for: the parsed `GET /api/rankings` query.
+#[derive(Debug, Clone)]
+pub(crate) struct RankingAsk {
+    pub period_text: String,
+    pub period: Period,
+    pub group: RankGroup,
+    pub metric: RankBy,
+    /// As asked (default `completion_rate`).
+    pub metric_name: Option<String>,
+    pub only_level: Option<UnitKind>,
+    pub by: RankedBy,
+    pub only_area: Option<BusinessArea>,
+}
+
+/// The ranking of `ask` at `at`: what `GET /api/rankings` answers, and what the
+/// published reports print (one computation, so their figures are the API's).
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn compute_rankings(
+    state: &AppState,
+    ask: RankingAsk,
+    at: DateTime<FixedOffset>,
+) -> Result<Rankings, ApiError> {
+    let RankingAsk {
+        period_text,
+        period,
+        group,
+        metric,
+        metric_name,
+        only_level,
+        by,
+        only_area,
+    } = ask;
+    let by_category = by != RankedBy::Unit;
+    let weights = state.orders.ranking_weights;
     let mut orders = state
         .store
         .orders_received_between(period.from.timestamp_millis(), period.to.timestamp_millis())
@@ -2145,7 +2245,7 @@ async fn rankings(
         orders.retain(|o| o.fields.area == area);
     }
     let ctx = &state.orders;
-    let sign_in = sign_in_by_unit(&state, period, at).await?;
+    let sign_in = sign_in_by_unit(state, period, at).await?;
     let mut rows: Vec<RankingRow> = Vec::new();
     if by_category {
         // One row per category (or business area, 法律服务需求类型) of the group: all
@@ -2262,58 +2362,7 @@ async fn rankings(
         RankGroup::Consultation => "consultation",
         RankGroup::ComplaintSuggestion => "complaint_suggestion",
     };
-    if q.format.as_deref() == Some("csv") {
-        let mut out = String::from(
-            "rank,unit,unit_name,orders,completion_rate,on_time_rate,satisfaction_rate,returns,overdue,\
-             sign_in_rate,shifts_scheduled,shifts_signed_in,level,withdrawn,transfer_rate,\
-             transfers_on_time,transfers_late,combined_score,weights\n",
-        );
-        let weights_cell = weights
-            .named()
-            .iter()
-            .map(|(k, w)| format!("{k}={w}"))
-            .collect::<Vec<_>>()
-            .join(";");
-        for row in &rows {
-            let row = serde_json::to_value(row).unwrap_or_default();
-            let cell = |k: &str| match row.get(k) {
-                Some(Value::String(s)) => csv_cell(s),
-                Some(Value::Null) | None => String::new(),
-                Some(v) => v.to_string(),
-            };
-            let line: Vec<String> = [
-                "rank",
-                "unit",
-                "unit_name",
-                "orders",
-                "completion_rate",
-                "on_time_rate",
-                "satisfaction_rate",
-                "returns",
-                "overdue",
-                "sign_in_rate",
-                "shifts_scheduled",
-                "shifts_signed_in",
-                "level",
-                "withdrawn",
-                "transfer_rate",
-                "transfers_on_time",
-                "transfers_late",
-                "combined_score",
-            ]
-            .iter()
-            .map(|k| cell(k))
-            .chain([weights_cell.clone()])
-            .collect();
-            out.push_str(&line.join(","));
-            out.push('\n');
-        }
-        return Ok(csv_response(
-            &format!("rankings-{period_text}-{group_name}.csv"),
-            out,
-        ));
-    }
-    Ok(Json(Rankings {
+    Ok(Rankings {
         period: period_text,
         group: group_name.to_owned(),
         by: match by {
@@ -2322,10 +2371,7 @@ async fn rankings(
             RankedBy::Area => "area",
         }
         .to_owned(),
-        metric: q
-            .metric
-            .filter(|m| !m.is_empty())
-            .unwrap_or_else(|| "completion_rate".to_owned()),
+        metric: metric_name.unwrap_or_else(|| "completion_rate".to_owned()),
         business_area: only_area.map_or_else(|| "all".to_owned(), |a| enum_text(&a)),
         // W-19: the ranking is automatic; the only setting is the weights of the
         // combined score, printed with every ranking.
@@ -2345,7 +2391,6 @@ async fn rankings(
             })
             .collect(),
     })
-    .into_response())
 }
 
 /// The sign-in rate of every unit whose agents had duty shifts due in the period

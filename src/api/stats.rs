@@ -61,6 +61,26 @@ async fn order_stats(
         })?),
     };
     let now = state.orders.clock.now();
+    let scope = state.orders.scope_of(&user.unit);
+    compute_order_stats(&state, scope, user.unit.clone(), period_text, period, now)
+        .await
+        .map(Json)
+}
+
+/// The order figures of `scope` (`None`: every order) received in `period` (`None`:
+/// any time), judged at `now`: what `GET /api/stats/orders` answers and what the
+/// published reports print.
+///
+/// # Errors
+/// Database errors.
+pub(crate) async fn compute_order_stats(
+    state: &AppState,
+    scope: Option<Vec<String>>,
+    unit: UnitId,
+    period_text: Option<String>,
+    period: Option<crate::ticket::Period>,
+    now: chrono::DateTime<chrono::FixedOffset>,
+) -> Result<OrderStatsView, ApiError> {
     let end_of_today = now
         .date_naive()
         .checked_add_days(Days::new(1))
@@ -68,7 +88,7 @@ async fn order_stats(
         .and_then(|d| shanghai().from_local_datetime(&d).single())
         .map_or(now.timestamp_millis(), |t| t.timestamp_millis());
     let filter = StatsFilter {
-        scope: state.orders.scope_of(&user.unit),
+        scope,
         received: period.map(|p| (p.from.timestamp_millis(), p.to.timestamp_millis())),
         now_ms: now.timestamp_millis(),
         end_of_today_ms: end_of_today,
@@ -93,9 +113,9 @@ async fn order_stats(
     let satisfied = count("satisfied") + count("basically_satisfied");
     // Per mille, rounded down, as the rankings do: no float noise in the API.
     let rate = (rated > 0).then(|| ((satisfied * 1000) / rated) as f64 / 1000.0);
-    Ok(Json(OrderStatsView {
+    Ok(OrderStatsView {
         period: period_text,
-        unit: user.unit.clone(),
+        unit,
         as_of: now.to_rfc3339(),
         total: stats.total,
         by_state: stats.by_state,
@@ -112,43 +132,43 @@ async fn order_stats(
             rate,
         },
         transfer: timeliness,
-    }))
+    })
 }
 
 /// `GET /api/stats/orders`: the order figures of the user's unit subtree.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct OrderStatsView {
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct OrderStatsView {
     /// The period asked for (orders received in it); null: every order.
-    period: Option<String>,
+    pub period: Option<String>,
     /// The user's unit: the figures count its subtree.
-    unit: UnitId,
+    pub unit: UnitId,
     /// When counted (RFC 3339, Asia/Shanghai).
-    as_of: String,
-    total: i64,
+    pub as_of: String,
+    pub total: i64,
     /// Count per lifecycle state.
-    by_state: BTreeMap<String, i64>,
+    pub by_state: BTreeMap<String, i64>,
     /// Not closed.
-    open: i64,
+    pub open: i64,
     /// Open and past the feedback limit now.
-    overdue_open: i64,
+    pub overdue_open: i64,
     /// Open past the feedback limit, or completed after it (as `overdue=true` lists).
-    overdue: i64,
+    pub overdue: i64,
     /// Open, the running limit ending today.
-    due_today: i64,
-    special_flag: i64,
-    satisfaction: SatisfactionView,
+    pub due_today: i64,
+    pub special_flag: i64,
+    pub satisfaction: SatisfactionView,
     /// Transfer timeliness (H-8): overall, per dispatch center and per dispatcher.
     #[schema(value_type = Object)]
-    transfer: crate::ticket::TransferTimeliness,
+    pub transfer: crate::ticket::TransferTimeliness,
 }
 
 /// The latest satisfaction of the orders that have one.
-#[derive(Debug, Serialize, utoipa::ToSchema)]
-struct SatisfactionView {
-    rated: i64,
-    satisfied: i64,
-    basically_satisfied: i64,
-    dissatisfied: i64,
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
+pub struct SatisfactionView {
+    pub rated: i64,
+    pub satisfied: i64,
+    pub basically_satisfied: i64,
+    pub dissatisfied: i64,
     /// (satisfied + basically satisfied) / rated, per mille rounded down; null when none rated.
-    rate: Option<f64>,
+    pub rate: Option<f64>,
 }

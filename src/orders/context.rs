@@ -44,6 +44,8 @@ pub struct OrdersContext {
     pub attachments_dir: Option<std::path::PathBuf>,
     /// Partner hotlines (`[[partners]]`): their keys and callback URLs.
     pub partners: super::partners::Partners,
+    /// The quality review's rubric and sampling rules (`[quality]`).
+    pub quality: crate::assessment::quality::QualityConfig,
 }
 
 /// Where the analysis' word lists are, and the segmenter once loaded (a failed load is
@@ -102,6 +104,7 @@ impl OrdersContext {
             public: super::intake::PublicIntake::default(),
             attachments_dir: Some(config.server.data_dir.join("attachments")),
             partners: super::partners::Partners::from_config(&config.partners),
+            quality: config.quality.clone(),
         }
     }
 

@@ -225,9 +225,12 @@ pub mod drafts;
 pub mod ops;
 pub mod orders;
 pub mod partners;
+pub mod quality;
 pub mod queue_log;
+pub mod reports;
 pub mod stats;
 pub mod surveys;
+pub mod violations;
 
 const UPSERT_BINDING: &str = "INSERT INTO registrations \
     (aor, contact, expires_at, q, call_id, cseq, source, transport, user_agent, updated_at) \
