@@ -316,7 +316,10 @@ fn a_register_retransmitted_while_its_commit_is_pending_gets_no_200() {
     let phone = RawUdp::new(server.sip);
     let register =
         authorized_register(&phone, "1001", "secret1001", false, 3600).expect("challenged");
-    // Another writer holds the database (SQLite in WAL mode: writers wait for it).
+    // Another writer holds the database (SQLite in WAL mode: writers wait for it). The
+    // server's own background writers (the report pass at start-up, schedulers) may hold
+    // it for a moment: sqlite3 waits for them (`.timeout`) rather than failing its BEGIN
+    // and leaving the database unlocked.
     let mut locker = Command::new(require("sqlite3"))
         .arg(server.data_dir().join("hotline.db"))
         .stdin(Stdio::piped())
@@ -325,7 +328,7 @@ fn a_register_retransmitted_while_its_commit_is_pending_gets_no_200() {
         .expect("sqlite3");
     let mut stdin = locker.stdin.take().expect("stdin");
     stdin
-        .write_all(b"BEGIN EXCLUSIVE;\nSELECT 'locked';\n")
+        .write_all(b".timeout 10000\n.bail on\nBEGIN EXCLUSIVE;\nSELECT 'locked';\n")
         .expect("lock");
     let mut line = String::new();
     BufReader::new(locker.stdout.take().expect("stdout"))
