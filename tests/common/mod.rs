@@ -132,7 +132,9 @@ pub fn free_port() -> u16 {
         let port = udp.local_addr().expect("addr").port();
         // The port above too: baresip listens for SIP over TLS there (CI saw a caller
         // fail to start, "SIP/TLS transport failed: Address already in use").
-        let above = port.checked_add(1).map(|p| TcpListener::bind(("127.0.0.1", p)));
+        let above = port
+            .checked_add(1)
+            .map(|p| TcpListener::bind(("127.0.0.1", p)));
         if TcpListener::bind(("127.0.0.1", port)).is_ok() && matches!(above, Some(Ok(_))) {
             return port;
         }
