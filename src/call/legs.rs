@@ -355,7 +355,7 @@ impl Call {
             peer,
             choice,
             leg,
-            transfer: None,
+            consulted_leg_due: None,
         };
         self.play_nothing();
     }

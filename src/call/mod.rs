@@ -322,12 +322,12 @@ enum Phase {
     /// In the ACD, waiting (agents may be ringing): hold music and announcements.
     Queued { choice: Choice, announcing: bool },
     /// Talking to `peer` on `leg`; `choice` when the call came through the queue;
-    /// `transfer` while an attended transfer waits for the consultation's leg.
+    /// `consulted_leg_due` while an attended transfer waits for the consultation's leg.
     Bridged {
         peer: Peer,
         choice: Option<Choice>,
         leg: LegId,
-        transfer: Option<transfer::Pending>,
+        consulted_leg_due: Option<Instant>,
     },
     /// A unit's number is being dialled on `leg`; hold music.
     ToUnit { choice: Option<Choice>, leg: LegId },
@@ -411,9 +411,8 @@ impl Call {
             } => Some(*stop_at),
             Phase::Ending { hang_up_at } => Some(*hang_up_at),
             Phase::Bridged {
-                transfer: Some(pending),
-                ..
-            } => pending.deadline(),
+                consulted_leg_due, ..
+            } => *consulted_leg_due,
             _ => None,
         };
         [phase, self.legs.poll_timeout()]

@@ -69,21 +69,6 @@ pub enum TransferStep {
     EndConsultation,
 }
 
-/// A transfer under way on a bridged call.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) enum Pending {
-    /// A REFER was accepted; the consultation's leg is due by `until`.
-    ConsultedLeg { until: Instant },
-}
-
-impl Pending {
-    pub(super) fn deadline(&self) -> Option<Instant> {
-        match self {
-            Pending::ConsultedLeg { until } => Some(*until),
-        }
-    }
-}
-
 impl Call {
     /// The bridged agent (`from`, on `leg`) asks to hand the caller to the consultation
     /// the REFER's Replaces names.
@@ -96,7 +81,7 @@ impl Call {
     ) {
         let Phase::Bridged {
             leg: bridged,
-            transfer,
+            consulted_leg_due,
             peer,
             ..
         } = &mut self.phase
@@ -104,7 +89,7 @@ impl Call {
             self.transfer_step(TransferStep::RefuseRefer);
             return;
         };
-        if *bridged != leg || transfer.is_some() || *peer == Peer::Unit {
+        if *bridged != leg || consulted_leg_due.is_some() || *peer == Peer::Unit {
             self.transfer_step(TransferStep::RefuseRefer);
             return;
         }
@@ -115,9 +100,7 @@ impl Call {
                 self.transfer_step(TransferStep::RefuseRefer);
             }
             ReplacesTarget::Consultation { .. } => {
-                *transfer = Some(Pending::ConsultedLeg {
-                    until: now + HANDOVER_TIMEOUT,
-                });
+                *consulted_leg_due = Some(now + HANDOVER_TIMEOUT);
                 self.transfer_step(TransferStep::TakeConsultedLeg);
             }
         }
@@ -127,12 +110,11 @@ impl Call {
     /// it).
     pub(super) fn on_consulted_leg(&mut self, now: Instant, agent: Option<AgentId>) {
         let waiting = match &mut self.phase {
-            Phase::Bridged { transfer, leg, .. }
-                if matches!(transfer, Some(Pending::ConsultedLeg { .. })) =>
-            {
-                *transfer = None;
-                Some(*leg)
-            }
+            Phase::Bridged {
+                consulted_leg_due,
+                leg,
+                ..
+            } => consulted_leg_due.take().map(|_| *leg),
             _ => None,
         };
         match (waiting, agent) {
@@ -147,7 +129,7 @@ impl Call {
     pub(super) fn on_replace(&mut self, now: Instant, leg: LegId, by: AgentId) {
         let replaceable = matches!(
             &self.phase,
-            Phase::Bridged { leg: l, transfer: None, peer, .. } if *l == leg && *peer != Peer::Unit
+            Phase::Bridged { leg: l, consulted_leg_due: None, peer, .. } if *l == leg && *peer != Peer::Unit
         );
         if replaceable {
             self.adopt(now, leg, by);
@@ -158,13 +140,12 @@ impl Call {
 
     /// The transfer's deadline.
     pub(super) fn transfer_timers(&mut self, now: Instant) {
-        if let Phase::Bridged { transfer, .. } = &mut self.phase
-            && transfer
-                .as_ref()
-                .and_then(Pending::deadline)
-                .is_some_and(|t| now >= t)
+        if let Phase::Bridged {
+            consulted_leg_due, ..
+        } = &mut self.phase
+            && consulted_leg_due.is_some_and(|t| now >= t)
         {
-            *transfer = None;
+            *consulted_leg_due = None;
             self.transfer_step(TransferStep::Failed(503));
         }
     }
@@ -193,7 +174,7 @@ impl Call {
             peer,
             choice,
             leg: new,
-            transfer: None,
+            consulted_leg_due: None,
         };
         // The consulting agent's hold music stops.
         self.play_nothing();
