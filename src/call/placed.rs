@@ -54,6 +54,9 @@ pub enum PlacedInput {
     Ended { side: PlacedSide, reason: EndReason },
     /// A bridged or answered leg's audio stopped.
     MediaLost(PlacedSide),
+    /// After [`PlacedOutput::Bridge`]: the two legs could not be joined (a leg without
+    /// media): the outside party counts as not reached.
+    BridgeFailed,
 }
 
 /// How the call ended, for the owner's reports.
@@ -225,6 +228,12 @@ impl PlacedCall {
                     until: now + MAX_PLACED_CALL,
                 };
                 self.outputs.push_back(PlacedOutput::Bridge);
+            }
+            (Phase::Bridged { .. }, PlacedInput::BridgeFailed) => {
+                self.end(
+                    &[PlacedSide::Other, PlacedSide::Person],
+                    PlacedEnd::OtherFailed(CallbackResult::Unreachable),
+                );
             }
             (phase, PlacedInput::Ended { side, reason }) => self.leg_ended(phase, side, reason),
             (phase, PlacedInput::MediaLost(side)) => self.media_lost(phase, side),
@@ -467,6 +476,24 @@ mod tests {
             vec![
                 PlacedOutput::HangUp(PlacedSide::Other),
                 PlacedOutput::Ended(PlacedEnd::PersonLeft),
+            ]
+        );
+    }
+
+    #[test]
+    fn legs_that_cannot_be_joined_end_as_the_citizen_not_reached() {
+        let (mut call, t) = started();
+        call.handle(t, PlacedInput::PersonAnswered { usable: true });
+        call.handle(t, PlacedInput::Proceed);
+        call.handle(t, PlacedInput::OtherAnswered { usable: true });
+        drain(&mut call);
+        call.handle(t, PlacedInput::BridgeFailed);
+        assert_eq!(
+            drain(&mut call),
+            vec![
+                PlacedOutput::HangUp(PlacedSide::Other),
+                PlacedOutput::HangUp(PlacedSide::Person),
+                PlacedOutput::Ended(PlacedEnd::OtherFailed(CallbackResult::Unreachable)),
             ]
         );
     }

@@ -32,12 +32,12 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
-use crate::call::placed::{PlacedCall, PlacedEnd, PlacedInput, PlacedOutput, PlacedSide};
+use crate::call::placed::{PlacedCall, PlacedEnd, PlacedInput, PlacedOutput};
 use crate::queue::{AgentId, CallbackResult, Party, QueueInput};
 use crate::server::acd::{AcdCommand, AcdShell};
 use crate::server::calls::MediaContext;
 use crate::server::outbound::Dial;
-use crate::server::outleg::{LegTimer, Side, TwoLegs, Wake};
+use crate::server::outleg::{TwoLegs, Wake, lost_audio};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::LegEvent;
 use crate::ticket::model::{CallAttemptResult, CallId};
@@ -131,11 +131,9 @@ async fn run(
                 Wake::Timers { agent, caller, .. } => {
                     // Ring timeouts and the longest call are the core's own timers.
                     let now = Instant::now();
-                    for (side, timer) in [(PlacedSide::Person, agent), (PlacedSide::Other, caller)] {
-                        if timer == LegTimer::MediaTimeout {
-                            info!(call = %attempt.job.call.0, ?side, "callback: media timeout");
-                            attempt.feed(now, PlacedInput::MediaLost(side)).await;
-                        }
+                    for lost in lost_audio(agent, caller) {
+                        info!(call = %attempt.job.call.0, ?lost, "callback: media timeout");
+                        attempt.feed(now, lost).await;
                     }
                     attempt.on_timeout(now).await;
                 }
@@ -198,12 +196,9 @@ impl Attempt {
                     None
                 }
                 PlacedOutput::DialOther => self.dial_caller(now).await,
-                PlacedOutput::Bridge => {
-                    self.bridge(now);
-                    None
-                }
+                PlacedOutput::Bridge => self.bridge(now),
                 PlacedOutput::HangUp(side) => {
-                    self.legs.hang_up(&self.shell, now, side_of(side));
+                    self.legs.hang_up(&self.shell, now, side.into());
                     None
                 }
                 PlacedOutput::Ended(how) => {
@@ -345,46 +340,22 @@ impl Attempt {
             return;
         };
         let media_timeout = self.ctx.media_timeout;
-        let input = match event {
-            LegEvent::Answered { sdp } => {
-                let usable = self.legs.answered(side, now, sdp.as_deref(), media_timeout);
-                if !usable {
-                    warn!(call = %self.job.call.0, ?side, "callback: an SDP answer is unusable");
-                }
-                match side {
-                    Side::Agent => PlacedInput::PersonAnswered { usable },
-                    Side::Caller => PlacedInput::OtherAnswered { usable },
-                }
-            }
-            LegEvent::Ended { reason, .. } => {
-                self.legs.mark_ended(side);
-                info!(call = %self.job.call.0, ?side, %reason, "callback: a leg ended");
-                PlacedInput::Ended {
-                    side: placed_side(side),
-                    reason,
-                }
-            }
-            // Transfers and re-INVITEs of callbacks are not offered.
-            event @ (LegEvent::Reinvite { .. } | LegEvent::Refer { .. }) => {
-                self.legs.refuse(&self.shell, now, side, &event);
-                return;
-            }
-            other => {
-                debug!(call = %self.job.call.0, ?other, "callback: leg event");
-                return;
-            }
-        };
-        self.feed(now, input).await;
+        if let Some(input) = self
+            .legs
+            .placed_input(&self.shell, now, side, event, media_timeout)
+        {
+            self.feed(now, input).await;
+        }
     }
 
     /// The caller answered: bridge to the agent, record, tell the ACD and the order.
-    fn bridge(&mut self, now: Instant) {
+    fn bridge(&mut self, now: Instant) -> Option<PlacedInput> {
         let call = self.job.call.clone();
         if !self
             .legs
             .bridge(&self.ctx, now, &format!("{}-callback", call.0))
         {
-            return;
+            return Some(PlacedInput::BridgeFailed);
         }
         let recording = self
             .legs
@@ -399,6 +370,7 @@ impl Attempt {
             debug!(call = %call.0, %e, "callback answer not taken by the ACD");
         }
         self.log_attempt(CallbackResult::Answered, recording);
+        None
     }
 
     async fn on_command(&mut self, now: Instant, command: AcdCommand) {
@@ -436,21 +408,5 @@ impl Attempt {
             debug!(call = %job.call.0, %e, "callback report not taken by the ACD");
         }
         acd.callback_settled(&job.call);
-    }
-}
-
-/// The legs' name for a side of the placed call.
-pub(crate) fn side_of(side: PlacedSide) -> Side {
-    match side {
-        PlacedSide::Person => Side::Agent,
-        PlacedSide::Other => Side::Caller,
-    }
-}
-
-/// The placed call's name for a leg.
-pub(crate) fn placed_side(side: Side) -> PlacedSide {
-    match side {
-        Side::Agent => PlacedSide::Person,
-        Side::Caller => PlacedSide::Other,
     }
 }

@@ -33,13 +33,12 @@ use chrono::{DateTime, FixedOffset};
 use serde::Serialize;
 use tracing::{debug, info, warn};
 
-use crate::call::placed::{PlacedCall, PlacedEnd, PlacedInput, PlacedOutput, PlacedSide};
+use crate::call::placed::{PlacedCall, PlacedEnd, PlacedInput, PlacedOutput};
 use crate::ivr::cdr::{CallDetailRecord, CallPath, HangupParty};
 use crate::queue::{AgentState, Party, PauseReason, QueueInput};
-use crate::server::callback::{placed_side, side_of};
 use crate::server::calls::MediaContext;
 use crate::server::outbound::{Dial, DialPermit, OutboundRefused};
-use crate::server::outleg::{LegTimer, PlaceError, Side, TwoLegs, Wake};
+use crate::server::outleg::{PlaceError, TwoLegs, Wake, lost_audio};
 use crate::server::sip::SipShell;
 use crate::sip::call_leg::LegEvent;
 use crate::ticket::model::{CallAttemptResult, CallId, CallLog};
@@ -403,10 +402,8 @@ impl OrderCall {
                     Wake::Timers { agent, caller, .. } => {
                         // Ring timeouts and the longest call are the core's own timers.
                         let now = Instant::now();
-                        for (side, timer) in [(PlacedSide::Person, agent), (PlacedSide::Other, caller)] {
-                            if timer == LegTimer::MediaTimeout {
-                                self.feed(now, PlacedInput::MediaLost(side)).await;
-                            }
+                        for lost in lost_audio(agent, caller) {
+                            self.feed(now, lost).await;
                         }
                         self.core.handle_timeout(now);
                         self.carry_out(now).await;
@@ -446,7 +443,7 @@ impl OrderCall {
                 PlacedOutput::DialOther => self.dial_contact(now).await,
                 PlacedOutput::Bridge => self.bridge(now),
                 PlacedOutput::HangUp(side) => {
-                    self.legs.hang_up(&self.shell, now, side_of(side));
+                    self.legs.hang_up(&self.shell, now, side.into());
                     None
                 }
                 PlacedOutput::Ended(how) => {
@@ -489,7 +486,7 @@ impl OrderCall {
     fn bridge(&mut self, now: Instant) -> Option<PlacedInput> {
         let ctx = self.service.ctx.clone();
         if !self.legs.bridge(&ctx, now, &self.call_id) {
-            return Some(PlacedInput::MediaLost(PlacedSide::Other));
+            return Some(PlacedInput::BridgeFailed);
         }
         self.answered = Some((ctx.clock.now(), now));
         let url = self
@@ -535,35 +532,12 @@ impl OrderCall {
             return;
         };
         let media_timeout = self.ctx().media_timeout;
-        let input = match event {
-            LegEvent::Answered { sdp } => {
-                let usable = self.legs.answered(side, now, sdp.as_deref(), media_timeout);
-                if !usable {
-                    warn!(call = %self.call_id, ?side, "order callback: an SDP answer is unusable");
-                }
-                match side {
-                    Side::Agent => PlacedInput::PersonAnswered { usable },
-                    Side::Caller => PlacedInput::OtherAnswered { usable },
-                }
-            }
-            LegEvent::Ended { reason, .. } => {
-                self.legs.mark_ended(side);
-                info!(call = %self.call_id, ?side, %reason, "order callback: a leg ended");
-                PlacedInput::Ended {
-                    side: placed_side(side),
-                    reason,
-                }
-            }
-            event @ (LegEvent::Reinvite { .. } | LegEvent::Refer { .. }) => {
-                self.legs.refuse(&self.shell, now, side, &event);
-                return;
-            }
-            other => {
-                debug!(call = %self.call_id, ?other, "order callback: leg event");
-                return;
-            }
-        };
-        self.feed(now, input).await;
+        if let Some(input) = self
+            .legs
+            .placed_input(&self.shell, now, side, event, media_timeout)
+        {
+            self.feed(now, input).await;
+        }
     }
 
     /// Let the legs go, then write the call record and the order's history.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::net::UdpSocket;
 
+use crate::call::placed::{PlacedInput, PlacedSide};
 use crate::config::MediaEncryption;
 use crate::media::bridge::{LegMedia, RelayDirection, Relayed};
 use crate::media::player::Player;
@@ -334,6 +335,33 @@ pub(crate) enum Side {
     Caller,
 }
 
+impl From<PlacedSide> for Side {
+    fn from(side: PlacedSide) -> Side {
+        match side {
+            PlacedSide::Person => Side::Agent,
+            PlacedSide::Other => Side::Caller,
+        }
+    }
+}
+
+impl From<Side> for PlacedSide {
+    fn from(side: Side) -> PlacedSide {
+        match side {
+            Side::Agent => PlacedSide::Person,
+            Side::Caller => PlacedSide::Other,
+        }
+    }
+}
+
+/// What the placed call's core hears of a timer wake-up: a leg whose audio stopped (its
+/// ring timeouts and the longest call are the core's own timers).
+pub(crate) fn lost_audio(agent: LegTimer, caller: LegTimer) -> impl Iterator<Item = PlacedInput> {
+    [(Side::Agent, agent), (Side::Caller, caller)]
+        .into_iter()
+        .filter(|(_, timer)| *timer == LegTimer::MediaTimeout)
+        .map(|(side, _)| PlacedInput::MediaLost(side.into()))
+}
+
 /// Why a leg could not be placed at all.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum PlaceError {
@@ -505,6 +533,48 @@ impl TwoLegs {
         match (self.leg_mut(side), sdp) {
             (Some(leg), Some(sdp)) => leg.answered(now, sdp, media_timeout),
             _ => false,
+        }
+    }
+
+    /// A leg's SIP event as the placed call's core hears it (`crate::call::placed`):
+    /// an answer checked against our offer and SRTP policy, an end marked on the leg;
+    /// re-INVITEs and REFERs refused here (calls the hotline places are not
+    /// transferred). `None`: nothing for the core.
+    pub(crate) fn placed_input(
+        &mut self,
+        shell: &std::sync::Arc<crate::server::sip::SipShell>,
+        now: Instant,
+        side: Side,
+        event: LegEvent,
+        media_timeout: Duration,
+    ) -> Option<PlacedInput> {
+        match event {
+            LegEvent::Answered { sdp } => {
+                let usable = self.answered(side, now, sdp.as_deref(), media_timeout);
+                if !usable {
+                    tracing::warn!(call = %self.label, ?side, "an SDP answer is unusable");
+                }
+                Some(match side {
+                    Side::Agent => PlacedInput::PersonAnswered { usable },
+                    Side::Caller => PlacedInput::OtherAnswered { usable },
+                })
+            }
+            LegEvent::Ended { reason, .. } => {
+                self.mark_ended(side);
+                tracing::info!(call = %self.label, ?side, %reason, "a leg ended");
+                Some(PlacedInput::Ended {
+                    side: side.into(),
+                    reason,
+                })
+            }
+            event @ (LegEvent::Reinvite { .. } | LegEvent::Refer { .. }) => {
+                self.refuse(shell, now, side, &event);
+                None
+            }
+            other => {
+                tracing::debug!(call = %self.label, ?other, "leg event");
+                None
+            }
         }
     }
 
