@@ -599,7 +599,11 @@ fn the_callers_phone_hears_the_agent_then_the_unit_after_a_transfer() {
 /// with no packet thrown away on either side.
 #[test]
 fn on_a_callback_each_phone_plays_the_other_side() {
-    let server = callback_phones_hear_each_other(None);
+    let (server, callee_log) = callback_phones_hear_each_other(None);
+    assert!(
+        !callee_log.contains("SRTP is Enabled"),
+        "the caller's phone says its call was encrypted on a plain trunk:\n{callee_log}"
+    );
     assert!(
         server.log().contains("srtp=false"),
         "a plain trunk's leg is plain:\n{}",
@@ -613,7 +617,12 @@ fn on_a_callback_each_phone_plays_the_other_side() {
 /// through SRTP both ways.
 #[test]
 fn a_callback_through_an_srtp_trunk_is_encrypted_and_each_phone_hears_the_other() {
-    let server = callback_phones_hear_each_other(Some("srtp"));
+    let (server, callee_log) = callback_phones_hear_each_other(Some("srtp"));
+    // The receiver's word: baresip says so once both keys are in place.
+    assert!(
+        callee_log.contains("SRTP is Enabled"),
+        "the caller's phone did not run SRTP:\n{callee_log}"
+    );
     assert!(
         server.log().contains("outbound leg answered") && server.log().contains("srtp=true"),
         "the trunk leg did not negotiate SRTP:\n{}",
@@ -624,8 +633,8 @@ fn a_callback_through_an_srtp_trunk_is_encrypted_and_each_phone_hears_the_other(
 /// A caller presses * with nobody signed in, agent 1001 (baresip) signs in, and the
 /// callback rings 1001 then the caller's own phone (baresip behind the trunk; with
 /// `mediaenc`, the trunk offers SRTP and the phone takes it): each phone must play the
-/// other's tone, with no packet dropped.
-fn callback_phones_hear_each_other(mediaenc: Option<&str>) -> Server {
+/// other's tone, with no packet dropped. Returns the server and the caller's phone's log.
+fn callback_phones_hear_each_other(mediaenc: Option<&str>) -> (Server, String) {
     use common::phone::{Baresip, tone_wav};
     const AGENT_TONE: f64 = 600.0;
     const CALLER_TONE: f64 = 1000.0;
@@ -704,5 +713,5 @@ fn callback_phones_hear_each_other(mediaenc: Option<&str>) -> Server {
     );
     assert_eq!(callee.dropped_lines(), Vec::<String>::new(), "{context}");
     assert_eq!(agent.dropped_lines(), Vec::<String>::new(), "{context}");
-    server
+    (server, callee.log())
 }
