@@ -240,6 +240,9 @@ step() {
   sipp_step "$side-$rate" "${scenario[$side]}" "${target[$side]}" "$rate" "$calls" \
     -s "$service" -d "${hold[$side]}" -mi 127.0.0.1 -mp "$(free_port)" \
     -l $((rate * (hold[$side] / 1000 + 6) + 50))
+  # Read at once: the full side's wait for the agent UAS's count below is not the calls'.
+  local cpu_after
+  cpu_after=$(cpu_ms "${pid_of[$side]}")
   alive
   ((STEP_RC == 0 || STEP_RC == 1)) || die "sipp exited $STEP_RC ($WORK/sipp/$side-$rate)"
   # lib.sh's rate spans first call to last answer, which includes one call's length:
@@ -265,7 +268,7 @@ step() {
     fi
   fi
   local cpu_call
-  cpu_call=$(awk -v ms="$(($(cpu_ms "${pid_of[$side]}") - cpu_before))" -v ok="$STEP_OK" \
+  cpu_call=$(awk -v ms="$((cpu_after - cpu_before))" -v ok="$STEP_OK" \
     'BEGIN { if (ok > 0) printf "%.2f", ms / ok; else print "-" }')
   printf '  %-9s offered %5d/s -> %6d ok, %5d failed, delivered %5d/s, server CPU %s ms/call\n' \
     "$side" "$rate" "$STEP_OK" "$STEP_FAILED" "$STEP_RATE" "$cpu_call" >&2
