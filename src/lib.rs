@@ -26,3 +26,4 @@ pub mod sip;
 pub mod store;
 pub mod ticket;
 pub mod user_cli;
+pub mod window_limiter;

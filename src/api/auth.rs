@@ -10,7 +10,7 @@
 //! Clients can never act as [`Role::System`]: roles come only from the configuration,
 //! whose role type has no such variant.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -21,6 +21,8 @@ use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{Method, header};
 use serde::Serialize;
+
+use crate::window_limiter::SlidingWindow;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -157,13 +159,13 @@ pub enum BearerError {
 
 /// Users, sessions and the throttles. In memory: sessions do not survive a restart
 /// (users log in again).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Auth {
     users: HashMap<String, User>,
     sessions: Mutex<HashMap<String, Session>>,
     /// Failure times by throttle key (`user:<id>@<source>`, `source:<ip>`,
     /// `bearer:<ip>`).
-    failures: Mutex<HashMap<String, VecDeque<Instant>>>,
+    failures: SlidingWindow,
     /// An argon2 hash verified (result ignored) for unknown user names, with the
     /// parameters the real users' hashes have: the answer takes as long as for a
     /// known user. `None` without argon2 users (then nothing slow is compared).
@@ -188,6 +190,19 @@ fn random_hex() -> String {
 
 fn sha256_hex(text: &str) -> String {
     hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+impl Default for Auth {
+    fn default() -> Self {
+        Self {
+            users: HashMap::new(),
+            sessions: Mutex::new(HashMap::new()),
+            failures: SlidingWindow::new(FAILURE_WINDOW),
+            dummy_hash: None,
+            argon2_verifications: AtomicU64::new(0),
+            transport: TransportPolicy::default(),
+        }
+    }
 }
 
 impl Auth {
@@ -326,50 +341,16 @@ impl Auth {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Seconds until `key` may try again, when it has `max` failures in the window.
-    fn throttled_for(
-        failures: &mut HashMap<String, VecDeque<Instant>>,
-        key: &str,
-        max: usize,
-        now: Instant,
-    ) -> Option<u64> {
-        let list = failures.get_mut(key)?;
-        while list
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= FAILURE_WINDOW)
-        {
-            list.pop_front();
-        }
-        if list.len() >= max {
-            let oldest = *list.front()?;
-            let left = FAILURE_WINDOW.saturating_sub(now.saturating_duration_since(oldest));
-            Some(left.as_secs().max(1))
-        } else {
-            None
-        }
-    }
-
     /// The longest wait any of `keys` (with their limits) imposes.
     fn throttled(&self, keys: &[(&str, usize)], now: Instant) -> Option<u64> {
-        let mut failures = Self::lock(&self.failures);
-        if failures.len() > 100_000 {
-            failures.retain(|_, list| {
-                list.back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) < FAILURE_WINDOW)
-            });
-        }
         keys.iter()
-            .filter_map(|(key, max)| Self::throttled_for(&mut failures, key, *max, now))
+            .filter_map(|(key, max)| self.failures.retry_after(key, *max, now))
             .max()
     }
 
     fn record_failure(&self, keys: &[&str], now: Instant) {
-        let mut failures = Self::lock(&self.failures);
         for key in keys {
-            failures
-                .entry((*key).to_owned())
-                .or_default()
-                .push_back(now);
+            self.failures.record(key, now);
         }
     }
 
@@ -416,7 +397,7 @@ impl Auth {
             self.record_failure(&[&pair_key, &source_key], now);
             return Err(LoginError::BadCredentials);
         };
-        Self::lock(&self.failures).remove(&pair_key);
+        self.failures.forget(&pair_key);
         let session_id = random_hex();
         let csrf = random_hex();
         let mut sessions = Self::lock(&self.sessions);

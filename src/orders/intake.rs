@@ -14,7 +14,8 @@
 //! * **Duplicates** ([`near_duplicate`]): the same phone sending a near-identical
 //!   description within a window gets the earlier order's query code, not a new order.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use crate::window_limiter::SlidingWindow;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -176,24 +177,20 @@ impl PowChallenges {
     }
 }
 
-/// At most `max` events per key in a sliding `window`.
+/// At most `max` events per key in a sliding window (the shared
+/// [`crate::window_limiter::SlidingWindow`]).
 #[derive(Debug)]
 pub struct WindowLimiter {
     pub max: usize,
-    pub window: Duration,
-    hits: Mutex<HashMap<String, VecDeque<Instant>>>,
+    events: SlidingWindow,
 }
-
-/// Keys tracked before expired ones are swept (memory bound).
-const SWEEP_AT: usize = 50_000;
 
 impl WindowLimiter {
     #[must_use]
     pub fn new(max: usize, window: Duration) -> Self {
         Self {
             max,
-            window,
-            hits: Mutex::new(HashMap::new()),
+            events: SlidingWindow::new(window),
         }
     }
 
@@ -202,35 +199,9 @@ impl WindowLimiter {
     /// # Errors
     /// [`Limited`] with the seconds until the oldest event leaves the window.
     pub fn hit(&self, key: &str, now: Instant) -> Result<(), Limited> {
-        let mut hits = self
-            .hits
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if hits.len() >= SWEEP_AT {
-            let window = self.window;
-            hits.retain(|_, list| {
-                list.back()
-                    .is_some_and(|t| now.saturating_duration_since(*t) < window)
-            });
-        }
-        let list = hits.entry(key.to_owned()).or_default();
-        while list
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= self.window)
-        {
-            list.pop_front();
-        }
-        if list.len() >= self.max {
-            let oldest = list.front().copied().unwrap_or(now);
-            let left = self
-                .window
-                .saturating_sub(now.saturating_duration_since(oldest));
-            return Err(Limited {
-                retry_after_secs: left.as_secs().max(1),
-            });
-        }
-        list.push_back(now);
-        Ok(())
+        self.events
+            .hit(key, self.max, now)
+            .map_err(|retry_after_secs| Limited { retry_after_secs })
     }
 }
 
